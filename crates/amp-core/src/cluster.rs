@@ -1,0 +1,321 @@
+//! The cluster: nodes of GPUs and the links between them.
+//!
+//! Files give bandwidths in Gbit/s (what datasheets print); inside the
+//! library every bandwidth is bytes per second and every latency seconds.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{AmpError, Result};
+
+/// One GPU: the node it sits in and its index inside that node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Device {
+    pub node: usize,
+    pub gpu: usize,
+}
+
+/// One machine of the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    /// GPU type name; profiles and catalogs are keyed by it.
+    pub gpu_type: String,
+    pub gpus: usize,
+    /// Bandwidth between two GPUs of this node, bytes/s.
+    pub intra_bytes_per_s: f64,
+    /// Bandwidth of this node's network interface, bytes/s.
+    pub inter_bytes_per_s: f64,
+    /// Memory of one GPU, bytes, when known.
+    pub gpu_memory_bytes: Option<u64>,
+    /// Price of this node per hour, when known (dollars).
+    pub price_per_hour: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cluster {
+    pub name: String,
+    pub nodes: Vec<Node>,
+}
+
+pub const GBPS_TO_BYTES_PER_S: f64 = 1e9 / 8.0;
+
+impl Cluster {
+    pub fn num_devices(&self) -> usize {
+        self.nodes.iter().map(|n| n.gpus).sum()
+    }
+
+    /// Every GPU, node-major: node 0's GPUs first.
+    pub fn devices(&self) -> Vec<Device> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .flat_map(|(node, n)| (0..n.gpus).map(move |gpu| Device { node, gpu }))
+            .collect()
+    }
+
+    pub fn node_of(&self, d: Device) -> &Node {
+        &self.nodes[d.node]
+    }
+
+    /// Bandwidth of the link between two devices: the node's intra-node
+    /// link when they share a node, else the slower of the two NICs.
+    pub fn link_bytes_per_s(&self, a: Device, b: Device) -> f64 {
+        if a.node == b.node {
+            self.nodes[a.node].intra_bytes_per_s
+        } else {
+            self.nodes[a.node]
+                .inter_bytes_per_s
+                .min(self.nodes[b.node].inter_bytes_per_s)
+        }
+    }
+
+    /// The fewest GPUs on any node: the largest tensor-parallel degree that
+    /// fits inside every node.
+    pub fn min_gpus_per_node(&self) -> usize {
+        self.nodes.iter().map(|n| n.gpus).min().unwrap_or(0)
+    }
+
+    pub fn gpu_types(&self) -> Vec<String> {
+        let mut t: Vec<String> = self.nodes.iter().map(|n| n.gpu_type.clone()).collect();
+        t.sort();
+        t.dedup();
+        t
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.nodes.is_empty() {
+            return Err(AmpError::invalid(
+                format!("cluster `{}`", self.name),
+                "no nodes; add at least one [[nodes]] entry",
+            ));
+        }
+        for (i, n) in self.nodes.iter().enumerate() {
+            let at = format!("cluster `{}`, node {i}", self.name);
+            if n.gpus == 0 {
+                return Err(AmpError::invalid(at, "gpus = 0; a node needs at least one GPU"));
+            }
+            for (what, v) in [("intra_gbps", n.intra_bytes_per_s), ("inter_gbps", n.inter_bytes_per_s)] {
+                if !(v.is_finite() && v > 0.0) {
+                    return Err(AmpError::invalid(
+                        at,
+                        format!("{what} must be a positive number of Gbit/s"),
+                    ));
+                }
+            }
+            if n.gpu_type.trim().is_empty() {
+                return Err(AmpError::invalid(at, "gpu is empty; name the GPU type"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Cluster> {
+        let file: ClusterFile = toml::from_str(text).map_err(|e| AmpError::parse(origin, e))?;
+        file.into_cluster(origin)
+    }
+
+    pub fn from_json_str(text: &str, origin: &str) -> Result<Cluster> {
+        let file: ClusterFile = serde_json::from_str(text).map_err(|e| AmpError::parse(origin, e))?;
+        file.into_cluster(origin)
+    }
+
+    pub fn to_file(&self) -> ClusterFile {
+        ClusterFile {
+            name: Some(self.name.clone()),
+            nodes: self
+                .nodes
+                .iter()
+                .map(|n| NodeFile {
+                    gpu: n.gpu_type.clone(),
+                    gpus: n.gpus,
+                    intra_gbps: n.intra_bytes_per_s / GBPS_TO_BYTES_PER_S,
+                    inter_gbps: n.inter_bytes_per_s / GBPS_TO_BYTES_PER_S,
+                    gpu_memory_gib: n.gpu_memory_bytes.map(|b| b as f64 / GIB),
+                    price_per_hour: n.price_per_hour,
+                    count: None,
+                })
+                .collect(),
+        }
+    }
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// The cluster as written in TOML or JSON.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub nodes: Vec<NodeFile>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeFile {
+    /// GPU type name.
+    pub gpu: String,
+    /// GPUs in the node.
+    pub gpus: usize,
+    /// GPU-to-GPU bandwidth inside the node, Gbit/s.
+    pub intra_gbps: f64,
+    /// Network bandwidth of the node, Gbit/s.
+    pub inter_gbps: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_memory_gib: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_per_hour: Option<f64>,
+    /// Repeat this node `count` times (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<usize>,
+}
+
+impl ClusterFile {
+    pub fn into_cluster(self, origin: &str) -> Result<Cluster> {
+        let mut nodes = Vec::new();
+        for (i, n) in self.nodes.into_iter().enumerate() {
+            let count = n.count.unwrap_or(1);
+            if count == 0 {
+                return Err(AmpError::invalid(
+                    format!("{origin}: nodes[{i}]"),
+                    "count = 0; remove the entry or set count >= 1",
+                ));
+            }
+            if let Some(m) = n.gpu_memory_gib {
+                if !(m.is_finite() && m > 0.0) {
+                    return Err(AmpError::invalid(
+                        format!("{origin}: nodes[{i}]"),
+                        "gpu_memory_gib must be a positive number",
+                    ));
+                }
+            }
+            for _ in 0..count {
+                nodes.push(Node {
+                    gpu_type: n.gpu.clone(),
+                    gpus: n.gpus,
+                    intra_bytes_per_s: n.intra_gbps * GBPS_TO_BYTES_PER_S,
+                    inter_bytes_per_s: n.inter_gbps * GBPS_TO_BYTES_PER_S,
+                    gpu_memory_bytes: n.gpu_memory_gib.map(|g| (g * GIB) as u64),
+                    price_per_hour: n.price_per_hour,
+                });
+            }
+        }
+        let cluster = Cluster {
+            name: self.name.unwrap_or_else(|| origin.to_string()),
+            nodes,
+        };
+        cluster.validate().map_err(|e| match e {
+            AmpError::Invalid { location, message } => AmpError::Invalid {
+                location: format!("{origin}: {location}"),
+                message,
+            },
+            other => other,
+        })?;
+        Ok(cluster)
+    }
+}
+
+/// The clusters of the AMP paper's experiments.
+pub mod builtin {
+    use super::*;
+
+    pub const T4: &str = "T4";
+    pub const V100: &str = "V100-16GB";
+
+    fn node(gpu: &str, intra_gbps: f64, inter_gbps: f64, mem_gib: f64, price: f64) -> Node {
+        Node {
+            gpu_type: gpu.to_string(),
+            gpus: 4,
+            intra_bytes_per_s: intra_gbps * GBPS_TO_BYTES_PER_S,
+            inter_bytes_per_s: inter_gbps * GBPS_TO_BYTES_PER_S,
+            gpu_memory_bytes: Some((mem_gib * GIB) as u64),
+            price_per_hour: Some(price),
+        }
+    }
+
+    /// g4dn.12xlarge: 4 x T4, 50 Gbit/s (AMP's measured figures).
+    pub fn g4dn_12xlarge() -> Node {
+        node(T4, 50.0, 50.0, 16.0, 3.912)
+    }
+
+    /// p3.8xlarge: 4 x V100-16GB with NVLink, 10 Gbit/s network.
+    pub fn p3_8xlarge() -> Node {
+        node(V100, 170.0, 10.0, 16.0, 12.24)
+    }
+
+    pub fn homogeneous() -> Cluster {
+        Cluster {
+            name: "4x g4dn.12xlarge".into(),
+            nodes: vec![g4dn_12xlarge(); 4],
+        }
+    }
+
+    pub fn het_cluster() -> Cluster {
+        let mut nodes = vec![p3_8xlarge(); 3];
+        nodes.push(g4dn_12xlarge());
+        Cluster {
+            name: "3x p3.8xlarge + 1x g4dn.12xlarge".into(),
+            nodes,
+        }
+    }
+
+    pub fn het_model() -> Cluster {
+        Cluster {
+            name: "4x p3.8xlarge".into(),
+            nodes: vec![p3_8xlarge(); 4],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_cluster_expands_counts_and_converts_units() {
+        let c = Cluster::from_toml_str(
+            r#"
+            [[nodes]]
+            gpu = "V100-16GB"
+            gpus = 4
+            intra_gbps = 170
+            inter_gbps = 10
+            count = 3
+            [[nodes]]
+            gpu = "T4"
+            gpus = 4
+            intra_gbps = 50
+            inter_gbps = 50
+            "#,
+            "c.toml",
+        )
+        .unwrap();
+        assert_eq!(c.nodes.len(), 4);
+        assert_eq!(c.num_devices(), 16);
+        assert_eq!(c.nodes[0].inter_bytes_per_s, 10e9 / 8.0);
+        let d = c.devices();
+        assert_eq!(c.link_bytes_per_s(d[0], d[1]), 170e9 / 8.0);
+        assert_eq!(c.link_bytes_per_s(d[0], d[15]), 10e9 / 8.0);
+    }
+
+    #[test]
+    fn zero_gpus_is_a_clear_error() {
+        let e = Cluster::from_toml_str(
+            "[[nodes]]\ngpu = \"T4\"\ngpus = 0\nintra_gbps = 50\ninter_gbps = 50\n",
+            "c.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("c.toml") && e.contains("gpus = 0"), "{e}");
+    }
+
+    #[test]
+    fn unknown_field_is_reported() {
+        let e = Cluster::from_toml_str(
+            "[[nodes]]\ngpu = \"T4\"\ngpus = 1\nintra_gbps = 50\ninter_gbps = 50\nbandwidth = 3\n",
+            "c.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("bandwidth"), "{e}");
+    }
+}

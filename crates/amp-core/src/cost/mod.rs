@@ -1,0 +1,162 @@
+//! Cost models: what a plan's iteration costs.
+//!
+//! Every cost model answers two questions through [`CostModel`]:
+//! - for the partitioner, per-stage tables ([`StageTables`]) that price any
+//!   split of the layers of one candidate in O(1) per stage;
+//! - for ranking and `amp eval`, the full [`Estimate`] of a concrete
+//!   [`Plan`].
+//!
+//! The search treats models as interchangeable; the physics of each lives in
+//! its own module.
+
+pub mod amp_paper;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::{Cluster, Device};
+use crate::error::Result;
+use crate::model::Model;
+use crate::placement::DeviceGrid;
+use crate::plan::Plan;
+use crate::profile::Profile;
+
+/// What every cost model reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    pub model: &'a Model,
+    pub cluster: &'a Cluster,
+    pub profile: &'a Profile,
+}
+
+/// Where an iteration's time goes, seconds. The parts are the critical-path
+/// contributions of each kind, so they add up to `iteration_s`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Breakdown {
+    /// Forward and backward compute on the critical path, without idle time.
+    pub compute_s: f64,
+    /// Idle time of the pipeline (fill and drain, waiting for slower stages).
+    pub bubble_s: f64,
+    /// Activation and gradient sends between stages on the critical path.
+    pub pipeline_send_s: f64,
+    /// Tensor-parallel all-reduces inside layers.
+    pub tp_comm_s: f64,
+    /// Data-parallel gradient all-reduce not hidden behind backward.
+    pub dp_allreduce_s: f64,
+    /// Optimizer step.
+    pub optimizer_s: f64,
+}
+
+/// Predicted peak memory of one device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceMemory {
+    pub device: Device,
+    pub stage: usize,
+    pub weights_bytes: f64,
+    pub gradients_bytes: f64,
+    pub optimizer_bytes: f64,
+    pub activations_bytes: f64,
+    /// Framework reserve, workspace and other fixed costs.
+    pub other_bytes: f64,
+    pub peak_bytes: f64,
+    pub capacity_bytes: Option<f64>,
+}
+
+impl DeviceMemory {
+    /// Bytes over capacity, when it does not fit.
+    pub fn overflow_bytes(&self) -> Option<f64> {
+        let cap = self.capacity_bytes?;
+        (self.peak_bytes > cap).then(|| self.peak_bytes - cap)
+    }
+}
+
+/// A cost model's verdict on one plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Estimate {
+    pub iteration_s: f64,
+    pub breakdown: Breakdown,
+    /// Per-device peak memory; empty when the cost model has no memory model.
+    pub memory: Vec<DeviceMemory>,
+}
+
+impl Estimate {
+    /// The first device that does not fit, if any.
+    pub fn first_overflow(&self) -> Option<(&DeviceMemory, f64)> {
+        self.memory.iter().find_map(|m| m.overflow_bytes().map(|o| (m, o)))
+    }
+}
+
+/// Tables that price any split of one candidate's layers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageTables {
+    /// `compute_prefix[j][l]`: time per micro-batch of layers `0..l` when run
+    /// by the devices of stage `j` (length `num_layers + 1` each).
+    pub compute_prefix: Vec<Vec<f64>>,
+    /// `cut[j][k]`: time to pass layer `k`'s output from stage `j` to `j+1`
+    /// per micro-batch (forward activation plus backward gradient).
+    pub cut: Vec<Vec<f64>>,
+    /// Optional memory constraint: `memory_prefix[j][l]` bytes that layers
+    /// `0..l` put on stage `j`'s fullest device, `memory_fixed[j]` bytes that
+    /// the stage holds whatever its layers, `memory_capacity[j]` what fits.
+    pub memory: Option<StageMemoryTables>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageMemoryTables {
+    pub prefix_bytes: Vec<Vec<f64>>,
+    pub fixed_bytes: Vec<f64>,
+    pub capacity_bytes: Vec<f64>,
+}
+
+impl StageTables {
+    /// Time of stage `j` holding `first..end`, or infinity when it does not
+    /// fit in memory.
+    pub fn stage_s(&self, j: usize, first: usize, end: usize) -> f64 {
+        if let Some(m) = &self.memory {
+            let bytes = m.fixed_bytes[j] + m.prefix_bytes[j][end] - m.prefix_bytes[j][first];
+            if bytes > m.capacity_bytes[j] {
+                return f64::INFINITY;
+            }
+        }
+        self.compute_prefix[j][end] - self.compute_prefix[j][first]
+    }
+
+    pub fn cut_s(&self, j: usize, last_layer: usize) -> f64 {
+        self.cut[j][last_layer]
+    }
+}
+
+/// One uniform candidate as the search hands it to a cost model.
+#[derive(Debug, Clone)]
+pub struct Candidate<'g> {
+    pub grid: &'g DeviceGrid,
+    pub micro_batch: usize,
+    pub num_micro_batches: usize,
+}
+
+pub trait CostModel: Sync {
+    /// Short name, as given to `--cost-model`.
+    fn name(&self) -> &'static str;
+
+    /// Tables for the partitioner. Errors when the inputs cannot price this
+    /// candidate (e.g. no profile for its tensor-parallel degree).
+    fn stage_tables(&self, inputs: &Inputs, candidate: &Candidate) -> Result<StageTables>;
+
+    /// A split the model prescribes instead of the exact partition, if any.
+    fn prescribed_split(&self, _inputs: &Inputs, _candidate: &Candidate) -> Option<Vec<usize>> {
+        None
+    }
+
+    /// The full estimate of a plan.
+    fn evaluate(&self, inputs: &Inputs, plan: &Plan) -> Result<Estimate>;
+}
+
+/// Prefix sums of `values`, with a leading 0.
+pub(crate) fn prefix_sums(values: impl IntoIterator<Item = f64>) -> Vec<f64> {
+    let mut out = vec![0.0];
+    let mut acc = 0.0;
+    for v in values {
+        acc += v;
+        out.push(acc);
+    }
+    out
+}

@@ -1,0 +1,37 @@
+//! Errors that tell the user what is wrong, where, and how to fix it.
+
+use std::fmt::Display;
+
+pub type Result<T, E = AmpError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum AmpError {
+    /// A file or string could not be parsed at all.
+    #[error("{origin}: cannot parse: {message}")]
+    Parse { origin: String, message: String },
+    /// Parsed, but a value is not allowed.
+    #[error("{location}: {message}")]
+    Invalid { location: String, message: String },
+    /// Profile data does not cover what the plan needs.
+    #[error("missing profile data: {0}")]
+    MissingProfile(String),
+    /// The search found nothing it may return.
+    #[error("no valid plan: {0}")]
+    NoPlan(String),
+}
+
+impl AmpError {
+    pub fn parse(origin: impl Into<String>, e: impl Display) -> Self {
+        AmpError::Parse {
+            origin: origin.into(),
+            message: e.to_string().trim_end().to_string(),
+        }
+    }
+
+    pub fn invalid(location: impl Into<String>, message: impl Into<String>) -> Self {
+        AmpError::Invalid {
+            location: location.into(),
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! The model to train: an ordered list of layers.
+//!
+//! Every planner decision works on this list: a pipeline stage is a contiguous
+//! range of it. Sizes are per sample (one sequence) so that micro-batch size
+//! scales them linearly.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{AmpError, Result};
+
+/// What a layer is. The cost models use the kind where the physics differs
+/// (a vocabulary projection's output is sharded by tensor parallelism; tied
+/// embeddings share weights).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerKind {
+    /// Token (and position) embedding.
+    Embedding,
+    /// One transformer block (attention + MLP).
+    TransformerBlock,
+    /// Final projection onto the vocabulary (the logits).
+    VocabProjection,
+    /// A layer with no weights and negligible work (reshape, dropout, norm
+    /// placeholders in the artifact's layer lists).
+    Noop,
+    /// Anything else (convolution, upsampling, a linear input layer).
+    Other,
+}
+
+/// One entry of the layer list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Layer {
+    pub name: String,
+    pub kind: LayerKind,
+    /// Trainable parameters of this layer (not divided by tensor parallelism).
+    pub params: u64,
+    /// Elements of this layer's output for one sample: what a pipeline cut
+    /// after this layer sends to the next stage.
+    pub output_elems_per_sample: u64,
+    /// Forward FLOPs for one sample, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_flops_per_sample: Option<f64>,
+    /// Index of an earlier layer whose weights this layer shares (GPT-2 ties
+    /// the vocabulary projection to the embedding). Shared weights are held
+    /// once per stage and all-reduced once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tied_to: Option<usize>,
+    /// Elements the backward pass needs kept per sample (activation memory),
+    /// when known; memory models fall back to an estimate otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_activation_elems_per_sample: Option<u64>,
+}
+
+/// Shape of a transformer, when the model is one: used by exports and by
+/// analytic estimates. Not needed for planning from a profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformerShape {
+    pub hidden: u64,
+    pub num_blocks: u64,
+    pub seq_len: u64,
+    pub vocab: u64,
+    #[serde(default)]
+    pub heads: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Model {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<TransformerShape>,
+    pub layers: Vec<Layer>,
+}
+
+impl Model {
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Checks the invariants every consumer relies on.
+    pub fn validate(&self) -> Result<()> {
+        if self.layers.is_empty() {
+            return Err(AmpError::invalid(
+                format!("model `{}`", self.name),
+                "the layer list is empty; describe at least one layer under [[layers]]",
+            ));
+        }
+        for (i, layer) in self.layers.iter().enumerate() {
+            if let Some(t) = layer.tied_to {
+                if t >= i {
+                    return Err(AmpError::invalid(
+                        format!("model `{}`, layer {i} (`{}`)", self.name, layer.name),
+                        format!("tied_to = {t} must name an earlier layer (0..{i})"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Parameters held by the devices of a stage covering `layers`, counting
+    /// tied weights once when both ends live in the stage.
+    pub fn stage_params(&self, layers: std::ops::Range<usize>) -> u64 {
+        self.layers[layers.clone()]
+            .iter()
+            .filter(|l| match l.tied_to {
+                Some(t) => !layers.contains(&t),
+                None => true,
+            })
+            .map(|l| l.params)
+            .sum()
+    }
+
+    pub fn total_params(&self) -> u64 {
+        self.stage_params(0..self.layers.len())
+    }
+
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Model> {
+        let model: Model = toml::from_str(text).map_err(|e| AmpError::parse(origin, e))?;
+        model.validate()?;
+        Ok(model)
+    }
+
+    pub fn from_json_str(text: &str, origin: &str) -> Result<Model> {
+        let model: Model = serde_json::from_str(text).map_err(|e| AmpError::parse(origin, e))?;
+        model.validate()?;
+        Ok(model)
+    }
+}
+
+/// Built-in models of the AMP paper.
+pub mod builtin {
+    use super::*;
+
+    fn layer(name: &str, kind: LayerKind, params: u64, out: u64) -> Layer {
+        Layer {
+            name: name.to_string(),
+            kind,
+            params,
+            output_elems_per_sample: out,
+            forward_flops_per_sample: None,
+            tied_to: None,
+            stored_activation_elems_per_sample: None,
+        }
+    }
+
+    /// GPT-2 as AMP lists it: embedding, a no-op, `n` blocks, two no-ops, the
+    /// (tied) vocabulary projection and a final no-op: `n + 6` entries, the
+    /// indexing of the artifact's profiles and stage boundaries.
+    pub fn gpt2(num_blocks: u64, hidden: u64, seq_len: u64, vocab: u64) -> Model {
+        let h = hidden;
+        let s = seq_len;
+        let act = s * h;
+        // Weights of a block: QKV (3h^2 + 3h), projection (h^2 + h), MLP
+        // (8h^2 + 5h), two layer norms (4h).
+        let block_params = 12 * h * h + 13 * h;
+        let block_flops = (24 * h * h * s + 4 * s * s * h) as f64;
+        let mut layers = vec![layer("embedding", LayerKind::Embedding, vocab * h + s * h, act)];
+        layers.push(layer("noop", LayerKind::Noop, 0, act));
+        for i in 0..num_blocks {
+            let mut b = layer(&format!("block{i}"), LayerKind::TransformerBlock, block_params, act);
+            b.forward_flops_per_sample = Some(block_flops);
+            layers.push(b);
+        }
+        layers.push(layer("noop", LayerKind::Noop, 0, act));
+        // Final layer norm lives here in Megatron's GPT-2.
+        layers.push(layer("final_norm", LayerKind::Noop, 2 * h, act));
+        let mut head = layer("vocab_projection", LayerKind::VocabProjection, vocab * h, s * vocab);
+        head.tied_to = Some(0);
+        head.forward_flops_per_sample = Some((2 * s * h * vocab) as f64);
+        layers.push(head);
+        layers.push(layer("loss", LayerKind::Noop, 0, s * vocab));
+        Model {
+            name: format!("gpt2-{num_blocks}x{hidden}"),
+            shape: Some(TransformerShape {
+                hidden,
+                num_blocks,
+                seq_len,
+                vocab,
+                heads: hidden / 64,
+            }),
+            layers,
+        }
+    }
+
+    /// The GPT-2 of the AMP paper: 24 blocks, hidden 1024, sequence 1024,
+    /// vocabulary 52256 (30 entries).
+    pub fn amp_gpt2() -> Model {
+        let mut m = gpt2(24, 1024, 1024, 52256);
+        m.name = "gpt2-amp".to_string();
+        m
+    }
+
+    /// AMP's TransGAN generator (depth [12,0,0,0,0,12], hidden 1024, bottom
+    /// width 9): 56 entries in the artifact's indexing. Entry 0 is the input
+    /// projection, entries 3..15 the twelve blocks at full width, 41..53 the
+    /// twelve blocks at width 1024/64 after the upsampling layers; the rest
+    /// are reshapes, upsampling and output layers with little work.
+    ///
+    /// Sizes follow the artifact's own description of the model: every cut
+    /// carries `hidden * bottom^2` elements per sample and a block at width
+    /// `w` holds `12 w^2` weights. The input projection and the small layers
+    /// hold no weights the artifact counted.
+    pub fn amp_transgan() -> Model {
+        let h: u64 = 1024;
+        let bottom: u64 = 9;
+        let act = h * bottom * bottom;
+        let mut layers = Vec::with_capacity(56);
+        for i in 0..56u64 {
+            let (kind, width) = match i {
+                3..=14 => (LayerKind::TransformerBlock, h),
+                41..=52 => (LayerKind::TransformerBlock, h / 64),
+                0 => (LayerKind::Other, 0),
+                _ => (LayerKind::Noop, 0),
+            };
+            let params = 12 * width * width;
+            let name = match kind {
+                LayerKind::TransformerBlock => format!("block{i}"),
+                LayerKind::Other => "input_projection".to_string(),
+                _ => format!("op{i}"),
+            };
+            layers.push(layer(&name, kind, params, act));
+        }
+        Model {
+            name: "transgan-amp".to_string(),
+            shape: None,
+            layers,
+        }
+    }
+
+    /// Looks a built-in model up by name.
+    pub fn by_name(name: &str) -> Option<Model> {
+        match name {
+            "gpt2-amp" | "gpt2" => Some(amp_gpt2()),
+            "transgan-amp" | "transgan" => Some(amp_transgan()),
+            _ => None,
+        }
+    }
+
+    pub const NAMES: &[&str] = &["gpt2-amp", "transgan-amp"];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amp_gpt2_has_the_artifact_layout() {
+        let m = builtin::amp_gpt2();
+        assert_eq!(m.num_layers(), 30);
+        assert_eq!(m.layers[0].kind, LayerKind::Embedding);
+        assert_eq!(m.layers[28].kind, LayerKind::VocabProjection);
+        assert_eq!(
+            m.layers.iter().filter(|l| l.kind == LayerKind::TransformerBlock).count(),
+            24
+        );
+        // GPT-2 medium is ~355M parameters with its 50257 vocabulary.
+        let p = m.total_params() as f64;
+        assert!((p - 356e6).abs() / 356e6 < 0.02, "{p}");
+    }
+
+    #[test]
+    fn tied_weights_count_once_per_stage() {
+        let m = builtin::amp_gpt2();
+        let emb = m.layers[0].params;
+        let head = m.layers[28].params;
+        assert_eq!(m.stage_params(0..1), emb);
+        assert_eq!(m.stage_params(28..30), head);
+        assert_eq!(m.stage_params(0..30), m.total_params());
+        assert_eq!(m.stage_params(0..1) + m.stage_params(1..30), m.total_params() + head);
+    }
+
+    #[test]
+    fn transgan_has_56_entries() {
+        let m = builtin::amp_transgan();
+        assert_eq!(m.num_layers(), 56);
+        assert_eq!(
+            m.layers.iter().filter(|l| l.kind == LayerKind::TransformerBlock).count(),
+            24
+        );
+    }
+
+    #[test]
+    fn bad_tie_is_rejected() {
+        let mut m = builtin::amp_gpt2();
+        m.layers[0].tied_to = Some(5);
+        let e = m.validate().unwrap_err().to_string();
+        assert!(e.contains("tied_to"), "{e}");
+    }
+}

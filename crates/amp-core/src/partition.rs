@@ -1,0 +1,312 @@
+//! Exact split of the layer list into pipeline stages.
+//!
+//! The objective is the pipeline latency AMP optimizes (and the closed form
+//! our own cost model prunes with):
+//!
+//! ```text
+//! (B - 1) * max_j T_j  +  sum_j T_j  +  sum_cuts C_j
+//! ```
+//!
+//! where `T_j` is stage j's time per micro-batch (which may depend on the
+//! stage's position, since stages run on different devices), `C_j` the send
+//! across cut j and `B` the number of micro-batches.
+//!
+//! The dynamic program runs over (stages used, layers covered) and keeps, for
+//! each state, the Pareto front of (bottleneck so far, sum so far). Both terms
+//! only grow along a path and the objective is increasing in both, so
+//! dominated states can never win: the result is exact. The front of a state
+//! holds at most one entry per distinct stage time, so the work is polynomial
+//! (and, in practice, the fronts hold a handful of entries).
+
+/// A split of `num_layers` layers into stages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Partition {
+    /// `[0, b1, ..., num_layers]`: stage j holds layers `b_j..b_(j+1)`.
+    pub boundaries: Vec<usize>,
+    /// The objective value of this split.
+    pub cost_s: f64,
+}
+
+/// The pipeline objective of given stage and cut times.
+pub fn pipeline_latency(micro_batches: usize, stage_s: &[f64], cut_s: &[f64]) -> f64 {
+    let max = stage_s.iter().copied().fold(0.0, f64::max);
+    let sum: f64 = stage_s.iter().sum();
+    let cuts: f64 = cut_s.iter().sum();
+    (micro_batches.saturating_sub(1)) as f64 * max + sum + cuts
+}
+
+/// The objective of one given split. `stage_s(j, first, end)` prices stage j
+/// holding layers `first..end`; `cut_s(j, last)` prices the send from stage j
+/// to j+1 after layer `last`.
+pub fn partition_latency(
+    boundaries: &[usize],
+    micro_batches: usize,
+    stage_s: impl Fn(usize, usize, usize) -> f64,
+    cut_s: impl Fn(usize, usize) -> f64,
+) -> f64 {
+    let pp = boundaries.len() - 1;
+    let stages: Vec<f64> = (0..pp).map(|j| stage_s(j, boundaries[j], boundaries[j + 1])).collect();
+    let cuts: Vec<f64> = (0..pp.saturating_sub(1)).map(|j| cut_s(j, boundaries[j + 1] - 1)).collect();
+    pipeline_latency(micro_batches, &stages, &cuts)
+}
+
+#[derive(Clone, Copy)]
+struct Entry {
+    max: f64,
+    sum: f64,
+    /// Layers covered before the last stage of this path.
+    prev_layers: usize,
+    /// Index of the predecessor in the previous state's front.
+    prev_index: usize,
+}
+
+/// The split minimizing the pipeline objective, or `None` when no split has
+/// a finite cost (more stages than layers, or every split infeasible: a
+/// stage priced `f64::INFINITY` is taken as not allowed).
+pub fn optimal_partition(
+    num_layers: usize,
+    num_stages: usize,
+    micro_batches: usize,
+    stage_s: impl Fn(usize, usize, usize) -> f64,
+    cut_s: impl Fn(usize, usize) -> f64,
+) -> Option<Partition> {
+    if num_stages == 0 || num_stages > num_layers {
+        return None;
+    }
+    let weight = micro_batches.saturating_sub(1) as f64;
+    let l = num_layers;
+    // fronts[j][i]: paths that placed j stages over the first i layers.
+    let mut fronts: Vec<Vec<Vec<Entry>>> = vec![vec![Vec::new(); l + 1]; num_stages + 1];
+    fronts[0][0].push(Entry {
+        max: 0.0,
+        sum: 0.0,
+        prev_layers: 0,
+        prev_index: 0,
+    });
+    let mut best_final = f64::INFINITY;
+    for j in 0..num_stages {
+        let remaining_after = num_stages - j - 1;
+        let (done, rest) = fronts.split_at_mut(j + 1);
+        let from = &done[j];
+        let to = &mut rest[0];
+        for i in j..=(l - remaining_after - 1) {
+            if from[i].is_empty() {
+                continue;
+            }
+            let end_max = l - remaining_after;
+            for end in (i + 1)..=end_max {
+                let t = stage_s(j, i, end);
+                if !t.is_finite() {
+                    continue;
+                }
+                let c = if remaining_after > 0 { cut_s(j, end - 1) } else { 0.0 };
+                for (k, e) in from[i].iter().enumerate() {
+                    let cand = Entry {
+                        max: e.max.max(t),
+                        sum: e.sum + t + c,
+                        prev_layers: i,
+                        prev_index: k,
+                    };
+                    // Cheap bound: a path already worse than the best complete
+                    // path can be dropped (both terms only grow).
+                    if weight * cand.max + cand.sum > best_final {
+                        continue;
+                    }
+                    to[end].push(cand);
+                }
+            }
+        }
+        for front in to.iter_mut() {
+            prune(front);
+        }
+        if j + 1 == num_stages {
+            best_final = to[l]
+                .iter()
+                .map(|e| weight * e.max + e.sum)
+                .fold(f64::INFINITY, f64::min);
+        }
+    }
+    // Pick the best complete path; ties go to the first in (max, sum) order,
+    // which keeps results deterministic.
+    let last = &fronts[num_stages][l];
+    let (mut idx, best) = last
+        .iter()
+        .enumerate()
+        .map(|(k, e)| (k, weight * e.max + e.sum))
+        .fold((usize::MAX, f64::INFINITY), |acc, x| if x.1 < acc.1 { x } else { acc });
+    if idx == usize::MAX {
+        return None;
+    }
+    let mut boundaries = vec![l];
+    let mut layers = l;
+    for j in (1..=num_stages).rev() {
+        let e = fronts[j][layers][idx];
+        boundaries.push(e.prev_layers);
+        layers = e.prev_layers;
+        idx = e.prev_index;
+    }
+    boundaries.reverse();
+    Some(Partition {
+        boundaries,
+        cost_s: best,
+    })
+}
+
+/// Keeps the Pareto front of (max, sum): sorted by max, strictly falling sum.
+fn prune(front: &mut Vec<Entry>) {
+    if front.len() <= 1 {
+        return;
+    }
+    front.sort_by(|a, b| a.max.total_cmp(&b.max).then(a.sum.total_cmp(&b.sum)));
+    let mut kept: Vec<Entry> = Vec::with_capacity(front.len());
+    for e in front.iter() {
+        match kept.last() {
+            Some(k) if e.sum >= k.sum => {}
+            _ => kept.push(*e),
+        }
+    }
+    *front = kept;
+}
+
+/// Splits `num_layers` layers as evenly as possible into `num_stages`
+/// stages, the first stages taking one more layer when it does not divide.
+pub fn uniform_split(num_layers: usize, num_stages: usize) -> Vec<usize> {
+    let each = num_layers / num_stages;
+    let extra = num_layers % num_stages;
+    let mut b = vec![0];
+    for j in 0..num_stages {
+        let len = each + usize::from(j < extra);
+        b.push(b[j] + len);
+    }
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Every split of `l` layers into `k` non-empty stages.
+    fn all_splits(l: usize, k: usize) -> Vec<Vec<usize>> {
+        fn rec(start: usize, l: usize, k: usize, cur: &mut Vec<usize>, out: &mut Vec<Vec<usize>>) {
+            if k == 1 {
+                cur.push(l);
+                out.push(cur.clone());
+                cur.pop();
+                return;
+            }
+            for end in (start + 1)..=(l - (k - 1)) {
+                cur.push(end);
+                rec(end, l, k - 1, cur, out);
+                cur.pop();
+            }
+        }
+        let mut out = Vec::new();
+        if k >= 1 && k <= l {
+            rec(0, l, k, &mut vec![0], &mut out);
+        }
+        out
+    }
+
+    #[derive(Debug)]
+    struct Instance {
+        layers: usize,
+        stages: usize,
+        micro_batches: usize,
+        /// compute[j][layer]: time of `layer` when it runs in stage j.
+        compute: Vec<Vec<f64>>,
+        /// cut[j][layer]: send time after `layer` from stage j to j+1.
+        cut: Vec<Vec<f64>>,
+        /// Per-stage fixed cost and a cap that makes some stages infeasible.
+        cap: f64,
+    }
+
+    impl Instance {
+        fn stage(&self, j: usize, a: usize, b: usize) -> f64 {
+            let t: f64 = self.compute[j][a..b].iter().sum();
+            if t > self.cap {
+                f64::INFINITY
+            } else {
+                t
+            }
+        }
+        fn cut(&self, j: usize, k: usize) -> f64 {
+            self.cut[j][k]
+        }
+    }
+
+    fn instance() -> impl Strategy<Value = Instance> {
+        (1usize..=9, 1usize..=5, 1usize..=12, any::<bool>()).prop_flat_map(|(layers, stages, b, capped)| {
+            let stages = stages.min(layers);
+            (
+                proptest::collection::vec(proptest::collection::vec(0.0f64..10.0, layers), stages),
+                proptest::collection::vec(proptest::collection::vec(0.0f64..3.0, layers), stages),
+                if capped { (5.0f64..40.0).boxed() } else { Just(f64::INFINITY).boxed() },
+            )
+                .prop_map(move |(compute, cut, cap)| Instance {
+                    layers,
+                    stages,
+                    micro_batches: b,
+                    compute,
+                    cut,
+                    cap,
+                })
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+        #[test]
+        fn matches_brute_force(inst in instance()) {
+            let brute = all_splits(inst.layers, inst.stages)
+                .into_iter()
+                .map(|b| {
+                    let c = partition_latency(&b, inst.micro_batches, |j, a, e| inst.stage(j, a, e), |j, k| inst.cut(j, k));
+                    (c, b)
+                })
+                .filter(|(c, _)| c.is_finite())
+                .min_by(|x, y| x.0.total_cmp(&y.0));
+            let dp = optimal_partition(inst.layers, inst.stages, inst.micro_batches, |j, a, e| inst.stage(j, a, e), |j, k| inst.cut(j, k));
+            match (brute, dp) {
+                (None, None) => {}
+                (Some((bc, _)), Some(p)) => {
+                    prop_assert!((bc - p.cost_s).abs() <= 1e-9 * bc.max(1.0), "brute {bc} dp {}", p.cost_s);
+                    // The returned split really has the returned cost.
+                    let again = partition_latency(&p.boundaries, inst.micro_batches, |j, a, e| inst.stage(j, a, e), |j, k| inst.cut(j, k));
+                    prop_assert!((again - p.cost_s).abs() <= 1e-9 * again.max(1.0));
+                    prop_assert_eq!(p.boundaries.len(), inst.stages + 1);
+                    prop_assert!(p.boundaries.windows(2).all(|w| w[0] < w[1]));
+                }
+                (b, d) => prop_assert!(false, "brute {:?} dp {:?}", b.map(|x| x.0), d.map(|x| x.cost_s)),
+            }
+        }
+    }
+
+    #[test]
+    fn more_stages_than_layers_has_no_split() {
+        assert!(optimal_partition(3, 4, 2, |_, _, _| 1.0, |_, _| 0.0).is_none());
+    }
+
+    #[test]
+    fn balanced_layers_split_evenly() {
+        let p = optimal_partition(8, 4, 8, |_, a, b| (b - a) as f64, |_, _| 0.0).unwrap();
+        assert_eq!(p.boundaries, vec![0, 2, 4, 6, 8]);
+        assert_eq!(p.cost_s, 7.0 * 2.0 + 8.0);
+    }
+
+    #[test]
+    fn slower_stage_gets_fewer_layers() {
+        // Stage 1 runs twice as slow: it should take about a third of the work.
+        let p = optimal_partition(9, 2, 16, |j, a, b| (b - a) as f64 * if j == 1 { 2.0 } else { 1.0 }, |_, _| 0.0).unwrap();
+        assert_eq!(p.boundaries, vec![0, 6, 9]);
+    }
+
+    #[test]
+    fn uniform_split_front_loads_the_remainder() {
+        assert_eq!(uniform_split(24, 5), vec![0, 5, 10, 15, 20, 24]);
+        assert_eq!(
+            uniform_split(24, 16),
+            vec![0, 2, 4, 6, 8, 10, 12, 14, 16, 17, 18, 19, 20, 21, 22, 23, 24]
+        );
+    }
+}

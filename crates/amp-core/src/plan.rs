@@ -1,0 +1,223 @@
+//! A parallelization plan: pipeline stages, each a layer range run by one or
+//! more data-parallel replicas, each replica a tensor-parallel group of
+//! devices.
+//!
+//! The form is general on purpose: stages may use different GPU types and
+//! different tensor-parallel degrees. AMP's uniform (tp, dp, pp) plans are the
+//! special case the search produces.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::{Cluster, Device};
+use crate::error::{AmpError, Result};
+use crate::model::Model;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage {
+    /// First layer of the stage (inclusive).
+    pub first_layer: usize,
+    /// One past the last layer of the stage.
+    pub end_layer: usize,
+    /// One entry per data-parallel replica: the devices of its
+    /// tensor-parallel group, in tensor-parallel rank order.
+    pub replicas: Vec<Vec<Device>>,
+}
+
+impl Stage {
+    pub fn layers(&self) -> std::ops::Range<usize> {
+        self.first_layer..self.end_layer
+    }
+    pub fn tp(&self) -> usize {
+        self.replicas.first().map_or(0, |r| r.len())
+    }
+    pub fn dp(&self) -> usize {
+        self.replicas.len()
+    }
+    pub fn devices(&self) -> impl Iterator<Item = Device> + '_ {
+        self.replicas.iter().flatten().copied()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    /// Samples per micro-batch on each replica.
+    pub micro_batch: usize,
+    /// Micro-batches each replica runs per iteration (gradient accumulation).
+    pub num_micro_batches: usize,
+    pub stages: Vec<Stage>,
+}
+
+impl Plan {
+    pub fn pp(&self) -> usize {
+        self.stages.len()
+    }
+
+    /// Data-parallel degree (equal on every stage of a valid plan).
+    pub fn dp(&self) -> usize {
+        self.stages.first().map_or(0, |s| s.dp())
+    }
+
+    /// The tensor-parallel degree when every stage uses the same one.
+    pub fn uniform_tp(&self) -> Option<usize> {
+        let tp = self.stages.first()?.tp();
+        self.stages.iter().all(|s| s.tp() == tp).then_some(tp)
+    }
+
+    pub fn global_batch(&self) -> usize {
+        self.micro_batch * self.num_micro_batches * self.dp()
+    }
+
+    /// Stage boundaries: `[0, b1, ..., num_layers]`.
+    pub fn boundaries(&self) -> Vec<usize> {
+        let mut b: Vec<usize> = self.stages.iter().map(|s| s.first_layer).collect();
+        if let Some(last) = self.stages.last() {
+            b.push(last.end_layer);
+        }
+        b
+    }
+
+    pub fn devices(&self) -> impl Iterator<Item = Device> + '_ {
+        self.stages.iter().flat_map(|s| s.devices())
+    }
+
+    /// Checks that the plan can run: every layer in exactly one stage, in
+    /// order; every device exists and is used once; replicas of a stage have
+    /// the same tensor-parallel degree; every stage has the same number of
+    /// replicas; batch sizes positive.
+    pub fn validate(&self, model: &Model, cluster: &Cluster) -> Result<()> {
+        let bad = |at: String, msg: String| Err(AmpError::invalid(at, msg));
+        if self.stages.is_empty() {
+            return bad("plan".into(), "has no stages".into());
+        }
+        if self.micro_batch == 0 || self.num_micro_batches == 0 {
+            return bad(
+                "plan".into(),
+                "micro_batch and num_micro_batches must be at least 1".into(),
+            );
+        }
+        let mut next = 0;
+        let mut seen = BTreeSet::new();
+        let dp = self.stages[0].dp();
+        for (j, s) in self.stages.iter().enumerate() {
+            let at = format!("plan stage {j}");
+            if s.first_layer != next {
+                return bad(
+                    at,
+                    format!(
+                        "starts at layer {} but the previous stage ended at {next}; stages must cover the layers in order",
+                        s.first_layer
+                    ),
+                );
+            }
+            if s.end_layer <= s.first_layer {
+                return bad(at, "holds no layer (end_layer <= first_layer)".into());
+            }
+            next = s.end_layer;
+            if s.replicas.is_empty() {
+                return bad(at, "has no replicas".into());
+            }
+            if s.dp() != dp {
+                return bad(
+                    at,
+                    format!("has {} replicas but stage 0 has {dp}; every stage needs the same data-parallel degree", s.dp()),
+                );
+            }
+            let tp = s.tp();
+            for (r, rep) in s.replicas.iter().enumerate() {
+                if rep.is_empty() || rep.len() != tp {
+                    return bad(
+                        format!("{at}, replica {r}"),
+                        format!("has {} devices but replica 0 has {tp}; replicas of a stage share one tensor-parallel degree", rep.len()),
+                    );
+                }
+                for d in rep {
+                    if d.node >= cluster.nodes.len() || d.gpu >= cluster.nodes[d.node].gpus {
+                        return bad(
+                            format!("{at}, replica {r}"),
+                            format!("device (node {}, gpu {}) is not in the cluster", d.node, d.gpu),
+                        );
+                    }
+                    if !seen.insert(*d) {
+                        return bad(
+                            format!("{at}, replica {r}"),
+                            format!("device (node {}, gpu {}) is used twice", d.node, d.gpu),
+                        );
+                    }
+                }
+            }
+        }
+        if next != model.num_layers() {
+            return bad(
+                "plan".into(),
+                format!(
+                    "stages end at layer {next} but the model has {} layers",
+                    model.num_layers()
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    pub fn from_json_str(text: &str, origin: &str) -> Result<Plan> {
+        serde_json::from_str(text).map_err(|e| AmpError::parse(origin, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::builtin as clusters;
+    use crate::model::builtin as models;
+
+    fn d(node: usize, gpu: usize) -> Device {
+        Device { node, gpu }
+    }
+
+    fn two_stage() -> Plan {
+        Plan {
+            micro_batch: 2,
+            num_micro_batches: 4,
+            stages: vec![
+                Stage {
+                    first_layer: 0,
+                    end_layer: 15,
+                    replicas: vec![vec![d(0, 0), d(0, 1)], vec![d(0, 2), d(0, 3)]],
+                },
+                Stage {
+                    first_layer: 15,
+                    end_layer: 30,
+                    replicas: vec![vec![d(1, 0), d(1, 1)], vec![d(1, 2), d(1, 3)]],
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn valid_plan_passes() {
+        let p = two_stage();
+        p.validate(&models::amp_gpt2(), &clusters::homogeneous()).unwrap();
+        assert_eq!(p.global_batch(), 16);
+        assert_eq!(p.boundaries(), vec![0, 15, 30]);
+        assert_eq!(p.uniform_tp(), Some(2));
+    }
+
+    #[test]
+    fn reused_device_is_rejected() {
+        let mut p = two_stage();
+        p.stages[1].replicas[0][0] = d(0, 0);
+        let e = p.validate(&models::amp_gpt2(), &clusters::homogeneous()).unwrap_err();
+        assert!(e.to_string().contains("used twice"), "{e}");
+    }
+
+    #[test]
+    fn gap_in_layers_is_rejected() {
+        let mut p = two_stage();
+        p.stages[1].first_layer = 16;
+        let e = p.validate(&models::amp_gpt2(), &clusters::homogeneous()).unwrap_err();
+        assert!(e.to_string().contains("previous stage ended"), "{e}");
+    }
+}

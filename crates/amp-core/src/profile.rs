@@ -1,0 +1,290 @@
+//! Measured per-layer compute times, keyed by GPU type and tensor-parallel
+//! degree (and, where measured, micro-batch size).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{AmpError, Result};
+
+/// Times of every layer of the model on one GPU type at one tensor-parallel
+/// degree.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileEntry {
+    pub gpu: String,
+    pub tp: usize,
+    /// The micro-batch size the times were measured at. `None` means the
+    /// times are per sample and scale linearly with the micro-batch (AMP's
+    /// profiles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub micro_batch: Option<usize>,
+    /// Forward time of each layer, seconds.
+    pub forward_s: Vec<f64>,
+    /// Backward time of each layer, seconds, when measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backward_s: Option<Vec<f64>>,
+    /// Optimizer-step time of each layer's weights, seconds, when measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimizer_s: Option<Vec<f64>>,
+}
+
+/// Forward and (when measured) backward time of one layer for one
+/// micro-batch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LayerTime {
+    pub forward_s: f64,
+    pub backward_s: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    #[serde(default)]
+    pub entries: Vec<ProfileEntry>,
+}
+
+impl Profile {
+    pub fn gpu_types(&self) -> Vec<String> {
+        let mut t: Vec<String> = self.entries.iter().map(|e| e.gpu.clone()).collect();
+        t.sort();
+        t.dedup();
+        t
+    }
+
+    /// Tensor-parallel degrees profiled for `gpu`.
+    pub fn tp_degrees(&self, gpu: &str) -> Vec<usize> {
+        let mut t: Vec<usize> = self.entries.iter().filter(|e| e.gpu == gpu).map(|e| e.tp).collect();
+        t.sort();
+        t.dedup();
+        t
+    }
+
+    pub fn has(&self, gpu: &str, tp: usize) -> bool {
+        self.entries.iter().any(|e| e.gpu == gpu && e.tp == tp)
+    }
+
+    fn candidates<'a>(&'a self, gpu: &'a str, tp: usize) -> impl Iterator<Item = &'a ProfileEntry> {
+        self.entries.iter().filter(move |e| e.gpu == gpu && e.tp == tp)
+    }
+
+    /// Per-sample forward times of `gpu` at `tp` (entries measured per
+    /// sample only).
+    pub fn per_sample_forward<'a>(&'a self, gpu: &str, tp: usize) -> Option<&'a [f64]> {
+        self.entries
+            .iter()
+            .find(|e| e.gpu == gpu && e.tp == tp && e.micro_batch.is_none())
+            .map(|e| e.forward_s.as_slice())
+    }
+
+    /// Time of `layer` for one micro-batch of `micro_batch` samples on `gpu`
+    /// at tensor-parallel degree `tp`. Per-sample entries scale linearly;
+    /// entries measured at given micro-batch sizes are interpolated linearly
+    /// between the two nearest sizes (and extrapolated per sample from the
+    /// nearest one outside the measured range).
+    pub fn layer_time(&self, gpu: &str, tp: usize, micro_batch: usize, layer: usize) -> Option<LayerTime> {
+        let mbs = micro_batch as f64;
+        if let Some(e) = self.candidates(gpu, tp).find(|e| e.micro_batch.is_none()) {
+            return Some(LayerTime {
+                forward_s: *e.forward_s.get(layer)? * mbs,
+                backward_s: match &e.backward_s {
+                    Some(b) => Some(*b.get(layer)? * mbs),
+                    None => None,
+                },
+            });
+        }
+        let mut measured: Vec<&ProfileEntry> = self.candidates(gpu, tp).collect();
+        if measured.is_empty() {
+            return None;
+        }
+        measured.sort_by_key(|e| e.micro_batch);
+        let at = |e: &ProfileEntry| -> Option<(f64, f64, Option<f64>)> {
+            let m = e.micro_batch? as f64;
+            let f = *e.forward_s.get(layer)?;
+            let b = match &e.backward_s {
+                Some(b) => Some(*b.get(layer)?),
+                None => None,
+            };
+            Some((m, f, b))
+        };
+        let points: Vec<(f64, f64, Option<f64>)> = measured.iter().map(|e| at(e)).collect::<Option<_>>()?;
+        if let Some(p) = points.iter().find(|p| p.0 == mbs) {
+            return Some(LayerTime {
+                forward_s: p.1,
+                backward_s: p.2,
+            });
+        }
+        let lo = points.iter().rev().find(|p| p.0 < mbs);
+        let hi = points.iter().find(|p| p.0 > mbs);
+        let lerp = |a: f64, b: f64, t: f64| a + (b - a) * t;
+        let (forward_s, backward_s) = match (lo, hi) {
+            (Some(l), Some(h)) => {
+                let t = (mbs - l.0) / (h.0 - l.0);
+                (
+                    lerp(l.1, h.1, t),
+                    match (l.2, h.2) {
+                        (Some(a), Some(b)) => Some(lerp(a, b, t)),
+                        _ => None,
+                    },
+                )
+            }
+            (Some(p), None) | (None, Some(p)) => (p.1 / p.0 * mbs, p.2.map(|b| b / p.0 * mbs)),
+            (None, None) => return None,
+        };
+        Some(LayerTime { forward_s, backward_s })
+    }
+
+    /// Optimizer-step time of `layer`'s weights on `gpu` at `tp`, when measured.
+    pub fn optimizer_time(&self, gpu: &str, tp: usize, layer: usize) -> Option<f64> {
+        self.candidates(gpu, tp)
+            .find_map(|e| e.optimizer_s.as_ref().and_then(|o| o.get(layer).copied()))
+    }
+
+    /// Checks that every entry covers exactly `num_layers` layers.
+    pub fn check_layers(&self, num_layers: usize, origin: &str) -> Result<()> {
+        for e in &self.entries {
+            let lens = [
+                Some(e.forward_s.len()),
+                e.backward_s.as_ref().map(|b| b.len()),
+                e.optimizer_s.as_ref().map(|o| o.len()),
+            ];
+            for len in lens.into_iter().flatten() {
+                if len != num_layers {
+                    return Err(AmpError::invalid(
+                        format!("{origin}: profile entry gpu = \"{}\", tp = {}", e.gpu, e.tp),
+                        format!(
+                            "has {len} layer times but the model has {num_layers} layers; profile the same layer list"
+                        ),
+                    ));
+                }
+            }
+            if e.forward_s.iter().any(|t| !(t.is_finite() && *t >= 0.0)) {
+                return Err(AmpError::invalid(
+                    format!("{origin}: profile entry gpu = \"{}\", tp = {}", e.gpu, e.tp),
+                    "forward_s holds a negative or non-finite time",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Profile> {
+        toml::from_str(text).map_err(|e| AmpError::parse(origin, e))
+    }
+
+    pub fn from_json_str(text: &str, origin: &str) -> Result<Profile> {
+        serde_json::from_str(text).map_err(|e| AmpError::parse(origin, e))
+    }
+
+    pub fn merge(&mut self, other: Profile) {
+        self.entries.extend(other.entries);
+    }
+}
+
+/// Reading the AMP artifact's `.npy` profiles: `{model}_{P3|G4}_{tp}.npy`
+/// hold one float64 per layer, the forward time of one sample.
+pub mod amp_artifact {
+    use super::*;
+
+    /// GPU type of an artifact file tag: P3 is p3.8xlarge's V100, G4 is
+    /// g4dn.12xlarge's T4.
+    pub fn gpu_of_tag(tag: &str) -> Option<&'static str> {
+        match tag {
+            "P3" => Some(crate::cluster::builtin::V100),
+            "G4" => Some(crate::cluster::builtin::T4),
+            _ => None,
+        }
+    }
+
+    /// Parses a file name like `gpt2_P3_2.npy` into (model, gpu type, tp).
+    pub fn parse_file_name(name: &str) -> Option<(String, &'static str, usize)> {
+        let stem = name.strip_suffix(".npy")?;
+        let mut parts = stem.rsplitn(3, '_');
+        let tp: usize = parts.next()?.parse().ok()?;
+        let gpu = gpu_of_tag(parts.next()?)?;
+        let model = parts.next()?.to_string();
+        Some((model, gpu, tp))
+    }
+
+    /// Reads one `.npy` array of per-sample forward times.
+    pub fn read_npy(bytes: &[u8], origin: &str) -> Result<Vec<f64>> {
+        let npy = npyz::NpyFile::new(bytes).map_err(|e| AmpError::parse(origin, e))?;
+        let shape = npy.shape().to_vec();
+        if shape.len() != 1 {
+            return Err(AmpError::invalid(
+                origin,
+                format!("expected a 1-D array of per-layer times, found shape {shape:?}"),
+            ));
+        }
+        let data: Vec<f64> = npy.into_vec().map_err(|e| AmpError::parse(origin, e))?;
+        Ok(data)
+    }
+
+    pub fn entry_from_npy(name: &str, bytes: &[u8]) -> Result<(String, ProfileEntry)> {
+        let (model, gpu, tp) = parse_file_name(name).ok_or_else(|| {
+            AmpError::invalid(
+                name,
+                "not an AMP profile name; expected MODEL_{P3|G4}_{TP}.npy, e.g. gpt2_P3_1.npy",
+            )
+        })?;
+        let forward_s = read_npy(bytes, name)?;
+        Ok((
+            model,
+            ProfileEntry {
+                gpu: gpu.to_string(),
+                tp,
+                micro_batch: None,
+                forward_s,
+                backward_s: None,
+                optimizer_s: None,
+            },
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(mbs: Option<usize>, f: f64) -> ProfileEntry {
+        ProfileEntry {
+            gpu: "A".into(),
+            tp: 1,
+            micro_batch: mbs,
+            forward_s: vec![f],
+            backward_s: Some(vec![2.0 * f]),
+            optimizer_s: None,
+        }
+    }
+
+    #[test]
+    fn per_sample_times_scale_with_micro_batch() {
+        let p = Profile {
+            entries: vec![entry(None, 0.5)],
+        };
+        let t = p.layer_time("A", 1, 4, 0).unwrap();
+        assert_eq!(t.forward_s, 2.0);
+        assert_eq!(t.backward_s, Some(4.0));
+        assert!(p.layer_time("A", 2, 4, 0).is_none());
+        assert!(p.layer_time("B", 1, 4, 0).is_none());
+    }
+
+    #[test]
+    fn measured_micro_batches_interpolate() {
+        let p = Profile {
+            entries: vec![entry(Some(2), 1.0), entry(Some(8), 3.0)],
+        };
+        assert_eq!(p.layer_time("A", 1, 2, 0).unwrap().forward_s, 1.0);
+        assert_eq!(p.layer_time("A", 1, 4, 0).unwrap().forward_s, 1.0 + 2.0 / 6.0 * 2.0);
+        // Outside the measured range: per-sample from the nearest point.
+        assert_eq!(p.layer_time("A", 1, 1, 0).unwrap().forward_s, 0.5);
+        assert_eq!(p.layer_time("A", 1, 16, 0).unwrap().forward_s, 6.0);
+    }
+
+    #[test]
+    fn artifact_names_parse() {
+        assert_eq!(
+            amp_artifact::parse_file_name("gpt2_P3_2.npy"),
+            Some(("gpt2".into(), "V100-16GB", 2))
+        );
+        assert_eq!(amp_artifact::parse_file_name("gpt2_X9_2.npy"), None);
+    }
+}

@@ -1,0 +1,405 @@
+//! The search: every (tp, dp, pp), micro-batch size and placement, each
+//! split exactly by the partitioner and priced by one cost model.
+
+use std::collections::HashSet;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::{Cluster, Node};
+use crate::cost::{Candidate, CostModel, Estimate, Inputs};
+use crate::error::{AmpError, Result};
+use crate::partition::{optimal_partition, partition_latency};
+use crate::placement::{AxisOrder, DeviceGrid, Placement};
+use crate::plan::{Plan, Stage};
+
+/// Which placements to try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlacementSearch {
+    /// Only the artifact's default: DeepSpeed rank order over the nodes as
+    /// listed.
+    Artifact,
+    /// Every axis order and every distinct order of the nodes.
+    Full,
+}
+
+#[derive(Debug, Clone)]
+pub struct SearchOptions {
+    pub global_batch: usize,
+    pub placement: PlacementSearch,
+}
+
+/// One searched plan with its price.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RankedPlan {
+    pub tp: usize,
+    pub dp: usize,
+    pub pp: usize,
+    pub micro_batch: usize,
+    pub num_micro_batches: usize,
+    pub placement: Placement,
+    pub plan: Plan,
+    pub estimate: Estimate,
+}
+
+#[derive(Debug, Clone)]
+pub struct SearchResult {
+    /// Plans that fit, fastest first.
+    pub plans: Vec<RankedPlan>,
+    /// Candidates priced (after removing placements that are the same up to
+    /// renaming identical nodes).
+    pub candidates: usize,
+    /// Candidates dropped because some device runs out of memory.
+    pub infeasible: usize,
+    /// Why candidates could not be priced at all, one line per reason.
+    pub skipped: Vec<String>,
+}
+
+/// Divisors of `n`, ascending.
+pub fn divisors(n: usize) -> Vec<usize> {
+    (1..=n).filter(|d| n % d == 0).collect()
+}
+
+/// (tp, dp, pp, micro-batch) combinations AMP considers: tp at most the GPUs
+/// of the smallest node and dividing it, dp dividing the global batch, every
+/// micro-batch size dividing the per-replica batch, pp no more than the
+/// layers. Ordered by micro-batch, then tp, then dp (the artifact's order,
+/// used to break exact ties).
+pub fn degree_candidates(cluster: &Cluster, num_layers: usize, global_batch: usize) -> Vec<(usize, usize, usize, usize)> {
+    let n = cluster.num_devices();
+    let node_min = cluster.min_gpus_per_node();
+    let mut out = Vec::new();
+    for tp in divisors(node_min) {
+        if n % tp != 0 || cluster.nodes.iter().any(|nd| nd.gpus % tp != 0) {
+            continue;
+        }
+        for dp in divisors(n / tp) {
+            if global_batch % dp != 0 {
+                continue;
+            }
+            let pp = n / (tp * dp);
+            if pp > num_layers {
+                continue;
+            }
+            for mbs in divisors(global_batch / dp) {
+                out.push((tp, dp, pp, mbs));
+            }
+        }
+    }
+    out.sort_by_key(|&(tp, dp, _, mbs)| (mbs, tp, dp));
+    out
+}
+
+fn same_class(a: &Node, b: &Node) -> bool {
+    a.gpu_type == b.gpu_type
+        && a.gpus == b.gpus
+        && a.intra_bytes_per_s == b.intra_bytes_per_s
+        && a.inter_bytes_per_s == b.inter_bytes_per_s
+        && a.gpu_memory_bytes == b.gpu_memory_bytes
+}
+
+/// Class id of every node: nodes that are interchangeable share one.
+fn node_classes(cluster: &Cluster) -> Vec<usize> {
+    let mut reps: Vec<usize> = Vec::new();
+    cluster
+        .nodes
+        .iter()
+        .map(|n| match reps.iter().position(|&r| same_class(&cluster.nodes[r], n)) {
+            Some(c) => c,
+            None => {
+                reps.push(cluster.nodes.iter().position(|m| std::ptr::eq(m, n)).unwrap());
+                reps.len() - 1
+            }
+        })
+        .collect()
+}
+
+/// At most this many node orders are tried; past it, only orders that keep
+/// each node type together are.
+const MAX_NODE_ORDERS: usize = 720;
+
+/// Distinct orders of the nodes, up to swapping interchangeable nodes.
+pub fn node_orders(cluster: &Cluster) -> Vec<Vec<usize>> {
+    let classes = node_classes(cluster);
+    let k = classes.iter().max().map_or(0, |m| m + 1);
+    let mut counts = vec![0usize; k];
+    for &c in &classes {
+        counts[c] += 1;
+    }
+    // Multiset permutations of the class sequence, in lexicographic order.
+    let mut seqs: Vec<Vec<usize>> = Vec::new();
+    fn rec(counts: &mut [usize], cur: &mut Vec<usize>, len: usize, out: &mut Vec<Vec<usize>>, cap: usize) -> bool {
+        if out.len() >= cap {
+            return false;
+        }
+        if cur.len() == len {
+            out.push(cur.clone());
+            return true;
+        }
+        for c in 0..counts.len() {
+            if counts[c] > 0 {
+                counts[c] -= 1;
+                cur.push(c);
+                let ok = rec(counts, cur, len, out, cap);
+                cur.pop();
+                counts[c] += 1;
+                if !ok {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+    let complete = rec(&mut counts.clone(), &mut Vec::new(), classes.len(), &mut seqs, MAX_NODE_ORDERS + 1);
+    if !complete || seqs.len() > MAX_NODE_ORDERS {
+        // Too many: keep each type together and order the types every way.
+        seqs.clear();
+        let mut types: Vec<usize> = (0..k).collect();
+        permutations(&mut types, 0, &mut |perm| {
+            let mut s = Vec::new();
+            for &c in perm {
+                s.extend(std::iter::repeat_n(c, counts[c]));
+            }
+            seqs.push(s);
+        });
+    }
+    // Turn a class sequence into nodes: each class's nodes in index order.
+    seqs.into_iter()
+        .map(|seq| {
+            let mut next: Vec<Vec<usize>> = vec![Vec::new(); k];
+            for (i, &c) in classes.iter().enumerate().rev() {
+                next[c].push(i);
+            }
+            seq.iter().map(|&c| next[c].pop().unwrap()).collect()
+        })
+        .collect()
+}
+
+fn permutations(items: &mut Vec<usize>, at: usize, f: &mut impl FnMut(&[usize])) {
+    if at == items.len() {
+        f(items);
+        return;
+    }
+    for i in at..items.len() {
+        items.swap(at, i);
+        permutations(items, at + 1, f);
+        items.swap(at, i);
+    }
+}
+
+/// A key equal for grids that differ only by renaming interchangeable nodes
+/// (or GPUs inside a node): such grids cost the same under every model.
+fn grid_key(grid: &DeviceGrid, classes: &[usize]) -> Vec<(usize, usize)> {
+    let mut first_seen: Vec<Option<usize>> = vec![None; classes.len()];
+    let mut next = 0;
+    grid.devices
+        .iter()
+        .flatten()
+        .flatten()
+        .map(|d| {
+            let id = *first_seen[d.node].get_or_insert_with(|| {
+                next += 1;
+                next - 1
+            });
+            (classes[d.node], id)
+        })
+        .collect()
+}
+
+/// Placements to try for one (tp, dp, pp), deduplicated.
+fn placements(cluster: &Cluster, tp: usize, dp: usize, pp: usize, mode: PlacementSearch, orders: &[Vec<usize>], classes: &[usize]) -> Vec<(Placement, DeviceGrid)> {
+    match mode {
+        PlacementSearch::Artifact => {
+            let p = Placement::artifact_default(cluster);
+            let g = DeviceGrid::new(cluster, tp, dp, pp, &p);
+            vec![(p, g)]
+        }
+        PlacementSearch::Full => {
+            let mut seen = HashSet::new();
+            let mut out = Vec::new();
+            for axis_order in AxisOrder::all() {
+                for order in orders {
+                    let p = Placement {
+                        axis_order,
+                        node_order: order.clone(),
+                    };
+                    let g = DeviceGrid::new(cluster, tp, dp, pp, &p);
+                    if seen.insert(grid_key(&g, classes)) {
+                        out.push((p, g));
+                    }
+                }
+            }
+            out
+        }
+    }
+}
+
+/// Builds the plan of a uniform candidate from its grid and split.
+pub fn plan_from_grid(grid: &DeviceGrid, boundaries: &[usize], micro_batch: usize, num_micro_batches: usize) -> Plan {
+    Plan {
+        micro_batch,
+        num_micro_batches,
+        stages: (0..grid.pp)
+            .map(|j| Stage {
+                first_layer: boundaries[j],
+                end_layer: boundaries[j + 1],
+                replicas: grid.devices[j].clone(),
+            })
+            .collect(),
+    }
+}
+
+enum Outcome {
+    Priced(Box<RankedPlan>),
+    Infeasible,
+    Skipped(String),
+}
+
+fn price_candidate(inputs: &Inputs, model: &dyn CostModel, placement: Placement, grid: DeviceGrid, micro_batch: usize, num_micro_batches: usize) -> Outcome {
+    let cand = Candidate {
+        grid: &grid,
+        micro_batch,
+        num_micro_batches,
+    };
+    let tables = match model.stage_tables(inputs, &cand) {
+        Ok(t) => t,
+        Err(e) => return Outcome::Skipped(e.to_string()),
+    };
+    let layers = inputs.model.num_layers();
+    let boundaries = match model.prescribed_split(inputs, &cand) {
+        Some(b) => {
+            let cost = partition_latency(&b, num_micro_batches, |j, a, e| tables.stage_s(j, a, e), |j, k| tables.cut_s(j, k));
+            if !cost.is_finite() {
+                return Outcome::Infeasible;
+            }
+            b
+        }
+        None => match optimal_partition(layers, grid.pp, num_micro_batches, |j, a, e| tables.stage_s(j, a, e), |j, k| tables.cut_s(j, k)) {
+            Some(p) => p.boundaries,
+            None => return Outcome::Infeasible,
+        },
+    };
+    let plan = plan_from_grid(&grid, &boundaries, micro_batch, num_micro_batches);
+    let estimate = match model.evaluate(inputs, &plan) {
+        Ok(e) => e,
+        Err(e) => return Outcome::Skipped(e.to_string()),
+    };
+    if estimate.first_overflow().is_some() {
+        return Outcome::Infeasible;
+    }
+    Outcome::Priced(Box::new(RankedPlan {
+        tp: grid.tp,
+        dp: grid.dp,
+        pp: grid.pp,
+        micro_batch,
+        num_micro_batches,
+        placement,
+        plan,
+        estimate,
+    }))
+}
+
+/// Times are compared at nanosecond resolution so that plans equal up to
+/// rounding keep the enumeration order (micro-batch, tp, dp, placement).
+fn rank_key(p: &RankedPlan) -> i64 {
+    (p.estimate.iteration_s * 1e9).round() as i64
+}
+
+pub fn search(inputs: &Inputs, model: &dyn CostModel, opts: &SearchOptions) -> Result<SearchResult> {
+    inputs.model.validate()?;
+    inputs.cluster.validate()?;
+    if opts.global_batch == 0 {
+        return Err(AmpError::invalid("--global-batch", "must be at least 1"));
+    }
+    let layers = inputs.model.num_layers();
+    let degrees = degree_candidates(inputs.cluster, layers, opts.global_batch);
+    if degrees.is_empty() {
+        let n = inputs.cluster.num_devices();
+        return Err(AmpError::NoPlan(format!(
+            "no (tp, dp, pp) fits {n} GPUs, {layers} layers and global batch {}: dp must divide the global batch and pp = {n} / (tp x dp) be at most {layers}; try a global batch that shares a factor with {n}",
+            opts.global_batch
+        )));
+    }
+    let classes = node_classes(inputs.cluster);
+    let orders = match opts.placement {
+        PlacementSearch::Full => node_orders(inputs.cluster),
+        PlacementSearch::Artifact => Vec::new(),
+    };
+    let mut jobs = Vec::new();
+    let mut grids_cache: Vec<((usize, usize, usize), Vec<(Placement, DeviceGrid)>)> = Vec::new();
+    for &(tp, dp, pp, mbs) in &degrees {
+        let key = (tp, dp, pp);
+        if !grids_cache.iter().any(|(k, _)| *k == key) {
+            grids_cache.push((key, placements(inputs.cluster, tp, dp, pp, opts.placement, &orders, &classes)));
+        }
+        let grids = &grids_cache.iter().find(|(k, _)| *k == key).unwrap().1;
+        let b = opts.global_batch / (dp * mbs);
+        for (p, g) in grids {
+            jobs.push((p.clone(), g.clone(), mbs, b));
+        }
+    }
+    let candidates = jobs.len();
+    let outcomes: Vec<Outcome> = jobs
+        .into_par_iter()
+        .map(|(p, g, mbs, b)| price_candidate(inputs, model, p, g, mbs, b))
+        .collect();
+    let mut plans = Vec::new();
+    let mut infeasible = 0;
+    let mut skipped: Vec<String> = Vec::new();
+    for o in outcomes {
+        match o {
+            Outcome::Priced(p) => plans.push(*p),
+            Outcome::Infeasible => infeasible += 1,
+            Outcome::Skipped(why) => {
+                if !skipped.contains(&why) {
+                    skipped.push(why)
+                }
+            }
+        }
+    }
+    // Stable: ties keep enumeration order.
+    plans.sort_by_key(rank_key);
+    if plans.is_empty() {
+        let mut why = format!("all {candidates} candidates were rejected");
+        if infeasible > 0 {
+            why.push_str(&format!("; {infeasible} do not fit in GPU memory"));
+        }
+        for s in &skipped {
+            why.push_str("; ");
+            why.push_str(s);
+        }
+        return Err(AmpError::NoPlan(why));
+    }
+    Ok(SearchResult {
+        plans,
+        candidates,
+        infeasible,
+        skipped,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::builtin as clusters;
+
+    #[test]
+    fn artifact_candidate_count() {
+        // 53 candidates for GPT-2 on 16 GPUs with batch 32, 65 with 64.
+        assert_eq!(degree_candidates(&clusters::homogeneous(), 30, 32).len(), 53);
+        assert_eq!(degree_candidates(&clusters::het_model(), 56, 64).len(), 65);
+    }
+
+    #[test]
+    fn node_orders_skip_identical_nodes() {
+        assert_eq!(node_orders(&clusters::homogeneous()).len(), 1);
+        let het = node_orders(&clusters::het_cluster());
+        assert_eq!(het.len(), 4);
+        for o in &het {
+            let mut s = o.clone();
+            s.sort();
+            assert_eq!(s, vec![0, 1, 2, 3]);
+        }
+    }
+}
