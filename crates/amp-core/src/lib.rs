@@ -16,3 +16,4 @@ pub use error::{AmpError, Result};
 pub mod cost;
 pub mod placement;
 pub mod search;
+pub mod schedule;

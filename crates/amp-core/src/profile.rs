@@ -25,6 +25,9 @@ pub struct ProfileEntry {
     /// Optimizer-step time of each layer's weights, seconds, when measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub optimizer_s: Option<Vec<f64>>,
+    /// Where the times come from (a file, "analytic", ...), for reporting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// Forward and (when measured) backward time of one layer for one
@@ -235,6 +238,7 @@ pub mod amp_artifact {
                 forward_s,
                 backward_s: None,
                 optimizer_s: None,
+                source: Some(name.to_string()),
             },
         ))
     }
@@ -252,6 +256,7 @@ mod tests {
             forward_s: vec![f],
             backward_s: Some(vec![2.0 * f]),
             optimizer_s: None,
+            source: None,
         }
     }
 

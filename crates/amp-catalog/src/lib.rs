@@ -1,0 +1,1 @@
+//! Hardware catalog, model zoo, Hugging Face import, analytic compute model.

@@ -1,0 +1,1 @@
+//! Engine exports and the HTML report.
