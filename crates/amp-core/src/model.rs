@@ -20,8 +20,8 @@ pub enum LayerKind {
     TransformerBlock,
     /// Final projection onto the vocabulary (the logits).
     VocabProjection,
-    /// A layer with no weights and negligible work (reshape, dropout, norm
-    /// placeholders in the artifact's layer lists).
+    /// A layer with no weights and no work worth pricing (reshapes, views):
+    /// its output is its input.
     Noop,
     /// Anything else (convolution, upsampling, a linear input layer).
     Other,
@@ -113,6 +113,23 @@ impl Model {
             .sum()
     }
 
+    /// O(1)-per-query table of [`Model::stage_params`], for the partitioner.
+    pub fn param_table(&self) -> ParamTable {
+        let mut prefix = vec![0.0];
+        for l in &self.layers {
+            prefix.push(prefix.last().unwrap() + l.params as f64);
+        }
+        ParamTable {
+            prefix,
+            tied: self
+                .layers
+                .iter()
+                .enumerate()
+                .filter_map(|(i, l)| l.tied_to.map(|t| (i, t, l.params as f64)))
+                .collect(),
+        }
+    }
+
     pub fn total_params(&self) -> u64 {
         self.stage_params(0..self.layers.len())
     }
@@ -127,6 +144,26 @@ impl Model {
         let model: Model = serde_json::from_str(text).map_err(|e| AmpError::parse(origin, e))?;
         model.validate()?;
         Ok(model)
+    }
+}
+
+/// Parameters of any layer range, tied weights counted once per range.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamTable {
+    prefix: Vec<f64>,
+    /// (layer, layer it is tied to, its parameters).
+    tied: Vec<(usize, usize, f64)>,
+}
+
+impl ParamTable {
+    pub fn stage_params(&self, first: usize, end: usize) -> f64 {
+        let mut p = self.prefix[end] - self.prefix[first];
+        for &(l, t, n) in &self.tied {
+            if (first..end).contains(&l) && (first..end).contains(&t) {
+                p -= n;
+            }
+        }
+        p
     }
 }
 
@@ -146,9 +183,9 @@ pub mod builtin {
         }
     }
 
-    /// GPT-2 as AMP lists it: embedding, a no-op, `n` blocks, two no-ops, the
-    /// (tied) vocabulary projection and a final no-op: `n + 6` entries, the
-    /// indexing of the artifact's profiles and stage boundaries.
+    /// GPT-2 as AMP lists it: embedding, dropout, `n` blocks, a transpose, the
+    /// final norm, the (tied) vocabulary projection and the loss: `n + 6`
+    /// entries, the indexing of the artifact's profiles and stage boundaries.
     pub fn gpt2(num_blocks: u64, hidden: u64, seq_len: u64, vocab: u64) -> Model {
         let h = hidden;
         let s = seq_len;
@@ -158,20 +195,22 @@ pub mod builtin {
         let block_params = 12 * h * h + 13 * h;
         let block_flops = (24 * h * h * s + 4 * s * s * h) as f64;
         let mut layers = vec![layer("embedding", LayerKind::Embedding, vocab * h + s * h, act)];
-        layers.push(layer("noop", LayerKind::Noop, 0, act));
+        // The artifact's "no-op" entries of GPT-2 are profiled and priced
+        // (dropout and transposes, the final norm, the loss), so they are
+        // `Other` here; `Noop` is for entries with no work at all.
+        layers.push(layer("embedding_dropout", LayerKind::Other, 0, act));
         for i in 0..num_blocks {
             let mut b = layer(&format!("block{i}"), LayerKind::TransformerBlock, block_params, act);
             b.forward_flops_per_sample = Some(block_flops);
             layers.push(b);
         }
-        layers.push(layer("noop", LayerKind::Noop, 0, act));
-        // Final layer norm lives here in Megatron's GPT-2.
-        layers.push(layer("final_norm", LayerKind::Noop, 2 * h, act));
+        layers.push(layer("transpose", LayerKind::Other, 0, act));
+        layers.push(layer("final_norm", LayerKind::Other, 2 * h, act));
         let mut head = layer("vocab_projection", LayerKind::VocabProjection, vocab * h, s * vocab);
         head.tied_to = Some(0);
         head.forward_flops_per_sample = Some((2 * s * h * vocab) as f64);
         layers.push(head);
-        layers.push(layer("loss", LayerKind::Noop, 0, s * vocab));
+        layers.push(layer("loss", LayerKind::Other, 0, s * vocab));
         Model {
             name: format!("gpt2-{num_blocks}x{hidden}"),
             shape: Some(TransformerShape {
@@ -197,7 +236,8 @@ pub mod builtin {
     /// width 9): 56 entries in the artifact's indexing. Entry 0 is the input
     /// projection, entries 3..15 the twelve blocks at full width, 41..53 the
     /// twelve blocks at width 1024/64 after the upsampling layers; the rest
-    /// are reshapes, upsampling and output layers with little work.
+    /// are reshapes, upsampling and output layers that the artifact does not
+    /// price ("lambda layers"), kept here as `Noop`.
     ///
     /// Sizes follow the artifact's own description of the model: every cut
     /// carries `hidden * bottom^2` elements per sample and a block at width
@@ -270,6 +310,10 @@ mod tests {
         assert_eq!(m.stage_params(28..30), head);
         assert_eq!(m.stage_params(0..30), m.total_params());
         assert_eq!(m.stage_params(0..1) + m.stage_params(1..30), m.total_params() + head);
+        let t = m.param_table();
+        for (a, b) in [(0, 1), (0, 30), (1, 30), (3, 29), (28, 30)] {
+            assert_eq!(t.stage_params(a, b), m.stage_params(a..b) as f64);
+        }
     }
 
     #[test]

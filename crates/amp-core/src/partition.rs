@@ -4,19 +4,21 @@
 //! our own cost model prunes with):
 //!
 //! ```text
-//! (B - 1) * max_j T_j  +  sum_j T_j  +  sum_cuts C_j
+//! (B - 1) * max_j T_j  +  sum_j T_j  +  sum_cuts C_j  +  max_j A_j
 //! ```
 //!
 //! where `T_j` is stage j's time per micro-batch (which may depend on the
 //! stage's position, since stages run on different devices), `C_j` the send
-//! across cut j and `B` the number of micro-batches.
+//! across cut j, `B` the number of micro-batches and `A_j` a tail the stage
+//! runs after its last micro-batch (its gradient all-reduce, which grows with
+//! the weights the stage holds).
 //!
 //! The dynamic program runs over (stages used, layers covered) and keeps, for
-//! each state, the Pareto front of (bottleneck so far, sum so far). Both terms
-//! only grow along a path and the objective is increasing in both, so
-//! dominated states can never win: the result is exact. The front of a state
-//! holds at most one entry per distinct stage time, so the work is polynomial
-//! (and, in practice, the fronts hold a handful of entries).
+//! each state, the Pareto front of (bottleneck so far, largest tail so far,
+//! sum so far). Every term only grows along a path and the objective is
+//! increasing in each, so dominated states can never win: the result is
+//! exact. A front holds at most one entry per pair of distinct stage times
+//! and tails, so the work is polynomial (in practice a handful of entries).
 
 /// A split of `num_layers` layers into stages.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,7 +29,7 @@ pub struct Partition {
     pub cost_s: f64,
 }
 
-/// The pipeline objective of given stage and cut times.
+/// The pipeline objective of given stage and cut times (without tails).
 pub fn pipeline_latency(micro_batches: usize, stage_s: &[f64], cut_s: &[f64]) -> f64 {
     let max = stage_s.iter().copied().fold(0.0, f64::max);
     let sum: f64 = stage_s.iter().sum();
@@ -35,24 +37,36 @@ pub fn pipeline_latency(micro_batches: usize, stage_s: &[f64], cut_s: &[f64]) ->
     (micro_batches.saturating_sub(1)) as f64 * max + sum + cuts
 }
 
-/// The objective of one given split. `stage_s(j, first, end)` prices stage j
-/// holding layers `first..end`; `cut_s(j, last)` prices the send from stage j
-/// to j+1 after layer `last`.
-pub fn partition_latency(
-    boundaries: &[usize],
-    micro_batches: usize,
-    stage_s: impl Fn(usize, usize, usize) -> f64,
-    cut_s: impl Fn(usize, usize) -> f64,
-) -> f64 {
+/// What the partitioner minimizes: `stage_s(j, first, end)` prices stage j
+/// holding layers `first..end` per micro-batch, `tail_s(j, first, end)` its
+/// tail, and `cut_s(j, last)` the send from stage j to j+1 after layer `last`.
+pub trait SplitCosts {
+    fn stage_s(&self, j: usize, first: usize, end: usize) -> f64;
+    fn tail_s(&self, _j: usize, _first: usize, _end: usize) -> f64 {
+        0.0
+    }
+    fn cut_s(&self, j: usize, last_layer: usize) -> f64;
+}
+
+/// The objective of one given split.
+pub fn partition_latency(boundaries: &[usize], micro_batches: usize, costs: &impl SplitCosts) -> f64 {
     let pp = boundaries.len() - 1;
-    let stages: Vec<f64> = (0..pp).map(|j| stage_s(j, boundaries[j], boundaries[j + 1])).collect();
-    let cuts: Vec<f64> = (0..pp.saturating_sub(1)).map(|j| cut_s(j, boundaries[j + 1] - 1)).collect();
-    pipeline_latency(micro_batches, &stages, &cuts)
+    let stages: Vec<f64> = (0..pp)
+        .map(|j| costs.stage_s(j, boundaries[j], boundaries[j + 1]))
+        .collect();
+    let cuts: Vec<f64> = (0..pp.saturating_sub(1))
+        .map(|j| costs.cut_s(j, boundaries[j + 1] - 1))
+        .collect();
+    let tail = (0..pp)
+        .map(|j| costs.tail_s(j, boundaries[j], boundaries[j + 1]))
+        .fold(0.0, f64::max);
+    pipeline_latency(micro_batches, &stages, &cuts) + tail
 }
 
 #[derive(Clone, Copy)]
 struct Entry {
     max: f64,
+    tail: f64,
     sum: f64,
     /// Layers covered before the last stage of this path.
     prev_layers: usize,
@@ -63,13 +77,7 @@ struct Entry {
 /// The split minimizing the pipeline objective, or `None` when no split has
 /// a finite cost (more stages than layers, or every split infeasible: a
 /// stage priced `f64::INFINITY` is taken as not allowed).
-pub fn optimal_partition(
-    num_layers: usize,
-    num_stages: usize,
-    micro_batches: usize,
-    stage_s: impl Fn(usize, usize, usize) -> f64,
-    cut_s: impl Fn(usize, usize) -> f64,
-) -> Option<Partition> {
+pub fn optimal_partition(num_layers: usize, num_stages: usize, micro_batches: usize, costs: &impl SplitCosts) -> Option<Partition> {
     if num_stages == 0 || num_stages > num_layers {
         return None;
     }
@@ -79,6 +87,7 @@ pub fn optimal_partition(
     let mut fronts: Vec<Vec<Vec<Entry>>> = vec![vec![Vec::new(); l + 1]; num_stages + 1];
     fronts[0][0].push(Entry {
         max: 0.0,
+        tail: 0.0,
         sum: 0.0,
         prev_layers: 0,
         prev_index: 0,
@@ -95,21 +104,23 @@ pub fn optimal_partition(
             }
             let end_max = l - remaining_after;
             for end in (i + 1)..=end_max {
-                let t = stage_s(j, i, end);
+                let t = costs.stage_s(j, i, end);
                 if !t.is_finite() {
                     continue;
                 }
-                let c = if remaining_after > 0 { cut_s(j, end - 1) } else { 0.0 };
+                let a = costs.tail_s(j, i, end);
+                let c = if remaining_after > 0 { costs.cut_s(j, end - 1) } else { 0.0 };
                 for (k, e) in from[i].iter().enumerate() {
                     let cand = Entry {
                         max: e.max.max(t),
+                        tail: e.tail.max(a),
                         sum: e.sum + t + c,
                         prev_layers: i,
                         prev_index: k,
                     };
                     // Cheap bound: a path already worse than the best complete
                     // path can be dropped (both terms only grow).
-                    if weight * cand.max + cand.sum > best_final {
+                    if weight * cand.max + cand.sum + cand.tail > best_final {
                         continue;
                     }
                     to[end].push(cand);
@@ -122,7 +133,7 @@ pub fn optimal_partition(
         if j + 1 == num_stages {
             best_final = to[l]
                 .iter()
-                .map(|e| weight * e.max + e.sum)
+                .map(|e| weight * e.max + e.sum + e.tail)
                 .fold(f64::INFINITY, f64::min);
         }
     }
@@ -132,7 +143,7 @@ pub fn optimal_partition(
     let (mut idx, best) = last
         .iter()
         .enumerate()
-        .map(|(k, e)| (k, weight * e.max + e.sum))
+        .map(|(k, e)| (k, weight * e.max + e.sum + e.tail))
         .fold((usize::MAX, f64::INFINITY), |acc, x| if x.1 < acc.1 { x } else { acc });
     if idx == usize::MAX {
         return None;
@@ -152,17 +163,22 @@ pub fn optimal_partition(
     })
 }
 
-/// Keeps the Pareto front of (max, sum): sorted by max, strictly falling sum.
+/// Keeps the Pareto front of (max, tail, sum), in (max, tail, sum) order.
 fn prune(front: &mut Vec<Entry>) {
     if front.len() <= 1 {
         return;
     }
-    front.sort_by(|a, b| a.max.total_cmp(&b.max).then(a.sum.total_cmp(&b.sum)));
+    front.sort_by(|a, b| {
+        a.max
+            .total_cmp(&b.max)
+            .then(a.tail.total_cmp(&b.tail))
+            .then(a.sum.total_cmp(&b.sum))
+    });
     let mut kept: Vec<Entry> = Vec::with_capacity(front.len());
     for e in front.iter() {
-        match kept.last() {
-            Some(k) if e.sum >= k.sum => {}
-            _ => kept.push(*e),
+        // Entries kept so far have max <= e.max.
+        if !kept.iter().any(|k| k.tail <= e.tail && k.sum <= e.sum) {
+            kept.push(*e);
         }
     }
     *front = kept;
@@ -217,12 +233,16 @@ mod tests {
         compute: Vec<Vec<f64>>,
         /// cut[j][layer]: send time after `layer` from stage j to j+1.
         cut: Vec<Vec<f64>>,
-        /// Per-stage fixed cost and a cap that makes some stages infeasible.
+        /// A cap that makes some stages infeasible.
         cap: f64,
+        /// tail[layer]: tail weight of a layer (tail of a stage = its sum,
+        /// times the stage's factor).
+        tail: Vec<f64>,
+        tail_factor: Vec<f64>,
     }
 
-    impl Instance {
-        fn stage(&self, j: usize, a: usize, b: usize) -> f64 {
+    impl SplitCosts for Instance {
+        fn stage_s(&self, j: usize, a: usize, b: usize) -> f64 {
             let t: f64 = self.compute[j][a..b].iter().sum();
             if t > self.cap {
                 f64::INFINITY
@@ -230,8 +250,21 @@ mod tests {
                 t
             }
         }
-        fn cut(&self, j: usize, k: usize) -> f64 {
+        fn tail_s(&self, j: usize, a: usize, b: usize) -> f64 {
+            self.tail_factor[j] * self.tail[a..b].iter().sum::<f64>()
+        }
+        fn cut_s(&self, j: usize, k: usize) -> f64 {
             self.cut[j][k]
+        }
+    }
+
+    struct Simple<S: Fn(usize, usize, usize) -> f64>(S);
+    impl<S: Fn(usize, usize, usize) -> f64> SplitCosts for Simple<S> {
+        fn stage_s(&self, j: usize, a: usize, b: usize) -> f64 {
+            (self.0)(j, a, b)
+        }
+        fn cut_s(&self, _: usize, _: usize) -> f64 {
+            0.0
         }
     }
 
@@ -242,14 +275,18 @@ mod tests {
                 proptest::collection::vec(proptest::collection::vec(0.0f64..10.0, layers), stages),
                 proptest::collection::vec(proptest::collection::vec(0.0f64..3.0, layers), stages),
                 if capped { (5.0f64..40.0).boxed() } else { Just(f64::INFINITY).boxed() },
+                proptest::collection::vec(0.0f64..2.0, layers),
+                proptest::collection::vec(0.0f64..4.0, stages),
             )
-                .prop_map(move |(compute, cut, cap)| Instance {
+                .prop_map(move |(compute, cut, cap, tail, tail_factor)| Instance {
                     layers,
                     stages,
                     micro_batches: b,
                     compute,
                     cut,
                     cap,
+                    tail,
+                    tail_factor,
                 })
         })
     }
@@ -261,18 +298,18 @@ mod tests {
             let brute = all_splits(inst.layers, inst.stages)
                 .into_iter()
                 .map(|b| {
-                    let c = partition_latency(&b, inst.micro_batches, |j, a, e| inst.stage(j, a, e), |j, k| inst.cut(j, k));
+                    let c = partition_latency(&b, inst.micro_batches, &inst);
                     (c, b)
                 })
                 .filter(|(c, _)| c.is_finite())
                 .min_by(|x, y| x.0.total_cmp(&y.0));
-            let dp = optimal_partition(inst.layers, inst.stages, inst.micro_batches, |j, a, e| inst.stage(j, a, e), |j, k| inst.cut(j, k));
+            let dp = optimal_partition(inst.layers, inst.stages, inst.micro_batches, &inst);
             match (brute, dp) {
                 (None, None) => {}
                 (Some((bc, _)), Some(p)) => {
                     prop_assert!((bc - p.cost_s).abs() <= 1e-9 * bc.max(1.0), "brute {bc} dp {}", p.cost_s);
                     // The returned split really has the returned cost.
-                    let again = partition_latency(&p.boundaries, inst.micro_batches, |j, a, e| inst.stage(j, a, e), |j, k| inst.cut(j, k));
+                    let again = partition_latency(&p.boundaries, inst.micro_batches, &inst);
                     prop_assert!((again - p.cost_s).abs() <= 1e-9 * again.max(1.0));
                     prop_assert_eq!(p.boundaries.len(), inst.stages + 1);
                     prop_assert!(p.boundaries.windows(2).all(|w| w[0] < w[1]));
@@ -284,12 +321,12 @@ mod tests {
 
     #[test]
     fn more_stages_than_layers_has_no_split() {
-        assert!(optimal_partition(3, 4, 2, |_, _, _| 1.0, |_, _| 0.0).is_none());
+        assert!(optimal_partition(3, 4, 2, &Simple(|_, _, _| 1.0)).is_none());
     }
 
     #[test]
     fn balanced_layers_split_evenly() {
-        let p = optimal_partition(8, 4, 8, |_, a, b| (b - a) as f64, |_, _| 0.0).unwrap();
+        let p = optimal_partition(8, 4, 8, &Simple(|_, a, b| (b - a) as f64)).unwrap();
         assert_eq!(p.boundaries, vec![0, 2, 4, 6, 8]);
         assert_eq!(p.cost_s, 7.0 * 2.0 + 8.0);
     }
@@ -297,7 +334,7 @@ mod tests {
     #[test]
     fn slower_stage_gets_fewer_layers() {
         // Stage 1 runs twice as slow: it should take about a third of the work.
-        let p = optimal_partition(9, 2, 16, |j, a, b| (b - a) as f64 * if j == 1 { 2.0 } else { 1.0 }, |_, _| 0.0).unwrap();
+        let p = optimal_partition(9, 2, 16, &Simple(|j, a, b| (b - a) as f64 * if j == 1 { 2.0 } else { 1.0 })).unwrap();
         assert_eq!(p.boundaries, vec![0, 6, 9]);
     }
 

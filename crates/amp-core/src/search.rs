@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::cluster::{Cluster, Node};
 use crate::cost::{Candidate, CostModel, Estimate, Inputs};
 use crate::error::{AmpError, Result};
-use crate::partition::{optimal_partition, partition_latency};
+use crate::partition::optimal_partition;
 use crate::placement::{AxisOrder, DeviceGrid, Placement};
 use crate::plan::{Plan, Stage};
 
@@ -267,18 +267,9 @@ fn price_candidate(inputs: &Inputs, model: &dyn CostModel, placement: Placement,
         Err(e) => return Outcome::Skipped(e.to_string()),
     };
     let layers = inputs.model.num_layers();
-    let boundaries = match model.prescribed_split(inputs, &cand) {
-        Some(b) => {
-            let cost = partition_latency(&b, num_micro_batches, |j, a, e| tables.stage_s(j, a, e), |j, k| tables.cut_s(j, k));
-            if !cost.is_finite() {
-                return Outcome::Infeasible;
-            }
-            b
-        }
-        None => match optimal_partition(layers, grid.pp, num_micro_batches, |j, a, e| tables.stage_s(j, a, e), |j, k| tables.cut_s(j, k)) {
-            Some(p) => p.boundaries,
-            None => return Outcome::Infeasible,
-        },
+    let boundaries = match optimal_partition(layers, grid.pp, num_micro_batches, &tables) {
+        Some(p) => p.boundaries,
+        None => return Outcome::Infeasible,
     };
     let plan = plan_from_grid(&grid, &boundaries, micro_batch, num_micro_batches);
     let estimate = match model.evaluate(inputs, &plan) {

@@ -4,7 +4,8 @@
 //!
 //! The equations, in the artifact's conventions:
 //! - a layer's execution cost per micro-batch is `3 x forward time per sample
-//!   x micro-batch` (backward taken as twice the forward), from one profile
+//!   x micro-batch` (backward taken as twice the forward; no-op layers cost
+//!   nothing, as the artifact skips TransGAN's "lambda layers"), from one profile
 //!   for the whole cluster: the GPU-count-weighted mean of the GPU types
 //!   present (het_cluster's 0.75 V100 + 0.25 T4);
 //! - a cut after layer k costs `volume_k / bandwidth`, with the volume in
@@ -15,16 +16,17 @@
 //! - pipeline latency `(B - 1) x slowest stage + sum of stages + cuts`;
 //! - plus the gradient all-reduce `2 (dp - 1) / (dp x bandwidth) x
 //!   parameters` of the heaviest stage, where the artifact takes the
-//!   bandwidth of the ring's closing link (last replica to first);
-//! - with a single micro-batch (B = 1) the artifact does not partition: it
-//!   splits the transformer blocks evenly, the layers before the first block
-//!   joining the first stage and those after the last joining the last.
+//!   bandwidth of the ring's closing link (last replica to first).
+//!
+//! The split is amp's own exact partition for every candidate. (With a single
+//! micro-batch the artifact did not partition but split the blocks evenly;
+//! the exact split is never worse under the same equations.)
 
 use crate::cluster::{Cluster, Device};
-use crate::cost::{prefix_sums, Breakdown, Candidate, CostModel, Estimate, Inputs, StageTables};
+use crate::cost::{prefix_sums, Breakdown, Candidate, CostModel, Estimate, Inputs, StageTables, TailTables};
 use crate::error::{AmpError, Result};
 use crate::model::{LayerKind, Model};
-use crate::partition::{pipeline_latency, uniform_split};
+use crate::partition::pipeline_latency;
 use crate::plan::Plan;
 use crate::profile::Profile;
 
@@ -125,33 +127,15 @@ impl AmpPaper {
     /// Execution cost per micro-batch of every layer.
     fn layer_costs(&self, inputs: &Inputs, devices: &[Device], tp: usize, micro_batch: usize) -> Result<Vec<f64>> {
         let fwd = blended_forward(inputs.profile, inputs.cluster, devices, tp, inputs.model.num_layers())?;
+        // No-op layers carry no work in the artifact's accounting.
         Ok(fwd
             .into_iter()
-            .map(|f| FORWARD_BACKWARD_FACTOR * f * micro_batch as f64)
+            .zip(&inputs.model.layers)
+            .map(|(f, l)| match l.kind {
+                LayerKind::Noop => 0.0,
+                _ => FORWARD_BACKWARD_FACTOR * f * micro_batch as f64,
+            })
             .collect())
-    }
-
-    /// The artifact's split for a single micro-batch.
-    pub fn block_uniform_split(model: &Model, pp: usize) -> Option<Vec<usize>> {
-        let blocks: Vec<usize> = model
-            .layers
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| l.kind == LayerKind::TransformerBlock)
-            .map(|(i, _)| i)
-            .collect();
-        let l = model.num_layers();
-        if pp > l {
-            return None;
-        }
-        if blocks.len() < pp {
-            return Some(uniform_split(l, pp));
-        }
-        let split = uniform_split(blocks.len(), pp);
-        let mut b: Vec<usize> = vec![0];
-        b.extend(split[1..pp].iter().map(|&k| blocks[k]));
-        b.push(l);
-        Some(b)
     }
 }
 
@@ -173,15 +157,32 @@ impl CostModel for AmpPaper {
                 volumes.iter().map(|v| v * mbs * BYTES_PER_ELEMENT * inv).collect()
             })
             .collect();
+        // The all-reduce of a stage: seconds per parameter on its slowest
+        // (closing) ring link.
+        let dp = grid.dp as f64;
+        let s_per_param = (0..grid.pp)
+            .map(|j| {
+                if grid.dp < 2 {
+                    return 0.0;
+                }
+                let reps = grid.stage(j);
+                (0..grid.tp)
+                    .map(|t| {
+                        let closing = inputs.cluster.link_bytes_per_s(reps[grid.dp - 1][t], reps[0][t]);
+                        2.0 * (dp - 1.0) / dp * BYTES_PER_ELEMENT / grid.tp as f64 / closing
+                    })
+                    .fold(0.0, f64::max)
+            })
+            .collect();
         Ok(StageTables {
             compute_prefix: vec![prefix; grid.pp],
             cut,
             memory: None,
+            tail: Some(TailTables {
+                s_per_param,
+                params: inputs.model.param_table(),
+            }),
         })
-    }
-
-    fn prescribed_split(&self, inputs: &Inputs, c: &Candidate) -> Option<Vec<usize>> {
-        (c.num_micro_batches == 1).then(|| Self::block_uniform_split(inputs.model, c.grid.pp))?
     }
 
     fn evaluate(&self, inputs: &Inputs, plan: &Plan) -> Result<Estimate> {
@@ -232,23 +233,15 @@ mod tests {
     use crate::model::builtin;
 
     #[test]
-    fn single_micro_batch_split_matches_the_artifact() {
-        let m = builtin::amp_gpt2();
-        // het_cluster rank 51 of the artifact: pp 16, B = 1.
-        assert_eq!(
-            AmpPaper::block_uniform_split(&m, 16).unwrap(),
-            vec![0, 4, 6, 8, 10, 12, 14, 16, 18, 19, 20, 21, 22, 23, 24, 25, 30]
-        );
-        assert_eq!(AmpPaper::block_uniform_split(&m, 2).unwrap(), vec![0, 14, 30]);
-        assert_eq!(AmpPaper::block_uniform_split(&m, 1).unwrap(), vec![0, 30]);
-    }
-
-    #[test]
-    fn noops_carry_the_previous_volume() {
+    fn cut_volumes_follow_the_artifact() {
         let m = builtin::amp_gpt2();
         let v = cut_volumes(&m, 2);
         assert_eq!(v[1], (1024 * 1024) as f64);
+        // The logits are split over the tensor-parallel ranks.
         assert_eq!(v[28], (1024 * 52256 / 2) as f64);
-        assert_eq!(v[29], v[28]);
+        // No-ops pass on what they received.
+        let t = builtin::amp_transgan();
+        let v = cut_volumes(&t, 1);
+        assert!(v.iter().all(|&x| x == (1024 * 81) as f64));
     }
 }

@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster::{Cluster, Device};
 use crate::error::Result;
-use crate::model::Model;
+use crate::model::{Model, ParamTable};
+use crate::partition::SplitCosts;
 use crate::placement::DeviceGrid;
 use crate::plan::Plan;
 use crate::profile::Profile;
@@ -98,6 +99,16 @@ pub struct StageTables {
     /// `0..l` put on stage `j`'s fullest device, `memory_fixed[j]` bytes that
     /// the stage holds whatever its layers, `memory_capacity[j]` what fits.
     pub memory: Option<StageMemoryTables>,
+    /// Optional tail after the last micro-batch, proportional to the
+    /// stage's weights (the gradient all-reduce): `tail_s_per_param[j]`
+    /// seconds per parameter on stage j, applied to `params`.
+    pub tail: Option<TailTables>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TailTables {
+    pub s_per_param: Vec<f64>,
+    pub params: ParamTable,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -107,10 +118,10 @@ pub struct StageMemoryTables {
     pub capacity_bytes: Vec<f64>,
 }
 
-impl StageTables {
+impl SplitCosts for StageTables {
     /// Time of stage `j` holding `first..end`, or infinity when it does not
     /// fit in memory.
-    pub fn stage_s(&self, j: usize, first: usize, end: usize) -> f64 {
+    fn stage_s(&self, j: usize, first: usize, end: usize) -> f64 {
         if let Some(m) = &self.memory {
             let bytes = m.fixed_bytes[j] + m.prefix_bytes[j][end] - m.prefix_bytes[j][first];
             if bytes > m.capacity_bytes[j] {
@@ -120,7 +131,14 @@ impl StageTables {
         self.compute_prefix[j][end] - self.compute_prefix[j][first]
     }
 
-    pub fn cut_s(&self, j: usize, last_layer: usize) -> f64 {
+    fn tail_s(&self, j: usize, first: usize, end: usize) -> f64 {
+        match &self.tail {
+            Some(t) => t.s_per_param[j] * t.params.stage_params(first, end),
+            None => 0.0,
+        }
+    }
+
+    fn cut_s(&self, j: usize, last_layer: usize) -> f64 {
         self.cut[j][last_layer]
     }
 }
@@ -140,11 +158,6 @@ pub trait CostModel: Sync {
     /// Tables for the partitioner. Errors when the inputs cannot price this
     /// candidate (e.g. no profile for its tensor-parallel degree).
     fn stage_tables(&self, inputs: &Inputs, candidate: &Candidate) -> Result<StageTables>;
-
-    /// A split the model prescribes instead of the exact partition, if any.
-    fn prescribed_split(&self, _inputs: &Inputs, _candidate: &Candidate) -> Option<Vec<usize>> {
-        None
-    }
 
     /// The full estimate of a plan.
     fn evaluate(&self, inputs: &Inputs, plan: &Plan) -> Result<Estimate>;
