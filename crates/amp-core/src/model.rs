@@ -115,19 +115,7 @@ impl Model {
 
     /// O(1)-per-query table of [`Model::stage_params`], for the partitioner.
     pub fn param_table(&self) -> ParamTable {
-        let mut prefix = vec![0.0];
-        for l in &self.layers {
-            prefix.push(prefix.last().unwrap() + l.params as f64);
-        }
-        ParamTable {
-            prefix,
-            tied: self
-                .layers
-                .iter()
-                .enumerate()
-                .filter_map(|(i, l)| l.tied_to.map(|t| (i, t, l.params as f64)))
-                .collect(),
-        }
+        ParamTable::new(self, self.layers.iter().map(|l| l.params as f64).collect())
     }
 
     pub fn total_params(&self) -> u64 {
@@ -156,6 +144,23 @@ pub struct ParamTable {
 }
 
 impl ParamTable {
+    /// A table over `params[i]` for layer i, with the model's ties.
+    pub fn new(model: &Model, params: Vec<f64>) -> ParamTable {
+        let mut prefix = vec![0.0];
+        for p in &params {
+            prefix.push(prefix.last().unwrap() + p);
+        }
+        ParamTable {
+            prefix,
+            tied: model
+                .layers
+                .iter()
+                .enumerate()
+                .filter_map(|(i, l)| l.tied_to.map(|t| (i, t, params[i])))
+                .collect(),
+        }
+    }
+
     pub fn stage_params(&self, first: usize, end: usize) -> f64 {
         let mut p = self.prefix[end] - self.prefix[first];
         for &(l, t, n) in &self.tied {

@@ -267,9 +267,11 @@ fn price_candidate(inputs: &Inputs, model: &dyn CostModel, placement: Placement,
         Err(e) => return Outcome::Skipped(e.to_string()),
     };
     let layers = inputs.model.num_layers();
-    let boundaries = match optimal_partition(layers, grid.pp, num_micro_batches, &tables) {
-        Some(p) => p.boundaries,
-        None => return Outcome::Infeasible,
+    let split = model
+        .preferred_split(inputs, &cand, &tables)
+        .or_else(|| optimal_partition(layers, grid.pp, num_micro_batches, &tables).map(|p| p.boundaries));
+    let Some(boundaries) = split else {
+        return Outcome::Infeasible;
     };
     let plan = plan_from_grid(&grid, &boundaries, micro_batch, num_micro_batches);
     let estimate = match model.evaluate(inputs, &plan) {

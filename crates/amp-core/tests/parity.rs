@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use amp_core::artifact::{parse_csv, ArtifactRow, Experiment};
-use amp_core::cost::amp_paper::AmpPaper;
+use amp_core::cost::amp_paper::{AmpPaper, SplitRule};
 use amp_core::cost::{CostModel, Inputs};
 use amp_core::placement::{DeviceGrid, Placement};
 use amp_core::search::{plan_from_grid, search, PlacementSearch, SearchOptions};
@@ -45,7 +45,7 @@ fn price_row(s: &Setup, e: Experiment, row: &ArtifactRow) -> f64 {
     let grid = DeviceGrid::new(&s.cluster, row.tp, row.dp, row.pp, &Placement::artifact_default(&s.cluster));
     let b = e.global_batch() / (row.dp * row.micro_batch);
     let plan = plan_from_grid(&grid, &row.boundaries, row.micro_batch, b);
-    AmpPaper.evaluate(&s.inputs(), &plan).unwrap().iteration_s
+    AmpPaper::default().evaluate(&s.inputs(), &plan).unwrap().iteration_s
 }
 
 fn check_costs(e: Experiment, tolerance: f64) {
@@ -84,10 +84,10 @@ fn het_model_costs_match_within_5_percent() {
     check_costs(Experiment::HetModel, 0.05);
 }
 
-fn artifact_search(s: &Setup, e: Experiment) -> Vec<amp_core::search::RankedPlan> {
+fn artifact_search(s: &Setup, e: Experiment, split: SplitRule) -> Vec<amp_core::search::RankedPlan> {
     search(
         &s.inputs(),
-        &AmpPaper,
+        &AmpPaper { split },
         &SearchOptions {
             global_batch: e.global_batch(),
             placement: PlacementSearch::Artifact,
@@ -101,7 +101,7 @@ fn artifact_search(s: &Setup, e: Experiment) -> Vec<amp_core::search::RankedPlan
 fn check_exact_never_worse(e: Experiment) {
     let Some(rows) = predictions(e) else { return };
     let s = Setup::new(e);
-    let ours = artifact_search(&s, e);
+    let ours = artifact_search(&s, e, SplitRule::Exact);
     assert_eq!(ours.len(), rows.len(), "same candidate set");
     let mut better = 0;
     for row in &rows {
@@ -136,7 +136,7 @@ fn exact_partition_never_worse_het_model() {
 fn check_top10(e: Experiment) {
     let Some(rows) = predictions(e) else { return };
     let s = Setup::new(e);
-    let ours: Vec<_> = artifact_search(&s, e).iter().take(10).map(|p| (p.micro_batch, p.tp, p.dp, p.pp)).collect();
+    let ours: Vec<_> = artifact_search(&s, e, SplitRule::Artifact).iter().take(10).map(|p| (p.micro_batch, p.tp, p.dp, p.pp)).collect();
     let theirs: Vec<_> = rows.iter().take(10).map(|r| (r.micro_batch, r.tp, r.dp, r.pp)).collect();
     assert_eq!(ours, theirs, "top-10 (mbs, tp, dp, pp) of {}", e.name());
 }
@@ -151,17 +151,45 @@ fn top10_matches_het_cluster() {
     check_top10(Experiment::HetCluster);
 }
 
-#[test]
-#[ignore]
-fn dump_het_cluster() {
-    let e = Experiment::HetCluster;
+/// With the artifact's partitioner, amp finds the artifact's own split for
+/// every candidate (and so its cost). The artifact's single-micro-batch rule
+/// for TransGAN differs from its GPT-2 rule (it counts the input layer as a
+/// block); amp applies the GPT-2 rule to both, so `single_micro_batch`
+/// excludes those rows for TransGAN.
+fn check_same_splits(e: Experiment, single_micro_batch: bool) {
+    let Some(rows) = predictions(e) else { return };
     let s = Setup::new(e);
-    let rows = predictions(e).unwrap();
-    for p in artifact_search(&s, e).iter().take(12) {
-        let row = rows.iter().find(|r| (r.tp, r.dp, r.pp, r.micro_batch) == (p.tp, p.dp, p.pp, p.micro_batch)).unwrap();
-        let grid = DeviceGrid::new(&s.cluster, row.tp, row.dp, row.pp, &Placement::artifact_default(&s.cluster));
-        let plan = plan_from_grid(&grid, &row.boundaries, row.micro_batch, p.num_micro_batches);
-        let theirs = AmpPaper.evaluate(&s.inputs(), &plan).unwrap();
-        eprintln!("{:?} ours {:.5} (dp {:.5}) {:?} | artifact {:?} {:?} ours-on-theirs {:.5} (dp {:.5})", (p.micro_batch, p.tp, p.dp, p.pp), p.estimate.iteration_s, p.estimate.breakdown.dp_allreduce_s, p.plan.boundaries(), row.amp_predicted_s, row.boundaries, theirs.iteration_s, theirs.breakdown.dp_allreduce_s);
+    let ours = artifact_search(&s, e, SplitRule::Artifact);
+    let mut same = 0;
+    let rows: Vec<_> = rows
+        .into_iter()
+        .filter(|r| single_micro_batch || e.global_batch() / (r.dp * r.micro_batch) > 1)
+        .collect();
+    for row in &rows {
+        let p = ours
+            .iter()
+            .find(|p| (p.tp, p.dp, p.pp, p.micro_batch) == (row.tp, row.dp, row.pp, row.micro_batch))
+            .unwrap();
+        let theirs = row.amp_predicted_s.unwrap();
+        let err = (p.estimate.iteration_s - theirs).abs() / theirs;
+        assert!(err < 0.01, "{row:?}: ours {} {:?}", p.estimate.iteration_s, p.plan.boundaries());
+        assert_eq!(p.plan.boundaries(), row.boundaries, "{row:?}");
+        same += 1;
     }
+    eprintln!("{}: artifact split reproduced on {same} of {} candidates", e.name(), rows.len());
+}
+
+#[test]
+fn artifact_splits_reproduced_homogeneous() {
+    check_same_splits(Experiment::Homogeneous, true);
+}
+
+#[test]
+fn artifact_splits_reproduced_het_cluster() {
+    check_same_splits(Experiment::HetCluster, true);
+}
+
+#[test]
+fn artifact_splits_reproduced_het_model() {
+    check_same_splits(Experiment::HetModel, false);
 }

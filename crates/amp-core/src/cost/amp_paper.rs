@@ -18,15 +18,20 @@
 //!   parameters` of the heaviest stage, where the artifact takes the
 //!   bandwidth of the ring's closing link (last replica to first).
 //!
-//! The split is amp's own exact partition for every candidate. (With a single
-//! micro-batch the artifact did not partition but split the blocks evenly;
-//! the exact split is never worse under the same equations.)
+//! Two splits are offered. [`SplitRule::Artifact`] (the default of this mode)
+//! reproduces the artifact's own partitioner, `pipe_ast`, including its
+//! quirks: it runs over the layers it prices (no-ops dropped), its dynamic
+//! program compares candidates with the cut's send time but stores them
+//! without it (so it is not exact), and with a single micro-batch it does not
+//! partition at all but splits the blocks evenly. [`SplitRule::Exact`] uses
+//! amp's exact partitioner on the same equations, which is never worse and
+//! strictly better on some candidates.
 
 use crate::cluster::{Cluster, Device};
 use crate::cost::{prefix_sums, Breakdown, Candidate, CostModel, Estimate, Inputs, StageTables, TailTables};
 use crate::error::{AmpError, Result};
-use crate::model::{LayerKind, Model};
-use crate::partition::pipeline_latency;
+use crate::model::{LayerKind, Model, ParamTable};
+use crate::partition::{pipeline_latency, uniform_split};
 use crate::plan::Plan;
 use crate::profile::Profile;
 
@@ -36,7 +41,19 @@ const BYTES_PER_ELEMENT: f64 = 4.0;
 const FORWARD_BACKWARD_FACTOR: f64 = 3.0;
 
 #[derive(Debug, Clone, Copy, Default)]
-pub struct AmpPaper;
+pub struct AmpPaper {
+    pub split: SplitRule,
+}
+
+/// How the amp-paper mode splits layers into stages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SplitRule {
+    /// The artifact's partitioner, reproduced for parity.
+    #[default]
+    Artifact,
+    /// amp's exact partitioner.
+    Exact,
+}
 
 /// Per-sample forward time of every layer, blended over `devices` by GPU
 /// count.
@@ -104,23 +121,38 @@ fn mean_inverse_bandwidth(cluster: &Cluster, a: &[Vec<Device>], b: &[Vec<Device>
     acc / a.len() as f64
 }
 
-/// The artifact's data-parallel all-reduce of the heaviest stage.
-fn dp_allreduce_s(model: &Model, cluster: &Cluster, stages: &[(std::ops::Range<usize>, &Vec<Vec<Device>>)]) -> f64 {
-    let mut worst: f64 = 0.0;
-    for (layers, replicas) in stages {
-        let dp = replicas.len();
-        if dp < 2 {
-            continue;
-        }
-        let tp = replicas[0].len();
-        let params = model.stage_params(layers.clone()) as f64 / tp as f64;
-        for t in 0..tp {
-            let closing = cluster.link_bytes_per_s(replicas[dp - 1][t], replicas[0][t]);
-            let s = 2.0 * (dp as f64 - 1.0) / dp as f64 * params * BYTES_PER_ELEMENT / closing;
-            worst = worst.max(s);
-        }
+/// Seconds per parameter of a stage's gradient all-reduce, as the artifact
+/// prices it: `2 (dp - 1) / dp` elements per parameter over the ring's
+/// closing link (last replica to first), the slowest tensor-parallel rank.
+fn allreduce_s_per_param(cluster: &Cluster, replicas: &[Vec<Device>]) -> f64 {
+    let dp = replicas.len();
+    if dp < 2 {
+        return 0.0;
     }
-    worst
+    let tp = replicas[0].len();
+    (0..tp)
+        .map(|t| {
+            let closing = cluster.link_bytes_per_s(replicas[dp - 1][t], replicas[0][t]);
+            2.0 * (dp as f64 - 1.0) / dp as f64 * BYTES_PER_ELEMENT / tp as f64 / closing
+        })
+        .fold(0.0, f64::max)
+}
+
+/// Parameters as the artifact counts them: `12 h^2` per block and `h v` per
+/// embedding or vocabulary projection (tied: once per stage) when the model
+/// has a transformer shape; the layer's own count otherwise.
+fn artifact_params(model: &Model) -> ParamTable {
+    let params = model
+        .layers
+        .iter()
+        .map(|l| match (&model.shape, l.kind) {
+            (Some(s), LayerKind::TransformerBlock) => 12.0 * (s.hidden * s.hidden) as f64,
+            (Some(s), LayerKind::Embedding | LayerKind::VocabProjection) => (s.hidden * s.vocab) as f64,
+            (Some(_), _) => 0.0,
+            (None, _) => l.params as f64,
+        })
+        .collect();
+    ParamTable::new(model, params)
 }
 
 impl AmpPaper {
@@ -137,6 +169,110 @@ impl AmpPaper {
             })
             .collect())
     }
+}
+
+/// The artifact's split with a single micro-batch: the transformer blocks
+/// evenly over the stages (earlier stages take the remainder), the layers
+/// before the first block joining the first stage and those after a block
+/// joining that block's stage.
+pub fn block_uniform_split(model: &Model, pp: usize) -> Option<Vec<usize>> {
+    let l = model.num_layers();
+    if pp == 0 || pp > l {
+        return None;
+    }
+    let blocks: Vec<usize> = (0..l)
+        .filter(|&i| model.layers[i].kind == LayerKind::TransformerBlock)
+        .collect();
+    if blocks.len() < pp {
+        return Some(uniform_split(l, pp));
+    }
+    let split = uniform_split(blocks.len(), pp);
+    let mut b = vec![0];
+    b.extend(split[1..pp].iter().map(|&k| blocks[k]));
+    b.push(l);
+    Some(b)
+}
+
+/// The artifact's dynamic program (`pipe_ast` in its `src/pipe.py`), over
+/// the layers with `work[i] == true`. `cost_e[i]` is layer i's time per
+/// micro-batch, `cut(j, i)` the send after layer i between stages j and j+1.
+/// Returns stage boundaries in the full layer list: a boundary falls right
+/// after the last priced layer of a stage.
+pub fn artifact_split(cost_e: &[f64], work: &[bool], pp: usize, micro_batches: usize, cut: impl Fn(usize, usize) -> f64) -> Option<Vec<usize>> {
+    let idx: Vec<usize> = (0..cost_e.len()).filter(|&i| work[i]).collect();
+    let e: Vec<f64> = idx.iter().map(|&i| cost_e[i]).collect();
+    let l = e.len();
+    if pp == 0 || pp > l {
+        return None;
+    }
+    // Every contiguous sum, computed left to right as the artifact does.
+    let sum = |a: usize, b: usize| e[a..b].iter().fold(0.0, |acc, x| acc + x);
+    let mut possible = vec![0.0];
+    for a in 0..l {
+        for b in (a + 1)..=l {
+            possible.push(sum(a, b));
+        }
+    }
+    possible.sort_by(f64::total_cmp);
+    possible.dedup();
+    let p = possible.len();
+    let pos = |v: f64| possible.binary_search_by(|x| x.total_cmp(&v)).unwrap();
+    let mut sum_idx = vec![vec![0usize; l + 1]; l + 1];
+    let mut sums = vec![vec![0.0; l + 1]; l + 1];
+    for a in 0..l {
+        for b in (a + 1)..=l {
+            sums[a][b] = sum(a, b);
+            sum_idx[a][b] = pos(sums[a][b]);
+        }
+    }
+    let w = micro_batches.saturating_sub(1) as f64;
+    // trace[i][j][m]: (cost, previous cut) for work layers 0..=i in j+1
+    // stages, given that later stages peak at possible[m].
+    let inf = (f64::INFINITY, usize::MAX);
+    let mut trace = vec![vec![vec![inf; p]; pp]; l];
+    for i in 0..l {
+        for j in 0..pp.min(i + 1) {
+            for m in 0..p {
+                if j == 0 {
+                    trace[i][0][m] = (w * (sums[0][i + 1] - possible[m]).max(0.0), usize::MAX);
+                    continue;
+                }
+                let mut best = inf;
+                for c in (j - 1)..i {
+                    let cur = sums[c + 1][i + 1];
+                    let mi = if cur > possible[m] { sum_idx[c + 1][i + 1] } else { m };
+                    let prev = trace[c][j - 1][mi].0;
+                    let comm = cut(j - 1, idx[c]);
+                    let with_comm = prev + w * (cur - possible[m]).max(0.0) + comm;
+                    // Compared with the send, stored without it (sic).
+                    if with_comm < best.0 {
+                        best = (with_comm - comm, c);
+                    }
+                }
+                trace[i][j][m] = best;
+            }
+        }
+    }
+    // Walk back from (L-1, pp-1, m = 0), following the same m updates.
+    let mut ends = vec![l - 1];
+    let (mut i, mut m) = (l - 1, 0);
+    for j in (1..pp).rev() {
+        let c = trace[i][j][m].1;
+        if c == usize::MAX {
+            return None;
+        }
+        let cur = sums[c + 1][i + 1];
+        if cur > possible[m] {
+            m = sum_idx[c + 1][i + 1];
+        }
+        ends.push(c);
+        i = c;
+    }
+    ends.reverse();
+    let mut b = vec![0];
+    b.extend(ends[..pp - 1].iter().map(|&k| idx[k] + 1));
+    b.push(cost_e.len());
+    Some(b)
 }
 
 impl CostModel for AmpPaper {
@@ -157,22 +293,8 @@ impl CostModel for AmpPaper {
                 volumes.iter().map(|v| v * mbs * BYTES_PER_ELEMENT * inv).collect()
             })
             .collect();
-        // The all-reduce of a stage: seconds per parameter on its slowest
-        // (closing) ring link.
-        let dp = grid.dp as f64;
         let s_per_param = (0..grid.pp)
-            .map(|j| {
-                if grid.dp < 2 {
-                    return 0.0;
-                }
-                let reps = grid.stage(j);
-                (0..grid.tp)
-                    .map(|t| {
-                        let closing = inputs.cluster.link_bytes_per_s(reps[grid.dp - 1][t], reps[0][t]);
-                        2.0 * (dp - 1.0) / dp * BYTES_PER_ELEMENT / grid.tp as f64 / closing
-                    })
-                    .fold(0.0, f64::max)
-            })
+            .map(|j| allreduce_s_per_param(inputs.cluster, grid.stage(j)))
             .collect();
         Ok(StageTables {
             compute_prefix: vec![prefix; grid.pp],
@@ -180,9 +302,22 @@ impl CostModel for AmpPaper {
             memory: None,
             tail: Some(TailTables {
                 s_per_param,
-                params: inputs.model.param_table(),
+                params: artifact_params(inputs.model),
             }),
         })
+    }
+
+    fn preferred_split(&self, inputs: &Inputs, c: &Candidate, tables: &StageTables) -> Option<Vec<usize>> {
+        if self.split == SplitRule::Exact {
+            return None;
+        }
+        if c.num_micro_batches == 1 {
+            return block_uniform_split(inputs.model, c.grid.pp);
+        }
+        let prefix = &tables.compute_prefix[0];
+        let cost_e: Vec<f64> = prefix.windows(2).map(|w| w[1] - w[0]).collect();
+        let work: Vec<bool> = inputs.model.layers.iter().map(|l| l.kind != LayerKind::Noop).collect();
+        artifact_split(&cost_e, &work, c.grid.pp, c.num_micro_batches, |j, k| tables.cut[j][k])
     }
 
     fn evaluate(&self, inputs: &Inputs, plan: &Plan) -> Result<Estimate> {
@@ -208,8 +343,12 @@ impl CostModel for AmpPaper {
             .collect();
         let b = plan.num_micro_batches;
         let pipeline = pipeline_latency(b, &stage_s, &cut_s);
-        let stages: Vec<_> = plan.stages.iter().map(|s| (s.layers(), &s.replicas)).collect();
-        let dp_s = dp_allreduce_s(inputs.model, inputs.cluster, &stages);
+        let params = artifact_params(inputs.model);
+        let dp_s = plan
+            .stages
+            .iter()
+            .map(|s| allreduce_s_per_param(inputs.cluster, &s.replicas) * params.stage_params(s.first_layer, s.end_layer))
+            .fold(0.0, f64::max);
         let total_compute: f64 = stage_s.iter().sum();
         let sends: f64 = cut_s.iter().sum();
         Ok(Estimate {
@@ -231,6 +370,18 @@ impl CostModel for AmpPaper {
 mod tests {
     use super::*;
     use crate::model::builtin;
+
+    #[test]
+    fn single_micro_batch_split_matches_the_artifact() {
+        let m = builtin::amp_gpt2();
+        // homogeneous rank 51 of the artifact: pp 16, B = 1.
+        assert_eq!(
+            block_uniform_split(&m, 16).unwrap(),
+            vec![0, 4, 6, 8, 10, 12, 14, 16, 18, 19, 20, 21, 22, 23, 24, 25, 30]
+        );
+        assert_eq!(block_uniform_split(&m, 2).unwrap(), vec![0, 14, 30]);
+        assert_eq!(block_uniform_split(&m, 1).unwrap(), vec![0, 30]);
+    }
 
     #[test]
     fn cut_volumes_follow_the_artifact() {

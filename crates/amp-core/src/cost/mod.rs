@@ -159,6 +159,12 @@ pub trait CostModel: Sync {
     /// candidate (e.g. no profile for its tensor-parallel degree).
     fn stage_tables(&self, inputs: &Inputs, candidate: &Candidate) -> Result<StageTables>;
 
+    /// A split this model insists on instead of the exact partition (the
+    /// amp-paper mode's reproduction of the artifact's partitioner).
+    fn preferred_split(&self, _inputs: &Inputs, _candidate: &Candidate, _tables: &StageTables) -> Option<Vec<usize>> {
+        None
+    }
+
     /// The full estimate of a plan.
     fn evaluate(&self, inputs: &Inputs, plan: &Plan) -> Result<Estimate>;
 }
