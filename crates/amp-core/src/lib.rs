@@ -5,6 +5,7 @@
 //! ([`cost`]) -> ranked plans ([`plan::Plan`]). No I/O happens here: parsing
 //! functions take strings or bytes, and the CLI reads files.
 
+pub mod artifact;
 pub mod cluster;
 pub mod error;
 pub mod model;
@@ -16,4 +17,7 @@ pub use error::{AmpError, Result};
 pub mod cost;
 pub mod placement;
 pub mod search;
+pub mod memory;
+pub mod sailor;
+pub mod validate;
 pub mod schedule;

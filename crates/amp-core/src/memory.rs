@@ -1,0 +1,542 @@
+//! Per-device memory: what one GPU holds at its peak during an iteration.
+//!
+//! A device of pipeline stage `i` (0-based, `pp` stages) running a tensor
+//! parallel group of degree `t` holds
+//!
+//! - **model states** of the stage's layers, divided by `t` (tied weights
+//!   once per stage, [`Model::stage_params`]): with mixed precision (fp16 or
+//!   bf16 weights, fp32 master weights and Adam) 2 bytes of weights, 2 of
+//!   gradients and 12 of optimizer state (4 master + 4 momentum + 4
+//!   variance) per parameter; in fp32, 4 + 4 + 8. With ZeRO-1 the optimizer
+//!   state is sharded over the data-parallel replicas (divided by `dp`);
+//! - **stored activations** of the micro-batches in flight: under 1F1B stage
+//!   `i` keeps `min(pp - i, B)` micro-batches (PipeDream-Flush: `pp - i - 1`
+//!   warm-up forwards plus the one whose backward comes next), under GPipe
+//!   all `B`. Per sample and layer, from
+//!   [`Layer::stored_activation_elems_per_sample`] when the model gives it,
+//!   else from the formula of Korthikanti et al., "Reducing Activation
+//!   Recomputation in Large Transformer Models" (MLSys 2023), eq. 2 with
+//!   tensor parallelism: a block keeps `s h (10 + 24/t + 5 a s / (h t))` bytes
+//!   per sample in 16-bit training without recomputation (`s` sequence, `h`
+//!   hidden, `a` heads; the 10 are the layer-norm inputs and dropout masks
+//!   every rank keeps whole, the rest is sharded by `t`); with full
+//!   recomputation only the block input, `2 s h` bytes;
+//! - **transient buffers** of the one micro-batch being processed: the
+//!   backward of the loss holds the logits in fp32 and their gradient in fp32
+//!   and 16-bit ([`LOGITS_TRANSIENT_BYTES_PER_ELEM`] bytes per logit per
+//!   rank), and the backward of an attention block holds the gradients of the
+//!   attention probabilities and scores, `2 x 2 a s^2 / t` bytes;
+//! - a **framework reserve** ([`FRAMEWORK_RESERVE_BYTES`]): CUDA context,
+//!   communication buffers, workspaces and allocator fragmentation.
+//!
+//! A device's capacity is its node's `gpu_memory_bytes`; unknown capacity
+//! means no constraint.
+//!
+//! Hand-worked example (the unit test `hand_worked_example` checks it): one
+//! transformer block layer with `s = 4`, `h = 8`, `a = 2`, 1000 parameters,
+//! no vocabulary layer, tensor parallelism 2, mixed precision, 1F1B with
+//! pp = 2, B = 4, micro-batch 3, on stage 0:
+//! - states: 1000 / 2 = 500 parameters per rank: weights 1000 bytes,
+//!   gradients 1000, optimizer 6000;
+//! - activations: in flight min(2 - 0, 4) = 2 micro-batches of 3 samples;
+//!   per sample `4 x 8 x (10 + 24/2 + 5 x 2 x 4 / (8 x 2))` = 32 x 24.5 =
+//!   784 bytes; 2 x 3 x 784 = 4704 bytes;
+//! - transient: attention gradients 4 x 2 x 16 / 2 = 64 bytes per sample,
+//!   x 3 = 192 bytes;
+//! - peak = 8000 + 4704 + 192 + reserve.
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::Cluster;
+use crate::cost::{DeviceMemory, StageMemoryTables};
+use crate::model::{LayerKind, Model};
+use crate::placement::DeviceGrid;
+use crate::plan::Plan;
+use crate::schedule::Schedule;
+
+/// Memory every training process holds whatever the model: CUDA context,
+/// NCCL and cuBLAS buffers, allocator fragmentation. 4.5 GB is the
+/// intercept of the 15 measured GH200 runs of Sailor (OPT-350, measured
+/// peak minus everything else this model predicts, mean 4.57 GB, spread
+/// 4.2-4.9 GB) rounded down; it is the only peak-memory measurement in the
+/// reference data, so the same constant serves every GPU type.
+pub const FRAMEWORK_RESERVE_BYTES: f64 = 4.5e9;
+
+/// Bytes per logit element held while the loss runs backward, per sample
+/// and rank (the logits are split by tensor parallelism): the fp32 copy of
+/// the logits (4) the loss computes on, its fp32 gradient (4) and the
+/// 16-bit gradient handed to the projection's backward (2), as in
+/// Megatron-LM's vocabulary-parallel cross entropy.
+pub const LOGITS_TRANSIENT_BYTES_PER_ELEM: f64 = 10.0;
+
+/// Bytes per stored activation element in 16-bit training.
+const HALF_BYTES: f64 = 2.0;
+
+/// Number formats of training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    /// fp16 or bf16 weights, gradients and activations; fp32 master weights
+    /// and Adam moments.
+    #[default]
+    Mixed16,
+    /// Everything in fp32, Adam moments included.
+    Fp32,
+}
+
+/// Choices of the training setup that change memory, not time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryOptions {
+    pub precision: Precision,
+    /// ZeRO stage 1: optimizer state sharded over data-parallel replicas.
+    pub zero1: bool,
+    /// Full activation recomputation: blocks keep only their input.
+    pub recompute: bool,
+    /// Pipeline schedule: how many micro-batches a stage keeps in flight.
+    pub schedule: Schedule,
+}
+
+impl Default for MemoryOptions {
+    fn default() -> Self {
+        MemoryOptions {
+            precision: Precision::Mixed16,
+            zero1: false,
+            recompute: false,
+            schedule: Schedule::OneFOneB,
+        }
+    }
+}
+
+/// Bytes per parameter held by one replica.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StateBytes {
+    pub weights: f64,
+    pub gradients: f64,
+    pub optimizer: f64,
+}
+
+impl StateBytes {
+    pub fn total(&self) -> f64 {
+        self.weights + self.gradients + self.optimizer
+    }
+}
+
+impl MemoryOptions {
+    /// Bytes per parameter with `dp` data-parallel replicas.
+    pub fn state_bytes(&self, dp: usize) -> StateBytes {
+        let (weights, gradients, optimizer) = match self.precision {
+            Precision::Mixed16 => (2.0, 2.0, 12.0),
+            Precision::Fp32 => (4.0, 4.0, 8.0),
+        };
+        let optimizer = if self.zero1 {
+            optimizer / dp.max(1) as f64
+        } else {
+            optimizer
+        };
+        StateBytes {
+            weights,
+            gradients,
+            optimizer,
+        }
+    }
+
+    /// Bytes of one stored activation element.
+    pub fn activation_bytes(&self) -> f64 {
+        match self.precision {
+            Precision::Mixed16 => HALF_BYTES,
+            Precision::Fp32 => 4.0,
+        }
+    }
+
+    fn scale(&self) -> f64 {
+        self.activation_bytes() / HALF_BYTES
+    }
+}
+
+/// Micro-batches whose activations stage `stage` keeps at its peak.
+pub fn in_flight(schedule: Schedule, stage: usize, pp: usize, num_micro_batches: usize) -> usize {
+    match schedule {
+        Schedule::OneFOneB => pp.saturating_sub(stage).max(1).min(num_micro_batches),
+        Schedule::GPipe => num_micro_batches,
+    }
+}
+
+/// (sequence, hidden, heads) of a transformer model.
+fn shape_sha(model: &Model) -> Option<(f64, f64, f64)> {
+    let s = model.shape.as_ref()?;
+    if s.seq_len == 0 || s.hidden == 0 {
+        return None;
+    }
+    let heads = if s.heads > 0 {
+        s.heads
+    } else {
+        (s.hidden / 64).max(1)
+    };
+    Some((s.seq_len as f64, s.hidden as f64, heads as f64))
+}
+
+/// Whether tensor parallelism splits this kind's stored activations.
+fn tp_sharded(kind: LayerKind) -> bool {
+    matches!(
+        kind,
+        LayerKind::TransformerBlock | LayerKind::VocabProjection
+    )
+}
+
+/// Full (no recomputation) stored bytes per sample of a block, Korthikanti
+/// et al. eq. 2, or 34 bytes per output element without a shape.
+fn block_full_bytes(model: &Model, layer: usize, tp: f64, opts: &MemoryOptions) -> f64 {
+    match shape_sha(model) {
+        Some((s, h, a)) => s * h * (10.0 + 24.0 / tp + 5.0 * a * s / (h * tp)) * opts.scale(),
+        None => 34.0 / tp * model.layers[layer].output_elems_per_sample as f64 * opts.scale(),
+    }
+}
+
+/// Bytes of activations layer `layer` keeps per sample on one rank of a
+/// tensor-parallel group of degree `tp`, until its backward.
+pub fn stored_activation_bytes_per_sample(
+    model: &Model,
+    layer: usize,
+    tp: usize,
+    opts: &MemoryOptions,
+) -> f64 {
+    let l = &model.layers[layer];
+    let t = tp.max(1) as f64;
+    if opts.recompute && l.kind == LayerKind::TransformerBlock {
+        // Only the block input survives; the rest is recomputed.
+        return l.output_elems_per_sample as f64 * opts.activation_bytes();
+    }
+    if let Some(e) = l.stored_activation_elems_per_sample {
+        let bytes = e as f64 * opts.activation_bytes();
+        return if tp_sharded(l.kind) { bytes / t } else { bytes };
+    }
+    let out = l.output_elems_per_sample as f64;
+    match l.kind {
+        LayerKind::TransformerBlock => block_full_bytes(model, layer, t, opts),
+        // Input (s h, replicated) and the logits kept for the loss: 16-bit
+        // output plus the fp32 softmax (6 bytes per logit, split by tp).
+        LayerKind::VocabProjection => {
+            let input = shape_sha(model).map_or(0.0, |(s, h, _)| s * h * opts.activation_bytes());
+            input + out / t * (HALF_BYTES + 4.0) * opts.scale()
+        }
+        // The embedding keeps its dropout mask: one byte per output element.
+        LayerKind::Embedding => out,
+        LayerKind::Noop => 0.0,
+        LayerKind::Other => out * opts.activation_bytes(),
+    }
+}
+
+/// Bytes per sample held only while this layer's backward runs (one
+/// micro-batch at a time).
+pub fn transient_bytes_per_sample(
+    model: &Model,
+    layer: usize,
+    tp: usize,
+    opts: &MemoryOptions,
+) -> f64 {
+    let l = &model.layers[layer];
+    let t = tp.max(1) as f64;
+    match l.kind {
+        LayerKind::VocabProjection => {
+            l.output_elems_per_sample as f64 / t * LOGITS_TRANSIENT_BYTES_PER_ELEM * opts.scale()
+        }
+        LayerKind::TransformerBlock => {
+            let attn = shape_sha(model).map_or(0.0, |(s, _, a)| {
+                2.0 * HALF_BYTES * a * s * s / t * opts.scale()
+            });
+            if opts.recompute {
+                // Recomputing the block rebuilds its full activations.
+                attn + block_full_bytes(model, layer, t, opts)
+            } else {
+                attn
+            }
+        }
+        _ => 0.0,
+    }
+}
+
+/// Memory of one device of a stage; `capacity` from its node.
+#[allow(clippy::too_many_arguments)]
+fn device_memory(
+    model: &Model,
+    layers: std::ops::Range<usize>,
+    tp: usize,
+    dp: usize,
+    stage: usize,
+    pp: usize,
+    plan_mbs: usize,
+    b: usize,
+    opts: &MemoryOptions,
+) -> (f64, f64, f64, f64, f64) {
+    let params = model.stage_params(layers.clone()) as f64 / tp.max(1) as f64;
+    let sb = opts.state_bytes(dp);
+    let flight = in_flight(opts.schedule, stage, pp, b) as f64;
+    let mbs = plan_mbs as f64;
+    let stored: f64 = layers
+        .clone()
+        .map(|l| stored_activation_bytes_per_sample(model, l, tp, opts))
+        .sum();
+    let (mut logits, mut block) = (0.0f64, 0.0f64);
+    for l in layers {
+        let x = transient_bytes_per_sample(model, l, tp, opts);
+        if model.layers[l].kind == LayerKind::VocabProjection {
+            logits += x;
+        } else {
+            block = block.max(x);
+        }
+    }
+    let activations = flight * mbs * stored + mbs * (logits + block);
+    (
+        params * sb.weights,
+        params * sb.gradients,
+        params * sb.optimizer,
+        activations,
+        FRAMEWORK_RESERVE_BYTES,
+    )
+}
+
+/// Predicted peak memory of every device of `plan`, stage by stage.
+pub fn plan_memory(
+    model: &Model,
+    cluster: &Cluster,
+    plan: &Plan,
+    opts: &MemoryOptions,
+) -> Vec<DeviceMemory> {
+    let pp = plan.pp();
+    let mut out = Vec::new();
+    for (j, stage) in plan.stages.iter().enumerate() {
+        let (w, g, o, a, r) = device_memory(
+            model,
+            stage.layers(),
+            stage.tp(),
+            stage.dp(),
+            j,
+            pp,
+            plan.micro_batch,
+            plan.num_micro_batches,
+            opts,
+        );
+        for d in stage.devices() {
+            out.push(DeviceMemory {
+                device: d,
+                stage: j,
+                weights_bytes: w,
+                gradients_bytes: g,
+                optimizer_bytes: o,
+                activations_bytes: a,
+                other_bytes: r,
+                peak_bytes: w + g + o + a + r,
+                capacity_bytes: cluster
+                    .nodes
+                    .get(d.node)
+                    .and_then(|n| n.gpu_memory_bytes)
+                    .map(|b| b as f64),
+            });
+        }
+    }
+    out
+}
+
+/// Memory tables for the partitioner: stage `j` holding layers
+/// `first..end` needs `fixed_bytes[j] + prefix_bytes[j][end] -
+/// prefix_bytes[j][first]` on its fullest device. The tables are exact for
+/// [`plan_memory`] except that they count tied weights twice when both ends
+/// share a stage and charge the attention workspace to every stage, so they
+/// never accept a split that `plan_memory` rejects.
+pub fn stage_memory_tables(
+    model: &Model,
+    cluster: &Cluster,
+    grid: &DeviceGrid,
+    micro_batch: usize,
+    num_micro_batches: usize,
+    opts: &MemoryOptions,
+) -> StageMemoryTables {
+    let tp = grid.tp;
+    let t = tp.max(1) as f64;
+    let sb = opts.state_bytes(grid.dp).total();
+    let mbs = micro_batch as f64;
+    let n = model.num_layers();
+    let block_transient = (0..n)
+        .filter(|&l| model.layers[l].kind != LayerKind::VocabProjection)
+        .map(|l| transient_bytes_per_sample(model, l, tp, opts))
+        .fold(0.0, f64::max);
+    let mut prefix_bytes = Vec::with_capacity(grid.pp);
+    let mut fixed_bytes = Vec::with_capacity(grid.pp);
+    let mut capacity_bytes = Vec::with_capacity(grid.pp);
+    for j in 0..grid.pp {
+        let flight = in_flight(opts.schedule, j, grid.pp, num_micro_batches) as f64;
+        let per_layer = (0..n).map(|l| {
+            let layer = &model.layers[l];
+            let logits = if layer.kind == LayerKind::VocabProjection {
+                transient_bytes_per_sample(model, l, tp, opts)
+            } else {
+                0.0
+            };
+            layer.params as f64 / t * sb
+                + flight * mbs * stored_activation_bytes_per_sample(model, l, tp, opts)
+                + mbs * logits
+        });
+        prefix_bytes.push(crate::cost::prefix_sums(per_layer));
+        fixed_bytes.push(FRAMEWORK_RESERVE_BYTES + mbs * block_transient);
+        let cap = grid.devices[j]
+            .iter()
+            .flatten()
+            .filter_map(|d| cluster.nodes.get(d.node).and_then(|n| n.gpu_memory_bytes))
+            .map(|b| b as f64)
+            .fold(f64::INFINITY, f64::min);
+        capacity_bytes.push(cap);
+    }
+    StageMemoryTables {
+        prefix_bytes,
+        fixed_bytes,
+        capacity_bytes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{builtin as clusters, Device, Node};
+    use crate::model::{builtin as models, Layer, TransformerShape};
+    use crate::placement::Placement;
+    use crate::plan::Stage;
+
+    fn tiny() -> Model {
+        Model {
+            name: "tiny".into(),
+            shape: Some(TransformerShape {
+                hidden: 8,
+                num_blocks: 1,
+                seq_len: 4,
+                vocab: 10,
+                heads: 2,
+            }),
+            layers: vec![Layer {
+                name: "block".into(),
+                kind: LayerKind::TransformerBlock,
+                params: 1000,
+                output_elems_per_sample: 32,
+                forward_flops_per_sample: None,
+                tied_to: None,
+                stored_activation_elems_per_sample: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn hand_worked_example() {
+        let m = tiny();
+        let opts = MemoryOptions::default();
+        assert_eq!(stored_activation_bytes_per_sample(&m, 0, 2, &opts), 784.0);
+        assert_eq!(transient_bytes_per_sample(&m, 0, 2, &opts), 64.0);
+        let (w, g, o, a, r) = device_memory(&m, 0..1, 2, 1, 0, 2, 3, 4, &opts);
+        assert_eq!((w, g, o), (1000.0, 1000.0, 6000.0));
+        assert_eq!(a, 4704.0 + 192.0);
+        assert_eq!(r, FRAMEWORK_RESERVE_BYTES);
+        // The last stage of the same pipeline keeps one micro-batch.
+        let (_, _, _, a1, _) = device_memory(&m, 0..1, 2, 1, 1, 2, 3, 4, &opts);
+        assert_eq!(a1, 3.0 * 784.0 + 192.0);
+        // GPipe keeps all four.
+        let gpipe = MemoryOptions {
+            schedule: Schedule::GPipe,
+            ..opts
+        };
+        let (_, _, _, a2, _) = device_memory(&m, 0..1, 2, 1, 1, 2, 3, 4, &gpipe);
+        assert_eq!(a2, 4.0 * 3.0 * 784.0 + 192.0);
+    }
+
+    #[test]
+    fn zero1_and_fp32_change_state_bytes() {
+        let z = MemoryOptions {
+            zero1: true,
+            ..Default::default()
+        };
+        assert_eq!(z.state_bytes(4).total(), 2.0 + 2.0 + 3.0);
+        let f = MemoryOptions {
+            precision: Precision::Fp32,
+            ..Default::default()
+        };
+        assert_eq!(f.state_bytes(4).total(), 16.0);
+        assert_eq!(f.activation_bytes(), 4.0);
+    }
+
+    #[test]
+    fn recompute_keeps_only_block_inputs() {
+        let m = tiny();
+        let r = MemoryOptions {
+            recompute: true,
+            ..Default::default()
+        };
+        assert_eq!(stored_activation_bytes_per_sample(&m, 0, 2, &r), 64.0);
+        assert_eq!(transient_bytes_per_sample(&m, 0, 2, &r), 64.0 + 784.0);
+    }
+
+    #[test]
+    fn in_flight_follows_the_schedule() {
+        assert_eq!(in_flight(Schedule::OneFOneB, 0, 4, 8), 4);
+        assert_eq!(in_flight(Schedule::OneFOneB, 3, 4, 8), 1);
+        assert_eq!(in_flight(Schedule::OneFOneB, 0, 4, 2), 2);
+        assert_eq!(in_flight(Schedule::GPipe, 3, 4, 8), 8);
+    }
+
+    #[test]
+    fn given_stored_elements_win_over_the_formula() {
+        let mut m = tiny();
+        m.layers[0].stored_activation_elems_per_sample = Some(100);
+        let opts = MemoryOptions::default();
+        assert_eq!(stored_activation_bytes_per_sample(&m, 0, 2, &opts), 100.0);
+    }
+
+    #[test]
+    fn tables_agree_with_plan_memory_and_are_never_optimistic() {
+        let m = models::amp_gpt2();
+        let c = clusters::homogeneous();
+        let opts = MemoryOptions::default();
+        let grid = DeviceGrid::new(&c, 2, 2, 4, &Placement::artifact_default(&c));
+        let t = stage_memory_tables(&m, &c, &grid, 2, 8, &opts);
+        let plan = crate::search::plan_from_grid(&grid, &[0, 8, 14, 20, 30], 2, 8);
+        let mem = plan_memory(&m, &c, &plan, &opts);
+        assert_eq!(mem.len(), 16);
+        for (j, s) in plan.stages.iter().enumerate() {
+            let table = t.fixed_bytes[j] + t.prefix_bytes[j][s.end_layer]
+                - t.prefix_bytes[j][s.first_layer];
+            let dev = mem.iter().find(|d| d.stage == j).unwrap();
+            assert!(
+                table >= dev.peak_bytes - 1.0,
+                "stage {j}: {table} < {}",
+                dev.peak_bytes
+            );
+            // Only the tied head on its own stage and the workspace differ.
+            assert!(table - dev.peak_bytes < 0.05 * dev.peak_bytes, "stage {j}");
+            assert_eq!(t.capacity_bytes[j], 16.0 * (1u64 << 30) as f64);
+        }
+    }
+
+    #[test]
+    fn unknown_capacity_is_no_constraint() {
+        let m = tiny();
+        let c = Cluster {
+            name: "x".into(),
+            nodes: vec![Node {
+                gpu_type: "X".into(),
+                gpus: 1,
+                intra_bytes_per_s: 1e9,
+                inter_bytes_per_s: 1e9,
+                gpu_memory_bytes: None,
+                price_per_hour: None,
+            }],
+        };
+        let plan = Plan {
+            micro_batch: 1,
+            num_micro_batches: 1,
+            stages: vec![Stage {
+                first_layer: 0,
+                end_layer: 1,
+                replicas: vec![vec![Device { node: 0, gpu: 0 }]],
+            }],
+        };
+        let mem = plan_memory(&m, &c, &plan, &MemoryOptions::default());
+        assert_eq!(mem[0].capacity_bytes, None);
+        assert_eq!(mem[0].overflow_bytes(), None);
+    }
+}

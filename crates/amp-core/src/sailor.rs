@@ -1,0 +1,838 @@
+//! Loaders of the Sailor artifact's files (SOSP 2025, MIT licence): per-layer
+//! profiles, model descriptions, GPU catalog, network curves and measured
+//! plans. Pure functions over strings; the CLI reads the files.
+//!
+//! File layout (see the data README): `profiles.json`, `llm_info.json`,
+//! `training/*.json`, `cluster_config.json`, `network/intra_node_bandwidths.json`,
+//! `network/inter_node_bandwidths.json` and measured runs
+//! `measured/<cluster>/<model>/**/plan_config_*.json`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::cluster::{Cluster, Device, Node};
+use crate::error::{AmpError, Result};
+use crate::model::{Layer, LayerKind, Model, TransformerShape};
+use crate::plan::{Plan, Stage};
+use crate::profile::{Profile, ProfileEntry};
+
+/// Keys of a JSON object that are integers, sorted numerically, with values.
+fn numeric_entries<'a>(
+    obj: &'a serde_json::Map<String, Value>,
+    at: &str,
+) -> Result<Vec<(usize, &'a Value)>> {
+    let mut out = Vec::with_capacity(obj.len());
+    for (k, v) in obj {
+        let n: usize = k.trim().parse().map_err(|_| {
+            AmpError::invalid(at, format!("key `{k}` is not a non-negative integer"))
+        })?;
+        out.push((n, v));
+    }
+    out.sort_by_key(|(n, _)| *n);
+    Ok(out)
+}
+
+fn as_object<'a>(v: &'a Value, at: &str) -> Result<&'a serde_json::Map<String, Value>> {
+    v.as_object()
+        .ok_or_else(|| AmpError::invalid(at, "expected a JSON object"))
+}
+
+fn as_f64(v: &Value, at: &str) -> Result<f64> {
+    v.as_f64()
+        .filter(|x| x.is_finite())
+        .ok_or_else(|| AmpError::invalid(at, format!("expected a finite number, found `{v}`")))
+}
+
+/// Names of the models `profiles.json` covers.
+pub fn profile_models(text: &str, origin: &str) -> Result<Vec<String>> {
+    let root: Value = serde_json::from_str(text).map_err(|e| AmpError::parse(origin, e))?;
+    Ok(as_object(&root, origin)?.keys().cloned().collect())
+}
+
+/// Parses `profiles.json` (model -> GPU type -> micro-batch size -> tensor
+/// parallel degree -> layer -> [forward, backward, update] seconds) for one
+/// model: one [`ProfileEntry`] per (GPU, micro-batch, tp), source "sailor".
+pub fn parse_profiles(text: &str, origin: &str, model: &str) -> Result<Profile> {
+    let root: Value = serde_json::from_str(text).map_err(|e| AmpError::parse(origin, e))?;
+    let root = as_object(&root, origin)?;
+    let m = root.get(model).ok_or_else(|| {
+        AmpError::MissingProfile(format!(
+            "{origin} has no model `{model}` (it has: {})",
+            root.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))
+    })?;
+    let mut entries = Vec::new();
+    for (gpu, by_mbs) in as_object(m, &format!("{origin}: {model}"))? {
+        let at_gpu = format!("{origin}: {model}.{gpu}");
+        for (mbs, by_tp) in numeric_entries(as_object(by_mbs, &at_gpu)?, &at_gpu)? {
+            let at_mbs = format!("{at_gpu}.{mbs}");
+            for (tp, layers) in numeric_entries(as_object(by_tp, &at_mbs)?, &at_mbs)? {
+                let at_tp = format!("{at_mbs}.{tp}");
+                if mbs == 0 || tp == 0 {
+                    return Err(AmpError::invalid(
+                        at_tp,
+                        "micro-batch size and tensor-parallel degree must be at least 1",
+                    ));
+                }
+                let layers = numeric_entries(as_object(layers, &at_tp)?, &at_tp)?;
+                let (mut f, mut b, mut u) = (Vec::new(), Vec::new(), Vec::new());
+                for (i, (idx, times)) in layers.iter().enumerate() {
+                    let at_l = format!("{at_tp}.{idx}");
+                    if *idx != i {
+                        return Err(AmpError::invalid(
+                            at_l,
+                            format!(
+                                "layer indices must run 0, 1, 2, ... without gaps; expected {i}"
+                            ),
+                        ));
+                    }
+                    let arr = times.as_array().filter(|a| a.len() == 3).ok_or_else(|| {
+                        AmpError::invalid(&at_l, "expected [forward_s, backward_s, update_s]")
+                    })?;
+                    let t: Vec<f64> = arr
+                        .iter()
+                        .map(|x| as_f64(x, &at_l))
+                        .collect::<Result<_>>()?;
+                    if t.iter().any(|x| *x < 0.0) {
+                        return Err(AmpError::invalid(at_l, "negative time"));
+                    }
+                    f.push(t[0]);
+                    b.push(t[1]);
+                    u.push(t[2]);
+                }
+                entries.push(ProfileEntry {
+                    gpu: gpu.clone(),
+                    tp,
+                    micro_batch: Some(mbs),
+                    forward_s: f,
+                    backward_s: Some(b),
+                    optimizer_s: Some(u),
+                    source: Some("sailor".to_string()),
+                });
+            }
+        }
+    }
+    entries.sort_by(|a, b| {
+        (a.gpu.as_str(), a.tp, a.micro_batch).cmp(&(b.gpu.as_str(), b.tp, b.micro_batch))
+    });
+    Ok(Profile { entries })
+}
+
+/// A `training/*.json` file: the model's shape and batch.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct TrainingConfig {
+    pub model: String,
+    pub hidden_size: u64,
+    pub sequence_length: u64,
+    pub num_layers: u64,
+    pub vocab_size: u64,
+    #[serde(default)]
+    pub heads: u64,
+    #[serde(default)]
+    pub global_batch_size: Option<usize>,
+}
+
+pub fn parse_training(text: &str, origin: &str) -> Result<TrainingConfig> {
+    let t: TrainingConfig = serde_json::from_str(text).map_err(|e| AmpError::parse(origin, e))?;
+    if t.hidden_size == 0 || t.sequence_length == 0 || t.num_layers == 0 {
+        return Err(AmpError::invalid(
+            origin,
+            "hidden_size, sequence_length and num_layers must be positive",
+        ));
+    }
+    Ok(t)
+}
+
+/// Builds a model from `llm_info.json` (per model and tensor-parallel
+/// degree, per layer: `params_floats`, `act_output_floats`, `act_mem_floats`
+/// and their byte counts) and the model's training file.
+///
+/// Sailor's layer list: layer 0 is the embedding, layers 1..=num_layers the
+/// transformer blocks, the rest the final norm and/or vocabulary projection.
+/// A trailing layer is taken as the vocabulary projection when its output
+/// per sample is at least sequence x vocabulary (the logits), else as
+/// `Other`. Sizes come from the tensor-parallel degree 1 entry (sizes of
+/// the whole layer). Sailor counts the projection's weights apart from the
+/// embedding's, so no tie is recorded.
+///
+/// Stored activations: `act_mem_bytes` are 16-bit training bytes; we store
+/// `act_mem_bytes / 2` elements for the embedding and the trailing layers.
+/// For the transformer blocks the field stays empty so that the memory
+/// model applies Korthikanti et al.'s per-tensor-parallel-degree formula:
+/// Sailor's block figures depend on the degree as `12 + 160/t` bytes per
+/// token x hidden for OPT-350 (a tp-1 figure divided by t is 11 % off the
+/// measured peaks), and its sums run 7 % under the measured per-sample
+/// slope of the GH200 runs, which the formula matches.
+pub fn parse_model(llm_info: &str, llm_origin: &str, training: &TrainingConfig) -> Result<Model> {
+    let root: Value = serde_json::from_str(llm_info).map_err(|e| AmpError::parse(llm_origin, e))?;
+    let root = as_object(&root, llm_origin)?;
+    let name = &training.model;
+    let m = root.get(name).ok_or_else(|| {
+        AmpError::invalid(
+            llm_origin,
+            format!(
+                "no model `{name}` (it has: {}); the training file's `model` must name an llm_info entry",
+                root.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        )
+    })?;
+    let at_m = format!("{llm_origin}: {name}");
+    let by_tp = as_object(m, &at_m)?;
+    let tp1 = by_tp.get("1").ok_or_else(|| {
+        AmpError::invalid(
+            &at_m,
+            "no tensor-parallel degree 1 entry; it gives the size of whole layers",
+        )
+    })?;
+    let at1 = format!("{at_m}.1");
+    let layers = numeric_entries(as_object(tp1, &at1)?, &at1)?;
+    let s = training.sequence_length;
+    let h = training.hidden_size;
+    let v = training.vocab_size;
+    let blocks = training.num_layers as usize;
+    if layers.len() < blocks + 1 {
+        return Err(AmpError::invalid(
+            at1,
+            format!("{} layers listed but the training file says {blocks} transformer blocks plus an embedding", layers.len()),
+        ));
+    }
+    let mut out = Vec::with_capacity(layers.len());
+    for (i, (idx, l)) in layers.iter().enumerate() {
+        let at = format!("{at1}.{idx}");
+        if *idx != i {
+            return Err(AmpError::invalid(
+                at,
+                format!("layer indices must run 0, 1, 2, ...; expected {i}"),
+            ));
+        }
+        let obj = as_object(l, &at)?;
+        let get = |k: &str| -> Result<u64> {
+            let x = obj
+                .get(k)
+                .ok_or_else(|| AmpError::invalid(&at, format!("missing `{k}`")))?;
+            let f = as_f64(x, &at)?;
+            if f < 0.0 {
+                return Err(AmpError::invalid(&at, format!("`{k}` is negative")));
+            }
+            Ok(f.round() as u64)
+        };
+        let params = get("params_floats")?;
+        let output = get("act_output_floats")?;
+        let mem_bytes = match obj.get("act_mem_bytes") {
+            Some(_) => get("act_mem_bytes")?,
+            None => get("act_mem_floats")? * 4,
+        };
+        let kind = if i == 0 {
+            LayerKind::Embedding
+        } else if i <= blocks {
+            LayerKind::TransformerBlock
+        } else if v > 0 && output >= s * v {
+            LayerKind::VocabProjection
+        } else {
+            LayerKind::Other
+        };
+        let flops = match kind {
+            LayerKind::TransformerBlock => Some((24 * h * h * s + 4 * s * s * h) as f64),
+            LayerKind::VocabProjection => Some((2 * s * h * v) as f64),
+            _ => None,
+        };
+        out.push(Layer {
+            name: match kind {
+                LayerKind::Embedding => "embedding".to_string(),
+                LayerKind::TransformerBlock => format!("block{}", i - 1),
+                LayerKind::VocabProjection => "vocab_projection".to_string(),
+                _ => format!("layer{i}"),
+            },
+            kind,
+            params,
+            output_elems_per_sample: output,
+            forward_flops_per_sample: flops,
+            tied_to: None,
+            stored_activation_elems_per_sample: (kind != LayerKind::TransformerBlock)
+                .then_some(mem_bytes / 2),
+        });
+    }
+    let model = Model {
+        name: name.clone(),
+        shape: Some(TransformerShape {
+            hidden: h,
+            num_blocks: training.num_layers,
+            seq_len: s,
+            vocab: v,
+            heads: training.heads,
+        }),
+        layers: out,
+    };
+    model.validate()?;
+    Ok(model)
+}
+
+/// One GPU type of `cluster_config.json`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuSpec {
+    pub gpus_per_node: usize,
+    pub memory_bytes: u64,
+}
+
+/// `cluster_config.json`: GPU type -> GPUs per node and memory per GPU.
+/// Entries that are not objects (the `zone` string) are skipped.
+pub fn parse_cluster_config(text: &str, origin: &str) -> Result<BTreeMap<String, GpuSpec>> {
+    let root: Value = serde_json::from_str(text).map_err(|e| AmpError::parse(origin, e))?;
+    let mut out = BTreeMap::new();
+    for (gpu, v) in as_object(&root, origin)? {
+        let Some(o) = v.as_object() else { continue };
+        let at = format!("{origin}: {gpu}");
+        let g = o
+            .get("gpus_per_node")
+            .ok_or_else(|| AmpError::invalid(&at, "missing gpus_per_node"))?;
+        let m = o
+            .get("mem_per_gpu")
+            .ok_or_else(|| AmpError::invalid(&at, "missing mem_per_gpu"))?;
+        let g = as_f64(g, &at)?;
+        let m = as_f64(m, &at)?;
+        if g < 1.0 || m <= 0.0 {
+            return Err(AmpError::invalid(
+                at,
+                "gpus_per_node and mem_per_gpu must be positive",
+            ));
+        }
+        out.insert(
+            gpu.clone(),
+            GpuSpec {
+                gpus_per_node: g as usize,
+                memory_bytes: m as u64,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// One fitted curve: bandwidth in GB/s = a x^2 + b x + c with x =
+/// log2(message bytes / 1e6), capped at `max_bytes_per_s`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BandwidthCurve {
+    pub coeffs: [f64; 3],
+    pub max_bytes_per_s: f64,
+}
+
+/// Message size at which [`Network`] turns a curve into one bandwidth for
+/// a [`Cluster`] link: 64 MB, the order of the data-parallel gradient
+/// buckets and large pipeline/tensor-parallel messages that dominate
+/// communication time in training (small messages are latency-bound and
+/// rare). A documented choice, not a fit.
+pub const REFERENCE_MESSAGE_BYTES: f64 = 64e6;
+
+impl BandwidthCurve {
+    fn parse(v: &Value, at: &str) -> Result<BandwidthCurve> {
+        let bad = || AmpError::invalid(at, "expected [[a, b, c], max_bytes_per_s]");
+        let arr = v.as_array().filter(|a| a.len() == 2).ok_or_else(bad)?;
+        let c = arr[0].as_array().filter(|a| a.len() == 3).ok_or_else(bad)?;
+        let coeffs = [as_f64(&c[0], at)?, as_f64(&c[1], at)?, as_f64(&c[2], at)?];
+        let max_bytes_per_s = as_f64(&arr[1], at)?;
+        if max_bytes_per_s <= 0.0 {
+            return Err(AmpError::invalid(at, "the bandwidth cap must be positive"));
+        }
+        Ok(BandwidthCurve {
+            coeffs,
+            max_bytes_per_s,
+        })
+    }
+
+    /// Bandwidth for a message of `bytes`, bytes/s: the curve, capped, and
+    /// never below 1 % of the cap (the quadratic can turn down outside the
+    /// fitted range).
+    pub fn bytes_per_s(&self, bytes: f64) -> f64 {
+        let x = (bytes.max(1.0) / 1e6).log2();
+        let [a, b, c] = self.coeffs;
+        let gbs = a * x * x + b * x + c;
+        (gbs * 1e9).clamp(0.01 * self.max_bytes_per_s, self.max_bytes_per_s)
+    }
+}
+
+/// The network curves: intra-node per GPU type and group size, inter-node
+/// per (zone, GPU type, GPUs per node) pair.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Network {
+    pub intra: BTreeMap<String, BTreeMap<usize, BandwidthCurve>>,
+    pub inter: BTreeMap<(String, String, usize, String, String, usize), BandwidthCurve>,
+}
+
+impl Network {
+    pub fn parse(
+        intra: &str,
+        intra_origin: &str,
+        inter: &str,
+        inter_origin: &str,
+    ) -> Result<Network> {
+        let mut net = Network::default();
+        let root: Value =
+            serde_json::from_str(intra).map_err(|e| AmpError::parse(intra_origin, e))?;
+        for (gpu, by_n) in as_object(&root, intra_origin)? {
+            let at = format!("{intra_origin}: {gpu}");
+            let mut m = BTreeMap::new();
+            for (n, c) in numeric_entries(as_object(by_n, &at)?, &at)? {
+                m.insert(n, BandwidthCurve::parse(c, &format!("{at}.{n}"))?);
+            }
+            net.intra.insert(gpu.clone(), m);
+        }
+        let root: Value =
+            serde_json::from_str(inter).map_err(|e| AmpError::parse(inter_origin, e))?;
+        for (z1, a) in as_object(&root, inter_origin)? {
+            let at1 = format!("{inter_origin}: {z1}");
+            for (g1, b) in as_object(a, &at1)? {
+                let at2 = format!("{at1}.{g1}");
+                for (n1, c) in numeric_entries(as_object(b, &at2)?, &at2)? {
+                    let at3 = format!("{at2}.{n1}");
+                    for (z2, d) in as_object(c, &at3)? {
+                        let at4 = format!("{at3}.{z2}");
+                        for (g2, e) in as_object(d, &at4)? {
+                            let at5 = format!("{at4}.{g2}");
+                            for (n2, curve) in numeric_entries(as_object(e, &at5)?, &at5)? {
+                                let key = (z1.clone(), g1.clone(), n1, z2.clone(), g2.clone(), n2);
+                                net.inter.insert(
+                                    key,
+                                    BandwidthCurve::parse(curve, &format!("{at5}.{n2}"))?,
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(net)
+    }
+
+    /// Intra-node curve of `gpus` GPUs of `gpu`: the exact group size, else
+    /// the largest measured group not above it, else the smallest.
+    pub fn intra_curve(&self, gpu: &str, gpus: usize) -> Option<&BandwidthCurve> {
+        let m = self.intra.get(gpu)?;
+        m.range(..=gpus)
+            .next_back()
+            .or_else(|| m.iter().next())
+            .map(|(_, c)| c)
+    }
+
+    /// Inter-node curve between two nodes of the same zone, type and size.
+    pub fn inter_curve(&self, zone: &str, gpu: &str, gpus: usize) -> Option<&BandwidthCurve> {
+        let k = |n: usize| {
+            (
+                zone.to_string(),
+                gpu.to_string(),
+                n,
+                zone.to_string(),
+                gpu.to_string(),
+                n,
+            )
+        };
+        self.inter.get(&k(gpus)).or_else(|| {
+            // Nearest measured node size not above, else any.
+            self.inter
+                .iter()
+                .filter(|((z1, g1, n1, z2, g2, n2), _)| {
+                    z1 == zone && g1 == gpu && z2 == zone && g2 == gpu && n1 == n2
+                })
+                .filter(|((_, _, n, _, _, _), _)| *n <= gpus)
+                .max_by_key(|((_, _, n, _, _, _), _)| *n)
+                .map(|(_, c)| c)
+        })
+    }
+}
+
+/// A node of a Sailor plan.
+#[derive(Debug, Clone, PartialEq)]
+struct NodeSlot {
+    gpu: String,
+    gpus: usize,
+    zone: String,
+    used: usize,
+}
+
+/// One measured run of `plan_config_*.json`, mapped onto our types.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SailorRun {
+    pub plan: Plan,
+    /// The nodes the plan uses, in the order it fills them.
+    pub cluster: Cluster,
+    pub global_batch: usize,
+    /// Measured iteration time (`real`), seconds.
+    pub measured_s: Option<f64>,
+    /// Measured peak memory per GPU (`max_mem`), bytes.
+    pub max_mem_bytes: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PlanFile {
+    pipeline_list: Vec<PipelineFile>,
+    mbs: usize,
+    gbs: usize,
+    #[serde(default)]
+    real: Option<Value>,
+    #[serde(default)]
+    max_mem: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PipelineFile {
+    num_stages: usize,
+    layers_per_stage: Vec<Vec<usize>>,
+    /// Per stage, per replica: ([[gpu type, gpus per node, zone], ...], tp).
+    tmp_per_stage: Vec<Vec<(Vec<(String, usize, String)>, usize)>>,
+    dp: Vec<usize>,
+}
+
+/// Parses a `plan_config_*.json` for `model` into a plan over the nodes it
+/// names.
+///
+/// Device mapping (deterministic): stages in order, replicas in order; a
+/// replica's tensor-parallel group lists the nodes it spans as [gpu type,
+/// GPUs per node, zone] and takes `tp / (entries)` GPUs on each, filling
+/// the first node of that (type, size, zone) with enough free GPUs, else a
+/// new node; GPUs inside a node are taken in index order. Several
+/// pipelines with the same stage split add replicas; different splits are
+/// rejected (our plans share one split).
+///
+/// Node bandwidths come from `network` at [`REFERENCE_MESSAGE_BYTES`]: the
+/// intra-node curve of the node's GPU count and the inter-node curve
+/// between two such nodes of the same zone. Memory from `gpus` (the
+/// cluster config); the node's GPU count is the plan's.
+pub fn parse_plan_config(
+    text: &str,
+    origin: &str,
+    model: &Model,
+    gpus: &BTreeMap<String, GpuSpec>,
+    network: &Network,
+) -> Result<SailorRun> {
+    let f: PlanFile = serde_json::from_str(text).map_err(|e| AmpError::parse(origin, e))?;
+    let first = f
+        .pipeline_list
+        .first()
+        .ok_or_else(|| AmpError::invalid(origin, "pipeline_list is empty"))?;
+    let mut nodes: Vec<NodeSlot> = Vec::new();
+    let mut stages: Vec<Stage> = Vec::new();
+    for (pi, p) in f.pipeline_list.iter().enumerate() {
+        let at_p = format!("{origin}: pipeline_list[{pi}]");
+        if p.layers_per_stage != first.layers_per_stage {
+            return Err(AmpError::invalid(
+                at_p,
+                "has a different stage split than pipeline 0; plans with one split per pipeline are not supported",
+            ));
+        }
+        if p.num_stages != p.layers_per_stage.len()
+            || p.tmp_per_stage.len() != p.num_stages
+            || p.dp.len() != p.num_stages
+        {
+            return Err(AmpError::invalid(
+                at_p,
+                format!(
+                    "num_stages = {} but layers_per_stage, tmp_per_stage and dp have {}, {} and {} entries",
+                    p.num_stages,
+                    p.layers_per_stage.len(),
+                    p.tmp_per_stage.len(),
+                    p.dp.len()
+                ),
+            ));
+        }
+        for (j, layers) in p.layers_per_stage.iter().enumerate() {
+            let at_s = format!("{at_p}, stage {j}");
+            let (Some(&lo), Some(&hi)) = (layers.first(), layers.last()) else {
+                return Err(AmpError::invalid(at_s, "holds no layer"));
+            };
+            if layers.iter().enumerate().any(|(k, &l)| l != lo + k) {
+                return Err(AmpError::invalid(
+                    at_s,
+                    "layers must be consecutive indices",
+                ));
+            }
+            if p.tmp_per_stage[j].len() != p.dp[j] {
+                return Err(AmpError::invalid(
+                    &at_s,
+                    format!(
+                        "dp = {} but tmp_per_stage lists {} replicas",
+                        p.dp[j],
+                        p.tmp_per_stage[j].len()
+                    ),
+                ));
+            }
+            if pi == 0 {
+                stages.push(Stage {
+                    first_layer: lo,
+                    end_layer: hi + 1,
+                    replicas: Vec::new(),
+                });
+            }
+            for (r, (spans, tp)) in p.tmp_per_stage[j].iter().enumerate() {
+                let at_r = format!("{at_s}, replica {r}");
+                if *tp == 0 || spans.is_empty() || tp % spans.len() != 0 {
+                    return Err(AmpError::invalid(
+                        at_r,
+                        format!(
+                            "tp = {tp} must be a positive multiple of the {} node entries",
+                            spans.len()
+                        ),
+                    ));
+                }
+                let per = tp / spans.len();
+                let mut group = Vec::with_capacity(*tp);
+                for (gpu, gpn, zone) in spans {
+                    if per > *gpn {
+                        return Err(AmpError::invalid(
+                            &at_r,
+                            format!("needs {per} GPUs on a node of {gpn} `{gpu}`"),
+                        ));
+                    }
+                    let slot = match nodes.iter().position(|n| {
+                        &n.gpu == gpu && n.gpus == *gpn && &n.zone == zone && n.gpus - n.used >= per
+                    }) {
+                        Some(i) => i,
+                        None => {
+                            nodes.push(NodeSlot {
+                                gpu: gpu.clone(),
+                                gpus: *gpn,
+                                zone: zone.clone(),
+                                used: 0,
+                            });
+                            nodes.len() - 1
+                        }
+                    };
+                    for _ in 0..per {
+                        group.push(Device {
+                            node: slot,
+                            gpu: nodes[slot].used,
+                        });
+                        nodes[slot].used += 1;
+                    }
+                }
+                stages[j].replicas.push(group);
+            }
+        }
+    }
+    let mut cluster_nodes = Vec::with_capacity(nodes.len());
+    for n in &nodes {
+        let spec = gpus.get(&n.gpu);
+        let inter = network
+            .inter_curve(&n.zone, &n.gpu, n.gpus)
+            .map(|c| c.bytes_per_s(REFERENCE_MESSAGE_BYTES));
+        let intra = network
+            .intra_curve(&n.gpu, n.gpus)
+            .map(|c| c.bytes_per_s(REFERENCE_MESSAGE_BYTES));
+        let inter = match (inter, nodes.len()) {
+            (Some(b), _) => b,
+            // A single node never uses its network.
+            (None, 1) => intra.unwrap_or(1e9),
+            (None, _) => {
+                return Err(AmpError::invalid(
+                    origin,
+                    format!(
+                        "no inter-node bandwidth curve for `{}` nodes of {} GPUs in zone `{}` in the network files",
+                        n.gpu, n.gpus, n.zone
+                    ),
+                ))
+            }
+        };
+        cluster_nodes.push(Node {
+            gpu_type: n.gpu.clone(),
+            gpus: n.gpus,
+            intra_bytes_per_s: intra.unwrap_or(inter),
+            inter_bytes_per_s: inter,
+            gpu_memory_bytes: spec.map(|s| s.memory_bytes),
+            price_per_hour: None,
+        });
+    }
+    let cluster = Cluster {
+        name: format!("{} node(s) of {}", nodes.len(), origin),
+        nodes: cluster_nodes,
+    };
+    let dp: usize = stages.first().map_or(0, |s| s.replicas.len());
+    if f.mbs == 0 || dp == 0 || f.gbs % (f.mbs * dp) != 0 {
+        return Err(AmpError::invalid(
+            origin,
+            format!(
+                "gbs = {} is not a multiple of mbs x dp = {} x {dp}",
+                f.gbs, f.mbs
+            ),
+        ));
+    }
+    let plan = Plan {
+        micro_batch: f.mbs,
+        num_micro_batches: f.gbs / (f.mbs * dp),
+        stages,
+    };
+    plan.validate(model, &cluster)
+        .map_err(|e| AmpError::invalid(origin, e.to_string()))?;
+    let num = |v: &Option<Value>| {
+        v.as_ref()
+            .and_then(|x| x.as_f64())
+            .filter(|x| x.is_finite() && *x > 0.0)
+    };
+    Ok(SailorRun {
+        plan,
+        cluster,
+        global_batch: f.gbs,
+        measured_s: num(&f.real),
+        max_mem_bytes: num(&f.max_mem),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LLM: &str = r#"{"M": {"1": {
+        "0": {"params_floats": 100, "act_output_floats": 8, "act_mem_floats": 8, "act_mem_bytes": 32},
+        "1": {"params_floats": 50, "act_output_floats": 8, "act_mem_floats": 40, "act_mem_bytes": 160},
+        "2": {"params_floats": 50, "act_output_floats": 8, "act_mem_floats": 40, "act_mem_bytes": 160},
+        "3": {"params_floats": 90, "act_output_floats": 41, "act_mem_floats": 90, "act_mem_bytes": 360}}}}"#;
+    const TRAIN: &str = r#"{"model": "M", "hidden_size": 4, "sequence_length": 2, "num_layers": 2, "vocab_size": 20, "heads": 2, "global_batch_size": 8}"#;
+    const INTRA: &str = r#"{"G": {"2": [[0.0, 0.0, 100.0], 5e10], "4": [[0.0, 1.0, 10.0], 1e12]}}"#;
+    const INTER: &str = r#"{"z": {"G": {"4": {"z": {"G": {"4": [[0.0, 0.0, 2.0], 1e10]}}}}}}"#;
+    const CFG: &str = r#"{"G": {"gpus_per_node": 4, "mem_per_gpu": 1000}, "zone": "z"}"#;
+
+    fn model() -> Model {
+        parse_model(LLM, "llm.json", &parse_training(TRAIN, "t.json").unwrap()).unwrap()
+    }
+
+    #[test]
+    fn model_layers_kinds_and_sizes() {
+        let m = model();
+        let kinds: Vec<LayerKind> = m.layers.iter().map(|l| l.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                LayerKind::Embedding,
+                LayerKind::TransformerBlock,
+                LayerKind::TransformerBlock,
+                LayerKind::VocabProjection
+            ]
+        );
+        assert_eq!(m.layers[3].params, 90);
+        assert_eq!(m.layers[3].output_elems_per_sample, 41);
+        assert_eq!(m.layers[0].stored_activation_elems_per_sample, Some(16));
+        assert_eq!(m.layers[1].stored_activation_elems_per_sample, None);
+        assert_eq!(m.layers[3].stored_activation_elems_per_sample, Some(180));
+        assert_eq!(m.shape.as_ref().unwrap().heads, 2);
+    }
+
+    #[test]
+    fn profiles_become_entries_per_gpu_mbs_tp() {
+        let text = r#"{"M": {"G": {"2": {"1": {"0": [1.0, 2.0, 3.0], "1": [4.0, 5.0, 6.0]}},
+                                    "1": {"1": {"1": [0.4, 0.5, 0.6], "0": [0.1, 0.2, 0.3]}}}}}"#;
+        let p = parse_profiles(text, "p.json", "M").unwrap();
+        assert_eq!(p.entries.len(), 2);
+        let e = &p.entries[0];
+        assert_eq!((e.micro_batch, e.tp), (Some(1), 1));
+        assert_eq!(e.forward_s, vec![0.1, 0.4]);
+        assert_eq!(e.backward_s, Some(vec![0.2, 0.5]));
+        assert_eq!(e.optimizer_s, Some(vec![0.3, 0.6]));
+        assert_eq!(e.source.as_deref(), Some("sailor"));
+        assert_eq!(p.layer_time("G", 1, 2, 1).unwrap().forward_s, 4.0);
+        let e = parse_profiles(text, "p.json", "X").unwrap_err().to_string();
+        assert!(e.contains("no model `X`") && e.contains("M"), "{e}");
+        let gap = r#"{"M": {"G": {"1": {"1": {"0": [1, 2, 3], "2": [1, 2, 3]}}}}}"#;
+        assert!(parse_profiles(gap, "p.json", "M")
+            .unwrap_err()
+            .to_string()
+            .contains("M.G.1.1.2"));
+    }
+
+    #[test]
+    fn curves_evaluate_and_cap() {
+        let net = Network::parse(INTRA, "intra", INTER, "inter").unwrap();
+        let c = net.intra_curve("G", 4).unwrap();
+        // x = log2(64) = 6 -> 16 GB/s.
+        assert!((c.bytes_per_s(64e6) - 16e9).abs() < 1.0);
+        assert_eq!(net.intra_curve("G", 2).unwrap().bytes_per_s(1e6), 5e10);
+        assert_eq!(net.intra_curve("G", 3).unwrap().max_bytes_per_s, 5e10);
+        assert!(net.inter_curve("z", "G", 4).is_some());
+        assert!(net.inter_curve("y", "G", 4).is_none());
+    }
+
+    fn plan_json(stages: &str, dp: &str, mbs: usize, gbs: usize) -> String {
+        format!(
+            r#"{{"pipeline_list": [{stages_and_dp}], "mbs": {mbs}, "gbs": {gbs}, "real": 1.5, "max_mem": 123}}"#,
+            stages_and_dp = format!("{stages}, \"dp\": {dp}}}")
+        )
+    }
+
+    #[test]
+    fn plan_maps_groups_onto_nodes_in_order() {
+        let m = model();
+        let gpus = parse_cluster_config(CFG, "cfg").unwrap();
+        let net = Network::parse(INTRA, "intra", INTER, "inter").unwrap();
+        // Two stages, dp 2, tp 2: four groups of two fill two 4-GPU nodes.
+        let g = r#"[[["G", 4, "z"]], 2]"#;
+        let text = plan_json(
+            &format!(
+                r#"{{"num_stages": 2, "layers_per_stage": [[0, 1], [2, 3]], "tmp_per_stage": [[{g}, {g}], [{g}, {g}]]"#
+            ),
+            "[2, 2]",
+            1,
+            8,
+        );
+        let run = parse_plan_config(&text, "p.json", &m, &gpus, &net).unwrap();
+        assert_eq!(run.cluster.nodes.len(), 2);
+        assert_eq!(run.plan.num_micro_batches, 4);
+        assert_eq!(run.plan.boundaries(), vec![0, 2, 4]);
+        let d = |node, gpu| Device { node, gpu };
+        assert_eq!(
+            run.plan.stages[0].replicas,
+            vec![vec![d(0, 0), d(0, 1)], vec![d(0, 2), d(0, 3)]]
+        );
+        assert_eq!(
+            run.plan.stages[1].replicas,
+            vec![vec![d(1, 0), d(1, 1)], vec![d(1, 2), d(1, 3)]]
+        );
+        assert_eq!(run.measured_s, Some(1.5));
+        assert_eq!(run.max_mem_bytes, Some(123.0));
+        assert_eq!(run.cluster.nodes[0].gpu_memory_bytes, Some(1000));
+        assert!((run.cluster.nodes[0].inter_bytes_per_s - 2e9).abs() < 1.0);
+    }
+
+    #[test]
+    fn bad_plans_are_explained() {
+        let m = model();
+        let gpus = parse_cluster_config(CFG, "cfg").unwrap();
+        let net = Network::parse(INTRA, "intra", INTER, "inter").unwrap();
+        let g = r#"[[["G", 4, "z"]], 4]"#;
+        let gap = plan_json(
+            &format!(
+                r#"{{"num_stages": 2, "layers_per_stage": [[0, 1], [3]], "tmp_per_stage": [[{g}], [{g}]]"#
+            ),
+            "[1, 1]",
+            1,
+            8,
+        );
+        let e = parse_plan_config(&gap, "p.json", &m, &gpus, &net)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("p.json") && e.contains("previous stage ended"),
+            "{e}"
+        );
+        let batch = plan_json(
+            &format!(
+                r#"{{"num_stages": 1, "layers_per_stage": [[0, 1, 2, 3]], "tmp_per_stage": [[{g}]]"#
+            ),
+            "[1]",
+            3,
+            8,
+        );
+        let e = parse_plan_config(&batch, "p.json", &m, &gpus, &net)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("gbs = 8"), "{e}");
+        let dp = plan_json(
+            &format!(
+                r#"{{"num_stages": 1, "layers_per_stage": [[0, 1, 2, 3]], "tmp_per_stage": [[{g}]]"#
+            ),
+            "[2]",
+            1,
+            8,
+        );
+        let e = parse_plan_config(&dp, "p.json", &m, &gpus, &net)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dp = 2"), "{e}");
+    }
+}
