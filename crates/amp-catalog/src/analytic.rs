@@ -1,0 +1,569 @@
+//! The analytic compute model: per-layer forward, backward and optimizer
+//! times from FLOPs and bytes against a GPU's datasheet peaks, used where no
+//! profile covers a (GPU, tensor-parallel degree).
+//!
+//! Each layer is decomposed into the kernels eager PyTorch / Megatron runs
+//! for it:
+//! - **GEMMs** (QKV, attention output, MLP, vocabulary projection; with
+//!   materialised attention also the two batched score GEMMs): time
+//!   `max(flops / (peak x eff), bytes / (bandwidth x memory_efficiency))`,
+//!   where `eff = matmul_max_efficiency x sat(M) sat(K) sat(N) x fill`,
+//!   `sat(x) = x / (x + matmul_half_dim)` (small or skinny matrices waste
+//!   tensor-core tiles) and `fill = min(1, tiles x splitK / SMs)` (too few
+//!   output tiles leave SMs idle). Backward runs two GEMMs (data and weight
+//!   gradient) per forward GEMM.
+//! - **fused attention** (FlashAttention-2) at a fixed fraction of the peak
+//!   that warp-level MMA reaches, half the FLOPs when causal, 2.5x the
+//!   forward FLOPs in backward;
+//! - **memory-bound operations** (norms, activation, dropout, residual adds,
+//!   reshapes, softmax over materialised scores, the loss): bytes moved over
+//!   `bandwidth x memory_efficiency`; backward moves twice the bytes;
+//! - a **host floor**: each kernel costs `cpu_op_overhead_s` of host time
+//!   (backward `backward_ops_per_forward_op` times as many), and a layer
+//!   takes `max(GPU time, host time)`.
+//!
+//! Optimizer step (Adam/AdamW): `adam_bytes_per_param` bytes per parameter
+//! of the shard over the memory bandwidth, plus host time of its kernels.
+//!
+//! Times are compute only: tensor-parallel all-reduces and pipeline sends
+//! are the cost model's to add. The constants live in `data/analytic.toml`
+//! with their provenance; the same set serves every GPU and model.
+
+use serde::{Deserialize, Serialize};
+
+use amp_core::model::{LayerKind, Model};
+use amp_core::profile::{Profile, ProfileEntry};
+
+use crate::hardware::{Catalog, Gpu};
+use crate::CatalogError;
+
+const ANALYTIC_TOML: &str = include_str!("../data/analytic.toml");
+
+/// Numeric precision of training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// FP32 everywhere, FP32 (CUDA-core) GEMMs.
+    Fp32,
+    /// FP32 storage, TF32 tensor-core GEMMs where the GPU has them.
+    Tf32,
+    /// Mixed precision with FP16 GEMMs.
+    Fp16,
+    /// Mixed precision with BF16 GEMMs (FP16 rate on GPUs without BF16).
+    #[default]
+    Bf16,
+    /// FP8 GEMMs (Transformer Engine), 16-bit activations.
+    Fp8,
+}
+
+impl Precision {
+    /// Bytes of one activation element.
+    pub fn activation_bytes(self) -> f64 {
+        match self {
+            Precision::Fp32 | Precision::Tf32 => 4.0,
+            _ => 2.0,
+        }
+    }
+
+    fn is_half(self) -> bool {
+        matches!(self, Precision::Fp16 | Precision::Bf16 | Precision::Fp8)
+    }
+}
+
+/// How attention is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttentionImpl {
+    /// Fused (FlashAttention-2, PyTorch SDPA): no `s x s` tensor in memory.
+    Flash,
+    /// Scores materialised: two batched GEMMs and elementwise passes over
+    /// the `heads x s x s` score tensor.
+    Explicit,
+}
+
+/// Choices of the analytic model.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AnalyticOptions {
+    pub precision: Precision,
+    /// `None`: flash attention in 16-bit precision on GPUs from Ampere on
+    /// (what PyTorch's SDPA dispatches to), explicit otherwise.
+    pub attention: Option<AttentionImpl>,
+    /// Causal (decoder) attention: fused kernels skip the masked half.
+    pub causal: bool,
+}
+
+impl Default for AnalyticOptions {
+    fn default() -> Self {
+        AnalyticOptions {
+            precision: Precision::Bf16,
+            attention: None,
+            causal: true,
+        }
+    }
+}
+
+/// The constants of `data/analytic.toml` (see there for their sources).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Constants {
+    pub matmul_max_efficiency: f64,
+    pub matmul_half_dim: f64,
+    pub matmul_tile: f64,
+    pub splitk_depth: f64,
+    pub memory_efficiency: f64,
+    pub cpu_op_overhead_s: f64,
+    pub kernel_min_s: f64,
+    pub backward_ops_per_forward_op: f64,
+    pub explicit_attention_passes: f64,
+    pub flash_forward_efficiency: f64,
+    pub flash_backward_efficiency: f64,
+    pub adam_bytes_per_param: f64,
+    pub optimizer_ops_per_layer: f64,
+}
+
+impl Constants {
+    pub fn builtin() -> Constants {
+        toml::from_str(ANALYTIC_TOML)
+            .expect("the compiled-in analytic.toml parses (checked by tests)")
+    }
+}
+
+/// Predicted times of one layer for one micro-batch on one GPU of a
+/// tensor-parallel group.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LayerEstimate {
+    pub forward_s: f64,
+    pub backward_s: f64,
+    pub optimizer_s: f64,
+}
+
+/// GPU-side time and host-side kernel count of a pass.
+#[derive(Debug, Default, Clone, Copy)]
+struct Pass {
+    gpu_s: f64,
+    ops: f64,
+}
+
+/// The machine a layer runs on, at a precision.
+struct Machine<'a> {
+    c: &'a Constants,
+    peak: f64,
+    mma_peak: f64,
+    bw: f64,
+    sms: f64,
+    e: f64,
+}
+
+impl Machine<'_> {
+    fn sat(&self, x: f64) -> f64 {
+        x / (x + self.c.matmul_half_dim)
+    }
+
+    /// One (batched) GEMM of `batch` products of (m x k) by (k x n).
+    fn gemm(&self, p: &mut Pass, m: f64, k: f64, n: f64, batch: f64) {
+        let flops = 2.0 * m * k * n * batch;
+        let tile = self.c.matmul_tile;
+        let tiles = (m / tile).ceil() * (n / tile).ceil() * batch;
+        let split = (k / self.c.splitk_depth).floor().max(1.0);
+        let fill = (tiles * split / self.sms).min(1.0);
+        let eff = self.c.matmul_max_efficiency * self.sat(m) * self.sat(k) * self.sat(n) * fill;
+        let compute = flops / (self.peak * eff);
+        let bytes = (m * k + k * n + m * n) * batch * self.e;
+        let memory = bytes / (self.bw * self.c.memory_efficiency);
+        p.gpu_s += compute.max(memory).max(self.c.kernel_min_s);
+        p.ops += 1.0;
+    }
+
+    /// `ops` memory-bound kernels moving `bytes` in all.
+    fn stream(&self, p: &mut Pass, bytes: f64, ops: f64) {
+        let t = bytes / (self.bw * self.c.memory_efficiency);
+        p.gpu_s += t.max(self.c.kernel_min_s * ops);
+        p.ops += ops;
+    }
+
+    /// A fused attention kernel doing `flops` at `efficiency` of the MMA
+    /// peak while moving `bytes`.
+    fn fused(&self, p: &mut Pass, flops: f64, efficiency: f64, bytes: f64) {
+        let compute = flops / (self.mma_peak * efficiency);
+        let memory = bytes / (self.bw * self.c.memory_efficiency);
+        p.gpu_s += compute.max(memory).max(self.c.kernel_min_s);
+        p.ops += 1.0;
+    }
+
+    fn time(&self, p: Pass) -> f64 {
+        p.gpu_s.max(p.ops * self.c.cpu_op_overhead_s)
+    }
+}
+
+/// Dimensions of a transformer block as the analytic model needs them.
+#[derive(Debug, Clone, Copy)]
+struct BlockDims {
+    s: f64,
+    h: f64,
+    heads: f64,
+    head_dim: f64,
+    /// Output width of the fused QKV projection.
+    qkv: f64,
+    /// MLP width, as an equivalent two-matrix MLP.
+    ffn: f64,
+}
+
+fn block_dims(model: &Model, layer: usize) -> BlockDims {
+    let l = &model.layers[layer];
+    let params = l.params as f64;
+    let (s, h, heads) = match &model.shape {
+        Some(sh) if sh.hidden > 0 && sh.seq_len > 0 => {
+            let heads = if sh.heads > 0 {
+                sh.heads
+            } else {
+                (sh.hidden / 64).max(1)
+            };
+            (sh.seq_len as f64, sh.hidden as f64, heads as f64)
+        }
+        _ => {
+            // No shape: a standard block holds about 12 w^2 weights.
+            let w = (params / 12.0).sqrt().max(1.0);
+            let s = (l.output_elems_per_sample as f64 / w).max(1.0);
+            (s, w, (w / 64.0).floor().max(1.0))
+        }
+    };
+    let head_dim = h / heads;
+    // Matrix weights from the FLOPs when known (2 s P + 4 s^2 h), else the
+    // parameter count; attention projections assumed 4 h^2 (3 h QKV + h out)
+    // unless that leaves too little for an MLP.
+    let matmul = match l.forward_flops_per_sample {
+        Some(f) if f > 0.0 => ((f - 4.0 * s * s * h) / (2.0 * s)).max(0.0),
+        _ => params,
+    };
+    let attn = (4.0 * h * h).min(matmul / 2.0);
+    let qkv = (attn - h * h).max(attn / 4.0) / h;
+    let ffn = ((matmul - attn) / (2.0 * h)).max(1.0);
+    BlockDims {
+        s,
+        h,
+        heads,
+        head_dim,
+        qkv,
+        ffn,
+    }
+}
+
+/// Seconds of one layer of `model` on `gpu` at tensor-parallel degree `tp`
+/// for one micro-batch of `micro_batch` samples.
+pub fn layer_estimate(
+    model: &Model,
+    layer: usize,
+    gpu: &Gpu,
+    tp: usize,
+    micro_batch: usize,
+    opts: &AnalyticOptions,
+    c: &Constants,
+) -> LayerEstimate {
+    let peak = gpu.matmul_peak_flops(opts.precision);
+    let m = Machine {
+        c,
+        peak,
+        mma_peak: peak * gpu.mma_sync_fraction.unwrap_or(1.0),
+        bw: gpu.memory_bytes_per_s(),
+        sms: gpu.sms.unwrap_or(100) as f64,
+        e: opts.precision.activation_bytes(),
+    };
+    let t = tp.max(1) as f64;
+    let b = micro_batch.max(1) as f64;
+    let e = m.e;
+    let l = &model.layers[layer];
+    let mut f = Pass::default();
+    let mut bw = Pass::default();
+    let out = l.output_elems_per_sample as f64 * b;
+    match l.kind {
+        LayerKind::Noop => {}
+        LayerKind::TransformerBlock => {
+            let d = block_dims(model, layer);
+            let tok = b * d.s;
+            let th = tok * d.h;
+            let flash = match opts.attention {
+                Some(a) => a == AttentionImpl::Flash,
+                None => opts.precision.is_half() && gpu.tf32_tflops.is_some(),
+            };
+            // Forward kernels in three groups: GEMMs (gm), memory-bound
+            // kernels (st) and fused attention (at).
+            let (mut gm, mut st, mut at, mut at_back) = (
+                Pass::default(),
+                Pass::default(),
+                Pass::default(),
+                Pass::default(),
+            );
+            // Layer norm, QKV projection, head split.
+            m.stream(&mut st, 2.0 * th * e, 1.0);
+            m.gemm(&mut gm, tok, d.h, d.qkv / t, 1.0);
+            m.stream(&mut st, 2.0 * tok * d.qkv / t * e, 2.0);
+            let batch = b * d.heads / t;
+            if flash {
+                let causal = if opts.causal { 0.5 } else { 1.0 };
+                let flops = 4.0 * b * d.s * d.s * d.h / t * causal;
+                let io = 4.0 * th / t * e;
+                m.fused(&mut at, flops, c.flash_forward_efficiency, io);
+                m.fused(
+                    &mut at_back,
+                    2.5 * flops,
+                    c.flash_backward_efficiency,
+                    2.0 * io,
+                );
+            } else {
+                m.gemm(&mut gm, d.s, d.head_dim, d.s, batch);
+                m.stream(
+                    &mut st,
+                    c.explicit_attention_passes * batch * d.s * d.s * e,
+                    4.0,
+                );
+                m.gemm(&mut gm, d.s, d.s, d.head_dim, batch);
+            }
+            // Head merge, output projection, dropout, residual add, norm.
+            m.stream(&mut st, 2.0 * th / t * e, 1.0);
+            m.gemm(&mut gm, tok, d.h / t, d.h, 1.0);
+            m.stream(
+                &mut st,
+                th * (2.0 * e + 1.0) + 3.0 * th * e + 2.0 * th * e,
+                3.0,
+            );
+            // MLP, activation, dropout, residual add.
+            m.gemm(&mut gm, tok, d.h, d.ffn / t, 1.0);
+            m.stream(&mut st, 2.0 * tok * d.ffn / t * e, 1.0);
+            m.gemm(&mut gm, tok, d.ffn / t, d.h, 1.0);
+            m.stream(&mut st, th * (2.0 * e + 1.0) + 3.0 * th * e, 2.0);
+            f.gpu_s = gm.gpu_s + st.gpu_s + at.gpu_s;
+            f.ops = gm.ops + st.ops + at.ops;
+            // Backward: two GEMMs (data and weight gradient) per forward
+            // GEMM, twice the streamed bytes, the fused attention backward.
+            bw.gpu_s = 2.0 * gm.gpu_s + 2.0 * st.gpu_s + at_back.gpu_s;
+            bw.ops = f.ops * c.backward_ops_per_forward_op;
+        }
+        LayerKind::Embedding => {
+            let h = model.shape.as_ref().map(|s| s.hidden as f64).unwrap_or(0.0);
+            let s = model
+                .shape
+                .as_ref()
+                .map(|s| s.seq_len as f64)
+                .unwrap_or(0.0);
+            // Gather, position add, dropout: about 6 passes over the output.
+            m.stream(&mut f, 6.0 * out * e, 3.0);
+            // Backward: zero the dense gradient of this rank's rows, then
+            // scatter-add the output gradient.
+            let table = l.params as f64 / t;
+            m.stream(
+                &mut bw,
+                table * e + 4.0 * out * e,
+                2.0 * c.backward_ops_per_forward_op,
+            );
+            if let Some(flops) = l.forward_flops_per_sample.filter(|x| *x > 0.0) {
+                if h > 0.0 && s > 0.0 {
+                    let k = flops / (2.0 * s * h);
+                    m.gemm(&mut f, b * s, k, h, 1.0);
+                    m.gemm(&mut bw, b * s, k, h, 1.0);
+                    m.gemm(&mut bw, b * s, k, h, 1.0);
+                }
+            }
+        }
+        LayerKind::VocabProjection => {
+            let s = model
+                .shape
+                .as_ref()
+                .map(|s| s.seq_len as f64)
+                .unwrap_or(1.0)
+                .max(1.0);
+            let vocab = model.shape.as_ref().map(|s| s.vocab as f64).unwrap_or(0.0);
+            let logits = out / t;
+            let k = match l.forward_flops_per_sample {
+                Some(flops) if vocab > 0.0 => flops / (2.0 * s * vocab),
+                _ => model.shape.as_ref().map(|s| s.hidden as f64).unwrap_or(1.0),
+            };
+            let tok = b * s;
+            let n = logits / tok;
+            m.gemm(&mut f, tok, k, n, 1.0);
+            m.gemm(&mut bw, tok, k, n, 1.0);
+            m.gemm(&mut bw, tok, k, n, 1.0);
+            // Cross entropy in fp32: upcast, max/sum reductions, log-softmax,
+            // and its gradient.
+            m.stream(&mut f, logits * (e + 12.0), 4.0);
+            m.stream(
+                &mut bw,
+                logits * (e + 12.0),
+                4.0 * c.backward_ops_per_forward_op,
+            );
+        }
+        LayerKind::Other => {
+            let h = model.shape.as_ref().map(|s| s.hidden as f64).unwrap_or(0.0);
+            let s = model
+                .shape
+                .as_ref()
+                .map(|s| s.seq_len as f64)
+                .unwrap_or(0.0);
+            m.stream(&mut f, 2.0 * out * e, 1.0);
+            m.stream(&mut bw, 4.0 * out * e, c.backward_ops_per_forward_op);
+            if let Some(flops) = l.forward_flops_per_sample {
+                // A matrix product hides in the layer when its FLOPs exceed
+                // those of a norm (about 5 per element).
+                if h > 0.0 && s > 0.0 && flops > 10.0 * s * h {
+                    let n = flops / (2.0 * s * h);
+                    m.gemm(&mut f, b * s, h, n, 1.0);
+                    m.gemm(&mut bw, b * s, h, n, 1.0);
+                    m.gemm(&mut bw, b * s, h, n, 1.0);
+                } else if h == 0.0 && flops > 0.0 {
+                    m.fused(&mut f, flops * b, c.matmul_max_efficiency, 0.0);
+                    m.fused(&mut bw, 2.0 * flops * b, c.matmul_max_efficiency, 0.0);
+                }
+            }
+        }
+    }
+    let optimizer_s = if l.tied_to.is_some() || l.params == 0 {
+        0.0
+    } else {
+        let bytes = l.params as f64 / t * c.adam_bytes_per_param;
+        (bytes / (m.bw * c.memory_efficiency)).max(c.optimizer_ops_per_layer * c.cpu_op_overhead_s)
+    };
+    LayerEstimate {
+        forward_s: m.time(f),
+        backward_s: m.time(bw),
+        optimizer_s,
+    }
+}
+
+/// Profile entries from the analytic model for every (GPU type, tp) of
+/// `gpu_types` x `tp_degrees` that `existing` lacks: one entry per
+/// micro-batch size in `micro_batches`, with forward, backward and
+/// optimizer times and source "analytic". GPU types are looked up in the
+/// catalog by name or alias; entries keep the caller's spelling so that
+/// they match the cluster's node types. Default options: BF16 mixed
+/// precision, attention chosen per GPU, causal.
+pub fn analytic_profile(
+    model: &Model,
+    gpu_types: &[String],
+    tp_degrees: &[usize],
+    micro_batches: &[usize],
+    existing: &Profile,
+) -> Result<Profile, CatalogError> {
+    analytic_profile_with(
+        model,
+        gpu_types,
+        tp_degrees,
+        micro_batches,
+        existing,
+        &AnalyticOptions::default(),
+    )
+}
+
+/// [`analytic_profile`] with explicit options.
+pub fn analytic_profile_with(
+    model: &Model,
+    gpu_types: &[String],
+    tp_degrees: &[usize],
+    micro_batches: &[usize],
+    existing: &Profile,
+    opts: &AnalyticOptions,
+) -> Result<Profile, CatalogError> {
+    if micro_batches.is_empty() || micro_batches.contains(&0) {
+        return Err(CatalogError::invalid(
+            "analytic profile",
+            "micro-batch sizes must be a non-empty list of positive numbers",
+        ));
+    }
+    if tp_degrees.contains(&0) {
+        return Err(CatalogError::invalid(
+            "analytic profile",
+            "tensor-parallel degree 0 is not allowed; use 1 for no tensor parallelism",
+        ));
+    }
+    if model.layers.is_empty() {
+        return Err(CatalogError::invalid(
+            format!("model `{}`", model.name),
+            "has no layers",
+        ));
+    }
+    let catalog = Catalog::builtin();
+    let c = Constants::builtin();
+    let mut mbs: Vec<usize> = micro_batches.to_vec();
+    mbs.sort_unstable();
+    mbs.dedup();
+    let mut tps: Vec<usize> = tp_degrees.to_vec();
+    tps.sort_unstable();
+    tps.dedup();
+    let mut entries = Vec::new();
+    for name in gpu_types {
+        let gpu = catalog.gpu(name)?;
+        for &tp in &tps {
+            if existing.has(name, tp) {
+                continue;
+            }
+            for &mb in &mbs {
+                let est: Vec<LayerEstimate> = (0..model.layers.len())
+                    .map(|l| layer_estimate(model, l, gpu, tp, mb, opts, &c))
+                    .collect();
+                entries.push(ProfileEntry {
+                    gpu: name.clone(),
+                    tp,
+                    micro_batch: Some(mb),
+                    forward_s: est.iter().map(|x| x.forward_s).collect(),
+                    backward_s: Some(est.iter().map(|x| x.backward_s).collect()),
+                    optimizer_s: Some(est.iter().map(|x| x.optimizer_s).collect()),
+                    source: Some(ANALYTIC_SOURCE.to_string()),
+                });
+            }
+        }
+    }
+    Ok(Profile { entries })
+}
+
+/// The `source` of every analytic entry.
+pub const ANALYTIC_SOURCE: &str = "analytic";
+
+/// One line per GPU type and source saying where its times come from, e.g.
+/// `T4: tp 1, 2, 4 measured (gpt2_G4_1.npy, ...)` or
+/// `H100-SXM: tp 1, 2, 4, 8 analytic model (micro-batches 1, 2, 4)`.
+pub fn describe_sources(profile: &Profile) -> Vec<String> {
+    use std::collections::BTreeMap;
+    // gpu -> (analytic?) -> (tps, sources or micro-batches)
+    let mut by: BTreeMap<(String, bool), (Vec<usize>, Vec<String>)> = BTreeMap::new();
+    for e in &profile.entries {
+        let analytic = e.source.as_deref() == Some(ANALYTIC_SOURCE);
+        let slot = by.entry((e.gpu.clone(), analytic)).or_default();
+        slot.0.push(e.tp);
+        let what = if analytic {
+            e.micro_batch.map(|m| m.to_string()).unwrap_or_default()
+        } else {
+            e.source.clone().unwrap_or_else(|| "profile".to_string())
+        };
+        slot.1.push(what);
+    }
+    by.into_iter()
+        .map(|((gpu, analytic), (mut tps, mut what))| {
+            tps.sort_unstable();
+            tps.dedup();
+            let tps = tps
+                .iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            if analytic {
+                let mut m: Vec<usize> = what.iter().filter_map(|w| w.parse().ok()).collect();
+                m.sort_unstable();
+                m.dedup();
+                let m = m
+                    .iter()
+                    .map(|x| x.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!("{gpu}: tp {tps} from the analytic model (micro-batches {m})")
+            } else {
+                what.sort();
+                what.dedup();
+                let shown: Vec<String> = what.iter().take(3).cloned().collect();
+                let more = if what.len() > 3 {
+                    format!(", and {} more", what.len() - 3)
+                } else {
+                    String::new()
+                };
+                format!("{gpu}: tp {tps} measured ({}{more})", shown.join(", "))
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,430 @@
+//! The hardware catalog: GPUs, links and cloud instances, read from the TOML
+//! files under `data/` (compiled in). Every entry cites its source.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{nearest, normalize, CatalogError};
+
+const GPUS_TOML: &str = include_str!("../data/gpus.toml");
+const LINKS_TOML: &str = include_str!("../data/links.toml");
+const INSTANCES_TOML: &str = include_str!("../data/instances.toml");
+
+/// One GPU model. Throughputs are dense (no sparsity) peaks in FLOP/s.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gpu {
+    pub name: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    pub vendor: String,
+    pub architecture: String,
+    pub fp32_tflops: f64,
+    #[serde(default)]
+    pub fp32_matrix_tflops: Option<f64>,
+    #[serde(default)]
+    pub tf32_tflops: Option<f64>,
+    pub fp16_tflops: f64,
+    #[serde(default)]
+    pub bf16_tflops: Option<f64>,
+    #[serde(default)]
+    pub fp8_tflops: Option<f64>,
+    pub memory_gib: f64,
+    pub memory_bandwidth_gbs: f64,
+    /// Usual GPU-to-GPU link of a server with this GPU (a link name).
+    pub interconnect: String,
+    #[serde(default)]
+    pub sms: Option<u32>,
+    /// Share of the tensor peak reachable with warp-level MMA (1 if absent).
+    #[serde(default)]
+    pub mma_sync_fraction: Option<f64>,
+    pub source: String,
+}
+
+impl Gpu {
+    pub fn memory_bytes(&self) -> u64 {
+        (self.memory_gib * (1u64 << 30) as f64) as u64
+    }
+
+    pub fn memory_bytes_per_s(&self) -> f64 {
+        self.memory_bandwidth_gbs * 1e9
+    }
+
+    /// Matrix (GEMM) peak in FLOP/s at `precision`; falls back to the
+    /// nearest rate the GPU has (no BF16 on Volta/Turing: FP16 runs at the
+    /// same rate; no TF32 before Ampere: FP32).
+    pub fn matmul_peak_flops(&self, precision: crate::Precision) -> f64 {
+        use crate::Precision::*;
+        let fp32 = self.fp32_matrix_tflops.unwrap_or(self.fp32_tflops);
+        let bf16 = self.bf16_tflops.unwrap_or(self.fp16_tflops);
+        let t = match precision {
+            Fp32 => fp32,
+            Tf32 => self.tf32_tflops.unwrap_or(fp32),
+            Fp16 => self.fp16_tflops,
+            Bf16 => bf16,
+            Fp8 => self.fp8_tflops.unwrap_or(bf16),
+        };
+        t * 1e12
+    }
+}
+
+/// A link type: per-endpoint, per-direction bandwidth and latency.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    pub name: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// "gpu" (inside a node) or "network".
+    pub kind: String,
+    pub bandwidth_gbps: f64,
+    pub latency_us: f64,
+    pub source: String,
+}
+
+impl Link {
+    pub fn bytes_per_s(&self) -> f64 {
+        self.bandwidth_gbps * amp_core::cluster::GBPS_TO_BYTES_PER_S
+    }
+
+    pub fn latency_s(&self) -> f64 {
+        self.latency_us * 1e-6
+    }
+}
+
+/// A cloud instance type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Instance {
+    pub name: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    pub provider: String,
+    /// Canonical GPU name.
+    pub gpu: String,
+    pub gpus: usize,
+    pub intra_link: String,
+    /// GPU-to-GPU bandwidth inside the node, Gbit/s.
+    pub intra_gbps: f64,
+    pub inter_link: String,
+    /// Network bandwidth of the whole node, Gbit/s.
+    pub inter_gbps: f64,
+    /// On-demand price of the node, dollars per hour.
+    pub price_per_hour: f64,
+    pub source: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GpuFile {
+    gpu: Vec<Gpu>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinkFile {
+    link: Vec<Link>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InstanceFile {
+    instance: Vec<Instance>,
+}
+
+/// Everything the catalog knows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Catalog {
+    pub gpus: Vec<Gpu>,
+    pub links: Vec<Link>,
+    pub instances: Vec<Instance>,
+}
+
+/// The built-in catalog (parsed from the compiled-in data files).
+pub fn catalog() -> Catalog {
+    Catalog::builtin()
+}
+
+impl Catalog {
+    /// Parses the compiled-in data. The files are part of the crate and
+    /// checked by its tests, so failure here is a build defect.
+    pub fn builtin() -> Catalog {
+        Catalog::from_toml_strs(GPUS_TOML, LINKS_TOML, INSTANCES_TOML)
+            .expect("the compiled-in catalog data parses (checked by tests)")
+    }
+
+    /// Parses and cross-checks catalog files (GPU, link and instance TOML).
+    pub fn from_toml_strs(
+        gpus: &str,
+        links: &str,
+        instances: &str,
+    ) -> Result<Catalog, CatalogError> {
+        let gpus: GpuFile =
+            toml::from_str(gpus).map_err(|e| CatalogError::parse("gpus.toml", e))?;
+        let links: LinkFile =
+            toml::from_str(links).map_err(|e| CatalogError::parse("links.toml", e))?;
+        let instances: InstanceFile =
+            toml::from_str(instances).map_err(|e| CatalogError::parse("instances.toml", e))?;
+        let c = Catalog {
+            gpus: gpus.gpu,
+            links: links.link,
+            instances: instances.instance,
+        };
+        c.check()?;
+        Ok(c)
+    }
+
+    fn check(&self) -> Result<(), CatalogError> {
+        let mut seen = std::collections::BTreeMap::new();
+        let groups: [(&str, Vec<(&str, &str)>); 3] = [
+            (
+                "GPU",
+                self.gpus
+                    .iter()
+                    .flat_map(|g| names(&g.name, &g.aliases))
+                    .collect(),
+            ),
+            (
+                "link",
+                self.links
+                    .iter()
+                    .flat_map(|l| names(&l.name, &l.aliases))
+                    .collect(),
+            ),
+            (
+                "instance",
+                self.instances
+                    .iter()
+                    .flat_map(|i| names(&i.name, &i.aliases))
+                    .collect(),
+            ),
+        ];
+        for (what, list) in groups {
+            seen.clear();
+            for (alias, canonical) in list {
+                if let Some(prev) = seen.insert(normalize(alias), canonical) {
+                    if prev != canonical {
+                        return Err(CatalogError::invalid(
+                            format!("catalog {what} `{canonical}`"),
+                            format!("name or alias `{alias}` is also a name of `{prev}`; make it unique"),
+                        ));
+                    }
+                }
+            }
+        }
+        for g in &self.gpus {
+            let at = format!("gpus.toml: `{}`", g.name);
+            for (what, v) in [
+                ("fp32_tflops", g.fp32_tflops),
+                ("fp16_tflops", g.fp16_tflops),
+                ("memory_gib", g.memory_gib),
+                ("memory_bandwidth_gbs", g.memory_bandwidth_gbs),
+            ] {
+                if !(v.is_finite() && v > 0.0) {
+                    return Err(CatalogError::invalid(
+                        at,
+                        format!("{what} must be positive"),
+                    ));
+                }
+            }
+            if self.link(&g.interconnect).is_err() {
+                return Err(CatalogError::invalid(
+                    at,
+                    format!("interconnect `{}` is not in links.toml", g.interconnect),
+                ));
+            }
+        }
+        for i in &self.instances {
+            let at = format!("instances.toml: `{}`", i.name);
+            if !self.gpus.iter().any(|g| g.name == i.gpu) {
+                return Err(CatalogError::invalid(
+                    at,
+                    format!("gpu `{}` is not a canonical GPU name", i.gpu),
+                ));
+            }
+            for l in [&i.intra_link, &i.inter_link] {
+                if self.link(l).is_err() {
+                    return Err(CatalogError::invalid(
+                        at,
+                        format!("link `{l}` is not in links.toml"),
+                    ));
+                }
+            }
+            if i.gpus == 0 || !(i.intra_gbps > 0.0 && i.inter_gbps > 0.0 && i.price_per_hour > 0.0)
+            {
+                return Err(CatalogError::invalid(
+                    at,
+                    "gpus, bandwidths and price must be positive",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A GPU by its name or any alias (case, spaces, hyphens, underscores
+    /// and dots ignored).
+    pub fn gpu(&self, name: &str) -> Result<&Gpu, CatalogError> {
+        let n = normalize(name);
+        self.gpus
+            .iter()
+            .find(|g| names(&g.name, &g.aliases).any(|(a, _)| normalize(a) == n))
+            .ok_or_else(|| CatalogError::Unknown {
+                what: "GPU",
+                name: name.to_string(),
+                suggestions: nearest(
+                    name,
+                    self.gpus.iter().flat_map(|g| names(&g.name, &g.aliases)),
+                ),
+                known: self.gpus.iter().map(|g| g.name.clone()).collect(),
+            })
+    }
+
+    pub fn link(&self, name: &str) -> Result<&Link, CatalogError> {
+        let n = normalize(name);
+        self.links
+            .iter()
+            .find(|l| names(&l.name, &l.aliases).any(|(a, _)| normalize(a) == n))
+            .ok_or_else(|| CatalogError::Unknown {
+                what: "link",
+                name: name.to_string(),
+                suggestions: nearest(
+                    name,
+                    self.links.iter().flat_map(|l| names(&l.name, &l.aliases)),
+                ),
+                known: self.links.iter().map(|l| l.name.clone()).collect(),
+            })
+    }
+
+    pub fn instance(&self, name: &str) -> Result<&Instance, CatalogError> {
+        let n = normalize(name);
+        self.instances
+            .iter()
+            .find(|i| names(&i.name, &i.aliases).any(|(a, _)| normalize(a) == n))
+            .ok_or_else(|| CatalogError::Unknown {
+                what: "instance type",
+                name: name.to_string(),
+                suggestions: nearest(
+                    name,
+                    self.instances
+                        .iter()
+                        .flat_map(|i| names(&i.name, &i.aliases)),
+                ),
+                known: self.instances.iter().map(|i| i.name.clone()).collect(),
+            })
+    }
+
+    /// The canonical name of a GPU given by name or alias.
+    pub fn canonical_gpu_name(&self, name: &str) -> Result<String, CatalogError> {
+        self.gpu(name).map(|g| g.name.clone())
+    }
+}
+
+fn names<'a>(name: &'a str, aliases: &'a [String]) -> impl Iterator<Item = (&'a str, &'a str)> {
+    std::iter::once(name)
+        .chain(aliases.iter().map(|a| a.as_str()))
+        .map(move |a| (a, name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_catalog_parses_and_has_the_required_entries() {
+        let c = Catalog::from_toml_strs(GPUS_TOML, LINKS_TOML, INSTANCES_TOML).unwrap();
+        for g in [
+            "V100-16GB",
+            "V100-32GB",
+            "T4",
+            "A10G",
+            "L4",
+            "L40S",
+            "A100-40GB",
+            "A100-80GB",
+            "H100-SXM",
+            "H100-PCIe",
+            "H200",
+            "GH200",
+            "B200",
+            "MI250X",
+            "MI300X",
+            "RTX-2080",
+            "RTX-3090",
+            "RTX-4090",
+            "Titan-RTX",
+        ] {
+            let gpu = c.gpu(g).unwrap();
+            assert_eq!(gpu.name, g);
+            assert!(!gpu.source.is_empty());
+        }
+        for i in [
+            "p3.8xlarge",
+            "p3dn.24xlarge",
+            "g4dn.12xlarge",
+            "g5.48xlarge",
+            "p4d.24xlarge",
+            "p5.48xlarge",
+            "a2-highgpu-8g",
+            "a3-highgpu-8g",
+            "ND A100 v4",
+            "ND H100 v5",
+        ] {
+            assert!(c.instance(i).is_ok(), "{i}");
+        }
+        for l in [
+            "NVLink2", "NVLink3", "NVLink4", "PCIe3", "PCIe4", "PCIe5", "IB-HDR", "IB-NDR", "EFA",
+            "10GbE", "400GbE",
+        ] {
+            assert!(c.link(l).is_ok(), "{l}");
+        }
+    }
+
+    #[test]
+    fn amp_and_sailor_names_are_aliases() {
+        let c = catalog();
+        for (alias, canonical) in [
+            ("T4", "T4"),
+            ("V100-16GB", "V100-16GB"),
+            ("A100-40", "A100-40GB"),
+            ("A100-80", "A100-80GB"),
+            ("V100-16", "V100-16GB"),
+            ("GH-96", "GH200"),
+            ("RTX-2080", "RTX-2080"),
+            ("RTX-3090", "RTX-3090"),
+            ("Titan-RTX", "Titan-RTX"),
+            ("h100", "H100-SXM"),
+            ("a100 80gb", "A100-80GB"),
+        ] {
+            assert_eq!(c.canonical_gpu_name(alias).unwrap(), canonical, "{alias}");
+        }
+    }
+
+    #[test]
+    fn unknown_gpu_suggests_nearest() {
+        let e = catalog().gpu("A100-80G").unwrap_err().to_string();
+        assert!(
+            e.contains("unknown GPU `A100-80G`") && e.contains("A100-80GB"),
+            "{e}"
+        );
+        let e = catalog().gpu("H1000").unwrap_err().to_string();
+        assert!(e.contains("H100"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_alias_is_rejected() {
+        let gpus = GPUS_TOML.replace("aliases = [\"V100-32\"", "aliases = [\"V100-16\"");
+        let e = Catalog::from_toml_strs(&gpus, LINKS_TOML, INSTANCES_TOML)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("V100-16") && e.contains("unique"), "{e}");
+    }
+
+    #[test]
+    fn precision_fallbacks() {
+        let c = catalog();
+        let v100 = c.gpu("V100-16GB").unwrap();
+        assert_eq!(v100.matmul_peak_flops(crate::Precision::Bf16), 125e12);
+        assert_eq!(v100.matmul_peak_flops(crate::Precision::Tf32), 15.7e12);
+        let h100 = c.gpu("H100").unwrap();
+        assert_eq!(h100.matmul_peak_flops(crate::Precision::Fp8), 1979e12);
+    }
+}

@@ -1,0 +1,250 @@
+//! Reading a Hugging Face `config.json` into an [`Arch`] and a layer list.
+//!
+//! Supported `model_type`s: `gpt2`, `opt`, `gpt_neo`, `llama`, `mistral`,
+//! `qwen2` (and their `architectures` class names). Field names and defaults
+//! follow the `transformers` configuration classes of those models.
+
+use serde_json::{Map, Value};
+
+use amp_core::model::Model;
+
+use crate::zoo::{Arch, Norm};
+use crate::CatalogError;
+
+const SUPPORTED: &str = "gpt2, opt, gpt_neo, llama, mistral, qwen2";
+
+/// The model a Hugging Face `config.json` describes, at sequence length
+/// `seq_len` (default: the config's maximum positions, capped at 8192).
+/// `origin` names the file in error messages.
+pub fn model_from_hf_config(
+    json: &str,
+    origin: &str,
+    seq_len: Option<u64>,
+) -> Result<Model, CatalogError> {
+    let arch = arch_from_hf_config(json, origin)?;
+    arch.build(seq_len).map_err(|e| match e {
+        CatalogError::Invalid { location, message } => CatalogError::Invalid {
+            location: format!("{origin}: {location}"),
+            message,
+        },
+        other => other,
+    })
+}
+
+struct Cfg<'a> {
+    map: &'a Map<String, Value>,
+    origin: &'a str,
+}
+
+impl Cfg<'_> {
+    fn u(&self, key: &str) -> Result<Option<u64>, CatalogError> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+                CatalogError::invalid(
+                    format!("{}: `{key}`", self.origin),
+                    format!("expected a non-negative integer, found {v}"),
+                )
+            }),
+        }
+    }
+
+    fn req(&self, keys: &[&str]) -> Result<u64, CatalogError> {
+        for k in keys {
+            if let Some(v) = self.u(k)? {
+                return Ok(v);
+            }
+        }
+        Err(CatalogError::invalid(
+            self.origin,
+            format!(
+                "missing `{}`; a {} config must give it",
+                keys[0],
+                self.model_type()
+            ),
+        ))
+    }
+
+    fn b(&self, key: &str, default: bool) -> Result<bool, CatalogError> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(v) => Err(CatalogError::invalid(
+                format!("{}: `{key}`", self.origin),
+                format!("expected true or false, found {v}"),
+            )),
+        }
+    }
+
+    fn model_type(&self) -> String {
+        self.map
+            .get("model_type")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    }
+}
+
+/// The architecture of a Hugging Face `config.json`.
+pub fn arch_from_hf_config(json: &str, origin: &str) -> Result<Arch, CatalogError> {
+    let root: Value = serde_json::from_str(json).map_err(|e| CatalogError::parse(origin, e))?;
+    let map = root.as_object().ok_or_else(|| {
+        CatalogError::invalid(
+            origin,
+            "expected a JSON object (a Hugging Face config.json)",
+        )
+    })?;
+    let cfg = Cfg { map, origin };
+    let mut model_type = cfg.model_type();
+    if model_type.is_empty() {
+        let class = map
+            .get("architectures")
+            .and_then(|a| a.as_array())
+            .and_then(|a| a.first())
+            .and_then(|c| c.as_str())
+            .unwrap_or("");
+        model_type = match class {
+            "GPT2LMHeadModel" | "GPT2Model" => "gpt2",
+            "OPTForCausalLM" | "OPTModel" => "opt",
+            "GPTNeoForCausalLM" | "GPTNeoModel" => "gpt_neo",
+            "LlamaForCausalLM" | "LlamaModel" => "llama",
+            "MistralForCausalLM" | "MistralModel" => "mistral",
+            "Qwen2ForCausalLM" | "Qwen2Model" => "qwen2",
+            _ => "",
+        }
+        .to_string();
+    }
+    let name = map
+        .get("_name_or_path")
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty())
+        .unwrap_or(origin)
+        .to_string();
+    let arch = match model_type.as_str() {
+        "gpt2" => {
+            let h = cfg.req(&["n_embd", "hidden_size"])?;
+            let heads = cfg.req(&["n_head", "num_attention_heads"])?;
+            let positions = cfg.u("n_positions")?.unwrap_or(1024);
+            let mut a = Arch::gpt(
+                &name,
+                h,
+                cfg.req(&["n_layer", "num_hidden_layers"])?,
+                heads,
+                cfg.u("vocab_size")?.unwrap_or(50257),
+                positions,
+                positions,
+            );
+            a.ffn = cfg.u("n_inner")?.unwrap_or(4 * h);
+            a.tied = cfg.b("tie_word_embeddings", true)?;
+            check_heads(&cfg, h, heads)?;
+            a
+        }
+        "opt" => {
+            let h = cfg.req(&["hidden_size"])?;
+            let heads = cfg.req(&["num_attention_heads"])?;
+            let positions = cfg.u("max_position_embeddings")?.unwrap_or(2048);
+            // OPT's learned positions have an offset of 2 rows.
+            let mut a = Arch::gpt(
+                &name,
+                h,
+                cfg.req(&["num_hidden_layers"])?,
+                heads,
+                cfg.u("vocab_size")?.unwrap_or(50272),
+                positions + 2,
+                positions,
+            );
+            a.ffn = cfg.u("ffn_dim")?.unwrap_or(4 * h);
+            let bias = cfg.b("enable_bias", true)?;
+            a.qkv_bias = bias;
+            a.out_bias = bias;
+            a.mlp_bias = bias;
+            a.tied = cfg.b("tie_word_embeddings", true)?;
+            let pre_norm = cfg.b("do_layer_norm_before", true)?;
+            let removed = cfg.b("_remove_final_layer_norm", false)?;
+            a.final_norm = pre_norm && !removed;
+            if let Some(e) = cfg.u("word_embed_proj_dim")? {
+                if e != h {
+                    a.embed_dim = Some(e);
+                }
+            }
+            check_heads(&cfg, h, heads)?;
+            a
+        }
+        "gpt_neo" => {
+            let h = cfg.req(&["hidden_size"])?;
+            let heads = cfg.req(&["num_heads"])?;
+            let positions = cfg.u("max_position_embeddings")?.unwrap_or(2048);
+            let mut a = Arch::gpt(
+                &name,
+                h,
+                cfg.req(&["num_layers"])?,
+                heads,
+                cfg.u("vocab_size")?.unwrap_or(50257),
+                positions,
+                positions,
+            );
+            a.ffn = cfg.u("intermediate_size")?.unwrap_or(4 * h);
+            a.qkv_bias = false;
+            a.tied = cfg.b("tie_word_embeddings", true)?;
+            check_heads(&cfg, h, heads)?;
+            a
+        }
+        "llama" | "mistral" | "qwen2" => {
+            let h = cfg.req(&["hidden_size"])?;
+            let heads = cfg.req(&["num_attention_heads"])?;
+            let kv = cfg.u("num_key_value_heads")?.unwrap_or(heads);
+            let positions = cfg.u("max_position_embeddings")?.unwrap_or(4096);
+            let mut a = Arch::llama(
+                &name,
+                h,
+                cfg.req(&["num_hidden_layers"])?,
+                heads,
+                kv,
+                cfg.req(&["intermediate_size"])?,
+                cfg.req(&["vocab_size"])?,
+                positions.min(8192),
+            );
+            if let Some(d) = cfg.u("head_dim")? {
+                a.head_dim = d;
+            } else {
+                check_heads(&cfg, h, heads)?;
+            }
+            a.tied = cfg.b("tie_word_embeddings", false)?;
+            // Qwen2 has biases on Q, K and V; Llama's `attention_bias` puts
+            // them on all four projections, `mlp_bias` on the MLP.
+            if model_type == "qwen2" {
+                a.qkv_bias = true;
+            } else {
+                let ab = cfg.b("attention_bias", false)?;
+                a.qkv_bias = ab;
+                a.out_bias = ab;
+                a.mlp_bias = cfg.b("mlp_bias", false)?;
+            }
+            a.norm = Norm::RmsNorm;
+            a
+        }
+        "" => {
+            return Err(CatalogError::invalid(
+                origin,
+                format!("no `model_type` or known `architectures` entry; supported model types: {SUPPORTED}"),
+            ))
+        }
+        other => {
+            return Err(CatalogError::invalid(
+                format!("{origin}: `model_type`"),
+                format!("`{other}` is not supported; supported model types: {SUPPORTED}"),
+            ))
+        }
+    };
+    Ok(arch)
+}
+
+fn check_heads(cfg: &Cfg, h: u64, heads: u64) -> Result<(), CatalogError> {
+    if heads == 0 || h % heads != 0 {
+        return Err(CatalogError::invalid(
+            cfg.origin,
+            format!("hidden size {h} is not divisible by {heads} attention heads"),
+        ));
+    }
+    Ok(())
+}

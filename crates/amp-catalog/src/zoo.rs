@@ -1,0 +1,588 @@
+//! Built-in models and the layer lists they become.
+//!
+//! Every transformer here is described by an [`Arch`]; [`Arch::build`] turns
+//! it into amp's layer list: embedding, the blocks, a final layer (final
+//! norm and any output-side projection), and the vocabulary projection (or
+//! a classification head), with per-layer parameters, forward FLOPs and
+//! activation sizes derived from the architecture.
+
+use amp_core::model::{Layer, LayerKind, Model, TransformerShape};
+
+use crate::{nearest, normalize, CatalogError};
+
+/// Normalisation layers: LayerNorm has a weight and a bias, RMSNorm a weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Norm {
+    LayerNorm,
+    RmsNorm,
+}
+
+impl Norm {
+    fn params(self, h: u64) -> u64 {
+        match self {
+            Norm::LayerNorm => 2 * h,
+            Norm::RmsNorm => h,
+        }
+    }
+}
+
+/// What kind of network surrounds the blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// Decoder-only language model (GPT-2, OPT, GPT-Neo, Llama, ...).
+    Decoder,
+    /// BERT: token-type embeddings and embedding norm, pooler, MLM head.
+    Bert,
+    /// Vision transformer: patch embedding, class token, classification head.
+    Vit {
+        patch: u64,
+        image: u64,
+        channels: u64,
+        classes: u64,
+    },
+}
+
+/// A transformer architecture.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Arch {
+    pub name: String,
+    pub family: Family,
+    pub hidden: u64,
+    pub layers: u64,
+    pub heads: u64,
+    pub kv_heads: u64,
+    pub head_dim: u64,
+    pub ffn: u64,
+    /// Gated MLP (SwiGLU): three weight matrices instead of two.
+    pub gated: bool,
+    pub vocab: u64,
+    /// Learned absolute position embeddings (0 with rotary embeddings).
+    pub positions: u64,
+    pub norm: Norm,
+    pub qkv_bias: bool,
+    pub out_bias: bool,
+    pub mlp_bias: bool,
+    pub tied: bool,
+    pub final_norm: bool,
+    /// OPT-350M's word embeddings are narrower than the hidden size and
+    /// projected in and out.
+    pub embed_dim: Option<u64>,
+    pub dropout: bool,
+    /// Whether training usually runs with a fused (flash) attention that
+    /// keeps no `s x s` score tensor.
+    pub flash_attention: bool,
+    pub default_seq: u64,
+}
+
+impl Arch {
+    /// A GPT-2-like decoder (learned positions, LayerNorm, biases, GeLU MLP
+    /// of 4h, tied embeddings).
+    pub fn gpt(
+        name: &str,
+        hidden: u64,
+        layers: u64,
+        heads: u64,
+        vocab: u64,
+        positions: u64,
+        seq: u64,
+    ) -> Arch {
+        Arch {
+            name: name.to_string(),
+            family: Family::Decoder,
+            hidden,
+            layers,
+            heads,
+            kv_heads: heads,
+            head_dim: hidden / heads,
+            ffn: 4 * hidden,
+            gated: false,
+            vocab,
+            positions,
+            norm: Norm::LayerNorm,
+            qkv_bias: true,
+            out_bias: true,
+            mlp_bias: true,
+            tied: true,
+            final_norm: true,
+            embed_dim: None,
+            dropout: true,
+            flash_attention: false,
+            default_seq: seq,
+        }
+    }
+
+    /// A Llama-like decoder (rotary, RMSNorm, no biases, SwiGLU, GQA,
+    /// untied embeddings, no dropout, flash attention).
+    #[allow(clippy::too_many_arguments)]
+    pub fn llama(
+        name: &str,
+        hidden: u64,
+        layers: u64,
+        heads: u64,
+        kv_heads: u64,
+        ffn: u64,
+        vocab: u64,
+        seq: u64,
+    ) -> Arch {
+        Arch {
+            name: name.to_string(),
+            family: Family::Decoder,
+            hidden,
+            layers,
+            heads,
+            kv_heads,
+            head_dim: hidden / heads,
+            ffn,
+            gated: true,
+            vocab,
+            positions: 0,
+            norm: Norm::RmsNorm,
+            qkv_bias: false,
+            out_bias: false,
+            mlp_bias: false,
+            tied: false,
+            final_norm: true,
+            embed_dim: None,
+            dropout: false,
+            flash_attention: true,
+            default_seq: seq,
+        }
+    }
+
+    fn check(&self) -> Result<(), CatalogError> {
+        let at = format!("model `{}`", self.name);
+        for (what, v) in [
+            ("hidden size", self.hidden),
+            ("number of layers", self.layers),
+            ("attention heads", self.heads),
+            ("key/value heads", self.kv_heads),
+            ("head dimension", self.head_dim),
+            ("FFN size", self.ffn),
+        ] {
+            if v == 0 {
+                return Err(CatalogError::invalid(
+                    at,
+                    format!("{what} is 0; it must be positive"),
+                ));
+            }
+        }
+        if self.heads % self.kv_heads != 0 {
+            return Err(CatalogError::invalid(
+                at,
+                format!(
+                    "{} attention heads are not a multiple of {} key/value heads",
+                    self.heads, self.kv_heads
+                ),
+            ));
+        }
+        if !matches!(self.family, Family::Vit { .. }) && self.vocab == 0 {
+            return Err(CatalogError::invalid(at, "vocabulary size is 0"));
+        }
+        Ok(())
+    }
+
+    /// Weights of one block.
+    pub fn block_params(&self) -> u64 {
+        let h = self.hidden;
+        let q = self.heads * self.head_dim;
+        let kv = self.kv_heads * self.head_dim;
+        let mut p = h * (q + 2 * kv) + q * h;
+        if self.qkv_bias {
+            p += q + 2 * kv;
+        }
+        if self.out_bias {
+            p += h;
+        }
+        let f = self.ffn;
+        p += if self.gated { 3 * h * f } else { 2 * h * f };
+        if self.mlp_bias {
+            p += if self.gated { 2 * f + h } else { f + h };
+        }
+        p + 2 * self.norm.params(h)
+    }
+
+    /// Weights of the block's matrices only (what the GEMMs multiply by).
+    fn block_matmul_params(&self) -> u64 {
+        let h = self.hidden;
+        let q = self.heads * self.head_dim;
+        let kv = self.kv_heads * self.head_dim;
+        h * (q + 2 * kv) + q * h + if self.gated { 3 } else { 2 } * h * self.ffn
+    }
+
+    /// Elements one sample's block keeps for its backward, counted in 16-bit
+    /// elements (bytes / 2 in mixed precision), after Korthikanti et al.,
+    /// "Reducing Activation Recomputation in Large Transformer Models"
+    /// (2023), section 4, generalised to GQA and gated MLPs: norm inputs
+    /// (2 s h), QKV input (s h), Q, K, V (s (a + 2 kv) d), projection input
+    /// (s h), MLP input (s h), MLP intermediates (2 s f, or 3 s f gated),
+    /// dropout masks (one byte per element: s h / 2 each of two), and with
+    /// materialised attention softmax output, its dropout mask and output
+    /// (2.5 a s^2; none with flash attention).
+    fn block_stored_elems(&self, s: u64) -> u64 {
+        let h = self.hidden;
+        let mut e = 2 * s * h
+            + s * h
+            + s * (self.heads + 2 * self.kv_heads) * self.head_dim
+            + s * h
+            + s * h;
+        e += if self.gated { 3 } else { 2 } * s * self.ffn;
+        if self.dropout {
+            e += s * h; // two masks of s h bytes
+        }
+        if !self.flash_attention {
+            let scores = self.heads * s * s;
+            e += 2 * scores + if self.dropout { scores / 2 } else { 0 };
+        }
+        e
+    }
+
+    /// The model at sequence length `seq` (the architecture's default when
+    /// `None`; for a ViT the sequence is fixed by the image and patch size).
+    pub fn build(&self, seq: Option<u64>) -> Result<Model, CatalogError> {
+        self.check()?;
+        let h = self.hidden;
+        let s = match self.family {
+            Family::Vit { patch, image, .. } => {
+                if let Some(asked) = seq {
+                    let tokens = (image / patch).pow(2) + 1;
+                    if asked != tokens {
+                        return Err(CatalogError::invalid(
+                            format!("model `{}`", self.name),
+                            format!("a ViT's sequence is fixed by its image: {tokens} tokens; leave --seq out"),
+                        ));
+                    }
+                }
+                (image / patch).pow(2) + 1
+            }
+            _ => seq.unwrap_or(self.default_seq),
+        };
+        if s == 0 {
+            return Err(CatalogError::invalid(
+                format!("model `{}`", self.name),
+                "sequence length 0; give a positive sequence length",
+            ));
+        }
+        if self.positions > 0 && s > self.positions && !matches!(self.family, Family::Vit { .. }) {
+            return Err(CatalogError::invalid(
+                format!("model `{}`", self.name),
+                format!(
+                    "sequence length {s} exceeds its {} learned positions; use at most {}",
+                    self.positions, self.positions
+                ),
+            ));
+        }
+        let e = self.embed_dim.unwrap_or(h);
+        let act = s * h;
+        let mut layers = Vec::with_capacity(self.layers as usize + 3);
+
+        // Embedding.
+        let (emb_params, emb_flops) = match self.family {
+            Family::Vit {
+                patch, channels, ..
+            } => {
+                let k = channels * patch * patch;
+                let patches = s - 1;
+                (k * h + h + h + s * h, (2 * patches * k * h) as f64)
+            }
+            Family::Bert => (
+                self.vocab * h + self.positions * h + 2 * h + self.norm.params(h),
+                0.0,
+            ),
+            Family::Decoder => {
+                let proj = if e != h { e * h } else { 0 };
+                (
+                    self.vocab * e + self.positions * h + proj,
+                    (2 * s * proj) as f64,
+                )
+            }
+        };
+        layers.push(Layer {
+            name: "embedding".into(),
+            kind: LayerKind::Embedding,
+            params: emb_params,
+            output_elems_per_sample: act,
+            forward_flops_per_sample: Some(emb_flops),
+            tied_to: None,
+            stored_activation_elems_per_sample: Some(if self.dropout { act / 2 } else { 0 }),
+        });
+
+        // Blocks.
+        let block_flops = 2.0 * s as f64 * self.block_matmul_params() as f64
+            + 4.0 * (s * s) as f64 * (self.heads * self.head_dim) as f64;
+        for i in 0..self.layers {
+            layers.push(Layer {
+                name: format!("block{i}"),
+                kind: LayerKind::TransformerBlock,
+                params: self.block_params(),
+                output_elems_per_sample: act,
+                forward_flops_per_sample: Some(block_flops),
+                tied_to: None,
+                stored_activation_elems_per_sample: Some(self.block_stored_elems(s)),
+            });
+        }
+
+        // Final layer: norm plus output-side transforms.
+        let norm = if self.final_norm {
+            self.norm.params(h)
+        } else {
+            0
+        };
+        let (final_params, final_matmul, final_out) = match self.family {
+            Family::Bert => {
+                // Pooler (h^2 + h), MLM transform (h^2 + h + norm), decoder bias.
+                (
+                    norm + 2 * (h * h + h) + self.norm.params(h) + self.vocab,
+                    h * h,
+                    act,
+                )
+            }
+            Family::Vit { .. } => (norm, 0, act),
+            Family::Decoder => {
+                let proj = if e != h { e * h } else { 0 };
+                (norm + proj, proj, s * e)
+            }
+        };
+        layers.push(Layer {
+            name: if final_matmul > 0 {
+                "final_norm_projection"
+            } else {
+                "final_norm"
+            }
+            .into(),
+            kind: LayerKind::Other,
+            params: final_params,
+            output_elems_per_sample: final_out,
+            forward_flops_per_sample: Some((2 * s * final_matmul + 5 * s * h) as f64),
+            tied_to: None,
+            stored_activation_elems_per_sample: Some(act),
+        });
+
+        // Output projection.
+        match self.family {
+            Family::Vit { classes, .. } => layers.push(Layer {
+                name: "classifier".into(),
+                kind: LayerKind::Other,
+                params: h * classes + classes,
+                output_elems_per_sample: classes,
+                forward_flops_per_sample: Some((2 * h * classes) as f64),
+                tied_to: None,
+                stored_activation_elems_per_sample: Some(h),
+            }),
+            _ => layers.push(Layer {
+                name: "vocab_projection".into(),
+                kind: LayerKind::VocabProjection,
+                params: self.vocab * e,
+                output_elems_per_sample: s * self.vocab,
+                forward_flops_per_sample: Some((2 * s * e * self.vocab) as f64),
+                tied_to: self.tied.then_some(0),
+                stored_activation_elems_per_sample: Some(s * e + s * self.vocab),
+            }),
+        }
+
+        let model = Model {
+            name: self.name.clone(),
+            shape: Some(TransformerShape {
+                hidden: h,
+                num_blocks: self.layers,
+                seq_len: s,
+                vocab: match self.family {
+                    Family::Vit { classes, .. } => classes,
+                    _ => self.vocab,
+                },
+                heads: self.heads,
+            }),
+            layers,
+        };
+        model
+            .validate()
+            .map_err(|e| CatalogError::invalid(format!("model `{}`", self.name), e.to_string()))?;
+        Ok(model)
+    }
+}
+
+/// Rows of Table 1 of Narayanan et al., "Efficient Large-Scale Language
+/// Model Training on GPU Clusters Using Megatron-LM" (SC'21): (name, heads,
+/// hidden, layers). Vocabulary 51200, sequence 2048.
+pub const MEGATRON_TABLE1: &[(&str, u64, u64, u64)] = &[
+    ("gpt3-1.7b", 24, 2304, 24),
+    ("gpt3-3.6b", 32, 3072, 30),
+    ("gpt3-7.5b", 32, 4096, 36),
+    ("gpt3-18.4b", 48, 6144, 40),
+    ("gpt3-39.1b", 64, 8192, 48),
+    ("gpt3-76.1b", 80, 10240, 60),
+    ("gpt3-145.6b", 96, 12288, 80),
+    ("gpt3-310.1b", 128, 16384, 96),
+    ("gpt3-529.6b", 128, 20480, 105),
+    ("gpt3-1008b", 160, 25600, 128),
+];
+
+/// Names `zoo_model` accepts (plus `transgan-amp`/`gpt2-amp`, AMP's own).
+pub const ZOO_NAMES: &[&str] = &[
+    "gpt2",
+    "gpt2-medium",
+    "gpt2-large",
+    "gpt2-xl",
+    "gpt3-1.7b",
+    "gpt3-3.6b",
+    "gpt3-7.5b",
+    "gpt3-18.4b",
+    "gpt3-39.1b",
+    "gpt3-76.1b",
+    "gpt3-145.6b",
+    "gpt3-310.1b",
+    "gpt3-529.6b",
+    "gpt3-1008b",
+    "opt-350m",
+    "opt-1.3b",
+    "opt-30b",
+    "gpt-neo-2.7b",
+    "bert-large",
+    "llama-2-7b",
+    "llama-2-13b",
+    "llama-2-70b",
+    "llama-3-8b",
+    "llama-3-70b",
+    "llama-3.1-8b",
+    "llama-3.1-70b",
+    "llama-3.1-405b",
+    "mistral-7b",
+    "qwen2.5-7b",
+    "qwen2.5-72b",
+    "vit-l-16",
+    "vit-h-14",
+    "gpt2-amp",
+    "transgan-amp",
+];
+
+fn opt(name: &str, hidden: u64, layers: u64, heads: u64) -> Arch {
+    // OPT: learned positions with an offset of 2 (2050 rows), ReLU MLP of 4h,
+    // tied embeddings, pre-norm with a final LayerNorm (sizes >= 1.3B).
+    let mut a = Arch::gpt(name, hidden, layers, heads, 50272, 2050, 2048);
+    a.default_seq = 2048;
+    a
+}
+
+/// The architecture of a zoo model (not for AMP's own two, which come from
+/// amp-core).
+pub fn zoo_arch(name: &str) -> Option<Arch> {
+    let n = normalize(name);
+    let find = |canon: &str| normalize(canon) == n;
+    if find("gpt2") || find("gpt2-small") || find("gpt2-124m") {
+        return Some(Arch::gpt("gpt2", 768, 12, 12, 50257, 1024, 1024));
+    }
+    if find("gpt2-medium") || find("gpt2-355m") {
+        return Some(Arch::gpt("gpt2-medium", 1024, 24, 16, 50257, 1024, 1024));
+    }
+    if find("gpt2-large") || find("gpt2-774m") {
+        return Some(Arch::gpt("gpt2-large", 1280, 36, 20, 50257, 1024, 1024));
+    }
+    if find("gpt2-xl") || find("gpt2-1.5b") {
+        return Some(Arch::gpt("gpt2-xl", 1600, 48, 25, 50257, 1024, 1024));
+    }
+    for &(row, heads, h, l) in MEGATRON_TABLE1 {
+        if find(row) {
+            // Megatron's GPT: rotary-free learned positions (2048), vocab 51200.
+            return Some(Arch::gpt(row, h, l, heads, 51200, 2048, 2048));
+        }
+    }
+    if find("opt-350m") {
+        let mut a = opt("opt-350m", 1024, 24, 16);
+        // Post-norm with no final LayerNorm; 512-wide word embeddings
+        // projected in and out (HF facebook/opt-350m config).
+        a.final_norm = false;
+        a.embed_dim = Some(512);
+        return Some(a);
+    }
+    if find("opt-1.3b") {
+        return Some(opt("opt-1.3b", 2048, 24, 32));
+    }
+    if find("opt-30b") {
+        return Some(opt("opt-30b", 7168, 48, 56));
+    }
+    if find("gpt-neo-2.7b") {
+        // EleutherAI GPT-Neo 2.7B: 20 heads of 128, no QKV biases, tied
+        // embeddings, 2048 learned positions, vocabulary 50257.
+        let mut a = Arch::gpt("gpt-neo-2.7b", 2560, 32, 20, 50257, 2048, 2048);
+        a.qkv_bias = false;
+        return Some(a);
+    }
+    if find("bert-large") || find("bert-large-uncased") {
+        let mut a = Arch::gpt("bert-large", 1024, 24, 16, 30522, 512, 512);
+        a.family = Family::Bert;
+        a.final_norm = false;
+        return Some(a);
+    }
+    let llama = |canon: &str, h, l, a, kv, f, v, s| {
+        find(canon).then(|| Arch::llama(canon, h, l, a, kv, f, v, s))
+    };
+    let found = llama("llama-2-7b", 4096, 32, 32, 32, 11008, 32000, 4096)
+        .or_else(|| llama("llama-2-13b", 5120, 40, 40, 40, 13824, 32000, 4096))
+        .or_else(|| llama("llama-2-70b", 8192, 80, 64, 8, 28672, 32000, 4096))
+        .or_else(|| llama("llama-3-8b", 4096, 32, 32, 8, 14336, 128256, 8192))
+        .or_else(|| llama("llama-3-70b", 8192, 80, 64, 8, 28672, 128256, 8192))
+        .or_else(|| llama("llama-3.1-8b", 4096, 32, 32, 8, 14336, 128256, 8192))
+        .or_else(|| llama("llama-3.1-70b", 8192, 80, 64, 8, 28672, 128256, 8192))
+        .or_else(|| llama("llama-3.1-405b", 16384, 126, 128, 8, 53248, 128256, 8192))
+        .or_else(|| llama("mistral-7b", 4096, 32, 32, 8, 14336, 32000, 4096));
+    if found.is_some() {
+        return found;
+    }
+    if find("qwen2.5-7b") {
+        let mut a = Arch::llama("qwen2.5-7b", 3584, 28, 28, 4, 18944, 152064, 4096);
+        a.qkv_bias = true;
+        return Some(a);
+    }
+    if find("qwen2.5-72b") {
+        let mut a = Arch::llama("qwen2.5-72b", 8192, 80, 64, 8, 29568, 152064, 4096);
+        a.qkv_bias = true;
+        return Some(a);
+    }
+    let vit = |canon: &str, h, l, heads, patch| {
+        find(canon).then(|| {
+            let mut a = Arch::gpt(canon, h, l, heads, 0, 0, 0);
+            a.family = Family::Vit {
+                patch,
+                image: 224,
+                channels: 3,
+                classes: 1000,
+            };
+            a.tied = false;
+            a
+        })
+    };
+    vit("vit-l-16", 1024, 24, 16, 16).or_else(|| vit("vit-h-14", 1280, 32, 16, 14))
+}
+
+/// A built-in model by name, at sequence length `seq_len` (the model's usual
+/// training sequence when `None`). Unknown names list the nearest ones.
+pub fn zoo_model(name: &str, seq_len: Option<u64>) -> Result<Model, CatalogError> {
+    let n = normalize(name);
+    if n == normalize("transgan-amp") || n == "transgan" {
+        if seq_len.is_some() {
+            return Err(CatalogError::invalid(
+                "model `transgan-amp`",
+                "its sequence is fixed (9x9 tokens at the bottom); leave --seq out",
+            ));
+        }
+        return Ok(amp_core::model::builtin::amp_transgan());
+    }
+    if n == normalize("gpt2-amp") {
+        return Ok(match seq_len {
+            None => amp_core::model::builtin::amp_gpt2(),
+            Some(s) => {
+                let mut m = amp_core::model::builtin::gpt2(24, 1024, s, 52256);
+                m.name = "gpt2-amp".into();
+                m
+            }
+        });
+    }
+    match zoo_arch(name) {
+        Some(a) => a.build(seq_len),
+        None => Err(CatalogError::Unknown {
+            what: "model",
+            name: name.to_string(),
+            suggestions: nearest(name, ZOO_NAMES.iter().map(|z| (*z, *z))),
+            known: ZOO_NAMES.iter().map(|z| z.to_string()).collect(),
+        }),
+    }
+}

@@ -1,0 +1,278 @@
+//! Parameter counts of every zoo model against published sizes, and the
+//! Hugging Face importer against the zoo.
+
+use amp_catalog::zoo::zoo_arch;
+use amp_catalog::{model_from_hf_config, zoo_model, ZOO_NAMES};
+use amp_core::model::LayerKind;
+
+/// (zoo name, published parameters, source). Tolerance: 1%, or half a unit
+/// of the published figure's last digit when it is rounded coarser than
+/// that (e.g. "1.7B" in Megatron-LM's Table 1).
+const PUBLISHED: &[(&str, f64, f64, &str)] = &[
+    ("gpt2", 124.44e6, 0.0, "HF gpt2: 124,439,808"),
+    ("gpt2-medium", 354.82e6, 0.0, "HF gpt2-medium: 354,823,168"),
+    ("gpt2-large", 774.03e6, 0.0, "HF gpt2-large: 774,030,080"),
+    ("gpt2-xl", 1557.6e6, 0.0, "HF gpt2-xl: 1,557,611,200"),
+    ("gpt3-1.7b", 1.7e9, 0.05e9, "Megatron-LM Table 1"),
+    ("gpt3-3.6b", 3.6e9, 0.05e9, "Megatron-LM Table 1"),
+    ("gpt3-7.5b", 7.5e9, 0.05e9, "Megatron-LM Table 1"),
+    ("gpt3-18.4b", 18.4e9, 0.05e9, "Megatron-LM Table 1"),
+    ("gpt3-39.1b", 39.1e9, 0.05e9, "Megatron-LM Table 1"),
+    ("gpt3-76.1b", 76.1e9, 0.05e9, "Megatron-LM Table 1"),
+    ("gpt3-145.6b", 145.6e9, 0.05e9, "Megatron-LM Table 1"),
+    ("gpt3-310.1b", 310.1e9, 0.05e9, "Megatron-LM Table 1"),
+    ("gpt3-529.6b", 529.6e9, 0.05e9, "Megatron-LM Table 1"),
+    ("gpt3-1008b", 1008.0e9, 0.5e9, "Megatron-LM Table 1"),
+    (
+        "opt-350m",
+        331.2e6,
+        0.0,
+        "HF facebook/opt-350m: 331,196,416",
+    ),
+    (
+        "opt-1.3b",
+        1315.8e6,
+        0.0,
+        "HF facebook/opt-1.3b: 1,315,758,080",
+    ),
+    (
+        "opt-30b",
+        29.97e9,
+        0.0,
+        "OPT paper Table 1 (30B); HF count 29.97B",
+    ),
+    (
+        "gpt-neo-2.7b",
+        2.651e9,
+        0.0,
+        "HF EleutherAI/gpt-neo-2.7B: 2,651,307,520",
+    ),
+    (
+        "bert-large",
+        336e6,
+        0.0,
+        "HF bert-large-uncased (with MLM head): 336M",
+    ),
+    ("llama-2-7b", 6.74e9, 0.0, "Llama 2 model card: 6.74B"),
+    ("llama-2-13b", 13.02e9, 0.0, "Llama 2 model card: 13.0B"),
+    (
+        "llama-2-70b",
+        68.98e9,
+        0.0,
+        "HF meta-llama/Llama-2-70b: 68.98B",
+    ),
+    (
+        "llama-3-8b",
+        8.03e9,
+        0.0,
+        "HF meta-llama/Meta-Llama-3-8B: 8.03B",
+    ),
+    (
+        "llama-3-70b",
+        70.6e9,
+        0.0,
+        "HF meta-llama/Meta-Llama-3-70B: 70.6B",
+    ),
+    (
+        "llama-3.1-8b",
+        8.03e9,
+        0.0,
+        "HF meta-llama/Llama-3.1-8B: 8.03B",
+    ),
+    (
+        "llama-3.1-70b",
+        70.6e9,
+        0.0,
+        "HF meta-llama/Llama-3.1-70B: 70.6B",
+    ),
+    (
+        "llama-3.1-405b",
+        405.9e9,
+        0.0,
+        "HF meta-llama/Llama-3.1-405B: 405.9B",
+    ),
+    (
+        "mistral-7b",
+        7.24e9,
+        0.0,
+        "HF mistralai/Mistral-7B-v0.1: 7.24B",
+    ),
+    (
+        "qwen2.5-7b",
+        7.62e9,
+        0.0,
+        "Qwen2.5 model card: 7.61B (7.62B with embeddings)",
+    ),
+    ("qwen2.5-72b", 72.7e9, 0.0, "Qwen2.5 model card: 72.7B"),
+    (
+        "vit-l-16",
+        304.3e6,
+        0.0,
+        "timm vit_large_patch16_224: 304.3M",
+    ),
+    ("vit-h-14", 632e6, 0.0, "ViT paper Table 1: 632M"),
+];
+
+#[test]
+fn every_zoo_model_matches_its_published_size() {
+    for &(name, published, rounding, source) in PUBLISHED {
+        let m = zoo_model(name, None).unwrap();
+        let p = m.total_params() as f64;
+        let err = (p - published).abs();
+        let tol = (0.01 * published).max(rounding);
+        println!(
+            "{name:16} {p:>16.0} vs {published:>16.0} ({source}): {:+.2}%",
+            (p / published - 1.0) * 100.0
+        );
+        assert!(
+            err <= tol,
+            "{name}: {p} vs published {published} ({source})"
+        );
+    }
+    // Every zoo name builds (the AMP ones included) and is covered above.
+    for name in ZOO_NAMES {
+        let m = zoo_model(name, None).unwrap();
+        assert!(m.validate().is_ok());
+        if !name.ends_with("-amp") {
+            assert!(
+                PUBLISHED.iter().any(|p| p.0 == *name),
+                "{name} has no published size in the test"
+            );
+        }
+    }
+}
+
+#[test]
+fn layer_lists_have_the_expected_structure() {
+    let m = zoo_model("gpt2", Some(512)).unwrap();
+    assert_eq!(m.num_layers(), 12 + 3);
+    assert_eq!(m.layers[0].kind, LayerKind::Embedding);
+    assert_eq!(m.layers[13].kind, LayerKind::Other);
+    assert_eq!(m.layers[14].kind, LayerKind::VocabProjection);
+    assert_eq!(m.layers[14].tied_to, Some(0));
+    assert_eq!(m.shape.as_ref().unwrap().seq_len, 512);
+    assert_eq!(m.layers[14].output_elems_per_sample, 512 * 50257);
+    // Forward FLOPs of a GPT-2 block: 24 s h^2 + 4 s^2 h.
+    let (s, h) = (512.0, 768.0);
+    assert_eq!(
+        m.layers[1].forward_flops_per_sample,
+        Some(24.0 * s * h * h + 4.0 * s * s * h)
+    );
+
+    let l = zoo_model("llama-3-8b", None).unwrap();
+    assert_eq!(l.layers.last().unwrap().tied_to, None);
+    // GQA + SwiGLU block: 2 h^2 + 2 h (8 x 128) + 3 h f + 2 h.
+    assert_eq!(
+        l.layers[1].params,
+        2 * 4096 * 4096 + 2 * 4096 * 1024 + 3 * 4096 * 14336 + 2 * 4096
+    );
+    let t = zoo_model("transgan-amp", None).unwrap();
+    assert_eq!(t, amp_core::model::builtin::amp_transgan());
+}
+
+#[test]
+fn unknown_model_suggests_nearest_names() {
+    let e = zoo_model("llama-3-7b", None).unwrap_err().to_string();
+    assert!(
+        e.contains("unknown model `llama-3-7b`") && e.contains("llama-3-8b"),
+        "{e}"
+    );
+    let e = zoo_model("gpt2", Some(4096)).unwrap_err().to_string();
+    assert!(e.contains("1024 learned positions"), "{e}");
+    assert!(zoo_model("vit-l-16", Some(100)).is_err());
+}
+
+const LLAMA3_8B: &str = r#"{
+  "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+  "hidden_size": 4096, "intermediate_size": 14336, "num_attention_heads": 32,
+  "num_hidden_layers": 32, "num_key_value_heads": 8, "vocab_size": 128256,
+  "max_position_embeddings": 8192, "tie_word_embeddings": false, "rms_norm_eps": 1e-05
+}"#;
+
+const OPT_350M: &str = r#"{
+  "_name_or_path": "facebook/opt-350m", "architectures": ["OPTForCausalLM"],
+  "do_layer_norm_before": false, "ffn_dim": 4096, "hidden_size": 1024,
+  "max_position_embeddings": 2048, "model_type": "opt", "num_attention_heads": 16,
+  "num_hidden_layers": 24, "vocab_size": 50272, "word_embed_proj_dim": 512
+}"#;
+
+const QWEN25_7B: &str = r#"{
+  "architectures": ["Qwen2ForCausalLM"], "hidden_size": 3584, "intermediate_size": 18944,
+  "max_position_embeddings": 131072, "model_type": "qwen2", "num_attention_heads": 28,
+  "num_hidden_layers": 28, "num_key_value_heads": 4, "tie_word_embeddings": false,
+  "vocab_size": 152064
+}"#;
+
+const GPT2: &str = r#"{"model_type": "gpt2", "n_embd": 768, "n_head": 12, "n_layer": 12, "n_positions": 1024, "vocab_size": 50257}"#;
+
+const GPT_NEO: &str = r#"{"architectures": ["GPTNeoForCausalLM"], "hidden_size": 2560, "num_heads": 20, "num_layers": 32,
+  "max_position_embeddings": 2048, "vocab_size": 50257, "attention_types": [[["global", "local"], 16]]}"#;
+
+const MISTRAL: &str = r#"{"model_type": "mistral", "hidden_size": 4096, "intermediate_size": 14336, "num_attention_heads": 32,
+  "num_hidden_layers": 32, "num_key_value_heads": 8, "vocab_size": 32000, "max_position_embeddings": 32768}"#;
+
+#[test]
+fn hf_configs_give_the_zoo_models() {
+    for (json, zoo, seq) in [
+        (LLAMA3_8B, "llama-3-8b", 8192),
+        (OPT_350M, "opt-350m", 2048),
+        (QWEN25_7B, "qwen2.5-7b", 4096),
+        (GPT2, "gpt2", 1024),
+        (GPT_NEO, "gpt-neo-2.7b", 2048),
+        (MISTRAL, "mistral-7b", 4096),
+    ] {
+        let a = model_from_hf_config(json, "config.json", Some(seq)).unwrap();
+        let b = zoo_model(zoo, Some(seq)).unwrap();
+        assert_eq!(a.total_params(), b.total_params(), "{zoo}");
+        assert_eq!(a.layers.len(), b.layers.len(), "{zoo}");
+        for (x, y) in a.layers.iter().zip(&b.layers) {
+            assert_eq!(
+                (x.params, x.forward_flops_per_sample, x.tied_to),
+                (y.params, y.forward_flops_per_sample, y.tied_to),
+                "{zoo}"
+            );
+        }
+    }
+    // The name comes from the config when it has one.
+    assert_eq!(
+        model_from_hf_config(OPT_350M, "c.json", None).unwrap().name,
+        "facebook/opt-350m"
+    );
+    assert!(zoo_arch("opt-350m").unwrap().embed_dim == Some(512));
+}
+
+#[test]
+fn hf_config_errors_are_specific() {
+    let e = model_from_hf_config("{}", "c.json", None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("c.json") && e.contains("model_type"), "{e}");
+    let e = model_from_hf_config(r#"{"model_type": "t5"}"#, "c.json", None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("`t5` is not supported") && e.contains("llama"),
+        "{e}"
+    );
+    let e = model_from_hf_config(
+        r#"{"model_type": "llama", "hidden_size": 64}"#,
+        "c.json",
+        None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("missing `num_attention_heads`"), "{e}");
+    let e = model_from_hf_config(r#"{"model_type": "gpt2", "n_embd": "x"}"#, "c.json", None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`n_embd`") && e.contains("integer"), "{e}");
+    let e = model_from_hf_config("not json", "c.json", None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("c.json: cannot parse"), "{e}");
+    let bad_heads = LLAMA3_8B.replace("\"num_key_value_heads\": 8", "\"num_key_value_heads\": 5");
+    let e = model_from_hf_config(&bad_heads, "c.json", None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("key/value heads"), "{e}");
+}
