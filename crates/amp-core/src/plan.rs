@@ -165,6 +165,34 @@ impl Plan {
     pub fn from_json_str(text: &str, origin: &str) -> Result<Plan> {
         serde_json::from_str(text).map_err(|e| AmpError::parse(origin, e))
     }
+
+    /// Reads a plan from any JSON amp writes or a user would: a bare plan
+    /// (`micro_batch`, `num_micro_batches`, `stages`), one entry of `amp plan
+    /// --json`'s `plans` (extra fields ignored), or a whole `amp plan --json`
+    /// output, of which `rank` (1-based, default 1) is taken.
+    pub fn from_json_any(text: &str, origin: &str, rank: Option<usize>) -> Result<Plan> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| AmpError::parse(origin, e))?;
+        let entry = match value.get("plans").and_then(|p| p.as_array()) {
+            Some(plans) => {
+                let r = rank.unwrap_or(1);
+                plans.get(r.wrapping_sub(1)).ok_or_else(|| {
+                    AmpError::invalid(origin, format!("asks for plan rank {r} but the file holds {} plans (ranks 1..={})", plans.len(), plans.len()))
+                })?
+            }
+            None => &value,
+        };
+        let pick = |k: &str| {
+            entry.get(k).cloned().ok_or_else(|| {
+                AmpError::invalid(origin, format!("no `{k}` field; a plan needs micro_batch, num_micro_batches and stages"))
+            })
+        };
+        let bare = serde_json::json!({
+            "micro_batch": pick("micro_batch")?,
+            "num_micro_batches": pick("num_micro_batches")?,
+            "stages": pick("stages")?,
+        });
+        serde_json::from_value(bare).map_err(|e| AmpError::parse(origin, e))
+    }
 }
 
 #[cfg(test)]
@@ -211,6 +239,22 @@ mod tests {
         p.stages[1].replicas[0][0] = d(0, 0);
         let e = p.validate(&models::amp_gpt2(), &clusters::homogeneous()).unwrap_err();
         assert!(e.to_string().contains("used twice"), "{e}");
+    }
+
+    #[test]
+    fn plans_read_from_any_form() {
+        let p = two_stage();
+        let bare = serde_json::to_string(&p).unwrap();
+        assert_eq!(Plan::from_json_any(&bare, "p", None).unwrap(), p);
+        let mut entry: serde_json::Value = serde_json::from_str(&bare).unwrap();
+        entry["tp"] = 2.into();
+        entry["predicted_iteration_s"] = 1.5.into();
+        let out = serde_json::json!({"schema_version": 1, "plans": [entry.clone(), entry]});
+        assert_eq!(Plan::from_json_any(&out.to_string(), "p", Some(2)).unwrap(), p);
+        let e = Plan::from_json_any(&out.to_string(), "p", Some(3)).unwrap_err();
+        assert!(e.to_string().contains("rank 3"), "{e}");
+        let e = Plan::from_json_any("{\"micro_batch\": 1}", "p", None).unwrap_err();
+        assert!(e.to_string().contains("num_micro_batches"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,231 @@
+//! `amp plan`: search and print the fastest plans.
+
+use amp_core::cost::Inputs;
+use amp_core::search::{search, PlacementSearch, RankedPlan, SearchOptions, SearchResult};
+use anyhow::{bail, Result};
+use clap::{Args, ValueEnum};
+use comfy_table::{presets::UTF8_BORDERS_ONLY, ContentArrangement, Table};
+use serde::Serialize;
+
+use crate::inputs::{InputArgs, Loaded};
+
+/// Version of the `--json` output; bumped on any incompatible change.
+pub const JSON_SCHEMA_VERSION: u32 = 1;
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub inputs: InputArgs,
+    /// Samples per iteration, over all data-parallel replicas.
+    #[arg(long, required_unless_present = "example")]
+    pub global_batch: Option<usize>,
+    /// Placements to search: full (every axis order and node order) or
+    /// artifact (the AMP artifact's default rank order only).
+    #[arg(long, value_enum, default_value_t = PlacementArg::Full)]
+    pub placement: PlacementArg,
+    /// How many plans to print.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+    /// Print machine-readable JSON (schema in README.md) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlacementArg {
+    Full,
+    Artifact,
+}
+
+#[derive(Serialize)]
+struct JsonPlan<'a> {
+    rank: usize,
+    tp: usize,
+    dp: usize,
+    pp: usize,
+    micro_batch: usize,
+    num_micro_batches: usize,
+    predicted_iteration_s: f64,
+    throughput_samples_per_s: f64,
+    stage_boundaries: Vec<usize>,
+    placement: JsonPlacement,
+    stages: &'a [amp_core::plan::Stage],
+    breakdown: &'a amp_core::cost::Breakdown,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    memory: &'a [amp_core::cost::DeviceMemory],
+}
+
+#[derive(Serialize)]
+struct JsonPlacement {
+    axis_order: String,
+    node_order: Vec<usize>,
+    stage_gpu_types: Vec<Vec<String>>,
+}
+
+#[derive(Serialize)]
+struct JsonOutput<'a> {
+    schema_version: u32,
+    model: &'a str,
+    cluster: &'a str,
+    num_gpus: usize,
+    global_batch: usize,
+    cost_model: &'a str,
+    placement_search: &'a str,
+    candidates: usize,
+    infeasible: usize,
+    skipped: &'a [String],
+    plans: Vec<JsonPlan<'a>>,
+}
+
+/// GPU types running each stage, for display.
+fn stage_gpu_types(loaded: &Loaded, p: &RankedPlan) -> Vec<Vec<String>> {
+    p.plan
+        .stages
+        .iter()
+        .map(|s| {
+            let mut t: Vec<String> = s
+                .devices()
+                .map(|d| loaded.cluster.nodes[d.node].gpu_type.clone())
+                .collect();
+            t.sort();
+            t.dedup();
+            t
+        })
+        .collect()
+}
+
+/// A short placement description: axis order, then the GPU types of the
+/// stages in order, run-length encoded ("V100x3 T4").
+fn placement_summary(loaded: &Loaded, p: &RankedPlan) -> String {
+    let types = stage_gpu_types(loaded, p);
+    let mut runs: Vec<(String, usize)> = Vec::new();
+    for t in types {
+        let label = t.join("+");
+        match runs.last_mut() {
+            Some((l, n)) if *l == label => *n += 1,
+            _ => runs.push((label, 1)),
+        }
+    }
+    let stages: Vec<String> = runs
+        .into_iter()
+        .map(|(l, n)| if n > 1 { format!("{l}x{n}") } else { l })
+        .collect();
+    format!("{} | {}", p.placement.axis_order.label(), stages.join(" "))
+}
+
+fn print_table(loaded: &Loaded, result: &SearchResult, top: usize, global_batch: usize, cost_model: &str) {
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_BORDERS_ONLY)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_width(100)
+        .set_header(vec!["rank", "tp", "pp", "dp", "mbs", "µbatches", "stage boundaries", "placement", "iter s"]);
+    for (i, p) in result.plans.iter().take(top).enumerate() {
+        let b: Vec<String> = p.plan.boundaries().iter().map(|x| x.to_string()).collect();
+        table.add_row(vec![
+            (i + 1).to_string(),
+            p.tp.to_string(),
+            p.pp.to_string(),
+            p.dp.to_string(),
+            p.micro_batch.to_string(),
+            p.num_micro_batches.to_string(),
+            b.join(" "),
+            placement_summary(loaded, p),
+            format!("{:.4}", p.estimate.iteration_s),
+        ]);
+    }
+    println!(
+        "{} on {} ({} GPUs), global batch {global_batch}, cost model {cost_model}",
+        loaded.model.name,
+        loaded.cluster.name,
+        loaded.cluster.num_devices()
+    );
+    println!("{table}");
+    let best = &result.plans[0];
+    println!(
+        "best: {:.4} s/iteration, {:.1} samples/s; {} candidates priced, {} did not fit in memory",
+        best.estimate.iteration_s,
+        global_batch as f64 / best.estimate.iteration_s,
+        result.candidates,
+        result.infeasible
+    );
+    for s in &result.skipped {
+        println!("skipped some candidates: {s}");
+    }
+}
+
+pub fn run(args: PlanArgs) -> Result<()> {
+    let loaded = args.inputs.load()?;
+    let global_batch = match (args.global_batch, loaded.example_batch) {
+        (Some(b), _) | (None, Some(b)) => b,
+        (None, None) => bail!("--global-batch is required"),
+    };
+    if args.top == 0 {
+        bail!("--top must be at least 1");
+    }
+    let cost_model = args.inputs.cost_model()?;
+    let inputs = Inputs {
+        model: &loaded.model,
+        cluster: &loaded.cluster,
+        profile: &loaded.profile,
+    };
+    let placement = match args.placement {
+        PlacementArg::Full => PlacementSearch::Full,
+        PlacementArg::Artifact => PlacementSearch::Artifact,
+    };
+    let result = search(
+        &inputs,
+        cost_model.as_ref(),
+        &SearchOptions {
+            global_batch,
+            placement,
+        },
+    )?;
+    if args.json {
+        let plans = result
+            .plans
+            .iter()
+            .take(args.top)
+            .enumerate()
+            .map(|(i, p)| JsonPlan {
+                rank: i + 1,
+                tp: p.tp,
+                dp: p.dp,
+                pp: p.pp,
+                micro_batch: p.micro_batch,
+                num_micro_batches: p.num_micro_batches,
+                predicted_iteration_s: p.estimate.iteration_s,
+                throughput_samples_per_s: global_batch as f64 / p.estimate.iteration_s,
+                stage_boundaries: p.plan.boundaries(),
+                placement: JsonPlacement {
+                    axis_order: p.placement.axis_order.label(),
+                    node_order: p.placement.node_order.clone(),
+                    stage_gpu_types: stage_gpu_types(&loaded, p),
+                },
+                stages: &p.plan.stages,
+                breakdown: &p.estimate.breakdown,
+                memory: &p.estimate.memory,
+            })
+            .collect();
+        let out = JsonOutput {
+            schema_version: JSON_SCHEMA_VERSION,
+            model: &loaded.model.name,
+            cluster: &loaded.cluster.name,
+            num_gpus: loaded.cluster.num_devices(),
+            global_batch,
+            cost_model: cost_model.name(),
+            placement_search: match placement {
+                PlacementSearch::Full => "full",
+                PlacementSearch::Artifact => "artifact",
+            },
+            candidates: result.candidates,
+            infeasible: result.infeasible,
+            skipped: &result.skipped,
+            plans,
+        };
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print_table(&loaded, &result, args.top, global_batch, cost_model.name());
+    }
+    Ok(())
+}

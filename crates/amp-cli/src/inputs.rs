@@ -1,0 +1,254 @@
+//! Reading the model, cluster and profile a command works on.
+
+use std::path::{Path, PathBuf};
+
+use amp_core::artifact::{profile_from_npy, Experiment};
+use amp_core::cluster::Cluster;
+use amp_core::cost::amp_paper::{AmpPaper, SplitRule};
+use amp_core::cost::CostModel;
+use amp_core::model::{builtin as models, Model};
+use amp_core::profile::Profile;
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, ValueEnum};
+
+/// Options shared by every command that needs a model, a cluster and
+/// profiles.
+#[derive(Args, Debug, Clone)]
+pub struct InputArgs {
+    /// Run one of the AMP paper's experiments on built-in data: sets the
+    /// model, cluster, profiles and global batch.
+    #[arg(long, value_enum, conflicts_with_all = ["model", "cluster"])]
+    pub example: Option<ExampleName>,
+    /// Model: a built-in name (gpt2-amp, transgan-amp) or a TOML/JSON file
+    /// with a layer list.
+    #[arg(long, required_unless_present = "example")]
+    pub model: Option<String>,
+    /// Cluster: a built-in name (homogeneous, het-cluster, het-model) or a
+    /// TOML/JSON file of nodes.
+    #[arg(long, required_unless_present = "example")]
+    pub cluster: Option<String>,
+    /// Profile: an AMP .npy file, a directory of them, or a TOML/JSON
+    /// profile file. Repeat to combine. Built-in AMP models use the
+    /// embedded AMP profiles when none is given.
+    #[arg(long)]
+    pub profile: Vec<PathBuf>,
+    /// Cost model: amp (per-device, the default) or amp-paper (the AMP
+    /// artifact's equations, for reference).
+    #[arg(long, value_enum, default_value_t = CostModelName::AmpPaper)]
+    pub cost_model: CostModelName,
+    /// How the amp-paper model splits layers: artifact (its own
+    /// partitioner, reproduced) or exact (amp's).
+    #[arg(long, value_enum)]
+    pub partition: Option<PartitionName>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExampleName {
+    Homogeneous,
+    HetCluster,
+    HetModel,
+}
+
+impl ExampleName {
+    pub fn experiment(self) -> Experiment {
+        match self {
+            ExampleName::Homogeneous => Experiment::Homogeneous,
+            ExampleName::HetCluster => Experiment::HetCluster,
+            ExampleName::HetModel => Experiment::HetModel,
+        }
+    }
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CostModelName {
+    #[value(name = "amp-paper")]
+    AmpPaper,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartitionName {
+    Exact,
+    Artifact,
+}
+
+/// Everything a command reads, loaded and checked.
+pub struct Loaded {
+    pub model: Model,
+    pub cluster: Cluster,
+    pub profile: Profile,
+    /// The example's global batch, when an example was chosen.
+    pub example_batch: Option<usize>,
+}
+
+impl InputArgs {
+    pub fn cost_model(&self) -> Result<Box<dyn CostModel>> {
+        match self.cost_model {
+            CostModelName::AmpPaper => Ok(Box::new(AmpPaper {
+                split: match self.partition {
+                    Some(PartitionName::Exact) => SplitRule::Exact,
+                    _ => SplitRule::Artifact,
+                },
+            })),
+        }
+    }
+
+    pub fn load(&self) -> Result<Loaded> {
+        if let Some(ex) = self.example {
+            let e = ex.experiment();
+            let mut profile = e.profile();
+            for p in &self.profile {
+                profile.merge(read_profile(p, &e.model())?);
+            }
+            return Ok(Loaded {
+                model: e.model(),
+                cluster: e.cluster(),
+                profile,
+                example_batch: Some(e.global_batch()),
+            });
+        }
+        let model = load_model(self.model.as_deref().unwrap_or_default())?;
+        let cluster = load_cluster(self.cluster.as_deref().unwrap_or_default())?;
+        let mut profile = Profile::default();
+        for p in &self.profile {
+            profile.merge(read_profile(p, &model)?);
+        }
+        if self.profile.is_empty() {
+            profile = builtin_profile(&model).unwrap_or_default();
+        }
+        profile
+            .check_layers(model.num_layers(), "profile")
+            .context("the profile does not fit the model")?;
+        check_profile_covers(&profile, &cluster)?;
+        Ok(Loaded {
+            model,
+            cluster,
+            profile,
+            example_batch: None,
+        })
+    }
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn extension(path: &Path) -> String {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase()
+}
+
+pub fn load_model(spec: &str) -> Result<Model> {
+    let path = Path::new(spec);
+    if path.is_file() {
+        let text = read_text(path)?;
+        let origin = path.display().to_string();
+        return Ok(match extension(path).as_str() {
+            "toml" => Model::from_toml_str(&text, &origin)?,
+            "json" => Model::from_json_str(&text, &origin)?,
+            other => bail!("{origin}: unknown model file type `.{other}`; use a .toml or .json layer list"),
+        });
+    }
+    models::by_name(spec).ok_or_else(|| {
+        anyhow!(
+            "unknown model `{spec}`: no such file, and not a built-in model (built-in: {})",
+            models::NAMES.join(", ")
+        )
+    })
+}
+
+pub fn load_cluster(spec: &str) -> Result<Cluster> {
+    let path = Path::new(spec);
+    if path.is_file() {
+        let text = read_text(path)?;
+        let origin = path.display().to_string();
+        return Ok(match extension(path).as_str() {
+            "toml" => Cluster::from_toml_str(&text, &origin)?,
+            "json" => Cluster::from_json_str(&text, &origin)?,
+            other => bail!("{origin}: unknown cluster file type `.{other}`; use .toml or .json"),
+        });
+    }
+    if let Some(e) = Experiment::from_name(spec) {
+        return Ok(e.cluster());
+    }
+    bail!("unknown cluster `{spec}`: no such file, and not a built-in cluster (built-in: homogeneous, het-cluster, het-model)")
+}
+
+/// The embedded AMP profiles of a built-in AMP model.
+fn builtin_profile(model: &Model) -> Option<Profile> {
+    Experiment::ALL
+        .into_iter()
+        .find(|e| e.model() == *model)
+        .map(|e| e.profile())
+}
+
+fn npy_files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut files = Vec::new();
+    let entries = std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
+    for entry in entries {
+        let path = entry?.path();
+        if extension(&path) == "npy" {
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            files.push((name, bytes));
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Reads a profile. For AMP `.npy` files the model name in the file name
+/// must match a file set whose layer count fits the model.
+pub fn read_profile(path: &Path, model: &Model) -> Result<Profile> {
+    let origin = path.display().to_string();
+    let npy = if path.is_dir() {
+        npy_files(path)?
+    } else if extension(path) == "npy" {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {origin}"))?;
+        vec![(path.file_name().unwrap().to_string_lossy().to_string(), bytes)]
+    } else {
+        let text = read_text(path)?;
+        return Ok(match extension(path).as_str() {
+            "toml" => Profile::from_toml_str(&text, &origin)?,
+            "json" => Profile::from_json_str(&text, &origin)?,
+            other => bail!("{origin}: unknown profile type `.{other}`; use AMP .npy files, a directory of them, or .toml/.json"),
+        });
+    };
+    if npy.is_empty() {
+        bail!("{origin}: no .npy profile files found");
+    }
+    let refs: Vec<(&str, &[u8])> = npy.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+    let mut names: Vec<String> = npy
+        .iter()
+        .filter_map(|(n, _)| amp_core::profile::amp_artifact::parse_file_name(n).map(|x| x.0))
+        .collect();
+    names.sort();
+    names.dedup();
+    for name in &names {
+        let p = profile_from_npy(&refs, name)?;
+        if p.entries.iter().all(|e| e.forward_s.len() == model.num_layers()) {
+            return Ok(p);
+        }
+    }
+    bail!(
+        "{origin}: none of the profiled models ({}) has {} layers like `{}`",
+        names.join(", "),
+        model.num_layers(),
+        model.name
+    )
+}
+
+/// Every GPU type of the cluster needs some profile entry.
+fn check_profile_covers(profile: &Profile, cluster: &Cluster) -> Result<()> {
+    let have = profile.gpu_types();
+    for gpu in cluster.gpu_types() {
+        if !have.contains(&gpu) {
+            bail!(
+                "missing profile entries: the cluster has GPU type `{gpu}` but the profile covers only [{}]; pass --profile with times for `{gpu}`",
+                have.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
