@@ -37,6 +37,10 @@ pub enum EventKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     pub stage: usize,
+    /// Data-parallel replica whose pipeline ran this event (0 for the
+    /// all-reduce and optimizer, which belong to the whole stage).
+    #[serde(default)]
+    pub replica: usize,
     /// Micro-batch index, for compute and sends.
     pub micro_batch: Option<usize>,
     pub kind: EventKind,
@@ -51,4 +55,708 @@ pub struct Timeline {
     pub num_micro_batches: usize,
     pub events: Vec<Event>,
     pub iteration_s: f64,
+}
+
+impl Schedule {
+    /// The order in which stage `stage` of a `pp`-stage pipeline runs the
+    /// forward (`true`) and backward (`false`) passes of `b` micro-batches.
+    ///
+    /// 1F1B (PipeDream-Flush, Megatron-LM, DeepSpeed's `TrainSchedule`):
+    /// stage j first runs `min(pp - j - 1, b)` forwards, then alternates one
+    /// forward and one backward while forwards remain, then drains the
+    /// remaining backwards. GPipe: every forward, then every backward, both
+    /// in micro-batch order.
+    pub fn stage_order(self, stage: usize, pp: usize, b: usize) -> Vec<(bool, usize)> {
+        let mut ops = Vec::with_capacity(2 * b);
+        match self {
+            Schedule::GPipe => {
+                ops.extend((0..b).map(|i| (true, i)));
+                ops.extend((0..b).map(|i| (false, i)));
+            }
+            Schedule::OneFOneB => {
+                let warmup = (pp - stage - 1).min(b);
+                ops.extend((0..warmup).map(|i| (true, i)));
+                let (mut f, mut bw) = (warmup, 0);
+                while bw < b {
+                    if f < b {
+                        ops.push((true, f));
+                        f += 1;
+                    }
+                    ops.push((false, bw));
+                    bw += 1;
+                }
+            }
+        }
+        ops
+    }
+}
+
+/// One data-parallel replica's pipeline: what each of its stages costs per
+/// micro-batch and what each cut costs per send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineTimes {
+    /// Forward time of one micro-batch on each stage.
+    pub forward_s: Vec<f64>,
+    /// Backward time of one micro-batch on each stage.
+    pub backward_s: Vec<f64>,
+    /// `send_forward_s[j]`: one micro-batch's activations from stage j to
+    /// j + 1 (`pp - 1` entries).
+    pub send_forward_s: Vec<f64>,
+    /// `send_backward_s[j]`: one micro-batch's gradients from stage j + 1
+    /// back to j (`pp - 1` entries).
+    pub send_backward_s: Vec<f64>,
+}
+
+/// Everything one simulated iteration needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IterationSpec {
+    /// One pipeline per data-parallel replica, all with the same number of
+    /// stages. Replicas run independently until the gradient all-reduce.
+    pub pipelines: Vec<PipelineTimes>,
+    pub num_micro_batches: usize,
+    pub schedule: Schedule,
+    /// Per stage: data-parallel gradient all-reduce (0 without replicas).
+    pub allreduce_s: Vec<f64>,
+    /// Per stage: optimizer step.
+    pub optimizer_s: Vec<f64>,
+    /// Overlap the all-reduce with the last backward pass (see
+    /// [`simulate`]).
+    pub overlap_allreduce: bool,
+    /// Per stage, used with `overlap_allreduce`: the fraction of the
+    /// stage's gradient bytes that only exists once the last backward pass
+    /// has finished (the gradients of its first layer, computed last).
+    pub allreduce_tail_fraction: Vec<f64>,
+    /// A send also occupies its sender's stream until it completes, as in
+    /// DeepSpeed's pipeline engine (send instructions block) and
+    /// Megatron-LM's blocking point-to-point calls.
+    pub blocking_sends: bool,
+}
+
+/// A simulated iteration and where its time goes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Simulation {
+    pub timeline: Timeline,
+    /// The stage whose end (after its optimizer step) ends the iteration.
+    pub critical_stage: usize,
+    /// The replica of that stage whose last backward pass ends latest.
+    pub critical_replica: usize,
+    /// Forward and backward time of the critical stage (busy time).
+    pub compute_s: f64,
+    /// Time the critical stage waits before its last backward pass ends,
+    /// minus the sends counted in `send_s`.
+    pub bubble_s: f64,
+    /// Pipeline sends on the critical path into the critical stage's last
+    /// backward pass (at most the stage's waiting time).
+    pub send_s: f64,
+    /// Part of the critical stage's all-reduce after its last backward.
+    pub allreduce_s: f64,
+    pub optimizer_s: f64,
+}
+
+fn check_len(what: &str, got: usize, want: usize) -> crate::Result<()> {
+    if got != want {
+        return Err(crate::AmpError::invalid(
+            "schedule simulation",
+            format!("{what} has {got} entries, expected {want}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Simulates one training iteration, event by event.
+///
+/// Every stage of every replica pipeline runs its passes strictly in the
+/// order of [`Schedule::stage_order`]. A pass starts when its stage is free
+/// and its input is there: the forward of micro-batch i on stage j needs the
+/// forward of i on j - 1 and that activation's send; the backward of i on
+/// stage j needs the backward of i on j + 1 and that gradient's send (on the
+/// last stage, its own forward of i). A send starts when its pass ends and
+/// the link of its cut and direction is free: sends on one cut and
+/// direction go one at a time, in micro-batch order, without occupying
+/// either stage's compute.
+///
+/// Then each stage reduces its gradients over its replicas and steps the
+/// optimizer. Without overlap the all-reduce starts when the stage's last
+/// backward has ended on every replica. With overlap (bucketed all-reduce as
+/// in PyTorch DDP), it starts when the last backward pass starts on the
+/// last replica to reach it, runs for `allreduce_s`, and cannot end before
+/// the last backward has ended plus `allreduce_tail_fraction` of
+/// `allreduce_s` (the bucket produced last). Earlier micro-batches do not
+/// overlap: their gradients are accumulated, not reduced. The optimizer
+/// step starts after the all-reduce (or the last backward). The iteration
+/// ends when the last stage's optimizer step does.
+pub fn simulate(spec: &IterationSpec) -> crate::Result<Simulation> {
+    let b = spec.num_micro_batches;
+    if b == 0 || spec.pipelines.is_empty() {
+        return Err(crate::AmpError::invalid(
+            "schedule simulation",
+            "needs at least one micro-batch and one pipeline",
+        ));
+    }
+    let pp = spec.pipelines[0].forward_s.len();
+    if pp == 0 {
+        return Err(crate::AmpError::invalid(
+            "schedule simulation",
+            "a pipeline has no stage",
+        ));
+    }
+    for p in &spec.pipelines {
+        check_len("forward_s", p.forward_s.len(), pp)?;
+        check_len("backward_s", p.backward_s.len(), pp)?;
+        check_len("send_forward_s", p.send_forward_s.len(), pp - 1)?;
+        check_len("send_backward_s", p.send_backward_s.len(), pp - 1)?;
+    }
+    check_len("allreduce_s", spec.allreduce_s.len(), pp)?;
+    check_len("optimizer_s", spec.optimizer_s.len(), pp)?;
+    if spec.overlap_allreduce {
+        check_len(
+            "allreduce_tail_fraction",
+            spec.allreduce_tail_fraction.len(),
+            pp,
+        )?;
+    }
+    let orders: Vec<Vec<(bool, usize)>> = (0..pp)
+        .map(|j| spec.schedule.stage_order(j, pp, b))
+        .collect();
+
+    let mut events: Vec<Event> = Vec::with_capacity(spec.pipelines.len() * pp * b * 4);
+    // Binding predecessor of every event, for the critical path.
+    let mut preds: Vec<Option<usize>> = Vec::with_capacity(events.capacity());
+    // Per replica and stage: (start, end, event) of the last backward.
+    let mut last_bwd: Vec<Vec<(f64, f64, usize)>> = Vec::with_capacity(spec.pipelines.len());
+
+    for (r, p) in spec.pipelines.iter().enumerate() {
+        let mut next = vec![0usize; pp];
+        let mut free = vec![(0.0f64, None::<usize>); pp];
+        let mut link_f = vec![(0.0f64, None::<usize>); pp.saturating_sub(1)];
+        let mut link_b = vec![(0.0f64, None::<usize>); pp.saturating_sub(1)];
+        // Event index of: forward of (j, i); arrival of i's activation at j
+        // (the send from j - 1); arrival of i's gradient at j (from j + 1).
+        let mut fwd = vec![vec![None::<usize>; b]; pp];
+        let mut act_in = vec![vec![None::<usize>; b]; pp];
+        let mut grad_in = vec![vec![None::<usize>; b]; pp];
+        let mut stage_last = vec![(0.0, 0.0, 0usize); pp];
+        let mut progress = true;
+        while progress {
+            progress = false;
+            for j in 0..pp {
+                while let Some(&(is_fwd, i)) = orders[j].get(next[j]) {
+                    // The input this pass waits for: None = not there yet,
+                    // Some(None) = nothing to wait for.
+                    let dep: Option<Option<usize>> = if is_fwd {
+                        if j == 0 {
+                            Some(None)
+                        } else {
+                            act_in[j][i].map(Some)
+                        }
+                    } else if j == pp - 1 {
+                        fwd[j][i].map(Some)
+                    } else {
+                        grad_in[j][i].map(Some)
+                    };
+                    let Some(dep) = dep else { break };
+                    let dep_end = dep.map_or(0.0, |e| events[e].end_s);
+                    let (start, pred) = if dep_end > free[j].0 {
+                        (dep_end, dep)
+                    } else {
+                        (free[j].0, free[j].1.or(dep))
+                    };
+                    let dur = if is_fwd {
+                        p.forward_s[j]
+                    } else {
+                        p.backward_s[j]
+                    };
+                    let idx = events.len();
+                    events.push(Event {
+                        stage: j,
+                        replica: r,
+                        micro_batch: Some(i),
+                        kind: if is_fwd {
+                            EventKind::Forward
+                        } else {
+                            EventKind::Backward
+                        },
+                        start_s: start,
+                        end_s: start + dur,
+                    });
+                    preds.push(pred);
+                    free[j] = (start + dur, Some(idx));
+                    next[j] += 1;
+                    progress = true;
+                    // Its send, if the pass feeds another stage.
+                    let send = if is_fwd && j + 1 < pp {
+                        Some((
+                            j,
+                            &mut link_f[j],
+                            p.send_forward_s[j],
+                            EventKind::SendForward,
+                        ))
+                    } else if !is_fwd && j > 0 {
+                        Some((
+                            j - 1,
+                            &mut link_b[j - 1],
+                            p.send_backward_s[j - 1],
+                            EventKind::SendBackward,
+                        ))
+                    } else {
+                        None
+                    };
+                    if is_fwd {
+                        fwd[j][i] = Some(idx);
+                    } else {
+                        stage_last[j] = (start, start + dur, idx);
+                    }
+                    if let Some((cut, link, dur, kind)) = send {
+                        let ready = start
+                            + if is_fwd {
+                                p.forward_s[j]
+                            } else {
+                                p.backward_s[j]
+                            };
+                        let (s, pred) = if link.0 > ready {
+                            (link.0, link.1)
+                        } else {
+                            (ready, Some(idx))
+                        };
+                        let sidx = events.len();
+                        events.push(Event {
+                            stage: cut,
+                            replica: r,
+                            micro_batch: Some(i),
+                            kind,
+                            start_s: s,
+                            end_s: s + dur,
+                        });
+                        preds.push(pred);
+                        *link = (s + dur, Some(sidx));
+                        if spec.blocking_sends {
+                            free[j] = (s + dur, Some(sidx));
+                        }
+                        if is_fwd {
+                            act_in[j + 1][i] = Some(sidx);
+                        } else {
+                            grad_in[j - 1][i] = Some(sidx);
+                        }
+                    }
+                }
+            }
+        }
+        if (0..pp).any(|j| next[j] != orders[j].len()) {
+            return Err(crate::AmpError::invalid(
+                "schedule simulation",
+                "the schedule deadlocked; this is a bug in amp, please report it",
+            ));
+        }
+        last_bwd.push(stage_last);
+    }
+
+    // Gradient all-reduce and optimizer step of every stage.
+    let mut stage_end = vec![0.0f64; pp];
+    let mut bwd_end = vec![0.0f64; pp];
+    let mut ar_end = vec![0.0f64; pp];
+    for j in 0..pp {
+        let end = last_bwd.iter().map(|s| s[j].1).fold(0.0, f64::max);
+        let last_start = last_bwd.iter().map(|s| s[j].0).fold(0.0, f64::max);
+        bwd_end[j] = end;
+        let ar = spec.allreduce_s[j];
+        let mut t = end;
+        if ar > 0.0 {
+            let (start, finish) = if spec.overlap_allreduce {
+                let tail = spec.allreduce_tail_fraction[j].clamp(0.0, 1.0);
+                (last_start, (last_start + ar).max(end + tail * ar))
+            } else {
+                (end, end + ar)
+            };
+            events.push(Event {
+                stage: j,
+                replica: 0,
+                micro_batch: None,
+                kind: EventKind::AllReduce,
+                start_s: start,
+                end_s: finish,
+            });
+            preds.push(None);
+            t = finish.max(end);
+        }
+        ar_end[j] = t;
+        let opt = spec.optimizer_s[j];
+        if opt > 0.0 {
+            events.push(Event {
+                stage: j,
+                replica: 0,
+                micro_batch: None,
+                kind: EventKind::Optimizer,
+                start_s: t,
+                end_s: t + opt,
+            });
+            preds.push(None);
+        }
+        stage_end[j] = t + opt;
+    }
+    let iteration_s = stage_end.iter().copied().fold(0.0, f64::max);
+    let cs = (0..pp).find(|&j| stage_end[j] == iteration_s).unwrap_or(0);
+    let cr = (0..last_bwd.len())
+        .find(|&r| last_bwd[r][cs].1 == bwd_end[cs])
+        .unwrap_or(0);
+    let p = &spec.pipelines[cr];
+    let compute_s = b as f64 * (p.forward_s[cs] + p.backward_s[cs]);
+    let idle = (bwd_end[cs] - compute_s).max(0.0);
+    // Sends on the critical path into the stage's last backward.
+    let mut sends = 0.0;
+    let mut at = Some(last_bwd[cr][cs].2);
+    while let Some(e) = at {
+        if matches!(
+            events[e].kind,
+            EventKind::SendForward | EventKind::SendBackward
+        ) {
+            sends += events[e].end_s - events[e].start_s;
+        }
+        at = preds[e];
+    }
+    let send_s = sends.min(idle);
+    Ok(Simulation {
+        timeline: Timeline {
+            num_stages: pp,
+            num_micro_batches: b,
+            events,
+            iteration_s,
+        },
+        critical_stage: cs,
+        critical_replica: cr,
+        compute_s,
+        bubble_s: idle - send_s,
+        send_s,
+        allreduce_s: ar_end[cs] - bwd_end[cs],
+        optimizer_s: spec.optimizer_s[cs],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn spec(
+        f: &[f64],
+        bw: &[f64],
+        sf: &[f64],
+        sb: &[f64],
+        b: usize,
+        schedule: Schedule,
+    ) -> IterationSpec {
+        let pp = f.len();
+        IterationSpec {
+            pipelines: vec![PipelineTimes {
+                forward_s: f.to_vec(),
+                backward_s: bw.to_vec(),
+                send_forward_s: sf.to_vec(),
+                send_backward_s: sb.to_vec(),
+            }],
+            num_micro_batches: b,
+            schedule,
+            allreduce_s: vec![0.0; pp],
+            optimizer_s: vec![0.0; pp],
+            overlap_allreduce: false,
+            allreduce_tail_fraction: vec![0.0; pp],
+            blocking_sends: false,
+        }
+    }
+
+    fn makespan(s: &IterationSpec) -> f64 {
+        simulate(s).unwrap().timeline.iteration_s
+    }
+
+    #[test]
+    fn one_f_one_b_order() {
+        let s = Schedule::OneFOneB;
+        assert_eq!(
+            s.stage_order(0, 2, 3),
+            vec![
+                (true, 0),
+                (true, 1),
+                (false, 0),
+                (true, 2),
+                (false, 1),
+                (false, 2)
+            ]
+        );
+        assert_eq!(
+            s.stage_order(1, 2, 3),
+            vec![
+                (true, 0),
+                (false, 0),
+                (true, 1),
+                (false, 1),
+                (true, 2),
+                (false, 2)
+            ]
+        );
+        // Warm-up is capped by the number of micro-batches.
+        assert_eq!(s.stage_order(0, 4, 1), vec![(true, 0), (false, 0)]);
+        assert_eq!(
+            Schedule::GPipe.stage_order(0, 2, 2),
+            vec![(true, 0), (true, 1), (false, 0), (false, 1)]
+        );
+    }
+
+    /// pp = 2, B = 3, stage 0: forward 1, backward 2; stage 1: forward 2,
+    /// backward 4; free sends. 1F1B by hand:
+    /// s0: F0 [0,1] F1 [1,2]; s1: F0 [1,3] B0 [3,7];
+    /// s0: B0 [7,9]; s1: F1 [7,9] B1 [9,13]; s0: F2 [9,10] B1 [13,15];
+    /// s1: F2 [13,15] B2 [15,19]; s0: B2 [19,21]. Makespan 21 =
+    /// (B - 1) x 6 + (3 + 6), the closed form.
+    /// GPipe: s0 F [0,3]; s1 F0 [1,3] F1 [3,5] F2 [5,7] B0 [7,11] B1 [11,15]
+    /// B2 [15,19]; s0 B0 [11,13] B1 [15,17] B2 [19,21]: also 21.
+    #[test]
+    fn two_stages_of_different_speeds() {
+        let s = spec(
+            &[1.0, 2.0],
+            &[2.0, 4.0],
+            &[0.0],
+            &[0.0],
+            3,
+            Schedule::OneFOneB,
+        );
+        let sim = simulate(&s).unwrap();
+        assert_eq!(sim.timeline.iteration_s, 21.0);
+        let ends: Vec<(EventKind, usize, usize, f64)> = sim
+            .timeline
+            .events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::Forward | EventKind::Backward))
+            .map(|e| (e.kind, e.stage, e.micro_batch.unwrap(), e.end_s))
+            .collect();
+        assert!(ends.contains(&(EventKind::Forward, 1, 1, 9.0)));
+        assert!(ends.contains(&(EventKind::Backward, 0, 1, 15.0)));
+        assert!(ends.contains(&(EventKind::Forward, 0, 2, 10.0)));
+        // Stage 0 ends last: busy 3 x 3 = 9, waiting 12.
+        assert_eq!(sim.critical_stage, 0);
+        assert_eq!(sim.compute_s, 9.0);
+        assert_eq!(sim.bubble_s, 12.0);
+        let g = spec(&[1.0, 2.0], &[2.0, 4.0], &[0.0], &[0.0], 3, Schedule::GPipe);
+        assert_eq!(makespan(&g), 21.0);
+    }
+
+    /// Slow first stage: forward 2 / backward 4 on stage 0, 1 / 2 on
+    /// stage 1, B = 3.
+    /// 1F1B: s0 F0 [0,2] F1 [2,4]; s1 F0 [2,3] B0 [3,5]; s0 B0 [5,9] F2
+    /// [9,11]; s1 F1 [5,6] B1 [6,8] F2 [11,12] B2 [12,14]; s0 B1 [11,15]
+    /// B2 [15,19]: 19, less than the closed form's 2 x 6 + 9 = 21.
+    /// GPipe: s0 F [0,6]; s1 F2 [6,7], B0 [7,9] B1 [9,11] B2 [11,13]; s0 B0
+    /// [9,13] B1 [13,17] B2 [17,21]: 21.
+    #[test]
+    fn gpipe_and_1f1b_differ() {
+        assert_eq!(
+            makespan(&spec(
+                &[2.0, 1.0],
+                &[4.0, 2.0],
+                &[0.0],
+                &[0.0],
+                3,
+                Schedule::OneFOneB
+            )),
+            19.0
+        );
+        assert_eq!(
+            makespan(&spec(
+                &[2.0, 1.0],
+                &[4.0, 2.0],
+                &[0.0],
+                &[0.0],
+                3,
+                Schedule::GPipe
+            )),
+            21.0
+        );
+    }
+
+    /// pp = 2, B = 2, every pass forward 1 / backward 2, sends 0.5 each way.
+    /// s0 F0 [0,1] (send [1,1.5]) F1 [1,2]; s1 F0 [1.5,2.5] B0 [2.5,4.5]
+    /// (send [4.5,5]) F1 [4.5,5.5] B1 [5.5,7.5] (send [7.5,8]); s0 B0 [5,7]
+    /// B1 [8,10]. Makespan 10 = (B - 1) x 3 + 6 + 1.
+    #[test]
+    fn sends_delay_the_next_stage() {
+        let s = spec(
+            &[1.0, 1.0],
+            &[2.0, 2.0],
+            &[0.5],
+            &[0.5],
+            2,
+            Schedule::OneFOneB,
+        );
+        let sim = simulate(&s).unwrap();
+        assert_eq!(sim.timeline.iteration_s, 10.0);
+        let sends = sim
+            .timeline
+            .events
+            .iter()
+            .filter(|e| e.kind == EventKind::SendForward)
+            .count();
+        assert_eq!(sends, 2);
+        // Stage 0 ends last: busy 6, waiting 4, of which the critical path
+        // B1 (s0) <- send [7.5,8] <- B1 (s1) <- F1 (s1) <- B0 (s1) <- send
+        // [1,1.5] <- F0 (s0) holds sends of 1 in total.
+        assert_eq!(sim.critical_stage, 0);
+        assert_eq!(sim.send_s, 1.0);
+        assert_eq!(sim.bubble_s, 3.0);
+    }
+
+    /// A send occupies its link: with forward sends of 3 and forward passes
+    /// of 1, the second activation waits for the first to clear the link.
+    /// s0 F0 [0,1] send [1,4], F1 [1,2] send [4,7]; s1 F0 [4,5] B0 [5,6]
+    /// F1 [7,8] B1 [8,9]; s0 B0 [6,7] B1 [9,10]. Makespan 10.
+    #[test]
+    fn sends_on_one_link_queue() {
+        let s = spec(
+            &[1.0, 1.0],
+            &[1.0, 1.0],
+            &[3.0],
+            &[0.0],
+            2,
+            Schedule::OneFOneB,
+        );
+        let sim = simulate(&s).unwrap();
+        assert_eq!(sim.timeline.iteration_s, 10.0);
+        let second = sim
+            .timeline
+            .events
+            .iter()
+            .find(|e| e.kind == EventKind::SendForward && e.micro_batch == Some(1))
+            .unwrap();
+        assert_eq!((second.start_s, second.end_s), (4.0, 7.0));
+    }
+
+    #[test]
+    fn single_micro_batch_and_single_stage() {
+        // B = 1: one pass through and back: 1 + 0.5 + 2 + 4 + 0.5 + 2.
+        assert_eq!(
+            makespan(&spec(
+                &[1.0, 2.0],
+                &[2.0, 4.0],
+                &[0.5],
+                &[0.5],
+                1,
+                Schedule::OneFOneB
+            )),
+            10.0
+        );
+        // pp = 1: B x (f + b).
+        assert_eq!(
+            makespan(&spec(&[1.0], &[2.0], &[], &[], 4, Schedule::OneFOneB)),
+            12.0
+        );
+        assert_eq!(
+            makespan(&spec(&[1.0], &[2.0], &[], &[], 4, Schedule::GPipe)),
+            12.0
+        );
+    }
+
+    #[test]
+    fn allreduce_and_optimizer_follow_the_last_backward() {
+        let mut s = spec(
+            &[1.0, 1.0],
+            &[2.0, 2.0],
+            &[0.0],
+            &[0.0],
+            2,
+            Schedule::OneFOneB,
+        );
+        // Stage 1: F0 [1,2] B0 [2,4] F1 [4,5] B1 [5,7]; stage 0 ends at 9.
+        // Stage 1's long all-reduce makes it the last to finish.
+        s.allreduce_s = vec![1.0, 5.0];
+        s.optimizer_s = vec![0.5, 0.5];
+        let sim = simulate(&s).unwrap();
+        let b1 = sim
+            .timeline
+            .events
+            .iter()
+            .filter(|e| e.stage == 1 && e.kind == EventKind::Backward)
+            .map(|e| e.end_s)
+            .fold(0.0, f64::max);
+        assert_eq!(b1, 7.0);
+        assert_eq!(sim.timeline.iteration_s, 7.0 + 5.0 + 0.5);
+        assert_eq!(sim.critical_stage, 1);
+        assert_eq!(sim.allreduce_s, 5.0);
+        let total = sim.compute_s + sim.bubble_s + sim.send_s + sim.allreduce_s + sim.optimizer_s;
+        assert!((total - sim.timeline.iteration_s).abs() < 1e-12);
+        // Overlapped: starts with the last backward (at 5), ends at
+        // max(5 + 5, 7 + 0.2 x 5) = 10.
+        s.overlap_allreduce = true;
+        s.allreduce_tail_fraction = vec![0.2, 0.2];
+        let sim = simulate(&s).unwrap();
+        assert_eq!(sim.timeline.iteration_s, 10.0 + 0.5);
+        assert_eq!(sim.allreduce_s, 3.0);
+    }
+
+    #[test]
+    fn replicas_wait_for_the_slowest_before_the_allreduce() {
+        let mut s = spec(&[1.0], &[1.0], &[], &[], 2, Schedule::OneFOneB);
+        let mut slow = s.pipelines[0].clone();
+        slow.forward_s = vec![2.0];
+        s.pipelines.push(slow);
+        s.allreduce_s = vec![1.0];
+        let sim = simulate(&s).unwrap();
+        // Slow replica: 2 x (2 + 1) = 6, then the all-reduce.
+        assert_eq!(sim.timeline.iteration_s, 7.0);
+        assert_eq!(sim.critical_replica, 1);
+    }
+
+    #[test]
+    fn bad_lengths_are_errors() {
+        let s = spec(&[1.0, 1.0], &[1.0], &[0.0], &[0.0], 2, Schedule::OneFOneB);
+        assert!(simulate(&s).unwrap_err().to_string().contains("backward_s"));
+    }
+
+    fn arb_pipeline() -> impl Strategy<Value = (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, usize)> {
+        (1usize..5, 1usize..7).prop_flat_map(|(pp, b)| {
+            (
+                prop::collection::vec(0.1f64..3.0, pp),
+                prop::collection::vec(0.1f64..5.0, pp),
+                prop::collection::vec(0.0f64..2.0, pp - 1),
+                prop::collection::vec(0.0f64..2.0, pp - 1),
+                Just(b),
+            )
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Lower bound: stage j cannot start before micro-batch 0 reaches
+        /// it, must do B x (f_j + b_j) of work, and its last gradient must
+        /// then travel back to stage 0. Upper bound: everything serial.
+        /// Uniform stages without sends give the closed form exactly.
+        #[test]
+        fn makespan_within_bounds((f, bw, sf, sb, b) in arb_pipeline()) {
+            let pp = f.len();
+            for schedule in [Schedule::OneFOneB, Schedule::GPipe] {
+                let sim = simulate(&spec(&f, &bw, &sf, &sb, b, schedule)).unwrap();
+                let t = sim.timeline.iteration_s;
+                let mut lower: f64 = 0.0;
+                for j in 0..pp {
+                    let before: f64 = (0..j).map(|i| f[i] + sf[i] + bw[i] + sb[i]).sum();
+                    lower = lower.max(before + b as f64 * (f[j] + bw[j]));
+                }
+                let serial: f64 = b as f64 * (f.iter().sum::<f64>() + bw.iter().sum::<f64>() + sf.iter().sum::<f64>() + sb.iter().sum::<f64>());
+                prop_assert!(t >= lower - 1e-9, "{t} < {lower}");
+                prop_assert!(t <= serial + 1e-9, "{t} > {serial}");
+                let parts = sim.compute_s + sim.bubble_s + sim.send_s + sim.allreduce_s + sim.optimizer_s;
+                prop_assert!((parts - t).abs() < 1e-9);
+                // Each stage runs one pass at a time.
+                for j in 0..pp {
+                    let mut ev: Vec<&Event> = sim.timeline.events.iter()
+                        .filter(|e| e.stage == j && matches!(e.kind, EventKind::Forward | EventKind::Backward))
+                        .collect();
+                    prop_assert_eq!(ev.len(), 2 * b);
+                    ev.sort_by(|a, c| a.start_s.total_cmp(&c.start_s));
+                    for w in ev.windows(2) {
+                        prop_assert!(w[1].start_s >= w[0].end_s - 1e-12);
+                    }
+                }
+            }
+            let uniform = simulate(&spec(&vec![f[0]; pp], &vec![bw[0]; pp], &vec![0.0; pp - 1], &vec![0.0; pp - 1], b, Schedule::OneFOneB)).unwrap();
+            let closed = (b + pp - 1) as f64 * (f[0] + bw[0]);
+            prop_assert!((uniform.timeline.iteration_s - closed).abs() < 1e-9);
+        }
+    }
 }

@@ -10,6 +10,8 @@
 //! its own module.
 
 pub mod amp_paper;
+pub mod collective;
+pub mod device;
 
 use serde::{Deserialize, Serialize};
 

@@ -1,0 +1,865 @@
+//! amp's default cost model ("amp"): every device priced as it is.
+//!
+//! The physics, stage by stage:
+//!
+//! - **Compute.** A stage's forward and backward time per micro-batch come
+//!   from the profile of the GPU type that runs it, at the stage's
+//!   tensor-parallel degree ([`Profile::layer_time`]). A tensor-parallel
+//!   group is as slow as its slowest GPU, layer by layer (the ranks meet at
+//!   every layer's all-reduces). Data-parallel replicas are separate
+//!   pipelines until the gradient all-reduce, so a replica of fast GPUs is
+//!   not slowed by a replica of slow ones until then
+//!   ([`crate::schedule::simulate`]).
+//! - **Profiles without backward times** (AMP's `.npy`, per sample) take
+//!   backward = [`BACKWARD_FORWARD_RATIO`] x forward for the computation.
+//!   Their entries at tp > 1 were measured on one node and include the
+//!   layer's tensor-parallel all-reduces; the part above `t1 / tp` (`t1` the
+//!   tp = 1 time of the same GPU type) is that communication, which the
+//!   backward repeats once (two all-reduces forward, two backward) rather
+//!   than doubling. Per-sample times were measured one sample at a time;
+//!   part of such a time is per-launch latency that a larger micro-batch
+//!   does not repeat: [`PER_SAMPLE_FIXED_FRACTION`] of the computation and
+//!   [`PER_SAMPLE_TP_COMM_FIXED_FRACTION`] of the communication are paid
+//!   once per micro-batch, the rest per sample.
+//! - **Profiles with measured micro-batches and backward** (Sailor's) are
+//!   used as measured, tensor-parallel communication included.
+//! - **A tensor-parallel degree the profile lacks** is derived from tp = 1:
+//!   compute / tp, plus, per transformer block, two all-reduces forward and
+//!   two backward of the block's output (`micro_batch x
+//!   output_elems_per_sample x activation_bytes`), priced by
+//!   [`collective::concurrent_allreduce_s`] on the group's real links.
+//! - **Pipeline sends.** Each tensor-parallel rank of a stage sends the full
+//!   activation (`output_elems_per_sample x micro_batch x
+//!   activation_bytes`; a vocabulary projection's logits are split by
+//!   tensor parallelism, so each rank sends its share) to the matching rank
+//!   of the next stage, as DeepSpeed's pipeline engine with Megatron-LM
+//!   does (no scatter/gather); the gradient comes back the same size. All
+//!   replicas and ranks cross a cut at once and share NICs
+//!   ([`collective::concurrent_p2p_s`]).
+//! - **Data-parallel all-reduce** of every stage: one ring per
+//!   tensor-parallel rank over the stage's replicas, `stage_params / tp x
+//!   gradient_bytes`, the rings sharing NICs; weights tied across stages
+//!   (GPT-2's embedding and vocabulary projection) add an all-reduce of
+//!   their gradient between the two stages' matching devices, as
+//!   Megatron-LM and DeepSpeed do. Not overlapped with backward by default
+//!   (DeepSpeed's pipeline engine reduces after the last micro-batch);
+//!   [`DeviceOptions::overlap_dp_allreduce`] models a bucketed overlap.
+//! - **Optimizer step**: the profile's `optimizer_s` where measured (max
+//!   over the stage's GPU types), else [`OPTIMIZER_S_PER_PARAM`] per
+//!   parameter held by a device.
+//! - **Iteration time**: the event simulation of
+//!   [`crate::schedule::simulate`] under the chosen schedule; the breakdown
+//!   is the critical stage's (see [`crate::schedule::Simulation`]), its
+//!   compute split into computation and tensor-parallel communication by
+//!   the share of communication in that stage's per-micro-batch time.
+//! - **Memory**: [`crate::memory::plan_memory`] and
+//!   [`crate::memory::stage_memory_tables`].
+
+use crate::cluster::Device;
+use crate::cost::collective;
+use crate::cost::{
+    prefix_sums, Breakdown, Candidate, CostModel, Estimate, Inputs, StageTables, TailTables,
+};
+use crate::error::{AmpError, Result};
+use crate::memory::{self, MemoryOptions};
+use crate::model::LayerKind;
+use crate::plan::{Plan, Stage};
+use crate::schedule::{simulate, IterationSpec, PipelineTimes, Schedule, Simulation, Timeline};
+
+/// Backward time over forward time of a layer's computation when the
+/// profile has no backward: the backward pass computes two matrix products
+/// (input and weight gradients) for each one of the forward. AMP assumes
+/// the same (its "3 x forward" for forward plus backward). Sailor's
+/// measured GH200 profiles give 2.3-2.5 at micro-batches of 8 and more.
+pub const BACKWARD_FORWARD_RATIO: f64 = 2.0;
+
+/// Share of a per-sample profiled computation time paid once per
+/// micro-batch rather than per sample (kernel launches, latency-bound
+/// small kernels at one sample). Chosen on the AMP homogeneous
+/// measurements (T4, GPT-2, micro-batches 1-16): a grid over 0-0.3 with the
+/// other constants of this module gave the best rank correlation and error
+/// at 0.2. Only per-sample profiles use it.
+pub const PER_SAMPLE_FIXED_FRACTION: f64 = 0.2;
+
+/// Share of a per-sample profile's tensor-parallel communication paid once
+/// per micro-batch: all-reduces of one sample's activations (2 MB for
+/// GPT-2 medium) are latency-bound, a larger micro-batch sends more bytes
+/// per launch. Chosen on the same AMP homogeneous grid (0.3-0.7; 0.6 best).
+pub const PER_SAMPLE_TP_COMM_FIXED_FRACTION: f64 = 0.6;
+
+/// Optimizer-step time per parameter held by a device when the profile has
+/// none: mixed-precision Adam reads and writes about 36 bytes per parameter
+/// (fp32 master weight, two moments, fp16 gradient and weight), memory
+/// bound; at the ~250 GB/s a T4-class GPU achieves that is 0.15 ns per
+/// parameter. Faster GPUs take less; without a catalog of memory bandwidths
+/// one conservative figure serves all.
+pub const OPTIMIZER_S_PER_PARAM: f64 = 1.5e-10;
+
+/// Framework time of every forward or backward pass of a stage, seconds.
+pub const PASS_OVERHEAD_S: f64 = 0.0;
+
+/// Bytes of one activation or activation-gradient element (fp16).
+pub const ACTIVATION_BYTES: f64 = 2.0;
+
+/// Bytes of one gradient element in the data-parallel all-reduce (fp16).
+pub const GRADIENT_BYTES: f64 = 2.0;
+
+/// Choices of the training setup the model prices.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceOptions {
+    pub schedule: Schedule,
+    /// Overlap each stage's gradient all-reduce with its last backward pass.
+    pub overlap_dp_allreduce: bool,
+    pub activation_bytes: f64,
+    pub gradient_bytes: f64,
+    /// Sends occupy the sending stage until done (see
+    /// [`IterationSpec::blocking_sends`]).
+    pub blocking_sends: bool,
+    /// All-reduce the gradients of weights tied across stages between the
+    /// stages holding them.
+    pub tied_allreduce: bool,
+    /// Framework time per forward or backward pass of a stage.
+    pub pass_overhead_s: f64,
+    /// Memory model settings; `None` prices time only.
+    pub memory: Option<MemoryOptions>,
+}
+
+impl Default for DeviceOptions {
+    fn default() -> Self {
+        DeviceOptions {
+            schedule: Schedule::OneFOneB,
+            overlap_dp_allreduce: false,
+            activation_bytes: ACTIVATION_BYTES,
+            gradient_bytes: GRADIENT_BYTES,
+            blocking_sends: true,
+            tied_allreduce: false,
+            pass_overhead_s: PASS_OVERHEAD_S,
+            memory: Some(MemoryOptions::default()),
+        }
+    }
+}
+
+/// The per-device cost model.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceModel {
+    pub options: DeviceOptions,
+}
+
+/// One layer's cost for one micro-batch on one tensor-parallel group.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LayerCost {
+    pub forward_s: f64,
+    pub backward_s: f64,
+    /// Part of forward + backward spent in tensor-parallel all-reduces.
+    pub tp_comm_s: f64,
+}
+
+impl LayerCost {
+    fn max(self, o: LayerCost) -> LayerCost {
+        LayerCost {
+            forward_s: self.forward_s.max(o.forward_s),
+            backward_s: self.backward_s.max(o.backward_s),
+            tp_comm_s: self.tp_comm_s.max(o.tp_comm_s),
+        }
+    }
+}
+
+/// Per-stage quantities of one replica pipeline.
+struct StageCost {
+    forward_s: f64,
+    backward_s: f64,
+    tp_comm_s: f64,
+}
+
+/// Per GPU type, layer costs that depend only on (type, tp, micro-batch).
+type TypeCache = Vec<(String, Option<Vec<LayerCost>>)>;
+
+impl DeviceModel {
+    pub fn new(options: DeviceOptions) -> DeviceModel {
+        DeviceModel { options }
+    }
+
+    fn missing(inputs: &Inputs, gpu: &str, tp: usize) -> AmpError {
+        let have = inputs.profile.tp_degrees(gpu);
+        if have.is_empty() {
+            AmpError::MissingProfile(format!(
+                "no profile for GPU type `{gpu}` (profiled: {:?}); profile it, or remove its nodes from the cluster",
+                inputs.profile.gpu_types()
+            ))
+        } else {
+            AmpError::MissingProfile(format!(
+                "GPU type `{gpu}` has no profile at tensor-parallel degree {tp} nor at 1 to derive it from (profiled degrees: {have:?})"
+            ))
+        }
+    }
+
+    /// Computation-only forward and backward of `layer` at degree `tp` when
+    /// the profile has that degree, with the tensor-parallel communication
+    /// it includes: (forward, backward, communication in both).
+    fn profiled(
+        &self,
+        inputs: &Inputs,
+        gpu: &str,
+        tp: usize,
+        mbs: usize,
+        layer: usize,
+    ) -> Option<LayerCost> {
+        let p = inputs.profile;
+        let lt = p.layer_time(gpu, tp, mbs, layer)?;
+        if let Some(b) = lt.backward_s {
+            return Some(LayerCost {
+                forward_s: lt.forward_s,
+                backward_s: b,
+                tp_comm_s: 0.0,
+            });
+        }
+        let r = BACKWARD_FORWARD_RATIO;
+        let Some(per_sample) = p
+            .per_sample_forward(gpu, tp)
+            .and_then(|f| f.get(layer).copied())
+        else {
+            return Some(LayerCost {
+                forward_s: lt.forward_s,
+                backward_s: r * lt.forward_s,
+                tp_comm_s: 0.0,
+            });
+        };
+        // Per-sample entry: split computation and communication, scale each
+        // with its fixed share.
+        let (c1, k1) = match (tp > 1).then(|| {
+            p.per_sample_forward(gpu, 1)
+                .and_then(|f| f.get(layer).copied())
+        }) {
+            Some(Some(t1)) => {
+                let c = (t1 / tp as f64).min(per_sample);
+                (c, per_sample - c)
+            }
+            _ => (per_sample, 0.0),
+        };
+        let m = mbs as f64;
+        let c = c1 * (PER_SAMPLE_FIXED_FRACTION + (1.0 - PER_SAMPLE_FIXED_FRACTION) * m);
+        let k = k1
+            * (PER_SAMPLE_TP_COMM_FIXED_FRACTION + (1.0 - PER_SAMPLE_TP_COMM_FIXED_FRACTION) * m);
+        Some(LayerCost {
+            forward_s: c + k,
+            backward_s: r * c + k,
+            tp_comm_s: 2.0 * k,
+        })
+    }
+
+    /// Layer costs of every layer for one GPU type at `tp`, when the profile
+    /// has that degree.
+    fn type_costs(
+        &self,
+        inputs: &Inputs,
+        gpu: &str,
+        tp: usize,
+        mbs: usize,
+    ) -> Option<Vec<LayerCost>> {
+        if !inputs.profile.has(gpu, tp) {
+            return None;
+        }
+        (0..inputs.model.num_layers())
+            .map(|l| self.profiled(inputs, gpu, tp, mbs, l))
+            .collect()
+    }
+
+    /// Costs of every layer for one micro-batch on the tensor-parallel
+    /// group `group` (the max over its GPU types, layer by layer).
+    fn group_costs(
+        &self,
+        inputs: &Inputs,
+        group: &[Device],
+        mbs: usize,
+        cache: &mut TypeCache,
+    ) -> Result<Vec<LayerCost>> {
+        let tp = group.len();
+        let n = inputs.model.num_layers();
+        let mut out = vec![LayerCost::default(); n];
+        let mut types: Vec<&str> = group
+            .iter()
+            .map(|d| inputs.cluster.nodes[d.node].gpu_type.as_str())
+            .collect();
+        types.sort();
+        types.dedup();
+        for gpu in types {
+            let costs = match cache.iter().find(|(g, _)| g == gpu) {
+                Some((_, c)) => c.clone(),
+                None => {
+                    let c = self.type_costs(inputs, gpu, tp, mbs);
+                    cache.push((gpu.to_string(), c.clone()));
+                    c
+                }
+            };
+            let costs = match costs {
+                Some(c) => c,
+                None => self.derived_costs(inputs, gpu, group, mbs)?,
+            };
+            for (o, c) in out.iter_mut().zip(costs) {
+                *o = o.max(c);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A tensor-parallel degree the profile lacks: tp = 1 divided by tp plus
+    /// the blocks' all-reduces on the group's links.
+    fn derived_costs(
+        &self,
+        inputs: &Inputs,
+        gpu: &str,
+        group: &[Device],
+        mbs: usize,
+    ) -> Result<Vec<LayerCost>> {
+        let tp = group.len();
+        let base = self
+            .type_costs(inputs, gpu, 1, mbs)
+            .ok_or_else(|| Self::missing(inputs, gpu, tp))?;
+        let t = tp as f64;
+        Ok(inputs
+            .model
+            .layers
+            .iter()
+            .zip(base)
+            .map(|(layer, c)| {
+                let comm = if layer.kind == LayerKind::TransformerBlock {
+                    let bytes = mbs as f64
+                        * layer.output_elems_per_sample as f64
+                        * self.options.activation_bytes;
+                    collective::allreduce_s(inputs.cluster, group, bytes)
+                } else {
+                    0.0
+                };
+                LayerCost {
+                    forward_s: c.forward_s / t + 2.0 * comm,
+                    backward_s: c.backward_s / t + 2.0 * comm,
+                    tp_comm_s: 4.0 * comm,
+                }
+            })
+            .collect())
+    }
+
+    /// Bytes one rank of a stage ending after `layer` sends per micro-batch.
+    fn send_bytes(&self, inputs: &Inputs, layer: usize, sender_tp: usize, mbs: usize) -> f64 {
+        let l = &inputs.model.layers[layer];
+        let mut elems = l.output_elems_per_sample as f64;
+        if l.kind == LayerKind::VocabProjection {
+            elems /= sender_tp.max(1) as f64;
+        }
+        elems * mbs as f64 * self.options.activation_bytes
+    }
+
+    /// Time of one send across the cut between two stages (each given as
+    /// its replicas), every replica and rank sending at once.
+    fn cut_s(&self, inputs: &Inputs, from: &[Vec<Device>], to: &[Vec<Device>], bytes: f64) -> f64 {
+        let mut pairs = Vec::new();
+        for (r, dst) in to.iter().enumerate() {
+            let src = &from[r % from.len()];
+            for (t, &d) in dst.iter().enumerate() {
+                pairs.push((src[t % src.len()], d));
+            }
+        }
+        collective::concurrent_p2p_s(inputs.cluster, &pairs, bytes)
+    }
+
+    /// Per-stage all-reduce times, tied weights included.
+    fn allreduce_times(&self, inputs: &Inputs, plan: &Plan) -> Vec<f64> {
+        let model = inputs.model;
+        let g = self.options.gradient_bytes;
+        let mut out: Vec<f64> = plan
+            .stages
+            .iter()
+            .map(|s| {
+                let tp = s.tp();
+                let rings: Vec<Vec<Device>> = (0..tp)
+                    .map(|t| s.replicas.iter().map(|rep| rep[t]).collect())
+                    .collect();
+                let bytes = model.stage_params(s.layers()) as f64 / tp as f64 * g;
+                collective::concurrent_allreduce_s(inputs.cluster, &rings, bytes)
+            })
+            .collect();
+        let stage_of = |l: usize| plan.stages.iter().position(|s| s.layers().contains(&l));
+        for (l, layer) in model.layers.iter().enumerate() {
+            let Some(t) = layer.tied_to.filter(|_| self.options.tied_allreduce) else {
+                continue;
+            };
+            let (Some(a), Some(b)) = (stage_of(t), stage_of(l)) else {
+                continue;
+            };
+            if a == b {
+                continue;
+            }
+            let (sa, sb) = (&plan.stages[a], &plan.stages[b]);
+            let mut groups = Vec::new();
+            for (r, rep) in sa.replicas.iter().enumerate() {
+                let other = &sb.replicas[r % sb.replicas.len()];
+                for (k, &d) in rep.iter().enumerate() {
+                    groups.push(vec![d, other[k % other.len()]]);
+                }
+            }
+            let bytes = layer.params as f64 / sa.tp().max(sb.tp()) as f64 * g;
+            let t = collective::concurrent_allreduce_s(inputs.cluster, &groups, bytes);
+            out[a] += t;
+            out[b] += t;
+        }
+        out
+    }
+
+    /// Optimizer step of one stage: measured where the profile has it, on
+    /// the slowest of the stage's GPU types.
+    fn optimizer_time(&self, inputs: &Inputs, stage: &Stage) -> f64 {
+        let tp = stage.tp();
+        let mut types: Vec<&str> = stage
+            .devices()
+            .map(|d| inputs.cluster.nodes[d.node].gpu_type.as_str())
+            .collect();
+        types.sort();
+        types.dedup();
+        let estimate =
+            OPTIMIZER_S_PER_PARAM * inputs.model.stage_params(stage.layers()) as f64 / tp as f64;
+        types
+            .into_iter()
+            .map(|gpu| {
+                let measured: Option<f64> = stage
+                    .layers()
+                    .map(|l| {
+                        inputs.profile.optimizer_time(gpu, tp, l).or_else(|| {
+                            inputs
+                                .profile
+                                .optimizer_time(gpu, 1, l)
+                                .map(|o| o / tp as f64)
+                        })
+                    })
+                    .sum();
+                measured.unwrap_or(estimate)
+            })
+            .fold(0.0, f64::max)
+    }
+
+    /// The iteration of `plan`, simulated event by event.
+    pub fn simulate_plan(&self, inputs: &Inputs, plan: &Plan) -> Result<Simulation> {
+        Ok(self.run(inputs, plan)?.0)
+    }
+
+    /// The simulation and the per-replica, per-stage costs it ran on.
+    fn run(&self, inputs: &Inputs, plan: &Plan) -> Result<(Simulation, Vec<Vec<StageCost>>)> {
+        plan.validate(inputs.model, inputs.cluster)?;
+        let mbs = plan.micro_batch;
+        let pp = plan.pp();
+        let dp = plan.dp();
+        let mut caches: Vec<(usize, TypeCache)> = Vec::new();
+        // stage_costs[r][j]
+        let mut stage_costs: Vec<Vec<StageCost>> =
+            (0..dp).map(|_| Vec::with_capacity(pp)).collect();
+        for s in &plan.stages {
+            let tp = s.tp();
+            if !caches.iter().any(|(t, _)| *t == tp) {
+                caches.push((tp, Vec::new()));
+            }
+            let cache = &mut caches.iter_mut().find(|(t, _)| *t == tp).unwrap().1;
+            for (r, rep) in s.replicas.iter().enumerate() {
+                let costs = self.group_costs(inputs, rep, mbs, cache)?;
+                let c = &costs[s.layers()];
+                let o = self.options.pass_overhead_s;
+                stage_costs[r].push(StageCost {
+                    forward_s: o + c.iter().map(|x| x.forward_s).sum::<f64>(),
+                    backward_s: o + c.iter().map(|x| x.backward_s).sum::<f64>(),
+                    tp_comm_s: c.iter().map(|x| x.tp_comm_s).sum(),
+                });
+            }
+        }
+        let sends: Vec<f64> = plan
+            .stages
+            .windows(2)
+            .map(|w| {
+                let bytes = self.send_bytes(inputs, w[0].end_layer - 1, w[0].tp(), mbs);
+                self.cut_s(inputs, &w[0].replicas, &w[1].replicas, bytes)
+            })
+            .collect();
+        let back: Vec<f64> = plan
+            .stages
+            .windows(2)
+            .map(|w| {
+                let bytes = self.send_bytes(inputs, w[0].end_layer - 1, w[0].tp(), mbs);
+                self.cut_s(inputs, &w[1].replicas, &w[0].replicas, bytes)
+            })
+            .collect();
+        let pipelines = stage_costs
+            .iter()
+            .map(|sc| PipelineTimes {
+                forward_s: sc.iter().map(|c| c.forward_s).collect(),
+                backward_s: sc.iter().map(|c| c.backward_s).collect(),
+                send_forward_s: sends.clone(),
+                send_backward_s: back.clone(),
+            })
+            .collect();
+        let tail = plan
+            .stages
+            .iter()
+            .map(|s| {
+                let total = inputs.model.stage_params(s.layers()) as f64;
+                let first = inputs.model.layers[s.first_layer].params as f64;
+                if total > 0.0 {
+                    (first / total).min(1.0)
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let spec = IterationSpec {
+            pipelines,
+            num_micro_batches: plan.num_micro_batches,
+            schedule: self.options.schedule,
+            allreduce_s: self.allreduce_times(inputs, plan),
+            optimizer_s: plan
+                .stages
+                .iter()
+                .map(|s| self.optimizer_time(inputs, s))
+                .collect(),
+            overlap_allreduce: self.options.overlap_dp_allreduce,
+            allreduce_tail_fraction: tail,
+            blocking_sends: self.options.blocking_sends,
+        };
+        Ok((simulate(&spec)?, stage_costs))
+    }
+
+    /// The simulated timeline of one iteration of `plan`, for drawing.
+    pub fn timeline(&self, inputs: &Inputs, plan: &Plan) -> Result<Timeline> {
+        Ok(self.run(inputs, plan)?.0.timeline)
+    }
+
+    fn memory_options(&self) -> Option<MemoryOptions> {
+        self.options.memory.map(|m| MemoryOptions {
+            schedule: self.options.schedule,
+            ..m
+        })
+    }
+}
+
+impl CostModel for DeviceModel {
+    fn name(&self) -> &'static str {
+        "amp"
+    }
+
+    fn stage_tables(&self, inputs: &Inputs, c: &Candidate) -> Result<StageTables> {
+        let grid = c.grid;
+        let mbs = c.micro_batch;
+        let n = inputs.model.num_layers();
+        let mut cache: TypeCache = Vec::new();
+        let mut compute_prefix = Vec::with_capacity(grid.pp);
+        for j in 0..grid.pp {
+            let mut per_layer = vec![0.0f64; n];
+            for rep in grid.stage(j) {
+                let costs = self.group_costs(inputs, rep, mbs, &mut cache)?;
+                for (p, c) in per_layer.iter_mut().zip(costs) {
+                    *p = p.max(c.forward_s + c.backward_s);
+                }
+            }
+            compute_prefix.push(prefix_sums(per_layer));
+        }
+        let cut = (0..grid.pp.saturating_sub(1))
+            .map(|j| {
+                (0..n)
+                    .map(|k| {
+                        let bytes = self.send_bytes(inputs, k, grid.tp, mbs);
+                        self.cut_s(inputs, grid.stage(j), grid.stage(j + 1), bytes)
+                            + self.cut_s(inputs, grid.stage(j + 1), grid.stage(j), bytes)
+                    })
+                    .collect()
+            })
+            .collect();
+        let memory = self.memory_options().map(|m| {
+            memory::stage_memory_tables(
+                inputs.model,
+                inputs.cluster,
+                grid,
+                mbs,
+                c.num_micro_batches,
+                &m,
+            )
+        });
+        // The all-reduce tail, linear in the stage's parameters (its
+        // latency term and the optimizer step are left out: small, and the
+        // simulation prices them for the final estimate).
+        let probe = 1e9;
+        let s_per_param = (0..grid.pp)
+            .map(|j| {
+                let stage = grid.stage(j);
+                let rings: Vec<Vec<Device>> = (0..grid.tp)
+                    .map(|t| stage.iter().map(|rep| rep[t]).collect())
+                    .collect();
+                let bytes = probe / grid.tp as f64 * self.options.gradient_bytes;
+                let t = collective::concurrent_allreduce_s(inputs.cluster, &rings, bytes)
+                    - collective::concurrent_allreduce_s(inputs.cluster, &rings, 0.0);
+                t / probe
+            })
+            .collect();
+        Ok(StageTables {
+            compute_prefix,
+            cut,
+            memory,
+            tail: Some(TailTables {
+                s_per_param,
+                params: inputs.model.param_table(),
+            }),
+        })
+    }
+
+    fn evaluate(&self, inputs: &Inputs, plan: &Plan) -> Result<Estimate> {
+        let (sim, costs) = self.run(inputs, plan)?;
+        let c = &costs[sim.critical_replica][sim.critical_stage];
+        let busy = c.forward_s + c.backward_s;
+        let comm_share = if busy > 0.0 {
+            (c.tp_comm_s / busy).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let memory = match self.memory_options() {
+            Some(m) => memory::plan_memory(inputs.model, inputs.cluster, plan, &m),
+            None => Vec::new(),
+        };
+        Ok(Estimate {
+            iteration_s: sim.timeline.iteration_s,
+            breakdown: Breakdown {
+                compute_s: sim.compute_s * (1.0 - comm_share),
+                bubble_s: sim.bubble_s,
+                pipeline_send_s: sim.send_s,
+                tp_comm_s: sim.compute_s * comm_share,
+                dp_allreduce_s: sim.allreduce_s,
+                optimizer_s: sim.optimizer_s,
+            },
+            memory,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{Cluster, Node};
+    use crate::model::{Layer, Model};
+    use crate::placement::{DeviceGrid, Placement};
+    use crate::profile::{Profile, ProfileEntry};
+    use crate::schedule::EventKind;
+
+    fn d(node: usize, gpu: usize) -> Device {
+        Device { node, gpu }
+    }
+
+    /// Four blocks of 1000 parameters, 100 elements per sample.
+    fn model() -> Model {
+        let layer = |i: usize| Layer {
+            name: format!("b{i}"),
+            kind: LayerKind::TransformerBlock,
+            params: 1000,
+            output_elems_per_sample: 100,
+            forward_flops_per_sample: None,
+            tied_to: None,
+            stored_activation_elems_per_sample: None,
+        };
+        Model {
+            name: "m".into(),
+            shape: None,
+            layers: (0..4).map(layer).collect(),
+        }
+    }
+
+    /// Node 0: two fast GPUs; node 1: two slow ones. 1e9 B/s everywhere.
+    fn cluster() -> Cluster {
+        let node = |gpu: &str| Node {
+            gpu_type: gpu.into(),
+            gpus: 2,
+            intra_bytes_per_s: 1e9,
+            inter_bytes_per_s: 1e9,
+            gpu_memory_bytes: None,
+            price_per_hour: None,
+        };
+        Cluster {
+            name: "c".into(),
+            nodes: vec![node("fast"), node("slow")],
+        }
+    }
+
+    fn entry(gpu: &str, tp: usize, f: f64, b: Option<f64>) -> ProfileEntry {
+        ProfileEntry {
+            gpu: gpu.into(),
+            tp,
+            micro_batch: Some(2),
+            forward_s: vec![f; 4],
+            backward_s: b.map(|b| vec![b; 4]),
+            optimizer_s: None,
+            source: None,
+        }
+    }
+
+    fn time_only() -> DeviceModel {
+        DeviceModel::new(DeviceOptions {
+            memory: None,
+            ..Default::default()
+        })
+    }
+
+    fn plan(stages: Vec<(usize, usize, Vec<Vec<Device>>)>, b: usize) -> Plan {
+        Plan {
+            micro_batch: 2,
+            num_micro_batches: b,
+            stages: stages
+                .into_iter()
+                .map(|(first_layer, end_layer, replicas)| Stage {
+                    first_layer,
+                    end_layer,
+                    replicas,
+                })
+                .collect(),
+        }
+    }
+
+    fn durations(t: &Timeline, stage: usize, kind: EventKind) -> Vec<f64> {
+        t.events
+            .iter()
+            .filter(|e| e.stage == stage && e.kind == kind)
+            .map(|e| e.end_s - e.start_s)
+            .collect()
+    }
+
+    fn all_close(got: Vec<f64>, want: f64, n: usize) {
+        assert_eq!(got.len(), n, "{got:?}");
+        assert!(
+            got.iter().all(|g| (g - want).abs() < 1e-12),
+            "{got:?} != {want}"
+        );
+    }
+
+    #[test]
+    fn each_stage_is_priced_on_its_own_gpus() {
+        let (m, c) = (model(), cluster());
+        let p = Profile {
+            entries: vec![
+                entry("fast", 1, 1.0, Some(2.0)),
+                entry("slow", 1, 3.0, Some(6.0)),
+            ],
+        };
+        let inputs = Inputs {
+            model: &m,
+            cluster: &c,
+            profile: &p,
+        };
+        // Stage 0 (layers 0..3) on a fast GPU, stage 1 (layer 3) on a slow one.
+        let pl = plan(
+            vec![(0, 3, vec![vec![d(0, 0)]]), (3, 4, vec![vec![d(1, 0)]])],
+            2,
+        );
+        let t = time_only().timeline(&inputs, &pl).unwrap();
+        all_close(durations(&t, 0, EventKind::Forward), 3.0, 2);
+        all_close(durations(&t, 0, EventKind::Backward), 6.0, 2);
+        all_close(durations(&t, 1, EventKind::Forward), 3.0, 2);
+        all_close(durations(&t, 1, EventKind::Backward), 6.0, 2);
+        // A tensor-parallel group mixing the types runs at the slow pace
+        // (tp = 2 derived from tp = 1: 3 / 2 per layer plus the all-reduces).
+        let pl = plan(vec![(0, 4, vec![vec![d(0, 0), d(1, 0)]])], 1);
+        let t = time_only().timeline(&inputs, &pl).unwrap();
+        // All-reduce of 2 x 100 x 2 = 400 bytes between the nodes:
+        // 2 x 30us + 400 / (1e9 x 0.5).
+        let ar = 2.0 * collective::INTER_NODE_LATENCY_S
+            + 400.0 / (1e9 * collective::INTER_NODE_EFFICIENCY);
+        let f = durations(&t, 0, EventKind::Forward)[0];
+        assert!((f - 4.0 * (1.5 + 2.0 * ar)).abs() < 1e-12, "{f}");
+    }
+
+    #[test]
+    fn per_sample_profiles_split_compute_and_tp_communication() {
+        let (m, c) = (model(), cluster());
+        let per_sample = |tp: usize, f: f64| ProfileEntry {
+            micro_batch: None,
+            backward_s: None,
+            ..entry("fast", tp, f, None)
+        };
+        let p = Profile {
+            entries: vec![per_sample(1, 1.0), per_sample(2, 0.8)],
+        };
+        let inputs = Inputs {
+            model: &m,
+            cluster: &c,
+            profile: &p,
+        };
+        let model = time_only();
+        // A layer at tp 2, per sample: compute 1.0 / 2 = 0.5, communication
+        // 0.3. Micro-batch 2: compute 0.5 x (0.2 + 0.8 x 2) = 0.9,
+        // communication 0.3 x (0.6 + 0.4 x 2) = 0.42. Forward 1.32,
+        // backward 2 x 0.9 + 0.42 = 2.22; four layers.
+        let pl = plan(vec![(0, 4, vec![vec![d(0, 0), d(0, 1)]])], 1);
+        let t = model.timeline(&inputs, &pl).unwrap();
+        all_close(durations(&t, 0, EventKind::Forward), 4.0 * 1.32, 1);
+        all_close(durations(&t, 0, EventKind::Backward), 4.0 * 2.22, 1);
+        let e = model.evaluate(&inputs, &pl).unwrap();
+        assert!(
+            (e.breakdown.tp_comm_s - 4.0 * 0.84).abs() < 1e-9,
+            "{:?}",
+            e.breakdown
+        );
+        // Node 1 has no profile: a clear error.
+        let pl = plan(
+            vec![
+                (0, 1, vec![vec![d(0, 0), d(0, 1)]]),
+                (1, 4, vec![vec![d(1, 0), d(1, 1)]]),
+            ],
+            1,
+        );
+        let e = model.evaluate(&inputs, &pl).unwrap_err().to_string();
+        assert!(e.contains("`slow`"), "{e}");
+    }
+
+    #[test]
+    fn breakdown_adds_up_and_tables_match() {
+        let (m, c) = (model(), cluster());
+        let p = Profile {
+            entries: vec![
+                entry("fast", 1, 1.0, Some(2.0)),
+                entry("slow", 1, 2.0, Some(4.0)),
+            ],
+        };
+        let inputs = Inputs {
+            model: &m,
+            cluster: &c,
+            profile: &p,
+        };
+        let pl = plan(
+            vec![
+                (0, 2, vec![vec![d(0, 0)], vec![d(0, 1)]]),
+                (2, 4, vec![vec![d(1, 0)], vec![d(1, 1)]]),
+            ],
+            4,
+        );
+        let e = time_only().evaluate(&inputs, &pl).unwrap();
+        let b = &e.breakdown;
+        let sum = b.compute_s
+            + b.bubble_s
+            + b.pipeline_send_s
+            + b.tp_comm_s
+            + b.dp_allreduce_s
+            + b.optimizer_s;
+        assert!(
+            (sum - e.iteration_s).abs() < 1e-9,
+            "{sum} vs {}",
+            e.iteration_s
+        );
+        assert!(b.dp_allreduce_s > 0.0 && b.optimizer_s > 0.0);
+        // The slow stage bounds the iteration from below: 4 x (2 + 4) x 2.
+        assert!(e.iteration_s >= 48.0);
+        let grid = DeviceGrid::new(&c, 1, 2, 2, &Placement::artifact_default(&c));
+        let cand = Candidate {
+            grid: &grid,
+            micro_batch: 2,
+            num_micro_batches: 4,
+        };
+        let t = time_only().stage_tables(&inputs, &cand).unwrap();
+        assert_eq!(t.compute_prefix[0][4], 12.0);
+        assert_eq!(t.compute_prefix[1][4], 24.0);
+        // A cut after any block: 2 x 100 x 2 bytes, both ways, two replicas
+        // sharing each NIC: 2 x (30us + 400 x 2 / 0.5e9).
+        let cut = 2.0
+            * (collective::INTER_NODE_LATENCY_S
+                + 800.0 / (1e9 * collective::INTER_NODE_EFFICIENCY));
+        assert!((t.cut[0][1] - cut).abs() < 1e-15);
+    }
+}
