@@ -1,0 +1,185 @@
+//! DeepSpeed: `ds_config.json`, the pipeline partition as explicit stage
+//! boundaries, the hostfile and the launch line.
+//!
+//! Config keys: DeepSpeed's configuration reference
+//! (deepspeedai/DeepSpeed docs/_pages/config-json.md, deepspeed.ai/docs/config-json)
+//! and their names in deepspeed/runtime/constants.py (`TRAIN_BATCH_SIZE`,
+//! `TRAIN_MICRO_BATCH_SIZE_PER_GPU`, `GRADIENT_ACCUMULATION_STEPS`, `FP16`,
+//! `BFLOAT16`) and deepspeed/runtime/zero/config.py (`zero_optimization.stage`).
+
+use amp_core::cluster::Cluster;
+use amp_core::model::Model;
+use amp_core::plan::Plan;
+use amp_core::schedule::Schedule;
+use serde_json::json;
+
+use crate::launch::{self, RankOrder};
+use crate::{EngineResult, ExportFile, ExportOptions, Precision, Recompute, Refusal};
+
+const ENGINE: &str = "DeepSpeed";
+
+pub(crate) fn export(
+    plan: &Plan,
+    model: &Model,
+    cluster: &Cluster,
+    opts: &ExportOptions,
+) -> EngineResult<Vec<ExportFile>> {
+    if opts.schedule != Schedule::OneFOneB {
+        return Err(Refusal::Unsupported(
+            "the plan was priced with the GPipe schedule; DeepSpeed's pipeline engine runs its 1F1B-style TrainSchedule (deepspeed/runtime/pipe/schedule.py)".into(),
+        ));
+    }
+    if opts.recompute == Recompute::Selective {
+        return Err(Refusal::Unsupported(
+            "selective recomputation: DeepSpeed's PipelineModule checkpoints whole layers (activation_checkpoint_interval, deepspeed/runtime/pipe/module.py)".into(),
+        ));
+    }
+    let tp = launch::uniform_tp(plan, ENGINE)?;
+    // PipeModelDataParallelTopology(num_pp, num_mp, num_dp): axes
+    // ['pipe', 'data', 'model'], model (tensor) parallel fastest
+    // (deepspeed/runtime/pipe/topology.py).
+    let launch = launch::realise(plan, opts, &[RankOrder::TpDpPp], ENGINE)?;
+    let precision = opts.precision.unwrap_or(Precision::Fp16);
+    let zero_stage = if opts.distributed_optimizer { 1 } else { 0 };
+
+    let mut cfg = json!({
+        "train_batch_size": plan.global_batch(),
+        "train_micro_batch_size_per_gpu": plan.micro_batch,
+        "gradient_accumulation_steps": plan.num_micro_batches,
+        "zero_optimization": { "stage": zero_stage },
+    });
+    match precision {
+        Precision::Fp16 => cfg["fp16"] = json!({ "enabled": true }),
+        Precision::Bf16 => cfg["bf16"] = json!({ "enabled": true }),
+        Precision::Fp32 => {}
+    }
+    let ds_config = serde_json::to_string_pretty(&cfg).expect("json values serialize") + "\n";
+
+    let parts = plan.boundaries();
+    let names: Vec<String> = model.layers.iter().map(|l| py_str(&l.name)).collect();
+    let mut py = String::new();
+    py.push_str(&format!(
+        r#""""Pipeline partition of an amp plan for DeepSpeed.
+
+Stage j runs layers PARTS[j]..PARTS[j+1]-1 of the model's layer list
+({n} entries, listed in LAYER_NAMES). Build your PipelineModule from the same
+layer list, in the same order.
+
+DeepSpeed's PipelineModule(partition_method=...) accepts "uniform",
+"parameters" and "type:<regex>" (deepspeed/runtime/pipe/module.py,
+PipelineModule._partition_layers); none takes explicit boundaries, so
+AmpPipelineModule sets `self.parts` (the attribute those methods fill) itself.
+
+ds_config.json keys (deepspeed.ai/docs/config-json, deepspeed/runtime/constants.py):
+  train_batch_size = micro-batch x gradient_accumulation_steps x data-parallel size
+    ({g} = {mb} x {nmb} x {dp})
+  train_micro_batch_size_per_gpu = {mb}
+  gradient_accumulation_steps = {nmb} (micro-batches per iteration)
+  fp16.enabled / bf16.enabled: the numeric format
+  zero_optimization.stage = {z} (pipeline parallelism works with ZeRO 0 and 1 only,
+    PipelineModule docstring)
+"""
+from deepspeed.pipe import PipelineModule
+from deepspeed.runtime.pipe.topology import PipeModelDataParallelTopology
+
+PARTS = [{parts}]
+LAYER_NAMES = [{names}]
+PIPELINE_PARALLEL = {pp}
+TENSOR_PARALLEL = {tp}  # > 1 needs a model with tensor-parallel layers (e.g. Megatron-DeepSpeed)
+DATA_PARALLEL = {dp}
+ACTIVATION_CHECKPOINT_INTERVAL = {aci}  # PipelineModule(activation_checkpoint_interval=...)
+
+
+def topology():
+    """Ranks: tensor fastest, then data, then pipe (axes ['pipe', 'data', 'model'])."""
+    return PipeModelDataParallelTopology(
+        num_pp=PIPELINE_PARALLEL, num_mp=TENSOR_PARALLEL, num_dp=DATA_PARALLEL)
+
+
+class AmpPipelineModule(PipelineModule):
+    """A PipelineModule split at PARTS: build it with topology=topology()."""
+
+    def _partition_layers(self, method="uniform"):
+        if len(self._layer_specs) != PARTS[-1]:
+            raise ValueError(
+                f"the plan splits {{PARTS[-1]}} layers but the module has {{len(self._layer_specs)}}")
+        if self._topo.get_dim("pipe") != len(PARTS) - 1:
+            raise ValueError("the topology's pipe dimension differs from the plan's stages")
+        self.parts = list(PARTS)
+        stage_id = self._topo.get_coord(self.global_rank).pipe
+        self._set_bounds(start=self.parts[stage_id], stop=self.parts[stage_id + 1])
+"#,
+        n = model.layers.len(),
+        g = plan.global_batch(),
+        mb = plan.micro_batch,
+        nmb = plan.num_micro_batches,
+        dp = plan.dp(),
+        pp = plan.pp(),
+        z = zero_stage,
+        parts = launch::join(&parts, ", "),
+        names = names.join(", "),
+        aci = if opts.recompute == Recompute::Full { 1 } else { 0 },
+    ));
+
+    let program = format!(
+        "{} --deepspeed --deepspeed_config ds_config.json",
+        opts.deepspeed_script
+    );
+    let mut sh = String::from("#!/usr/bin/env bash\n");
+    sh.push_str("# DeepSpeed launch for this plan. `--deepspeed --deepspeed_config` are the training script's\n");
+    sh.push_str("# arguments added by deepspeed.add_config_arguments (deepspeed/__init__.py).\n");
+    sh.push_str("set -euo pipefail\ncd \"$(dirname \"$0\")\"\n");
+    if launch.ascending() {
+        let include: Vec<String> = launch
+            .nodes
+            .iter()
+            .map(|n| format!("{}:{}", n.host, launch::join(&n.gpus, ",")))
+            .collect();
+        sh.push_str("# Run once, on the first host. The deepspeed launcher (deepspeed/launcher/runner.py) numbers\n");
+        sh.push_str("# ranks in hostfile order, each host's --include slots in ascending order.\n");
+        sh.push_str(&format!(
+            "deepspeed --hostfile hostfile --include {} --master_addr {} --master_port {} {program}\n",
+            include.join("@"),
+            launch.nodes[0].host,
+            opts.master_port
+        ));
+    } else {
+        sh.push_str("# The placement needs GPUs of a node in a non-ascending order, which the deepspeed launcher\n");
+        sh.push_str("# cannot give (it sorts --include slots, deepspeed/launcher/runner.py parse_node_config_list).\n");
+        sh.push_str("# Launch with torchrun instead (deepspeed.init_distributed reads RANK/LOCAL_RANK/WORLD_SIZE);\n");
+        sh.push_str("# run on every node: bash launch.sh NODE_RANK\n");
+        sh.push_str(&launch.torchrun_case(opts, &program));
+    }
+    debug_assert_eq!(launch.tp, tp);
+
+    Ok(vec![
+        ExportFile::new("ds_config.json", ds_config),
+        ExportFile::new("amp_pipeline.py", py),
+        ExportFile::new("hostfile", launch.hostfile(cluster)),
+        ExportFile::new("launch.sh", sh),
+    ])
+}
+
+/// A Python string literal for any text.
+fn py_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            ' '..='~' => out.push(c),
+            c if (c as u32) <= 0xffff => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push_str(&format!("\\U{:08x}", c as u32)),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn python_strings_are_escaped() {
+        assert_eq!(super::py_str("a\"b\\c\né"), "\"a\\\"b\\\\c\\u000a\\u00e9\"");
+    }
+}
