@@ -162,7 +162,7 @@ fn amp_datasets(dir: &Path) -> Result<Vec<(Dataset, Vec<String>)>> {
                 ));
                 continue;
             }
-            if gb % (row.micro_batch * row.dp) != 0 {
+            if !gb.is_multiple_of(row.micro_batch * row.dp) {
                 notes.push(format!(
                     "{at}: global batch {gb} is not a multiple of micro_batch x dp; row skipped"
                 ));

@@ -473,12 +473,16 @@ struct PlanFile {
     max_mem: Option<Value>,
 }
 
+/// A tensor-parallel group: the nodes it spans as (GPU type, GPUs per
+/// node, zone), and its degree.
+type TpGroup = (Vec<(String, usize, String)>, usize);
+
 #[derive(Debug, Deserialize)]
 struct PipelineFile {
     num_stages: usize,
     layers_per_stage: Vec<Vec<usize>>,
     /// Per stage, per replica: ([[gpu type, gpus per node, zone], ...], tp).
-    tmp_per_stage: Vec<Vec<(Vec<(String, usize, String)>, usize)>>,
+    tmp_per_stage: Vec<Vec<TpGroup>>,
     dp: Vec<usize>,
 }
 
@@ -564,7 +568,7 @@ pub fn parse_plan_config(
             }
             for (r, (spans, tp)) in p.tmp_per_stage[j].iter().enumerate() {
                 let at_r = format!("{at_s}, replica {r}");
-                if *tp == 0 || spans.is_empty() || tp % spans.len() != 0 {
+                if *tp == 0 || spans.is_empty() || !tp.is_multiple_of(spans.len()) {
                     return Err(AmpError::invalid(
                         at_r,
                         format!(
@@ -645,7 +649,7 @@ pub fn parse_plan_config(
         nodes: cluster_nodes,
     };
     let dp: usize = stages.first().map_or(0, |s| s.replicas.len());
-    if f.mbs == 0 || dp == 0 || f.gbs % (f.mbs * dp) != 0 {
+    if f.mbs == 0 || dp == 0 || !f.gbs.is_multiple_of(f.mbs * dp) {
         return Err(AmpError::invalid(
             origin,
             format!(
