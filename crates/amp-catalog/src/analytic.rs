@@ -567,3 +567,142 @@ pub fn describe_sources(profile: &Profile) -> Vec<String> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zoo::{zoo_model, Arch};
+
+    fn est(m: &Model, gpu: &str, tp: usize, mb: usize) -> LayerEstimate {
+        let cat = Catalog::builtin();
+        layer_estimate(
+            m,
+            1,
+            cat.gpu(gpu).unwrap(),
+            tp,
+            mb,
+            &AnalyticOptions::default(),
+            &Constants::builtin(),
+        )
+    }
+
+    #[test]
+    fn constants_parse() {
+        let c = Constants::builtin();
+        assert!(c.matmul_max_efficiency > 0.0 && c.matmul_max_efficiency <= 1.0);
+    }
+
+    #[test]
+    fn small_blocks_hit_the_host_floor_and_large_ones_stay_under_peak() {
+        let tiny = Arch::gpt("t", 256, 2, 4, 1000, 128, 128)
+            .build(None)
+            .unwrap();
+        let e = est(&tiny, "H200", 1, 1);
+        let total = e.forward_s + e.backward_s;
+        assert!((0.7e-3..1.5e-3).contains(&total), "{total}");
+        let big = Arch::gpt("b", 8192, 2, 64, 51200, 2048, 2048)
+            .build(None)
+            .unwrap();
+        let e = est(&big, "H100", 1, 4);
+        let flops = 3.0 * 4.0 * big.layers[1].forward_flops_per_sample.unwrap();
+        let achieved = flops / (e.forward_s + e.backward_s);
+        assert!(
+            achieved < 0.8 * 989.5e12 && achieved > 0.4 * 989.5e12,
+            "{achieved}"
+        );
+        // Twice the micro-batch costs about twice the time; tp 2 about half.
+        let e8 = est(&big, "H100", 1, 8);
+        assert!((e8.forward_s / e.forward_s - 2.0).abs() < 0.05);
+        let t2 = est(&big, "H100", 2, 4);
+        assert!((t2.forward_s / e.forward_s - 0.5).abs() < 0.05);
+        // A faster GPU is faster.
+        assert!(est(&big, "A100-80GB", 1, 4).forward_s > 2.0 * e.forward_s);
+    }
+
+    #[test]
+    fn analytic_profile_fills_only_what_is_missing() {
+        let m = zoo_model("gpt2", None).unwrap();
+        let existing = Profile {
+            entries: vec![ProfileEntry {
+                gpu: "V100-16GB".into(),
+                tp: 1,
+                micro_batch: None,
+                forward_s: vec![1e-3; m.num_layers()],
+                backward_s: None,
+                optimizer_s: None,
+                source: Some("gpt2_P3_1.npy".into()),
+            }],
+        };
+        let gpus = vec!["V100-16GB".to_string(), "h100".to_string()];
+        let p = analytic_profile(&m, &gpus, &[1, 2], &[1, 4], &existing).unwrap();
+        // V100 tp 1 is measured: 3 (gpu, tp) pairs x 2 micro-batches remain.
+        assert_eq!(p.entries.len(), 6);
+        assert!(p
+            .entries
+            .iter()
+            .all(|e| e.source.as_deref() == Some("analytic")));
+        assert!(p
+            .entries
+            .iter()
+            .any(|e| e.gpu == "h100" && e.tp == 2 && e.micro_batch == Some(4)));
+        p.check_layers(m.num_layers(), "analytic").unwrap();
+        let t = p.layer_time("h100", 2, 2, 1).unwrap();
+        assert!(t.forward_s > 0.0 && t.backward_s.unwrap() > t.forward_s);
+        // Deterministic.
+        assert_eq!(
+            p,
+            analytic_profile(&m, &gpus, &[2, 1], &[4, 1], &existing).unwrap()
+        );
+
+        let mut merged = existing.clone();
+        merged.merge(p);
+        let lines = describe_sources(&merged);
+        assert_eq!(
+            lines,
+            vec![
+                "V100-16GB: tp 1 measured (gpt2_P3_1.npy)".to_string(),
+                "V100-16GB: tp 2 from the analytic model (micro-batches 1, 4)".to_string(),
+                "h100: tp 1, 2 from the analytic model (micro-batches 1, 4)".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn analytic_profile_errors() {
+        let m = zoo_model("gpt2", None).unwrap();
+        let e =
+            analytic_profile(&m, &["Z100".into()], &[1], &[1], &Profile::default()).unwrap_err();
+        assert!(e.to_string().contains("unknown GPU `Z100`"), "{e}");
+        assert!(analytic_profile(&m, &["T4".into()], &[0], &[1], &Profile::default()).is_err());
+        assert!(analytic_profile(&m, &["T4".into()], &[1], &[], &Profile::default()).is_err());
+    }
+
+    #[test]
+    fn every_layer_kind_gets_a_finite_time() {
+        for name in [
+            "opt-350m",
+            "bert-large",
+            "vit-l-16",
+            "transgan-amp",
+            "gpt2-amp",
+            "llama-3-8b",
+        ] {
+            let m = zoo_model(name, None).unwrap();
+            let p = analytic_profile(
+                &m,
+                &["A100-80GB".into()],
+                &[1, 4],
+                &[2],
+                &Profile::default(),
+            )
+            .unwrap();
+            for e in &p.entries {
+                for (i, t) in e.forward_s.iter().enumerate() {
+                    assert!(t.is_finite() && *t >= 0.0, "{name} layer {i}: {t}");
+                    let b = e.backward_s.as_ref().unwrap()[i];
+                    assert!(b.is_finite() && b >= 0.0);
+                }
+            }
+        }
+    }
+}

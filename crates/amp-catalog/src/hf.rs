@@ -240,7 +240,7 @@ pub fn arch_from_hf_config(json: &str, origin: &str) -> Result<Arch, CatalogErro
 }
 
 fn check_heads(cfg: &Cfg, h: u64, heads: u64) -> Result<(), CatalogError> {
-    if heads == 0 || h % heads != 0 {
+    if heads == 0 || !h.is_multiple_of(heads) {
         return Err(CatalogError::invalid(
             cfg.origin,
             format!("hidden size {h} is not divisible by {heads} attention heads"),

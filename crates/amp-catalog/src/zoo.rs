@@ -166,7 +166,7 @@ impl Arch {
                 ));
             }
         }
-        if self.heads % self.kv_heads != 0 {
+        if !self.heads.is_multiple_of(self.kv_heads) {
             return Err(CatalogError::invalid(
                 at,
                 format!(
