@@ -61,6 +61,8 @@ impl ExampleName {
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CostModelName {
+    /// The per-device model (`amp_core::cost::device`).
+    Amp,
     #[value(name = "amp-paper")]
     AmpPaper,
 }
@@ -83,6 +85,7 @@ pub struct Loaded {
 impl InputArgs {
     pub fn cost_model(&self) -> Result<Box<dyn CostModel>> {
         match self.cost_model {
+            CostModelName::Amp => Ok(Box::new(amp_core::cost::device::DeviceModel::default())),
             CostModelName::AmpPaper => Ok(Box::new(AmpPaper {
                 split: match self.partition {
                     Some(PartitionName::Exact) => SplitRule::Exact,

@@ -3,6 +3,7 @@
 //! This crate only parses arguments, reads files and prints; every decision
 //! lives in `amp-core`.
 
+mod cmd_eval;
 mod cmd_plan;
 mod cmd_validate;
 mod inputs;
@@ -27,6 +28,8 @@ struct Cli {
 enum Command {
     /// Search plans for a model on a cluster and print the fastest.
     Plan(cmd_plan::PlanArgs),
+    /// Price one given plan: iteration time, breakdown, throughput, memory.
+    Eval(cmd_eval::EvalArgs),
     /// Compare predictions with measured runs (AMP or Sailor artifact layout).
     Validate(cmd_validate::ValidateArgs),
 }
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Plan(args) => cmd_plan::run(args),
         Command::Validate(args) => cmd_validate::run(args),
+        Command::Eval(args) => cmd_eval::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

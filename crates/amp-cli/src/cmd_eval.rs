@@ -1,0 +1,287 @@
+//! `amp eval PLAN.json`: price one given plan.
+
+use std::path::PathBuf;
+
+use amp_core::cost::{DeviceMemory, Estimate, Inputs};
+use amp_core::plan::Plan;
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use comfy_table::{presets::UTF8_BORDERS_ONLY, ContentArrangement, Table};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::inputs::{InputArgs, Loaded};
+
+/// Version of the `--json` output; bumped on any incompatible change.
+pub const JSON_SCHEMA_VERSION: u32 = 1;
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// The plan: a plan JSON (`micro_batch`, `num_micro_batches`, `stages`
+    /// with `first_layer`, `end_layer` and `replicas` as lists of
+    /// {node, gpu}), an object holding one under `plan`, or the output of
+    /// `amp plan --json` (see --rank).
+    pub plan: PathBuf,
+    #[command(flatten)]
+    pub inputs: InputArgs,
+    /// Which plan of an `amp plan --json` file to price (1 = its fastest).
+    #[arg(long, default_value_t = 1)]
+    pub rank: usize,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Finds the plan in any of the accepted layouts.
+fn parse_plan(text: &str, origin: &str, rank: usize) -> Result<Plan> {
+    let v: Value =
+        serde_json::from_str(text).with_context(|| format!("{origin}: not valid JSON"))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| anyhow!("{origin}: expected a JSON object holding a plan"))?;
+    let (plan_value, at) = if obj.contains_key("stages") {
+        (v.clone(), origin.to_string())
+    } else if let Some(p) = obj.get("plan") {
+        (p.clone(), format!("{origin}: `plan`"))
+    } else if let Some(plans) = obj.get("plans").and_then(|p| p.as_array()) {
+        if rank == 0 || rank > plans.len() {
+            bail!(
+                "{origin}: --rank {rank} but the file holds {} plans (ranks 1..={})",
+                plans.len(),
+                plans.len()
+            );
+        }
+        let p = &plans[rank - 1];
+        let pick = |k: &str| {
+            p.get(k)
+                .cloned()
+                .ok_or_else(|| anyhow!("{origin}: plans[{}] has no `{k}`", rank - 1))
+        };
+        let plan = serde_json::json!({
+            "micro_batch": pick("micro_batch")?,
+            "num_micro_batches": pick("num_micro_batches")?,
+            "stages": pick("stages")?,
+        });
+        (plan, format!("{origin}: plans[{}]", rank - 1))
+    } else {
+        bail!("{origin}: no plan found; expected `stages` (a plan), `plan` (an object holding one) or `plans` (amp plan --json output)");
+    };
+    serde_json::from_value(plan_value).map_err(|e| anyhow!("{at}: not a valid plan: {e}"))
+}
+
+#[derive(Serialize)]
+struct JsonDevice<'a> {
+    #[serde(flatten)]
+    memory: &'a DeviceMemory,
+    gpu_type: &'a str,
+    fits: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct JsonOutput<'a> {
+    schema_version: u32,
+    model: &'a str,
+    cluster: &'a str,
+    cost_model: &'a str,
+    global_batch: usize,
+    iteration_s: f64,
+    throughput_samples_per_s: f64,
+    breakdown: &'a amp_core::cost::Breakdown,
+    /// None when the cost model has no memory model or a capacity is unknown.
+    fits_in_memory: Option<bool>,
+    memory: Vec<JsonDevice<'a>>,
+    plan: &'a Plan,
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// Whether every device fits: None when some capacity (or the memory model)
+/// is missing and nothing overflows.
+fn fits(est: &Estimate) -> Option<bool> {
+    if est.first_overflow().is_some() {
+        return Some(false);
+    }
+    (!est.memory.is_empty() && est.memory.iter().all(|m| m.capacity_bytes.is_some()))
+        .then_some(true)
+}
+
+fn print_text(loaded: &Loaded, plan: &Plan, est: &Estimate, cost_model: &str) {
+    let b = &est.breakdown;
+    let gb = plan.global_batch();
+    println!(
+        "{} on {} ({} of {} GPUs), cost model {cost_model}",
+        loaded.model.name,
+        loaded.cluster.name,
+        plan.devices().count(),
+        loaded.cluster.num_devices()
+    );
+    let tps: Vec<String> = plan.stages.iter().map(|s| s.tp().to_string()).collect();
+    println!(
+        "plan: pp {}, dp {}, tp per stage [{}], micro-batch {} x {} micro-batches = global batch {gb}, boundaries {:?}",
+        plan.pp(),
+        plan.dp(),
+        tps.join(", "),
+        plan.micro_batch,
+        plan.num_micro_batches,
+        plan.boundaries()
+    );
+    println!(
+        "iteration: {:.4} s, throughput {:.2} samples/s",
+        est.iteration_s,
+        gb as f64 / est.iteration_s
+    );
+    let pct = |x: f64| {
+        if est.iteration_s > 0.0 {
+            100.0 * x / est.iteration_s
+        } else {
+            0.0
+        }
+    };
+    for (name, v) in [
+        ("compute", b.compute_s),
+        ("pipeline bubble", b.bubble_s),
+        ("pipeline sends", b.pipeline_send_s),
+        ("tensor-parallel comm", b.tp_comm_s),
+        ("data-parallel all-reduce", b.dp_allreduce_s),
+        ("optimizer", b.optimizer_s),
+    ] {
+        println!("  {name:<26}{v:>10.4} s {:>6.1} %", pct(v));
+    }
+    if est.memory.is_empty() {
+        println!("memory: not modelled by this cost model");
+        return;
+    }
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_BORDERS_ONLY)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(vec![
+            "node",
+            "gpu",
+            "type",
+            "stage",
+            "weights+grads+opt GiB",
+            "activations GiB",
+            "peak GiB",
+            "capacity GiB",
+            "fits",
+        ]);
+    for m in &est.memory {
+        let cap = m.capacity_bytes;
+        table.add_row(vec![
+            m.device.node.to_string(),
+            m.device.gpu.to_string(),
+            loaded.cluster.nodes[m.device.node].gpu_type.clone(),
+            m.stage.to_string(),
+            format!(
+                "{:.2}",
+                (m.weights_bytes + m.gradients_bytes + m.optimizer_bytes) / GIB
+            ),
+            format!("{:.2}", m.activations_bytes / GIB),
+            format!("{:.2}", m.peak_bytes / GIB),
+            cap.map_or("?".into(), |c| format!("{:.2}", c / GIB)),
+            match m.overflow_bytes() {
+                Some(_) => "NO".into(),
+                None if cap.is_some() => "yes".into(),
+                None => "?".into(),
+            },
+        ]);
+    }
+    println!("{table}");
+    match (fits(est), est.first_overflow()) {
+        (_, Some((m, over))) => println!(
+            "does NOT fit: node {} gpu {} (stage {}) needs {:.2} GiB more than its {:.2} GiB",
+            m.device.node,
+            m.device.gpu,
+            m.stage,
+            over / GIB,
+            m.capacity_bytes.unwrap_or(0.0) / GIB
+        ),
+        (Some(true), None) => println!("fits in memory on every device"),
+        _ => println!("memory capacity unknown for some devices"),
+    }
+}
+
+pub fn run(args: EvalArgs) -> Result<()> {
+    let loaded = args.inputs.load()?;
+    let origin = args.plan.display().to_string();
+    let text =
+        std::fs::read_to_string(&args.plan).with_context(|| format!("cannot read {origin}"))?;
+    let plan = parse_plan(&text, &origin, args.rank)?;
+    plan.validate(&loaded.model, &loaded.cluster)
+        .with_context(|| {
+            format!(
+                "{origin}: the plan does not fit model `{}` on cluster `{}`",
+                loaded.model.name, loaded.cluster.name
+            )
+        })?;
+    let cost_model = args.inputs.cost_model()?;
+    let inputs = Inputs {
+        model: &loaded.model,
+        cluster: &loaded.cluster,
+        profile: &loaded.profile,
+    };
+    let est = cost_model.evaluate(&inputs, &plan)?;
+    if args.json {
+        let out = JsonOutput {
+            schema_version: JSON_SCHEMA_VERSION,
+            model: &loaded.model.name,
+            cluster: &loaded.cluster.name,
+            cost_model: cost_model.name(),
+            global_batch: plan.global_batch(),
+            iteration_s: est.iteration_s,
+            throughput_samples_per_s: plan.global_batch() as f64 / est.iteration_s,
+            breakdown: &est.breakdown,
+            fits_in_memory: fits(&est),
+            memory: est
+                .memory
+                .iter()
+                .map(|m| JsonDevice {
+                    memory: m,
+                    gpu_type: &loaded.cluster.nodes[m.device.node].gpu_type,
+                    fits: m.capacity_bytes.map(|_| m.overflow_bytes().is_none()),
+                })
+                .collect(),
+            plan: &plan,
+        };
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print_text(&loaded, &plan, &est, cost_model.name());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BARE: &str = r#"{"micro_batch": 2, "num_micro_batches": 4,
+        "stages": [{"first_layer": 0, "end_layer": 30, "replicas": [[{"node": 0, "gpu": 0}]]}]}"#;
+
+    #[test]
+    fn accepts_the_three_layouts() {
+        let bare = parse_plan(BARE, "p.json", 1).unwrap();
+        assert_eq!(bare.micro_batch, 2);
+        let wrapped = format!(r#"{{"plan": {BARE}}}"#);
+        assert_eq!(parse_plan(&wrapped, "p.json", 1).unwrap(), bare);
+        let listed = format!(
+            r#"{{"schema_version": 1, "plans": [{{"rank": 1, "tp": 1, "predicted_iteration_s": 1.0, "micro_batch": 2, "num_micro_batches": 4, "stages": {}}}]}}"#,
+            serde_json::to_string(&bare.stages).unwrap()
+        );
+        assert_eq!(parse_plan(&listed, "p.json", 1).unwrap(), bare);
+        let e = parse_plan(&listed, "p.json", 2).unwrap_err().to_string();
+        assert!(e.contains("--rank 2") && e.contains("1 plans"), "{e}");
+    }
+
+    #[test]
+    fn bad_plans_say_where() {
+        let e = parse_plan("{\"x\": 1}", "p.json", 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("p.json") && e.contains("no plan found"), "{e}");
+        let e = parse_plan(r#"{"micro_batch": 1, "stages": []}"#, "p.json", 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("num_micro_batches"), "{e}");
+    }
+}
