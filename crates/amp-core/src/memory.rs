@@ -7,8 +7,10 @@
 //!   once per stage, [`Model::stage_params`]): with mixed precision (fp16 or
 //!   bf16 weights, fp32 master weights and Adam) 2 bytes of weights, 2 of
 //!   gradients and 12 of optimizer state (4 master + 4 momentum + 4
-//!   variance) per parameter; in fp32, 4 + 4 + 8. With ZeRO-1 the optimizer
-//!   state is sharded over the data-parallel replicas (divided by `dp`);
+//!   variance) per parameter; in fp32, 4 + 4 + 8. With data parallelism the
+//!   gradients are held twice ([`DP_GRADIENT_COPIES`]: the all-reduce
+//!   buffer). With ZeRO-1 the optimizer state is sharded over the
+//!   data-parallel replicas (divided by `dp`);
 //! - **stored activations** of the micro-batches in flight: under 1F1B stage
 //!   `i` keeps `min(pp - i, B)` micro-batches (PipeDream-Flush: `pp - i - 1`
 //!   warm-up forwards plus the one whose backward comes next), under GPipe
@@ -57,12 +59,12 @@ use crate::schedule::Schedule;
 /// Memory every training process holds whatever the model: CUDA context,
 /// NCCL and cuBLAS buffers, allocator fragmentation. How obtained: the
 /// measured peak minus everything else this module predicts, over Sailor's
-/// 15 GH200 runs (OPT-350), is 4.47-6.13 GB (median 4.77); the runs with the
+/// 15 GH200 runs (OPT-350), is 4.40-5.93 GB (median 4.74); the runs with the
 /// least activation memory (micro-batch 1, where errors of the activation
-/// model weigh least) give 4.47-4.77 GB, and we take 4.5 GB. It is the only
+/// model weigh least) give 4.40-4.77 GB, and we take 4.5 GB. It is the only
 /// peak-memory measurement in the reference data, so the same constant
 /// serves every GPU type; on the AMP artifact's 16 GB T4 runs it keeps
-/// every completed run feasible (largest prediction 16.7 GB of 17.2 GB).
+/// every completed run feasible (largest prediction 16.8 GB of 17.2 GB).
 pub const FRAMEWORK_RESERVE_BYTES: f64 = 4.5e9;
 
 /// Bytes per logit element, per sample and rank (the logits are split by
@@ -72,6 +74,12 @@ pub const FRAMEWORK_RESERVE_BYTES: f64 = 4.5e9;
 /// activation (4 bytes per logit); Megatron-LM's vocabulary-parallel cross
 /// entropy works in place on it, so nothing else is needed.
 pub const LOGITS_TRANSIENT_BYTES_PER_ELEM: f64 = 2.0;
+
+/// Gradient copies a replica holds when data parallelism is on: the
+/// gradients themselves and the contiguous buffer the all-reduce reads
+/// (PyTorch DDP's buckets, which are not views of the gradients by default;
+/// DeepSpeed's flattened all-reduce buffer). A count, not a fit.
+pub const DP_GRADIENT_COPIES: f64 = 2.0;
 
 /// Bytes per stored activation element in 16-bit training.
 const HALF_BYTES: f64 = 2.0;
@@ -136,6 +144,13 @@ impl MemoryOptions {
             optimizer / dp.max(1) as f64
         } else {
             optimizer
+        };
+        // With data parallelism the gradients are also copied into the
+        // contiguous buffer the all-reduce works on.
+        let gradients = if dp > 1 {
+            gradients * DP_GRADIENT_COPIES
+        } else {
+            gradients
         };
         StateBytes {
             weights,
@@ -455,12 +470,13 @@ mod tests {
             zero1: true,
             ..Default::default()
         };
-        assert_eq!(z.state_bytes(4).total(), 2.0 + 2.0 + 3.0);
+        assert_eq!(z.state_bytes(4).total(), 2.0 + 4.0 + 3.0);
+        assert_eq!(MemoryOptions::default().state_bytes(1).total(), 16.0);
         let f = MemoryOptions {
             precision: Precision::Fp32,
             ..Default::default()
         };
-        assert_eq!(f.state_bytes(4).total(), 16.0);
+        assert_eq!(f.state_bytes(4).total(), 4.0 + 8.0 + 8.0);
         assert_eq!(f.activation_bytes(), 4.0);
     }
 
