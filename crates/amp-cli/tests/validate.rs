@@ -1,0 +1,216 @@
+//! `amp validate` end to end: on the reference data when present, and on a
+//! small synthetic dataset in the Sailor layout.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn amp() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_amp"))
+}
+
+fn shared_data() -> Option<PathBuf> {
+    let p = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data"));
+    if p.is_dir() {
+        Some(p)
+    } else {
+        println!("skipping: {} is absent", p.display());
+        None
+    }
+}
+
+#[test]
+fn reference_data_prints_metric_rows() {
+    let Some(data) = shared_data() else { return };
+    let out = amp()
+        .arg("validate")
+        .arg(data.join("amp-paper"))
+        .arg(data.join("sailor"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "Spearman",
+        "Kendall",
+        "top-1 regret",
+        "amp/homogeneous",
+        "sailor/clariden/OPT-350",
+    ] {
+        assert!(text.contains(needle), "missing `{needle}` in\n{text}");
+    }
+}
+
+#[test]
+fn reference_data_json_meets_the_memory_and_feasibility_targets() {
+    let Some(data) = shared_data() else { return };
+    let out = amp()
+        .args(["validate", "--json"])
+        .arg(data.join("amp-paper"))
+        .arg(data.join("sailor"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ds = v["datasets"].as_array().unwrap();
+    let amp = ds.iter().find(|d| d["name"] == "amp/homogeneous").unwrap();
+    assert_eq!(amp["runs"], 52);
+    assert_eq!(amp["completed"], 47);
+    assert_eq!(amp["completed_predicted_infeasible"], 0, "{amp}");
+    assert!(amp["spearman"].as_f64().unwrap() > 0.9);
+    let sailor = ds
+        .iter()
+        .find(|d| d["name"] == "sailor/clariden/OPT-350")
+        .unwrap();
+    assert_eq!(sailor["runs"], 15);
+    assert!(
+        sailor["memory_error"]["mean"].as_f64().unwrap() <= 0.05,
+        "{}",
+        sailor["memory_error"]
+    );
+}
+
+/// A two-layer-block model on two 2-GPU nodes, Sailor layout.
+fn write_synthetic(dir: &std::path::Path) {
+    let w = |rel: &str, text: &str| {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    let layer = |p: u64, out: u64, mem: u64| {
+        format!(
+            r#"{{"params_floats": {p}, "act_output_floats": {out}, "act_mem_floats": {mem}, "act_mem_bytes": {}}}"#,
+            mem * 4
+        )
+    };
+    w(
+        "llm_info.json",
+        &format!(
+            r#"{{"Tiny": {{"1": {{"0": {}, "1": {}, "2": {}, "3": {}}}}}}}"#,
+            layer(1000, 64, 64),
+            layer(500, 64, 600),
+            layer(500, 64, 600),
+            layer(1000, 1600, 3300)
+        ),
+    );
+    w(
+        "training/tiny.json",
+        r#"{"model": "Tiny", "hidden_size": 8, "sequence_length": 8, "num_layers": 2, "vocab_size": 200, "heads": 2}"#,
+    );
+    let t = |f: f64| format!("[{f}, {}, 0.001]", 2.0 * f);
+    let entry = format!(
+        r#"{{"0": {}, "1": {}, "2": {}, "3": {}}}"#,
+        t(0.001),
+        t(0.01),
+        t(0.01),
+        t(0.002)
+    );
+    w(
+        "profiles.json",
+        &format!(
+            r#"{{"Tiny": {{"X": {{"1": {{"1": {entry}, "2": {entry}}}, "2": {{"1": {entry}, "2": {entry}}}}}}}}}"#
+        ),
+    );
+    w(
+        "cluster_config.json",
+        r#"{"X": {"gpus_per_node": 2, "mem_per_gpu": 1000000000}, "zone": "z"}"#,
+    );
+    w(
+        "network/intra_node_bandwidths.json",
+        r#"{"X": {"2": [[0.0, 0.0, 100.0], 1e11]}}"#,
+    );
+    w(
+        "network/inter_node_bandwidths.json",
+        r#"{"z": {"X": {"2": {"z": {"X": {"2": [[0.0, 0.0, 10.0], 1e10]}}}}}}"#,
+    );
+    let g = r#"[[["X", 2, "z"]], 1]"#;
+    let plan = |stages: &str, tmp: &str, dp: &str, mbs: usize, real: &str| {
+        format!(
+            r#"{{"pipeline_list": [{{"num_stages": {n}, "layers_per_stage": {stages}, "tmp_per_stage": {tmp}, "dp": {dp}}}], "mbs": {mbs}, "gbs": 8, "real": {real}, "max_mem": 5000000000}}"#,
+            n = dp.matches(',').count() + 1
+        )
+    };
+    w(
+        "measured/lab/Tiny/N2/plan_config_a.json",
+        &plan(
+            "[[0, 1], [2, 3]]",
+            &format!("[[{g}, {g}], [{g}, {g}]]"),
+            "[2, 2]",
+            1,
+            "0.5",
+        ),
+    );
+    w(
+        "measured/lab/Tiny/N2/plan_config_b.json",
+        &plan(
+            "[[0, 1, 2, 3]]",
+            &format!("[[{g}, {g}, {g}, {g}]]"),
+            "[4]",
+            2,
+            "0.4",
+        ),
+    );
+    w(
+        "measured/lab/Tiny/N2/plan_config_c.json",
+        &plan(
+            "[[0, 1, 2, 3]]",
+            &format!("[[{g}, {g}, {g}, {g}]]"),
+            "[4]",
+            1,
+            "null",
+        ),
+    );
+    // A broken file is reported, not fatal.
+    w(
+        "measured/lab/Tiny/N2/plan_config_bad.json",
+        &plan(
+            "[[0, 1], [3]]",
+            &format!("[[{g}], [{g}]]"),
+            "[1, 1]",
+            1,
+            "1.0",
+        ),
+    );
+}
+
+#[test]
+fn synthetic_sailor_layout_is_grouped_and_scored() {
+    let dir = std::env::temp_dir().join(format!("amp-validate-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    write_synthetic(&dir);
+    let out = amp()
+        .args(["validate", "--json"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let d = &v["datasets"][0];
+    assert_eq!(d["name"], "sailor/lab/Tiny");
+    assert_eq!(d["runs"], 3, "{d}");
+    assert_eq!(d["completed"], 2);
+    assert_eq!(d["failed"], 1);
+    assert_eq!(d["memory_error"]["count"], 3);
+    assert!(
+        d["notes"][0]
+            .as_str()
+            .unwrap()
+            .contains("plan_config_bad.json"),
+        "{}",
+        d["notes"]
+    );
+    // A directory that is neither layout is a clear error.
+    let empty = dir.join("training");
+    let out = amp().arg("validate").arg(&empty).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no dataset found"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
