@@ -335,12 +335,14 @@ fn ranked_table(h: &mut String, input: &ReportInput) {
     };
     h.push_str("<div class=\"scroll\"><table id=\"plans-table\">\n<tr><th>rank</th><th>tp</th><th>pp</th><th>dp</th><th>micro-batch</th><th>micro-batches</th><th class=\"l\">stage boundaries</th><th class=\"l\">placement</th><th>predicted</th><th>peak memory</th></tr>\n");
     let mut chosen_shown = false;
+    let mut rows = 0;
     for (i, r) in input.ranked.iter().enumerate() {
         let is_chosen = r.plan == *input.chosen;
         if i >= shown && (chosen_shown || !is_chosen) {
             continue;
         }
         chosen_shown |= is_chosen;
+        rows += 1;
         let peak = r
             .estimate
             .memory
@@ -365,11 +367,11 @@ fn ranked_table(h: &mut String, input: &ReportInput) {
         );
     }
     h.push_str("</table></div>\n");
-    if shown < input.ranked.len() {
+    if rows < input.ranked.len() {
         let _ = writeln!(
             h,
             "<p class=\"note\">{} more plans not shown.</p>",
-            input.ranked.len() - shown
+            input.ranked.len() - rows
         );
     }
     h.push_str("</section>\n");
@@ -559,6 +561,19 @@ fn cell(
     body.push_str("</g>\n");
 }
 
+/// A tick label: seconds, or milliseconds when the axis is under a
+/// second, with as many decimals as the step needs.
+fn fmt_tick(v: f64, step: f64, total: f64) -> String {
+    let (scale, unit) = if total < 1.0 { (1e3, "ms") } else { (1.0, "s") };
+    let step = step * scale;
+    let decimals = if step >= 1.0 {
+        0
+    } else {
+        (-step.log10()).ceil().max(0.0) as usize
+    };
+    format!("{:.*} {unit}", decimals, v * scale)
+}
+
 /// A tick step of 1, 2 or 5 times a power of ten giving about `n` ticks.
 fn tick_step(span: f64, n: f64) -> f64 {
     let raw = span / n;
@@ -590,6 +605,17 @@ fn timeline_svg(h: &mut String, t: &Timeline) {
         h.push_str("<p class=\"note\">The timeline is empty.</p>\n");
         return;
     }
+    // One lane per stage: replicas run the same pipeline, so the lanes show
+    // the replica whose compute ends last (the one the iteration waits for).
+    let replicas = t.events.iter().map(|e| e.replica + 1).max().unwrap_or(1);
+    let shown_replica = t
+        .events
+        .iter()
+        .filter(|e| {
+            matches!(e.kind, EventKind::Forward | EventKind::Backward) && e.end_s.is_finite()
+        })
+        .max_by(|a, b| a.end_s.total_cmp(&b.end_s).then(b.replica.cmp(&a.replica)))
+        .map_or(0, |e| e.replica);
     let width = 1180.0;
     let left = 78.0;
     let right = 12.0;
@@ -619,6 +645,10 @@ fn timeline_svg(h: &mut String, t: &Timeline) {
     // communication in the lower 30%.
     for e in &t.events {
         if e.stage >= stages || !(e.start_s.is_finite() && e.end_s.is_finite()) {
+            continue;
+        }
+        let per_replica = !matches!(e.kind, EventKind::AllReduce | EventKind::Optimizer);
+        if per_replica && e.replica != shown_replica {
             continue;
         }
         let lane_y = top + e.stage as f64 * lane_h;
@@ -686,14 +716,14 @@ fn timeline_svg(h: &mut String, t: &Timeline) {
             "<line x1=\"{x:.1}\" y1=\"{axis_y:.1}\" x2=\"{x:.1}\" y2=\"{:.1}\" stroke=\"#555\"/><text x=\"{x:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"middle\">{}</text>",
             axis_y + 4.0,
             axis_y + 16.0,
-            fmt_s(tick)
+            fmt_tick(tick, step, total)
         );
         n += 1;
         tick = n as f64 * step;
     }
     let _ = writeln!(
         h,
-        "<svg id=\"timeline-svg\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\" viewBox=\"0 0 {width:.0} {height:.0}\" role=\"img\" aria-label=\"pipeline timeline\" data-stages=\"{stages}\" data-micro-batches=\"{}\">\n{body}</svg>",
+        "<svg id=\"timeline-svg\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\" viewBox=\"0 0 {width:.0} {height:.0}\" role=\"img\" aria-label=\"pipeline timeline\" data-stages=\"{stages}\" data-micro-batches=\"{}\" data-replica=\"{shown_replica}\">\n{body}</svg>",
         t.num_micro_batches
     );
     h.push_str("<div class=\"legend\">");
@@ -705,9 +735,16 @@ fn timeline_svg(h: &mut String, t: &Timeline) {
             kind_name(k).replace('_', " ")
         );
     }
+    let which = if replicas > 1 {
+        format!(
+            "data-parallel replica {shown_replica} of {replicas} (the last to finish its backward passes)"
+        )
+    } else {
+        "the only data-parallel replica".to_string()
+    };
     let _ = writeln!(
         h,
-        "</div>\n<p class=\"note\">One lane per stage (all its replicas run alike); numbers are micro-batches. Iteration: {}.</p>",
+        "</div>\n<p class=\"note\">One lane per stage, showing {which}; numbers are micro-batches; sends and all-reduces run in the thin lower band. Iteration: {}.</p>",
         fmt_s(total)
     );
 }
@@ -940,6 +977,9 @@ mod tests {
     fn ticks_are_round() {
         assert!((tick_step(1.0, 10.0) - 0.1).abs() < 1e-12);
         assert!((tick_step(0.37, 10.0) - 0.05).abs() < 1e-12);
+        assert_eq!(fmt_tick(20.0, 20.0, 120.0), "20 s");
+        assert_eq!(fmt_tick(0.05, 0.05, 0.37), "50 ms");
+        assert_eq!(fmt_tick(0.25, 0.05, 2.0), "0.25 s");
         assert_eq!(compress_ranges(&[0, 1, 2, 5, 7, 8]), "0-2, 5, 7-8");
     }
 }
