@@ -113,13 +113,29 @@ fn placement_summary(loaded: &Loaded, p: &RankedPlan) -> String {
     format!("{} | {}", p.placement.axis_order.label(), stages.join(" "))
 }
 
-fn print_table(loaded: &Loaded, result: &SearchResult, top: usize, global_batch: usize, cost_model: &str) {
+fn print_table(
+    loaded: &Loaded,
+    result: &SearchResult,
+    top: usize,
+    global_batch: usize,
+    cost_model: &str,
+) {
     let mut table = Table::new();
     table
         .load_preset(UTF8_BORDERS_ONLY)
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_width(100)
-        .set_header(vec!["rank", "tp", "pp", "dp", "mbs", "µbatches", "stage boundaries", "placement", "iter s"]);
+        .set_header(vec![
+            "rank",
+            "tp",
+            "pp",
+            "dp",
+            "mbs",
+            "µbatches",
+            "stage boundaries",
+            "placement",
+            "iter s",
+        ]);
     for (i, p) in result.plans.iter().take(top).enumerate() {
         let b: Vec<String> = p.plan.boundaries().iter().map(|x| x.to_string()).collect();
         table.add_row(vec![

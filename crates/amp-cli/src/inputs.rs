@@ -150,7 +150,9 @@ pub fn load_model(spec: &str) -> Result<Model> {
         return Ok(match extension(path).as_str() {
             "toml" => Model::from_toml_str(&text, &origin)?,
             "json" => Model::from_json_str(&text, &origin)?,
-            other => bail!("{origin}: unknown model file type `.{other}`; use a .toml or .json layer list"),
+            other => bail!(
+                "{origin}: unknown model file type `.{other}`; use a .toml or .json layer list"
+            ),
         });
     }
     models::by_name(spec).ok_or_else(|| {
@@ -188,12 +190,14 @@ fn builtin_profile(model: &Model) -> Option<Profile> {
 
 fn npy_files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     let mut files = Vec::new();
-    let entries = std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
     for entry in entries {
         let path = entry?.path();
         if extension(&path) == "npy" {
             let name = path.file_name().unwrap().to_string_lossy().to_string();
-            let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
             files.push((name, bytes));
         }
     }
@@ -209,7 +213,10 @@ pub fn read_profile(path: &Path, model: &Model) -> Result<Profile> {
         npy_files(path)?
     } else if extension(path) == "npy" {
         let bytes = std::fs::read(path).with_context(|| format!("cannot read {origin}"))?;
-        vec![(path.file_name().unwrap().to_string_lossy().to_string(), bytes)]
+        vec![(
+            path.file_name().unwrap().to_string_lossy().to_string(),
+            bytes,
+        )]
     } else {
         let text = read_text(path)?;
         return Ok(match extension(path).as_str() {
@@ -221,7 +228,10 @@ pub fn read_profile(path: &Path, model: &Model) -> Result<Profile> {
     if npy.is_empty() {
         bail!("{origin}: no .npy profile files found");
     }
-    let refs: Vec<(&str, &[u8])> = npy.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+    let refs: Vec<(&str, &[u8])> = npy
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
     let mut names: Vec<String> = npy
         .iter()
         .filter_map(|(n, _)| amp_core::profile::amp_artifact::parse_file_name(n).map(|x| x.0))
@@ -230,7 +240,10 @@ pub fn read_profile(path: &Path, model: &Model) -> Result<Profile> {
     names.dedup();
     for name in &names {
         let p = profile_from_npy(&refs, name)?;
-        if p.entries.iter().all(|e| e.forward_s.len() == model.num_layers()) {
+        if p.entries
+            .iter()
+            .all(|e| e.forward_s.len() == model.num_layers())
+        {
             return Ok(p);
         }
     }

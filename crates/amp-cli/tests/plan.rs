@@ -28,28 +28,66 @@ fn tmp(name: &str, contents: &str) -> PathBuf {
 
 #[test]
 fn parity_run_lists_every_candidate_with_plain_fields() {
-    let o = amp(&["plan", "--example", "het-cluster", "--cost-model", "amp-paper", "--placement", "artifact", "--json", "--top", "1000"]);
+    let o = amp(&[
+        "plan",
+        "--example",
+        "het-cluster",
+        "--cost-model",
+        "amp-paper",
+        "--placement",
+        "artifact",
+        "--json",
+        "--top",
+        "1000",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["schema_version"], 1);
     let plans = v["plans"].as_array().unwrap();
     assert_eq!(plans.len(), 53);
     let best = &plans[0];
-    assert_eq!((best["tp"].as_u64(), best["dp"].as_u64(), best["pp"].as_u64(), best["micro_batch"].as_u64()), (Some(1), Some(4), Some(4), Some(1)));
+    assert_eq!(
+        (
+            best["tp"].as_u64(),
+            best["dp"].as_u64(),
+            best["pp"].as_u64(),
+            best["micro_batch"].as_u64()
+        ),
+        (Some(1), Some(4), Some(4), Some(1))
+    );
     let t = best["predicted_iteration_s"].as_f64().unwrap();
     assert!((t - 1.0859).abs() < 0.001, "{t}");
     let stages = best["stages"].as_array().unwrap();
     assert_eq!(stages.len(), 4);
     assert_eq!(stages[0]["replicas"].as_array().unwrap().len(), 4);
     // Sorted fastest first.
-    let times: Vec<f64> = plans.iter().map(|p| p["predicted_iteration_s"].as_f64().unwrap()).collect();
+    let times: Vec<f64> = plans
+        .iter()
+        .map(|p| p["predicted_iteration_s"].as_f64().unwrap())
+        .collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]));
 }
 
 #[test]
 fn table_output_is_stable() {
-    let a = amp(&["plan", "--example", "homogeneous", "--cost-model", "amp-paper", "--top", "5"]);
-    let b = amp(&["plan", "--example", "homogeneous", "--cost-model", "amp-paper", "--top", "5"]);
+    let a = amp(&[
+        "plan",
+        "--example",
+        "homogeneous",
+        "--cost-model",
+        "amp-paper",
+        "--top",
+        "5",
+    ]);
+    let b = amp(&[
+        "plan",
+        "--example",
+        "homogeneous",
+        "--cost-model",
+        "amp-paper",
+        "--top",
+        "5",
+    ]);
     assert!(a.status.success(), "{}", stderr(&a));
     assert_eq!(a.stdout, b.stdout, "same inputs, byte-identical output");
     insta::assert_snapshot!(stdout(&a));
@@ -61,14 +99,30 @@ fn user_files_work_like_built_ins() {
         "c.toml",
         "[[nodes]]\ngpu = \"T4\"\ngpus = 4\nintra_gbps = 50\ninter_gbps = 50\ncount = 2\n",
     );
-    let o = amp(&["plan", "--model", "gpt2-amp", "--cluster", cluster.to_str().unwrap(), "--global-batch", "16", "--json"]);
+    let o = amp(&[
+        "plan",
+        "--model",
+        "gpt2-amp",
+        "--cluster",
+        cluster.to_str().unwrap(),
+        "--global-batch",
+        "16",
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["num_gpus"], 8);
     for p in v["plans"].as_array().unwrap() {
-        let (tp, dp, pp) = (p["tp"].as_u64().unwrap(), p["dp"].as_u64().unwrap(), p["pp"].as_u64().unwrap());
+        let (tp, dp, pp) = (
+            p["tp"].as_u64().unwrap(),
+            p["dp"].as_u64().unwrap(),
+            p["pp"].as_u64().unwrap(),
+        );
         assert_eq!(tp * dp * pp, 8);
-        assert_eq!(p["micro_batch"].as_u64().unwrap() * p["num_micro_batches"].as_u64().unwrap() * dp, 16);
+        assert_eq!(
+            p["micro_batch"].as_u64().unwrap() * p["num_micro_batches"].as_u64().unwrap() * dp,
+            16
+        );
     }
 }
 
@@ -84,25 +138,75 @@ fn assert_fails_with(args: &[&str], needles: &[&str]) {
 
 #[test]
 fn unknown_model_is_named() {
-    assert_fails_with(&["plan", "--model", "gpt5", "--cluster", "homogeneous", "--global-batch", "8"], &["unknown model `gpt5`", "gpt2-amp"]);
+    assert_fails_with(
+        &[
+            "plan",
+            "--model",
+            "gpt5",
+            "--cluster",
+            "homogeneous",
+            "--global-batch",
+            "8",
+        ],
+        &["unknown model `gpt5`", "gpt2-amp"],
+    );
 }
 
 #[test]
 fn unknown_gpu_type_says_what_the_profile_covers() {
-    let c = tmp("a100.toml", "[[nodes]]\ngpu = \"A100\"\ngpus = 4\nintra_gbps = 600\ninter_gbps = 100\n");
-    assert_fails_with(&["plan", "--model", "gpt2-amp", "--cluster", c.to_str().unwrap(), "--global-batch", "8"], &["`A100`", "T4", "--profile"]);
+    let c = tmp(
+        "a100.toml",
+        "[[nodes]]\ngpu = \"A100\"\ngpus = 4\nintra_gbps = 600\ninter_gbps = 100\n",
+    );
+    assert_fails_with(
+        &[
+            "plan",
+            "--model",
+            "gpt2-amp",
+            "--cluster",
+            c.to_str().unwrap(),
+            "--global-batch",
+            "8",
+        ],
+        &["`A100`", "T4", "--profile"],
+    );
 }
 
 #[test]
 fn zero_gpus_is_rejected_with_its_place() {
-    let c = tmp("zero.toml", "[[nodes]]\ngpu = \"T4\"\ngpus = 0\nintra_gbps = 50\ninter_gbps = 50\n");
-    assert_fails_with(&["plan", "--model", "gpt2-amp", "--cluster", c.to_str().unwrap(), "--global-batch", "8"], &["zero.toml", "node 0", "gpus = 0"]);
+    let c = tmp(
+        "zero.toml",
+        "[[nodes]]\ngpu = \"T4\"\ngpus = 0\nintra_gbps = 50\ninter_gbps = 50\n",
+    );
+    assert_fails_with(
+        &[
+            "plan",
+            "--model",
+            "gpt2-amp",
+            "--cluster",
+            c.to_str().unwrap(),
+            "--global-batch",
+            "8",
+        ],
+        &["zero.toml", "node 0", "gpus = 0"],
+    );
 }
 
 #[test]
 fn malformed_file_is_a_parse_error() {
     let c = tmp("bad.toml", "[[nodes]\ngpu = \n");
-    assert_fails_with(&["plan", "--model", "gpt2-amp", "--cluster", c.to_str().unwrap(), "--global-batch", "8"], &["bad.toml", "cannot parse"]);
+    assert_fails_with(
+        &[
+            "plan",
+            "--model",
+            "gpt2-amp",
+            "--cluster",
+            c.to_str().unwrap(),
+            "--global-batch",
+            "8",
+        ],
+        &["bad.toml", "cannot parse"],
+    );
 }
 
 #[test]
@@ -133,16 +237,39 @@ output_elems_per_sample = 10
         "[[entries]]\ngpu = \"T4\"\ntp = 1\nforward_s = [0.1, 0.1, 0.1]\n",
     );
     assert_fails_with(
-        &["plan", "--model", m.to_str().unwrap(), "--cluster", "homogeneous", "--profile", p.to_str().unwrap(), "--global-batch", "7"],
+        &[
+            "plan",
+            "--model",
+            m.to_str().unwrap(),
+            "--cluster",
+            "homogeneous",
+            "--profile",
+            p.to_str().unwrap(),
+            "--global-batch",
+            "7",
+        ],
         &["no valid plan", "global batch 7"],
     );
 }
 
 #[test]
 fn profile_with_wrong_layer_count_is_rejected() {
-    let p = tmp("short.toml", "[[entries]]\ngpu = \"T4\"\ntp = 1\nforward_s = [0.1, 0.1]\n");
+    let p = tmp(
+        "short.toml",
+        "[[entries]]\ngpu = \"T4\"\ntp = 1\nforward_s = [0.1, 0.1]\n",
+    );
     assert_fails_with(
-        &["plan", "--model", "gpt2-amp", "--cluster", "homogeneous", "--profile", p.to_str().unwrap(), "--global-batch", "8"],
+        &[
+            "plan",
+            "--model",
+            "gpt2-amp",
+            "--cluster",
+            "homogeneous",
+            "--profile",
+            p.to_str().unwrap(),
+            "--global-batch",
+            "8",
+        ],
         &["2 layer times", "30 layers"],
     );
 }

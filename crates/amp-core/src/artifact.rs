@@ -19,19 +19,50 @@ pub enum Experiment {
 
 /// The artifact's profiles, embedded.
 const NPY: &[(&str, &[u8])] = &[
-    ("gpt2_G4_1.npy", include_bytes!("../data/amp-paper/gpt2_G4_1.npy")),
-    ("gpt2_G4_2.npy", include_bytes!("../data/amp-paper/gpt2_G4_2.npy")),
-    ("gpt2_G4_4.npy", include_bytes!("../data/amp-paper/gpt2_G4_4.npy")),
-    ("gpt2_P3_1.npy", include_bytes!("../data/amp-paper/gpt2_P3_1.npy")),
-    ("gpt2_P3_2.npy", include_bytes!("../data/amp-paper/gpt2_P3_2.npy")),
-    ("gpt2_P3_4.npy", include_bytes!("../data/amp-paper/gpt2_P3_4.npy")),
-    ("transgan_P3_1.npy", include_bytes!("../data/amp-paper/transgan_P3_1.npy")),
-    ("transgan_P3_2.npy", include_bytes!("../data/amp-paper/transgan_P3_2.npy")),
-    ("transgan_P3_4.npy", include_bytes!("../data/amp-paper/transgan_P3_4.npy")),
+    (
+        "gpt2_G4_1.npy",
+        include_bytes!("../data/amp-paper/gpt2_G4_1.npy"),
+    ),
+    (
+        "gpt2_G4_2.npy",
+        include_bytes!("../data/amp-paper/gpt2_G4_2.npy"),
+    ),
+    (
+        "gpt2_G4_4.npy",
+        include_bytes!("../data/amp-paper/gpt2_G4_4.npy"),
+    ),
+    (
+        "gpt2_P3_1.npy",
+        include_bytes!("../data/amp-paper/gpt2_P3_1.npy"),
+    ),
+    (
+        "gpt2_P3_2.npy",
+        include_bytes!("../data/amp-paper/gpt2_P3_2.npy"),
+    ),
+    (
+        "gpt2_P3_4.npy",
+        include_bytes!("../data/amp-paper/gpt2_P3_4.npy"),
+    ),
+    (
+        "transgan_P3_1.npy",
+        include_bytes!("../data/amp-paper/transgan_P3_1.npy"),
+    ),
+    (
+        "transgan_P3_2.npy",
+        include_bytes!("../data/amp-paper/transgan_P3_2.npy"),
+    ),
+    (
+        "transgan_P3_4.npy",
+        include_bytes!("../data/amp-paper/transgan_P3_4.npy"),
+    ),
 ];
 
 impl Experiment {
-    pub const ALL: [Experiment; 3] = [Experiment::Homogeneous, Experiment::HetCluster, Experiment::HetModel];
+    pub const ALL: [Experiment; 3] = [
+        Experiment::Homogeneous,
+        Experiment::HetCluster,
+        Experiment::HetModel,
+    ];
 
     /// Name as the CLI takes it (`--example`).
     pub fn name(self) -> &'static str {
@@ -110,7 +141,9 @@ pub fn profile_from_npy(files: &[(&str, &[u8])], model: &str) -> Result<Profile>
             files.len()
         )));
     }
-    profile.entries.sort_by(|a, b| (a.gpu.as_str(), a.tp).cmp(&(b.gpu.as_str(), b.tp)));
+    profile
+        .entries
+        .sort_by(|a, b| (a.gpu.as_str(), a.tp).cmp(&(b.gpu.as_str(), b.tp)));
     Ok(profile)
 }
 
@@ -137,8 +170,13 @@ pub struct ArtifactRow {
 /// Parses `micro_batch,tp,dp,pp,stage_boundaries,amp_predicted_s[,measured_s]`
 /// (an optional leading `rank` column is ignored; columns are found by name).
 pub fn parse_csv(text: &str, origin: &str) -> Result<Vec<ArtifactRow>> {
-    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
-    let headers = reader.headers().map_err(|e| AmpError::parse(origin, e))?.clone();
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let headers = reader
+        .headers()
+        .map_err(|e| AmpError::parse(origin, e))?
+        .clone();
     let col = |name: &str| headers.iter().position(|h| h == name);
     let need = |name: &str| {
         col(name).ok_or_else(|| {
@@ -148,7 +186,13 @@ pub fn parse_csv(text: &str, origin: &str) -> Result<Vec<ArtifactRow>> {
             )
         })
     };
-    let (c_mbs, c_tp, c_dp, c_pp, c_b) = (need("micro_batch")?, need("tp")?, need("dp")?, need("pp")?, need("stage_boundaries")?);
+    let (c_mbs, c_tp, c_dp, c_pp, c_b) = (
+        need("micro_batch")?,
+        need("tp")?,
+        need("dp")?,
+        need("pp")?,
+        need("stage_boundaries")?,
+    );
     let c_pred = col("amp_predicted_s");
     let c_meas = col("measured_s");
     let mut rows = Vec::new();
@@ -158,23 +202,43 @@ pub fn parse_csv(text: &str, origin: &str) -> Result<Vec<ArtifactRow>> {
         let at = |c: usize| rec.get(c).unwrap_or("");
         let int = |c: usize, name: &str| -> Result<usize> {
             at(c).parse().map_err(|_| {
-                AmpError::invalid(format!("{origin}:{line}"), format!("{name} = `{}` is not a positive integer", at(c)))
+                AmpError::invalid(
+                    format!("{origin}:{line}"),
+                    format!("{name} = `{}` is not a positive integer", at(c)),
+                )
             })
         };
         let boundaries: Vec<usize> = at(c_b)
             .split_whitespace()
             .map(|t| t.parse::<usize>())
             .collect::<std::result::Result<_, _>>()
-            .map_err(|_| AmpError::invalid(format!("{origin}:{line}"), format!("stage_boundaries = `{}` must be integers separated by spaces", at(c_b))))?;
+            .map_err(|_| {
+                AmpError::invalid(
+                    format!("{origin}:{line}"),
+                    format!(
+                        "stage_boundaries = `{}` must be integers separated by spaces",
+                        at(c_b)
+                    ),
+                )
+            })?;
         let pp = int(c_pp, "pp")?;
         if boundaries.len() != pp + 1 || boundaries.windows(2).any(|w| w[0] >= w[1]) {
             return Err(AmpError::invalid(
                 format!("{origin}:{line}"),
-                format!("stage_boundaries `{}` must be {} increasing layer indices for pp = {pp}", at(c_b), pp + 1),
+                format!(
+                    "stage_boundaries `{}` must be {} increasing layer indices for pp = {pp}",
+                    at(c_b),
+                    pp + 1
+                ),
             ));
         }
         let float = |c: usize, name: &str| -> Result<f64> {
-            at(c).parse().map_err(|_| AmpError::invalid(format!("{origin}:{line}"), format!("{name} = `{}` is not a number", at(c))))
+            at(c).parse().map_err(|_| {
+                AmpError::invalid(
+                    format!("{origin}:{line}"),
+                    format!("{name} = `{}` is not a number", at(c)),
+                )
+            })
         };
         let amp_predicted_s = match c_pred {
             Some(c) if !at(c).is_empty() => Some(float(c, "amp_predicted_s")?),
@@ -225,7 +289,11 @@ mod tests {
 
     #[test]
     fn bad_boundaries_name_the_line() {
-        let e = parse_csv("micro_batch,tp,dp,pp,stage_boundaries\n1,1,8,2,\"0 30\"\n", "m.csv").unwrap_err();
+        let e = parse_csv(
+            "micro_batch,tp,dp,pp,stage_boundaries\n1,1,8,2,\"0 30\"\n",
+            "m.csv",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("m.csv:2"), "{e}");
     }
 }

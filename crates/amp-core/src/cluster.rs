@@ -91,9 +91,15 @@ impl Cluster {
         for (i, n) in self.nodes.iter().enumerate() {
             let at = format!("cluster `{}`, node {i}", self.name);
             if n.gpus == 0 {
-                return Err(AmpError::invalid(at, "gpus = 0; a node needs at least one GPU"));
+                return Err(AmpError::invalid(
+                    at,
+                    "gpus = 0; a node needs at least one GPU",
+                ));
             }
-            for (what, v) in [("intra_gbps", n.intra_bytes_per_s), ("inter_gbps", n.inter_bytes_per_s)] {
+            for (what, v) in [
+                ("intra_gbps", n.intra_bytes_per_s),
+                ("inter_gbps", n.inter_bytes_per_s),
+            ] {
                 if !(v.is_finite() && v > 0.0) {
                     return Err(AmpError::invalid(
                         at,
@@ -114,7 +120,8 @@ impl Cluster {
     }
 
     pub fn from_json_str(text: &str, origin: &str) -> Result<Cluster> {
-        let file: ClusterFile = serde_json::from_str(text).map_err(|e| AmpError::parse(origin, e))?;
+        let file: ClusterFile =
+            serde_json::from_str(text).map_err(|e| AmpError::parse(origin, e))?;
         file.into_cluster(origin)
     }
 

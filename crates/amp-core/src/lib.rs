@@ -15,9 +15,9 @@ pub mod profile;
 
 pub use error::{AmpError, Result};
 pub mod cost;
-pub mod placement;
-pub mod search;
 pub mod memory;
+pub mod placement;
 pub mod sailor;
-pub mod validate;
 pub mod schedule;
+pub mod search;
+pub mod validate;

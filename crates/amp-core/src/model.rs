@@ -199,19 +199,34 @@ pub mod builtin {
         // (8h^2 + 5h), two layer norms (4h).
         let block_params = 12 * h * h + 13 * h;
         let block_flops = (24 * h * h * s + 4 * s * s * h) as f64;
-        let mut layers = vec![layer("embedding", LayerKind::Embedding, vocab * h + s * h, act)];
+        let mut layers = vec![layer(
+            "embedding",
+            LayerKind::Embedding,
+            vocab * h + s * h,
+            act,
+        )];
         // The artifact's "no-op" entries of GPT-2 are profiled and priced
         // (dropout and transposes, the final norm, the loss), so they are
         // `Other` here; `Noop` is for entries with no work at all.
         layers.push(layer("embedding_dropout", LayerKind::Other, 0, act));
         for i in 0..num_blocks {
-            let mut b = layer(&format!("block{i}"), LayerKind::TransformerBlock, block_params, act);
+            let mut b = layer(
+                &format!("block{i}"),
+                LayerKind::TransformerBlock,
+                block_params,
+                act,
+            );
             b.forward_flops_per_sample = Some(block_flops);
             layers.push(b);
         }
         layers.push(layer("transpose", LayerKind::Other, 0, act));
         layers.push(layer("final_norm", LayerKind::Other, 2 * h, act));
-        let mut head = layer("vocab_projection", LayerKind::VocabProjection, vocab * h, s * vocab);
+        let mut head = layer(
+            "vocab_projection",
+            LayerKind::VocabProjection,
+            vocab * h,
+            s * vocab,
+        );
         head.tied_to = Some(0);
         head.forward_flops_per_sample = Some((2 * s * h * vocab) as f64);
         layers.push(head);
@@ -298,7 +313,10 @@ mod tests {
         assert_eq!(m.layers[0].kind, LayerKind::Embedding);
         assert_eq!(m.layers[28].kind, LayerKind::VocabProjection);
         assert_eq!(
-            m.layers.iter().filter(|l| l.kind == LayerKind::TransformerBlock).count(),
+            m.layers
+                .iter()
+                .filter(|l| l.kind == LayerKind::TransformerBlock)
+                .count(),
             24
         );
         // GPT-2 medium is ~355M parameters with its 50257 vocabulary.
@@ -314,7 +332,10 @@ mod tests {
         assert_eq!(m.stage_params(0..1), emb);
         assert_eq!(m.stage_params(28..30), head);
         assert_eq!(m.stage_params(0..30), m.total_params());
-        assert_eq!(m.stage_params(0..1) + m.stage_params(1..30), m.total_params() + head);
+        assert_eq!(
+            m.stage_params(0..1) + m.stage_params(1..30),
+            m.total_params() + head
+        );
         let t = m.param_table();
         for (a, b) in [(0, 1), (0, 30), (1, 30), (3, 29), (28, 30)] {
             assert_eq!(t.stage_params(a, b), m.stage_params(a..b) as f64);
@@ -326,7 +347,10 @@ mod tests {
         let m = builtin::amp_transgan();
         assert_eq!(m.num_layers(), 56);
         assert_eq!(
-            m.layers.iter().filter(|l| l.kind == LayerKind::TransformerBlock).count(),
+            m.layers
+                .iter()
+                .filter(|l| l.kind == LayerKind::TransformerBlock)
+                .count(),
             24
         );
     }

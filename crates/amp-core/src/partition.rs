@@ -46,10 +46,19 @@ pub trait SplitCosts {
         0.0
     }
     fn cut_s(&self, j: usize, last_layer: usize) -> f64;
+    /// A lower bound on the summed stage times of layers `first..` however
+    /// they are split (used only to prune; 0 is always valid).
+    fn remaining_floor_s(&self, _first: usize) -> f64 {
+        0.0
+    }
 }
 
 /// The objective of one given split.
-pub fn partition_latency(boundaries: &[usize], micro_batches: usize, costs: &impl SplitCosts) -> f64 {
+pub fn partition_latency(
+    boundaries: &[usize],
+    micro_batches: usize,
+    costs: &impl SplitCosts,
+) -> f64 {
     let pp = boundaries.len() - 1;
     let stages: Vec<f64> = (0..pp)
         .map(|j| costs.stage_s(j, boundaries[j], boundaries[j + 1]))
@@ -77,7 +86,12 @@ struct Entry {
 /// The split minimizing the pipeline objective, or `None` when no split has
 /// a finite cost (more stages than layers, or every split infeasible: a
 /// stage priced `f64::INFINITY` is taken as not allowed).
-pub fn optimal_partition(num_layers: usize, num_stages: usize, micro_batches: usize, costs: &impl SplitCosts) -> Option<Partition> {
+pub fn optimal_partition(
+    num_layers: usize,
+    num_stages: usize,
+    micro_batches: usize,
+    costs: &impl SplitCosts,
+) -> Option<Partition> {
     if num_stages == 0 || num_stages > num_layers {
         return None;
     }
@@ -92,25 +106,38 @@ pub fn optimal_partition(num_layers: usize, num_stages: usize, micro_batches: us
         prev_layers: 0,
         prev_index: 0,
     });
-    let mut best_final = f64::INFINITY;
+    // Seed the bound with the even split, and prune every path whose cost
+    // so far plus a floor on what remains already exceeds it.
+    let even = uniform_split(l, num_stages);
+    let mut best_final = partition_latency(&even, micro_batches, costs);
+    if best_final.is_nan() {
+        best_final = f64::INFINITY;
+    }
+    let floor: Vec<f64> = (0..=l).map(|i| costs.remaining_floor_s(i)).collect();
     for j in 0..num_stages {
         let remaining_after = num_stages - j - 1;
         let (done, rest) = fronts.split_at_mut(j + 1);
         let from = &done[j];
         let to = &mut rest[0];
-        for i in j..=(l - remaining_after - 1) {
-            if from[i].is_empty() {
+        for (i, front) in from.iter().enumerate().take(l - remaining_after).skip(j) {
+            if front.is_empty() {
                 continue;
             }
+            // The last stage must end at the last layer.
+            let end_min = if remaining_after == 0 { l } else { i + 1 };
             let end_max = l - remaining_after;
-            for end in (i + 1)..=end_max {
+            for end in end_min..=end_max {
                 let t = costs.stage_s(j, i, end);
                 if !t.is_finite() {
                     continue;
                 }
                 let a = costs.tail_s(j, i, end);
-                let c = if remaining_after > 0 { costs.cut_s(j, end - 1) } else { 0.0 };
-                for (k, e) in from[i].iter().enumerate() {
+                let c = if remaining_after > 0 {
+                    costs.cut_s(j, end - 1)
+                } else {
+                    0.0
+                };
+                for (k, e) in front.iter().enumerate() {
                     let cand = Entry {
                         max: e.max.max(t),
                         tail: e.tail.max(a),
@@ -120,7 +147,9 @@ pub fn optimal_partition(num_layers: usize, num_stages: usize, micro_batches: us
                     };
                     // Cheap bound: a path already worse than the best complete
                     // path can be dropped (both terms only grow).
-                    if weight * cand.max + cand.sum + cand.tail > best_final {
+                    if weight * cand.max + cand.sum + cand.tail + floor[end]
+                        > best_final * (1.0 + 1e-12)
+                    {
                         continue;
                     }
                     to[end].push(cand);
@@ -144,7 +173,13 @@ pub fn optimal_partition(num_layers: usize, num_stages: usize, micro_batches: us
         .iter()
         .enumerate()
         .map(|(k, e)| (k, weight * e.max + e.sum + e.tail))
-        .fold((usize::MAX, f64::INFINITY), |acc, x| if x.1 < acc.1 { x } else { acc });
+        .fold((usize::MAX, f64::INFINITY), |acc, x| {
+            if x.1 < acc.1 {
+                x
+            } else {
+                acc
+            }
+        });
     if idx == usize::MAX {
         return None;
     }
@@ -269,26 +304,40 @@ mod tests {
     }
 
     fn instance() -> impl Strategy<Value = Instance> {
-        (1usize..=9, 1usize..=5, 1usize..=12, any::<bool>()).prop_flat_map(|(layers, stages, b, capped)| {
-            let stages = stages.min(layers);
-            (
-                proptest::collection::vec(proptest::collection::vec(0.0f64..10.0, layers), stages),
-                proptest::collection::vec(proptest::collection::vec(0.0f64..3.0, layers), stages),
-                if capped { (5.0f64..40.0).boxed() } else { Just(f64::INFINITY).boxed() },
-                proptest::collection::vec(0.0f64..2.0, layers),
-                proptest::collection::vec(0.0f64..4.0, stages),
-            )
-                .prop_map(move |(compute, cut, cap, tail, tail_factor)| Instance {
-                    layers,
-                    stages,
-                    micro_batches: b,
-                    compute,
-                    cut,
-                    cap,
-                    tail,
-                    tail_factor,
-                })
-        })
+        (1usize..=9, 1usize..=5, 1usize..=12, any::<bool>()).prop_flat_map(
+            |(layers, stages, b, capped)| {
+                let stages = stages.min(layers);
+                (
+                    proptest::collection::vec(
+                        proptest::collection::vec(0.0f64..10.0, layers),
+                        stages,
+                    ),
+                    proptest::collection::vec(
+                        proptest::collection::vec(0.0f64..3.0, layers),
+                        stages,
+                    ),
+                    if capped {
+                        (5.0f64..40.0).boxed()
+                    } else {
+                        Just(f64::INFINITY).boxed()
+                    },
+                    proptest::collection::vec(0.0f64..2.0, layers),
+                    proptest::collection::vec(0.0f64..4.0, stages),
+                )
+                    .prop_map(move |(compute, cut, cap, tail, tail_factor)| {
+                        Instance {
+                            layers,
+                            stages,
+                            micro_batches: b,
+                            compute,
+                            cut,
+                            cap,
+                            tail,
+                            tail_factor,
+                        }
+                    })
+            },
+        )
     }
 
     proptest! {
@@ -334,7 +383,13 @@ mod tests {
     #[test]
     fn slower_stage_gets_fewer_layers() {
         // Stage 1 runs twice as slow: it should take about a third of the work.
-        let p = optimal_partition(9, 2, 16, &Simple(|j, a, b| (b - a) as f64 * if j == 1 { 2.0 } else { 1.0 })).unwrap();
+        let p = optimal_partition(
+            9,
+            2,
+            16,
+            &Simple(|j, a, b| (b - a) as f64 * if j == 1 { 2.0 } else { 1.0 }),
+        )
+        .unwrap();
         assert_eq!(p.boundaries, vec![0, 6, 9]);
     }
 

@@ -71,7 +71,8 @@ impl Placement {
     }
 
     pub fn is_artifact_default(&self) -> bool {
-        self.axis_order == AxisOrder::DEFAULT && self.node_order.iter().enumerate().all(|(i, &n)| i == n)
+        self.axis_order == AxisOrder::DEFAULT
+            && self.node_order.iter().enumerate().all(|(i, &n)| i == n)
     }
 
     pub fn summary(&self) -> String {
@@ -92,13 +93,23 @@ pub struct DeviceGrid {
 impl DeviceGrid {
     /// Lays the ranks of (tp, dp, pp) over the cluster. The product must
     /// equal the number of devices.
-    pub fn new(cluster: &Cluster, tp: usize, dp: usize, pp: usize, placement: &Placement) -> DeviceGrid {
+    pub fn new(
+        cluster: &Cluster,
+        tp: usize,
+        dp: usize,
+        pp: usize,
+        placement: &Placement,
+    ) -> DeviceGrid {
         let by_node = cluster.devices();
         let mut list = Vec::with_capacity(by_node.len());
         for &n in &placement.node_order {
             list.extend(by_node.iter().filter(|d| d.node == n));
         }
-        assert_eq!(list.len(), tp * dp * pp, "tp * dp * pp must equal the device count");
+        assert_eq!(
+            list.len(),
+            tp * dp * pp,
+            "tp * dp * pp must equal the device count"
+        );
         let size = |a: Axis| match a {
             Axis::Pp => pp,
             Axis::Dp => dp,
@@ -121,7 +132,12 @@ impl DeviceGrid {
             }
             devices[idx[0]][idx[1]][idx[2]] = device;
         }
-        DeviceGrid { tp, dp, pp, devices }
+        DeviceGrid {
+            tp,
+            dp,
+            pp,
+            devices,
+        }
     }
 
     /// Devices of stage `j`, replica by replica.
@@ -144,7 +160,13 @@ mod tests {
             for dp in 0..2 {
                 for tp in 0..2 {
                     let rank = tp + 2 * dp + 4 * pp;
-                    assert_eq!(g.devices[pp][dp][tp], Device { node: rank / 4, gpu: rank % 4 });
+                    assert_eq!(
+                        g.devices[pp][dp][tp],
+                        Device {
+                            node: rank / 4,
+                            gpu: rank % 4
+                        }
+                    );
                 }
             }
         }

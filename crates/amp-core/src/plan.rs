@@ -138,7 +138,10 @@ impl Plan {
                     if d.node >= cluster.nodes.len() || d.gpu >= cluster.nodes[d.node].gpus {
                         return bad(
                             format!("{at}, replica {r}"),
-                            format!("device (node {}, gpu {}) is not in the cluster", d.node, d.gpu),
+                            format!(
+                                "device (node {}, gpu {}) is not in the cluster",
+                                d.node, d.gpu
+                            ),
                         );
                     }
                     if !seen.insert(*d) {
@@ -171,19 +174,32 @@ impl Plan {
     /// --json`'s `plans` (extra fields ignored), or a whole `amp plan --json`
     /// output, of which `rank` (1-based, default 1) is taken.
     pub fn from_json_any(text: &str, origin: &str, rank: Option<usize>) -> Result<Plan> {
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| AmpError::parse(origin, e))?;
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| AmpError::parse(origin, e))?;
         let entry = match value.get("plans").and_then(|p| p.as_array()) {
             Some(plans) => {
                 let r = rank.unwrap_or(1);
                 plans.get(r.wrapping_sub(1)).ok_or_else(|| {
-                    AmpError::invalid(origin, format!("asks for plan rank {r} but the file holds {} plans (ranks 1..={})", plans.len(), plans.len()))
+                    AmpError::invalid(
+                        origin,
+                        format!(
+                            "asks for plan rank {r} but the file holds {} plans (ranks 1..={})",
+                            plans.len(),
+                            plans.len()
+                        ),
+                    )
                 })?
             }
             None => &value,
         };
         let pick = |k: &str| {
             entry.get(k).cloned().ok_or_else(|| {
-                AmpError::invalid(origin, format!("no `{k}` field; a plan needs micro_batch, num_micro_batches and stages"))
+                AmpError::invalid(
+                    origin,
+                    format!(
+                        "no `{k}` field; a plan needs micro_batch, num_micro_batches and stages"
+                    ),
+                )
             })
         };
         let bare = serde_json::json!({
@@ -227,7 +243,8 @@ mod tests {
     #[test]
     fn valid_plan_passes() {
         let p = two_stage();
-        p.validate(&models::amp_gpt2(), &clusters::homogeneous()).unwrap();
+        p.validate(&models::amp_gpt2(), &clusters::homogeneous())
+            .unwrap();
         assert_eq!(p.global_batch(), 16);
         assert_eq!(p.boundaries(), vec![0, 15, 30]);
         assert_eq!(p.uniform_tp(), Some(2));
@@ -237,7 +254,9 @@ mod tests {
     fn reused_device_is_rejected() {
         let mut p = two_stage();
         p.stages[1].replicas[0][0] = d(0, 0);
-        let e = p.validate(&models::amp_gpt2(), &clusters::homogeneous()).unwrap_err();
+        let e = p
+            .validate(&models::amp_gpt2(), &clusters::homogeneous())
+            .unwrap_err();
         assert!(e.to_string().contains("used twice"), "{e}");
     }
 
@@ -250,7 +269,10 @@ mod tests {
         entry["tp"] = 2.into();
         entry["predicted_iteration_s"] = 1.5.into();
         let out = serde_json::json!({"schema_version": 1, "plans": [entry.clone(), entry]});
-        assert_eq!(Plan::from_json_any(&out.to_string(), "p", Some(2)).unwrap(), p);
+        assert_eq!(
+            Plan::from_json_any(&out.to_string(), "p", Some(2)).unwrap(),
+            p
+        );
         let e = Plan::from_json_any(&out.to_string(), "p", Some(3)).unwrap_err();
         assert!(e.to_string().contains("rank 3"), "{e}");
         let e = Plan::from_json_any("{\"micro_batch\": 1}", "p", None).unwrap_err();
@@ -261,7 +283,9 @@ mod tests {
     fn gap_in_layers_is_rejected() {
         let mut p = two_stage();
         p.stages[1].first_layer = 16;
-        let e = p.validate(&models::amp_gpt2(), &clusters::homogeneous()).unwrap_err();
+        let e = p
+            .validate(&models::amp_gpt2(), &clusters::homogeneous())
+            .unwrap_err();
         assert!(e.to_string().contains("previous stage ended"), "{e}");
     }
 }

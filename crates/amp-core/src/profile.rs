@@ -55,7 +55,12 @@ impl Profile {
 
     /// Tensor-parallel degrees profiled for `gpu`.
     pub fn tp_degrees(&self, gpu: &str) -> Vec<usize> {
-        let mut t: Vec<usize> = self.entries.iter().filter(|e| e.gpu == gpu).map(|e| e.tp).collect();
+        let mut t: Vec<usize> = self
+            .entries
+            .iter()
+            .filter(|e| e.gpu == gpu)
+            .map(|e| e.tp)
+            .collect();
         t.sort();
         t.dedup();
         t
@@ -66,7 +71,9 @@ impl Profile {
     }
 
     fn candidates<'a>(&'a self, gpu: &'a str, tp: usize) -> impl Iterator<Item = &'a ProfileEntry> {
-        self.entries.iter().filter(move |e| e.gpu == gpu && e.tp == tp)
+        self.entries
+            .iter()
+            .filter(move |e| e.gpu == gpu && e.tp == tp)
     }
 
     /// Per-sample forward times of `gpu` at `tp` (entries measured per
@@ -83,7 +90,13 @@ impl Profile {
     /// entries measured at given micro-batch sizes are interpolated linearly
     /// between the two nearest sizes (and extrapolated per sample from the
     /// nearest one outside the measured range).
-    pub fn layer_time(&self, gpu: &str, tp: usize, micro_batch: usize, layer: usize) -> Option<LayerTime> {
+    pub fn layer_time(
+        &self,
+        gpu: &str,
+        tp: usize,
+        micro_batch: usize,
+        layer: usize,
+    ) -> Option<LayerTime> {
         let mbs = micro_batch as f64;
         if let Some(e) = self.candidates(gpu, tp).find(|e| e.micro_batch.is_none()) {
             return Some(LayerTime {
@@ -108,7 +121,8 @@ impl Profile {
             };
             Some((m, f, b))
         };
-        let points: Vec<(f64, f64, Option<f64>)> = measured.iter().map(|e| at(e)).collect::<Option<_>>()?;
+        let points: Vec<(f64, f64, Option<f64>)> =
+            measured.iter().map(|e| at(e)).collect::<Option<_>>()?;
         if let Some(p) = points.iter().find(|p| p.0 == mbs) {
             return Some(LayerTime {
                 forward_s: p.1,
@@ -132,7 +146,10 @@ impl Profile {
             (Some(p), None) | (None, Some(p)) => (p.1 / p.0 * mbs, p.2.map(|b| b / p.0 * mbs)),
             (None, None) => return None,
         };
-        Some(LayerTime { forward_s, backward_s })
+        Some(LayerTime {
+            forward_s,
+            backward_s,
+        })
     }
 
     /// Optimizer-step time of `layer`'s weights on `gpu` at `tp`, when measured.
@@ -278,7 +295,10 @@ mod tests {
             entries: vec![entry(Some(2), 1.0), entry(Some(8), 3.0)],
         };
         assert_eq!(p.layer_time("A", 1, 2, 0).unwrap().forward_s, 1.0);
-        assert_eq!(p.layer_time("A", 1, 4, 0).unwrap().forward_s, 1.0 + 2.0 / 6.0 * 2.0);
+        assert_eq!(
+            p.layer_time("A", 1, 4, 0).unwrap().forward_s,
+            1.0 + 2.0 / 6.0 * 2.0
+        );
         // Outside the measured range: per-sample from the nearest point.
         assert_eq!(p.layer_time("A", 1, 1, 0).unwrap().forward_s, 0.5);
         assert_eq!(p.layer_time("A", 1, 16, 0).unwrap().forward_s, 6.0);

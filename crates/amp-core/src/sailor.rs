@@ -754,8 +754,7 @@ mod tests {
 
     fn plan_json(stages: &str, dp: &str, mbs: usize, gbs: usize) -> String {
         format!(
-            r#"{{"pipeline_list": [{stages_and_dp}], "mbs": {mbs}, "gbs": {gbs}, "real": 1.5, "max_mem": 123}}"#,
-            stages_and_dp = format!("{stages}, \"dp\": {dp}}}")
+            r#"{{"pipeline_list": [{stages}, "dp": {dp}}}], "mbs": {mbs}, "gbs": {gbs}, "real": 1.5, "max_mem": 123}}"#
         )
     }
 

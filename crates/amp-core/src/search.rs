@@ -58,7 +58,7 @@ pub struct SearchResult {
 
 /// Divisors of `n`, ascending.
 pub fn divisors(n: usize) -> Vec<usize> {
-    (1..=n).filter(|d| n % d == 0).collect()
+    (1..=n).filter(|d| n.is_multiple_of(*d)).collect()
 }
 
 /// (tp, dp, pp, micro-batch) combinations AMP considers: tp at most the GPUs
@@ -66,16 +66,20 @@ pub fn divisors(n: usize) -> Vec<usize> {
 /// micro-batch size dividing the per-replica batch, pp no more than the
 /// layers. Ordered by micro-batch, then tp, then dp (the artifact's order,
 /// used to break exact ties).
-pub fn degree_candidates(cluster: &Cluster, num_layers: usize, global_batch: usize) -> Vec<(usize, usize, usize, usize)> {
+pub fn degree_candidates(
+    cluster: &Cluster,
+    num_layers: usize,
+    global_batch: usize,
+) -> Vec<(usize, usize, usize, usize)> {
     let n = cluster.num_devices();
     let node_min = cluster.min_gpus_per_node();
     let mut out = Vec::new();
     for tp in divisors(node_min) {
-        if n % tp != 0 || cluster.nodes.iter().any(|nd| nd.gpus % tp != 0) {
+        if !n.is_multiple_of(tp) || cluster.nodes.iter().any(|nd| !nd.gpus.is_multiple_of(tp)) {
             continue;
         }
         for dp in divisors(n / tp) {
-            if global_batch % dp != 0 {
+            if !global_batch.is_multiple_of(dp) {
                 continue;
             }
             let pp = n / (tp * dp);
@@ -105,13 +109,21 @@ fn node_classes(cluster: &Cluster) -> Vec<usize> {
     cluster
         .nodes
         .iter()
-        .map(|n| match reps.iter().position(|&r| same_class(&cluster.nodes[r], n)) {
-            Some(c) => c,
-            None => {
-                reps.push(cluster.nodes.iter().position(|m| std::ptr::eq(m, n)).unwrap());
-                reps.len() - 1
-            }
-        })
+        .map(
+            |n| match reps.iter().position(|&r| same_class(&cluster.nodes[r], n)) {
+                Some(c) => c,
+                None => {
+                    reps.push(
+                        cluster
+                            .nodes
+                            .iter()
+                            .position(|m| std::ptr::eq(m, n))
+                            .unwrap(),
+                    );
+                    reps.len() - 1
+                }
+            },
+        )
         .collect()
 }
 
@@ -129,7 +141,13 @@ pub fn node_orders(cluster: &Cluster) -> Vec<Vec<usize>> {
     }
     // Multiset permutations of the class sequence, in lexicographic order.
     let mut seqs: Vec<Vec<usize>> = Vec::new();
-    fn rec(counts: &mut [usize], cur: &mut Vec<usize>, len: usize, out: &mut Vec<Vec<usize>>, cap: usize) -> bool {
+    fn rec(
+        counts: &mut [usize],
+        cur: &mut Vec<usize>,
+        len: usize,
+        out: &mut Vec<Vec<usize>>,
+        cap: usize,
+    ) -> bool {
         if out.len() >= cap {
             return false;
         }
@@ -151,7 +169,13 @@ pub fn node_orders(cluster: &Cluster) -> Vec<Vec<usize>> {
         }
         true
     }
-    let complete = rec(&mut counts.clone(), &mut Vec::new(), classes.len(), &mut seqs, MAX_NODE_ORDERS + 1);
+    let complete = rec(
+        &mut counts.clone(),
+        &mut Vec::new(),
+        classes.len(),
+        &mut seqs,
+        MAX_NODE_ORDERS + 1,
+    );
     if !complete || seqs.len() > MAX_NODE_ORDERS {
         // Too many: keep each type together and order the types every way.
         seqs.clear();
@@ -208,7 +232,15 @@ fn grid_key(grid: &DeviceGrid, classes: &[usize]) -> Vec<(usize, usize)> {
 }
 
 /// Placements to try for one (tp, dp, pp), deduplicated.
-fn placements(cluster: &Cluster, tp: usize, dp: usize, pp: usize, mode: PlacementSearch, orders: &[Vec<usize>], classes: &[usize]) -> Vec<(Placement, DeviceGrid)> {
+fn placements(
+    cluster: &Cluster,
+    tp: usize,
+    dp: usize,
+    pp: usize,
+    mode: PlacementSearch,
+    orders: &[Vec<usize>],
+    classes: &[usize],
+) -> Vec<(Placement, DeviceGrid)> {
     match mode {
         PlacementSearch::Artifact => {
             let p = Placement::artifact_default(cluster);
@@ -236,7 +268,12 @@ fn placements(cluster: &Cluster, tp: usize, dp: usize, pp: usize, mode: Placemen
 }
 
 /// Builds the plan of a uniform candidate from its grid and split.
-pub fn plan_from_grid(grid: &DeviceGrid, boundaries: &[usize], micro_batch: usize, num_micro_batches: usize) -> Plan {
+pub fn plan_from_grid(
+    grid: &DeviceGrid,
+    boundaries: &[usize],
+    micro_batch: usize,
+    num_micro_batches: usize,
+) -> Plan {
     Plan {
         micro_batch,
         num_micro_batches,
@@ -250,13 +287,23 @@ pub fn plan_from_grid(grid: &DeviceGrid, boundaries: &[usize], micro_batch: usiz
     }
 }
 
+/// (tp, dp, pp).
+type Degrees = (usize, usize, usize);
+
 enum Outcome {
     Priced(Box<RankedPlan>),
     Infeasible,
     Skipped(String),
 }
 
-fn price_candidate(inputs: &Inputs, model: &dyn CostModel, placement: Placement, grid: DeviceGrid, micro_batch: usize, num_micro_batches: usize) -> Outcome {
+fn price_candidate(
+    inputs: &Inputs,
+    model: &dyn CostModel,
+    placement: Placement,
+    grid: DeviceGrid,
+    micro_batch: usize,
+    num_micro_batches: usize,
+) -> Outcome {
     let cand = Candidate {
         grid: &grid,
         micro_batch,
@@ -267,9 +314,9 @@ fn price_candidate(inputs: &Inputs, model: &dyn CostModel, placement: Placement,
         Err(e) => return Outcome::Skipped(e.to_string()),
     };
     let layers = inputs.model.num_layers();
-    let split = model
-        .preferred_split(inputs, &cand, &tables)
-        .or_else(|| optimal_partition(layers, grid.pp, num_micro_batches, &tables).map(|p| p.boundaries));
+    let split = model.preferred_split(inputs, &cand, &tables).or_else(|| {
+        optimal_partition(layers, grid.pp, num_micro_batches, &tables).map(|p| p.boundaries)
+    });
     let Some(boundaries) = split else {
         return Outcome::Infeasible;
     };
@@ -299,7 +346,11 @@ fn rank_key(p: &RankedPlan) -> i64 {
     (p.estimate.iteration_s * 1e9).round() as i64
 }
 
-pub fn search(inputs: &Inputs, model: &dyn CostModel, opts: &SearchOptions) -> Result<SearchResult> {
+pub fn search(
+    inputs: &Inputs,
+    model: &dyn CostModel,
+    opts: &SearchOptions,
+) -> Result<SearchResult> {
     inputs.model.validate()?;
     inputs.cluster.validate()?;
     if opts.global_batch == 0 {
@@ -320,11 +371,22 @@ pub fn search(inputs: &Inputs, model: &dyn CostModel, opts: &SearchOptions) -> R
         PlacementSearch::Artifact => Vec::new(),
     };
     let mut jobs = Vec::new();
-    let mut grids_cache: Vec<((usize, usize, usize), Vec<(Placement, DeviceGrid)>)> = Vec::new();
+    let mut grids_cache: Vec<(Degrees, Vec<(Placement, DeviceGrid)>)> = Vec::new();
     for &(tp, dp, pp, mbs) in &degrees {
         let key = (tp, dp, pp);
         if !grids_cache.iter().any(|(k, _)| *k == key) {
-            grids_cache.push((key, placements(inputs.cluster, tp, dp, pp, opts.placement, &orders, &classes)));
+            grids_cache.push((
+                key,
+                placements(
+                    inputs.cluster,
+                    tp,
+                    dp,
+                    pp,
+                    opts.placement,
+                    &orders,
+                    &classes,
+                ),
+            ));
         }
         let grids = &grids_cache.iter().find(|(k, _)| *k == key).unwrap().1;
         let b = opts.global_batch / (dp * mbs);
@@ -380,7 +442,10 @@ mod tests {
     #[test]
     fn artifact_candidate_count() {
         // 53 candidates for GPT-2 on 16 GPUs with batch 32, 65 with 64.
-        assert_eq!(degree_candidates(&clusters::homogeneous(), 30, 32).len(), 53);
+        assert_eq!(
+            degree_candidates(&clusters::homogeneous(), 30, 32).len(),
+            53
+        );
         assert_eq!(degree_candidates(&clusters::het_model(), 56, 64).len(), 65);
     }
 

@@ -42,10 +42,19 @@ impl Setup {
 
 /// Our amp-paper price of an artifact row, with the artifact's boundaries.
 fn price_row(s: &Setup, e: Experiment, row: &ArtifactRow) -> f64 {
-    let grid = DeviceGrid::new(&s.cluster, row.tp, row.dp, row.pp, &Placement::artifact_default(&s.cluster));
+    let grid = DeviceGrid::new(
+        &s.cluster,
+        row.tp,
+        row.dp,
+        row.pp,
+        &Placement::artifact_default(&s.cluster),
+    );
     let b = e.global_batch() / (row.dp * row.micro_batch);
     let plan = plan_from_grid(&grid, &row.boundaries, row.micro_batch, b);
-    AmpPaper::default().evaluate(&s.inputs(), &plan).unwrap().iteration_s
+    AmpPaper::default()
+        .evaluate(&s.inputs(), &plan)
+        .unwrap()
+        .iteration_s
 }
 
 fn check_costs(e: Experiment, tolerance: f64) {
@@ -63,10 +72,21 @@ fn check_costs(e: Experiment, tolerance: f64) {
         assert!(
             err <= tolerance,
             "{}: mbs {} tp {} dp {} pp {} {:?}: ours {ours:.4} artifact {theirs:.4} ({:.2}%)",
-            e.name(), row.micro_batch, row.tp, row.dp, row.pp, row.boundaries, err * 100.0
+            e.name(),
+            row.micro_batch,
+            row.tp,
+            row.dp,
+            row.pp,
+            row.boundaries,
+            err * 100.0
         );
     }
-    eprintln!("{}: {} candidates, worst relative error {:.3}%", e.name(), rows.len(), worst * 100.0);
+    eprintln!(
+        "{}: {} candidates, worst relative error {:.3}%",
+        e.name(),
+        rows.len(),
+        worst * 100.0
+    );
 }
 
 #[test]
@@ -84,7 +104,11 @@ fn het_model_costs_match_within_5_percent() {
     check_costs(Experiment::HetModel, 0.05);
 }
 
-fn artifact_search(s: &Setup, e: Experiment, split: SplitRule) -> Vec<amp_core::search::RankedPlan> {
+fn artifact_search(
+    s: &Setup,
+    e: Experiment,
+    split: SplitRule,
+) -> Vec<amp_core::search::RankedPlan> {
     search(
         &s.inputs(),
         &AmpPaper { split },
@@ -107,15 +131,25 @@ fn check_exact_never_worse(e: Experiment) {
     for row in &rows {
         let p = ours
             .iter()
-            .find(|p| (p.tp, p.dp, p.pp, p.micro_batch) == (row.tp, row.dp, row.pp, row.micro_batch))
+            .find(|p| {
+                (p.tp, p.dp, p.pp, p.micro_batch) == (row.tp, row.dp, row.pp, row.micro_batch)
+            })
             .unwrap_or_else(|| panic!("candidate {row:?} missing"));
         let theirs = price_row(&s, e, row);
-        assert!(p.estimate.iteration_s <= theirs * (1.0 + 1e-9), "{row:?}: ours {} > artifact split {theirs}", p.estimate.iteration_s);
+        assert!(
+            p.estimate.iteration_s <= theirs * (1.0 + 1e-9),
+            "{row:?}: ours {} > artifact split {theirs}",
+            p.estimate.iteration_s
+        );
         if p.estimate.iteration_s < theirs * (1.0 - 1e-6) {
             better += 1;
         }
     }
-    eprintln!("{}: exact partition strictly better on {better} of {} candidates", e.name(), rows.len());
+    eprintln!(
+        "{}: exact partition strictly better on {better} of {} candidates",
+        e.name(),
+        rows.len()
+    );
 }
 
 #[test]
@@ -136,8 +170,16 @@ fn exact_partition_never_worse_het_model() {
 fn check_top10(e: Experiment) {
     let Some(rows) = predictions(e) else { return };
     let s = Setup::new(e);
-    let ours: Vec<_> = artifact_search(&s, e, SplitRule::Artifact).iter().take(10).map(|p| (p.micro_batch, p.tp, p.dp, p.pp)).collect();
-    let theirs: Vec<_> = rows.iter().take(10).map(|r| (r.micro_batch, r.tp, r.dp, r.pp)).collect();
+    let ours: Vec<_> = artifact_search(&s, e, SplitRule::Artifact)
+        .iter()
+        .take(10)
+        .map(|p| (p.micro_batch, p.tp, p.dp, p.pp))
+        .collect();
+    let theirs: Vec<_> = rows
+        .iter()
+        .take(10)
+        .map(|r| (r.micro_batch, r.tp, r.dp, r.pp))
+        .collect();
     assert_eq!(ours, theirs, "top-10 (mbs, tp, dp, pp) of {}", e.name());
 }
 
@@ -168,15 +210,26 @@ fn check_same_splits(e: Experiment, single_micro_batch: bool) {
     for row in &rows {
         let p = ours
             .iter()
-            .find(|p| (p.tp, p.dp, p.pp, p.micro_batch) == (row.tp, row.dp, row.pp, row.micro_batch))
+            .find(|p| {
+                (p.tp, p.dp, p.pp, p.micro_batch) == (row.tp, row.dp, row.pp, row.micro_batch)
+            })
             .unwrap();
         let theirs = row.amp_predicted_s.unwrap();
         let err = (p.estimate.iteration_s - theirs).abs() / theirs;
-        assert!(err < 0.01, "{row:?}: ours {} {:?}", p.estimate.iteration_s, p.plan.boundaries());
+        assert!(
+            err < 0.01,
+            "{row:?}: ours {} {:?}",
+            p.estimate.iteration_s,
+            p.plan.boundaries()
+        );
         assert_eq!(p.plan.boundaries(), row.boundaries, "{row:?}");
         same += 1;
     }
-    eprintln!("{}: artifact split reproduced on {same} of {} candidates", e.name(), rows.len());
+    eprintln!(
+        "{}: artifact split reproduced on {same} of {} candidates",
+        e.name(),
+        rows.len()
+    );
 }
 
 #[test]

@@ -28,7 +28,9 @@
 //! strictly better on some candidates.
 
 use crate::cluster::{Cluster, Device};
-use crate::cost::{prefix_sums, Breakdown, Candidate, CostModel, Estimate, Inputs, StageTables, TailTables};
+use crate::cost::{
+    prefix_sums, Breakdown, Candidate, CostModel, Estimate, Inputs, StageTables, TailTables,
+};
 use crate::error::{AmpError, Result};
 use crate::model::{LayerKind, Model, ParamTable};
 use crate::partition::{pipeline_latency, uniform_split};
@@ -57,7 +59,13 @@ pub enum SplitRule {
 
 /// Per-sample forward time of every layer, blended over `devices` by GPU
 /// count.
-fn blended_forward(profile: &Profile, cluster: &Cluster, devices: &[Device], tp: usize, layers: usize) -> Result<Vec<f64>> {
+fn blended_forward(
+    profile: &Profile,
+    cluster: &Cluster,
+    devices: &[Device],
+    tp: usize,
+    layers: usize,
+) -> Result<Vec<f64>> {
     let mut blended = vec![0.0; layers];
     let n = devices.len() as f64;
     let mut types: Vec<(&str, usize)> = Vec::new();
@@ -147,7 +155,9 @@ fn artifact_params(model: &Model) -> ParamTable {
         .iter()
         .map(|l| match (&model.shape, l.kind) {
             (Some(s), LayerKind::TransformerBlock) => 12.0 * (s.hidden * s.hidden) as f64,
-            (Some(s), LayerKind::Embedding | LayerKind::VocabProjection) => (s.hidden * s.vocab) as f64,
+            (Some(s), LayerKind::Embedding | LayerKind::VocabProjection) => {
+                (s.hidden * s.vocab) as f64
+            }
             (Some(_), _) => 0.0,
             (None, _) => l.params as f64,
         })
@@ -157,8 +167,20 @@ fn artifact_params(model: &Model) -> ParamTable {
 
 impl AmpPaper {
     /// Execution cost per micro-batch of every layer.
-    fn layer_costs(&self, inputs: &Inputs, devices: &[Device], tp: usize, micro_batch: usize) -> Result<Vec<f64>> {
-        let fwd = blended_forward(inputs.profile, inputs.cluster, devices, tp, inputs.model.num_layers())?;
+    fn layer_costs(
+        &self,
+        inputs: &Inputs,
+        devices: &[Device],
+        tp: usize,
+        micro_batch: usize,
+    ) -> Result<Vec<f64>> {
+        let fwd = blended_forward(
+            inputs.profile,
+            inputs.cluster,
+            devices,
+            tp,
+            inputs.model.num_layers(),
+        )?;
         // No-op layers carry no work in the artifact's accounting.
         Ok(fwd
             .into_iter()
@@ -198,7 +220,13 @@ pub fn block_uniform_split(model: &Model, pp: usize) -> Option<Vec<usize>> {
 /// micro-batch, `cut(j, i)` the send after layer i between stages j and j+1.
 /// Returns stage boundaries in the full layer list: a boundary falls right
 /// after the last priced layer of a stage.
-pub fn artifact_split(cost_e: &[f64], work: &[bool], pp: usize, micro_batches: usize, cut: impl Fn(usize, usize) -> f64) -> Option<Vec<usize>> {
+pub fn artifact_split(
+    cost_e: &[f64],
+    work: &[bool],
+    pp: usize,
+    micro_batches: usize,
+    cut: impl Fn(usize, usize) -> f64,
+) -> Option<Vec<usize>> {
     let idx: Vec<usize> = (0..cost_e.len()).filter(|&i| work[i]).collect();
     let e: Vec<f64> = idx.iter().map(|&i| cost_e[i]).collect();
     let l = e.len();
@@ -240,7 +268,11 @@ pub fn artifact_split(cost_e: &[f64], work: &[bool], pp: usize, micro_batches: u
                 let mut best = inf;
                 for c in (j - 1)..i {
                     let cur = sums[c + 1][i + 1];
-                    let mi = if cur > possible[m] { sum_idx[c + 1][i + 1] } else { m };
+                    let mi = if cur > possible[m] {
+                        sum_idx[c + 1][i + 1]
+                    } else {
+                        m
+                    };
                     let prev = trace[c][j - 1][mi].0;
                     let comm = cut(j - 1, idx[c]);
                     let with_comm = prev + w * (cur - possible[m]).max(0.0) + comm;
@@ -290,7 +322,10 @@ impl CostModel for AmpPaper {
         let cut = (0..grid.pp.saturating_sub(1))
             .map(|j| {
                 let inv = mean_inverse_bandwidth(inputs.cluster, grid.stage(j), grid.stage(j + 1));
-                volumes.iter().map(|v| v * mbs * BYTES_PER_ELEMENT * inv).collect()
+                volumes
+                    .iter()
+                    .map(|v| v * mbs * BYTES_PER_ELEMENT * inv)
+                    .collect()
             })
             .collect();
         let s_per_param = (0..grid.pp)
@@ -307,7 +342,12 @@ impl CostModel for AmpPaper {
         })
     }
 
-    fn preferred_split(&self, inputs: &Inputs, c: &Candidate, tables: &StageTables) -> Option<Vec<usize>> {
+    fn preferred_split(
+        &self,
+        inputs: &Inputs,
+        c: &Candidate,
+        tables: &StageTables,
+    ) -> Option<Vec<usize>> {
         if self.split == SplitRule::Exact {
             return None;
         }
@@ -316,8 +356,15 @@ impl CostModel for AmpPaper {
         }
         let prefix = &tables.compute_prefix[0];
         let cost_e: Vec<f64> = prefix.windows(2).map(|w| w[1] - w[0]).collect();
-        let work: Vec<bool> = inputs.model.layers.iter().map(|l| l.kind != LayerKind::Noop).collect();
-        artifact_split(&cost_e, &work, c.grid.pp, c.num_micro_batches, |j, k| tables.cut[j][k])
+        let work: Vec<bool> = inputs
+            .model
+            .layers
+            .iter()
+            .map(|l| l.kind != LayerKind::Noop)
+            .collect();
+        artifact_split(&cost_e, &work, c.grid.pp, c.num_micro_batches, |j, k| {
+            tables.cut[j][k]
+        })
     }
 
     fn evaluate(&self, inputs: &Inputs, plan: &Plan) -> Result<Estimate> {
@@ -332,7 +379,11 @@ impl CostModel for AmpPaper {
         let costs = self.layer_costs(inputs, &devices, tp, plan.micro_batch)?;
         let volumes = cut_volumes(inputs.model, tp);
         let mbs = plan.micro_batch as f64;
-        let stage_s: Vec<f64> = plan.stages.iter().map(|s| costs[s.layers()].iter().sum()).collect();
+        let stage_s: Vec<f64> = plan
+            .stages
+            .iter()
+            .map(|s| costs[s.layers()].iter().sum())
+            .collect();
         let cut_s: Vec<f64> = plan
             .stages
             .windows(2)
@@ -347,7 +398,10 @@ impl CostModel for AmpPaper {
         let dp_s = plan
             .stages
             .iter()
-            .map(|s| allreduce_s_per_param(inputs.cluster, &s.replicas) * params.stage_params(s.first_layer, s.end_layer))
+            .map(|s| {
+                allreduce_s_per_param(inputs.cluster, &s.replicas)
+                    * params.stage_params(s.first_layer, s.end_layer)
+            })
             .fold(0.0, f64::max);
         let total_compute: f64 = stage_s.iter().sum();
         let sends: f64 = cut_s.iter().sum();

@@ -68,7 +68,7 @@ impl DeviceMemory {
     /// Bytes over capacity, when it does not fit.
     pub fn overflow_bytes(&self) -> Option<f64> {
         let cap = self.capacity_bytes?;
-        (self.peak_bytes > cap).then(|| self.peak_bytes - cap)
+        (self.peak_bytes > cap).then_some(self.peak_bytes - cap)
     }
 }
 
@@ -84,7 +84,9 @@ pub struct Estimate {
 impl Estimate {
     /// The first device that does not fit, if any.
     pub fn first_overflow(&self) -> Option<(&DeviceMemory, f64)> {
-        self.memory.iter().find_map(|m| m.overflow_bytes().map(|o| (m, o)))
+        self.memory
+            .iter()
+            .find_map(|m| m.overflow_bytes().map(|o| (m, o)))
     }
 }
 
@@ -143,6 +145,19 @@ impl SplitCosts for StageTables {
     fn cut_s(&self, j: usize, last_layer: usize) -> f64 {
         self.cut[j][last_layer]
     }
+
+    fn remaining_floor_s(&self, first: usize) -> f64 {
+        // Each layer at its cheapest stage position.
+        let l = self.compute_prefix[0].len() - 1;
+        (first..l)
+            .map(|k| {
+                self.compute_prefix
+                    .iter()
+                    .map(|p| p[k + 1] - p[k])
+                    .fold(f64::INFINITY, f64::min)
+            })
+            .sum()
+    }
 }
 
 /// One uniform candidate as the search hands it to a cost model.
@@ -163,7 +178,12 @@ pub trait CostModel: Sync {
 
     /// A split this model insists on instead of the exact partition (the
     /// amp-paper mode's reproduction of the artifact's partitioner).
-    fn preferred_split(&self, _inputs: &Inputs, _candidate: &Candidate, _tables: &StageTables) -> Option<Vec<usize>> {
+    fn preferred_split(
+        &self,
+        _inputs: &Inputs,
+        _candidate: &Candidate,
+        _tables: &StageTables,
+    ) -> Option<Vec<usize>> {
         None
     }
 
