@@ -173,9 +173,28 @@ impl MemoryOptions {
 }
 
 /// Micro-batches whose activations stage `stage` keeps at its peak.
+///
+/// Interleaved with `v` chunks: the device runs `W = min(2 (pp - stage - 1)
+/// + (v - 1) pp, B v)` warm-up chunk forwards (all `B v` when `B = pp`) and
+/// then one more before its first backward, so it holds `W + 1` chunk
+/// activations, each `1 / v` of its layers: `ceil((W + 1) / v)` whole
+/// micro-batches' worth (Narayanan et al. SC'21: about `pp (1 + 1/v)` on
+/// the first device).
 pub fn in_flight(schedule: Schedule, stage: usize, pp: usize, num_micro_batches: usize) -> usize {
     match schedule {
-        Schedule::OneFOneB => pp.saturating_sub(stage).max(1).min(num_micro_batches),
+        Schedule::Interleaved { virtual_stages } if virtual_stages > 1 => {
+            let v = virtual_stages;
+            let total = num_micro_batches * v;
+            let warmup = if num_micro_batches == pp {
+                total
+            } else {
+                (2 * pp.saturating_sub(stage + 1) + (v - 1) * pp).min(total)
+            };
+            (warmup + 1).min(total).div_ceil(v)
+        }
+        Schedule::OneFOneB | Schedule::Interleaved { .. } => {
+            pp.saturating_sub(stage).max(1).min(num_micro_batches)
+        }
         Schedule::GPipe => num_micro_batches,
     }
 }
@@ -497,6 +516,18 @@ mod tests {
         assert_eq!(in_flight(Schedule::OneFOneB, 3, 4, 8), 1);
         assert_eq!(in_flight(Schedule::OneFOneB, 0, 4, 2), 2);
         assert_eq!(in_flight(Schedule::GPipe, 3, 4, 8), 8);
+        // Interleaved, pp = 4, v = 2, B = 8: device 0 warms up 2 x 3 + 4 =
+        // 10 chunk forwards and holds 11 chunks = 5.5 -> 6 micro-batches;
+        // the last device warms up 4 and holds 5 -> 3.
+        let il = Schedule::Interleaved { virtual_stages: 2 };
+        assert_eq!(in_flight(il, 0, 4, 8), 6);
+        assert_eq!(in_flight(il, 3, 4, 8), 3);
+        // B = pp: every forward first.
+        assert_eq!(in_flight(il, 3, 4, 4), 4);
+        assert_eq!(
+            in_flight(Schedule::Interleaved { virtual_stages: 1 }, 0, 4, 8),
+            4
+        );
     }
 
     #[test]

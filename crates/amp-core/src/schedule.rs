@@ -16,6 +16,23 @@ pub enum Schedule {
     OneFOneB,
     /// All forwards, then all backwards.
     GPipe,
+    /// Megatron-LM's interleaved 1F1B (Narayanan et al., SC'21, sec. 2.2):
+    /// every device holds `virtual_stages` model chunks; chunk k of
+    /// pipeline rank j is virtual stage `k * pp + j` of a `pp *
+    /// virtual_stages`-stage pipeline. With `virtual_stages = 1` it is
+    /// [`Schedule::OneFOneB`]. Serialized as
+    /// `{"interleaved-1f1b": {"virtual_stages": v}}`.
+    #[serde(rename = "interleaved-1f1b")]
+    Interleaved { virtual_stages: usize },
+}
+
+/// One forward or backward pass of one model chunk of one micro-batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Pass {
+    pub forward: bool,
+    /// Model chunk on the device (0 unless interleaved).
+    pub chunk: usize,
+    pub micro_batch: usize,
 }
 
 /// What a timeline event is.
@@ -43,6 +60,10 @@ pub struct Event {
     pub replica: usize,
     /// Micro-batch index, for compute and sends.
     pub micro_batch: Option<usize>,
+    /// Model chunk of an interleaved schedule (virtual stage `chunk * pp +
+    /// stage`) for compute and sends; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk: Option<usize>,
     pub kind: EventKind,
     pub start_s: f64,
     pub end_s: f64,
@@ -58,8 +79,17 @@ pub struct Timeline {
 }
 
 impl Schedule {
+    /// Model chunks per device: `virtual_stages` when interleaved, else 1.
+    pub fn virtual_stages(self) -> usize {
+        match self {
+            Schedule::Interleaved { virtual_stages } => virtual_stages.max(1),
+            _ => 1,
+        }
+    }
+
     /// The order in which stage `stage` of a `pp`-stage pipeline runs the
-    /// forward (`true`) and backward (`false`) passes of `b` micro-batches.
+    /// forward (`true`) and backward (`false`) passes of `b` micro-batches
+    /// (chunks left out; see [`Schedule::passes`]).
     ///
     /// 1F1B (PipeDream-Flush, Megatron-LM, DeepSpeed's `TrainSchedule`):
     /// stage j first runs `min(pp - j - 1, b)` forwards, then alternates one
@@ -67,22 +97,71 @@ impl Schedule {
     /// remaining backwards. GPipe: every forward, then every backward, both
     /// in micro-batch order.
     pub fn stage_order(self, stage: usize, pp: usize, b: usize) -> Vec<(bool, usize)> {
-        let mut ops = Vec::with_capacity(2 * b);
+        self.passes(stage, pp, b)
+            .into_iter()
+            .map(|p| (p.forward, p.micro_batch))
+            .collect()
+    }
+
+    /// The passes device `stage` of a `pp`-device pipeline runs, in order.
+    ///
+    /// Interleaved (`v` > 1 chunks), as Megatron-LM's
+    /// `forward_backward_pipelining_with_interleaving`: the device runs `b
+    /// v` forward and `b v` backward passes. Its k-th forward is chunk `(k
+    /// mod pp v) / pp` of micro-batch `(k / pp v) pp + k mod pp` (micro-batches
+    /// go in groups of pp through chunk 0, then the same group through
+    /// chunk 1, ...); its k-th backward the same with the chunks in reverse
+    /// (`v - 1 - ...`). Warm-up: `(pp - stage - 1) 2 + (v - 1) pp` forwards
+    /// (all of them when `b = pp`), capped at `b v`; then one forward and
+    /// one backward alternate; then the remaining backwards. Needs `b` to be
+    /// a multiple of `pp` (checked by [`simulate`]).
+    pub fn passes(self, stage: usize, pp: usize, b: usize) -> Vec<Pass> {
+        let mut ops = Vec::with_capacity(2 * b * self.virtual_stages());
+        let pass = |forward: bool, micro_batch: usize| Pass {
+            forward,
+            chunk: 0,
+            micro_batch,
+        };
         match self {
             Schedule::GPipe => {
-                ops.extend((0..b).map(|i| (true, i)));
-                ops.extend((0..b).map(|i| (false, i)));
+                ops.extend((0..b).map(|i| pass(true, i)));
+                ops.extend((0..b).map(|i| pass(false, i)));
             }
-            Schedule::OneFOneB => {
+            Schedule::Interleaved { virtual_stages } if virtual_stages > 1 => {
+                let v = virtual_stages;
+                let total = b * v;
+                let group = pp * v;
+                let at = |k: usize, forward: bool| {
+                    let in_group = k % group;
+                    let chunk = in_group / pp;
+                    Pass {
+                        forward,
+                        chunk: if forward { chunk } else { v - 1 - chunk },
+                        micro_batch: (k / group) * pp + in_group % pp,
+                    }
+                };
+                let warmup = if b == pp {
+                    total
+                } else {
+                    ((pp - stage - 1) * 2 + (v - 1) * pp).min(total)
+                };
+                ops.extend((0..warmup).map(|k| at(k, true)));
+                for k in 0..total - warmup {
+                    ops.push(at(k + warmup, true));
+                    ops.push(at(k, false));
+                }
+                ops.extend((total - warmup..total).map(|k| at(k, false)));
+            }
+            Schedule::OneFOneB | Schedule::Interleaved { .. } => {
                 let warmup = (pp - stage - 1).min(b);
-                ops.extend((0..warmup).map(|i| (true, i)));
+                ops.extend((0..warmup).map(|i| pass(true, i)));
                 let (mut f, mut bw) = (warmup, 0);
                 while bw < b {
                     if f < b {
-                        ops.push((true, f));
+                        ops.push(pass(true, f));
                         f += 1;
                     }
-                    ops.push((false, bw));
+                    ops.push(pass(false, bw));
                     bw += 1;
                 }
             }
@@ -92,18 +171,20 @@ impl Schedule {
 }
 
 /// One data-parallel replica's pipeline: what each of its stages costs per
-/// micro-batch and what each cut costs per send.
+/// micro-batch and what each cut costs per send. Stages are virtual stages
+/// under an interleaved schedule: `pp v` of them, virtual stage `c` run by
+/// device stage `c mod pp` (its chunk `c / pp`); `v = 1` otherwise.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PipelineTimes {
-    /// Forward time of one micro-batch on each stage.
+    /// Forward time of one micro-batch on each (virtual) stage.
     pub forward_s: Vec<f64>,
-    /// Backward time of one micro-batch on each stage.
+    /// Backward time of one micro-batch on each (virtual) stage.
     pub backward_s: Vec<f64>,
-    /// `send_forward_s[j]`: one micro-batch's activations from stage j to
-    /// j + 1 (`pp - 1` entries).
+    /// `send_forward_s[c]`: one micro-batch's activations from (virtual)
+    /// stage c to c + 1 (`pp v - 1` entries).
     pub send_forward_s: Vec<f64>,
-    /// `send_backward_s[j]`: one micro-batch's gradients from stage j + 1
-    /// back to j (`pp - 1` entries).
+    /// `send_backward_s[c]`: one micro-batch's gradients from (virtual)
+    /// stage c + 1 back to c (`pp v - 1` entries).
     pub send_backward_s: Vec<f64>,
 }
 
@@ -111,7 +192,8 @@ pub struct PipelineTimes {
 #[derive(Debug, Clone, PartialEq)]
 pub struct IterationSpec {
     /// One pipeline per data-parallel replica, all with the same number of
-    /// stages. Replicas run independently until the gradient all-reduce.
+    /// stages. Replicas run independently until the gradient all-reduce, so
+    /// identical replicas may be given once.
     pub pipelines: Vec<PipelineTimes>,
     pub num_micro_batches: usize,
     pub schedule: Schedule,
@@ -140,7 +222,8 @@ pub struct Simulation {
     pub critical_stage: usize,
     /// The replica of that stage whose last backward pass ends latest.
     pub critical_replica: usize,
-    /// Forward and backward time of the critical stage (busy time).
+    /// Forward and backward time of the critical stage (busy time, all its
+    /// chunks).
     pub compute_s: f64,
     /// Time the critical stage waits before its last backward pass ends,
     /// minus the sends counted in `send_s`.
@@ -165,15 +248,18 @@ fn check_len(what: &str, got: usize, want: usize) -> crate::Result<()> {
 
 /// Simulates one training iteration, event by event.
 ///
-/// Every stage of every replica pipeline runs its passes strictly in the
-/// order of [`Schedule::stage_order`]. A pass starts when its stage is free
-/// and its input is there: the forward of micro-batch i on stage j needs the
-/// forward of i on j - 1 and that activation's send; the backward of i on
-/// stage j needs the backward of i on j + 1 and that gradient's send (on the
-/// last stage, its own forward of i). A send starts when its pass ends and
-/// the link of its cut and direction is free: sends on one cut and
-/// direction go one at a time, in micro-batch order, without occupying
-/// either stage's compute.
+/// Every device stage of every replica pipeline runs its passes strictly in
+/// the order of [`Schedule::passes`]. A pass starts when its stage is free
+/// and its input is there: the forward of micro-batch i on (virtual) stage
+/// c needs the forward of i on c - 1 and that activation's send; the
+/// backward of i on c needs the backward of i on c + 1 and that gradient's
+/// send (on the last virtual stage, its own forward of i). A send starts
+/// when its pass ends and the link of its cut and direction is free: sends
+/// on one cut and direction go one at a time, in the order they are made,
+/// without occupying either stage's compute (unless `blocking_sends`).
+/// Under an interleaved schedule the cuts are those between devices j and
+/// j + 1 and the one from the last device back to the first (chunk k to
+/// chunk k + 1).
 ///
 /// Then each stage reduces its gradients over its replicas and steps the
 /// optimizer. Without overlap the all-reduce starts when the stage's last
@@ -193,18 +279,26 @@ pub fn simulate(spec: &IterationSpec) -> crate::Result<Simulation> {
             "needs at least one micro-batch and one pipeline",
         ));
     }
-    let pp = spec.pipelines[0].forward_s.len();
-    if pp == 0 {
+    let v = spec.schedule.virtual_stages();
+    let nv = spec.pipelines[0].forward_s.len();
+    if nv == 0 || nv % v != 0 {
         return Err(crate::AmpError::invalid(
             "schedule simulation",
-            "a pipeline has no stage",
+            format!("a pipeline has {nv} stages, which is not a positive multiple of the {v} virtual stages per device"),
+        ));
+    }
+    let pp = nv / v;
+    if v > 1 && b % pp != 0 {
+        return Err(crate::AmpError::invalid(
+            "schedule simulation",
+            format!("the interleaved schedule runs micro-batches in groups of pp = {pp}, but there are {b}; choose a micro-batch size that makes the number of micro-batches a multiple of {pp}"),
         ));
     }
     for p in &spec.pipelines {
-        check_len("forward_s", p.forward_s.len(), pp)?;
-        check_len("backward_s", p.backward_s.len(), pp)?;
-        check_len("send_forward_s", p.send_forward_s.len(), pp - 1)?;
-        check_len("send_backward_s", p.send_backward_s.len(), pp - 1)?;
+        check_len("forward_s", p.forward_s.len(), nv)?;
+        check_len("backward_s", p.backward_s.len(), nv)?;
+        check_len("send_forward_s", p.send_forward_s.len(), nv - 1)?;
+        check_len("send_backward_s", p.send_backward_s.len(), nv - 1)?;
     }
     check_len("allreduce_s", spec.allreduce_s.len(), pp)?;
     check_len("optimizer_s", spec.optimizer_s.len(), pp)?;
@@ -215,11 +309,10 @@ pub fn simulate(spec: &IterationSpec) -> crate::Result<Simulation> {
             pp,
         )?;
     }
-    let orders: Vec<Vec<(bool, usize)>> = (0..pp)
-        .map(|j| spec.schedule.stage_order(j, pp, b))
-        .collect();
+    let orders: Vec<Vec<Pass>> = (0..pp).map(|j| spec.schedule.passes(j, pp, b)).collect();
+    let chunk_of = |c: usize| (v > 1).then_some(c / pp);
 
-    let mut events: Vec<Event> = Vec::with_capacity(spec.pipelines.len() * pp * b * 4);
+    let mut events: Vec<Event> = Vec::with_capacity(spec.pipelines.len() * nv * b * 4);
     // Binding predecessor of every event, for the critical path.
     let mut preds: Vec<Option<usize>> = Vec::with_capacity(events.capacity());
     // Per replica and stage: (start, end, event) of the last backward.
@@ -228,31 +321,35 @@ pub fn simulate(spec: &IterationSpec) -> crate::Result<Simulation> {
     for (r, p) in spec.pipelines.iter().enumerate() {
         let mut next = vec![0usize; pp];
         let mut free = vec![(0.0f64, None::<usize>); pp];
-        let mut link_f = vec![(0.0f64, None::<usize>); pp.saturating_sub(1)];
-        let mut link_b = vec![(0.0f64, None::<usize>); pp.saturating_sub(1)];
-        // Event index of: forward of (j, i); arrival of i's activation at j
-        // (the send from j - 1); arrival of i's gradient at j (from j + 1).
-        let mut fwd = vec![vec![None::<usize>; b]; pp];
-        let mut act_in = vec![vec![None::<usize>; b]; pp];
-        let mut grad_in = vec![vec![None::<usize>; b]; pp];
+        // Links by the device cut they cross: cut j joins device j and
+        // (j + 1) mod pp (the last one wraps around, used when v > 1).
+        let mut link_f = vec![(0.0f64, None::<usize>); pp];
+        let mut link_b = vec![(0.0f64, None::<usize>); pp];
+        // Event index of: forward of (c, i); arrival of i's activation at c
+        // (the send from c - 1); arrival of i's gradient at c (from c + 1).
+        let mut fwd = vec![vec![None::<usize>; b]; nv];
+        let mut act_in = vec![vec![None::<usize>; b]; nv];
+        let mut grad_in = vec![vec![None::<usize>; b]; nv];
         let mut stage_last = vec![(0.0, 0.0, 0usize); pp];
         let mut progress = true;
         while progress {
             progress = false;
             for j in 0..pp {
-                while let Some(&(is_fwd, i)) = orders[j].get(next[j]) {
+                while let Some(&op) = orders[j].get(next[j]) {
+                    let (is_fwd, i) = (op.forward, op.micro_batch);
+                    let c = op.chunk * pp + j;
                     // The input this pass waits for: None = not there yet,
                     // Some(None) = nothing to wait for.
                     let dep: Option<Option<usize>> = if is_fwd {
-                        if j == 0 {
+                        if c == 0 {
                             Some(None)
                         } else {
-                            act_in[j][i].map(Some)
+                            act_in[c][i].map(Some)
                         }
-                    } else if j == pp - 1 {
-                        fwd[j][i].map(Some)
+                    } else if c == nv - 1 {
+                        fwd[c][i].map(Some)
                     } else {
-                        grad_in[j][i].map(Some)
+                        grad_in[c][i].map(Some)
                     };
                     let Some(dep) = dep else { break };
                     let dep_end = dep.map_or(0.0, |e| events[e].end_s);
@@ -262,15 +359,16 @@ pub fn simulate(spec: &IterationSpec) -> crate::Result<Simulation> {
                         (free[j].0, free[j].1.or(dep))
                     };
                     let dur = if is_fwd {
-                        p.forward_s[j]
+                        p.forward_s[c]
                     } else {
-                        p.backward_s[j]
+                        p.backward_s[c]
                     };
                     let idx = events.len();
                     events.push(Event {
                         stage: j,
                         replica: r,
                         micro_batch: Some(i),
+                        chunk: chunk_of(c),
                         kind: if is_fwd {
                             EventKind::Forward
                         } else {
@@ -283,35 +381,37 @@ pub fn simulate(spec: &IterationSpec) -> crate::Result<Simulation> {
                     free[j] = (start + dur, Some(idx));
                     next[j] += 1;
                     progress = true;
-                    // Its send, if the pass feeds another stage.
-                    let send = if is_fwd && j + 1 < pp {
+                    // Its send, if the pass feeds another stage: (cut,
+                    // link, duration, kind, virtual stage sent from).
+                    let send = if is_fwd && c + 1 < nv {
                         Some((
                             j,
                             &mut link_f[j],
-                            p.send_forward_s[j],
+                            p.send_forward_s[c],
                             EventKind::SendForward,
                         ))
-                    } else if !is_fwd && j > 0 {
+                    } else if !is_fwd && c > 0 {
+                        let cut = (c - 1) % pp;
                         Some((
-                            j - 1,
-                            &mut link_b[j - 1],
-                            p.send_backward_s[j - 1],
+                            cut,
+                            &mut link_b[cut],
+                            p.send_backward_s[c - 1],
                             EventKind::SendBackward,
                         ))
                     } else {
                         None
                     };
                     if is_fwd {
-                        fwd[j][i] = Some(idx);
+                        fwd[c][i] = Some(idx);
                     } else {
                         stage_last[j] = (start, start + dur, idx);
                     }
                     if let Some((cut, link, dur, kind)) = send {
                         let ready = start
                             + if is_fwd {
-                                p.forward_s[j]
+                                p.forward_s[c]
                             } else {
-                                p.backward_s[j]
+                                p.backward_s[c]
                             };
                         let (s, pred) = if link.0 > ready {
                             (link.0, link.1)
@@ -323,6 +423,7 @@ pub fn simulate(spec: &IterationSpec) -> crate::Result<Simulation> {
                             stage: cut,
                             replica: r,
                             micro_batch: Some(i),
+                            chunk: chunk_of(c),
                             kind,
                             start_s: s,
                             end_s: s + dur,
@@ -333,9 +434,9 @@ pub fn simulate(spec: &IterationSpec) -> crate::Result<Simulation> {
                             free[j] = (s + dur, Some(sidx));
                         }
                         if is_fwd {
-                            act_in[j + 1][i] = Some(sidx);
+                            act_in[c + 1][i] = Some(sidx);
                         } else {
-                            grad_in[j - 1][i] = Some(sidx);
+                            grad_in[c - 1][i] = Some(sidx);
                         }
                     }
                 }
@@ -371,6 +472,7 @@ pub fn simulate(spec: &IterationSpec) -> crate::Result<Simulation> {
                 stage: j,
                 replica: 0,
                 micro_batch: None,
+                chunk: None,
                 kind: EventKind::AllReduce,
                 start_s: start,
                 end_s: finish,
@@ -385,6 +487,7 @@ pub fn simulate(spec: &IterationSpec) -> crate::Result<Simulation> {
                 stage: j,
                 replica: 0,
                 micro_batch: None,
+                chunk: None,
                 kind: EventKind::Optimizer,
                 start_s: t,
                 end_s: t + opt,
@@ -399,7 +502,10 @@ pub fn simulate(spec: &IterationSpec) -> crate::Result<Simulation> {
         .find(|&r| last_bwd[r][cs].1 == bwd_end[cs])
         .unwrap_or(0);
     let p = &spec.pipelines[cr];
-    let compute_s = b as f64 * (p.forward_s[cs] + p.backward_s[cs]);
+    let compute_s = b as f64
+        * (0..v)
+            .map(|k| p.forward_s[k * pp + cs] + p.backward_s[k * pp + cs])
+            .sum::<f64>();
     let idle = (bwd_end[cs] - compute_s).max(0.0);
     // Sends on the critical path into the stage's last backward.
     let mut sends = 0.0;
@@ -707,6 +813,152 @@ mod tests {
         assert!(simulate(&s).unwrap_err().to_string().contains("backward_s"));
     }
 
+    /// Megatron-LM's interleaved order, pp = 2, v = 2, B = 4 (by hand from
+    /// schedules.py): device 0 warms up (2 - 0 - 1) x 2 + (2 - 1) x 2 = 4
+    /// chunk forwards, device 1 warms up 2.
+    #[test]
+    fn interleaved_order() {
+        let s = Schedule::Interleaved { virtual_stages: 2 };
+        let show = |j: usize| -> Vec<(char, usize, usize)> {
+            s.passes(j, 2, 4)
+                .into_iter()
+                .map(|p| (if p.forward { 'F' } else { 'B' }, p.chunk, p.micro_batch))
+                .collect()
+        };
+        let (f, b) = ('F', 'B');
+        assert_eq!(
+            show(0),
+            vec![
+                (f, 0, 0),
+                (f, 0, 1),
+                (f, 1, 0),
+                (f, 1, 1),
+                (f, 0, 2),
+                (b, 1, 0),
+                (f, 0, 3),
+                (b, 1, 1),
+                (f, 1, 2),
+                (b, 0, 0),
+                (f, 1, 3),
+                (b, 0, 1),
+                (b, 1, 2),
+                (b, 1, 3),
+                (b, 0, 2),
+                (b, 0, 3),
+            ]
+        );
+        assert_eq!(
+            show(1),
+            vec![
+                (f, 0, 0),
+                (f, 0, 1),
+                (f, 1, 0),
+                (b, 1, 0),
+                (f, 1, 1),
+                (b, 1, 1),
+                (f, 0, 2),
+                (b, 0, 0),
+                (f, 0, 3),
+                (b, 0, 1),
+                (f, 1, 2),
+                (b, 1, 2),
+                (f, 1, 3),
+                (b, 1, 3),
+                (b, 0, 2),
+                (b, 0, 3),
+            ]
+        );
+        // One chunk: plain 1F1B.
+        assert_eq!(
+            Schedule::Interleaved { virtual_stages: 1 }.stage_order(0, 2, 3),
+            Schedule::OneFOneB.stage_order(0, 2, 3)
+        );
+        assert_eq!(s.virtual_stages(), 2);
+        assert_eq!(Schedule::GPipe.virtual_stages(), 1);
+    }
+
+    /// The same case simulated, every chunk forward 1 and backward 2, free
+    /// sends. By hand (virtual stages c0 = d0 chunk 0, c1 = d1 chunk 0,
+    /// c2 = d0 chunk 1, c3 = d1 chunk 1):
+    /// d0: F(c0,0) [0,1] F(c0,1) [1,2] F(c2,0) [2,3] F(c2,1) [3,4]
+    ///     F(c0,2) [4,5] B(c2,0) [6,8] F(c0,3) [8,9] B(c2,1) [9,11]
+    ///     F(c2,2) [11,12] B(c0,0) [12,14] F(c2,3) [14,15] B(c0,1) [15,17]
+    ///     B(c2,2) [18,20] B(c2,3) [21,23] B(c0,2) [23,25] B(c0,3) [25,27];
+    /// d1: F(c1,0) [1,2] F(c1,1) [2,3] F(c3,0) [3,4] B(c3,0) [4,6]
+    ///     F(c3,1) [6,7] B(c3,1) [7,9] F(c1,2) [9,10] B(c1,0) [10,12]
+    ///     F(c1,3) [12,13] B(c1,1) [13,15] F(c3,2) [15,16] B(c3,2) [16,18]
+    ///     F(c3,3) [18,19] B(c3,3) [19,21] B(c1,2) [21,23] B(c1,3) [23,25].
+    /// Makespan 27 = B v (f + b) + (pp - 1)(f + b) = 24 + 3, against 30 for
+    /// plain 1F1B with the two chunks merged (f = 2, b = 4).
+    #[test]
+    fn interleaved_by_hand() {
+        let s = spec(
+            &[1.0; 4],
+            &[2.0; 4],
+            &[0.0; 3],
+            &[0.0; 3],
+            4,
+            Schedule::Interleaved { virtual_stages: 2 },
+        );
+        let s = IterationSpec {
+            allreduce_s: vec![0.0; 2],
+            optimizer_s: vec![0.0; 2],
+            allreduce_tail_fraction: vec![0.0; 2],
+            ..s
+        };
+        let sim = simulate(&s).unwrap();
+        assert_eq!(sim.timeline.iteration_s, 27.0);
+        let at = |stage: usize, chunk: usize, m: usize, kind: EventKind| {
+            let e = sim
+                .timeline
+                .events
+                .iter()
+                .find(|e| {
+                    e.stage == stage
+                        && e.chunk == Some(chunk)
+                        && e.micro_batch == Some(m)
+                        && e.kind == kind
+                })
+                .unwrap();
+            (e.start_s, e.end_s)
+        };
+        assert_eq!(at(0, 1, 0, EventKind::Backward), (6.0, 8.0));
+        assert_eq!(at(1, 0, 2, EventKind::Forward), (9.0, 10.0));
+        assert_eq!(at(1, 1, 3, EventKind::Forward), (18.0, 19.0));
+        assert_eq!(at(0, 0, 3, EventKind::Backward), (25.0, 27.0));
+        assert_eq!(sim.critical_stage, 0);
+        assert_eq!(sim.compute_s, 24.0);
+        assert_eq!(sim.bubble_s, 3.0);
+        let merged = spec(&[2.0; 2], &[4.0; 2], &[0.0], &[0.0], 4, Schedule::OneFOneB);
+        assert_eq!(makespan(&merged), 30.0);
+        // Sends: 3 virtual cuts x 4 micro-batches each way; the wrap-around
+        // cut (device 1 chunk 0 -> device 0 chunk 1) is cut 1.
+        let mut s2 = s.clone();
+        s2.pipelines[0].send_forward_s = vec![0.5; 3];
+        s2.pipelines[0].send_backward_s = vec![0.5; 3];
+        let sim2 = simulate(&s2).unwrap();
+        let sends: Vec<&Event> = sim2
+            .timeline
+            .events
+            .iter()
+            .filter(|e| e.kind == EventKind::SendForward)
+            .collect();
+        assert_eq!(sends.len(), 12);
+        assert_eq!(
+            sends
+                .iter()
+                .filter(|e| e.stage == 1 && e.chunk == Some(0))
+                .count(),
+            4
+        );
+        assert!(sim2.timeline.iteration_s > 27.0);
+        // B not a multiple of pp: a clear error.
+        let mut bad = s.clone();
+        bad.num_micro_batches = 3;
+        let e = simulate(&bad).unwrap_err().to_string();
+        assert!(e.contains("multiple of 2"), "{e}");
+    }
+
     fn arb_pipeline() -> impl Strategy<Value = (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, usize)> {
         (1usize..5, 1usize..7).prop_flat_map(|(pp, b)| {
             (
@@ -757,6 +1009,21 @@ mod tests {
             let uniform = simulate(&spec(&vec![f[0]; pp], &vec![bw[0]; pp], &vec![0.0; pp - 1], &vec![0.0; pp - 1], b, Schedule::OneFOneB)).unwrap();
             let closed = (b + pp - 1) as f64 * (f[0] + bw[0]);
             prop_assert!((uniform.timeline.iteration_s - closed).abs() < 1e-9);
+            // Interleaved, v chunks of uniform time per device, B a multiple
+            // of pp: the bubble shrinks to (pp - 1) chunk times.
+            for v in 2..4 {
+                let bi = pp * b;
+                let nv = pp * v;
+                let mut s = spec(&vec![f[0]; nv], &vec![bw[0]; nv], &vec![0.0; nv - 1], &vec![0.0; nv - 1], bi, Schedule::Interleaved { virtual_stages: v });
+                s.allreduce_s = vec![0.0; pp];
+                s.optimizer_s = vec![0.0; pp];
+                s.allreduce_tail_fraction = vec![0.0; pp];
+                let sim = simulate(&s).unwrap();
+                let closed = (bi * v + pp - 1) as f64 * (f[0] + bw[0]);
+                prop_assert!((sim.timeline.iteration_s - closed).abs() < 1e-9, "v {v} pp {pp} b {bi}: {} vs {closed}", sim.timeline.iteration_s);
+                let parts = sim.compute_s + sim.bubble_s + sim.send_s + sim.allreduce_s + sim.optimizer_s;
+                prop_assert!((parts - sim.timeline.iteration_s).abs() < 1e-9);
+            }
         }
     }
 }

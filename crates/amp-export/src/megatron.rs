@@ -124,7 +124,13 @@ pub(crate) fn export(
     cluster: &Cluster,
     opts: &ExportOptions,
 ) -> EngineResult<Vec<ExportFile>> {
-    if opts.schedule != Schedule::OneFOneB {
+    if let Schedule::Interleaved { virtual_stages } = opts.schedule {
+        if virtual_stages > 1 {
+            return Err(Refusal::Unsupported(
+                "the plan was priced with the interleaved schedule; amp's plan gives each device one contiguous layer range, not the chunks Megatron-LM's --num-layers-per-virtual-pipeline-stage places; price it with the 1F1B schedule to export".into(),
+            ));
+        }
+    } else if opts.schedule != Schedule::OneFOneB {
         return Err(Refusal::Unsupported(
             "the plan was priced with the GPipe schedule; Megatron-LM runs 1F1B (megatron/core/pipeline_parallel/schedules.py has no all-forward-then-all-backward schedule)".into(),
         ));

@@ -52,6 +52,12 @@ pub(crate) fn export(
     let schedule = match opts.schedule {
         Schedule::OneFOneB => "1F1B",
         Schedule::GPipe => "GPipe",
+        Schedule::Interleaved { virtual_stages } if virtual_stages <= 1 => "1F1B",
+        Schedule::Interleaved { .. } => {
+            return Err(Refusal::Unsupported(
+                "the plan was priced with the interleaved schedule, whose model chunks amp does not place as torchtitan's Interleaved1F1B stages; price it with the 1F1B schedule to export".into(),
+            ))
+        }
     };
 
     let mut t = String::new();
