@@ -99,6 +99,9 @@ fn parse_term(catalog: &Catalog, term: &str) -> Result<Term, CatalogError> {
         let gpu = catalog.gpu(gpu_name.trim())?;
         let link = catalog.link(&gpu.interconnect)?;
         let intra = link.bytes_per_s();
+        // Without @BW, the network of the GPU's reference server (a DGX or
+        // the like, cited in gpus.toml) when the catalog knows one.
+        let network = gpu.node_network_gbps.map(|g| g * GBPS_TO_BYTES_PER_S);
         return Ok(Term {
             text: term.to_string(),
             count,
@@ -106,11 +109,11 @@ fn parse_term(catalog: &Catalog, term: &str) -> Result<Term, CatalogError> {
                 gpu_type: gpu.name.clone(),
                 gpus,
                 intra_bytes_per_s: intra,
-                inter_bytes_per_s: bandwidth.unwrap_or(intra),
+                inter_bytes_per_s: bandwidth.or(network).unwrap_or(intra),
                 gpu_memory_bytes: Some(gpu.memory_bytes()),
                 price_per_hour: None,
             },
-            has_bandwidth: bandwidth.is_some(),
+            has_bandwidth: bandwidth.is_some() || network.is_some(),
         });
     }
     match catalog.instance(rest.trim()) {

@@ -34,6 +34,13 @@ pub struct Gpu {
     pub interconnect: String,
     #[serde(default)]
     pub sms: Option<u32>,
+    /// Network bandwidth of one node of this GPU's reference multi-GPU
+    /// server (all its NICs together), Gbit/s; the cluster shorthand's
+    /// default when no `@BW` is given. Source in `node_network_source`.
+    #[serde(default)]
+    pub node_network_gbps: Option<f64>,
+    #[serde(default)]
+    pub node_network_source: Option<String>,
     /// Share of the tensor peak reachable with warp-level MMA (1 if absent).
     #[serde(default)]
     pub mma_sync_fraction: Option<f64>,

@@ -4,11 +4,10 @@ use std::path::PathBuf;
 
 use amp_core::cost::{DeviceMemory, Estimate, Inputs};
 use amp_core::plan::Plan;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use comfy_table::{presets::UTF8_BORDERS_ONLY, ContentArrangement, Table};
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::inputs::{InputArgs, Loaded};
 
@@ -30,43 +29,6 @@ pub struct EvalArgs {
     /// Print machine-readable JSON instead of text.
     #[arg(long)]
     pub json: bool,
-}
-
-/// Finds the plan in any of the accepted layouts.
-fn parse_plan(text: &str, origin: &str, rank: usize) -> Result<Plan> {
-    let v: Value =
-        serde_json::from_str(text).with_context(|| format!("{origin}: not valid JSON"))?;
-    let obj = v
-        .as_object()
-        .ok_or_else(|| anyhow!("{origin}: expected a JSON object holding a plan"))?;
-    let (plan_value, at) = if obj.contains_key("stages") {
-        (v.clone(), origin.to_string())
-    } else if let Some(p) = obj.get("plan") {
-        (p.clone(), format!("{origin}: `plan`"))
-    } else if let Some(plans) = obj.get("plans").and_then(|p| p.as_array()) {
-        if rank == 0 || rank > plans.len() {
-            bail!(
-                "{origin}: --rank {rank} but the file holds {} plans (ranks 1..={})",
-                plans.len(),
-                plans.len()
-            );
-        }
-        let p = &plans[rank - 1];
-        let pick = |k: &str| {
-            p.get(k)
-                .cloned()
-                .ok_or_else(|| anyhow!("{origin}: plans[{}] has no `{k}`", rank - 1))
-        };
-        let plan = serde_json::json!({
-            "micro_batch": pick("micro_batch")?,
-            "num_micro_batches": pick("num_micro_batches")?,
-            "stages": pick("stages")?,
-        });
-        (plan, format!("{origin}: plans[{}]", rank - 1))
-    } else {
-        bail!("{origin}: no plan found; expected `stages` (a plan), `plan` (an object holding one) or `plans` (amp plan --json output)");
-    };
-    serde_json::from_value(plan_value).map_err(|e| anyhow!("{at}: not a valid plan: {e}"))
 }
 
 #[derive(Serialize)]
@@ -203,11 +165,11 @@ fn print_text(loaded: &Loaded, plan: &Plan, est: &Estimate, cost_model: &str) {
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
-    let loaded = args.inputs.load()?;
+    let mut loaded = args.inputs.load()?;
     let origin = args.plan.display().to_string();
     let text =
         std::fs::read_to_string(&args.plan).with_context(|| format!("cannot read {origin}"))?;
-    let plan = parse_plan(&text, &origin, args.rank)?;
+    let plan = Plan::from_json_any(&text, &origin, Some(args.rank))?;
     plan.validate(&loaded.model, &loaded.cluster)
         .with_context(|| {
             format!(
@@ -215,6 +177,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 loaded.model.name, loaded.cluster.name
             )
         })?;
+    args.inputs
+        .complete_profile(&mut loaded, &[plan.micro_batch])?;
     let cost_model = args.inputs.cost_model()?;
     let inputs = Inputs {
         model: &loaded.model,
@@ -258,28 +222,30 @@ mod tests {
     const BARE: &str = r#"{"micro_batch": 2, "num_micro_batches": 4,
         "stages": [{"first_layer": 0, "end_layer": 30, "replicas": [[{"node": 0, "gpu": 0}]]}]}"#;
 
+    fn parse(text: &str, rank: usize) -> amp_core::Result<Plan> {
+        Plan::from_json_any(text, "p.json", Some(rank))
+    }
+
     #[test]
     fn accepts_the_three_layouts() {
-        let bare = parse_plan(BARE, "p.json", 1).unwrap();
+        let bare = parse(BARE, 1).unwrap();
         assert_eq!(bare.micro_batch, 2);
         let wrapped = format!(r#"{{"plan": {BARE}}}"#);
-        assert_eq!(parse_plan(&wrapped, "p.json", 1).unwrap(), bare);
+        assert_eq!(parse(&wrapped, 1).unwrap(), bare);
         let listed = format!(
             r#"{{"schema_version": 1, "plans": [{{"rank": 1, "tp": 1, "predicted_iteration_s": 1.0, "micro_batch": 2, "num_micro_batches": 4, "stages": {}}}]}}"#,
             serde_json::to_string(&bare.stages).unwrap()
         );
-        assert_eq!(parse_plan(&listed, "p.json", 1).unwrap(), bare);
-        let e = parse_plan(&listed, "p.json", 2).unwrap_err().to_string();
-        assert!(e.contains("--rank 2") && e.contains("1 plans"), "{e}");
+        assert_eq!(parse(&listed, 1).unwrap(), bare);
+        let e = parse(&listed, 2).unwrap_err().to_string();
+        assert!(e.contains("rank 2") && e.contains("1 plans"), "{e}");
     }
 
     #[test]
     fn bad_plans_say_where() {
-        let e = parse_plan("{\"x\": 1}", "p.json", 1)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("p.json") && e.contains("no plan found"), "{e}");
-        let e = parse_plan(r#"{"micro_batch": 1, "stages": []}"#, "p.json", 1)
+        let e = parse("{\"x\": 1}", 1).unwrap_err().to_string();
+        assert!(e.contains("p.json") && e.contains("micro_batch"), "{e}");
+        let e = parse(r#"{"micro_batch": 1, "stages": []}"#, 1)
             .unwrap_err()
             .to_string();
         assert!(e.contains("num_micro_batches"), "{e}");

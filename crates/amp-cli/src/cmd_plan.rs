@@ -1,13 +1,18 @@
 //! `amp plan`: search and print the fastest plans.
 
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
 use amp_core::cost::Inputs;
-use amp_core::search::{search, PlacementSearch, RankedPlan, SearchOptions, SearchResult};
+use amp_core::search::{divisors, search, PlacementSearch, RankedPlan, SearchOptions, SearchResult};
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use comfy_table::{presets::UTF8_BORDERS_ONLY, ContentArrangement, Table};
 use serde::Serialize;
 
 use crate::inputs::{InputArgs, Loaded};
+use crate::output::{write_export, write_report, EngineArg};
 
 /// Version of the `--json` output; bumped on any incompatible change.
 pub const JSON_SCHEMA_VERSION: u32 = 1;
@@ -29,6 +34,18 @@ pub struct PlanArgs {
     /// Print machine-readable JSON (schema in README.md) instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Write launch files of the fastest plan for this engine (needs --out).
+    #[arg(long, value_enum, requires = "out")]
+    pub emit: Option<EngineArg>,
+    /// Directory for --emit's files.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Write a self-contained HTML report of the search and the fastest plan.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +88,7 @@ struct JsonOutput<'a> {
     global_batch: usize,
     cost_model: &'a str,
     placement_search: &'a str,
+    compute_sources: Vec<String>,
     candidates: usize,
     infeasible: usize,
     skipped: &'a [String],
@@ -119,6 +137,7 @@ fn print_table(
     top: usize,
     global_batch: usize,
     cost_model: &str,
+    sources: &[String],
 ) {
     let mut table = Table::new();
     table
@@ -157,6 +176,9 @@ fn print_table(
         loaded.cluster.num_devices()
     );
     println!("{table}");
+    for s in sources {
+        println!("compute times: {s}");
+    }
     let best = &result.plans[0];
     println!(
         "best: {:.4} s/iteration, {:.1} samples/s; {} candidates priced, {} did not fit in memory",
@@ -171,11 +193,21 @@ fn print_table(
 }
 
 pub fn run(args: PlanArgs) -> Result<()> {
-    let loaded = args.inputs.load()?;
+    let mut loaded = args.inputs.load()?;
     let global_batch = match (args.global_batch, loaded.example_batch) {
         (Some(b), _) | (None, Some(b)) => b,
         (None, None) => bail!("--global-batch is required"),
     };
+    if global_batch == 0 {
+        bail!("--global-batch must be at least 1");
+    }
+    args.inputs.complete_profile(&mut loaded, &divisors(global_batch))?;
+    // Only the GPU types this cluster has.
+    let gpus = loaded.cluster.gpu_types();
+    let sources: Vec<String> = amp_catalog::describe_sources(&loaded.profile)
+        .into_iter()
+        .filter(|line| gpus.iter().any(|g| line.starts_with(&format!("{g}:"))))
+        .collect();
     if args.top == 0 {
         bail!("--top must be at least 1");
     }
@@ -189,14 +221,18 @@ pub fn run(args: PlanArgs) -> Result<()> {
         PlacementArg::Full => PlacementSearch::Full,
         PlacementArg::Artifact => PlacementSearch::Artifact,
     };
+    let progress = Progress::new(args.quiet);
+    let report_progress = |done: usize, total: usize| progress.update(done, total);
     let result = search(
         &inputs,
         cost_model.as_ref(),
         &SearchOptions {
             global_batch,
             placement,
+            progress: Some(&report_progress),
         },
     )?;
+    progress.finish();
     if args.json {
         let plans = result
             .plans
@@ -234,6 +270,7 @@ pub fn run(args: PlanArgs) -> Result<()> {
                 PlacementSearch::Full => "full",
                 PlacementSearch::Artifact => "artifact",
             },
+            compute_sources: sources.clone(),
             candidates: result.candidates,
             infeasible: result.infeasible,
             skipped: &result.skipped,
@@ -241,7 +278,54 @@ pub fn run(args: PlanArgs) -> Result<()> {
         };
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        print_table(&loaded, &result, args.top, global_batch, cost_model.name());
+        print_table(&loaded, &result, args.top, global_batch, cost_model.name(), &sources);
+    }
+    let best = &result.plans[0];
+    if let (Some(engine), Some(dir)) = (args.emit, &args.out) {
+        let files = write_export(&inputs, &best.plan, engine, dir)?;
+        eprintln!("wrote {} launch files for the fastest plan to {}", files.len(), dir.display());
+    }
+    if let Some(path) = &args.report {
+        let title = format!("{} on {}", loaded.model.name, loaded.cluster.name);
+        write_report(&inputs, &title, &result.plans, &best.plan, Some(&best.estimate), path)?;
+        eprintln!("wrote the report to {}", path.display());
     }
     Ok(())
+}
+
+/// A progress bar on stderr for searches that take over a second, shown
+/// only on a terminal and without --quiet.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    start: Instant,
+}
+
+impl Progress {
+    fn new(quiet: bool) -> Progress {
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let bar = indicatif::ProgressBar::hidden();
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("searching {bar:40} {pos}/{len} candidates ({eta})")
+                    .expect("valid template"),
+            );
+            bar
+        });
+        Progress { bar, start: Instant::now() }
+    }
+
+    fn update(&self, done: usize, total: usize) {
+        if let Some(bar) = &self.bar {
+            if bar.is_hidden() && self.start.elapsed() > Duration::from_secs(1) {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            }
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
 }

@@ -7,6 +7,7 @@ use amp_core::cluster::Cluster;
 use amp_core::cost::amp_paper::{AmpPaper, SplitRule};
 use amp_core::cost::CostModel;
 use amp_core::model::{builtin as models, Model};
+
 use amp_core::profile::Profile;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
@@ -19,14 +20,21 @@ pub struct InputArgs {
     /// model, cluster, profiles and global batch.
     #[arg(long, value_enum, conflicts_with_all = ["model", "cluster"])]
     pub example: Option<ExampleName>,
-    /// Model: a built-in name (gpt2-amp, transgan-amp) or a TOML/JSON file
-    /// with a layer list.
+    /// Model: a zoo name (llama3-8b, gpt2-xl, gpt2-amp, ...), a Hugging Face
+    /// config.json, or a TOML/JSON file with a layer list.
     #[arg(long, required_unless_present = "example")]
     pub model: Option<String>,
-    /// Cluster: a built-in name (homogeneous, het-cluster, het-model) or a
-    /// TOML/JSON file of nodes.
+    /// Sequence length for zoo models and Hugging Face configs.
+    #[arg(long)]
+    pub seq: Option<u64>,
+    /// Cluster: shorthand (4xp3.8xlarge+1xg4dn.12xlarge,
+    /// 2x8xH100+4x8xA100-80GB@100Gbps), a built-in name (homogeneous,
+    /// het-cluster, het-model) or a TOML/JSON file of nodes.
     #[arg(long, required_unless_present = "example")]
     pub cluster: Option<String>,
+    /// Do not fill missing profile entries from the analytic compute model.
+    #[arg(long)]
+    pub no_analytic: bool,
     /// Profile: an AMP .npy file, a directory of them, or a TOML/JSON
     /// profile file. Repeat to combine. Built-in AMP models use the
     /// embedded AMP profiles when none is given.
@@ -34,7 +42,7 @@ pub struct InputArgs {
     pub profile: Vec<PathBuf>,
     /// Cost model: amp (per-device, the default) or amp-paper (the AMP
     /// artifact's equations, for reference).
-    #[arg(long, value_enum, default_value_t = CostModelName::AmpPaper)]
+    #[arg(long, value_enum, default_value_t = CostModelName::Amp)]
     pub cost_model: CostModelName,
     /// How the amp-paper model splits layers: artifact (its own
     /// partitioner, reproduced) or exact (amp's).
@@ -109,7 +117,7 @@ impl InputArgs {
                 example_batch: Some(e.global_batch()),
             });
         }
-        let model = load_model(self.model.as_deref().unwrap_or_default())?;
+        let model = load_model(self.model.as_deref().unwrap_or_default(), self.seq)?;
         let cluster = load_cluster(self.cluster.as_deref().unwrap_or_default())?;
         let mut profile = Profile::default();
         for p in &self.profile {
@@ -121,13 +129,40 @@ impl InputArgs {
         profile
             .check_layers(model.num_layers(), "profile")
             .context("the profile does not fit the model")?;
-        check_profile_covers(&profile, &cluster)?;
         Ok(Loaded {
             model,
             cluster,
             profile,
             example_batch: None,
         })
+    }
+
+    /// Fills the (GPU type, tp) pairs the profile lacks from the analytic
+    /// compute model at the given micro-batch sizes, then checks that every
+    /// GPU type of the cluster is covered.
+    pub fn complete_profile(&self, loaded: &mut Loaded, micro_batches: &[usize]) -> Result<()> {
+        if !self.no_analytic {
+            let node_max = loaded.cluster.nodes.iter().map(|n| n.gpus).max().unwrap_or(1);
+            let tps: Vec<usize> = (1..=node_max).filter(|t| node_max % t == 0).collect();
+            let missing: Vec<String> = loaded
+                .cluster
+                .gpu_types()
+                .into_iter()
+                .filter(|g| tps.iter().any(|&t| !loaded.profile.has(g, t)))
+                .collect();
+            if !missing.is_empty() {
+                let extra = amp_catalog::analytic_profile(
+                    &loaded.model,
+                    &missing,
+                    &tps,
+                    micro_batches,
+                    &loaded.profile,
+                )
+                .context("cannot fill the profile from the analytic compute model (or pass --profile)")?;
+                loaded.profile.merge(extra);
+            }
+        }
+        check_profile_covers(&loaded.profile, &loaded.cluster)
     }
 }
 
@@ -142,25 +177,28 @@ fn extension(path: &Path) -> String {
         .to_ascii_lowercase()
 }
 
-pub fn load_model(spec: &str) -> Result<Model> {
+pub fn load_model(spec: &str, seq: Option<u64>) -> Result<Model> {
     let path = Path::new(spec);
     if path.is_file() {
         let text = read_text(path)?;
         let origin = path.display().to_string();
         return Ok(match extension(path).as_str() {
             "toml" => Model::from_toml_str(&text, &origin)?,
-            "json" => Model::from_json_str(&text, &origin)?,
+            // A layer list has `layers`; anything else is taken for a
+            // Hugging Face config.json.
+            "json" if text.contains("\"layers\"") => Model::from_json_str(&text, &origin)?,
+            "json" => amp_catalog::model_from_hf_config(&text, &origin, seq)?,
             other => bail!(
                 "{origin}: unknown model file type `.{other}`; use a .toml or .json layer list"
             ),
         });
     }
-    models::by_name(spec).ok_or_else(|| {
-        anyhow!(
-            "unknown model `{spec}`: no such file, and not a built-in model (built-in: {})",
-            models::NAMES.join(", ")
-        )
-    })
+    if seq.is_none() {
+        if let Some(m) = models::by_name(spec) {
+            return Ok(m);
+        }
+    }
+    amp_catalog::zoo_model(spec, seq).map_err(|e| anyhow!("{e} (or give a model file: no file `{spec}` exists)"))
 }
 
 pub fn load_cluster(spec: &str) -> Result<Cluster> {
@@ -177,7 +215,9 @@ pub fn load_cluster(spec: &str) -> Result<Cluster> {
     if let Some(e) = Experiment::from_name(spec) {
         return Ok(e.cluster());
     }
-    bail!("unknown cluster `{spec}`: no such file, and not a built-in cluster (built-in: homogeneous, het-cluster, het-model)")
+    amp_catalog::parse_cluster(spec).map_err(|e| {
+        anyhow!("{e} (a cluster is a shorthand like 2x8xH100+1xp3.8xlarge, a built-in name: homogeneous, het-cluster, het-model, or a .toml/.json file)")
+    })
 }
 
 /// The embedded AMP profiles of a built-in AMP model.

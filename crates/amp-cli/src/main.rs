@@ -4,9 +4,11 @@
 //! lives in `amp-core`.
 
 mod cmd_eval;
+mod cmd_export;
 mod cmd_plan;
 mod cmd_validate;
 mod inputs;
+mod output;
 
 use std::process::ExitCode;
 
@@ -32,6 +34,9 @@ enum Command {
     Eval(cmd_eval::EvalArgs),
     /// Compare predictions with measured runs (AMP or Sailor artifact layout).
     Validate(cmd_validate::ValidateArgs),
+    /// Write launch files (Megatron-LM, DeepSpeed, torchtitan) or an HTML
+    /// report for a given plan.
+    Export(cmd_export::ExportArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +45,7 @@ fn main() -> ExitCode {
         Command::Plan(args) => cmd_plan::run(args),
         Command::Validate(args) => cmd_validate::run(args),
         Command::Eval(args) => cmd_eval::run(args),
+        Command::Export(args) => cmd_export::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -153,23 +153,52 @@ fn unknown_model_is_named() {
 }
 
 #[test]
-fn unknown_gpu_type_says_what_the_profile_covers() {
+fn unknown_gpu_type_is_named_with_suggestions() {
     let c = tmp(
-        "a100.toml",
-        "[[nodes]]\ngpu = \"A100\"\ngpus = 4\nintra_gbps = 600\ninter_gbps = 100\n",
+        "a1000.toml",
+        "[[nodes]]\ngpu = \"A1000\"\ngpus = 4\nintra_gbps = 600\ninter_gbps = 100\n",
     );
     assert_fails_with(
-        &[
-            "plan",
-            "--model",
-            "gpt2-amp",
-            "--cluster",
-            c.to_str().unwrap(),
-            "--global-batch",
-            "8",
-        ],
-        &["`A100`", "T4", "--profile"],
+        &["plan", "--model", "gpt2-amp", "--cluster", c.to_str().unwrap(), "--global-batch", "8"],
+        &["A1000", "did you mean", "--profile"],
     );
+}
+
+#[test]
+fn missing_profile_entries_without_the_analytic_model() {
+    let c = tmp(
+        "a100.toml",
+        "[[nodes]]\ngpu = \"A100-80GB\"\ngpus = 4\nintra_gbps = 600\ninter_gbps = 100\n",
+    );
+    let cluster = c.to_str().unwrap();
+    assert_fails_with(
+        &["plan", "--model", "gpt2-amp", "--cluster", cluster, "--global-batch", "8", "--no-analytic"],
+        &["missing profile entries", "`A100-80GB`", "T4", "--profile"],
+    );
+    // With the analytic model (the default) the same request plans.
+    let o = amp(&["plan", "--model", "gpt2-amp", "--cluster", cluster, "--global-batch", "8"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("from the analytic model"), "{}", stdout(&o));
+}
+
+#[test]
+fn issue_example_runs_with_no_files() {
+    let o = amp(&[
+        "plan", "--model", "llama3-70b", "--cluster", "2x8xH100+2x8xA100-80GB", "--global-batch", "512", "--seq", "4096",
+        "--json", "--top", "3",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["num_gpus"], 32);
+    assert!(!v["plans"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn default_model_output_is_deterministic() {
+    let args = ["plan", "--example", "het-cluster", "--json"];
+    let a = amp(&args);
+    assert!(a.status.success(), "{}", stderr(&a));
+    assert_eq!(a.stdout, amp(&args).stdout);
 }
 
 #[test]

@@ -40,10 +40,7 @@ fn bench_experiment(c: &mut Criterion, e: Experiment) {
     let mut group = c.benchmark_group(e.name());
     group.sample_size(20);
     for (name, model, placement) in configs.iter() {
-        let opts = SearchOptions {
-            global_batch: e.global_batch(),
-            placement: *placement,
-        };
+        let opts = SearchOptions::new(e.global_batch(), *placement);
         group.bench_function(*name, |b| {
             b.iter(|| search(&inputs, model.as_ref(), &opts).unwrap())
         });

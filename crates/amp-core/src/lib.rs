@@ -1,23 +1,143 @@
 //! amp: find fast model-parallel training plans for a model on a cluster.
 //!
-//! Data flows one way: inputs ([`model::Model`], [`cluster::Cluster`],
-//! [`profile::Profile`]) -> candidate plans ([`search`]) -> cost
-//! ([`cost`]) -> ranked plans ([`plan::Plan`]). No I/O happens here: parsing
-//! functions take strings or bytes, and the CLI reads files.
+//! Data flows one way: inputs ([`Model`], [`Cluster`], [`Profile`]) ->
+//! candidate plans ([`search`]) -> cost ([`cost`]) -> ranked plans
+//! ([`Plan`]). No I/O happens here: parsing functions take strings or bytes,
+//! and the CLI reads files.
+//!
+//! The three entry points are [`plan`], [`evaluate`] and [`validate`]; the
+//! modules hold the pieces for finer control.
+//!
+//! ```
+//! use amp_core::artifact::Experiment;
+//!
+//! // The AMP paper's mixed V100/T4 cluster, with its built-in profiles.
+//! let e = Experiment::HetCluster;
+//! let (model, cluster, profile) = (e.model(), e.cluster(), e.profile());
+//! let found = amp_core::plan(&model, &cluster, &profile, 32, &amp_core::PlanOptions::default())?;
+//! let best = &found.plans[0];
+//! assert_eq!(best.tp * best.dp * best.pp, 16);
+//!
+//! // Re-price the winner on its own: same model, same answer.
+//! let again = amp_core::evaluate(&model, &cluster, &profile, &best.plan)?;
+//! assert_eq!(again.iteration_s, best.estimate.iteration_s);
+//! # Ok::<(), amp_core::AmpError>(())
+//! ```
 
 pub mod artifact;
 pub mod cluster;
+pub mod cost;
 pub mod error;
+pub mod memory;
 pub mod model;
 pub mod partition;
+pub mod placement;
 pub mod plan;
 pub mod profile;
-
-pub use error::{AmpError, Result};
-pub mod cost;
-pub mod memory;
-pub mod placement;
 pub mod sailor;
 pub mod schedule;
 pub mod search;
 pub mod validate;
+
+pub use cluster::{Cluster, Device, Node};
+pub use cost::{Breakdown, DeviceMemory, Estimate};
+pub use error::{AmpError, Result};
+pub use model::{Layer, LayerKind, Model};
+pub use plan::{Plan, Stage};
+pub use profile::{Profile, ProfileEntry};
+pub use search::{PlacementSearch, RankedPlan, SearchResult};
+
+use cost::device::DeviceModel;
+use cost::Inputs;
+
+/// Options of [`plan`].
+#[derive(Debug, Clone, Copy)]
+pub struct PlanOptions {
+    /// Which placements to try (default: all of them).
+    pub placement: PlacementSearch,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            placement: PlacementSearch::Full,
+        }
+    }
+}
+
+/// Searches every plan of `model` on `cluster` for `global_batch` samples
+/// per iteration and returns those that fit, fastest first, priced by amp's
+/// per-device cost model.
+///
+/// ```
+/// use amp_core::{artifact::Experiment, PlacementSearch, PlanOptions};
+///
+/// let e = Experiment::Homogeneous;
+/// let opts = PlanOptions { placement: PlacementSearch::Artifact };
+/// let found = amp_core::plan(&e.model(), &e.cluster(), &e.profile(), 32, &opts)?;
+/// let times: Vec<f64> = found.plans.iter().map(|p| p.estimate.iteration_s).collect();
+/// assert!(times.windows(2).all(|w| w[0] <= w[1]));
+/// # Ok::<(), amp_core::AmpError>(())
+/// ```
+pub fn plan(model: &Model, cluster: &Cluster, profile: &Profile, global_batch: usize, options: &PlanOptions) -> Result<SearchResult> {
+    let inputs = Inputs { model, cluster, profile };
+    search::search(
+        &inputs,
+        &DeviceModel::default(),
+        &search::SearchOptions::new(global_batch, options.placement),
+    )
+}
+
+/// Prices one plan with amp's per-device cost model: iteration time, its
+/// breakdown and the peak memory of every device.
+///
+/// ```
+/// use amp_core::{artifact::Experiment, placement::{DeviceGrid, Placement}, search::plan_from_grid};
+///
+/// let e = Experiment::HetCluster;
+/// let (model, cluster, profile) = (e.model(), e.cluster(), e.profile());
+/// // tp 1, dp 4, pp 4 in the artifact's rank order, split 7/7/6/10 layers, 8 micro-batches of 1.
+/// let grid = DeviceGrid::new(&cluster, 1, 4, 4, &Placement::artifact_default(&cluster));
+/// let plan = plan_from_grid(&grid, &[0, 7, 14, 20, 30], 1, 8);
+/// let est = amp_core::evaluate(&model, &cluster, &profile, &plan)?;
+/// assert!(est.iteration_s > 0.0);
+/// assert_eq!(est.memory.len(), 16);
+/// # Ok::<(), amp_core::AmpError>(())
+/// ```
+pub fn evaluate(model: &Model, cluster: &Cluster, profile: &Profile, plan: &Plan) -> Result<Estimate> {
+    use cost::CostModel;
+    DeviceModel::default().evaluate(&Inputs { model, cluster, profile }, plan)
+}
+
+/// Predicts every run of a measured dataset with amp's per-device cost model
+/// and scores the predictions (rank correlation, top-1 regret, errors,
+/// failures).
+///
+/// ```
+/// use amp_core::artifact::Experiment;
+/// use amp_core::validate::{Dataset, Outcome, Run};
+/// use amp_core::{placement::{DeviceGrid, Placement}, search::plan_from_grid};
+///
+/// let e = Experiment::Homogeneous;
+/// let cluster = e.cluster();
+/// let run = |dp: usize, pp: usize, b: &[usize], s: f64| Run {
+///     name: format!("dp{dp} pp{pp}"),
+///     cluster: cluster.clone(),
+///     plan: plan_from_grid(&DeviceGrid::new(&cluster, 1, dp, pp, &Placement::artifact_default(&cluster)), b, 1, 32 / dp),
+///     outcome: Outcome::Completed(s),
+///     measured_peak_bytes: None,
+/// };
+/// // Two of the artifact's measured runs.
+/// let data = Dataset {
+///     name: "two runs".into(),
+///     model: e.model(),
+///     profile: e.profile(),
+///     runs: vec![run(8, 2, &[0, 15, 30], 1.28), run(4, 4, &[0, 9, 15, 21, 30], 1.2)],
+/// };
+/// let report = amp_core::validate(&data);
+/// assert_eq!(report.completed, 2);
+/// # Ok::<(), amp_core::AmpError>(())
+/// ```
+pub fn validate(dataset: &validate::Dataset) -> validate::DatasetReport {
+    validate::validate_dataset(dataset, &DeviceModel::default(), &memory::MemoryOptions::default())
+}

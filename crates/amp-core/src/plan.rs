@@ -170,9 +170,10 @@ impl Plan {
     }
 
     /// Reads a plan from any JSON amp writes or a user would: a bare plan
-    /// (`micro_batch`, `num_micro_batches`, `stages`), one entry of `amp plan
-    /// --json`'s `plans` (extra fields ignored), or a whole `amp plan --json`
-    /// output, of which `rank` (1-based, default 1) is taken.
+    /// (`micro_batch`, `num_micro_batches`, `stages`), an object holding one
+    /// under `plan` (`amp eval --json`), one entry of `amp plan --json`'s
+    /// `plans` (extra fields ignored), or a whole `amp plan --json` output,
+    /// of which `rank` (1-based, default 1) is taken.
     pub fn from_json_any(text: &str, origin: &str, rank: Option<usize>) -> Result<Plan> {
         let value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| AmpError::parse(origin, e))?;
@@ -190,7 +191,10 @@ impl Plan {
                     )
                 })?
             }
-            None => &value,
+            None => match value.get("plan") {
+                Some(p) if p.is_object() => p,
+                _ => &value,
+            },
         };
         let pick = |k: &str| {
             entry.get(k).cloned().ok_or_else(|| {

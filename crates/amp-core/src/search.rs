@@ -24,10 +24,23 @@ pub enum PlacementSearch {
     Full,
 }
 
-#[derive(Debug, Clone)]
-pub struct SearchOptions {
+#[derive(Clone, Copy)]
+pub struct SearchOptions<'a> {
     pub global_batch: usize,
     pub placement: PlacementSearch,
+    /// Called with (candidates priced, candidates in all) as the search
+    /// goes, from any thread.
+    pub progress: Option<&'a (dyn Fn(usize, usize) + Sync)>,
+}
+
+impl SearchOptions<'_> {
+    pub fn new(global_batch: usize, placement: PlacementSearch) -> SearchOptions<'static> {
+        SearchOptions {
+            global_batch,
+            placement,
+            progress: None,
+        }
+    }
 }
 
 /// One searched plan with its price.
@@ -395,9 +408,17 @@ pub fn search(
         }
     }
     let candidates = jobs.len();
+    let done = std::sync::atomic::AtomicUsize::new(0);
     let outcomes: Vec<Outcome> = jobs
         .into_par_iter()
-        .map(|(p, g, mbs, b)| price_candidate(inputs, model, p, g, mbs, b))
+        .map(|(p, g, mbs, b)| {
+            let o = price_candidate(inputs, model, p, g, mbs, b);
+            if let Some(report) = opts.progress {
+                let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                report(n, candidates);
+            }
+            o
+        })
         .collect();
     let mut plans = Vec::new();
     let mut infeasible = 0;

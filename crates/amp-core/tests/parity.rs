@@ -112,10 +112,7 @@ fn artifact_search(
     search(
         &s.inputs(),
         &AmpPaper { split },
-        &SearchOptions {
-            global_batch: e.global_batch(),
-            placement: PlacementSearch::Artifact,
-        },
+        &SearchOptions::new(e.global_batch(), PlacementSearch::Artifact),
     )
     .unwrap()
     .plans
