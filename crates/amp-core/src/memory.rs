@@ -174,9 +174,10 @@ impl MemoryOptions {
 
 /// Micro-batches whose activations stage `stage` keeps at its peak.
 ///
-/// Interleaved with `v` chunks: the device runs `W = min(2 (pp - stage - 1)
-/// + (v - 1) pp, B v)` warm-up chunk forwards (all `B v` when `B = pp`) and
-/// then one more before its first backward, so it holds `W + 1` chunk
+/// Interleaved with `v` chunks: the device runs
+/// `W = min(2 (pp - stage - 1) + (v - 1) pp, B v)` warm-up chunk forwards
+/// (all `B v` when `B = pp`) and then one more before its first backward,
+/// so it holds `W + 1` chunk
 /// activations, each `1 / v` of its layers: `ceil((W + 1) / v)` whole
 /// micro-batches' worth (Narayanan et al. SC'21: about `pp (1 + 1/v)` on
 /// the first device).

@@ -281,14 +281,14 @@ pub fn simulate(spec: &IterationSpec) -> crate::Result<Simulation> {
     }
     let v = spec.schedule.virtual_stages();
     let nv = spec.pipelines[0].forward_s.len();
-    if nv == 0 || nv % v != 0 {
+    if nv == 0 || !nv.is_multiple_of(v) {
         return Err(crate::AmpError::invalid(
             "schedule simulation",
             format!("a pipeline has {nv} stages, which is not a positive multiple of the {v} virtual stages per device"),
         ));
     }
     let pp = nv / v;
-    if v > 1 && b % pp != 0 {
+    if v > 1 && !b.is_multiple_of(pp) {
         return Err(crate::AmpError::invalid(
             "schedule simulation",
             format!("the interleaved schedule runs micro-batches in groups of pp = {pp}, but there are {b}; choose a micro-batch size that makes the number of micro-batches a multiple of {pp}"),
