@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use amp_core::cost::Inputs;
-use amp_core::search::{divisors, search, PlacementSearch, RankedPlan, SearchOptions, SearchResult};
+use amp_core::search::{
+    divisors, search, PlacementSearch, RankedPlan, SearchOptions, SearchResult,
+};
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use comfy_table::{presets::UTF8_BORDERS_ONLY, ContentArrangement, Table};
@@ -201,7 +203,8 @@ pub fn run(args: PlanArgs) -> Result<()> {
     if global_batch == 0 {
         bail!("--global-batch must be at least 1");
     }
-    args.inputs.complete_profile(&mut loaded, &divisors(global_batch))?;
+    args.inputs
+        .complete_profile(&mut loaded, &divisors(global_batch))?;
     // Only the GPU types this cluster has.
     let gpus = loaded.cluster.gpu_types();
     let sources: Vec<String> = amp_catalog::describe_sources(&loaded.profile)
@@ -278,16 +281,59 @@ pub fn run(args: PlanArgs) -> Result<()> {
         };
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        print_table(&loaded, &result, args.top, global_batch, cost_model.name(), &sources);
+        print_table(
+            &loaded,
+            &result,
+            args.top,
+            global_batch,
+            cost_model.name(),
+            &sources,
+        );
     }
     let best = &result.plans[0];
     if let (Some(engine), Some(dir)) = (args.emit, &args.out) {
-        let files = write_export(&inputs, &best.plan, engine, dir)?;
-        eprintln!("wrote {} launch files for the fastest plan to {}", files.len(), dir.display());
+        // The fastest plan the engine can run: some placements (a
+        // tensor-parallel group across nodes, say) have no launch form.
+        let mut refusal = None;
+        for (i, p) in result.plans.iter().enumerate() {
+            match write_export(&inputs, &p.plan, engine, dir) {
+                Ok(files) => {
+                    if let Some(why) = refusal {
+                        eprintln!("note: the fastest plan cannot be launched: {why}");
+                        eprintln!(
+                            "exporting rank {} instead, the fastest {} can run ({:.1}% slower)",
+                            i + 1,
+                            engine.engine().name(),
+                            (p.estimate.iteration_s / best.estimate.iteration_s - 1.0) * 100.0
+                        );
+                    }
+                    eprintln!(
+                        "wrote {} launch files for plan rank {} to {}",
+                        files.len(),
+                        i + 1,
+                        dir.display()
+                    );
+                    refusal = None;
+                    break;
+                }
+                Err(e) if i == 0 => refusal = Some(format!("{e:#}")),
+                Err(_) => {}
+            }
+        }
+        if let Some(why) = refusal {
+            bail!("no plan found can be launched: {why}");
+        }
     }
     if let Some(path) = &args.report {
         let title = format!("{} on {}", loaded.model.name, loaded.cluster.name);
-        write_report(&inputs, &title, &result.plans, &best.plan, Some(&best.estimate), path)?;
+        write_report(
+            &inputs,
+            &title,
+            &result.plans,
+            &best.plan,
+            Some(&best.estimate),
+            path,
+        )?;
         eprintln!("wrote the report to {}", path.display());
     }
     Ok(())
@@ -305,12 +351,17 @@ impl Progress {
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
             let bar = indicatif::ProgressBar::hidden();
             bar.set_style(
-                indicatif::ProgressStyle::with_template("searching {bar:40} {pos}/{len} candidates ({eta})")
-                    .expect("valid template"),
+                indicatif::ProgressStyle::with_template(
+                    "searching {bar:40} {pos}/{len} candidates ({eta})",
+                )
+                .expect("valid template"),
             );
             bar
         });
-        Progress { bar, start: Instant::now() }
+        Progress {
+            bar,
+            start: Instant::now(),
+        }
     }
 
     fn update(&self, done: usize, total: usize) {

@@ -3,6 +3,7 @@
 
 use amp_core::artifact::Experiment;
 use amp_core::cost::amp_paper::{AmpPaper, SplitRule};
+use amp_core::cost::device::DeviceModel;
 use amp_core::cost::{CostModel, Inputs};
 use amp_core::search::{search, PlacementSearch, SearchOptions};
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -14,7 +15,17 @@ fn bench_experiment(c: &mut Criterion, e: Experiment) {
         cluster: &cluster,
         profile: &profile,
     };
-    let configs: [(&str, Box<dyn CostModel>, PlacementSearch); 3] = [
+    let configs: [(&str, Box<dyn CostModel>, PlacementSearch); 5] = [
+        (
+            "amp full-placement (default)",
+            Box::new(DeviceModel::default()),
+            PlacementSearch::Full,
+        ),
+        (
+            "amp artifact-placement",
+            Box::new(DeviceModel::default()),
+            PlacementSearch::Artifact,
+        ),
         (
             "amp-paper artifact-split artifact-placement",
             Box::new(AmpPaper {

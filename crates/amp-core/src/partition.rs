@@ -106,14 +106,16 @@ pub fn optimal_partition(
         prev_layers: 0,
         prev_index: 0,
     });
-    // Seed the bound with the even split, and prune every path whose cost
-    // so far plus a floor on what remains already exceeds it.
-    let even = uniform_split(l, num_stages);
-    let mut best_final = partition_latency(&even, micro_batches, costs);
-    if best_final.is_nan() {
-        best_final = f64::INFINITY;
-    }
+    // Seed the bound with two cheap splits (even by layer count, even by
+    // work), and prune every path whose cost so far plus a floor on what
+    // remains already exceeds it.
     let floor: Vec<f64> = (0..=l).map(|i| costs.remaining_floor_s(i)).collect();
+    let by_work = split_by_work(&floor, num_stages);
+    let mut best_final = [uniform_split(l, num_stages), by_work]
+        .iter()
+        .map(|b| partition_latency(b, micro_batches, costs))
+        .filter(|c| !c.is_nan())
+        .fold(f64::INFINITY, f64::min);
     for j in 0..num_stages {
         let remaining_after = num_stages - j - 1;
         let (done, rest) = fronts.split_at_mut(j + 1);
@@ -134,6 +136,13 @@ pub fn optimal_partition(
                 let a = costs.tail_s(j, i, end);
                 let c = if remaining_after > 0 {
                     costs.cut_s(j, end - 1)
+                } else {
+                    0.0
+                };
+                // Later stages share at least floor[end] of work, so the
+                // slowest of them takes at least its even share.
+                let later_max = if remaining_after > 0 {
+                    floor[end] / remaining_after as f64
                 } else {
                     0.0
                 };
@@ -196,6 +205,25 @@ pub fn optimal_partition(
         boundaries,
         cost_s: best,
     })
+}
+
+/// Boundaries that give every stage about the same share of the work, from
+/// `remaining[i]`, the work of layers `i..` (non-increasing).
+fn split_by_work(remaining: &[f64], num_stages: usize) -> Vec<usize> {
+    let l = remaining.len() - 1;
+    let total = remaining[0];
+    let mut b = vec![0];
+    for j in 1..num_stages {
+        let target = total * (1.0 - j as f64 / num_stages as f64);
+        // First layer index whose remaining work drops to the target, kept
+        // strictly increasing and leaving a layer for every later stage.
+        let lo = b[j - 1] + 1;
+        let hi = l - (num_stages - j);
+        let at = (lo..=hi).find(|&i| remaining[i] <= target).unwrap_or(hi);
+        b.push(at);
+    }
+    b.push(l);
+    b
 }
 
 /// Keeps the Pareto front of (max, tail, sum), in (max, tail, sum) order.
