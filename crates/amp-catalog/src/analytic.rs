@@ -510,7 +510,10 @@ pub fn analytic_profile_with(
             }
         }
     }
-    Ok(Profile { entries })
+    Ok(Profile {
+        entries,
+        precision: None,
+    })
 }
 
 /// The `source` of every analytic entry.
@@ -632,6 +635,7 @@ mod tests {
                 optimizer_s: None,
                 source: Some("gpt2_P3_1.npy".into()),
             }],
+            precision: None,
         };
         let gpus = vec!["V100-16GB".to_string(), "h100".to_string()];
         let p = analytic_profile(&m, &gpus, &[1, 2], &[1, 4], &existing).unwrap();

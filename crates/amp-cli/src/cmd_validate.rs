@@ -293,7 +293,10 @@ fn sailor_datasets(dir: &Path) -> Result<Vec<(Dataset, Vec<String>)>> {
             )
         })?;
         let model = sailor::parse_model(&llm, &llm_path.display().to_string(), t)?;
-        let profile = sailor::parse_profiles(&profiles, &profiles_origin, &model_name)?;
+        let mut profile = sailor::parse_profiles(&profiles, &profiles_origin, &model_name)?;
+        // The runs' number format, which sizes their sends and all-reduces.
+        profile.precision =
+            sailor::training_precision(&llm, &llm_path.display().to_string(), &model_name)?;
         profile.check_layers(model.num_layers(), &profiles_origin)?;
         let mut runs = Vec::new();
         let mut notes = Vec::new();

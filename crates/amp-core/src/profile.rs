@@ -43,6 +43,14 @@ pub struct LayerTime {
 pub struct Profile {
     #[serde(default)]
     pub entries: Vec<ProfileEntry>,
+    /// Number format of the training runs the times were measured in, when
+    /// known. The times are only valid in that format, so the cost model
+    /// prices activation sends and gradient all-reduces with its element
+    /// size (4 bytes in fp32, 2 in mixed 16-bit precision); unknown means
+    /// the cost model's own setting. File format: `precision = "fp32"` or
+    /// `"mixed16"` at the top of a profile file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<crate::memory::Precision>,
 }
 
 impl Profile {
@@ -194,8 +202,11 @@ impl Profile {
         serde_json::from_str(text).map_err(|e| AmpError::parse(origin, e))
     }
 
+    /// Adds `other`'s entries; the precision stays this profile's when it
+    /// has one.
     pub fn merge(&mut self, other: Profile) {
         self.entries.extend(other.entries);
+        self.precision = self.precision.or(other.precision);
     }
 }
 
@@ -281,6 +292,7 @@ mod tests {
     fn per_sample_times_scale_with_micro_batch() {
         let p = Profile {
             entries: vec![entry(None, 0.5)],
+            precision: None,
         };
         let t = p.layer_time("A", 1, 4, 0).unwrap();
         assert_eq!(t.forward_s, 2.0);
@@ -293,6 +305,7 @@ mod tests {
     fn measured_micro_batches_interpolate() {
         let p = Profile {
             entries: vec![entry(Some(2), 1.0), entry(Some(8), 3.0)],
+            precision: None,
         };
         assert_eq!(p.layer_time("A", 1, 2, 0).unwrap().forward_s, 1.0);
         assert_eq!(

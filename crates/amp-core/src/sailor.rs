@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use crate::cluster::{Cluster, Device, Node};
 use crate::error::{AmpError, Result};
+use crate::memory::Precision;
 use crate::model::{Layer, LayerKind, Model, TransformerShape};
 use crate::plan::{Plan, Stage};
 use crate::profile::{Profile, ProfileEntry};
@@ -117,7 +118,75 @@ pub fn parse_profiles(text: &str, origin: &str, model: &str) -> Result<Profile> 
     entries.sort_by(|a, b| {
         (a.gpu.as_str(), a.tp, a.micro_batch).cmp(&(b.gpu.as_str(), b.tp, b.micro_batch))
     });
-    Ok(Profile { entries })
+    Ok(Profile {
+        entries,
+        precision: None,
+    })
+}
+
+/// The number format the Sailor artifact's runs of `model` trained in, from
+/// `llm_info.json`: its profiler recorded every layer's output and
+/// parameters both as element counts (`act_output_floats`,
+/// `params_floats`) and as bytes (`act_output_bytes`, `params_bytes`), so
+/// their ratio is the element size of the tensors the runs send between
+/// stages and reduce over replicas. 4 bytes is fp32 (Sailor's
+/// Megatron-DeepSpeed runs pass neither `--fp16` nor `--bf16` and their
+/// DeepSpeed config has no fp16 section), 2 bytes mixed 16-bit precision.
+/// Set it as the profile's [`Profile::precision`]. `None` when no layer
+/// records both counts.
+pub fn training_precision(llm_info: &str, origin: &str, model: &str) -> Result<Option<Precision>> {
+    let root: Value = serde_json::from_str(llm_info).map_err(|e| AmpError::parse(origin, e))?;
+    let root = as_object(&root, origin)?;
+    let m = root.get(model).ok_or_else(|| {
+        AmpError::invalid(
+            origin,
+            format!(
+                "no model `{model}` (it has: {})",
+                root.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        )
+    })?;
+    let at_m = format!("{origin}: {model}");
+    let mut size: Option<f64> = None;
+    for (tp, layers) in as_object(m, &at_m)? {
+        let at_tp = format!("{at_m}.{tp}");
+        for (l, v) in as_object(layers, &at_tp)? {
+            let at = format!("{at_tp}.{l}");
+            let o = as_object(v, &at)?;
+            for (elems, bytes) in [
+                ("act_output_floats", "act_output_bytes"),
+                ("params_floats", "params_bytes"),
+            ] {
+                let (Some(e), Some(b)) = (o.get(elems), o.get(bytes)) else {
+                    continue;
+                };
+                let (e, b) = (as_f64(e, &at)?, as_f64(b, &at)?);
+                if e <= 0.0 {
+                    continue;
+                }
+                let r = b / e;
+                match size {
+                    None => size = Some(r),
+                    Some(s) if (s - r).abs() > 1e-6 * s => {
+                        return Err(AmpError::invalid(
+                            at,
+                            format!("`{bytes}` / `{elems}` = {r}, but other entries give {s} bytes per element; one training run has one precision"),
+                        ))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+    match size {
+        Some(s) if (s - 4.0).abs() < 1e-6 => Ok(Some(Precision::Fp32)),
+        Some(s) if (s - 2.0).abs() < 1e-6 => Ok(Some(Precision::Mixed16)),
+        Some(s) => Err(AmpError::invalid(
+            at_m,
+            format!("{s} bytes per element; expected 4 (fp32) or 2 (16-bit)"),
+        )),
+        None => Ok(None),
+    }
 }
 
 /// A `training/*.json` file: the model's shape and batch.
@@ -738,6 +807,35 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("M.G.1.1.2"));
+    }
+
+    #[test]
+    fn precision_is_the_bytes_per_element_of_llm_info() {
+        let full = r#"{"M": {"1": {"0": {"params_floats": 10, "params_bytes": 40, "act_output_floats": 4, "act_output_bytes": 16}},
+                                "2": {"0": {"params_floats": 5, "params_bytes": 20, "act_output_floats": 4, "act_output_bytes": 16}}}}"#;
+        assert_eq!(
+            training_precision(full, "llm.json", "M").unwrap(),
+            Some(Precision::Fp32)
+        );
+        // LLM above records no byte counts of outputs or parameters.
+        assert_eq!(training_precision(LLM, "llm.json", "M").unwrap(), None);
+        let half = r#"{"M": {"1": {"0": {"params_floats": 10, "params_bytes": 20, "act_output_floats": 4, "act_output_bytes": 8}}}}"#;
+        assert_eq!(
+            training_precision(half, "llm.json", "M").unwrap(),
+            Some(Precision::Mixed16)
+        );
+        let mixed = r#"{"M": {"1": {"0": {"params_floats": 10, "params_bytes": 20, "act_output_floats": 4, "act_output_bytes": 16}}}}"#;
+        let e = training_precision(mixed, "llm.json", "M")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("llm.json: M.1.0") && e.contains("one precision"),
+            "{e}"
+        );
+        let e = training_precision(LLM, "llm.json", "X")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no model `X`"), "{e}");
     }
 
     #[test]

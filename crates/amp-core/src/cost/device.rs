@@ -51,7 +51,17 @@
 //!   ([`DeviceOptions::blocking_sends`]): DeepSpeed's send instructions and
 //!   Megatron-LM's point-to-point calls wait for completion before the next
 //!   pass. (Mean error: AMP 4.9 % blocking vs 4.5 % not; Sailor GH200
-//!   8.4 % vs 9.3 %.)
+//!   8.4 % vs 9.3 %, with 2-byte elements.)
+//! - **Element sizes** of activations, activation gradients and
+//!   data-parallel gradients: the profile's training precision when it
+//!   states one ([`crate::profile::Profile::precision`]; its times are only
+//!   valid in that format), else [`DeviceOptions::activation_bytes`] and
+//!   [`DeviceOptions::gradient_bytes`] (fp16). Sailor's GH200 runs trained
+//!   in fp32 (4 bytes: `llm_info.json` records 4 bytes per output and
+//!   parameter element, [`crate::sailor::training_precision`]); pricing
+//!   their sends and all-reduces with 2-byte elements under-predicted the
+//!   pipeline-parallel runs by 10-11 % (Sailor mean error 8.4 % -> 5.6 %
+//!   with 4 bytes, AMP data unchanged).
 //! - **Optimizer step**: the profile's `optimizer_s` where measured (max
 //!   over the stage's GPU types), else [`OPTIMIZER_S_PER_PARAM`] per
 //!   parameter held by a device.
@@ -69,7 +79,7 @@ use crate::cost::{
     prefix_sums, Breakdown, Candidate, CostModel, Estimate, Inputs, StageTables, TailTables,
 };
 use crate::error::{AmpError, Result};
-use crate::memory::{self, MemoryOptions};
+use crate::memory::{self, MemoryOptions, Precision};
 use crate::model::LayerKind;
 use crate::plan::{Plan, Stage};
 use crate::schedule::{simulate, IterationSpec, PipelineTimes, Schedule, Simulation, Timeline};
@@ -336,7 +346,7 @@ impl DeviceModel {
                 let comm = if layer.kind == LayerKind::TransformerBlock {
                     let bytes = mbs as f64
                         * layer.output_elems_per_sample as f64
-                        * self.options.activation_bytes;
+                        * self.activation_bytes(inputs);
                     collective::allreduce_s(inputs.cluster, group, bytes)
                 } else {
                     0.0
@@ -350,6 +360,28 @@ impl DeviceModel {
             .collect())
     }
 
+    /// Bytes of one activation element: the profile's training precision
+    /// when it states one (its times are only valid in that format), else
+    /// [`DeviceOptions::activation_bytes`].
+    fn activation_bytes(&self, inputs: &Inputs) -> f64 {
+        match inputs.profile.precision {
+            Some(Precision::Fp32) => 4.0,
+            Some(Precision::Mixed16) => 2.0,
+            None => self.options.activation_bytes,
+        }
+    }
+
+    /// Bytes of one gradient element in the data-parallel all-reduce: the
+    /// profile's training precision when it states one, else
+    /// [`DeviceOptions::gradient_bytes`].
+    fn gradient_bytes(&self, inputs: &Inputs) -> f64 {
+        match inputs.profile.precision {
+            Some(Precision::Fp32) => 4.0,
+            Some(Precision::Mixed16) => 2.0,
+            None => self.options.gradient_bytes,
+        }
+    }
+
     /// Bytes one rank of a stage ending after `layer` sends per micro-batch.
     fn send_bytes(&self, inputs: &Inputs, layer: usize, sender_tp: usize, mbs: usize) -> f64 {
         let l = &inputs.model.layers[layer];
@@ -357,7 +389,7 @@ impl DeviceModel {
         if l.kind == LayerKind::VocabProjection {
             elems /= sender_tp.max(1) as f64;
         }
-        elems * mbs as f64 * self.options.activation_bytes
+        elems * mbs as f64 * self.activation_bytes(inputs)
     }
 
     /// Time of one send across the cut between two stages (each given as
@@ -376,7 +408,7 @@ impl DeviceModel {
     /// Per-stage all-reduce times, tied weights included.
     fn allreduce_times(&self, inputs: &Inputs, plan: &Plan) -> Vec<f64> {
         let model = inputs.model;
-        let g = self.options.gradient_bytes;
+        let g = self.gradient_bytes(inputs);
         let mut out: Vec<f64> = plan
             .stages
             .iter()
@@ -599,7 +631,7 @@ impl CostModel for DeviceModel {
                 let rings: Vec<Vec<Device>> = (0..grid.tp)
                     .map(|t| stage.iter().map(|rep| rep[t]).collect())
                     .collect();
-                let bytes = probe / grid.tp as f64 * self.options.gradient_bytes;
+                let bytes = probe / grid.tp as f64 * self.gradient_bytes(inputs);
                 let t = collective::concurrent_allreduce_s(inputs.cluster, &rings, bytes)
                     - collective::concurrent_allreduce_s(inputs.cluster, &rings, 0.0);
                 t / probe
@@ -749,6 +781,7 @@ mod tests {
                 entry("fast", 1, 1.0, Some(2.0)),
                 entry("slow", 1, 3.0, Some(6.0)),
             ],
+            precision: None,
         };
         let inputs = Inputs {
             model: &m,
@@ -787,6 +820,7 @@ mod tests {
         };
         let p = Profile {
             entries: vec![per_sample(1, 1.0), per_sample(2, 0.8)],
+            precision: None,
         };
         let inputs = Inputs {
             model: &m,
@@ -828,6 +862,7 @@ mod tests {
                 entry("fast", 1, 1.0, Some(2.0)),
                 entry("slow", 1, 2.0, Some(4.0)),
             ],
+            precision: None,
         };
         let inputs = Inputs {
             model: &m,
@@ -872,5 +907,66 @@ mod tests {
             * (collective::INTER_NODE_LATENCY_S
                 + 800.0 / (1e9 * collective::INTER_NODE_EFFICIENCY));
         assert!((t.cut[0][1] - cut).abs() < 1e-15);
+    }
+
+    #[test]
+    fn profile_precision_sizes_sends_and_allreduces() {
+        let (m, c) = (model(), cluster());
+        let mut p = Profile {
+            entries: vec![
+                entry("fast", 1, 1.0, Some(2.0)),
+                entry("slow", 1, 2.0, Some(4.0)),
+            ],
+            precision: None,
+        };
+        let grid = DeviceGrid::new(&c, 1, 2, 2, &Placement::artifact_default(&c));
+        let cand = Candidate {
+            grid: &grid,
+            micro_batch: 2,
+            num_micro_batches: 4,
+        };
+        let pl = plan(
+            vec![
+                (0, 2, vec![vec![d(0, 0)], vec![d(0, 1)]]),
+                (2, 4, vec![vec![d(1, 0)], vec![d(1, 1)]]),
+            ],
+            4,
+        );
+        let price = |p: &Profile| {
+            let inputs = Inputs {
+                model: &m,
+                cluster: &c,
+                profile: p,
+            };
+            let model = time_only();
+            (
+                model.stage_tables(&inputs, &cand).unwrap(),
+                model.allreduce_times(&inputs, &pl),
+            )
+        };
+        // Unknown precision: the options' 2-byte elements (see
+        // breakdown_adds_up_and_tables_match). A profile measured in fp32
+        // sends and reduces 4-byte elements: 2 x 100 x 4 = 800 bytes per
+        // rank and cut, two replicas sharing each NIC, both ways.
+        let (t16, ar16) = price(&p);
+        p.precision = Some(Precision::Fp32);
+        let (t32, ar32) = price(&p);
+        let lat = collective::INTER_NODE_LATENCY_S;
+        let bw = 1e9 * collective::INTER_NODE_EFFICIENCY;
+        assert!((t16.cut[0][1] - 2.0 * (lat + 800.0 / bw)).abs() < 1e-15);
+        assert!((t32.cut[0][1] - 2.0 * (lat + 1600.0 / bw)).abs() < 1e-15);
+        // All-reduce of each stage's 2000 parameters over two replicas on
+        // one node (1e9 B/s, 10 us steps): 2 x 10 us + bytes / 1e9.
+        let intra = collective::INTRA_NODE_LATENCY_S;
+        for (ar, bytes) in [(&ar16, 2000.0 * 2.0), (&ar32, 2000.0 * 4.0)] {
+            for t in ar.iter() {
+                assert!((t - (2.0 * intra + bytes / 1e9)).abs() < 1e-15, "{t}");
+            }
+        }
+        // The profile's precision wins over the options: the times were
+        // measured in it.
+        p.precision = Some(Precision::Mixed16);
+        let (t16b, _) = price(&p);
+        assert_eq!(t16b.cut, t16.cut);
     }
 }
