@@ -516,8 +516,9 @@ pub fn analytic_profile_with(
     })
 }
 
-/// The `source` of every analytic entry.
-pub const ANALYTIC_SOURCE: &str = "analytic";
+/// The `source` of every analytic entry; amp-core's device model adds the
+/// tensor-parallel all-reduces to entries with this source.
+pub const ANALYTIC_SOURCE: &str = amp_core::profile::ANALYTIC_SOURCE;
 
 /// One line per GPU type and source saying where its times come from, e.g.
 /// `T4: tp 1, 2, 4 measured (gpt2_G4_1.npy, ...)` or

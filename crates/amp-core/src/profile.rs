@@ -30,6 +30,21 @@ pub struct ProfileEntry {
     pub source: Option<String>,
 }
 
+/// `source` of the entries amp-catalog's analytic compute model writes.
+/// Such entries hold computation only: the cost model adds the
+/// tensor-parallel all-reduces on the group's real links
+/// ([`ProfileEntry::includes_tp_comm`]).
+pub const ANALYTIC_SOURCE: &str = "analytic";
+
+impl ProfileEntry {
+    /// Whether the times include the layer's tensor-parallel communication.
+    /// Measured entries do (they were timed on a real tensor-parallel
+    /// group); analytic ones ([`ANALYTIC_SOURCE`]) do not.
+    pub fn includes_tp_comm(&self) -> bool {
+        self.source.as_deref() != Some(ANALYTIC_SOURCE)
+    }
+}
+
 /// Forward and (when measured) backward time of one layer for one
 /// micro-batch.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -76,6 +91,12 @@ impl Profile {
 
     pub fn has(&self, gpu: &str, tp: usize) -> bool {
         self.entries.iter().any(|e| e.gpu == gpu && e.tp == tp)
+    }
+
+    /// Whether `gpu` at `tp` is profiled and every entry for it leaves out
+    /// the tensor-parallel communication ([`ProfileEntry::includes_tp_comm`]).
+    pub fn compute_only(&self, gpu: &str, tp: usize) -> bool {
+        self.has(gpu, tp) && self.candidates(gpu, tp).all(|e| !e.includes_tp_comm())
     }
 
     fn candidates<'a>(&'a self, gpu: &'a str, tp: usize) -> impl Iterator<Item = &'a ProfileEntry> {

@@ -23,6 +23,17 @@
 //!   once per micro-batch, the rest per sample.
 //! - **Profiles with measured micro-batches and backward** (Sailor's) are
 //!   used as measured, tensor-parallel communication included.
+//! - **Compute-only entries** (amp-catalog's analytic model, `source =
+//!   "analytic"`, [`crate::profile::ProfileEntry::includes_tp_comm`]) get
+//!   the same per-block all-reduces as a derived degree (below), priced on
+//!   the group's real links and not overlapped with compute (Megatron-LM's
+//!   tensor-parallel all-reduces are synchronous).
+//! - **Activation recomputation** ([`DeviceOptions::recompute`], full, as
+//!   Megatron-LM's `--recompute-granularity full`): a transformer block's
+//!   backward runs its forward again first, all-reduces included, so its
+//!   backward time gains its forward time. Other layers (embedding,
+//!   vocabulary projection and loss) are not recomputed. Memory follows
+//!   [`crate::memory::MemoryOptions::recompute`], set from the same option.
 //! - **A tensor-parallel degree the profile lacks** is derived from tp = 1:
 //!   compute / tp, plus, per transformer block, two all-reduces forward and
 //!   two backward of the block's output (`micro_batch x
@@ -35,10 +46,33 @@
 //!   of the next stage, as DeepSpeed's pipeline engine with Megatron-LM
 //!   does (no scatter/gather); the gradient comes back the same size. All
 //!   replicas and ranks cross a cut at once and share NICs
-//!   ([`collective::concurrent_p2p_s`]).
+//!   ([`collective::concurrent_p2p_s`]). With
+//!   [`DeviceOptions::scatter_gather_sends`] (Megatron-LM's scatter/gather
+//!   optimisation, SC'21 sec. 4.1) each rank sends only its `1 / tp` slice
+//!   of a block's output and the receiving group all-gathers it over its
+//!   own links.
+//! - **Interleaved schedule** ([`Schedule::Interleaved`], `v` chunks per
+//!   device): each stage's layers are split into `v` chunks of equal block
+//!   counts ([`chunk_ranges`]); chunk k of stage j is virtual stage `k pp +
+//!   j`, simulated exactly ([`crate::schedule::simulate`]). The plan's
+//!   layer range of a stage is what its devices hold; Megatron-LM puts
+//!   chunk k at model position `k pp + j`, which costs the same for a model
+//!   of identical blocks (the embedding stays in device 0's first chunk and
+//!   the vocabulary projection in the last device's last chunk either way).
+//!   Sends from the last device's chunk k to the first device's chunk k + 1
+//!   cross the wrap-around cut.
+//! - **Identical replicas are simulated once**: replicas whose per-stage
+//!   times are equal (same GPU types and tensor-parallel links) run the same
+//!   timeline until the all-reduce, so one representative of each kind is
+//!   simulated (timeline events carry the representative's replica index);
+//!   layer costs are computed once per kind of tensor-parallel group (GPU
+//!   types and ring links). A 16,384-GPU plan prices in milliseconds.
 //! - **Data-parallel all-reduce** of every stage: one ring per
 //!   tensor-parallel rank over the stage's replicas, `stage_params / tp x
-//!   gradient_bytes`, the rings sharing NICs. Weights tied across stages
+//!   gradient_bytes`, the rings sharing NICs (with tensor parallelism over a
+//!   whole node, the node's tp rings share its NICs, so each gets `1 / tp`
+//!   of the node's network bandwidth: one 200 Gbit/s HCA per A100 on
+//!   Megatron-LM's DGX A100 nodes). Weights tied across stages
 //!   (GPT-2's embedding and vocabulary projection) can add an all-reduce of
 //!   their gradient between the two stages ([`DeviceOptions::tied_allreduce`],
 //!   off by default: the AMP measurements show no trace of it — with it the
@@ -80,9 +114,10 @@ use crate::cost::{
 };
 use crate::error::{AmpError, Result};
 use crate::memory::{self, MemoryOptions, Precision};
-use crate::model::LayerKind;
+use crate::model::{LayerKind, Model};
 use crate::plan::{Plan, Stage};
 use crate::schedule::{simulate, IterationSpec, PipelineTimes, Schedule, Simulation, Timeline};
+use std::ops::Range;
 
 /// Backward time over forward time of a layer's computation when the
 /// profile has no backward: the backward pass computes two matrix products
@@ -141,7 +176,16 @@ pub struct DeviceOptions {
     pub tied_allreduce: bool,
     /// Framework time per forward or backward pass of a stage.
     pub pass_overhead_s: f64,
-    /// Memory model settings; `None` prices time only.
+    /// Full activation recomputation: every transformer block's backward
+    /// first reruns its forward (time) and blocks keep only their input
+    /// (memory; overrides `memory.recompute`).
+    pub recompute: bool,
+    /// Megatron-LM's scatter/gather pipeline sends: each tensor-parallel
+    /// rank sends `1 / tp` of a block's output and the receivers all-gather
+    /// it.
+    pub scatter_gather_sends: bool,
+    /// Memory model settings; `None` prices time only. Its `schedule` and
+    /// `recompute` are taken from these options.
     pub memory: Option<MemoryOptions>,
 }
 
@@ -155,6 +199,8 @@ impl Default for DeviceOptions {
             blocking_sends: true,
             tied_allreduce: false,
             pass_overhead_s: PASS_OVERHEAD_S,
+            recompute: false,
+            scatter_gather_sends: false,
             memory: Some(MemoryOptions::default()),
         }
     }
@@ -192,8 +238,89 @@ struct StageCost {
     tp_comm_s: f64,
 }
 
-/// Per GPU type, layer costs that depend only on (type, tp, micro-batch).
-type TypeCache = Vec<(String, Option<Vec<LayerCost>>)>;
+/// What a tensor-parallel group's layer costs depend on besides the
+/// micro-batch: its GPU types and the (bandwidth, latency) bits of its ring
+/// hops in NCCL order.
+type GroupKey = (Vec<String>, Vec<(u64, u64)>);
+
+/// Layer costs at one micro-batch size, per (GPU type, tp) as profiled and
+/// per kind of group.
+#[derive(Default)]
+struct Caches {
+    types: Vec<(TypeKey, Option<Vec<LayerCost>>)>,
+    groups: Vec<(GroupKey, Vec<LayerCost>)>,
+}
+
+/// (GPU type, tensor-parallel degree).
+type TypeKey = (String, usize);
+
+fn group_key(inputs: &Inputs, group: &[Device]) -> GroupKey {
+    let mut types: Vec<String> = group
+        .iter()
+        .map(|d| inputs.cluster.nodes[d.node].gpu_type.clone())
+        .collect();
+    types.sort();
+    types.dedup();
+    let ring = collective::ring_order(group);
+    let hops = (0..ring.len())
+        .map(|i| {
+            let l = collective::link(inputs.cluster, ring[i], ring[(i + 1) % ring.len()]);
+            (l.bytes_per_s.to_bits(), l.latency_s.to_bits())
+        })
+        .collect();
+    (types, hops)
+}
+
+/// Layers of each of the `v` model chunks of a stage holding `layers`
+/// (stage `stage`, for errors): its transformer blocks split into `v`
+/// consecutive runs of equal size (when `v` does not divide them, the later
+/// chunks take the extra block), the other layers going with the chunk of
+/// the block before them (those before the first block with chunk 0). A
+/// stage with fewer blocks than chunks is split by layers instead.
+pub fn chunk_ranges(
+    model: &Model,
+    stage: usize,
+    layers: Range<usize>,
+    v: usize,
+) -> Result<Vec<Range<usize>>> {
+    if v <= 1 {
+        return Ok(vec![layers]);
+    }
+    let blocks: Vec<usize> = layers
+        .clone()
+        .filter(|&l| model.layers[l].kind == LayerKind::TransformerBlock)
+        .collect();
+    let units: Vec<usize> = if blocks.len() >= v {
+        blocks
+    } else {
+        layers.clone().collect()
+    };
+    if units.len() < v {
+        return Err(AmpError::invalid(
+            format!("plan stage {stage}"),
+            format!(
+                "holds {} layers but the interleaved schedule splits every stage into {v} model chunks; use fewer virtual stages per device or fewer pipeline stages",
+                layers.len()
+            ),
+        ));
+    }
+    let n = units.len();
+    Ok((0..v)
+        .map(|k| {
+            let start = if k == 0 {
+                layers.start
+            } else {
+                units[k * n / v]
+            };
+            let end = if k == v - 1 {
+                layers.end
+            } else {
+                units[(k + 1) * n / v]
+            };
+            start..end
+        })
+        .collect())
+}
 
 impl DeviceModel {
     pub fn new(options: DeviceOptions) -> DeviceModel {
@@ -286,41 +413,91 @@ impl DeviceModel {
     }
 
     /// Costs of every layer for one micro-batch on the tensor-parallel
-    /// group `group` (the max over its GPU types, layer by layer).
+    /// group `group` (the max over its GPU types, layer by layer), with
+    /// the tensor-parallel all-reduces of compute-only entries and the
+    /// recomputed forward passes. Memoized per kind of group.
     fn group_costs(
         &self,
         inputs: &Inputs,
         group: &[Device],
         mbs: usize,
-        cache: &mut TypeCache,
+        caches: &mut Caches,
     ) -> Result<Vec<LayerCost>> {
+        let key = group_key(inputs, group);
+        if let Some((_, c)) = caches.groups.iter().find(|(k, _)| *k == key) {
+            return Ok(c.clone());
+        }
         let tp = group.len();
         let n = inputs.model.num_layers();
         let mut out = vec![LayerCost::default(); n];
-        let mut types: Vec<&str> = group
-            .iter()
-            .map(|d| inputs.cluster.nodes[d.node].gpu_type.as_str())
-            .collect();
-        types.sort();
-        types.dedup();
-        for gpu in types {
-            let costs = match cache.iter().find(|(g, _)| g == gpu) {
+        for gpu in &key.0 {
+            let tkey = (gpu.clone(), tp);
+            let costs = match caches.types.iter().find(|(k, _)| *k == tkey) {
                 Some((_, c)) => c.clone(),
                 None => {
                     let c = self.type_costs(inputs, gpu, tp, mbs);
-                    cache.push((gpu.to_string(), c.clone()));
+                    caches.types.push((tkey, c.clone()));
                     c
                 }
             };
             let costs = match costs {
-                Some(c) => c,
+                Some(mut c) => {
+                    if inputs.profile.compute_only(gpu, tp) {
+                        self.add_block_allreduces(inputs, group, mbs, &mut c);
+                    }
+                    c
+                }
                 None => self.derived_costs(inputs, gpu, group, mbs)?,
             };
             for (o, c) in out.iter_mut().zip(costs) {
                 *o = o.max(c);
             }
         }
+        if self.options.recompute {
+            for (c, layer) in out.iter_mut().zip(&inputs.model.layers) {
+                if layer.kind == LayerKind::TransformerBlock {
+                    // The forward's share of the communication is half.
+                    c.backward_s += c.forward_s;
+                    c.tp_comm_s *= 1.5;
+                }
+            }
+        }
+        caches.groups.push((key, out.clone()));
         Ok(out)
+    }
+
+    /// Adds to every transformer block two all-reduces forward and two
+    /// backward of its output (`micro_batch x output_elems_per_sample x
+    /// activation bytes`) on `group`'s links.
+    fn add_block_allreduces(
+        &self,
+        inputs: &Inputs,
+        group: &[Device],
+        mbs: usize,
+        costs: &mut [LayerCost],
+    ) {
+        if group.len() < 2 {
+            return;
+        }
+        let mut last: Option<(u64, f64)> = None;
+        for (layer, c) in inputs.model.layers.iter().zip(costs) {
+            if layer.kind != LayerKind::TransformerBlock {
+                continue;
+            }
+            let elems = layer.output_elems_per_sample;
+            let comm = match last {
+                Some((e, t)) if e == elems => t,
+                _ => {
+                    let bytes = mbs as f64 * elems as f64 * self.activation_bytes(inputs);
+                    let t = collective::allreduce_s(inputs.cluster, group, bytes);
+                    last = Some((elems, t));
+                    t
+                }
+            };
+            c.forward_s += 2.0 * comm;
+            c.backward_s += 2.0 * comm;
+            c.tp_comm_s += 4.0 * comm;
+        }
     }
 
     /// A tensor-parallel degree the profile lacks: tp = 1 divided by tp plus
@@ -337,27 +514,16 @@ impl DeviceModel {
             .type_costs(inputs, gpu, 1, mbs)
             .ok_or_else(|| Self::missing(inputs, gpu, tp))?;
         let t = tp as f64;
-        Ok(inputs
-            .model
-            .layers
-            .iter()
-            .zip(base)
-            .map(|(layer, c)| {
-                let comm = if layer.kind == LayerKind::TransformerBlock {
-                    let bytes = mbs as f64
-                        * layer.output_elems_per_sample as f64
-                        * self.activation_bytes(inputs);
-                    collective::allreduce_s(inputs.cluster, group, bytes)
-                } else {
-                    0.0
-                };
-                LayerCost {
-                    forward_s: c.forward_s / t + 2.0 * comm,
-                    backward_s: c.backward_s / t + 2.0 * comm,
-                    tp_comm_s: 4.0 * comm,
-                }
+        let mut costs: Vec<LayerCost> = base
+            .into_iter()
+            .map(|c| LayerCost {
+                forward_s: c.forward_s / t,
+                backward_s: c.backward_s / t,
+                tp_comm_s: 0.0,
             })
-            .collect())
+            .collect();
+        self.add_block_allreduces(inputs, group, mbs, &mut costs);
+        Ok(costs)
     }
 
     /// Bytes of one activation element: the profile's training precision
@@ -386,10 +552,43 @@ impl DeviceModel {
     fn send_bytes(&self, inputs: &Inputs, layer: usize, sender_tp: usize, mbs: usize) -> f64 {
         let l = &inputs.model.layers[layer];
         let mut elems = l.output_elems_per_sample as f64;
-        if l.kind == LayerKind::VocabProjection {
+        if l.kind == LayerKind::VocabProjection || self.options.scatter_gather_sends {
             elems /= sender_tp.max(1) as f64;
         }
         elems * mbs as f64 * self.activation_bytes(inputs)
+    }
+
+    /// One micro-batch's activation (or its gradient) after `layer` from
+    /// the groups `from` to the groups `to`: the send and, with
+    /// scatter/gather, the receivers' all-gather of the whole activation.
+    /// Zero between a stage and itself (chunks of one device).
+    fn transfer_s(
+        &self,
+        inputs: &Inputs,
+        from: &[Vec<Device>],
+        to: &[Vec<Device>],
+        layer: usize,
+        mbs: usize,
+    ) -> f64 {
+        if from == to {
+            return 0.0;
+        }
+        let sender_tp = from.first().map_or(1, |g| g.len());
+        let bytes = self.send_bytes(inputs, layer, sender_tp, mbs);
+        let mut t = self.cut_s(inputs, from, to, bytes);
+        let l = &inputs.model.layers[layer];
+        if self.options.scatter_gather_sends
+            && sender_tp > 1
+            && l.kind != LayerKind::VocabProjection
+        {
+            let full =
+                l.output_elems_per_sample as f64 * mbs as f64 * self.activation_bytes(inputs);
+            t += to
+                .iter()
+                .map(|g| collective::allgather_s(inputs.cluster, g, full))
+                .fold(0.0, f64::max);
+        }
+        t
     }
 
     /// Time of one send across the cut between two stages (each given as
@@ -490,52 +689,76 @@ impl DeviceModel {
         let mbs = plan.micro_batch;
         let pp = plan.pp();
         let dp = plan.dp();
-        let mut caches: Vec<(usize, TypeCache)> = Vec::new();
-        // stage_costs[r][j]
+        let v = self.options.schedule.virtual_stages();
+        let nv = pp * v;
+        // chunks[j][k]: layers of chunk k of stage j (virtual stage k pp + j).
+        let chunks: Vec<Vec<Range<usize>>> = plan
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(j, s)| chunk_ranges(inputs.model, j, s.layers(), v))
+            .collect::<Result<_>>()?;
+        let mut caches: Vec<(usize, Caches)> = Vec::new();
+        // stage_costs[r][j] (all chunks); chunk_costs[r][c] = (forward,
+        // backward) of virtual stage c.
         let mut stage_costs: Vec<Vec<StageCost>> =
             (0..dp).map(|_| Vec::with_capacity(pp)).collect();
-        for s in &plan.stages {
+        let mut chunk_costs: Vec<Vec<(f64, f64)>> = vec![vec![(0.0, 0.0); nv]; dp];
+        let o = self.options.pass_overhead_s;
+        for (j, s) in plan.stages.iter().enumerate() {
             let tp = s.tp();
             if !caches.iter().any(|(t, _)| *t == tp) {
-                caches.push((tp, Vec::new()));
+                caches.push((tp, Caches::default()));
             }
             let cache = &mut caches.iter_mut().find(|(t, _)| *t == tp).unwrap().1;
             for (r, rep) in s.replicas.iter().enumerate() {
                 let costs = self.group_costs(inputs, rep, mbs, cache)?;
-                let c = &costs[s.layers()];
-                let o = self.options.pass_overhead_s;
-                stage_costs[r].push(StageCost {
-                    forward_s: o + c.iter().map(|x| x.forward_s).sum::<f64>(),
-                    backward_s: o + c.iter().map(|x| x.backward_s).sum::<f64>(),
-                    tp_comm_s: c.iter().map(|x| x.tp_comm_s).sum(),
-                });
+                let mut total = StageCost {
+                    forward_s: 0.0,
+                    backward_s: 0.0,
+                    tp_comm_s: 0.0,
+                };
+                for (k, range) in chunks[j].iter().enumerate() {
+                    let c = &costs[range.clone()];
+                    let f = o + c.iter().map(|x| x.forward_s).sum::<f64>();
+                    let b = o + c.iter().map(|x| x.backward_s).sum::<f64>();
+                    chunk_costs[r][k * pp + j] = (f, b);
+                    total.forward_s += f;
+                    total.backward_s += b;
+                    total.tp_comm_s += c.iter().map(|x| x.tp_comm_s).sum::<f64>();
+                }
+                stage_costs[r].push(total);
             }
         }
-        let sends: Vec<f64> = plan
-            .stages
-            .windows(2)
-            .map(|w| {
-                let bytes = self.send_bytes(inputs, w[0].end_layer - 1, w[0].tp(), mbs);
-                self.cut_s(inputs, &w[0].replicas, &w[1].replicas, bytes)
-            })
-            .collect();
-        let back: Vec<f64> = plan
-            .stages
-            .windows(2)
-            .map(|w| {
-                let bytes = self.send_bytes(inputs, w[0].end_layer - 1, w[0].tp(), mbs);
-                self.cut_s(inputs, &w[1].replicas, &w[0].replicas, bytes)
-            })
-            .collect();
-        let pipelines = stage_costs
-            .iter()
-            .map(|sc| PipelineTimes {
-                forward_s: sc.iter().map(|c| c.forward_s).collect(),
-                backward_s: sc.iter().map(|c| c.backward_s).collect(),
+        // Virtual cut c: from stage c mod pp (its chunk c / pp) to stage
+        // (c + 1) mod pp, after the chunk's last layer.
+        let transfer = |c: usize, forward: bool| {
+            let (j, jn) = (c % pp, (c + 1) % pp);
+            let last = chunks[j][c / pp].end - 1;
+            let (a, b) = (&plan.stages[j].replicas, &plan.stages[jn].replicas);
+            if forward {
+                self.transfer_s(inputs, a, b, last, mbs)
+            } else {
+                self.transfer_s(inputs, b, a, last, mbs)
+            }
+        };
+        let sends: Vec<f64> = (0..nv - 1).map(|c| transfer(c, true)).collect();
+        let back: Vec<f64> = (0..nv - 1).map(|c| transfer(c, false)).collect();
+        // One representative of each kind of replica pipeline.
+        let mut reps: Vec<usize> = Vec::new();
+        let mut pipelines: Vec<PipelineTimes> = Vec::new();
+        for (r, cc) in chunk_costs.iter().enumerate() {
+            let p = PipelineTimes {
+                forward_s: cc.iter().map(|x| x.0).collect(),
+                backward_s: cc.iter().map(|x| x.1).collect(),
                 send_forward_s: sends.clone(),
                 send_backward_s: back.clone(),
-            })
-            .collect();
+            };
+            if !pipelines.contains(&p) {
+                pipelines.push(p);
+                reps.push(r);
+            }
+        }
         let tail = plan
             .stages
             .iter()
@@ -563,7 +786,12 @@ impl DeviceModel {
             allreduce_tail_fraction: tail,
             blocking_sends: self.options.blocking_sends,
         };
-        Ok((simulate(&spec)?, stage_costs))
+        let mut sim = simulate(&spec)?;
+        for e in &mut sim.timeline.events {
+            e.replica = reps[e.replica];
+        }
+        sim.critical_replica = reps[sim.critical_replica];
+        Ok((sim, stage_costs))
     }
 
     /// The simulated timeline of one iteration of `plan`, for drawing.
@@ -574,6 +802,7 @@ impl DeviceModel {
     fn memory_options(&self) -> Option<MemoryOptions> {
         self.options.memory.map(|m| MemoryOptions {
             schedule: self.options.schedule,
+            recompute: self.options.recompute,
             ..m
         })
     }
@@ -588,7 +817,7 @@ impl CostModel for DeviceModel {
         let grid = c.grid;
         let mbs = c.micro_batch;
         let n = inputs.model.num_layers();
-        let mut cache: TypeCache = Vec::new();
+        let mut cache = Caches::default();
         let mut compute_prefix = Vec::with_capacity(grid.pp);
         for j in 0..grid.pp {
             let mut per_layer = vec![0.0f64; n];
@@ -602,11 +831,20 @@ impl CostModel for DeviceModel {
         }
         let cut = (0..grid.pp.saturating_sub(1))
             .map(|j| {
+                // Layers of one kind and output size cost the same to send.
+                let mut seen: Vec<((LayerKind, u64), f64)> = Vec::new();
                 (0..n)
                     .map(|k| {
-                        let bytes = self.send_bytes(inputs, k, grid.tp, mbs);
-                        self.cut_s(inputs, grid.stage(j), grid.stage(j + 1), bytes)
-                            + self.cut_s(inputs, grid.stage(j + 1), grid.stage(j), bytes)
+                        let l = &inputs.model.layers[k];
+                        let key = (l.kind, l.output_elems_per_sample);
+                        if let Some((_, t)) = seen.iter().find(|(x, _)| *x == key) {
+                            return *t;
+                        }
+                        let (a, b) = (grid.stage(j), grid.stage(j + 1));
+                        let t = self.transfer_s(inputs, a, b, k, mbs)
+                            + self.transfer_s(inputs, b, a, k, mbs);
+                        seen.push((key, t));
+                        t
                     })
                     .collect()
             })
@@ -968,5 +1206,184 @@ mod tests {
         p.precision = Some(Precision::Mixed16);
         let (t16b, _) = price(&p);
         assert_eq!(t16b.cut, t16.cut);
+    }
+
+    #[test]
+    fn analytic_entries_get_tp_allreduces_and_recompute_reruns_the_forward() {
+        let (m, c) = (model(), cluster());
+        let analytic = ProfileEntry {
+            source: Some(crate::profile::ANALYTIC_SOURCE.into()),
+            ..entry("fast", 2, 1.0, Some(2.0))
+        };
+        let measured = entry("fast", 2, 1.0, Some(2.0));
+        let pl = plan(vec![(0, 4, vec![vec![d(0, 0), d(0, 1)]])], 1);
+        let price = |e: &ProfileEntry, recompute: bool| {
+            let p = Profile {
+                entries: vec![e.clone()],
+                precision: None,
+            };
+            let inputs = Inputs {
+                model: &m,
+                cluster: &c,
+                profile: &p,
+            };
+            let dm = DeviceModel::new(DeviceOptions {
+                recompute,
+                memory: None,
+                ..Default::default()
+            });
+            let t = dm.timeline(&inputs, &pl).unwrap();
+            (
+                durations(&t, 0, EventKind::Forward)[0],
+                durations(&t, 0, EventKind::Backward)[0],
+            )
+        };
+        // Measured tp 2 times include the all-reduces: used as they are.
+        assert_eq!(price(&measured, false), (4.0, 8.0));
+        // Analytic ones do not: per block two all-reduces forward and two
+        // backward of 2 x 100 x 2 = 400 bytes between two GPUs of a node,
+        // 2 x 10 us + 2 x 1/2 x 400 / 1e9 each.
+        let ar = 2.0 * collective::INTRA_NODE_LATENCY_S + 400.0 / 1e9;
+        let (f, b) = price(&analytic, false);
+        assert!((f - 4.0 * (1.0 + 2.0 * ar)).abs() < 1e-12, "{f}");
+        assert!((b - 4.0 * (2.0 + 2.0 * ar)).abs() < 1e-12, "{b}");
+        // Full recomputation: the backward reruns the forward first.
+        let (f2, b2) = price(&analytic, true);
+        assert_eq!(f2, f);
+        assert!((b2 - (b + f)).abs() < 1e-12, "{b2}");
+        assert_eq!(price(&measured, true), (4.0, 12.0));
+    }
+
+    #[test]
+    fn chunks_split_the_blocks_of_a_stage() {
+        let mut m = model();
+        m.layers[0].kind = LayerKind::Embedding;
+        assert_eq!(chunk_ranges(&m, 0, 0..4, 1).unwrap(), vec![0..4]);
+        // Blocks 1, 2, 3 in two chunks: the embedding with the first, the
+        // odd block with the second.
+        assert_eq!(chunk_ranges(&m, 0, 0..4, 2).unwrap(), vec![0..2, 2..4]);
+        assert_eq!(
+            chunk_ranges(&m, 0, 0..4, 3).unwrap(),
+            vec![0..2, 2..3, 3..4]
+        );
+        // Fewer blocks than chunks: by layers; fewer layers: an error.
+        assert_eq!(
+            chunk_ranges(&m, 0, 0..4, 4).unwrap(),
+            vec![0..1, 1..2, 2..3, 3..4]
+        );
+        let e = chunk_ranges(&m, 2, 0..4, 5).unwrap_err().to_string();
+        assert!(
+            e.contains("plan stage 2") && e.contains("5 model chunks"),
+            "{e}"
+        );
+    }
+
+    /// Two stages of two replicas, two chunks per device: identical
+    /// replicas are simulated once, every chunk is priced on its layers and
+    /// the wrap-around cut (device 1 chunk 0 -> device 0 chunk 1) is an
+    /// inter-node send.
+    #[test]
+    fn interleaved_plans_simulate_one_representative_replica() {
+        let (m, c) = (model(), cluster());
+        let p = Profile {
+            entries: vec![
+                entry("fast", 1, 1.0, Some(2.0)),
+                entry("slow", 1, 3.0, Some(6.0)),
+            ],
+            precision: None,
+        };
+        let inputs = Inputs {
+            model: &m,
+            cluster: &c,
+            profile: &p,
+        };
+        let pl = plan(
+            vec![
+                (0, 2, vec![vec![d(0, 0)], vec![d(0, 1)]]),
+                (2, 4, vec![vec![d(1, 0)], vec![d(1, 1)]]),
+            ],
+            4,
+        );
+        let dm = DeviceModel::new(DeviceOptions {
+            schedule: Schedule::Interleaved { virtual_stages: 2 },
+            memory: None,
+            ..Default::default()
+        });
+        let t = dm.timeline(&inputs, &pl).unwrap();
+        let fwd: Vec<_> = t
+            .events
+            .iter()
+            .filter(|e| e.kind == EventKind::Forward)
+            .collect();
+        // 2 devices x 2 chunks x 4 micro-batches, one replica.
+        assert_eq!(fwd.len(), 16);
+        assert!(fwd.iter().all(|e| e.replica == 0 && e.chunk.is_some()));
+        all_close(durations(&t, 0, EventKind::Forward), 1.0, 8);
+        all_close(durations(&t, 1, EventKind::Backward), 6.0, 8);
+        // Two replicas cross every cut at once, sharing the NICs:
+        // 30 us + 2 x 400 / 0.5e9, on the wrap-around cut too.
+        let send =
+            collective::INTER_NODE_LATENCY_S + 800.0 / (1e9 * collective::INTER_NODE_EFFICIENCY);
+        let wrap: Vec<f64> = t
+            .events
+            .iter()
+            .filter(|e| e.kind == EventKind::SendForward && e.stage == 1)
+            .map(|e| e.end_s - e.start_s)
+            .collect();
+        all_close(wrap, send, 4);
+        // The same plan with one replica per stage runs the same pipeline.
+        let one = plan(
+            vec![(0, 2, vec![vec![d(0, 0)]]), (2, 4, vec![vec![d(1, 0)]])],
+            4,
+        );
+        let e2 = dm.evaluate(&inputs, &pl).unwrap();
+        let e1 = dm.evaluate(&inputs, &one).unwrap();
+        let busy =
+            |e: &Estimate| e.iteration_s - e.breakdown.dp_allreduce_s - e.breakdown.optimizer_s;
+        assert!(busy(&e2) > busy(&e1), "sends share NICs with two replicas");
+        assert!(e2.iteration_s > 0.0 && e1.iteration_s > 0.0);
+    }
+
+    #[test]
+    fn scatter_gather_sends_a_slice_and_gathers_it() {
+        let (m, c) = (model(), cluster());
+        let p = Profile {
+            entries: vec![
+                entry("fast", 1, 1.0, Some(2.0)),
+                entry("slow", 1, 1.0, Some(2.0)),
+            ],
+            precision: None,
+        };
+        let inputs = Inputs {
+            model: &m,
+            cluster: &c,
+            profile: &p,
+        };
+        let grid = DeviceGrid::new(&c, 2, 1, 2, &Placement::artifact_default(&c));
+        let cand = Candidate {
+            grid: &grid,
+            micro_batch: 2,
+            num_micro_batches: 4,
+        };
+        let sg = DeviceModel::new(DeviceOptions {
+            scatter_gather_sends: true,
+            memory: None,
+            ..Default::default()
+        });
+        let lat = collective::INTER_NODE_LATENCY_S;
+        let bw = 1e9 * collective::INTER_NODE_EFFICIENCY;
+        // Full sends: each of the 2 ranks sends 400 bytes through one NIC.
+        let full = time_only().stage_tables(&inputs, &cand).unwrap();
+        assert!((full.cut[0][1] - 2.0 * (lat + 2.0 * 400.0 / bw)).abs() < 1e-15);
+        // Scatter/gather: 200 bytes each, then an all-gather of the 400
+        // bytes inside the receiving node: 10 us + 1/2 x 400 / 1e9.
+        let t = sg.stage_tables(&inputs, &cand).unwrap();
+        let gather = collective::INTRA_NODE_LATENCY_S + 200.0 / 1e9;
+        let want = 2.0 * (lat + 2.0 * 200.0 / bw + gather);
+        assert!(
+            (t.cut[0][1] - want).abs() < 1e-15,
+            "{} vs {want}",
+            t.cut[0][1]
+        );
     }
 }
