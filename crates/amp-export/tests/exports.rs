@@ -136,9 +136,13 @@ fn uneven_middle_uses_the_layout_or_is_refused_with_alternatives() {
 }
 
 #[test]
-fn per_stage_tensor_parallel_degrees_are_refused_for_megatron() {
+fn per_stage_gpu_types_with_their_own_tp_are_refused_for_megatron() {
+    // Stage 0 on the T4 node at tp 2, stage 1 on a V100 node at tp 1: the
+    // per-GPU-type plan stock Megatron-LM cannot express.
     let (p, m, c) = common::mixed_tp();
     p.validate(&m, &c).unwrap();
+    let gpu = |s: usize| &c.nodes[p.stages[s].replicas[0][0].node].gpu_type;
+    assert_ne!(gpu(0), gpu(1));
     let e = export(&p, &m, &c, Engine::Megatron, &ExportOptions::default()).unwrap_err();
     let text = e.to_string();
     assert!(text.contains("megatron cannot run this plan"), "{text}");

@@ -254,42 +254,65 @@ pub fn artifact_split(
         }
     }
     let w = micro_batches.saturating_sub(1) as f64;
-    // trace[i][j][m]: (cost, previous cut) for work layers 0..=i in j+1
-    // stages, given that later stages peak at possible[m].
-    let inf = (f64::INFINITY, usize::MAX);
-    let mut trace = vec![vec![vec![inf; p]; pp]; l];
-    for i in 0..l {
-        for j in 0..pp.min(i + 1) {
-            for m in 0..p {
-                if j == 0 {
-                    trace[i][0][m] = (w * (sums[0][i + 1] - possible[m]).max(0.0), usize::MAX);
-                    continue;
-                }
-                let mut best = inf;
+    // trace(i, j, m): (cost, previous cut) for work layers 0..=i in j+1
+    // stages, given that later stages peak at possible[m]. Computed lazily:
+    // only states reachable from (L-1, pp-1, 0) matter.
+    struct Trace<'a, C: Fn(usize, usize) -> f64> {
+        memo: Vec<Option<(f64, usize)>>,
+        pp: usize,
+        p: usize,
+        w: f64,
+        sums: &'a [Vec<f64>],
+        sum_idx: &'a [Vec<usize>],
+        possible: &'a [f64],
+        idx: &'a [usize],
+        cut: C,
+    }
+    impl<C: Fn(usize, usize) -> f64> Trace<'_, C> {
+        fn get(&mut self, i: usize, j: usize, m: usize) -> (f64, usize) {
+            let key = (i * self.pp + j) * self.p + m;
+            if let Some(v) = self.memo[key] {
+                return v;
+            }
+            let v = if j > i {
+                (f64::INFINITY, usize::MAX)
+            } else if j == 0 {
+                (self.w * (self.sums[0][i + 1] - self.possible[m]).max(0.0), usize::MAX)
+            } else {
+                let mut best = (f64::INFINITY, usize::MAX);
                 for c in (j - 1)..i {
-                    let cur = sums[c + 1][i + 1];
-                    let mi = if cur > possible[m] {
-                        sum_idx[c + 1][i + 1]
-                    } else {
-                        m
-                    };
-                    let prev = trace[c][j - 1][mi].0;
-                    let comm = cut(j - 1, idx[c]);
-                    let with_comm = prev + w * (cur - possible[m]).max(0.0) + comm;
+                    let cur = self.sums[c + 1][i + 1];
+                    let mi = if cur > self.possible[m] { self.sum_idx[c + 1][i + 1] } else { m };
+                    let prev = self.get(c, j - 1, mi).0;
+                    let comm = (self.cut)(j - 1, self.idx[c]);
+                    let with_comm = prev + self.w * (cur - self.possible[m]).max(0.0) + comm;
                     // Compared with the send, stored without it (sic).
                     if with_comm < best.0 {
                         best = (with_comm - comm, c);
                     }
                 }
-                trace[i][j][m] = best;
-            }
+                best
+            };
+            self.memo[key] = Some(v);
+            v
         }
     }
+    let mut trace = Trace {
+        memo: vec![None; l * pp * p],
+        pp,
+        p,
+        w,
+        sums: &sums,
+        sum_idx: &sum_idx,
+        possible: &possible,
+        idx: &idx,
+        cut,
+    };
     // Walk back from (L-1, pp-1, m = 0), following the same m updates.
     let mut ends = vec![l - 1];
     let (mut i, mut m) = (l - 1, 0);
     for j in (1..pp).rev() {
-        let c = trace[i][j][m].1;
+        let c = trace.get(i, j, m).1;
         if c == usize::MAX {
             return None;
         }
