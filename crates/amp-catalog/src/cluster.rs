@@ -210,9 +210,13 @@ mod tests {
 
     #[test]
     fn gpu_shorthand_uses_the_interconnect_and_bandwidth() {
-        let c = parse_cluster("2x8xH100+4x8xA100-80GB@100Gbps").unwrap_err();
-        // The H100 term has no bandwidth and the cluster has several nodes.
-        assert!(c.to_string().contains("2x8xH100@100Gbps"), "{c}");
+        // No bandwidth given: the reference server's network (DGX H100:
+        // 8 x 400 Gb/s).
+        let c = parse_cluster("2x8xH100+4x8xA100-80GB@100Gbps").unwrap();
+        assert_eq!(c.nodes[0].inter_bytes_per_s, 3200e9 / 8.0);
+        // A GPU with no reference network needs one when nodes talk.
+        let e = parse_cluster("2x4xT4").unwrap_err();
+        assert!(e.to_string().contains("2x4xT4@100Gbps"), "{e}");
         let c = parse_cluster("2x8xH100@400Gbps + 4x8xA100-80GB@100Gbps").unwrap();
         assert_eq!(c.nodes.len(), 6);
         assert_eq!(c.num_devices(), 48);

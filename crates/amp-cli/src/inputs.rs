@@ -9,6 +9,7 @@ use amp_core::cost::CostModel;
 use amp_core::model::{builtin as models, Model};
 
 use amp_core::profile::Profile;
+use amp_core::schedule::Schedule;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
 
@@ -48,6 +49,28 @@ pub struct InputArgs {
     /// partitioner, reproduced) or exact (amp's).
     #[arg(long, value_enum)]
     pub partition: Option<PartitionName>,
+    /// Pipeline schedule priced by the amp cost model: 1f1b, gpipe, or
+    /// interleaved:V (Megatron-LM's interleaved 1F1B, V model chunks per
+    /// device).
+    #[arg(long, default_value = "1f1b", value_parser = parse_schedule)]
+    pub schedule: Schedule,
+    /// Full activation recomputation (amp cost model): backward reruns each
+    /// block's forward; blocks keep only their input.
+    #[arg(long)]
+    pub recompute: bool,
+}
+
+fn parse_schedule(s: &str) -> Result<Schedule, String> {
+    match s {
+        "1f1b" => Ok(Schedule::OneFOneB),
+        "gpipe" => Ok(Schedule::GPipe),
+        _ => match s.strip_prefix("interleaved:").map(str::parse::<usize>) {
+            Some(Ok(v)) if v >= 1 => Ok(Schedule::Interleaved { virtual_stages: v }),
+            _ => Err(format!(
+                "`{s}` is not a schedule; use 1f1b, gpipe or interleaved:V with V >= 1 model chunks per device"
+            )),
+        },
+    }
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +116,13 @@ pub struct Loaded {
 impl InputArgs {
     pub fn cost_model(&self) -> Result<Box<dyn CostModel>> {
         match self.cost_model {
-            CostModelName::Amp => Ok(Box::new(amp_core::cost::device::DeviceModel::default())),
+            CostModelName::Amp => Ok(Box::new(amp_core::cost::device::DeviceModel {
+                options: amp_core::cost::device::DeviceOptions {
+                    schedule: self.schedule,
+                    recompute: self.recompute,
+                    ..Default::default()
+                },
+            })),
             CostModelName::AmpPaper => Ok(Box::new(AmpPaper {
                 split: match self.partition {
                     Some(PartitionName::Exact) => SplitRule::Exact,
@@ -142,7 +171,13 @@ impl InputArgs {
     /// GPU type of the cluster is covered.
     pub fn complete_profile(&self, loaded: &mut Loaded, micro_batches: &[usize]) -> Result<()> {
         if !self.no_analytic {
-            let node_max = loaded.cluster.nodes.iter().map(|n| n.gpus).max().unwrap_or(1);
+            let node_max = loaded
+                .cluster
+                .nodes
+                .iter()
+                .map(|n| n.gpus)
+                .max()
+                .unwrap_or(1);
             let tps: Vec<usize> = (1..=node_max).filter(|t| node_max % t == 0).collect();
             let missing: Vec<String> = loaded
                 .cluster
@@ -158,7 +193,9 @@ impl InputArgs {
                     micro_batches,
                     &loaded.profile,
                 )
-                .context("cannot fill the profile from the analytic compute model (or pass --profile)")?;
+                .context(
+                    "cannot fill the profile from the analytic compute model (or pass --profile)",
+                )?;
                 loaded.profile.merge(extra);
             }
         }
@@ -198,7 +235,8 @@ pub fn load_model(spec: &str, seq: Option<u64>) -> Result<Model> {
             return Ok(m);
         }
     }
-    amp_catalog::zoo_model(spec, seq).map_err(|e| anyhow!("{e} (or give a model file: no file `{spec}` exists)"))
+    amp_catalog::zoo_model(spec, seq)
+        .map_err(|e| anyhow!("{e} (or give a model file: no file `{spec}` exists)"))
 }
 
 pub fn load_cluster(spec: &str) -> Result<Cluster> {

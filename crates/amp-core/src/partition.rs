@@ -156,7 +156,7 @@ pub fn optimal_partition(
                     };
                     // Cheap bound: a path already worse than the best complete
                     // path can be dropped (both terms only grow).
-                    if weight * cand.max + cand.sum + cand.tail + floor[end]
+                    if weight * cand.max.max(later_max) + cand.sum + cand.tail + floor[end]
                         > best_final * (1.0 + 1e-12)
                     {
                         continue;
