@@ -37,15 +37,18 @@ pub fn run(args: ExportArgs) -> Result<()> {
     }
     let mut loaded = args.inputs.load()?;
     let origin = args.plan.display().to_string();
-    let text = std::fs::read_to_string(&args.plan).with_context(|| format!("cannot read {origin}"))?;
+    let text =
+        std::fs::read_to_string(&args.plan).with_context(|| format!("cannot read {origin}"))?;
     let plan = Plan::from_json_any(&text, &origin, Some(args.rank))?;
-    plan.validate(&loaded.model, &loaded.cluster).with_context(|| {
-        format!(
-            "{origin}: the plan does not fit model `{}` on cluster `{}`",
-            loaded.model.name, loaded.cluster.name
-        )
-    })?;
-    args.inputs.complete_profile(&mut loaded, &[plan.micro_batch])?;
+    plan.validate(&loaded.model, &loaded.cluster)
+        .with_context(|| {
+            format!(
+                "{origin}: the plan does not fit model `{}` on cluster `{}`",
+                loaded.model.name, loaded.cluster.name
+            )
+        })?;
+    args.inputs
+        .complete_profile(&mut loaded, &[plan.micro_batch])?;
     let inputs = Inputs {
         model: &loaded.model,
         cluster: &loaded.cluster,

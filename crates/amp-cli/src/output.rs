@@ -29,17 +29,30 @@ impl EngineArg {
 }
 
 /// Writes the launch files of `plan` for `engine` under `dir`.
-pub fn write_export(inputs: &Inputs, plan: &Plan, engine: EngineArg, dir: &Path) -> Result<Vec<String>> {
-    let files = export(plan, inputs.model, inputs.cluster, engine.engine(), &ExportOptions::default())
-        .map_err(|e| anyhow!("cannot export for {}: {e}", engine.engine().name()))?;
+pub fn write_export(
+    inputs: &Inputs,
+    plan: &Plan,
+    engine: EngineArg,
+    dir: &Path,
+) -> Result<Vec<String>> {
+    let files = export(
+        plan,
+        inputs.model,
+        inputs.cluster,
+        engine.engine(),
+        &ExportOptions::default(),
+    )
+    .map_err(|e| anyhow!("cannot export for {}: {e}", engine.engine().name()))?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut written = Vec::new();
     for f in files {
         let path = dir.join(&f.path);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
         }
-        std::fs::write(&path, &f.contents).with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(&path, &f.contents)
+            .with_context(|| format!("cannot write {}", path.display()))?;
         #[cfg(unix)]
         if f.path.ends_with(".sh") {
             use std::os::unix::fs::PermissionsExt;

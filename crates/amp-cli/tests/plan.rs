@@ -159,7 +159,15 @@ fn unknown_gpu_type_is_named_with_suggestions() {
         "[[nodes]]\ngpu = \"A1000\"\ngpus = 4\nintra_gbps = 600\ninter_gbps = 100\n",
     );
     assert_fails_with(
-        &["plan", "--model", "gpt2-amp", "--cluster", c.to_str().unwrap(), "--global-batch", "8"],
+        &[
+            "plan",
+            "--model",
+            "gpt2-amp",
+            "--cluster",
+            c.to_str().unwrap(),
+            "--global-batch",
+            "8",
+        ],
         &["A1000", "did you mean", "--profile"],
     );
 }
@@ -172,20 +180,51 @@ fn missing_profile_entries_without_the_analytic_model() {
     );
     let cluster = c.to_str().unwrap();
     assert_fails_with(
-        &["plan", "--model", "gpt2-amp", "--cluster", cluster, "--global-batch", "8", "--no-analytic"],
+        &[
+            "plan",
+            "--model",
+            "gpt2-amp",
+            "--cluster",
+            cluster,
+            "--global-batch",
+            "8",
+            "--no-analytic",
+        ],
         &["missing profile entries", "`A100-80GB`", "T4", "--profile"],
     );
     // With the analytic model (the default) the same request plans.
-    let o = amp(&["plan", "--model", "gpt2-amp", "--cluster", cluster, "--global-batch", "8"]);
+    let o = amp(&[
+        "plan",
+        "--model",
+        "gpt2-amp",
+        "--cluster",
+        cluster,
+        "--global-batch",
+        "8",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("from the analytic model"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("from the analytic model"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]
 fn issue_example_runs_with_no_files() {
     let o = amp(&[
-        "plan", "--model", "llama3-70b", "--cluster", "2x8xH100+2x8xA100-80GB", "--global-batch", "512", "--seq", "4096",
-        "--json", "--top", "3",
+        "plan",
+        "--model",
+        "llama3-70b",
+        "--cluster",
+        "2x8xH100+2x8xA100-80GB",
+        "--global-batch",
+        "512",
+        "--seq",
+        "4096",
+        "--json",
+        "--top",
+        "3",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();

@@ -79,8 +79,18 @@ impl Default for PlanOptions {
 /// assert!(times.windows(2).all(|w| w[0] <= w[1]));
 /// # Ok::<(), amp_core::AmpError>(())
 /// ```
-pub fn plan(model: &Model, cluster: &Cluster, profile: &Profile, global_batch: usize, options: &PlanOptions) -> Result<SearchResult> {
-    let inputs = Inputs { model, cluster, profile };
+pub fn plan(
+    model: &Model,
+    cluster: &Cluster,
+    profile: &Profile,
+    global_batch: usize,
+    options: &PlanOptions,
+) -> Result<SearchResult> {
+    let inputs = Inputs {
+        model,
+        cluster,
+        profile,
+    };
     search::search(
         &inputs,
         &DeviceModel::default(),
@@ -104,9 +114,21 @@ pub fn plan(model: &Model, cluster: &Cluster, profile: &Profile, global_batch: u
 /// assert_eq!(est.memory.len(), 16);
 /// # Ok::<(), amp_core::AmpError>(())
 /// ```
-pub fn evaluate(model: &Model, cluster: &Cluster, profile: &Profile, plan: &Plan) -> Result<Estimate> {
+pub fn evaluate(
+    model: &Model,
+    cluster: &Cluster,
+    profile: &Profile,
+    plan: &Plan,
+) -> Result<Estimate> {
     use cost::CostModel;
-    DeviceModel::default().evaluate(&Inputs { model, cluster, profile }, plan)
+    DeviceModel::default().evaluate(
+        &Inputs {
+            model,
+            cluster,
+            profile,
+        },
+        plan,
+    )
 }
 
 /// Predicts every run of a measured dataset with amp's per-device cost model
@@ -139,5 +161,9 @@ pub fn evaluate(model: &Model, cluster: &Cluster, profile: &Profile, plan: &Plan
 /// # Ok::<(), amp_core::AmpError>(())
 /// ```
 pub fn validate(dataset: &validate::Dataset) -> validate::DatasetReport {
-    validate::validate_dataset(dataset, &DeviceModel::default(), &memory::MemoryOptions::default())
+    validate::validate_dataset(
+        dataset,
+        &DeviceModel::default(),
+        &memory::MemoryOptions::default(),
+    )
 }

@@ -277,12 +277,19 @@ pub fn artifact_split(
             let v = if j > i {
                 (f64::INFINITY, usize::MAX)
             } else if j == 0 {
-                (self.w * (self.sums[0][i + 1] - self.possible[m]).max(0.0), usize::MAX)
+                (
+                    self.w * (self.sums[0][i + 1] - self.possible[m]).max(0.0),
+                    usize::MAX,
+                )
             } else {
                 let mut best = (f64::INFINITY, usize::MAX);
                 for c in (j - 1)..i {
                     let cur = self.sums[c + 1][i + 1];
-                    let mi = if cur > self.possible[m] { self.sum_idx[c + 1][i + 1] } else { m };
+                    let mi = if cur > self.possible[m] {
+                        self.sum_idx[c + 1][i + 1]
+                    } else {
+                        m
+                    };
                     let prev = self.get(c, j - 1, mi).0;
                     let comm = (self.cut)(j - 1, self.idx[c]);
                     let with_comm = prev + self.w * (cur - self.possible[m]).max(0.0) + comm;
