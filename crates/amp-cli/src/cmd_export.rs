@@ -58,7 +58,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
         let Some(dir) = &args.out else {
             bail!("--to needs --out DIR for the files");
         };
-        let files = write_export(&inputs, &plan, engine, dir)?;
+        let files = write_export(&inputs, &args.inputs, &plan, engine, dir)?;
         for f in files {
             println!("{f}");
         }

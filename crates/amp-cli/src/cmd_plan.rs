@@ -296,7 +296,7 @@ pub fn run(args: PlanArgs) -> Result<()> {
         // tensor-parallel group across nodes, say) have no launch form.
         let mut refusal = None;
         for (i, p) in result.plans.iter().enumerate() {
-            match write_export(&inputs, &p.plan, engine, dir) {
+            match write_export(&inputs, &args.inputs, &p.plan, engine, dir) {
                 Ok(files) => {
                     if let Some(why) = refusal {
                         eprintln!("note: the fastest plan cannot be launched: {why}");

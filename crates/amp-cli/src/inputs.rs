@@ -94,6 +94,7 @@ impl ExampleName {
 pub enum CostModelName {
     /// The per-device model (`amp_core::cost::device`).
     Amp,
+    /// The AMP artifact's equations (`amp_core::cost::amp_paper`).
     #[value(name = "amp-paper")]
     AmpPaper,
 }

@@ -7,7 +7,9 @@ use amp_core::cost::device::DeviceModel;
 use amp_core::cost::{Estimate, Inputs};
 use amp_core::plan::Plan;
 use amp_core::search::RankedPlan;
-use amp_export::{export, html_report, Engine, ExportOptions, ReportInput};
+use amp_export::{export, html_report, Engine, ExportOptions, Recompute, ReportInput};
+
+use crate::inputs::InputArgs;
 use anyhow::{anyhow, Context, Result};
 use clap::ValueEnum;
 
@@ -31,18 +33,23 @@ impl EngineArg {
 /// Writes the launch files of `plan` for `engine` under `dir`.
 pub fn write_export(
     inputs: &Inputs,
+    args: &InputArgs,
     plan: &Plan,
     engine: EngineArg,
     dir: &Path,
 ) -> Result<Vec<String>> {
-    let files = export(
-        plan,
-        inputs.model,
-        inputs.cluster,
-        engine.engine(),
-        &ExportOptions::default(),
-    )
-    .map_err(|e| anyhow!("cannot export for {}: {e}", engine.engine().name()))?;
+    // The launch runs what was priced: same schedule, same recomputation.
+    let opts = ExportOptions {
+        schedule: args.schedule,
+        recompute: if args.recompute {
+            Recompute::Full
+        } else {
+            Recompute::None
+        },
+        ..ExportOptions::default()
+    };
+    let files = export(plan, inputs.model, inputs.cluster, engine.engine(), &opts)
+        .map_err(|e| anyhow!("cannot export for {}: {e}", engine.engine().name()))?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut written = Vec::new();
     for f in files {
