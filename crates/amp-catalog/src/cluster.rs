@@ -53,6 +53,7 @@ pub fn parse_cluster_with(catalog: &Catalog, spec: &str) -> Result<Cluster, Cata
     let cluster = Cluster {
         name: spec_trim.to_string(),
         nodes,
+        links: Vec::new(),
     };
     cluster
         .validate()
@@ -110,6 +111,12 @@ fn parse_term(catalog: &Catalog, term: &str) -> Result<Term, CatalogError> {
                 gpus,
                 intra_bytes_per_s: intra,
                 inter_bytes_per_s: bandwidth.or(network).unwrap_or(intra),
+                // The reference server's NICs go with its bandwidth; a given
+                // @BW is one shared interface.
+                nics: match (bandwidth, network) {
+                    (None, Some(_)) => gpu.node_nics.unwrap_or(1),
+                    _ => 1,
+                },
                 gpu_memory_bytes: Some(gpu.memory_bytes()),
                 price_per_hour: None,
             },
@@ -127,6 +134,7 @@ fn parse_term(catalog: &Catalog, term: &str) -> Result<Term, CatalogError> {
                     gpus: inst.gpus,
                     intra_bytes_per_s: inst.intra_gbps * GBPS_TO_BYTES_PER_S,
                     inter_bytes_per_s: bandwidth.unwrap_or(inst.inter_gbps * GBPS_TO_BYTES_PER_S),
+                    nics: inst.nics.unwrap_or(1),
                     gpu_memory_bytes: Some(gpu.memory_bytes()),
                     price_per_hour: Some(inst.price_per_hour),
                 },

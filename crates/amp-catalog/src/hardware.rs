@@ -41,6 +41,10 @@ pub struct Gpu {
     pub node_network_gbps: Option<f64>,
     #[serde(default)]
     pub node_network_source: Option<String>,
+    /// NICs sharing `node_network_gbps` in that server (1 if absent), for
+    /// [`amp_core::cluster::Node::nics`]; from the same source.
+    #[serde(default)]
+    pub node_nics: Option<usize>,
     /// Share of the tensor peak reachable with warp-level MMA (1 if absent).
     #[serde(default)]
     pub mma_sync_fraction: Option<f64>,
@@ -115,6 +119,10 @@ pub struct Instance {
     pub inter_link: String,
     /// Network bandwidth of the whole node, Gbit/s.
     pub inter_gbps: f64,
+    /// Network interfaces sharing `inter_gbps` (1 if absent), for
+    /// [`amp_core::cluster::Node::nics`].
+    #[serde(default)]
+    pub nics: Option<usize>,
     /// On-demand price of the node, dollars per hour.
     pub price_per_hour: f64,
     pub source: String,

@@ -22,8 +22,16 @@ pub struct Node {
     pub gpus: usize,
     /// Bandwidth between two GPUs of this node, bytes/s.
     pub intra_bytes_per_s: f64,
-    /// Bandwidth of this node's network interface, bytes/s.
+    /// Network bandwidth of the node, all its NICs together, bytes/s.
     pub inter_bytes_per_s: f64,
+    /// Network interfaces of the node (at least 1), each with an equal
+    /// share of `inter_bytes_per_s`; see [`Node::nics_of_gpu`] for which
+    /// GPU uses which. 1 (the default): one NIC that every GPU of the node
+    /// shares, as in most PCIe servers and cloud VMs; one per GPU on DGX-like
+    /// servers (8 HCAs for 8 A100s) and CSCS Alps' GH200 nodes (4 Slingshot
+    /// NICs for 4 GPUs).
+    #[serde(default = "one_nic")]
+    pub nics: usize,
     /// Memory of one GPU, bytes, when known.
     pub gpu_memory_bytes: Option<u64>,
     /// Price of this node per hour, when known (dollars).
@@ -34,6 +42,38 @@ pub struct Node {
 pub struct Cluster {
     pub name: String,
     pub nodes: Vec<Node>,
+    /// Node pairs whose network link differs from the slower of their two
+    /// nodes' bandwidths (nodes in different zones or sites, or measured
+    /// pair-specific figures). Empty for most clusters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<NodeLink>,
+}
+
+/// The network bandwidth between two nodes (indices into
+/// [`Cluster::nodes`], either order), all their NICs together, bytes/s.
+/// Overrides the default `min(inter_bytes_per_s)` of the two nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct NodeLink {
+    pub nodes: [usize; 2],
+    pub bytes_per_s: f64,
+}
+
+fn one_nic() -> usize {
+    1
+}
+
+impl Node {
+    /// The NICs GPU `gpu` of this node sends and receives through: NICs are
+    /// spread evenly over the GPUs in index order, so with fewer NICs than
+    /// GPUs consecutive GPUs share one (4 NICs for 8 GPUs: GPUs 0 and 1 use
+    /// NIC 0), and with more each GPU has its own run of them (32 NICs for
+    /// 8 GPUs: 4 each).
+    pub fn nics_of_gpu(&self, gpu: usize) -> std::ops::Range<usize> {
+        let (m, n) = (self.nics.max(1), self.gpus.max(1));
+        let lo = (gpu * m / n).min(m - 1);
+        let hi = ((gpu + 1) * m / n).clamp(lo + 1, m);
+        lo..hi
+    }
 }
 
 pub const GBPS_TO_BYTES_PER_S: f64 = 1e9 / 8.0;
@@ -57,15 +97,26 @@ impl Cluster {
     }
 
     /// Bandwidth of the link between two devices: the node's intra-node
-    /// link when they share a node, else the slower of the two NICs.
+    /// link when they share a node; else the network between their nodes,
+    /// all NICs together: a [`NodeLink`] of that pair when the cluster has
+    /// one, else the slower of the two nodes' network bandwidths. The one
+    /// place that reads [`Cluster::links`]; how much of an inter-node link
+    /// one flow gets (NICs, sharing) is the collectives' business
+    /// ([`crate::cost::collective`]).
     pub fn link_bytes_per_s(&self, a: Device, b: Device) -> f64 {
         if a.node == b.node {
-            self.nodes[a.node].intra_bytes_per_s
-        } else {
-            self.nodes[a.node]
-                .inter_bytes_per_s
-                .min(self.nodes[b.node].inter_bytes_per_s)
+            return self.nodes[a.node].intra_bytes_per_s;
         }
+        let pair = [a.node.min(b.node), a.node.max(b.node)];
+        self.links
+            .iter()
+            .find(|l| [l.nodes[0].min(l.nodes[1]), l.nodes[0].max(l.nodes[1])] == pair)
+            .map(|l| l.bytes_per_s)
+            .unwrap_or_else(|| {
+                self.nodes[a.node]
+                    .inter_bytes_per_s
+                    .min(self.nodes[b.node].inter_bytes_per_s)
+            })
     }
 
     /// The fewest GPUs on any node: the largest tensor-parallel degree that
@@ -110,6 +161,38 @@ impl Cluster {
             if n.gpu_type.trim().is_empty() {
                 return Err(AmpError::invalid(at, "gpu is empty; name the GPU type"));
             }
+            if n.nics == 0 {
+                return Err(AmpError::invalid(
+                    at,
+                    "nics = 0; a node has at least one network interface (omit nics for 1)",
+                ));
+            }
+        }
+        for (i, l) in self.links.iter().enumerate() {
+            let at = format!("cluster `{}`, links[{i}]", self.name);
+            let n = self.nodes.len();
+            if l.nodes[0] >= n || l.nodes[1] >= n {
+                return Err(AmpError::invalid(
+                    at,
+                    format!(
+                        "nodes = {:?} but the cluster has nodes 0..{}; node indices count `count` repeats",
+                        l.nodes,
+                        n - 1
+                    ),
+                ));
+            }
+            if l.nodes[0] == l.nodes[1] {
+                return Err(AmpError::invalid(
+                    at,
+                    "links a node to itself; a link joins two different nodes",
+                ));
+            }
+            if !(l.bytes_per_s.is_finite() && l.bytes_per_s > 0.0) {
+                return Err(AmpError::invalid(
+                    at,
+                    "gbps must be a positive number of Gbit/s",
+                ));
+            }
         }
         Ok(())
     }
@@ -136,9 +219,18 @@ impl Cluster {
                     gpus: n.gpus,
                     intra_gbps: n.intra_bytes_per_s / GBPS_TO_BYTES_PER_S,
                     inter_gbps: n.inter_bytes_per_s / GBPS_TO_BYTES_PER_S,
+                    nics: (n.nics != 1).then_some(n.nics),
                     gpu_memory_gib: n.gpu_memory_bytes.map(|b| b as f64 / GIB),
                     price_per_hour: n.price_per_hour,
                     count: None,
+                })
+                .collect(),
+            links: self
+                .links
+                .iter()
+                .map(|l| LinkFile {
+                    nodes: l.nodes,
+                    gbps: l.bytes_per_s / GBPS_TO_BYTES_PER_S,
                 })
                 .collect(),
         }
@@ -154,6 +246,19 @@ pub struct ClusterFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub nodes: Vec<NodeFile>,
+    /// Pair-specific network links, by node index after `count` expansion.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<LinkFile>,
+}
+
+/// A `[[links]]` entry: the network bandwidth between two nodes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkFile {
+    /// The two nodes, 0-based indices in file order after `count` expansion.
+    pub nodes: [usize; 2],
+    /// Bandwidth between them, all NICs together, Gbit/s.
+    pub gbps: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -165,8 +270,11 @@ pub struct NodeFile {
     pub gpus: usize,
     /// GPU-to-GPU bandwidth inside the node, Gbit/s.
     pub intra_gbps: f64,
-    /// Network bandwidth of the node, Gbit/s.
+    /// Network bandwidth of the node, all NICs together, Gbit/s.
     pub inter_gbps: f64,
+    /// Network interfaces sharing `inter_gbps` (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nics: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_memory_gib: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -201,6 +309,7 @@ impl ClusterFile {
                     gpus: n.gpus,
                     intra_bytes_per_s: n.intra_gbps * GBPS_TO_BYTES_PER_S,
                     inter_bytes_per_s: n.inter_gbps * GBPS_TO_BYTES_PER_S,
+                    nics: n.nics.unwrap_or(1),
                     gpu_memory_bytes: n.gpu_memory_gib.map(|g| (g * GIB) as u64),
                     price_per_hour: n.price_per_hour,
                 });
@@ -209,6 +318,14 @@ impl ClusterFile {
         let cluster = Cluster {
             name: self.name.unwrap_or_else(|| origin.to_string()),
             nodes,
+            links: self
+                .links
+                .iter()
+                .map(|l| NodeLink {
+                    nodes: l.nodes,
+                    bytes_per_s: l.gbps * GBPS_TO_BYTES_PER_S,
+                })
+                .collect(),
         };
         cluster.validate().map_err(|e| match e {
             AmpError::Invalid { location, message } => AmpError::Invalid {
@@ -234,17 +351,20 @@ pub mod builtin {
             gpus: 4,
             intra_bytes_per_s: intra_gbps * GBPS_TO_BYTES_PER_S,
             inter_bytes_per_s: inter_gbps * GBPS_TO_BYTES_PER_S,
+            nics: 1,
             gpu_memory_bytes: Some((mem_gib * GIB) as u64),
             price_per_hour: Some(price),
         }
     }
 
-    /// g4dn.12xlarge: 4 x T4, 50 Gbit/s (AMP's measured figures).
+    /// g4dn.12xlarge: 4 x T4, 50 Gbit/s (AMP's measured figures), one NIC
+    /// (one ENA interface) that the four GPUs share.
     pub fn g4dn_12xlarge() -> Node {
         node(T4, 50.0, 50.0, 16.0, 3.912)
     }
 
-    /// p3.8xlarge: 4 x V100-16GB with NVLink, 10 Gbit/s network.
+    /// p3.8xlarge: 4 x V100-16GB with NVLink, 10 Gbit/s network through one
+    /// shared NIC.
     pub fn p3_8xlarge() -> Node {
         node(V100, 170.0, 10.0, 16.0, 12.24)
     }
@@ -253,6 +373,7 @@ pub mod builtin {
         Cluster {
             name: "4x g4dn.12xlarge".into(),
             nodes: vec![g4dn_12xlarge(); 4],
+            links: Vec::new(),
         }
     }
 
@@ -262,6 +383,7 @@ pub mod builtin {
         Cluster {
             name: "3x p3.8xlarge + 1x g4dn.12xlarge".into(),
             nodes,
+            links: Vec::new(),
         }
     }
 
@@ -269,6 +391,7 @@ pub mod builtin {
         Cluster {
             name: "4x p3.8xlarge".into(),
             nodes: vec![p3_8xlarge(); 4],
+            links: Vec::new(),
         }
     }
 }
@@ -302,6 +425,67 @@ mod tests {
         let d = c.devices();
         assert_eq!(c.link_bytes_per_s(d[0], d[1]), 170e9 / 8.0);
         assert_eq!(c.link_bytes_per_s(d[0], d[15]), 10e9 / 8.0);
+    }
+
+    #[test]
+    fn nics_are_spread_over_gpus() {
+        let mut n = builtin::g4dn_12xlarge();
+        assert_eq!(n.nics, 1);
+        assert!((0..4).all(|g| n.nics_of_gpu(g) == (0..1)));
+        n.gpus = 8;
+        n.nics = 4;
+        let v: Vec<_> = (0..8).map(|g| n.nics_of_gpu(g)).collect();
+        assert_eq!(v, vec![0..1, 0..1, 1..2, 1..2, 2..3, 2..3, 3..4, 3..4]);
+        n.nics = 32;
+        assert_eq!(n.nics_of_gpu(0), 0..4);
+        assert_eq!(n.nics_of_gpu(7), 28..32);
+        n.nics = 3;
+        let v: Vec<_> = (0..8).map(|g| n.nics_of_gpu(g)).collect();
+        assert_eq!(v, vec![0..1, 0..1, 0..1, 1..2, 1..2, 1..2, 2..3, 2..3]);
+    }
+
+    #[test]
+    fn links_override_a_node_pair_and_round_trip() {
+        let text = r#"
+            [[nodes]]
+            gpu = "A"
+            gpus = 4
+            intra_gbps = 100
+            inter_gbps = 200
+            nics = 4
+            count = 2
+            [[nodes]]
+            gpu = "B"
+            gpus = 8
+            intra_gbps = 100
+            inter_gbps = 100
+            [[links]]
+            nodes = [2, 0]
+            gbps = 8
+            "#;
+        let c = Cluster::from_toml_str(text, "c.toml").unwrap();
+        assert_eq!(c.nodes[0].nics, 4);
+        assert_eq!(c.nodes[2].nics, 1);
+        let d = |node, gpu| Device { node, gpu };
+        assert_eq!(c.link_bytes_per_s(d(0, 0), d(2, 1)), 1e9);
+        assert_eq!(c.link_bytes_per_s(d(2, 1), d(0, 3)), 1e9);
+        assert_eq!(c.link_bytes_per_s(d(0, 0), d(1, 0)), 25e9);
+        assert_eq!(c.link_bytes_per_s(d(1, 0), d(2, 0)), 12.5e9);
+        let back = toml::to_string(&c.to_file()).unwrap();
+        assert_eq!(
+            Cluster::from_toml_str(&back, "c.toml").unwrap().links,
+            c.links
+        );
+        let bad = text.replace("nodes = [2, 0]", "nodes = [3, 0]");
+        let e = Cluster::from_toml_str(&bad, "c.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("links[0]") && e.contains("0..2"), "{e}");
+        let bad = text.replace("nics = 4", "nics = 0");
+        let e = Cluster::from_toml_str(&bad, "c.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("node 0") && e.contains("nics = 0"), "{e}");
     }
 
     #[test]

@@ -574,9 +574,11 @@ mod tests {
                 gpus: 1,
                 intra_bytes_per_s: 1e9,
                 inter_bytes_per_s: 1e9,
+                nics: 1,
                 gpu_memory_bytes: None,
                 price_per_hour: None,
             }],
+            links: Vec::new(),
         };
         let plan = Plan {
             micro_batch: 1,

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::cluster::{Cluster, Device, Node};
+use crate::cluster::{Cluster, Device, Node, NodeLink};
 use crate::error::{AmpError, Result};
 use crate::memory::Precision;
 use crate::model::{Layer, LayerKind, Model, TransformerShape};
@@ -483,20 +483,13 @@ impl Network {
             .map(|(_, c)| c)
     }
 
-    /// Inter-node curve between two nodes of the same zone, type and size.
+    /// Inter-node curve between two nodes of the same zone, type and size:
+    /// the exact entry, else the largest measured node size not above
+    /// `gpus`; when the zone has none, the same from the first zone (in
+    /// name order) that has this GPU type (a machine's own network does not
+    /// depend on where it stands).
     pub fn inter_curve(&self, zone: &str, gpu: &str, gpus: usize) -> Option<&BandwidthCurve> {
-        let k = |n: usize| {
-            (
-                zone.to_string(),
-                gpu.to_string(),
-                n,
-                zone.to_string(),
-                gpu.to_string(),
-                n,
-            )
-        };
-        self.inter.get(&k(gpus)).or_else(|| {
-            // Nearest measured node size not above, else any.
+        let in_zone = |zone: &str| {
             self.inter
                 .iter()
                 .filter(|((z1, g1, n1, z2, g2, n2), _)| {
@@ -505,7 +498,80 @@ impl Network {
                 .filter(|((_, _, n, _, _, _), _)| *n <= gpus)
                 .max_by_key(|((_, _, n, _, _, _), _)| *n)
                 .map(|(_, c)| c)
+        };
+        in_zone(zone).or_else(|| {
+            let zones: std::collections::BTreeSet<&String> = self
+                .inter
+                .keys()
+                .filter(|(z1, g1, _, z2, g2, _)| z1 == z2 && g1 == gpu && g2 == gpu)
+                .map(|(z, ..)| z)
+                .collect();
+            zones.into_iter().find_map(|z| in_zone(z))
         })
+    }
+
+    /// Number of NICs of a node of `gpus` GPUs of type `gpu` in `zone`, from
+    /// how the inter-node curves grow with the GPUs per node: the curves for
+    /// k GPUs per node give what k GPUs of each node reach together, so
+    /// their ratio to the 1-GPU curve at [`REFERENCE_MESSAGE_BYTES`] counts
+    /// the independent interfaces. Rule: the divisor of `gpus` nearest that
+    /// ratio on a log scale (the smaller on a tie), 1 when either curve is
+    /// missing. Sailor's data: GH-96 (CSCS Clariden, 4 Slingshot NICs per
+    /// node) 4.00 -> 4; A100-40 and V100-16 VMs of 4 GPUs 3.1-4.2 -> 4 and of
+    /// 2 GPUs 1.5-1.9 -> 2 (the cloud scales a VM's network with its size);
+    /// Titan-RTX, RTX-2080 and RTX-3090 servers 1.0 -> 1 (one NIC for 8 GPUs).
+    pub fn nics(&self, zone: &str, gpu: &str, gpus: usize) -> usize {
+        let (Some(k), Some(one)) = (
+            self.inter_curve(zone, gpu, gpus),
+            self.inter_curve(zone, gpu, 1),
+        ) else {
+            return 1;
+        };
+        let r = k.bytes_per_s(REFERENCE_MESSAGE_BYTES) / one.bytes_per_s(REFERENCE_MESSAGE_BYTES);
+        if !(r.is_finite() && r > 0.0) {
+            return 1;
+        }
+        (1..=gpus.max(1))
+            .filter(|d| gpus.max(1).is_multiple_of(*d))
+            .min_by(|a, b| {
+                let da = ((*a as f64).ln() - r.ln()).abs();
+                let db = ((*b as f64).ln() - r.ln()).abs();
+                da.total_cmp(&db).then(a.cmp(b))
+            })
+            .unwrap_or(1)
+    }
+
+    /// Curve between a node of (`z1`, `g1`, `n1`) and one of (`z2`, `g2`,
+    /// `n2`): the entry listed either way (the smaller at
+    /// [`REFERENCE_MESSAGE_BYTES`] when both are: traffic flows both
+    /// ways), else the entry of the same zones and types with the largest
+    /// node sizes not above `n1` and `n2`.
+    pub fn pair_curve(
+        &self,
+        (z1, g1, n1): (&str, &str, usize),
+        (z2, g2, n2): (&str, &str, usize),
+    ) -> Option<&BandwidthCurve> {
+        let find = |za: &str, ga: &str, na: usize, zb: &str, gb: &str, nb: usize| {
+            self.inter
+                .iter()
+                .filter(|((x1, h1, m1, x2, h2, m2), _)| {
+                    x1 == za && h1 == ga && x2 == zb && h2 == gb && *m1 <= na && *m2 <= nb
+                })
+                .max_by_key(|((_, _, m1, _, _, m2), _)| (*m1, *m2))
+                .map(|(_, c)| c)
+        };
+        let ab = find(z1, g1, n1, z2, g2, n2);
+        let ba = find(z2, g2, n2, z1, g1, n1);
+        match (ab, ba) {
+            (Some(x), Some(y)) => Some(
+                if y.bytes_per_s(REFERENCE_MESSAGE_BYTES) < x.bytes_per_s(REFERENCE_MESSAGE_BYTES) {
+                    y
+                } else {
+                    x
+                },
+            ),
+            (x, y) => x.or(y),
+        }
     }
 }
 
@@ -568,8 +634,12 @@ struct PipelineFile {
 ///
 /// Node bandwidths come from `network` at [`REFERENCE_MESSAGE_BYTES`]: the
 /// intra-node curve of the node's GPU count and the inter-node curve
-/// between two such nodes of the same zone. Memory from `gpus` (the
-/// cluster config); the node's GPU count is the plan's.
+/// between two such nodes of the same zone ([`Network::inter_curve`]), with
+/// [`Network::nics`] interfaces. Nodes of different GPU types, sizes or
+/// zones get a [`NodeLink`] from their pair's curve
+/// ([`Network::pair_curve`]); without one, nodes of one zone use the slower
+/// node's own figure and nodes of different zones are an error. Memory from
+/// `gpus` (the cluster config); the node's GPU count is the plan's.
 pub fn parse_plan_config(
     text: &str,
     origin: &str,
@@ -698,7 +768,7 @@ pub fn parse_plan_config(
                 return Err(AmpError::invalid(
                     origin,
                     format!(
-                        "no inter-node bandwidth curve for `{}` nodes of {} GPUs in zone `{}` in the network files",
+                        "no inter-node bandwidth curve for `{}` nodes of {} GPUs in zone `{}` (nor in another zone) in the network files",
                         n.gpu, n.gpus, n.zone
                     ),
                 ))
@@ -709,13 +779,39 @@ pub fn parse_plan_config(
             gpus: n.gpus,
             intra_bytes_per_s: intra.unwrap_or(inter),
             inter_bytes_per_s: inter,
+            nics: network.nics(&n.zone, &n.gpu, n.gpus),
             gpu_memory_bytes: spec.map(|s| s.memory_bytes),
             price_per_hour: None,
         });
     }
+    let mut links = Vec::new();
+    for (i, a) in nodes.iter().enumerate() {
+        for (j, b) in nodes.iter().enumerate().skip(i + 1) {
+            if (&a.gpu, a.gpus, &a.zone) == (&b.gpu, b.gpus, &b.zone) {
+                continue;
+            }
+            match network.pair_curve((&a.zone, &a.gpu, a.gpus), (&b.zone, &b.gpu, b.gpus)) {
+                Some(c) => links.push(NodeLink {
+                    nodes: [i, j],
+                    bytes_per_s: c.bytes_per_s(REFERENCE_MESSAGE_BYTES),
+                }),
+                None if a.zone == b.zone => {}
+                None => {
+                    return Err(AmpError::invalid(
+                        origin,
+                        format!(
+                            "no inter-node bandwidth curve between `{}` nodes of {} GPUs in zone `{}` and `{}` nodes of {} GPUs in zone `{}` in the network files",
+                            a.gpu, a.gpus, a.zone, b.gpu, b.gpus, b.zone
+                        ),
+                    ))
+                }
+            }
+        }
+    }
     let cluster = Cluster {
         name: format!("{} node(s) of {}", nodes.len(), origin),
         nodes: cluster_nodes,
+        links,
     };
     let dp: usize = stages.first().map_or(0, |s| s.replicas.len());
     if f.mbs == 0 || dp == 0 || !f.gbs.is_multiple_of(f.mbs * dp) {
@@ -847,7 +943,9 @@ mod tests {
         assert_eq!(net.intra_curve("G", 2).unwrap().bytes_per_s(1e6), 5e10);
         assert_eq!(net.intra_curve("G", 3).unwrap().max_bytes_per_s, 5e10);
         assert!(net.inter_curve("z", "G", 4).is_some());
-        assert!(net.inter_curve("y", "G", 4).is_none());
+        // Another zone without its own curve falls back to a zone with one.
+        assert_eq!(net.inter_curve("y", "G", 4), net.inter_curve("z", "G", 4));
+        assert!(net.inter_curve("z", "H", 4).is_none());
     }
 
     fn plan_json(stages: &str, dp: &str, mbs: usize, gbs: usize) -> String {

@@ -113,6 +113,7 @@ fn same_class(a: &Node, b: &Node) -> bool {
         && a.gpus == b.gpus
         && a.intra_bytes_per_s == b.intra_bytes_per_s
         && a.inter_bytes_per_s == b.inter_bytes_per_s
+        && a.nics == b.nics
         && a.gpu_memory_bytes == b.gpu_memory_bytes
 }
 

@@ -10,9 +10,19 @@
 //!   [`INTER_NODE_LATENCY_S`];
 //! - the achieved fraction of an inter-node link,
 //!   [`INTER_NODE_EFFICIENCY`]; intra-node links run at their nominal rate;
-//! - flows that leave (or enter) the same node at the same time share its
-//!   NIC: a concurrent set of collectives divides an inter-node link's
-//!   bandwidth by the number of flows through the busiest NIC of that link.
+//! - flows that leave (or enter) a node at the same time share its NICs
+//!   ([`Node::nics`], each `inter_bytes_per_s / nics`). A point-to-point
+//!   send goes through the NIC(s) of its GPU ([`Node::nics_of_gpu`]); a
+//!   ring collective's hop out of (into) a node spreads over the NICs of
+//!   all the ring's GPUs on that node, as NCCL's rings do with one channel
+//!   per NIC (so one all-reduce over a whole 4-NIC node runs at the node's
+//!   full bandwidth, while one GPU's send gets a quarter of it). A flow
+//!   spread over `k` NICs puts `1 / k` of a flow's load on each; it runs at
+//!   `NIC bandwidth / heaviest load` on either side, and at most at its
+//!   node pair's link ([`Cluster::link_bytes_per_s`], which reads pair
+//!   overrides) divided by the flows between that pair ([`flow_bytes_per_s`],
+//!   the one place that shares links). With one NIC per node this is the
+//!   node's bandwidth divided by the flows through it.
 //!
 //! Ring collectives follow NCCL's ring: the group's devices are ordered by
 //! (node, GPU), so each node is entered and left once per ring, and the ring
@@ -20,7 +30,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::cluster::{Cluster, Device};
+use crate::cluster::{Cluster, Device, Node};
 
 /// Start-up latency of one message step between two GPUs of one node
 /// (NVLink or PCIe through the host), seconds. NCCL's small-message
@@ -76,30 +86,71 @@ pub fn link(cluster: &Cluster, a: Device, b: Device) -> Link {
     }
 }
 
-/// Counts, per node, the inter-node flows leaving and entering it.
+/// One inter-node flow: from node `from` out through NICs `out`, into node
+/// `to` through NICs `inn` (sorted, distinct NIC indices of each node).
+#[derive(Debug, Clone)]
+struct Flow {
+    from: usize,
+    to: usize,
+    out: Vec<usize>,
+    inn: Vec<usize>,
+    /// A device of each end, for the link between the nodes.
+    ends: (Device, Device),
+}
+
+/// The NICs that `gpus` of node `node` use, sorted and distinct.
+fn nics_of(node: &Node, gpus: impl Iterator<Item = usize>) -> Vec<usize> {
+    let mut v: Vec<usize> = gpus.flat_map(|g| node.nics_of_gpu(g)).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Load of every NIC in each direction (a flow over `k` NICs adds `1 / k`
+/// to each) and the number of flows between each ordered node pair.
 #[derive(Debug, Default)]
 struct NicLoad {
-    out: BTreeMap<usize, usize>,
-    inn: BTreeMap<usize, usize>,
+    out: BTreeMap<(usize, usize), f64>,
+    inn: BTreeMap<(usize, usize), f64>,
+    pairs: BTreeMap<(usize, usize), usize>,
 }
 
 impl NicLoad {
-    fn add(&mut self, from: Device, to: Device) {
-        if from.node != to.node {
-            *self.out.entry(from.node).or_default() += 1;
-            *self.inn.entry(to.node).or_default() += 1;
+    fn new(flows: &[Flow]) -> NicLoad {
+        let mut l = NicLoad::default();
+        for f in flows {
+            for &j in &f.out {
+                *l.out.entry((f.from, j)).or_default() += 1.0 / f.out.len() as f64;
+            }
+            for &j in &f.inn {
+                *l.inn.entry((f.to, j)).or_default() += 1.0 / f.inn.len() as f64;
+            }
+            *l.pairs.entry((f.from, f.to)).or_default() += 1;
         }
+        l
     }
+}
 
-    /// Flows sharing the busier NIC of hop `from -> to` (1 for intra-node).
-    fn sharing(&self, from: Device, to: Device) -> usize {
-        if from.node == to.node {
-            return 1;
-        }
-        let o = self.out.get(&from.node).copied().unwrap_or(1);
-        let i = self.inn.get(&to.node).copied().unwrap_or(1);
-        o.max(i).max(1)
-    }
+/// Achieved bandwidth of inter-node flow `f` among the concurrent flows
+/// counted in `load`: its NICs' share on either side, at most its node
+/// pair's link divided among the flows between that pair, times
+/// [`INTER_NODE_EFFICIENCY`].
+fn flow_bytes_per_s(cluster: &Cluster, load: &NicLoad, f: &Flow) -> f64 {
+    let side = |map: &BTreeMap<(usize, usize), f64>, node: usize, nics: &[usize]| {
+        let n = &cluster.nodes[node];
+        let per_nic = n.inter_bytes_per_s / n.nics.max(1) as f64;
+        let heaviest = nics
+            .iter()
+            .map(|&j| map.get(&(node, j)).copied().unwrap_or(1.0))
+            .fold(0.0, f64::max);
+        per_nic / heaviest.max(1e-300)
+    };
+    let pair = cluster.link_bytes_per_s(f.ends.0, f.ends.1)
+        / load.pairs.get(&(f.from, f.to)).copied().unwrap_or(1).max(1) as f64;
+    side(&load.out, f.from, &f.out)
+        .min(side(&load.inn, f.to, &f.inn))
+        .min(pair)
+        * INTER_NODE_EFFICIENCY
 }
 
 /// NCCL's ring order: devices sorted by (node, GPU).
@@ -142,24 +193,56 @@ pub fn reduce_scatter_s(cluster: &Cluster, devices: &[Device], bytes: f64) -> f6
     allgather_s(cluster, devices, bytes)
 }
 
+/// The inter-node hops of a ring (in [`ring_order`]), each spread over the
+/// NICs of the ring's GPUs on its two nodes; `None` for intra-node hops.
+fn ring_flows(cluster: &Cluster, ring: &[Device]) -> Vec<Option<Flow>> {
+    let on = |node: usize| {
+        nics_of(
+            &cluster.nodes[node],
+            ring.iter().filter(|d| d.node == node).map(|d| d.gpu),
+        )
+    };
+    ring_hops(ring)
+        .map(|(a, b)| {
+            (a.node != b.node).then(|| Flow {
+                from: a.node,
+                to: b.node,
+                out: on(a.node),
+                inn: on(b.node),
+                ends: (a, b),
+            })
+        })
+        .collect()
+}
+
 /// `phases` = 2 for all-reduce (reduce-scatter then all-gather), 1 for
 /// either half.
 fn ring_collective_s(cluster: &Cluster, groups: &[Vec<Device>], bytes: f64, phases: f64) -> f64 {
-    let rings: Vec<Vec<Device>> = groups.iter().map(|g| ring_order(g)).collect();
-    let mut load = NicLoad::default();
-    for ring in rings.iter().filter(|r| r.len() > 1) {
-        for (a, b) in ring_hops(ring) {
-            load.add(a, b);
-        }
-    }
+    let rings: Vec<Vec<Device>> = groups
+        .iter()
+        .map(|g| ring_order(g))
+        .filter(|r| r.len() > 1)
+        .collect();
+    let flows: Vec<Vec<Option<Flow>>> = rings.iter().map(|r| ring_flows(cluster, r)).collect();
+    let load = NicLoad::new(
+        &flows
+            .iter()
+            .flatten()
+            .flatten()
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
     let mut worst: f64 = 0.0;
-    for ring in rings.iter().filter(|r| r.len() > 1) {
+    for (ring, hops) in rings.iter().zip(&flows) {
         let n = ring.len() as f64;
         let mut bw = f64::INFINITY;
         let mut alpha: f64 = 0.0;
-        for (a, b) in ring_hops(ring) {
+        for ((a, b), flow) in ring_hops(ring).zip(hops) {
             let l = link(cluster, a, b);
-            bw = bw.min(l.bytes_per_s / load.sharing(a, b) as f64);
+            bw = bw.min(match flow {
+                Some(f) => flow_bytes_per_s(cluster, &load, f),
+                None => l.bytes_per_s,
+            });
             alpha = alpha.max(l.latency_s);
         }
         let t = phases * (n - 1.0) * alpha + phases * (n - 1.0) / n * bytes / bw;
@@ -175,23 +258,35 @@ pub fn p2p_s(cluster: &Cluster, a: Device, b: Device, bytes: f64) -> f64 {
 }
 
 /// Several sends of `bytes` each at the same time (every tensor-parallel
-/// rank and every replica crossing one pipeline cut): inter-node flows
-/// leaving or entering the same node share its NIC. Returns the time of the
-/// slowest send.
+/// rank and every replica crossing one pipeline cut): inter-node sends
+/// through the same NIC share it (each send uses its GPUs' NICs). Returns
+/// the time of the slowest send.
 pub fn concurrent_p2p_s(cluster: &Cluster, pairs: &[(Device, Device)], bytes: f64) -> f64 {
     if bytes <= 0.0 {
         return 0.0;
     }
-    let mut load = NicLoad::default();
-    for &(a, b) in pairs {
-        load.add(a, b);
-    }
+    let flow = |a: Device, b: Device| {
+        (a.node != b.node).then(|| Flow {
+            from: a.node,
+            to: b.node,
+            out: nics_of(&cluster.nodes[a.node], std::iter::once(a.gpu)),
+            inn: nics_of(&cluster.nodes[b.node], std::iter::once(b.gpu)),
+            ends: (a, b),
+        })
+    };
+    let flows: Vec<Option<Flow>> = pairs.iter().map(|&(a, b)| flow(a, b)).collect();
+    let load = NicLoad::new(&flows.iter().flatten().cloned().collect::<Vec<_>>());
     pairs
         .iter()
-        .filter(|(a, b)| a != b)
-        .map(|&(a, b)| {
+        .zip(&flows)
+        .filter(|((a, b), _)| a != b)
+        .map(|(&(a, b), f)| {
             let l = link(cluster, a, b);
-            l.latency_s + bytes * load.sharing(a, b) as f64 / l.bytes_per_s
+            let bw = match f {
+                Some(f) => flow_bytes_per_s(cluster, &load, f),
+                None => l.bytes_per_s,
+            };
+            l.latency_s + bytes / bw
         })
         .fold(0.0, f64::max)
 }
@@ -213,12 +308,14 @@ mod tests {
             gpus: 4,
             intra_bytes_per_s: 100e9,
             inter_bytes_per_s: inter,
+            nics: 1,
             gpu_memory_bytes: None,
             price_per_hour: None,
         };
         Cluster {
             name: "t".into(),
             nodes: vec![node(8e9), node(4e9)],
+            links: Vec::new(),
         }
     }
 
@@ -276,6 +373,88 @@ mod tests {
         // Two sends out of node 0 at once share its NIC.
         let t = concurrent_p2p_s(&c, &[(d(0, 0), d(1, 0)), (d(0, 1), d(1, 1))], 1e9);
         close(t, 30e-6 + 1.0);
+    }
+
+    /// Two nodes of 4 GPUs, 16 GB/s each, with `nics` NICs.
+    fn nic_cluster(nics: usize) -> Cluster {
+        let mut c = cluster();
+        for n in &mut c.nodes {
+            n.inter_bytes_per_s = 16e9;
+            n.nics = nics;
+        }
+        c
+    }
+
+    #[test]
+    fn one_gpu_sends_through_its_own_nic() {
+        // Achieved: 0.5 x 16 GB/s = 8 GB/s for the node, 2 GB/s per NIC.
+        let (one, four) = (nic_cluster(1), nic_cluster(4));
+        // A lone send: the whole shared NIC, or one of four.
+        close(p2p_s(&one, d(0, 0), d(1, 0), 8e9), 30e-6 + 1.0);
+        close(p2p_s(&four, d(0, 0), d(1, 0), 8e9), 30e-6 + 4.0);
+        // Four sends from four GPUs: a quarter of the node either way.
+        let pairs: Vec<_> = (0..4).map(|g| (d(0, g), d(1, g))).collect();
+        close(concurrent_p2p_s(&one, &pairs, 8e9), 30e-6 + 4.0);
+        close(concurrent_p2p_s(&four, &pairs, 8e9), 30e-6 + 4.0);
+        // Two sends from one GPU share its NIC; from GPUs 0 and 1 they don't.
+        let same = [(d(0, 0), d(1, 0)), (d(0, 0), d(1, 1))];
+        close(concurrent_p2p_s(&four, &same, 8e9), 30e-6 + 8.0);
+        let apart = [(d(0, 0), d(1, 0)), (d(0, 1), d(1, 1))];
+        close(concurrent_p2p_s(&four, &apart, 8e9), 30e-6 + 4.0);
+        // Two NICs for four GPUs: GPUs 0 and 1 share NIC 0.
+        close(concurrent_p2p_s(&nic_cluster(2), &apart, 8e9), 30e-6 + 4.0);
+        let spread = [(d(0, 0), d(1, 0)), (d(0, 2), d(1, 2))];
+        close(concurrent_p2p_s(&nic_cluster(2), &spread, 8e9), 30e-6 + 2.0);
+    }
+
+    #[test]
+    fn a_ring_spreads_over_the_nics_of_its_gpus() {
+        let all: Vec<Device> = (0..2).flat_map(|n| (0..4).map(move |g| d(n, g))).collect();
+        // n = 8 over the node's full 8 GB/s achieved, 4 or 1 NICs alike:
+        // 2*7*30us (the slowest hop latency) + 2*7/8 * 8e9 / 8e9.
+        for nics in [1, 4] {
+            close(
+                allreduce_s(&nic_cluster(nics), &all, 8e9),
+                14.0 * 30e-6 + 1.75,
+            );
+        }
+        // Four rings, one per GPU index (data parallelism across the two
+        // nodes): each gets its own NIC, or a quarter of the shared one.
+        let rings: Vec<Vec<Device>> = (0..4).map(|g| vec![d(0, g), d(1, g)]).collect();
+        for nics in [1, 4] {
+            close(
+                concurrent_allreduce_s(&nic_cluster(nics), &rings, 8e9),
+                2.0 * 30e-6 + 8e9 / 2e9,
+            );
+        }
+        // One ring of one GPU per node gets one NIC of four.
+        close(
+            allreduce_s(&nic_cluster(4), &rings[0], 8e9),
+            2.0 * 30e-6 + 8e9 / 2e9,
+        );
+    }
+
+    #[test]
+    fn a_pair_link_caps_the_flows_between_its_nodes() {
+        let mut c = nic_cluster(1);
+        c.nodes.push(c.nodes[0].clone());
+        // Nodes 0 and 2 are far apart: 2 GB/s between them (1 achieved).
+        c.links.push(crate::cluster::NodeLink {
+            nodes: [2, 0],
+            bytes_per_s: 2e9,
+        });
+        close(p2p_s(&c, d(0, 0), d(2, 0), 1e9), 30e-6 + 1.0);
+        close(p2p_s(&c, d(0, 0), d(1, 0), 1e9), 30e-6 + 0.125);
+        // Two sends over the far link share it; one far and one near send
+        // share only node 0's NIC (8 GB/s achieved, 4 each), and the far one
+        // stays at its link's 1 GB/s.
+        let far = [(d(0, 0), d(2, 0)), (d(0, 1), d(2, 1))];
+        close(concurrent_p2p_s(&c, &far, 1e9), 30e-6 + 2.0);
+        let mixed = [(d(0, 0), d(2, 0)), (d(0, 1), d(1, 1))];
+        close(concurrent_p2p_s(&c, &mixed, 1e9), 30e-6 + 1.0);
+        // A ring over all three nodes runs at its far hop (2 -> 0).
+        let t = allreduce_s(&c, &[d(0, 0), d(1, 0), d(2, 0)], 3e9);
+        close(t, 4.0 * 30e-6 + 2.0 * 2.0 / 3.0 * 3e9 / 1e9);
     }
 
     #[test]

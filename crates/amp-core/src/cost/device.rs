@@ -952,12 +952,14 @@ mod tests {
             gpus: 2,
             intra_bytes_per_s: 1e9,
             inter_bytes_per_s: 1e9,
+            nics: 1,
             gpu_memory_bytes: None,
             price_per_hour: None,
         };
         Cluster {
             name: "c".into(),
             nodes: vec![node("fast"), node("slow")],
+            links: Vec::new(),
         }
     }
 
