@@ -1,0 +1,257 @@
+//! Sailor-layout plans on clusters other than the measured GH200 one, made
+//! up here (synthetic `plan_config` files, invented values) and loaded with
+//! the reference data's real profiles, model sizes and network curves:
+//! 8-GPU nodes, GPT-Neo-2.7B, GPU types mixed across stages and replicas,
+//! nodes in other zones. Each checks the cluster and plan the loader builds
+//! and that the cost model prices them (finite, plausible) or refuses with
+//! a clear error. Skipped when the reference data is absent.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use amp_core::cluster::{Device, NodeLink};
+use amp_core::sailor::{self, GpuSpec, Network, SailorRun};
+use amp_core::{Cluster, Model, Profile};
+
+struct Data {
+    llm: String,
+    profiles: String,
+    gpus: BTreeMap<String, GpuSpec>,
+    network: Network,
+    dir: PathBuf,
+}
+
+fn data() -> Option<Data> {
+    let dir = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/data/sailor"
+    ));
+    if !dir.is_dir() {
+        println!("skipping: {} is absent", dir.display());
+        return None;
+    }
+    let read = |rel: &str| std::fs::read_to_string(dir.join(rel)).unwrap();
+    Some(Data {
+        llm: read("llm_info.json"),
+        profiles: read("profiles.json"),
+        gpus: sailor::parse_cluster_config(&read("cluster_config.json"), "cluster_config.json")
+            .unwrap(),
+        network: Network::parse(
+            &read("network/intra_node_bandwidths.json"),
+            "intra",
+            &read("network/inter_node_bandwidths.json"),
+            "inter",
+        )
+        .unwrap(),
+        dir,
+    })
+}
+
+impl Data {
+    /// Model and profile (with the runs' precision) of `training/<file>`.
+    fn model(&self, training_file: &str) -> (Model, Profile) {
+        let t = sailor::parse_training(
+            &std::fs::read_to_string(self.dir.join("training").join(training_file)).unwrap(),
+            training_file,
+        )
+        .unwrap();
+        let model = sailor::parse_model(&self.llm, "llm_info.json", &t).unwrap();
+        let mut profile =
+            sailor::parse_profiles(&self.profiles, "profiles.json", &t.model).unwrap();
+        profile.precision =
+            sailor::training_precision(&self.llm, "llm_info.json", &t.model).unwrap();
+        (model, profile)
+    }
+
+    fn load(&self, text: &str, model: &Model) -> SailorRun {
+        sailor::parse_plan_config(text, "plan.json", model, &self.gpus, &self.network)
+            .unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+}
+
+/// A replica's tensor-parallel group on one node: ([[gpu, gpus per node,
+/// zone]], tp).
+fn group(gpu: &str, per_node: usize, zone: &str, tp: usize) -> String {
+    format!(r#"[[["{gpu}", {per_node}, "{zone}"]], {tp}]"#)
+}
+
+/// A one-pipeline plan file: per stage its layers and its replicas' groups.
+fn plan_file(stages: &[(std::ops::Range<usize>, Vec<String>)], mbs: usize, gbs: usize) -> String {
+    let layers: Vec<String> = stages
+        .iter()
+        .map(|(r, _)| format!("{:?}", r.clone().collect::<Vec<_>>()))
+        .collect();
+    let tmp: Vec<String> = stages
+        .iter()
+        .map(|(_, g)| format!("[{}]", g.join(", ")))
+        .collect();
+    let dp: Vec<String> = stages.iter().map(|(_, g)| g.len().to_string()).collect();
+    format!(
+        r#"{{"zone": "us-central1-a", "pipeline_list": [{{"num_stages": {}, "layers_per_stage": [{}], "tmp_per_stage": [{}], "dp": [{}]}}], "mbs": {mbs}, "gbs": {gbs}, "real": 12.5, "max_mem": 9000000000}}"#,
+        stages.len(),
+        layers.join(", "),
+        tmp.join(", "),
+        dp.join(", ")
+    )
+}
+
+fn price(model: &Model, cluster: &Cluster, profile: &Profile, run: &SailorRun) -> f64 {
+    let est = amp_core::evaluate(model, cluster, profile, &run.plan).unwrap();
+    assert!(
+        est.iteration_s.is_finite() && est.iteration_s > 0.0,
+        "{est:?}"
+    );
+    assert_eq!(est.memory.len(), run.plan.devices().count());
+    for m in &est.memory {
+        assert!(m.peak_bytes.is_finite() && m.peak_bytes > 0.0, "{m:?}");
+    }
+    println!(
+        "{}: {:.3} s {:?}",
+        cluster.name, est.iteration_s, est.breakdown
+    );
+    est.iteration_s
+}
+
+#[test]
+fn opt350_on_two_nodes_of_eight_rtx3090() {
+    let Some(d) = data() else { return };
+    let (model, profile) = d.model("opt-350m.json");
+    // Two stages of 13 layers, each four replicas of tp 2 on one 8-GPU node.
+    let g = group("RTX-3090", 8, "us-central1-a", 2);
+    let text = plan_file(
+        &[(0..13, vec![g.clone(); 4]), (13..26, vec![g.clone(); 4])],
+        2,
+        64,
+    );
+    let run = d.load(&text, &model);
+    let c = &run.cluster;
+    assert_eq!(c.nodes.len(), 2);
+    for n in &c.nodes {
+        assert_eq!((n.gpu_type.as_str(), n.gpus), ("RTX-3090", 8));
+        assert_eq!(n.gpu_memory_bytes, Some(25769803776));
+        // One NIC for the eight GPUs: the curves do not grow with the GPUs
+        // per node (about 0.1 GB/s at 64 MB whatever the count).
+        assert_eq!(n.nics, 1);
+        assert!(
+            n.inter_bytes_per_s > 5e7 && n.inter_bytes_per_s < 2e8,
+            "{n:?}"
+        );
+        assert!(n.intra_bytes_per_s > n.inter_bytes_per_s);
+    }
+    assert!(c.links.is_empty());
+    assert_eq!(run.plan.num_micro_batches, 8);
+    assert_eq!(
+        run.plan.stages[1].replicas[3],
+        vec![Device { node: 1, gpu: 6 }, Device { node: 1, gpu: 7 }]
+    );
+    let t = price(&model, c, &profile, &run);
+    // The 1 Gbit/s network dominates: per micro-batch and direction each
+    // of the 8 ranks sends 2 x 2048 x 1024 fp32 values (16 MiB) through
+    // the one NIC, about 0.06 GB/s achieved: over 2 s a cut, 8 micro-batches.
+    assert!(t > 20.0 && t < 200.0, "{t}");
+}
+
+#[test]
+fn gpt_neo_mixed_a100_v100_across_zones() {
+    let Some(d) = data() else { return };
+    let (model, profile) = d.model("gpt-neo-2.7b.json");
+    assert_eq!(model.num_layers(), 34);
+    let a100 = group("A100-40", 4, "us-central1-a", 4);
+    let v100 = group("V100-16", 4, "us-west1-b", 4);
+    // Stage 0 on A100 nodes in us-central1-a; stage 1's first replica on
+    // A100 as well, its second on V100 nodes in us-west1-b.
+    let text = plan_file(
+        &[
+            (0..16, vec![a100.clone(), a100.clone()]),
+            (16..34, vec![a100.clone(), v100.clone()]),
+        ],
+        1,
+        16,
+    );
+    let run = d.load(&text, &model);
+    let c = &run.cluster;
+    let kinds: Vec<(&str, usize)> = c
+        .nodes
+        .iter()
+        .map(|n| (n.gpu_type.as_str(), n.nics))
+        .collect();
+    // The curves for 4 GPUs per node are 3.2x (A100) and 4.0x (V100) those
+    // for 1: four NICs.
+    assert_eq!(
+        kinds,
+        vec![
+            ("A100-40", 4),
+            ("A100-40", 4),
+            ("A100-40", 4),
+            ("V100-16", 4)
+        ]
+    );
+    assert_eq!(c.nodes[3].gpu_memory_bytes, Some(17179869184));
+    // Only the V100 node is in another zone and of another type: one link
+    // to each A100 node, from the pair's curve (about 1 GB/s across
+    // regions, well under the nodes' own 5-6 GB/s).
+    assert_eq!(c.links.len(), 3);
+    for (i, l) in c.links.iter().enumerate() {
+        assert_eq!(l.nodes, [i, 3]);
+        assert!(l.bytes_per_s > 5e8 && l.bytes_per_s < 1.5e9, "{l:?}");
+        assert!(l.bytes_per_s < 0.5 * c.nodes[3].inter_bytes_per_s);
+    }
+    assert_eq!(run.plan.num_micro_batches, 8);
+    let d3 = |gpu| Device { node: 3, gpu };
+    assert_eq!(
+        run.plan.stages[1].replicas[1],
+        (0..4).map(d3).collect::<Vec<_>>()
+    );
+    let t = price(&model, c, &profile, &run);
+    assert!(t > 1.0 && t < 1000.0, "{t}");
+    // The slow inter-region link costs time: the same plan with the nodes'
+    // own figures between them is faster.
+    let mut near = c.clone();
+    near.links.clear();
+    let t_near = price(&model, &near, &profile, &run);
+    assert!(t_near < t, "{t_near} vs {t}");
+    // And a faster link between the zones helps.
+    let mut fast = c.clone();
+    fast.links = (0..3)
+        .map(|i| NodeLink {
+            nodes: [i, 3],
+            bytes_per_s: 1e11,
+        })
+        .collect();
+    assert!(price(&model, &fast, &profile, &run) <= t_near);
+}
+
+#[test]
+fn gh200_in_another_zone_and_missing_profiles() {
+    let Some(d) = data() else { return };
+    let (model, profile) = d.model("gpt-neo-2.7b.json");
+    // GH-96 nodes in a zone whose curves the data lacks fall back to the
+    // zone that has them; one NIC per GPU (the 4-GPU curve is 4.0x the
+    // 1-GPU one).
+    let g = group("GH-96", 4, "us-central1-f", 4);
+    let text = plan_file(
+        &[(0..17, vec![g.clone()]), (17..34, vec![g.clone()])],
+        2,
+        32,
+    );
+    let run = d.load(&text, &model);
+    assert_eq!(run.cluster.nodes.len(), 2);
+    assert!(run.cluster.nodes.iter().all(|n| n.nics == 4));
+    let gh = d.network.inter_curve("us-central1-a", "GH-96", 4).unwrap();
+    assert_eq!(
+        run.cluster.nodes[0].inter_bytes_per_s,
+        gh.bytes_per_s(sailor::REFERENCE_MESSAGE_BYTES)
+    );
+    let t = price(&model, &run.cluster, &profile, &run);
+    assert!(t > 0.1 && t < 100.0, "{t}");
+    // GPT-Neo was not profiled on RTX-3090: the plan loads, pricing it is a
+    // clear error naming the GPU type.
+    let g = group("RTX-3090", 8, "us-central1-a", 8);
+    let text = plan_file(&[(0..17, vec![g.clone()]), (17..34, vec![g])], 1, 8);
+    let run = d.load(&text, &model);
+    assert_eq!(run.cluster.nodes.len(), 2);
+    let e = amp_core::evaluate(&model, &run.cluster, &profile, &run.plan)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("RTX-3090"), "{e}");
+}
