@@ -214,3 +214,84 @@ fn synthetic_sailor_layout_is_grouped_and_scored() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no dataset found"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The AMP layout's other two experiments, as the held-out measurements
+/// would come (same columns as measured/homogeneous.csv): made-up rows,
+/// no profiles directory (the embedded AMP profiles are used).
+#[test]
+fn synthetic_het_cluster_and_het_model_use_their_clusters_and_models() {
+    let dir = std::env::temp_dir().join(format!("amp-validate-het-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("measured")).unwrap();
+    let header = "micro_batch,tp,dp,pp,stage_boundaries,amp_predicted_s,measured_s\n";
+    std::fs::write(
+        dir.join("measured/het_cluster.csv"),
+        format!(
+            "{header}1,1,4,4,\"0 7 14 20 30\",1.1,2.5\n2,1,8,2,\"0 15 30\",1.0,2.2\n1,4,4,1,\"0 30\",1.3,failed\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("measured/het_model.csv"),
+        format!("{header}1,1,4,4,\"0 14 28 42 56\",2.0,3.0\n2,4,1,4,\"0 14 28 42 56\",2.5,3.5\n"),
+    )
+    .unwrap();
+    let out = amp()
+        .args(["validate", "--json"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ds = v["datasets"].as_array().unwrap();
+    let names: Vec<&str> = ds.iter().map(|d| d["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["amp/het_cluster", "amp/het_model"]);
+    let (hc, hm) = (&ds[0], &ds[1]);
+    assert_eq!(
+        hc["clusters"],
+        serde_json::json!(["3x4xV100-16GB + 1x4xT4"])
+    );
+    assert!(hc["model"].as_str().unwrap().starts_with("gpt2"), "{hc}");
+    assert_eq!(
+        (hc["runs"].as_u64(), hc["completed"].as_u64()),
+        (Some(3), Some(2))
+    );
+    assert_eq!(hc["failed"], 1);
+    assert_eq!(hm["clusters"], serde_json::json!(["4x4xV100-16GB"]));
+    assert_eq!(hm["model"], "transgan-amp");
+    assert_eq!(
+        (hm["runs"].as_u64(), hm["completed"].as_u64()),
+        (Some(2), Some(2))
+    );
+    for d in ds {
+        assert_eq!(d["unpriced"], 0, "{d}");
+        assert!(d["time_error"]["mean"].as_f64().unwrap().is_finite(), "{d}");
+        assert!(
+            d["notes"][0]
+                .as_str()
+                .unwrap()
+                .contains("embedded AMP profiles"),
+            "{}",
+            d["notes"]
+        );
+        for r in d["details"].as_array().unwrap() {
+            let p = r["predicted_s"].as_f64().unwrap();
+            assert!(p > 0.1 && p < 100.0, "{r}");
+        }
+    }
+    // The per-run rows name the plans' degrees.
+    let text = amp()
+        .arg("validate")
+        .arg("--runs")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("het_cluster:4 mbs1 tp4 dp4 pp1"), "{text}");
+    assert!(text.contains("het_model:3 mbs2 tp4 dp1 pp4"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -119,6 +119,28 @@ impl Cluster {
             })
     }
 
+    /// A one-line description for reports: runs of alike nodes as
+    /// `COUNTxGPUSxGPU`, with their NICs when more than one, joined by ` + `,
+    /// and the number of pair links if any; e.g. `3x4xV100-16GB + 1x4xT4`.
+    pub fn summary(&self) -> String {
+        let mut parts: Vec<(usize, String)> = Vec::new();
+        for n in &self.nodes {
+            let mut k = format!("{}x{}", n.gpus, n.gpu_type);
+            if n.nics > 1 {
+                k.push_str(&format!(" ({} NICs)", n.nics));
+            }
+            match parts.last_mut() {
+                Some((c, last)) if *last == k => *c += 1,
+                _ => parts.push((1, k)),
+            }
+        }
+        let mut s: Vec<String> = parts.iter().map(|(c, k)| format!("{c}x{k}")).collect();
+        if !self.links.is_empty() {
+            s.push(format!("{} pair link(s)", self.links.len()));
+        }
+        s.join(" + ")
+    }
+
     /// The fewest GPUs on any node: the largest tensor-parallel degree that
     /// fits inside every node.
     pub fn min_gpus_per_node(&self) -> usize {
@@ -466,6 +488,8 @@ mod tests {
         let c = Cluster::from_toml_str(text, "c.toml").unwrap();
         assert_eq!(c.nodes[0].nics, 4);
         assert_eq!(c.nodes[2].nics, 1);
+        assert_eq!(c.summary(), "2x4xA (4 NICs) + 1x8xB + 1 pair link(s)");
+        assert_eq!(builtin::het_cluster().summary(), "3x4xV100-16GB + 1x4xT4");
         let d = |node, gpu| Device { node, gpu };
         assert_eq!(c.link_bytes_per_s(d(0, 0), d(2, 1)), 1e9);
         assert_eq!(c.link_bytes_per_s(d(2, 1), d(0, 3)), 1e9);

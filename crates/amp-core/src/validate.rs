@@ -73,6 +73,10 @@ pub struct ErrorStats {
 pub struct DatasetReport {
     pub name: String,
     pub cost_model: String,
+    /// The dataset's model (empty when not known, as from [`summarize`]).
+    pub model: String,
+    /// The runs' distinct clusters in [`Cluster::summary`] form, sorted.
+    pub clusters: Vec<String>,
     pub runs: usize,
     pub completed: usize,
     pub failed: usize,
@@ -268,7 +272,12 @@ pub fn validate_dataset(
         r.predicted_infeasible = memory.iter().any(|m| m.overflow_bytes().is_some());
         details.push(r);
     }
-    summarize(&dataset.name, cost.name(), details)
+    let mut report = summarize(&dataset.name, cost.name(), details);
+    report.model = dataset.model.name.clone();
+    report.clusters = dataset.runs.iter().map(|r| r.cluster.summary()).collect();
+    report.clusters.sort();
+    report.clusters.dedup();
+    report
 }
 
 /// Metrics over per-run verdicts.
@@ -293,6 +302,8 @@ pub fn summarize(name: &str, cost_model: &str, details: Vec<RunReport>) -> Datas
     DatasetReport {
         name: name.to_string(),
         cost_model: cost_model.to_string(),
+        model: String::new(),
+        clusters: Vec::new(),
         runs: details.len(),
         completed: details.iter().filter(|r| r.measured_s.is_some()).count(),
         failed: details.iter().filter(|r| r.failed).count(),
