@@ -948,6 +948,105 @@ mod tests {
         assert!(net.inter_curve("z", "H", 4).is_none());
     }
 
+    /// Two zones: `z` with G nodes (NICs scale with GPUs: 1 GPU 2 GB/s,
+    /// 2 GPUs 3 GB/s, 4 GPUs 6.4 GB/s) and P nodes of 8 GPUs (flat 1 GB/s);
+    /// `y` with G nodes, linked to `z` at 0.5 and 0.4 GB/s by direction.
+    const INTER2: &str = r#"{
+        "z": {"G": {"1": {"z": {"G": {"1": [[0, 0, 2.0], 1e10]}}},
+                    "2": {"z": {"G": {"2": [[0, 0, 3.0], 1e10]}}},
+                    "4": {"z": {"G": {"4": [[0, 0, 6.4], 1e10]}, "P": {"8": [[0, 0, 0.9], 1e10]}},
+                          "y": {"G": {"4": [[0, 0, 0.5], 1e10]}}}},
+              "P": {"1": {"z": {"P": {"1": [[0, 0, 1.0], 1e10]}}},
+                    "8": {"z": {"P": {"8": [[0, 0, 1.0], 1e10]}}}}},
+        "y": {"G": {"4": {"z": {"G": {"4": [[0, 0, 0.4], 1e10]}, "P": {"8": [[0, 0, 0.3], 1e10]}}}}}}"#;
+
+    #[test]
+    fn nics_follow_the_curve_ratio_and_pairs_use_their_curve() {
+        let net = Network::parse(INTRA, "intra", INTER2, "inter").unwrap();
+        // 6.4 / 2 = 3.2 -> the divisor of 4 nearest on a log scale is 4;
+        // 3 / 2 = 1.5 -> 2; a flat curve -> 1; no 1-GPU curve -> 1.
+        assert_eq!(net.nics("z", "G", 4), 4);
+        assert_eq!(net.nics("z", "G", 2), 2);
+        assert_eq!(net.nics("z", "P", 8), 1);
+        assert_eq!(net.nics("z", "Q", 8), 1);
+        // Zone y has no G-G curve of its own: zone z's.
+        assert_eq!(net.nics("y", "G", 4), 4);
+        let at = |c: Option<&BandwidthCurve>| c.map(|c| c.bytes_per_s(REFERENCE_MESSAGE_BYTES));
+        // Listed both ways: the slower. Listed one way: that one.
+        assert_eq!(at(net.pair_curve(("z", "G", 4), ("y", "G", 4))), Some(4e8));
+        assert_eq!(at(net.pair_curve(("y", "G", 4), ("z", "G", 4))), Some(4e8));
+        assert_eq!(at(net.pair_curve(("z", "P", 8), ("z", "G", 4))), Some(9e8));
+        assert_eq!(at(net.pair_curve(("z", "G", 1), ("y", "G", 1))), None);
+
+        // A plan over both zones and both types: stage 0 on two G nodes of
+        // zone z (tp 4), stage 1 with one replica on a G node of zone y and
+        // one on half of a P node.
+        let m = model();
+        let cfg = r#"{"G": {"gpus_per_node": 4, "mem_per_gpu": 1000}, "P": {"gpus_per_node": 8, "mem_per_gpu": 2000}}"#;
+        let gpus = parse_cluster_config(cfg, "cfg").unwrap();
+        let gz = r#"[[["G", 4, "z"]], 4]"#;
+        let gy = r#"[[["G", 4, "y"]], 4]"#;
+        let p = r#"[[["P", 8, "z"]], 4]"#;
+        let text = plan_json(
+            &format!(
+                r#"{{"num_stages": 2, "layers_per_stage": [[0, 1], [2, 3]], "tmp_per_stage": [[{gz}, {gz}], [{gy}, {p}]]"#
+            ),
+            "[2, 2]",
+            1,
+            8,
+        );
+        let run = parse_plan_config(&text, "p.json", &m, &gpus, &net).unwrap();
+        let c = &run.cluster;
+        let nodes: Vec<(&str, usize, usize, Option<u64>)> = c
+            .nodes
+            .iter()
+            .map(|n| (n.gpu_type.as_str(), n.gpus, n.nics, n.gpu_memory_bytes))
+            .collect();
+        assert_eq!(
+            nodes,
+            vec![
+                ("G", 4, 4, Some(1000)),
+                ("G", 4, 4, Some(1000)),
+                ("G", 4, 4, Some(1000)),
+                ("P", 8, 1, Some(2000))
+            ]
+        );
+        assert!((c.nodes[0].inter_bytes_per_s - 6.4e9).abs() < 1.0);
+        // Node 2 is in zone y: links to nodes 0 and 1 at 0.4 GB/s (the
+        // slower direction) and to the P node at 0.3; the P node links to
+        // the G nodes of its zone at 0.9 GB/s; alike nodes need none.
+        let link = |a: usize, b: usize| {
+            c.links
+                .iter()
+                .find(|l| l.nodes == [a, b])
+                .map(|l| l.bytes_per_s)
+        };
+        assert_eq!(link(0, 1), None);
+        assert!((link(0, 2).unwrap() - 4e8).abs() < 1.0);
+        assert!((link(1, 2).unwrap() - 4e8).abs() < 1.0);
+        assert!((link(1, 3).unwrap() - 9e8).abs() < 1.0);
+        assert!((link(2, 3).unwrap() - 3e8).abs() < 1.0);
+        assert_eq!(c.links.len(), 5);
+        let d = |node, gpu| Device { node, gpu };
+        assert_eq!(
+            run.plan.stages[1].replicas[1],
+            vec![d(3, 0), d(3, 1), d(3, 2), d(3, 3)]
+        );
+        // A P node in zone x: its own curve comes from zone z, but nothing
+        // says how it reaches the G nodes of z: a clear error.
+        let px = r#"[[["P", 8, "x"]], 4]"#;
+        let text = text.replace(p, px);
+        let e = parse_plan_config(&text, "p.json", &m, &gpus, &net)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("p.json")
+                && e.contains("no inter-node bandwidth curve between")
+                && e.contains("zone `x`"),
+            "{e}"
+        );
+    }
+
     fn plan_json(stages: &str, dp: &str, mbs: usize, gbs: usize) -> String {
         format!(
             r#"{{"pipeline_list": [{stages}, "dp": {dp}}}], "mbs": {mbs}, "gbs": {gbs}, "real": 1.5, "max_mem": 123}}"#
