@@ -285,7 +285,9 @@ fn sailor_datasets(dir: &Path) -> Result<Vec<(Dataset, Vec<String>)>> {
     let mut out = Vec::new();
     for ((cluster_name, model_name), files) in groups {
         let name = format!("sailor/{cluster_name}/{model_name}");
-        let t = training.get(&model_name).ok_or_else(|| {
+        let t = sailor::match_model_name(&model_name, training.keys().map(|k| k.as_str()))
+            .and_then(|k| training.get(k));
+        let t = t.ok_or_else(|| {
             anyhow!(
                 "{}: no training/*.json with \"model\": \"{model_name}\" (found: {}); add the model's training settings",
                 dir.display(),
@@ -293,10 +295,10 @@ fn sailor_datasets(dir: &Path) -> Result<Vec<(Dataset, Vec<String>)>> {
             )
         })?;
         let model = sailor::parse_model(&llm, &llm_path.display().to_string(), t)?;
-        let mut profile = sailor::parse_profiles(&profiles, &profiles_origin, &model_name)?;
+        let mut profile = sailor::parse_profiles(&profiles, &profiles_origin, &t.model)?;
         // The runs' number format, which sizes their sends and all-reduces.
         profile.precision =
-            sailor::training_precision(&llm, &llm_path.display().to_string(), &model_name)?;
+            sailor::training_precision(&llm, &llm_path.display().to_string(), &t.model)?;
         profile.check_layers(model.num_layers(), &profiles_origin)?;
         let mut runs = Vec::new();
         let mut notes = Vec::new();

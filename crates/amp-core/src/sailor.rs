@@ -189,6 +189,42 @@ pub fn training_precision(llm_info: &str, origin: &str, model: &str) -> Result<O
     }
 }
 
+/// The entry of `known` (model names of `training/*.json`, `llm_info.json`
+/// or `profiles.json`) that a directory name such as `measured/<cluster>/
+/// <model>` means: the exact name, else the one name equal to it ignoring
+/// case and punctuation and a trailing size letter (`B`/`M` of
+/// `GPT-Neo-2.7B`, `OPT-350m`: Sailor's files name the models `GPT-Neo-2.7`
+/// and `OPT-350`). `None` when none or several match.
+pub fn match_model_name<'a>(
+    name: &str,
+    known: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let norm = |s: &str| {
+        let mut k: String = s
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .map(|c| c.to_ascii_lowercase())
+            .collect();
+        if k.len() > 1
+            && (k.ends_with('b') || k.ends_with('m'))
+            && k[..k.len() - 1].ends_with(|c: char| c.is_ascii_digit())
+        {
+            k.pop();
+        }
+        k
+    };
+    let known: Vec<&str> = known.into_iter().collect();
+    if let Some(k) = known.iter().find(|k| **k == name) {
+        return Some(k);
+    }
+    let want = norm(name);
+    let hits: Vec<&str> = known.into_iter().filter(|k| norm(k) == want).collect();
+    match hits.as_slice() {
+        [one] => Some(one),
+        _ => None,
+    }
+}
+
 /// A `training/*.json` file: the model's shape and batch.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct TrainingConfig {
@@ -860,6 +896,20 @@ mod tests {
 
     fn model() -> Model {
         parse_model(LLM, "llm.json", &parse_training(TRAIN, "t.json").unwrap()).unwrap()
+    }
+
+    #[test]
+    fn model_names_match_loosely_but_uniquely() {
+        let known = ["OPT-350", "GPT-Neo-2.7", "LLAMA-3-8", "OPT-30"];
+        let m = |n: &str| match_model_name(n, known);
+        assert_eq!(m("OPT-350"), Some("OPT-350"));
+        assert_eq!(m("GPT-Neo-2.7B"), Some("GPT-Neo-2.7"));
+        assert_eq!(m("gpt-neo-2.7b"), Some("GPT-Neo-2.7"));
+        assert_eq!(m("opt-350m"), Some("OPT-350"));
+        assert_eq!(m("Llama-3-8B"), Some("LLAMA-3-8"));
+        assert_eq!(m("OPT-3"), None);
+        assert_eq!(m("GPT-Neo"), None);
+        assert_eq!(match_model_name("x1b", ["X1", "x-1"]), None);
     }
 
     #[test]
