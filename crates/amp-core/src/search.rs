@@ -119,25 +119,23 @@ fn same_class(a: &Node, b: &Node) -> bool {
 
 /// Class id of every node: nodes that are interchangeable share one.
 fn node_classes(cluster: &Cluster) -> Vec<usize> {
+    // A node with its own pair links is interchangeable with no other.
+    let linked = |i: usize| cluster.links.iter().any(|l| l.nodes.contains(&i));
     let mut reps: Vec<usize> = Vec::new();
-    cluster
-        .nodes
-        .iter()
-        .map(
-            |n| match reps.iter().position(|&r| same_class(&cluster.nodes[r], n)) {
-                Some(c) => c,
-                None => {
-                    reps.push(
-                        cluster
-                            .nodes
-                            .iter()
-                            .position(|m| std::ptr::eq(m, n))
-                            .unwrap(),
-                    );
-                    reps.len() - 1
-                }
-            },
-        )
+    (0..cluster.nodes.len())
+        .map(|i| {
+            let found = (!linked(i))
+                .then(|| {
+                    reps.iter().position(|&r| {
+                        !linked(r) && same_class(&cluster.nodes[r], &cluster.nodes[i])
+                    })
+                })
+                .flatten();
+            found.unwrap_or_else(|| {
+                reps.push(i);
+                reps.len() - 1
+            })
+        })
         .collect()
 }
 
@@ -469,6 +467,17 @@ mod tests {
             53
         );
         assert_eq!(degree_candidates(&clusters::het_model(), 56, 64).len(), 65);
+    }
+
+    #[test]
+    fn nodes_with_pair_links_are_not_interchangeable() {
+        let mut c = clusters::het_model();
+        assert_eq!(node_classes(&c), vec![0, 0, 0, 0]);
+        c.links.push(crate::cluster::NodeLink {
+            nodes: [0, 2],
+            bytes_per_s: 1e9,
+        });
+        assert_eq!(node_classes(&c), vec![0, 1, 2, 1]);
     }
 
     #[test]
