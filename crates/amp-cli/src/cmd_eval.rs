@@ -117,6 +117,7 @@ fn print_text(loaded: &Loaded, plan: &Plan, est: &Estimate, cost_model: &str) {
     table
         .load_preset(UTF8_BORDERS_ONLY)
         .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_width(100)
         .set_header(vec![
             "node",
             "gpu",

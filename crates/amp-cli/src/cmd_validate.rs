@@ -368,44 +368,46 @@ fn pct(e: &Option<ErrorStats>) -> String {
 }
 
 fn print_tables(reports: &[DatasetReport], runs: bool) {
+    // One column per dataset, one row per metric: fits 100 columns for a
+    // few datasets, where a row per dataset would not.
     let mut table = Table::new();
+    let mut header = vec!["metric".to_string()];
+    header.extend(reports.iter().map(|r| r.name.clone()));
     table
         .load_preset(UTF8_BORDERS_ONLY)
         .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(vec![
-            "dataset",
-            "runs",
-            "completed",
-            "Spearman",
-            "Kendall",
-            "top-1 regret",
-            "time err mean/max",
-            "mem err mean/max",
-            "completed pred. infeasible",
-            "failed pred. infeasible",
-        ]);
-    for r in reports {
-        table.add_row(vec![
-            r.name.clone(),
-            if r.unpriced > 0 {
-                format!("{} ({} unpriced)", r.runs, r.unpriced)
-            } else {
-                r.runs.to_string()
-            },
-            r.completed.to_string(),
-            opt(r.spearman, 3),
-            opt(r.kendall_tau_b, 3),
-            if r.top1_failed {
-                "failed".to_string()
-            } else {
-                opt(r.top1_regret, 3)
-            },
-            pct(&r.time_error),
-            pct(&r.memory_error),
-            r.completed_predicted_infeasible.to_string(),
-            format!("{} of {}", r.failed_predicted_infeasible, r.failed),
-        ]);
-    }
+        .set_width(100)
+        .set_header(header);
+    let row = |label: &str, f: &dyn Fn(&DatasetReport) -> String| {
+        let mut cells = vec![label.to_string()];
+        cells.extend(reports.iter().map(f));
+        cells
+    };
+    table.add_row(row("runs (completed)", &|r| {
+        let mut s = format!("{} ({})", r.runs, r.completed);
+        if r.unpriced > 0 {
+            s.push_str(&format!(", {} unpriced", r.unpriced));
+        }
+        s
+    }));
+    table.add_row(row("Spearman / Kendall", &|r| {
+        format!("{} / {}", opt(r.spearman, 3), opt(r.kendall_tau_b, 3))
+    }));
+    table.add_row(row("top-1 regret", &|r| {
+        if r.top1_failed {
+            "failed".to_string()
+        } else {
+            opt(r.top1_regret, 3)
+        }
+    }));
+    table.add_row(row("time error mean / max", &|r| pct(&r.time_error)));
+    table.add_row(row("memory error mean / max", &|r| pct(&r.memory_error)));
+    table.add_row(row("completed, predicted infeasible", &|r| {
+        r.completed_predicted_infeasible.to_string()
+    }));
+    table.add_row(row("failed, predicted infeasible", &|r| {
+        format!("{} of {}", r.failed_predicted_infeasible, r.failed)
+    }));
     println!(
         "cost model {}",
         reports.first().map_or("", |r| r.cost_model.as_str())
@@ -422,15 +424,18 @@ fn print_tables(reports: &[DatasetReport], runs: bool) {
     if runs {
         for r in reports {
             let mut t = Table::new();
-            t.load_preset(UTF8_BORDERS_ONLY).set_header(vec![
-                "run",
-                "measured s",
-                "predicted s",
-                "err",
-                "measured GB",
-                "predicted GB",
-                "fits",
-            ]);
+            t.load_preset(UTF8_BORDERS_ONLY)
+                .set_content_arrangement(ContentArrangement::Dynamic)
+                .set_width(100)
+                .set_header(vec![
+                    "run",
+                    "measured s",
+                    "predicted s",
+                    "err",
+                    "measured GB",
+                    "predicted GB",
+                    "fits",
+                ]);
             for d in &r.details {
                 let err = match (d.predicted_s, d.measured_s) {
                     (Some(p), Some(m)) => format!("{:+.1}%", 100.0 * (p - m) / m),
