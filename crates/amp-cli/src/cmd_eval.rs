@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use amp_core::cost::{DeviceMemory, Estimate, Inputs};
 use amp_core::plan::Plan;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use comfy_table::{presets::UTF8_BORDERS_ONLY, ContentArrangement, Table};
 use serde::Serialize;
@@ -167,19 +167,7 @@ fn print_text(loaded: &Loaded, plan: &Plan, est: &Estimate, cost_model: &str) {
 
 pub fn run(args: EvalArgs) -> Result<()> {
     let mut loaded = args.inputs.load()?;
-    let origin = args.plan.display().to_string();
-    let text =
-        std::fs::read_to_string(&args.plan).with_context(|| format!("cannot read {origin}"))?;
-    let plan = Plan::from_json_any(&text, &origin, Some(args.rank))?;
-    plan.validate(&loaded.model, &loaded.cluster)
-        .with_context(|| {
-            format!(
-                "{origin}: the plan does not fit model `{}` on cluster `{}`",
-                loaded.model.name, loaded.cluster.name
-            )
-        })?;
-    args.inputs
-        .complete_profile(&mut loaded, &[plan.micro_batch])?;
+    let plan = args.inputs.load_plan(&mut loaded, &args.plan, args.rank)?;
     let cost_model = args.inputs.cost_model()?;
     let inputs = Inputs {
         model: &loaded.model,

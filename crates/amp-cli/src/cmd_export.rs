@@ -3,8 +3,7 @@
 use std::path::PathBuf;
 
 use amp_core::cost::Inputs;
-use amp_core::plan::Plan;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 
 use crate::inputs::InputArgs;
@@ -36,19 +35,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
         bail!("nothing to do: give --to ENGINE --out DIR, --report FILE, or both");
     }
     let mut loaded = args.inputs.load()?;
-    let origin = args.plan.display().to_string();
-    let text =
-        std::fs::read_to_string(&args.plan).with_context(|| format!("cannot read {origin}"))?;
-    let plan = Plan::from_json_any(&text, &origin, Some(args.rank))?;
-    plan.validate(&loaded.model, &loaded.cluster)
-        .with_context(|| {
-            format!(
-                "{origin}: the plan does not fit model `{}` on cluster `{}`",
-                loaded.model.name, loaded.cluster.name
-            )
-        })?;
-    args.inputs
-        .complete_profile(&mut loaded, &[plan.micro_batch])?;
+    let plan = args.inputs.load_plan(&mut loaded, &args.plan, args.rank)?;
     let inputs = Inputs {
         model: &loaded.model,
         cluster: &loaded.cluster,

@@ -8,6 +8,7 @@ use amp_core::cost::amp_paper::{AmpPaper, SplitRule};
 use amp_core::cost::CostModel;
 use amp_core::model::{builtin as models, Model};
 
+use amp_core::plan::Plan;
 use amp_core::profile::Profile;
 use amp_core::schedule::Schedule;
 use anyhow::{anyhow, bail, Context, Result};
@@ -165,6 +166,24 @@ impl InputArgs {
             profile,
             example_batch: None,
         })
+    }
+
+    /// Reads the plan at `path` (any form `Plan::from_json_any` takes, plan
+    /// `rank` of an `amp plan --json` output), checks it against the loaded
+    /// model and cluster, and fills the profile for its micro-batch size.
+    pub fn load_plan(&self, loaded: &mut Loaded, path: &Path, rank: usize) -> Result<Plan> {
+        let origin = path.display().to_string();
+        let text = read_text(path)?;
+        let plan = Plan::from_json_any(&text, &origin, Some(rank))?;
+        plan.validate(&loaded.model, &loaded.cluster)
+            .with_context(|| {
+                format!(
+                    "{origin}: the plan does not fit model `{}` on cluster `{}`",
+                    loaded.model.name, loaded.cluster.name
+                )
+            })?;
+        self.complete_profile(loaded, &[plan.micro_batch])?;
+        Ok(plan)
     }
 
     /// Fills the (GPU type, tp) pairs the profile lacks from the analytic

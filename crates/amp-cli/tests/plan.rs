@@ -341,3 +341,54 @@ fn profile_with_wrong_layer_count_is_rejected() {
         &["2 layer times", "30 layers"],
     );
 }
+
+#[test]
+fn emit_report_and_export_write_their_files() {
+    let dir = std::env::temp_dir().join(format!("amp-cli-emit-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = dir.join("ds");
+    let report = dir.join("r.html");
+    let o = amp(&[
+        "plan",
+        "--example",
+        "het-cluster",
+        "--emit",
+        "deepspeed",
+        "--out",
+        out.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+        "--json",
+        "--top",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in ["ds_config.json", "hostfile", "launch.sh"] {
+        assert!(out.join(f).is_file(), "{f} missing; {}", stderr(&o));
+    }
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(
+        html.starts_with("<!DOCTYPE html>") && html.contains("<svg"),
+        "not a report"
+    );
+    // The same plan, exported from the JSON by `amp export`.
+    let plans = dir.join("plans.json");
+    std::fs::write(&plans, &o.stdout).unwrap();
+    let meg = dir.join("meg");
+    let o = amp(&[
+        "export",
+        plans.to_str().unwrap(),
+        "--example",
+        "het-cluster",
+        "--rank",
+        "1",
+        "--to",
+        "megatron",
+        "--out",
+        meg.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let args = std::fs::read_to_string(meg.join("args.sh")).unwrap();
+    assert!(args.contains("--pipeline-model-parallel-size"), "{args}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
