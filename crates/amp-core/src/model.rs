@@ -20,8 +20,8 @@ pub enum LayerKind {
     TransformerBlock,
     /// Final projection onto the vocabulary (the logits).
     VocabProjection,
-    /// A layer with no weights and no work worth pricing (reshapes, views):
-    /// its output is its input.
+    /// A layer with no work worth pricing (reshapes, views, upsampling, the
+    /// addition of a position table); AMP's cost model skips it.
     Noop,
     /// Anything else (convolution, upsampling, a linear input layer).
     Other,
@@ -252,36 +252,84 @@ pub mod builtin {
         m
     }
 
-    /// AMP's TransGAN generator (depth [12,0,0,0,0,12], hidden 1024, bottom
-    /// width 9): 56 entries in the artifact's indexing. Entry 0 is the input
-    /// projection, entries 3..15 the twelve blocks at full width, 41..53 the
-    /// twelve blocks at width 1024/64 after the upsampling layers; the rest
-    /// are reshapes, upsampling and output layers that the artifact does not
-    /// price ("lambda layers"), kept here as `Noop`.
+    /// AMP's TransGAN generator as the artifact trained it (its
+    /// `trans_gan_gen.py` and `ds_pretrain_transgan_pipe.sh`: depth
+    /// [12,0,0,0,0,12], width 1024, bottom width 9, window 18, 4 heads,
+    /// latent 512, fp16): 56 entries in the artifact's indexing.
     ///
-    /// Sizes follow the artifact's own description of the model: every cut
-    /// carries `hidden * bottom^2` elements per sample and a block at width
-    /// `w` holds `12 w^2` weights. The input projection and the small layers
-    /// hold no weights the artifact counted.
+    /// Entry 0 is the input projection (latent -> 9x9 tokens of 1024);
+    /// 3..=14 are twelve blocks on 81 tokens of width 1024; 15..=40 upsample
+    /// (bicubic, then pixel shuffle) to 288x288 tokens of width 16 and cut
+    /// them into 256 windows of 18x18; 41..=52 are twelve windowed blocks of
+    /// width 16; the rest reshape the output. The upsampling, reshapes and
+    /// position embeddings are `Noop`: the artifact does not price them.
+    ///
+    /// Sizes are the real ones: a cut after an entry carries its output
+    /// (82,944 elements per sample up to the first upsampling, 331,776 and
+    /// then 1,327,104 after), and a windowed block keeps, per Korthikanti et
+    /// al.'s count `s h (34 + 5 a s / h)` bytes per window, about 583 MB per
+    /// sample: the reason most of the artifact's TransGAN runs ran out of
+    /// memory.
     pub fn amp_transgan() -> Model {
-        let h: u64 = 1024;
-        let bottom: u64 = 9;
-        let act = h * bottom * bottom;
+        const H: u64 = 1024;
+        const BOTTOM: u64 = 9;
+        const LATENT: u64 = 512;
+        const HEADS: u64 = 4;
+        const WINDOW: u64 = 18;
+        let first = H * BOTTOM * BOTTOM; // 81 tokens x 1024
+        let full = (BOTTOM * 32) * (BOTTOM * 32) * (H / 64); // 288^2 tokens x 16
+                                                             // Fp16 bytes a block keeps per sample, as elements of 2 bytes.
+        let block_stored = |tokens_per_window: u64, windows: u64, w: u64| -> u64 {
+            let s = tokens_per_window as f64;
+            let bytes = s * w as f64 * (34.0 + 5.0 * HEADS as f64 * s / w as f64) * windows as f64;
+            (bytes / 2.0).round() as u64
+        };
         let mut layers = Vec::with_capacity(56);
         for i in 0..56u64 {
-            let (kind, width) = match i {
-                3..=14 => (LayerKind::TransformerBlock, h),
-                41..=52 => (LayerKind::TransformerBlock, h / 64),
-                0 => (LayerKind::Other, 0),
-                _ => (LayerKind::Noop, 0),
+            let (name, kind, params, out) = match i {
+                0 => (
+                    "input_projection".to_string(),
+                    LayerKind::Other,
+                    LATENT * first + first,
+                    first,
+                ),
+                3..=14 => (
+                    format!("block{i}"),
+                    LayerKind::TransformerBlock,
+                    12 * H * H + 13 * H,
+                    first,
+                ),
+                41..=52 => {
+                    let w = H / 64;
+                    (
+                        format!("block{i}"),
+                        LayerKind::TransformerBlock,
+                        12 * w * w + 13 * w,
+                        full,
+                    )
+                }
+                // Position embeddings: a learned table per resolution.
+                2 => ("pos_embed_9".to_string(), LayerKind::Noop, first, first),
+                17 => (
+                    "pos_embed_18".to_string(),
+                    LayerKind::Noop,
+                    4 * first,
+                    4 * first,
+                ),
+                20 | 22 | 30 | 37 => (format!("pos_embed{i}"), LayerKind::Noop, full, full),
+                1 | 15 => (format!("op{i}"), LayerKind::Noop, 0, first),
+                16 | 18 => (format!("op{i}"), LayerKind::Noop, 0, 4 * first),
+                _ => (format!("op{i}"), LayerKind::Noop, 0, full),
             };
-            let params = 12 * width * width;
-            let name = match kind {
-                LayerKind::TransformerBlock => format!("block{i}"),
-                LayerKind::Other => "input_projection".to_string(),
-                _ => format!("op{i}"),
-            };
-            layers.push(layer(&name, kind, params, act));
+            let mut l = layer(&name, kind, params, out);
+            if kind == LayerKind::TransformerBlock {
+                l.stored_activation_elems_per_sample = Some(if i <= 14 {
+                    block_stored(BOTTOM * BOTTOM, 1, H)
+                } else {
+                    block_stored(WINDOW * WINDOW, (BOTTOM * 32 / WINDOW).pow(2), H / 64)
+                });
+            }
+            layers.push(l);
         }
         Model {
             name: "transgan-amp".to_string(),

@@ -191,19 +191,17 @@ fn top10_matches_het_cluster() {
 }
 
 /// With the artifact's partitioner, amp finds the artifact's own split for
-/// every candidate (and so its cost). The artifact's single-micro-batch rule
-/// for TransGAN differs from its GPT-2 rule (it counts the input layer as a
-/// block); amp applies the GPT-2 rule to both, so `single_micro_batch`
-/// excludes those rows for TransGAN.
-fn check_same_splits(e: Experiment, single_micro_batch: bool) {
+/// every GPT-2 candidate (and so its cost, within 1%). For TransGAN, amp's
+/// model carries the real activation sizes where the artifact assumed
+/// 82,944 elements at every cut, and applies the GPT-2 single-micro-batch
+/// rule (the artifact's TransGAN rule counts the input layer as a block):
+/// there the test asks for the artifact's cost within 5% and reports how
+/// many splits agree.
+fn check_artifact_partitioner(e: Experiment, exact: bool) {
     let Some(rows) = predictions(e) else { return };
     let s = Setup::new(e);
     let ours = artifact_search(&s, e, SplitRule::Artifact);
-    let mut same = 0;
-    let rows: Vec<_> = rows
-        .into_iter()
-        .filter(|r| single_micro_batch || e.global_batch() / (r.dp * r.micro_batch) > 1)
-        .collect();
+    let (tolerance, mut same) = (if exact { 0.01 } else { 0.05 }, 0);
     for row in &rows {
         let p = ours
             .iter()
@@ -214,13 +212,15 @@ fn check_same_splits(e: Experiment, single_micro_batch: bool) {
         let theirs = row.amp_predicted_s.unwrap();
         let err = (p.estimate.iteration_s - theirs).abs() / theirs;
         assert!(
-            err < 0.01,
+            err < tolerance,
             "{row:?}: ours {} {:?}",
             p.estimate.iteration_s,
             p.plan.boundaries()
         );
-        assert_eq!(p.plan.boundaries(), row.boundaries, "{row:?}");
-        same += 1;
+        if exact {
+            assert_eq!(p.plan.boundaries(), row.boundaries, "{row:?}");
+        }
+        same += usize::from(p.plan.boundaries() == row.boundaries);
     }
     eprintln!(
         "{}: artifact split reproduced on {same} of {} candidates",
@@ -231,15 +231,15 @@ fn check_same_splits(e: Experiment, single_micro_batch: bool) {
 
 #[test]
 fn artifact_splits_reproduced_homogeneous() {
-    check_same_splits(Experiment::Homogeneous, true);
+    check_artifact_partitioner(Experiment::Homogeneous, true);
 }
 
 #[test]
 fn artifact_splits_reproduced_het_cluster() {
-    check_same_splits(Experiment::HetCluster, true);
+    check_artifact_partitioner(Experiment::HetCluster, true);
 }
 
 #[test]
-fn artifact_splits_reproduced_het_model() {
-    check_same_splits(Experiment::HetModel, false);
+fn artifact_partitioner_close_on_het_model() {
+    check_artifact_partitioner(Experiment::HetModel, false);
 }
