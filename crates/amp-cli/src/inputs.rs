@@ -149,7 +149,18 @@ impl InputArgs {
             });
         }
         let model = load_model(self.model.as_deref().unwrap_or_default(), self.seq)?;
-        let cluster = load_cluster(self.cluster.as_deref().unwrap_or_default())?;
+        let mut cluster = load_cluster(self.cluster.as_deref().unwrap_or_default())?;
+        // A cluster file may leave GPU memory out: take it from the catalog
+        // when the GPU is known there, so that plans that do not fit are
+        // refused.
+        let catalog = amp_catalog::catalog();
+        for node in &mut cluster.nodes {
+            if node.gpu_memory_bytes.is_none() {
+                if let Ok(gpu) = catalog.gpu(&node.gpu_type) {
+                    node.gpu_memory_bytes = Some(gpu.memory_bytes());
+                }
+            }
+        }
         let mut profile = Profile::default();
         for p in &self.profile {
             profile.merge(read_profile(p, &model)?);

@@ -392,3 +392,30 @@ fn emit_report_and_export_write_their_files() {
     assert!(args.contains("--pipeline-model-parallel-size"), "{args}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn cluster_files_without_memory_take_it_from_the_catalog() {
+    let c = tmp(
+        "t4-nomem.toml",
+        "[[nodes]]\ngpu = \"T4\"\ngpus = 4\nintra_gbps = 50\ninter_gbps = 50\ncount = 4\n",
+    );
+    let o = amp(&[
+        "plan",
+        "--model",
+        "gpt2-amp",
+        "--cluster",
+        c.to_str().unwrap(),
+        "--global-batch",
+        "32",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    // 16 GiB T4s: some candidates (dp 16 with micro-batch 2, say) cannot fit.
+    assert!(v["infeasible"].as_u64().unwrap() > 0, "{v}");
+    let mem = &v["plans"][0]["memory"][0];
+    assert_eq!(
+        mem["capacity_bytes"].as_f64().unwrap(),
+        (16u64 << 30) as f64
+    );
+}
