@@ -59,6 +59,11 @@ pub struct InputArgs {
     /// block's forward; blocks keep only their input.
     #[arg(long)]
     pub recompute: bool,
+    /// Overlap each stage's gradient all-reduce with its last backward pass
+    /// (amp cost model; off by default, as in the AMP-era DeepSpeed and
+    /// Megatron-LM pipeline engines).
+    #[arg(long)]
+    pub overlap_allreduce: bool,
 }
 
 fn parse_schedule(s: &str) -> Result<Schedule, String> {
@@ -122,6 +127,7 @@ impl InputArgs {
                 options: amp_core::cost::device::DeviceOptions {
                     schedule: self.schedule,
                     recompute: self.recompute,
+                    overlap_dp_allreduce: self.overlap_allreduce,
                     ..Default::default()
                 },
             })),
