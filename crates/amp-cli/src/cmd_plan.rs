@@ -189,8 +189,16 @@ fn print_table(
         result.candidates,
         result.infeasible
     );
-    for s in &result.skipped {
+    // A few reasons suffice to act on; --json lists them all.
+    const SHOWN: usize = 3;
+    for s in result.skipped.iter().take(SHOWN) {
         println!("skipped some candidates: {s}");
+    }
+    if result.skipped.len() > SHOWN {
+        println!(
+            "... and {} more reasons for skipping (see --json `skipped`)",
+            result.skipped.len() - SHOWN
+        );
     }
 }
 

@@ -6,6 +6,7 @@ use std::path::Path;
 use amp_core::cost::device::DeviceModel;
 use amp_core::cost::{Estimate, Inputs};
 use amp_core::plan::Plan;
+use amp_core::schedule::Schedule;
 use amp_core::search::RankedPlan;
 use amp_export::{export, html_report, Engine, ExportOptions, Recompute, ReportInput};
 
@@ -39,8 +40,17 @@ pub fn write_export(
     dir: &Path,
 ) -> Result<Vec<String>> {
     // The launch runs what was priced: same schedule, same recomputation.
+    // An interleaved plan is exported as Megatron-LM's virtual pipeline
+    // chunks, which the exporters accept when the split is even.
+    let (schedule, virtual_pipeline_chunks) = match args.schedule {
+        Schedule::Interleaved { virtual_stages } if virtual_stages > 1 => {
+            (Schedule::OneFOneB, Some(virtual_stages))
+        }
+        s => (s, None),
+    };
     let opts = ExportOptions {
-        schedule: args.schedule,
+        schedule,
+        virtual_pipeline_chunks,
         recompute: if args.recompute {
             Recompute::Full
         } else {
