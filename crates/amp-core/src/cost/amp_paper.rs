@@ -374,6 +374,7 @@ impl CostModel for AmpPaper {
                 s_per_param,
                 params: artifact_params(inputs.model),
             }),
+            min_layers: 1,
         })
     }
 

@@ -883,6 +883,10 @@ impl CostModel for DeviceModel {
                 s_per_param,
                 params: inputs.model.param_table(),
             }),
+            min_layers: match self.options.schedule {
+                Schedule::Interleaved { virtual_stages } => virtual_stages.max(1),
+                _ => 1,
+            },
         })
     }
 

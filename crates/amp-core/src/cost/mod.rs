@@ -107,6 +107,9 @@ pub struct StageTables {
     /// stage's weights (the gradient all-reduce): `tail_s_per_param[j]`
     /// seconds per parameter on stage j, applied to `params`.
     pub tail: Option<TailTables>,
+    /// Fewest layers a stage may hold (the model chunks of an interleaved
+    /// schedule each need one); 1 otherwise.
+    pub min_layers: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -126,6 +129,9 @@ impl SplitCosts for StageTables {
     /// Time of stage `j` holding `first..end`, or infinity when it does not
     /// fit in memory.
     fn stage_s(&self, j: usize, first: usize, end: usize) -> f64 {
+        if end - first < self.min_layers {
+            return f64::INFINITY;
+        }
         if let Some(m) = &self.memory {
             let bytes = m.fixed_bytes[j] + m.prefix_bytes[j][end] - m.prefix_bytes[j][first];
             if bytes > m.capacity_bytes[j] {
