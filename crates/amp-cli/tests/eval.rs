@@ -1,30 +1,10 @@
 //! The `amp eval` command, run as a user would.
 
+mod common;
+
 use std::path::PathBuf;
-use std::process::{Command, Output};
 
-fn amp(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_amp"))
-        .args(args)
-        .output()
-        .expect("amp runs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).to_string()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
-
-fn tmp(name: &str, contents: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("amp-eval-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
-    std::fs::write(&p, contents).unwrap();
-    p
-}
+use common::{amp, stderr, stdout, tmp};
 
 fn het_plan() -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -1,30 +1,8 @@
 //! The `amp plan` command, run as a user would.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
 
-fn amp(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_amp"))
-        .args(args)
-        .output()
-        .expect("amp runs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).to_string()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
-
-fn tmp(name: &str, contents: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("amp-cli-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
-    std::fs::write(&p, contents).unwrap();
-    p
-}
+use common::{amp, stderr, stdout, tmp};
 
 #[test]
 fn parity_run_lists_every_candidate_with_plain_fields() {
