@@ -339,12 +339,7 @@ pub fn layer_estimate(
             bw.ops = f.ops * c.backward_ops_per_forward_op;
         }
         LayerKind::Embedding => {
-            let h = model.shape.as_ref().map(|s| s.hidden as f64).unwrap_or(0.0);
-            let s = model
-                .shape
-                .as_ref()
-                .map(|s| s.seq_len as f64)
-                .unwrap_or(0.0);
+            let (h, s) = hidden_and_seq(model);
             // Gather, position add, dropout: about 6 passes over the output.
             m.stream(&mut f, 6.0 * out * e, 3.0);
             // Backward: zero the dense gradient of this rank's rows, then
@@ -392,12 +387,7 @@ pub fn layer_estimate(
             );
         }
         LayerKind::Other => {
-            let h = model.shape.as_ref().map(|s| s.hidden as f64).unwrap_or(0.0);
-            let s = model
-                .shape
-                .as_ref()
-                .map(|s| s.seq_len as f64)
-                .unwrap_or(0.0);
+            let (h, s) = hidden_and_seq(model);
             m.stream(&mut f, 2.0 * out * e, 1.0);
             m.stream(&mut bw, 4.0 * out * e, c.backward_ops_per_forward_op);
             if let Some(flops) = l.forward_flops_per_sample {
@@ -570,6 +560,15 @@ pub fn describe_sources(profile: &Profile) -> Vec<String> {
             }
         })
         .collect()
+}
+
+/// Hidden size and sequence length of a model with a transformer shape;
+/// zeros otherwise (the layer then has no matrix product to price).
+fn hidden_and_seq(model: &Model) -> (f64, f64) {
+    model
+        .shape
+        .as_ref()
+        .map_or((0.0, 0.0), |s| (s.hidden as f64, s.seq_len as f64))
 }
 
 #[cfg(test)]
