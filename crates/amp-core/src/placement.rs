@@ -70,11 +70,6 @@ impl Placement {
         }
     }
 
-    pub fn is_artifact_default(&self) -> bool {
-        self.axis_order == AxisOrder::DEFAULT
-            && self.node_order.iter().enumerate().all(|(i, &n)| i == n)
-    }
-
     pub fn summary(&self) -> String {
         let nodes: Vec<String> = self.node_order.iter().map(|n| n.to_string()).collect();
         format!("{} nodes {}", self.axis_order.label(), nodes.join(","))
