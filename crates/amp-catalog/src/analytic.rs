@@ -39,36 +39,8 @@ use crate::CatalogError;
 
 const ANALYTIC_TOML: &str = include_str!("../data/analytic.toml");
 
-/// Numeric precision of training.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    /// FP32 everywhere, FP32 (CUDA-core) GEMMs.
-    Fp32,
-    /// FP32 storage, TF32 tensor-core GEMMs where the GPU has them.
-    Tf32,
-    /// Mixed precision with FP16 GEMMs.
-    Fp16,
-    /// Mixed precision with BF16 GEMMs (FP16 rate on GPUs without BF16).
-    #[default]
-    Bf16,
-    /// FP8 GEMMs (Transformer Engine), 16-bit activations.
-    Fp8,
-}
-
-impl Precision {
-    /// Bytes of one activation element.
-    pub fn activation_bytes(self) -> f64 {
-        match self {
-            Precision::Fp32 | Precision::Tf32 => 4.0,
-            _ => 2.0,
-        }
-    }
-
-    fn is_half(self) -> bool {
-        matches!(self, Precision::Fp16 | Precision::Bf16 | Precision::Fp8)
-    }
-}
+/// Number format of the matrix products (the training setup's own type).
+pub use amp_core::setup::Precision;
 
 /// How attention is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -266,7 +238,7 @@ pub fn layer_estimate(
         mma_peak: peak * gpu.mma_sync_fraction.unwrap_or(1.0),
         bw: gpu.memory_bytes_per_s(),
         sms: gpu.sms.unwrap_or(100) as f64,
-        e: opts.precision.activation_bytes(),
+        e: opts.precision.formats().activations.bytes(),
     };
     let t = tp.max(1) as f64;
     let b = micro_batch.max(1) as f64;

@@ -10,12 +10,12 @@ use amp_catalog::{parse_cluster, zoo_model};
 use amp_core::cluster::Cluster;
 use amp_core::cost::device::{DeviceModel, DeviceOptions};
 use amp_core::cost::{CostModel, Inputs};
-use amp_core::memory::MemoryOptions;
 use amp_core::model::{LayerKind, Model};
 use amp_core::placement::{DeviceGrid, Placement};
 use amp_core::profile::Profile;
 use amp_core::schedule::Schedule;
 use amp_core::search::{divisors, plan_from_grid};
+use amp_core::setup::{OptimizerSharding, PipelineSend, Recompute, TrainingSetup};
 
 /// Narayanan et al. (SC'21) Table 1: (zoo name, heads, hidden, layers, tp,
 /// pp, GPUs, global batch, measured TFLOP/s per GPU). A100-80GB nodes of 8
@@ -149,6 +149,30 @@ fn boundaries(model: &Model, pp: usize, balanced_ends: bool) -> (Vec<usize>, usi
 /// and interleavings (chunk counts dividing the blocks per stage; more than
 /// one only with more than two stages, as Megatron-LM requires) for the
 /// fastest plan that fits in memory.
+/// The boundaries of the `pp x v` virtual stages in Megatron-LM's order
+/// (virtual stage `k pp + j` is chunk k of rank j) when rank j holds the
+/// blocks of `bounds[j]..bounds[j + 1]`, split into `v` chunks (later
+/// chunks take the extra block).
+fn virtual_boundaries(model: &Model, bounds: &[usize], v: usize) -> Vec<usize> {
+    use amp_core::model::LayerKind;
+    let pp = bounds.len() - 1;
+    let is_block = |l: usize| model.layers[l].kind == LayerKind::TransformerBlock;
+    let per_rank: Vec<usize> = (0..pp)
+        .map(|j| (bounds[j]..bounds[j + 1]).filter(|&l| is_block(l)).count())
+        .collect();
+    let blocks: Vec<usize> = (0..model.num_layers()).filter(|&l| is_block(l)).collect();
+    let mut out = vec![0];
+    let mut done = 0;
+    for i in 0..pp * v - 1 {
+        let (k, j) = (i / pp, i % pp);
+        let c = per_rank[j];
+        done += (k + 1) * c / v - k * c / v;
+        out.push(blocks[done]);
+    }
+    out.push(model.num_layers());
+    out
+}
+
 fn best_plan(
     model: &Model,
     cluster: &Cluster,
@@ -195,17 +219,41 @@ fn best_plan(
                 continue;
             }
             let dm = DeviceModel::new(DeviceOptions {
-                schedule: Schedule::Interleaved { virtual_stages: v },
-                recompute: setup.recompute,
-                scatter_gather_sends: setup.scatter_gather_sends,
-                overlap_dp_allreduce: setup.overlap_dp_allreduce,
-                memory: setup.check_memory.then_some(MemoryOptions {
-                    zero1: setup.zero1,
-                    ..Default::default()
-                }),
+                price_memory: setup.check_memory,
                 ..Default::default()
             });
-            let plan = plan_from_grid(&grid, &bounds, m, b);
+            let training = TrainingSetup {
+                formats: setup.analytic.precision.formats(),
+                schedule: if v > 1 {
+                    Schedule::Interleaved { virtual_stages: v }
+                } else {
+                    Schedule::OneFOneB
+                },
+                recompute: if setup.recompute {
+                    Recompute::Full
+                } else {
+                    Recompute::None
+                },
+                optimizer_sharding: if setup.zero1 {
+                    OptimizerSharding::Zero1
+                } else {
+                    OptimizerSharding::None
+                },
+                pipeline_send: if setup.scatter_gather_sends {
+                    PipelineSend::ScatterGather
+                } else {
+                    PipelineSend::Full
+                },
+                overlap_grad_reduce: setup.overlap_dp_allreduce,
+                ..TrainingSetup::default()
+            };
+            let plan = plan_from_grid(
+                &grid,
+                &virtual_boundaries(model, &bounds, v),
+                m,
+                b,
+                &training,
+            );
             let e = dm
                 .evaluate(&inputs, &plan)
                 .unwrap_or_else(|e| panic!("micro-batch {m}, {v} chunks: {e}"));

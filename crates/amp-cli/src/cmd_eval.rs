@@ -4,15 +4,17 @@ use std::path::PathBuf;
 
 use amp_core::cost::{DeviceMemory, Estimate, Inputs};
 use amp_core::plan::Plan;
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
 use comfy_table::{presets::UTF8_BORDERS_ONLY, ContentArrangement, Table};
 use serde::Serialize;
 
 use crate::inputs::{InputArgs, Loaded};
+use crate::setup_args::SetupArgs;
 
-/// Version of the `--json` output; bumped on any incompatible change.
-pub const JSON_SCHEMA_VERSION: u32 = 1;
+/// Version of the `--json` output; bumped on any incompatible change (2:
+/// the plan records its training setup).
+pub const JSON_SCHEMA_VERSION: u32 = amp_core::plan::PLAN_SCHEMA_VERSION;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -29,6 +31,11 @@ pub struct EvalArgs {
     /// Print machine-readable JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Exit 0 even when the plan does not fit in memory.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub setup: SetupArgs,
 }
 
 #[derive(Serialize)]
@@ -77,7 +84,11 @@ fn print_text(loaded: &Loaded, plan: &Plan, est: &Estimate, cost_model: &str) {
         plan.devices().count(),
         loaded.cluster.num_devices()
     );
-    let tps: Vec<String> = plan.stages.iter().map(|s| s.tp().to_string()).collect();
+    let tps: Vec<String> = plan
+        .rank_stages()
+        .iter()
+        .map(|s| s.tp().to_string())
+        .collect();
     println!(
         "plan: pp {}, dp {}, tp per stage [{}], micro-batch {} x {} micro-batches = global batch {gb}, boundaries {:?}",
         plan.pp(),
@@ -87,6 +98,7 @@ fn print_text(loaded: &Loaded, plan: &Plan, est: &Estimate, cost_model: &str) {
         plan.num_micro_batches,
         plan.boundaries()
     );
+    println!("setup: {}", plan.setup.summary());
     println!(
         "iteration: {:.4} s, throughput {:.2} samples/s",
         est.iteration_s,
@@ -167,7 +179,9 @@ fn print_text(loaded: &Loaded, plan: &Plan, est: &Estimate, cost_model: &str) {
 
 pub fn run(args: EvalArgs) -> Result<()> {
     let mut loaded = args.inputs.load()?;
-    let plan = args.inputs.load_plan(&mut loaded, &args.plan, args.rank)?;
+    let plan = args
+        .inputs
+        .load_plan(&mut loaded, &args.plan, args.rank, &args.setup, None)?;
     let cost_model = args.inputs.cost_model()?;
     let inputs = Inputs {
         model: &loaded.model,
@@ -200,6 +214,16 @@ pub fn run(args: EvalArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print_text(&loaded, &plan, &est, cost_model.name());
+    }
+    if let (Some((m, over)), false) = (est.first_overflow(), args.force) {
+        bail!(
+            "the plan does not fit in memory: node {} gpu {} (stage {}) needs {:.2} GiB more than its {:.2} GiB (--force to exit 0 anyway)",
+            m.device.node,
+            m.device.gpu,
+            m.stage,
+            over / GIB,
+            m.capacity_bytes.unwrap_or(0.0) / GIB
+        );
     }
     Ok(())
 }

@@ -8,6 +8,9 @@ use clap::Args;
 
 use crate::inputs::InputArgs;
 use crate::output::{write_export, write_report, EngineArg};
+use crate::setup_args::SetupArgs;
+
+const GIB: f64 = (1u64 << 30) as f64;
 
 #[derive(Args, Debug)]
 pub struct ExportArgs {
@@ -28,6 +31,11 @@ pub struct ExportArgs {
     /// Also write a self-contained HTML report of the plan.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Export a plan even when it does not fit in memory.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub setup: SetupArgs,
 }
 
 pub fn run(args: ExportArgs) -> Result<()> {
@@ -35,25 +43,51 @@ pub fn run(args: ExportArgs) -> Result<()> {
         bail!("nothing to do: give --to ENGINE --out DIR, --report FILE, or both");
     }
     let mut loaded = args.inputs.load()?;
-    let plan = args.inputs.load_plan(&mut loaded, &args.plan, args.rank)?;
+    let emit = args.to.map(EngineArg::engine);
+    let plan = args
+        .inputs
+        .load_plan(&mut loaded, &args.plan, args.rank, &args.setup, emit)?;
     let inputs = Inputs {
         model: &loaded.model,
         cluster: &loaded.cluster,
         profile: &loaded.profile,
     };
+    let cost_model = args.inputs.cost_model()?;
+    let estimate = cost_model.evaluate(&inputs, &plan)?;
+    if let Some((m, over)) = estimate.first_overflow() {
+        let why = format!(
+            "the plan does not fit in memory: node {} gpu {} (stage {}) needs {:.2} GiB more than its {:.2} GiB",
+            m.device.node,
+            m.device.gpu,
+            m.stage,
+            over / GIB,
+            m.capacity_bytes.unwrap_or(0.0) / GIB
+        );
+        if !args.force {
+            bail!("{why}; nothing written (--force to export it anyway)");
+        }
+        eprintln!("warning: {why}; exporting it as --force asks");
+    }
     if let Some(engine) = args.to {
         let Some(dir) = &args.out else {
             bail!("--to needs --out DIR for the files");
         };
-        let files = write_export(&inputs, &args.inputs, &plan, engine, dir)?;
+        let files = write_export(&inputs, &plan, engine, dir)?;
         for f in files {
             println!("{f}");
         }
     }
     if let Some(path) = &args.report {
-        let estimate = args.inputs.cost_model()?.evaluate(&inputs, &plan).ok();
         let title = format!("{} on {}", loaded.model.name, loaded.cluster.name);
-        write_report(&inputs, &title, &[], &plan, estimate.as_ref(), path)?;
+        write_report(
+            &inputs,
+            cost_model.name(),
+            &title,
+            &[],
+            &plan,
+            Some(&estimate),
+            path,
+        )?;
         println!("{}", path.display());
     }
     Ok(())

@@ -13,11 +13,14 @@ use clap::{Args, ValueEnum};
 use comfy_table::{presets::UTF8_BORDERS_ONLY, ContentArrangement, Table};
 use serde::Serialize;
 
-use crate::inputs::{InputArgs, Loaded};
+use crate::inputs::{CostModelName, InputArgs, Loaded};
 use crate::output::{write_export, write_report, EngineArg};
+use crate::setup_args::SetupArgs;
+use amp_core::setup::TrainingSetup;
 
-/// Version of the `--json` output; bumped on any incompatible change.
-pub const JSON_SCHEMA_VERSION: u32 = 1;
+/// Version of the `--json` output; bumped on any incompatible change (2:
+/// every plan records its training setup).
+pub const JSON_SCHEMA_VERSION: u32 = amp_core::plan::PLAN_SCHEMA_VERSION;
 
 #[derive(Args, Debug)]
 pub struct PlanArgs {
@@ -40,7 +43,7 @@ pub struct PlanArgs {
     #[arg(long, value_enum, requires = "out")]
     pub emit: Option<EngineArg>,
     /// Directory for --emit's files.
-    #[arg(long)]
+    #[arg(long, requires = "emit")]
     pub out: Option<PathBuf>,
     /// Write a self-contained HTML report of the search and the fastest plan.
     #[arg(long)]
@@ -48,6 +51,8 @@ pub struct PlanArgs {
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub setup: SetupArgs,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +74,7 @@ struct JsonPlan<'a> {
     stage_boundaries: Vec<usize>,
     placement: JsonPlacement,
     stages: &'a [amp_core::plan::Stage],
+    setup: &'a TrainingSetup,
     breakdown: &'a amp_core::cost::Breakdown,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     memory: &'a [amp_core::cost::DeviceMemory],
@@ -89,6 +95,7 @@ struct JsonOutput<'a> {
     num_gpus: usize,
     global_batch: usize,
     cost_model: &'a str,
+    setup: &'a TrainingSetup,
     placement_search: &'a str,
     compute_sources: Vec<String>,
     candidates: usize,
@@ -139,6 +146,7 @@ fn print_table(
     top: usize,
     global_batch: usize,
     cost_model: &str,
+    setup: &TrainingSetup,
     sources: &[String],
 ) {
     let mut table = Table::new();
@@ -177,6 +185,7 @@ fn print_table(
         loaded.cluster.name,
         loaded.cluster.num_devices()
     );
+    println!("training setup: {}", setup.summary());
     println!("{table}");
     for s in sources {
         println!("compute times: {s}");
@@ -211,8 +220,27 @@ pub fn run(args: PlanArgs) -> Result<()> {
     if global_batch == 0 {
         bail!("--global-batch must be at least 1");
     }
+    let cost_name = args.inputs.cost_model;
+    let given = args.setup.given();
+    if cost_name == CostModelName::AmpPaper && !given.is_empty() {
+        bail!(
+            "{} do not apply to --cost-model amp-paper, which prices only the AMP artifact's setup (fp16, 1f1b, no recomputation or sharding); drop them or use the amp cost model",
+            given.join(", ")
+        );
+    }
+    if cost_name == CostModelName::Amp && args.inputs.partition.is_some() {
+        bail!("--partition applies only to --cost-model amp-paper; the amp cost model always splits exactly");
+    }
+    let emit = args.emit.map(EngineArg::engine);
+    let setup = match cost_name {
+        CostModelName::AmpPaper => amp_core::cost::amp_paper::artifact_setup(),
+        CostModelName::Amp => {
+            args.setup
+                .resolve(loaded.default_precision, emit, &loaded.profile)?
+        }
+    };
     args.inputs
-        .complete_profile(&mut loaded, &divisors(global_batch))?;
+        .complete_profile(&mut loaded, &divisors(global_batch), setup.formats.compute)?;
     // Only the GPU types this cluster has.
     let gpus = loaded.cluster.gpu_types();
     let sources: Vec<String> = amp_catalog::describe_sources(&loaded.profile)
@@ -240,6 +268,7 @@ pub fn run(args: PlanArgs) -> Result<()> {
         &SearchOptions {
             global_batch,
             placement,
+            setup,
             progress: Some(&report_progress),
         },
     )?;
@@ -266,6 +295,7 @@ pub fn run(args: PlanArgs) -> Result<()> {
                     stage_gpu_types: stage_gpu_types(&loaded, p),
                 },
                 stages: &p.plan.stages,
+                setup: &p.plan.setup,
                 breakdown: &p.estimate.breakdown,
                 memory: &p.estimate.memory,
             })
@@ -277,6 +307,7 @@ pub fn run(args: PlanArgs) -> Result<()> {
             num_gpus: loaded.cluster.num_devices(),
             global_batch,
             cost_model: cost_model.name(),
+            setup: &setup,
             placement_search: match placement {
                 PlacementSearch::Full => "full",
                 PlacementSearch::Artifact => "artifact",
@@ -295,6 +326,7 @@ pub fn run(args: PlanArgs) -> Result<()> {
             args.top,
             global_batch,
             cost_model.name(),
+            &setup,
             &sources,
         );
     }
@@ -304,7 +336,7 @@ pub fn run(args: PlanArgs) -> Result<()> {
         // tensor-parallel group across nodes, say) have no launch form.
         let mut refusal = None;
         for (i, p) in result.plans.iter().enumerate() {
-            match write_export(&inputs, &args.inputs, &p.plan, engine, dir) {
+            match write_export(&inputs, &p.plan, engine, dir) {
                 Ok(files) => {
                     if let Some(why) = refusal {
                         eprintln!("note: the fastest plan cannot be launched: {why}");
@@ -336,6 +368,7 @@ pub fn run(args: PlanArgs) -> Result<()> {
         let title = format!("{} on {}", loaded.model.name, loaded.cluster.name);
         write_report(
             &inputs,
+            cost_model.name(),
             &title,
             &result.plans,
             &best.plan,

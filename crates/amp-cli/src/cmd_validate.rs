@@ -16,15 +16,16 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use amp_core::artifact::{parse_csv, profile_from_npy, Experiment, Measured};
+use amp_core::cost::amp_paper::artifact_setup;
 use amp_core::cost::amp_paper::AmpPaper;
+use amp_core::cost::device::DeviceModel;
 use amp_core::cost::CostModel;
-use amp_core::memory::MemoryOptions;
 use amp_core::placement::{DeviceGrid, Placement};
 use amp_core::sailor;
 use amp_core::search::plan_from_grid;
 use amp_core::validate::{validate_dataset, Dataset, DatasetReport, ErrorStats, Outcome, Run};
 use anyhow::{anyhow, bail, Context, Result};
-use clap::{Args, Parser};
+use clap::Args;
 use comfy_table::{presets::UTF8_BORDERS_ONLY, ContentArrangement, Table};
 use serde::Serialize;
 
@@ -49,20 +50,13 @@ pub struct ValidateArgs {
     pub runs: bool,
 }
 
-/// Builds a cost model by name through the shared `--cost-model` option,
-/// so that every name `amp plan` knows works here too.
+/// The cost model of that name; the runs' plans carry their setups.
 fn cost_model(name: &str) -> Result<Box<dyn CostModel>> {
-    if name == "amp-paper" {
-        return Ok(Box::new(AmpPaper::default()));
+    match name {
+        "amp-paper" => Ok(Box::new(AmpPaper::default())),
+        "amp" => Ok(Box::new(DeviceModel::default())),
+        _ => bail!("unknown cost model `{name}`; use amp or amp-paper"),
     }
-    #[derive(Parser)]
-    struct Probe {
-        #[command(flatten)]
-        inputs: crate::inputs::InputArgs,
-    }
-    let probe = Probe::try_parse_from(["amp", "--example", "homogeneous", "--cost-model", name])
-        .map_err(|_| anyhow!("unknown cost model `{name}`; use amp or amp-paper"))?;
-    probe.inputs.cost_model()
 }
 
 fn read(path: &Path) -> Result<String> {
@@ -183,6 +177,8 @@ fn amp_datasets(dir: &Path) -> Result<Vec<(Dataset, Vec<String>)>> {
                 &row.boundaries,
                 row.micro_batch,
                 gb / (row.micro_batch * row.dp),
+                // The artifact trained in fp16, 1F1B, without recomputation.
+                &artifact_setup(),
             );
             runs.push(Run {
                 name: format!(
@@ -299,6 +295,7 @@ fn sailor_datasets(dir: &Path) -> Result<Vec<(Dataset, Vec<String>)>> {
         // The runs' number format, which sizes their sends and all-reduces.
         profile.precision =
             sailor::training_precision(&llm, &llm_path.display().to_string(), &t.model)?;
+        let setup = sailor::training_setup(profile.precision);
         profile.check_layers(model.num_layers(), &profiles_origin)?;
         let mut runs = Vec::new();
         let mut notes = Vec::new();
@@ -310,10 +307,13 @@ fn sailor_datasets(dir: &Path) -> Result<Vec<(Dataset, Vec<String>)>> {
                 .display()
                 .to_string();
             match sailor::parse_plan_config(&read(&f)?, &origin, &model, &gpus, &network) {
-                Ok(run) => runs.push(Run {
+                Ok(mut run) => runs.push(Run {
                     name: rel,
                     cluster: run.cluster,
-                    plan: run.plan,
+                    plan: {
+                        run.plan.setup = setup;
+                        run.plan
+                    },
                     // A run without a measured time did not complete.
                     outcome: run.measured_s.map_or(Outcome::Failed, Outcome::Completed),
                     measured_peak_bytes: run.max_mem_bytes,
@@ -481,11 +481,10 @@ pub fn run(args: ValidateArgs) -> Result<()> {
         }
         datasets.extend(datasets_of(dir, 0)?);
     }
-    let mem = MemoryOptions::default();
     let reports: Vec<DatasetReport> = datasets
         .iter()
         .map(|(d, notes)| {
-            let mut r = validate_dataset(d, cost.as_ref(), &mem);
+            let mut r = validate_dataset(d, cost.as_ref());
             r.notes = notes.clone();
             r
         })

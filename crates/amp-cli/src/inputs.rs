@@ -10,8 +10,10 @@ use amp_core::model::{builtin as models, Model};
 
 use amp_core::plan::Plan;
 use amp_core::profile::Profile;
-use amp_core::schedule::Schedule;
+use amp_core::setup::Precision;
 use anyhow::{anyhow, bail, Context, Result};
+
+use crate::setup_args::SetupArgs;
 use clap::{Args, ValueEnum};
 
 /// Options shared by every command that needs a model, a cluster and
@@ -50,33 +52,6 @@ pub struct InputArgs {
     /// partitioner, reproduced) or exact (amp's).
     #[arg(long, value_enum)]
     pub partition: Option<PartitionName>,
-    /// Pipeline schedule priced by the amp cost model: 1f1b, gpipe, or
-    /// interleaved:V (Megatron-LM's interleaved 1F1B, V model chunks per
-    /// device).
-    #[arg(long, default_value = "1f1b", value_parser = parse_schedule)]
-    pub schedule: Schedule,
-    /// Full activation recomputation (amp cost model): backward reruns each
-    /// block's forward; blocks keep only their input.
-    #[arg(long)]
-    pub recompute: bool,
-    /// Overlap each stage's gradient all-reduce with its last backward pass
-    /// (amp cost model; off by default, as in the AMP-era DeepSpeed and
-    /// Megatron-LM pipeline engines).
-    #[arg(long)]
-    pub overlap_allreduce: bool,
-}
-
-fn parse_schedule(s: &str) -> Result<Schedule, String> {
-    match s {
-        "1f1b" => Ok(Schedule::OneFOneB),
-        "gpipe" => Ok(Schedule::GPipe),
-        _ => match s.strip_prefix("interleaved:").map(str::parse::<usize>) {
-            Some(Ok(v)) if v >= 1 => Ok(Schedule::Interleaved { virtual_stages: v }),
-            _ => Err(format!(
-                "`{s}` is not a schedule; use 1f1b, gpipe or interleaved:V with V >= 1 model chunks per device"
-            )),
-        },
-    }
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,19 +93,16 @@ pub struct Loaded {
     pub profile: Profile,
     /// The example's global batch, when an example was chosen.
     pub example_batch: Option<usize>,
+    /// The number format the profile's times hold for when the user names
+    /// none: the profile's own, fp16 for the AMP artifact's profiles (its
+    /// runs trained in fp16), else bf16.
+    pub default_precision: Precision,
 }
 
 impl InputArgs {
     pub fn cost_model(&self) -> Result<Box<dyn CostModel>> {
         match self.cost_model {
-            CostModelName::Amp => Ok(Box::new(amp_core::cost::device::DeviceModel {
-                options: amp_core::cost::device::DeviceOptions {
-                    schedule: self.schedule,
-                    recompute: self.recompute,
-                    overlap_dp_allreduce: self.overlap_allreduce,
-                    ..Default::default()
-                },
-            })),
+            CostModelName::Amp => Ok(Box::new(amp_core::cost::device::DeviceModel::default())),
             CostModelName::AmpPaper => Ok(Box::new(AmpPaper {
                 split: match self.partition {
                     Some(PartitionName::Exact) => SplitRule::Exact,
@@ -148,6 +120,7 @@ impl InputArgs {
                 profile.merge(read_profile(p, &e.model())?);
             }
             return Ok(Loaded {
+                default_precision: profile.precision.unwrap_or(Precision::Fp16),
                 model: e.model(),
                 cluster: e.cluster(),
                 profile,
@@ -168,12 +141,22 @@ impl InputArgs {
             }
         }
         let mut profile = Profile::default();
+        let mut amp_npy = false;
         for p in &self.profile {
+            amp_npy |= p.is_dir() || extension(p) == "npy";
             profile.merge(read_profile(p, &model)?);
         }
         if self.profile.is_empty() {
-            profile = builtin_profile(&model).unwrap_or_default();
+            if let Some(p) = builtin_profile(&model) {
+                amp_npy = true;
+                profile = p;
+            }
         }
+        let default_precision = profile.precision.unwrap_or(if amp_npy {
+            Precision::Fp16
+        } else {
+            Precision::Bf16
+        });
         profile
             .check_layers(model.num_layers(), "profile")
             .context("the profile does not fit the model")?;
@@ -182,16 +165,40 @@ impl InputArgs {
             cluster,
             profile,
             example_batch: None,
+            default_precision,
         })
     }
 
     /// Reads the plan at `path` (any form `Plan::from_json_any` takes, plan
     /// `rank` of an `amp plan --json` output), checks it against the loaded
     /// model and cluster, and fills the profile for its micro-batch size.
-    pub fn load_plan(&self, loaded: &mut Loaded, path: &Path, rank: usize) -> Result<Plan> {
+    ///
+    /// The plan's recorded training setup is the one it is priced and
+    /// exported with; setup flags only fill in a plan that records none
+    /// (schema version 1, or written by hand).
+    pub fn load_plan(
+        &self,
+        loaded: &mut Loaded,
+        path: &Path,
+        rank: usize,
+        setup: &SetupArgs,
+        emit: Option<amp_core::setup::Engine>,
+    ) -> Result<Plan> {
         let origin = path.display().to_string();
         let text = read_text(path)?;
-        let plan = Plan::from_json_any(&text, &origin, Some(rank))?;
+        let (mut plan, recorded) = Plan::from_json_recorded(&text, &origin, Some(rank))?;
+        let given = setup.given();
+        if recorded && !given.is_empty() {
+            bail!(
+                "{origin}: the plan records its training setup ({}), so {} would price a different job; edit its `setup`, or run amp plan again with those flags",
+                plan.setup.summary(),
+                given.join(", ")
+            );
+        }
+        if !recorded {
+            let s = setup.resolve(loaded.default_precision, emit, &loaded.profile)?;
+            plan.setup = s.for_pipeline(plan.stages.len() / s.virtual_stages().max(1));
+        }
         plan.validate(&loaded.model, &loaded.cluster)
             .with_context(|| {
                 format!(
@@ -199,14 +206,19 @@ impl InputArgs {
                     loaded.model.name, loaded.cluster.name
                 )
             })?;
-        self.complete_profile(loaded, &[plan.micro_batch])?;
+        self.complete_profile(loaded, &[plan.micro_batch], plan.setup.formats.compute)?;
         Ok(plan)
     }
 
     /// Fills the (GPU type, tp) pairs the profile lacks from the analytic
     /// compute model at the given micro-batch sizes, then checks that every
     /// GPU type of the cluster is covered.
-    pub fn complete_profile(&self, loaded: &mut Loaded, micro_batches: &[usize]) -> Result<()> {
+    pub fn complete_profile(
+        &self,
+        loaded: &mut Loaded,
+        micro_batches: &[usize],
+        precision: Precision,
+    ) -> Result<()> {
         if !self.no_analytic {
             let node_max = loaded
                 .cluster
@@ -223,12 +235,16 @@ impl InputArgs {
                 .filter(|g| tps.iter().any(|&t| !loaded.profile.has(g, t)))
                 .collect();
             if !missing.is_empty() {
-                let extra = amp_catalog::analytic_profile(
+                let extra = amp_catalog::analytic_profile_with(
                     &loaded.model,
                     &missing,
                     &tps,
                     micro_batches,
                     &loaded.profile,
+                    &amp_catalog::AnalyticOptions {
+                        precision,
+                        ..Default::default()
+                    },
                 )
                 .context(
                     "cannot fill the profile from the analytic compute model (or pass --profile)",

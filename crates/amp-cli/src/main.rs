@@ -9,6 +9,7 @@ mod cmd_plan;
 mod cmd_validate;
 mod inputs;
 mod output;
+mod setup_args;
 
 use std::process::ExitCode;
 

@@ -6,11 +6,9 @@ use std::path::Path;
 use amp_core::cost::device::DeviceModel;
 use amp_core::cost::{Estimate, Inputs};
 use amp_core::plan::Plan;
-use amp_core::schedule::Schedule;
 use amp_core::search::RankedPlan;
-use amp_export::{export, html_report, Engine, ExportOptions, Recompute, ReportInput};
+use amp_export::{export, html_report, Engine, ExportOptions, ReportInput};
 
-use crate::inputs::InputArgs;
 use anyhow::{anyhow, Context, Result};
 use clap::ValueEnum;
 
@@ -31,33 +29,15 @@ impl EngineArg {
     }
 }
 
-/// Writes the launch files of `plan` for `engine` under `dir`.
+/// Writes the launch files of `plan` for `engine` under `dir`. The launch
+/// runs what was priced: the plan's own training setup.
 pub fn write_export(
     inputs: &Inputs,
-    args: &InputArgs,
     plan: &Plan,
     engine: EngineArg,
     dir: &Path,
 ) -> Result<Vec<String>> {
-    // The launch runs what was priced: same schedule, same recomputation.
-    // An interleaved plan is exported as Megatron-LM's virtual pipeline
-    // chunks, which the exporters accept when the split is even.
-    let (schedule, virtual_pipeline_chunks) = match args.schedule {
-        Schedule::Interleaved { virtual_stages } if virtual_stages > 1 => {
-            (Schedule::OneFOneB, Some(virtual_stages))
-        }
-        s => (s, None),
-    };
-    let opts = ExportOptions {
-        schedule,
-        virtual_pipeline_chunks,
-        recompute: if args.recompute {
-            Recompute::Full
-        } else {
-            Recompute::None
-        },
-        ..ExportOptions::default()
-    };
+    let opts = ExportOptions::default();
     let files = export(plan, inputs.model, inputs.cluster, engine.engine(), &opts)
         .map_err(|e| anyhow!("cannot export for {}: {e}", engine.engine().name()))?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -80,17 +60,23 @@ pub fn write_export(
     Ok(written)
 }
 
-/// Writes the HTML report. The timeline comes from the per-device model's
-/// simulation of the chosen plan.
+/// Writes the HTML report. The timeline is the simulation that priced the
+/// chosen plan (amp's model, under the plan's setup); the amp-paper model
+/// simulates nothing, so its reports have none.
 pub fn write_report(
     inputs: &Inputs,
+    cost_model: &str,
     title: &str,
     ranked: &[RankedPlan],
     chosen: &Plan,
     estimate: Option<&Estimate>,
     path: &Path,
 ) -> Result<()> {
-    let timeline = DeviceModel::default().timeline(inputs, chosen).ok();
+    let timeline = if cost_model == "amp" {
+        Some(DeviceModel::default().timeline(inputs, chosen)?)
+    } else {
+        None
+    };
     let input = ReportInput {
         title,
         model: inputs.model,

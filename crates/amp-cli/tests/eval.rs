@@ -32,7 +32,7 @@ fn eval_json(plan: &str, cluster: &str) -> serde_json::Value {
 #[test]
 fn heterogeneous_example_plan_is_priced() {
     let v = eval_json(&het_plan(), "het-cluster");
-    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["schema_version"], 2);
     assert_eq!(v["cost_model"], "amp");
     assert_eq!(v["global_batch"], 32);
     let t = v["iteration_s"].as_f64().unwrap();

@@ -20,7 +20,7 @@ fn parity_run_lists_every_candidate_with_plain_fields() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["schema_version"], 2);
     let plans = v["plans"].as_array().unwrap();
     assert_eq!(plans.len(), 53);
     let best = &plans[0];
@@ -365,9 +365,26 @@ fn emit_report_and_export_write_their_files() {
         "--out",
         meg.to_str().unwrap(),
     ]);
+    // The plan was priced as DeepSpeed runs it: another engine is refused.
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("priced as deepspeed runs it"),
+        "{}",
+        stderr(&o)
+    );
+    let o = amp(&[
+        "export",
+        plans.to_str().unwrap(),
+        "--example",
+        "het-cluster",
+        "--to",
+        "deepspeed",
+        "--out",
+        meg.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let args = std::fs::read_to_string(meg.join("args.sh")).unwrap();
-    assert!(args.contains("--pipeline-model-parallel-size"), "{args}");
+    let cfg = std::fs::read_to_string(meg.join("ds_config.json")).unwrap();
+    assert!(cfg.contains("\"fp16\""), "{cfg}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

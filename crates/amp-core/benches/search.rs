@@ -2,7 +2,7 @@
 //! 20 ms per experiment). Run with `cargo bench -p amp-core --bench search`.
 
 use amp_core::artifact::Experiment;
-use amp_core::cost::amp_paper::{AmpPaper, SplitRule};
+use amp_core::cost::amp_paper::{artifact_setup, AmpPaper, SplitRule};
 use amp_core::cost::device::DeviceModel;
 use amp_core::cost::{CostModel, Inputs};
 use amp_core::search::{search, PlacementSearch, SearchOptions};
@@ -51,7 +51,7 @@ fn bench_experiment(c: &mut Criterion, e: Experiment) {
     let mut group = c.benchmark_group(e.name());
     group.sample_size(20);
     for (name, model, placement) in configs.iter() {
-        let opts = SearchOptions::new(e.global_batch(), *placement);
+        let opts = SearchOptions::new(e.global_batch(), *placement, artifact_setup());
         group.bench_function(*name, |b| {
             b.iter(|| search(&inputs, model.as_ref(), &opts).unwrap())
         });

@@ -37,6 +37,7 @@ pub mod profile;
 pub mod sailor;
 pub mod schedule;
 pub mod search;
+pub mod setup;
 pub mod validate;
 
 pub use cluster::{Cluster, Device, Node};
@@ -46,6 +47,7 @@ pub use model::{Layer, LayerKind, Model};
 pub use plan::{Plan, Stage};
 pub use profile::{Profile, ProfileEntry};
 pub use search::{PlacementSearch, RankedPlan, SearchResult};
+pub use setup::TrainingSetup;
 
 use cost::device::DeviceModel;
 use cost::Inputs;
@@ -55,12 +57,15 @@ use cost::Inputs;
 pub struct PlanOptions {
     /// Which placements to try (default: all of them).
     pub placement: PlacementSearch,
+    /// How the job trains; every plan found records it.
+    pub setup: TrainingSetup,
 }
 
 impl Default for PlanOptions {
     fn default() -> Self {
         PlanOptions {
             placement: PlacementSearch::Full,
+            setup: TrainingSetup::default(),
         }
     }
 }
@@ -73,7 +78,7 @@ impl Default for PlanOptions {
 /// use amp_core::{artifact::Experiment, PlacementSearch, PlanOptions};
 ///
 /// let e = Experiment::Homogeneous;
-/// let opts = PlanOptions { placement: PlacementSearch::Artifact };
+/// let opts = PlanOptions { placement: PlacementSearch::Artifact, ..Default::default() };
 /// let found = amp_core::plan(&e.model(), &e.cluster(), &e.profile(), 32, &opts)?;
 /// let times: Vec<f64> = found.plans.iter().map(|p| p.estimate.iteration_s).collect();
 /// assert!(times.windows(2).all(|w| w[0] <= w[1]));
@@ -94,7 +99,7 @@ pub fn plan(
     search::search(
         &inputs,
         &DeviceModel::default(),
-        &search::SearchOptions::new(global_batch, options.placement),
+        &search::SearchOptions::new(global_batch, options.placement, options.setup),
     )
 }
 
@@ -108,7 +113,7 @@ pub fn plan(
 /// let (model, cluster, profile) = (e.model(), e.cluster(), e.profile());
 /// // tp 1, dp 4, pp 4 in the artifact's rank order, split 7/7/6/10 layers, 8 micro-batches of 1.
 /// let grid = DeviceGrid::new(&cluster, 1, 4, 4, &Placement::artifact_default(&cluster));
-/// let plan = plan_from_grid(&grid, &[0, 7, 14, 20, 30], 1, 8);
+/// let plan = plan_from_grid(&grid, &[0, 7, 14, 20, 30], 1, 8, &Default::default());
 /// let est = amp_core::evaluate(&model, &cluster, &profile, &plan)?;
 /// assert!(est.iteration_s > 0.0);
 /// assert_eq!(est.memory.len(), 16);
@@ -145,7 +150,7 @@ pub fn evaluate(
 /// let run = |dp: usize, pp: usize, b: &[usize], s: f64| Run {
 ///     name: format!("dp{dp} pp{pp}"),
 ///     cluster: cluster.clone(),
-///     plan: plan_from_grid(&DeviceGrid::new(&cluster, 1, dp, pp, &Placement::artifact_default(&cluster)), b, 1, 32 / dp),
+///     plan: plan_from_grid(&DeviceGrid::new(&cluster, 1, dp, pp, &Placement::artifact_default(&cluster)), b, 1, 32 / dp, &Default::default()),
 ///     outcome: Outcome::Completed(s),
 ///     measured_peak_bytes: None,
 /// };
@@ -161,9 +166,5 @@ pub fn evaluate(
 /// # Ok::<(), amp_core::AmpError>(())
 /// ```
 pub fn validate(dataset: &validate::Dataset) -> validate::DatasetReport {
-    validate::validate_dataset(
-        dataset,
-        &DeviceModel::default(),
-        &memory::MemoryOptions::default(),
-    )
+    validate::validate_dataset(dataset, &DeviceModel::default())
 }

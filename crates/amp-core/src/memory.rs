@@ -47,14 +47,13 @@
 //!   x 3 = 192 bytes;
 //! - peak = 8000 + 4704 + 192 + reserve.
 
-use serde::{Deserialize, Serialize};
-
 use crate::cluster::Cluster;
 use crate::cost::{DeviceMemory, StageMemoryTables};
 use crate::model::{LayerKind, Model};
 use crate::placement::DeviceGrid;
 use crate::plan::Plan;
 use crate::schedule::Schedule;
+use crate::setup::{OptimizerSharding, Recompute, TrainingSetup};
 
 /// Memory every training process holds whatever the model: CUDA context,
 /// NCCL and cuBLAS buffers, allocator fragmentation. How obtained: the
@@ -84,41 +83,6 @@ pub const DP_GRADIENT_COPIES: f64 = 2.0;
 /// Bytes per stored activation element in 16-bit training.
 const HALF_BYTES: f64 = 2.0;
 
-/// Number formats of training.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Precision {
-    /// fp16 or bf16 weights, gradients and activations; fp32 master weights
-    /// and Adam moments.
-    #[default]
-    Mixed16,
-    /// Everything in fp32, Adam moments included.
-    Fp32,
-}
-
-/// Choices of the training setup that change memory, not time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemoryOptions {
-    pub precision: Precision,
-    /// ZeRO stage 1: optimizer state sharded over data-parallel replicas.
-    pub zero1: bool,
-    /// Full activation recomputation: blocks keep only their input.
-    pub recompute: bool,
-    /// Pipeline schedule: how many micro-batches a stage keeps in flight.
-    pub schedule: Schedule,
-}
-
-impl Default for MemoryOptions {
-    fn default() -> Self {
-        MemoryOptions {
-            precision: Precision::Mixed16,
-            zero1: false,
-            recompute: false,
-            schedule: Schedule::OneFOneB,
-        }
-    }
-}
-
 /// Bytes per parameter held by one replica.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StateBytes {
@@ -133,43 +97,49 @@ impl StateBytes {
     }
 }
 
-impl MemoryOptions {
-    /// Bytes per parameter with `dp` data-parallel replicas.
-    pub fn state_bytes(&self, dp: usize) -> StateBytes {
-        let (weights, gradients, optimizer) = match self.precision {
-            Precision::Mixed16 => (2.0, 2.0, 12.0),
-            Precision::Fp32 => (4.0, 4.0, 8.0),
-        };
-        let optimizer = if self.zero1 {
-            optimizer / dp.max(1) as f64
-        } else {
-            optimizer
-        };
-        // With data parallelism the gradients are also copied into the
-        // contiguous buffer the all-reduce works on.
-        let gradients = if dp > 1 {
-            gradients * DP_GRADIENT_COPIES
-        } else {
-            gradients
-        };
-        StateBytes {
-            weights,
-            gradients,
-            optimizer,
-        }
+/// Bytes per parameter with `dp` data-parallel replicas under `setup`'s
+/// number formats and sharding: ZeRO-1 divides the optimizer state (master
+/// weights and moments) by `dp`, ZeRO-2 the gradients too, ZeRO-3 the
+/// weights too.
+pub fn state_bytes(setup: &TrainingSetup, dp: usize) -> StateBytes {
+    let f = &setup.formats;
+    let d = dp.max(1) as f64;
+    let sharding = setup.optimizer_sharding;
+    let optimizer = f.optimizer_bytes_per_param();
+    let optimizer = if sharding >= OptimizerSharding::Zero1 {
+        optimizer / d
+    } else {
+        optimizer
+    };
+    let gradients = if sharding >= OptimizerSharding::Zero2 {
+        // Reduce-scattered: each replica keeps its shard (plus the bucket
+        // being reduced, which the reserve covers).
+        f.gradients.bytes() / d
+    } else if dp > 1 {
+        // The gradients and the contiguous buffer the all-reduce reads.
+        f.gradients.bytes() * DP_GRADIENT_COPIES
+    } else {
+        f.gradients.bytes()
+    };
+    let weights = if sharding >= OptimizerSharding::Zero3 {
+        f.weights.bytes() / d
+    } else {
+        f.weights.bytes()
+    };
+    StateBytes {
+        weights,
+        gradients,
+        optimizer,
     }
+}
 
-    /// Bytes of one stored activation element.
-    pub fn activation_bytes(&self) -> f64 {
-        match self.precision {
-            Precision::Mixed16 => HALF_BYTES,
-            Precision::Fp32 => 4.0,
-        }
-    }
+/// Bytes of one stored activation element.
+pub fn activation_bytes(setup: &TrainingSetup) -> f64 {
+    setup.formats.activations.bytes()
+}
 
-    fn scale(&self) -> f64 {
-        self.activation_bytes() / HALF_BYTES
-    }
+fn scale(setup: &TrainingSetup) -> f64 {
+    activation_bytes(setup) / HALF_BYTES
 }
 
 /// Micro-batches whose activations stage `stage` keeps at its peak.
@@ -223,12 +193,29 @@ fn tp_sharded(kind: LayerKind) -> bool {
 }
 
 /// Full (no recomputation) stored bytes per sample of a block, Korthikanti
-/// et al. eq. 2, or 34 bytes per output element without a shape.
-fn block_full_bytes(model: &Model, layer: usize, tp: f64, opts: &MemoryOptions) -> f64 {
+/// et al. eq. 2, or 34 bytes per output element without a shape. With
+/// sequence parallelism the 10 bytes of layer-norm inputs and dropout
+/// masks are split over the group too (their eq. 4).
+fn block_full_bytes(model: &Model, layer: usize, tp: f64, setup: &TrainingSetup) -> f64 {
+    let replicated = if setup.sequence_parallel {
+        10.0 / tp
+    } else {
+        10.0
+    };
     match shape_sha(model) {
-        Some((s, h, a)) => s * h * (10.0 + 24.0 / tp + 5.0 * a * s / (h * tp)) * opts.scale(),
-        None => 34.0 / tp * model.layers[layer].output_elems_per_sample as f64 * opts.scale(),
+        Some((s, h, a)) => s * h * (replicated + 24.0 / tp + 5.0 * a * s / (h * tp)) * scale(setup),
+        None => {
+            (replicated + 24.0 / tp)
+                * model.layers[layer].output_elems_per_sample as f64
+                * scale(setup)
+        }
     }
+}
+
+/// Bytes per sample of a block's attention core (scores, softmax, dropout
+/// mask: `5 a s^2 / t`), what selective recomputation drops and rebuilds.
+fn attention_core_bytes(model: &Model, tp: f64, setup: &TrainingSetup) -> f64 {
+    shape_sha(model).map_or(0.0, |(s, _, a)| 5.0 * a * s * s / tp * scale(setup))
 }
 
 /// Bytes of activations layer `layer` keeps per sample on one rank of a
@@ -237,31 +224,44 @@ pub fn stored_activation_bytes_per_sample(
     model: &Model,
     layer: usize,
     tp: usize,
-    opts: &MemoryOptions,
+    setup: &TrainingSetup,
 ) -> f64 {
     let l = &model.layers[layer];
     let t = tp.max(1) as f64;
-    if opts.recompute && l.kind == LayerKind::TransformerBlock {
+    let block = l.kind == LayerKind::TransformerBlock;
+    if block && setup.recompute == Recompute::Full {
         // Only the block input survives; the rest is recomputed.
-        return l.output_elems_per_sample as f64 * opts.activation_bytes();
+        let input = l.output_elems_per_sample as f64 * activation_bytes(setup);
+        return if setup.sequence_parallel {
+            input / t
+        } else {
+            input
+        };
     }
     if let Some(e) = l.stored_activation_elems_per_sample {
-        let bytes = e as f64 * opts.activation_bytes();
+        let bytes = e as f64 * activation_bytes(setup);
         return if tp_sharded(l.kind) { bytes / t } else { bytes };
     }
     let out = l.output_elems_per_sample as f64;
     match l.kind {
-        LayerKind::TransformerBlock => block_full_bytes(model, layer, t, opts),
+        LayerKind::TransformerBlock => {
+            let full = block_full_bytes(model, layer, t, setup);
+            if setup.recompute == Recompute::Selective {
+                full - attention_core_bytes(model, t, setup)
+            } else {
+                full
+            }
+        }
         // Input (s h, replicated) and the fp32 softmax the loss keeps for
         // its backward (4 bytes per logit, split by tp).
         LayerKind::VocabProjection => {
-            let input = shape_sha(model).map_or(0.0, |(s, h, _)| s * h * opts.activation_bytes());
+            let input = shape_sha(model).map_or(0.0, |(s, h, _)| s * h * activation_bytes(setup));
             input + out / t * 4.0
         }
         // The embedding keeps its dropout mask: one byte per output element.
         LayerKind::Embedding => out,
         LayerKind::Noop => 0.0,
-        LayerKind::Other => out * opts.activation_bytes(),
+        LayerKind::Other => out * activation_bytes(setup),
     }
 }
 
@@ -271,23 +271,24 @@ pub fn transient_bytes_per_sample(
     model: &Model,
     layer: usize,
     tp: usize,
-    opts: &MemoryOptions,
+    setup: &TrainingSetup,
 ) -> f64 {
     let l = &model.layers[layer];
     let t = tp.max(1) as f64;
     match l.kind {
         LayerKind::VocabProjection => {
-            l.output_elems_per_sample as f64 / t * LOGITS_TRANSIENT_BYTES_PER_ELEM * opts.scale()
+            l.output_elems_per_sample as f64 / t * LOGITS_TRANSIENT_BYTES_PER_ELEM * scale(setup)
         }
         LayerKind::TransformerBlock => {
             let attn = shape_sha(model).map_or(0.0, |(s, _, a)| {
-                2.0 * HALF_BYTES * a * s * s / t * opts.scale()
+                2.0 * HALF_BYTES * a * s * s / t * scale(setup)
             });
-            if opts.recompute {
+            match setup.recompute {
                 // Recomputing the block rebuilds its full activations.
-                attn + block_full_bytes(model, layer, t, opts)
-            } else {
-                attn
+                Recompute::Full => attn + block_full_bytes(model, layer, t, setup),
+                // Recomputing the attention core rebuilds that part.
+                Recompute::Selective => attn + attention_core_bytes(model, t, setup),
+                Recompute::None => attn,
             }
         }
         _ => 0.0,
@@ -298,26 +299,30 @@ pub fn transient_bytes_per_sample(
 #[allow(clippy::too_many_arguments)]
 fn device_memory(
     model: &Model,
-    layers: std::ops::Range<usize>,
+    chunks: &[std::ops::Range<usize>],
     tp: usize,
     dp: usize,
     stage: usize,
     pp: usize,
     plan_mbs: usize,
     b: usize,
-    opts: &MemoryOptions,
+    setup: &TrainingSetup,
 ) -> (f64, f64, f64, f64, f64) {
-    let params = model.stage_params(layers.clone()) as f64 / tp.max(1) as f64;
-    let sb = opts.state_bytes(dp);
-    let flight = in_flight(opts.schedule, stage, pp, b) as f64;
+    let params = chunks
+        .iter()
+        .map(|c| model.stage_params(c.clone()) as f64)
+        .sum::<f64>()
+        / tp.max(1) as f64;
+    let sb = state_bytes(setup, dp);
+    let flight = in_flight(setup.schedule, stage, pp, b) as f64;
     let mbs = plan_mbs as f64;
-    let stored: f64 = layers
-        .clone()
-        .map(|l| stored_activation_bytes_per_sample(model, l, tp, opts))
+    let layers = || chunks.iter().flat_map(|c| c.clone());
+    let stored: f64 = layers()
+        .map(|l| stored_activation_bytes_per_sample(model, l, tp, setup))
         .sum();
     let (mut logits, mut block) = (0.0f64, 0.0f64);
-    for l in layers {
-        let x = transient_bytes_per_sample(model, l, tp, opts);
+    for l in layers() {
+        let x = transient_bytes_per_sample(model, l, tp, setup);
         if model.layers[l].kind == LayerKind::VocabProjection {
             logits += x;
         } else {
@@ -335,25 +340,20 @@ fn device_memory(
 }
 
 /// Predicted peak memory of every device of `plan`, stage by stage.
-pub fn plan_memory(
-    model: &Model,
-    cluster: &Cluster,
-    plan: &Plan,
-    opts: &MemoryOptions,
-) -> Vec<DeviceMemory> {
+pub fn plan_memory(model: &Model, cluster: &Cluster, plan: &Plan) -> Vec<DeviceMemory> {
     let pp = plan.pp();
     let mut out = Vec::new();
-    for (j, stage) in plan.stages.iter().enumerate() {
+    for (j, stage) in plan.rank_stages().iter().enumerate() {
         let (w, g, o, a, r) = device_memory(
             model,
-            stage.layers(),
+            &plan.rank_layers(j),
             stage.tp(),
             stage.dp(),
             j,
             pp,
             plan.micro_batch,
             plan.num_micro_batches,
-            opts,
+            &plan.setup,
         );
         for d in stage.devices() {
             out.push(DeviceMemory {
@@ -388,31 +388,31 @@ pub fn stage_memory_tables(
     grid: &DeviceGrid,
     micro_batch: usize,
     num_micro_batches: usize,
-    opts: &MemoryOptions,
+    setup: &TrainingSetup,
 ) -> StageMemoryTables {
     let tp = grid.tp;
     let t = tp.max(1) as f64;
-    let sb = opts.state_bytes(grid.dp).total();
+    let sb = state_bytes(setup, grid.dp).total();
     let mbs = micro_batch as f64;
     let n = model.num_layers();
     let block_transient = (0..n)
         .filter(|&l| model.layers[l].kind != LayerKind::VocabProjection)
-        .map(|l| transient_bytes_per_sample(model, l, tp, opts))
+        .map(|l| transient_bytes_per_sample(model, l, tp, setup))
         .fold(0.0, f64::max);
     let mut prefix_bytes = Vec::with_capacity(grid.pp);
     let mut fixed_bytes = Vec::with_capacity(grid.pp);
     let mut capacity_bytes = Vec::with_capacity(grid.pp);
     for j in 0..grid.pp {
-        let flight = in_flight(opts.schedule, j, grid.pp, num_micro_batches) as f64;
+        let flight = in_flight(setup.schedule, j, grid.pp, num_micro_batches) as f64;
         let per_layer = (0..n).map(|l| {
             let layer = &model.layers[l];
             let logits = if layer.kind == LayerKind::VocabProjection {
-                transient_bytes_per_sample(model, l, tp, opts)
+                transient_bytes_per_sample(model, l, tp, setup)
             } else {
                 0.0
             };
             layer.params as f64 / t * sb
-                + flight * mbs * stored_activation_bytes_per_sample(model, l, tp, opts)
+                + flight * mbs * stored_activation_bytes_per_sample(model, l, tp, setup)
                 + mbs * logits
         });
         prefix_bytes.push(crate::cost::prefix_sums(per_layer));
@@ -465,46 +465,82 @@ mod tests {
     #[test]
     fn hand_worked_example() {
         let m = tiny();
-        let opts = MemoryOptions::default();
+        let opts = TrainingSetup::default();
         assert_eq!(stored_activation_bytes_per_sample(&m, 0, 2, &opts), 784.0);
         assert_eq!(transient_bytes_per_sample(&m, 0, 2, &opts), 64.0);
-        let (w, g, o, a, r) = device_memory(&m, 0..1, 2, 1, 0, 2, 3, 4, &opts);
+        let (w, g, o, a, r) =
+            device_memory(&m, std::slice::from_ref(&(0..1)), 2, 1, 0, 2, 3, 4, &opts);
         assert_eq!((w, g, o), (1000.0, 1000.0, 6000.0));
         assert_eq!(a, 4704.0 + 192.0);
         assert_eq!(r, FRAMEWORK_RESERVE_BYTES);
         // The last stage of the same pipeline keeps one micro-batch.
-        let (_, _, _, a1, _) = device_memory(&m, 0..1, 2, 1, 1, 2, 3, 4, &opts);
+        let (_, _, _, a1, _) =
+            device_memory(&m, std::slice::from_ref(&(0..1)), 2, 1, 1, 2, 3, 4, &opts);
         assert_eq!(a1, 3.0 * 784.0 + 192.0);
         // GPipe keeps all four.
-        let gpipe = MemoryOptions {
+        let gpipe = TrainingSetup {
             schedule: Schedule::GPipe,
             ..opts
         };
-        let (_, _, _, a2, _) = device_memory(&m, 0..1, 2, 1, 1, 2, 3, 4, &gpipe);
+        let (_, _, _, a2, _) =
+            device_memory(&m, std::slice::from_ref(&(0..1)), 2, 1, 1, 2, 3, 4, &gpipe);
         assert_eq!(a2, 4.0 * 3.0 * 784.0 + 192.0);
     }
 
     #[test]
-    fn zero1_and_fp32_change_state_bytes() {
-        let z = MemoryOptions {
-            zero1: true,
+    fn sharding_and_fp32_change_state_bytes() {
+        let with = |sharding| TrainingSetup {
+            optimizer_sharding: sharding,
             ..Default::default()
         };
-        assert_eq!(z.state_bytes(4).total(), 2.0 + 4.0 + 3.0);
-        assert_eq!(MemoryOptions::default().state_bytes(1).total(), 16.0);
-        let f = MemoryOptions {
-            precision: Precision::Fp32,
+        assert_eq!(
+            state_bytes(&with(OptimizerSharding::Zero1), 4).total(),
+            2.0 + 4.0 + 3.0
+        );
+        assert_eq!(
+            state_bytes(&with(OptimizerSharding::Zero2), 4).total(),
+            2.0 + 0.5 + 3.0
+        );
+        assert_eq!(
+            state_bytes(&with(OptimizerSharding::Zero3), 4).total(),
+            0.5 + 0.5 + 3.0
+        );
+        assert_eq!(state_bytes(&TrainingSetup::default(), 1).total(), 16.0);
+        let f = TrainingSetup {
+            formats: crate::setup::Precision::Fp32.formats(),
             ..Default::default()
         };
-        assert_eq!(f.state_bytes(4).total(), 4.0 + 8.0 + 8.0);
-        assert_eq!(f.activation_bytes(), 4.0);
+        assert_eq!(state_bytes(&f, 4).total(), 4.0 + 8.0 + 8.0);
+        assert_eq!(activation_bytes(&f), 4.0);
+    }
+
+    #[test]
+    fn selective_recompute_and_sequence_parallel_follow_korthikanti() {
+        // s = 4, h = 8, a = 2, t = 2: full 32 (10 + 12 + 2.5) = 784 bytes;
+        // selective drops 5 a s^2 / t = 80; sequence parallelism splits the
+        // 10 s h = 320 replicated bytes in two.
+        let m = tiny();
+        let sel = TrainingSetup {
+            recompute: Recompute::Selective,
+            ..Default::default()
+        };
+        assert_eq!(stored_activation_bytes_per_sample(&m, 0, 2, &sel), 704.0);
+        assert_eq!(transient_bytes_per_sample(&m, 0, 2, &sel), 64.0 + 80.0);
+        let sp = TrainingSetup {
+            sequence_parallel: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            stored_activation_bytes_per_sample(&m, 0, 2, &sp),
+            784.0 - 160.0
+        );
     }
 
     #[test]
     fn recompute_keeps_only_block_inputs() {
         let m = tiny();
-        let r = MemoryOptions {
-            recompute: true,
+        let r = TrainingSetup {
+            recompute: Recompute::Full,
             ..Default::default()
         };
         assert_eq!(stored_activation_bytes_per_sample(&m, 0, 2, &r), 64.0);
@@ -535,7 +571,7 @@ mod tests {
     fn given_stored_elements_win_over_the_formula() {
         let mut m = tiny();
         m.layers[0].stored_activation_elems_per_sample = Some(100);
-        let opts = MemoryOptions::default();
+        let opts = TrainingSetup::default();
         assert_eq!(stored_activation_bytes_per_sample(&m, 0, 2, &opts), 100.0);
     }
 
@@ -543,11 +579,11 @@ mod tests {
     fn tables_agree_with_plan_memory_and_are_never_optimistic() {
         let m = models::amp_gpt2();
         let c = clusters::homogeneous();
-        let opts = MemoryOptions::default();
+        let opts = TrainingSetup::default();
         let grid = DeviceGrid::new(&c, 2, 2, 4, &Placement::artifact_default(&c));
         let t = stage_memory_tables(&m, &c, &grid, 2, 8, &opts);
-        let plan = crate::search::plan_from_grid(&grid, &[0, 8, 14, 20, 30], 2, 8);
-        let mem = plan_memory(&m, &c, &plan, &opts);
+        let plan = crate::search::plan_from_grid(&grid, &[0, 8, 14, 20, 30], 2, 8, &opts);
+        let mem = plan_memory(&m, &c, &plan);
         assert_eq!(mem.len(), 16);
         for (j, s) in plan.stages.iter().enumerate() {
             let table = t.fixed_bytes[j] + t.prefix_bytes[j][s.end_layer]
@@ -588,8 +624,9 @@ mod tests {
                 end_layer: 1,
                 replicas: vec![vec![Device { node: 0, gpu: 0 }]],
             }],
+            setup: TrainingSetup::default(),
         };
-        let mem = plan_memory(&m, &c, &plan, &MemoryOptions::default());
+        let mem = plan_memory(&m, &c, &plan);
         assert_eq!(mem[0].capacity_bytes, None);
         assert_eq!(mem[0].overflow_bytes(), None);
     }

@@ -260,9 +260,51 @@ pub fn uniform_split(num_layers: usize, num_stages: usize) -> Vec<usize> {
     b
 }
 
+/// Megatron-LM's split for an interleaved schedule: the transformer blocks
+/// spread evenly over `virtual_stages` virtual stages (the layers before
+/// the first block with the first, every other layer with the block before
+/// it), as Megatron builds it without a custom layout. Returns the
+/// `virtual_stages + 1` boundaries, or why the model cannot be split so.
+pub fn even_block_split(
+    model: &crate::model::Model,
+    virtual_stages: usize,
+) -> std::result::Result<Vec<usize>, String> {
+    use crate::model::LayerKind;
+    let blocks: Vec<usize> = (0..model.num_layers())
+        .filter(|&l| model.layers[l].kind == LayerKind::TransformerBlock)
+        .collect();
+    let nv = virtual_stages.max(1);
+    if blocks.is_empty() || !blocks.len().is_multiple_of(nv) {
+        return Err(format!(
+            "an interleaved schedule splits the {} transformer blocks evenly over pp x v = {nv} virtual stages, which does not divide them",
+            blocks.len()
+        ));
+    }
+    let per = blocks.len() / nv;
+    let mut b = vec![0];
+    b.extend((1..nv).map(|i| blocks[i * per]));
+    b.push(model.num_layers());
+    Ok(b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn even_block_split_follows_megatron() {
+        use crate::model::builtin;
+        // AMP's GPT-2: embedding, a no-op, 24 blocks (layers 2-25), three
+        // no-ops and the head around the vocabulary projection.
+        let m = builtin::amp_gpt2();
+        let b = even_block_split(&m, 8).unwrap();
+        assert_eq!(b, vec![0, 5, 8, 11, 14, 17, 20, 23, 30]);
+        let e = even_block_split(&m, 5).unwrap_err();
+        assert!(
+            e.contains("24 transformer blocks") && e.contains("5"),
+            "{e}"
+        );
+    }
     use proptest::prelude::*;
 
     /// Every split of `l` layers into `k` non-empty stages.

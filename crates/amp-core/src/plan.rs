@@ -5,6 +5,13 @@
 //! The form is general on purpose: stages may use different GPU types and
 //! different tensor-parallel degrees. AMP's uniform (tp, dp, pp) plans are the
 //! special case the search produces.
+//!
+//! A plan carries its [`TrainingSetup`]. Under an interleaved schedule with
+//! `v` model chunks per device, `stages` lists the `pp x v` virtual stages
+//! in model order, as Megatron-LM lays them out: virtual stage `i` runs on
+//! the devices of pipeline rank `i mod pp` (its chunk `i / pp`), so
+//! `stages[i]` and `stages[i mod pp]` name the same replicas. Pipeline rank
+//! 0 of a pp 4 x v 2 plan of 16 blocks thus holds blocks 0-1 and 8-9.
 
 use std::collections::BTreeSet;
 
@@ -13,6 +20,11 @@ use serde::{Deserialize, Serialize};
 use crate::cluster::{Cluster, Device};
 use crate::error::{AmpError, Result};
 use crate::model::Model;
+use crate::setup::TrainingSetup;
+
+/// Version of the plan JSON amp writes (`schema_version`); 1 had no
+/// `setup`.
+pub const PLAN_SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,12 +60,40 @@ pub struct Plan {
     pub micro_batch: usize,
     /// Micro-batches each replica runs per iteration (gradient accumulation).
     pub num_micro_batches: usize,
+    /// Pipeline stages in model order; with an interleaved schedule the
+    /// virtual stages (see the module documentation).
     pub stages: Vec<Stage>,
+    /// How the job trains: number formats, schedule, recomputation,
+    /// sharding. Plans written before it existed read as the default.
+    #[serde(default)]
+    pub setup: TrainingSetup,
 }
 
 impl Plan {
+    /// Pipeline ranks (devices in a pipeline), `stages.len() / v`.
     pub fn pp(&self) -> usize {
-        self.stages.len()
+        self.stages.len() / self.setup.virtual_stages().max(1)
+    }
+
+    /// Model chunks per pipeline rank.
+    pub fn virtual_stages(&self) -> usize {
+        self.setup.virtual_stages()
+    }
+
+    /// The layer ranges pipeline rank `rank` holds, chunk by chunk.
+    pub fn rank_layers(&self, rank: usize) -> Vec<std::ops::Range<usize>> {
+        let pp = self.pp().max(1);
+        self.stages
+            .iter()
+            .skip(rank)
+            .step_by(pp)
+            .map(|s| s.layers())
+            .collect()
+    }
+
+    /// The stages that name each pipeline rank's devices (the first `pp`).
+    pub fn rank_stages(&self) -> &[Stage] {
+        &self.stages[..self.pp().min(self.stages.len())]
     }
 
     /// Data-parallel degree (equal on every stage of a valid plan).
@@ -80,8 +120,9 @@ impl Plan {
         b
     }
 
+    /// Every device of the plan, once.
     pub fn devices(&self) -> impl Iterator<Item = Device> + '_ {
-        self.stages.iter().flat_map(|s| s.devices())
+        self.rank_stages().iter().flat_map(|s| s.devices())
     }
 
     /// Checks that the plan can run: every layer in exactly one stage, in
@@ -99,6 +140,34 @@ impl Plan {
                 "micro_batch and num_micro_batches must be at least 1".into(),
             );
         }
+        self.setup.check()?;
+        let v = self.virtual_stages();
+        if v > 1 {
+            let n = self.stages.len();
+            if !n.is_multiple_of(v) || n / v < 2 {
+                return bad(
+                    "plan".into(),
+                    format!(
+                        "has {n} stages but its interleaved schedule puts {v} model chunks on every pipeline rank: it needs pp x {v} virtual stages with pp >= 2 (interleaving without a pipeline is no schedule; use 1f1b)"
+                    ),
+                );
+            }
+            let pp = n / v;
+            for (i, s) in self.stages.iter().enumerate().skip(pp) {
+                if s.replicas != self.stages[i % pp].replicas {
+                    return bad(
+                        format!("plan stage {i}"),
+                        format!(
+                            "is model chunk {} of pipeline rank {} and must run on that rank's devices (those of stage {})",
+                            i / pp,
+                            i % pp,
+                            i % pp
+                        ),
+                    );
+                }
+            }
+        }
+        let ranks = self.pp();
         let mut next = 0;
         let mut seen = BTreeSet::new();
         let dp = self.stages[0].dp();
@@ -117,6 +186,10 @@ impl Plan {
                 return bad(at, "holds no layer (end_layer <= first_layer)".into());
             }
             next = s.end_layer;
+            if j >= ranks {
+                // A later chunk of a rank checked above.
+                continue;
+            }
             if s.replicas.is_empty() {
                 return bad(at, "has no replicas".into());
             }
@@ -166,7 +239,7 @@ impl Plan {
     }
 
     pub fn from_json_str(text: &str, origin: &str) -> Result<Plan> {
-        serde_json::from_str(text).map_err(|e| AmpError::parse(origin, e))
+        Plan::from_json_any(text, origin, None)
     }
 
     /// Reads a plan from any JSON amp writes or a user would: a bare plan
@@ -174,9 +247,36 @@ impl Plan {
     /// under `plan` (`amp eval --json`), one entry of `amp plan --json`'s
     /// `plans` (extra fields ignored), or a whole `amp plan --json` output,
     /// of which `rank` (1-based, default 1) is taken.
+    ///
+    /// A `schema_version` at the top, when present, must be 1 or 2: version
+    /// 1 files record no setup and read with the default one.
     pub fn from_json_any(text: &str, origin: &str, rank: Option<usize>) -> Result<Plan> {
+        Ok(Plan::from_json_recorded(text, origin, rank)?.0)
+    }
+
+    /// [`Plan::from_json_any`], and whether the file recorded a setup (a
+    /// plan without one reads with the default setup).
+    pub fn from_json_recorded(
+        text: &str,
+        origin: &str,
+        rank: Option<usize>,
+    ) -> Result<(Plan, bool)> {
         let value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| AmpError::parse(origin, e))?;
+        match value.get("schema_version") {
+            None => {}
+            Some(v) => match v.as_u64() {
+                Some(1) | Some(2) => {}
+                _ => {
+                    return Err(AmpError::invalid(
+                        origin,
+                        format!(
+                            "schema_version {v} is not one this amp reads (1 or {PLAN_SCHEMA_VERSION}); it was written by a newer amp, upgrade amp to read it"
+                        ),
+                    ))
+                }
+            },
+        }
         let entry = match value.get("plans").and_then(|p| p.as_array()) {
             Some(plans) => {
                 let r = rank.unwrap_or(1);
@@ -206,12 +306,17 @@ impl Plan {
                 )
             })
         };
-        let bare = serde_json::json!({
+        let mut bare = serde_json::json!({
             "micro_batch": pick("micro_batch")?,
             "num_micro_batches": pick("num_micro_batches")?,
             "stages": pick("stages")?,
         });
-        serde_json::from_value(bare).map_err(|e| AmpError::parse(origin, e))
+        let recorded = entry.get("setup").is_some();
+        if let Some(setup) = entry.get("setup") {
+            bare["setup"] = setup.clone();
+        }
+        let plan = serde_json::from_value(bare).map_err(|e| AmpError::parse(origin, e))?;
+        Ok((plan, recorded))
     }
 }
 
@@ -241,6 +346,7 @@ mod tests {
                     replicas: vec![vec![d(1, 0), d(1, 1)], vec![d(1, 2), d(1, 3)]],
                 },
             ],
+            setup: Default::default(),
         }
     }
 

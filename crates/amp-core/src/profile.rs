@@ -59,13 +59,12 @@ pub struct Profile {
     #[serde(default)]
     pub entries: Vec<ProfileEntry>,
     /// Number format of the training runs the times were measured in, when
-    /// known. The times are only valid in that format, so the cost model
-    /// prices activation sends and gradient all-reduces with its element
-    /// size (4 bytes in fp32, 2 in mixed 16-bit precision); unknown means
-    /// the cost model's own setting. File format: `precision = "fp32"` or
-    /// `"mixed16"` at the top of a profile file.
+    /// known. The times are only valid in that format: a training setup in
+    /// another one is refused ([`crate::TrainingSetup::check_profile`]).
+    /// File format: `precision = "fp32"`, `"bf16"`, `"fp16"` (or the older
+    /// `"mixed16"`) at the top of a profile file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub precision: Option<crate::memory::Precision>,
+    pub precision: Option<crate::setup::Precision>,
 }
 
 impl Profile {

@@ -14,10 +14,10 @@ use serde_json::Value;
 
 use crate::cluster::{Cluster, Device, Node, NodeLink};
 use crate::error::{AmpError, Result};
-use crate::memory::Precision;
 use crate::model::{Layer, LayerKind, Model, TransformerShape};
 use crate::plan::{Plan, Stage};
 use crate::profile::{Profile, ProfileEntry};
+use crate::setup::{NumberFormats, Precision};
 
 /// Keys of a JSON object that are integers, sorted numerically, with values.
 fn numeric_entries<'a>(
@@ -134,6 +134,24 @@ pub fn parse_profiles(text: &str, origin: &str, model: &str) -> Result<Profile> 
 /// DeepSpeed config has no fp16 section), 2 bytes mixed 16-bit precision.
 /// Set it as the profile's [`Profile::precision`]. `None` when no layer
 /// records both counts.
+/// The training setup of Sailor's runs: 1F1B, no recomputation or
+/// sharding, and the number formats `precision` (from
+/// [`training_precision`]) implies. `llm_info.json`'s 4 bytes per output and
+/// parameter element describe fp32 weights and an fp32 residual stream,
+/// which with 16-bit activations is PyTorch autocast
+/// ([`NumberFormats::autocast`]); 2 bytes is mixed precision.
+pub fn training_setup(precision: Option<Precision>) -> crate::setup::TrainingSetup {
+    let formats = match precision {
+        Some(Precision::Fp32) => NumberFormats::autocast(Precision::Fp16),
+        Some(p) => p.formats(),
+        None => Precision::Fp16.formats(),
+    };
+    crate::setup::TrainingSetup {
+        formats,
+        ..Default::default()
+    }
+}
+
 pub fn training_precision(llm_info: &str, origin: &str, model: &str) -> Result<Option<Precision>> {
     let root: Value = serde_json::from_str(llm_info).map_err(|e| AmpError::parse(origin, e))?;
     let root = as_object(&root, origin)?;
@@ -180,7 +198,7 @@ pub fn training_precision(llm_info: &str, origin: &str, model: &str) -> Result<O
     }
     match size {
         Some(s) if (s - 4.0).abs() < 1e-6 => Ok(Some(Precision::Fp32)),
-        Some(s) if (s - 2.0).abs() < 1e-6 => Ok(Some(Precision::Mixed16)),
+        Some(s) if (s - 2.0).abs() < 1e-6 => Ok(Some(Precision::Fp16)),
         Some(s) => Err(AmpError::invalid(
             at_m,
             format!("{s} bytes per element; expected 4 (fp32) or 2 (16-bit)"),
@@ -863,6 +881,9 @@ pub fn parse_plan_config(
         micro_batch: f.mbs,
         num_micro_batches: f.gbs / (f.mbs * dp),
         stages,
+        // Sailor's runs: 1F1B, no recomputation or sharding; the caller sets
+        // the number formats from `llm_info.json` (training_precision).
+        setup: crate::setup::TrainingSetup::default(),
     };
     plan.validate(model, &cluster)
         .map_err(|e| AmpError::invalid(origin, e.to_string()))?;
@@ -968,7 +989,7 @@ mod tests {
         let half = r#"{"M": {"1": {"0": {"params_floats": 10, "params_bytes": 20, "act_output_floats": 4, "act_output_bytes": 8}}}}"#;
         assert_eq!(
             training_precision(half, "llm.json", "M").unwrap(),
-            Some(Precision::Mixed16)
+            Some(Precision::Fp16)
         );
         let mixed = r#"{"M": {"1": {"0": {"params_floats": 10, "params_bytes": 20, "act_output_floats": 4, "act_output_bytes": 16}}}}"#;
         let e = training_precision(mixed, "llm.json", "M")

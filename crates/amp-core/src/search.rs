@@ -9,9 +9,10 @@ use serde::{Deserialize, Serialize};
 use crate::cluster::{Cluster, Node};
 use crate::cost::{Candidate, CostModel, Estimate, Inputs};
 use crate::error::{AmpError, Result};
-use crate::partition::optimal_partition;
+use crate::partition::{even_block_split, optimal_partition};
 use crate::placement::{AxisOrder, DeviceGrid, Placement};
 use crate::plan::{Plan, Stage};
+use crate::setup::TrainingSetup;
 
 /// Which placements to try.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,16 +29,24 @@ pub enum PlacementSearch {
 pub struct SearchOptions<'a> {
     pub global_batch: usize,
     pub placement: PlacementSearch,
+    /// The training setup every plan is priced and recorded with (one-stage
+    /// plans run 1F1B whatever the schedule, [`TrainingSetup::for_pipeline`]).
+    pub setup: TrainingSetup,
     /// Called with (candidates priced, candidates in all) as the search
     /// goes, from any thread.
     pub progress: Option<&'a (dyn Fn(usize, usize) + Sync)>,
 }
 
 impl SearchOptions<'_> {
-    pub fn new(global_batch: usize, placement: PlacementSearch) -> SearchOptions<'static> {
+    pub fn new(
+        global_batch: usize,
+        placement: PlacementSearch,
+        setup: TrainingSetup,
+    ) -> SearchOptions<'static> {
         SearchOptions {
             global_batch,
             placement,
+            setup,
             progress: None,
         }
     }
@@ -279,23 +288,29 @@ fn placements(
     }
 }
 
-/// Builds the plan of a uniform candidate from its grid and split.
+/// Builds the plan of a uniform candidate from its grid and split. Under an
+/// interleaved `setup`, `boundaries` bound the `pp x v` virtual stages and
+/// virtual stage `i` runs on the devices of pipeline rank `i mod pp`.
 pub fn plan_from_grid(
     grid: &DeviceGrid,
     boundaries: &[usize],
     micro_batch: usize,
     num_micro_batches: usize,
+    setup: &TrainingSetup,
 ) -> Plan {
+    let setup = setup.for_pipeline(grid.pp);
+    let stages = boundaries.len().saturating_sub(1);
     Plan {
         micro_batch,
         num_micro_batches,
-        stages: (0..grid.pp)
-            .map(|j| Stage {
-                first_layer: boundaries[j],
-                end_layer: boundaries[j + 1],
-                replicas: grid.devices[j].clone(),
+        stages: (0..stages)
+            .map(|i| Stage {
+                first_layer: boundaries[i],
+                end_layer: boundaries[i + 1],
+                replicas: grid.devices[i % grid.pp].clone(),
             })
             .collect(),
+        setup,
     }
 }
 
@@ -311,28 +326,41 @@ enum Outcome {
 fn price_candidate(
     inputs: &Inputs,
     model: &dyn CostModel,
+    setup: &TrainingSetup,
     placement: Placement,
     grid: DeviceGrid,
     micro_batch: usize,
     num_micro_batches: usize,
 ) -> Outcome {
+    let setup = setup.for_pipeline(grid.pp);
     let cand = Candidate {
         grid: &grid,
+        setup: &setup,
         micro_batch,
         num_micro_batches,
     };
-    let tables = match model.stage_tables(inputs, &cand) {
-        Ok(t) => t,
-        Err(e) => return Outcome::Skipped(e.to_string()),
+    let v = setup.virtual_stages();
+    let boundaries = if v > 1 {
+        // Megatron-LM runs an interleaved pipeline only on its even split.
+        match even_block_split(inputs.model, grid.pp * v) {
+            Ok(b) => b,
+            Err(why) => return Outcome::Skipped(format!("pp {}: {why}", grid.pp)),
+        }
+    } else {
+        let tables = match model.stage_tables(inputs, &cand) {
+            Ok(t) => t,
+            Err(e) => return Outcome::Skipped(e.to_string()),
+        };
+        let layers = inputs.model.num_layers();
+        let split = model.preferred_split(inputs, &cand, &tables).or_else(|| {
+            optimal_partition(layers, grid.pp, num_micro_batches, &tables).map(|p| p.boundaries)
+        });
+        let Some(boundaries) = split else {
+            return Outcome::Infeasible;
+        };
+        boundaries
     };
-    let layers = inputs.model.num_layers();
-    let split = model.preferred_split(inputs, &cand, &tables).or_else(|| {
-        optimal_partition(layers, grid.pp, num_micro_batches, &tables).map(|p| p.boundaries)
-    });
-    let Some(boundaries) = split else {
-        return Outcome::Infeasible;
-    };
-    let plan = plan_from_grid(&grid, &boundaries, micro_batch, num_micro_batches);
+    let plan = plan_from_grid(&grid, &boundaries, micro_batch, num_micro_batches, &setup);
     let estimate = match model.evaluate(inputs, &plan) {
         Ok(e) => e,
         Err(e) => return Outcome::Skipped(e.to_string()),
@@ -365,8 +393,9 @@ pub fn search(
 ) -> Result<SearchResult> {
     inputs.model.validate()?;
     inputs.cluster.validate()?;
+    opts.setup.check()?;
     if opts.global_batch == 0 {
-        return Err(AmpError::invalid("--global-batch", "must be at least 1"));
+        return Err(AmpError::invalid("global batch", "must be at least 1"));
     }
     let layers = inputs.model.num_layers();
     let degrees = degree_candidates(inputs.cluster, layers, opts.global_batch);
@@ -411,7 +440,7 @@ pub fn search(
     let outcomes: Vec<Outcome> = jobs
         .into_par_iter()
         .map(|(p, g, mbs, b)| {
-            let o = price_candidate(inputs, model, p, g, mbs, b);
+            let o = price_candidate(inputs, model, &opts.setup, p, g, mbs, b);
             if let Some(report) = opts.progress {
                 let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 report(n, candidates);

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::cluster::Cluster;
 use crate::cost::{CostModel, Inputs};
-use crate::memory::{plan_memory, MemoryOptions};
+use crate::memory::plan_memory;
 use crate::model::Model;
 use crate::plan::Plan;
 use crate::profile::Profile;
@@ -219,13 +219,9 @@ pub fn top1_regret(
 
 /// Prices every run of `dataset` with `cost` and compares with the
 /// measurements. Peak memory comes from the estimate when the cost model
-/// has a memory model, else from [`plan_memory`] with `mem`; a run is
+/// has a memory model, else from [`plan_memory`] under the plan's setup; a run is
 /// predicted infeasible when some device overflows.
-pub fn validate_dataset(
-    dataset: &Dataset,
-    cost: &dyn CostModel,
-    mem: &MemoryOptions,
-) -> DatasetReport {
+pub fn validate_dataset(dataset: &Dataset, cost: &dyn CostModel) -> DatasetReport {
     let mut details = Vec::with_capacity(dataset.runs.len());
     for run in &dataset.runs {
         let inputs = Inputs {
@@ -264,7 +260,7 @@ pub fn validate_dataset(
         // Memory does not depend on the time model: fall back to the memory
         // model when the cost model has none or could not price the run.
         let memory = if memory.is_empty() {
-            plan_memory(&dataset.model, &run.cluster, &run.plan, mem)
+            plan_memory(&dataset.model, &run.cluster, &run.plan)
         } else {
             memory
         };

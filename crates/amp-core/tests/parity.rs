@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use amp_core::artifact::{parse_csv, ArtifactRow, Experiment};
-use amp_core::cost::amp_paper::{AmpPaper, SplitRule};
+use amp_core::cost::amp_paper::{artifact_setup, AmpPaper, SplitRule};
 use amp_core::cost::{CostModel, Inputs};
 use amp_core::placement::{DeviceGrid, Placement};
 use amp_core::search::{plan_from_grid, search, PlacementSearch, SearchOptions};
@@ -50,7 +50,13 @@ fn price_row(s: &Setup, e: Experiment, row: &ArtifactRow) -> f64 {
         &Placement::artifact_default(&s.cluster),
     );
     let b = e.global_batch() / (row.dp * row.micro_batch);
-    let plan = plan_from_grid(&grid, &row.boundaries, row.micro_batch, b);
+    let plan = plan_from_grid(
+        &grid,
+        &row.boundaries,
+        row.micro_batch,
+        b,
+        &artifact_setup(),
+    );
     AmpPaper::default()
         .evaluate(&s.inputs(), &plan)
         .unwrap()
@@ -112,7 +118,11 @@ fn artifact_search(
     search(
         &s.inputs(),
         &AmpPaper { split },
-        &SearchOptions::new(e.global_batch(), PlacementSearch::Artifact),
+        &SearchOptions::new(
+            e.global_batch(),
+            PlacementSearch::Artifact,
+            artifact_setup(),
+        ),
     )
     .unwrap()
     .plans

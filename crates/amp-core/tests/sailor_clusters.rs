@@ -96,7 +96,9 @@ fn plan_file(stages: &[(std::ops::Range<usize>, Vec<String>)], mbs: usize, gbs: 
 }
 
 fn price(model: &Model, cluster: &Cluster, profile: &Profile, run: &SailorRun) -> f64 {
-    let est = amp_core::evaluate(model, cluster, profile, &run.plan).unwrap();
+    let mut plan = run.plan.clone();
+    plan.setup = amp_core::sailor::training_setup(profile.precision);
+    let est = amp_core::evaluate(model, cluster, profile, &plan).unwrap();
     assert!(
         est.iteration_s.is_finite() && est.iteration_s > 0.0,
         "{est:?}"
@@ -248,7 +250,8 @@ fn gh200_in_another_zone_and_missing_profiles() {
     // clear error naming the GPU type.
     let g = group("RTX-3090", 8, "us-central1-a", 8);
     let text = plan_file(&[(0..17, vec![g.clone()]), (17..34, vec![g])], 1, 8);
-    let run = d.load(&text, &model);
+    let mut run = d.load(&text, &model);
+    run.plan.setup = amp_core::sailor::training_setup(profile.precision);
     assert_eq!(run.cluster.nodes.len(), 2);
     let e = amp_core::evaluate(&model, &run.cluster, &profile, &run.plan)
         .unwrap_err()

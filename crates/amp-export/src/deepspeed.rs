@@ -14,7 +14,7 @@ use amp_core::schedule::Schedule;
 use serde_json::json;
 
 use crate::launch::{self, RankOrder};
-use crate::{EngineResult, ExportFile, ExportOptions, Precision, Recompute, Refusal};
+use crate::{EngineOptions, EngineResult, ExportFile, Precision, Recompute, Refusal};
 
 const ENGINE: &str = "DeepSpeed";
 
@@ -22,7 +22,7 @@ pub(crate) fn export(
     plan: &Plan,
     model: &Model,
     cluster: &Cluster,
-    opts: &ExportOptions,
+    opts: &EngineOptions,
 ) -> EngineResult<Vec<ExportFile>> {
     if opts.schedule != Schedule::OneFOneB {
         return Err(Refusal::Unsupported(
@@ -40,7 +40,7 @@ pub(crate) fn export(
     // (deepspeed/runtime/pipe/topology.py).
     let launch = launch::realise(plan, opts, &[RankOrder::TpDpPp], ENGINE)?;
     let precision = opts.precision.unwrap_or(Precision::Fp16);
-    let zero_stage = if opts.distributed_optimizer { 1 } else { 0 };
+    let zero_stage = opts.zero_stage();
 
     let mut cfg = json!({
         "train_batch_size": plan.global_batch(),
@@ -51,7 +51,7 @@ pub(crate) fn export(
     match precision {
         Precision::Fp16 => cfg["fp16"] = json!({ "enabled": true }),
         Precision::Bf16 => cfg["bf16"] = json!({ "enabled": true }),
-        Precision::Fp32 => {}
+        Precision::Fp32 | Precision::Tf32 | Precision::Fp8 => {}
     }
     let ds_config = serde_json::to_string_pretty(&cfg).expect("json values serialize") + "\n";
 

@@ -356,7 +356,7 @@ mod tests {
         let c = clusters::homogeneous();
         let g = DeviceGrid::new(&c, tp, dp, pp, p);
         let b: Vec<usize> = (0..=pp).map(|j| j * 30 / pp).collect();
-        plan_from_grid(&g, &b, 1, 4)
+        plan_from_grid(&g, &b, 1, 4, &Default::default())
     }
 
     #[test]
@@ -380,7 +380,7 @@ mod tests {
             node_order: vec![3, 0, 1, 2],
         };
         let g = DeviceGrid::new(&c, 1, 4, 4, &pl);
-        let p = plan_from_grid(&g, &[0, 8, 15, 22, 30], 1, 4);
+        let p = plan_from_grid(&g, &[0, 8, 15, 22, 30], 1, 4, &Default::default());
         let l = realise(&p, &ExportOptions::default(), &[RankOrder::TpDpPp], "x").unwrap();
         let order: Vec<usize> = l.nodes.iter().map(|n| n.node).collect();
         assert_eq!(order, vec![3, 0, 1, 2]);

@@ -16,80 +16,15 @@ mod megatron;
 pub mod report;
 mod torchtitan;
 
-use std::fmt;
-use std::str::FromStr;
-
 use amp_core::cluster::Cluster;
 use amp_core::model::Model;
 use amp_core::plan::Plan;
 use amp_core::schedule::Schedule;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 pub use report::{html_report, ReportInput};
 
-/// A training engine the exports target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Engine {
-    Megatron,
-    DeepSpeed,
-    Torchtitan,
-}
-
-impl Engine {
-    pub const ALL: [Engine; 3] = [Engine::Megatron, Engine::DeepSpeed, Engine::Torchtitan];
-
-    /// The name used on the command line (`--emit megatron`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Engine::Megatron => "megatron",
-            Engine::DeepSpeed => "deepspeed",
-            Engine::Torchtitan => "torchtitan",
-        }
-    }
-}
-
-impl fmt::Display for Engine {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Engine {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Engine, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "megatron" | "megatron-lm" | "megatron-core" => Ok(Engine::Megatron),
-            "deepspeed" => Ok(Engine::DeepSpeed),
-            "torchtitan" => Ok(Engine::Torchtitan),
-            other => Err(format!(
-                "unknown engine `{other}`; choose one of megatron, deepspeed, torchtitan"
-            )),
-        }
-    }
-}
-
-/// Numeric format of training.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    Fp16,
-    Bf16,
-    Fp32,
-}
-
-/// Activation recomputation (checkpointing).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Recompute {
-    #[default]
-    None,
-    /// Recompute whole transformer blocks in the backward pass.
-    Full,
-    /// Recompute only the attention core (Megatron's and torchtitan's
-    /// "selective").
-    Selective,
-}
+pub use amp_core::setup::{Engine, Precision, Recompute};
 
 /// What the plan itself does not say but a launch needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,19 +34,6 @@ pub struct ExportOptions {
     pub hosts: Vec<String>,
     /// Rendezvous port on the first node.
     pub master_port: u16,
-    /// `None`: fp16 for Megatron-LM and DeepSpeed (the AMP experiments'
-    /// format), bf16 for torchtitan (its only reduced-precision choice).
-    pub precision: Option<Precision>,
-    pub recompute: Recompute,
-    /// Shard optimizer state over data-parallel ranks: Megatron's
-    /// `--use-distributed-optimizer`, DeepSpeed ZeRO stage 1, torchtitan
-    /// FSDP.
-    pub distributed_optimizer: bool,
-    /// Pipeline schedule the plan was priced with.
-    pub schedule: Schedule,
-    /// Megatron-LM only: virtual pipeline chunks per pipeline rank
-    /// (interleaved 1F1B). `None` or 1: not interleaved.
-    pub virtual_pipeline_chunks: Option<usize>,
     /// Megatron-LM only: allow `--pipeline-model-parallel-layout` (recent
     /// Megatron-Core) for splits that first/last-stage layer counts cannot
     /// express. When false such plans are refused.
@@ -130,16 +52,48 @@ impl Default for ExportOptions {
         ExportOptions {
             hosts: Vec::new(),
             master_port: 29500,
-            precision: None,
-            recompute: Recompute::None,
-            distributed_optimizer: false,
-            schedule: Schedule::OneFOneB,
-            virtual_pipeline_chunks: None,
             megatron_layout: true,
             megatron_script: "pretrain_gpt.py".to_string(),
             deepspeed_script: "train.py".to_string(),
             torchtitan_model: "llama3".to_string(),
             torchtitan_flavor: None,
+        }
+    }
+}
+
+/// What the engine modules read: the user's [`ExportOptions`] and the
+/// plan's training setup in the form the engines configure it.
+#[derive(Debug, Clone)]
+pub(crate) struct EngineOptions {
+    pub(crate) base: ExportOptions,
+    pub(crate) precision: Option<Precision>,
+    pub(crate) recompute: Recompute,
+    /// Shard optimizer state over data-parallel ranks: Megatron's
+    /// `--use-distributed-optimizer`, DeepSpeed ZeRO, torchtitan FSDP.
+    pub(crate) distributed_optimizer: bool,
+    pub(crate) schedule: Schedule,
+    /// Virtual pipeline chunks per pipeline rank (interleaved 1F1B).
+    pub(crate) virtual_pipeline_chunks: Option<usize>,
+    pub(crate) sharding: amp_core::setup::OptimizerSharding,
+    pub(crate) sequence_parallel: bool,
+}
+
+impl std::ops::Deref for EngineOptions {
+    type Target = ExportOptions;
+    fn deref(&self) -> &ExportOptions {
+        &self.base
+    }
+}
+
+impl EngineOptions {
+    /// DeepSpeed's `zero_optimization.stage` for the plan's sharding.
+    pub(crate) fn zero_stage(&self) -> u8 {
+        use amp_core::setup::OptimizerSharding as S;
+        match self.sharding {
+            S::None => 0,
+            S::Zero1 => 1,
+            S::Zero2 => 2,
+            S::Zero3 => 3,
         }
     }
 }
@@ -206,9 +160,70 @@ pub(crate) enum Refusal {
 
 pub(crate) type EngineResult<T> = Result<T, Refusal>;
 
+/// The engine-facing view of `plan`: its setup copied into the options, and
+/// an interleaved plan (pp x v virtual stages) seen as its pp pipeline ranks
+/// with `virtual_pipeline_chunks` set, which is how the engines configure
+/// it. Refuses setups no engine module can express.
+fn engine_view(
+    plan: &Plan,
+    model: &Model,
+    opts: &ExportOptions,
+) -> Result<(Plan, EngineOptions), Refusal> {
+    let setup = &plan.setup;
+    let precision = Some(match setup.formats.compute {
+        Precision::Fp8 => {
+            return Err(Refusal::Unsupported(
+                "the plan trains with FP8 matrix products; amp exports no FP8 (Transformer Engine) recipe yet, plan in bf16".into(),
+            ))
+        }
+        // TF32 is fp32 storage; the engines enable TF32 products themselves.
+        Precision::Tf32 => Precision::Fp32,
+        p => p,
+    });
+    let mut o = EngineOptions {
+        base: opts.clone(),
+        precision,
+        recompute: setup.recompute,
+        distributed_optimizer: setup.optimizer_sharding != amp_core::setup::OptimizerSharding::None,
+        schedule: setup.schedule,
+        virtual_pipeline_chunks: None,
+        sharding: setup.optimizer_sharding,
+        sequence_parallel: setup.sequence_parallel,
+    };
+    let v = setup.virtual_stages();
+    if v <= 1 {
+        return Ok((plan.clone(), o));
+    }
+    let pp = plan.pp();
+    let even =
+        amp_core::partition::even_block_split(model, pp * v).map_err(Refusal::Unsupported)?;
+    if plan.boundaries() != even {
+        return Err(Refusal::Unsupported(format!(
+            "its interleaved stages ({}) are not the even split of the blocks over pp x v = {} virtual stages, the only one Megatron-LM builds",
+            launch::join(&plan.boundaries(), " "),
+            pp * v
+        )));
+    }
+    let ranks = amp_core::partition::even_block_split(model, pp).map_err(Refusal::Unsupported)?;
+    let mut physical = plan.clone();
+    physical.setup.schedule = Schedule::OneFOneB;
+    physical.stages = (0..pp)
+        .map(|j| amp_core::plan::Stage {
+            first_layer: ranks[j],
+            end_layer: ranks[j + 1],
+            replicas: plan.stages[j].replicas.clone(),
+        })
+        .collect();
+    o.schedule = Schedule::OneFOneB;
+    o.virtual_pipeline_chunks = Some(v);
+    Ok((physical, o))
+}
+
 /// The launch files for `plan` on `engine`. Pure: nothing is written.
 ///
-/// Refuses plans the engine cannot run, saying why and which engines can.
+/// The plan's training setup ([`amp_core::Plan::setup`]) decides number
+/// formats, schedule, recomputation and sharding. Refuses plans the engine
+/// cannot run, saying why and which engines can.
 pub fn export(
     plan: &Plan,
     model: &Model,
@@ -218,6 +233,15 @@ pub fn export(
 ) -> Result<Vec<ExportFile>, ExportError> {
     plan.validate(model, cluster)
         .map_err(|e| ExportError::InvalidPlan(e.to_string()))?;
+    if let Some(target) = plan.setup.engine.filter(|&e| e != engine) {
+        return Err(ExportError::Option {
+            option: "engine".into(),
+            message: format!(
+                "the plan was priced as {target} runs it ({}); export it to {target}, or plan again for {engine}",
+                plan.setup.summary()
+            ),
+        });
+    }
     if opts.master_port == 0 {
         return Err(ExportError::Option {
             option: "master_port".into(),
@@ -302,6 +326,57 @@ fn export_engine(
     engine: Engine,
     opts: &ExportOptions,
 ) -> EngineResult<Vec<ExportFile>> {
+    let s = &plan.setup;
+    if let Err(e) = (amp_core::TrainingSetup {
+        engine: Some(engine),
+        ..*s
+    })
+    .check()
+    {
+        let msg = e.to_string();
+        let why = msg.strip_prefix("training setup: ").unwrap_or(&msg);
+        let why = why.replacen(&format!("{} cannot run ", engine.name()), "it uses ", 1);
+        return Err(Refusal::Unsupported(why));
+    }
+    if s.sequence_parallel && engine != Engine::Megatron {
+        return Err(Refusal::Unsupported(
+            "the plan uses sequence parallelism, which amp exports only to megatron".into(),
+        ));
+    }
+    {
+        use amp_core::setup::OptimizerSharding as S;
+        let (pp, dp) = (plan.pp(), plan.dp());
+        let tp = plan.uniform_tp().unwrap_or(1);
+        match engine {
+            Engine::DeepSpeed if pp > 1 && s.optimizer_sharding > S::Zero1 => {
+                return Err(Refusal::Unsupported(format!(
+                    "DeepSpeed's pipeline engine supports ZeRO stage 1 at most with pipeline parallelism (deepspeed/runtime/pipe/engine.py), the plan uses {}",
+                    s.optimizer_sharding.name()
+                )))
+            }
+            Engine::Torchtitan if matches!(s.optimizer_sharding, S::Zero1 | S::Zero2) => {
+                return Err(Refusal::Unsupported(format!(
+                    "torchtitan shards with FSDP (zero3) or not at all, the plan uses {}",
+                    s.optimizer_sharding.name()
+                )))
+            }
+            Engine::Torchtitan
+                if dp > 1 && (tp > 1 || pp > 1) && s.optimizer_sharding != S::Zero3 =>
+            {
+                return Err(Refusal::Unsupported(
+                    "torchtitan runs data parallelism beside tensor or pipeline parallelism only as FSDP (its parallelize functions raise \"DDP has not supported > 1D parallelism\"); plan with optimizer sharding zero3 to price that".into(),
+                ))
+            }
+            _ => {}
+        }
+    }
+    if s.virtual_stages() > 1 && engine != Engine::Megatron {
+        return Err(Refusal::Unsupported(
+            "the plan runs the interleaved schedule, which amp exports only to megatron".into(),
+        ));
+    }
+    let (plan, opts) = engine_view(plan, model, opts)?;
+    let (plan, opts) = (&plan, &opts);
     match engine {
         Engine::Megatron => megatron::export(plan, model, cluster, opts),
         Engine::DeepSpeed => deepspeed::export(plan, model, cluster, opts),

@@ -10,7 +10,7 @@ use amp_core::plan::Plan;
 use amp_core::schedule::Schedule;
 
 use crate::launch::{self, RankOrder};
-use crate::{EngineResult, ExportFile, ExportOptions, Precision, Recompute, Refusal};
+use crate::{EngineOptions, EngineResult, ExportFile, Precision, Recompute, Refusal};
 
 const ENGINE: &str = "Megatron-LM";
 
@@ -122,7 +122,7 @@ pub(crate) fn export(
     plan: &Plan,
     model: &Model,
     cluster: &Cluster,
-    opts: &ExportOptions,
+    opts: &EngineOptions,
 ) -> EngineResult<Vec<ExportFile>> {
     if let Schedule::Interleaved { virtual_stages } = opts.schedule {
         if virtual_stages > 1 {
@@ -258,6 +258,13 @@ pub(crate) fn export(
             "recompute the attention core",
         )),
     }
+    if opts.sequence_parallel {
+        args.push(switch(
+            "--sequence-parallel",
+            DIST,
+            "layer-norm and dropout activations split over the tensor-parallel group",
+        ));
+    }
     if opts.distributed_optimizer {
         args.push(switch(
             "--use-distributed-optimizer",
@@ -275,7 +282,7 @@ pub(crate) fn export(
     match opts.precision.unwrap_or(Precision::Fp16) {
         Precision::Fp16 => args.push(switch("--fp16", PREC, "fp16 mixed precision")),
         Precision::Bf16 => args.push(switch("--bf16", PREC, "bf16 mixed precision")),
-        Precision::Fp32 => {}
+        Precision::Fp32 | Precision::Tf32 | Precision::Fp8 => {}
     }
 
     let mut sh = String::new();

@@ -10,7 +10,7 @@ use amp_core::plan::Plan;
 use amp_core::schedule::Schedule;
 
 use crate::launch::{self, RankOrder};
-use crate::{EngineResult, ExportFile, ExportOptions, Precision, Recompute, Refusal};
+use crate::{EngineOptions, EngineResult, ExportFile, Precision, Recompute, Refusal};
 
 const ENGINE: &str = "torchtitan";
 
@@ -22,7 +22,7 @@ pub(crate) fn export(
     plan: &Plan,
     model: &Model,
     cluster: &Cluster,
-    opts: &ExportOptions,
+    opts: &EngineOptions,
 ) -> EngineResult<Vec<ExportFile>> {
     let tp = launch::uniform_tp(plan, ENGINE)?;
     let split = launch::block_split(plan, model, ENGINE)?;
@@ -31,8 +31,8 @@ pub(crate) fn export(
     // (torchtitan/distributed/parallel_dims.py): tp fastest, pp slowest.
     let launch = launch::realise(plan, opts, &[RankOrder::TpDpPp], ENGINE)?;
     let param_dtype = match opts.precision.unwrap_or(Precision::Bf16) {
-        Precision::Bf16 => "bfloat16",
-        Precision::Fp32 => "float32",
+        Precision::Bf16 | Precision::Fp8 => "bfloat16",
+        Precision::Fp32 | Precision::Tf32 => "float32",
         Precision::Fp16 => {
             return Err(Refusal::Unsupported(
                 "fp16 training: torchtitan's training.mixed_precision_param is \"bfloat16\" or \"float32\" (job_config.py Training)".into(),

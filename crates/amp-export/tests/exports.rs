@@ -3,7 +3,22 @@
 
 mod common;
 
-use amp_export::{engines_for, export, Engine, ExportError, ExportOptions, Recompute};
+use amp_core::setup::{OptimizerSharding, Precision, Recompute};
+use amp_export::{engines_for, export, Engine, ExportError, ExportOptions};
+
+/// The plan as it must be priced to run on `engine`: torchtitan trains in
+/// bf16 (not the AMP plans' fp16) and runs data parallelism beside tp or
+/// pp only as FSDP.
+fn for_engine(plan: &amp_core::plan::Plan, engine: Engine) -> amp_core::plan::Plan {
+    let mut plan = plan.clone();
+    if engine == Engine::Torchtitan {
+        plan.setup.formats = Precision::Bf16.formats();
+        if plan.dp() > 1 {
+            plan.setup.optimizer_sharding = OptimizerSharding::Zero3;
+        }
+    }
+    plan
+}
 
 fn snapshot_all(
     case: &str,
@@ -13,7 +28,8 @@ fn snapshot_all(
     opts: &ExportOptions,
 ) {
     for engine in Engine::ALL {
-        let files = export(plan, model, cluster, engine, opts)
+        let plan = for_engine(plan, engine);
+        let files = export(&plan, model, cluster, engine, opts)
             .unwrap_or_else(|e| panic!("{case} on {engine}: {e}"));
         assert!(!files.is_empty());
         for f in files {
@@ -33,7 +49,7 @@ fn homogeneous_plan_exports() {
 
 #[test]
 fn uneven_plan_exports() {
-    let (p, m, c) = common::uneven();
+    let (mut p, m, c) = common::uneven();
     let opts = ExportOptions {
         hosts: vec![
             "v100-a".into(),
@@ -41,10 +57,10 @@ fn uneven_plan_exports() {
             "v100-c".into(),
             "t4-a".into(),
         ],
-        recompute: Recompute::Full,
-        distributed_optimizer: true,
         ..ExportOptions::default()
     };
+    p.setup.recompute = Recompute::Full;
+    p.setup.optimizer_sharding = OptimizerSharding::Zero1;
     snapshot_all("uneven", &p, &m, &c, &opts);
 }
 
@@ -124,13 +140,13 @@ fn uneven_middle_uses_the_layout_or_is_refused_with_alternatives() {
         } => {
             assert_eq!(*engine, Engine::Megatron);
             assert!(reason.contains("5/6/8/5"), "{reason}");
-            assert_eq!(runnable_by, &vec![Engine::DeepSpeed, Engine::Torchtitan]);
+            // torchtitan has no fp16 training, which the plan records.
+            assert_eq!(runnable_by, &vec![Engine::DeepSpeed]);
         }
         other => panic!("{other:?}"),
     }
     assert!(
-        e.to_string()
-            .contains("engines that can run it: deepspeed, torchtitan"),
+        e.to_string().contains("engines that can run it: deepspeed"),
         "{e}"
     );
 }
@@ -168,8 +184,9 @@ fn unrealisable_placement_is_refused() {
         node_order: vec![0, 1, 2, 3],
     };
     let g = DeviceGrid::new(&c, 2, 2, 4, &pl);
-    let p = amp_core::search::plan_from_grid(&g, &[0, 8, 14, 20, 30], 2, 4);
+    let p = amp_core::search::plan_from_grid(&g, &[0, 8, 14, 20, 30], 2, 4, &Default::default());
     for engine in Engine::ALL {
+        let p = for_engine(&p, engine);
         let e = export(&p, &m, &c, engine, &ExportOptions::default()).unwrap_err();
         assert!(
             e.to_string().contains("contiguous block of ranks"),
@@ -187,7 +204,7 @@ fn dp_outermost_placement_uses_megatrons_tp_pp_dp_mapping() {
         node_order: vec![0, 1, 2, 3],
     };
     let g = DeviceGrid::new(&c, 1, 4, 4, &pl);
-    let p = amp_core::search::plan_from_grid(&g, &[0, 8, 14, 20, 30], 1, 8);
+    let p = amp_core::search::plan_from_grid(&g, &[0, 8, 14, 20, 30], 1, 8, &Default::default());
     let files = export(&p, &m, &c, Engine::Megatron, &ExportOptions::default()).unwrap();
     assert!(megatron_args(&files).contains("--use-tp-pp-dp-mapping"));
     // DeepSpeed and torchtitan have no such order.
@@ -229,7 +246,7 @@ fn deepspeed_runs_non_gpt_models_that_megatron_refuses() {
     let c = amp_core::cluster::builtin::het_model();
     let m = amp_core::model::builtin::amp_transgan();
     let g = DeviceGrid::new(&c, 1, 4, 4, &Placement::artifact_default(&c));
-    let p = amp_core::search::plan_from_grid(&g, &[0, 9, 20, 45, 56], 2, 8);
+    let p = amp_core::search::plan_from_grid(&g, &[0, 9, 20, 45, 56], 2, 8, &Default::default());
     assert!(export(&p, &m, &c, Engine::DeepSpeed, &ExportOptions::default()).is_ok());
     let e = export(&p, &m, &c, Engine::Megatron, &ExportOptions::default()).unwrap_err();
     assert!(e.to_string().contains("no transformer shape"), "{e}");
@@ -242,6 +259,7 @@ fn deepspeed_runs_non_gpt_models_that_megatron_refuses() {
 #[test]
 fn torchtitan_stage_modules_cover_every_block_once() {
     let (p, m, c) = common::uneven_middle();
+    let p = for_engine(&p, Engine::Torchtitan);
     let files = export(&p, &m, &c, Engine::Torchtitan, &ExportOptions::default()).unwrap();
     let job: toml::Value = toml::from_str(
         &files
@@ -312,17 +330,10 @@ fn bad_options_are_specific_errors() {
     bad.stages[1].first_layer = 9;
     let e = export(&bad, &m, &c, Engine::DeepSpeed, &ExportOptions::default()).unwrap_err();
     assert!(matches!(e, ExportError::InvalidPlan(_)), "{e:?}");
-    let e = export(
-        &p,
-        &m,
-        &c,
-        Engine::Torchtitan,
-        &ExportOptions {
-            precision: Some(amp_export::Precision::Fp16),
-            ..ExportOptions::default()
-        },
-    )
-    .unwrap_err();
+    let mut fp16 = p.clone();
+    fp16.setup.formats = Precision::Fp16.formats();
+    fp16.setup.optimizer_sharding = OptimizerSharding::Zero3;
+    let e = export(&fp16, &m, &c, Engine::Torchtitan, &ExportOptions::default()).unwrap_err();
     assert!(e.to_string().contains("fp16"), "{e}");
 }
 
@@ -330,6 +341,7 @@ fn bad_options_are_specific_errors() {
 fn exports_are_deterministic() {
     let (p, m, c) = common::uneven();
     for engine in Engine::ALL {
+        let p = for_engine(&p, engine);
         let a = export(&p, &m, &c, engine, &ExportOptions::default()).unwrap();
         let b = export(&p, &m, &c, engine, &ExportOptions::default()).unwrap();
         assert_eq!(a, b);

@@ -36,6 +36,7 @@ use crate::model::{LayerKind, Model, ParamTable};
 use crate::partition::{pipeline_latency, uniform_split};
 use crate::plan::Plan;
 use crate::profile::Profile;
+use crate::setup::{Precision, TrainingSetup};
 
 /// The artifact counts every tensor as 4-byte elements.
 const BYTES_PER_ELEMENT: f64 = 4.0;
@@ -342,12 +343,40 @@ pub fn artifact_split(
     Some(b)
 }
 
+/// The setup the AMP artifact trained with and its equations price: fp16
+/// mixed precision, 1F1B, no recomputation, no sharding, full sends.
+pub fn artifact_setup() -> TrainingSetup {
+    TrainingSetup {
+        formats: Precision::Fp16.formats(),
+        ..TrainingSetup::default()
+    }
+}
+
+/// The amp-paper equations price only the artifact's setup.
+fn check_setup(setup: &TrainingSetup) -> Result<()> {
+    let plain = TrainingSetup {
+        engine: None,
+        ..*setup
+    };
+    if plain != artifact_setup() {
+        return Err(AmpError::invalid(
+            "training setup",
+            format!(
+                "the amp-paper cost model prices only the AMP artifact's setup (fp16, 1f1b, no recomputation, no sharding, full sends), not {}; use the amp cost model",
+                setup.summary()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl CostModel for AmpPaper {
     fn name(&self) -> &'static str {
         "amp-paper"
     }
 
     fn stage_tables(&self, inputs: &Inputs, c: &Candidate) -> Result<StageTables> {
+        check_setup(c.setup)?;
         let grid = c.grid;
         let all: Vec<Device> = grid.devices.iter().flatten().flatten().copied().collect();
         let costs = self.layer_costs(inputs, &all, grid.tp, c.micro_batch)?;
@@ -405,6 +434,7 @@ impl CostModel for AmpPaper {
 
     fn evaluate(&self, inputs: &Inputs, plan: &Plan) -> Result<Estimate> {
         plan.validate(inputs.model, inputs.cluster)?;
+        check_setup(&plan.setup)?;
         let tp = plan.uniform_tp().ok_or_else(|| {
             AmpError::invalid(
                 "plan",

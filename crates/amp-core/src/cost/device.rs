@@ -113,10 +113,11 @@ use crate::cost::{
     prefix_sums, Breakdown, Candidate, CostModel, Estimate, Inputs, StageTables, TailTables,
 };
 use crate::error::{AmpError, Result};
-use crate::memory::{self, MemoryOptions, Precision};
+use crate::memory;
 use crate::model::{LayerKind, Model};
 use crate::plan::{Plan, Stage};
-use crate::schedule::{simulate, IterationSpec, PipelineTimes, Schedule, Simulation, Timeline};
+use crate::schedule::{simulate, IterationSpec, PipelineTimes, Simulation, Timeline};
+use crate::setup::{OptimizerSharding, PipelineSend, Recompute, TrainingSetup};
 use std::ops::Range;
 
 /// Backward time over forward time of a layer's computation when the
@@ -154,20 +155,16 @@ pub const OPTIMIZER_S_PER_PARAM: f64 = 1.5e-10;
 /// 5.8 % at 1 ms; Sailor 8.4 % at 0, 8.3 % at 1 ms but worse maximum).
 pub const PASS_OVERHEAD_S: f64 = 0.0;
 
-/// Bytes of one activation or activation-gradient element (fp16).
-pub const ACTIVATION_BYTES: f64 = 2.0;
+/// Data-parallel communication volume of ZeRO stage 3 (FSDP) over a plain
+/// all-reduce: the weights are all-gathered for the forward and again for
+/// the backward, and the gradients reduce-scattered, three half-volume
+/// collectives instead of two (Rajbhandari et al. 2020, sec. 7).
+pub const ZERO3_COMM_FACTOR: f64 = 1.5;
 
-/// Bytes of one gradient element in the data-parallel all-reduce (fp16).
-pub const GRADIENT_BYTES: f64 = 2.0;
-
-/// Choices of the training setup the model prices.
+/// Constants of the model that are not part of the training setup (the
+/// setup travels with each plan, [`crate::Plan::setup`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeviceOptions {
-    pub schedule: Schedule,
-    /// Overlap each stage's gradient all-reduce with its last backward pass.
-    pub overlap_dp_allreduce: bool,
-    pub activation_bytes: f64,
-    pub gradient_bytes: f64,
     /// Sends occupy the sending stage until done (see
     /// [`IterationSpec::blocking_sends`]).
     pub blocking_sends: bool,
@@ -176,32 +173,17 @@ pub struct DeviceOptions {
     pub tied_allreduce: bool,
     /// Framework time per forward or backward pass of a stage.
     pub pass_overhead_s: f64,
-    /// Full activation recomputation: every transformer block's backward
-    /// first reruns its forward (time) and blocks keep only their input
-    /// (memory; overrides `memory.recompute`).
-    pub recompute: bool,
-    /// Megatron-LM's scatter/gather pipeline sends: each tensor-parallel
-    /// rank sends `1 / tp` of a block's output and the receivers all-gather
-    /// it.
-    pub scatter_gather_sends: bool,
-    /// Memory model settings; `None` prices time only. Its `schedule` and
-    /// `recompute` are taken from these options.
-    pub memory: Option<MemoryOptions>,
+    /// Price per-device memory and refuse splits that do not fit.
+    pub price_memory: bool,
 }
 
 impl Default for DeviceOptions {
     fn default() -> Self {
         DeviceOptions {
-            schedule: Schedule::OneFOneB,
-            overlap_dp_allreduce: false,
-            activation_bytes: ACTIVATION_BYTES,
-            gradient_bytes: GRADIENT_BYTES,
             blocking_sends: true,
             tied_allreduce: false,
             pass_overhead_s: PASS_OVERHEAD_S,
-            recompute: false,
-            scatter_gather_sends: false,
-            memory: Some(MemoryOptions::default()),
+            price_memory: true,
         }
     }
 }
@@ -271,55 +253,48 @@ fn group_key(inputs: &Inputs, group: &[Device]) -> GroupKey {
     (types, hops)
 }
 
-/// Layers of each of the `v` model chunks of a stage holding `layers`
-/// (stage `stage`, for errors): its transformer blocks split into `v`
-/// consecutive runs of equal size (when `v` does not divide them, the later
-/// chunks take the extra block), the other layers going with the chunk of
-/// the block before them (those before the first block with chunk 0). A
-/// stage with fewer blocks than chunks is split by layers instead.
-pub fn chunk_ranges(
-    model: &Model,
-    stage: usize,
-    layers: Range<usize>,
-    v: usize,
-) -> Result<Vec<Range<usize>>> {
-    if v <= 1 {
-        return Ok(vec![layers]);
-    }
-    let blocks: Vec<usize> = layers
-        .clone()
-        .filter(|&l| model.layers[l].kind == LayerKind::TransformerBlock)
-        .collect();
-    let units: Vec<usize> = if blocks.len() >= v {
-        blocks
+/// Bytes of one element sent between stages or all-reduced inside a
+/// tensor-parallel group (activation or activation gradient).
+fn activation_bytes(setup: &TrainingSetup) -> f64 {
+    setup.formats.sends.bytes()
+}
+
+/// Bytes of one gradient element in the data-parallel reduction.
+fn gradient_bytes(setup: &TrainingSetup) -> f64 {
+    setup.formats.gradients.bytes()
+}
+
+/// Whether a tensor-parallel stage sends `1 / tp` of a block's output per
+/// rank: scatter/gather sends, or sequence parallelism (whose activations
+/// between blocks are already split over the group).
+fn split_sends(setup: &TrainingSetup) -> bool {
+    setup.pipeline_send == PipelineSend::ScatterGather || setup.sequence_parallel
+}
+
+/// Data-parallel communication volume relative to a ring all-reduce of the
+/// gradients: ZeRO-1/2 replace it by a reduce-scatter and an all-gather
+/// (the same volume), ZeRO-3 adds a second all-gather of the weights.
+fn dp_comm_factor(setup: &TrainingSetup) -> f64 {
+    if setup.optimizer_sharding == OptimizerSharding::Zero3 {
+        ZERO3_COMM_FACTOR
     } else {
-        layers.clone().collect()
-    };
-    if units.len() < v {
-        return Err(AmpError::invalid(
-            format!("plan stage {stage}"),
-            format!(
-                "holds {} layers but the interleaved schedule splits every stage into {v} model chunks; use fewer virtual stages per device or fewer pipeline stages",
-                layers.len()
-            ),
-        ));
+        1.0
     }
-    let n = units.len();
-    Ok((0..v)
-        .map(|k| {
-            let start = if k == 0 {
-                layers.start
-            } else {
-                units[k * n / v]
-            };
-            let end = if k == v - 1 {
-                layers.end
-            } else {
-                units[(k + 1) * n / v]
-            };
-            start..end
-        })
-        .collect())
+}
+
+/// Share of a transformer block's forward spent in the attention core (the
+/// two batched products over the `s x s` scores), which selective
+/// recomputation reruns: per token a block does `24 h^2 + 4 s h` FLOPs
+/// (Korthikanti et al. 2022, sec. 6), the core `4 s h` of them, so the
+/// share is `s / (6 h + s)`. Zero for models without a shape.
+pub fn attention_core_share(model: &Model) -> f64 {
+    match &model.shape {
+        Some(sh) if sh.hidden > 0 => {
+            let (s, h) = (sh.seq_len as f64, sh.hidden as f64);
+            s / (6.0 * h + s)
+        }
+        _ => 0.0,
+    }
 }
 
 impl DeviceModel {
@@ -419,6 +394,7 @@ impl DeviceModel {
     fn group_costs(
         &self,
         inputs: &Inputs,
+        setup: &TrainingSetup,
         group: &[Device],
         mbs: usize,
         caches: &mut Caches,
@@ -443,24 +419,38 @@ impl DeviceModel {
             let costs = match costs {
                 Some(mut c) => {
                     if inputs.profile.compute_only(gpu, tp) {
-                        self.add_block_allreduces(inputs, group, mbs, &mut c);
+                        self.add_block_allreduces(inputs, setup, group, mbs, &mut c);
                     }
                     c
                 }
-                None => self.derived_costs(inputs, gpu, group, mbs)?,
+                None => self.derived_costs(inputs, setup, gpu, group, mbs)?,
             };
             for (o, c) in out.iter_mut().zip(costs) {
                 *o = o.max(c);
             }
         }
-        if self.options.recompute {
-            for (c, layer) in out.iter_mut().zip(&inputs.model.layers) {
-                if layer.kind == LayerKind::TransformerBlock {
-                    // The forward's share of the communication is half.
-                    c.backward_s += c.forward_s;
-                    c.tp_comm_s *= 1.5;
+        match setup.recompute {
+            Recompute::Full => {
+                for (c, layer) in out.iter_mut().zip(&inputs.model.layers) {
+                    if layer.kind == LayerKind::TransformerBlock {
+                        // The forward's share of the communication is half.
+                        c.backward_s += c.forward_s;
+                        c.tp_comm_s *= 1.5;
+                    }
                 }
             }
+            Recompute::Selective => {
+                // The attention core's share of a block's forward, rerun in
+                // its backward; it holds no tensor-parallel all-reduce.
+                let share = attention_core_share(inputs.model);
+                for (c, layer) in out.iter_mut().zip(&inputs.model.layers) {
+                    if layer.kind == LayerKind::TransformerBlock {
+                        let comm_forward = c.tp_comm_s / 2.0;
+                        c.backward_s += share * (c.forward_s - comm_forward).max(0.0);
+                    }
+                }
+            }
+            Recompute::None => {}
         }
         caches.groups.push((key, out.clone()));
         Ok(out)
@@ -472,6 +462,7 @@ impl DeviceModel {
     fn add_block_allreduces(
         &self,
         inputs: &Inputs,
+        setup: &TrainingSetup,
         group: &[Device],
         mbs: usize,
         costs: &mut [LayerCost],
@@ -488,7 +479,7 @@ impl DeviceModel {
             let comm = match last {
                 Some((e, t)) if e == elems => t,
                 _ => {
-                    let bytes = mbs as f64 * elems as f64 * self.activation_bytes(inputs);
+                    let bytes = mbs as f64 * elems as f64 * activation_bytes(setup);
                     let t = collective::allreduce_s(inputs.cluster, group, bytes);
                     last = Some((elems, t));
                     t
@@ -505,6 +496,7 @@ impl DeviceModel {
     fn derived_costs(
         &self,
         inputs: &Inputs,
+        setup: &TrainingSetup,
         gpu: &str,
         group: &[Device],
         mbs: usize,
@@ -522,40 +514,25 @@ impl DeviceModel {
                 tp_comm_s: 0.0,
             })
             .collect();
-        self.add_block_allreduces(inputs, group, mbs, &mut costs);
+        self.add_block_allreduces(inputs, setup, group, mbs, &mut costs);
         Ok(costs)
     }
 
-    /// Bytes of one activation element: the profile's training precision
-    /// when it states one (its times are only valid in that format), else
-    /// [`DeviceOptions::activation_bytes`].
-    fn activation_bytes(&self, inputs: &Inputs) -> f64 {
-        match inputs.profile.precision {
-            Some(Precision::Fp32) => 4.0,
-            Some(Precision::Mixed16) => 2.0,
-            None => self.options.activation_bytes,
-        }
-    }
-
-    /// Bytes of one gradient element in the data-parallel all-reduce: the
-    /// profile's training precision when it states one, else
-    /// [`DeviceOptions::gradient_bytes`].
-    fn gradient_bytes(&self, inputs: &Inputs) -> f64 {
-        match inputs.profile.precision {
-            Some(Precision::Fp32) => 4.0,
-            Some(Precision::Mixed16) => 2.0,
-            None => self.options.gradient_bytes,
-        }
-    }
-
     /// Bytes one rank of a stage ending after `layer` sends per micro-batch.
-    fn send_bytes(&self, inputs: &Inputs, layer: usize, sender_tp: usize, mbs: usize) -> f64 {
+    fn send_bytes(
+        &self,
+        inputs: &Inputs,
+        setup: &TrainingSetup,
+        layer: usize,
+        sender_tp: usize,
+        mbs: usize,
+    ) -> f64 {
         let l = &inputs.model.layers[layer];
         let mut elems = l.output_elems_per_sample as f64;
-        if l.kind == LayerKind::VocabProjection || self.options.scatter_gather_sends {
+        if l.kind == LayerKind::VocabProjection || split_sends(setup) {
             elems /= sender_tp.max(1) as f64;
         }
-        elems * mbs as f64 * self.activation_bytes(inputs)
+        elems * mbs as f64 * activation_bytes(setup)
     }
 
     /// One micro-batch's activation (or its gradient) after `layer` from
@@ -565,6 +542,7 @@ impl DeviceModel {
     fn transfer_s(
         &self,
         inputs: &Inputs,
+        setup: &TrainingSetup,
         from: &[Vec<Device>],
         to: &[Vec<Device>],
         layer: usize,
@@ -574,15 +552,11 @@ impl DeviceModel {
             return 0.0;
         }
         let sender_tp = from.first().map_or(1, |g| g.len());
-        let bytes = self.send_bytes(inputs, layer, sender_tp, mbs);
+        let bytes = self.send_bytes(inputs, setup, layer, sender_tp, mbs);
         let mut t = self.cut_s(inputs, from, to, bytes);
         let l = &inputs.model.layers[layer];
-        if self.options.scatter_gather_sends
-            && sender_tp > 1
-            && l.kind != LayerKind::VocabProjection
-        {
-            let full =
-                l.output_elems_per_sample as f64 * mbs as f64 * self.activation_bytes(inputs);
+        if split_sends(setup) && sender_tp > 1 && l.kind != LayerKind::VocabProjection {
+            let full = l.output_elems_per_sample as f64 * mbs as f64 * activation_bytes(setup);
             t += to
                 .iter()
                 .map(|g| collective::allgather_s(inputs.cluster, g, full))
@@ -604,23 +578,37 @@ impl DeviceModel {
         collective::concurrent_p2p_s(inputs.cluster, &pairs, bytes)
     }
 
-    /// Per-stage all-reduce times, tied weights included.
+    /// Per-pipeline-rank all-reduce times, tied weights included.
     fn allreduce_times(&self, inputs: &Inputs, plan: &Plan) -> Vec<f64> {
         let model = inputs.model;
-        let g = self.gradient_bytes(inputs);
+        let setup = &plan.setup;
+        let g = gradient_bytes(setup);
         let mut out: Vec<f64> = plan
-            .stages
+            .rank_stages()
             .iter()
-            .map(|s| {
+            .enumerate()
+            .map(|(j, s)| {
                 let tp = s.tp();
                 let rings: Vec<Vec<Device>> = (0..tp)
                     .map(|t| s.replicas.iter().map(|rep| rep[t]).collect())
                     .collect();
-                let bytes = model.stage_params(s.layers()) as f64 / tp as f64 * g;
+                let params: u64 = plan
+                    .rank_layers(j)
+                    .into_iter()
+                    .map(|c| model.stage_params(c))
+                    .sum();
+                let bytes = params as f64 / tp as f64 * g;
                 collective::concurrent_allreduce_s(inputs.cluster, &rings, bytes)
+                    * dp_comm_factor(setup)
             })
             .collect();
-        let stage_of = |l: usize| plan.stages.iter().position(|s| s.layers().contains(&l));
+        let pp = plan.pp().max(1);
+        let stage_of = |l: usize| {
+            plan.stages
+                .iter()
+                .position(|s| s.layers().contains(&l))
+                .map(|i| i % pp)
+        };
         for (l, layer) in model.layers.iter().enumerate() {
             let Some(t) = layer.tied_to.filter(|_| self.options.tied_allreduce) else {
                 continue;
@@ -649,7 +637,9 @@ impl DeviceModel {
 
     /// Optimizer step of one stage: measured where the profile has it, on
     /// the slowest of the stage's GPU types.
-    fn optimizer_time(&self, inputs: &Inputs, stage: &Stage) -> f64 {
+    fn optimizer_time(&self, inputs: &Inputs, plan: &Plan, rank: usize) -> f64 {
+        let stage: &Stage = &plan.stages[rank];
+        let chunks = plan.rank_layers(rank);
         let tp = stage.tp();
         let mut types: Vec<&str> = stage
             .devices()
@@ -657,13 +647,23 @@ impl DeviceModel {
             .collect();
         types.sort();
         types.dedup();
-        let estimate =
-            OPTIMIZER_S_PER_PARAM * inputs.model.stage_params(stage.layers()) as f64 / tp as f64;
+        let params: u64 = chunks
+            .iter()
+            .map(|c| inputs.model.stage_params(c.clone()))
+            .sum();
+        // Sharded optimizer state: each replica steps its share.
+        let shard = if plan.setup.optimizer_sharding >= OptimizerSharding::Zero1 {
+            stage.dp().max(1) as f64
+        } else {
+            1.0
+        };
+        let estimate = OPTIMIZER_S_PER_PARAM * params as f64 / tp as f64 / shard;
         types
             .into_iter()
             .map(|gpu| {
-                let measured: Option<f64> = stage
-                    .layers()
+                let measured: Option<f64> = chunks
+                    .iter()
+                    .flat_map(|c| c.clone())
                     .map(|l| {
                         inputs.profile.optimizer_time(gpu, tp, l).or_else(|| {
                             inputs
@@ -673,7 +673,7 @@ impl DeviceModel {
                         })
                     })
                     .sum();
-                measured.unwrap_or(estimate)
+                measured.map_or(estimate, |m| m / shard)
             })
             .fold(0.0, f64::max)
     }
@@ -686,18 +686,15 @@ impl DeviceModel {
     /// The simulation and the per-replica, per-stage costs it ran on.
     fn run(&self, inputs: &Inputs, plan: &Plan) -> Result<(Simulation, Vec<Vec<StageCost>>)> {
         plan.validate(inputs.model, inputs.cluster)?;
+        let setup = &plan.setup;
+        setup.check_profile(inputs.profile)?;
         let mbs = plan.micro_batch;
         let pp = plan.pp();
         let dp = plan.dp();
-        let v = self.options.schedule.virtual_stages();
-        let nv = pp * v;
-        // chunks[j][k]: layers of chunk k of stage j (virtual stage k pp + j).
-        let chunks: Vec<Vec<Range<usize>>> = plan
-            .stages
-            .iter()
-            .enumerate()
-            .map(|(j, s)| chunk_ranges(inputs.model, j, s.layers(), v))
-            .collect::<Result<_>>()?;
+        let nv = plan.stages.len();
+        // chunks[j][k]: layers of chunk k of pipeline rank j (virtual stage
+        // k pp + j).
+        let chunks: Vec<Vec<Range<usize>>> = (0..pp).map(|j| plan.rank_layers(j)).collect();
         let mut caches: Vec<(usize, Caches)> = Vec::new();
         // stage_costs[r][j] (all chunks); chunk_costs[r][c] = (forward,
         // backward) of virtual stage c.
@@ -705,14 +702,14 @@ impl DeviceModel {
             (0..dp).map(|_| Vec::with_capacity(pp)).collect();
         let mut chunk_costs: Vec<Vec<(f64, f64)>> = vec![vec![(0.0, 0.0); nv]; dp];
         let o = self.options.pass_overhead_s;
-        for (j, s) in plan.stages.iter().enumerate() {
+        for (j, s) in plan.rank_stages().iter().enumerate() {
             let tp = s.tp();
             if !caches.iter().any(|(t, _)| *t == tp) {
                 caches.push((tp, Caches::default()));
             }
             let cache = &mut caches.iter_mut().find(|(t, _)| *t == tp).unwrap().1;
             for (r, rep) in s.replicas.iter().enumerate() {
-                let costs = self.group_costs(inputs, rep, mbs, cache)?;
+                let costs = self.group_costs(inputs, setup, rep, mbs, cache)?;
                 let mut total = StageCost {
                     forward_s: 0.0,
                     backward_s: 0.0,
@@ -737,9 +734,9 @@ impl DeviceModel {
             let last = chunks[j][c / pp].end - 1;
             let (a, b) = (&plan.stages[j].replicas, &plan.stages[jn].replicas);
             if forward {
-                self.transfer_s(inputs, a, b, last, mbs)
+                self.transfer_s(inputs, setup, a, b, last, mbs)
             } else {
-                self.transfer_s(inputs, b, a, last, mbs)
+                self.transfer_s(inputs, setup, b, a, last, mbs)
             }
         };
         let sends: Vec<f64> = (0..nv - 1).map(|c| transfer(c, true)).collect();
@@ -759,12 +756,13 @@ impl DeviceModel {
                 reps.push(r);
             }
         }
-        let tail = plan
-            .stages
-            .iter()
-            .map(|s| {
-                let total = inputs.model.stage_params(s.layers()) as f64;
-                let first = inputs.model.layers[s.first_layer].params as f64;
+        let tail = (0..pp)
+            .map(|j| {
+                let total: f64 = chunks[j]
+                    .iter()
+                    .map(|c| inputs.model.stage_params(c.clone()) as f64)
+                    .sum();
+                let first = inputs.model.layers[chunks[j][0].start].params as f64;
                 if total > 0.0 {
                     (first / total).min(1.0)
                 } else {
@@ -775,14 +773,12 @@ impl DeviceModel {
         let spec = IterationSpec {
             pipelines,
             num_micro_batches: plan.num_micro_batches,
-            schedule: self.options.schedule,
+            schedule: setup.schedule,
             allreduce_s: self.allreduce_times(inputs, plan),
-            optimizer_s: plan
-                .stages
-                .iter()
-                .map(|s| self.optimizer_time(inputs, s))
+            optimizer_s: (0..pp)
+                .map(|j| self.optimizer_time(inputs, plan, j))
                 .collect(),
-            overlap_allreduce: self.options.overlap_dp_allreduce,
+            overlap_allreduce: setup.overlap_grad_reduce,
             allreduce_tail_fraction: tail,
             blocking_sends: self.options.blocking_sends,
         };
@@ -798,14 +794,6 @@ impl DeviceModel {
     pub fn timeline(&self, inputs: &Inputs, plan: &Plan) -> Result<Timeline> {
         Ok(self.run(inputs, plan)?.0.timeline)
     }
-
-    fn memory_options(&self) -> Option<MemoryOptions> {
-        self.options.memory.map(|m| MemoryOptions {
-            schedule: self.options.schedule,
-            recompute: self.options.recompute,
-            ..m
-        })
-    }
 }
 
 impl CostModel for DeviceModel {
@@ -815,6 +803,8 @@ impl CostModel for DeviceModel {
 
     fn stage_tables(&self, inputs: &Inputs, c: &Candidate) -> Result<StageTables> {
         let grid = c.grid;
+        let setup = c.setup;
+        setup.check_profile(inputs.profile)?;
         let mbs = c.micro_batch;
         let n = inputs.model.num_layers();
         let mut cache = Caches::default();
@@ -822,7 +812,7 @@ impl CostModel for DeviceModel {
         for j in 0..grid.pp {
             let mut per_layer = vec![0.0f64; n];
             for rep in grid.stage(j) {
-                let costs = self.group_costs(inputs, rep, mbs, &mut cache)?;
+                let costs = self.group_costs(inputs, setup, rep, mbs, &mut cache)?;
                 for (p, c) in per_layer.iter_mut().zip(costs) {
                     *p = p.max(c.forward_s + c.backward_s);
                 }
@@ -841,22 +831,22 @@ impl CostModel for DeviceModel {
                             return *t;
                         }
                         let (a, b) = (grid.stage(j), grid.stage(j + 1));
-                        let t = self.transfer_s(inputs, a, b, k, mbs)
-                            + self.transfer_s(inputs, b, a, k, mbs);
+                        let t = self.transfer_s(inputs, setup, a, b, k, mbs)
+                            + self.transfer_s(inputs, setup, b, a, k, mbs);
                         seen.push((key, t));
                         t
                     })
                     .collect()
             })
             .collect();
-        let memory = self.memory_options().map(|m| {
+        let memory = self.options.price_memory.then(|| {
             memory::stage_memory_tables(
                 inputs.model,
                 inputs.cluster,
                 grid,
                 mbs,
                 c.num_micro_batches,
-                &m,
+                setup,
             )
         });
         // The all-reduce tail, linear in the stage's parameters (its
@@ -869,10 +859,10 @@ impl CostModel for DeviceModel {
                 let rings: Vec<Vec<Device>> = (0..grid.tp)
                     .map(|t| stage.iter().map(|rep| rep[t]).collect())
                     .collect();
-                let bytes = probe / grid.tp as f64 * self.gradient_bytes(inputs);
+                let bytes = probe / grid.tp as f64 * gradient_bytes(setup);
                 let t = collective::concurrent_allreduce_s(inputs.cluster, &rings, bytes)
                     - collective::concurrent_allreduce_s(inputs.cluster, &rings, 0.0);
-                t / probe
+                t * dp_comm_factor(setup) / probe
             })
             .collect();
         Ok(StageTables {
@@ -883,10 +873,7 @@ impl CostModel for DeviceModel {
                 s_per_param,
                 params: inputs.model.param_table(),
             }),
-            min_layers: match self.options.schedule {
-                Schedule::Interleaved { virtual_stages } => virtual_stages.max(1),
-                _ => 1,
-            },
+            min_layers: 1,
         })
     }
 
@@ -899,9 +886,10 @@ impl CostModel for DeviceModel {
         } else {
             0.0
         };
-        let memory = match self.memory_options() {
-            Some(m) => memory::plan_memory(inputs.model, inputs.cluster, plan, &m),
-            None => Vec::new(),
+        let memory = if self.options.price_memory {
+            memory::plan_memory(inputs.model, inputs.cluster, plan)
+        } else {
+            Vec::new()
         };
         Ok(Estimate {
             iteration_s: sim.timeline.iteration_s,
@@ -925,7 +913,8 @@ mod tests {
     use crate::model::{Layer, Model};
     use crate::placement::{DeviceGrid, Placement};
     use crate::profile::{Profile, ProfileEntry};
-    use crate::schedule::EventKind;
+    use crate::schedule::{EventKind, Schedule};
+    use crate::setup::Precision;
 
     fn d(node: usize, gpu: usize) -> Device {
         Device { node, gpu }
@@ -981,7 +970,7 @@ mod tests {
 
     fn time_only() -> DeviceModel {
         DeviceModel::new(DeviceOptions {
-            memory: None,
+            price_memory: false,
             ..Default::default()
         })
     }
@@ -998,6 +987,7 @@ mod tests {
                     replicas,
                 })
                 .collect(),
+            setup: TrainingSetup::default(),
         }
     }
 
@@ -1139,6 +1129,7 @@ mod tests {
         let grid = DeviceGrid::new(&c, 1, 2, 2, &Placement::artifact_default(&c));
         let cand = Candidate {
             grid: &grid,
+            setup: &TrainingSetup::default(),
             micro_batch: 2,
             num_micro_batches: 4,
         };
@@ -1154,7 +1145,7 @@ mod tests {
     }
 
     #[test]
-    fn profile_precision_sizes_sends_and_allreduces() {
+    fn number_formats_size_sends_and_allreduces() {
         let (m, c) = (model(), cluster());
         let mut p = Profile {
             entries: vec![
@@ -1164,37 +1155,41 @@ mod tests {
             precision: None,
         };
         let grid = DeviceGrid::new(&c, 1, 2, 2, &Placement::artifact_default(&c));
-        let cand = Candidate {
-            grid: &grid,
-            micro_batch: 2,
-            num_micro_batches: 4,
+        let fp32 = TrainingSetup {
+            formats: Precision::Fp32.formats(),
+            ..TrainingSetup::default()
         };
-        let pl = plan(
-            vec![
-                (0, 2, vec![vec![d(0, 0)], vec![d(0, 1)]]),
-                (2, 4, vec![vec![d(1, 0)], vec![d(1, 1)]]),
-            ],
-            4,
-        );
-        let price = |p: &Profile| {
+        let price = |p: &Profile, setup: &TrainingSetup| {
             let inputs = Inputs {
                 model: &m,
                 cluster: &c,
                 profile: p,
             };
+            let cand = Candidate {
+                grid: &grid,
+                setup,
+                micro_batch: 2,
+                num_micro_batches: 4,
+            };
+            let mut pl = plan(
+                vec![
+                    (0, 2, vec![vec![d(0, 0)], vec![d(0, 1)]]),
+                    (2, 4, vec![vec![d(1, 0)], vec![d(1, 1)]]),
+                ],
+                4,
+            );
+            pl.setup = *setup;
             let model = time_only();
-            (
-                model.stage_tables(&inputs, &cand).unwrap(),
+            Ok::<_, AmpError>((
+                model.stage_tables(&inputs, &cand)?,
                 model.allreduce_times(&inputs, &pl),
-            )
+            ))
         };
-        // Unknown precision: the options' 2-byte elements (see
-        // breakdown_adds_up_and_tables_match). A profile measured in fp32
-        // sends and reduces 4-byte elements: 2 x 100 x 4 = 800 bytes per
-        // rank and cut, two replicas sharing each NIC, both ways.
-        let (t16, ar16) = price(&p);
+        // 16-bit: 2 x 100 x 2 = 400 bytes per rank and cut; fp32 twice
+        // that; two replicas sharing each NIC, both ways.
+        let (t16, ar16) = price(&p, &TrainingSetup::default()).unwrap();
         p.precision = Some(Precision::Fp32);
-        let (t32, ar32) = price(&p);
+        let (t32, ar32) = price(&p, &fp32).unwrap();
         let lat = collective::INTER_NODE_LATENCY_S;
         let bw = 1e9 * collective::INTER_NODE_EFFICIENCY;
         assert!((t16.cut[0][1] - 2.0 * (lat + 800.0 / bw)).abs() < 1e-15);
@@ -1207,11 +1202,60 @@ mod tests {
                 assert!((t - (2.0 * intra + bytes / 1e9)).abs() < 1e-15, "{t}");
             }
         }
-        // The profile's precision wins over the options: the times were
-        // measured in it.
-        p.precision = Some(Precision::Mixed16);
-        let (t16b, _) = price(&p);
+        // A profile measured in fp32 does not price a 16-bit setup.
+        let e = price(&p, &TrainingSetup::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("measured in fp32"), "{e}");
+        // fp16 and bf16 share their element size.
+        p.precision = Some(Precision::Fp16);
+        let (t16b, _) = price(&p, &TrainingSetup::default()).unwrap();
         assert_eq!(t16b.cut, t16.cut);
+    }
+
+    #[test]
+    fn zero3_pays_one_and_a_half_all_reduces_and_selective_recompute_reruns_attention() {
+        let (c, mut m) = (cluster(), model());
+        m.shape = Some(crate::model::TransformerShape {
+            hidden: 64,
+            num_blocks: 4,
+            seq_len: 128,
+            vocab: 10,
+            heads: 2,
+        });
+        let p = Profile {
+            entries: vec![
+                entry("fast", 1, 1.0, Some(2.0)),
+                entry("slow", 1, 2.0, Some(4.0)),
+            ],
+            precision: None,
+        };
+        let inputs = Inputs {
+            model: &m,
+            cluster: &c,
+            profile: &p,
+        };
+        let mut pl = plan(
+            vec![
+                (0, 2, vec![vec![d(0, 0)], vec![d(0, 1)]]),
+                (2, 4, vec![vec![d(1, 0)], vec![d(1, 1)]]),
+            ],
+            4,
+        );
+        let plain = time_only().allreduce_times(&inputs, &pl);
+        pl.setup.optimizer_sharding = OptimizerSharding::Zero3;
+        let z3 = time_only().allreduce_times(&inputs, &pl);
+        for (a, b) in plain.iter().zip(&z3) {
+            assert!((b / a - ZERO3_COMM_FACTOR).abs() < 1e-12);
+        }
+        // s = 128, h = 64: the attention core is 128 / (384 + 128) = 1/4 of
+        // a block's forward, rerun in its backward.
+        pl.setup = TrainingSetup {
+            recompute: Recompute::Selective,
+            ..TrainingSetup::default()
+        };
+        let t = time_only().timeline(&inputs, &pl).unwrap();
+        all_close(durations(&t, 0, EventKind::Backward), 2.0 * (2.0 + 0.25), 4);
     }
 
     #[test]
@@ -1222,8 +1266,11 @@ mod tests {
             ..entry("fast", 2, 1.0, Some(2.0))
         };
         let measured = entry("fast", 2, 1.0, Some(2.0));
-        let pl = plan(vec![(0, 4, vec![vec![d(0, 0), d(0, 1)]])], 1);
         let price = |e: &ProfileEntry, recompute: bool| {
+            let mut pl = plan(vec![(0, 4, vec![vec![d(0, 0), d(0, 1)]])], 1);
+            if recompute {
+                pl.setup.recompute = Recompute::Full;
+            }
             let p = Profile {
                 entries: vec![e.clone()],
                 precision: None,
@@ -1233,12 +1280,7 @@ mod tests {
                 cluster: &c,
                 profile: &p,
             };
-            let dm = DeviceModel::new(DeviceOptions {
-                recompute,
-                memory: None,
-                ..Default::default()
-            });
-            let t = dm.timeline(&inputs, &pl).unwrap();
+            let t = time_only().timeline(&inputs, &pl).unwrap();
             (
                 durations(&t, 0, EventKind::Forward)[0],
                 durations(&t, 0, EventKind::Backward)[0],
@@ -1260,30 +1302,6 @@ mod tests {
         assert_eq!(price(&measured, true), (4.0, 12.0));
     }
 
-    #[test]
-    fn chunks_split_the_blocks_of_a_stage() {
-        let mut m = model();
-        m.layers[0].kind = LayerKind::Embedding;
-        assert_eq!(chunk_ranges(&m, 0, 0..4, 1).unwrap(), vec![0..4]);
-        // Blocks 1, 2, 3 in two chunks: the embedding with the first, the
-        // odd block with the second.
-        assert_eq!(chunk_ranges(&m, 0, 0..4, 2).unwrap(), vec![0..2, 2..4]);
-        assert_eq!(
-            chunk_ranges(&m, 0, 0..4, 3).unwrap(),
-            vec![0..2, 2..3, 3..4]
-        );
-        // Fewer blocks than chunks: by layers; fewer layers: an error.
-        assert_eq!(
-            chunk_ranges(&m, 0, 0..4, 4).unwrap(),
-            vec![0..1, 1..2, 2..3, 3..4]
-        );
-        let e = chunk_ranges(&m, 2, 0..4, 5).unwrap_err().to_string();
-        assert!(
-            e.contains("plan stage 2") && e.contains("5 model chunks"),
-            "{e}"
-        );
-    }
-
     /// Two stages of two replicas, two chunks per device: identical
     /// replicas are simulated once, every chunk is priced on its layers and
     /// the wrap-around cut (device 1 chunk 0 -> device 0 chunk 1) is an
@@ -1303,18 +1321,26 @@ mod tests {
             cluster: &c,
             profile: &p,
         };
-        let pl = plan(
+        let il = TrainingSetup {
+            schedule: Schedule::Interleaved { virtual_stages: 2 },
+            ..TrainingSetup::default()
+        };
+        // Megatron-LM's order: virtual stage i on pipeline rank i mod 2.
+        let (r0, r1) = (
+            vec![vec![d(0, 0)], vec![d(0, 1)]],
+            vec![vec![d(1, 0)], vec![d(1, 1)]],
+        );
+        let mut pl = plan(
             vec![
-                (0, 2, vec![vec![d(0, 0)], vec![d(0, 1)]]),
-                (2, 4, vec![vec![d(1, 0)], vec![d(1, 1)]]),
+                (0, 1, r0.clone()),
+                (1, 2, r1.clone()),
+                (2, 3, r0),
+                (3, 4, r1),
             ],
             4,
         );
-        let dm = DeviceModel::new(DeviceOptions {
-            schedule: Schedule::Interleaved { virtual_stages: 2 },
-            memory: None,
-            ..Default::default()
-        });
+        pl.setup = il;
+        let dm = time_only();
         let t = dm.timeline(&inputs, &pl).unwrap();
         let fwd: Vec<_> = t
             .events
@@ -1338,10 +1364,16 @@ mod tests {
             .collect();
         all_close(wrap, send, 4);
         // The same plan with one replica per stage runs the same pipeline.
-        let one = plan(
-            vec![(0, 2, vec![vec![d(0, 0)]]), (2, 4, vec![vec![d(1, 0)]])],
+        let mut one = plan(
+            vec![
+                (0, 1, vec![vec![d(0, 0)]]),
+                (1, 2, vec![vec![d(1, 0)]]),
+                (2, 3, vec![vec![d(0, 0)]]),
+                (3, 4, vec![vec![d(1, 0)]]),
+            ],
             4,
         );
+        one.setup = il;
         let e2 = dm.evaluate(&inputs, &pl).unwrap();
         let e1 = dm.evaluate(&inputs, &one).unwrap();
         let busy =
@@ -1368,14 +1400,20 @@ mod tests {
         let grid = DeviceGrid::new(&c, 2, 1, 2, &Placement::artifact_default(&c));
         let cand = Candidate {
             grid: &grid,
+            setup: &TrainingSetup::default(),
             micro_batch: 2,
             num_micro_batches: 4,
         };
-        let sg = DeviceModel::new(DeviceOptions {
-            scatter_gather_sends: true,
-            memory: None,
-            ..Default::default()
-        });
+        let sg_setup = TrainingSetup {
+            pipeline_send: PipelineSend::ScatterGather,
+            ..TrainingSetup::default()
+        };
+        let sg_cand = Candidate {
+            grid: &grid,
+            setup: &sg_setup,
+            micro_batch: 2,
+            num_micro_batches: 4,
+        };
         let lat = collective::INTER_NODE_LATENCY_S;
         let bw = 1e9 * collective::INTER_NODE_EFFICIENCY;
         // Full sends: each of the 2 ranks sends 400 bytes through one NIC.
@@ -1383,7 +1421,7 @@ mod tests {
         assert!((full.cut[0][1] - 2.0 * (lat + 2.0 * 400.0 / bw)).abs() < 1e-15);
         // Scatter/gather: 200 bytes each, then an all-gather of the 400
         // bytes inside the receiving node: 10 us + 1/2 x 400 / 1e9.
-        let t = sg.stage_tables(&inputs, &cand).unwrap();
+        let t = time_only().stage_tables(&inputs, &sg_cand).unwrap();
         let gather = collective::INTRA_NODE_LATENCY_S + 200.0 / 1e9;
         let want = 2.0 * (lat + 2.0 * 200.0 / bw + gather);
         assert!(

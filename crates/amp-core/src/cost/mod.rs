@@ -170,6 +170,8 @@ impl SplitCosts for StageTables {
 #[derive(Debug, Clone)]
 pub struct Candidate<'g> {
     pub grid: &'g DeviceGrid,
+    /// The training setup every plan of the candidate records.
+    pub setup: &'g crate::setup::TrainingSetup,
     pub micro_batch: usize,
     pub num_micro_batches: usize,
 }

@@ -18,7 +18,17 @@ pub fn gpt2() -> Model {
 pub fn homogeneous() -> (Plan, Model, Cluster) {
     let c = clusters::homogeneous();
     let g = DeviceGrid::new(&c, 2, 2, 4, &Placement::artifact_default(&c));
-    (plan_from_grid(&g, &[0, 8, 14, 20, 30], 2, 4), gpt2(), c)
+    (
+        plan_from_grid(
+            &g,
+            &[0, 8, 14, 20, 30],
+            2,
+            4,
+            &amp_core::cost::amp_paper::artifact_setup(),
+        ),
+        gpt2(),
+        c,
+    )
 }
 
 /// GPT-2 on 3 x p3.8xlarge + 1 x g4dn.12xlarge with the T4 node first
@@ -30,7 +40,17 @@ pub fn uneven() -> (Plan, Model, Cluster) {
         node_order: vec![3, 0, 1, 2],
     };
     let g = DeviceGrid::new(&c, 2, 2, 4, &p);
-    (plan_from_grid(&g, &[0, 7, 14, 21, 30], 1, 8), gpt2(), c)
+    (
+        plan_from_grid(
+            &g,
+            &[0, 7, 14, 21, 30],
+            1,
+            8,
+            &amp_core::cost::amp_paper::artifact_setup(),
+        ),
+        gpt2(),
+        c,
+    )
 }
 
 /// Blocks 5/6/8/5: the middle stages differ.
@@ -64,6 +84,7 @@ pub fn mixed_tp() -> (Plan, Model, Cluster) {
                 replicas: vec![vec![d(0, 0)], vec![d(0, 1)]],
             },
         ],
+        setup: amp_core::cost::amp_paper::artifact_setup(),
     };
     (p, gpt2(), c)
 }
@@ -81,7 +102,11 @@ pub fn large() -> (Plan, Model, Cluster) {
         b.push(2 + 6 * j);
     }
     b.push(54);
-    (plan_from_grid(&g, &b, 1, 32), m, c)
+    (
+        plan_from_grid(&g, &b, 1, 32, &amp_core::cost::amp_paper::artifact_setup()),
+        m,
+        c,
+    )
 }
 
 /// An event built through serde so that the test does not depend on which

@@ -1,0 +1,134 @@
+//! The training-setup flags shared by `plan`, `eval` and `export`, and the
+//! one place they become a [`TrainingSetup`].
+
+use amp_core::profile::Profile;
+use amp_core::schedule::Schedule;
+use amp_core::setup::{
+    parse_schedule, Engine, OptimizerSharding, PipelineSend, Precision, Recompute, TrainingSetup,
+};
+use anyhow::{bail, Result};
+use clap::Args;
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct SetupArgs {
+    /// Number format: bf16, fp16 (mixed precision, fp32 master weights and
+    /// Adam), fp32, tf32 or fp8. Default: the profile's, fp16 for the AMP
+    /// artifact's profiles, else bf16.
+    #[arg(long, value_parser = parse_precision, help_heading = "Training setup")]
+    pub precision: Option<Precision>,
+    /// Pipeline schedule: 1f1b (default), gpipe, or interleaved:V
+    /// (Megatron-LM's interleaved 1F1B, V model chunks per pipeline rank, on
+    /// its even split of the blocks).
+    #[arg(long, value_parser = parse_schedule, help_heading = "Training setup")]
+    pub schedule: Option<Schedule>,
+    /// Activation recomputation: none, selective (attention core) or full;
+    /// `--recompute` alone means full.
+    #[arg(long, num_args = 0..=1, default_missing_value = "full", value_parser = parse_recompute, help_heading = "Training setup")]
+    pub recompute: Option<Recompute>,
+    /// Shard optimizer state over data-parallel replicas: none, zero1
+    /// (= Megatron-LM's distributed optimizer), zero2, zero3 (= FSDP).
+    #[arg(long, value_parser = parse_sharding, help_heading = "Training setup")]
+    pub optimizer_sharding: Option<OptimizerSharding>,
+    /// Megatron-LM sequence parallelism (with tensor parallelism).
+    #[arg(long, help_heading = "Training setup")]
+    pub sequence_parallel: bool,
+    /// Pipeline sends of a tensor-parallel stage: full (every rank sends the
+    /// whole activation) or scatter-gather. Default: the engine's (Megatron-LM
+    /// scatter-gather), else full.
+    #[arg(long, value_parser = parse_send, help_heading = "Training setup")]
+    pub pipeline_send: Option<PipelineSend>,
+    /// Overlap each stage's gradient all-reduce with its last backward pass.
+    #[arg(long, help_heading = "Training setup")]
+    pub overlap_allreduce: bool,
+    /// Engine the plan will run on (megatron, deepspeed, torchtitan): plans
+    /// are priced as it runs them and refused where it cannot.
+    #[arg(long, value_parser = parse_engine, help_heading = "Training setup")]
+    pub engine: Option<Engine>,
+}
+
+fn parse_precision(s: &str) -> Result<Precision, String> {
+    s.parse()
+}
+fn parse_recompute(s: &str) -> Result<Recompute, String> {
+    s.parse()
+}
+fn parse_sharding(s: &str) -> Result<OptimizerSharding, String> {
+    s.parse()
+}
+fn parse_send(s: &str) -> Result<PipelineSend, String> {
+    s.parse()
+}
+fn parse_engine(s: &str) -> Result<Engine, String> {
+    s.parse()
+}
+
+impl SetupArgs {
+    /// The flags given, as they were spelled, for error messages.
+    pub fn given(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.precision.is_some() {
+            v.push("--precision");
+        }
+        if self.schedule.is_some() {
+            v.push("--schedule");
+        }
+        if self.recompute.is_some() {
+            v.push("--recompute");
+        }
+        if self.optimizer_sharding.is_some() {
+            v.push("--optimizer-sharding");
+        }
+        if self.sequence_parallel {
+            v.push("--sequence-parallel");
+        }
+        if self.pipeline_send.is_some() {
+            v.push("--pipeline-send");
+        }
+        if self.overlap_allreduce {
+            v.push("--overlap-allreduce");
+        }
+        if self.engine.is_some() {
+            v.push("--engine");
+        }
+        v
+    }
+
+    /// The setup these flags ask for. `default_precision` applies when
+    /// `--precision` is absent; `emit` is the engine `--emit` targets, which
+    /// is the plan's engine unless `--engine` says otherwise.
+    pub fn resolve(
+        &self,
+        default_precision: Precision,
+        emit: Option<Engine>,
+        profile: &Profile,
+    ) -> Result<TrainingSetup> {
+        let engine = match (self.engine, emit) {
+            (Some(a), Some(b)) if a != b => bail!(
+                "--engine {a} and --emit {b} disagree: the plan is priced as one engine runs it; drop --engine or emit for {a}"
+            ),
+            (a, b) => a.or(b),
+        };
+        let precision = self.precision.unwrap_or(default_precision);
+        let setup = TrainingSetup {
+            formats: precision.formats(),
+            schedule: self.schedule.unwrap_or_default(),
+            recompute: self.recompute.unwrap_or_default(),
+            optimizer_sharding: self.optimizer_sharding.unwrap_or_default(),
+            sequence_parallel: self.sequence_parallel,
+            pipeline_send: self
+                .pipeline_send
+                .or(engine.map(Engine::default_pipeline_send))
+                .unwrap_or_default(),
+            overlap_grad_reduce: self.overlap_allreduce,
+            engine,
+        };
+        setup.check()?;
+        if let Err(e) = setup.check_profile(profile) {
+            if self.precision.is_some() {
+                bail!("--precision {precision}: {e}");
+            }
+            return Err(e.into());
+        }
+        Ok(setup)
+    }
+}

@@ -1,0 +1,593 @@
+//! The training setup: everything about a training job besides its model,
+//! cluster and parallel layout that changes what an iteration costs.
+//!
+//! One [`TrainingSetup`] travels with every [`crate::Plan`] (and is written
+//! into the plan JSON): the cost model, the memory model, the schedule
+//! simulation, the exports and the report all read it from there, so the
+//! job amp prices is the job it describes and exports.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{AmpError, Result};
+use crate::schedule::Schedule;
+
+/// Number format of the matrix products (and, for the 16-bit formats, of
+/// weights, gradients and activations; see [`NumberFormats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in fp32, fp32 (CUDA-core) matrix products.
+    Fp32,
+    /// fp32 storage, TF32 tensor-core matrix products.
+    Tf32,
+    /// Mixed precision with fp16 weights, gradients and activations, fp32
+    /// master weights and Adam moments.
+    #[serde(alias = "mixed16")]
+    Fp16,
+    /// Mixed precision with bf16, otherwise as [`Precision::Fp16`].
+    #[default]
+    Bf16,
+    /// FP8 matrix products (Transformer Engine), bf16 storage.
+    Fp8,
+}
+
+impl Precision {
+    pub const ALL: [Precision; 5] = [
+        Precision::Fp32,
+        Precision::Tf32,
+        Precision::Fp16,
+        Precision::Bf16,
+        Precision::Fp8,
+    ];
+
+    /// The name in files and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Tf32 => "tf32",
+            Precision::Fp16 => "fp16",
+            Precision::Bf16 => "bf16",
+            Precision::Fp8 => "fp8",
+        }
+    }
+
+    /// Whether weights, gradients and activations are kept in 16 bits.
+    pub fn is_half(self) -> bool {
+        matches!(self, Precision::Fp16 | Precision::Bf16 | Precision::Fp8)
+    }
+
+    /// The storage formats this precision implies (engines' defaults:
+    /// Megatron-LM, DeepSpeed and PyTorch AMP keep fp32 master weights and
+    /// Adam moments in mixed precision).
+    pub fn formats(self) -> NumberFormats {
+        if self.is_half() {
+            let half = if self == Precision::Fp16 {
+                NumberFormat::Fp16
+            } else {
+                NumberFormat::Bf16
+            };
+            NumberFormats {
+                compute: self,
+                weights: half,
+                gradients: half,
+                master_weights: Some(NumberFormat::Fp32),
+                optimizer_state: NumberFormat::Fp32,
+                activations: half,
+                sends: half,
+            }
+        } else {
+            NumberFormats {
+                compute: self,
+                weights: NumberFormat::Fp32,
+                gradients: NumberFormat::Fp32,
+                master_weights: None,
+                optimizer_state: NumberFormat::Fp32,
+                activations: NumberFormat::Fp32,
+                sends: NumberFormat::Fp32,
+            }
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Precision, String> {
+        Precision::ALL
+            .into_iter()
+            .find(|p| p.name() == s.trim().to_ascii_lowercase())
+            .ok_or_else(|| {
+                format!("unknown precision `{s}`; choose one of fp32, tf32, fp16, bf16, fp8")
+            })
+    }
+}
+
+/// How one kind of tensor is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NumberFormat {
+    Fp32,
+    Bf16,
+    Fp16,
+}
+
+impl NumberFormat {
+    /// Bytes of one element.
+    pub fn bytes(self) -> f64 {
+        match self {
+            NumberFormat::Fp32 => 4.0,
+            NumberFormat::Bf16 | NumberFormat::Fp16 => 2.0,
+        }
+    }
+}
+
+/// Storage format of each kind of tensor training keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NumberFormats {
+    /// Format of the matrix products, which sets compute speed.
+    pub compute: Precision,
+    pub weights: NumberFormat,
+    /// Gradients, as held and as the data-parallel all-reduce sends them.
+    pub gradients: NumberFormat,
+    /// The optimizer's own copy of the weights, when it keeps one.
+    pub master_weights: Option<NumberFormat>,
+    /// Each of Adam's two moments.
+    pub optimizer_state: NumberFormat,
+    /// Activations stored for the backward pass.
+    pub activations: NumberFormat,
+    /// What pipeline stages send each other and tensor-parallel groups
+    /// all-reduce: the residual stream between blocks.
+    pub sends: NumberFormat,
+}
+
+impl Default for NumberFormats {
+    fn default() -> Self {
+        Precision::default().formats()
+    }
+}
+
+impl NumberFormats {
+    /// PyTorch autocast over fp32 weights (no separate master copy): the
+    /// matrix products run in `half` and keep their saved inputs in it, while
+    /// weights, gradients, Adam moments and the residual stream between
+    /// blocks (what stages send) stay fp32.
+    pub fn autocast(half: Precision) -> NumberFormats {
+        let mut f = Precision::Fp32.formats();
+        f.compute = half;
+        f.activations = half.formats().activations;
+        f
+    }
+
+    /// Optimizer bytes per parameter: master weights and two Adam moments.
+    pub fn optimizer_bytes_per_param(&self) -> f64 {
+        self.master_weights.map_or(0.0, NumberFormat::bytes) + 2.0 * self.optimizer_state.bytes()
+    }
+}
+
+/// Activation recomputation (checkpointing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Recompute {
+    #[default]
+    None,
+    /// Recompute only the attention core (softmax, dropout, the two
+    /// batched products), as Megatron-LM's `--recompute-activations`
+    /// (Korthikanti et al. 2022, sec. 5).
+    Selective,
+    /// Recompute whole transformer blocks from their input.
+    Full,
+}
+
+impl Recompute {
+    pub fn name(self) -> &'static str {
+        match self {
+            Recompute::None => "none",
+            Recompute::Selective => "selective",
+            Recompute::Full => "full",
+        }
+    }
+}
+
+impl FromStr for Recompute {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Recompute, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "none" => Ok(Recompute::None),
+            "selective" => Ok(Recompute::Selective),
+            "full" => Ok(Recompute::Full),
+            _ => Err(format!(
+                "unknown recomputation `{s}`; choose none, selective or full"
+            )),
+        }
+    }
+}
+
+/// How model and optimizer state is sharded over the data-parallel
+/// replicas (ZeRO, Rajbhandari et al. 2020).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerSharding {
+    /// Every replica holds everything.
+    #[default]
+    None,
+    /// Optimizer state (master weights and moments) sharded: DeepSpeed ZeRO
+    /// stage 1, Megatron-LM's `--use-distributed-optimizer`.
+    Zero1,
+    /// Optimizer state and gradients sharded (ZeRO stage 2).
+    Zero2,
+    /// Everything sharded, weights gathered per layer when used (ZeRO
+    /// stage 3, PyTorch FSDP, torchtitan's default).
+    Zero3,
+}
+
+impl OptimizerSharding {
+    pub fn name(self) -> &'static str {
+        match self {
+            OptimizerSharding::None => "none",
+            OptimizerSharding::Zero1 => "zero1",
+            OptimizerSharding::Zero2 => "zero2",
+            OptimizerSharding::Zero3 => "zero3",
+        }
+    }
+}
+
+impl FromStr for OptimizerSharding {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<OptimizerSharding, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "none" => Ok(OptimizerSharding::None),
+            "zero1" | "distributed-optimizer" => Ok(OptimizerSharding::Zero1),
+            "zero2" => Ok(OptimizerSharding::Zero2),
+            "zero3" | "fsdp" => Ok(OptimizerSharding::Zero3),
+            _ => Err(format!(
+                "unknown optimizer sharding `{s}`; choose none, zero1 (= distributed-optimizer), zero2 or zero3 (= fsdp)"
+            )),
+        }
+    }
+}
+
+/// How a tensor-parallel stage sends its output to the next stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PipelineSend {
+    /// Every tensor-parallel rank sends the whole activation to its peer
+    /// (DeepSpeed's pipeline engine).
+    #[default]
+    Full,
+    /// Each rank sends `1 / tp` of it and the receiving group all-gathers
+    /// (Megatron-LM's scatter/gather optimisation, SC'21 sec. 4.1; with
+    /// sequence parallelism the activation is already split this way).
+    ScatterGather,
+}
+
+impl PipelineSend {
+    pub fn name(self) -> &'static str {
+        match self {
+            PipelineSend::Full => "full",
+            PipelineSend::ScatterGather => "scatter-gather",
+        }
+    }
+}
+
+impl FromStr for PipelineSend {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<PipelineSend, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "full" => Ok(PipelineSend::Full),
+            "scatter-gather" => Ok(PipelineSend::ScatterGather),
+            _ => Err(format!(
+                "unknown pipeline send mode `{s}`; choose full or scatter-gather"
+            )),
+        }
+    }
+}
+
+/// A training engine a plan can be launched on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    Megatron,
+    #[serde(rename = "deepspeed")]
+    DeepSpeed,
+    Torchtitan,
+}
+
+impl Engine {
+    pub const ALL: [Engine; 3] = [Engine::Megatron, Engine::DeepSpeed, Engine::Torchtitan];
+
+    /// The name in files and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Megatron => "megatron",
+            Engine::DeepSpeed => "deepspeed",
+            Engine::Torchtitan => "torchtitan",
+        }
+    }
+
+    /// How the engine sends activations between pipeline stages by default.
+    pub fn default_pipeline_send(self) -> PipelineSend {
+        match self {
+            // Megatron-LM's p2p communication splits a tensor-parallel
+            // stage's output over its ranks (scatter/gather).
+            Engine::Megatron => PipelineSend::ScatterGather,
+            Engine::DeepSpeed | Engine::Torchtitan => PipelineSend::Full,
+        }
+    }
+
+    /// Schedules the engine runs.
+    pub fn supports_schedule(self, schedule: Schedule) -> bool {
+        match (self, schedule) {
+            (_, Schedule::OneFOneB) => true,
+            (Engine::DeepSpeed, _) => false,
+            (Engine::Megatron, Schedule::GPipe) => false,
+            (Engine::Megatron, Schedule::Interleaved { .. }) => true,
+            (Engine::Torchtitan, _) => true,
+        }
+    }
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Engine {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Engine, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "megatron" | "megatron-lm" | "megatron-core" => Ok(Engine::Megatron),
+            "deepspeed" => Ok(Engine::DeepSpeed),
+            "torchtitan" => Ok(Engine::Torchtitan),
+            other => Err(format!(
+                "unknown engine `{other}`; choose one of megatron, deepspeed, torchtitan"
+            )),
+        }
+    }
+}
+
+/// Parses a schedule name: `1f1b`, `gpipe` or `interleaved:V`.
+pub fn parse_schedule(s: &str) -> std::result::Result<Schedule, String> {
+    match s.trim() {
+        "1f1b" => Ok(Schedule::OneFOneB),
+        "gpipe" => Ok(Schedule::GPipe),
+        t => match t.strip_prefix("interleaved:").map(str::parse::<usize>) {
+            Some(Ok(1)) => Ok(Schedule::OneFOneB),
+            Some(Ok(v)) if v >= 2 => Ok(Schedule::Interleaved { virtual_stages: v }),
+            _ => Err(format!(
+                "`{s}` is not a schedule; use 1f1b, gpipe or interleaved:V with V >= 2 model chunks per device"
+            )),
+        },
+    }
+}
+
+/// The name [`parse_schedule`] reads.
+pub fn schedule_name(s: Schedule) -> String {
+    match s {
+        Schedule::OneFOneB => "1f1b".into(),
+        Schedule::GPipe => "gpipe".into(),
+        Schedule::Interleaved { virtual_stages } if virtual_stages <= 1 => "1f1b".into(),
+        Schedule::Interleaved { virtual_stages } => format!("interleaved:{virtual_stages}"),
+    }
+}
+
+fn ser_schedule<S: Serializer>(s: &Schedule, ser: S) -> std::result::Result<S::Ok, S::Error> {
+    ser.serialize_str(&schedule_name(*s))
+}
+
+fn de_schedule<'de, D: Deserializer<'de>>(de: D) -> std::result::Result<Schedule, D::Error> {
+    let s = String::deserialize(de)?;
+    parse_schedule(&s).map_err(serde::de::Error::custom)
+}
+
+/// Everything about the training job, besides the layout, that changes its
+/// cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingSetup {
+    pub formats: NumberFormats,
+    /// Pipeline schedule; `interleaved:V` puts V model chunks on each
+    /// pipeline rank in Megatron-LM's order (see [`crate::Plan`]).
+    #[serde(serialize_with = "ser_schedule", deserialize_with = "de_schedule")]
+    pub schedule: Schedule,
+    pub recompute: Recompute,
+    pub optimizer_sharding: OptimizerSharding,
+    /// Megatron-LM's sequence parallelism: the layer-norm and dropout
+    /// activations are split over the tensor-parallel group too.
+    pub sequence_parallel: bool,
+    pub pipeline_send: PipelineSend,
+    /// Overlap each stage's gradient all-reduce with its last backward pass.
+    pub overlap_grad_reduce: bool,
+    /// The engine the plan is meant to run on, when one was chosen.
+    pub engine: Option<Engine>,
+}
+
+impl Default for TrainingSetup {
+    fn default() -> Self {
+        TrainingSetup {
+            formats: NumberFormats::default(),
+            schedule: Schedule::OneFOneB,
+            recompute: Recompute::None,
+            optimizer_sharding: OptimizerSharding::None,
+            sequence_parallel: false,
+            pipeline_send: PipelineSend::Full,
+            overlap_grad_reduce: false,
+            engine: None,
+        }
+    }
+}
+
+impl TrainingSetup {
+    /// Model chunks per pipeline rank (1 unless interleaved).
+    pub fn virtual_stages(&self) -> usize {
+        self.schedule.virtual_stages()
+    }
+
+    /// The setup a plan with `pp` pipeline stages records: a schedule has no
+    /// meaning without a pipeline, so one-stage plans run 1F1B.
+    pub fn for_pipeline(&self, pp: usize) -> TrainingSetup {
+        let mut s = *self;
+        if pp <= 1 {
+            s.schedule = Schedule::OneFOneB;
+        }
+        s
+    }
+
+    /// Checks the setup on its own and against its engine, if it has one.
+    pub fn check(&self) -> Result<()> {
+        let at = "training setup";
+        if let Schedule::Interleaved { virtual_stages } = self.schedule {
+            if virtual_stages < 2 {
+                return Err(AmpError::invalid(
+                    at,
+                    "an interleaved schedule needs at least 2 model chunks per device",
+                ));
+            }
+        }
+        if let Some(engine) = self.engine {
+            if !engine.supports_schedule(self.schedule) {
+                return Err(AmpError::invalid(
+                    at,
+                    format!(
+                        "{engine} cannot run the {} schedule; use 1f1b{}",
+                        schedule_name(self.schedule),
+                        if engine == Engine::Megatron {
+                            " or interleaved:V"
+                        } else if engine == Engine::Torchtitan {
+                            ""
+                        } else {
+                            " (DeepSpeed's pipeline engine runs only 1F1B)"
+                        }
+                    ),
+                ));
+            }
+            if engine == Engine::DeepSpeed && self.sequence_parallel {
+                return Err(AmpError::invalid(
+                    at,
+                    "DeepSpeed's pipeline engine has no sequence parallelism; drop it or target megatron",
+                ));
+            }
+            if engine == Engine::DeepSpeed && self.recompute == Recompute::Selective {
+                return Err(AmpError::invalid(
+                    at,
+                    "DeepSpeed's activation checkpointing recomputes whole layers; use recompute full or none",
+                ));
+            }
+            if engine == Engine::Megatron && self.optimizer_sharding > OptimizerSharding::Zero1 {
+                return Err(AmpError::invalid(
+                    at,
+                    format!(
+                        "Megatron-LM shards only the optimizer state (its distributed optimizer, zero1), not {}",
+                        self.optimizer_sharding.name()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that `profile`'s times hold under this setup: a profile
+    /// measured in one number format does not price another.
+    pub fn check_profile(&self, profile: &crate::profile::Profile) -> Result<()> {
+        if let Some(p) = profile.precision {
+            let measured = p.formats().sends.bytes();
+            if measured != self.formats.sends.bytes() {
+                let c = self.formats.compute;
+                return Err(AmpError::invalid(
+                    "training setup",
+                    format!(
+                        "trains in {c} but the profile was measured in {p}; its times do not hold in another number format: train in {p}, or profile in {c}"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// One line for printouts: `bf16, 1f1b, recompute none, ...`.
+    pub fn summary(&self) -> String {
+        let mut parts = vec![
+            self.formats.compute.name().to_string(),
+            schedule_name(self.schedule),
+        ];
+        if self.recompute != Recompute::None {
+            parts.push(format!("recompute {}", self.recompute.name()));
+        }
+        if self.optimizer_sharding != OptimizerSharding::None {
+            parts.push(self.optimizer_sharding.name().to_string());
+        }
+        if self.sequence_parallel {
+            parts.push("sequence parallel".into());
+        }
+        if self.pipeline_send != PipelineSend::Full {
+            parts.push(format!("{} sends", self.pipeline_send.name()));
+        }
+        if self.overlap_grad_reduce {
+            parts.push("overlapped grad reduce".into());
+        }
+        if let Some(e) = self.engine {
+            parts.push(format!("for {e}"));
+        }
+        parts.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trip_and_names() {
+        let s = TrainingSetup {
+            schedule: Schedule::Interleaved { virtual_stages: 3 },
+            recompute: Recompute::Selective,
+            optimizer_sharding: OptimizerSharding::Zero1,
+            engine: Some(Engine::Megatron),
+            ..TrainingSetup::default()
+        };
+        let text = serde_json::to_string(&s).unwrap();
+        assert!(text.contains("\"schedule\":\"interleaved:3\""), "{text}");
+        let back: TrainingSetup = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn mixed_precision_keeps_fp32_master_and_moments() {
+        let f = Precision::Fp16.formats();
+        assert_eq!(f.weights.bytes() + f.gradients.bytes(), 4.0);
+        assert_eq!(f.optimizer_bytes_per_param(), 12.0);
+        let f = Precision::Fp32.formats();
+        assert_eq!(f.optimizer_bytes_per_param(), 8.0);
+        assert_eq!(f.activations.bytes(), 4.0);
+    }
+
+    #[test]
+    fn engines_refuse_what_they_cannot_run() {
+        let s = TrainingSetup {
+            schedule: Schedule::Interleaved { virtual_stages: 2 },
+            engine: Some(Engine::DeepSpeed),
+            ..TrainingSetup::default()
+        };
+        let e = s.check().unwrap_err().to_string();
+        assert!(e.contains("deepspeed cannot run the interleaved:2"), "{e}");
+        let s = TrainingSetup {
+            optimizer_sharding: OptimizerSharding::Zero3,
+            engine: Some(Engine::Megatron),
+            ..TrainingSetup::default()
+        };
+        assert!(s.check().is_err());
+        assert!(parse_schedule("interleaved:0").is_err());
+        assert_eq!(parse_schedule("interleaved:1"), Ok(Schedule::OneFOneB));
+    }
+}
