@@ -1,0 +1,297 @@
+//! Per-layer costs of one micro-batch on one tensor-parallel group: from the
+//! profile as measured, derived for a degree it lacks, with the
+//! tensor-parallel all-reduces of compute-only entries and recomputation.
+
+use crate::cluster::Device;
+use crate::cost::collective;
+use crate::cost::Inputs;
+use crate::error::{AmpError, Result};
+use crate::model::{LayerKind, Model};
+use crate::setup::{Recompute, TrainingSetup};
+
+use super::*;
+
+/// One layer's cost for one micro-batch on one tensor-parallel group.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LayerCost {
+    pub forward_s: f64,
+    pub backward_s: f64,
+    /// Part of forward + backward spent in tensor-parallel all-reduces.
+    pub tp_comm_s: f64,
+}
+
+impl LayerCost {
+    fn max(self, o: LayerCost) -> LayerCost {
+        LayerCost {
+            forward_s: self.forward_s.max(o.forward_s),
+            backward_s: self.backward_s.max(o.backward_s),
+            tp_comm_s: self.tp_comm_s.max(o.tp_comm_s),
+        }
+    }
+}
+
+/// What a tensor-parallel group's layer costs depend on besides the
+/// micro-batch: its GPU types and the (bandwidth, latency) bits of its ring
+/// hops in NCCL order.
+pub(super) type GroupKey = (Vec<String>, Vec<(u64, u64)>);
+
+/// Layer costs at one micro-batch size, per (GPU type, tp) as profiled and
+/// per kind of group.
+#[derive(Default)]
+pub(super) struct Caches {
+    types: Vec<(TypeKey, Option<Vec<LayerCost>>)>,
+    groups: Vec<(GroupKey, Vec<LayerCost>)>,
+}
+
+/// (GPU type, tensor-parallel degree).
+pub(super) type TypeKey = (String, usize);
+
+pub(super) fn group_key(inputs: &Inputs, group: &[Device]) -> GroupKey {
+    let mut types: Vec<String> = group
+        .iter()
+        .map(|d| inputs.cluster.nodes[d.node].gpu_type.clone())
+        .collect();
+    types.sort();
+    types.dedup();
+    let ring = collective::ring_order(group);
+    let hops = (0..ring.len())
+        .map(|i| {
+            let l = collective::link(inputs.cluster, ring[i], ring[(i + 1) % ring.len()]);
+            (l.bytes_per_s.to_bits(), l.latency_s.to_bits())
+        })
+        .collect();
+    (types, hops)
+}
+
+/// Share of a transformer block's forward spent in the attention core (the
+/// two batched products over the `s x s` scores), which selective
+/// recomputation reruns: per token a block does `24 h^2 + 4 s h` FLOPs
+/// (Korthikanti et al. 2022, sec. 6), the core `4 s h` of them, so the
+/// share is `s / (6 h + s)`. Zero for models without a shape.
+pub fn attention_core_share(model: &Model) -> f64 {
+    match &model.shape {
+        Some(sh) if sh.hidden > 0 => {
+            let (s, h) = (sh.seq_len as f64, sh.hidden as f64);
+            s / (6.0 * h + s)
+        }
+        _ => 0.0,
+    }
+}
+
+impl DeviceModel {
+    pub(super) fn missing(inputs: &Inputs, gpu: &str, tp: usize) -> AmpError {
+        let have = inputs.profile.tp_degrees(gpu);
+        if have.is_empty() {
+            AmpError::MissingProfile(format!(
+                "no profile for GPU type `{gpu}` (profiled: {:?}); profile it, or remove its nodes from the cluster",
+                inputs.profile.gpu_types()
+            ))
+        } else {
+            AmpError::MissingProfile(format!(
+                "GPU type `{gpu}` has no profile at tensor-parallel degree {tp} nor at 1 to derive it from (profiled degrees: {have:?})"
+            ))
+        }
+    }
+
+    /// Computation-only forward and backward of `layer` at degree `tp` when
+    /// the profile has that degree, with the tensor-parallel communication
+    /// it includes: (forward, backward, communication in both).
+    pub(super) fn profiled(
+        &self,
+        inputs: &Inputs,
+        gpu: &str,
+        tp: usize,
+        mbs: usize,
+        layer: usize,
+    ) -> Option<LayerCost> {
+        let p = inputs.profile;
+        let lt = p.layer_time(gpu, tp, mbs, layer)?;
+        if let Some(b) = lt.backward_s {
+            return Some(LayerCost {
+                forward_s: lt.forward_s,
+                backward_s: b,
+                tp_comm_s: 0.0,
+            });
+        }
+        let r = BACKWARD_FORWARD_RATIO;
+        let Some(per_sample) = p
+            .per_sample_forward(gpu, tp)
+            .and_then(|f| f.get(layer).copied())
+        else {
+            return Some(LayerCost {
+                forward_s: lt.forward_s,
+                backward_s: r * lt.forward_s,
+                tp_comm_s: 0.0,
+            });
+        };
+        // Per-sample entry: split computation and communication, scale each
+        // with its fixed share.
+        let (c1, k1) = match (tp > 1).then(|| {
+            p.per_sample_forward(gpu, 1)
+                .and_then(|f| f.get(layer).copied())
+        }) {
+            Some(Some(t1)) => {
+                let c = (t1 / tp as f64).min(per_sample);
+                (c, per_sample - c)
+            }
+            _ => (per_sample, 0.0),
+        };
+        let m = mbs as f64;
+        let c = c1 * (PER_SAMPLE_FIXED_FRACTION + (1.0 - PER_SAMPLE_FIXED_FRACTION) * m);
+        let k = k1
+            * (PER_SAMPLE_TP_COMM_FIXED_FRACTION + (1.0 - PER_SAMPLE_TP_COMM_FIXED_FRACTION) * m);
+        Some(LayerCost {
+            forward_s: c + k,
+            backward_s: r * c + k,
+            tp_comm_s: 2.0 * k,
+        })
+    }
+
+    /// Layer costs of every layer for one GPU type at `tp`, when the profile
+    /// has that degree.
+    pub(super) fn type_costs(
+        &self,
+        inputs: &Inputs,
+        gpu: &str,
+        tp: usize,
+        mbs: usize,
+    ) -> Option<Vec<LayerCost>> {
+        if !inputs.profile.has(gpu, tp) {
+            return None;
+        }
+        (0..inputs.model.num_layers())
+            .map(|l| self.profiled(inputs, gpu, tp, mbs, l))
+            .collect()
+    }
+
+    /// Costs of every layer for one micro-batch on the tensor-parallel
+    /// group `group` (the max over its GPU types, layer by layer), with
+    /// the tensor-parallel all-reduces of compute-only entries and the
+    /// recomputed forward passes. Memoized per kind of group.
+    pub(super) fn group_costs(
+        &self,
+        inputs: &Inputs,
+        setup: &TrainingSetup,
+        group: &[Device],
+        mbs: usize,
+        caches: &mut Caches,
+    ) -> Result<Vec<LayerCost>> {
+        let key = group_key(inputs, group);
+        if let Some((_, c)) = caches.groups.iter().find(|(k, _)| *k == key) {
+            return Ok(c.clone());
+        }
+        let tp = group.len();
+        let n = inputs.model.num_layers();
+        let mut out = vec![LayerCost::default(); n];
+        for gpu in &key.0 {
+            let tkey = (gpu.clone(), tp);
+            let costs = match caches.types.iter().find(|(k, _)| *k == tkey) {
+                Some((_, c)) => c.clone(),
+                None => {
+                    let c = self.type_costs(inputs, gpu, tp, mbs);
+                    caches.types.push((tkey, c.clone()));
+                    c
+                }
+            };
+            let costs = match costs {
+                Some(mut c) => {
+                    if inputs.profile.compute_only(gpu, tp) {
+                        self.add_block_allreduces(inputs, setup, group, mbs, &mut c);
+                    }
+                    c
+                }
+                None => self.derived_costs(inputs, setup, gpu, group, mbs)?,
+            };
+            for (o, c) in out.iter_mut().zip(costs) {
+                *o = o.max(c);
+            }
+        }
+        match setup.recompute {
+            Recompute::Full => {
+                for (c, layer) in out.iter_mut().zip(&inputs.model.layers) {
+                    if layer.kind == LayerKind::TransformerBlock {
+                        // The forward's share of the communication is half.
+                        c.backward_s += c.forward_s;
+                        c.tp_comm_s *= 1.5;
+                    }
+                }
+            }
+            Recompute::Selective => {
+                // The attention core's share of a block's forward, rerun in
+                // its backward; it holds no tensor-parallel all-reduce.
+                let share = attention_core_share(inputs.model);
+                for (c, layer) in out.iter_mut().zip(&inputs.model.layers) {
+                    if layer.kind == LayerKind::TransformerBlock {
+                        let comm_forward = c.tp_comm_s / 2.0;
+                        c.backward_s += share * (c.forward_s - comm_forward).max(0.0);
+                    }
+                }
+            }
+            Recompute::None => {}
+        }
+        caches.groups.push((key, out.clone()));
+        Ok(out)
+    }
+
+    /// Adds to every transformer block two all-reduces forward and two
+    /// backward of its output (`micro_batch x output_elems_per_sample x
+    /// activation bytes`) on `group`'s links.
+    pub(super) fn add_block_allreduces(
+        &self,
+        inputs: &Inputs,
+        setup: &TrainingSetup,
+        group: &[Device],
+        mbs: usize,
+        costs: &mut [LayerCost],
+    ) {
+        if group.len() < 2 {
+            return;
+        }
+        let mut last: Option<(u64, f64)> = None;
+        for (layer, c) in inputs.model.layers.iter().zip(costs) {
+            if layer.kind != LayerKind::TransformerBlock {
+                continue;
+            }
+            let elems = layer.output_elems_per_sample;
+            let comm = match last {
+                Some((e, t)) if e == elems => t,
+                _ => {
+                    let bytes = mbs as f64 * elems as f64 * activation_bytes(setup);
+                    let t = collective::allreduce_s(inputs.cluster, group, bytes);
+                    last = Some((elems, t));
+                    t
+                }
+            };
+            c.forward_s += 2.0 * comm;
+            c.backward_s += 2.0 * comm;
+            c.tp_comm_s += 4.0 * comm;
+        }
+    }
+
+    /// A tensor-parallel degree the profile lacks: tp = 1 divided by tp plus
+    /// the blocks' all-reduces on the group's links.
+    pub(super) fn derived_costs(
+        &self,
+        inputs: &Inputs,
+        setup: &TrainingSetup,
+        gpu: &str,
+        group: &[Device],
+        mbs: usize,
+    ) -> Result<Vec<LayerCost>> {
+        let tp = group.len();
+        let base = self
+            .type_costs(inputs, gpu, 1, mbs)
+            .ok_or_else(|| Self::missing(inputs, gpu, tp))?;
+        let t = tp as f64;
+        let mut costs: Vec<LayerCost> = base
+            .into_iter()
+            .map(|c| LayerCost {
+                forward_s: c.forward_s / t,
+                backward_s: c.backward_s / t,
+                tp_comm_s: 0.0,
+            })
+            .collect();
+        self.add_block_allreduces(inputs, setup, group, mbs, &mut costs);
+        Ok(costs)
+    }
+}

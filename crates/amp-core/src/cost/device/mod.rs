@@ -1,0 +1,473 @@
+//! amp's default cost model ("amp"): every device priced as it is.
+//!
+//! The physics, stage by stage:
+//!
+//! - **Compute.** A stage's forward and backward time per micro-batch come
+//!   from the profile of the GPU type that runs it, at the stage's
+//!   tensor-parallel degree ([`Profile::layer_time`]). A tensor-parallel
+//!   group is as slow as its slowest GPU, layer by layer (the ranks meet at
+//!   every layer's all-reduces). Data-parallel replicas are separate
+//!   pipelines until the gradient all-reduce, so a replica of fast GPUs is
+//!   not slowed by a replica of slow ones until then
+//!   ([`crate::schedule::simulate`]).
+//! - **Profiles without backward times** (AMP's `.npy`, per sample) take
+//!   backward = [`BACKWARD_FORWARD_RATIO`] x forward for the computation.
+//!   Their entries at tp > 1 were measured on one node and include the
+//!   layer's tensor-parallel all-reduces; the part above `t1 / tp` (`t1` the
+//!   tp = 1 time of the same GPU type) is that communication, which the
+//!   backward repeats once (two all-reduces forward, two backward) rather
+//!   than doubling. Per-sample times were measured one sample at a time;
+//!   part of such a time is per-launch latency that a larger micro-batch
+//!   does not repeat: [`PER_SAMPLE_FIXED_FRACTION`] of the computation and
+//!   [`PER_SAMPLE_TP_COMM_FIXED_FRACTION`] of the communication are paid
+//!   once per micro-batch, the rest per sample.
+//! - **Profiles with measured micro-batches and backward** (Sailor's) are
+//!   used as measured, tensor-parallel communication included.
+//! - **Compute-only entries** (amp-catalog's analytic model, `source =
+//!   "analytic"`, [`crate::profile::ProfileEntry::includes_tp_comm`]) get
+//!   the same per-block all-reduces as a derived degree (below), priced on
+//!   the group's real links and not overlapped with compute (Megatron-LM's
+//!   tensor-parallel all-reduces are synchronous).
+//! - **Activation recomputation** (the setup's `recompute`; full, as
+//!   Megatron-LM's `--recompute-granularity full`): a transformer block's
+//!   backward runs its forward again first, all-reduces included, so its
+//!   backward time gains its forward time. Other layers (embedding,
+//!   vocabulary projection and loss) are not recomputed. Selective
+//!   recomputation reruns the attention core only, its share of a block's
+//!   forward from the shape ([`attention_core_share`]). Memory follows the
+//!   same setup ([`crate::memory`]).
+//! - **A tensor-parallel degree the profile lacks** is derived from tp = 1:
+//!   compute / tp, plus, per transformer block, two all-reduces forward and
+//!   two backward of the block's output (`micro_batch x
+//!   output_elems_per_sample x activation_bytes`), priced by
+//!   [`collective::concurrent_allreduce_s`] on the group's real links.
+//! - **Pipeline sends.** Each tensor-parallel rank of a stage sends the full
+//!   activation (`output_elems_per_sample x micro_batch x
+//!   activation_bytes`; a vocabulary projection's logits are split by
+//!   tensor parallelism, so each rank sends its share) to the matching rank
+//!   of the next stage, as DeepSpeed's pipeline engine with Megatron-LM
+//!   does (no scatter/gather); the gradient comes back the same size. All
+//!   replicas and ranks cross a cut at once and share NICs
+//!   ([`collective::concurrent_p2p_s`]). With the setup's scatter-gather
+//!   sends or sequence parallelism (Megatron-LM's scatter/gather
+//!   optimisation, SC'21 sec. 4.1) each rank sends only its `1 / tp` slice
+//!   of a block's output and the receiving group all-gathers it over its
+//!   own links.
+//! - **Interleaved schedule** (`interleaved:V` in the plan's
+//!   [`TrainingSetup`]): the plan lists the `pp x v` virtual stages in model
+//!   order and pipeline rank j runs virtual stages `j, j + pp, ...`, as
+//!   Megatron-LM builds them ([`crate::Plan`]); each is simulated exactly
+//!   ([`crate::schedule::simulate`]). Sends from the last rank's chunk k to
+//!   the first rank's chunk k + 1 cross the wrap-around cut.
+//! - **Identical replicas are simulated once**: replicas whose per-stage
+//!   times are equal (same GPU types and tensor-parallel links) run the same
+//!   timeline until the all-reduce, so one representative of each kind is
+//!   simulated (timeline events carry the representative's replica index);
+//!   layer costs are computed once per kind of tensor-parallel group (GPU
+//!   types and ring links). A 16,384-GPU plan prices in milliseconds.
+//! - **Data-parallel all-reduce** of every stage: one ring per
+//!   tensor-parallel rank over the stage's replicas, `stage_params / tp x
+//!   gradient_bytes`, the rings sharing NICs (with tensor parallelism over a
+//!   whole node, the node's tp rings share its NICs, so each gets `1 / tp`
+//!   of the node's network bandwidth: one 200 Gbit/s HCA per A100 on
+//!   Megatron-LM's DGX A100 nodes). Weights tied across stages
+//!   (GPT-2's embedding and vocabulary projection) can add an all-reduce of
+//!   their gradient between the two stages ([`DeviceOptions::tied_allreduce`],
+//!   off by default: the AMP measurements show no trace of it — with it the
+//!   pp > 1 plans of the homogeneous run are over-predicted by 10-15 %).
+//!   Not overlapped with backward by default (DeepSpeed's pipeline engine
+//!   reduces after the last micro-batch, and overlap lowered the rank
+//!   correlation on the AMP data from 0.985 to 0.965);
+//!   the setup's `overlap_grad_reduce` models a bucketed overlap. Under
+//!   ZeRO-3 (FSDP) the weights are all-gathered twice besides the gradient
+//!   reduce-scatter: [`ZERO3_COMM_FACTOR`] times the all-reduce.
+//! - **Sends block their sender** by default
+//!   ([`DeviceOptions::blocking_sends`]): DeepSpeed's send instructions and
+//!   Megatron-LM's point-to-point calls wait for completion before the next
+//!   pass. (Mean error: AMP 4.9 % blocking vs 4.5 % not; Sailor GH200
+//!   8.4 % vs 9.3 %, with 2-byte elements.)
+//! - **Element sizes** of activations, activation gradients and
+//!   data-parallel gradients: the setup's number formats (`sends`,
+//!   `gradients`); a profile measured in another format is refused
+//!   ([`TrainingSetup::check_profile`]). Sailor's GH200 runs kept fp32
+//!   weights and residual stream (`llm_info.json` records 4 bytes per
+//!   output and parameter element, [`crate::sailor::training_setup`]); pricing
+//!   their sends and all-reduces with 2-byte elements under-predicted the
+//!   pipeline-parallel runs by 10-11 % (Sailor mean error 8.4 % -> 5.6 %
+//!   with 4 bytes, AMP data unchanged).
+//! - **Optimizer step**: the profile's `optimizer_s` where measured (max
+//!   over the stage's GPU types), else [`OPTIMIZER_S_PER_PARAM`] per
+//!   parameter held by a device.
+//! - **Iteration time**: the event simulation of
+//!   [`crate::schedule::simulate`] under the chosen schedule; the breakdown
+//!   is the critical stage's (see [`crate::schedule::Simulation`]), its
+//!   compute split into computation and tensor-parallel communication by
+//!   the share of communication in that stage's per-micro-batch time.
+//! - **Memory**: [`crate::memory::plan_memory`] and
+//!   [`crate::memory::stage_memory_tables`].
+
+use crate::cluster::Device;
+use crate::cost::collective;
+use crate::cost::{
+    prefix_sums, Breakdown, Candidate, CostModel, Estimate, Inputs, StageTables, TailTables,
+};
+use crate::error::Result;
+use crate::memory;
+use crate::model::LayerKind;
+use crate::plan::Plan;
+use crate::schedule::{simulate, IterationSpec, PipelineTimes, Simulation, Timeline};
+use crate::setup::{OptimizerSharding, PipelineSend, TrainingSetup};
+use std::ops::Range;
+
+/// Backward time over forward time of a layer's computation when the
+/// profile has no backward: the backward pass computes two matrix products
+/// (input and weight gradients) for each one of the forward. AMP assumes
+/// the same (its "3 x forward" for forward plus backward). Sailor's
+/// measured GH200 profiles give 2.3-2.5 at micro-batches of 8 and more.
+pub const BACKWARD_FORWARD_RATIO: f64 = 2.0;
+
+/// Share of a per-sample profiled computation time paid once per
+/// micro-batch rather than per sample (kernel launches, latency-bound
+/// small kernels at one sample). Chosen on the AMP homogeneous
+/// measurements (T4, GPT-2, micro-batches 1-16): a grid over 0-0.3 with the
+/// other constants of this module gave the best rank correlation and error
+/// at 0.2. Only per-sample profiles use it.
+pub const PER_SAMPLE_FIXED_FRACTION: f64 = 0.2;
+
+/// Share of a per-sample profile's tensor-parallel communication paid once
+/// per micro-batch: all-reduces of one sample's activations (2 MB for
+/// GPT-2 medium) are latency-bound, a larger micro-batch sends more bytes
+/// per launch. Chosen on the same AMP homogeneous grid (0.3-0.7; 0.6 best).
+pub const PER_SAMPLE_TP_COMM_FIXED_FRACTION: f64 = 0.6;
+
+/// Optimizer-step time per parameter held by a device when the profile has
+/// none: mixed-precision Adam reads and writes about 36 bytes per parameter
+/// (fp32 master weight, two moments, fp16 gradient and weight), memory
+/// bound; at the ~250 GB/s a T4-class GPU achieves that is 0.15 ns per
+/// parameter. Faster GPUs take less; without a catalog of memory bandwidths
+/// one conservative figure serves all.
+pub const OPTIMIZER_S_PER_PARAM: f64 = 1.5e-10;
+
+/// Framework time of every forward or backward pass of a stage, seconds.
+/// Zero: 1, 2, 3 and 5 ms were tried on the AMP homogeneous and Sailor
+/// GH200 measurements and each made both worse (AMP mean error 4.9 % at 0,
+/// 5.8 % at 1 ms; Sailor 8.4 % at 0, 8.3 % at 1 ms but worse maximum).
+pub const PASS_OVERHEAD_S: f64 = 0.0;
+
+/// Data-parallel communication volume of ZeRO stage 3 (FSDP) over a plain
+/// all-reduce: the weights are all-gathered for the forward and again for
+/// the backward, and the gradients reduce-scattered, three half-volume
+/// collectives instead of two (Rajbhandari et al. 2020, sec. 7).
+pub const ZERO3_COMM_FACTOR: f64 = 1.5;
+
+/// Constants of the model that are not part of the training setup (the
+/// setup travels with each plan, [`crate::Plan::setup`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceOptions {
+    /// Sends occupy the sending stage until done (see
+    /// [`IterationSpec::blocking_sends`]).
+    pub blocking_sends: bool,
+    /// All-reduce the gradients of weights tied across stages between the
+    /// stages holding them.
+    pub tied_allreduce: bool,
+    /// Framework time per forward or backward pass of a stage.
+    pub pass_overhead_s: f64,
+    /// Price per-device memory and refuse splits that do not fit.
+    pub price_memory: bool,
+}
+
+impl Default for DeviceOptions {
+    fn default() -> Self {
+        DeviceOptions {
+            blocking_sends: true,
+            tied_allreduce: false,
+            pass_overhead_s: PASS_OVERHEAD_S,
+            price_memory: true,
+        }
+    }
+}
+
+/// The per-device cost model.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceModel {
+    pub options: DeviceOptions,
+}
+
+/// Per-stage quantities of one replica pipeline.
+struct StageCost {
+    forward_s: f64,
+    backward_s: f64,
+    tp_comm_s: f64,
+}
+
+/// Bytes of one element sent between stages or all-reduced inside a
+/// tensor-parallel group (activation or activation gradient).
+pub(super) fn activation_bytes(setup: &TrainingSetup) -> f64 {
+    setup.formats.sends.bytes()
+}
+
+/// Bytes of one gradient element in the data-parallel reduction.
+pub(super) fn gradient_bytes(setup: &TrainingSetup) -> f64 {
+    setup.formats.gradients.bytes()
+}
+
+/// Whether a tensor-parallel stage sends `1 / tp` of a block's output per
+/// rank: scatter/gather sends, or sequence parallelism (whose activations
+/// between blocks are already split over the group).
+pub(super) fn split_sends(setup: &TrainingSetup) -> bool {
+    setup.pipeline_send == PipelineSend::ScatterGather || setup.sequence_parallel
+}
+
+/// Data-parallel communication volume relative to a ring all-reduce of the
+/// gradients: ZeRO-1/2 replace it by a reduce-scatter and an all-gather
+/// (the same volume), ZeRO-3 adds a second all-gather of the weights.
+pub(super) fn dp_comm_factor(setup: &TrainingSetup) -> f64 {
+    if setup.optimizer_sharding == OptimizerSharding::Zero3 {
+        ZERO3_COMM_FACTOR
+    } else {
+        1.0
+    }
+}
+
+impl DeviceModel {
+    pub fn new(options: DeviceOptions) -> DeviceModel {
+        DeviceModel { options }
+    }
+
+    /// The iteration of `plan`, simulated event by event.
+    pub fn simulate_plan(&self, inputs: &Inputs, plan: &Plan) -> Result<Simulation> {
+        Ok(self.run(inputs, plan)?.0)
+    }
+
+    /// The simulation and the per-replica, per-stage costs it ran on.
+    fn run(&self, inputs: &Inputs, plan: &Plan) -> Result<(Simulation, Vec<Vec<StageCost>>)> {
+        plan.validate(inputs.model, inputs.cluster)?;
+        let setup = &plan.setup;
+        setup.check_profile(inputs.profile)?;
+        let mbs = plan.micro_batch;
+        let pp = plan.pp();
+        let dp = plan.dp();
+        let nv = plan.stages.len();
+        // chunks[j][k]: layers of chunk k of pipeline rank j (virtual stage
+        // k pp + j).
+        let chunks: Vec<Vec<Range<usize>>> = (0..pp).map(|j| plan.rank_layers(j)).collect();
+        let mut caches: Vec<(usize, Caches)> = Vec::new();
+        // stage_costs[r][j] (all chunks); chunk_costs[r][c] = (forward,
+        // backward) of virtual stage c.
+        let mut stage_costs: Vec<Vec<StageCost>> =
+            (0..dp).map(|_| Vec::with_capacity(pp)).collect();
+        let mut chunk_costs: Vec<Vec<(f64, f64)>> = vec![vec![(0.0, 0.0); nv]; dp];
+        let o = self.options.pass_overhead_s;
+        for (j, s) in plan.rank_stages().iter().enumerate() {
+            let tp = s.tp();
+            if !caches.iter().any(|(t, _)| *t == tp) {
+                caches.push((tp, Caches::default()));
+            }
+            let cache = &mut caches.iter_mut().find(|(t, _)| *t == tp).unwrap().1;
+            for (r, rep) in s.replicas.iter().enumerate() {
+                let costs = self.group_costs(inputs, setup, rep, mbs, cache)?;
+                let mut total = StageCost {
+                    forward_s: 0.0,
+                    backward_s: 0.0,
+                    tp_comm_s: 0.0,
+                };
+                for (k, range) in chunks[j].iter().enumerate() {
+                    let c = &costs[range.clone()];
+                    let f = o + c.iter().map(|x| x.forward_s).sum::<f64>();
+                    let b = o + c.iter().map(|x| x.backward_s).sum::<f64>();
+                    chunk_costs[r][k * pp + j] = (f, b);
+                    total.forward_s += f;
+                    total.backward_s += b;
+                    total.tp_comm_s += c.iter().map(|x| x.tp_comm_s).sum::<f64>();
+                }
+                stage_costs[r].push(total);
+            }
+        }
+        // Virtual cut c: from stage c mod pp (its chunk c / pp) to stage
+        // (c + 1) mod pp, after the chunk's last layer.
+        let transfer = |c: usize, forward: bool| {
+            let (j, jn) = (c % pp, (c + 1) % pp);
+            let last = chunks[j][c / pp].end - 1;
+            let (a, b) = (&plan.stages[j].replicas, &plan.stages[jn].replicas);
+            if forward {
+                self.transfer_s(inputs, setup, a, b, last, mbs)
+            } else {
+                self.transfer_s(inputs, setup, b, a, last, mbs)
+            }
+        };
+        let sends: Vec<f64> = (0..nv - 1).map(|c| transfer(c, true)).collect();
+        let back: Vec<f64> = (0..nv - 1).map(|c| transfer(c, false)).collect();
+        // One representative of each kind of replica pipeline.
+        let mut reps: Vec<usize> = Vec::new();
+        let mut pipelines: Vec<PipelineTimes> = Vec::new();
+        for (r, cc) in chunk_costs.iter().enumerate() {
+            let p = PipelineTimes {
+                forward_s: cc.iter().map(|x| x.0).collect(),
+                backward_s: cc.iter().map(|x| x.1).collect(),
+                send_forward_s: sends.clone(),
+                send_backward_s: back.clone(),
+            };
+            if !pipelines.contains(&p) {
+                pipelines.push(p);
+                reps.push(r);
+            }
+        }
+        let tail = (0..pp)
+            .map(|j| {
+                let total: f64 = chunks[j]
+                    .iter()
+                    .map(|c| inputs.model.stage_params(c.clone()) as f64)
+                    .sum();
+                let first = inputs.model.layers[chunks[j][0].start].params as f64;
+                if total > 0.0 {
+                    (first / total).min(1.0)
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let spec = IterationSpec {
+            pipelines,
+            num_micro_batches: plan.num_micro_batches,
+            schedule: setup.schedule,
+            allreduce_s: self.allreduce_times(inputs, plan),
+            optimizer_s: (0..pp)
+                .map(|j| self.optimizer_time(inputs, plan, j))
+                .collect(),
+            overlap_allreduce: setup.overlap_grad_reduce,
+            allreduce_tail_fraction: tail,
+            blocking_sends: self.options.blocking_sends,
+        };
+        let mut sim = simulate(&spec)?;
+        for e in &mut sim.timeline.events {
+            e.replica = reps[e.replica];
+        }
+        sim.critical_replica = reps[sim.critical_replica];
+        Ok((sim, stage_costs))
+    }
+
+    /// The simulated timeline of one iteration of `plan`, for drawing.
+    pub fn timeline(&self, inputs: &Inputs, plan: &Plan) -> Result<Timeline> {
+        Ok(self.run(inputs, plan)?.0.timeline)
+    }
+}
+
+impl CostModel for DeviceModel {
+    fn name(&self) -> &'static str {
+        "amp"
+    }
+
+    fn stage_tables(&self, inputs: &Inputs, c: &Candidate) -> Result<StageTables> {
+        let grid = c.grid;
+        let setup = c.setup;
+        setup.check_profile(inputs.profile)?;
+        let mbs = c.micro_batch;
+        let n = inputs.model.num_layers();
+        let mut cache = Caches::default();
+        let mut compute_prefix = Vec::with_capacity(grid.pp);
+        for j in 0..grid.pp {
+            let mut per_layer = vec![0.0f64; n];
+            for rep in grid.stage(j) {
+                let costs = self.group_costs(inputs, setup, rep, mbs, &mut cache)?;
+                for (p, c) in per_layer.iter_mut().zip(costs) {
+                    *p = p.max(c.forward_s + c.backward_s);
+                }
+            }
+            compute_prefix.push(prefix_sums(per_layer));
+        }
+        let cut = (0..grid.pp.saturating_sub(1))
+            .map(|j| {
+                // Layers of one kind and output size cost the same to send.
+                let mut seen: Vec<((LayerKind, u64), f64)> = Vec::new();
+                (0..n)
+                    .map(|k| {
+                        let l = &inputs.model.layers[k];
+                        let key = (l.kind, l.output_elems_per_sample);
+                        if let Some((_, t)) = seen.iter().find(|(x, _)| *x == key) {
+                            return *t;
+                        }
+                        let (a, b) = (grid.stage(j), grid.stage(j + 1));
+                        let t = self.transfer_s(inputs, setup, a, b, k, mbs)
+                            + self.transfer_s(inputs, setup, b, a, k, mbs);
+                        seen.push((key, t));
+                        t
+                    })
+                    .collect()
+            })
+            .collect();
+        let memory = self.options.price_memory.then(|| {
+            memory::stage_memory_tables(
+                inputs.model,
+                inputs.cluster,
+                grid,
+                mbs,
+                c.num_micro_batches,
+                setup,
+            )
+        });
+        // The all-reduce tail, linear in the stage's parameters (its
+        // latency term and the optimizer step are left out: small, and the
+        // simulation prices them for the final estimate).
+        let probe = 1e9;
+        let s_per_param = (0..grid.pp)
+            .map(|j| {
+                let stage = grid.stage(j);
+                let rings: Vec<Vec<Device>> = (0..grid.tp)
+                    .map(|t| stage.iter().map(|rep| rep[t]).collect())
+                    .collect();
+                let bytes = probe / grid.tp as f64 * gradient_bytes(setup);
+                let t = collective::concurrent_allreduce_s(inputs.cluster, &rings, bytes)
+                    - collective::concurrent_allreduce_s(inputs.cluster, &rings, 0.0);
+                t * dp_comm_factor(setup) / probe
+            })
+            .collect();
+        Ok(StageTables {
+            compute_prefix,
+            cut,
+            memory,
+            tail: Some(TailTables {
+                s_per_param,
+                params: inputs.model.param_table(),
+            }),
+            min_layers: 1,
+        })
+    }
+
+    fn evaluate(&self, inputs: &Inputs, plan: &Plan) -> Result<Estimate> {
+        let (sim, costs) = self.run(inputs, plan)?;
+        let c = &costs[sim.critical_replica][sim.critical_stage];
+        let busy = c.forward_s + c.backward_s;
+        let comm_share = if busy > 0.0 {
+            (c.tp_comm_s / busy).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let memory = if self.options.price_memory {
+            memory::plan_memory(inputs.model, inputs.cluster, plan)
+        } else {
+            Vec::new()
+        };
+        Ok(Estimate {
+            iteration_s: sim.timeline.iteration_s,
+            breakdown: Breakdown {
+                compute_s: sim.compute_s * (1.0 - comm_share),
+                bubble_s: sim.bubble_s,
+                pipeline_send_s: sim.send_s,
+                tp_comm_s: sim.compute_s * comm_share,
+                dp_allreduce_s: sim.allreduce_s,
+                optimizer_s: sim.optimizer_s,
+            },
+            memory,
+        })
+    }
+}
+
+mod layer_costs;
+mod sends;
+mod step;
+
+use layer_costs::Caches;
+pub use layer_costs::{attention_core_share, LayerCost};
+
+#[cfg(test)]
+mod tests;

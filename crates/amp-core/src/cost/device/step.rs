@@ -1,0 +1,113 @@
+//! What follows the last backward pass: each pipeline rank's gradient
+//! all-reduce over its replicas (tied weights included) and its optimizer
+//! step.
+
+use crate::cluster::Device;
+use crate::cost::collective;
+use crate::cost::Inputs;
+use crate::plan::{Plan, Stage};
+use crate::setup::OptimizerSharding;
+
+use super::*;
+
+impl DeviceModel {
+    /// Per-pipeline-rank all-reduce times, tied weights included.
+    pub(super) fn allreduce_times(&self, inputs: &Inputs, plan: &Plan) -> Vec<f64> {
+        let model = inputs.model;
+        let setup = &plan.setup;
+        let g = gradient_bytes(setup);
+        let mut out: Vec<f64> = plan
+            .rank_stages()
+            .iter()
+            .enumerate()
+            .map(|(j, s)| {
+                let tp = s.tp();
+                let rings: Vec<Vec<Device>> = (0..tp)
+                    .map(|t| s.replicas.iter().map(|rep| rep[t]).collect())
+                    .collect();
+                let params: u64 = plan
+                    .rank_layers(j)
+                    .into_iter()
+                    .map(|c| model.stage_params(c))
+                    .sum();
+                let bytes = params as f64 / tp as f64 * g;
+                collective::concurrent_allreduce_s(inputs.cluster, &rings, bytes)
+                    * dp_comm_factor(setup)
+            })
+            .collect();
+        let pp = plan.pp().max(1);
+        let stage_of = |l: usize| {
+            plan.stages
+                .iter()
+                .position(|s| s.layers().contains(&l))
+                .map(|i| i % pp)
+        };
+        for (l, layer) in model.layers.iter().enumerate() {
+            let Some(t) = layer.tied_to.filter(|_| self.options.tied_allreduce) else {
+                continue;
+            };
+            let (Some(a), Some(b)) = (stage_of(t), stage_of(l)) else {
+                continue;
+            };
+            if a == b {
+                continue;
+            }
+            let (sa, sb) = (&plan.stages[a], &plan.stages[b]);
+            let mut groups = Vec::new();
+            for (r, rep) in sa.replicas.iter().enumerate() {
+                let other = &sb.replicas[r % sb.replicas.len()];
+                for (k, &d) in rep.iter().enumerate() {
+                    groups.push(vec![d, other[k % other.len()]]);
+                }
+            }
+            let bytes = layer.params as f64 / sa.tp().max(sb.tp()) as f64 * g;
+            let t = collective::concurrent_allreduce_s(inputs.cluster, &groups, bytes);
+            out[a] += t;
+            out[b] += t;
+        }
+        out
+    }
+
+    /// Optimizer step of one stage: measured where the profile has it, on
+    /// the slowest of the stage's GPU types.
+    pub(super) fn optimizer_time(&self, inputs: &Inputs, plan: &Plan, rank: usize) -> f64 {
+        let stage: &Stage = &plan.stages[rank];
+        let chunks = plan.rank_layers(rank);
+        let tp = stage.tp();
+        let mut types: Vec<&str> = stage
+            .devices()
+            .map(|d| inputs.cluster.nodes[d.node].gpu_type.as_str())
+            .collect();
+        types.sort();
+        types.dedup();
+        let params: u64 = chunks
+            .iter()
+            .map(|c| inputs.model.stage_params(c.clone()))
+            .sum();
+        // Sharded optimizer state: each replica steps its share.
+        let shard = if plan.setup.optimizer_sharding >= OptimizerSharding::Zero1 {
+            stage.dp().max(1) as f64
+        } else {
+            1.0
+        };
+        let estimate = OPTIMIZER_S_PER_PARAM * params as f64 / tp as f64 / shard;
+        types
+            .into_iter()
+            .map(|gpu| {
+                let measured: Option<f64> = chunks
+                    .iter()
+                    .flat_map(|c| c.clone())
+                    .map(|l| {
+                        inputs.profile.optimizer_time(gpu, tp, l).or_else(|| {
+                            inputs
+                                .profile
+                                .optimizer_time(gpu, 1, l)
+                                .map(|o| o / tp as f64)
+                        })
+                    })
+                    .sum();
+                measured.map_or(estimate, |m| m / shard)
+            })
+            .fold(0.0, f64::max)
+    }
+}

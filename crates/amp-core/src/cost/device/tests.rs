@@ -1,0 +1,523 @@
+//! Unit tests of the per-device model.
+
+use super::*;
+use crate::cluster::{Cluster, Node};
+use crate::error::AmpError;
+use crate::model::{Layer, Model};
+use crate::placement::{DeviceGrid, Placement};
+use crate::plan::Stage;
+use crate::profile::{Profile, ProfileEntry};
+use crate::schedule::{EventKind, Schedule};
+use crate::setup::{Precision, Recompute};
+
+fn d(node: usize, gpu: usize) -> Device {
+    Device { node, gpu }
+}
+
+/// Four blocks of 1000 parameters, 100 elements per sample.
+fn model() -> Model {
+    let layer = |i: usize| Layer {
+        name: format!("b{i}"),
+        kind: LayerKind::TransformerBlock,
+        params: 1000,
+        output_elems_per_sample: 100,
+        forward_flops_per_sample: None,
+        tied_to: None,
+        stored_activation_elems_per_sample: None,
+    };
+    Model {
+        name: "m".into(),
+        shape: None,
+        layers: (0..4).map(layer).collect(),
+    }
+}
+
+/// Node 0: two fast GPUs; node 1: two slow ones. 1e9 B/s everywhere.
+fn cluster() -> Cluster {
+    let node = |gpu: &str| Node {
+        gpu_type: gpu.into(),
+        gpus: 2,
+        intra_bytes_per_s: 1e9,
+        inter_bytes_per_s: 1e9,
+        nics: 1,
+        gpu_memory_bytes: None,
+        price_per_hour: None,
+    };
+    Cluster {
+        name: "c".into(),
+        nodes: vec![node("fast"), node("slow")],
+        links: Vec::new(),
+    }
+}
+
+fn entry(gpu: &str, tp: usize, f: f64, b: Option<f64>) -> ProfileEntry {
+    ProfileEntry {
+        gpu: gpu.into(),
+        tp,
+        micro_batch: Some(2),
+        forward_s: vec![f; 4],
+        backward_s: b.map(|b| vec![b; 4]),
+        optimizer_s: None,
+        source: None,
+    }
+}
+
+fn time_only() -> DeviceModel {
+    DeviceModel::new(DeviceOptions {
+        price_memory: false,
+        ..Default::default()
+    })
+}
+
+fn plan(stages: Vec<(usize, usize, Vec<Vec<Device>>)>, b: usize) -> Plan {
+    Plan {
+        micro_batch: 2,
+        num_micro_batches: b,
+        stages: stages
+            .into_iter()
+            .map(|(first_layer, end_layer, replicas)| Stage {
+                first_layer,
+                end_layer,
+                replicas,
+            })
+            .collect(),
+        setup: TrainingSetup::default(),
+    }
+}
+
+fn durations(t: &Timeline, stage: usize, kind: EventKind) -> Vec<f64> {
+    t.events
+        .iter()
+        .filter(|e| e.stage == stage && e.kind == kind)
+        .map(|e| e.end_s - e.start_s)
+        .collect()
+}
+
+fn all_close(got: Vec<f64>, want: f64, n: usize) {
+    assert_eq!(got.len(), n, "{got:?}");
+    assert!(
+        got.iter().all(|g| (g - want).abs() < 1e-12),
+        "{got:?} != {want}"
+    );
+}
+
+#[test]
+fn each_stage_is_priced_on_its_own_gpus() {
+    let (m, c) = (model(), cluster());
+    let p = Profile {
+        entries: vec![
+            entry("fast", 1, 1.0, Some(2.0)),
+            entry("slow", 1, 3.0, Some(6.0)),
+        ],
+        precision: None,
+    };
+    let inputs = Inputs {
+        model: &m,
+        cluster: &c,
+        profile: &p,
+    };
+    // Stage 0 (layers 0..3) on a fast GPU, stage 1 (layer 3) on a slow one.
+    let pl = plan(
+        vec![(0, 3, vec![vec![d(0, 0)]]), (3, 4, vec![vec![d(1, 0)]])],
+        2,
+    );
+    let t = time_only().timeline(&inputs, &pl).unwrap();
+    all_close(durations(&t, 0, EventKind::Forward), 3.0, 2);
+    all_close(durations(&t, 0, EventKind::Backward), 6.0, 2);
+    all_close(durations(&t, 1, EventKind::Forward), 3.0, 2);
+    all_close(durations(&t, 1, EventKind::Backward), 6.0, 2);
+    // A tensor-parallel group mixing the types runs at the slow pace
+    // (tp = 2 derived from tp = 1: 3 / 2 per layer plus the all-reduces).
+    let pl = plan(vec![(0, 4, vec![vec![d(0, 0), d(1, 0)]])], 1);
+    let t = time_only().timeline(&inputs, &pl).unwrap();
+    // All-reduce of 2 x 100 x 2 = 400 bytes between the nodes:
+    // 2 x 30us + 400 / (1e9 x 0.5).
+    let ar =
+        2.0 * collective::INTER_NODE_LATENCY_S + 400.0 / (1e9 * collective::INTER_NODE_EFFICIENCY);
+    let f = durations(&t, 0, EventKind::Forward)[0];
+    assert!((f - 4.0 * (1.5 + 2.0 * ar)).abs() < 1e-12, "{f}");
+}
+
+#[test]
+fn per_sample_profiles_split_compute_and_tp_communication() {
+    let (m, c) = (model(), cluster());
+    let per_sample = |tp: usize, f: f64| ProfileEntry {
+        micro_batch: None,
+        backward_s: None,
+        ..entry("fast", tp, f, None)
+    };
+    let p = Profile {
+        entries: vec![per_sample(1, 1.0), per_sample(2, 0.8)],
+        precision: None,
+    };
+    let inputs = Inputs {
+        model: &m,
+        cluster: &c,
+        profile: &p,
+    };
+    let model = time_only();
+    // A layer at tp 2, per sample: compute 1.0 / 2 = 0.5, communication
+    // 0.3. Micro-batch 2: compute 0.5 x (0.2 + 0.8 x 2) = 0.9,
+    // communication 0.3 x (0.6 + 0.4 x 2) = 0.42. Forward 1.32,
+    // backward 2 x 0.9 + 0.42 = 2.22; four layers.
+    let pl = plan(vec![(0, 4, vec![vec![d(0, 0), d(0, 1)]])], 1);
+    let t = model.timeline(&inputs, &pl).unwrap();
+    all_close(durations(&t, 0, EventKind::Forward), 4.0 * 1.32, 1);
+    all_close(durations(&t, 0, EventKind::Backward), 4.0 * 2.22, 1);
+    let e = model.evaluate(&inputs, &pl).unwrap();
+    assert!(
+        (e.breakdown.tp_comm_s - 4.0 * 0.84).abs() < 1e-9,
+        "{:?}",
+        e.breakdown
+    );
+    // Node 1 has no profile: a clear error.
+    let pl = plan(
+        vec![
+            (0, 1, vec![vec![d(0, 0), d(0, 1)]]),
+            (1, 4, vec![vec![d(1, 0), d(1, 1)]]),
+        ],
+        1,
+    );
+    let e = model.evaluate(&inputs, &pl).unwrap_err().to_string();
+    assert!(e.contains("`slow`"), "{e}");
+}
+
+#[test]
+fn breakdown_adds_up_and_tables_match() {
+    let (m, c) = (model(), cluster());
+    let p = Profile {
+        entries: vec![
+            entry("fast", 1, 1.0, Some(2.0)),
+            entry("slow", 1, 2.0, Some(4.0)),
+        ],
+        precision: None,
+    };
+    let inputs = Inputs {
+        model: &m,
+        cluster: &c,
+        profile: &p,
+    };
+    let pl = plan(
+        vec![
+            (0, 2, vec![vec![d(0, 0)], vec![d(0, 1)]]),
+            (2, 4, vec![vec![d(1, 0)], vec![d(1, 1)]]),
+        ],
+        4,
+    );
+    let e = time_only().evaluate(&inputs, &pl).unwrap();
+    let b = &e.breakdown;
+    let sum = b.compute_s
+        + b.bubble_s
+        + b.pipeline_send_s
+        + b.tp_comm_s
+        + b.dp_allreduce_s
+        + b.optimizer_s;
+    assert!(
+        (sum - e.iteration_s).abs() < 1e-9,
+        "{sum} vs {}",
+        e.iteration_s
+    );
+    assert!(b.dp_allreduce_s > 0.0 && b.optimizer_s > 0.0);
+    // The slow stage bounds the iteration from below: 4 x (2 + 4) x 2.
+    assert!(e.iteration_s >= 48.0);
+    let grid = DeviceGrid::new(&c, 1, 2, 2, &Placement::artifact_default(&c));
+    let cand = Candidate {
+        grid: &grid,
+        setup: &TrainingSetup::default(),
+        micro_batch: 2,
+        num_micro_batches: 4,
+    };
+    let t = time_only().stage_tables(&inputs, &cand).unwrap();
+    assert_eq!(t.compute_prefix[0][4], 12.0);
+    assert_eq!(t.compute_prefix[1][4], 24.0);
+    // A cut after any block: 2 x 100 x 2 bytes, both ways, two replicas
+    // sharing each NIC: 2 x (30us + 400 x 2 / 0.5e9).
+    let cut = 2.0
+        * (collective::INTER_NODE_LATENCY_S + 800.0 / (1e9 * collective::INTER_NODE_EFFICIENCY));
+    assert!((t.cut[0][1] - cut).abs() < 1e-15);
+}
+
+#[test]
+fn number_formats_size_sends_and_allreduces() {
+    let (m, c) = (model(), cluster());
+    let mut p = Profile {
+        entries: vec![
+            entry("fast", 1, 1.0, Some(2.0)),
+            entry("slow", 1, 2.0, Some(4.0)),
+        ],
+        precision: None,
+    };
+    let grid = DeviceGrid::new(&c, 1, 2, 2, &Placement::artifact_default(&c));
+    let fp32 = TrainingSetup {
+        formats: Precision::Fp32.formats(),
+        ..TrainingSetup::default()
+    };
+    let price = |p: &Profile, setup: &TrainingSetup| {
+        let inputs = Inputs {
+            model: &m,
+            cluster: &c,
+            profile: p,
+        };
+        let cand = Candidate {
+            grid: &grid,
+            setup,
+            micro_batch: 2,
+            num_micro_batches: 4,
+        };
+        let mut pl = plan(
+            vec![
+                (0, 2, vec![vec![d(0, 0)], vec![d(0, 1)]]),
+                (2, 4, vec![vec![d(1, 0)], vec![d(1, 1)]]),
+            ],
+            4,
+        );
+        pl.setup = *setup;
+        let model = time_only();
+        Ok::<_, AmpError>((
+            model.stage_tables(&inputs, &cand)?,
+            model.allreduce_times(&inputs, &pl),
+        ))
+    };
+    // 16-bit: 2 x 100 x 2 = 400 bytes per rank and cut; fp32 twice
+    // that; two replicas sharing each NIC, both ways.
+    let (t16, ar16) = price(&p, &TrainingSetup::default()).unwrap();
+    p.precision = Some(Precision::Fp32);
+    let (t32, ar32) = price(&p, &fp32).unwrap();
+    let lat = collective::INTER_NODE_LATENCY_S;
+    let bw = 1e9 * collective::INTER_NODE_EFFICIENCY;
+    assert!((t16.cut[0][1] - 2.0 * (lat + 800.0 / bw)).abs() < 1e-15);
+    assert!((t32.cut[0][1] - 2.0 * (lat + 1600.0 / bw)).abs() < 1e-15);
+    // All-reduce of each stage's 2000 parameters over two replicas on
+    // one node (1e9 B/s, 10 us steps): 2 x 10 us + bytes / 1e9.
+    let intra = collective::INTRA_NODE_LATENCY_S;
+    for (ar, bytes) in [(&ar16, 2000.0 * 2.0), (&ar32, 2000.0 * 4.0)] {
+        for t in ar.iter() {
+            assert!((t - (2.0 * intra + bytes / 1e9)).abs() < 1e-15, "{t}");
+        }
+    }
+    // A profile measured in fp32 does not price a 16-bit setup.
+    let e = price(&p, &TrainingSetup::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("measured in fp32"), "{e}");
+    // fp16 and bf16 share their element size.
+    p.precision = Some(Precision::Fp16);
+    let (t16b, _) = price(&p, &TrainingSetup::default()).unwrap();
+    assert_eq!(t16b.cut, t16.cut);
+}
+
+#[test]
+fn zero3_pays_one_and_a_half_all_reduces_and_selective_recompute_reruns_attention() {
+    let (c, mut m) = (cluster(), model());
+    m.shape = Some(crate::model::TransformerShape {
+        hidden: 64,
+        num_blocks: 4,
+        seq_len: 128,
+        vocab: 10,
+        heads: 2,
+    });
+    let p = Profile {
+        entries: vec![
+            entry("fast", 1, 1.0, Some(2.0)),
+            entry("slow", 1, 2.0, Some(4.0)),
+        ],
+        precision: None,
+    };
+    let inputs = Inputs {
+        model: &m,
+        cluster: &c,
+        profile: &p,
+    };
+    let mut pl = plan(
+        vec![
+            (0, 2, vec![vec![d(0, 0)], vec![d(0, 1)]]),
+            (2, 4, vec![vec![d(1, 0)], vec![d(1, 1)]]),
+        ],
+        4,
+    );
+    let plain = time_only().allreduce_times(&inputs, &pl);
+    pl.setup.optimizer_sharding = OptimizerSharding::Zero3;
+    let z3 = time_only().allreduce_times(&inputs, &pl);
+    for (a, b) in plain.iter().zip(&z3) {
+        assert!((b / a - ZERO3_COMM_FACTOR).abs() < 1e-12);
+    }
+    // s = 128, h = 64: the attention core is 128 / (384 + 128) = 1/4 of
+    // a block's forward, rerun in its backward.
+    pl.setup = TrainingSetup {
+        recompute: Recompute::Selective,
+        ..TrainingSetup::default()
+    };
+    let t = time_only().timeline(&inputs, &pl).unwrap();
+    all_close(durations(&t, 0, EventKind::Backward), 2.0 * (2.0 + 0.25), 4);
+}
+
+#[test]
+fn analytic_entries_get_tp_allreduces_and_recompute_reruns_the_forward() {
+    let (m, c) = (model(), cluster());
+    let analytic = ProfileEntry {
+        source: Some(crate::profile::ANALYTIC_SOURCE.into()),
+        ..entry("fast", 2, 1.0, Some(2.0))
+    };
+    let measured = entry("fast", 2, 1.0, Some(2.0));
+    let price = |e: &ProfileEntry, recompute: bool| {
+        let mut pl = plan(vec![(0, 4, vec![vec![d(0, 0), d(0, 1)]])], 1);
+        if recompute {
+            pl.setup.recompute = Recompute::Full;
+        }
+        let p = Profile {
+            entries: vec![e.clone()],
+            precision: None,
+        };
+        let inputs = Inputs {
+            model: &m,
+            cluster: &c,
+            profile: &p,
+        };
+        let t = time_only().timeline(&inputs, &pl).unwrap();
+        (
+            durations(&t, 0, EventKind::Forward)[0],
+            durations(&t, 0, EventKind::Backward)[0],
+        )
+    };
+    // Measured tp 2 times include the all-reduces: used as they are.
+    assert_eq!(price(&measured, false), (4.0, 8.0));
+    // Analytic ones do not: per block two all-reduces forward and two
+    // backward of 2 x 100 x 2 = 400 bytes between two GPUs of a node,
+    // 2 x 10 us + 2 x 1/2 x 400 / 1e9 each.
+    let ar = 2.0 * collective::INTRA_NODE_LATENCY_S + 400.0 / 1e9;
+    let (f, b) = price(&analytic, false);
+    assert!((f - 4.0 * (1.0 + 2.0 * ar)).abs() < 1e-12, "{f}");
+    assert!((b - 4.0 * (2.0 + 2.0 * ar)).abs() < 1e-12, "{b}");
+    // Full recomputation: the backward reruns the forward first.
+    let (f2, b2) = price(&analytic, true);
+    assert_eq!(f2, f);
+    assert!((b2 - (b + f)).abs() < 1e-12, "{b2}");
+    assert_eq!(price(&measured, true), (4.0, 12.0));
+}
+
+/// Two stages of two replicas, two chunks per device: identical
+/// replicas are simulated once, every chunk is priced on its layers and
+/// the wrap-around cut (device 1 chunk 0 -> device 0 chunk 1) is an
+/// inter-node send.
+#[test]
+fn interleaved_plans_simulate_one_representative_replica() {
+    let (m, c) = (model(), cluster());
+    let p = Profile {
+        entries: vec![
+            entry("fast", 1, 1.0, Some(2.0)),
+            entry("slow", 1, 3.0, Some(6.0)),
+        ],
+        precision: None,
+    };
+    let inputs = Inputs {
+        model: &m,
+        cluster: &c,
+        profile: &p,
+    };
+    let il = TrainingSetup {
+        schedule: Schedule::Interleaved { virtual_stages: 2 },
+        ..TrainingSetup::default()
+    };
+    // Megatron-LM's order: virtual stage i on pipeline rank i mod 2.
+    let (r0, r1) = (
+        vec![vec![d(0, 0)], vec![d(0, 1)]],
+        vec![vec![d(1, 0)], vec![d(1, 1)]],
+    );
+    let mut pl = plan(
+        vec![
+            (0, 1, r0.clone()),
+            (1, 2, r1.clone()),
+            (2, 3, r0),
+            (3, 4, r1),
+        ],
+        4,
+    );
+    pl.setup = il;
+    let dm = time_only();
+    let t = dm.timeline(&inputs, &pl).unwrap();
+    let fwd: Vec<_> = t
+        .events
+        .iter()
+        .filter(|e| e.kind == EventKind::Forward)
+        .collect();
+    // 2 devices x 2 chunks x 4 micro-batches, one replica.
+    assert_eq!(fwd.len(), 16);
+    assert!(fwd.iter().all(|e| e.replica == 0 && e.chunk.is_some()));
+    all_close(durations(&t, 0, EventKind::Forward), 1.0, 8);
+    all_close(durations(&t, 1, EventKind::Backward), 6.0, 8);
+    // Two replicas cross every cut at once, sharing the NICs:
+    // 30 us + 2 x 400 / 0.5e9, on the wrap-around cut too.
+    let send = collective::INTER_NODE_LATENCY_S + 800.0 / (1e9 * collective::INTER_NODE_EFFICIENCY);
+    let wrap: Vec<f64> = t
+        .events
+        .iter()
+        .filter(|e| e.kind == EventKind::SendForward && e.stage == 1)
+        .map(|e| e.end_s - e.start_s)
+        .collect();
+    all_close(wrap, send, 4);
+    // The same plan with one replica per stage runs the same pipeline.
+    let mut one = plan(
+        vec![
+            (0, 1, vec![vec![d(0, 0)]]),
+            (1, 2, vec![vec![d(1, 0)]]),
+            (2, 3, vec![vec![d(0, 0)]]),
+            (3, 4, vec![vec![d(1, 0)]]),
+        ],
+        4,
+    );
+    one.setup = il;
+    let e2 = dm.evaluate(&inputs, &pl).unwrap();
+    let e1 = dm.evaluate(&inputs, &one).unwrap();
+    let busy = |e: &Estimate| e.iteration_s - e.breakdown.dp_allreduce_s - e.breakdown.optimizer_s;
+    assert!(busy(&e2) > busy(&e1), "sends share NICs with two replicas");
+    assert!(e2.iteration_s > 0.0 && e1.iteration_s > 0.0);
+}
+
+#[test]
+fn scatter_gather_sends_a_slice_and_gathers_it() {
+    let (m, c) = (model(), cluster());
+    let p = Profile {
+        entries: vec![
+            entry("fast", 1, 1.0, Some(2.0)),
+            entry("slow", 1, 1.0, Some(2.0)),
+        ],
+        precision: None,
+    };
+    let inputs = Inputs {
+        model: &m,
+        cluster: &c,
+        profile: &p,
+    };
+    let grid = DeviceGrid::new(&c, 2, 1, 2, &Placement::artifact_default(&c));
+    let cand = Candidate {
+        grid: &grid,
+        setup: &TrainingSetup::default(),
+        micro_batch: 2,
+        num_micro_batches: 4,
+    };
+    let sg_setup = TrainingSetup {
+        pipeline_send: PipelineSend::ScatterGather,
+        ..TrainingSetup::default()
+    };
+    let sg_cand = Candidate {
+        grid: &grid,
+        setup: &sg_setup,
+        micro_batch: 2,
+        num_micro_batches: 4,
+    };
+    let lat = collective::INTER_NODE_LATENCY_S;
+    let bw = 1e9 * collective::INTER_NODE_EFFICIENCY;
+    // Full sends: each of the 2 ranks sends 400 bytes through one NIC.
+    let full = time_only().stage_tables(&inputs, &cand).unwrap();
+    assert!((full.cut[0][1] - 2.0 * (lat + 2.0 * 400.0 / bw)).abs() < 1e-15);
+    // Scatter/gather: 200 bytes each, then an all-gather of the 400
+    // bytes inside the receiving node: 10 us + 1/2 x 400 / 1e9.
+    let t = time_only().stage_tables(&inputs, &sg_cand).unwrap();
+    let gather = collective::INTRA_NODE_LATENCY_S + 200.0 / 1e9;
+    let want = 2.0 * (lat + 2.0 * 200.0 / bw + gather);
+    assert!(
+        (t.cut[0][1] - want).abs() < 1e-15,
+        "{} vs {want}",
+        t.cut[0][1]
+    );
+}
