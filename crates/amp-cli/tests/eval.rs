@@ -180,3 +180,100 @@ fn bad_plans_are_clear_errors() {
         stderr(&o)
     );
 }
+
+/// A plan that does not fit is reported with a non-zero exit (--force to
+/// exit 0), and is not exported unless forced.
+#[test]
+fn plans_that_do_not_fit_fail_eval_and_export() {
+    let plan = common::tmp(
+        "too-big.json",
+        r#"{"micro_batch": 32, "num_micro_batches": 1, "stages": [
+            {"first_layer": 0, "end_layer": 30, "replicas": [[{"node": 0, "gpu": 0}]]}]}"#,
+    );
+    let p = plan.to_str().unwrap();
+    let o = common::amp(&["eval", p, "--example", "homogeneous"]);
+    assert!(!o.status.success());
+    assert!(common::stderr(&o).contains("does not fit in memory"));
+    let o = common::amp(&["eval", p, "--example", "homogeneous", "--force"]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let out = plan.with_extension("out");
+    let o = common::amp(&[
+        "export",
+        p,
+        "--example",
+        "homogeneous",
+        "--to",
+        "deepspeed",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(common::stderr(&o).contains("nothing written"));
+    assert!(!out.exists());
+}
+
+/// A plan that records its setup is priced with it; setup flags would
+/// price another job and are refused. A plan without one takes the flags.
+#[test]
+fn recorded_setups_win_and_flags_fill_plans_without_one() {
+    let bare = r#"{"micro_batch": 1, "num_micro_batches": 8, "stages": [
+        {"first_layer": 0, "end_layer": 15, "replicas": [[{"node": 0, "gpu": 0}], [{"node": 0, "gpu": 1}], [{"node": 0, "gpu": 2}], [{"node": 0, "gpu": 3}]]},
+        {"first_layer": 15, "end_layer": 30, "replicas": [[{"node": 1, "gpu": 0}], [{"node": 1, "gpu": 1}], [{"node": 1, "gpu": 2}], [{"node": 1, "gpu": 3}]]}]}"#;
+    let p = common::tmp("bare-setup.json", bare);
+    let time = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            p.to_str().unwrap(),
+            "--example",
+            "homogeneous",
+            "--json",
+        ];
+        args.extend(extra);
+        let o = common::amp(&args);
+        assert!(o.status.success(), "{}", common::stderr(&o));
+        let v: serde_json::Value = serde_json::from_str(&common::stdout(&o)).unwrap();
+        (
+            v["iteration_s"].as_f64().unwrap(),
+            v["plan"]["setup"].clone(),
+        )
+    };
+    let (plain, setup) = time(&[]);
+    assert_eq!(setup["recompute"], "none");
+    let (recomputed, setup) = time(&["--recompute"]);
+    assert_eq!(setup["recompute"], "full");
+    assert!(recomputed > plain);
+    let mut with: serde_json::Value = serde_json::from_str(bare).unwrap();
+    with["setup"] = setup;
+    let q = common::tmp("with-setup.json", &with.to_string());
+    let o = common::amp(&[
+        "eval",
+        q.to_str().unwrap(),
+        "--example",
+        "homogeneous",
+        "--gpipe-not-a-flag",
+    ]);
+    assert!(!o.status.success());
+    let o = common::amp(&[
+        "eval",
+        q.to_str().unwrap(),
+        "--example",
+        "homogeneous",
+        "--schedule",
+        "gpipe",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        common::stderr(&o).contains("records its training setup"),
+        "{}",
+        common::stderr(&o)
+    );
+    let o = common::amp(&[
+        "eval",
+        q.to_str().unwrap(),
+        "--example",
+        "homogeneous",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&common::stdout(&o)).unwrap();
+    assert_eq!(v["iteration_s"].as_f64().unwrap(), recomputed);
+}

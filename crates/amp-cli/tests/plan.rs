@@ -414,3 +414,170 @@ fn cluster_files_without_memory_take_it_from_the_catalog() {
         (16u64 << 30) as f64
     );
 }
+
+/// `x` and `width` of every drawn timeline event of `kind` on `stage`.
+fn drawn(html: &str, stage: usize, kind: &str) -> Vec<(f64, f64)> {
+    let attr = |tag: &str, name: &str| -> f64 {
+        let key = format!(" {name}=\"");
+        let at = tag.find(&key).unwrap() + key.len();
+        tag[at..].split('"').next().unwrap().parse().unwrap()
+    };
+    html.split("<rect ")
+        .skip(1)
+        .map(|t| t.split('>').next().unwrap())
+        .filter(|t| {
+            t.contains(&format!("data-stage=\"{stage}\""))
+                && t.contains(&format!("data-kind=\"{kind}\""))
+        })
+        .map(|t| (attr(t, "x"), attr(t, "width")))
+        .collect()
+}
+
+/// The report draws the simulation that priced the plan: under GPipe with
+/// full recomputation every forward precedes every backward, a backward
+/// (recomputed forward + backward) is about three forwards long, and the
+/// predicted time shown is the plan's.
+#[test]
+fn report_draws_the_simulation_that_priced_the_plan() {
+    let dir = std::env::temp_dir().join(format!("amp-cli-report-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let report = dir.join("r.html");
+    let o = amp(&[
+        "plan",
+        "--example",
+        "het-cluster",
+        "--schedule",
+        "gpipe",
+        "--recompute",
+        "--report",
+        report.to_str().unwrap(),
+        "--json",
+        "--top",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let best = &v["plans"][0];
+    assert_eq!(best["setup"]["schedule"], "gpipe");
+    assert_eq!(best["setup"]["recompute"], "full");
+    let html = std::fs::read_to_string(&report).unwrap();
+    let shown = format!(
+        "Predicted iteration</dt><dd><b>{:.3} s</b>",
+        best["predicted_iteration_s"].as_f64().unwrap()
+    );
+    assert!(html.contains(&shown), "report does not show {shown}");
+    let pp = best["pp"].as_u64().unwrap() as usize;
+    assert!(pp > 1, "the example's best plan is pipelined");
+    for stage in 0..pp {
+        let f = drawn(&html, stage, "forward");
+        let b = drawn(&html, stage, "backward");
+        assert!(!f.is_empty() && f.len() == b.len(), "stage {stage}");
+        let last_f = f.iter().map(|(x, w)| x + w).fold(0.0, f64::max);
+        let first_b = b.iter().map(|(x, _)| *x).fold(f64::INFINITY, f64::min);
+        assert!(last_f <= first_b + 1e-6, "stage {stage}: GPipe order");
+        let ratio = b[0].1 / f[0].1;
+        assert!((2.5..3.5).contains(&ratio), "stage {stage}: {ratio}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Interleaved plans are Megatron-LM's even split over pp x v virtual
+/// stages, export to Megatron-LM as virtual pipeline stages, and are
+/// refused by engines that cannot run them; one-stage plans record 1F1B.
+#[test]
+fn interleaved_plans_are_what_megatron_builds() {
+    let o = amp(&[
+        "plan",
+        "--example",
+        "het-cluster",
+        "--schedule",
+        "interleaved:2",
+        "--json",
+        "--top",
+        "100",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let plans = v["plans"].as_array().unwrap();
+    let mut pipelined = 0;
+    for p in plans {
+        let pp = p["pp"].as_u64().unwrap() as usize;
+        let stages = p["stages"].as_array().unwrap();
+        if pp == 1 {
+            assert_eq!(p["setup"]["schedule"], "1f1b");
+            assert_eq!(stages.len(), 1);
+            continue;
+        }
+        pipelined += 1;
+        assert_eq!(p["setup"]["schedule"], "interleaved:2");
+        // 24 blocks over 2 pp virtual stages: 12 / pp blocks each; virtual
+        // stage i runs on the devices of stage i mod pp.
+        assert_eq!(stages.len(), 2 * pp);
+        for (i, s) in stages.iter().enumerate() {
+            assert_eq!(s["replicas"], stages[i % pp]["replicas"], "stage {i}");
+        }
+    }
+    assert!(pipelined > 0);
+    let dir = std::env::temp_dir().join(format!("amp-cli-il-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plans_file = dir.join("plans.json");
+    std::fs::write(&plans_file, &o.stdout).unwrap();
+    let rank = plans
+        .iter()
+        .position(|p| p["pp"].as_u64().unwrap() > 1)
+        .unwrap()
+        + 1;
+    let export = |engine: &str| {
+        amp(&[
+            "export",
+            plans_file.to_str().unwrap(),
+            "--example",
+            "het-cluster",
+            "--rank",
+            &rank.to_string(),
+            "--to",
+            engine,
+            "--out",
+            dir.join(engine).to_str().unwrap(),
+        ])
+    };
+    let o = export("megatron");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let args = std::fs::read_to_string(dir.join("megatron/args.sh")).unwrap();
+    assert!(
+        args.contains("--num-layers-per-virtual-pipeline-stage"),
+        "{args}"
+    );
+    let o = export("deepspeed");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("interleaved:2"), "{}", stderr(&o));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Flags that do not apply are errors, not silently ignored.
+#[test]
+fn flags_that_do_not_apply_are_errors() {
+    for (args, words) in [
+        (
+            vec!["--cost-model", "amp-paper", "--recompute"],
+            "do not apply to --cost-model amp-paper",
+        ),
+        (vec!["--partition", "exact"], "--partition applies only"),
+        (vec!["--out", "x"], "--emit"),
+        (
+            vec!["--engine", "deepspeed", "--schedule", "interleaved:2"],
+            "deepspeed cannot run the interleaved:2",
+        ),
+        (
+            vec!["--engine", "megatron", "--emit", "deepspeed", "--out", "x"],
+            "disagree",
+        ),
+        (vec!["--precision", "fp64"], "unknown precision"),
+    ] {
+        let mut all = vec!["plan", "--example", "het-cluster"];
+        all.extend(args.iter().copied());
+        let o = amp(&all);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert!(stderr(&o).contains(words), "{args:?}: {}", stderr(&o));
+    }
+}
