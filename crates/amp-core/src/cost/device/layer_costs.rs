@@ -78,6 +78,23 @@ pub fn attention_core_share(model: &Model) -> f64 {
     }
 }
 
+/// The group of the same size on one node (the first GPUs of `group`'s
+/// first node) when `group` spans nodes: where a measured profile's
+/// tensor-parallel degree was profiled (AMP and Sailor profile one node).
+/// None when the group is on one node or that node is too small.
+pub(super) fn one_node_twin(inputs: &Inputs, group: &[Device]) -> Option<Vec<Device>> {
+    let first = group.first()?.node;
+    if group.iter().all(|d| d.node == first) {
+        return None;
+    }
+    let gpus = inputs.cluster.nodes.get(first)?.gpus;
+    (gpus >= group.len()).then(|| {
+        (0..group.len())
+            .map(|gpu| Device { node: first, gpu })
+            .collect()
+    })
+}
+
 impl DeviceModel {
     pub(super) fn missing(inputs: &Inputs, gpu: &str, tp: usize) -> AmpError {
         let have = inputs.profile.tp_degrees(gpu);
@@ -196,7 +213,18 @@ impl DeviceModel {
             let costs = match costs {
                 Some(mut c) => {
                     if inputs.profile.compute_only(gpu, tp) {
-                        self.add_block_allreduces(inputs, setup, group, mbs, &mut c);
+                        self.add_block_allreduces(inputs, setup, group, None, mbs, &mut c);
+                    } else if let Some(one_node) = one_node_twin(inputs, group) {
+                        // Measured on one node: a group across nodes pays
+                        // the difference on its real links.
+                        self.add_block_allreduces(
+                            inputs,
+                            setup,
+                            group,
+                            Some(&one_node),
+                            mbs,
+                            &mut c,
+                        );
                     }
                     c
                 }
@@ -236,11 +264,15 @@ impl DeviceModel {
     /// Adds to every transformer block two all-reduces forward and two
     /// backward of its output (`micro_batch x output_elems_per_sample x
     /// activation bytes`) on `group`'s links.
+    ///
+    /// With `already_paid`, only what the group's all-reduces cost beyond
+    /// those of that group (a measurement's) is added.
     pub(super) fn add_block_allreduces(
         &self,
         inputs: &Inputs,
         setup: &TrainingSetup,
         group: &[Device],
+        already_paid: Option<&[Device]>,
         mbs: usize,
         costs: &mut [LayerCost],
     ) {
@@ -257,7 +289,9 @@ impl DeviceModel {
                 Some((e, t)) if e == elems => t,
                 _ => {
                     let bytes = mbs as f64 * elems as f64 * activation_bytes(setup);
-                    let t = collective::allreduce_s(inputs.cluster, group, bytes);
+                    let paid = already_paid
+                        .map_or(0.0, |g| collective::allreduce_s(inputs.cluster, g, bytes));
+                    let t = (collective::allreduce_s(inputs.cluster, group, bytes) - paid).max(0.0);
                     last = Some((elems, t));
                     t
                 }
@@ -291,7 +325,7 @@ impl DeviceModel {
                 tp_comm_s: 0.0,
             })
             .collect();
-        self.add_block_allreduces(inputs, setup, group, mbs, &mut costs);
+        self.add_block_allreduces(inputs, setup, group, None, mbs, &mut costs);
         Ok(costs)
     }
 }

@@ -521,3 +521,39 @@ fn scatter_gather_sends_a_slice_and_gathers_it() {
         t.cut[0][1]
     );
 }
+
+/// A tensor-parallel group across two nodes, measured on one: its blocks
+/// pay the difference between its all-reduces and those of the same group
+/// on one node, twice forward and twice backward.
+#[test]
+fn measured_tp_groups_across_nodes_pay_the_network() {
+    let (m, c) = (model(), cluster());
+    let p = Profile {
+        entries: vec![
+            entry("fast", 2, 1.0, Some(2.0)),
+            entry("slow", 2, 1.0, Some(2.0)),
+        ],
+        precision: None,
+    };
+    let inputs = Inputs {
+        model: &m,
+        cluster: &c,
+        profile: &p,
+    };
+    let price = |group: Vec<Device>| {
+        let pl = plan(vec![(0, 4, vec![group])], 1);
+        let t = time_only().timeline(&inputs, &pl).unwrap();
+        (
+            durations(&t, 0, EventKind::Forward)[0],
+            durations(&t, 0, EventKind::Backward)[0],
+        )
+    };
+    assert_eq!(price(vec![d(0, 0), d(0, 1)]), (4.0, 8.0));
+    let bytes = 2.0 * 100.0 * 2.0;
+    let extra = collective::allreduce_s(&c, &[d(0, 0), d(1, 0)], bytes)
+        - collective::allreduce_s(&c, &[d(0, 0), d(0, 1)], bytes);
+    assert!(extra > 0.0);
+    let (f, b) = price(vec![d(0, 0), d(1, 0)]);
+    assert!((f - (4.0 + 4.0 * 2.0 * extra)).abs() < 1e-12, "{f}");
+    assert!((b - (8.0 + 4.0 * 2.0 * extra)).abs() < 1e-12, "{b}");
+}
