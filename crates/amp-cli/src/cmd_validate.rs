@@ -296,9 +296,15 @@ fn sailor_datasets(dir: &Path) -> Result<Vec<(Dataset, Vec<String>)>> {
         profile.precision =
             sailor::training_precision(&llm, &llm_path.display().to_string(), &t.model)?;
         let setup = sailor::training_setup(profile.precision);
+        let mut notes = Vec::new();
+        if t.model != model_name {
+            notes.push(format!(
+                "note: measured/{cluster_name}/{model_name} read as model `{}` (its training/*.json)",
+                t.model
+            ));
+        }
         profile.check_layers(model.num_layers(), &profiles_origin)?;
         let mut runs = Vec::new();
-        let mut notes = Vec::new();
         for f in files {
             let origin = f.display().to_string();
             let rel = f
@@ -307,17 +313,18 @@ fn sailor_datasets(dir: &Path) -> Result<Vec<(Dataset, Vec<String>)>> {
                 .display()
                 .to_string();
             match sailor::parse_plan_config(&read(&f)?, &origin, &model, &gpus, &network) {
-                Ok(mut run) => runs.push(Run {
-                    name: rel,
-                    cluster: run.cluster,
-                    plan: {
-                        run.plan.setup = setup;
-                        run.plan
-                    },
-                    // A run without a measured time did not complete.
-                    outcome: run.measured_s.map_or(Outcome::Failed, Outcome::Completed),
-                    measured_peak_bytes: run.max_mem_bytes,
-                }),
+                Ok(mut run) => {
+                    notes.extend(run.warnings.drain(..).map(|w| format!("warning: {w}")));
+                    run.plan.setup = setup;
+                    runs.push(Run {
+                        name: rel,
+                        cluster: run.cluster,
+                        plan: run.plan,
+                        // A run without a measured time did not complete.
+                        outcome: run.measured_s.map_or(Outcome::Failed, Outcome::Completed),
+                        measured_peak_bytes: run.max_mem_bytes,
+                    });
+                }
                 Err(e) => notes.push(format!("skipped: {e}")),
             }
         }

@@ -303,3 +303,43 @@ fn synthetic_het_cluster_and_het_model_use_their_clusters_and_models() {
     assert!(text.contains("het_model:3 mbs2 tp4"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Sailor's data as it is: runs of a model kept under a directory without
+/// its size (`GPT-NEO` for GPT-Neo-2.7B), and a layer list with one entry
+/// off, are read, each with a note naming what was read how.
+#[test]
+fn sailor_directory_names_and_layer_typos_are_read_with_a_note() {
+    let dir = std::env::temp_dir().join(format!("amp-validate-typo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    write_synthetic(&dir);
+    for f in ["llm_info.json", "profiles.json", "training/tiny.json"] {
+        let p = dir.join(f);
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(&p, text.replace("\"Tiny\"", "\"Tiny-1\"")).unwrap();
+    }
+    let g = r#"[[["X", 2, "z"]], 1]"#;
+    std::fs::write(
+        dir.join("measured/lab/Tiny/N2/plan_config_typo.json"),
+        format!(
+            r#"{{"pipeline_list": [{{"num_stages": 1, "layers_per_stage": [[0, 1, 7, 3]], "tmp_per_stage": [[{g}, {g}, {g}, {g}]], "dp": [4]}}], "mbs": 2, "gbs": 8, "real": 0.4, "max_mem": 5000000000}}"#
+        ),
+    )
+    .unwrap();
+    let out = amp()
+        .args(["validate", "--json"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let d = &v["datasets"][0];
+    assert_eq!(d["runs"], 4, "{d}");
+    let notes = d["notes"].to_string();
+    assert!(notes.contains("read as model `Tiny-1`"), "{notes}");
+    assert!(
+        notes.contains("plan_config_typo.json") && notes.contains("read as 0..=3"),
+        "{notes}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -236,9 +236,24 @@ pub fn match_model_name<'a>(
         return Some(k);
     }
     let want = norm(name);
-    let hits: Vec<&str> = known.into_iter().filter(|k| norm(k) == want).collect();
-    match hits.as_slice() {
-        [one] => Some(one),
+    let hits: Vec<&str> = known.iter().copied().filter(|k| norm(k) == want).collect();
+    if let [one] = hits.as_slice() {
+        return Some(one);
+    }
+    // A name without the size (Sailor keeps GPT-Neo-2.7B's runs under
+    // `GPT-NEO`): the one known name that is it plus a size.
+    let sized: Vec<&str> = known
+        .into_iter()
+        .filter(|k| {
+            let n = norm(k);
+            !want.is_empty()
+                && n.len() > want.len()
+                && n.starts_with(&want)
+                && n[want.len()..].chars().all(|c| c.is_ascii_digit())
+        })
+        .collect();
+    match (hits.is_empty(), sized.as_slice()) {
+        (true, [one]) => Some(one),
         _ => None,
     }
 }
@@ -649,6 +664,26 @@ pub struct SailorRun {
     pub measured_s: Option<f64>,
     /// Measured peak memory per GPU (`max_mem`), bytes.
     pub max_mem_bytes: Option<f64>,
+    /// Repairs made while reading (file, place, what was read, what it
+    /// became), for the caller to show.
+    pub warnings: Vec<String>,
+}
+
+/// A stage's layer list with one entry off a contiguous range whose size and
+/// endpoints it matches (Sailor's `[16, 17, 18, 29, 20, ...]`), repaired to
+/// that range; `None` when the list is contiguous or not so repairable
+/// (several entries off, or endpoints that disagree with its size).
+fn repair_layer_list(layers: &[usize]) -> Option<Vec<usize>> {
+    let (&lo, &hi) = (layers.first()?, layers.last()?);
+    if hi < lo || hi - lo + 1 != layers.len() {
+        return None;
+    }
+    let off = layers
+        .iter()
+        .enumerate()
+        .filter(|&(k, &l)| l != lo + k)
+        .count();
+    (off == 1).then(|| (lo..=hi).collect())
 }
 
 #[derive(Debug, Deserialize)]
@@ -701,7 +736,20 @@ pub fn parse_plan_config(
     gpus: &BTreeMap<String, GpuSpec>,
     network: &Network,
 ) -> Result<SailorRun> {
-    let f: PlanFile = serde_json::from_str(text).map_err(|e| AmpError::parse(origin, e))?;
+    let mut f: PlanFile = serde_json::from_str(text).map_err(|e| AmpError::parse(origin, e))?;
+    let mut warnings = Vec::new();
+    for (pi, p) in f.pipeline_list.iter_mut().enumerate() {
+        for (j, layers) in p.layers_per_stage.iter_mut().enumerate() {
+            if let Some(fixed) = repair_layer_list(layers) {
+                warnings.push(format!(
+                    "{origin}: pipeline_list[{pi}], stage {j}: layers {layers:?} read as {}..={} (one entry off the contiguous range its size and endpoints give)",
+                    fixed[0],
+                    fixed[fixed.len() - 1]
+                ));
+                *layers = fixed;
+            }
+        }
+    }
     let first = f
         .pipeline_list
         .first()
@@ -898,6 +946,7 @@ pub fn parse_plan_config(
         global_batch: f.gbs,
         measured_s: num(&f.real),
         max_mem_bytes: num(&f.max_mem),
+        warnings,
     })
 }
 
@@ -928,9 +977,22 @@ mod tests {
         assert_eq!(m("gpt-neo-2.7b"), Some("GPT-Neo-2.7"));
         assert_eq!(m("opt-350m"), Some("OPT-350"));
         assert_eq!(m("Llama-3-8B"), Some("LLAMA-3-8"));
+        // Without the size: the one name with a size, never a guess.
+        assert_eq!(m("GPT-NEO"), Some("GPT-Neo-2.7"));
         assert_eq!(m("OPT-3"), None);
-        assert_eq!(m("GPT-Neo"), None);
+        assert_eq!(m("OPT"), None);
         assert_eq!(match_model_name("x1b", ["X1", "x-1"]), None);
+    }
+
+    #[test]
+    fn one_entry_off_a_contiguous_range_is_repaired_and_nothing_else() {
+        let typo = [16, 17, 18, 29, 20, 21, 22, 23, 24];
+        assert_eq!(repair_layer_list(&typo), Some((16..=24).collect()));
+        assert_eq!(repair_layer_list(&[3, 4, 5]), None);
+        // Two entries off, or a size that disagrees with the endpoints:
+        // ambiguous, left for the reader's error.
+        assert_eq!(repair_layer_list(&[16, 29, 28, 19]), None);
+        assert_eq!(repair_layer_list(&[16, 17, 29, 20]), None);
     }
 
     #[test]
