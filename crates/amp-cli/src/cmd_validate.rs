@@ -193,6 +193,7 @@ fn amp_datasets(dir: &Path) -> Result<Vec<(Dataset, Vec<String>)>> {
                 plan,
                 outcome,
                 measured_peak_bytes: None,
+                measured_grad_reduce_s: None,
             });
         }
         out.push((
@@ -323,6 +324,7 @@ fn sailor_datasets(dir: &Path) -> Result<Vec<(Dataset, Vec<String>)>> {
                         // A run without a measured time did not complete.
                         outcome: run.measured_s.map_or(Outcome::Failed, Outcome::Completed),
                         measured_peak_bytes: run.max_mem_bytes,
+                        measured_grad_reduce_s: run.grad_reduce_s,
                     });
                 }
                 Err(e) => notes.push(format!("skipped: {e}")),
@@ -409,6 +411,9 @@ fn print_tables(reports: &[DatasetReport], runs: bool) {
     }));
     table.add_row(row("time error mean / max", &|r| pct(&r.time_error)));
     table.add_row(row("memory error mean / max", &|r| pct(&r.memory_error)));
+    table.add_row(row("grad reduce error mean / max", &|r| {
+        pct(&r.grad_reduce_error)
+    }));
     table.add_row(row("completed, predicted infeasible", &|r| {
         r.completed_predicted_infeasible.to_string()
     }));

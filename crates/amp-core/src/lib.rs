@@ -153,6 +153,7 @@ pub fn evaluate(
 ///     plan: plan_from_grid(&DeviceGrid::new(&cluster, 1, dp, pp, &Placement::artifact_default(&cluster)), b, 1, 32 / dp, &Default::default()),
 ///     outcome: Outcome::Completed(s),
 ///     measured_peak_bytes: None,
+///     measured_grad_reduce_s: None,
 /// };
 /// // Two of the artifact's measured runs.
 /// let data = Dataset {

@@ -664,6 +664,8 @@ pub struct SailorRun {
     pub measured_s: Option<f64>,
     /// Measured peak memory per GPU (`max_mem`), bytes.
     pub max_mem_bytes: Option<f64>,
+    /// Measured gradient-reduction time (`red_grads`), seconds.
+    pub grad_reduce_s: Option<f64>,
     /// Repairs made while reading (file, place, what was read, what it
     /// became), for the caller to show.
     pub warnings: Vec<String>,
@@ -695,6 +697,8 @@ struct PlanFile {
     real: Option<Value>,
     #[serde(default)]
     max_mem: Option<Value>,
+    #[serde(default)]
+    red_grads: Option<Value>,
 }
 
 /// A tensor-parallel group: the nodes it spans as (GPU type, GPUs per
@@ -946,6 +950,7 @@ pub fn parse_plan_config(
         global_batch: f.gbs,
         measured_s: num(&f.real),
         max_mem_bytes: num(&f.max_mem),
+        grad_reduce_s: num(&f.red_grads),
         warnings,
     })
 }

@@ -30,6 +30,9 @@ pub struct Run {
     pub outcome: Outcome,
     /// Measured peak memory per GPU, bytes, when recorded.
     pub measured_peak_bytes: Option<f64>,
+    /// Measured time of the data-parallel gradient reduction in the
+    /// iteration, seconds, when recorded (Sailor's `red_grads`).
+    pub measured_grad_reduce_s: Option<f64>,
 }
 
 /// Runs of one model with one profile.
@@ -57,6 +60,11 @@ pub struct RunReport {
     pub measured_peak_bytes: Option<f64>,
     pub predicted_peak_bytes: Option<f64>,
     pub predicted_infeasible: bool,
+    /// Measured and predicted gradient reduction on the critical path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub measured_grad_reduce_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub predicted_grad_reduce_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -93,6 +101,9 @@ pub struct DatasetReport {
     pub top1_failed: bool,
     pub time_error: Option<ErrorStats>,
     pub memory_error: Option<ErrorStats>,
+    /// Phase-level error of the gradient reduction, where measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grad_reduce_error: Option<ErrorStats>,
     /// Completed runs the model calls infeasible (should be 0).
     pub completed_predicted_infeasible: usize,
     /// Failed runs the model calls infeasible (should be all of them when
@@ -245,11 +256,14 @@ pub fn validate_dataset(dataset: &Dataset, cost: &dyn CostModel) -> DatasetRepor
             measured_peak_bytes: run.measured_peak_bytes,
             predicted_peak_bytes: None,
             predicted_infeasible: false,
+            measured_grad_reduce_s: run.measured_grad_reduce_s,
+            predicted_grad_reduce_s: None,
             error: None,
         };
         let memory = match cost.evaluate(&inputs, &run.plan) {
             Ok(est) => {
                 r.predicted_s = Some(est.iteration_s);
+                r.predicted_grad_reduce_s = Some(est.breakdown.dp_allreduce_s);
                 est.memory
             }
             Err(e) => {
@@ -310,6 +324,13 @@ pub fn summarize(name: &str, cost_model: &str, details: Vec<RunReport>) -> Datas
         top1_failed: matches!(regret, Some(Err(()))),
         time_error: error_stats(&done),
         memory_error: error_stats(&mem),
+        grad_reduce_error: error_stats(
+            &details
+                .iter()
+                .filter(|r| r.measured_s.is_some())
+                .filter_map(|r| Some((r.predicted_grad_reduce_s?, r.measured_grad_reduce_s?)))
+                .collect::<Vec<_>>(),
+        ),
         completed_predicted_infeasible: details
             .iter()
             .filter(|r| r.measured_s.is_some() && r.predicted_infeasible)
@@ -404,6 +425,8 @@ mod tests {
             failed: meas.is_none(),
             predicted_s: pred,
             measured_peak_bytes: None,
+            measured_grad_reduce_s: None,
+            predicted_grad_reduce_s: None,
             predicted_peak_bytes: None,
             predicted_infeasible: infeasible,
             error: None,
