@@ -1,6 +1,6 @@
 //! `amp plan`: search and print the fastest plans.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -141,6 +141,7 @@ fn placement_summary(loaded: &Loaded, p: &RankedPlan) -> String {
 }
 
 fn print_table(
+    out: &mut dyn Write,
     loaded: &Loaded,
     result: &SearchResult,
     top: usize,
@@ -148,7 +149,7 @@ fn print_table(
     cost_model: &str,
     setup: &TrainingSetup,
     sources: &[String],
-) {
+) -> Result<()> {
     let mut table = Table::new();
     table
         .load_preset(UTF8_BORDERS_ONLY)
@@ -179,39 +180,43 @@ fn print_table(
             format!("{:.4}", p.estimate.iteration_s),
         ]);
     }
-    println!(
+    writeln!(
+        out,
         "{} on {} ({} GPUs), global batch {global_batch}, cost model {cost_model}",
         loaded.model.name,
         loaded.cluster.name,
         loaded.cluster.num_devices()
-    );
-    println!("training setup: {}", setup.summary());
-    println!("{table}");
+    )?;
+    writeln!(out, "training setup: {}", setup.summary())?;
+    writeln!(out, "{table}")?;
     for s in sources {
-        println!("compute times: {s}");
+        writeln!(out, "compute times: {s}")?;
     }
     let best = &result.plans[0];
-    println!(
+    writeln!(
+        out,
         "best: {:.4} s/iteration, {:.1} samples/s; {} candidates priced, {} did not fit in memory",
         best.estimate.iteration_s,
         global_batch as f64 / best.estimate.iteration_s,
         result.candidates,
         result.infeasible
-    );
+    )?;
     // A few reasons suffice to act on; --json lists them all.
     const SHOWN: usize = 3;
     for s in result.skipped.iter().take(SHOWN) {
-        println!("skipped some candidates: {s}");
+        writeln!(out, "skipped some candidates: {s}")?;
     }
     if result.skipped.len() > SHOWN {
-        println!(
+        writeln!(
+            out,
             "... and {} more reasons for skipping (see --json `skipped`)",
             result.skipped.len() - SHOWN
-        );
+        )?;
     }
+    Ok(())
 }
 
-pub fn run(args: PlanArgs) -> Result<()> {
+pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
     let mut loaded = args.inputs.load()?;
     let global_batch = match (args.global_batch, loaded.example_batch) {
         (Some(b), _) | (None, Some(b)) => b,
@@ -300,7 +305,7 @@ pub fn run(args: PlanArgs) -> Result<()> {
                 memory: &p.estimate.memory,
             })
             .collect();
-        let out = JsonOutput {
+        let json = JsonOutput {
             schema_version: JSON_SCHEMA_VERSION,
             model: &loaded.model.name,
             cluster: &loaded.cluster.name,
@@ -318,9 +323,10 @@ pub fn run(args: PlanArgs) -> Result<()> {
             skipped: &result.skipped,
             plans,
         };
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
     } else {
         print_table(
+            out,
             &loaded,
             &result,
             args.top,
@@ -328,7 +334,7 @@ pub fn run(args: PlanArgs) -> Result<()> {
             cost_model.name(),
             &setup,
             &sources,
-        );
+        )?;
     }
     let best = &result.plans[0];
     if let (Some(engine), Some(dir)) = (args.emit, &args.out) {
@@ -339,20 +345,22 @@ pub fn run(args: PlanArgs) -> Result<()> {
             match write_export(&inputs, &p.plan, engine, dir) {
                 Ok(files) => {
                     if let Some(why) = refusal {
-                        eprintln!("note: the fastest plan cannot be launched: {why}");
-                        eprintln!(
+                        writeln!(err, "note: the fastest plan cannot be launched: {why}")?;
+                        writeln!(
+                            err,
                             "exporting rank {} instead, the fastest {} can run ({:.1}% slower)",
                             i + 1,
                             engine.engine().name(),
                             (p.estimate.iteration_s / best.estimate.iteration_s - 1.0) * 100.0
-                        );
+                        )?;
                     }
-                    eprintln!(
+                    writeln!(
+                        err,
                         "wrote {} launch files for plan rank {} to {}",
                         files.len(),
                         i + 1,
                         dir.display()
-                    );
+                    )?;
                     refusal = None;
                     break;
                 }
@@ -375,7 +383,7 @@ pub fn run(args: PlanArgs) -> Result<()> {
             Some(&best.estimate),
             path,
         )?;
-        eprintln!("wrote the report to {}", path.display());
+        writeln!(err, "wrote the report to {}", path.display())?;
     }
     Ok(())
 }
