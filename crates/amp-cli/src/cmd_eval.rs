@@ -86,11 +86,12 @@ fn print_text(
     let gb = plan.global_batch();
     writeln!(
         out,
-        "{} on {} ({} of {} GPUs), cost model {cost_model}",
+        "{} on {} ({} of {} GPUs), {}, cost model {cost_model}",
         loaded.model.name,
         loaded.cluster.name,
         plan.devices().count(),
-        loaded.cluster.num_devices()
+        loaded.cluster.num_devices(),
+        crate::cmd_plan::seq_label(&loaded.model)
     )?;
     let tps: Vec<String> = plan
         .rank_stages()

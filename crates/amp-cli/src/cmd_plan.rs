@@ -100,8 +100,17 @@ struct JsonOutput<'a> {
     compute_sources: Vec<String>,
     candidates: usize,
     infeasible: usize,
+    unpriced: usize,
     skipped: &'a [String],
     plans: Vec<JsonPlan<'a>>,
+}
+
+/// The sequence length the model was built at, for the header.
+pub fn seq_label(model: &amp_core::model::Model) -> String {
+    match &model.shape {
+        Some(s) => format!("sequence length {}", s.seq_len),
+        None => "sequence length not applicable (layer list)".to_string(),
+    }
 }
 
 /// GPU types running each stage, for display.
@@ -182,10 +191,11 @@ fn print_table(
     }
     writeln!(
         out,
-        "{} on {} ({} GPUs), global batch {global_batch}, cost model {cost_model}",
+        "{} on {} ({} GPUs), global batch {global_batch}, {}, cost model {cost_model}",
         loaded.model.name,
         loaded.cluster.name,
-        loaded.cluster.num_devices()
+        loaded.cluster.num_devices(),
+        seq_label(&loaded.model)
     )?;
     writeln!(out, "training setup: {}", setup.summary())?;
     writeln!(out, "{table}")?;
@@ -195,11 +205,12 @@ fn print_table(
     let best = &result.plans[0];
     writeln!(
         out,
-        "best: {:.4} s/iteration, {:.1} samples/s; {} candidates priced, {} did not fit in memory",
+        "best: {:.4} s/iteration, {:.1} samples/s; {} candidates, {} did not fit in memory, {} could not be priced",
         best.estimate.iteration_s,
         global_batch as f64 / best.estimate.iteration_s,
         result.candidates,
-        result.infeasible
+        result.infeasible,
+        result.unpriced
     )?;
     // A few reasons suffice to act on; --json lists them all.
     const SHOWN: usize = 3;
@@ -222,8 +233,11 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         (Some(b), _) | (None, Some(b)) => b,
         (None, None) => bail!("--global-batch is required"),
     };
-    if global_batch == 0 {
-        bail!("--global-batch must be at least 1");
+    if global_batch == 0 || global_batch > amp_core::limits::MAX_GLOBAL_BATCH {
+        bail!(
+            "--global-batch {global_batch} is outside 1..={}, the samples per iteration amp plans for",
+            amp_core::limits::MAX_GLOBAL_BATCH
+        );
     }
     let cost_name = args.inputs.cost_model;
     let given = args.setup.given();
@@ -320,6 +334,7 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             compute_sources: sources.clone(),
             candidates: result.candidates,
             infeasible: result.infeasible,
+            unpriced: result.unpriced,
             skipped: &result.skipped,
             plans,
         };

@@ -144,6 +144,7 @@ pub fn profile_from_npy(files: &[(&str, &[u8])], model: &str) -> Result<Profile>
     profile
         .entries
         .sort_by(|a, b| (a.gpu.as_str(), a.tp).cmp(&(b.gpu.as_str(), b.tp)));
+    profile.validate(&format!("the `{model}_*.npy` profile files"))?;
     Ok(profile)
 }
 
