@@ -405,42 +405,115 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
 
 /// A progress bar on stderr for searches that take over a second, shown
 /// only on a terminal and without --quiet.
+///
+/// A watcher thread shows it half a second after the search starts (so it
+/// is visible within a second even while the first candidates are still
+/// being priced) and keeps it ticking. The estimate of the time left is the
+/// candidates still to price at the rate measured so far, and says
+/// "estimating" until there is a rate to go by. Ctrl-C clears the bar and
+/// restores the cursor before amp exits with 130.
 struct Progress {
     bar: Option<indicatif::ProgressBar>,
     start: Instant,
+    done: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
 }
+
+/// The bar Ctrl-C must clear, if one is showing.
+static SHOWN_BAR: std::sync::Mutex<Option<indicatif::ProgressBar>> = std::sync::Mutex::new(None);
+
+/// Delay before the bar appears: searches faster than this print nothing.
+const SHOW_AFTER: Duration = Duration::from_millis(500);
 
 impl Progress {
     fn new(quiet: bool) -> Progress {
+        let done = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
             let bar = indicatif::ProgressBar::hidden();
             bar.set_style(
                 indicatif::ProgressStyle::with_template(
-                    "searching {bar:40} {pos}/{len} candidates ({eta})",
+                    "{spinner} searching {bar:40} {pos}/{len} candidates, {msg}",
                 )
                 .expect("valid template"),
             );
+            bar.set_message("estimating the time left");
+            let (bar2, done2) = (bar.clone(), done.clone());
+            std::thread::spawn(move || {
+                let (lock, cvar) = &*done2;
+                let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+                let (finished, _) = cvar
+                    .wait_timeout_while(guard, SHOW_AFTER, |finished| !*finished)
+                    .unwrap_or_else(|e| e.into_inner());
+                if !*finished {
+                    *SHOWN_BAR.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar2.clone());
+                    install_ctrlc_handler();
+                    bar2.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                    bar2.enable_steady_tick(Duration::from_millis(100));
+                }
+            });
             bar
         });
         Progress {
             bar,
             start: Instant::now(),
+            done,
         }
     }
 
     fn update(&self, done: usize, total: usize) {
         if let Some(bar) = &self.bar {
-            if bar.is_hidden() && self.start.elapsed() > Duration::from_secs(1) {
-                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-            }
             bar.set_length(total as u64);
             bar.set_position(done as u64);
+            let elapsed = self.start.elapsed().as_secs_f64();
+            // An estimate from at least a few candidates and a quarter second.
+            if done >= 4 && elapsed > 0.25 && done < total {
+                let left = (total - done) as f64 * elapsed / done as f64;
+                bar.set_message(format!("about {} left", human_seconds(left)));
+            }
         }
     }
 
     fn finish(&self) {
+        let (lock, cvar) = &*self.done;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        cvar.notify_all();
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
+            *SHOWN_BAR.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
     }
+}
+
+impl Drop for Progress {
+    /// An error mid-search leaves no bar behind either.
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+fn human_seconds(s: f64) -> String {
+    if s < 60.0 {
+        format!("{:.0} s", s.max(1.0))
+    } else if s < 3600.0 {
+        format!("{:.0} min {:.0} s", (s / 60.0).floor(), s % 60.0)
+    } else {
+        format!("{:.1} h", s / 3600.0)
+    }
+}
+
+/// On Ctrl-C while a bar shows: clear it, show the cursor, exit 130 (128 +
+/// SIGINT). Installed once per process, the first time a bar is shown.
+fn install_ctrlc_handler() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = ctrlc::set_handler(|| {
+            if let Some(bar) = SHOWN_BAR.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                bar.finish_and_clear();
+            }
+            let mut err = std::io::stderr();
+            // Show the cursor, clear the line.
+            let _ = err.write_all(b"\x1b[?25h\r\x1b[2K");
+            let _ = err.flush();
+            std::process::exit(130);
+        });
+    });
 }

@@ -395,6 +395,9 @@ pub fn read_profile(path: &Path, model: &Model) -> Result<Profile> {
         .collect();
     names.sort();
     names.dedup();
+    if names.is_empty() {
+        bail!("{origin}: not an AMP profile name; expected MODEL_{{P3|G4}}_{{TP}}.npy, e.g. gpt2_P3_1.npy");
+    }
     for name in &names {
         let p = profile_from_npy(&refs, name)?;
         if p.entries
