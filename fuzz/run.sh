@@ -1,37 +1,41 @@
 #!/usr/bin/env bash
-# Runs every fuzz target for SECONDS (default 60) each, two at a time.
+# Runs every fuzz target (or the ones named) for at most SECONDS each
+# (default 60), two at a time; RUNS=N stops each target after N executions.
 # Needs a nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`).
-# Usage: fuzz/run.sh [SECONDS] [TARGET...]
-# Crashes land in fuzz/artifacts/TARGET/; the log of each run in
-# fuzz/logs/TARGET.log (its last `#N DONE` line gives the executions).
+#
+#   fuzz/run.sh 60                       # a minute per target
+#   RUNS=1000000 fuzz/run.sh 3600        # a million executions per target
+#   fuzz/run.sh 30 plan_json hf_config   # some targets
+#
+# MAX_LEN=N bounds the input size (default 65536).
+#
+# Crashes, hangs and out-of-memory inputs land in fuzz/artifacts/TARGET/;
+# each run's log in fuzz/logs/TARGET.log, whose `Done N runs` line gives the
+# executions. The seeds in fuzz/corpus/ stay as committed: a run grows a
+# scratch corpus in fuzz/work/.
 set -euo pipefail
 cd "$(dirname "$0")"
-secs="${1:-60}"
+export SECS="${1:-60}"
 shift || true
+export RUNS="${RUNS:--1}"
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
   mapfile -t targets < <(cargo +nightly fuzz list)
 fi
 mkdir -p logs
-# Built once: sanitizer off (safe Rust; speed), debug assertions on so that
-# integer overflow is a crash.
+# Sanitizer off (safe Rust; speed), debug assertions on so that integer
+# overflow is a crash.
 cargo +nightly fuzz build -s none -a
 run() {
   local t=$1
-  mkdir -p "corpus/$t" "artifacts/$t"
-  # A scratch copy of the seeds grows during the run; the committed
-  # corpus/ stays small.
-  local work="work/$t"
-  mkdir -p "$work"
-  cargo +nightly fuzz run -s none -a "$t" "$work" "corpus/$t" -- \
-    -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 -max_len=65536 \
-    >"logs/$t.log" 2>&1 || echo "$t: FAILED (see fuzz/logs/$t.log and fuzz/artifacts/$t/)"
-  grep -E '^#[0-9]+ +DONE' "logs/$t.log" | tail -1 | sed "s/^/$t: /" || true
+  mkdir -p "corpus/$t" "artifacts/$t" "work/$t"
+  if cargo +nightly fuzz run -s none -a "$t" "work/$t" "corpus/$t" -- \
+    -max_total_time="$SECS" -runs="$RUNS" -rss_limit_mb=2048 -timeout=10 \
+    -max_len="${MAX_LEN:-65536}" >"logs/$t.log" 2>&1; then
+    echo "$t: ok, $(grep -E '^Done [0-9]+ runs' "logs/$t.log" | tail -1)"
+  else
+    echo "$t: FAILED (see fuzz/logs/$t.log and fuzz/artifacts/$t/)"
+  fi
 }
-i=0
-for t in "${targets[@]}"; do
-  run "$t" &
-  i=$((i + 1))
-  if [ $((i % 2)) -eq 0 ]; then wait; fi
-done
-wait
+export -f run
+printf '%s\n' "${targets[@]}" | xargs -P 2 -I{} bash -c 'run {}'

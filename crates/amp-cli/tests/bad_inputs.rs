@@ -68,7 +68,7 @@ const CASES: &[Case] = &[
     Case { name: "link of 0 Gbit/s", files: &[("c.toml", cluster!("count = 2\n[[links]]\nnodes = [0, 1]\ngbps = 0\n"))], args: PLAN_C, status: 1, words: &["links[0]", "gbps", "is 0"] },
     Case { name: "link of NaN Gbit/s", files: &[("c.toml", cluster!("count = 2\n[[links]]\nnodes = [0, 1]\ngbps = nan\n"))], args: PLAN_C, status: 1, words: &["links[0]", "gbps", "NaN"] },
     Case { name: "link of infinite Gbit/s", files: &[("c.toml", cluster!("count = 2\n[[links]]\nnodes = [0, 1]\ngbps = inf\n"))], args: PLAN_C, status: 1, words: &["links[0]", "gbps", "infinite"] },
-    Case { name: "node with 0 GPUs", files: &[("c.toml", "[[nodes]]\ngpu = \"T4\"\ngpus = 0\nintra_gbps = 50\ninter_gbps = 50\n")], args: PLAN_C, status: 1, words: &["nodes[0]", "gpus", "at least 1"] },
+    Case { name: "node with 0 GPUs", files: &[("c.toml", "[[nodes]]\ngpu = \"T4\"\ngpus = 0\nintra_gbps = 50\ninter_gbps = 50\n")], args: PLAN_C, status: 1, words: &["c.toml", "node 0", "gpus = 0"] },
     Case { name: "node with 65 GPUs", files: &[("c.toml", "[[nodes]]\ngpu = \"T4\"\ngpus = 65\nintra_gbps = 50\ninter_gbps = 50\n")], args: PLAN_C, status: 1, words: &["nodes[0]", "gpus", "limit of 64"] },
     Case { name: "node count 0", files: &[("c.toml", cluster!("count = 0\n"))], args: PLAN_C, status: 1, words: &["nodes[0]", "count = 0"] },
     Case { name: "node count 10^9", files: &[("c.toml", cluster!("count = 1000000000\n"))], args: PLAN_C, status: 1, words: &["nodes[0]", "count = 1000000000", "limit"] },
@@ -250,29 +250,58 @@ fn closed_stdout_ends_quietly_in_every_subcommand() {
     let plan = plan.display().to_string();
     let out_dir = std::env::temp_dir().join(format!("amp-bad-inputs-out-{}", std::process::id()));
     let out_dir = out_dir.display().to_string();
-    let data = format!("{}/../../../shared/data/amp-paper", env!("CARGO_MANIFEST_DIR"));
+    let data = format!(
+        "{}/../../../shared/data/amp-paper",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let commands: Vec<Vec<&str>> = vec![
-        vec!["plan", "--example", "het-cluster", "--json", "--top", "1000", "-q"],
+        vec![
+            "plan",
+            "--example",
+            "het-cluster",
+            "--json",
+            "--top",
+            "1000",
+            "-q",
+        ],
         vec!["plan", "--example", "het-cluster", "-q"],
         vec!["eval", &plan, "--example", "homogeneous", "--json"],
         vec!["eval", &plan, "--example", "homogeneous"],
-        vec!["export", &plan, "--example", "homogeneous", "--to", "megatron", "--out", &out_dir],
+        vec![
+            "export",
+            &plan,
+            "--example",
+            "homogeneous",
+            "--to",
+            "megatron",
+            "--out",
+            &out_dir,
+        ],
         vec!["validate", &data, "--runs"],
         vec!["--help"],
     ];
     for args in commands {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_amp"))
+        let o = Command::new(env!("CARGO_BIN_EXE_amp"))
             .args(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
+            .stdout(closed_pipe())
+            .output()
             .unwrap();
-        // The reader goes away before amp writes.
-        drop(child.stdout.take());
-        let o = child.wait_with_output().unwrap();
         assert_eq!(o.status.code(), Some(141), "{args:?}: {}", stderr(&o));
         assert!(o.stderr.is_empty(), "{args:?}: {}", stderr(&o));
     }
+}
+
+/// The write end of a pipe whose reader has already gone: the read end
+/// belongs to a `true` process that has exited. (Closing the reader after
+/// starting amp would race with amp's writes on a busy machine.)
+fn closed_pipe() -> Stdio {
+    let mut reader = Command::new("true")
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("`true` runs");
+    let writer = reader.stdin.take().unwrap();
+    reader.wait().unwrap();
+    Stdio::from(writer)
 }
 
 /// `amp ... > /dev/full`: one clear error, status 1.
@@ -285,7 +314,10 @@ fn full_stdout_is_one_clear_error() {
         vec!["plan", "--example", "homogeneous", "-q"],
         vec!["--version"],
     ] {
-        let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
         let o = Command::new(env!("CARGO_BIN_EXE_amp"))
             .args(&args)
             .stdout(full)
@@ -293,7 +325,10 @@ fn full_stdout_is_one_clear_error() {
             .unwrap();
         assert_eq!(o.status.code(), Some(1), "{args:?}");
         let e = stderr(&o);
-        assert!(e.starts_with("error: cannot write the output"), "{args:?}: {e}");
+        assert!(
+            e.starts_with("error: cannot write the output"),
+            "{args:?}: {e}"
+        );
         assert!(e.contains("No space left"), "{args:?}: {e}");
         assert!(!e.contains("panicked"), "{e}");
     }
@@ -307,7 +342,10 @@ fn run_uses_the_given_writers_and_clap_statuses() {
     assert!(String::from_utf8_lossy(&out).contains("Usage: amp"));
     assert!(err.is_empty());
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    assert_eq!(amp_cli::run(["amp", "plan", "--nope"], &mut out, &mut err), 2);
+    assert_eq!(
+        amp_cli::run(["amp", "plan", "--nope"], &mut out, &mut err),
+        2
+    );
     assert!(out.is_empty());
     assert!(String::from_utf8_lossy(&err).contains("--nope"));
     let o = amp(&["plan", "--nope"]);

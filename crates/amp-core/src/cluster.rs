@@ -389,7 +389,8 @@ impl ClusterFile {
                     ),
                 ));
             }
-            limits::check_count(n.gpus as u64, 1, limits::MAX_GPUS_PER_NODE as u64)
+            // gpus = 0 is reported by `Cluster::validate`, with the node.
+            limits::check_count(n.gpus as u64, 0, limits::MAX_GPUS_PER_NODE as u64)
                 .map_err(|m| AmpError::invalid(at(), format!("gpus {m}")))?;
             if let Some(nics) = n.nics {
                 limits::check_count(nics as u64, 1, limits::MAX_NICS_PER_NODE as u64)

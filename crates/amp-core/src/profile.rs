@@ -333,6 +333,7 @@ pub mod amp_artifact {
 
     /// Reads one `.npy` array of per-sample forward times.
     pub fn read_npy(bytes: &[u8], origin: &str) -> Result<Vec<f64>> {
+        check_npy_header(bytes, origin)?;
         let npy = npyz::NpyFile::new(bytes).map_err(|e| AmpError::parse(origin, e))?;
         let shape = npy.shape().to_vec();
         if shape.len() != 1 {
@@ -358,6 +359,41 @@ pub mod amp_artifact {
                 .map_err(|m| AmpError::invalid(origin, format!("time [{l}] {m} (seconds)")))?;
         }
         Ok(data)
+    }
+
+    /// Checks the `.npy` header before the general parser sees it: the
+    /// per-layer time arrays amp reads have a short header with one flat
+    /// shape tuple, and a header nesting brackets deeply makes the parser
+    /// take exponential time.
+    fn check_npy_header(bytes: &[u8], origin: &str) -> Result<()> {
+        let bad = |m: &str| {
+            Err(AmpError::parse(
+                origin,
+                format!("not an .npy array of per-layer times: {m}"),
+            ))
+        };
+        if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+            return bad("no .npy magic");
+        }
+        let (len, start) = match bytes[6] {
+            1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+            2 | 3 if bytes.len() >= 12 => (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            ),
+            _ => return bad("unknown .npy version"),
+        };
+        if len > 4096 {
+            return bad("header longer than 4096 bytes");
+        }
+        let Some(header) = bytes.get(start..start + len) else {
+            return bad("truncated header");
+        };
+        let count = |c: u8| header.iter().filter(|&&b| b == c).count();
+        if count(b'[') > 0 || count(b'(') > 1 || count(b'{') > 1 {
+            return bad("expected a 1-D float64 array (descr '<f8', shape (N,))");
+        }
+        Ok(())
     }
 
     pub fn entry_from_npy(name: &str, bytes: &[u8]) -> Result<(String, ProfileEntry)> {

@@ -490,8 +490,7 @@ impl Network {
         inter_origin: &str,
     ) -> Result<Network> {
         let mut net = Network::default();
-        let root: Value =
-            AmpError::json(intra, intra_origin)?;
+        let root: Value = AmpError::json(intra, intra_origin)?;
         for (gpu, by_n) in as_object(&root, intra_origin)? {
             let at = format!("{intra_origin}: {gpu}");
             let mut m = BTreeMap::new();
@@ -500,8 +499,7 @@ impl Network {
             }
             net.intra.insert(gpu.clone(), m);
         }
-        let root: Value =
-            AmpError::json(inter, inter_origin)?;
+        let root: Value = AmpError::json(inter, inter_origin)?;
         for (z1, a) in as_object(&root, inter_origin)? {
             let at1 = format!("{inter_origin}: {z1}");
             for (g1, b) in as_object(a, &at1)? {

@@ -80,10 +80,7 @@ fn instance() -> impl Strategy<Value = Instance> {
             let n = layers.len();
             // Per-sample forward times for every (type, tp) a node allows.
             let times = prop::collection::vec(prop::collection::vec(1e-5f64..0.05, n), 6);
-            (
-                Just((nodes, layers, global_batch, full)),
-                times,
-            )
+            (Just((nodes, layers, global_batch, full)), times)
         })
         .prop_map(|((nodes, layers, global_batch, full), times)| {
             let mut entries = Vec::new();
@@ -214,4 +211,31 @@ proptest! {
         prop_assert_eq!(&one, &two);
         prop_assert_eq!(&two, &again);
     }
+}
+
+/// The properties above say something only if most random instances have
+/// plans: at least half of 200 do.
+#[test]
+fn most_random_instances_have_plans() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let strategy = instance();
+    let mut with_plans = 0;
+    for _ in 0..200 {
+        let i = strategy.new_tree(&mut runner).unwrap().current();
+        let inputs = Inputs {
+            model: &i.model,
+            cluster: &i.cluster,
+            profile: &i.profile,
+        };
+        let opts = SearchOptions::new(i.global_batch, i.placement);
+        if search(&inputs, &DeviceModel::default(), &opts).is_ok() {
+            with_plans += 1;
+        }
+    }
+    assert!(
+        with_plans >= 100,
+        "{with_plans} of 200 instances have plans"
+    );
 }
