@@ -36,7 +36,33 @@ pub fn parse_cluster_with(catalog: &Catalog, spec: &str) -> Result<Cluster, Cata
     for raw in spec_trim.split('+') {
         terms.push(parse_term(catalog, raw.trim())?);
     }
-    let total_nodes: usize = terms.iter().map(|t| t.count).sum();
+    // Counted with a bound before any node is made: a huge or overflowing
+    // count is an error, not an allocation.
+    let mut total_nodes: usize = 0;
+    for t in &terms {
+        total_nodes = total_nodes
+            .checked_add(t.count)
+            .filter(|&n| n <= amp_core::limits::MAX_NODES)
+            .ok_or_else(|| {
+                CatalogError::invalid(
+                    format!("cluster shorthand term `{}`", t.text),
+                    format!(
+                        "makes more than {} nodes, the limit",
+                        amp_core::limits::MAX_NODES
+                    ),
+                )
+            })?;
+        if t.node.gpus > amp_core::limits::MAX_GPUS_PER_NODE {
+            return Err(CatalogError::invalid(
+                format!("cluster shorthand term `{}`", t.text),
+                format!(
+                    "{} GPUs per node is above the limit of {}",
+                    t.node.gpus,
+                    amp_core::limits::MAX_GPUS_PER_NODE
+                ),
+            ));
+        }
+    }
     let mut nodes = Vec::new();
     for t in terms {
         if total_nodes > 1 && !t.has_bandwidth {

@@ -37,21 +37,36 @@ struct Cfg<'a> {
 }
 
 impl Cfg<'_> {
+    /// An integer field. Bounded here, before any arithmetic, by the
+    /// largest value any size of [`amp_core::limits`] allows; the
+    /// architecture checks each field's own bound before it is built.
     fn u(&self, key: &str) -> Result<Option<u64>, CatalogError> {
+        const MAX: u64 = amp_core::limits::MAX_VOCAB;
         match self.map.get(key) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
-                CatalogError::invalid(
+            Some(v) => match v.as_u64() {
+                Some(n) if n <= MAX => Ok(Some(n)),
+                Some(n) => Err(CatalogError::invalid(
+                    format!("{}: `{key}`", self.origin),
+                    format!("{n} is above the limit of {MAX}"),
+                )),
+                None => Err(CatalogError::invalid(
                     format!("{}: `{key}`", self.origin),
                     format!("expected a non-negative integer, found {v}"),
-                )
-            }),
+                )),
+            },
         }
     }
 
     fn req(&self, keys: &[&str]) -> Result<u64, CatalogError> {
         for k in keys {
             if let Some(v) = self.u(k)? {
+                if v == 0 {
+                    return Err(CatalogError::invalid(
+                        format!("{}: `{k}`", self.origin),
+                        "is 0; it must be positive",
+                    ));
+                }
                 return Ok(v);
             }
         }
@@ -87,6 +102,7 @@ impl Cfg<'_> {
 
 /// The architecture of a Hugging Face `config.json`.
 pub fn arch_from_hf_config(json: &str, origin: &str) -> Result<Arch, CatalogError> {
+    amp_core::strict::check_json(json).map_err(|e| CatalogError::parse(origin, e))?;
     let root: Value = serde_json::from_str(json).map_err(|e| CatalogError::parse(origin, e))?;
     let map = root.as_object().ok_or_else(|| {
         CatalogError::invalid(

@@ -166,6 +166,52 @@ impl Arch {
                 ));
             }
         }
+        use amp_core::limits;
+        let mut bounded = vec![
+            (
+                "number of layers",
+                self.layers,
+                // The blocks plus embedding, final norm and head.
+                limits::MAX_LAYERS as u64 - 3,
+            ),
+            ("hidden size", self.hidden, limits::MAX_HIDDEN),
+            ("FFN size", self.ffn, limits::MAX_HIDDEN),
+            ("head dimension", self.head_dim, limits::MAX_HIDDEN),
+            ("attention heads", self.heads, limits::MAX_HEADS),
+            ("key/value heads", self.kv_heads, limits::MAX_HEADS),
+            ("vocabulary size", self.vocab, limits::MAX_VOCAB),
+            ("learned positions", self.positions, limits::MAX_SEQ),
+            ("default sequence length", self.default_seq, limits::MAX_SEQ),
+        ];
+        if let Some(e) = self.embed_dim {
+            bounded.push(("embedding size", e, limits::MAX_HIDDEN));
+        }
+        if let Family::Vit {
+            patch,
+            image,
+            channels,
+            classes,
+        } = self.family
+        {
+            bounded.push(("patch size", patch, limits::MAX_HIDDEN));
+            bounded.push(("image size", image, limits::MAX_HIDDEN));
+            bounded.push(("channels", channels, limits::MAX_HEADS));
+            bounded.push(("classes", classes, limits::MAX_VOCAB));
+            if patch == 0 || image < patch || (image / patch).pow(2) + 1 > limits::MAX_SEQ {
+                return Err(CatalogError::invalid(
+                    at,
+                    format!("image size {image} and patch size {patch} give no sequence or one above the limit of {} tokens", limits::MAX_SEQ),
+                ));
+            }
+        }
+        for (what, v, max) in bounded {
+            if v > max {
+                return Err(CatalogError::invalid(
+                    at,
+                    format!("{what} {v} is above the limit of {max}"),
+                ));
+            }
+        }
         if !self.heads.is_multiple_of(self.kv_heads) {
             return Err(CatalogError::invalid(
                 at,
@@ -260,6 +306,15 @@ impl Arch {
             return Err(CatalogError::invalid(
                 format!("model `{}`", self.name),
                 "sequence length 0; give a positive sequence length",
+            ));
+        }
+        if s > amp_core::limits::MAX_SEQ {
+            return Err(CatalogError::invalid(
+                format!("model `{}`", self.name),
+                format!(
+                    "sequence length {s} is above the limit of {}",
+                    amp_core::limits::MAX_SEQ
+                ),
             ));
         }
         if self.positions > 0 && s > self.positions && !matches!(self.family, Family::Vit { .. }) {

@@ -1,5 +1,6 @@
 //! `amp eval PLAN.json`: price one given plan.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use amp_core::cost::{DeviceMemory, Estimate, Inputs};
@@ -74,22 +75,31 @@ fn fits(est: &Estimate) -> Option<bool> {
         .then_some(true)
 }
 
-fn print_text(loaded: &Loaded, plan: &Plan, est: &Estimate, cost_model: &str) {
+fn print_text(
+    out: &mut dyn Write,
+    loaded: &Loaded,
+    plan: &Plan,
+    est: &Estimate,
+    cost_model: &str,
+) -> Result<()> {
     let b = &est.breakdown;
     let gb = plan.global_batch();
-    println!(
-        "{} on {} ({} of {} GPUs), cost model {cost_model}",
+    writeln!(
+        out,
+        "{} on {} ({} of {} GPUs), {}, cost model {cost_model}",
         loaded.model.name,
         loaded.cluster.name,
         plan.devices().count(),
-        loaded.cluster.num_devices()
-    );
+        loaded.cluster.num_devices(),
+        crate::cmd_plan::seq_label(&loaded.model)
+    )?;
     let tps: Vec<String> = plan
         .rank_stages()
         .iter()
         .map(|s| s.tp().to_string())
         .collect();
-    println!(
+    writeln!(
+        out,
         "plan: pp {}, dp {}, tp per stage [{}], micro-batch {} x {} micro-batches = global batch {gb}, boundaries {:?}",
         plan.pp(),
         plan.dp(),
@@ -97,13 +107,14 @@ fn print_text(loaded: &Loaded, plan: &Plan, est: &Estimate, cost_model: &str) {
         plan.micro_batch,
         plan.num_micro_batches,
         plan.boundaries()
-    );
-    println!("setup: {}", plan.setup.summary());
-    println!(
+    )?;
+    writeln!(out, "setup: {}", plan.setup.summary())?;
+    writeln!(
+        out,
         "iteration: {:.4} s, throughput {:.2} samples/s",
         est.iteration_s,
         gb as f64 / est.iteration_s
-    );
+    )?;
     let pct = |x: f64| {
         if est.iteration_s > 0.0 {
             100.0 * x / est.iteration_s
@@ -119,11 +130,11 @@ fn print_text(loaded: &Loaded, plan: &Plan, est: &Estimate, cost_model: &str) {
         ("data-parallel all-reduce", b.dp_allreduce_s),
         ("optimizer", b.optimizer_s),
     ] {
-        println!("  {name:<26}{v:>10.4} s {:>6.1} %", pct(v));
+        writeln!(out, "  {name:<26}{v:>10.4} s {:>6.1} %", pct(v))?;
     }
     if est.memory.is_empty() {
-        println!("memory: not modelled by this cost model");
-        return;
+        writeln!(out, "memory: not modelled by this cost model")?;
+        return Ok(());
     }
     let mut table = Table::new();
     table
@@ -162,22 +173,24 @@ fn print_text(loaded: &Loaded, plan: &Plan, est: &Estimate, cost_model: &str) {
             },
         ]);
     }
-    println!("{table}");
+    writeln!(out, "{table}")?;
     match (fits(est), est.first_overflow()) {
-        (_, Some((m, over))) => println!(
+        (_, Some((m, over))) => writeln!(
+            out,
             "does NOT fit: node {} gpu {} (stage {}) needs {:.2} GiB more than its {:.2} GiB",
             m.device.node,
             m.device.gpu,
             m.stage,
             over / GIB,
             m.capacity_bytes.unwrap_or(0.0) / GIB
-        ),
-        (Some(true), None) => println!("fits in memory on every device"),
-        _ => println!("memory capacity unknown for some devices"),
+        )?,
+        (Some(true), None) => writeln!(out, "fits in memory on every device")?,
+        _ => writeln!(out, "memory capacity unknown for some devices")?,
     }
+    Ok(())
 }
 
-pub fn run(args: EvalArgs) -> Result<()> {
+pub fn run(args: EvalArgs, out: &mut dyn Write, _err: &mut dyn Write) -> Result<()> {
     let mut loaded = args.inputs.load()?;
     let plan = args
         .inputs
@@ -190,7 +203,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     };
     let est = cost_model.evaluate(&inputs, &plan)?;
     if args.json {
-        let out = JsonOutput {
+        let json = JsonOutput {
             schema_version: JSON_SCHEMA_VERSION,
             model: &loaded.model.name,
             cluster: &loaded.cluster.name,
@@ -211,9 +224,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 .collect(),
             plan: &plan,
         };
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
     } else {
-        print_text(&loaded, &plan, &est, cost_model.name());
+        print_text(out, &loaded, &plan, &est, cost_model.name())?;
     }
     if let (Some((m, over)), false) = (est.first_overflow(), args.force) {
         bail!(

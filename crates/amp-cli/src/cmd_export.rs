@@ -1,5 +1,6 @@
 //! `amp export PLAN.json --to ENGINE --out DIR`: launch files for a plan.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use amp_core::cost::Inputs;
@@ -38,7 +39,7 @@ pub struct ExportArgs {
     pub setup: SetupArgs,
 }
 
-pub fn run(args: ExportArgs) -> Result<()> {
+pub fn run(args: ExportArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
     if args.to.is_none() && args.report.is_none() {
         bail!("nothing to do: give --to ENGINE --out DIR, --report FILE, or both");
     }
@@ -66,7 +67,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
         if !args.force {
             bail!("{why}; nothing written (--force to export it anyway)");
         }
-        eprintln!("warning: {why}; exporting it as --force asks");
+        writeln!(err, "warning: {why}; exporting it as --force asks")?;
     }
     if let Some(engine) = args.to {
         let Some(dir) = &args.out else {
@@ -74,7 +75,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
         };
         let files = write_export(&inputs, &plan, engine, dir)?;
         for f in files {
-            println!("{f}");
+            writeln!(out, "{f}")?;
         }
     }
     if let Some(path) = &args.report {
@@ -88,7 +89,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
             Some(&estimate),
             path,
         )?;
-        println!("{}", path.display());
+        writeln!(out, "{}", path.display())?;
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! `amp plan`: search and print the fastest plans.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -100,8 +100,17 @@ struct JsonOutput<'a> {
     compute_sources: Vec<String>,
     candidates: usize,
     infeasible: usize,
+    unpriced: usize,
     skipped: &'a [String],
     plans: Vec<JsonPlan<'a>>,
+}
+
+/// The sequence length the model was built at, for the header.
+pub fn seq_label(model: &amp_core::model::Model) -> String {
+    match &model.shape {
+        Some(s) => format!("sequence length {}", s.seq_len),
+        None => "sequence length not applicable (layer list)".to_string(),
+    }
 }
 
 /// GPU types running each stage, for display.
@@ -140,7 +149,9 @@ fn placement_summary(loaded: &Loaded, p: &RankedPlan) -> String {
     format!("{} | {}", p.placement.axis_order.label(), stages.join(" "))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn print_table(
+    out: &mut dyn Write,
     loaded: &Loaded,
     result: &SearchResult,
     top: usize,
@@ -148,7 +159,7 @@ fn print_table(
     cost_model: &str,
     setup: &TrainingSetup,
     sources: &[String],
-) {
+) -> Result<()> {
     let mut table = Table::new();
     table
         .load_preset(UTF8_BORDERS_ONLY)
@@ -179,46 +190,55 @@ fn print_table(
             format!("{:.4}", p.estimate.iteration_s),
         ]);
     }
-    println!(
-        "{} on {} ({} GPUs), global batch {global_batch}, cost model {cost_model}",
+    writeln!(
+        out,
+        "{} on {} ({} GPUs), global batch {global_batch}, {}, cost model {cost_model}",
         loaded.model.name,
         loaded.cluster.name,
-        loaded.cluster.num_devices()
-    );
-    println!("training setup: {}", setup.summary());
-    println!("{table}");
+        loaded.cluster.num_devices(),
+        seq_label(&loaded.model)
+    )?;
+    writeln!(out, "training setup: {}", setup.summary())?;
+    writeln!(out, "{table}")?;
     for s in sources {
-        println!("compute times: {s}");
+        writeln!(out, "compute times: {s}")?;
     }
     let best = &result.plans[0];
-    println!(
-        "best: {:.4} s/iteration, {:.1} samples/s; {} candidates priced, {} did not fit in memory",
+    writeln!(
+        out,
+        "best: {:.4} s/iteration, {:.1} samples/s; {} candidates, {} did not fit in memory, {} could not be priced",
         best.estimate.iteration_s,
         global_batch as f64 / best.estimate.iteration_s,
         result.candidates,
-        result.infeasible
-    );
+        result.infeasible,
+        result.unpriced
+    )?;
     // A few reasons suffice to act on; --json lists them all.
     const SHOWN: usize = 3;
     for s in result.skipped.iter().take(SHOWN) {
-        println!("skipped some candidates: {s}");
+        writeln!(out, "skipped some candidates: {s}")?;
     }
     if result.skipped.len() > SHOWN {
-        println!(
+        writeln!(
+            out,
             "... and {} more reasons for skipping (see --json `skipped`)",
             result.skipped.len() - SHOWN
-        );
+        )?;
     }
+    Ok(())
 }
 
-pub fn run(args: PlanArgs) -> Result<()> {
+pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
     let mut loaded = args.inputs.load()?;
     let global_batch = match (args.global_batch, loaded.example_batch) {
         (Some(b), _) | (None, Some(b)) => b,
         (None, None) => bail!("--global-batch is required"),
     };
-    if global_batch == 0 {
-        bail!("--global-batch must be at least 1");
+    if global_batch == 0 || global_batch > amp_core::limits::MAX_GLOBAL_BATCH {
+        bail!(
+            "--global-batch {global_batch} is outside 1..={}, the samples per iteration amp plans for",
+            amp_core::limits::MAX_GLOBAL_BATCH
+        );
     }
     let cost_name = args.inputs.cost_model;
     let given = args.setup.given();
@@ -300,7 +320,7 @@ pub fn run(args: PlanArgs) -> Result<()> {
                 memory: &p.estimate.memory,
             })
             .collect();
-        let out = JsonOutput {
+        let json = JsonOutput {
             schema_version: JSON_SCHEMA_VERSION,
             model: &loaded.model.name,
             cluster: &loaded.cluster.name,
@@ -315,12 +335,14 @@ pub fn run(args: PlanArgs) -> Result<()> {
             compute_sources: sources.clone(),
             candidates: result.candidates,
             infeasible: result.infeasible,
+            unpriced: result.unpriced,
             skipped: &result.skipped,
             plans,
         };
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
     } else {
         print_table(
+            out,
             &loaded,
             &result,
             args.top,
@@ -328,7 +350,7 @@ pub fn run(args: PlanArgs) -> Result<()> {
             cost_model.name(),
             &setup,
             &sources,
-        );
+        )?;
     }
     let best = &result.plans[0];
     if let (Some(engine), Some(dir)) = (args.emit, &args.out) {
@@ -339,20 +361,22 @@ pub fn run(args: PlanArgs) -> Result<()> {
             match write_export(&inputs, &p.plan, engine, dir) {
                 Ok(files) => {
                     if let Some(why) = refusal {
-                        eprintln!("note: the fastest plan cannot be launched: {why}");
-                        eprintln!(
+                        writeln!(err, "note: the fastest plan cannot be launched: {why}")?;
+                        writeln!(
+                            err,
                             "exporting rank {} instead, the fastest {} can run ({:.1}% slower)",
                             i + 1,
                             engine.engine().name(),
                             (p.estimate.iteration_s / best.estimate.iteration_s - 1.0) * 100.0
-                        );
+                        )?;
                     }
-                    eprintln!(
+                    writeln!(
+                        err,
                         "wrote {} launch files for plan rank {} to {}",
                         files.len(),
                         i + 1,
                         dir.display()
-                    );
+                    )?;
                     refusal = None;
                     break;
                 }
@@ -375,49 +399,122 @@ pub fn run(args: PlanArgs) -> Result<()> {
             Some(&best.estimate),
             path,
         )?;
-        eprintln!("wrote the report to {}", path.display());
+        writeln!(err, "wrote the report to {}", path.display())?;
     }
     Ok(())
 }
 
 /// A progress bar on stderr for searches that take over a second, shown
 /// only on a terminal and without --quiet.
+///
+/// A watcher thread shows it half a second after the search starts (so it
+/// is visible within a second even while the first candidates are still
+/// being priced) and keeps it ticking. The estimate of the time left is the
+/// candidates still to price at the rate measured so far, and says
+/// "estimating" until there is a rate to go by. Ctrl-C clears the bar and
+/// restores the cursor before amp exits with 130.
 struct Progress {
     bar: Option<indicatif::ProgressBar>,
     start: Instant,
+    done: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
 }
+
+/// The bar Ctrl-C must clear, if one is showing.
+static SHOWN_BAR: std::sync::Mutex<Option<indicatif::ProgressBar>> = std::sync::Mutex::new(None);
+
+/// Delay before the bar appears: searches faster than this print nothing.
+const SHOW_AFTER: Duration = Duration::from_millis(500);
 
 impl Progress {
     fn new(quiet: bool) -> Progress {
+        let done = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
             let bar = indicatif::ProgressBar::hidden();
             bar.set_style(
                 indicatif::ProgressStyle::with_template(
-                    "searching {bar:40} {pos}/{len} candidates ({eta})",
+                    "{spinner} searching {bar:40} {pos}/{len} candidates, {msg}",
                 )
                 .expect("valid template"),
             );
+            bar.set_message("estimating the time left");
+            let (bar2, done2) = (bar.clone(), done.clone());
+            std::thread::spawn(move || {
+                let (lock, cvar) = &*done2;
+                let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+                let (finished, _) = cvar
+                    .wait_timeout_while(guard, SHOW_AFTER, |finished| !*finished)
+                    .unwrap_or_else(|e| e.into_inner());
+                if !*finished {
+                    *SHOWN_BAR.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar2.clone());
+                    install_ctrlc_handler();
+                    bar2.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                    bar2.enable_steady_tick(Duration::from_millis(100));
+                }
+            });
             bar
         });
         Progress {
             bar,
             start: Instant::now(),
+            done,
         }
     }
 
     fn update(&self, done: usize, total: usize) {
         if let Some(bar) = &self.bar {
-            if bar.is_hidden() && self.start.elapsed() > Duration::from_secs(1) {
-                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-            }
             bar.set_length(total as u64);
             bar.set_position(done as u64);
+            let elapsed = self.start.elapsed().as_secs_f64();
+            // An estimate from at least a few candidates and a quarter second.
+            if done >= 4 && elapsed > 0.25 && done < total {
+                let left = (total - done) as f64 * elapsed / done as f64;
+                bar.set_message(format!("about {} left", human_seconds(left)));
+            }
         }
     }
 
     fn finish(&self) {
+        let (lock, cvar) = &*self.done;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        cvar.notify_all();
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
+            *SHOWN_BAR.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
     }
+}
+
+impl Drop for Progress {
+    /// An error mid-search leaves no bar behind either.
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+fn human_seconds(s: f64) -> String {
+    if s < 60.0 {
+        format!("{:.0} s", s.max(1.0))
+    } else if s < 3600.0 {
+        format!("{:.0} min {:.0} s", (s / 60.0).floor(), s % 60.0)
+    } else {
+        format!("{:.1} h", s / 3600.0)
+    }
+}
+
+/// On Ctrl-C while a bar shows: clear it, show the cursor, exit 130 (128 +
+/// SIGINT). Installed once per process, the first time a bar is shown.
+fn install_ctrlc_handler() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = ctrlc::set_handler(|| {
+            if let Some(bar) = SHOWN_BAR.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                bar.finish_and_clear();
+            }
+            let mut err = std::io::stderr();
+            // Show the cursor, clear the line.
+            let _ = err.write_all(b"\x1b[?25h\r\x1b[2K");
+            let _ = err.flush();
+            std::process::exit(130);
+        });
+    });
 }

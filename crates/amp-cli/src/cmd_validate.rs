@@ -13,6 +13,7 @@
 //!   (cluster, model).
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use amp_core::artifact::{parse_csv, profile_from_npy, Experiment, Measured};
@@ -376,7 +377,7 @@ fn pct(e: &Option<ErrorStats>) -> String {
     })
 }
 
-fn print_tables(reports: &[DatasetReport], runs: bool) {
+fn print_tables(out: &mut dyn Write, reports: &[DatasetReport], runs: bool) -> Result<()> {
     // One column per dataset, one row per metric: fits 100 columns for a
     // few datasets, where a row per dataset would not.
     let mut table = Table::new();
@@ -420,17 +421,22 @@ fn print_tables(reports: &[DatasetReport], runs: bool) {
     table.add_row(row("failed, predicted infeasible", &|r| {
         format!("{} of {}", r.failed_predicted_infeasible, r.failed)
     }));
-    println!(
+    writeln!(
+        out,
         "cost model {}",
         reports.first().map_or("", |r| r.cost_model.as_str())
-    );
-    println!("{table}");
+    )?;
+    writeln!(out, "{table}")?;
     for r in reports {
         for n in &r.notes {
-            println!("{}: {n}", r.name);
+            writeln!(out, "{}: {n}", r.name)?;
         }
         if let Some(e) = r.details.iter().find_map(|d| d.error.as_ref()) {
-            println!("{}: {} run(s) not priced, e.g.: {e}", r.name, r.unpriced);
+            writeln!(
+                out,
+                "{}: {} run(s) not priced, e.g.: {e}",
+                r.name, r.unpriced
+            )?;
         }
     }
     if runs {
@@ -471,10 +477,11 @@ fn print_tables(reports: &[DatasetReport], runs: bool) {
                     },
                 ]);
             }
-            println!("{}", r.name);
-            println!("{t}");
+            writeln!(out, "{}", r.name)?;
+            writeln!(out, "{t}")?;
         }
     }
+    Ok(())
 }
 
 #[derive(Serialize)]
@@ -484,7 +491,7 @@ struct JsonOutput<'a> {
     datasets: &'a [DatasetReport],
 }
 
-pub fn run(args: ValidateArgs) -> Result<()> {
+pub fn run(args: ValidateArgs, out: &mut dyn Write, _err: &mut dyn Write) -> Result<()> {
     let cost = cost_model(&args.cost_model)?;
     let mut datasets = Vec::new();
     for dir in &args.dirs {
@@ -502,14 +509,14 @@ pub fn run(args: ValidateArgs) -> Result<()> {
         })
         .collect();
     if args.json {
-        let out = JsonOutput {
+        let json = JsonOutput {
             schema_version: JSON_SCHEMA_VERSION,
             cost_model: cost.name(),
             datasets: &reports,
         };
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
     } else {
-        print_tables(&reports, args.runs);
+        print_tables(out, &reports, args.runs)?;
     }
     Ok(())
 }

@@ -146,6 +146,11 @@ impl InputArgs {
             amp_npy |= p.is_dir() || extension(p) == "npy";
             profile.merge(read_profile(p, &model)?);
         }
+        // Each file was checked on its own; two files may still time the
+        // same (GPU, tp, micro-batch).
+        profile.validate("the --profile files together").context(
+            "two --profile files give times for the same GPU, tp and micro-batch; keep one",
+        )?;
         if self.profile.is_empty() {
             if let Some(p) = builtin_profile(&model) {
                 amp_npy = true;
@@ -283,9 +288,30 @@ pub fn load_model(spec: &str, seq: Option<u64>) -> Result<Model> {
             ),
         });
     }
-    if seq.is_none() {
+    // The rule for names: `gpt2-amp` and `transgan-amp` (or `transgan`,
+    // which the zoo lacks) are the AMP artifact's layer lists at their fixed
+    // sequence length; every other name, `gpt2` included, is the zoo's
+    // architecture at --seq (or its default), whatever --seq says.
+    if spec.ends_with("-amp") || spec == "transgan" {
         if let Some(m) = models::by_name(spec) {
+            if let Some(s) = seq {
+                let fixed = m.shape.as_ref().map(|sh| sh.seq_len);
+                if fixed != Some(s) {
+                    bail!(
+                        "`{spec}` is the AMP artifact's layer list with a fixed sequence length{}; leave --seq out, or use a zoo model (e.g. gpt2) for another length",
+                        fixed.map_or(String::new(), |f| format!(" ({f})"))
+                    );
+                }
+            }
             return Ok(m);
+        }
+    }
+    if let Some(s) = seq {
+        if s > amp_core::limits::MAX_SEQ {
+            bail!(
+                "--seq {s} is above the limit of {} tokens",
+                amp_core::limits::MAX_SEQ
+            );
         }
     }
     amp_catalog::zoo_model(spec, seq)
@@ -369,6 +395,9 @@ pub fn read_profile(path: &Path, model: &Model) -> Result<Profile> {
         .collect();
     names.sort();
     names.dedup();
+    if names.is_empty() {
+        bail!("{origin}: not an AMP profile name; expected MODEL_{{P3|G4}}_{{TP}}.npy, e.g. gpt2_P3_1.npy");
+    }
     for name in &names {
         let p = profile_from_npy(&refs, name)?;
         if p.entries

@@ -144,6 +144,7 @@ pub fn profile_from_npy(files: &[(&str, &[u8])], model: &str) -> Result<Profile>
     profile
         .entries
         .sort_by(|a, b| (a.gpu.as_str(), a.tp).cmp(&(b.gpu.as_str(), b.tp)));
+    profile.validate(&format!("the `{model}_*.npy` profile files"))?;
     Ok(profile)
 }
 
@@ -200,13 +201,20 @@ pub fn parse_csv(text: &str, origin: &str) -> Result<Vec<ArtifactRow>> {
         let line = i + 2;
         let rec = rec.map_err(|e| AmpError::parse(format!("{origin}:{line}"), e))?;
         let at = |c: usize| rec.get(c).unwrap_or("");
+        // Bounded so that products of them cannot overflow.
         let int = |c: usize, name: &str| -> Result<usize> {
-            at(c).parse().map_err(|_| {
-                AmpError::invalid(
+            let max = if name == "micro_batch" {
+                crate::limits::MAX_MICRO_BATCH
+            } else {
+                crate::limits::MAX_GPUS
+            };
+            match at(c).parse::<usize>() {
+                Ok(v) if (1..=max).contains(&v) => Ok(v),
+                _ => Err(AmpError::invalid(
                     format!("{origin}:{line}"),
-                    format!("{name} = `{}` is not a positive integer", at(c)),
-                )
-            })
+                    format!("{name} = `{}` is not an integer in 1..={max}", at(c)),
+                )),
+            }
         };
         let boundaries: Vec<usize> = at(c_b)
             .split_whitespace()
@@ -222,7 +230,12 @@ pub fn parse_csv(text: &str, origin: &str) -> Result<Vec<ArtifactRow>> {
                 )
             })?;
         let pp = int(c_pp, "pp")?;
-        if boundaries.len() != pp + 1 || boundaries.windows(2).any(|w| w[0] >= w[1]) {
+        if boundaries.len() != pp + 1
+            || boundaries
+                .last()
+                .is_some_and(|&l| l > crate::limits::MAX_LAYERS)
+            || boundaries.windows(2).any(|w| w[0] >= w[1])
+        {
             return Err(AmpError::invalid(
                 format!("{origin}:{line}"),
                 format!(
@@ -233,12 +246,13 @@ pub fn parse_csv(text: &str, origin: &str) -> Result<Vec<ArtifactRow>> {
             ));
         }
         let float = |c: usize, name: &str| -> Result<f64> {
-            at(c).parse().map_err(|_| {
-                AmpError::invalid(
+            match at(c).parse::<f64>() {
+                Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+                _ => Err(AmpError::invalid(
                     format!("{origin}:{line}"),
-                    format!("{name} = `{}` is not a number", at(c)),
-                )
-            })
+                    format!("{name} = `{}` is not a positive number of seconds", at(c)),
+                )),
+            }
         };
         let amp_predicted_s = match c_pred {
             Some(c) if !at(c).is_empty() => Some(float(c, "amp_predicted_s")?),

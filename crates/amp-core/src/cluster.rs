@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{AmpError, Result};
+use crate::limits;
 
 /// One GPU: the node it sits in and its index inside that node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -161,12 +162,37 @@ impl Cluster {
                 "no nodes; add at least one [[nodes]] entry",
             ));
         }
+        if self.nodes.len() > limits::MAX_NODES {
+            return Err(AmpError::invalid(
+                format!("cluster `{}`", self.name),
+                format!(
+                    "has {} nodes, above the limit of {}",
+                    self.nodes.len(),
+                    limits::MAX_NODES
+                ),
+            ));
+        }
+        let mut total_gpus = 0usize;
         for (i, n) in self.nodes.iter().enumerate() {
             let at = format!("cluster `{}`, node {i}", self.name);
             if n.gpus == 0 {
                 return Err(AmpError::invalid(
                     at,
                     "gpus = 0; a node needs at least one GPU",
+                ));
+            }
+            limits::check_count(n.gpus as u64, 1, limits::MAX_GPUS_PER_NODE as u64)
+                .map_err(|m| AmpError::invalid(&at, format!("gpus {m}")))?;
+            limits::check_count(n.nics as u64, 1, limits::MAX_NICS_PER_NODE as u64)
+                .map_err(|m| AmpError::invalid(&at, format!("nics {m}")))?;
+            total_gpus += n.gpus;
+            if total_gpus > limits::MAX_GPUS {
+                return Err(AmpError::invalid(
+                    format!("cluster `{}`", self.name),
+                    format!(
+                        "has more than {} GPUs, the limit (nodes 0..={i} already hold {total_gpus})",
+                        limits::MAX_GPUS
+                    ),
                 ));
             }
             for (what, v) in [
@@ -177,6 +203,12 @@ impl Cluster {
                     return Err(AmpError::invalid(
                         at,
                         format!("{what} must be a positive number of Gbit/s"),
+                    ));
+                }
+                if v > limits::MAX_GBPS * GBPS_TO_BYTES_PER_S {
+                    return Err(AmpError::invalid(
+                        at,
+                        format!("{what} is above the limit of {} Gbit/s", limits::MAX_GBPS),
                     ));
                 }
             }
@@ -190,8 +222,29 @@ impl Cluster {
                 ));
             }
         }
+        if self.links.len() > limits::MAX_LINKS {
+            return Err(AmpError::invalid(
+                format!("cluster `{}`", self.name),
+                format!(
+                    "has {} links, above the limit of {}",
+                    self.links.len(),
+                    limits::MAX_LINKS
+                ),
+            ));
+        }
+        let mut pairs = std::collections::HashMap::new();
         for (i, l) in self.links.iter().enumerate() {
             let at = format!("cluster `{}`, links[{i}]", self.name);
+            let pair = (l.nodes[0].min(l.nodes[1]), l.nodes[0].max(l.nodes[1]));
+            if let Some(first) = pairs.insert(pair, i) {
+                return Err(AmpError::invalid(
+                    at,
+                    format!(
+                        "links nodes {} and {} again (links[{first}] already does); give each pair once",
+                        pair.0, pair.1
+                    ),
+                ));
+            }
             let n = self.nodes.len();
             if l.nodes[0] >= n || l.nodes[1] >= n {
                 return Err(AmpError::invalid(
@@ -209,10 +262,16 @@ impl Cluster {
                     "links a node to itself; a link joins two different nodes",
                 ));
             }
-            if !(l.bytes_per_s.is_finite() && l.bytes_per_s > 0.0) {
+            if !(l.bytes_per_s.is_finite()
+                && l.bytes_per_s > 0.0
+                && l.bytes_per_s <= limits::MAX_GBPS * GBPS_TO_BYTES_PER_S)
+            {
                 return Err(AmpError::invalid(
                     at,
-                    "gbps must be a positive number of Gbit/s",
+                    format!(
+                        "gbps must be a positive number of Gbit/s, at most {}",
+                        limits::MAX_GBPS
+                    ),
                 ));
             }
         }
@@ -225,8 +284,7 @@ impl Cluster {
     }
 
     pub fn from_json_str(text: &str, origin: &str) -> Result<Cluster> {
-        let file: ClusterFile =
-            serde_json::from_str(text).map_err(|e| AmpError::parse(origin, e))?;
+        let file: ClusterFile = AmpError::json(text, origin)?;
         file.into_cluster(origin)
     }
 
@@ -251,7 +309,7 @@ impl Cluster {
                 .links
                 .iter()
                 .map(|l| LinkFile {
-                    nodes: l.nodes,
+                    nodes: l.nodes.to_vec(),
                     gbps: l.bytes_per_s / GBPS_TO_BYTES_PER_S,
                 })
                 .collect(),
@@ -277,8 +335,10 @@ pub struct ClusterFile {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LinkFile {
-    /// The two nodes, 0-based indices in file order after `count` expansion.
-    pub nodes: [usize; 2],
+    /// The two nodes, 0-based indices in file order after `count` expansion
+    /// (exactly two; a list is read so that a wrong length is an error in
+    /// TOML as in JSON).
+    pub nodes: Vec<usize>,
     /// Bandwidth between them, all NICs together, Gbit/s.
     pub gbps: f64,
 }
@@ -310,20 +370,43 @@ impl ClusterFile {
     pub fn into_cluster(self, origin: &str) -> Result<Cluster> {
         let mut nodes = Vec::new();
         for (i, n) in self.nodes.into_iter().enumerate() {
+            let at = || format!("{origin}: nodes[{i}]");
             let count = n.count.unwrap_or(1);
             if count == 0 {
                 return Err(AmpError::invalid(
-                    format!("{origin}: nodes[{i}]"),
+                    at(),
                     "count = 0; remove the entry or set count >= 1",
                 ));
             }
+            // Checked before the nodes are made: a huge count must not
+            // allocate.
+            if count > limits::MAX_NODES - nodes.len().min(limits::MAX_NODES) {
+                return Err(AmpError::invalid(
+                    at(),
+                    format!(
+                        "count = {count} makes more than {} nodes, the limit",
+                        limits::MAX_NODES
+                    ),
+                ));
+            }
+            // gpus = 0 is reported by `Cluster::validate`, with the node.
+            limits::check_count(n.gpus as u64, 0, limits::MAX_GPUS_PER_NODE as u64)
+                .map_err(|m| AmpError::invalid(at(), format!("gpus {m}")))?;
+            if let Some(nics) = n.nics {
+                limits::check_count(nics as u64, 1, limits::MAX_NICS_PER_NODE as u64)
+                    .map_err(|m| AmpError::invalid(at(), format!("nics {m} (omit nics for 1)")))?;
+            }
+            for (field, v) in [("intra_gbps", n.intra_gbps), ("inter_gbps", n.inter_gbps)] {
+                limits::check_f64(v, true, limits::MAX_GBPS)
+                    .map_err(|m| AmpError::invalid(at(), format!("{field} {m}")))?;
+            }
             if let Some(m) = n.gpu_memory_gib {
-                if !(m.is_finite() && m > 0.0) {
-                    return Err(AmpError::invalid(
-                        format!("{origin}: nodes[{i}]"),
-                        "gpu_memory_gib must be a positive number",
-                    ));
-                }
+                limits::check_f64(m, true, limits::MAX_GPU_MEMORY_GIB)
+                    .map_err(|m| AmpError::invalid(at(), format!("gpu_memory_gib {m}")))?;
+            }
+            if let Some(p) = n.price_per_hour {
+                limits::check_f64(p, false, 1e9)
+                    .map_err(|m| AmpError::invalid(at(), format!("price_per_hour {m}")))?;
             }
             for _ in 0..count {
                 nodes.push(Node {
@@ -337,17 +420,30 @@ impl ClusterFile {
                 });
             }
         }
+        let mut links = Vec::with_capacity(self.links.len().min(limits::MAX_LINKS));
+        for (i, l) in self.links.iter().enumerate() {
+            let at = || format!("{origin}: links[{i}]");
+            let [a, b] = l.nodes[..] else {
+                return Err(AmpError::invalid(
+                    at(),
+                    format!(
+                        "nodes = {:?} lists {} nodes; a link joins exactly two: nodes = [a, b]",
+                        l.nodes,
+                        l.nodes.len()
+                    ),
+                ));
+            };
+            limits::check_f64(l.gbps, true, limits::MAX_GBPS)
+                .map_err(|m| AmpError::invalid(at(), format!("gbps {m}")))?;
+            links.push(NodeLink {
+                nodes: [a, b],
+                bytes_per_s: l.gbps * GBPS_TO_BYTES_PER_S,
+            });
+        }
         let cluster = Cluster {
             name: self.name.unwrap_or_else(|| origin.to_string()),
             nodes,
-            links: self
-                .links
-                .iter()
-                .map(|l| NodeLink {
-                    nodes: l.nodes,
-                    bytes_per_s: l.gbps * GBPS_TO_BYTES_PER_S,
-                })
-                .collect(),
+            links,
         };
         cluster.validate().map_err(|e| match e {
             AmpError::Invalid { location, message } => AmpError::Invalid {
@@ -509,7 +605,7 @@ mod tests {
         let e = Cluster::from_toml_str(&bad, "c.toml")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("node 0") && e.contains("nics = 0"), "{e}");
+        assert!(e.contains("nodes[0]") && e.contains("nics is 0"), "{e}");
     }
 
     #[test]

@@ -28,6 +28,27 @@ impl AmpError {
         }
     }
 
+    /// Prefixes the location of an `Invalid` error with the file it came
+    /// from (when it does not name it already).
+    pub fn in_file(self, origin: &str) -> Self {
+        match self {
+            AmpError::Invalid { location, message } if !location.starts_with(origin) => {
+                AmpError::Invalid {
+                    location: format!("{origin}: {location}"),
+                    message,
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Parses JSON text strictly: a repeated key is an error, like any
+    /// other syntax error.
+    pub fn json<T: serde::de::DeserializeOwned>(text: &str, origin: &str) -> Result<T> {
+        crate::strict::check_json(text).map_err(|e| AmpError::parse(origin, e))?;
+        serde_json::from_str(text).map_err(|e| AmpError::parse(origin, e))
+    }
+
     pub fn invalid(location: impl Into<String>, message: impl Into<String>) -> Self {
         AmpError::Invalid {
             location: location.into(),

@@ -28,6 +28,7 @@ pub mod artifact;
 pub mod cluster;
 pub mod cost;
 pub mod error;
+pub mod limits;
 pub mod memory;
 pub mod model;
 pub mod partition;
@@ -38,6 +39,7 @@ pub mod sailor;
 pub mod schedule;
 pub mod search;
 pub mod setup;
+pub mod strict;
 pub mod validate;
 
 pub use cluster::{Cluster, Device, Node};

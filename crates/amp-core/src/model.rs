@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{AmpError, Result};
+use crate::limits;
 
 /// What a layer is. The cost models use the kind where the physics differs
 /// (a vocabulary projection's output is sharded by tensor parallelism; tied
@@ -87,7 +88,42 @@ impl Model {
                 "the layer list is empty; describe at least one layer under [[layers]]",
             ));
         }
+        if self.layers.len() > limits::MAX_LAYERS {
+            return Err(AmpError::invalid(
+                format!("model `{}`", self.name),
+                format!(
+                    "has {} layers, above the limit of {}",
+                    self.layers.len(),
+                    limits::MAX_LAYERS
+                ),
+            ));
+        }
         for (i, layer) in self.layers.iter().enumerate() {
+            let at = || format!("model `{}`, layers[{i}] (`{}`)", self.name, layer.name);
+            let counts = [
+                ("params", Some(layer.params), limits::MAX_LAYER_PARAMS),
+                (
+                    "output_elems_per_sample",
+                    Some(layer.output_elems_per_sample),
+                    limits::MAX_LAYER_ELEMS,
+                ),
+                (
+                    "stored_activation_elems_per_sample",
+                    layer.stored_activation_elems_per_sample,
+                    limits::MAX_LAYER_ELEMS,
+                ),
+            ];
+            for (field, v, max) in counts {
+                if let Some(v) = v {
+                    limits::check_count(v, 0, max)
+                        .map_err(|m| AmpError::invalid(at(), format!("{field} {m}")))?;
+                }
+            }
+            if let Some(f) = layer.forward_flops_per_sample {
+                limits::check_f64(f, false, limits::MAX_LAYER_FLOPS).map_err(|m| {
+                    AmpError::invalid(at(), format!("forward_flops_per_sample {m}"))
+                })?;
+            }
             if let Some(t) = layer.tied_to {
                 if t >= i {
                     return Err(AmpError::invalid(
@@ -124,13 +160,13 @@ impl Model {
 
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Model> {
         let model: Model = toml::from_str(text).map_err(|e| AmpError::parse(origin, e))?;
-        model.validate()?;
+        model.validate().map_err(|e| e.in_file(origin))?;
         Ok(model)
     }
 
     pub fn from_json_str(text: &str, origin: &str) -> Result<Model> {
-        let model: Model = serde_json::from_str(text).map_err(|e| AmpError::parse(origin, e))?;
-        model.validate()?;
+        let model: Model = AmpError::json(text, origin)?;
+        model.validate().map_err(|e| e.in_file(origin))?;
         Ok(model)
     }
 }

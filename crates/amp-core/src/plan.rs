@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster::{Cluster, Device};
 use crate::error::{AmpError, Result};
+use crate::limits;
 use crate::model::Model;
 use crate::setup::TrainingSetup;
 
@@ -168,6 +169,45 @@ impl Plan {
             }
         }
         let ranks = self.pp();
+        if self.micro_batch > limits::MAX_MICRO_BATCH {
+            return bad(
+                "plan".into(),
+                format!(
+                    "micro_batch = {} is above the limit of {}",
+                    self.micro_batch,
+                    limits::MAX_MICRO_BATCH
+                ),
+            );
+        }
+        if self.num_micro_batches > limits::MAX_MICRO_BATCHES {
+            return bad(
+                "plan".into(),
+                format!(
+                    "num_micro_batches = {} is above the limit of {}",
+                    self.num_micro_batches,
+                    limits::MAX_MICRO_BATCHES
+                ),
+            );
+        }
+        let batch = self
+            .micro_batch
+            .checked_mul(self.num_micro_batches)
+            .and_then(|b| b.checked_mul(self.stages[0].dp()));
+        match batch {
+            Some(b) if b <= limits::MAX_GLOBAL_BATCH => {}
+            _ => {
+                return bad(
+                    "plan".into(),
+                    format!(
+                        "micro_batch {} x num_micro_batches {} x {} replicas is above the limit of {} samples per iteration",
+                        self.micro_batch,
+                        self.num_micro_batches,
+                        self.stages[0].dp(),
+                        limits::MAX_GLOBAL_BATCH
+                    ),
+                )
+            }
+        }
         let mut next = 0;
         let mut seen = BTreeSet::new();
         let dp = self.stages[0].dp();
@@ -261,8 +301,7 @@ impl Plan {
         origin: &str,
         rank: Option<usize>,
     ) -> Result<(Plan, bool)> {
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| AmpError::parse(origin, e))?;
+        let value: serde_json::Value = AmpError::json(text, origin)?;
         match value.get("schema_version") {
             None => {}
             Some(v) => match v.as_u64() {

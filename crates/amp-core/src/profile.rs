@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{AmpError, Result};
+use crate::limits;
 
 /// Times of every layer of the model on one GPU type at one tensor-parallel
 /// degree.
@@ -215,11 +216,86 @@ impl Profile {
     }
 
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Profile> {
-        toml::from_str(text).map_err(|e| AmpError::parse(origin, e))
+        let p: Profile = toml::from_str(text).map_err(|e| AmpError::parse(origin, e))?;
+        p.validate(origin)?;
+        Ok(p)
     }
 
     pub fn from_json_str(text: &str, origin: &str) -> Result<Profile> {
-        serde_json::from_str(text).map_err(|e| AmpError::parse(origin, e))
+        let p: Profile = AmpError::json(text, origin)?;
+        p.validate(origin)?;
+        Ok(p)
+    }
+
+    /// Checks every value against [`crate::limits`]: tp and micro-batch at
+    /// least 1, times finite and non-negative, layer counts bounded, and no
+    /// two entries for the same (GPU, tp, micro-batch), which would leave
+    /// it to chance which one is used. `origin` names the file in errors.
+    pub fn validate(&self, origin: &str) -> Result<()> {
+        if self.entries.len() > limits::MAX_PROFILE_ENTRIES {
+            return Err(AmpError::invalid(
+                origin,
+                format!(
+                    "has {} entries, above the limit of {}",
+                    self.entries.len(),
+                    limits::MAX_PROFILE_ENTRIES
+                ),
+            ));
+        }
+        let mut seen = std::collections::HashMap::new();
+        for (i, e) in self.entries.iter().enumerate() {
+            let at = || {
+                format!(
+                    "{origin}: entries[{i}] (gpu = \"{}\", tp = {})",
+                    e.gpu, e.tp
+                )
+            };
+            if e.gpu.trim().is_empty() {
+                return Err(AmpError::invalid(at(), "gpu is empty; name the GPU type"));
+            }
+            limits::check_count(e.tp as u64, 1, limits::MAX_TP as u64)
+                .map_err(|m| AmpError::invalid(at(), format!("tp {m}")))?;
+            if let Some(mb) = e.micro_batch {
+                limits::check_count(mb as u64, 1, limits::MAX_MICRO_BATCH as u64).map_err(|m| {
+                    AmpError::invalid(
+                        at(),
+                        format!("micro_batch {m} (omit it for per-sample times)"),
+                    )
+                })?;
+            }
+            let lists = [
+                ("forward_s", Some(&e.forward_s)),
+                ("backward_s", e.backward_s.as_ref()),
+                ("optimizer_s", e.optimizer_s.as_ref()),
+            ];
+            for (field, list) in lists {
+                let Some(list) = list else { continue };
+                if list.len() > limits::MAX_LAYERS {
+                    return Err(AmpError::invalid(
+                        at(),
+                        format!(
+                            "{field} has {} times, above the limit of {} layers",
+                            list.len(),
+                            limits::MAX_LAYERS
+                        ),
+                    ));
+                }
+                for (l, t) in list.iter().enumerate() {
+                    limits::check_f64(*t, false, limits::MAX_LAYER_TIME_S).map_err(|m| {
+                        AmpError::invalid(at(), format!("{field}[{l}] {m} (seconds)"))
+                    })?;
+                }
+            }
+            if let Some(first) = seen.insert((e.gpu.as_str(), e.tp, e.micro_batch), i) {
+                return Err(AmpError::invalid(
+                    at(),
+                    format!(
+                        "repeats entries[{first}] (same gpu, tp and micro_batch); give each once"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Adds `other`'s entries; the precision stays this profile's when it
@@ -257,6 +333,7 @@ pub mod amp_artifact {
 
     /// Reads one `.npy` array of per-sample forward times.
     pub fn read_npy(bytes: &[u8], origin: &str) -> Result<Vec<f64>> {
+        check_npy_header(bytes, origin)?;
         let npy = npyz::NpyFile::new(bytes).map_err(|e| AmpError::parse(origin, e))?;
         let shape = npy.shape().to_vec();
         if shape.len() != 1 {
@@ -265,8 +342,58 @@ pub mod amp_artifact {
                 format!("expected a 1-D array of per-layer times, found shape {shape:?}"),
             ));
         }
+        // Checked before reading: the header's length must not allocate.
+        if shape[0] > limits::MAX_LAYERS as u64 {
+            return Err(AmpError::invalid(
+                origin,
+                format!(
+                    "holds {} layer times, above the limit of {} layers",
+                    shape[0],
+                    limits::MAX_LAYERS
+                ),
+            ));
+        }
         let data: Vec<f64> = npy.into_vec().map_err(|e| AmpError::parse(origin, e))?;
+        for (l, t) in data.iter().enumerate() {
+            limits::check_f64(*t, false, limits::MAX_LAYER_TIME_S)
+                .map_err(|m| AmpError::invalid(origin, format!("time [{l}] {m} (seconds)")))?;
+        }
         Ok(data)
+    }
+
+    /// Checks the `.npy` header before the general parser sees it: the
+    /// per-layer time arrays amp reads have a short header with one flat
+    /// shape tuple, and a header nesting brackets deeply makes the parser
+    /// take exponential time.
+    fn check_npy_header(bytes: &[u8], origin: &str) -> Result<()> {
+        let bad = |m: &str| {
+            Err(AmpError::parse(
+                origin,
+                format!("not an .npy array of per-layer times: {m}"),
+            ))
+        };
+        if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+            return bad("no .npy magic");
+        }
+        let (len, start) = match bytes[6] {
+            1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+            2 | 3 if bytes.len() >= 12 => (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            ),
+            _ => return bad("unknown .npy version"),
+        };
+        if len > 4096 {
+            return bad("header longer than 4096 bytes");
+        }
+        let Some(header) = bytes.get(start..start + len) else {
+            return bad("truncated header");
+        };
+        let count = |c: u8| header.iter().filter(|&&b| b == c).count();
+        if count(b'[') > 0 || count(b'(') > 1 || count(b'{') > 1 {
+            return bad("expected a 1-D float64 array (descr '<f8', shape (N,))");
+        }
+        Ok(())
     }
 
     pub fn entry_from_npy(name: &str, bytes: &[u8]) -> Result<(String, ProfileEntry)> {
@@ -276,6 +403,15 @@ pub mod amp_artifact {
                 "not an AMP profile name; expected MODEL_{P3|G4}_{TP}.npy, e.g. gpt2_P3_1.npy",
             )
         })?;
+        if !(1..=limits::MAX_TP).contains(&tp) {
+            return Err(AmpError::invalid(
+                name,
+                format!(
+                    "tensor-parallel degree {tp} in the file name must be 1..={}",
+                    limits::MAX_TP
+                ),
+            ));
+        }
         let forward_s = read_npy(bytes, name)?;
         Ok((
             model,

@@ -48,7 +48,7 @@ fn as_f64(v: &Value, at: &str) -> Result<f64> {
 
 /// Names of the models `profiles.json` covers.
 pub fn profile_models(text: &str, origin: &str) -> Result<Vec<String>> {
-    let root: Value = serde_json::from_str(text).map_err(|e| AmpError::parse(origin, e))?;
+    let root: Value = AmpError::json(text, origin)?;
     Ok(as_object(&root, origin)?.keys().cloned().collect())
 }
 
@@ -56,7 +56,7 @@ pub fn profile_models(text: &str, origin: &str) -> Result<Vec<String>> {
 /// parallel degree -> layer -> [forward, backward, update] seconds) for one
 /// model: one [`ProfileEntry`] per (GPU, micro-batch, tp), source "sailor".
 pub fn parse_profiles(text: &str, origin: &str, model: &str) -> Result<Profile> {
-    let root: Value = serde_json::from_str(text).map_err(|e| AmpError::parse(origin, e))?;
+    let root: Value = AmpError::json(text, origin)?;
     let root = as_object(&root, origin)?;
     let m = root.get(model).ok_or_else(|| {
         AmpError::MissingProfile(format!(
@@ -153,7 +153,7 @@ pub fn training_setup(precision: Option<Precision>) -> crate::setup::TrainingSet
 }
 
 pub fn training_precision(llm_info: &str, origin: &str, model: &str) -> Result<Option<Precision>> {
-    let root: Value = serde_json::from_str(llm_info).map_err(|e| AmpError::parse(origin, e))?;
+    let root: Value = AmpError::json(llm_info, origin)?;
     let root = as_object(&root, origin)?;
     let m = root.get(model).ok_or_else(|| {
         AmpError::invalid(
@@ -273,7 +273,7 @@ pub struct TrainingConfig {
 }
 
 pub fn parse_training(text: &str, origin: &str) -> Result<TrainingConfig> {
-    let t: TrainingConfig = serde_json::from_str(text).map_err(|e| AmpError::parse(origin, e))?;
+    let t: TrainingConfig = AmpError::json(text, origin)?;
     if t.hidden_size == 0 || t.sequence_length == 0 || t.num_layers == 0 {
         return Err(AmpError::invalid(
             origin,
@@ -304,7 +304,7 @@ pub fn parse_training(text: &str, origin: &str) -> Result<TrainingConfig> {
 /// measured peaks), and its sums run 7 % under the measured per-sample
 /// slope of the GH200 runs, which the formula matches.
 pub fn parse_model(llm_info: &str, llm_origin: &str, training: &TrainingConfig) -> Result<Model> {
-    let root: Value = serde_json::from_str(llm_info).map_err(|e| AmpError::parse(llm_origin, e))?;
+    let root: Value = AmpError::json(llm_info, llm_origin)?;
     let root = as_object(&root, llm_origin)?;
     let name = &training.model;
     let m = root.get(name).ok_or_else(|| {
@@ -417,7 +417,7 @@ pub struct GpuSpec {
 /// `cluster_config.json`: GPU type -> GPUs per node and memory per GPU.
 /// Entries that are not objects (the `zone` string) are skipped.
 pub fn parse_cluster_config(text: &str, origin: &str) -> Result<BTreeMap<String, GpuSpec>> {
-    let root: Value = serde_json::from_str(text).map_err(|e| AmpError::parse(origin, e))?;
+    let root: Value = AmpError::json(text, origin)?;
     let mut out = BTreeMap::new();
     for (gpu, v) in as_object(&root, origin)? {
         let Some(o) = v.as_object() else { continue };
@@ -505,8 +505,7 @@ impl Network {
         inter_origin: &str,
     ) -> Result<Network> {
         let mut net = Network::default();
-        let root: Value =
-            serde_json::from_str(intra).map_err(|e| AmpError::parse(intra_origin, e))?;
+        let root: Value = AmpError::json(intra, intra_origin)?;
         for (gpu, by_n) in as_object(&root, intra_origin)? {
             let at = format!("{intra_origin}: {gpu}");
             let mut m = BTreeMap::new();
@@ -515,8 +514,7 @@ impl Network {
             }
             net.intra.insert(gpu.clone(), m);
         }
-        let root: Value =
-            serde_json::from_str(inter).map_err(|e| AmpError::parse(inter_origin, e))?;
+        let root: Value = AmpError::json(inter, inter_origin)?;
         for (z1, a) in as_object(&root, inter_origin)? {
             let at1 = format!("{inter_origin}: {z1}");
             for (g1, b) in as_object(a, &at1)? {
@@ -740,7 +738,7 @@ pub fn parse_plan_config(
     gpus: &BTreeMap<String, GpuSpec>,
     network: &Network,
 ) -> Result<SailorRun> {
-    let mut f: PlanFile = serde_json::from_str(text).map_err(|e| AmpError::parse(origin, e))?;
+    let mut f: PlanFile = AmpError::json(text, origin)?;
     let mut warnings = Vec::new();
     for (pi, p) in f.pipeline_list.iter_mut().enumerate() {
         for (j, layers) in p.layers_per_stage.iter_mut().enumerate() {

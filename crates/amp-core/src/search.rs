@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::cluster::{Cluster, Node};
 use crate::cost::{Candidate, CostModel, Estimate, Inputs};
 use crate::error::{AmpError, Result};
+use crate::limits;
 use crate::partition::{even_block_split, optimal_partition};
 use crate::placement::{AxisOrder, DeviceGrid, Placement};
 use crate::plan::{Plan, Stage};
@@ -74,13 +75,30 @@ pub struct SearchResult {
     pub candidates: usize,
     /// Candidates dropped because some device runs out of memory.
     pub infeasible: usize,
+    /// Candidates that could not be priced (reasons in `skipped`): kept
+    /// apart from `infeasible`, which only counts memory.
+    pub unpriced: usize,
     /// Why candidates could not be priced at all, one line per reason.
     pub skipped: Vec<String>,
 }
 
-/// Divisors of `n`, ascending.
+/// Divisors of `n`, ascending (none for 0), in O(sqrt n) steps.
 pub fn divisors(n: usize) -> Vec<usize> {
-    (1..=n).filter(|d| n.is_multiple_of(*d)).collect()
+    let mut small = Vec::new();
+    let mut large = Vec::new();
+    let mut d = 1usize;
+    // d <= n / d, written so that d * d cannot overflow.
+    while d <= n / d {
+        if n.is_multiple_of(d) {
+            small.push(d);
+            if d != n / d {
+                large.push(n / d);
+            }
+        }
+        d += 1;
+    }
+    small.extend(large.into_iter().rev());
+    small
 }
 
 /// (tp, dp, pp, micro-batch) combinations AMP considers: tp at most the GPUs
@@ -333,6 +351,12 @@ fn price_candidate(
     num_micro_batches: usize,
 ) -> Outcome {
     let setup = setup.for_pipeline(grid.pp);
+    if num_micro_batches > limits::MAX_MICRO_BATCHES {
+        return Outcome::Skipped(format!(
+            "more than {} micro-batches per iteration (the limit); larger micro-batches or more replicas are searched",
+            limits::MAX_MICRO_BATCHES
+        ));
+    }
     let cand = Candidate {
         grid: &grid,
         setup: &setup,
@@ -351,12 +375,26 @@ fn price_candidate(
             Ok(t) => t,
             Err(e) => return Outcome::Skipped(e.to_string()),
         };
+        let finite = |rows: &[Vec<f64>]| rows.iter().flatten().all(|x| x.is_finite());
+        if !finite(&tables.compute_prefix) || !finite(&tables.cut) {
+            return Outcome::Skipped(
+                "a compute or transfer time is not a finite number (check the profile's times and the layers' sizes)".into(),
+            );
+        }
         let layers = inputs.model.num_layers();
         let split = model.preferred_split(inputs, &cand, &tables).or_else(|| {
             optimal_partition(layers, grid.pp, num_micro_batches, &tables).map(|p| p.boundaries)
         });
         let Some(boundaries) = split else {
-            return Outcome::Infeasible;
+            // With a memory model, no split fitting memory; without one, no
+            // split at all (too few layers for the stages).
+            return match tables.memory {
+                Some(_) => Outcome::Infeasible,
+                None => Outcome::Skipped(format!(
+                    "no split of {layers} layers into {} stages of at least {} layers each",
+                    grid.pp, tables.min_layers
+                )),
+            };
         };
         boundaries
     };
@@ -365,6 +403,12 @@ fn price_candidate(
         Ok(e) => e,
         Err(e) => return Outcome::Skipped(e.to_string()),
     };
+    if !(estimate.iteration_s.is_finite() && estimate.iteration_s > 0.0) {
+        return Outcome::Skipped(format!(
+            "the predicted iteration time is {} (check the profile's times and the layers' sizes)",
+            estimate.iteration_s
+        ));
+    }
     if estimate.first_overflow().is_some() {
         return Outcome::Infeasible;
     }
@@ -394,9 +438,8 @@ pub fn search(
     inputs.model.validate()?;
     inputs.cluster.validate()?;
     opts.setup.check()?;
-    if opts.global_batch == 0 {
-        return Err(AmpError::invalid("global batch", "must be at least 1"));
-    }
+    limits::check_count(opts.global_batch as u64, 1, limits::MAX_GLOBAL_BATCH as u64)
+        .map_err(|m| AmpError::invalid("global batch", m))?;
     let layers = inputs.model.num_layers();
     let degrees = degree_candidates(inputs.cluster, layers, opts.global_batch);
     if degrees.is_empty() {
@@ -450,12 +493,14 @@ pub fn search(
         .collect();
     let mut plans = Vec::new();
     let mut infeasible = 0;
+    let mut unpriced = 0;
     let mut skipped: Vec<String> = Vec::new();
     for o in outcomes {
         match o {
             Outcome::Priced(p) => plans.push(*p),
             Outcome::Infeasible => infeasible += 1,
             Outcome::Skipped(why) => {
+                unpriced += 1;
                 if !skipped.contains(&why) {
                     skipped.push(why)
                 }
@@ -469,6 +514,9 @@ pub fn search(
         if infeasible > 0 {
             why.push_str(&format!("; {infeasible} do not fit in GPU memory"));
         }
+        if unpriced > 0 {
+            why.push_str(&format!("; {unpriced} could not be priced"));
+        }
         for s in &skipped {
             why.push_str("; ");
             why.push_str(s);
@@ -479,6 +527,7 @@ pub fn search(
         plans,
         candidates,
         infeasible,
+        unpriced,
         skipped,
     })
 }

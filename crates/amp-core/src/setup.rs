@@ -364,9 +364,12 @@ pub fn parse_schedule(s: &str) -> std::result::Result<Schedule, String> {
         "gpipe" => Ok(Schedule::GPipe),
         t => match t.strip_prefix("interleaved:").map(str::parse::<usize>) {
             Some(Ok(1)) => Ok(Schedule::OneFOneB),
-            Some(Ok(v)) if v >= 2 => Ok(Schedule::Interleaved { virtual_stages: v }),
+            Some(Ok(v)) if (2..=crate::limits::MAX_VIRTUAL_STAGES).contains(&v) => {
+                Ok(Schedule::Interleaved { virtual_stages: v })
+            }
             _ => Err(format!(
-                "`{s}` is not a schedule; use 1f1b, gpipe or interleaved:V with V >= 2 model chunks per device"
+                "`{s}` is not a schedule; use 1f1b, gpipe or interleaved:V with 2 <= V <= {} model chunks per device",
+                crate::limits::MAX_VIRTUAL_STAGES
             )),
         },
     }

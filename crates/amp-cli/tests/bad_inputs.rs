@@ -1,0 +1,356 @@
+//! Bad input, table-driven: every reader and every subcommand, each case
+//! asserting the exit status and the key words of the message. Run in
+//! process through `amp_cli::run` (what the binary calls), plus the binary
+//! itself for a closed or full standard output.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::{amp, stderr, stdout};
+
+/// One case: input files (name, contents) written to a fresh directory,
+/// the command line (`{d}` stands for that directory), the exit status and
+/// words the error must contain (all of them, case-sensitive).
+struct Case {
+    name: &'static str,
+    files: &'static [(&'static str, &'static str)],
+    args: &'static str,
+    status: i32,
+    words: &'static [&'static str],
+}
+
+macro_rules! cluster {
+    ($($extra:expr),*) => {
+        concat!("[[nodes]]\ngpu = \"T4\"\ngpus = 4\nintra_gbps = 50\ninter_gbps = 50\n" $(, $extra)*)
+    };
+}
+
+macro_rules! model {
+    ($($extra:expr),*) => {
+        concat!("name = \"m\"\n[[layers]]\nname = \"e\"\nkind = \"embedding\"\nparams = 1000\noutput_elems_per_sample = 10\n" $(, $extra)*)
+    };
+}
+
+macro_rules! profile30 {
+    ($field:expr, $value:expr) => {
+        concat!(
+            "[[entries]]\ngpu = \"T4\"\ntp = 1\nforward_s = [0.001,0.001,0.001,0.001,0.001,0.001,0.001,0.001,0.001,0.001,0.001,0.001,0.001,0.001,0.001,0.001,0.001,0.001,0.001,0.001,0.001,0.001,0.001,0.001,0.001,0.001,0.001,0.001,0.001,0.001]\n",
+            $field, " = ", $value, "\n"
+        )
+    };
+}
+
+const PLAN_OK: &str = r#"{"micro_batch": 1, "num_micro_batches": 8, "stages": [{"first_layer": 0, "end_layer": 30, "replicas": [[{"node": 0, "gpu": 0}]]}]}"#;
+
+/// `amp plan` on a model file (`{d}/m.toml`) and a small cluster.
+const PLAN_M: &str = "plan --model {d}/m.toml --cluster 1x4xT4 --global-batch 8 -q";
+/// `amp plan` on a cluster file (`{d}/c.toml`) and a zoo model.
+const PLAN_C: &str = "plan --model gpt2 --cluster {d}/c.toml --global-batch 8 -q";
+const PLAN_CJ: &str = "plan --model gpt2 --cluster {d}/c.json --global-batch 8 -q";
+const PLAN_HF: &str = "plan --model {d}/config.json --cluster 1x4xT4 --global-batch 8 -q";
+const PLAN_P: &str =
+    "plan --model gpt2-amp --cluster homogeneous --profile {d}/p.toml --global-batch 32 -q";
+const PLAN_PJ: &str =
+    "plan --model gpt2-amp --cluster homogeneous --profile {d}/p.json --global-batch 32 -q";
+const EVAL: &str = "eval {d}/plan.json --example homogeneous";
+const EXPORT: &str = "export {d}/plan.json --example homogeneous --to megatron --out {d}/out";
+
+const CASES: &[Case] = &[
+    // ---- cluster TOML ----
+    Case { name: "link with three nodes", files: &[("c.toml", cluster!("count = 3\n[[links]]\nnodes = [0, 1, 2]\ngbps = 5\n"))], args: PLAN_C, status: 1, words: &["c.toml", "links[0]", "exactly two"] },
+    Case { name: "link with one node", files: &[("c.toml", cluster!("count = 3\n[[links]]\nnodes = [0]\ngbps = 5\n"))], args: PLAN_C, status: 1, words: &["links[0]", "exactly two"] },
+    Case { name: "repeated link", files: &[("c.toml", cluster!("count = 3\n[[links]]\nnodes = [0, 1]\ngbps = 5\n[[links]]\nnodes = [0, 1]\ngbps = 7\n"))], args: PLAN_C, status: 1, words: &["links[1]", "again", "links[0]"] },
+    Case { name: "repeated link, reversed", files: &[("c.toml", cluster!("count = 3\n[[links]]\nnodes = [0, 2]\ngbps = 5\n[[links]]\nnodes = [2, 0]\ngbps = 7\n"))], args: PLAN_C, status: 1, words: &["links[1]", "again"] },
+    Case { name: "link to itself", files: &[("c.toml", cluster!("count = 2\n[[links]]\nnodes = [1, 1]\ngbps = 5\n"))], args: PLAN_C, status: 1, words: &["links[0]", "itself"] },
+    Case { name: "link to a missing node", files: &[("c.toml", cluster!("count = 2\n[[links]]\nnodes = [0, 9]\ngbps = 5\n"))], args: PLAN_C, status: 1, words: &["links[0]", "nodes 0..1"] },
+    Case { name: "link of 0 Gbit/s", files: &[("c.toml", cluster!("count = 2\n[[links]]\nnodes = [0, 1]\ngbps = 0\n"))], args: PLAN_C, status: 1, words: &["links[0]", "gbps", "is 0"] },
+    Case { name: "link of NaN Gbit/s", files: &[("c.toml", cluster!("count = 2\n[[links]]\nnodes = [0, 1]\ngbps = nan\n"))], args: PLAN_C, status: 1, words: &["links[0]", "gbps", "NaN"] },
+    Case { name: "link of infinite Gbit/s", files: &[("c.toml", cluster!("count = 2\n[[links]]\nnodes = [0, 1]\ngbps = inf\n"))], args: PLAN_C, status: 1, words: &["links[0]", "gbps", "infinite"] },
+    Case { name: "node with 0 GPUs", files: &[("c.toml", "[[nodes]]\ngpu = \"T4\"\ngpus = 0\nintra_gbps = 50\ninter_gbps = 50\n")], args: PLAN_C, status: 1, words: &["c.toml", "node 0", "gpus = 0"] },
+    Case { name: "node with 65 GPUs", files: &[("c.toml", "[[nodes]]\ngpu = \"T4\"\ngpus = 65\nintra_gbps = 50\ninter_gbps = 50\n")], args: PLAN_C, status: 1, words: &["nodes[0]", "gpus", "limit of 64"] },
+    Case { name: "node count 0", files: &[("c.toml", cluster!("count = 0\n"))], args: PLAN_C, status: 1, words: &["nodes[0]", "count = 0"] },
+    Case { name: "node count 10^9", files: &[("c.toml", cluster!("count = 1000000000\n"))], args: PLAN_C, status: 1, words: &["nodes[0]", "count = 1000000000", "limit"] },
+    Case { name: "too many GPUs in all", files: &[("c.toml", "[[nodes]]\ngpu = \"T4\"\ngpus = 64\nintra_gbps = 50\ninter_gbps = 50\ncount = 2000\n")], args: PLAN_C, status: 1, words: &["more than 65536 GPUs"] },
+    Case { name: "0 NICs", files: &[("c.toml", cluster!("nics = 0\n"))], args: PLAN_C, status: 1, words: &["nodes[0]", "nics", "at least 1"] },
+    Case { name: "10^6 NICs", files: &[("c.toml", cluster!("nics = 1000000\n"))], args: PLAN_C, status: 1, words: &["nodes[0]", "nics", "limit of 64"] },
+    Case { name: "negative bandwidth", files: &[("c.toml", "[[nodes]]\ngpu = \"T4\"\ngpus = 4\nintra_gbps = -1\ninter_gbps = 50\n")], args: PLAN_C, status: 1, words: &["nodes[0]", "intra_gbps", "negative"] },
+    Case { name: "NaN bandwidth", files: &[("c.toml", "[[nodes]]\ngpu = \"T4\"\ngpus = 4\nintra_gbps = 50\ninter_gbps = nan\n")], args: PLAN_C, status: 1, words: &["nodes[0]", "inter_gbps", "NaN"] },
+    Case { name: "huge bandwidth", files: &[("c.toml", "[[nodes]]\ngpu = \"T4\"\ngpus = 4\nintra_gbps = 1e300\ninter_gbps = 50\n")], args: PLAN_C, status: 1, words: &["intra_gbps", "limit"] },
+    Case { name: "0 GiB of GPU memory", files: &[("c.toml", cluster!("gpu_memory_gib = 0\n"))], args: PLAN_C, status: 1, words: &["nodes[0]", "gpu_memory_gib", "is 0"] },
+    Case { name: "empty GPU name", files: &[("c.toml", "[[nodes]]\ngpu = \" \"\ngpus = 4\nintra_gbps = 50\ninter_gbps = 50\n")], args: PLAN_C, status: 1, words: &["gpu is empty"] },
+    Case { name: "no nodes", files: &[("c.toml", "name = \"x\"\nnodes = []\n")], args: PLAN_C, status: 1, words: &["no nodes"] },
+    Case { name: "duplicate key in cluster TOML", files: &[("c.toml", cluster!("gpus = 8\n"))], args: PLAN_C, status: 1, words: &["c.toml", "cannot parse", "duplicate key"] },
+    Case { name: "unknown field in cluster TOML", files: &[("c.toml", cluster!("gpu_count = 8\n"))], args: PLAN_C, status: 1, words: &["c.toml", "unknown field `gpu_count`"] },
+    Case { name: "wrong type in cluster TOML", files: &[("c.toml", "[[nodes]]\ngpu = \"T4\"\ngpus = \"four\"\nintra_gbps = 50\ninter_gbps = 50\n")], args: PLAN_C, status: 1, words: &["c.toml", "cannot parse", "gpus"] },
+    // ---- cluster JSON ----
+    Case { name: "duplicate key in cluster JSON", files: &[("c.json", r#"{"nodes": [{"gpu": "T4", "gpus": 4, "gpus": 8, "intra_gbps": 50, "inter_gbps": 50}]}"#)], args: PLAN_CJ, status: 1, words: &["c.json", "duplicate"] },
+    Case { name: "duplicate top-level key in cluster JSON", files: &[("c.json", r#"{"name": "a", "name": "b", "nodes": [{"gpu": "T4", "gpus": 4, "intra_gbps": 50, "inter_gbps": 50}]}"#)], args: PLAN_CJ, status: 1, words: &["c.json", "duplicate"] },
+    Case { name: "link with three nodes in JSON", files: &[("c.json", r#"{"nodes": [{"gpu": "T4", "gpus": 4, "intra_gbps": 50, "inter_gbps": 50, "count": 3}], "links": [{"nodes": [0, 1, 2], "gbps": 5}]}"#)], args: PLAN_CJ, status: 1, words: &["links[0]", "exactly two"] },
+    Case { name: "negative GPUs in JSON", files: &[("c.json", r#"{"nodes": [{"gpu": "T4", "gpus": -4, "intra_gbps": 50, "inter_gbps": 50}]}"#)], args: PLAN_CJ, status: 1, words: &["c.json", "cannot parse", "-4"] },
+    Case { name: "cluster JSON that is not JSON", files: &[("c.json", "nodes: [T4]")], args: PLAN_CJ, status: 1, words: &["c.json", "cannot parse"] },
+    Case { name: "cluster file of unknown type", files: &[("c.yaml", "nodes: []")], args: "plan --model gpt2 --cluster {d}/c.yaml --global-batch 8", status: 1, words: &["unknown cluster file type `.yaml`"] },
+    // ---- cluster shorthand ----
+    Case { name: "shorthand with 0 nodes", files: &[], args: "plan --model gpt2 --cluster 0x8xH100 --global-batch 8", status: 1, words: &["node count is 0"] },
+    Case { name: "shorthand with 0 GPUs per node", files: &[], args: "plan --model gpt2 --cluster 1x0xH100 --global-batch 8", status: 1, words: &["GPUs per node is 0"] },
+    Case { name: "shorthand node counts overflowing", files: &[], args: "plan --model gpt2 --cluster 18446744073709551615x8xH100@100Gbps+1x8xH100@100Gbps --global-batch 8", status: 1, words: &["more than 16384 nodes"] },
+    Case { name: "shorthand with 10^9 nodes", files: &[], args: "plan --model gpt2 --cluster 1000000000x8xH100@100Gbps --global-batch 8", status: 1, words: &["more than 16384 nodes"] },
+    Case { name: "shorthand with 65 GPUs per node", files: &[], args: "plan --model gpt2 --cluster 1x65xH100 --global-batch 8", status: 1, words: &["65 GPUs per node", "limit of 64"] },
+    Case { name: "shorthand count too long for a number", files: &[], args: "plan --model gpt2 --cluster 99999999999999999999999x8xH100 --global-batch 8", status: 1, words: &["shorthand", "node count"] },
+    Case { name: "shorthand unknown GPU", files: &[], args: "plan --model gpt2 --cluster 1x8xH1000 --global-batch 8", status: 1, words: &["unknown", "H1000"] },
+    Case { name: "shorthand bad bandwidth", files: &[], args: "plan --model gpt2 --cluster 2x8xH100@fastGbps --global-batch 8", status: 1, words: &["bandwidth", "number"] },
+    Case { name: "shorthand stray plus", files: &[], args: "plan --model gpt2 --cluster 1x8xH100+ --global-batch 8", status: 1, words: &["is empty"] },
+    // ---- model layer list ----
+    Case { name: "empty layer list", files: &[("m.toml", "name = \"m\"\nlayers = []\n")], args: PLAN_M, status: 1, words: &["m.toml", "layer list is empty"] },
+    Case { name: "tied to a later layer", files: &[("m.toml", model!("tied_to = 0\n"))], args: PLAN_M, status: 1, words: &["m.toml", "tied_to = 0", "earlier layer"] },
+    Case { name: "NaN FLOPs", files: &[("m.toml", model!("forward_flops_per_sample = nan\n"))], args: PLAN_M, status: 1, words: &["m.toml", "layers[0]", "forward_flops_per_sample", "NaN"] },
+    Case { name: "infinite FLOPs", files: &[("m.toml", model!("forward_flops_per_sample = inf\n"))], args: PLAN_M, status: 1, words: &["m.toml", "forward_flops_per_sample", "infinite"] },
+    Case { name: "negative FLOPs", files: &[("m.toml", model!("forward_flops_per_sample = -1e9\n"))], args: PLAN_M, status: 1, words: &["forward_flops_per_sample", "negative"] },
+    Case { name: "huge parameter count", files: &[("m.toml", "name = \"m\"\n[[layers]]\nname = \"e\"\nkind = \"embedding\"\nparams = 9000000000000000000\noutput_elems_per_sample = 10\n")], args: PLAN_M, status: 1, words: &["m.toml", "params", "limit"] },
+    Case { name: "huge output", files: &[("m.toml", "name = \"m\"\n[[layers]]\nname = \"e\"\nkind = \"embedding\"\nparams = 1\noutput_elems_per_sample = 9000000000000000000\n")], args: PLAN_M, status: 1, words: &["output_elems_per_sample", "limit"] },
+    Case { name: "unknown layer kind", files: &[("m.toml", "name = \"m\"\n[[layers]]\nname = \"e\"\nkind = \"attention\"\nparams = 1\noutput_elems_per_sample = 10\n")], args: PLAN_M, status: 1, words: &["m.toml", "unknown variant `attention`"] },
+    Case { name: "missing field", files: &[("m.toml", "name = \"m\"\n[[layers]]\nname = \"e\"\nkind = \"embedding\"\nparams = 1\n")], args: PLAN_M, status: 1, words: &["m.toml", "missing field `output_elems_per_sample`"] },
+    Case { name: "duplicate key in model TOML", files: &[("m.toml", model!("params = 5\n"))], args: PLAN_M, status: 1, words: &["m.toml", "duplicate key"] },
+    Case { name: "duplicate key in model JSON", files: &[("m.json", r#"{"name": "m", "layers": [{"name": "e", "kind": "embedding", "params": 1, "params": 2, "output_elems_per_sample": 10}]}"#)], args: "plan --model {d}/m.json --cluster 1x4xT4 --global-batch 8", status: 1, words: &["m.json", "duplicate"] },
+    Case { name: "model file of unknown type", files: &[("m.txt", "layers")], args: "plan --model {d}/m.txt --cluster 1x4xT4 --global-batch 8", status: 1, words: &["unknown model file type `.txt`"] },
+    // ---- Hugging Face config ----
+    Case { name: "HF config with 0 heads", files: &[("config.json", r#"{"model_type": "gpt2", "n_embd": 768, "n_head": 0, "n_layer": 12}"#)], args: PLAN_HF, status: 1, words: &["config.json", "n_head", "is 0"] },
+    Case { name: "HF config with 2^62 layers", files: &[("config.json", r#"{"model_type": "gpt2", "n_embd": 768, "n_head": 12, "n_layer": 4611686018427387904}"#)], args: PLAN_HF, status: 1, words: &["config.json", "n_layer", "limit"] },
+    Case { name: "HF config with 5000 layers", files: &[("config.json", r#"{"model_type": "gpt2", "n_embd": 768, "n_head": 12, "n_layer": 5000}"#)], args: PLAN_HF, status: 1, words: &["config.json", "number of layers 5000", "limit"] },
+    Case { name: "HF config with a huge hidden size", files: &[("config.json", r#"{"model_type": "llama", "hidden_size": 16000000, "num_attention_heads": 1, "num_hidden_layers": 2, "intermediate_size": 10, "vocab_size": 10}"#)], args: PLAN_HF, status: 1, words: &["config.json", "hidden size", "limit"] },
+    Case { name: "HF config heads not dividing hidden", files: &[("config.json", r#"{"model_type": "gpt2", "n_embd": 770, "n_head": 12, "n_layer": 2}"#)], args: PLAN_HF, status: 1, words: &["config.json", "not divisible"] },
+    Case { name: "HF config of unsupported type", files: &[("config.json", r#"{"model_type": "mamba"}"#)], args: PLAN_HF, status: 1, words: &["config.json", "`mamba` is not supported"] },
+    Case { name: "HF config with a duplicate key", files: &[("config.json", r#"{"model_type": "gpt2", "n_embd": 768, "n_head": 12, "n_layer": 12, "n_layer": 24}"#)], args: PLAN_HF, status: 1, words: &["config.json", "duplicate key `n_layer`"] },
+    Case { name: "HF config with a string size", files: &[("config.json", r#"{"model_type": "gpt2", "n_embd": "768", "n_head": 12, "n_layer": 12}"#)], args: PLAN_HF, status: 1, words: &["n_embd", "non-negative integer"] },
+    Case { name: "HF config with a negative size", files: &[("config.json", r#"{"model_type": "gpt2", "n_embd": -768, "n_head": 12, "n_layer": 12}"#)], args: PLAN_HF, status: 1, words: &["n_embd", "non-negative integer"] },
+    Case { name: "HF config, sequence beyond positions", files: &[("config.json", r#"{"model_type": "gpt2", "n_embd": 768, "n_head": 12, "n_layer": 2}"#)], args: "plan --model {d}/config.json --seq 4096 --cluster 1x4xT4 --global-batch 8", status: 1, words: &["sequence length 4096", "learned positions"] },
+    // ---- zoo names and --seq ----
+    Case { name: "unknown zoo model", files: &[], args: "plan --model gpt7 --cluster 1x4xT4 --global-batch 8", status: 1, words: &["unknown", "gpt7"] },
+    Case { name: "AMP's GPT-2 with another --seq", files: &[], args: "plan --model gpt2-amp --seq 2048 --cluster homogeneous --global-batch 8", status: 1, words: &["gpt2-amp", "fixed sequence length", "--seq"] },
+    Case { name: "--seq 0", files: &[], args: "plan --model gpt2 --seq 0 --cluster 1x4xT4 --global-batch 8", status: 1, words: &["sequence length 0"] },
+    Case { name: "--seq above the limit", files: &[], args: "plan --model llama3-8b --seq 1073741824 --cluster 1x4xT4 --global-batch 8", status: 1, words: &["--seq 1073741824", "limit"] },
+    Case { name: "--seq not a number", files: &[], args: "plan --model gpt2 --seq many --cluster 1x4xT4 --global-batch 8", status: 2, words: &["--seq", "many"] },
+    // ---- profiles ----
+    Case { name: "a valid measured-micro-batch profile plans", files: &[("p.toml", profile30!("micro_batch", "1"))], args: "plan --model gpt2-amp --cluster homogeneous --profile {d}/p.toml --global-batch 32 -q", status: 0, words: &[] },
+    Case { name: "profile tp = 0 refused", files: &[("p.toml", "[[entries]]\ngpu = \"T4\"\ntp = 0\nforward_s = [0.1]\n")], args: PLAN_P, status: 1, words: &["p.toml", "entries[0]", "tp is 0"] },
+    Case { name: "profile micro_batch = 0", files: &[("p.toml", profile30!("micro_batch", "0"))], args: PLAN_P, status: 1, words: &["p.toml", "entries[0]", "micro_batch is 0"] },
+    Case { name: "profile NaN time", files: &[("p.toml", "[[entries]]\ngpu = \"T4\"\ntp = 1\nforward_s = [0.1, nan]\n")], args: PLAN_P, status: 1, words: &["p.toml", "forward_s[1]", "NaN"] },
+    Case { name: "profile time of 1e308 s", files: &[("p.toml", "[[entries]]\ngpu = \"T4\"\ntp = 1\nforward_s = [1e308]\n")], args: PLAN_P, status: 1, words: &["p.toml", "forward_s[0]", "limit"] },
+    Case { name: "profile negative time", files: &[("p.toml", "[[entries]]\ngpu = \"T4\"\ntp = 1\nforward_s = [-0.1]\n")], args: PLAN_P, status: 1, words: &["forward_s[0]", "negative"] },
+    Case { name: "profile infinite backward", files: &[("p.toml", profile30!("backward_s", "[inf]"))], args: PLAN_P, status: 1, words: &["backward_s[0]", "infinite"] },
+    Case { name: "profile repeated entry", files: &[("p.toml", "[[entries]]\ngpu = \"T4\"\ntp = 1\nforward_s = [0.1]\n[[entries]]\ngpu = \"T4\"\ntp = 1\nforward_s = [0.2]\n")], args: PLAN_P, status: 1, words: &["p.toml", "entries[1]", "repeats entries[0]"] },
+    Case { name: "profile tp above the limit", files: &[("p.toml", "[[entries]]\ngpu = \"T4\"\ntp = 1000\nforward_s = [0.1]\n")], args: PLAN_P, status: 1, words: &["tp is 1000", "limit"] },
+    Case { name: "profile with the wrong layer count", files: &[("p.toml", "[[entries]]\ngpu = \"T4\"\ntp = 1\nforward_s = [0.1, 0.2]\n")], args: PLAN_P, status: 1, words: &["2 layer times", "30 layers"] },
+    Case { name: "profile JSON duplicate key", files: &[("p.json", r#"{"entries": [{"gpu": "T4", "tp": 1, "tp": 2, "forward_s": [0.1]}]}"#)], args: PLAN_PJ, status: 1, words: &["p.json", "duplicate"] },
+    Case { name: "profile JSON negative tp", files: &[("p.json", r#"{"entries": [{"gpu": "T4", "tp": -1, "forward_s": [0.1]}]}"#)], args: PLAN_PJ, status: 1, words: &["p.json", "cannot parse"] },
+    Case { name: "profile of unknown type", files: &[("p.csv", "gpu,tp")], args: "plan --model gpt2-amp --cluster homogeneous --profile {d}/p.csv --global-batch 32", status: 1, words: &["unknown profile type `.csv`"] },
+    Case { name: "profile not covering a GPU type", files: &[("p.toml", "[[entries]]\ngpu = \"V100-16GB\"\ntp = 1\nforward_s = [0.1]\n")], args: "plan --model {d}/m.toml --cluster 1x4xT4 --profile {d}/p.toml --no-analytic --global-batch 8", status: 1, words: &["m.toml"] },
+    Case { name: "two profile files with one entry", files: &[("a.toml", "[[entries]]\ngpu = \"T4\"\ntp = 1\nforward_s = [0.1]\n"), ("b.toml", "[[entries]]\ngpu = \"T4\"\ntp = 1\nforward_s = [0.2]\n"), ("m.toml", model!())], args: "plan --model {d}/m.toml --cluster 1x4xT4 --profile {d}/a.toml --profile {d}/b.toml --global-batch 8", status: 1, words: &["two --profile files", "same GPU"] },
+    Case { name: "garbage .npy", files: &[("gpt2_G4_1.npy", "not numpy")], args: "plan --model gpt2-amp --cluster homogeneous --profile {d}/gpt2_G4_1.npy --global-batch 32", status: 1, words: &["gpt2_G4_1.npy", "cannot parse"] },
+    Case { name: ".npy with a bad name", files: &[("weights.npy", "x")], args: "plan --model gpt2-amp --cluster homogeneous --profile {d}/weights.npy --global-batch 32", status: 1, words: &["weights.npy", "not an AMP profile name"] },
+    Case { name: ".npy with tp 0 in its name", files: &[("gpt2_G4_0.npy", "x")], args: "plan --model gpt2-amp --cluster homogeneous --profile {d}/gpt2_G4_0.npy --global-batch 32", status: 1, words: &["gpt2_G4_0.npy", "tensor-parallel degree 0"] },
+    Case { name: "profile directory without .npy", files: &[("x.txt", "")], args: "plan --model gpt2-amp --cluster homogeneous --profile {d} --global-batch 32", status: 1, words: &["no .npy profile files"] },
+    // ---- plan JSON: eval and export ----
+    Case { name: "plan with a duplicate key", files: &[("plan.json", r#"{"micro_batch": 1, "micro_batch": 8, "num_micro_batches": 8, "stages": []}"#)], args: EVAL, status: 1, words: &["plan.json", "duplicate key `micro_batch`"] },
+    Case { name: "plan with micro_batch 0", files: &[("plan.json", r#"{"micro_batch": 0, "num_micro_batches": 8, "stages": [{"first_layer": 0, "end_layer": 30, "replicas": [[{"node": 0, "gpu": 0}]]}]}"#)], args: EVAL, status: 1, words: &["plan.json", "at least 1"] },
+    Case { name: "plan with 10^7 micro-batches", files: &[("plan.json", r#"{"micro_batch": 1, "num_micro_batches": 10000000, "stages": [{"first_layer": 0, "end_layer": 30, "replicas": [[{"node": 0, "gpu": 0}]]}]}"#)], args: EVAL, status: 1, words: &["num_micro_batches = 10000000", "limit"] },
+    Case { name: "plan whose batch overflows", files: &[("plan.json", r#"{"micro_batch": 4611686018427387904, "num_micro_batches": 4, "stages": [{"first_layer": 0, "end_layer": 30, "replicas": [[{"node": 0, "gpu": 0}]]}]}"#)], args: EVAL, status: 1, words: &["plan.json", "limit"] },
+    Case { name: "export of a plan whose batch overflows", files: &[("plan.json", r#"{"micro_batch": 16777216, "num_micro_batches": 4096, "stages": [{"first_layer": 0, "end_layer": 30, "replicas": [[{"node": 0, "gpu": 0}]]}]}"#)], args: EXPORT, status: 1, words: &["plan.json", "samples per iteration"] },
+    Case { name: "plan using a device twice", files: &[("plan.json", r#"{"micro_batch": 1, "num_micro_batches": 8, "stages": [{"first_layer": 0, "end_layer": 10, "replicas": [[{"node": 0, "gpu": 0}]]}, {"first_layer": 10, "end_layer": 30, "replicas": [[{"node": 0, "gpu": 0}]]}]}"#)], args: EVAL, status: 1, words: &["used twice"] },
+    Case { name: "plan on a missing device", files: &[("plan.json", r#"{"micro_batch": 1, "num_micro_batches": 8, "stages": [{"first_layer": 0, "end_layer": 30, "replicas": [[{"node": 7, "gpu": 0}]]}]}"#)], args: EVAL, status: 1, words: &["node 7", "not in the cluster"] },
+    Case { name: "plan missing layers", files: &[("plan.json", r#"{"micro_batch": 1, "num_micro_batches": 8, "stages": [{"first_layer": 0, "end_layer": 20, "replicas": [[{"node": 0, "gpu": 0}]]}]}"#)], args: EVAL, status: 1, words: &["stages end at layer 20", "30 layers"] },
+    Case { name: "plan with negative micro-batch", files: &[("plan.json", r#"{"micro_batch": -1, "num_micro_batches": 8, "stages": []}"#)], args: EVAL, status: 1, words: &["plan.json", "cannot parse"] },
+    Case { name: "plan rank beyond the file", files: &[("plan.json", r#"{"schema_version": 1, "plans": [{"micro_batch": 1, "num_micro_batches": 8, "stages": [{"first_layer": 0, "end_layer": 30, "replicas": [[{"node": 0, "gpu": 0}]]}]}]}"#)], args: "eval {d}/plan.json --example homogeneous --rank 5", status: 1, words: &["plan.json", "rank 5", "1 plans"] },
+    Case { name: "plan that is not JSON", files: &[("plan.json", "{micro_batch: 1}")], args: EVAL, status: 1, words: &["plan.json", "cannot parse"] },
+    Case { name: "plan without stages", files: &[("plan.json", r#"{"micro_batch": 1, "num_micro_batches": 8}"#)], args: EVAL, status: 1, words: &["no `stages` field"] },
+    Case { name: "plan file missing", files: &[], args: "eval {d}/nowhere.json --example homogeneous", status: 1, words: &["cannot read", "nowhere.json"] },
+    Case { name: "export with nothing to do", files: &[("plan.json", PLAN_OK)], args: "export {d}/plan.json --example homogeneous", status: 1, words: &["nothing to do"] },
+    Case { name: "export with --out but no --to", files: &[("plan.json", PLAN_OK)], args: "export {d}/plan.json --example homogeneous --out {d}/o", status: 2, words: &["--to"] },
+    // ---- command-line numbers and flags ----
+    Case { name: "--global-batch 0", files: &[], args: "plan --model gpt2 --cluster 1x4xT4 --global-batch 0", status: 1, words: &["--global-batch 0", "outside"] },
+    Case { name: "--global-batch 2^40", files: &[], args: "plan --model gpt2 --cluster 1x4xT4 --global-batch 1099511627776", status: 1, words: &["--global-batch 1099511627776", "outside"] },
+    Case { name: "--global-batch 10^9+7", files: &[], args: "plan --model gpt2 --cluster 1x4xT4 --global-batch 1000000007", status: 1, words: &["outside"] },
+    Case { name: "--global-batch negative", files: &[], args: "plan --model gpt2 --cluster 1x4xT4 --global-batch -1", status: 2, words: &["'-1'"] },
+    Case { name: "--global-batch 10^6 on 4 GPUs", files: &[], args: "plan --model gpt2 --cluster 1x4xT4 --global-batch 1000000 -q", status: 1, words: &["could not be priced", "4096 micro-batches"] },
+    Case { name: "--top 0", files: &[], args: "plan --example homogeneous --top 0 -q", status: 1, words: &["--top"] },
+    Case { name: "interleaved:0", files: &[], args: "plan --example homogeneous --schedule interleaved:0", status: 2, words: &["interleaved:V"] },
+    Case { name: "interleaved too deep", files: &[], args: "plan --example homogeneous --schedule interleaved:100000", status: 2, words: &["interleaved:V"] },
+    Case { name: "unknown subcommand", files: &[], args: "train --example homogeneous", status: 2, words: &["unrecognized subcommand"] },
+    Case { name: "plan without a model", files: &[], args: "plan --cluster 1x4xT4 --global-batch 8", status: 2, words: &["--model"] },
+    Case { name: "unknown flag", files: &[], args: "plan --example homogeneous --fastest", status: 2, words: &["--fastest"] },
+    Case { name: "validate a missing directory", files: &[], args: "validate {d}/none", status: 1, words: &["no such directory"] },
+    Case { name: "validate a CSV of no experiment", files: &[("ds/measured/mine.csv", "micro_batch,tp\n")], args: "validate {d}/ds", status: 1, words: &["mine.csv", "must name an AMP experiment"] },
+    Case { name: "validate a broken CSV", files: &[("ds/measured/homogeneous.csv", "micro_batch,tp,dp,pp,stage_boundaries,measured_s\nx,1,1,1,0 30,1\n")], args: "validate {d}/ds", status: 1, words: &["homogeneous.csv"] },
+    Case { name: "validate with an unknown cost model", files: &[], args: "validate {d} --cost-model magic", status: 1, words: &["unknown cost model `magic`"] },
+    Case { name: "validate a Sailor layout with a duplicate key", files: &[("s/profiles.json", "{}"), ("s/llm_info.json", "{}"), ("s/measured/x", ""), ("s/training/t.json", r#"{"model": "a", "model": "b"}"#)], args: "validate {d}/s", status: 1, words: &["t.json", "duplicate key `model`"] },
+];
+
+fn write_files(dir: &Path, files: &[(&str, &str)]) {
+    for (name, contents) in files {
+        let p = dir.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, contents).unwrap();
+    }
+}
+
+fn case_dir(i: usize) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("amp-bad-inputs-{}/{i}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn every_bad_input_gets_its_status_and_message() {
+    assert!(CASES.len() >= 80, "{} cases", CASES.len());
+    let mut failures = Vec::new();
+    for (i, c) in CASES.iter().enumerate() {
+        let dir = case_dir(i);
+        write_files(&dir, c.files);
+        let d = dir.display().to_string();
+        let mut args = vec!["amp".to_string()];
+        args.extend(c.args.split_whitespace().map(|a| a.replace("{d}", &d)));
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let status = amp_cli::run(&args, &mut out, &mut err);
+        let err = String::from_utf8_lossy(&err).to_string();
+        let missing: Vec<&str> = c
+            .words
+            .iter()
+            .copied()
+            .filter(|w| !err.contains(w))
+            .collect();
+        if status != c.status || !missing.is_empty() {
+            failures.push(format!(
+                "case {i} `{}`: status {status} (expected {}), missing {missing:?} in:\n{err}",
+                c.name, c.status
+            ));
+        }
+        if c.status == 1 && !err.starts_with("error: ") {
+            failures.push(format!("case {i} `{}`: no `error:` line:\n{err}", c.name));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The tests that start the binary run one after another in this one test:
+/// a child started by another test thread while a pipe is being set up
+/// could hold the pipe's read end open.
+#[test]
+fn the_binary_on_closed_and_full_outputs() {
+    closed_stdout_ends_quietly_in_every_subcommand();
+    full_stdout_is_one_clear_error();
+    run_uses_the_given_writers_and_clap_statuses();
+}
+
+/// `amp ... | head -1` : every subcommand ends quietly with 141 when its
+/// reader has gone.
+fn closed_stdout_ends_quietly_in_every_subcommand() {
+    let plan = common::tmp("bad-inputs-plan.json", PLAN_OK);
+    let plan = plan.display().to_string();
+    let out_dir = std::env::temp_dir().join(format!("amp-bad-inputs-out-{}", std::process::id()));
+    let out_dir = out_dir.display().to_string();
+    let data = format!(
+        "{}/../../../shared/data/amp-paper",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let commands: Vec<Vec<&str>> = vec![
+        vec![
+            "plan",
+            "--example",
+            "het-cluster",
+            "--json",
+            "--top",
+            "1000",
+            "-q",
+        ],
+        vec!["plan", "--example", "het-cluster", "-q"],
+        vec!["eval", &plan, "--example", "homogeneous", "--json"],
+        vec!["eval", &plan, "--example", "homogeneous"],
+        vec![
+            "export",
+            &plan,
+            "--example",
+            "homogeneous",
+            "--to",
+            "megatron",
+            "--out",
+            &out_dir,
+        ],
+        vec!["validate", &data, "--runs"],
+        vec!["--help"],
+    ];
+    for args in commands {
+        let o = Command::new(env!("CARGO_BIN_EXE_amp"))
+            .args(&args)
+            .stdout(closed_pipe())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(141), "{args:?}: {}", stderr(&o));
+        assert!(o.stderr.is_empty(), "{args:?}: {}", stderr(&o));
+    }
+}
+
+/// The write end of a pipe whose reader has already gone: the read end
+/// belongs to a `true` process that has exited. (Closing the reader after
+/// starting amp would race with amp's writes on a busy machine.)
+fn closed_pipe() -> Stdio {
+    let mut reader = Command::new("true")
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("`true` runs");
+    let writer = reader.stdin.take().unwrap();
+    reader.wait().unwrap();
+    Stdio::from(writer)
+}
+
+/// `amp ... > /dev/full`: one clear error, status 1.
+fn full_stdout_is_one_clear_error() {
+    if !Path::new("/dev/full").exists() {
+        return;
+    }
+    for args in [
+        vec!["plan", "--example", "homogeneous", "--json", "-q"],
+        vec!["plan", "--example", "homogeneous", "-q"],
+        vec!["--version"],
+    ] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_amp"))
+            .args(&args)
+            .stdout(full)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        let e = stderr(&o);
+        assert!(
+            e.starts_with("error: cannot write the output"),
+            "{args:?}: {e}"
+        );
+        assert!(e.contains("No space left"), "{args:?}: {e}");
+        assert!(!e.contains("panicked"), "{e}");
+    }
+}
+
+/// The library entry point answers like the binary: help on `out` with 0,
+/// usage errors on `err` with clap's 2.
+fn run_uses_the_given_writers_and_clap_statuses() {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    assert_eq!(amp_cli::run(["amp", "--help"], &mut out, &mut err), 0);
+    assert!(String::from_utf8_lossy(&out).contains("Usage: amp"));
+    assert!(err.is_empty());
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    assert_eq!(
+        amp_cli::run(["amp", "plan", "--nope"], &mut out, &mut err),
+        2
+    );
+    assert!(out.is_empty());
+    assert!(String::from_utf8_lossy(&err).contains("--nope"));
+    let o = amp(&["plan", "--nope"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = amp(&["--version"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).starts_with("amp "), "{}", stdout(&o));
+}

@@ -1,0 +1,8 @@
+//! Fuzz target: the AMP artifact measured-runs CSV reader.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|text: &str| {
+    let _ = amp_core::artifact::parse_csv(text, "fuzz.csv");
+});
