@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {
-    let _ = amp_core::artifact::parse_csv(text, "fuzz.csv");
+    let _ = amp_data::amp_artifact::parse_csv(text, "fuzz.csv");
 });

@@ -3,7 +3,7 @@
 
 use libfuzzer_sys::fuzz_target;
 
-use amp_core::artifact::Experiment;
+use amp_data::amp_artifact::Experiment;
 use amp_core::cost::{device::DeviceModel, CostModel, Inputs};
 
 fuzz_target!(|text: &str| {

@@ -5,7 +5,7 @@ use libfuzzer_sys::fuzz_target;
 
 use std::collections::BTreeMap;
 
-use amp_core::sailor;
+use amp_data::sailor;
 
 fuzz_target!(|data: (u8, &str)| {
     let (which, text) = data;

@@ -1,31 +1,18 @@
 //! `amp validate`: compare a cost model's predictions with measured runs.
 //!
-//! Two directory layouts are recognised (a directory holding such
-//! directories is searched one level down):
-//! - AMP artifact: `measured/*.csv` (`micro_batch,tp,dp,pp,
-//!   stage_boundaries,...,measured_s`) and `profiles/*.npy`; the CSV's file
-//!   name names the experiment (homogeneous, het_cluster, het_model), which
-//!   fixes the built-in model, cluster and global batch. Plans use the CSV's
-//!   stage boundaries and the artifact's default placement.
-//! - Sailor artifact: `profiles.json`, `llm_info.json`, `training/*.json`,
-//!   `cluster_config.json`, `network/*.json` and
-//!   `measured/<cluster>/<model>/**/plan_config_*.json`; runs are grouped by
-//!   (cluster, model).
+//! This command reads the folders' files; `amp_data::find_datasets`
+//! recognises the AMP and Sailor layouts and assembles the datasets, and
+//! `amp_core::validate` scores them.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use amp_core::artifact::{parse_csv, profile_from_npy, Experiment, Measured};
-use amp_core::cost::amp_paper::artifact_setup;
 use amp_core::cost::amp_paper::AmpPaper;
 use amp_core::cost::device::DeviceModel;
 use amp_core::cost::CostModel;
-use amp_core::placement::{DeviceGrid, Placement};
-use amp_core::sailor;
-use amp_core::search::plan_from_grid;
-use amp_core::validate::{validate_dataset, Dataset, DatasetReport, ErrorStats, Outcome, Run};
-use anyhow::{anyhow, bail, Context, Result};
+use amp_core::validate::{validate_dataset, DatasetReport, ErrorStats};
+use amp_data::DatasetFiles;
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use comfy_table::{presets::UTF8_BORDERS_ONLY, ContentArrangement, Table};
 use serde::Serialize;
@@ -60,311 +47,50 @@ fn cost_model(name: &str) -> Result<Box<dyn CostModel>> {
     }
 }
 
-fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
-}
-
-fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot list {}", dir.display()))?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<std::io::Result<_>>()?;
-    out.sort();
-    Ok(out)
-}
-
-fn ext(p: &Path) -> String {
-    p.extension()
-        .map(|e| e.to_string_lossy().to_lowercase())
-        .unwrap_or_default()
-}
-
-fn is_amp_layout(dir: &Path) -> bool {
-    let m = dir.join("measured");
-    m.is_dir()
-        && sorted_entries(&m)
-            .map(|v| v.iter().any(|p| ext(p) == "csv"))
-            .unwrap_or(false)
-}
-
-fn is_sailor_layout(dir: &Path) -> bool {
-    dir.join("profiles.json").is_file()
-        && dir.join("llm_info.json").is_file()
-        && dir.join("measured").is_dir()
-}
-
-/// The AMP-layout datasets of `dir`: one per measured CSV.
-fn amp_datasets(dir: &Path) -> Result<Vec<(Dataset, Vec<String>)>> {
-    let mut out = Vec::new();
-    let npy: Vec<(String, Vec<u8>)> = match dir.join("profiles") {
-        p if p.is_dir() => sorted_entries(&p)?
-            .into_iter()
-            .filter(|f| ext(f) == "npy")
-            .map(|f| {
-                Ok((
-                    f.file_name().unwrap().to_string_lossy().to_string(),
-                    std::fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?,
-                ))
-            })
-            .collect::<Result<_>>()?,
-        _ => Vec::new(),
-    };
-    let refs: Vec<(&str, &[u8])> = npy
-        .iter()
-        .map(|(n, b)| (n.as_str(), b.as_slice()))
-        .collect();
-    for csv in sorted_entries(&dir.join("measured"))?
-        .into_iter()
-        .filter(|p| ext(p) == "csv")
-    {
-        let origin = csv.display().to_string();
-        let stem = csv.file_stem().unwrap().to_string_lossy().to_string();
-        let exp = Experiment::from_name(&stem).ok_or_else(|| {
-            anyhow!("{origin}: the file name must name an AMP experiment: homogeneous.csv, het_cluster.csv or het_model.csv")
-        })?;
-        let mut notes = Vec::new();
-        let profile = match profile_from_npy(&refs, exp.profile_model()) {
-            Ok(p) => p,
-            Err(_) => {
-                notes.push(format!(
-                    "no {}_*.npy in {}/profiles; used the embedded AMP profiles",
-                    exp.profile_model(),
-                    dir.display()
-                ));
-                exp.profile()
-            }
-        };
-        let model = exp.model();
-        let cluster = exp.cluster();
-        let gb = exp.global_batch();
-        let placement = Placement::artifact_default(&cluster);
-        let mut runs = Vec::new();
-        for (i, row) in parse_csv(&read(&csv)?, &origin)?.into_iter().enumerate() {
-            let at = format!("{origin}:{}", i + 2);
-            let outcome = match row.measured {
-                Some(Measured::Seconds(s)) => Outcome::Completed(s),
-                Some(Measured::Failed) => Outcome::Failed,
-                None => {
-                    notes.push(format!("{at}: no measured_s; row skipped"));
-                    continue;
+/// Reads the files a dataset can hold (`.csv`, `.npy`, `.json`) under
+/// `dir`, two folders deep beyond `measured/<cluster>/<model>/`, into memory
+/// for [`amp_data::find_datasets`]: the only I/O of validation.
+fn read_tree(dir: &Path) -> Result<DatasetFiles> {
+    fn walk(base: &Path, dir: &Path, depth: usize, files: &mut DatasetFiles) -> Result<()> {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot list {}", dir.display()))?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<std::io::Result<_>>()?;
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                if depth < MAX_DEPTH {
+                    walk(base, &p, depth + 1, files)?;
                 }
-            };
-            let n = cluster.num_devices();
-            if row.tp * row.dp * row.pp != n {
-                notes.push(format!(
-                    "{at}: tp x dp x pp = {} but the cluster has {n} GPUs; row skipped",
-                    row.tp * row.dp * row.pp
-                ));
                 continue;
             }
-            if !gb.is_multiple_of(row.micro_batch * row.dp) {
-                notes.push(format!(
-                    "{at}: global batch {gb} is not a multiple of micro_batch x dp; row skipped"
-                ));
+            let ext = p
+                .extension()
+                .map(|e| e.to_string_lossy().to_ascii_lowercase())
+                .unwrap_or_default();
+            if !matches!(ext.as_str(), "csv" | "npy" | "json") {
                 continue;
             }
-            if row.boundaries.last() != Some(&model.num_layers())
-                || row.boundaries.first() != Some(&0)
-            {
-                notes.push(format!(
-                    "{at}: stage boundaries must run from 0 to {}; row skipped",
-                    model.num_layers()
-                ));
-                continue;
-            }
-            let grid = DeviceGrid::new(&cluster, row.tp, row.dp, row.pp, &placement);
-            let plan = plan_from_grid(
-                &grid,
-                &row.boundaries,
-                row.micro_batch,
-                gb / (row.micro_batch * row.dp),
-                // The artifact trained in fp16, 1F1B, without recomputation.
-                &artifact_setup(),
-            );
-            runs.push(Run {
-                name: format!(
-                    "{stem}:{} mbs{} tp{} dp{} pp{}",
-                    i + 2,
-                    row.micro_batch,
-                    row.tp,
-                    row.dp,
-                    row.pp
-                ),
-                cluster: cluster.clone(),
-                plan,
-                outcome,
-                measured_peak_bytes: None,
-                measured_grad_reduce_s: None,
-            });
+            let rel: Vec<String> = p
+                .strip_prefix(base)
+                .unwrap_or(&p)
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().to_string())
+                .collect();
+            let bytes =
+                std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
+            files.files.insert(rel.join("/"), bytes);
         }
-        out.push((
-            Dataset {
-                name: format!("amp/{stem}"),
-                model,
-                profile,
-                runs,
-            },
-            notes,
-        ));
+        Ok(())
     }
-    Ok(out)
-}
-
-/// Every `plan_config*.json` under `dir`, recursively, sorted.
-fn plan_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    for p in sorted_entries(dir)? {
-        if p.is_dir() {
-            plan_files(&p, out)?;
-        } else if ext(&p) == "json"
-            && p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("plan_config"))
-        {
-            out.push(p);
-        }
-    }
-    Ok(())
-}
-
-/// The Sailor-layout datasets of `dir`: one per (cluster, model) directory.
-fn sailor_datasets(dir: &Path) -> Result<Vec<(Dataset, Vec<String>)>> {
-    let profiles = read(&dir.join("profiles.json"))?;
-    let profiles_origin = dir.join("profiles.json").display().to_string();
-    let llm_path = dir.join("llm_info.json");
-    let llm = read(&llm_path)?;
-    let mut training = BTreeMap::new();
-    let tdir = dir.join("training");
-    if tdir.is_dir() {
-        for f in sorted_entries(&tdir)?
-            .into_iter()
-            .filter(|p| ext(p) == "json")
-        {
-            let t = sailor::parse_training(&read(&f)?, &f.display().to_string())?;
-            training.insert(t.model.clone(), t);
-        }
-    }
-    let cfg_path = dir.join("cluster_config.json");
-    let gpus = if cfg_path.is_file() {
-        sailor::parse_cluster_config(&read(&cfg_path)?, &cfg_path.display().to_string())?
-    } else {
-        BTreeMap::new()
+    // A folder of dataset folders, then measured/<cluster>/<model>/N*/file.
+    const MAX_DEPTH: usize = 6;
+    let mut files = DatasetFiles {
+        root: dir.display().to_string(),
+        ..Default::default()
     };
-    let (intra_p, inter_p) = (
-        dir.join("network/intra_node_bandwidths.json"),
-        dir.join("network/inter_node_bandwidths.json"),
-    );
-    let network = sailor::Network::parse(
-        &read(&intra_p)?,
-        &intra_p.display().to_string(),
-        &read(&inter_p)?,
-        &inter_p.display().to_string(),
-    )?;
-    let measured = dir.join("measured");
-    let mut files = Vec::new();
-    plan_files(&measured, &mut files)?;
-    // Group by the first two directories under measured/: cluster, model.
-    let mut groups: BTreeMap<(String, String), Vec<PathBuf>> = BTreeMap::new();
-    for f in files {
-        let rel = f.strip_prefix(&measured).unwrap_or(&f);
-        let parts: Vec<String> = rel
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy().to_string())
-            .collect();
-        if parts.len() < 3 {
-            bail!(
-                "{}: expected measured/<cluster>/<model>/.../plan_config_*.json",
-                f.display()
-            );
-        }
-        groups
-            .entry((parts[0].clone(), parts[1].clone()))
-            .or_default()
-            .push(f);
-    }
-    let mut out = Vec::new();
-    for ((cluster_name, model_name), files) in groups {
-        let name = format!("sailor/{cluster_name}/{model_name}");
-        let t = sailor::match_model_name(&model_name, training.keys().map(|k| k.as_str()))
-            .and_then(|k| training.get(k));
-        let t = t.ok_or_else(|| {
-            anyhow!(
-                "{}: no training/*.json with \"model\": \"{model_name}\" (found: {}); add the model's training settings",
-                dir.display(),
-                training.keys().cloned().collect::<Vec<_>>().join(", ")
-            )
-        })?;
-        let model = sailor::parse_model(&llm, &llm_path.display().to_string(), t)?;
-        let mut profile = sailor::parse_profiles(&profiles, &profiles_origin, &t.model)?;
-        // The runs' number format, which sizes their sends and all-reduces.
-        profile.precision =
-            sailor::training_precision(&llm, &llm_path.display().to_string(), &t.model)?;
-        let setup = sailor::training_setup(profile.precision);
-        let mut notes = Vec::new();
-        if t.model != model_name {
-            notes.push(format!(
-                "note: measured/{cluster_name}/{model_name} read as model `{}` (its training/*.json)",
-                t.model
-            ));
-        }
-        profile.check_layers(model.num_layers(), &profiles_origin)?;
-        let mut runs = Vec::new();
-        for f in files {
-            let origin = f.display().to_string();
-            let rel = f
-                .strip_prefix(&measured)
-                .unwrap_or(&f)
-                .display()
-                .to_string();
-            match sailor::parse_plan_config(&read(&f)?, &origin, &model, &gpus, &network) {
-                Ok(mut run) => {
-                    notes.extend(run.warnings.drain(..).map(|w| format!("warning: {w}")));
-                    run.plan.setup = setup;
-                    runs.push(Run {
-                        name: rel,
-                        cluster: run.cluster,
-                        plan: run.plan,
-                        // A run without a measured time did not complete.
-                        outcome: run.measured_s.map_or(Outcome::Failed, Outcome::Completed),
-                        measured_peak_bytes: run.max_mem_bytes,
-                        measured_grad_reduce_s: run.grad_reduce_s,
-                    });
-                }
-                Err(e) => notes.push(format!("skipped: {e}")),
-            }
-        }
-        out.push((
-            Dataset {
-                name,
-                model,
-                profile,
-                runs,
-            },
-            notes,
-        ));
-    }
-    Ok(out)
-}
-
-fn datasets_of(dir: &Path, depth: usize) -> Result<Vec<(Dataset, Vec<String>)>> {
-    let mut out = Vec::new();
-    let (amp, sailor_l) = (is_amp_layout(dir), is_sailor_layout(dir));
-    if amp {
-        out.extend(amp_datasets(dir)?);
-    }
-    if sailor_l {
-        out.extend(sailor_datasets(dir)?);
-    }
-    if !amp && !sailor_l && depth == 0 && dir.is_dir() {
-        for sub in sorted_entries(dir)?.into_iter().filter(|p| p.is_dir()) {
-            out.extend(datasets_of(&sub, 1)?);
-        }
-    }
-    if out.is_empty() && depth == 0 {
-        bail!(
-            "{}: no dataset found; expected measured/*.csv with profiles/*.npy (AMP layout) or profiles.json, llm_info.json and measured/<cluster>/<model>/plan_config_*.json (Sailor layout)",
-            dir.display()
-        );
-    }
-    Ok(out)
+    walk(dir, dir, 0, &mut files)?;
+    Ok(files)
 }
 
 fn opt(x: Option<f64>, digits: usize) -> String {
@@ -495,16 +221,16 @@ pub fn run(args: ValidateArgs, out: &mut dyn Write, _err: &mut dyn Write) -> Res
     let cost = cost_model(&args.cost_model)?;
     let mut datasets = Vec::new();
     for dir in &args.dirs {
-        if !dir.exists() {
+        if !dir.is_dir() {
             bail!("{}: no such directory", dir.display());
         }
-        datasets.extend(datasets_of(dir, 0)?);
+        datasets.extend(amp_data::find_datasets(&read_tree(dir)?)?);
     }
     let reports: Vec<DatasetReport> = datasets
         .iter()
-        .map(|(d, notes)| {
-            let mut r = validate_dataset(d, cost.as_ref());
-            r.notes = notes.clone();
+        .map(|d| {
+            let mut r = validate_dataset(&d.dataset, cost.as_ref());
+            r.notes = d.notes.clone();
             r
         })
         .collect();

@@ -2,11 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
-use amp_core::artifact::{profile_from_npy, Experiment};
 use amp_core::cluster::Cluster;
 use amp_core::cost::amp_paper::{AmpPaper, SplitRule};
 use amp_core::cost::CostModel;
 use amp_core::model::{builtin as models, Model};
+use amp_data::amp_artifact::{profile_from_npy, Experiment};
 
 use amp_core::plan::Plan;
 use amp_core::profile::Profile;
@@ -391,7 +391,7 @@ pub fn read_profile(path: &Path, model: &Model) -> Result<Profile> {
         .collect();
     let mut names: Vec<String> = npy
         .iter()
-        .filter_map(|(n, _)| amp_core::profile::amp_artifact::parse_file_name(n).map(|x| x.0))
+        .filter_map(|(n, _)| amp_data::npy::parse_file_name(n).map(|x| x.0))
         .collect();
     names.sort();
     names.dedup();

@@ -9,11 +9,20 @@
 //! modules hold the pieces for finer control.
 //!
 //! ```
-//! use amp_core::artifact::Experiment;
+//! use amp_core::{cluster::builtin as clusters, model::builtin as models};
 //!
-//! // The AMP paper's mixed V100/T4 cluster, with its built-in profiles.
-//! let e = Experiment::HetCluster;
-//! let (model, cluster, profile) = (e.model(), e.cluster(), e.profile());
+//! // The AMP paper's GPT-2 on its mixed V100/T4 cluster.
+//! let (model, cluster) = (models::amp_gpt2(), clusters::het_cluster());
+//! // Per-sample forward times of every layer on both GPU types, at tp 1
+//! // (a real profile comes from measurements: amp-data reads AMP's and
+//! // Sailor's, the amp_planner profiler makes your own).
+//! let times = |t: f64| vec![t.to_string(); 30].join(", ");
+//! let profile = amp_core::Profile::from_toml_str(&format!(
+//!     "[[entries]]\ngpu = \"V100-16GB\"\ntp = 1\nforward_s = [{}]\n\
+//!      [[entries]]\ngpu = \"T4\"\ntp = 1\nforward_s = [{}]\n",
+//!     times(0.002),
+//!     times(0.005)
+//! ), "profile.toml")?;
 //! let found = amp_core::plan(&model, &cluster, &profile, 32, &amp_core::PlanOptions::default())?;
 //! let best = &found.plans[0];
 //! assert_eq!(best.tp * best.dp * best.pp, 16);
@@ -24,7 +33,6 @@
 //! # Ok::<(), amp_core::AmpError>(())
 //! ```
 
-pub mod artifact;
 pub mod cluster;
 pub mod cost;
 pub mod error;
@@ -35,7 +43,6 @@ pub mod partition;
 pub mod placement;
 pub mod plan;
 pub mod profile;
-pub mod sailor;
 pub mod schedule;
 pub mod search;
 pub mod setup;
@@ -77,11 +84,16 @@ impl Default for PlanOptions {
 /// per-device cost model.
 ///
 /// ```
-/// use amp_core::{artifact::Experiment, PlacementSearch, PlanOptions};
+/// use amp_core::{cluster::builtin as clusters, model::builtin as models};
+/// use amp_core::{PlacementSearch, PlanOptions};
 ///
-/// let e = Experiment::Homogeneous;
+/// let times = vec!["0.005"; 30].join(", ");
+/// let profile = amp_core::Profile::from_toml_str(
+///     &format!("[[entries]]\ngpu = \"T4\"\ntp = 1\nforward_s = [{times}]\n"),
+///     "profile.toml",
+/// )?;
 /// let opts = PlanOptions { placement: PlacementSearch::Artifact, ..Default::default() };
-/// let found = amp_core::plan(&e.model(), &e.cluster(), &e.profile(), 32, &opts)?;
+/// let found = amp_core::plan(&models::amp_gpt2(), &clusters::homogeneous(), &profile, 32, &opts)?;
 /// let times: Vec<f64> = found.plans.iter().map(|p| p.estimate.iteration_s).collect();
 /// assert!(times.windows(2).all(|w| w[0] <= w[1]));
 /// # Ok::<(), amp_core::AmpError>(())
@@ -109,10 +121,17 @@ pub fn plan(
 /// breakdown and the peak memory of every device.
 ///
 /// ```
-/// use amp_core::{artifact::Experiment, placement::{DeviceGrid, Placement}, search::plan_from_grid};
+/// use amp_core::{cluster::builtin as clusters, model::builtin as models};
+/// use amp_core::{placement::{DeviceGrid, Placement}, search::plan_from_grid};
 ///
-/// let e = Experiment::HetCluster;
-/// let (model, cluster, profile) = (e.model(), e.cluster(), e.profile());
+/// let (model, cluster) = (models::amp_gpt2(), clusters::het_cluster());
+/// let times = |t: f64| vec![t.to_string(); 30].join(", ");
+/// let profile = amp_core::Profile::from_toml_str(&format!(
+///     "[[entries]]\ngpu = \"V100-16GB\"\ntp = 1\nforward_s = [{}]\n\
+///      [[entries]]\ngpu = \"T4\"\ntp = 1\nforward_s = [{}]\n",
+///     times(0.002),
+///     times(0.005)
+/// ), "profile.toml")?;
 /// // tp 1, dp 4, pp 4 in the artifact's rank order, split 7/7/6/10 layers, 8 micro-batches of 1.
 /// let grid = DeviceGrid::new(&cluster, 1, 4, 4, &Placement::artifact_default(&cluster));
 /// let plan = plan_from_grid(&grid, &[0, 7, 14, 20, 30], 1, 8, &Default::default());
@@ -143,12 +162,16 @@ pub fn evaluate(
 /// failures).
 ///
 /// ```
-/// use amp_core::artifact::Experiment;
+/// use amp_core::{cluster::builtin as clusters, model::builtin as models};
 /// use amp_core::validate::{Dataset, Outcome, Run};
 /// use amp_core::{placement::{DeviceGrid, Placement}, search::plan_from_grid};
 ///
-/// let e = Experiment::Homogeneous;
-/// let cluster = e.cluster();
+/// let cluster = clusters::homogeneous();
+/// let times = vec!["0.005"; 30].join(", ");
+/// let profile = amp_core::Profile::from_toml_str(
+///     &format!("[[entries]]\ngpu = \"T4\"\ntp = 1\nforward_s = [{times}]\n"),
+///     "profile.toml",
+/// )?;
 /// let run = |dp: usize, pp: usize, b: &[usize], s: f64| Run {
 ///     name: format!("dp{dp} pp{pp}"),
 ///     cluster: cluster.clone(),
@@ -160,8 +183,8 @@ pub fn evaluate(
 /// // Two of the artifact's measured runs.
 /// let data = Dataset {
 ///     name: "two runs".into(),
-///     model: e.model(),
-///     profile: e.profile(),
+///     model: models::amp_gpt2(),
+///     profile,
 ///     runs: vec![run(8, 2, &[0, 15, 30], 1.28), run(4, 4, &[0, 9, 15, 21, 30], 1.2)],
 /// };
 /// let report = amp_core::validate(&data);

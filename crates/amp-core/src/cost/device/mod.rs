@@ -91,7 +91,7 @@
 //!   `gradients`); a profile measured in another format is refused
 //!   ([`TrainingSetup::check_profile`]). Sailor's GH200 runs kept fp32
 //!   weights and residual stream (`llm_info.json` records 4 bytes per
-//!   output and parameter element, [`crate::sailor::training_setup`]); pricing
+//!   output and parameter element, [`amp_data::sailor::training_setup`]); pricing
 //!   their sends and all-reduces with 2-byte elements under-predicted the
 //!   pipeline-parallel runs by 10-11 % (Sailor mean error 8.4 % -> 5.6 %
 //!   with 4 bytes, AMP data unchanged).

@@ -1,10 +1,12 @@
 //! The AMP artifact's three experiments (NeurIPS 2022), as built-in data,
 //! and its candidate CSVs (`predictions/*.csv`, `measured/*.csv`).
 
-use crate::cluster::{builtin as clusters, Cluster};
-use crate::error::{AmpError, Result};
-use crate::model::{builtin as models, Model};
-use crate::profile::{amp_artifact, Profile};
+use amp_core::cluster::{builtin as clusters, Cluster};
+use amp_core::error::{AmpError, Result};
+use amp_core::model::{builtin as models, Model};
+use amp_core::profile::Profile;
+
+use crate::npy as amp_artifact;
 
 /// One of the paper's experiments: 16 GPUs in 4 nodes of 4.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,9 +206,9 @@ pub fn parse_csv(text: &str, origin: &str) -> Result<Vec<ArtifactRow>> {
         // Bounded so that products of them cannot overflow.
         let int = |c: usize, name: &str| -> Result<usize> {
             let max = if name == "micro_batch" {
-                crate::limits::MAX_MICRO_BATCH
+                amp_core::limits::MAX_MICRO_BATCH
             } else {
-                crate::limits::MAX_GPUS
+                amp_core::limits::MAX_GPUS
             };
             match at(c).parse::<usize>() {
                 Ok(v) if (1..=max).contains(&v) => Ok(v),
@@ -233,7 +235,7 @@ pub fn parse_csv(text: &str, origin: &str) -> Result<Vec<ArtifactRow>> {
         if boundaries.len() != pp + 1
             || boundaries
                 .last()
-                .is_some_and(|&l| l > crate::limits::MAX_LAYERS)
+                .is_some_and(|&l| l > amp_core::limits::MAX_LAYERS)
             || boundaries.windows(2).any(|w| w[0] >= w[1])
         {
             return Err(AmpError::invalid(

@@ -1,11 +1,11 @@
 //! Times the whole search of each AMP experiment (the target: under
 //! 20 ms per experiment). Run with `cargo bench -p amp-core --bench search`.
 
-use amp_core::artifact::Experiment;
 use amp_core::cost::amp_paper::{artifact_setup, AmpPaper, SplitRule};
 use amp_core::cost::device::DeviceModel;
 use amp_core::cost::{CostModel, Inputs};
 use amp_core::search::{search, PlacementSearch, SearchOptions};
+use amp_data::amp_artifact::Experiment;
 use criterion::{criterion_group, criterion_main, Criterion};
 
 fn bench_experiment(c: &mut Criterion, e: Experiment) {

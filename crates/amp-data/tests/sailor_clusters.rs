@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use amp_core::cluster::{Device, NodeLink};
-use amp_core::sailor::{self, GpuSpec, Network, SailorRun};
 use amp_core::{Cluster, Model, Profile};
+use amp_data::sailor::{self, GpuSpec, Network, SailorRun};
 
 struct Data {
     llm: String,
@@ -102,7 +102,7 @@ fn plan_file(stages: &[(std::ops::Range<usize>, Vec<String>)], mbs: usize, gbs: 
 
 fn price(model: &Model, cluster: &Cluster, profile: &Profile, run: &SailorRun) -> f64 {
     let mut plan = run.plan.clone();
-    plan.setup = amp_core::sailor::training_setup(profile.precision);
+    plan.setup = amp_data::sailor::training_setup(profile.precision);
     let est = amp_core::evaluate(model, cluster, profile, &plan).unwrap();
     assert!(
         est.iteration_s.is_finite() && est.iteration_s > 0.0,
@@ -256,7 +256,7 @@ fn gh200_in_another_zone_and_missing_profiles() {
     let g = group("RTX-3090", 8, "us-central1-a", 8);
     let text = plan_file(&[(0..17, vec![g.clone()]), (17..34, vec![g])], 1, 8);
     let mut run = d.load(&text, &model);
-    run.plan.setup = amp_core::sailor::training_setup(profile.precision);
+    run.plan.setup = amp_data::sailor::training_setup(profile.precision);
     assert_eq!(run.cluster.nodes.len(), 2);
     let e = amp_core::evaluate(&model, &run.cluster, &profile, &run.plan)
         .unwrap_err()

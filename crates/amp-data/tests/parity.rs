@@ -3,11 +3,11 @@
 
 use std::path::PathBuf;
 
-use amp_core::artifact::{parse_csv, ArtifactRow, Experiment};
 use amp_core::cost::amp_paper::{artifact_setup, AmpPaper, SplitRule};
 use amp_core::cost::{CostModel, Inputs};
 use amp_core::placement::{DeviceGrid, Placement};
 use amp_core::search::{plan_from_grid, search, PlacementSearch, SearchOptions};
+use amp_data::amp_artifact::{parse_csv, ArtifactRow, Experiment};
 
 fn predictions(e: Experiment) -> Option<Vec<ArtifactRow>> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

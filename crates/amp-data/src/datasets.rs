@@ -1,0 +1,390 @@
+//! Validation datasets from a folder of measured runs, in the AMP or the
+//! Sailor artifact's layout. Pure: the caller reads the folder into a
+//! [`DatasetFiles`] (relative path -> bytes) and gets [`Dataset`]s back,
+//! with notes on what was skipped or read leniently.
+
+use std::collections::BTreeMap;
+
+use amp_core::cost::amp_paper::artifact_setup;
+use amp_core::error::{AmpError, Result};
+use amp_core::placement::{DeviceGrid, Placement};
+use amp_core::search::plan_from_grid;
+use amp_core::validate::{Dataset, Outcome, Run};
+
+use crate::amp_artifact::{parse_csv, profile_from_npy, Experiment, Measured};
+use crate::sailor;
+
+/// The files of one dataset folder: paths relative to it, `/`-separated.
+#[derive(Debug, Clone, Default)]
+pub struct DatasetFiles {
+    /// How to name the folder in messages (its path).
+    pub root: String,
+    pub files: BTreeMap<String, Vec<u8>>,
+}
+
+/// A dataset and what its reader noted.
+#[derive(Debug, Clone)]
+pub struct LoadedDataset {
+    pub dataset: Dataset,
+    /// Rows or files skipped, and data read leniently, with where and why.
+    pub notes: Vec<String>,
+}
+
+/// The file layouts [`datasets`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// `measured/*.csv` (named after an experiment) and `profiles/*.npy`.
+    Amp,
+    /// `profiles.json`, `llm_info.json`, `training/*.json`,
+    /// `cluster_config.json`, `network/*.json` and
+    /// `measured/<cluster>/<model>/**/plan_config_*.json`.
+    Sailor,
+}
+
+impl DatasetFiles {
+    fn origin(&self, rel: &str) -> String {
+        format!("{}/{rel}", self.root.trim_end_matches('/'))
+    }
+
+    fn text(&self, rel: &str) -> Result<&str> {
+        let bytes = self.files.get(rel).ok_or_else(|| {
+            AmpError::invalid(self.origin(rel), "missing; the dataset layout needs it")
+        })?;
+        std::str::from_utf8(bytes)
+            .map_err(|e| AmpError::parse(self.origin(rel), format!("not UTF-8 text: {e}")))
+    }
+
+    /// Files directly under `dir` (no subfolders) ending in `.ext`.
+    fn in_dir<'a>(&'a self, dir: &'a str, ext: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.files.keys().map(|k| k.as_str()).filter(move |k| {
+            k.strip_prefix(dir)
+                .and_then(|r| r.strip_prefix('/'))
+                .is_some_and(|r| !r.contains('/') && r.to_ascii_lowercase().ends_with(ext))
+        })
+    }
+
+    /// The layouts this folder holds.
+    pub fn layouts(&self) -> Vec<Layout> {
+        let mut v = Vec::new();
+        if self.in_dir("measured", ".csv").next().is_some() {
+            v.push(Layout::Amp);
+        }
+        if self.files.contains_key("profiles.json") && self.files.contains_key("llm_info.json") {
+            v.push(Layout::Sailor);
+        }
+        v
+    }
+}
+
+/// The datasets of a folder or, when it holds neither layout, of its
+/// immediate subfolders (a folder of dataset folders); an error when none
+/// is found.
+pub fn find_datasets(files: &DatasetFiles) -> Result<Vec<LoadedDataset>> {
+    if !files.layouts().is_empty() {
+        return datasets(files);
+    }
+    let mut subs: BTreeMap<&str, DatasetFiles> = BTreeMap::new();
+    for (k, v) in &files.files {
+        if let Some((first, rest)) = k.split_once('/') {
+            subs.entry(first)
+                .or_insert_with(|| DatasetFiles {
+                    root: files.origin(first),
+                    files: BTreeMap::new(),
+                })
+                .files
+                .insert(rest.to_string(), v.clone());
+        }
+    }
+    let mut out = Vec::new();
+    for sub in subs.values().filter(|s| !s.layouts().is_empty()) {
+        out.extend(datasets(sub)?);
+    }
+    if out.is_empty() {
+        return datasets(files);
+    }
+    Ok(out)
+}
+
+/// Every dataset of the folder, AMP-layout ones first; an error when the
+/// folder holds neither layout.
+pub fn datasets(files: &DatasetFiles) -> Result<Vec<LoadedDataset>> {
+    let layouts = files.layouts();
+    if layouts.is_empty() {
+        return Err(AmpError::invalid(
+            &files.root,
+            "no dataset found; expected measured/*.csv with profiles/*.npy (AMP layout) or profiles.json, llm_info.json and measured/<cluster>/<model>/plan_config_*.json (Sailor layout)",
+        ));
+    }
+    let mut out = Vec::new();
+    for l in layouts {
+        out.extend(match l {
+            Layout::Amp => amp_datasets(files)?,
+            Layout::Sailor => sailor_datasets(files)?,
+        });
+    }
+    Ok(out)
+}
+
+/// The AMP-layout datasets: one per measured CSV, whose file name names the
+/// experiment (and so the model, cluster and global batch); plans use the
+/// CSV's stage boundaries, the artifact's default placement and its setup
+/// (fp16, 1F1B, no recomputation).
+fn amp_datasets(files: &DatasetFiles) -> Result<Vec<LoadedDataset>> {
+    let npy: Vec<(&str, &[u8])> = files
+        .in_dir("profiles", ".npy")
+        .map(|k| (k.rsplit('/').next().unwrap_or(k), files.files[k].as_slice()))
+        .collect();
+    let mut out = Vec::new();
+    for rel in files.in_dir("measured", ".csv") {
+        let origin = files.origin(rel);
+        let stem = rel
+            .rsplit('/')
+            .next()
+            .unwrap_or(rel)
+            .trim_end_matches(".csv")
+            .to_string();
+        let exp = Experiment::from_name(&stem).ok_or_else(|| {
+            AmpError::invalid(
+                &origin,
+                "the file name must name an AMP experiment: homogeneous.csv, het_cluster.csv or het_model.csv",
+            )
+        })?;
+        let mut notes = Vec::new();
+        let profile = match profile_from_npy(&npy, exp.profile_model()) {
+            Ok(p) => p,
+            Err(_) => {
+                notes.push(format!(
+                    "no {}_*.npy in {}; used the embedded AMP profiles",
+                    exp.profile_model(),
+                    files.origin("profiles")
+                ));
+                exp.profile()
+            }
+        };
+        let (model, cluster, gb) = (exp.model(), exp.cluster(), exp.global_batch());
+        let placement = Placement::artifact_default(&cluster);
+        let mut runs = Vec::new();
+        for (i, row) in parse_csv(files.text(rel)?, &origin)?
+            .into_iter()
+            .enumerate()
+        {
+            let at = format!("{origin}:{}", i + 2);
+            let outcome = match row.measured {
+                Some(Measured::Seconds(s)) => Outcome::Completed(s),
+                Some(Measured::Failed) => Outcome::Failed,
+                None => {
+                    notes.push(format!("{at}: no measured_s; row skipped"));
+                    continue;
+                }
+            };
+            let n = cluster.num_devices();
+            if row.tp * row.dp * row.pp != n {
+                notes.push(format!(
+                    "{at}: tp x dp x pp = {} but the cluster has {n} GPUs; row skipped",
+                    row.tp * row.dp * row.pp
+                ));
+                continue;
+            }
+            if !gb.is_multiple_of(row.micro_batch * row.dp) {
+                notes.push(format!(
+                    "{at}: global batch {gb} is not a multiple of micro_batch x dp; row skipped"
+                ));
+                continue;
+            }
+            if row.boundaries.last() != Some(&model.num_layers())
+                || row.boundaries.first() != Some(&0)
+            {
+                notes.push(format!(
+                    "{at}: stage boundaries must run from 0 to {}; row skipped",
+                    model.num_layers()
+                ));
+                continue;
+            }
+            let grid = DeviceGrid::new(&cluster, row.tp, row.dp, row.pp, &placement);
+            let plan = plan_from_grid(
+                &grid,
+                &row.boundaries,
+                row.micro_batch,
+                gb / (row.micro_batch * row.dp),
+                &artifact_setup(),
+            );
+            runs.push(Run {
+                name: format!(
+                    "{stem}:{} mbs{} tp{} dp{} pp{}",
+                    i + 2,
+                    row.micro_batch,
+                    row.tp,
+                    row.dp,
+                    row.pp
+                ),
+                cluster: cluster.clone(),
+                plan,
+                outcome,
+                measured_peak_bytes: None,
+                measured_grad_reduce_s: None,
+            });
+        }
+        out.push(LoadedDataset {
+            dataset: Dataset {
+                name: format!("amp/{stem}"),
+                model,
+                profile,
+                runs,
+            },
+            notes,
+        });
+    }
+    Ok(out)
+}
+
+/// The Sailor-layout datasets: one per `measured/<cluster>/<model>`
+/// folder, the model matched to a `training/*.json` loosely but uniquely
+/// ([`sailor::match_model_name`]); files that cannot be read as runs are
+/// noted and skipped.
+fn sailor_datasets(files: &DatasetFiles) -> Result<Vec<LoadedDataset>> {
+    let profiles = files.text("profiles.json")?;
+    let profiles_origin = files.origin("profiles.json");
+    let llm = files.text("llm_info.json")?;
+    let llm_origin = files.origin("llm_info.json");
+    let mut training = BTreeMap::new();
+    for rel in files.in_dir("training", ".json") {
+        let t = sailor::parse_training(files.text(rel)?, &files.origin(rel))?;
+        training.insert(t.model.clone(), t);
+    }
+    let gpus = match files.files.contains_key("cluster_config.json") {
+        true => sailor::parse_cluster_config(
+            files.text("cluster_config.json")?,
+            &files.origin("cluster_config.json"),
+        )?,
+        false => BTreeMap::new(),
+    };
+    let (intra, inter) = (
+        "network/intra_node_bandwidths.json",
+        "network/inter_node_bandwidths.json",
+    );
+    let network = sailor::Network::parse(
+        files.text(intra)?,
+        &files.origin(intra),
+        files.text(inter)?,
+        &files.origin(inter),
+    )?;
+    // Group plan files by the first two folders under measured/.
+    let mut groups: BTreeMap<(String, String), Vec<&str>> = BTreeMap::new();
+    for rel in files.files.keys().map(|k| k.as_str()) {
+        let Some(under) = rel.strip_prefix("measured/") else {
+            continue;
+        };
+        let name = under.rsplit('/').next().unwrap_or(under);
+        if !(name.starts_with("plan_config") && name.to_ascii_lowercase().ends_with(".json")) {
+            continue;
+        }
+        let parts: Vec<&str> = under.split('/').collect();
+        if parts.len() < 3 {
+            return Err(AmpError::invalid(
+                files.origin(rel),
+                "expected measured/<cluster>/<model>/.../plan_config_*.json",
+            ));
+        }
+        groups
+            .entry((parts[0].to_string(), parts[1].to_string()))
+            .or_default()
+            .push(rel);
+    }
+    let mut out = Vec::new();
+    for ((cluster_name, model_name), rels) in groups {
+        let t = sailor::match_model_name(&model_name, training.keys().map(|k| k.as_str()))
+            .and_then(|k| training.get(k))
+            .ok_or_else(|| {
+                AmpError::invalid(
+                    &files.root,
+                    format!(
+                        "no training/*.json with \"model\": \"{model_name}\" (found: {}); add the model's training settings",
+                        training.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                )
+            })?;
+        let model = sailor::parse_model(llm, &llm_origin, t)?;
+        let mut profile = sailor::parse_profiles(profiles, &profiles_origin, &t.model)?;
+        // The runs' number format, which sizes their sends and all-reduces.
+        profile.precision = sailor::training_precision(llm, &llm_origin, &t.model)?;
+        profile.check_layers(model.num_layers(), &profiles_origin)?;
+        let setup = sailor::training_setup(profile.precision);
+        let mut notes = Vec::new();
+        if t.model != model_name {
+            notes.push(format!(
+                "note: measured/{cluster_name}/{model_name} read as model `{}` (its training/*.json)",
+                t.model
+            ));
+        }
+        let mut runs = Vec::new();
+        for rel in rels {
+            let origin = files.origin(rel);
+            let text = files.text(rel)?;
+            match sailor::parse_plan_config(text, &origin, &model, &gpus, &network) {
+                Ok(mut run) => {
+                    notes.extend(run.warnings.drain(..).map(|w| format!("warning: {w}")));
+                    run.plan.setup = setup;
+                    runs.push(Run {
+                        name: rel.trim_start_matches("measured/").to_string(),
+                        cluster: run.cluster,
+                        plan: run.plan,
+                        // A run without a measured time did not complete.
+                        outcome: run.measured_s.map_or(Outcome::Failed, Outcome::Completed),
+                        measured_peak_bytes: run.max_mem_bytes,
+                        measured_grad_reduce_s: run.grad_reduce_s,
+                    });
+                }
+                Err(e) => notes.push(format!("skipped: {e}")),
+            }
+        }
+        out.push(LoadedDataset {
+            dataset: Dataset {
+                name: format!("sailor/{cluster_name}/{model_name}"),
+                model,
+                profile,
+                runs,
+            },
+            notes,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(list: &[(&str, &str)]) -> DatasetFiles {
+        DatasetFiles {
+            root: "d".into(),
+            files: list
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+        }
+    }
+
+    /// An AMP-layout folder in memory: rows become runs on the experiment's
+    /// cluster, bad rows are noted, and a folder of folders is searched.
+    #[test]
+    fn amp_layout_from_bytes() {
+        let csv = "micro_batch,tp,dp,pp,stage_boundaries,measured_s\n\
+                   1,1,8,2,0 15 30,1.28\n\
+                   1,1,4,4,0 9 15 21 30,failed\n\
+                   1,2,2,2,0 15 30,1.0\n";
+        let f = files(&[("measured/homogeneous.csv", csv)]);
+        assert_eq!(f.layouts(), vec![Layout::Amp]);
+        let d = datasets(&f).unwrap();
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].dataset.name, "amp/homogeneous");
+        assert_eq!(d[0].dataset.runs.len(), 2);
+        assert!(matches!(d[0].dataset.runs[1].outcome, Outcome::Failed));
+        let notes = d[0].notes.join("\n");
+        assert!(notes.contains("used the embedded AMP profiles"), "{notes}");
+        assert!(notes.contains("d/measured/homogeneous.csv:4"), "{notes}");
+        let nested = files(&[("a/measured/homogeneous.csv", csv)]);
+        assert_eq!(find_datasets(&nested).unwrap().len(), 1);
+        let e = find_datasets(&files(&[("x.json", "{}")])).unwrap_err();
+        assert!(e.to_string().contains("no dataset found"), "{e}");
+    }
+}

@@ -1,0 +1,244 @@
+//! The GPU catalog (`cluster_config.json`) and the network curves (`network/*.json`): bandwidth by message size, NICs per node, links between node kinds.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use amp_core::error::{AmpError, Result};
+
+use super::*;
+
+/// One GPU type of `cluster_config.json`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuSpec {
+    pub gpus_per_node: usize,
+    pub memory_bytes: u64,
+}
+
+/// `cluster_config.json`: GPU type -> GPUs per node and memory per GPU.
+/// Entries that are not objects (the `zone` string) are skipped.
+pub fn parse_cluster_config(text: &str, origin: &str) -> Result<BTreeMap<String, GpuSpec>> {
+    let root: Value = AmpError::json(text, origin)?;
+    let mut out = BTreeMap::new();
+    for (gpu, v) in as_object(&root, origin)? {
+        let Some(o) = v.as_object() else { continue };
+        let at = format!("{origin}: {gpu}");
+        let g = o
+            .get("gpus_per_node")
+            .ok_or_else(|| AmpError::invalid(&at, "missing gpus_per_node"))?;
+        let m = o
+            .get("mem_per_gpu")
+            .ok_or_else(|| AmpError::invalid(&at, "missing mem_per_gpu"))?;
+        let g = as_f64(g, &at)?;
+        let m = as_f64(m, &at)?;
+        if g < 1.0 || m <= 0.0 {
+            return Err(AmpError::invalid(
+                at,
+                "gpus_per_node and mem_per_gpu must be positive",
+            ));
+        }
+        out.insert(
+            gpu.clone(),
+            GpuSpec {
+                gpus_per_node: g as usize,
+                memory_bytes: m as u64,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// One fitted curve: bandwidth in GB/s = a x^2 + b x + c with x =
+/// log2(message bytes / 1e6), capped at `max_bytes_per_s`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BandwidthCurve {
+    pub coeffs: [f64; 3],
+    pub max_bytes_per_s: f64,
+}
+
+/// Message size at which [`Network`] turns a curve into one bandwidth for
+/// a [`Cluster`] link: 64 MB, the order of the data-parallel gradient
+/// buckets and large pipeline/tensor-parallel messages that dominate
+/// communication time in training (small messages are latency-bound and
+/// rare). A documented choice, not a fit.
+pub const REFERENCE_MESSAGE_BYTES: f64 = 64e6;
+
+impl BandwidthCurve {
+    fn parse(v: &Value, at: &str) -> Result<BandwidthCurve> {
+        let bad = || AmpError::invalid(at, "expected [[a, b, c], max_bytes_per_s]");
+        let arr = v.as_array().filter(|a| a.len() == 2).ok_or_else(bad)?;
+        let c = arr[0].as_array().filter(|a| a.len() == 3).ok_or_else(bad)?;
+        let coeffs = [as_f64(&c[0], at)?, as_f64(&c[1], at)?, as_f64(&c[2], at)?];
+        let max_bytes_per_s = as_f64(&arr[1], at)?;
+        if max_bytes_per_s <= 0.0 {
+            return Err(AmpError::invalid(at, "the bandwidth cap must be positive"));
+        }
+        Ok(BandwidthCurve {
+            coeffs,
+            max_bytes_per_s,
+        })
+    }
+
+    /// Bandwidth for a message of `bytes`, bytes/s: the curve, capped, and
+    /// never below 1 % of the cap (the quadratic can turn down outside the
+    /// fitted range).
+    pub fn bytes_per_s(&self, bytes: f64) -> f64 {
+        let x = (bytes.max(1.0) / 1e6).log2();
+        let [a, b, c] = self.coeffs;
+        let gbs = a * x * x + b * x + c;
+        (gbs * 1e9).clamp(0.01 * self.max_bytes_per_s, self.max_bytes_per_s)
+    }
+}
+
+/// The network curves: intra-node per GPU type and group size, inter-node
+/// per (zone, GPU type, GPUs per node) pair.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Network {
+    pub intra: BTreeMap<String, BTreeMap<usize, BandwidthCurve>>,
+    pub inter: BTreeMap<(String, String, usize, String, String, usize), BandwidthCurve>,
+}
+
+impl Network {
+    pub fn parse(
+        intra: &str,
+        intra_origin: &str,
+        inter: &str,
+        inter_origin: &str,
+    ) -> Result<Network> {
+        let mut net = Network::default();
+        let root: Value = AmpError::json(intra, intra_origin)?;
+        for (gpu, by_n) in as_object(&root, intra_origin)? {
+            let at = format!("{intra_origin}: {gpu}");
+            let mut m = BTreeMap::new();
+            for (n, c) in numeric_entries(as_object(by_n, &at)?, &at)? {
+                m.insert(n, BandwidthCurve::parse(c, &format!("{at}.{n}"))?);
+            }
+            net.intra.insert(gpu.clone(), m);
+        }
+        let root: Value = AmpError::json(inter, inter_origin)?;
+        for (z1, a) in as_object(&root, inter_origin)? {
+            let at1 = format!("{inter_origin}: {z1}");
+            for (g1, b) in as_object(a, &at1)? {
+                let at2 = format!("{at1}.{g1}");
+                for (n1, c) in numeric_entries(as_object(b, &at2)?, &at2)? {
+                    let at3 = format!("{at2}.{n1}");
+                    for (z2, d) in as_object(c, &at3)? {
+                        let at4 = format!("{at3}.{z2}");
+                        for (g2, e) in as_object(d, &at4)? {
+                            let at5 = format!("{at4}.{g2}");
+                            for (n2, curve) in numeric_entries(as_object(e, &at5)?, &at5)? {
+                                let key = (z1.clone(), g1.clone(), n1, z2.clone(), g2.clone(), n2);
+                                net.inter.insert(
+                                    key,
+                                    BandwidthCurve::parse(curve, &format!("{at5}.{n2}"))?,
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(net)
+    }
+
+    /// Intra-node curve of `gpus` GPUs of `gpu`: the exact group size, else
+    /// the largest measured group not above it, else the smallest.
+    pub fn intra_curve(&self, gpu: &str, gpus: usize) -> Option<&BandwidthCurve> {
+        let m = self.intra.get(gpu)?;
+        m.range(..=gpus)
+            .next_back()
+            .or_else(|| m.iter().next())
+            .map(|(_, c)| c)
+    }
+
+    /// Inter-node curve between two nodes of the same zone, type and size:
+    /// the exact entry, else the largest measured node size not above
+    /// `gpus`; when the zone has none, the same from the first zone (in
+    /// name order) that has this GPU type (a machine's own network does not
+    /// depend on where it stands).
+    pub fn inter_curve(&self, zone: &str, gpu: &str, gpus: usize) -> Option<&BandwidthCurve> {
+        let in_zone = |zone: &str| {
+            self.inter
+                .iter()
+                .filter(|((z1, g1, n1, z2, g2, n2), _)| {
+                    z1 == zone && g1 == gpu && z2 == zone && g2 == gpu && n1 == n2
+                })
+                .filter(|((_, _, n, _, _, _), _)| *n <= gpus)
+                .max_by_key(|((_, _, n, _, _, _), _)| *n)
+                .map(|(_, c)| c)
+        };
+        in_zone(zone).or_else(|| {
+            let zones: std::collections::BTreeSet<&String> = self
+                .inter
+                .keys()
+                .filter(|(z1, g1, _, z2, g2, _)| z1 == z2 && g1 == gpu && g2 == gpu)
+                .map(|(z, ..)| z)
+                .collect();
+            zones.into_iter().find_map(|z| in_zone(z))
+        })
+    }
+
+    /// Number of NICs of a node of `gpus` GPUs of type `gpu` in `zone`, from
+    /// how the inter-node curves grow with the GPUs per node: the curves for
+    /// k GPUs per node give what k GPUs of each node reach together, so
+    /// their ratio to the 1-GPU curve at [`REFERENCE_MESSAGE_BYTES`] counts
+    /// the independent interfaces. Rule: the divisor of `gpus` nearest that
+    /// ratio on a log scale (the smaller on a tie), 1 when either curve is
+    /// missing. Sailor's data: GH-96 (CSCS Clariden, 4 Slingshot NICs per
+    /// node) 4.00 -> 4; A100-40 and V100-16 VMs of 4 GPUs 3.1-4.2 -> 4 and of
+    /// 2 GPUs 1.5-1.9 -> 2 (the cloud scales a VM's network with its size);
+    /// Titan-RTX, RTX-2080 and RTX-3090 servers 1.0 -> 1 (one NIC for 8 GPUs).
+    pub fn nics(&self, zone: &str, gpu: &str, gpus: usize) -> usize {
+        let (Some(k), Some(one)) = (
+            self.inter_curve(zone, gpu, gpus),
+            self.inter_curve(zone, gpu, 1),
+        ) else {
+            return 1;
+        };
+        let r = k.bytes_per_s(REFERENCE_MESSAGE_BYTES) / one.bytes_per_s(REFERENCE_MESSAGE_BYTES);
+        if !(r.is_finite() && r > 0.0) {
+            return 1;
+        }
+        (1..=gpus.max(1))
+            .filter(|d| gpus.max(1).is_multiple_of(*d))
+            .min_by(|a, b| {
+                let da = ((*a as f64).ln() - r.ln()).abs();
+                let db = ((*b as f64).ln() - r.ln()).abs();
+                da.total_cmp(&db).then(a.cmp(b))
+            })
+            .unwrap_or(1)
+    }
+
+    /// Curve between a node of (`z1`, `g1`, `n1`) and one of (`z2`, `g2`,
+    /// `n2`): the entry listed either way (the smaller at
+    /// [`REFERENCE_MESSAGE_BYTES`] when both are: traffic flows both
+    /// ways), else the entry of the same zones and types with the largest
+    /// node sizes not above `n1` and `n2`.
+    pub fn pair_curve(
+        &self,
+        (z1, g1, n1): (&str, &str, usize),
+        (z2, g2, n2): (&str, &str, usize),
+    ) -> Option<&BandwidthCurve> {
+        let find = |za: &str, ga: &str, na: usize, zb: &str, gb: &str, nb: usize| {
+            self.inter
+                .iter()
+                .filter(|((x1, h1, m1, x2, h2, m2), _)| {
+                    x1 == za && h1 == ga && x2 == zb && h2 == gb && *m1 <= na && *m2 <= nb
+                })
+                .max_by_key(|((_, _, m1, _, _, m2), _)| (*m1, *m2))
+                .map(|(_, c)| c)
+        };
+        let ab = find(z1, g1, n1, z2, g2, n2);
+        let ba = find(z2, g2, n2, z1, g1, n1);
+        match (ab, ba) {
+            (Some(x), Some(y)) => Some(
+                if y.bytes_per_s(REFERENCE_MESSAGE_BYTES) < x.bytes_per_s(REFERENCE_MESSAGE_BYTES) {
+                    y
+                } else {
+                    x
+                },
+            ),
+            (x, y) => x.or(y),
+        }
+    }
+}

@@ -1,0 +1,417 @@
+//! Loaders of the Sailor artifact's files (SOSP 2025, MIT licence): per-layer
+//! profiles, model descriptions, GPU catalog, network curves and measured
+//! plans. Pure functions over strings; the caller reads the files.
+//!
+//! File layout (see the data README): `profiles.json`, `llm_info.json`,
+//! `training/*.json`, `cluster_config.json`, `network/intra_node_bandwidths.json`,
+//! `network/inter_node_bandwidths.json` and measured runs
+//! `measured/<cluster>/<model>/**/plan_config_*.json`.
+//!
+//! By job: this module reads the model side (profiles, `llm_info.json`,
+//! `training/*.json`); [`hardware`] the GPU catalog and network curves;
+//! [`plan_config`] a measured run's plan file.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use amp_core::error::{AmpError, Result};
+use amp_core::model::{Layer, LayerKind, Model, TransformerShape};
+use amp_core::profile::{Profile, ProfileEntry};
+use amp_core::setup::{NumberFormats, Precision};
+
+mod hardware;
+mod plan_config;
+
+pub use hardware::*;
+pub use plan_config::*;
+
+/// Keys of a JSON object that are integers, sorted numerically, with values.
+fn numeric_entries<'a>(
+    obj: &'a serde_json::Map<String, Value>,
+    at: &str,
+) -> Result<Vec<(usize, &'a Value)>> {
+    let mut out = Vec::with_capacity(obj.len());
+    for (k, v) in obj {
+        let n: usize = k.trim().parse().map_err(|_| {
+            AmpError::invalid(at, format!("key `{k}` is not a non-negative integer"))
+        })?;
+        out.push((n, v));
+    }
+    out.sort_by_key(|(n, _)| *n);
+    Ok(out)
+}
+
+fn as_object<'a>(v: &'a Value, at: &str) -> Result<&'a serde_json::Map<String, Value>> {
+    v.as_object()
+        .ok_or_else(|| AmpError::invalid(at, "expected a JSON object"))
+}
+
+fn as_f64(v: &Value, at: &str) -> Result<f64> {
+    v.as_f64()
+        .filter(|x| x.is_finite())
+        .ok_or_else(|| AmpError::invalid(at, format!("expected a finite number, found `{v}`")))
+}
+
+/// Names of the models `profiles.json` covers.
+pub fn profile_models(text: &str, origin: &str) -> Result<Vec<String>> {
+    let root: Value = AmpError::json(text, origin)?;
+    Ok(as_object(&root, origin)?.keys().cloned().collect())
+}
+
+/// Parses `profiles.json` (model -> GPU type -> micro-batch size -> tensor
+/// parallel degree -> layer -> [forward, backward, update] seconds) for one
+/// model: one [`ProfileEntry`] per (GPU, micro-batch, tp), source "sailor".
+pub fn parse_profiles(text: &str, origin: &str, model: &str) -> Result<Profile> {
+    let root: Value = AmpError::json(text, origin)?;
+    let root = as_object(&root, origin)?;
+    let m = root.get(model).ok_or_else(|| {
+        AmpError::MissingProfile(format!(
+            "{origin} has no model `{model}` (it has: {})",
+            root.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))
+    })?;
+    let mut entries = Vec::new();
+    for (gpu, by_mbs) in as_object(m, &format!("{origin}: {model}"))? {
+        let at_gpu = format!("{origin}: {model}.{gpu}");
+        for (mbs, by_tp) in numeric_entries(as_object(by_mbs, &at_gpu)?, &at_gpu)? {
+            let at_mbs = format!("{at_gpu}.{mbs}");
+            for (tp, layers) in numeric_entries(as_object(by_tp, &at_mbs)?, &at_mbs)? {
+                let at_tp = format!("{at_mbs}.{tp}");
+                if mbs == 0 || tp == 0 {
+                    return Err(AmpError::invalid(
+                        at_tp,
+                        "micro-batch size and tensor-parallel degree must be at least 1",
+                    ));
+                }
+                let layers = numeric_entries(as_object(layers, &at_tp)?, &at_tp)?;
+                let (mut f, mut b, mut u) = (Vec::new(), Vec::new(), Vec::new());
+                for (i, (idx, times)) in layers.iter().enumerate() {
+                    let at_l = format!("{at_tp}.{idx}");
+                    if *idx != i {
+                        return Err(AmpError::invalid(
+                            at_l,
+                            format!(
+                                "layer indices must run 0, 1, 2, ... without gaps; expected {i}"
+                            ),
+                        ));
+                    }
+                    let arr = times.as_array().filter(|a| a.len() == 3).ok_or_else(|| {
+                        AmpError::invalid(&at_l, "expected [forward_s, backward_s, update_s]")
+                    })?;
+                    let t: Vec<f64> = arr
+                        .iter()
+                        .map(|x| as_f64(x, &at_l))
+                        .collect::<Result<_>>()?;
+                    if t.iter().any(|x| *x < 0.0) {
+                        return Err(AmpError::invalid(at_l, "negative time"));
+                    }
+                    f.push(t[0]);
+                    b.push(t[1]);
+                    u.push(t[2]);
+                }
+                entries.push(ProfileEntry {
+                    gpu: gpu.clone(),
+                    tp,
+                    micro_batch: Some(mbs),
+                    forward_s: f,
+                    backward_s: Some(b),
+                    optimizer_s: Some(u),
+                    source: Some("sailor".to_string()),
+                });
+            }
+        }
+    }
+    entries.sort_by(|a, b| {
+        (a.gpu.as_str(), a.tp, a.micro_batch).cmp(&(b.gpu.as_str(), b.tp, b.micro_batch))
+    });
+    Ok(Profile {
+        entries,
+        precision: None,
+    })
+}
+
+/// The number format the Sailor artifact's runs of `model` trained in, from
+/// `llm_info.json`: its profiler recorded every layer's output and
+/// parameters both as element counts (`act_output_floats`,
+/// `params_floats`) and as bytes (`act_output_bytes`, `params_bytes`), so
+/// their ratio is the element size of the tensors the runs send between
+/// stages and reduce over replicas. 4 bytes is fp32 (Sailor's
+/// Megatron-DeepSpeed runs pass neither `--fp16` nor `--bf16` and their
+/// DeepSpeed config has no fp16 section), 2 bytes mixed 16-bit precision.
+/// Set it as the profile's [`Profile::precision`]. `None` when no layer
+/// records both counts.
+/// The training setup of Sailor's runs: 1F1B, no recomputation or
+/// sharding, and the number formats `precision` (from
+/// [`training_precision`]) implies. `llm_info.json`'s 4 bytes per output and
+/// parameter element describe fp32 weights and an fp32 residual stream,
+/// which with 16-bit activations is PyTorch autocast
+/// ([`NumberFormats::autocast`]); 2 bytes is mixed precision.
+pub fn training_setup(precision: Option<Precision>) -> amp_core::setup::TrainingSetup {
+    let formats = match precision {
+        Some(Precision::Fp32) => NumberFormats::autocast(Precision::Fp16),
+        Some(p) => p.formats(),
+        None => Precision::Fp16.formats(),
+    };
+    amp_core::setup::TrainingSetup {
+        formats,
+        ..Default::default()
+    }
+}
+
+pub fn training_precision(llm_info: &str, origin: &str, model: &str) -> Result<Option<Precision>> {
+    let root: Value = AmpError::json(llm_info, origin)?;
+    let root = as_object(&root, origin)?;
+    let m = root.get(model).ok_or_else(|| {
+        AmpError::invalid(
+            origin,
+            format!(
+                "no model `{model}` (it has: {})",
+                root.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        )
+    })?;
+    let at_m = format!("{origin}: {model}");
+    let mut size: Option<f64> = None;
+    for (tp, layers) in as_object(m, &at_m)? {
+        let at_tp = format!("{at_m}.{tp}");
+        for (l, v) in as_object(layers, &at_tp)? {
+            let at = format!("{at_tp}.{l}");
+            let o = as_object(v, &at)?;
+            for (elems, bytes) in [
+                ("act_output_floats", "act_output_bytes"),
+                ("params_floats", "params_bytes"),
+            ] {
+                let (Some(e), Some(b)) = (o.get(elems), o.get(bytes)) else {
+                    continue;
+                };
+                let (e, b) = (as_f64(e, &at)?, as_f64(b, &at)?);
+                if e <= 0.0 {
+                    continue;
+                }
+                let r = b / e;
+                match size {
+                    None => size = Some(r),
+                    Some(s) if (s - r).abs() > 1e-6 * s => {
+                        return Err(AmpError::invalid(
+                            at,
+                            format!("`{bytes}` / `{elems}` = {r}, but other entries give {s} bytes per element; one training run has one precision"),
+                        ))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+    match size {
+        Some(s) if (s - 4.0).abs() < 1e-6 => Ok(Some(Precision::Fp32)),
+        Some(s) if (s - 2.0).abs() < 1e-6 => Ok(Some(Precision::Fp16)),
+        Some(s) => Err(AmpError::invalid(
+            at_m,
+            format!("{s} bytes per element; expected 4 (fp32) or 2 (16-bit)"),
+        )),
+        None => Ok(None),
+    }
+}
+
+/// The entry of `known` (model names of `training/*.json`, `llm_info.json`
+/// or `profiles.json`) that a directory name such as `measured/<cluster>/
+/// <model>` means: the exact name, else the one name equal to it ignoring
+/// case and punctuation and a trailing size letter (`B`/`M` of
+/// `GPT-Neo-2.7B`, `OPT-350m`: Sailor's files name the models `GPT-Neo-2.7`
+/// and `OPT-350`). `None` when none or several match.
+pub fn match_model_name<'a>(
+    name: &str,
+    known: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let norm = |s: &str| {
+        let mut k: String = s
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .map(|c| c.to_ascii_lowercase())
+            .collect();
+        if k.len() > 1
+            && (k.ends_with('b') || k.ends_with('m'))
+            && k[..k.len() - 1].ends_with(|c: char| c.is_ascii_digit())
+        {
+            k.pop();
+        }
+        k
+    };
+    let known: Vec<&str> = known.into_iter().collect();
+    if let Some(k) = known.iter().find(|k| **k == name) {
+        return Some(k);
+    }
+    let want = norm(name);
+    let hits: Vec<&str> = known.iter().copied().filter(|k| norm(k) == want).collect();
+    if let [one] = hits.as_slice() {
+        return Some(one);
+    }
+    // A name without the size (Sailor keeps GPT-Neo-2.7B's runs under
+    // `GPT-NEO`): the one known name that is it plus a size.
+    let sized: Vec<&str> = known
+        .into_iter()
+        .filter(|k| {
+            let n = norm(k);
+            !want.is_empty()
+                && n.len() > want.len()
+                && n.starts_with(&want)
+                && n[want.len()..].chars().all(|c| c.is_ascii_digit())
+        })
+        .collect();
+    match (hits.is_empty(), sized.as_slice()) {
+        (true, [one]) => Some(one),
+        _ => None,
+    }
+}
+
+/// A `training/*.json` file: the model's shape and batch.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct TrainingConfig {
+    pub model: String,
+    pub hidden_size: u64,
+    pub sequence_length: u64,
+    pub num_layers: u64,
+    pub vocab_size: u64,
+    #[serde(default)]
+    pub heads: u64,
+    #[serde(default)]
+    pub global_batch_size: Option<usize>,
+}
+
+pub fn parse_training(text: &str, origin: &str) -> Result<TrainingConfig> {
+    let t: TrainingConfig = AmpError::json(text, origin)?;
+    if t.hidden_size == 0 || t.sequence_length == 0 || t.num_layers == 0 {
+        return Err(AmpError::invalid(
+            origin,
+            "hidden_size, sequence_length and num_layers must be positive",
+        ));
+    }
+    Ok(t)
+}
+
+/// Builds a model from `llm_info.json` (per model and tensor-parallel
+/// degree, per layer: `params_floats`, `act_output_floats`, `act_mem_floats`
+/// and their byte counts) and the model's training file.
+///
+/// Sailor's layer list: layer 0 is the embedding, layers 1..=num_layers the
+/// transformer blocks, the rest the final norm and/or vocabulary projection.
+/// A trailing layer is taken as the vocabulary projection when its output
+/// per sample is at least sequence x vocabulary (the logits), else as
+/// `Other`. Sizes come from the tensor-parallel degree 1 entry (sizes of
+/// the whole layer). Sailor counts the projection's weights apart from the
+/// embedding's, so no tie is recorded.
+///
+/// Stored activations: `act_mem_bytes` are 16-bit training bytes; we store
+/// `act_mem_bytes / 2` elements for the embedding and the trailing layers.
+/// For the transformer blocks the field stays empty so that the memory
+/// model applies Korthikanti et al.'s per-tensor-parallel-degree formula:
+/// Sailor's block figures depend on the degree as `12 + 160/t` bytes per
+/// token x hidden for OPT-350 (a tp-1 figure divided by t is 11 % off the
+/// measured peaks), and its sums run 7 % under the measured per-sample
+/// slope of the GH200 runs, which the formula matches.
+pub fn parse_model(llm_info: &str, llm_origin: &str, training: &TrainingConfig) -> Result<Model> {
+    let root: Value = AmpError::json(llm_info, llm_origin)?;
+    let root = as_object(&root, llm_origin)?;
+    let name = &training.model;
+    let m = root.get(name).ok_or_else(|| {
+        AmpError::invalid(
+            llm_origin,
+            format!(
+                "no model `{name}` (it has: {}); the training file's `model` must name an llm_info entry",
+                root.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        )
+    })?;
+    let at_m = format!("{llm_origin}: {name}");
+    let by_tp = as_object(m, &at_m)?;
+    let tp1 = by_tp.get("1").ok_or_else(|| {
+        AmpError::invalid(
+            &at_m,
+            "no tensor-parallel degree 1 entry; it gives the size of whole layers",
+        )
+    })?;
+    let at1 = format!("{at_m}.1");
+    let layers = numeric_entries(as_object(tp1, &at1)?, &at1)?;
+    let s = training.sequence_length;
+    let h = training.hidden_size;
+    let v = training.vocab_size;
+    let blocks = training.num_layers as usize;
+    if layers.len() < blocks + 1 {
+        return Err(AmpError::invalid(
+            at1,
+            format!("{} layers listed but the training file says {blocks} transformer blocks plus an embedding", layers.len()),
+        ));
+    }
+    let mut out = Vec::with_capacity(layers.len());
+    for (i, (idx, l)) in layers.iter().enumerate() {
+        let at = format!("{at1}.{idx}");
+        if *idx != i {
+            return Err(AmpError::invalid(
+                at,
+                format!("layer indices must run 0, 1, 2, ...; expected {i}"),
+            ));
+        }
+        let obj = as_object(l, &at)?;
+        let get = |k: &str| -> Result<u64> {
+            let x = obj
+                .get(k)
+                .ok_or_else(|| AmpError::invalid(&at, format!("missing `{k}`")))?;
+            let f = as_f64(x, &at)?;
+            if f < 0.0 {
+                return Err(AmpError::invalid(&at, format!("`{k}` is negative")));
+            }
+            Ok(f.round() as u64)
+        };
+        let params = get("params_floats")?;
+        let output = get("act_output_floats")?;
+        let mem_bytes = match obj.get("act_mem_bytes") {
+            Some(_) => get("act_mem_bytes")?,
+            None => get("act_mem_floats")? * 4,
+        };
+        let kind = if i == 0 {
+            LayerKind::Embedding
+        } else if i <= blocks {
+            LayerKind::TransformerBlock
+        } else if v > 0 && output >= s * v {
+            LayerKind::VocabProjection
+        } else {
+            LayerKind::Other
+        };
+        let flops = match kind {
+            LayerKind::TransformerBlock => Some((24 * h * h * s + 4 * s * s * h) as f64),
+            LayerKind::VocabProjection => Some((2 * s * h * v) as f64),
+            _ => None,
+        };
+        out.push(Layer {
+            name: match kind {
+                LayerKind::Embedding => "embedding".to_string(),
+                LayerKind::TransformerBlock => format!("block{}", i - 1),
+                LayerKind::VocabProjection => "vocab_projection".to_string(),
+                _ => format!("layer{i}"),
+            },
+            kind,
+            params,
+            output_elems_per_sample: output,
+            forward_flops_per_sample: flops,
+            tied_to: None,
+            stored_activation_elems_per_sample: (kind != LayerKind::TransformerBlock)
+                .then_some(mem_bytes / 2),
+        });
+    }
+    let model = Model {
+        name: name.clone(),
+        shape: Some(TransformerShape {
+            hidden: h,
+            num_blocks: training.num_layers,
+            seq_len: s,
+            vocab: v,
+            heads: training.heads,
+        }),
+        layers: out,
+    };
+    model.validate()?;
+    Ok(model)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,318 @@
+//! Unit tests of the Sailor readers.
+
+use super::plan_config::repair_layer_list;
+use super::*;
+use amp_core::cluster::Device;
+
+const LLM: &str = r#"{"M": {"1": {
+    "0": {"params_floats": 100, "act_output_floats": 8, "act_mem_floats": 8, "act_mem_bytes": 32},
+    "1": {"params_floats": 50, "act_output_floats": 8, "act_mem_floats": 40, "act_mem_bytes": 160},
+    "2": {"params_floats": 50, "act_output_floats": 8, "act_mem_floats": 40, "act_mem_bytes": 160},
+    "3": {"params_floats": 90, "act_output_floats": 41, "act_mem_floats": 90, "act_mem_bytes": 360}}}}"#;
+const TRAIN: &str = r#"{"model": "M", "hidden_size": 4, "sequence_length": 2, "num_layers": 2, "vocab_size": 20, "heads": 2, "global_batch_size": 8}"#;
+const INTRA: &str = r#"{"G": {"2": [[0.0, 0.0, 100.0], 5e10], "4": [[0.0, 1.0, 10.0], 1e12]}}"#;
+const INTER: &str = r#"{"z": {"G": {"4": {"z": {"G": {"4": [[0.0, 0.0, 2.0], 1e10]}}}}}}"#;
+const CFG: &str = r#"{"G": {"gpus_per_node": 4, "mem_per_gpu": 1000}, "zone": "z"}"#;
+
+fn model() -> Model {
+    parse_model(LLM, "llm.json", &parse_training(TRAIN, "t.json").unwrap()).unwrap()
+}
+
+#[test]
+fn model_names_match_loosely_but_uniquely() {
+    let known = ["OPT-350", "GPT-Neo-2.7", "LLAMA-3-8", "OPT-30"];
+    let m = |n: &str| match_model_name(n, known);
+    assert_eq!(m("OPT-350"), Some("OPT-350"));
+    assert_eq!(m("GPT-Neo-2.7B"), Some("GPT-Neo-2.7"));
+    assert_eq!(m("gpt-neo-2.7b"), Some("GPT-Neo-2.7"));
+    assert_eq!(m("opt-350m"), Some("OPT-350"));
+    assert_eq!(m("Llama-3-8B"), Some("LLAMA-3-8"));
+    // Without the size: the one name with a size, never a guess.
+    assert_eq!(m("GPT-NEO"), Some("GPT-Neo-2.7"));
+    assert_eq!(m("OPT-3"), None);
+    assert_eq!(m("OPT"), None);
+    assert_eq!(match_model_name("x1b", ["X1", "x-1"]), None);
+}
+
+#[test]
+fn one_entry_off_a_contiguous_range_is_repaired_and_nothing_else() {
+    let typo = [16, 17, 18, 29, 20, 21, 22, 23, 24];
+    assert_eq!(repair_layer_list(&typo), Some((16..=24).collect()));
+    assert_eq!(repair_layer_list(&[3, 4, 5]), None);
+    // Two entries off, or a size that disagrees with the endpoints:
+    // ambiguous, left for the reader's error.
+    assert_eq!(repair_layer_list(&[16, 29, 28, 19]), None);
+    assert_eq!(repair_layer_list(&[16, 17, 29, 20]), None);
+}
+
+#[test]
+fn model_layers_kinds_and_sizes() {
+    let m = model();
+    let kinds: Vec<LayerKind> = m.layers.iter().map(|l| l.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            LayerKind::Embedding,
+            LayerKind::TransformerBlock,
+            LayerKind::TransformerBlock,
+            LayerKind::VocabProjection
+        ]
+    );
+    assert_eq!(m.layers[3].params, 90);
+    assert_eq!(m.layers[3].output_elems_per_sample, 41);
+    assert_eq!(m.layers[0].stored_activation_elems_per_sample, Some(16));
+    assert_eq!(m.layers[1].stored_activation_elems_per_sample, None);
+    assert_eq!(m.layers[3].stored_activation_elems_per_sample, Some(180));
+    assert_eq!(m.shape.as_ref().unwrap().heads, 2);
+}
+
+#[test]
+fn profiles_become_entries_per_gpu_mbs_tp() {
+    let text = r#"{"M": {"G": {"2": {"1": {"0": [1.0, 2.0, 3.0], "1": [4.0, 5.0, 6.0]}},
+                                "1": {"1": {"1": [0.4, 0.5, 0.6], "0": [0.1, 0.2, 0.3]}}}}}"#;
+    let p = parse_profiles(text, "p.json", "M").unwrap();
+    assert_eq!(p.entries.len(), 2);
+    let e = &p.entries[0];
+    assert_eq!((e.micro_batch, e.tp), (Some(1), 1));
+    assert_eq!(e.forward_s, vec![0.1, 0.4]);
+    assert_eq!(e.backward_s, Some(vec![0.2, 0.5]));
+    assert_eq!(e.optimizer_s, Some(vec![0.3, 0.6]));
+    assert_eq!(e.source.as_deref(), Some("sailor"));
+    assert_eq!(p.layer_time("G", 1, 2, 1).unwrap().forward_s, 4.0);
+    let e = parse_profiles(text, "p.json", "X").unwrap_err().to_string();
+    assert!(e.contains("no model `X`") && e.contains("M"), "{e}");
+    let gap = r#"{"M": {"G": {"1": {"1": {"0": [1, 2, 3], "2": [1, 2, 3]}}}}}"#;
+    assert!(parse_profiles(gap, "p.json", "M")
+        .unwrap_err()
+        .to_string()
+        .contains("M.G.1.1.2"));
+}
+
+#[test]
+fn precision_is_the_bytes_per_element_of_llm_info() {
+    let full = r#"{"M": {"1": {"0": {"params_floats": 10, "params_bytes": 40, "act_output_floats": 4, "act_output_bytes": 16}},
+                            "2": {"0": {"params_floats": 5, "params_bytes": 20, "act_output_floats": 4, "act_output_bytes": 16}}}}"#;
+    assert_eq!(
+        training_precision(full, "llm.json", "M").unwrap(),
+        Some(Precision::Fp32)
+    );
+    // LLM above records no byte counts of outputs or parameters.
+    assert_eq!(training_precision(LLM, "llm.json", "M").unwrap(), None);
+    let half = r#"{"M": {"1": {"0": {"params_floats": 10, "params_bytes": 20, "act_output_floats": 4, "act_output_bytes": 8}}}}"#;
+    assert_eq!(
+        training_precision(half, "llm.json", "M").unwrap(),
+        Some(Precision::Fp16)
+    );
+    let mixed = r#"{"M": {"1": {"0": {"params_floats": 10, "params_bytes": 20, "act_output_floats": 4, "act_output_bytes": 16}}}}"#;
+    let e = training_precision(mixed, "llm.json", "M")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("llm.json: M.1.0") && e.contains("one precision"),
+        "{e}"
+    );
+    let e = training_precision(LLM, "llm.json", "X")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no model `X`"), "{e}");
+}
+
+#[test]
+fn curves_evaluate_and_cap() {
+    let net = Network::parse(INTRA, "intra", INTER, "inter").unwrap();
+    let c = net.intra_curve("G", 4).unwrap();
+    // x = log2(64) = 6 -> 16 GB/s.
+    assert!((c.bytes_per_s(64e6) - 16e9).abs() < 1.0);
+    assert_eq!(net.intra_curve("G", 2).unwrap().bytes_per_s(1e6), 5e10);
+    assert_eq!(net.intra_curve("G", 3).unwrap().max_bytes_per_s, 5e10);
+    assert!(net.inter_curve("z", "G", 4).is_some());
+    // Another zone without its own curve falls back to a zone with one.
+    assert_eq!(net.inter_curve("y", "G", 4), net.inter_curve("z", "G", 4));
+    assert!(net.inter_curve("z", "H", 4).is_none());
+}
+
+/// Two zones: `z` with G nodes (NICs scale with GPUs: 1 GPU 2 GB/s,
+/// 2 GPUs 3 GB/s, 4 GPUs 6.4 GB/s) and P nodes of 8 GPUs (flat 1 GB/s);
+/// `y` with G nodes, linked to `z` at 0.5 and 0.4 GB/s by direction.
+const INTER2: &str = r#"{
+    "z": {"G": {"1": {"z": {"G": {"1": [[0, 0, 2.0], 1e10]}}},
+                "2": {"z": {"G": {"2": [[0, 0, 3.0], 1e10]}}},
+                "4": {"z": {"G": {"4": [[0, 0, 6.4], 1e10]}, "P": {"8": [[0, 0, 0.9], 1e10]}},
+                      "y": {"G": {"4": [[0, 0, 0.5], 1e10]}}}},
+          "P": {"1": {"z": {"P": {"1": [[0, 0, 1.0], 1e10]}}},
+                "8": {"z": {"P": {"8": [[0, 0, 1.0], 1e10]}}}}},
+    "y": {"G": {"4": {"z": {"G": {"4": [[0, 0, 0.4], 1e10]}, "P": {"8": [[0, 0, 0.3], 1e10]}}}}}}"#;
+
+#[test]
+fn nics_follow_the_curve_ratio_and_pairs_use_their_curve() {
+    let net = Network::parse(INTRA, "intra", INTER2, "inter").unwrap();
+    // 6.4 / 2 = 3.2 -> the divisor of 4 nearest on a log scale is 4;
+    // 3 / 2 = 1.5 -> 2; a flat curve -> 1; no 1-GPU curve -> 1.
+    assert_eq!(net.nics("z", "G", 4), 4);
+    assert_eq!(net.nics("z", "G", 2), 2);
+    assert_eq!(net.nics("z", "P", 8), 1);
+    assert_eq!(net.nics("z", "Q", 8), 1);
+    // Zone y has no G-G curve of its own: zone z's.
+    assert_eq!(net.nics("y", "G", 4), 4);
+    let at = |c: Option<&BandwidthCurve>| c.map(|c| c.bytes_per_s(REFERENCE_MESSAGE_BYTES));
+    // Listed both ways: the slower. Listed one way: that one.
+    assert_eq!(at(net.pair_curve(("z", "G", 4), ("y", "G", 4))), Some(4e8));
+    assert_eq!(at(net.pair_curve(("y", "G", 4), ("z", "G", 4))), Some(4e8));
+    assert_eq!(at(net.pair_curve(("z", "P", 8), ("z", "G", 4))), Some(9e8));
+    assert_eq!(at(net.pair_curve(("z", "G", 1), ("y", "G", 1))), None);
+
+    // A plan over both zones and both types: stage 0 on two G nodes of
+    // zone z (tp 4), stage 1 with one replica on a G node of zone y and
+    // one on half of a P node.
+    let m = model();
+    let cfg = r#"{"G": {"gpus_per_node": 4, "mem_per_gpu": 1000}, "P": {"gpus_per_node": 8, "mem_per_gpu": 2000}}"#;
+    let gpus = parse_cluster_config(cfg, "cfg").unwrap();
+    let gz = r#"[[["G", 4, "z"]], 4]"#;
+    let gy = r#"[[["G", 4, "y"]], 4]"#;
+    let p = r#"[[["P", 8, "z"]], 4]"#;
+    let text = plan_json(
+        &format!(
+            r#"{{"num_stages": 2, "layers_per_stage": [[0, 1], [2, 3]], "tmp_per_stage": [[{gz}, {gz}], [{gy}, {p}]]"#
+        ),
+        "[2, 2]",
+        1,
+        8,
+    );
+    let run = parse_plan_config(&text, "p.json", &m, &gpus, &net).unwrap();
+    let c = &run.cluster;
+    let nodes: Vec<(&str, usize, usize, Option<u64>)> = c
+        .nodes
+        .iter()
+        .map(|n| (n.gpu_type.as_str(), n.gpus, n.nics, n.gpu_memory_bytes))
+        .collect();
+    assert_eq!(
+        nodes,
+        vec![
+            ("G", 4, 4, Some(1000)),
+            ("G", 4, 4, Some(1000)),
+            ("G", 4, 4, Some(1000)),
+            ("P", 8, 1, Some(2000))
+        ]
+    );
+    assert!((c.nodes[0].inter_bytes_per_s - 6.4e9).abs() < 1.0);
+    // Node 2 is in zone y: links to nodes 0 and 1 at 0.4 GB/s (the
+    // slower direction) and to the P node at 0.3; the P node links to
+    // the G nodes of its zone at 0.9 GB/s; alike nodes need none.
+    let link = |a: usize, b: usize| {
+        c.links
+            .iter()
+            .find(|l| l.nodes == [a, b])
+            .map(|l| l.bytes_per_s)
+    };
+    assert_eq!(link(0, 1), None);
+    assert!((link(0, 2).unwrap() - 4e8).abs() < 1.0);
+    assert!((link(1, 2).unwrap() - 4e8).abs() < 1.0);
+    assert!((link(1, 3).unwrap() - 9e8).abs() < 1.0);
+    assert!((link(2, 3).unwrap() - 3e8).abs() < 1.0);
+    assert_eq!(c.links.len(), 5);
+    let d = |node, gpu| Device { node, gpu };
+    assert_eq!(
+        run.plan.stages[1].replicas[1],
+        vec![d(3, 0), d(3, 1), d(3, 2), d(3, 3)]
+    );
+    // A P node in zone x: its own curve comes from zone z, but nothing
+    // says how it reaches the G nodes of z: a clear error.
+    let px = r#"[[["P", 8, "x"]], 4]"#;
+    let text = text.replace(p, px);
+    let e = parse_plan_config(&text, "p.json", &m, &gpus, &net)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("p.json")
+            && e.contains("no inter-node bandwidth curve between")
+            && e.contains("zone `x`"),
+        "{e}"
+    );
+}
+
+fn plan_json(stages: &str, dp: &str, mbs: usize, gbs: usize) -> String {
+    format!(
+        r#"{{"pipeline_list": [{stages}, "dp": {dp}}}], "mbs": {mbs}, "gbs": {gbs}, "real": 1.5, "max_mem": 123}}"#
+    )
+}
+
+#[test]
+fn plan_maps_groups_onto_nodes_in_order() {
+    let m = model();
+    let gpus = parse_cluster_config(CFG, "cfg").unwrap();
+    let net = Network::parse(INTRA, "intra", INTER, "inter").unwrap();
+    // Two stages, dp 2, tp 2: four groups of two fill two 4-GPU nodes.
+    let g = r#"[[["G", 4, "z"]], 2]"#;
+    let text = plan_json(
+        &format!(
+            r#"{{"num_stages": 2, "layers_per_stage": [[0, 1], [2, 3]], "tmp_per_stage": [[{g}, {g}], [{g}, {g}]]"#
+        ),
+        "[2, 2]",
+        1,
+        8,
+    );
+    let run = parse_plan_config(&text, "p.json", &m, &gpus, &net).unwrap();
+    assert_eq!(run.cluster.nodes.len(), 2);
+    assert_eq!(run.plan.num_micro_batches, 4);
+    assert_eq!(run.plan.boundaries(), vec![0, 2, 4]);
+    let d = |node, gpu| Device { node, gpu };
+    assert_eq!(
+        run.plan.stages[0].replicas,
+        vec![vec![d(0, 0), d(0, 1)], vec![d(0, 2), d(0, 3)]]
+    );
+    assert_eq!(
+        run.plan.stages[1].replicas,
+        vec![vec![d(1, 0), d(1, 1)], vec![d(1, 2), d(1, 3)]]
+    );
+    assert_eq!(run.measured_s, Some(1.5));
+    assert_eq!(run.max_mem_bytes, Some(123.0));
+    assert_eq!(run.cluster.nodes[0].gpu_memory_bytes, Some(1000));
+    assert!((run.cluster.nodes[0].inter_bytes_per_s - 2e9).abs() < 1.0);
+}
+
+#[test]
+fn bad_plans_are_explained() {
+    let m = model();
+    let gpus = parse_cluster_config(CFG, "cfg").unwrap();
+    let net = Network::parse(INTRA, "intra", INTER, "inter").unwrap();
+    let g = r#"[[["G", 4, "z"]], 4]"#;
+    let gap = plan_json(
+        &format!(
+            r#"{{"num_stages": 2, "layers_per_stage": [[0, 1], [3]], "tmp_per_stage": [[{g}], [{g}]]"#
+        ),
+        "[1, 1]",
+        1,
+        8,
+    );
+    let e = parse_plan_config(&gap, "p.json", &m, &gpus, &net)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("p.json") && e.contains("previous stage ended"),
+        "{e}"
+    );
+    let batch = plan_json(
+        &format!(
+            r#"{{"num_stages": 1, "layers_per_stage": [[0, 1, 2, 3]], "tmp_per_stage": [[{g}]]"#
+        ),
+        "[1]",
+        3,
+        8,
+    );
+    let e = parse_plan_config(&batch, "p.json", &m, &gpus, &net)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("gbs = 8"), "{e}");
+    let dp = plan_json(
+        &format!(
+            r#"{{"num_stages": 1, "layers_per_stage": [[0, 1, 2, 3]], "tmp_per_stage": [[{g}]]"#
+        ),
+        "[2]",
+        1,
+        8,
+    );
+    let e = parse_plan_config(&dp, "p.json", &m, &gpus, &net)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("dp = 2"), "{e}");
+}
