@@ -543,6 +543,44 @@ fn hidden_and_seq(model: &Model) -> (f64, f64) {
         .map_or((0.0, 0.0), |s| (s.hidden as f64, s.seq_len as f64))
 }
 
+/// Fills `profile` with analytic entries for the (GPU type, tp) pairs it
+/// lacks among those a search of `cluster` can ask for (every tp dividing
+/// the largest node's GPU count), at `micro_batches`, in `precision`:
+/// measured entries always win, and a profile that already covers the
+/// cluster is left as it is.
+pub fn fill_missing(
+    model: &Model,
+    cluster: &amp_core::Cluster,
+    profile: &mut Profile,
+    micro_batches: &[usize],
+    precision: Precision,
+) -> Result<(), CatalogError> {
+    let node_max = cluster.nodes.iter().map(|n| n.gpus).max().unwrap_or(1);
+    let tps: Vec<usize> = (1..=node_max)
+        .filter(|t| node_max.is_multiple_of(*t))
+        .collect();
+    let missing: Vec<String> = cluster
+        .gpu_types()
+        .into_iter()
+        .filter(|g| tps.iter().any(|&t| !profile.has(g, t)))
+        .collect();
+    if !missing.is_empty() {
+        let extra = analytic_profile_with(
+            model,
+            &missing,
+            &tps,
+            micro_batches,
+            profile,
+            &AnalyticOptions {
+                precision,
+                ..Default::default()
+            },
+        )?;
+        profile.merge(extra);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

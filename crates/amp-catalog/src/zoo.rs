@@ -294,7 +294,7 @@ impl Arch {
                     if asked != tokens {
                         return Err(CatalogError::invalid(
                             format!("model `{}`", self.name),
-                            format!("a ViT's sequence is fixed by its image: {tokens} tokens; leave --seq out"),
+                            format!("a ViT's sequence is fixed by its image: {tokens} tokens; leave the sequence length unset"),
                         ));
                     }
                 }
@@ -616,7 +616,7 @@ pub fn zoo_model(name: &str, seq_len: Option<u64>) -> Result<Model, CatalogError
         if seq_len.is_some() {
             return Err(CatalogError::invalid(
                 "model `transgan-amp`",
-                "its sequence is fixed (9x9 tokens at the bottom); leave --seq out",
+                "its sequence is fixed (9x9 tokens at the bottom); leave the sequence length unset",
             ));
         }
         return Ok(amp_core::model::builtin::amp_transgan());

@@ -358,8 +358,18 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         // tensor-parallel group across nodes, say) have no launch form.
         let mut refusal = None;
         for (i, p) in result.plans.iter().enumerate() {
-            match write_export(&inputs, &p.plan, engine, dir) {
-                Ok(files) => {
+            // Whether the engine can run it is decided first (pure);
+            // failing to write the files is an error, not a refusal.
+            let can_run = amp_export::export(
+                &p.plan,
+                &loaded.model,
+                &loaded.cluster,
+                engine.engine(),
+                &amp_export::ExportOptions::default(),
+            );
+            match can_run {
+                Ok(_) => {
+                    let files = write_export(&inputs, &p.plan, engine, dir)?;
                     if let Some(why) = refusal {
                         writeln!(err, "note: the fastest plan cannot be launched: {why}")?;
                         writeln!(

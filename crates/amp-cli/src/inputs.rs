@@ -225,39 +225,21 @@ impl InputArgs {
         precision: Precision,
     ) -> Result<()> {
         if !self.no_analytic {
-            let node_max = loaded
-                .cluster
-                .nodes
-                .iter()
-                .map(|n| n.gpus)
-                .max()
-                .unwrap_or(1);
-            let tps: Vec<usize> = (1..=node_max).filter(|t| node_max % t == 0).collect();
-            let missing: Vec<String> = loaded
-                .cluster
-                .gpu_types()
-                .into_iter()
-                .filter(|g| tps.iter().any(|&t| !loaded.profile.has(g, t)))
-                .collect();
-            if !missing.is_empty() {
-                let extra = amp_catalog::analytic_profile_with(
-                    &loaded.model,
-                    &missing,
-                    &tps,
-                    micro_batches,
-                    &loaded.profile,
-                    &amp_catalog::AnalyticOptions {
-                        precision,
-                        ..Default::default()
-                    },
-                )
-                .context(
-                    "cannot fill the profile from the analytic compute model (or pass --profile)",
-                )?;
-                loaded.profile.merge(extra);
-            }
+            amp_catalog::fill_missing(
+                &loaded.model,
+                &loaded.cluster,
+                &mut loaded.profile,
+                micro_batches,
+                precision,
+            )
+            .context(
+                "cannot fill the profile from the analytic compute model (or pass --profile)",
+            )?;
         }
-        check_profile_covers(&loaded.profile, &loaded.cluster)
+        loaded
+            .profile
+            .check_covers(&loaded.cluster)
+            .map_err(|e| anyhow!("{e} (pass --profile with its times, or leave --no-analytic out)"))
     }
 }
 
@@ -413,18 +395,4 @@ pub fn read_profile(path: &Path, model: &Model) -> Result<Profile> {
         model.num_layers(),
         model.name
     )
-}
-
-/// Every GPU type of the cluster needs some profile entry.
-fn check_profile_covers(profile: &Profile, cluster: &Cluster) -> Result<()> {
-    let have = profile.gpu_types();
-    for gpu in cluster.gpu_types() {
-        if !have.contains(&gpu) {
-            bail!(
-                "missing profile entries: the cluster has GPU type `{gpu}` but the profile covers only [{}]; pass --profile with times for `{gpu}`",
-                have.join(", ")
-            );
-        }
-    }
-    Ok(())
 }

@@ -168,7 +168,7 @@ fn missing_profile_entries_without_the_analytic_model() {
             "8",
             "--no-analytic",
         ],
-        &["missing profile entries", "`A100-80GB`", "T4", "--profile"],
+        &["missing profile data", "`A100-80GB`", "T4", "--profile"],
     );
     // With the analytic model (the default) the same request plans.
     let o = amp(&[

@@ -12,9 +12,15 @@ pub enum AmpError {
     /// Parsed, but a value is not allowed.
     #[error("{location}: {message}")]
     Invalid { location: String, message: String },
-    /// Profile data does not cover what the plan needs.
-    #[error("missing profile data: {0}")]
-    MissingProfile(String),
+    /// Profile data does not cover what a plan needs: GPU type `gpu` (when
+    /// one is at fault) at tensor-parallel degree `tp` (when one is asked
+    /// for); `detail` says what is there and how to fix it.
+    #[error("missing profile data: {detail}")]
+    MissingProfile {
+        gpu: Option<String>,
+        tp: Option<usize>,
+        detail: String,
+    },
     /// The search found nothing it may return.
     #[error("no valid plan: {0}")]
     NoPlan(String),
@@ -47,6 +53,19 @@ impl AmpError {
     pub fn json<T: serde::de::DeserializeOwned>(text: &str, origin: &str) -> Result<T> {
         crate::strict::check_json(text).map_err(|e| AmpError::parse(origin, e))?;
         serde_json::from_str(text).map_err(|e| AmpError::parse(origin, e))
+    }
+
+    /// A [`AmpError::MissingProfile`].
+    pub fn missing_profile(
+        gpu: Option<&str>,
+        tp: Option<usize>,
+        detail: impl Into<String>,
+    ) -> Self {
+        AmpError::MissingProfile {
+            gpu: gpu.map(str::to_string),
+            tp,
+            detail: detail.into(),
+        }
     }
 
     pub fn invalid(location: impl Into<String>, message: impl Into<String>) -> Self {

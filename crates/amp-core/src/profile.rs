@@ -298,6 +298,24 @@ impl Profile {
         Ok(())
     }
 
+    /// Checks that every GPU type of `cluster` has some entry.
+    pub fn check_covers(&self, cluster: &crate::Cluster) -> Result<()> {
+        let have = self.gpu_types();
+        for gpu in cluster.gpu_types() {
+            if !have.contains(&gpu) {
+                return Err(AmpError::missing_profile(
+                    Some(&gpu),
+                    None,
+                    format!(
+                        "the cluster has GPU type `{gpu}` but the profile covers only [{}]; give a profile with times for `{gpu}`",
+                        have.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Adds `other`'s entries; the precision stays this profile's when it
     /// has one.
     pub fn merge(&mut self, other: Profile) {

@@ -138,10 +138,14 @@ pub fn profile_from_npy(files: &[(&str, &[u8])], model: &str) -> Result<Profile>
         }
     }
     if profile.entries.is_empty() {
-        return Err(AmpError::MissingProfile(format!(
-            "no `{model}_*.npy` file among the {} profile files given",
-            files.len()
-        )));
+        return Err(AmpError::missing_profile(
+            None,
+            None,
+            format!(
+                "no `{model}_*.npy` file among the {} profile files given",
+                files.len()
+            ),
+        ));
     }
     profile
         .entries

@@ -79,16 +79,20 @@ fn blended_forward(
     }
     for (gpu, count) in types {
         let times = profile.per_sample_forward(gpu, tp).ok_or_else(|| {
-            AmpError::MissingProfile(format!(
+            AmpError::missing_profile(Some(gpu), Some(tp), format!(
                 "no per-sample forward times for GPU `{gpu}` at tensor-parallel degree {tp}; the amp-paper model needs AMP-style profiles (profiled: {:?})",
                 profile.tp_degrees(gpu)
             ))
         })?;
         if times.len() != layers {
-            return Err(AmpError::MissingProfile(format!(
-                "profile for `{gpu}` at tp {tp} has {} layers, the model {layers}",
-                times.len()
-            )));
+            return Err(AmpError::missing_profile(
+                Some(gpu),
+                Some(tp),
+                format!(
+                    "profile for `{gpu}` at tp {tp} has {} layers, the model {layers}",
+                    times.len()
+                ),
+            ));
         }
         let w = count as f64 / n;
         for (b, t) in blended.iter_mut().zip(times) {

@@ -65,10 +65,14 @@ pub fn parse_profiles(text: &str, origin: &str, model: &str) -> Result<Profile> 
     let root: Value = AmpError::json(text, origin)?;
     let root = as_object(&root, origin)?;
     let m = root.get(model).ok_or_else(|| {
-        AmpError::MissingProfile(format!(
-            "{origin} has no model `{model}` (it has: {})",
-            root.keys().cloned().collect::<Vec<_>>().join(", ")
-        ))
+        AmpError::missing_profile(
+            None,
+            None,
+            format!(
+                "{origin} has no model `{model}` (it has: {})",
+                root.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        )
     })?;
     let mut entries = Vec::new();
     for (gpu, by_mbs) in as_object(m, &format!("{origin}: {model}"))? {

@@ -99,12 +99,12 @@ impl DeviceModel {
     pub(super) fn missing(inputs: &Inputs, gpu: &str, tp: usize) -> AmpError {
         let have = inputs.profile.tp_degrees(gpu);
         if have.is_empty() {
-            AmpError::MissingProfile(format!(
+            AmpError::missing_profile(Some(gpu), None, format!(
                 "no profile for GPU type `{gpu}` (profiled: {:?}); profile it, or remove its nodes from the cluster",
                 inputs.profile.gpu_types()
             ))
         } else {
-            AmpError::MissingProfile(format!(
+            AmpError::missing_profile(Some(gpu), Some(tp), format!(
                 "GPU type `{gpu}` has no profile at tensor-parallel degree {tp} nor at 1 to derive it from (profiled degrees: {have:?})"
             ))
         }
