@@ -82,6 +82,25 @@ fn reference_data_json_meets_the_memory_and_feasibility_targets() {
         "{}",
         sailor["memory_error"]
     );
+    // The README's figures, pinned near their measured values.
+    let near = |v: &serde_json::Value, want: f64, tol: f64| {
+        let got = v.as_f64().unwrap();
+        assert!((got - want).abs() <= tol, "{got} vs {want}");
+    };
+    near(&amp["spearman"], 0.985, 0.005);
+    near(&amp["kendall_tau_b"], 0.917, 0.005);
+    near(&amp["top1_regret"], 1.0, 0.0005);
+    near(&amp["time_error"]["mean"], 0.049, 0.0015);
+    near(&amp["time_error"]["max"], 0.136, 0.0015);
+    assert_eq!(amp["failed_predicted_infeasible"], 4);
+    near(&sailor["spearman"], 0.957, 0.005);
+    near(&sailor["kendall_tau_b"], 0.886, 0.005);
+    near(&sailor["time_error"]["mean"], 0.056, 0.0015);
+    near(&sailor["time_error"]["max"], 0.279, 0.0015);
+    near(&sailor["memory_error"]["mean"], 0.015, 0.0015);
+    near(&sailor["memory_error"]["max"], 0.053, 0.0015);
+    near(&sailor["grad_reduce_error"]["mean"], 0.539, 0.0015);
+    near(&sailor["grad_reduce_error"]["max"], 1.0, 0.0015);
 }
 
 /// A two-layer-block model on two 2-GPU nodes, Sailor layout.
