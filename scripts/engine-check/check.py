@@ -41,8 +41,10 @@ CASES = [
     ("qwen2.5-7b tp4 pp2", "qwen2.5-7b", 4096, "1x8xH100", [8], 4, 1, 2, [0, 15, 31], 1, 4, [],
      {"torchtitan": NOT_SHIPPED}),
     ("llama3-8b uneven 7/9/9/7", "llama-3-8b", 8192, "1x8xH100", [8], 1, 2, 4, [0, 8, 17, 26, 35], 1, 8, [], {}),
-    ("gpt3-1.7b interleaved pp4 x2", "gpt3-1.7b", 2048, "1x8xA100-80GB", [8], 2, 1, 4, [0, 7, 13, 19, 27], 1, 8,
-     ["--schedule", "interleaved:2"], {"torchtitan": NOT_SHIPPED}),
+    # pp 4 x 2 virtual stages of 3 blocks; virtual stage i runs on pipeline rank i mod 4.
+    ("gpt3-1.7b interleaved pp4 x2", "gpt3-1.7b", 2048, "1x8xA100-80GB", [8], 2, 1, 4,
+     [0, 4, 7, 10, 13, 16, 19, 22, 27], 1, 8, ["--schedule", "interleaved:2"],
+     {"deepspeed": "interleaved", "torchtitan": "interleaved"}),
     ("llama3-8b recompute tp4 pp2", "llama-3-8b", 8192, "2x8xH100", [8, 8], 4, 2, 2, [0, 17, 35], 1, 8,
      ["--recompute"], {}),
     ("llama3-8b tp8 no pp", "llama-3-8b", 8192, "1x8xH100", [8], 8, 1, 1, [0, 35], 1, 4, [], {}),
@@ -52,15 +54,18 @@ CASES = [
 
 
 def plan_json(nodes, tp, dp, pp, bounds, mb, nmb):
-    """Devices in node order, tp fastest, then dp, then pp."""
+    """Devices in node order, tp fastest, then dp, then pp. With more
+    boundaries than pp + 1, the stages are virtual (interleaved): stage i
+    runs on the devices of pipeline rank i mod pp."""
     devices = [(n, g) for n, count in enumerate(nodes) for g in range(count)]
     stages = []
-    for j in range(pp):
+    for i in range(len(bounds) - 1):
+        j = i % pp
         reps = []
         for r in range(dp):
             base = (j * dp + r) * tp
             reps.append([{"node": devices[base + t][0], "gpu": devices[base + t][1]} for t in range(tp)])
-        stages.append({"first_layer": bounds[j], "end_layer": bounds[j + 1], "replicas": reps})
+        stages.append({"first_layer": bounds[i], "end_layer": bounds[i + 1], "replicas": reps})
     return {"micro_batch": mb, "num_micro_batches": nmb, "stages": stages}
 
 
@@ -127,25 +132,22 @@ def compare(case, engine, res, out, plan):
         cells["params"] = f"{res['params']:,}" + ("" if ok else f" != amp {amp:,}+{extra:,}")
         if not ok:
             bad.append("params")
-    # layers per pipeline rank
-    want = plan_blocks(bounds, num_layers)
+    # layers per pipeline rank: the blocks of each of its model chunks (the
+    # plan's virtual stages r, r + pp, ... when interleaved)
+    virtual = plan_blocks(bounds, num_layers)
+    want = [[virtual[i] for i in range(r, len(virtual), pp)] for r in range(pp)]
     got = res["stages"]
-    interleaved = any(len(c) > 1 for c in got)
-    if interleaved:
-        counts_ok = [sum(len(c) for c in chunks) for chunks in got] == [len(w) for w in want]
-        same = [sorted(b for c in chunks for b in c) for chunks in got] == want
-        desc = " | ".join(",".join(f"{c[0]}-{c[-1]}" for c in chunks) for chunks in got)
-        cells["layers"] = ("ok" if same else ("counts ok, chunks " + desc)) if counts_ok else "MISMATCH " + desc
-        if not counts_ok:
-            bad.append("layers")
-        if counts_ok and not same:
-            cells["layers"] += " (plan: contiguous)"
+    if engine == "deepspeed" or engine == "torchtitan":
+        # one chunk per rank; these engines list a stage's blocks in order
+        got = [[sorted(b for c in chunks for b in c)] for chunks in got]
+    ok = got == want
+    if any(len(c) > 1 for c in want):
+        desc = " / ".join(",".join(f"{c[0]}-{c[-1]}" for c in chunks) for chunks in got)
     else:
-        flat = [sorted(b for c in chunks for b in c) for chunks in got]
-        ok = flat == want
-        cells["layers"] = ("ok " if ok else "MISMATCH ") + "/".join(str(len(f)) for f in flat)
-        if not ok:
-            bad.append("layers")
+        desc = "/".join(str(sum(len(c) for c in chunks)) for chunks in got)
+    cells["layers"] = ("ok " if ok else "MISMATCH ") + desc
+    if not ok:
+        bad.append("layers")
     # ranks
     devs = rank_devices(out)
     wrong = []
@@ -174,9 +176,12 @@ def compare(case, engine, res, out, plan):
         rc = {"FullAC.Config": "full", "SelectiveAC.Config": "selective"}.get(f.get("ac"), f.get("ac"))
     else:
         fmt = "bf16" if f.get("bf16") else "fp16/fp32"
-        rc = None
+        rc = f.get("recompute")
     cells["settings"] = f"{fmt}, recompute {rc or 'none'}"
-    if engine != "deepspeed" and ("--recompute" in flags) != (rc == "full"):
+    if fmt not in ("bf16", "bfloat16"):  # every plan here is priced in bf16
+        cells["settings"] += " MISMATCH"
+        bad.append("format")
+    if ("--recompute" in flags) != (rc == "full"):
         cells["settings"] += " MISMATCH"
         bad.append("recompute")
     return cells, bad
@@ -206,7 +211,8 @@ def main():
         for engine in engines:
             out = os.path.join(d, engine)
             p = subprocess.run([a.amp, "export", pj, "--model", model, "--seq", str(seq), "--cluster", cluster,
-                                "--to", engine, "--out", out] + flags, capture_output=True, text=True)
+                                "--to", engine, "--out", out, "--precision", "bf16"] + flags,
+                               capture_output=True, text=True)
             row = {"plan": name, "engine": engine}
             if p.returncode != 0:
                 msg = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "?"

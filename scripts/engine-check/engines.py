@@ -139,7 +139,9 @@ def deepspeed_check(out):
              "micro_batch": cfg.train_micro_batch_size_per_gpu,
              "train_batch": cfg.train_batch_size, "dp": topo.get_dim("data"),
              "bf16": bool(cfg.bfloat16_config.enabled) if hasattr(cfg, "bfloat16_config") else None,
-             "zero_stage": cfg.zero_optimization_stage}
+             "zero_stage": cfg.zero_optimization_stage,
+             # what the export hands PipelineModule(activation_checkpoint_interval=...)
+             "recompute": "full" if ap.ACTIVATION_CHECKPOINT_INTERVAL == 1 else None}
     world = topo.world_size()
     coords = {}
     for r in range(world):
