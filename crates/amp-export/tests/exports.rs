@@ -470,3 +470,30 @@ fn exports_are_deterministic() {
         assert_eq!(a, b);
     }
 }
+
+#[test]
+fn megatron_refuses_architectures_it_cannot_build() {
+    use amp_core::placement::{DeviceGrid, Placement};
+    let (_, _, c) = common::llama3_8b();
+    let g = DeviceGrid::new(&c, 2, 8, 1, &Placement::artifact_default(&c));
+    for (name, why) in [
+        ("opt-1.3b", "ReLU"),
+        ("gpt-neo-2.7b", "none on query, key and value"),
+    ] {
+        let m = amp_catalog::zoo_model(name, None).unwrap();
+        let p =
+            amp_core::search::plan_from_grid(&g, &[0, m.layers.len()], 1, 4, &Default::default());
+        let e = export(&p, &m, &c, Engine::Megatron, &ExportOptions::default()).unwrap_err();
+        match &e {
+            ExportError::Unsupported {
+                reason,
+                runnable_by,
+                ..
+            } => {
+                assert!(reason.contains(why), "{name}: {reason}");
+                assert!(runnable_by.contains(&Engine::DeepSpeed), "{name}: {e}");
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+}
