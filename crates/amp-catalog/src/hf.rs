@@ -80,6 +80,22 @@ impl Cfg<'_> {
         ))
     }
 
+    fn f(&self, key: &str) -> Result<Option<f64>, CatalogError> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v.as_f64().filter(|x| *x >= 0.0).map(Some).ok_or_else(|| {
+                CatalogError::invalid(
+                    format!("{}: `{key}`", self.origin),
+                    format!("expected a non-negative number, found {v}"),
+                )
+            }),
+        }
+    }
+
+    fn s(&self, key: &str) -> Option<&str> {
+        self.map.get(key).and_then(|v| v.as_str())
+    }
+
     fn b(&self, key: &str, default: bool) -> Result<bool, CatalogError> {
         match self.map.get(key) {
             None | Some(Value::Null) => Ok(default),
@@ -152,6 +168,7 @@ pub fn arch_from_hf_config(json: &str, origin: &str) -> Result<Arch, CatalogErro
             );
             a.ffn = cfg.u("n_inner")?.unwrap_or(4 * h);
             a.tied = cfg.b("tie_word_embeddings", true)?;
+            a.norm_eps = cfg.f("layer_norm_epsilon")?.unwrap_or(1e-5);
             check_heads(&cfg, h, heads)?;
             a
         }
@@ -170,6 +187,8 @@ pub fn arch_from_hf_config(json: &str, origin: &str) -> Result<Arch, CatalogErro
                 positions,
             );
             a.ffn = cfg.u("ffn_dim")?.unwrap_or(4 * h);
+            a.model_type = "opt".into();
+            a.relu = cfg.s("activation_function").unwrap_or("relu") == "relu";
             let bias = cfg.b("enable_bias", true)?;
             a.qkv_bias = bias;
             a.out_bias = bias;
@@ -201,6 +220,8 @@ pub fn arch_from_hf_config(json: &str, origin: &str) -> Result<Arch, CatalogErro
             );
             a.ffn = cfg.u("intermediate_size")?.unwrap_or(4 * h);
             a.qkv_bias = false;
+            a.model_type = "gpt_neo".into();
+            a.norm_eps = cfg.f("layer_norm_epsilon")?.unwrap_or(1e-5);
             a.tied = cfg.b("tie_word_embeddings", true)?;
             check_heads(&cfg, h, heads)?;
             a
@@ -237,6 +258,11 @@ pub fn arch_from_hf_config(json: &str, origin: &str) -> Result<Arch, CatalogErro
                 a.mlp_bias = cfg.b("mlp_bias", false)?;
             }
             a.norm = Norm::RmsNorm;
+            a.model_type = model_type.clone();
+            // transformers' LlamaConfig, MistralConfig and Qwen2Config
+            // default both to 1e-6 and 10000.
+            a.norm_eps = cfg.f("rms_norm_eps")?.unwrap_or(1e-6);
+            a.rope_theta = Some(cfg.f("rope_theta")?.unwrap_or(10_000.0));
             a
         }
         "" => {

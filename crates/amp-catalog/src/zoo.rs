@@ -6,7 +6,10 @@
 //! a classification head), with per-layer parameters, forward FLOPs and
 //! activation sizes derived from the architecture.
 
-use amp_core::model::{Layer, LayerKind, Model, TransformerShape};
+use amp_core::model::{
+    Activation, Architecture, Layer, LayerKind, Model, NormKind, PositionEmbedding,
+    TransformerShape,
+};
 
 use crate::{nearest, normalize, CatalogError};
 
@@ -72,6 +75,16 @@ pub struct Arch {
     /// keeps no `s x s` score tensor.
     pub flash_attention: bool,
     pub default_seq: u64,
+    /// Family as Hugging Face's `model_type` names it (`gpt2`, `opt`,
+    /// `llama`, ...; `gpt3` for Megatron-LM's GPT-3 table).
+    pub model_type: String,
+    /// ReLU instead of GeLU in an ungated MLP (OPT).
+    pub relu: bool,
+    /// Epsilon of the normalisation layers.
+    pub norm_eps: f64,
+    /// Rotary base; `None` when positions are learned (`positions > 0`) or
+    /// absent.
+    pub rope_theta: Option<f64>,
 }
 
 impl Arch {
@@ -108,6 +121,10 @@ impl Arch {
             dropout: true,
             flash_attention: false,
             default_seq: seq,
+            model_type: "gpt2".into(),
+            relu: false,
+            norm_eps: 1e-5,
+            rope_theta: None,
         }
     }
 
@@ -146,6 +163,10 @@ impl Arch {
             dropout: false,
             flash_attention: true,
             default_seq: seq,
+            model_type: "llama".into(),
+            relu: false,
+            norm_eps: 1e-5,
+            rope_theta: Some(10_000.0),
         }
     }
 
@@ -284,6 +305,44 @@ impl Arch {
 
     /// The model at sequence length `seq` (the architecture's default when
     /// `None`; for a ViT the sequence is fixed by the image and patch size).
+    /// The architecture details [`TransformerShape::architecture`] carries.
+    /// `seq` is the sequence length the model is built for.
+    pub fn architecture(&self, seq: u64) -> Architecture {
+        let rope = self.positions == 0 && self.rope_theta.is_some();
+        Architecture {
+            family: self.model_type.clone(),
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+            ffn_hidden: self.ffn,
+            activation: if self.gated {
+                Activation::Swiglu
+            } else if self.relu {
+                Activation::Relu
+            } else {
+                Activation::Gelu
+            },
+            norm: match self.norm {
+                Norm::LayerNorm => NormKind::Layernorm,
+                Norm::RmsNorm => NormKind::Rmsnorm,
+            },
+            norm_eps: self.norm_eps,
+            position_embedding: if rope {
+                PositionEmbedding::Rope
+            } else {
+                PositionEmbedding::Learned
+            },
+            rope_theta: if rope { self.rope_theta } else { None },
+            max_positions: if rope {
+                self.default_seq.max(seq)
+            } else {
+                self.positions
+            },
+            tied_embeddings: self.tied,
+            linear_bias: self.out_bias || self.mlp_bias,
+            qkv_bias: self.qkv_bias,
+        }
+    }
+
     pub fn build(&self, seq: Option<u64>) -> Result<Model, CatalogError> {
         self.check()?;
         let h = self.hidden;
@@ -445,6 +504,7 @@ impl Arch {
                     _ => self.vocab,
                 },
                 heads: self.heads,
+                architecture: Some(self.architecture(s)),
             }),
             layers,
         };
@@ -514,6 +574,8 @@ fn opt(name: &str, hidden: u64, layers: u64, heads: u64) -> Arch {
     // tied embeddings, pre-norm with a final LayerNorm (sizes >= 1.3B).
     let mut a = Arch::gpt(name, hidden, layers, heads, 50272, 2050, 2048);
     a.default_seq = 2048;
+    a.model_type = "opt".into();
+    a.relu = true;
     a
 }
 
@@ -537,7 +599,9 @@ pub fn zoo_arch(name: &str) -> Option<Arch> {
     for &(row, heads, h, l) in MEGATRON_TABLE1 {
         if find(row) {
             // Megatron's GPT: rotary-free learned positions (2048), vocab 51200.
-            return Some(Arch::gpt(row, h, l, heads, 51200, 2048, 2048));
+            let mut a = Arch::gpt(row, h, l, heads, 51200, 2048, 2048);
+            a.model_type = "gpt3".into();
+            return Some(a);
         }
     }
     if find("opt-350m") {
@@ -559,12 +623,15 @@ pub fn zoo_arch(name: &str) -> Option<Arch> {
         // embeddings, 2048 learned positions, vocabulary 50257.
         let mut a = Arch::gpt("gpt-neo-2.7b", 2560, 32, 20, 50257, 2048, 2048);
         a.qkv_bias = false;
+        a.model_type = "gpt_neo".into();
         return Some(a);
     }
     if find("bert-large") || find("bert-large-uncased") {
         let mut a = Arch::gpt("bert-large", 1024, 24, 16, 30522, 512, 512);
         a.family = Family::Bert;
         a.final_norm = false;
+        a.model_type = "bert".into();
+        a.norm_eps = 1e-12;
         return Some(a);
     }
     let llama = |canon: &str, h, l, a, kv, f, v, s| {
@@ -579,17 +646,33 @@ pub fn zoo_arch(name: &str) -> Option<Arch> {
         .or_else(|| llama("llama-3.1-70b", 8192, 80, 64, 8, 28672, 128256, 8192))
         .or_else(|| llama("llama-3.1-405b", 16384, 126, 128, 8, 53248, 128256, 8192))
         .or_else(|| llama("mistral-7b", 4096, 32, 32, 8, 14336, 32000, 4096));
-    if found.is_some() {
-        return found;
-    }
-    if find("qwen2.5-7b") {
-        let mut a = Arch::llama("qwen2.5-7b", 3584, 28, 28, 4, 18944, 152064, 4096);
-        a.qkv_bias = true;
+    if let Some(mut a) = found {
+        // Rotary bases and families from the models' Hugging Face configs:
+        // Llama 3 and 3.1 use theta 500000, Llama 2 and Mistral 7B 10000;
+        // all use RMSNorm epsilon 1e-5.
+        if a.name.starts_with("llama-3") {
+            a.rope_theta = Some(500_000.0);
+        }
+        if a.name.starts_with("mistral") {
+            a.model_type = "mistral".into();
+        }
         return Some(a);
     }
-    if find("qwen2.5-72b") {
-        let mut a = Arch::llama("qwen2.5-72b", 8192, 80, 64, 8, 29568, 152064, 4096);
-        a.qkv_bias = true;
+    let qwen = |canon: &str, h, l, heads, kv, f| {
+        find(canon).then(|| {
+            // Qwen2.5 (Hugging Face Qwen/Qwen2.5-*): biases on Q, K and V
+            // only, rope theta 1e6, RMSNorm epsilon 1e-6.
+            let mut a = Arch::llama(canon, h, l, heads, kv, f, 152064, 4096);
+            a.qkv_bias = true;
+            a.model_type = "qwen2".into();
+            a.rope_theta = Some(1_000_000.0);
+            a.norm_eps = 1e-6;
+            a
+        })
+    };
+    if let Some(a) = qwen("qwen2.5-7b", 3584, 28, 28, 4, 18944)
+        .or_else(|| qwen("qwen2.5-72b", 8192, 80, 64, 8, 29568))
+    {
         return Some(a);
     }
     let vit = |canon: &str, h, l, heads, patch| {
@@ -602,6 +685,8 @@ pub fn zoo_arch(name: &str) -> Option<Arch> {
                 classes: 1000,
             };
             a.tied = false;
+            a.model_type = "vit".into();
+            a.norm_eps = 1e-12;
             a
         })
     };

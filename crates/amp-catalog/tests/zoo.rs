@@ -186,7 +186,8 @@ const LLAMA3_8B: &str = r#"{
   "architectures": ["LlamaForCausalLM"], "model_type": "llama",
   "hidden_size": 4096, "intermediate_size": 14336, "num_attention_heads": 32,
   "num_hidden_layers": 32, "num_key_value_heads": 8, "vocab_size": 128256,
-  "max_position_embeddings": 8192, "tie_word_embeddings": false, "rms_norm_eps": 1e-05
+  "max_position_embeddings": 8192, "tie_word_embeddings": false, "rms_norm_eps": 1e-05,
+  "rope_theta": 500000.0
 }"#;
 
 const OPT_350M: &str = r#"{
@@ -200,7 +201,7 @@ const QWEN25_7B: &str = r#"{
   "architectures": ["Qwen2ForCausalLM"], "hidden_size": 3584, "intermediate_size": 18944,
   "max_position_embeddings": 131072, "model_type": "qwen2", "num_attention_heads": 28,
   "num_hidden_layers": 28, "num_key_value_heads": 4, "tie_word_embeddings": false,
-  "vocab_size": 152064
+  "vocab_size": 152064, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0
 }"#;
 
 const GPT2: &str = r#"{"model_type": "gpt2", "n_embd": 768, "n_head": 12, "n_layer": 12, "n_positions": 1024, "vocab_size": 50257}"#;
@@ -209,7 +210,8 @@ const GPT_NEO: &str = r#"{"architectures": ["GPTNeoForCausalLM"], "hidden_size":
   "max_position_embeddings": 2048, "vocab_size": 50257, "attention_types": [[["global", "local"], 16]]}"#;
 
 const MISTRAL: &str = r#"{"model_type": "mistral", "hidden_size": 4096, "intermediate_size": 14336, "num_attention_heads": 32,
-  "num_hidden_layers": 32, "num_key_value_heads": 8, "vocab_size": 32000, "max_position_embeddings": 32768}"#;
+  "num_hidden_layers": 32, "num_key_value_heads": 8, "vocab_size": 32000, "max_position_embeddings": 32768,
+  "rms_norm_eps": 1e-05, "rope_theta": 10000.0}"#;
 
 #[test]
 fn hf_configs_give_the_zoo_models() {
@@ -232,6 +234,14 @@ fn hf_configs_give_the_zoo_models() {
                 "{zoo}"
             );
         }
+        // The architecture exports build from, the same but for the context
+        // length (the zoo's is its usual training sequence).
+        let arch = |m: &amp_core::model::Model| {
+            let mut a = m.shape.as_ref().unwrap().architecture.clone().unwrap();
+            a.max_positions = 0;
+            a
+        };
+        assert_eq!(arch(&a), arch(&b), "{zoo}");
     }
     // The name comes from the config when it has one.
     assert_eq!(
@@ -239,6 +249,52 @@ fn hf_configs_give_the_zoo_models() {
         "facebook/opt-350m"
     );
     assert!(zoo_arch("opt-350m").unwrap().embed_dim == Some(512));
+}
+
+#[test]
+fn architectures_say_what_engines_must_build() {
+    use amp_core::model::{Activation, NormKind, PositionEmbedding};
+    let arch = |name: &str| {
+        zoo_model(name, None)
+            .unwrap()
+            .shape
+            .unwrap()
+            .architecture
+            .unwrap()
+    };
+    let l = arch("llama-3-8b");
+    assert_eq!(
+        (
+            l.family.as_str(),
+            l.kv_heads,
+            l.ffn_hidden,
+            l.activation,
+            l.norm
+        ),
+        ("llama", 8, 14336, Activation::Swiglu, NormKind::Rmsnorm)
+    );
+    assert_eq!(l.position_embedding, PositionEmbedding::Rope);
+    assert_eq!(l.rope_theta, Some(500_000.0));
+    assert!(!l.tied_embeddings && !l.linear_bias && !l.qkv_bias);
+    let q = arch("qwen2.5-7b");
+    assert_eq!(
+        (q.family.as_str(), q.kv_heads, q.norm_eps),
+        ("qwen2", 4, 1e-6)
+    );
+    assert!(q.qkv_bias && !q.linear_bias);
+    let g = arch("gpt3-1.7b");
+    assert_eq!(
+        (g.family.as_str(), g.ffn_hidden, g.activation, g.norm),
+        ("gpt3", 4 * 2304, Activation::Gelu, NormKind::Layernorm)
+    );
+    assert_eq!(
+        (g.position_embedding, g.max_positions),
+        (PositionEmbedding::Learned, 2048)
+    );
+    assert!(g.tied_embeddings && g.linear_bias && g.qkv_bias);
+    assert_eq!(arch("opt-1.3b").activation, Activation::Relu);
+    let neo = arch("gpt-neo-2.7b");
+    assert!(neo.linear_bias && !neo.qkv_bias);
 }
 
 #[test]

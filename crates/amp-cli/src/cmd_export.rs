@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 
 use crate::inputs::InputArgs;
-use crate::output::{write_export, write_report, EngineArg};
+use crate::output::{write_export, write_report, EngineArg, HostArgs};
 use crate::setup_args::SetupArgs;
 
 const GIB: f64 = (1u64 << 30) as f64;
@@ -29,6 +29,8 @@ pub struct ExportArgs {
     /// Directory for the launch files.
     #[arg(long, requires = "to")]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub hosts: HostArgs,
     /// Also write a self-contained HTML report of the plan.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -73,7 +75,7 @@ pub fn run(args: ExportArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result
         let Some(dir) = &args.out else {
             bail!("--to needs --out DIR for the files");
         };
-        let files = write_export(&inputs, &plan, engine, dir)?;
+        let files = write_export(&inputs, &plan, engine, dir, &args.hosts.names()?)?;
         for f in files {
             writeln!(out, "{f}")?;
         }

@@ -14,7 +14,7 @@ use comfy_table::{presets::UTF8_BORDERS_ONLY, ContentArrangement, Table};
 use serde::Serialize;
 
 use crate::inputs::{CostModelName, InputArgs, Loaded};
-use crate::output::{write_export, write_report, EngineArg};
+use crate::output::{write_export, write_report, EngineArg, HostArgs};
 use crate::setup_args::SetupArgs;
 use amp_core::setup::TrainingSetup;
 
@@ -45,6 +45,8 @@ pub struct PlanArgs {
     /// Directory for --emit's files.
     #[arg(long, requires = "emit")]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub hosts: HostArgs,
     /// Write a self-contained HTML report of the search and the fastest plan.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -354,6 +356,7 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     }
     let best = &result.plans[0];
     if let (Some(engine), Some(dir)) = (args.emit, &args.out) {
+        let hosts = args.hosts.names()?;
         // The fastest plan the engine can run: some placements (a
         // tensor-parallel group across nodes, say) have no launch form.
         let mut refusal = None;
@@ -369,7 +372,7 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             );
             match can_run {
                 Ok(_) => {
-                    let files = write_export(&inputs, &p.plan, engine, dir)?;
+                    let files = write_export(&inputs, &p.plan, engine, dir, &hosts)?;
                     if let Some(why) = refusal {
                         writeln!(err, "note: the fastest plan cannot be launched: {why}")?;
                         writeln!(

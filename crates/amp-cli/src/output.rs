@@ -10,7 +10,42 @@ use amp_core::search::RankedPlan;
 use amp_export::{export, html_report, Engine, ExportOptions, ReportInput};
 
 use anyhow::{anyhow, Context, Result};
-use clap::ValueEnum;
+use clap::{Args, ValueEnum};
+
+/// Real host names for launch files, by cluster node index.
+#[derive(Args, Debug, Clone, Default)]
+pub struct HostArgs {
+    /// Host name of each cluster node, in node order, comma-separated
+    /// (default: placeholders node0, node1, ...).
+    #[arg(long, value_delimiter = ',', conflicts_with = "hostfile")]
+    pub hosts: Vec<String>,
+    /// File with one host name per cluster node, in node order: the first
+    /// word of each line (so an MPI/DeepSpeed `host slots=N` hostfile works);
+    /// `#` starts a comment.
+    #[arg(long)]
+    pub hostfile: Option<std::path::PathBuf>,
+}
+
+impl HostArgs {
+    /// The host names given, empty for the placeholders.
+    pub fn names(&self) -> Result<Vec<String>> {
+        let Some(path) = &self.hostfile else {
+            return Ok(self.hosts.iter().map(|h| h.trim().to_string()).collect());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read --hostfile {}", path.display()))?;
+        let names: Vec<String> = text
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or(""))
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_string)
+            .collect();
+        if names.is_empty() {
+            return Err(anyhow!("--hostfile {} names no hosts", path.display()));
+        }
+        Ok(names)
+    }
+}
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EngineArg {
@@ -36,8 +71,12 @@ pub fn write_export(
     plan: &Plan,
     engine: EngineArg,
     dir: &Path,
+    hosts: &[String],
 ) -> Result<Vec<String>> {
-    let opts = ExportOptions::default();
+    let opts = ExportOptions {
+        hosts: hosts.to_vec(),
+        ..ExportOptions::default()
+    };
     let files = export(plan, inputs.model, inputs.cluster, engine.engine(), &opts)
         .map_err(|e| anyhow!("cannot export for {}: {e}", engine.engine().name()))?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;

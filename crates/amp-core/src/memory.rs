@@ -449,6 +449,7 @@ mod tests {
                 seq_len: 4,
                 vocab: 10,
                 heads: 2,
+                architecture: None,
             }),
             layers: vec![Layer {
                 name: "block".into(),

@@ -64,6 +64,82 @@ pub struct TransformerShape {
     pub vocab: u64,
     #[serde(default)]
     pub heads: u64,
+    /// The rest of the architecture, when known (zoo models and Hugging
+    /// Face configs carry it). Exports use it to make an engine build the
+    /// network amp priced. Absent: a GPT-2-style block (LayerNorm, GeLU MLP
+    /// of 4 x hidden, learned positions as long as the sequence, biases,
+    /// tied embeddings), which is what exports assume then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub architecture: Option<Architecture>,
+}
+
+/// MLP activation of a transformer block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    /// Two weight matrices, GeLU between (GPT-2, GPT-3, GPT-Neo, BERT, ViT).
+    Gelu,
+    /// Two weight matrices, ReLU between (OPT).
+    Relu,
+    /// Gated: three weight matrices, SiLU on the gate (Llama, Mistral, Qwen2).
+    Swiglu,
+}
+
+/// Normalisation layer of a transformer block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NormKind {
+    /// Weight and bias.
+    Layernorm,
+    /// Weight only.
+    Rmsnorm,
+}
+
+/// How token positions enter the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PositionEmbedding {
+    /// A learned table of `max_positions` rows added to the embedding.
+    Learned,
+    /// Rotary embeddings in attention (no parameters).
+    Rope,
+}
+
+/// Architecture details beyond [`TransformerShape`]'s sizes: what an engine
+/// needs to build exactly the network amp priced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Architecture {
+    /// Model family as Hugging Face names its `model_type` (`gpt2`, `opt`,
+    /// `gpt_neo`, `llama`, `mistral`, `qwen2`, `bert`, `vit`), or `gpt3`
+    /// for Megatron-LM's GPT-3 table. Lets exports map a model onto an
+    /// engine's named configurations (torchtitan's flavors).
+    pub family: String,
+    /// Key/value heads (grouped-query attention; equal to `heads` without
+    /// it). Megatron-LM calls them query groups.
+    pub kv_heads: u64,
+    /// Width of one attention head (usually hidden / heads).
+    pub head_dim: u64,
+    /// Width of the MLP's inner layer (per matrix; a gated MLP has three).
+    pub ffn_hidden: u64,
+    pub activation: Activation,
+    pub norm: NormKind,
+    /// Epsilon of every normalisation layer.
+    pub norm_eps: f64,
+    pub position_embedding: PositionEmbedding,
+    /// Base (theta) of the rotary embedding's frequencies; only with
+    /// `position_embedding = "rope"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_theta: Option<f64>,
+    /// Positions the model supports: rows of the learned table, or the
+    /// trained context of a rotary model.
+    pub max_positions: u64,
+    /// Whether the output projection shares the embedding's weights.
+    pub tied_embeddings: bool,
+    /// Biases on the attention output and MLP projections.
+    pub linear_bias: bool,
+    /// Biases on the query, key and value projections.
+    pub qkv_bias: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -275,6 +351,7 @@ pub mod builtin {
                 seq_len,
                 vocab,
                 heads: hidden / 64,
+                architecture: None,
             }),
             layers,
         }

@@ -345,8 +345,7 @@ fn export_engine(
     }
     {
         use amp_core::setup::OptimizerSharding as S;
-        let (pp, dp) = (plan.pp(), plan.dp());
-        let tp = plan.uniform_tp().unwrap_or(1);
+        let pp = plan.pp();
         match engine {
             Engine::DeepSpeed if pp > 1 && s.optimizer_sharding > S::Zero1 => {
                 return Err(Refusal::Unsupported(format!(
@@ -360,13 +359,12 @@ fn export_engine(
                     s.optimizer_sharding.name()
                 )))
             }
-            Engine::Torchtitan
-                if dp > 1 && (tp > 1 || pp > 1) && s.optimizer_sharding != S::Zero3 =>
-            {
-                return Err(Refusal::Unsupported(
-                    "torchtitan runs data parallelism beside tensor or pipeline parallelism only as FSDP (its parallelize functions raise \"DDP has not supported > 1D parallelism\"); plan with optimizer sharding zero3 to price that".into(),
-                ))
-            }
+            // torchtitan 0.3.0 replicates beside tp and pp without FSDP: its
+            // parallelize_llama always applies fully_shard over the
+            // ["dp_replicate", "fsdp"] mesh (an fsdp size of 1 shards
+            // nothing) and so installs the bf16 mixed-precision policy
+            // (torchtitan/models/llama3/parallelize.py). The older "DDP has
+            // not supported > 1D parallelism" refusal is gone.
             _ => {}
         }
     }

@@ -5,7 +5,9 @@
 //! the function that adds it is named next to each emitted flag.
 
 use amp_core::cluster::Cluster;
-use amp_core::model::Model;
+use amp_core::model::{
+    Activation, Architecture, Model, NormKind, PositionEmbedding, TransformerShape,
+};
 use amp_core::plan::Plan;
 use amp_core::schedule::Schedule;
 
@@ -50,6 +52,10 @@ const TRAIN: &str = "arguments.py _add_training_args";
 const DIST: &str = "arguments.py _add_distributed_args";
 const DATA: &str = "arguments.py _add_data_args";
 const PREC: &str = "arguments.py _add_mixed_precision_args";
+/// Flags generated from megatron/core/transformer/transformer_config.py
+/// `TransformerConfig` fields (arguments.py `_add_network_size_args`,
+/// ArgumentGroupFactory).
+const TCFG: &str = "transformer_config.py TransformerConfig via _add_network_size_args";
 
 /// How the per-stage block counts are told to Megatron.
 #[derive(Debug, PartialEq)]
@@ -177,13 +183,34 @@ pub(crate) fn export(
         arg("--hidden-size", shape.hidden, NET, "model width"),
         arg("--num-attention-heads", shape.heads, NET, "attention heads"),
         arg("--seq-length", shape.seq_len, DATA, "tokens per sample"),
-        arg(
+    ];
+    match &shape.architecture {
+        Some(a) => args.extend(architecture_args(a, shape, &model.name)?),
+        None => args.push(arg(
             "--max-position-embeddings",
             shape.seq_len,
             NET,
-            "learned position table as long as the sequence",
-        ),
-    ];
+            "the model gives no architecture: a GPT-2-style block with a learned position table as long as the sequence",
+        )),
+    }
+    let divisor = vocab_divisor(shape.vocab, tp as u64);
+    let padded = shape.vocab.div_ceil(divisor * tp as u64) * divisor * tp as u64;
+    args.push(arg(
+        "--make-vocab-size-divisible-by",
+        divisor,
+        NET,
+        if padded == shape.vocab {
+            format!(
+                "the tokenizer's {} tokens are a multiple of {divisor} x tp {tp}, so Megatron adds no padding rows",
+                shape.vocab
+            )
+        } else {
+            format!(
+                "Megatron pads the tokenizer's {} tokens to {padded} (a multiple of {divisor} x tp {tp}); amp priced {}",
+                shape.vocab, shape.vocab
+            )
+        },
+    ));
     match &stage_split {
         SplitArgs::Even => {}
         SplitArgs::FirstLast { first, last } => {
@@ -212,6 +239,14 @@ pub(crate) fn export(
         )),
     }
     if let Some(v) = opts.virtual_pipeline_chunks.filter(|&v| v > 1) {
+        if pp == 1 {
+            return Err(Refusal::Option {
+                option: "virtual_pipeline_chunks".into(),
+                message: format!(
+                    "{v} virtual chunks per pipeline rank need pipeline parallelism; this plan has one pipeline stage, and Megatron-LM's validate_args rejects virtual pipeline stages without it (megatron/training/arguments.py)"
+                ),
+            });
+        }
         let b = split.blocks[0];
         if stage_split != SplitArgs::Even || b % v != 0 {
             return Err(Refusal::Option {
@@ -294,15 +329,21 @@ pub(crate) fn export(
         plan.num_micro_batches,
         launch::join(&split.blocks, "/")
     ));
+    sh.push_str(&format!(
+        "# amp priced {} parameters for `{}` (tied weights once, vocabulary unpadded).\n",
+        model.total_params(),
+        model.name
+    ));
     sh.push_str(
         "# Every flag is defined in NVIDIA/Megatron-LM megatron/training/arguments.py (function named per line).\n",
     );
     sh.push_str(
-        "# Data, tokenizer (vocabulary), optimizer and checkpoint arguments are yours to add: MEGATRON_ARGS+=(...).\n",
+        "# Data, tokenizer, optimizer and checkpoint arguments are yours to add: MEGATRON_ARGS+=(...).\n",
     );
     sh.push_str(&format!(
-        "# The model's vocabulary is {} tokens; Megatron takes it from the tokenizer and pads it.\n",
-        shape.vocab
+        "# The model's vocabulary is {} tokens; Megatron takes it from the tokenizer (e.g. --tokenizer-type\n# NullTokenizer --vocab-size {} for a tokenizer-free test: it adds one end-of-document token).\n",
+        shape.vocab,
+        shape.vocab.saturating_sub(1)
     ));
     sh.push_str("MEGATRON_ARGS=(\n");
     for a in &args {
@@ -327,17 +368,190 @@ pub(crate) fn export(
     launch_sh.push_str(
         "# local rank i (Megatron calls torch.cuda.set_device(local_rank)) runs on the GPU the plan chose.\n",
     );
-    launch_sh.push_str("set -euo pipefail\ncd \"$(dirname \"$0\")\"\nsource ./args.sh\n");
-    launch_sh.push_str(&launch.torchrun_case(
-        opts,
-        &format!("{} \"${{MEGATRON_ARGS[@]}}\"", opts.megatron_script),
-    ));
+    launch_sh.push_str("# MEGATRON_LM is your Megatron-LM checkout (NVIDIA/Megatron-LM), whose training script runs.\n");
+    launch_sh.push_str("set -euo pipefail\n");
+    launch_sh.push_str(
+        ": \"${MEGATRON_LM:?set MEGATRON_LM to your Megatron-LM checkout, e.g. MEGATRON_LM=$HOME/Megatron-LM bash launch.sh 0}\"\n",
+    );
+    launch_sh.push_str("HERE=\"$(cd \"$(dirname \"$0\")\" && pwd)\"\nsource \"$HERE/args.sh\"\n");
+    if tp > 1 {
+        launch_sh.push_str("# Tensor parallelism before Blackwell: validate_args asserts CUDA_DEVICE_MAX_CONNECTIONS=1 so that\n");
+        launch_sh.push_str(
+            "# communication kernels are queued in order (megatron/training/arguments.py).\n",
+        );
+        launch_sh.push_str("export CUDA_DEVICE_MAX_CONNECTIONS=1\n");
+    }
+    let script = if opts.megatron_script.starts_with('/') {
+        opts.megatron_script.clone()
+    } else {
+        format!("\"$MEGATRON_LM\"/{}", opts.megatron_script)
+    };
+    launch_sh.push_str(&launch.torchrun_case(opts, &format!("{script} \"${{MEGATRON_ARGS[@]}}\"")));
 
     Ok(vec![
         ExportFile::new("args.sh", sh),
         ExportFile::new("launch.sh", launch_sh),
         ExportFile::new("hostfile", launch.hostfile(cluster)),
     ])
+}
+
+/// The largest power of two up to Megatron's default 128 such that the
+/// vocabulary needs no padding rows with `tp` tensor-parallel ranks
+/// (Megatron pads to a multiple of `--make-vocab-size-divisible-by` x tp,
+/// megatron/training/tokenizer `_vocab_size_with_padding`); 128 when none
+/// avoids padding.
+fn vocab_divisor(vocab: u64, tp: u64) -> u64 {
+    [128, 64, 32, 16, 8, 4, 2, 1]
+        .into_iter()
+        .find(|d| vocab.is_multiple_of(d * tp))
+        .unwrap_or(128)
+}
+
+/// The flags that make Megatron-LM's GPTModel the network amp priced.
+fn architecture_args(
+    a: &Architecture,
+    shape: &TransformerShape,
+    model: &str,
+) -> EngineResult<Vec<Arg>> {
+    let (seq_len, heads, hidden) = (shape.seq_len, shape.heads, shape.hidden);
+    let refuse = |why: String| Err(Refusal::Unsupported(format!("model `{model}`: {why}")));
+    match a.family.as_str() {
+        "bert" | "vit" => {
+            return refuse(format!(
+                "a {} is not a decoder; pretrain_gpt.py builds a GPT",
+                a.family
+            ))
+        }
+        _ => {}
+    }
+    let mut v = Vec::new();
+    match a.position_embedding {
+        PositionEmbedding::Learned => {
+            v.push(arg(
+                "--position-embedding-type",
+                "learned_absolute",
+                NET,
+                "learned absolute positions",
+            ));
+            v.push(arg(
+                "--max-position-embeddings",
+                a.max_positions,
+                NET,
+                "rows of the learned position table",
+            ));
+        }
+        PositionEmbedding::Rope => {
+            v.push(arg(
+                "--position-embedding-type",
+                "rope",
+                NET,
+                "rotary position embeddings",
+            ));
+            let theta = a.rope_theta.unwrap_or(10_000.0);
+            if theta.fract() != 0.0 {
+                return refuse(format!(
+                    "rotary base {theta} is not a whole number; Megatron-LM's --rotary-base takes an integer"
+                ));
+            }
+            v.push(arg(
+                "--rotary-base",
+                theta as u64,
+                NET,
+                "rotary base (theta)",
+            ));
+            v.push(arg(
+                "--max-position-embeddings",
+                a.max_positions.max(seq_len),
+                NET,
+                "positions the rotary tables cover (at least the sequence)",
+            ));
+        }
+    }
+    v.push(arg(
+        "--ffn-hidden-size",
+        a.ffn_hidden,
+        TCFG,
+        "MLP inner width (per matrix)",
+    ));
+    match a.activation {
+        Activation::Gelu => {}
+        Activation::Swiglu => v.push(switch(
+            "--swiglu",
+            NET,
+            "gated MLP with SiLU: three weight matrices",
+        )),
+        Activation::Relu => {
+            return refuse(
+                "its MLP uses ReLU; Megatron-LM's arguments offer GeLU (default), --swiglu, --squared-relu and --quick-geglu (_add_network_size_args), not ReLU".to_string(),
+            )
+        }
+    }
+    // Megatron's query groups are the key/value heads (without
+    // --group-query-attention, validate_args makes them the heads).
+    if a.kv_heads != heads {
+        v.push(switch(
+            "--group-query-attention",
+            NET,
+            "key/value heads shared by groups of query heads",
+        ));
+        v.push(arg(
+            "--num-query-groups",
+            a.kv_heads,
+            TCFG,
+            "key/value heads",
+        ));
+    }
+    if a.head_dim * heads != hidden {
+        v.push(arg("--kv-channels", a.head_dim, TCFG, "width of one head"));
+    }
+    v.push(arg(
+        "--normalization",
+        match a.norm {
+            NormKind::Layernorm => "LayerNorm",
+            NormKind::Rmsnorm => "RMSNorm",
+        },
+        TCFG,
+        "normalisation layers",
+    ));
+    v.push(arg(
+        "--norm-epsilon",
+        format!("{:e}", a.norm_eps),
+        TCFG,
+        "epsilon of every normalisation",
+    ));
+    if !a.tied_embeddings {
+        v.push(switch(
+            "--untie-embeddings-and-output-weights",
+            NET,
+            "the output projection has its own weights",
+        ));
+    }
+    match (a.linear_bias, a.qkv_bias) {
+        (true, true) => {}
+        (false, false) => v.push(switch(
+            "--disable-bias-linear",
+            TCFG,
+            "no biases on linear layers",
+        )),
+        (false, true) => {
+            v.push(switch(
+                "--disable-bias-linear",
+                TCFG,
+                "no biases on the attention output and MLP",
+            ));
+            v.push(switch(
+                "--add-qkv-bias",
+                TCFG,
+                "biases on the query, key and value projections only",
+            ));
+        }
+        (true, false) => {
+            return refuse(
+                "it has biases on the attention output and MLP but none on query, key and value; Megatron-LM's validate_args turns on the QKV bias whenever linear biases are on (megatron/training/arguments.py)".to_string(),
+            )
+        }
+    }
+    Ok(v)
 }
 
 #[cfg(test)]

@@ -1,11 +1,21 @@
-//! torchtitan: a job TOML and per-node `torchrun` lines.
+//! torchtitan: a Python job configuration and per-node `torchrun` lines.
 //!
-//! Every key is a field of the dataclasses in pytorch/torchtitan
-//! torchtitan/config/job_config.py (section = `JobConfig` field, key = field
-//! of `Job`, `Model`, `Training`, `Parallelism`, `ActivationCheckpoint`).
+//! torchtitan's current release (0.3.0) takes no TOML job file: a run is a
+//! Python function returning a `Trainer.Config`, selected with
+//! `--module MODULE --config FUNCTION` (torchtitan/config/manager.py
+//! `ConfigManager._load_config`). The export writes such a module,
+//! `amp_torchtitan.py`, whose function starts from the recipe torchtitan
+//! ships for the model (torchtitan/models/llama3/config_registry.py) and sets
+//! what the plan decides. Every attribute it sets is a field of
+//! `TrainingConfig` or `ParallelismConfig` (torchtitan/config/configs.py) or
+//! of `Trainer.Config` (torchtitan/trainer.py).
+//!
+//! torchtitan builds a model only from the flavors it registers in code
+//! (torchtitan/models/llama3/__init__.py `llama3_configs`), so a model is
+//! exported only when its architecture is one of them.
 
 use amp_core::cluster::Cluster;
-use amp_core::model::Model;
+use amp_core::model::{Activation, Model, NormKind, PositionEmbedding, TransformerShape};
 use amp_core::plan::Plan;
 use amp_core::schedule::Schedule;
 
@@ -14,8 +24,101 @@ use crate::{EngineOptions, EngineResult, ExportFile, Precision, Recompute, Refus
 
 const ENGINE: &str = "torchtitan";
 
-fn toml_str(s: &str) -> String {
-    toml::Value::String(s.to_string()).to_string()
+/// The release whose code the export targets.
+pub(crate) const RELEASE: &str = "0.3.0";
+
+/// A model flavor torchtitan ships, with the recipe function that trains it.
+struct Flavor {
+    /// `model_registry` name (torchtitan/models/llama3/__init__.py).
+    name: &'static str,
+    /// Function of torchtitan/models/llama3/config_registry.py.
+    recipe: &'static str,
+    hidden: u64,
+    layers: u64,
+    heads: u64,
+    kv_heads: u64,
+    /// `compute_ffn_hidden_dim(dim, multiple_of, ffn_dim_multiplier)`.
+    ffn: u64,
+    vocab: u64,
+}
+
+/// The llama3 flavors of torchtitan 0.3.0 that have a training recipe
+/// (`_8b`, `_70b`, `_405b` in torchtitan/models/llama3/__init__.py; RMSNorm,
+/// SwiGLU, rotary theta 500000 with Llama 3.1 scaling, no biases, untied
+/// output).
+const LLAMA3_FLAVORS: &[Flavor] = &[
+    Flavor {
+        name: "8B",
+        recipe: "llama3_8b",
+        hidden: 4096,
+        layers: 32,
+        heads: 32,
+        kv_heads: 8,
+        ffn: 14336,
+        vocab: 128256,
+    },
+    Flavor {
+        name: "70B",
+        recipe: "llama3_70b",
+        hidden: 8192,
+        layers: 80,
+        heads: 64,
+        kv_heads: 8,
+        ffn: 28672,
+        vocab: 128256,
+    },
+    Flavor {
+        name: "405B",
+        recipe: "llama3_405b",
+        hidden: 16384,
+        layers: 126,
+        heads: 128,
+        kv_heads: 8,
+        ffn: 53248,
+        vocab: 128256,
+    },
+];
+
+/// The torchtitan flavor that builds exactly `shape`, or why none does.
+fn flavor_for(model: &Model, shape: &TransformerShape) -> EngineResult<&'static Flavor> {
+    let shipped = "torchtitan 0.3.0 trains only the model flavors it ships (llama3 8B, 70B, 405B; torchtitan/models/llama3/__init__.py)";
+    let Some(a) = &shape.architecture else {
+        return Err(Refusal::Unsupported(format!(
+            "model `{}` gives sizes but not its architecture; {shipped}, so export a zoo model or a Hugging Face config",
+            model.name
+        )));
+    };
+    let llama_like = a.family == "llama"
+        && a.activation == Activation::Swiglu
+        && a.norm == NormKind::Rmsnorm
+        && a.position_embedding == PositionEmbedding::Rope
+        && a.rope_theta == Some(500_000.0)
+        && !a.tied_embeddings
+        && !a.linear_bias
+        && !a.qkv_bias
+        && a.head_dim * shape.heads == shape.hidden;
+    let found = LLAMA3_FLAVORS.iter().find(|f| {
+        llama_like
+            && (f.hidden, f.layers, f.heads, f.kv_heads, f.ffn, f.vocab)
+                == (
+                    shape.hidden,
+                    shape.num_blocks,
+                    shape.heads,
+                    a.kv_heads,
+                    a.ffn_hidden,
+                    shape.vocab,
+                )
+    });
+    found.ok_or_else(|| {
+        Refusal::Unsupported(format!(
+            "model `{}` ({} family: hidden {}, {} blocks, {} heads, {} key/value heads, FFN {}, vocabulary {}) is none of them; {shipped}",
+            model.name, a.family, shape.hidden, shape.num_blocks, shape.heads, a.kv_heads, a.ffn_hidden, shape.vocab
+        ))
+    })
+}
+
+fn py_str(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
 }
 
 pub(crate) fn export(
@@ -27,6 +130,29 @@ pub(crate) fn export(
     let tp = launch::uniform_tp(plan, ENGINE)?;
     let split = launch::block_split(plan, model, ENGINE)?;
     launch::check_tp_shape(&split.shape, tp, ENGINE)?;
+    let flavor = flavor_for(model, &split.shape)?;
+    if opts.torchtitan_model != "llama3" {
+        return Err(Refusal::Option {
+            option: "torchtitan_model".into(),
+            message: format!(
+                "`{}`: the plan's model is torchtitan's llama3 flavor {}",
+                opts.torchtitan_model, flavor.name
+            ),
+        });
+    }
+    if let Some(f) = opts
+        .torchtitan_flavor
+        .as_deref()
+        .filter(|f| *f != flavor.name)
+    {
+        return Err(Refusal::Option {
+            option: "torchtitan_flavor".into(),
+            message: format!(
+                "`{f}` is not the model amp priced; its architecture is torchtitan's llama3 flavor {}",
+                flavor.name
+            ),
+        });
+    }
     // Device mesh ["pp", "dp_replicate", "dp_shard", "cp", "tp"]
     // (torchtitan/distributed/parallel_dims.py): tp fastest, pp slowest.
     let launch = launch::realise(plan, opts, &[RankOrder::TpDpPp], ENGINE)?;
@@ -35,20 +161,23 @@ pub(crate) fn export(
         Precision::Fp32 | Precision::Tf32 => "float32",
         Precision::Fp16 => {
             return Err(Refusal::Unsupported(
-                "fp16 training: torchtitan's training.mixed_precision_param is \"bfloat16\" or \"float32\" (job_config.py Training)".into(),
+                "fp16 training: torchtitan's training.mixed_precision_param is \"bfloat16\" or \"float32\" (torchtitan/config/configs.py TrainingConfig)".into(),
             ))
         }
     };
     let pp = plan.pp();
     let dp = plan.dp();
     let shape = &split.shape;
-    let multi_dim = tp > 1 || pp > 1;
-    // DDP (data_parallel_replicate_degree) only runs on a 1-D mesh: torchtitan's
-    // parallelize functions raise "DDP has not supported > 1D parallelism"
-    // (torchtitan/models/llama3/infra/parallelize.py), so with tp or pp the
-    // data-parallel replicas shard their weights (FSDP).
-    let shard = dp > 1 && (multi_dim || opts.distributed_optimizer);
-    let (replicate_degree, shard_degree) = if shard { (1, dp) } else { (dp, 1) };
+    // Replicas all-reduce gradients (DDP-style replication) unless the
+    // optimizer state is sharded (FSDP). torchtitan 0.3.0 applies the mixed
+    // precision policy through fully_shard even with a shard degree of 1
+    // (torchtitan/models/llama3/parallelize.py: "Always run
+    // apply_fsdp_to_decoder"), so bf16 holds under tp and pp without FSDP.
+    let (replicate_degree, shard_degree) = if opts.distributed_optimizer {
+        (1, dp)
+    } else {
+        (dp, 1)
+    };
     let schedule = match opts.schedule {
         Schedule::OneFOneB => "1F1B",
         Schedule::GPipe => "GPipe",
@@ -60,76 +189,98 @@ pub(crate) fn export(
         }
     };
 
-    let mut t = String::new();
-    t.push_str("# torchtitan job for an amp plan. Keys: pytorch/torchtitan torchtitan/config/job_config.py\n");
-    t.push_str(&format!(
-        "# Plan: pp {pp}, tp {tp}, dp {dp}, micro-batch {}, {} micro-batches; transformer blocks per stage {}.\n",
+    let mut py = String::new();
+    py.push_str(&format!(
+        "\"\"\"torchtitan {RELEASE} job for an amp plan: {} on {}.\n\n",
+        model.name, cluster.name
+    ));
+    py.push_str(&format!(
+        "Plan: pp {pp}, tp {tp}, dp {dp}, micro-batch {}, {} micro-batches; transformer blocks per stage {}.\n",
         plan.micro_batch,
         plan.num_micro_batches,
         launch::join(&split.blocks, "/")
     ));
-    t.push_str("\n[job]\n");
-    t.push_str("# Job.description\n");
-    t.push_str(&format!(
-        "description = {}\n",
-        toml_str(&format!("amp plan for {} on {}", model.name, cluster.name))
+    py.push_str(&format!(
+        "amp priced {} parameters (tied weights once).\n",
+        model.total_params()
     ));
-    t.push_str("\n[model]\n");
-    t.push_str("# Model.name / Model.flavor: torchtitan registers model shapes in code under a flavor name;\n");
-    t.push_str(&format!(
-        "# this plan needs hidden {}, {} layers, {} heads, vocabulary {}, sequence {}.\n",
-        shape.hidden, shape.num_blocks, shape.heads, shape.vocab, shape.seq_len
+    py.push_str(
+        "Run with: torchrun ... -m torchtitan.train --module amp_torchtitan --config amp_plan\n",
+    );
+    py.push_str("(torchtitan/config/manager.py ConfigManager._load_config imports MODULE and calls FUNCTION).\n");
+    py.push_str("Data set, tokenizer path, optimizer and steps are those of torchtitan's own recipe; change them here.\n\"\"\"\n\n");
+    py.push_str("from torchtitan.distributed.activation_checkpoint import FullAC, SelectiveAC\n");
+    py.push_str(&format!(
+        "from torchtitan.models.llama3.config_registry import {}\n\n\n",
+        flavor.recipe
     ));
-    t.push_str(&format!("name = {}\n", toml_str(&opts.torchtitan_model)));
-    let flavor = opts
-        .torchtitan_flavor
-        .clone()
-        .unwrap_or_else(|| format!("amp_h{}_l{}", shape.hidden, shape.num_blocks));
-    t.push_str(&format!("flavor = {}\n", toml_str(&flavor)));
-    t.push_str("\n[training]\n");
-    t.push_str("# Training.local_batch_size: samples per data-parallel rank per iteration (micro-batch x micro-batches)\n");
-    t.push_str(&format!(
-        "local_batch_size = {}\n",
-        plan.micro_batch * plan.num_micro_batches
+    py.push_str("def amp_plan():\n");
+    py.push_str(&format!(
+        "    # torchtitan's recipe for llama3 flavor {} (model_registry(\"{}\"): hidden {}, {} blocks,\n",
+        flavor.name, flavor.name, shape.hidden, shape.num_blocks
     ));
-    t.push_str("# Training.global_batch_size: local_batch_size x data-parallel degree (no extra accumulation)\n");
-    t.push_str(&format!("global_batch_size = {}\n", plan.global_batch()));
-    t.push_str("# Training.seq_len\n");
-    t.push_str(&format!("seq_len = {}\n", shape.seq_len));
-    t.push_str("# Training.mixed_precision_param\n");
-    t.push_str(&format!(
-        "mixed_precision_param = {}\n",
-        toml_str(param_dtype)
+    py.push_str(&format!(
+        "    # {} heads, {} key/value heads, FFN {}, vocabulary {}): the model amp priced.\n",
+        flavor.heads, flavor.kv_heads, flavor.ffn, flavor.vocab
     ));
-    t.push_str("\n[parallelism]\n");
-    t.push_str("# Parallelism.tensor_parallel_degree\n");
-    t.push_str(&format!("tensor_parallel_degree = {tp}\n"));
-    t.push_str("# Parallelism.pipeline_parallel_degree\n");
-    t.push_str(&format!("pipeline_parallel_degree = {pp}\n"));
-    t.push_str("# Parallelism.data_parallel_replicate_degree / data_parallel_shard_degree\n");
-    if shard && !opts.distributed_optimizer {
-        t.push_str("# torchtitan runs DDP only without tp/pp, so the replicas shard weights, gradients and optimizer\n");
-        t.push_str("# state (FSDP); the plan was priced with a plain gradient all-reduce.\n");
-    }
-    t.push_str(&format!(
-        "data_parallel_replicate_degree = {replicate_degree}\n"
-    ));
-    t.push_str(&format!("data_parallel_shard_degree = {shard_degree}\n"));
+    py.push_str(&format!("    config = {}()\n", flavor.recipe));
+    py.push_str("    t = config.training  # torchtitan/config/configs.py TrainingConfig\n");
+    py.push_str("    p = config.parallelism  # torchtitan/config/configs.py ParallelismConfig\n");
+    py.push_str(&format!("    t.seq_len = {}\n", shape.seq_len));
     if pp > 1 {
-        t.push_str("# Parallelism.pipeline_parallel_schedule (a torch.distributed.pipelining schedule name)\n");
-        t.push_str(&format!(
-            "pipeline_parallel_schedule = {}\n",
-            toml_str(schedule)
+        py.push_str(&format!(
+            "    # one step of a pipeline replica: {} micro-batches of {}, split by pipeline_parallel_microbatch_size\n",
+            plan.num_micro_batches, plan.micro_batch
         ));
-        t.push_str("# Parallelism.pipeline_parallel_microbatch_size: local_batch_size / this = micro-batches\n");
-        t.push_str(&format!(
-            "pipeline_parallel_microbatch_size = {}\n",
+        py.push_str(&format!(
+            "    t.local_batch_size = {}\n",
+            plan.micro_batch * plan.num_micro_batches
+        ));
+        py.push_str(&format!(
+            "    p.pipeline_parallel_microbatch_size = {}\n",
             plan.micro_batch
         ));
-        t.push_str(
-            "# Parallelism.module_fqns_per_model_part: the modules of each stage, in order\n",
+        py.push_str("    # local_batch_size x data-parallel degree: no gradient accumulation\n");
+    } else {
+        py.push_str(&format!(
+            "    # no pipeline: each micro-batch of {} is one gradient-accumulation step ({} of them),\n",
+            plan.micro_batch, plan.num_micro_batches
+        ));
+        py.push_str("    # global_batch_size / (local_batch_size x data-parallel degree) = steps (torchtitan/trainer.py)\n");
+        py.push_str(&format!("    t.local_batch_size = {}\n", plan.micro_batch));
+    }
+    py.push_str(&format!(
+        "    t.global_batch_size = {}\n",
+        plan.global_batch()
+    ));
+    py.push_str(&format!(
+        "    t.mixed_precision_param = {}\n",
+        py_str(param_dtype)
+    ));
+    py.push_str(&format!("    p.tensor_parallel_degree = {tp}\n"));
+    py.push_str(&format!("    p.pipeline_parallel_degree = {pp}\n"));
+    if opts.distributed_optimizer {
+        py.push_str(
+            "    # shard weights, gradients and optimizer state over the replicas (FSDP)\n",
         );
-        t.push_str("module_fqns_per_model_part = [\n");
+    } else {
+        py.push_str("    # replicas hold whole stages and all-reduce gradients, as priced\n");
+    }
+    py.push_str(&format!(
+        "    p.data_parallel_replicate_degree = {replicate_degree}\n"
+    ));
+    py.push_str(&format!(
+        "    p.data_parallel_shard_degree = {shard_degree}\n"
+    ));
+    if pp > 1 {
+        py.push_str("    # Trainer.Config._validate_cuda_graphs: CUDA graphs do not support pipeline parallelism\n");
+        py.push_str("    t.disable_cuda_graphs = True\n");
+        py.push_str(&format!(
+            "    p.pipeline_parallel_schedule = {}  # a torch.distributed.pipelining schedule name\n",
+            py_str(schedule)
+        ));
+        py.push_str("    # the modules of each stage, in order (torchtitan/models/common/decoder.py names)\n");
+        py.push_str("    p.module_fqns_per_model_part = [\n");
         for j in 0..pp {
             let mut fqns: Vec<String> = Vec::new();
             if j == 0 {
@@ -140,23 +291,22 @@ pub(crate) fn export(
             }
             if j == pp - 1 {
                 fqns.push("norm".into());
-                fqns.push("output".into());
+                fqns.push("lm_head".into());
             }
-            let quoted: Vec<String> = fqns.iter().map(|f| toml_str(f)).collect();
-            t.push_str(&format!("  [{}],\n", quoted.join(", ")));
+            let quoted: Vec<String> = fqns.iter().map(|f| py_str(f)).collect();
+            py.push_str(&format!("        [{}],\n", quoted.join(", ")));
         }
-        t.push_str("]\n");
+        py.push_str("    ]\n");
     }
-    t.push_str("\n[activation_checkpoint]\n");
-    t.push_str("# ActivationCheckpoint.mode\n");
-    t.push_str(&format!(
-        "mode = {}\n",
-        toml_str(match opts.recompute {
-            Recompute::None => "none",
-            Recompute::Full => "full",
-            Recompute::Selective => "selective",
-        })
-    ));
+    py.push_str("    # Trainer.Config.activation_checkpoint (torchtitan/distributed/activation_checkpoint.py)\n");
+    py.push_str(match opts.recompute {
+        Recompute::None => {
+            "    config.activation_checkpoint = None  # none: parallelize_llama skips it\n"
+        }
+        Recompute::Full => "    config.activation_checkpoint = FullAC.Config()\n",
+        Recompute::Selective => "    config.activation_checkpoint = SelectiveAC.Config()\n",
+    });
+    py.push_str("    return config\n");
 
     let mut sh = String::from("#!/usr/bin/env bash\n");
     sh.push_str("# torchtitan launch for this plan; run on every node: bash launch.sh NODE_RANK\n");
@@ -164,11 +314,17 @@ pub(crate) fn export(
     sh.push_str(
         "# CUDA_VISIBLE_DEVICES puts local rank i (device LOCAL_RANK) on the GPU the plan chose.\n",
     );
-    sh.push_str("set -euo pipefail\ncd \"$(dirname \"$0\")\"\n");
-    sh.push_str(&launch.torchrun_case(opts, "-m torchtitan.train --job.config_file job.toml"));
+    sh.push_str("# Run from where torchtitan's recipe finds its tokenizer (its repository root); the job module\n");
+    sh.push_str("# is found through PYTHONPATH.\n");
+    sh.push_str("set -euo pipefail\nHERE=\"$(cd \"$(dirname \"$0\")\" && pwd)\"\n");
+    sh.push_str("export PYTHONPATH=\"$HERE${PYTHONPATH:+:$PYTHONPATH}\"\n");
+    sh.push_str(&launch.torchrun_case(
+        opts,
+        "-m torchtitan.train --module amp_torchtitan --config amp_plan",
+    ));
 
     Ok(vec![
-        ExportFile::new("job.toml", t),
+        ExportFile::new("amp_torchtitan.py", py),
         ExportFile::new("launch.sh", sh),
         ExportFile::new("hostfile", launch.hostfile(cluster)),
     ])

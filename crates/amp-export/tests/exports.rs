@@ -7,15 +7,12 @@ use amp_core::setup::{OptimizerSharding, Precision, Recompute};
 use amp_export::{engines_for, export, Engine, ExportError, ExportOptions};
 
 /// The plan as it must be priced to run on `engine`: torchtitan trains in
-/// bf16 (not the AMP plans' fp16) and runs data parallelism beside tp or
-/// pp only as FSDP.
+/// bf16 (not the AMP plans' fp16). (torchtitan 0.3.0 replicates beside tp
+/// and pp without FSDP, so the sharding stays the plan's.)
 fn for_engine(plan: &amp_core::plan::Plan, engine: Engine) -> amp_core::plan::Plan {
     let mut plan = plan.clone();
     if engine == Engine::Torchtitan {
         plan.setup.formats = Precision::Bf16.formats();
-        if plan.dp() > 1 {
-            plan.setup.optimizer_sharding = OptimizerSharding::Zero3;
-        }
     }
     plan
 }
@@ -26,8 +23,9 @@ fn snapshot_all(
     model: &amp_core::model::Model,
     cluster: &amp_core::cluster::Cluster,
     opts: &ExportOptions,
+    engines: &[Engine],
 ) {
-    for engine in Engine::ALL {
+    for &engine in engines {
         let plan = for_engine(plan, engine);
         let files = export(&plan, model, cluster, engine, opts)
             .unwrap_or_else(|e| panic!("{case} on {engine}: {e}"));
@@ -44,7 +42,19 @@ fn snapshot_all(
 #[test]
 fn homogeneous_plan_exports() {
     let (p, m, c) = common::homogeneous();
-    snapshot_all("homogeneous", &p, &m, &c, &ExportOptions::default());
+    // torchtitan builds only the model flavors it ships; AMP's GPT-2 is none.
+    snapshot_all(
+        "homogeneous",
+        &p,
+        &m,
+        &c,
+        &ExportOptions::default(),
+        &[Engine::Megatron, Engine::DeepSpeed],
+    );
+    let e = export(&p, &m, &c, Engine::Torchtitan, &ExportOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("gives sizes but not its architecture"), "{e}");
 }
 
 #[test]
@@ -61,7 +71,95 @@ fn uneven_plan_exports() {
     };
     p.setup.recompute = Recompute::Full;
     p.setup.optimizer_sharding = OptimizerSharding::Zero1;
-    snapshot_all("uneven", &p, &m, &c, &opts);
+    snapshot_all(
+        "uneven",
+        &p,
+        &m,
+        &c,
+        &opts,
+        &[Engine::Megatron, Engine::DeepSpeed],
+    );
+}
+
+#[test]
+fn llama3_8b_plan_exports() {
+    let (p, m, c) = common::llama3_8b();
+    let mut p = p;
+    p.setup.formats = Precision::Bf16.formats();
+    let opts = ExportOptions::default();
+    snapshot_all("llama3_8b", &p, &m, &c, &opts, &Engine::ALL);
+    let files = export(&p, &m, &c, Engine::Megatron, &opts).unwrap();
+    let a = megatron_args(&files);
+    for line in [
+        "--swiglu",
+        "--group-query-attention",
+        "--num-query-groups 8",
+        "--ffn-hidden-size 14336",
+        "--normalization RMSNorm",
+        "--position-embedding-type rope",
+        "--rotary-base 500000",
+        "--untie-embeddings-and-output-weights",
+        "--disable-bias-linear",
+        "--bf16",
+    ] {
+        assert!(a.contains(line), "missing {line} in\n{a}");
+    }
+    assert!(!a.contains("--add-qkv-bias"), "{a}");
+    let launch = &files
+        .iter()
+        .find(|f| f.path == "launch.sh")
+        .unwrap()
+        .contents;
+    assert!(
+        launch.contains("export CUDA_DEVICE_MAX_CONNECTIONS=1"),
+        "{launch}"
+    );
+    assert!(
+        launch.contains("\"$MEGATRON_LM\"/pretrain_gpt.py"),
+        "{launch}"
+    );
+}
+
+#[test]
+fn qwen_gets_qkv_bias_on_megatron_and_is_refused_by_torchtitan() {
+    let (p, _, c) = common::llama3_8b();
+    let m = amp_catalog::zoo_model("qwen2.5-7b", Some(4096)).unwrap();
+    let mut p = p;
+    p.stages[0].end_layer = 15;
+    p.stages[1].first_layer = 15;
+    p.stages[1].end_layer = m.layers.len();
+    let files = export(&p, &m, &c, Engine::Megatron, &ExportOptions::default()).unwrap();
+    let a = megatron_args(&files);
+    for line in [
+        "--disable-bias-linear",
+        "--add-qkv-bias",
+        "--num-query-groups 4",
+        "--norm-epsilon 1e-6",
+        "--rotary-base 1000000",
+    ] {
+        assert!(a.contains(line), "missing {line} in\n{a}");
+    }
+    let e = export(&p, &m, &c, Engine::Torchtitan, &ExportOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("qwen2 family") && e.contains("llama3 8B, 70B, 405B"),
+        "{e}"
+    );
+}
+
+#[test]
+fn interleaving_without_a_pipeline_is_refused() {
+    let (p, m, c) = common::llama3_8b();
+    let mut one = p.clone();
+    one.stages.truncate(1);
+    one.stages[0].end_layer = m.layers.len();
+    // Two replicas of the whole model on the 16 GPUs' first two: dp 2.
+    one.setup.schedule = amp_core::schedule::Schedule::Interleaved { virtual_stages: 2 };
+    let e = export(&one, &m, &c, Engine::Megatron, &ExportOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("pp >= 2"), "{e}");
 }
 
 fn megatron_args(files: &[amp_export::ExportFile]) -> &str {
@@ -140,7 +238,6 @@ fn uneven_middle_uses_the_layout_or_is_refused_with_alternatives() {
         } => {
             assert_eq!(*engine, Engine::Megatron);
             assert!(reason.contains("5/6/8/5"), "{reason}");
-            // torchtitan has no fp16 training, which the plan records.
             assert_eq!(runnable_by, &vec![Engine::DeepSpeed]);
         }
         other => panic!("{other:?}"),
@@ -185,8 +282,8 @@ fn unrealisable_placement_is_refused() {
     };
     let g = DeviceGrid::new(&c, 2, 2, 4, &pl);
     let p = amp_core::search::plan_from_grid(&g, &[0, 8, 14, 20, 30], 2, 4, &Default::default());
-    for engine in Engine::ALL {
-        let p = for_engine(&p, engine);
+    // (torchtitan refuses AMP's GPT-2 before looking at the placement.)
+    for engine in [Engine::Megatron, Engine::DeepSpeed] {
         let e = export(&p, &m, &c, engine, &ExportOptions::default()).unwrap_err();
         assert!(
             e.to_string().contains("contiguous block of ranks"),
@@ -258,50 +355,74 @@ fn deepspeed_runs_non_gpt_models_that_megatron_refuses() {
 
 #[test]
 fn torchtitan_stage_modules_cover_every_block_once() {
-    let (p, m, c) = common::uneven_middle();
-    let p = for_engine(&p, Engine::Torchtitan);
-    let files = export(&p, &m, &c, Engine::Torchtitan, &ExportOptions::default()).unwrap();
-    let job: toml::Value = toml::from_str(
-        &files
-            .iter()
-            .find(|f| f.path == "job.toml")
-            .unwrap()
-            .contents,
-    )
-    .unwrap();
-    let parts = job["parallelism"]["module_fqns_per_model_part"]
-        .as_array()
-        .unwrap();
-    assert_eq!(parts.len(), 4);
+    let (p, m, c) = common::llama3_8b();
+    // Blocks 5/6/8/13 over four stages of tp 2, dp 2.
+    let g = amp_core::placement::DeviceGrid::new(
+        &c,
+        2,
+        2,
+        4,
+        &amp_core::placement::Placement::artifact_default(&c),
+    );
+    let p4 = amp_core::search::plan_from_grid(&g, &[0, 6, 12, 20, 35], 1, 8, &Default::default());
+    drop(p);
+    let files = export(&p4, &m, &c, Engine::Torchtitan, &ExportOptions::default()).unwrap();
+    let py = &files
+        .iter()
+        .find(|f| f.path == "amp_torchtitan.py")
+        .unwrap()
+        .contents;
+    let parts: Vec<&str> = py
+        .lines()
+        .filter(|l| l.trim_start().starts_with("[\"") && l.trim_end().ends_with("],"))
+        .collect();
+    assert_eq!(parts.len(), 4, "{py}");
     let blocks: Vec<usize> = parts
         .iter()
-        .map(|s| {
-            s.as_array()
-                .unwrap()
-                .iter()
-                .filter(|f| f.as_str().unwrap().starts_with("layers."))
-                .count()
-        })
+        .map(|l| l.matches("\"layers.").count())
         .collect();
-    assert_eq!(blocks, vec![5, 6, 8, 5]);
-    let all: Vec<&str> = parts
-        .iter()
-        .flat_map(|s| s.as_array().unwrap().iter().map(|f| f.as_str().unwrap()))
-        .collect();
-    for b in 0..24 {
-        assert_eq!(
-            all.iter().filter(|f| **f == format!("layers.{b}")).count(),
-            1
-        );
+    assert_eq!(blocks, vec![5, 6, 8, 13]);
+    for b in 0..32 {
+        let n: usize = parts
+            .iter()
+            .map(|l| l.matches(&format!("\"layers.{b}\"")).count())
+            .sum();
+        assert_eq!(n, 1, "block {b}");
     }
-    assert_eq!(all.first(), Some(&"tok_embeddings"));
-    assert_eq!(all.last(), Some(&"output"));
-    assert_eq!(job["training"]["local_batch_size"].as_integer(), Some(8));
-    assert_eq!(job["training"]["global_batch_size"].as_integer(), Some(16));
-    assert_eq!(
-        job["parallelism"]["data_parallel_shard_degree"].as_integer(),
-        Some(2)
+    assert!(parts[0].contains("\"tok_embeddings\""));
+    assert!(
+        parts[3].ends_with("\"norm\", \"lm_head\"],"),
+        "{}",
+        parts[3]
     );
+    for line in [
+        "t.local_batch_size = 8",
+        "p.pipeline_parallel_microbatch_size = 1",
+        "t.global_batch_size = 16",
+        "p.data_parallel_replicate_degree = 2",
+        "p.data_parallel_shard_degree = 1",
+        "config = llama3_8b()",
+    ] {
+        assert!(py.contains(line), "missing {line} in\n{py}");
+    }
+}
+
+#[test]
+fn torchtitan_without_a_pipeline_keeps_the_micro_batches_as_accumulation() {
+    let (_, m, c) = common::llama3_8b();
+    let g = amp_core::placement::DeviceGrid::new(
+        &c,
+        4,
+        4,
+        1,
+        &amp_core::placement::Placement::artifact_default(&c),
+    );
+    let p = amp_core::search::plan_from_grid(&g, &[0, 35], 2, 8, &Default::default());
+    let files = export(&p, &m, &c, Engine::Torchtitan, &ExportOptions::default()).unwrap();
+    let py = &files[0].contents;
+    assert!(py.contains("t.local_batch_size = 2\n"), "{py}");
+    assert!(py.contains("t.global_batch_size = 64\n"), "{py}");
+    assert!(!py.contains("pipeline_parallel_microbatch_size"), "{py}");
 }
 
 #[test]
@@ -330,20 +451,49 @@ fn bad_options_are_specific_errors() {
     bad.stages[1].first_layer = 9;
     let e = export(&bad, &m, &c, Engine::DeepSpeed, &ExportOptions::default()).unwrap_err();
     assert!(matches!(e, ExportError::InvalidPlan(_)), "{e:?}");
-    let mut fp16 = p.clone();
-    fp16.setup.formats = Precision::Fp16.formats();
-    fp16.setup.optimizer_sharding = OptimizerSharding::Zero3;
-    let e = export(&fp16, &m, &c, Engine::Torchtitan, &ExportOptions::default()).unwrap_err();
+    let (mut p, m, c) = common::llama3_8b();
+    p.setup.formats = Precision::Fp16.formats();
+    let e = export(&p, &m, &c, Engine::Torchtitan, &ExportOptions::default()).unwrap_err();
     assert!(e.to_string().contains("fp16"), "{e}");
 }
 
 #[test]
 fn exports_are_deterministic() {
-    let (p, m, c) = common::uneven();
     for engine in Engine::ALL {
-        let p = for_engine(&p, engine);
+        let (p, m, c) = if engine == Engine::Torchtitan {
+            common::llama3_8b()
+        } else {
+            common::uneven()
+        };
         let a = export(&p, &m, &c, engine, &ExportOptions::default()).unwrap();
         let b = export(&p, &m, &c, engine, &ExportOptions::default()).unwrap();
         assert_eq!(a, b);
+    }
+}
+
+#[test]
+fn megatron_refuses_architectures_it_cannot_build() {
+    use amp_core::placement::{DeviceGrid, Placement};
+    let (_, _, c) = common::llama3_8b();
+    let g = DeviceGrid::new(&c, 2, 8, 1, &Placement::artifact_default(&c));
+    for (name, why) in [
+        ("opt-1.3b", "ReLU"),
+        ("gpt-neo-2.7b", "none on query, key and value"),
+    ] {
+        let m = amp_catalog::zoo_model(name, None).unwrap();
+        let p =
+            amp_core::search::plan_from_grid(&g, &[0, m.layers.len()], 1, 4, &Default::default());
+        let e = export(&p, &m, &c, Engine::Megatron, &ExportOptions::default()).unwrap_err();
+        match &e {
+            ExportError::Unsupported {
+                reason,
+                runnable_by,
+                ..
+            } => {
+                assert!(reason.contains(why), "{name}: {reason}");
+                assert!(runnable_by.contains(&Engine::DeepSpeed), "{name}: {e}");
+            }
+            other => panic!("{name}: {other:?}"),
+        }
     }
 }

@@ -410,6 +410,7 @@ pub fn parse_model(llm_info: &str, llm_origin: &str, training: &TrainingConfig) 
             seq_len: s,
             vocab: v,
             heads: training.heads,
+            architecture: None,
         }),
         layers: out,
     };

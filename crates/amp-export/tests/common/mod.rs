@@ -247,3 +247,16 @@ pub fn estimate(plan: &Plan, cluster: &Cluster, iteration_s: f64) -> Estimate {
         memory,
     }
 }
+
+/// Llama-3-8B (zoo, sequence 8192: 35 entries) on 2 x 8 H100: tp 2, dp 4,
+/// pp 2, 16 blocks per stage.
+pub fn llama3_8b() -> (Plan, Model, Cluster) {
+    let c = amp_catalog::parse_cluster("2x8xH100").unwrap();
+    let m = amp_catalog::zoo_model("llama-3-8b", Some(8192)).unwrap();
+    let g = DeviceGrid::new(&c, 2, 4, 2, &Placement::artifact_default(&c));
+    (
+        plan_from_grid(&g, &[0, 17, 35], 1, 8, &Default::default()),
+        m,
+        c,
+    )
+}

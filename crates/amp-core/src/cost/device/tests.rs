@@ -315,6 +315,7 @@ fn zero3_pays_one_and_a_half_all_reduces_and_selective_recompute_reruns_attentio
         seq_len: 128,
         vocab: 10,
         heads: 2,
+        architecture: None,
     });
     let p = Profile {
         entries: vec![

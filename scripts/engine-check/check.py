@@ -1,0 +1,256 @@
+"""amp's exports run through the engines' own code: a fixed set of plans.
+
+    python check.py --amp PATH/TO/amp --work DIR [--engines megatron,deepspeed,torchtitan]
+
+For each plan below: writes the plan JSON, runs `amp export` for each engine,
+then runs engines.py (the engine's own argument parser, config class, and
+model construction on the meta device) in a fresh interpreter and compares
+with the plan:
+
+- params: the engine's model has amp's parameter count (Megatron-LM: plus the
+  vocabulary padding rows it adds, reported by its own padding function);
+- layers: each pipeline rank builds the plan's transformer blocks;
+- ranks: every global rank's (pp, dp, tp) coordinate, in the engine's own rank
+  numbering, lands on the device the plan chose for that coordinate (through
+  the export's hostfile/launch node and GPU order);
+- batch: the engine's micro-batches per iteration and data-parallel size are
+  the plan's.
+
+Prints a table, writes it as Markdown with --results FILE, exits 1 on any
+mismatch or unexpected refusal. Megatron-LM needs MEGATRON_LM (a checkout).
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# (name, model, seq, cluster, nodes' GPU counts, tp, dp, pp, layer boundaries,
+#  micro-batch, micro-batches, extra `amp export` flags, engines expected to
+#  refuse with a reason fragment)
+NOT_SHIPPED = "trains only the model flavors it ships"
+CASES = [
+    ("gpt3-1.7b tp2 pp2", "gpt3-1.7b", 2048, "1x8xA100-80GB", [8], 2, 2, 2, [0, 13, 27], 2, 4, [],
+     {"torchtitan": NOT_SHIPPED}),
+    ("llama3-8b tp2 dp4 pp2", "llama-3-8b", 8192, "2x8xH100", [8, 8], 2, 4, 2, [0, 17, 35], 1, 8, [], {}),
+    ("qwen2.5-7b tp4 pp2", "qwen2.5-7b", 4096, "1x8xH100", [8], 4, 1, 2, [0, 15, 31], 1, 4, [],
+     {"torchtitan": NOT_SHIPPED}),
+    ("llama3-8b uneven 7/9/9/7", "llama-3-8b", 8192, "1x8xH100", [8], 1, 2, 4, [0, 8, 17, 26, 35], 1, 8, [], {}),
+    # pp 4 x 2 virtual stages of 3 blocks; virtual stage i runs on pipeline rank i mod 4.
+    ("gpt3-1.7b interleaved pp4 x2", "gpt3-1.7b", 2048, "1x8xA100-80GB", [8], 2, 1, 4,
+     [0, 4, 7, 10, 13, 16, 19, 22, 27], 1, 8, ["--schedule", "interleaved:2"],
+     {"deepspeed": "interleaved", "torchtitan": "interleaved"}),
+    ("llama3-8b recompute tp4 pp2", "llama-3-8b", 8192, "2x8xH100", [8, 8], 4, 2, 2, [0, 17, 35], 1, 8,
+     ["--recompute"], {}),
+    ("llama3-8b tp8 no pp", "llama-3-8b", 8192, "1x8xH100", [8], 8, 1, 1, [0, 35], 1, 4, [], {}),
+    ("llama3-8b A100+H100 18/14", "llama-3-8b", 8192, "1x8xA100-80GB+1x8xH100", [8, 8], 2, 4, 2, [0, 19, 35], 1, 8,
+     [], {}),
+]
+
+
+def plan_json(nodes, tp, dp, pp, bounds, mb, nmb):
+    """Devices in node order, tp fastest, then dp, then pp. With more
+    boundaries than pp + 1, the stages are virtual (interleaved): stage i
+    runs on the devices of pipeline rank i mod pp."""
+    devices = [(n, g) for n, count in enumerate(nodes) for g in range(count)]
+    stages = []
+    for i in range(len(bounds) - 1):
+        j = i % pp
+        reps = []
+        for r in range(dp):
+            base = (j * dp + r) * tp
+            reps.append([{"node": devices[base + t][0], "gpu": devices[base + t][1]} for t in range(tp)])
+        stages.append({"first_layer": bounds[i], "end_layer": bounds[i + 1], "replicas": reps})
+    return {"micro_batch": mb, "num_micro_batches": nmb, "stages": stages}
+
+
+def plan_blocks(bounds, num_layers):
+    """Zoo decoders: entry 0 the embedding, 1..L the blocks, then the final
+    norm and the vocabulary projection."""
+    blocks = []
+    for a, b in zip(bounds, bounds[1:]):
+        blocks.append([i - 1 for i in range(a, b) if 1 <= i <= num_layers])
+    return blocks
+
+
+def rank_devices(out):
+    """Global rank -> (cluster node, GPU), from the export's hostfile notes."""
+    devs = {}
+    for m in re.finditer(r"^# node_rank \d+: cluster node (\d+) \(.*?\), ranks (\d+)-(\d+), GPUs ([\d,]+)$",
+                         open(os.path.join(out, "hostfile")).read(), re.M):
+        node, first = int(m.group(1)), int(m.group(2))
+        for i, g in enumerate(m.group(4).split(",")):
+            devs[first + i] = (node, int(g))
+    return devs
+
+
+def amp_params(out):
+    for f in ("args.sh", "amp_torchtitan.py"):
+        p = os.path.join(out, f)
+        if os.path.exists(p):
+            m = re.search(r"amp priced (\d+) parameters", open(p).read())
+            if m:
+                return int(m.group(1))
+    return None
+
+
+def run_engine(py, engine, out, world, env):
+    e = dict(os.environ, AMP_WORLD_SIZE=str(world), **env)
+    t0 = time.time()
+    p = subprocess.run([py, os.path.join(HERE, "engines.py"), engine, out], capture_output=True, text=True, env=e,
+                       timeout=900)
+    with open(os.path.join(out, f"{engine}.log"), "w") as log:
+        log.write(p.stderr)
+    lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
+    if not lines:
+        return {"error": f"no result (exit {p.returncode}); see {out}/{engine}.log"}, time.time() - t0
+    return json.loads(lines[-1]), time.time() - t0
+
+
+def compare(case, engine, res, out, plan):
+    (name, model, seq, cluster, nodes, tp, dp, pp, bounds, mb, nmb, flags, _) = case
+    num_layers = bounds[-1] - 3
+    cells, bad = {}, []
+    # params
+    amp = amp_params(out)
+    if res.get("params") is None:
+        cells["params"] = "n/a (user's model)"
+    else:
+        extra = 0
+        if engine == "megatron":
+            args = open(os.path.join(out, "args.sh")).read()
+            vocab = int(re.search(r"--vocab-size (\d+)", args).group(1)) + 1
+            hidden = int(re.search(r"--hidden-size (\d+)", args).group(1))
+            tied = "--untie-embeddings-and-output-weights" not in args
+            extra = (res["facts"]["padded_vocab"] - vocab) * hidden * (1 if tied else 2)
+        ok = res["params"] == amp + extra
+        cells["params"] = f"{res['params']:,}" + ("" if ok else f" != amp {amp:,}+{extra:,}")
+        if not ok:
+            bad.append("params")
+    # layers per pipeline rank: the blocks of each of its model chunks (the
+    # plan's virtual stages r, r + pp, ... when interleaved)
+    virtual = plan_blocks(bounds, num_layers)
+    want = [[virtual[i] for i in range(r, len(virtual), pp)] for r in range(pp)]
+    got = res["stages"]
+    if engine == "deepspeed" or engine == "torchtitan":
+        # one chunk per rank; these engines list a stage's blocks in order
+        got = [[sorted(b for c in chunks for b in c)] for chunks in got]
+    ok = got == want
+    if any(len(c) > 1 for c in want):
+        desc = " / ".join(",".join(f"{c[0]}-{c[-1]}" for c in chunks) for chunks in got)
+    else:
+        desc = "/".join(str(sum(len(c) for c in chunks)) for chunks in got)
+    cells["layers"] = ("ok " if ok else "MISMATCH ") + desc
+    if not ok:
+        bad.append("layers")
+    # ranks
+    devs = rank_devices(out)
+    wrong = []
+    for r, (pj, dr, tt) in res["coords"].items():
+        d = plan["stages"][pj]["replicas"][dr][tt]
+        if devs.get(int(r)) != (d["node"], d["gpu"]):
+            wrong.append(int(r))
+    world = tp * dp * pp
+    if len(res["coords"]) != world:
+        wrong.append(-1)
+    cells["ranks"] = f"ok {world}" if not wrong else f"MISMATCH ranks {sorted(wrong)[:4]}"
+    if wrong:
+        bad.append("ranks")
+    # batch
+    f = res["facts"]
+    ok = f.get("num_microbatches") == nmb and f.get("dp") == dp
+    cells["batch"] = f"{f.get('num_microbatches')} x mb, dp {f.get('dp')}" + ("" if ok else " MISMATCH")
+    if not ok:
+        bad.append("batch")
+    # number format and recomputation, as the engine resolved them
+    if engine == "megatron":
+        fmt = "bf16" if f.get("bf16") else ("fp16" if f.get("fp16") else "fp32")
+        rc = f.get("recompute")
+    elif engine == "torchtitan":
+        fmt = f.get("param_dtype")
+        rc = {"FullAC.Config": "full", "SelectiveAC.Config": "selective"}.get(f.get("ac"), f.get("ac"))
+    else:
+        fmt = "bf16" if f.get("bf16") else "fp16/fp32"
+        rc = f.get("recompute")
+    cells["settings"] = f"{fmt}, recompute {rc or 'none'}"
+    if fmt not in ("bf16", "bfloat16"):  # every plan here is priced in bf16
+        cells["settings"] += " MISMATCH"
+        bad.append("format")
+    if ("--recompute" in flags) != (rc == "full"):
+        cells["settings"] += " MISMATCH"
+        bad.append("recompute")
+    return cells, bad
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--amp", required=True)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--python", default=sys.executable)
+    ap.add_argument("--engines", default="megatron,deepspeed,torchtitan")
+    ap.add_argument("--results")
+    a = ap.parse_args()
+    engines = a.engines.split(",")
+    if "megatron" in engines and not os.environ.get("MEGATRON_LM"):
+        print("MEGATRON_LM is not set: Megatron-LM's training arguments are not in the megatron-core wheel, so "
+              "its checks are SKIPPED. Give a checkout: MEGATRON_LM=/path/to/Megatron-LM.", file=sys.stderr)
+        engines.remove("megatron")
+    rows, failed = [], 0
+    for case in CASES:
+        (name, model, seq, cluster, nodes, tp, dp, pp, bounds, mb, nmb, flags, refuse) = case
+        d = os.path.join(a.work, re.sub(r"[^\w.-]+", "_", name))
+        os.makedirs(d, exist_ok=True)
+        plan = plan_json(nodes, tp, dp, pp, bounds, mb, nmb)
+        pj = os.path.join(d, "plan.json")
+        json.dump(plan, open(pj, "w"))
+        for engine in engines:
+            out = os.path.join(d, engine)
+            p = subprocess.run([a.amp, "export", pj, "--model", model, "--seq", str(seq), "--cluster", cluster,
+                                "--to", engine, "--out", out, "--precision", "bf16"] + flags,
+                               capture_output=True, text=True)
+            row = {"plan": name, "engine": engine}
+            if p.returncode != 0:
+                msg = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "?"
+                if engine in refuse and refuse[engine] in msg:
+                    row.update(status="refused as expected", note=msg.split(": ", 2)[-1][:90])
+                else:
+                    row.update(status="FAIL: amp refused", note=msg[:200])
+                    failed += 1
+                rows.append(row)
+                print(row, flush=True)
+                continue
+            if engine in refuse:
+                row.update(status="FAIL: expected a refusal")
+                failed += 1
+            res, secs = run_engine(a.python, engine, out, tp * dp * pp, {})
+            if "error" in res:
+                row.update(status="FAIL: engine rejected", note=res["error"][:200])
+                failed += 1
+            else:
+                cells, bad = compare(case, engine, res, out, plan)
+                row.update(cells)
+                row["status"] = "ok" if not bad else "FAIL: " + ",".join(bad)
+                failed += bool(bad)
+            row["secs"] = round(secs)
+            rows.append(row)
+            print(row, flush=True)
+    cols = ["plan", "engine", "status", "params", "layers", "ranks", "batch", "settings", "note"]
+    md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        md.append("| " + " | ".join(str(r.get(c, "")).replace("|", "/") for c in cols) + " |")
+    table = "\n".join(md)
+    print(table)
+    if a.results:
+        with open(a.results, "w") as f:
+            f.write(table + "\n")
+    print(f"{len(rows) - failed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
