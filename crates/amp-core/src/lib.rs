@@ -33,6 +33,8 @@
 //! # Ok::<(), amp_core::AmpError>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod cluster;
 pub mod cost;
 pub mod error;
