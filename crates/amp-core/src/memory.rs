@@ -86,12 +86,16 @@ const HALF_BYTES: f64 = 2.0;
 /// Bytes per parameter held by one replica.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StateBytes {
+    /// Bytes per parameter of weights.
     pub weights: f64,
+    /// Bytes per parameter of gradients.
     pub gradients: f64,
+    /// Bytes per parameter of optimizer state.
     pub optimizer: f64,
 }
 
 impl StateBytes {
+    /// Bytes per parameter in all: weights, gradients and optimizer state.
     pub fn total(&self) -> f64 {
         self.weights + self.gradients + self.optimizer
     }

@@ -41,10 +41,16 @@ pub fn pipeline_latency(micro_batches: usize, stage_s: &[f64], cut_s: &[f64]) ->
 /// holding layers `first..end` per micro-batch, `tail_s(j, first, end)` its
 /// tail, and `cut_s(j, last)` the send from stage j to j+1 after layer `last`.
 pub trait SplitCosts {
+    /// Seconds per micro-batch of stage `j` holding layers `first..end`;
+    /// infinity when the stage cannot hold them.
     fn stage_s(&self, j: usize, first: usize, end: usize) -> f64;
+    /// Seconds stage `j` holding layers `first..end` spends once after its last
+    /// micro-batch (e.g. the gradient all-reduce); 0 by default.
     fn tail_s(&self, _j: usize, _first: usize, _end: usize) -> f64 {
         0.0
     }
+    /// Seconds per micro-batch to send from stage `j` to `j + 1` when `j`'s last
+    /// layer is `last_layer`.
     fn cut_s(&self, j: usize, last_layer: usize) -> f64;
     /// A lower bound on the summed stage times of layers `first..` however
     /// they are split (used only to prune; 0 is always valid).

@@ -43,8 +43,11 @@ const BYTES_PER_ELEMENT: f64 = 4.0;
 /// Forward + backward = 3 x forward.
 const FORWARD_BACKWARD_FACTOR: f64 = 3.0;
 
+/// The AMP paper's cost model as its artifact computes it (4-byte tensors,
+/// backward as twice forward), kept to reproduce the paper's rankings.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AmpPaper {
+    /// How layers are split into stages.
     pub split: SplitRule,
 }
 

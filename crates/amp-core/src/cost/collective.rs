@@ -66,7 +66,9 @@ pub const INTER_NODE_EFFICIENCY: f64 = 0.5;
 /// A link as a collective sees it: achieved bandwidth and latency per step.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Link {
+    /// Achieved bandwidth, bytes/s.
     pub bytes_per_s: f64,
+    /// Latency of one step of a collective over this link, seconds.
     pub latency_s: f64,
 }
 

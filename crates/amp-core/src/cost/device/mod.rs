@@ -190,6 +190,8 @@ impl Default for DeviceOptions {
 /// The per-device cost model.
 #[derive(Debug, Clone, Default)]
 pub struct DeviceModel {
+    /// Which effects the model prices: blocking sends, tied all-reduces,
+    /// per-pass overhead, memory.
     pub options: DeviceOptions,
 }
 
@@ -230,6 +232,7 @@ pub(super) fn dp_comm_factor(setup: &TrainingSetup) -> f64 {
 }
 
 impl DeviceModel {
+    /// A device model with the given options.
     pub fn new(options: DeviceOptions) -> DeviceModel {
         DeviceModel { options }
     }
