@@ -33,7 +33,7 @@
 //! # Ok::<(), amp_core::AmpError>(())
 //! ```
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod cluster;
 pub mod cost;
