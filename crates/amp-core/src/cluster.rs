@@ -158,7 +158,7 @@ impl Cluster {
 
     /// The fewest GPUs on any node: the largest tensor-parallel degree that
     /// fits inside every node.
-    pub fn min_gpus_per_node(&self) -> usize {
+    pub(crate) fn min_gpus_per_node(&self) -> usize {
         self.nodes.iter().map(|n| n.gpus).min().unwrap_or(0)
     }
 
@@ -400,7 +400,7 @@ impl ClusterFile {
     /// Expands `count`, converts Gbit/s to bytes/s and GiB to bytes, checks the
     /// result against [`crate::limits`] and returns the cluster; `origin` names
     /// the file in errors.
-    pub fn into_cluster(self, origin: &str) -> Result<Cluster> {
+    pub(crate) fn into_cluster(self, origin: &str) -> Result<Cluster> {
         let mut nodes = Vec::new();
         for (i, n) in self.nodes.into_iter().enumerate() {
             let at = || format!("{origin}: nodes[{i}]");

@@ -52,7 +52,7 @@ impl AmpError {
 
     /// Prefixes the location of an `Invalid` error with the file it came
     /// from (when it does not name it already).
-    pub fn in_file(self, origin: &str) -> Self {
+    pub(crate) fn in_file(self, origin: &str) -> Self {
         match self {
             AmpError::Invalid { location, message } if !location.starts_with(origin) => {
                 AmpError::Invalid {

@@ -106,7 +106,7 @@ impl Profile {
 
     /// Whether `gpu` at `tp` is profiled and every entry for it leaves out
     /// the tensor-parallel communication ([`ProfileEntry::includes_tp_comm`]).
-    pub fn compute_only(&self, gpu: &str, tp: usize) -> bool {
+    pub(crate) fn compute_only(&self, gpu: &str, tp: usize) -> bool {
         self.has(gpu, tp) && self.candidates(gpu, tp).all(|e| !e.includes_tp_comm())
     }
 
@@ -193,7 +193,7 @@ impl Profile {
     }
 
     /// Optimizer-step time of `layer`'s weights on `gpu` at `tp`, when measured.
-    pub fn optimizer_time(&self, gpu: &str, tp: usize, layer: usize) -> Option<f64> {
+    pub(crate) fn optimizer_time(&self, gpu: &str, tp: usize, layer: usize) -> Option<f64> {
         self.candidates(gpu, tp)
             .find_map(|e| e.optimizer_s.as_ref().and_then(|o| o.get(layer).copied()))
     }

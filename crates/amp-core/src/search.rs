@@ -122,7 +122,7 @@ pub fn divisors(n: usize) -> Vec<usize> {
 /// micro-batch size dividing the per-replica batch, pp no more than the
 /// layers. Ordered by micro-batch, then tp, then dp (the artifact's order,
 /// used to break exact ties).
-pub fn degree_candidates(
+pub(crate) fn degree_candidates(
     cluster: &Cluster,
     num_layers: usize,
     global_batch: usize,

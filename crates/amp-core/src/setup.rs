@@ -174,7 +174,7 @@ impl NumberFormats {
     }
 
     /// Optimizer bytes per parameter: master weights and two Adam moments.
-    pub fn optimizer_bytes_per_param(&self) -> f64 {
+    pub(crate) fn optimizer_bytes_per_param(&self) -> f64 {
         self.master_weights.map_or(0.0, NumberFormat::bytes) + 2.0 * self.optimizer_state.bytes()
     }
 }
@@ -340,7 +340,7 @@ impl Engine {
     }
 
     /// Schedules the engine runs.
-    pub fn supports_schedule(self, schedule: Schedule) -> bool {
+    pub(crate) fn supports_schedule(self, schedule: Schedule) -> bool {
         match (self, schedule) {
             (_, Schedule::OneFOneB) => true,
             (Engine::DeepSpeed, _) => false,
@@ -390,7 +390,7 @@ pub fn parse_schedule(s: &str) -> std::result::Result<Schedule, String> {
 }
 
 /// The name [`parse_schedule`] reads.
-pub fn schedule_name(s: Schedule) -> String {
+pub(crate) fn schedule_name(s: Schedule) -> String {
     match s {
         Schedule::OneFOneB => "1f1b".into(),
         Schedule::GPipe => "gpipe".into(),

@@ -152,7 +152,7 @@ pub struct DatasetReport {
 }
 
 /// Ranks (1-based) with ties given their average rank.
-pub fn average_ranks(x: &[f64]) -> Vec<f64> {
+pub(crate) fn average_ranks(x: &[f64]) -> Vec<f64> {
     let mut idx: Vec<usize> = (0..x.len()).collect();
     idx.sort_by(|&a, &b| x[a].total_cmp(&x[b]));
     let mut ranks = vec![0.0; x.len()];
@@ -227,7 +227,7 @@ pub fn kendall_tau_b(x: &[f64], y: &[f64]) -> Option<f64> {
 }
 
 /// Mean and max of |predicted - measured| / measured.
-pub fn error_stats(pairs: &[(f64, f64)]) -> Option<ErrorStats> {
+pub(crate) fn error_stats(pairs: &[(f64, f64)]) -> Option<ErrorStats> {
     if pairs.is_empty() {
         return None;
     }

@@ -210,7 +210,7 @@ impl AmpPaper {
 /// evenly over the stages (earlier stages take the remainder), the layers
 /// before the first block joining the first stage and those after a block
 /// joining that block's stage.
-pub fn block_uniform_split(model: &Model, pp: usize) -> Option<Vec<usize>> {
+pub(crate) fn block_uniform_split(model: &Model, pp: usize) -> Option<Vec<usize>> {
     let l = model.num_layers();
     if pp == 0 || pp > l {
         return None;
@@ -233,7 +233,7 @@ pub fn block_uniform_split(model: &Model, pp: usize) -> Option<Vec<usize>> {
 /// micro-batch, `cut(j, i)` the send after layer i between stages j and j+1.
 /// Returns stage boundaries in the full layer list: a boundary falls right
 /// after the last priced layer of a stage.
-pub fn artifact_split(
+pub(crate) fn artifact_split(
     cost_e: &[f64],
     work: &[bool],
     pp: usize,
