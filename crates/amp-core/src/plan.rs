@@ -91,7 +91,7 @@ impl Plan {
     }
 
     /// The layer ranges pipeline rank `rank` holds, chunk by chunk.
-    pub(crate) fn rank_layers(&self, rank: usize) -> Vec<std::ops::Range<usize>> {
+    pub fn rank_layers(&self, rank: usize) -> Vec<std::ops::Range<usize>> {
         let pp = self.pp().max(1);
         self.stages
             .iter()
