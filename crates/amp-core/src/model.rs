@@ -129,10 +129,13 @@ pub struct Architecture {
     pub head_dim: u64,
     /// Width of the MLP's inner layer (per matrix; a gated MLP has three).
     pub ffn_hidden: u64,
+    /// Nonlinearity of the MLP.
     pub activation: Activation,
+    /// Kind of normalisation layer.
     pub norm: NormKind,
     /// Epsilon of every normalisation layer.
     pub norm_eps: f64,
+    /// How token positions enter the model.
     pub position_embedding: PositionEmbedding,
     /// Base (theta) of the rotary embedding's frequencies; only with
     /// `position_embedding = "rope"`.
