@@ -11,7 +11,9 @@ use crate::limits;
 /// One GPU: the node it sits in and its index inside that node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Device {
+    /// Index of the node in [`Cluster::nodes`].
     pub node: usize,
+    /// Index of the GPU inside its node, 0-based.
     pub gpu: usize,
 }
 
@@ -20,6 +22,7 @@ pub struct Device {
 pub struct Node {
     /// GPU type name; profiles and catalogs are keyed by it.
     pub gpu_type: String,
+    /// Number of GPUs in the node.
     pub gpus: usize,
     /// Bandwidth between two GPUs of this node, bytes/s.
     pub intra_bytes_per_s: f64,
@@ -39,9 +42,14 @@ pub struct Node {
     pub price_per_hour: Option<f64>,
 }
 
+/// A cluster: its nodes (GPUs and bandwidths) and any pair-specific links
+/// between them. Bandwidths are bytes/s; build one in code, from a file
+/// ([`Cluster::from_toml_str`], [`Cluster::from_json_str`]) or from [`builtin`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cluster {
+    /// Name shown in reports.
     pub name: String,
+    /// The machines, in order; [`Device::node`] indexes this list.
     pub nodes: Vec<Node>,
     /// Node pairs whose network link differs from the slower of their two
     /// nodes' bandwidths (nodes in different zones or sites, or measured
@@ -55,7 +63,9 @@ pub struct Cluster {
 /// Overrides the default `min(inter_bytes_per_s)` of the two nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct NodeLink {
+    /// The two nodes the link joins, indices into [`Cluster::nodes`], either order.
     pub nodes: [usize; 2],
+    /// Bandwidth of the link, all NICs together, bytes/s.
     pub bytes_per_s: f64,
 }
 
@@ -77,9 +87,12 @@ impl Node {
     }
 }
 
+/// Bytes per second in one Gbit/s: files give bandwidths in Gbit/s, the library
+/// works in bytes/s.
 pub const GBPS_TO_BYTES_PER_S: f64 = 1e9 / 8.0;
 
 impl Cluster {
+    /// Total number of GPUs over all nodes.
     pub fn num_devices(&self) -> usize {
         self.nodes.iter().map(|n| n.gpus).sum()
     }
@@ -93,6 +106,7 @@ impl Cluster {
             .collect()
     }
 
+    /// The node that holds device `d`.
     pub fn node_of(&self, d: Device) -> &Node {
         &self.nodes[d.node]
     }
@@ -144,10 +158,11 @@ impl Cluster {
 
     /// The fewest GPUs on any node: the largest tensor-parallel degree that
     /// fits inside every node.
-    pub fn min_gpus_per_node(&self) -> usize {
+    pub(crate) fn min_gpus_per_node(&self) -> usize {
         self.nodes.iter().map(|n| n.gpus).min().unwrap_or(0)
     }
 
+    /// The distinct GPU type names of the cluster, sorted.
     pub fn gpu_types(&self) -> Vec<String> {
         let mut t: Vec<String> = self.nodes.iter().map(|n| n.gpu_type.clone()).collect();
         t.sort();
@@ -155,6 +170,10 @@ impl Cluster {
         t
     }
 
+    /// Checks the cluster is usable and within [`crate::limits`]: at least one node,
+    /// every node with GPUs, a GPU type name, NICs and positive finite bandwidths,
+    /// and links naming existing node pairs once each. Errors name the offending
+    /// node or link.
     pub fn validate(&self) -> Result<()> {
         if self.nodes.is_empty() {
             return Err(AmpError::invalid(
@@ -278,16 +297,21 @@ impl Cluster {
         Ok(())
     }
 
+    /// Parses a cluster file written in TOML (Gbit/s bandwidths, GiB memory; see
+    /// [`ClusterFile`]) and checks it; `origin` names the file in errors.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Cluster> {
         let file: ClusterFile = toml::from_str(text).map_err(|e| AmpError::parse(origin, e))?;
         file.into_cluster(origin)
     }
 
+    /// Parses a cluster file written in JSON (same fields as the TOML form) and
+    /// checks it; `origin` names the file in errors.
     pub fn from_json_str(text: &str, origin: &str) -> Result<Cluster> {
         let file: ClusterFile = AmpError::json(text, origin)?;
         file.into_cluster(origin)
     }
 
+    /// The cluster in its file form (Gbit/s, GiB), ready to serialize as TOML or JSON.
     pub fn to_file(&self) -> ClusterFile {
         ClusterFile {
             name: Some(self.name.clone()),
@@ -323,8 +347,10 @@ const GIB: f64 = (1u64 << 30) as f64;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterFile {
+    /// Cluster name; optional in files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The `[[nodes]]` entries, in order; each may repeat with `count`.
     pub nodes: Vec<NodeFile>,
     /// Pair-specific network links, by node index after `count` expansion.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -343,6 +369,8 @@ pub struct LinkFile {
     pub gbps: f64,
 }
 
+/// A `[[nodes]]` entry: one machine type (or `count` alike machines), with
+/// bandwidths in Gbit/s and memory in GiB as datasheets give them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeFile {
@@ -357,8 +385,10 @@ pub struct NodeFile {
     /// Network interfaces sharing `inter_gbps` (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nics: Option<usize>,
+    /// Memory of one GPU, GiB, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_memory_gib: Option<f64>,
+    /// Price of one such node per hour (dollars), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price_per_hour: Option<f64>,
     /// Repeat this node `count` times (default 1).
@@ -367,7 +397,10 @@ pub struct NodeFile {
 }
 
 impl ClusterFile {
-    pub fn into_cluster(self, origin: &str) -> Result<Cluster> {
+    /// Expands `count`, converts Gbit/s to bytes/s and GiB to bytes, checks the
+    /// result against [`crate::limits`] and returns the cluster; `origin` names
+    /// the file in errors.
+    pub(crate) fn into_cluster(self, origin: &str) -> Result<Cluster> {
         let mut nodes = Vec::new();
         for (i, n) in self.nodes.into_iter().enumerate() {
             let at = || format!("{origin}: nodes[{i}]");
@@ -460,7 +493,9 @@ impl ClusterFile {
 pub mod builtin {
     use super::*;
 
+    /// GPU type name of the NVIDIA T4 (AWS g4dn).
     pub const T4: &str = "T4";
+    /// GPU type name of the 16 GB NVIDIA V100 (AWS p3).
     pub const V100: &str = "V100-16GB";
 
     fn node(gpu: &str, intra_gbps: f64, inter_gbps: f64, mem_gib: f64, price: f64) -> Node {
@@ -487,6 +522,7 @@ pub mod builtin {
         node(V100, 170.0, 10.0, 16.0, 12.24)
     }
 
+    /// Four g4dn.12xlarge nodes: 16 T4 GPUs (the AMP paper's homogeneous cluster).
     pub fn homogeneous() -> Cluster {
         Cluster {
             name: "4x g4dn.12xlarge".into(),
@@ -495,6 +531,8 @@ pub mod builtin {
         }
     }
 
+    /// Three p3.8xlarge and one g4dn.12xlarge: 12 V100s and 4 T4s (the AMP paper's
+    /// heterogeneous cluster).
     pub fn het_cluster() -> Cluster {
         let mut nodes = vec![p3_8xlarge(); 3];
         nodes.push(g4dn_12xlarge());
@@ -505,6 +543,8 @@ pub mod builtin {
         }
     }
 
+    /// Four p3.8xlarge nodes: 16 V100s (the cluster of the AMP paper's
+    /// heterogeneous-model experiment).
     pub fn het_model() -> Cluster {
         Cluster {
             name: "4x p3.8xlarge".into(),

@@ -2,23 +2,38 @@
 
 use std::fmt::Display;
 
+/// The result of amp's fallible functions; errors are [`AmpError`].
 pub type Result<T, E = AmpError> = std::result::Result<T, E>;
 
+/// Everything that can go wrong in amp-core, each with where and how to fix it.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum AmpError {
     /// A file or string could not be parsed at all.
     #[error("{origin}: cannot parse: {message}")]
-    Parse { origin: String, message: String },
+    Parse {
+        /// The file or string that failed, as the caller named it.
+        origin: String,
+        /// The parser's message, trailing whitespace trimmed.
+        message: String,
+    },
     /// Parsed, but a value is not allowed.
     #[error("{location}: {message}")]
-    Invalid { location: String, message: String },
+    Invalid {
+        /// Where the value is: file, entry and field as far as known.
+        location: String,
+        /// What is wrong with it and how to fix it.
+        message: String,
+    },
     /// Profile data does not cover what a plan needs: GPU type `gpu` (when
     /// one is at fault) at tensor-parallel degree `tp` (when one is asked
     /// for); `detail` says what is there and how to fix it.
     #[error("missing profile data: {detail}")]
     MissingProfile {
+        /// The GPU type lacking data, when one is at fault.
         gpu: Option<String>,
+        /// The tensor-parallel degree asked for, when one is.
         tp: Option<usize>,
+        /// What the profile holds and how to fill the gap.
         detail: String,
     },
     /// The search found nothing it may return.
@@ -27,6 +42,7 @@ pub enum AmpError {
 }
 
 impl AmpError {
+    /// A [`AmpError::Parse`] of `origin` with the parser's error `e`.
     pub fn parse(origin: impl Into<String>, e: impl Display) -> Self {
         AmpError::Parse {
             origin: origin.into(),
@@ -36,7 +52,7 @@ impl AmpError {
 
     /// Prefixes the location of an `Invalid` error with the file it came
     /// from (when it does not name it already).
-    pub fn in_file(self, origin: &str) -> Self {
+    pub(crate) fn in_file(self, origin: &str) -> Self {
         match self {
             AmpError::Invalid { location, message } if !location.starts_with(origin) => {
                 AmpError::Invalid {
@@ -68,6 +84,7 @@ impl AmpError {
         }
     }
 
+    /// A [`AmpError::Invalid`] at `location`.
     pub fn invalid(location: impl Into<String>, message: impl Into<String>) -> Self {
         AmpError::Invalid {
             location: location.into(),

@@ -33,6 +33,8 @@
 //! # Ok::<(), amp_core::AmpError>(())
 //! ```
 
+#![deny(missing_docs)]
+
 pub mod cluster;
 pub mod cost;
 pub mod error;

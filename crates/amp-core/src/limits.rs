@@ -76,7 +76,7 @@ pub fn check_f64(v: f64, positive: bool, max: f64) -> Result<(), String> {
 }
 
 /// `Err(message)` when `v` is not in `min..=max`.
-pub fn check_count(v: u64, min: u64, max: u64) -> Result<(), String> {
+pub(crate) fn check_count(v: u64, min: u64, max: u64) -> Result<(), String> {
     if v < min {
         return Err(if v == 0 {
             format!("is 0; it must be at least {min}")

@@ -85,13 +85,17 @@ const HALF_BYTES: f64 = 2.0;
 
 /// Bytes per parameter held by one replica.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct StateBytes {
+pub(crate) struct StateBytes {
+    /// Bytes per parameter of weights.
     pub weights: f64,
+    /// Bytes per parameter of gradients.
     pub gradients: f64,
+    /// Bytes per parameter of optimizer state.
     pub optimizer: f64,
 }
 
 impl StateBytes {
+    /// Bytes per parameter in all: weights, gradients and optimizer state.
     pub fn total(&self) -> f64 {
         self.weights + self.gradients + self.optimizer
     }
@@ -101,7 +105,7 @@ impl StateBytes {
 /// number formats and sharding: ZeRO-1 divides the optimizer state (master
 /// weights and moments) by `dp`, ZeRO-2 the gradients too, ZeRO-3 the
 /// weights too.
-pub fn state_bytes(setup: &TrainingSetup, dp: usize) -> StateBytes {
+pub(crate) fn state_bytes(setup: &TrainingSetup, dp: usize) -> StateBytes {
     let f = &setup.formats;
     let d = dp.max(1) as f64;
     let sharding = setup.optimizer_sharding;
@@ -134,7 +138,7 @@ pub fn state_bytes(setup: &TrainingSetup, dp: usize) -> StateBytes {
 }
 
 /// Bytes of one stored activation element.
-pub fn activation_bytes(setup: &TrainingSetup) -> f64 {
+pub(crate) fn activation_bytes(setup: &TrainingSetup) -> f64 {
     setup.formats.activations.bytes()
 }
 
@@ -151,7 +155,12 @@ fn scale(setup: &TrainingSetup) -> f64 {
 /// activations, each `1 / v` of its layers: `ceil((W + 1) / v)` whole
 /// micro-batches' worth (Narayanan et al. SC'21: about `pp (1 + 1/v)` on
 /// the first device).
-pub fn in_flight(schedule: Schedule, stage: usize, pp: usize, num_micro_batches: usize) -> usize {
+pub(crate) fn in_flight(
+    schedule: Schedule,
+    stage: usize,
+    pp: usize,
+    num_micro_batches: usize,
+) -> usize {
     match schedule {
         Schedule::Interleaved { virtual_stages } if virtual_stages > 1 => {
             let v = virtual_stages;
@@ -220,7 +229,7 @@ fn attention_core_bytes(model: &Model, tp: f64, setup: &TrainingSetup) -> f64 {
 
 /// Bytes of activations layer `layer` keeps per sample on one rank of a
 /// tensor-parallel group of degree `tp`, until its backward.
-pub fn stored_activation_bytes_per_sample(
+pub(crate) fn stored_activation_bytes_per_sample(
     model: &Model,
     layer: usize,
     tp: usize,
@@ -267,7 +276,7 @@ pub fn stored_activation_bytes_per_sample(
 
 /// Bytes per sample held only while this layer's backward runs (one
 /// micro-batch at a time).
-pub fn transient_bytes_per_sample(
+pub(crate) fn transient_bytes_per_sample(
     model: &Model,
     layer: usize,
     tp: usize,

@@ -32,7 +32,9 @@ pub enum LayerKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Layer {
+    /// Layer name, shown in reports and exports.
     pub name: String,
+    /// What kind of layer this is; cost models price some kinds specially.
     pub kind: LayerKind,
     /// Trainable parameters of this layer (not divided by tensor parallelism).
     pub params: u64,
@@ -58,10 +60,15 @@ pub struct Layer {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TransformerShape {
+    /// Hidden size (model width).
     pub hidden: u64,
+    /// Number of transformer blocks.
     pub num_blocks: u64,
+    /// Sequence length, tokens per sample.
     pub seq_len: u64,
+    /// Vocabulary size.
     pub vocab: u64,
+    /// Attention heads; 0 when not given.
     #[serde(default)]
     pub heads: u64,
     /// The rest of the architecture, when known (zoo models and Hugging
@@ -122,10 +129,13 @@ pub struct Architecture {
     pub head_dim: u64,
     /// Width of the MLP's inner layer (per matrix; a gated MLP has three).
     pub ffn_hidden: u64,
+    /// Nonlinearity of the MLP.
     pub activation: Activation,
+    /// Kind of normalisation layer.
     pub norm: NormKind,
     /// Epsilon of every normalisation layer.
     pub norm_eps: f64,
+    /// How token positions enter the model.
     pub position_embedding: PositionEmbedding,
     /// Base (theta) of the rotary embedding's frequencies; only with
     /// `position_embedding = "rope"`.
@@ -142,16 +152,22 @@ pub struct Architecture {
     pub qkv_bias: bool,
 }
 
+/// A model as the planner sees it: a list of layers in execution order, each
+/// with its parameters and output size, and optionally its transformer shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Model {
+    /// Model name, shown in reports.
     pub name: String,
+    /// The transformer's shape, when the model is one and it is known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shape: Option<TransformerShape>,
+    /// The layers in execution order; pipeline stages take contiguous runs of them.
     pub layers: Vec<Layer>,
 }
 
 impl Model {
+    /// Number of layers.
     pub fn num_layers(&self) -> usize {
         self.layers.len()
     }
@@ -230,16 +246,21 @@ impl Model {
         ParamTable::new(self, self.layers.iter().map(|l| l.params as f64).collect())
     }
 
+    /// Trainable parameters of the whole model, tied weights counted once.
     pub fn total_params(&self) -> u64 {
         self.stage_params(0..self.layers.len())
     }
 
+    /// Parses a model written in TOML and validates it; `origin` names the file in
+    /// errors.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Model> {
         let model: Model = toml::from_str(text).map_err(|e| AmpError::parse(origin, e))?;
         model.validate().map_err(|e| e.in_file(origin))?;
         Ok(model)
     }
 
+    /// Parses a model written in JSON (same fields as TOML, duplicate keys
+    /// rejected) and validates it; `origin` names the file in errors.
     pub fn from_json_str(text: &str, origin: &str) -> Result<Model> {
         let model: Model = AmpError::json(text, origin)?;
         model.validate().map_err(|e| e.in_file(origin))?;
@@ -273,6 +294,8 @@ impl ParamTable {
         }
     }
 
+    /// Parameters of layers `first..end`, a layer tied to another in the same
+    /// range counted once.
     pub fn stage_params(&self, first: usize, end: usize) -> f64 {
         let mut p = self.prefix[end] - self.prefix[first];
         for &(l, t, n) in &self.tied {
@@ -460,6 +483,7 @@ pub mod builtin {
         }
     }
 
+    /// Names [`by_name`] accepts (besides the aliases `gpt2` and `transgan`).
     pub const NAMES: &[&str] = &["gpt2-amp", "transgan-amp"];
 }
 

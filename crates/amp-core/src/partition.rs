@@ -22,7 +22,7 @@
 
 /// A split of `num_layers` layers into stages.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Partition {
+pub(crate) struct Partition {
     /// `[0, b1, ..., num_layers]`: stage j holds layers `b_j..b_(j+1)`.
     pub boundaries: Vec<usize>,
     /// The objective value of this split.
@@ -30,7 +30,7 @@ pub struct Partition {
 }
 
 /// The pipeline objective of given stage and cut times (without tails).
-pub fn pipeline_latency(micro_batches: usize, stage_s: &[f64], cut_s: &[f64]) -> f64 {
+pub(crate) fn pipeline_latency(micro_batches: usize, stage_s: &[f64], cut_s: &[f64]) -> f64 {
     let max = stage_s.iter().copied().fold(0.0, f64::max);
     let sum: f64 = stage_s.iter().sum();
     let cuts: f64 = cut_s.iter().sum();
@@ -40,11 +40,17 @@ pub fn pipeline_latency(micro_batches: usize, stage_s: &[f64], cut_s: &[f64]) ->
 /// What the partitioner minimizes: `stage_s(j, first, end)` prices stage j
 /// holding layers `first..end` per micro-batch, `tail_s(j, first, end)` its
 /// tail, and `cut_s(j, last)` the send from stage j to j+1 after layer `last`.
-pub trait SplitCosts {
+pub(crate) trait SplitCosts {
+    /// Seconds per micro-batch of stage `j` holding layers `first..end`;
+    /// infinity when the stage cannot hold them.
     fn stage_s(&self, j: usize, first: usize, end: usize) -> f64;
+    /// Seconds stage `j` holding layers `first..end` spends once after its last
+    /// micro-batch (e.g. the gradient all-reduce); 0 by default.
     fn tail_s(&self, _j: usize, _first: usize, _end: usize) -> f64 {
         0.0
     }
+    /// Seconds per micro-batch to send from stage `j` to `j + 1` when `j`'s last
+    /// layer is `last_layer`.
     fn cut_s(&self, j: usize, last_layer: usize) -> f64;
     /// A lower bound on the summed stage times of layers `first..` however
     /// they are split (used only to prune; 0 is always valid).
@@ -54,7 +60,7 @@ pub trait SplitCosts {
 }
 
 /// The objective of one given split.
-pub fn partition_latency(
+pub(crate) fn partition_latency(
     boundaries: &[usize],
     micro_batches: usize,
     costs: &impl SplitCosts,
@@ -86,7 +92,7 @@ struct Entry {
 /// The split minimizing the pipeline objective, or `None` when no split has
 /// a finite cost (more stages than layers, or every split infeasible: a
 /// stage priced `f64::INFINITY` is taken as not allowed).
-pub fn optimal_partition(
+pub(crate) fn optimal_partition(
     num_layers: usize,
     num_stages: usize,
     micro_batches: usize,
@@ -249,7 +255,7 @@ fn prune(front: &mut Vec<Entry>) {
 
 /// Splits `num_layers` layers as evenly as possible into `num_stages`
 /// stages, the first stages taking one more layer when it does not divide.
-pub fn uniform_split(num_layers: usize, num_stages: usize) -> Vec<usize> {
+pub(crate) fn uniform_split(num_layers: usize, num_stages: usize) -> Vec<usize> {
     let each = num_layers / num_stages;
     let extra = num_layers % num_stages;
     let mut b = vec![0];

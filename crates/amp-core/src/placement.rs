@@ -14,8 +14,11 @@ use crate::cluster::{Cluster, Device};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Axis {
+    /// Pipeline parallelism: stages of consecutive layers.
     Pp,
+    /// Data parallelism: replicas over different samples.
     Dp,
+    /// Tensor parallelism: each layer split over a group of GPUs.
     Tp,
 }
 
@@ -26,8 +29,10 @@ pub enum Axis {
 pub struct AxisOrder(pub [Axis; 3]);
 
 impl AxisOrder {
+    /// `[Pp, Dp, Tp]`: the DeepSpeed/Megatron-LM rank order, the artifact's.
     pub const DEFAULT: AxisOrder = AxisOrder([Axis::Pp, Axis::Dp, Axis::Tp]);
 
+    /// All six axis orders, the default first.
     pub fn all() -> [AxisOrder; 6] {
         use Axis::*;
         [
@@ -40,6 +45,7 @@ impl AxisOrder {
         ]
     }
 
+    /// The order as text, outermost first, e.g. `pp-dp-tp`.
     pub fn label(&self) -> String {
         self.0
             .iter()
@@ -56,6 +62,7 @@ impl AxisOrder {
 /// A placement: axis order plus node order.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Placement {
+    /// Which axis varies slowest and which fastest along the device list.
     pub axis_order: AxisOrder,
     /// Nodes in the order their GPUs appear in the rank list.
     pub node_order: Vec<usize>,
@@ -70,6 +77,8 @@ impl Placement {
         }
     }
 
+    /// A short description for reports: axis order and node order, e.g.
+    /// `pp-dp-tp nodes 0,1,2,3`.
     pub fn summary(&self) -> String {
         let nodes: Vec<String> = self.node_order.iter().map(|n| n.to_string()).collect();
         format!("{} nodes {}", self.axis_order.label(), nodes.join(","))
@@ -79,9 +88,13 @@ impl Placement {
 /// Devices of a uniform plan: `devices[pp][dp][tp]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceGrid {
+    /// Tensor-parallel degree: GPUs per layer group.
     pub tp: usize,
+    /// Data-parallel degree: replicas.
     pub dp: usize,
+    /// Pipeline-parallel degree: stages.
     pub pp: usize,
+    /// `devices[pp][dp][tp]`: the GPU of each (stage, replica, tensor) rank.
     pub devices: Vec<Vec<Vec<Device>>>,
 }
 

@@ -27,6 +27,8 @@ use crate::setup::TrainingSetup;
 /// `setup`.
 pub const PLAN_SCHEMA_VERSION: u32 = 2;
 
+/// One pipeline stage: a contiguous range of layers and the devices that run
+/// it, one tensor-parallel group per data-parallel replica.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Stage {
@@ -40,20 +42,27 @@ pub struct Stage {
 }
 
 impl Stage {
+    /// The stage's layers, `first_layer..end_layer`.
     pub fn layers(&self) -> std::ops::Range<usize> {
         self.first_layer..self.end_layer
     }
+    /// Tensor-parallel degree: GPUs of the first replica (0 with no replicas).
     pub fn tp(&self) -> usize {
         self.replicas.first().map_or(0, |r| r.len())
     }
+    /// Data-parallel degree: number of replicas.
     pub fn dp(&self) -> usize {
         self.replicas.len()
     }
+    /// Every device of the stage, replica by replica.
     pub fn devices(&self) -> impl Iterator<Item = Device> + '_ {
         self.replicas.iter().flatten().copied()
     }
 }
 
+/// A parallelization plan: micro-batching, the pipeline stages and their
+/// devices, and the training setup. See the module documentation for
+/// interleaved schedules.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Plan {
@@ -108,6 +117,7 @@ impl Plan {
         self.stages.iter().all(|s| s.tp() == tp).then_some(tp)
     }
 
+    /// Samples per iteration over all replicas: `micro_batch x num_micro_batches x dp`.
     pub fn global_batch(&self) -> usize {
         self.micro_batch * self.num_micro_batches * self.dp()
     }
@@ -278,6 +288,8 @@ impl Plan {
         Ok(())
     }
 
+    /// Reads a plan from JSON in any form [`Plan::from_json_any`] accepts, taking
+    /// the best-ranked plan of a whole `amp plan --json` output.
     pub fn from_json_str(text: &str, origin: &str) -> Result<Plan> {
         Plan::from_json_any(text, origin, None)
     }

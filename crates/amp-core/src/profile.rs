@@ -11,7 +11,9 @@ use crate::limits;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileEntry {
+    /// GPU type name, as in the cluster's nodes.
     pub gpu: String,
+    /// Tensor-parallel degree the times were measured at.
     pub tp: usize,
     /// The micro-batch size the times were measured at. `None` means the
     /// times are per sample and scale linearly with the micro-batch (AMP's
@@ -50,13 +52,20 @@ impl ProfileEntry {
 /// micro-batch.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LayerTime {
+    /// Forward time of the layer, seconds.
     pub forward_s: f64,
+    /// Backward time of the layer, seconds, when the profile measured it.
     pub backward_s: Option<f64>,
 }
 
+/// Measured per-layer times: one [`ProfileEntry`] per GPU type, tensor-parallel
+/// degree and (optionally) micro-batch size, plus the number format they were
+/// measured in.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
+    /// The measurements; several may share a GPU type and tp at different
+    /// micro-batch sizes.
     #[serde(default)]
     pub entries: Vec<ProfileEntry>,
     /// Number format of the training runs the times were measured in, when
@@ -69,6 +78,7 @@ pub struct Profile {
 }
 
 impl Profile {
+    /// The distinct GPU type names profiled, sorted.
     pub fn gpu_types(&self) -> Vec<String> {
         let mut t: Vec<String> = self.entries.iter().map(|e| e.gpu.clone()).collect();
         t.sort();
@@ -89,13 +99,14 @@ impl Profile {
         t
     }
 
+    /// Whether any entry covers `gpu` at tensor-parallel degree `tp`.
     pub fn has(&self, gpu: &str, tp: usize) -> bool {
         self.entries.iter().any(|e| e.gpu == gpu && e.tp == tp)
     }
 
     /// Whether `gpu` at `tp` is profiled and every entry for it leaves out
     /// the tensor-parallel communication ([`ProfileEntry::includes_tp_comm`]).
-    pub fn compute_only(&self, gpu: &str, tp: usize) -> bool {
+    pub(crate) fn compute_only(&self, gpu: &str, tp: usize) -> bool {
         self.has(gpu, tp) && self.candidates(gpu, tp).all(|e| !e.includes_tp_comm())
     }
 
@@ -182,7 +193,7 @@ impl Profile {
     }
 
     /// Optimizer-step time of `layer`'s weights on `gpu` at `tp`, when measured.
-    pub fn optimizer_time(&self, gpu: &str, tp: usize, layer: usize) -> Option<f64> {
+    pub(crate) fn optimizer_time(&self, gpu: &str, tp: usize, layer: usize) -> Option<f64> {
         self.candidates(gpu, tp)
             .find_map(|e| e.optimizer_s.as_ref().and_then(|o| o.get(layer).copied()))
     }
@@ -215,12 +226,16 @@ impl Profile {
         Ok(())
     }
 
+    /// Parses a profile written in TOML and checks it; `origin` names the file in
+    /// errors.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Profile> {
         let p: Profile = toml::from_str(text).map_err(|e| AmpError::parse(origin, e))?;
         p.validate(origin)?;
         Ok(p)
     }
 
+    /// Parses a profile written in JSON (duplicate keys rejected) and checks it;
+    /// `origin` names the file in errors.
     pub fn from_json_str(text: &str, origin: &str) -> Result<Profile> {
         let p: Profile = AmpError::json(text, origin)?;
         p.validate(origin)?;

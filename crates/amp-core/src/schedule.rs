@@ -23,15 +23,20 @@ pub enum Schedule {
     /// [`Schedule::OneFOneB`]. Serialized as
     /// `{"interleaved-1f1b": {"virtual_stages": v}}`.
     #[serde(rename = "interleaved-1f1b")]
-    Interleaved { virtual_stages: usize },
+    Interleaved {
+        /// Model chunks per device (at least 1).
+        virtual_stages: usize,
+    },
 }
 
 /// One forward or backward pass of one model chunk of one micro-batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Pass {
+    /// Forward pass when true, backward pass otherwise.
     pub forward: bool,
     /// Model chunk on the device (0 unless interleaved).
     pub chunk: usize,
+    /// Index of the micro-batch, from 0.
     pub micro_batch: usize,
 }
 
@@ -39,7 +44,9 @@ pub struct Pass {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
+    /// Forward pass of a micro-batch through the stage.
     Forward,
+    /// Backward pass of a micro-batch through the stage.
     Backward,
     /// Activation sent to the next stage.
     SendForward,
@@ -47,12 +54,14 @@ pub enum EventKind {
     SendBackward,
     /// Data-parallel gradient all-reduce.
     AllReduce,
+    /// The optimizer step after the last backward pass.
     Optimizer,
 }
 
 /// One interval of one stage's work in an iteration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
+    /// Pipeline stage (rank) the event ran on.
     pub stage: usize,
     /// Data-parallel replica whose pipeline ran this event (0 for the
     /// all-reduce and optimizer, which belong to the whole stage).
@@ -64,17 +73,24 @@ pub struct Event {
     /// stage`) for compute and sends; absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk: Option<usize>,
+    /// What the event is.
     pub kind: EventKind,
+    /// Start of the event, seconds from the start of the iteration.
     pub start_s: f64,
+    /// End of the event, seconds from the start of the iteration.
     pub end_s: f64,
 }
 
 /// One iteration of a plan, event by event, as the cost model simulated it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Timeline {
+    /// Number of pipeline stages (ranks) in the timeline.
     pub num_stages: usize,
+    /// Micro-batches each replica runs in the iteration.
     pub num_micro_batches: usize,
+    /// Every event of every stage and replica.
     pub events: Vec<Event>,
+    /// Length of the iteration, seconds: the end of the last event.
     pub iteration_s: f64,
 }
 
@@ -195,7 +211,9 @@ pub struct IterationSpec {
     /// stages. Replicas run independently until the gradient all-reduce, so
     /// identical replicas may be given once.
     pub pipelines: Vec<PipelineTimes>,
+    /// Micro-batches each replica runs in the iteration.
     pub num_micro_batches: usize,
+    /// Order of the forward and backward passes.
     pub schedule: Schedule,
     /// Per stage: data-parallel gradient all-reduce (0 without replicas).
     pub allreduce_s: Vec<f64>,
@@ -217,6 +235,7 @@ pub struct IterationSpec {
 /// A simulated iteration and where its time goes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Simulation {
+    /// The timeline of every stage and replica.
     pub timeline: Timeline,
     /// The stage whose end (after its optimizer step) ends the iteration.
     pub critical_stage: usize,
@@ -233,6 +252,7 @@ pub struct Simulation {
     pub send_s: f64,
     /// Part of the critical stage's all-reduce after its last backward.
     pub allreduce_s: f64,
+    /// Optimizer-step time of the critical stage, seconds.
     pub optimizer_s: f64,
 }
 

@@ -26,9 +26,13 @@ pub enum PlacementSearch {
     Full,
 }
 
+/// What [`search`] looks for: the global batch, the placements to try, the
+/// training setup, and an optional progress callback.
 #[derive(Clone, Copy)]
 pub struct SearchOptions<'a> {
+    /// Samples per iteration over all replicas; every plan found trains exactly this many.
     pub global_batch: usize,
+    /// Which placements to try.
     pub placement: PlacementSearch,
     /// The training setup every plan is priced and recorded with (one-stage
     /// plans run 1F1B whatever the schedule, [`TrainingSetup::for_pipeline`]).
@@ -39,6 +43,8 @@ pub struct SearchOptions<'a> {
 }
 
 impl SearchOptions<'_> {
+    /// Options for `global_batch` samples per iteration, trying `placement`, with
+    /// `setup`, without progress reports.
     pub fn new(
         global_batch: usize,
         placement: PlacementSearch,
@@ -56,16 +62,26 @@ impl SearchOptions<'_> {
 /// One searched plan with its price.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RankedPlan {
+    /// Tensor-parallel degree of every stage.
     pub tp: usize,
+    /// Data-parallel degree: replicas.
     pub dp: usize,
+    /// Pipeline-parallel degree: stages.
     pub pp: usize,
+    /// Samples per micro-batch on each replica.
     pub micro_batch: usize,
+    /// Micro-batches each replica runs per iteration.
     pub num_micro_batches: usize,
+    /// Where the ranks sit on the cluster.
     pub placement: Placement,
+    /// The plan itself, stages split by the partitioner (or the cost model's preferred split).
     pub plan: Plan,
+    /// The cost model's price of `plan`.
     pub estimate: Estimate,
 }
 
+/// What a search returns: the plans that fit, fastest first, and counts of the
+/// candidates tried, dropped and left unpriced.
 #[derive(Debug, Clone)]
 pub struct SearchResult {
     /// Plans that fit, fastest first.
@@ -106,7 +122,7 @@ pub fn divisors(n: usize) -> Vec<usize> {
 /// micro-batch size dividing the per-replica batch, pp no more than the
 /// layers. Ordered by micro-batch, then tp, then dp (the artifact's order,
 /// used to break exact ties).
-pub fn degree_candidates(
+pub(crate) fn degree_candidates(
     cluster: &Cluster,
     num_layers: usize,
     global_batch: usize,
@@ -430,6 +446,10 @@ fn rank_key(p: &RankedPlan) -> i64 {
     (p.estimate.iteration_s * 1e9).round() as i64
 }
 
+/// Searches every (tp, dp, pp), micro-batch size and placement for
+/// `opts.global_batch`, splits each candidate with the partitioner and prices
+/// it with `model`; returns the plans that fit, fastest first. Errors on
+/// invalid inputs, and with [`AmpError::NoPlan`] when no candidate fits.
 pub fn search(
     inputs: &Inputs,
     model: &dyn CostModel,

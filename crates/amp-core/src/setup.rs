@@ -35,6 +35,7 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// Every precision, in the order of [`Precision`]'s variants.
     pub const ALL: [Precision; 5] = [
         Precision::Fp32,
         Precision::Tf32,
@@ -114,8 +115,11 @@ impl FromStr for Precision {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NumberFormat {
+    /// 32-bit IEEE float: 4 bytes per element.
     Fp32,
+    /// bfloat16: 2 bytes per element, fp32's exponent range.
     Bf16,
+    /// IEEE half precision: 2 bytes per element.
     Fp16,
 }
 
@@ -135,6 +139,8 @@ impl NumberFormat {
 pub struct NumberFormats {
     /// Format of the matrix products, which sets compute speed.
     pub compute: Precision,
+    /// Weights as the forward and backward passes read them (the optimizer's
+    /// master copy is `master_weights`).
     pub weights: NumberFormat,
     /// Gradients, as held and as the data-parallel all-reduce sends them.
     pub gradients: NumberFormat,
@@ -168,7 +174,7 @@ impl NumberFormats {
     }
 
     /// Optimizer bytes per parameter: master weights and two Adam moments.
-    pub fn optimizer_bytes_per_param(&self) -> f64 {
+    pub(crate) fn optimizer_bytes_per_param(&self) -> f64 {
         self.master_weights.map_or(0.0, NumberFormat::bytes) + 2.0 * self.optimizer_state.bytes()
     }
 }
@@ -177,6 +183,7 @@ impl NumberFormats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Recompute {
+    /// Keep every activation the backward pass needs (no recomputation).
     #[default]
     None,
     /// Recompute only the attention core (softmax, dropout, the two
@@ -188,6 +195,7 @@ pub enum Recompute {
 }
 
 impl Recompute {
+    /// The name in files and on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Recompute::None => "none",
@@ -232,6 +240,7 @@ pub enum OptimizerSharding {
 }
 
 impl OptimizerSharding {
+    /// The name in files and on the command line.
     pub fn name(self) -> &'static str {
         match self {
             OptimizerSharding::None => "none",
@@ -272,6 +281,7 @@ pub enum PipelineSend {
 }
 
 impl PipelineSend {
+    /// The name in files and on the command line.
     pub fn name(self) -> &'static str {
         match self {
             PipelineSend::Full => "full",
@@ -297,13 +307,17 @@ impl FromStr for PipelineSend {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
+    /// NVIDIA Megatron-LM.
     Megatron,
+    /// Microsoft DeepSpeed (pipeline engine).
     #[serde(rename = "deepspeed")]
     DeepSpeed,
+    /// PyTorch torchtitan.
     Torchtitan,
 }
 
 impl Engine {
+    /// Every engine, in the order of [`Engine`]'s variants.
     pub const ALL: [Engine; 3] = [Engine::Megatron, Engine::DeepSpeed, Engine::Torchtitan];
 
     /// The name in files and on the command line.
@@ -326,7 +340,7 @@ impl Engine {
     }
 
     /// Schedules the engine runs.
-    pub fn supports_schedule(self, schedule: Schedule) -> bool {
+    pub(crate) fn supports_schedule(self, schedule: Schedule) -> bool {
         match (self, schedule) {
             (_, Schedule::OneFOneB) => true,
             (Engine::DeepSpeed, _) => false,
@@ -376,7 +390,7 @@ pub fn parse_schedule(s: &str) -> std::result::Result<Schedule, String> {
 }
 
 /// The name [`parse_schedule`] reads.
-pub fn schedule_name(s: Schedule) -> String {
+pub(crate) fn schedule_name(s: Schedule) -> String {
     match s {
         Schedule::OneFOneB => "1f1b".into(),
         Schedule::GPipe => "gpipe".into(),
@@ -399,16 +413,22 @@ fn de_schedule<'de, D: Deserializer<'de>>(de: D) -> std::result::Result<Schedule
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainingSetup {
+    /// Number formats of compute, weights, gradients, optimizer state and sends.
     pub formats: NumberFormats,
     /// Pipeline schedule; `interleaved:V` puts V model chunks on each
     /// pipeline rank in Megatron-LM's order (see [`crate::Plan`]).
     #[serde(serialize_with = "ser_schedule", deserialize_with = "de_schedule")]
     pub schedule: Schedule,
+    /// Activation recomputation.
     pub recompute: Recompute,
+    /// How optimizer state, gradients and weights are sharded over the
+    /// data-parallel replicas (ZeRO stages).
     pub optimizer_sharding: OptimizerSharding,
     /// Megatron-LM's sequence parallelism: the layer-norm and dropout
     /// activations are split over the tensor-parallel group too.
     pub sequence_parallel: bool,
+    /// What a pipeline send carries under tensor parallelism: the whole
+    /// activation, or a `1 / tp` slice per rank.
     pub pipeline_send: PipelineSend,
     /// Overlap each stage's gradient all-reduce with its last backward pass.
     pub overlap_grad_reduce: bool,

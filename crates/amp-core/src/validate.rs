@@ -25,8 +25,11 @@ pub enum Outcome {
 pub struct Run {
     /// Where it comes from (file and row), for reports.
     pub name: String,
+    /// The cluster the run used.
     pub cluster: Cluster,
+    /// The plan the run executed.
     pub plan: Plan,
+    /// What happened: completed with its iteration time, or failed.
     pub outcome: Outcome,
     /// Measured peak memory per GPU, bytes, when recorded.
     pub measured_peak_bytes: Option<f64>,
@@ -38,33 +41,49 @@ pub struct Run {
 /// Runs of one model with one profile.
 #[derive(Debug, Clone)]
 pub struct Dataset {
+    /// Name of the dataset, for reports.
     pub name: String,
+    /// The model every run trains.
     pub model: Model,
+    /// Measured per-layer times the cost model prices the runs with.
     pub profile: Profile,
+    /// The measured runs.
     pub runs: Vec<Run>,
 }
 
 /// The verdict on one run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunReport {
+    /// The run's name, as in [`Run::name`].
     pub name: String,
+    /// Tensor-parallel degree, when every stage uses the same one.
     pub tp: Option<usize>,
+    /// Data-parallel degree.
     pub dp: usize,
+    /// Pipeline-parallel degree.
     pub pp: usize,
+    /// Samples per micro-batch.
     pub micro_batch: usize,
+    /// Measured iteration time, seconds; `None` when the run failed.
     pub measured_s: Option<f64>,
+    /// Whether the run failed.
     pub failed: bool,
     /// Predicted iteration time; `None` when the cost model could not price
     /// the plan (see `error`).
     pub predicted_s: Option<f64>,
+    /// Measured peak memory per GPU, bytes, when recorded.
     pub measured_peak_bytes: Option<f64>,
+    /// Predicted peak memory of the fullest device, bytes, when the model prices memory.
     pub predicted_peak_bytes: Option<f64>,
+    /// Whether the cost model predicts some device runs out of memory.
     pub predicted_infeasible: bool,
     /// Measured and predicted gradient reduction on the critical path.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub measured_grad_reduce_s: Option<f64>,
+    /// Predicted critical-path gradient reduction, seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub predicted_grad_reduce_s: Option<f64>,
+    /// Why the cost model could not price the run, when it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -72,34 +91,50 @@ pub struct RunReport {
 /// Mean and maximum of absolute relative errors.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct ErrorStats {
+    /// Number of (predicted, measured) pairs.
     pub count: usize,
+    /// Mean absolute relative error, `|predicted - measured| / measured` (0.1 = 10 %).
     pub mean: f64,
+    /// Largest absolute relative error.
     pub max: f64,
 }
 
+/// The scores of a cost model on one dataset: rank correlation, top-1 regret,
+/// time and memory errors, feasibility verdicts, and one [`RunReport`] per run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DatasetReport {
+    /// Name of the dataset.
     pub name: String,
+    /// Name of the cost model scored ([`CostModel::name`]).
     pub cost_model: String,
     /// The dataset's model (empty when not known, as from [`summarize`]).
     pub model: String,
     /// The runs' distinct clusters in [`Cluster::summary`] form, sorted.
     pub clusters: Vec<String>,
+    /// Number of runs.
     pub runs: usize,
+    /// Runs that completed.
     pub completed: usize,
+    /// Runs that failed.
     pub failed: usize,
     /// Runs the cost model could not price.
     pub unpriced: usize,
-    /// Over completed, priced runs. (Memory errors and feasibility cover
-    /// every run: they do not need the time model.)
+    /// Spearman rank correlation of predicted and measured times, when
+    /// computable. Over completed, priced runs. (Memory errors and
+    /// feasibility cover every run: they do not need the time model.)
     pub spearman: Option<f64>,
+    /// Kendall's tau-b of predicted and measured times over the same runs,
+    /// when computable.
     pub kendall_tau_b: Option<f64>,
     /// Measured time of the run predicted fastest among those predicted
     /// feasible, over the best measured time; `None` when no run qualifies
     /// or the chosen run failed (then `top1_failed`).
     pub top1_regret: Option<f64>,
+    /// Whether the run predicted fastest failed.
     pub top1_failed: bool,
+    /// Relative error of predicted iteration times over completed, priced runs.
     pub time_error: Option<ErrorStats>,
+    /// Relative error of predicted peak memory where it was measured.
     pub memory_error: Option<ErrorStats>,
     /// Phase-level error of the gradient reduction, where measured.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -112,11 +147,12 @@ pub struct DatasetReport {
     /// Files or rows the loader could not turn into runs, with the reason.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// One verdict per run, in dataset order.
     pub details: Vec<RunReport>,
 }
 
 /// Ranks (1-based) with ties given their average rank.
-pub fn average_ranks(x: &[f64]) -> Vec<f64> {
+pub(crate) fn average_ranks(x: &[f64]) -> Vec<f64> {
     let mut idx: Vec<usize> = (0..x.len()).collect();
     idx.sort_by(|&a, &b| x[a].total_cmp(&x[b]));
     let mut ranks = vec![0.0; x.len()];
@@ -191,7 +227,7 @@ pub fn kendall_tau_b(x: &[f64], y: &[f64]) -> Option<f64> {
 }
 
 /// Mean and max of |predicted - measured| / measured.
-pub fn error_stats(pairs: &[(f64, f64)]) -> Option<ErrorStats> {
+pub(crate) fn error_stats(pairs: &[(f64, f64)]) -> Option<ErrorStats> {
     if pairs.is_empty() {
         return None;
     }

@@ -43,8 +43,11 @@ const BYTES_PER_ELEMENT: f64 = 4.0;
 /// Forward + backward = 3 x forward.
 const FORWARD_BACKWARD_FACTOR: f64 = 3.0;
 
+/// The AMP paper's cost model as its artifact computes it (4-byte tensors,
+/// backward as twice forward), kept to reproduce the paper's rankings.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AmpPaper {
+    /// How layers are split into stages.
     pub split: SplitRule,
 }
 
@@ -207,7 +210,7 @@ impl AmpPaper {
 /// evenly over the stages (earlier stages take the remainder), the layers
 /// before the first block joining the first stage and those after a block
 /// joining that block's stage.
-pub fn block_uniform_split(model: &Model, pp: usize) -> Option<Vec<usize>> {
+pub(crate) fn block_uniform_split(model: &Model, pp: usize) -> Option<Vec<usize>> {
     let l = model.num_layers();
     if pp == 0 || pp > l {
         return None;
@@ -230,7 +233,7 @@ pub fn block_uniform_split(model: &Model, pp: usize) -> Option<Vec<usize>> {
 /// micro-batch, `cut(j, i)` the send after layer i between stages j and j+1.
 /// Returns stage boundaries in the full layer list: a boundary falls right
 /// after the last priced layer of a stage.
-pub fn artifact_split(
+pub(crate) fn artifact_split(
     cost_e: &[f64],
     work: &[bool],
     pp: usize,

@@ -66,7 +66,9 @@ pub const INTER_NODE_EFFICIENCY: f64 = 0.5;
 /// A link as a collective sees it: achieved bandwidth and latency per step.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Link {
+    /// Achieved bandwidth, bytes/s.
     pub bytes_per_s: f64,
+    /// Latency of one step of a collective over this link, seconds.
     pub latency_s: f64,
 }
 
@@ -154,7 +156,7 @@ fn flow_bytes_per_s(cluster: &Cluster, load: &NicLoad, f: &Flow) -> f64 {
 }
 
 /// NCCL's ring order: devices sorted by (node, GPU).
-pub fn ring_order(devices: &[Device]) -> Vec<Device> {
+pub(crate) fn ring_order(devices: &[Device]) -> Vec<Device> {
     let mut r = devices.to_vec();
     r.sort();
     r
@@ -184,7 +186,7 @@ pub fn concurrent_allreduce_s(cluster: &Cluster, groups: &[Vec<Device>], bytes: 
 /// Ring all-gather (or reduce-scatter, the same traffic) of a buffer of
 /// `bytes` in total, each device holding `bytes / n`: `(n-1) alpha + (n-1)/n
 /// * bytes / B`.
-pub fn allgather_s(cluster: &Cluster, devices: &[Device], bytes: f64) -> f64 {
+pub(crate) fn allgather_s(cluster: &Cluster, devices: &[Device], bytes: f64) -> f64 {
     ring_collective_s(cluster, &[devices.to_vec()], bytes, 1.0)
 }
 

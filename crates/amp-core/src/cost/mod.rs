@@ -26,8 +26,11 @@ use crate::profile::Profile;
 /// What every cost model reads.
 #[derive(Debug, Clone, Copy)]
 pub struct Inputs<'a> {
+    /// The model: its layers, parameters and activation sizes.
     pub model: &'a Model,
+    /// The cluster the plan runs on.
     pub cluster: &'a Cluster,
+    /// Measured per-layer times for the cluster's GPU types.
     pub profile: &'a Profile,
 }
 
@@ -52,15 +55,23 @@ pub struct Breakdown {
 /// Predicted peak memory of one device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeviceMemory {
+    /// The device this entry describes.
     pub device: Device,
+    /// Index of the pipeline stage the device serves.
     pub stage: usize,
+    /// Model weights held on the device, bytes.
     pub weights_bytes: f64,
+    /// Gradients held on the device, bytes.
     pub gradients_bytes: f64,
+    /// Optimizer state held on the device, bytes.
     pub optimizer_bytes: f64,
+    /// Activations held at the peak, bytes.
     pub activations_bytes: f64,
     /// Framework reserve, workspace and other fixed costs.
     pub other_bytes: f64,
+    /// Peak memory of the device, bytes: the sum of the parts above.
     pub peak_bytes: f64,
+    /// Memory of the GPU, bytes, when the cluster gives it; `None` means the fit is not checked.
     pub capacity_bytes: Option<f64>,
 }
 
@@ -75,7 +86,9 @@ impl DeviceMemory {
 /// A cost model's verdict on one plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Estimate {
+    /// Predicted time of one training iteration, seconds.
     pub iteration_s: f64,
+    /// Where `iteration_s` goes.
     pub breakdown: Breakdown,
     /// Per-device peak memory; empty when the cost model has no memory model.
     pub memory: Vec<DeviceMemory>,
@@ -112,16 +125,26 @@ pub struct StageTables {
     pub min_layers: usize,
 }
 
+/// Per-stage data of [`StageTables::tail`]: a tail time proportional to the
+/// parameters a stage holds (the gradient all-reduce after the last micro-batch).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TailTables {
+    /// `s_per_param[j]`: tail seconds per parameter held on stage `j`.
     pub s_per_param: Vec<f64>,
+    /// Parameters of any layer range, with tied layers counted once per stage.
     pub params: ParamTable,
 }
 
+/// Per-stage data of [`StageTables::memory`]: what a stage's fullest device
+/// holds for a given range of layers, against what it can hold.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StageMemoryTables {
+    /// `prefix_bytes[j][l]`: bytes that layers `0..l` put on stage `j`'s fullest
+    /// device (length `num_layers + 1` each).
     pub prefix_bytes: Vec<Vec<f64>>,
+    /// `fixed_bytes[j]`: bytes stage `j` holds whatever its layers.
     pub fixed_bytes: Vec<f64>,
+    /// `capacity_bytes[j]`: bytes that fit on stage `j`'s fullest device.
     pub capacity_bytes: Vec<f64>,
 }
 
@@ -169,13 +192,18 @@ impl SplitCosts for StageTables {
 /// One uniform candidate as the search hands it to a cost model.
 #[derive(Debug, Clone)]
 pub struct Candidate<'g> {
+    /// The devices of the candidate, arranged by tensor, data and pipeline axis.
     pub grid: &'g DeviceGrid,
     /// The training setup every plan of the candidate records.
     pub setup: &'g crate::setup::TrainingSetup,
+    /// Samples per micro-batch.
     pub micro_batch: usize,
+    /// Micro-batches per iteration, per data-parallel replica.
     pub num_micro_batches: usize,
 }
 
+/// A cost model: prices split candidates for the partitioner and whole plans
+/// for ranking; the search is generic over it.
 pub trait CostModel: Sync {
     /// Short name, as given to `--cost-model`.
     fn name(&self) -> &'static str;

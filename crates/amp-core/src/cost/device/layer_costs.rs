@@ -14,7 +14,9 @@ use super::*;
 /// One layer's cost for one micro-batch on one tensor-parallel group.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct LayerCost {
+    /// Forward time of the layer for one micro-batch, seconds.
     pub forward_s: f64,
+    /// Backward time of the layer for one micro-batch, seconds.
     pub backward_s: f64,
     /// Part of forward + backward spent in tensor-parallel all-reduces.
     pub tp_comm_s: f64,

@@ -152,7 +152,7 @@ pub const OPTIMIZER_S_PER_PARAM: f64 = 1.5e-10;
 /// Zero: 1, 2, 3 and 5 ms were tried on the AMP homogeneous and Sailor
 /// GH200 measurements and each made both worse (AMP mean error 4.9 % at 0,
 /// 5.8 % at 1 ms; Sailor 8.4 % at 0, 8.3 % at 1 ms but worse maximum).
-pub const PASS_OVERHEAD_S: f64 = 0.0;
+pub(crate) const PASS_OVERHEAD_S: f64 = 0.0;
 
 /// Data-parallel communication volume of ZeRO stage 3 (FSDP) over a plain
 /// all-reduce: the weights are all-gathered for the forward and again for
@@ -190,6 +190,8 @@ impl Default for DeviceOptions {
 /// The per-device cost model.
 #[derive(Debug, Clone, Default)]
 pub struct DeviceModel {
+    /// Which effects the model prices: blocking sends, tied all-reduces,
+    /// per-pass overhead, memory.
     pub options: DeviceOptions,
 }
 
@@ -230,6 +232,7 @@ pub(super) fn dp_comm_factor(setup: &TrainingSetup) -> f64 {
 }
 
 impl DeviceModel {
+    /// A device model with the given options.
     pub fn new(options: DeviceOptions) -> DeviceModel {
         DeviceModel { options }
     }
