@@ -108,3 +108,23 @@ def test_links_on_cpu_write_a_cluster_amp_reads(tmp_path: Path, cli):
     assert "gpus = 2" in text and "intra_gbps" in text
     plan = cli("plan", "--model", "gpt2", "--cluster", str(out), "--global-batch", "4", "-q")
     assert plan.returncode == 0, plan.stderr
+
+
+@pytest.mark.parametrize(
+    "device, gib, expected",
+    [
+        ("NVIDIA A100-SXM4-80GB", 79.2, "A100-80GB"),
+        ("NVIDIA A100-PCIE-40GB", 39.4, "A100-40GB"),
+        ("NVIDIA H100 80GB HBM3", 79.1, "H100-SXM"),
+        ("NVIDIA H100 PCIe", 79.1, "H100-PCIe"),
+        ("Tesla T4", 14.7, "T4"),
+        ("Tesla V100-SXM2-16GB", 15.8, "V100-16GB"),
+        ("NVIDIA GeForce RTX 4090", 23.6, "RTX-4090"),
+        ("NVIDIA H200", 139.8, "H200"),
+        ("Some Accelerator 9000", 10.0, None),
+    ],
+)
+def test_detected_devices_map_to_the_catalog(device, gib, expected):
+    from amp_planner.profile.layers import catalog_name
+
+    assert catalog_name(device, int(gib * 2**30)) == expected

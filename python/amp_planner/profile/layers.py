@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -158,22 +159,20 @@ def measure_layer(
 def measure_optimizer(
     module: torch.nn.Module, device: torch.device, warmup: int, reps: int
 ) -> float:
-    """Seconds of one AdamW step over the module's weights."""
-    params = [p for p in module.parameters() if p.requires_grad]
-    if not params:
+    """Seconds of one AdamW step over the module's weights, on fp32 copies
+    (mixed-precision training steps fp32 master weights and moments)."""
+    master = [
+        torch.zeros(p.shape, dtype=torch.float32, device=p.device, requires_grad=True)
+        for p in module.parameters()
+        if p.requires_grad
+    ]
+    if not master:
         return 0.0
-    for p in params:
+    for p in master:
         p.grad = torch.zeros_like(p)
-    opt = torch.optim.AdamW(params, lr=1e-4)
+    opt = torch.optim.AdamW(master, lr=1e-4)
     timer = _Timer(device)
-
-    def step() -> None:
-        opt.step()
-
-    t = timer.time(step, max(warmup, 1), reps)
-    for p in params:
-        p.grad = None
-    return t
+    return timer.time(opt.step, max(warmup, 1), reps)
 
 
 def _tp_problem(arch: Dict[str, Any], tp: int) -> Optional[str]:
@@ -266,14 +265,29 @@ def profile_layers(
 
 
 def _candidates(name: str, memory_bytes: Optional[int]) -> List[str]:
-    words = [w for w in name.replace("_", " ").split() if w.upper() not in {"NVIDIA", "TESLA", "AMD"}]
-    out = []
+    """Names to look the device up by in the catalog, most specific first:
+    the whole name, without the vendor, its leading words, the first word
+    with the memory size ("A100-80GB"), the first word."""
+    words = [
+        w for w in re.split(r"[\s_-]+", name) if w and w.upper() not in {"NVIDIA", "TESLA", "AMD"}
+    ]
+    out = [name, " ".join(words), "-".join(words)]
+    for n in range(len(words) - 1, 1, -1):
+        out += [" ".join(words[:n]), "-".join(words[:n])]
     if words and memory_bytes:
         out.append(f"{words[0]}-{round(memory_bytes / 2**30 / 8) * 8}GB")
-    for n in range(len(words), 0, -1):
-        out.append(" ".join(words[:n]))
-        out.append("-".join(words[:n]))
-    return [name] + out
+    return out + words[:1]
+
+
+def catalog_name(device_name: str, memory_bytes: Optional[int]) -> Optional[str]:
+    """The catalog's name of a device as PyTorch names it
+    ("NVIDIA A100-SXM4-80GB" -> "A100-80GB"), or None."""
+    for c in _candidates(device_name, memory_bytes):
+        try:
+            return _amp.catalog_gpu(c)
+        except AmpError:
+            continue
+    return None
 
 
 def gpu_label(device: torch.device, gpu: Optional[str]) -> Tuple[str, str]:
@@ -290,11 +304,9 @@ def gpu_label(device: torch.device, gpu: Optional[str]) -> Tuple[str, str]:
         raise AmpError(
             "--device cpu needs --gpu NAME: the catalog GPU name the profile's times stand for"
         )
-    for c in _candidates(device_name, memory):
-        try:
-            return _amp.catalog_gpu(c), device_name
-        except AmpError:
-            continue
+    label = catalog_name(device_name, memory)
+    if label is not None:
+        return label, device_name
     raise AmpError(
         f"the device `{device_name}` is not in amp's GPU catalog; pass --gpu NAME "
         f"({', '.join(g[0] for g in _amp.catalog_gpus())})"
