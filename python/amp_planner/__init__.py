@@ -168,7 +168,8 @@ def _cluster_arg(cluster: Any, tmp: _TempFiles) -> str:
     if isinstance(cluster, Mapping):
         return tmp.write("cluster", dict(cluster))
     raise TypeError(
-        f"cluster must be a shorthand, a built-in name, a path or a dict, not {type(cluster).__name__}"
+        "cluster must be a shorthand, a built-in name, a path or a dict, "
+        f"not {type(cluster).__name__}"
     )
 
 

@@ -5,16 +5,24 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 import amp_planner as amp
+import pytest
 from conftest import SHARED_DATA, TINY_LLAMA
 
 
 def test_plan_on_zoo_model_equals_cli_json(cli_json):
     expected = cli_json(
-        "plan", "--model", "gpt2-medium", "--cluster", "2x4xV100", "--global-batch", "32",
-        "--seq", "512", "--json", "-q",
+        "plan",
+        "--model",
+        "gpt2-medium",
+        "--cluster",
+        "2x4xV100",
+        "--global-batch",
+        "32",
+        "--seq",
+        "512",
+        "--json",
+        "-q",
     )
     result = amp.plan(model="gpt2-medium", cluster="2x4xV100", global_batch=32, seq=512)
     assert result.to_dict() == expected
@@ -24,7 +32,10 @@ def test_plan_on_zoo_model_equals_cli_json(cli_json):
     # Bit for bit: the same floats, not merely close ones.
     assert best.predicted_iteration_s == first["predicted_iteration_s"]
     assert (best.tp, best.pp, best.dp, best.micro_batch) == (
-        first["tp"], first["pp"], first["dp"], first["micro_batch"]
+        first["tp"],
+        first["pp"],
+        first["dp"],
+        first["micro_batch"],
     )
     assert best.stages == first["stages"]
     assert best.memory == first["memory"] and best.memory
@@ -35,13 +46,30 @@ def test_plan_on_zoo_model_equals_cli_json(cli_json):
 
 def test_setup_keywords_become_flags(cli_json):
     expected = cli_json(
-        "plan", "--model", "gpt2", "--cluster", "2x4xA100", "--global-batch", "64",
-        "--schedule", "interleaved:2", "--recompute", "--overlap-allreduce", "--top", "3",
-        "--json", "-q",
+        "plan",
+        "--model",
+        "gpt2",
+        "--cluster",
+        "2x4xA100",
+        "--global-batch",
+        "64",
+        "--schedule",
+        "interleaved:2",
+        "--recompute",
+        "--overlap-allreduce",
+        "--top",
+        "3",
+        "--json",
+        "-q",
     )
     result = amp.plan(
-        model="gpt2", cluster="2x4xA100", global_batch=64,
-        schedule="interleaved:2", recompute=True, overlap_allreduce=True, top=3,
+        model="gpt2",
+        cluster="2x4xA100",
+        global_batch=64,
+        schedule="interleaved:2",
+        recompute=True,
+        overlap_allreduce=True,
+        top=3,
     )
     assert result.to_dict() == expected
     assert len(result.plans) <= 3
@@ -70,8 +98,9 @@ def test_cluster_dict_equals_cluster_file(tmp_path: Path, cli_json):
     }
     path = tmp_path / "cluster.json"
     path.write_text(json.dumps(cluster))
-    expected = cli_json("plan", "--model", "gpt2", "--cluster", str(path), "--global-batch", "16",
-                        "--json", "-q")
+    expected = cli_json(
+        "plan", "--model", "gpt2", "--cluster", str(path), "--global-batch", "16", "--json", "-q"
+    )
     assert amp.plan(model="gpt2", cluster=cluster, global_batch=16).to_dict() == expected
 
 
@@ -105,7 +134,9 @@ def test_evaluate_equals_cli_eval(tmp_path: Path, cli_json):
     ev = amp.evaluate(best)
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(json.dumps(best.to_dict()))
-    expected = cli_json("eval", str(plan_file), "--model", "gpt2", "--cluster", "2x4xA100", "--json")
+    expected = cli_json(
+        "eval", str(plan_file), "--model", "gpt2", "--cluster", "2x4xA100", "--json"
+    )
     assert ev.to_dict() == expected
     # The default cost model prices a plan the same in search and evaluation.
     assert ev.iteration_s == pytest.approx(best.predicted_iteration_s, rel=1e-9)

@@ -8,9 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import amp_planner as amp
+import pytest
 from conftest import TINY_LLAMA, torch_available
 
 pytestmark = pytest.mark.skipif(not torch_available(), reason="PyTorch is not installed")
@@ -43,13 +42,33 @@ def test_cpu_profile_is_read_by_amp_plan_as_measured(tmp_path: Path, tiny_config
     model_out = tmp_path / "measured-model.json"
     r = subprocess.run(
         [
-            sys.executable, "-m", "amp_planner.profile",
-            "--model", str(tiny_config), "--seq", "32",
-            "--micro-batches", "1,2", "--tp", "1,2",
-            "--device", "cpu", "--gpu", "T4", "--reps", "2", "--warmup", "1",
-            "--out", str(out), "--model-out", str(model_out), "-q",
+            sys.executable,
+            "-m",
+            "amp_planner.profile",
+            "--model",
+            str(tiny_config),
+            "--seq",
+            "32",
+            "--micro-batches",
+            "1,2",
+            "--tp",
+            "1,2",
+            "--device",
+            "cpu",
+            "--gpu",
+            "T4",
+            "--reps",
+            "2",
+            "--warmup",
+            "1",
+            "--out",
+            str(out),
+            "--model-out",
+            str(model_out),
+            "-q",
         ],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert r.returncode == 0, r.stderr
     text = out.read_text()
@@ -57,8 +76,17 @@ def test_cpu_profile_is_read_by_amp_plan_as_measured(tmp_path: Path, tiny_config
     assert text.count("[[entries]]") == 4  # 2 tp x 2 micro-batches
 
     args = [
-        "plan", "--model", str(tiny_config), "--seq", "32", "--cluster", "1xg4dn.12xlarge",
-        "--global-batch", "8", "--profile", str(out),
+        "plan",
+        "--model",
+        str(tiny_config),
+        "--seq",
+        "32",
+        "--cluster",
+        "1xg4dn.12xlarge",
+        "--global-batch",
+        "8",
+        "--profile",
+        str(out),
     ]
     table = cli(*args, "-q")
     assert table.returncode == 0, table.stderr
@@ -67,9 +95,12 @@ def test_cpu_profile_is_read_by_amp_plan_as_measured(tmp_path: Path, tiny_config
     data = json.loads(got.stdout)
     assert any("measured" in s for s in data["compute_sources"])
     # The Python API takes the same profile and gives the same numbers.
-    assert amp.plan(
-        model=str(tiny_config), seq=32, cluster="1xg4dn.12xlarge", global_batch=8, profile=out
-    ).to_dict() == data
+    assert (
+        amp.plan(
+            model=str(tiny_config), seq=32, cluster="1xg4dn.12xlarge", global_batch=8, profile=out
+        ).to_dict()
+        == data
+    )
 
     # The measured activations make a layer list amp plans with.
     model = json.loads(model_out.read_text())
@@ -79,15 +110,37 @@ def test_cpu_profile_is_read_by_amp_plan_as_measured(tmp_path: Path, tiny_config
 
 def test_cpu_needs_a_gpu_label(tiny_config: Path):
     r = subprocess.run(
-        [sys.executable, "-m", "amp_planner.profile", "--model", str(tiny_config),
-         "--device", "cpu", "--out", "/dev/null"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "amp_planner.profile",
+            "--model",
+            str(tiny_config),
+            "--device",
+            "cpu",
+            "--out",
+            "/dev/null",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert r.returncode == 1 and "--gpu NAME" in r.stderr
     r = subprocess.run(
-        [sys.executable, "-m", "amp_planner.profile", "--model", str(tiny_config),
-         "--device", "cpu", "--gpu", "T5", "--out", "/dev/null"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "amp_planner.profile",
+            "--model",
+            str(tiny_config),
+            "--device",
+            "cpu",
+            "--gpu",
+            "T5",
+            "--out",
+            "/dev/null",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert r.returncode == 1 and "unknown GPU `T5`" in r.stderr
 
@@ -95,10 +148,27 @@ def test_cpu_needs_a_gpu_label(tiny_config: Path):
 def test_links_on_cpu_write_a_cluster_amp_reads(tmp_path: Path, cli):
     out = tmp_path / "cluster.toml"
     r = subprocess.run(
-        [sys.executable, "-m", "amp_planner.profile", "--links", "--device", "cpu",
-         "--procs", "2", "--gpu", "T4", "--message-mib", "1", "--reps", "3",
-         "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "amp_planner.profile",
+            "--links",
+            "--device",
+            "cpu",
+            "--procs",
+            "2",
+            "--gpu",
+            "T4",
+            "--message-mib",
+            "1",
+            "--reps",
+            "3",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)

@@ -15,8 +15,10 @@ Python:
   cluster format.
 """
 
-from .layers import LayerProfile, measured_model, profile_layers, to_toml, write as write_profile
-from .links import LinkReport, profile_links, to_toml as links_toml
+from .layers import LayerProfile, measured_model, profile_layers, to_toml
+from .layers import write as write_profile
+from .links import LinkReport, profile_links
+from .links import to_toml as links_toml
 
 __all__ = [
     "LayerProfile",

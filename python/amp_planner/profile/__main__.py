@@ -14,7 +14,9 @@ def _ints(text: str) -> List[int]:
     try:
         values = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"`{text}` is not a comma-separated list of integers")
+        raise argparse.ArgumentTypeError(
+            f"`{text}` is not a comma-separated list of integers"
+        ) from None
     if not values or any(v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"`{text}`: give positive integers, e.g. 1,2,4")
     return values
@@ -48,7 +50,9 @@ def parser() -> argparse.ArgumentParser:
         "--gpu",
         help="catalog GPU name to label the results with (default: the detected device)",
     )
-    p.add_argument("--dtype", help="float32, bfloat16 or float16 (default: bf16 on cuda, fp32 on cpu)")
+    p.add_argument(
+        "--dtype", help="float32, bfloat16 or float16 (default: bf16 on cuda, fp32 on cpu)"
+    )
     p.add_argument("--warmup", type=int, help="untimed runs before timing (default 3)")
     p.add_argument("--reps", type=int, help="timed runs, median taken (default 10 cuda, 5 cpu)")
     p.add_argument(
@@ -81,6 +85,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     command = "python -m amp_planner.profile " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)
     )
+
     def log(line: str, warning: bool = False) -> None:
         if warning or not args.quiet:
             print(line, file=sys.stderr, flush=True)

@@ -13,8 +13,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .. import AmpError, layers as amp_layers
-from .. import _amp
+from .. import AmpError, _amp
+from .. import layers as amp_layers
 from .modules import build
 
 # amp-core's profile.rs: entries whose source starts with this were measured
@@ -323,7 +323,7 @@ def to_toml(p: LayerProfile, command: str = "") -> str:
         f"# amp profile of `{p.model['name']}` (sequence {p.model['shape']['seq_len']}), "
         f"measured by amp_planner.profile on {p.device_name} in {p.dtype}.",
         "# Times are one tensor-parallel rank's slice on one device, without the group's",
-        "# all-reduces (amp adds them on the cluster's links): source \"slice: ...\".",
+        '# all-reduces (amp adds them on the cluster\'s links): source "slice: ...".',
     ]
     names = [layer["name"] for layer in p.model["layers"]]
     lines.append(f"# layers: {', '.join(names)}")

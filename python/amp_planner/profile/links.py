@@ -228,4 +228,3 @@ def profile_links(
         if data[k] is not None:
             data[k] = LinkMeasurement(**data[k])
     return LinkReport(**data)
-
