@@ -194,6 +194,42 @@ def _signature(layer: Dict[str, Any]) -> Tuple[Any, ...]:
     )
 
 
+def _measure_entry(
+    m: Dict[str, Any],
+    arch: Dict[str, Any],
+    s: int,
+    tp: int,
+    mb: int,
+    dev: torch.device,
+    dt: torch.dtype,
+    warmup: int,
+    reps: int,
+    opt_cache: Dict[Tuple[Any, ...], float],
+    log: Callable[..., None],
+) -> Entry:
+    entry = Entry(tp, mb)
+    cache: Dict[Tuple[Any, ...], LayerMeasurement] = {}
+    for layer in m["layers"]:
+        sig = _signature(layer)
+        if sig not in cache:
+            module, make_input = build(layer, arch, s, tp)
+            module = module.to(device=dev, dtype=dt).train()
+            r = measure_layer(module, make_input, mb, dev, dt, warmup, reps)
+            if sig not in opt_cache:
+                opt_cache[sig] = measure_optimizer(module, dev, warmup, reps)
+            r.optimizer_s = opt_cache[sig]
+            cache[sig] = r
+            log(
+                f"tp {tp} micro-batch {mb} {layer['name']}: forward "
+                f"{r.forward_s * 1e3:.3f} ms, backward {r.backward_s * 1e3:.3f} ms, "
+                f"optimizer {r.optimizer_s * 1e3:.3f} ms, saved "
+                f"{r.saved_activation_bytes / 2**20:.2f} MiB"
+            )
+            del module
+        entry.layers.append(cache[sig])
+    return entry
+
+
 def profile_layers(
     model: Any,
     seq: Optional[int],
@@ -238,29 +274,19 @@ def profile_layers(
             continue
         opt_cache: Dict[Tuple[Any, ...], float] = {}
         for mb in micro_batches:
-            entry = Entry(tp, mb)
-            cache: Dict[Tuple[Any, ...], LayerMeasurement] = {}
-            for layer in m["layers"]:
-                sig = _signature(layer)
-                if sig not in cache:
-                    module, make_input = build(layer, arch, s, tp)
-                    module = module.to(device=dev, dtype=dt).train()
-                    r = measure_layer(module, make_input, mb, dev, dt, warmup, reps)
-                    if sig not in opt_cache:
-                        opt_cache[sig] = measure_optimizer(module, dev, warmup, reps)
-                    r.optimizer_s = opt_cache[sig]
-                    cache[sig] = r
-                    log(
-                        f"tp {tp} micro-batch {mb} {layer['name']}: forward "
-                        f"{r.forward_s * 1e3:.3f} ms, backward {r.backward_s * 1e3:.3f} ms, "
-                        f"optimizer {r.optimizer_s * 1e3:.3f} ms, saved "
-                        f"{r.saved_activation_bytes / 2**20:.2f} MiB"
-                    )
-                    del module
-                entry.layers.append(cache[sig])
-            entries.append(entry)
+            try:
+                entries.append(
+                    _measure_entry(m, arch, s, tp, mb, dev, dt, warmup, reps, opt_cache, log)
+                )
+            except torch.cuda.OutOfMemoryError:
+                # amp extrapolates the missing micro-batch from the others.
+                log(f"warning: tp {tp} micro-batch {mb} skipped: out of device memory", True)
+                torch.cuda.empty_cache()
     if not entries:
-        raise AmpError(f"no tensor-parallel degree of {list(tps)} can split `{m['name']}`")
+        raise AmpError(
+            f"nothing measured: no tensor-parallel degree of {list(tps)} can split "
+            f"`{m['name']}`, or every micro-batch ran out of memory"
+        )
     return LayerProfile(label, device_name, dt_name, m, entries)
 
 
