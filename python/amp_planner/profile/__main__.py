@@ -51,7 +51,10 @@ def parser() -> argparse.ArgumentParser:
         help="catalog GPU name to label the results with (default: the detected device)",
     )
     p.add_argument(
-        "--dtype", help="float32, bfloat16 or float16 (default: bf16 on cuda, fp32 on cpu)"
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        help="number format to measure in (default: bfloat16 on cuda, float32 on cpu); "
+        "plan with the same --precision (fp32, bf16, fp16)",
     )
     p.add_argument("--warmup", type=int, help="untimed runs before timing (default 3)")
     p.add_argument("--reps", type=int, help="timed runs, median taken (default 10 cuda, 5 cpu)")

@@ -51,7 +51,8 @@ class LayerProfile:
 
     @property
     def precision(self) -> str:
-        return "fp32" if self.dtype == "float32" else "mixed16"
+        """amp's name of the number format the times hold in."""
+        return {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[self.dtype]
 
 
 class _Timer:
@@ -384,7 +385,7 @@ def measured_model(p: LayerProfile) -> Dict[str, Any]:
     if not ones:
         return model
     e = min(ones, key=lambda e: e.micro_batch)
-    elem = 4 if p.precision == "fp32" else 2
+    elem = 4 if p.dtype == "float32" else 2
     for layer, x in zip(model["layers"], e.layers):
         layer["stored_activation_elems_per_sample"] = int(
             math.ceil(x.saved_activation_bytes / e.micro_batch / elem)
