@@ -55,9 +55,11 @@ __version__: str = _amp.__version__
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-# Setup keys that only `amp plan` takes: a Plan object does not carry them
-# over to evaluate() and export().
-_PLAN_ONLY = frozenset({"top", "placement", "emit", "out", "report", "quiet", "json"})
+# Keywords of plan() that say how to read the inputs: a Plan carries them
+# over to evaluate() and export(). The training setup (schedule, recompute,
+# precision, ...) is not carried over as flags: the plan's JSON records it,
+# and amp reads it from there.
+_INPUT_KEYS = frozenset({"example", "cost_model", "partition", "no_analytic"})
 
 
 def run_cli(args: Sequence[str]) -> Tuple[int, str, str]:
@@ -198,7 +200,7 @@ class _Inputs:
         self.cluster = cluster
         self.seq = seq
         self.profile = profile
-        self.setup = {k: v for k, v in setup.items() if k not in _PLAN_ONLY}
+        self.setup = {k: v for k, v in setup.items() if k in _INPUT_KEYS}
 
 
 def _input_args(

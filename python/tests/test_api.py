@@ -146,6 +146,20 @@ def test_evaluate_equals_cli_eval(tmp_path: Path, cli_json):
     assert amp.evaluate(result).to_dict() == expected
 
 
+def test_evaluate_and_export_take_the_setup_from_the_plan(tmp_path: Path, cli_json):
+    result = amp.plan(
+        model="gpt2", cluster="2x4xA100", global_batch=64, schedule="interleaved:2", top=1
+    )
+    best = result.plans[0]
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(json.dumps(best.to_dict()))
+    expected = cli_json(
+        "eval", str(plan_file), "--model", "gpt2", "--cluster", "2x4xA100", "--json"
+    )
+    assert amp.evaluate(best).to_dict() == expected
+    assert amp.export(best, "megatron", tmp_path / "launch")
+
+
 def test_evaluate_refuses_a_plan_that_does_not_fit():
     best = amp.plan(model="gpt2", cluster="2x4xA100", global_batch=64).plans[0]
     with pytest.raises(amp.AmpError, match="does not fit"):
