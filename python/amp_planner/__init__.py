@@ -402,13 +402,14 @@ def evaluate(
 
     Args:
         plan: a :class:`Plan` from :func:`plan` (which remembers its model,
-            cluster, profile and options), a :class:`PlanResult` (its
+            cluster and profile; its JSON records its training setup), a
+            :class:`PlanResult` (its
             fastest plan, or ``rank=N``), a plan dict, or a path to a plan
             JSON or an ``amp plan --json`` output.
         model, cluster, seq, profile: as for :func:`plan`; needed unless
             ``plan`` is a :class:`Plan` or :class:`PlanResult`.
-        **setup: other ``amp eval`` options (``schedule=``, ``recompute=``,
-            ``rank=``...).
+        **setup: other ``amp eval`` options (``rank=2``, ``force=True``, or
+            training-setup options for a plan that records none).
 
     Raises:
         AmpError: with the CLI's message.
