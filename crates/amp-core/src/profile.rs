@@ -39,12 +39,24 @@ pub struct ProfileEntry {
 /// ([`ProfileEntry::includes_tp_comm`]).
 pub const ANALYTIC_SOURCE: &str = "analytic";
 
+/// Prefix of the `source` of entries measured on one tensor-parallel rank's
+/// slice of each layer on a single device, as AMP's profiler and
+/// `python -m amp_planner.profile` measure them: like analytic entries they
+/// hold computation only, so the cost model adds the tensor-parallel
+/// all-reduces on the group's real links; unlike them they are reported as
+/// measured.
+pub const SLICE_SOURCE_PREFIX: &str = "slice:";
+
 impl ProfileEntry {
     /// Whether the times include the layer's tensor-parallel communication.
     /// Measured entries do (they were timed on a real tensor-parallel
-    /// group); analytic ones ([`ANALYTIC_SOURCE`]) do not.
+    /// group); analytic ones ([`ANALYTIC_SOURCE`]) and single-device slices
+    /// ([`SLICE_SOURCE_PREFIX`]) do not.
     pub fn includes_tp_comm(&self) -> bool {
-        self.source.as_deref() != Some(ANALYTIC_SOURCE)
+        match self.source.as_deref() {
+            Some(s) => s != ANALYTIC_SOURCE && !s.starts_with(SLICE_SOURCE_PREFIX),
+            None => true,
+        }
     }
 }
 
@@ -353,6 +365,23 @@ mod tests {
             optimizer_s: None,
             source: None,
         }
+    }
+
+    #[test]
+    fn slices_and_analytic_entries_leave_out_tp_comm() {
+        let mut e = entry(Some(1), 1.0);
+        assert!(e.includes_tp_comm());
+        e.source = Some("measured on a DGX".into());
+        assert!(e.includes_tp_comm());
+        e.source = Some(ANALYTIC_SOURCE.into());
+        assert!(!e.includes_tp_comm());
+        e.source = Some(format!("{SLICE_SOURCE_PREFIX} amp_planner.profile on H100"));
+        assert!(!e.includes_tp_comm());
+        let p = Profile {
+            entries: vec![e],
+            precision: None,
+        };
+        assert!(p.compute_only("A", 1));
     }
 
     #[test]

@@ -24,7 +24,8 @@
 //! - **Profiles with measured micro-batches and backward** (Sailor's) are
 //!   used as measured, tensor-parallel communication included.
 //! - **Compute-only entries** (amp-catalog's analytic model, `source =
-//!   "analytic"`, [`crate::profile::ProfileEntry::includes_tp_comm`]) get
+//!   "analytic"`, and single-device slice measurements, `source = "slice:
+//!   ..."`, [`crate::profile::ProfileEntry::includes_tp_comm`]) get
 //!   the same per-block all-reduces as a derived degree (below), priced on
 //!   the group's real links and not overlapped with compute (Megatron-LM's
 //!   tensor-parallel all-reduces are synchronous).
