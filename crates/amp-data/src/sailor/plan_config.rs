@@ -190,9 +190,27 @@ pub fn parse_plan_config(
                         ),
                     ));
                 }
+                if *tp > amp_core::limits::MAX_GPUS {
+                    return Err(AmpError::invalid(
+                        at_r,
+                        format!(
+                            "tp = {tp} is above the limit of {} GPUs",
+                            amp_core::limits::MAX_GPUS
+                        ),
+                    ));
+                }
                 let per = tp / spans.len();
                 let mut group = Vec::with_capacity(*tp);
                 for (gpu, gpn, zone) in spans {
+                    if *gpn > amp_core::limits::MAX_GPUS_PER_NODE {
+                        return Err(AmpError::invalid(
+                            &at_r,
+                            format!(
+                                "a node of {gpn} `{gpu}` is above the limit of {} GPUs per node",
+                                amp_core::limits::MAX_GPUS_PER_NODE
+                            ),
+                        ));
+                    }
                     if per > *gpn {
                         return Err(AmpError::invalid(
                             &at_r,

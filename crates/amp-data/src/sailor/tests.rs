@@ -316,3 +316,33 @@ fn bad_plans_are_explained() {
         .to_string();
     assert!(e.contains("dp = 2"), "{e}");
 }
+
+/// Found by fuzzing: a tensor-parallel degree near 2^62 asked for that
+/// many devices before any check (capacity overflow); now an error, as is
+/// a node above the GPUs-per-node limit.
+#[test]
+fn huge_tp_and_nodes_are_errors_not_allocations() {
+    let m = model();
+    let gpus = parse_cluster_config(CFG, "cfg").unwrap();
+    let net = Network::parse(INTRA, "intra", INTER, "inter").unwrap();
+    for (g, words) in [
+        (
+            r#"[[["G", 4, "z"]], 4888888888888888888]"#,
+            "tp = 4888888888888888888",
+        ),
+        (r#"[[["G", 100000, "z"]], 4]"#, "node of 100000"),
+    ] {
+        let text = plan_json(
+            &format!(
+                r#"{{"num_stages": 1, "layers_per_stage": [[0, 1, 2, 3]], "tmp_per_stage": [[{g}]]"#
+            ),
+            "[1]",
+            1,
+            8,
+        );
+        let e = parse_plan_config(&text, "p.json", &m, &gpus, &net)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(words) && e.contains("limit"), "{e}");
+    }
+}
