@@ -14,7 +14,7 @@ use comfy_table::{presets::UTF8_BORDERS_ONLY, ContentArrangement, Table};
 use serde::Serialize;
 
 use crate::inputs::{CostModelName, InputArgs, Loaded};
-use crate::output::{write_export, write_report, EngineArg, HostArgs};
+use crate::output::{export_files, write_files, write_report, EngineArg, HostArgs};
 use crate::setup_args::SetupArgs;
 use amp_core::setup::TrainingSetup;
 
@@ -361,18 +361,11 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         // tensor-parallel group across nodes, say) have no launch form.
         let mut refusal = None;
         for (i, p) in result.plans.iter().enumerate() {
-            // Whether the engine can run it is decided first (pure);
-            // failing to write the files is an error, not a refusal.
-            let can_run = amp_export::export(
-                &p.plan,
-                &loaded.model,
-                &loaded.cluster,
-                engine.engine(),
-                &amp_export::ExportOptions::default(),
-            );
-            match can_run {
-                Ok(_) => {
-                    let files = write_export(&inputs, &p.plan, engine, dir, &hosts)?;
+            // An engine's refusal moves on to the next plan; a bad option
+            // or failing to write the files is an error.
+            match export_files(&inputs, &p.plan, engine, &hosts) {
+                Ok(files) => {
+                    let files = write_files(dir, files)?;
                     if let Some(why) = refusal {
                         writeln!(err, "note: the fastest plan cannot be launched: {why}")?;
                         writeln!(
@@ -392,6 +385,9 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
                     )?;
                     refusal = None;
                     break;
+                }
+                Err(e @ amp_export::ExportError::Option { .. }) => {
+                    bail!("cannot export for {}: {e}", engine.engine().name())
                 }
                 Err(e) if i == 0 => refusal = Some(format!("{e:#}")),
                 Err(_) => {}

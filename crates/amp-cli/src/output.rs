@@ -7,7 +7,9 @@ use amp_core::cost::device::DeviceModel;
 use amp_core::cost::{Estimate, Inputs};
 use amp_core::plan::Plan;
 use amp_core::search::RankedPlan;
-use amp_export::{export, html_report, Engine, ExportOptions, ReportInput};
+use amp_export::{
+    export, html_report, Engine, ExportError, ExportFile, ExportOptions, ReportInput,
+};
 
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, ValueEnum};
@@ -64,21 +66,23 @@ impl EngineArg {
     }
 }
 
-/// Writes the launch files of `plan` for `engine` under `dir`. The launch
-/// runs what was priced: the plan's own training setup.
-pub fn write_export(
+/// The launch files of `plan` for `engine` (pure: nothing is written). The
+/// launch runs what was priced: the plan's own training setup.
+pub fn export_files(
     inputs: &Inputs,
     plan: &Plan,
     engine: EngineArg,
-    dir: &Path,
     hosts: &[String],
-) -> Result<Vec<String>> {
+) -> std::result::Result<Vec<ExportFile>, ExportError> {
     let opts = ExportOptions {
         hosts: hosts.to_vec(),
         ..ExportOptions::default()
     };
-    let files = export(plan, inputs.model, inputs.cluster, engine.engine(), &opts)
-        .map_err(|e| anyhow!("cannot export for {}: {e}", engine.engine().name()))?;
+    export(plan, inputs.model, inputs.cluster, engine.engine(), &opts)
+}
+
+/// Writes `files` under `dir`; returns the paths written.
+pub fn write_files(dir: &Path, files: Vec<ExportFile>) -> Result<Vec<String>> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut written = Vec::new();
     for f in files {
@@ -97,6 +101,19 @@ pub fn write_export(
         written.push(path.display().to_string());
     }
     Ok(written)
+}
+
+/// Writes the launch files of `plan` for `engine` under `dir`.
+pub fn write_export(
+    inputs: &Inputs,
+    plan: &Plan,
+    engine: EngineArg,
+    dir: &Path,
+    hosts: &[String],
+) -> Result<Vec<String>> {
+    let files = export_files(inputs, plan, engine, hosts)
+        .map_err(|e| anyhow!("cannot export for {}: {e}", engine.engine().name()))?;
+    write_files(dir, files)
 }
 
 /// Writes the HTML report. The timeline is the simulation that priced the
