@@ -569,6 +569,14 @@ fn flags_that_do_not_apply_are_errors() {
             "deepspeed cannot run the interleaved:2",
         ),
         (
+            vec!["--engine", "torchtitan", "--schedule", "interleaved:2"],
+            "torchtitan cannot run the interleaved:2",
+        ),
+        (
+            vec!["--engine", "deepspeed", "--sequence-parallel"],
+            "sequence parallelism is exported only to megatron",
+        ),
+        (
             vec!["--engine", "megatron", "--emit", "deepspeed", "--out", "x"],
             "disagree",
         ),

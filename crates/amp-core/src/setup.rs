@@ -346,6 +346,9 @@ impl Engine {
             (Engine::DeepSpeed, _) => false,
             (Engine::Megatron, Schedule::GPipe) => false,
             (Engine::Megatron, Schedule::Interleaved { .. }) => true,
+            // amp exports torchtitan's pipeline as contiguous stages, not
+            // its Interleaved1F1B chunk layout.
+            (Engine::Torchtitan, Schedule::Interleaved { .. }) => false,
             (Engine::Torchtitan, _) => true,
         }
     }
@@ -488,17 +491,31 @@ impl TrainingSetup {
                         if engine == Engine::Megatron {
                             " or interleaved:V"
                         } else if engine == Engine::Torchtitan {
-                            ""
+                            " or gpipe (amp exports only Megatron-LM's interleaved layout)"
                         } else {
                             " (DeepSpeed's pipeline engine runs only 1F1B)"
                         }
                     ),
                 ));
             }
-            if engine == Engine::DeepSpeed && self.sequence_parallel {
+            if engine != Engine::Megatron && self.sequence_parallel {
                 return Err(AmpError::invalid(
                     at,
-                    "DeepSpeed's pipeline engine has no sequence parallelism; drop it or target megatron",
+                    format!("sequence parallelism is exported only to megatron, not {engine}; drop it or target megatron"),
+                ));
+            }
+            if engine == Engine::Torchtitan
+                && matches!(
+                    self.optimizer_sharding,
+                    OptimizerSharding::Zero1 | OptimizerSharding::Zero2
+                )
+            {
+                return Err(AmpError::invalid(
+                    at,
+                    format!(
+                        "torchtitan shards with FSDP (zero3) or not at all, not {}",
+                        self.optimizer_sharding.name()
+                    ),
                 ));
             }
             if engine == Engine::DeepSpeed && self.recompute == Recompute::Selective {

@@ -338,11 +338,6 @@ fn export_engine(
         let why = why.replacen(&format!("{} cannot run ", engine.name()), "it uses ", 1);
         return Err(Refusal::Unsupported(why));
     }
-    if s.sequence_parallel && engine != Engine::Megatron {
-        return Err(Refusal::Unsupported(
-            "the plan uses sequence parallelism, which amp exports only to megatron".into(),
-        ));
-    }
     {
         use amp_core::setup::OptimizerSharding as S;
         let pp = plan.pp();
@@ -350,12 +345,6 @@ fn export_engine(
             Engine::DeepSpeed if pp > 1 && s.optimizer_sharding > S::Zero1 => {
                 return Err(Refusal::Unsupported(format!(
                     "DeepSpeed's pipeline engine supports ZeRO stage 1 at most with pipeline parallelism (deepspeed/runtime/pipe/engine.py), the plan uses {}",
-                    s.optimizer_sharding.name()
-                )))
-            }
-            Engine::Torchtitan if matches!(s.optimizer_sharding, S::Zero1 | S::Zero2) => {
-                return Err(Refusal::Unsupported(format!(
-                    "torchtitan shards with FSDP (zero3) or not at all, the plan uses {}",
                     s.optimizer_sharding.name()
                 )))
             }
@@ -367,11 +356,6 @@ fn export_engine(
             // not supported > 1D parallelism" refusal is gone.
             _ => {}
         }
-    }
-    if s.virtual_stages() > 1 && engine != Engine::Megatron {
-        return Err(Refusal::Unsupported(
-            "the plan runs the interleaved schedule, which amp exports only to megatron".into(),
-        ));
     }
     let (plan, opts) = engine_view(plan, model, opts)?;
     let (plan, opts) = (&plan, &opts);
