@@ -250,10 +250,15 @@ fn closed_stdout_ends_quietly_in_every_subcommand() {
     let plan = plan.display().to_string();
     let out_dir = std::env::temp_dir().join(format!("amp-bad-inputs-out-{}", std::process::id()));
     let out_dir = out_dir.display().to_string();
-    let data = format!(
-        "{}/../../../shared/data/amp-paper",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    // A small AMP-layout dataset of its own: the test needs no shared data.
+    let data_dir = std::env::temp_dir().join(format!("amp-bad-inputs-data-{}", std::process::id()));
+    std::fs::create_dir_all(data_dir.join("measured")).unwrap();
+    std::fs::write(
+        data_dir.join("measured/homogeneous.csv"),
+        "micro_batch,tp,dp,pp,stage_boundaries,measured_s\n1,1,8,2,0 15 30,1.28\n1,1,4,4,0 9 15 21 30,1.2\n",
+    )
+    .unwrap();
+    let data = data_dir.display().to_string();
     let commands: Vec<Vec<&str>> = vec![
         vec![
             "plan",
