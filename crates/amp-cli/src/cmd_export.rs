@@ -84,7 +84,7 @@ pub fn run(args: ExportArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result
         let title = format!("{} on {}", loaded.model.name, loaded.cluster.name);
         write_report(
             &inputs,
-            cost_model.name(),
+            args.inputs.calibration()?,
             &title,
             &[],
             &plan,

@@ -401,7 +401,7 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         let title = format!("{} on {}", loaded.model.name, loaded.cluster.name);
         write_report(
             &inputs,
-            cost_model.name(),
+            args.inputs.calibration()?,
             &title,
             &result.plans,
             &best.plan,

@@ -8,10 +8,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use amp_core::cost::amp_paper::AmpPaper;
-use amp_core::cost::device::DeviceModel;
+use amp_core::cost::device::{DeviceModel, DeviceOptions};
 use amp_core::cost::CostModel;
 use amp_core::validate::{validate_dataset, DatasetReport, ErrorStats};
 use amp_data::DatasetFiles;
+
+use crate::calibration_arg::read_calibration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use comfy_table::{presets::UTF8_BORDERS_ONLY, ContentArrangement, Table};
@@ -36,13 +38,23 @@ pub struct ValidateArgs {
     /// Also print one line per run.
     #[arg(long)]
     pub runs: bool,
+    #[arg(long, help = crate::calibration_arg::HELP)]
+    pub calibration: Option<String>,
 }
 
-/// The cost model of that name; the runs' plans carry their setups.
-fn cost_model(name: &str) -> Result<Box<dyn CostModel>> {
-    match name {
-        "amp-paper" => Ok(Box::new(AmpPaper::default())),
-        "amp" => Ok(Box::new(DeviceModel::default())),
+/// The cost model of that name with the `--calibration` given (amp only);
+/// the runs' plans carry their setups.
+fn cost_model(name: &str, calibration: Option<&str>) -> Result<Box<dyn CostModel>> {
+    match (name, calibration) {
+        ("amp-paper", None) => Ok(Box::new(AmpPaper::default())),
+        ("amp-paper", Some(_)) => bail!(
+            "--calibration sets constants of the amp cost model; the amp-paper model has none. \
+             Drop --calibration, or use --cost-model amp"
+        ),
+        ("amp", c) => Ok(Box::new(DeviceModel::new(DeviceOptions {
+            calibration: c.map(read_calibration).transpose()?.unwrap_or_default(),
+            ..Default::default()
+        }))),
         _ => bail!("unknown cost model `{name}`; use amp or amp-paper"),
     }
 }
@@ -50,7 +62,7 @@ fn cost_model(name: &str) -> Result<Box<dyn CostModel>> {
 /// Reads the files a dataset can hold (`.csv`, `.npy`, `.json`) under
 /// `dir`, two folders deep beyond `measured/<cluster>/<model>/`, into memory
 /// for [`amp_data::find_datasets`]: the only I/O of validation.
-fn read_tree(dir: &Path) -> Result<DatasetFiles> {
+pub(crate) fn read_tree(dir: &Path) -> Result<DatasetFiles> {
     fn walk(base: &Path, dir: &Path, depth: usize, files: &mut DatasetFiles) -> Result<()> {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
             .with_context(|| format!("cannot list {}", dir.display()))?
@@ -93,11 +105,23 @@ fn read_tree(dir: &Path) -> Result<DatasetFiles> {
     Ok(files)
 }
 
-fn opt(x: Option<f64>, digits: usize) -> String {
+/// Every dataset under `dirs`, in order.
+pub(crate) fn read_datasets(dirs: &[PathBuf]) -> Result<Vec<amp_data::LoadedDataset>> {
+    let mut datasets = Vec::new();
+    for dir in dirs {
+        if !dir.is_dir() {
+            bail!("{}: no such directory", dir.display());
+        }
+        datasets.extend(amp_data::find_datasets(&read_tree(dir)?)?);
+    }
+    Ok(datasets)
+}
+
+pub(crate) fn opt(x: Option<f64>, digits: usize) -> String {
     x.map_or("-".to_string(), |v| format!("{v:.digits$}"))
 }
 
-fn pct(e: &Option<ErrorStats>) -> String {
+pub(crate) fn pct(e: &Option<ErrorStats>) -> String {
     e.map_or("-".to_string(), |e| {
         format!("{:.1}% / {:.1}%", 100.0 * e.mean, 100.0 * e.max)
     })
@@ -218,14 +242,8 @@ struct JsonOutput<'a> {
 }
 
 pub fn run(args: ValidateArgs, out: &mut dyn Write, _err: &mut dyn Write) -> Result<()> {
-    let cost = cost_model(&args.cost_model)?;
-    let mut datasets = Vec::new();
-    for dir in &args.dirs {
-        if !dir.is_dir() {
-            bail!("{}: no such directory", dir.display());
-        }
-        datasets.extend(amp_data::find_datasets(&read_tree(dir)?)?);
-    }
+    let cost = cost_model(&args.cost_model, args.calibration.as_deref())?;
+    let datasets = read_datasets(&args.dirs)?;
     let reports: Vec<DatasetReport> = datasets
         .iter()
         .map(|d| {

@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use amp_core::cluster::Cluster;
 use amp_core::cost::amp_paper::{AmpPaper, SplitRule};
-use amp_core::cost::CostModel;
+use amp_core::cost::device::{DeviceModel, DeviceOptions};
+use amp_core::cost::{Calibration, CostModel};
 use amp_core::model::{builtin as models, Model};
 use amp_data::amp_artifact::{profile_from_npy, Experiment};
 
@@ -13,6 +14,7 @@ use amp_core::profile::Profile;
 use amp_core::setup::Precision;
 use anyhow::{anyhow, bail, Context, Result};
 
+use crate::calibration_arg::read_calibration;
 use crate::setup_args::SetupArgs;
 use clap::{Args, ValueEnum};
 
@@ -52,6 +54,8 @@ pub struct InputArgs {
     /// partitioner, reproduced) or exact (amp's).
     #[arg(long, value_enum)]
     pub partition: Option<PartitionName>,
+    #[arg(long, help = crate::calibration_arg::HELP)]
+    pub calibration: Option<String>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,9 +104,26 @@ pub struct Loaded {
 }
 
 impl InputArgs {
+    /// The amp model's calibration (`--calibration`, fitted by default);
+    /// `None` for the amp-paper model, which has none.
+    pub fn calibration(&self) -> Result<Option<Calibration>> {
+        match (self.cost_model, &self.calibration) {
+            (CostModelName::AmpPaper, Some(_)) => bail!(
+                "--calibration sets constants of the amp cost model; the amp-paper model has none. \
+                 Drop --calibration, or use --cost-model amp"
+            ),
+            (CostModelName::AmpPaper, None) => Ok(None),
+            (CostModelName::Amp, None) => Ok(Some(Calibration::FITTED)),
+            (CostModelName::Amp, Some(spec)) => Ok(Some(read_calibration(spec)?)),
+        }
+    }
+
     pub fn cost_model(&self) -> Result<Box<dyn CostModel>> {
         match self.cost_model {
-            CostModelName::Amp => Ok(Box::new(amp_core::cost::device::DeviceModel::default())),
+            CostModelName::Amp => Ok(Box::new(DeviceModel::new(DeviceOptions {
+                calibration: self.calibration()?.unwrap_or_default(),
+                ..Default::default()
+            }))),
             CostModelName::AmpPaper => Ok(Box::new(AmpPaper {
                 split: match self.partition {
                     Some(PartitionName::Exact) => SplitRule::Exact,
@@ -113,6 +134,9 @@ impl InputArgs {
     }
 
     pub fn load(&self) -> Result<Loaded> {
+        // Before anything is read or printed: a bad --calibration is a
+        // usage error.
+        self.calibration()?;
         if let Some(ex) = self.example {
             let e = ex.experiment();
             let mut profile = e.profile();

@@ -6,8 +6,10 @@
 //! CLI can be driven from other programs (tests, language bindings) exactly
 //! as from a shell.
 
+mod calibration_arg;
 mod cmd_eval;
 mod cmd_export;
+mod cmd_fit;
 mod cmd_plan;
 mod cmd_validate;
 mod inputs;
@@ -39,6 +41,9 @@ enum Command {
     Eval(cmd_eval::EvalArgs),
     /// Compare predictions with measured runs (AMP or Sailor artifact layout).
     Validate(cmd_validate::ValidateArgs),
+    /// Fit the amp cost model's constants to measured runs, and report each
+    /// set's error with neutral, in-sample and leave-one-set-out constants.
+    Fit(cmd_fit::FitArgs),
     /// Write launch files (Megatron-LM, DeepSpeed, torchtitan) or an HTML
     /// report for a given plan.
     Export(cmd_export::ExportArgs),
@@ -94,6 +99,7 @@ where
     let result = match cli.command {
         Command::Plan(args) => cmd_plan::run(args, out, err),
         Command::Validate(args) => cmd_validate::run(args, out, err),
+        Command::Fit(args) => cmd_fit::run(args, out, err),
         Command::Eval(args) => cmd_eval::run(args, out, err),
         Command::Export(args) => cmd_export::run(args, out, err),
     };

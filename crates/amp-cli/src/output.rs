@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use amp_core::cost::device::DeviceModel;
+use amp_core::cost::device::{DeviceModel, DeviceOptions};
+use amp_core::cost::Calibration;
 use amp_core::cost::{Estimate, Inputs};
 use amp_core::plan::Plan;
 use amp_core::search::RankedPlan;
@@ -121,17 +122,22 @@ pub fn write_export(
 /// simulates nothing, so its reports have none.
 pub fn write_report(
     inputs: &Inputs,
-    cost_model: &str,
+    calibration: Option<Calibration>,
     title: &str,
     ranked: &[RankedPlan],
     chosen: &Plan,
     estimate: Option<&Estimate>,
     path: &Path,
 ) -> Result<()> {
-    let timeline = if cost_model == "amp" {
-        Some(DeviceModel::default().timeline(inputs, chosen)?)
-    } else {
-        None
+    let timeline = match calibration {
+        Some(calibration) => Some(
+            DeviceModel::new(DeviceOptions {
+                calibration,
+                ..Default::default()
+            })
+            .timeline(inputs, chosen)?,
+        ),
+        None => None,
     };
     let input = ReportInput {
         title,

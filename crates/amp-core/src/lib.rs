@@ -38,6 +38,7 @@
 pub mod cluster;
 pub mod cost;
 pub mod error;
+pub mod fit;
 pub mod limits;
 pub mod memory;
 pub mod model;

@@ -28,7 +28,8 @@
 //!   ([`LOGITS_TRANSIENT_BYTES_PER_ELEM`] bytes per logit per rank), and in
 //!   the backward of an attention block the gradients of the attention
 //!   probabilities and scores, `2 x 2 a s^2 / t` bytes;
-//! - a **framework reserve** ([`FRAMEWORK_RESERVE_BYTES`]): CUDA context,
+//! - a **framework reserve** (`reserve_bytes`, the fitted
+//!   [`crate::cost::Calibration::framework_reserve_bytes`]): CUDA context,
 //!   communication buffers, workspaces and allocator fragmentation.
 //!
 //! A device's capacity is its node's `gpu_memory_bytes`; unknown capacity
@@ -54,17 +55,6 @@ use crate::placement::DeviceGrid;
 use crate::plan::Plan;
 use crate::schedule::Schedule;
 use crate::setup::{OptimizerSharding, Recompute, TrainingSetup};
-
-/// Memory every training process holds whatever the model: CUDA context,
-/// NCCL and cuBLAS buffers, allocator fragmentation. How obtained: the
-/// measured peak minus everything else this module predicts, over Sailor's
-/// 15 GH200 runs (OPT-350), is 4.40-5.93 GB (median 4.74); the runs with the
-/// least activation memory (micro-batch 1, where errors of the activation
-/// model weigh least) give 4.40-4.77 GB, and we take 4.5 GB. It is the only
-/// peak-memory measurement in the reference data, so the same constant
-/// serves every GPU type; on the AMP artifact's 16 GB T4 runs it keeps
-/// every completed run feasible (largest prediction 16.8 GB of 17.2 GB).
-pub const FRAMEWORK_RESERVE_BYTES: f64 = 4.5e9;
 
 /// Bytes per logit element, per sample and rank (the logits are split by
 /// tensor parallelism), held only while the loss runs: the 16-bit logits
@@ -316,6 +306,7 @@ fn device_memory(
     plan_mbs: usize,
     b: usize,
     setup: &TrainingSetup,
+    reserve_bytes: f64,
 ) -> (f64, f64, f64, f64, f64) {
     let params = chunks
         .iter()
@@ -344,12 +335,18 @@ fn device_memory(
         params * sb.gradients,
         params * sb.optimizer,
         activations,
-        FRAMEWORK_RESERVE_BYTES,
+        reserve_bytes,
     )
 }
 
-/// Predicted peak memory of every device of `plan`, stage by stage.
-pub fn plan_memory(model: &Model, cluster: &Cluster, plan: &Plan) -> Vec<DeviceMemory> {
+/// Predicted peak memory of every device of `plan`, stage by stage, each
+/// device holding `reserve_bytes` besides the plan's own memory.
+pub fn plan_memory(
+    model: &Model,
+    cluster: &Cluster,
+    plan: &Plan,
+    reserve_bytes: f64,
+) -> Vec<DeviceMemory> {
     let pp = plan.pp();
     let mut out = Vec::new();
     for (j, stage) in plan.rank_stages().iter().enumerate() {
@@ -363,6 +360,7 @@ pub fn plan_memory(model: &Model, cluster: &Cluster, plan: &Plan) -> Vec<DeviceM
             plan.micro_batch,
             plan.num_micro_batches,
             &plan.setup,
+            reserve_bytes,
         );
         for d in stage.devices() {
             out.push(DeviceMemory {
@@ -398,6 +396,7 @@ pub fn stage_memory_tables(
     micro_batch: usize,
     num_micro_batches: usize,
     setup: &TrainingSetup,
+    reserve_bytes: f64,
 ) -> StageMemoryTables {
     let tp = grid.tp;
     let t = tp.max(1) as f64;
@@ -425,7 +424,7 @@ pub fn stage_memory_tables(
                 + mbs * logits
         });
         prefix_bytes.push(crate::cost::prefix_sums(per_layer));
-        fixed_bytes.push(FRAMEWORK_RESERVE_BYTES + mbs * block_transient);
+        fixed_bytes.push(reserve_bytes + mbs * block_transient);
         let cap = grid.devices[j]
             .iter()
             .flatten()
@@ -444,6 +443,9 @@ pub fn stage_memory_tables(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Any reserve: the tests check that it is added as given.
+    const RESERVE: f64 = 4.5e9;
     use crate::cluster::{builtin as clusters, Device, Node};
     use crate::model::{builtin as models, Layer, TransformerShape};
     use crate::placement::Placement;
@@ -478,22 +480,52 @@ mod tests {
         let opts = TrainingSetup::default();
         assert_eq!(stored_activation_bytes_per_sample(&m, 0, 2, &opts), 784.0);
         assert_eq!(transient_bytes_per_sample(&m, 0, 2, &opts), 64.0);
-        let (w, g, o, a, r) =
-            device_memory(&m, std::slice::from_ref(&(0..1)), 2, 1, 0, 2, 3, 4, &opts);
+        let (w, g, o, a, r) = device_memory(
+            &m,
+            std::slice::from_ref(&(0..1)),
+            2,
+            1,
+            0,
+            2,
+            3,
+            4,
+            &opts,
+            RESERVE,
+        );
         assert_eq!((w, g, o), (1000.0, 1000.0, 6000.0));
         assert_eq!(a, 4704.0 + 192.0);
-        assert_eq!(r, FRAMEWORK_RESERVE_BYTES);
+        assert_eq!(r, RESERVE);
         // The last stage of the same pipeline keeps one micro-batch.
-        let (_, _, _, a1, _) =
-            device_memory(&m, std::slice::from_ref(&(0..1)), 2, 1, 1, 2, 3, 4, &opts);
+        let (_, _, _, a1, _) = device_memory(
+            &m,
+            std::slice::from_ref(&(0..1)),
+            2,
+            1,
+            1,
+            2,
+            3,
+            4,
+            &opts,
+            RESERVE,
+        );
         assert_eq!(a1, 3.0 * 784.0 + 192.0);
         // GPipe keeps all four.
         let gpipe = TrainingSetup {
             schedule: Schedule::GPipe,
             ..opts
         };
-        let (_, _, _, a2, _) =
-            device_memory(&m, std::slice::from_ref(&(0..1)), 2, 1, 1, 2, 3, 4, &gpipe);
+        let (_, _, _, a2, _) = device_memory(
+            &m,
+            std::slice::from_ref(&(0..1)),
+            2,
+            1,
+            1,
+            2,
+            3,
+            4,
+            &gpipe,
+            RESERVE,
+        );
         assert_eq!(a2, 4.0 * 3.0 * 784.0 + 192.0);
     }
 
@@ -591,9 +623,9 @@ mod tests {
         let c = clusters::homogeneous();
         let opts = TrainingSetup::default();
         let grid = DeviceGrid::new(&c, 2, 2, 4, &Placement::artifact_default(&c));
-        let t = stage_memory_tables(&m, &c, &grid, 2, 8, &opts);
+        let t = stage_memory_tables(&m, &c, &grid, 2, 8, &opts, RESERVE);
         let plan = crate::search::plan_from_grid(&grid, &[0, 8, 14, 20, 30], 2, 8, &opts);
-        let mem = plan_memory(&m, &c, &plan);
+        let mem = plan_memory(&m, &c, &plan, RESERVE);
         assert_eq!(mem.len(), 16);
         for (j, s) in plan.stages.iter().enumerate() {
             let table = t.fixed_bytes[j] + t.prefix_bytes[j][s.end_layer]
@@ -636,7 +668,7 @@ mod tests {
             }],
             setup: TrainingSetup::default(),
         };
-        let mem = plan_memory(&m, &c, &plan);
+        let mem = plan_memory(&m, &c, &plan, RESERVE);
         assert_eq!(mem[0].capacity_bytes, None);
         assert_eq!(mem[0].overflow_bytes(), None);
     }

@@ -308,9 +308,15 @@ pub fn validate_dataset(dataset: &Dataset, cost: &dyn CostModel) -> DatasetRepor
             }
         };
         // Memory does not depend on the time model: fall back to the memory
-        // model when the cost model has none or could not price the run.
+        // model, with the fitted reserve, when the cost model has none or
+        // could not price the run.
         let memory = if memory.is_empty() {
-            plan_memory(&dataset.model, &run.cluster, &run.plan)
+            plan_memory(
+                &dataset.model,
+                &run.cluster,
+                &run.plan,
+                crate::cost::Calibration::FITTED.framework_reserve_bytes,
+            )
         } else {
             memory
         };

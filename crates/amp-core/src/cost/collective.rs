@@ -9,7 +9,8 @@
 //! - a latency per message step, [`INTRA_NODE_LATENCY_S`] or
 //!   [`INTER_NODE_LATENCY_S`];
 //! - the achieved fraction of an inter-node link,
-//!   [`INTER_NODE_EFFICIENCY`]; intra-node links run at their nominal rate;
+//!   [`Network::inter_node_efficiency`] (a fitted constant,
+//!   [`crate::cost::Calibration`]); intra-node links run at their nominal rate;
 //! - flows that leave (or enter) a node at the same time share its NICs
 //!   ([`Node::nics`], each `inter_bytes_per_s / nics`). A point-to-point
 //!   send goes through the NIC(s) of its GPU ([`Node::nics_of_gpu`]); a
@@ -44,24 +45,28 @@ pub const INTRA_NODE_LATENCY_S: f64 = 10e-6;
 /// RDMA), typically a few tens of microseconds.
 pub const INTER_NODE_LATENCY_S: f64 = 30e-6;
 
-/// Fraction of a NIC's nominal bandwidth a collective achieves between
-/// nodes. NCCL over TCP sockets (AWS instances without EFA, the AMP paper's
-/// clusters) typically reaches about half the line rate. Chosen on the AMP
-/// homogeneous measurements (T4 cluster, 50 Gbit/s), where fits of 0.4-0.6
-/// were equivalent and 0.5 gave the best ranking; the same value is used
-/// for every cluster.
-///
-/// Cross-check on links given as measured figures (Sailor's GH200 curves,
-/// from a standalone NCCL send/recv benchmark between otherwise idle
-/// GPUs, 22.9 GB/s per GPU pair): in its training runs the recorded
-/// gradient all-reduce times (`red_grads` of the plan files, 0.077 s for
-/// 32 fp32 OPT-350 replicas, 0.104 s for 16) and the pipeline-parallel
-/// runs' per-micro-batch cost are also consistent with about half the
-/// benchmark rate (0.072 s and 0.069 s predicted at 0.5; at 1.0 the
-/// four-stage runs come out 10-11 % fast), and Sailor's own
-/// simulator notes a factor of 2 for NCCL's lack of bidirectional
-/// transfers. So 0.5 applies to measured figures too.
-pub const INTER_NODE_EFFICIENCY: f64 = 0.5;
+/// The cluster's links as the collectives price them: the cluster and the
+/// achieved fraction of an inter-node link's nominal bandwidth.
+#[derive(Debug, Clone, Copy)]
+pub struct Network<'a> {
+    /// The cluster whose links carry the traffic.
+    pub cluster: &'a Cluster,
+    /// Fraction of a NIC's (or pair link's) nominal bandwidth a collective
+    /// achieves between nodes; intra-node links run at their nominal rate.
+    /// Fitted ([`crate::cost::Calibration::inter_node_efficiency`]).
+    pub inter_node_efficiency: f64,
+}
+
+impl<'a> Network<'a> {
+    /// `cluster`'s links at `inter_node_efficiency` of their nominal rate
+    /// between nodes.
+    pub fn new(cluster: &'a Cluster, inter_node_efficiency: f64) -> Network<'a> {
+        Network {
+            cluster,
+            inter_node_efficiency,
+        }
+    }
+}
 
 /// A link as a collective sees it: achieved bandwidth and latency per step.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -73,8 +78,8 @@ pub struct Link {
 }
 
 /// The link between two devices, with achieved (not nominal) bandwidth.
-pub fn link(cluster: &Cluster, a: Device, b: Device) -> Link {
-    let nominal = cluster.link_bytes_per_s(a, b);
+pub fn link(net: &Network, a: Device, b: Device) -> Link {
+    let nominal = net.cluster.link_bytes_per_s(a, b);
     if a.node == b.node {
         Link {
             bytes_per_s: nominal,
@@ -82,7 +87,7 @@ pub fn link(cluster: &Cluster, a: Device, b: Device) -> Link {
         }
     } else {
         Link {
-            bytes_per_s: nominal * INTER_NODE_EFFICIENCY,
+            bytes_per_s: nominal * net.inter_node_efficiency,
             latency_s: INTER_NODE_LATENCY_S,
         }
     }
@@ -136,8 +141,9 @@ impl NicLoad {
 /// Achieved bandwidth of inter-node flow `f` among the concurrent flows
 /// counted in `load`: its NICs' share on either side, at most its node
 /// pair's link divided among the flows between that pair, times
-/// [`INTER_NODE_EFFICIENCY`].
-fn flow_bytes_per_s(cluster: &Cluster, load: &NicLoad, f: &Flow) -> f64 {
+/// [`Network::inter_node_efficiency`].
+fn flow_bytes_per_s(net: &Network, load: &NicLoad, f: &Flow) -> f64 {
+    let cluster = net.cluster;
     let side = |map: &BTreeMap<(usize, usize), f64>, node: usize, nics: &[usize]| {
         let n = &cluster.nodes[node];
         let per_nic = n.inter_bytes_per_s / n.nics.max(1) as f64;
@@ -152,7 +158,7 @@ fn flow_bytes_per_s(cluster: &Cluster, load: &NicLoad, f: &Flow) -> f64 {
     side(&load.out, f.from, &f.out)
         .min(side(&load.inn, f.to, &f.inn))
         .min(pair)
-        * INTER_NODE_EFFICIENCY
+        * net.inter_node_efficiency
 }
 
 /// NCCL's ring order: devices sorted by (node, GPU).
@@ -171,28 +177,28 @@ fn ring_hops(ring: &[Device]) -> impl Iterator<Item = (Device, Device)> + '_ {
 /// on the network: `2 (n-1) alpha + 2 (n-1)/n * bytes / B`, with `B` the
 /// slowest hop's achieved bandwidth and `alpha` the largest hop latency.
 /// Zero for a group of one.
-pub fn allreduce_s(cluster: &Cluster, devices: &[Device], bytes: f64) -> f64 {
-    concurrent_allreduce_s(cluster, &[devices.to_vec()], bytes)
+pub fn allreduce_s(net: &Network, devices: &[Device], bytes: f64) -> f64 {
+    concurrent_allreduce_s(net, &[devices.to_vec()], bytes)
 }
 
 /// Several ring all-reduces of `bytes` each, run at the same time (one per
 /// tensor-parallel rank of a stage, for example): rings whose inter-node
 /// hops leave or enter the same node share its NIC. Returns the time of the
 /// slowest ring.
-pub fn concurrent_allreduce_s(cluster: &Cluster, groups: &[Vec<Device>], bytes: f64) -> f64 {
-    ring_collective_s(cluster, groups, bytes, 2.0)
+pub fn concurrent_allreduce_s(net: &Network, groups: &[Vec<Device>], bytes: f64) -> f64 {
+    ring_collective_s(net, groups, bytes, 2.0)
 }
 
 /// Ring all-gather (or reduce-scatter, the same traffic) of a buffer of
 /// `bytes` in total, each device holding `bytes / n`: `(n-1) alpha + (n-1)/n
 /// * bytes / B`.
-pub(crate) fn allgather_s(cluster: &Cluster, devices: &[Device], bytes: f64) -> f64 {
-    ring_collective_s(cluster, &[devices.to_vec()], bytes, 1.0)
+pub(crate) fn allgather_s(net: &Network, devices: &[Device], bytes: f64) -> f64 {
+    ring_collective_s(net, &[devices.to_vec()], bytes, 1.0)
 }
 
 /// Reduce-scatter: the same traffic as an all-gather.
-pub fn reduce_scatter_s(cluster: &Cluster, devices: &[Device], bytes: f64) -> f64 {
-    allgather_s(cluster, devices, bytes)
+pub fn reduce_scatter_s(net: &Network, devices: &[Device], bytes: f64) -> f64 {
+    allgather_s(net, devices, bytes)
 }
 
 /// The inter-node hops of a ring (in [`ring_order`]), each spread over the
@@ -219,13 +225,13 @@ fn ring_flows(cluster: &Cluster, ring: &[Device]) -> Vec<Option<Flow>> {
 
 /// `phases` = 2 for all-reduce (reduce-scatter then all-gather), 1 for
 /// either half.
-fn ring_collective_s(cluster: &Cluster, groups: &[Vec<Device>], bytes: f64, phases: f64) -> f64 {
+fn ring_collective_s(net: &Network, groups: &[Vec<Device>], bytes: f64, phases: f64) -> f64 {
     let rings: Vec<Vec<Device>> = groups
         .iter()
         .map(|g| ring_order(g))
         .filter(|r| r.len() > 1)
         .collect();
-    let flows: Vec<Vec<Option<Flow>>> = rings.iter().map(|r| ring_flows(cluster, r)).collect();
+    let flows: Vec<Vec<Option<Flow>>> = rings.iter().map(|r| ring_flows(net.cluster, r)).collect();
     let load = NicLoad::new(
         &flows
             .iter()
@@ -240,9 +246,9 @@ fn ring_collective_s(cluster: &Cluster, groups: &[Vec<Device>], bytes: f64, phas
         let mut bw = f64::INFINITY;
         let mut alpha: f64 = 0.0;
         for ((a, b), flow) in ring_hops(ring).zip(hops) {
-            let l = link(cluster, a, b);
+            let l = link(net, a, b);
             bw = bw.min(match flow {
-                Some(f) => flow_bytes_per_s(cluster, &load, f),
+                Some(f) => flow_bytes_per_s(net, &load, f),
                 None => l.bytes_per_s,
             });
             alpha = alpha.max(l.latency_s);
@@ -255,18 +261,19 @@ fn ring_collective_s(cluster: &Cluster, groups: &[Vec<Device>], bytes: f64, phas
 
 /// Point-to-point send of `bytes` from `a` to `b`: `alpha + bytes / B`.
 /// Zero when `a == b` or `bytes == 0`.
-pub fn p2p_s(cluster: &Cluster, a: Device, b: Device, bytes: f64) -> f64 {
-    concurrent_p2p_s(cluster, &[(a, b)], bytes)
+pub fn p2p_s(net: &Network, a: Device, b: Device, bytes: f64) -> f64 {
+    concurrent_p2p_s(net, &[(a, b)], bytes)
 }
 
 /// Several sends of `bytes` each at the same time (every tensor-parallel
 /// rank and every replica crossing one pipeline cut): inter-node sends
 /// through the same NIC share it (each send uses its GPUs' NICs). Returns
 /// the time of the slowest send.
-pub fn concurrent_p2p_s(cluster: &Cluster, pairs: &[(Device, Device)], bytes: f64) -> f64 {
+pub fn concurrent_p2p_s(net: &Network, pairs: &[(Device, Device)], bytes: f64) -> f64 {
     if bytes <= 0.0 {
         return 0.0;
     }
+    let cluster = net.cluster;
     let flow = |a: Device, b: Device| {
         (a.node != b.node).then(|| Flow {
             from: a.node,
@@ -283,9 +290,9 @@ pub fn concurrent_p2p_s(cluster: &Cluster, pairs: &[(Device, Device)], bytes: f6
         .zip(&flows)
         .filter(|((a, b), _)| a != b)
         .map(|(&(a, b), f)| {
-            let l = link(cluster, a, b);
+            let l = link(net, a, b);
             let bw = match f {
-                Some(f) => flow_bytes_per_s(cluster, &load, f),
+                Some(f) => flow_bytes_per_s(net, &load, f),
                 None => l.bytes_per_s,
             };
             l.latency_s + bytes / bw
@@ -321,6 +328,11 @@ mod tests {
         }
     }
 
+    /// The tests' hand computations use half the nominal rate between nodes.
+    fn net(c: &Cluster) -> Network<'_> {
+        Network::new(c, 0.5)
+    }
+
     fn close(a: f64, b: f64) {
         assert!((a - b).abs() <= 1e-12 * b.abs().max(1.0), "{a} != {b}");
     }
@@ -329,9 +341,9 @@ mod tests {
     fn allreduce_inside_a_node() {
         let c = cluster();
         // n = 4: 2*3*10us + 2*3/4 * 1e9 B / 100e9 B/s = 60us + 15ms.
-        let t = allreduce_s(&c, &[d(0, 0), d(0, 1), d(0, 2), d(0, 3)], 1e9);
+        let t = allreduce_s(&net(&c), &[d(0, 0), d(0, 1), d(0, 2), d(0, 3)], 1e9);
         close(t, 60e-6 + 0.015);
-        assert_eq!(allreduce_s(&c, &[d(0, 0)], 1e9), 0.0);
+        assert_eq!(allreduce_s(&net(&c), &[d(0, 0)], 1e9), 0.0);
     }
 
     #[test]
@@ -340,7 +352,7 @@ mod tests {
         // Ring 0:0 -> 0:1 -> 1:0 -> 1:1 -> back; the inter-node hops run at
         // min(8, 4) GB/s * 0.5 = 2 GB/s; alpha = 30us.
         // 2*3*30us + 1.5 * 1e9 / 2e9 = 180us + 0.75 s.
-        let t = allreduce_s(&c, &[d(1, 1), d(0, 0), d(1, 0), d(0, 1)], 1e9);
+        let t = allreduce_s(&net(&c), &[d(1, 1), d(0, 0), d(1, 0), d(0, 1)], 1e9);
         close(t, 180e-6 + 0.75);
     }
 
@@ -350,10 +362,18 @@ mod tests {
         // Two rings of 2, each across the nodes: each NIC carries 2 flows
         // out and 2 in, so each hop gets 2 GB/s / 2 = 1 GB/s.
         // 2*1*30us + 2*1/2 * 1e9 / 1e9 = 60us + 1 s.
-        let t = concurrent_allreduce_s(&c, &[vec![d(0, 0), d(1, 0)], vec![d(0, 1), d(1, 1)]], 1e9);
+        let t = concurrent_allreduce_s(
+            &net(&c),
+            &[vec![d(0, 0), d(1, 0)], vec![d(0, 1), d(1, 1)]],
+            1e9,
+        );
         close(t, 60e-6 + 1.0);
         // Rings inside nodes do not load the NIC.
-        let t = concurrent_allreduce_s(&c, &[vec![d(0, 0), d(1, 0)], vec![d(0, 1), d(0, 2)]], 1e9);
+        let t = concurrent_allreduce_s(
+            &net(&c),
+            &[vec![d(0, 0), d(1, 0)], vec![d(0, 1), d(0, 2)]],
+            1e9,
+        );
         close(t, 60e-6 + 0.5);
     }
 
@@ -361,19 +381,25 @@ mod tests {
     fn allgather_is_half_an_allreduce_of_traffic() {
         let c = cluster();
         // (n-1) alpha + (n-1)/n bytes / B = 30us + 0.5 * 1e9 / 2e9.
-        close(allgather_s(&c, &[d(0, 0), d(1, 0)], 1e9), 30e-6 + 0.25);
-        close(reduce_scatter_s(&c, &[d(0, 0), d(1, 0)], 1e9), 30e-6 + 0.25);
+        close(
+            allgather_s(&net(&c), &[d(0, 0), d(1, 0)], 1e9),
+            30e-6 + 0.25,
+        );
+        close(
+            reduce_scatter_s(&net(&c), &[d(0, 0), d(1, 0)], 1e9),
+            30e-6 + 0.25,
+        );
     }
 
     #[test]
     fn point_to_point() {
         let c = cluster();
-        close(p2p_s(&c, d(0, 0), d(0, 1), 1e9), 10e-6 + 0.01);
-        close(p2p_s(&c, d(0, 0), d(1, 0), 1e9), 30e-6 + 0.5);
-        assert_eq!(p2p_s(&c, d(0, 0), d(0, 0), 1e9), 0.0);
-        assert_eq!(p2p_s(&c, d(0, 0), d(1, 0), 0.0), 0.0);
+        close(p2p_s(&net(&c), d(0, 0), d(0, 1), 1e9), 10e-6 + 0.01);
+        close(p2p_s(&net(&c), d(0, 0), d(1, 0), 1e9), 30e-6 + 0.5);
+        assert_eq!(p2p_s(&net(&c), d(0, 0), d(0, 0), 1e9), 0.0);
+        assert_eq!(p2p_s(&net(&c), d(0, 0), d(1, 0), 0.0), 0.0);
         // Two sends out of node 0 at once share its NIC.
-        let t = concurrent_p2p_s(&c, &[(d(0, 0), d(1, 0)), (d(0, 1), d(1, 1))], 1e9);
+        let t = concurrent_p2p_s(&net(&c), &[(d(0, 0), d(1, 0)), (d(0, 1), d(1, 1))], 1e9);
         close(t, 30e-6 + 1.0);
     }
 
@@ -392,21 +418,27 @@ mod tests {
         // Achieved: 0.5 x 16 GB/s = 8 GB/s for the node, 2 GB/s per NIC.
         let (one, four) = (nic_cluster(1), nic_cluster(4));
         // A lone send: the whole shared NIC, or one of four.
-        close(p2p_s(&one, d(0, 0), d(1, 0), 8e9), 30e-6 + 1.0);
-        close(p2p_s(&four, d(0, 0), d(1, 0), 8e9), 30e-6 + 4.0);
+        close(p2p_s(&net(&one), d(0, 0), d(1, 0), 8e9), 30e-6 + 1.0);
+        close(p2p_s(&net(&four), d(0, 0), d(1, 0), 8e9), 30e-6 + 4.0);
         // Four sends from four GPUs: a quarter of the node either way.
         let pairs: Vec<_> = (0..4).map(|g| (d(0, g), d(1, g))).collect();
-        close(concurrent_p2p_s(&one, &pairs, 8e9), 30e-6 + 4.0);
-        close(concurrent_p2p_s(&four, &pairs, 8e9), 30e-6 + 4.0);
+        close(concurrent_p2p_s(&net(&one), &pairs, 8e9), 30e-6 + 4.0);
+        close(concurrent_p2p_s(&net(&four), &pairs, 8e9), 30e-6 + 4.0);
         // Two sends from one GPU share its NIC; from GPUs 0 and 1 they don't.
         let same = [(d(0, 0), d(1, 0)), (d(0, 0), d(1, 1))];
-        close(concurrent_p2p_s(&four, &same, 8e9), 30e-6 + 8.0);
+        close(concurrent_p2p_s(&net(&four), &same, 8e9), 30e-6 + 8.0);
         let apart = [(d(0, 0), d(1, 0)), (d(0, 1), d(1, 1))];
-        close(concurrent_p2p_s(&four, &apart, 8e9), 30e-6 + 4.0);
+        close(concurrent_p2p_s(&net(&four), &apart, 8e9), 30e-6 + 4.0);
         // Two NICs for four GPUs: GPUs 0 and 1 share NIC 0.
-        close(concurrent_p2p_s(&nic_cluster(2), &apart, 8e9), 30e-6 + 4.0);
+        close(
+            concurrent_p2p_s(&net(&nic_cluster(2)), &apart, 8e9),
+            30e-6 + 4.0,
+        );
         let spread = [(d(0, 0), d(1, 0)), (d(0, 2), d(1, 2))];
-        close(concurrent_p2p_s(&nic_cluster(2), &spread, 8e9), 30e-6 + 2.0);
+        close(
+            concurrent_p2p_s(&net(&nic_cluster(2)), &spread, 8e9),
+            30e-6 + 2.0,
+        );
     }
 
     #[test]
@@ -416,7 +448,7 @@ mod tests {
         // 2*7*30us (the slowest hop latency) + 2*7/8 * 8e9 / 8e9.
         for nics in [1, 4] {
             close(
-                allreduce_s(&nic_cluster(nics), &all, 8e9),
+                allreduce_s(&net(&nic_cluster(nics)), &all, 8e9),
                 14.0 * 30e-6 + 1.75,
             );
         }
@@ -425,13 +457,13 @@ mod tests {
         let rings: Vec<Vec<Device>> = (0..4).map(|g| vec![d(0, g), d(1, g)]).collect();
         for nics in [1, 4] {
             close(
-                concurrent_allreduce_s(&nic_cluster(nics), &rings, 8e9),
+                concurrent_allreduce_s(&net(&nic_cluster(nics)), &rings, 8e9),
                 2.0 * 30e-6 + 8e9 / 2e9,
             );
         }
         // One ring of one GPU per node gets one NIC of four.
         close(
-            allreduce_s(&nic_cluster(4), &rings[0], 8e9),
+            allreduce_s(&net(&nic_cluster(4)), &rings[0], 8e9),
             2.0 * 30e-6 + 8e9 / 2e9,
         );
     }
@@ -445,17 +477,17 @@ mod tests {
             nodes: [2, 0],
             bytes_per_s: 2e9,
         });
-        close(p2p_s(&c, d(0, 0), d(2, 0), 1e9), 30e-6 + 1.0);
-        close(p2p_s(&c, d(0, 0), d(1, 0), 1e9), 30e-6 + 0.125);
+        close(p2p_s(&net(&c), d(0, 0), d(2, 0), 1e9), 30e-6 + 1.0);
+        close(p2p_s(&net(&c), d(0, 0), d(1, 0), 1e9), 30e-6 + 0.125);
         // Two sends over the far link share it; one far and one near send
         // share only node 0's NIC (8 GB/s achieved, 4 each), and the far one
         // stays at its link's 1 GB/s.
         let far = [(d(0, 0), d(2, 0)), (d(0, 1), d(2, 1))];
-        close(concurrent_p2p_s(&c, &far, 1e9), 30e-6 + 2.0);
+        close(concurrent_p2p_s(&net(&c), &far, 1e9), 30e-6 + 2.0);
         let mixed = [(d(0, 0), d(2, 0)), (d(0, 1), d(1, 1))];
-        close(concurrent_p2p_s(&c, &mixed, 1e9), 30e-6 + 1.0);
+        close(concurrent_p2p_s(&net(&c), &mixed, 1e9), 30e-6 + 1.0);
         // A ring over all three nodes runs at its far hop (2 -> 0).
-        let t = allreduce_s(&c, &[d(0, 0), d(1, 0), d(2, 0)], 3e9);
+        let t = allreduce_s(&net(&c), &[d(0, 0), d(1, 0), d(2, 0)], 3e9);
         close(t, 4.0 * 30e-6 + 2.0 * 2.0 / 3.0 * 3e9 / 1e9);
     }
 
@@ -464,6 +496,6 @@ mod tests {
         // 50 Gbit/s inside a node is 6.25 GB/s.
         let mut c = cluster();
         c.nodes[0].intra_bytes_per_s = 50.0 * GBPS_TO_BYTES_PER_S;
-        close(p2p_s(&c, d(0, 0), d(0, 1), 6.25e9), 10e-6 + 1.0);
+        close(p2p_s(&net(&c), d(0, 0), d(0, 1), 6.25e9), 10e-6 + 1.0);
     }
 }

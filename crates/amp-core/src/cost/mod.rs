@@ -10,10 +10,13 @@
 //! its own module.
 
 pub mod amp_paper;
+pub mod calibration;
 pub mod collective;
 pub mod device;
 
 use serde::{Deserialize, Serialize};
+
+pub use calibration::Calibration;
 
 use crate::cluster::{Cluster, Device};
 use crate::error::Result;

@@ -56,9 +56,12 @@ pub(super) fn group_key(inputs: &Inputs, group: &[Device]) -> GroupKey {
     types.sort();
     types.dedup();
     let ring = collective::ring_order(group);
+    // Nominal links: the key only tells groups apart, and the calibrated
+    // efficiency scales every inter-node link alike.
+    let net = collective::Network::new(inputs.cluster, 1.0);
     let hops = (0..ring.len())
         .map(|i| {
-            let l = collective::link(inputs.cluster, ring[i], ring[(i + 1) % ring.len()]);
+            let l = collective::link(&net, ring[i], ring[(i + 1) % ring.len()]);
             (l.bytes_per_s.to_bits(), l.latency_s.to_bits())
         })
         .collect();
@@ -156,9 +159,11 @@ impl DeviceModel {
             _ => (per_sample, 0.0),
         };
         let m = mbs as f64;
-        let c = c1 * (PER_SAMPLE_FIXED_FRACTION + (1.0 - PER_SAMPLE_FIXED_FRACTION) * m);
-        let k = k1
-            * (PER_SAMPLE_TP_COMM_FIXED_FRACTION + (1.0 - PER_SAMPLE_TP_COMM_FIXED_FRACTION) * m);
+        let cal = &self.options.calibration;
+        let fixed = cal.per_sample_fixed_fraction;
+        let comm_fixed = cal.per_sample_tp_comm_fixed_fraction;
+        let c = c1 * (fixed + (1.0 - fixed) * m);
+        let k = k1 * (comm_fixed + (1.0 - comm_fixed) * m);
         Some(LayerCost {
             forward_s: c + k,
             backward_s: r * c + k,
@@ -291,9 +296,12 @@ impl DeviceModel {
                 Some((e, t)) if e == elems => t,
                 _ => {
                     let bytes = mbs as f64 * elems as f64 * activation_bytes(setup);
-                    let paid = already_paid
-                        .map_or(0.0, |g| collective::allreduce_s(inputs.cluster, g, bytes));
-                    let t = (collective::allreduce_s(inputs.cluster, group, bytes) - paid).max(0.0);
+                    let paid = already_paid.map_or(0.0, |g| {
+                        collective::allreduce_s(&self.network(inputs.cluster), g, bytes)
+                    });
+                    let t = (collective::allreduce_s(&self.network(inputs.cluster), group, bytes)
+                        - paid)
+                        .max(0.0);
                     last = Some((elems, t));
                     t
                 }

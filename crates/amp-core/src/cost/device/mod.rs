@@ -18,9 +18,10 @@
 //!   backward repeats once (two all-reduces forward, two backward) rather
 //!   than doubling. Per-sample times were measured one sample at a time;
 //!   part of such a time is per-launch latency that a larger micro-batch
-//!   does not repeat: [`PER_SAMPLE_FIXED_FRACTION`] of the computation and
-//!   [`PER_SAMPLE_TP_COMM_FIXED_FRACTION`] of the communication are paid
-//!   once per micro-batch, the rest per sample.
+//!   does not repeat: [`Calibration::per_sample_fixed_fraction`] of the
+//!   computation and [`Calibration::per_sample_tp_comm_fixed_fraction`] of
+//!   the communication are paid once per micro-batch, the rest per sample
+//!   (fitted constants, [`crate::cost::Calibration`]).
 //! - **Profiles with measured micro-batches and backward** (Sailor's) are
 //!   used as measured, tensor-parallel communication included.
 //! - **Compute-only entries** (amp-catalog's analytic model, `source =
@@ -107,10 +108,12 @@
 //! - **Memory**: [`crate::memory::plan_memory`] and
 //!   [`crate::memory::stage_memory_tables`].
 
+use crate::cluster::Cluster;
 use crate::cluster::Device;
-use crate::cost::collective;
+use crate::cost::collective::{self, Network};
 use crate::cost::{
-    prefix_sums, Breakdown, Candidate, CostModel, Estimate, Inputs, StageTables, TailTables,
+    prefix_sums, Breakdown, Calibration, Candidate, CostModel, Estimate, Inputs, StageTables,
+    TailTables,
 };
 use crate::error::Result;
 use crate::memory;
@@ -126,20 +129,6 @@ use std::ops::Range;
 /// the same (its "3 x forward" for forward plus backward). Sailor's
 /// measured GH200 profiles give 2.3-2.5 at micro-batches of 8 and more.
 pub const BACKWARD_FORWARD_RATIO: f64 = 2.0;
-
-/// Share of a per-sample profiled computation time paid once per
-/// micro-batch rather than per sample (kernel launches, latency-bound
-/// small kernels at one sample). Chosen on the AMP homogeneous
-/// measurements (T4, GPT-2, micro-batches 1-16): a grid over 0-0.3 with the
-/// other constants of this module gave the best rank correlation and error
-/// at 0.2. Only per-sample profiles use it.
-pub const PER_SAMPLE_FIXED_FRACTION: f64 = 0.2;
-
-/// Share of a per-sample profile's tensor-parallel communication paid once
-/// per micro-batch: all-reduces of one sample's activations (2 MB for
-/// GPT-2 medium) are latency-bound, a larger micro-batch sends more bytes
-/// per launch. Chosen on the same AMP homogeneous grid (0.3-0.7; 0.6 best).
-pub const PER_SAMPLE_TP_COMM_FIXED_FRACTION: f64 = 0.6;
 
 /// Optimizer-step time per parameter held by a device when the profile has
 /// none: mixed-precision Adam reads and writes about 36 bytes per parameter
@@ -175,6 +164,8 @@ pub struct DeviceOptions {
     pub pass_overhead_s: f64,
     /// Price per-device memory and refuse splits that do not fit.
     pub price_memory: bool,
+    /// The fitted constants ([`Calibration::FITTED`] by default).
+    pub calibration: Calibration,
 }
 
 impl Default for DeviceOptions {
@@ -184,6 +175,7 @@ impl Default for DeviceOptions {
             tied_allreduce: false,
             pass_overhead_s: PASS_OVERHEAD_S,
             price_memory: true,
+            calibration: Calibration::FITTED,
         }
     }
 }
@@ -236,6 +228,11 @@ impl DeviceModel {
     /// A device model with the given options.
     pub fn new(options: DeviceOptions) -> DeviceModel {
         DeviceModel { options }
+    }
+
+    /// `cluster`'s links at the calibrated inter-node efficiency.
+    pub(crate) fn network<'a>(&self, cluster: &'a Cluster) -> Network<'a> {
+        Network::new(cluster, self.options.calibration.inter_node_efficiency)
     }
 
     /// The iteration of `plan`, simulated event by event.
@@ -407,6 +404,7 @@ impl CostModel for DeviceModel {
                 mbs,
                 c.num_micro_batches,
                 setup,
+                self.options.calibration.framework_reserve_bytes,
             )
         });
         // The all-reduce tail, linear in the stage's parameters (its
@@ -420,8 +418,15 @@ impl CostModel for DeviceModel {
                     .map(|t| stage.iter().map(|rep| rep[t]).collect())
                     .collect();
                 let bytes = probe / grid.tp as f64 * gradient_bytes(setup);
-                let t = collective::concurrent_allreduce_s(inputs.cluster, &rings, bytes)
-                    - collective::concurrent_allreduce_s(inputs.cluster, &rings, 0.0);
+                let t = collective::concurrent_allreduce_s(
+                    &self.network(inputs.cluster),
+                    &rings,
+                    bytes,
+                ) - collective::concurrent_allreduce_s(
+                    &self.network(inputs.cluster),
+                    &rings,
+                    0.0,
+                );
                 t * dp_comm_factor(setup) / probe
             })
             .collect();
@@ -447,7 +452,12 @@ impl CostModel for DeviceModel {
             0.0
         };
         let memory = if self.options.price_memory {
-            memory::plan_memory(inputs.model, inputs.cluster, plan)
+            memory::plan_memory(
+                inputs.model,
+                inputs.cluster,
+                plan,
+                self.options.calibration.framework_reserve_bytes,
+            )
         } else {
             Vec::new()
         };

@@ -51,7 +51,7 @@ impl DeviceModel {
             let full = l.output_elems_per_sample as f64 * mbs as f64 * activation_bytes(setup);
             t += to
                 .iter()
-                .map(|g| collective::allgather_s(inputs.cluster, g, full))
+                .map(|g| collective::allgather_s(&self.network(inputs.cluster), g, full))
                 .fold(0.0, f64::max);
         }
         t
@@ -73,6 +73,6 @@ impl DeviceModel {
                 pairs.push((src[t % src.len()], d));
             }
         }
-        collective::concurrent_p2p_s(inputs.cluster, &pairs, bytes)
+        collective::concurrent_p2p_s(&self.network(inputs.cluster), &pairs, bytes)
     }
 }

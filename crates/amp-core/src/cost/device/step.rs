@@ -31,7 +31,7 @@ impl DeviceModel {
                     .map(|c| model.stage_params(c))
                     .sum();
                 let bytes = params as f64 / tp as f64 * g;
-                collective::concurrent_allreduce_s(inputs.cluster, &rings, bytes)
+                collective::concurrent_allreduce_s(&self.network(inputs.cluster), &rings, bytes)
                     * dp_comm_factor(setup)
             })
             .collect();
@@ -61,7 +61,8 @@ impl DeviceModel {
                 }
             }
             let bytes = layer.params as f64 / sa.tp().max(sb.tp()) as f64 * g;
-            let t = collective::concurrent_allreduce_s(inputs.cluster, &groups, bytes);
+            let t =
+                collective::concurrent_allreduce_s(&self.network(inputs.cluster), &groups, bytes);
             out[a] += t;
             out[b] += t;
         }

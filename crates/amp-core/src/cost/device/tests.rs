@@ -132,8 +132,8 @@ fn each_stage_is_priced_on_its_own_gpus() {
     let t = time_only().timeline(&inputs, &pl).unwrap();
     // All-reduce of 2 x 100 x 2 = 400 bytes between the nodes:
     // 2 x 30us + 400 / (1e9 x 0.5).
-    let ar =
-        2.0 * collective::INTER_NODE_LATENCY_S + 400.0 / (1e9 * collective::INTER_NODE_EFFICIENCY);
+    let ar = 2.0 * collective::INTER_NODE_LATENCY_S
+        + 400.0 / (1e9 * crate::cost::Calibration::FITTED.inter_node_efficiency);
     let f = durations(&t, 0, EventKind::Forward)[0];
     assert!((f - 4.0 * (1.5 + 2.0 * ar)).abs() < 1e-12, "{f}");
 }
@@ -155,7 +155,16 @@ fn per_sample_profiles_split_compute_and_tp_communication() {
         cluster: &c,
         profile: &p,
     };
-    let model = time_only();
+    // Fixed shares of 0.2 and 0.6, whatever the fit gives.
+    let model = DeviceModel::new(DeviceOptions {
+        price_memory: false,
+        calibration: crate::cost::Calibration {
+            per_sample_fixed_fraction: 0.2,
+            per_sample_tp_comm_fixed_fraction: 0.6,
+            ..crate::cost::Calibration::FITTED
+        },
+        ..Default::default()
+    });
     // A layer at tp 2, per sample: compute 1.0 / 2 = 0.5, communication
     // 0.3. Micro-batch 2: compute 0.5 x (0.2 + 0.8 x 2) = 0.9,
     // communication 0.3 x (0.6 + 0.4 x 2) = 0.42. Forward 1.32,
@@ -233,7 +242,8 @@ fn breakdown_adds_up_and_tables_match() {
     // A cut after any block: 2 x 100 x 2 bytes, both ways, two replicas
     // sharing each NIC: 2 x (30us + 400 x 2 / 0.5e9).
     let cut = 2.0
-        * (collective::INTER_NODE_LATENCY_S + 800.0 / (1e9 * collective::INTER_NODE_EFFICIENCY));
+        * (collective::INTER_NODE_LATENCY_S
+            + 800.0 / (1e9 * crate::cost::Calibration::FITTED.inter_node_efficiency));
     assert!((t.cut[0][1] - cut).abs() < 1e-15);
 }
 
@@ -284,7 +294,7 @@ fn number_formats_size_sends_and_allreduces() {
     p.precision = Some(Precision::Fp32);
     let (t32, ar32) = price(&p, &fp32).unwrap();
     let lat = collective::INTER_NODE_LATENCY_S;
-    let bw = 1e9 * collective::INTER_NODE_EFFICIENCY;
+    let bw = 1e9 * crate::cost::Calibration::FITTED.inter_node_efficiency;
     assert!((t16.cut[0][1] - 2.0 * (lat + 800.0 / bw)).abs() < 1e-15);
     assert!((t32.cut[0][1] - 2.0 * (lat + 1600.0 / bw)).abs() < 1e-15);
     // All-reduce of each stage's 2000 parameters over two replicas on
@@ -448,7 +458,8 @@ fn interleaved_plans_simulate_one_representative_replica() {
     all_close(durations(&t, 1, EventKind::Backward), 6.0, 8);
     // Two replicas cross every cut at once, sharing the NICs:
     // 30 us + 2 x 400 / 0.5e9, on the wrap-around cut too.
-    let send = collective::INTER_NODE_LATENCY_S + 800.0 / (1e9 * collective::INTER_NODE_EFFICIENCY);
+    let send = collective::INTER_NODE_LATENCY_S
+        + 800.0 / (1e9 * crate::cost::Calibration::FITTED.inter_node_efficiency);
     let wrap: Vec<f64> = t
         .events
         .iter()
@@ -507,7 +518,7 @@ fn scatter_gather_sends_a_slice_and_gathers_it() {
         num_micro_batches: 4,
     };
     let lat = collective::INTER_NODE_LATENCY_S;
-    let bw = 1e9 * collective::INTER_NODE_EFFICIENCY;
+    let bw = 1e9 * crate::cost::Calibration::FITTED.inter_node_efficiency;
     // Full sends: each of the 2 ranks sends 400 bytes through one NIC.
     let full = time_only().stage_tables(&inputs, &cand).unwrap();
     assert!((full.cut[0][1] - 2.0 * (lat + 2.0 * 400.0 / bw)).abs() < 1e-15);
@@ -551,8 +562,8 @@ fn measured_tp_groups_across_nodes_pay_the_network() {
     };
     assert_eq!(price(vec![d(0, 0), d(0, 1)]), (4.0, 8.0));
     let bytes = 2.0 * 100.0 * 2.0;
-    let extra = collective::allreduce_s(&c, &[d(0, 0), d(1, 0)], bytes)
-        - collective::allreduce_s(&c, &[d(0, 0), d(0, 1)], bytes);
+    let extra = collective::allreduce_s(&time_only().network(&c), &[d(0, 0), d(1, 0)], bytes)
+        - collective::allreduce_s(&time_only().network(&c), &[d(0, 0), d(0, 1)], bytes);
     assert!(extra > 0.0);
     let (f, b) = price(vec![d(0, 0), d(1, 0)]);
     assert!((f - (4.0 + 4.0 * 2.0 * extra)).abs() < 1e-12, "{f}");

@@ -1,0 +1,190 @@
+//! `amp fit`: fit the amp cost model's constants to measured runs and show
+//! what the fit is worth on each set: neutral, in-sample and
+//! leave-one-set-out figures side by side.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use amp_core::cost::device::DeviceOptions;
+use amp_core::cost::Calibration;
+use amp_core::fit::{fit_report, Fit, SetFigures};
+use amp_core::validate::DatasetReport;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use comfy_table::{presets::UTF8_BORDERS_ONLY, ContentArrangement, Table};
+use serde::Serialize;
+
+use crate::cmd_validate::{opt, pct, read_datasets};
+
+/// Version of the `--json` output; bumped on any incompatible change.
+pub const JSON_SCHEMA_VERSION: u32 = 1;
+
+#[derive(Args, Debug)]
+pub struct FitArgs {
+    /// Dataset directories, as for `amp validate`: every dataset found is
+    /// fitted on, and each is also left out in turn.
+    #[arg(required = true)]
+    pub dirs: Vec<PathBuf>,
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the constants fitted on all the datasets to this JSON file, for
+    /// `--calibration FILE` of plan, eval, export and validate.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Serialize)]
+struct JsonOutput<'a> {
+    schema_version: u32,
+    fit: &'a Fit,
+    neutral: Calibration,
+    sets: &'a [SetFigures],
+}
+
+fn constant_rows(fit: &Fit, sets: &[SetFigures]) -> Table {
+    let mut t = Table::new();
+    let mut header = vec![
+        "constant".to_string(),
+        "neutral".to_string(),
+        "fitted on all".to_string(),
+    ];
+    if sets.len() > 1 {
+        header.extend(sets.iter().map(|s| format!("without {}", s.name)));
+    }
+    t.load_preset(UTF8_BORDERS_ONLY)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_width(120)
+        .set_header(header);
+    type Get = fn(&Calibration) -> String;
+    let rows: [(&str, Get); 4] = [
+        ("per_sample_fixed_fraction", |c| {
+            format!("{}", c.per_sample_fixed_fraction)
+        }),
+        ("per_sample_tp_comm_fixed_fraction", |c| {
+            format!("{}", c.per_sample_tp_comm_fixed_fraction)
+        }),
+        ("inter_node_efficiency", |c| {
+            format!("{}", c.inter_node_efficiency)
+        }),
+        ("framework_reserve_bytes", |c| {
+            format!("{:.2} GB", c.framework_reserve_bytes / 1e9)
+        }),
+    ];
+    for (name, get) in rows {
+        let mut cells = vec![
+            name.to_string(),
+            get(&Calibration::NEUTRAL),
+            get(&fit.calibration),
+        ];
+        if sets.len() > 1 {
+            cells.extend(sets.iter().map(|s| get(&s.leave_one_set_out_calibration)));
+        }
+        t.add_row(cells);
+    }
+    t
+}
+
+/// Runs whose fit is called wrong: completed but predicted not to fit, or
+/// failed but predicted to fit.
+fn fit_wrong(r: &DatasetReport) -> String {
+    let wrong = r.completed_predicted_infeasible + (r.failed - r.failed_predicted_infeasible);
+    format!("{wrong} of {}", r.runs)
+}
+
+fn figure_rows(sets: &[SetFigures]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_BORDERS_ONLY)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_width(120)
+        .set_header(vec![
+            "set",
+            "metric",
+            "neutral",
+            "in-sample",
+            "leave-one-set-out",
+        ]);
+    type Metric = fn(&DatasetReport) -> String;
+    let metrics: [(&str, Metric); 5] = [
+        ("Spearman", |r| opt(r.spearman, 3)),
+        ("top-1 regret", |r| {
+            if r.top1_failed {
+                "failed".into()
+            } else {
+                opt(r.top1_regret, 3)
+            }
+        }),
+        ("time error mean / max", |r| pct(&r.time_error)),
+        ("memory error mean / max", |r| pct(&r.memory_error)),
+        ("fit called wrong", fit_wrong),
+    ];
+    for s in sets {
+        for (i, (name, m)) in metrics.iter().enumerate() {
+            t.add_row(vec![
+                if i == 0 {
+                    s.name.clone()
+                } else {
+                    String::new()
+                },
+                name.to_string(),
+                m(&s.neutral),
+                m(&s.in_sample),
+                m(&s.leave_one_set_out),
+            ]);
+        }
+    }
+    t
+}
+
+pub fn run(args: FitArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
+    let loaded = read_datasets(&args.dirs)?;
+    if loaded.is_empty() {
+        bail!("no measured datasets under the directories given; see `amp validate --help` for the layouts amp reads");
+    }
+    for d in &loaded {
+        for n in &d.notes {
+            writeln!(err, "{}: {n}", d.dataset.name)?;
+        }
+    }
+    let datasets: Vec<&amp_core::validate::Dataset> = loaded.iter().map(|d| &d.dataset).collect();
+    let (fit, sets) = fit_report(&datasets, &DeviceOptions::default());
+    if let Some(path) = &args.out {
+        let json = serde_json::to_string_pretty(&fit.calibration)? + "\n";
+        std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
+        writeln!(err, "wrote the fitted constants to {}", path.display())?;
+    }
+    if args.json {
+        let json = JsonOutput {
+            schema_version: JSON_SCHEMA_VERSION,
+            fit: &fit,
+            neutral: Calibration::NEUTRAL,
+            sets: &sets,
+        };
+        writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "fitted on {} ({} calibrations priced)",
+        fit.fitted_on.join(", "),
+        fit.evaluations
+    )?;
+    writeln!(out, "{}", constant_rows(&fit, &sets))?;
+    if fit.calibration == Calibration::FITTED {
+        writeln!(
+            out,
+            "these are the constants amp uses by default (--calibration fitted)"
+        )?;
+    } else {
+        writeln!(
+            out,
+            "amp's defaults differ (they were fitted on other data); use these with --calibration FILE after --out FILE"
+        )?;
+    }
+    writeln!(out, "{}", figure_rows(&sets))?;
+    writeln!(
+        out,
+        "in-sample: constants fitted on every set above; leave-one-set-out: fitted on the other sets only (neutral when there are none)"
+    )?;
+    Ok(())
+}

@@ -1,0 +1,204 @@
+//! `amp fit` end to end: the shipped constants are what the fit returns on
+//! the given measured sets, and the README's neutral / in-sample /
+//! leave-one-set-out figures are what it prints.
+
+mod common;
+
+use std::path::PathBuf;
+
+use amp_core::cost::Calibration;
+use common::{amp, stderr, stdout, tmp};
+
+fn shared_data() -> Option<PathBuf> {
+    let p = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data"));
+    if p.is_dir() {
+        Some(p)
+    } else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{} is absent but CI is set",
+            p.display()
+        );
+        println!("skipping: {} is absent", p.display());
+        None
+    }
+}
+
+fn near(v: &serde_json::Value, want: f64, tol: f64) {
+    let got = v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"));
+    assert!((got - want).abs() <= tol, "{got} vs {want}");
+}
+
+#[test]
+fn the_fit_on_the_given_sets_is_the_default_calibration() {
+    let Some(data) = shared_data() else { return };
+    let out_file = std::env::temp_dir().join(format!("amp-fit-{}.json", std::process::id()));
+    let o = amp(&[
+        "fit",
+        "--json",
+        "--out",
+        out_file.to_str().unwrap(),
+        data.join("amp-paper").to_str().unwrap(),
+        data.join("sailor").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let fitted: Calibration = serde_json::from_value(v["fit"]["calibration"].clone()).unwrap();
+    assert_eq!(fitted, Calibration::FITTED, "update Calibration::FITTED");
+    let written: Calibration =
+        serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
+    assert_eq!(written, fitted);
+
+    // The README's table "Accuracy with neutral, in-sample and
+    // leave-one-set-out constants".
+    let sets = v["sets"].as_array().unwrap();
+    let set = |name: &str| sets.iter().find(|s| s["name"] == name).unwrap().clone();
+    let amp_h = set("amp/homogeneous");
+    let sailor = set("sailor/clariden/OPT-350");
+    let tol = 0.0015;
+    // AMP homogeneous: time error and Spearman.
+    near(&amp_h["neutral"]["time_error"]["mean"], 0.262, tol);
+    near(&amp_h["in_sample"]["time_error"]["mean"], 0.041, tol);
+    near(
+        &amp_h["leave_one_set_out"]["time_error"]["mean"],
+        0.314,
+        tol,
+    );
+    near(&amp_h["neutral"]["spearman"], 0.955, tol);
+    near(&amp_h["in_sample"]["spearman"], 0.982, tol);
+    near(&amp_h["leave_one_set_out"]["spearman"], 0.937, tol);
+    near(&amp_h["neutral"]["top1_regret"], 1.100, tol);
+    near(&amp_h["leave_one_set_out"]["top1_regret"], 1.000, tol);
+    assert_eq!(amp_h["neutral"]["failed_predicted_infeasible"], 1);
+    assert_eq!(amp_h["leave_one_set_out"]["failed_predicted_infeasible"], 4);
+    // Sailor GH200: time and memory.
+    near(&sailor["neutral"]["time_error"]["mean"], 0.084, tol);
+    near(&sailor["in_sample"]["time_error"]["mean"], 0.052, tol);
+    near(
+        &sailor["leave_one_set_out"]["time_error"]["mean"],
+        0.056,
+        tol,
+    );
+    near(&sailor["neutral"]["memory_error"]["mean"], 0.287, tol);
+    near(&sailor["in_sample"]["memory_error"]["mean"], 0.015, tol);
+    near(
+        &sailor["leave_one_set_out"]["memory_error"]["mean"],
+        0.024,
+        tol,
+    );
+    near(&sailor["neutral"]["spearman"], 0.957, tol);
+    near(&sailor["in_sample"]["spearman"], 0.982, tol);
+    near(&sailor["leave_one_set_out"]["spearman"], 0.957, tol);
+    // Leaving Sailor out, nothing informs the per-sample fractions' absence
+    // and the efficiency comes from AMP alone; leaving AMP out, the
+    // per-sample fractions stay neutral (Sailor's profiles are measured per
+    // micro-batch).
+    let loso = sets
+        .iter()
+        .find(|s| s["name"] == "amp/homogeneous")
+        .unwrap()["leave_one_set_out_calibration"]
+        .clone();
+    near(&loso["per_sample_fixed_fraction"], 0.0, 0.0);
+    near(&loso["per_sample_tp_comm_fixed_fraction"], 0.0, 0.0);
+
+    // The file is accepted back by validate, and gives the in-sample figures.
+    let o = amp(&[
+        "validate",
+        "--json",
+        "--calibration",
+        out_file.to_str().unwrap(),
+        data.join("sailor").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    near(&v["datasets"][0]["time_error"]["mean"], 0.052, tol);
+    let o = amp(&[
+        "validate",
+        "--json",
+        "--calibration",
+        "neutral",
+        data.join("sailor").to_str().unwrap(),
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    near(&v["datasets"][0]["memory_error"]["mean"], 0.287, tol);
+    let _ = std::fs::remove_file(out_file);
+}
+
+#[test]
+fn a_bad_calibration_file_is_refused_with_the_fix() {
+    let bad = tmp("cal-bad.json", r#"{"inter_node_efficiency": 2.0}"#);
+    let o = amp(&[
+        "plan",
+        "--example",
+        "homogeneous",
+        "--calibration",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("not a calibration file") && e.contains("amp fit"),
+        "{e}"
+    );
+    let out_of_range = tmp(
+        "cal-range.json",
+        r#"{"per_sample_fixed_fraction": 0, "per_sample_tp_comm_fixed_fraction": 0,
+            "inter_node_efficiency": 2.0, "framework_reserve_bytes": 0}"#,
+    );
+    let o = amp(&[
+        "plan",
+        "--example",
+        "homogeneous",
+        "--calibration",
+        out_of_range.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("inter_node_efficiency = 2"),
+        "{}",
+        stderr(&o)
+    );
+    let o = amp(&[
+        "plan",
+        "--example",
+        "homogeneous",
+        "--cost-model",
+        "amp-paper",
+        "--calibration",
+        "neutral",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("amp-paper model has none"),
+        "{}",
+        stderr(&o)
+    );
+    let o = amp(&["plan", "--example", "homogeneous", "--calibration", "nope"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no such file"), "{}", stderr(&o));
+}
+
+#[test]
+fn neutral_constants_change_the_plan_prices() {
+    let price = |cal: &str| {
+        let o = amp(&[
+            "plan",
+            "--example",
+            "het-cluster",
+            "--json",
+            "--top",
+            "1",
+            "--calibration",
+            cal,
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        v["plans"][0]["predicted_iteration_s"].as_f64().unwrap()
+    };
+    // Neutral constants: nominal links and purely per-sample compute.
+    let (neutral, fitted) = (price("neutral"), price("fitted"));
+    assert!(
+        (neutral / fitted - 1.0).abs() > 0.01,
+        "{neutral} vs {fitted}"
+    );
+}

@@ -1,0 +1,392 @@
+//! Fitting the default cost model's [`Calibration`] to measured runs, and
+//! the honest report of what the fit buys.
+//!
+//! **What is fitted, on what.** The four constants of [`Calibration`], on
+//! the datasets given (`amp fit DIRS...`): the time constants minimise the
+//! mean, over datasets, of each dataset's mean relative time error on its
+//! completed runs (each dataset weighs the same however many runs it has);
+//! the memory reserve minimises, summed over datasets, the mean relative
+//! peak-memory error where peak memory was measured plus the share of runs
+//! whose fit is called wrong (a completed run predicted not to fit, or a
+//! failed run predicted to fit). Time and memory constants do not interact
+//! (memory does not depend on time constants, nor time on the reserve), so
+//! they are fitted apart.
+//!
+//! **How.** Each constant takes values on a fixed grid ([`GRID`]). The time
+//! constants are fitted by coordinate descent from [`Calibration::NEUTRAL`]:
+//! each constant in turn moves to its best grid value with the others held,
+//! until a whole round changes nothing (at most [`MAX_ROUNDS`]); the reserve
+//! by trying every grid value. A constant leaves its current (at first
+//! neutral) value only for a strictly lower loss, and among equal losses the
+//! value nearest neutral wins, so a constant the data says nothing about
+//! (the per-sample fractions on data without per-sample profiles) stays
+//! neutral. Coordinate descent can stop at a local optimum; the result is
+//! deterministic.
+//!
+//! **What is reported** ([`fit_report`]): for every dataset, its figures
+//! with neutral constants, with the constants fitted on all datasets
+//! (in-sample), and with the constants fitted on all the *other* datasets
+//! (leave-one-set-out: the figure to expect on hardware amp was not fitted
+//! on).
+
+use serde::Serialize;
+
+use crate::cost::device::{DeviceModel, DeviceOptions};
+use crate::cost::Calibration;
+use crate::validate::{validate_dataset, Dataset, DatasetReport};
+
+/// The grid of each constant: `(first, step, last)` multiples, so that
+/// values are exact decimal fractions.
+pub struct Grid {
+    /// Values of [`Calibration::per_sample_fixed_fraction`]: 0, 0.05, ..., 0.5.
+    pub per_sample_fixed_fraction: (u32, u32, f64),
+    /// Values of [`Calibration::per_sample_tp_comm_fixed_fraction`]: 0, 0.1, ..., 1.
+    pub per_sample_tp_comm_fixed_fraction: (u32, u32, f64),
+    /// Values of [`Calibration::inter_node_efficiency`]: 0.25, 0.3, ..., 1.
+    pub inter_node_efficiency: (u32, u32, f64),
+    /// Values of [`Calibration::framework_reserve_bytes`]: 0, 0.25 GB, ..., 8 GB.
+    pub framework_reserve_bytes: (u32, u32, f64),
+}
+
+/// Each constant's grid, as `(first k, last k, unit)`: values `k x unit`.
+pub const GRID: Grid = Grid {
+    per_sample_fixed_fraction: (0, 10, 0.05),
+    per_sample_tp_comm_fixed_fraction: (0, 10, 0.1),
+    inter_node_efficiency: (5, 20, 0.05),
+    framework_reserve_bytes: (0, 32, 0.25e9),
+};
+
+/// Rounds of coordinate descent at most.
+pub const MAX_ROUNDS: usize = 10;
+
+/// Grid values `k x unit` for `k` in `first..=last`, computed as
+/// `k / (1 / unit)` where that is an integer so that 0.2 is the same double
+/// as the literal.
+fn values((first, last, unit): (u32, u32, f64)) -> Vec<f64> {
+    let inv = 1.0 / unit;
+    (first..=last)
+        .map(|k| {
+            if (inv - inv.round()).abs() < 1e-9 {
+                k as f64 / inv.round()
+            } else {
+                k as f64 * unit
+            }
+        })
+        .collect()
+}
+
+/// The losses a calibration is fitted on.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Loss {
+    /// Mean over datasets with completed runs of their mean relative time
+    /// error; `None` when no dataset has one.
+    pub time: Option<f64>,
+    /// Sum over datasets of the mean relative peak-memory error (where
+    /// measured) and the share of runs whose fit is called wrong.
+    pub memory: f64,
+}
+
+fn model_with(base: &DeviceOptions, calibration: Calibration) -> DeviceModel {
+    DeviceModel::new(DeviceOptions {
+        calibration,
+        ..base.clone()
+    })
+}
+
+/// Scores of `calibration` on every dataset.
+pub fn reports(
+    datasets: &[&Dataset],
+    base: &DeviceOptions,
+    calibration: Calibration,
+) -> Vec<DatasetReport> {
+    let model = model_with(base, calibration);
+    datasets
+        .iter()
+        .map(|d| validate_dataset(d, &model))
+        .collect()
+}
+
+/// The fit's losses of a set of reports.
+pub fn loss(reports: &[DatasetReport]) -> Loss {
+    let times: Vec<f64> = reports
+        .iter()
+        .filter_map(|r| r.time_error.map(|e| e.mean))
+        .collect();
+    let time = (!times.is_empty()).then(|| times.iter().sum::<f64>() / times.len() as f64);
+    let memory = reports
+        .iter()
+        .map(|r| {
+            let wrong =
+                r.completed_predicted_infeasible + (r.failed - r.failed_predicted_infeasible);
+            r.memory_error.map_or(0.0, |e| e.mean) + wrong as f64 / r.runs.max(1) as f64
+        })
+        .sum();
+    Loss { time, memory }
+}
+
+/// A fitted calibration and how it was reached.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Fit {
+    /// The fitted constants.
+    pub calibration: Calibration,
+    /// Names of the datasets fitted on.
+    pub fitted_on: Vec<String>,
+    /// The losses at the fitted constants.
+    pub loss: Loss,
+    /// Calibrations priced.
+    pub evaluations: usize,
+}
+
+/// Picks, among `candidates` (a grid, ascending), the value with the least
+/// loss, keeping `current` unless another is strictly better, and among
+/// equal losses the one nearest `neutral`.
+fn best_value(
+    candidates: &[f64],
+    current: f64,
+    neutral: f64,
+    mut loss_at: impl FnMut(f64) -> f64,
+) -> f64 {
+    let current_loss = loss_at(current);
+    let mut best = (current, current_loss);
+    for &v in candidates {
+        if v == current {
+            continue;
+        }
+        let l = loss_at(v);
+        let better = l < best.1 - 1e-12
+            || ((l - best.1).abs() <= 1e-12
+                && best.0 != current
+                && (v - neutral).abs() < (best.0 - neutral).abs());
+        if better {
+            best = (v, l);
+        }
+    }
+    best.0
+}
+
+/// Fits the calibration on `datasets` (see the module documentation).
+pub fn fit(datasets: &[&Dataset], base: &DeviceOptions) -> Fit {
+    let neutral = Calibration::NEUTRAL;
+    let mut cal = neutral;
+    let mut evaluations = 0usize;
+    let time_loss = |c: Calibration, evaluations: &mut usize| {
+        *evaluations += 1;
+        loss(&reports(datasets, base, c)).time.unwrap_or(0.0)
+    };
+    type Field = fn(&mut Calibration) -> &mut f64;
+    let time_fields: [(Field, Vec<f64>, f64); 3] = [
+        (
+            |c| &mut c.per_sample_fixed_fraction,
+            values(GRID.per_sample_fixed_fraction),
+            neutral.per_sample_fixed_fraction,
+        ),
+        (
+            |c| &mut c.per_sample_tp_comm_fixed_fraction,
+            values(GRID.per_sample_tp_comm_fixed_fraction),
+            neutral.per_sample_tp_comm_fixed_fraction,
+        ),
+        (
+            |c| &mut c.inter_node_efficiency,
+            values(GRID.inter_node_efficiency),
+            neutral.inter_node_efficiency,
+        ),
+    ];
+    for _ in 0..MAX_ROUNDS {
+        let before = cal;
+        for (field, grid, neutral_value) in &time_fields {
+            let current = *field(&mut cal);
+            let v = best_value(grid, current, *neutral_value, |v| {
+                let mut c = cal;
+                *field(&mut c) = v;
+                time_loss(c, &mut evaluations)
+            });
+            *field(&mut cal) = v;
+        }
+        if cal == before {
+            break;
+        }
+    }
+    // Memory depends only on the reserve: one pass over its grid.
+    let reserve = best_value(
+        &values(GRID.framework_reserve_bytes),
+        neutral.framework_reserve_bytes,
+        neutral.framework_reserve_bytes,
+        |v| {
+            evaluations += 1;
+            let c = Calibration {
+                framework_reserve_bytes: v,
+                ..cal
+            };
+            loss(&reports(datasets, base, c)).memory
+        },
+    );
+    cal.framework_reserve_bytes = reserve;
+    Fit {
+        calibration: cal,
+        fitted_on: datasets.iter().map(|d| d.name.clone()).collect(),
+        loss: loss(&reports(datasets, base, cal)),
+        evaluations,
+    }
+}
+
+/// One dataset's figures under the three calibrations.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SetFigures {
+    /// The dataset.
+    pub name: String,
+    /// Its scores with [`Calibration::NEUTRAL`].
+    pub neutral: DatasetReport,
+    /// Its scores with the constants fitted on every dataset, itself included.
+    pub in_sample: DatasetReport,
+    /// Its scores with the constants fitted on every other dataset.
+    pub leave_one_set_out: DatasetReport,
+    /// The constants fitted without it.
+    pub leave_one_set_out_calibration: Calibration,
+}
+
+/// The fit on all `datasets`, and each dataset's neutral, in-sample and
+/// leave-one-set-out figures. With a single dataset there is nothing to
+/// leave it out for: its leave-one-set-out figures are the neutral ones.
+pub fn fit_report(datasets: &[&Dataset], base: &DeviceOptions) -> (Fit, Vec<SetFigures>) {
+    let all = fit(datasets, base);
+    let figures = datasets
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let others: Vec<&Dataset> = datasets
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != i)
+                .map(|(_, d)| *d)
+                .collect();
+            let loso = fit(&others, base).calibration;
+            let one = |c| reports(&[*d], base, c).remove(0);
+            SetFigures {
+                name: d.name.clone(),
+                neutral: one(Calibration::NEUTRAL),
+                in_sample: one(all.calibration),
+                leave_one_set_out: one(loso),
+                leave_one_set_out_calibration: loso,
+            }
+        })
+        .collect();
+    (all, figures)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::cluster::builtin as clusters;
+    use crate::model::builtin as models;
+    use crate::placement::{DeviceGrid, Placement};
+    use crate::search::plan_from_grid;
+    use crate::validate::{Outcome, Run};
+    use crate::Profile;
+
+    /// Runs whose "measurements" are the model's own predictions under
+    /// `truth`: the fit must find `truth` back, with zero loss.
+    fn synthetic(truth: Calibration) -> Dataset {
+        let cluster = clusters::homogeneous();
+        let times = vec!["0.004"; 30].join(", ");
+        let profile = Profile::from_toml_str(
+            &format!("[[entries]]\ngpu = \"T4\"\ntp = 1\nforward_s = [{times}]\n"),
+            "profile.toml",
+        )
+        .unwrap();
+        let model = models::amp_gpt2();
+        let truth_model = model_with(&DeviceOptions::default(), truth);
+        let mut runs = Vec::new();
+        for (dp, pp, bounds) in [
+            (16, 1, vec![0, 30]),
+            (8, 2, vec![0, 15, 30]),
+            (4, 4, vec![0, 9, 15, 21, 30]),
+        ] {
+            for mbs in [1, 2] {
+                let grid =
+                    DeviceGrid::new(&cluster, 1, dp, pp, &Placement::artifact_default(&cluster));
+                let plan = plan_from_grid(&grid, &bounds, mbs, 32 / dp / mbs, &Default::default());
+                let inputs = crate::cost::Inputs {
+                    model: &model,
+                    cluster: &cluster,
+                    profile: &profile,
+                };
+                use crate::cost::CostModel;
+                let est = truth_model.evaluate(&inputs, &plan).unwrap();
+                let peak = est.memory.iter().map(|m| m.peak_bytes).fold(0.0, f64::max);
+                runs.push(Run {
+                    name: format!("dp{dp} pp{pp} mbs{mbs}"),
+                    cluster: cluster.clone(),
+                    plan,
+                    outcome: Outcome::Completed(est.iteration_s),
+                    measured_peak_bytes: Some(peak),
+                    measured_grad_reduce_s: None,
+                });
+            }
+        }
+        Dataset {
+            name: "synthetic".into(),
+            model,
+            profile,
+            runs,
+        }
+    }
+
+    #[test]
+    fn the_fit_finds_known_constants_back() {
+        let truth = Calibration {
+            per_sample_fixed_fraction: 0.3,
+            // tp is 1 everywhere: the data says nothing of it, so it must
+            // come back neutral, not at the truth.
+            per_sample_tp_comm_fixed_fraction: 0.5,
+            inter_node_efficiency: 0.7,
+            framework_reserve_bytes: 2e9,
+        };
+        let data = synthetic(truth);
+        let f = fit(&[&data], &DeviceOptions::default());
+        assert_eq!(
+            f.calibration,
+            Calibration {
+                per_sample_tp_comm_fixed_fraction: 0.0,
+                ..truth
+            }
+        );
+        assert!(f.loss.time.unwrap() < 1e-9 && f.loss.memory < 1e-9);
+        // Neutral constants are measurably worse on the same data.
+        let neutral = loss(&reports(
+            &[&data],
+            &DeviceOptions::default(),
+            Calibration::NEUTRAL,
+        ));
+        assert!(neutral.time.unwrap() > 0.01 && neutral.memory > 0.01);
+    }
+
+    #[test]
+    fn grid_values_are_the_literals() {
+        let v = values(GRID.per_sample_fixed_fraction);
+        assert_eq!(v.len(), 11);
+        assert_eq!(v[4], 0.2);
+        assert_eq!(values(GRID.per_sample_tp_comm_fixed_fraction)[6], 0.6);
+        let e = values(GRID.inter_node_efficiency);
+        assert_eq!((e[0], e[5], *e.last().unwrap()), (0.25, 0.5, 1.0));
+        assert_eq!(values(GRID.framework_reserve_bytes)[18], 4.5e9);
+    }
+
+    #[test]
+    fn best_value_prefers_current_then_neutral() {
+        let grid = [0.0, 0.5, 1.0];
+        // Flat loss: stays where it is.
+        assert_eq!(best_value(&grid, 0.5, 0.0, |_| 1.0), 0.5);
+        // Strictly better elsewhere: moves.
+        assert_eq!(best_value(&grid, 0.5, 0.0, |v| (v - 1.0).abs()), 1.0);
+        // Two equal bests away from current: the one nearer neutral.
+        assert_eq!(
+            best_value(&grid, 0.5, 1.0, |v| if v == 0.5 { 2.0 } else { 1.0 }),
+            1.0
+        );
+        assert_eq!(
+            best_value(&grid, 0.5, 0.0, |v| if v == 0.5 { 2.0 } else { 1.0 }),
+            0.0
+        );
+    }
+}
