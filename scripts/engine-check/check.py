@@ -45,6 +45,12 @@ CASES = [
     ("gpt3-1.7b interleaved pp4 x2", "gpt3-1.7b", 2048, "1x8xA100-80GB", [8], 2, 1, 4,
      [0, 4, 7, 10, 13, 16, 19, 22, 27], 1, 8, ["--schedule", "interleaved:2"],
      {"deepspeed": "interleaved", "torchtitan": "interleaved"}),
+    # 28 blocks + embedding + loss = 30 over pp 3 x 2 virtual stages of 5: the
+    # first and last virtual stages hold 4 blocks (Megatron-LM's
+    # --account-for-embedding/loss-in-pipeline-split).
+    ("qwen2.5-7b interleaved pp3 x2, embedding and loss counted", "qwen2.5-7b", 2048, "1x6xH100", [6], 2, 1, 3,
+     [0, 5, 10, 15, 20, 25, 31], 1, 6, ["--schedule", "interleaved:2"],
+     {"deepspeed": "interleaved", "torchtitan": "interleaved"}),
     ("llama3-8b recompute tp4 pp2", "llama-3-8b", 8192, "2x8xH100", [8, 8], 4, 2, 2, [0, 17, 35], 1, 8,
      ["--recompute"], {}),
     ("llama3-8b tp8 no pp", "llama-3-8b", 8192, "1x8xH100", [8], 8, 1, 1, [0, 35], 1, 4, [], {}),

@@ -101,6 +101,9 @@ def megatron(out):
     one.decoder_last_pipeline_num_layers = None
     one.pipeline_model_parallel_layout = None
     one.num_layers_per_virtual_pipeline_stage = None
+    one.num_virtual_stages_per_pipeline_rank = None
+    one.account_for_embedding_in_pipeline_split = False
+    one.account_for_loss_in_pipeline_split = False
     one.recompute_granularity = args.recompute_granularity
     one.world_size = 1
     os.environ["WORLD_SIZE"] = "1"

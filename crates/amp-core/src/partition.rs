@@ -269,28 +269,61 @@ pub(crate) fn uniform_split(num_layers: usize, num_stages: usize) -> Vec<usize> 
 /// Megatron-LM's split for an interleaved schedule: the transformer blocks
 /// spread evenly over `virtual_stages` virtual stages (the layers before
 /// the first block with the first, every other layer with the block before
-/// it), as Megatron builds it without a custom layout. Returns the
+/// it), as Megatron builds it without a custom layout. When the blocks do
+/// not divide but the blocks plus two do, the embedding and the loss each
+/// count as one block, as Megatron-LM's
+/// `--account-for-embedding-in-pipeline-split` and
+/// `--account-for-loss-in-pipeline-split` make it (the first and last
+/// virtual stages take one block fewer; Llama 3 405B's 126 blocks over
+/// 16 x 8 virtual stages, [`accounts_for_embedding_and_loss`]). Returns the
 /// `virtual_stages + 1` boundaries, or why the model cannot be split so.
 pub fn even_block_split(
     model: &crate::model::Model,
     virtual_stages: usize,
 ) -> std::result::Result<Vec<usize>, String> {
-    use crate::model::LayerKind;
-    let blocks: Vec<usize> = (0..model.num_layers())
-        .filter(|&l| model.layers[l].kind == LayerKind::TransformerBlock)
-        .collect();
+    let blocks = block_layers(model);
     let nv = virtual_stages.max(1);
-    if blocks.is_empty() || !blocks.len().is_multiple_of(nv) {
+    let accounted = accounts_for_embedding_and_loss(model, nv);
+    if blocks.is_empty() || !(blocks.len().is_multiple_of(nv) || accounted) {
         return Err(format!(
-            "an interleaved schedule splits the {} transformer blocks evenly over pp x v = {nv} virtual stages, which does not divide them",
-            blocks.len()
+            "an interleaved schedule splits the {} transformer blocks evenly over pp x v = {nv} virtual stages, which divides neither them nor them plus the embedding and the loss ({})",
+            blocks.len(),
+            blocks.len() + 2
         ));
     }
-    let per = blocks.len() / nv;
     let mut b = vec![0];
-    b.extend((1..nv).map(|i| blocks[i * per]));
+    if accounted {
+        // Virtual stage i ends after (i + 1) x per - 1 blocks (the
+        // embedding counts as the first block's predecessor).
+        let per = (blocks.len() + 2) / nv;
+        // After the last block (the loss's virtual stage holds no block).
+        let after_last = blocks[blocks.len() - 1] + 1;
+        b.extend((1..nv).map(|i| blocks.get(i * per - 1).copied().unwrap_or(after_last)));
+    } else {
+        let per = blocks.len() / nv;
+        b.extend((1..nv).map(|i| blocks[i * per]));
+    }
     b.push(model.num_layers());
     Ok(b)
+}
+
+/// Whether [`even_block_split`] over `virtual_stages` counts the embedding
+/// and the loss as one block each: only when the blocks alone do not divide
+/// and the blocks plus two do. With one "block" per virtual stage the first
+/// holds only the embedding and the last only the loss, as Megatron-LM
+/// builds them (Llama 3 405B: 126 + 2 over 16 x 8).
+pub fn accounts_for_embedding_and_loss(model: &crate::model::Model, virtual_stages: usize) -> bool {
+    let n = block_layers(model).len();
+    let nv = virtual_stages.max(1);
+    nv > 1 && n > 0 && !n.is_multiple_of(nv) && (n + 2).is_multiple_of(nv)
+}
+
+/// Indices of the transformer blocks, in order.
+fn block_layers(model: &crate::model::Model) -> Vec<usize> {
+    use crate::model::LayerKind;
+    (0..model.num_layers())
+        .filter(|&l| model.layers[l].kind == LayerKind::TransformerBlock)
+        .collect()
 }
 
 #[cfg(test)]
@@ -310,6 +343,23 @@ mod tests {
             e.contains("24 transformer blocks") && e.contains("5"),
             "{e}"
         );
+        assert!(!accounts_for_embedding_and_loss(&m, 8));
+        // 24 + 2 = 26 over 13 virtual stages: two "blocks" each, the
+        // embedding taking the first one's place and the loss the last's.
+        assert!(accounts_for_embedding_and_loss(&m, 13));
+        let b = even_block_split(&m, 13).unwrap();
+        assert_eq!(b.len(), 14);
+        let blocks_in = |j: usize| (b[j]..b[j + 1]).filter(|&l| (2..26).contains(&l)).count();
+        assert_eq!(blocks_in(0), 1);
+        assert_eq!(blocks_in(12), 1);
+        assert!((1..12).all(|j| blocks_in(j) == 2));
+        // Layers 0 and 1 (embedding and a no-op) sit with the first block,
+        // the four layers after the last block with it.
+        assert_eq!((b[1], b[12]), (3, 25));
+        // 24 + 2 = 26 over 26: the first virtual stage is the embedding
+        // (and its no-op) alone, the last the head alone.
+        let b = even_block_split(&m, 26).unwrap();
+        assert_eq!((b[1], b[2], b[25]), (2, 3, 26));
     }
     use proptest::prelude::*;
 

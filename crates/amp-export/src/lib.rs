@@ -76,6 +76,10 @@ pub(crate) struct EngineOptions {
     pub(crate) virtual_pipeline_chunks: Option<usize>,
     pub(crate) sharding: amp_core::setup::OptimizerSharding,
     pub(crate) sequence_parallel: bool,
+    /// The interleaved split counts the embedding and the loss as one block
+    /// each (Megatron-LM's `--account-for-embedding-in-pipeline-split` and
+    /// `--account-for-loss-in-pipeline-split`).
+    pub(crate) account_for_embedding_and_loss: bool,
 }
 
 impl std::ops::Deref for EngineOptions {
@@ -189,6 +193,7 @@ fn engine_view(
         virtual_pipeline_chunks: None,
         sharding: setup.optimizer_sharding,
         sequence_parallel: setup.sequence_parallel,
+        account_for_embedding_and_loss: false,
     };
     let v = setup.virtual_stages();
     if v <= 1 {
@@ -204,7 +209,26 @@ fn engine_view(
             pp * v
         )));
     }
-    let ranks = amp_core::partition::even_block_split(model, pp).map_err(Refusal::Unsupported)?;
+    let accounted = amp_core::partition::accounts_for_embedding_and_loss(model, pp * v);
+    // The per-rank stand-in stages: each rank's blocks (v chunks), laid out
+    // contiguously so that counting, rank mapping and memory see the right
+    // amounts; the engine builds the chunks itself from the flags.
+    let ranks = if accounted {
+        let blocks: Vec<usize> = (0..model.num_layers())
+            .filter(|&l| model.layers[l].kind == amp_core::LayerKind::TransformerBlock)
+            .collect();
+        let per_rank = (blocks.len() + 2) / pp;
+        let mut b = vec![0];
+        let mut taken = 0;
+        for j in 0..pp - 1 {
+            taken += per_rank - usize::from(j == 0);
+            b.push(blocks[taken]);
+        }
+        b.push(model.num_layers());
+        b
+    } else {
+        amp_core::partition::even_block_split(model, pp).map_err(Refusal::Unsupported)?
+    };
     let mut physical = plan.clone();
     physical.setup.schedule = Schedule::OneFOneB;
     physical.stages = (0..pp)
@@ -216,6 +240,7 @@ fn engine_view(
         .collect();
     o.schedule = Schedule::OneFOneB;
     o.virtual_pipeline_chunks = Some(v);
+    o.account_for_embedding_and_loss = accounted;
     Ok((physical, o))
 }
 

@@ -147,7 +147,13 @@ pub(crate) fn export(
     let pp = plan.pp();
     let launch = launch::realise(plan, opts, &[RankOrder::TpDpPp, RankOrder::TpPpDp], ENGINE)?;
     let shape = &split.shape;
-    let stage_split = split_args(&split.blocks, opts.megatron_layout)?;
+    // With the embedding and loss counted as blocks, Megatron-LM derives the
+    // uneven first and last stages itself.
+    let stage_split = if opts.account_for_embedding_and_loss {
+        SplitArgs::Even
+    } else {
+        split_args(&split.blocks, opts.megatron_layout)?
+    };
 
     let mut args = vec![
         arg(
@@ -247,22 +253,43 @@ pub(crate) fn export(
                 ),
             });
         }
-        let b = split.blocks[0];
-        if stage_split != SplitArgs::Even || b % v != 0 {
-            return Err(Refusal::Option {
-                option: "virtual_pipeline_chunks".into(),
-                message: format!(
-                    "{v} virtual chunks per pipeline rank need an even split with blocks per stage divisible by {v}; this plan has {} blocks per stage",
-                    launch::join(&split.blocks, "/")
-                ),
-            });
+        if opts.account_for_embedding_and_loss {
+            // megatron/training/arguments.py: the embedding and the loss
+            // each count as a layer, so (blocks + 2) / (pp x v) per chunk.
+            args.push(arg(
+                "--num-virtual-stages-per-pipeline-rank",
+                v,
+                DIST,
+                format!("{v} interleaved chunks per pipeline rank"),
+            ));
+            args.push(switch(
+                "--account-for-embedding-in-pipeline-split",
+                DIST,
+                "the embedding counts as one layer of the first chunk",
+            ));
+            args.push(switch(
+                "--account-for-loss-in-pipeline-split",
+                DIST,
+                "the loss counts as one layer of the last chunk",
+            ));
+        } else {
+            let b = split.blocks[0];
+            if stage_split != SplitArgs::Even || b % v != 0 {
+                return Err(Refusal::Option {
+                    option: "virtual_pipeline_chunks".into(),
+                    message: format!(
+                        "{v} virtual chunks per pipeline rank need an even split with blocks per stage divisible by {v}; this plan has {} blocks per stage",
+                        launch::join(&split.blocks, "/")
+                    ),
+                });
+            }
+            args.push(arg(
+                "--num-layers-per-virtual-pipeline-stage",
+                b / v,
+                DIST,
+                format!("{v} interleaved chunks per pipeline rank"),
+            ));
         }
-        args.push(arg(
-            "--num-layers-per-virtual-pipeline-stage",
-            b / v,
-            DIST,
-            format!("{v} interleaved chunks per pipeline rank"),
-        ));
     }
     match opts.recompute {
         Recompute::None => {}
