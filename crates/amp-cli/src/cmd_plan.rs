@@ -16,7 +16,9 @@ use serde::Serialize;
 use crate::inputs::{CostModelName, InputArgs, Loaded};
 use crate::output::{export_files, write_files, write_report, EngineArg, HostArgs};
 use crate::setup_args::SetupArgs;
+use amp_core::baseline::megatron_heuristic;
 use amp_core::setup::TrainingSetup;
+use amp_core::setup_search::{search_setups, setup_candidates, SetupSpace};
 
 /// Version of the `--json` output; bumped on any incompatible change (2:
 /// every plan records its training setup).
@@ -55,6 +57,136 @@ pub struct PlanArgs {
     pub quiet: bool,
     #[command(flatten)]
     pub setup: SetupArgs,
+    /// Also search these training-setup options, comma-separated:
+    /// recompute, sharding, interleaving (2, 4 or 8 chunks), sp (sequence
+    /// parallelism), or all. Only what the engine (--engine) can run is
+    /// tried; every combination is searched in full.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        help_heading = "Training setup"
+    )]
+    pub search_setup: Vec<SetupOption>,
+    /// Also price two baselines under the same model: the best plan of
+    /// AMP's space (the given setup only) and Megatron-LM's recipe (tp =
+    /// GPUs per node, pp across nodes, micro-batch 1, even split).
+    #[arg(long)]
+    pub compare: bool,
+}
+
+/// One baseline of `--compare`.
+#[derive(Serialize)]
+struct JsonBaseline {
+    name: &'static str,
+    /// `None` when the baseline has no plan that fits (see `note`).
+    predicted_iteration_s: Option<f64>,
+    /// The baseline's time over amp's best.
+    slowdown: Option<f64>,
+    tp: Option<usize>,
+    dp: Option<usize>,
+    pp: Option<usize>,
+    micro_batch: Option<usize>,
+    note: String,
+}
+
+/// AMP's space (the given setup) and Megatron-LM's recipe, priced by the
+/// same model as `best_s`.
+fn baselines(
+    inputs: &Inputs,
+    cost: &dyn amp_core::cost::CostModel,
+    opts: &SearchOptions,
+    searched_setups: bool,
+    best_s: f64,
+) -> Result<Vec<JsonBaseline>> {
+    let row = |name: &'static str, r: std::result::Result<&amp_core::RankedPlan, String>| match r {
+        Ok(p) => JsonBaseline {
+            name,
+            predicted_iteration_s: Some(p.estimate.iteration_s),
+            slowdown: Some(p.estimate.iteration_s / best_s),
+            tp: Some(p.tp),
+            dp: Some(p.dp),
+            pp: Some(p.pp),
+            micro_batch: Some(p.micro_batch),
+            note: amp_core::setup_search::short_label(&p.plan.setup),
+        },
+        Err(why) => JsonBaseline {
+            name,
+            predicted_iteration_s: None,
+            slowdown: None,
+            tp: None,
+            dp: None,
+            pp: None,
+            micro_batch: None,
+            note: why,
+        },
+    };
+    let mut out = Vec::new();
+    let quiet = SearchOptions {
+        progress: None,
+        ..*opts
+    };
+    let amp_space = if searched_setups {
+        search(inputs, cost, &quiet)
+    } else {
+        Err(amp_core::AmpError::NoPlan(String::new()))
+    };
+    match &amp_space {
+        Ok(r) => out.push(row("AMP's space (given setup)", Ok(&r.plans[0]))),
+        Err(_) if !searched_setups => out.push(JsonBaseline {
+            name: "AMP's space (given setup)",
+            predicted_iteration_s: Some(best_s),
+            slowdown: Some(1.0),
+            tp: None,
+            dp: None,
+            pp: None,
+            micro_batch: None,
+            note: "the search above (add --search-setup to search beyond it)".into(),
+        }),
+        Err(e) => out.push(row("AMP's space (given setup)", Err(e.to_string()))),
+    }
+    let h = megatron_heuristic(inputs, cost, opts.global_batch, &opts.setup);
+    out.push(row(
+        "Megatron-LM heuristic",
+        h.as_ref().map_err(|e| e.to_string()),
+    ));
+    Ok(out)
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetupOption {
+    Recompute,
+    Sharding,
+    Interleaving,
+    Sp,
+    All,
+}
+
+/// The options `--search-setup` names; an error when one is also fixed by
+/// its own flag.
+fn setup_space(args: &PlanArgs) -> Result<SetupSpace> {
+    let mut space = SetupSpace::default();
+    for o in &args.search_setup {
+        match o {
+            SetupOption::Recompute => space.recompute = true,
+            SetupOption::Sharding => space.optimizer_sharding = true,
+            SetupOption::Interleaving => space.interleaving = true,
+            SetupOption::Sp => space.sequence_parallel = true,
+            SetupOption::All => space = SetupSpace::all(),
+        }
+    }
+    let given = args.setup.given();
+    for (searched, flag, name) in [
+        (space.recompute, "--recompute", "recompute"),
+        (space.optimizer_sharding, "--optimizer-sharding", "sharding"),
+        (space.interleaving, "--schedule", "interleaving"),
+        (space.sequence_parallel, "--sequence-parallel", "sp"),
+    ] {
+        if searched && given.contains(&flag) {
+            bail!("{flag} fixes what --search-setup {name} searches; give one or the other");
+        }
+    }
+    Ok(space)
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +237,8 @@ struct JsonOutput<'a> {
     unpriced: usize,
     skipped: &'a [String],
     plans: Vec<JsonPlan<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baselines: Option<Vec<JsonBaseline>>,
 }
 
 /// The sequence length the model was built at, for the header.
@@ -160,27 +294,32 @@ fn print_table(
     global_batch: usize,
     cost_model: &str,
     setup: &TrainingSetup,
+    searched: Option<(&SetupSpace, usize)>,
     sources: &[String],
 ) -> Result<()> {
     let mut table = Table::new();
+    let mut header = vec![
+        "rank",
+        "tp",
+        "pp",
+        "dp",
+        "mbs",
+        "µbatches",
+        "stage boundaries",
+        "placement",
+    ];
+    if searched.is_some() {
+        header.push("setup");
+    }
+    header.push("iter s");
     table
         .load_preset(UTF8_BORDERS_ONLY)
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_width(100)
-        .set_header(vec![
-            "rank",
-            "tp",
-            "pp",
-            "dp",
-            "mbs",
-            "µbatches",
-            "stage boundaries",
-            "placement",
-            "iter s",
-        ]);
+        .set_header(header);
     for (i, p) in result.plans.iter().take(top).enumerate() {
         let b: Vec<String> = p.plan.boundaries().iter().map(|x| x.to_string()).collect();
-        table.add_row(vec![
+        let mut row = vec![
             (i + 1).to_string(),
             p.tp.to_string(),
             p.pp.to_string(),
@@ -189,8 +328,12 @@ fn print_table(
             p.num_micro_batches.to_string(),
             b.join(" "),
             placement_summary(loaded, p),
-            format!("{:.4}", p.estimate.iteration_s),
-        ]);
+        ];
+        if searched.is_some() {
+            row.push(amp_core::setup_search::short_label(&p.plan.setup));
+        }
+        row.push(format!("{:.4}", p.estimate.iteration_s));
+        table.add_row(row);
     }
     writeln!(
         out,
@@ -201,6 +344,24 @@ fn print_table(
         seq_label(&loaded.model)
     )?;
     writeln!(out, "training setup: {}", setup.summary())?;
+    if let Some((space, n)) = searched {
+        let mut names = Vec::new();
+        for (on, name) in [
+            (space.recompute, "recomputation"),
+            (space.optimizer_sharding, "optimizer sharding"),
+            (space.interleaving, "interleaving"),
+            (space.sequence_parallel, "sequence parallelism"),
+        ] {
+            if on {
+                names.push(name);
+            }
+        }
+        writeln!(
+            out,
+            "also searched: {} ({n} setups the engine can run; column `setup`)",
+            names.join(", ")
+        )?;
+    }
     writeln!(out, "{table}")?;
     for s in sources {
         writeln!(out, "compute times: {s}")?;
@@ -243,7 +404,11 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         );
     }
     let cost_name = args.inputs.cost_model;
-    let given = args.setup.given();
+    let space = setup_space(&args)?;
+    let mut given = args.setup.given();
+    if !space.is_empty() {
+        given.push("--search-setup");
+    }
     if cost_name == CostModelName::AmpPaper && !given.is_empty() {
         bail!(
             "{} do not apply to --cost-model amp-paper, which prices only the AMP artifact's setup (fp16, 1f1b, no recomputation or sharding); drop them or use the amp cost model",
@@ -284,16 +449,29 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     };
     let progress = Progress::new(args.quiet);
     let report_progress = |done: usize, total: usize| progress.update(done, total);
-    let result = search(
-        &inputs,
-        cost_model.as_ref(),
-        &SearchOptions {
-            global_batch,
-            placement,
-            setup,
-            progress: Some(&report_progress),
-        },
-    )?;
+    let search_opts = SearchOptions {
+        global_batch,
+        placement,
+        setup,
+        progress: Some(&report_progress),
+    };
+    let setups = setup_candidates(&setup, &space);
+    let result = if space.is_empty() {
+        search(&inputs, cost_model.as_ref(), &search_opts)?
+    } else {
+        search_setups(&inputs, cost_model.as_ref(), &search_opts, &setups)?
+    };
+    let compared = if args.compare {
+        Some(baselines(
+            &inputs,
+            cost_model.as_ref(),
+            &search_opts,
+            !space.is_empty(),
+            result.plans[0].estimate.iteration_s,
+        )?)
+    } else {
+        None
+    };
     progress.finish();
     if args.json {
         let plans = result
@@ -340,6 +518,7 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             unpriced: result.unpriced,
             skipped: &result.skipped,
             plans,
+            baselines: compared,
         };
         writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
     } else {
@@ -351,8 +530,29 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             global_batch,
             cost_model.name(),
             &setup,
+            (!space.is_empty()).then_some((&space, setups.len())),
             &sources,
         )?;
+        if let Some(rows) = &compared {
+            for b in rows {
+                match (b.predicted_iteration_s, b.slowdown) {
+                    (Some(t), Some(x)) => {
+                        let shape = match (b.tp, b.pp, b.dp, b.micro_batch) {
+                            (Some(tp), Some(pp), Some(dp), Some(m)) => {
+                                format!(" (tp {tp}, pp {pp}, dp {dp}, mbs {m}, {})", b.note)
+                            }
+                            _ => format!(" ({})", b.note),
+                        };
+                        writeln!(
+                            out,
+                            "{}: {t:.4} s/iteration, {x:.3}x amp's best{shape}",
+                            b.name
+                        )?
+                    }
+                    _ => writeln!(out, "{}: no plan: {}", b.name, b.note)?,
+                }
+            }
+        }
     }
     let best = &result.plans[0];
     if let (Some(engine), Some(dir)) = (args.emit, &args.out) {

@@ -589,3 +589,149 @@ fn flags_that_do_not_apply_are_errors() {
         assert!(stderr(&o).contains(words), "{args:?}: {}", stderr(&o));
     }
 }
+
+/// When the blocks do not divide over pp x v but the blocks plus the
+/// embedding and the loss do (Llama 3 405B's 126 + 2 over 16 x 8), the
+/// interleaved split is Megatron-LM's with
+/// `--account-for-embedding-in-pipeline-split` and
+/// `--account-for-loss-in-pipeline-split`, and the export says so.
+#[test]
+fn interleaving_can_count_the_embedding_and_loss_as_layers() {
+    // Qwen2.5-7B: 28 blocks; pp 3 x v 2 = 6 divides 30, not 28.
+    let inputs = [
+        "--model",
+        "qwen2.5-7b",
+        "--seq",
+        "2048",
+        "--cluster",
+        "1x6xH100",
+    ];
+    let mut args = vec!["plan"];
+    args.extend(inputs);
+    args.extend([
+        "--global-batch",
+        "12",
+        "--schedule",
+        "interleaved:2",
+        "--engine",
+        "megatron",
+        "--json",
+        "--top",
+        "100",
+        "-q",
+    ]);
+    let o = amp(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let plans = v["plans"].as_array().unwrap();
+    let rank = plans
+        .iter()
+        .position(|p| p["pp"] == 3)
+        .expect("a pp 3 plan")
+        + 1;
+    // Layer 0 is the embedding, 1-28 the blocks, 29-30 the norm and head:
+    // five "layers" per virtual stage, the embedding and the loss among them.
+    assert_eq!(
+        plans[rank - 1]["stage_boundaries"],
+        serde_json::json!([0, 5, 10, 15, 20, 25, 31])
+    );
+    let dir = std::env::temp_dir().join(format!("amp-cli-acc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plans_file = dir.join("plans.json");
+    std::fs::write(&plans_file, &o.stdout).unwrap();
+    let rank = rank.to_string();
+    let out = dir.join("megatron");
+    let mut args = vec!["export", plans_file.to_str().unwrap()];
+    args.extend(inputs);
+    args.extend([
+        "--rank",
+        &rank,
+        "--to",
+        "megatron",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let o = amp(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let sh = std::fs::read_to_string(out.join("args.sh")).unwrap();
+    for flag in [
+        "--num-virtual-stages-per-pipeline-rank 2",
+        "--account-for-embedding-in-pipeline-split",
+        "--account-for-loss-in-pipeline-split",
+        "--num-layers 28",
+    ] {
+        assert!(sh.contains(flag), "missing {flag} in\n{sh}");
+    }
+    assert!(!sh.contains("--decoder-first-pipeline-num-layers"), "{sh}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--search-setup` searches the product of the named options as the
+/// engine can run them: its best plan is at least as fast as the fixed
+/// setup's, every plan records its own setup, and an option both fixed and
+/// searched is an error.
+#[test]
+fn setup_search_is_never_worse_and_records_each_setup() {
+    let best = |extra: &[&str]| {
+        let mut args = vec![
+            "plan",
+            "--example",
+            "het-cluster",
+            "--json",
+            "--top",
+            "200",
+            "-q",
+        ];
+        args.extend(extra);
+        let o = amp(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_str::<serde_json::Value>(&stdout(&o)).unwrap()
+    };
+    let fixed = best(&[]);
+    let searched = best(&["--search-setup", "recompute,interleaving"]);
+    let t = |v: &serde_json::Value| v["plans"][0]["predicted_iteration_s"].as_f64().unwrap();
+    assert!(t(&searched) <= t(&fixed));
+    let plans = searched["plans"].as_array().unwrap();
+    let recomputes: std::collections::BTreeSet<String> = plans
+        .iter()
+        .map(|p| p["setup"]["recompute"].as_str().unwrap().to_string())
+        .collect();
+    assert!(recomputes.len() > 1, "{recomputes:?}");
+    // One-stage plans never claim an interleaved schedule.
+    assert!(plans
+        .iter()
+        .filter(|p| p["pp"] == 1)
+        .all(|p| p["setup"]["schedule"] == "1f1b"));
+    let o = amp(&[
+        "plan",
+        "--example",
+        "het-cluster",
+        "--recompute",
+        "full",
+        "--search-setup",
+        "recompute",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--recompute fixes what --search-setup recompute searches"));
+    // DeepSpeed runs neither interleaving nor selective recomputation: the
+    // table shows only setups it can run.
+    let o = amp(&[
+        "plan",
+        "--example",
+        "het-cluster",
+        "--engine",
+        "deepspeed",
+        "--search-setup",
+        "all",
+        "--top",
+        "50",
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("also searched:"), "{text}");
+    assert!(
+        !text.contains("il:") && !text.contains("rc:selective"),
+        "{text}"
+    );
+}

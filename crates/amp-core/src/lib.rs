@@ -35,6 +35,7 @@
 
 #![deny(missing_docs)]
 
+pub mod baseline;
 pub mod cluster;
 pub mod cost;
 pub mod error;
@@ -49,6 +50,7 @@ pub mod profile;
 pub mod schedule;
 pub mod search;
 pub mod setup;
+pub mod setup_search;
 pub mod strict;
 pub mod validate;
 

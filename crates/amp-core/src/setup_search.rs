@@ -1,0 +1,287 @@
+//! Searching the training setup too: recomputation, optimizer-state
+//! sharding, interleaving and sequence parallelism, each varied only where
+//! asked for and only as the target engine can run it.
+//!
+//! Every setup of the product is searched in full by [`crate::search::search`]
+//! and the plans are merged into one ranking, so the result is exact over
+//! the declared product. Plans on which an option has no effect (sequence
+//! parallelism at tp 1, interleaving with one stage, sharding with one
+//! replica) are kept once, under the setup without the option.
+
+use serde::{Deserialize, Serialize};
+
+use crate::cost::{CostModel, Inputs};
+use crate::error::{AmpError, Result};
+use crate::schedule::Schedule;
+use crate::search::{search, SearchOptions, SearchResult};
+use crate::setup::{OptimizerSharding, Recompute, TrainingSetup};
+
+/// Model chunks per pipeline rank an interleaving search tries.
+pub const VIRTUAL_STAGE_CHOICES: [usize; 3] = [2, 4, 8];
+
+/// Which setup options the search varies; the others stay as the base setup
+/// has them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetupSpace {
+    /// Activation recomputation: none, selective, full.
+    pub recompute: bool,
+    /// Optimizer-state sharding: none and the ZeRO stages the engine runs.
+    pub optimizer_sharding: bool,
+    /// The base schedule and interleaving with [`VIRTUAL_STAGE_CHOICES`]
+    /// chunks per rank (Megatron-LM's even split of the blocks).
+    pub interleaving: bool,
+    /// Sequence parallelism off and on (Megatron-LM).
+    pub sequence_parallel: bool,
+}
+
+impl SetupSpace {
+    /// Every option varied.
+    pub fn all() -> SetupSpace {
+        SetupSpace {
+            recompute: true,
+            optimizer_sharding: true,
+            interleaving: true,
+            sequence_parallel: true,
+        }
+    }
+
+    /// Whether nothing is varied.
+    pub fn is_empty(&self) -> bool {
+        *self == SetupSpace::default()
+    }
+}
+
+/// The setups to search: `base` first, then every combination of the varied
+/// options that [`TrainingSetup::check`] accepts (so only what the base's
+/// engine can run), in a fixed order.
+pub fn setup_candidates(base: &TrainingSetup, space: &SetupSpace) -> Vec<TrainingSetup> {
+    let recomputes: Vec<Recompute> = if space.recompute {
+        vec![Recompute::None, Recompute::Selective, Recompute::Full]
+    } else {
+        vec![base.recompute]
+    };
+    let shardings: Vec<OptimizerSharding> = if space.optimizer_sharding {
+        vec![
+            OptimizerSharding::None,
+            OptimizerSharding::Zero1,
+            OptimizerSharding::Zero2,
+            OptimizerSharding::Zero3,
+        ]
+    } else {
+        vec![base.optimizer_sharding]
+    };
+    let mut schedules = vec![base.schedule];
+    if space.interleaving {
+        schedules.extend(
+            VIRTUAL_STAGE_CHOICES
+                .iter()
+                .map(|&v| Schedule::Interleaved { virtual_stages: v })
+                .filter(|s| *s != base.schedule),
+        );
+    }
+    let sps: Vec<bool> = if space.sequence_parallel {
+        vec![false, true]
+    } else {
+        vec![base.sequence_parallel]
+    };
+    let mut out = vec![*base];
+    for &schedule in &schedules {
+        for &sequence_parallel in &sps {
+            for &optimizer_sharding in &shardings {
+                for &recompute in &recomputes {
+                    let s = TrainingSetup {
+                        schedule,
+                        sequence_parallel,
+                        optimizer_sharding,
+                        recompute,
+                        ..*base
+                    };
+                    if s.check().is_ok() && !out.contains(&s) {
+                        out.push(s);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A setup's searchable options in a few characters (`rc:full zero1 il:4
+/// sp`, `-` for none), for tables.
+pub fn short_label(s: &TrainingSetup) -> String {
+    let mut parts = Vec::new();
+    if s.recompute != Recompute::None {
+        parts.push(format!("rc:{}", s.recompute.name()));
+    }
+    if s.optimizer_sharding != OptimizerSharding::None {
+        parts.push(s.optimizer_sharding.name().to_string());
+    }
+    if s.virtual_stages() > 1 {
+        parts.push(format!("il:{}", s.virtual_stages()));
+    }
+    if s.sequence_parallel {
+        parts.push("sp".into());
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(" ")
+    }
+}
+
+/// Whether a plan of `tp`, `dp`, `pp` found under `setup` is the same plan
+/// as under a simpler setup of the product (the option has no effect).
+fn option_without_effect(setup: &TrainingSetup, tp: usize, dp: usize, pp: usize) -> bool {
+    (setup.sequence_parallel && tp <= 1)
+        || (setup.virtual_stages() > 1 && pp <= 1)
+        || (setup.optimizer_sharding != OptimizerSharding::None && dp <= 1)
+}
+
+/// Searches every setup of `setups` with `opts` and merges the plans into
+/// one ranking, fastest first (ties keep the order of `setups`, then the
+/// search's own order). Counts add up over the setups. Errors as
+/// [`search`] does on bad inputs, and with [`AmpError::NoPlan`] when no
+/// setup has a plan that fits.
+pub fn search_setups(
+    inputs: &Inputs,
+    model: &dyn CostModel,
+    opts: &SearchOptions,
+    setups: &[TrainingSetup],
+) -> Result<SearchResult> {
+    let mut merged = SearchResult {
+        plans: Vec::new(),
+        candidates: 0,
+        infeasible: 0,
+        unpriced: 0,
+        skipped: Vec::new(),
+    };
+    let mut why_none: Vec<String> = Vec::new();
+    for setup in setups {
+        let o = SearchOptions {
+            setup: *setup,
+            ..*opts
+        };
+        match search(inputs, model, &o) {
+            Ok(r) => {
+                merged.candidates += r.candidates;
+                merged.infeasible += r.infeasible;
+                merged.unpriced += r.unpriced;
+                for s in r.skipped {
+                    if !merged.skipped.contains(&s) {
+                        merged.skipped.push(s);
+                    }
+                }
+                merged.plans.extend(
+                    r.plans
+                        .into_iter()
+                        .filter(|p| !option_without_effect(setup, p.tp, p.dp, p.pp)),
+                );
+            }
+            Err(AmpError::NoPlan(why)) => why_none.push(why),
+            Err(e) => return Err(e),
+        }
+    }
+    if merged.plans.is_empty() {
+        return Err(AmpError::NoPlan(format!(
+            "no plan fits under any of the {} training setups searched; the first: {}",
+            setups.len(),
+            why_none.first().map_or("-", |s| s.as_str())
+        )));
+    }
+    // Stable: ties keep the setups' order.
+    merged
+        .plans
+        .sort_by_key(|p| (p.estimate.iteration_s * 1e9).round() as i64);
+    Ok(merged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::builtin as clusters;
+    use crate::cost::device::DeviceModel;
+    use crate::model::builtin as models;
+    use crate::search::PlacementSearch;
+    use crate::setup::Engine;
+    use crate::Profile;
+
+    #[test]
+    fn candidates_follow_the_engine() {
+        let base = TrainingSetup::default();
+        assert_eq!(setup_candidates(&base, &SetupSpace::default()), vec![base]);
+        let all = setup_candidates(&base, &SetupSpace::all());
+        // 4 schedules x 2 x 4 shardings x 3 recomputes, no engine to refuse any.
+        assert_eq!(all.len(), 96);
+        assert_eq!(all[0], base);
+        let megatron = TrainingSetup {
+            engine: Some(Engine::Megatron),
+            ..base
+        };
+        let m = setup_candidates(&megatron, &SetupSpace::all());
+        // Megatron-LM shards only optimizer state: none or zero1.
+        assert_eq!(m.len(), 4 * 2 * 2 * 3);
+        assert!(m.iter().all(|s| s.check().is_ok()));
+        let ds = TrainingSetup {
+            engine: Some(Engine::DeepSpeed),
+            ..base
+        };
+        // DeepSpeed: 1F1B only, no sequence parallelism, no selective recompute.
+        assert_eq!(setup_candidates(&ds, &SetupSpace::all()).len(), 4 * 2);
+    }
+
+    #[test]
+    fn the_merged_ranking_is_the_best_of_each_setup() {
+        let times = vec!["0.004"; 30].join(", ");
+        let profile = Profile::from_toml_str(
+            &format!("[[entries]]\ngpu = \"T4\"\ntp = 1\nforward_s = [{times}]\n"),
+            "profile.toml",
+        )
+        .unwrap();
+        let (model, cluster) = (models::amp_gpt2(), clusters::homogeneous());
+        let inputs = Inputs {
+            model: &model,
+            cluster: &cluster,
+            profile: &profile,
+        };
+        let dm = DeviceModel::default();
+        let opts = SearchOptions::new(32, PlacementSearch::Artifact, TrainingSetup::default());
+        let space = SetupSpace {
+            recompute: true,
+            interleaving: true,
+            ..Default::default()
+        };
+        let setups = setup_candidates(&opts.setup, &space);
+        let merged = search_setups(&inputs, &dm, &opts, &setups).unwrap();
+        let times: Vec<f64> = merged
+            .plans
+            .iter()
+            .map(|p| p.estimate.iteration_s)
+            .collect();
+        assert!(times.windows(2).all(|w| w[0] <= w[1]));
+        // The best merged plan is the best of the setups' own bests.
+        let best_each = setups
+            .iter()
+            .filter_map(|s| {
+                let o = SearchOptions { setup: *s, ..opts };
+                search(&inputs, &dm, &o).ok()
+            })
+            .map(|r| r.plans[0].estimate.iteration_s)
+            .fold(f64::INFINITY, f64::min);
+        assert_eq!(times[0], best_each);
+        // No plan appears twice (options without effect are kept once).
+        for (i, a) in merged.plans.iter().enumerate() {
+            for b in &merged.plans[i + 1..] {
+                let same = a.plan.stages == b.plan.stages
+                    && a.plan.micro_batch == b.plan.micro_batch
+                    && a.plan.setup.for_pipeline(1) == b.plan.setup.for_pipeline(1)
+                    && a.pp == 1;
+                assert!(!same, "duplicate one-stage plan");
+            }
+        }
+        // Each plan records the setup it was priced with.
+        assert!(merged
+            .plans
+            .iter()
+            .any(|p| p.plan.setup.recompute == Recompute::Full));
+    }
+}
