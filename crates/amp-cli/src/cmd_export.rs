@@ -112,7 +112,7 @@ pub fn run(args: ExportArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result
         bail!("nothing to do: give --to ENGINE --out DIR, --report FILE, or both");
     }
     let sailor = args.to == Some(ExportTo::Sailor);
-    if sailor && !args.hosts.hosts.is_empty() || sailor && args.hosts.hostfile.is_some() {
+    if sailor && (!args.hosts.hosts.is_empty() || args.hosts.hostfile.is_some()) {
         bail!("--hosts and --hostfile name the hosts of launch files; a Sailor plan file has none, drop them");
     }
     if !sailor && args.zone != amp_data::sailor::DEFAULT_ZONE {
