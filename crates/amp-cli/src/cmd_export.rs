@@ -32,9 +32,9 @@ pub struct ExportArgs {
     #[arg(long, requires = "to")]
     pub out: Option<PathBuf>,
     /// `--to sailor` only: the zone written for every node (amp's clusters
-    /// have none).
-    #[arg(long, default_value = amp_data::sailor::DEFAULT_ZONE)]
-    pub zone: String,
+    /// have none). Default: us-central1-a, the zone of Sailor's data.
+    #[arg(long)]
+    pub zone: Option<String>,
     #[command(flatten)]
     pub hosts: HostArgs,
     /// Also write a self-contained HTML report of the plan.
@@ -115,7 +115,7 @@ pub fn run(args: ExportArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result
     if sailor && (!args.hosts.hosts.is_empty() || args.hosts.hostfile.is_some()) {
         bail!("--hosts and --hostfile name the hosts of launch files; a Sailor plan file has none, drop them");
     }
-    if !sailor && args.zone != amp_data::sailor::DEFAULT_ZONE {
+    if !sailor && args.zone.is_some() {
         bail!("--zone applies only to --to sailor");
     }
     let engine = args.to.and_then(ExportTo::engine);
@@ -153,7 +153,16 @@ pub fn run(args: ExportArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result
         };
         let files = match to.engine() {
             Some(engine) => write_export(&inputs, &plan, engine, dir, &args.hosts.names()?)?,
-            None => write_sailor(&inputs, &plan, &args.zone, dir, err)?,
+            None => {
+                let zone = args.zone.as_deref();
+                write_sailor(
+                    &inputs,
+                    &plan,
+                    zone.unwrap_or(amp_data::sailor::DEFAULT_ZONE),
+                    dir,
+                    err,
+                )?
+            }
         };
         for f in files {
             writeln!(out, "{f}")?;

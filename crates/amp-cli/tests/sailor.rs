@@ -141,6 +141,26 @@ fn export_refuses_what_sailor_cannot_express() {
     ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("drop them"), "{}", stderr(&o));
+    // --zone places every node in that zone.
+    let zoned = out_dir("zone");
+    let o = amp(&[
+        "export",
+        plan.to_str().unwrap(),
+        "--model",
+        "opt-350m",
+        "--cluster",
+        "2x4xGH200",
+        "--to",
+        "sailor",
+        "--out",
+        zoned.to_str().unwrap(),
+        "--zone",
+        "us-west1-b",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(zoned.join("plan_config_N2_D2.json")).unwrap();
+    assert_eq!(text.matches("us-west1-b").count(), 5, "{text}");
+    assert!(!text.contains("us-central1-a"), "{text}");
     // A Sailor plan priced as an amp plan: pointed at --sailor-data.
     let sailor = dir.with_extension("json");
     let o = export(plan.to_str().unwrap(), "2x4xGH200", &dir);
