@@ -437,7 +437,8 @@ def export(
     **setup: Any,
 ) -> List[str]:
     """Writes launch files for ``plan`` with ``engine`` (``"megatron"``,
-    ``"deepspeed"``, ``"torchtitan"``) into ``out_dir``, as ``amp export``.
+    ``"deepspeed"``, ``"torchtitan"``), or with ``"sailor"`` a Sailor
+    ``plan_config`` file, into ``out_dir``, as ``amp export``.
 
     ``report="report.html"`` also writes the HTML report. Returns the paths
     written, as the CLI prints them.

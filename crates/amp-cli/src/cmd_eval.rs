@@ -21,8 +21,9 @@ pub const JSON_SCHEMA_VERSION: u32 = amp_core::plan::PLAN_SCHEMA_VERSION;
 pub struct EvalArgs {
     /// The plan: a plan JSON (`micro_batch`, `num_micro_batches`, `stages`
     /// with `first_layer`, `end_layer` and `replicas` as lists of
-    /// {node, gpu}), an object holding one under `plan`, or the output of
-    /// `amp plan --json` (see --rank).
+    /// {node, gpu}), an object holding one under `plan`, the output of
+    /// `amp plan --json` (see --rank), or with --sailor-data a Sailor
+    /// plan_config file.
     pub plan: PathBuf,
     #[command(flatten)]
     pub inputs: InputArgs,
@@ -190,11 +191,13 @@ fn print_text(
     Ok(())
 }
 
-pub fn run(args: EvalArgs, out: &mut dyn Write, _err: &mut dyn Write) -> Result<()> {
-    let mut loaded = args.inputs.load()?;
-    let plan = args
-        .inputs
-        .load_plan(&mut loaded, &args.plan, args.rank, &args.setup, None)?;
+pub fn run(args: EvalArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
+    let (loaded, plan, warnings) =
+        args.inputs
+            .load_with_plan(&args.plan, args.rank, &args.setup, None)?;
+    for w in warnings {
+        writeln!(err, "warning: {w}")?;
+    }
     let cost_model = args.inputs.cost_model()?;
     let inputs = Inputs {
         model: &loaded.model,

@@ -28,7 +28,7 @@ pub struct InputArgs {
     pub example: Option<ExampleName>,
     /// Model: a zoo name (llama3-8b, gpt2-xl, gpt2-amp, ...), a Hugging Face
     /// config.json, or a TOML/JSON file with a layer list.
-    #[arg(long, required_unless_present = "example")]
+    #[arg(long, required_unless_present_any = ["example", "sailor_data"])]
     pub model: Option<String>,
     /// Sequence length for zoo models and Hugging Face configs.
     #[arg(long)]
@@ -36,7 +36,7 @@ pub struct InputArgs {
     /// Cluster: shorthand (4xp3.8xlarge+1xg4dn.12xlarge,
     /// 2x8xH100+4x8xA100-80GB@100Gbps), a built-in name (homogeneous,
     /// het-cluster, het-model) or a TOML/JSON file of nodes.
-    #[arg(long, required_unless_present = "example")]
+    #[arg(long, required_unless_present_any = ["example", "sailor_data"])]
     pub cluster: Option<String>,
     /// Do not fill missing profile entries from the analytic compute model.
     #[arg(long)]
@@ -56,6 +56,13 @@ pub struct InputArgs {
     pub partition: Option<PartitionName>,
     #[arg(long, help = crate::calibration_arg::HELP)]
     pub calibration: Option<String>,
+    /// Sailor's data folder (profiles.json, llm_info.json, training/,
+    /// cluster_config.json, network/): the plan is a Sailor plan_config,
+    /// priced on the nodes it names with this folder's model, profiles and
+    /// network curves. The model is --model or the plan's folder name
+    /// (measured/<cluster>/<model>/...). amp eval and amp export only.
+    #[arg(long, conflicts_with_all = ["example", "cluster", "seq"])]
+    pub sailor_data: Option<PathBuf>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +144,9 @@ impl InputArgs {
         // Before anything is read or printed: a bad --calibration is a
         // usage error.
         self.calibration()?;
+        if self.sailor_data.is_some() {
+            bail!("--sailor-data prices a Sailor plan file: it applies to amp eval and amp export, not here");
+        }
         if let Some(ex) = self.example {
             let e = ex.experiment();
             let mut profile = e.profile();
@@ -215,6 +225,14 @@ impl InputArgs {
     ) -> Result<Plan> {
         let origin = path.display().to_string();
         let text = read_text(path)?;
+        if is_sailor_plan(&text) {
+            let found = find_sailor_data(path)
+                .map(|d| format!(" (one is at {})", d.display()))
+                .unwrap_or_default();
+            bail!(
+                "{origin} is a Sailor plan_config (it has `pipeline_list`): amp prices it on the nodes it names, with Sailor's data; give --sailor-data DIR{found} instead of --cluster"
+            );
+        }
         let (mut plan, recorded) = Plan::from_json_recorded(&text, &origin, Some(rank))?;
         let given = setup.given();
         if recorded && !given.is_empty() {
@@ -264,6 +282,154 @@ impl InputArgs {
             .profile
             .check_covers(&loaded.cluster)
             .map_err(|e| anyhow!("{e} (pass --profile with its times, or leave --no-analytic out)"))
+    }
+}
+
+/// Whether `text` is a Sailor `plan_config` (a JSON object with
+/// `pipeline_list`) rather than an amp plan.
+pub fn is_sailor_plan(text: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .is_some_and(|v| v.get("pipeline_list").is_some())
+}
+
+/// The nearest folder above `plan` that holds Sailor's data
+/// (`profiles.json` and `llm_info.json`), as Sailor's own repository keeps
+/// its measured plans.
+fn find_sailor_data(plan: &Path) -> Option<PathBuf> {
+    let abs = std::fs::canonicalize(plan).ok()?;
+    abs.ancestors()
+        .skip(1)
+        .find(|d| d.join("profiles.json").is_file() && d.join("llm_info.json").is_file())
+        .map(Path::to_path_buf)
+}
+
+/// What a Sailor plan's pricing reads from Sailor's data folder: its shared
+/// files, not the measured runs.
+fn read_sailor_folder(dir: &Path) -> Result<amp_data::DatasetFiles> {
+    let mut files = amp_data::DatasetFiles {
+        root: dir.display().to_string(),
+        ..Default::default()
+    };
+    let mut add = |rel: String| -> Result<()> {
+        let p = dir.join(&rel);
+        if p.is_file() {
+            let bytes =
+                std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
+            files.files.insert(rel, bytes);
+        }
+        Ok(())
+    };
+    for rel in [
+        "profiles.json",
+        "llm_info.json",
+        "cluster_config.json",
+        "network/intra_node_bandwidths.json",
+        "network/inter_node_bandwidths.json",
+    ] {
+        add(rel.to_string())?;
+    }
+    if let Ok(entries) = std::fs::read_dir(dir.join("training")) {
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| n.to_ascii_lowercase().ends_with(".json"))
+            .collect();
+        names.sort();
+        for n in names {
+            add(format!("training/{n}"))?;
+        }
+    }
+    Ok(files)
+}
+
+impl InputArgs {
+    /// The inputs and the plan of a command that prices or exports one
+    /// plan: an amp plan on `--model`/`--cluster`/`--example`, or with
+    /// `--sailor-data` a Sailor plan file on the nodes it names. Also
+    /// returns what the reader repaired, for the caller to warn about.
+    pub fn load_with_plan(
+        &self,
+        path: &Path,
+        rank: usize,
+        setup: &SetupArgs,
+        emit: Option<amp_core::setup::Engine>,
+    ) -> Result<(Loaded, Plan, Vec<String>)> {
+        let Some(dir) = &self.sailor_data else {
+            let mut loaded = self.load()?;
+            let plan = self.load_plan(&mut loaded, path, rank, setup, emit)?;
+            return Ok((loaded, plan, Vec::new()));
+        };
+        let origin = path.display().to_string();
+        let given = setup.given();
+        if !given.is_empty() {
+            bail!(
+                "{} do not apply to a Sailor plan: it is priced in the setup of Sailor's runs (from its llm_info.json); drop them",
+                given.join(", ")
+            );
+        }
+        let text = read_text(path)?;
+        if !is_sailor_plan(&text) {
+            bail!("{origin} is not a Sailor plan_config (no `pipeline_list`); --sailor-data applies to Sailor plans, price an amp plan with --model and --cluster");
+        }
+        let files = read_sailor_folder(dir)?;
+        let folder = amp_data::SailorFolder::read(&files).with_context(|| {
+            format!(
+                "--sailor-data {} is not a Sailor data folder",
+                dir.display()
+            )
+        })?;
+        let known = || {
+            folder
+                .training
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let name = match &self.model {
+            Some(m) => m.clone(),
+            None => {
+                // The model folder of Sailor's layout,
+                // measured/<cluster>/<model>/...: the nearest folder name
+                // that names a model.
+                let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+                abs.ancestors()
+                    .skip(1)
+                    .filter_map(|d| d.file_name().map(|n| n.to_string_lossy().to_string()))
+                    .find(|n| {
+                        amp_data::sailor::match_model_name(n, folder.training.keys().map(|k| k.as_str()))
+                            .is_some()
+                    })
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "{origin}: no folder above it names a model of {}/training ({}); give --model NAME",
+                            dir.display(),
+                            known()
+                        )
+                    })?
+            }
+        };
+        let m = folder.model(&name)?;
+        let mut run = folder.run(&text, &origin, &m)?;
+        let warnings = std::mem::take(&mut run.warnings);
+        let mut profile = m.profile;
+        for p in &self.profile {
+            profile.merge(read_profile(p, &m.model)?);
+        }
+        let mut loaded = Loaded {
+            default_precision: profile.precision.unwrap_or(Precision::Fp16),
+            model: m.model,
+            cluster: run.cluster,
+            profile,
+            example_batch: None,
+        };
+        self.complete_profile(
+            &mut loaded,
+            &[run.plan.micro_batch],
+            run.plan.setup.formats.compute,
+        )?;
+        Ok((loaded, run.plan, warnings))
     }
 }
 

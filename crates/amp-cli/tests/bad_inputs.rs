@@ -54,6 +54,8 @@ const PLAN_P: &str =
     "plan --model gpt2-amp --cluster homogeneous --profile {d}/p.toml --global-batch 32 -q";
 const PLAN_PJ: &str =
     "plan --model gpt2-amp --cluster homogeneous --profile {d}/p.json --global-batch 32 -q";
+/// A one-stage Sailor plan_config on one GH200 node.
+const SAILOR_PLAN: &str = r#"{"zone": "us-central1-a", "pipeline_list": [{"num_stages": 1, "layers_per_stage": [[0, 1]], "tmp_per_stage": [[[[["GH-96", 4, "us-central1-a"]], 4]]], "dp": [1]}], "mbs": 1, "gbs": 8}"#;
 const EVAL: &str = "eval {d}/plan.json --example homogeneous";
 const EXPORT: &str = "export {d}/plan.json --example homogeneous --to megatron --out {d}/out";
 
@@ -183,6 +185,11 @@ const CASES: &[Case] = &[
     Case { name: "validate a CSV of no experiment", files: &[("ds/measured/mine.csv", "micro_batch,tp\n")], args: "validate {d}/ds", status: 1, words: &["mine.csv", "must name an AMP experiment"] },
     Case { name: "validate a broken CSV", files: &[("ds/measured/homogeneous.csv", "micro_batch,tp,dp,pp,stage_boundaries,measured_s\nx,1,1,1,0 30,1\n")], args: "validate {d}/ds", status: 1, words: &["homogeneous.csv"] },
     Case { name: "validate with an unknown cost model", files: &[], args: "validate {d} --cost-model magic", status: 1, words: &["unknown cost model `magic`"] },
+    Case { name: "Sailor plan priced as an amp plan", files: &[("plan.json", SAILOR_PLAN)], args: EVAL, status: 1, words: &["plan.json", "is a Sailor plan_config", "--sailor-data DIR"] },
+    Case { name: "Sailor plan with a folder that is not Sailor's", files: &[("plan.json", SAILOR_PLAN)], args: "eval {d}/plan.json --sailor-data {d} --model OPT-350", status: 1, words: &["--sailor-data", "not a Sailor data folder", "missing"] },
+    Case { name: "amp plan with --sailor-data", files: &[], args: "plan --sailor-data {d} --global-batch 8 -q", status: 1, words: &["--sailor-data", "amp eval and amp export"] },
+    Case { name: "--zone with an engine", files: &[("plan.json", PLAN_OK)], args: "export {d}/plan.json --example homogeneous --to megatron --out {d}/out --zone x", status: 1, words: &["--zone applies only to --to sailor"] },
+    Case { name: "export to Sailor on GPUs it has no name for", files: &[("plan.json", PLAN_OK)], args: "export {d}/plan.json --example homogeneous --to sailor --out {d}/out", status: 1, words: &["cannot export for Sailor", "`T4`", "no Sailor name"] },
     Case { name: "validate a Sailor layout with a duplicate key", files: &[("s/profiles.json", "{}"), ("s/llm_info.json", "{}"), ("s/measured/x", ""), ("s/training/t.json", r#"{"model": "a", "model": "b"}"#)], args: "validate {d}/s", status: 1, words: &["t.json", "duplicate key `model`"] },
 ];
 

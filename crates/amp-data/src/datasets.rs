@@ -237,37 +237,115 @@ fn amp_datasets(files: &DatasetFiles) -> Result<Vec<LoadedDataset>> {
     Ok(out)
 }
 
+/// The shared files of a Sailor-layout folder, read: `profiles.json`,
+/// `llm_info.json`, `training/*.json`, `cluster_config.json` (optional) and
+/// the network curves. What pricing any of its plan files needs besides the
+/// file itself.
+#[derive(Debug, Clone)]
+pub struct SailorFolder<'a> {
+    files: &'a DatasetFiles,
+    profiles: &'a str,
+    llm: &'a str,
+    /// `training/*.json` by the model name they give.
+    pub training: BTreeMap<String, sailor::TrainingConfig>,
+    /// `cluster_config.json`: GPU memory per type (empty without the file).
+    pub gpus: BTreeMap<String, sailor::GpuSpec>,
+    pub network: sailor::Network,
+}
+
+/// A model of a Sailor folder: its layer list, profile and the training
+/// setup of Sailor's runs.
+#[derive(Debug, Clone)]
+pub struct SailorModel {
+    /// The name `training/*.json` and `llm_info.json` give it.
+    pub name: String,
+    pub model: amp_core::model::Model,
+    pub profile: amp_core::profile::Profile,
+    pub setup: amp_core::setup::TrainingSetup,
+}
+
+impl<'a> SailorFolder<'a> {
+    /// Reads the shared files of `files` (which need not hold any
+    /// `measured/` run).
+    pub fn read(files: &'a DatasetFiles) -> Result<SailorFolder<'a>> {
+        let mut training = BTreeMap::new();
+        for rel in files.in_dir("training", ".json") {
+            let t = sailor::parse_training(files.text(rel)?, &files.origin(rel))?;
+            training.insert(t.model.clone(), t);
+        }
+        let gpus = match files.files.contains_key("cluster_config.json") {
+            true => sailor::parse_cluster_config(
+                files.text("cluster_config.json")?,
+                &files.origin("cluster_config.json"),
+            )?,
+            false => BTreeMap::new(),
+        };
+        let (intra, inter) = (
+            "network/intra_node_bandwidths.json",
+            "network/inter_node_bandwidths.json",
+        );
+        let network = sailor::Network::parse(
+            files.text(intra)?,
+            &files.origin(intra),
+            files.text(inter)?,
+            &files.origin(inter),
+        )?;
+        Ok(SailorFolder {
+            files,
+            profiles: files.text("profiles.json")?,
+            llm: files.text("llm_info.json")?,
+            training,
+            gpus,
+            network,
+        })
+    }
+
+    /// The model `name` means (matched loosely but uniquely to a
+    /// `training/*.json`, [`sailor::match_model_name`]), with its profile
+    /// and the setup of Sailor's runs.
+    pub fn model(&self, name: &str) -> Result<SailorModel> {
+        let t = sailor::match_model_name(name, self.training.keys().map(|k| k.as_str()))
+            .and_then(|k| self.training.get(k))
+            .ok_or_else(|| {
+                AmpError::invalid(
+                    &self.files.root,
+                    format!(
+                        "no training/*.json with \"model\": \"{name}\" (found: {}); add the model's training settings",
+                        self.training.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                )
+            })?;
+        let llm_origin = self.files.origin("llm_info.json");
+        let profiles_origin = self.files.origin("profiles.json");
+        let model = sailor::parse_model(self.llm, &llm_origin, t)?;
+        let mut profile = sailor::parse_profiles(self.profiles, &profiles_origin, &t.model)?;
+        // The runs' number format, which sizes their sends and all-reduces.
+        profile.precision = sailor::training_precision(self.llm, &llm_origin, &t.model)?;
+        profile.check_layers(model.num_layers(), &profiles_origin)?;
+        Ok(SailorModel {
+            name: t.model.clone(),
+            setup: sailor::training_setup(profile.precision),
+            model,
+            profile,
+        })
+    }
+
+    /// A plan file of `model`, read onto the nodes it names, with the setup
+    /// of Sailor's runs.
+    pub fn run(&self, text: &str, origin: &str, model: &SailorModel) -> Result<sailor::SailorRun> {
+        let mut run =
+            sailor::parse_plan_config(text, origin, &model.model, &self.gpus, &self.network)?;
+        run.plan.setup = model.setup;
+        Ok(run)
+    }
+}
+
 /// The Sailor-layout datasets: one per `measured/<cluster>/<model>`
 /// folder, the model matched to a `training/*.json` loosely but uniquely
 /// ([`sailor::match_model_name`]); files that cannot be read as runs are
 /// noted and skipped.
 fn sailor_datasets(files: &DatasetFiles) -> Result<Vec<LoadedDataset>> {
-    let profiles = files.text("profiles.json")?;
-    let profiles_origin = files.origin("profiles.json");
-    let llm = files.text("llm_info.json")?;
-    let llm_origin = files.origin("llm_info.json");
-    let mut training = BTreeMap::new();
-    for rel in files.in_dir("training", ".json") {
-        let t = sailor::parse_training(files.text(rel)?, &files.origin(rel))?;
-        training.insert(t.model.clone(), t);
-    }
-    let gpus = match files.files.contains_key("cluster_config.json") {
-        true => sailor::parse_cluster_config(
-            files.text("cluster_config.json")?,
-            &files.origin("cluster_config.json"),
-        )?,
-        false => BTreeMap::new(),
-    };
-    let (intra, inter) = (
-        "network/intra_node_bandwidths.json",
-        "network/inter_node_bandwidths.json",
-    );
-    let network = sailor::Network::parse(
-        files.text(intra)?,
-        &files.origin(intra),
-        files.text(inter)?,
-        &files.origin(inter),
-    )?;
+    let folder = SailorFolder::read(files)?;
     // Group plan files by the first two folders under measured/.
     let mut groups: BTreeMap<(String, String), Vec<&str>> = BTreeMap::new();
     for rel in files.files.keys().map(|k| k.as_str()) {
@@ -292,38 +370,21 @@ fn sailor_datasets(files: &DatasetFiles) -> Result<Vec<LoadedDataset>> {
     }
     let mut out = Vec::new();
     for ((cluster_name, model_name), rels) in groups {
-        let t = sailor::match_model_name(&model_name, training.keys().map(|k| k.as_str()))
-            .and_then(|k| training.get(k))
-            .ok_or_else(|| {
-                AmpError::invalid(
-                    &files.root,
-                    format!(
-                        "no training/*.json with \"model\": \"{model_name}\" (found: {}); add the model's training settings",
-                        training.keys().cloned().collect::<Vec<_>>().join(", ")
-                    ),
-                )
-            })?;
-        let model = sailor::parse_model(llm, &llm_origin, t)?;
-        let mut profile = sailor::parse_profiles(profiles, &profiles_origin, &t.model)?;
-        // The runs' number format, which sizes their sends and all-reduces.
-        profile.precision = sailor::training_precision(llm, &llm_origin, &t.model)?;
-        profile.check_layers(model.num_layers(), &profiles_origin)?;
-        let setup = sailor::training_setup(profile.precision);
+        let m = folder.model(&model_name)?;
         let mut notes = Vec::new();
-        if t.model != model_name {
+        if m.name != model_name {
             notes.push(format!(
                 "note: measured/{cluster_name}/{model_name} read as model `{}` (its training/*.json)",
-                t.model
+                m.name
             ));
         }
         let mut runs = Vec::new();
         for rel in rels {
             let origin = files.origin(rel);
             let text = files.text(rel)?;
-            match sailor::parse_plan_config(text, &origin, &model, &gpus, &network) {
+            match folder.run(text, &origin, &m) {
                 Ok(mut run) => {
                     notes.extend(run.warnings.drain(..).map(|w| format!("warning: {w}")));
-                    run.plan.setup = setup;
                     runs.push(Run {
                         name: rel.trim_start_matches("measured/").to_string(),
                         cluster: run.cluster,
@@ -340,8 +401,8 @@ fn sailor_datasets(files: &DatasetFiles) -> Result<Vec<LoadedDataset>> {
         out.push(LoadedDataset {
             dataset: Dataset {
                 name: format!("sailor/{cluster_name}/{model_name}"),
-                model,
-                profile,
+                model: m.model,
+                profile: m.profile,
                 runs,
             },
             notes,

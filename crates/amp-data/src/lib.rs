@@ -13,4 +13,4 @@ pub mod npy;
 pub mod sailor;
 
 pub use amp_artifact::Experiment;
-pub use datasets::{find_datasets, DatasetFiles, LoadedDataset};
+pub use datasets::{find_datasets, DatasetFiles, LoadedDataset, SailorFolder, SailorModel};

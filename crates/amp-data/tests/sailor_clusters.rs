@@ -263,3 +263,60 @@ fn gh200_in_another_zone_and_missing_profiles() {
         .to_string();
     assert!(e.contains("RTX-3090"), "{e}");
 }
+
+/// Every measured Sailor plan, read by amp and written back: the same file
+/// byte for byte, less the measured-only lines (`real`, `red_grads`,
+/// `max_mem`), so key for key the same plan fields.
+#[test]
+fn measured_plans_written_back_are_the_original_files() {
+    let Some(d) = data() else { return };
+    let (model, _) = d.model("opt-350m.json");
+    let mut files = Vec::new();
+    let mut dirs = vec![d.dir.join("measured/clariden/OPT-350")];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "json") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    assert!(files.len() >= 15, "{files:?}");
+    for f in files {
+        let original = std::fs::read_to_string(&f).unwrap();
+        let run = d.load(&original, &model);
+        assert!(run.warnings.is_empty(), "{:?}", run.warnings);
+        let written =
+            sailor::write_plan_config(&run.plan, &model, &run.cluster, sailor::DEFAULT_ZONE)
+                .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        let measured = ["  \"real\":", "  \"red_grads\":", "  \"max_mem\":"];
+        let expected: Vec<&str> = original
+            .split('\n')
+            .filter(|l| !measured.iter().any(|m| l.starts_with(m)))
+            .collect();
+        assert_eq!(written, expected.join("\n"), "{}", f.display());
+        let mut want: serde_json::Value = serde_json::from_str(&original).unwrap();
+        for k in ["real", "red_grads", "max_mem"] {
+            want.as_object_mut().unwrap().remove(k);
+        }
+        let got: serde_json::Value = serde_json::from_str(&written).unwrap();
+        assert_eq!(got, want, "{}", f.display());
+        assert_eq!(
+            sailor::plan_config_file_name(&run.plan),
+            f.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .split("_M")
+                .next()
+                .unwrap()
+                .trim_end_matches(".json")
+                .to_string()
+                + ".json",
+            "{}",
+            f.display()
+        );
+    }
+}

@@ -9,7 +9,8 @@
 //!
 //! By job: this module reads the model side (profiles, `llm_info.json`,
 //! `training/*.json`); [`hardware`] the GPU catalog and network curves;
-//! [`plan_config`] a measured run's plan file.
+//! [`plan_config`] a measured run's plan file; [`export`] writes an amp
+//! plan as such a file.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -19,9 +20,11 @@ use amp_core::model::{Layer, LayerKind, Model, TransformerShape};
 use amp_core::profile::{Profile, ProfileEntry};
 use amp_core::setup::{NumberFormats, Precision};
 
+mod export;
 mod hardware;
 mod plan_config;
 
+pub use export::*;
 pub use hardware::*;
 pub use plan_config::*;
 

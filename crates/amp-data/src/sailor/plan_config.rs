@@ -172,6 +172,33 @@ pub fn parse_plan_config(
                     ),
                 ));
             }
+            // Sailor's planner may give a stage's replicas different GPU
+            // types at different tp; amp's Plan has one tp per stage.
+            let groups = &p.tmp_per_stage[j];
+            if groups.iter().any(|(_, tp)| *tp != groups[0].1) {
+                let mut kinds: Vec<(usize, String, usize)> = Vec::new();
+                for (spans, tp) in groups {
+                    let mut gpus: Vec<&str> = spans.iter().map(|(g, _, _)| g.as_str()).collect();
+                    gpus.dedup();
+                    let gpus = gpus.join("+");
+                    match kinds.iter_mut().find(|(t, g, _)| t == tp && *g == gpus) {
+                        Some((_, _, n)) => *n += 1,
+                        None => kinds.push((*tp, gpus, 1)),
+                    }
+                }
+                let kinds: Vec<String> = kinds
+                    .iter()
+                    .map(|(tp, g, n)| format!("{n} x tp {tp} on {g}"))
+                    .collect();
+                return Err(AmpError::invalid(
+                    at_s,
+                    format!(
+                        "its {} replicas use different tensor-parallel degrees ({}); amp's plans give all replicas of a stage one tensor-parallel degree (stages may differ), so amp cannot price this plan; give the stage's replicas one tp degree",
+                        groups.len(),
+                        kinds.join(", ")
+                    ),
+                ));
+            }
             if pi == 0 {
                 stages.push(Stage {
                     first_layer: lo,

@@ -2,7 +2,8 @@
 
 use super::plan_config::repair_layer_list;
 use super::*;
-use amp_core::cluster::Device;
+use amp_core::cluster::{Cluster, Device};
+use amp_core::plan::Plan;
 
 const LLM: &str = r#"{"M": {"1": {
     "0": {"params_floats": 100, "act_output_floats": 8, "act_mem_floats": 8, "act_mem_bytes": 32},
@@ -345,4 +346,250 @@ fn huge_tp_and_nodes_are_errors_not_allocations() {
             .to_string();
         assert!(e.contains(words) && e.contains("limit"), "{e}");
     }
+}
+
+/// Sailor's own GPU and zone names, for the writer's tests.
+const GH_INTRA: &str = r#"{"GH-96": {"4": [[0.0, 0.0, 100.0], 1e11]}}"#;
+const GH_INTER: &str = r#"{"us-central1-a": {"GH-96": {"4": {"us-central1-a": {"GH-96": {"4": [[0.0, 0.0, 20.0], 2.5e10]}}}}}}"#;
+const GH_CFG: &str =
+    r#"{"GH-96": {"gpus_per_node": 4, "mem_per_gpu": 1000}, "zone": "us-central1-a"}"#;
+
+fn gh_cluster(nodes: usize) -> Cluster {
+    Cluster {
+        name: "gh".into(),
+        nodes: (0..nodes)
+            .map(|_| amp_core::cluster::Node {
+                gpu_type: "GH200".into(),
+                gpus: 4,
+                intra_bytes_per_s: 1e11,
+                inter_bytes_per_s: 2.5e10,
+                nics: 4,
+                gpu_memory_bytes: None,
+                price_per_hour: None,
+            })
+            .collect(),
+        links: Vec::new(),
+    }
+}
+
+fn stage(first: usize, end: usize, replicas: Vec<Vec<(usize, usize)>>) -> amp_core::plan::Stage {
+    amp_core::plan::Stage {
+        first_layer: first,
+        end_layer: end,
+        replicas: replicas
+            .into_iter()
+            .map(|r| {
+                r.into_iter()
+                    .map(|(node, gpu)| Device { node, gpu })
+                    .collect()
+            })
+            .collect(),
+    }
+}
+
+/// An amp plan with a different tp per stage, written as a Sailor file and
+/// read back by amp's own reader: the same stages, layers, tp, dp and
+/// micro-batching, GPU types under Sailor's names.
+#[test]
+fn written_plans_read_back_the_same() {
+    let m = model();
+    let plan = Plan {
+        micro_batch: 2,
+        num_micro_batches: 3,
+        stages: vec![
+            stage(0, 2, vec![vec![(0, 0), (0, 1)], vec![(0, 2), (0, 3)]]),
+            stage(
+                2,
+                4,
+                vec![
+                    vec![(1, 0), (1, 1), (1, 2), (1, 3)],
+                    vec![(2, 0), (2, 1), (2, 2), (2, 3)],
+                ],
+            ),
+        ],
+        setup: Default::default(),
+    };
+    let text = write_plan_config(&plan, &m, &gh_cluster(3), DEFAULT_ZONE).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+    for k in ["zone", "pipeline_list", "mbs", "gbs", "N"] {
+        assert!(keys.contains(&k), "{keys:?}");
+    }
+    assert!(v.get("real").is_none() && v.get("max_mem").is_none());
+    assert_eq!(v["N"], 3);
+    assert_eq!(v["gbs"], 12);
+    assert_eq!(
+        v["pipeline_list"][0]["tmp_per_stage"][1][0],
+        serde_json::json!([[["GH-96", 4, "us-central1-a"]], 4])
+    );
+    assert_eq!(plan_config_file_name(&plan), "plan_config_N3_D2.json");
+    let gpus = parse_cluster_config(GH_CFG, "cfg").unwrap();
+    let net = Network::parse(GH_INTRA, "intra", GH_INTER, "inter").unwrap();
+    let run = parse_plan_config(&text, "out.json", &m, &gpus, &net).unwrap();
+    assert!(run.warnings.is_empty());
+    let back = &run.plan;
+    assert_eq!(back.boundaries(), plan.boundaries());
+    assert_eq!(
+        back.stages
+            .iter()
+            .map(|s| (s.tp(), s.dp()))
+            .collect::<Vec<_>>(),
+        vec![(2, 2), (4, 2)]
+    );
+    assert_eq!(
+        (back.micro_batch, back.num_micro_batches),
+        (plan.micro_batch, plan.num_micro_batches)
+    );
+    assert_eq!(back.stages, plan.stages);
+    assert!(run.cluster.nodes.iter().all(|n| n.gpu_type == "GH-96"));
+    // And writing what was read gives the same file.
+    assert_eq!(
+        write_plan_config(back, &m, &run.cluster, DEFAULT_ZONE).unwrap(),
+        text
+    );
+}
+
+#[test]
+fn names_map_both_ways_through_the_one_table() {
+    assert_eq!(sailor_gpu_name("GH200"), Some("GH-96"));
+    assert_eq!(sailor_gpu_name("gh-96"), Some("GH-96"));
+    assert_eq!(sailor_gpu_name("A100-40GB"), Some("A100-40"));
+    assert_eq!(sailor_gpu_name("H100-SXM"), None);
+    assert_eq!(sailor_model("opt-350m"), Some(("OPT-350", 26)));
+    assert_eq!(sailor_model("llama-3-8b"), Some(("LLAMA-3-8", 35)));
+    assert_eq!(sailor_model("GPT-Neo-2.7"), Some(("GPT-Neo-2.7", 34)));
+    assert_eq!(sailor_model("gpt2"), None);
+}
+
+/// What a Sailor file cannot say is refused with the reason.
+#[test]
+fn plans_sailor_cannot_express_are_refused() {
+    let m = model();
+    let one = |replicas| Plan {
+        micro_batch: 1,
+        num_micro_batches: 2,
+        stages: vec![stage(0, 4, replicas)],
+        setup: Default::default(),
+    };
+    let err = |p: &Plan, c: &Cluster| {
+        write_plan_config(p, &m, c, DEFAULT_ZONE)
+            .unwrap_err()
+            .to_string()
+    };
+    // A group of three GPUs on one node and one on the next.
+    let uneven = one(vec![vec![(0, 0), (0, 1), (0, 2), (1, 0)]]);
+    let e = err(&uneven, &gh_cluster(2));
+    assert!(
+        e.contains("stage 0, replica 0") && e.contains("3 on node 0, 1 on node 1"),
+        "{e}"
+    );
+    // An even split over two nodes is fine.
+    let even = one(vec![vec![(0, 0), (0, 1), (1, 0), (1, 1)]]);
+    let text = write_plan_config(&even, &m, &gh_cluster(2), DEFAULT_ZONE).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        v["pipeline_list"][0]["tmp_per_stage"][0][0],
+        serde_json::json!([
+            [["GH-96", 4, "us-central1-a"], ["GH-96", 4, "us-central1-a"]],
+            4
+        ])
+    );
+    // A GPU type Sailor has no name for.
+    let mut h100 = gh_cluster(1);
+    h100.nodes[0].gpu_type = "H100-SXM".into();
+    let e = err(&one(vec![vec![(0, 0)]]), &h100);
+    assert!(
+        e.contains("`H100-SXM`") && e.contains("GH-96 (GH200)"),
+        "{e}"
+    );
+    // Setups Sailor's runs do not train with.
+    let mut p = one(vec![vec![(0, 0)]]);
+    p.setup.recompute = amp_core::setup::Recompute::Full;
+    assert!(err(&p, &gh_cluster(1)).contains("recomputes"));
+    let mut p = Plan {
+        micro_batch: 1,
+        num_micro_batches: 2,
+        stages: vec![
+            stage(0, 1, vec![vec![(0, 0)]]),
+            stage(1, 2, vec![vec![(0, 1)]]),
+            stage(2, 3, vec![vec![(0, 0)]]),
+            stage(3, 4, vec![vec![(0, 1)]]),
+        ],
+        setup: Default::default(),
+    };
+    p.setup.schedule = amp_core::schedule::Schedule::Interleaved { virtual_stages: 2 };
+    let e = err(&p, &gh_cluster(1));
+    assert!(
+        e.contains("interleaves 2 model chunks") && e.contains("1f1b"),
+        "{e}"
+    );
+}
+
+/// amp's layers before the first block are Sailor's one embedding layer: a
+/// boundary between them is refused, one after them maps to Sailor's 1.
+#[test]
+fn leading_layers_collapse_into_the_embedding() {
+    let mut m = model();
+    let noop = amp_core::model::Layer {
+        name: "noop".into(),
+        kind: LayerKind::Noop,
+        params: 0,
+        output_elems_per_sample: 8,
+        forward_flops_per_sample: None,
+        tied_to: None,
+        stored_activation_elems_per_sample: None,
+    };
+    m.layers.insert(1, noop);
+    let plan = |b: usize| Plan {
+        micro_batch: 1,
+        num_micro_batches: 1,
+        stages: vec![
+            stage(0, b, vec![vec![(0, 0)]]),
+            stage(b, 5, vec![vec![(0, 1)]]),
+        ],
+        setup: Default::default(),
+    };
+    let e = write_plan_config(&plan(1), &m, &gh_cluster(1), DEFAULT_ZONE)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("stage 1")
+            && e.contains("layers 0..=1")
+            && e.contains("move the stage boundary"),
+        "{e}"
+    );
+    let text = write_plan_config(&plan(2), &m, &gh_cluster(1), DEFAULT_ZONE).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        v["pipeline_list"][0]["layers_per_stage"],
+        serde_json::json!([[0], [1, 2, 3]])
+    );
+}
+
+/// Sailor's planner may run a stage's replicas on different GPU types at
+/// different tp (3 A100 at tp 1 beside V100 groups at tp 4): amp's plans
+/// have one tp per stage, so the reader refuses it naming the stage.
+#[test]
+fn replicas_of_a_stage_at_different_tp_are_refused() {
+    let m = model();
+    let gpus = parse_cluster_config(CFG, "cfg").unwrap();
+    let net = Network::parse(INTRA, "intra", INTER, "inter").unwrap();
+    let (a, b) = (r#"[[["G", 4, "z"]], 1]"#, r#"[[["G", 4, "z"]], 4]"#);
+    let text = plan_json(
+        &format!(
+            r#"{{"num_stages": 2, "layers_per_stage": [[0, 1], [2, 3]], "tmp_per_stage": [[{b}, {b}, {b}, {b}], [{a}, {a}, {a}, {b}]]"#
+        ),
+        "[4, 4]",
+        1,
+        8,
+    );
+    let e = parse_plan_config(&text, "p.json", &m, &gpus, &net)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("p.json: pipeline_list[0], stage 1")
+            && e.contains("3 x tp 1 on G, 1 x tp 4 on G")
+            && e.contains("one tensor-parallel degree"),
+        "{e}"
+    );
 }
