@@ -110,7 +110,7 @@ impl SetupArgs {
         };
         let precision = self.precision.unwrap_or(default_precision);
         let setup = TrainingSetup {
-            formats: precision.formats(),
+            formats: engine.map_or(precision.formats(), |e| e.formats(precision)),
             schedule: self.schedule.unwrap_or_default(),
             recompute: self.recompute.unwrap_or_default(),
             optimizer_sharding: self.optimizer_sharding.unwrap_or_default(),

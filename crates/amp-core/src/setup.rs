@@ -329,6 +329,20 @@ impl Engine {
         }
     }
 
+    /// The storage formats the engine uses for `precision`: the precision's
+    /// own ([`Precision::formats`]) except that Megatron-LM accumulates and
+    /// all-reduces bf16 gradients in fp32 (`accumulate_allreduce_grads_in_fp32`,
+    /// forced on for bf16 by megatron/training/arguments.py `validate_args`):
+    /// 18 bytes of model state per parameter, not 16, and twice the
+    /// data-parallel traffic.
+    pub fn formats(self, precision: Precision) -> NumberFormats {
+        let mut f = precision.formats();
+        if self == Engine::Megatron && precision == Precision::Bf16 {
+            f.gradients = NumberFormat::Fp32;
+        }
+        f
+    }
+
     /// How the engine sends activations between pipeline stages by default.
     pub fn default_pipeline_send(self) -> PipelineSend {
         match self {
@@ -600,6 +614,24 @@ mod tests {
         assert!(text.contains("\"schedule\":\"interleaved:3\""), "{text}");
         let back: TrainingSetup = serde_json::from_str(&text).unwrap();
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn megatron_keeps_bf16_gradients_in_fp32() {
+        let f = Engine::Megatron.formats(Precision::Bf16);
+        assert_eq!(f.gradients, NumberFormat::Fp32);
+        assert_eq!(f.weights, NumberFormat::Bf16);
+        // 2 weights + 4 gradients + 4 master + 8 moments.
+        let per_param = f.weights.bytes() + f.gradients.bytes() + f.optimizer_bytes_per_param();
+        assert_eq!(per_param, 18.0);
+        assert_eq!(
+            Engine::Megatron.formats(Precision::Fp16),
+            Precision::Fp16.formats()
+        );
+        assert_eq!(
+            Engine::DeepSpeed.formats(Precision::Bf16),
+            Precision::Bf16.formats()
+        );
     }
 
     #[test]
