@@ -19,6 +19,7 @@ use crate::setup_args::SetupArgs;
 use amp_core::baseline::megatron_heuristic;
 use amp_core::setup::TrainingSetup;
 use amp_core::setup_search::{search_setups, setup_candidates, SetupSpace};
+use amp_core::subset_search::{objective_value, search_subsets, Objective};
 
 /// Version of the `--json` output; bumped on any incompatible change (2:
 /// every plan records its training setup).
@@ -73,6 +74,21 @@ pub struct PlanArgs {
     /// GPUs per node, pp across nodes, micro-batch 1, even split).
     #[arg(long)]
     pub compare: bool,
+    /// Also search the cluster without some of its GPU types (every
+    /// non-empty set of the types, all nodes of each): leaving slow GPUs
+    /// idle can be faster, and is cheaper.
+    #[arg(long)]
+    pub subsets: bool,
+    /// What the ranking minimises: time (per iteration) or cost (dollars
+    /// per iteration, from the nodes' prices; every node needs one).
+    #[arg(long, value_enum, default_value_t = ObjectiveArg::Time)]
+    pub objective: ObjectiveArg,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectiveArg {
+    Time,
+    Cost,
 }
 
 /// One baseline of `--compare`.
@@ -205,6 +221,12 @@ struct JsonPlan<'a> {
     num_micro_batches: usize,
     predicted_iteration_s: f64,
     throughput_samples_per_s: f64,
+    /// GPUs the plan uses (with --subsets, fewer than the cluster's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gpus: Option<usize>,
+    /// Dollars per iteration, from the nodes' prices (with --objective cost).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cost_per_iteration_usd: Option<f64>,
     stage_boundaries: Vec<usize>,
     placement: JsonPlacement,
     stages: &'a [amp_core::plan::Stage],
@@ -295,6 +317,7 @@ fn print_table(
     cost_model: &str,
     setup: &TrainingSetup,
     searched: Option<(&SetupSpace, usize)>,
+    objective: Objective,
     sources: &[String],
 ) -> Result<()> {
     let mut table = Table::new();
@@ -310,6 +333,9 @@ fn print_table(
     ];
     if searched.is_some() {
         header.push("setup");
+    }
+    if objective == Objective::Cost {
+        header.push("$/iter");
     }
     header.push("iter s");
     table
@@ -331,6 +357,10 @@ fn print_table(
         ];
         if searched.is_some() {
             row.push(amp_core::setup_search::short_label(&p.plan.setup));
+        }
+        if objective == Objective::Cost {
+            let usd = objective_value(&loaded.cluster, p, objective).unwrap_or(f64::NAN);
+            row.push(format!("{usd:.5}"));
         }
         row.push(format!("{:.4}", p.estimate.iteration_s));
         table.add_row(row);
@@ -367,6 +397,12 @@ fn print_table(
         writeln!(out, "compute times: {s}")?;
     }
     let best = &result.plans[0];
+    if objective == Objective::Cost {
+        writeln!(
+            out,
+            "ranked by cost per iteration (the nodes' prices per hour)"
+        )?;
+    }
     writeln!(
         out,
         "best: {:.4} s/iteration, {:.1} samples/s; {} candidates, {} did not fit in memory, {} could not be priced",
@@ -456,7 +492,21 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         progress: Some(&report_progress),
     };
     let setups = setup_candidates(&setup, &space);
-    let result = if space.is_empty() {
+    let objective = match args.objective {
+        ObjectiveArg::Time => Objective::Time,
+        ObjectiveArg::Cost => Objective::Cost,
+    };
+    let wide = args.subsets || objective == Objective::Cost;
+    let result = if wide {
+        search_subsets(
+            &inputs,
+            cost_model.as_ref(),
+            &search_opts,
+            &setups,
+            args.subsets,
+            objective,
+        )?
+    } else if space.is_empty() {
         search(&inputs, cost_model.as_ref(), &search_opts)?
     } else {
         search_setups(&inputs, cost_model.as_ref(), &search_opts, &setups)?
@@ -488,6 +538,10 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
                 num_micro_batches: p.num_micro_batches,
                 predicted_iteration_s: p.estimate.iteration_s,
                 throughput_samples_per_s: global_batch as f64 / p.estimate.iteration_s,
+                gpus: wide.then(|| p.plan.devices().count()),
+                cost_per_iteration_usd: (objective == Objective::Cost)
+                    .then(|| objective_value(&loaded.cluster, p, objective))
+                    .flatten(),
                 stage_boundaries: p.plan.boundaries(),
                 placement: JsonPlacement {
                     axis_order: p.placement.axis_order.label(),
@@ -531,6 +585,7 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             cost_model.name(),
             &setup,
             (!space.is_empty()).then_some((&space, setups.len())),
+            objective,
             &sources,
         )?;
         if let Some(rows) = &compared {

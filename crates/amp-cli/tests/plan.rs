@@ -735,3 +735,57 @@ fn setup_search_is_never_worse_and_records_each_setup() {
         "{text}"
     );
 }
+
+/// `--subsets` also searches the cluster without some GPU types, never
+/// ranking worse than the whole cluster; `--objective cost` ranks by the
+/// nodes' prices, and needs one for every node.
+#[test]
+fn subsets_and_cost_objective() {
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "plan",
+            "--model",
+            "gpt2-xl",
+            "--cluster",
+            "2xp3.8xlarge+2xg4dn.12xlarge",
+            "--global-batch",
+            "64",
+            "--json",
+            "--top",
+            "500",
+            "-q",
+        ];
+        args.extend(extra);
+        let o = amp(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_str::<serde_json::Value>(&stdout(&o)).unwrap()
+    };
+    let t = |v: &serde_json::Value| v["plans"][0]["predicted_iteration_s"].as_f64().unwrap();
+    let whole = run(&[]);
+    let subsets = run(&["--subsets"]);
+    assert!(t(&subsets) <= t(&whole));
+    let plans = subsets["plans"].as_array().unwrap();
+    assert!(plans.iter().any(|p| p["gpus"].as_u64().unwrap() < 16));
+    let by_cost = run(&["--subsets", "--objective", "cost"]);
+    let usd: Vec<f64> = by_cost["plans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["cost_per_iteration_usd"].as_f64().unwrap())
+        .collect();
+    assert!(usd.windows(2).all(|w| w[0] <= w[1]), "{usd:?}");
+    // A cluster without prices cannot rank by cost.
+    let o = amp(&[
+        "plan",
+        "--model",
+        "gpt2-xl",
+        "--cluster",
+        "2x4xV100-16GB",
+        "--global-batch",
+        "64",
+        "--objective",
+        "cost",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("price per hour"), "{}", stderr(&o));
+}

@@ -162,6 +162,27 @@ impl Cluster {
         self.nodes.iter().map(|n| n.gpus).min().unwrap_or(0)
     }
 
+    /// The cluster of nodes `keep` (indices into [`Cluster::nodes`], in the
+    /// order given): node `i` of the result is node `keep[i]` here, and the
+    /// links between kept nodes follow them.
+    pub fn subset(&self, keep: &[usize]) -> Cluster {
+        let new_index = |old: usize| keep.iter().position(|&k| k == old);
+        Cluster {
+            name: self.name.clone(),
+            nodes: keep.iter().map(|&k| self.nodes[k].clone()).collect(),
+            links: self
+                .links
+                .iter()
+                .filter_map(|l| {
+                    Some(NodeLink {
+                        nodes: [new_index(l.nodes[0])?, new_index(l.nodes[1])?],
+                        bytes_per_s: l.bytes_per_s,
+                    })
+                })
+                .collect(),
+        }
+    }
+
     /// The distinct GPU type names of the cluster, sorted.
     pub fn gpu_types(&self) -> Vec<String> {
         let mut t: Vec<String> = self.nodes.iter().map(|n| n.gpu_type.clone()).collect();

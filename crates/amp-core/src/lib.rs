@@ -52,6 +52,7 @@ pub mod search;
 pub mod setup;
 pub mod setup_search;
 pub mod strict;
+pub mod subset_search;
 pub mod validate;
 
 pub use cluster::{Cluster, Device, Node};

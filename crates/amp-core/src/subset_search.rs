@@ -1,0 +1,265 @@
+//! Using part of the cluster, and ranking by cost.
+//!
+//! A slow GPU type can make every plan that uses it slower than leaving it
+//! idle; and when GPUs cost money, the fastest plan is not the cheapest per
+//! sample. [`search_subsets`] searches the whole cluster and every cluster
+//! made of all the nodes of some of its GPU types, each in full
+//! ([`crate::setup_search::search_setups`]), and ranks the union by the
+//! chosen [`Objective`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::Cluster;
+use crate::cost::{CostModel, Inputs};
+use crate::error::{AmpError, Result};
+use crate::search::{RankedPlan, SearchOptions, SearchResult};
+use crate::setup::TrainingSetup;
+use crate::setup_search::search_setups;
+
+/// GPU types at most for which every subset is searched (2^6 - 1 = 63
+/// sub-clusters).
+pub const MAX_SUBSET_GPU_TYPES: usize = 6;
+
+/// What the ranking minimises.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Objective {
+    /// Iteration time.
+    #[default]
+    Time,
+    /// Price of one iteration: iteration time times the hourly price of the
+    /// nodes the plan uses (every node needs `price_per_hour`).
+    Cost,
+}
+
+/// Price of the nodes `nodes` of `cluster`, dollars per second; `None` when
+/// some node has no price.
+pub fn price_per_s(cluster: &Cluster, nodes: &[usize]) -> Option<f64> {
+    nodes
+        .iter()
+        .map(|&n| cluster.nodes[n].price_per_hour.map(|p| p / 3600.0))
+        .sum()
+}
+
+/// Nodes a plan runs on, sorted.
+pub fn plan_nodes(plan: &crate::Plan) -> Vec<usize> {
+    let mut v: Vec<usize> = plan.devices().map(|d| d.node).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Every non-empty set of the cluster's GPU types as the node lists that
+/// hold them, the whole cluster first, then by fewer types and type order.
+pub fn gpu_type_subsets(cluster: &Cluster) -> Result<Vec<Vec<usize>>> {
+    let types = cluster.gpu_types();
+    if types.len() > MAX_SUBSET_GPU_TYPES {
+        return Err(AmpError::invalid(
+            "cluster",
+            format!(
+                "searching subsets of {} GPU types means {} sub-clusters; at most {MAX_SUBSET_GPU_TYPES} types are searched this way: drop the subset search or merge GPU types",
+                types.len(),
+                (1u64 << types.len().min(63)) - 1
+            ),
+        ));
+    }
+    let mut masks: Vec<u32> = (1..(1u32 << types.len())).collect();
+    // The whole cluster first, then fewer types first, then type order.
+    masks.sort_by_key(|m| (std::cmp::Reverse(m.count_ones()), m.reverse_bits()));
+    Ok(masks
+        .into_iter()
+        .map(|m| {
+            (0..cluster.nodes.len())
+                .filter(|&n| {
+                    let t = types
+                        .iter()
+                        .position(|t| *t == cluster.nodes[n].gpu_type)
+                        .unwrap();
+                    m & (1 << t) != 0
+                })
+                .collect()
+        })
+        .collect())
+}
+
+/// A plan found on the sub-cluster of nodes `keep`, renamed to the whole
+/// cluster's node indices.
+fn lift(mut p: RankedPlan, keep: &[usize]) -> RankedPlan {
+    for s in &mut p.plan.stages {
+        for r in &mut s.replicas {
+            for d in r {
+                d.node = keep[d.node];
+            }
+        }
+    }
+    for n in &mut p.placement.node_order {
+        *n = keep[*n];
+    }
+    for m in &mut p.estimate.memory {
+        m.device.node = keep[m.device.node];
+    }
+    p
+}
+
+/// The objective's value for a plan on `cluster`: seconds, or dollars per
+/// iteration.
+pub fn objective_value(cluster: &Cluster, p: &RankedPlan, objective: Objective) -> Option<f64> {
+    match objective {
+        Objective::Time => Some(p.estimate.iteration_s),
+        Objective::Cost => {
+            price_per_s(cluster, &plan_nodes(&p.plan)).map(|r| r * p.estimate.iteration_s)
+        }
+    }
+}
+
+/// Searches every setup of `setups` on the whole cluster and, when
+/// `subsets`, on every GPU-type subset ([`gpu_type_subsets`]); ranks the
+/// plans by `objective`, ties in search order. Every plan's devices are the
+/// whole cluster's. Errors when the objective is cost and a node has no
+/// price, and with [`AmpError::NoPlan`] when nothing fits anywhere.
+pub fn search_subsets(
+    inputs: &Inputs,
+    model: &dyn CostModel,
+    opts: &SearchOptions,
+    setups: &[TrainingSetup],
+    subsets: bool,
+    objective: Objective,
+) -> Result<SearchResult> {
+    let cluster = inputs.cluster;
+    if objective == Objective::Cost {
+        if let Some(n) = cluster
+            .nodes
+            .iter()
+            .position(|n| n.price_per_hour.is_none())
+        {
+            return Err(AmpError::invalid(
+                format!("cluster node {n} ({})", cluster.nodes[n].gpu_type),
+                "ranking by cost needs a price per hour for every node; give price_per_hour in the cluster file or use a cloud instance name (4xp3.8xlarge) whose price amp knows",
+            ));
+        }
+    }
+    let groups = if subsets {
+        gpu_type_subsets(cluster)?
+    } else {
+        vec![(0..cluster.nodes.len()).collect()]
+    };
+    let mut merged = SearchResult {
+        plans: Vec::new(),
+        candidates: 0,
+        infeasible: 0,
+        unpriced: 0,
+        skipped: Vec::new(),
+    };
+    let mut first_error = None;
+    for keep in &groups {
+        let sub = cluster.subset(keep);
+        let sub_inputs = Inputs {
+            cluster: &sub,
+            ..*inputs
+        };
+        match search_setups(&sub_inputs, model, opts, setups) {
+            Ok(r) => {
+                merged.candidates += r.candidates;
+                merged.infeasible += r.infeasible;
+                merged.unpriced += r.unpriced;
+                for s in r.skipped {
+                    if !merged.skipped.contains(&s) {
+                        merged.skipped.push(s);
+                    }
+                }
+                merged
+                    .plans
+                    .extend(r.plans.into_iter().map(|p| lift(p, keep)));
+            }
+            // A subset that cannot train the batch, or lacks a profile
+            // entry, is not an error of the whole search.
+            Err(e) => {
+                if first_error.is_none() {
+                    first_error = Some(e);
+                }
+            }
+        }
+    }
+    if merged.plans.is_empty() {
+        return Err(first_error.unwrap_or_else(|| AmpError::NoPlan("no plan".into())));
+    }
+    merged.plans.sort_by_key(|p| {
+        let v = objective_value(cluster, p, objective).unwrap_or(f64::INFINITY);
+        (v * 1e9).round() as i64
+    });
+    Ok(merged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::builtin as clusters;
+    use crate::cost::device::DeviceModel;
+    use crate::model::builtin as models;
+    use crate::search::{search, PlacementSearch};
+    use crate::Profile;
+
+    #[test]
+    fn subsets_by_gpu_type() {
+        let c = clusters::het_cluster();
+        let s = gpu_type_subsets(&c).unwrap();
+        // T4 and V100: both, then each alone.
+        assert_eq!(s.len(), 3);
+        assert_eq!(s[0], vec![0, 1, 2, 3]);
+        assert!(s[1..].iter().all(|g| g.len() < 4));
+        let sub = c.subset(&s[1]);
+        assert_eq!(sub.gpu_types().len(), 1);
+    }
+
+    #[test]
+    fn leaving_slow_gpus_idle_can_win_and_plans_keep_whole_cluster_devices() {
+        // V100s 10x faster than the T4: the V100-only plans compete.
+        let v = vec!["0.0005"; 30].join(", ");
+        let t = vec!["0.005"; 30].join(", ");
+        let profile = Profile::from_toml_str(
+            &format!("[[entries]]\ngpu = \"V100-16GB\"\ntp = 1\nforward_s = [{v}]\n[[entries]]\ngpu = \"T4\"\ntp = 1\nforward_s = [{t}]\n"),
+            "p.toml",
+        )
+        .unwrap();
+        let (model, cluster) = (models::amp_gpt2(), clusters::het_cluster());
+        let inputs = Inputs {
+            model: &model,
+            cluster: &cluster,
+            profile: &profile,
+        };
+        let dm = DeviceModel::default();
+        let opts = SearchOptions::new(32, PlacementSearch::Artifact, TrainingSetup::default());
+        let all = search(&inputs, &dm, &opts).unwrap();
+        let r = search_subsets(&inputs, &dm, &opts, &[opts.setup], true, Objective::Time).unwrap();
+        assert!(r.plans[0].estimate.iteration_s <= all.plans[0].estimate.iteration_s);
+        // Every plan's devices exist in the whole cluster and are used once.
+        for p in &r.plans {
+            let mut d: Vec<_> = p.plan.devices().collect();
+            let n = d.len();
+            d.sort();
+            d.dedup();
+            assert_eq!(d.len(), n);
+            assert!(d.iter().all(|d| d.node < 4 && d.gpu < 4));
+        }
+        assert!(r.plans.iter().any(|p| plan_nodes(&p.plan).len() < 4));
+        // The built-in cluster carries the instances' prices: by cost, the
+        // first plan is the cheapest per iteration of all found.
+        let by_cost =
+            search_subsets(&inputs, &dm, &opts, &[opts.setup], true, Objective::Cost).unwrap();
+        let cost = |p: &RankedPlan| objective_value(&cluster, p, Objective::Cost).unwrap();
+        let cheapest = cost(&by_cost.plans[0]);
+        assert!(by_cost.plans.iter().all(|p| cost(p) >= cheapest));
+        assert!(r.plans.iter().all(|p| cost(p) >= cheapest));
+        // Without prices, cost cannot rank.
+        let mut unpriced = cluster.clone();
+        unpriced.nodes[0].price_per_hour = None;
+        let inputs = Inputs {
+            cluster: &unpriced,
+            ..inputs
+        };
+        let e = search_subsets(&inputs, &dm, &opts, &[opts.setup], true, Objective::Cost)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("price per hour"), "{e}");
+    }
+}
