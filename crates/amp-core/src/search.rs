@@ -529,6 +529,7 @@ pub fn search(
     }
     // Stable: ties keep enumeration order.
     plans.sort_by_key(rank_key);
+    crate::refine::refine_leading(inputs, model, &mut plans, rank_key);
     if plans.is_empty() {
         let mut why = format!("all {candidates} candidates were rejected");
         if infeasible > 0 {
