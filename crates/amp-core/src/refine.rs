@@ -15,14 +15,17 @@
 //! - otherwise a local search from the partitioner's split: move one
 //!   boundary by one layer (or, when no such move helps, two neighbouring
 //!   boundaries by up to two layers each), take the best move, repeat until
-//!   no move helps (at most [`MAX_EVALUATIONS_PER_PLAN`] prices): a
+//!   no move helps or its budget ([`MAX_SIMULATED_PER_PLAN`]) is spent: a
 //!   heuristic.
 //!
 //! Which plans: the first [`REFINE_TOP`] of the ranking and every plan within
-//! [`REFINE_MARGIN`] of the fastest. Refining lowered a plan of the AMP
-//! experiments by at most 13% (README, "Split refinement"), so a plan more
-//! than 25% slower than the fastest cannot overtake it; the rule is a
-//! heuristic resting on that measurement, not a proof.
+//! [`REFINE_MARGIN`] of the fastest. The best split of a plan of the AMP
+//! experiments' top 10s was at most 13.1% faster than the partitioner's
+//! (README, "Split refinement"), so a plan more than 15% slower than the
+//! fastest is not expected to overtake it; the rule is a heuristic resting
+//! on that measurement, not a proof (on small random instances the gain
+//! reaches 36%, yet the search matched exhaustive enumeration on every one
+//! tested, `tests/refine.rs`).
 //!
 //! Only 1F1B and GPipe plans with more than one stage are touched:
 //! interleaved plans keep Megatron-LM's even split (the only layout it runs),
@@ -42,9 +45,19 @@ use crate::search::RankedPlan;
 /// up to 12 layers exact.
 pub const BRUTE_FORCE_MAX_SPLITS: u64 = 512;
 
-/// The local search stops after pricing this many splits of one plan, so a
-/// 1,000-layer model stays within the search's time budget.
-pub const MAX_EVALUATIONS_PER_PLAN: usize = 96;
+/// The local search of one plan prices at most this many stage
+/// micro-batches (splits priced x stages x micro-batches, what the
+/// simulation of a split costs), and between [`MIN_EVALUATIONS_PER_PLAN`]
+/// and [`MAX_EVALUATIONS_PER_PLAN`] splits, so that deep pipelines with many
+/// micro-batches (0.2 ms per split for 16 stages and 64 micro-batches) keep
+/// the search in tens of milliseconds.
+pub const MAX_SIMULATED_PER_PLAN: usize = 8192;
+
+/// Fewest splits the local search may price, however deep the pipeline.
+pub const MIN_EVALUATIONS_PER_PLAN: usize = 16;
+
+/// Most splits the local search prices for one plan.
+pub const MAX_EVALUATIONS_PER_PLAN: usize = 64;
 
 /// The first this many plans of the ranking are always refined (the CLI's
 /// default `--top`).
@@ -174,11 +187,10 @@ pub fn best_split(
 /// one layer (boundaries in order, down before up) and take the fastest
 /// that fits (the first among equals) when strictly faster than the split
 /// so far; when none is, try moving two neighbouring boundaries together by
-/// up to two layers each (a stage shifted, or layers passed through it,
-/// which crosses ties such as layers without work that single moves cannot),
-/// the same way. Stop when neither helps or [`MAX_EVALUATIONS_PER_PLAN`]
-/// splits were priced. A heuristic: it stops at a split no such move
-/// improves.
+/// up to two layers each (a stage shifted, or layers passed through it: a
+/// step no single move takes when each half alone is slower), the same way. Stop when neither helps or the budget is spent
+/// ([`MAX_SIMULATED_PER_PLAN`]). A heuristic: it stops at a split no such
+/// move improves, or earlier.
 pub fn local_search_split(
     inputs: &Inputs,
     model: &dyn CostModel,
@@ -192,15 +204,20 @@ pub fn local_search_split(
         .collect();
     let pairs: Vec<Vec<(usize, isize)>> = (1..stages.saturating_sub(1))
         .flat_map(|i| {
-            [-2, -1, 1, 2]
+            [-2isize, -1, 1, 2]
                 .into_iter()
-                .flat_map(move |di| [-2, -1, 1, 2].map(|dk| vec![(i, di), (i + 1, dk)]))
+                .flat_map(move |di| [-2isize, -1, 1, 2].map(move |dk| (di, dk)))
+                // Two layers on both at once is rarely the missing step.
+                .filter(|(di, dk)| di.abs() + dk.abs() <= 3)
+                .map(move |(di, dk)| vec![(i, di), (i + 1, dk)])
         })
         .collect();
     let mut best: Option<(Plan, Estimate)> = None;
     let mut best_s = current.iteration_s;
     let mut b = boundaries(plan);
     let mut evaluations = 0;
+    let budget = (MAX_SIMULATED_PER_PLAN / (stages * plan.num_micro_batches).max(1))
+        .clamp(MIN_EVALUATIONS_PER_PLAN, MAX_EVALUATIONS_PER_PLAN);
     'step: loop {
         for moves in [&singles, &pairs] {
             let mut step: Option<(Vec<usize>, Plan, Estimate)> = None;
@@ -217,7 +234,7 @@ pub fn local_search_split(
                 if !ordered || nb.windows(2).any(|w| w[0] >= w[1]) {
                     continue;
                 }
-                if evaluations == MAX_EVALUATIONS_PER_PLAN {
+                if evaluations == budget {
                     break;
                 }
                 evaluations += 1;
