@@ -22,6 +22,8 @@
 //!   Measured: equal on all 32 instances (and on 96 with `EXHAUSTIVE_CASES`
 //!   raised); the partitioner-only search misses the best on 3 of 32
 //!   (16 of 96), by up to 19.8%.
+//! - `interleaved_plans_are_left_alone`: under an interleaved schedule the
+//!   search returns exactly what it returns without refinement.
 
 use std::cell::RefCell;
 
@@ -380,3 +382,42 @@ fn search_equals_exhaustive_enumeration() {
 
 /// Instances of `search_equals_exhaustive_enumeration`.
 const EXHAUSTIVE_CASES: u32 = 32;
+
+/// Interleaved plans keep Megatron-LM's even split and one-stage plans
+/// have nothing to split: under an interleaved schedule the search returns
+/// exactly what it returns without refinement.
+#[test]
+fn interleaved_plans_are_left_alone() {
+    let setup = TrainingSetup {
+        schedule: amp_core::schedule::Schedule::Interleaved { virtual_stages: 2 },
+        ..TrainingSetup::default()
+    };
+    let interleaved = RefCell::new(0usize);
+    let mut runner = TestRunner::new_with_rng(
+        Config::with_cases(32),
+        TestRng::deterministic_rng(RngAlgorithm::ChaCha),
+    );
+    runner
+        .run(&instance(1..=3, &[2, 4], 4..=10, &[4, 8, 16]), |i| {
+            let opts = SearchOptions::new(i.global_batch, PlacementSearch::Full, setup);
+            let plans = |m: &dyn CostModel| {
+                search(&i.inputs(), m, &opts)
+                    .map(|r| r.plans)
+                    .map_err(|e| e.to_string())
+            };
+            let refined = plans(&DeviceModel::default());
+            if let Ok(p) = &refined {
+                *interleaved.borrow_mut() += p
+                    .iter()
+                    .filter(|p| p.plan.setup.virtual_stages() > 1)
+                    .count();
+            }
+            prop_assert_eq!(refined, plans(&PartitionerOnly(DeviceModel::default())));
+            Ok(())
+        })
+        .unwrap();
+    assert!(
+        *interleaved.borrow() > 0,
+        "the instances have interleaved plans"
+    );
+}
