@@ -452,7 +452,7 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         );
     }
     if cost_name == CostModelName::Amp && args.inputs.partition.is_some() {
-        bail!("--partition applies only to --cost-model amp-paper; the amp cost model always splits exactly");
+        bail!("--partition applies only to --cost-model amp-paper; the amp cost model always uses its own split (the exact partitioner, then the leading plans refined under its estimate)");
     }
     let emit = args.emit.map(EngineArg::engine);
     let setup = match cost_name {

@@ -1,5 +1,7 @@
 //! The search: every (tp, dp, pp), micro-batch size and placement, each
-//! split exactly by the partitioner and priced by one cost model.
+//! split by the partitioner (exact for the stage tables' closed form) and
+//! priced by one cost model; the leading plans' splits are then refined
+//! under the full estimate ([`crate::refine`]).
 
 use std::collections::HashSet;
 
@@ -74,7 +76,9 @@ pub struct RankedPlan {
     pub num_micro_batches: usize,
     /// Where the ranks sit on the cluster.
     pub placement: Placement,
-    /// The plan itself, stages split by the partitioner (or the cost model's preferred split).
+    /// The plan itself: stages split by the partitioner, refined under the
+    /// estimate for the leading plans ([`crate::refine`]), or the cost
+    /// model's preferred split.
     pub plan: Plan,
     /// The cost model's price of `plan`.
     pub estimate: Estimate,
@@ -529,6 +533,7 @@ pub fn search(
     }
     // Stable: ties keep enumeration order.
     plans.sort_by_key(rank_key);
+    crate::refine::refine_leading(inputs, model, &mut plans, rank_key);
     if plans.is_empty() {
         let mut why = format!("all {candidates} candidates were rejected");
         if infeasible > 0 {

@@ -439,6 +439,12 @@ impl CostModel for AmpPaper {
         })
     }
 
+    /// The exact partitioner minimizes these equations' own latency, and the
+    /// artifact's rule is kept as the artifact ran it (parity).
+    fn split_is_final(&self) -> bool {
+        true
+    }
+
     fn evaluate(&self, inputs: &Inputs, plan: &Plan) -> Result<Estimate> {
         plan.validate(inputs.model, inputs.cluster)?;
         check_setup(&plan.setup)?;

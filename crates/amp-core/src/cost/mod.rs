@@ -226,6 +226,15 @@ pub trait CostModel: Sync {
         None
     }
 
+    /// Whether the search keeps this model's split as found: true when the
+    /// partitioner's objective is the model's full estimate, or the model
+    /// insists on its own split. False (the default) makes the search
+    /// refine the leading plans' splits under [`CostModel::evaluate`]
+    /// ([`crate::refine`]).
+    fn split_is_final(&self) -> bool {
+        false
+    }
+
     /// The full estimate of a plan.
     fn evaluate(&self, inputs: &Inputs, plan: &Plan) -> Result<Estimate>;
 }
