@@ -1,6 +1,9 @@
 //! Helpers shared by the CLI tests: run the binary, read its output, write
 //! input files.
 
+// Each test binary uses some of these helpers, not all.
+#![allow(dead_code)]
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
