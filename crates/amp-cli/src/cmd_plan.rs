@@ -310,6 +310,7 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             // cluster holds every device twice, a few MB); --emit keeps
             // more, to find one the engine can launch, and --report all,
             // which it counts.
+            max_node_orders: MAX_NODE_ORDERS,
             keep: if args.report.is_some() {
                 usize::MAX
             } else if args.emit.is_some() {

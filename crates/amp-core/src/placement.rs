@@ -252,7 +252,8 @@ pub fn node_classes(cluster: &Cluster) -> Vec<usize> {
 /// bandwidth, NIC or memory: whatever a cost model computes from the groups'
 /// devices is the same, and is computed once per distinct group (a
 /// 32-stage pipeline over identical nodes prices one cut, not 31). On a
-/// cluster with pair links every group stands alone.
+/// cluster with pair links, or of fewer than 64 GPUs (where finding a twin
+/// costs more than pricing), every group stands alone.
 pub fn first_alike<'a>(
     cluster: &Cluster,
     count: usize,
@@ -263,7 +264,9 @@ pub fn first_alike<'a>(
     const MAX_KINDS: usize = 64;
     let mut kinds: Vec<usize> = Vec::new();
     let mut kind = Vec::with_capacity(cluster.nodes.len());
-    if cluster.links.is_empty() {
+    // Below this many GPUs, pricing a cut costs less than finding its twin.
+    const MIN_DEVICES: usize = 64;
+    if cluster.links.is_empty() && cluster.num_devices() >= MIN_DEVICES {
         for (i, node) in cluster.nodes.iter().enumerate() {
             match kinds
                 .iter()

@@ -228,11 +228,41 @@ fn sailor_benches(c: &mut Criterion) {
             10,
         );
     }
+    heuristic_loss(&data, &model);
     run(
         "sailor-three-types",
         "opt-350m.json",
         &[("A100-40", 64), ("V100-16", 64), ("GH-96", 64)],
         10,
+    );
+}
+
+/// The classes-together heuristic against the exhaustive search where both
+/// run: OPT-350M on A100 + V100 + GH200, 2 nodes of each with pair links (90
+/// class orders; the heuristic is forced by a bound of 10 and tries 6).
+fn heuristic_loss(data: &Sailor, model: &DeviceModel) {
+    let (m, profile, setup) = data.model("opt-350m.json");
+    let cluster = data.cluster(&[("A100-40", 2), ("V100-16", 2), ("GH-96", 2)], 4);
+    let inputs = Inputs {
+        model: &m,
+        cluster: &cluster,
+        profile: &profile,
+    };
+    let best = |max_node_orders: usize| {
+        let opts = SearchOptions {
+            keep: 1,
+            max_node_orders,
+            ..SearchOptions::new(1024, PlacementSearch::Full, setup)
+        };
+        let r = search(&inputs, model, &opts).unwrap();
+        (r.plans[0].estimate.iteration_s, r.candidates, r.node_orders)
+    };
+    let (exact, n_exact, how_exact) = best(amp_core::search::MAX_NODE_ORDERS);
+    let (heur, n_heur, how_heur) = best(10);
+    eprintln!(
+        "heuristic loss on {}: exhaustive {exact:.4} s ({n_exact} candidates, {how_exact:?}), classes together {heur:.4} s ({n_heur} candidates, {how_heur:?}): {:+.2}%",
+        cluster.name,
+        (heur / exact - 1.0) * 100.0
     );
 }
 
