@@ -2,7 +2,8 @@
 # Whole `amp plan` processes at cluster scale: median wall time of RUNS runs
 # (default 3) and the largest peak RSS (GNU time's "Maximum resident set
 # size"), one line per case. Needs a release build (cargo build --release)
-# and /usr/bin/time; AMP_BIN overrides the binary.
+# and /usr/bin/time; AMP_BIN overrides the binary, CASE_TIMEOUT (seconds,
+# default 600) stops a run that takes longer.
 #
 #   scripts/bench-scale/run.sh            # every case
 #   scripts/bench-scale/run.sh 405b       # the cases whose name contains 405b
@@ -36,8 +37,8 @@ for c in "${cases[@]}"; do
   rss=0
   for _ in $(seq "$runs"); do
     # shellcheck disable=SC2086
-    if ! /usr/bin/time -v "$amp" plan $args -q --top 1 > "$tmp/out" 2> "$tmp/err"; then
-      echo "$name: amp failed: $(grep -v '^\s' "$tmp/err" | head -2)"
+    if ! timeout "${CASE_TIMEOUT:-600}" /usr/bin/time -v "$amp" plan $args -q --top 1 > "$tmp/out" 2> "$tmp/err"; then
+      echo "$name: amp failed or took over ${CASE_TIMEOUT:-600} s: $(grep -v '^\s' "$tmp/err" | head -2)"
       continue 2
     fi
     t=$(grep 'Elapsed (wall clock)' "$tmp/err" | awk '{print $NF}' | awk -F: '{ if (NF == 3) print $1*3600 + $2*60 + $3; else print $1*60 + $2 }')

@@ -215,7 +215,9 @@ pub fn node_classes(cluster: &Cluster) -> Vec<usize> {
     };
     // Bucket: node kind (as the first node of that kind) and sorted bandwidths.
     let mut kinds: Vec<usize> = Vec::new();
-    let mut buckets: HashMap<(usize, Vec<u64>), Vec<(usize, usize)>> = HashMap::new();
+    // (kind, sorted bandwidths) -> (first node, class) of each class in it.
+    type Bucket = Vec<(usize, usize)>;
+    let mut buckets: HashMap<(usize, Vec<u64>), Bucket> = HashMap::new();
     let mut next_class = 0;
     let mut classes = vec![0usize; n];
     for i in 0..n {
