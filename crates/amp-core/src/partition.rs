@@ -175,7 +175,7 @@ pub(crate) fn optimal_partition(
                     }
                     to[end].push(cand);
                 }
-                if to[end].len() > 2 * pruned_len[end] + 64 {
+                if to[end].len() > 2 * pruned_len[end] + 256 {
                     prune(&mut to[end]);
                     pruned_len[end] = to[end].len();
                 }
