@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use amp_core::cost::Inputs;
 use amp_core::search::{
-    divisors, search, PlacementSearch, RankedPlan, SearchOptions, SearchResult,
+    divisors, search, NodeOrderSearch, PlacementSearch, RankedPlan, SearchOptions, SearchResult,
+    MAX_NODE_ORDERS,
 };
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
@@ -253,6 +254,9 @@ struct JsonOutput<'a> {
     cost_model: &'a str,
     setup: &'a TrainingSetup,
     placement_search: &'a str,
+    /// "exhaustive" or "classes-together" (the heuristic past
+    /// MAX_NODE_ORDERS); null under --placement artifact.
+    node_orders: Option<NodeOrderSearch>,
     compute_sources: Vec<String>,
     candidates: usize,
     infeasible: usize,
@@ -412,6 +416,12 @@ fn print_table(
         result.infeasible,
         result.unpriced
     )?;
+    if result.node_orders == Some(NodeOrderSearch::ClassesTogether) {
+        writeln!(
+            out,
+            "node orders: more than {MAX_NODE_ORDERS} distinct orders of the interchangeable node groups; searched each group kept together, the groups in every order (a heuristic, see the README)"
+        )?;
+    }
     // A few reasons suffice to act on; --json lists them all.
     const SHOWN: usize = 3;
     for s in result.skipped.iter().take(SHOWN) {
@@ -426,6 +436,10 @@ fn print_table(
     }
     Ok(())
 }
+
+/// Plans the search keeps under --emit (at least; `--top` if more): the
+/// fastest one the engine can launch among them is exported.
+const KEEP_FOR_EMIT: usize = 100;
 
 pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
     let mut loaded = args.inputs.load()?;
@@ -490,6 +504,18 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         placement,
         setup,
         progress: Some(&report_progress),
+        // Only the plans printed are kept (a plan of a 16,384-GPU
+        // cluster holds every device twice, a few MB); --emit keeps
+        // more, to find one the engine can launch, and --report all,
+        // which it counts.
+        max_node_orders: MAX_NODE_ORDERS,
+        keep: if args.report.is_some() {
+            usize::MAX
+        } else if args.emit.is_some() {
+            args.top.max(KEEP_FOR_EMIT)
+        } else {
+            args.top
+        },
     };
     let setups = setup_candidates(&setup, &space);
     let objective = match args.objective {
@@ -566,6 +592,7 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
                 PlacementSearch::Full => "full",
                 PlacementSearch::Artifact => "artifact",
             },
+            node_orders: result.node_orders,
             compute_sources: sources.clone(),
             candidates: result.candidates,
             infeasible: result.infeasible,

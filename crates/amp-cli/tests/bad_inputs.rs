@@ -119,7 +119,7 @@ const CASES: &[Case] = &[
     // ---- Hugging Face config ----
     Case { name: "HF config with 0 heads", files: &[("config.json", r#"{"model_type": "gpt2", "n_embd": 768, "n_head": 0, "n_layer": 12}"#)], args: PLAN_HF, status: 1, words: &["config.json", "n_head", "is 0"] },
     Case { name: "HF config with 2^62 layers", files: &[("config.json", r#"{"model_type": "gpt2", "n_embd": 768, "n_head": 12, "n_layer": 4611686018427387904}"#)], args: PLAN_HF, status: 1, words: &["config.json", "n_layer", "limit"] },
-    Case { name: "HF config with 5000 layers", files: &[("config.json", r#"{"model_type": "gpt2", "n_embd": 768, "n_head": 12, "n_layer": 5000}"#)], args: PLAN_HF, status: 1, words: &["config.json", "number of layers 5000", "limit"] },
+    Case { name: "HF config with 9000 layers", files: &[("config.json", r#"{"model_type": "gpt2", "n_embd": 768, "n_head": 12, "n_layer": 9000}"#)], args: PLAN_HF, status: 1, words: &["config.json", "number of layers 9000", "limit"] },
     Case { name: "HF config with a huge hidden size", files: &[("config.json", r#"{"model_type": "llama", "hidden_size": 16000000, "num_attention_heads": 1, "num_hidden_layers": 2, "intermediate_size": 10, "vocab_size": 10}"#)], args: PLAN_HF, status: 1, words: &["config.json", "hidden size", "limit"] },
     Case { name: "HF config heads not dividing hidden", files: &[("config.json", r#"{"model_type": "gpt2", "n_embd": 770, "n_head": 12, "n_layer": 2}"#)], args: PLAN_HF, status: 1, words: &["config.json", "not divisible"] },
     Case { name: "HF config of unsupported type", files: &[("config.json", r#"{"model_type": "mamba"}"#)], args: PLAN_HF, status: 1, words: &["config.json", "`mamba` is not supported"] },

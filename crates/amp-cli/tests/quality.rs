@@ -27,7 +27,10 @@ fn report(example: &str) -> serde_json::Value {
 }
 
 fn near(got: f64, want: f64) {
-    assert!((got - want).abs() <= 5e-4 * want.max(1.0), "{got} vs {want}");
+    assert!(
+        (got - want).abs() <= 5e-4 * want.max(1.0),
+        "{got} vs {want}"
+    );
 }
 
 #[test]

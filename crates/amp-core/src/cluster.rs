@@ -123,9 +123,16 @@ impl Cluster {
             return self.nodes[a.node].intra_bytes_per_s;
         }
         let pair = [a.node.min(b.node), a.node.max(b.node)];
+        let key = |l: &NodeLink| [l.nodes[0].min(l.nodes[1]), l.nodes[0].max(l.nodes[1])];
+        // Links sorted by pair (as the search leaves them) are found in
+        // O(log links); a hit is always the pair's link, and a miss falls
+        // back to the scan, so links in any order stay correct.
+        if let Ok(i) = self.links.binary_search_by_key(&pair, key) {
+            return self.links[i].bytes_per_s;
+        }
         self.links
             .iter()
-            .find(|l| [l.nodes[0].min(l.nodes[1]), l.nodes[0].max(l.nodes[1])] == pair)
+            .find(|l| key(l) == pair)
             .map(|l| l.bytes_per_s)
             .unwrap_or_else(|| {
                 self.nodes[a.node]

@@ -23,7 +23,13 @@ pub const MAX_GBPS: f64 = 1e6;
 /// Memory of one GPU, GiB.
 pub const MAX_GPU_MEMORY_GIB: f64 = 1e6;
 /// Layers in a model's layer list.
-pub const MAX_LAYERS: usize = 1_024;
+pub const MAX_LAYERS: usize = 8_192;
+/// Pipeline stages times layers of one candidate: the partitioner's tables
+/// (time, send and memory per stage and layer) and its dynamic program hold
+/// this many cells, so the search skips (and says so) candidates above it.
+/// 1,024 x 1,024, the most any candidate needed when models had at most
+/// 1,024 layers: an 8,192-layer list is searched up to pp 128.
+pub const MAX_STAGE_LAYER_CELLS: usize = 1 << 20;
 /// Parameters of one layer (10 trillion).
 pub const MAX_LAYER_PARAMS: u64 = 10_000_000_000_000;
 /// Elements of one layer's output, or its stored activations, per sample.

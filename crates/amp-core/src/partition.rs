@@ -127,6 +127,12 @@ pub(crate) fn optimal_partition(
         let (done, rest) = fronts.split_at_mut(j + 1);
         let from = &done[j];
         let to = &mut rest[0];
+        // Length of each `to[end]` when last pruned: pruning as it grows
+        // keeps it near its front's size instead of one entry per start
+        // layer (memory O(layers x front), not O(layers^2) per stage).
+        // Exact: the front of a union is the front of (front of a part,
+        // rest), and the stable sort keeps the same entry among ties.
+        let mut pruned_len = vec![0usize; l + 1];
         for (i, front) in from.iter().enumerate().take(l - remaining_after).skip(j) {
             if front.is_empty() {
                 continue;
@@ -168,6 +174,10 @@ pub(crate) fn optimal_partition(
                         continue;
                     }
                     to[end].push(cand);
+                }
+                if to[end].len() > 2 * pruned_len[end] + 256 {
+                    prune(&mut to[end]);
+                    pruned_len[end] = to[end].len();
                 }
             }
         }

@@ -6,9 +6,11 @@
 //! the device list) and the order of the nodes in that list (which decides,
 //! on a mixed cluster, which GPU types serve which pipeline stages).
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::{Cluster, Device};
+use crate::cluster::{Cluster, Device, Node};
 
 /// One of the three parallel axes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -108,10 +110,10 @@ impl DeviceGrid {
         pp: usize,
         placement: &Placement,
     ) -> DeviceGrid {
-        let by_node = cluster.devices();
-        let mut list = Vec::with_capacity(by_node.len());
+        // Each node's GPUs in index order, node by node: O(devices).
+        let mut list = Vec::with_capacity(tp * dp * pp);
         for &n in &placement.node_order {
-            list.extend(by_node.iter().filter(|d| d.node == n));
+            list.extend((0..cluster.nodes[n].gpus).map(|gpu| Device { node: n, gpu }));
         }
         assert_eq!(
             list.len(),
@@ -151,6 +153,296 @@ impl DeviceGrid {
     /// Devices of stage `j`, replica by replica.
     pub fn stage(&self, j: usize) -> &Vec<Vec<Device>> {
         &self.devices[j]
+    }
+}
+
+/// The same node description as far as any cost model can tell (GPU type and
+/// count, bandwidths, NICs, memory; the price is not a cost of a plan).
+fn same_node_kind(a: &Node, b: &Node) -> bool {
+    a.gpu_type == b.gpu_type
+        && a.gpus == b.gpus
+        && a.intra_bytes_per_s == b.intra_bytes_per_s
+        && a.inter_bytes_per_s == b.inter_bytes_per_s
+        && a.nics == b.nics
+        && a.gpu_memory_bytes == b.gpu_memory_bytes
+}
+
+/// Class id of every node, numbered in order of first appearance: two nodes
+/// share a class when swapping them changes no bandwidth anywhere, i.e. they
+/// are the same kind of node and have the same bandwidth to every third
+/// node ("twins"). All nodes of zone A linked alike to all nodes of zone B
+/// are one class; a node whose links differ is apart.
+///
+/// A pair link equal to the default (the slower of the two nodes' networks)
+/// is the same as no link and is ignored. Being twins is an equivalence
+/// (if a~b and b~c, every link among the three is equal, so a~c), so each
+/// node is compared with one member of each candidate class only; candidates
+/// are bucketed by node kind and the multiset of their link bandwidths,
+/// which twins share. O(nodes x classes per bucket x links per node).
+pub fn node_classes(cluster: &Cluster) -> Vec<usize> {
+    let n = cluster.nodes.len();
+    // Pair links that differ from the default, per node, sorted by the other node.
+    let mut adj: Vec<Vec<(usize, u64)>> = vec![Vec::new(); n];
+    for l in &cluster.links {
+        let [a, b] = l.nodes;
+        if a >= n || b >= n || a == b {
+            continue;
+        }
+        let default = cluster.nodes[a]
+            .inter_bytes_per_s
+            .min(cluster.nodes[b].inter_bytes_per_s);
+        if l.bytes_per_s == default {
+            continue;
+        }
+        adj[a].push((b, l.bytes_per_s.to_bits()));
+        adj[b].push((a, l.bytes_per_s.to_bits()));
+    }
+    for row in &mut adj {
+        row.sort_unstable();
+        row.dedup_by_key(|e| e.0);
+    }
+    // Bandwidth to every node but `skip`, in node order.
+    let without = |row: &[(usize, u64)], skip: usize| {
+        row.iter()
+            .copied()
+            .filter(move |&(x, _)| x != skip)
+            .collect::<Vec<_>>()
+    };
+    let twins = |a: usize, b: usize| {
+        same_node_kind(&cluster.nodes[a], &cluster.nodes[b])
+            && adj[a].len() == adj[b].len()
+            && without(&adj[a], b) == without(&adj[b], a)
+    };
+    // Bucket: node kind (as the first node of that kind) and sorted bandwidths.
+    let mut kinds: Vec<usize> = Vec::new();
+    // (kind, sorted bandwidths) -> (first node, class) of each class in it.
+    type Bucket = Vec<(usize, usize)>;
+    let mut buckets: HashMap<(usize, Vec<u64>), Bucket> = HashMap::new();
+    let mut next_class = 0;
+    let mut classes = vec![0usize; n];
+    for i in 0..n {
+        let kind = match kinds
+            .iter()
+            .position(|&k| same_node_kind(&cluster.nodes[k], &cluster.nodes[i]))
+        {
+            Some(k) => k,
+            None => {
+                kinds.push(i);
+                kinds.len() - 1
+            }
+        };
+        let mut bws: Vec<u64> = adj[i].iter().map(|e| e.1).collect();
+        bws.sort_unstable();
+        let reps = buckets.entry((kind, bws)).or_default();
+        match reps.iter().find(|&&(r, _)| twins(r, i)) {
+            Some(&(_, c)) => classes[i] = c,
+            None => {
+                reps.push((i, next_class));
+                classes[i] = next_class;
+                next_class += 1;
+            }
+        }
+    }
+    classes
+}
+
+/// For each of `count` groups of stages (`group(i)`: the stages, each
+/// replica by replica), the first group equal to it up to renaming nodes of
+/// the same kind, keeping which devices share a node and each GPU's index
+/// in its node (`i` itself when no earlier one is). Without pair links a
+/// node is described by its kind alone, so such renaming changes no
+/// bandwidth, NIC or memory: whatever a cost model computes from the groups'
+/// devices is the same, and is computed once per distinct group (a
+/// 32-stage pipeline over identical nodes prices one cut, not 31). On a
+/// cluster with pair links, or of fewer than 64 GPUs (where finding a twin
+/// costs more than pricing), every group stands alone.
+pub fn first_alike<'a>(
+    cluster: &Cluster,
+    count: usize,
+    group: impl Fn(usize) -> Vec<&'a Vec<Vec<Device>>>,
+) -> Vec<usize> {
+    // Kinds of node by first appearance; too many kinds makes sharing rare
+    // and the lookup slow, so give up (every group its own).
+    const MAX_KINDS: usize = 64;
+    let mut kinds: Vec<usize> = Vec::new();
+    let mut kind = Vec::with_capacity(cluster.nodes.len());
+    // Below this many GPUs, pricing a cut costs less than finding its twin.
+    const MIN_DEVICES: usize = 64;
+    if cluster.links.is_empty() && cluster.num_devices() >= MIN_DEVICES {
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            match kinds
+                .iter()
+                .position(|&k| same_node_kind(&cluster.nodes[k], node))
+            {
+                Some(k) => kind.push(k),
+                None if kinds.len() < MAX_KINDS => {
+                    kinds.push(i);
+                    kind.push(kinds.len() - 1);
+                }
+                None => break,
+            }
+        }
+    }
+    if kind.len() < cluster.nodes.len() {
+        return (0..count).collect();
+    }
+    let mut first: HashMap<Vec<(usize, usize, usize)>, usize> = HashMap::new();
+    let mut renamed: HashMap<usize, usize> = HashMap::new();
+    (0..count)
+        .map(|i| {
+            renamed.clear();
+            let key: Vec<(usize, usize, usize)> = group(i)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|d| {
+                    let next = renamed.len();
+                    let n = *renamed.entry(d.node).or_insert(next);
+                    (kind[d.node], n, d.gpu)
+                })
+                .collect();
+            *first.entry(key).or_insert(i)
+        })
+        .collect()
+}
+
+/// At most this many node orders are tried exhaustively; past it, the
+/// heuristic of [`node_orders`] is used.
+pub const MAX_NODE_ORDERS: usize = 720;
+
+/// How the node orders of a search were chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeOrderSearch {
+    /// Every distinct order of the node classes.
+    Exhaustive,
+    /// Too many orders: each class kept together, the classes in every
+    /// order (the first [`MAX_NODE_ORDERS`] orders when there are more).
+    ClassesTogether,
+}
+
+/// Distinct orders of the nodes, up to swapping interchangeable nodes
+/// ([`node_classes`]), and how they were chosen. The orders are the
+/// multiset permutations of the nodes' class labels (never factorial over
+/// the nodes), in lexicographic order, each class's nodes in index order,
+/// when there are at most `max_orders`; otherwise the heuristic keeps each
+/// class together and tries the classes in every order (at most
+/// `max_orders` of them).
+pub fn node_orders_bounded(
+    cluster: &Cluster,
+    max_orders: usize,
+) -> (Vec<Vec<usize>>, NodeOrderSearch) {
+    let classes = node_classes(cluster);
+    let k = classes.iter().max().map_or(0, |m| m + 1);
+    let mut counts = vec![0usize; k];
+    for &c in &classes {
+        counts[c] += 1;
+    }
+    let (seqs, how) = if multinomial_at_most(&counts, max_orders) {
+        let mut seqs = Vec::new();
+        class_sequences(
+            &mut counts.clone(),
+            &mut Vec::new(),
+            classes.len(),
+            &mut seqs,
+        );
+        (seqs, NodeOrderSearch::Exhaustive)
+    } else {
+        let mut seqs = Vec::new();
+        let mut labels: Vec<usize> = (0..k).collect();
+        permutations_lex(&mut labels, max_orders.max(1), &mut |perm| {
+            let mut s = Vec::with_capacity(classes.len());
+            for &c in perm {
+                s.extend(std::iter::repeat_n(c, counts[c]));
+            }
+            seqs.push(s);
+        });
+        (seqs, NodeOrderSearch::ClassesTogether)
+    };
+    // Turn a class sequence into nodes: each class's nodes in index order.
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); k];
+    for (i, &c) in classes.iter().enumerate() {
+        members[c].push(i);
+    }
+    let orders = seqs
+        .into_iter()
+        .map(|seq| {
+            let mut next = vec![0usize; k];
+            seq.iter()
+                .map(|&c| {
+                    next[c] += 1;
+                    members[c][next[c] - 1]
+                })
+                .collect()
+        })
+        .collect();
+    (orders, how)
+}
+
+/// [`node_orders_bounded`] at [`MAX_NODE_ORDERS`].
+pub fn node_orders(cluster: &Cluster) -> Vec<Vec<usize>> {
+    node_orders_bounded(cluster, MAX_NODE_ORDERS).0
+}
+
+/// Whether the number of distinct orders of a multiset with these counts
+/// (n! / prod c!) is at most `max`, computed as a product of binomials
+/// that stops as soon as it passes `max` (so it never overflows).
+fn multinomial_at_most(counts: &[usize], max: usize) -> bool {
+    let max = max as u128;
+    let mut total: u128 = 1;
+    let mut placed: u128 = 0;
+    for &c in counts {
+        // total *= C(placed + c, c), one factor at a time: exact at each step.
+        for i in 1..=c as u128 {
+            placed += 1;
+            total = total * placed / i;
+            if total > max {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Every distinct sequence with `counts[c]` copies of label `c`, in
+/// lexicographic order.
+fn class_sequences(
+    counts: &mut [usize],
+    cur: &mut Vec<usize>,
+    len: usize,
+    out: &mut Vec<Vec<usize>>,
+) {
+    if cur.len() == len {
+        out.push(cur.clone());
+        return;
+    }
+    for c in 0..counts.len() {
+        if counts[c] > 0 {
+            counts[c] -= 1;
+            cur.push(c);
+            class_sequences(counts, cur, len, out);
+            cur.pop();
+            counts[c] += 1;
+        }
+    }
+}
+
+/// Calls `f` with the first `max` permutations of `items` (sorted first) in
+/// lexicographic order.
+fn permutations_lex(items: &mut [usize], max: usize, f: &mut impl FnMut(&[usize])) {
+    items.sort_unstable();
+    for _ in 0..max {
+        f(items);
+        // Next permutation: the standard in-place step.
+        let Some(i) = (1..items.len()).rev().find(|&i| items[i - 1] < items[i]) else {
+            return;
+        };
+        let j = (i..items.len())
+            .rev()
+            .find(|&j| items[j] > items[i - 1])
+            .unwrap();
+        items.swap(i - 1, j);
+        items[i..].reverse();
     }
 }
 

@@ -66,6 +66,12 @@ pub const REFINE_TOP: usize = 10;
 /// Plans at most this factor slower than the fastest are refined too.
 pub const REFINE_MARGIN: f64 = 1.15;
 
+/// At most this many leading plans are refined, whatever the margin; the
+/// search keeps at least this many before refining, so that which plans are
+/// refined (and so the ranking) does not depend on how many plans the
+/// caller asks to keep.
+pub const REFINE_POOL: usize = 64;
+
 /// Stage boundaries of `plan`: `[0, b1, ..., num_layers]`.
 pub fn boundaries(plan: &Plan) -> Vec<usize> {
     let mut b: Vec<usize> = plan.stages.iter().map(|s| s.first_layer).collect();
@@ -275,7 +281,9 @@ pub(crate) fn refine_leading(
     let chosen = plans
         .iter()
         .enumerate()
-        .take_while(|(i, p)| *i < REFINE_TOP || p.estimate.iteration_s <= limit_s)
+        .take_while(|(i, p)| {
+            *i < REFINE_POOL && (*i < REFINE_TOP || p.estimate.iteration_s <= limit_s)
+        })
         .count();
     let refined: Vec<Option<(Plan, Estimate)>> = plans[..chosen]
         .par_iter()

@@ -4,16 +4,18 @@
 //! under the full estimate ([`crate::refine`]).
 
 use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::{Cluster, Node};
+use crate::cluster::{Cluster, NodeLink};
 use crate::cost::{Candidate, CostModel, Estimate, Inputs};
 use crate::error::{AmpError, Result};
 use crate::limits;
 use crate::partition::{even_block_split, optimal_partition};
-use crate::placement::{AxisOrder, DeviceGrid, Placement};
+use crate::placement::{node_classes, node_orders_bounded, AxisOrder, DeviceGrid, Placement};
+pub use crate::placement::{node_orders, NodeOrderSearch, MAX_NODE_ORDERS};
 use crate::plan::{Plan, Stage};
 use crate::setup::TrainingSetup;
 
@@ -42,6 +44,15 @@ pub struct SearchOptions<'a> {
     /// Called with (candidates priced, candidates in all) as the search
     /// goes, from any thread.
     pub progress: Option<&'a (dyn Fn(usize, usize) + Sync)>,
+    /// At most this many plans are returned, the fastest (every candidate is
+    /// still priced and counted). Bounds the search's memory, since a plan
+    /// holds every device of a large cluster twice (its stages and its
+    /// memory estimate); `usize::MAX` keeps every plan that fits.
+    pub keep: usize,
+    /// At most this many node orders are searched exhaustively (default
+    /// [`MAX_NODE_ORDERS`]); past it, the classes-together heuristic
+    /// ([`NodeOrderSearch::ClassesTogether`]).
+    pub max_node_orders: usize,
 }
 
 impl SearchOptions<'_> {
@@ -57,6 +68,8 @@ impl SearchOptions<'_> {
             placement,
             setup,
             progress: None,
+            keep: usize::MAX,
+            max_node_orders: MAX_NODE_ORDERS,
         }
     }
 }
@@ -100,6 +113,22 @@ pub struct SearchResult {
     pub unpriced: usize,
     /// Why candidates could not be priced at all, one line per reason.
     pub skipped: Vec<String>,
+    /// How the node orders were chosen under [`PlacementSearch::Full`]
+    /// (`None` under [`PlacementSearch::Artifact`], which keeps the file's).
+    pub node_orders: Option<NodeOrderSearch>,
+}
+
+/// How the node orders of several searches were chosen, together: a
+/// heuristic if any used one.
+pub fn merge_node_orders(
+    a: Option<NodeOrderSearch>,
+    b: Option<NodeOrderSearch>,
+) -> Option<NodeOrderSearch> {
+    match (a, b) {
+        (Some(NodeOrderSearch::ClassesTogether), _)
+        | (_, Some(NodeOrderSearch::ClassesTogether)) => Some(NodeOrderSearch::ClassesTogether),
+        (x, y) => x.or(y),
+    }
 }
 
 /// Divisors of `n`, ascending (none for 0), in O(sqrt n) steps.
@@ -155,142 +184,37 @@ pub(crate) fn degree_candidates(
     out
 }
 
-fn same_class(a: &Node, b: &Node) -> bool {
-    a.gpu_type == b.gpu_type
-        && a.gpus == b.gpus
-        && a.intra_bytes_per_s == b.intra_bytes_per_s
-        && a.inter_bytes_per_s == b.inter_bytes_per_s
-        && a.nics == b.nics
-        && a.gpu_memory_bytes == b.gpu_memory_bytes
-}
-
-/// Class id of every node: nodes that are interchangeable share one.
-fn node_classes(cluster: &Cluster) -> Vec<usize> {
-    // A node with its own pair links is interchangeable with no other.
-    let linked = |i: usize| cluster.links.iter().any(|l| l.nodes.contains(&i));
-    let mut reps: Vec<usize> = Vec::new();
-    (0..cluster.nodes.len())
-        .map(|i| {
-            let found = (!linked(i))
-                .then(|| {
-                    reps.iter().position(|&r| {
-                        !linked(r) && same_class(&cluster.nodes[r], &cluster.nodes[i])
-                    })
-                })
-                .flatten();
-            found.unwrap_or_else(|| {
-                reps.push(i);
-                reps.len() - 1
-            })
-        })
-        .collect()
-}
-
-/// At most this many node orders are tried; past it, only orders that keep
-/// each node type together are.
-const MAX_NODE_ORDERS: usize = 720;
-
-/// Distinct orders of the nodes, up to swapping interchangeable nodes.
-pub fn node_orders(cluster: &Cluster) -> Vec<Vec<usize>> {
-    let classes = node_classes(cluster);
-    let k = classes.iter().max().map_or(0, |m| m + 1);
-    let mut counts = vec![0usize; k];
-    for &c in &classes {
-        counts[c] += 1;
-    }
-    // Multiset permutations of the class sequence, in lexicographic order.
-    let mut seqs: Vec<Vec<usize>> = Vec::new();
-    fn rec(
-        counts: &mut [usize],
-        cur: &mut Vec<usize>,
-        len: usize,
-        out: &mut Vec<Vec<usize>>,
-        cap: usize,
-    ) -> bool {
-        if out.len() >= cap {
-            return false;
-        }
-        if cur.len() == len {
-            out.push(cur.clone());
-            return true;
-        }
-        for c in 0..counts.len() {
-            if counts[c] > 0 {
-                counts[c] -= 1;
-                cur.push(c);
-                let ok = rec(counts, cur, len, out, cap);
-                cur.pop();
-                counts[c] += 1;
-                if !ok {
-                    return false;
-                }
-            }
-        }
-        true
-    }
-    let complete = rec(
-        &mut counts.clone(),
-        &mut Vec::new(),
-        classes.len(),
-        &mut seqs,
-        MAX_NODE_ORDERS + 1,
-    );
-    if !complete || seqs.len() > MAX_NODE_ORDERS {
-        // Too many: keep each type together and order the types every way.
-        seqs.clear();
-        let mut types: Vec<usize> = (0..k).collect();
-        permutations(&mut types, 0, &mut |perm| {
-            let mut s = Vec::new();
-            for &c in perm {
-                s.extend(std::iter::repeat_n(c, counts[c]));
-            }
-            seqs.push(s);
-        });
-    }
-    // Turn a class sequence into nodes: each class's nodes in index order.
-    seqs.into_iter()
-        .map(|seq| {
-            let mut next: Vec<Vec<usize>> = vec![Vec::new(); k];
-            for (i, &c) in classes.iter().enumerate().rev() {
-                next[c].push(i);
-            }
-            seq.iter().map(|&c| next[c].pop().unwrap()).collect()
-        })
-        .collect()
-}
-
-fn permutations(items: &mut Vec<usize>, at: usize, f: &mut impl FnMut(&[usize])) {
-    if at == items.len() {
-        f(items);
-        return;
-    }
-    for i in at..items.len() {
-        items.swap(at, i);
-        permutations(items, at + 1, f);
-        items.swap(at, i);
-    }
-}
-
 /// A key equal for grids that differ only by renaming interchangeable nodes
-/// (or GPUs inside a node): such grids cost the same under every model.
-fn grid_key(grid: &DeviceGrid, classes: &[usize]) -> Vec<(usize, usize)> {
+/// (or GPUs inside a node): such grids cost the same under every model. The
+/// key is the sequence of (class, node numbered by first appearance) over
+/// the grid's devices, hashed to 128 bits (two independent SipHash runs with
+/// fixed keys, so deterministic) so that deduplicating thousands of
+/// placements of a 16,384-GPU cluster stores 16 bytes each, not the whole
+/// sequence; a collision (odds about 2^-128 per pair) would drop one
+/// placement.
+fn grid_key(grid: &DeviceGrid, classes: &[usize]) -> u128 {
     let mut first_seen: Vec<Option<usize>> = vec![None; classes.len()];
     let mut next = 0;
-    grid.devices
-        .iter()
-        .flatten()
-        .flatten()
-        .map(|d| {
-            let id = *first_seen[d.node].get_or_insert_with(|| {
-                next += 1;
-                next - 1
-            });
-            (classes[d.node], id)
-        })
-        .collect()
+    #[allow(deprecated)] // SipHasher: the one std hasher with a stable, fixed-key output.
+    let mut h = [
+        std::hash::SipHasher::new_with_keys(0, 0),
+        std::hash::SipHasher::new_with_keys(0x9e37_79b9_7f4a_7c15, 0xbf58_476d_1ce4_e5b9),
+    ];
+    for d in grid.devices.iter().flatten().flatten() {
+        let id = *first_seen[d.node].get_or_insert_with(|| {
+            next += 1;
+            next - 1
+        });
+        for hasher in &mut h {
+            (classes[d.node], id).hash(hasher);
+        }
+    }
+    ((h[0].finish() as u128) << 64) | h[1].finish() as u128
 }
 
-/// Placements to try for one (tp, dp, pp), deduplicated.
+/// Placements to try for one (tp, dp, pp), deduplicated. Only the
+/// placements are kept: each candidate rebuilds its grid (O(devices)) when
+/// it is priced, so the search never holds a grid per candidate.
 fn placements(
     cluster: &Cluster,
     tp: usize,
@@ -299,13 +223,9 @@ fn placements(
     mode: PlacementSearch,
     orders: &[Vec<usize>],
     classes: &[usize],
-) -> Vec<(Placement, DeviceGrid)> {
+) -> Vec<Placement> {
     match mode {
-        PlacementSearch::Artifact => {
-            let p = Placement::artifact_default(cluster);
-            let g = DeviceGrid::new(cluster, tp, dp, pp, &p);
-            vec![(p, g)]
-        }
+        PlacementSearch::Artifact => vec![Placement::artifact_default(cluster)],
         PlacementSearch::Full => {
             let mut seen = HashSet::new();
             let mut out = Vec::new();
@@ -317,7 +237,7 @@ fn placements(
                     };
                     let g = DeviceGrid::new(cluster, tp, dp, pp, &p);
                     if seen.insert(grid_key(&g, classes)) {
-                        out.push((p, g));
+                        out.push(p);
                     }
                 }
             }
@@ -371,12 +291,6 @@ fn price_candidate(
     num_micro_batches: usize,
 ) -> Outcome {
     let setup = setup.for_pipeline(grid.pp);
-    if num_micro_batches > limits::MAX_MICRO_BATCHES {
-        return Outcome::Skipped(format!(
-            "more than {} micro-batches per iteration (the limit); larger micro-batches or more replicas are searched",
-            limits::MAX_MICRO_BATCHES
-        ));
-    }
     let cand = Candidate {
         grid: &grid,
         setup: &setup,
@@ -465,6 +379,12 @@ pub fn search(
     limits::check_count(opts.global_batch as u64, 1, limits::MAX_GLOBAL_BATCH as u64)
         .map_err(|m| AmpError::invalid("global batch", m))?;
     let layers = inputs.model.num_layers();
+    let complete = with_every_link(inputs.cluster);
+    let inputs = &Inputs {
+        model: inputs.model,
+        cluster: complete.as_ref().unwrap_or(inputs.cluster),
+        profile: inputs.profile,
+    };
     let degrees = degree_candidates(inputs.cluster, layers, opts.global_batch);
     if degrees.is_empty() {
         let n = inputs.cluster.num_devices();
@@ -474,17 +394,22 @@ pub fn search(
         )));
     }
     let classes = node_classes(inputs.cluster);
-    let orders = match opts.placement {
-        PlacementSearch::Full => node_orders(inputs.cluster),
-        PlacementSearch::Artifact => Vec::new(),
+    let (orders, node_order_search) = match opts.placement {
+        PlacementSearch::Full => {
+            let (orders, how) = node_orders_bounded(inputs.cluster, opts.max_node_orders);
+            (orders, Some(how))
+        }
+        PlacementSearch::Artifact => (Vec::new(), None),
     };
-    let mut jobs = Vec::new();
-    let mut grids_cache: Vec<(Degrees, Vec<(Placement, DeviceGrid)>)> = Vec::new();
+    // Each distinct (tp, dp, pp) with its placements, and the candidates as
+    // small index tuples (degrees, placement, micro-batch, micro-batches).
+    let mut triples: Vec<(Degrees, Vec<Placement>)> = Vec::new();
+    let mut triple_index: std::collections::HashMap<Degrees, usize> = Default::default();
+    let mut jobs: Vec<(usize, usize, usize, usize)> = Vec::new();
     for &(tp, dp, pp, mbs) in &degrees {
-        let key = (tp, dp, pp);
-        if !grids_cache.iter().any(|(k, _)| *k == key) {
-            grids_cache.push((
-                key,
+        let t = *triple_index.entry((tp, dp, pp)).or_insert_with(|| {
+            triples.push((
+                (tp, dp, pp),
                 placements(
                     inputs.cluster,
                     tp,
@@ -495,45 +420,60 @@ pub fn search(
                     &classes,
                 ),
             ));
-        }
-        let grids = &grids_cache.iter().find(|(k, _)| *k == key).unwrap().1;
+            triples.len() - 1
+        });
         let b = opts.global_batch / (dp * mbs);
-        for (p, g) in grids {
-            jobs.push((p.clone(), g.clone(), mbs, b));
-        }
+        jobs.extend((0..triples[t].1.len()).map(|p| (t, p, mbs, b)));
     }
     let candidates = jobs.len();
+    // The refinement looks at the leading REFINE_POOL plans whatever the
+    // caller keeps, so the ranking does not depend on `keep`.
+    let keep = opts.keep.max(crate::refine::REFINE_POOL);
     let done = std::sync::atomic::AtomicUsize::new(0);
-    let outcomes: Vec<Outcome> = jobs
+    let tally = jobs
         .into_par_iter()
-        .map(|(p, g, mbs, b)| {
-            let o = price_candidate(inputs, model, &opts.setup, p, g, mbs, b);
+        .enumerate()
+        .map(|(index, (t, p, mbs, b))| {
+            let ((tp, dp, pp), places) = &triples[t];
+            let o = if b > limits::MAX_MICRO_BATCHES {
+                // Checked before building the grid: at a large global batch
+                // most small micro-batches land here.
+                Outcome::Skipped(format!(
+                    "more than {} micro-batches per iteration (the limit); larger micro-batches or more replicas are searched",
+                    limits::MAX_MICRO_BATCHES
+                ))
+            } else if pp.saturating_mul(layers) > limits::MAX_STAGE_LAYER_CELLS {
+                Outcome::Skipped(format!(
+                    "pp x layers above {} (the limit that bounds the partitioner's memory): pp up to {} is searched for {layers} layers",
+                    limits::MAX_STAGE_LAYER_CELLS,
+                    limits::MAX_STAGE_LAYER_CELLS / layers
+                ))
+            } else {
+                let placement = places[p].clone();
+                let grid = DeviceGrid::new(inputs.cluster, *tp, *dp, *pp, &placement);
+                price_candidate(inputs, model, &opts.setup, placement, grid, mbs, b)
+            };
             if let Some(report) = opts.progress {
                 let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 report(n, candidates);
             }
-            o
+            (index, o)
         })
-        .collect();
-    let mut plans = Vec::new();
-    let mut infeasible = 0;
-    let mut unpriced = 0;
-    let mut skipped: Vec<String> = Vec::new();
-    for o in outcomes {
-        match o {
-            Outcome::Priced(p) => plans.push(*p),
-            Outcome::Infeasible => infeasible += 1,
-            Outcome::Skipped(why) => {
-                unpriced += 1;
-                if !skipped.contains(&why) {
-                    skipped.push(why)
-                }
-            }
-        }
-    }
-    // Stable: ties keep enumeration order.
-    plans.sort_by_key(rank_key);
+        .fold(Tally::default, |mut acc, (index, o)| {
+            acc.add(index, o, keep);
+            acc
+        })
+        .reduce(Tally::default, |a, b| a.merge(b, keep));
+    let Tally {
+        best,
+        infeasible,
+        unpriced,
+        skipped,
+    } = tally.finish(keep);
+    let mut plans: Vec<RankedPlan> = best.into_iter().map(|(_, _, p)| *p).collect();
     crate::refine::refine_leading(inputs, model, &mut plans, rank_key);
+    plans.truncate(opts.keep.max(1));
+    let skipped: Vec<String> = skipped.into_iter().map(|(_, why)| why).collect();
     if plans.is_empty() {
         let mut why = format!("all {candidates} candidates were rejected");
         if infeasible > 0 {
@@ -554,7 +494,118 @@ pub fn search(
         infeasible,
         unpriced,
         skipped,
+        node_orders: node_order_search,
     })
+}
+
+/// At most this many node pairs get an explicit link in [`with_every_link`]
+/// (24 MB of links).
+const MAX_COMPLETE_LINKS: usize = 1 << 20;
+
+/// A cluster with pair links, with every node pair given its link (the
+/// default one where the file has none) in pair order, so that
+/// [`Cluster::link_bytes_per_s`] finds each by binary search instead of
+/// scanning every link: with Sailor-style pair links between three types of
+/// 64 nodes (12,288 links) the scans took 80% of the search. `None` when
+/// the cluster has no links (nothing to scan) or too many nodes for
+/// [`MAX_COMPLETE_LINKS`] (then the file's links are only sorted). The
+/// bandwidth of every pair is unchanged.
+fn with_every_link(cluster: &Cluster) -> Option<Cluster> {
+    if cluster.links.is_empty() {
+        return None;
+    }
+    let n = cluster.nodes.len();
+    let key = |l: &NodeLink| (l.nodes[0].min(l.nodes[1]), l.nodes[0].max(l.nodes[1]));
+    let mut links = cluster.links.clone();
+    links.sort_by_key(key);
+    if n.saturating_mul(n.saturating_sub(1)) / 2 <= MAX_COMPLETE_LINKS {
+        let given = links;
+        let mut at = 0;
+        links = Vec::with_capacity(n * (n - 1) / 2);
+        for a in 0..n {
+            for b in a + 1..n {
+                if at < given.len() && key(&given[at]) == (a, b) {
+                    links.push(given[at]);
+                    at += 1;
+                } else {
+                    let default = cluster.nodes[a]
+                        .inter_bytes_per_s
+                        .min(cluster.nodes[b].inter_bytes_per_s);
+                    links.push(NodeLink {
+                        nodes: [a, b],
+                        bytes_per_s: default,
+                    });
+                }
+            }
+        }
+    }
+    Some(Cluster {
+        name: cluster.name.clone(),
+        nodes: cluster.nodes.clone(),
+        links,
+    })
+}
+
+/// What the parallel search folds its outcomes into: the fastest `keep`
+/// plans so far by (time, enumeration index), so that the result does not
+/// depend on how rayon splits the work, and the counts.
+#[derive(Default)]
+struct Tally {
+    best: Vec<(i64, usize, Box<RankedPlan>)>,
+    infeasible: usize,
+    unpriced: usize,
+    /// Each reason once, with the first candidate that gave it.
+    skipped: Vec<(usize, String)>,
+}
+
+impl Tally {
+    fn add(&mut self, index: usize, o: Outcome, keep: usize) {
+        match o {
+            Outcome::Priced(p) => {
+                self.best.push((rank_key(&p), index, p));
+                // Prune only when twice over, so each plan is sorted O(1) times.
+                if self.best.len() >= keep.saturating_mul(2) {
+                    self.prune(keep);
+                }
+            }
+            Outcome::Infeasible => self.infeasible += 1,
+            Outcome::Skipped(why) => {
+                self.unpriced += 1;
+                self.note(index, why);
+            }
+        }
+    }
+
+    fn note(&mut self, index: usize, why: String) {
+        match self.skipped.iter_mut().find(|(_, w)| *w == why) {
+            Some(first) => first.0 = first.0.min(index),
+            None => self.skipped.push((index, why)),
+        }
+    }
+
+    fn prune(&mut self, keep: usize) {
+        self.best.sort_by_key(|(t, i, _)| (*t, *i));
+        self.best.truncate(keep);
+    }
+
+    fn merge(mut self, other: Tally, keep: usize) -> Tally {
+        self.best.extend(other.best);
+        if self.best.len() >= keep.saturating_mul(2) {
+            self.prune(keep);
+        }
+        self.infeasible += other.infeasible;
+        self.unpriced += other.unpriced;
+        for (index, why) in other.skipped {
+            self.note(index, why);
+        }
+        self
+    }
+
+    fn finish(mut self, keep: usize) -> Tally {
+        self.prune(keep);
+        self.skipped.sort_by_key(|(i, _)| *i);
+        self
+    }
 }
 
 #[cfg(test)]
@@ -572,15 +623,181 @@ mod tests {
         assert_eq!(degree_candidates(&clusters::het_model(), 56, 64).len(), 65);
     }
 
+    fn link(a: usize, b: usize, bytes_per_s: f64) -> crate::cluster::NodeLink {
+        crate::cluster::NodeLink {
+            nodes: [a, b],
+            bytes_per_s,
+        }
+    }
+
     #[test]
-    fn nodes_with_pair_links_are_not_interchangeable() {
+    fn nodes_whose_links_differ_stay_apart() {
         let mut c = clusters::het_model();
         assert_eq!(node_classes(&c), vec![0, 0, 0, 0]);
-        c.links.push(crate::cluster::NodeLink {
-            nodes: [0, 2],
-            bytes_per_s: 1e9,
-        });
-        assert_eq!(node_classes(&c), vec![0, 1, 2, 1]);
+        // 0-2 slow: swapping 0 and 2 changes nothing, but 0 and 1 differ
+        // (0 reaches 2 slowly, 1 does not).
+        c.links.push(link(0, 2, 1e9));
+        assert_eq!(node_classes(&c), vec![0, 1, 0, 1]);
+        // 0-3 slow too: 0 is unlike every other node; 1 reaches no one
+        // slowly, 2 and 3 each reach 0 slowly.
+        c.links.push(link(0, 3, 1e9));
+        assert_eq!(node_classes(&c), vec![0, 1, 2, 2]);
+        // Same link, other bandwidth: 2 and 3 part.
+        c.links[1].bytes_per_s = 2e9;
+        assert_eq!(node_classes(&c), vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn a_link_at_the_default_bandwidth_is_no_link() {
+        let mut c = clusters::het_model();
+        let default = c.nodes[0].inter_bytes_per_s;
+        c.links.push(link(1, 3, default));
+        assert_eq!(node_classes(&c), vec![0, 0, 0, 0]);
+    }
+
+    /// Two zones of `per_zone` V100 nodes each, every cross-zone pair linked
+    /// alike (Sailor's layout): the nodes of a zone are one class.
+    fn two_zones(per_zone: usize) -> Cluster {
+        let mut c = clusters::het_model();
+        let node = c.nodes[0].clone();
+        c.nodes = vec![node; 2 * per_zone];
+        for a in 0..per_zone {
+            for b in per_zone..2 * per_zone {
+                c.links.push(link(a, b, 0.5e9));
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn zones_linked_alike_collapse_into_one_class_each() {
+        let c = two_zones(4);
+        assert_eq!(node_classes(&c), vec![0, 0, 0, 0, 1, 1, 1, 1]);
+        // 8! / (4! 4!) = 70 orders, not 8! = 40,320.
+        let (orders, how) = node_orders_bounded(&c, MAX_NODE_ORDERS);
+        assert_eq!((orders.len(), how), (70, NodeOrderSearch::Exhaustive));
+        // One node of zone 1 gets a faster link to node 0: it leaves its class.
+        let mut d = c.clone();
+        let i = d.links.iter().position(|l| l.nodes == [0, 7]).unwrap();
+        d.links[i].bytes_per_s = 1e9;
+        assert_eq!(node_classes(&d), vec![0, 1, 1, 1, 2, 2, 2, 3]);
+    }
+
+    #[test]
+    fn too_many_class_orders_keep_each_class_together() {
+        // 40 + 40 nodes: C(80, 40) orders; the heuristic tries 2.
+        let c = two_zones(40);
+        let (orders, how) = node_orders_bounded(&c, MAX_NODE_ORDERS);
+        assert_eq!(how, NodeOrderSearch::ClassesTogether);
+        let zone = |o: &Vec<usize>| o.iter().map(|&n| n / 40).collect::<Vec<_>>();
+        let firsts: Vec<usize> = orders.iter().map(|o| zone(o)[0]).collect();
+        assert_eq!(firsts, vec![0, 1]);
+        for o in &orders {
+            let z = zone(o);
+            assert_eq!(z.windows(2).filter(|w| w[0] != w[1]).count(), 1, "{z:?}");
+        }
+        // The bound holds however many classes there are.
+        assert_eq!(node_orders_bounded(&c, 1).0.len(), 1);
+    }
+
+    /// The search over class orders finds the same best time as pricing
+    /// every permutation of the nodes with every axis order: nodes of one
+    /// class are interchangeable, so deduplicating them loses nothing.
+    #[test]
+    fn class_orders_lose_nothing_against_every_node_permutation() {
+        use crate::cost::device::DeviceModel;
+        use crate::profile::{Profile, ProfileEntry};
+        // V100 nodes 0 and 1 reach the T4 node 3 over one slow link each, node
+        // 2 over a faster one: classes {0, 1}, {2}, {3}.
+        let mut c = clusters::het_cluster();
+        c.links = vec![link(0, 3, 0.2e9), link(1, 3, 0.2e9), link(2, 3, 0.9e9)];
+        assert_eq!(node_classes(&c), vec![0, 0, 1, 2]);
+        let m = crate::model::builtin::gpt2(4, 256, 128, 1000);
+        let layers = m.num_layers();
+        let entry = |gpu: &str, s: f64| ProfileEntry {
+            gpu: gpu.into(),
+            tp: 1,
+            micro_batch: None,
+            forward_s: vec![s; layers],
+            backward_s: None,
+            optimizer_s: None,
+            source: None,
+        };
+        let profile = Profile {
+            entries: vec![entry(clusters::V100, 1e-4), entry(clusters::T4, 3e-4)],
+            precision: None,
+        };
+        let inputs = Inputs {
+            model: &m,
+            cluster: &c,
+            profile: &profile,
+        };
+        let cost = DeviceModel::default();
+        let setup = TrainingSetup::default();
+        let batch = 16;
+        let found = search(
+            &inputs,
+            &cost,
+            &SearchOptions::new(batch, PlacementSearch::Full, setup),
+        )
+        .unwrap();
+        assert_eq!(found.node_orders, Some(NodeOrderSearch::Exhaustive));
+        let mut best = f64::INFINITY;
+        let mut priced = 0;
+        let mut nodes: Vec<usize> = (0..4).collect();
+        let mut orders = Vec::new();
+        loop {
+            orders.push(nodes.clone());
+            // Next permutation in lexicographic order.
+            let Some(i) = (1..4).rev().find(|&i| nodes[i - 1] < nodes[i]) else {
+                break;
+            };
+            let j = (i..4).rev().find(|&j| nodes[j] > nodes[i - 1]).unwrap();
+            nodes.swap(i - 1, j);
+            nodes[i..].reverse();
+        }
+        assert_eq!(orders.len(), 24);
+        for (tp, dp, pp, mbs) in degree_candidates(&c, layers, batch) {
+            for axis_order in AxisOrder::all() {
+                for order in &orders {
+                    let p = Placement {
+                        axis_order,
+                        node_order: order.clone(),
+                    };
+                    let g = DeviceGrid::new(&c, tp, dp, pp, &p);
+                    let b = batch / (dp * mbs);
+                    priced += 1;
+                    if let Outcome::Priced(r) =
+                        price_candidate(&inputs, &cost, &setup, p, g, mbs, b)
+                    {
+                        best = best.min(r.estimate.iteration_s);
+                    }
+                }
+            }
+        }
+        assert!(
+            found.candidates * 4 < priced,
+            "{} vs {priced}",
+            found.candidates
+        );
+        // The search also refines the leading splits (crate::refine), so it
+        // may only do better than the partitioner's splits priced here.
+        assert!(found.plans[0].estimate.iteration_s <= best);
+    }
+
+    #[test]
+    fn node_orders_are_the_distinct_orders_of_the_classes() {
+        // Exhaustive below the bound: every distinct class sequence once.
+        let mut c = two_zones(2);
+        c.nodes[3].nics = 2;
+        let classes = node_classes(&c);
+        assert_eq!(classes, vec![0, 0, 1, 2]);
+        let orders = node_orders(&c);
+        let seqs: HashSet<Vec<usize>> = orders
+            .iter()
+            .map(|o| o.iter().map(|&n| classes[n]).collect())
+            .collect();
+        assert_eq!((orders.len(), seqs.len()), (12, 12));
     }
 
     #[test]

@@ -154,6 +154,7 @@ pub fn search_setups(
         infeasible: 0,
         unpriced: 0,
         skipped: Vec::new(),
+        node_orders: None,
     };
     let mut why_none: Vec<String> = Vec::new();
     for setup in setups {
@@ -166,6 +167,8 @@ pub fn search_setups(
                 merged.candidates += r.candidates;
                 merged.infeasible += r.infeasible;
                 merged.unpriced += r.unpriced;
+                merged.node_orders =
+                    crate::search::merge_node_orders(merged.node_orders, r.node_orders);
                 for s in r.skipped {
                     if !merged.skipped.contains(&s) {
                         merged.skipped.push(s);
@@ -192,6 +195,7 @@ pub fn search_setups(
     merged
         .plans
         .sort_by_key(|p| (p.estimate.iteration_s * 1e9).round() as i64);
+    merged.plans.truncate(opts.keep.max(1));
     Ok(merged)
 }
 

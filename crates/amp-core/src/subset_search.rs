@@ -149,6 +149,7 @@ pub fn search_subsets(
         infeasible: 0,
         unpriced: 0,
         skipped: Vec::new(),
+        node_orders: None,
     };
     let mut first_error = None;
     for keep in &groups {
@@ -162,6 +163,8 @@ pub fn search_subsets(
                 merged.candidates += r.candidates;
                 merged.infeasible += r.infeasible;
                 merged.unpriced += r.unpriced;
+                merged.node_orders =
+                    crate::search::merge_node_orders(merged.node_orders, r.node_orders);
                 for s in r.skipped {
                     if !merged.skipped.contains(&s) {
                         merged.skipped.push(s);
@@ -187,6 +190,7 @@ pub fn search_subsets(
         let v = objective_value(cluster, p, objective).unwrap_or(f64::INFINITY);
         (v * 1e9).round() as i64
     });
+    merged.plans.truncate(opts.keep.max(1));
     Ok(merged)
 }
 

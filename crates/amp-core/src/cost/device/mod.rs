@@ -376,8 +376,17 @@ impl CostModel for DeviceModel {
             }
             compute_prefix.push(prefix_sums(per_layer));
         }
-        let cut = (0..grid.pp.saturating_sub(1))
+        // Cuts (and below, stages) alike up to renaming identical nodes
+        // cost the same: each distinct one is priced once, then copied.
+        let cut_first =
+            crate::placement::first_alike(inputs.cluster, grid.pp.saturating_sub(1), |j| {
+                vec![grid.stage(j), grid.stage(j + 1)]
+            });
+        let mut cut: Vec<Vec<f64>> = (0..grid.pp.saturating_sub(1))
             .map(|j| {
+                if cut_first[j] < j {
+                    return Vec::new();
+                }
                 // Layers of one kind and output size cost the same to send.
                 let mut seen: Vec<((LayerKind, u64), f64)> = Vec::new();
                 (0..n)
@@ -396,6 +405,11 @@ impl CostModel for DeviceModel {
                     .collect()
             })
             .collect();
+        for j in 0..cut.len() {
+            if cut_first[j] < j {
+                cut[j] = cut[cut_first[j]].clone();
+            }
+        }
         let memory = self.options.price_memory.then(|| {
             memory::stage_memory_tables(
                 inputs.model,
@@ -411,8 +425,13 @@ impl CostModel for DeviceModel {
         // latency term and the optimizer step are left out: small, and the
         // simulation prices them for the final estimate).
         let probe = 1e9;
-        let s_per_param = (0..grid.pp)
+        let stage_first =
+            crate::placement::first_alike(inputs.cluster, grid.pp, |j| vec![grid.stage(j)]);
+        let mut s_per_param: Vec<f64> = (0..grid.pp)
             .map(|j| {
+                if stage_first[j] < j {
+                    return f64::NAN;
+                }
                 let stage = grid.stage(j);
                 let rings: Vec<Vec<Device>> = (0..grid.tp)
                     .map(|t| stage.iter().map(|rep| rep[t]).collect())
@@ -430,6 +449,9 @@ impl CostModel for DeviceModel {
                 t * dp_comm_factor(setup) / probe
             })
             .collect();
+        for j in 0..grid.pp {
+            s_per_param[j] = s_per_param[stage_first[j]];
+        }
         Ok(StageTables {
             compute_prefix,
             cut,
