@@ -179,6 +179,9 @@ pub fn search_setups(
                         .into_iter()
                         .filter(|p| !option_without_effect(setup, p.tp, p.dp, p.pp)),
                 );
+                // Keep memory to two searches' worth of plans (a plan of a
+                // 16,384-GPU cluster is megabytes): the best `keep` so far.
+                sort_and_keep(&mut merged.plans, opts.keep);
             }
             Err(AmpError::NoPlan(why)) => why_none.push(why),
             Err(e) => return Err(e),
@@ -192,11 +195,15 @@ pub fn search_setups(
         )));
     }
     // Stable: ties keep the setups' order.
-    merged
-        .plans
-        .sort_by_key(|p| (p.estimate.iteration_s * 1e9).round() as i64);
-    merged.plans.truncate(opts.keep.max(1));
+    sort_and_keep(&mut merged.plans, opts.keep);
     Ok(merged)
+}
+
+/// Sorts `plans` fastest first (stable: ties keep their order) and keeps
+/// the first `keep`.
+fn sort_and_keep(plans: &mut Vec<crate::search::RankedPlan>, keep: usize) {
+    plans.sort_by_key(|p| (p.estimate.iteration_s * 1e9).round() as i64);
+    plans.truncate(keep.max(1));
 }
 
 #[cfg(test)]

@@ -112,6 +112,20 @@ pub fn objective_value(cluster: &Cluster, p: &RankedPlan, objective: Objective) 
     }
 }
 
+/// Sorts `plans` by `objective` (stable) and keeps the first `keep`.
+fn sort_by_objective(
+    cluster: &Cluster,
+    plans: &mut Vec<RankedPlan>,
+    objective: Objective,
+    keep: usize,
+) {
+    plans.sort_by_key(|p| {
+        let v = objective_value(cluster, p, objective).unwrap_or(f64::INFINITY);
+        (v * 1e9).round() as i64
+    });
+    plans.truncate(keep.max(1));
+}
+
 /// Searches every setup of `setups` on the whole cluster and, when
 /// `subsets`, on every GPU-type subset ([`gpu_type_subsets`]); ranks the
 /// plans by `objective`, ties in search order. Every plan's devices are the
@@ -173,6 +187,7 @@ pub fn search_subsets(
                 merged
                     .plans
                     .extend(r.plans.into_iter().map(|p| lift(p, keep)));
+                sort_by_objective(cluster, &mut merged.plans, objective, opts.keep);
             }
             // A subset that cannot train the batch, or lacks a profile
             // entry, is not an error of the whole search.
@@ -186,11 +201,7 @@ pub fn search_subsets(
     if merged.plans.is_empty() {
         return Err(first_error.unwrap_or_else(|| AmpError::NoPlan("no plan".into())));
     }
-    merged.plans.sort_by_key(|p| {
-        let v = objective_value(cluster, p, objective).unwrap_or(f64::INFINITY);
-        (v * 1e9).round() as i64
-    });
-    merged.plans.truncate(opts.keep.max(1));
+    sort_by_objective(cluster, &mut merged.plans, objective, opts.keep);
     Ok(merged)
 }
 
