@@ -16,6 +16,10 @@ use crate::schedule::Schedule;
 use crate::search::{search, SearchOptions, SearchResult};
 use crate::setup::{OptimizerSharding, Recompute, TrainingSetup};
 
+/// Steps of the progress report per search when several searches run in
+/// turn.
+pub(crate) const PROGRESS_PARTS: usize = 1000;
+
 /// Model chunks per pipeline rank an interleaving search tries.
 pub const VIRTUAL_STAGE_CHOICES: [usize; 3] = [2, 4, 8];
 
@@ -157,9 +161,23 @@ pub fn search_setups(
         node_orders: None,
     };
     let mut why_none: Vec<String> = Vec::new();
-    for setup in setups {
+    for (k, setup) in setups.iter().enumerate() {
+        // One progress bar over all the setups: search k's (done, total)
+        // becomes a share of the k-th of `setups.len()` equal parts.
+        let part = |done: usize, total: usize| {
+            if let Some(report) = opts.progress {
+                report(
+                    k * PROGRESS_PARTS + done * PROGRESS_PARTS / total.max(1),
+                    setups.len() * PROGRESS_PARTS,
+                );
+            }
+        };
         let o = SearchOptions {
             setup: *setup,
+            progress: opts
+                .progress
+                .is_some()
+                .then_some(&part as &(dyn Fn(usize, usize) + Sync)),
             ..*opts
         };
         match search(inputs, model, &o) {
@@ -289,6 +307,18 @@ mod tests {
                 assert!(!same, "duplicate one-stage plan");
             }
         }
+        // One progress bar over all the setups: one total, reaching it.
+        let seen = std::sync::Mutex::new(Vec::new());
+        let record = |done: usize, total: usize| seen.lock().unwrap().push((done, total));
+        let with_progress = SearchOptions {
+            progress: Some(&record),
+            ..opts
+        };
+        search_setups(&inputs, &dm, &with_progress, &setups).unwrap();
+        let seen = seen.into_inner().unwrap();
+        let total = setups.len() * PROGRESS_PARTS;
+        assert!(seen.iter().all(|&(d, t)| t == total && d <= t));
+        assert_eq!(seen.iter().map(|r| r.0).max(), Some(total));
         // Each plan records the setup it was priced with.
         assert!(merged
             .plans

@@ -166,13 +166,30 @@ pub fn search_subsets(
         node_orders: None,
     };
     let mut first_error = None;
-    for keep in &groups {
+    let parts = crate::setup_search::PROGRESS_PARTS;
+    for (k, keep) in groups.iter().enumerate() {
         let sub = cluster.subset(keep);
         let sub_inputs = Inputs {
             cluster: &sub,
             ..*inputs
         };
-        match search_setups(&sub_inputs, model, opts, setups) {
+        // One progress bar over all the sub-clusters.
+        let part = |done: usize, total: usize| {
+            if let Some(report) = opts.progress {
+                report(
+                    k * parts + done * parts / total.max(1),
+                    groups.len() * parts,
+                );
+            }
+        };
+        let o = SearchOptions {
+            progress: opts
+                .progress
+                .is_some()
+                .then_some(&part as &(dyn Fn(usize, usize) + Sync)),
+            ..*opts
+        };
+        match search_setups(&sub_inputs, model, &o, setups) {
             Ok(r) => {
                 merged.candidates += r.candidates;
                 merged.infeasible += r.infeasible;
