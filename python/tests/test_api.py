@@ -76,6 +76,37 @@ def test_setup_keywords_become_flags(cli_json):
     assert len(result.plans) <= 3
 
 
+def test_search_keywords_reach_the_cli(cli_json):
+    """The wider search's options work from Python as on the command line."""
+    expected = cli_json(
+        "plan",
+        "--example",
+        "het-cluster",
+        "--search-setup",
+        "recompute,sharding",
+        "--subsets",
+        "--compare",
+        "--calibration",
+        "neutral",
+        "--top",
+        "3",
+        "--json",
+        "-q",
+    )
+    result = amp.plan(
+        example="het-cluster",
+        search_setup="recompute,sharding",
+        subsets=True,
+        compare=True,
+        calibration="neutral",
+        top=3,
+    )
+    assert result.to_dict() == expected
+    names = [b["name"] for b in expected["baselines"]]
+    assert names == ["AMP's space (given setup)", "Megatron-LM heuristic"]
+    assert all(p["gpus"] <= 16 for p in expected["plans"])
+
+
 def test_hf_config_dict_and_object_and_path_agree(tiny_config: Path):
     by_path = amp.plan(model=str(tiny_config), cluster="1x4xA100", global_batch=8, seq=64)
     by_dict = amp.plan(model=dict(TINY_LLAMA), cluster="1x4xA100", global_batch=8, seq=64)
