@@ -21,6 +21,7 @@ use amp_core::baseline::megatron_heuristic;
 use amp_core::setup::TrainingSetup;
 use amp_core::setup_search::{search_setups, setup_candidates, SetupSpace};
 use amp_core::subset_search::{objective_value, search_subsets, Objective};
+use amp_core::type_tp_search::search_per_type_tp;
 
 /// Version of the `--json` output; bumped on any incompatible change (2:
 /// every plan records its training setup).
@@ -84,6 +85,11 @@ pub struct PlanArgs {
     /// per iteration, from the nodes' prices; every node needs one).
     #[arg(long, value_enum, default_value_t = ObjectiveArg::Time)]
     pub objective: ObjectiveArg,
+    /// Also search plans with a tensor-parallel degree per GPU type (on the
+    /// whole cluster, with the given setup; the split improved by local
+    /// search, a heuristic).
+    #[arg(long)]
+    pub per_type_tp: bool,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,6 +183,20 @@ pub enum SetupOption {
     Interleaving,
     Sp,
     All,
+}
+
+/// The plan's tensor-parallel degree, or each stage's in order when they
+/// differ (`--per-type-tp`, or a plan from a file).
+fn tp_label(p: &RankedPlan) -> String {
+    let tps: Vec<usize> = p.plan.rank_stages().iter().map(|s| s.tp()).collect();
+    if tps.iter().all(|&t| t == tps[0]) {
+        tps[0].to_string()
+    } else {
+        tps.iter()
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>()
+            .join("/")
+    }
 }
 
 /// The options `--search-setup` names; an error when one is also fixed by
@@ -351,7 +371,7 @@ fn print_table(
         let b: Vec<String> = p.plan.boundaries().iter().map(|x| x.to_string()).collect();
         let mut row = vec![
             (i + 1).to_string(),
-            p.tp.to_string(),
+            tp_label(p),
             p.pp.to_string(),
             p.dp.to_string(),
             p.micro_batch.to_string(),
@@ -537,13 +557,37 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     } else {
         search_setups(&inputs, cost_model.as_ref(), &search_opts, &setups)?
     };
+    let result = if args.per_type_tp {
+        let mut result = result;
+        match search_per_type_tp(&inputs, cost_model.as_ref(), &search_opts) {
+            Ok(r) => {
+                result.candidates += r.candidates;
+                result.infeasible += r.infeasible;
+                result.unpriced += r.unpriced;
+                result.skipped.extend(r.skipped);
+                result.plans.extend(r.plans);
+                result.plans.sort_by_key(|p| {
+                    let v = objective_value(&loaded.cluster, p, objective).unwrap_or(f64::INFINITY);
+                    (v * 1e9).round() as i64
+                });
+                result.plans.truncate(search_opts.keep.max(1));
+            }
+            Err(amp_core::AmpError::NoPlan(why)) => {
+                result.skipped.push(format!("--per-type-tp: {why}"))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        result
+    } else {
+        result
+    };
     let compared = if args.compare {
         Some(baselines(
             &inputs,
             cost_model.as_ref(),
             &search_opts,
             // The main search went beyond AMP's space.
-            !space.is_empty() || wide,
+            !space.is_empty() || wide || args.per_type_tp,
             result.plans[0].estimate.iteration_s,
         )?)
     } else {

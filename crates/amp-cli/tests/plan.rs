@@ -789,3 +789,53 @@ fn subsets_and_cost_objective() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("price per hour"), "{}", stderr(&o));
 }
+
+/// `--per-type-tp` adds plans whose GPU types run their own tensor-parallel
+/// degree; the table shows each stage's; the ranking never gets worse.
+#[test]
+fn per_type_tp_adds_plans_with_a_tp_per_gpu_type() {
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "plan",
+            "--example",
+            "het-cluster",
+            "--json",
+            "--top",
+            "300",
+            "-q",
+        ];
+        args.extend(extra);
+        let o = amp(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_str::<serde_json::Value>(&stdout(&o)).unwrap()
+    };
+    let t = |v: &serde_json::Value| v["plans"][0]["predicted_iteration_s"].as_f64().unwrap();
+    let uniform = run(&[]);
+    let wide = run(&["--per-type-tp"]);
+    assert!(t(&wide) <= t(&uniform));
+    let mixed = wide["plans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            let tps: std::collections::BTreeSet<usize> = p["stages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["replicas"][0].as_array().unwrap().len())
+                .collect();
+            tps.len() > 1
+        })
+        .count();
+    assert!(mixed > 0);
+    let o = amp(&[
+        "plan",
+        "--example",
+        "het-cluster",
+        "--per-type-tp",
+        "--top",
+        "300",
+        "-q",
+    ]);
+    assert!(stdout(&o).contains("1/1/1/1/1/1/2"), "{}", stdout(&o));
+}

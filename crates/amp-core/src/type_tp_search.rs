@@ -1,0 +1,331 @@
+//! A tensor-parallel degree per GPU type: on a mixed cluster the slow or
+//! small-memory GPUs may want a larger tp than the fast ones (Sailor's
+//! plans for OPT-350M on A100 + V100 put V100 stages at tp 4 and A100
+//! stages at tp 1). AMP's space has one tp for the whole plan.
+//!
+//! Candidates: for every order of the GPU types along the pipeline, every
+//! tp per type (dividing its nodes' GPUs, not all equal: equal ones are the
+//! main search's), every data-parallel degree dividing the global batch with
+//! every type's GPUs a whole number of stages (`gpus_T = dp x tp_T x
+//! stages_T`), and every micro-batch. Each type's devices are laid out tp
+//! fastest, then dp, then its stages; the layers start evenly split and the
+//! split is then improved under the full estimate by
+//! [`crate::refine::local_search_split`] (a heuristic: no per-stage
+//! partitioner tables exist for mixed degrees).
+
+use rayon::prelude::*;
+
+use crate::cluster::{Cluster, Device};
+use crate::cost::{CostModel, Inputs};
+use crate::error::{AmpError, Result};
+use crate::limits;
+use crate::partition::uniform_split;
+use crate::placement::{AxisOrder, Placement};
+use crate::plan::{Plan, Stage};
+use crate::search::{divisors, RankedPlan, SearchOptions, SearchResult};
+
+/// GPU types at most whose orders are all tried (4! = 24).
+pub const MAX_TYPES: usize = 4;
+
+/// One candidate: GPU types in pipeline order, each with its tp and stage
+/// count, and the shared dp and micro-batch.
+#[derive(Debug, Clone, PartialEq)]
+struct Candidate {
+    types: Vec<(String, usize, usize)>,
+    dp: usize,
+    micro_batch: usize,
+}
+
+/// The cluster's GPU types in node order, each with its devices (node
+/// order, then GPU) and the fewest GPUs on one of its nodes.
+fn types_in_node_order(cluster: &Cluster) -> Vec<(String, Vec<Device>, usize)> {
+    let mut out: Vec<(String, Vec<Device>, usize)> = Vec::new();
+    for (n, node) in cluster.nodes.iter().enumerate() {
+        let devices = (0..node.gpus).map(|gpu| Device { node: n, gpu });
+        match out.iter_mut().find(|t| t.0 == node.gpu_type) {
+            Some(t) => {
+                t.1.extend(devices);
+                t.2 = t.2.min(node.gpus);
+            }
+            None => out.push((node.gpu_type.clone(), devices.collect(), node.gpus)),
+        }
+    }
+    out
+}
+
+/// Every order of `0..k`, lexicographic.
+fn orders(k: usize) -> Vec<Vec<usize>> {
+    fn rec(cur: &mut Vec<usize>, k: usize, out: &mut Vec<Vec<usize>>) {
+        if cur.len() == k {
+            out.push(cur.clone());
+            return;
+        }
+        for i in 0..k {
+            if !cur.contains(&i) {
+                cur.push(i);
+                rec(cur, k, out);
+                cur.pop();
+            }
+        }
+    }
+    let mut out = Vec::new();
+    rec(&mut Vec::new(), k, &mut out);
+    out
+}
+
+fn candidates(cluster: &Cluster, num_layers: usize, global_batch: usize) -> Vec<Candidate> {
+    let types = types_in_node_order(cluster);
+    let k = types.len();
+    if !(2..=MAX_TYPES).contains(&k) {
+        return Vec::new();
+    }
+    let tp_choices: Vec<Vec<usize>> = types
+        .iter()
+        .map(|(name, _, min_gpus)| {
+            divisors(*min_gpus)
+                .into_iter()
+                .filter(|tp| {
+                    cluster
+                        .nodes
+                        .iter()
+                        .filter(|n| n.gpu_type == *name)
+                        .all(|n| n.gpus.is_multiple_of(*tp))
+                })
+                .collect()
+        })
+        .collect();
+    // Every tp vector, in a fixed order.
+    let mut vectors: Vec<Vec<usize>> = vec![Vec::new()];
+    for choices in &tp_choices {
+        vectors = vectors
+            .into_iter()
+            .flat_map(|v| {
+                choices.iter().map(move |&tp| {
+                    let mut w = v.clone();
+                    w.push(tp);
+                    w
+                })
+            })
+            .collect();
+    }
+    vectors.retain(|v| v.iter().any(|&tp| tp != v[0]));
+    let mut out = Vec::new();
+    for order in orders(k) {
+        for v in &vectors {
+            for dp in divisors(global_batch) {
+                let stages: Option<Vec<usize>> = types
+                    .iter()
+                    .zip(v)
+                    .map(|((_, devices, _), &tp)| {
+                        let g = devices.len();
+                        (g.is_multiple_of(dp * tp)).then(|| g / (dp * tp))
+                    })
+                    .collect();
+                let Some(stages) = stages else { continue };
+                let pp: usize = stages.iter().sum();
+                if pp > num_layers {
+                    continue;
+                }
+                for micro_batch in divisors(global_batch / dp) {
+                    if global_batch / dp / micro_batch > limits::MAX_MICRO_BATCHES {
+                        continue;
+                    }
+                    out.push(Candidate {
+                        types: order
+                            .iter()
+                            .map(|&t| (types[t].0.clone(), v[t], stages[t]))
+                            .collect(),
+                        dp,
+                        micro_batch,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The plan of a candidate with the layers split evenly.
+fn build(cluster: &Cluster, num_layers: usize, c: &Candidate, opts: &SearchOptions) -> Plan {
+    let types = types_in_node_order(cluster);
+    let mut stage_replicas: Vec<Vec<Vec<Device>>> = Vec::new();
+    for (name, tp, n) in &c.types {
+        let devices = &types.iter().find(|t| t.0 == *name).unwrap().1;
+        for s in 0..*n {
+            stage_replicas.push(
+                (0..c.dp)
+                    .map(|r| {
+                        let start = (s * c.dp + r) * tp;
+                        devices[start..start + tp].to_vec()
+                    })
+                    .collect(),
+            );
+        }
+    }
+    let pp = stage_replicas.len();
+    let bounds = uniform_split(num_layers, pp);
+    Plan {
+        micro_batch: c.micro_batch,
+        num_micro_batches: opts.global_batch / c.dp / c.micro_batch,
+        stages: stage_replicas
+            .into_iter()
+            .enumerate()
+            .map(|(j, replicas)| Stage {
+                first_layer: bounds[j],
+                end_layer: bounds[j + 1],
+                replicas,
+            })
+            .collect(),
+        setup: opts.setup.for_pipeline(pp),
+    }
+}
+
+/// Searches the per-GPU-type tp plans of `inputs` (none on a cluster of
+/// one GPU type, or more than [`MAX_TYPES`]); ranks them fastest first and
+/// keeps `opts.keep`. Errors with [`AmpError::NoPlan`] when none fits.
+pub fn search_per_type_tp(
+    inputs: &Inputs,
+    model: &dyn CostModel,
+    opts: &SearchOptions,
+) -> Result<SearchResult> {
+    opts.setup.check()?;
+    let cluster = inputs.cluster;
+    let layers = inputs.model.num_layers();
+    let cands = candidates(cluster, layers, opts.global_batch);
+    if cands.is_empty() {
+        return Err(AmpError::NoPlan(format!(
+            "a tp per GPU type needs 2 to {MAX_TYPES} GPU types whose GPUs divide into whole stages for some dp dividing the global batch {}",
+            opts.global_batch
+        )));
+    }
+    enum Outcome {
+        Priced(Box<RankedPlan>),
+        Infeasible,
+        Skipped(String),
+    }
+    let outcomes: Vec<Outcome> = cands
+        .par_iter()
+        .map(|c| {
+            let plan = build(cluster, layers, c, opts);
+            let estimate = match model.evaluate(inputs, &plan) {
+                Ok(e) => e,
+                Err(e) => return Outcome::Skipped(e.to_string()),
+            };
+            let (plan, estimate) =
+                crate::refine::local_search_split(inputs, model, &plan, &estimate)
+                    .unwrap_or((plan, estimate));
+            if estimate.first_overflow().is_some() {
+                return Outcome::Infeasible;
+            }
+            let pp = plan.pp();
+            Outcome::Priced(Box::new(RankedPlan {
+                tp: c.types.iter().map(|t| t.1).max().unwrap_or(1),
+                dp: c.dp,
+                pp,
+                micro_batch: c.micro_batch,
+                num_micro_batches: plan.num_micro_batches,
+                placement: Placement {
+                    axis_order: AxisOrder::DEFAULT,
+                    node_order: (0..cluster.nodes.len()).collect(),
+                },
+                plan,
+                estimate,
+            }))
+        })
+        .collect();
+    let mut result = SearchResult {
+        plans: Vec::new(),
+        candidates: cands.len(),
+        infeasible: 0,
+        unpriced: 0,
+        skipped: Vec::new(),
+        node_orders: None,
+    };
+    for o in outcomes {
+        match o {
+            Outcome::Priced(p) => result.plans.push(*p),
+            Outcome::Infeasible => result.infeasible += 1,
+            Outcome::Skipped(why) => {
+                result.unpriced += 1;
+                if !result.skipped.contains(&why) {
+                    result.skipped.push(why);
+                }
+            }
+        }
+    }
+    if result.plans.is_empty() {
+        return Err(AmpError::NoPlan(format!(
+            "no plan with a tp per GPU type fits: {} candidates, {} out of memory, {} not priced",
+            result.candidates, result.infeasible, result.unpriced
+        )));
+    }
+    // Stable: ties keep the candidates' order.
+    result
+        .plans
+        .sort_by_key(|p| (p.estimate.iteration_s * 1e9).round() as i64);
+    result.plans.truncate(opts.keep.max(1));
+    Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::builtin as clusters;
+    use crate::cost::device::DeviceModel;
+    use crate::model::builtin as models;
+    use crate::search::PlacementSearch;
+    use crate::setup::TrainingSetup;
+    use crate::Profile;
+
+    #[test]
+    fn plans_give_each_type_its_own_tp_and_use_every_device_once() {
+        let entry = |gpu: &str, tp: usize, t: f64| {
+            format!(
+                "[[entries]]\ngpu = \"{gpu}\"\ntp = {tp}\nforward_s = [{}]\n",
+                vec![t.to_string(); 30].join(", ")
+            )
+        };
+        let mut toml = String::new();
+        for tp in [1, 2, 4] {
+            toml.push_str(&entry("V100-16GB", tp, 0.002 / tp as f64 * 1.2));
+            toml.push_str(&entry("T4", tp, 0.006 / tp as f64 * 1.2));
+        }
+        let profile = Profile::from_toml_str(&toml, "p.toml").unwrap();
+        let (model, cluster) = (models::amp_gpt2(), clusters::het_cluster());
+        let inputs = Inputs {
+            model: &model,
+            cluster: &cluster,
+            profile: &profile,
+        };
+        let dm = DeviceModel::default();
+        let opts = SearchOptions::new(32, PlacementSearch::Artifact, TrainingSetup::default());
+        let r = search_per_type_tp(&inputs, &dm, &opts).unwrap();
+        assert!(!r.plans.is_empty());
+        let times: Vec<f64> = r.plans.iter().map(|p| p.estimate.iteration_s).collect();
+        assert!(times.windows(2).all(|w| w[0] <= w[1]));
+        for p in &r.plans {
+            p.plan.validate(&model, &cluster).unwrap();
+            assert_eq!(p.plan.devices().count(), 16);
+            let tps: std::collections::BTreeSet<usize> =
+                p.plan.stages.iter().map(|s| s.replicas[0].len()).collect();
+            assert!(tps.len() > 1, "one tp for every stage: {tps:?}");
+            // Every stage's GPUs are of one type.
+            for s in &p.plan.stages {
+                let kinds: std::collections::BTreeSet<&str> = s
+                    .replicas
+                    .iter()
+                    .flatten()
+                    .map(|d| cluster.nodes[d.node].gpu_type.as_str())
+                    .collect();
+                assert_eq!(kinds.len(), 1);
+            }
+        }
+        // One GPU type: nothing to vary per type.
+        let homo = clusters::homogeneous();
+        let inputs = Inputs {
+            cluster: &homo,
+            ..inputs
+        };
+        assert!(search_per_type_tp(&inputs, &dm, &opts).is_err());
+    }
+}
