@@ -20,7 +20,7 @@ use crate::setup_args::SetupArgs;
 use amp_core::baseline::megatron_heuristic;
 use amp_core::setup::TrainingSetup;
 use amp_core::setup_search::{search_setups, setup_candidates, SetupSpace};
-use amp_core::subset_search::{objective_value, search_subsets, Objective};
+use amp_core::subset_search::{objective_value, rank_by_objective, search_subsets, Objective};
 use amp_core::type_tp_search::search_per_type_tp;
 
 /// Version of the `--json` output; bumped on any incompatible change (2:
@@ -561,16 +561,8 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         let mut result = result;
         match search_per_type_tp(&inputs, cost_model.as_ref(), &search_opts) {
             Ok(r) => {
-                result.candidates += r.candidates;
-                result.infeasible += r.infeasible;
-                result.unpriced += r.unpriced;
-                result.skipped.extend(r.skipped);
-                result.plans.extend(r.plans);
-                result.plans.sort_by_key(|p| {
-                    let v = objective_value(&loaded.cluster, p, objective).unwrap_or(f64::INFINITY);
-                    (v * 1e9).round() as i64
-                });
-                result.plans.truncate(search_opts.keep.max(1));
+                result.absorb(r, Some);
+                rank_by_objective(&loaded.cluster, &mut result, objective, search_opts.keep);
             }
             Err(amp_core::AmpError::NoPlan(why)) => {
                 result.skipped.push(format!("--per-type-tp: {why}"))

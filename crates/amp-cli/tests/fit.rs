@@ -4,25 +4,9 @@
 
 mod common;
 
-use std::path::PathBuf;
 
 use amp_core::cost::Calibration;
-use common::{amp, stderr, stdout, tmp};
-
-fn shared_data() -> Option<PathBuf> {
-    let p = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data"));
-    if p.is_dir() {
-        Some(p)
-    } else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{} is absent but CI is set",
-            p.display()
-        );
-        println!("skipping: {} is absent", p.display());
-        None
-    }
-}
+use common::{amp, shared_data, stderr, stdout, tmp};
 
 fn near(v: &serde_json::Value, want: f64, tol: f64) {
     let got = v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"));

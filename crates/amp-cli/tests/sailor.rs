@@ -6,24 +6,10 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{amp, stderr, stdout, tmp};
+use common::{amp, shared_data, stderr, stdout, tmp};
 
 fn sailor_data() -> Option<PathBuf> {
-    let p = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/data/sailor"
-    ));
-    if p.is_dir() {
-        Some(p)
-    } else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{} is absent but CI is set",
-            p.display()
-        );
-        println!("skipping: {} is absent", p.display());
-        None
-    }
+    shared_data().map(|d| d.join("sailor"))
 }
 
 /// Two stages of OPT-350m (amp's zoo: embedding, 24 blocks, final

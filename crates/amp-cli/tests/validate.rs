@@ -1,28 +1,13 @@
 //! `amp validate` end to end: on the reference data when present, and on a
 //! small synthetic dataset in the Sailor layout.
 
-use std::path::PathBuf;
 use std::process::Command;
+
+mod common;
+use common::shared_data;
 
 fn amp() -> Command {
     Command::new(env!("CARGO_BIN_EXE_amp"))
-}
-
-fn shared_data() -> Option<PathBuf> {
-    let p = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data"));
-    if p.is_dir() {
-        Some(p)
-    } else {
-        // CI lays shared/ beside the clone: there a missing folder is a
-        // broken checkout, not a reason to pass.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{} is absent but CI is set",
-            p.display()
-        );
-        println!("skipping: {} is absent", p.display());
-        None
-    }
 }
 
 #[test]

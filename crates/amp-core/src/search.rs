@@ -118,16 +118,66 @@ pub struct SearchResult {
     pub node_orders: Option<NodeOrderSearch>,
 }
 
-/// How the node orders of several searches were chosen, together: a
-/// heuristic if any used one.
-pub fn merge_node_orders(
-    a: Option<NodeOrderSearch>,
-    b: Option<NodeOrderSearch>,
-) -> Option<NodeOrderSearch> {
-    match (a, b) {
-        (Some(NodeOrderSearch::ClassesTogether), _)
-        | (_, Some(NodeOrderSearch::ClassesTogether)) => Some(NodeOrderSearch::ClassesTogether),
-        (x, y) => x.or(y),
+impl SearchResult {
+    /// No plans and nothing counted: what several searches merge into.
+    pub fn empty() -> SearchResult {
+        SearchResult {
+            plans: Vec::new(),
+            candidates: 0,
+            infeasible: 0,
+            unpriced: 0,
+            skipped: Vec::new(),
+            node_orders: None,
+        }
+    }
+
+    /// Adds another search's result to this one: its plans, each passed
+    /// through `plan` (dropped when it returns `None`), its counts, each
+    /// reason for skipping once, and the node-order heuristic if either
+    /// used it. The plans are not re-ranked ([`SearchResult::rank_and_keep`]).
+    pub fn absorb(
+        &mut self,
+        other: SearchResult,
+        plan: impl FnMut(RankedPlan) -> Option<RankedPlan>,
+    ) {
+        self.candidates += other.candidates;
+        self.infeasible += other.infeasible;
+        self.unpriced += other.unpriced;
+        for s in other.skipped {
+            if !self.skipped.contains(&s) {
+                self.skipped.push(s);
+            }
+        }
+        self.node_orders = match (self.node_orders, other.node_orders) {
+            (Some(NodeOrderSearch::ClassesTogether), _)
+            | (_, Some(NodeOrderSearch::ClassesTogether)) => Some(NodeOrderSearch::ClassesTogether),
+            (x, y) => x.or(y),
+        };
+        self.plans.extend(other.plans.into_iter().filter_map(plan));
+    }
+
+    /// Ranks the plans by `value` (seconds, dollars; at nanosecond
+    /// resolution, ties keeping their order, as [`search`] ranks) and keeps
+    /// the first `keep`.
+    pub fn rank_and_keep(&mut self, keep: usize, value: impl Fn(&RankedPlan) -> f64) {
+        self.plans.sort_by_key(|p| nanos(value(p)));
+        self.plans.truncate(keep.max(1));
+    }
+}
+
+/// Progress of the `k`-th of `n` searches run in turn, as a share of one
+/// report: `(done, total)` of that search becomes `k + done / total` of
+/// `n` equal parts.
+pub(crate) fn progress_share<'a>(
+    progress: Option<&'a (dyn Fn(usize, usize) + Sync)>,
+    k: usize,
+    n: usize,
+) -> impl Fn(usize, usize) + Sync + 'a {
+    const PARTS: usize = 1000;
+    move |done, total| {
+        if let Some(report) = progress {
+            report(k * PARTS + done * PARTS / total.max(1), n * PARTS);
+        }
     }
 }
 
@@ -275,7 +325,7 @@ pub fn plan_from_grid(
 /// (tp, dp, pp).
 type Degrees = (usize, usize, usize);
 
-enum Outcome {
+pub(crate) enum Outcome {
     Priced(Box<RankedPlan>),
     Infeasible,
     Skipped(String),
@@ -361,7 +411,12 @@ fn price_candidate(
 /// Times are compared at nanosecond resolution so that plans equal up to
 /// rounding keep the enumeration order (micro-batch, tp, dp, placement).
 fn rank_key(p: &RankedPlan) -> i64 {
-    (p.estimate.iteration_s * 1e9).round() as i64
+    nanos(p.estimate.iteration_s)
+}
+
+/// A ranking value at nanosecond (nano-dollar) resolution.
+fn nanos(v: f64) -> i64 {
+    (v * 1e9).round() as i64
 }
 
 /// Searches every (tp, dp, pp), micro-batch size and placement for
@@ -464,38 +519,32 @@ pub fn search(
             acc
         })
         .reduce(Tally::default, |a, b| a.merge(b, keep));
-    let Tally {
-        best,
-        infeasible,
-        unpriced,
-        skipped,
-    } = tally.finish(keep);
-    let mut plans: Vec<RankedPlan> = best.into_iter().map(|(_, _, p)| *p).collect();
+    let (mut plans, mut result) = tally.finish(keep).into_plans_and_counts(candidates);
     crate::refine::refine_leading(inputs, model, &mut plans, rank_key);
     plans.truncate(opts.keep.max(1));
-    let skipped: Vec<String> = skipped.into_iter().map(|(_, why)| why).collect();
     if plans.is_empty() {
-        let mut why = format!("all {candidates} candidates were rejected");
-        if infeasible > 0 {
-            why.push_str(&format!("; {infeasible} do not fit in GPU memory"));
-        }
-        if unpriced > 0 {
-            why.push_str(&format!("; {unpriced} could not be priced"));
-        }
-        for s in &skipped {
-            why.push_str("; ");
-            why.push_str(s);
-        }
-        return Err(AmpError::NoPlan(why));
+        return Err(AmpError::NoPlan(no_plan_reason(&result)));
     }
-    Ok(SearchResult {
-        plans,
-        candidates,
-        infeasible,
-        unpriced,
-        skipped,
-        node_orders: node_order_search,
-    })
+    result.plans = plans;
+    result.node_orders = node_order_search;
+    Ok(result)
+}
+
+/// Why a search with these counts found nothing: the candidates rejected,
+/// how many for memory, how many unpriced, and each reason.
+pub(crate) fn no_plan_reason(r: &SearchResult) -> String {
+    let mut why = format!("all {} candidates were rejected", r.candidates);
+    if r.infeasible > 0 {
+        why.push_str(&format!("; {} do not fit in GPU memory", r.infeasible));
+    }
+    if r.unpriced > 0 {
+        why.push_str(&format!("; {} could not be priced", r.unpriced));
+    }
+    for s in &r.skipped {
+        why.push_str("; ");
+        why.push_str(s);
+    }
+    why
 }
 
 /// At most this many node pairs get an explicit link in [`with_every_link`]
@@ -550,7 +599,7 @@ fn with_every_link(cluster: &Cluster) -> Option<Cluster> {
 /// plans so far by (time, enumeration index), so that the result does not
 /// depend on how rayon splits the work, and the counts.
 #[derive(Default)]
-struct Tally {
+pub(crate) struct Tally {
     best: Vec<(i64, usize, Box<RankedPlan>)>,
     infeasible: usize,
     unpriced: usize,
@@ -559,7 +608,7 @@ struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, index: usize, o: Outcome, keep: usize) {
+    pub(crate) fn add(&mut self, index: usize, o: Outcome, keep: usize) {
         match o {
             Outcome::Priced(p) => {
                 self.best.push((rank_key(&p), index, p));
@@ -601,10 +650,26 @@ impl Tally {
         self
     }
 
-    fn finish(mut self, keep: usize) -> Tally {
+    pub(crate) fn finish(mut self, keep: usize) -> Tally {
         self.prune(keep);
         self.skipped.sort_by_key(|(i, _)| *i);
         self
+    }
+
+    /// The kept plans, fastest first, and a result with the counts of
+    /// `candidates` candidates (plans still to be placed in it).
+    pub(crate) fn into_plans_and_counts(
+        self,
+        candidates: usize,
+    ) -> (Vec<RankedPlan>, SearchResult) {
+        let counts = SearchResult {
+            candidates,
+            infeasible: self.infeasible,
+            unpriced: self.unpriced,
+            skipped: self.skipped.into_iter().map(|(_, why)| why).collect(),
+            ..SearchResult::empty()
+        };
+        (self.best.into_iter().map(|(_, _, p)| *p).collect(), counts)
     }
 }
 

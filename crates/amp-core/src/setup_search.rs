@@ -13,12 +13,8 @@ use serde::{Deserialize, Serialize};
 use crate::cost::{CostModel, Inputs};
 use crate::error::{AmpError, Result};
 use crate::schedule::Schedule;
-use crate::search::{search, SearchOptions, SearchResult};
+use crate::search::{progress_share, search, SearchOptions, SearchResult};
 use crate::setup::{OptimizerSharding, Recompute, TrainingSetup};
-
-/// Steps of the progress report per search when several searches run in
-/// turn.
-pub(crate) const PROGRESS_PARTS: usize = 1000;
 
 /// Model chunks per pipeline rank an interleaving search tries.
 pub const VIRTUAL_STAGE_CHOICES: [usize; 3] = [2, 4, 8];
@@ -152,26 +148,11 @@ pub fn search_setups(
     opts: &SearchOptions,
     setups: &[TrainingSetup],
 ) -> Result<SearchResult> {
-    let mut merged = SearchResult {
-        plans: Vec::new(),
-        candidates: 0,
-        infeasible: 0,
-        unpriced: 0,
-        skipped: Vec::new(),
-        node_orders: None,
-    };
+    let mut merged = SearchResult::empty();
     let mut why_none: Vec<String> = Vec::new();
     for (k, setup) in setups.iter().enumerate() {
-        // One progress bar over all the setups: search k's (done, total)
-        // becomes a share of the k-th of `setups.len()` equal parts.
-        let part = |done: usize, total: usize| {
-            if let Some(report) = opts.progress {
-                report(
-                    k * PROGRESS_PARTS + done * PROGRESS_PARTS / total.max(1),
-                    setups.len() * PROGRESS_PARTS,
-                );
-            }
-        };
+        // One progress bar over all the setups.
+        let part = progress_share(opts.progress, k, setups.len());
         let o = SearchOptions {
             setup: *setup,
             progress: opts
@@ -182,24 +163,13 @@ pub fn search_setups(
         };
         match search(inputs, model, &o) {
             Ok(r) => {
-                merged.candidates += r.candidates;
-                merged.infeasible += r.infeasible;
-                merged.unpriced += r.unpriced;
-                merged.node_orders =
-                    crate::search::merge_node_orders(merged.node_orders, r.node_orders);
-                for s in r.skipped {
-                    if !merged.skipped.contains(&s) {
-                        merged.skipped.push(s);
-                    }
-                }
-                merged.plans.extend(
-                    r.plans
-                        .into_iter()
-                        .filter(|p| !option_without_effect(setup, p.tp, p.dp, p.pp)),
-                );
+                merged.absorb(r, |p| {
+                    (!option_without_effect(setup, p.tp, p.dp, p.pp)).then_some(p)
+                });
                 // Keep memory to two searches' worth of plans (a plan of a
-                // 16,384-GPU cluster is megabytes): the best `keep` so far.
-                sort_and_keep(&mut merged.plans, opts.keep);
+                // 16,384-GPU cluster is megabytes): the best `keep` so far,
+                // ties in the setups' order.
+                merged.rank_and_keep(opts.keep, |p| p.estimate.iteration_s);
             }
             Err(AmpError::NoPlan(why)) => why_none.push(why),
             Err(e) => return Err(e),
@@ -212,16 +182,7 @@ pub fn search_setups(
             why_none.first().map_or("-", |s| s.as_str())
         )));
     }
-    // Stable: ties keep the setups' order.
-    sort_and_keep(&mut merged.plans, opts.keep);
     Ok(merged)
-}
-
-/// Sorts `plans` fastest first (stable: ties keep their order) and keeps
-/// the first `keep`.
-fn sort_and_keep(plans: &mut Vec<crate::search::RankedPlan>, keep: usize) {
-    plans.sort_by_key(|p| (p.estimate.iteration_s * 1e9).round() as i64);
-    plans.truncate(keep.max(1));
 }
 
 #[cfg(test)]
@@ -316,7 +277,7 @@ mod tests {
         };
         search_setups(&inputs, &dm, &with_progress, &setups).unwrap();
         let seen = seen.into_inner().unwrap();
-        let total = setups.len() * PROGRESS_PARTS;
+        let total = setups.len() * 1000;
         assert!(seen.iter().all(|&(d, t)| t == total && d <= t));
         assert_eq!(seen.iter().map(|r| r.0).max(), Some(total));
         // Each plan records the setup it was priced with.

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::cluster::Cluster;
 use crate::cost::{CostModel, Inputs};
 use crate::error::{AmpError, Result};
-use crate::search::{RankedPlan, SearchOptions, SearchResult};
+use crate::search::{progress_share, RankedPlan, SearchOptions, SearchResult};
 use crate::setup::TrainingSetup;
 use crate::setup_search::search_setups;
 
@@ -112,18 +112,16 @@ pub fn objective_value(cluster: &Cluster, p: &RankedPlan, objective: Objective) 
     }
 }
 
-/// Sorts `plans` by `objective` (stable) and keeps the first `keep`.
-fn sort_by_objective(
+/// Ranks `result`'s plans by `objective` (stable) and keeps the first `keep`.
+pub fn rank_by_objective(
     cluster: &Cluster,
-    plans: &mut Vec<RankedPlan>,
+    result: &mut SearchResult,
     objective: Objective,
     keep: usize,
 ) {
-    plans.sort_by_key(|p| {
-        let v = objective_value(cluster, p, objective).unwrap_or(f64::INFINITY);
-        (v * 1e9).round() as i64
+    result.rank_and_keep(keep, |p| {
+        objective_value(cluster, p, objective).unwrap_or(f64::INFINITY)
     });
-    plans.truncate(keep.max(1));
 }
 
 /// Searches every setup of `setups` on the whole cluster and, when
@@ -157,16 +155,8 @@ pub fn search_subsets(
     } else {
         vec![(0..cluster.nodes.len()).collect()]
     };
-    let mut merged = SearchResult {
-        plans: Vec::new(),
-        candidates: 0,
-        infeasible: 0,
-        unpriced: 0,
-        skipped: Vec::new(),
-        node_orders: None,
-    };
+    let mut merged = SearchResult::empty();
     let mut first_error = None;
-    let parts = crate::setup_search::PROGRESS_PARTS;
     for (k, keep) in groups.iter().enumerate() {
         let sub = cluster.subset(keep);
         let sub_inputs = Inputs {
@@ -174,14 +164,7 @@ pub fn search_subsets(
             ..*inputs
         };
         // One progress bar over all the sub-clusters.
-        let part = |done: usize, total: usize| {
-            if let Some(report) = opts.progress {
-                report(
-                    k * parts + done * parts / total.max(1),
-                    groups.len() * parts,
-                );
-            }
-        };
+        let part = progress_share(opts.progress, k, groups.len());
         let o = SearchOptions {
             progress: opts
                 .progress
@@ -191,20 +174,8 @@ pub fn search_subsets(
         };
         match search_setups(&sub_inputs, model, &o, setups) {
             Ok(r) => {
-                merged.candidates += r.candidates;
-                merged.infeasible += r.infeasible;
-                merged.unpriced += r.unpriced;
-                merged.node_orders =
-                    crate::search::merge_node_orders(merged.node_orders, r.node_orders);
-                for s in r.skipped {
-                    if !merged.skipped.contains(&s) {
-                        merged.skipped.push(s);
-                    }
-                }
-                merged
-                    .plans
-                    .extend(r.plans.into_iter().map(|p| lift(p, keep)));
-                sort_by_objective(cluster, &mut merged.plans, objective, opts.keep);
+                merged.absorb(r, |p| Some(lift(p, keep)));
+                rank_by_objective(cluster, &mut merged, objective, opts.keep);
             }
             // A subset that cannot train the batch, or lacks a profile
             // entry, is not an error of the whole search.
@@ -218,7 +189,6 @@ pub fn search_subsets(
     if merged.plans.is_empty() {
         return Err(first_error.unwrap_or_else(|| AmpError::NoPlan("no plan".into())));
     }
-    sort_by_objective(cluster, &mut merged.plans, objective, opts.keep);
     Ok(merged)
 }
 

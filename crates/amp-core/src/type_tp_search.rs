@@ -22,7 +22,9 @@ use crate::limits;
 use crate::partition::uniform_split;
 use crate::placement::{AxisOrder, Placement};
 use crate::plan::{Plan, Stage};
-use crate::search::{divisors, RankedPlan, SearchOptions, SearchResult};
+use crate::search::{
+    divisors, no_plan_reason, Outcome, RankedPlan, SearchOptions, SearchResult, Tally,
+};
 
 /// GPU types at most whose orders are all tried (4! = 24).
 pub const MAX_TYPES: usize = 4;
@@ -198,11 +200,6 @@ pub fn search_per_type_tp(
             opts.global_batch
         )));
     }
-    enum Outcome {
-        Priced(Box<RankedPlan>),
-        Infeasible,
-        Skipped(String),
-    }
     let outcomes: Vec<Outcome> = cands
         .par_iter()
         .map(|c| {
@@ -233,37 +230,20 @@ pub fn search_per_type_tp(
             }))
         })
         .collect();
-    let mut result = SearchResult {
-        plans: Vec::new(),
-        candidates: cands.len(),
-        infeasible: 0,
-        unpriced: 0,
-        skipped: Vec::new(),
-        node_orders: None,
-    };
-    for o in outcomes {
-        match o {
-            Outcome::Priced(p) => result.plans.push(*p),
-            Outcome::Infeasible => result.infeasible += 1,
-            Outcome::Skipped(why) => {
-                result.unpriced += 1;
-                if !result.skipped.contains(&why) {
-                    result.skipped.push(why);
-                }
-            }
-        }
+    // Fastest first, ties in candidate order, as the main search ranks.
+    let keep = opts.keep.max(1);
+    let mut tally = Tally::default();
+    for (index, o) in outcomes.into_iter().enumerate() {
+        tally.add(index, o, keep);
     }
-    if result.plans.is_empty() {
+    let (plans, mut result) = tally.finish(keep).into_plans_and_counts(cands.len());
+    if plans.is_empty() {
         return Err(AmpError::NoPlan(format!(
-            "no plan with a tp per GPU type fits: {} candidates, {} out of memory, {} not priced",
-            result.candidates, result.infeasible, result.unpriced
+            "no plan with a tp per GPU type: {}",
+            no_plan_reason(&result)
         )));
     }
-    // Stable: ties keep the candidates' order.
-    result
-        .plans
-        .sort_by_key(|p| (p.estimate.iteration_s * 1e9).round() as i64);
-    result.plans.truncate(opts.keep.max(1));
+    result.plans = plans;
     Ok(result)
 }
 

@@ -31,3 +31,20 @@ pub fn tmp(name: &str, contents: &str) -> PathBuf {
     std::fs::write(&p, contents).unwrap();
     p
 }
+
+/// `../shared/data` beside the checkout, or `None` (and a note) when it is
+/// absent; under CI its absence is a broken checkout, not a reason to pass.
+pub fn shared_data() -> Option<PathBuf> {
+    let p = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data"));
+    if p.is_dir() {
+        Some(p)
+    } else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{} is absent but CI is set",
+            p.display()
+        );
+        println!("skipping: {} is absent", p.display());
+        None
+    }
+}
