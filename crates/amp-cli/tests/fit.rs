@@ -4,7 +4,6 @@
 
 mod common;
 
-
 use amp_core::cost::Calibration;
 use common::{amp, shared_data, stderr, stdout, tmp};
 
