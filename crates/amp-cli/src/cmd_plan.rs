@@ -18,6 +18,7 @@ use crate::inputs::{CostModelName, InputArgs, Loaded};
 use crate::output::{export_files, write_files, write_report, EngineArg, HostArgs};
 use crate::setup_args::SetupArgs;
 use amp_core::baseline::megatron_heuristic;
+use amp_core::partition::EXACT_SPLIT_MAX_LAYERS;
 use amp_core::setup::TrainingSetup;
 use amp_core::setup_search::{search_setups, setup_candidates, SetupSpace};
 use amp_core::subset_search::{objective_value, rank_by_objective, search_subsets, Objective};
@@ -277,6 +278,9 @@ struct JsonOutput<'a> {
     /// "exhaustive" or "classes-together" (the heuristic past
     /// MAX_NODE_ORDERS); null under --placement artifact.
     node_orders: Option<NodeOrderSearch>,
+    /// "exact", or "grouped" past EXACT_SPLIT_MAX_LAYERS layers (a
+    /// heuristic, `amp_core::partition::coarse_partition`).
+    layer_split: &'static str,
     compute_sources: Vec<String>,
     candidates: usize,
     infeasible: usize,
@@ -440,6 +444,13 @@ fn print_table(
         writeln!(
             out,
             "node orders: more than {MAX_NODE_ORDERS} distinct orders of the interchangeable node groups; searched each group kept together, the groups in every order (a heuristic, see the README)"
+        )?;
+    }
+    let layers = loaded.model.num_layers();
+    if layers > EXACT_SPLIT_MAX_LAYERS {
+        writeln!(
+            out,
+            "layer split: {layers} layers, more than {EXACT_SPLIT_MAX_LAYERS}; split exactly over {EXACT_SPLIT_MAX_LAYERS} groups of consecutive layers, then exactly within a group of each boundary (a heuristic, see the README)"
         )?;
     }
     // A few reasons suffice to act on; --json lists them all.
@@ -630,6 +641,11 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
                 PlacementSearch::Artifact => "artifact",
             },
             node_orders: result.node_orders,
+            layer_split: if loaded.model.num_layers() > EXACT_SPLIT_MAX_LAYERS {
+                "grouped"
+            } else {
+                "exact"
+            },
             compute_sources: sources.clone(),
             candidates: result.candidates,
             infeasible: result.infeasible,

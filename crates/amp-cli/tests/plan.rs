@@ -839,3 +839,66 @@ fn per_type_tp_adds_plans_with_a_tp_per_gpu_type() {
     ]);
     assert!(stdout(&o).contains("1/1/1/1/1/1/2"), "{}", stdout(&o));
 }
+
+#[test]
+fn deep_layer_lists_are_split_by_groups_and_say_so() {
+    // 300 layers, past the exact partitioner's 256: an embedding, 298
+    // equal blocks and a vocabulary projection, priced analytically.
+    let mut toml = String::from("name = \"deep-300\"\n");
+    let layer = |name: &str, kind: &str, params: u64, flops: f64| {
+        format!(
+            "[[layers]]\nname = \"{name}\"\nkind = \"{kind}\"\nparams = {params}\noutput_elems_per_sample = 1048576\nforward_flops_per_sample = {flops:e}\n"
+        )
+    };
+    toml += &layer(
+        "embedding",
+        "embedding",
+        50_000 * 1024,
+        2.0 * 1024.0 * 1024.0,
+    );
+    for i in 0..298 {
+        toml += &layer(
+            &format!("block{i}"),
+            "other",
+            12 * 1024 * 1024,
+            24.0 * 1024.0 * 1024.0 * 1024.0,
+        );
+    }
+    toml += &layer(
+        "head",
+        "other",
+        50_000 * 1024,
+        2.0 * 50_000.0 * 1024.0 * 1024.0,
+    );
+    let m = tmp("deep-300.toml", &toml);
+    let args = [
+        "plan",
+        "--model",
+        m.to_str().unwrap(),
+        "--cluster",
+        "1x8xH100",
+        "--global-batch",
+        "64",
+    ];
+    let o = amp(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("layer split: 300 layers, more than 256"),
+        "{}",
+        stdout(&o)
+    );
+    let o = amp(&[&args[..], &["--json"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["layer_split"], "grouped");
+    // Every plan covers the 300 layers once, in order.
+    for p in v["plans"].as_array().unwrap() {
+        let stages = p["stages"].as_array().unwrap();
+        let mut next = 0;
+        for s in stages {
+            assert_eq!(s["first_layer"].as_u64().unwrap(), next);
+            next = s["end_layer"].as_u64().unwrap();
+        }
+        assert_eq!(next, 300);
+    }
+}

@@ -149,59 +149,34 @@ impl Profile {
         micro_batch: usize,
         layer: usize,
     ) -> Option<LayerTime> {
-        let mbs = micro_batch as f64;
+        self.measured(gpu, tp)?.time(micro_batch, layer)
+    }
+
+    /// [`Profile::layer_time`] of every layer `0..num_layers` at once: the
+    /// entries are looked up once, not once per layer (deep layer lists).
+    pub fn layer_times(
+        &self,
+        gpu: &str,
+        tp: usize,
+        micro_batch: usize,
+        num_layers: usize,
+    ) -> Option<Vec<LayerTime>> {
+        let m = self.measured(gpu, tp)?;
+        (0..num_layers).map(|l| m.time(micro_batch, l)).collect()
+    }
+
+    /// The entries of `gpu` at `tp`: the per-sample one if any (it wins),
+    /// else those measured at given micro-batch sizes, smallest first.
+    fn measured<'a>(&'a self, gpu: &'a str, tp: usize) -> Option<Measured<'a>> {
         if let Some(e) = self.candidates(gpu, tp).find(|e| e.micro_batch.is_none()) {
-            return Some(LayerTime {
-                forward_s: *e.forward_s.get(layer)? * mbs,
-                backward_s: match &e.backward_s {
-                    Some(b) => Some(*b.get(layer)? * mbs),
-                    None => None,
-                },
-            });
+            return Some(Measured::PerSample(e));
         }
         let mut measured: Vec<&ProfileEntry> = self.candidates(gpu, tp).collect();
         if measured.is_empty() {
             return None;
         }
         measured.sort_by_key(|e| e.micro_batch);
-        let at = |e: &ProfileEntry| -> Option<(f64, f64, Option<f64>)> {
-            let m = e.micro_batch? as f64;
-            let f = *e.forward_s.get(layer)?;
-            let b = match &e.backward_s {
-                Some(b) => Some(*b.get(layer)?),
-                None => None,
-            };
-            Some((m, f, b))
-        };
-        let points: Vec<(f64, f64, Option<f64>)> =
-            measured.iter().map(|e| at(e)).collect::<Option<_>>()?;
-        if let Some(p) = points.iter().find(|p| p.0 == mbs) {
-            return Some(LayerTime {
-                forward_s: p.1,
-                backward_s: p.2,
-            });
-        }
-        let lo = points.iter().rev().find(|p| p.0 < mbs);
-        let hi = points.iter().find(|p| p.0 > mbs);
-        let lerp = |a: f64, b: f64, t: f64| a + (b - a) * t;
-        let (forward_s, backward_s) = match (lo, hi) {
-            (Some(l), Some(h)) => {
-                let t = (mbs - l.0) / (h.0 - l.0);
-                (
-                    lerp(l.1, h.1, t),
-                    match (l.2, h.2) {
-                        (Some(a), Some(b)) => Some(lerp(a, b, t)),
-                        _ => None,
-                    },
-                )
-            }
-            (Some(p), None) | (None, Some(p)) => (p.1 / p.0 * mbs, p.2.map(|b| b / p.0 * mbs)),
-            (None, None) => return None,
-        };
-        Some(LayerTime {
-            forward_s,
-            backward_s,
-        })
+        Some(Measured::BySize(measured))
     }
 
     /// Optimizer-step time of `layer`'s weights on `gpu` at `tp`, when measured.
@@ -348,6 +323,72 @@ impl Profile {
     pub fn merge(&mut self, other: Profile) {
         self.entries.extend(other.entries);
         self.precision = self.precision.or(other.precision);
+    }
+}
+
+/// The entries one (GPU type, tp) is priced from, as
+/// [`Profile::layer_time`] reads them.
+enum Measured<'a> {
+    /// Seconds per sample, scaled linearly with the micro-batch.
+    PerSample(&'a ProfileEntry),
+    /// Entries at given micro-batch sizes, smallest first.
+    BySize(Vec<&'a ProfileEntry>),
+}
+
+impl Measured<'_> {
+    /// Time of `layer` for a micro-batch of `micro_batch` samples.
+    fn time(&self, micro_batch: usize, layer: usize) -> Option<LayerTime> {
+        let mbs = micro_batch as f64;
+        let measured = match self {
+            Measured::PerSample(e) => {
+                return Some(LayerTime {
+                    forward_s: *e.forward_s.get(layer)? * mbs,
+                    backward_s: match &e.backward_s {
+                        Some(b) => Some(*b.get(layer)? * mbs),
+                        None => None,
+                    },
+                })
+            }
+            Measured::BySize(m) => m,
+        };
+        let at = |e: &ProfileEntry| -> Option<(f64, f64, Option<f64>)> {
+            let m = e.micro_batch? as f64;
+            let f = *e.forward_s.get(layer)?;
+            let b = match &e.backward_s {
+                Some(b) => Some(*b.get(layer)?),
+                None => None,
+            };
+            Some((m, f, b))
+        };
+        let points: Vec<(f64, f64, Option<f64>)> =
+            measured.iter().map(|e| at(e)).collect::<Option<_>>()?;
+        if let Some(p) = points.iter().find(|p| p.0 == mbs) {
+            return Some(LayerTime {
+                forward_s: p.1,
+                backward_s: p.2,
+            });
+        }
+        let lo = points.iter().rev().find(|p| p.0 < mbs);
+        let hi = points.iter().find(|p| p.0 > mbs);
+        let lerp = |a: f64, b: f64, t: f64| a + (b - a) * t;
+        let (forward_s, backward_s) = match (lo, hi) {
+            (Some(l), Some(h)) => {
+                let t = (mbs - l.0) / (h.0 - l.0);
+                (
+                    lerp(l.1, h.1, t),
+                    match (l.2, h.2) {
+                        (Some(a), Some(b)) => Some(lerp(a, b, t)),
+                        _ => None,
+                    },
+                )
+            }
+            (Some(p), None) | (None, Some(p)) => (p.1 / p.0 * mbs, p.2.map(|b| b / p.0 * mbs)),
+            (None, None) => return None,
+        };
+        Some(LayerTime {
+            forward_s,
+            backward_s,
+        })
     }
 }
 

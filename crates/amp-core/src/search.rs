@@ -13,7 +13,7 @@ use crate::cluster::{Cluster, NodeLink};
 use crate::cost::{Candidate, CostModel, Estimate, Inputs};
 use crate::error::{AmpError, Result};
 use crate::limits;
-use crate::partition::{even_block_split, optimal_partition};
+use crate::partition::{best_partition, even_block_split};
 use crate::placement::{node_classes, node_orders_bounded, AxisOrder, DeviceGrid, Placement};
 pub use crate::placement::{node_orders, NodeOrderSearch, MAX_NODE_ORDERS};
 use crate::plan::{Plan, Stage};
@@ -367,7 +367,7 @@ fn price_candidate(
         }
         let layers = inputs.model.num_layers();
         let split = model.preferred_split(inputs, &cand, &tables).or_else(|| {
-            optimal_partition(layers, grid.pp, num_micro_batches, &tables).map(|p| p.boundaries)
+            best_partition(layers, grid.pp, num_micro_batches, &tables).map(|p| p.boundaries)
         });
         let Some(boundaries) = split else {
             // With a memory model, no split fitting memory; without one, no

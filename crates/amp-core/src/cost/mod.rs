@@ -178,17 +178,18 @@ impl SplitCosts for StageTables {
         self.cut[j][last_layer]
     }
 
-    fn remaining_floor_s(&self, first: usize) -> f64 {
-        // Each layer at its cheapest stage position.
-        let l = self.compute_prefix[0].len() - 1;
-        (first..l)
-            .map(|k| {
-                self.compute_prefix
-                    .iter()
-                    .map(|p| p[k + 1] - p[k])
-                    .fold(f64::INFINITY, f64::min)
-            })
-            .sum()
+    fn remaining_floors_s(&self, num_layers: usize) -> Vec<f64> {
+        // Each layer at its cheapest stage position, summed from the back.
+        let mut floors = vec![0.0; num_layers + 1];
+        for k in (0..num_layers).rev() {
+            let cheapest = self
+                .compute_prefix
+                .iter()
+                .map(|p| p[k + 1] - p[k])
+                .fold(f64::INFINITY, f64::min);
+            floors[k] = floors[k + 1] + cheapest;
+        }
+        floors
     }
 }
 

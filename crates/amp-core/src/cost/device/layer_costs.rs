@@ -115,44 +115,73 @@ impl DeviceModel {
         }
     }
 
-    /// Computation-only forward and backward of `layer` at degree `tp` when
-    /// the profile has that degree, with the tensor-parallel communication
-    /// it includes: (forward, backward, communication in both).
-    pub(super) fn profiled(
+    /// Computation-only forward and backward of every layer for one GPU
+    /// type at `tp`, with the tensor-parallel communication they include,
+    /// when the profile has that degree.
+    pub(super) fn type_costs(
         &self,
         inputs: &Inputs,
         gpu: &str,
         tp: usize,
         mbs: usize,
-        layer: usize,
-    ) -> Option<LayerCost> {
+    ) -> Option<Vec<LayerCost>> {
         let p = inputs.profile;
-        let lt = p.layer_time(gpu, tp, mbs, layer)?;
+        let n = inputs.model.num_layers();
+        let times = p.layer_times(gpu, tp, mbs, n)?;
+        let per_sample = p.per_sample_forward(gpu, tp);
+        let per_sample_tp1 = if tp > 1 {
+            p.per_sample_forward(gpu, 1)
+        } else {
+            None
+        };
+        Some(
+            times
+                .iter()
+                .enumerate()
+                .map(|(layer, lt)| {
+                    self.profiled(
+                        tp,
+                        mbs,
+                        lt,
+                        per_sample.and_then(|f| f.get(layer).copied()),
+                        per_sample_tp1.and_then(|f| f.get(layer).copied()),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// One layer's profiled time `lt` at `tp` as a [`LayerCost`]: with its
+    /// backward as measured, or derived from the forward. `per_sample` is
+    /// its per-sample forward at `tp` and `per_sample_tp1` at tp 1, when the
+    /// profile has such entries.
+    fn profiled(
+        &self,
+        tp: usize,
+        mbs: usize,
+        lt: &crate::profile::LayerTime,
+        per_sample: Option<f64>,
+        per_sample_tp1: Option<f64>,
+    ) -> LayerCost {
         if let Some(b) = lt.backward_s {
-            return Some(LayerCost {
+            return LayerCost {
                 forward_s: lt.forward_s,
                 backward_s: b,
                 tp_comm_s: 0.0,
-            });
+            };
         }
         let r = BACKWARD_FORWARD_RATIO;
-        let Some(per_sample) = p
-            .per_sample_forward(gpu, tp)
-            .and_then(|f| f.get(layer).copied())
-        else {
-            return Some(LayerCost {
+        let Some(per_sample) = per_sample else {
+            return LayerCost {
                 forward_s: lt.forward_s,
                 backward_s: r * lt.forward_s,
                 tp_comm_s: 0.0,
-            });
+            };
         };
         // Per-sample entry: split computation and communication, scale each
         // with its fixed share.
-        let (c1, k1) = match (tp > 1).then(|| {
-            p.per_sample_forward(gpu, 1)
-                .and_then(|f| f.get(layer).copied())
-        }) {
-            Some(Some(t1)) => {
+        let (c1, k1) = match per_sample_tp1 {
+            Some(t1) if tp > 1 => {
                 let c = (t1 / tp as f64).min(per_sample);
                 (c, per_sample - c)
             }
@@ -164,28 +193,11 @@ impl DeviceModel {
         let comm_fixed = cal.per_sample_tp_comm_fixed_fraction;
         let c = c1 * (fixed + (1.0 - fixed) * m);
         let k = k1 * (comm_fixed + (1.0 - comm_fixed) * m);
-        Some(LayerCost {
+        LayerCost {
             forward_s: c + k,
             backward_s: r * c + k,
             tp_comm_s: 2.0 * k,
-        })
-    }
-
-    /// Layer costs of every layer for one GPU type at `tp`, when the profile
-    /// has that degree.
-    pub(super) fn type_costs(
-        &self,
-        inputs: &Inputs,
-        gpu: &str,
-        tp: usize,
-        mbs: usize,
-    ) -> Option<Vec<LayerCost>> {
-        if !inputs.profile.has(gpu, tp) {
-            return None;
         }
-        (0..inputs.model.num_layers())
-            .map(|l| self.profiled(inputs, gpu, tp, mbs, l))
-            .collect()
     }
 
     /// Costs of every layer for one micro-batch on the tensor-parallel
