@@ -123,7 +123,7 @@ struct NicLoad {
 }
 
 impl NicLoad {
-    fn new(flows: &[Flow]) -> NicLoad {
+    fn new<'f>(flows: impl IntoIterator<Item = &'f Flow>) -> NicLoad {
         let mut l = NicLoad::default();
         for f in flows {
             for &j in &f.out {
@@ -201,23 +201,38 @@ pub fn reduce_scatter_s(net: &Network, devices: &[Device], bytes: f64) -> f64 {
     allgather_s(net, devices, bytes)
 }
 
-/// The inter-node hops of a ring (in [`ring_order`]), each spread over the
-/// NICs of the ring's GPUs on its two nodes; `None` for intra-node hops.
+/// The inter-node hops of a ring (in [`ring_order`], which it must be in),
+/// each spread over the NICs of the ring's GPUs on its two nodes; `None`
+/// for intra-node hops.
 fn ring_flows(cluster: &Cluster, ring: &[Device]) -> Vec<Option<Flow>> {
-    let on = |node: usize| {
-        nics_of(
-            &cluster.nodes[node],
-            ring.iter().filter(|d| d.node == node).map(|d| d.gpu),
-        )
-    };
+    // A ring in (node, GPU) order holds each node's devices in one run:
+    // the NICs of every run, found in one pass (not one pass per hop, which
+    // was quadratic in the ring's length).
+    let mut runs: Vec<(usize, Vec<usize>)> = Vec::new();
+    let mut start = 0;
+    while start < ring.len() {
+        let node = ring[start].node;
+        let end = start + ring[start..].iter().take_while(|d| d.node == node).count();
+        let nics = nics_of(&cluster.nodes[node], ring[start..end].iter().map(|d| d.gpu));
+        runs.push((node, nics));
+        start = end;
+    }
+    // The k-th inter-node hop leaves run k for the next run (the last hop
+    // closes the ring back to the first).
+    let mut k = 0;
     ring_hops(ring)
         .map(|(a, b)| {
-            (a.node != b.node).then(|| Flow {
-                from: a.node,
-                to: b.node,
-                out: on(a.node),
-                inn: on(b.node),
-                ends: (a, b),
+            (a.node != b.node).then(|| {
+                let (out, inn) = (&runs[k], &runs[(k + 1) % runs.len()]);
+                debug_assert_eq!((out.0, inn.0), (a.node, b.node));
+                k += 1;
+                Flow {
+                    from: a.node,
+                    to: b.node,
+                    out: out.1.clone(),
+                    inn: inn.1.clone(),
+                    ends: (a, b),
+                }
             })
         })
         .collect()
@@ -232,14 +247,7 @@ fn ring_collective_s(net: &Network, groups: &[Vec<Device>], bytes: f64, phases: 
         .filter(|r| r.len() > 1)
         .collect();
     let flows: Vec<Vec<Option<Flow>>> = rings.iter().map(|r| ring_flows(net.cluster, r)).collect();
-    let load = NicLoad::new(
-        &flows
-            .iter()
-            .flatten()
-            .flatten()
-            .cloned()
-            .collect::<Vec<_>>(),
-    );
+    let load = NicLoad::new(flows.iter().flatten().flatten());
     let mut worst: f64 = 0.0;
     for (ring, hops) in rings.iter().zip(&flows) {
         let n = ring.len() as f64;
@@ -284,7 +292,7 @@ pub fn concurrent_p2p_s(net: &Network, pairs: &[(Device, Device)], bytes: f64) -
         })
     };
     let flows: Vec<Option<Flow>> = pairs.iter().map(|&(a, b)| flow(a, b)).collect();
-    let load = NicLoad::new(&flows.iter().flatten().cloned().collect::<Vec<_>>());
+    let load = NicLoad::new(flows.iter().flatten());
     pairs
         .iter()
         .zip(&flows)
