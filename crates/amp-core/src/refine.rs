@@ -36,7 +36,7 @@
 
 use rayon::prelude::*;
 
-use crate::cost::{CostModel, Estimate, Inputs};
+use crate::cost::{CostModel, Estimate, Inputs, SplitEstimator};
 use crate::plan::Plan;
 use crate::search::RankedPlan;
 
@@ -134,8 +134,8 @@ pub fn for_each_split(layers: usize, stages: usize, mut f: impl FnMut(&[usize]))
 }
 
 /// The estimate of `plan`, when it prices to a finite time and fits in memory.
-fn feasible(inputs: &Inputs, model: &dyn CostModel, plan: &Plan) -> Option<Estimate> {
-    let e = model.evaluate(inputs, plan).ok()?;
+fn feasible(estimate: &SplitEstimator, plan: &Plan) -> Option<Estimate> {
+    let e = estimate(plan).ok()?;
     (e.iteration_s.is_finite() && e.iteration_s > 0.0 && e.first_overflow().is_none()).then_some(e)
 }
 
@@ -175,11 +175,12 @@ pub fn best_split(
     plan: &Plan,
     current: &Estimate,
 ) -> Option<(Plan, Estimate)> {
+    let estimate = model.split_estimator(inputs, plan).ok()?;
     let mut best: Option<(Plan, Estimate)> = None;
     let mut best_s = current.iteration_s;
     for_each_split(inputs.model.num_layers(), plan.stages.len(), |b| {
         let p = with_boundaries(plan, b);
-        if let Some(e) = feasible(inputs, model, &p) {
+        if let Some(e) = feasible(&estimate, &p) {
             if e.iteration_s < best_s {
                 best_s = e.iteration_s;
                 best = Some((p, e));
@@ -218,6 +219,7 @@ pub fn local_search_split(
                 .map(move |(di, dk)| vec![(i, di), (i + 1, dk)])
         })
         .collect();
+    let estimate = model.split_estimator(inputs, plan).ok()?;
     let mut best: Option<(Plan, Estimate)> = None;
     let mut best_s = current.iteration_s;
     let mut b = boundaries(plan);
@@ -245,7 +247,7 @@ pub fn local_search_split(
                 }
                 evaluations += 1;
                 let p = with_boundaries(plan, &nb);
-                if let Some(e) = feasible(inputs, model, &p) {
+                if let Some(e) = feasible(&estimate, &p) {
                     if e.iteration_s < step_s {
                         step_s = e.iteration_s;
                         step = Some((nb, p, e));

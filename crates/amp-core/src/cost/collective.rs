@@ -238,9 +238,82 @@ fn ring_flows(cluster: &Cluster, ring: &[Device]) -> Vec<Option<Flow>> {
         .collect()
 }
 
+/// The time of a collective as a function of its message size, for a fixed
+/// set of devices: the slowest of several `fixed_s + factor * bytes /
+/// bytes_per_s` (one per ring or send). Everything but the message size is
+/// priced once, so a plan re-split many times (the split refinement) prices
+/// its collectives once, not once per split.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CostCurve {
+    /// (fixed_s, factor, bytes_per_s) of each ring or send, duplicates and
+    /// pieces never the slowest removed.
+    pieces: Vec<(f64, f64, f64)>,
+    /// Zero for a message of no bytes (sends), instead of the latency
+    /// (ring collectives).
+    zero_when_empty: bool,
+}
+
+impl CostCurve {
+    fn new(mut pieces: Vec<(f64, f64, f64)>, zero_when_empty: bool) -> CostCurve {
+        pieces.sort_by(|x, y| {
+            x.0.total_cmp(&y.0)
+                .then(x.1.total_cmp(&y.1))
+                .then(y.2.total_cmp(&x.2))
+        });
+        pieces.dedup();
+        // A piece no larger in fixed time and factor and no slower in
+        // bandwidth than another is never the maximum: drop it (only
+        // among few pieces: the check is quadratic).
+        if pieces.len() <= 64 {
+            let all = pieces.clone();
+            pieces.retain(|p| {
+                !all.iter()
+                    .any(|q| q != p && q.0 >= p.0 && q.1 >= p.1 && q.2 <= p.2)
+            });
+        }
+        CostCurve {
+            pieces,
+            zero_when_empty,
+        }
+    }
+
+    /// Seconds for a message of `bytes`.
+    pub fn at(&self, bytes: f64) -> f64 {
+        if self.zero_when_empty && bytes <= 0.0 {
+            return 0.0;
+        }
+        self.pieces
+            .iter()
+            .map(|&(fixed, factor, bw)| fixed + factor * bytes / bw)
+            .fold(0.0, f64::max)
+    }
+
+    /// The slower of two curves at every size (collectives that all must
+    /// finish).
+    pub fn max(&self, other: &CostCurve) -> CostCurve {
+        let mut pieces = self.pieces.clone();
+        pieces.extend_from_slice(&other.pieces);
+        CostCurve::new(pieces, self.zero_when_empty && other.zero_when_empty)
+    }
+}
+
+/// [`concurrent_allreduce_s`] as a function of the message size.
+pub fn concurrent_allreduce_curve(net: &Network, groups: &[Vec<Device>]) -> CostCurve {
+    ring_collective_curve(net, groups, 2.0)
+}
+
+/// [`allgather_s`] as a function of the buffer size.
+pub(crate) fn allgather_curve(net: &Network, devices: &[Device]) -> CostCurve {
+    ring_collective_curve(net, &[devices.to_vec()], 1.0)
+}
+
 /// `phases` = 2 for all-reduce (reduce-scatter then all-gather), 1 for
 /// either half.
 fn ring_collective_s(net: &Network, groups: &[Vec<Device>], bytes: f64, phases: f64) -> f64 {
+    ring_collective_curve(net, groups, phases).at(bytes)
+}
+
+fn ring_collective_curve(net: &Network, groups: &[Vec<Device>], phases: f64) -> CostCurve {
     let rings: Vec<Vec<Device>> = groups
         .iter()
         .map(|g| ring_order(g))
@@ -248,7 +321,7 @@ fn ring_collective_s(net: &Network, groups: &[Vec<Device>], bytes: f64, phases: 
         .collect();
     let flows: Vec<Vec<Option<Flow>>> = rings.iter().map(|r| ring_flows(net.cluster, r)).collect();
     let load = NicLoad::new(flows.iter().flatten().flatten());
-    let mut worst: f64 = 0.0;
+    let mut pieces = Vec::with_capacity(rings.len());
     for (ring, hops) in rings.iter().zip(&flows) {
         let n = ring.len() as f64;
         let mut bw = f64::INFINITY;
@@ -261,10 +334,9 @@ fn ring_collective_s(net: &Network, groups: &[Vec<Device>], bytes: f64, phases: 
             });
             alpha = alpha.max(l.latency_s);
         }
-        let t = phases * (n - 1.0) * alpha + phases * (n - 1.0) / n * bytes / bw;
-        worst = worst.max(t);
+        pieces.push((phases * (n - 1.0) * alpha, phases * (n - 1.0) / n, bw));
     }
-    worst
+    CostCurve::new(pieces, false)
 }
 
 /// Point-to-point send of `bytes` from `a` to `b`: `alpha + bytes / B`.
@@ -281,6 +353,11 @@ pub fn concurrent_p2p_s(net: &Network, pairs: &[(Device, Device)], bytes: f64) -
     if bytes <= 0.0 {
         return 0.0;
     }
+    concurrent_p2p_curve(net, pairs).at(bytes)
+}
+
+/// [`concurrent_p2p_s`] as a function of the message size.
+pub fn concurrent_p2p_curve(net: &Network, pairs: &[(Device, Device)]) -> CostCurve {
     let cluster = net.cluster;
     let flow = |a: Device, b: Device| {
         (a.node != b.node).then(|| Flow {
@@ -293,7 +370,7 @@ pub fn concurrent_p2p_s(net: &Network, pairs: &[(Device, Device)], bytes: f64) -
     };
     let flows: Vec<Option<Flow>> = pairs.iter().map(|&(a, b)| flow(a, b)).collect();
     let load = NicLoad::new(flows.iter().flatten());
-    pairs
+    let pieces = pairs
         .iter()
         .zip(&flows)
         .filter(|((a, b), _)| a != b)
@@ -303,9 +380,10 @@ pub fn concurrent_p2p_s(net: &Network, pairs: &[(Device, Device)], bytes: f64) -
                 Some(f) => flow_bytes_per_s(net, &load, f),
                 None => l.bytes_per_s,
             };
-            l.latency_s + bytes / bw
+            (l.latency_s, 1.0, bw)
         })
-        .fold(0.0, f64::max)
+        .collect();
+    CostCurve::new(pieces, true)
 }
 
 #[cfg(test)]

@@ -238,7 +238,24 @@ pub trait CostModel: Sync {
 
     /// The full estimate of a plan.
     fn evaluate(&self, inputs: &Inputs, plan: &Plan) -> Result<Estimate>;
+
+    /// An estimator for plans that differ from `plan` only in where its
+    /// stages split (the split refinement's re-splits): the same estimates
+    /// as [`CostModel::evaluate`], with what does not depend on the split
+    /// (the device model's collectives on a 16,384-GPU plan) priced once.
+    /// Errors when `plan` itself is invalid.
+    fn split_estimator<'a>(
+        &'a self,
+        inputs: &'a Inputs<'a>,
+        plan: &Plan,
+    ) -> Result<SplitEstimator<'a>> {
+        let _ = plan;
+        Ok(Box::new(move |p: &Plan| self.evaluate(inputs, p)))
+    }
 }
+
+/// What [`CostModel::split_estimator`] returns: a plan's estimate.
+pub type SplitEstimator<'a> = Box<dyn Fn(&Plan) -> Result<Estimate> + 'a>;
 
 /// Prefix sums of `values`, with a leading 0.
 pub(crate) fn prefix_sums(values: impl IntoIterator<Item = f64>) -> Vec<f64> {

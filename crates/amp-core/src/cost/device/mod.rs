@@ -112,8 +112,8 @@ use crate::cluster::Cluster;
 use crate::cluster::Device;
 use crate::cost::collective::{self, Network};
 use crate::cost::{
-    prefix_sums, Breakdown, Calibration, Candidate, CostModel, Estimate, Inputs, StageTables,
-    TailTables,
+    prefix_sums, Breakdown, Calibration, Candidate, CostModel, Estimate, Inputs, SplitEstimator,
+    StageTables, TailTables,
 };
 use crate::error::Result;
 use crate::memory;
@@ -241,8 +241,73 @@ impl DeviceModel {
     }
 
     /// The simulation and the per-replica, per-stage costs it ran on.
+    /// What `plan` costs whatever its split, for [`Self::run_priced`].
+    fn plan_prices(&self, inputs: &Inputs, plan: &Plan) -> Result<PlanPrices> {
+        let mut caches: Vec<(usize, Caches)> = Vec::new();
+        let mut layer_costs: Vec<Vec<LayerCost>> = Vec::new();
+        let mut group_costs = Vec::new();
+        for s in plan.rank_stages() {
+            let tp = s.tp();
+            if !caches.iter().any(|(t, _)| *t == tp) {
+                caches.push((tp, Caches::default()));
+            }
+            let cache = &mut caches.iter_mut().find(|(t, _)| *t == tp).unwrap().1;
+            let mut of_stage = Vec::with_capacity(s.replicas.len());
+            for rep in &s.replicas {
+                let costs = self.group_costs(inputs, &plan.setup, rep, plan.micro_batch, cache)?;
+                let k = match layer_costs.iter().position(|c| *c == costs) {
+                    Some(k) => k,
+                    None => {
+                        layer_costs.push(costs);
+                        layer_costs.len() - 1
+                    }
+                };
+                of_stage.push(k);
+            }
+            group_costs.push(of_stage);
+        }
+        let net = self.net_prices(inputs, plan);
+        Ok(PlanPrices {
+            layer_costs,
+            group_costs,
+            net,
+        })
+    }
+
+    /// The network prices of `plan`'s devices.
+    fn net_prices(&self, inputs: &Inputs, plan: &Plan) -> NetPrices {
+        let pp = plan.pp();
+        let nv = plan.stages.len();
+        let curves = |c: usize, forward: bool| {
+            let (j, jn) = (c % pp, (c + 1) % pp);
+            let (a, b) = (&plan.stages[j].replicas, &plan.stages[jn].replicas);
+            let (from, to) = if forward { (a, b) } else { (b, a) };
+            self.transfer_curves(inputs, &plan.setup, from, to)
+        };
+        NetPrices {
+            sends: (0..nv.saturating_sub(1)).map(|c| curves(c, true)).collect(),
+            back: (0..nv.saturating_sub(1))
+                .map(|c| curves(c, false))
+                .collect(),
+            allreduce: self.allreduce_curves(inputs, plan),
+        }
+    }
+
+    /// Simulates `plan`.
     fn run(&self, inputs: &Inputs, plan: &Plan) -> Result<(Simulation, Vec<Vec<StageCost>>)> {
         plan.validate(inputs.model, inputs.cluster)?;
+        let prices = self.plan_prices(inputs, plan)?;
+        self.run_priced(inputs, plan, &prices)
+    }
+
+    /// Simulates a valid `plan`, its network priced by `prices` (its own,
+    /// or those of a plan on the same devices per stage).
+    fn run_priced(
+        &self,
+        inputs: &Inputs,
+        plan: &Plan,
+        prices: &PlanPrices,
+    ) -> Result<(Simulation, Vec<Vec<StageCost>>)> {
         let setup = &plan.setup;
         setup.check_profile(inputs.profile)?;
         let mbs = plan.micro_batch;
@@ -252,7 +317,6 @@ impl DeviceModel {
         // chunks[j][k]: layers of chunk k of pipeline rank j (virtual stage
         // k pp + j).
         let chunks: Vec<Vec<Range<usize>>> = (0..pp).map(|j| plan.rank_layers(j)).collect();
-        let mut caches: Vec<(usize, Caches)> = Vec::new();
         // stage_costs[r][j] (all chunks); chunk_costs[r][c] = (forward,
         // backward) of virtual stage c.
         let mut stage_costs: Vec<Vec<StageCost>> =
@@ -260,13 +324,8 @@ impl DeviceModel {
         let mut chunk_costs: Vec<Vec<(f64, f64)>> = vec![vec![(0.0, 0.0); nv]; dp];
         let o = self.options.pass_overhead_s;
         for (j, s) in plan.rank_stages().iter().enumerate() {
-            let tp = s.tp();
-            if !caches.iter().any(|(t, _)| *t == tp) {
-                caches.push((tp, Caches::default()));
-            }
-            let cache = &mut caches.iter_mut().find(|(t, _)| *t == tp).unwrap().1;
-            for (r, rep) in s.replicas.iter().enumerate() {
-                let costs = self.group_costs(inputs, setup, rep, mbs, cache)?;
+            for r in 0..s.replicas.len() {
+                let costs = &prices.layer_costs[prices.group_costs[j][r]];
                 let mut total = StageCost {
                     forward_s: 0.0,
                     backward_s: 0.0,
@@ -287,14 +346,15 @@ impl DeviceModel {
         // Virtual cut c: from stage c mod pp (its chunk c / pp) to stage
         // (c + 1) mod pp, after the chunk's last layer.
         let transfer = |c: usize, forward: bool| {
-            let (j, jn) = (c % pp, (c + 1) % pp);
-            let last = chunks[j][c / pp].end - 1;
-            let (a, b) = (&plan.stages[j].replicas, &plan.stages[jn].replicas);
-            if forward {
-                self.transfer_s(inputs, setup, a, b, last, mbs)
+            let last = chunks[c % pp][c / pp].end - 1;
+            let curves = if forward {
+                &prices.net.sends[c]
             } else {
-                self.transfer_s(inputs, setup, b, a, last, mbs)
-            }
+                &prices.net.back[c]
+            };
+            curves
+                .as_ref()
+                .map_or(0.0, |k| self.transfer_at(inputs, setup, k, last, mbs))
         };
         let sends: Vec<f64> = (0..nv - 1).map(|c| transfer(c, true)).collect();
         let back: Vec<f64> = (0..nv - 1).map(|c| transfer(c, false)).collect();
@@ -331,7 +391,7 @@ impl DeviceModel {
             pipelines,
             num_micro_batches: plan.num_micro_batches,
             schedule: setup.schedule,
-            allreduce_s: self.allreduce_times(inputs, plan),
+            allreduce_s: self.allreduce_times(inputs, plan, &prices.net.allreduce),
             optimizer_s: (0..pp)
                 .map(|j| self.optimizer_time(inputs, plan, j))
                 .collect(),
@@ -465,7 +525,37 @@ impl CostModel for DeviceModel {
     }
 
     fn evaluate(&self, inputs: &Inputs, plan: &Plan) -> Result<Estimate> {
-        let (sim, costs) = self.run(inputs, plan)?;
+        plan.validate(inputs.model, inputs.cluster)?;
+        self.estimate(inputs, plan, &self.plan_prices(inputs, plan)?)
+    }
+
+    fn split_estimator<'a>(
+        &'a self,
+        inputs: &'a Inputs<'a>,
+        plan: &Plan,
+    ) -> Result<SplitEstimator<'a>> {
+        plan.validate(inputs.model, inputs.cluster)?;
+        let prices = self.plan_prices(inputs, plan)?;
+        let stages: Vec<Vec<Vec<Device>>> =
+            plan.stages.iter().map(|s| s.replicas.clone()).collect();
+        Ok(Box::new(move |p: &Plan| {
+            // The prices hold only for the same devices per stage.
+            if p.stages.len() != stages.len()
+                || p.stages.iter().zip(&stages).any(|(s, r)| s.replicas != *r)
+            {
+                return self.evaluate(inputs, p);
+            }
+            p.validate(inputs.model, inputs.cluster)?;
+            self.estimate(inputs, p, &prices)
+        }))
+    }
+}
+
+impl DeviceModel {
+    /// [`CostModel::evaluate`] of a valid `plan`, its network priced by
+    /// `prices`.
+    fn estimate(&self, inputs: &Inputs, plan: &Plan, prices: &PlanPrices) -> Result<Estimate> {
+        let (sim, costs) = self.run_priced(inputs, plan, prices)?;
         let c = &costs[sim.critical_replica][sim.critical_stage];
         let busy = c.forward_s + c.backward_s;
         let comm_share = if busy > 0.0 {
@@ -498,9 +588,35 @@ impl CostModel for DeviceModel {
     }
 }
 
+/// What one plan costs whatever its split: every re-split of the plan
+/// (same devices per stage, other layers) shares it, so the split
+/// refinement prices it once per plan ([`CostModel::split_estimator`]).
+struct PlanPrices {
+    /// Distinct per-layer costs of the plan's tensor-parallel groups.
+    layer_costs: Vec<Vec<LayerCost>>,
+    /// `group_costs[j][r]`: index in `layer_costs` of pipeline rank `j`'s
+    /// replica `r`.
+    group_costs: Vec<Vec<usize>>,
+    /// The network.
+    net: NetPrices,
+}
+
+/// The network costs of one plan's devices as functions of message size.
+struct NetPrices {
+    /// `sends[c]`: the forward transfer across virtual cut `c` (`None`
+    /// within one device group).
+    sends: Vec<Option<TransferCurves>>,
+    /// `back[c]`: the backward transfer across virtual cut `c`.
+    back: Vec<Option<TransferCurves>>,
+    /// `allreduce[j]`: pipeline rank j's gradient all-reduce.
+    allreduce: Vec<collective::CostCurve>,
+}
+
 mod layer_costs;
 mod sends;
 mod step;
+
+use sends::TransferCurves;
 
 use layer_costs::Caches;
 pub use layer_costs::{attention_core_share, LayerCost};

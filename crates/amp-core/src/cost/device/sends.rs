@@ -40,32 +40,66 @@ impl DeviceModel {
         layer: usize,
         mbs: usize,
     ) -> f64 {
+        match self.transfer_curves(inputs, setup, from, to) {
+            Some(curves) => self.transfer_at(inputs, setup, &curves, layer, mbs),
+            None => 0.0,
+        }
+    }
+
+    /// What [`Self::transfer_s`] from `from` to `to` costs as a function of
+    /// the message: `None` between a stage and itself.
+    pub(super) fn transfer_curves(
+        &self,
+        inputs: &Inputs,
+        setup: &TrainingSetup,
+        from: &[Vec<Device>],
+        to: &[Vec<Device>],
+    ) -> Option<TransferCurves> {
         if from == to {
-            return 0.0;
+            return None;
         }
         let sender_tp = from.first().map_or(1, |g| g.len());
-        let bytes = self.send_bytes(inputs, setup, layer, sender_tp, mbs);
-        let mut t = self.cut_s(inputs, from, to, bytes);
+        let net = self.network(inputs.cluster);
+        let gather = (split_sends(setup) && sender_tp > 1).then(|| {
+            to.iter()
+                .map(|g| collective::allgather_curve(&net, g))
+                .fold(collective::CostCurve::default(), |a, c| a.max(&c))
+        });
+        Some(TransferCurves {
+            sender_tp,
+            send: collective::concurrent_p2p_curve(&net, &self.cut_pairs(from, to)),
+            gather,
+        })
+    }
+
+    /// [`Self::transfer_s`] of the activation after `layer`, from its curves.
+    pub(super) fn transfer_at(
+        &self,
+        inputs: &Inputs,
+        setup: &TrainingSetup,
+        curves: &TransferCurves,
+        layer: usize,
+        mbs: usize,
+    ) -> f64 {
+        let bytes = self.send_bytes(inputs, setup, layer, curves.sender_tp, mbs);
+        let mut t = if bytes <= 0.0 {
+            0.0
+        } else {
+            curves.send.at(bytes)
+        };
         let l = &inputs.model.layers[layer];
-        if split_sends(setup) && sender_tp > 1 && l.kind != LayerKind::VocabProjection {
-            let full = l.output_elems_per_sample as f64 * mbs as f64 * activation_bytes(setup);
-            t += to
-                .iter()
-                .map(|g| collective::allgather_s(&self.network(inputs.cluster), g, full))
-                .fold(0.0, f64::max);
+        if let Some(gather) = &curves.gather {
+            if l.kind != LayerKind::VocabProjection {
+                let full = l.output_elems_per_sample as f64 * mbs as f64 * activation_bytes(setup);
+                t += gather.at(full);
+            }
         }
         t
     }
 
-    /// Time of one send across the cut between two stages (each given as
-    /// its replicas), every replica and rank sending at once.
-    pub(super) fn cut_s(
-        &self,
-        inputs: &Inputs,
-        from: &[Vec<Device>],
-        to: &[Vec<Device>],
-        bytes: f64,
-    ) -> f64 {
+    /// The (sender, receiver) pairs of a cut: receiver group `r` hears from
+    /// sender group `r mod senders`, rank by rank.
+    fn cut_pairs(&self, from: &[Vec<Device>], to: &[Vec<Device>]) -> Vec<(Device, Device)> {
         let mut pairs = Vec::new();
         for (r, dst) in to.iter().enumerate() {
             let src = &from[r % from.len()];
@@ -73,6 +107,19 @@ impl DeviceModel {
                 pairs.push((src[t % src.len()], d));
             }
         }
-        collective::concurrent_p2p_s(&self.network(inputs.cluster), &pairs, bytes)
+        pairs
     }
+}
+
+/// [`DeviceModel::transfer_s`] between two fixed sets of groups, as
+/// functions of the message size.
+#[derive(Debug, Clone)]
+pub(super) struct TransferCurves {
+    /// Tensor-parallel degree of the sending groups.
+    sender_tp: usize,
+    /// The concurrent sends of one rank's share.
+    send: collective::CostCurve,
+    /// The receivers' all-gather of the whole activation, with
+    /// scatter/gather sends from a tensor-parallel group.
+    gather: Option<collective::CostCurve>,
 }

@@ -11,8 +11,32 @@ use crate::setup::OptimizerSharding;
 use super::*;
 
 impl DeviceModel {
-    /// Per-pipeline-rank all-reduce times, tied weights included.
-    pub(super) fn allreduce_times(&self, inputs: &Inputs, plan: &Plan) -> Vec<f64> {
+    /// The gradient all-reduce of each pipeline rank's replicas (one ring
+    /// per tensor-parallel rank, all at once) as a function of its size.
+    pub(super) fn allreduce_curves(
+        &self,
+        inputs: &Inputs,
+        plan: &Plan,
+    ) -> Vec<collective::CostCurve> {
+        plan.rank_stages()
+            .iter()
+            .map(|s| {
+                let rings: Vec<Vec<Device>> = (0..s.tp())
+                    .map(|t| s.replicas.iter().map(|rep| rep[t]).collect())
+                    .collect();
+                collective::concurrent_allreduce_curve(&self.network(inputs.cluster), &rings)
+            })
+            .collect()
+    }
+
+    /// Per-pipeline-rank all-reduce times, tied weights included, from the
+    /// ranks' [`Self::allreduce_curves`].
+    pub(super) fn allreduce_times(
+        &self,
+        inputs: &Inputs,
+        plan: &Plan,
+        curves: &[collective::CostCurve],
+    ) -> Vec<f64> {
         let model = inputs.model;
         let setup = &plan.setup;
         let g = gradient_bytes(setup);
@@ -22,17 +46,13 @@ impl DeviceModel {
             .enumerate()
             .map(|(j, s)| {
                 let tp = s.tp();
-                let rings: Vec<Vec<Device>> = (0..tp)
-                    .map(|t| s.replicas.iter().map(|rep| rep[t]).collect())
-                    .collect();
                 let params: u64 = plan
                     .rank_layers(j)
                     .into_iter()
                     .map(|c| model.stage_params(c))
                     .sum();
                 let bytes = params as f64 / tp as f64 * g;
-                collective::concurrent_allreduce_s(&self.network(inputs.cluster), &rings, bytes)
-                    * dp_comm_factor(setup)
+                curves[j].at(bytes) * dp_comm_factor(setup)
             })
             .collect();
         let pp = plan.pp().max(1);

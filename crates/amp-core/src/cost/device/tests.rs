@@ -285,7 +285,7 @@ fn number_formats_size_sends_and_allreduces() {
         let model = time_only();
         Ok::<_, AmpError>((
             model.stage_tables(&inputs, &cand)?,
-            model.allreduce_times(&inputs, &pl),
+            model.allreduce_times(&inputs, &pl, &model.allreduce_curves(&inputs, &pl)),
         ))
     };
     // 16-bit: 2 x 100 x 2 = 400 bytes per rank and cut; fp32 twice
@@ -346,9 +346,10 @@ fn zero3_pays_one_and_a_half_all_reduces_and_selective_recompute_reruns_attentio
         ],
         4,
     );
-    let plain = time_only().allreduce_times(&inputs, &pl);
+    let plain =
+        time_only().allreduce_times(&inputs, &pl, &time_only().allreduce_curves(&inputs, &pl));
     pl.setup.optimizer_sharding = OptimizerSharding::Zero3;
-    let z3 = time_only().allreduce_times(&inputs, &pl);
+    let z3 = time_only().allreduce_times(&inputs, &pl, &time_only().allreduce_curves(&inputs, &pl));
     for (a, b) in plain.iter().zip(&z3) {
         assert!((b / a - ZERO3_COMM_FACTOR).abs() < 1e-12);
     }
