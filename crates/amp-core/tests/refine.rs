@@ -227,6 +227,42 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// The split estimator (collectives and layer costs priced once per
+    /// plan) gives every re-split exactly the estimate `evaluate` gives it,
+    /// under full and scatter/gather sends and a sharded optimizer; a plan
+    /// on other devices falls back to `evaluate`.
+    #[test]
+    fn split_estimator_equals_evaluate(i in small_instance(), variant in 0usize..3) {
+        use amp_core::setup::{OptimizerSharding, PipelineSend};
+        let model = DeviceModel::default();
+        let inputs = i.inputs();
+        let plans = partitioner_plans(&i);
+        for (plan, _) in &plans {
+            let mut plan = plan.clone();
+            match variant {
+                1 => plan.setup.pipeline_send = PipelineSend::ScatterGather,
+                2 => plan.setup.optimizer_sharding = OptimizerSharding::Zero1,
+                _ => {}
+            }
+            let estimate = model.split_estimator(&inputs, &plan).unwrap();
+            let mut checked = 0;
+            for_each_split(inputs.model.num_layers(), plan.stages.len(), |b| {
+                if checked < 64 {
+                    let p = with_boundaries(&plan, b);
+                    assert_eq!(estimate(&p).ok(), model.evaluate(&inputs, &p).ok(), "{b:?}");
+                    checked += 1;
+                }
+            });
+            for (other, _) in &plans {
+                assert_eq!(estimate(other).ok(), model.evaluate(&inputs, other).ok());
+            }
+        }
+    }
+}
+
 #[test]
 fn local_search_against_brute_force() {
     let model = DeviceModel::default();

@@ -538,10 +538,14 @@ impl CostModel for DeviceModel {
         let prices = self.plan_prices(inputs, plan)?;
         let stages: Vec<Vec<Vec<Device>>> =
             plan.stages.iter().map(|s| s.replicas.clone()).collect();
+        let (setup, micro_batch) = (plan.setup, plan.micro_batch);
         Ok(Box::new(move |p: &Plan| {
-            // The prices hold only for the same devices per stage.
+            // The prices hold only for the same devices per stage, setup
+            // and micro-batch.
             if p.stages.len() != stages.len()
                 || p.stages.iter().zip(&stages).any(|(s, r)| s.replicas != *r)
+                || p.setup != setup
+                || p.micro_batch != micro_batch
             {
                 return self.evaluate(inputs, p);
             }
