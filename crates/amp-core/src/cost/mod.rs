@@ -151,6 +151,48 @@ pub struct StageMemoryTables {
     pub capacity_bytes: Vec<f64>,
 }
 
+impl StageMemoryTables {
+    /// Whether some split of `num_layers` layers into these stages, each
+    /// of at least `min_layers` layers, fits in memory: exactly the splits
+    /// [`StageTables`] allows. Linear in stages x layers: a stage's bytes
+    /// only grow as its range grows, so the ends reachable after each
+    /// stage are swept with two pointers.
+    pub fn any_split_fits(&self, num_layers: usize, min_layers: usize) -> bool {
+        let n = num_layers;
+        let min = min_layers.max(1);
+        let mut reachable = vec![false; n + 1];
+        reachable[0] = true;
+        for j in 0..self.fixed_bytes.len() {
+            let fits = |first: usize, end: usize| {
+                self.fixed_bytes[j] + self.prefix_bytes[j][end] - self.prefix_bytes[j][first]
+                    <= self.capacity_bytes[j]
+            };
+            // +1 at the first end reachable from a start, -1 after the last.
+            let mut delta = vec![0i64; n + 2];
+            let mut hi = 0;
+            for first in 0..n {
+                if !reachable[first] || first + min > n {
+                    continue;
+                }
+                hi = hi.max(first + min - 1);
+                while hi < n && fits(first, hi + 1) {
+                    hi += 1;
+                }
+                if hi >= first + min {
+                    delta[first + min] += 1;
+                    delta[hi + 1] -= 1;
+                }
+            }
+            let mut open = 0;
+            for (end, r) in reachable.iter_mut().enumerate() {
+                open += delta[end];
+                *r = open > 0;
+            }
+        }
+        reachable[n]
+    }
+}
+
 impl SplitCosts for StageTables {
     /// Time of stage `j` holding `first..end`, or infinity when it does not
     /// fit in memory.
@@ -266,4 +308,47 @@ pub(crate) fn prefix_sums(values: impl IntoIterator<Item = f64>) -> Vec<f64> {
         out.push(acc);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Whether some split of `n` layers into the tables' stages fits, by
+    /// trying every split.
+    fn brute_force_fits(m: &StageMemoryTables, n: usize, min: usize) -> bool {
+        fn rec(m: &StageMemoryTables, j: usize, first: usize, n: usize, min: usize) -> bool {
+            let pp = m.fixed_bytes.len();
+            if j == pp {
+                return first == n;
+            }
+            (first + min..=n).any(|end| {
+                m.fixed_bytes[j] + m.prefix_bytes[j][end] - m.prefix_bytes[j][first]
+                    <= m.capacity_bytes[j]
+                    && rec(m, j + 1, end, n, min)
+            })
+        }
+        rec(m, 0, 0, n, min)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+        #[test]
+        fn any_split_fits_matches_brute_force(
+            n in 1usize..=8,
+            pp in 1usize..=4,
+            min in 1usize..=2,
+            bytes in proptest::collection::vec(proptest::collection::vec(0.0f64..10.0, 8), 4),
+            fixed in proptest::collection::vec(0.0f64..5.0, 4),
+            cap in proptest::collection::vec(0.0f64..30.0, 4),
+        ) {
+            let m = StageMemoryTables {
+                prefix_bytes: (0..pp).map(|j| prefix_sums(bytes[j][..n].iter().copied())).collect(),
+                fixed_bytes: fixed[..pp].to_vec(),
+                capacity_bytes: cap[..pp].to_vec(),
+            };
+            prop_assert_eq!(m.any_split_fits(n, min), brute_force_fits(&m, n, min));
+        }
+    }
 }

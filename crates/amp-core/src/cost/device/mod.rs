@@ -436,40 +436,6 @@ impl CostModel for DeviceModel {
             }
             compute_prefix.push(prefix_sums(per_layer));
         }
-        // Cuts (and below, stages) alike up to renaming identical nodes
-        // cost the same: each distinct one is priced once, then copied.
-        let cut_first =
-            crate::placement::first_alike(inputs.cluster, grid.pp.saturating_sub(1), |j| {
-                vec![grid.stage(j), grid.stage(j + 1)]
-            });
-        let mut cut: Vec<Vec<f64>> = (0..grid.pp.saturating_sub(1))
-            .map(|j| {
-                if cut_first[j] < j {
-                    return Vec::new();
-                }
-                // Layers of one kind and output size cost the same to send.
-                let mut seen: Vec<((LayerKind, u64), f64)> = Vec::new();
-                (0..n)
-                    .map(|k| {
-                        let l = &inputs.model.layers[k];
-                        let key = (l.kind, l.output_elems_per_sample);
-                        if let Some((_, t)) = seen.iter().find(|(x, _)| *x == key) {
-                            return *t;
-                        }
-                        let (a, b) = (grid.stage(j), grid.stage(j + 1));
-                        let t = self.transfer_s(inputs, setup, a, b, k, mbs)
-                            + self.transfer_s(inputs, setup, b, a, k, mbs);
-                        seen.push((key, t));
-                        t
-                    })
-                    .collect()
-            })
-            .collect();
-        for j in 0..cut.len() {
-            if cut_first[j] < j {
-                cut[j] = cut[cut_first[j]].clone();
-            }
-        }
         let memory = self.options.price_memory.then(|| {
             memory::stage_memory_tables(
                 inputs.model,
@@ -481,6 +447,60 @@ impl CostModel for DeviceModel {
                 self.options.calibration.framework_reserve_bytes,
             )
         });
+        if let Some(m) = &memory {
+            if !m.any_split_fits(n, 1) {
+                // No split fits: the partitioner finds none whatever the
+                // times, so the network (the costly part on large
+                // clusters) is not priced.
+                return Ok(StageTables {
+                    compute_prefix,
+                    cut: vec![vec![0.0; n]; grid.pp.saturating_sub(1)],
+                    memory,
+                    tail: None,
+                    min_layers: 1,
+                });
+            }
+        }
+        // Cuts (and below, stages) alike up to renaming identical nodes
+        // cost the same: each distinct one is priced once, then copied.
+        let cut_first =
+            crate::placement::first_alike(inputs.cluster, grid.pp.saturating_sub(1), |j| {
+                vec![grid.stage(j), grid.stage(j + 1)]
+            });
+        let mut cut: Vec<Vec<f64>> = (0..grid.pp.saturating_sub(1))
+            .map(|j| {
+                if cut_first[j] < j {
+                    return Vec::new();
+                }
+                let (a, b) = (grid.stage(j), grid.stage(j + 1));
+                let forward = self.transfer_curves(inputs, setup, a, b);
+                let backward = self.transfer_curves(inputs, setup, b, a);
+                let at = |curves: &Option<TransferCurves>, k: usize| {
+                    curves
+                        .as_ref()
+                        .map_or(0.0, |c| self.transfer_at(inputs, setup, c, k, mbs))
+                };
+                // Layers of one kind and output size cost the same to send.
+                let mut seen: Vec<((LayerKind, u64), f64)> = Vec::new();
+                (0..n)
+                    .map(|k| {
+                        let l = &inputs.model.layers[k];
+                        let key = (l.kind, l.output_elems_per_sample);
+                        if let Some((_, t)) = seen.iter().find(|(x, _)| *x == key) {
+                            return *t;
+                        }
+                        let t = at(&forward, k) + at(&backward, k);
+                        seen.push((key, t));
+                        t
+                    })
+                    .collect()
+            })
+            .collect();
+        for j in 0..cut.len() {
+            if cut_first[j] < j {
+                cut[j] = cut[cut_first[j]].clone();
+            }
+        }
         // The all-reduce tail, linear in the stage's parameters (its
         // latency term and the optimizer step are left out: small, and the
         // simulation prices them for the final estimate).
@@ -497,15 +517,9 @@ impl CostModel for DeviceModel {
                     .map(|t| stage.iter().map(|rep| rep[t]).collect())
                     .collect();
                 let bytes = probe / grid.tp as f64 * gradient_bytes(setup);
-                let t = collective::concurrent_allreduce_s(
-                    &self.network(inputs.cluster),
-                    &rings,
-                    bytes,
-                ) - collective::concurrent_allreduce_s(
-                    &self.network(inputs.cluster),
-                    &rings,
-                    0.0,
-                );
+                let curve =
+                    collective::concurrent_allreduce_curve(&self.network(inputs.cluster), &rings);
+                let t = curve.at(bytes) - curve.at(0.0);
                 t * dp_comm_factor(setup) / probe
             })
             .collect();

@@ -27,27 +27,11 @@ impl DeviceModel {
         elems * mbs as f64 * activation_bytes(setup)
     }
 
-    /// One micro-batch's activation (or its gradient) after `layer` from
-    /// the groups `from` to the groups `to`: the send and, with
-    /// scatter/gather, the receivers' all-gather of the whole activation.
-    /// Zero between a stage and itself (chunks of one device).
-    pub(super) fn transfer_s(
-        &self,
-        inputs: &Inputs,
-        setup: &TrainingSetup,
-        from: &[Vec<Device>],
-        to: &[Vec<Device>],
-        layer: usize,
-        mbs: usize,
-    ) -> f64 {
-        match self.transfer_curves(inputs, setup, from, to) {
-            Some(curves) => self.transfer_at(inputs, setup, &curves, layer, mbs),
-            None => 0.0,
-        }
-    }
-
-    /// What [`Self::transfer_s`] from `from` to `to` costs as a function of
-    /// the message: `None` between a stage and itself.
+    /// One micro-batch's activation (or its gradient) from the groups
+    /// `from` to the groups `to`, as a function of the layer it follows
+    /// ([`Self::transfer_at`]): the send and, with scatter/gather, the
+    /// receivers' all-gather of the whole activation. `None` between a
+    /// stage and itself (chunks of one device), which costs nothing.
     pub(super) fn transfer_curves(
         &self,
         inputs: &Inputs,
@@ -72,7 +56,7 @@ impl DeviceModel {
         })
     }
 
-    /// [`Self::transfer_s`] of the activation after `layer`, from its curves.
+    /// The transfer of the activation after `layer`, from its curves.
     pub(super) fn transfer_at(
         &self,
         inputs: &Inputs,
@@ -111,8 +95,8 @@ impl DeviceModel {
     }
 }
 
-/// [`DeviceModel::transfer_s`] between two fixed sets of groups, as
-/// functions of the message size.
+/// A transfer between two fixed sets of groups
+/// ([`DeviceModel::transfer_curves`]), as functions of the message size.
 #[derive(Debug, Clone)]
 pub(super) struct TransferCurves {
     /// Tensor-parallel degree of the sending groups.
