@@ -21,7 +21,9 @@ use amp_core::baseline::megatron_heuristic;
 use amp_core::partition::EXACT_SPLIT_MAX_LAYERS;
 use amp_core::setup::TrainingSetup;
 use amp_core::setup_search::{search_setups, setup_candidates, SetupSpace};
-use amp_core::subset_search::{objective_value, rank_by_objective, search_subsets, Objective};
+use amp_core::subset_search::{
+    objective_value, plan_price_per_hour, rank_by_objective, search_subsets, Objective,
+};
 use amp_core::type_tp_search::search_per_type_tp;
 
 /// Version of the `--json` output; bumped on any incompatible change (2:
@@ -86,11 +88,30 @@ pub struct PlanArgs {
     /// per iteration, from the nodes' prices; every node needs one).
     #[arg(long, value_enum, default_value_t = ObjectiveArg::Time)]
     pub objective: ObjectiveArg,
+    /// Only plans whose nodes cost at most this many dollars per hour (from
+    /// the nodes' prices; every node needs one). Searches the GPU-type
+    /// subsets too (--subsets), since only a smaller set of GPUs costs less.
+    #[arg(long, value_name = "USD", value_parser = positive_usd)]
+    pub max_usd_per_hour: Option<f64>,
     /// Also search plans with a tensor-parallel degree per GPU type (on the
     /// whole cluster, with the given setup; the split improved by local
     /// search, a heuristic).
     #[arg(long)]
     pub per_type_tp: bool,
+}
+
+/// A budget: a finite number above zero.
+fn positive_usd(s: &str) -> std::result::Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of dollars (e.g. 250 or 99.5)"))?;
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(format!(
+            "`{s}`: a budget must be a finite number of dollars above 0"
+        ))
+    }
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,6 +270,9 @@ struct JsonPlan<'a> {
     /// Dollars per iteration, from the nodes' prices (with --objective cost).
     #[serde(skip_serializing_if = "Option::is_none")]
     cost_per_iteration_usd: Option<f64>,
+    /// Dollars per hour of the nodes the plan uses (with --max-usd-per-hour).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usd_per_hour: Option<f64>,
     stage_boundaries: Vec<usize>,
     placement: JsonPlacement,
     stages: &'a [amp_core::plan::Stage],
@@ -346,6 +370,7 @@ fn print_table(
     setup: &TrainingSetup,
     searched: Option<(&SetupSpace, usize)>,
     objective: Objective,
+    budget_usd_per_hour: Option<f64>,
     sources: &[String],
 ) -> Result<()> {
     let mut table = Table::new();
@@ -364,6 +389,9 @@ fn print_table(
     }
     if objective == Objective::Cost {
         header.push("$/iter");
+    }
+    if budget_usd_per_hour.is_some() {
+        header.push("$/h");
     }
     header.push("iter s");
     table
@@ -389,6 +417,10 @@ fn print_table(
         if objective == Objective::Cost {
             let usd = objective_value(&loaded.cluster, p, objective).unwrap_or(f64::NAN);
             row.push(format!("{usd:.5}"));
+        }
+        if budget_usd_per_hour.is_some() {
+            let usd = plan_price_per_hour(&loaded.cluster, p).unwrap_or(f64::NAN);
+            row.push(format!("{usd:.2}"));
         }
         row.push(format!("{:.4}", p.estimate.iteration_s));
         table.add_row(row);
@@ -429,6 +461,12 @@ fn print_table(
         writeln!(
             out,
             "ranked by cost per iteration (the nodes' prices per hour)"
+        )?;
+    }
+    if let Some(b) = budget_usd_per_hour {
+        writeln!(
+            out,
+            "only plans whose GPUs cost at most ${b:.2} per hour (column $/h; sets searched: all the nodes of some GPU types)"
         )?;
     }
     writeln!(
@@ -553,15 +591,17 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         ObjectiveArg::Time => Objective::Time,
         ObjectiveArg::Cost => Objective::Cost,
     };
-    let wide = args.subsets || objective == Objective::Cost;
+    let budget = args.max_usd_per_hour;
+    let wide = args.subsets || objective == Objective::Cost || budget.is_some();
     let result = if wide {
         search_subsets(
             &inputs,
             cost_model.as_ref(),
             &search_opts,
             &setups,
-            args.subsets,
+            args.subsets || budget.is_some(),
             objective,
+            budget,
         )?
     } else if space.is_empty() {
         search(&inputs, cost_model.as_ref(), &search_opts)?
@@ -572,8 +612,14 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         let mut result = result;
         match search_per_type_tp(&inputs, cost_model.as_ref(), &search_opts) {
             Ok(r) => {
-                result.absorb(r, Some);
-                rank_by_objective(&loaded.cluster, &mut result, objective, search_opts.keep);
+                let cluster = &loaded.cluster;
+                result.absorb(r, |p| {
+                    let over = budget.is_some_and(|b| {
+                        plan_price_per_hour(cluster, &p).is_none_or(|usd| usd > b)
+                    });
+                    (!over).then_some(p)
+                });
+                rank_by_objective(cluster, &mut result, objective, search_opts.keep);
             }
             Err(amp_core::AmpError::NoPlan(why)) => {
                 result.skipped.push(format!("--per-type-tp: {why}"))
@@ -616,6 +662,7 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
                 cost_per_iteration_usd: (objective == Objective::Cost)
                     .then(|| objective_value(&loaded.cluster, p, objective))
                     .flatten(),
+                usd_per_hour: budget.and_then(|_| plan_price_per_hour(&loaded.cluster, p)),
                 stage_boundaries: p.plan.boundaries(),
                 placement: JsonPlacement {
                     axis_order: p.placement.axis_order.label(),
@@ -666,6 +713,7 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             &setup,
             (!space.is_empty()).then_some((&space, setups.len())),
             objective,
+            budget,
             &sources,
         )?;
         if let Some(rows) = &compared {

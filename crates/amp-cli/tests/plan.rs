@@ -902,3 +902,57 @@ fn deep_layer_lists_are_split_by_groups_and_say_so() {
         assert_eq!(next, 300);
     }
 }
+
+#[test]
+fn a_budget_per_hour_keeps_cheaper_gpu_sets_and_says_why_when_none_fits() {
+    // het-cluster's instances: 3 p3.8xlarge (4 V100) and 1 g4dn.12xlarge
+    // (4 T4), with their catalog prices.
+    let o = amp(&[
+        "plan",
+        "--example",
+        "het-cluster",
+        "--max-usd-per-hour",
+        "30",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let plans = v["plans"].as_array().unwrap();
+    assert!(!plans.is_empty());
+    for p in plans {
+        let usd = p["usd_per_hour"].as_f64().unwrap();
+        assert!(usd <= 30.0, "{usd}");
+        // Fewer GPUs than the cluster's 16: the whole cluster costs more.
+        assert!(p["gpus"].as_u64().unwrap() < 16);
+    }
+    let o = amp(&[
+        "plan",
+        "--example",
+        "het-cluster",
+        "--max-usd-per-hour",
+        "30",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("at most $30.00 per hour"),
+        "{}",
+        stdout(&o)
+    );
+    let o = amp(&[
+        "plan",
+        "--example",
+        "het-cluster",
+        "--max-usd-per-hour",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("no plan costs at most $1.00 per hour")
+            && e.contains("raise --max-usd-per-hour"),
+        "{e}"
+    );
+    let o = amp(&["plan", "--example", "het-cluster", "--max-usd-per-hour=-3"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("above 0"), "{}", stderr(&o));
+}

@@ -41,6 +41,17 @@ pub fn price_per_s(cluster: &Cluster, nodes: &[usize]) -> Option<f64> {
         .sum()
 }
 
+/// Price of the nodes `nodes` of `cluster`, dollars per hour; `None` when
+/// some node has no price.
+pub fn price_per_hour(cluster: &Cluster, nodes: &[usize]) -> Option<f64> {
+    nodes.iter().map(|&n| cluster.nodes[n].price_per_hour).sum()
+}
+
+/// Price of the nodes a plan runs on, dollars per hour.
+pub fn plan_price_per_hour(cluster: &Cluster, p: &RankedPlan) -> Option<f64> {
+    price_per_hour(cluster, &plan_nodes(&p.plan))
+}
+
 /// Nodes a plan runs on, sorted.
 pub fn plan_nodes(plan: &crate::Plan) -> Vec<usize> {
     let mut v: Vec<usize> = plan.devices().map(|d| d.node).collect();
@@ -126,9 +137,12 @@ pub fn rank_by_objective(
 
 /// Searches every setup of `setups` on the whole cluster and, when
 /// `subsets`, on every GPU-type subset ([`gpu_type_subsets`]); ranks the
-/// plans by `objective`, ties in search order. Every plan's devices are the
-/// whole cluster's. Errors when the objective is cost and a node has no
-/// price, and with [`AmpError::NoPlan`] when nothing fits anywhere.
+/// plans by `objective`, ties in search order. With a budget, only plans
+/// whose nodes cost at most `budget_usd_per_hour` are kept (sub-clusters
+/// over it are not searched: every plan uses all of its sub-cluster's
+/// GPUs). Every plan's devices are the whole cluster's. Errors when the
+/// objective is cost or a budget is given and a node has no price, and with
+/// [`AmpError::NoPlan`] when nothing fits anywhere (within the budget).
 pub fn search_subsets(
     inputs: &Inputs,
     model: &dyn CostModel,
@@ -136,17 +150,23 @@ pub fn search_subsets(
     setups: &[TrainingSetup],
     subsets: bool,
     objective: Objective,
+    budget_usd_per_hour: Option<f64>,
 ) -> Result<SearchResult> {
     let cluster = inputs.cluster;
-    if objective == Objective::Cost {
+    if objective == Objective::Cost || budget_usd_per_hour.is_some() {
         if let Some(n) = cluster
             .nodes
             .iter()
             .position(|n| n.price_per_hour.is_none())
         {
+            let why = if objective == Objective::Cost {
+                "ranking by cost"
+            } else {
+                "a budget"
+            };
             return Err(AmpError::invalid(
                 format!("cluster node {n} ({})", cluster.nodes[n].gpu_type),
-                "ranking by cost needs a price per hour for every node; give price_per_hour in the cluster file or use a cloud instance name (4xp3.8xlarge) whose price amp knows",
+                format!("{why} needs a price per hour for every node; give price_per_hour in the cluster file or use a cloud instance name (4xp3.8xlarge) whose price amp knows"),
             ));
         }
     }
@@ -155,9 +175,24 @@ pub fn search_subsets(
     } else {
         vec![(0..cluster.nodes.len()).collect()]
     };
+    let within = |nodes: &[usize]| match (budget_usd_per_hour, price_per_hour(cluster, nodes)) {
+        (Some(budget), Some(price)) => price <= budget,
+        _ => true,
+    };
     let mut merged = SearchResult::empty();
     let mut first_error = None;
+    // The cheapest sub-cluster over the budget, for the error when nothing
+    // is within it.
+    let mut cheapest_over: Option<(f64, usize)> = None;
     for (k, keep) in groups.iter().enumerate() {
+        if !within(keep) {
+            let price = price_per_hour(cluster, keep).unwrap_or(f64::INFINITY);
+            let gpus = keep.iter().map(|&n| cluster.nodes[n].gpus).sum();
+            if cheapest_over.is_none_or(|(p, _)| price < p) {
+                cheapest_over = Some((price, gpus));
+            }
+            continue;
+        }
         let sub = cluster.subset(keep);
         let sub_inputs = Inputs {
             cluster: &sub,
@@ -174,7 +209,10 @@ pub fn search_subsets(
         };
         match search_setups(&sub_inputs, model, &o, setups) {
             Ok(r) => {
-                merged.absorb(r, |p| Some(lift(p, keep)));
+                merged.absorb(r, |p| {
+                    let p = lift(p, keep);
+                    within(&plan_nodes(&p.plan)).then_some(p)
+                });
                 rank_by_objective(cluster, &mut merged, objective, opts.keep);
             }
             // A subset that cannot train the batch, or lacks a profile
@@ -187,6 +225,15 @@ pub fn search_subsets(
         }
     }
     if merged.plans.is_empty() {
+        if let (Some(budget), Some((price, gpus))) = (budget_usd_per_hour, cheapest_over) {
+            let within = match &first_error {
+                Some(e) => format!("; the sets within it found no plan: {e}"),
+                None => String::new(),
+            };
+            return Err(AmpError::NoPlan(format!(
+                "no plan costs at most ${budget:.2} per hour: the cheapest set of GPUs over it ({gpus} GPUs) costs ${price:.2}{within}; raise --max-usd-per-hour, or give a cluster of fewer or cheaper nodes (the sets searched are all the nodes of some GPU types)"
+            )));
+        }
         return Err(first_error.unwrap_or_else(|| AmpError::NoPlan("no plan".into())));
     }
     Ok(merged)
@@ -232,7 +279,16 @@ mod tests {
         let dm = DeviceModel::default();
         let opts = SearchOptions::new(32, PlacementSearch::Artifact, TrainingSetup::default());
         let all = search(&inputs, &dm, &opts).unwrap();
-        let r = search_subsets(&inputs, &dm, &opts, &[opts.setup], true, Objective::Time).unwrap();
+        let r = search_subsets(
+            &inputs,
+            &dm,
+            &opts,
+            &[opts.setup],
+            true,
+            Objective::Time,
+            None,
+        )
+        .unwrap();
         assert!(r.plans[0].estimate.iteration_s <= all.plans[0].estimate.iteration_s);
         // Every plan's devices exist in the whole cluster and are used once.
         for p in &r.plans {
@@ -246,8 +302,16 @@ mod tests {
         assert!(r.plans.iter().any(|p| plan_nodes(&p.plan).len() < 4));
         // The built-in cluster carries the instances' prices: by cost, the
         // first plan is the cheapest per iteration of all found.
-        let by_cost =
-            search_subsets(&inputs, &dm, &opts, &[opts.setup], true, Objective::Cost).unwrap();
+        let by_cost = search_subsets(
+            &inputs,
+            &dm,
+            &opts,
+            &[opts.setup],
+            true,
+            Objective::Cost,
+            None,
+        )
+        .unwrap();
         let cost = |p: &RankedPlan| objective_value(&cluster, p, Objective::Cost).unwrap();
         let cheapest = cost(&by_cost.plans[0]);
         assert!(by_cost.plans.iter().all(|p| cost(p) >= cheapest));
@@ -259,9 +323,76 @@ mod tests {
             cluster: &unpriced,
             ..inputs
         };
-        let e = search_subsets(&inputs, &dm, &opts, &[opts.setup], true, Objective::Cost)
+        let e = search_subsets(
+            &inputs,
+            &dm,
+            &opts,
+            &[opts.setup],
+            true,
+            Objective::Cost,
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("price per hour"), "{e}");
+    }
+    #[test]
+    fn a_budget_keeps_only_plans_whose_gpus_cost_at_most_it() {
+        let (model, cluster) = (models::amp_gpt2(), clusters::het_cluster());
+        let v = vec!["0.002"; 30].join(", ");
+        let t = vec!["0.005"; 30].join(", ");
+        let profile = Profile::from_toml_str(
+            &format!("[[entries]]\ngpu = \"V100-16GB\"\ntp = 1\nforward_s = [{v}]\n[[entries]]\ngpu = \"T4\"\ntp = 1\nforward_s = [{t}]\n"),
+            "p.toml",
+        )
+        .unwrap();
+        let inputs = Inputs {
+            model: &model,
+            cluster: &cluster,
+            profile: &profile,
+        };
+        let dm = DeviceModel::default();
+        let opts = SearchOptions::new(32, PlacementSearch::Artifact, TrainingSetup::default());
+        let run = |budget| {
+            search_subsets(
+                &inputs,
+                &dm,
+                &opts,
+                &[opts.setup],
+                true,
+                Objective::Time,
+                budget,
+            )
+        };
+        let price = |p: &RankedPlan| plan_price_per_hour(&cluster, p).unwrap();
+        let free = run(None).unwrap();
+        let prices: Vec<f64> = free.plans.iter().map(price).collect();
+        let whole = price_per_hour(&cluster, &[0, 1, 2, 3]).unwrap();
+        let cheapest = prices.iter().copied().fold(f64::INFINITY, f64::min);
+        assert!(cheapest < whole);
+        // A budget at the whole cluster's price changes nothing.
+        assert_eq!(run(Some(whole)).unwrap().plans, free.plans);
+        // Between the cheapest set and the rest: only plans within it, in
+        // the same order as without a budget.
+        let b = Some(cheapest);
+        let within = run(b).unwrap();
+        assert!(!within.plans.is_empty());
+        assert!(within.plans.iter().all(|p| price(p) <= cheapest));
+        let kept: Vec<&RankedPlan> = free.plans.iter().filter(|p| price(p) <= cheapest).collect();
+        assert_eq!(within.plans.iter().collect::<Vec<_>>(), kept);
+        // Below every set: no plan, and the error names the cheapest.
+        let e = run(Some(cheapest / 2.0)).unwrap_err().to_string();
+        assert!(e.contains(&format!("${cheapest:.2}")), "{e}");
+        // Without prices a budget cannot be checked.
+        let mut unpriced = cluster.clone();
+        unpriced.nodes[3].price_per_hour = None;
+        let inputs = Inputs {
+            cluster: &unpriced,
+            ..inputs
+        };
+        let e = search_subsets(&inputs, &dm, &opts, &[opts.setup], true, Objective::Time, b)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("price per hour"), "{e}");
+        assert!(e.contains("a budget needs a price per hour"), "{e}");
     }
 }
