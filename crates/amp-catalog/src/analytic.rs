@@ -57,8 +57,11 @@ pub enum AttentionImpl {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AnalyticOptions {
     pub precision: Precision,
-    /// `None`: flash attention in 16-bit precision on GPUs from Ampere on
-    /// (what PyTorch's SDPA dispatches to), explicit otherwise.
+    /// `None`: explicit attention for a model whose stored activations
+    /// count the `s x s` scores (its architecture's `flash_attention` is
+    /// false: the zoo's and Hugging Face's GPT-2-style models), else flash
+    /// attention in 16-bit precision on GPUs from Ampere on (what PyTorch's
+    /// SDPA dispatches to), explicit otherwise.
     pub attention: Option<AttentionImpl>,
     /// Causal (decoder) attention: fused kernels skip the masked half.
     pub causal: bool,
@@ -253,9 +256,17 @@ pub fn layer_estimate(
             let d = block_dims(model, layer);
             let tok = b * d.s;
             let th = tok * d.h;
-            let flash = match opts.attention {
-                Some(a) => a == AttentionImpl::Flash,
-                None => opts.precision.is_half() && gpu.tf32_tflops.is_some(),
+            // A model whose stored activations hold the s x s scores runs
+            // explicit attention: compute and memory price one attention.
+            let model_flash = model
+                .shape
+                .as_ref()
+                .and_then(|s| s.architecture.as_ref())
+                .and_then(|a| a.flash_attention);
+            let flash = match (opts.attention, model_flash) {
+                (Some(a), _) => a == AttentionImpl::Flash,
+                (None, Some(false)) => false,
+                (None, _) => opts.precision.is_half() && gpu.tf32_tflops.is_some(),
             };
             // Forward kernels in three groups: GEMMs (gm), memory-bound
             // kernels (st) and fused attention (at).
@@ -597,6 +608,39 @@ mod tests {
             &AnalyticOptions::default(),
             &Constants::builtin(),
         )
+    }
+
+    #[test]
+    fn compute_prices_the_attention_the_model_stores() {
+        let with = |m: &Model, attention| {
+            let cat = Catalog::builtin();
+            let opts = AnalyticOptions {
+                attention,
+                ..AnalyticOptions::default()
+            };
+            layer_estimate(
+                m,
+                1,
+                cat.gpu("H100").unwrap(),
+                1,
+                2,
+                &opts,
+                &Constants::builtin(),
+            )
+        };
+        // GPT-2-style models count the s x s scores in memory: explicit
+        // attention in compute too, also on Hopper in 16-bit precision.
+        let gpt = Arch::gpt("g", 1024, 2, 16, 50257, 2048, 2048)
+            .build(None)
+            .unwrap();
+        let arch = gpt.shape.as_ref().unwrap().architecture.as_ref().unwrap();
+        assert_eq!(arch.flash_attention, Some(false));
+        let explicit = with(&gpt, Some(AttentionImpl::Explicit));
+        assert_eq!(with(&gpt, None), explicit);
+        assert_ne!(with(&gpt, Some(AttentionImpl::Flash)), explicit);
+        // Llama-style models store no scores: flash attention on Hopper.
+        let llama = zoo_model("llama3-8b", None).unwrap();
+        assert_eq!(with(&llama, None), with(&llama, Some(AttentionImpl::Flash)));
     }
 
     #[test]

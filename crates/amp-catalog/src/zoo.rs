@@ -340,6 +340,7 @@ impl Arch {
             tied_embeddings: self.tied,
             linear_bias: self.out_bias || self.mlp_bias,
             qkv_bias: self.qkv_bias,
+            flash_attention: Some(self.flash_attention),
         }
     }
 

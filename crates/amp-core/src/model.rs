@@ -150,6 +150,12 @@ pub struct Architecture {
     pub linear_bias: bool,
     /// Biases on the query, key and value projections.
     pub qkv_bias: bool,
+    /// Whether attention is fused (flash attention: no `s x s` scores
+    /// stored). The layers' stored activations were counted this way, and
+    /// the analytic compute model prices the same attention unless told
+    /// otherwise. Absent in older files: unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flash_attention: Option<bool>,
 }
 
 /// A model as the planner sees it: a list of layers in execution order, each
