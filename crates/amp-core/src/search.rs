@@ -383,6 +383,11 @@ fn price_candidate(
         boundaries
     };
     let plan = plan_from_grid(&grid, &boundaries, micro_batch, num_micro_batches, &setup);
+    // Exactly the plans whose estimate would overflow, without pricing
+    // their time (most of Llama-3.1-405B's interleaved candidates).
+    if model.fits_in_memory(inputs, &plan) == Some(false) {
+        return Outcome::Infeasible;
+    }
     let estimate = match model.evaluate(inputs, &plan) {
         Ok(e) => e,
         Err(e) => return Outcome::Skipped(e.to_string()),

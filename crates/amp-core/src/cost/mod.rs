@@ -281,6 +281,17 @@ pub trait CostModel: Sync {
     /// The full estimate of a plan.
     fn evaluate(&self, inputs: &Inputs, plan: &Plan) -> Result<Estimate>;
 
+    /// Whether `plan` fits in memory, when the model can tell without
+    /// pricing its time: `Some(false)` exactly when [`CostModel::evaluate`]
+    /// would return an estimate with a device over capacity. `None` (the
+    /// default) when it cannot tell, the plan is invalid, or it has no
+    /// memory model. Lets the search drop plans that do not fit before
+    /// pricing their network.
+    fn fits_in_memory(&self, inputs: &Inputs, plan: &Plan) -> Option<bool> {
+        let _ = (inputs, plan);
+        None
+    }
+
     /// An estimator for plans that differ from `plan` only in where its
     /// stages split (the split refinement's re-splits): the same estimates
     /// as [`CostModel::evaluate`], with what does not depend on the split

@@ -278,17 +278,27 @@ impl DeviceModel {
     fn net_prices(&self, inputs: &Inputs, plan: &Plan) -> NetPrices {
         let pp = plan.pp();
         let nv = plan.stages.len();
-        let curves = |c: usize, forward: bool| {
-            let (j, jn) = (c % pp, (c + 1) % pp);
+        // Virtual cut c runs from pipeline rank c mod pp to the next: an
+        // interleaved plan's pp x v - 1 cuts join only pp pairs of ranks,
+        // each priced once.
+        let mut priced: Vec<((usize, bool), Option<TransferCurves>)> = Vec::new();
+        let mut curves = |c: usize, forward: bool| {
+            let j = c % pp;
+            if let Some((_, k)) = priced.iter().find(|(key, _)| *key == (j, forward)) {
+                return k.clone();
+            }
+            let jn = (c + 1) % pp;
             let (a, b) = (&plan.stages[j].replicas, &plan.stages[jn].replicas);
             let (from, to) = if forward { (a, b) } else { (b, a) };
-            self.transfer_curves(inputs, &plan.setup, from, to)
+            let k = self.transfer_curves(inputs, &plan.setup, from, to);
+            priced.push(((j, forward), k.clone()));
+            k
         };
+        let sends = (0..nv.saturating_sub(1)).map(|c| curves(c, true)).collect();
+        let back = (0..nv.saturating_sub(1)).map(|c| curves(c, false)).collect();
         NetPrices {
-            sends: (0..nv.saturating_sub(1)).map(|c| curves(c, true)).collect(),
-            back: (0..nv.saturating_sub(1))
-                .map(|c| curves(c, false))
-                .collect(),
+            sends,
+            back,
             allreduce: self.allreduce_curves(inputs, plan),
         }
     }
@@ -536,6 +546,22 @@ impl CostModel for DeviceModel {
             }),
             min_layers: 1,
         })
+    }
+
+    fn fits_in_memory(&self, inputs: &Inputs, plan: &Plan) -> Option<bool> {
+        if !self.options.price_memory
+            || plan.validate(inputs.model, inputs.cluster).is_err()
+            || plan.setup.check_profile(inputs.profile).is_err()
+        {
+            return None;
+        }
+        let memory = memory::plan_memory(
+            inputs.model,
+            inputs.cluster,
+            plan,
+            self.options.calibration.framework_reserve_bytes,
+        );
+        Some(memory.iter().all(|m| m.overflow_bytes().is_none()))
     }
 
     fn evaluate(&self, inputs: &Inputs, plan: &Plan) -> Result<Estimate> {
