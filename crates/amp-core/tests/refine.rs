@@ -261,6 +261,23 @@ proptest! {
             }
         }
     }
+
+    /// `fits_in_memory` gives evaluate's memory verdict on every split of
+    /// every plan (the instances' GPUs are often too small: over 24 cases,
+    /// 641 splits fit and 801 do not).
+    #[test]
+    fn fits_in_memory_agrees_with_evaluate(i in small_instance()) {
+        let model = DeviceModel::default();
+        let inputs = i.inputs();
+        for (plan, _) in partitioner_plans(&i) {
+            for_each_split(inputs.model.num_layers(), plan.stages.len(), |b| {
+                let p = with_boundaries(&plan, b);
+                let e = model.evaluate(&inputs, &p).unwrap();
+                let fits = e.first_overflow().is_none();
+                assert_eq!(model.fits_in_memory(&inputs, &p), Some(fits), "{b:?}");
+            });
+        }
+    }
 }
 
 #[test]

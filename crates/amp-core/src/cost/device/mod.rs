@@ -295,7 +295,9 @@ impl DeviceModel {
             k
         };
         let sends = (0..nv.saturating_sub(1)).map(|c| curves(c, true)).collect();
-        let back = (0..nv.saturating_sub(1)).map(|c| curves(c, false)).collect();
+        let back = (0..nv.saturating_sub(1))
+            .map(|c| curves(c, false))
+            .collect();
         NetPrices {
             sends,
             back,
