@@ -107,6 +107,17 @@ def test_search_keywords_reach_the_cli(cli_json):
     assert all(p["gpus"] <= 16 for p in expected["plans"])
 
 
+def test_a_budget_reaches_the_cli(cli_json):
+    """max_usd_per_hour keeps plans whose GPUs cost at most the budget."""
+    expected = cli_json(
+        "plan", "--example", "het-cluster", "--max-usd-per-hour", "30", "--json", "-q"
+    )
+    result = amp.plan(example="het-cluster", max_usd_per_hour=30)
+    assert result.to_dict() == expected
+    assert expected["plans"]
+    assert all(p["usd_per_hour"] <= 30 for p in expected["plans"])
+
+
 def test_hf_config_dict_and_object_and_path_agree(tiny_config: Path):
     by_path = amp.plan(model=str(tiny_config), cluster="1x4xA100", global_batch=8, seq=64)
     by_dict = amp.plan(model=dict(TINY_LLAMA), cluster="1x4xA100", global_batch=8, seq=64)
