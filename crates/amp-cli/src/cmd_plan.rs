@@ -79,9 +79,10 @@ pub struct PlanArgs {
     /// GPUs per node, pp across nodes, micro-batch 1, even split).
     #[arg(long)]
     pub compare: bool,
-    /// Also search the cluster without some of its GPU types (every
-    /// non-empty set of the types, all nodes of each): leaving slow GPUs
-    /// idle can be faster, and is cheaper.
+    /// Also search parts of the cluster: every non-empty set of its GPU
+    /// types, then those sets with each type's first half, quarter, ... of
+    /// its nodes (at most 64): leaving slow GPUs or a slow network idle can
+    /// be faster, and is cheaper.
     #[arg(long)]
     pub subsets: bool,
     /// What the ranking minimises: time (per iteration) or cost (dollars
@@ -466,7 +467,7 @@ fn print_table(
     if let Some(b) = budget_usd_per_hour {
         writeln!(
             out,
-            "only plans whose GPUs cost at most ${b:.2} per hour (column $/h; sets searched: all the nodes of some GPU types)"
+            "only plans whose GPUs cost at most ${b:.2} per hour (column $/h; sets searched: those of --subsets)"
         )?;
     }
     writeln!(

@@ -93,6 +93,79 @@ pub fn gpu_type_subsets(cluster: &Cluster) -> Result<Vec<Vec<usize>>> {
         .collect())
 }
 
+/// Sub-clusters searched at most (whole GPU types first, then fewer nodes).
+pub const MAX_SUBSETS: usize = 64;
+
+/// The node sets [`search_subsets`] tries: every set of whole GPU types
+/// ([`gpu_type_subsets`], the whole cluster first), then the same sets with
+/// fewer nodes of some types: each type's first `n / 2`, `n / 4`, ... nodes
+/// in cluster order (a node group on a slow network can train faster
+/// alone, and fewer nodes cost less per hour). At most [`MAX_SUBSETS`], in
+/// that order; duplicates removed.
+pub fn node_subsets(cluster: &Cluster) -> Result<Vec<Vec<usize>>> {
+    let whole = gpu_type_subsets(cluster)?;
+    let types = cluster.gpu_types();
+    let of_type = |t: &str| -> Vec<usize> {
+        (0..cluster.nodes.len())
+            .filter(|&n| cluster.nodes[n].gpu_type == t)
+            .collect()
+    };
+    // Node counts tried per type: all, then halvings down to one.
+    let counts = |n: usize| -> Vec<usize> {
+        let mut c = vec![n];
+        let mut k = n / 2;
+        while k >= 1 && *c.last().unwrap() != k {
+            c.push(k);
+            k /= 2;
+        }
+        c
+    };
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    let push = |nodes: Vec<usize>, out: &mut Vec<Vec<usize>>| {
+        if out.len() < MAX_SUBSETS && !out.contains(&nodes) {
+            out.push(nodes);
+        }
+    };
+    for w in &whole {
+        push(w.clone(), &mut out);
+    }
+    for w in &whole {
+        // The types in this set and the counts each may take.
+        let present: Vec<Vec<usize>> = types
+            .iter()
+            .map(|t| of_type(t))
+            .filter(|nodes| nodes.iter().all(|n| w.contains(n)) && !nodes.is_empty())
+            .collect();
+        let options: Vec<Vec<usize>> = present.iter().map(|nodes| counts(nodes.len())).collect();
+        // Every combination of counts, in order (all of each type first,
+        // the last type's count changing fastest).
+        let mut pick = vec![0usize; present.len()];
+        'combinations: loop {
+            let mut nodes: Vec<usize> = present
+                .iter()
+                .zip(&pick)
+                .zip(&options)
+                .flat_map(|((nodes, &i), o)| nodes[..o[i]].iter().copied())
+                .collect();
+            nodes.sort_unstable();
+            push(nodes, &mut out);
+            let mut k = present.len();
+            loop {
+                if k == 0 {
+                    break 'combinations;
+                }
+                k -= 1;
+                pick[k] += 1;
+                if pick[k] < options[k].len() {
+                    continue 'combinations;
+                }
+                pick[k] = 0;
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// A plan found on the sub-cluster of nodes `keep`, renamed to the whole
 /// cluster's node indices.
 fn lift(mut p: RankedPlan, keep: &[usize]) -> RankedPlan {
@@ -136,7 +209,7 @@ pub fn rank_by_objective(
 }
 
 /// Searches every setup of `setups` on the whole cluster and, when
-/// `subsets`, on every GPU-type subset ([`gpu_type_subsets`]); ranks the
+/// `subsets`, on every node subset ([`node_subsets`]); ranks the
 /// plans by `objective`, ties in search order. With a budget, only plans
 /// whose nodes cost at most `budget_usd_per_hour` are kept (sub-clusters
 /// over it are not searched: every plan uses all of its sub-cluster's
@@ -171,7 +244,7 @@ pub fn search_subsets(
         }
     }
     let groups = if subsets {
-        gpu_type_subsets(cluster)?
+        node_subsets(cluster)?
     } else {
         vec![(0..cluster.nodes.len()).collect()]
     };
@@ -231,7 +304,7 @@ pub fn search_subsets(
                 None => String::new(),
             };
             return Err(AmpError::NoPlan(format!(
-                "no plan costs at most ${budget:.2} per hour: the cheapest set of GPUs over it ({gpus} GPUs) costs ${price:.2}{within}; raise --max-usd-per-hour, or give a cluster of fewer or cheaper nodes (the sets searched are all the nodes of some GPU types)"
+                "no plan costs at most ${budget:.2} per hour: the cheapest set of GPUs over it ({gpus} GPUs) costs ${price:.2}{within}; raise --max-usd-per-hour, or give a cluster of fewer or cheaper nodes (the sets searched: whole GPU types, then halvings of their nodes)"
             )));
         }
         return Err(first_error.unwrap_or_else(|| AmpError::NoPlan("no plan".into())));
@@ -394,5 +467,73 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("a budget needs a price per hour"), "{e}");
+    }
+    #[test]
+    fn node_subsets_add_fewer_nodes_of_each_type() {
+        let c = clusters::het_cluster();
+        let s = node_subsets(&c).unwrap();
+        let v100: Vec<usize> = (0..4)
+            .filter(|&n| c.nodes[n].gpu_type == "V100-16GB")
+            .collect();
+        let t4: Vec<usize> = (0..4).filter(|&n| c.nodes[n].gpu_type == "T4").collect();
+        assert_eq!((v100.len(), t4.len()), (3, 1));
+        // The three whole-type sets first, then one V100 node with the T4
+        // and one V100 node alone (3 halves to 1).
+        assert_eq!(s[..3], gpu_type_subsets(&c).unwrap()[..]);
+        let mut one_and_t4 = vec![v100[0], t4[0]];
+        one_and_t4.sort();
+        assert_eq!(s[3..], [one_and_t4, vec![v100[0]]]);
+    }
+
+    #[test]
+    fn on_a_slow_network_one_node_can_beat_every_whole_type_set() {
+        // 1 Mbit/s between nodes: the V100s are faster alone on one node
+        // than on three, and faster than the T4 node.
+        let mut cluster = clusters::het_cluster();
+        for n in &mut cluster.nodes {
+            n.inter_bytes_per_s = 1e6 / 8.0;
+        }
+        let model = models::amp_gpt2();
+        let v = vec!["0.0005"; 30].join(", ");
+        let t = vec!["0.005"; 30].join(", ");
+        let profile = Profile::from_toml_str(
+            &format!("[[entries]]\ngpu = \"V100-16GB\"\ntp = 1\nforward_s = [{v}]\n[[entries]]\ngpu = \"T4\"\ntp = 1\nforward_s = [{t}]\n"),
+            "p.toml",
+        )
+        .unwrap();
+        let inputs = Inputs {
+            model: &model,
+            cluster: &cluster,
+            profile: &profile,
+        };
+        let dm = DeviceModel::default();
+        let opts = SearchOptions::new(32, PlacementSearch::Full, TrainingSetup::default());
+        let r = search_subsets(
+            &inputs,
+            &dm,
+            &opts,
+            &[opts.setup],
+            true,
+            Objective::Time,
+            None,
+        )
+        .unwrap();
+        let best = &r.plans[0];
+        assert_eq!(plan_nodes(&best.plan).len(), 1, "{:?}", best.plan);
+        assert_eq!(
+            cluster.nodes[plan_nodes(&best.plan)[0]].gpu_type,
+            "V100-16GB"
+        );
+        // Faster than the best plan on any set of whole GPU types.
+        for keep in gpu_type_subsets(&cluster).unwrap() {
+            let sub = cluster.subset(&keep);
+            let sub_inputs = Inputs {
+                cluster: &sub,
+                ..inputs
+            };
+            if let Ok(w) = search(&sub_inputs, &dm, &opts) {
+                assert!(best.estimate.iteration_s < w.plans[0].estimate.iteration_s);
+            }
+        }
     }
 }
