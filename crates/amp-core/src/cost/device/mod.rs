@@ -240,7 +240,6 @@ impl DeviceModel {
         Ok(self.run(inputs, plan)?.0)
     }
 
-    /// The simulation and the per-replica, per-stage costs it ran on.
     /// What `plan` costs whatever its split, for [`Self::run_priced`].
     fn plan_prices(&self, inputs: &Inputs, plan: &Plan) -> Result<PlanPrices> {
         let mut caches: Vec<(usize, Caches)> = Vec::new();
@@ -305,7 +304,8 @@ impl DeviceModel {
         }
     }
 
-    /// Simulates `plan`.
+    /// Simulates `plan`: the simulation and the per-replica, per-stage
+    /// costs it ran on.
     fn run(&self, inputs: &Inputs, plan: &Plan) -> Result<(Simulation, Vec<Vec<StageCost>>)> {
         plan.validate(inputs.model, inputs.cluster)?;
         let prices = self.plan_prices(inputs, plan)?;
