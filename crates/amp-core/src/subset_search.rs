@@ -104,12 +104,16 @@ pub const MAX_SUBSETS: usize = 64;
 /// that order; duplicates removed.
 pub fn node_subsets(cluster: &Cluster) -> Result<Vec<Vec<usize>>> {
     let whole = gpu_type_subsets(cluster)?;
-    let types = cluster.gpu_types();
-    let of_type = |t: &str| -> Vec<usize> {
-        (0..cluster.nodes.len())
-            .filter(|&n| cluster.nodes[n].gpu_type == t)
-            .collect()
-    };
+    // Each type's nodes in cluster order.
+    let by_type: Vec<Vec<usize>> = cluster
+        .gpu_types()
+        .iter()
+        .map(|t| {
+            (0..cluster.nodes.len())
+                .filter(|&n| cluster.nodes[n].gpu_type == *t)
+                .collect()
+        })
+        .collect();
     // Node counts tried per type: all, then halvings down to one.
     let counts = |n: usize| -> Vec<usize> {
         let mut c = vec![n];
@@ -130,11 +134,15 @@ pub fn node_subsets(cluster: &Cluster) -> Result<Vec<Vec<usize>>> {
         push(w.clone(), &mut out);
     }
     for w in &whole {
-        // The types in this set and the counts each may take.
-        let present: Vec<Vec<usize>> = types
+        // The types in this set (it holds all of each or none) and the
+        // counts each may take.
+        let mut member = vec![false; cluster.nodes.len()];
+        for &n in w {
+            member[n] = true;
+        }
+        let present: Vec<&Vec<usize>> = by_type
             .iter()
-            .map(|t| of_type(t))
-            .filter(|nodes| nodes.iter().all(|n| w.contains(n)) && !nodes.is_empty())
+            .filter(|nodes| nodes.first().is_some_and(|&n| member[n]))
             .collect();
         let options: Vec<Vec<usize>> = present.iter().map(|nodes| counts(nodes.len())).collect();
         // Every combination of counts, in order (all of each type first,
