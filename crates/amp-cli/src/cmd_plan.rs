@@ -372,6 +372,7 @@ fn print_table(
     searched: Option<(&SetupSpace, usize)>,
     objective: Objective,
     budget_usd_per_hour: Option<f64>,
+    grouped_split: bool,
     sources: &[String],
 ) -> Result<()> {
     let mut table = Table::new();
@@ -486,7 +487,7 @@ fn print_table(
         )?;
     }
     let layers = loaded.model.num_layers();
-    if layers > EXACT_SPLIT_MAX_LAYERS {
+    if grouped_split {
         writeln!(
             out,
             "layer split: {layers} layers, more than {EXACT_SPLIT_MAX_LAYERS}; split exactly over {EXACT_SPLIT_MAX_LAYERS} groups of consecutive layers, then exactly within a group of each boundary (a heuristic, see the README)"
@@ -538,6 +539,11 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     if cost_name == CostModelName::Amp && args.inputs.partition.is_some() {
         bail!("--partition applies only to --cost-model amp-paper; the amp cost model always uses its own split (the exact partitioner, then the leading plans refined under its estimate)");
     }
+    // The exact partitioner's splits, grouped past its layer limit; the
+    // amp-paper model's artifact partitioner splits on its own.
+    let grouped_split = loaded.model.num_layers() > EXACT_SPLIT_MAX_LAYERS
+        && !(cost_name == CostModelName::AmpPaper
+            && args.inputs.partition != Some(crate::inputs::PartitionName::Exact));
     let emit = args.emit.map(EngineArg::engine);
     let setup = match cost_name {
         CostModelName::AmpPaper => amp_core::cost::amp_paper::artifact_setup(),
@@ -689,11 +695,7 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
                 PlacementSearch::Artifact => "artifact",
             },
             node_orders: result.node_orders,
-            layer_split: if loaded.model.num_layers() > EXACT_SPLIT_MAX_LAYERS {
-                "grouped"
-            } else {
-                "exact"
-            },
+            layer_split: if grouped_split { "grouped" } else { "exact" },
             compute_sources: sources.clone(),
             candidates: result.candidates,
             infeasible: result.infeasible,
@@ -715,6 +717,7 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             (!space.is_empty()).then_some((&space, setups.len())),
             objective,
             budget,
+            grouped_split,
             &sources,
         )?;
         if let Some(rows) = &compared {
