@@ -101,8 +101,9 @@ pub const MAX_SUBSETS: usize = 64;
 /// fewer nodes of some types: each type's first `n / 2`, `n / 4`, ... nodes
 /// in cluster order (a node group on a slow network can train faster
 /// alone, and fewer nodes cost less per hour). At most [`MAX_SUBSETS`], in
-/// that order; duplicates removed.
-pub fn node_subsets(cluster: &Cluster) -> Result<Vec<Vec<usize>>> {
+/// that order, duplicates removed; the flag says whether more were left
+/// out.
+pub fn node_subsets(cluster: &Cluster) -> Result<(Vec<Vec<usize>>, bool)> {
     let whole = gpu_type_subsets(cluster)?;
     // Each type's nodes in cluster order.
     let by_type: Vec<Vec<usize>> = cluster
@@ -124,14 +125,22 @@ pub fn node_subsets(cluster: &Cluster) -> Result<Vec<Vec<usize>>> {
         }
         c
     };
+    // One more than kept, to tell whether any was left out.
     let mut out: Vec<Vec<usize>> = Vec::new();
     let push = |nodes: Vec<usize>, out: &mut Vec<Vec<usize>>| {
-        if out.len() < MAX_SUBSETS && !out.contains(&nodes) {
+        if !out.contains(&nodes) {
             out.push(nodes);
         }
+        out.len() > MAX_SUBSETS
+    };
+    let full = |out: Vec<Vec<usize>>| {
+        let truncated = out.len() > MAX_SUBSETS;
+        (out.into_iter().take(MAX_SUBSETS).collect(), truncated)
     };
     for w in &whole {
-        push(w.clone(), &mut out);
+        if push(w.clone(), &mut out) {
+            return Ok(full(out));
+        }
     }
     for w in &whole {
         // The types in this set (it holds all of each or none) and the
@@ -156,7 +165,9 @@ pub fn node_subsets(cluster: &Cluster) -> Result<Vec<Vec<usize>>> {
                 .flat_map(|((nodes, &i), o)| nodes[..o[i]].iter().copied())
                 .collect();
             nodes.sort_unstable();
-            push(nodes, &mut out);
+            if push(nodes, &mut out) {
+                return Ok(full(out));
+            }
             let mut k = present.len();
             loop {
                 if k == 0 {
@@ -171,7 +182,7 @@ pub fn node_subsets(cluster: &Cluster) -> Result<Vec<Vec<usize>>> {
             }
         }
     }
-    Ok(out)
+    Ok(full(out))
 }
 
 /// A plan found on the sub-cluster of nodes `keep`, renamed to the whole
@@ -251,10 +262,10 @@ pub fn search_subsets(
             ));
         }
     }
-    let groups = if subsets {
+    let (groups, truncated) = if subsets {
         node_subsets(cluster)?
     } else {
-        vec![(0..cluster.nodes.len()).collect()]
+        (vec![(0..cluster.nodes.len()).collect()], false)
     };
     let within = |nodes: &[usize]| match (budget_usd_per_hour, price_per_hour(cluster, nodes)) {
         (Some(budget), Some(price)) => price <= budget,
@@ -316,6 +327,11 @@ pub fn search_subsets(
             )));
         }
         return Err(first_error.unwrap_or_else(|| AmpError::NoPlan("no plan".into())));
+    }
+    if truncated {
+        merged.skipped.push(format!(
+            "--subsets: only the first {MAX_SUBSETS} node sets were searched (every set of whole GPU types first, then halvings of their nodes); merge GPU types or give a smaller cluster to search the rest"
+        ));
     }
     Ok(merged)
 }
@@ -479,7 +495,8 @@ mod tests {
     #[test]
     fn node_subsets_add_fewer_nodes_of_each_type() {
         let c = clusters::het_cluster();
-        let s = node_subsets(&c).unwrap();
+        let (s, truncated) = node_subsets(&c).unwrap();
+        assert!(!truncated);
         let v100: Vec<usize> = (0..4)
             .filter(|&n| c.nodes[n].gpu_type == "V100-16GB")
             .collect();
@@ -491,6 +508,25 @@ mod tests {
         let mut one_and_t4 = vec![v100[0], t4[0]];
         one_and_t4.sort();
         assert_eq!(s[3..], [one_and_t4, vec![v100[0]]]);
+    }
+
+    #[test]
+    fn node_subsets_stop_at_the_limit_and_say_so() {
+        // Six types of two nodes: 63 whole-type sets, then halvings.
+        let mut c = clusters::het_cluster();
+        let template = c.nodes[0].clone();
+        c.nodes = (0..12)
+            .map(|i| {
+                let mut n = template.clone();
+                n.gpu_type = format!("G{}", i / 2);
+                n
+            })
+            .collect();
+        let (s, truncated) = node_subsets(&c).unwrap();
+        assert!(truncated);
+        assert_eq!(s.len(), MAX_SUBSETS);
+        assert_eq!(s[..63], gpu_type_subsets(&c).unwrap()[..]);
+        assert_eq!(s[63].len(), 11, "{:?}", s[63]);
     }
 
     #[test]
