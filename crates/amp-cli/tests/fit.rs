@@ -5,7 +5,7 @@
 mod common;
 
 use amp_core::cost::Calibration;
-use common::{amp, shared_data, stderr, stdout, tmp};
+use common::{amp, amp_json, shared_data, stderr, stdout, tmp};
 
 fn near(v: &serde_json::Value, want: f64, tol: f64) {
     let got = v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"));
@@ -16,7 +16,7 @@ fn near(v: &serde_json::Value, want: f64, tol: f64) {
 fn the_fit_on_the_given_sets_is_the_default_calibration() {
     let Some(data) = shared_data() else { return };
     let out_file = std::env::temp_dir().join(format!("amp-fit-{}.json", std::process::id()));
-    let o = amp(&[
+    let v = amp_json(&[
         "fit",
         "--json",
         "--out",
@@ -24,8 +24,6 @@ fn the_fit_on_the_given_sets_is_the_default_calibration() {
         data.join("amp-paper").to_str().unwrap(),
         data.join("sailor").to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let fitted: Calibration = serde_json::from_value(v["fit"]["calibration"].clone()).unwrap();
     assert_eq!(fitted, Calibration::FITTED, "update Calibration::FITTED");
     let written: Calibration =
@@ -85,15 +83,13 @@ fn the_fit_on_the_given_sets_is_the_default_calibration() {
     near(&loso["per_sample_tp_comm_fixed_fraction"], 0.0, 0.0);
 
     // The file is accepted back by validate, and gives the in-sample figures.
-    let o = amp(&[
+    let v = amp_json(&[
         "validate",
         "--json",
         "--calibration",
         out_file.to_str().unwrap(),
         data.join("sailor").to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     near(&v["datasets"][0]["time_error"]["mean"], 0.052, tol);
     let o = amp(&[
         "validate",

@@ -2,11 +2,11 @@
 
 mod common;
 
-use common::{amp, stderr, stdout, tmp};
+use common::{amp, amp_json, stderr, stdout, tmp};
 
 #[test]
 fn parity_run_lists_every_candidate_with_plain_fields() {
-    let o = amp(&[
+    let v = amp_json(&[
         "plan",
         "--example",
         "het-cluster",
@@ -18,8 +18,6 @@ fn parity_run_lists_every_candidate_with_plain_fields() {
         "--top",
         "1000",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["schema_version"], 2);
     let plans = v["plans"].as_array().unwrap();
     assert_eq!(plans.len(), 53);
@@ -77,7 +75,7 @@ fn user_files_work_like_built_ins() {
         "c.toml",
         "[[nodes]]\ngpu = \"T4\"\ngpus = 4\nintra_gbps = 50\ninter_gbps = 50\ncount = 2\n",
     );
-    let o = amp(&[
+    let v = amp_json(&[
         "plan",
         "--model",
         "gpt2-amp",
@@ -87,8 +85,6 @@ fn user_files_work_like_built_ins() {
         "16",
         "--json",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["num_gpus"], 8);
     for p in v["plans"].as_array().unwrap() {
         let (tp, dp, pp) = (
@@ -442,7 +438,7 @@ fn report_draws_the_simulation_that_priced_the_plan() {
     let dir = std::env::temp_dir().join(format!("amp-cli-report-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let report = dir.join("r.html");
-    let o = amp(&[
+    let v = amp_json(&[
         "plan",
         "--example",
         "het-cluster",
@@ -455,8 +451,6 @@ fn report_draws_the_simulation_that_priced_the_plan() {
         "--top",
         "1",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let best = &v["plans"][0];
     assert_eq!(best["setup"]["schedule"], "gpipe");
     assert_eq!(best["setup"]["recompute"], "full");
@@ -683,9 +677,7 @@ fn setup_search_is_never_worse_and_records_each_setup() {
             "-q",
         ];
         args.extend(extra);
-        let o = amp(&args);
-        assert!(o.status.success(), "{}", stderr(&o));
-        serde_json::from_str::<serde_json::Value>(&stdout(&o)).unwrap()
+        amp_json(&args)
     };
     let fixed = best(&[]);
     let searched = best(&["--search-setup", "recompute,interleaving"]);
@@ -756,9 +748,7 @@ fn subsets_and_cost_objective() {
             "-q",
         ];
         args.extend(extra);
-        let o = amp(&args);
-        assert!(o.status.success(), "{}", stderr(&o));
-        serde_json::from_str::<serde_json::Value>(&stdout(&o)).unwrap()
+        amp_json(&args)
     };
     let t = |v: &serde_json::Value| v["plans"][0]["predicted_iteration_s"].as_f64().unwrap();
     let whole = run(&[]);
@@ -805,9 +795,7 @@ fn per_type_tp_adds_plans_with_a_tp_per_gpu_type() {
             "-q",
         ];
         args.extend(extra);
-        let o = amp(&args);
-        assert!(o.status.success(), "{}", stderr(&o));
-        serde_json::from_str::<serde_json::Value>(&stdout(&o)).unwrap()
+        amp_json(&args)
     };
     let t = |v: &serde_json::Value| v["plans"][0]["predicted_iteration_s"].as_f64().unwrap();
     let uniform = run(&[]);
@@ -907,7 +895,7 @@ fn deep_layer_lists_are_split_by_groups_and_say_so() {
 fn a_budget_per_hour_keeps_cheaper_gpu_sets_and_says_why_when_none_fits() {
     // het-cluster's instances: 3 p3.8xlarge (4 V100) and 1 g4dn.12xlarge
     // (4 T4), with their catalog prices.
-    let o = amp(&[
+    let v = amp_json(&[
         "plan",
         "--example",
         "het-cluster",
@@ -915,8 +903,6 @@ fn a_budget_per_hour_keeps_cheaper_gpu_sets_and_says_why_when_none_fits() {
         "30",
         "--json",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let plans = v["plans"].as_array().unwrap();
     assert!(!plans.is_empty());
     for p in plans {

@@ -6,10 +6,10 @@
 
 mod common;
 
-use common::{amp, stderr, stdout};
+use common::amp_json;
 
 fn report(example: &str) -> serde_json::Value {
-    let o = amp(&[
+    amp_json(&[
         "plan",
         "--example",
         example,
@@ -21,9 +21,7 @@ fn report(example: &str) -> serde_json::Value {
         "--top",
         "1",
         "-q",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    serde_json::from_str(&stdout(&o)).unwrap()
+    ])
 }
 
 fn near(got: f64, want: f64) {

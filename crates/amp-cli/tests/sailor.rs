@@ -6,7 +6,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{amp, shared_data, stderr, stdout, tmp};
+use common::{amp, amp_json, shared_data, stderr, stdout, tmp};
 
 fn sailor_data() -> Option<PathBuf> {
     shared_data().map(|d| d.join("sailor"))
@@ -59,7 +59,7 @@ fn export_writes_a_sailor_plan_that_reads_back() {
     assert_eq!(p["layers_per_stage"][0].as_array().unwrap().len(), 13);
     assert_eq!(p["layers_per_stage"][1][12], 25);
     let Some(data) = sailor_data() else { return };
-    let o = amp(&[
+    let v = amp_json(&[
         "eval",
         file.to_str().unwrap(),
         "--sailor-data",
@@ -68,8 +68,6 @@ fn export_writes_a_sailor_plan_that_reads_back() {
         "opt-350m",
         "--json",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let back = &v["plan"];
     assert_eq!(
         (
@@ -235,9 +233,7 @@ fn eval_prices_per_stage_tp_and_refuses_per_replica_tp() {
 #[test]
 fn eval_of_measured_plans_matches_validate() {
     let Some(data) = sailor_data() else { return };
-    let o = amp(&["validate", data.to_str().unwrap(), "--json"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let v = amp_json(&["validate", data.to_str().unwrap(), "--json"]);
     let details = v["datasets"][0]["details"].as_array().unwrap();
     assert!(details.len() >= 15);
     for d in details {

@@ -101,8 +101,8 @@ mod tests {
     use crate::cluster::builtin as clusters;
     use crate::cost::device::DeviceModel;
     use crate::model::builtin as models;
+    use crate::profile::uniform_profile;
     use crate::search::{search, PlacementSearch, SearchOptions};
-    use crate::Profile;
 
     #[test]
     fn even_split_of_blocks() {
@@ -116,12 +116,7 @@ mod tests {
 
     #[test]
     fn the_heuristic_is_a_plan_of_the_searched_space_and_never_beats_it() {
-        let times = vec!["0.004"; 30].join(", ");
-        let profile = Profile::from_toml_str(
-            &format!("[[entries]]\ngpu = \"T4\"\ntp = 1\nforward_s = [{times}]\n[[entries]]\ngpu = \"T4\"\ntp = 4\nforward_s = [{}]\n", vec!["0.0015"; 30].join(", ")),
-            "profile.toml",
-        )
-        .unwrap();
+        let profile = uniform_profile(30, &[("T4", 1, 0.004), ("T4", 4, 0.0015)]);
         let (model, cluster) = (models::amp_gpt2(), clusters::homogeneous());
         let inputs = Inputs {
             model: &model,

@@ -280,20 +280,15 @@ mod tests {
     use crate::cluster::builtin as clusters;
     use crate::model::builtin as models;
     use crate::placement::{DeviceGrid, Placement};
+    use crate::profile::uniform_profile;
     use crate::search::plan_from_grid;
     use crate::validate::{Outcome, Run};
-    use crate::Profile;
 
     /// Runs whose "measurements" are the model's own predictions under
     /// `truth`: the fit must find `truth` back, with zero loss.
     fn synthetic(truth: Calibration) -> Dataset {
         let cluster = clusters::homogeneous();
-        let times = vec!["0.004"; 30].join(", ");
-        let profile = Profile::from_toml_str(
-            &format!("[[entries]]\ngpu = \"T4\"\ntp = 1\nforward_s = [{times}]\n"),
-            "profile.toml",
-        )
-        .unwrap();
+        let profile = uniform_profile(30, &[("T4", 1, 0.004)]);
         let model = models::amp_gpt2();
         let truth_model = model_with(&DeviceOptions::default(), truth);
         let mut runs = Vec::new();

@@ -392,6 +392,27 @@ impl Measured<'_> {
     }
 }
 
+/// A per-sample profile of `num_layers` layers for tests: each `(gpu, tp,
+/// seconds)` gives every layer that forward time.
+#[cfg(test)]
+pub(crate) fn uniform_profile(num_layers: usize, entries: &[(&str, usize, f64)]) -> Profile {
+    Profile {
+        entries: entries
+            .iter()
+            .map(|&(gpu, tp, s)| ProfileEntry {
+                gpu: gpu.to_string(),
+                tp,
+                micro_batch: None,
+                forward_s: vec![s; num_layers],
+                backward_s: None,
+                optimizer_s: None,
+                source: None,
+            })
+            .collect(),
+        precision: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -804,26 +804,10 @@ mod tests {
         };
         // The device model with the partitioner's splits final: the search
         // refines no split, so it must equal the exhaustive pricing below.
-        struct Unrefined(DeviceModel);
-        impl CostModel for Unrefined {
-            fn name(&self) -> &'static str {
-                self.0.name()
-            }
-            fn stage_tables(
-                &self,
-                inputs: &Inputs,
-                c: &Candidate,
-            ) -> Result<crate::cost::StageTables> {
-                self.0.stage_tables(inputs, c)
-            }
-            fn split_is_final(&self) -> bool {
-                true
-            }
-            fn evaluate(&self, inputs: &Inputs, plan: &Plan) -> Result<crate::Estimate> {
-                self.0.evaluate(inputs, plan)
-            }
-        }
-        let cost = Unrefined(DeviceModel::default());
+        let cost = DeviceModel::new(crate::cost::device::DeviceOptions {
+            refine_splits: false,
+            ..Default::default()
+        });
         let setup = TrainingSetup::default();
         let batch = 16;
         let found = search(

@@ -191,9 +191,9 @@ mod tests {
     use crate::cluster::builtin as clusters;
     use crate::cost::device::DeviceModel;
     use crate::model::builtin as models;
+    use crate::profile::uniform_profile;
     use crate::search::PlacementSearch;
     use crate::setup::Engine;
-    use crate::Profile;
 
     #[test]
     fn candidates_follow_the_engine() {
@@ -221,12 +221,7 @@ mod tests {
 
     #[test]
     fn the_merged_ranking_is_the_best_of_each_setup() {
-        let times = vec!["0.004"; 30].join(", ");
-        let profile = Profile::from_toml_str(
-            &format!("[[entries]]\ngpu = \"T4\"\ntp = 1\nforward_s = [{times}]\n"),
-            "profile.toml",
-        )
-        .unwrap();
+        let profile = uniform_profile(30, &[("T4", 1, 0.004)]);
         let (model, cluster) = (models::amp_gpt2(), clusters::homogeneous());
         let inputs = Inputs {
             model: &model,

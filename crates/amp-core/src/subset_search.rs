@@ -342,8 +342,8 @@ mod tests {
     use crate::cluster::builtin as clusters;
     use crate::cost::device::DeviceModel;
     use crate::model::builtin as models;
+    use crate::profile::uniform_profile;
     use crate::search::{search, PlacementSearch};
-    use crate::Profile;
 
     #[test]
     fn subsets_by_gpu_type() {
@@ -360,13 +360,7 @@ mod tests {
     #[test]
     fn leaving_slow_gpus_idle_can_win_and_plans_keep_whole_cluster_devices() {
         // V100s 10x faster than the T4: the V100-only plans compete.
-        let v = vec!["0.0005"; 30].join(", ");
-        let t = vec!["0.005"; 30].join(", ");
-        let profile = Profile::from_toml_str(
-            &format!("[[entries]]\ngpu = \"V100-16GB\"\ntp = 1\nforward_s = [{v}]\n[[entries]]\ngpu = \"T4\"\ntp = 1\nforward_s = [{t}]\n"),
-            "p.toml",
-        )
-        .unwrap();
+        let profile = uniform_profile(30, &[("V100-16GB", 1, 0.0005), ("T4", 1, 0.005)]);
         let (model, cluster) = (models::amp_gpt2(), clusters::het_cluster());
         let inputs = Inputs {
             model: &model,
@@ -436,13 +430,7 @@ mod tests {
     #[test]
     fn a_budget_keeps_only_plans_whose_gpus_cost_at_most_it() {
         let (model, cluster) = (models::amp_gpt2(), clusters::het_cluster());
-        let v = vec!["0.002"; 30].join(", ");
-        let t = vec!["0.005"; 30].join(", ");
-        let profile = Profile::from_toml_str(
-            &format!("[[entries]]\ngpu = \"V100-16GB\"\ntp = 1\nforward_s = [{v}]\n[[entries]]\ngpu = \"T4\"\ntp = 1\nforward_s = [{t}]\n"),
-            "p.toml",
-        )
-        .unwrap();
+        let profile = uniform_profile(30, &[("V100-16GB", 1, 0.002), ("T4", 1, 0.005)]);
         let inputs = Inputs {
             model: &model,
             cluster: &cluster,
@@ -538,13 +526,7 @@ mod tests {
             n.inter_bytes_per_s = 1e6 / 8.0;
         }
         let model = models::amp_gpt2();
-        let v = vec!["0.0005"; 30].join(", ");
-        let t = vec!["0.005"; 30].join(", ");
-        let profile = Profile::from_toml_str(
-            &format!("[[entries]]\ngpu = \"V100-16GB\"\ntp = 1\nforward_s = [{v}]\n[[entries]]\ngpu = \"T4\"\ntp = 1\nforward_s = [{t}]\n"),
-            "p.toml",
-        )
-        .unwrap();
+        let profile = uniform_profile(30, &[("V100-16GB", 1, 0.0005), ("T4", 1, 0.005)]);
         let inputs = Inputs {
             model: &model,
             cluster: &cluster,

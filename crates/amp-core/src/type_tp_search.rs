@@ -253,24 +253,22 @@ mod tests {
     use crate::cluster::builtin as clusters;
     use crate::cost::device::DeviceModel;
     use crate::model::builtin as models;
+    use crate::profile::uniform_profile;
     use crate::search::PlacementSearch;
     use crate::setup::TrainingSetup;
-    use crate::Profile;
 
     #[test]
     fn plans_give_each_type_its_own_tp_and_use_every_device_once() {
-        let entry = |gpu: &str, tp: usize, t: f64| {
-            format!(
-                "[[entries]]\ngpu = \"{gpu}\"\ntp = {tp}\nforward_s = [{}]\n",
-                vec![t.to_string(); 30].join(", ")
-            )
-        };
-        let mut toml = String::new();
-        for tp in [1, 2, 4] {
-            toml.push_str(&entry("V100-16GB", tp, 0.002 / tp as f64 * 1.2));
-            toml.push_str(&entry("T4", tp, 0.006 / tp as f64 * 1.2));
-        }
-        let profile = Profile::from_toml_str(&toml, "p.toml").unwrap();
+        let entries: Vec<(&str, usize, f64)> = [1, 2, 4]
+            .into_iter()
+            .flat_map(|tp| {
+                [
+                    ("V100-16GB", tp, 0.002 / tp as f64 * 1.2),
+                    ("T4", tp, 0.006 / tp as f64 * 1.2),
+                ]
+            })
+            .collect();
+        let profile = uniform_profile(30, &entries);
         let (model, cluster) = (models::amp_gpt2(), clusters::het_cluster());
         let inputs = Inputs {
             model: &model,

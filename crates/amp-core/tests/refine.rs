@@ -28,8 +28,8 @@
 use std::cell::RefCell;
 
 use amp_core::cluster::{Cluster, Node, GBPS_TO_BYTES_PER_S};
-use amp_core::cost::device::DeviceModel;
-use amp_core::cost::{Candidate, CostModel, Estimate, Inputs, StageTables};
+use amp_core::cost::device::{DeviceModel, DeviceOptions};
+use amp_core::cost::{CostModel, Estimate, Inputs};
 use amp_core::model::{Layer, LayerKind, Model};
 use amp_core::placement::{AxisOrder, DeviceGrid, Placement};
 use amp_core::plan::Plan;
@@ -44,21 +44,11 @@ use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 
 /// The default model with the refinement off: the search keeps the
 /// partitioner's splits.
-struct PartitionerOnly(DeviceModel);
-
-impl CostModel for PartitionerOnly {
-    fn name(&self) -> &'static str {
-        "amp (partitioner's splits)"
-    }
-    fn stage_tables(&self, inputs: &Inputs, c: &Candidate) -> amp_core::Result<StageTables> {
-        self.0.stage_tables(inputs, c)
-    }
-    fn split_is_final(&self) -> bool {
-        true
-    }
-    fn evaluate(&self, inputs: &Inputs, plan: &Plan) -> amp_core::Result<Estimate> {
-        self.0.evaluate(inputs, plan)
-    }
+fn partitioner_only() -> DeviceModel {
+    DeviceModel::new(DeviceOptions {
+        refine_splits: false,
+        ..DeviceOptions::default()
+    })
 }
 
 const GPU_TYPES: [&str; 2] = ["A", "B"];
@@ -198,7 +188,7 @@ fn partitioner_plans(i: &Instance) -> Vec<(Plan, Estimate)> {
         PlacementSearch::Full,
         TrainingSetup::default(),
     );
-    match search(&i.inputs(), &PartitionerOnly(DeviceModel::default()), &opts) {
+    match search(&i.inputs(), &partitioner_only(), &opts) {
         Ok(r) => r
             .plans
             .into_iter()
@@ -416,7 +406,7 @@ fn search_equals_exhaustive_enumeration() {
                 "search {found} s, exhaustive {exhaustive} s ({:.3}% apart)",
                 (found - exhaustive) / exhaustive * 100.0
             );
-            let before = best(&PartitionerOnly(DeviceModel::default()));
+            let before = best(&partitioner_only());
             let mut s = stats.borrow_mut();
             s.0 += 1;
             if before > exhaustive {
@@ -465,7 +455,7 @@ fn interleaved_plans_are_left_alone() {
                     .filter(|p| p.plan.setup.virtual_stages() > 1)
                     .count();
             }
-            prop_assert_eq!(refined, plans(&PartitionerOnly(DeviceModel::default())));
+            prop_assert_eq!(refined, plans(&partitioner_only()));
             Ok(())
         })
         .unwrap();

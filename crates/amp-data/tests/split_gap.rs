@@ -14,30 +14,19 @@
 //! ```
 
 use amp_core::cost::amp_paper::artifact_setup;
-use amp_core::cost::device::DeviceModel;
-use amp_core::cost::{Candidate, CostModel, Estimate, Inputs, StageTables};
-use amp_core::plan::Plan;
+use amp_core::cost::device::{DeviceModel, DeviceOptions};
+use amp_core::cost::{CostModel, Inputs};
 use amp_core::refine::{for_each_split, split_count, with_boundaries};
 use amp_core::search::{search, PlacementSearch, SearchOptions};
 use amp_data::amp_artifact::Experiment;
 
 /// The default model with the refinement turned off: the search keeps the
 /// partitioner's splits, as it did before `amp_core::refine`.
-struct PartitionerOnly(DeviceModel);
-
-impl CostModel for PartitionerOnly {
-    fn name(&self) -> &'static str {
-        "amp (partitioner's splits)"
-    }
-    fn stage_tables(&self, inputs: &Inputs, c: &Candidate) -> amp_core::Result<StageTables> {
-        self.0.stage_tables(inputs, c)
-    }
-    fn split_is_final(&self) -> bool {
-        true
-    }
-    fn evaluate(&self, inputs: &Inputs, plan: &Plan) -> amp_core::Result<Estimate> {
-        self.0.evaluate(inputs, plan)
-    }
+fn partitioner_only() -> DeviceModel {
+    DeviceModel::new(DeviceOptions {
+        refine_splits: false,
+        ..DeviceOptions::default()
+    })
 }
 
 /// Plans with more splits than this are reported as not checked.
@@ -116,10 +105,7 @@ fn searched_splits_against_every_split() {
     let mut totals = [(0, 0, 0.0f64, 0); 2];
     for e in Experiment::ALL {
         for (k, (model, label)) in [
-            (
-                &PartitionerOnly(DeviceModel::default()) as &dyn CostModel,
-                "before",
-            ),
+            (&partitioner_only() as &dyn CostModel, "before"),
             (&DeviceModel::default() as &dyn CostModel, "after"),
         ]
         .into_iter()

@@ -48,3 +48,10 @@ pub fn shared_data() -> Option<PathBuf> {
         None
     }
 }
+
+/// Runs amp with `args`, asserts it succeeded and parses its JSON output.
+pub fn amp_json(args: &[&str]) -> serde_json::Value {
+    let o = amp(args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    serde_json::from_str(&stdout(&o)).unwrap()
+}

@@ -166,6 +166,11 @@ pub struct DeviceOptions {
     pub price_memory: bool,
     /// The fitted constants ([`Calibration::FITTED`] by default).
     pub calibration: Calibration,
+    /// Let the search re-split the leading plans under the full estimate
+    /// ([`crate::refine`]; on by default). Off, the partitioner's splits
+    /// stand, as before the refinement existed (what its tests compare
+    /// against).
+    pub refine_splits: bool,
 }
 
 impl Default for DeviceOptions {
@@ -176,6 +181,7 @@ impl Default for DeviceOptions {
             pass_overhead_s: PASS_OVERHEAD_S,
             price_memory: true,
             calibration: Calibration::FITTED,
+            refine_splits: true,
         }
     }
 }
@@ -548,6 +554,10 @@ impl CostModel for DeviceModel {
             }),
             min_layers: 1,
         })
+    }
+
+    fn split_is_final(&self) -> bool {
+        !self.options.refine_splits
     }
 
     fn fits_in_memory(&self, inputs: &Inputs, plan: &Plan) -> Option<bool> {
