@@ -383,13 +383,10 @@ fn price_candidate(
         boundaries
     };
     let plan = plan_from_grid(&grid, &boundaries, micro_batch, num_micro_batches, &setup);
-    // Exactly the plans whose estimate would overflow, without pricing
-    // their time (most of Llama-3.1-405B's interleaved candidates).
-    if model.fits_in_memory(inputs, &plan) == Some(false) {
-        return Outcome::Infeasible;
-    }
-    let estimate = match model.evaluate(inputs, &plan) {
-        Ok(e) => e,
+    // Plans that do not fit are dropped before their time is priced.
+    let estimate = match model.evaluate_if_fits(inputs, &plan) {
+        Ok(Some(e)) => e,
+        Ok(None) => return Outcome::Infeasible,
         Err(e) => return Outcome::Skipped(e.to_string()),
     };
     if !(estimate.iteration_s.is_finite() && estimate.iteration_s > 0.0) {
@@ -397,9 +394,6 @@ fn price_candidate(
             "the predicted iteration time is {} (check the profile's times and the layers' sizes)",
             estimate.iteration_s
         ));
-    }
-    if estimate.first_overflow().is_some() {
-        return Outcome::Infeasible;
     }
     Outcome::Priced(Box::new(RankedPlan {
         tp: grid.tp,

@@ -281,15 +281,14 @@ pub trait CostModel: Sync {
     /// The full estimate of a plan.
     fn evaluate(&self, inputs: &Inputs, plan: &Plan) -> Result<Estimate>;
 
-    /// Whether `plan` fits in memory, when the model can tell without
-    /// pricing its time: `Some(false)` exactly when [`CostModel::evaluate`]
-    /// would return an estimate with a device over capacity. `None` (the
-    /// default) when it cannot tell, the plan is invalid, or it has no
-    /// memory model. Lets the search drop plans that do not fit before
-    /// pricing their network.
-    fn fits_in_memory(&self, inputs: &Inputs, plan: &Plan) -> Option<bool> {
-        let _ = (inputs, plan);
-        None
+    /// The estimate of `plan` when it fits in memory, `None` when some
+    /// device would be over capacity: [`CostModel::evaluate`] and
+    /// [`Estimate::first_overflow`] together. A model that can tell the fit
+    /// first overrides this to skip pricing the time of plans that do not
+    /// fit (the search's path: most of Llama-3.1-405B's candidates).
+    fn evaluate_if_fits(&self, inputs: &Inputs, plan: &Plan) -> Result<Option<Estimate>> {
+        let e = self.evaluate(inputs, plan)?;
+        Ok(e.first_overflow().is_none().then_some(e))
     }
 
     /// An estimator for plans that differ from `plan` only in where its

@@ -560,20 +560,16 @@ impl CostModel for DeviceModel {
         !self.options.refine_splits
     }
 
-    fn fits_in_memory(&self, inputs: &Inputs, plan: &Plan) -> Option<bool> {
-        if !self.options.price_memory
-            || plan.validate(inputs.model, inputs.cluster).is_err()
-            || plan.setup.check_profile(inputs.profile).is_err()
-        {
-            return None;
+    fn evaluate_if_fits(&self, inputs: &Inputs, plan: &Plan) -> Result<Option<Estimate>> {
+        plan.validate(inputs.model, inputs.cluster)?;
+        plan.setup.check_profile(inputs.profile)?;
+        let memory = self.memory(inputs, plan);
+        if memory.iter().any(|m| m.overflow_bytes().is_some()) {
+            return Ok(None);
         }
-        let memory = memory::plan_memory(
-            inputs.model,
-            inputs.cluster,
-            plan,
-            self.options.calibration.framework_reserve_bytes,
-        );
-        Some(memory.iter().all(|m| m.overflow_bytes().is_none()))
+        let prices = self.plan_prices(inputs, plan)?;
+        self.estimate_with_memory(inputs, plan, &prices, memory)
+            .map(Some)
     }
 
     fn evaluate(&self, inputs: &Inputs, plan: &Plan) -> Result<Estimate> {
@@ -611,15 +607,13 @@ impl DeviceModel {
     /// [`CostModel::evaluate`] of a valid `plan`, its network priced by
     /// `prices`.
     fn estimate(&self, inputs: &Inputs, plan: &Plan, prices: &PlanPrices) -> Result<Estimate> {
-        let (sim, costs) = self.run_priced(inputs, plan, prices)?;
-        let c = &costs[sim.critical_replica][sim.critical_stage];
-        let busy = c.forward_s + c.backward_s;
-        let comm_share = if busy > 0.0 {
-            (c.tp_comm_s / busy).clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
-        let memory = if self.options.price_memory {
+        self.estimate_with_memory(inputs, plan, prices, self.memory(inputs, plan))
+    }
+
+    /// Per-device peak memory of a valid `plan`; empty without a memory
+    /// model.
+    fn memory(&self, inputs: &Inputs, plan: &Plan) -> Vec<crate::cost::DeviceMemory> {
+        if self.options.price_memory {
             memory::plan_memory(
                 inputs.model,
                 inputs.cluster,
@@ -628,6 +622,24 @@ impl DeviceModel {
             )
         } else {
             Vec::new()
+        }
+    }
+
+    /// [`Self::estimate`] with the plan's memory already computed.
+    fn estimate_with_memory(
+        &self,
+        inputs: &Inputs,
+        plan: &Plan,
+        prices: &PlanPrices,
+        memory: Vec<crate::cost::DeviceMemory>,
+    ) -> Result<Estimate> {
+        let (sim, costs) = self.run_priced(inputs, plan, prices)?;
+        let c = &costs[sim.critical_replica][sim.critical_stage];
+        let busy = c.forward_s + c.backward_s;
+        let comm_share = if busy > 0.0 {
+            (c.tp_comm_s / busy).clamp(0.0, 1.0)
+        } else {
+            0.0
         };
         Ok(Estimate {
             iteration_s: sim.timeline.iteration_s,
