@@ -94,11 +94,7 @@ fn print_text(
         loaded.cluster.num_devices(),
         crate::cmd_plan::seq_label(&loaded.model)
     )?;
-    let tps: Vec<String> = plan
-        .rank_stages()
-        .iter()
-        .map(|s| s.tp().to_string())
-        .collect();
+    let tps: Vec<String> = plan.rank_stages().iter().map(|s| s.tp_label()).collect();
     writeln!(
         out,
         "plan: pp {}, dp {}, tp per stage [{}], micro-batch {} x {} micro-batches = global batch {gb}, boundaries {:?}",
@@ -106,7 +102,7 @@ fn print_text(
         plan.dp(),
         tps.join(", "),
         plan.micro_batch,
-        plan.num_micro_batches,
+        micro_batches_label(plan),
         plan.boundaries()
     )?;
     writeln!(out, "setup: {}", plan.setup.summary())?;
@@ -242,6 +238,25 @@ pub fn run(args: EvalArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         );
     }
     Ok(())
+}
+
+/// Micro-batches per replica: `4`, or for uneven replicas the range and the
+/// total, `18-19 per replica (512 in all)`.
+fn micro_batches_label(plan: &amp_core::Plan) -> String {
+    if !plan.is_uneven() {
+        return plan.num_micro_batches.to_string();
+    }
+    let min = plan
+        .replica_micro_batches
+        .iter()
+        .min()
+        .copied()
+        .unwrap_or(0);
+    format!(
+        "{min}-{} per replica ({} in all)",
+        plan.num_micro_batches,
+        plan.total_micro_batches()
+    )
 }
 
 #[cfg(test)]

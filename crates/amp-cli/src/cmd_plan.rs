@@ -209,16 +209,14 @@ pub enum SetupOption {
 }
 
 /// The plan's tensor-parallel degree, or each stage's in order when they
-/// differ (`--per-type-tp`, or a plan from a file).
+/// differ (`--per-type-tp`, or a plan from a file); a stage whose replicas
+/// differ reads `1+4`.
 fn tp_label(p: &RankedPlan) -> String {
-    let tps: Vec<usize> = p.plan.rank_stages().iter().map(|s| s.tp()).collect();
-    if tps.iter().all(|&t| t == tps[0]) {
-        tps[0].to_string()
+    let tps: Vec<String> = p.plan.rank_stages().iter().map(|s| s.tp_label()).collect();
+    if tps.iter().all(|t| *t == tps[0]) {
+        tps[0].clone()
     } else {
-        tps.iter()
-            .map(|t| t.to_string())
-            .collect::<Vec<_>>()
-            .join("/")
+        tps.join("/")
     }
 }
 
@@ -263,6 +261,10 @@ struct JsonPlan<'a> {
     pp: usize,
     micro_batch: usize,
     num_micro_batches: usize,
+    /// Micro-batches of each replica, when they differ (uneven data
+    /// parallelism; `num_micro_batches` is then the largest).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    replica_micro_batches: &'a [usize],
     predicted_iteration_s: f64,
     throughput_samples_per_s: f64,
     /// GPUs the plan uses (with --subsets, fewer than the cluster's).
@@ -663,6 +665,7 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
                 pp: p.pp,
                 micro_batch: p.micro_batch,
                 num_micro_batches: p.num_micro_batches,
+                replica_micro_batches: &p.plan.replica_micro_batches,
                 predicted_iteration_s: p.estimate.iteration_s,
                 throughput_samples_per_s: global_batch as f64 / p.estimate.iteration_s,
                 gpus: wide.then(|| p.plan.devices().count()),

@@ -294,6 +294,10 @@ pub(crate) fn transient_bytes_per_sample(
     }
 }
 
+/// Bytes of one device: weights, gradients, optimizer state, activations,
+/// reserve.
+type DeviceBytes = (f64, f64, f64, f64, f64);
+
 /// Memory of one device of a stage; `capacity` from its node.
 #[allow(clippy::too_many_arguments)]
 fn device_memory(
@@ -307,7 +311,7 @@ fn device_memory(
     b: usize,
     setup: &TrainingSetup,
     reserve_bytes: f64,
-) -> (f64, f64, f64, f64, f64) {
+) -> DeviceBytes {
     let params = chunks
         .iter()
         .map(|c| model.stage_params(c.clone()) as f64)
@@ -350,34 +354,48 @@ pub fn plan_memory(
     let pp = plan.pp();
     let mut out = Vec::new();
     for (j, stage) in plan.rank_stages().iter().enumerate() {
-        let (w, g, o, a, r) = device_memory(
-            model,
-            &plan.rank_layers(j),
-            stage.tp(),
-            stage.dp(),
-            j,
-            pp,
-            plan.micro_batch,
-            plan.num_micro_batches,
-            &plan.setup,
-            reserve_bytes,
-        );
-        for d in stage.devices() {
-            out.push(DeviceMemory {
-                device: d,
-                stage: j,
-                weights_bytes: w,
-                gradients_bytes: g,
-                optimizer_bytes: o,
-                activations_bytes: a,
-                other_bytes: r,
-                peak_bytes: w + g + o + a + r,
-                capacity_bytes: cluster
-                    .nodes
-                    .get(d.node)
-                    .and_then(|n| n.gpu_memory_bytes)
-                    .map(|b| b as f64),
-            });
+        let chunks = plan.rank_layers(j);
+        // Per (tp, micro-batches) of a replica: replicas of a stage may
+        // differ in both, and a 16,384-GPU plan has few kinds.
+        let mut kinds: Vec<((usize, usize), DeviceBytes)> = Vec::new();
+        for (r, rep) in stage.replicas.iter().enumerate() {
+            let key = (rep.len(), plan.micro_batches_of(r));
+            let (w, g, o, a, rsv) = match kinds.iter().find(|(k, _)| *k == key) {
+                Some((_, m)) => *m,
+                None => {
+                    let m = device_memory(
+                        model,
+                        &chunks,
+                        key.0,
+                        stage.dp(),
+                        j,
+                        pp,
+                        plan.micro_batch,
+                        key.1,
+                        &plan.setup,
+                        reserve_bytes,
+                    );
+                    kinds.push((key, m));
+                    m
+                }
+            };
+            for &d in rep {
+                out.push(DeviceMemory {
+                    device: d,
+                    stage: j,
+                    weights_bytes: w,
+                    gradients_bytes: g,
+                    optimizer_bytes: o,
+                    activations_bytes: a,
+                    other_bytes: rsv,
+                    peak_bytes: w + g + o + a + rsv,
+                    capacity_bytes: cluster
+                        .nodes
+                        .get(d.node)
+                        .and_then(|n| n.gpu_memory_bytes)
+                        .map(|b| b as f64),
+                });
+            }
         }
     }
     out
@@ -661,6 +679,7 @@ mod tests {
         let plan = Plan {
             micro_batch: 1,
             num_micro_batches: 1,
+            replica_micro_batches: Vec::new(),
             stages: vec![Stage {
                 first_layer: 0,
                 end_layer: 1,

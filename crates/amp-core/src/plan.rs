@@ -3,8 +3,12 @@
 //! devices.
 //!
 //! The form is general on purpose: stages may use different GPU types and
-//! different tensor-parallel degrees. AMP's uniform (tp, dp, pp) plans are the
-//! special case the search produces.
+//! different tensor-parallel degrees, and so may the replicas of one stage
+//! (Sailor's plans serve a stage with A100 groups at tp 1 beside V100
+//! groups at tp 4). Replicas may run different numbers of micro-batches
+//! (`replica_micro_batches`: faster replicas take more, and the number of
+//! replicas need not divide the batch). AMP's uniform (tp, dp, pp) plans
+//! are the special case its search space holds.
 //!
 //! A plan carries its [`TrainingSetup`]. Under an interleaved schedule with
 //! `v` model chunks per device, `stages` lists the `pp x v` virtual stages
@@ -44,9 +48,35 @@ impl Stage {
     pub fn layers(&self) -> std::ops::Range<usize> {
         self.first_layer..self.end_layer
     }
-    /// Tensor-parallel degree: GPUs of the first replica (0 with no replicas).
+    /// Tensor-parallel degree of the first replica (0 with no replicas);
+    /// see [`Stage::uniform_tp`] for stages whose replicas differ.
     pub fn tp(&self) -> usize {
         self.replicas.first().map_or(0, |r| r.len())
+    }
+    /// The tensor-parallel degree when every replica uses the same one.
+    pub fn uniform_tp(&self) -> Option<usize> {
+        let tp = self.tp();
+        self.replicas.iter().all(|r| r.len() == tp).then_some(tp)
+    }
+    /// The largest tensor-parallel degree of the stage's replicas.
+    pub fn max_tp(&self) -> usize {
+        self.replicas.iter().map(Vec::len).max().unwrap_or(0)
+    }
+    /// The smallest tensor-parallel degree of the stage's replicas.
+    pub fn min_tp(&self) -> usize {
+        self.replicas.iter().map(Vec::len).min().unwrap_or(0)
+    }
+    /// The tensor-parallel degree as people write it: `4`, or the degrees
+    /// of mixed replicas in first-seen order, `1+4`.
+    pub fn tp_label(&self) -> String {
+        let mut seen: Vec<usize> = Vec::new();
+        for r in &self.replicas {
+            if !seen.contains(&r.len()) {
+                seen.push(r.len());
+            }
+        }
+        let labels: Vec<String> = seen.iter().map(usize::to_string).collect();
+        labels.join("+")
     }
     /// Data-parallel degree: number of replicas.
     pub fn dp(&self) -> usize {
@@ -66,8 +96,14 @@ impl Stage {
 pub struct Plan {
     /// Samples per micro-batch on each replica.
     pub micro_batch: usize,
-    /// Micro-batches each replica runs per iteration (gradient accumulation).
+    /// Micro-batches each replica runs per iteration (gradient
+    /// accumulation); with `replica_micro_batches`, the largest of them.
     pub num_micro_batches: usize,
+    /// Uneven data parallelism: micro-batches of each replica, in replica
+    /// order (empty: every replica runs `num_micro_batches`). Replica `r`
+    /// is entry `r` of every stage's `replicas`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replica_micro_batches: Vec<usize>,
     /// Pipeline stages in model order; with an interleaved schedule the
     /// virtual stages (see the module documentation).
     pub stages: Vec<Stage>,
@@ -109,15 +145,40 @@ impl Plan {
         self.stages.first().map_or(0, |s| s.dp())
     }
 
-    /// The tensor-parallel degree when every stage uses the same one.
+    /// The tensor-parallel degree when every stage and replica uses the
+    /// same one.
     pub fn uniform_tp(&self) -> Option<usize> {
         let tp = self.stages.first()?.tp();
-        self.stages.iter().all(|s| s.tp() == tp).then_some(tp)
+        self.stages
+            .iter()
+            .all(|s| s.uniform_tp() == Some(tp))
+            .then_some(tp)
     }
 
-    /// Samples per iteration over all replicas: `micro_batch x num_micro_batches x dp`.
+    /// Micro-batches replica `r` runs per iteration.
+    pub fn micro_batches_of(&self, r: usize) -> usize {
+        self.replica_micro_batches
+            .get(r)
+            .copied()
+            .unwrap_or(self.num_micro_batches)
+    }
+
+    /// Whether replicas run different numbers of micro-batches.
+    pub fn is_uneven(&self) -> bool {
+        self.replica_micro_batches
+            .iter()
+            .any(|&b| b != self.num_micro_batches)
+    }
+
+    /// Micro-batches of the whole iteration, over all replicas.
+    pub fn total_micro_batches(&self) -> usize {
+        (0..self.dp()).map(|r| self.micro_batches_of(r)).sum()
+    }
+
+    /// Samples per iteration over all replicas: `micro_batch x` the
+    /// micro-batches of every replica (`num_micro_batches x dp` when even).
     pub fn global_batch(&self) -> usize {
-        self.micro_batch * self.num_micro_batches * self.dp()
+        self.micro_batch * self.total_micro_batches()
     }
 
     /// Stage boundaries: `[0, b1, ..., num_layers]`.
@@ -135,9 +196,9 @@ impl Plan {
     }
 
     /// Checks that the plan can run: every layer in exactly one stage, in
-    /// order; every device exists and is used once; replicas of a stage have
-    /// the same tensor-parallel degree; every stage has the same number of
-    /// replicas; batch sizes positive.
+    /// order; every device exists and is used once; every stage has the
+    /// same number of replicas; batch sizes positive, with one micro-batch
+    /// count per replica when they are uneven.
     pub fn validate(&self, model: &Model, cluster: &Cluster) -> Result<()> {
         let bad = |at: String, msg: String| Err(AmpError::invalid(at, msg));
         if self.stages.is_empty() {
@@ -197,19 +258,48 @@ impl Plan {
                 ),
             );
         }
-        let batch = self
-            .micro_batch
-            .checked_mul(self.num_micro_batches)
-            .and_then(|b| b.checked_mul(self.stages[0].dp()));
+        if !self.replica_micro_batches.is_empty() {
+            let per = &self.replica_micro_batches;
+            if per.len() != self.stages[0].dp() {
+                return bad(
+                    "plan".into(),
+                    format!(
+                        "replica_micro_batches has {} entries but the plan has {} replicas; give one micro-batch count per replica (or leave it out when every replica runs num_micro_batches)",
+                        per.len(),
+                        self.stages[0].dp()
+                    ),
+                );
+            }
+            if let Some(r) = per.iter().position(|&b| b == 0) {
+                return bad(
+                    "plan".into(),
+                    format!("replica_micro_batches gives replica {r} no micro-batch; every replica runs at least one (drop the replica instead)"),
+                );
+            }
+            let max = per.iter().copied().max().unwrap_or(0);
+            if max != self.num_micro_batches {
+                return bad(
+                    "plan".into(),
+                    format!(
+                        "num_micro_batches = {} but the largest entry of replica_micro_batches is {max}; with uneven replicas num_micro_batches is their largest count",
+                        self.num_micro_batches
+                    ),
+                );
+            }
+        }
+        let batch = (0..self.stages[0].dp()).try_fold(0usize, |acc, r| {
+            self.micro_batch
+                .checked_mul(self.micro_batches_of(r))
+                .and_then(|b| acc.checked_add(b))
+        });
         match batch {
             Some(b) if b <= limits::MAX_GLOBAL_BATCH => {}
             _ => {
                 return bad(
                     "plan".into(),
                     format!(
-                        "micro_batch {} x num_micro_batches {} x {} replicas is above the limit of {} samples per iteration",
+                        "micro_batch {} x the micro-batches of {} replicas is above the limit of {} samples per iteration",
                         self.micro_batch,
-                        self.num_micro_batches,
                         self.stages[0].dp(),
                         limits::MAX_GLOBAL_BATCH
                     ),
@@ -259,12 +349,12 @@ impl Plan {
                     format!("has {} replicas but stage 0 has {dp}; every stage needs the same data-parallel degree", s.dp()),
                 );
             }
-            let tp = s.tp();
             for (r, rep) in s.replicas.iter().enumerate() {
-                if rep.is_empty() || rep.len() != tp {
+                if rep.is_empty() {
                     return bad(
                         format!("{at}, replica {r}"),
-                        format!("has {} devices but replica 0 has {tp}; replicas of a stage share one tensor-parallel degree", rep.len()),
+                        "has no devices; a replica is a tensor-parallel group of at least one GPU"
+                            .into(),
                     );
                 }
                 for d in rep {
@@ -373,6 +463,9 @@ impl Plan {
             "num_micro_batches": pick("num_micro_batches")?,
             "stages": pick("stages")?,
         });
+        if let Some(per) = entry.get("replica_micro_batches") {
+            bare["replica_micro_batches"] = per.clone();
+        }
         let recorded = entry.get("setup").is_some();
         if let Some(setup) = entry.get("setup") {
             bare["setup"] = setup.clone();
@@ -396,6 +489,7 @@ mod tests {
         Plan {
             micro_batch: 2,
             num_micro_batches: 4,
+            replica_micro_batches: Vec::new(),
             stages: vec![
                 Stage {
                     first_layer: 0,
@@ -449,6 +543,39 @@ mod tests {
         assert!(e.to_string().contains("rank 3"), "{e}");
         let e = Plan::from_json_any("{\"micro_batch\": 1}", "p", None).unwrap_err();
         assert!(e.to_string().contains("num_micro_batches"), "{e}");
+    }
+
+    #[test]
+    fn replicas_may_differ_in_tp_and_micro_batches() {
+        let (m, c) = (models::amp_gpt2(), clusters::homogeneous());
+        let mut p = two_stage();
+        p.stages[1].replicas = vec![vec![d(1, 0)], vec![d(1, 1), d(1, 2), d(1, 3)]];
+        p.validate(&m, &c).unwrap();
+        assert_eq!(p.stages[1].tp_label(), "1+3");
+        assert_eq!((p.stages[1].min_tp(), p.stages[1].max_tp()), (1, 3));
+        assert_eq!(p.uniform_tp(), None);
+        p.replica_micro_batches = vec![3, 4];
+        p.validate(&m, &c).unwrap();
+        assert!(p.is_uneven());
+        assert_eq!(p.global_batch(), 2 * 7);
+        assert_eq!(p.micro_batches_of(0), 3);
+        // The JSON form carries the counts (and leaves them out when even).
+        let text = serde_json::to_string(&p).unwrap();
+        assert_eq!(Plan::from_json_any(&text, "p", None).unwrap(), p);
+        assert!(!serde_json::to_string(&two_stage())
+            .unwrap()
+            .contains("replica_micro_batches"));
+        let err = |p: &Plan| p.validate(&m, &c).unwrap_err().to_string();
+        let mut bad = p.clone();
+        bad.replica_micro_batches = vec![4];
+        assert!(err(&bad).contains("1 entries but the plan has 2 replicas"));
+        bad.replica_micro_batches = vec![4, 0];
+        assert!(err(&bad).contains("gives replica 1 no micro-batch"));
+        bad.replica_micro_batches = vec![2, 3];
+        assert!(err(&bad).contains("largest entry of replica_micro_batches is 3"));
+        bad.replica_micro_batches = Vec::new();
+        bad.stages[0].replicas[1] = Vec::new();
+        assert!(err(&bad).contains("replica 1"));
     }
 
     #[test]

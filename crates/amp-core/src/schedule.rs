@@ -86,7 +86,8 @@ pub struct Event {
 pub struct Timeline {
     /// Number of pipeline stages (ranks) in the timeline.
     pub num_stages: usize,
-    /// Micro-batches each replica runs in the iteration.
+    /// Micro-batches each replica runs in the iteration (the largest
+    /// count when replicas run different numbers).
     pub num_micro_batches: usize,
     /// Every event of every stage and replica.
     pub events: Vec<Event>,
@@ -202,6 +203,9 @@ pub struct PipelineTimes {
     /// `send_backward_s[c]`: one micro-batch's gradients from (virtual)
     /// stage c + 1 back to c (`pp v - 1` entries).
     pub send_backward_s: Vec<f64>,
+    /// Micro-batches this replica runs in the iteration (replicas may run
+    /// different numbers: uneven data parallelism).
+    pub num_micro_batches: usize,
 }
 
 /// Everything one simulated iteration needs.
@@ -211,8 +215,6 @@ pub struct IterationSpec {
     /// stages. Replicas run independently until the gradient all-reduce, so
     /// identical replicas may be given once.
     pub pipelines: Vec<PipelineTimes>,
-    /// Micro-batches each replica runs in the iteration.
-    pub num_micro_batches: usize,
     /// Order of the forward and backward passes.
     pub schedule: Schedule,
     /// Per stage: data-parallel gradient all-reduce (0 without replicas).
@@ -292,13 +294,19 @@ fn check_len(what: &str, got: usize, want: usize) -> crate::Result<()> {
 /// step starts after the all-reduce (or the last backward). The iteration
 /// ends when the last stage's optimizer step does.
 pub fn simulate(spec: &IterationSpec) -> crate::Result<Simulation> {
-    let b = spec.num_micro_batches;
-    if b == 0 || spec.pipelines.is_empty() {
+    if spec.pipelines.is_empty() || spec.pipelines.iter().any(|p| p.num_micro_batches == 0) {
         return Err(crate::AmpError::invalid(
             "schedule simulation",
-            "needs at least one micro-batch and one pipeline",
+            "needs at least one pipeline and one micro-batch on each",
         ));
     }
+    // The largest count: the timeline's, and the capacity of the tables.
+    let b_max = spec
+        .pipelines
+        .iter()
+        .map(|p| p.num_micro_batches)
+        .max()
+        .unwrap_or(0);
     let v = spec.schedule.virtual_stages();
     let nv = spec.pipelines[0].forward_s.len();
     if nv == 0 || !nv.is_multiple_of(v) {
@@ -308,7 +316,12 @@ pub fn simulate(spec: &IterationSpec) -> crate::Result<Simulation> {
         ));
     }
     let pp = nv / v;
-    if v > 1 && !b.is_multiple_of(pp) {
+    if let Some(b) = spec
+        .pipelines
+        .iter()
+        .map(|p| p.num_micro_batches)
+        .find(|b| v > 1 && !b.is_multiple_of(pp))
+    {
         return Err(crate::AmpError::invalid(
             "schedule simulation",
             format!("the interleaved schedule runs micro-batches in groups of pp = {pp}, but there are {b}; choose a micro-batch size that makes the number of micro-batches a multiple of {pp}"),
@@ -329,16 +342,25 @@ pub fn simulate(spec: &IterationSpec) -> crate::Result<Simulation> {
             pp,
         )?;
     }
-    let orders: Vec<Vec<Pass>> = (0..pp).map(|j| spec.schedule.passes(j, pp, b)).collect();
+    // Pass orders per micro-batch count (one count unless uneven).
+    let mut orders_of: Vec<(usize, Vec<Vec<Pass>>)> = Vec::new();
+    for p in &spec.pipelines {
+        let b = p.num_micro_batches;
+        if !orders_of.iter().any(|(k, _)| *k == b) {
+            orders_of.push((b, (0..pp).map(|j| spec.schedule.passes(j, pp, b)).collect()));
+        }
+    }
     let chunk_of = |c: usize| (v > 1).then_some(c / pp);
 
-    let mut events: Vec<Event> = Vec::with_capacity(spec.pipelines.len() * nv * b * 4);
+    let mut events: Vec<Event> = Vec::with_capacity(spec.pipelines.len() * nv * b_max * 4);
     // Binding predecessor of every event, for the critical path.
     let mut preds: Vec<Option<usize>> = Vec::with_capacity(events.capacity());
     // Per replica and stage: (start, end, event) of the last backward.
     let mut last_bwd: Vec<Vec<(f64, f64, usize)>> = Vec::with_capacity(spec.pipelines.len());
 
     for (r, p) in spec.pipelines.iter().enumerate() {
+        let b = p.num_micro_batches;
+        let orders = &orders_of.iter().find(|(k, _)| *k == b).unwrap().1;
         let mut next = vec![0usize; pp];
         let mut free = vec![(0.0f64, None::<usize>); pp];
         // Links by the device cut they cross: cut j joins device j and
@@ -522,7 +544,7 @@ pub fn simulate(spec: &IterationSpec) -> crate::Result<Simulation> {
         .find(|&r| last_bwd[r][cs].1 == bwd_end[cs])
         .unwrap_or(0);
     let p = &spec.pipelines[cr];
-    let compute_s = b as f64
+    let compute_s = p.num_micro_batches as f64
         * (0..v)
             .map(|k| p.forward_s[k * pp + cs] + p.backward_s[k * pp + cs])
             .sum::<f64>();
@@ -543,7 +565,7 @@ pub fn simulate(spec: &IterationSpec) -> crate::Result<Simulation> {
     Ok(Simulation {
         timeline: Timeline {
             num_stages: pp,
-            num_micro_batches: b,
+            num_micro_batches: b_max,
             events,
             iteration_s,
         },
@@ -577,8 +599,8 @@ mod tests {
                 backward_s: bw.to_vec(),
                 send_forward_s: sf.to_vec(),
                 send_backward_s: sb.to_vec(),
+                num_micro_batches: b,
             }],
-            num_micro_batches: b,
             schedule,
             allreduce_s: vec![0.0; pp],
             optimizer_s: vec![0.0; pp],
@@ -974,9 +996,41 @@ mod tests {
         assert!(sim2.timeline.iteration_s > 27.0);
         // B not a multiple of pp: a clear error.
         let mut bad = s.clone();
-        bad.num_micro_batches = 3;
+        bad.pipelines[0].num_micro_batches = 3;
         let e = simulate(&bad).unwrap_err().to_string();
         assert!(e.contains("multiple of 2"), "{e}");
+    }
+
+    /// Replicas with different micro-batch counts run their own schedules
+    /// until the all-reduce: the iteration is the longer one's.
+    #[test]
+    fn replicas_run_their_own_micro_batch_counts() {
+        let one = |b| {
+            spec(
+                &[1.0, 2.0],
+                &[2.0, 4.0],
+                &[0.5],
+                &[0.5],
+                b,
+                Schedule::OneFOneB,
+            )
+        };
+        let mut both = one(2);
+        both.pipelines.push(one(5).pipelines[0].clone());
+        let sim = simulate(&both).unwrap();
+        assert_eq!(sim.timeline.num_micro_batches, 5);
+        assert_eq!(sim.timeline.iteration_s, makespan(&one(5)));
+        assert_eq!(sim.critical_replica, 1);
+        let count = |r: usize| {
+            sim.timeline
+                .events
+                .iter()
+                .filter(|e| e.replica == r && e.kind == EventKind::Backward)
+                .count()
+        };
+        assert_eq!((count(0), count(1)), (4, 10));
+        both.pipelines[0].num_micro_batches = 0;
+        assert!(simulate(&both).is_err());
     }
 
     fn arb_pipeline() -> impl Strategy<Value = (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, usize)> {

@@ -311,6 +311,7 @@ pub fn plan_from_grid(
     Plan {
         micro_batch,
         num_micro_batches,
+        replica_micro_batches: Vec::new(),
         stages: (0..stages)
             .map(|i| Stage {
                 first_layer: boundaries[i],

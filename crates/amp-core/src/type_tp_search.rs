@@ -169,6 +169,7 @@ fn build(cluster: &Cluster, num_layers: usize, c: &Candidate, opts: &SearchOptio
     Plan {
         micro_batch: c.micro_batch,
         num_micro_batches: opts.global_batch / c.dp / c.micro_batch,
+        replica_micro_batches: Vec::new(),
         stages: stage_replicas
             .into_iter()
             .enumerate()

@@ -63,8 +63,16 @@ pub(crate) struct Launch {
     pub world_size: usize,
 }
 
-/// The tensor-parallel degree shared by all stages, or the refusal.
+/// The tensor-parallel degree shared by all stages and replicas, or the
+/// refusal. The engines also give every replica the same micro-batches, so
+/// plans with uneven replicas are refused here too.
 pub(crate) fn uniform_tp(plan: &Plan, engine: &str) -> EngineResult<usize> {
+    if plan.is_uneven() {
+        return Err(Refusal::Unsupported(format!(
+            "its replicas run different numbers of micro-batches ({:?}); {engine} gives every data-parallel replica the same share of the batch. Plan with even replicas (amp plan without --uneven-dp) to export to {engine}",
+            plan.replica_micro_batches
+        )));
+    }
     match plan.uniform_tp() {
         Some(tp) => Ok(tp),
         None => {
@@ -72,10 +80,10 @@ pub(crate) fn uniform_tp(plan: &Plan, engine: &str) -> EngineResult<usize> {
                 .stages
                 .iter()
                 .enumerate()
-                .map(|(j, s)| format!("stage {j}: tp {}", s.tp()))
+                .map(|(j, s)| format!("stage {j}: tp {}", s.tp_label()))
                 .collect();
             Err(Refusal::Unsupported(format!(
-                "stages use different tensor-parallel degrees ({}); {engine} uses one tensor-parallel degree for every pipeline stage",
+                "stages or replicas use different tensor-parallel degrees ({}); {engine} uses one tensor-parallel degree for every pipeline stage and replica",
                 degrees.join(", ")
             )))
         }

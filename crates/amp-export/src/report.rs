@@ -199,7 +199,7 @@ fn tp_label(plan: &Plan) -> String {
         None => plan
             .stages
             .iter()
-            .map(|s| s.tp().to_string())
+            .map(|s| s.tp_label())
             .collect::<Vec<_>>()
             .join("/"),
     }
@@ -292,7 +292,7 @@ fn summary(h: &mut String, input: &ReportInput) {
             s.end_layer.saturating_sub(1),
             escape(first),
             escape(last),
-            s.tp(),
+            s.tp_label(),
             s.dp(),
             escape(&gpu_types_of(input.cluster, s.devices())),
             escape(&compress_ranges(&nodes))

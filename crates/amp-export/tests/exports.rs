@@ -272,6 +272,27 @@ fn per_stage_gpu_types_with_their_own_tp_are_refused_for_megatron() {
 }
 
 #[test]
+fn uneven_replicas_and_mixed_tp_replicas_are_refused_by_every_engine() {
+    let (p, m, c) = common::homogeneous();
+    let mut uneven = p.clone();
+    uneven.num_micro_batches += 1;
+    uneven.replica_micro_batches = (0..p.dp())
+        .map(|r| p.num_micro_batches + usize::from(r == 0))
+        .collect();
+    uneven.validate(&m, &c).unwrap();
+    for engine in [Engine::Megatron, Engine::DeepSpeed, Engine::Torchtitan] {
+        let e = export(&uneven, &m, &c, engine, &ExportOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("different numbers of micro-batches") && e.contains("same share"),
+            "{e}"
+        );
+    }
+    assert!(engines_for(&uneven, &m, &c, &ExportOptions::default()).is_empty());
+}
+
+#[test]
 fn unrealisable_placement_is_refused() {
     use amp_core::placement::{Axis, AxisOrder, DeviceGrid, Placement};
     let (_, m, c) = common::homogeneous();

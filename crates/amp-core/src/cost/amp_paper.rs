@@ -454,6 +454,12 @@ impl CostModel for AmpPaper {
                 "the amp-paper cost model prices one tensor-parallel degree for the whole plan; use the default cost model for mixed degrees",
             )
         })?;
+        if plan.is_uneven() {
+            return Err(AmpError::invalid(
+                "plan",
+                "the amp-paper cost model gives every replica the same micro-batches; use the default cost model for plans whose replicas run different numbers (replica_micro_batches)",
+            ));
+        }
         let devices: Vec<Device> = plan.devices().collect();
         let costs = self.layer_costs(inputs, &devices, tp, plan.micro_batch)?;
         let volumes = cut_volumes(inputs.model, tp);

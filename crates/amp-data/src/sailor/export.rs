@@ -211,7 +211,10 @@ fn check_setup(plan: &Plan) -> std::result::Result<(), String> {
 /// of a node a group takes is not part of the format (Sailor, and amp's
 /// reader, fill nodes in order).
 ///
-/// Refused with the reason: a plan that fails [`Plan::validate`], a setup
+/// Replicas of a stage may differ in tp (the format's own per-replica
+/// groups). Refused with the reason: a plan that fails [`Plan::validate`],
+/// uneven replicas other than the even deal ([`check_micro_batches`]), a
+/// setup
 /// Sailor's runs do not train with ([`super::training_setup`]), a GPU type
 /// without a Sailor name, a model whose layers do not map onto Sailor's
 /// (embedding, blocks, head) or a stage boundary inside what Sailor counts
@@ -224,6 +227,7 @@ pub fn write_plan_config(
 ) -> Result<String> {
     plan.validate(model, cluster)?;
     check_setup(plan).map_err(|e| AmpError::invalid("plan", e))?;
+    check_micro_batches(plan)?;
     let map = layer_map(model).map_err(|e| AmpError::invalid("plan", e))?;
     let mut layers_per_stage = Vec::with_capacity(plan.stages.len());
     let mut tmp_per_stage = Vec::with_capacity(plan.stages.len());
@@ -308,6 +312,29 @@ pub fn write_plan_config(
     // serde_json's pretty printer writes what Python's indent=2 writes for
     // these integers, strings and lists.
     serde_json::to_string_pretty(&out).map_err(|e| AmpError::invalid("plan", e.to_string()))
+}
+
+/// Sailor's format records the global batch and dp, not who runs what:
+/// uneven replicas are written only when their counts are the even deal
+/// amp's reader takes back (the first replicas one micro-batch more).
+fn check_micro_batches(plan: &Plan) -> Result<()> {
+    if !plan.is_uneven() {
+        return Ok(());
+    }
+    let (dp, total) = (plan.dp(), plan.total_micro_batches());
+    let dealt: Vec<usize> = (0..dp)
+        .map(|r| total / dp + usize::from(r < total % dp))
+        .collect();
+    if plan.replica_micro_batches == dealt {
+        return Ok(());
+    }
+    Err(AmpError::invalid(
+        "plan",
+        format!(
+            "its replicas run {:?} micro-batches; a Sailor plan_config records only the global batch and dp, which read back as {dealt:?}; order the replicas so the first ones run more, or export to Sailor a plan with even replicas",
+            plan.replica_micro_batches
+        ),
+    ))
 }
 
 /// The file name Sailor's measured runs use: `plan_config_N<nodes>_D<dp>.json`.

@@ -172,33 +172,6 @@ pub fn parse_plan_config(
                     ),
                 ));
             }
-            // Sailor's planner may give a stage's replicas different GPU
-            // types at different tp; amp's Plan has one tp per stage.
-            let groups = &p.tmp_per_stage[j];
-            if groups.iter().any(|(_, tp)| *tp != groups[0].1) {
-                let mut kinds: Vec<(usize, String, usize)> = Vec::new();
-                for (spans, tp) in groups {
-                    let mut gpus: Vec<&str> = spans.iter().map(|(g, _, _)| g.as_str()).collect();
-                    gpus.dedup();
-                    let gpus = gpus.join("+");
-                    match kinds.iter_mut().find(|(t, g, _)| t == tp && *g == gpus) {
-                        Some((_, _, n)) => *n += 1,
-                        None => kinds.push((*tp, gpus, 1)),
-                    }
-                }
-                let kinds: Vec<String> = kinds
-                    .iter()
-                    .map(|(tp, g, n)| format!("{n} x tp {tp} on {g}"))
-                    .collect();
-                return Err(AmpError::invalid(
-                    at_s,
-                    format!(
-                        "its {} replicas use different tensor-parallel degrees ({}); amp's plans give all replicas of a stage one tensor-parallel degree (stages may differ), so amp cannot price this plan; give the stage's replicas one tp degree",
-                        groups.len(),
-                        kinds.join(", ")
-                    ),
-                ));
-            }
             if pi == 0 {
                 stages.push(Stage {
                     first_layer: lo,
@@ -333,18 +306,36 @@ pub fn parse_plan_config(
         links,
     };
     let dp: usize = stages.first().map_or(0, |s| s.replicas.len());
-    if f.mbs == 0 || dp == 0 || !f.gbs.is_multiple_of(f.mbs * dp) {
+    if f.mbs == 0 || dp == 0 || !f.gbs.is_multiple_of(f.mbs) || f.gbs / f.mbs < dp {
         return Err(AmpError::invalid(
             origin,
             format!(
-                "gbs = {} is not a multiple of mbs x dp = {} x {dp}",
+                "gbs = {} must be a multiple of mbs = {} giving at least one micro-batch to each of the {dp} replicas",
                 f.gbs, f.mbs
             ),
         ));
     }
+    // Sailor's planner picks dp freely (27 replicas for a batch of 1024):
+    // the micro-batches are then dealt out as evenly as they go, the first
+    // replicas taking one more, and the reader says so.
+    let total = f.gbs / f.mbs;
+    let (each, extra) = (total / dp, total % dp);
+    let replica_micro_batches: Vec<usize> = if extra == 0 {
+        Vec::new()
+    } else {
+        warnings.push(format!(
+            "{origin}: gbs = {} is not a multiple of mbs x dp = {} x {dp}; its {total} micro-batches are read as {} on each of the first {extra} replicas and {each} on the other {} (uneven data parallelism)",
+            f.gbs,
+            f.mbs,
+            each + 1,
+            dp - extra
+        ));
+        (0..dp).map(|r| each + usize::from(r < extra)).collect()
+    };
     let plan = Plan {
         micro_batch: f.mbs,
-        num_micro_batches: f.gbs / (f.mbs * dp),
+        num_micro_batches: each + usize::from(extra > 0),
+        replica_micro_batches,
         stages,
         // Sailor's runs: 1F1B, no recomputation or sharding; the caller sets
         // the number formats from `llm_info.json` (training_precision).

@@ -396,6 +396,7 @@ fn written_plans_read_back_the_same() {
     let plan = Plan {
         micro_batch: 2,
         num_micro_batches: 3,
+        replica_micro_batches: Vec::new(),
         stages: vec![
             stage(0, 2, vec![vec![(0, 0), (0, 1)], vec![(0, 2), (0, 3)]]),
             stage(
@@ -468,6 +469,7 @@ fn plans_sailor_cannot_express_are_refused() {
     let one = |replicas| Plan {
         micro_batch: 1,
         num_micro_batches: 2,
+        replica_micro_batches: Vec::new(),
         stages: vec![stage(0, 4, replicas)],
         setup: Default::default(),
     };
@@ -509,6 +511,7 @@ fn plans_sailor_cannot_express_are_refused() {
     let mut p = Plan {
         micro_batch: 1,
         num_micro_batches: 2,
+        replica_micro_batches: Vec::new(),
         stages: vec![
             stage(0, 1, vec![vec![(0, 0)]]),
             stage(1, 2, vec![vec![(0, 1)]]),
@@ -543,6 +546,7 @@ fn leading_layers_collapse_into_the_embedding() {
     let plan = |b: usize| Plan {
         micro_batch: 1,
         num_micro_batches: 1,
+        replica_micro_batches: Vec::new(),
         stages: vec![
             stage(0, b, vec![vec![(0, 0)]]),
             stage(b, 5, vec![vec![(0, 1)]]),
@@ -566,11 +570,11 @@ fn leading_layers_collapse_into_the_embedding() {
     );
 }
 
-/// Sailor's planner may run a stage's replicas on different GPU types at
-/// different tp (3 A100 at tp 1 beside V100 groups at tp 4): amp's plans
-/// have one tp per stage, so the reader refuses it naming the stage.
+/// Sailor's planner may run a stage's replicas at different tp (3 A100 at
+/// tp 1 beside V100 groups at tp 4) and pick a dp that does not divide the
+/// batch: both read as they are, the uneven micro-batches with a warning.
 #[test]
-fn replicas_of_a_stage_at_different_tp_are_refused() {
+fn replicas_of_a_stage_at_different_tp_and_uneven_dp_are_read() {
     let m = model();
     let gpus = parse_cluster_config(CFG, "cfg").unwrap();
     let net = Network::parse(INTRA, "intra", INTER, "inter").unwrap();
@@ -581,15 +585,37 @@ fn replicas_of_a_stage_at_different_tp_are_refused() {
         ),
         "[4, 4]",
         1,
-        8,
+        10,
+    );
+    let run = parse_plan_config(&text, "p.json", &m, &gpus, &net).unwrap();
+    let tps: Vec<usize> = run.plan.stages[1].replicas.iter().map(Vec::len).collect();
+    assert_eq!(tps, vec![1, 1, 1, 4]);
+    assert_eq!(run.plan.stages[1].tp_label(), "1+4");
+    // 10 micro-batches over 4 replicas: 3, 3, 2, 2.
+    assert_eq!(run.plan.replica_micro_batches, vec![3, 3, 2, 2]);
+    assert_eq!(run.plan.num_micro_batches, 3);
+    assert_eq!(run.plan.global_batch(), 10);
+    assert!(
+        run.warnings.iter().any(|w| w.contains("p.json")
+            && w.contains("not a multiple of mbs x dp = 1 x 4")
+            && w.contains("uneven")),
+        "{:?}",
+        run.warnings
+    );
+    // Fewer micro-batches than replicas is refused.
+    let text = plan_json(
+        &format!(
+            r#"{{"num_stages": 2, "layers_per_stage": [[0, 1], [2, 3]], "tmp_per_stage": [[{b}, {b}, {b}, {b}], [{a}, {a}, {a}, {b}]]"#
+        ),
+        "[4, 4]",
+        1,
+        3,
     );
     let e = parse_plan_config(&text, "p.json", &m, &gpus, &net)
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("p.json: pipeline_list[0], stage 1")
-            && e.contains("3 x tp 1 on G, 1 x tp 4 on G")
-            && e.contains("one tensor-parallel degree"),
+        e.contains("at least one micro-batch to each of the 4 replicas"),
         "{e}"
     );
 }

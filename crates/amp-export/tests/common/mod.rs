@@ -72,6 +72,7 @@ pub fn mixed_tp() -> (Plan, Model, Cluster) {
     let p = Plan {
         micro_batch: 1,
         num_micro_batches: 8,
+        replica_micro_batches: Vec::new(),
         stages: vec![
             Stage {
                 first_layer: 0,

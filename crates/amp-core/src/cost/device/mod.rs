@@ -252,13 +252,14 @@ impl DeviceModel {
         let mut layer_costs: Vec<Vec<LayerCost>> = Vec::new();
         let mut group_costs = Vec::new();
         for s in plan.rank_stages() {
-            let tp = s.tp();
-            if !caches.iter().any(|(t, _)| *t == tp) {
-                caches.push((tp, Caches::default()));
-            }
-            let cache = &mut caches.iter_mut().find(|(t, _)| *t == tp).unwrap().1;
             let mut of_stage = Vec::with_capacity(s.replicas.len());
             for rep in &s.replicas {
+                // Replicas of a stage may differ in tp (caches are per tp).
+                let tp = rep.len();
+                if !caches.iter().any(|(t, _)| *t == tp) {
+                    caches.push((tp, Caches::default()));
+                }
+                let cache = &mut caches.iter_mut().find(|(t, _)| *t == tp).unwrap().1;
                 let costs = self.group_costs(inputs, &plan.setup, rep, plan.micro_batch, cache)?;
                 let k = match layer_costs.iter().position(|c| *c == costs) {
                     Some(k) => k,
@@ -385,6 +386,7 @@ impl DeviceModel {
                 backward_s: cc.iter().map(|x| x.1).collect(),
                 send_forward_s: sends.clone(),
                 send_backward_s: back.clone(),
+                num_micro_batches: plan.micro_batches_of(r),
             };
             if !pipelines.contains(&p) {
                 pipelines.push(p);
@@ -407,7 +409,6 @@ impl DeviceModel {
             .collect();
         let spec = IterationSpec {
             pipelines,
-            num_micro_batches: plan.num_micro_batches,
             schedule: setup.schedule,
             allreduce_s: self.allreduce_times(inputs, plan, &prices.net.allreduce),
             optimizer_s: (0..pp)

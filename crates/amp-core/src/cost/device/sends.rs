@@ -42,7 +42,9 @@ impl DeviceModel {
         if from == to {
             return None;
         }
-        let sender_tp = from.first().map_or(1, |g| g.len());
+        // Senders at mixed tp degrees: priced at the largest share (the
+        // smallest degree) for every pair, an upper bound.
+        let sender_tp = from.iter().map(Vec::len).min().unwrap_or(1);
         let net = self.network(inputs.cluster);
         let gather = (split_sends(setup) && sender_tp > 1).then(|| {
             to.iter()
@@ -99,7 +101,8 @@ impl DeviceModel {
 /// ([`DeviceModel::transfer_curves`]), as functions of the message size.
 #[derive(Debug, Clone)]
 pub(super) struct TransferCurves {
-    /// Tensor-parallel degree of the sending groups.
+    /// Tensor-parallel degree of the sending groups (the smallest, when
+    /// they differ).
     sender_tp: usize,
     /// The concurrent sends of one rank's share.
     send: collective::CostCurve,

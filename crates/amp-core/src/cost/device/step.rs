@@ -12,7 +12,12 @@ use super::*;
 
 impl DeviceModel {
     /// The gradient all-reduce of each pipeline rank's replicas (one ring
-    /// per tensor-parallel rank, all at once) as a function of its size.
+    /// per tensor-parallel rank, all at once) as a function of the size of
+    /// one ring's share. Replicas at different tp degrees (a stage served
+    /// by A100s at tp 1 and V100s at tp 4) reduce in shards of the largest
+    /// degree: ring `t` takes rank `t mod tp` of each replica, so a tp-1
+    /// GPU joins every ring and its links carry its whole gradient, shared
+    /// among the rings, as its reduction would.
     pub(super) fn allreduce_curves(
         &self,
         inputs: &Inputs,
@@ -21,8 +26,8 @@ impl DeviceModel {
         plan.rank_stages()
             .iter()
             .map(|s| {
-                let rings: Vec<Vec<Device>> = (0..s.tp())
-                    .map(|t| s.replicas.iter().map(|rep| rep[t]).collect())
+                let rings: Vec<Vec<Device>> = (0..s.max_tp())
+                    .map(|t| s.replicas.iter().map(|rep| rep[t % rep.len()]).collect())
                     .collect();
                 collective::concurrent_allreduce_curve(&self.network(inputs.cluster), &rings)
             })
@@ -45,7 +50,7 @@ impl DeviceModel {
             .iter()
             .enumerate()
             .map(|(j, s)| {
-                let tp = s.tp();
+                let tp = s.max_tp();
                 let params: u64 = plan
                     .rank_layers(j)
                     .into_iter()
@@ -80,7 +85,7 @@ impl DeviceModel {
                     groups.push(vec![d, other[k % other.len()]]);
                 }
             }
-            let bytes = layer.params as f64 / sa.tp().max(sb.tp()) as f64 * g;
+            let bytes = layer.params as f64 / sa.max_tp().max(sb.max_tp()) as f64 * g;
             let t =
                 collective::concurrent_allreduce_s(&self.network(inputs.cluster), &groups, bytes);
             out[a] += t;
@@ -90,17 +95,21 @@ impl DeviceModel {
     }
 
     /// Optimizer step of one stage: measured where the profile has it, on
-    /// the slowest of the stage's GPU types.
+    /// the slowest of the stage's replicas (GPU types and tp degree).
     pub(super) fn optimizer_time(&self, inputs: &Inputs, plan: &Plan, rank: usize) -> f64 {
         let stage: &Stage = &plan.stages[rank];
         let chunks = plan.rank_layers(rank);
-        let tp = stage.tp();
-        let mut types: Vec<&str> = stage
-            .devices()
-            .map(|d| inputs.cluster.nodes[d.node].gpu_type.as_str())
+        // (GPU type, tp) of every device, once each.
+        let mut kinds: Vec<(&str, usize)> = stage
+            .replicas
+            .iter()
+            .flat_map(|rep| {
+                rep.iter()
+                    .map(|d| (inputs.cluster.nodes[d.node].gpu_type.as_str(), rep.len()))
+            })
             .collect();
-        types.sort();
-        types.dedup();
+        kinds.sort();
+        kinds.dedup();
         let params: u64 = chunks
             .iter()
             .map(|c| inputs.model.stage_params(c.clone()))
@@ -111,10 +120,10 @@ impl DeviceModel {
         } else {
             1.0
         };
-        let estimate = OPTIMIZER_S_PER_PARAM * params as f64 / tp as f64 / shard;
-        types
+        kinds
             .into_iter()
-            .map(|gpu| {
+            .map(|(gpu, tp)| {
+                let estimate = OPTIMIZER_S_PER_PARAM * params as f64 / tp as f64 / shard;
                 let measured: Option<f64> = chunks
                     .iter()
                     .flat_map(|c| c.clone())

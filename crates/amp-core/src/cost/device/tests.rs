@@ -73,6 +73,7 @@ fn plan(stages: Vec<(usize, usize, Vec<Vec<Device>>)>, b: usize) -> Plan {
     Plan {
         micro_batch: 2,
         num_micro_batches: b,
+        replica_micro_batches: Vec::new(),
         stages: stages
             .into_iter()
             .map(|(first_layer, end_layer, replicas)| Stage {
@@ -569,4 +570,118 @@ fn measured_tp_groups_across_nodes_pay_the_network() {
     let (f, b) = price(vec![d(0, 0), d(1, 0)]);
     assert!((f - (4.0 + 4.0 * 2.0 * extra)).abs() < 1e-12, "{f}");
     assert!((b - (8.0 + 4.0 * 2.0 * extra)).abs() < 1e-12, "{b}");
+}
+
+/// Uneven data parallelism: replicas are separate pipelines until the
+/// gradient all-reduce, so a replica of fast GPUs that takes more
+/// micro-batches ends when the slow one does, not three times earlier.
+#[test]
+fn uneven_replicas_run_their_own_micro_batches() {
+    let (m, c) = (model(), cluster());
+    let p = Profile {
+        entries: vec![
+            entry("fast", 1, 1.0, Some(2.0)),
+            entry("slow", 1, 3.0, Some(6.0)),
+        ],
+        precision: None,
+    };
+    let inputs = Inputs {
+        model: &m,
+        cluster: &c,
+        profile: &p,
+    };
+    let run = |per: Vec<usize>| {
+        let mut pl = plan(vec![(0, 4, vec![vec![d(0, 0)], vec![d(1, 0)]])], 4);
+        pl.num_micro_batches = per.iter().copied().max().unwrap_or(4);
+        pl.replica_micro_batches = per;
+        time_only().timeline(&inputs, &pl).unwrap()
+    };
+    let even = run(Vec::new());
+    // Writing the even counts out prices the same plan.
+    assert_eq!(run(vec![4, 4]), even);
+    // When the last backward pass ends: then the same all-reduce and step.
+    let computed = |t: &Timeline| {
+        t.events
+            .iter()
+            .filter(|e| e.kind == EventKind::Backward)
+            .map(|e| e.end_s)
+            .fold(0.0, f64::max)
+    };
+    // Even: the slow replica runs 4 x 4 layers x (3 + 6) s.
+    assert_eq!(computed(&even), 144.0);
+    // Six on the fast replica (6 x 12 s), two on the slow one (2 x 36 s).
+    let uneven = run(vec![6, 2]);
+    assert_eq!(uneven.num_micro_batches, 6);
+    assert_eq!(computed(&uneven), 72.0);
+    let after = |t: &Timeline| t.iteration_s - computed(t);
+    assert!((after(&even) - after(&uneven)).abs() < 1e-12);
+    let forwards = |t: &Timeline, r: usize| {
+        t.events
+            .iter()
+            .filter(|e| e.replica == r && e.kind == EventKind::Forward)
+            .count()
+    };
+    assert_eq!((forwards(&uneven, 0), forwards(&uneven, 1)), (6, 2));
+}
+
+/// Replicas of one stage at different tp degrees (Sailor's A100s at tp 1
+/// beside V100 groups at tp 4): each group is priced at its own degree,
+/// holds its own share of the weights, and the gradient reduction through
+/// the tp-1 GPU carries its whole gradient, as a plain ring of tp-1
+/// replicas does.
+#[test]
+fn replicas_of_a_stage_may_differ_in_tp() {
+    let (m, c) = (model(), cluster());
+    let p = Profile {
+        entries: vec![
+            entry("fast", 2, 1.0, Some(2.0)),
+            entry("slow", 1, 3.0, Some(6.0)),
+        ],
+        precision: None,
+    };
+    let inputs = Inputs {
+        model: &m,
+        cluster: &c,
+        profile: &p,
+    };
+    let mixed = plan(vec![(0, 4, vec![vec![d(0, 0), d(0, 1)], vec![d(1, 0)]])], 2);
+    assert_eq!(mixed.stages[0].tp_label(), "2+1");
+    assert_eq!(mixed.uniform_tp(), None);
+    let t = time_only().timeline(&inputs, &mixed).unwrap();
+    let fwd = |r: usize| {
+        t.events
+            .iter()
+            .find(|e| e.replica == r && e.kind == EventKind::Forward)
+            .map(|e| e.end_s - e.start_s)
+            .unwrap()
+    };
+    assert_eq!((fwd(0), fwd(1)), (4.0, 12.0));
+    // Gradient reduction: two rings of half the gradient, both through
+    // node 1's one GPU and NIC, against one ring of the whole gradient.
+    let plain = plan(vec![(0, 4, vec![vec![d(0, 0)], vec![d(1, 0)]])], 2);
+    let single = Profile {
+        entries: vec![
+            entry("fast", 1, 1.0, Some(2.0)),
+            entry("slow", 1, 3.0, Some(6.0)),
+        ],
+        precision: None,
+    };
+    let tp1 = Inputs {
+        profile: &single,
+        ..inputs
+    };
+    let t1 = time_only().timeline(&tp1, &plain).unwrap();
+    let (a, b) = (
+        durations(&t, 0, EventKind::AllReduce)[0],
+        durations(&t1, 0, EventKind::AllReduce)[0],
+    );
+    assert!(a > 0.0 && (a - b).abs() <= 1e-12 * b, "{a} vs {b}");
+    // Memory: the tp-1 GPU holds the whole stage, each tp-2 GPU half.
+    let mem = DeviceModel::default()
+        .evaluate(&inputs, &mixed)
+        .unwrap()
+        .memory;
+    let w = |dev: Device| mem.iter().find(|x| x.device == dev).unwrap().weights_bytes;
+    assert_eq!(w(d(1, 0)), 2.0 * w(d(0, 0)));
+    assert_eq!(w(d(0, 1)), w(d(0, 0)));
 }
