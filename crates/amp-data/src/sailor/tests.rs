@@ -450,6 +450,41 @@ fn written_plans_read_back_the_same() {
     );
 }
 
+/// A stage whose replicas differ in tp, with uneven replicas dealt as the
+/// format implies, writes and reads back the same; other uneven counts are
+/// refused, as the file could not say them.
+#[test]
+fn mixed_tp_and_uneven_plans_read_back_the_same() {
+    let m = model();
+    let mut plan = Plan {
+        micro_batch: 1,
+        num_micro_batches: 3,
+        replica_micro_batches: vec![3, 2],
+        stages: vec![
+            stage(
+                0,
+                2,
+                vec![vec![(0, 0), (0, 1), (0, 2), (0, 3)], vec![(1, 0)]],
+            ),
+            stage(2, 4, vec![vec![(1, 1)], vec![(1, 2)]]),
+        ],
+        setup: Default::default(),
+    };
+    let text = write_plan_config(&plan, &m, &gh_cluster(2), DEFAULT_ZONE).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["gbs"], 5);
+    let gpus = parse_cluster_config(GH_CFG, "cfg").unwrap();
+    let net = Network::parse(GH_INTRA, "intra", GH_INTER, "inter").unwrap();
+    let run = parse_plan_config(&text, "out.json", &m, &gpus, &net).unwrap();
+    assert_eq!(run.plan, plan);
+    assert_eq!(run.warnings.len(), 1, "{:?}", run.warnings);
+    plan.replica_micro_batches = vec![2, 3];
+    let e = write_plan_config(&plan, &m, &gh_cluster(2), DEFAULT_ZONE)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("read back as [3, 2]"), "{e}");
+}
+
 #[test]
 fn names_map_both_ways_through_the_one_table() {
     assert_eq!(sailor_gpu_name("GH200"), Some("GH-96"));
