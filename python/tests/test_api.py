@@ -118,6 +118,19 @@ def test_a_budget_reaches_the_cli(cli_json):
     assert all(p["usd_per_hour"] <= 30 for p in expected["plans"])
 
 
+def test_uneven_dp_reaches_the_cli(cli_json):
+    """uneven_dp lets dp not divide the batch (12 T4 for 32 samples)."""
+    args = ["--model", "gpt2", "--cluster", "3xg4dn.12xlarge", "--global-batch", "32"]
+    expected = cli_json("plan", *args, "--uneven-dp", "--top", "50", "--json", "-q")
+    result = amp.plan(
+        model="gpt2", cluster="3xg4dn.12xlarge", global_batch=32, uneven_dp=True, top=50
+    )
+    assert result.to_dict() == expected
+    uneven = [p for p in expected["plans"] if "replica_micro_batches" in p]
+    assert uneven
+    assert all(p["micro_batch"] * sum(p["replica_micro_batches"]) == 32 for p in uneven)
+
+
 def test_hf_config_dict_and_object_and_path_agree(tiny_config: Path):
     by_path = amp.plan(model=str(tiny_config), cluster="1x4xA100", global_batch=8, seq=64)
     by_dict = amp.plan(model=dict(TINY_LLAMA), cluster="1x4xA100", global_batch=8, seq=64)

@@ -240,23 +240,18 @@ pub fn run(args: EvalArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     Ok(())
 }
 
-/// Micro-batches per replica: `4`, or for uneven replicas the range and the
-/// total, `18-19 per replica (512 in all)`.
+/// Micro-batches per replica: `4`, or for uneven replicas the range and
+/// the total, `18-19 per replica (512 in all)`.
 fn micro_batches_label(plan: &amp_core::Plan) -> String {
-    if !plan.is_uneven() {
-        return plan.num_micro_batches.to_string();
+    if plan.is_uneven() {
+        format!(
+            "{} per replica ({} in all)",
+            plan.micro_batches_label(),
+            plan.total_micro_batches()
+        )
+    } else {
+        plan.micro_batches_label()
     }
-    let min = plan
-        .replica_micro_batches
-        .iter()
-        .min()
-        .copied()
-        .unwrap_or(0);
-    format!(
-        "{min}-{} per replica ({} in all)",
-        plan.num_micro_batches,
-        plan.total_micro_batches()
-    )
 }
 
 #[cfg(test)]

@@ -34,8 +34,9 @@ pub const JSON_SCHEMA_VERSION: u32 = amp_core::plan::PLAN_SCHEMA_VERSION;
 pub struct PlanArgs {
     #[command(flatten)]
     pub inputs: InputArgs,
-    /// Samples per iteration, over all data-parallel replicas.
-    #[arg(long, required_unless_present = "example")]
+    /// Samples per iteration, over all data-parallel replicas (default with
+    /// --example, and with --sailor-data the model's training file's).
+    #[arg(long, required_unless_present_any = ["example", "sailor_data"])]
     pub global_batch: Option<usize>,
     /// Placements to search: full (every axis order and node order) or
     /// artifact (the AMP artifact's default rank order only).
@@ -99,6 +100,13 @@ pub struct PlanArgs {
     /// search, a heuristic).
     #[arg(long)]
     pub per_type_tp: bool,
+    /// Let replicas run different numbers of micro-batches: data-parallel
+    /// degrees that need not divide the batch, faster replicas taking more,
+    /// and with --per-type-tp stages whose replicas mix GPU types (Sailor's
+    /// plans). Megatron-LM, DeepSpeed and torchtitan give every replica the
+    /// same share, so such plans do not export to them.
+    #[arg(long)]
+    pub uneven_dp: bool,
 }
 
 /// A budget: a finite number above zero.
@@ -168,8 +176,10 @@ fn baselines(
         },
     };
     let mut out = Vec::new();
+    // AMP's space: dp divides the batch, every replica the same share.
     let quiet = SearchOptions {
         progress: None,
+        uneven_dp: false,
         ..*opts
     };
     let amp_space = if beyond_amp_space {
@@ -411,7 +421,7 @@ fn print_table(
             p.pp.to_string(),
             p.dp.to_string(),
             p.micro_batch.to_string(),
-            p.num_micro_batches.to_string(),
+            p.plan.micro_batches_label(),
             b.join(" "),
             placement_summary(loaded, p),
         ];
@@ -482,6 +492,25 @@ fn print_table(
         result.infeasible,
         result.unpriced
     )?;
+    // What the engines cannot run, said where the plan is shown.
+    let mut unlaunchable = Vec::new();
+    if best.plan.is_uneven() {
+        unlaunchable.push(format!(
+            "its replicas run {} micro-batches ({} in all; replica_micro_batches in --json)",
+            best.plan.micro_batches_label(),
+            best.plan.total_micro_batches()
+        ));
+    }
+    if best.plan.stages.iter().any(|s| s.uniform_tp().is_none()) {
+        unlaunchable.push("a stage's replicas run at different tp degrees".to_string());
+    }
+    if !unlaunchable.is_empty() {
+        writeln!(
+            out,
+            "best plan: {}; Megatron-LM, DeepSpeed and torchtitan cannot run it",
+            unlaunchable.join(", and ")
+        )?;
+    }
     if result.node_orders == Some(NodeOrderSearch::ClassesTogether) {
         writeln!(
             out,
@@ -518,7 +547,7 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     let mut loaded = args.inputs.load()?;
     let global_batch = match (args.global_batch, loaded.example_batch) {
         (Some(b), _) | (None, Some(b)) => b,
-        (None, None) => bail!("--global-batch is required"),
+        (None, None) => bail!("--global-batch is required (the Sailor training file gives none)"),
     };
     if global_batch == 0 || global_batch > amp_core::limits::MAX_GLOBAL_BATCH {
         bail!(
@@ -549,10 +578,22 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     let emit = args.emit.map(EngineArg::engine);
     let setup = match cost_name {
         CostModelName::AmpPaper => amp_core::cost::amp_paper::artifact_setup(),
-        CostModelName::Amp => {
-            args.setup
-                .resolve(loaded.default_precision, emit, &loaded.profile)?
-        }
+        CostModelName::Amp => match loaded.data_setup {
+            // Sailor's scenarios train as Sailor's runs did.
+            Some(s) => {
+                let flags = args.setup.given();
+                if !flags.is_empty() {
+                    bail!(
+                        "{} do not apply with --sailor-data: plans are priced in the setup of Sailor's runs (from its llm_info.json); drop them (--search-setup still varies it)",
+                        flags.join(", ")
+                    );
+                }
+                s
+            }
+            None => args
+                .setup
+                .resolve(loaded.default_precision, emit, &loaded.profile)?,
+        },
     };
     args.inputs
         .complete_profile(&mut loaded, &divisors(global_batch), setup.formats.compute)?;
@@ -587,6 +628,7 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         // more, to find one the engine can launch, and --report all,
         // which it counts.
         max_node_orders: MAX_NODE_ORDERS,
+        uneven_dp: args.uneven_dp,
         keep: if args.report.is_some() {
             usize::MAX
         } else if args.emit.is_some() {
@@ -645,7 +687,7 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             cost_model.as_ref(),
             &search_opts,
             // The main search went beyond AMP's space.
-            !space.is_empty() || wide || args.per_type_tp,
+            !space.is_empty() || wide || args.per_type_tp || args.uneven_dp,
             result.plans[0].estimate.iteration_s,
         )?)
     } else {

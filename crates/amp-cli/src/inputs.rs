@@ -57,11 +57,14 @@ pub struct InputArgs {
     #[arg(long, help = crate::calibration_arg::HELP)]
     pub calibration: Option<String>,
     /// Sailor's data folder (profiles.json, llm_info.json, training/,
-    /// cluster_config.json, network/): the plan is a Sailor plan_config,
-    /// priced on the nodes it names with this folder's model, profiles and
-    /// network curves. The model is --model or the plan's folder name
-    /// (measured/<cluster>/<model>/...). amp eval and amp export only.
-    #[arg(long, conflicts_with_all = ["example", "cluster", "seq"])]
+    /// cluster_config.json, network/). amp eval and amp export: the plan is
+    /// a Sailor plan_config, priced on the nodes it names with this
+    /// folder's model, profiles and network curves; the model is --model or
+    /// the plan's folder name (measured/<cluster>/<model>/...). amp plan:
+    /// plans --model (a model of training/) on --cluster written in
+    /// Sailor's node kinds (8x4xA100-40+24x4xV100-16), in the setup of
+    /// Sailor's runs.
+    #[arg(long, conflicts_with_all = ["example", "seq"])]
     pub sailor_data: Option<PathBuf>,
 }
 
@@ -102,8 +105,12 @@ pub struct Loaded {
     pub model: Model,
     pub cluster: Cluster,
     pub profile: Profile,
-    /// The example's global batch, when an example was chosen.
+    /// The global batch the inputs come with: an example's, or that of
+    /// the model's Sailor training file.
     pub example_batch: Option<usize>,
+    /// The setup the inputs train with when no setup flag is given: that
+    /// of Sailor's runs, with `--sailor-data`.
+    pub data_setup: Option<amp_core::setup::TrainingSetup>,
     /// The number format the profile's times hold for when the user names
     /// none: the profile's own, fp16 for the AMP artifact's profiles (its
     /// runs trained in fp16), else bf16.
@@ -144,8 +151,8 @@ impl InputArgs {
         // Before anything is read or printed: a bad --calibration is a
         // usage error.
         self.calibration()?;
-        if self.sailor_data.is_some() {
-            bail!("--sailor-data prices a Sailor plan file: it applies to amp eval and amp export, not here");
+        if let Some(dir) = &self.sailor_data {
+            return self.load_sailor_scenario(dir);
         }
         if let Some(ex) = self.example {
             let e = ex.experiment();
@@ -159,6 +166,7 @@ impl InputArgs {
                 cluster: e.cluster(),
                 profile,
                 example_batch: Some(e.global_batch()),
+                data_setup: None,
             });
         }
         let model = load_model(self.model.as_deref().unwrap_or_default(), self.seq)?;
@@ -205,6 +213,48 @@ impl InputArgs {
             profile,
             example_batch: None,
             default_precision,
+            data_setup: None,
+        })
+    }
+
+    /// `amp plan --sailor-data DIR --model M --cluster KINDS`: Sailor's model,
+    /// profile and runs' setup, on nodes of Sailor's kinds with its network
+    /// curves.
+    fn load_sailor_scenario(&self, dir: &Path) -> Result<Loaded> {
+        let files = read_sailor_folder(dir)?;
+        let folder = amp_data::SailorFolder::read(&files).with_context(|| {
+            format!(
+                "--sailor-data {} is not a Sailor data folder",
+                dir.display()
+            )
+        })?;
+        let known = folder
+            .training
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (Some(name), Some(spec)) = (&self.model, &self.cluster) else {
+            bail!("amp plan with --sailor-data needs --model (one of {known}) and --cluster in Sailor's node kinds, e.g. --cluster 8x4xA100-40+24x4xV100-16");
+        };
+        let m = folder.model(name)?;
+        let cluster = folder
+            .cluster(spec)
+            .with_context(|| format!("--cluster {spec} with --sailor-data"))?;
+        let mut profile = m.profile;
+        for p in &self.profile {
+            profile.merge(read_profile(p, &m.model)?);
+        }
+        Ok(Loaded {
+            default_precision: profile.precision.unwrap_or(Precision::Fp16),
+            example_batch: folder
+                .training
+                .get(&m.name)
+                .and_then(|t| t.global_batch_size),
+            model: m.model,
+            cluster,
+            profile,
+            data_setup: Some(m.setup),
         })
     }
 
@@ -360,6 +410,9 @@ impl InputArgs {
             let plan = self.load_plan(&mut loaded, path, rank, setup, emit)?;
             return Ok((loaded, plan, Vec::new()));
         };
+        if self.cluster.is_some() {
+            bail!("--cluster does not apply to a Sailor plan: it is priced on the nodes it names; drop --cluster");
+        }
         let origin = path.display().to_string();
         let given = setup.given();
         if !given.is_empty() {
@@ -423,6 +476,7 @@ impl InputArgs {
             cluster: run.cluster,
             profile,
             example_batch: None,
+            data_setup: Some(run.plan.setup),
         };
         self.complete_profile(
             &mut loaded,

@@ -52,3 +52,100 @@ fn amp_beats_both_baselines_by_the_readme_margins() {
         assert!(t <= amp_space_s && t <= megatron_s, "{example}");
     }
 }
+
+/// Sailor's scenarios (its profiles, model sizes and network curves; A100-40
+/// and V100-16 nodes of 4, global batch 1024 as in the scenarios):
+/// amp's best with a tp per GPU type and uneven data parallelism, next to
+/// AMP's space and the Megatron-LM heuristic, as the README's table gives
+/// them. Reproduce with `amp plan --sailor-data ../shared/data/sailor
+/// --model M --cluster C --global-batch 1024 --per-type-tp --uneven-dp
+/// --compare`.
+#[test]
+fn sailor_scenarios_match_the_readme() {
+    let Some(data) = common::shared_data().map(|d| d.join("sailor")) else {
+        return;
+    };
+    // (model, cluster, amp's best s, its dp, AMP's space s, Megatron-LM s)
+    for (model, cluster, best, dp, amp_space, megatron) in [
+        (
+            "OPT-350",
+            "8x4xA100-40+24x4xV100-16",
+            4.8146,
+            32,
+            4.8146,
+            8.7253,
+        ),
+        (
+            "OPT-350",
+            "20x4xA100-40+60x4xV100-16",
+            2.4026,
+            80,
+            2.6269,
+            5.3066,
+        ),
+        (
+            "OPT-350",
+            "32x4xA100-40+96x4xV100-16",
+            1.7698,
+            128,
+            1.7698,
+            3.2824,
+        ),
+        (
+            "GPT-Neo-2.7",
+            "8x4xA100-40+24x4xV100-16",
+            19.1858,
+            16,
+            19.1858,
+            38.3114,
+        ),
+        (
+            "GPT-Neo-2.7",
+            "20x4xA100-40+60x4xV100-16",
+            9.7875,
+            40,
+            11.2603,
+            18.7540,
+        ),
+        (
+            "GPT-Neo-2.7",
+            "32x4xA100-40+96x4xV100-16",
+            7.3140,
+            64,
+            7.3140,
+            11.7134,
+        ),
+    ] {
+        let v = amp_json(&[
+            "plan",
+            "--sailor-data",
+            data.to_str().unwrap(),
+            "--model",
+            model,
+            "--cluster",
+            cluster,
+            "--global-batch",
+            "1024",
+            "--per-type-tp",
+            "--uneven-dp",
+            "--compare",
+            "--json",
+            "--top",
+            "1",
+            "-q",
+        ]);
+        let p = &v["plans"][0];
+        near(p["predicted_iteration_s"].as_f64().unwrap(), best);
+        assert_eq!(p["dp"], dp, "{model} {cluster}");
+        // dp 80 and 40 do not divide 1024: their replicas run 12-13 and
+        // 25-26 micro-batches.
+        assert_eq!(
+            p.get("replica_micro_batches").is_some(),
+            1024 % dp != 0,
+            "{model} {cluster}"
+        );
+        let b = v["baselines"].as_array().unwrap();
+        near(b[0]["predicted_iteration_s"].as_f64().unwrap(), amp_space);
+        near(b[1]["predicted_iteration_s"].as_f64().unwrap(), megatron);
+    }
+}

@@ -55,6 +55,7 @@ pub mod setup_search;
 pub mod strict;
 pub mod subset_search;
 pub mod type_tp_search;
+pub mod uneven;
 pub mod validate;
 
 pub use cluster::{Cluster, Device, Node};

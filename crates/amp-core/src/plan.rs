@@ -170,6 +170,21 @@ impl Plan {
             .any(|&b| b != self.num_micro_batches)
     }
 
+    /// Micro-batches per replica as people write it: `4`, or for uneven
+    /// replicas the range, `18-19`.
+    pub fn micro_batches_label(&self) -> String {
+        if !self.is_uneven() {
+            return self.num_micro_batches.to_string();
+        }
+        let min = self
+            .replica_micro_batches
+            .iter()
+            .min()
+            .copied()
+            .unwrap_or(0);
+        format!("{min}-{}", self.num_micro_batches)
+    }
+
     /// Micro-batches of the whole iteration, over all replicas.
     pub fn total_micro_batches(&self) -> usize {
         (0..self.dp()).map(|r| self.micro_batches_of(r)).sum()

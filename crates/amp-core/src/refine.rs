@@ -275,6 +275,7 @@ pub(crate) fn refine_leading(
     model: &dyn CostModel,
     plans: &mut [RankedPlan],
     rank_key: impl Fn(&RankedPlan) -> i64,
+    uneven: bool,
 ) {
     let Some(first) = plans.first() else {
         return;
@@ -289,15 +290,38 @@ pub(crate) fn refine_leading(
         .count();
     let refined: Vec<Option<(Plan, Estimate)>> = plans[..chosen]
         .par_iter()
-        .map(|p| refine_split(inputs, model, &p.plan, &p.estimate))
+        .map(|p| refine_plan(inputs, model, &p.plan, &p.estimate, uneven))
         .collect();
     for (p, r) in plans.iter_mut().zip(refined) {
         if let Some((plan, estimate)) = r {
+            p.num_micro_batches = plan.num_micro_batches;
             p.plan = plan;
             p.estimate = estimate;
         }
     }
     plans.sort_by_key(rank_key);
+}
+
+/// One leading plan refined: its split ([`refine_split`]), then with
+/// `uneven` its micro-batches moved towards faster replicas
+/// ([`crate::uneven::rebalance`]) and, when that moved any, its split again
+/// for the new deal. `None` when nothing is faster.
+pub fn refine_plan(
+    inputs: &Inputs,
+    model: &dyn CostModel,
+    plan: &Plan,
+    current: &Estimate,
+    uneven: bool,
+) -> Option<(Plan, Estimate)> {
+    let split = refine_split(inputs, model, plan, current);
+    if !uneven {
+        return split;
+    }
+    let (p, e) = split.as_ref().map_or((plan, current), |(p, e)| (p, e));
+    match crate::uneven::rebalance(inputs, model, p, e) {
+        Some((p, e)) => Some(refine_split(inputs, model, &p, &e).unwrap_or((p, e))),
+        None => split,
+    }
 }
 
 #[cfg(test)]

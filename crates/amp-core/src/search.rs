@@ -53,6 +53,12 @@ pub struct SearchOptions<'a> {
     /// [`MAX_NODE_ORDERS`]); past it, the classes-together heuristic
     /// ([`NodeOrderSearch::ClassesTogether`]).
     pub max_node_orders: usize,
+    /// Uneven data parallelism ([`crate::uneven`]): data-parallel degrees
+    /// that do not divide the batch (the micro-batches dealt as evenly as
+    /// they go), and the leading plans' micro-batches moved towards their
+    /// faster replicas. Off by default: the engines amp exports to give
+    /// every replica the same share.
+    pub uneven_dp: bool,
 }
 
 impl SearchOptions<'_> {
@@ -70,6 +76,7 @@ impl SearchOptions<'_> {
             progress: None,
             keep: usize::MAX,
             max_node_orders: MAX_NODE_ORDERS,
+            uneven_dp: false,
         }
     }
 }
@@ -204,11 +211,13 @@ pub fn divisors(n: usize) -> Vec<usize> {
 /// of the smallest node and dividing it, dp dividing the global batch, every
 /// micro-batch size dividing the per-replica batch, pp no more than the
 /// layers. Ordered by micro-batch, then tp, then dp (the artifact's order,
-/// used to break exact ties).
+/// used to break exact ties). With `uneven`, dp need not divide the batch:
+/// every micro-batch size dividing the batch into at least dp micro-batches.
 pub(crate) fn degree_candidates(
     cluster: &Cluster,
     num_layers: usize,
     global_batch: usize,
+    uneven: bool,
 ) -> Vec<(usize, usize, usize, usize)> {
     let n = cluster.num_devices();
     let node_min = cluster.min_gpus_per_node();
@@ -218,15 +227,20 @@ pub(crate) fn degree_candidates(
             continue;
         }
         for dp in divisors(n / tp) {
-            if !global_batch.is_multiple_of(dp) {
-                continue;
-            }
             let pp = n / (tp * dp);
             if pp > num_layers {
                 continue;
             }
-            for mbs in divisors(global_batch / dp) {
-                out.push((tp, dp, pp, mbs));
+            if global_batch.is_multiple_of(dp) {
+                for mbs in divisors(global_batch / dp) {
+                    out.push((tp, dp, pp, mbs));
+                }
+            } else if uneven {
+                for mbs in divisors(global_batch) {
+                    if global_batch / mbs >= dp {
+                        out.push((tp, dp, pp, mbs));
+                    }
+                }
             }
         }
     }
@@ -332,6 +346,9 @@ pub(crate) enum Outcome {
     Skipped(String),
 }
 
+/// Prices one candidate: `total_micro_batches` of `micro_batch` samples
+/// over its replicas, dealt evenly ([`crate::uneven::even_deal`]; the
+/// partitioner's tables assume the largest share).
 fn price_candidate(
     inputs: &Inputs,
     model: &dyn CostModel,
@@ -339,8 +356,9 @@ fn price_candidate(
     placement: Placement,
     grid: DeviceGrid,
     micro_batch: usize,
-    num_micro_batches: usize,
+    total_micro_batches: usize,
 ) -> Outcome {
+    let num_micro_batches = total_micro_batches.div_ceil(grid.dp);
     let setup = setup.for_pipeline(grid.pp);
     let cand = Candidate {
         grid: &grid,
@@ -383,7 +401,13 @@ fn price_candidate(
         };
         boundaries
     };
-    let plan = plan_from_grid(&grid, &boundaries, micro_batch, num_micro_batches, &setup);
+    let mut plan = plan_from_grid(&grid, &boundaries, micro_batch, num_micro_batches, &setup);
+    if !total_micro_batches.is_multiple_of(grid.dp) {
+        crate::uneven::set_micro_batches(
+            &mut plan,
+            crate::uneven::even_deal(total_micro_batches, grid.dp),
+        );
+    }
     // Plans that do not fit are dropped before their time is priced.
     let estimate = match model.evaluate_if_fits(inputs, &plan) {
         Ok(Some(e)) => e,
@@ -410,7 +434,7 @@ fn price_candidate(
 
 /// Times are compared at nanosecond resolution so that plans equal up to
 /// rounding keep the enumeration order (micro-batch, tp, dp, placement).
-fn rank_key(p: &RankedPlan) -> i64 {
+pub(crate) fn rank_key(p: &RankedPlan) -> i64 {
     nanos(p.estimate.iteration_s)
 }
 
@@ -440,7 +464,7 @@ pub fn search(
         cluster: complete.as_ref().unwrap_or(inputs.cluster),
         profile: inputs.profile,
     };
-    let degrees = degree_candidates(inputs.cluster, layers, opts.global_batch);
+    let degrees = degree_candidates(inputs.cluster, layers, opts.global_batch, opts.uneven_dp);
     if degrees.is_empty() {
         let n = inputs.cluster.num_devices();
         return Err(AmpError::NoPlan(format!(
@@ -477,8 +501,10 @@ pub fn search(
             ));
             triples.len() - 1
         });
-        let b = opts.global_batch / (dp * mbs);
-        jobs.extend((0..triples[t].1.len()).map(|p| (t, p, mbs, b)));
+        // Micro-batches of the whole iteration (each replica's share is
+        // dealt when the candidate is priced).
+        let total = opts.global_batch / mbs;
+        jobs.extend((0..triples[t].1.len()).map(|p| (t, p, mbs, total)));
     }
     let candidates = jobs.len();
     // The refinement looks at the leading REFINE_POOL plans whatever the
@@ -488,9 +514,9 @@ pub fn search(
     let tally = jobs
         .into_par_iter()
         .enumerate()
-        .map(|(index, (t, p, mbs, b))| {
+        .map(|(index, (t, p, mbs, total))| {
             let ((tp, dp, pp), places) = &triples[t];
-            let o = if b > limits::MAX_MICRO_BATCHES {
+            let o = if total.div_ceil(*dp) > limits::MAX_MICRO_BATCHES {
                 // Checked before building the grid: at a large global batch
                 // most small micro-batches land here.
                 Outcome::Skipped(format!(
@@ -506,7 +532,7 @@ pub fn search(
             } else {
                 let placement = places[p].clone();
                 let grid = DeviceGrid::new(inputs.cluster, *tp, *dp, *pp, &placement);
-                price_candidate(inputs, model, &opts.setup, placement, grid, mbs, b)
+                price_candidate(inputs, model, &opts.setup, placement, grid, mbs, total)
             };
             if let Some(report) = opts.progress {
                 let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
@@ -520,7 +546,7 @@ pub fn search(
         })
         .reduce(Tally::default, |a, b| a.merge(b, keep));
     let (mut plans, mut result) = tally.finish(keep).into_plans_and_counts(candidates);
-    crate::refine::refine_leading(inputs, model, &mut plans, rank_key);
+    crate::refine::refine_leading(inputs, model, &mut plans, rank_key, opts.uneven_dp);
     plans.truncate(opts.keep.max(1));
     if plans.is_empty() {
         return Err(AmpError::NoPlan(no_plan_reason(&result)));
@@ -682,10 +708,60 @@ mod tests {
     fn artifact_candidate_count() {
         // 53 candidates for GPT-2 on 16 GPUs with batch 32, 65 with 64.
         assert_eq!(
-            degree_candidates(&clusters::homogeneous(), 30, 32).len(),
+            degree_candidates(&clusters::homogeneous(), 30, 32, false).len(),
             53
         );
-        assert_eq!(degree_candidates(&clusters::het_model(), 56, 64).len(), 65);
+        assert_eq!(
+            degree_candidates(&clusters::het_model(), 56, 64, false).len(),
+            65
+        );
+    }
+
+    /// Three nodes of four T4: dp 3, 6 and 12 do not divide a batch of 32.
+    /// Without uneven data parallelism they are not candidates; with it,
+    /// their plans deal the 32 samples as evenly as they go.
+    #[test]
+    fn uneven_dp_searches_degrees_that_do_not_divide_the_batch() {
+        let mut cluster = clusters::homogeneous();
+        cluster.nodes.truncate(3);
+        let even = degree_candidates(&cluster, 30, 32, false);
+        assert!(even.iter().all(|&(_, dp, _, _)| 32 % dp == 0));
+        let uneven = degree_candidates(&cluster, 30, 32, true);
+        assert!(uneven.contains(&(1, 12, 1, 2)) && !uneven.contains(&(1, 12, 1, 4)));
+        assert!(even.iter().all(|c| uneven.contains(c)));
+        let model = crate::model::builtin::amp_gpt2();
+        let profile = crate::profile::uniform_profile(
+            30,
+            &[("T4", 1, 0.002), ("T4", 2, 0.0012), ("T4", 4, 0.0008)],
+        );
+        let inputs = Inputs {
+            model: &model,
+            cluster: &cluster,
+            profile: &profile,
+        };
+        let opts = SearchOptions {
+            uneven_dp: true,
+            ..SearchOptions::new(32, PlacementSearch::Artifact, TrainingSetup::default())
+        };
+        let dm = crate::cost::device::DeviceModel::default();
+        let r = search(&inputs, &dm, &opts).unwrap();
+        assert!(r.plans.iter().any(|p| p.plan.is_uneven()));
+        for p in &r.plans {
+            p.plan.validate(&model, &cluster).unwrap();
+            assert_eq!(p.plan.global_batch(), 32);
+            assert_eq!(p.num_micro_batches, p.plan.num_micro_batches);
+        }
+        let plain = search(
+            &inputs,
+            &dm,
+            &SearchOptions {
+                uneven_dp: false,
+                ..opts
+            },
+        )
+        .unwrap();
+        assert!(plain.plans.iter().all(|p| !p.plan.is_uneven()));
+        assert!(r.candidates > plain.candidates);
     }
 
     fn link(a: usize, b: usize, bytes_per_s: f64) -> crate::cluster::NodeLink {
@@ -827,7 +903,7 @@ mod tests {
             nodes[i..].reverse();
         }
         assert_eq!(orders.len(), 24);
-        for (tp, dp, pp, mbs) in degree_candidates(&c, layers, batch) {
+        for (tp, dp, pp, mbs) in degree_candidates(&c, layers, batch, false) {
             for axis_order in AxisOrder::all() {
                 for order in &orders {
                     let p = Placement {
@@ -835,10 +911,9 @@ mod tests {
                         node_order: order.clone(),
                     };
                     let g = DeviceGrid::new(&c, tp, dp, pp, &p);
-                    let b = batch / (dp * mbs);
                     priced += 1;
                     if let Outcome::Priced(r) =
-                        price_candidate(&inputs, &cost, &setup, p, g, mbs, b)
+                        price_candidate(&inputs, &cost, &setup, p, g, mbs, batch / mbs)
                     {
                         best = best.min(r.estimate.iteration_s);
                     }

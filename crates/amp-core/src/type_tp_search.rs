@@ -12,6 +12,18 @@
 //! split is then improved under the full estimate by
 //! [`crate::refine::local_search_split`] (a heuristic: no per-stage
 //! partitioner tables exist for mixed degrees).
+//!
+//! With uneven data parallelism ([`SearchOptions::uneven_dp`]) the types'
+//! tensor-parallel groups are poured into the pipeline in type order, `dp`
+//! groups per stage, so a stage where one type runs out and the next
+//! begins is served by both (Sailor's 32 A100 + 96 V100 plan: stage 1 on
+//! 24 V100 groups at tp 4 and 3 A100 at tp 1, stage 2 on 27 A100). For
+//! every pp up to the layers, dp is the most groups that fill pp stages
+//! (`groups / pp`), the few groups left over idle, taken from one type
+//! (each type tried); the micro-batches are dealt evenly and need not
+//! divide. These candidates are priced on the even split; the leading ones
+//! are then refined: split by local search, micro-batches moved towards
+//! the faster replicas ([`crate::uneven::rebalance`]), split again.
 
 use rayon::prelude::*;
 
@@ -23,14 +35,15 @@ use crate::partition::uniform_split;
 use crate::placement::{AxisOrder, Placement};
 use crate::plan::{Plan, Stage};
 use crate::search::{
-    divisors, no_plan_reason, Outcome, RankedPlan, SearchOptions, SearchResult, Tally,
+    divisors, no_plan_reason, rank_key, Outcome, RankedPlan, SearchOptions, SearchResult, Tally,
 };
 
 /// GPU types at most whose orders are all tried (4! = 24).
 pub const MAX_TYPES: usize = 4;
 
-/// One candidate: GPU types in pipeline order, each with its tp and stage
-/// count, and the shared dp and micro-batch.
+/// One candidate: GPU types in pipeline order, each with its tp and the
+/// number of its tensor-parallel groups used, and the shared dp and
+/// micro-batch. Groups fill the pipeline in that order, `dp` per stage.
 #[derive(Debug, Clone, PartialEq)]
 struct Candidate {
     types: Vec<(String, usize, usize)>,
@@ -75,7 +88,12 @@ fn orders(k: usize) -> Vec<Vec<usize>> {
     out
 }
 
-fn candidates(cluster: &Cluster, num_layers: usize, global_batch: usize) -> Vec<Candidate> {
+fn candidates(
+    cluster: &Cluster,
+    num_layers: usize,
+    global_batch: usize,
+    uneven: bool,
+) -> Vec<Candidate> {
     let types = types_in_node_order(cluster);
     let k = types.len();
     if !(2..=MAX_TYPES).contains(&k) {
@@ -112,34 +130,66 @@ fn candidates(cluster: &Cluster, num_layers: usize, global_batch: usize) -> Vec<
     }
     vectors.retain(|v| v.iter().any(|&tp| tp != v[0]));
     let mut out = Vec::new();
-    for order in orders(k) {
-        for v in &vectors {
-            for dp in divisors(global_batch) {
-                let stages: Option<Vec<usize>> = types
+    let mut push = |order: &[usize], v: &[usize], used: &[usize], dp: usize| {
+        let total: usize = used.iter().sum();
+        for micro_batch in divisors(global_batch) {
+            let m = global_batch / micro_batch;
+            let even = m.is_multiple_of(dp);
+            if (!even && !uneven) || m < dp || m.div_ceil(dp) > limits::MAX_MICRO_BATCHES {
+                continue;
+            }
+            debug_assert!(total.is_multiple_of(dp));
+            out.push(Candidate {
+                types: order
                     .iter()
-                    .zip(v)
-                    .map(|((_, devices, _), &tp)| {
-                        let g = devices.len();
-                        (g.is_multiple_of(dp * tp)).then(|| g / (dp * tp))
-                    })
-                    .collect();
-                let Some(stages) = stages else { continue };
-                let pp: usize = stages.iter().sum();
-                if pp > num_layers {
-                    continue;
-                }
-                for micro_batch in divisors(global_batch / dp) {
-                    if global_batch / dp / micro_batch > limits::MAX_MICRO_BATCHES {
+                    .map(|&t| (types[t].0.clone(), v[t], used[t]))
+                    .collect(),
+                dp,
+                micro_batch,
+            });
+        }
+    };
+    for (o, order) in orders(k).into_iter().enumerate() {
+        for v in &vectors {
+            let groups: Vec<usize> = types
+                .iter()
+                .zip(v)
+                .map(|((_, devices, _), &tp)| devices.len() / tp)
+                .collect();
+            if !uneven {
+                for dp in divisors(global_batch) {
+                    let stages: Option<Vec<usize>> = groups
+                        .iter()
+                        .map(|&g| g.is_multiple_of(dp).then(|| g / dp))
+                        .collect();
+                    let Some(stages) = stages else { continue };
+                    let pp: usize = stages.iter().sum();
+                    if pp > num_layers {
                         continue;
                     }
-                    out.push(Candidate {
-                        types: order
-                            .iter()
-                            .map(|&t| (types[t].0.clone(), v[t], stages[t]))
-                            .collect(),
-                        dp,
-                        micro_batch,
-                    });
+                    push(&order, v, &groups, dp);
+                }
+                continue;
+            }
+            let total: usize = groups.iter().sum();
+            // One stage holds every group whatever the order: the first
+            // order only.
+            for pp in (if o == 0 { 1 } else { 2 })..=num_layers.min(total) {
+                let dp = total / pp;
+                let left = total - pp * dp;
+                // Which type leaves its last `left` groups idle.
+                let mut tried: Vec<Vec<usize>> = Vec::new();
+                for idle in 0..k {
+                    if groups[idle] < left || (left == 0 && idle > 0) {
+                        continue;
+                    }
+                    let mut used = groups.clone();
+                    used[idle] -= left;
+                    if used.contains(&0) || tried.contains(&used) {
+                        continue;
+                    }
+                    tried.push(used.clone());
+                    push(&order, v, &used, dp);
                 }
             }
         }
@@ -147,40 +197,39 @@ fn candidates(cluster: &Cluster, num_layers: usize, global_batch: usize) -> Vec<
     out
 }
 
-/// The plan of a candidate with the layers split evenly.
+/// The plan of a candidate with the layers split evenly: each type's first
+/// groups (tp fastest over its devices in node order) poured into the
+/// stages in pipeline order, `dp` per stage; the micro-batches dealt evenly.
 fn build(cluster: &Cluster, num_layers: usize, c: &Candidate, opts: &SearchOptions) -> Plan {
     let types = types_in_node_order(cluster);
-    let mut stage_replicas: Vec<Vec<Vec<Device>>> = Vec::new();
-    for (name, tp, n) in &c.types {
-        let devices = &types.iter().find(|t| t.0 == *name).unwrap().1;
-        for s in 0..*n {
-            stage_replicas.push(
-                (0..c.dp)
-                    .map(|r| {
-                        let start = (s * c.dp + r) * tp;
-                        devices[start..start + tp].to_vec()
-                    })
-                    .collect(),
-            );
-        }
-    }
-    let pp = stage_replicas.len();
+    let groups: Vec<&[Device]> = c
+        .types
+        .iter()
+        .flat_map(|(name, tp, used)| {
+            let devices = &types.iter().find(|t| t.0 == *name).unwrap().1;
+            (0..*used).map(move |g| &devices[g * tp..(g + 1) * tp])
+        })
+        .collect();
+    let pp = groups.len() / c.dp;
     let bounds = uniform_split(num_layers, pp);
-    Plan {
+    let mut plan = Plan {
         micro_batch: c.micro_batch,
-        num_micro_batches: opts.global_batch / c.dp / c.micro_batch,
+        num_micro_batches: 0,
         replica_micro_batches: Vec::new(),
-        stages: stage_replicas
-            .into_iter()
-            .enumerate()
-            .map(|(j, replicas)| Stage {
+        stages: (0..pp)
+            .map(|j| Stage {
                 first_layer: bounds[j],
                 end_layer: bounds[j + 1],
-                replicas,
+                replicas: (0..c.dp).map(|r| groups[j * c.dp + r].to_vec()).collect(),
             })
             .collect(),
         setup: opts.setup.for_pipeline(pp),
-    }
+    };
+    crate::uneven::set_micro_batches(
+        &mut plan,
+        crate::uneven::even_deal(opts.global_batch / c.micro_batch, c.dp),
+    );
+    plan
 }
 
 /// Searches the per-GPU-type tp plans of `inputs` (none on a cluster of
@@ -194,7 +243,7 @@ pub fn search_per_type_tp(
     opts.setup.check()?;
     let cluster = inputs.cluster;
     let layers = inputs.model.num_layers();
-    let cands = candidates(cluster, layers, opts.global_batch);
+    let cands = candidates(cluster, layers, opts.global_batch, opts.uneven_dp);
     if cands.is_empty() {
         return Err(AmpError::NoPlan(format!(
             "a tp per GPU type needs 2 to {MAX_TYPES} GPU types whose GPUs divide into whole stages for some dp dividing the global batch {}",
@@ -205,13 +254,24 @@ pub fn search_per_type_tp(
         .par_iter()
         .map(|c| {
             let plan = build(cluster, layers, c, opts);
-            let estimate = match model.evaluate(inputs, &plan) {
-                Ok(e) => e,
+            // Uneven candidates are many: priced only when their even split
+            // fits, their splits refined for the leading ones only, below.
+            let priced = if opts.uneven_dp {
+                model.evaluate_if_fits(inputs, &plan)
+            } else {
+                model.evaluate(inputs, &plan).map(Some)
+            };
+            let estimate = match priced {
+                Ok(Some(e)) => e,
+                Ok(None) => return Outcome::Infeasible,
                 Err(e) => return Outcome::Skipped(e.to_string()),
             };
-            let (plan, estimate) =
+            let (plan, estimate) = if opts.uneven_dp {
+                (plan, estimate)
+            } else {
                 crate::refine::local_search_split(inputs, model, &plan, &estimate)
-                    .unwrap_or((plan, estimate));
+                    .unwrap_or((plan, estimate))
+            };
             if estimate.first_overflow().is_some() {
                 return Outcome::Infeasible;
             }
@@ -233,11 +293,22 @@ pub fn search_per_type_tp(
         .collect();
     // Fastest first, ties in candidate order, as the main search ranks.
     let keep = opts.keep.max(1);
+    // Uneven candidates keep the refinement's pool, so which plans are
+    // refined does not depend on `keep`.
+    let pool = if opts.uneven_dp {
+        keep.max(crate::refine::REFINE_POOL)
+    } else {
+        keep
+    };
     let mut tally = Tally::default();
     for (index, o) in outcomes.into_iter().enumerate() {
-        tally.add(index, o, keep);
+        tally.add(index, o, pool);
     }
-    let (plans, mut result) = tally.finish(keep).into_plans_and_counts(cands.len());
+    let (mut plans, mut result) = tally.finish(pool).into_plans_and_counts(cands.len());
+    if opts.uneven_dp {
+        crate::refine::refine_leading(inputs, model, &mut plans, rank_key, true);
+        plans.truncate(keep);
+    }
     if plans.is_empty() {
         return Err(AmpError::NoPlan(format!(
             "no plan with a tp per GPU type: {}",
@@ -306,5 +377,58 @@ mod tests {
             ..inputs
         };
         assert!(search_per_type_tp(&inputs, &dm, &opts).is_err());
+    }
+
+    /// With uneven data parallelism the groups pour into mixed stages:
+    /// every plan is valid, trains the whole batch, leaves fewer than pp
+    /// groups idle, and the best is at least as fast as the even search's
+    /// on this cluster.
+    #[test]
+    fn uneven_candidates_pour_groups_into_mixed_stages() {
+        let entries: Vec<(&str, usize, f64)> = [1, 2, 4]
+            .into_iter()
+            .flat_map(|tp| {
+                [
+                    ("V100-16GB", tp, 0.002 / tp as f64 * 1.2),
+                    ("T4", tp, 0.006 / tp as f64 * 1.2),
+                ]
+            })
+            .collect();
+        let profile = uniform_profile(30, &entries);
+        let (model, cluster) = (models::amp_gpt2(), clusters::het_cluster());
+        let inputs = Inputs {
+            model: &model,
+            cluster: &cluster,
+            profile: &profile,
+        };
+        let dm = DeviceModel::default();
+        let even = SearchOptions::new(32, PlacementSearch::Artifact, TrainingSetup::default());
+        let uneven = SearchOptions {
+            uneven_dp: true,
+            ..even
+        };
+        let r = search_per_type_tp(&inputs, &dm, &uneven).unwrap();
+        let mixed_stage = |p: &Plan| {
+            p.stages.iter().any(|s| {
+                let types: std::collections::BTreeSet<&str> = s
+                    .devices()
+                    .map(|d| cluster.nodes[d.node].gpu_type.as_str())
+                    .collect();
+                types.len() > 1
+            })
+        };
+        for p in &r.plans {
+            p.plan.validate(&model, &cluster).unwrap();
+            assert_eq!(p.plan.global_batch(), 32);
+            let idle = 16 - p.plan.devices().count();
+            let max_tp = p.plan.stages.iter().map(|s| s.max_tp()).max().unwrap();
+            assert!(idle < p.pp * max_tp, "{idle} idle GPUs");
+        }
+        assert!(r.plans.iter().any(|p| mixed_stage(&p.plan)));
+        assert!(r.plans.iter().any(|p| p.plan.is_uneven()));
+        let best_even = search_per_type_tp(&inputs, &dm, &even).unwrap().plans[0]
+            .estimate
+            .iteration_s;
+        assert!(r.plans[0].estimate.iteration_s <= best_even);
     }
 }

@@ -5,14 +5,14 @@
 //! `cargo bench -p amp-data --bench search`; the Sailor groups are skipped
 //! when `../shared/data/sailor` is absent.
 
-use amp_core::cluster::{Cluster, Node, NodeLink};
+use amp_core::cluster::Cluster;
 use amp_core::cost::amp_paper::{artifact_setup, AmpPaper, SplitRule};
 use amp_core::cost::device::DeviceModel;
 use amp_core::cost::{CostModel, Inputs};
 use amp_core::search::{search, PlacementSearch, SearchOptions};
 use amp_core::{Model, Profile};
 use amp_data::amp_artifact::Experiment;
-use amp_data::sailor::{self, GpuSpec, Network, REFERENCE_MESSAGE_BYTES};
+use amp_data::sailor::{self, GpuSpec, Network};
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -121,55 +121,14 @@ impl Sailor {
     }
 
     /// `count` nodes of `gpus` GPUs of each (Sailor GPU name, count), all in
-    /// one zone, with bandwidths from Sailor's curves at the reference
-    /// message size and a pair link between every two nodes of different
-    /// types from their pair's curve (as `sailor::parse_plan_config` builds
-    /// a measured run's cluster).
+    /// one zone, as `sailor::node_kinds_cluster` builds them (`amp plan
+    /// --sailor-data`).
     fn cluster(&self, kinds: &[(&str, usize)], gpus: usize) -> Cluster {
-        const ZONE: &str = "us-central1-a";
-        let net = &self.network;
-        let mut nodes = Vec::new();
-        for &(gpu, count) in kinds {
-            let inter = net
-                .inter_curve(ZONE, gpu, gpus)
-                .unwrap()
-                .bytes_per_s(REFERENCE_MESSAGE_BYTES);
-            let intra = net
-                .intra_curve(gpu, gpus)
-                .map_or(inter, |c| c.bytes_per_s(REFERENCE_MESSAGE_BYTES));
-            for _ in 0..count {
-                nodes.push(Node {
-                    gpu_type: gpu.to_string(),
-                    gpus,
-                    intra_bytes_per_s: intra,
-                    inter_bytes_per_s: inter,
-                    nics: net.nics(ZONE, gpu, gpus),
-                    gpu_memory_bytes: self.gpus.get(gpu).map(|s| s.memory_bytes),
-                    price_per_hour: None,
-                });
-            }
-        }
-        let mut links = Vec::new();
-        for i in 0..nodes.len() {
-            for j in i + 1..nodes.len() {
-                let (a, b) = (&nodes[i].gpu_type, &nodes[j].gpu_type);
-                if a == b {
-                    continue;
-                }
-                if let Some(c) = net.pair_curve((ZONE, a, gpus), (ZONE, b, gpus)) {
-                    links.push(NodeLink {
-                        nodes: [i, j],
-                        bytes_per_s: c.bytes_per_s(REFERENCE_MESSAGE_BYTES),
-                    });
-                }
-            }
-        }
-        let name = kinds
+        let kinds: Vec<(String, usize, usize)> = kinds
             .iter()
-            .map(|(g, n)| format!("{n}x{gpus}x{g}"))
-            .collect::<Vec<_>>()
-            .join("+");
-        Cluster { name, nodes, links }
+            .map(|&(g, n)| (g.to_string(), n, gpus))
+            .collect();
+        sailor::node_kinds_cluster(&kinds, &self.gpus, &self.network, sailor::DEFAULT_ZONE).unwrap()
     }
 }
 

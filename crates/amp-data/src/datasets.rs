@@ -330,6 +330,15 @@ impl<'a> SailorFolder<'a> {
         })
     }
 
+    /// The cluster `spec` names in Sailor's node kinds
+    /// ([`sailor::parse_node_kinds`]: `8x4xA100-40+24x4xV100-16`), with this
+    /// folder's network curves and GPU memory, every node in Sailor's
+    /// default zone ([`sailor::node_kinds_cluster`]).
+    pub fn cluster(&self, spec: &str) -> Result<amp_core::cluster::Cluster> {
+        let kinds = sailor::parse_node_kinds(spec)?;
+        sailor::node_kinds_cluster(&kinds, &self.gpus, &self.network, sailor::DEFAULT_ZONE)
+    }
+
     /// A plan file of `model`, read onto the nodes it names, with the setup
     /// of Sailor's runs.
     pub fn run(&self, text: &str, origin: &str, model: &SailorModel) -> Result<sailor::SailorRun> {

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use amp_core::cluster::{Cluster, Node, NodeLink};
 use amp_core::error::{AmpError, Result};
 
 use super::*;
@@ -241,4 +242,128 @@ impl Network {
             (x, y) => x.or(y),
         }
     }
+}
+
+/// Reads a cluster of Sailor's node kinds: `NODESxGPUSxTYPE` terms joined
+/// by `+` (`8x4xA100-40+24x4xV100-16`), TYPE Sailor's GPU name or amp's
+/// catalog name for it ([`sailor_gpu_name`]). Returns (Sailor GPU name,
+/// nodes, GPUs per node) per term.
+pub fn parse_node_kinds(spec: &str) -> Result<Vec<(String, usize, usize)>> {
+    let usage =
+        "write the cluster as NODESxGPUSxTYPE terms joined by `+`, e.g. 8x4xA100-40+24x4xV100-16";
+    let mut out = Vec::new();
+    for term in spec.split('+') {
+        let parts: Vec<&str> = term.trim().splitn(3, 'x').collect();
+        let count = |s: &str, what: &str| {
+            s.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|&n| n >= 1)
+                .ok_or_else(|| {
+                    AmpError::invalid(
+                        format!("cluster term `{term}`"),
+                        format!("{what} `{s}` is not a positive whole number; {usage}"),
+                    )
+                })
+        };
+        let [nodes, gpus, gpu] = parts[..] else {
+            return Err(AmpError::invalid(
+                format!("cluster term `{term}`"),
+                format!("is not NODESxGPUSxTYPE; {usage}"),
+            ));
+        };
+        let (nodes, gpus) = (
+            count(nodes, "the node count")?,
+            count(gpus, "the GPUs per node")?,
+        );
+        if nodes > amp_core::limits::MAX_NODES || gpus > amp_core::limits::MAX_GPUS_PER_NODE {
+            return Err(AmpError::invalid(
+                format!("cluster term `{term}`"),
+                format!(
+                    "is above the limits of {} nodes and {} GPUs per node",
+                    amp_core::limits::MAX_NODES,
+                    amp_core::limits::MAX_GPUS_PER_NODE
+                ),
+            ));
+        }
+        let name = sailor_gpu_name(gpu).ok_or_else(|| {
+            let known: Vec<&str> = GPU_NAMES.iter().map(|(_, s)| *s).collect();
+            AmpError::invalid(
+                format!("cluster term `{term}`"),
+                format!(
+                    "`{gpu}` is not a GPU type of Sailor's data; it knows {}",
+                    known.join(", ")
+                ),
+            )
+        })?;
+        out.push((name.to_string(), nodes, gpus));
+    }
+    Ok(out)
+}
+
+/// The cluster of `kinds` ((Sailor GPU name, nodes, GPUs per node), as
+/// [`parse_node_kinds`] reads them), every node in `zone`, as
+/// [`parse_plan_config`] builds a measured run's: each node's bandwidths
+/// from its curves at [`REFERENCE_MESSAGE_BYTES`], its NICs from
+/// [`Network::nics`], its memory from `gpus`, and a pair link between every
+/// two nodes of different kinds from their pair's curve.
+pub fn node_kinds_cluster(
+    kinds: &[(String, usize, usize)],
+    gpus: &BTreeMap<String, GpuSpec>,
+    network: &Network,
+    zone: &str,
+) -> Result<Cluster> {
+    let mut nodes = Vec::new();
+    let total: usize = kinds.iter().map(|k| k.1).sum();
+    for (gpu, count, per_node) in kinds {
+        let inter = match network.inter_curve(zone, gpu, *per_node) {
+            Some(c) => c.bytes_per_s(REFERENCE_MESSAGE_BYTES),
+            None if total == 1 => 1e9,
+            None => {
+                return Err(AmpError::invalid(
+                    "cluster",
+                    format!(
+                        "no inter-node bandwidth curve for `{gpu}` nodes of {per_node} GPUs in zone `{zone}` (nor in another zone) in Sailor's network files"
+                    ),
+                ))
+            }
+        };
+        let intra = network
+            .intra_curve(gpu, *per_node)
+            .map_or(inter, |c| c.bytes_per_s(REFERENCE_MESSAGE_BYTES));
+        for _ in 0..*count {
+            nodes.push(Node {
+                gpu_type: gpu.clone(),
+                gpus: *per_node,
+                intra_bytes_per_s: intra,
+                inter_bytes_per_s: inter,
+                nics: network.nics(zone, gpu, *per_node),
+                gpu_memory_bytes: gpus.get(gpu).map(|s| s.memory_bytes),
+                price_per_hour: None,
+            });
+        }
+    }
+    let mut links = Vec::new();
+    for i in 0..nodes.len() {
+        for j in i + 1..nodes.len() {
+            let (a, b) = (&nodes[i], &nodes[j]);
+            if (&a.gpu_type, a.gpus) == (&b.gpu_type, b.gpus) {
+                continue;
+            }
+            if let Some(c) =
+                network.pair_curve((zone, &a.gpu_type, a.gpus), (zone, &b.gpu_type, b.gpus))
+            {
+                links.push(NodeLink {
+                    nodes: [i, j],
+                    bytes_per_s: c.bytes_per_s(REFERENCE_MESSAGE_BYTES),
+                });
+            }
+        }
+    }
+    let name = kinds
+        .iter()
+        .map(|(g, n, k)| format!("{n}x{k}x{g}"))
+        .collect::<Vec<_>>()
+        .join("+");
+    Ok(Cluster { name, nodes, links })
 }
