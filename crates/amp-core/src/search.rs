@@ -585,7 +585,7 @@ const MAX_COMPLETE_LINKS: usize = 1 << 20;
 /// the cluster has no links (nothing to scan) or too many nodes for
 /// [`MAX_COMPLETE_LINKS`] (then the file's links are only sorted). The
 /// bandwidth of every pair is unchanged.
-fn with_every_link(cluster: &Cluster) -> Option<Cluster> {
+pub(crate) fn with_every_link(cluster: &Cluster) -> Option<Cluster> {
     if cluster.links.is_empty() {
         return None;
     }

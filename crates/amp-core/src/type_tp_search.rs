@@ -8,8 +8,9 @@
 //! main search's), every data-parallel degree dividing the global batch with
 //! every type's GPUs a whole number of stages (`gpus_T = dp x tp_T x
 //! stages_T`), and every micro-batch. Each type's devices are laid out tp
-//! fastest, then dp, then its stages; the layers start evenly split and the
-//! split is then improved under the full estimate by
+//! fastest, then dp, then its stages; the split starts from the faster of
+//! the even split and one balanced by the profile's per-layer times
+//! ([`balanced_split`]) and is then improved under the full estimate by
 //! [`crate::refine::local_search_split`] (a heuristic: no per-stage
 //! partitioner tables exist for mixed degrees).
 //!
@@ -21,14 +22,17 @@
 //! every pp up to the layers, dp is the most groups that fill pp stages
 //! (`groups / pp`), the few groups left over idle, taken from one type
 //! (each type tried); the micro-batches are dealt evenly and need not
-//! divide. These candidates are priced on the even split; the leading ones
-//! are then refined: split by local search, micro-batches moved towards
-//! the faster replicas ([`crate::uneven::rebalance`]), split again.
+//! divide. These candidates are priced on two seed splits, the even one and
+//! one balanced by the profile's times ([`balanced_split`]); the leading
+//! ones are then refined: re-split, micro-batches moved towards the faster
+//! replicas ([`crate::uneven::rebalance`]), re-split again. A heuristic:
+//! against every split and deal of its candidates on 24 small instances it
+//! loses at most 1.7% (`uneven_search_loss_against_every_split_and_deal`).
 
 use rayon::prelude::*;
 
 use crate::cluster::{Cluster, Device};
-use crate::cost::{CostModel, Inputs};
+use crate::cost::{CostModel, Estimate, Inputs};
 use crate::error::{AmpError, Result};
 use crate::limits;
 use crate::partition::uniform_split;
@@ -197,10 +201,17 @@ fn candidates(
     out
 }
 
-/// The plan of a candidate with the layers split evenly: each type's first
-/// groups (tp fastest over its devices in node order) poured into the
-/// stages in pipeline order, `dp` per stage; the micro-batches dealt evenly.
-fn build(cluster: &Cluster, num_layers: usize, c: &Candidate, opts: &SearchOptions) -> Plan {
+/// The plan of a candidate: each type's first groups (tp fastest over its
+/// devices in node order) poured into the stages in pipeline order, `dp`
+/// per stage; the micro-batches dealt evenly; the layers split by
+/// [`balanced_split`] from `profile`, or evenly without one.
+fn build(
+    cluster: &Cluster,
+    num_layers: usize,
+    c: &Candidate,
+    opts: &SearchOptions,
+    profile: Option<&crate::profile::Profile>,
+) -> Plan {
     let types = types_in_node_order(cluster);
     let groups: Vec<&[Device]> = c
         .types
@@ -211,25 +222,169 @@ fn build(cluster: &Cluster, num_layers: usize, c: &Candidate, opts: &SearchOptio
         })
         .collect();
     let pp = groups.len() / c.dp;
-    let bounds = uniform_split(num_layers, pp);
     let mut plan = Plan {
         micro_batch: c.micro_batch,
         num_micro_batches: 0,
         replica_micro_batches: Vec::new(),
         stages: (0..pp)
             .map(|j| Stage {
-                first_layer: bounds[j],
-                end_layer: bounds[j + 1],
+                first_layer: 0,
+                end_layer: 0,
                 replicas: (0..c.dp).map(|r| groups[j * c.dp + r].to_vec()).collect(),
             })
             .collect(),
         setup: opts.setup.for_pipeline(pp),
     };
+    let bounds = profile
+        .and_then(|p| balanced_split(p, num_layers, cluster, &plan))
+        .unwrap_or_else(|| uniform_split(num_layers, pp));
+    for (j, s) in plan.stages.iter_mut().enumerate() {
+        s.first_layer = bounds[j];
+        s.end_layer = bounds[j + 1];
+    }
     crate::uneven::set_micro_batches(
         &mut plan,
         crate::uneven::even_deal(opts.global_batch / c.micro_batch, c.dp),
     );
     plan
+}
+
+/// The faster of `plan` and `plan` split evenly, among those that fit
+/// (`None` when neither does); each priced only when it fits
+/// ([`CostModel::evaluate_if_fits`]), as most candidates do not.
+fn price_seeds(
+    inputs: &Inputs,
+    model: &dyn CostModel,
+    plan: Plan,
+    num_layers: usize,
+) -> Result<Option<(Plan, Estimate)>> {
+    let even = uniform_split(num_layers, plan.stages.len());
+    let mut seeds = vec![plan];
+    if seeds[0].boundaries() != even {
+        seeds.push(crate::refine::with_boundaries(&seeds[0], &even));
+    }
+    let mut best: Option<(Plan, Estimate)> = None;
+    for p in seeds {
+        let Some(e) = model.evaluate_if_fits(inputs, &p)? else {
+            continue;
+        };
+        if e.iteration_s.is_finite()
+            && best
+                .as_ref()
+                .is_none_or(|b| e.iteration_s < b.1.iteration_s)
+        {
+            best = Some((p, e));
+        }
+    }
+    Ok(best)
+}
+
+/// The seed the local search of an even candidate starts from: of `plan`
+/// and `plan` split evenly, the faster that fits, else the faster.
+fn even_seeds(
+    inputs: &Inputs,
+    model: &dyn CostModel,
+    plan: Plan,
+    num_layers: usize,
+) -> Result<(Plan, Estimate)> {
+    let even = uniform_split(num_layers, plan.stages.len());
+    let other = (plan.boundaries() != even).then(|| crate::refine::with_boundaries(&plan, &even));
+    let first = model.evaluate(inputs, &plan)?;
+    let mut best = (plan, first);
+    if let Some(p) = other {
+        let e = model.evaluate(inputs, &p)?;
+        // Fitting first, then faster.
+        let key = |e: &Estimate| (e.first_overflow().is_some(), e.iteration_s);
+        if key(&e).partial_cmp(&key(&best.1)) == Some(std::cmp::Ordering::Less) {
+            best = (p, e);
+        }
+    }
+    Ok(best)
+}
+
+/// Most (stages x layers x layers) steps [`balanced_split`] takes.
+const MAX_BALANCE_STEPS: usize = 1 << 20;
+
+/// A starting split for a poured candidate, whose stages run on GPUs of
+/// different speeds: the layers split so that the largest stage time, each
+/// stage on its slowest group by the profile's forward and backward times
+/// (tp 1's divided by the degree where the profile lacks it; backward
+/// [`crate::cost::device::BACKWARD_FORWARD_RATIO`] x forward where it has
+/// none), is as small as it can be (a min-max program over stages and
+/// layers). Only a seed: plans are priced and the leaders re-split by the
+/// cost model. `None` when a group's GPU has no profile entry or the
+/// program would take more than [`MAX_BALANCE_STEPS`].
+fn balanced_split(
+    profile: &crate::profile::Profile,
+    num_layers: usize,
+    cluster: &Cluster,
+    plan: &Plan,
+) -> Option<Vec<usize>> {
+    let pp = plan.stages.len();
+    if pp.saturating_mul(num_layers).saturating_mul(num_layers) > MAX_BALANCE_STEPS {
+        return None;
+    }
+    let mbs = plan.micro_batch;
+    let ratio = crate::cost::device::BACKWARD_FORWARD_RATIO;
+    // Per-layer times of each (GPU type, tp) met, once.
+    let mut seen: Vec<((&str, usize), Vec<f64>)> = Vec::new();
+    let mut prefix: Vec<Vec<f64>> = Vec::with_capacity(pp);
+    for s in &plan.stages {
+        let mut per_layer = vec![0.0f64; num_layers];
+        for g in &s.replicas {
+            for d in g {
+                let key = (cluster.nodes[d.node].gpu_type.as_str(), g.len());
+                let times = match seen.iter().find(|(k, _)| *k == key) {
+                    Some((_, t)) => t,
+                    None => {
+                        let t = profile
+                            .layer_times(key.0, key.1, mbs, num_layers)
+                            .map(|t| (t, 1.0))
+                            .or_else(|| {
+                                profile
+                                    .layer_times(key.0, 1, mbs, num_layers)
+                                    .map(|t| (t, key.1 as f64))
+                            })?;
+                        let (t, div) = t;
+                        let v = t
+                            .iter()
+                            .map(|x| {
+                                (x.forward_s + x.backward_s.unwrap_or(ratio * x.forward_s)) / div
+                            })
+                            .collect();
+                        seen.push((key, v));
+                        &seen.last().unwrap().1
+                    }
+                };
+                for (p, t) in per_layer.iter_mut().zip(times) {
+                    *p = p.max(*t);
+                }
+            }
+        }
+        prefix.push(crate::cost::prefix_sums(per_layer));
+    }
+    // best[e]: the least largest stage time of stages 0..=j over layers 0..e.
+    let mut best: Vec<f64> = (0..=num_layers).map(|e| prefix[0][e]).collect();
+    let mut cut: Vec<Vec<usize>> = vec![vec![0; num_layers + 1]; pp];
+    for j in 1..pp {
+        let mut next = vec![f64::INFINITY; num_layers + 1];
+        for e in j + 1..=num_layers {
+            for b in j..e {
+                let t = best[b].max(prefix[j][e] - prefix[j][b]);
+                if t < next[e] {
+                    next[e] = t;
+                    cut[j][e] = b;
+                }
+            }
+        }
+        best = next;
+    }
+    let mut bounds = vec![num_layers; pp + 1];
+    bounds[0] = 0;
+    for j in (1..pp).rev() {
+        bounds[j] = cut[j][bounds[j + 1]];
+    }
+    Some(bounds)
 }
 
 /// Searches the per-GPU-type tp plans of `inputs` (none on a cluster of
@@ -241,6 +396,14 @@ pub fn search_per_type_tp(
     opts: &SearchOptions,
 ) -> Result<SearchResult> {
     opts.setup.check()?;
+    // Every node pair's link filled in, sorted, as the main search prices
+    // (a lookup is then a binary search, not a scan of Sailor's pair links).
+    let complete = crate::search::with_every_link(inputs.cluster);
+    let inputs = &Inputs {
+        model: inputs.model,
+        cluster: complete.as_ref().unwrap_or(inputs.cluster),
+        profile: inputs.profile,
+    };
     let cluster = inputs.cluster;
     let layers = inputs.model.num_layers();
     let cands = candidates(cluster, layers, opts.global_batch, opts.uneven_dp);
@@ -253,16 +416,17 @@ pub fn search_per_type_tp(
     let outcomes: Vec<Outcome> = cands
         .par_iter()
         .map(|c| {
-            let plan = build(cluster, layers, c, opts);
-            // Uneven candidates are many: priced only when their even split
-            // fits, their splits refined for the leading ones only, below.
+            let plan = build(cluster, layers, c, opts, Some(inputs.profile));
+            // Uneven candidates are many: priced on two seed splits (the
+            // profile-balanced one and the even one), their splits refined
+            // for the leading ones only, below.
             let priced = if opts.uneven_dp {
-                model.evaluate_if_fits(inputs, &plan)
+                price_seeds(inputs, model, plan, layers)
             } else {
-                model.evaluate(inputs, &plan).map(Some)
+                even_seeds(inputs, model, plan, layers).map(Some)
             };
-            let estimate = match priced {
-                Ok(Some(e)) => e,
+            let (plan, estimate) = match priced {
+                Ok(Some(pe)) => pe,
                 Ok(None) => return Outcome::Infeasible,
                 Err(e) => return Outcome::Skipped(e.to_string()),
             };
@@ -430,5 +594,143 @@ mod tests {
             .estimate
             .iteration_s;
         assert!(r.plans[0].estimate.iteration_s <= best_even);
+    }
+
+    /// Every composition of `total` into parts of at least `mins`.
+    fn deals(total: usize, mins: &[usize], out: &mut Vec<Vec<usize>>, cur: &mut Vec<usize>) {
+        let k = cur.len();
+        if k + 1 == mins.len() {
+            if total >= mins[k] {
+                cur.push(total);
+                out.push(cur.clone());
+                cur.pop();
+            }
+            return;
+        }
+        let rest: usize = mins[k + 1..].iter().sum();
+        for t in mins[k]..=total.saturating_sub(rest) {
+            cur.push(t);
+            deals(total - t, mins, out, cur);
+            cur.pop();
+        }
+    }
+
+    /// On one small instance (a V100 and a T4 node of 4, 8 equal layers,
+    /// the T4 `t4_ratio` times slower per layer, `batch` samples): the
+    /// uneven per-type search's best time, and the best over every split
+    /// and every deal of the micro-batches between replica classes of every
+    /// candidate it generates, with whether that best is uneven or has a
+    /// mixed stage.
+    fn uneven_search_and_exhaustive(t4_ratio: f64, batch: usize) -> (f64, f64, bool) {
+        use crate::model::{Layer, LayerKind, Model};
+        let layer = |i: usize| Layer {
+            name: format!("b{i}"),
+            kind: LayerKind::TransformerBlock,
+            params: 20_000_000,
+            output_elems_per_sample: 1_000_000,
+            forward_flops_per_sample: None,
+            tied_to: None,
+            stored_activation_elems_per_sample: None,
+        };
+        let model = Model {
+            name: "eight".into(),
+            shape: None,
+            layers: (0..8).map(layer).collect(),
+        };
+        let mut cluster = clusters::het_cluster();
+        cluster.nodes.drain(1..3);
+        let entries: Vec<(&str, usize, f64)> = [1, 2, 4]
+            .into_iter()
+            .flat_map(|tp| {
+                [
+                    ("V100-16GB", tp, 0.0026 / tp as f64),
+                    ("T4", tp, 0.0026 * t4_ratio / tp as f64),
+                ]
+            })
+            .collect();
+        let profile = uniform_profile(8, &entries);
+        let inputs = Inputs {
+            model: &model,
+            cluster: &cluster,
+            profile: &profile,
+        };
+        let dm = DeviceModel::default();
+        let opts = SearchOptions {
+            uneven_dp: true,
+            ..SearchOptions::new(batch, PlacementSearch::Artifact, TrainingSetup::default())
+        };
+        let found = search_per_type_tp(&inputs, &dm, &opts).unwrap().plans[0]
+            .estimate
+            .iteration_s;
+        let mut best = (f64::INFINITY, false);
+        for c in candidates(&cluster, 8, batch, true) {
+            let plan = build(&cluster, 8, &c, &opts, Some(&profile));
+            let classes = crate::uneven::replica_classes(&plan, &cluster);
+            let k = classes.iter().max().unwrap() + 1;
+            let members: Vec<Vec<usize>> = (0..k)
+                .map(|m| (0..classes.len()).filter(|&r| classes[r] == m).collect())
+                .collect();
+            let mins: Vec<usize> = members.iter().map(Vec::len).collect();
+            let mut all = Vec::new();
+            deals(batch / c.micro_batch, &mins, &mut all, &mut Vec::new());
+            crate::refine::for_each_split(8, plan.stages.len(), |b| {
+                let split = crate::refine::with_boundaries(&plan, b);
+                for totals in &all {
+                    let mut counts = vec![0; classes.len()];
+                    for (m, rs) in members.iter().enumerate() {
+                        for (r, n) in rs.iter().zip(crate::uneven::even_deal(totals[m], rs.len())) {
+                            counts[*r] = n;
+                        }
+                    }
+                    let mut p = split.clone();
+                    crate::uneven::set_micro_batches(&mut p, counts);
+                    if let Ok(Some(e)) = dm.evaluate_if_fits(&inputs, &p) {
+                        if e.iteration_s < best.0 {
+                            let mixed = p.stages.iter().any(|s| {
+                                let first = &cluster.nodes[s.replicas[0][0].node].gpu_type;
+                                s.devices()
+                                    .any(|d| cluster.nodes[d.node].gpu_type != *first)
+                            });
+                            best = (e.iteration_s, p.is_uneven() || mixed);
+                        }
+                    }
+                }
+            });
+        }
+        (found, best.0, best.1)
+    }
+
+    /// The uneven per-type search is a heuristic: candidates priced on two
+    /// seed splits, the leaders re-split and their micro-batches moved by
+    /// local search. Measured against every split and every deal between
+    /// replica classes of every candidate it generates, on 24 small
+    /// instances (T4 1-5x slower per layer than the V100, batch 6, 9, 10,
+    /// 12): the loss the README reports, pinned.
+    #[test]
+    fn uneven_search_loss_against_every_split_and_deal() {
+        let mut losses = Vec::new();
+        let mut special = 0;
+        for t4 in [1.0, 1.5, 2.0, 3.0, 4.0, 5.0] {
+            for batch in [6, 9, 10, 12] {
+                let (found, best, uneven_or_mixed) = uneven_search_and_exhaustive(t4, batch);
+                assert!(found >= best - 1e-12, "{t4} {batch}: {found} < {best}");
+                losses.push(found / best - 1.0);
+                special += usize::from(uneven_or_mixed);
+            }
+        }
+        let exact = losses.iter().filter(|&&l| l <= 1e-12).count();
+        let worst = losses.iter().copied().fold(0.0, f64::max);
+        let mean = losses.iter().sum::<f64>() / losses.len() as f64;
+        eprintln!(
+            "uneven per-type search: exact on {exact} of 24, worst loss {:.4}%, mean {:.4}%, {special} exhaustive bests uneven or mixed",
+            100.0 * worst,
+            100.0 * mean
+        );
+        // In none of them is the best plan of the space uneven or mixed:
+        // these instances measure the seeds and the refinement, not the
+        // rebalancing (uneven.rs and search.rs test that).
+        assert_eq!((exact, special), (22, 0));
+        assert!((100.0 * worst - 1.7245).abs() < 0.001, "{worst}");
+        assert!((100.0 * mean - 0.0954).abs() < 0.001, "{mean}");
     }
 }
