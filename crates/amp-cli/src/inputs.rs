@@ -222,12 +222,7 @@ impl InputArgs {
     /// curves.
     fn load_sailor_scenario(&self, dir: &Path) -> Result<Loaded> {
         let files = read_sailor_folder(dir)?;
-        let folder = amp_data::SailorFolder::read(&files).with_context(|| {
-            format!(
-                "--sailor-data {} is not a Sailor data folder",
-                dir.display()
-            )
-        })?;
+        let folder = sailor_folder(&files, dir)?;
         let known = folder
             .training
             .keys()
@@ -354,6 +349,19 @@ fn find_sailor_data(plan: &Path) -> Option<PathBuf> {
         .map(Path::to_path_buf)
 }
 
+/// The shared files of `--sailor-data dir`, parsed.
+fn sailor_folder<'a>(
+    files: &'a amp_data::DatasetFiles,
+    dir: &Path,
+) -> Result<amp_data::SailorFolder<'a>> {
+    amp_data::SailorFolder::read(files).with_context(|| {
+        format!(
+            "--sailor-data {} is not a Sailor data folder",
+            dir.display()
+        )
+    })
+}
+
 /// What a Sailor plan's pricing reads from Sailor's data folder: its shared
 /// files, not the measured runs.
 fn read_sailor_folder(dir: &Path) -> Result<amp_data::DatasetFiles> {
@@ -426,12 +434,7 @@ impl InputArgs {
             bail!("{origin} is not a Sailor plan_config (no `pipeline_list`); --sailor-data applies to Sailor plans, price an amp plan with --model and --cluster");
         }
         let files = read_sailor_folder(dir)?;
-        let folder = amp_data::SailorFolder::read(&files).with_context(|| {
-            format!(
-                "--sailor-data {} is not a Sailor data folder",
-                dir.display()
-            )
-        })?;
+        let folder = sailor_folder(&files, dir)?;
         let known = || {
             folder
                 .training

@@ -493,18 +493,24 @@ mod tests {
     use crate::search::PlacementSearch;
     use crate::setup::TrainingSetup;
 
-    #[test]
-    fn plans_give_each_type_its_own_tp_and_use_every_device_once() {
+    /// V100 and T4 at tp 1, 2 and 4, every layer `v100_s` and `t4_s` per
+    /// sample at tp 1 and that over tp above.
+    fn v100_t4_profile(layers: usize, v100_s: f64, t4_s: f64) -> crate::profile::Profile {
         let entries: Vec<(&str, usize, f64)> = [1, 2, 4]
             .into_iter()
             .flat_map(|tp| {
                 [
-                    ("V100-16GB", tp, 0.002 / tp as f64 * 1.2),
-                    ("T4", tp, 0.006 / tp as f64 * 1.2),
+                    ("V100-16GB", tp, v100_s / tp as f64),
+                    ("T4", tp, t4_s / tp as f64),
                 ]
             })
             .collect();
-        let profile = uniform_profile(30, &entries);
+        uniform_profile(layers, &entries)
+    }
+
+    #[test]
+    fn plans_give_each_type_its_own_tp_and_use_every_device_once() {
+        let profile = v100_t4_profile(30, 0.0024, 0.0072);
         let (model, cluster) = (models::amp_gpt2(), clusters::het_cluster());
         let inputs = Inputs {
             model: &model,
@@ -549,16 +555,7 @@ mod tests {
     /// on this cluster.
     #[test]
     fn uneven_candidates_pour_groups_into_mixed_stages() {
-        let entries: Vec<(&str, usize, f64)> = [1, 2, 4]
-            .into_iter()
-            .flat_map(|tp| {
-                [
-                    ("V100-16GB", tp, 0.002 / tp as f64 * 1.2),
-                    ("T4", tp, 0.006 / tp as f64 * 1.2),
-                ]
-            })
-            .collect();
-        let profile = uniform_profile(30, &entries);
+        let profile = v100_t4_profile(30, 0.0024, 0.0072);
         let (model, cluster) = (models::amp_gpt2(), clusters::het_cluster());
         let inputs = Inputs {
             model: &model,
@@ -639,16 +636,7 @@ mod tests {
         };
         let mut cluster = clusters::het_cluster();
         cluster.nodes.drain(1..3);
-        let entries: Vec<(&str, usize, f64)> = [1, 2, 4]
-            .into_iter()
-            .flat_map(|tp| {
-                [
-                    ("V100-16GB", tp, 0.0026 / tp as f64),
-                    ("T4", tp, 0.0026 * t4_ratio / tp as f64),
-                ]
-            })
-            .collect();
-        let profile = uniform_profile(8, &entries);
+        let profile = v100_t4_profile(8, 0.0026, 0.0026 * t4_ratio);
         let inputs = Inputs {
             model: &model,
             cluster: &cluster,

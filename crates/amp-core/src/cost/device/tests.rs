@@ -62,6 +62,18 @@ fn entry(gpu: &str, tp: usize, f: f64, b: Option<f64>) -> ProfileEntry {
     }
 }
 
+/// tp 1 on both types: the fast GPU 1 s forward and 2 s backward per
+/// layer, the slow one 3 s and 6 s.
+fn fast_slow_profile() -> Profile {
+    Profile {
+        entries: vec![
+            entry("fast", 1, 1.0, Some(2.0)),
+            entry("slow", 1, 3.0, Some(6.0)),
+        ],
+        precision: None,
+    }
+}
+
 fn time_only() -> DeviceModel {
     DeviceModel::new(DeviceOptions {
         price_memory: false,
@@ -105,13 +117,7 @@ fn all_close(got: Vec<f64>, want: f64, n: usize) {
 #[test]
 fn each_stage_is_priced_on_its_own_gpus() {
     let (m, c) = (model(), cluster());
-    let p = Profile {
-        entries: vec![
-            entry("fast", 1, 1.0, Some(2.0)),
-            entry("slow", 1, 3.0, Some(6.0)),
-        ],
-        precision: None,
-    };
+    let p = fast_slow_profile();
     let inputs = Inputs {
         model: &m,
         cluster: &c,
@@ -415,13 +421,7 @@ fn analytic_entries_get_tp_allreduces_and_recompute_reruns_the_forward() {
 #[test]
 fn interleaved_plans_simulate_one_representative_replica() {
     let (m, c) = (model(), cluster());
-    let p = Profile {
-        entries: vec![
-            entry("fast", 1, 1.0, Some(2.0)),
-            entry("slow", 1, 3.0, Some(6.0)),
-        ],
-        precision: None,
-    };
+    let p = fast_slow_profile();
     let inputs = Inputs {
         model: &m,
         cluster: &c,
@@ -578,13 +578,7 @@ fn measured_tp_groups_across_nodes_pay_the_network() {
 #[test]
 fn uneven_replicas_run_their_own_micro_batches() {
     let (m, c) = (model(), cluster());
-    let p = Profile {
-        entries: vec![
-            entry("fast", 1, 1.0, Some(2.0)),
-            entry("slow", 1, 3.0, Some(6.0)),
-        ],
-        precision: None,
-    };
+    let p = fast_slow_profile();
     let inputs = Inputs {
         model: &m,
         cluster: &c,
@@ -659,13 +653,7 @@ fn replicas_of_a_stage_may_differ_in_tp() {
     // Gradient reduction: two rings of half the gradient, both through
     // node 1's one GPU and NIC, against one ring of the whole gradient.
     let plain = plan(vec![(0, 4, vec![vec![d(0, 0)], vec![d(1, 0)]])], 2);
-    let single = Profile {
-        entries: vec![
-            entry("fast", 1, 1.0, Some(2.0)),
-            entry("slow", 1, 3.0, Some(6.0)),
-        ],
-        precision: None,
-    };
+    let single = fast_slow_profile();
     let tp1 = Inputs {
         profile: &single,
         ..inputs
