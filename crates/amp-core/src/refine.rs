@@ -178,12 +178,17 @@ pub fn best_split(
     let estimate = model.split_estimator(inputs, plan).ok()?;
     let mut best: Option<(Plan, Estimate)> = None;
     let mut best_s = current.iteration_s;
+    // One plan re-split in place, cloned only when it is the best so far.
+    let mut p = plan.clone();
     for_each_split(inputs.model.num_layers(), plan.stages.len(), |b| {
-        let p = with_boundaries(plan, b);
+        for (j, s) in p.stages.iter_mut().enumerate() {
+            s.first_layer = b[j];
+            s.end_layer = b[j + 1];
+        }
         if let Some(e) = feasible(&estimate, &p) {
             if e.iteration_s < best_s {
                 best_s = e.iteration_s;
-                best = Some((p, e));
+                best = Some((p.clone(), e));
             }
         }
     });

@@ -369,9 +369,11 @@ pub fn simulate(spec: &IterationSpec) -> crate::Result<Simulation> {
         let mut link_b = vec![(0.0f64, None::<usize>); pp];
         // Event index of: forward of (c, i); arrival of i's activation at c
         // (the send from c - 1); arrival of i's gradient at c (from c + 1).
-        let mut fwd = vec![vec![None::<usize>; b]; nv];
-        let mut act_in = vec![vec![None::<usize>; b]; nv];
-        let mut grad_in = vec![vec![None::<usize>; b]; nv];
+        // Flat tables indexed by `c * b + i` (one allocation each: the
+        // refinement simulates thousands of small pipelines).
+        let mut fwd = vec![None::<usize>; nv * b];
+        let mut act_in = vec![None::<usize>; nv * b];
+        let mut grad_in = vec![None::<usize>; nv * b];
         let mut stage_last = vec![(0.0, 0.0, 0usize); pp];
         let mut progress = true;
         while progress {
@@ -386,12 +388,12 @@ pub fn simulate(spec: &IterationSpec) -> crate::Result<Simulation> {
                         if c == 0 {
                             Some(None)
                         } else {
-                            act_in[c][i].map(Some)
+                            act_in[c * b + i].map(Some)
                         }
                     } else if c == nv - 1 {
-                        fwd[c][i].map(Some)
+                        fwd[c * b + i].map(Some)
                     } else {
-                        grad_in[c][i].map(Some)
+                        grad_in[c * b + i].map(Some)
                     };
                     let Some(dep) = dep else { break };
                     let dep_end = dep.map_or(0.0, |e| events[e].end_s);
@@ -444,7 +446,7 @@ pub fn simulate(spec: &IterationSpec) -> crate::Result<Simulation> {
                         None
                     };
                     if is_fwd {
-                        fwd[c][i] = Some(idx);
+                        fwd[c * b + i] = Some(idx);
                     } else {
                         stage_last[j] = (start, start + dur, idx);
                     }
@@ -476,9 +478,9 @@ pub fn simulate(spec: &IterationSpec) -> crate::Result<Simulation> {
                             free[j] = (s + dur, Some(sidx));
                         }
                         if is_fwd {
-                            act_in[c + 1][i] = Some(sidx);
+                            act_in[(c + 1) * b + i] = Some(sidx);
                         } else {
-                            grad_in[c - 1][i] = Some(sidx);
+                            grad_in[(c - 1) * b + i] = Some(sidx);
                         }
                     }
                 }
