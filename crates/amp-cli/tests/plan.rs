@@ -942,3 +942,60 @@ fn a_budget_per_hour_keeps_cheaper_gpu_sets_and_says_why_when_none_fits() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("above 0"), "{}", stderr(&o));
 }
+
+/// `--uneven-dp` on 12 T4 for a batch of 32: dp 3 (or 6, 12) does not
+/// divide it, and its plans deal the micro-batches unevenly. The best one,
+/// read back from the JSON by `amp eval`, prices the same.
+#[test]
+fn uneven_plans_round_trip_through_eval() {
+    let args = [
+        "plan",
+        "--model",
+        "gpt2",
+        "--cluster",
+        "3xg4dn.12xlarge",
+        "--global-batch",
+        "32",
+        "-q",
+    ];
+    let mut uneven = args.to_vec();
+    uneven.extend(["--uneven-dp", "--json"]);
+    let v = amp_json(&uneven);
+    let p = &v["plans"][0];
+    let counts: Vec<u64> = p["replica_micro_batches"]
+        .as_array()
+        .expect("the best plan is uneven")
+        .iter()
+        .map(|c| c.as_u64().unwrap())
+        .collect();
+    let mbs = p["micro_batch"].as_u64().unwrap();
+    assert_eq!(mbs * counts.iter().sum::<u64>(), 32);
+    assert_eq!(
+        counts.iter().max(),
+        p["num_micro_batches"].as_u64().as_ref()
+    );
+    let file = tmp("uneven-plan.json", &v.to_string());
+    let e = amp_json(&[
+        "eval",
+        file.to_str().unwrap(),
+        "--model",
+        "gpt2",
+        "--cluster",
+        "3xg4dn.12xlarge",
+        "--json",
+    ]);
+    assert_eq!(e["iteration_s"], p["predicted_iteration_s"]);
+    assert_eq!(
+        e["plan"]["replica_micro_batches"],
+        p["replica_micro_batches"]
+    );
+    // Without the flag, every plan is even.
+    let mut even = args.to_vec();
+    even.push("--json");
+    let v = amp_json(&even);
+    assert!(v["plans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p.get("replica_micro_batches").is_none()));
+}
