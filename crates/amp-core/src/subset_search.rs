@@ -98,11 +98,12 @@ pub const MAX_SUBSETS: usize = 64;
 
 /// The node sets [`search_subsets`] tries: every set of whole GPU types
 /// ([`gpu_type_subsets`], the whole cluster first), then the same sets with
-/// fewer nodes of some types: each type's first `n / 2`, `n / 4`, ... nodes
-/// in cluster order (a node group on a slow network can train faster
-/// alone, and fewer nodes cost less per hour). At most [`MAX_SUBSETS`], in
-/// that order, duplicates removed; the flag says whether more were left
-/// out.
+/// fewer nodes of some types: each type's first `k` nodes in cluster order
+/// for every `k` when all such combinations number at most
+/// [`MAX_SUBSETS`], else `n / 2`, `n / 4`, ... (a node group on a slow
+/// network can train faster alone, and fewer nodes cost less per hour). At
+/// most [`MAX_SUBSETS`], in that order, duplicates removed; the flag says
+/// whether more were left out.
 pub fn node_subsets(cluster: &Cluster) -> Result<(Vec<Vec<usize>>, bool)> {
     let whole = gpu_type_subsets(cluster)?;
     // Each type's nodes in cluster order.
@@ -115,8 +116,16 @@ pub fn node_subsets(cluster: &Cluster) -> Result<(Vec<Vec<usize>>, bool)> {
                 .collect()
         })
         .collect();
-    // Node counts tried per type: all, then halvings down to one.
+    // Node counts tried per type: every count when all their combinations
+    // fit in MAX_SUBSETS, else all, then halvings down to one.
+    let every = by_type
+        .iter()
+        .try_fold(1usize, |a, nodes| a.checked_mul(nodes.len() + 1))
+        .is_some_and(|p| p - 1 <= MAX_SUBSETS);
     let counts = |n: usize| -> Vec<usize> {
+        if every {
+            return (1..=n).rev().collect();
+        }
         let mut c = vec![n];
         let mut k = n / 2;
         while k >= 1 && *c.last().unwrap() != k {
@@ -323,14 +332,14 @@ pub fn search_subsets(
                 None => String::new(),
             };
             return Err(AmpError::NoPlan(format!(
-                "no plan costs at most ${budget:.2} per hour: the cheapest set of GPUs over it ({gpus} GPUs) costs ${price:.2}{within}; raise --max-usd-per-hour, or give a cluster of fewer or cheaper nodes (the sets searched: whole GPU types, then halvings of their nodes)"
+                "no plan costs at most ${budget:.2} per hour: the cheapest set of GPUs over it ({gpus} GPUs) costs ${price:.2}{within}; raise --max-usd-per-hour, or give a cluster of fewer or cheaper nodes (the sets searched: whole GPU types, then fewer nodes of each: every count when the combinations number at most 64, else halvings)"
             )));
         }
         return Err(first_error.unwrap_or_else(|| AmpError::NoPlan("no plan".into())));
     }
     if truncated {
         merged.skipped.push(format!(
-            "--subsets: only the first {MAX_SUBSETS} node sets were searched (every set of whole GPU types first, then halvings of their nodes); merge GPU types or give a smaller cluster to search the rest"
+            "--subsets: only the first {MAX_SUBSETS} node sets were searched (every set of whole GPU types first, then fewer nodes of each: every count when the combinations number at most 64, else halvings); merge GPU types or give a smaller cluster to search the rest"
         ));
     }
     Ok(merged)
@@ -490,12 +499,25 @@ mod tests {
             .collect();
         let t4: Vec<usize> = (0..4).filter(|&n| c.nodes[n].gpu_type == "T4").collect();
         assert_eq!((v100.len(), t4.len()), (3, 1));
-        // The three whole-type sets first, then one V100 node with the T4
-        // and one V100 node alone (3 halves to 1).
+        // The three whole-type sets first, then every count of V100 nodes
+        // (4 x 2 - 1 = 7 sets in all, under the limit): two with the T4,
+        // one with the T4, two alone, one alone.
         assert_eq!(s[..3], gpu_type_subsets(&c).unwrap()[..]);
-        let mut one_and_t4 = vec![v100[0], t4[0]];
-        one_and_t4.sort();
-        assert_eq!(s[3..], [one_and_t4, vec![v100[0]]]);
+        let with_t4 = |k: usize| {
+            let mut n: Vec<usize> = v100[..k].to_vec();
+            n.push(t4[0]);
+            n.sort();
+            n
+        };
+        assert_eq!(
+            s[3..],
+            [
+                with_t4(2),
+                with_t4(1),
+                v100[..2].to_vec(),
+                v100[..1].to_vec()
+            ]
+        );
     }
 
     #[test]
