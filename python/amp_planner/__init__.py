@@ -243,7 +243,9 @@ class Plan(_Record):
 
     Attributes are the JSON keys: ``rank``, ``tp``, ``dp``, ``pp``, ``micro_batch``,
     ``num_micro_batches``, ``predicted_iteration_s``, ``throughput_samples_per_s``,
-    ``stage_boundaries``, ``placement``, ``stages``, ``breakdown``, ``memory``.
+    ``stage_boundaries``, ``placement``, ``stages``, ``breakdown``, ``memory``; and,
+    with ``uneven_dp=True``, ``replica_micro_batches`` (each replica's micro-batches, when
+    they differ).
     """
 
     def __init__(self, data: Dict[str, Any], inputs: Optional[_Inputs] = None) -> None:
