@@ -358,8 +358,19 @@ fn price_candidate(
     micro_batch: usize,
     total_micro_batches: usize,
 ) -> Outcome {
-    let num_micro_batches = total_micro_batches.div_ceil(grid.dp);
     let setup = setup.for_pipeline(grid.pp);
+    // The interleaved schedule runs micro-batches in groups of pp: uneven
+    // replicas are dealt whole groups when the total allows.
+    let group = if setup.virtual_stages() > 1 && total_micro_batches.is_multiple_of(grid.pp) {
+        grid.pp
+    } else {
+        1
+    };
+    let counts: Vec<usize> = crate::uneven::even_deal(total_micro_batches / group, grid.dp)
+        .into_iter()
+        .map(|b| b * group)
+        .collect();
+    let num_micro_batches = counts.iter().copied().max().unwrap_or(0);
     let cand = Candidate {
         grid: &grid,
         setup: &setup,
@@ -402,12 +413,7 @@ fn price_candidate(
         boundaries
     };
     let mut plan = plan_from_grid(&grid, &boundaries, micro_batch, num_micro_batches, &setup);
-    if !total_micro_batches.is_multiple_of(grid.dp) {
-        crate::uneven::set_micro_batches(
-            &mut plan,
-            crate::uneven::even_deal(total_micro_batches, grid.dp),
-        );
-    }
+    crate::uneven::set_micro_batches(&mut plan, counts);
     // Plans that do not fit are dropped before their time is priced.
     let estimate = match model.evaluate_if_fits(inputs, &plan) {
         Ok(Some(e)) => e,
@@ -762,6 +768,26 @@ mod tests {
         .unwrap();
         assert!(plain.plans.iter().all(|p| !p.plan.is_uneven()));
         assert!(r.candidates > plain.candidates);
+        // Interleaved: uneven replicas get whole groups of pp micro-batches.
+        let setup = TrainingSetup {
+            schedule: crate::schedule::Schedule::Interleaved { virtual_stages: 2 },
+            ..TrainingSetup::default()
+        };
+        let r = search(&inputs, &dm, &SearchOptions { setup, ..opts }).unwrap();
+        let uneven: Vec<&Plan> = r
+            .plans
+            .iter()
+            .map(|p| &p.plan)
+            .filter(|p| p.is_uneven() && p.pp() > 1)
+            .collect();
+        assert!(!uneven.is_empty());
+        for p in uneven {
+            assert!(
+                p.replica_micro_batches.iter().all(|b| b % p.pp() == 0),
+                "{p:?}"
+            );
+            assert_eq!(p.global_batch(), 32);
+        }
     }
 
     fn link(a: usize, b: usize, bytes_per_s: f64) -> crate::cluster::NodeLink {
