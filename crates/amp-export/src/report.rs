@@ -239,14 +239,26 @@ fn summary(h: &mut String, input: &ReportInput) {
         p.dp(),
         escape(&tp_label(p))
     );
-    let _ = writeln!(
-        h,
-        "<dt>Batch</dt><dd>global {} = micro-batch {} &#215; {} micro-batches &#215; {} replicas</dd>",
-        p.global_batch(),
-        p.micro_batch,
-        p.num_micro_batches,
-        p.dp()
-    );
+    if p.is_uneven() {
+        let _ = writeln!(
+            h,
+            "<dt>Batch</dt><dd>global {} = micro-batch {} &#215; {} micro-batches over {} replicas, {} each (uneven)</dd>",
+            p.global_batch(),
+            p.micro_batch,
+            p.total_micro_batches(),
+            p.dp(),
+            p.micro_batches_label()
+        );
+    } else {
+        let _ = writeln!(
+            h,
+            "<dt>Batch</dt><dd>global {} = micro-batch {} &#215; {} micro-batches &#215; {} replicas</dd>",
+            p.global_batch(),
+            p.micro_batch,
+            p.num_micro_batches,
+            p.dp()
+        );
+    }
     let b: Vec<String> = p.boundaries().iter().map(|x| x.to_string()).collect();
     let _ = writeln!(
         h,
@@ -359,7 +371,7 @@ fn ranked_table(h: &mut String, input: &ReportInput) {
             r.pp,
             r.dp,
             r.micro_batch,
-            r.num_micro_batches,
+            r.plan.micro_batches_label(),
             escape(&b.join(", ")),
             escape(&r.placement.summary()),
             fmt_s(r.estimate.iteration_s),

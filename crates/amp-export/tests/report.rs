@@ -277,3 +277,26 @@ fn report_is_deterministic() {
         report(&p, &m, &c, Some(&t), &[])
     );
 }
+
+/// A plan whose replicas run different numbers of micro-batches, and one
+/// of whose stages mixes tp degrees, says so: the batch line adds up, and
+/// the stage table reads `1+2`.
+#[test]
+fn uneven_and_mixed_plans_are_described_as_they_are() {
+    let (mut p, m, c) = common::homogeneous();
+    p.num_micro_batches = 5;
+    p.replica_micro_batches = vec![5, 3];
+    let last = p.stages.len() - 1;
+    let split = p.stages[last].replicas[1].split_off(1);
+    p.stages[last].replicas[1] = split;
+    p.validate(&m, &c).unwrap();
+    let html = report(&p, &m, &c, None, &[]);
+    assert!(
+        html.contains(
+            "global 16 = micro-batch 2 &#215; 8 micro-batches over 2 replicas, 3-5 each (uneven)"
+        ),
+        "{}",
+        &html[..html.len().min(4000)]
+    );
+    assert!(html.contains("<td>2+1</td>"), "the mixed stage's tp");
+}
