@@ -97,7 +97,7 @@ fn print_text(
     let tps: Vec<String> = plan.rank_stages().iter().map(|s| s.tp_label()).collect();
     writeln!(
         out,
-        "plan: pp {}, dp {}, tp per stage [{}], micro-batch {} x {} micro-batches = global batch {gb}, boundaries {:?}",
+        "plan: pp {}, dp {}, tp per stage [{}], micro-batch {} x {} = global batch {gb}, boundaries {:?}",
         plan.pp(),
         plan.dp(),
         tps.join(", "),
@@ -240,17 +240,18 @@ pub fn run(args: EvalArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     Ok(())
 }
 
-/// Micro-batches per replica: `4`, or for uneven replicas the range and
-/// the total, `18-19 per replica (512 in all)`.
+/// The plan's micro-batches: `4 micro-batches` (each replica's), or for
+/// uneven replicas the total and each one's range, `512 micro-batches
+/// (18-19 per replica)`.
 fn micro_batches_label(plan: &amp_core::Plan) -> String {
     if plan.is_uneven() {
         format!(
-            "{} per replica ({} in all)",
-            plan.micro_batches_label(),
-            plan.total_micro_batches()
+            "{} micro-batches ({} per replica)",
+            plan.total_micro_batches(),
+            plan.micro_batches_label()
         )
     } else {
-        plan.micro_batches_label()
+        format!("{} micro-batches", plan.num_micro_batches)
     }
 }
 

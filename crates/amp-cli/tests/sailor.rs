@@ -395,4 +395,28 @@ fn sailors_own_plans_price_as_the_readme_says() {
             f.display()
         );
     }
+    // The text says how the 512 micro-batches are dealt over 27 replicas.
+    let f = file("s32-96.json", &[13, 13], mixed(27), 27, 2);
+    let d = data.to_str().unwrap();
+    let o = amp(&[
+        "eval",
+        f.to_str().unwrap(),
+        "--sailor-data",
+        d,
+        "--model",
+        "OPT-350",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(
+            "tp per stage [4+1, 1], micro-batch 2 x 512 micro-batches (18-19 per replica) = global batch 1024"
+        ),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stderr(&o).contains("uneven data parallelism"),
+        "{}",
+        stderr(&o)
+    );
 }
