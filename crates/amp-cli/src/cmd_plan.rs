@@ -567,6 +567,9 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             given.join(", ")
         );
     }
+    if cost_name == CostModelName::AmpPaper && args.uneven_dp {
+        bail!("--uneven-dp does not apply to --cost-model amp-paper, whose equations give every replica the same micro-batches; drop it or use the amp cost model");
+    }
     if cost_name == CostModelName::Amp && args.inputs.partition.is_some() {
         bail!("--partition applies only to --cost-model amp-paper; the amp cost model always uses its own split (the exact partitioner, then the leading plans refined under its estimate)");
     }

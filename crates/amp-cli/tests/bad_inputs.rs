@@ -174,6 +174,7 @@ const CASES: &[Case] = &[
     Case { name: "--global-batch 2^40", files: &[], args: "plan --model gpt2 --cluster 1x4xT4 --global-batch 1099511627776", status: 1, words: &["--global-batch 1099511627776", "outside"] },
     Case { name: "--global-batch 10^9+7", files: &[], args: "plan --model gpt2 --cluster 1x4xT4 --global-batch 1000000007", status: 1, words: &["outside"] },
     Case { name: "--global-batch negative", files: &[], args: "plan --model gpt2 --cluster 1x4xT4 --global-batch -1", status: 2, words: &["'-1'"] },
+    Case { name: "uneven replicas under the artifact's equations", files: &[], args: "plan --example het-cluster --cost-model amp-paper --uneven-dp", status: 1, words: &["--uneven-dp does not apply to --cost-model amp-paper", "drop it"] },
     Case { name: "a budget on a cluster without prices", files: &[], args: "plan --model gpt2 --cluster 1x4xT4 --global-batch 8 --max-usd-per-hour 10", status: 1, words: &["a budget needs a price per hour", "price_per_hour"] },
     Case { name: "a budget that is not a number", files: &[], args: "plan --example het-cluster --max-usd-per-hour nan", status: 2, words: &["finite number of dollars above 0"] },
     Case { name: "a budget below every set of GPUs", files: &[], args: "plan --example het-cluster --max-usd-per-hour 0.5", status: 1, words: &["no plan costs at most $0.50 per hour", "raise --max-usd-per-hour"] },
