@@ -81,9 +81,10 @@ pub struct PlanArgs {
     #[arg(long)]
     pub compare: bool,
     /// Also search parts of the cluster: every non-empty set of its GPU
-    /// types, then those sets with each type's first half, quarter, ... of
-    /// its nodes (at most 64): leaving slow GPUs or a slow network idle can
-    /// be faster, and is cheaper.
+    /// types, then those sets with fewer of each type's nodes (every count
+    /// when the combinations number at most 64, else halves, quarters, ...;
+    /// at most 64 sets): leaving slow GPUs or a slow network idle can be
+    /// faster, and is cheaper.
     #[arg(long)]
     pub subsets: bool,
     /// What the ranking minimises: time (per iteration) or cost (dollars
@@ -216,18 +217,6 @@ pub enum SetupOption {
     Interleaving,
     Sp,
     All,
-}
-
-/// The plan's tensor-parallel degree, or each stage's in order when they
-/// differ (`--per-type-tp`, or a plan from a file); a stage whose replicas
-/// differ reads `1+4`.
-fn tp_label(p: &RankedPlan) -> String {
-    let tps: Vec<String> = p.plan.rank_stages().iter().map(|s| s.tp_label()).collect();
-    if tps.iter().all(|t| *t == tps[0]) {
-        tps[0].clone()
-    } else {
-        tps.join("/")
-    }
 }
 
 /// The options `--search-setup` names; an error when one is also fixed by
@@ -417,7 +406,7 @@ fn print_table(
         let b: Vec<String> = p.plan.boundaries().iter().map(|x| x.to_string()).collect();
         let mut row = vec![
             (i + 1).to_string(),
-            tp_label(p),
+            p.plan.tp_label(),
             p.pp.to_string(),
             p.dp.to_string(),
             p.micro_batch.to_string(),

@@ -155,6 +155,18 @@ impl Plan {
             .then_some(tp)
     }
 
+    /// The plan's tensor-parallel degree as tables show it: one label when
+    /// every pipeline rank has the same ([`Stage::tp_label`]: `4`, `1+4`),
+    /// else each rank's in order, `1/1/2`.
+    pub fn tp_label(&self) -> String {
+        let tps: Vec<String> = self.rank_stages().iter().map(Stage::tp_label).collect();
+        if tps.iter().all(|t| *t == tps[0]) {
+            tps.into_iter().next().unwrap_or_default()
+        } else {
+            tps.join("/")
+        }
+    }
+
     /// Micro-batches replica `r` runs per iteration.
     pub fn micro_batches_of(&self, r: usize) -> usize {
         self.replica_micro_batches

@@ -249,54 +249,41 @@ fn build(
     plan
 }
 
-/// The faster of `plan` and `plan` split evenly, among those that fit
-/// (`None` when neither does); each priced only when it fits
-/// ([`CostModel::evaluate_if_fits`]), as most candidates do not.
+/// The faster of `plan` and `plan` split evenly, fitting ones first. With
+/// `memory_first` each is priced only when it fits
+/// ([`CostModel::evaluate_if_fits`], as most uneven candidates do not) and
+/// `None` means neither does; otherwise both are priced in full (the local
+/// search may start from a split that does not fit) and the result is
+/// always `Some`.
 fn price_seeds(
     inputs: &Inputs,
     model: &dyn CostModel,
     plan: Plan,
     num_layers: usize,
+    memory_first: bool,
 ) -> Result<Option<(Plan, Estimate)>> {
     let even = uniform_split(num_layers, plan.stages.len());
     let mut seeds = vec![plan];
     if seeds[0].boundaries() != even {
         seeds.push(crate::refine::with_boundaries(&seeds[0], &even));
     }
+    // Fitting first, then faster.
+    let key = |e: &Estimate| (e.first_overflow().is_some(), e.iteration_s);
     let mut best: Option<(Plan, Estimate)> = None;
     for p in seeds {
-        let Some(e) = model.evaluate_if_fits(inputs, &p)? else {
-            continue;
+        let e = if memory_first {
+            match model.evaluate_if_fits(inputs, &p)? {
+                Some(e) if e.iteration_s.is_finite() => e,
+                _ => continue,
+            }
+        } else {
+            model.evaluate(inputs, &p)?
         };
-        if e.iteration_s.is_finite()
-            && best
-                .as_ref()
-                .is_none_or(|b| e.iteration_s < b.1.iteration_s)
-        {
+        let better = best
+            .as_ref()
+            .is_none_or(|b| key(&e).partial_cmp(&key(&b.1)) == Some(std::cmp::Ordering::Less));
+        if better {
             best = Some((p, e));
-        }
-    }
-    Ok(best)
-}
-
-/// The seed the local search of an even candidate starts from: of `plan`
-/// and `plan` split evenly, the faster that fits, else the faster.
-fn even_seeds(
-    inputs: &Inputs,
-    model: &dyn CostModel,
-    plan: Plan,
-    num_layers: usize,
-) -> Result<(Plan, Estimate)> {
-    let even = uniform_split(num_layers, plan.stages.len());
-    let other = (plan.boundaries() != even).then(|| crate::refine::with_boundaries(&plan, &even));
-    let first = model.evaluate(inputs, &plan)?;
-    let mut best = (plan, first);
-    if let Some(p) = other {
-        let e = model.evaluate(inputs, &p)?;
-        // Fitting first, then faster.
-        let key = |e: &Estimate| (e.first_overflow().is_some(), e.iteration_s);
-        if key(&e).partial_cmp(&key(&best.1)) == Some(std::cmp::Ordering::Less) {
-            best = (p, e);
         }
     }
     Ok(best)
@@ -420,11 +407,7 @@ pub fn search_per_type_tp(
             // Uneven candidates are many: priced on two seed splits (the
             // profile-balanced one and the even one), their splits refined
             // for the leading ones only, below.
-            let priced = if opts.uneven_dp {
-                price_seeds(inputs, model, plan, layers)
-            } else {
-                even_seeds(inputs, model, plan, layers).map(Some)
-            };
+            let priced = price_seeds(inputs, model, plan, layers, opts.uneven_dp);
             let (plan, estimate) = match priced {
                 Ok(Some(pe)) => pe,
                 Ok(None) => return Outcome::Infeasible,

@@ -193,18 +193,6 @@ fn gpu_types_of(cluster: &Cluster, devices: impl Iterator<Item = Device>) -> Str
     t.join(", ")
 }
 
-fn tp_label(plan: &Plan) -> String {
-    match plan.uniform_tp() {
-        Some(tp) => tp.to_string(),
-        None => plan
-            .stages
-            .iter()
-            .map(|s| s.tp_label())
-            .collect::<Vec<_>>()
-            .join("/"),
-    }
-}
-
 fn summary(h: &mut String, input: &ReportInput) {
     let c = input.cluster;
     let p = input.chosen;
@@ -237,7 +225,7 @@ fn summary(h: &mut String, input: &ReportInput) {
         "<dt>Parallelism</dt><dd>pipeline {} &#215; data {} &#215; tensor {}</dd>",
         p.pp(),
         p.dp(),
-        escape(&tp_label(p))
+        escape(&p.tp_label())
     );
     if p.is_uneven() {
         let _ = writeln!(

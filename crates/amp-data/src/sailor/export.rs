@@ -322,9 +322,7 @@ fn check_micro_batches(plan: &Plan) -> Result<()> {
         return Ok(());
     }
     let (dp, total) = (plan.dp(), plan.total_micro_batches());
-    let dealt: Vec<usize> = (0..dp)
-        .map(|r| total / dp + usize::from(r < total % dp))
-        .collect();
+    let dealt = amp_core::uneven::even_deal(total, dp);
     if plan.replica_micro_batches == dealt {
         return Ok(());
     }

@@ -302,68 +302,89 @@ pub fn parse_node_kinds(spec: &str) -> Result<Vec<(String, usize, usize)>> {
 }
 
 /// The cluster of `kinds` ((Sailor GPU name, nodes, GPUs per node), as
-/// [`parse_node_kinds`] reads them), every node in `zone`, as
-/// [`parse_plan_config`] builds a measured run's: each node's bandwidths
-/// from its curves at [`REFERENCE_MESSAGE_BYTES`], its NICs from
-/// [`Network::nics`], its memory from `gpus`, and a pair link between every
-/// two nodes of different kinds from their pair's curve.
+/// [`parse_node_kinds`] reads them), every node in `zone`, built as
+/// [`sailor_nodes_cluster`] builds a measured run's nodes.
 pub fn node_kinds_cluster(
     kinds: &[(String, usize, usize)],
     gpus: &BTreeMap<String, GpuSpec>,
     network: &Network,
     zone: &str,
 ) -> Result<Cluster> {
-    let mut nodes = Vec::new();
-    let total: usize = kinds.iter().map(|k| k.1).sum();
-    for (gpu, count, per_node) in kinds {
-        let inter = match network.inter_curve(zone, gpu, *per_node) {
-            Some(c) => c.bytes_per_s(REFERENCE_MESSAGE_BYTES),
-            None if total == 1 => 1e9,
-            None => {
-                return Err(AmpError::invalid(
-                    "cluster",
-                    format!(
-                        "no inter-node bandwidth curve for `{gpu}` nodes of {per_node} GPUs in zone `{zone}` (nor in another zone) in Sailor's network files"
-                    ),
-                ))
-            }
-        };
-        let intra = network
-            .intra_curve(gpu, *per_node)
-            .map_or(inter, |c| c.bytes_per_s(REFERENCE_MESSAGE_BYTES));
-        for _ in 0..*count {
-            nodes.push(Node {
-                gpu_type: gpu.clone(),
-                gpus: *per_node,
-                intra_bytes_per_s: intra,
-                inter_bytes_per_s: inter,
-                nics: network.nics(zone, gpu, *per_node),
-                gpu_memory_bytes: gpus.get(gpu).map(|s| s.memory_bytes),
-                price_per_hour: None,
-            });
-        }
-    }
-    let mut links = Vec::new();
-    for i in 0..nodes.len() {
-        for j in i + 1..nodes.len() {
-            let (a, b) = (&nodes[i], &nodes[j]);
-            if (&a.gpu_type, a.gpus) == (&b.gpu_type, b.gpus) {
-                continue;
-            }
-            if let Some(c) =
-                network.pair_curve((zone, &a.gpu_type, a.gpus), (zone, &b.gpu_type, b.gpus))
-            {
-                links.push(NodeLink {
-                    nodes: [i, j],
-                    bytes_per_s: c.bytes_per_s(REFERENCE_MESSAGE_BYTES),
-                });
-            }
-        }
-    }
+    let slots: Vec<(&str, usize, &str)> = kinds
+        .iter()
+        .flat_map(|(gpu, count, per_node)| {
+            (0..*count).map(move |_| (gpu.as_str(), *per_node, zone))
+        })
+        .collect();
     let name = kinds
         .iter()
         .map(|(g, n, k)| format!("{n}x{k}x{g}"))
         .collect::<Vec<_>>()
         .join("+");
+    sailor_nodes_cluster(&slots, gpus, network, name).map_err(|e| AmpError::invalid("cluster", e))
+}
+
+/// A cluster of one node per (Sailor GPU name, GPUs, zone) slot: each
+/// node's bandwidths from its curves at [`REFERENCE_MESSAGE_BYTES`], its
+/// NICs from [`Network::nics`], its memory from `gpus`, and a pair link
+/// between every two nodes of different kinds from their pair's curve (none
+/// needed inside one zone). The one builder of Sailor nodes: for measured
+/// runs ([`parse_plan_config`]) and for `amp plan --sailor-data`. The error
+/// names the missing curve.
+pub fn sailor_nodes_cluster(
+    slots: &[(&str, usize, &str)],
+    gpus: &BTreeMap<String, GpuSpec>,
+    network: &Network,
+    name: String,
+) -> std::result::Result<Cluster, String> {
+    let mut nodes = Vec::with_capacity(slots.len());
+    for &(gpu, per_node, zone) in slots {
+        let inter = network
+            .inter_curve(zone, gpu, per_node)
+            .map(|c| c.bytes_per_s(REFERENCE_MESSAGE_BYTES));
+        let intra = network
+            .intra_curve(gpu, per_node)
+            .map(|c| c.bytes_per_s(REFERENCE_MESSAGE_BYTES));
+        let inter = match (inter, slots.len()) {
+            (Some(b), _) => b,
+            // A single node never uses its network.
+            (None, 1) => intra.unwrap_or(1e9),
+            (None, _) => {
+                return Err(format!(
+                    "no inter-node bandwidth curve for `{gpu}` nodes of {per_node} GPUs in zone `{zone}` (nor in another zone) in the network files"
+                ))
+            }
+        };
+        nodes.push(Node {
+            gpu_type: gpu.to_string(),
+            gpus: per_node,
+            intra_bytes_per_s: intra.unwrap_or(inter),
+            inter_bytes_per_s: inter,
+            nics: network.nics(zone, gpu, per_node),
+            gpu_memory_bytes: gpus.get(gpu).map(|s| s.memory_bytes),
+            price_per_hour: None,
+        });
+    }
+    let mut links = Vec::new();
+    for (i, a) in slots.iter().enumerate() {
+        for (j, b) in slots.iter().enumerate().skip(i + 1) {
+            if a == b {
+                continue;
+            }
+            match network.pair_curve((a.2, a.0, a.1), (b.2, b.0, b.1)) {
+                Some(c) => links.push(NodeLink {
+                    nodes: [i, j],
+                    bytes_per_s: c.bytes_per_s(REFERENCE_MESSAGE_BYTES),
+                }),
+                None if a.2 == b.2 => {}
+                None => {
+                    return Err(format!(
+                        "no inter-node bandwidth curve between `{}` nodes of {} GPUs in zone `{}` and `{}` nodes of {} GPUs in zone `{}` in the network files",
+                        a.0, a.1, a.2, b.0, b.1, b.2
+                    ))
+                }
+            }
+        }
+    }
     Ok(Cluster { name, nodes, links })
 }

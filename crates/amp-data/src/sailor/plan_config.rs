@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use amp_core::cluster::{Cluster, Device, Node, NodeLink};
+use amp_core::cluster::{Cluster, Device};
 use amp_core::error::{AmpError, Result};
 use amp_core::model::Model;
 use amp_core::plan::{Plan, Stage};
@@ -243,68 +243,17 @@ pub fn parse_plan_config(
             }
         }
     }
-    let mut cluster_nodes = Vec::with_capacity(nodes.len());
-    for n in &nodes {
-        let spec = gpus.get(&n.gpu);
-        let inter = network
-            .inter_curve(&n.zone, &n.gpu, n.gpus)
-            .map(|c| c.bytes_per_s(REFERENCE_MESSAGE_BYTES));
-        let intra = network
-            .intra_curve(&n.gpu, n.gpus)
-            .map(|c| c.bytes_per_s(REFERENCE_MESSAGE_BYTES));
-        let inter = match (inter, nodes.len()) {
-            (Some(b), _) => b,
-            // A single node never uses its network.
-            (None, 1) => intra.unwrap_or(1e9),
-            (None, _) => {
-                return Err(AmpError::invalid(
-                    origin,
-                    format!(
-                        "no inter-node bandwidth curve for `{}` nodes of {} GPUs in zone `{}` (nor in another zone) in the network files",
-                        n.gpu, n.gpus, n.zone
-                    ),
-                ))
-            }
-        };
-        cluster_nodes.push(Node {
-            gpu_type: n.gpu.clone(),
-            gpus: n.gpus,
-            intra_bytes_per_s: intra.unwrap_or(inter),
-            inter_bytes_per_s: inter,
-            nics: network.nics(&n.zone, &n.gpu, n.gpus),
-            gpu_memory_bytes: spec.map(|s| s.memory_bytes),
-            price_per_hour: None,
-        });
-    }
-    let mut links = Vec::new();
-    for (i, a) in nodes.iter().enumerate() {
-        for (j, b) in nodes.iter().enumerate().skip(i + 1) {
-            if (&a.gpu, a.gpus, &a.zone) == (&b.gpu, b.gpus, &b.zone) {
-                continue;
-            }
-            match network.pair_curve((&a.zone, &a.gpu, a.gpus), (&b.zone, &b.gpu, b.gpus)) {
-                Some(c) => links.push(NodeLink {
-                    nodes: [i, j],
-                    bytes_per_s: c.bytes_per_s(REFERENCE_MESSAGE_BYTES),
-                }),
-                None if a.zone == b.zone => {}
-                None => {
-                    return Err(AmpError::invalid(
-                        origin,
-                        format!(
-                            "no inter-node bandwidth curve between `{}` nodes of {} GPUs in zone `{}` and `{}` nodes of {} GPUs in zone `{}` in the network files",
-                            a.gpu, a.gpus, a.zone, b.gpu, b.gpus, b.zone
-                        ),
-                    ))
-                }
-            }
-        }
-    }
-    let cluster = Cluster {
-        name: format!("{} node(s) of {}", nodes.len(), origin),
-        nodes: cluster_nodes,
-        links,
-    };
+    let slots: Vec<(&str, usize, &str)> = nodes
+        .iter()
+        .map(|n| (n.gpu.as_str(), n.gpus, n.zone.as_str()))
+        .collect();
+    let cluster = sailor_nodes_cluster(
+        &slots,
+        gpus,
+        network,
+        format!("{} node(s) of {}", nodes.len(), origin),
+    )
+    .map_err(|e| AmpError::invalid(origin, e))?;
     let dp: usize = stages.first().map_or(0, |s| s.replicas.len());
     if f.mbs == 0 || dp == 0 || !f.gbs.is_multiple_of(f.mbs) || f.gbs / f.mbs < dp {
         return Err(AmpError::invalid(
@@ -320,9 +269,7 @@ pub fn parse_plan_config(
     // replicas taking one more, and the reader says so.
     let total = f.gbs / f.mbs;
     let (each, extra) = (total / dp, total % dp);
-    let replica_micro_batches: Vec<usize> = if extra == 0 {
-        Vec::new()
-    } else {
+    if extra != 0 {
         warnings.push(format!(
             "{origin}: gbs = {} is not a multiple of mbs x dp = {} x {dp}; its {total} micro-batches are read as {} on each of the first {extra} replicas and {each} on the other {} (uneven data parallelism)",
             f.gbs,
@@ -330,17 +277,17 @@ pub fn parse_plan_config(
             each + 1,
             dp - extra
         ));
-        (0..dp).map(|r| each + usize::from(r < extra)).collect()
-    };
-    let plan = Plan {
+    }
+    let mut plan = Plan {
         micro_batch: f.mbs,
-        num_micro_batches: each + usize::from(extra > 0),
-        replica_micro_batches,
+        num_micro_batches: 0,
+        replica_micro_batches: Vec::new(),
         stages,
         // Sailor's runs: 1F1B, no recomputation or sharding; the caller sets
         // the number formats from `llm_info.json` (training_precision).
         setup: amp_core::setup::TrainingSetup::default(),
     };
+    amp_core::uneven::set_micro_batches(&mut plan, amp_core::uneven::even_deal(total, dp));
     plan.validate(model, &cluster)
         .map_err(|e| AmpError::invalid(origin, e.to_string()))?;
     let num = |v: &Option<Value>| {
