@@ -36,7 +36,7 @@
 
 use rayon::prelude::*;
 
-use crate::cost::{CostModel, Estimate, Inputs, SplitEstimator};
+use crate::cost::{CostModel, Estimate, Inputs, LayoutEstimator};
 use crate::plan::Plan;
 use crate::search::RankedPlan;
 
@@ -133,10 +133,11 @@ pub fn for_each_split(layers: usize, stages: usize, mut f: impl FnMut(&[usize]))
     }
 }
 
-/// The estimate of `plan`, when it prices to a finite time and fits in memory.
-fn feasible(estimate: &SplitEstimator, plan: &Plan) -> Option<Estimate> {
-    let e = estimate(plan).ok()?;
-    (e.iteration_s.is_finite() && e.iteration_s > 0.0 && e.first_overflow().is_none()).then_some(e)
+/// The estimate of `plan`, when it fits in memory and prices to a finite
+/// time (one that does not fit is not simulated).
+fn feasible(estimate: &LayoutEstimator, plan: &Plan) -> Option<Estimate> {
+    let e = estimate.estimate_if_fits(plan).ok()??;
+    (e.iteration_s.is_finite() && e.iteration_s > 0.0).then_some(e)
 }
 
 /// Whether refinement applies to `plan` under `model`.
@@ -175,7 +176,7 @@ pub fn best_split(
     plan: &Plan,
     current: &Estimate,
 ) -> Option<(Plan, Estimate)> {
-    let estimate = model.split_estimator(inputs, plan).ok()?;
+    let estimate = model.layout_estimator(inputs, plan).ok()?;
     let mut best: Option<(Plan, Estimate)> = None;
     let mut best_s = current.iteration_s;
     // One plan re-split in place, cloned only when it is the best so far.
@@ -224,7 +225,7 @@ pub fn local_search_split(
                 .map(move |(di, dk)| vec![(i, di), (i + 1, dk)])
         })
         .collect();
-    let estimate = model.split_estimator(inputs, plan).ok()?;
+    let estimate = model.layout_estimator(inputs, plan).ok()?;
     let mut best: Option<(Plan, Estimate)> = None;
     let mut best_s = current.iteration_s;
     let mut b = boundaries(plan);

@@ -344,6 +344,10 @@ pub(crate) enum Outcome {
     Priced(Box<RankedPlan>),
     Infeasible,
     Skipped(String),
+    /// Fits, and is proven slower than every plan kept
+    /// ([`crate::cost::PlanEstimator::lower_bound_if_fits`]): counted as priced,
+    /// kept nowhere.
+    Slower,
 }
 
 /// Prices one candidate: `total_micro_batches` of `micro_batch` samples
@@ -650,6 +654,7 @@ impl Tally {
                 }
             }
             Outcome::Infeasible => self.infeasible += 1,
+            Outcome::Slower => {}
             Outcome::Skipped(why) => {
                 self.unpriced += 1;
                 self.note(index, why);
@@ -680,6 +685,19 @@ impl Tally {
             self.note(index, why);
         }
         self
+    }
+
+    /// The limit a candidate must beat to be among the `keep` fastest so
+    /// far, in seconds: a plan whose iteration time is above it ranks after
+    /// all of them (one nanosecond above the `keep`-th key, so that not even
+    /// a tie at ranking resolution lets it in); infinite while fewer are
+    /// kept.
+    pub(crate) fn limit_s(&mut self, keep: usize) -> f64 {
+        if self.best.len() < keep.max(1) {
+            return f64::INFINITY;
+        }
+        self.prune(keep);
+        (self.best[keep.max(1) - 1].0 + 1) as f64 / 1e9
     }
 
     pub(crate) fn finish(mut self, keep: usize) -> Tally {

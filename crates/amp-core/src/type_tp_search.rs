@@ -23,16 +23,18 @@
 //! (`groups / pp`), the few groups left over idle, taken from one type
 //! (each type tried); the micro-batches are dealt evenly and need not
 //! divide. These candidates are priced on two seed splits, the even one and
-//! one balanced by the profile's times ([`balanced_split`]); the leading
-//! ones are then refined: re-split, micro-batches moved towards the faster
-//! replicas ([`crate::uneven::rebalance`]), re-split again. A heuristic:
+//! one balanced by the profile's times ([`balanced_split`]), simulated only
+//! when a lower bound does not prove them slower than the plans kept
+//! ([`price_uneven`]); the leading ones are then refined: re-split,
+//! micro-batches moved towards the faster replicas
+//! ([`crate::uneven::rebalance`]), re-split again. A heuristic:
 //! against every split and deal of its candidates on 24 small instances it
 //! loses at most 1.7% (`uneven_search_loss_against_every_split_and_deal`).
 
 use rayon::prelude::*;
 
 use crate::cluster::{Cluster, Device};
-use crate::cost::{CostModel, Estimate, Inputs};
+use crate::cost::{CostModel, Estimate, Inputs, LayoutEstimator, PlanEstimator};
 use crate::error::{AmpError, Result};
 use crate::limits;
 use crate::partition::uniform_split;
@@ -249,36 +251,30 @@ fn build(
     plan
 }
 
-/// The faster of `plan` and `plan` split evenly, fitting ones first. With
-/// `memory_first` each is priced only when it fits
-/// ([`CostModel::evaluate_if_fits`], as most uneven candidates do not) and
-/// `None` means neither does; otherwise both are priced in full (the local
-/// search may start from a split that does not fit) and the result is
-/// always `Some`.
-fn price_seeds(
-    inputs: &Inputs,
-    model: &dyn CostModel,
-    plan: Plan,
-    num_layers: usize,
-    memory_first: bool,
-) -> Result<Option<(Plan, Estimate)>> {
+/// `plan` (split by [`balanced_split`]) and, when that differs, `plan`
+/// split evenly: the seed splits a candidate is priced on.
+fn seed_splits(plan: Plan, num_layers: usize) -> Vec<Plan> {
     let even = uniform_split(num_layers, plan.stages.len());
     let mut seeds = vec![plan];
     if seeds[0].boundaries() != even {
         seeds.push(crate::refine::with_boundaries(&seeds[0], &even));
     }
+    seeds
+}
+
+/// The faster of [`seed_splits`] of `plan`, fitting ones first, each priced
+/// in full by `estimator` (of `plan`'s layout; the local search may start
+/// from a split that does not fit).
+fn price_seeds(
+    estimator: &dyn PlanEstimator,
+    plan: Plan,
+    num_layers: usize,
+) -> Result<(Plan, Estimate)> {
     // Fitting first, then faster.
     let key = |e: &Estimate| (e.first_overflow().is_some(), e.iteration_s);
     let mut best: Option<(Plan, Estimate)> = None;
-    for p in seeds {
-        let e = if memory_first {
-            match model.evaluate_if_fits(inputs, &p)? {
-                Some(e) if e.iteration_s.is_finite() => e,
-                _ => continue,
-            }
-        } else {
-            model.evaluate(inputs, &p)?
-        };
+    for p in seed_splits(plan, num_layers) {
+        let e = estimator.estimate(&p)?;
         let better = best
             .as_ref()
             .is_none_or(|b| key(&e).partial_cmp(&key(&b.1)) == Some(std::cmp::Ordering::Less));
@@ -286,7 +282,7 @@ fn price_seeds(
             best = Some((p, e));
         }
     }
-    Ok(best)
+    Ok(best.expect("a plan has at least one seed split"))
 }
 
 /// Most (stages x layers x layers) steps [`balanced_split`] takes.
@@ -374,6 +370,174 @@ fn balanced_split(
     Some(bounds)
 }
 
+/// The ranked plan of candidate `c`, or [`Outcome::Infeasible`] when it
+/// does not fit.
+fn ranked(cluster: &Cluster, c: &Candidate, plan: Plan, estimate: Estimate) -> Outcome {
+    if estimate.first_overflow().is_some() {
+        return Outcome::Infeasible;
+    }
+    Outcome::Priced(Box::new(RankedPlan {
+        tp: c.types.iter().map(|t| t.1).max().unwrap_or(1),
+        dp: c.dp,
+        pp: plan.pp(),
+        micro_batch: c.micro_batch,
+        num_micro_batches: plan.num_micro_batches,
+        placement: Placement {
+            axis_order: AxisOrder::DEFAULT,
+            node_order: (0..cluster.nodes.len()).collect(),
+        },
+        plan,
+        estimate,
+    }))
+}
+
+/// An even candidate priced: its seed splits priced by its layout's
+/// `estimator`, the faster improved by a local search.
+fn price_even(
+    inputs: &Inputs,
+    model: &dyn CostModel,
+    opts: &SearchOptions,
+    c: &Candidate,
+    estimator: &Result<LayoutEstimator>,
+) -> Outcome {
+    let estimator = match estimator {
+        Ok(e) => e.as_ref(),
+        Err(e) => return Outcome::Skipped(e.to_string()),
+    };
+    let layers = inputs.model.num_layers();
+    let plan = build(inputs.cluster, layers, c, opts, Some(inputs.profile));
+    let (plan, estimate) = match price_seeds(estimator, plan, layers) {
+        Ok(pe) => pe,
+        Err(e) => return Outcome::Skipped(e.to_string()),
+    };
+    let (plan, estimate) = crate::refine::local_search_split(inputs, model, &plan, &estimate)
+        .unwrap_or((plan, estimate));
+    ranked(inputs.cluster, c, plan, estimate)
+}
+
+/// Candidates simulated in parallel between two updates of the limit a
+/// candidate must beat ([`price_uneven`]).
+const CANDIDATES_PER_ROUND: usize = 64;
+
+/// Prices the uneven candidates into `tally`, keeping `pool` plans. They
+/// are many, and most do not fit: each seed split ([`seed_splits`]) is
+/// first checked for memory and given a lower bound on its time
+/// ([`PlanEstimator::lower_bound_if_fits`]); then candidates are simulated
+/// in order of their least bound, in rounds, and a seed whose bound is
+/// above the pool's slowest plan so far is not simulated (a candidate with
+/// none left is [`Outcome::Slower`]: it cannot be among the plans kept).
+/// The rounds are fixed, so the limits, and the plans kept, are those of
+/// simulating every seed, whatever the threads. Splits are refined for the
+/// leading plans only, afterwards.
+fn price_uneven(
+    inputs: &Inputs,
+    model: &dyn CostModel,
+    opts: &SearchOptions,
+    cands: &[Candidate],
+    layouts: &[std::ops::Range<usize>],
+    pool: usize,
+    tally: &mut Tally,
+) {
+    let (cluster, layers) = (inputs.cluster, inputs.model.num_layers());
+    // Per layout: its estimator, and per candidate its fitting seeds with
+    // their bounds, or its outcome when none is left to simulate.
+    type Bounded = std::result::Result<Vec<(Plan, f64)>, Outcome>;
+    let bounded: Vec<(Option<LayoutEstimator>, Vec<Bounded>)> = layouts
+        .par_iter()
+        .map(|r| {
+            let first = build(cluster, layers, &cands[r.start], opts, Some(inputs.profile));
+            let estimator = match model.layout_estimator(inputs, &first) {
+                Ok(e) => e,
+                Err(e) => {
+                    let why = e.to_string();
+                    return (
+                        None,
+                        r.clone()
+                            .map(|_| Err(Outcome::Skipped(why.clone())))
+                            .collect(),
+                    );
+                }
+            };
+            let seeds = r
+                .clone()
+                .map(|i| {
+                    let plan = build(cluster, layers, &cands[i], opts, Some(inputs.profile));
+                    let mut fitting = Vec::new();
+                    for p in seed_splits(plan, layers) {
+                        match estimator.lower_bound_if_fits(&p) {
+                            Ok(Some(bound)) => fitting.push((p, bound)),
+                            Ok(None) => {}
+                            Err(e) => return Err(Outcome::Skipped(e.to_string())),
+                        }
+                    }
+                    if fitting.is_empty() {
+                        return Err(Outcome::Infeasible);
+                    }
+                    Ok(fitting)
+                })
+                .collect();
+            (Some(estimator), seeds)
+        })
+        .collect();
+    // (least bound, candidate, layout) of every candidate with seeds.
+    let mut order: Vec<(f64, usize, usize)> = Vec::new();
+    let mut seeds: Vec<Option<Vec<(Plan, f64)>>> = (0..cands.len()).map(|_| None).collect();
+    let mut estimators = Vec::with_capacity(layouts.len());
+    for (k, (r, (estimator, of_layout))) in layouts.iter().zip(bounded).enumerate() {
+        estimators.push(estimator);
+        for (i, b) in r.clone().zip(of_layout) {
+            match b {
+                Ok(s) => {
+                    let least = s.iter().map(|x| x.1).fold(f64::INFINITY, f64::min);
+                    order.push((least, i, k));
+                    seeds[i] = Some(s);
+                }
+                Err(o) => tally.add(i, o, pool),
+            }
+        }
+    }
+    order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    for round in order.chunks(CANDIDATES_PER_ROUND) {
+        let limit_s = tally.limit_s(pool);
+        let outcomes: Vec<(usize, Outcome)> = round
+            .par_iter()
+            .map(|&(_, i, k)| {
+                let Some(estimator) = estimators[k].as_deref() else {
+                    return (i, Outcome::Skipped("no estimator".into()));
+                };
+                let mut best: Option<(Plan, Estimate)> = None;
+                let mut slower = false;
+                for (p, bound) in seeds[i].iter().flatten() {
+                    if *bound > limit_s {
+                        slower = true;
+                        continue;
+                    }
+                    let e = match estimator.estimate(p) {
+                        Ok(e) if e.iteration_s.is_finite() => e,
+                        Ok(_) => continue,
+                        Err(e) => return (i, Outcome::Skipped(e.to_string())),
+                    };
+                    if best
+                        .as_ref()
+                        .is_none_or(|b| e.iteration_s < b.1.iteration_s)
+                    {
+                        best = Some((p.clone(), e));
+                    }
+                }
+                let outcome = match best {
+                    Some((p, e)) => ranked(cluster, &cands[i], p, e),
+                    None if slower => Outcome::Slower,
+                    None => Outcome::Infeasible,
+                };
+                (i, outcome)
+            })
+            .collect();
+        for (i, o) in outcomes {
+            tally.add(i, o, pool);
+        }
+    }
+}
+
 /// Searches the per-GPU-type tp plans of `inputs` (none on a cluster of
 /// one GPU type, or more than [`MAX_TYPES`]); ranks them fastest first and
 /// keeps `opts.keep`. Errors with [`AmpError::NoPlan`] when none fits.
@@ -400,44 +564,6 @@ pub fn search_per_type_tp(
             opts.global_batch
         )));
     }
-    let outcomes: Vec<Outcome> = cands
-        .par_iter()
-        .map(|c| {
-            let plan = build(cluster, layers, c, opts, Some(inputs.profile));
-            // Uneven candidates are many: priced on two seed splits (the
-            // profile-balanced one and the even one), their splits refined
-            // for the leading ones only, below.
-            let priced = price_seeds(inputs, model, plan, layers, opts.uneven_dp);
-            let (plan, estimate) = match priced {
-                Ok(Some(pe)) => pe,
-                Ok(None) => return Outcome::Infeasible,
-                Err(e) => return Outcome::Skipped(e.to_string()),
-            };
-            let (plan, estimate) = if opts.uneven_dp {
-                (plan, estimate)
-            } else {
-                crate::refine::local_search_split(inputs, model, &plan, &estimate)
-                    .unwrap_or((plan, estimate))
-            };
-            if estimate.first_overflow().is_some() {
-                return Outcome::Infeasible;
-            }
-            let pp = plan.pp();
-            Outcome::Priced(Box::new(RankedPlan {
-                tp: c.types.iter().map(|t| t.1).max().unwrap_or(1),
-                dp: c.dp,
-                pp,
-                micro_batch: c.micro_batch,
-                num_micro_batches: plan.num_micro_batches,
-                placement: Placement {
-                    axis_order: AxisOrder::DEFAULT,
-                    node_order: (0..cluster.nodes.len()).collect(),
-                },
-                plan,
-                estimate,
-            }))
-        })
-        .collect();
     // Fastest first, ties in candidate order, as the main search ranks.
     let keep = opts.keep.max(1);
     // Uneven candidates keep the refinement's pool, so which plans are
@@ -447,9 +573,34 @@ pub fn search_per_type_tp(
     } else {
         keep
     };
+    // Candidates differing only in micro-batch size are consecutive and
+    // share a layout: one estimator prices its network once for all.
+    let mut layouts: Vec<std::ops::Range<usize>> = Vec::new();
+    for (i, c) in cands.iter().enumerate() {
+        match layouts.last_mut() {
+            Some(r) if cands[r.start].types == c.types && cands[r.start].dp == c.dp => {
+                r.end = i + 1
+            }
+            _ => layouts.push(i..i + 1),
+        }
+    }
     let mut tally = Tally::default();
-    for (index, o) in outcomes.into_iter().enumerate() {
-        tally.add(index, o, pool);
+    if opts.uneven_dp {
+        price_uneven(inputs, model, opts, &cands, &layouts, pool, &mut tally);
+    } else {
+        let outcomes: Vec<(usize, Outcome)> = layouts
+            .par_iter()
+            .flat_map_iter(|r| {
+                let first = build(cluster, layers, &cands[r.start], opts, Some(inputs.profile));
+                let estimator = model.layout_estimator(inputs, &first);
+                r.clone()
+                    .map(|i| (i, price_even(inputs, model, opts, &cands[i], &estimator)))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for (index, o) in outcomes {
+            tally.add(index, o, pool);
+        }
     }
     let (mut plans, mut result) = tally.finish(pool).into_plans_and_counts(cands.len());
     if opts.uneven_dp {

@@ -122,10 +122,10 @@ pub fn rebalance(
         set_micro_batches(&mut p, counts);
         p
     };
-    let estimate = model.split_estimator(inputs, plan).ok()?;
+    let estimate = model.layout_estimator(inputs, plan).ok()?;
     let price = |p: &Plan| {
-        let e = estimate(p).ok()?;
-        (e.iteration_s.is_finite() && e.first_overflow().is_none()).then_some(e)
+        let e = estimate.estimate_if_fits(p).ok()??;
+        e.iteration_s.is_finite().then_some(e)
     };
     let total: usize = totals.iter().sum();
     let mut step = (total / (4 * k)).max(1);

@@ -220,12 +220,14 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
-    /// The split estimator (collectives and layer costs priced once per
-    /// plan) gives every re-split exactly the estimate `evaluate` gives it,
-    /// under full and scatter/gather sends and a sharded optimizer; a plan
-    /// on other devices falls back to `evaluate`.
+    /// The layout estimator (collectives priced once per layout, layer
+    /// costs once per micro-batch size) gives every re-split, and the plan
+    /// at another micro-batch size, exactly the estimate `evaluate` gives
+    /// it, and `evaluate_if_fits`'s verdict, under full and scatter/gather
+    /// sends and a sharded optimizer; a plan on other devices falls back to
+    /// `evaluate`.
     #[test]
-    fn split_estimator_equals_evaluate(i in small_instance(), variant in 0usize..3) {
+    fn layout_estimator_equals_evaluate(i in small_instance(), variant in 0usize..3) {
         use amp_core::setup::{OptimizerSharding, PipelineSend};
         let model = DeviceModel::default();
         let inputs = i.inputs();
@@ -237,17 +239,91 @@ proptest! {
                 2 => plan.setup.optimizer_sharding = OptimizerSharding::Zero1,
                 _ => {}
             }
-            let estimate = model.split_estimator(&inputs, &plan).unwrap();
+            let estimate = model.layout_estimator(&inputs, &plan).unwrap();
+            // The same layout with the micro-batches halved or doubled.
+            let mut resized = Vec::new();
+            if plan.micro_batch % 2 == 0 {
+                let mut p = plan.clone();
+                p.micro_batch /= 2;
+                p.num_micro_batches *= 2;
+                resized.push(p);
+            }
+            if plan.num_micro_batches % 2 == 0 {
+                let mut p = plan.clone();
+                p.micro_batch *= 2;
+                p.num_micro_batches /= 2;
+                resized.push(p);
+            }
             let mut checked = 0;
             for_each_split(inputs.model.num_layers(), plan.stages.len(), |b| {
                 if checked < 64 {
-                    let p = with_boundaries(&plan, b);
-                    assert_eq!(estimate(&p).ok(), model.evaluate(&inputs, &p).ok(), "{b:?}");
+                    for base in std::iter::once(&plan).chain(&resized) {
+                        let p = with_boundaries(base, b);
+                        assert_eq!(estimate.estimate(&p).ok(), model.evaluate(&inputs, &p).ok(), "{b:?}");
+                        assert_eq!(
+                            estimate.estimate_if_fits(&p).ok(),
+                            model.evaluate_if_fits(&inputs, &p).ok(),
+                            "{b:?}"
+                        );
+                    }
                     checked += 1;
                 }
             });
             for (other, _) in &plans {
-                assert_eq!(estimate(other).ok(), model.evaluate(&inputs, other).ok());
+                assert_eq!(estimate.estimate(other).ok(), model.evaluate(&inputs, other).ok());
+            }
+        }
+    }
+
+    /// The layout estimator's lower bound (what the uneven per-type search
+    /// leaves unsimulated by) is never above the simulated time, on every
+    /// split of every plan, with the micro-batches dealt evenly and one
+    /// moved between replicas, sends blocking or not, the all-reduce
+    /// overlapped or not; and it is there exactly when the plan fits.
+    #[test]
+    fn lower_bound_is_below_the_simulated_time(
+        i in small_instance(),
+        blocking in any::<bool>(),
+        overlap in any::<bool>(),
+    ) {
+        let model = DeviceModel::new(DeviceOptions {
+            blocking_sends: blocking,
+            ..DeviceOptions::default()
+        });
+        let inputs = i.inputs();
+        for (plan, _) in &partitioner_plans(&i) {
+            let mut plan = plan.clone();
+            plan.setup.overlap_grad_reduce = overlap;
+            let mut variants = vec![plan.clone()];
+            let dp = plan.stages[0].replicas.len();
+            if dp > 1 && plan.num_micro_batches > 1 {
+                // One micro-batch moved from the first replica to the last.
+                let mut counts = vec![plan.num_micro_batches; dp];
+                counts[0] -= 1;
+                counts[dp - 1] += 1;
+                let mut p = plan.clone();
+                amp_core::uneven::set_micro_batches(&mut p, counts);
+                variants.push(p);
+            }
+            for base in &variants {
+                let estimator = model.layout_estimator(&inputs, base).unwrap();
+                let mut checked = 0;
+                for_each_split(inputs.model.num_layers(), base.stages.len(), |b| {
+                    if checked < 64 {
+                        let p = with_boundaries(base, b);
+                        let fits = model.evaluate_if_fits(&inputs, &p).unwrap();
+                        let bound = estimator.lower_bound_if_fits(&p).unwrap();
+                        assert_eq!(fits.is_some(), bound.is_some(), "{b:?}");
+                        if let (Some(e), Some(bound)) = (fits, bound) {
+                            assert!(
+                                bound <= e.iteration_s * (1.0 + 1e-12),
+                                "bound {bound} above the simulated {} at {b:?}",
+                                e.iteration_s
+                            );
+                        }
+                        checked += 1;
+                    }
+                });
             }
         }
     }

@@ -291,23 +291,62 @@ pub trait CostModel: Sync {
         Ok(e.first_overflow().is_none().then_some(e))
     }
 
-    /// An estimator for plans that differ from `plan` only in where its
-    /// stages split (the split refinement's re-splits): the same estimates
-    /// as [`CostModel::evaluate`], with what does not depend on the split
-    /// (the device model's collectives on a 16,384-GPU plan) priced once.
-    /// Errors when `plan` itself is invalid.
-    fn split_estimator<'a>(
+    /// An estimator for plans on `plan`'s layout (the same devices per
+    /// stage and setup) that differ from it in where the stages split, the
+    /// micro-batch size or the replicas' micro-batch counts (the split
+    /// refinement's re-splits, the rebalancing's deals, a layout's
+    /// micro-batch sizes): the same estimates as [`CostModel::evaluate`]
+    /// and [`CostModel::evaluate_if_fits`], with what does not depend on
+    /// those (the device model's collectives on a 16,384-GPU plan) priced
+    /// once. Plans on other layouts are priced in full. Errors when `plan`
+    /// itself is invalid.
+    fn layout_estimator<'a>(
         &'a self,
         inputs: &'a Inputs<'a>,
         plan: &Plan,
-    ) -> Result<SplitEstimator<'a>> {
+    ) -> Result<LayoutEstimator<'a>> {
         let _ = plan;
-        Ok(Box::new(move |p: &Plan| self.evaluate(inputs, p)))
+        Ok(Box::new(Plain {
+            model: self,
+            inputs,
+        }))
     }
 }
 
-/// What [`CostModel::split_estimator`] returns: a plan's estimate.
-pub type SplitEstimator<'a> = Box<dyn Fn(&Plan) -> Result<Estimate> + 'a>;
+/// Estimates of plans on one layout ([`CostModel::layout_estimator`]).
+pub trait PlanEstimator: Send + Sync {
+    /// [`CostModel::evaluate`] of `plan`.
+    fn estimate(&self, plan: &Plan) -> Result<Estimate>;
+    /// [`CostModel::evaluate_if_fits`] of `plan`.
+    fn estimate_if_fits(&self, plan: &Plan) -> Result<Option<Estimate>>;
+
+    /// `None` when `plan` does not fit in memory, else a lower bound on
+    /// its iteration time, found without pricing it in full where the model
+    /// can (the default prices it: its time is its own bound). For searches
+    /// that simulate only plans that may beat the ones they keep.
+    fn lower_bound_if_fits(&self, plan: &Plan) -> Result<Option<f64>> {
+        Ok(self.estimate_if_fits(plan)?.map(|e| e.iteration_s))
+    }
+}
+
+/// What [`CostModel::layout_estimator`] returns.
+pub type LayoutEstimator<'a> = Box<dyn PlanEstimator + 'a>;
+
+/// A model's own estimates, nothing shared between plans.
+struct Plain<'a, M: ?Sized> {
+    model: &'a M,
+    inputs: &'a Inputs<'a>,
+}
+
+impl<M: CostModel + ?Sized> PlanEstimator for Plain<'_, M> {
+    fn estimate(&self, plan: &Plan) -> Result<Estimate> {
+        self.model.evaluate(self.inputs, plan)
+    }
+
+    fn estimate_if_fits(&self, plan: &Plan) -> Result<Option<Estimate>> {
+        self.model.evaluate_if_fits(self.inputs, plan)
+    }
+}
 
 /// Prefix sums of `values`, with a leading 0.
 pub(crate) fn prefix_sums(values: impl IntoIterator<Item = f64>) -> Vec<f64> {

@@ -112,8 +112,8 @@ use crate::cluster::Cluster;
 use crate::cluster::Device;
 use crate::cost::collective::{self, Network};
 use crate::cost::{
-    prefix_sums, Breakdown, Calibration, Candidate, CostModel, Estimate, Inputs, SplitEstimator,
-    StageTables, TailTables,
+    prefix_sums, Breakdown, Calibration, Candidate, CostModel, Estimate, Inputs, LayoutEstimator,
+    PlanEstimator, StageTables, TailTables,
 };
 use crate::error::Result;
 use crate::memory;
@@ -122,6 +122,7 @@ use crate::plan::Plan;
 use crate::schedule::{simulate, IterationSpec, PipelineTimes, Simulation, Timeline};
 use crate::setup::{OptimizerSharding, PipelineSend, TrainingSetup};
 use std::ops::Range;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Backward time over forward time of a layer's computation when the
 /// profile has no backward: the backward pass computes two matrix products
@@ -194,6 +195,9 @@ pub struct DeviceModel {
     pub options: DeviceOptions,
 }
 
+/// (forward, backward) time of one micro-batch through a virtual stage.
+type PassTimes = (f64, f64);
+
 /// Per-stage quantities of one replica pipeline.
 struct StageCost {
     forward_s: f64,
@@ -246,8 +250,9 @@ impl DeviceModel {
         Ok(self.run(inputs, plan)?.0)
     }
 
-    /// What `plan` costs whatever its split, for [`Self::run_priced`].
-    fn plan_prices(&self, inputs: &Inputs, plan: &Plan) -> Result<PlanPrices> {
+    /// What `plan`'s computation costs whatever its split and deal, for
+    /// [`Self::run_priced`].
+    fn compute_prices(&self, inputs: &Inputs, plan: &Plan) -> Result<ComputePrices> {
         let mut caches: Vec<(usize, Caches)> = Vec::new();
         let mut layer_costs: Vec<Vec<LayerCost>> = Vec::new();
         let mut group_costs = Vec::new();
@@ -272,11 +277,9 @@ impl DeviceModel {
             }
             group_costs.push(of_stage);
         }
-        let net = self.net_prices(inputs, plan);
-        Ok(PlanPrices {
+        Ok(ComputePrices {
             layer_costs,
             group_costs,
-            net,
         })
     }
 
@@ -315,68 +318,27 @@ impl DeviceModel {
     /// costs it ran on.
     fn run(&self, inputs: &Inputs, plan: &Plan) -> Result<(Simulation, Vec<Vec<StageCost>>)> {
         plan.validate(inputs.model, inputs.cluster)?;
-        let prices = self.plan_prices(inputs, plan)?;
-        self.run_priced(inputs, plan, &prices)
+        let compute = self.compute_prices(inputs, plan)?;
+        self.run_priced(inputs, plan, &compute, &self.net_prices(inputs, plan))
     }
 
-    /// Simulates a valid `plan`, its network priced by `prices` (its own,
-    /// or those of a plan on the same devices per stage).
+    /// Simulates a valid `plan`, its computation priced by `compute` and its
+    /// network by `net` (its own, or those of a plan on the same devices
+    /// per stage with the same setup; `compute` also with the same
+    /// micro-batch size).
     fn run_priced(
         &self,
         inputs: &Inputs,
         plan: &Plan,
-        prices: &PlanPrices,
+        compute: &ComputePrices,
+        net: &NetPrices,
     ) -> Result<(Simulation, Vec<Vec<StageCost>>)> {
         let setup = &plan.setup;
         setup.check_profile(inputs.profile)?;
-        let mbs = plan.micro_batch;
         let pp = plan.pp();
-        let dp = plan.dp();
-        let nv = plan.stages.len();
-        // chunks[j][k]: layers of chunk k of pipeline rank j (virtual stage
-        // k pp + j).
         let chunks: Vec<Vec<Range<usize>>> = (0..pp).map(|j| plan.rank_layers(j)).collect();
-        // stage_costs[r][j] (all chunks); chunk_costs[r][c] = (forward,
-        // backward) of virtual stage c.
-        let mut stage_costs: Vec<Vec<StageCost>> =
-            (0..dp).map(|_| Vec::with_capacity(pp)).collect();
-        let mut chunk_costs: Vec<Vec<(f64, f64)>> = vec![vec![(0.0, 0.0); nv]; dp];
-        let o = self.options.pass_overhead_s;
-        for (j, s) in plan.rank_stages().iter().enumerate() {
-            for r in 0..s.replicas.len() {
-                let costs = &prices.layer_costs[prices.group_costs[j][r]];
-                let mut total = StageCost {
-                    forward_s: 0.0,
-                    backward_s: 0.0,
-                    tp_comm_s: 0.0,
-                };
-                for (k, range) in chunks[j].iter().enumerate() {
-                    let c = &costs[range.clone()];
-                    let f = o + c.iter().map(|x| x.forward_s).sum::<f64>();
-                    let b = o + c.iter().map(|x| x.backward_s).sum::<f64>();
-                    chunk_costs[r][k * pp + j] = (f, b);
-                    total.forward_s += f;
-                    total.backward_s += b;
-                    total.tp_comm_s += c.iter().map(|x| x.tp_comm_s).sum::<f64>();
-                }
-                stage_costs[r].push(total);
-            }
-        }
-        // Virtual cut c: from stage c mod pp (its chunk c / pp) to stage
-        // (c + 1) mod pp, after the chunk's last layer.
-        let transfer = |c: usize, forward: bool| {
-            let last = chunks[c % pp][c / pp].end - 1;
-            let curves = if forward {
-                &prices.net.sends[c]
-            } else {
-                &prices.net.back[c]
-            };
-            curves
-                .as_ref()
-                .map_or(0.0, |k| self.transfer_at(inputs, setup, k, last, mbs))
-        };
-        let sends: Vec<f64> = (0..nv - 1).map(|c| transfer(c, true)).collect();
-        let back: Vec<f64> = (0..nv - 1).map(|c| transfer(c, false)).collect();
+        let (chunk_costs, stage_costs) = self.pass_times(plan, compute, &chunks);
+        let (sends, back) = self.send_times(inputs, plan, net, &chunks);
         // One representative of each kind of replica pipeline.
         let mut reps: Vec<usize> = Vec::new();
         let mut pipelines: Vec<PipelineTimes> = Vec::new();
@@ -410,7 +372,7 @@ impl DeviceModel {
         let spec = IterationSpec {
             pipelines,
             schedule: setup.schedule,
-            allreduce_s: self.allreduce_times(inputs, plan, &prices.net.allreduce),
+            allreduce_s: self.allreduce_times(inputs, plan, &net.allreduce),
             optimizer_s: (0..pp)
                 .map(|j| self.optimizer_time(inputs, plan, j))
                 .collect(),
@@ -424,6 +386,126 @@ impl DeviceModel {
         }
         sim.critical_replica = reps[sim.critical_replica];
         Ok((sim, stage_costs))
+    }
+
+    /// Per replica: the (forward, backward) time of one micro-batch's pass
+    /// through each virtual stage, and each pipeline rank's totals over its
+    /// chunks. `chunks[j][k]`: layers of chunk k of pipeline rank j
+    /// (virtual stage k pp + j).
+    fn pass_times(
+        &self,
+        plan: &Plan,
+        compute: &ComputePrices,
+        chunks: &[Vec<Range<usize>>],
+    ) -> (Vec<Vec<PassTimes>>, Vec<Vec<StageCost>>) {
+        let (pp, dp, nv) = (chunks.len(), plan.dp(), plan.stages.len());
+        let mut stage_costs: Vec<Vec<StageCost>> =
+            (0..dp).map(|_| Vec::with_capacity(pp)).collect();
+        let mut chunk_costs: Vec<Vec<PassTimes>> = vec![vec![(0.0, 0.0); nv]; dp];
+        let o = self.options.pass_overhead_s;
+        for (j, s) in plan.rank_stages().iter().enumerate() {
+            for r in 0..s.replicas.len() {
+                let costs = &compute.layer_costs[compute.group_costs[j][r]];
+                let mut total = StageCost {
+                    forward_s: 0.0,
+                    backward_s: 0.0,
+                    tp_comm_s: 0.0,
+                };
+                for (k, range) in chunks[j].iter().enumerate() {
+                    let c = &costs[range.clone()];
+                    let f = o + c.iter().map(|x| x.forward_s).sum::<f64>();
+                    let b = o + c.iter().map(|x| x.backward_s).sum::<f64>();
+                    chunk_costs[r][k * pp + j] = (f, b);
+                    total.forward_s += f;
+                    total.backward_s += b;
+                    total.tp_comm_s += c.iter().map(|x| x.tp_comm_s).sum::<f64>();
+                }
+                stage_costs[r].push(total);
+            }
+        }
+        (chunk_costs, stage_costs)
+    }
+
+    /// The forward and backward send time across each virtual cut of `plan`
+    /// (`chunks` as in [`Self::pass_times`]).
+    fn send_times(
+        &self,
+        inputs: &Inputs,
+        plan: &Plan,
+        net: &NetPrices,
+        chunks: &[Vec<Range<usize>>],
+    ) -> (Vec<f64>, Vec<f64>) {
+        let (pp, nv) = (chunks.len(), plan.stages.len());
+        // Virtual cut c: from stage c mod pp (its chunk c / pp) to stage
+        // (c + 1) mod pp, after the chunk's last layer.
+        let transfer = |c: usize, forward: bool| {
+            let last = chunks[c % pp][c / pp].end - 1;
+            let curves = if forward { &net.sends[c] } else { &net.back[c] };
+            curves.as_ref().map_or(0.0, |k| {
+                self.transfer_at(inputs, &plan.setup, k, last, plan.micro_batch)
+            })
+        };
+        let sends = (0..nv - 1).map(|c| transfer(c, true)).collect();
+        let back = (0..nv - 1).map(|c| transfer(c, false)).collect();
+        (sends, back)
+    }
+
+    /// A lower bound on the simulated iteration time of a valid `plan`
+    /// under the one-chunk schedules (`None` for interleaved ones), without
+    /// simulating: every stage runs its passes one at a time, and a stage's
+    /// first pass waits for a micro-batch's forwards and sends through the
+    /// stages before it, so the last backward of stage j on replica r (the
+    /// last pass of any schedule) ends no earlier than those plus all of
+    /// j's `m_r` forwards and backwards, and with blocking sends all its
+    /// sends but that backward's own. Stage 0's last backward ends no
+    /// earlier than that plus the sends and backwards back through stages
+    /// j-1..0. Each stage then adds its optimizer step, and its all-reduce
+    /// when not overlapped. Links shared by sends only add to this.
+    fn iteration_lower_bound_s(
+        &self,
+        inputs: &Inputs,
+        plan: &Plan,
+        compute: &ComputePrices,
+        net: &NetPrices,
+    ) -> Option<f64> {
+        if plan.setup.virtual_stages() != 1 {
+            return None;
+        }
+        let pp = plan.pp();
+        let chunks: Vec<Vec<Range<usize>>> = (0..pp).map(|j| plan.rank_layers(j)).collect();
+        let (chunk_costs, _) = self.pass_times(plan, compute, &chunks);
+        let (sends, back) = self.send_times(inputs, plan, net, &chunks);
+        let blocking = if self.options.blocking_sends {
+            1.0
+        } else {
+            0.0
+        };
+        // last[j]: the bound on stage j's last backward over all replicas.
+        let mut last = vec![0.0f64; pp];
+        for (r, cc) in chunk_costs.iter().enumerate() {
+            let m = plan.micro_batches_of(r) as f64;
+            // Forwards and sends into stage j; backwards and sends from it
+            // back to stage 0.
+            let (mut before_f, mut before_b) = (0.0, 0.0);
+            for (j, &(f, b)) in cc.iter().enumerate() {
+                let send_f = sends.get(j).copied().unwrap_or(0.0);
+                let send_b = if j > 0 { back[j - 1] } else { 0.0 };
+                let busy = before_f + m * (f + b) + blocking * (m * send_f + (m - 1.0) * send_b);
+                last[j] = last[j].max(busy);
+                last[0] = last[0].max(busy + before_b);
+                before_f += f + send_f;
+                before_b += b + back.get(j).copied().unwrap_or(0.0);
+            }
+        }
+        let allreduce = (!plan.setup.overlap_grad_reduce)
+            .then(|| self.allreduce_times(inputs, plan, &net.allreduce));
+        (0..pp)
+            .map(|j| {
+                last[j]
+                    + allreduce.as_ref().map_or(0.0, |a| a[j])
+                    + self.optimizer_time(inputs, plan, j)
+            })
+            .reduce(f64::max)
     }
 
     /// The simulated timeline of one iteration of `plan`, for drawing.
@@ -568,49 +650,152 @@ impl CostModel for DeviceModel {
         if memory.iter().any(|m| m.overflow_bytes().is_some()) {
             return Ok(None);
         }
-        let prices = self.plan_prices(inputs, plan)?;
-        self.estimate_with_memory(inputs, plan, &prices, memory)
+        let compute = self.compute_prices(inputs, plan)?;
+        let net = self.net_prices(inputs, plan);
+        self.estimate_with_memory(inputs, plan, &compute, &net, memory)
             .map(Some)
     }
 
     fn evaluate(&self, inputs: &Inputs, plan: &Plan) -> Result<Estimate> {
         plan.validate(inputs.model, inputs.cluster)?;
-        self.estimate(inputs, plan, &self.plan_prices(inputs, plan)?)
+        let compute = self.compute_prices(inputs, plan)?;
+        let net = self.net_prices(inputs, plan);
+        self.estimate_with_memory(inputs, plan, &compute, &net, self.memory(inputs, plan))
     }
 
-    fn split_estimator<'a>(
+    fn layout_estimator<'a>(
         &'a self,
         inputs: &'a Inputs<'a>,
         plan: &Plan,
-    ) -> Result<SplitEstimator<'a>> {
+    ) -> Result<LayoutEstimator<'a>> {
         plan.validate(inputs.model, inputs.cluster)?;
-        let prices = self.plan_prices(inputs, plan)?;
-        let stages: Vec<Vec<Vec<Device>>> =
-            plan.stages.iter().map(|s| s.replicas.clone()).collect();
-        let (setup, micro_batch) = (plan.setup, plan.micro_batch);
-        Ok(Box::new(move |p: &Plan| {
-            // The prices hold only for the same devices per stage, setup
-            // and micro-batch.
-            if p.stages.len() != stages.len()
-                || p.stages.iter().zip(&stages).any(|(s, r)| s.replicas != *r)
-                || p.setup != setup
-                || p.micro_batch != micro_batch
-            {
-                return self.evaluate(inputs, p);
-            }
-            p.validate(inputs.model, inputs.cluster)?;
-            self.estimate(inputs, p, &prices)
+        Ok(Box::new(DeviceLayoutEstimator {
+            model: self,
+            inputs,
+            stages: plan.stages.iter().map(|s| s.replicas.clone()).collect(),
+            setup: plan.setup,
+            net: OnceLock::new(),
+            compute: Mutex::new(Vec::new()),
         }))
     }
 }
 
-impl DeviceModel {
-    /// [`CostModel::evaluate`] of a valid `plan`, its network priced by
-    /// `prices`.
-    fn estimate(&self, inputs: &Inputs, plan: &Plan, prices: &PlanPrices) -> Result<Estimate> {
-        self.estimate_with_memory(inputs, plan, prices, self.memory(inputs, plan))
+/// [`CostModel::layout_estimator`] of the device model: the network of the
+/// layout priced once, on first use (a layout none of whose plans fits
+/// never prices it), and the computation once per micro-batch size.
+struct DeviceLayoutEstimator<'a> {
+    model: &'a DeviceModel,
+    inputs: &'a Inputs<'a>,
+    /// Devices of each stage's replicas, which the prices hold for.
+    stages: Vec<Vec<Vec<Device>>>,
+    setup: TrainingSetup,
+    net: OnceLock<NetPrices>,
+    /// Computation prices per micro-batch size met.
+    compute: Mutex<Vec<(usize, Arc<ComputePrices>)>>,
+}
+
+impl DeviceLayoutEstimator<'_> {
+    /// Whether the prices hold for `plan`: same devices per stage and setup.
+    fn holds_for(&self, plan: &Plan) -> bool {
+        plan.stages.len() == self.stages.len()
+            && plan
+                .stages
+                .iter()
+                .zip(&self.stages)
+                .all(|(s, r)| s.replicas == *r)
+            && plan.setup == self.setup
     }
 
+    /// The prices of a valid `plan` of this layout.
+    fn prices(&self, plan: &Plan) -> Result<(Arc<ComputePrices>, &NetPrices)> {
+        let (m, inputs) = (self.model, self.inputs);
+        let net = self.net.get_or_init(|| m.net_prices(inputs, plan));
+        let memo = |v: &Vec<(usize, Arc<ComputePrices>)>| {
+            v.iter()
+                .find(|(b, _)| *b == plan.micro_batch)
+                .map(|(_, c)| c.clone())
+        };
+        let known = memo(&self.compute.lock().unwrap_or_else(|e| e.into_inner()));
+        let compute = match known {
+            Some(c) => c,
+            None => {
+                // Priced outside the lock; a race prices it twice, alike.
+                let c = Arc::new(m.compute_prices(inputs, plan)?);
+                let mut v = self.compute.lock().unwrap_or_else(|e| e.into_inner());
+                match memo(&v) {
+                    Some(c) => c,
+                    None => {
+                        v.push((plan.micro_batch, c.clone()));
+                        c
+                    }
+                }
+            }
+        };
+        Ok((compute, net))
+    }
+
+    /// The memory of a valid `plan` of this layout, `None` when it does not
+    /// fit.
+    fn fitting_memory(&self, plan: &Plan) -> Result<Option<Vec<crate::cost::DeviceMemory>>> {
+        plan.validate(self.inputs.model, self.inputs.cluster)?;
+        plan.setup.check_profile(self.inputs.profile)?;
+        let memory = self.model.memory(self.inputs, plan);
+        Ok((!memory.iter().any(|m| m.overflow_bytes().is_some())).then_some(memory))
+    }
+}
+
+impl PlanEstimator for DeviceLayoutEstimator<'_> {
+    fn estimate(&self, plan: &Plan) -> Result<Estimate> {
+        if !self.holds_for(plan) {
+            return self.model.evaluate(self.inputs, plan);
+        }
+        plan.validate(self.inputs.model, self.inputs.cluster)?;
+        let (compute, net) = self.prices(plan)?;
+        let memory = self.model.memory(self.inputs, plan);
+        self.model
+            .estimate_with_memory(self.inputs, plan, &compute, net, memory)
+    }
+
+    fn estimate_if_fits(&self, plan: &Plan) -> Result<Option<Estimate>> {
+        if !self.holds_for(plan) {
+            return self.model.evaluate_if_fits(self.inputs, plan);
+        }
+        let Some(memory) = self.fitting_memory(plan)? else {
+            return Ok(None);
+        };
+        let (compute, net) = self.prices(plan)?;
+        self.model
+            .estimate_with_memory(self.inputs, plan, &compute, net, memory)
+            .map(Some)
+    }
+
+    fn lower_bound_if_fits(&self, plan: &Plan) -> Result<Option<f64>> {
+        if !self.holds_for(plan) {
+            return Ok(self
+                .model
+                .evaluate_if_fits(self.inputs, plan)?
+                .map(|e| e.iteration_s));
+        }
+        if self.fitting_memory(plan)?.is_none() {
+            return Ok(None);
+        }
+        let (compute, net) = self.prices(plan)?;
+        match self
+            .model
+            .iteration_lower_bound_s(self.inputs, plan, &compute, net)
+        {
+            Some(bound) => Ok(Some(bound)),
+            // No bound for this schedule: the time itself.
+            None => Ok(Some(
+                self.model
+                    .estimate_with_memory(self.inputs, plan, &compute, net, Vec::new())?
+                    .iteration_s,
+            )),
+        }
+    }
+}
+
+impl DeviceModel {
     /// Per-device peak memory of a valid `plan`; empty without a memory
     /// model.
     fn memory(&self, inputs: &Inputs, plan: &Plan) -> Vec<crate::cost::DeviceMemory> {
@@ -626,15 +811,17 @@ impl DeviceModel {
         }
     }
 
-    /// [`Self::estimate`] with the plan's memory already computed.
+    /// The estimate of a valid `plan` priced by `compute` and `net` (see
+    /// [`Self::run_priced`]), its memory already computed.
     fn estimate_with_memory(
         &self,
         inputs: &Inputs,
         plan: &Plan,
-        prices: &PlanPrices,
+        compute: &ComputePrices,
+        net: &NetPrices,
         memory: Vec<crate::cost::DeviceMemory>,
     ) -> Result<Estimate> {
-        let (sim, costs) = self.run_priced(inputs, plan, prices)?;
+        let (sim, costs) = self.run_priced(inputs, plan, compute, net)?;
         let c = &costs[sim.critical_replica][sim.critical_stage];
         let busy = c.forward_s + c.backward_s;
         let comm_share = if busy > 0.0 {
@@ -657,20 +844,19 @@ impl DeviceModel {
     }
 }
 
-/// What one plan costs whatever its split: every re-split of the plan
-/// (same devices per stage, other layers) shares it, so the split
-/// refinement prices it once per plan ([`CostModel::split_estimator`]).
-struct PlanPrices {
+/// What one plan's computation costs whatever its split and deal: every
+/// re-split of the plan (same devices per stage, setup and micro-batch
+/// size) shares it ([`CostModel::layout_estimator`]).
+struct ComputePrices {
     /// Distinct per-layer costs of the plan's tensor-parallel groups.
     layer_costs: Vec<Vec<LayerCost>>,
     /// `group_costs[j][r]`: index in `layer_costs` of pipeline rank `j`'s
     /// replica `r`.
     group_costs: Vec<Vec<usize>>,
-    /// The network.
-    net: NetPrices,
 }
 
-/// The network costs of one plan's devices as functions of message size.
+/// The network costs of one plan's devices as functions of message size:
+/// the same for every split, micro-batch size and deal.
 struct NetPrices {
     /// `sends[c]`: the forward transfer across virtual cut `c` (`None`
     /// within one device group).
