@@ -124,9 +124,20 @@ impl Cluster {
         }
         let pair = [a.node.min(b.node), a.node.max(b.node)];
         let key = |l: &NodeLink| [l.nodes[0].min(l.nodes[1]), l.nodes[0].max(l.nodes[1])];
-        // Links sorted by pair (as the search leaves them) are found in
-        // O(log links); a hit is always the pair's link, and a miss falls
-        // back to the scan, so links in any order stay correct.
+        // Every pair's link, sorted (as the search leaves them): the pair's
+        // place is known. Checked, so other lists fall through to the
+        // searches below.
+        let n = self.nodes.len();
+        if self.links.len() == n * n.saturating_sub(1) / 2 {
+            let [i, j] = pair;
+            let at = i * (2 * n - i - 1) / 2 + (j - i - 1);
+            if self.links.get(at).is_some_and(|l| key(l) == pair) {
+                return self.links[at].bytes_per_s;
+            }
+        }
+        // Links sorted by pair are found in O(log links); a hit is always
+        // the pair's link, and a miss falls back to the scan, so links in
+        // any order stay correct.
         if let Ok(i) = self.links.binary_search_by_key(&pair, key) {
             return self.links[i].bytes_per_s;
         }
@@ -674,6 +685,46 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("nodes[0]") && e.contains("nics is 0"), "{e}");
+    }
+
+    /// A list of every pair's link is looked up by the pair's place, in
+    /// any of the orders a cluster file may give it: sorted, reversed,
+    /// each pair written either way round.
+    #[test]
+    fn every_pair_linked_finds_each_pairs_link_in_any_order() {
+        let mut c = Cluster {
+            name: "c".into(),
+            nodes: (0..5)
+                .map(|_| {
+                    let mut n = builtin::g4dn_12xlarge();
+                    n.inter_bytes_per_s = 1e12;
+                    n
+                })
+                .collect(),
+            links: Vec::new(),
+        };
+        let speed = |a: usize, b: usize| (10 * a.min(b) + a.max(b)) as f64 * 1e9;
+        for a in 0..5 {
+            for b in a + 1..5 {
+                c.links.push(NodeLink {
+                    nodes: if (a + b) % 2 == 0 { [a, b] } else { [b, a] },
+                    bytes_per_s: speed(a, b),
+                });
+            }
+        }
+        let d = |node| Device { node, gpu: 0 };
+        for order in 0..2 {
+            if order == 1 {
+                c.links.reverse();
+            }
+            for a in 0..5 {
+                for b in 0..5 {
+                    if a != b {
+                        assert_eq!(c.link_bytes_per_s(d(a), d(b)), speed(a, b), "{a} {b}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

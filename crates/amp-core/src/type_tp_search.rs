@@ -352,9 +352,16 @@ fn balanced_split(
     for j in 1..pp {
         let mut next = vec![f64::INFINITY; num_layers + 1];
         for e in j + 1..=num_layers {
-            for b in j..e {
-                let t = best[b].max(prefix[j][e] - prefix[j][b]);
-                if t < next[e] {
+            // Stage j's share grows as its first layer b moves down, so
+            // from the top: once that share alone is over the best, no
+            // smaller b does better. Equals replace: the smallest b wins.
+            for b in (j..e).rev() {
+                let share = prefix[j][e] - prefix[j][b];
+                if share > next[e] {
+                    break;
+                }
+                let t = best[b].max(share);
+                if t < next[e] || (t == next[e] && t.is_finite()) {
                     next[e] = t;
                     cut[j][e] = b;
                 }
