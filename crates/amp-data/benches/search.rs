@@ -17,6 +17,10 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+// The allocator the `amp` binary runs the search with.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn bench_experiment(c: &mut Criterion, e: Experiment) {
     let (model, cluster, profile) = (e.model(), e.cluster(), e.profile());
     let inputs = Inputs {
