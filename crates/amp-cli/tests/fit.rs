@@ -38,26 +38,26 @@ fn the_fit_on_the_given_sets_is_the_default_calibration() {
     let sailor = set("sailor/clariden/OPT-350");
     let tol = 0.0015;
     // AMP homogeneous: time error and Spearman.
-    near(&amp_h["neutral"]["time_error"]["mean"], 0.262, tol);
-    near(&amp_h["in_sample"]["time_error"]["mean"], 0.041, tol);
+    near(&amp_h["neutral"]["time_error"]["mean"], 0.258, tol);
+    near(&amp_h["in_sample"]["time_error"]["mean"], 0.036, tol);
     near(
         &amp_h["leave_one_set_out"]["time_error"]["mean"],
-        0.314,
+        0.358,
         tol,
     );
-    near(&amp_h["neutral"]["spearman"], 0.955, tol);
-    near(&amp_h["in_sample"]["spearman"], 0.982, tol);
-    near(&amp_h["leave_one_set_out"]["spearman"], 0.937, tol);
+    near(&amp_h["neutral"]["spearman"], 0.960, tol);
+    near(&amp_h["in_sample"]["spearman"], 0.981, tol);
+    near(&amp_h["leave_one_set_out"]["spearman"], 0.936, tol);
     near(&amp_h["neutral"]["top1_regret"], 1.100, tol);
     near(&amp_h["leave_one_set_out"]["top1_regret"], 1.000, tol);
     assert_eq!(amp_h["neutral"]["failed_predicted_infeasible"], 1);
     assert_eq!(amp_h["leave_one_set_out"]["failed_predicted_infeasible"], 4);
     // Sailor GH200: time and memory.
-    near(&sailor["neutral"]["time_error"]["mean"], 0.084, tol);
-    near(&sailor["in_sample"]["time_error"]["mean"], 0.052, tol);
+    near(&sailor["neutral"]["time_error"]["mean"], 0.098, tol);
+    near(&sailor["in_sample"]["time_error"]["mean"], 0.082, tol);
     near(
         &sailor["leave_one_set_out"]["time_error"]["mean"],
-        0.056,
+        0.087,
         tol,
     );
     near(&sailor["neutral"]["memory_error"]["mean"], 0.287, tol);
@@ -68,7 +68,7 @@ fn the_fit_on_the_given_sets_is_the_default_calibration() {
         tol,
     );
     near(&sailor["neutral"]["spearman"], 0.957, tol);
-    near(&sailor["in_sample"]["spearman"], 0.982, tol);
+    near(&sailor["in_sample"]["spearman"], 0.957, tol);
     near(&sailor["leave_one_set_out"]["spearman"], 0.957, tol);
     // Leaving Sailor out, nothing informs the per-sample fractions' absence
     // and the efficiency comes from AMP alone; leaving AMP out, the
@@ -90,7 +90,7 @@ fn the_fit_on_the_given_sets_is_the_default_calibration() {
         out_file.to_str().unwrap(),
         data.join("sailor").to_str().unwrap(),
     ]);
-    near(&v["datasets"][0]["time_error"]["mean"], 0.052, tol);
+    near(&v["datasets"][0]["time_error"]["mean"], 0.082, tol);
     let o = amp(&[
         "validate",
         "--json",

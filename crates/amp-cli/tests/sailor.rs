@@ -375,8 +375,8 @@ fn sailors_own_plans_price_as_the_readme_says() {
             file("s32-96-dp28.json", &[13, 13], mixed(28), 28, 2),
             6.7257,
         ),
-        (file("s80-240.json", &sizes7, seven(20), 20, 1), 5.4431),
-        (file("s128-384.json", &sizes7, seven(32), 32, 1), 3.5546),
+        (file("s80-240.json", &sizes7, seven(20), 20, 1), 5.3887),
+        (file("s128-384.json", &sizes7, seven(32), 32, 1), 3.5002),
     ] {
         let got = amp_json(&[
             "eval",

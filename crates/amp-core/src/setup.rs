@@ -347,9 +347,15 @@ impl Engine {
     pub fn default_pipeline_send(self) -> PipelineSend {
         match self {
             // Megatron-LM's p2p communication splits a tensor-parallel
-            // stage's output over its ranks (scatter/gather).
-            Engine::Megatron => PipelineSend::ScatterGather,
-            Engine::DeepSpeed | Engine::Torchtitan => PipelineSend::Full,
+            // stage's output over its ranks (scatter/gather). So does
+            // DeepSpeed's pipeline engine: with model parallelism it sends
+            // each rank's partition of the activation and of its gradient
+            // and the receivers all-gather them (`is_pipe_partitioned` and
+            // `is_grad_partitioned` in deepspeed/runtime/pipe/engine.py,
+            // `pipe_partitioned` and `grad_partitioned` true by default in
+            // deepspeed/runtime/config.py).
+            Engine::Megatron | Engine::DeepSpeed => PipelineSend::ScatterGather,
+            Engine::Torchtitan => PipelineSend::Full,
         }
     }
 

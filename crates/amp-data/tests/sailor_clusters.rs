@@ -153,9 +153,10 @@ fn opt350_on_two_nodes_of_eight_rtx3090() {
     );
     let t = price(&model, c, &profile, &run);
     // The 1 Gbit/s network dominates: per micro-batch and direction each
-    // of the 8 ranks sends 2 x 2048 x 1024 fp32 values (16 MiB) through
-    // the one NIC, about 0.06 GB/s achieved: over 2 s a cut, 8 micro-batches.
-    assert!(t > 20.0 && t < 200.0, "{t}");
+    // of the 8 ranks sends its half of 2 x 2048 x 1024 fp32 values (8 of
+    // 16 MiB, DeepSpeed's partitioned sends) through the one NIC, about
+    // 0.06 GB/s achieved: over 1 s a cut, 8 micro-batches.
+    assert!(t > 10.0 && t < 100.0, "{t}");
 }
 
 #[test]

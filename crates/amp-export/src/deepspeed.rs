@@ -47,6 +47,14 @@ pub(crate) fn export(
         "train_micro_batch_size_per_gpu": plan.micro_batch,
         "gradient_accumulation_steps": plan.num_micro_batches,
         "zero_optimization": { "stage": zero_stage },
+        // How a tensor-parallel stage sends, as the plan was priced: each
+        // rank's partition, all-gathered by the receivers (DeepSpeed's
+        // default), or the whole activation from every rank
+        // (deepspeed/runtime/pipe/engine.py, `is_pipe_partitioned`).
+        "pipeline": {
+            "pipe_partitioned": opts.partitioned_sends,
+            "grad_partitioned": opts.partitioned_sends,
+        },
     });
     match precision {
         Precision::Fp16 => cfg["fp16"] = json!({ "enabled": true }),

@@ -80,6 +80,9 @@ pub(crate) struct EngineOptions {
     /// each (Megatron-LM's `--account-for-embedding-in-pipeline-split` and
     /// `--account-for-loss-in-pipeline-split`).
     pub(crate) account_for_embedding_and_loss: bool,
+    /// A tensor-parallel stage sends each rank's partition and the
+    /// receivers all-gather (the plan's scatter-gather sends).
+    pub(crate) partitioned_sends: bool,
 }
 
 impl std::ops::Deref for EngineOptions {
@@ -194,6 +197,7 @@ fn engine_view(
         sharding: setup.optimizer_sharding,
         sequence_parallel: setup.sequence_parallel,
         account_for_embedding_and_loss: false,
+        partitioned_sends: setup.pipeline_send == amp_core::setup::PipelineSend::ScatterGather,
     };
     let v = setup.virtual_stages();
     if v <= 1 {

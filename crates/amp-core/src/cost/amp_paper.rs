@@ -36,7 +36,7 @@ use crate::model::{LayerKind, Model, ParamTable};
 use crate::partition::{pipeline_latency, uniform_split};
 use crate::plan::Plan;
 use crate::profile::Profile;
-use crate::setup::{Precision, TrainingSetup};
+use crate::setup::{Engine, Precision, TrainingSetup};
 
 /// The artifact counts every tensor as 4-byte elements.
 const BYTES_PER_ELEMENT: f64 = 4.0;
@@ -351,10 +351,13 @@ pub(crate) fn artifact_split(
 }
 
 /// The setup the AMP artifact trained with and its equations price: fp16
-/// mixed precision, 1F1B, no recomputation, no sharding, full sends.
+/// mixed precision, 1F1B, no recomputation, no sharding, and the sends of
+/// DeepSpeed's pipeline engine, which the artifact ran (a tensor-parallel
+/// stage sends each rank's partition; [`Engine::default_pipeline_send`]).
 pub fn artifact_setup() -> TrainingSetup {
     TrainingSetup {
         formats: Precision::Fp16.formats(),
+        pipeline_send: Engine::DeepSpeed.default_pipeline_send(),
         ..TrainingSetup::default()
     }
 }
@@ -369,7 +372,7 @@ fn check_setup(setup: &TrainingSetup) -> Result<()> {
         return Err(AmpError::invalid(
             "training setup",
             format!(
-                "the amp-paper cost model prices only the AMP artifact's setup (fp16, 1f1b, no recomputation, no sharding, full sends), not {}; use the amp cost model",
+                "the amp-paper cost model prices only the AMP artifact's setup (fp16, 1f1b, no recomputation, no sharding, DeepSpeed's scatter-gather sends), not {}; use the amp cost model",
                 setup.summary()
             ),
         ));

@@ -18,7 +18,7 @@ use serde_json::Value;
 use amp_core::error::{AmpError, Result};
 use amp_core::model::{Layer, LayerKind, Model, TransformerShape};
 use amp_core::profile::{Profile, ProfileEntry};
-use amp_core::setup::{NumberFormats, Precision};
+use amp_core::setup::{Engine, NumberFormats, Precision};
 
 mod export;
 mod hardware;
@@ -148,11 +148,14 @@ pub fn parse_profiles(text: &str, origin: &str, model: &str) -> Result<Profile> 
 /// Set it as the profile's [`Profile::precision`]. `None` when no layer
 /// records both counts.
 /// The training setup of Sailor's runs: 1F1B, no recomputation or
-/// sharding, and the number formats `precision` (from
-/// [`training_precision`]) implies. `llm_info.json`'s 4 bytes per output and
-/// parameter element describe fp32 weights and an fp32 residual stream,
-/// which with 16-bit activations is PyTorch autocast
-/// ([`NumberFormats::autocast`]); 2 bytes is mixed precision.
+/// sharding, the number formats `precision` (from [`training_precision`])
+/// implies, and DeepSpeed's pipeline sends. `llm_info.json`'s 4 bytes per
+/// output and parameter element describe fp32 weights and an fp32 residual
+/// stream, which with 16-bit activations is PyTorch autocast
+/// ([`NumberFormats::autocast`]); 2 bytes is mixed precision. The runs are
+/// Megatron-DeepSpeed's, whose pipeline is DeepSpeed's engine: a
+/// tensor-parallel stage sends each rank's partition and the receivers
+/// all-gather ([`Engine::default_pipeline_send`]).
 pub fn training_setup(precision: Option<Precision>) -> amp_core::setup::TrainingSetup {
     let formats = match precision {
         Some(Precision::Fp32) => NumberFormats::autocast(Precision::Fp16),
@@ -161,6 +164,7 @@ pub fn training_setup(precision: Option<Precision>) -> amp_core::setup::Training
     };
     amp_core::setup::TrainingSetup {
         formats,
+        pipeline_send: Engine::DeepSpeed.default_pipeline_send(),
         ..Default::default()
     }
 }
