@@ -20,7 +20,7 @@
 //!
 //! Which plans: the first [`REFINE_TOP`] of the ranking and every plan within
 //! [`REFINE_MARGIN`] of the fastest. The best split of a plan of the AMP
-//! experiments' top 10s was at most 13.1% faster than the partitioner's
+//! experiments' top 10s was at most 14.5% faster than the partitioner's
 //! (README, "Split refinement"), so a plan more than 15% slower than the
 //! fastest is not expected to overtake it; the rule is a heuristic resting
 //! on that measurement, not a proof (on small random instances the gain
