@@ -10,19 +10,24 @@ use crate::setup::TrainingSetup;
 use super::*;
 
 impl DeviceModel {
-    /// Bytes one rank of a stage ending after `layer` sends per micro-batch.
+    /// Bytes one rank of a stage ending after `layer` sends per micro-batch:
+    /// its shard of a vocabulary projection's output (split over the
+    /// sender's `sender_tp` ranks), else the whole activation, or one of its
+    /// `pieces` under scatter/gather.
     pub(super) fn send_bytes(
         &self,
         inputs: &Inputs,
         setup: &TrainingSetup,
         layer: usize,
-        sender_tp: usize,
+        (sender_tp, pieces): (usize, usize),
         mbs: usize,
     ) -> f64 {
         let l = &inputs.model.layers[layer];
         let mut elems = l.output_elems_per_sample as f64;
-        if l.kind == LayerKind::VocabProjection || split_sends(setup) {
+        if l.kind == LayerKind::VocabProjection {
             elems /= sender_tp.max(1) as f64;
+        } else if split_sends(setup) {
+            elems /= pieces.max(1) as f64;
         }
         elems * mbs as f64 * activation_bytes(setup)
     }
@@ -45,15 +50,18 @@ impl DeviceModel {
         // Senders at mixed tp degrees: priced at the largest share (the
         // smallest degree) for every pair, an upper bound.
         let sender_tp = from.iter().map(Vec::len).min().unwrap_or(1);
+        let split = split_sends(setup);
+        let (pairs, pieces) = cut_pairs(from, to, split);
         let net = self.network(inputs.cluster);
-        let gather = (split_sends(setup) && sender_tp > 1).then(|| {
+        let gather = (split && pieces > 1).then(|| {
             to.iter()
                 .map(|g| collective::allgather_curve(&net, g))
                 .fold(collective::CostCurve::default(), |a, c| a.max(&c))
         });
         Some(TransferCurves {
             sender_tp,
-            send: collective::concurrent_p2p_curve(&net, &self.cut_pairs(from, to)),
+            pieces,
+            send: collective::concurrent_p2p_curve(&net, &pairs),
             gather,
         })
     }
@@ -67,7 +75,7 @@ impl DeviceModel {
         layer: usize,
         mbs: usize,
     ) -> f64 {
-        let bytes = self.send_bytes(inputs, setup, layer, curves.sender_tp, mbs);
+        let bytes = self.send_bytes(inputs, setup, layer, (curves.sender_tp, curves.pieces), mbs);
         let mut t = if bytes <= 0.0 {
             0.0
         } else {
@@ -82,19 +90,39 @@ impl DeviceModel {
         }
         t
     }
+}
 
-    /// The (sender, receiver) pairs of a cut: receiver group `r` hears from
-    /// sender group `r mod senders`, rank by rank.
-    fn cut_pairs(&self, from: &[Vec<Device>], to: &[Vec<Device>]) -> Vec<(Device, Device)> {
-        let mut pairs = Vec::new();
-        for (r, dst) in to.iter().enumerate() {
-            let src = &from[r % from.len()];
-            for (t, &d) in dst.iter().enumerate() {
-                pairs.push((src[t % src.len()], d));
-            }
+/// The (sender, receiver) pairs of a cut, and into how many pieces
+/// scatter/gather cuts the activation. Receiver group `r` hears from sender
+/// group `r mod senders`. Whole copies (`split` false): every receiving
+/// rank gets the activation from the sending rank of its index (mod the
+/// sender's degree). Scatter/gather: one copy crosses, in as many pieces as
+/// the larger of the two groups has ranks, piece `t` from sending rank `t`
+/// to receiving rank `t` (each mod its degree), so a tp-4 stage feeding a
+/// tp-1 one sends four quarters into it, and a tp-1 stage feeding a tp-4
+/// one a quarter to each rank, which then all-gather. With groups of
+/// several sizes the pieces are the fewest any pair of groups needs (the
+/// largest piece, an upper bound).
+fn cut_pairs(
+    from: &[Vec<Device>],
+    to: &[Vec<Device>],
+    split: bool,
+) -> (Vec<(Device, Device)>, usize) {
+    let mut pairs = Vec::new();
+    let mut pieces = usize::MAX;
+    for (r, dst) in to.iter().enumerate() {
+        let src = &from[r % from.len()];
+        let n = if split {
+            src.len().max(dst.len())
+        } else {
+            dst.len()
+        };
+        pieces = pieces.min(if split { n } else { 1 });
+        for t in 0..n {
+            pairs.push((src[t % src.len()], dst[t % dst.len()]));
         }
-        pairs
     }
+    (pairs, pieces.max(1))
 }
 
 /// A transfer between two fixed sets of groups
@@ -102,8 +130,10 @@ impl DeviceModel {
 #[derive(Debug, Clone)]
 pub(super) struct TransferCurves {
     /// Tensor-parallel degree of the sending groups (the smallest, when
-    /// they differ).
+    /// they differ): a vocabulary projection's output is split over it.
     sender_tp: usize,
+    /// Pieces the activation crosses the cut in ([`cut_pairs`]).
+    pieces: usize,
     /// The concurrent sends of one rank's share.
     send: collective::CostCurve,
     /// The receivers' all-gather of the whole activation, with

@@ -673,3 +673,66 @@ fn replicas_of_a_stage_may_differ_in_tp() {
     assert_eq!(w(d(1, 0)), 2.0 * w(d(0, 0)));
     assert_eq!(w(d(0, 1)), w(d(0, 0)));
 }
+
+/// Scatter/gather between stages of different degrees still moves one
+/// whole activation: a tp-2 stage feeding a tp-1 stage sends its two
+/// halves into the one receiving GPU (through node 1's one NIC), as long as
+/// a whole copy takes; the reverse, a tp-1 stage feeding a tp-2 one, sends
+/// a half to each rank, which then all-gather inside their node.
+#[test]
+fn scatter_gather_between_degrees_moves_one_whole_activation() {
+    let (m, c) = (model(), cluster());
+    let p = Profile {
+        entries: vec![
+            entry("fast", 2, 1.0, Some(2.0)),
+            entry("fast", 1, 1.0, Some(2.0)),
+            entry("slow", 1, 3.0, Some(6.0)),
+            entry("slow", 2, 3.0, Some(6.0)),
+        ],
+        precision: None,
+    };
+    let inputs = Inputs {
+        model: &m,
+        cluster: &c,
+        profile: &p,
+    };
+    let with = |send: PipelineSend, stages| {
+        let mut p = plan(stages, 2);
+        p.setup.pipeline_send = send;
+        p
+    };
+    let lat = collective::INTER_NODE_LATENCY_S;
+    let bw = 1e9 * crate::cost::Calibration::FITTED.inter_node_efficiency;
+    // 100 elements x micro-batch 2 x 2 bytes (bf16).
+    let whole = 400.0;
+    let two_to_one = vec![
+        (0, 2, vec![vec![d(0, 0), d(0, 1)]]),
+        (2, 4, vec![vec![d(1, 0)]]),
+    ];
+    for send in [PipelineSend::Full, PipelineSend::ScatterGather] {
+        let t = time_only()
+            .timeline(&inputs, &with(send, two_to_one.clone()))
+            .unwrap();
+        all_close(
+            durations(&t, 0, EventKind::SendForward),
+            lat + whole / bw,
+            2,
+        );
+    }
+    // tp 1 into tp 2 under scatter/gather: a half to each rank through
+    // node 0's one NIC (the whole activation leaves it), then each rank
+    // all-gathers the other half over node 1's link.
+    let one_to_two = vec![
+        (0, 2, vec![vec![d(0, 0)]]),
+        (2, 4, vec![vec![d(1, 0), d(1, 1)]]),
+    ];
+    let t = time_only()
+        .timeline(&inputs, &with(PipelineSend::ScatterGather, one_to_two))
+        .unwrap();
+    let gather = collective::INTRA_NODE_LATENCY_S + (whole / 2.0) / 1e9;
+    all_close(
+        durations(&t, 0, EventKind::SendForward),
+        lat + whole / bw + gather,
+        2,
+    );
+}
