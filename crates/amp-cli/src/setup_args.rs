@@ -34,7 +34,7 @@ pub struct SetupArgs {
     pub sequence_parallel: bool,
     /// Pipeline sends of a tensor-parallel stage: full (every rank sends the
     /// whole activation) or scatter-gather. Default: the engine's (Megatron-LM
-    /// scatter-gather), else full.
+    /// and DeepSpeed scatter-gather, torchtitan full), else full.
     #[arg(long, value_parser = parse_send, help_heading = "Training setup")]
     pub pipeline_send: Option<PipelineSend>,
     /// Overlap each stage's gradient all-reduce with its last backward pass.

@@ -271,12 +271,13 @@ impl FromStr for OptimizerSharding {
 #[serde(rename_all = "kebab-case")]
 pub enum PipelineSend {
     /// Every tensor-parallel rank sends the whole activation to its peer
-    /// (DeepSpeed's pipeline engine).
+    /// (DeepSpeed's pipeline engine with `pipe_partitioned` false).
     #[default]
     Full,
     /// Each rank sends `1 / tp` of it and the receiving group all-gathers
-    /// (Megatron-LM's scatter/gather optimisation, SC'21 sec. 4.1; with
-    /// sequence parallelism the activation is already split this way).
+    /// (Megatron-LM's scatter/gather optimisation, SC'21 sec. 4.1, and
+    /// DeepSpeed's partitioned sends, its default; with sequence
+    /// parallelism the activation is already split this way).
     ScatterGather,
 }
 
