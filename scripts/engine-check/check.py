@@ -190,6 +190,14 @@ def compare(case, engine, res, out, plan):
     if ("--recompute" in flags) != (rc == "full"):
         cells["settings"] += " MISMATCH"
         bad.append("recompute")
+    if engine == "deepspeed":
+        # DeepSpeed's default, scatter-gather sends, unless the plan says full.
+        want = " ".join(flags).find("--pipeline-send full") < 0
+        got = (f.get("pipe_partitioned"), f.get("grad_partitioned"))
+        cells["settings"] += f", partitioned sends {got[0]}"
+        if got != (want, want):
+            cells["settings"] += " MISMATCH"
+            bad.append("sends")
     return cells, bad
 
 

@@ -143,6 +143,9 @@ def deepspeed_check(out):
              "train_batch": cfg.train_batch_size, "dp": topo.get_dim("data"),
              "bf16": bool(cfg.bfloat16_config.enabled) if hasattr(cfg, "bfloat16_config") else None,
              "zero_stage": cfg.zero_optimization_stage,
+             # how a tensor-parallel stage sends (PipelineEngine reads these)
+             "pipe_partitioned": cfg.pipeline.get("pipe_partitioned"),
+             "grad_partitioned": cfg.pipeline.get("grad_partitioned"),
              # what the export hands PipelineModule(activation_checkpoint_interval=...)
              "recompute": "full" if ap.ACTIVATION_CHECKPOINT_INTERVAL == 1 else None}
     world = topo.world_size()
