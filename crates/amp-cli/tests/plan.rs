@@ -340,6 +340,15 @@ fn emit_report_and_export_write_their_files() {
     for f in ["ds_config.json", "hostfile", "launch.sh"] {
         assert!(out.join(f).is_file(), "{f} missing; {}", stderr(&o));
     }
+    // Priced with DeepSpeed's default sends (partitioned), and the export
+    // tells DeepSpeed so.
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["plans"][0]["setup"]["pipeline_send"], "scatter-gather");
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("ds_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(cfg["pipeline"]["pipe_partitioned"], true);
+    assert_eq!(cfg["pipeline"]["grad_partitioned"], true);
     let html = std::fs::read_to_string(&report).unwrap();
     assert!(
         html.starts_with("<!DOCTYPE html>") && html.contains("<svg"),
