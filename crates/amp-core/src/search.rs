@@ -363,17 +363,7 @@ fn price_candidate(
     total_micro_batches: usize,
 ) -> Outcome {
     let setup = setup.for_pipeline(grid.pp);
-    // The interleaved schedule runs micro-batches in groups of pp: uneven
-    // replicas are dealt whole groups when the total allows.
-    let group = if setup.virtual_stages() > 1 && total_micro_batches.is_multiple_of(grid.pp) {
-        grid.pp
-    } else {
-        1
-    };
-    let counts: Vec<usize> = crate::uneven::even_deal(total_micro_batches / group, grid.dp)
-        .into_iter()
-        .map(|b| b * group)
-        .collect();
+    let counts = crate::uneven::schedule_deal(total_micro_batches, grid.dp, grid.pp, &setup);
     let num_micro_batches = counts.iter().copied().max().unwrap_or(0);
     let cand = Candidate {
         grid: &grid,

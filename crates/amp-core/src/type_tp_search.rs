@@ -377,6 +377,15 @@ fn balanced_split(
     Some(bounds)
 }
 
+/// The plans of `cands`, the candidates of one layout (at least one).
+fn build_layout(inputs: &Inputs, opts: &SearchOptions, cands: &[Candidate]) -> Vec<Plan> {
+    let layers = inputs.model.num_layers();
+    cands
+        .iter()
+        .map(|c| build(inputs.cluster, layers, c, opts, Some(inputs.profile)))
+        .collect()
+}
+
 /// The ranked plan of candidate `c`, or [`Outcome::Infeasible`] when it
 /// does not fit.
 fn ranked(cluster: &Cluster, c: &Candidate, plan: Plan, estimate: Estimate) -> Outcome {
@@ -398,13 +407,13 @@ fn ranked(cluster: &Cluster, c: &Candidate, plan: Plan, estimate: Estimate) -> O
     }))
 }
 
-/// An even candidate priced: its seed splits priced by its layout's
-/// `estimator`, the faster improved by a local search.
+/// An even candidate `c`, built as `plan`, priced: its seed splits priced
+/// by its layout's `estimator`, the faster improved by a local search.
 fn price_even(
     inputs: &Inputs,
     model: &dyn CostModel,
-    opts: &SearchOptions,
     c: &Candidate,
+    plan: Plan,
     estimator: &Result<LayoutEstimator>,
 ) -> Outcome {
     let estimator = match estimator {
@@ -412,7 +421,6 @@ fn price_even(
         Err(e) => return Outcome::Skipped(e.to_string()),
     };
     let layers = inputs.model.num_layers();
-    let plan = build(inputs.cluster, layers, c, opts, Some(inputs.profile));
     let (plan, estimate) = match price_seeds(estimator, plan, layers) {
         Ok(pe) => pe,
         Err(e) => return Outcome::Skipped(e.to_string()),
@@ -452,8 +460,8 @@ fn price_uneven(
     let bounded: Vec<(Option<LayoutEstimator>, Vec<Bounded>)> = layouts
         .par_iter()
         .map(|r| {
-            let first = build(cluster, layers, &cands[r.start], opts, Some(inputs.profile));
-            let estimator = match model.layout_estimator(inputs, &first) {
+            let plans = build_layout(inputs, opts, &cands[r.clone()]);
+            let estimator = match model.layout_estimator(inputs, &plans[0]) {
                 Ok(e) => e,
                 Err(e) => {
                     let why = e.to_string();
@@ -465,10 +473,9 @@ fn price_uneven(
                     );
                 }
             };
-            let seeds = r
-                .clone()
-                .map(|i| {
-                    let plan = build(cluster, layers, &cands[i], opts, Some(inputs.profile));
+            let seeds = plans
+                .into_iter()
+                .map(|plan| {
                     let mut fitting = Vec::new();
                     for p in seed_splits(plan, layers) {
                         match estimator.lower_bound_if_fits(&p) {
@@ -598,10 +605,11 @@ pub fn search_per_type_tp(
         let outcomes: Vec<(usize, Outcome)> = layouts
             .par_iter()
             .flat_map_iter(|r| {
-                let first = build(cluster, layers, &cands[r.start], opts, Some(inputs.profile));
-                let estimator = model.layout_estimator(inputs, &first);
+                let plans = build_layout(inputs, opts, &cands[r.clone()]);
+                let estimator = model.layout_estimator(inputs, &plans[0]);
                 r.clone()
-                    .map(|i| (i, price_even(inputs, model, opts, &cands[i], &estimator)))
+                    .zip(plans)
+                    .map(|(i, plan)| (i, price_even(inputs, model, &cands[i], plan, &estimator)))
                     .collect::<Vec<_>>()
             })
             .collect();

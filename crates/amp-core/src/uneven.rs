@@ -28,6 +28,27 @@ pub fn even_deal(total: usize, replicas: usize) -> Vec<usize> {
         .collect()
 }
 
+/// `total` micro-batches over `replicas` replicas under `setup` for a
+/// pipeline of `pp` ranks: as evenly as they go ([`even_deal`]), in whole
+/// groups of `pp` when the schedule is interleaved and the total allows
+/// (Megatron-LM's interleaved schedule runs micro-batches in groups of pp).
+pub fn schedule_deal(
+    total: usize,
+    replicas: usize,
+    pp: usize,
+    setup: &crate::setup::TrainingSetup,
+) -> Vec<usize> {
+    let group = if setup.virtual_stages() > 1 && pp > 0 && total.is_multiple_of(pp) {
+        pp
+    } else {
+        1
+    };
+    even_deal(total / group, replicas)
+        .into_iter()
+        .map(|b| b * group)
+        .collect()
+}
+
 /// Gives `plan`'s replicas `counts` micro-batches each: `num_micro_batches`
 /// becomes the largest, and `replica_micro_batches` is left empty when
 /// they are all equal (the even form every engine runs).
