@@ -207,7 +207,8 @@ fn write_files(dir: &Path, files: &[(&str, &str)]) {
 }
 
 fn case_dir(i: usize) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("amp-bad-inputs-{}/{i}", std::process::id()));
+    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("amp-bad-inputs-{}/{i}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -260,10 +261,12 @@ fn the_binary_on_closed_and_full_outputs() {
 fn closed_stdout_ends_quietly_in_every_subcommand() {
     let plan = common::tmp("bad-inputs-plan.json", PLAN_OK);
     let plan = plan.display().to_string();
-    let out_dir = std::env::temp_dir().join(format!("amp-bad-inputs-out-{}", std::process::id()));
+    let out_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("amp-bad-inputs-out-{}", std::process::id()));
     let out_dir = out_dir.display().to_string();
     // A small AMP-layout dataset of its own: the test needs no shared data.
-    let data_dir = std::env::temp_dir().join(format!("amp-bad-inputs-data-{}", std::process::id()));
+    let data_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("amp-bad-inputs-data-{}", std::process::id()));
     std::fs::create_dir_all(data_dir.join("measured")).unwrap();
     std::fs::write(
         data_dir.join("measured/homogeneous.csv"),

@@ -15,7 +15,8 @@ fn near(v: &serde_json::Value, want: f64, tol: f64) {
 #[test]
 fn the_fit_on_the_given_sets_is_the_default_calibration() {
     let Some(data) = shared_data() else { return };
-    let out_file = std::env::temp_dir().join(format!("amp-fit-{}.json", std::process::id()));
+    let out_file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("amp-fit-{}.json", std::process::id()));
     let v = amp_json(&[
         "fit",
         "--json",

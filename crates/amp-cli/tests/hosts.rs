@@ -30,7 +30,8 @@ fn export(dir: &std::path::Path, extra: &[&str]) -> std::process::Output {
 
 #[test]
 fn hosts_flag_and_hostfile_name_the_nodes() {
-    let dir = std::env::temp_dir().join(format!("amp-cli-hosts-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("amp-cli-hosts-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let o = export(&dir.join("a"), &["--hosts", "gpu-a.example,gpu-b.example"]);
     assert!(o.status.success(), "{}", stderr(&o));

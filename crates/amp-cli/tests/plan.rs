@@ -318,7 +318,8 @@ fn profile_with_wrong_layer_count_is_rejected() {
 
 #[test]
 fn emit_report_and_export_write_their_files() {
-    let dir = std::env::temp_dir().join(format!("amp-cli-emit-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("amp-cli-emit-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let out = dir.join("ds");
     let report = dir.join("r.html");
@@ -444,7 +445,8 @@ fn drawn(html: &str, stage: usize, kind: &str) -> Vec<(f64, f64)> {
 /// predicted time shown is the plan's.
 #[test]
 fn report_draws_the_simulation_that_priced_the_plan() {
-    let dir = std::env::temp_dir().join(format!("amp-cli-report-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("amp-cli-report-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let report = dir.join("r.html");
     let v = amp_json(&[
@@ -521,7 +523,8 @@ fn interleaved_plans_are_what_megatron_builds() {
         }
     }
     assert!(pipelined > 0);
-    let dir = std::env::temp_dir().join(format!("amp-cli-il-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("amp-cli-il-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let plans_file = dir.join("plans.json");
     std::fs::write(&plans_file, &o.stdout).unwrap();
@@ -638,7 +641,8 @@ fn interleaving_can_count_the_embedding_and_loss_as_layers() {
         plans[rank - 1]["stage_boundaries"],
         serde_json::json!([0, 5, 10, 15, 20, 25, 31])
     );
-    let dir = std::env::temp_dir().join(format!("amp-cli-acc-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("amp-cli-acc-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let plans_file = dir.join("plans.json");
     std::fs::write(&plans_file, &o.stdout).unwrap();

@@ -20,7 +20,8 @@ const PLAN: &str = r#"{"micro_batch": 2, "num_micro_batches": 4, "stages": [
   {"first_layer": 13, "end_layer": 27, "replicas": [[{"node": 1, "gpu": 0}, {"node": 1, "gpu": 1}], [{"node": 1, "gpu": 2}, {"node": 1, "gpu": 3}]]}]}"#;
 
 fn out_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("amp-sailor-test-{}-{name}", std::process::id()));
+    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("amp-sailor-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     d
 }

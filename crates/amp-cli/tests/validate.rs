@@ -193,7 +193,8 @@ fn write_synthetic(dir: &std::path::Path) {
 
 #[test]
 fn synthetic_sailor_layout_is_grouped_and_scored() {
-    let dir = std::env::temp_dir().join(format!("amp-validate-test-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("amp-validate-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     write_synthetic(&dir);
     let out = amp()
@@ -231,7 +232,8 @@ fn synthetic_sailor_layout_is_grouped_and_scored() {
 /// no profiles directory (the embedded AMP profiles are used).
 #[test]
 fn synthetic_het_cluster_and_het_model_use_their_clusters_and_models() {
-    let dir = std::env::temp_dir().join(format!("amp-validate-het-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("amp-validate-het-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("measured")).unwrap();
     let header = "micro_batch,tp,dp,pp,stage_boundaries,amp_predicted_s,measured_s\n";
@@ -313,7 +315,8 @@ fn synthetic_het_cluster_and_het_model_use_their_clusters_and_models() {
 /// off, are read, each with a note naming what was read how.
 #[test]
 fn sailor_directory_names_and_layer_typos_are_read_with_a_note() {
-    let dir = std::env::temp_dir().join(format!("amp-validate-typo-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("amp-validate-typo-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     write_synthetic(&dir);
     for f in ["llm_info.json", "profiles.json", "training/tiny.json"] {

@@ -180,7 +180,8 @@ fn report_renders_in_headless_chromium() {
         eprintln!("skipped: no chromium (install it or set AMP_CHROMIUM; AMP_REQUIRE_BROWSER=1 makes this fail)");
         return;
     };
-    let dir = std::env::temp_dir().join(format!("amp-report-browser-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("amp-report-browser-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
 
     let (p, m, c) = common::uneven();
