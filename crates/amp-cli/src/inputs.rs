@@ -57,11 +57,12 @@ pub struct InputArgs {
     #[arg(long, help = crate::calibration_arg::HELP)]
     pub calibration: Option<String>,
     /// Sailor's data folder (profiles.json, llm_info.json, training/,
-    /// cluster_config.json, network/). amp eval and amp export: the plan is
-    /// a Sailor plan_config, priced on the nodes it names with this
-    /// folder's model, profiles and network curves; the model is --model or
-    /// the plan's folder name (measured/<cluster>/<model>/...). amp plan:
-    /// plans --model (a model of training/) on --cluster written in
+    /// cluster_config.json, network/). amp eval and amp export: a Sailor
+    /// plan_config is priced on the nodes it names with this folder's
+    /// model, profiles and network curves (the model is --model or the
+    /// plan's folder name, measured/<cluster>/<model>/...); an amp plan made
+    /// by amp plan --sailor-data takes the same --model and --cluster. amp
+    /// plan: plans --model (a model of training/) on --cluster written in
     /// Sailor's node kinds (8x4xA100-40+24x4xV100-16), in the setup of
     /// Sailor's runs.
     #[arg(long, conflicts_with_all = ["example", "seq"])]
@@ -418,20 +419,27 @@ impl InputArgs {
             let plan = self.load_plan(&mut loaded, path, rank, setup, emit)?;
             return Ok((loaded, plan, Vec::new()));
         };
+        let origin = path.display().to_string();
+        let text = read_text(path)?;
+        if !is_sailor_plan(&text) {
+            // An amp plan made on Sailor's scenario (`amp plan --sailor-data`):
+            // the same model and nodes, then the plan as any amp plan.
+            if self.cluster.is_none() {
+                bail!("{origin} is an amp plan, not a Sailor plan_config (no `pipeline_list`): with --sailor-data give the --model and --cluster it was planned on (Sailor's node kinds, e.g. --cluster 8x4xA100-40+24x4xV100-16), or drop --sailor-data and give amp's --model and --cluster");
+            }
+            let mut loaded = self.load()?;
+            let plan = self.load_plan(&mut loaded, path, rank, setup, emit)?;
+            return Ok((loaded, plan, Vec::new()));
+        }
         if self.cluster.is_some() {
             bail!("--cluster does not apply to a Sailor plan: it is priced on the nodes it names; drop --cluster");
         }
-        let origin = path.display().to_string();
         let given = setup.given();
         if !given.is_empty() {
             bail!(
                 "{} do not apply to a Sailor plan: it is priced in the setup of Sailor's runs (from its llm_info.json); drop them",
                 given.join(", ")
             );
-        }
-        let text = read_text(path)?;
-        if !is_sailor_plan(&text) {
-            bail!("{origin} is not a Sailor plan_config (no `pipeline_list`); --sailor-data applies to Sailor plans, price an amp plan with --model and --cluster");
         }
         let files = read_sailor_folder(dir)?;
         let folder = sailor_folder(&files, dir)?;

@@ -421,3 +421,94 @@ fn sailors_own_plans_price_as_the_readme_says() {
         stderr(&o)
     );
 }
+
+/// An amp plan made on Sailor's scenario (`amp plan --sailor-data`) exports
+/// to a Sailor file with the same flags (`amp export --sailor-data --model
+/// --cluster`), and that file, read back as a Sailor plan, prices at the
+/// plan's time. Without --cluster the amp plan is refused, saying what to
+/// give.
+#[test]
+fn amp_plans_on_sailors_scenario_export_and_read_back() {
+    let Some(data) = sailor_data() else { return };
+    let d = data.to_str().unwrap();
+    let cluster = "2x4xA100-40+2x4xV100-16";
+    let plans = amp(&[
+        "plan",
+        "--sailor-data",
+        d,
+        "--model",
+        "OPT-350",
+        "--cluster",
+        cluster,
+        "--global-batch",
+        "64",
+        "--json",
+        "--top",
+        "2",
+        "-q",
+    ]);
+    assert!(plans.status.success(), "{}", stderr(&plans));
+    let parsed: serde_json::Value = serde_json::from_str(&stdout(&plans)).unwrap();
+    let file = tmp("sailor-scenario-plans.json", &stdout(&plans));
+    let file = file.to_str().unwrap();
+    for rank in [1usize, 2] {
+        let planned = parsed["plans"][rank - 1]["predicted_iteration_s"]
+            .as_f64()
+            .unwrap();
+        let dir = out_dir(&format!("scenario-{rank}"));
+        let rank_arg = rank.to_string();
+        let o = amp(&[
+            "export",
+            file,
+            "--rank",
+            &rank_arg,
+            "--sailor-data",
+            d,
+            "--model",
+            "OPT-350",
+            "--cluster",
+            cluster,
+            "--to",
+            "sailor",
+            "--out",
+            dir.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let written = stdout(&o).trim().to_string();
+        assert!(written.contains("plan_config_N"), "{written}");
+        let back = amp_json(&[
+            "eval",
+            &written,
+            "--sailor-data",
+            d,
+            "--model",
+            "OPT-350",
+            "--json",
+        ])["iteration_s"]
+            .as_f64()
+            .unwrap();
+        assert!(
+            (back - planned).abs() <= 1e-9 * planned,
+            "rank {rank}: {back} read back, {planned} planned"
+        );
+    }
+    let o = amp(&[
+        "export",
+        file,
+        "--sailor-data",
+        d,
+        "--model",
+        "OPT-350",
+        "--to",
+        "sailor",
+        "--out",
+        out_dir("scenario-no-cluster").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("is an amp plan, not a Sailor plan_config")
+            && stderr(&o).contains("--cluster it was planned on"),
+        "{}",
+        stderr(&o)
+    );
+}
