@@ -191,26 +191,35 @@ fn print_tables(out: &mut dyn Write, reports: &[DatasetReport], runs: bool) -> R
     }
     if runs {
         for r in reports {
+            // Phase columns only where the data records the phase.
+            let phases = r.details.iter().any(|d| d.measured_grad_reduce_s.is_some());
+            let mut header = vec![
+                "run",
+                "plan",
+                "measured s",
+                "predicted s",
+                "err",
+                "measured GB",
+                "predicted GB",
+            ];
+            if phases {
+                header.extend(["grad reduce: measured ms", "predicted ms"]);
+            }
+            header.push("fits");
+            // One line per run, however wide: a listing to read or grep.
             let mut t = Table::new();
             t.load_preset(UTF8_BORDERS_ONLY)
-                .set_content_arrangement(ContentArrangement::Dynamic)
-                .set_width(100)
-                .set_header(vec![
-                    "run",
-                    "measured s",
-                    "predicted s",
-                    "err",
-                    "measured GB",
-                    "predicted GB",
-                    "fits",
-                ]);
+                .set_content_arrangement(ContentArrangement::Disabled)
+                .set_header(header);
             for d in &r.details {
                 let err = match (d.predicted_s, d.measured_s) {
                     (Some(p), Some(m)) => format!("{:+.1}%", 100.0 * (p - m) / m),
                     _ => "-".into(),
                 };
-                t.add_row(vec![
+                let tp = d.tp.map_or("mixed".to_string(), |t| t.to_string());
+                let mut row = vec![
                     d.name.clone(),
+                    format!("tp {tp} dp {} pp {} mbs {}", d.dp, d.pp, d.micro_batch),
                     if d.failed {
                         "failed".into()
                     } else {
@@ -220,12 +229,17 @@ fn print_tables(out: &mut dyn Write, reports: &[DatasetReport], runs: bool) -> R
                     err,
                     opt(d.measured_peak_bytes.map(|b| b / 1e9), 2),
                     opt(d.predicted_peak_bytes.map(|b| b / 1e9), 2),
-                    if d.predicted_infeasible {
-                        "no".into()
-                    } else {
-                        "yes".into()
-                    },
-                ]);
+                ];
+                if phases {
+                    row.push(opt(d.measured_grad_reduce_s.map(|s| s * 1e3), 1));
+                    row.push(opt(d.predicted_grad_reduce_s.map(|s| s * 1e3), 1));
+                }
+                row.push(if d.predicted_infeasible {
+                    "no".into()
+                } else {
+                    "yes".into()
+                });
+                t.add_row(row);
             }
             writeln!(out, "{}", r.name)?;
             writeln!(out, "{t}")?;

@@ -36,6 +36,36 @@ fn reference_data_prints_metric_rows() {
     }
 }
 
+/// `--runs` lists each run on one line: its name whole, its plan, and
+/// where the data records it the measured and predicted gradient
+/// reduction (Sailor's N4 dp-4 run recorded 1060.9 ms, against 60.4 ms
+/// predicted); the AMP runs, which record none, get no such columns.
+#[test]
+fn per_run_listing_has_the_plan_and_the_recorded_phase() {
+    let Some(data) = shared_data() else { return };
+    let listing = |dir: &str| {
+        let out = amp()
+            .args(["validate", "--runs"])
+            .arg(data.join(dir))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let sailor = listing("sailor");
+    let line = sailor
+        .lines()
+        .find(|l| l.contains("clariden/OPT-350/N4/plan_config_N4_D4.json"))
+        .unwrap_or_else(|| panic!("{sailor}"));
+    for cell in ["tp 4 dp 4 pp 1 mbs 4", "1.235", "1060.9", "60.4"] {
+        assert!(line.contains(cell), "`{cell}` missing in: {line}");
+    }
+    assert!(sailor.contains("grad reduce: measured ms"), "{sailor}");
+    let amp_runs = listing("amp-paper");
+    assert!(!amp_runs.contains("grad reduce: measured ms"), "{amp_runs}");
+    assert!(amp_runs.contains("tp 1 dp 8 pp 2 mbs 1"), "{amp_runs}");
+}
+
 #[test]
 fn reference_data_json_meets_the_memory_and_feasibility_targets() {
     let Some(data) = shared_data() else { return };
@@ -296,8 +326,7 @@ fn synthetic_het_cluster_and_het_model_use_their_clusters_and_models() {
             assert!(p > 0.1 && p < 100.0, "{r}");
         }
     }
-    // The per-run table lists every run by name and degrees (the cell may
-    // wrap in the 100-column table after the tensor-parallel degree).
+    // The per-run table lists every run by name and degrees.
     let text = amp()
         .arg("validate")
         .arg("--runs")
