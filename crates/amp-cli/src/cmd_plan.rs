@@ -534,6 +534,9 @@ const KEEP_FOR_EMIT: usize = 100;
 
 pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
     let mut loaded = args.inputs.load()?;
+    for note in std::mem::take(&mut loaded.notes) {
+        writeln!(err, "warning: {note}")?;
+    }
     let global_batch = match (args.global_batch, loaded.example_batch) {
         (Some(b), _) | (None, Some(b)) => b,
         (None, None) => bail!("--global-batch is required (the Sailor training file gives none)"),

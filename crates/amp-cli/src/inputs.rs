@@ -116,6 +116,9 @@ pub struct Loaded {
     /// none: the profile's own, fp16 for the AMP artifact's profiles (its
     /// runs trained in fp16), else bf16.
     pub default_precision: Precision,
+    /// What the input files leave out that the model's runs computed
+    /// (Sailor's data), for the command to print as warnings.
+    pub notes: Vec<String>,
 }
 
 impl InputArgs {
@@ -168,6 +171,7 @@ impl InputArgs {
                 profile,
                 example_batch: Some(e.global_batch()),
                 data_setup: None,
+                notes: Vec::new(),
             });
         }
         let model = load_model(self.model.as_deref().unwrap_or_default(), self.seq)?;
@@ -215,6 +219,7 @@ impl InputArgs {
             example_batch: None,
             default_precision,
             data_setup: None,
+            notes: Vec::new(),
         })
     }
 
@@ -251,6 +256,7 @@ impl InputArgs {
             cluster,
             profile,
             data_setup: Some(m.setup),
+            notes: m.notes,
         })
     }
 
@@ -429,7 +435,8 @@ impl InputArgs {
             }
             let mut loaded = self.load()?;
             let plan = self.load_plan(&mut loaded, path, rank, setup, emit)?;
-            return Ok((loaded, plan, Vec::new()));
+            let notes = std::mem::take(&mut loaded.notes);
+            return Ok((loaded, plan, notes));
         }
         if self.cluster.is_some() {
             bail!("--cluster does not apply to a Sailor plan: it is priced on the nodes it names; drop --cluster");
@@ -476,7 +483,8 @@ impl InputArgs {
         };
         let m = folder.model(&name)?;
         let mut run = folder.run(&text, &origin, &m)?;
-        let warnings = std::mem::take(&mut run.warnings);
+        let mut warnings = m.notes.clone();
+        warnings.append(&mut run.warnings);
         let mut profile = m.profile;
         for p in &self.profile {
             profile.merge(read_profile(p, &m.model)?);
@@ -488,6 +496,7 @@ impl InputArgs {
             profile,
             example_batch: None,
             data_setup: Some(run.plan.setup),
+            notes: Vec::new(),
         };
         self.complete_profile(
             &mut loaded,

@@ -512,3 +512,44 @@ fn amp_plans_on_sailors_scenario_export_and_read_back() {
         stderr(&o)
     );
 }
+
+/// Sailor's GPT-Neo-2.7 files are read as they are, with warnings naming
+/// what they get wrong: a training file's vocabulary of 128,256 beside an
+/// embedding of 50,304 rows, and no vocabulary projection (its runs
+/// computed one: 4.3% of the forward FLOPs). OPT-350's files, whose 50,272
+/// are padded to 50,304 rows and which carry the projection, get none.
+#[test]
+fn gpt_neo_files_are_read_with_what_they_leave_out() {
+    let Some(data) = sailor_data() else { return };
+    let d = data.to_str().unwrap();
+    let run = |model: &str| {
+        amp(&[
+            "plan",
+            "--sailor-data",
+            d,
+            "--model",
+            model,
+            "--cluster",
+            "2x4xGH-96",
+            "--top",
+            "1",
+            "-q",
+        ])
+    };
+    let o = run("GPT-Neo-2.7");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("gpt-neo-2.7b.json: vocab_size 128256 disagrees with")
+            && e.contains("50304 rows of 2560 beside 2048 positions"),
+        "{e}"
+    );
+    assert!(
+        e.contains("model `GPT-Neo-2.7` has no vocabulary projection")
+            && e.contains("about 4.3% of the model's forward FLOPs"),
+        "{e}"
+    );
+    let o = run("OPT-350");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+}

@@ -241,13 +241,25 @@ fn synthetic_sailor_layout_is_grouped_and_scored() {
     assert_eq!(d["completed"], 2);
     assert_eq!(d["failed"], 1);
     assert_eq!(d["memory_error"]["count"], 3);
+    let notes: Vec<&str> = d["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
     assert!(
-        d["notes"][0]
-            .as_str()
-            .unwrap()
-            .contains("plan_config_bad.json"),
-        "{}",
-        d["notes"]
+        notes
+            .iter()
+            .any(|n| n.starts_with("skipped") && n.contains("plan_config_bad.json")),
+        "{notes:?}"
+    );
+    // The synthetic training file's vocabulary (200) is not what its
+    // embedding holds (1000 parameters of width 8 beside 8 positions).
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("vocab_size 200 disagrees") && n.contains("117 rows of 8")),
+        "{notes:?}"
     );
     // A directory that is neither layout is a clear error.
     let empty = dir.join("training");

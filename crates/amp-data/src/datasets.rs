@@ -248,6 +248,8 @@ pub struct SailorFolder<'a> {
     llm: &'a str,
     /// `training/*.json` by the model name they give.
     pub training: BTreeMap<String, sailor::TrainingConfig>,
+    /// The file each model's training settings came from.
+    training_files: BTreeMap<String, String>,
     /// `cluster_config.json`: GPU memory per type (empty without the file).
     pub gpus: BTreeMap<String, sailor::GpuSpec>,
     pub network: sailor::Network,
@@ -262,15 +264,19 @@ pub struct SailorModel {
     pub model: amp_core::model::Model,
     pub profile: amp_core::profile::Profile,
     pub setup: amp_core::setup::TrainingSetup,
+    /// What the files get wrong or leave out ([`sailor::model_notes`]),
+    /// for the reader to pass on.
+    pub notes: Vec<String>,
 }
 
 impl<'a> SailorFolder<'a> {
     /// Reads the shared files of `files` (which need not hold any
     /// `measured/` run).
     pub fn read(files: &'a DatasetFiles) -> Result<SailorFolder<'a>> {
-        let mut training = BTreeMap::new();
+        let (mut training, mut training_files) = (BTreeMap::new(), BTreeMap::new());
         for rel in files.in_dir("training", ".json") {
             let t = sailor::parse_training(files.text(rel)?, &files.origin(rel))?;
+            training_files.insert(t.model.clone(), rel.to_string());
             training.insert(t.model.clone(), t);
         }
         let gpus = match files.files.contains_key("cluster_config.json") {
@@ -295,6 +301,7 @@ impl<'a> SailorFolder<'a> {
             profiles: files.text("profiles.json")?,
             llm: files.text("llm_info.json")?,
             training,
+            training_files,
             gpus,
             network,
         })
@@ -322,11 +329,17 @@ impl<'a> SailorFolder<'a> {
         // The runs' number format, which sizes their sends and all-reduces.
         profile.precision = sailor::training_precision(self.llm, &llm_origin, &t.model)?;
         profile.check_layers(model.num_layers(), &profiles_origin)?;
+        let training_origin = self.training_files.get(&t.model).map_or_else(
+            || self.files.origin("training"),
+            |rel| self.files.origin(rel),
+        );
+        let notes = sailor::model_notes(&model, t, &llm_origin, &training_origin);
         Ok(SailorModel {
             name: t.model.clone(),
             setup: sailor::training_setup(profile.precision),
             model,
             profile,
+            notes,
         })
     }
 
@@ -380,7 +393,7 @@ fn sailor_datasets(files: &DatasetFiles) -> Result<Vec<LoadedDataset>> {
     let mut out = Vec::new();
     for ((cluster_name, model_name), rels) in groups {
         let m = folder.model(&model_name)?;
-        let mut notes = Vec::new();
+        let mut notes: Vec<String> = m.notes.iter().map(|n| format!("note: {n}")).collect();
         if m.name != model_name {
             notes.push(format!(
                 "note: measured/{cluster_name}/{model_name} read as model `{}` (its training/*.json)",

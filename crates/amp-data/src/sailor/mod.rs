@@ -425,5 +425,74 @@ pub fn parse_model(llm_info: &str, llm_origin: &str, training: &TrainingConfig) 
     Ok(model)
 }
 
+/// What a model read by [`parse_model`] gets wrong or leaves out, as notes
+/// naming the files (notes, not repairs: which number the runs used is not
+/// in the data):
+///
+/// - a training file's `vocab_size` that disagrees with the rows of
+///   `llm_info.json`'s embedding (its parameters over the hidden size, less
+///   one learned position per token of the sequence) by more than
+///   Megatron-LM's padding (OPT-350's 50,272 are 50,304 rows: not noted):
+///   Sailor's GPT-Neo-2.7
+///   file says 128,256 (Llama 3's vocabulary), its embedding holds 50,304
+///   rows (GPT-2's 50,257 padded to a multiple of 128);
+/// - a causal language model whose layers hold no vocabulary projection
+///   (Sailor's GPT-Neo-2.7 entries end with a layer of 5,120 parameters that
+///   outputs `s x h` elements and is profiled at a layer norm's time; its
+///   OPT-350 entries carry the projection). Its runs computed the logits, so
+///   predictions from these files, amp's and Sailor's simulator's alike,
+///   miss the projection's time (the note gives its share of the forward
+///   FLOPs), its tied weights' copy on the last stage and its logits.
+pub fn model_notes(
+    model: &Model,
+    training: &TrainingConfig,
+    llm_origin: &str,
+    training_origin: &str,
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    let (s, h) = (training.sequence_length, training.hidden_size);
+    let mut vocab = training.vocab_size;
+    if let Some(e) = model
+        .layers
+        .first()
+        .filter(|l| l.kind == LayerKind::Embedding)
+    {
+        let rows = (e.params % h == 0).then(|| (e.params / h).saturating_sub(s));
+        // Megatron-LM pads the vocabulary to a multiple of 128 x tp: under
+        // 1,024 rows more at tp <= 8 is padding, not a disagreement.
+        let padded = |r: u64| r >= vocab && r - vocab < 1024;
+        if let Some(rows) = rows.filter(|&r| r > 0 && !padded(r)) {
+            notes.push(format!(
+                "{training_origin}: vocab_size {vocab} disagrees with {llm_origin}'s embedding of `{}` ({} parameters: {rows} rows of {h} beside {s} positions); amp keeps the file's figure where it uses one, and the embedding's parameters as given",
+                training.model, e.params
+            ));
+            vocab = rows;
+        }
+    }
+    if vocab > 0
+        && !model
+            .layers
+            .iter()
+            .any(|l| l.kind == LayerKind::VocabProjection)
+    {
+        let head = 2.0 * (s * h * vocab) as f64;
+        let rest: f64 = model
+            .layers
+            .iter()
+            .filter_map(|l| l.forward_flops_per_sample)
+            .sum();
+        let last = model.layers.last();
+        notes.push(format!(
+            "{llm_origin}: model `{}` has no vocabulary projection (its last layer holds {} parameters and outputs {} elements per sample, not {} logits): its runs computed one, about {:.1}% of the model's forward FLOPs, all on the last pipeline stage, with a copy of the tied embedding and the logits' memory; amp prices the model as the files give it, so its predictions, like any made from these files, are optimistic for the last stage",
+            training.model,
+            last.map_or(0, |l| l.params),
+            last.map_or(0, |l| l.output_elems_per_sample),
+            s * vocab,
+            100.0 * head / (head + rest)
+        ));
+    }
+    notes
+}
+
 #[cfg(test)]
 mod tests;

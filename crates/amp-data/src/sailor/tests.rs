@@ -67,6 +67,49 @@ fn model_layers_kinds_and_sizes() {
     assert_eq!(m.shape.as_ref().unwrap().heads, 2);
 }
 
+/// Notes name what the files get wrong or leave out: none for a model with
+/// its projection and a padded vocabulary; a vocabulary the embedding does
+/// not hold; a model without a projection, with the projection's share of
+/// the forward FLOPs (2 s h V = 320 against the blocks' 2 x (24 h^2 s + 4
+/// s^2 h) = 1,664: 16.1%).
+#[test]
+fn notes_name_a_missing_projection_and_a_vocabulary_the_embedding_lacks() {
+    let train = parse_training(TRAIN, "t.json").unwrap();
+    assert!(model_notes(&model(), &train, "llm.json", "t.json").is_empty());
+
+    let big = parse_training(
+        &TRAIN.replace("\"vocab_size\": 20", "\"vocab_size\": 2000"),
+        "t.json",
+    )
+    .unwrap();
+    let m = parse_model(LLM, "llm.json", &big).unwrap();
+    let notes = model_notes(&m, &big, "llm.json", "t.json");
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert!(
+        notes[0].starts_with("t.json: vocab_size 2000 disagrees with llm.json's embedding"),
+        "{}",
+        notes[0]
+    );
+    assert!(
+        notes[0].contains("23 rows of 4 beside 2 positions"),
+        "{}",
+        notes[0]
+    );
+    // The projection's note counts the embedding's 23 rows: 46 logits.
+    assert!(notes[1].contains("not 46 logits"), "{}", notes[1]);
+
+    let headless = LLM.replace(r#""act_output_floats": 41"#, r#""act_output_floats": 8"#);
+    let m = parse_model(&headless, "llm.json", &train).unwrap();
+    let notes = model_notes(&m, &train, "llm.json", "t.json");
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].starts_with("llm.json: model `M` has no vocabulary projection (its last layer holds 90 parameters and outputs 8 elements per sample, not 40 logits)")
+            && notes[0].contains("about 16.1% of the model's forward FLOPs"),
+        "{}",
+        notes[0]
+    );
+}
+
 #[test]
 fn profiles_become_entries_per_gpu_mbs_tp() {
     let text = r#"{"M": {"G": {"2": {"1": {"0": [1.0, 2.0, 3.0], "1": [4.0, 5.0, 6.0]}},
