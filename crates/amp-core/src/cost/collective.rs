@@ -29,8 +29,6 @@
 //! (node, GPU), so each node is entered and left once per ring, and the ring
 //! runs at the pace of its slowest hop.
 
-use std::collections::BTreeMap;
-
 use crate::cluster::{Cluster, Device, Node};
 
 /// Start-up latency of one message step between two GPUs of one node
@@ -117,24 +115,58 @@ fn nics_of(node: &Node, gpus: impl Iterator<Item = usize>) -> Vec<usize> {
 /// to each) and the number of flows between each ordered node pair.
 #[derive(Debug, Default)]
 struct NicLoad {
-    out: BTreeMap<(usize, usize), f64>,
-    inn: BTreeMap<(usize, usize), f64>,
-    pairs: BTreeMap<(usize, usize), usize>,
+    out: KeyedSums<f64>,
+    inn: KeyedSums<f64>,
+    pairs: KeyedSums<usize>,
 }
 
 impl NicLoad {
     fn new<'f>(flows: impl IntoIterator<Item = &'f Flow>) -> NicLoad {
-        let mut l = NicLoad::default();
+        let (mut out, mut inn, mut pairs) = (Vec::new(), Vec::new(), Vec::new());
         for f in flows {
             for &j in &f.out {
-                *l.out.entry((f.from, j)).or_default() += 1.0 / f.out.len() as f64;
+                out.push(((f.from, j), 1.0 / f.out.len() as f64));
             }
             for &j in &f.inn {
-                *l.inn.entry((f.to, j)).or_default() += 1.0 / f.inn.len() as f64;
+                inn.push(((f.to, j), 1.0 / f.inn.len() as f64));
             }
-            *l.pairs.entry((f.from, f.to)).or_default() += 1;
+            pairs.push(((f.from, f.to), 1));
         }
-        l
+        NicLoad {
+            out: KeyedSums::new(out),
+            inn: KeyedSums::new(inn),
+            pairs: KeyedSums::new(pairs),
+        }
+    }
+}
+
+/// Sums of values by key, each summed in the order its entries came (a
+/// stable sort keeps it, so sums are those of adding them one by one), found
+/// by binary search: a sorted vector built once, not a tree of nodes (the
+/// network pricing builds one per collective).
+#[derive(Debug, Default)]
+struct KeyedSums<V> {
+    entries: Vec<((usize, usize), V)>,
+}
+
+impl<V: Copy + std::ops::AddAssign> KeyedSums<V> {
+    fn new(mut raw: Vec<((usize, usize), V)>) -> KeyedSums<V> {
+        raw.sort_by_key(|e| e.0);
+        let mut entries: Vec<((usize, usize), V)> = Vec::with_capacity(raw.len());
+        for (k, v) in raw {
+            match entries.last_mut() {
+                Some(last) if last.0 == k => last.1 += v,
+                _ => entries.push((k, v)),
+            }
+        }
+        KeyedSums { entries }
+    }
+
+    fn get(&self, key: (usize, usize)) -> Option<V> {
+        self.entries
+            .binary_search_by_key(&key, |e| e.0)
+            .ok()
+            .map(|i| self.entries[i].1)
     }
 }
 
@@ -144,17 +176,17 @@ impl NicLoad {
 /// [`Network::inter_node_efficiency`].
 fn flow_bytes_per_s(net: &Network, load: &NicLoad, f: &Flow) -> f64 {
     let cluster = net.cluster;
-    let side = |map: &BTreeMap<(usize, usize), f64>, node: usize, nics: &[usize]| {
+    let side = |map: &KeyedSums<f64>, node: usize, nics: &[usize]| {
         let n = &cluster.nodes[node];
         let per_nic = n.inter_bytes_per_s / n.nics.max(1) as f64;
         let heaviest = nics
             .iter()
-            .map(|&j| map.get(&(node, j)).copied().unwrap_or(1.0))
+            .map(|&j| map.get((node, j)).unwrap_or(1.0))
             .fold(0.0, f64::max);
         per_nic / heaviest.max(1e-300)
     };
     let pair = cluster.link_bytes_per_s(f.ends.0, f.ends.1)
-        / load.pairs.get(&(f.from, f.to)).copied().unwrap_or(1).max(1) as f64;
+        / load.pairs.get((f.from, f.to)).unwrap_or(1).max(1) as f64;
     side(&load.out, f.from, &f.out)
         .min(side(&load.inn, f.to, &f.inn))
         .min(pair)
