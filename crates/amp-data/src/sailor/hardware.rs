@@ -366,15 +366,30 @@ pub fn sailor_nodes_cluster(
         });
     }
     let mut links = Vec::new();
+    // A pair's curve depends only on the two kinds: found once per pair of
+    // kinds (a few), not once per node pair (8,128 on 128 nodes, each a
+    // scan of the network file's entries).
+    type Kind<'s> = (&'s str, usize, &'s str);
+    let mut known: Vec<((Kind, Kind), Option<f64>)> = Vec::new();
     for (i, a) in slots.iter().enumerate() {
         for (j, b) in slots.iter().enumerate().skip(i + 1) {
             if a == b {
                 continue;
             }
-            match network.pair_curve((a.2, a.0, a.1), (b.2, b.0, b.1)) {
-                Some(c) => links.push(NodeLink {
+            let found = match known.iter().find(|(k, _)| *k == (*a, *b)) {
+                Some((_, bw)) => *bw,
+                None => {
+                    let bw = network
+                        .pair_curve((a.2, a.0, a.1), (b.2, b.0, b.1))
+                        .map(|c| c.bytes_per_s(REFERENCE_MESSAGE_BYTES));
+                    known.push(((*a, *b), bw));
+                    bw
+                }
+            };
+            match found {
+                Some(bytes_per_s) => links.push(NodeLink {
                     nodes: [i, j],
-                    bytes_per_s: c.bytes_per_s(REFERENCE_MESSAGE_BYTES),
+                    bytes_per_s,
                 }),
                 None if a.2 == b.2 => {}
                 None => {
