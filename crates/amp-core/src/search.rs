@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::{Cluster, NodeLink};
-use crate::cost::{Candidate, CostModel, Estimate, Inputs};
+use crate::cost::{Candidate, CostModel, Estimate, Inputs, LayoutEstimator, StageTables};
 use crate::error::{AmpError, Result};
 use crate::limits;
 use crate::partition::{best_partition, even_block_split};
@@ -350,66 +350,167 @@ pub(crate) enum Outcome {
     Slower,
 }
 
-/// Prices one candidate: `total_micro_batches` of `micro_batch` samples
-/// over its replicas, dealt evenly ([`crate::uneven::even_deal`]; the
-/// partitioner's tables assume the largest share).
-fn price_candidate(
+/// Prices the candidates of one placement at its micro-batch sizes:
+/// `members` are (enumeration index, micro-batch size, micro-batches of the
+/// whole iteration). They share the grid, the partitioner's network tables
+/// ([`CostModel::stage_tables_of_grid`]) and the estimator of their plans
+/// ([`CostModel::layout_estimator`]), so the network is priced once.
+#[allow(clippy::too_many_arguments)]
+fn price_placement(
     inputs: &Inputs,
     model: &dyn CostModel,
     setup: &TrainingSetup,
+    (tp, dp, pp): Degrees,
+    placement: &Placement,
+    members: &[(usize, usize, usize)],
+) -> Vec<(usize, Outcome)> {
+    let layers = inputs.model.num_layers();
+    let setup = setup.for_pipeline(pp);
+    let mut out = Vec::with_capacity(members.len());
+    // (index, micro-batch, each replica's micro-batches, their largest)
+    let mut live: Vec<(usize, usize, Vec<usize>, usize)> = Vec::new();
+    for &(index, micro_batch, total) in members {
+        if total.div_ceil(dp) > limits::MAX_MICRO_BATCHES {
+            // Checked before building the grid: at a large global batch
+            // most small micro-batches land here.
+            out.push((
+                index,
+                Outcome::Skipped(format!(
+                    "more than {} micro-batches per iteration (the limit); larger micro-batches or more replicas are searched",
+                    limits::MAX_MICRO_BATCHES
+                )),
+            ));
+        } else if pp.saturating_mul(layers) > limits::MAX_STAGE_LAYER_CELLS {
+            out.push((
+                index,
+                Outcome::Skipped(format!(
+                    "pp x layers above {} (the limit that bounds the partitioner's memory): pp up to {} is searched for {layers} layers",
+                    limits::MAX_STAGE_LAYER_CELLS,
+                    limits::MAX_STAGE_LAYER_CELLS / layers
+                )),
+            ));
+        } else {
+            // Dealt evenly ([`crate::uneven::schedule_deal`]); the
+            // partitioner's tables assume the largest share.
+            let counts = crate::uneven::schedule_deal(total, dp, pp, &setup);
+            let most = counts.iter().copied().max().unwrap_or(0);
+            live.push((index, micro_batch, counts, most));
+        }
+    }
+    if live.is_empty() {
+        return out;
+    }
+    let grid = DeviceGrid::new(inputs.cluster, tp, dp, pp, placement);
+    // Megatron-LM runs an interleaved pipeline only on its even split: no
+    // tables.
+    let tables: Vec<Option<Result<StageTables>>> = if setup.virtual_stages() > 1 {
+        live.iter().map(|_| None).collect()
+    } else {
+        let cands: Vec<Candidate> = live
+            .iter()
+            .map(|(_, micro_batch, _, most)| Candidate {
+                grid: &grid,
+                setup: &setup,
+                micro_batch: *micro_batch,
+                num_micro_batches: *most,
+            })
+            .collect();
+        model
+            .stage_tables_of_grid(inputs, &cands)
+            .into_iter()
+            .map(Some)
+            .collect()
+    };
+    let mut estimator = None;
+    for ((index, micro_batch, counts, most), tables) in live.into_iter().zip(tables) {
+        let o = price_candidate(
+            inputs,
+            model,
+            &setup,
+            placement.clone(),
+            &grid,
+            (micro_batch, counts, most),
+            tables,
+            &mut estimator,
+        );
+        out.push((index, o));
+    }
+    out
+}
+
+/// Prices one candidate of [`price_placement`]: `micro_batch` samples per
+/// micro-batch, `counts` micro-batches per replica (`most` the largest),
+/// split by the partitioner on `tables` (`None` for an interleaved setup,
+/// which takes the even split).
+#[allow(clippy::too_many_arguments)]
+fn price_candidate<'a>(
+    inputs: &'a Inputs<'a>,
+    model: &'a dyn CostModel,
+    setup: &TrainingSetup,
     placement: Placement,
-    grid: DeviceGrid,
-    micro_batch: usize,
-    total_micro_batches: usize,
+    grid: &DeviceGrid,
+    (micro_batch, counts, num_micro_batches): (usize, Vec<usize>, usize),
+    tables: Option<Result<StageTables>>,
+    estimator: &mut Option<LayoutEstimator<'a>>,
 ) -> Outcome {
-    let setup = setup.for_pipeline(grid.pp);
-    let counts = crate::uneven::schedule_deal(total_micro_batches, grid.dp, grid.pp, &setup);
-    let num_micro_batches = counts.iter().copied().max().unwrap_or(0);
     let cand = Candidate {
-        grid: &grid,
-        setup: &setup,
+        grid,
+        setup,
         micro_batch,
         num_micro_batches,
     };
-    let v = setup.virtual_stages();
-    let boundaries = if v > 1 {
-        // Megatron-LM runs an interleaved pipeline only on its even split.
-        match even_block_split(inputs.model, grid.pp * v) {
-            Ok(b) => b,
-            Err(why) => return Outcome::Skipped(format!("pp {}: {why}", grid.pp)),
+    let boundaries = match tables {
+        None => {
+            let v = setup.virtual_stages();
+            match even_block_split(inputs.model, grid.pp * v) {
+                Ok(b) => b,
+                Err(why) => return Outcome::Skipped(format!("pp {}: {why}", grid.pp)),
+            }
         }
-    } else {
-        let tables = match model.stage_tables(inputs, &cand) {
-            Ok(t) => t,
-            Err(e) => return Outcome::Skipped(e.to_string()),
-        };
-        let finite = |rows: &[Vec<f64>]| rows.iter().flatten().all(|x| x.is_finite());
-        if !finite(&tables.compute_prefix) || !finite(&tables.cut) {
-            return Outcome::Skipped(
-                "a compute or transfer time is not a finite number (check the profile's times and the layers' sizes)".into(),
-            );
-        }
-        let layers = inputs.model.num_layers();
-        let split = model.preferred_split(inputs, &cand, &tables).or_else(|| {
-            best_partition(layers, grid.pp, num_micro_batches, &tables).map(|p| p.boundaries)
-        });
-        let Some(boundaries) = split else {
-            // With a memory model, no split fitting memory; without one, no
-            // split at all (too few layers for the stages).
-            return match tables.memory {
-                Some(_) => Outcome::Infeasible,
-                None => Outcome::Skipped(format!(
-                    "no split of {layers} layers into {} stages of at least {} layers each",
-                    grid.pp, tables.min_layers
-                )),
+        Some(tables) => {
+            let tables = match tables {
+                Ok(t) => t,
+                Err(e) => return Outcome::Skipped(e.to_string()),
             };
-        };
-        boundaries
+            let finite = |rows: &[Vec<f64>]| rows.iter().flatten().all(|x| x.is_finite());
+            if !finite(&tables.compute_prefix) || !finite(&tables.cut) {
+                return Outcome::Skipped(
+                    "a compute or transfer time is not a finite number (check the profile's times and the layers' sizes)".into(),
+                );
+            }
+            let layers = inputs.model.num_layers();
+            let split = model.preferred_split(inputs, &cand, &tables).or_else(|| {
+                best_partition(layers, grid.pp, num_micro_batches, &tables).map(|p| p.boundaries)
+            });
+            let Some(boundaries) = split else {
+                // With a memory model, no split fitting memory; without one,
+                // no split at all (too few layers for the stages).
+                return match tables.memory {
+                    Some(_) => Outcome::Infeasible,
+                    None => Outcome::Skipped(format!(
+                        "no split of {layers} layers into {} stages of at least {} layers each",
+                        grid.pp, tables.min_layers
+                    )),
+                };
+            };
+            boundaries
+        }
     };
-    let mut plan = plan_from_grid(&grid, &boundaries, micro_batch, num_micro_batches, &setup);
+    let mut plan = plan_from_grid(grid, &boundaries, micro_batch, num_micro_batches, setup);
     crate::uneven::set_micro_batches(&mut plan, counts);
+    // The placement's plans at every micro-batch size share one estimator:
+    // its network is priced once, not once per size.
+    if estimator.is_none() {
+        match model.layout_estimator(inputs, &plan) {
+            Ok(e) => *estimator = Some(e),
+            Err(e) => return Outcome::Skipped(e.to_string()),
+        }
+    }
+    let Some(estimator) = estimator.as_deref() else {
+        return Outcome::Skipped("no estimator".into());
+    };
     // Plans that do not fit are dropped before their time is priced.
-    let estimate = match model.evaluate_if_fits(inputs, &plan) {
+    let estimate = match estimator.estimate_if_fits(&plan) {
         Ok(Some(e)) => e,
         Ok(None) => return Outcome::Infeasible,
         Err(e) => return Outcome::Skipped(e.to_string()),
@@ -507,38 +608,37 @@ pub fn search(
         jobs.extend((0..triples[t].1.len()).map(|p| (t, p, mbs, total)));
     }
     let candidates = jobs.len();
+    // The candidates of one placement (all its micro-batch sizes) are
+    // priced together, in enumeration order, so they share its grid and
+    // network prices; each keeps its enumeration index for the ranking.
+    // (degrees, placement, [(index, micro-batch, micro-batches)])
+    type PlacementGroup = (usize, usize, Vec<(usize, usize, usize)>);
+    let mut groups: Vec<PlacementGroup> = Vec::new();
+    let mut group_of: std::collections::HashMap<(usize, usize), usize> = Default::default();
+    for (index, (t, p, mbs, total)) in jobs.into_iter().enumerate() {
+        let g = *group_of.entry((t, p)).or_insert_with(|| {
+            groups.push((t, p, Vec::new()));
+            groups.len() - 1
+        });
+        groups[g].2.push((index, mbs, total));
+    }
+    drop(group_of);
     // The refinement looks at the leading REFINE_POOL plans whatever the
     // caller keeps, so the ranking does not depend on `keep`.
     let keep = opts.keep.max(crate::refine::REFINE_POOL);
     let done = std::sync::atomic::AtomicUsize::new(0);
-    let tally = jobs
+    let tally = groups
         .into_par_iter()
-        .enumerate()
-        .map(|(index, (t, p, mbs, total))| {
-            let ((tp, dp, pp), places) = &triples[t];
-            let o = if total.div_ceil(*dp) > limits::MAX_MICRO_BATCHES {
-                // Checked before building the grid: at a large global batch
-                // most small micro-batches land here.
-                Outcome::Skipped(format!(
-                    "more than {} micro-batches per iteration (the limit); larger micro-batches or more replicas are searched",
-                    limits::MAX_MICRO_BATCHES
-                ))
-            } else if pp.saturating_mul(layers) > limits::MAX_STAGE_LAYER_CELLS {
-                Outcome::Skipped(format!(
-                    "pp x layers above {} (the limit that bounds the partitioner's memory): pp up to {} is searched for {layers} layers",
-                    limits::MAX_STAGE_LAYER_CELLS,
-                    limits::MAX_STAGE_LAYER_CELLS / layers
-                ))
-            } else {
-                let placement = places[p].clone();
-                let grid = DeviceGrid::new(inputs.cluster, *tp, *dp, *pp, &placement);
-                price_candidate(inputs, model, &opts.setup, placement, grid, mbs, total)
-            };
+        .flat_map_iter(|(t, p, members)| {
+            let (degrees, places) = &triples[t];
+            let priced =
+                price_placement(inputs, model, &opts.setup, *degrees, &places[p], &members);
             if let Some(report) = opts.progress {
-                let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                let n = done.fetch_add(priced.len(), std::sync::atomic::Ordering::Relaxed)
+                    + priced.len();
                 report(n, candidates);
             }
-            (index, o)
+            priced
         })
         .fold(Tally::default, |mut acc, (index, o)| {
             acc.add(index, o, keep);
@@ -944,11 +1044,16 @@ mod tests {
                         axis_order,
                         node_order: order.clone(),
                     };
-                    let g = DeviceGrid::new(&c, tp, dp, pp, &p);
                     priced += 1;
-                    if let Outcome::Priced(r) =
-                        price_candidate(&inputs, &cost, &setup, p, g, mbs, batch / mbs)
-                    {
+                    let mut o = price_placement(
+                        &inputs,
+                        &cost,
+                        &setup,
+                        (tp, dp, pp),
+                        &p,
+                        &[(0, mbs, batch / mbs)],
+                    );
+                    if let Some((_, Outcome::Priced(r))) = o.pop() {
                         best = best.min(r.estimate.iteration_s);
                     }
                 }

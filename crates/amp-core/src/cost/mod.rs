@@ -258,6 +258,20 @@ pub trait CostModel: Sync {
     /// candidate (e.g. no profile for its tensor-parallel degree).
     fn stage_tables(&self, inputs: &Inputs, candidate: &Candidate) -> Result<StageTables>;
 
+    /// [`Self::stage_tables`] of candidates on one grid and setup that
+    /// differ only in their micro-batches, in order: what does not depend
+    /// on the micro-batch (the device model's network) is priced once.
+    fn stage_tables_of_grid(
+        &self,
+        inputs: &Inputs,
+        candidates: &[Candidate],
+    ) -> Vec<Result<StageTables>> {
+        candidates
+            .iter()
+            .map(|c| self.stage_tables(inputs, c))
+            .collect()
+    }
+
     /// A split this model insists on instead of the exact partition (the
     /// amp-paper mode's reproduction of the artifact's partitioner).
     fn preferred_split(

@@ -118,6 +118,7 @@ use crate::cost::{
 use crate::error::Result;
 use crate::memory;
 use crate::model::LayerKind;
+use crate::placement::DeviceGrid;
 use crate::plan::Plan;
 use crate::schedule::{simulate, IterationSpec, PipelineTimes, Simulation, Timeline};
 use crate::setup::{OptimizerSharding, PipelineSend, TrainingSetup};
@@ -514,12 +515,28 @@ impl DeviceModel {
     }
 }
 
-impl CostModel for DeviceModel {
-    fn name(&self) -> &'static str {
-        "amp"
-    }
+/// What the partitioner's tables of one grid and setup need from the
+/// network, whatever the micro-batch ([`DeviceModel::grid_net`]).
+struct GridNet {
+    /// Per cut, the first cut alike to it (itself when it is the first).
+    cut_first: Vec<usize>,
+    /// Per cut first of its kind, its forward and backward transfers.
+    #[allow(clippy::type_complexity)]
+    cuts: Vec<Option<(Option<TransferCurves>, Option<TransferCurves>)>>,
+    /// Per stage, its gradient all-reduce in seconds per parameter.
+    s_per_param: Vec<f64>,
+}
 
-    fn stage_tables(&self, inputs: &Inputs, c: &Candidate) -> Result<StageTables> {
+impl DeviceModel {
+    /// [`CostModel::stage_tables`] of `c`, its grid's network priced into
+    /// `net` on first need and read from it after (candidates on one grid
+    /// and setup share it).
+    fn stage_tables_with(
+        &self,
+        inputs: &Inputs,
+        c: &Candidate,
+        net: &mut Option<GridNet>,
+    ) -> Result<StageTables> {
         let grid = c.grid;
         let setup = c.setup;
         setup.check_profile(inputs.profile)?;
@@ -562,24 +579,18 @@ impl CostModel for DeviceModel {
                 });
             }
         }
-        // Cuts (and below, stages) alike up to renaming identical nodes
-        // cost the same: each distinct one is priced once, then copied.
-        let cut_first =
-            crate::placement::first_alike(inputs.cluster, grid.pp.saturating_sub(1), |j| {
-                vec![grid.stage(j), grid.stage(j + 1)]
-            });
-        let mut cut: Vec<Vec<f64>> = (0..grid.pp.saturating_sub(1))
-            .map(|j| {
-                if cut_first[j] < j {
+        let net = net.get_or_insert_with(|| self.grid_net(inputs, grid, setup));
+        let at = |curves: &Option<TransferCurves>, k: usize| {
+            curves
+                .as_ref()
+                .map_or(0.0, |c| self.transfer_at(inputs, setup, c, k, mbs))
+        };
+        let mut cut: Vec<Vec<f64>> = net
+            .cuts
+            .iter()
+            .map(|curves| {
+                let Some((forward, backward)) = curves else {
                     return Vec::new();
-                }
-                let (a, b) = (grid.stage(j), grid.stage(j + 1));
-                let forward = self.transfer_curves(inputs, setup, a, b);
-                let backward = self.transfer_curves(inputs, setup, b, a);
-                let at = |curves: &Option<TransferCurves>, k: usize| {
-                    curves
-                        .as_ref()
-                        .map_or(0.0, |c| self.transfer_at(inputs, setup, c, k, mbs))
                 };
                 // Layers of one kind and output size cost the same to send.
                 let mut seen: Vec<((LayerKind, u64), f64)> = Vec::new();
@@ -590,7 +601,7 @@ impl CostModel for DeviceModel {
                         if let Some((_, t)) = seen.iter().find(|(x, _)| *x == key) {
                             return *t;
                         }
-                        let t = at(&forward, k) + at(&backward, k);
+                        let t = at(forward, k) + at(backward, k);
                         seen.push((key, t));
                         t
                     })
@@ -598,10 +609,43 @@ impl CostModel for DeviceModel {
             })
             .collect();
         for j in 0..cut.len() {
-            if cut_first[j] < j {
-                cut[j] = cut[cut_first[j]].clone();
+            if net.cut_first[j] < j {
+                cut[j] = cut[net.cut_first[j]].clone();
             }
         }
+        let s_per_param = net.s_per_param.clone();
+        Ok(StageTables {
+            compute_prefix,
+            cut,
+            memory,
+            tail: Some(TailTables {
+                s_per_param,
+                params: inputs.model.param_table(),
+            }),
+            min_layers: 1,
+        })
+    }
+
+    /// The network of `grid` under `setup` as the partitioner's tables
+    /// read it: each distinct cut's transfer curves and each stage's
+    /// all-reduce per parameter (cuts and stages alike up to renaming
+    /// identical nodes cost the same: each distinct one is priced once).
+    fn grid_net(&self, inputs: &Inputs, grid: &DeviceGrid, setup: &TrainingSetup) -> GridNet {
+        let cut_first =
+            crate::placement::first_alike(inputs.cluster, grid.pp.saturating_sub(1), |j| {
+                vec![grid.stage(j), grid.stage(j + 1)]
+            });
+        let cuts = (0..grid.pp.saturating_sub(1))
+            .map(|j| {
+                (cut_first[j] == j).then(|| {
+                    let (a, b) = (grid.stage(j), grid.stage(j + 1));
+                    (
+                        self.transfer_curves(inputs, setup, a, b),
+                        self.transfer_curves(inputs, setup, b, a),
+                    )
+                })
+            })
+            .collect();
         // The all-reduce tail, linear in the stage's parameters (its
         // latency term and the optimizer step are left out: small, and the
         // simulation prices them for the final estimate).
@@ -627,16 +671,33 @@ impl CostModel for DeviceModel {
         for j in 0..grid.pp {
             s_per_param[j] = s_per_param[stage_first[j]];
         }
-        Ok(StageTables {
-            compute_prefix,
-            cut,
-            memory,
-            tail: Some(TailTables {
-                s_per_param,
-                params: inputs.model.param_table(),
-            }),
-            min_layers: 1,
-        })
+        GridNet {
+            cut_first,
+            cuts,
+            s_per_param,
+        }
+    }
+}
+
+impl CostModel for DeviceModel {
+    fn name(&self) -> &'static str {
+        "amp"
+    }
+
+    fn stage_tables(&self, inputs: &Inputs, c: &Candidate) -> Result<StageTables> {
+        self.stage_tables_with(inputs, c, &mut None)
+    }
+
+    fn stage_tables_of_grid(
+        &self,
+        inputs: &Inputs,
+        candidates: &[Candidate],
+    ) -> Vec<Result<StageTables>> {
+        let mut net = None;
+        candidates
+            .iter()
+            .map(|c| self.stage_tables_with(inputs, c, &mut net))
+            .collect()
     }
 
     fn split_is_final(&self) -> bool {

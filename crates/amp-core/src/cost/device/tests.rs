@@ -252,6 +252,30 @@ fn breakdown_adds_up_and_tables_match() {
         * (collective::INTER_NODE_LATENCY_S
             + 800.0 / (1e9 * crate::cost::Calibration::FITTED.inter_node_efficiency));
     assert!((t.cut[0][1] - cut).abs() < 1e-15);
+    // The tables of the grid's candidates at several micro-batch sizes,
+    // priced together (the network once), are each candidate's own, with
+    // and without memory (which can leave the network unpriced).
+    for model in [time_only(), DeviceModel::default()] {
+        let setup = TrainingSetup::default();
+        let cands: Vec<Candidate> = [1, 2, 4, 64]
+            .iter()
+            .map(|&micro_batch| Candidate {
+                grid: &grid,
+                setup: &setup,
+                micro_batch,
+                num_micro_batches: 4,
+            })
+            .collect();
+        let together = model.stage_tables_of_grid(&inputs, &cands);
+        for (c, t) in cands.iter().zip(together) {
+            assert_eq!(
+                t.ok(),
+                model.stage_tables(&inputs, c).ok(),
+                "mbs {}",
+                c.micro_batch
+            );
+        }
+    }
 }
 
 #[test]
