@@ -353,7 +353,7 @@ pub(crate) enum Outcome {
 /// Prices the candidates of one placement at its micro-batch sizes:
 /// `members` are (enumeration index, micro-batch size, micro-batches of the
 /// whole iteration). They share the grid, the partitioner's network tables
-/// ([`CostModel::stage_tables_of_grid`]) and the estimator of their plans
+/// ([`CostModel::grid_tables`]) and the estimator of their plans
 /// ([`CostModel::layout_estimator`]), so the network is priced once.
 #[allow(clippy::too_many_arguments)]
 fn price_placement(
@@ -402,27 +402,19 @@ fn price_placement(
     }
     let grid = DeviceGrid::new(inputs.cluster, tp, dp, pp, placement);
     // Megatron-LM runs an interleaved pipeline only on its even split: no
-    // tables.
-    let tables: Vec<Option<Result<StageTables>>> = if setup.virtual_stages() > 1 {
-        live.iter().map(|_| None).collect()
-    } else {
-        let cands: Vec<Candidate> = live
-            .iter()
-            .map(|(_, micro_batch, _, most)| Candidate {
-                grid: &grid,
-                setup: &setup,
-                micro_batch: *micro_batch,
-                num_micro_batches: *most,
-            })
-            .collect();
-        model
-            .stage_tables_of_grid(inputs, &cands)
-            .into_iter()
-            .map(Some)
-            .collect()
-    };
+    // tables. Else each candidate's tables when it is priced (one held at
+    // a time), the grid's network priced once for all.
+    let interleaved = setup.virtual_stages() > 1;
+    let mut tables = model.grid_tables(inputs);
     let mut estimator = None;
-    for ((index, micro_batch, counts, most), tables) in live.into_iter().zip(tables) {
+    for (index, micro_batch, counts, most) in live {
+        let cand = Candidate {
+            grid: &grid,
+            setup: &setup,
+            micro_batch,
+            num_micro_batches: most,
+        };
+        let t = (!interleaved).then(|| tables.stage_tables(&cand));
         let o = price_candidate(
             inputs,
             model,
@@ -430,7 +422,7 @@ fn price_placement(
             placement.clone(),
             &grid,
             (micro_batch, counts, most),
-            tables,
+            t,
             &mut estimator,
         );
         out.push((index, o));

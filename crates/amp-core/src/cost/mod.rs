@@ -258,18 +258,15 @@ pub trait CostModel: Sync {
     /// candidate (e.g. no profile for its tensor-parallel degree).
     fn stage_tables(&self, inputs: &Inputs, candidate: &Candidate) -> Result<StageTables>;
 
-    /// [`Self::stage_tables`] of candidates on one grid and setup that
-    /// differ only in their micro-batches, in order: what does not depend
-    /// on the micro-batch (the device model's network) is priced once.
-    fn stage_tables_of_grid(
-        &self,
-        inputs: &Inputs,
-        candidates: &[Candidate],
-    ) -> Vec<Result<StageTables>> {
-        candidates
-            .iter()
-            .map(|c| self.stage_tables(inputs, c))
-            .collect()
+    /// [`Self::stage_tables`] for candidates asked one after another that
+    /// mostly share a grid and setup (differing in their micro-batches):
+    /// what does not depend on the micro-batch (the device model's
+    /// network) is priced once per grid and setup met in a row.
+    fn grid_tables<'a>(&'a self, inputs: &'a Inputs<'a>) -> Box<dyn GridTables + 'a> {
+        Box::new(PlainGridTables {
+            model: self,
+            inputs,
+        })
     }
 
     /// A split this model insists on instead of the exact partition (the
@@ -340,6 +337,25 @@ pub trait PlanEstimator: Send + Sync {
     /// that simulate only plans that may beat the ones they keep.
     fn lower_bound_if_fits(&self, plan: &Plan) -> Result<Option<f64>> {
         Ok(self.estimate_if_fits(plan)?.map(|e| e.iteration_s))
+    }
+}
+
+/// The partitioner's tables of candidates asked one after another
+/// ([`CostModel::grid_tables`]).
+pub trait GridTables {
+    /// [`CostModel::stage_tables`] of `candidate`.
+    fn stage_tables(&mut self, candidate: &Candidate) -> Result<StageTables>;
+}
+
+/// A model's own tables, nothing shared between candidates.
+struct PlainGridTables<'a, M: ?Sized> {
+    model: &'a M,
+    inputs: &'a Inputs<'a>,
+}
+
+impl<M: CostModel + ?Sized> GridTables for PlainGridTables<'_, M> {
+    fn stage_tables(&mut self, candidate: &Candidate) -> Result<StageTables> {
+        self.model.stage_tables(self.inputs, candidate)
     }
 }
 

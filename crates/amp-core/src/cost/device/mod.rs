@@ -112,8 +112,8 @@ use crate::cluster::Cluster;
 use crate::cluster::Device;
 use crate::cost::collective::{self, Network};
 use crate::cost::{
-    prefix_sums, Breakdown, Calibration, Candidate, CostModel, Estimate, Inputs, LayoutEstimator,
-    PlanEstimator, StageTables, TailTables,
+    prefix_sums, Breakdown, Calibration, Candidate, CostModel, Estimate, GridTables, Inputs,
+    LayoutEstimator, PlanEstimator, StageTables, TailTables,
 };
 use crate::error::Result;
 use crate::memory;
@@ -515,6 +515,35 @@ impl DeviceModel {
     }
 }
 
+/// [`CostModel::grid_tables`] of the device model: the network of the last
+/// grid and setup met, kept for the next candidate on them.
+struct DeviceGridTables<'a> {
+    model: &'a DeviceModel,
+    inputs: &'a Inputs<'a>,
+    /// The grid (its devices, stage by stage) and setup `GridNet` holds
+    /// for, and the network priced, if it was needed.
+    last: Option<(GridDevices, TrainingSetup, Option<GridNet>)>,
+}
+
+/// A grid's devices: per stage, per replica.
+type GridDevices = Vec<Vec<Vec<Device>>>;
+
+impl GridTables for DeviceGridTables<'_> {
+    fn stage_tables(&mut self, c: &Candidate) -> Result<StageTables> {
+        let same = self.last.as_ref().is_some_and(|(stages, setup, _)| {
+            setup == c.setup
+                && stages.len() == c.grid.pp
+                && (0..c.grid.pp).all(|j| *c.grid.stage(j) == stages[j])
+        });
+        if !same {
+            let stages = (0..c.grid.pp).map(|j| c.grid.stage(j).clone()).collect();
+            self.last = Some((stages, *c.setup, None));
+        }
+        let net = &mut self.last.as_mut().expect("set above").2;
+        self.model.stage_tables_with(self.inputs, c, net)
+    }
+}
+
 /// What the partitioner's tables of one grid and setup need from the
 /// network, whatever the micro-batch ([`DeviceModel::grid_net`]).
 struct GridNet {
@@ -688,16 +717,12 @@ impl CostModel for DeviceModel {
         self.stage_tables_with(inputs, c, &mut None)
     }
 
-    fn stage_tables_of_grid(
-        &self,
-        inputs: &Inputs,
-        candidates: &[Candidate],
-    ) -> Vec<Result<StageTables>> {
-        let mut net = None;
-        candidates
-            .iter()
-            .map(|c| self.stage_tables_with(inputs, c, &mut net))
-            .collect()
+    fn grid_tables<'a>(&'a self, inputs: &'a Inputs<'a>) -> Box<dyn GridTables + 'a> {
+        Box::new(DeviceGridTables {
+            model: self,
+            inputs,
+            last: None,
+        })
     }
 
     fn split_is_final(&self) -> bool {

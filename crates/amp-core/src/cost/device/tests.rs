@@ -253,28 +253,47 @@ fn breakdown_adds_up_and_tables_match() {
             + 800.0 / (1e9 * crate::cost::Calibration::FITTED.inter_node_efficiency));
     assert!((t.cut[0][1] - cut).abs() < 1e-15);
     // The tables of the grid's candidates at several micro-batch sizes,
-    // priced together (the network once), are each candidate's own, with
-    // and without memory (which can leave the network unpriced).
+    // asked in a row (the network priced once), are each candidate's own,
+    // with and without memory (which can leave the network unpriced).
+    // A change of setup in the row (fp32 sends and gradients) is priced on
+    // its own network.
+    let fp32 = TrainingSetup {
+        formats: crate::setup::Precision::Fp32.formats(),
+        ..TrainingSetup::default()
+    };
     for model in [time_only(), DeviceModel::default()] {
         let setup = TrainingSetup::default();
-        let cands: Vec<Candidate> = [1, 2, 4, 64]
+        let cands: Vec<Candidate> = [
+            (1, &setup),
+            (2, &setup),
+            (2, &fp32),
+            (4, &setup),
+            (64, &setup),
+        ]
+        .into_iter()
+        .map(|(micro_batch, setup)| Candidate {
+            grid: &grid,
+            setup,
+            micro_batch,
+            num_micro_batches: 4,
+        })
+        .collect();
+        let mut together = model.grid_tables(&inputs);
+        let tables: Vec<StageTables> = cands
             .iter()
-            .map(|&micro_batch| Candidate {
-                grid: &grid,
-                setup: &setup,
-                micro_batch,
-                num_micro_batches: 4,
+            .map(|c| {
+                let t = together.stage_tables(c).unwrap();
+                assert_eq!(
+                    t,
+                    model.stage_tables(&inputs, c).unwrap(),
+                    "mbs {}",
+                    c.micro_batch
+                );
+                t
             })
             .collect();
-        let together = model.stage_tables_of_grid(&inputs, &cands);
-        for (c, t) in cands.iter().zip(together) {
-            assert_eq!(
-                t.ok(),
-                model.stage_tables(&inputs, c).ok(),
-                "mbs {}",
-                c.micro_batch
-            );
-        }
+        // fp32 sends cost more than 16-bit ones at the same micro-batch.
+        assert!(tables[2].cut[0][1] > tables[1].cut[0][1]);
     }
 }
 
