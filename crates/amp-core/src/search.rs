@@ -355,7 +355,6 @@ pub(crate) enum Outcome {
 /// whole iteration). They share the grid, the partitioner's network tables
 /// ([`CostModel::grid_tables`]) and the estimator of their plans
 /// ([`CostModel::layout_estimator`]), so the network is priced once.
-#[allow(clippy::too_many_arguments)]
 fn price_placement(
     inputs: &Inputs,
     model: &dyn CostModel,

@@ -528,6 +528,9 @@ struct DeviceGridTables<'a> {
 /// A grid's devices: per stage, per replica.
 type GridDevices = Vec<Vec<Vec<Device>>>;
 
+/// A cut's forward and backward transfers (`None`: nothing crosses).
+type CutCurves = (Option<TransferCurves>, Option<TransferCurves>);
+
 impl GridTables for DeviceGridTables<'_> {
     fn stage_tables(&mut self, c: &Candidate) -> Result<StageTables> {
         let same = self.last.as_ref().is_some_and(|(stages, setup, _)| {
@@ -550,8 +553,7 @@ struct GridNet {
     /// Per cut, the first cut alike to it (itself when it is the first).
     cut_first: Vec<usize>,
     /// Per cut first of its kind, its forward and backward transfers.
-    #[allow(clippy::type_complexity)]
-    cuts: Vec<Option<(Option<TransferCurves>, Option<TransferCurves>)>>,
+    cuts: Vec<Option<CutCurves>>,
     /// Per stage, its gradient all-reduce in seconds per parameter.
     s_per_param: Vec<f64>,
 }
