@@ -55,11 +55,14 @@ __version__: str = _amp.__version__
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-# Keywords of plan() that say how to read the inputs: a Plan carries them
-# over to evaluate() and export(). The training setup (schedule, recompute,
-# precision, ...) is not carried over as flags: the plan's JSON records it,
-# and amp reads it from there.
-_INPUT_KEYS = frozenset({"example", "cost_model", "partition", "no_analytic"})
+# Keywords of plan() that say how to read the inputs and price them: a Plan
+# carries them over to evaluate() and export() (a plan made on Sailor's data
+# is priced and exported on it, with the constants it was ranked with). The
+# training setup (schedule, recompute, precision, ...) is not carried over as
+# flags: the plan's JSON records it, and amp reads it from there.
+_INPUT_KEYS = frozenset(
+    {"example", "cost_model", "partition", "no_analytic", "sailor_data", "calibration"}
+)
 
 
 def run_cli(args: Sequence[str]) -> Tuple[int, str, str]:
@@ -387,6 +390,11 @@ def _inputs_for(
     model, cluster, seq, profile, setup = _plan_inputs(plan_, model, cluster, seq, profile, setup)
     if model is None and cluster is None and setup.get("example") is not None:
         return _profile_args(profile, tmp), setup
+    if cluster is None and setup.get("sailor_data") is not None:
+        # A Sailor plan file: priced on the nodes it names (the model from
+        # model= or its folder).
+        named = [] if model is None else ["--model", _model_arg(model, tmp)]
+        return named + _profile_args(profile, tmp), setup
     if model is None or cluster is None:
         raise TypeError("give model= and cluster= (or pass a Plan returned by plan())")
     return _input_args(model, cluster, seq, profile, tmp), setup

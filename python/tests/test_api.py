@@ -245,6 +245,24 @@ def test_validate_equals_cli(cli_json):
         amp.validate(["/no/such/dir"])
 
 
+def test_plans_on_sailors_data_export_as_sailor_files(tmp_path):
+    if not (SHARED_DATA / "sailor").is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set but {SHARED_DATA} is missing")
+        pytest.skip("no ../shared/data")
+    data = str(SHARED_DATA / "sailor")
+    result = amp.plan(
+        model="OPT-350", cluster="2x4xA100-40+2x4xV100-16", global_batch=64, sailor_data=data
+    )
+    best = result.plans[0]
+    # The plan remembers Sailor's data: evaluate() and export() use it.
+    assert amp.evaluate(best).iteration_s == best.predicted_iteration_s
+    files = amp.export(best, "sailor", tmp_path / "sailor")
+    assert len(files) == 1 and Path(files[0]).name.startswith("plan_config_N")
+    back = amp.evaluate(files[0], sailor_data=data, model="OPT-350")
+    assert back.iteration_s == pytest.approx(best.predicted_iteration_s, rel=1e-9)
+
+
 def test_layers_match_the_model():
     info = amp.layers("gpt2", seq=128)
     kinds = [layer["kind"] for layer in info["model"]["layers"]]
