@@ -10,7 +10,9 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::{Cluster, NodeLink};
-use crate::cost::{Candidate, CostModel, Estimate, Inputs, LayoutEstimator, StageTables};
+use crate::cost::{
+    Candidate, CostModel, Estimate, GridTables, Inputs, LayoutEstimator, StageTables,
+};
 use crate::error::{AmpError, Result};
 use crate::limits;
 use crate::partition::{best_partition, even_block_split};
@@ -405,7 +407,7 @@ fn price_placement(
     // a time), the grid's network priced once for all.
     let interleaved = setup.virtual_stages() > 1;
     let mut tables = model.grid_tables(inputs);
-    let mut estimator = None;
+    let mut estimator: Option<LayoutEstimator> = None;
     for (index, micro_batch, counts, most) in live {
         let cand = Candidate {
             grid: &grid,
@@ -422,7 +424,7 @@ fn price_placement(
             &grid,
             (micro_batch, counts, most),
             t,
-            &mut estimator,
+            (tables.as_mut(), &mut estimator),
         );
         out.push((index, o));
     }
@@ -432,7 +434,8 @@ fn price_placement(
 /// Prices one candidate of [`price_placement`]: `micro_batch` samples per
 /// micro-batch, `counts` micro-batches per replica (`most` the largest),
 /// split by the partitioner on `tables` (`None` for an interleaved setup,
-/// which takes the even split).
+/// which takes the even split), estimated by the placement's estimator
+/// (made by `grid_tables` on first need, sharing the tables' network).
 #[allow(clippy::too_many_arguments)]
 fn price_candidate<'a>(
     inputs: &'a Inputs<'a>,
@@ -442,7 +445,7 @@ fn price_candidate<'a>(
     grid: &DeviceGrid,
     (micro_batch, counts, num_micro_batches): (usize, Vec<usize>, usize),
     tables: Option<Result<StageTables>>,
-    estimator: &mut Option<LayoutEstimator<'a>>,
+    (grid_tables, estimator): (&mut dyn GridTables<'a>, &mut Option<LayoutEstimator<'a>>),
 ) -> Outcome {
     let cand = Candidate {
         grid,
@@ -492,7 +495,7 @@ fn price_candidate<'a>(
     // The placement's plans at every micro-batch size share one estimator:
     // its network is priced once, not once per size.
     if estimator.is_none() {
-        match model.layout_estimator(inputs, &plan) {
+        match grid_tables.layout_estimator(&plan) {
             Ok(e) => *estimator = Some(e),
             Err(e) => return Outcome::Skipped(e.to_string()),
         }

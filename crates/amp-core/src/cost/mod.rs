@@ -262,7 +262,7 @@ pub trait CostModel: Sync {
     /// mostly share a grid and setup (differing in their micro-batches):
     /// what does not depend on the micro-batch (the device model's
     /// network) is priced once per grid and setup met in a row.
-    fn grid_tables<'a>(&'a self, inputs: &'a Inputs<'a>) -> Box<dyn GridTables + 'a> {
+    fn grid_tables<'a>(&'a self, inputs: &'a Inputs<'a>) -> Box<dyn GridTables<'a> + 'a> {
         Box::new(PlainGridTables {
             model: self,
             inputs,
@@ -342,9 +342,14 @@ pub trait PlanEstimator: Send + Sync {
 
 /// The partitioner's tables of candidates asked one after another
 /// ([`CostModel::grid_tables`]).
-pub trait GridTables {
+pub trait GridTables<'a> {
     /// [`CostModel::stage_tables`] of `candidate`.
     fn stage_tables(&mut self, candidate: &Candidate) -> Result<StageTables>;
+
+    /// [`CostModel::layout_estimator`] of `plan`, reusing what the tables
+    /// priced when `plan` lies on the last grid and setup asked (the device
+    /// model's network).
+    fn layout_estimator(&mut self, plan: &Plan) -> Result<LayoutEstimator<'a>>;
 }
 
 /// A model's own tables, nothing shared between candidates.
@@ -353,9 +358,13 @@ struct PlainGridTables<'a, M: ?Sized> {
     inputs: &'a Inputs<'a>,
 }
 
-impl<M: CostModel + ?Sized> GridTables for PlainGridTables<'_, M> {
+impl<'a, M: CostModel + ?Sized> GridTables<'a> for PlainGridTables<'a, M> {
     fn stage_tables(&mut self, candidate: &Candidate) -> Result<StageTables> {
         self.model.stage_tables(self.inputs, candidate)
+    }
+
+    fn layout_estimator(&mut self, plan: &Plan) -> Result<LayoutEstimator<'a>> {
+        self.model.layout_estimator(self.inputs, plan)
     }
 }
 

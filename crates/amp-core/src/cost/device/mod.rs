@@ -531,7 +531,7 @@ type GridDevices = Vec<Vec<Vec<Device>>>;
 /// A cut's forward and backward transfers (`None`: nothing crosses).
 type CutCurves = (Option<TransferCurves>, Option<TransferCurves>);
 
-impl GridTables for DeviceGridTables<'_> {
+impl<'a> GridTables<'a> for DeviceGridTables<'a> {
     fn stage_tables(&mut self, c: &Candidate) -> Result<StageTables> {
         let same = self.last.as_ref().is_some_and(|(stages, setup, _)| {
             setup == c.setup
@@ -545,6 +545,26 @@ impl GridTables for DeviceGridTables<'_> {
         let net = &mut self.last.as_mut().expect("set above").2;
         self.model.stage_tables_with(self.inputs, c, net)
     }
+
+    fn layout_estimator(&mut self, plan: &Plan) -> Result<LayoutEstimator<'a>> {
+        let estimator = self.model.device_layout_estimator(self.inputs, plan)?;
+        // A one-chunk plan on the last grid and setup: the tables' network
+        // is the plan's.
+        if let Some((stages, setup, Some(net))) = &self.last {
+            if plan.stages.len() == stages.len()
+                && plan.setup == *setup
+                && plan.setup.virtual_stages() == 1
+                && plan
+                    .stages
+                    .iter()
+                    .zip(stages)
+                    .all(|(s, r)| s.replicas == *r)
+            {
+                let _ = estimator.net.set(net.net_prices());
+            }
+        }
+        Ok(Box::new(estimator))
+    }
 }
 
 /// What the partitioner's tables of one grid and setup need from the
@@ -554,8 +574,27 @@ struct GridNet {
     cut_first: Vec<usize>,
     /// Per cut first of its kind, its forward and backward transfers.
     cuts: Vec<Option<CutCurves>>,
+    /// Per stage, its gradient all-reduce as a function of message size.
+    allreduce: Vec<collective::CostCurve>,
     /// Per stage, its gradient all-reduce in seconds per parameter.
     s_per_param: Vec<f64>,
+}
+
+impl GridNet {
+    /// The network prices of a one-chunk plan on this grid and setup.
+    fn net_prices(&self) -> NetPrices {
+        let cut = |j: usize| {
+            self.cuts[self.cut_first[j]]
+                .as_ref()
+                .expect("the first cut of each kind is priced")
+        };
+        let n = self.cut_first.len();
+        NetPrices {
+            sends: (0..n).map(|j| cut(j).0.clone()).collect(),
+            back: (0..n).map(|j| cut(j).1.clone()).collect(),
+            allreduce: self.allreduce.clone(),
+        }
+    }
 }
 
 impl DeviceModel {
@@ -683,28 +722,27 @@ impl DeviceModel {
         let probe = 1e9;
         let stage_first =
             crate::placement::first_alike(inputs.cluster, grid.pp, |j| vec![grid.stage(j)]);
-        let mut s_per_param: Vec<f64> = (0..grid.pp)
-            .map(|j| {
-                if stage_first[j] < j {
-                    return f64::NAN;
-                }
-                let stage = grid.stage(j);
-                let rings: Vec<Vec<Device>> = (0..grid.tp)
-                    .map(|t| stage.iter().map(|rep| rep[t]).collect())
-                    .collect();
-                let bytes = probe / grid.tp as f64 * gradient_bytes(setup);
-                let curve =
-                    collective::concurrent_allreduce_curve(&self.network(inputs.cluster), &rings);
-                let t = curve.at(bytes) - curve.at(0.0);
-                t * dp_comm_factor(setup) / probe
-            })
-            .collect();
+        let mut allreduce: Vec<collective::CostCurve> = Vec::with_capacity(grid.pp);
         for j in 0..grid.pp {
-            s_per_param[j] = s_per_param[stage_first[j]];
+            let curve = if stage_first[j] < j {
+                allreduce[stage_first[j]].clone()
+            } else {
+                let rings: Vec<Vec<Device>> = (0..grid.tp)
+                    .map(|t| grid.stage(j).iter().map(|rep| rep[t]).collect())
+                    .collect();
+                collective::concurrent_allreduce_curve(&self.network(inputs.cluster), &rings)
+            };
+            allreduce.push(curve);
         }
+        let bytes = probe / grid.tp as f64 * gradient_bytes(setup);
+        let s_per_param = allreduce
+            .iter()
+            .map(|curve| (curve.at(bytes) - curve.at(0.0)) * dp_comm_factor(setup) / probe)
+            .collect();
         GridNet {
             cut_first,
             cuts,
+            allreduce,
             s_per_param,
         }
     }
@@ -719,7 +757,7 @@ impl CostModel for DeviceModel {
         self.stage_tables_with(inputs, c, &mut None)
     }
 
-    fn grid_tables<'a>(&'a self, inputs: &'a Inputs<'a>) -> Box<dyn GridTables + 'a> {
+    fn grid_tables<'a>(&'a self, inputs: &'a Inputs<'a>) -> Box<dyn GridTables<'a> + 'a> {
         Box::new(DeviceGridTables {
             model: self,
             inputs,
@@ -732,12 +770,9 @@ impl CostModel for DeviceModel {
     }
 
     fn evaluate_if_fits(&self, inputs: &Inputs, plan: &Plan) -> Result<Option<Estimate>> {
-        plan.validate(inputs.model, inputs.cluster)?;
-        plan.setup.check_profile(inputs.profile)?;
-        let memory = self.memory(inputs, plan);
-        if memory.iter().any(|m| m.overflow_bytes().is_some()) {
+        let Some(memory) = self.fitting_memory(inputs, plan)? else {
             return Ok(None);
-        }
+        };
         let compute = self.compute_prices(inputs, plan)?;
         let net = self.net_prices(inputs, plan);
         self.estimate_with_memory(inputs, plan, &compute, &net, memory)
@@ -756,15 +791,26 @@ impl CostModel for DeviceModel {
         inputs: &'a Inputs<'a>,
         plan: &Plan,
     ) -> Result<LayoutEstimator<'a>> {
+        Ok(Box::new(self.device_layout_estimator(inputs, plan)?))
+    }
+}
+
+impl DeviceModel {
+    /// [`CostModel::layout_estimator`], its network not priced yet.
+    fn device_layout_estimator<'a>(
+        &'a self,
+        inputs: &'a Inputs<'a>,
+        plan: &Plan,
+    ) -> Result<DeviceLayoutEstimator<'a>> {
         plan.validate(inputs.model, inputs.cluster)?;
-        Ok(Box::new(DeviceLayoutEstimator {
+        Ok(DeviceLayoutEstimator {
             model: self,
             inputs,
             stages: plan.stages.iter().map(|s| s.replicas.clone()).collect(),
             setup: plan.setup,
             net: OnceLock::new(),
             compute: Mutex::new(Vec::new()),
-        }))
+        })
     }
 }
 
@@ -822,13 +868,9 @@ impl DeviceLayoutEstimator<'_> {
         Ok((compute, net))
     }
 
-    /// The memory of a valid `plan` of this layout, `None` when it does not
-    /// fit.
+    /// [`DeviceModel::fitting_memory`] of `plan`.
     fn fitting_memory(&self, plan: &Plan) -> Result<Option<Vec<crate::cost::DeviceMemory>>> {
-        plan.validate(self.inputs.model, self.inputs.cluster)?;
-        plan.setup.check_profile(self.inputs.profile)?;
-        let memory = self.model.memory(self.inputs, plan);
-        Ok((!memory.iter().any(|m| m.overflow_bytes().is_some())).then_some(memory))
+        self.model.fitting_memory(self.inputs, plan)
     }
 }
 
@@ -884,6 +926,19 @@ impl PlanEstimator for DeviceLayoutEstimator<'_> {
 }
 
 impl DeviceModel {
+    /// The per-device memory of `plan` (checked valid and priceable), `None`
+    /// when some device does not hold it.
+    fn fitting_memory(
+        &self,
+        inputs: &Inputs,
+        plan: &Plan,
+    ) -> Result<Option<Vec<crate::cost::DeviceMemory>>> {
+        plan.validate(inputs.model, inputs.cluster)?;
+        plan.setup.check_profile(inputs.profile)?;
+        let memory = self.memory(inputs, plan);
+        Ok((!memory.iter().any(|m| m.overflow_bytes().is_some())).then_some(memory))
+    }
+
     /// Per-device peak memory of a valid `plan`; empty without a memory
     /// model.
     fn memory(&self, inputs: &Inputs, plan: &Plan) -> Vec<crate::cost::DeviceMemory> {

@@ -294,6 +294,14 @@ fn breakdown_adds_up_and_tables_match() {
             .collect();
         // fp32 sends cost more than 16-bit ones at the same micro-batch.
         assert!(tables[2].cut[0][1] > tables[1].cut[0][1]);
+        // The estimator made after the tables (sharing their network) gives
+        // the model's own estimates, on the grid and off it.
+        together.stage_tables(&cands[1]).unwrap();
+        let estimator = together.layout_estimator(&pl).unwrap();
+        assert_eq!(
+            estimator.estimate(&pl).unwrap(),
+            model.evaluate(&inputs, &pl).unwrap()
+        );
     }
 }
 
