@@ -36,7 +36,7 @@
 
 use rayon::prelude::*;
 
-use crate::cost::{CostModel, Estimate, Inputs, LayoutEstimator};
+use crate::cost::{CostModel, Estimate, Inputs, PlanEstimator};
 use crate::plan::Plan;
 use crate::search::RankedPlan;
 
@@ -135,7 +135,7 @@ pub fn for_each_split(layers: usize, stages: usize, mut f: impl FnMut(&[usize]))
 
 /// The estimate of `plan`, when it fits in memory and prices to a finite
 /// time (one that does not fit is not simulated).
-fn feasible(estimate: &LayoutEstimator, plan: &Plan) -> Option<Estimate> {
+fn feasible(estimate: &dyn PlanEstimator, plan: &Plan) -> Option<Estimate> {
     let e = estimate.estimate_if_fits(plan).ok()??;
     (e.iteration_s.is_finite() && e.iteration_s > 0.0).then_some(e)
 }
@@ -186,7 +186,7 @@ pub fn best_split(
             s.first_layer = b[j];
             s.end_layer = b[j + 1];
         }
-        if let Some(e) = feasible(&estimate, &p) {
+        if let Some(e) = feasible(estimate.as_ref(), &p) {
             if e.iteration_s < best_s {
                 best_s = e.iteration_s;
                 best = Some((p.clone(), e));
@@ -210,6 +210,17 @@ pub fn local_search_split(
     plan: &Plan,
     current: &Estimate,
 ) -> Option<(Plan, Estimate)> {
+    let estimate = model.layout_estimator(inputs, plan).ok()?;
+    local_search_split_with(estimate.as_ref(), plan, current)
+}
+
+/// [`local_search_split`] with `estimate`, an estimator of `plan`'s layout
+/// the caller already has (its prices are reused).
+pub(crate) fn local_search_split_with(
+    estimate: &dyn PlanEstimator,
+    plan: &Plan,
+    current: &Estimate,
+) -> Option<(Plan, Estimate)> {
     let stages = plan.stages.len();
     // Moves as (boundary, layers to shift it by); the order breaks ties.
     let singles: Vec<Vec<(usize, isize)>> = (1..stages)
@@ -225,7 +236,6 @@ pub fn local_search_split(
                 .map(move |(di, dk)| vec![(i, di), (i + 1, dk)])
         })
         .collect();
-    let estimate = model.layout_estimator(inputs, plan).ok()?;
     let mut best: Option<(Plan, Estimate)> = None;
     let mut best_s = current.iteration_s;
     let mut b = boundaries(plan);
@@ -253,7 +263,7 @@ pub fn local_search_split(
                 }
                 evaluations += 1;
                 let p = with_boundaries(plan, &nb);
-                if let Some(e) = feasible(&estimate, &p) {
+                if let Some(e) = feasible(estimate, &p) {
                     if e.iteration_s < step_s {
                         step_s = e.iteration_s;
                         step = Some((nb, p, e));

@@ -408,10 +408,10 @@ fn ranked(cluster: &Cluster, c: &Candidate, plan: Plan, estimate: Estimate) -> O
 }
 
 /// An even candidate `c`, built as `plan`, priced: its seed splits priced
-/// by its layout's `estimator`, the faster improved by a local search.
+/// by its layout's `estimator`, the faster improved by a local search with
+/// the same estimator.
 fn price_even(
     inputs: &Inputs,
-    model: &dyn CostModel,
     c: &Candidate,
     plan: Plan,
     estimator: &Result<LayoutEstimator>,
@@ -425,7 +425,7 @@ fn price_even(
         Ok(pe) => pe,
         Err(e) => return Outcome::Skipped(e.to_string()),
     };
-    let (plan, estimate) = crate::refine::local_search_split(inputs, model, &plan, &estimate)
+    let (plan, estimate) = crate::refine::local_search_split_with(estimator, &plan, &estimate)
         .unwrap_or((plan, estimate));
     ranked(inputs.cluster, c, plan, estimate)
 }
@@ -609,7 +609,7 @@ pub fn search_per_type_tp(
                 let estimator = model.layout_estimator(inputs, &plans[0]);
                 r.clone()
                     .zip(plans)
-                    .map(|(i, plan)| (i, price_even(inputs, model, &cands[i], plan, &estimator)))
+                    .map(|(i, plan)| (i, price_even(inputs, &cands[i], plan, &estimator)))
                     .collect::<Vec<_>>()
             })
             .collect();
