@@ -61,7 +61,15 @@ PathLike = Union[str, "os.PathLike[str]"]
 # training setup (schedule, recompute, precision, ...) is not carried over as
 # flags: the plan's JSON records it, and amp reads it from there.
 _INPUT_KEYS = frozenset(
-    {"example", "cost_model", "partition", "no_analytic", "sailor_data", "calibration"}
+    {
+        "example",
+        "cost_model",
+        "partition",
+        "no_analytic",
+        "sailor_data",
+        "calibration",
+        "attention",
+    }
 )
 
 

@@ -278,3 +278,13 @@ def test_run_cli_is_the_command(cli):
     code, out, err = amp.run_cli(["plan", "--example", "homogeneous", "-q"])
     r = cli("plan", "--example", "homogeneous", "-q")
     assert (code, out, err) == (r.returncode, r.stdout, r.stderr)
+
+
+def test_the_attention_kernel_carries_to_evaluate():
+    kw = dict(model="gpt2-medium", cluster="1x8xA100-40GB", global_batch=64, seq=1024)
+    fused = amp.plan(attention="fused", **kw)
+    explicit = amp.plan(attention="explicit", **kw)
+    assert fused.plans[0].predicted_iteration_s < explicit.plans[0].predicted_iteration_s
+    # evaluate() rebuilds the model with the plan's attention.
+    best = fused.plans[0]
+    assert amp.evaluate(best).iteration_s == best.predicted_iteration_s

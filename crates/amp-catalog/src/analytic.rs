@@ -39,6 +39,7 @@ use crate::CatalogError;
 
 const ANALYTIC_TOML: &str = include_str!("../data/analytic.toml");
 
+use amp_core::setup::Engine;
 /// Number format of the matrix products (the training setup's own type).
 pub use amp_core::setup::Precision;
 
@@ -65,6 +66,11 @@ pub struct AnalyticOptions {
     pub attention: Option<AttentionImpl>,
     /// Causal (decoder) attention: fused kernels skip the masked half.
     pub causal: bool,
+    /// The engine that builds the model, for its vocabulary padding
+    /// ([`Engine::padded_vocab`]); `None`: the model's vocabulary as it is
+    /// (eager PyTorch).
+    #[serde(default)]
+    pub engine: Option<Engine>,
 }
 
 impl Default for AnalyticOptions {
@@ -73,6 +79,7 @@ impl Default for AnalyticOptions {
             precision: Precision::Bf16,
             attention: None,
             causal: true,
+            engine: None,
         }
     }
 }
@@ -85,6 +92,7 @@ pub struct Constants {
     pub matmul_half_dim: f64,
     pub matmul_tile: f64,
     pub splitk_depth: f64,
+    pub unaligned_matmul_efficiency: f64,
     pub memory_efficiency: f64,
     pub cpu_op_overhead_s: f64,
     pub kernel_min_s: f64,
@@ -127,6 +135,9 @@ struct Machine<'a> {
     bw: f64,
     sms: f64,
     e: f64,
+    /// Efficiency factor of a GEMM with rows that are not a whole number of
+    /// 16-byte vectors (1 where alignment does not matter: fp32 and tf32).
+    unaligned: f64,
 }
 
 impl Machine<'_> {
@@ -135,13 +146,21 @@ impl Machine<'_> {
     }
 
     /// One (batched) GEMM of `batch` products of (m x k) by (k x n).
-    fn gemm(&self, p: &mut Pass, m: f64, k: f64, n: f64, batch: f64) {
+    /// `rows` are the lengths, in elements, of the operands' contiguous rows
+    /// that are not known to be aligned (the caller names the dimensions
+    /// that come from the model's shape, e.g. the vocabulary); if any is not
+    /// a whole number of 16-byte vectors the GEMM runs unaligned kernels.
+    fn gemm(&self, p: &mut Pass, m: f64, k: f64, n: f64, batch: f64, rows: &[f64]) {
         let flops = 2.0 * m * k * n * batch;
         let tile = self.c.matmul_tile;
         let tiles = (m / tile).ceil() * (n / tile).ceil() * batch;
         let split = (k / self.c.splitk_depth).floor().max(1.0);
         let fill = (tiles * split / self.sms).min(1.0);
-        let eff = self.c.matmul_max_efficiency * self.sat(m) * self.sat(k) * self.sat(n) * fill;
+        let vector = 16.0 / self.e;
+        let aligned = rows.iter().all(|r| (r / vector).fract() == 0.0);
+        let align = if aligned { 1.0 } else { self.unaligned };
+        let eff =
+            self.c.matmul_max_efficiency * self.sat(m) * self.sat(k) * self.sat(n) * fill * align;
         let compute = flops / (self.peak * eff);
         let bytes = (m * k + k * n + m * n) * batch * self.e;
         let memory = bytes / (self.bw * self.c.memory_efficiency);
@@ -181,25 +200,28 @@ struct BlockDims {
     qkv: f64,
     /// MLP width, as an equivalent two-matrix MLP.
     ffn: f64,
+    /// `s`, `h` and `heads` come from the model's shape (whole numbers)
+    /// rather than from its parameter count.
+    shaped: bool,
 }
 
 fn block_dims(model: &Model, layer: usize) -> BlockDims {
     let l = &model.layers[layer];
     let params = l.params as f64;
-    let (s, h, heads) = match &model.shape {
+    let (s, h, heads, shaped) = match &model.shape {
         Some(sh) if sh.hidden > 0 && sh.seq_len > 0 => {
             let heads = if sh.heads > 0 {
                 sh.heads
             } else {
                 (sh.hidden / 64).max(1)
             };
-            (sh.seq_len as f64, sh.hidden as f64, heads as f64)
+            (sh.seq_len as f64, sh.hidden as f64, heads as f64, true)
         }
         _ => {
             // No shape: a standard block holds about 12 w^2 weights.
             let w = (params / 12.0).sqrt().max(1.0);
             let s = (l.output_elems_per_sample as f64 / w).max(1.0);
-            (s, w, (w / 64.0).floor().max(1.0))
+            (s, w, (w / 64.0).floor().max(1.0), false)
         }
     };
     let head_dim = h / heads;
@@ -220,6 +242,7 @@ fn block_dims(model: &Model, layer: usize) -> BlockDims {
         head_dim,
         qkv,
         ffn,
+        shaped,
     }
 }
 
@@ -235,13 +258,21 @@ pub fn layer_estimate(
     c: &Constants,
 ) -> LayerEstimate {
     let peak = gpu.matmul_peak_flops(opts.precision);
+    let mma_sync = gpu.mma_sync_fraction.unwrap_or(1.0);
     let m = Machine {
         c,
         peak,
-        mma_peak: peak * gpu.mma_sync_fraction.unwrap_or(1.0),
+        mma_peak: peak * mma_sync,
         bw: gpu.memory_bytes_per_s(),
         sms: gpu.sms.unwrap_or(100) as f64,
         e: opts.precision.formats().activations.bytes(),
+        // Unaligned tensor-core GEMMs run element-wise-loading warp-level
+        // MMA kernels; fp32 and tf32 GEMMs are priced without the penalty.
+        unaligned: if opts.precision.is_half() {
+            c.unaligned_matmul_efficiency * mma_sync
+        } else {
+            1.0
+        },
     };
     let t = tp.max(1) as f64;
     let b = micro_batch.max(1) as f64;
@@ -278,7 +309,7 @@ pub fn layer_estimate(
             );
             // Layer norm, QKV projection, head split.
             m.stream(&mut st, 2.0 * th * e, 1.0);
-            m.gemm(&mut gm, tok, d.h, d.qkv / t, 1.0);
+            m.gemm(&mut gm, tok, d.h, d.qkv / t, 1.0, &[]);
             m.stream(&mut st, 2.0 * tok * d.qkv / t * e, 2.0);
             let batch = b * d.heads / t;
             if flash {
@@ -293,26 +324,28 @@ pub fn layer_estimate(
                     2.0 * io,
                 );
             } else {
-                m.gemm(&mut gm, d.s, d.head_dim, d.s, batch);
+                // Score rows are s long: an odd sequence misaligns them.
+                let rows: &[f64] = if d.shaped { &[d.s, d.head_dim] } else { &[] };
+                m.gemm(&mut gm, d.s, d.head_dim, d.s, batch, rows);
                 m.stream(
                     &mut st,
                     c.explicit_attention_passes * batch * d.s * d.s * e,
                     4.0,
                 );
-                m.gemm(&mut gm, d.s, d.s, d.head_dim, batch);
+                m.gemm(&mut gm, d.s, d.s, d.head_dim, batch, rows);
             }
             // Head merge, output projection, dropout, residual add, norm.
             m.stream(&mut st, 2.0 * th / t * e, 1.0);
-            m.gemm(&mut gm, tok, d.h / t, d.h, 1.0);
+            m.gemm(&mut gm, tok, d.h / t, d.h, 1.0, &[]);
             m.stream(
                 &mut st,
                 th * (2.0 * e + 1.0) + 3.0 * th * e + 2.0 * th * e,
                 3.0,
             );
             // MLP, activation, dropout, residual add.
-            m.gemm(&mut gm, tok, d.h, d.ffn / t, 1.0);
+            m.gemm(&mut gm, tok, d.h, d.ffn / t, 1.0, &[]);
             m.stream(&mut st, 2.0 * tok * d.ffn / t * e, 1.0);
-            m.gemm(&mut gm, tok, d.ffn / t, d.h, 1.0);
+            m.gemm(&mut gm, tok, d.ffn / t, d.h, 1.0, &[]);
             m.stream(&mut st, th * (2.0 * e + 1.0) + 3.0 * th * e, 2.0);
             f.gpu_s = gm.gpu_s + st.gpu_s + at.gpu_s;
             f.ops = gm.ops + st.ops + at.ops;
@@ -336,9 +369,9 @@ pub fn layer_estimate(
             if let Some(flops) = l.forward_flops_per_sample.filter(|x| *x > 0.0) {
                 if h > 0.0 && s > 0.0 {
                     let k = flops / (2.0 * s * h);
-                    m.gemm(&mut f, b * s, k, h, 1.0);
-                    m.gemm(&mut bw, b * s, k, h, 1.0);
-                    m.gemm(&mut bw, b * s, k, h, 1.0);
+                    m.gemm(&mut f, b * s, k, h, 1.0, &[]);
+                    m.gemm(&mut bw, b * s, k, h, 1.0, &[]);
+                    m.gemm(&mut bw, b * s, k, h, 1.0, &[]);
                 }
             }
         }
@@ -349,17 +382,24 @@ pub fn layer_estimate(
                 .map(|s| s.seq_len as f64)
                 .unwrap_or(1.0)
                 .max(1.0);
-            let vocab = model.shape.as_ref().map(|s| s.vocab as f64).unwrap_or(0.0);
-            let logits = out / t;
+            let vocab = model.shape.as_ref().map_or(0, |s| s.vocab);
             let k = match l.forward_flops_per_sample {
-                Some(flops) if vocab > 0.0 => flops / (2.0 * s * vocab),
+                Some(flops) if vocab > 0 => flops / (2.0 * s * vocab as f64),
                 _ => model.shape.as_ref().map(|s| s.hidden as f64).unwrap_or(1.0),
             };
             let tok = b * s;
-            let n = logits / tok;
-            m.gemm(&mut f, tok, k, n, 1.0);
-            m.gemm(&mut bw, tok, k, n, 1.0);
-            m.gemm(&mut bw, tok, k, n, 1.0);
+            // This rank's columns of the logits: the (padded) vocabulary
+            // over tp when the model names it, else the layer's output.
+            let n = match rank_vocab(vocab, tp, opts.engine) {
+                Some(v) => v as f64,
+                None => out / t / tok,
+            };
+            let logits = tok * n;
+            // Forward writes rows of n logits; both backward GEMMs read them.
+            let rows = [n];
+            m.gemm(&mut f, tok, k, n, 1.0, &rows);
+            m.gemm(&mut bw, tok, n, k, 1.0, &rows);
+            m.gemm(&mut bw, n, tok, k, 1.0, &rows);
             // Cross entropy in fp32: upcast, max/sum reductions, log-softmax,
             // and its gradient.
             m.stream(&mut f, logits * (e + 12.0), 4.0);
@@ -378,9 +418,9 @@ pub fn layer_estimate(
                 // those of a norm (about 5 per element).
                 if h > 0.0 && s > 0.0 && flops > 10.0 * s * h {
                     let n = flops / (2.0 * s * h);
-                    m.gemm(&mut f, b * s, h, n, 1.0);
-                    m.gemm(&mut bw, b * s, h, n, 1.0);
-                    m.gemm(&mut bw, b * s, h, n, 1.0);
+                    m.gemm(&mut f, b * s, h, n, 1.0, &[]);
+                    m.gemm(&mut bw, b * s, h, n, 1.0, &[]);
+                    m.gemm(&mut bw, b * s, h, n, 1.0, &[]);
                 } else if h == 0.0 && flops > 0.0 {
                     m.fused(&mut f, flops * b, c.matmul_max_efficiency, 0.0);
                     m.fused(&mut bw, 2.0 * flops * b, c.matmul_max_efficiency, 0.0);
@@ -545,6 +585,22 @@ pub fn describe_sources(profile: &Profile) -> Vec<String> {
         .collect()
 }
 
+/// Columns of the vocabulary projection one rank of a tensor-parallel group
+/// of `tp` computes: the vocabulary as `engine` builds it (padded by
+/// Megatron-LM) over tp, rounded up. `None` when the model names no
+/// vocabulary.
+pub fn rank_vocab(vocab: u64, tp: usize, engine: Option<Engine>) -> Option<u64> {
+    if vocab == 0 {
+        return None;
+    }
+    let tp = tp.max(1) as u64;
+    Some(
+        engine
+            .map_or(vocab, |e| e.padded_vocab(vocab, tp))
+            .div_ceil(tp),
+    )
+}
+
 /// Hidden size and sequence length of a model with a transformer shape;
 /// zeros otherwise (the layer then has no matrix product to price).
 fn hidden_and_seq(model: &Model) -> (f64, f64) {
@@ -556,15 +612,15 @@ fn hidden_and_seq(model: &Model) -> (f64, f64) {
 
 /// Fills `profile` with analytic entries for the (GPU type, tp) pairs it
 /// lacks among those a search of `cluster` can ask for (every tp dividing
-/// the largest node's GPU count), at `micro_batches`, in `precision`:
-/// measured entries always win, and a profile that already covers the
-/// cluster is left as it is.
+/// the largest node's GPU count), at `micro_batches`, in the setup's
+/// precision and for its engine: measured entries always win, and a profile
+/// that already covers the cluster is left as it is.
 pub fn fill_missing(
     model: &Model,
     cluster: &amp_core::Cluster,
     profile: &mut Profile,
     micro_batches: &[usize],
-    precision: Precision,
+    setup: &amp_core::setup::TrainingSetup,
 ) -> Result<(), CatalogError> {
     let node_max = cluster.nodes.iter().map(|n| n.gpus).max().unwrap_or(1);
     let tps: Vec<usize> = (1..=node_max)
@@ -583,7 +639,8 @@ pub fn fill_missing(
             micro_batches,
             profile,
             &AnalyticOptions {
-                precision,
+                precision: setup.formats.compute,
+                engine: setup.engine,
                 ..Default::default()
             },
         )?;
@@ -641,6 +698,72 @@ mod tests {
         // Llama-style models store no scores: flash attention on Hopper.
         let llama = zoo_model("llama3-8b", None).unwrap();
         assert_eq!(with(&llama, None), with(&llama, Some(AttentionImpl::Flash)));
+    }
+
+    /// Forward and backward seconds of `model`'s vocabulary projection.
+    fn head(model: &Model, gpu: &str, tp: usize, opts: &AnalyticOptions) -> (f64, f64) {
+        let i = model
+            .layers
+            .iter()
+            .position(|l| l.kind == LayerKind::VocabProjection)
+            .unwrap();
+        let cat = Catalog::builtin();
+        let e = layer_estimate(
+            model,
+            i,
+            cat.gpu(gpu).unwrap(),
+            tp,
+            8,
+            opts,
+            &Constants::builtin(),
+        );
+        (e.forward_s, e.backward_s)
+    }
+
+    #[test]
+    fn an_odd_vocabulary_runs_unaligned_gemms_unless_the_engine_pads_it() {
+        let gpt = |vocab| {
+            Arch::gpt("g", 1024, 2, 16, vocab, 1024, 1024)
+                .build(None)
+                .unwrap()
+        };
+        let (odd, even) = (gpt(50257), gpt(50304));
+        let eager = AnalyticOptions::default();
+        // bf16 rows of 50257 elements are not whole 16-byte vectors: the
+        // three GEMMs run at 0.7 of the aligned efficiency, and on Hopper
+        // at warp-level MMA's 0.67 of that again (the layer's fp32
+        // cross-entropy passes, memory-bound, are not slowed).
+        let ratio = |gpu| {
+            let (f, b) = head(&odd, gpu, 1, &eager);
+            let (f0, b0) = head(&even, gpu, 1, &eager);
+            (f + b) / (f0 + b0)
+        };
+        let (a100, h100) = (ratio("A100-80GB"), ratio("H100"));
+        assert!((1.2..1.45).contains(&a100), "{a100}");
+        assert!((1.35..1.8).contains(&h100) && h100 > a100, "{h100}");
+        // In tf32 alignment is not priced: the time follows the FLOPs.
+        let tf32 = AnalyticOptions {
+            precision: Precision::Tf32,
+            ..eager
+        };
+        let (f, _) = head(&odd, "A100-80GB", 1, &tf32);
+        let (f0, _) = head(&even, "A100-80GB", 1, &tf32);
+        assert!((f / f0 - 1.0).abs() < 0.01, "{}", f / f0);
+        // Megatron-LM pads 50257 to 50304 at tp 1: the padded model's time.
+        let megatron = AnalyticOptions {
+            engine: Some(Engine::Megatron),
+            ..eager
+        };
+        let padded = head(&odd, "H100", 1, &megatron);
+        let reference = head(&even, "H100", 1, &eager);
+        assert!((padded.0 / reference.0 - 1.0).abs() < 1e-9);
+        assert!((padded.1 / reference.1 - 1.0).abs() < 1e-9);
+        // At tp 2 eager ranks hold 25129 columns (odd), Megatron's 25216.
+        assert_eq!(rank_vocab(50257, 2, None), Some(25129));
+        assert_eq!(rank_vocab(50257, 2, Some(Engine::Megatron)), Some(25216));
+        let (f2, _) = head(&odd, "H100", 2, &eager);
+        let (m2, _) = head(&odd, "H100", 2, &megatron);
+        assert!(f2 > 1.2 * m2, "{f2} {m2}");
     }
 
     #[test]

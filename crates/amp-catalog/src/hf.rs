@@ -21,7 +21,22 @@ pub fn model_from_hf_config(
     origin: &str,
     seq_len: Option<u64>,
 ) -> Result<Model, CatalogError> {
-    let arch = arch_from_hf_config(json, origin)?;
+    model_from_hf_config_with(json, origin, seq_len, None)
+}
+
+/// [`model_from_hf_config`] with the attention kernel chosen:
+/// `Some(true)` fused (no `s x s` scores stored), `Some(false)` explicit,
+/// `None` the family's usual one.
+pub fn model_from_hf_config_with(
+    json: &str,
+    origin: &str,
+    seq_len: Option<u64>,
+    fused_attention: Option<bool>,
+) -> Result<Model, CatalogError> {
+    let mut arch = arch_from_hf_config(json, origin)?;
+    if let Some(f) = fused_attention {
+        arch.flash_attention = f;
+    }
     arch.build(seq_len).map_err(|e| match e {
         CatalogError::Invalid { location, message } => CatalogError::Invalid {
             location: format!("{origin}: {location}"),

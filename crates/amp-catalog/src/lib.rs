@@ -24,8 +24,8 @@ pub use analytic::{
 };
 pub use cluster::parse_cluster;
 pub use hardware::{catalog, Catalog, Gpu, Instance, Link};
-pub use hf::model_from_hf_config;
-pub use zoo::{zoo_model, ZOO_NAMES};
+pub use hf::{model_from_hf_config, model_from_hf_config_with};
+pub use zoo::{zoo_arch, zoo_model, ZOO_NAMES};
 
 /// Errors of the catalog: every one says what was wrong and how to fix it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

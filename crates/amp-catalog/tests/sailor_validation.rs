@@ -100,6 +100,7 @@ fn predictions() -> Vec<Row> {
         precision: Precision::Tf32,
         attention: Some(AttentionImpl::Explicit),
         causal: true,
+        engine: None,
     };
     let mut models = BTreeMap::new();
     let mut rows = Vec::new();

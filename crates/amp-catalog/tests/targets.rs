@@ -15,7 +15,7 @@ use amp_core::placement::{DeviceGrid, Placement};
 use amp_core::profile::Profile;
 use amp_core::schedule::Schedule;
 use amp_core::search::{divisors, plan_from_grid};
-use amp_core::setup::{OptimizerSharding, PipelineSend, Recompute, TrainingSetup};
+use amp_core::setup::{Engine, OptimizerSharding, PipelineSend, Recompute, TrainingSetup};
 
 /// Narayanan et al. (SC'21) Table 1: (zoo name, heads, hidden, layers, tp,
 /// pp, GPUs, global batch, measured TFLOP/s per GPU). A100-80GB nodes of 8
@@ -98,6 +98,7 @@ fn megatron_2021() -> Setup {
             precision: Precision::Fp16,
             attention: Some(AttentionImpl::Explicit),
             causal: true,
+            engine: Some(Engine::Megatron),
         },
         recompute: true,
         zero1: false,
@@ -317,6 +318,7 @@ fn llama3_405b_per_gpu_tflops() {
             precision: Precision::Bf16,
             attention: Some(AttentionImpl::Flash),
             causal: true,
+            engine: None,
         },
         recompute: false,
         zero1: true,

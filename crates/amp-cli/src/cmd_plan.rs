@@ -317,10 +317,18 @@ struct JsonOutput<'a> {
     baselines: Option<Vec<JsonBaseline>>,
 }
 
-/// The sequence length the model was built at, for the header.
+/// The sequence length the model was built at, and its attention kernel
+/// where the model says, for the header.
 pub fn seq_label(model: &amp_core::model::Model) -> String {
     match &model.shape {
-        Some(s) => format!("sequence length {}", s.seq_len),
+        Some(s) => {
+            let attention = match s.architecture.as_ref().and_then(|a| a.flash_attention) {
+                Some(true) => ", fused attention",
+                Some(false) => ", explicit attention",
+                None => "",
+            };
+            format!("sequence length {}{attention}", s.seq_len)
+        }
         None => "sequence length not applicable (layer list)".to_string(),
     }
 }
@@ -591,7 +599,7 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         },
     };
     args.inputs
-        .complete_profile(&mut loaded, &divisors(global_batch), setup.formats.compute)?;
+        .complete_profile(&mut loaded, &divisors(global_batch), &setup)?;
     // Only the GPU types this cluster has.
     let gpus = loaded.cluster.gpu_types();
     let sources: Vec<String> = amp_catalog::describe_sources(&loaded.profile)

@@ -11,7 +11,7 @@ use amp_data::amp_artifact::{profile_from_npy, Experiment};
 
 use amp_core::plan::Plan;
 use amp_core::profile::Profile;
-use amp_core::setup::Precision;
+use amp_core::setup::{Precision, TrainingSetup};
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::calibration_arg::read_calibration;
@@ -33,6 +33,14 @@ pub struct InputArgs {
     /// Sequence length for zoo models and Hugging Face configs.
     #[arg(long)]
     pub seq: Option<u64>,
+    /// Attention kernel the model trains with, for zoo models and Hugging
+    /// Face configs: fused (FlashAttention, PyTorch's SDPA, Transformer
+    /// Engine: no s x s scores stored, the fused kernel priced) or explicit
+    /// (scores materialised in memory and in compute). Default: the
+    /// model's own (Llama, Mistral, Qwen fused; GPT-2, GPT-3, OPT, GPT-Neo,
+    /// BERT, ViT explicit).
+    #[arg(long, value_enum, conflicts_with = "example")]
+    pub attention: Option<AttentionArg>,
     /// Cluster: shorthand (4xp3.8xlarge+1xg4dn.12xlarge,
     /// 2x8xH100+4x8xA100-80GB@100Gbps), a built-in name (homogeneous,
     /// het-cluster, het-model) or a TOML/JSON file of nodes.
@@ -84,6 +92,14 @@ impl ExampleName {
             ExampleName::HetModel => Experiment::HetModel,
         }
     }
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionArg {
+    /// A fused kernel: no `s x s` scores in memory.
+    Fused,
+    /// Scores materialised (two batched GEMMs, softmax, dropout).
+    Explicit,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,6 +172,11 @@ impl InputArgs {
         // usage error.
         self.calibration()?;
         if let Some(dir) = &self.sailor_data {
+            if self.attention.is_some() {
+                bail!(
+                    "--attention does not apply with --sailor-data: Sailor's llm_info.json gives the activation sizes of its runs; drop --attention"
+                );
+            }
             return self.load_sailor_scenario(dir);
         }
         if let Some(ex) = self.example {
@@ -174,7 +195,11 @@ impl InputArgs {
                 notes: Vec::new(),
             });
         }
-        let model = load_model(self.model.as_deref().unwrap_or_default(), self.seq)?;
+        let model = load_model(
+            self.model.as_deref().unwrap_or_default(),
+            self.seq,
+            self.attention.map(|a| a == AttentionArg::Fused),
+        )?;
         let mut cluster = load_cluster(self.cluster.as_deref().unwrap_or_default())?;
         // A cluster file may leave GPU memory out: take it from the catalog
         // when the GPU is known there, so that plans that do not fit are
@@ -305,7 +330,7 @@ impl InputArgs {
                     loaded.model.name, loaded.cluster.name
                 )
             })?;
-        self.complete_profile(loaded, &[plan.micro_batch], plan.setup.formats.compute)?;
+        self.complete_profile(loaded, &[plan.micro_batch], &plan.setup)?;
         Ok(plan)
     }
 
@@ -316,7 +341,7 @@ impl InputArgs {
         &self,
         loaded: &mut Loaded,
         micro_batches: &[usize],
-        precision: Precision,
+        setup: &TrainingSetup,
     ) -> Result<()> {
         if !self.no_analytic {
             amp_catalog::fill_missing(
@@ -324,7 +349,7 @@ impl InputArgs {
                 &loaded.cluster,
                 &mut loaded.profile,
                 micro_batches,
-                precision,
+                setup,
             )
             .context(
                 "cannot fill the profile from the analytic compute model (or pass --profile)",
@@ -498,11 +523,7 @@ impl InputArgs {
             data_setup: Some(run.plan.setup),
             notes: Vec::new(),
         };
-        self.complete_profile(
-            &mut loaded,
-            &[run.plan.micro_batch],
-            run.plan.setup.formats.compute,
-        )?;
+        self.complete_profile(&mut loaded, &[run.plan.micro_batch], &run.plan.setup)?;
         Ok((loaded, run.plan, warnings))
     }
 }
@@ -518,17 +539,34 @@ fn extension(path: &Path) -> String {
         .to_ascii_lowercase()
 }
 
-pub fn load_model(spec: &str, seq: Option<u64>) -> Result<Model> {
+/// The model `spec` names (a file or a zoo name) at sequence `seq`; with
+/// `fused_attention`, a zoo model or Hugging Face config built with that
+/// attention (a layer list fixes its own and is refused).
+pub fn load_model(spec: &str, seq: Option<u64>, fused_attention: Option<bool>) -> Result<Model> {
+    let refuse_layer_list = |what: &str| -> Result<()> {
+        match fused_attention {
+            Some(_) => bail!(
+                "--attention applies to zoo models and Hugging Face configs; {what} is a layer list whose activation sizes fix its attention (set `architecture.flash_attention` and the stored activations in the file instead), so drop --attention"
+            ),
+            None => Ok(()),
+        }
+    };
     let path = Path::new(spec);
     if path.is_file() {
         let text = read_text(path)?;
         let origin = path.display().to_string();
         return Ok(match extension(path).as_str() {
-            "toml" => Model::from_toml_str(&text, &origin)?,
+            "toml" => {
+                refuse_layer_list(&format!("`{origin}`"))?;
+                Model::from_toml_str(&text, &origin)?
+            }
             // A layer list has `layers`; anything else is taken for a
             // Hugging Face config.json.
-            "json" if text.contains("\"layers\"") => Model::from_json_str(&text, &origin)?,
-            "json" => amp_catalog::model_from_hf_config(&text, &origin, seq)?,
+            "json" if text.contains("\"layers\"") => {
+                refuse_layer_list(&format!("`{origin}`"))?;
+                Model::from_json_str(&text, &origin)?
+            }
+            "json" => amp_catalog::model_from_hf_config_with(&text, &origin, seq, fused_attention)?,
             other => bail!(
                 "{origin}: unknown model file type `.{other}`; use a .toml or .json layer list"
             ),
@@ -540,6 +578,7 @@ pub fn load_model(spec: &str, seq: Option<u64>) -> Result<Model> {
     // architecture at --seq (or its default), whatever --seq says.
     if spec.ends_with("-amp") || spec == "transgan" {
         if let Some(m) = models::by_name(spec) {
+            refuse_layer_list(&format!("`{spec}` (the AMP artifact's)"))?;
             if let Some(s) = seq {
                 let fixed = m.shape.as_ref().map(|sh| sh.seq_len);
                 if fixed != Some(s) {
@@ -560,8 +599,16 @@ pub fn load_model(spec: &str, seq: Option<u64>) -> Result<Model> {
             );
         }
     }
-    amp_catalog::zoo_model(spec, seq)
-        .map_err(|e| anyhow!("{e} (or give a model file: no file `{spec}` exists)"))
+    if let (Some(fused), Some(mut arch)) = (fused_attention, amp_catalog::zoo_arch(spec)) {
+        arch.flash_attention = fused;
+        return Ok(arch.build(seq)?);
+    }
+    let model = amp_catalog::zoo_model(spec, seq)
+        .map_err(|e| anyhow!("{e} (or give a model file: no file `{spec}` exists)"))?;
+    // A zoo name without an architecture is one of the AMP artifact's
+    // layer lists.
+    refuse_layer_list(&format!("`{spec}` (the AMP artifact's)"))?;
+    Ok(model)
 }
 
 pub fn load_cluster(spec: &str) -> Result<Cluster> {

@@ -1018,3 +1018,146 @@ fn uneven_plans_round_trip_through_eval() {
         .iter()
         .all(|p| p.get("replica_micro_batches").is_none()));
 }
+
+/// The README's GPT-2 vocabulary-padding table: GPT-2 small with its odd
+/// 50257-token vocabulary against the same model padded to 50304, one GPU,
+/// micro-batch 12, analytic times; and Megatron-LM, which pads 50257 itself.
+#[test]
+fn an_odd_vocabulary_costs_what_the_readme_says() {
+    let best = |vocab: u64, gpu: &str, engine: Option<&str>| {
+        let config = tmp(
+            &format!("gpt2-{vocab}.json"),
+            &format!(
+                r#"{{"model_type":"gpt2","n_embd":768,"n_layer":12,"n_head":12,"n_positions":1024,"vocab_size":{vocab},"activation_function":"gelu_new","tie_word_embeddings":true}}"#
+            ),
+        );
+        let cluster = format!("1x1x{gpu}");
+        let mut args = vec![
+            "plan",
+            "--model",
+            config.to_str().unwrap(),
+            "--seq",
+            "1024",
+            "--cluster",
+            &cluster,
+            "--global-batch",
+            "12",
+            "--json",
+        ];
+        if let Some(e) = engine {
+            args.extend(["--engine", e]);
+        }
+        let v = amp_json(&args);
+        v["plans"][0]["predicted_iteration_s"].as_f64().unwrap()
+    };
+    for (gpu, odd, even) in [("A100-40GB", 0.1571, 0.1518), ("H200", 0.0534, 0.0490)] {
+        let (o, e) = (best(50257, gpu, None), best(50304, gpu, None));
+        assert!((o - odd).abs() < 5e-5, "{gpu} 50257: {o}");
+        assert!((e - even).abs() < 5e-5, "{gpu} 50304: {e}");
+    }
+    let megatron = best(50257, "H200", Some("megatron"));
+    assert!((megatron - 0.0490).abs() < 5e-5, "{megatron}");
+}
+
+/// `--attention` rebuilds a zoo model with the attention kernel asked for:
+/// fused attention stores no `s x s` scores and is priced as the fused
+/// kernel; a layer list, whose activation sizes fix its attention, is
+/// refused.
+#[test]
+fn attention_flag_changes_the_stored_scores_and_the_kernel() {
+    let run = |attention: &str| {
+        amp_json(&[
+            "plan",
+            "--model",
+            "gpt2-medium",
+            "--seq",
+            "1024",
+            "--cluster",
+            "1x1xA100-80GB",
+            "--global-batch",
+            "8",
+            "--attention",
+            attention,
+            "--json",
+            "--top",
+            "100",
+        ])
+    };
+    let (fused, explicit) = (run("fused"), run("explicit"));
+    let at_mb = |v: &serde_json::Value, mb: u64| {
+        let p = v["plans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["micro_batch"].as_u64() == Some(mb))
+            .unwrap()
+            .clone();
+        (
+            p["predicted_iteration_s"].as_f64().unwrap(),
+            p["memory"][0]["activations_bytes"].as_f64().unwrap(),
+        )
+    };
+    let ((tf, af), (te, ae)) = (at_mb(&fused, 2), at_mb(&explicit, 2));
+    // Softmax output (2 bytes), its dropout mask (1 byte) and the scores
+    // (2 bytes): 2.5 x heads x s^2 elements-worth of 2 bytes per block and
+    // sample, 24 blocks, micro-batch 2.
+    let scores = 24.0 * 2.5 * 16.0 * 1024.0 * 1024.0 * 2.0 * 2.0;
+    assert!(
+        ((ae - af) / scores - 1.0).abs() < 0.01,
+        "{ae} {af} {scores}"
+    );
+    assert!(tf < 0.8 * te, "fused {tf} explicit {te}");
+    // The header says which attention was priced.
+    let o = amp(&[
+        "plan",
+        "--model",
+        "gpt2-medium",
+        "--cluster",
+        "1x1xA100-80GB",
+        "--global-batch",
+        "8",
+        "--attention",
+        "fused",
+    ]);
+    assert!(
+        stdout(&o).contains("sequence length 1024, fused attention"),
+        "{}",
+        stdout(&o)
+    );
+    let o = amp(&[
+        "plan",
+        "--model",
+        "gpt2-amp",
+        "--cluster",
+        "1x1xA100-80GB",
+        "--global-batch",
+        "8",
+        "--attention",
+        "fused",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("`gpt2-amp` (the AMP artifact's) is a layer list"),
+        "{}",
+        stderr(&o)
+    );
+    // The README's example: GPT-2 medium on eight A100-40GB.
+    for (attention, readme_s) in [("explicit", 0.2755), ("fused", 0.1569)] {
+        let v = amp_json(&[
+            "plan",
+            "--model",
+            "gpt2-medium",
+            "--seq",
+            "1024",
+            "--cluster",
+            "1x8xA100-40GB",
+            "--global-batch",
+            "64",
+            "--attention",
+            attention,
+            "--json",
+        ]);
+        let t = v["plans"][0]["predicted_iteration_s"].as_f64().unwrap();
+        assert!((t - readme_s).abs() < 5e-5, "{attention}: {t}");
+    }
+}

@@ -360,6 +360,35 @@ impl Engine {
         }
     }
 
+    /// Megatron-LM's `--make-vocab-size-divisible-by` for a tokenizer of
+    /// `vocab` tokens at tensor-parallel degree `tp`, as amp exports it: the
+    /// largest of 128, 64, ..., 8 whose multiple of tp divides the
+    /// vocabulary (Megatron then adds no rows, and each rank's share is a
+    /// whole number of 16-byte bf16 vectors), else its default 128 (an odd
+    /// vocabulary such as GPT-2's 50257 would otherwise run unaligned
+    /// GEMMs).
+    pub fn megatron_vocab_divisor(vocab: u64, tp: u64) -> u64 {
+        [128, 64, 32, 16, 8]
+            .into_iter()
+            .find(|d| vocab.is_multiple_of(d * tp.max(1)))
+            .unwrap_or(128)
+    }
+
+    /// The vocabulary the engine builds for a tokenizer of `vocab` tokens at
+    /// tensor-parallel degree `tp`: Megatron-LM pads it to a multiple of
+    /// divisor x tp (`_vocab_size_with_padding` in megatron/training/
+    /// tokenizer); DeepSpeed and torchtitan take the model's vocabulary as
+    /// the model code gives it.
+    pub fn padded_vocab(self, vocab: u64, tp: u64) -> u64 {
+        match self {
+            Engine::Megatron => {
+                let step = Engine::megatron_vocab_divisor(vocab, tp) * tp.max(1);
+                vocab.div_ceil(step) * step
+            }
+            Engine::DeepSpeed | Engine::Torchtitan => vocab,
+        }
+    }
+
     /// Schedules the engine runs.
     pub(crate) fn supports_schedule(self, schedule: Schedule) -> bool {
         match (self, schedule) {
@@ -607,6 +636,23 @@ impl TrainingSetup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn megatron_pads_the_vocabulary_as_its_log_says() {
+        // Megatron-LM logs "padded vocab (size: 50257) with 47 dummy tokens
+        // (new size: 50304)" at tp 1 and 175 dummy tokens (50432) at tp 2.
+        assert_eq!(Engine::Megatron.padded_vocab(50257, 1), 50304);
+        assert_eq!(Engine::Megatron.padded_vocab(50257, 2), 50432);
+        assert_eq!(Engine::Megatron.padded_vocab(50257, 8), 51200);
+        // A vocabulary that some divisor x tp divides is left alone, as the
+        // export's --make-vocab-size-divisible-by asks.
+        assert_eq!(Engine::megatron_vocab_divisor(50272, 4), 8);
+        assert_eq!(Engine::Megatron.padded_vocab(50272, 4), 50272);
+        assert_eq!(Engine::Megatron.padded_vocab(128256, 8), 128256);
+        for e in [Engine::DeepSpeed, Engine::Torchtitan] {
+            assert_eq!(e.padded_vocab(50257, 4), 50257);
+        }
+    }
 
     #[test]
     fn json_round_trip_and_names() {

@@ -10,6 +10,7 @@ use amp_core::model::{
 };
 use amp_core::plan::Plan;
 use amp_core::schedule::Schedule;
+use amp_core::setup::Engine;
 
 use crate::launch::{self, RankOrder};
 use crate::{EngineOptions, EngineResult, ExportFile, Precision, Recompute, Refusal};
@@ -199,8 +200,8 @@ pub(crate) fn export(
             "the model gives no architecture: a GPT-2-style block with a learned position table as long as the sequence",
         )),
     }
-    let divisor = vocab_divisor(shape.vocab, tp as u64);
-    let padded = shape.vocab.div_ceil(divisor * tp as u64) * divisor * tp as u64;
+    let divisor = Engine::megatron_vocab_divisor(shape.vocab, tp as u64);
+    let padded = Engine::Megatron.padded_vocab(shape.vocab, tp as u64);
     args.push(arg(
         "--make-vocab-size-divisible-by",
         divisor,
@@ -212,7 +213,7 @@ pub(crate) fn export(
             )
         } else {
             format!(
-                "Megatron pads the tokenizer's {} tokens to {padded} (a multiple of {divisor} x tp {tp}); amp priced {}",
+                "Megatron pads the tokenizer's {} tokens to {padded} (a multiple of {divisor} x tp {tp}); amp's analytic times price the {padded} columns, its parameter and memory counts the {} rows",
                 shape.vocab, shape.vocab
             )
         },
@@ -427,13 +428,6 @@ pub(crate) fn export(
 /// (Megatron pads to a multiple of `--make-vocab-size-divisible-by` x tp,
 /// megatron/training/tokenizer `_vocab_size_with_padding`); 128 when none
 /// avoids padding.
-fn vocab_divisor(vocab: u64, tp: u64) -> u64 {
-    [128, 64, 32, 16, 8, 4, 2, 1]
-        .into_iter()
-        .find(|d| vocab.is_multiple_of(d * tp))
-        .unwrap_or(128)
-}
-
 /// The flags that make Megatron-LM's GPTModel the network amp priced.
 fn architecture_args(
     a: &Architecture,
