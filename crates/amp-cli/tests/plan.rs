@@ -975,6 +975,9 @@ fn uneven_plans_round_trip_through_eval() {
         "3xg4dn.12xlarge",
         "--global-batch",
         "32",
+        // T4s have no bf16.
+        "--precision",
+        "fp16",
         "-q",
     ];
     let mut uneven = args.to_vec();
@@ -1142,7 +1145,7 @@ fn attention_flag_changes_the_stored_scores_and_the_kernel() {
         stderr(&o)
     );
     // The README's example: GPT-2 medium on eight A100-40GB.
-    for (attention, readme_s) in [("explicit", 0.2755), ("fused", 0.1569)] {
+    for (attention, readme_s) in [("explicit", 0.2797), ("fused", 0.1610)] {
         let v = amp_json(&[
             "plan",
             "--model",

@@ -6,8 +6,9 @@
 //! - **model states** of the stage's layers, divided by `t` (tied weights
 //!   once per stage, [`Model::stage_params`]): with mixed precision (fp16 or
 //!   bf16 weights, fp32 master weights and Adam) 2 bytes of weights, 2 of
-//!   gradients and 12 of optimizer state (4 master + 4 momentum + 4
-//!   variance) per parameter; in fp32, 4 + 4 + 8. With data parallelism the
+//!   gradients (4 in bf16, which engines accumulate in fp32:
+//!   [`crate::setup::Precision::formats`]) and 12 of optimizer state (4
+//!   master + 4 momentum + 4 variance) per parameter; in fp32, 4 + 4 + 8. With data parallelism the
 //!   gradients are held twice ([`DP_GRADIENT_COPIES`]: the all-reduce
 //!   buffer). With ZeRO-1 the optimizer state is sharded over the
 //!   data-parallel replicas (divided by `dp`);
@@ -37,7 +38,7 @@
 //!
 //! Hand-worked example (the unit test `hand_worked_example` checks it): one
 //! transformer block layer with `s = 4`, `h = 8`, `a = 2`, 1000 parameters,
-//! no vocabulary layer, tensor parallelism 2, mixed precision, 1F1B with
+//! no vocabulary layer, tensor parallelism 2, fp16 mixed precision, 1F1B with
 //! pp = 2, B = 4, micro-batch 3, on stage 0:
 //! - states: 1000 / 2 = 500 parameters per rank: weights 1000 bytes,
 //!   gradients 1000, optimizer 6000;
@@ -495,7 +496,10 @@ mod tests {
     #[test]
     fn hand_worked_example() {
         let m = tiny();
-        let opts = TrainingSetup::default();
+        let opts = TrainingSetup {
+            formats: crate::setup::Precision::Fp16.formats(),
+            ..TrainingSetup::default()
+        };
         assert_eq!(stored_activation_bytes_per_sample(&m, 0, 2, &opts), 784.0);
         assert_eq!(transient_bytes_per_sample(&m, 0, 2, &opts), 64.0);
         let (w, g, o, a, r) = device_memory(
@@ -551,6 +555,7 @@ mod tests {
     fn sharding_and_fp32_change_state_bytes() {
         let with = |sharding| TrainingSetup {
             optimizer_sharding: sharding,
+            formats: crate::setup::Precision::Fp16.formats(),
             ..Default::default()
         };
         assert_eq!(
@@ -565,7 +570,15 @@ mod tests {
             state_bytes(&with(OptimizerSharding::Zero3), 4).total(),
             0.5 + 0.5 + 3.0
         );
-        assert_eq!(state_bytes(&TrainingSetup::default(), 1).total(), 16.0);
+        assert_eq!(state_bytes(&with(OptimizerSharding::None), 1).total(), 16.0);
+        // bf16 keeps fp32 gradients: 18 bytes per parameter, 4 of them
+        // gradients (reduce-scattered to 1 with ZeRO-2 over 4).
+        assert_eq!(state_bytes(&TrainingSetup::default(), 1).total(), 18.0);
+        let bf16_zero2 = TrainingSetup {
+            optimizer_sharding: OptimizerSharding::Zero2,
+            ..Default::default()
+        };
+        assert_eq!(state_bytes(&bf16_zero2, 4).total(), 2.0 + 1.0 + 3.0);
         let f = TrainingSetup {
             formats: crate::setup::Precision::Fp32.formats(),
             ..Default::default()

@@ -664,6 +664,11 @@ pub(crate) fn no_plan_reason(r: &SearchResult) -> String {
         why.push_str("; ");
         why.push_str(s);
     }
+    if r.infeasible > 0 && r.infeasible == r.candidates {
+        why.push_str(
+            ". To fit, use more GPUs, shard the optimizer state (--optimizer-sharding zero1, zero2 or zero3), recompute activations (--recompute), or let amp try those (--search-setup sharding,recompute)",
+        );
+    }
     why
 }
 

@@ -62,7 +62,16 @@ impl Precision {
 
     /// The storage formats this precision implies (engines' defaults:
     /// Megatron-LM, DeepSpeed and PyTorch AMP keep fp32 master weights and
-    /// Adam moments in mixed precision).
+    /// Adam moments in mixed precision). bf16 keeps fp32 gradients: its
+    /// 8-bit mantissa loses small contributions when gradients accumulate
+    /// over micro-batches, so every engine accumulates (and all-reduces) them
+    /// in fp32: Megatron-LM forces `accumulate_allreduce_grads_in_fp32` for
+    /// bf16 (megatron/training/arguments.py), DeepSpeed's bf16 optimizer
+    /// accumulates in fp32 (`data_types.grad_accum_dtype`), FSDP2 mixed
+    /// precision in torchtitan reduces in fp32 (`reduce_dtype`), and PyTorch
+    /// autocast's fp32 weights get fp32 `.grad`s: 18 bytes of model state
+    /// per parameter, not 16. fp16 engines (DeepSpeed's and Megatron-LM's
+    /// fp16 optimizers) keep fp16 gradients.
     pub fn formats(self) -> NumberFormats {
         if self.is_half() {
             let half = if self == Precision::Fp16 {
@@ -73,7 +82,11 @@ impl Precision {
             NumberFormats {
                 compute: self,
                 weights: half,
-                gradients: half,
+                gradients: if self == Precision::Fp16 {
+                    NumberFormat::Fp16
+                } else {
+                    NumberFormat::Fp32
+                },
                 master_weights: Some(NumberFormat::Fp32),
                 optimizer_state: NumberFormat::Fp32,
                 activations: half,
@@ -331,17 +344,12 @@ impl Engine {
     }
 
     /// The storage formats the engine uses for `precision`: the precision's
-    /// own ([`Precision::formats`]) except that Megatron-LM accumulates and
-    /// all-reduces bf16 gradients in fp32 (`accumulate_allreduce_grads_in_fp32`,
-    /// forced on for bf16 by megatron/training/arguments.py `validate_args`):
-    /// 18 bytes of model state per parameter, not 16, and twice the
-    /// data-parallel traffic.
+    /// own ([`Precision::formats`], whose fp32 bf16 gradients are
+    /// Megatron-LM's `accumulate_allreduce_grads_in_fp32`, forced on for bf16
+    /// by megatron/training/arguments.py `validate_args`, and the other
+    /// engines' fp32 accumulation).
     pub fn formats(self, precision: Precision) -> NumberFormats {
-        let mut f = precision.formats();
-        if self == Engine::Megatron && precision == Precision::Bf16 {
-            f.gradients = NumberFormat::Fp32;
-        }
-        f
+        precision.formats()
     }
 
     /// How the engine sends activations between pipeline stages by default.

@@ -320,6 +320,10 @@ fn number_formats_size_sends_and_allreduces() {
         formats: Precision::Fp32.formats(),
         ..TrainingSetup::default()
     };
+    let fp16 = TrainingSetup {
+        formats: Precision::Fp16.formats(),
+        ..TrainingSetup::default()
+    };
     let price = |p: &Profile, setup: &TrainingSetup| {
         let inputs = Inputs {
             model: &m,
@@ -348,7 +352,10 @@ fn number_formats_size_sends_and_allreduces() {
     };
     // 16-bit: 2 x 100 x 2 = 400 bytes per rank and cut; fp32 twice
     // that; two replicas sharing each NIC, both ways.
-    let (t16, ar16) = price(&p, &TrainingSetup::default()).unwrap();
+    let (t16, ar16) = price(&p, &fp16).unwrap();
+    // bf16 sends 16-bit activations but all-reduces fp32 gradients.
+    let (tb16, arb16) = price(&p, &TrainingSetup::default()).unwrap();
+    assert_eq!(tb16.cut, t16.cut);
     p.precision = Some(Precision::Fp32);
     let (t32, ar32) = price(&p, &fp32).unwrap();
     let lat = collective::INTER_NODE_LATENCY_S;
@@ -358,7 +365,11 @@ fn number_formats_size_sends_and_allreduces() {
     // All-reduce of each stage's 2000 parameters over two replicas on
     // one node (1e9 B/s, 10 us steps): 2 x 10 us + bytes / 1e9.
     let intra = collective::INTRA_NODE_LATENCY_S;
-    for (ar, bytes) in [(&ar16, 2000.0 * 2.0), (&ar32, 2000.0 * 4.0)] {
+    for (ar, bytes) in [
+        (&ar16, 2000.0 * 2.0),
+        (&arb16, 2000.0 * 4.0),
+        (&ar32, 2000.0 * 4.0),
+    ] {
         for t in ar.iter() {
             assert!((t - (2.0 * intra + bytes / 1e9)).abs() < 1e-15, "{t}");
         }
