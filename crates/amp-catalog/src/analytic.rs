@@ -685,19 +685,25 @@ mod tests {
                 &Constants::builtin(),
             )
         };
-        // GPT-2-style models count the s x s scores in memory: explicit
-        // attention in compute too, also on Hopper in 16-bit precision.
-        let gpt = Arch::gpt("g", 1024, 2, 16, 50257, 2048, 2048)
-            .build(None)
-            .unwrap();
+        // A model that counts the s x s scores in memory (GPT-Neo's eager
+        // attention) runs explicit attention in compute too, also on Hopper
+        // in 16-bit precision.
+        let mut arch = Arch::gpt("g", 1024, 2, 16, 50257, 2048, 2048);
+        arch.flash_attention = false;
+        let gpt = arch.build(None).unwrap();
         let arch = gpt.shape.as_ref().unwrap().architecture.as_ref().unwrap();
         assert_eq!(arch.flash_attention, Some(false));
         let explicit = with(&gpt, Some(AttentionImpl::Explicit));
         assert_eq!(with(&gpt, None), explicit);
         assert_ne!(with(&gpt, Some(AttentionImpl::Flash)), explicit);
-        // Llama-style models store no scores: flash attention on Hopper.
+        // Llama-style models, and GPT-2 as SDPA runs it, store no scores:
+        // flash attention on Hopper.
         let llama = zoo_model("llama3-8b", None).unwrap();
         assert_eq!(with(&llama, None), with(&llama, Some(AttentionImpl::Flash)));
+        let gpt2 = zoo_model("gpt2-medium", None).unwrap();
+        assert_eq!(with(&gpt2, None), with(&gpt2, Some(AttentionImpl::Flash)));
+        let neo = zoo_model("gpt-neo-2.7b", None).unwrap();
+        assert_eq!(with(&neo, None), with(&neo, Some(AttentionImpl::Explicit)));
     }
 
     /// Forward and backward seconds of `model`'s vocabulary projection.

@@ -235,6 +235,8 @@ pub fn arch_from_hf_config(json: &str, origin: &str) -> Result<Arch, CatalogErro
             );
             a.ffn = cfg.u("intermediate_size")?.unwrap_or(4 * h);
             a.qkv_bias = false;
+            // Hugging Face's GPT-Neo has no SDPA path: eager attention.
+            a.flash_attention = false;
             a.model_type = "gpt_neo".into();
             a.norm_eps = cfg.f("layer_norm_epsilon")?.unwrap_or(1e-5);
             a.tied = cfg.b("tie_word_embeddings", true)?;

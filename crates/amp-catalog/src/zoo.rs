@@ -72,7 +72,12 @@ pub struct Arch {
     pub embed_dim: Option<u64>,
     pub dropout: bool,
     /// Whether training usually runs with a fused (flash) attention that
-    /// keeps no `s x s` score tensor.
+    /// keeps no `s x s` score tensor: what the family's usual code does by
+    /// default today. Hugging Face's GPT-2, OPT, BERT and ViT call PyTorch's
+    /// `scaled_dot_product_attention` (`attn_implementation="sdpa"`, their
+    /// default when supported), Megatron-LM's GPT runs Transformer Engine's
+    /// fused attention, Llama-family code FlashAttention or SDPA; Hugging
+    /// Face's GPT-Neo has no SDPA path and materialises the scores.
     pub flash_attention: bool,
     pub default_seq: u64,
     /// Family as Hugging Face's `model_type` names it (`gpt2`, `opt`,
@@ -89,7 +94,7 @@ pub struct Arch {
 
 impl Arch {
     /// A GPT-2-like decoder (learned positions, LayerNorm, biases, GeLU MLP
-    /// of 4h, tied embeddings).
+    /// of 4h, tied embeddings, fused attention).
     pub fn gpt(
         name: &str,
         hidden: u64,
@@ -119,7 +124,7 @@ impl Arch {
             final_norm: true,
             embed_dim: None,
             dropout: true,
-            flash_attention: false,
+            flash_attention: true,
             default_seq: seq,
             model_type: "gpt2".into(),
             relu: false,
@@ -624,6 +629,7 @@ pub fn zoo_arch(name: &str) -> Option<Arch> {
         // embeddings, 2048 learned positions, vocabulary 50257.
         let mut a = Arch::gpt("gpt-neo-2.7b", 2560, 32, 20, 50257, 2048, 2048);
         a.qkv_bias = false;
+        a.flash_attention = false;
         a.model_type = "gpt_neo".into();
         return Some(a);
     }
