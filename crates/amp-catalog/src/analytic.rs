@@ -23,7 +23,8 @@
 //!   takes `max(GPU time, host time)`.
 //!
 //! Optimizer step (Adam/AdamW): `adam_bytes_per_param` bytes per parameter
-//! of the shard over the memory bandwidth, plus host time of its kernels.
+//! of the shard over the memory bandwidth (`fused_adam_bytes_per_param` when
+//! an engine runs it), plus host time of its kernels.
 //!
 //! Times are compute only: tensor-parallel all-reduces and pipeline sends
 //! are the cost model's to add. The constants live in `data/analytic.toml`
@@ -101,6 +102,7 @@ pub struct Constants {
     pub flash_forward_efficiency: f64,
     pub flash_backward_efficiency: f64,
     pub adam_bytes_per_param: f64,
+    pub fused_adam_bytes_per_param: f64,
     pub optimizer_ops_per_layer: f64,
 }
 
@@ -431,7 +433,13 @@ pub fn layer_estimate(
     let optimizer_s = if l.tied_to.is_some() || l.params == 0 {
         0.0
     } else {
-        let bytes = l.params as f64 / t * c.adam_bytes_per_param;
+        // Engines run a fused Adam; plain PyTorch its multi-tensor one.
+        let per_param = if opts.engine.is_some() {
+            c.fused_adam_bytes_per_param
+        } else {
+            c.adam_bytes_per_param
+        };
+        let bytes = l.params as f64 / t * per_param;
         (bytes / (m.bw * c.memory_efficiency)).max(c.optimizer_ops_per_layer * c.cpu_op_overhead_s)
     };
     LayerEstimate {
@@ -770,6 +778,27 @@ mod tests {
         let (f2, _) = head(&odd, "H100", 2, &eager);
         let (m2, _) = head(&odd, "H100", 2, &megatron);
         assert!(f2 > 1.2 * m2, "{f2} {m2}");
+    }
+
+    #[test]
+    fn engines_run_a_fused_adam() {
+        let m = zoo_model("llama3-8b", None).unwrap();
+        let step = |engine| {
+            let opts = AnalyticOptions {
+                engine,
+                ..AnalyticOptions::default()
+            };
+            let cat = Catalog::builtin();
+            let gpu = cat.gpu("H100").unwrap();
+            layer_estimate(&m, 1, gpu, 1, 1, &opts, &Constants::builtin()).optimizer_s
+        };
+        // 218M parameters of a block: memory-bound, so the bytes decide.
+        let (plain, fused) = (step(None), step(Some(Engine::Megatron)));
+        assert!(
+            (fused / plain - 32.0 / 80.0).abs() < 1e-9,
+            "{plain} {fused}"
+        );
+        assert_eq!(step(Some(Engine::Torchtitan)), fused);
     }
 
     #[test]

@@ -1058,8 +1058,9 @@ fn an_odd_vocabulary_costs_what_the_readme_says() {
         assert!((o - odd).abs() < 5e-5, "{gpu} 50257: {o}");
         assert!((e - even).abs() < 5e-5, "{gpu} 50304: {e}");
     }
+    // Megatron-LM pads the vocabulary and runs a fused Adam.
     let megatron = best(50257, "H200", Some("megatron"));
-    assert!((megatron - 0.0281).abs() < 5e-5, "{megatron}");
+    assert!((megatron - 0.0266).abs() < 5e-5, "{megatron}");
 }
 
 /// `--attention` rebuilds a zoo model with the attention kernel asked for:
