@@ -22,6 +22,11 @@
 //!   (backward `backward_ops_per_forward_op` times as many), and a layer
 //!   takes `max(GPU time, host time)`.
 //!
+//! - without an engine (eager PyTorch), 16-bit precision is **autocast**
+//!   over fp32 weights: each micro-batch casts every linear layer's weights
+//!   to 16 bits forward and casts and accumulates their gradients into fp32
+//!   backward, priced as memory-bound kernels.
+//!
 //! Optimizer step (Adam/AdamW): `adam_bytes_per_param` bytes per parameter
 //! of the shard over the memory bandwidth (`fused_adam_bytes_per_param` when
 //! an engine runs it), plus host time of its kernels.
@@ -103,6 +108,9 @@ pub struct Constants {
     pub flash_backward_efficiency: f64,
     pub adam_bytes_per_param: f64,
     pub fused_adam_bytes_per_param: f64,
+    pub autocast_forward_bytes_per_param: f64,
+    pub autocast_backward_bytes_per_param: f64,
+    pub autocast_casts_per_block: f64,
     pub optimizer_ops_per_layer: f64,
 }
 
@@ -184,6 +192,18 @@ impl Machine<'_> {
         let memory = bytes / (self.bw * self.c.memory_efficiency);
         p.gpu_s += compute.max(memory).max(self.c.kernel_min_s);
         p.ops += 1.0;
+    }
+
+    /// Autocast's per-micro-batch weight traffic for `params` parameters
+    /// in `casts` tensors: the 16-bit casts forward, the cast back and the
+    /// fp32 accumulation of the weight gradients backward.
+    fn autocast(&self, f: &mut Pass, bw: &mut Pass, params: f64, casts: f64) {
+        self.stream(f, self.c.autocast_forward_bytes_per_param * params, casts);
+        self.stream(
+            bw,
+            self.c.autocast_backward_bytes_per_param * params,
+            2.0 * casts,
+        );
     }
 
     fn time(&self, p: Pass) -> f64 {
@@ -279,6 +299,9 @@ pub fn layer_estimate(
     let t = tp.max(1) as f64;
     let b = micro_batch.max(1) as f64;
     let e = m.e;
+    // No engine: eager PyTorch, 16-bit precision by autocast over fp32
+    // weights.
+    let autocast = opts.engine.is_none() && opts.precision.is_half();
     let l = &model.layers[layer];
     let mut f = Pass::default();
     let mut bw = Pass::default();
@@ -355,6 +378,10 @@ pub fn layer_estimate(
             // GEMM, twice the streamed bytes, the fused attention backward.
             bw.gpu_s = 2.0 * gm.gpu_s + 2.0 * st.gpu_s + at_back.gpu_s;
             bw.ops = f.ops * c.backward_ops_per_forward_op;
+            if autocast {
+                let params = l.params as f64 / t;
+                m.autocast(&mut f, &mut bw, params, c.autocast_casts_per_block);
+            }
         }
         LayerKind::Embedding => {
             let (h, s) = hidden_and_seq(model);
@@ -402,6 +429,10 @@ pub fn layer_estimate(
             m.gemm(&mut f, tok, k, n, 1.0, &rows);
             m.gemm(&mut bw, tok, n, k, 1.0, &rows);
             m.gemm(&mut bw, n, tok, k, 1.0, &rows);
+            if autocast {
+                // This rank's n x k weight, tied or not.
+                m.autocast(&mut f, &mut bw, n * k, 1.0);
+            }
             // Cross entropy in fp32: upcast, max/sum reductions, log-softmax,
             // and its gradient.
             m.stream(&mut f, logits * (e + 12.0), 4.0);
@@ -423,6 +454,9 @@ pub fn layer_estimate(
                     m.gemm(&mut f, b * s, h, n, 1.0, &[]);
                     m.gemm(&mut bw, b * s, h, n, 1.0, &[]);
                     m.gemm(&mut bw, b * s, h, n, 1.0, &[]);
+                    if autocast {
+                        m.autocast(&mut f, &mut bw, l.params as f64 / t, 2.0);
+                    }
                 } else if h == 0.0 && flops > 0.0 {
                     m.fused(&mut f, flops * b, c.matmul_max_efficiency, 0.0);
                     m.fused(&mut bw, 2.0 * flops * b, c.matmul_max_efficiency, 0.0);
@@ -662,6 +696,8 @@ mod tests {
     use super::*;
     use crate::zoo::{zoo_model, Arch};
 
+    /// A block as an engine runs it (no autocast casts, whose cost does
+    /// not scale with the micro-batch).
     fn est(m: &Model, gpu: &str, tp: usize, mb: usize) -> LayerEstimate {
         let cat = Catalog::builtin();
         layer_estimate(
@@ -670,7 +706,10 @@ mod tests {
             cat.gpu(gpu).unwrap(),
             tp,
             mb,
-            &AnalyticOptions::default(),
+            &AnalyticOptions {
+                engine: Some(Engine::Megatron),
+                ..AnalyticOptions::default()
+            },
             &Constants::builtin(),
         )
     }
@@ -769,7 +808,7 @@ mod tests {
             ..eager
         };
         let padded = head(&odd, "H100", 1, &megatron);
-        let reference = head(&even, "H100", 1, &eager);
+        let reference = head(&even, "H100", 1, &megatron);
         assert!((padded.0 / reference.0 - 1.0).abs() < 1e-9);
         assert!((padded.1 / reference.1 - 1.0).abs() < 1e-9);
         // At tp 2 eager ranks hold 25129 columns (odd), Megatron's 25216.
@@ -778,6 +817,39 @@ mod tests {
         let (f2, _) = head(&odd, "H100", 2, &eager);
         let (m2, _) = head(&odd, "H100", 2, &megatron);
         assert!(f2 > 1.2 * m2, "{f2} {m2}");
+    }
+
+    #[test]
+    fn autocast_pays_its_casts_and_engines_do_not() {
+        let m = zoo_model("gpt3-7.5b", None).unwrap();
+        let cat = Catalog::builtin();
+        let gpu = cat.gpu("H200").unwrap();
+        let block = |engine| {
+            let opts = AnalyticOptions {
+                engine,
+                ..AnalyticOptions::default()
+            };
+            layer_estimate(&m, 1, gpu, 1, 4, &opts, &Constants::builtin())
+        };
+        let (plain, megatron) = (block(None), block(Some(Engine::Megatron)));
+        // A big block is GPU-bound: the difference is the casts' bytes.
+        let c = Constants::builtin();
+        let p = m.layers[1].params as f64;
+        let bw = gpu.memory_bytes_per_s() * c.memory_efficiency;
+        let fwd = c.autocast_forward_bytes_per_param * p / bw;
+        let bwd = c.autocast_backward_bytes_per_param * p / bw;
+        assert!(((plain.forward_s - megatron.forward_s) / fwd - 1.0).abs() < 1e-9);
+        assert!(((plain.backward_s - megatron.backward_s) / bwd - 1.0).abs() < 1e-9);
+        // In fp32 there is nothing to cast.
+        let fp32 = |engine| {
+            let opts = AnalyticOptions {
+                engine,
+                precision: Precision::Fp32,
+                ..AnalyticOptions::default()
+            };
+            layer_estimate(&m, 1, gpu, 1, 4, &opts, &c).forward_s
+        };
+        assert_eq!(fp32(None), fp32(Some(Engine::Megatron)));
     }
 
     #[test]

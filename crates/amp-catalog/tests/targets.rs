@@ -318,7 +318,9 @@ fn llama3_405b_per_gpu_tflops() {
             precision: Precision::Bf16,
             attention: Some(AttentionImpl::Flash),
             causal: true,
-            engine: None,
+            // Meta's stack is its own, but like the engines it keeps 16-bit
+            // weights (no autocast casts) and steps with a fused optimizer.
+            engine: Some(Engine::Megatron),
         },
         recompute: false,
         zero1: true,
