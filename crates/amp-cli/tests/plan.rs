@@ -1104,8 +1104,11 @@ fn attention_flag_changes_the_stored_scores_and_the_kernel() {
     let ((tf, af), (te, ae)) = (at_mb(&fused, 2), at_mb(&explicit, 2));
     // Softmax output (2 bytes), its dropout mask (1 byte) and the scores
     // (2 bytes): 2.5 x heads x s^2 elements-worth of 2 bytes per block and
-    // sample, 24 blocks, micro-batch 2.
-    let scores = 24.0 * 2.5 * 16.0 * 1024.0 * 1024.0 * 2.0 * 2.0;
+    // sample, 24 blocks, micro-batch 2; and the gradients of probabilities
+    // and scores while one block's backward runs (2 x 2 bytes x heads x
+    // s^2 per sample).
+    let per_sample = 16.0 * 1024.0 * 1024.0;
+    let scores = (24.0 * 2.5 * 2.0 + 2.0 * 2.0) * per_sample * 2.0;
     assert!(
         ((ae - af) / scores - 1.0).abs() < 0.01,
         "{ae} {af} {scores}"

@@ -28,7 +28,9 @@
 //!   the loss a 16-bit copy of the logits or of their gradient
 //!   ([`LOGITS_TRANSIENT_BYTES_PER_ELEM`] bytes per logit per rank), and in
 //!   the backward of an attention block the gradients of the attention
-//!   probabilities and scores, `2 x 2 a s^2 / t` bytes;
+//!   probabilities and scores, `2 x 2 a s^2 / t` bytes (none with fused
+//!   attention, whose stored and recomputed activations hold no `s x s`
+//!   term either);
 //! - a **framework reserve** (`reserve_bytes`, the fitted
 //!   [`crate::cost::Calibration::framework_reserve_bytes`]): CUDA context,
 //!   communication buffers, workspaces and allocator fragmentation.
@@ -184,6 +186,17 @@ fn shape_sha(model: &Model) -> Option<(f64, f64, f64)> {
     Some((s.seq_len as f64, s.hidden as f64, heads as f64))
 }
 
+/// Whether the model's attention is fused (flash attention): no `s x s`
+/// scores, probabilities or their gradients ever exist in memory.
+fn fused_attention(model: &Model) -> bool {
+    model
+        .shape
+        .as_ref()
+        .and_then(|s| s.architecture.as_ref())
+        .and_then(|a| a.flash_attention)
+        == Some(true)
+}
+
 /// Whether tensor parallelism splits this kind's stored activations.
 fn tp_sharded(kind: LayerKind) -> bool {
     matches!(
@@ -202,8 +215,13 @@ fn block_full_bytes(model: &Model, layer: usize, tp: f64, setup: &TrainingSetup)
     } else {
         10.0
     };
+    // The attention core's 5 a s^2 / t bytes exist only when it is not
+    // fused.
+    let core = if fused_attention(model) { 0.0 } else { 5.0 };
     match shape_sha(model) {
-        Some((s, h, a)) => s * h * (replicated + 24.0 / tp + 5.0 * a * s / (h * tp)) * scale(setup),
+        Some((s, h, a)) => {
+            s * h * (replicated + 24.0 / tp + core * a * s / (h * tp)) * scale(setup)
+        }
         None => {
             (replicated + 24.0 / tp)
                 * model.layers[layer].output_elems_per_sample as f64
@@ -213,8 +231,12 @@ fn block_full_bytes(model: &Model, layer: usize, tp: f64, setup: &TrainingSetup)
 }
 
 /// Bytes per sample of a block's attention core (scores, softmax, dropout
-/// mask: `5 a s^2 / t`), what selective recomputation drops and rebuilds.
+/// mask: `5 a s^2 / t`), what selective recomputation drops and rebuilds;
+/// none when the attention is fused.
 fn attention_core_bytes(model: &Model, tp: f64, setup: &TrainingSetup) -> f64 {
+    if fused_attention(model) {
+        return 0.0;
+    }
     shape_sha(model).map_or(0.0, |(s, _, a)| 5.0 * a * s * s / tp * scale(setup))
 }
 
@@ -280,9 +302,15 @@ pub(crate) fn transient_bytes_per_sample(
             l.output_elems_per_sample as f64 / t * LOGITS_TRANSIENT_BYTES_PER_ELEM * scale(setup)
         }
         LayerKind::TransformerBlock => {
-            let attn = shape_sha(model).map_or(0.0, |(s, _, a)| {
-                2.0 * HALF_BYTES * a * s * s / t * scale(setup)
-            });
+            // The gradients of the attention probabilities and scores; a
+            // fused attention's backward recomputes them tile by tile.
+            let attn = if fused_attention(model) {
+                0.0
+            } else {
+                shape_sha(model).map_or(0.0, |(s, _, a)| {
+                    2.0 * HALF_BYTES * a * s * s / t * scale(setup)
+                })
+            };
             match setup.recompute {
                 // Recomputing the block rebuilds its full activations.
                 Recompute::Full => attn + block_full_bytes(model, layer, t, setup),
@@ -549,6 +577,56 @@ mod tests {
             RESERVE,
         );
         assert_eq!(a2, 4.0 * 3.0 * 784.0 + 192.0);
+    }
+
+    #[test]
+    fn fused_attention_holds_no_score_tensors() {
+        let with = |flash: Option<bool>| {
+            let mut m = tiny();
+            m.shape.as_mut().unwrap().architecture = Some(crate::model::Architecture {
+                family: "gpt2".into(),
+                kv_heads: 2,
+                head_dim: 4,
+                ffn_hidden: 32,
+                activation: crate::model::Activation::Gelu,
+                norm: crate::model::NormKind::Layernorm,
+                norm_eps: 1e-5,
+                position_embedding: crate::model::PositionEmbedding::Learned,
+                rope_theta: None,
+                max_positions: 4,
+                tied_embeddings: true,
+                linear_bias: true,
+                qkv_bias: true,
+                flash_attention: flash,
+            });
+            m
+        };
+        let fp16 = TrainingSetup {
+            formats: crate::setup::Precision::Fp16.formats(),
+            ..TrainingSetup::default()
+        };
+        // s = 4, h = 8, a = 2, tp 2: the score gradients are 2 x 2 a s^2 / t
+        // = 64 bytes, the attention core 5 a s^2 / t = 80 bytes.
+        for flash in [None, Some(false)] {
+            let m = with(flash);
+            assert_eq!(transient_bytes_per_sample(&m, 0, 2, &fp16), 64.0);
+            assert_eq!(attention_core_bytes(&m, 2.0, &fp16), 80.0);
+        }
+        let fused = with(Some(true));
+        assert_eq!(transient_bytes_per_sample(&fused, 0, 2, &fp16), 0.0);
+        assert_eq!(attention_core_bytes(&fused, 2.0, &fp16), 0.0);
+        // Korthikanti's s h (10 + 24 / t) without the 5 a s / (h t) term.
+        assert_eq!(block_full_bytes(&fused, 0, 2.0, &fp16), 32.0 * 22.0);
+        assert_eq!(
+            block_full_bytes(&with(Some(false)), 0, 2.0, &fp16),
+            32.0 * 24.5
+        );
+        // Full recomputation rebuilds the block without scores.
+        let full = TrainingSetup {
+            recompute: Recompute::Full,
+            ..fp16
+        };
+        assert_eq!(transient_bytes_per_sample(&fused, 0, 2, &full), 32.0 * 22.0);
     }
 
     #[test]
