@@ -36,9 +36,9 @@ pub struct InputArgs {
     /// Attention kernel the model trains with, for zoo models and Hugging
     /// Face configs: fused (FlashAttention, PyTorch's SDPA, Transformer
     /// Engine: no s x s scores stored, the fused kernel priced) or explicit
-    /// (scores materialised in memory and in compute). Default: the
-    /// model's own (Llama, Mistral, Qwen fused; GPT-2, GPT-3, OPT, GPT-Neo,
-    /// BERT, ViT explicit).
+    /// (scores materialised in memory and in compute). Default: what the
+    /// family's usual code runs (fused, except GPT-Neo and the AMP
+    /// artifact's layer lists).
     #[arg(long, value_enum, conflicts_with = "example")]
     pub attention: Option<AttentionArg>,
     /// Cluster: shorthand (4xp3.8xlarge+1xg4dn.12xlarge,

@@ -8,8 +8,8 @@
 //!   bf16 weights, fp32 master weights and Adam) 2 bytes of weights, 2 of
 //!   gradients (4 in bf16, which engines accumulate in fp32:
 //!   [`crate::setup::Precision::formats`]) and 12 of optimizer state (4
-//!   master + 4 momentum + 4 variance) per parameter; in fp32, 4 + 4 + 8. With data parallelism the
-//!   gradients are held twice ([`DP_GRADIENT_COPIES`]: the all-reduce
+//!   master + 4 momentum + 4 variance) per parameter; in fp32, 4 + 4 + 8.
+//!   With data parallelism the gradients are held twice ([`DP_GRADIENT_COPIES`]: the all-reduce
 //!   buffer). With ZeRO-1 the optimizer state is sharded over the
 //!   data-parallel replicas (divided by `dp`);
 //! - **stored activations** of the micro-batches in flight: under 1F1B stage
