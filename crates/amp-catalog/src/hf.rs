@@ -295,6 +295,27 @@ pub fn arch_from_hf_config(json: &str, origin: &str) -> Result<Arch, CatalogErro
             ))
         }
     };
+    let mut arch = arch;
+    // A config saved with an attention implementation names the kernel the
+    // model ran with (`_attn_implementation`, as transformers stores it, or
+    // `attn_implementation`).
+    let attn = ["_attn_implementation", "attn_implementation"]
+        .into_iter()
+        .find_map(|k| cfg.s(k).map(|v| (k, v)));
+    if let Some((key, value)) = attn {
+        arch.flash_attention = match value {
+            "eager" => false,
+            "sdpa" | "flash_attention_2" | "flash_attention_3" | "flex_attention" => true,
+            other => {
+                return Err(CatalogError::invalid(
+                    format!("{origin}: `{key}`"),
+                    format!(
+                        "`{other}` is not an attention implementation amp knows; use eager, sdpa, flash_attention_2, flash_attention_3 or flex_attention, or remove the key and pass --attention"
+                    ),
+                ))
+            }
+        };
+    }
     Ok(arch)
 }
 

@@ -332,3 +332,38 @@ fn hf_config_errors_are_specific() {
         .to_string();
     assert!(e.contains("key/value heads"), "{e}");
 }
+
+/// A config saved with its attention implementation decides the kernel:
+/// `eager` materialises the scores, SDPA and FlashAttention do not; an
+/// unknown name is refused, naming the key.
+#[test]
+fn hf_configs_name_their_attention() {
+    let flash = |json: &str| {
+        model_from_hf_config(json, "c.json", None)
+            .map(|m| m.shape.unwrap().architecture.unwrap().flash_attention)
+    };
+    assert_eq!(flash(GPT2).unwrap(), Some(true));
+    assert_eq!(flash(GPT_NEO).unwrap(), Some(false));
+    let with = |json: &str, key: &str, value: &str| {
+        json.replacen('{', &format!(r#"{{"{key}": "{value}", "#), 1)
+    };
+    assert_eq!(
+        flash(&with(GPT2, "_attn_implementation", "eager")).unwrap(),
+        Some(false)
+    );
+    assert_eq!(
+        flash(&with(GPT_NEO, "_attn_implementation", "flash_attention_2")).unwrap(),
+        Some(true)
+    );
+    assert_eq!(
+        flash(&with(GPT2, "attn_implementation", "sdpa")).unwrap(),
+        Some(true)
+    );
+    let e = flash(&with(GPT2, "_attn_implementation", "magic"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("c.json: `_attn_implementation`") && e.contains("`magic`"),
+        "{e}"
+    );
+}
