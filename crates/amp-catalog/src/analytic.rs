@@ -314,12 +314,7 @@ pub fn layer_estimate(
             let th = tok * d.h;
             // A model whose stored activations hold the s x s scores runs
             // explicit attention: compute and memory price one attention.
-            let model_flash = model
-                .shape
-                .as_ref()
-                .and_then(|s| s.architecture.as_ref())
-                .and_then(|a| a.flash_attention);
-            let flash = match (opts.attention, model_flash) {
+            let flash = match (opts.attention, model.flash_attention()) {
                 (Some(a), _) => a == AttentionImpl::Flash,
                 (None, Some(false)) => false,
                 (None, _) => opts.precision.is_half() && gpu.tf32_tflops.is_some(),
@@ -631,7 +626,7 @@ pub fn describe_sources(profile: &Profile) -> Vec<String> {
 /// of `tp` computes: the vocabulary as `engine` builds it (padded by
 /// Megatron-LM) over tp, rounded up. `None` when the model names no
 /// vocabulary.
-pub fn rank_vocab(vocab: u64, tp: usize, engine: Option<Engine>) -> Option<u64> {
+fn rank_vocab(vocab: u64, tp: usize, engine: Option<Engine>) -> Option<u64> {
     if vocab == 0 {
         return None;
     }

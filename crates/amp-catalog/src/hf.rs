@@ -167,7 +167,7 @@ pub fn arch_from_hf_config(json: &str, origin: &str) -> Result<Arch, CatalogErro
         .filter(|s| !s.is_empty())
         .unwrap_or(origin)
         .to_string();
-    let arch = match model_type.as_str() {
+    let mut arch = match model_type.as_str() {
         "gpt2" => {
             let h = cfg.req(&["n_embd", "hidden_size"])?;
             let heads = cfg.req(&["n_head", "num_attention_heads"])?;
@@ -295,7 +295,6 @@ pub fn arch_from_hf_config(json: &str, origin: &str) -> Result<Arch, CatalogErro
             ))
         }
     };
-    let mut arch = arch;
     // A config saved with an attention implementation names the kernel the
     // model ran with (`_attn_implementation`, as transformers stores it, or
     // `attn_implementation`).

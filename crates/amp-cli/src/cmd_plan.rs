@@ -322,7 +322,7 @@ struct JsonOutput<'a> {
 pub fn seq_label(model: &amp_core::model::Model) -> String {
     match &model.shape {
         Some(s) => {
-            let attention = match s.architecture.as_ref().and_then(|a| a.flash_attention) {
+            let attention = match model.flash_attention() {
                 Some(true) => ", fused attention",
                 Some(false) => ", explicit attention",
                 None => "",

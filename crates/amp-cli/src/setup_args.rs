@@ -110,7 +110,9 @@ impl SetupArgs {
         };
         let precision = self.precision.unwrap_or(default_precision);
         let setup = TrainingSetup {
-            formats: engine.map_or(precision.formats(), |e| e.formats(precision)),
+            // Every engine stores what the precision implies (bf16 keeps
+            // fp32 gradients everywhere: Precision::formats).
+            formats: precision.formats(),
             schedule: self.schedule.unwrap_or_default(),
             recompute: self.recompute.unwrap_or_default(),
             optimizer_sharding: self.optimizer_sharding.unwrap_or_default(),

@@ -189,12 +189,7 @@ fn shape_sha(model: &Model) -> Option<(f64, f64, f64)> {
 /// Whether the model's attention is fused (flash attention): no `s x s`
 /// scores, probabilities or their gradients ever exist in memory.
 fn fused_attention(model: &Model) -> bool {
-    model
-        .shape
-        .as_ref()
-        .and_then(|s| s.architecture.as_ref())
-        .and_then(|a| a.flash_attention)
-        == Some(true)
+    model.flash_attention() == Some(true)
 }
 
 /// Whether tensor parallelism splits this kind's stored activations.

@@ -173,6 +173,16 @@ pub struct Model {
 }
 
 impl Model {
+    /// Whether the model's attention is fused (`Some(true)`: no `s x s`
+    /// scores stored), explicit (`Some(false)`), or unknown: its
+    /// architecture's `flash_attention`.
+    pub fn flash_attention(&self) -> Option<bool> {
+        self.shape
+            .as_ref()
+            .and_then(|s| s.architecture.as_ref())
+            .and_then(|a| a.flash_attention)
+    }
+
     /// Number of layers.
     pub fn num_layers(&self) -> usize {
         self.layers.len()

@@ -343,15 +343,6 @@ impl Engine {
         }
     }
 
-    /// The storage formats the engine uses for `precision`: the precision's
-    /// own ([`Precision::formats`], whose fp32 bf16 gradients are
-    /// Megatron-LM's `accumulate_allreduce_grads_in_fp32`, forced on for bf16
-    /// by megatron/training/arguments.py `validate_args`, and the other
-    /// engines' fp32 accumulation).
-    pub fn formats(self, precision: Precision) -> NumberFormats {
-        precision.formats()
-    }
-
     /// How the engine sends activations between pipeline stages by default.
     pub fn default_pipeline_send(self) -> PipelineSend {
         match self {
@@ -678,21 +669,18 @@ mod tests {
     }
 
     #[test]
-    fn megatron_keeps_bf16_gradients_in_fp32() {
-        let f = Engine::Megatron.formats(Precision::Bf16);
+    fn bf16_keeps_gradients_in_fp32() {
+        let f = Precision::Bf16.formats();
         assert_eq!(f.gradients, NumberFormat::Fp32);
         assert_eq!(f.weights, NumberFormat::Bf16);
         // 2 weights + 4 gradients + 4 master + 8 moments.
         let per_param = f.weights.bytes() + f.gradients.bytes() + f.optimizer_bytes_per_param();
         assert_eq!(per_param, 18.0);
-        assert_eq!(
-            Engine::Megatron.formats(Precision::Fp16),
-            Precision::Fp16.formats()
-        );
-        assert_eq!(
-            Engine::DeepSpeed.formats(Precision::Bf16),
-            Precision::Bf16.formats()
-        );
+        // fp16 engines keep fp16 gradients: 16 bytes.
+        let f = Precision::Fp16.formats();
+        assert_eq!(f.gradients, NumberFormat::Fp16);
+        let per_param = f.weights.bytes() + f.gradients.bytes() + f.optimizer_bytes_per_param();
+        assert_eq!(per_param, 16.0);
     }
 
     #[test]
