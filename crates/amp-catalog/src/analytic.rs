@@ -28,8 +28,9 @@
 //!   backward, priced as memory-bound kernels.
 //!
 //! Optimizer step (Adam/AdamW): `adam_bytes_per_param` bytes per parameter
-//! of the shard over the memory bandwidth (`fused_adam_bytes_per_param` when
-//! an engine runs it), plus host time of its kernels.
+//! of the shard over the memory bandwidth (`fused_adam_bytes_per_param` for
+//! a fused step: every engine's default, or `--optimizer-step fused`), plus
+//! host time of its kernels.
 //!
 //! Times are compute only: tensor-parallel all-reduces and pipeline sends
 //! are the cost model's to add. The constants live in `data/analytic.toml`
@@ -45,9 +46,9 @@ use crate::CatalogError;
 
 const ANALYTIC_TOML: &str = include_str!("../data/analytic.toml");
 
-use amp_core::setup::Engine;
 /// Number format of the matrix products (the training setup's own type).
 pub use amp_core::setup::Precision;
+use amp_core::setup::{Engine, OptimizerStep};
 
 /// How attention is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +78,10 @@ pub struct AnalyticOptions {
     /// (eager PyTorch).
     #[serde(default)]
     pub engine: Option<Engine>,
+    /// The Adam(W) step; `None`: fused with an engine, else PyTorch's
+    /// default foreach ([`TrainingSetup::optimizer_step`]).
+    #[serde(default)]
+    pub optimizer_step: Option<OptimizerStep>,
 }
 
 impl Default for AnalyticOptions {
@@ -86,6 +91,7 @@ impl Default for AnalyticOptions {
             attention: None,
             causal: true,
             engine: None,
+            optimizer_step: None,
         }
     }
 }
@@ -462,11 +468,16 @@ pub fn layer_estimate(
     let optimizer_s = if l.tied_to.is_some() || l.params == 0 {
         0.0
     } else {
-        // Engines run a fused Adam; plain PyTorch its multi-tensor one.
-        let per_param = if opts.engine.is_some() {
-            c.fused_adam_bytes_per_param
+        // Engines run a fused Adam; plain PyTorch its multi-tensor one,
+        // unless the setup says otherwise.
+        let step = opts.optimizer_step.unwrap_or(if opts.engine.is_some() {
+            OptimizerStep::Fused
         } else {
-            c.adam_bytes_per_param
+            OptimizerStep::Foreach
+        });
+        let per_param = match step {
+            OptimizerStep::Fused => c.fused_adam_bytes_per_param,
+            OptimizerStep::Foreach => c.adam_bytes_per_param,
         };
         let bytes = l.params as f64 / t * per_param;
         (bytes / (m.bw * c.memory_efficiency)).max(c.optimizer_ops_per_layer * c.cpu_op_overhead_s)
@@ -678,6 +689,7 @@ pub fn fill_missing(
             &AnalyticOptions {
                 precision: setup.formats.compute,
                 engine: setup.engine,
+                optimizer_step: Some(setup.optimizer_step()),
                 ..Default::default()
             },
         )?;
@@ -866,6 +878,21 @@ mod tests {
             "{plain} {fused}"
         );
         assert_eq!(step(Some(Engine::Torchtitan)), fused);
+        // The step the setup names wins over the engine's.
+        let named = |engine, optimizer_step| {
+            let opts = AnalyticOptions {
+                engine,
+                optimizer_step: Some(optimizer_step),
+                ..AnalyticOptions::default()
+            };
+            let gpu = Catalog::builtin().gpu("H100").unwrap().clone();
+            layer_estimate(&m, 1, &gpu, 1, 1, &opts, &Constants::builtin()).optimizer_s
+        };
+        assert_eq!(named(None, OptimizerStep::Fused), fused);
+        assert_eq!(
+            named(Some(Engine::Torchtitan), OptimizerStep::Foreach),
+            plain
+        );
     }
 
     #[test]

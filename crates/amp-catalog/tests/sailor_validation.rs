@@ -101,6 +101,7 @@ fn predictions() -> Vec<Row> {
         attention: Some(AttentionImpl::Explicit),
         causal: true,
         engine: None,
+        optimizer_step: None,
     };
     let mut models = BTreeMap::new();
     let mut rows = Vec::new();

@@ -99,6 +99,7 @@ fn megatron_2021() -> Setup {
             attention: Some(AttentionImpl::Explicit),
             causal: true,
             engine: Some(Engine::Megatron),
+            optimizer_step: None,
         },
         recompute: true,
         zero1: false,
@@ -321,6 +322,7 @@ fn llama3_405b_per_gpu_tflops() {
             // Meta's stack is its own, but like the engines it keeps 16-bit
             // weights (no autocast casts) and steps with a fused optimizer.
             engine: Some(Engine::Megatron),
+            optimizer_step: None,
         },
         recompute: false,
         zero1: true,

@@ -4,7 +4,8 @@
 use amp_core::profile::Profile;
 use amp_core::schedule::Schedule;
 use amp_core::setup::{
-    parse_schedule, Engine, OptimizerSharding, PipelineSend, Precision, Recompute, TrainingSetup,
+    parse_schedule, CrossEntropy, Engine, OptimizerSharding, OptimizerStep, PipelineSend,
+    Precision, Recompute, TrainingSetup,
 };
 use anyhow::{bail, Result};
 use clap::Args;
@@ -44,6 +45,19 @@ pub struct SetupArgs {
     /// are priced as it runs them and refused where it cannot.
     #[arg(long, value_parser = parse_engine, help_heading = "Training setup")]
     pub engine: Option<Engine>,
+    /// Loss kernel, which sets the loss's memory: pytorch (F.cross_entropy
+    /// on an fp32 copy of the logits: Hugging Face, torchtitan, plain
+    /// PyTorch; 8 bytes per logit beyond the stored softmax) or megatron
+    /// (vocabulary-parallel, in place; 2). Default: the engine's (megatron
+    /// for Megatron-LM and DeepSpeed), else pytorch.
+    #[arg(long, value_parser = parse_cross_entropy, help_heading = "Training setup")]
+    pub cross_entropy: Option<CrossEntropy>,
+    /// Adam(W) step: foreach (PyTorch's default multi-tensor AdamW, about 80
+    /// bytes moved per parameter) or fused (fused=True, Transformer Engine,
+    /// apex, DeepSpeed: about 32). Default: fused with an engine, else
+    /// foreach.
+    #[arg(long, value_parser = parse_optimizer_step, help_heading = "Training setup")]
+    pub optimizer_step: Option<OptimizerStep>,
 }
 
 fn parse_precision(s: &str) -> Result<Precision, String> {
@@ -59,6 +73,12 @@ fn parse_send(s: &str) -> Result<PipelineSend, String> {
     s.parse()
 }
 fn parse_engine(s: &str) -> Result<Engine, String> {
+    s.parse()
+}
+fn parse_cross_entropy(s: &str) -> Result<CrossEntropy, String> {
+    s.parse()
+}
+fn parse_optimizer_step(s: &str) -> Result<OptimizerStep, String> {
     s.parse()
 }
 
@@ -89,6 +109,12 @@ impl SetupArgs {
         }
         if self.engine.is_some() {
             v.push("--engine");
+        }
+        if self.cross_entropy.is_some() {
+            v.push("--cross-entropy");
+        }
+        if self.optimizer_step.is_some() {
+            v.push("--optimizer-step");
         }
         v
     }
@@ -123,6 +149,8 @@ impl SetupArgs {
                 .unwrap_or_default(),
             overlap_grad_reduce: self.overlap_allreduce,
             engine,
+            cross_entropy: self.cross_entropy,
+            optimizer_step: self.optimizer_step,
         };
         setup.check()?;
         if let Err(e) = setup.check_profile(profile) {

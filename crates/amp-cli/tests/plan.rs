@@ -1168,3 +1168,73 @@ fn attention_flag_changes_the_stored_scores_and_the_kernel() {
         assert!((t - readme_s).abs() < 5e-5, "{attention}: {t}");
     }
 }
+
+/// The loss kernel sets the logits' memory and the Adam kernel the step's
+/// time: eager PyTorch (the default without an engine) holds 12 bytes per
+/// logit around its `cross_entropy`, Megatron-LM's in-place loss 6; a fused
+/// AdamW moves 32 bytes per parameter where the default foreach one moves
+/// 80. The README's figures, on one H200.
+#[test]
+fn the_loss_and_adam_kernels_cost_what_the_readme_says() {
+    let gpt2 = tmp(
+        "gpt2-small-loss.json",
+        r#"{"model_type":"gpt2","n_embd":768,"n_layer":12,"n_head":12,"n_positions":1024,"vocab_size":50257,"activation_function":"gelu_new","tie_word_embeddings":true}"#,
+    );
+    let llama = tmp(
+        "llama32-1b-loss.json",
+        r#"{"architectures":["LlamaForCausalLM"],"model_type":"llama","hidden_size":2048,"intermediate_size":8192,"num_hidden_layers":16,"num_attention_heads":32,"num_key_value_heads":8,"head_dim":64,"vocab_size":128256,"max_position_embeddings":131072,"rms_norm_eps":1e-05,"rope_theta":500000.0,"tie_word_embeddings":true,"hidden_act":"silu"}"#,
+    );
+    let best = |model: &std::path::Path, seq: &str, batch: &str, extra: &[&str]| {
+        let mut args = vec![
+            "plan",
+            "--model",
+            model.to_str().unwrap(),
+            "--seq",
+            seq,
+            "--cluster",
+            "1x1xH200",
+            "--global-batch",
+            batch,
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let v = amp_json(&args);
+        let p = &v["plans"][0];
+        (
+            p["predicted_iteration_s"].as_f64().unwrap(),
+            p["memory"][0]["peak_bytes"].as_f64().unwrap() / 1e9,
+        )
+    };
+    let megatron_loss = ["--cross-entropy", "megatron"];
+    for (model, seq, batch, pytorch_gb, megatron_gb) in [
+        (&gpt2, "1024", "12", 16.81, 13.11),
+        (&llama, "2048", "8", 67.76, 55.15),
+    ] {
+        let (_, p) = best(model, seq, batch, &[]);
+        let (_, m) = best(model, seq, batch, &megatron_loss);
+        assert!((p - pytorch_gb).abs() < 0.005, "{model:?}: {p} GB");
+        assert!((m - megatron_gb).abs() < 0.005, "{model:?}: {m} GB");
+    }
+    let (foreach, _) = best(&llama, "2048", "8", &[]);
+    let (fused, _) = best(&llama, "2048", "8", &["--optimizer-step", "fused"]);
+    assert!((foreach - 0.2613).abs() < 5e-5, "{foreach}");
+    assert!((fused - 0.2458).abs() < 5e-5, "{fused}");
+    // Megatron-LM has one loss and one Adam: other choices are refused.
+    let out = amp(&[
+        "plan",
+        "--model",
+        "gpt2",
+        "--seq",
+        "1024",
+        "--cluster",
+        "1x1xH200",
+        "--global-batch",
+        "8",
+        "--engine",
+        "megatron",
+        "--optimizer-step",
+        "foreach",
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("fused Adam"), "{}", stderr(&out));
+}

@@ -25,8 +25,12 @@
 //!   every rank keeps whole, the rest is sharded by `t`); with full
 //!   recomputation only the block input, `2 s h` bytes;
 //! - **transient buffers** of the one micro-batch being processed: around
-//!   the loss a 16-bit copy of the logits or of their gradient
-//!   ([`LOGITS_TRANSIENT_BYTES_PER_ELEM`] bytes per logit per rank), and in
+//!   the loss, what its kernel holds beside the stored softmax
+//!   ([`crate::setup::CrossEntropy`]): Megatron-LM's in-place loss a 16-bit
+//!   copy of the logits or of their gradient
+//!   ([`LOGITS_TRANSIENT_BYTES_PER_ELEM`] bytes per logit per rank),
+//!   PyTorch's `cross_entropy` two fp32 gradients
+//!   ([`PYTORCH_LOSS_TRANSIENT_BYTES_PER_LOGIT`]); and in
 //!   the backward of an attention block the gradients of the attention
 //!   probabilities and scores, `2 x 2 a s^2 / t` bytes (none with fused
 //!   attention, whose stored and recomputed activations hold no `s x s`
@@ -57,15 +61,26 @@ use crate::model::{LayerKind, Model};
 use crate::placement::DeviceGrid;
 use crate::plan::Plan;
 use crate::schedule::Schedule;
-use crate::setup::{OptimizerSharding, Recompute, TrainingSetup};
+use crate::setup::{CrossEntropy, OptimizerSharding, Recompute, TrainingSetup};
 
 /// Bytes per logit element, per sample and rank (the logits are split by
-/// tensor parallelism), held only while the loss runs: the 16-bit logits
-/// next to their fp32 copy in the forward pass, or the 16-bit gradient next
-/// to the fp32 one in the backward pass. The fp32 softmax itself is a stored
-/// activation (4 bytes per logit); Megatron-LM's vocabulary-parallel cross
-/// entropy works in place on it, so nothing else is needed.
+/// tensor parallelism), held only while Megatron-LM's vocabulary-parallel
+/// cross entropy runs ([`CrossEntropy::Megatron`]): the 16-bit logits next
+/// to their fp32 copy in the forward pass, or the 16-bit gradient next to
+/// the fp32 one in the backward pass. The fp32 softmax itself is a stored
+/// activation (4 bytes per logit); the loss works in place on it, so
+/// nothing else is needed.
 pub const LOGITS_TRANSIENT_BYTES_PER_ELEM: f64 = 2.0;
+
+/// Bytes per logit element beyond the stored fp32 log-probabilities while
+/// PyTorch's `cross_entropy` runs on an fp32 copy of the logits
+/// ([`CrossEntropy::Pytorch`]). Forward: the 16-bit logits (2), their fp32
+/// copy (4) and the log-probabilities (4, stored): 6 beyond. Backward, while
+/// `log_softmax`'s backward runs: the stored log-probabilities, the dense
+/// fp32 gradient `nll_loss` wrote and the fp32 gradient `log_softmax`
+/// writes: 8 beyond, the larger. fp32 throughout, whatever the activations'
+/// format.
+pub const PYTORCH_LOSS_TRANSIENT_BYTES_PER_LOGIT: f64 = 8.0;
 
 /// Gradient copies a replica holds when data parallelism is on: the
 /// gradients themselves and the contiguous buffer the all-reduce reads
@@ -294,7 +309,11 @@ pub(crate) fn transient_bytes_per_sample(
     let t = tp.max(1) as f64;
     match l.kind {
         LayerKind::VocabProjection => {
-            l.output_elems_per_sample as f64 / t * LOGITS_TRANSIENT_BYTES_PER_ELEM * scale(setup)
+            let per_logit = match setup.cross_entropy() {
+                CrossEntropy::Megatron => LOGITS_TRANSIENT_BYTES_PER_ELEM * scale(setup),
+                CrossEntropy::Pytorch => PYTORCH_LOSS_TRANSIENT_BYTES_PER_LOGIT,
+            };
+            l.output_elems_per_sample as f64 / t * per_logit
         }
         LayerKind::TransformerBlock => {
             // The gradients of the attention probabilities and scores; a
@@ -622,6 +641,63 @@ mod tests {
             ..fp16
         };
         assert_eq!(transient_bytes_per_sample(&fused, 0, 2, &full), 32.0 * 22.0);
+    }
+
+    #[test]
+    fn the_loss_kernel_sets_the_logits_memory() {
+        // A vocabulary projection of 40 logits per sample (s = 4, vocab 10)
+        // at tp 2: 20 logits per rank. Both kernels keep the fp32 softmax
+        // (4 bytes per logit) and the 16-bit input (s h = 32 elements).
+        let mut m = tiny();
+        m.layers[0] = Layer {
+            name: "head".into(),
+            kind: LayerKind::VocabProjection,
+            params: 80,
+            output_elems_per_sample: 40,
+            forward_flops_per_sample: None,
+            tied_to: None,
+            stored_activation_elems_per_sample: None,
+        };
+        let with = |engine, cross_entropy| TrainingSetup {
+            engine,
+            cross_entropy,
+            ..TrainingSetup::default()
+        };
+        for ce in [
+            None,
+            Some(CrossEntropy::Pytorch),
+            Some(CrossEntropy::Megatron),
+        ] {
+            assert_eq!(
+                stored_activation_bytes_per_sample(&m, 0, 2, &with(None, ce)),
+                32.0 * 2.0 + 20.0 * 4.0
+            );
+        }
+        // PyTorch's cross_entropy (no engine, or torchtitan): 8 bytes per
+        // logit beyond the stored softmax, the two fp32 gradients of the
+        // backward pass.
+        let pytorch = 20.0 * 8.0;
+        assert_eq!(
+            transient_bytes_per_sample(&m, 0, 2, &with(None, None)),
+            pytorch
+        );
+        let titan = with(Some(crate::setup::Engine::Torchtitan), None);
+        assert_eq!(transient_bytes_per_sample(&m, 0, 2, &titan), pytorch);
+        // Megatron-LM's in-place loss: the bf16 logits or their gradient,
+        // 2 bytes per logit; DeepSpeed (Megatron-DeepSpeed's GPT) the same.
+        let megatron = 20.0 * 2.0;
+        for e in [
+            crate::setup::Engine::Megatron,
+            crate::setup::Engine::DeepSpeed,
+        ] {
+            assert_eq!(
+                transient_bytes_per_sample(&m, 0, 2, &with(Some(e), None)),
+                megatron
+            );
+        }
+        // The kernel named wins over the engine's.
+        let named = with(None, Some(CrossEntropy::Megatron));
+        assert_eq!(transient_bytes_per_sample(&m, 0, 2, &named), megatron);
     }
 
     #[test]

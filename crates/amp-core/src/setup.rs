@@ -317,6 +317,85 @@ impl FromStr for PipelineSend {
     }
 }
 
+/// How the loss is computed from the logits: what sets the memory the loss
+/// holds beside the fp32 probabilities it keeps for its backward (4 bytes
+/// per logit, a stored activation of the vocabulary projection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CrossEntropy {
+    /// PyTorch's `cross_entropy` on an fp32 copy of the logits (Hugging
+    /// Face's `ForCausalLMLoss`, torchtitan, plain PyTorch): the forward pass
+    /// holds the logits, their fp32 copy and the fp32 log-probabilities;
+    /// the backward pass the log-probabilities, the gradient `nll_loss`
+    /// writes (dense, fp32) and the one `log_softmax` writes (fp32): 12
+    /// bytes per logit at its peak, 8 beyond the stored 4.
+    Pytorch,
+    /// Megatron-LM's vocabulary-parallel cross entropy: one fp32 copy of the
+    /// logits, then subtraction, exponent and the gradient all in place
+    /// (megatron/core/tensor_parallel/cross_entropy.py): beyond the stored
+    /// fp32 softmax only the 16-bit logits (forward) or their gradient
+    /// (backward), one activation element per logit.
+    Megatron,
+}
+
+impl CrossEntropy {
+    /// The name in files and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            CrossEntropy::Pytorch => "pytorch",
+            CrossEntropy::Megatron => "megatron",
+        }
+    }
+}
+
+impl FromStr for CrossEntropy {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<CrossEntropy, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "pytorch" => Ok(CrossEntropy::Pytorch),
+            "megatron" | "vocab-parallel" => Ok(CrossEntropy::Megatron),
+            _ => Err(format!(
+                "unknown cross entropy `{s}`; choose pytorch (F.cross_entropy on fp32 logits) or megatron (vocabulary-parallel, in place)"
+            )),
+        }
+    }
+}
+
+/// How the Adam(W) step runs, which sets the bytes it moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimizerStep {
+    /// PyTorch's multi-tensor ("foreach") kernels, `torch.optim.AdamW`'s
+    /// default on GPUs: about ten passes over the fp32 state.
+    Foreach,
+    /// One fused kernel per tensor group (`torch.optim.AdamW(fused=True)`,
+    /// Transformer Engine's, apex's and DeepSpeed's FusedAdam): one pass.
+    Fused,
+}
+
+impl OptimizerStep {
+    /// The name in files and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            OptimizerStep::Foreach => "foreach",
+            OptimizerStep::Fused => "fused",
+        }
+    }
+}
+
+impl FromStr for OptimizerStep {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<OptimizerStep, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "foreach" => Ok(OptimizerStep::Foreach),
+            "fused" => Ok(OptimizerStep::Fused),
+            _ => Err(format!(
+                "unknown optimizer step `{s}`; choose foreach (PyTorch's default AdamW) or fused"
+            )),
+        }
+    }
+}
+
 /// A training engine a plan can be launched on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -356,6 +435,18 @@ impl Engine {
             // deepspeed/runtime/config.py).
             Engine::Megatron | Engine::DeepSpeed => PipelineSend::ScatterGather,
             Engine::Torchtitan => PipelineSend::Full,
+        }
+    }
+
+    /// The loss the engine's model code computes: Megatron-LM's
+    /// vocabulary-parallel cross entropy for Megatron-LM and for DeepSpeed
+    /// (whose pipeline GPT is Megatron-DeepSpeed's), PyTorch's
+    /// `cross_entropy` on fp32 logits for torchtitan (its
+    /// `cross_entropy_loss`).
+    pub fn default_cross_entropy(self) -> CrossEntropy {
+        match self {
+            Engine::Megatron | Engine::DeepSpeed => CrossEntropy::Megatron,
+            Engine::Torchtitan => CrossEntropy::Pytorch,
         }
     }
 
@@ -486,6 +577,14 @@ pub struct TrainingSetup {
     pub overlap_grad_reduce: bool,
     /// The engine the plan is meant to run on, when one was chosen.
     pub engine: Option<Engine>,
+    /// The loss kernel, when set; else the engine's
+    /// ([`TrainingSetup::cross_entropy`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cross_entropy: Option<CrossEntropy>,
+    /// The Adam(W) step, when set; else the engine's
+    /// ([`TrainingSetup::optimizer_step`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimizer_step: Option<OptimizerStep>,
 }
 
 impl Default for TrainingSetup {
@@ -499,11 +598,31 @@ impl Default for TrainingSetup {
             pipeline_send: PipelineSend::Full,
             overlap_grad_reduce: false,
             engine: None,
+            cross_entropy: None,
+            optimizer_step: None,
         }
     }
 }
 
 impl TrainingSetup {
+    /// The loss kernel: the one set, else the engine's, else PyTorch's
+    /// (no engine: plain PyTorch or Hugging Face code).
+    pub fn cross_entropy(&self) -> CrossEntropy {
+        self.cross_entropy
+            .or(self.engine.map(Engine::default_cross_entropy))
+            .unwrap_or(CrossEntropy::Pytorch)
+    }
+
+    /// The Adam(W) step: the one set, else fused for every engine (each
+    /// runs a fused Adam by default), else PyTorch's default foreach.
+    pub fn optimizer_step(&self) -> OptimizerStep {
+        self.optimizer_step.unwrap_or(if self.engine.is_some() {
+            OptimizerStep::Fused
+        } else {
+            OptimizerStep::Foreach
+        })
+    }
+
     /// Model chunks per pipeline rank (1 unless interleaved).
     pub fn virtual_stages(&self) -> usize {
         self.schedule.virtual_stages()
@@ -573,6 +692,26 @@ impl TrainingSetup {
                     "DeepSpeed's activation checkpointing recomputes whole layers; use recompute full or none",
                 ));
             }
+            if let Some(ce) = self.cross_entropy {
+                // torchtitan and DeepSpeed train with a loss function the
+                // user can swap; Megatron-LM's is built in.
+                if engine == Engine::Megatron && ce != engine.default_cross_entropy() {
+                    return Err(AmpError::invalid(
+                        at,
+                        format!(
+                            "{engine} computes the loss with {} cross entropy, not {}; drop the cross-entropy choice or target another engine",
+                            engine.default_cross_entropy().name(),
+                            ce.name()
+                        ),
+                    ));
+                }
+            }
+            if engine == Engine::Megatron && self.optimizer_step == Some(OptimizerStep::Foreach) {
+                return Err(AmpError::invalid(
+                    at,
+                    "Megatron-LM runs a fused Adam (Transformer Engine's or apex's); use optimizer step fused",
+                ));
+            }
             if engine == Engine::Megatron && self.optimizer_sharding > OptimizerSharding::Zero1 {
                 return Err(AmpError::invalid(
                     at,
@@ -625,6 +764,12 @@ impl TrainingSetup {
         if self.overlap_grad_reduce {
             parts.push("overlapped grad reduce".into());
         }
+        if self.cross_entropy.is_some() {
+            parts.push(format!("{} cross entropy", self.cross_entropy().name()));
+        }
+        if self.optimizer_step.is_some() {
+            parts.push(format!("{} adam", self.optimizer_step().name()));
+        }
         if let Some(e) = self.engine {
             parts.push(format!("for {e}"));
         }
@@ -666,6 +811,70 @@ mod tests {
         assert!(text.contains("\"schedule\":\"interleaved:3\""), "{text}");
         let back: TrainingSetup = serde_json::from_str(&text).unwrap();
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn loss_and_optimizer_kernels_default_to_the_engines() {
+        let plain = TrainingSetup::default();
+        assert_eq!(plain.cross_entropy(), CrossEntropy::Pytorch);
+        assert_eq!(plain.optimizer_step(), OptimizerStep::Foreach);
+        let with = |engine| TrainingSetup {
+            engine: Some(engine),
+            ..TrainingSetup::default()
+        };
+        assert_eq!(
+            with(Engine::Megatron).cross_entropy(),
+            CrossEntropy::Megatron
+        );
+        assert_eq!(
+            with(Engine::DeepSpeed).cross_entropy(),
+            CrossEntropy::Megatron
+        );
+        assert_eq!(
+            with(Engine::Torchtitan).cross_entropy(),
+            CrossEntropy::Pytorch
+        );
+        for e in Engine::ALL {
+            assert_eq!(with(e).optimizer_step(), OptimizerStep::Fused);
+        }
+        // What an engine cannot run is refused, naming it.
+        let foreach = TrainingSetup {
+            optimizer_step: Some(OptimizerStep::Foreach),
+            ..with(Engine::Megatron)
+        };
+        let e = foreach.check().unwrap_err().to_string();
+        assert!(e.contains("fused Adam"), "{e}");
+        let pytorch_loss = TrainingSetup {
+            cross_entropy: Some(CrossEntropy::Pytorch),
+            ..with(Engine::Megatron)
+        };
+        let e = pytorch_loss.check().unwrap_err().to_string();
+        assert!(
+            e.contains("megatron computes the loss with megatron cross entropy"),
+            "{e}"
+        );
+        // DeepSpeed trains the user's model: either loss.
+        let ds = TrainingSetup {
+            cross_entropy: Some(CrossEntropy::Pytorch),
+            optimizer_step: Some(OptimizerStep::Foreach),
+            ..with(Engine::DeepSpeed)
+        };
+        assert!(ds.check().is_ok());
+        // Files without the fields (older plans) read as the engine's.
+        let text = serde_json::to_string(&with(Engine::Megatron)).unwrap();
+        assert!(!text.contains("cross_entropy"), "{text}");
+        let named = serde_json::to_string(&ds).unwrap();
+        assert!(named.contains("\"cross_entropy\":\"pytorch\""), "{named}");
+        assert!(named.contains("\"optimizer_step\":\"foreach\""), "{named}");
+        assert_eq!(serde_json::from_str::<TrainingSetup>(&named).unwrap(), ds);
+        assert_eq!(
+            "vocab-parallel".parse::<CrossEntropy>(),
+            Ok(CrossEntropy::Megatron)
+        );
+        assert!("fast"
+            .parse::<OptimizerStep>()
+            .unwrap_err()
+            .contains("foreach"));
     }
 
     #[test]

@@ -83,6 +83,8 @@ pub(crate) struct EngineOptions {
     /// A tensor-parallel stage sends each rank's partition and the
     /// receivers all-gather (the plan's scatter-gather sends).
     pub(crate) partitioned_sends: bool,
+    /// The Adam(W) step the plan names, if any (else the engine's own).
+    pub(crate) optimizer_step: Option<amp_core::setup::OptimizerStep>,
 }
 
 impl std::ops::Deref for EngineOptions {
@@ -198,6 +200,7 @@ fn engine_view(
         sequence_parallel: setup.sequence_parallel,
         account_for_embedding_and_loss: false,
         partitioned_sends: setup.pipeline_send == amp_core::setup::PipelineSend::ScatterGather,
+        optimizer_step: setup.optimizer_step,
     };
     let v = setup.virtual_stages();
     if v <= 1 {

@@ -208,7 +208,7 @@ pub(crate) fn export(
         "Run with: torchrun ... -m torchtitan.train --module amp_torchtitan --config amp_plan\n",
     );
     py.push_str("(torchtitan/config/manager.py ConfigManager._load_config imports MODULE and calls FUNCTION).\n");
-    py.push_str("Data set, tokenizer path, optimizer and steps are those of torchtitan's own recipe; change them here.\n\"\"\"\n\n");
+    py.push_str("Data set, tokenizer path, optimizer (but an implementation the plan names) and steps are those of torchtitan's own recipe; change them here.\n\"\"\"\n\n");
     py.push_str("from torchtitan.distributed.activation_checkpoint import FullAC, SelectiveAC\n");
     py.push_str(&format!(
         "from torchtitan.models.llama3.config_registry import {}\n\n\n",
@@ -257,6 +257,12 @@ pub(crate) fn export(
         "    t.mixed_precision_param = {}\n",
         py_str(param_dtype)
     ));
+    if let Some(step) = opts.optimizer_step {
+        py.push_str(&format!(
+            "    # the Adam(W) step the plan names (OptimizersContainer.Config.implementation)\n    config.optimizer.implementation = {}\n",
+            py_str(step.name())
+        ));
+    }
     py.push_str(&format!("    p.tensor_parallel_degree = {tp}\n"));
     py.push_str(&format!("    p.pipeline_parallel_degree = {pp}\n"));
     if opts.distributed_optimizer {

@@ -447,6 +447,26 @@ fn torchtitan_without_a_pipeline_keeps_the_micro_batches_as_accumulation() {
 }
 
 #[test]
+fn torchtitan_runs_the_adam_step_the_plan_names() {
+    let (p, m, c) = common::llama3_8b();
+    let mut p = p;
+    p.setup.formats = Precision::Bf16.formats();
+    let py = |p: &amp_core::plan::Plan| {
+        export(p, &m, &c, Engine::Torchtitan, &ExportOptions::default()).unwrap()[0]
+            .contents
+            .clone()
+    };
+    // Unnamed: torchtitan's own default (fused), as priced for an engine.
+    assert!(!py(&p).contains("config.optimizer.implementation"));
+    p.setup.optimizer_step = Some(amp_core::setup::OptimizerStep::Foreach);
+    let text = py(&p);
+    assert!(
+        text.contains("    config.optimizer.implementation = \"foreach\"\n"),
+        "{text}"
+    );
+}
+
+#[test]
 fn bad_options_are_specific_errors() {
     let (p, m, c) = common::homogeneous();
     let opts = ExportOptions {

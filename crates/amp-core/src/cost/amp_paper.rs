@@ -36,7 +36,7 @@ use crate::model::{LayerKind, Model, ParamTable};
 use crate::partition::{pipeline_latency, uniform_split};
 use crate::plan::Plan;
 use crate::profile::Profile;
-use crate::setup::{Engine, Precision, TrainingSetup};
+use crate::setup::{CrossEntropy, Engine, Precision, TrainingSetup};
 
 /// The artifact counts every tensor as 4-byte elements.
 const BYTES_PER_ELEMENT: f64 = 4.0;
@@ -358,17 +358,23 @@ pub fn artifact_setup() -> TrainingSetup {
     TrainingSetup {
         formats: Precision::Fp16.formats(),
         pipeline_send: Engine::DeepSpeed.default_pipeline_send(),
+        // Megatron-LM's GPT-2 code computes the loss.
+        cross_entropy: Some(CrossEntropy::Megatron),
         ..TrainingSetup::default()
     }
 }
 
-/// The amp-paper equations price only the artifact's setup.
+/// The amp-paper equations price only the artifact's setup (its loss and
+/// optimizer kernels, which they do not price, aside).
 fn check_setup(setup: &TrainingSetup) -> Result<()> {
+    let artifact = artifact_setup();
     let plain = TrainingSetup {
         engine: None,
+        cross_entropy: artifact.cross_entropy,
+        optimizer_step: artifact.optimizer_step,
         ..*setup
     };
-    if plain != artifact_setup() {
+    if plain != artifact {
         return Err(AmpError::invalid(
             "training setup",
             format!(

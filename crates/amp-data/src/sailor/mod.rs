@@ -149,7 +149,7 @@ pub fn parse_profiles(text: &str, origin: &str, model: &str) -> Result<Profile> 
 /// records both counts.
 /// The training setup of Sailor's runs: 1F1B, no recomputation or
 /// sharding, the number formats `precision` (from [`training_precision`])
-/// implies, and DeepSpeed's pipeline sends. `llm_info.json`'s 4 bytes per
+/// implies, DeepSpeed's pipeline sends and Megatron-LM's loss. `llm_info.json`'s 4 bytes per
 /// output and parameter element describe fp32 weights and an fp32 residual
 /// stream, which with 16-bit activations is PyTorch autocast
 /// ([`NumberFormats::autocast`]); 2 bytes is mixed precision. The runs are
@@ -165,6 +165,7 @@ pub fn training_setup(precision: Option<Precision>) -> amp_core::setup::Training
     amp_core::setup::TrainingSetup {
         formats,
         pipeline_send: Engine::DeepSpeed.default_pipeline_send(),
+        cross_entropy: Some(Engine::DeepSpeed.default_cross_entropy()),
         ..Default::default()
     }
 }
