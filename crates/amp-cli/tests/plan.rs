@@ -1238,3 +1238,38 @@ fn the_loss_and_adam_kernels_cost_what_the_readme_says() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("fused Adam"), "{}", stderr(&out));
 }
+
+/// At 16,384 GPUs a data-parallel ring over 1,024 nodes pays 2,048 network
+/// steps of latency; NCCL's tree pays 20. The README's Llama-3-8B figures.
+#[test]
+fn data_parallelism_at_scale_is_priced_with_nccls_tree() {
+    let v = amp_json(&[
+        "plan",
+        "--model",
+        "llama3-8b",
+        "--seq",
+        "8192",
+        "--cluster",
+        "2048x8xH100",
+        "--global-batch",
+        "2048",
+        "-q",
+        "--top",
+        "3",
+        "--json",
+    ]);
+    let plans = v["plans"].as_array().unwrap();
+    let find = |tp: u64, pp: u64, dp: u64| {
+        plans
+            .iter()
+            .find(|p| p["tp"] == tp && p["pp"] == pp && p["dp"] == dp)
+            .map(|p| p["predicted_iteration_s"].as_f64().unwrap())
+            .unwrap_or_else(|| panic!("no tp {tp} pp {pp} dp {dp} in {plans:?}"))
+    };
+    assert_eq!(
+        (plans[0]["tp"].as_u64(), plans[0]["dp"].as_u64()),
+        (Some(4), Some(1024))
+    );
+    assert!((find(4, 4, 1024) - 0.4460).abs() < 5e-5);
+    assert!((find(8, 4, 512) - 0.4716).abs() < 5e-5);
+}

@@ -27,7 +27,19 @@
 //!
 //! Ring collectives follow NCCL's ring: the group's devices are ordered by
 //! (node, GPU), so each node is entered and left once per ring, and the ring
-//! runs at the pace of its slowest hop.
+//! runs at the pace of its slowest hop. Their latency follows NCCL's own
+//! tuning model (src/graph/tuning.cc): of a ring's steps (`2 (n-1)` for an
+//! all-reduce over `n` GPUs, `n - 1` for either half) those that cross the
+//! network (`2 m` of an all-reduce over `m` nodes, `m - 1` of a half) pay
+//! [`INTER_NODE_LATENCY_S`], the others [`INTRA_NODE_LATENCY_S`]. An
+//! all-reduce over several nodes may instead run NCCL's tree, as NCCL picks
+//! whichever its model says is faster: latency `2 ((n/m - 1) alpha_intra +
+//! floor(log2 m) alpha_inter)`, logarithmic in the nodes where the ring's is
+//! linear, at [`TREE_BANDWIDTH_FRACTION`] of half the ring's bus bandwidth
+//! (`2 bytes / (0.92 B)`, not `2 (n-1)/n bytes / B`). At scale (a
+//! data-parallel ring over 2,048 nodes: 4,096 network steps, 123 ms of
+//! latency per all-reduce) the tree wins; for large messages over few nodes
+//! the ring does.
 
 use crate::cluster::{Cluster, Device, Node};
 
@@ -42,6 +54,11 @@ pub const INTRA_NODE_LATENCY_S: f64 = 10e-6;
 /// network round trip plus the transport's software overhead (TCP sockets or
 /// RDMA), typically a few tens of microseconds.
 pub const INTER_NODE_LATENCY_S: f64 = 30e-6;
+
+/// Share of the ring's bus bandwidth NCCL's model gives its tree all-reduce
+/// (`busBw * .92` in src/graph/tuning.cc, before the tree's algorithm
+/// bandwidth halves it).
+pub const TREE_BANDWIDTH_FRACTION: f64 = 0.92;
 
 /// The cluster's links as the collectives price them: the cluster and the
 /// achieved fraction of an inter-node link's nominal bandwidth.
@@ -277,30 +294,66 @@ fn ring_flows(cluster: &Cluster, ring: &[Device]) -> Vec<Option<Flow>> {
 /// its collectives once, not once per split.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CostCurve {
-    /// (fixed_s, factor, bytes_per_s) of each ring or send, duplicates and
-    /// pieces never the slowest removed.
-    pieces: Vec<(f64, f64, f64)>,
+    /// Each ring or send: the (fixed_s, factor, bytes_per_s) of its ring
+    /// and, for an all-reduce over several nodes, of its tree (it takes the
+    /// faster); duplicates and pieces never the slowest removed.
+    pieces: Vec<Piece>,
     /// Zero for a message of no bytes (sends), instead of the latency
     /// (ring collectives).
     zero_when_empty: bool,
 }
 
+/// `fixed_s + factor * bytes / bytes_per_s`.
+type Line = (f64, f64, f64);
+
+/// One ring or send: its ring line, or the faster of it and a tree's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Piece {
+    ring: Line,
+    tree: Option<Line>,
+}
+
+impl Piece {
+    fn at(&self, bytes: f64) -> f64 {
+        let line = |(fixed, factor, bw): Line| fixed + factor * bytes / bw;
+        let ring = line(self.ring);
+        self.tree.map_or(ring, |t| ring.min(line(t)))
+    }
+}
+
 impl CostCurve {
-    fn new(mut pieces: Vec<(f64, f64, f64)>, zero_when_empty: bool) -> CostCurve {
+    fn new(mut pieces: Vec<Piece>, zero_when_empty: bool) -> CostCurve {
+        let key = |p: &Piece| (p.ring, p.tree.unwrap_or((0.0, 0.0, f64::INFINITY)));
         pieces.sort_by(|x, y| {
-            x.0.total_cmp(&y.0)
-                .then(x.1.total_cmp(&y.1))
-                .then(y.2.total_cmp(&x.2))
+            let ((a, ta), (b, tb)) = (key(x), key(y));
+            a.0.total_cmp(&b.0)
+                .then(a.1.total_cmp(&b.1))
+                .then(b.2.total_cmp(&a.2))
+                .then(ta.0.total_cmp(&tb.0))
+                .then(ta.1.total_cmp(&tb.1))
+                .then(tb.2.total_cmp(&ta.2))
         });
         pieces.dedup();
-        // A piece no larger in fixed time and factor and no slower in
-        // bandwidth than another is never the maximum: drop it (only
-        // among few pieces: the check is quadratic).
+        // A line no larger in fixed time and factor and no slower in
+        // bandwidth than another is never the maximum: drop a piece
+        // dominated so by a plain ring or send, and a piece's tree that
+        // its own ring dominates (only among few pieces: the check is
+        // quadratic).
+        let below = |p: Line, q: Line| q.0 >= p.0 && q.1 >= p.1 && q.2 <= p.2;
+        for p in pieces.iter_mut() {
+            if p.tree.is_some_and(|t| below(p.ring, t)) {
+                p.tree = None;
+            }
+        }
         if pieces.len() <= 64 {
             let all = pieces.clone();
             pieces.retain(|p| {
-                !all.iter()
-                    .any(|q| q != p && q.0 >= p.0 && q.1 >= p.1 && q.2 <= p.2)
+                !all.iter().any(|q| {
+                    q != p
+                        && q.tree.is_none()
+                        && below(p.ring, q.ring)
+                        && p.tree.is_none_or(|t| below(t, q.ring))
+                })
             });
         }
         CostCurve {
@@ -314,10 +367,7 @@ impl CostCurve {
         if self.zero_when_empty && bytes <= 0.0 {
             return 0.0;
         }
-        self.pieces
-            .iter()
-            .map(|&(fixed, factor, bw)| fixed + factor * bytes / bw)
-            .fold(0.0, f64::max)
+        self.pieces.iter().map(|p| p.at(bytes)).fold(0.0, f64::max)
     }
 
     /// The slower of two curves at every size (collectives that all must
@@ -357,16 +407,47 @@ fn ring_collective_curve(net: &Network, groups: &[Vec<Device>], phases: f64) -> 
     for (ring, hops) in rings.iter().zip(&flows) {
         let n = ring.len() as f64;
         let mut bw = f64::INFINITY;
-        let mut alpha: f64 = 0.0;
+        let (mut alpha_intra, mut alpha_inter): (f64, f64) = (0.0, 0.0);
         for ((a, b), flow) in ring_hops(ring).zip(hops) {
             let l = link(net, a, b);
             bw = bw.min(match flow {
                 Some(f) => flow_bytes_per_s(net, &load, f),
                 None => l.bytes_per_s,
             });
-            alpha = alpha.max(l.latency_s);
+            if flow.is_some() {
+                alpha_inter = alpha_inter.max(l.latency_s);
+            } else {
+                alpha_intra = alpha_intra.max(l.latency_s);
+            }
         }
-        pieces.push((phases * (n - 1.0) * alpha, phases * (n - 1.0) / n, bw));
+        // Nodes of the ring: its inter-node hops (one per node when it
+        // spans several).
+        let m = hops.iter().filter(|h| h.is_some()).count() as f64;
+        let steps = phases * (n - 1.0);
+        let inter_steps = if m <= 1.0 {
+            0.0
+        } else if phases >= 2.0 {
+            (2.0 * m).min(steps)
+        } else {
+            m - 1.0
+        };
+        let ring_line = (
+            (steps - inter_steps) * alpha_intra + inter_steps * alpha_inter,
+            steps / n,
+            bw,
+        );
+        let tree = (phases >= 2.0 && m > 1.0).then(|| {
+            let per_node = (n / m - 1.0).max(0.0);
+            (
+                2.0 * (per_node * alpha_intra + m.log2().floor() * alpha_inter),
+                2.0,
+                TREE_BANDWIDTH_FRACTION * bw,
+            )
+        });
+        pieces.push(Piece {
+            ring: ring_line,
+            tree,
+        });
     }
     CostCurve::new(pieces, false)
 }
@@ -412,7 +493,10 @@ pub fn concurrent_p2p_curve(net: &Network, pairs: &[(Device, Device)]) -> CostCu
                 Some(f) => flow_bytes_per_s(net, &load, f),
                 None => l.bytes_per_s,
             };
-            (l.latency_s, 1.0, bw)
+            Piece {
+                ring: (l.latency_s, 1.0, bw),
+                tree: None,
+            }
         })
         .collect();
     CostCurve::new(pieces, true)
@@ -468,10 +552,11 @@ mod tests {
     fn allreduce_across_nodes_runs_at_the_slowest_hop() {
         let c = cluster();
         // Ring 0:0 -> 0:1 -> 1:0 -> 1:1 -> back; the inter-node hops run at
-        // min(8, 4) GB/s * 0.5 = 2 GB/s; alpha = 30us.
-        // 2*3*30us + 1.5 * 1e9 / 2e9 = 180us + 0.75 s.
+        // min(8, 4) GB/s * 0.5 = 2 GB/s. Of its 2*3 steps NCCL's model has
+        // 2*2 cross the network (30us), the other 2 not (10us):
+        // 120us + 20us + 1.5 * 1e9 / 2e9.
         let t = allreduce_s(&net(&c), &[d(1, 1), d(0, 0), d(1, 0), d(0, 1)], 1e9);
-        close(t, 180e-6 + 0.75);
+        close(t, 140e-6 + 0.75);
     }
 
     #[test]
@@ -563,11 +648,13 @@ mod tests {
     fn a_ring_spreads_over_the_nics_of_its_gpus() {
         let all: Vec<Device> = (0..2).flat_map(|n| (0..4).map(move |g| d(n, g))).collect();
         // n = 8 over the node's full 8 GB/s achieved, 4 or 1 NICs alike:
-        // 2*7*30us (the slowest hop latency) + 2*7/8 * 8e9 / 8e9.
+        // of 2*7 steps, 2*2 cross the network (30us) and 10 do not (10us);
+        // + 2*7/8 * 8e9 / 8e9. The tree (2 (3*10us + 1*30us) + 2 * 8e9 /
+        // (0.92 * 8e9)) is slower.
         for nics in [1, 4] {
             close(
                 allreduce_s(&net(&nic_cluster(nics)), &all, 8e9),
-                14.0 * 30e-6 + 1.75,
+                4.0 * 30e-6 + 10.0 * 10e-6 + 1.75,
             );
         }
         // Four rings, one per GPU index (data parallelism across the two
@@ -584,6 +671,49 @@ mod tests {
             allreduce_s(&net(&nic_cluster(4)), &rings[0], 8e9),
             2.0 * 30e-6 + 8e9 / 2e9,
         );
+    }
+
+    /// NCCL's tree takes over where the ring's latency, linear in the
+    /// nodes, outgrows the tree's lower bandwidth: one GPU on each of 1,024
+    /// nodes, 1 GB/s achieved per NIC.
+    #[test]
+    fn a_tree_beats_the_ring_at_scale_and_not_for_large_messages() {
+        let node = Node {
+            gpu_type: "X".into(),
+            gpus: 1,
+            intra_bytes_per_s: 100e9,
+            inter_bytes_per_s: 2e9,
+            nics: 1,
+            gpu_memory_bytes: None,
+            price_per_hour: None,
+        };
+        let m = 1024usize;
+        let c = Cluster {
+            name: "wide".into(),
+            nodes: vec![node; m],
+            links: Vec::new(),
+        };
+        let group: Vec<Device> = (0..m).map(|n| d(n, 0)).collect();
+        let (lat, bw) = (30e-6, 1e9);
+        let ring = |bytes: f64| 2.0 * 1023.0 * lat + 2.0 * 1023.0 / 1024.0 * bytes / bw;
+        // log2(1024) = 10 levels, each crossed twice.
+        let tree = |bytes: f64| 2.0 * 10.0 * lat + 2.0 * bytes / (TREE_BANDWIDTH_FRACTION * bw);
+        // 10 MB: ring 61.4 ms of latency + 20 ms; tree 0.6 ms + 21.7 ms.
+        assert!(tree(1e7) < ring(1e7));
+        close(allreduce_s(&net(&c), &group, 1e7), tree(1e7));
+        // 10 GB: the ring's bandwidth wins.
+        assert!(ring(1e10) < tree(1e10));
+        close(allreduce_s(&net(&c), &group, 1e10), ring(1e10));
+        // Half collectives have no tree.
+        close(
+            allgather_s(&net(&c), &group, 1e7),
+            1023.0 * lat + 1023.0 / 1024.0 * 1e7 / bw,
+        );
+        // As a curve, the same.
+        let curve = concurrent_allreduce_curve(&net(&c), std::slice::from_ref(&group));
+        for bytes in [1e3, 1e7, 1e10] {
+            close(curve.at(bytes), allreduce_s(&net(&c), &group, bytes));
+        }
     }
 
     #[test]
