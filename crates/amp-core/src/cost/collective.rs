@@ -306,43 +306,46 @@ pub struct CostCurve {
 /// `fixed_s + factor * bytes / bytes_per_s`.
 type Line = (f64, f64, f64);
 
-/// One ring or send: its ring line, or the faster of it and a tree's.
+/// One ring or send: its line, or for an all-reduce over several nodes the
+/// faster of it and its tree's, `tree_fixed_s + 2 bytes /
+/// (TREE_BANDWIDTH_FRACTION bytes_per_s)` (infinite `tree_fixed_s`: no
+/// tree). Four numbers: a 16,384-GPU search keeps many.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Piece {
     ring: Line,
-    tree: Option<Line>,
+    tree_fixed_s: f64,
 }
 
 impl Piece {
     fn at(&self, bytes: f64) -> f64 {
-        let line = |(fixed, factor, bw): Line| fixed + factor * bytes / bw;
-        let ring = line(self.ring);
-        self.tree.map_or(ring, |t| ring.min(line(t)))
+        let (fixed, factor, bw) = self.ring;
+        let ring = fixed + factor * bytes / bw;
+        if self.tree_fixed_s.is_finite() {
+            ring.min(self.tree_fixed_s + 2.0 * bytes / (TREE_BANDWIDTH_FRACTION * bw))
+        } else {
+            ring
+        }
     }
 }
 
 impl CostCurve {
     fn new(mut pieces: Vec<Piece>, zero_when_empty: bool) -> CostCurve {
-        let key = |p: &Piece| (p.ring, p.tree.unwrap_or((0.0, 0.0, f64::INFINITY)));
         pieces.sort_by(|x, y| {
-            let ((a, ta), (b, tb)) = (key(x), key(y));
+            let (a, b) = (x.ring, y.ring);
             a.0.total_cmp(&b.0)
                 .then(a.1.total_cmp(&b.1))
                 .then(b.2.total_cmp(&a.2))
-                .then(ta.0.total_cmp(&tb.0))
-                .then(ta.1.total_cmp(&tb.1))
-                .then(tb.2.total_cmp(&ta.2))
+                .then(x.tree_fixed_s.total_cmp(&y.tree_fixed_s))
         });
         pieces.dedup();
         // A line no larger in fixed time and factor and no slower in
-        // bandwidth than another is never the maximum: drop a piece
-        // dominated so by a plain ring or send, and a piece's tree that
-        // its own ring dominates (only among few pieces: the check is
-        // quadratic).
-        let below = |p: Line, q: Line| q.0 >= p.0 && q.1 >= p.1 && q.2 <= p.2;
+        // bandwidth than another is never the maximum: drop a piece so
+        // dominated by a ring or send without a tree (a piece is never
+        // above its own ring line), and a tree no faster than its own ring
+        // at any size (only among few pieces: the check is quadratic).
         for p in pieces.iter_mut() {
-            if p.tree.is_some_and(|t| below(p.ring, t)) {
-                p.tree = None;
+            if p.tree_fixed_s >= p.ring.0 && 2.0 / TREE_BANDWIDTH_FRACTION >= p.ring.1 {
+                p.tree_fixed_s = f64::INFINITY;
             }
         }
         if pieces.len() <= 64 {
@@ -350,9 +353,10 @@ impl CostCurve {
             pieces.retain(|p| {
                 !all.iter().any(|q| {
                     q != p
-                        && q.tree.is_none()
-                        && below(p.ring, q.ring)
-                        && p.tree.is_none_or(|t| below(t, q.ring))
+                        && q.tree_fixed_s.is_infinite()
+                        && q.ring.0 >= p.ring.0
+                        && q.ring.1 >= p.ring.1
+                        && q.ring.2 <= p.ring.2
                 })
             });
         }
@@ -436,17 +440,15 @@ fn ring_collective_curve(net: &Network, groups: &[Vec<Device>], phases: f64) -> 
             steps / n,
             bw,
         );
-        let tree = (phases >= 2.0 && m > 1.0).then(|| {
+        let tree_fixed_s = if phases >= 2.0 && m > 1.0 {
             let per_node = (n / m - 1.0).max(0.0);
-            (
-                2.0 * (per_node * alpha_intra + m.log2().floor() * alpha_inter),
-                2.0,
-                TREE_BANDWIDTH_FRACTION * bw,
-            )
-        });
+            2.0 * (per_node * alpha_intra + m.log2().floor() * alpha_inter)
+        } else {
+            f64::INFINITY
+        };
         pieces.push(Piece {
             ring: ring_line,
-            tree,
+            tree_fixed_s,
         });
     }
     CostCurve::new(pieces, false)
@@ -495,7 +497,7 @@ pub fn concurrent_p2p_curve(net: &Network, pairs: &[(Device, Device)]) -> CostCu
             };
             Piece {
                 ring: (l.latency_s, 1.0, bw),
-                tree: None,
+                tree_fixed_s: f64::INFINITY,
             }
         })
         .collect();
