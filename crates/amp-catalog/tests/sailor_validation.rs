@@ -102,6 +102,7 @@ fn predictions() -> Vec<Row> {
         causal: true,
         engine: None,
         optimizer_step: None,
+        cross_entropy: None,
     };
     let mut models = BTreeMap::new();
     let mut rows = Vec::new();

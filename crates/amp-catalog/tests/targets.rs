@@ -100,6 +100,7 @@ fn megatron_2021() -> Setup {
             causal: true,
             engine: Some(Engine::Megatron),
             optimizer_step: None,
+            cross_entropy: None,
         },
         recompute: true,
         zero1: false,
@@ -323,6 +324,7 @@ fn llama3_405b_per_gpu_tflops() {
             // weights (no autocast casts) and steps with a fused optimizer.
             engine: Some(Engine::Megatron),
             optimizer_step: None,
+            cross_entropy: None,
         },
         recompute: false,
         zero1: true,
