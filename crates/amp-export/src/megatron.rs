@@ -572,6 +572,17 @@ fn architecture_args(
             )
         }
     }
+    // Explicit attention, as amp priced it (scores stored and computed), is
+    // Megatron-LM's unfused backend; its default (auto) picks a fused
+    // kernel, what a fused-attention model is priced as.
+    if a.flash_attention == Some(false) {
+        v.push(arg(
+            "--attention-backend",
+            "unfused",
+            NET,
+            "attention as priced: scores materialised, not a fused kernel",
+        ));
+    }
     Ok(v)
 }
 

@@ -467,6 +467,29 @@ fn torchtitan_runs_the_adam_step_the_plan_names() {
 }
 
 #[test]
+fn megatron_runs_the_attention_amp_priced() {
+    let (p, _, c) = common::llama3_8b();
+    let fused = amp_catalog::zoo_model("llama3-8b", Some(4096)).unwrap();
+    let mut explicit = fused.clone();
+    explicit
+        .shape
+        .as_mut()
+        .unwrap()
+        .architecture
+        .as_mut()
+        .unwrap()
+        .flash_attention = Some(false);
+    let args = |m: &amp_core::model::Model| {
+        let files = export(&p, m, &c, Engine::Megatron, &ExportOptions::default()).unwrap();
+        megatron_args(&files).to_string()
+    };
+    // Fused: Megatron-LM's default backend (auto) picks a fused kernel.
+    assert!(!args(&fused).contains("--attention-backend"));
+    let a = args(&explicit);
+    assert!(a.contains("--attention-backend unfused"), "{a}");
+}
+
+#[test]
 fn bad_options_are_specific_errors() {
     let (p, m, c) = common::homogeneous();
     let opts = ExportOptions {
