@@ -288,3 +288,19 @@ def test_the_attention_kernel_carries_to_evaluate():
     # evaluate() rebuilds the model with the plan's attention.
     best = fused.plans[0]
     assert amp.evaluate(best).iteration_s == best.predicted_iteration_s
+
+
+def test_the_loss_and_adam_kernels_carry_to_evaluate():
+    """cross_entropy= and optimizer_step= become flags, and the plan's JSON
+    carries them to evaluate(): the same time and memory again."""
+    kw = dict(model="gpt2", cluster="1x1xH200", global_batch=12, seq=1024)
+    pytorch = amp.plan(**kw).plans[0]
+    megatron = amp.plan(cross_entropy="megatron", optimizer_step="fused", **kw).plans[0]
+    peak = lambda p: max(m["peak_bytes"] for m in p.to_dict()["memory"])  # noqa: E731
+    # PyTorch's loss holds 8 bytes per logit beyond the stored softmax,
+    # Megatron-LM's 2: 6 x 12 x 1024 x 50257 bytes less.
+    assert peak(pytorch) - peak(megatron) == pytest.approx(6 * 12 * 1024 * 50257)
+    assert megatron.to_dict()["setup"]["cross_entropy"] == "megatron"
+    assert megatron.to_dict()["setup"]["optimizer_step"] == "fused"
+    again = amp.evaluate(megatron)
+    assert again.iteration_s == megatron.predicted_iteration_s

@@ -768,7 +768,7 @@ impl TrainingSetup {
             parts.push(format!("{} cross entropy", self.cross_entropy().name()));
         }
         if self.optimizer_step.is_some() {
-            parts.push(format!("{} adam", self.optimizer_step().name()));
+            parts.push(format!("{} Adam", self.optimizer_step().name()));
         }
         if let Some(e) = self.engine {
             parts.push(format!("for {e}"));
