@@ -593,9 +593,7 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
                 }
                 s
             }
-            None => args
-                .setup
-                .resolve(loaded.default_precision, emit, &loaded.profile)?,
+            None => loaded.resolve_setup(&args.setup, emit)?,
         },
     };
     args.inputs

@@ -132,9 +132,36 @@ pub struct Loaded {
     /// none: the profile's own, fp16 for the AMP artifact's profiles (its
     /// runs trained in fp16), else bf16.
     pub default_precision: Precision,
+    /// The inputs are the AMP artifact's (its examples or `.npy`
+    /// profiles): its runs computed the loss with Megatron-LM's code and
+    /// stepped with a fused Adam, the setup's defaults for them when no
+    /// engine is named.
+    pub artifact_code: bool,
     /// What the input files leave out that the model's runs computed
     /// (Sailor's data), for the command to print as warnings.
     pub notes: Vec<String>,
+}
+
+impl Loaded {
+    /// The setup `args` ask for on these inputs: the AMP artifact's inputs
+    /// default to its runs' loss (Megatron-LM's) and Adam (fused) when no
+    /// engine is named, as they default to its fp16.
+    pub fn resolve_setup(
+        &self,
+        args: &SetupArgs,
+        emit: Option<amp_core::setup::Engine>,
+    ) -> Result<amp_core::setup::TrainingSetup> {
+        let mut s = args.resolve(self.default_precision, emit, &self.profile)?;
+        if self.artifact_code && s.engine.is_none() {
+            s.cross_entropy = s
+                .cross_entropy
+                .or(Some(amp_core::setup::CrossEntropy::Megatron));
+            s.optimizer_step = s
+                .optimizer_step
+                .or(Some(amp_core::setup::OptimizerStep::Fused));
+        }
+        Ok(s)
+    }
 }
 
 impl InputArgs {
@@ -187,6 +214,7 @@ impl InputArgs {
             }
             return Ok(Loaded {
                 default_precision: profile.precision.unwrap_or(Precision::Fp16),
+                artifact_code: true,
                 model: e.model(),
                 cluster: e.cluster(),
                 profile,
@@ -243,6 +271,7 @@ impl InputArgs {
             profile,
             example_batch: None,
             default_precision,
+            artifact_code: amp_npy,
             data_setup: None,
             notes: Vec::new(),
         })
@@ -273,6 +302,7 @@ impl InputArgs {
         }
         Ok(Loaded {
             default_precision: profile.precision.unwrap_or(Precision::Fp16),
+            artifact_code: false,
             example_batch: folder
                 .training
                 .get(&m.name)
@@ -320,7 +350,7 @@ impl InputArgs {
             );
         }
         if !recorded {
-            let s = setup.resolve(loaded.default_precision, emit, &loaded.profile)?;
+            let s = loaded.resolve_setup(setup, emit)?;
             plan.setup = s.for_pipeline(plan.stages.len() / s.virtual_stages().max(1));
         }
         plan.validate(&loaded.model, &loaded.cluster)
@@ -516,6 +546,7 @@ impl InputArgs {
         }
         let mut loaded = Loaded {
             default_precision: profile.precision.unwrap_or(Precision::Fp16),
+            artifact_code: false,
             model: m.model,
             cluster: run.cluster,
             profile,

@@ -1323,3 +1323,45 @@ fn llama405b_plans_cost_what_the_readme_says() {
     assert_eq!(layout, (Some(8), Some(128), Some(16)));
     assert!((s - 10.8616).abs() < 5e-4, "{s}");
 }
+
+/// The AMP artifact's inputs default to its runs' code: Megatron-LM's loss
+/// and a fused Adam, as they default to its fp16; a flag overrides.
+#[test]
+fn the_artifacts_inputs_default_to_its_loss_and_adam() {
+    let setup = |extra: &[&str]| {
+        let mut args = vec![
+            "plan",
+            "--example",
+            "het-cluster",
+            "--json",
+            "-q",
+            "--top",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        amp_json(&args)["plans"][0]["setup"].clone()
+    };
+    let s = setup(&[]);
+    assert_eq!(s["cross_entropy"], "megatron");
+    assert_eq!(s["optimizer_step"], "fused");
+    let s = setup(&["--cross-entropy", "pytorch", "--optimizer-step", "foreach"]);
+    assert_eq!(s["cross_entropy"], "pytorch");
+    assert_eq!(s["optimizer_step"], "foreach");
+    // A zoo model with no engine: plain PyTorch's, left to the default.
+    let v = amp_json(&[
+        "plan",
+        "--model",
+        "gpt2",
+        "--seq",
+        "1024",
+        "--cluster",
+        "1x1xH200",
+        "--global-batch",
+        "8",
+        "--json",
+        "-q",
+        "--top",
+        "1",
+    ]);
+    assert!(v["plans"][0]["setup"].get("cross_entropy").is_none());
+}

@@ -35,6 +35,11 @@
 //!   probabilities and scores, `2 x 2 a s^2 / t` bytes (none with fused
 //!   attention, whose stored and recomputed activations hold no `s x s`
 //!   term either);
+//! - or, when larger than the activations and transients, the
+//!   **optimizer step's temporaries**, a peak of its own after every
+//!   activation is freed: PyTorch's foreach Adam(W) allocates `sqrt(v)`, 4
+//!   bytes per parameter of its shard ([`optimizer_step_bytes_per_param`]);
+//!   fused steps nothing;
 //! - a **framework reserve** (`reserve_bytes`, the fitted
 //!   [`crate::cost::Calibration::framework_reserve_bytes`]): CUDA context,
 //!   communication buffers, workspaces and allocator fragmentation.
@@ -61,7 +66,7 @@ use crate::model::{LayerKind, Model};
 use crate::placement::DeviceGrid;
 use crate::plan::Plan;
 use crate::schedule::Schedule;
-use crate::setup::{CrossEntropy, OptimizerSharding, Recompute, TrainingSetup};
+use crate::setup::{CrossEntropy, OptimizerSharding, OptimizerStep, Recompute, TrainingSetup};
 
 /// Bytes per logit element, per sample and rank (the logits are split by
 /// tensor parallelism), held only while Megatron-LM's vocabulary-parallel
@@ -142,6 +147,26 @@ pub(crate) fn state_bytes(setup: &TrainingSetup, dp: usize) -> StateBytes {
         weights,
         gradients,
         optimizer,
+    }
+}
+
+/// Bytes per parameter the optimizer step allocates while it runs, with `dp`
+/// data-parallel replicas: PyTorch's foreach Adam(W) computes `sqrt(v)`
+/// into new tensors, one optimizer-state element per parameter of its
+/// shard, before `addcdiv_` (torch/optim/adam.py `_multi_tensor_adam`); a
+/// fused step allocates nothing. The step runs after every activation is
+/// freed, so it is a peak of its own, not added to the passes'.
+pub(crate) fn optimizer_step_bytes_per_param(setup: &TrainingSetup, dp: usize) -> f64 {
+    match setup.optimizer_step() {
+        OptimizerStep::Fused => 0.0,
+        OptimizerStep::Foreach => {
+            let b = setup.formats.optimizer_state.bytes();
+            if setup.optimizer_sharding >= OptimizerSharding::Zero1 {
+                b / dp.max(1) as f64
+            } else {
+                b
+            }
+        }
     }
 }
 
@@ -376,7 +401,10 @@ fn device_memory(
             block = block.max(x);
         }
     }
-    let activations = flight * mbs * stored + mbs * (logits + block);
+    // The optimizer step's temporaries are a peak of their own, after the
+    // activations are freed: the larger of the two is the device's.
+    let step = params * optimizer_step_bytes_per_param(setup, dp);
+    let activations = (flight * mbs * stored + mbs * (logits + block)).max(step);
     (
         params * sb.weights,
         params * sb.gradients,
@@ -468,9 +496,21 @@ pub fn stage_memory_tables(
         .filter(|&l| model.layers[l].kind != LayerKind::VocabProjection)
         .map(|l| transient_bytes_per_sample(model, l, tp, setup))
         .fold(0.0, f64::max);
+    let step_per_param = optimizer_step_bytes_per_param(setup, grid.dp);
     let mut prefix_bytes = Vec::with_capacity(grid.pp);
     let mut fixed_bytes = Vec::with_capacity(grid.pp);
     let mut capacity_bytes = Vec::with_capacity(grid.pp);
+    // The step's own peak: states and its temporaries, the same for every
+    // stage (no activations in flight).
+    let step = (step_per_param > 0.0).then(|| {
+        let prefix = crate::cost::prefix_sums(
+            model
+                .layers
+                .iter()
+                .map(|l| l.params as f64 / t * (sb + step_per_param)),
+        );
+        (prefix, reserve_bytes)
+    });
     for j in 0..grid.pp {
         let flight = in_flight(setup.schedule, j, grid.pp, num_micro_batches) as f64;
         let per_layer = (0..n).map(|l| {
@@ -498,6 +538,7 @@ pub fn stage_memory_tables(
         prefix_bytes,
         fixed_bytes,
         capacity_bytes,
+        step,
     }
 }
 
@@ -698,6 +739,70 @@ mod tests {
         // The kernel named wins over the engine's.
         let named = with(None, Some(CrossEntropy::Megatron));
         assert_eq!(transient_bytes_per_sample(&m, 0, 2, &named), megatron);
+    }
+
+    #[test]
+    fn a_foreach_adam_step_is_a_peak_of_its_own() {
+        use crate::setup::OptimizerStep;
+        // 1M parameters, 500k per rank at tp 2: the foreach step's 2 MB of
+        // sqrt(v) dwarf the block's few kilobytes of activations.
+        let mut m = tiny();
+        m.layers[0].params = 1_000_000;
+        let with = |step| TrainingSetup {
+            optimizer_step: Some(step),
+            ..TrainingSetup::default()
+        };
+        let (foreach, fused) = (with(OptimizerStep::Foreach), with(OptimizerStep::Fused));
+        assert_eq!(optimizer_step_bytes_per_param(&foreach, 4), 4.0);
+        assert_eq!(optimizer_step_bytes_per_param(&fused, 4), 0.0);
+        let zero1 = TrainingSetup {
+            optimizer_sharding: OptimizerSharding::Zero1,
+            ..foreach
+        };
+        assert_eq!(optimizer_step_bytes_per_param(&zero1, 4), 1.0);
+        // No engine: PyTorch's default foreach.
+        assert_eq!(
+            optimizer_step_bytes_per_param(&TrainingSetup::default(), 1),
+            4.0
+        );
+        let acts = |setup: &TrainingSetup| {
+            let chunk = 0..1;
+            device_memory(
+                &m,
+                std::slice::from_ref(&chunk),
+                2,
+                1,
+                0,
+                1,
+                1,
+                1,
+                setup,
+                0.0,
+            )
+            .3
+        };
+        assert!(acts(&fused) < 1e5, "{}", acts(&fused));
+        assert_eq!(acts(&foreach), 500_000.0 * 4.0);
+        // The partitioner's tables hold the step's own constraint: states
+        // (18 B) and the temporary (4 B) per parameter, no activations.
+        let mut c = crate::cluster::builtin::homogeneous();
+        c.nodes.truncate(1);
+        c.nodes[0].gpus = 2;
+        let grid = DeviceGrid::new(&c, 2, 1, 1, &Placement::artifact_default(&c));
+        let t = stage_memory_tables(&m, &c, &grid, 1, 1, &foreach, RESERVE);
+        let (prefix, fixed) = t.step.clone().unwrap();
+        assert_eq!(fixed, RESERVE);
+        assert_eq!(prefix[1], 500_000.0 * (18.0 + 4.0));
+        assert!(stage_memory_tables(&m, &c, &grid, 1, 1, &fused, RESERVE)
+            .step
+            .is_none());
+        // A capacity between the passes' peak and the step's: only the
+        // step's constraint refuses.
+        let mut tight = t.clone();
+        let passes = tight.fixed_bytes[0] + tight.prefix_bytes[0][1];
+        tight.capacity_bytes[0] = passes.max(RESERVE + 500_000.0 * 18.0) + 1.0;
+        assert!(tight.fixed_bytes[0] + tight.prefix_bytes[0][1] <= tight.capacity_bytes[0]);
+        assert!(!tight.fits(0, 0, 1));
     }
 
     #[test]

@@ -36,7 +36,7 @@ use crate::model::{LayerKind, Model, ParamTable};
 use crate::partition::{pipeline_latency, uniform_split};
 use crate::plan::Plan;
 use crate::profile::Profile;
-use crate::setup::{CrossEntropy, Engine, Precision, TrainingSetup};
+use crate::setup::{CrossEntropy, Engine, OptimizerStep, Precision, TrainingSetup};
 
 /// The artifact counts every tensor as 4-byte elements.
 const BYTES_PER_ELEMENT: f64 = 4.0;
@@ -358,8 +358,10 @@ pub fn artifact_setup() -> TrainingSetup {
     TrainingSetup {
         formats: Precision::Fp16.formats(),
         pipeline_send: Engine::DeepSpeed.default_pipeline_send(),
-        // Megatron-LM's GPT-2 code computes the loss.
+        // Megatron-LM's GPT-2 code computes the loss, and steps with
+        // apex's (or DeepSpeed's) fused Adam.
         cross_entropy: Some(CrossEntropy::Megatron),
+        optimizer_step: Some(OptimizerStep::Fused),
         ..TrainingSetup::default()
     }
 }

@@ -68,7 +68,9 @@ pub struct DeviceMemory {
     pub gradients_bytes: f64,
     /// Optimizer state held on the device, bytes.
     pub optimizer_bytes: f64,
-    /// Activations held at the peak, bytes.
+    /// Activations held at the peak, bytes; or, when larger, the optimizer
+    /// step's temporaries (PyTorch's foreach Adam), which exist only after
+    /// every activation is freed.
     pub activations_bytes: f64,
     /// Framework reserve, workspace and other fixed costs.
     pub other_bytes: f64,
@@ -149,9 +151,27 @@ pub struct StageMemoryTables {
     pub fixed_bytes: Vec<f64>,
     /// `capacity_bytes[j]`: bytes that fit on stage `j`'s fullest device.
     pub capacity_bytes: Vec<f64>,
+    /// The optimizer step's own peak, when its temporaries can be the
+    /// device's peak (PyTorch's foreach Adam): `(prefix, fixed)` as above,
+    /// the same for every stage, for the model states and the step's
+    /// temporaries, activations freed. `None` when the step allocates
+    /// nothing.
+    pub step: Option<(Vec<f64>, f64)>,
 }
 
 impl StageMemoryTables {
+    /// Whether stage `j` holding layers `first..end` fits: through the
+    /// forward and backward passes and, if it has its own peak, through
+    /// the optimizer step. Both only grow with the range.
+    pub fn fits(&self, j: usize, first: usize, end: usize) -> bool {
+        let cap = self.capacity_bytes[j];
+        self.fixed_bytes[j] + self.prefix_bytes[j][end] - self.prefix_bytes[j][first] <= cap
+            && self
+                .step
+                .as_ref()
+                .is_none_or(|(prefix, fixed)| fixed + prefix[end] - prefix[first] <= cap)
+    }
+
     /// Whether some split of `num_layers` layers into these stages, each
     /// of at least `min_layers` layers, fits in memory: exactly the splits
     /// [`StageTables`] allows. Linear in stages x layers: a stage's bytes
@@ -163,10 +183,7 @@ impl StageMemoryTables {
         let mut reachable = vec![false; n + 1];
         reachable[0] = true;
         for j in 0..self.fixed_bytes.len() {
-            let fits = |first: usize, end: usize| {
-                self.fixed_bytes[j] + self.prefix_bytes[j][end] - self.prefix_bytes[j][first]
-                    <= self.capacity_bytes[j]
-            };
+            let fits = |first: usize, end: usize| self.fits(j, first, end);
             // +1 at the first end reachable from a start, -1 after the last.
             let mut delta = vec![0i64; n + 2];
             let mut hi = 0;
@@ -201,8 +218,7 @@ impl SplitCosts for StageTables {
             return f64::INFINITY;
         }
         if let Some(m) = &self.memory {
-            let bytes = m.fixed_bytes[j] + m.prefix_bytes[j][end] - m.prefix_bytes[j][first];
-            if bytes > m.capacity_bytes[j] {
+            if !m.fits(j, first, end) {
                 return f64::INFINITY;
             }
         }
@@ -411,11 +427,7 @@ mod tests {
             if j == pp {
                 return first == n;
             }
-            (first + min..=n).any(|end| {
-                m.fixed_bytes[j] + m.prefix_bytes[j][end] - m.prefix_bytes[j][first]
-                    <= m.capacity_bytes[j]
-                    && rec(m, j + 1, end, n, min)
-            })
+            (first + min..=n).any(|end| m.fits(j, first, end) && rec(m, j + 1, end, n, min))
         }
         rec(m, 0, 0, n, min)
     }
@@ -430,11 +442,14 @@ mod tests {
             bytes in proptest::collection::vec(proptest::collection::vec(0.0f64..10.0, 8), 4),
             fixed in proptest::collection::vec(0.0f64..5.0, 4),
             cap in proptest::collection::vec(0.0f64..30.0, 4),
+            step_bytes in proptest::collection::vec(0.0f64..10.0, 8),
+            with_step in proptest::bool::ANY,
         ) {
             let m = StageMemoryTables {
                 prefix_bytes: (0..pp).map(|j| prefix_sums(bytes[j][..n].iter().copied())).collect(),
                 fixed_bytes: fixed[..pp].to_vec(),
                 capacity_bytes: cap[..pp].to_vec(),
+                step: with_step.then(|| (prefix_sums(step_bytes[..n].iter().copied()), fixed[0] / 2.0)),
             };
             prop_assert_eq!(m.any_split_fits(n, min), brute_force_fits(&m, n, min));
         }

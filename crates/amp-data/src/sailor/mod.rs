@@ -18,7 +18,7 @@ use serde_json::Value;
 use amp_core::error::{AmpError, Result};
 use amp_core::model::{Layer, LayerKind, Model, TransformerShape};
 use amp_core::profile::{Profile, ProfileEntry};
-use amp_core::setup::{Engine, NumberFormats, Precision};
+use amp_core::setup::{Engine, NumberFormats, OptimizerStep, Precision};
 
 mod export;
 mod hardware;
@@ -149,7 +149,8 @@ pub fn parse_profiles(text: &str, origin: &str, model: &str) -> Result<Profile> 
 /// records both counts.
 /// The training setup of Sailor's runs: 1F1B, no recomputation or
 /// sharding, the number formats `precision` (from [`training_precision`])
-/// implies, DeepSpeed's pipeline sends and Megatron-LM's loss. `llm_info.json`'s 4 bytes per
+/// implies, DeepSpeed's pipeline sends and fused Adam, and Megatron-LM's
+/// loss. `llm_info.json`'s 4 bytes per
 /// output and parameter element describe fp32 weights and an fp32 residual
 /// stream, which with 16-bit activations is PyTorch autocast
 /// ([`NumberFormats::autocast`]); 2 bytes is mixed precision. The runs are
@@ -166,6 +167,8 @@ pub fn training_setup(precision: Option<Precision>) -> amp_core::setup::Training
         formats,
         pipeline_send: Engine::DeepSpeed.default_pipeline_send(),
         cross_entropy: Some(Engine::DeepSpeed.default_cross_entropy()),
+        // DeepSpeed's FusedAdam.
+        optimizer_step: Some(OptimizerStep::Fused),
         ..Default::default()
     }
 }
