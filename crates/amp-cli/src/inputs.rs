@@ -152,6 +152,14 @@ impl Loaded {
         emit: Option<amp_core::setup::Engine>,
     ) -> Result<amp_core::setup::TrainingSetup> {
         let mut s = args.resolve(self.default_precision, emit, &self.profile)?;
+        self.fill_artifact_kernels(&mut s);
+        Ok(s)
+    }
+
+    /// On the AMP artifact's inputs, a setup without an engine that names no
+    /// loss or Adam kernel gets its runs' (a plan file written before the
+    /// setup named them reads as it was priced).
+    pub fn fill_artifact_kernels(&self, s: &mut amp_core::setup::TrainingSetup) {
         if self.artifact_code && s.engine.is_none() {
             s.cross_entropy = s
                 .cross_entropy
@@ -160,7 +168,6 @@ impl Loaded {
                 .optimizer_step
                 .or(Some(amp_core::setup::OptimizerStep::Fused));
         }
-        Ok(s)
     }
 }
 
@@ -349,7 +356,9 @@ impl InputArgs {
                 given.join(", ")
             );
         }
-        if !recorded {
+        if recorded {
+            loaded.fill_artifact_kernels(&mut plan.setup);
+        } else {
             let s = loaded.resolve_setup(setup, emit)?;
             plan.setup = s.for_pipeline(plan.stages.len() / s.virtual_stages().max(1));
         }

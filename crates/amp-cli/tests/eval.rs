@@ -142,6 +142,47 @@ fn plan_output_round_trips_through_eval() {
     }
 }
 
+/// A plan file written before setups named their loss and Adam kernels
+/// reads on the AMP artifact's inputs as it was priced: with its runs'.
+#[test]
+fn older_plan_files_of_the_artifacts_inputs_price_as_before() {
+    let mut planned = amp_json(&[
+        "plan",
+        "--example",
+        "het-cluster",
+        "--json",
+        "--top",
+        "1",
+        "-q",
+    ]);
+    let want = planned["plans"][0]["predicted_iteration_s"]
+        .as_f64()
+        .unwrap();
+    let peak = |v: &serde_json::Value| {
+        v["memory"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["peak_bytes"].as_f64().unwrap())
+            .fold(0.0, f64::max)
+    };
+    let want_peak = peak(&planned["plans"][0]);
+    let setup = planned["plans"][0]["setup"].as_object_mut().unwrap();
+    assert!(setup.remove("cross_entropy").is_some());
+    assert!(setup.remove("optimizer_step").is_some());
+    let file = tmp("older-plan.json", &planned.to_string());
+    let v = amp_json(&[
+        "eval",
+        file.to_str().unwrap(),
+        "--example",
+        "het-cluster",
+        "--json",
+    ]);
+    assert_eq!(v["iteration_s"].as_f64().unwrap(), want);
+    assert_eq!(v["plan"]["setup"]["cross_entropy"], "megatron");
+    assert_eq!(peak(&v), want_peak);
+}
+
 #[test]
 fn bad_plans_are_clear_errors() {
     let p = tmp(
