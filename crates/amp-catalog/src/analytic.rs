@@ -447,10 +447,9 @@ pub fn layer_estimate(
             }
             // The loss in fp32, as its kernel runs it: the cast of 16-bit
             // logits (and back for their gradient), then its own passes.
-            let ce = opts.cross_entropy.unwrap_or_else(|| {
-                opts.engine
-                    .map_or(CrossEntropy::Pytorch, Engine::default_cross_entropy)
-            });
+            let ce = opts
+                .cross_entropy
+                .unwrap_or_else(|| CrossEntropy::default_for(opts.engine));
             let (fwd, back, ops) = match ce {
                 CrossEntropy::Pytorch => (
                     c.pytorch_cross_entropy_forward_bytes_per_logit,
@@ -494,11 +493,9 @@ pub fn layer_estimate(
     } else {
         // Engines run a fused Adam; plain PyTorch its multi-tensor one,
         // unless the setup says otherwise.
-        let step = opts.optimizer_step.unwrap_or(if opts.engine.is_some() {
-            OptimizerStep::Fused
-        } else {
-            OptimizerStep::Foreach
-        });
+        let step = opts
+            .optimizer_step
+            .unwrap_or_else(|| OptimizerStep::default_for(opts.engine));
         let per_param = match step {
             OptimizerStep::Fused => c.fused_adam_bytes_per_param,
             OptimizerStep::Foreach => c.adam_bytes_per_param,
@@ -808,7 +805,7 @@ mod tests {
     #[test]
     fn an_odd_vocabulary_runs_unaligned_gemms_unless_the_engine_pads_it() {
         let gpt = |vocab| {
-            Arch::gpt("g", 1024, 2, 16, vocab, 1024, 1024)
+            Arch::gpt("g", 2048, 2, 16, vocab, 1024, 1024)
                 .build(None)
                 .unwrap()
         };
@@ -817,16 +814,16 @@ mod tests {
         // bf16 rows of 50257 elements are not whole 16-byte vectors: the
         // three GEMMs run at 0.7 of the aligned efficiency, and on Hopper
         // at warp-level MMA's 0.67 of that again (the layer's fp32
-        // cross-entropy passes, memory-bound, are not slowed, and dilute
-        // the ratio).
+        // cross-entropy passes, memory-bound, are not slowed; at hidden
+        // 2048 they are a small share of the layer, as the bounds assume).
         let ratio = |gpu| {
             let (f, b) = head(&odd, gpu, 1, &eager);
             let (f0, b0) = head(&even, gpu, 1, &eager);
             (f + b) / (f0 + b0)
         };
         let (a100, h100) = (ratio("A100-80GB"), ratio("H100"));
-        assert!((1.15..1.45).contains(&a100), "{a100}");
-        assert!((1.3..1.8).contains(&h100) && h100 > a100, "{h100}");
+        assert!((1.2..1.45).contains(&a100), "{a100}");
+        assert!((1.35..1.8).contains(&h100) && h100 > a100, "{h100}");
         // In tf32 alignment is not priced: the time follows the FLOPs.
         let tf32 = AnalyticOptions {
             precision: Precision::Tf32,

@@ -161,12 +161,9 @@ impl Loaded {
     /// setup named them reads as it was priced).
     pub fn fill_artifact_kernels(&self, s: &mut amp_core::setup::TrainingSetup) {
         if self.artifact_code && s.engine.is_none() {
-            s.cross_entropy = s
-                .cross_entropy
-                .or(Some(amp_core::setup::CrossEntropy::Megatron));
-            s.optimizer_step = s
-                .optimizer_step
-                .or(Some(amp_core::setup::OptimizerStep::Fused));
+            let runs = amp_core::cost::amp_paper::artifact_setup();
+            s.cross_entropy = s.cross_entropy.or(runs.cross_entropy);
+            s.optimizer_step = s.optimizer_step.or(runs.optimizer_step);
         }
     }
 }

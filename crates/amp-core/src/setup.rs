@@ -339,6 +339,11 @@ pub enum CrossEntropy {
 }
 
 impl CrossEntropy {
+    /// The loss `engine`'s model code computes; without one, plain PyTorch's.
+    pub fn default_for(engine: Option<Engine>) -> CrossEntropy {
+        engine.map_or(CrossEntropy::Pytorch, Engine::default_cross_entropy)
+    }
+
     /// The name in files and on the command line.
     pub fn name(self) -> &'static str {
         match self {
@@ -374,6 +379,16 @@ pub enum OptimizerStep {
 }
 
 impl OptimizerStep {
+    /// The step `engine` runs: every engine's is fused; plain PyTorch's
+    /// default AdamW is foreach.
+    pub fn default_for(engine: Option<Engine>) -> OptimizerStep {
+        if engine.is_some() {
+            OptimizerStep::Fused
+        } else {
+            OptimizerStep::Foreach
+        }
+    }
+
     /// The name in files and on the command line.
     pub fn name(self) -> &'static str {
         match self {
@@ -609,18 +624,14 @@ impl TrainingSetup {
     /// (no engine: plain PyTorch or Hugging Face code).
     pub fn cross_entropy(&self) -> CrossEntropy {
         self.cross_entropy
-            .or(self.engine.map(Engine::default_cross_entropy))
-            .unwrap_or(CrossEntropy::Pytorch)
+            .unwrap_or_else(|| CrossEntropy::default_for(self.engine))
     }
 
     /// The Adam(W) step: the one set, else fused for every engine (each
     /// runs a fused Adam by default), else PyTorch's default foreach.
     pub fn optimizer_step(&self) -> OptimizerStep {
-        self.optimizer_step.unwrap_or(if self.engine.is_some() {
-            OptimizerStep::Fused
-        } else {
-            OptimizerStep::Foreach
-        })
+        self.optimizer_step
+            .unwrap_or_else(|| OptimizerStep::default_for(self.engine))
     }
 
     /// Model chunks per pipeline rank (1 unless interleaved).
