@@ -56,6 +56,12 @@ CASES = [
     ("llama3-8b tp8 no pp", "llama-3-8b", 8192, "1x8xH100", [8], 8, 1, 1, [0, 35], 1, 4, [], {}),
     ("llama3-8b A100+H100 18/14", "llama-3-8b", 8192, "1x8xA100-80GB+1x8xH100", [8, 8], 2, 4, 2, [0, 19, 35], 1, 8,
      [], {}),
+    # Priced with explicit attention: Megatron-LM must run its unfused backend.
+    ("llama3-8b explicit attention tp2 pp2", "llama-3-8b", 2048, "1x8xH100", [8], 2, 2, 2, [0, 17, 35], 1, 4,
+     ["--attention", "explicit"], {}),
+    # A named Adam step: torchtitan must run that implementation.
+    ("llama3-8b foreach Adam tp2 pp2", "llama-3-8b", 8192, "1x8xH100", [8], 2, 2, 2, [0, 17, 35], 1, 4,
+     ["--optimizer-step", "foreach"], {"megatron": "fused Adam"}),
 ]
 
 
@@ -190,6 +196,23 @@ def compare(case, engine, res, out, plan):
     if ("--recompute" in flags) != (rc == "full"):
         cells["settings"] += " MISMATCH"
         bad.append("recompute")
+    if engine == "megatron":
+        # The attention amp priced: explicit is the unfused backend, fused
+        # Megatron-LM's default (auto).
+        want = "unfused" if "explicit" in flags else "auto"
+        got = f.get("attention_backend")
+        cells["settings"] += f", attention {got}"
+        if got != want:
+            cells["settings"] += " MISMATCH"
+            bad.append("attention")
+    if engine == "torchtitan":
+        # A named Adam step, else torchtitan's default (fused).
+        want = flags[flags.index("--optimizer-step") + 1] if "--optimizer-step" in flags else "fused"
+        got = f.get("optimizer_implementation")
+        cells["settings"] += f", Adam {got}"
+        if got != want:
+            cells["settings"] += " MISMATCH"
+            bad.append("optimizer")
     if engine == "deepspeed":
         # DeepSpeed's default, scatter-gather sends, unless the plan says full.
         want = " ".join(flags).find("--pipeline-send full") < 0

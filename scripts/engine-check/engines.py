@@ -65,7 +65,8 @@ def megatron(out):
     facts = {"num_microbatches": get_num_microbatches(), "dp": args.data_parallel_size,
              "padded_vocab": padded, "bf16": bool(args.bf16), "fp16": bool(args.fp16),
              "recompute": args.recompute_granularity,
-             "vpp": args.virtual_pipeline_model_parallel_size}
+             "vpp": args.virtual_pipeline_model_parallel_size,
+             "attention_backend": getattr(args.attention_backend, "name", str(args.attention_backend))}
     from megatron.training.arguments import core_transformer_config_from_args
     from megatron.core.transformer.transformer_block import get_num_layers_to_build
     from megatron.core.transformer.transformer_layer import get_transformer_layer_offset
@@ -183,7 +184,8 @@ def torchtitan(out):
     facts = {"num_microbatches": accumulation * pp_micro, "dp": dp,
              "flavor": f"{spec.name} {spec.flavor}",
              "param_dtype": cfg.training.mixed_precision_param,
-             "ac": type(cfg.activation_checkpoint).__qualname__ if cfg.activation_checkpoint else None}
+             "ac": type(cfg.activation_checkpoint).__qualname__ if cfg.activation_checkpoint else None,
+             "optimizer_implementation": cfg.optimizer.implementation}
     # Pipeline stages: the module names of each part, resolved on the model.
     stages = []
     parts = par.module_fqns_per_model_part or [[n for n, _ in model.named_children()]]
