@@ -248,14 +248,20 @@ pub fn node_classes(cluster: &Cluster) -> Vec<usize> {
 
 /// For each of `count` groups of stages (`group(i)`: the stages, each
 /// replica by replica), the first group equal to it up to renaming nodes of
-/// the same kind, keeping which devices share a node and each GPU's index
-/// in its node (`i` itself when no earlier one is). Without pair links a
-/// node is described by its kind alone, so such renaming changes no
-/// bandwidth, NIC or memory: whatever a cost model computes from the groups'
-/// devices is the same, and is computed once per distinct group (a
-/// 32-stage pipeline over identical nodes prices one cut, not 31). On a
-/// cluster with pair links, or of fewer than 64 GPUs (where finding a twin
-/// costs more than pricing), every group stands alone.
+/// the same kind, keeping which devices share a node, each GPU's index in
+/// its node and each replica's size (`i` itself when no earlier one is).
+/// Without pair links a node is described by its kind alone, so such
+/// renaming changes no bandwidth, NIC or memory: whatever a cost model
+/// computes from the groups' devices is the same, and is computed once per
+/// distinct group (a 32-stage pipeline over identical nodes prices one cut,
+/// not 31). With pair links the renaming must also keep the links between
+/// the group's own nodes and their order (rings run in node order, and a
+/// ring's slowest hop depends on which nodes are neighbours): the group's
+/// nodes are numbered in node order and their pairwise bandwidths are part
+/// of what must match. Nothing outside a group's nodes enters its price, so
+/// this is exact. On a cluster of fewer than 64 GPUs, and with pair links
+/// for a group over more than 32 nodes (where finding a twin costs more
+/// than pricing), every group stands alone.
 pub fn first_alike<'a>(
     cluster: &Cluster,
     count: usize,
@@ -268,7 +274,7 @@ pub fn first_alike<'a>(
     let mut kind = Vec::with_capacity(cluster.nodes.len());
     // Below this many GPUs, pricing a cut costs less than finding its twin.
     const MIN_DEVICES: usize = 64;
-    if cluster.links.is_empty() && cluster.num_devices() >= MIN_DEVICES {
+    if cluster.num_devices() >= MIN_DEVICES {
         for (i, node) in cluster.nodes.iter().enumerate() {
             match kinds
                 .iter()
@@ -286,22 +292,56 @@ pub fn first_alike<'a>(
     if kind.len() < cluster.nodes.len() {
         return (0..count).collect();
     }
-    let mut first: HashMap<Vec<(usize, usize, usize)>, usize> = HashMap::new();
+    let linked = !cluster.links.is_empty();
+    // With pair links, a group over more nodes than this stands alone: its
+    // key's pairwise bandwidths cost about what pricing it does.
+    const MAX_LINKED_NODES: usize = 32;
+    // Per device (kind, renamed node, GPU), each replica closed by its size
+    // (as `usize::MAX, size, 0`); with pair links, then the bandwidth of
+    // every pair of the group's nodes.
+    type Key = (Vec<(usize, usize, usize)>, Vec<u64>);
+    let mut first: HashMap<Key, usize> = HashMap::new();
     let mut renamed: HashMap<usize, usize> = HashMap::new();
+    let mut nodes: Vec<usize> = Vec::new();
     (0..count)
         .map(|i| {
+            let stages = group(i);
             renamed.clear();
-            let key: Vec<(usize, usize, usize)> = group(i)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|d| {
+            let mut links = Vec::new();
+            if linked {
+                // Numbered in node order, so that renaming keeps it.
+                nodes.clear();
+                nodes.extend(
+                    stages
+                        .iter()
+                        .flat_map(|s| s.iter().flatten().map(|d| d.node)),
+                );
+                nodes.sort_unstable();
+                nodes.dedup();
+                if nodes.len() > MAX_LINKED_NODES {
+                    return i;
+                }
+                renamed.extend(nodes.iter().enumerate().map(|(r, &n)| (n, r)));
+                for (x, &a) in nodes.iter().enumerate() {
+                    for &b in &nodes[x + 1..] {
+                        let bw = cluster.link_bytes_per_s(
+                            Device { node: a, gpu: 0 },
+                            Device { node: b, gpu: 0 },
+                        );
+                        links.push(bw.to_bits());
+                    }
+                }
+            }
+            let mut devices = Vec::new();
+            for replica in stages.into_iter().flatten() {
+                for d in replica {
                     let next = renamed.len();
                     let n = *renamed.entry(d.node).or_insert(next);
-                    (kind[d.node], n, d.gpu)
-                })
-                .collect();
-            *first.entry(key).or_insert(i)
+                    devices.push((kind[d.node], n, d.gpu));
+                }
+                devices.push((usize::MAX, replica.len(), 0));
+            }
+            *first.entry((devices, links)).or_insert(i)
         })
         .collect()
 }

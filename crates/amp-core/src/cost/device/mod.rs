@@ -288,17 +288,21 @@ impl DeviceModel {
     fn net_prices(&self, inputs: &Inputs, plan: &Plan) -> NetPrices {
         let pp = plan.pp();
         let nv = plan.stages.len();
+        let ranks = plan.rank_stages();
         // Virtual cut c runs from pipeline rank c mod pp to the next: an
         // interleaved plan's pp x v - 1 cuts join only pp pairs of ranks,
-        // each priced once.
+        // and cuts alike up to renaming nodes cost the same: each distinct
+        // one is priced once.
+        let cut_first = crate::placement::first_alike(inputs.cluster, ranks.len(), |j| {
+            vec![&ranks[j].replicas, &ranks[(j + 1) % pp].replicas]
+        });
         let mut priced: Vec<((usize, bool), Option<TransferCurves>)> = Vec::new();
         let mut curves = |c: usize, forward: bool| {
-            let j = c % pp;
+            let j = cut_first[c % pp];
             if let Some((_, k)) = priced.iter().find(|(key, _)| *key == (j, forward)) {
                 return k.clone();
             }
-            let jn = (c + 1) % pp;
-            let (a, b) = (&plan.stages[j].replicas, &plan.stages[jn].replicas);
+            let (a, b) = (&ranks[j].replicas, &ranks[(j + 1) % pp].replicas);
             let (from, to) = if forward { (a, b) } else { (b, a) };
             let k = self.transfer_curves(inputs, &plan.setup, from, to);
             priced.push(((j, forward), k.clone()));

@@ -23,15 +23,24 @@ impl DeviceModel {
         inputs: &Inputs,
         plan: &Plan,
     ) -> Vec<collective::CostCurve> {
-        plan.rank_stages()
-            .iter()
-            .map(|s| {
+        let ranks = plan.rank_stages();
+        // Stages alike up to renaming nodes cost the same.
+        let first = crate::placement::first_alike(inputs.cluster, ranks.len(), |j| {
+            vec![&ranks[j].replicas]
+        });
+        let mut curves: Vec<collective::CostCurve> = Vec::with_capacity(ranks.len());
+        for (j, s) in ranks.iter().enumerate() {
+            let curve = if first[j] < j {
+                curves[first[j]].clone()
+            } else {
                 let rings: Vec<Vec<Device>> = (0..s.max_tp())
                     .map(|t| s.replicas.iter().map(|rep| rep[t % rep.len()]).collect())
                     .collect();
                 collective::concurrent_allreduce_curve(&self.network(inputs.cluster), &rings)
-            })
-            .collect()
+            };
+            curves.push(curve);
+        }
+        curves
     }
 
     /// Per-pipeline-rank all-reduce times, tied weights included, from the

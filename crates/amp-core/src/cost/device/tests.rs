@@ -798,3 +798,123 @@ fn scatter_gather_between_degrees_moves_one_whole_activation() {
         2,
     );
 }
+
+/// On a cluster with pair links, cuts and stages alike up to renaming nodes
+/// of one kind (keeping the links among their own nodes and their order)
+/// are priced once and shared, and every shared price is the one priced on
+/// the cut's own devices; a link that makes a cut unlike the others keeps
+/// it apart.
+#[test]
+fn alike_cuts_on_a_linked_cluster_share_exact_prices() {
+    // 24 nodes of 4 GPUs (96, above the 64 below which nothing is shared):
+    // 8 fast, then 16 slow; every fast-slow pair linked at 3 GB/s, and
+    // nodes 12 and 16 at 0.5 GB/s.
+    let node = |gpu: &str| Node {
+        gpu_type: gpu.into(),
+        gpus: 4,
+        intra_bytes_per_s: 100e9,
+        inter_bytes_per_s: 10e9,
+        nics: 1,
+        gpu_memory_bytes: None,
+        price_per_hour: None,
+    };
+    let mut links = Vec::new();
+    for a in 0..8 {
+        for b in 8..24 {
+            links.push(crate::cluster::NodeLink {
+                nodes: [a, b],
+                bytes_per_s: 3e9,
+            });
+        }
+    }
+    links.push(crate::cluster::NodeLink {
+        nodes: [12, 16],
+        bytes_per_s: 0.5e9,
+    });
+    let c = Cluster {
+        name: "linked".into(),
+        nodes: (0..24)
+            .map(|i| node(if i < 8 { "fast" } else { "slow" }))
+            .collect(),
+        links,
+    };
+    let layer = |i: usize| Layer {
+        name: format!("b{i}"),
+        kind: LayerKind::TransformerBlock,
+        params: 1000 * (i as u64 + 1),
+        output_elems_per_sample: 100_000,
+        forward_flops_per_sample: None,
+        tied_to: None,
+        stored_activation_elems_per_sample: None,
+    };
+    let m = Model {
+        name: "m".into(),
+        shape: None,
+        layers: (0..6).map(layer).collect(),
+    };
+    let p = Profile {
+        entries: vec![
+            ProfileEntry {
+                forward_s: vec![1.0; 6],
+                backward_s: Some(vec![2.0; 6]),
+                ..entry("fast", 4, 1.0, None)
+            },
+            ProfileEntry {
+                forward_s: vec![3.0; 6],
+                backward_s: Some(vec![6.0; 6]),
+                ..entry("slow", 4, 3.0, None)
+            },
+        ],
+        precision: None,
+    };
+    let inputs = Inputs {
+        model: &m,
+        cluster: &c,
+        profile: &p,
+    };
+    // Six stages of one layer, each dp 4 at tp 4, replica r of stage j on
+    // node 4 j + r: two fast stages, four slow.
+    let stage = |j: usize| {
+        let replicas = (0..4)
+            .map(|r| (0..4).map(|g| d(4 * j + r, g)).collect())
+            .collect();
+        (j, j + 1, replicas)
+    };
+    for send in [PipelineSend::Full, PipelineSend::ScatterGather] {
+        let mut pl = plan((0..6).map(stage).collect(), 8);
+        pl.setup.pipeline_send = send;
+        let model = time_only();
+        let ranks = pl.rank_stages();
+        let first = crate::placement::first_alike(&c, 5, |j| {
+            vec![&ranks[j].replicas, &ranks[j + 1].replicas]
+        });
+        // Cuts 2 -> 3 and 4 -> 5 are alike (slow to slow, no special
+        // link among their nodes); 3 -> 4 crosses the slow link.
+        assert_eq!(first, vec![0, 1, 2, 3, 2]);
+        let net = model.net_prices(&inputs, &pl);
+        let at = |k: &Option<TransferCurves>, layer: usize| {
+            model.transfer_at(&inputs, &pl.setup, k.as_ref().unwrap(), layer, 2)
+        };
+        for cut in 0..5 {
+            let (a, b) = (&ranks[cut].replicas, &ranks[cut + 1].replicas);
+            let forward = model.transfer_curves(&inputs, &pl.setup, a, b);
+            let backward = model.transfer_curves(&inputs, &pl.setup, b, a);
+            assert_eq!(at(&net.sends[cut], cut), at(&forward, cut));
+            assert_eq!(at(&net.back[cut], cut), at(&backward, cut));
+        }
+        // The slow link shows: the cut it crosses costs more.
+        assert!(at(&net.sends[3], 3) > 1.5 * at(&net.sends[2], 3));
+        // Every stage's all-reduce alike to the one priced on its devices.
+        let fresh = |j: usize| {
+            let rings: Vec<Vec<Device>> = (0..4)
+                .map(|t| ranks[j].replicas.iter().map(|rep| rep[t]).collect())
+                .collect();
+            collective::concurrent_allreduce_curve(&model.network(&c), &rings)
+        };
+        for (j, curve) in net.allreduce.iter().enumerate() {
+            for bytes in [0.0, 1e3, 1e6, 1e9] {
+                assert_eq!(curve.at(bytes), fresh(j).at(bytes));
+            }
+        }
+    }
+}
