@@ -295,7 +295,7 @@ pub fn first_alike<'a>(
     let linked = !cluster.links.is_empty();
     // With pair links, a group over more nodes than this stands alone: its
     // key's pairwise bandwidths cost about what pricing it does.
-    const MAX_LINKED_NODES: usize = 32;
+    const MAX_LINKED_NODES: usize = 64;
     // Per device (kind, renamed node, GPU), each replica closed by its size
     // (as `usize::MAX, size, 0`); with pair links, then the bandwidth of
     // every pair of the group's nodes.

@@ -207,6 +207,7 @@ fn candidates(
 /// devices in node order) poured into the stages in pipeline order, `dp`
 /// per stage; the micro-batches dealt evenly; the layers split by
 /// [`balanced_split`] from `profile`, or evenly without one.
+#[cfg(test)]
 fn build(
     cluster: &Cluster,
     num_layers: usize,
@@ -214,7 +215,25 @@ fn build(
     opts: &SearchOptions,
     profile: Option<&crate::profile::Profile>,
 ) -> Plan {
-    let types = types_in_node_order(cluster);
+    build_with(
+        cluster,
+        &types_in_node_order(cluster),
+        num_layers,
+        c,
+        opts,
+        profile,
+    )
+}
+
+/// [`build`] with the cluster's [`types_in_node_order`].
+fn build_with(
+    cluster: &Cluster,
+    types: &[(String, Vec<Device>, usize)],
+    num_layers: usize,
+    c: &Candidate,
+    opts: &SearchOptions,
+    profile: Option<&crate::profile::Profile>,
+) -> Plan {
     let groups: Vec<&[Device]> = c
         .types
         .iter()
@@ -312,36 +331,43 @@ fn balanced_split(
     // Per-layer times of each (GPU type, tp) met, once.
     let mut seen: Vec<((&str, usize), Vec<f64>)> = Vec::new();
     let mut prefix: Vec<Vec<f64>> = Vec::with_capacity(pp);
+    let mut keys: Vec<(&str, usize)> = Vec::new();
     for s in &plan.stages {
         let mut per_layer = vec![0.0f64; num_layers];
+        // Each (GPU type, tp) of the stage once: the max over its groups'
+        // devices is the max over these.
+        keys.clear();
         for g in &s.replicas {
             for d in g {
                 let key = (cluster.nodes[d.node].gpu_type.as_str(), g.len());
-                let times = match seen.iter().find(|(k, _)| *k == key) {
-                    Some((_, t)) => t,
-                    None => {
-                        let t = profile
-                            .layer_times(key.0, key.1, mbs, num_layers)
-                            .map(|t| (t, 1.0))
-                            .or_else(|| {
-                                profile
-                                    .layer_times(key.0, 1, mbs, num_layers)
-                                    .map(|t| (t, key.1 as f64))
-                            })?;
-                        let (t, div) = t;
-                        let v = t
-                            .iter()
-                            .map(|x| {
-                                (x.forward_s + x.backward_s.unwrap_or(ratio * x.forward_s)) / div
-                            })
-                            .collect();
-                        seen.push((key, v));
-                        &seen.last().unwrap().1
-                    }
-                };
-                for (p, t) in per_layer.iter_mut().zip(times) {
-                    *p = p.max(*t);
+                if !keys.contains(&key) {
+                    keys.push(key);
                 }
+            }
+        }
+        for &key in &keys {
+            let times = match seen.iter().find(|(k, _)| *k == key) {
+                Some((_, t)) => t,
+                None => {
+                    let t = profile
+                        .layer_times(key.0, key.1, mbs, num_layers)
+                        .map(|t| (t, 1.0))
+                        .or_else(|| {
+                            profile
+                                .layer_times(key.0, 1, mbs, num_layers)
+                                .map(|t| (t, key.1 as f64))
+                        })?;
+                    let (t, div) = t;
+                    let v = t
+                        .iter()
+                        .map(|x| (x.forward_s + x.backward_s.unwrap_or(ratio * x.forward_s)) / div)
+                        .collect();
+                    seen.push((key, v));
+                    &seen.last().unwrap().1
+                }
+            };
+            for (p, t) in per_layer.iter_mut().zip(times) {
+                *p = p.max(*t);
             }
         }
         prefix.push(crate::cost::prefix_sums(per_layer));
@@ -380,9 +406,19 @@ fn balanced_split(
 /// The plans of `cands`, the candidates of one layout (at least one).
 fn build_layout(inputs: &Inputs, opts: &SearchOptions, cands: &[Candidate]) -> Vec<Plan> {
     let layers = inputs.model.num_layers();
+    let types = types_in_node_order(inputs.cluster);
     cands
         .iter()
-        .map(|c| build(inputs.cluster, layers, c, opts, Some(inputs.profile)))
+        .map(|c| {
+            build_with(
+                inputs.cluster,
+                &types,
+                layers,
+                c,
+                opts,
+                Some(inputs.profile),
+            )
+        })
         .collect()
 }
 

@@ -122,6 +122,7 @@ use crate::placement::DeviceGrid;
 use crate::plan::Plan;
 use crate::schedule::{simulate, IterationSpec, PipelineTimes, Simulation, Timeline};
 use crate::setup::{OptimizerSharding, PipelineSend, TrainingSetup};
+use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -257,11 +258,20 @@ impl DeviceModel {
         let mut caches: Vec<(usize, Caches)> = Vec::new();
         let mut layer_costs: Vec<Vec<LayerCost>> = Vec::new();
         let mut group_costs = Vec::new();
+        // A group on one node costs what any group of its size on that node
+        // does (its links are the node's): (node, tp) -> its costs' index.
+        let mut on_one_node: HashMap<(usize, usize), usize> = HashMap::new();
         for s in plan.rank_stages() {
             let mut of_stage = Vec::with_capacity(s.replicas.len());
             for rep in &s.replicas {
                 // Replicas of a stage may differ in tp (caches are per tp).
                 let tp = rep.len();
+                let node = rep.first().map(|d| d.node);
+                let one_node = node.filter(|&n| rep.iter().all(|d| d.node == n));
+                if let Some(&k) = one_node.and_then(|n| on_one_node.get(&(n, tp))) {
+                    of_stage.push(k);
+                    continue;
+                }
                 if !caches.iter().any(|(t, _)| *t == tp) {
                     caches.push((tp, Caches::default()));
                 }
@@ -274,6 +284,9 @@ impl DeviceModel {
                         layer_costs.len() - 1
                     }
                 };
+                if let Some(n) = one_node {
+                    on_one_node.insert((n, tp), k);
+                }
                 of_stage.push(k);
             }
             group_costs.push(of_stage);
