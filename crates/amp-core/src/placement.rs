@@ -260,7 +260,7 @@ pub fn node_classes(cluster: &Cluster) -> Vec<usize> {
 /// nodes are numbered in node order and their pairwise bandwidths are part
 /// of what must match. Nothing outside a group's nodes enters its price, so
 /// this is exact. On a cluster of fewer than 64 GPUs, and with pair links
-/// for a group over more than 32 nodes (where finding a twin costs more
+/// for a group over more than 64 nodes (where finding a twin costs more
 /// than pricing), every group stands alone.
 pub fn first_alike<'a>(
     cluster: &Cluster,
