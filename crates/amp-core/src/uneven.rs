@@ -31,14 +31,21 @@ pub fn even_deal(total: usize, replicas: usize) -> Vec<usize> {
 /// `total` micro-batches over `replicas` replicas under `setup` for a
 /// pipeline of `pp` ranks: as evenly as they go ([`even_deal`]), in whole
 /// groups of `pp` when the schedule is interleaved and the total allows
-/// (Megatron-LM's interleaved schedule runs micro-batches in groups of pp).
+/// (Megatron-LM's interleaved schedule runs micro-batches in groups of pp)
+/// with a group for every replica; with fewer groups than replicas, evenly
+/// (every replica runs at least one micro-batch; the schedule then refuses
+/// the plan with its own reason).
 pub fn schedule_deal(
     total: usize,
     replicas: usize,
     pp: usize,
     setup: &crate::setup::TrainingSetup,
 ) -> Vec<usize> {
-    let group = if setup.virtual_stages() > 1 && pp > 0 && total.is_multiple_of(pp) {
+    let group = if setup.virtual_stages() > 1
+        && pp > 0
+        && total.is_multiple_of(pp)
+        && total / pp >= replicas
+    {
         pp
     } else {
         1
@@ -214,6 +221,23 @@ mod tests {
         assert!(p.replica_micro_batches.is_empty() && p.num_micro_batches == 3);
         set_micro_batches(&mut p, vec![3, 2]);
         assert_eq!((p.num_micro_batches, p.replica_micro_batches.len()), (3, 2));
+    }
+
+    /// Interleaved: whole groups of pp micro-batches while every replica
+    /// gets one; with fewer groups than replicas, evenly, never leaving a
+    /// replica without micro-batches.
+    #[test]
+    fn interleaved_deals_give_every_replica_micro_batches() {
+        let setup = crate::setup::TrainingSetup {
+            schedule: crate::schedule::Schedule::Interleaved { virtual_stages: 2 },
+            ..Default::default()
+        };
+        assert_eq!(schedule_deal(24, 4, 4, &setup), vec![8, 8, 4, 4]);
+        assert_eq!(schedule_deal(16, 4, 4, &setup), vec![4; 4]);
+        // Two groups of 4 over 4 replicas: 2 each, not 4, 4, 0, 0.
+        assert_eq!(schedule_deal(8, 4, 4, &setup), vec![2; 4]);
+        assert_eq!(schedule_deal(10, 4, 4, &setup), vec![3, 3, 2, 2]);
+        assert_eq!(schedule_deal(8, 4, 4, &Default::default()), even_deal(8, 4));
     }
 
     /// Two one-stage replicas, one on a GPU three times faster: the
