@@ -20,7 +20,7 @@ use crate::setup_args::SetupArgs;
 use amp_core::baseline::megatron_heuristic;
 use amp_core::partition::EXACT_SPLIT_MAX_LAYERS;
 use amp_core::setup::TrainingSetup;
-use amp_core::setup_search::{search_setups, setup_candidates, SetupSpace};
+use amp_core::setup_search::{search_setups, search_setups_with, setup_candidates, SetupSpace};
 use amp_core::subset_search::{
     objective_value, plan_price_per_hour, rank_by_objective, search_subsets, Objective,
 };
@@ -97,8 +97,9 @@ pub struct PlanArgs {
     #[arg(long, value_name = "USD", value_parser = positive_usd)]
     pub max_usd_per_hour: Option<f64>,
     /// Also search plans with a tensor-parallel degree per GPU type (on the
-    /// whole cluster, with the given setup; the split improved by local
-    /// search, a heuristic).
+    /// whole cluster, under the given setup and every one --search-setup
+    /// adds; the split improved by local search, a heuristic; interleaved
+    /// setups take Megatron-LM's even split).
     #[arg(long)]
     pub per_type_tp: bool,
     /// Let replicas run different numbers of micro-batches: data-parallel
@@ -662,7 +663,19 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     };
     let result = if args.per_type_tp {
         let mut result = result;
-        match search_per_type_tp(&inputs, cost_model.as_ref(), &search_opts) {
+        // Under every setup searched, as the main search.
+        let per_type = if setups.len() > 1 {
+            search_setups_with(
+                &inputs,
+                cost_model.as_ref(),
+                &search_opts,
+                &setups,
+                search_per_type_tp,
+            )
+        } else {
+            search_per_type_tp(&inputs, cost_model.as_ref(), &search_opts)
+        };
+        match per_type {
             Ok(r) => {
                 let cluster = &loaded.cluster;
                 result.absorb(r, |p| {

@@ -841,6 +841,57 @@ fn per_type_tp_adds_plans_with_a_tp_per_gpu_type() {
     assert!(stdout(&o).contains("1/1/1/1/1/1/2"), "{}", stdout(&o));
 }
 
+/// With `--search-setup`, plans with a tp per GPU type are searched under
+/// every setup: interleaved ones too, on Megatron-LM's even split of the
+/// virtual stages.
+#[test]
+fn per_type_tp_searches_every_setup() {
+    let v = amp_json(&[
+        "plan",
+        "--model",
+        "gpt2-medium",
+        "--cluster",
+        "2x4xA100-40GB+2x4xV100-16GB",
+        "--global-batch",
+        "96",
+        "--engine",
+        "megatron",
+        "--per-type-tp",
+        "--search-setup",
+        "interleaving",
+        "--json",
+        "--top",
+        "4000",
+        "-q",
+    ]);
+    let mixed_interleaved: Vec<&serde_json::Value> = v["plans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            let tps: std::collections::BTreeSet<usize> = p["stages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["replicas"][0].as_array().unwrap().len())
+                .collect();
+            tps.len() > 1 && p["setup"]["schedule"] != "1f1b"
+        })
+        .collect();
+    assert!(!mixed_interleaved.is_empty());
+    for p in mixed_interleaved {
+        let pp = p["pp"].as_u64().unwrap() as usize;
+        let stages = p["stages"].as_array().unwrap();
+        let v: usize = p["setup"]["schedule"].as_str().unwrap()["interleaved:".len()..]
+            .parse()
+            .unwrap();
+        assert_eq!(stages.len(), pp * v);
+        for (i, s) in stages.iter().enumerate() {
+            assert_eq!(s["replicas"], stages[i % pp]["replicas"]);
+        }
+    }
+}
+
 #[test]
 fn deep_layer_lists_are_split_by_groups_and_say_so() {
     // 300 layers, past the exact partitioner's 256: an embedding, 298

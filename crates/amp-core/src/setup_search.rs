@@ -148,6 +148,19 @@ pub fn search_setups(
     opts: &SearchOptions,
     setups: &[TrainingSetup],
 ) -> Result<SearchResult> {
+    search_setups_with(inputs, model, opts, setups, search)
+}
+
+/// [`search_setups`] with another search over each setup: e.g.
+/// [`crate::type_tp_search::search_per_type_tp`], so that plans with a tp
+/// per GPU type are searched under every setup too.
+pub fn search_setups_with(
+    inputs: &Inputs,
+    model: &dyn CostModel,
+    opts: &SearchOptions,
+    setups: &[TrainingSetup],
+    search: impl Fn(&Inputs, &dyn CostModel, &SearchOptions) -> Result<SearchResult>,
+) -> Result<SearchResult> {
     let mut merged = SearchResult::empty();
     let mut why_none: Vec<String> = Vec::new();
     for (k, setup) in setups.iter().enumerate() {

@@ -222,10 +222,16 @@ fn build(
         c,
         opts,
         profile,
+        None,
     )
 }
 
-/// [`build`] with the cluster's [`types_in_node_order`].
+/// [`build`] with the cluster's [`types_in_node_order`]; under an
+/// interleaved setup with more than one stage, `virtual_split` is
+/// Megatron-LM's even split of the `pp x v` virtual stages
+/// ([`crate::partition::even_block_split`]), virtual stage `i` on pipeline
+/// rank `i mod pp`'s groups, and the micro-batches are dealt in whole
+/// groups of pp where they allow ([`crate::uneven::schedule_deal`]).
 fn build_with(
     cluster: &Cluster,
     types: &[(String, Vec<Device>, usize)],
@@ -233,6 +239,7 @@ fn build_with(
     c: &Candidate,
     opts: &SearchOptions,
     profile: Option<&crate::profile::Profile>,
+    virtual_split: Option<&[usize]>,
 ) -> Plan {
     let groups: Vec<&[Device]> = c
         .types
@@ -256,23 +263,39 @@ fn build_with(
             .collect(),
         setup: opts.setup.for_pipeline(pp),
     };
-    let bounds = profile
-        .and_then(|p| balanced_split(p, num_layers, cluster, &plan))
-        .unwrap_or_else(|| uniform_split(num_layers, pp));
-    for (j, s) in plan.stages.iter_mut().enumerate() {
-        s.first_layer = bounds[j];
-        s.end_layer = bounds[j + 1];
+    match virtual_split.filter(|_| plan.setup.virtual_stages() > 1) {
+        Some(bounds) => {
+            plan.stages = (0..bounds.len() - 1)
+                .map(|i| Stage {
+                    first_layer: bounds[i],
+                    end_layer: bounds[i + 1],
+                    replicas: plan.stages[i % pp].replicas.clone(),
+                })
+                .collect();
+        }
+        None => {
+            let bounds = profile
+                .and_then(|p| balanced_split(p, num_layers, cluster, &plan))
+                .unwrap_or_else(|| uniform_split(num_layers, pp));
+            for (j, s) in plan.stages.iter_mut().enumerate() {
+                s.first_layer = bounds[j];
+                s.end_layer = bounds[j + 1];
+            }
+        }
     }
-    crate::uneven::set_micro_batches(
-        &mut plan,
-        crate::uneven::even_deal(opts.global_batch / c.micro_batch, c.dp),
-    );
+    let counts =
+        crate::uneven::schedule_deal(opts.global_batch / c.micro_batch, c.dp, pp, &plan.setup);
+    crate::uneven::set_micro_batches(&mut plan, counts);
     plan
 }
 
 /// `plan` (split by [`balanced_split`]) and, when that differs, `plan`
 /// split evenly: the seed splits a candidate is priced on.
 fn seed_splits(plan: Plan, num_layers: usize) -> Vec<Plan> {
+    // Interleaved: Megatron-LM's even split only.
+    if plan.setup.virtual_stages() > 1 {
+        return vec![plan];
+    }
     let even = uniform_split(num_layers, plan.stages.len());
     let mut seeds = vec![plan];
     if seeds[0].boundaries() != even {
@@ -403,11 +426,28 @@ fn balanced_split(
     Some(bounds)
 }
 
-/// The plans of `cands`, the candidates of one layout (at least one).
-fn build_layout(inputs: &Inputs, opts: &SearchOptions, cands: &[Candidate]) -> Vec<Plan> {
+/// The plans of `cands`, the candidates of one layout (at least one), or
+/// why an interleaved setup cannot split the model over its virtual stages.
+fn build_layout(
+    inputs: &Inputs,
+    opts: &SearchOptions,
+    cands: &[Candidate],
+) -> std::result::Result<Vec<Plan>, String> {
     let layers = inputs.model.num_layers();
     let types = types_in_node_order(inputs.cluster);
-    cands
+    // Candidates of a layout share its groups, so its pp.
+    let groups: usize = cands[0].types.iter().map(|t| t.2).sum();
+    let pp = groups / cands[0].dp;
+    let v = opts.setup.virtual_stages();
+    let virtual_split = if v > 1 && pp > 1 {
+        Some(
+            crate::partition::even_block_split(inputs.model, pp * v)
+                .map_err(|why| format!("pp {pp}: {why}"))?,
+        )
+    } else {
+        None
+    };
+    Ok(cands
         .iter()
         .map(|c| {
             build_with(
@@ -417,9 +457,10 @@ fn build_layout(inputs: &Inputs, opts: &SearchOptions, cands: &[Candidate]) -> V
                 c,
                 opts,
                 Some(inputs.profile),
+                virtual_split.as_deref(),
             )
         })
-        .collect()
+        .collect())
 }
 
 /// The ranked plan of candidate `c`, or [`Outcome::Infeasible`] when it
@@ -461,8 +502,11 @@ fn price_even(
         Ok(pe) => pe,
         Err(e) => return Outcome::Skipped(e.to_string()),
     };
-    let (plan, estimate) = crate::refine::local_search_split_with(estimator, &plan, &estimate)
-        .unwrap_or((plan, estimate));
+    // Interleaved plans keep Megatron-LM's even split.
+    let refined = (plan.setup.virtual_stages() == 1)
+        .then(|| crate::refine::local_search_split_with(estimator, &plan, &estimate))
+        .flatten();
+    let (plan, estimate) = refined.unwrap_or((plan, estimate));
     ranked(inputs.cluster, c, plan, estimate)
 }
 
@@ -496,7 +540,17 @@ fn price_uneven(
     let bounded: Vec<(Option<LayoutEstimator>, Vec<Bounded>)> = layouts
         .par_iter()
         .map(|r| {
-            let plans = build_layout(inputs, opts, &cands[r.clone()]);
+            let plans = match build_layout(inputs, opts, &cands[r.clone()]) {
+                Ok(p) => p,
+                Err(why) => {
+                    return (
+                        None,
+                        r.clone()
+                            .map(|_| Err(Outcome::Skipped(why.clone())))
+                            .collect(),
+                    )
+                }
+            };
             let estimator = match model.layout_estimator(inputs, &plans[0]) {
                 Ok(e) => e,
                 Err(e) => {
@@ -641,7 +695,15 @@ pub fn search_per_type_tp(
         let outcomes: Vec<(usize, Outcome)> = layouts
             .par_iter()
             .flat_map_iter(|r| {
-                let plans = build_layout(inputs, opts, &cands[r.clone()]);
+                let plans = match build_layout(inputs, opts, &cands[r.clone()]) {
+                    Ok(p) => p,
+                    Err(why) => {
+                        return r
+                            .clone()
+                            .map(|i| (i, Outcome::Skipped(why.clone())))
+                            .collect::<Vec<_>>()
+                    }
+                };
                 let estimator = model.layout_estimator(inputs, &plans[0]);
                 r.clone()
                     .zip(plans)
@@ -732,6 +794,82 @@ mod tests {
             ..inputs
         };
         assert!(search_per_type_tp(&inputs, &dm, &opts).is_err());
+    }
+
+    /// Under an interleaved setup the plans take Megatron-LM's even split
+    /// of the pp x v virtual stages, virtual stage `i` on pipeline rank
+    /// `i mod pp`'s groups, each replica's micro-batches a multiple of pp
+    /// (its schedule runs them in groups of pp); with and without uneven
+    /// data parallelism.
+    #[test]
+    fn interleaved_setups_give_per_type_plans_on_the_even_split() {
+        let profile = v100_t4_profile(30, 0.0024, 0.0072);
+        // Two V100 nodes and the T4 node of het-cluster: V100s at tp 2 and
+        // T4s at tp 1 make 4 groups each, so pp 2 or 4 at dp 4 or 2, whose
+        // 4 or 8 virtual stages split GPT-2's 24 blocks evenly.
+        let mut cluster = clusters::het_cluster();
+        let t4 = cluster
+            .nodes
+            .iter()
+            .position(|n| n.gpu_type == "T4")
+            .unwrap();
+        let v100: Vec<usize> = (0..cluster.nodes.len())
+            .filter(|&n| cluster.nodes[n].gpu_type != "T4")
+            .take(2)
+            .collect();
+        cluster.nodes = [v100[0], v100[1], t4]
+            .iter()
+            .map(|&n| cluster.nodes[n].clone())
+            .collect();
+        cluster.links.clear();
+        let model = models::amp_gpt2();
+        let inputs = Inputs {
+            model: &model,
+            cluster: &cluster,
+            profile: &profile,
+        };
+        let dm = DeviceModel::default();
+        let setup = TrainingSetup {
+            schedule: crate::schedule::Schedule::Interleaved { virtual_stages: 2 },
+            ..Default::default()
+        };
+        for uneven in [false, true] {
+            let mut opts = SearchOptions::new(96, PlacementSearch::Artifact, setup);
+            opts.uneven_dp = uneven;
+            opts.keep = 10_000;
+            let r = search_per_type_tp(&inputs, &dm, &opts).unwrap();
+            let interleaved: Vec<&Plan> = r
+                .plans
+                .iter()
+                .map(|p| &p.plan)
+                .filter(|p| p.setup.virtual_stages() == 2)
+                .collect();
+            assert!(!interleaved.is_empty(), "uneven {uneven}");
+            for p in interleaved {
+                p.validate(&model, &cluster).unwrap();
+                let pp = p.pp();
+                assert_eq!(p.stages.len(), 2 * pp);
+                assert_eq!(
+                    p.boundaries(),
+                    crate::partition::even_block_split(&model, 2 * pp).unwrap()
+                );
+                for (i, s) in p.stages.iter().enumerate() {
+                    assert_eq!(s.replicas, p.stages[i % pp].replicas);
+                }
+                let tps: std::collections::BTreeSet<usize> = p
+                    .rank_stages()
+                    .iter()
+                    .flat_map(|s| s.replicas.iter().map(Vec::len))
+                    .collect();
+                assert!(tps.len() > 1, "one tp for every stage: {tps:?}");
+                let dp = p.stages[0].replicas.len();
+                assert!((0..dp).all(|r| p.micro_batches_of(r) % pp == 0));
+                assert_eq!(
+                    (0..dp).map(|r| p.micro_batches_of(r)).sum::<usize>() * p.micro_batch,
+                    96
+                );
+            }
+        }
     }
 
     /// With uneven data parallelism the groups pour into mixed stages:
