@@ -422,8 +422,35 @@ pub fn plan_memory(
     plan: &Plan,
     reserve_bytes: f64,
 ) -> Vec<DeviceMemory> {
-    let pp = plan.pp();
     let mut out = Vec::new();
+    each_device_memory(model, cluster, plan, reserve_bytes, |m| {
+        out.push(m);
+        true
+    });
+    out
+}
+
+/// Whether every device of `plan` holds it ([`plan_memory`] without the
+/// list: what a search needs of most candidates).
+pub fn plan_fits(model: &Model, cluster: &Cluster, plan: &Plan, reserve_bytes: f64) -> bool {
+    let mut fits = true;
+    each_device_memory(model, cluster, plan, reserve_bytes, |m| {
+        fits = m.overflow_bytes().is_none();
+        fits
+    });
+    fits
+}
+
+/// Calls `f` with the memory of every device of `plan` in
+/// [`plan_memory`]'s order, until it returns false.
+fn each_device_memory(
+    model: &Model,
+    cluster: &Cluster,
+    plan: &Plan,
+    reserve_bytes: f64,
+    mut f: impl FnMut(DeviceMemory) -> bool,
+) {
+    let pp = plan.pp();
     for (j, stage) in plan.rank_stages().iter().enumerate() {
         let chunks = plan.rank_layers(j);
         // Per (tp, micro-batches) of a replica: replicas of a stage may
@@ -451,7 +478,7 @@ pub fn plan_memory(
                 }
             };
             for &d in rep {
-                out.push(DeviceMemory {
+                let m = DeviceMemory {
                     device: d,
                     stage: j,
                     weights_bytes: w,
@@ -465,11 +492,13 @@ pub fn plan_memory(
                         .get(d.node)
                         .and_then(|n| n.gpu_memory_bytes)
                         .map(|b| b as f64),
-                });
+                };
+                if !f(m) {
+                    return;
+                }
             }
         }
     }
-    out
 }
 
 /// Memory tables for the partitioner: stage `j` holding layers
@@ -925,6 +954,35 @@ mod tests {
             assert!(table - dev.peak_bytes < 0.05 * dev.peak_bytes, "stage {j}");
             assert_eq!(t.capacity_bytes[j], 16.0 * (1u64 << 30) as f64);
         }
+    }
+
+    /// `plan_fits` gives `plan_memory`'s verdict: fits when no device
+    /// overflows, at reserves and micro-batches on both sides of the line.
+    #[test]
+    fn plan_fits_is_plan_memorys_verdict() {
+        let m = models::amp_gpt2();
+        let c = clusters::homogeneous();
+        let setup = TrainingSetup::default();
+        let grid = DeviceGrid::new(&c, 2, 2, 4, &Placement::artifact_default(&c));
+        let (mut fit, mut over) = (0, 0);
+        for mbs in [1, 2, 4, 8, 16] {
+            let plan = crate::search::plan_from_grid(&grid, &[0, 8, 14, 20, 30], mbs, 8, &setup);
+            for reserve in [0.0, 4.5e9, 10e9, 14e9] {
+                let all = plan_memory(&m, &c, &plan, reserve);
+                let want = all.iter().all(|d| d.overflow_bytes().is_none());
+                assert_eq!(
+                    plan_fits(&m, &c, &plan, reserve),
+                    want,
+                    "mbs {mbs} reserve {reserve}"
+                );
+                if want {
+                    fit += 1;
+                } else {
+                    over += 1;
+                }
+            }
+        }
+        assert!(fit > 0 && over > 0, "{fit} fit, {over} over");
     }
 
     #[test]

@@ -300,7 +300,11 @@ pub fn first_alike<'a>(
     // (as `usize::MAX, size, 0`); with pair links, then the bandwidth of
     // every pair of the group's nodes.
     type Key = (Vec<(usize, usize, usize)>, Vec<u64>);
+    // Few groups (a pipeline's cuts) are found by comparing keys, which
+    // stops at the first difference; many by hashing them whole.
+    const MAX_SCANNED: usize = 64;
     let mut first: HashMap<Key, usize> = HashMap::new();
+    let mut scanned: Vec<(Key, usize)> = Vec::new();
     let mut renamed: HashMap<usize, usize> = HashMap::new();
     let mut nodes: Vec<usize> = Vec::new();
     (0..count)
@@ -341,7 +345,18 @@ pub fn first_alike<'a>(
                 }
                 devices.push((usize::MAX, replica.len(), 0));
             }
-            *first.entry((devices, links)).or_insert(i)
+            let key = (devices, links);
+            if count <= MAX_SCANNED {
+                match scanned.iter().find(|(k, _)| *k == key) {
+                    Some(&(_, j)) => j,
+                    None => {
+                        scanned.push((key, i));
+                        i
+                    }
+                }
+            } else {
+                *first.entry(key).or_insert(i)
+            }
         })
         .collect()
 }

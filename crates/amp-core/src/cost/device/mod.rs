@@ -923,7 +923,7 @@ impl PlanEstimator for DeviceLayoutEstimator<'_> {
                 .evaluate_if_fits(self.inputs, plan)?
                 .map(|e| e.iteration_s));
         }
-        if self.fitting_memory(plan)?.is_none() {
+        if !self.model.fits(self.inputs, plan)? {
             return Ok(None);
         }
         let (compute, net) = self.prices(plan)?;
@@ -954,6 +954,20 @@ impl DeviceModel {
         plan.setup.check_profile(inputs.profile)?;
         let memory = self.memory(inputs, plan);
         Ok((!memory.iter().any(|m| m.overflow_bytes().is_some())).then_some(memory))
+    }
+
+    /// Whether every device holds `plan` ([`Self::fitting_memory`]
+    /// without the per-device list); true without a memory model.
+    fn fits(&self, inputs: &Inputs, plan: &Plan) -> Result<bool> {
+        plan.validate(inputs.model, inputs.cluster)?;
+        plan.setup.check_profile(inputs.profile)?;
+        Ok(!self.options.price_memory
+            || memory::plan_fits(
+                inputs.model,
+                inputs.cluster,
+                plan,
+                self.options.calibration.framework_reserve_bytes,
+            ))
     }
 
     /// Per-device peak memory of a valid `plan`; empty without a memory
