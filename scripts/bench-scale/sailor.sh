@@ -30,7 +30,7 @@ for model in OPT-350 GPT-Neo-2.7; do
         for k in "${!bins[@]}"; do
           # shellcheck disable=SC2086
           /usr/bin/time -f "%e %M" -o "$tmp/one" "${bins[$k]}" plan --sailor-data "$data" \
-            --model "$model" --cluster "$cluster" --global-batch 1024 --top 1 -q $flags > /dev/null
+            --model "$model" --cluster "$cluster" --global-batch 1024 --top 1 -q $flags > /dev/null 2>&1
           cat "$tmp/one" >> "$tmp/t$k"
         done
       done
