@@ -39,33 +39,33 @@ fn the_fit_on_the_given_sets_is_the_default_calibration() {
     let sailor = set("sailor/clariden/OPT-350");
     let tol = 0.0015;
     // AMP homogeneous: time error and Spearman.
-    near(&amp_h["neutral"]["time_error"]["mean"], 0.258, tol);
-    near(&amp_h["in_sample"]["time_error"]["mean"], 0.036, tol);
+    near(&amp_h["neutral"]["time_error"]["mean"], 0.270, tol);
+    near(&amp_h["in_sample"]["time_error"]["mean"], 0.052, tol);
     near(
         &amp_h["leave_one_set_out"]["time_error"]["mean"],
-        0.358,
+        0.416,
         tol,
     );
-    near(&amp_h["neutral"]["spearman"], 0.960, tol);
-    near(&amp_h["in_sample"]["spearman"], 0.981, tol);
-    near(&amp_h["leave_one_set_out"]["spearman"], 0.936, tol);
+    near(&amp_h["neutral"]["spearman"], 0.954, tol);
+    near(&amp_h["in_sample"]["spearman"], 0.973, tol);
+    near(&amp_h["leave_one_set_out"]["spearman"], 0.927, tol);
     near(&amp_h["neutral"]["top1_regret"], 1.100, tol);
-    near(&amp_h["leave_one_set_out"]["top1_regret"], 1.000, tol);
+    near(&amp_h["leave_one_set_out"]["top1_regret"], 1.025, tol);
     assert_eq!(amp_h["neutral"]["failed_predicted_infeasible"], 1);
     assert_eq!(amp_h["leave_one_set_out"]["failed_predicted_infeasible"], 4);
     // Sailor GH200: time and memory.
     near(&sailor["neutral"]["time_error"]["mean"], 0.098, tol);
-    near(&sailor["in_sample"]["time_error"]["mean"], 0.082, tol);
+    near(&sailor["in_sample"]["time_error"]["mean"], 0.084, tol);
     near(
         &sailor["leave_one_set_out"]["time_error"]["mean"],
-        0.087,
+        0.092,
         tol,
     );
-    near(&sailor["neutral"]["memory_error"]["mean"], 0.287, tol);
-    near(&sailor["in_sample"]["memory_error"]["mean"], 0.015, tol);
+    near(&sailor["neutral"]["memory_error"]["mean"], 0.293, tol);
+    near(&sailor["in_sample"]["memory_error"]["mean"], 0.018, tol);
     near(
         &sailor["leave_one_set_out"]["memory_error"]["mean"],
-        0.024,
+        0.030,
         tol,
     );
     near(&sailor["neutral"]["spearman"], 0.957, tol);
@@ -91,7 +91,7 @@ fn the_fit_on_the_given_sets_is_the_default_calibration() {
         out_file.to_str().unwrap(),
         data.join("sailor").to_str().unwrap(),
     ]);
-    near(&v["datasets"][0]["time_error"]["mean"], 0.082, tol);
+    near(&v["datasets"][0]["time_error"]["mean"], 0.084, tol);
     let o = amp(&[
         "validate",
         "--json",
@@ -100,7 +100,7 @@ fn the_fit_on_the_given_sets_is_the_default_calibration() {
         data.join("sailor").to_str().unwrap(),
     ]);
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    near(&v["datasets"][0]["memory_error"]["mean"], 0.287, tol);
+    near(&v["datasets"][0]["memory_error"]["mean"], 0.293, tol);
     let _ = std::fs::remove_file(out_file);
 }
 

@@ -441,8 +441,8 @@ fn drawn(html: &str, stage: usize, kind: &str) -> Vec<(f64, f64)> {
 
 /// The report draws the simulation that priced the plan: under GPipe with
 /// full recomputation every forward precedes every backward, a backward
-/// (recomputed forward + backward) is about three forwards long, and the
-/// predicted time shown is the plan's.
+/// (recomputed forward + backward) of a stage of transformer blocks is
+/// about three forwards long, and the predicted time shown is the plan's.
 #[test]
 fn report_draws_the_simulation_that_priced_the_plan() {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -473,6 +473,7 @@ fn report_draws_the_simulation_that_priced_the_plan() {
     assert!(html.contains(&shown), "report does not show {shown}");
     let pp = best["pp"].as_u64().unwrap() as usize;
     assert!(pp > 1, "the example's best plan is pipelined");
+    let mut blocks = 0;
     for stage in 0..pp {
         let f = drawn(&html, stage, "forward");
         let b = drawn(&html, stage, "backward");
@@ -480,9 +481,20 @@ fn report_draws_the_simulation_that_priced_the_plan() {
         let last_f = f.iter().map(|(x, w)| x + w).fold(0.0, f64::max);
         let first_b = b.iter().map(|(x, _)| *x).fold(f64::INFINITY, f64::min);
         assert!(last_f <= first_b + 1e-6, "stage {stage}: GPipe order");
-        let ratio = b[0].1 / f[0].1;
-        assert!((2.5..3.5).contains(&ratio), "stage {stage}: {ratio}");
+        // Stages holding a transformer block (layers 2..26 of the AMP
+        // GPT-2's 30); the embedding's backward is no matrix product.
+        let s = &best["stages"][stage];
+        let (first, end) = (
+            s["first_layer"].as_u64().unwrap(),
+            s["end_layer"].as_u64().unwrap(),
+        );
+        if first < 26 && end > 2 {
+            blocks += 1;
+            let ratio = b[0].1 / f[0].1;
+            assert!((2.5..3.5).contains(&ratio), "stage {stage}: {ratio}");
+        }
     }
+    assert!(blocks > 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -974,7 +986,7 @@ fn a_budget_per_hour_keeps_cheaper_gpu_sets_and_says_why_when_none_fits() {
     let best = &plans[0];
     assert_eq!(best["gpus"], 12);
     assert!((best["usd_per_hour"].as_f64().unwrap() - 28.39).abs() < 0.005);
-    assert!((best["predicted_iteration_s"].as_f64().unwrap() - 1.3426).abs() < 5e-4);
+    assert!((best["predicted_iteration_s"].as_f64().unwrap() - 1.5712).abs() < 5e-4);
     for p in plans {
         let usd = p["usd_per_hour"].as_f64().unwrap();
         assert!(usd <= 30.0, "{usd}");
@@ -1306,7 +1318,7 @@ fn data_parallelism_at_scale_is_priced_with_nccls_tree() {
         "2048",
         "-q",
         "--top",
-        "3",
+        "4",
         "--json",
     ]);
     let plans = v["plans"].as_array().unwrap();
@@ -1321,8 +1333,8 @@ fn data_parallelism_at_scale_is_priced_with_nccls_tree() {
         (plans[0]["tp"].as_u64(), plans[0]["dp"].as_u64()),
         (Some(4), Some(1024))
     );
-    assert!((find(4, 4, 1024) - 0.4499).abs() < 5e-5);
-    assert!((find(8, 4, 512) - 0.4736).abs() < 5e-5);
+    assert!((find(4, 4, 1024) - 0.4388).abs() < 5e-5);
+    assert!((find(8, 4, 512) - 0.4614).abs() < 5e-5);
 }
 
 /// The README's Llama 3.1 405B figures on 16,384 H100, each setup searched
@@ -1361,7 +1373,7 @@ fn llama405b_plans_cost_what_the_readme_says() {
     let sharded = ["--optimizer-sharding", "zero1"];
     let (layout, s) = best(&[&["--schedule", "interleaved:2"][..], &sharded[..]].concat());
     assert_eq!(layout, (Some(8), Some(64), Some(32)));
-    assert!((s - 8.3043).abs() < 5e-4, "{s}");
+    assert!((s - 8.2203).abs() < 5e-4, "{s}");
     let meta = [
         &["--schedule", "interleaved:8", "--recompute", "full"][..],
         &sharded[..],
@@ -1369,10 +1381,10 @@ fn llama405b_plans_cost_what_the_readme_says() {
     .concat();
     let (layout, s) = best(&meta);
     assert_eq!(layout, (Some(8), Some(16), Some(128)));
-    assert!((s - 8.9871).abs() < 5e-4, "{s}");
+    assert!((s - 8.8324).abs() < 5e-4, "{s}");
     let (layout, s) = best(&[]);
     assert_eq!(layout, (Some(8), Some(128), Some(16)));
-    assert!((s - 10.8616).abs() < 5e-4, "{s}");
+    assert!((s - 10.7728).abs() < 5e-4, "{s}");
 }
 
 /// The AMP artifact's inputs default to its runs' code: Megatron-LM's loss

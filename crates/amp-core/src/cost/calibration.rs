@@ -50,9 +50,9 @@ impl Calibration {
     /// it returns exactly these values. Fitted on both sets, these are
     /// in-sample there; `amp fit` prints the leave-one-set-out figures.
     pub const FITTED: Calibration = Calibration {
-        per_sample_fixed_fraction: 0.25,
-        per_sample_tp_comm_fixed_fraction: 0.6,
-        inter_node_efficiency: 0.45,
+        per_sample_fixed_fraction: 0.35,
+        per_sample_tp_comm_fixed_fraction: 0.5,
+        inter_node_efficiency: 0.5,
         framework_reserve_bytes: 4.5e9,
     };
 

@@ -408,7 +408,7 @@ pub fn parse_model(llm_info: &str, llm_origin: &str, training: &TrainingConfig) 
             params,
             output_elems_per_sample: output,
             forward_flops_per_sample: flops,
-            tied_to: None,
+            tied_to: (kind == LayerKind::VocabProjection).then_some(0),
             stored_activation_elems_per_sample: (kind != LayerKind::TransformerBlock)
                 .then_some(mem_bytes / 2),
         });

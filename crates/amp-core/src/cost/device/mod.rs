@@ -73,10 +73,14 @@
 //!   whole node, the node's tp rings share its NICs, so each gets `1 / tp`
 //!   of the node's network bandwidth: one 200 Gbit/s HCA per A100 on
 //!   Megatron-LM's DGX A100 nodes). Weights tied across stages
-//!   (GPT-2's embedding and vocabulary projection) can add an all-reduce of
-//!   their gradient between the two stages ([`DeviceOptions::tied_allreduce`],
-//!   off by default: the AMP measurements show no trace of it — with it the
-//!   pp > 1 plans of the homogeneous run are over-predicted by 10-15 %).
+//!   (GPT-2's embedding and vocabulary projection) add an all-reduce of
+//!   their gradient between the stages that hold them, one pair per
+//!   (replica, tp rank), as DeepSpeed's pipeline engine runs it before the
+//!   data-parallel reduction (`allreduce_tied_weight_gradients`, the AMP
+//!   artifact's `GPT2ModelPipe` ties with `TiedLayerSpec`) and Megatron-LM
+//!   in its embedding group ([`DeviceOptions::tied_allreduce`], on by
+//!   default; until the 2026-12-03 refit it was off, a default chosen by
+//!   looking at the AMP error it was reported with).
 //!   Not overlapped with backward by default (DeepSpeed's pipeline engine
 //!   reduces after the last micro-batch, and overlap lowered the rank
 //!   correlation on the AMP data from 0.985 to 0.965);
@@ -180,7 +184,7 @@ impl Default for DeviceOptions {
     fn default() -> Self {
         DeviceOptions {
             blocking_sends: true,
-            tied_allreduce: false,
+            tied_allreduce: true,
             pass_overhead_s: PASS_OVERHEAD_S,
             price_memory: true,
             calibration: Calibration::FITTED,
