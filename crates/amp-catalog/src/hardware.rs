@@ -28,7 +28,20 @@ pub struct Gpu {
     pub bf16_tflops: Option<f64>,
     #[serde(default)]
     pub fp8_tflops: Option<f64>,
+    /// The datasheet's memory size (the marketed "GB" figure, physically
+    /// GiB on HBM and GDDR cards).
     pub memory_gib: f64,
+    /// Memory the driver gives the processes, MiB: NVML's `memory.total`
+    /// (what `nvidia-smi` prints), less than the datasheet's where ECC
+    /// takes its share (6.25% of GDDR with ECC on, as on a T4) or the
+    /// driver reserves some. What a framework can allocate from; the CUDA
+    /// context, NCCL and the allocator's cache come off it in the fitted
+    /// `framework_reserve_bytes`. Source in `usable_memory_source`; absent
+    /// where no such measurement is cited, and the datasheet figure stands.
+    #[serde(default)]
+    pub usable_memory_mib: Option<f64>,
+    #[serde(default)]
+    pub usable_memory_source: Option<String>,
     pub memory_bandwidth_gbs: f64,
     /// Usual GPU-to-GPU link of a server with this GPU (a link name).
     pub interconnect: String,
@@ -52,8 +65,13 @@ pub struct Gpu {
 }
 
 impl Gpu {
+    /// Capacity a plan may use: the driver's figure where the catalog has
+    /// one ([`Gpu::usable_memory_mib`]), else the datasheet's.
     pub fn memory_bytes(&self) -> u64 {
-        (self.memory_gib * (1u64 << 30) as f64) as u64
+        match self.usable_memory_mib {
+            Some(mib) => (mib * (1u64 << 20) as f64) as u64,
+            None => (self.memory_gib * (1u64 << 30) as f64) as u64,
+        }
     }
 
     pub fn memory_bytes_per_s(&self) -> f64 {
@@ -238,6 +256,23 @@ impl Catalog {
                     return Err(CatalogError::invalid(
                         at,
                         format!("{what} must be positive"),
+                    ));
+                }
+            }
+            if let Some(mib) = g.usable_memory_mib {
+                if !(mib.is_finite() && mib > 0.0 && mib <= g.memory_gib * 1024.0) {
+                    return Err(CatalogError::invalid(
+                        at,
+                        format!(
+                            "usable_memory_mib = {mib} must be positive and at most the datasheet's memory_gib x 1024 = {}",
+                            g.memory_gib * 1024.0
+                        ),
+                    ));
+                }
+                if g.usable_memory_source.is_none() {
+                    return Err(CatalogError::invalid(
+                        at,
+                        "usable_memory_mib needs usable_memory_source (where the figure was measured)",
                     ));
                 }
             }
@@ -431,6 +466,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("V100-16") && e.contains("unique"), "{e}");
+    }
+
+    #[test]
+    fn capacity_is_the_drivers_figure_where_known() {
+        let c = catalog();
+        // ECC holds 1/16 of a T4's GDDR6: 15,360 of 16,384 MiB.
+        assert_eq!(c.gpu("T4").unwrap().memory_bytes(), 15360 << 20);
+        assert_eq!(c.gpu("H100").unwrap().memory_bytes(), 81559 << 20);
+        // No cited driver figure: the datasheet's.
+        assert_eq!(c.gpu("A100-80GB").unwrap().memory_bytes(), 80 << 30);
+        // More than the datasheet's, or without a source: refused.
+        let over = GPUS_TOML.replace("usable_memory_mib = 15360", "usable_memory_mib = 17000");
+        let e = Catalog::from_toml_strs(&over, LINKS_TOML, INSTANCES_TOML)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`T4`") && e.contains("at most the datasheet"),
+            "{e}"
+        );
+        let i = GPUS_TOML.find("usable_memory_mib = 15360").unwrap();
+        let line_end = GPUS_TOML[i..].find('\n').unwrap() + i + 1;
+        let source_end = GPUS_TOML[line_end..].find('\n').unwrap() + line_end + 1;
+        let unsourced = format!("{}{}", &GPUS_TOML[..line_end], &GPUS_TOML[source_end..]);
+        let e = Catalog::from_toml_strs(&unsourced, LINKS_TOML, INSTANCES_TOML)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("usable_memory_source"), "{e}");
     }
 
     #[test]

@@ -65,7 +65,7 @@ fn the_fit_on_the_given_sets_is_the_default_calibration() {
     near(&sailor["in_sample"]["memory_error"]["mean"], 0.018, tol);
     near(
         &sailor["leave_one_set_out"]["memory_error"]["mean"],
-        0.030,
+        0.107,
         tol,
     );
     near(&sailor["neutral"]["spearman"], 0.957, tol);

