@@ -333,6 +333,7 @@ impl DeviceModel {
             sends,
             back,
             allreduce: self.allreduce_curves(inputs, plan),
+            tied: TiedCurves::default(),
         }
     }
 
@@ -394,7 +395,7 @@ impl DeviceModel {
         let spec = IterationSpec {
             pipelines,
             schedule: setup.schedule,
-            allreduce_s: self.allreduce_times(inputs, plan, &net.allreduce),
+            allreduce_s: self.allreduce_times(inputs, plan, &net.allreduce, &net.tied),
             optimizer_s: (0..pp)
                 .map(|j| self.optimizer_time(inputs, plan, j))
                 .collect(),
@@ -520,7 +521,7 @@ impl DeviceModel {
             }
         }
         let allreduce = (!plan.setup.overlap_grad_reduce)
-            .then(|| self.allreduce_times(inputs, plan, &net.allreduce));
+            .then(|| self.allreduce_times(inputs, plan, &net.allreduce, &net.tied));
         (0..pp)
             .map(|j| {
                 last[j]
@@ -599,6 +600,8 @@ struct GridNet {
     allreduce: Vec<collective::CostCurve>,
     /// Per stage, its gradient all-reduce in seconds per parameter.
     s_per_param: Vec<f64>,
+    /// Tied weights' all-reduces, shared by the plans built on the grid.
+    tied: TiedCurves,
 }
 
 impl GridNet {
@@ -614,6 +617,7 @@ impl GridNet {
             sends: (0..n).map(|j| cut(j).0.clone()).collect(),
             back: (0..n).map(|j| cut(j).1.clone()).collect(),
             allreduce: self.allreduce.clone(),
+            tied: self.tied.clone(),
         }
     }
 }
@@ -765,6 +769,7 @@ impl DeviceModel {
             cuts,
             allreduce,
             s_per_param,
+            tied: TiedCurves::default(),
         }
     }
 }
@@ -1043,6 +1048,39 @@ struct NetPrices {
     back: Vec<Option<TransferCurves>>,
     /// `allreduce[j]`: pipeline rank j's gradient all-reduce.
     allreduce: Vec<collective::CostCurve>,
+    /// All-reduces of tied weights' gradients between two ranks.
+    tied: TiedCurves,
+}
+
+/// The all-reduce of a tied weight's gradient between pipeline ranks `a`
+/// and `b` of one layout, as a function of message size: priced on first
+/// need and shared by every plan of the layout (which pair holds a tied
+/// layer can depend on the split). A pure function of the layout, so the
+/// order in which threads fill it does not change any price.
+#[derive(Clone, Default)]
+struct TiedCurves(Arc<Mutex<Vec<TiedCurve>>>);
+
+/// A pair of pipeline ranks and the all-reduce curve between them.
+type TiedCurve = ((usize, usize), collective::CostCurve);
+
+impl TiedCurves {
+    /// Seconds to all-reduce `bytes` between ranks `a` and `b`, the curve
+    /// made by `price` the first time the pair is met.
+    fn at(
+        &self,
+        pair: (usize, usize),
+        bytes: f64,
+        price: impl FnOnce() -> collective::CostCurve,
+    ) -> f64 {
+        let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, c)) = known.iter().find(|(k, _)| *k == pair) {
+            return c.at(bytes);
+        }
+        let curve = price();
+        let t = curve.at(bytes);
+        known.push((pair, curve));
+        t
+    }
 }
 
 mod layer_costs;

@@ -50,6 +50,7 @@ impl DeviceModel {
         inputs: &Inputs,
         plan: &Plan,
         curves: &[collective::CostCurve],
+        tied: &TiedCurves,
     ) -> Vec<f64> {
         let model = inputs.model;
         let setup = &plan.setup;
@@ -87,16 +88,19 @@ impl DeviceModel {
                 continue;
             }
             let (sa, sb) = (&plan.stages[a], &plan.stages[b]);
-            let mut groups = Vec::new();
-            for (r, rep) in sa.replicas.iter().enumerate() {
-                let other = &sb.replicas[r % sb.replicas.len()];
-                for (k, &d) in rep.iter().enumerate() {
-                    groups.push(vec![d, other[k % other.len()]]);
-                }
-            }
             let bytes = layer.params as f64 / sa.max_tp().max(sb.max_tp()) as f64 * g;
-            let t =
-                collective::concurrent_allreduce_s(&self.network(inputs.cluster), &groups, bytes);
+            // One pair per (replica, tp rank): rank k of each replica of
+            // one stage with rank k of the matching replica of the other.
+            let t = tied.at((a, b), bytes, || {
+                let mut groups = Vec::new();
+                for (r, rep) in sa.replicas.iter().enumerate() {
+                    let other = &sb.replicas[r % sb.replicas.len()];
+                    for (k, &d) in rep.iter().enumerate() {
+                        groups.push(vec![d, other[k % other.len()]]);
+                    }
+                }
+                collective::concurrent_allreduce_curve(&self.network(inputs.cluster), &groups)
+            });
             out[a] += t;
             out[b] += t;
         }

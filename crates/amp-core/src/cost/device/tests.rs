@@ -347,7 +347,12 @@ fn number_formats_size_sends_and_allreduces() {
         let model = time_only();
         Ok::<_, AmpError>((
             model.stage_tables(&inputs, &cand)?,
-            model.allreduce_times(&inputs, &pl, &model.allreduce_curves(&inputs, &pl)),
+            model.allreduce_times(
+                &inputs,
+                &pl,
+                &model.allreduce_curves(&inputs, &pl),
+                &Default::default(),
+            ),
         ))
     };
     // 16-bit: 2 x 100 x 2 = 400 bytes per rank and cut; fp32 twice
@@ -415,10 +420,19 @@ fn zero3_pays_one_and_a_half_all_reduces_and_selective_recompute_reruns_attentio
         ],
         4,
     );
-    let plain =
-        time_only().allreduce_times(&inputs, &pl, &time_only().allreduce_curves(&inputs, &pl));
+    let plain = time_only().allreduce_times(
+        &inputs,
+        &pl,
+        &time_only().allreduce_curves(&inputs, &pl),
+        &Default::default(),
+    );
     pl.setup.optimizer_sharding = OptimizerSharding::Zero3;
-    let z3 = time_only().allreduce_times(&inputs, &pl, &time_only().allreduce_curves(&inputs, &pl));
+    let z3 = time_only().allreduce_times(
+        &inputs,
+        &pl,
+        &time_only().allreduce_curves(&inputs, &pl),
+        &Default::default(),
+    );
     for (a, b) in plain.iter().zip(&z3) {
         assert!((b / a - ZERO3_COMM_FACTOR).abs() < 1e-12);
     }
@@ -917,4 +931,55 @@ fn alike_cuts_on_a_linked_cluster_share_exact_prices() {
             }
         }
     }
+}
+
+/// A weight tied across stages (GPT-2's embedding and vocabulary
+/// projection) adds one all-reduce of its gradient to both stages: one pair
+/// per (replica, tp rank), the pairs sharing their nodes' NICs, as
+/// DeepSpeed's pipeline engine runs it; its curve is priced once per layout.
+#[test]
+fn tied_weights_add_an_allreduce_between_their_stages() {
+    let mut m = model();
+    m.layers[3].tied_to = Some(0);
+    let profile = fast_slow_profile();
+    let c = cluster();
+    let inputs = Inputs {
+        model: &m,
+        cluster: &c,
+        profile: &profile,
+    };
+    let pl = plan(
+        vec![
+            (0, 2, vec![vec![d(0, 0)], vec![d(0, 1)]]),
+            (2, 4, vec![vec![d(1, 0)], vec![d(1, 1)]]),
+        ],
+        4,
+    );
+    let with = time_only();
+    let without = DeviceModel::new(DeviceOptions {
+        price_memory: false,
+        tied_allreduce: false,
+        ..Default::default()
+    });
+    let curves = with.allreduce_curves(&inputs, &pl);
+    let tied = TiedCurves::default();
+    let on = with.allreduce_times(&inputs, &pl, &curves, &tied);
+    let off = without.allreduce_times(&inputs, &pl, &curves, &Default::default());
+    let pairs = vec![vec![d(0, 0), d(1, 0)], vec![d(0, 1), d(1, 1)]];
+    let bytes = 1000.0 * gradient_bytes(&pl.setup);
+    let want = collective::concurrent_allreduce_s(&with.network(&c), &pairs, bytes);
+    assert!(want > 0.0);
+    for j in 0..2 {
+        assert!((on[j] - off[j] - want).abs() <= 1e-12, "stage {j}");
+    }
+    // The next plan of the layout reads the curve the first one priced.
+    assert_eq!(with.allreduce_times(&inputs, &pl, &curves, &tied), on);
+    assert_eq!(tied.0.lock().unwrap().len(), 1);
+    // Both ends on one stage: nothing crosses between stages.
+    let one = plan(vec![(0, 4, vec![vec![d(0, 0)], vec![d(1, 0)]])], 4);
+    let curves = with.allreduce_curves(&inputs, &one);
+    assert_eq!(
+        with.allreduce_times(&inputs, &one, &curves, &Default::default()),
+        without.allreduce_times(&inputs, &one, &curves, &Default::default())
+    );
 }
