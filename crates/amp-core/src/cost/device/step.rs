@@ -55,8 +55,9 @@ impl DeviceModel {
         let model = inputs.model;
         let setup = &plan.setup;
         let g = gradient_bytes(setup);
-        let mut out: Vec<f64> = plan
-            .rank_stages()
+        // Pipeline rank j's devices (its first chunk's).
+        let ranks = plan.rank_stages();
+        let mut out: Vec<f64> = ranks
             .iter()
             .enumerate()
             .map(|(j, s)| {
@@ -87,7 +88,7 @@ impl DeviceModel {
             if a == b {
                 continue;
             }
-            let (sa, sb) = (&plan.stages[a], &plan.stages[b]);
+            let (sa, sb) = (&ranks[a], &ranks[b]);
             let bytes = layer.params as f64 / sa.max_tp().max(sb.max_tp()) as f64 * g;
             // One pair per (replica, tp rank): rank k of each replica of
             // one stage with rank k of the matching replica of the other.
