@@ -25,7 +25,9 @@
 //! - without an engine (eager PyTorch), 16-bit precision is **autocast**
 //!   over fp32 weights: each micro-batch casts every linear layer's weights
 //!   to 16 bits forward and casts and accumulates their gradients into fp32
-//!   backward, priced as memory-bound kernels.
+//!   backward, priced as memory-bound kernels. The residual stream stays
+//!   fp32 (the embedding, norms and residual adds move 4-byte elements), and
+//!   every linear layer fed by a norm casts its input to 16 bits first.
 //!
 //! Optimizer step (Adam/AdamW): `adam_bytes_per_param` bytes per parameter
 //! of the shard over the memory bandwidth (`fused_adam_bytes_per_param` for
@@ -223,6 +225,16 @@ impl Machine<'_> {
         );
     }
 
+    /// Autocast's cast of a linear layer's fp32 input (`elems` elements of
+    /// a residual stream of `residual_bytes` per element) to 16 bits: one
+    /// kernel reading the stream and writing the 16-bit copy. Nothing when
+    /// the stream is already 16-bit.
+    fn cast_in(&self, p: &mut Pass, elems: f64, residual_bytes: f64) {
+        if residual_bytes > self.e {
+            self.stream(p, elems * (residual_bytes + self.e), 1.0);
+        }
+    }
+
     fn time(&self, p: Pass) -> f64 {
         p.gpu_s.max(p.ops * self.c.cpu_op_overhead_s)
     }
@@ -319,6 +331,11 @@ pub fn layer_estimate(
     // No engine: eager PyTorch, 16-bit precision by autocast over fp32
     // weights.
     let autocast = opts.engine.is_none() && opts.precision.is_half();
+    // Bytes of one element of the residual stream: under autocast it stays
+    // fp32 (the embedding's fp32 weights start it, norms run in fp32 and a
+    // residual add of fp32 and 16-bit gives fp32), and each linear layer
+    // fed by a norm casts its input to 16 bits first ([`Machine::cast_in`]).
+    let r = if autocast { 4.0 } else { e };
     let l = &model.layers[layer];
     let mut f = Pass::default();
     let mut bw = Pass::default();
@@ -345,7 +362,8 @@ pub fn layer_estimate(
                 Pass::default(),
             );
             // Layer norm, QKV projection, head split.
-            m.stream(&mut st, 2.0 * th * e, 1.0);
+            m.stream(&mut st, 2.0 * th * r, 1.0);
+            m.cast_in(&mut st, th, r);
             m.gemm(&mut gm, tok, d.h, d.qkv / t, 1.0, &[]);
             m.stream(&mut st, 2.0 * tok * d.qkv / t * e, 2.0);
             let batch = b * d.heads / t;
@@ -374,16 +392,20 @@ pub fn layer_estimate(
             // Head merge, output projection, dropout, residual add, norm.
             m.stream(&mut st, 2.0 * th / t * e, 1.0);
             m.gemm(&mut gm, tok, d.h / t, d.h, 1.0, &[]);
+            // Dropout on the 16-bit branch; the residual add reads the
+            // stream and the branch and writes the stream; the norm reads
+            // and writes the stream.
             m.stream(
                 &mut st,
-                th * (2.0 * e + 1.0) + 3.0 * th * e + 2.0 * th * e,
+                th * (2.0 * e + 1.0) + th * (2.0 * r + e) + 2.0 * th * r,
                 3.0,
             );
+            m.cast_in(&mut st, th, r);
             // MLP, activation, dropout, residual add.
             m.gemm(&mut gm, tok, d.h, d.ffn / t, 1.0, &[]);
             m.stream(&mut st, 2.0 * tok * d.ffn / t * e, 1.0);
             m.gemm(&mut gm, tok, d.ffn / t, d.h, 1.0, &[]);
-            m.stream(&mut st, th * (2.0 * e + 1.0) + 3.0 * th * e, 2.0);
+            m.stream(&mut st, th * (2.0 * e + 1.0) + th * (2.0 * r + e), 2.0);
             f.gpu_s = gm.gpu_s + st.gpu_s + at.gpu_s;
             f.ops = gm.ops + st.ops + at.ops;
             // Backward: two GEMMs (data and weight gradient) per forward
@@ -397,14 +419,15 @@ pub fn layer_estimate(
         }
         LayerKind::Embedding => {
             let (h, s) = hidden_and_seq(model);
-            // Gather, position add, dropout: about 6 passes over the output.
-            m.stream(&mut f, 6.0 * out * e, 3.0);
+            // Gather, position add, dropout: about 6 passes over the output
+            // (the residual stream's first value).
+            m.stream(&mut f, 6.0 * out * r, 3.0);
             // Backward: zero the dense gradient of this rank's rows, then
             // scatter-add the output gradient.
             let table = l.params as f64 / t;
             m.stream(
                 &mut bw,
-                table * e + 4.0 * out * e,
+                table * r + 4.0 * out * r,
                 2.0 * c.backward_ops_per_forward_op,
             );
             if let Some(flops) = l.forward_flops_per_sample.filter(|x| *x > 0.0) {
@@ -438,9 +461,12 @@ pub fn layer_estimate(
             let logits = tok * n;
             // Forward writes rows of n logits; both backward GEMMs read them.
             let rows = [n];
+            m.cast_in(&mut f, tok * k, r);
             m.gemm(&mut f, tok, k, n, 1.0, &rows);
             m.gemm(&mut bw, tok, n, k, 1.0, &rows);
             m.gemm(&mut bw, n, tok, k, 1.0, &rows);
+            // The input's gradient back into the fp32 stream.
+            m.cast_in(&mut bw, tok * k, r);
             if autocast {
                 // This rank's n x k weight, tied or not.
                 m.autocast(&mut f, &mut bw, n * k, 1.0);
@@ -468,8 +494,9 @@ pub fn layer_estimate(
         }
         LayerKind::Other => {
             let (h, s) = hidden_and_seq(model);
-            m.stream(&mut f, 2.0 * out * e, 1.0);
-            m.stream(&mut bw, 4.0 * out * e, c.backward_ops_per_forward_op);
+            // A norm or other elementwise layer on the residual stream.
+            m.stream(&mut f, 2.0 * out * r, 1.0);
+            m.stream(&mut bw, 4.0 * out * r, c.backward_ops_per_forward_op);
             if let Some(flops) = l.forward_flops_per_sample {
                 // A matrix product hides in the layer when its FLOPs exceed
                 // those of a norm (about 5 per element).
@@ -898,12 +925,20 @@ mod tests {
             layer_estimate(&m, 1, gpu, 1, 4, &opts, &Constants::builtin())
         };
         let (plain, megatron) = (block(None), block(Some(Engine::Megatron)));
-        // A big block is GPU-bound: the difference is the casts' bytes.
+        // A big block is GPU-bound: the difference is the weight casts'
+        // bytes and the fp32 residual stream's, per element of the stream
+        // (th of them): two norms reading and writing 4 bytes, not 2 (2 x 4);
+        // two residual adds reading and writing it (2 x 4); two casts of a
+        // norm's output to 16 bits before the QKV and first MLP projection
+        // (2 x 6). Backward moves twice the streamed bytes.
         let c = Constants::builtin();
         let p = m.layers[1].params as f64;
+        let shape = m.shape.as_ref().unwrap();
+        let th = 4.0 * (shape.seq_len * shape.hidden) as f64;
+        let residual = th * (2.0 * 4.0 + 2.0 * 4.0 + 2.0 * 6.0);
         let bw = gpu.memory_bytes_per_s() * c.memory_efficiency;
-        let fwd = c.autocast_forward_bytes_per_param * p / bw;
-        let bwd = c.autocast_backward_bytes_per_param * p / bw;
+        let fwd = (c.autocast_forward_bytes_per_param * p + residual) / bw;
+        let bwd = (c.autocast_backward_bytes_per_param * p + 2.0 * residual) / bw;
         assert!(((plain.forward_s - megatron.forward_s) / fwd - 1.0).abs() < 1e-9);
         assert!(((plain.backward_s - megatron.backward_s) / bwd - 1.0).abs() < 1e-9);
         // In fp32 there is nothing to cast.
