@@ -145,7 +145,10 @@ pub struct Loaded {
 impl Loaded {
     /// The setup `args` ask for on these inputs: the AMP artifact's inputs
     /// default to its runs' loss (Megatron-LM's) and Adam (fused) when no
-    /// engine is named, as they default to its fp16.
+    /// engine is named, as they default to its fp16; other inputs without
+    /// an engine train as eager PyTorch does, 16-bit precision by autocast
+    /// with an fp32 residual stream (`NumberFormats::with_eager_autocast`,
+    /// as the analytic compute model prices them).
     pub fn resolve_setup(
         &self,
         args: &SetupArgs,
@@ -153,6 +156,9 @@ impl Loaded {
     ) -> Result<amp_core::setup::TrainingSetup> {
         let mut s = args.resolve(self.default_precision, emit, &self.profile)?;
         self.fill_artifact_kernels(&mut s);
+        if !self.artifact_code && self.data_setup.is_none() && s.engine.is_none() {
+            s.formats = s.formats.with_eager_autocast();
+        }
         Ok(s)
     }
 

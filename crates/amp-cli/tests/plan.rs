@@ -1271,8 +1271,8 @@ fn the_loss_and_adam_kernels_cost_what_the_readme_says() {
     };
     let megatron_loss = ["--cross-entropy", "megatron"];
     for (model, seq, batch, pytorch_gb, megatron_gb) in [
-        (&gpt2, "1024", "12", 16.81, 13.11),
-        (&llama, "2048", "8", 67.76, 55.15),
+        (&gpt2, "1024", "12", 17.27, 13.56),
+        (&llama, "2048", "8", 69.90, 57.30),
     ] {
         let (_, p) = best(model, seq, batch, &[]);
         let (_, m) = best(model, seq, batch, &megatron_loss);
@@ -1301,6 +1301,25 @@ fn the_loss_and_adam_kernels_cost_what_the_readme_says() {
     ]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("fused Adam"), "{}", stderr(&out));
+}
+
+/// Without an engine a plan trains as eager PyTorch's autocast, with an
+/// fp32 residual stream in its recorded setup; an engine, or the AMP
+/// artifact's own runs, keep it 16-bit (the field is absent).
+#[test]
+fn eager_plans_record_an_fp32_residual_stream() {
+    let residual = |args: &[&str]| {
+        let mut a = vec!["plan", "--json", "--top", "1"];
+        a.extend_from_slice(args);
+        let v = amp_json(&a);
+        v["plans"][0]["setup"]["formats"]["residual_stream"].clone()
+    };
+    let gpt2 = ["--model", "gpt2", "--seq", "1024", "--cluster", "1x1xH200"];
+    let eager = [&gpt2[..], &["--global-batch", "8"]].concat();
+    assert_eq!(residual(&eager), "fp32");
+    let megatron = [&eager[..], &["--engine", "megatron"]].concat();
+    assert!(residual(&megatron).is_null());
+    assert!(residual(&["--example", "homogeneous"]).is_null());
 }
 
 /// At 16,384 GPUs a data-parallel ring over 1,024 nodes pays 2,048 network

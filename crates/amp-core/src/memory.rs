@@ -23,7 +23,10 @@
 //!   per sample in 16-bit training without recomputation (`s` sequence, `h`
 //!   hidden, `a` heads; the 10 are the layer-norm inputs and dropout masks
 //!   every rank keeps whole, the rest is sharded by `t`); with full
-//!   recomputation only the block input, `2 s h` bytes;
+//!   recomputation only the block input, `2 s h` bytes; under eager
+//!   PyTorch's autocast ([`crate::setup::NumberFormats::residual_stream`]
+//!   fp32) the block input and each of the two norms' inputs are fp32,
+//!   `2 s h` bytes more per norm than the 16-bit count;
 //! - **transient buffers** of the one micro-batch being processed: around
 //!   the loss, what its kernel holds beside the stored softmax
 //!   ([`crate::setup::CrossEntropy`]): Megatron-LM's in-place loss a 16-bit
@@ -275,6 +278,23 @@ fn attention_core_bytes(model: &Model, tp: f64, setup: &TrainingSetup) -> f64 {
     shape_sha(model).map_or(0.0, |(s, _, a)| 5.0 * a * s * s / tp * scale(setup))
 }
 
+/// What a block's two norms keep beyond the stored-activation count when
+/// the residual stream is wider than the activations (eager autocast: each
+/// keeps its fp32 input, counted there in 16 bits), bytes per sample;
+/// replicated over the tensor-parallel group unless sequence-parallel.
+fn wide_norm_input_bytes(layer: &crate::model::Layer, tp: f64, setup: &TrainingSetup) -> f64 {
+    let extra = setup.formats.residual_stream_bytes() - activation_bytes(setup);
+    if extra <= 0.0 {
+        return 0.0;
+    }
+    let bytes = 2.0 * layer.output_elems_per_sample as f64 * extra;
+    if setup.sequence_parallel {
+        bytes / tp
+    } else {
+        bytes
+    }
+}
+
 /// Bytes of activations layer `layer` keeps per sample on one rank of a
 /// tensor-parallel group of degree `tp`, until its backward.
 pub(crate) fn stored_activation_bytes_per_sample(
@@ -288,21 +308,27 @@ pub(crate) fn stored_activation_bytes_per_sample(
     let block = l.kind == LayerKind::TransformerBlock;
     if block && setup.recompute == Recompute::Full {
         // Only the block input survives; the rest is recomputed.
-        let input = l.output_elems_per_sample as f64 * activation_bytes(setup);
+        let input = l.output_elems_per_sample as f64 * setup.formats.residual_stream_bytes();
         return if setup.sequence_parallel {
             input / t
         } else {
             input
         };
     }
+    let wide_norm_inputs = if block {
+        wide_norm_input_bytes(l, t, setup)
+    } else {
+        0.0
+    };
     if let Some(e) = l.stored_activation_elems_per_sample {
         let bytes = e as f64 * activation_bytes(setup);
-        return if tp_sharded(l.kind) { bytes / t } else { bytes };
+        let bytes = if tp_sharded(l.kind) { bytes / t } else { bytes };
+        return bytes + wide_norm_inputs;
     }
     let out = l.output_elems_per_sample as f64;
     match l.kind {
         LayerKind::TransformerBlock => {
-            let full = block_full_bytes(model, layer, t, setup);
+            let full = block_full_bytes(model, layer, t, setup) + wide_norm_inputs;
             if setup.recompute == Recompute::Selective {
                 full - attention_core_bytes(model, t, setup)
             } else {
@@ -661,6 +687,63 @@ mod tests {
             RESERVE,
         );
         assert_eq!(a2, 4.0 * 3.0 * 784.0 + 192.0);
+    }
+
+    #[test]
+    fn eager_autocast_keeps_fp32_norm_inputs() {
+        // The hand-worked block (s h = 32 per sample) at tp 2: autocast's
+        // two norms keep fp32 inputs, 2 x 32 x (4 - 2) = 128 bytes more per
+        // sample on every rank (replicated without sequence parallelism);
+        // with full recomputation the kept block input is fp32 (4 x 32).
+        let m = tiny();
+        let engine = TrainingSetup {
+            formats: crate::setup::Precision::Fp16.formats(),
+            ..TrainingSetup::default()
+        };
+        let eager = TrainingSetup {
+            formats: engine.formats.with_eager_autocast(),
+            ..engine
+        };
+        assert_eq!(stored_activation_bytes_per_sample(&m, 0, 2, &engine), 784.0);
+        assert_eq!(stored_activation_bytes_per_sample(&m, 0, 2, &eager), 912.0);
+        let sp = TrainingSetup {
+            sequence_parallel: true,
+            ..eager
+        };
+        let sp_engine = TrainingSetup {
+            sequence_parallel: true,
+            ..engine
+        };
+        assert_eq!(
+            stored_activation_bytes_per_sample(&m, 0, 2, &sp)
+                - stored_activation_bytes_per_sample(&m, 0, 2, &sp_engine),
+            64.0
+        );
+        let full = |s: TrainingSetup| TrainingSetup {
+            recompute: Recompute::Full,
+            ..s
+        };
+        assert_eq!(
+            stored_activation_bytes_per_sample(&m, 0, 2, &full(engine)),
+            64.0
+        );
+        assert_eq!(
+            stored_activation_bytes_per_sample(&m, 0, 2, &full(eager)),
+            128.0
+        );
+        // fp32 training has nothing wider to keep.
+        let fp32 = crate::setup::Precision::Fp32.formats();
+        assert_eq!(fp32.with_eager_autocast(), fp32);
+        // Engines keep the stream 16-bit: a setup that says otherwise is refused.
+        let bad = TrainingSetup {
+            engine: Some(crate::setup::Engine::Megatron),
+            ..eager
+        };
+        assert!(bad
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("residual_stream"));
     }
 
     #[test]

@@ -91,6 +91,7 @@ impl Precision {
                 optimizer_state: NumberFormat::Fp32,
                 activations: half,
                 sends: half,
+                residual_stream: None,
             }
         } else {
             NumberFormats {
@@ -101,6 +102,7 @@ impl Precision {
                 optimizer_state: NumberFormat::Fp32,
                 activations: NumberFormat::Fp32,
                 sends: NumberFormat::Fp32,
+                residual_stream: None,
             }
         }
     }
@@ -166,6 +168,13 @@ pub struct NumberFormats {
     /// What pipeline stages send each other and tensor-parallel groups
     /// all-reduce: the residual stream between blocks.
     pub sends: NumberFormat,
+    /// The residual stream inside a block, when it is kept wider than the
+    /// stored activations: fp32 under eager PyTorch's autocast, where the
+    /// fp32 embedding starts it, norms run in fp32 and adding a 16-bit
+    /// branch to it gives fp32, so each norm keeps an fp32 input for its
+    /// backward. `None`: the activations' format (engines keep it 16-bit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub residual_stream: Option<NumberFormat>,
 }
 
 impl Default for NumberFormats {
@@ -178,12 +187,30 @@ impl NumberFormats {
     /// PyTorch autocast over fp32 weights (no separate master copy): the
     /// matrix products run in `half` and keep their saved inputs in it, while
     /// weights, gradients, Adam moments and the residual stream between
-    /// blocks (what stages send) stay fp32.
+    /// blocks (what stages send) stay fp32. The reading of Sailor's runs
+    /// (`amp_data::sailor::training_setup`), whose memory reserve is fitted
+    /// with every stored activation 16-bit: it leaves `residual_stream`
+    /// unset ([`NumberFormats::with_eager_autocast`] sets it).
     pub fn autocast(half: Precision) -> NumberFormats {
         let mut f = Precision::Fp32.formats();
         f.compute = half;
         f.activations = half.formats().activations;
         f
+    }
+
+    /// These formats as eager PyTorch's autocast runs them: in 16-bit
+    /// compute, the residual stream inside blocks stays fp32
+    /// ([`NumberFormats::residual_stream`]); nothing changes in fp32.
+    pub fn with_eager_autocast(mut self) -> NumberFormats {
+        if self.compute.is_half() {
+            self.residual_stream = Some(NumberFormat::Fp32);
+        }
+        self
+    }
+
+    /// Bytes of one element of the residual stream inside a block.
+    pub fn residual_stream_bytes(&self) -> f64 {
+        self.residual_stream.unwrap_or(self.activations).bytes()
     }
 
     /// Optimizer bytes per parameter: master weights and two Adam moments.
@@ -661,6 +688,12 @@ impl TrainingSetup {
             }
         }
         if let Some(engine) = self.engine {
+            if self.formats.residual_stream.is_some() {
+                return Err(AmpError::invalid(
+                    at,
+                    format!("`formats.residual_stream` is eager PyTorch's autocast; {engine} keeps the residual stream in its activations' format: drop the field or the engine"),
+                ));
+            }
             if !engine.supports_schedule(self.schedule) {
                 return Err(AmpError::invalid(
                     at,
