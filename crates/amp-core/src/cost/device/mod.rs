@@ -211,10 +211,25 @@ struct StageCost {
     tp_comm_s: f64,
 }
 
-/// Bytes of one element sent between stages or all-reduced inside a
-/// tensor-parallel group (activation or activation gradient).
+/// Bytes of one element all-reduced inside a tensor-parallel group, or
+/// sent between stages unless the residual stream is wider
+/// ([`pipeline_send_bytes`]) (activation or activation gradient).
 pub(super) fn activation_bytes(setup: &TrainingSetup) -> f64 {
     setup.formats.sends.bytes()
+}
+
+/// Bytes of one element of a pipeline send: the residual stream between
+/// blocks, fp32 under eager autocast
+/// ([`crate::setup::NumberFormats::residual_stream`]), else the sends'
+/// format. Tensor-parallel all-reduces sum a block's 16-bit branch outputs
+/// ([`activation_bytes`]).
+pub(super) fn pipeline_send_bytes(setup: &TrainingSetup) -> f64 {
+    setup
+        .formats
+        .residual_stream
+        .map_or(setup.formats.sends.bytes(), |f| {
+            f.bytes().max(setup.formats.sends.bytes())
+        })
 }
 
 /// Bytes of one gradient element in the data-parallel reduction.

@@ -29,7 +29,7 @@ impl DeviceModel {
         } else if split_sends(setup) {
             elems /= pieces.max(1) as f64;
         }
-        elems * mbs as f64 * activation_bytes(setup)
+        elems * mbs as f64 * pipeline_send_bytes(setup)
     }
 
     /// One micro-batch's activation (or its gradient) from the groups
@@ -84,7 +84,8 @@ impl DeviceModel {
         let l = &inputs.model.layers[layer];
         if let Some(gather) = &curves.gather {
             if l.kind != LayerKind::VocabProjection {
-                let full = l.output_elems_per_sample as f64 * mbs as f64 * activation_bytes(setup);
+                let full =
+                    l.output_elems_per_sample as f64 * mbs as f64 * pipeline_send_bytes(setup);
                 t += gather.at(full);
             }
         }

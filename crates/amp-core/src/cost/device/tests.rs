@@ -361,12 +361,20 @@ fn number_formats_size_sends_and_allreduces() {
     // bf16 sends 16-bit activations but all-reduces fp32 gradients.
     let (tb16, arb16) = price(&p, &TrainingSetup::default()).unwrap();
     assert_eq!(tb16.cut, t16.cut);
+    // Eager autocast sends its fp32 residual stream between stages: the
+    // cut of fp32 training.
+    let eager = TrainingSetup {
+        formats: Precision::Fp16.formats().with_eager_autocast(),
+        ..TrainingSetup::default()
+    };
+    let (te, _) = price(&p, &eager).unwrap();
     p.precision = Some(Precision::Fp32);
     let (t32, ar32) = price(&p, &fp32).unwrap();
     let lat = collective::INTER_NODE_LATENCY_S;
     let bw = 1e9 * crate::cost::Calibration::FITTED.inter_node_efficiency;
     assert!((t16.cut[0][1] - 2.0 * (lat + 800.0 / bw)).abs() < 1e-15);
     assert!((t32.cut[0][1] - 2.0 * (lat + 1600.0 / bw)).abs() < 1e-15);
+    assert_eq!(te.cut, t32.cut);
     // All-reduce of each stage's 2000 parameters over two replicas on
     // one node (1e9 B/s, 10 us steps): 2 x 10 us + bytes / 1e9.
     let intra = collective::INTRA_NODE_LATENCY_S;
