@@ -377,8 +377,16 @@ pub(crate) fn transient_bytes_per_sample(
                 })
             };
             match setup.recompute {
-                // Recomputing the block rebuilds its full activations.
-                Recompute::Full => attn + block_full_bytes(model, layer, t, setup),
+                // Recomputing the block rebuilds its full activations:
+                // what it keeps without recomputation (the model's own
+                // count where it gives one).
+                Recompute::Full => {
+                    let none = TrainingSetup {
+                        recompute: Recompute::None,
+                        ..*setup
+                    };
+                    attn + stored_activation_bytes_per_sample(model, layer, tp, &none)
+                }
                 // Recomputing the attention core rebuilds that part.
                 Recompute::Selective => attn + attention_core_bytes(model, t, setup),
                 Recompute::None => attn,
@@ -1012,6 +1020,15 @@ mod tests {
         m.layers[0].stored_activation_elems_per_sample = Some(100);
         let opts = TrainingSetup::default();
         assert_eq!(stored_activation_bytes_per_sample(&m, 0, 2, &opts), 100.0);
+        // Recomputing the block rebuilds what it would keep: the given
+        // count, not the formula's (transient beside the attention
+        // gradients, 64 bytes for this block at tp 2).
+        let full = TrainingSetup {
+            recompute: Recompute::Full,
+            ..opts
+        };
+        let attn = transient_bytes_per_sample(&m, 0, 2, &opts);
+        assert_eq!(transient_bytes_per_sample(&m, 0, 2, &full), attn + 100.0);
     }
 
     #[test]
