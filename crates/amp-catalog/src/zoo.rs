@@ -346,6 +346,7 @@ impl Arch {
             linear_bias: self.out_bias || self.mlp_bias,
             qkv_bias: self.qkv_bias,
             flash_attention: Some(self.flash_attention),
+            dropout: Some(self.dropout),
         }
     }
 

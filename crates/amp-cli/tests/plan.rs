@@ -1360,9 +1360,10 @@ fn data_parallelism_at_scale_is_priced_with_nccls_tree() {
 
 /// The README's Llama 3.1 405B figures on 16,384 H100, each setup searched
 /// on its own (the README's `--search-setup all` run finds the first as
-/// its best and ranks Meta's layout fifth): amp's best, Meta's published
-/// layout (which amp's memory model fits only with full recomputation) and
-/// the best of AMP's space with Megatron-LM's defaults.
+/// its best and ranks Meta's layout third): amp's best, Meta's published
+/// layout (which amp's memory model fits only with full recomputation),
+/// the best of AMP's space with sequence parallelism, and that space with
+/// Megatron-LM's defaults, where nothing fits.
 #[test]
 fn llama405b_plans_cost_what_the_readme_says() {
     let best = |setup: &[&str]| {
@@ -1392,7 +1393,8 @@ fn llama405b_plans_cost_what_the_readme_says() {
         )
     };
     let sharded = ["--optimizer-sharding", "zero1"];
-    let (layout, s) = best(&[&["--schedule", "interleaved:2"][..], &sharded[..]].concat());
+    let sp = ["--sequence-parallel"];
+    let (layout, s) = best(&[&["--schedule", "interleaved:2"][..], &sharded[..], &sp[..]].concat());
     assert_eq!(layout, (Some(8), Some(64), Some(32)));
     assert!((s - 8.2203).abs() < 5e-4, "{s}");
     let meta = [
@@ -1403,9 +1405,31 @@ fn llama405b_plans_cost_what_the_readme_says() {
     let (layout, s) = best(&meta);
     assert_eq!(layout, (Some(8), Some(16), Some(128)));
     assert!((s - 8.8324).abs() < 5e-4, "{s}");
-    let (layout, s) = best(&[]);
+    let (layout, s) = best(&sp);
     assert_eq!(layout, (Some(8), Some(128), Some(16)));
     assert!((s - 10.7728).abs() < 5e-4, "{s}");
+    // Megatron-LM's defaults: without sequence parallelism every rank
+    // keeps the norms' and projections' inputs whole, and nothing fits.
+    let out = amp(&[
+        "plan",
+        "--model",
+        "llama-3.1-405b",
+        "--cluster",
+        "2048x8xH100@3200Gbps",
+        "--global-batch",
+        "2048",
+        "--seq",
+        "8192",
+        "--engine",
+        "megatron",
+        "-q",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("340 do not fit in GPU memory"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// The AMP artifact's inputs default to its runs' code: Megatron-LM's loss

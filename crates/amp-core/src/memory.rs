@@ -16,7 +16,10 @@
 //!   `i` keeps `min(pp - i, B)` micro-batches (PipeDream-Flush: `pp - i - 1`
 //!   warm-up forwards plus the one whose backward comes next), under GPipe
 //!   all `B`. Per sample and layer, from
-//!   [`Layer::stored_activation_elems_per_sample`] when the model gives it,
+//!   [`Layer::stored_activation_elems_per_sample`] when the model gives it
+//!   (a block's count divided by `t` but for the `5 s h` (`4 s h` without
+//!   dropout) every rank keeps whole without sequence parallelism, when the
+//!   architecture says whether it has dropout),
 //!   else from the formula of Korthikanti et al., "Reducing Activation
 //!   Recomputation in Large Transformer Models" (MLSys 2023), eq. 2 with
 //!   tensor parallelism: a block keeps `s h (10 + 24/t + 5 a s / (h t))` bytes
@@ -278,6 +281,28 @@ fn attention_core_bytes(model: &Model, tp: f64, setup: &TrainingSetup) -> f64 {
     shape_sha(model).map_or(0.0, |(s, _, a)| 5.0 * a * s * s / tp * scale(setup))
 }
 
+/// Of a block's given stored elements per sample `elems` (counted in 16
+/// bits, as [`Layer::stored_activation_elems_per_sample`]), those every
+/// rank of a tensor-parallel group keeps whole without sequence
+/// parallelism (Korthikanti et al. 2022, sec. 4.2): the two norms' inputs
+/// (`2 s h`), the inputs of the QKV and first MLP projections (`s h` each)
+/// and, with dropout, its two one-byte masks (`s h`). Zero when sequence
+/// parallelism splits them too, or when the model does not say whether it
+/// has dropout (a layer list without `architecture.dropout`: its count is
+/// then divided by tp whole, as before the field existed).
+fn replicated_block_elems(model: &Model, elems: f64, setup: &TrainingSetup) -> f64 {
+    if setup.sequence_parallel {
+        return 0.0;
+    }
+    match (model.dropout(), shape_sha(model)) {
+        (Some(dropout), Some((s, h, _))) => {
+            let per_sh = if dropout { 5.0 } else { 4.0 };
+            (per_sh * s * h).min(elems)
+        }
+        _ => 0.0,
+    }
+}
+
 /// What a block's two norms keep beyond the stored-activation count when
 /// the residual stream is wider than the activations (eager autocast: each
 /// keeps its fp32 input, counted there in 16 bits), bytes per sample;
@@ -321,8 +346,17 @@ pub(crate) fn stored_activation_bytes_per_sample(
         0.0
     };
     if let Some(e) = l.stored_activation_elems_per_sample {
-        let bytes = e as f64 * activation_bytes(setup);
-        let bytes = if tp_sharded(l.kind) { bytes / t } else { bytes };
+        let e = e as f64;
+        let whole = if block {
+            replicated_block_elems(model, e, setup)
+        } else {
+            0.0
+        };
+        let bytes = if tp_sharded(l.kind) {
+            whole + (e - whole) / t
+        } else {
+            e
+        } * activation_bytes(setup);
         return bytes + wide_norm_inputs;
     }
     let out = l.output_elems_per_sample as f64;
@@ -754,28 +788,56 @@ mod tests {
             .contains("residual_stream"));
     }
 
+    /// `tiny()` with an architecture: `flash` and `dropout` as given.
+    fn tiny_with(flash: Option<bool>, dropout: Option<bool>) -> Model {
+        let mut m = tiny();
+        m.shape.as_mut().unwrap().architecture = Some(crate::model::Architecture {
+            family: "gpt2".into(),
+            kv_heads: 2,
+            head_dim: 4,
+            ffn_hidden: 32,
+            activation: crate::model::Activation::Gelu,
+            norm: crate::model::NormKind::Layernorm,
+            norm_eps: 1e-5,
+            position_embedding: crate::model::PositionEmbedding::Learned,
+            rope_theta: None,
+            max_positions: 4,
+            tied_embeddings: true,
+            linear_bias: true,
+            qkv_bias: true,
+            flash_attention: flash,
+            dropout,
+        });
+        m
+    }
+
+    #[test]
+    fn given_counts_keep_norm_and_projection_inputs_whole_without_sp() {
+        // A block (s h = 32) whose model counts 1000 16-bit elements per
+        // sample, at tp 2 in bf16: without sequence parallelism the norms'
+        // inputs (2 s h), the QKV and MLP inputs (s h each) and, with
+        // dropout, its masks (s h) stay whole on each rank.
+        let setup = TrainingSetup::default();
+        let at = |dropout, setup: &TrainingSetup| {
+            let mut m = tiny_with(Some(true), dropout);
+            m.layers[0].stored_activation_elems_per_sample = Some(1000);
+            stored_activation_bytes_per_sample(&m, 0, 2, setup)
+        };
+        assert_eq!(at(Some(false), &setup), (128.0 + 872.0 / 2.0) * 2.0);
+        assert_eq!(at(Some(true), &setup), (160.0 + 840.0 / 2.0) * 2.0);
+        // Unknown dropout: the count divides whole, as before.
+        assert_eq!(at(None, &setup), 1000.0);
+        // Sequence parallelism splits everything.
+        let sp = TrainingSetup {
+            sequence_parallel: true,
+            ..setup
+        };
+        assert_eq!(at(Some(true), &sp), 1000.0);
+    }
+
     #[test]
     fn fused_attention_holds_no_score_tensors() {
-        let with = |flash: Option<bool>| {
-            let mut m = tiny();
-            m.shape.as_mut().unwrap().architecture = Some(crate::model::Architecture {
-                family: "gpt2".into(),
-                kv_heads: 2,
-                head_dim: 4,
-                ffn_hidden: 32,
-                activation: crate::model::Activation::Gelu,
-                norm: crate::model::NormKind::Layernorm,
-                norm_eps: 1e-5,
-                position_embedding: crate::model::PositionEmbedding::Learned,
-                rope_theta: None,
-                max_positions: 4,
-                tied_embeddings: true,
-                linear_bias: true,
-                qkv_bias: true,
-                flash_attention: flash,
-            });
-            m
-        };
+        let with = |flash: Option<bool>| tiny_with(flash, None);
         let fp16 = TrainingSetup {
             formats: crate::setup::Precision::Fp16.formats(),
             ..TrainingSetup::default()

@@ -156,6 +156,12 @@ pub struct Architecture {
     /// otherwise. Absent in older files: unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flash_attention: Option<bool>,
+    /// Whether blocks apply dropout (and keep its two masks, one byte per
+    /// element, for the backward pass). With `flash_attention`, it tells the
+    /// memory model which of a block's stored elements every
+    /// tensor-parallel rank keeps whole. Absent in older files: unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropout: Option<bool>,
 }
 
 /// A model as the planner sees it: a list of layers in execution order, each
@@ -181,6 +187,14 @@ impl Model {
             .as_ref()
             .and_then(|s| s.architecture.as_ref())
             .and_then(|a| a.flash_attention)
+    }
+
+    /// Whether the blocks apply dropout, when the architecture says.
+    pub fn dropout(&self) -> Option<bool> {
+        self.shape
+            .as_ref()
+            .and_then(|s| s.architecture.as_ref())
+            .and_then(|a| a.dropout)
     }
 
     /// Number of layers.
