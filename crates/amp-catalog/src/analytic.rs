@@ -40,7 +40,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use amp_core::model::{LayerKind, Model};
+use amp_core::model::{Activation, LayerKind, Model, NormKind, PositionEmbedding};
 use amp_core::profile::{Profile, ProfileEntry};
 
 use crate::hardware::{Catalog, Gpu};
@@ -131,6 +131,10 @@ pub struct Constants {
     pub megatron_cross_entropy_backward_bytes_per_logit: f64,
     pub pytorch_cross_entropy_ops: [f64; 2],
     pub megatron_cross_entropy_ops: [f64; 2],
+    pub eager_rmsnorm_ops: f64,
+    pub eager_rmsnorm_passes: f64,
+    pub eager_rope_ops_per_tensor: f64,
+    pub eager_rope_passes: f64,
 }
 
 impl Constants {
@@ -353,6 +357,16 @@ pub fn layer_estimate(
                 (None, Some(false)) => false,
                 (None, _) => opts.precision.is_half() && gpu.tf32_tflops.is_some(),
             };
+            // Without an engine the block runs as Hugging Face's Python
+            // code writes it (where the architecture is known): composite
+            // RMSNorm and rotary embedding, separate q, k and v projections
+            // (all but GPT-2's fused c_attn), gate and up projections.
+            let eager = opts
+                .engine
+                .is_none()
+                .then(|| model.shape.as_ref().and_then(|s| s.architecture.as_ref()))
+                .flatten();
+            let rms = eager.is_some_and(|a| a.norm == NormKind::Rmsnorm);
             // Forward kernels in three groups: GEMMs (gm), memory-bound
             // kernels (st) and fused attention (at).
             let (mut gm, mut st, mut at, mut at_back) = (
@@ -361,10 +375,34 @@ pub fn layer_estimate(
                 Pass::default(),
                 Pass::default(),
             );
+            // A norm: one fused kernel, or Hugging Face's composite RMSNorm.
+            let norm = |st: &mut Pass| {
+                if rms {
+                    m.stream(st, c.eager_rmsnorm_passes * th * r, c.eager_rmsnorm_ops);
+                } else {
+                    m.stream(st, 2.0 * th * r, 1.0);
+                }
+            };
             // Layer norm, QKV projection, head split.
-            m.stream(&mut st, 2.0 * th * r, 1.0);
+            norm(&mut st);
             m.cast_in(&mut st, th, r);
-            m.gemm(&mut gm, tok, d.h, d.qkv / t, 1.0, &[]);
+            match eager.filter(|a| a.family != "gpt2" && a.family != "gpt3") {
+                Some(a) => {
+                    let kv = (a.kv_heads * a.head_dim) as f64 / t;
+                    m.gemm(&mut gm, tok, d.h, (d.qkv / t - 2.0 * kv).max(1.0), 1.0, &[]);
+                    m.gemm(&mut gm, tok, d.h, kv, 1.0, &[]);
+                    m.gemm(&mut gm, tok, d.h, kv, 1.0, &[]);
+                    if a.position_embedding == PositionEmbedding::Rope {
+                        let qk = tok * (d.qkv / t - kv);
+                        m.stream(
+                            &mut st,
+                            c.eager_rope_passes * qk * r,
+                            2.0 * c.eager_rope_ops_per_tensor,
+                        );
+                    }
+                }
+                None => m.gemm(&mut gm, tok, d.h, d.qkv / t, 1.0, &[]),
+            }
             m.stream(&mut st, 2.0 * tok * d.qkv / t * e, 2.0);
             let batch = b * d.heads / t;
             if flash {
@@ -395,16 +433,25 @@ pub fn layer_estimate(
             // Dropout on the 16-bit branch; the residual add reads the
             // stream and the branch and writes the stream; the norm reads
             // and writes the stream.
-            m.stream(
-                &mut st,
-                th * (2.0 * e + 1.0) + th * (2.0 * r + e) + 2.0 * th * r,
-                3.0,
-            );
+            m.stream(&mut st, th * (2.0 * e + 1.0) + th * (2.0 * r + e), 2.0);
+            norm(&mut st);
             m.cast_in(&mut st, th, r);
             // MLP, activation, dropout, residual add.
-            m.gemm(&mut gm, tok, d.h, d.ffn / t, 1.0, &[]);
-            m.stream(&mut st, 2.0 * tok * d.ffn / t * e, 1.0);
-            m.gemm(&mut gm, tok, d.ffn / t, d.h, 1.0, &[]);
+            match eager.filter(|a| a.activation == Activation::Swiglu) {
+                // Gate and up projections, SiLU, their product, down.
+                Some(a) => {
+                    let f = a.ffn_hidden as f64 / t;
+                    m.gemm(&mut gm, tok, d.h, f, 1.0, &[]);
+                    m.gemm(&mut gm, tok, d.h, f, 1.0, &[]);
+                    m.stream(&mut st, 5.0 * tok * f * e, 2.0);
+                    m.gemm(&mut gm, tok, f, d.h, 1.0, &[]);
+                }
+                None => {
+                    m.gemm(&mut gm, tok, d.h, d.ffn / t, 1.0, &[]);
+                    m.stream(&mut st, 2.0 * tok * d.ffn / t * e, 1.0);
+                    m.gemm(&mut gm, tok, d.ffn / t, d.h, 1.0, &[]);
+                }
+            }
             m.stream(&mut st, th * (2.0 * e + 1.0) + th * (2.0 * r + e), 2.0);
             f.gpu_s = gm.gpu_s + st.gpu_s + at.gpu_s;
             f.ops = gm.ops + st.ops + at.ops;
@@ -909,6 +956,42 @@ mod tests {
         assert!(
             (pb - mb - logits * (20.0 - 8.0) * per_byte).abs() < 1e-9,
             "{pb} {mb}"
+        );
+    }
+
+    #[test]
+    fn eager_llama_blocks_run_unfused_kernels() {
+        // Llama-3-8B at sequence 16 and tp 8, fp32 (no autocast casts), one
+        // sample: the block is launch-bound, so its time is its kernel count times
+        // the host's cost per kernel. Without an engine (eager Python code)
+        // it runs 24 more forward kernels than the same block without a
+        // known architecture: RMSNorm 6 instead of 1 (twice), separate q, k
+        // and v projections (2), rotary embedding 5 on q and 5 on k, gate
+        // and up projections (1) and their product (1). Backward runs two
+        // per forward kernel.
+        let m = zoo_model("llama3-8b", Some(16)).unwrap();
+        let mut plain = m.clone();
+        plain.shape.as_mut().unwrap().architecture = None;
+        let cat = Catalog::builtin();
+        let gpu = cat.gpu("H200").unwrap();
+        let c = Constants::builtin();
+        let opts = AnalyticOptions {
+            precision: Precision::Fp32,
+            ..AnalyticOptions::default()
+        };
+        let eager = layer_estimate(&m, 1, gpu, 8, 1, &opts, &c);
+        let generic = layer_estimate(&plain, 1, gpu, 8, 1, &opts, &c);
+        let kernel = c.cpu_op_overhead_s;
+        assert!(((eager.forward_s - generic.forward_s) / (24.0 * kernel) - 1.0).abs() < 1e-9);
+        assert!(((eager.backward_s - generic.backward_s) / (48.0 * kernel) - 1.0).abs() < 1e-9);
+        // An engine fuses them: the architecture changes nothing.
+        let megatron = AnalyticOptions {
+            engine: Some(Engine::Megatron),
+            ..opts
+        };
+        assert_eq!(
+            layer_estimate(&m, 1, gpu, 8, 1, &megatron, &c),
+            layer_estimate(&plain, 1, gpu, 8, 1, &megatron, &c)
         );
     }
 

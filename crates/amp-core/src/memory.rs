@@ -303,6 +303,33 @@ fn replicated_block_elems(model: &Model, elems: f64, setup: &TrainingSetup) -> f
     }
 }
 
+/// What eager PyTorch's RMSNorm keeps beyond the stored-activation count,
+/// bytes per sample: written as Python (Hugging Face's `LlamaRMSNorm`, Meta's
+/// reference model), each of a block's two norms also keeps its fp32
+/// normalised output for the weight's gradient, 4 bytes per element. None
+/// with an engine (fused norms) or a LayerNorm.
+fn eager_rmsnorm_bytes(
+    model: &Model,
+    layer: &crate::model::Layer,
+    tp: f64,
+    setup: &TrainingSetup,
+) -> f64 {
+    let rms = model
+        .shape
+        .as_ref()
+        .and_then(|s| s.architecture.as_ref())
+        .is_some_and(|a| a.norm == crate::model::NormKind::Rmsnorm);
+    if setup.engine.is_some() || !rms {
+        return 0.0;
+    }
+    let bytes = 2.0 * layer.output_elems_per_sample as f64 * 4.0;
+    if setup.sequence_parallel {
+        bytes / tp
+    } else {
+        bytes
+    }
+}
+
 /// What a block's two norms keep beyond the stored-activation count when
 /// the residual stream is wider than the activations (eager autocast: each
 /// keeps its fp32 input, counted there in 16 bits), bytes per sample;
@@ -341,7 +368,7 @@ pub(crate) fn stored_activation_bytes_per_sample(
         };
     }
     let wide_norm_inputs = if block {
-        wide_norm_input_bytes(l, t, setup)
+        wide_norm_input_bytes(l, t, setup) + eager_rmsnorm_bytes(model, l, t, setup)
     } else {
         0.0
     };
@@ -809,6 +836,25 @@ mod tests {
             dropout,
         });
         m
+    }
+
+    #[test]
+    fn eager_rmsnorm_keeps_its_fp32_output() {
+        // Eager RMSNorm (s h = 32): each of two norms also keeps its fp32
+        // normalised output, 2 x 32 x 4 = 256 bytes per sample on every
+        // rank; an engine's fused norm does not, nor does a LayerNorm.
+        let mut rms = tiny_with(Some(true), None);
+        let arch = rms.shape.as_mut().unwrap().architecture.as_mut().unwrap();
+        arch.norm = crate::model::NormKind::Rmsnorm;
+        let layer_norm = tiny_with(Some(true), None);
+        let eager = TrainingSetup::default();
+        let megatron = TrainingSetup {
+            engine: Some(crate::setup::Engine::Megatron),
+            ..eager
+        };
+        let at = |m: &Model, s: &TrainingSetup| stored_activation_bytes_per_sample(m, 0, 2, s);
+        assert_eq!(at(&rms, &eager) - at(&layer_norm, &eager), 256.0);
+        assert_eq!(at(&rms, &megatron), at(&layer_norm, &megatron));
     }
 
     #[test]
