@@ -1320,6 +1320,21 @@ fn eager_plans_record_an_fp32_residual_stream() {
     let megatron = [&eager[..], &["--engine", "megatron"]].concat();
     assert!(residual(&megatron).is_null());
     assert!(residual(&["--example", "homogeneous"]).is_null());
+    // An eager plan still exports to an engine, which keeps its own
+    // residual stream.
+    let o = amp(&[&["plan", "--json", "--top", "1"][..], &eager[..]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let plans = tmp("eager-plans.json", &stdout(&o));
+    let out = plans.with_extension("megatron");
+    let o = amp(&[
+        &["export", plans.to_str().unwrap(), "--to", "megatron"][..],
+        &["--out", out.to_str().unwrap()][..],
+        &gpt2[..],
+    ]
+    .concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.join("args.sh").is_file());
+    let _ = std::fs::remove_dir_all(&out);
 }
 
 /// At 16,384 GPUs a data-parallel ring over 1,024 nodes pays 2,048 network

@@ -661,6 +661,16 @@ impl TrainingSetup {
             .unwrap_or_else(|| OptimizerStep::default_for(self.engine))
     }
 
+    /// This setup as `engine` runs it: the engine named, and the residual
+    /// stream in the activations' format, as every engine keeps it (a plan
+    /// priced as eager PyTorch's autocast, exported to an engine).
+    pub fn on_engine(&self, engine: Engine) -> TrainingSetup {
+        let mut s = *self;
+        s.engine = Some(engine);
+        s.formats.residual_stream = None;
+        s
+    }
+
     /// Model chunks per pipeline rank (1 unless interleaved).
     pub fn virtual_stages(&self) -> usize {
         self.schedule.virtual_stages()

@@ -359,12 +359,7 @@ fn export_engine(
     opts: &ExportOptions,
 ) -> EngineResult<Vec<ExportFile>> {
     let s = &plan.setup;
-    if let Err(e) = (amp_core::TrainingSetup {
-        engine: Some(engine),
-        ..*s
-    })
-    .check()
-    {
+    if let Err(e) = s.on_engine(engine).check() {
         let msg = e.to_string();
         let why = msg.strip_prefix("training setup: ").unwrap_or(&msg);
         let why = why.replacen(&format!("{} cannot run ", engine.name()), "it uses ", 1);
