@@ -22,7 +22,9 @@ python3 "$here/layer_list.py" 8000 > "$tmp/layers-8000.toml"
 cases=(
   "three-types-2x3-links|--model opt-350m --seq 2048 --cluster $tmp/three-2.toml --global-batch 1024"
   "three-types-64x3-links|--model opt-350m --seq 2048 --cluster $tmp/three-64.toml --global-batch 1024"
-  "llama3.1-405b-16384xH100|--model llama3.1-405b --cluster 2048x8xH100 --global-batch 2048 --seq 8192"
+  # Megatron-LM with sequence parallelism: without it no 405B plan fits
+  # (every tp rank keeps the norms' and projections' inputs whole).
+  "llama3.1-405b-16384xH100|--model llama3.1-405b --cluster 2048x8xH100 --global-batch 2048 --seq 8192 --engine megatron --sequence-parallel"
   "llama3-8b-16384xH100|--model llama3-8b --seq 8192 --cluster 2048x8xH100 --global-batch 2048"
   "llama3-8b-batch-131072|--model llama3-8b --seq 4096 --cluster 16x8xH100 --global-batch 131072"
   "layers-1020-64xH100|--model $tmp/layers-1020.toml --cluster 8x8xH100 --global-batch 512"
