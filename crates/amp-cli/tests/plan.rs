@@ -1380,24 +1380,23 @@ fn data_parallelism_at_scale_is_priced_with_nccls_tree() {
 /// Megatron-LM's defaults, where nothing fits.
 #[test]
 fn llama405b_plans_cost_what_the_readme_says() {
+    let base = [
+        "plan",
+        "--model",
+        "llama-3.1-405b",
+        "--cluster",
+        "2048x8xH100@3200Gbps",
+        "--global-batch",
+        "2048",
+        "--seq",
+        "8192",
+        "--engine",
+        "megatron",
+        "-q",
+    ];
     let best = |setup: &[&str]| {
-        let mut args = vec![
-            "plan",
-            "--model",
-            "llama-3.1-405b",
-            "--cluster",
-            "2048x8xH100@3200Gbps",
-            "--global-batch",
-            "2048",
-            "--seq",
-            "8192",
-            "--engine",
-            "megatron",
-            "-q",
-            "--top",
-            "1",
-            "--json",
-        ];
+        let mut args = base.to_vec();
+        args.extend(["--top", "1", "--json"]);
         args.extend_from_slice(setup);
         let v = amp_json(&args);
         let p = &v["plans"][0];
@@ -1424,20 +1423,7 @@ fn llama405b_plans_cost_what_the_readme_says() {
     assert!((s - 10.7728).abs() < 5e-4, "{s}");
     // Megatron-LM's defaults: without sequence parallelism every rank
     // keeps the norms' and projections' inputs whole, and nothing fits.
-    let out = amp(&[
-        "plan",
-        "--model",
-        "llama-3.1-405b",
-        "--cluster",
-        "2048x8xH100@3200Gbps",
-        "--global-batch",
-        "2048",
-        "--seq",
-        "8192",
-        "--engine",
-        "megatron",
-        "-q",
-    ]);
+    let out = amp(&base);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("340 do not fit in GPU memory"),
