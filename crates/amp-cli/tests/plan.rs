@@ -1319,6 +1319,14 @@ fn eager_plans_record_an_fp32_residual_stream() {
     assert_eq!(residual(&eager), "fp32");
     let megatron = [&eager[..], &["--engine", "megatron"]].concat();
     assert!(residual(&megatron).is_null());
+    // The table's header says how the plan was priced.
+    let header = |args: &[&str]| stdout(&amp(&[&["plan", "--top", "1"][..], args].concat()));
+    assert!(
+        header(&eager).contains("training setup: bf16 autocast (fp32 residual stream), 1f1b"),
+        "{}",
+        header(&eager)
+    );
+    assert!(!header(&megatron).contains("autocast"));
     assert!(residual(&["--example", "homogeneous"]).is_null());
     // An eager plan still exports to an engine, which keeps its own
     // residual stream.

@@ -139,6 +139,15 @@ pub enum NumberFormat {
 }
 
 impl NumberFormat {
+    /// The name files and printouts use.
+    pub fn name(self) -> &'static str {
+        match self {
+            NumberFormat::Fp32 => "fp32",
+            NumberFormat::Bf16 => "bf16",
+            NumberFormat::Fp16 => "fp16",
+        }
+    }
+
     /// Bytes of one element.
     pub fn bytes(self) -> f64 {
         match self {
@@ -799,8 +808,12 @@ impl TrainingSetup {
 
     /// One line for printouts: `bf16, 1f1b, recompute none, ...`.
     pub fn summary(&self) -> String {
+        let compute = self.formats.compute.name();
         let mut parts = vec![
-            self.formats.compute.name().to_string(),
+            match self.formats.residual_stream {
+                Some(r) => format!("{compute} autocast ({} residual stream)", r.name()),
+                None => compute.to_string(),
+            },
             schedule_name(self.schedule),
         ];
         if self.recompute != Recompute::None {
