@@ -364,7 +364,7 @@ pub fn layer_estimate(
             let eager = opts
                 .engine
                 .is_none()
-                .then(|| model.shape.as_ref().and_then(|s| s.architecture.as_ref()))
+                .then(|| model.architecture())
                 .flatten();
             let rms = eager.is_some_and(|a| a.norm == NormKind::Rmsnorm);
             // Forward kernels in three groups: GEMMs (gm), memory-bound

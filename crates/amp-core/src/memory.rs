@@ -303,43 +303,28 @@ fn replicated_block_elems(model: &Model, elems: f64, setup: &TrainingSetup) -> f
     }
 }
 
-/// What eager PyTorch's RMSNorm keeps beyond the stored-activation count,
-/// bytes per sample: written as Python (Hugging Face's `LlamaRMSNorm`, Meta's
-/// reference model), each of a block's two norms also keeps its fp32
-/// normalised output for the weight's gradient, 4 bytes per element. None
-/// with an engine (fused norms) or a LayerNorm.
-fn eager_rmsnorm_bytes(
+/// What a block's two norms keep beyond the stored-activation count, bytes
+/// per sample, replicated over the tensor-parallel group unless
+/// sequence-parallel. Per norm and element of its `s h` input:
+/// - the residual stream's width beyond the activations' when it is wider
+///   (eager autocast: the fp32 input, counted there in 16 bits);
+/// - without an engine, an RMSNorm written as Python (Hugging Face's
+///   `LlamaRMSNorm`, Meta's reference model) also keeps its fp32
+///   normalised output for the weight's gradient, 4 bytes (engines fuse
+///   the norm).
+fn norm_extra_bytes(
     model: &Model,
     layer: &crate::model::Layer,
     tp: f64,
     setup: &TrainingSetup,
 ) -> f64 {
-    let rms = model
-        .shape
-        .as_ref()
-        .and_then(|s| s.architecture.as_ref())
-        .is_some_and(|a| a.norm == crate::model::NormKind::Rmsnorm);
-    if setup.engine.is_some() || !rms {
-        return 0.0;
-    }
-    let bytes = 2.0 * layer.output_elems_per_sample as f64 * 4.0;
-    if setup.sequence_parallel {
-        bytes / tp
-    } else {
-        bytes
-    }
-}
-
-/// What a block's two norms keep beyond the stored-activation count when
-/// the residual stream is wider than the activations (eager autocast: each
-/// keeps its fp32 input, counted there in 16 bits), bytes per sample;
-/// replicated over the tensor-parallel group unless sequence-parallel.
-fn wide_norm_input_bytes(layer: &crate::model::Layer, tp: f64, setup: &TrainingSetup) -> f64 {
-    let extra = setup.formats.residual_stream_bytes() - activation_bytes(setup);
-    if extra <= 0.0 {
-        return 0.0;
-    }
-    let bytes = 2.0 * layer.output_elems_per_sample as f64 * extra;
+    let wider = (setup.formats.residual_stream_bytes() - activation_bytes(setup)).max(0.0);
+    let eager_rms = setup.engine.is_none()
+        && model
+            .architecture()
+            .is_some_and(|a| a.norm == crate::model::NormKind::Rmsnorm);
+    let per_elem = wider + if eager_rms { 4.0 } else { 0.0 };
+    let bytes = 2.0 * layer.output_elems_per_sample as f64 * per_elem;
     if setup.sequence_parallel {
         bytes / tp
     } else {
@@ -367,8 +352,8 @@ pub(crate) fn stored_activation_bytes_per_sample(
             input
         };
     }
-    let wide_norm_inputs = if block {
-        wide_norm_input_bytes(l, t, setup) + eager_rmsnorm_bytes(model, l, t, setup)
+    let norm_extra = if block {
+        norm_extra_bytes(model, l, t, setup)
     } else {
         0.0
     };
@@ -384,12 +369,12 @@ pub(crate) fn stored_activation_bytes_per_sample(
         } else {
             e
         } * activation_bytes(setup);
-        return bytes + wide_norm_inputs;
+        return bytes + norm_extra;
     }
     let out = l.output_elems_per_sample as f64;
     match l.kind {
         LayerKind::TransformerBlock => {
-            let full = block_full_bytes(model, layer, t, setup) + wide_norm_inputs;
+            let full = block_full_bytes(model, layer, t, setup) + norm_extra;
             if setup.recompute == Recompute::Selective {
                 full - attention_core_bytes(model, t, setup)
             } else {

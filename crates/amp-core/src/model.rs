@@ -183,18 +183,17 @@ impl Model {
     /// scores stored), explicit (`Some(false)`), or unknown: its
     /// architecture's `flash_attention`.
     pub fn flash_attention(&self) -> Option<bool> {
-        self.shape
-            .as_ref()
-            .and_then(|s| s.architecture.as_ref())
-            .and_then(|a| a.flash_attention)
+        self.architecture().and_then(|a| a.flash_attention)
     }
 
     /// Whether the blocks apply dropout, when the architecture says.
     pub fn dropout(&self) -> Option<bool> {
-        self.shape
-            .as_ref()
-            .and_then(|s| s.architecture.as_ref())
-            .and_then(|a| a.dropout)
+        self.architecture().and_then(|a| a.dropout)
+    }
+
+    /// The architecture's details, when the model's shape carries them.
+    pub fn architecture(&self) -> Option<&Architecture> {
+        self.shape.as_ref().and_then(|s| s.architecture.as_ref())
     }
 
     /// Number of layers.

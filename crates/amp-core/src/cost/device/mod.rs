@@ -224,12 +224,8 @@ pub(super) fn activation_bytes(setup: &TrainingSetup) -> f64 {
 /// format. Tensor-parallel all-reduces sum a block's 16-bit branch outputs
 /// ([`activation_bytes`]).
 pub(super) fn pipeline_send_bytes(setup: &TrainingSetup) -> f64 {
-    setup
-        .formats
-        .residual_stream
-        .map_or(setup.formats.sends.bytes(), |f| {
-            f.bytes().max(setup.formats.sends.bytes())
-        })
+    let f = &setup.formats;
+    f.sends.bytes().max(f.residual_stream_bytes())
 }
 
 /// Bytes of one gradient element in the data-parallel reduction.
