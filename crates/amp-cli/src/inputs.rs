@@ -164,12 +164,16 @@ impl Loaded {
 
     /// On the AMP artifact's inputs, a setup without an engine that names no
     /// loss or Adam kernel gets its runs' (a plan file written before the
-    /// setup named them reads as it was priced).
+    /// setup named them reads as it was priced), and under 1F1B their
+    /// DeepSpeed engine's lockstep exchange.
     pub fn fill_artifact_kernels(&self, s: &mut amp_core::setup::TrainingSetup) {
         if self.artifact_code && s.engine.is_none() {
             let runs = amp_core::cost::amp_paper::artifact_setup();
             s.cross_entropy = s.cross_entropy.or(runs.cross_entropy);
             s.optimizer_step = s.optimizer_step.or(runs.optimizer_step);
+            if s.schedule == amp_core::schedule::Schedule::OneFOneB {
+                s.stage_exchange = s.stage_exchange.or(runs.stage_exchange);
+            }
         }
     }
 }

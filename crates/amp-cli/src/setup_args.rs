@@ -5,7 +5,7 @@ use amp_core::profile::Profile;
 use amp_core::schedule::Schedule;
 use amp_core::setup::{
     parse_schedule, CrossEntropy, Engine, OptimizerSharding, OptimizerStep, PipelineSend,
-    Precision, Recompute, TrainingSetup,
+    Precision, Recompute, StageExchange, TrainingSetup,
 };
 use anyhow::{bail, Result};
 use clap::Args;
@@ -58,6 +58,13 @@ pub struct SetupArgs {
     /// foreach.
     #[arg(long, value_parser = parse_optimizer_step, help_heading = "Training setup")]
     pub optimizer_step: Option<OptimizerStep>,
+    /// How neighbouring 1F1B stages exchange: blocking (a send holds its
+    /// sender; Megatron-LM, torchtitan) or lockstep (DeepSpeed's
+    /// TrainSchedule: the two stages meet, then the gradient and the
+    /// activation cross one after the other). Default: the engine's,
+    /// blocking without one.
+    #[arg(long, value_parser = parse_stage_exchange, help_heading = "Training setup")]
+    pub stage_exchange: Option<StageExchange>,
 }
 
 fn parse_precision(s: &str) -> Result<Precision, String> {
@@ -79,6 +86,9 @@ fn parse_cross_entropy(s: &str) -> Result<CrossEntropy, String> {
     s.parse()
 }
 fn parse_optimizer_step(s: &str) -> Result<OptimizerStep, String> {
+    s.parse()
+}
+fn parse_stage_exchange(s: &str) -> Result<StageExchange, String> {
     s.parse()
 }
 
@@ -116,6 +126,9 @@ impl SetupArgs {
         if self.optimizer_step.is_some() {
             v.push("--optimizer-step");
         }
+        if self.stage_exchange.is_some() {
+            v.push("--stage-exchange");
+        }
         v
     }
 
@@ -151,6 +164,7 @@ impl SetupArgs {
             engine,
             cross_entropy: self.cross_entropy,
             optimizer_step: self.optimizer_step,
+            stage_exchange: self.stage_exchange,
         };
         setup.check()?;
         if let Err(e) = setup.check_profile(profile) {

@@ -987,7 +987,7 @@ fn a_budget_per_hour_keeps_cheaper_gpu_sets_and_says_why_when_none_fits() {
     let best = &plans[0];
     assert_eq!(best["gpus"], 12);
     assert!((best["usd_per_hour"].as_f64().unwrap() - 28.39).abs() < 0.005);
-    assert!((best["predicted_iteration_s"].as_f64().unwrap() - 1.5712).abs() < 5e-4);
+    assert!((best["predicted_iteration_s"].as_f64().unwrap() - 1.5794).abs() < 5e-4);
     for p in plans {
         let usd = p["usd_per_hour"].as_f64().unwrap();
         assert!(usd <= 30.0, "{usd}");
@@ -1480,4 +1480,107 @@ fn the_artifacts_inputs_default_to_its_loss_and_adam() {
         "1",
     ]);
     assert!(v["plans"][0]["setup"].get("cross_entropy").is_none());
+}
+
+/// `--stage-exchange`: lockstep (DeepSpeed's TrainSchedule) never prices a
+/// pipelined plan faster than blocking sends and prices some slower; it is
+/// the AMP artifact's and DeepSpeed's default, and refused where the engine
+/// or schedule runs otherwise.
+#[test]
+fn lockstep_exchange_prices_pipelines_as_deepspeed_runs_them() {
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "plan",
+            "--model",
+            "gpt2-medium",
+            "--seq",
+            "1024",
+            "--cluster",
+            "4x1xA100-40GB@10Gbps",
+            "--global-batch",
+            "32",
+            "--json",
+            "--top",
+            "1000",
+        ];
+        args.extend_from_slice(extra);
+        amp_json(&args)["plans"].as_array().unwrap().clone()
+    };
+    let (blocking, lockstep) = (run(&[]), run(&["--stage-exchange", "lockstep"]));
+    assert_eq!(lockstep[0]["setup"]["stage_exchange"], "lockstep");
+    assert!(blocking[0]["setup"].get("stage_exchange").is_none());
+    let key = |p: &serde_json::Value| (p["stages"].to_string(), p["micro_batch"].to_string());
+    let (mut same, mut slower) = (0, 0);
+    for l in lockstep.iter().filter(|p| p["pp"].as_u64().unwrap() > 1) {
+        if let Some(b) = blocking.iter().find(|b| key(b) == key(l)) {
+            let (tl, tb) = (
+                l["predicted_iteration_s"].as_f64().unwrap(),
+                b["predicted_iteration_s"].as_f64().unwrap(),
+            );
+            assert!(tl >= tb * (1.0 - 1e-12), "lockstep {tl} < blocking {tb}");
+            same += 1;
+            slower += usize::from(tl > tb * 1.001);
+        }
+    }
+    assert!(
+        same >= 5 && slower >= 1,
+        "{same} plans compared, {slower} slower"
+    );
+    // DeepSpeed's own and the AMP artifact's setups exchange in lockstep.
+    let ds = amp_json(&[
+        "plan",
+        "--model",
+        "gpt2-medium",
+        "--seq",
+        "1024",
+        "--cluster",
+        "4x1xA100-40GB@10Gbps",
+        "--global-batch",
+        "32",
+        "--engine",
+        "deepspeed",
+        "--json",
+        "--top",
+        "1",
+    ]);
+    assert!(ds["plans"][0]["setup"].get("stage_exchange").is_none());
+    let amp_example = amp_json(&["plan", "--example", "het-cluster", "--json", "--top", "1"]);
+    assert_eq!(
+        amp_example["plans"][0]["setup"]["stage_exchange"],
+        "lockstep"
+    );
+    assert_fails_with(
+        &[
+            "plan",
+            "--example",
+            "homogeneous",
+            "--engine",
+            "megatron",
+            "--stage-exchange",
+            "lockstep",
+        ],
+        &["megatron exchanges between stages blocking, not lockstep"],
+    );
+    assert_fails_with(
+        &[
+            "plan",
+            "--example",
+            "homogeneous",
+            "--schedule",
+            "gpipe",
+            "--stage-exchange",
+            "lockstep",
+        ],
+        &["DeepSpeed's 1F1B TrainSchedule, not gpipe"],
+    );
+    assert_fails_with(
+        &[
+            "plan",
+            "--example",
+            "homogeneous",
+            "--stage-exchange",
+            "rendezvous",
+        ],
+        &["unknown stage exchange `rendezvous`", "lockstep"],
+    );
 }

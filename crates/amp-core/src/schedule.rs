@@ -232,6 +232,10 @@ pub struct IterationSpec {
     /// DeepSpeed's pipeline engine (send instructions block) and
     /// Megatron-LM's blocking point-to-point calls.
     pub blocking_sends: bool,
+    /// Neighbouring stages exchange in lockstep, as DeepSpeed's
+    /// `TrainSchedule` runs 1F1B ([`crate::setup::StageExchange::Lockstep`];
+    /// see [`simulate`]). 1F1B only.
+    pub lockstep: bool,
 }
 
 /// A simulated iteration and where its time goes.
@@ -282,6 +286,16 @@ fn check_len(what: &str, got: usize, want: usize) -> crate::Result<()> {
 /// Under an interleaved schedule the cuts are those between devices j and
 /// j + 1 and the one from the last device back to the first (chunk k to
 /// chunk k + 1).
+///
+/// In lockstep (DeepSpeed's `TrainSchedule`, 1F1B only) the pipeline runs
+/// `2 (b + pp - 1)` steps. Stage j runs the forward of micro-batch i in step
+/// `2 i + j` and its backward in step `2 i + 2 pp - 1 - j`, so neighbours
+/// are out of phase: in each step, every stage j in a backward step pairs
+/// with stage j + 1, which is in a forward step. The pair first meets (both
+/// must have finished their previous step), then the gradient of the
+/// backward j is about to run and the activation of the forward j has just
+/// run cross the cut one after the other, then each stage runs its pass.
+/// Sends hold both stages; nothing else shares their link.
 ///
 /// Then each stage reduces its gradients over its replicas and steps the
 /// optimizer. Without overlap the all-reduce starts when the stage's last
@@ -358,7 +372,17 @@ pub fn simulate(spec: &IterationSpec) -> crate::Result<Simulation> {
     // Per replica and stage: (start, end, event) of the last backward.
     let mut last_bwd: Vec<Vec<(f64, f64, usize)>> = Vec::with_capacity(spec.pipelines.len());
 
+    if spec.lockstep && spec.schedule != Schedule::OneFOneB {
+        return Err(crate::AmpError::invalid(
+            "schedule simulation",
+            "the lockstep exchange is DeepSpeed's 1F1B; other schedules exchange with blocking sends",
+        ));
+    }
     for (r, p) in spec.pipelines.iter().enumerate() {
+        if spec.lockstep {
+            last_bwd.push(lockstep_pipeline(p, r, &mut events, &mut preds));
+            continue;
+        }
         let b = p.num_micro_batches;
         let orders = &orders_of.iter().find(|(k, _)| *k == b).unwrap().1;
         let mut next = vec![0usize; pp];
@@ -581,6 +605,111 @@ pub fn simulate(spec: &IterationSpec) -> crate::Result<Simulation> {
     })
 }
 
+/// One replica's pipeline in lockstep (see [`simulate`]): pushes its events
+/// and their binding predecessors, and returns each stage's last backward
+/// as (start, end, event).
+fn lockstep_pipeline(
+    p: &PipelineTimes,
+    replica: usize,
+    events: &mut Vec<Event>,
+    preds: &mut Vec<Option<usize>>,
+) -> Vec<(f64, f64, usize)> {
+    let pp = p.forward_s.len();
+    let b = p.num_micro_batches as i64;
+    let steps = 2 * (b + pp as i64 - 1);
+    // Per stage: when it is free and the event that freed it.
+    let mut free = vec![(0.0f64, None::<usize>); pp];
+    let mut last = vec![(0.0, 0.0, 0usize); pp];
+    let valid = |i: i64| (0..b).contains(&i);
+    // Micro-batch of stage j's pass in step t, and whether it is a forward
+    // (DeepSpeed's `_step_to_micro_batch`); invalid ids are idle steps.
+    let pass_of = |t: i64, j: usize| -> (i64, bool) {
+        let j = j as i64;
+        if (t - j) % 2 == 0 {
+            ((t - j) / 2, true)
+        } else {
+            ((t - 2 * pp as i64 + 1 + j) / 2, false)
+        }
+    };
+    let mut push = |events: &mut Vec<Event>, e: Event, pred: Option<usize>| {
+        events.push(e);
+        preds.push(pred);
+        events.len() - 1
+    };
+    for t in 0..steps {
+        // Exchanges: stage j in a backward step with stage j + 1.
+        for j in 0..pp.saturating_sub(1) {
+            let (grad, forward) = pass_of(t, j);
+            if forward {
+                continue;
+            }
+            // The activation of j's previous step, a forward.
+            let act = pass_of(t - 1, j).0;
+            if !valid(grad) && !valid(act) {
+                continue;
+            }
+            let (mut at, mut pred) = if free[j + 1].0 > free[j].0 {
+                free[j + 1]
+            } else {
+                free[j]
+            };
+            for (i, kind, dur) in [
+                (grad, EventKind::SendBackward, p.send_backward_s[j]),
+                (act, EventKind::SendForward, p.send_forward_s[j]),
+            ] {
+                if !valid(i) {
+                    continue;
+                }
+                let e = Event {
+                    stage: j,
+                    replica,
+                    micro_batch: Some(i as usize),
+                    chunk: None,
+                    kind,
+                    start_s: at,
+                    end_s: at + dur,
+                };
+                let idx = push(events, e, pred);
+                (at, pred) = (at + dur, Some(idx));
+            }
+            free[j] = (at, pred);
+            free[j + 1] = (at, pred);
+        }
+        // Passes.
+        for j in 0..pp {
+            let (i, forward) = pass_of(t, j);
+            if !valid(i) {
+                continue;
+            }
+            let dur = if forward {
+                p.forward_s[j]
+            } else {
+                p.backward_s[j]
+            };
+            let start = free[j].0;
+            let e = Event {
+                stage: j,
+                replica,
+                micro_batch: Some(i as usize),
+                chunk: None,
+                kind: if forward {
+                    EventKind::Forward
+                } else {
+                    EventKind::Backward
+                },
+                start_s: start,
+                end_s: start + dur,
+            };
+            let idx = push(events, e, free[j].1);
+            free[j] = (start + dur, Some(idx));
+            if !forward {
+                last[j] = (start, start + dur, idx);
+            }
+        }
+    }
+    last
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -609,6 +738,7 @@ mod tests {
             overlap_allreduce: false,
             allreduce_tail_fraction: vec![0.0; pp],
             blocking_sends: false,
+            lockstep: false,
         }
     }
 
@@ -755,6 +885,54 @@ mod tests {
     /// of 1, the second activation waits for the first to clear the link.
     /// s0 F0 [0,1] send [1,4], F1 [1,2] send [4,7]; s1 F0 [4,5] B0 [5,6]
     /// F1 [7,8] B1 [8,9]; s0 B0 [6,7] B1 [9,10]. Makespan 10.
+    #[test]
+    fn lockstep_by_hand() {
+        // Two stages, forward 1, backward 2, each transfer 0.5, two
+        // micro-batches; DeepSpeed's six steps:
+        // 0: stage 0 F0 [0, 1]
+        // 1: they meet at 1, activation 0 [1, 1.5]; stage 1 F0 [1.5, 2.5]
+        // 2: stage 0 F1 [1.5, 2.5]; stage 1 B0 [2.5, 4.5]
+        // 3: they meet at 4.5, gradient 0 [4.5, 5], activation 1 [5, 5.5];
+        //    stage 0 B0 [5.5, 7.5], stage 1 F1 [5.5, 6.5]
+        // 4: stage 1 B1 [6.5, 8.5]
+        // 5: they meet at 8.5, gradient 1 [8.5, 9]; stage 0 B1 [9, 11]
+        // With blocking sends stage 1 need not wait for stage 0 to take
+        // its gradient: 10.5.
+        let mut s = spec(
+            &[1.0, 1.0],
+            &[2.0, 2.0],
+            &[0.5],
+            &[0.5],
+            2,
+            Schedule::OneFOneB,
+        );
+        s.blocking_sends = true;
+        assert_eq!(makespan(&s), 10.5);
+        s.lockstep = true;
+        let sim = simulate(&s).unwrap();
+        assert_eq!(sim.timeline.iteration_s, 11.0);
+        let at = |stage: usize, m: usize, kind: EventKind| {
+            let e = sim
+                .timeline
+                .events
+                .iter()
+                .find(|e| e.stage == stage && e.micro_batch == Some(m) && e.kind == kind)
+                .unwrap();
+            (e.start_s, e.end_s)
+        };
+        assert_eq!(at(0, 1, EventKind::SendForward), (5.0, 5.5));
+        assert_eq!(at(0, 0, EventKind::SendBackward), (4.5, 5.0));
+        assert_eq!(at(1, 1, EventKind::Forward), (5.5, 6.5));
+        assert_eq!(at(0, 1, EventKind::Backward), (9.0, 11.0));
+        // Stage 0 is critical: 6 of compute; on its path every transfer
+        // (activations 0 and 1, gradients 0 and 1), 3 of waiting besides.
+        assert_eq!(sim.critical_stage, 0);
+        assert_eq!((sim.compute_s, sim.send_s, sim.bubble_s), (6.0, 2.0, 3.0));
+        // Lockstep is DeepSpeed's 1F1B only.
+        s.schedule = Schedule::GPipe;
+        assert!(simulate(&s).is_err());
+    }
+
     #[test]
     fn sends_on_one_link_queue() {
         let s = spec(
@@ -1085,6 +1263,36 @@ mod tests {
             let uniform = simulate(&spec(&vec![f[0]; pp], &vec![bw[0]; pp], &vec![0.0; pp - 1], &vec![0.0; pp - 1], b, Schedule::OneFOneB)).unwrap();
             let closed = (b + pp - 1) as f64 * (f[0] + bw[0]);
             prop_assert!((uniform.timeline.iteration_s - closed).abs() < 1e-9);
+            // Lockstep adds constraints to blocking sends (the receiver must
+            // be there, both transfers hold both stages), never removes one;
+            // without sends, uniform stages meet exactly when 1F1B has them
+            // meet.
+            let mut blocking = spec(&f, &bw, &sf, &sb, b, Schedule::OneFOneB);
+            blocking.blocking_sends = true;
+            let lock = IterationSpec { lockstep: true, ..blocking.clone() };
+            let (tb, sim) = (simulate(&blocking).unwrap().timeline.iteration_s, simulate(&lock).unwrap());
+            let tl = sim.timeline.iteration_s;
+            prop_assert!(tl >= tb - 1e-9, "lockstep {tl} < blocking {tb}");
+            let parts = sim.compute_s + sim.bubble_s + sim.send_s + sim.allreduce_s + sim.optimizer_s;
+            prop_assert!((parts - tl).abs() < 1e-9);
+            for j in 0..pp {
+                let mut ev: Vec<&Event> = sim.timeline.events.iter().filter(|e| e.stage == j && matches!(e.kind, EventKind::Forward | EventKind::Backward)).collect();
+                prop_assert_eq!(ev.len(), 2 * b);
+                ev.sort_by(|a, c| a.start_s.total_cmp(&c.start_s));
+                for w in ev.windows(2) {
+                    prop_assert!(w[1].start_s >= w[0].end_s - 1e-12);
+                }
+            }
+            let sends = (0..pp - 1).map(|c| sf[c] + sb[c]).sum::<f64>() * b as f64;
+            let mut zero = lock.clone();
+            zero.pipelines[0].forward_s = vec![f[0]; pp];
+            zero.pipelines[0].backward_s = vec![bw[0]; pp];
+            zero.pipelines[0].send_forward_s = vec![0.0; pp - 1];
+            zero.pipelines[0].send_backward_s = vec![0.0; pp - 1];
+            prop_assert!((simulate(&zero).unwrap().timeline.iteration_s - closed).abs() < 1e-9);
+            // ... and every transfer is one event.
+            let sent: f64 = sim.timeline.events.iter().filter(|e| matches!(e.kind, EventKind::SendForward | EventKind::SendBackward)).map(|e| e.end_s - e.start_s).sum();
+            prop_assert!((sent - sends).abs() < 1e-9);
             // Interleaved, v chunks of uniform time per device, B a multiple
             // of pp: the bubble shrinks to (pp - 1) chunk times.
             for v in 2..4 {

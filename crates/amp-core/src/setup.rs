@@ -353,6 +353,61 @@ impl FromStr for PipelineSend {
     }
 }
 
+/// How two neighbouring pipeline stages hand each other activations and
+/// gradients under 1F1B.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StageExchange {
+    /// A send leaves when its pass ends and holds its sender until it is
+    /// done; the receiver's pass waits for it (Megatron-LM's and
+    /// torchtitan's point-to-point calls; amp's default without an engine).
+    Blocking,
+    /// DeepSpeed's `TrainSchedule` (deepspeed/runtime/pipe/schedule.py):
+    /// the pipeline advances in steps, each stage alternating forward and
+    /// backward steps out of phase with its neighbours. Before its pass a
+    /// stage exchanges with one neighbour: a backward step receives its
+    /// gradient from the next stage, then sends the activation of the
+    /// forward just run; a forward step sends the gradient of the backward
+    /// just run to the previous stage, then receives its activation. Each
+    /// is a blocking NCCL call (`dist.send`/`recv`, or a two-rank
+    /// `broadcast` before torch 1.8) that waits for the neighbour's
+    /// matching call, so the two stages meet, and the gradient and
+    /// activation cross one after the other, not both ways at once.
+    Lockstep,
+}
+
+impl StageExchange {
+    /// How `engine` exchanges: DeepSpeed's pipeline engine in lockstep,
+    /// every other engine (and none) with blocking sends.
+    pub fn default_for(engine: Option<Engine>) -> StageExchange {
+        match engine {
+            Some(Engine::DeepSpeed) => StageExchange::Lockstep,
+            _ => StageExchange::Blocking,
+        }
+    }
+
+    /// The name in files and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            StageExchange::Blocking => "blocking",
+            StageExchange::Lockstep => "lockstep",
+        }
+    }
+}
+
+impl FromStr for StageExchange {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<StageExchange, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "blocking" => Ok(StageExchange::Blocking),
+            "lockstep" => Ok(StageExchange::Lockstep),
+            _ => Err(format!(
+                "unknown stage exchange `{s}`; choose blocking (Megatron-LM, torchtitan) or lockstep (DeepSpeed)"
+            )),
+        }
+    }
+}
+
 /// How the loss is computed from the logits: what sets the memory the loss
 /// holds beside the fp32 probabilities it keeps for its backward (4 bytes
 /// per logit, a stored activation of the vocabulary projection).
@@ -636,6 +691,10 @@ pub struct TrainingSetup {
     /// ([`TrainingSetup::optimizer_step`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub optimizer_step: Option<OptimizerStep>,
+    /// How neighbouring stages exchange under 1F1B, when set; else the
+    /// engine's ([`TrainingSetup::stage_exchange`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage_exchange: Option<StageExchange>,
 }
 
 impl Default for TrainingSetup {
@@ -651,6 +710,7 @@ impl Default for TrainingSetup {
             engine: None,
             cross_entropy: None,
             optimizer_step: None,
+            stage_exchange: None,
         }
     }
 }
@@ -670,13 +730,26 @@ impl TrainingSetup {
             .unwrap_or_else(|| OptimizerStep::default_for(self.engine))
     }
 
-    /// This setup as `engine` runs it: the engine named, and the residual
+    /// How neighbouring stages exchange: the way set, else the engine's
+    /// ([`StageExchange::default_for`]). Lockstep is DeepSpeed's 1F1B, so
+    /// other schedules exchange with blocking sends.
+    pub fn stage_exchange(&self) -> StageExchange {
+        if self.schedule != Schedule::OneFOneB {
+            return StageExchange::Blocking;
+        }
+        self.stage_exchange
+            .unwrap_or_else(|| StageExchange::default_for(self.engine))
+    }
+
+    /// This setup as `engine` runs it: the engine named, the residual
     /// stream in the activations' format, as every engine keeps it (a plan
-    /// priced as eager PyTorch's autocast, exported to an engine).
+    /// priced as eager PyTorch's autocast, exported to an engine), and the
+    /// engine's stage exchange.
     pub fn on_engine(&self, engine: Engine) -> TrainingSetup {
         let mut s = *self;
         s.engine = Some(engine);
         s.formats.residual_stream = None;
+        s.stage_exchange = None;
         s
     }
 
@@ -706,7 +779,30 @@ impl TrainingSetup {
                 ));
             }
         }
+        if self.stage_exchange == Some(StageExchange::Lockstep)
+            && self.schedule != Schedule::OneFOneB
+        {
+            return Err(AmpError::invalid(
+                at,
+                format!(
+                    "the lockstep stage exchange is DeepSpeed's 1F1B TrainSchedule, not {}; drop `stage_exchange` or use 1f1b",
+                    schedule_name(self.schedule)
+                ),
+            ));
+        }
         if let Some(engine) = self.engine {
+            if let Some(x) = self.stage_exchange {
+                if x != StageExchange::default_for(Some(engine)) {
+                    return Err(AmpError::invalid(
+                        at,
+                        format!(
+                            "{engine} exchanges between stages {}, not {}; drop `stage_exchange` or the engine",
+                            StageExchange::default_for(Some(engine)).name(),
+                            x.name()
+                        ),
+                    ));
+                }
+            }
             if self.formats.residual_stream.is_some() {
                 return Err(AmpError::invalid(
                     at,
@@ -837,6 +933,9 @@ impl TrainingSetup {
         if self.optimizer_step.is_some() {
             parts.push(format!("{} Adam", self.optimizer_step().name()));
         }
+        if let Some(x) = self.stage_exchange {
+            parts.push(format!("{} stage exchange", x.name()));
+        }
         if let Some(e) = self.engine {
             parts.push(format!("for {e}"));
         }
@@ -878,6 +977,46 @@ mod tests {
         assert!(text.contains("\"schedule\":\"interleaved:3\""), "{text}");
         let back: TrainingSetup = serde_json::from_str(&text).unwrap();
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn stage_exchange_follows_the_engine_and_the_schedule() {
+        let with = |engine, schedule, stage_exchange| TrainingSetup {
+            engine,
+            schedule,
+            stage_exchange,
+            ..TrainingSetup::default()
+        };
+        let lock = Some(StageExchange::Lockstep);
+        let one = Schedule::OneFOneB;
+        let ds = Some(Engine::DeepSpeed);
+        assert_eq!(
+            with(ds, one, None).stage_exchange(),
+            StageExchange::Lockstep
+        );
+        assert_eq!(
+            with(None, one, lock).stage_exchange(),
+            StageExchange::Lockstep
+        );
+        for e in [None, Some(Engine::Megatron), Some(Engine::Torchtitan)] {
+            assert_eq!(with(e, one, None).stage_exchange(), StageExchange::Blocking);
+        }
+        // Only 1F1B runs in lockstep; an engine exchanges its own way.
+        let il = Schedule::Interleaved { virtual_stages: 2 };
+        assert_eq!(
+            with(None, il, None).stage_exchange(),
+            StageExchange::Blocking
+        );
+        assert!(with(None, il, lock).check().is_err());
+        assert!(with(Some(Engine::Megatron), one, lock).check().is_err());
+        assert!(with(ds, one, Some(StageExchange::Blocking))
+            .check()
+            .is_err());
+        assert!(with(ds, one, lock).check().is_ok());
+        // Exported to an engine, the plan exchanges as that engine does.
+        let s = with(None, one, lock).on_engine(Engine::Megatron);
+        assert_eq!(s.stage_exchange(), StageExchange::Blocking);
+        assert!(s.check().is_ok());
     }
 
     #[test]

@@ -94,6 +94,11 @@ pub fn setup_candidates(base: &TrainingSetup, space: &SetupSpace) -> Vec<Trainin
                         sequence_parallel,
                         optimizer_sharding,
                         recompute,
+                        // Lockstep is DeepSpeed's 1F1B: the other schedules
+                        // run on engines that exchange their own way.
+                        stage_exchange: base
+                            .stage_exchange
+                            .filter(|_| schedule == Schedule::OneFOneB),
                         ..*base
                     };
                     if s.check().is_ok() && !out.contains(&s) {

@@ -38,7 +38,7 @@ use amp_core::refine::{
     best_split, for_each_split, local_search_split, refine_split, with_boundaries,
 };
 use amp_core::search::{divisors, plan_from_grid, search, PlacementSearch, SearchOptions};
-use amp_core::setup::TrainingSetup;
+use amp_core::setup::{StageExchange, TrainingSetup};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 
@@ -278,13 +278,15 @@ proptest! {
     /// The layout estimator's lower bound (what the uneven per-type search
     /// leaves unsimulated by) is never above the simulated time, on every
     /// split of every plan, with the micro-batches dealt evenly and one
-    /// moved between replicas, sends blocking or not, the all-reduce
-    /// overlapped or not; and it is there exactly when the plan fits.
+    /// moved between replicas, sends blocking or not, in lockstep or not,
+    /// the all-reduce overlapped or not; and it is there exactly when the
+    /// plan fits.
     #[test]
     fn lower_bound_is_below_the_simulated_time(
         i in small_instance(),
         blocking in any::<bool>(),
         overlap in any::<bool>(),
+        lockstep in any::<bool>(),
     ) {
         let model = DeviceModel::new(DeviceOptions {
             blocking_sends: blocking,
@@ -294,6 +296,7 @@ proptest! {
         for (plan, _) in &partitioner_plans(&i) {
             let mut plan = plan.clone();
             plan.setup.overlap_grad_reduce = overlap;
+            plan.setup.stage_exchange = lockstep.then_some(StageExchange::Lockstep);
             let mut variants = vec![plan.clone()];
             let dp = plan.stages[0].replicas.len();
             if dp > 1 && plan.num_micro_batches > 1 {

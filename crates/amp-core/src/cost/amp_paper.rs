@@ -36,7 +36,7 @@ use crate::model::{LayerKind, Model, ParamTable};
 use crate::partition::{pipeline_latency, uniform_split};
 use crate::plan::Plan;
 use crate::profile::Profile;
-use crate::setup::{CrossEntropy, Engine, OptimizerStep, Precision, TrainingSetup};
+use crate::setup::{CrossEntropy, Engine, OptimizerStep, Precision, StageExchange, TrainingSetup};
 
 /// The artifact counts every tensor as 4-byte elements.
 const BYTES_PER_ELEMENT: f64 = 4.0;
@@ -362,6 +362,9 @@ pub fn artifact_setup() -> TrainingSetup {
         // apex's (or DeepSpeed's) fused Adam.
         cross_entropy: Some(CrossEntropy::Megatron),
         optimizer_step: Some(OptimizerStep::Fused),
+        // DeepSpeed's pipeline engine (0.3, the artifact's) runs its
+        // TrainSchedule, two-rank broadcasts as its sends.
+        stage_exchange: Some(StageExchange::Lockstep),
         ..TrainingSetup::default()
     }
 }
@@ -374,6 +377,8 @@ fn check_setup(setup: &TrainingSetup) -> Result<()> {
         engine: None,
         cross_entropy: artifact.cross_entropy,
         optimizer_step: artifact.optimizer_step,
+        // The equations price no exchange.
+        stage_exchange: artifact.stage_exchange,
         ..*setup
     };
     if plain != artifact {

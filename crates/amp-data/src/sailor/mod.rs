@@ -18,7 +18,7 @@ use serde_json::Value;
 use amp_core::error::{AmpError, Result};
 use amp_core::model::{Layer, LayerKind, Model, TransformerShape};
 use amp_core::profile::{Profile, ProfileEntry};
-use amp_core::setup::{Engine, NumberFormats, OptimizerStep, Precision};
+use amp_core::setup::{Engine, NumberFormats, OptimizerStep, Precision, StageExchange};
 
 mod export;
 mod hardware;
@@ -169,6 +169,9 @@ pub fn training_setup(precision: Option<Precision>) -> amp_core::setup::Training
         cross_entropy: Some(Engine::DeepSpeed.default_cross_entropy()),
         // DeepSpeed's FusedAdam.
         optimizer_step: Some(OptimizerStep::Fused),
+        // Sailor's fork of DeepSpeed's pipeline engine runs its
+        // TrainSchedule with blocking `dist.send`/`recv`.
+        stage_exchange: Some(StageExchange::Lockstep),
         ..Default::default()
     }
 }

@@ -91,7 +91,10 @@
 //!   ([`DeviceOptions::blocking_sends`]): DeepSpeed's send instructions and
 //!   Megatron-LM's point-to-point calls wait for completion before the next
 //!   pass. (Mean error: AMP 4.9 % blocking vs 4.5 % not; Sailor GH200
-//!   8.4 % vs 9.3 %, with 2-byte elements.)
+//!   8.4 % vs 9.3 %, with 2-byte elements.) Under DeepSpeed
+//!   ([`crate::setup::StageExchange::Lockstep`], the given sets' engine)
+//!   neighbouring stages also meet before each exchange and send one
+//!   direction at a time ([`crate::schedule::simulate`]).
 //! - **Element sizes** of activations, activation gradients and
 //!   data-parallel gradients: the setup's number formats (`sends`,
 //!   `gradients`); a profile measured in another format is refused
@@ -125,7 +128,7 @@ use crate::model::LayerKind;
 use crate::placement::DeviceGrid;
 use crate::plan::Plan;
 use crate::schedule::{simulate, IterationSpec, PipelineTimes, Simulation, Timeline};
-use crate::setup::{OptimizerSharding, PipelineSend, TrainingSetup};
+use crate::setup::{OptimizerSharding, PipelineSend, StageExchange, TrainingSetup};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -413,6 +416,7 @@ impl DeviceModel {
             overlap_allreduce: setup.overlap_grad_reduce,
             allreduce_tail_fraction: tail,
             blocking_sends: self.options.blocking_sends,
+            lockstep: setup.stage_exchange() == StageExchange::Lockstep,
         };
         let mut sim = simulate(&spec)?;
         for e in &mut sim.timeline.events {
@@ -490,8 +494,9 @@ impl DeviceModel {
     /// first pass waits for a micro-batch's forwards and sends through the
     /// stages before it, so the last backward of stage j on replica r (the
     /// last pass of any schedule) ends no earlier than those plus all of
-    /// j's `m_r` forwards and backwards, and with blocking sends all its
-    /// sends but that backward's own. Stage 0's last backward ends no
+    /// j's `m_r` forwards and backwards, with blocking sends all its
+    /// sends but that backward's own, and in lockstep what it receives
+    /// too. Stage 0's last backward ends no
     /// earlier than that plus the sends and backwards back through stages
     /// j-1..0. Each stage then adds its optimizer step, and its all-reduce
     /// when not overlapped. Links shared by sends only add to this.
@@ -509,7 +514,11 @@ impl DeviceModel {
         let chunks: Vec<Vec<Range<usize>>> = (0..pp).map(|j| plan.rank_layers(j)).collect();
         let (chunk_costs, _) = self.pass_times(plan, compute, &chunks);
         let (sends, back) = self.send_times(inputs, plan, net, &chunks);
-        let blocking = if self.options.blocking_sends {
+        // In lockstep a stage also holds every transfer it receives: before
+        // its last backward, all b gradients from the next stage and the
+        // activations after the first from the previous one.
+        let lockstep = plan.setup.stage_exchange() == StageExchange::Lockstep;
+        let blocking = if self.options.blocking_sends || lockstep {
             1.0
         } else {
             0.0
@@ -524,7 +533,16 @@ impl DeviceModel {
             for (j, &(f, b)) in cc.iter().enumerate() {
                 let send_f = sends.get(j).copied().unwrap_or(0.0);
                 let send_b = if j > 0 { back[j - 1] } else { 0.0 };
-                let busy = before_f + m * (f + b) + blocking * (m * send_f + (m - 1.0) * send_b);
+                let received = if lockstep {
+                    m * back.get(j).copied().unwrap_or(0.0)
+                        + if j > 0 { (m - 1.0) * sends[j - 1] } else { 0.0 }
+                } else {
+                    0.0
+                };
+                let busy = before_f
+                    + m * (f + b)
+                    + blocking * (m * send_f + (m - 1.0) * send_b)
+                    + received;
                 last[j] = last[j].max(busy);
                 last[0] = last[0].max(busy + before_b);
                 before_f += f + send_f;
