@@ -69,6 +69,7 @@ _INPUT_KEYS = frozenset(
         "sailor_data",
         "calibration",
         "attention",
+        "gelu",
     }
 )
 

@@ -290,6 +290,15 @@ def test_the_attention_kernel_carries_to_evaluate():
     assert amp.evaluate(best).iteration_s == best.predicted_iteration_s
 
 
+def test_the_gelu_kernel_carries_to_evaluate():
+    kw = dict(model="gpt2", cluster="1x1xH200", global_batch=12, seq=1024)
+    composite = amp.plan(**kw).plans[0]
+    fused = amp.plan(gelu="fused", **kw).plans[0]
+    assert fused.predicted_iteration_s < composite.predicted_iteration_s
+    # evaluate() rebuilds the model with the plan's GeLU kernel.
+    assert amp.evaluate(fused).iteration_s == fused.predicted_iteration_s
+
+
 def test_the_loss_and_adam_kernels_carry_to_evaluate():
     """cross_entropy= and optimizer_step= become flags, and the plan's JSON
     carries them to evaluate(): the same time and memory again."""

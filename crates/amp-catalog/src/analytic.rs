@@ -135,6 +135,10 @@ pub struct Constants {
     pub eager_rmsnorm_passes: f64,
     pub eager_rope_ops_per_tensor: f64,
     pub eager_rope_passes: f64,
+    pub eager_gelu_new_ops: f64,
+    pub eager_gelu_new_passes: f64,
+    pub eager_gelu_new_autocast_ops: f64,
+    pub eager_gelu_new_autocast_passes: [f64; 2],
 }
 
 impl Constants {
@@ -447,8 +451,21 @@ pub fn layer_estimate(
                     m.gemm(&mut gm, tok, f, d.h, 1.0, &[]);
                 }
                 None => {
+                    let inner = tok * d.ffn / t;
                     m.gemm(&mut gm, tok, d.h, d.ffn / t, 1.0, &[]);
-                    m.stream(&mut st, 2.0 * tok * d.ffn / t * e, 1.0);
+                    if eager.is_some_and(|a| a.activation == Activation::GeluNew) {
+                        // Hugging Face's NewGELUActivation, kernel by
+                        // kernel; under autocast mostly in fp32.
+                        let (passes, ops) = if autocast {
+                            let [half, fp32] = c.eager_gelu_new_autocast_passes;
+                            (half * e + fp32 * 4.0, c.eager_gelu_new_autocast_ops)
+                        } else {
+                            (c.eager_gelu_new_passes * e, c.eager_gelu_new_ops)
+                        };
+                        m.stream(&mut st, passes * inner, ops);
+                    } else {
+                        m.stream(&mut st, 2.0 * inner * e, 1.0);
+                    }
                     m.gemm(&mut gm, tok, d.ffn / t, d.h, 1.0, &[]);
                 }
             }
@@ -993,6 +1010,59 @@ mod tests {
             layer_estimate(&m, 1, gpu, 8, 1, &megatron, &c),
             layer_estimate(&plain, 1, gpu, 8, 1, &megatron, &c)
         );
+    }
+
+    #[test]
+    fn gpt2s_gelu_new_runs_as_written_without_an_engine() {
+        // GPT-2 XL, 4 samples of 1024 tokens, one block on an H200: GPU-bound.
+        // Without an engine Hugging Face's `gelu_new` runs kernel by kernel:
+        // under bf16 autocast 10 kernels moving 6 16-bit and 16 fp32 copies
+        // of the inner tensor (s f elements per sample) where a fused GeLU
+        // moves 2 16-bit ones; backward moves twice the streamed bytes and
+        // runs two kernels per forward kernel. In fp32, 8 kernels and 18
+        // copies. An engine fuses it: the same block as with a fused GeLU.
+        let composite = zoo_model("gpt2-xl", None).unwrap();
+        let mut arch = crate::zoo_arch("gpt2-xl").unwrap();
+        arch.apply(
+            crate::Kernels {
+                fused_attention: None,
+                gelu_new: Some(false),
+            },
+            "test",
+        )
+        .unwrap();
+        let fused = arch.build(None).unwrap();
+        let cat = Catalog::builtin();
+        let gpu = cat.gpu("H200").unwrap();
+        let c = Constants::builtin();
+        let shape = composite.shape.as_ref().unwrap();
+        let inner = 4.0 * (shape.seq_len * 4 * shape.hidden) as f64;
+        let bw = gpu.memory_bytes_per_s() * c.memory_efficiency;
+        for (precision, extra_bytes) in [
+            (Precision::Bf16, 6.0 * 2.0 + 16.0 * 4.0 - 2.0 * 2.0),
+            (Precision::Fp32, 18.0 * 4.0 - 2.0 * 4.0),
+        ] {
+            let opts = AnalyticOptions {
+                precision,
+                ..AnalyticOptions::default()
+            };
+            let a = layer_estimate(&composite, 1, gpu, 1, 4, &opts, &c);
+            let b = layer_estimate(&fused, 1, gpu, 1, 4, &opts, &c);
+            let fwd = extra_bytes * inner / bw;
+            assert!(
+                ((a.forward_s - b.forward_s) / fwd - 1.0).abs() < 1e-9,
+                "{precision}"
+            );
+            assert!(((a.backward_s - b.backward_s) / (2.0 * fwd) - 1.0).abs() < 1e-9);
+            let megatron = AnalyticOptions {
+                engine: Some(Engine::Megatron),
+                ..opts
+            };
+            assert_eq!(
+                layer_estimate(&composite, 1, gpu, 1, 4, &megatron, &c),
+                layer_estimate(&fused, 1, gpu, 1, 4, &megatron, &c)
+            );
+        }
     }
 
     #[test]

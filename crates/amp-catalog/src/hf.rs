@@ -21,7 +21,7 @@ pub fn model_from_hf_config(
     origin: &str,
     seq_len: Option<u64>,
 ) -> Result<Model, CatalogError> {
-    model_from_hf_config_with(json, origin, seq_len, None)
+    model_from_hf_config_with(json, origin, seq_len, crate::Kernels::default())
 }
 
 /// [`model_from_hf_config`] with the attention kernel chosen:
@@ -31,12 +31,10 @@ pub fn model_from_hf_config_with(
     json: &str,
     origin: &str,
     seq_len: Option<u64>,
-    fused_attention: Option<bool>,
+    kernels: crate::Kernels,
 ) -> Result<Model, CatalogError> {
     let mut arch = arch_from_hf_config(json, origin)?;
-    if let Some(f) = fused_attention {
-        arch.flash_attention = f;
-    }
+    arch.apply(kernels, origin)?;
     arch.build(seq_len).map_err(|e| match e {
         CatalogError::Invalid { location, message } => CatalogError::Invalid {
             location: format!("{origin}: {location}"),
@@ -182,6 +180,7 @@ pub fn arch_from_hf_config(json: &str, origin: &str) -> Result<Arch, CatalogErro
                 positions,
             );
             a.ffn = cfg.u("n_inner")?.unwrap_or(4 * h);
+            a.gelu_new = gelu_new(&cfg);
             a.tied = cfg.b("tie_word_embeddings", true)?;
             a.norm_eps = cfg.f("layer_norm_epsilon")?.unwrap_or(1e-5);
             check_heads(&cfg, h, heads)?;
@@ -238,6 +237,7 @@ pub fn arch_from_hf_config(json: &str, origin: &str) -> Result<Arch, CatalogErro
             // Hugging Face's GPT-Neo has no SDPA path: eager attention.
             a.flash_attention = false;
             a.model_type = "gpt_neo".into();
+            a.gelu_new = gelu_new(&cfg);
             a.norm_eps = cfg.f("layer_norm_epsilon")?.unwrap_or(1e-5);
             a.tied = cfg.b("tie_word_embeddings", true)?;
             check_heads(&cfg, h, heads)?;
@@ -316,6 +316,13 @@ pub fn arch_from_hf_config(json: &str, origin: &str) -> Result<Arch, CatalogErro
         };
     }
     Ok(arch)
+}
+
+/// Whether a GPT-2 or GPT-Neo config's MLP runs Hugging Face's composite
+/// `NewGELUActivation` (`gelu_new`, both models' default); any other name
+/// (`gelu`, `gelu_pytorch_tanh`, ...) maps to one fused PyTorch kernel.
+fn gelu_new(cfg: &Cfg) -> bool {
+    cfg.s("activation_function").unwrap_or("gelu_new") == "gelu_new"
 }
 
 fn check_heads(cfg: &Cfg, h: u64, heads: u64) -> Result<(), CatalogError> {

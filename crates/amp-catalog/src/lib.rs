@@ -27,6 +27,18 @@ pub use hardware::{catalog, Catalog, Gpu, Instance, Link};
 pub use hf::{model_from_hf_config, model_from_hf_config_with};
 pub use zoo::{zoo_arch, zoo_model, ZOO_NAMES};
 
+/// Kernels a zoo model or Hugging Face config can be built to train with,
+/// where they differ from what its family's code runs by default (`None`:
+/// the default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Kernels {
+    /// Fused (flash) attention, or scores materialised.
+    pub fused_attention: Option<bool>,
+    /// Hugging Face's composite `gelu_new`, or one fused GeLU kernel (GeLU
+    /// MLPs only).
+    pub gelu_new: Option<bool>,
+}
+
 /// Errors of the catalog: every one says what was wrong and how to fix it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CatalogError {

@@ -85,6 +85,10 @@ pub struct Arch {
     pub model_type: String,
     /// ReLU instead of GeLU in an ungated MLP (OPT).
     pub relu: bool,
+    /// GeLU written out as Hugging Face's `NewGELUActivation`
+    /// (`activation_function = "gelu_new"`: GPT-2, GPT-Neo), not a fused
+    /// kernel.
+    pub gelu_new: bool,
     /// Epsilon of the normalisation layers.
     pub norm_eps: f64,
     /// Rotary base; `None` when positions are learned (`positions > 0`) or
@@ -128,6 +132,7 @@ impl Arch {
             default_seq: seq,
             model_type: "gpt2".into(),
             relu: false,
+            gelu_new: false,
             norm_eps: 1e-5,
             rope_theta: None,
         }
@@ -170,9 +175,32 @@ impl Arch {
             default_seq: seq,
             model_type: "llama".into(),
             relu: false,
+            gelu_new: false,
             norm_eps: 1e-5,
             rope_theta: Some(10_000.0),
         }
+    }
+
+    /// The same model trained with other kernels: `kernels`' attention
+    /// and GeLU where given. A GeLU kernel for an MLP without GeLU is
+    /// refused, naming `at`.
+    pub fn apply(&mut self, kernels: crate::Kernels, at: &str) -> Result<(), CatalogError> {
+        if let Some(f) = kernels.fused_attention {
+            self.flash_attention = f;
+        }
+        if let Some(g) = kernels.gelu_new {
+            if self.gated || self.relu {
+                return Err(CatalogError::Invalid {
+                    location: at.to_string(),
+                    message: format!(
+                        "its MLP is {}, not GeLU, so a GeLU kernel does not apply; drop --gelu",
+                        if self.gated { "gated (SwiGLU)" } else { "ReLU" }
+                    ),
+                });
+            }
+            self.gelu_new = g;
+        }
+        Ok(())
     }
 
     fn check(&self) -> Result<(), CatalogError> {
@@ -323,6 +351,8 @@ impl Arch {
                 Activation::Swiglu
             } else if self.relu {
                 Activation::Relu
+            } else if self.gelu_new {
+                Activation::GeluNew
             } else {
                 Activation::Gelu
             },
@@ -591,17 +621,24 @@ fn opt(name: &str, hidden: u64, layers: u64, heads: u64) -> Arch {
 pub fn zoo_arch(name: &str) -> Option<Arch> {
     let n = normalize(name);
     let find = |canon: &str| normalize(canon) == n;
+    // OpenAI's GPT-2 as Hugging Face's GPT2LMHeadModel runs it: GeLU as
+    // `gelu_new` (its config's `activation_function`).
+    let gpt2 = |name: &str, hidden: u64, layers: u64, heads: u64| {
+        let mut a = Arch::gpt(name, hidden, layers, heads, 50257, 1024, 1024);
+        a.gelu_new = true;
+        Some(a)
+    };
     if find("gpt2") || find("gpt2-small") || find("gpt2-124m") {
-        return Some(Arch::gpt("gpt2", 768, 12, 12, 50257, 1024, 1024));
+        return gpt2("gpt2", 768, 12, 12);
     }
     if find("gpt2-medium") || find("gpt2-355m") {
-        return Some(Arch::gpt("gpt2-medium", 1024, 24, 16, 50257, 1024, 1024));
+        return gpt2("gpt2-medium", 1024, 24, 16);
     }
     if find("gpt2-large") || find("gpt2-774m") {
-        return Some(Arch::gpt("gpt2-large", 1280, 36, 20, 50257, 1024, 1024));
+        return gpt2("gpt2-large", 1280, 36, 20);
     }
     if find("gpt2-xl") || find("gpt2-1.5b") {
-        return Some(Arch::gpt("gpt2-xl", 1600, 48, 25, 50257, 1024, 1024));
+        return gpt2("gpt2-xl", 1600, 48, 25);
     }
     for &(row, heads, h, l) in MEGATRON_TABLE1 {
         if find(row) {
@@ -632,6 +669,7 @@ pub fn zoo_arch(name: &str) -> Option<Arch> {
         a.qkv_bias = false;
         a.flash_attention = false;
         a.model_type = "gpt_neo".into();
+        a.gelu_new = true;
         return Some(a);
     }
     if find("bert-large") || find("bert-large-uncased") {

@@ -41,6 +41,14 @@ pub struct InputArgs {
     /// artifact's layer lists).
     #[arg(long, value_enum, conflicts_with = "example")]
     pub attention: Option<AttentionArg>,
+    /// GeLU kernel of a GeLU MLP, for zoo models and Hugging Face configs,
+    /// priced where no engine fuses it: fused (one kernel: PyTorch's
+    /// F.gelu, `gelu_pytorch_tanh`) or composite (Hugging Face's `gelu_new`
+    /// written out: eight kernels, mostly fp32 under autocast). Default:
+    /// the config's `activation_function` (composite for GPT-2 and GPT-Neo,
+    /// whose default is `gelu_new`; fused otherwise).
+    #[arg(long, value_enum, conflicts_with = "example")]
+    pub gelu: Option<GeluArg>,
     /// Cluster: shorthand (4xp3.8xlarge+1xg4dn.12xlarge,
     /// 2x8xH100+4x8xA100-80GB@100Gbps), a built-in name (homogeneous,
     /// het-cluster, het-model) or a TOML/JSON file of nodes.
@@ -100,6 +108,14 @@ pub enum AttentionArg {
     Fused,
     /// Scores materialised (two batched GEMMs, softmax, dropout).
     Explicit,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GeluArg {
+    /// One fused kernel.
+    Fused,
+    /// Hugging Face's `gelu_new`, kernel by kernel.
+    Composite,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,10 +229,15 @@ impl InputArgs {
         // usage error.
         self.calibration()?;
         if let Some(dir) = &self.sailor_data {
-            if self.attention.is_some() {
-                bail!(
-                    "--attention does not apply with --sailor-data: Sailor's llm_info.json gives the activation sizes of its runs; drop --attention"
-                );
+            for (given, flag) in [
+                (self.attention.is_some(), "--attention"),
+                (self.gelu.is_some(), "--gelu"),
+            ] {
+                if given {
+                    bail!(
+                        "{flag} does not apply with --sailor-data: Sailor's llm_info.json and profiles give the sizes and times of its runs; drop {flag}"
+                    );
+                }
             }
             return self.load_sailor_scenario(dir);
         }
@@ -240,7 +261,10 @@ impl InputArgs {
         let model = load_model(
             self.model.as_deref().unwrap_or_default(),
             self.seq,
-            self.attention.map(|a| a == AttentionArg::Fused),
+            amp_catalog::Kernels {
+                fused_attention: self.attention.map(|a| a == AttentionArg::Fused),
+                gelu_new: self.gelu.map(|g| g == GeluArg::Composite),
+            },
         )?;
         let mut cluster = load_cluster(self.cluster.as_deref().unwrap_or_default())?;
         // A cluster file may leave GPU memory out: take it from the catalog
@@ -587,16 +611,21 @@ fn extension(path: &Path) -> String {
 }
 
 /// The model `spec` names (a file or a zoo name) at sequence `seq`; with
-/// `fused_attention`, a zoo model or Hugging Face config built with that
-/// attention (a layer list fixes its own and is refused).
-pub fn load_model(spec: &str, seq: Option<u64>, fused_attention: Option<bool>) -> Result<Model> {
+/// `kernels`, a zoo model or Hugging Face config built with that attention
+/// or GeLU (a layer list fixes its own and is refused).
+pub fn load_model(spec: &str, seq: Option<u64>, kernels: amp_catalog::Kernels) -> Result<Model> {
     let refuse_layer_list = |what: &str| -> Result<()> {
-        match fused_attention {
-            Some(_) => bail!(
+        if kernels.fused_attention.is_some() {
+            bail!(
                 "--attention applies to zoo models and Hugging Face configs; {what} is a layer list whose activation sizes fix its attention (set `architecture.flash_attention` and the stored activations in the file instead), so drop --attention"
-            ),
-            None => Ok(()),
+            );
         }
+        if kernels.gelu_new.is_some() {
+            bail!(
+                "--gelu applies to zoo models and Hugging Face configs; {what} is a layer list whose times and activation sizes fix its kernels, so drop --gelu"
+            );
+        }
+        Ok(())
     };
     let path = Path::new(spec);
     if path.is_file() {
@@ -613,7 +642,7 @@ pub fn load_model(spec: &str, seq: Option<u64>, fused_attention: Option<bool>) -
                 refuse_layer_list(&format!("`{origin}`"))?;
                 Model::from_json_str(&text, &origin)?
             }
-            "json" => amp_catalog::model_from_hf_config_with(&text, &origin, seq, fused_attention)?,
+            "json" => amp_catalog::model_from_hf_config_with(&text, &origin, seq, kernels)?,
             other => bail!(
                 "{origin}: unknown model file type `.{other}`; use a .toml or .json layer list"
             ),
@@ -646,9 +675,11 @@ pub fn load_model(spec: &str, seq: Option<u64>, fused_attention: Option<bool>) -
             );
         }
     }
-    if let (Some(fused), Some(mut arch)) = (fused_attention, amp_catalog::zoo_arch(spec)) {
-        arch.flash_attention = fused;
-        return Ok(arch.build(seq)?);
+    if kernels != amp_catalog::Kernels::default() {
+        if let Some(mut arch) = amp_catalog::zoo_arch(spec) {
+            arch.apply(kernels, &format!("model `{spec}`"))?;
+            return Ok(arch.build(seq)?);
+        }
     }
     let model = amp_catalog::zoo_model(spec, seq)
         .map_err(|e| anyhow!("{e} (or give a model file: no file `{spec}` exists)"))?;

@@ -1091,7 +1091,7 @@ fn uneven_plans_round_trip_through_eval() {
 /// micro-batch 12, analytic times; and Megatron-LM, which pads 50257 itself.
 #[test]
 fn an_odd_vocabulary_costs_what_the_readme_says() {
-    let best = |vocab: u64, gpu: &str, engine: Option<&str>| {
+    let best = |vocab: u64, gpu: &str, engine: Option<&str>, gelu: &str| {
         let config = tmp(
             &format!("gpt2-{vocab}.json"),
             &format!(
@@ -1110,6 +1110,8 @@ fn an_odd_vocabulary_costs_what_the_readme_says() {
             "--global-batch",
             "12",
             "--json",
+            "--gelu",
+            gelu,
         ];
         if let Some(e) = engine {
             args.extend(["--engine", e]);
@@ -1117,14 +1119,22 @@ fn an_odd_vocabulary_costs_what_the_readme_says() {
         let v = amp_json(&args);
         v["plans"][0]["predicted_iteration_s"].as_f64().unwrap()
     };
-    for (gpu, odd, even) in [("A100-40GB", 0.1108, 0.1055), ("H200", 0.0394, 0.0350)] {
-        let (o, e) = (best(50257, gpu, None), best(50304, gpu, None));
-        assert!((o - odd).abs() < 5e-5, "{gpu} 50257: {o}");
-        assert!((e - even).abs() < 5e-5, "{gpu} 50304: {e}");
+    // The config's `gelu_new` as Hugging Face runs it, and fused.
+    for (gpu, gelu, odd, even) in [
+        ("A100-40GB", "composite", 0.1894, 0.1841),
+        ("A100-40GB", "fused", 0.1108, 0.1055),
+        ("H200", "composite", 0.0649, 0.0605),
+        ("H200", "fused", 0.0394, 0.0350),
+    ] {
+        let (o, e) = (best(50257, gpu, None, gelu), best(50304, gpu, None, gelu));
+        assert!((o - odd).abs() < 5e-5, "{gpu} {gelu} 50257: {o}");
+        assert!((e - even).abs() < 5e-5, "{gpu} {gelu} 50304: {e}");
     }
-    // Megatron-LM pads the vocabulary and runs a fused Adam.
-    let megatron = best(50257, "H200", Some("megatron"));
-    assert!((megatron - 0.0305).abs() < 5e-5, "{megatron}");
+    // Megatron-LM pads the vocabulary, fuses GeLU and runs a fused Adam.
+    for gelu in ["composite", "fused"] {
+        let megatron = best(50257, "H200", Some("megatron"), gelu);
+        assert!((megatron - 0.0305).abs() < 5e-5, "{megatron}");
+    }
 }
 
 /// `--attention` rebuilds a zoo model with the attention kernel asked for:
@@ -1212,8 +1222,14 @@ fn attention_flag_changes_the_stored_scores_and_the_kernel() {
         "{}",
         stderr(&o)
     );
-    // The README's example: GPT-2 medium on eight A100-40GB.
-    for (attention, readme_s) in [("explicit", 0.3071), ("fused", 0.1885)] {
+    // The README's example: GPT-2 medium on eight A100-40GB, with its
+    // `gelu_new` as Hugging Face runs it and fused.
+    for (attention, gelu, readme_s) in [
+        ("explicit", "composite", 0.4545),
+        ("fused", "composite", 0.3283),
+        ("explicit", "fused", 0.3071),
+        ("fused", "fused", 0.1885),
+    ] {
         let v = amp_json(&[
             "plan",
             "--model",
@@ -1226,10 +1242,12 @@ fn attention_flag_changes_the_stored_scores_and_the_kernel() {
             "64",
             "--attention",
             attention,
+            "--gelu",
+            gelu,
             "--json",
         ]);
         let t = v["plans"][0]["predicted_iteration_s"].as_f64().unwrap();
-        assert!((t - readme_s).abs() < 5e-5, "{attention}: {t}");
+        assert!((t - readme_s).abs() < 5e-5, "{attention} {gelu}: {t}");
     }
 }
 
@@ -1271,7 +1289,7 @@ fn the_loss_and_adam_kernels_cost_what_the_readme_says() {
     };
     let megatron_loss = ["--cross-entropy", "megatron"];
     for (model, seq, batch, pytorch_gb, megatron_gb) in [
-        (&gpt2, "1024", "12", 17.27, 13.56),
+        (&gpt2, "1024", "12", 23.61, 19.90),
         (&llama, "2048", "8", 74.20, 61.59),
     ] {
         let (_, p) = best(model, seq, batch, &[]);
@@ -1582,5 +1600,90 @@ fn lockstep_exchange_prices_pipelines_as_deepspeed_runs_them() {
             "rendezvous",
         ],
         &["unknown stage exchange `rendezvous`", "lockstep"],
+    );
+}
+
+/// GPT-2's `gelu_new` as Hugging Face's code runs it without an engine:
+/// the same iteration as a fused GeLU plus its kernels, and 14 more bytes
+/// per element of the MLP's inner tensor held for the backward (an fp32
+/// copy of x for `pow`, the fp32 tanh output and `1 + tanh`, and `0.5 x`);
+/// `--gelu` picks the kernel, a config's `activation_function` sets the
+/// default, and an MLP without GeLU refuses the flag.
+#[test]
+fn gelu_new_is_priced_as_hugging_face_runs_it() {
+    let config = |act: &str| {
+        tmp(
+            &format!("gpt2-{act}.json"),
+            &format!(
+                r#"{{"model_type":"gpt2","n_embd":768,"n_layer":12,"n_head":12,"n_positions":1024,"vocab_size":50257,"activation_function":"{act}"}}"#
+            ),
+        )
+    };
+    let best = |model: &str, extra: &[&str]| {
+        let mut args = vec![
+            "plan",
+            "--model",
+            model,
+            "--seq",
+            "1024",
+            "--cluster",
+            "1x1xH200",
+            "--global-batch",
+            "12",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let v = amp_json(&args);
+        let p = &v["plans"][0];
+        (
+            p["predicted_iteration_s"].as_f64().unwrap(),
+            p["memory"][0]["peak_bytes"].as_f64().unwrap(),
+        )
+    };
+    let (new, tanh) = (config("gelu_new"), config("gelu_pytorch_tanh"));
+    let (tc, mc) = best(new.to_str().unwrap(), &[]);
+    let (tf, mf) = best(tanh.to_str().unwrap(), &[]);
+    // The zoo's GPT-2 is Hugging Face's: gelu_new.
+    let (tz, mz) = best("gpt2", &[]);
+    assert_eq!((tz, mz), (tc, mc));
+    let (tg, mg) = best(new.to_str().unwrap(), &["--gelu", "fused"]);
+    assert_eq!((tg, mg), (tf, mf));
+    // 12 blocks, 12 samples of 1024 tokens, an inner width of 3072.
+    let extra = 12.0 * 12.0 * 1024.0 * 3072.0 * 14.0;
+    assert!(((mc - mf) / extra - 1.0).abs() < 1e-9, "{mc} {mf}");
+    assert!(tc > 1.5 * tf, "{tc} {tf}");
+    // An engine fuses it.
+    let engine = |model: &str| best(model, &["--engine", "megatron"]).0;
+    assert_eq!(
+        engine(new.to_str().unwrap()),
+        engine(tanh.to_str().unwrap())
+    );
+    assert_fails_with(
+        &[
+            "plan",
+            "--model",
+            "llama3-8b",
+            "--cluster",
+            "1x8xH100",
+            "--global-batch",
+            "8",
+            "--gelu",
+            "fused",
+        ],
+        &["gated (SwiGLU), not GeLU", "drop --gelu"],
+    );
+    assert_fails_with(
+        &[
+            "plan",
+            "--model",
+            "gpt2-amp",
+            "--cluster",
+            "1x1xH200",
+            "--global-batch",
+            "8",
+            "--gelu",
+            "fused",
+        ],
+        &["layer list", "drop --gelu"],
     );
 }

@@ -332,6 +332,30 @@ fn norm_extra_bytes(
     }
 }
 
+/// What Hugging Face's composite GeLU (`gelu_new`,
+/// [`crate::model::Activation::GeluNew`]) keeps for its backward beyond a
+/// fused GeLU's input, bytes per sample on one rank, without an engine (an
+/// engine fuses it). Per element of the MLP's inner tensor (`s f / tp`):
+/// the tanh output, the `1 + tanh` factor and `0.5 x` (a multiply keeps
+/// both operands), each in the activations' width; under autocast `pow`
+/// runs in fp32, so it also keeps an fp32 copy of x, and the tanh output
+/// and the factor are fp32: 12 bytes plus one 16-bit element.
+fn gelu_new_extra_bytes(model: &Model, tp: f64, setup: &TrainingSetup) -> f64 {
+    let composite = model
+        .architecture()
+        .filter(|a| a.activation == crate::model::Activation::GeluNew);
+    let (Some(a), Some((s, _, _)), None) = (composite, shape_sha(model), setup.engine) else {
+        return 0.0;
+    };
+    let e = activation_bytes(setup);
+    let per_elem = if setup.formats.compute.is_half() {
+        12.0 + e
+    } else {
+        3.0 * e
+    };
+    s * a.ffn_hidden as f64 / tp * per_elem
+}
+
 /// Bytes of activations layer `layer` keeps per sample on one rank of a
 /// tensor-parallel group of degree `tp`, until its backward.
 pub(crate) fn stored_activation_bytes_per_sample(
@@ -353,7 +377,7 @@ pub(crate) fn stored_activation_bytes_per_sample(
         };
     }
     let norm_extra = if block {
-        norm_extra_bytes(model, l, t, setup)
+        norm_extra_bytes(model, l, t, setup) + gelu_new_extra_bytes(model, t, setup)
     } else {
         0.0
     };

@@ -84,8 +84,16 @@ pub struct TransformerShape {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Activation {
-    /// Two weight matrices, GeLU between (GPT-2, GPT-3, GPT-Neo, BERT, ViT).
+    /// Two weight matrices, GeLU between (GPT-3, BERT, ViT; a fused kernel).
     Gelu,
+    /// Two weight matrices, GeLU's tanh approximation between, written out
+    /// in Python where no engine fuses it: Hugging Face's
+    /// `NewGELUActivation` (`activation_function = "gelu_new"`, GPT-2's and
+    /// GPT-Neo's default), eight elementwise kernels, the first a `pow`
+    /// that autocast runs in fp32. With an engine it is one fused kernel,
+    /// priced as [`Activation::Gelu`].
+    #[serde(rename = "gelu_new")]
+    GeluNew,
     /// Two weight matrices, ReLU between (OPT).
     Relu,
     /// Gated: three weight matrices, SiLU on the gate (Llama, Mistral, Qwen2).

@@ -495,7 +495,9 @@ fn architecture_args(
         "MLP inner width (per matrix)",
     ));
     match a.activation {
-        Activation::Gelu => {}
+        // Megatron-LM fuses GeLU either way (its tanh form is
+        // --openai-gelu; the erf form it runs by default costs the same).
+        Activation::Gelu | Activation::GeluNew => {}
         Activation::Swiglu => v.push(switch(
             "--swiglu",
             NET,
