@@ -1545,23 +1545,18 @@ fn lockstep_exchange_prices_pipelines_as_deepspeed_runs_them() {
         "{same} plans compared, {slower} slower"
     );
     // DeepSpeed's own and the AMP artifact's setups exchange in lockstep.
-    let ds = amp_json(&[
-        "plan",
-        "--model",
-        "gpt2-medium",
-        "--seq",
-        "1024",
-        "--cluster",
-        "4x1xA100-40GB@10Gbps",
-        "--global-batch",
-        "32",
-        "--engine",
-        "deepspeed",
-        "--json",
-        "--top",
-        "1",
-    ]);
-    assert!(ds["plans"][0]["setup"].get("stage_exchange").is_none());
+    let time = |plans: &[serde_json::Value]| plans[0]["predicted_iteration_s"].as_f64();
+    let ds = run(&["--engine", "deepspeed"]);
+    assert!(ds[0]["setup"].get("stage_exchange").is_none());
+    assert_eq!(
+        time(&ds),
+        time(&run(&[
+            "--engine",
+            "deepspeed",
+            "--stage-exchange",
+            "lockstep"
+        ]))
+    );
     let amp_example = amp_json(&["plan", "--example", "het-cluster", "--json", "--top", "1"]);
     assert_eq!(
         amp_example["plans"][0]["setup"]["stage_exchange"],
