@@ -785,7 +785,7 @@ impl TrainingSetup {
             return Err(AmpError::invalid(
                 at,
                 format!(
-                    "the lockstep stage exchange is DeepSpeed's 1F1B TrainSchedule, not {}; drop `stage_exchange` or use 1f1b",
+                    "the lockstep stage exchange is DeepSpeed's 1F1B TrainSchedule, not {}; drop `stage_exchange` (`--stage-exchange`) or use 1f1b",
                     schedule_name(self.schedule)
                 ),
             ));
@@ -796,7 +796,7 @@ impl TrainingSetup {
                     return Err(AmpError::invalid(
                         at,
                         format!(
-                            "{engine} exchanges between stages {}, not {}; drop `stage_exchange` or the engine",
+                            "{engine} exchanges between stages {}, not {}; drop `stage_exchange` (`--stage-exchange`) or the engine",
                             StageExchange::default_for(Some(engine)).name(),
                             x.name()
                         ),
