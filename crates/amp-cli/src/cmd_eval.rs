@@ -92,7 +92,7 @@ fn print_text(
         loaded.cluster.name,
         plan.devices().count(),
         loaded.cluster.num_devices(),
-        crate::cmd_plan::seq_label(&loaded.model)
+        crate::cmd_plan::seq_label(&loaded.model, &plan.setup)
     )?;
     let tps: Vec<String> = plan.rank_stages().iter().map(|s| s.tp_label()).collect();
     writeln!(

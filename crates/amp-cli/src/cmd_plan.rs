@@ -318,9 +318,10 @@ struct JsonOutput<'a> {
     baselines: Option<Vec<JsonBaseline>>,
 }
 
-/// The sequence length the model was built at, and its attention kernel
-/// where the model says, for the header.
-pub fn seq_label(model: &amp_core::model::Model) -> String {
+/// The sequence length the model was built at, its attention kernel where
+/// the model says, and a GeLU priced kernel by kernel (`gelu_new` without an
+/// engine), for the header.
+pub fn seq_label(model: &amp_core::model::Model, setup: &TrainingSetup) -> String {
     match &model.shape {
         Some(s) => {
             let attention = match model.flash_attention() {
@@ -328,7 +329,16 @@ pub fn seq_label(model: &amp_core::model::Model) -> String {
                 Some(false) => ", explicit attention",
                 None => "",
             };
-            format!("sequence length {}{attention}", s.seq_len)
+            let composite = setup.engine.is_none()
+                && model
+                    .architecture()
+                    .is_some_and(|a| a.activation == amp_core::model::Activation::GeluNew);
+            let gelu = if composite {
+                ", gelu_new GeLU (unfused)"
+            } else {
+                ""
+            };
+            format!("sequence length {}{attention}{gelu}", s.seq_len)
         }
         None => "sequence length not applicable (layer list)".to_string(),
     }
@@ -443,7 +453,7 @@ fn print_table(
         loaded.model.name,
         loaded.cluster.name,
         loaded.cluster.num_devices(),
-        seq_label(&loaded.model)
+        seq_label(&loaded.model, setup)
     )?;
     writeln!(out, "training setup: {}", setup.summary())?;
     if let Some((space, n)) = searched {

@@ -1647,6 +1647,16 @@ fn gelu_new_is_priced_as_hugging_face_runs_it() {
     let extra = 12.0 * 12.0 * 1024.0 * 3072.0 * 14.0;
     assert!(((mc - mf) / extra - 1.0).abs() < 1e-9, "{mc} {mf}");
     assert!(tc > 1.5 * tf, "{tc} {tf}");
+    // The header says when GeLU is priced kernel by kernel.
+    let header = |extra: &[&str]| {
+        let mut args = vec!["plan", "--model", "gpt2", "--cluster", "1x1xH200"];
+        args.extend_from_slice(&["--global-batch", "12", "--top", "1"]);
+        args.extend_from_slice(extra);
+        stdout(&amp(&args))
+    };
+    assert!(header(&[]).contains("fused attention, gelu_new GeLU (unfused)"));
+    assert!(!header(&["--gelu", "fused"]).contains("gelu_new"));
+    assert!(!header(&["--engine", "megatron"]).contains("gelu_new"));
     // An engine fuses it.
     let engine = |model: &str| best(model, &["--engine", "megatron"]).0;
     assert_eq!(
