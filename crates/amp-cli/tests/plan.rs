@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{amp, amp_json, stderr, stdout, tmp};
+use common::{amp, amp_json, amp_json_with, stderr, stdout, tmp};
 
 #[test]
 fn parity_run_lists_every_candidate_with_plain_fields() {
@@ -1506,23 +1506,25 @@ fn the_artifacts_inputs_default_to_its_loss_and_adam() {
 /// or schedule runs otherwise.
 #[test]
 fn lockstep_exchange_prices_pipelines_as_deepspeed_runs_them() {
+    let base = [
+        "plan",
+        "--model",
+        "gpt2-medium",
+        "--seq",
+        "1024",
+        "--cluster",
+        "4x1xA100-40GB@10Gbps",
+        "--global-batch",
+        "32",
+        "--json",
+        "--top",
+        "1000",
+    ];
     let run = |extra: &[&str]| {
-        let mut args = vec![
-            "plan",
-            "--model",
-            "gpt2-medium",
-            "--seq",
-            "1024",
-            "--cluster",
-            "4x1xA100-40GB@10Gbps",
-            "--global-batch",
-            "32",
-            "--json",
-            "--top",
-            "1000",
-        ];
-        args.extend_from_slice(extra);
-        amp_json(&args)["plans"].as_array().unwrap().clone()
+        amp_json_with(&base, extra)["plans"]
+            .as_array()
+            .unwrap()
+            .clone()
     };
     let (blocking, lockstep) = (run(&[]), run(&["--stage-exchange", "lockstep"]));
     assert_eq!(lockstep[0]["setup"]["stage_exchange"], "lockstep");
@@ -1615,7 +1617,7 @@ fn gelu_new_is_priced_as_hugging_face_runs_it() {
         )
     };
     let best = |model: &str, extra: &[&str]| {
-        let mut args = vec![
+        let base = [
             "plan",
             "--model",
             model,
@@ -1627,8 +1629,7 @@ fn gelu_new_is_priced_as_hugging_face_runs_it() {
             "12",
             "--json",
         ];
-        args.extend_from_slice(extra);
-        let v = amp_json(&args);
+        let v = amp_json_with(&base, extra);
         let p = &v["plans"][0];
         (
             p["predicted_iteration_s"].as_f64().unwrap(),
@@ -1649,9 +1650,8 @@ fn gelu_new_is_priced_as_hugging_face_runs_it() {
     assert!(tc > 1.5 * tf, "{tc} {tf}");
     // The header says when GeLU is priced kernel by kernel.
     let header = |extra: &[&str]| {
-        let mut args = vec!["plan", "--model", "gpt2", "--cluster", "1x1xH200"];
-        args.extend_from_slice(&["--global-batch", "12", "--top", "1"]);
-        args.extend_from_slice(extra);
+        let base = ["plan", "--model", "gpt2", "--cluster", "1x1xH200"];
+        let args = [&base[..], &["--global-batch", "12", "--top", "1"], extra].concat();
         stdout(&amp(&args))
     };
     assert!(header(&[]).contains("fused attention, gelu_new GeLU (unfused)"));

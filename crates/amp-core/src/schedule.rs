@@ -356,9 +356,16 @@ pub fn simulate(spec: &IterationSpec) -> crate::Result<Simulation> {
             pp,
         )?;
     }
-    // Pass orders per micro-batch count (one count unless uneven).
+    if spec.lockstep && spec.schedule != Schedule::OneFOneB {
+        return Err(crate::AmpError::invalid(
+            "schedule simulation",
+            "the lockstep exchange is DeepSpeed's 1F1B; other schedules exchange with blocking sends",
+        ));
+    }
+    // Pass orders per micro-batch count (one count unless uneven); a
+    // lockstep pipeline follows DeepSpeed's steps instead.
     let mut orders_of: Vec<(usize, Vec<Vec<Pass>>)> = Vec::new();
-    for p in &spec.pipelines {
+    for p in spec.pipelines.iter().filter(|_| !spec.lockstep) {
         let b = p.num_micro_batches;
         if !orders_of.iter().any(|(k, _)| *k == b) {
             orders_of.push((b, (0..pp).map(|j| spec.schedule.passes(j, pp, b)).collect()));
@@ -372,12 +379,6 @@ pub fn simulate(spec: &IterationSpec) -> crate::Result<Simulation> {
     // Per replica and stage: (start, end, event) of the last backward.
     let mut last_bwd: Vec<Vec<(f64, f64, usize)>> = Vec::with_capacity(spec.pipelines.len());
 
-    if spec.lockstep && spec.schedule != Schedule::OneFOneB {
-        return Err(crate::AmpError::invalid(
-            "schedule simulation",
-            "the lockstep exchange is DeepSpeed's 1F1B; other schedules exchange with blocking sends",
-        ));
-    }
     for (r, p) in spec.pipelines.iter().enumerate() {
         if spec.lockstep {
             last_bwd.push(lockstep_pipeline(p, r, &mut events, &mut preds));
@@ -631,7 +632,7 @@ fn lockstep_pipeline(
             ((t - 2 * pp as i64 + 1 + j) / 2, false)
         }
     };
-    let mut push = |events: &mut Vec<Event>, e: Event, pred: Option<usize>| {
+    let mut push = |e: Event, pred: Option<usize>| {
         events.push(e);
         preds.push(pred);
         events.len() - 1
@@ -669,7 +670,7 @@ fn lockstep_pipeline(
                     start_s: at,
                     end_s: at + dur,
                 };
-                let idx = push(events, e, pred);
+                let idx = push(e, pred);
                 (at, pred) = (at + dur, Some(idx));
             }
             free[j] = (at, pred);
@@ -700,7 +701,7 @@ fn lockstep_pipeline(
                 start_s: start,
                 end_s: start + dur,
             };
-            let idx = push(events, e, free[j].1);
+            let idx = push(e, free[j].1);
             free[j] = (start + dur, Some(idx));
             if !forward {
                 last[j] = (start, start + dur, idx);

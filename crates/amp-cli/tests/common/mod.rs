@@ -56,3 +56,8 @@ pub fn amp_json(args: &[&str]) -> serde_json::Value {
     assert!(o.status.success(), "{}", stderr(&o));
     serde_json::from_str(&stdout(&o)).unwrap()
 }
+
+/// `amp_json` of `base` followed by `extra`: one command's variants.
+pub fn amp_json_with(base: &[&str], extra: &[&str]) -> serde_json::Value {
+    amp_json(&[base, extra].concat())
+}
