@@ -179,10 +179,12 @@ impl Profile {
         Some(Measured::BySize(measured))
     }
 
-    /// Optimizer-step time of `layer`'s weights on `gpu` at `tp`, when measured.
-    pub(crate) fn optimizer_time(&self, gpu: &str, tp: usize, layer: usize) -> Option<f64> {
+    /// The measured optimizer-step times of `gpu` at `tp`, one per layer
+    /// (the first entry that has them: a checked profile's entries cover
+    /// every layer).
+    pub(crate) fn optimizer_times<'a>(&'a self, gpu: &'a str, tp: usize) -> Option<&'a [f64]> {
         self.candidates(gpu, tp)
-            .find_map(|e| e.optimizer_s.as_ref().and_then(|o| o.get(layer).copied()))
+            .find_map(|e| e.optimizer_s.as_deref())
     }
 
     /// Checks that every entry covers exactly `num_layers` layers.

@@ -276,9 +276,15 @@ impl DeviceModel {
         let mut caches: Vec<(usize, Caches)> = Vec::new();
         let mut layer_costs: Vec<Vec<LayerCost>> = Vec::new();
         let mut group_costs = Vec::new();
-        // A group on one node costs what any group of its size on that node
-        // does (its links are the node's): (node, tp) -> its costs' index.
-        let mut on_one_node: HashMap<(usize, usize), usize> = HashMap::new();
+        // A group on one node costs what any group of its size on a node of
+        // the same GPU type and intra-node link does (its group key, see
+        // `group_key`, is made of those alone): (GPU type, tp, link) -> its
+        // costs' index.
+        let mut on_one_node: HashMap<(&str, usize, u64), usize> = HashMap::new();
+        let node_key = |n: usize, tp: usize| {
+            let node = &inputs.cluster.nodes[n];
+            (node.gpu_type.as_str(), tp, node.intra_bytes_per_s.to_bits())
+        };
         for s in plan.rank_stages() {
             let mut of_stage = Vec::with_capacity(s.replicas.len());
             for rep in &s.replicas {
@@ -286,7 +292,7 @@ impl DeviceModel {
                 let tp = rep.len();
                 let node = rep.first().map(|d| d.node);
                 let one_node = node.filter(|&n| rep.iter().all(|d| d.node == n));
-                if let Some(&k) = one_node.and_then(|n| on_one_node.get(&(n, tp))) {
+                if let Some(&k) = one_node.and_then(|n| on_one_node.get(&node_key(n, tp))) {
                     of_stage.push(k);
                     continue;
                 }
@@ -303,7 +309,7 @@ impl DeviceModel {
                     }
                 };
                 if let Some(n) = one_node {
-                    on_one_node.insert((n, tp), k);
+                    on_one_node.insert(node_key(n, tp), k);
                 }
                 of_stage.push(k);
             }

@@ -113,17 +113,24 @@ impl DeviceModel {
     pub(super) fn optimizer_time(&self, inputs: &Inputs, plan: &Plan, rank: usize) -> f64 {
         let stage: &Stage = &plan.stages[rank];
         let chunks = plan.rank_layers(rank);
-        // (GPU type, tp) of every device, once each.
-        let mut kinds: Vec<(&str, usize)> = stage
-            .replicas
-            .iter()
-            .flat_map(|rep| {
-                rep.iter()
-                    .map(|d| (inputs.cluster.nodes[d.node].gpu_type.as_str(), rep.len()))
-            })
-            .collect();
+        // (GPU type, tp) of every device, once each; a device on the node
+        // and tp of the one before adds nothing (a stage has dp x tp devices
+        // and a type or two).
+        let mut kinds: Vec<(&str, usize)> = Vec::new();
+        let mut last = None;
+        for rep in &stage.replicas {
+            for d in rep {
+                if last == Some((d.node, rep.len())) {
+                    continue;
+                }
+                last = Some((d.node, rep.len()));
+                let kind = (inputs.cluster.nodes[d.node].gpu_type.as_str(), rep.len());
+                if !kinds.contains(&kind) {
+                    kinds.push(kind);
+                }
+            }
+        }
         kinds.sort();
-        kinds.dedup();
         let params: u64 = chunks
             .iter()
             .map(|c| inputs.model.stage_params(c.clone()))
@@ -138,16 +145,17 @@ impl DeviceModel {
             .into_iter()
             .map(|(gpu, tp)| {
                 let estimate = OPTIMIZER_S_PER_PARAM * params as f64 / tp as f64 / shard;
+                let (at_tp, at_1) = (
+                    inputs.profile.optimizer_times(gpu, tp),
+                    inputs.profile.optimizer_times(gpu, 1),
+                );
                 let measured: Option<f64> = chunks
                     .iter()
                     .flat_map(|c| c.clone())
                     .map(|l| {
-                        inputs.profile.optimizer_time(gpu, tp, l).or_else(|| {
-                            inputs
-                                .profile
-                                .optimizer_time(gpu, 1, l)
-                                .map(|o| o / tp as f64)
-                        })
+                        at_tp
+                            .and_then(|o| o.get(l).copied())
+                            .or_else(|| at_1.and_then(|o| o.get(l)).map(|o| o / tp as f64))
                     })
                     .sum();
                 measured.map_or(estimate, |m| m / shard)
