@@ -445,11 +445,14 @@ pub fn parse_model(llm_info: &str, llm_origin: &str, training: &TrainingConfig) 
 ///   rows (GPT-2's 50,257 padded to a multiple of 128);
 /// - a causal language model whose layers hold no vocabulary projection
 ///   (Sailor's GPT-Neo-2.7 entries end with a layer of 5,120 parameters that
-///   outputs `s x h` elements and is profiled at a layer norm's time; its
-///   OPT-350 entries carry the projection). Its runs computed the logits, so
-///   predictions from these files, amp's and Sailor's simulator's alike,
-///   miss the projection's time (the note gives its share of the forward
-///   FLOPs), its tied weights' copy on the last stage and its logits.
+///   outputs `s x h` elements; its OPT-350 entries carry the projection).
+///   Sailor's runs of GPT-Neo-2.7 had none either: its pipeline model
+///   (`GPTNeoModelPipe` in Sailor's Megatron-DeepSpeed,
+///   megatron/model/gpt_neo_model.py) ends with the final norm and a cast
+///   to fp32 and takes the cross entropy of the norm's output, so the files
+///   describe what ran. The note says so, and what a model that computes
+///   logits would add (its share of the forward FLOPs, the projection's
+///   weights and the logits, all on the last stage).
 pub fn model_notes(
     model: &Model,
     training: &TrainingConfig,
@@ -490,7 +493,7 @@ pub fn model_notes(
             .sum();
         let last = model.layers.last();
         notes.push(format!(
-            "{llm_origin}: model `{}` has no vocabulary projection (its last layer holds {} parameters and outputs {} elements per sample, not {} logits): its runs computed one, about {:.1}% of the model's forward FLOPs, all on the last pipeline stage, with a copy of the tied embedding and the logits' memory; amp prices the model as the files give it, so its predictions, like any made from these files, are optimistic for the last stage",
+            "{llm_origin}: model `{}` has no vocabulary projection (its last layer holds {} parameters and outputs {} elements per sample, not {} logits); amp prices the model as the files give it, which is what Sailor's runs of GPT-Neo-2.7 computed (its pipeline model, GPTNeoModelPipe, takes the loss on the final norm's output without a projection); runs of a model that computes logits spend about {:.1}% more of the forward FLOPs, all on the last pipeline stage, and hold the projection's weights and the logits there, which these files leave out",
             training.model,
             last.map_or(0, |l| l.params),
             last.map_or(0, |l| l.output_elems_per_sample),

@@ -104,7 +104,8 @@ fn notes_name_a_missing_projection_and_a_vocabulary_the_embedding_lacks() {
     assert_eq!(notes.len(), 1, "{notes:?}");
     assert!(
         notes[0].starts_with("llm.json: model `M` has no vocabulary projection (its last layer holds 90 parameters and outputs 8 elements per sample, not 40 logits)")
-            && notes[0].contains("about 16.1% of the model's forward FLOPs"),
+            && notes[0].contains("about 16.1% more of the forward FLOPs")
+            && notes[0].contains("takes the loss on the final norm's output"),
         "{}",
         notes[0]
     );
