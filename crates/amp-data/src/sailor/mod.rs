@@ -411,7 +411,12 @@ pub fn parse_model(llm_info: &str, llm_origin: &str, training: &TrainingConfig) 
             params,
             output_elems_per_sample: output,
             forward_flops_per_sample: flops,
-            tied_to: (kind == LayerKind::VocabProjection).then_some(0),
+            // Untied: Sailor's runtime builds its output layer apart from the
+            // embedding (`OPTLMHeadPipe`, `LlamaLMHeadPipe` as plain
+            // `LayerSpec`s in its Megatron-DeepSpeed, no `TiedLayerSpec`), so
+            // no gradient is all-reduced between the first and last stage
+            // and a one-stage plan holds both matrices.
+            tied_to: None,
             stored_activation_elems_per_sample: (kind != LayerKind::TransformerBlock)
                 .then_some(mem_bytes / 2),
         });

@@ -61,6 +61,9 @@ fn model_layers_kinds_and_sizes() {
     );
     assert_eq!(m.layers[3].params, 90);
     assert_eq!(m.layers[3].output_elems_per_sample, 41);
+    // Sailor's runtime builds its output layer apart from the embedding:
+    // nothing is tied, so nothing is all-reduced between the two.
+    assert!(m.layers.iter().all(|l| l.tied_to.is_none()));
     assert_eq!(m.layers[0].stored_activation_elems_per_sample, Some(16));
     assert_eq!(m.layers[1].stored_activation_elems_per_sample, None);
     assert_eq!(m.layers[3].stored_activation_elems_per_sample, Some(180));
