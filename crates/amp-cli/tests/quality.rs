@@ -108,7 +108,7 @@ fn sailor_scenarios_match_the_readme() {
             "1/1/1/1",
             "8",
             1.8571,
-            3.1410,
+            3.14104,
         ),
         (
             "GPT-Neo-2.7",
