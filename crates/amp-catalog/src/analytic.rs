@@ -365,11 +365,7 @@ pub fn layer_estimate(
             // code writes it (where the architecture is known): composite
             // RMSNorm and rotary embedding, separate q, k and v projections
             // (all but GPT-2's fused c_attn), gate and up projections.
-            let eager = opts
-                .engine
-                .is_none()
-                .then(|| model.architecture())
-                .flatten();
+            let eager = model.eager_architecture(opts.engine);
             let rms = eager.is_some_and(|a| a.norm == NormKind::Rmsnorm);
             // Forward kernels in three groups: GEMMs (gm), memory-bound
             // kernels (st) and fused attention (at).

@@ -329,10 +329,9 @@ pub fn seq_label(model: &amp_core::model::Model, setup: &TrainingSetup) -> Strin
                 Some(false) => ", explicit attention",
                 None => "",
             };
-            let composite = setup.engine.is_none()
-                && model
-                    .architecture()
-                    .is_some_and(|a| a.activation == amp_core::model::Activation::GeluNew);
+            let composite = model
+                .eager_architecture(setup.engine)
+                .is_some_and(|a| a.activation == amp_core::model::Activation::GeluNew);
             let gelu = if composite {
                 ", gelu_new GeLU (unfused)"
             } else {

@@ -319,10 +319,9 @@ fn norm_extra_bytes(
     setup: &TrainingSetup,
 ) -> f64 {
     let wider = (setup.formats.residual_stream_bytes() - activation_bytes(setup)).max(0.0);
-    let eager_rms = setup.engine.is_none()
-        && model
-            .architecture()
-            .is_some_and(|a| a.norm == crate::model::NormKind::Rmsnorm);
+    let eager_rms = model
+        .eager_architecture(setup.engine)
+        .is_some_and(|a| a.norm == crate::model::NormKind::Rmsnorm);
     let per_elem = wider + if eager_rms { 4.0 } else { 0.0 };
     let bytes = 2.0 * layer.output_elems_per_sample as f64 * per_elem;
     if setup.sequence_parallel {
@@ -342,9 +341,9 @@ fn norm_extra_bytes(
 /// and the factor are fp32: 12 bytes plus one 16-bit element.
 fn gelu_new_extra_bytes(model: &Model, tp: f64, setup: &TrainingSetup) -> f64 {
     let composite = model
-        .architecture()
+        .eager_architecture(setup.engine)
         .filter(|a| a.activation == crate::model::Activation::GeluNew);
-    let (Some(a), Some((s, _, _)), None) = (composite, shape_sha(model), setup.engine) else {
+    let (Some(a), Some((s, _, _))) = (composite, shape_sha(model)) else {
         return 0.0;
     };
     let e = activation_bytes(setup);

@@ -204,6 +204,17 @@ impl Model {
         self.shape.as_ref().and_then(|s| s.architecture.as_ref())
     }
 
+    /// The architecture when the model runs as its own code writes it,
+    /// kernel by kernel: with no `engine` to fuse its norms, GeLU and
+    /// projections (eager PyTorch). `None` under an engine or without an
+    /// architecture.
+    pub fn eager_architecture(
+        &self,
+        engine: Option<crate::setup::Engine>,
+    ) -> Option<&Architecture> {
+        engine.is_none().then(|| self.architecture()).flatten()
+    }
+
     /// Number of layers.
     pub fn num_layers(&self) -> usize {
         self.layers.len()

@@ -882,10 +882,7 @@ mod tests {
         assert_eq!(sim.bubble_s, 3.0);
     }
 
-    /// A send occupies its link: with forward sends of 3 and forward passes
-    /// of 1, the second activation waits for the first to clear the link.
-    /// s0 F0 [0,1] send [1,4], F1 [1,2] send [4,7]; s1 F0 [4,5] B0 [5,6]
-    /// F1 [7,8] B1 [8,9]; s0 B0 [6,7] B1 [9,10]. Makespan 10.
+    /// DeepSpeed's lockstep exchange, step by step (see [`simulate`]).
     #[test]
     fn lockstep_by_hand() {
         // Two stages, forward 1, backward 2, each transfer 0.5, two
@@ -934,6 +931,10 @@ mod tests {
         assert!(simulate(&s).is_err());
     }
 
+    /// A send occupies its link: with forward sends of 3 and forward passes
+    /// of 1, the second activation waits for the first to clear the link.
+    /// s0 F0 [0,1] send [1,4], F1 [1,2] send [4,7]; s1 F0 [4,5] B0 [5,6]
+    /// F1 [7,8] B1 [8,9]; s0 B0 [6,7] B1 [9,10]. Makespan 10.
     #[test]
     fn sends_on_one_link_queue() {
         let s = spec(
