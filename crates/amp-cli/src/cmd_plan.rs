@@ -573,7 +573,7 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     }
     if cost_name == CostModelName::AmpPaper && !given.is_empty() {
         bail!(
-            "{} do not apply to --cost-model amp-paper, which prices only the AMP artifact's setup (fp16, 1f1b, no recomputation or sharding); drop them or use the amp cost model",
+            "{} do not apply to --cost-model amp-paper, which prices only the AMP artifact's setup (fp16 with an fp32 all-reduce, 1f1b, no recomputation or sharding); drop them or use the amp cost model",
             given.join(", ")
         );
     }

@@ -180,13 +180,19 @@ impl Loaded {
 
     /// On the AMP artifact's inputs, a setup without an engine that names no
     /// loss or Adam kernel gets its runs' (a plan file written before the
-    /// setup named them reads as it was priced), and under 1F1B their
-    /// DeepSpeed engine's lockstep exchange.
+    /// setup named them reads as it was priced), one that names no
+    /// gradient reduction their fp32 all-reduce of 16-bit gradients, and
+    /// under 1F1B their DeepSpeed engine's lockstep exchange.
     pub fn fill_artifact_kernels(&self, s: &mut amp_core::setup::TrainingSetup) {
         if self.artifact_code && s.engine.is_none() {
             let runs = amp_core::cost::amp_paper::artifact_setup();
             s.cross_entropy = s.cross_entropy.or(runs.cross_entropy);
             s.optimizer_step = s.optimizer_step.or(runs.optimizer_step);
+            if s.formats.gradient_reduction.is_none()
+                && runs.formats.gradient_reduction_bytes() > s.formats.gradients.bytes()
+            {
+                s.formats.gradient_reduction = runs.formats.gradient_reduction;
+            }
             if s.schedule == amp_core::schedule::Schedule::OneFOneB {
                 s.stage_exchange = s.stage_exchange.or(runs.stage_exchange);
             }

@@ -4,8 +4,8 @@
 use amp_core::profile::Profile;
 use amp_core::schedule::Schedule;
 use amp_core::setup::{
-    parse_schedule, CrossEntropy, Engine, OptimizerSharding, OptimizerStep, PipelineSend,
-    Precision, Recompute, StageExchange, TrainingSetup,
+    parse_schedule, CrossEntropy, Engine, NumberFormat, NumberFormats, OptimizerSharding,
+    OptimizerStep, PipelineSend, Precision, Recompute, StageExchange, TrainingSetup,
 };
 use anyhow::{bail, Result};
 use clap::Args;
@@ -41,6 +41,13 @@ pub struct SetupArgs {
     /// Overlap each stage's gradient all-reduce with its last backward pass.
     #[arg(long, help_heading = "Training setup")]
     pub overlap_allreduce: bool,
+    /// All-reduce 16-bit gradients in fp32, twice the bytes (DeepSpeed's
+    /// `communication_data_type`, `fp32_allreduce` in the version the AMP
+    /// artifact ran, whose runs set it: the default on its inputs;
+    /// `--fp32-allreduce=false` reduces them as they are). Needs no engine
+    /// or DeepSpeed; no effect where gradients are fp32 already (bf16, fp32).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", help_heading = "Training setup")]
+    pub fp32_allreduce: Option<bool>,
     /// Engine the plan will run on (megatron, deepspeed, torchtitan): plans
     /// are priced as it runs them and refused where it cannot.
     #[arg(long, value_parser = parse_engine, help_heading = "Training setup")]
@@ -117,6 +124,9 @@ impl SetupArgs {
         if self.overlap_allreduce {
             v.push("--overlap-allreduce");
         }
+        if self.fp32_allreduce.is_some() {
+            v.push("--fp32-allreduce");
+        }
         if self.engine.is_some() {
             v.push("--engine");
         }
@@ -148,10 +158,22 @@ impl SetupArgs {
             (a, b) => a.or(b),
         };
         let precision = self.precision.unwrap_or(default_precision);
+        let formats = precision.formats();
         let setup = TrainingSetup {
             // Every engine stores what the precision implies (bf16 keeps
-            // fp32 gradients everywhere: Precision::formats).
-            formats: precision.formats(),
+            // fp32 gradients everywhere: Precision::formats). Asked not to
+            // widen, the reduction is the gradients' own format, named, so
+            // that the AMP artifact's inputs do not fill in their runs'.
+            formats: NumberFormats {
+                gradient_reduction: self.fp32_allreduce.map(|wide| {
+                    if wide {
+                        NumberFormat::Fp32
+                    } else {
+                        formats.gradients
+                    }
+                }),
+                ..formats
+            },
             schedule: self.schedule.unwrap_or_default(),
             recompute: self.recompute.unwrap_or_default(),
             optimizer_sharding: self.optimizer_sharding.unwrap_or_default(),

@@ -39,26 +39,26 @@ fn the_fit_on_the_given_sets_is_the_default_calibration() {
     let sailor = set("sailor/clariden/OPT-350");
     let tol = 0.0015;
     // AMP homogeneous: time error and Spearman.
-    near(&amp_h["neutral"]["time_error"]["mean"], 0.2735, tol);
-    near(&amp_h["in_sample"]["time_error"]["mean"], 0.0562, tol);
+    near(&amp_h["neutral"]["time_error"]["mean"], 0.3156, tol);
+    near(&amp_h["in_sample"]["time_error"]["mean"], 0.0548, tol);
     near(
         &amp_h["leave_one_set_out"]["time_error"]["mean"],
-        0.426,
+        0.6151,
         tol,
     );
-    near(&amp_h["neutral"]["spearman"], 0.955, tol);
-    near(&amp_h["in_sample"]["spearman"], 0.973, tol);
-    near(&amp_h["leave_one_set_out"]["spearman"], 0.928, tol);
+    near(&amp_h["neutral"]["spearman"], 0.954, tol);
+    near(&amp_h["in_sample"]["spearman"], 0.9725, tol);
+    near(&amp_h["leave_one_set_out"]["spearman"], 0.839, tol);
     near(&amp_h["neutral"]["top1_regret"], 1.100, tol);
     near(&amp_h["leave_one_set_out"]["top1_regret"], 1.025, tol);
     assert_eq!(amp_h["neutral"]["failed_predicted_infeasible"], 1);
     assert_eq!(amp_h["leave_one_set_out"]["failed_predicted_infeasible"], 4);
     // Sailor GH200: time and memory.
     near(&sailor["neutral"]["time_error"]["mean"], 0.0915, tol);
-    near(&sailor["in_sample"]["time_error"]["mean"], 0.0737, tol);
+    near(&sailor["in_sample"]["time_error"]["mean"], 0.0915, tol);
     near(
         &sailor["leave_one_set_out"]["time_error"]["mean"],
-        0.0856,
+        0.0915,
         tol,
     );
     near(&sailor["neutral"]["memory_error"]["mean"], 0.287, tol);
@@ -91,7 +91,7 @@ fn the_fit_on_the_given_sets_is_the_default_calibration() {
         out_file.to_str().unwrap(),
         data.join("sailor").to_str().unwrap(),
     ]);
-    near(&v["datasets"][0]["time_error"]["mean"], 0.0737, tol);
+    near(&v["datasets"][0]["time_error"]["mean"], 0.0915, tol);
     let o = amp(&[
         "validate",
         "--json",
@@ -164,7 +164,7 @@ fn neutral_constants_change_the_plan_prices() {
         let o = amp(&[
             "plan",
             "--example",
-            "het-cluster",
+            "homogeneous",
             "--json",
             "--top",
             "1",
@@ -175,7 +175,10 @@ fn neutral_constants_change_the_plan_prices() {
         let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
         v["plans"][0]["predicted_iteration_s"].as_f64().unwrap()
     };
-    // Neutral constants: nominal links and purely per-sample compute.
+    // Neutral constants: purely per-sample compute (the fitted inter-node
+    // efficiency is neutral too). homogeneous's best plan under the fitted
+    // constants runs micro-batches of 4, where a per-sample profile's fixed
+    // share shows.
     let (neutral, fitted) = (price("neutral"), price("fitted"));
     assert!(
         (neutral / fitted - 1.0).abs() > 0.01,

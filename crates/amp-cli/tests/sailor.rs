@@ -371,13 +371,13 @@ fn sailors_own_plans_price_as_the_readme_says() {
     };
     let sizes7 = [3, 3, 4, 4, 4, 4, 4];
     for (f, want) in [
-        (file("s32-96.json", &[13, 13], mixed(27), 27, 2), 9.3653),
+        (file("s32-96.json", &[13, 13], mixed(27), 27, 2), 6.6851),
         (
             file("s32-96-dp28.json", &[13, 13], mixed(28), 28, 2),
-            8.1299,
+            6.1292,
         ),
-        (file("s80-240.json", &sizes7, seven(20), 20, 1), 4.4952),
-        (file("s128-384.json", &sizes7, seven(32), 32, 1), 2.9481),
+        (file("s80-240.json", &sizes7, seven(20), 20, 1), 3.2016),
+        (file("s128-384.json", &sizes7, seven(32), 32, 1), 2.0969),
     ] {
         let got = amp_json(&[
             "eval",

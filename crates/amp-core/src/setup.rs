@@ -92,6 +92,7 @@ impl Precision {
                 activations: half,
                 sends: half,
                 residual_stream: None,
+                gradient_reduction: None,
             }
         } else {
             NumberFormats {
@@ -103,6 +104,7 @@ impl Precision {
                 activations: NumberFormat::Fp32,
                 sends: NumberFormat::Fp32,
                 residual_stream: None,
+                gradient_reduction: None,
             }
         }
     }
@@ -184,6 +186,12 @@ pub struct NumberFormats {
     /// backward. `None`: the activations' format (engines keep it 16-bit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub residual_stream: Option<NumberFormat>,
+    /// What the data-parallel reduction sends, when wider than the
+    /// gradients: DeepSpeed's `communication_data_type` (`fp32_allreduce`
+    /// in 2020, set by the AMP artifact's runs) casts each 16-bit bucket to
+    /// it before the all-reduce. `None`: the gradients' format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradient_reduction: Option<NumberFormat>,
 }
 
 impl Default for NumberFormats {
@@ -215,6 +223,17 @@ impl NumberFormats {
             self.residual_stream = Some(NumberFormat::Fp32);
         }
         self
+    }
+
+    /// Bytes of one element of the data-parallel reduction (DeepSpeed's
+    /// `fp32_allreduce` sends 16-bit gradients as fp32).
+    pub fn gradient_reduction_bytes(&self) -> f64 {
+        self.gradient_reduction.unwrap_or(self.gradients).bytes()
+    }
+
+    /// Whether the data-parallel reduction is wider than the gradients.
+    pub fn fp32_gradient_reduction(&self) -> bool {
+        self.gradient_reduction_bytes() > self.gradients.bytes()
     }
 
     /// Bytes of one element of the residual stream inside a block.
@@ -743,13 +762,18 @@ impl TrainingSetup {
 
     /// This setup as `engine` runs it: the engine named, the residual
     /// stream in the activations' format, as every engine keeps it (a plan
-    /// priced as eager PyTorch's autocast, exported to an engine), and the
-    /// engine's stage exchange.
+    /// priced as eager PyTorch's autocast, exported to an engine), the
+    /// engine's stage exchange, and, on engines without DeepSpeed's fp32
+    /// all-reduce, the gradients reduced as they are (fewer bytes than
+    /// such a plan was priced with).
     pub fn on_engine(&self, engine: Engine) -> TrainingSetup {
         let mut s = *self;
         s.engine = Some(engine);
         s.formats.residual_stream = None;
         s.stage_exchange = None;
+        if engine != Engine::DeepSpeed {
+            s.formats.gradient_reduction = None;
+        }
         s
     }
 
@@ -790,6 +814,18 @@ impl TrainingSetup {
                 ),
             ));
         }
+        if let Some(r) = self.formats.gradient_reduction {
+            if r.bytes() < self.formats.gradients.bytes() {
+                return Err(AmpError::invalid(
+                    at,
+                    format!(
+                        "`formats.gradient_reduction` {} is narrower than the gradients ({}); an all-reduce sends the gradients' format or wider: drop the field or widen it",
+                        r.name(),
+                        self.formats.gradients.name()
+                    ),
+                ));
+            }
+        }
         if let Some(engine) = self.engine {
             if let Some(x) = self.stage_exchange {
                 if x != StageExchange::default_for(Some(engine)) {
@@ -807,6 +843,12 @@ impl TrainingSetup {
                 return Err(AmpError::invalid(
                     at,
                     format!("`formats.residual_stream` is eager PyTorch's autocast; {engine} keeps the residual stream in its activations' format: drop the field or the engine"),
+                ));
+            }
+            if self.formats.fp32_gradient_reduction() && engine != Engine::DeepSpeed {
+                return Err(AmpError::invalid(
+                    at,
+                    format!("an fp32 all-reduce of 16-bit gradients is DeepSpeed's `communication_data_type` (`fp32_allreduce` in its older versions); {engine} all-reduces gradients in their own format (Megatron-LM's `--accumulate-allreduce-grads-in-fp32` keeps them in fp32 throughout: plan with bf16): drop `formats.gradient_reduction` (`--fp32-allreduce`) or the engine"),
                 ));
             }
             if !engine.supports_schedule(self.schedule) {
@@ -917,6 +959,9 @@ impl TrainingSetup {
         }
         if self.optimizer_sharding != OptimizerSharding::None {
             parts.push(self.optimizer_sharding.name().to_string());
+        }
+        if self.formats.fp32_gradient_reduction() {
+            parts.push("fp32 all-reduce".into());
         }
         if self.sequence_parallel {
             parts.push("sequence parallel".into());
@@ -1081,6 +1126,81 @@ mod tests {
             .parse::<OptimizerStep>()
             .unwrap_err()
             .contains("foreach"));
+    }
+
+    /// DeepSpeed's fp32 all-reduce of fp16 gradients: wider bytes, named
+    /// in the summary, kept out of files that do not set it, refused
+    /// narrower than the gradients or with an engine that has no such
+    /// option.
+    #[test]
+    fn an_fp32_reduction_of_fp16_gradients_is_deepspeeds() {
+        let fp16 = TrainingSetup {
+            formats: Precision::Fp16.formats(),
+            ..TrainingSetup::default()
+        };
+        assert_eq!(fp16.formats.gradient_reduction_bytes(), 2.0);
+        assert!(!serde_json::to_string(&fp16)
+            .unwrap()
+            .contains("gradient_reduction"));
+        let wide = TrainingSetup {
+            formats: NumberFormats {
+                gradient_reduction: Some(NumberFormat::Fp32),
+                ..fp16.formats
+            },
+            ..fp16
+        };
+        assert_eq!(wide.formats.gradient_reduction_bytes(), 4.0);
+        assert!(
+            wide.summary().contains("fp32 all-reduce"),
+            "{}",
+            wide.summary()
+        );
+        assert!(!fp16.summary().contains("all-reduce"));
+        assert!(wide.check().is_ok());
+        let text = serde_json::to_string(&wide).unwrap();
+        assert_eq!(serde_json::from_str::<TrainingSetup>(&text).unwrap(), wide);
+        for engine in [Engine::Megatron, Engine::Torchtitan] {
+            let e = TrainingSetup {
+                engine: Some(engine),
+                ..wide
+            }
+            .check()
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("communication_data_type"), "{e}");
+        }
+        assert!(TrainingSetup {
+            engine: Some(Engine::DeepSpeed),
+            ..wide
+        }
+        .check()
+        .is_ok());
+        // Exported, DeepSpeed keeps it; the others reduce fp16 as it is.
+        assert!(wide
+            .on_engine(Engine::DeepSpeed)
+            .formats
+            .fp32_gradient_reduction());
+        let megatron = wide.on_engine(Engine::Megatron);
+        assert!(!megatron.formats.fp32_gradient_reduction());
+        assert!(megatron.check().is_ok());
+        // bf16 gradients are fp32 already: nothing wider to name.
+        let bf16 = TrainingSetup {
+            formats: NumberFormats {
+                gradient_reduction: Some(NumberFormat::Fp32),
+                ..Precision::Bf16.formats()
+            },
+            ..TrainingSetup::default()
+        };
+        assert!(!bf16.formats.fp32_gradient_reduction());
+        let narrow = TrainingSetup {
+            formats: NumberFormats {
+                gradient_reduction: Some(NumberFormat::Bf16),
+                ..Precision::Bf16.formats()
+            },
+            ..TrainingSetup::default()
+        };
+        let e = narrow.check().unwrap_err().to_string();
+        assert!(e.contains("narrower than the gradients (fp32)"), "{e}");
     }
 
     #[test]

@@ -29,7 +29,9 @@
 //! micro-batches moved towards the faster replicas
 //! ([`crate::uneven::rebalance`]), re-split again. A heuristic:
 //! against every split and deal of its candidates on 24 small instances it
-//! loses at most 1.7% (`uneven_search_loss_against_every_split_and_deal`).
+//! finds the best on all 24 (21 of 24, losing at most 1.7%, under the
+//! constants fitted before 2026-12-03's fp32 all-reduce;
+//! `uneven_search_loss_against_every_split_and_deal`).
 
 use rayon::prelude::*;
 
@@ -1040,8 +1042,10 @@ mod tests {
         // In none of them is the best plan of the space uneven or mixed:
         // these instances measure the seeds and the refinement, not the
         // rebalancing (uneven.rs and search.rs test that).
-        assert_eq!((exact, special), (21, 0));
-        assert!((100.0 * worst - 1.6318).abs() < 0.001, "{worst}");
-        assert!((100.0 * mean - 0.1373).abs() < 0.001, "{mean}");
+        // Exact on all 24 with the constants fitted on 2026-12-03 (an
+        // inter-node efficiency of 1); with 0.5 before, 21 of 24, worst
+        // 1.63%: the figure moves with the network's price.
+        assert_eq!((exact, special), (24, 0));
+        assert!(worst <= 1e-12 && mean <= 1e-12, "{worst} {mean}");
     }
 }

@@ -56,6 +56,13 @@ pub(crate) fn export(
             "grad_partitioned": opts.partitioned_sends,
         },
     });
+    if opts.fp32_allreduce {
+        // The plan was priced with fp32 all-reduce bytes: `allreduce_bucket`
+        // casts each bucket to `communication_data_type`
+        // (deepspeed/runtime/engine.py; `fp32_allreduce: true` in the
+        // DeepSpeed of 2020 the AMP artifact ran).
+        cfg["communication_data_type"] = json!("fp32");
+    }
     match precision {
         Precision::Fp16 => cfg["fp16"] = json!({ "enabled": true }),
         Precision::Bf16 => cfg["bf16"] = json!({ "enabled": true }),
@@ -84,6 +91,7 @@ ds_config.json keys (deepspeed.ai/docs/config-json, deepspeed/runtime/constants.
   train_micro_batch_size_per_gpu = {mb}
   gradient_accumulation_steps = {nmb} (micro-batches per iteration)
   fp16.enabled / bf16.enabled: the numeric format
+  communication_data_type = "fp32" (when present): 16-bit gradients all-reduced as fp32
   zero_optimization.stage = {z} (pipeline parallelism works with ZeRO 0 and 1 only,
     PipelineModule docstring)
 """

@@ -85,6 +85,10 @@ pub(crate) struct EngineOptions {
     pub(crate) partitioned_sends: bool,
     /// The Adam(W) step the plan names, if any (else the engine's own).
     pub(crate) optimizer_step: Option<amp_core::setup::OptimizerStep>,
+    /// 16-bit gradients all-reduced as fp32 (DeepSpeed's
+    /// `communication_data_type`; Megatron-LM and torchtitan reduce them as
+    /// they are, fewer bytes than the plan was priced with).
+    pub(crate) fp32_allreduce: bool,
 }
 
 impl std::ops::Deref for EngineOptions {
@@ -201,6 +205,7 @@ fn engine_view(
         account_for_embedding_and_loss: false,
         partitioned_sends: setup.pipeline_send == amp_core::setup::PipelineSend::ScatterGather,
         optimizer_step: setup.optimizer_step,
+        fp32_allreduce: setup.formats.fp32_gradient_reduction(),
     };
     let v = setup.virtual_stages();
     if v <= 1 {

@@ -36,7 +36,10 @@ use crate::model::{LayerKind, Model, ParamTable};
 use crate::partition::{pipeline_latency, uniform_split};
 use crate::plan::Plan;
 use crate::profile::Profile;
-use crate::setup::{CrossEntropy, Engine, OptimizerStep, Precision, StageExchange, TrainingSetup};
+use crate::setup::{
+    CrossEntropy, Engine, NumberFormat, NumberFormats, OptimizerStep, Precision, StageExchange,
+    TrainingSetup,
+};
 
 /// The artifact counts every tensor as 4-byte elements.
 const BYTES_PER_ELEMENT: f64 = 4.0;
@@ -351,12 +354,18 @@ pub(crate) fn artifact_split(
 }
 
 /// The setup the AMP artifact trained with and its equations price: fp16
-/// mixed precision, 1F1B, no recomputation, no sharding, and the sends of
+/// mixed precision with fp16 gradients all-reduced in fp32 (its runner's
+/// examples/ds_config.json sets `fp32_allreduce`), 1F1B, no recomputation,
+/// no sharding, and the sends of
 /// DeepSpeed's pipeline engine, which the artifact ran (a tensor-parallel
 /// stage sends each rank's partition; [`Engine::default_pipeline_send`]).
 pub fn artifact_setup() -> TrainingSetup {
     TrainingSetup {
-        formats: Precision::Fp16.formats(),
+        formats: NumberFormats {
+            // examples/ds_config.json: `"fp32_allreduce": true`.
+            gradient_reduction: Some(NumberFormat::Fp32),
+            ..Precision::Fp16.formats()
+        },
         pipeline_send: Engine::DeepSpeed.default_pipeline_send(),
         // Megatron-LM's GPT-2 code computes the loss, and steps with
         // apex's (or DeepSpeed's) fused Adam.
@@ -385,7 +394,7 @@ fn check_setup(setup: &TrainingSetup) -> Result<()> {
         return Err(AmpError::invalid(
             "training setup",
             format!(
-                "the amp-paper cost model prices only the AMP artifact's setup (fp16, 1f1b, no recomputation, no sharding, DeepSpeed's scatter-gather sends), not {}; use the amp cost model",
+                "the amp-paper cost model prices only the AMP artifact's setup (fp16 with an fp32 all-reduce, 1f1b, no recomputation, no sharding, DeepSpeed's scatter-gather sends), not {}; use the amp cost model",
                 setup.summary()
             ),
         ));

@@ -52,7 +52,7 @@ impl Calibration {
     pub const FITTED: Calibration = Calibration {
         per_sample_fixed_fraction: 0.35,
         per_sample_tp_comm_fixed_fraction: 0.5,
-        inter_node_efficiency: 0.5,
+        inter_node_efficiency: 1.0,
         framework_reserve_bytes: 4.5e9,
     };
 

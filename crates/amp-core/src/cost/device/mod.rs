@@ -233,7 +233,7 @@ pub(super) fn pipeline_send_bytes(setup: &TrainingSetup) -> f64 {
 
 /// Bytes of one gradient element in the data-parallel reduction.
 pub(super) fn gradient_bytes(setup: &TrainingSetup) -> f64 {
-    setup.formats.gradients.bytes()
+    setup.formats.gradient_reduction_bytes()
 }
 
 /// Whether a tensor-parallel stage sends `1 / tp` of a block's output per

@@ -8,7 +8,7 @@ use crate::placement::{DeviceGrid, Placement};
 use crate::plan::Stage;
 use crate::profile::{Profile, ProfileEntry};
 use crate::schedule::{EventKind, Schedule};
-use crate::setup::{Precision, Recompute};
+use crate::setup::{NumberFormat, NumberFormats, Precision, Recompute};
 
 fn d(node: usize, gpu: usize) -> Device {
     Device { node, gpu }
@@ -361,6 +361,17 @@ fn number_formats_size_sends_and_allreduces() {
     // bf16 sends 16-bit activations but all-reduces fp32 gradients.
     let (tb16, arb16) = price(&p, &TrainingSetup::default()).unwrap();
     assert_eq!(tb16.cut, t16.cut);
+    // fp16 with DeepSpeed's fp32 all-reduce (the AMP artifact's runs):
+    // fp16 sends, fp32 all-reduce bytes.
+    let fp16_reduce32 = TrainingSetup {
+        formats: NumberFormats {
+            gradient_reduction: Some(NumberFormat::Fp32),
+            ..fp16.formats
+        },
+        ..fp16
+    };
+    let (t16r, ar16r) = price(&p, &fp16_reduce32).unwrap();
+    assert_eq!(t16r.cut, t16.cut);
     // Eager autocast sends its fp32 residual stream between stages: the
     // cut of fp32 training.
     let eager = TrainingSetup {
@@ -380,6 +391,7 @@ fn number_formats_size_sends_and_allreduces() {
     let intra = collective::INTRA_NODE_LATENCY_S;
     for (ar, bytes) in [
         (&ar16, 2000.0 * 2.0),
+        (&ar16r, 2000.0 * 4.0),
         (&arb16, 2000.0 * 4.0),
         (&ar32, 2000.0 * 4.0),
     ] {
