@@ -11,17 +11,18 @@
 //!   plans with more splits) on the same instances, from the partitioner's
 //!   split, over 64 deterministic cases: it is never worse than the
 //!   partitioner and the test prints how often it reaches the brute-force
-//!   best and its worst gap (README, "Split refinement"). Measured: of 567
-//!   pipelined plans, the partitioner's split is the best on 356 (worst
-//!   36.5% slower than the best), the local search reaches the best on 501
-//!   (88%; worst 14.8% slower).
+//!   best and its worst gap (README, "Split refinement"). Measured (the
+//!   constants fitted on 2026-12-03 13:20 UTC): of 511 pipelined plans, the
+//!   partitioner's split is the best on 315 (worst 22.0% slower than the
+//!   best), the local search reaches the best on 456 (89%; worst 15.9%
+//!   slower).
 //! - `search_equals_exhaustive_enumeration`: on instances of up to 16 GPUs
 //!   (2-4 nodes, two GPU types) and up to 12 layers, the best plan `search`
 //!   returns is as fast as the best of every (tp, dp, pp, micro-batch),
 //!   every axis order and node order, and every split, priced the same way.
 //!   Measured: equal on all 32 instances (and on 96 with `EXHAUSTIVE_CASES`
-//!   raised); the partitioner-only search misses the best on 3 of 32
-//!   (16 of 96), by up to 19.8%.
+//!   raised); the partitioner-only search misses the best on 5 of 32
+//!   (21 of 96), by up to 11.1% (15.7%).
 //! - `interleaved_plans_are_left_alone`: under an interleaved schedule the
 //!   search returns exactly what it returns without refinement.
 
