@@ -19,7 +19,9 @@ or a ``transformers`` config object. Clusters are shorthands
 amp's cluster format. Training options (``schedule="interleaved:2"``,
 ``recompute=True``, ``overlap_allreduce=True``, ``cost_model="amp-paper"``,
 ``top=20``, ...) are passed as keywords and become the CLI's flags
-(``key_name=value`` -> ``--key-name value``; ``True`` -> ``--key-name``).
+(``key_name=value`` -> ``--key-name value``; ``True`` -> ``--key-name``;
+``False`` leaves the flag out, but ``fp32_allreduce=False``, whose default
+depends on the inputs, is ``--fp32-allreduce=false``).
 
 The profiler, which measures your own GPUs for amp, is
 ``python -m amp_planner.profile`` (needs PyTorch).
@@ -91,6 +93,12 @@ def _flag(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
+# Flags whose default depends on the inputs (`--fp32-allreduce` is on for the
+# AMP artifact's inputs): ``False`` must say so (``--flag=false``) rather
+# than leave the flag out.
+_SAYS_FALSE = frozenset({"fp32_allreduce"})
+
+
 def _setup_args(setup: Mapping[str, Any]) -> Tuple[List[str], Dict[str, str]]:
     """CLI arguments for keyword options, and flag -> key for error mapping."""
     args: List[str] = []
@@ -100,6 +108,9 @@ def _setup_args(setup: Mapping[str, Any]) -> Tuple[List[str], Dict[str, str]]:
             raise TypeError(f"unexpected keyword argument {key!r}")
         flag = _flag(key)
         flags[flag] = key
+        if value is False and key in _SAYS_FALSE:
+            args.append(flag + "=false")
+            continue
         if value is None or value is False:
             continue
         if value is True:

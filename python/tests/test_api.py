@@ -76,6 +76,17 @@ def test_setup_keywords_become_flags(cli_json):
     assert len(result.plans) <= 3
 
 
+def test_fp32_allreduce_false_turns_the_amp_runs_default_off(cli_json):
+    """On the AMP examples the fp32 all-reduce is on by default; False says off."""
+    off = cli_json(
+        "plan", "--example", "homogeneous", "--fp32-allreduce=false", "--top", "1", "--json", "-q"
+    )
+    on = cli_json("plan", "--example", "homogeneous", "--top", "1", "--json", "-q")
+    assert amp.plan(example="homogeneous", fp32_allreduce=False, top=1).to_dict() == off
+    assert amp.plan(example="homogeneous", fp32_allreduce=True, top=1).to_dict() == on
+    assert off["plans"][0]["predicted_iteration_s"] < on["plans"][0]["predicted_iteration_s"]
+
+
 def test_search_keywords_reach_the_cli(cli_json):
     """The wider search's options work from Python as on the command line."""
     expected = cli_json(
