@@ -62,6 +62,11 @@ CASES = [
     # A named Adam step: torchtitan must run that implementation.
     ("llama3-8b foreach Adam tp2 pp2", "llama-3-8b", 8192, "1x8xH100", [8], 2, 2, 2, [0, 17, 35], 1, 4,
      ["--optimizer-step", "foreach"], {"megatron": "fused Adam"}),
+    # fp16 with DeepSpeed's fp32 all-reduce (the AMP artifact's runs): DeepSpeed
+    # must reduce in fp32; asked for it, the others have no such option.
+    ("llama3-8b fp16, fp32 all-reduce tp2 pp2", "llama-3-8b", 8192, "1x8xH100", [8], 2, 2, 2, [0, 17, 35], 1, 4,
+     ["--precision", "fp16", "--fp32-allreduce"],
+     {"megatron": "communication_data_type", "torchtitan": "communication_data_type"}),
 ]
 
 
@@ -187,10 +192,12 @@ def compare(case, engine, res, out, plan):
         fmt = f.get("param_dtype")
         rc = {"FullAC.Config": "full", "SelectiveAC.Config": "selective"}.get(f.get("ac"), f.get("ac"))
     else:
-        fmt = "bf16" if f.get("bf16") else "fp16/fp32"
+        fmt = "bf16" if f.get("bf16") else ("fp16" if f.get("fp16") else "fp32")
         rc = f.get("recompute")
     cells["settings"] = f"{fmt}, recompute {rc or 'none'}"
-    if fmt not in ("bf16", "bfloat16"):  # every plan here is priced in bf16
+    # bf16 unless the case names a precision
+    want = flags[flags.index("--precision") + 1] if "--precision" in flags else "bf16"
+    if fmt not in (want, {"bf16": "bfloat16", "fp16": "float16"}[want]):
         cells["settings"] += " MISMATCH"
         bad.append("format")
     if ("--recompute" in flags) != (rc == "full"):
@@ -221,6 +228,15 @@ def compare(case, engine, res, out, plan):
         if got != (want, want):
             cells["settings"] += " MISMATCH"
             bad.append("sends")
+        # The gradient all-reduce's dtype as the engine resolves it
+        # (`DeepSpeedEngine.communication_data_type`: the config's, else the
+        # training format's).
+        want = "torch.float32" if "--fp32-allreduce" in flags else None
+        got = f.get("communication_data_type")
+        cells["settings"] += f", all-reduce {got or 'as trained'}"
+        if got != want:
+            cells["settings"] += " MISMATCH"
+            bad.append("all-reduce")
     return cells, bad
 
 
@@ -248,7 +264,8 @@ def main():
         for engine in engines:
             out = os.path.join(d, engine)
             p = subprocess.run([a.amp, "export", pj, "--model", model, "--seq", str(seq), "--cluster", cluster,
-                                "--to", engine, "--out", out, "--precision", "bf16"] + flags,
+                                "--to", engine, "--out", out]
+                               + ([] if "--precision" in flags else ["--precision", "bf16"]) + flags,
                                capture_output=True, text=True)
             row = {"plan": name, "engine": engine}
             if p.returncode != 0:

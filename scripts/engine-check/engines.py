@@ -143,6 +143,12 @@ def deepspeed_check(out):
              "micro_batch": cfg.train_micro_batch_size_per_gpu,
              "train_batch": cfg.train_batch_size, "dp": topo.get_dim("data"),
              "bf16": bool(cfg.bfloat16_config.enabled) if hasattr(cfg, "bfloat16_config") else None,
+             "fp16": bool(cfg.float16_config.enabled) if hasattr(cfg, "float16_config")
+             else bool(cfg.fp16_enabled),
+             # the all-reduce's dtype when the config names one (None: the
+             # training format's, DeepSpeedEngine.communication_data_type)
+             "communication_data_type": None if cfg.communication_data_type is None
+             else str(cfg.communication_data_type),
              "zero_stage": cfg.zero_optimization_stage,
              # how a tensor-parallel stage sends (PipelineEngine reads these)
              "pipe_partitioned": cfg.pipeline.get("pipe_partitioned"),
