@@ -848,7 +848,7 @@ impl TrainingSetup {
             if self.formats.fp32_gradient_reduction() && engine != Engine::DeepSpeed {
                 return Err(AmpError::invalid(
                     at,
-                    format!("an fp32 all-reduce of 16-bit gradients is DeepSpeed's `communication_data_type` (`fp32_allreduce` in its older versions); {engine} all-reduces gradients in their own format (Megatron-LM's `--accumulate-allreduce-grads-in-fp32` keeps them in fp32 throughout: plan with bf16): drop `formats.gradient_reduction` (`--fp32-allreduce`) or the engine"),
+                    format!("an fp32 all-reduce of 16-bit gradients is DeepSpeed's `communication_data_type` (`fp32_allreduce` in its older versions); {engine} all-reduces gradients in their own format (for fp32 gradient reductions there, plan with bf16, whose gradients are fp32): drop `formats.gradient_reduction` (`--fp32-allreduce`) or the engine"),
                 ));
             }
             if !engine.supports_schedule(self.schedule) {

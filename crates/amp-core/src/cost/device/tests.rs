@@ -138,7 +138,7 @@ fn each_stage_is_priced_on_its_own_gpus() {
     let pl = plan(vec![(0, 4, vec![vec![d(0, 0), d(1, 0)]])], 1);
     let t = time_only().timeline(&inputs, &pl).unwrap();
     // All-reduce of 2 x 100 x 2 = 400 bytes between the nodes:
-    // 2 x 30us + 400 / (1e9 x 0.5).
+    // 2 x 30us + 400 / (1e9 x the fitted inter-node efficiency).
     let ar = 2.0 * collective::INTER_NODE_LATENCY_S
         + 400.0 / (1e9 * crate::cost::Calibration::FITTED.inter_node_efficiency);
     let f = durations(&t, 0, EventKind::Forward)[0];
