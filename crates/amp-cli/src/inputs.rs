@@ -188,10 +188,15 @@ impl Loaded {
             let runs = amp_core::cost::amp_paper::artifact_setup();
             s.cross_entropy = s.cross_entropy.or(runs.cross_entropy);
             s.optimizer_step = s.optimizer_step.or(runs.optimizer_step);
-            if s.formats.gradient_reduction.is_none()
-                && runs.formats.gradient_reduction_bytes() > s.formats.gradients.bytes()
-            {
-                s.formats.gradient_reduction = runs.formats.gradient_reduction;
+            if s.formats.gradient_reduction.is_none() {
+                let filled = amp_core::setup::NumberFormats {
+                    gradient_reduction: runs.formats.gradient_reduction,
+                    ..s.formats
+                };
+                // Only where it widens the gradients (not bf16's fp32 ones).
+                if filled.fp32_gradient_reduction() {
+                    s.formats = filled;
+                }
             }
             if s.schedule == amp_core::schedule::Schedule::OneFOneB {
                 s.stage_exchange = s.stage_exchange.or(runs.stage_exchange);
