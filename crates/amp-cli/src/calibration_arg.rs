@@ -28,9 +28,10 @@ pub fn read_calibration(spec: &str) -> Result<Calibration> {
         .with_context(|| format!("cannot read calibration file {spec}"))?;
     let cal: Calibration = serde_json::from_str(&text).map_err(|e| {
         anyhow!(
-            "{spec}: not a calibration file ({e}); it needs exactly the keys \
+            "{spec}: not a calibration file ({e}); it needs the keys \
              per_sample_fixed_fraction, per_sample_tp_comm_fixed_fraction, \
-             inter_node_efficiency, framework_reserve_bytes, as `amp fit --out` writes them"
+             inter_node_efficiency, framework_reserve_bytes and (optional, 0 when absent) \
+             allocator_cache_bytes, as `amp fit --out` writes them"
         )
     })?;
     cal.check().map_err(|e| anyhow!("{spec}: {e}"))?;

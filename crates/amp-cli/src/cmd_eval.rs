@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use amp_core::cost::{DeviceMemory, Estimate, Inputs};
+use amp_core::cost::{CostModel, DeviceMemory, Estimate, Inputs};
 use amp_core::plan::Plan;
 use anyhow::{bail, Result};
 use clap::Args;
@@ -61,6 +61,11 @@ struct JsonOutput<'a> {
     /// None when the cost model has no memory model or a capacity is unknown.
     fits_in_memory: Option<bool>,
     memory: Vec<JsonDevice<'a>>,
+    /// What a device reading (`nvidia-smi`) shows beyond each GPU's
+    /// `peak_bytes`: the caching allocator's free blocks, bytes; absent
+    /// without a memory model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allocator_cache_bytes: Option<f64>,
     plan: &'a Plan,
 }
 
@@ -81,8 +86,9 @@ fn print_text(
     loaded: &Loaded,
     plan: &Plan,
     est: &Estimate,
-    cost_model: &str,
+    cost_model: &dyn CostModel,
 ) -> Result<()> {
+    let (cache_bytes, cost_model) = (cost_model.allocator_cache_bytes(), cost_model.name());
     let b = &est.breakdown;
     let gb = plan.global_batch();
     writeln!(
@@ -184,6 +190,14 @@ fn print_text(
         (Some(true), None) => writeln!(out, "fits in memory on every device")?,
         _ => writeln!(out, "memory capacity unknown for some devices")?,
     }
+    if cache_bytes > 0.0 {
+        writeln!(
+            out,
+            "nvidia-smi will read about {:.2} GiB more than the peak on each GPU: free blocks the \
+             caching allocator keeps, which it gives back before running out of memory",
+            cache_bytes / GIB
+        )?;
+    }
     Ok(())
 }
 
@@ -221,11 +235,13 @@ pub fn run(args: EvalArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
                     fits: m.capacity_bytes.map(|_| m.overflow_bytes().is_none()),
                 })
                 .collect(),
+            allocator_cache_bytes: (!est.memory.is_empty())
+                .then(|| cost_model.allocator_cache_bytes()),
             plan: &plan,
         };
         writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
     } else {
-        print_text(out, &loaded, &plan, &est, cost_model.name())?;
+        print_text(out, &loaded, &plan, &est, cost_model.as_ref())?;
     }
     if let (Some((m, over)), false) = (est.first_overflow(), args.force) {
         bail!(

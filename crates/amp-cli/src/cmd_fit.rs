@@ -57,7 +57,7 @@ fn constant_rows(fit: &Fit, sets: &[SetFigures]) -> Table {
         .set_width(120)
         .set_header(header);
     type Get = fn(&Calibration) -> String;
-    let rows: [(&str, Get); 4] = [
+    let rows: [(&str, Get); 5] = [
         ("per_sample_fixed_fraction", |c| {
             format!("{}", c.per_sample_fixed_fraction)
         }),
@@ -69,6 +69,9 @@ fn constant_rows(fit: &Fit, sets: &[SetFigures]) -> Table {
         }),
         ("framework_reserve_bytes", |c| {
             format!("{:.2} GB", c.framework_reserve_bytes / 1e9)
+        }),
+        ("allocator_cache_bytes", |c| {
+            format!("{:.2} GB", c.allocator_cache_bytes / 1e9)
         }),
     ];
     for (name, get) in rows {

@@ -205,7 +205,7 @@ fn print_tables(out: &mut dyn Write, reports: &[DatasetReport], runs: bool) -> R
             if phases {
                 header.extend(["grad reduce: measured ms", "predicted ms"]);
             }
-            header.push("fits");
+            header.extend(["peak GB", "fits"]);
             // One line per run, however wide: a listing to read or grep.
             let mut t = Table::new();
             t.load_preset(UTF8_BORDERS_ONLY)
@@ -228,12 +228,13 @@ fn print_tables(out: &mut dyn Write, reports: &[DatasetReport], runs: bool) -> R
                     opt(d.predicted_s, 3),
                     err,
                     opt(d.measured_peak_bytes.map(|b| b / 1e9), 2),
-                    opt(d.predicted_peak_bytes.map(|b| b / 1e9), 2),
+                    opt(d.predicted_reading_bytes.map(|b| b / 1e9), 2),
                 ];
                 if phases {
                     row.push(opt(d.measured_grad_reduce_s.map(|s| s * 1e3), 1));
                     row.push(opt(d.predicted_grad_reduce_s.map(|s| s * 1e3), 1));
                 }
+                row.push(opt(d.predicted_peak_bytes.map(|b| b / 1e9), 2));
                 row.push(if d.predicted_infeasible {
                     "no".into()
                 } else {

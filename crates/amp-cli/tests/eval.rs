@@ -70,6 +70,28 @@ fn heterogeneous_example_plan_is_priced() {
     let text = stdout(&o);
     assert!(text.contains(&format!("iteration: {t:.4} s")), "{text}");
     assert!(text.contains("fits in memory"), "{text}");
+    // What nvidia-smi shows beyond the peak: the fitted allocator's cache,
+    // 1.5 GB, and none under neutral constants.
+    assert_eq!(v["allocator_cache_bytes"], 1.5e9);
+    assert!(
+        text.contains("nvidia-smi will read about 1.40 GiB more than the peak"),
+        "{text}"
+    );
+    let plan = het_plan();
+    let mut neutral = vec![
+        "eval",
+        &plan,
+        "--model",
+        "gpt2-amp",
+        "--cluster",
+        "het-cluster",
+        "--calibration",
+        "neutral",
+    ];
+    let text = stdout(&amp(&neutral));
+    assert!(!text.contains("nvidia-smi"), "{text}");
+    neutral.push("--json");
+    assert_eq!(amp_json(&neutral)["allocator_cache_bytes"], 0.0);
 }
 
 #[test]

@@ -52,7 +52,16 @@ fn the_fit_on_the_given_sets_is_the_default_calibration() {
     near(&amp_h["neutral"]["top1_regret"], 1.100, tol);
     near(&amp_h["leave_one_set_out"]["top1_regret"], 1.025, tol);
     assert_eq!(amp_h["neutral"]["failed_predicted_infeasible"], 1);
-    assert_eq!(amp_h["leave_one_set_out"]["failed_predicted_infeasible"], 4);
+    // The reserve comes from AMP's out-of-memory verdicts alone: fitted on
+    // Sailor alone it is neutral and 4 failed runs are predicted to fit.
+    assert_eq!(amp_h["leave_one_set_out"]["failed_predicted_infeasible"], 1);
+    assert_eq!(amp_h["in_sample"]["failed_predicted_infeasible"], 4);
+    assert_eq!(amp_h["in_sample"]["completed_predicted_infeasible"], 0);
+    assert_eq!(
+        amp_h["leave_one_set_out"]["completed_predicted_infeasible"],
+        0
+    );
+    assert_eq!(amp_h["neutral"]["completed_predicted_infeasible"], 0);
     // Sailor GH200: time and memory.
     near(&sailor["neutral"]["time_error"]["mean"], 0.0915, tol);
     near(&sailor["in_sample"]["time_error"]["mean"], 0.0915, tol);
@@ -82,6 +91,14 @@ fn the_fit_on_the_given_sets_is_the_default_calibration() {
         .clone();
     near(&loso["per_sample_fixed_fraction"], 0.0, 0.0);
     near(&loso["per_sample_tp_comm_fixed_fraction"], 0.0, 0.0);
+    // Each memory constant comes from the set that measures its quantity:
+    // without AMP (verdicts) the reserve is neutral and Sailor's readings
+    // go to the cache whole; without Sailor (readings) the cache is neutral.
+    near(&loso["framework_reserve_bytes"], 0.0, 0.0);
+    near(&loso["allocator_cache_bytes"], 4.5e9, 0.0);
+    let loso_sailor = set("sailor/clariden/OPT-350")["leave_one_set_out_calibration"].clone();
+    near(&loso_sailor["framework_reserve_bytes"], 3.0e9, 0.0);
+    near(&loso_sailor["allocator_cache_bytes"], 0.0, 0.0);
 
     // The file is accepted back by validate, and gives the in-sample figures.
     let v = amp_json(&[

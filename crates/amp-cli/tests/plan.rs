@@ -1289,8 +1289,8 @@ fn the_loss_and_adam_kernels_cost_what_the_readme_says() {
     };
     let megatron_loss = ["--cross-entropy", "megatron"];
     for (model, seq, batch, pytorch_gb, megatron_gb) in [
-        (&gpt2, "1024", "12", 23.61, 19.90),
-        (&llama, "2048", "8", 74.20, 61.59),
+        (&gpt2, "1024", "12", 22.11, 18.40),
+        (&llama, "2048", "8", 72.70, 60.09),
     ] {
         let (_, p) = best(model, seq, batch, &[]);
         let (_, m) = best(model, seq, batch, &megatron_loss);

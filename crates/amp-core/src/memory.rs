@@ -48,7 +48,11 @@
 //!   fused steps nothing;
 //! - a **framework reserve** (`reserve_bytes`, the fitted
 //!   [`crate::cost::Calibration::framework_reserve_bytes`]): CUDA context,
-//!   communication buffers, workspaces and allocator fragmentation.
+//!   communication buffers, workspaces and allocator fragmentation: what
+//!   the framework cannot give back. The free blocks PyTorch's caching
+//!   allocator keeps are not in the peak: it frees them before it reports
+//!   out of memory, so they do not decide what fits; a device reading
+//!   shows them on top ([`crate::cost::Calibration::allocator_cache_bytes`]).
 //!
 //! A device's capacity is its node's `gpu_memory_bytes`; unknown capacity
 //! means no constraint.

@@ -31,7 +31,11 @@ pub struct Run {
     pub plan: Plan,
     /// What happened: completed with its iteration time, or failed.
     pub outcome: Outcome,
-    /// Measured peak memory per GPU, bytes, when recorded.
+    /// Measured memory per GPU, bytes, when recorded: the device reading
+    /// at its fullest (`nvidia-smi`'s `memory.used`: the CUDA context,
+    /// NCCL's buffers and all the caching allocator holds, as Sailor
+    /// records `max_mem`), compared with the predicted peak plus the
+    /// allocator's cache ([`CostModel::allocator_cache_bytes`]).
     pub measured_peak_bytes: Option<f64>,
     /// Measured time of the data-parallel gradient reduction in the
     /// iteration, seconds, when recorded (Sailor's `red_grads`).
@@ -71,10 +75,16 @@ pub struct RunReport {
     /// Predicted iteration time; `None` when the cost model could not price
     /// the plan (see `error`).
     pub predicted_s: Option<f64>,
-    /// Measured peak memory per GPU, bytes, when recorded.
+    /// Measured memory per GPU, bytes, when recorded (a device reading,
+    /// see [`Run::measured_peak_bytes`]).
     pub measured_peak_bytes: Option<f64>,
-    /// Predicted peak memory of the fullest device, bytes, when the model prices memory.
+    /// Predicted peak memory of the fullest device, bytes, when the model
+    /// prices memory: what must fit in its capacity.
     pub predicted_peak_bytes: Option<f64>,
+    /// What a device reading of the fullest device would show, bytes: the
+    /// predicted peak plus the allocator's cache. Compared with
+    /// `measured_peak_bytes`.
+    pub predicted_reading_bytes: Option<f64>,
     /// Whether the cost model predicts some device runs out of memory.
     pub predicted_infeasible: bool,
     /// Measured and predicted gradient reduction on the critical path.
@@ -134,7 +144,8 @@ pub struct DatasetReport {
     pub top1_failed: bool,
     /// Relative error of predicted iteration times over completed, priced runs.
     pub time_error: Option<ErrorStats>,
-    /// Relative error of predicted peak memory where it was measured.
+    /// Relative error of the predicted device reading (peak plus the
+    /// allocator's cache) where memory was measured.
     pub memory_error: Option<ErrorStats>,
     /// Phase-level error of the gradient reduction, where measured.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -291,6 +302,7 @@ pub fn validate_dataset(dataset: &Dataset, cost: &dyn CostModel) -> DatasetRepor
             predicted_s: None,
             measured_peak_bytes: run.measured_peak_bytes,
             predicted_peak_bytes: None,
+            predicted_reading_bytes: None,
             predicted_infeasible: false,
             measured_grad_reduce_s: run.measured_grad_reduce_s,
             predicted_grad_reduce_s: None,
@@ -321,6 +333,9 @@ pub fn validate_dataset(dataset: &Dataset, cost: &dyn CostModel) -> DatasetRepor
             memory
         };
         r.predicted_peak_bytes = memory.iter().map(|m| m.peak_bytes).reduce(f64::max);
+        r.predicted_reading_bytes = r
+            .predicted_peak_bytes
+            .map(|b| b + cost.allocator_cache_bytes());
         r.predicted_infeasible = memory.iter().any(|m| m.overflow_bytes().is_some());
         details.push(r);
     }
@@ -349,7 +364,7 @@ pub fn summarize(name: &str, cost_model: &str, details: Vec<RunReport>) -> Datas
     let regret = top1_regret(&feasible, best);
     let mem: Vec<(f64, f64)> = details
         .iter()
-        .filter_map(|r| Some((r.predicted_peak_bytes?, r.measured_peak_bytes?)))
+        .filter_map(|r| Some((r.predicted_reading_bytes?, r.measured_peak_bytes?)))
         .collect();
     DatasetReport {
         name: name.to_string(),
@@ -470,6 +485,7 @@ mod tests {
             measured_grad_reduce_s: None,
             predicted_grad_reduce_s: None,
             predicted_peak_bytes: None,
+            predicted_reading_bytes: None,
             predicted_infeasible: infeasible,
             error: None,
         }

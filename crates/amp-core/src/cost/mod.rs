@@ -270,6 +270,14 @@ pub trait CostModel: Sync {
     /// Short name, as given to `--cost-model`.
     fn name(&self) -> &'static str;
 
+    /// Bytes a device reading (`nvidia-smi`'s `memory.used`) shows beyond
+    /// a plan's peak memory, which is what must fit: the caching
+    /// allocator's free blocks ([`Calibration::allocator_cache_bytes`]).
+    /// A model without its own calibration takes the fitted one.
+    fn allocator_cache_bytes(&self) -> f64 {
+        Calibration::FITTED.allocator_cache_bytes
+    }
+
     /// Tables for the partitioner. Errors when the inputs cannot price this
     /// candidate (e.g. no profile for its tensor-parallel degree).
     fn stage_tables(&self, inputs: &Inputs, candidate: &Candidate) -> Result<StageTables>;

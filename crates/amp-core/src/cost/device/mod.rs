@@ -814,6 +814,10 @@ impl CostModel for DeviceModel {
         "amp"
     }
 
+    fn allocator_cache_bytes(&self) -> f64 {
+        self.options.calibration.allocator_cache_bytes
+    }
+
     fn stage_tables(&self, inputs: &Inputs, c: &Candidate) -> Result<StageTables> {
         self.stage_tables_with(inputs, c, &mut None)
     }
