@@ -61,6 +61,12 @@ struct JsonOutput<'a> {
     /// None when the cost model has no memory model or a capacity is unknown.
     fits_in_memory: Option<bool>,
     memory: Vec<JsonDevice<'a>>,
+    /// Part of each GPU's `peak_bytes` that PyTorch's allocator does not
+    /// count (`torch.cuda.max_memory_allocated`): the framework reserve
+    /// (CUDA context, NCCL buffers, fragmentation), bytes; absent without a
+    /// memory model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    framework_reserve_bytes: Option<f64>,
     /// What a device reading (`nvidia-smi`) shows beyond each GPU's
     /// `peak_bytes`: the caching allocator's free blocks, bytes; absent
     /// without a memory model.
@@ -88,7 +94,8 @@ fn print_text(
     est: &Estimate,
     cost_model: &dyn CostModel,
 ) -> Result<()> {
-    let (cache_bytes, cost_model) = (cost_model.allocator_cache_bytes(), cost_model.name());
+    let calibration = cost_model.calibration();
+    let cost_model = cost_model.name();
     let b = &est.breakdown;
     let gb = plan.global_batch();
     writeln!(
@@ -190,12 +197,23 @@ fn print_text(
         (Some(true), None) => writeln!(out, "fits in memory on every device")?,
         _ => writeln!(out, "memory capacity unknown for some devices")?,
     }
-    if cache_bytes > 0.0 {
+    let Some(c) = calibration else {
+        return Ok(());
+    };
+    if c.framework_reserve_bytes > 0.0 {
+        writeln!(
+            out,
+            "the peak holds a {:.2} GiB framework reserve (CUDA context, NCCL buffers, \
+             fragmentation) that torch.cuda.max_memory_allocated does not count",
+            c.framework_reserve_bytes / GIB
+        )?;
+    }
+    if c.allocator_cache_bytes > 0.0 {
         writeln!(
             out,
             "nvidia-smi will read about {:.2} GiB more than the peak on each GPU: free blocks the \
              caching allocator keeps, which it gives back before running out of memory",
-            cache_bytes / GIB
+            c.allocator_cache_bytes / GIB
         )?;
     }
     Ok(())
@@ -235,8 +253,14 @@ pub fn run(args: EvalArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
                     fits: m.capacity_bytes.map(|_| m.overflow_bytes().is_none()),
                 })
                 .collect(),
-            allocator_cache_bytes: (!est.memory.is_empty())
-                .then(|| cost_model.allocator_cache_bytes()),
+            framework_reserve_bytes: cost_model
+                .calibration()
+                .filter(|_| !est.memory.is_empty())
+                .map(|c| c.framework_reserve_bytes),
+            allocator_cache_bytes: cost_model
+                .calibration()
+                .filter(|_| !est.memory.is_empty())
+                .map(|c| c.allocator_cache_bytes),
             plan: &plan,
         };
         writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;

@@ -73,8 +73,13 @@ fn heterogeneous_example_plan_is_priced() {
     // What nvidia-smi shows beyond the peak: the fitted allocator's cache,
     // 1.5 GB, and none under neutral constants.
     assert_eq!(v["allocator_cache_bytes"], 1.5e9);
+    assert_eq!(v["framework_reserve_bytes"], 3.0e9);
     assert!(
         text.contains("nvidia-smi will read about 1.40 GiB more than the peak"),
+        "{text}"
+    );
+    assert!(
+        text.contains("the peak holds a 2.79 GiB framework reserve"),
         "{text}"
     );
     let plan = het_plan();
@@ -89,9 +94,14 @@ fn heterogeneous_example_plan_is_priced() {
         "neutral",
     ];
     let text = stdout(&amp(&neutral));
-    assert!(!text.contains("nvidia-smi"), "{text}");
+    assert!(
+        !text.contains("nvidia-smi") && !text.contains("reserve"),
+        "{text}"
+    );
     neutral.push("--json");
-    assert_eq!(amp_json(&neutral)["allocator_cache_bytes"], 0.0);
+    let v = amp_json(&neutral);
+    assert_eq!(v["allocator_cache_bytes"], 0.0);
+    assert_eq!(v["framework_reserve_bytes"], 0.0);
 }
 
 #[test]

@@ -35,7 +35,7 @@ pub struct Run {
     /// at its fullest (`nvidia-smi`'s `memory.used`: the CUDA context,
     /// NCCL's buffers and all the caching allocator holds, as Sailor
     /// records `max_mem`), compared with the predicted peak plus the
-    /// allocator's cache ([`CostModel::allocator_cache_bytes`]).
+    /// allocator's cache ([`crate::cost::Calibration::allocator_cache_bytes`]).
     pub measured_peak_bytes: Option<f64>,
     /// Measured time of the data-parallel gradient reduction in the
     /// iteration, seconds, when recorded (Sailor's `red_grads`).
@@ -280,6 +280,9 @@ pub fn top1_regret(
 /// has a memory model, else from [`plan_memory`] under the plan's setup; a run is
 /// predicted infeasible when some device overflows.
 pub fn validate_dataset(dataset: &Dataset, cost: &dyn CostModel) -> DatasetReport {
+    let calibration = cost
+        .calibration()
+        .unwrap_or(crate::cost::Calibration::FITTED);
     let mut details = Vec::with_capacity(dataset.runs.len());
     for run in &dataset.runs {
         let inputs = Inputs {
@@ -320,14 +323,15 @@ pub fn validate_dataset(dataset: &Dataset, cost: &dyn CostModel) -> DatasetRepor
             }
         };
         // Memory does not depend on the time model: fall back to the memory
-        // model, with the fitted reserve, when the cost model has none or
-        // could not price the run.
+        // model, with the model's reserve (the fitted one for a model
+        // without constants), when the cost model has none or could not
+        // price the run.
         let memory = if memory.is_empty() {
             plan_memory(
                 &dataset.model,
                 &run.cluster,
                 &run.plan,
-                crate::cost::Calibration::FITTED.framework_reserve_bytes,
+                calibration.framework_reserve_bytes,
             )
         } else {
             memory
@@ -335,7 +339,7 @@ pub fn validate_dataset(dataset: &Dataset, cost: &dyn CostModel) -> DatasetRepor
         r.predicted_peak_bytes = memory.iter().map(|m| m.peak_bytes).reduce(f64::max);
         r.predicted_reading_bytes = r
             .predicted_peak_bytes
-            .map(|b| b + cost.allocator_cache_bytes());
+            .map(|b| b + calibration.allocator_cache_bytes);
         r.predicted_infeasible = memory.iter().any(|m| m.overflow_bytes().is_some());
         details.push(r);
     }

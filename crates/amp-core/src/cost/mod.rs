@@ -270,12 +270,11 @@ pub trait CostModel: Sync {
     /// Short name, as given to `--cost-model`.
     fn name(&self) -> &'static str;
 
-    /// Bytes a device reading (`nvidia-smi`'s `memory.used`) shows beyond
-    /// a plan's peak memory, which is what must fit: the caching
-    /// allocator's free blocks ([`Calibration::allocator_cache_bytes`]).
-    /// A model without its own calibration takes the fitted one.
-    fn allocator_cache_bytes(&self) -> f64 {
-        Calibration::FITTED.allocator_cache_bytes
+    /// The fitted constants this model prices with, `None` for a model
+    /// without any (its memory, where asked, is then priced with
+    /// [`Calibration::FITTED`]'s reserve).
+    fn calibration(&self) -> Option<Calibration> {
+        None
     }
 
     /// Tables for the partitioner. Errors when the inputs cannot price this

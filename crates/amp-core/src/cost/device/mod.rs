@@ -814,8 +814,8 @@ impl CostModel for DeviceModel {
         "amp"
     }
 
-    fn allocator_cache_bytes(&self) -> f64 {
-        self.options.calibration.allocator_cache_bytes
+    fn calibration(&self) -> Option<Calibration> {
+        Some(self.options.calibration)
     }
 
     fn stage_tables(&self, inputs: &Inputs, c: &Candidate) -> Result<StageTables> {
