@@ -18,12 +18,12 @@
 //! **How.** Each constant takes values on a fixed grid ([`GRID`]). The time
 //! constants are fitted by coordinate descent from [`Calibration::NEUTRAL`]:
 //! each constant in turn moves to its best grid value with the others held,
-//! until a whole round changes nothing (at most [`MAX_ROUNDS`]); the reserve,
-//! then the cache, by trying every grid value. A constant leaves its current (at first
-//! neutral) value only for a strictly lower loss, and among equal losses the
-//! value nearest neutral wins, so a constant the data says nothing about
-//! (the per-sample fractions on data without per-sample profiles) stays
-//! neutral. Coordinate descent can stop at a local optimum; the result is
+//! until a whole round changes nothing (at most [`MAX_ROUNDS`]); the
+//! reserve, then the cache, by trying every grid value. A constant leaves
+//! its current (at first neutral) value only for a strictly lower loss, and
+//! among equal losses the value nearest neutral wins, so a constant the
+//! data says nothing about (the per-sample fractions on data without
+//! per-sample profiles) stays neutral. Coordinate descent can stop at a local optimum; the result is
 //! deterministic.
 //!
 //! **What is reported** ([`fit_report`]): for every dataset, its figures
@@ -360,7 +360,7 @@ mod tests {
                             n.gpu_memory_bytes = Some((peak - gap).ceil() as u64);
                         }
                         runs.push(Run {
-                            name: format!("dp{dp} pp{pp} mbs{mbs} on {gap} GB less"),
+                            name: format!("dp{dp} pp{pp} mbs{mbs} on {} GB less", gap / 1e9),
                             cluster: small,
                             plan: plan.clone(),
                             outcome,

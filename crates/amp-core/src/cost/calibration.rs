@@ -136,7 +136,7 @@ mod tests {
     }
 
     #[test]
-    fn a_file_without_the_allocator_cache_reads_as_none() {
+    fn a_file_without_the_allocator_cache_reads_as_zero() {
         let old = r#"{"per_sample_fixed_fraction": 0.35, "per_sample_tp_comm_fixed_fraction": 0.5,
             "inter_node_efficiency": 0.5, "framework_reserve_bytes": 4.5e9}"#;
         let c: Calibration = serde_json::from_str(old).unwrap();
