@@ -223,35 +223,32 @@ pub fn fit(datasets: &[&Dataset], base: &DeviceOptions) -> Fit {
         }
     }
     // Verdicts depend only on the reserve, readings on the reserve and the
-    // cache: one pass over each grid, the reserve first.
-    let reserve = best_value(
-        &values(GRID.framework_reserve_bytes),
-        neutral.framework_reserve_bytes,
-        neutral.framework_reserve_bytes,
-        |v| {
+    // cache: one pass over each grid, the reserve first, each on the loss
+    // of what it stands for.
+    type MemoryField = (Field, Vec<f64>, fn(&Loss) -> f64);
+    let memory_fields: [MemoryField; 2] = [
+        (
+            |c| &mut c.framework_reserve_bytes,
+            values(GRID.framework_reserve_bytes),
+            |l| l.verdicts,
+        ),
+        (
+            |c| &mut c.allocator_cache_bytes,
+            values(GRID.allocator_cache_bytes),
+            |l| l.memory,
+        ),
+    ];
+    for (field, grid, of) in &memory_fields {
+        let mut n = neutral;
+        let neutral_value = *field(&mut n);
+        let v = best_value(grid, neutral_value, neutral_value, |v| {
             evaluations += 1;
-            let c = Calibration {
-                framework_reserve_bytes: v,
-                ..cal
-            };
-            loss(&reports(datasets, base, c)).verdicts
-        },
-    );
-    cal.framework_reserve_bytes = reserve;
-    let cache = best_value(
-        &values(GRID.allocator_cache_bytes),
-        neutral.allocator_cache_bytes,
-        neutral.allocator_cache_bytes,
-        |v| {
-            evaluations += 1;
-            let c = Calibration {
-                allocator_cache_bytes: v,
-                ..cal
-            };
-            loss(&reports(datasets, base, c)).memory
-        },
-    );
-    cal.allocator_cache_bytes = cache;
+            let mut c = cal;
+            *field(&mut c) = v;
+            of(&loss(&reports(datasets, base, c)))
+        });
+        *field(&mut cal) = v;
+    }
     Fit {
         calibration: cal,
         fitted_on: datasets.iter().map(|d| d.name.clone()).collect(),
