@@ -233,6 +233,8 @@ pub fn run(args: EvalArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         profile: &loaded.profile,
     };
     let est = cost_model.evaluate(&inputs, &plan)?;
+    // The constants behind the memory figures, where there are any.
+    let memory_constants = cost_model.calibration().filter(|_| !est.memory.is_empty());
     if args.json {
         let json = JsonOutput {
             schema_version: JSON_SCHEMA_VERSION,
@@ -253,14 +255,8 @@ pub fn run(args: EvalArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
                     fits: m.capacity_bytes.map(|_| m.overflow_bytes().is_none()),
                 })
                 .collect(),
-            framework_reserve_bytes: cost_model
-                .calibration()
-                .filter(|_| !est.memory.is_empty())
-                .map(|c| c.framework_reserve_bytes),
-            allocator_cache_bytes: cost_model
-                .calibration()
-                .filter(|_| !est.memory.is_empty())
-                .map(|c| c.allocator_cache_bytes),
+            framework_reserve_bytes: memory_constants.map(|c| c.framework_reserve_bytes),
+            allocator_cache_bytes: memory_constants.map(|c| c.allocator_cache_bytes),
             plan: &plan,
         };
         writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;

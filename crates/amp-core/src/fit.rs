@@ -225,23 +225,23 @@ pub fn fit(datasets: &[&Dataset], base: &DeviceOptions) -> Fit {
     // Verdicts depend only on the reserve, readings on the reserve and the
     // cache: one pass over each grid, the reserve first, each on the loss
     // of what it stands for.
-    type MemoryField = (Field, Vec<f64>, fn(&Loss) -> f64);
+    type MemoryField = (Field, Vec<f64>, f64, fn(&Loss) -> f64);
     let memory_fields: [MemoryField; 2] = [
         (
             |c| &mut c.framework_reserve_bytes,
             values(GRID.framework_reserve_bytes),
+            neutral.framework_reserve_bytes,
             |l| l.verdicts,
         ),
         (
             |c| &mut c.allocator_cache_bytes,
             values(GRID.allocator_cache_bytes),
+            neutral.allocator_cache_bytes,
             |l| l.memory,
         ),
     ];
-    for (field, grid, of) in &memory_fields {
-        let mut n = neutral;
-        let neutral_value = *field(&mut n);
-        let v = best_value(grid, neutral_value, neutral_value, |v| {
+    for (field, grid, neutral_value, of) in &memory_fields {
+        let v = best_value(grid, *neutral_value, *neutral_value, |v| {
             evaluations += 1;
             let mut c = cal;
             *field(&mut c) = v;
