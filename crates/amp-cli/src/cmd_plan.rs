@@ -655,35 +655,53 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     };
     let budget = args.max_usd_per_hour;
     let wide = args.subsets || objective == Objective::Cost || budget.is_some();
-    let result = if wide {
-        search_subsets(
-            &inputs,
-            cost_model.as_ref(),
-            &search_opts,
-            &setups,
-            args.subsets || budget.is_some(),
-            objective,
-            budget,
-        )?
-    } else if space.is_empty() {
-        search(&inputs, cost_model.as_ref(), &search_opts)?
-    } else {
-        search_setups(&inputs, cost_model.as_ref(), &search_opts, &setups)?
-    };
-    let result = if args.per_type_tp {
-        let mut result = result;
-        // Under every setup searched, as the main search.
-        let per_type = if setups.len() > 1 {
-            search_setups_with(
+    let main_search = || {
+        if wide {
+            search_subsets(
                 &inputs,
                 cost_model.as_ref(),
                 &search_opts,
                 &setups,
+                args.subsets || budget.is_some(),
+                objective,
+                budget,
+            )
+        } else if space.is_empty() {
+            search(&inputs, cost_model.as_ref(), &search_opts)
+        } else {
+            search_setups(&inputs, cost_model.as_ref(), &search_opts, &setups)
+        }
+    };
+    // Under every setup searched, as the main search; without a progress
+    // bar of its own (the main search's shows).
+    let per_type_opts = SearchOptions {
+        progress: None,
+        ..search_opts
+    };
+    let per_type_search = || {
+        if setups.len() > 1 {
+            search_setups_with(
+                &inputs,
+                cost_model.as_ref(),
+                &per_type_opts,
+                &setups,
                 search_per_type_tp,
             )
         } else {
-            search_per_type_tp(&inputs, cost_model.as_ref(), &search_opts)
-        };
+            search_per_type_tp(&inputs, cost_model.as_ref(), &per_type_opts)
+        }
+    };
+    // The two searches side by side: each leaves a core idle between its
+    // phases, which the other fills.
+    let (result, per_type) = if args.per_type_tp {
+        let (main, per_type) = rayon::join(main_search, per_type_search);
+        (main, Some(per_type))
+    } else {
+        (main_search(), None)
+    };
+    let result = result?;
+    let result = if let Some(per_type) = per_type {
+        let mut result = result;
         match per_type {
             Ok(r) => {
                 let cluster = &loaded.cluster;
