@@ -267,54 +267,165 @@ pub fn first_alike<'a>(
     count: usize,
     group: impl Fn(usize) -> Vec<&'a Vec<Vec<Device>>>,
 ) -> Vec<usize> {
-    // Kinds of node by first appearance; too many kinds makes sharing rare
-    // and the lookup slow, so give up (every group its own).
-    const MAX_KINDS: usize = 64;
-    let mut kinds: Vec<usize> = Vec::new();
-    let mut kind = Vec::with_capacity(cluster.nodes.len());
-    // Below this many GPUs, pricing a cut costs less than finding its twin.
-    const MIN_DEVICES: usize = 64;
-    if cluster.num_devices() >= MIN_DEVICES {
-        for (i, node) in cluster.nodes.iter().enumerate() {
-            match kinds
-                .iter()
-                .position(|&k| same_node_kind(&cluster.nodes[k], node))
-            {
-                Some(k) => kind.push(k),
-                None if kinds.len() < MAX_KINDS => {
-                    kinds.push(i);
-                    kind.push(kinds.len() - 1);
+    firsts(&alike_keys(cluster, &NodeKinds::of(cluster), count, group))
+}
+
+/// What [`first_alike`] reads of a cluster, found once: each node's kind
+/// by first appearance (none when the cluster is too small for sharing to
+/// pay, or has too many kinds for it to be common).
+#[derive(Debug, Clone)]
+pub struct NodeKinds {
+    kind: Vec<usize>,
+    /// Every pair link's bandwidth is fixed by its two nodes' kinds
+    /// ([`NodeKinds::with_links`]).
+    links_by_kind: bool,
+}
+
+impl NodeKinds {
+    /// The kinds of `cluster`'s nodes.
+    pub fn of(cluster: &Cluster) -> NodeKinds {
+        // Kinds of node by first appearance; too many kinds makes sharing
+        // rare and the lookup slow, so give up (every group its own).
+        const MAX_KINDS: usize = 64;
+        // Below this many GPUs, pricing a cut costs less than finding its
+        // twin.
+        const MIN_DEVICES: usize = 64;
+        let mut kinds: Vec<usize> = Vec::new();
+        let mut kind = Vec::with_capacity(cluster.nodes.len());
+        if cluster.num_devices() >= MIN_DEVICES {
+            for (i, node) in cluster.nodes.iter().enumerate() {
+                match kinds
+                    .iter()
+                    .position(|&k| same_node_kind(&cluster.nodes[k], node))
+                {
+                    Some(k) => kind.push(k),
+                    None if kinds.len() < MAX_KINDS => {
+                        kinds.push(i);
+                        kind.push(kinds.len() - 1);
+                    }
+                    None => break,
                 }
-                None => break,
             }
         }
+        if kind.len() < cluster.nodes.len() {
+            kind.clear();
+        }
+        NodeKinds {
+            kind,
+            links_by_kind: false,
+        }
     }
-    if kind.len() < cluster.nodes.len() {
-        return (0..count).collect();
+
+    /// [`NodeKinds::of`], and whether every pair of nodes is linked at a
+    /// bandwidth fixed by the two nodes' kinds (Sailor's clusters: one
+    /// curve per pair of zones and GPU kinds), as
+    /// [`Cluster::link_bytes_per_s`] reads it. Then renaming nodes of a
+    /// kind in node order changes no link, and keys need not list them: a
+    /// pass over every pair of nodes, worth it once per search.
+    pub fn with_links(cluster: &Cluster) -> NodeKinds {
+        let mut k = NodeKinds::of(cluster);
+        let kinds = k.kind.iter().max().map_or(0, |m| m + 1);
+        let n = k.kind.len();
+        let mut seen = vec![f64::NAN; kinds * kinds];
+        k.links_by_kind = !cluster.links.is_empty()
+            && (0..n).all(|a| {
+                (a + 1..n).all(|b| {
+                    let bw = cluster
+                        .link_bytes_per_s(Device { node: a, gpu: 0 }, Device { node: b, gpu: 0 });
+                    let (x, y) = (k.kind[a].min(k.kind[b]), k.kind[a].max(k.kind[b]));
+                    let s = &mut seen[x * kinds + y];
+                    if s.is_nan() {
+                        *s = bw;
+                    }
+                    // Bit for bit: a NaN bandwidth matches nothing.
+                    s.to_bits() == bw.to_bits()
+                })
+            });
+        k
+    }
+
+    /// Whether every pair link's bandwidth is fixed by its nodes' kinds
+    /// (found by [`NodeKinds::with_links`] only).
+    pub fn links_follow_kinds(&self) -> bool {
+        self.links_by_kind
+    }
+}
+
+/// A group of stages up to renaming nodes ([`first_alike`]), packed in
+/// words: with pair links, the bandwidth of every pair of the group's
+/// nodes (after their count); then per device its kind, renamed node and
+/// GPU, each replica closed by its size (a word with the top bit set).
+/// Equal keys of one cluster's groups mean equal prices. Hashed and first
+/// compared by a fingerprint of the words: a key of a 512-GPU cut is
+/// thousands of bytes, hashed once, not at every lookup.
+#[derive(Debug, Clone)]
+pub struct GroupKey {
+    words: Vec<u64>,
+    fingerprint: u64,
+}
+
+impl GroupKey {
+    fn new(words: Vec<u64>) -> GroupKey {
+        // A multiply-xorshift mix per word: cheap, and enough to spread
+        // keys over buckets (equal keys are still checked word by word).
+        let fingerprint = words.iter().fold(words.len() as u64, |h, &w| {
+            let x = (h ^ w).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            x ^ (x >> 29)
+        });
+        GroupKey { words, fingerprint }
+    }
+}
+
+impl PartialEq for GroupKey {
+    fn eq(&self, other: &GroupKey) -> bool {
+        self.fingerprint == other.fingerprint && self.words == other.words
+    }
+}
+
+impl Eq for GroupKey {}
+
+impl std::hash::Hash for GroupKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.fingerprint);
+    }
+}
+
+/// Bits of a key word for the GPU index and the renamed node; the kind
+/// (at most 64 kinds) takes the bits above them, the top bit marks a
+/// replica's end.
+const GPU_BITS: u32 = 28;
+const NODE_BITS: u32 = 29;
+
+/// The [`GroupKey`] of each of `count` groups of `cluster`'s stages
+/// (`kinds` its [`NodeKinds`]), `None` for a group that stands alone
+/// ([`first_alike`]).
+pub fn alike_keys<'a>(
+    cluster: &Cluster,
+    kinds: &NodeKinds,
+    count: usize,
+    group: impl Fn(usize) -> Vec<&'a Vec<Vec<Device>>>,
+) -> Vec<Option<GroupKey>> {
+    let kind = &kinds.kind;
+    if kind.is_empty() {
+        return vec![None; count];
     }
     let linked = !cluster.links.is_empty();
     // With pair links, a group over more nodes than this stands alone: its
     // key's pairwise bandwidths cost about what pricing it does.
     const MAX_LINKED_NODES: usize = 64;
-    // Per device (kind, renamed node, GPU), each replica closed by its size
-    // (as `usize::MAX, size, 0`); with pair links, then the bandwidth of
-    // every pair of the group's nodes.
-    type Key = (Vec<(usize, usize, usize)>, Vec<u64>);
-    // Few groups (a pipeline's cuts) are found by comparing keys, which
-    // stops at the first difference; many by hashing them whole.
-    const MAX_SCANNED: usize = 64;
-    let mut first: HashMap<Key, usize> = HashMap::new();
-    let mut scanned: Vec<(Key, usize)> = Vec::new();
-    let mut renamed: HashMap<usize, usize> = HashMap::new();
+    // Per node, its new name in the group at hand (`usize::MAX`: none
+    // yet), reset after each group.
+    let mut renamed = vec![usize::MAX; cluster.nodes.len()];
     let mut nodes: Vec<usize> = Vec::new();
     (0..count)
         .map(|i| {
             let stages = group(i);
-            renamed.clear();
-            let mut links = Vec::new();
+            nodes.clear();
+            // The links first, after their count, so that no key is
+            // another's with its words split differently.
+            let mut key: Vec<u64> = vec![0];
             if linked {
                 // Numbered in node order, so that renaming keeps it.
-                nodes.clear();
                 nodes.extend(
                     stages
                         .iter()
@@ -322,41 +433,71 @@ pub fn first_alike<'a>(
                 );
                 nodes.sort_unstable();
                 nodes.dedup();
-                if nodes.len() > MAX_LINKED_NODES {
-                    return i;
+                if nodes.len() > MAX_LINKED_NODES && !kinds.links_by_kind {
+                    return None;
                 }
-                renamed.extend(nodes.iter().enumerate().map(|(r, &n)| (n, r)));
-                for (x, &a) in nodes.iter().enumerate() {
-                    for &b in &nodes[x + 1..] {
+                for (r, &n) in nodes.iter().enumerate() {
+                    renamed[n] = r;
+                }
+                let listed = if kinds.links_by_kind {
+                    &[][..]
+                } else {
+                    &nodes[..]
+                };
+                for (x, &a) in listed.iter().enumerate() {
+                    for &b in &listed[x + 1..] {
                         let bw = cluster.link_bytes_per_s(
                             Device { node: a, gpu: 0 },
                             Device { node: b, gpu: 0 },
                         );
-                        links.push(bw.to_bits());
+                        key.push(bw.to_bits());
                     }
                 }
+                key[0] = (key.len() - 1) as u64;
             }
-            let mut devices = Vec::new();
+            let mut fits = true;
             for replica in stages.into_iter().flatten() {
                 for d in replica {
-                    let next = renamed.len();
-                    let n = *renamed.entry(d.node).or_insert(next);
-                    devices.push((kind[d.node], n, d.gpu));
-                }
-                devices.push((usize::MAX, replica.len(), 0));
-            }
-            let key = (devices, links);
-            if count <= MAX_SCANNED {
-                match scanned.iter().find(|(k, _)| *k == key) {
-                    Some(&(_, j)) => j,
-                    None => {
-                        scanned.push((key, i));
-                        i
+                    if renamed[d.node] == usize::MAX {
+                        renamed[d.node] = nodes.len();
+                        nodes.push(d.node);
                     }
+                    let (n, g) = (renamed[d.node] as u64, d.gpu as u64);
+                    fits &= n < 1 << NODE_BITS && g < 1 << GPU_BITS;
+                    key.push((kind[d.node] as u64) << (NODE_BITS + GPU_BITS) | n << GPU_BITS | g);
                 }
-            } else {
-                *first.entry(key).or_insert(i)
+                key.push(1 << 63 | replica.len() as u64);
             }
+            for &n in &nodes {
+                renamed[n] = usize::MAX;
+            }
+            // Past the words' room (never on a cluster within the limits),
+            // the group stands alone.
+            fits.then(|| GroupKey::new(key))
+        })
+        .collect()
+}
+
+/// Per key, the index of the first equal one (itself when none is; a
+/// `None` key is equal to none).
+pub fn firsts<K: Eq + std::hash::Hash>(keys: &[Option<K>]) -> Vec<usize> {
+    // Few keys (a pipeline's cuts) are found by comparing, which stops at
+    // the first difference; many by hashing them whole.
+    const MAX_SCANNED: usize = 64;
+    if keys.len() <= MAX_SCANNED {
+        return (0..keys.len())
+            .map(|i| match &keys[i] {
+                Some(k) => (0..i).find(|&j| keys[j].as_ref() == Some(k)).unwrap_or(i),
+                None => i,
+            })
+            .collect();
+    }
+    let mut first: HashMap<&K, usize> = HashMap::new();
+    keys.iter()
+        .enumerate()
+        .map(|(i, k)| match k {
+            Some(k) => *first.entry(k).or_insert(i),
+            None => i,
         })
         .collect()
 }

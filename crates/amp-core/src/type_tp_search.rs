@@ -36,7 +36,7 @@
 use rayon::prelude::*;
 
 use crate::cluster::{Cluster, Device};
-use crate::cost::{CostModel, Estimate, Inputs, LayoutEstimator, PlanEstimator};
+use crate::cost::{CostModel, Estimate, Inputs, LayoutEstimator, LayoutEstimators, PlanEstimator};
 use crate::error::{AmpError, Result};
 use crate::limits;
 use crate::partition::uniform_split;
@@ -526,9 +526,9 @@ const CANDIDATES_PER_ROUND: usize = 64;
 /// The rounds are fixed, so the limits, and the plans kept, are those of
 /// simulating every seed, whatever the threads. Splits are refined for the
 /// leading plans only, afterwards.
-fn price_uneven(
+fn price_uneven<'a>(
     inputs: &Inputs,
-    model: &dyn CostModel,
+    estimators: &dyn LayoutEstimators<'a>,
     opts: &SearchOptions,
     cands: &[Candidate],
     layouts: &[std::ops::Range<usize>],
@@ -539,7 +539,7 @@ fn price_uneven(
     // Per layout: its estimator, and per candidate its fitting seeds with
     // their bounds, or its outcome when none is left to simulate.
     type Bounded = std::result::Result<Vec<(Plan, f64)>, Outcome>;
-    let bounded: Vec<(Option<LayoutEstimator>, Vec<Bounded>)> = layouts
+    let bounded: Vec<(Option<LayoutEstimator<'a>>, Vec<Bounded>)> = layouts
         .par_iter()
         .map(|r| {
             let plans = match build_layout(inputs, opts, &cands[r.clone()]) {
@@ -553,7 +553,7 @@ fn price_uneven(
                     )
                 }
             };
-            let estimator = match model.layout_estimator(inputs, &plans[0]) {
+            let estimator = match estimators.layout_estimator(&plans[0]) {
                 Ok(e) => e,
                 Err(e) => {
                     let why = e.to_string();
@@ -588,9 +588,9 @@ fn price_uneven(
     // (least bound, candidate, layout) of every candidate with seeds.
     let mut order: Vec<(f64, usize, usize)> = Vec::new();
     let mut seeds: Vec<Option<Vec<(Plan, f64)>>> = (0..cands.len()).map(|_| None).collect();
-    let mut estimators = Vec::with_capacity(layouts.len());
+    let mut of_layouts = Vec::with_capacity(layouts.len());
     for (k, (r, (estimator, of_layout))) in layouts.iter().zip(bounded).enumerate() {
-        estimators.push(estimator);
+        of_layouts.push(estimator);
         for (i, b) in r.clone().zip(of_layout) {
             match b {
                 Ok(s) => {
@@ -608,7 +608,7 @@ fn price_uneven(
         let outcomes: Vec<(usize, Outcome)> = round
             .par_iter()
             .map(|&(_, i, k)| {
-                let Some(estimator) = estimators[k].as_deref() else {
+                let Some(estimator) = of_layouts[k].as_deref() else {
                     return (i, Outcome::Skipped("no estimator".into()));
                 };
                 let mut best: Option<(Plan, Estimate)> = None;
@@ -691,8 +691,18 @@ pub fn search_per_type_tp(
         }
     }
     let mut tally = Tally::default();
+    // Layouts share their network prices where their groups are alike.
+    let estimators = model.layout_estimators(inputs);
     if opts.uneven_dp {
-        price_uneven(inputs, model, opts, &cands, &layouts, pool, &mut tally);
+        price_uneven(
+            inputs,
+            estimators.as_ref(),
+            opts,
+            &cands,
+            &layouts,
+            pool,
+            &mut tally,
+        );
     } else {
         let outcomes: Vec<(usize, Outcome)> = layouts
             .par_iter()
@@ -706,7 +716,7 @@ pub fn search_per_type_tp(
                             .collect::<Vec<_>>()
                     }
                 };
-                let estimator = model.layout_estimator(inputs, &plans[0]);
+                let estimator = estimators.layout_estimator(&plans[0]);
                 r.clone()
                     .zip(plans)
                     .map(|(i, plan)| (i, price_even(inputs, &cands[i], plan, &estimator)))

@@ -345,6 +345,38 @@ pub trait CostModel: Sync {
             inputs,
         }))
     }
+
+    /// Makes [`CostModel::layout_estimator`]s for the many layouts of one
+    /// search on `inputs`, sharing what they have in common (the device
+    /// model: the network prices of groups of devices alike up to renaming
+    /// nodes). The same estimates as estimators made one by one.
+    fn layout_estimators<'a>(
+        &'a self,
+        inputs: &'a Inputs<'a>,
+    ) -> Box<dyn LayoutEstimators<'a> + 'a> {
+        Box::new(PlainLayoutEstimators {
+            model: self,
+            inputs,
+        })
+    }
+}
+
+/// What [`CostModel::layout_estimators`] returns.
+pub trait LayoutEstimators<'a>: Sync {
+    /// [`CostModel::layout_estimator`] of `plan`.
+    fn layout_estimator(&self, plan: &Plan) -> Result<LayoutEstimator<'a>>;
+}
+
+/// Layout estimators made one by one, nothing shared.
+struct PlainLayoutEstimators<'a, M: ?Sized> {
+    model: &'a M,
+    inputs: &'a Inputs<'a>,
+}
+
+impl<'a, M: CostModel + ?Sized> LayoutEstimators<'a> for PlainLayoutEstimators<'a, M> {
+    fn layout_estimator(&self, plan: &Plan) -> Result<LayoutEstimator<'a>> {
+        self.model.layout_estimator(self.inputs, plan)
+    }
 }
 
 /// Estimates of plans on one layout ([`CostModel::layout_estimator`]).

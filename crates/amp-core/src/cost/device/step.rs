@@ -18,25 +18,46 @@ impl DeviceModel {
     /// degree: ring `t` takes rank `t mod tp` of each replica, so a tp-1
     /// GPU joins every ring and its links carry its whole gradient, shared
     /// among the rings, as its reduction would.
+    #[cfg(test)]
     pub(super) fn allreduce_curves(
         &self,
         inputs: &Inputs,
         plan: &Plan,
     ) -> Vec<collective::CostCurve> {
+        let kinds = crate::placement::NodeKinds::of(inputs.cluster);
+        self.allreduce_curves_with(inputs, plan, None, &kinds)
+    }
+
+    /// [`Self::allreduce_curves`], each stage looked up in `memo` first
+    /// (and priced into it when missing); `kinds` are the cluster's.
+    pub(super) fn allreduce_curves_with(
+        &self,
+        inputs: &Inputs,
+        plan: &Plan,
+        memo: Option<&NetMemo>,
+        kinds: &crate::placement::NodeKinds,
+    ) -> Vec<collective::CostCurve> {
         let ranks = plan.rank_stages();
         // Stages alike up to renaming nodes cost the same.
-        let first = crate::placement::first_alike(inputs.cluster, ranks.len(), |j| {
+        let keys = crate::placement::alike_keys(inputs.cluster, kinds, ranks.len(), |j| {
             vec![&ranks[j].replicas]
         });
+        let first = crate::placement::firsts(&keys);
         let mut curves: Vec<collective::CostCurve> = Vec::with_capacity(ranks.len());
         for (j, s) in ranks.iter().enumerate() {
             let curve = if first[j] < j {
                 curves[first[j]].clone()
             } else {
-                let rings: Vec<Vec<Device>> = (0..s.max_tp())
-                    .map(|t| s.replicas.iter().map(|rep| rep[t % rep.len()]).collect())
-                    .collect();
-                collective::concurrent_allreduce_curve(&self.network(inputs.cluster), &rings)
+                let price = || {
+                    let rings: Vec<Vec<Device>> = (0..s.max_tp())
+                        .map(|t| s.replicas.iter().map(|rep| rep[t % rep.len()]).collect())
+                        .collect();
+                    collective::concurrent_allreduce_curve(&self.network(inputs.cluster), &rings)
+                };
+                match (memo, &keys[j]) {
+                    (Some(m), Some(key)) => m.allreduce(key, price),
+                    _ => price(),
+                }
             };
             curves.push(curve);
         }

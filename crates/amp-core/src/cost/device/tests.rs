@@ -953,6 +953,135 @@ fn alike_cuts_on_a_linked_cluster_share_exact_prices() {
     }
 }
 
+/// The layouts of one search share a [`NetMemo`]: a cut or stage priced
+/// for one layout is read back for another whose devices are alike up to
+/// renaming nodes. Every price read so is the one the layout's own devices
+/// give: on a cluster whose pair links follow the node kinds (Sailor's),
+/// and on one with a link that does not, over layouts in three node
+/// orders, three tp degrees and four depths, both send modes.
+#[test]
+fn shared_network_prices_equal_each_layouts_own() {
+    let node = |gpu: &str| Node {
+        gpu_type: gpu.into(),
+        gpus: 4,
+        intra_bytes_per_s: 100e9,
+        inter_bytes_per_s: 10e9,
+        nics: 1,
+        gpu_memory_bytes: None,
+        price_per_hour: None,
+    };
+    let layer = |i: usize| Layer {
+        name: format!("b{i}"),
+        kind: LayerKind::TransformerBlock,
+        params: 1000 * (i as u64 + 1),
+        output_elems_per_sample: 100_000,
+        forward_flops_per_sample: None,
+        tied_to: None,
+        stored_activation_elems_per_sample: None,
+    };
+    let m = Model {
+        name: "m".into(),
+        shape: None,
+        layers: (0..6).map(layer).collect(),
+    };
+    let p = Profile {
+        entries: Vec::new(),
+        precision: None,
+    };
+    for odd_link in [false, true] {
+        // 8 fast nodes, then 16 slow; every fast-slow pair at 3 GB/s (and
+        // with `odd_link` nodes 12 and 16 at 0.5 GB/s); every pair filled
+        // in as the searches leave them.
+        let mut links = Vec::new();
+        for a in 0..8 {
+            for b in 8..24 {
+                links.push(crate::cluster::NodeLink {
+                    nodes: [a, b],
+                    bytes_per_s: 3e9,
+                });
+            }
+        }
+        if odd_link {
+            links.push(crate::cluster::NodeLink {
+                nodes: [12, 16],
+                bytes_per_s: 0.5e9,
+            });
+        }
+        let given = Cluster {
+            name: "linked".into(),
+            nodes: (0..24)
+                .map(|i| node(if i < 8 { "fast" } else { "slow" }))
+                .collect(),
+            links,
+        };
+        let c = crate::search::with_every_link(&given).unwrap();
+        assert_eq!(
+            crate::placement::NodeKinds::with_links(&c).links_follow_kinds(),
+            !odd_link
+        );
+        let inputs = Inputs {
+            model: &m,
+            cluster: &c,
+            profile: &p,
+        };
+        let model = time_only();
+        let memo = NetMemo::default();
+        let orders: [Vec<usize>; 3] = [
+            (0..24).collect(),
+            (0..24).rev().collect(),
+            (0..8).flat_map(|i| [i, 8 + 2 * i, 9 + 2 * i]).collect(),
+        ];
+        let mut cuts = 0;
+        for order in &orders {
+            let devices: Vec<Device> = order
+                .iter()
+                .flat_map(|&n| (0..4).map(move |g| d(n, g)))
+                .collect();
+            for tp in [1, 2, 4] {
+                for pp in [2, 3, 4, 6] {
+                    let dp = 96 / (tp * pp);
+                    let bounds = crate::partition::uniform_split(6, pp);
+                    let stages: Vec<_> = (0..pp)
+                        .map(|j| {
+                            let replicas = (0..dp)
+                                .map(|r| {
+                                    let g = j * dp + r;
+                                    devices[g * tp..(g + 1) * tp].to_vec()
+                                })
+                                .collect();
+                            (bounds[j], bounds[j + 1], replicas)
+                        })
+                        .collect();
+                    for send in [PipelineSend::Full, PipelineSend::ScatterGather] {
+                        let mut pl = plan(stages.clone(), 8);
+                        pl.setup.pipeline_send = send;
+                        let shared = model.net_prices_with(&inputs, &pl, Some(&memo));
+                        let own = model.net_prices(&inputs, &pl);
+                        let at = |k: &Option<TransferCurves>, layer: usize| {
+                            k.as_ref()
+                                .map(|k| model.transfer_at(&inputs, &pl.setup, k, layer, 2))
+                        };
+                        for cut in 0..pp - 1 {
+                            let layer = bounds[cut + 1] - 1;
+                            assert_eq!(at(&shared.sends[cut], layer), at(&own.sends[cut], layer));
+                            assert_eq!(at(&shared.back[cut], layer), at(&own.back[cut], layer));
+                            cuts += 1;
+                        }
+                        for (a, b) in shared.allreduce.iter().zip(&own.allreduce) {
+                            for bytes in [0.0, 1e3, 1e6, 1e9] {
+                                assert_eq!(a.at(bytes), b.at(bytes));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Layouts did share: fewer cuts priced than met.
+        let priced = memo.cuts.lock().unwrap().len();
+        assert!(priced > 0 && priced < cuts / 2, "{priced} of {cuts}");
+    }
+}
+
 /// A weight tied across stages (GPT-2's embedding and vocabulary
 /// projection) adds one all-reduce of its gradient to both stages: one pair
 /// per (replica, tp rank), the pairs sharing their nodes' NICs, as
