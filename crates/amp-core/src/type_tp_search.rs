@@ -33,6 +33,9 @@
 //! constants fitted before 2026-12-03's fp32 all-reduce;
 //! `uneven_search_loss_against_every_split_and_deal`).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use rayon::prelude::*;
 
 use crate::cluster::{Cluster, Device};
@@ -217,13 +220,14 @@ fn build(
     opts: &SearchOptions,
     profile: Option<&crate::profile::Profile>,
 ) -> Plan {
+    let times = BalanceTimes::default();
     build_with(
         cluster,
         &types_in_node_order(cluster),
         num_layers,
         c,
         opts,
-        profile,
+        profile.map(|p| (p, &times)),
         None,
     )
 }
@@ -234,13 +238,13 @@ fn build(
 /// ([`crate::partition::even_block_split`]), virtual stage `i` on pipeline
 /// rank `i mod pp`'s groups, and the micro-batches are dealt in whole
 /// groups of pp where they allow ([`crate::uneven::schedule_deal`]).
-fn build_with(
-    cluster: &Cluster,
+fn build_with<'c>(
+    cluster: &'c Cluster,
     types: &[(String, Vec<Device>, usize)],
     num_layers: usize,
     c: &Candidate,
     opts: &SearchOptions,
-    profile: Option<&crate::profile::Profile>,
+    profile: Option<(&crate::profile::Profile, &BalanceTimes<'c>)>,
     virtual_split: Option<&[usize]>,
 ) -> Plan {
     let groups: Vec<&[Device]> = c
@@ -277,7 +281,7 @@ fn build_with(
         }
         None => {
             let bounds = profile
-                .and_then(|p| balanced_split(p, num_layers, cluster, &plan))
+                .and_then(|(p, times)| balanced_split(p, num_layers, cluster, &plan, times))
                 .unwrap_or_else(|| uniform_split(num_layers, pp));
             for (j, s) in plan.stages.iter_mut().enumerate() {
                 s.first_layer = bounds[j];
@@ -294,16 +298,46 @@ fn build_with(
 /// `plan` (split by [`balanced_split`]) and, when that differs, `plan`
 /// split evenly: the seed splits a candidate is priced on.
 fn seed_splits(plan: Plan, num_layers: usize) -> Vec<Plan> {
+    let bounds = seed_bounds(&plan, num_layers);
+    let others: Vec<Plan> = bounds[1..]
+        .iter()
+        .map(|b| crate::refine::with_boundaries(&plan, b))
+        .collect();
+    let mut seeds = vec![plan];
+    seeds.extend(others);
+    seeds
+}
+
+/// The boundaries of [`seed_splits`] of `plan`, its own first.
+fn seed_bounds(plan: &Plan, num_layers: usize) -> Vec<Vec<usize>> {
+    let own = plan.boundaries();
     // Interleaved: Megatron-LM's even split only.
     if plan.setup.virtual_stages() > 1 {
-        return vec![plan];
+        return vec![own];
     }
     let even = uniform_split(num_layers, plan.stages.len());
-    let mut seeds = vec![plan];
-    if seeds[0].boundaries() != even {
-        seeds.push(crate::refine::with_boundaries(&seeds[0], &even));
+    if own == even {
+        vec![own]
+    } else {
+        vec![own, even]
     }
-    seeds
+}
+
+/// Candidate `c`'s plan split at `bounds`, from `template`, a plan of its
+/// layout ([`build_with`] of another micro-batch size): its micro-batch
+/// size and deal set as `build_with` sets them.
+fn seed_plan(template: &Plan, c: &Candidate, opts: &SearchOptions, bounds: &[usize]) -> Plan {
+    let mut plan = crate::refine::with_boundaries(template, bounds);
+    let groups: usize = c.types.iter().map(|t| t.2).sum();
+    plan.micro_batch = c.micro_batch;
+    let counts = crate::uneven::schedule_deal(
+        opts.global_batch / c.micro_batch,
+        c.dp,
+        groups / c.dp,
+        &plan.setup,
+    );
+    crate::uneven::set_micro_batches(&mut plan, counts);
+    plan
 }
 
 /// The faster of [`seed_splits`] of `plan`, fitting ones first, each priced
@@ -332,6 +366,12 @@ fn price_seeds(
 /// Most (stages x layers x layers) steps [`balanced_split`] takes.
 const MAX_BALANCE_STEPS: usize = 1 << 20;
 
+/// Per (GPU type, tp, micro-batch size), each layer's forward + backward
+/// time as [`balanced_split`] weighs it (`None`: the profile lacks the
+/// type), shared by a search's candidates: thousands of candidates meet a
+/// few dozen of these.
+type BalanceTimes<'c> = Mutex<HashMap<(&'c str, usize, usize), Option<Arc<Vec<f64>>>>>;
+
 /// A starting split for a poured candidate, whose stages run on GPUs of
 /// different speeds: the layers split so that the largest stage time, each
 /// stage on its slowest group by the profile's forward and backward times
@@ -340,12 +380,14 @@ const MAX_BALANCE_STEPS: usize = 1 << 20;
 /// none), is as small as it can be (a min-max program over stages and
 /// layers). Only a seed: plans are priced and the leaders re-split by the
 /// cost model. `None` when a group's GPU has no profile entry or the
-/// program would take more than [`MAX_BALANCE_STEPS`].
-fn balanced_split(
+/// program would take more than [`MAX_BALANCE_STEPS`]. `times` holds the
+/// per-layer times met so far.
+fn balanced_split<'c>(
     profile: &crate::profile::Profile,
     num_layers: usize,
-    cluster: &Cluster,
+    cluster: &'c Cluster,
     plan: &Plan,
+    times: &BalanceTimes<'c>,
 ) -> Option<Vec<usize>> {
     let pp = plan.stages.len();
     if pp.saturating_mul(num_layers).saturating_mul(num_layers) > MAX_BALANCE_STEPS {
@@ -353,8 +395,21 @@ fn balanced_split(
     }
     let mbs = plan.micro_batch;
     let ratio = crate::cost::device::BACKWARD_FORWARD_RATIO;
-    // Per-layer times of each (GPU type, tp) met, once.
-    let mut seen: Vec<((&str, usize), Vec<f64>)> = Vec::new();
+    let weigh = |gpu: &str, tp: usize| -> Option<Arc<Vec<f64>>> {
+        let (t, div) = profile
+            .layer_times(gpu, tp, mbs, num_layers)
+            .map(|t| (t, 1.0))
+            .or_else(|| {
+                profile
+                    .layer_times(gpu, 1, mbs, num_layers)
+                    .map(|t| (t, tp as f64))
+            })?;
+        Some(Arc::new(
+            t.iter()
+                .map(|x| (x.forward_s + x.backward_s.unwrap_or(ratio * x.forward_s)) / div)
+                .collect(),
+        ))
+    };
     let mut prefix: Vec<Vec<f64>> = Vec::with_capacity(pp);
     let mut keys: Vec<(&str, usize)> = Vec::new();
     for s in &plan.stages {
@@ -370,28 +425,26 @@ fn balanced_split(
                 }
             }
         }
-        for &key in &keys {
-            let times = match seen.iter().find(|(k, _)| *k == key) {
-                Some((_, t)) => t,
+        for &(gpu, tp) in &keys {
+            let known = times
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&(gpu, tp, mbs))
+                .cloned();
+            // Weighed outside the lock; a race weighs twice, alike.
+            let t = match known {
+                Some(t) => t,
                 None => {
-                    let t = profile
-                        .layer_times(key.0, key.1, mbs, num_layers)
-                        .map(|t| (t, 1.0))
-                        .or_else(|| {
-                            profile
-                                .layer_times(key.0, 1, mbs, num_layers)
-                                .map(|t| (t, key.1 as f64))
-                        })?;
-                    let (t, div) = t;
-                    let v = t
-                        .iter()
-                        .map(|x| (x.forward_s + x.backward_s.unwrap_or(ratio * x.forward_s)) / div)
-                        .collect();
-                    seen.push((key, v));
-                    &seen.last().unwrap().1
+                    let t = weigh(gpu, tp);
+                    times
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry((gpu, tp, mbs))
+                        .or_insert(t)
+                        .clone()
                 }
-            };
-            for (p, t) in per_layer.iter_mut().zip(times) {
+            }?;
+            for (p, t) in per_layer.iter_mut().zip(t.iter()) {
                 *p = p.max(*t);
             }
         }
@@ -430,10 +483,11 @@ fn balanced_split(
 
 /// The plans of `cands`, the candidates of one layout (at least one), or
 /// why an interleaved setup cannot split the model over its virtual stages.
-fn build_layout(
-    inputs: &Inputs,
+fn build_layout<'c>(
+    inputs: &Inputs<'c>,
     opts: &SearchOptions,
     cands: &[Candidate],
+    times: &BalanceTimes<'c>,
 ) -> std::result::Result<Vec<Plan>, String> {
     let layers = inputs.model.num_layers();
     let types = types_in_node_order(inputs.cluster);
@@ -458,7 +512,7 @@ fn build_layout(
                 layers,
                 c,
                 opts,
-                Some(inputs.profile),
+                Some((inputs.profile, times)),
                 virtual_split.as_deref(),
             )
         })
@@ -526,9 +580,9 @@ const CANDIDATES_PER_ROUND: usize = 64;
 /// The rounds are fixed, so the limits, and the plans kept, are those of
 /// simulating every seed, whatever the threads. Splits are refined for the
 /// leading plans only, afterwards.
-fn price_uneven<'a>(
-    inputs: &Inputs,
-    estimators: &dyn LayoutEstimators<'a>,
+fn price_uneven<'a, 'c>(
+    inputs: &Inputs<'c>,
+    (estimators, times): (&dyn LayoutEstimators<'a>, &BalanceTimes<'c>),
     opts: &SearchOptions,
     cands: &[Candidate],
     layouts: &[std::ops::Range<usize>],
@@ -538,11 +592,16 @@ fn price_uneven<'a>(
     let (cluster, layers) = (inputs.cluster, inputs.model.num_layers());
     // Per layout: its estimator, and per candidate its fitting seeds with
     // their bounds, or its outcome when none is left to simulate.
-    type Bounded = std::result::Result<Vec<(Plan, f64)>, Outcome>;
-    let bounded: Vec<(Option<LayoutEstimator<'a>>, Vec<Bounded>)> = layouts
+    // A seed is its boundaries, its plan rebuilt from the layout's first
+    // plan when simulated: thousands of seeds of 512-GPU plans are kept
+    // until then.
+    type Seeds = Vec<(Vec<usize>, f64)>;
+    type Bounded = std::result::Result<Seeds, Outcome>;
+    type OfLayout<'e> = Option<(LayoutEstimator<'e>, Plan)>;
+    let bounded: Vec<(OfLayout<'a>, Vec<Bounded>)> = layouts
         .par_iter()
         .map(|r| {
-            let plans = match build_layout(inputs, opts, &cands[r.clone()]) {
+            let plans = match build_layout(inputs, opts, &cands[r.clone()], times) {
                 Ok(p) => p,
                 Err(why) => {
                     return (
@@ -565,13 +624,17 @@ fn price_uneven<'a>(
                     );
                 }
             };
+            let template = plans[0].clone();
             let seeds = plans
                 .into_iter()
-                .map(|plan| {
+                .map(|mut plan| {
                     let mut fitting = Vec::new();
-                    for p in seed_splits(plan, layers) {
-                        match estimator.lower_bound_if_fits(&p) {
-                            Ok(Some(bound)) => fitting.push((p, bound)),
+                    for b in seed_bounds(&plan, layers) {
+                        for (j, s) in plan.stages.iter_mut().enumerate() {
+                            (s.first_layer, s.end_layer) = (b[j], b[j + 1]);
+                        }
+                        match estimator.lower_bound_if_fits(&plan) {
+                            Ok(Some(bound)) => fitting.push((b, bound)),
                             Ok(None) => {}
                             Err(e) => return Err(Outcome::Skipped(e.to_string())),
                         }
@@ -582,12 +645,12 @@ fn price_uneven<'a>(
                     Ok(fitting)
                 })
                 .collect();
-            (Some(estimator), seeds)
+            (Some((estimator, template)), seeds)
         })
         .collect();
     // (least bound, candidate, layout) of every candidate with seeds.
     let mut order: Vec<(f64, usize, usize)> = Vec::new();
-    let mut seeds: Vec<Option<Vec<(Plan, f64)>>> = (0..cands.len()).map(|_| None).collect();
+    let mut seeds: Vec<Option<Seeds>> = (0..cands.len()).map(|_| None).collect();
     let mut of_layouts = Vec::with_capacity(layouts.len());
     for (k, (r, (estimator, of_layout))) in layouts.iter().zip(bounded).enumerate() {
         of_layouts.push(estimator);
@@ -608,17 +671,18 @@ fn price_uneven<'a>(
         let outcomes: Vec<(usize, Outcome)> = round
             .par_iter()
             .map(|&(_, i, k)| {
-                let Some(estimator) = of_layouts[k].as_deref() else {
+                let Some((estimator, template)) = of_layouts[k].as_ref() else {
                     return (i, Outcome::Skipped("no estimator".into()));
                 };
                 let mut best: Option<(Plan, Estimate)> = None;
                 let mut slower = false;
-                for (p, bound) in seeds[i].iter().flatten() {
+                for (b, bound) in seeds[i].iter().flatten() {
                     if *bound > limit_s {
                         slower = true;
                         continue;
                     }
-                    let e = match estimator.estimate(p) {
+                    let p = seed_plan(template, &cands[i], opts, b);
+                    let e = match estimator.estimate(&p) {
                         Ok(e) if e.iteration_s.is_finite() => e,
                         Ok(_) => continue,
                         Err(e) => return (i, Outcome::Skipped(e.to_string())),
@@ -627,7 +691,7 @@ fn price_uneven<'a>(
                         .as_ref()
                         .is_none_or(|b| e.iteration_s < b.1.iteration_s)
                     {
-                        best = Some((p.clone(), e));
+                        best = Some((p, e));
                     }
                 }
                 let outcome = match best {
@@ -691,12 +755,14 @@ pub fn search_per_type_tp(
         }
     }
     let mut tally = Tally::default();
-    // Layouts share their network prices where their groups are alike.
+    // Layouts share their network prices where their groups are alike,
+    // candidates the per-layer times their seed splits weigh.
     let estimators = model.layout_estimators(inputs);
+    let times = BalanceTimes::default();
     if opts.uneven_dp {
         price_uneven(
             inputs,
-            estimators.as_ref(),
+            (estimators.as_ref(), &times),
             opts,
             &cands,
             &layouts,
@@ -707,7 +773,7 @@ pub fn search_per_type_tp(
         let outcomes: Vec<(usize, Outcome)> = layouts
             .par_iter()
             .flat_map_iter(|r| {
-                let plans = match build_layout(inputs, opts, &cands[r.clone()]) {
+                let plans = match build_layout(inputs, opts, &cands[r.clone()], &times) {
                     Ok(p) => p,
                     Err(why) => {
                         return r
@@ -926,6 +992,53 @@ mod tests {
             .estimate
             .iteration_s;
         assert!(r.plans[0].estimate.iteration_s <= best_even);
+    }
+
+    /// A seed kept as its boundaries is rebuilt as the plan it was bounded
+    /// on: every uneven candidate's seeds, rebuilt from the first plan of
+    /// its layout (another micro-batch size), equal the candidate's own
+    /// plans, with and without interleaving.
+    #[test]
+    fn seeds_rebuild_from_their_layouts_first_plan() {
+        let profile = v100_t4_profile(30, 0.0024, 0.0072);
+        let (model, cluster) = (models::amp_gpt2(), clusters::het_cluster());
+        let inputs = Inputs {
+            model: &model,
+            cluster: &cluster,
+            profile: &profile,
+        };
+        let mut checked = 0;
+        for schedule in [
+            crate::schedule::Schedule::OneFOneB,
+            crate::schedule::Schedule::Interleaved { virtual_stages: 2 },
+        ] {
+            let setup = TrainingSetup {
+                schedule,
+                ..TrainingSetup::default()
+            };
+            let opts = SearchOptions {
+                uneven_dp: true,
+                ..SearchOptions::new(32, PlacementSearch::Artifact, setup)
+            };
+            let cands = candidates(&cluster, 30, 32, true);
+            let times = BalanceTimes::default();
+            let mut start = 0;
+            while start < cands.len() {
+                let same = |c: &Candidate| c.types == cands[start].types && c.dp == cands[start].dp;
+                let end = start + cands[start..].iter().take_while(|c| same(c)).count();
+                if let Ok(plans) = build_layout(&inputs, &opts, &cands[start..end], &times) {
+                    for (c, plan) in cands[start..end].iter().zip(&plans) {
+                        for b in seed_bounds(plan, 30) {
+                            let own = crate::refine::with_boundaries(plan, &b);
+                            assert_eq!(seed_plan(&plans[0], c, &opts, &b), own);
+                            checked += 1;
+                        }
+                    }
+                }
+                start = end;
+            }
+        }
+        assert!(checked > 100, "{checked}");
     }
 
     /// Every composition of `total` into parts of at least `mins`.
