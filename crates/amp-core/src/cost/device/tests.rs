@@ -833,16 +833,10 @@ fn scatter_gather_between_degrees_moves_one_whole_activation() {
     );
 }
 
-/// On a cluster with pair links, cuts and stages alike up to renaming nodes
-/// of one kind (keeping the links among their own nodes and their order)
-/// are priced once and shared, and every shared price is the one priced on
-/// the cut's own devices; a link that makes a cut unlike the others keeps
-/// it apart.
-#[test]
-fn alike_cuts_on_a_linked_cluster_share_exact_prices() {
-    // 24 nodes of 4 GPUs (96, above the 64 below which nothing is shared):
-    // 8 fast, then 16 slow; every fast-slow pair linked at 3 GB/s, and
-    // nodes 12 and 16 at 0.5 GB/s.
+/// 24 nodes of 4 GPUs (96, above the 64 below which nothing is shared):
+/// 8 fast, then 16 slow; every fast-slow pair linked at 3 GB/s, and with
+/// `odd_link` nodes 12 and 16 at 0.5 GB/s.
+fn linked_cluster(odd_link: bool) -> Cluster {
     let node = |gpu: &str| Node {
         gpu_type: gpu.into(),
         gpus: 4,
@@ -861,17 +855,23 @@ fn alike_cuts_on_a_linked_cluster_share_exact_prices() {
             });
         }
     }
-    links.push(crate::cluster::NodeLink {
-        nodes: [12, 16],
-        bytes_per_s: 0.5e9,
-    });
-    let c = Cluster {
+    if odd_link {
+        links.push(crate::cluster::NodeLink {
+            nodes: [12, 16],
+            bytes_per_s: 0.5e9,
+        });
+    }
+    Cluster {
         name: "linked".into(),
         nodes: (0..24)
             .map(|i| node(if i < 8 { "fast" } else { "slow" }))
             .collect(),
         links,
-    };
+    }
+}
+
+/// Six blocks of 1000 x (i + 1) parameters, 100,000 elements per sample.
+fn six_blocks() -> Model {
     let layer = |i: usize| Layer {
         name: format!("b{i}"),
         kind: LayerKind::TransformerBlock,
@@ -881,11 +881,23 @@ fn alike_cuts_on_a_linked_cluster_share_exact_prices() {
         tied_to: None,
         stored_activation_elems_per_sample: None,
     };
-    let m = Model {
+    Model {
         name: "m".into(),
         shape: None,
         layers: (0..6).map(layer).collect(),
-    };
+    }
+}
+
+/// On a cluster with pair links, cuts and stages alike up to renaming nodes
+/// of one kind (keeping the links among their own nodes and their order)
+/// are priced once and shared, and every shared price is the one priced on
+/// the cut's own devices; a link that makes a cut unlike the others keeps
+/// it apart.
+#[test]
+fn alike_cuts_on_a_linked_cluster_share_exact_prices() {
+    // Nodes 12 and 16 at 0.5 GB/s.
+    let c = linked_cluster(true);
+    let m = six_blocks();
     let p = Profile {
         entries: vec![
             ProfileEntry {
@@ -961,59 +973,14 @@ fn alike_cuts_on_a_linked_cluster_share_exact_prices() {
 /// orders, three tp degrees and four depths, both send modes.
 #[test]
 fn shared_network_prices_equal_each_layouts_own() {
-    let node = |gpu: &str| Node {
-        gpu_type: gpu.into(),
-        gpus: 4,
-        intra_bytes_per_s: 100e9,
-        inter_bytes_per_s: 10e9,
-        nics: 1,
-        gpu_memory_bytes: None,
-        price_per_hour: None,
-    };
-    let layer = |i: usize| Layer {
-        name: format!("b{i}"),
-        kind: LayerKind::TransformerBlock,
-        params: 1000 * (i as u64 + 1),
-        output_elems_per_sample: 100_000,
-        forward_flops_per_sample: None,
-        tied_to: None,
-        stored_activation_elems_per_sample: None,
-    };
-    let m = Model {
-        name: "m".into(),
-        shape: None,
-        layers: (0..6).map(layer).collect(),
-    };
+    let m = six_blocks();
     let p = Profile {
         entries: Vec::new(),
         precision: None,
     };
     for odd_link in [false, true] {
-        // 8 fast nodes, then 16 slow; every fast-slow pair at 3 GB/s (and
-        // with `odd_link` nodes 12 and 16 at 0.5 GB/s); every pair filled
-        // in as the searches leave them.
-        let mut links = Vec::new();
-        for a in 0..8 {
-            for b in 8..24 {
-                links.push(crate::cluster::NodeLink {
-                    nodes: [a, b],
-                    bytes_per_s: 3e9,
-                });
-            }
-        }
-        if odd_link {
-            links.push(crate::cluster::NodeLink {
-                nodes: [12, 16],
-                bytes_per_s: 0.5e9,
-            });
-        }
-        let given = Cluster {
-            name: "linked".into(),
-            nodes: (0..24)
-                .map(|i| node(if i < 8 { "fast" } else { "slow" }))
-                .collect(),
-            links,
-        };
+        // Every pair filled in, as the searches leave them.
+        let given = linked_cluster(odd_link);
         let c = crate::search::with_every_link(&given).unwrap();
         assert_eq!(
             crate::placement::NodeKinds::with_links(&c).links_follow_kinds(),
