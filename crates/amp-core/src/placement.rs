@@ -321,13 +321,17 @@ impl NodeKinds {
     /// curve per pair of zones and GPU kinds), as
     /// [`Cluster::link_bytes_per_s`] reads it. Then renaming nodes of a
     /// kind in node order changes no link, and keys need not list them: a
-    /// pass over every pair of nodes, worth it once per search.
+    /// pass over every pair of nodes, worth it once per search. Only when
+    /// every pair has its link, in order (as the searches fill them in
+    /// up to a million pairs), where each is found in O(1).
     pub fn with_links(cluster: &Cluster) -> NodeKinds {
         let mut k = NodeKinds::of(cluster);
         let kinds = k.kind.iter().max().map_or(0, |m| m + 1);
         let n = k.kind.len();
         let mut seen = vec![f64::NAN; kinds * kinds];
-        k.links_by_kind = !cluster.links.is_empty()
+        k.links_by_kind = n > 0
+            && !cluster.links.is_empty()
+            && cluster.links.len() == n * (n - 1) / 2
             && (0..n).all(|a| {
                 (a + 1..n).all(|b| {
                     let bw = cluster
