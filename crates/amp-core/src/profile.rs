@@ -162,7 +162,8 @@ impl Profile {
         num_layers: usize,
     ) -> Option<Vec<LayerTime>> {
         let m = self.measured(gpu, tp)?;
-        (0..num_layers).map(|l| m.time(micro_batch, l)).collect()
+        m.times(micro_batch, num_layers)
+            .or_else(|| (0..num_layers).map(|l| m.time(micro_batch, l)).collect())
     }
 
     /// The entries of `gpu` at `tp`: the per-sample one if any (it wins),
@@ -338,6 +339,66 @@ enum Measured<'a> {
 }
 
 impl Measured<'_> {
+    /// [`Measured::time`] of every layer `0..num_layers`, the entries to
+    /// interpolate between chosen once (they depend on the micro-batch
+    /// only), not once per layer: the same numbers, by the same formulas.
+    /// `None` when some entry lacks a layer (then [`Measured::time`] says
+    /// which layers have a time).
+    fn times(&self, micro_batch: usize, num_layers: usize) -> Option<Vec<LayerTime>> {
+        let Measured::BySize(m) = self else {
+            return None;
+        };
+        let covers = |e: &ProfileEntry| {
+            e.micro_batch.is_some()
+                && e.forward_s.len() >= num_layers
+                && e.backward_s.as_ref().is_none_or(|b| b.len() >= num_layers)
+        };
+        if !m.iter().all(|e| covers(e)) {
+            return None;
+        }
+        let mbs = micro_batch as f64;
+        let size = |e: &ProfileEntry| e.micro_batch.unwrap_or(0) as f64;
+        if let Some(e) = m.iter().find(|e| size(e) == mbs) {
+            return Some(
+                (0..num_layers)
+                    .map(|l| LayerTime {
+                        forward_s: e.forward_s[l],
+                        backward_s: e.backward_s.as_ref().map(|b| b[l]),
+                    })
+                    .collect(),
+            );
+        }
+        let lo = m.iter().rev().find(|e| size(e) < mbs);
+        let hi = m.iter().find(|e| size(e) > mbs);
+        let lerp = |a: f64, b: f64, t: f64| a + (b - a) * t;
+        let at = |e: &ProfileEntry, l: usize| (e.forward_s[l], e.backward_s.as_ref().map(|b| b[l]));
+        let time = |l: usize| {
+            let (forward_s, backward_s) = match (lo, hi) {
+                (Some(a), Some(b)) => {
+                    let t = (mbs - size(a)) / (size(b) - size(a));
+                    let ((fa, ba), (fb, bb)) = (at(a, l), at(b, l));
+                    (
+                        lerp(fa, fb, t),
+                        match (ba, bb) {
+                            (Some(x), Some(y)) => Some(lerp(x, y, t)),
+                            _ => None,
+                        },
+                    )
+                }
+                (Some(p), None) | (None, Some(p)) => {
+                    let (f, b) = at(p, l);
+                    (f / size(p) * mbs, b.map(|b| b / size(p) * mbs))
+                }
+                (None, None) => return None,
+            };
+            Some(LayerTime {
+                forward_s,
+                backward_s,
+            })
+        };
+        (0..num_layers).map(time).collect()
+    }
+
     /// Time of `layer` for a micro-batch of `micro_batch` samples.
     fn time(&self, micro_batch: usize, layer: usize) -> Option<LayerTime> {
         let mbs = micro_batch as f64;
@@ -418,6 +479,52 @@ pub(crate) fn uniform_profile(num_layers: usize, entries: &[(&str, usize, f64)])
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// All layers at once give what each layer alone gives, bit for bit:
+    /// at a measured micro-batch size, between two, below and above all,
+    /// with and without backward times, and with an entry short of layers.
+    #[test]
+    fn layer_times_at_once_equal_each_layers_time() {
+        let layers = 7;
+        let e = |mbs: usize, scale: f64, backward: bool| ProfileEntry {
+            gpu: "A".into(),
+            tp: 1,
+            micro_batch: Some(mbs),
+            forward_s: (0..layers)
+                .map(|l| scale * (1.0 + l as f64 / 3.0))
+                .collect(),
+            backward_s: backward.then(|| {
+                (0..layers)
+                    .map(|l| scale * (2.1 + l as f64 / 7.0))
+                    .collect()
+            }),
+            optimizer_s: None,
+            source: None,
+        };
+        let profiles = [
+            vec![e(2, 0.013, true), e(8, 0.041, true), e(4, 0.023, true)],
+            vec![e(2, 0.013, true), e(8, 0.041, false)],
+            vec![e(3, 0.017, false)],
+        ];
+        for entries in profiles {
+            let mut p = Profile {
+                entries,
+                precision: None,
+            };
+            for short in [false, true] {
+                if short {
+                    p.entries[0].forward_s.pop();
+                }
+                for mbs in [1, 2, 3, 4, 5, 7, 8, 9, 16] {
+                    let each: Option<Vec<LayerTime>> =
+                        (0..layers).map(|l| p.layer_time("A", 1, mbs, l)).collect();
+                    let all = p.layer_times("A", 1, mbs, layers);
+                    assert_eq!(format!("{all:?}"), format!("{each:?}"), "mbs {mbs}");
+                    assert_eq!(all.is_some(), !short);
+                }
+            }
+        }
+    }
 
     fn entry(mbs: Option<usize>, f: f64) -> ProfileEntry {
         ProfileEntry {
