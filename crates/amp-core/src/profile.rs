@@ -161,9 +161,7 @@ impl Profile {
         micro_batch: usize,
         num_layers: usize,
     ) -> Option<Vec<LayerTime>> {
-        let m = self.measured(gpu, tp)?;
-        m.times(micro_batch, num_layers)
-            .or_else(|| (0..num_layers).map(|l| m.time(micro_batch, l)).collect())
+        self.measured(gpu, tp)?.times(micro_batch, num_layers)
     }
 
     /// The entries of `gpu` at `tp`: the per-sample one if any (it wins),
@@ -338,121 +336,121 @@ enum Measured<'a> {
     BySize(Vec<&'a ProfileEntry>),
 }
 
-impl Measured<'_> {
-    /// [`Measured::time`] of every layer `0..num_layers`, the entries to
-    /// interpolate between chosen once (they depend on the micro-batch
-    /// only), not once per layer: the same numbers, by the same formulas.
-    /// `None` when some entry lacks a layer (then [`Measured::time`] says
-    /// which layers have a time).
-    fn times(&self, micro_batch: usize, num_layers: usize) -> Option<Vec<LayerTime>> {
-        let Measured::BySize(m) = self else {
-            return None;
-        };
-        let covers = |e: &ProfileEntry| {
-            e.micro_batch.is_some()
-                && e.forward_s.len() >= num_layers
-                && e.backward_s.as_ref().is_none_or(|b| b.len() >= num_layers)
-        };
-        if !m.iter().all(|e| covers(e)) {
-            return None;
-        }
+/// How one micro-batch size is priced from a [`Measured`]: the entries and
+/// the factor, the same for every layer.
+enum Basis<'a> {
+    /// A per-sample entry, times the micro-batch size.
+    PerSample(&'a ProfileEntry, f64),
+    /// The entry measured at this size.
+    Exact(&'a ProfileEntry),
+    /// Between two measured sizes, at `t` of the way from the first.
+    Between(&'a ProfileEntry, &'a ProfileEntry, f64),
+    /// Beyond every measured size: the nearest, scaled by size (`mbs`).
+    Scaled(&'a ProfileEntry, f64),
+}
+
+/// Forward and backward time of `layer` in entry `e`.
+fn entry_at(e: &ProfileEntry, layer: usize) -> Option<(f64, Option<f64>)> {
+    let f = *e.forward_s.get(layer)?;
+    let b = match &e.backward_s {
+        Some(b) => Some(*b.get(layer)?),
+        None => None,
+    };
+    Some((f, b))
+}
+
+impl<'a> Measured<'a> {
+    /// The basis of a micro-batch of `micro_batch` samples.
+    fn basis(&self, micro_batch: usize) -> Option<Basis<'a>> {
         let mbs = micro_batch as f64;
-        let size = |e: &ProfileEntry| e.micro_batch.unwrap_or(0) as f64;
-        if let Some(e) = m.iter().find(|e| size(e) == mbs) {
-            return Some(
-                (0..num_layers)
-                    .map(|l| LayerTime {
-                        forward_s: e.forward_s[l],
-                        backward_s: e.backward_s.as_ref().map(|b| b[l]),
-                    })
-                    .collect(),
-            );
-        }
-        let lo = m.iter().rev().find(|e| size(e) < mbs);
-        let hi = m.iter().find(|e| size(e) > mbs);
-        let lerp = |a: f64, b: f64, t: f64| a + (b - a) * t;
-        let at = |e: &ProfileEntry, l: usize| (e.forward_s[l], e.backward_s.as_ref().map(|b| b[l]));
-        let time = |l: usize| {
-            let (forward_s, backward_s) = match (lo, hi) {
-                (Some(a), Some(b)) => {
-                    let t = (mbs - size(a)) / (size(b) - size(a));
-                    let ((fa, ba), (fb, bb)) = (at(a, l), at(b, l));
-                    (
-                        lerp(fa, fb, t),
-                        match (ba, bb) {
-                            (Some(x), Some(y)) => Some(lerp(x, y, t)),
-                            _ => None,
-                        },
-                    )
-                }
-                (Some(p), None) | (None, Some(p)) => {
-                    let (f, b) = at(p, l);
-                    (f / size(p) * mbs, b.map(|b| b / size(p) * mbs))
-                }
-                (None, None) => return None,
-            };
-            Some(LayerTime {
-                forward_s,
-                backward_s,
-            })
+        let m = match self {
+            Measured::PerSample(e) => return Some(Basis::PerSample(e, mbs)),
+            Measured::BySize(m) => m,
         };
-        (0..num_layers).map(time).collect()
+        let size = |e: &ProfileEntry| e.micro_batch.map(|m| m as f64);
+        if let Some(e) = m.iter().find(|e| size(e) == Some(mbs)) {
+            return Some(Basis::Exact(e));
+        }
+        let lo = m.iter().rev().find(|e| size(e).is_some_and(|s| s < mbs));
+        let hi = m.iter().find(|e| size(e).is_some_and(|s| s > mbs));
+        match (lo, hi) {
+            (Some(a), Some(b)) => {
+                let (sa, sb) = (size(a)?, size(b)?);
+                Some(Basis::Between(a, b, (mbs - sa) / (sb - sa)))
+            }
+            (Some(p), None) | (None, Some(p)) => Some(Basis::Scaled(p, mbs)),
+            (None, None) => None,
+        }
+    }
+
+    /// Layers below this have a time in every entry measured by size (a
+    /// size's time needs them all: it may be interpolated from any).
+    fn covered(&self) -> usize {
+        match self {
+            Measured::PerSample(_) => usize::MAX,
+            Measured::BySize(m) => m
+                .iter()
+                .map(|e| {
+                    let b = e.backward_s.as_ref().map_or(usize::MAX, Vec::len);
+                    if e.micro_batch.is_none() {
+                        0
+                    } else {
+                        e.forward_s.len().min(b)
+                    }
+                })
+                .min()
+                .unwrap_or(0),
+        }
     }
 
     /// Time of `layer` for a micro-batch of `micro_batch` samples.
     fn time(&self, micro_batch: usize, layer: usize) -> Option<LayerTime> {
-        let mbs = micro_batch as f64;
-        let measured = match self {
-            Measured::PerSample(e) => {
-                return Some(LayerTime {
-                    forward_s: *e.forward_s.get(layer)? * mbs,
-                    backward_s: match &e.backward_s {
-                        Some(b) => Some(*b.get(layer)? * mbs),
-                        None => None,
-                    },
-                })
-            }
-            Measured::BySize(m) => m,
-        };
-        let at = |e: &ProfileEntry| -> Option<(f64, f64, Option<f64>)> {
-            let m = e.micro_batch? as f64;
-            let f = *e.forward_s.get(layer)?;
-            let b = match &e.backward_s {
-                Some(b) => Some(*b.get(layer)?),
-                None => None,
-            };
-            Some((m, f, b))
-        };
-        let points: Vec<(f64, f64, Option<f64>)> =
-            measured.iter().map(|e| at(e)).collect::<Option<_>>()?;
-        if let Some(p) = points.iter().find(|p| p.0 == mbs) {
-            return Some(LayerTime {
-                forward_s: p.1,
-                backward_s: p.2,
-            });
-        }
-        let lo = points.iter().rev().find(|p| p.0 < mbs);
-        let hi = points.iter().find(|p| p.0 > mbs);
-        let lerp = |a: f64, b: f64, t: f64| a + (b - a) * t;
-        let (forward_s, backward_s) = match (lo, hi) {
-            (Some(l), Some(h)) => {
-                let t = (mbs - l.0) / (h.0 - l.0);
-                (
-                    lerp(l.1, h.1, t),
-                    match (l.2, h.2) {
-                        (Some(a), Some(b)) => Some(lerp(a, b, t)),
-                        _ => None,
-                    },
-                )
-            }
-            (Some(p), None) | (None, Some(p)) => (p.1 / p.0 * mbs, p.2.map(|b| b / p.0 * mbs)),
-            (None, None) => return None,
-        };
-        Some(LayerTime {
-            forward_s,
-            backward_s,
-        })
+        time_at(&self.basis(micro_batch)?, self.covered(), layer)
     }
+
+    /// [`Measured::time`] of every layer `0..num_layers`, the basis found
+    /// once, not once per layer.
+    fn times(&self, micro_batch: usize, num_layers: usize) -> Option<Vec<LayerTime>> {
+        let (basis, covered) = (self.basis(micro_batch)?, self.covered());
+        (0..num_layers)
+            .map(|l| time_at(&basis, covered, l))
+            .collect()
+    }
+}
+
+/// Time of `layer` on `basis`, when the entries cover it (`covered`,
+/// [`Measured::covered`]).
+fn time_at(basis: &Basis, covered: usize, layer: usize) -> Option<LayerTime> {
+    if layer >= covered {
+        return None;
+    }
+    let lerp = |a: f64, b: f64, t: f64| a + (b - a) * t;
+    let (forward_s, backward_s) = match *basis {
+        Basis::PerSample(e, mbs) => {
+            let (f, b) = entry_at(e, layer)?;
+            (f * mbs, b.map(|b| b * mbs))
+        }
+        Basis::Exact(e) => entry_at(e, layer)?,
+        Basis::Between(a, b, t) => {
+            let ((fa, ba), (fb, bb)) = (entry_at(a, layer)?, entry_at(b, layer)?);
+            (
+                lerp(fa, fb, t),
+                match (ba, bb) {
+                    (Some(x), Some(y)) => Some(lerp(x, y, t)),
+                    _ => None,
+                },
+            )
+        }
+        Basis::Scaled(p, mbs) => {
+            let size = p.micro_batch? as f64;
+            let (f, b) = entry_at(p, layer)?;
+            (f / size * mbs, b.map(|b| b / size * mbs))
+        }
+    };
+    Some(LayerTime {
+        forward_s,
+        backward_s,
+    })
 }
 
 /// A per-sample profile of `num_layers` layers for tests: each `(gpu, tp,

@@ -708,6 +708,22 @@ fn price_uneven<'a, 'c>(
     }
 }
 
+/// The layouts of `cands`, each as the range of its candidates: candidates
+/// differing only in micro-batch size are consecutive and share a layout
+/// (one estimator prices its network once for all).
+fn layouts_of(cands: &[Candidate]) -> Vec<std::ops::Range<usize>> {
+    let mut layouts: Vec<std::ops::Range<usize>> = Vec::new();
+    for (i, c) in cands.iter().enumerate() {
+        match layouts.last_mut() {
+            Some(r) if cands[r.start].types == c.types && cands[r.start].dp == c.dp => {
+                r.end = i + 1
+            }
+            _ => layouts.push(i..i + 1),
+        }
+    }
+    layouts
+}
+
 /// Searches the per-GPU-type tp plans of `inputs` (none on a cluster of
 /// one GPU type, or more than [`MAX_TYPES`]); ranks them fastest first and
 /// keeps `opts.keep`. Errors with [`AmpError::NoPlan`] when none fits.
@@ -743,17 +759,7 @@ pub fn search_per_type_tp(
     } else {
         keep
     };
-    // Candidates differing only in micro-batch size are consecutive and
-    // share a layout: one estimator prices its network once for all.
-    let mut layouts: Vec<std::ops::Range<usize>> = Vec::new();
-    for (i, c) in cands.iter().enumerate() {
-        match layouts.last_mut() {
-            Some(r) if cands[r.start].types == c.types && cands[r.start].dp == c.dp => {
-                r.end = i + 1
-            }
-            _ => layouts.push(i..i + 1),
-        }
-    }
+    let layouts = layouts_of(&cands);
     let mut tally = Tally::default();
     // Layouts share their network prices where their groups are alike,
     // candidates the per-layer times their seed splits weigh.
@@ -833,15 +839,36 @@ mod tests {
         uniform_profile(layers, &entries)
     }
 
+    /// AMP's GPT-2 on AMP's het-cluster (12 V100 + 4 T4), with
+    /// [`v100_t4_profile`]'s times.
+    struct Gpt2HetCluster {
+        model: crate::model::Model,
+        cluster: Cluster,
+        profile: crate::profile::Profile,
+    }
+
+    impl Gpt2HetCluster {
+        fn new() -> Gpt2HetCluster {
+            Gpt2HetCluster {
+                model: models::amp_gpt2(),
+                cluster: clusters::het_cluster(),
+                profile: v100_t4_profile(30, 0.0024, 0.0072),
+            }
+        }
+
+        fn inputs(&self) -> Inputs<'_> {
+            Inputs {
+                model: &self.model,
+                cluster: &self.cluster,
+                profile: &self.profile,
+            }
+        }
+    }
+
     #[test]
     fn plans_give_each_type_its_own_tp_and_use_every_device_once() {
-        let profile = v100_t4_profile(30, 0.0024, 0.0072);
-        let (model, cluster) = (models::amp_gpt2(), clusters::het_cluster());
-        let inputs = Inputs {
-            model: &model,
-            cluster: &cluster,
-            profile: &profile,
-        };
+        let f = Gpt2HetCluster::new();
+        let (model, cluster, inputs) = (&f.model, &f.cluster, f.inputs());
         let dm = DeviceModel::default();
         let opts = SearchOptions::new(32, PlacementSearch::Artifact, TrainingSetup::default());
         let r = search_per_type_tp(&inputs, &dm, &opts).unwrap();
@@ -849,7 +876,7 @@ mod tests {
         let times: Vec<f64> = r.plans.iter().map(|p| p.estimate.iteration_s).collect();
         assert!(times.windows(2).all(|w| w[0] <= w[1]));
         for p in &r.plans {
-            p.plan.validate(&model, &cluster).unwrap();
+            p.plan.validate(model, cluster).unwrap();
             assert_eq!(p.plan.devices().count(), 16);
             let tps: std::collections::BTreeSet<usize> =
                 p.plan.stages.iter().map(|s| s.replicas[0].len()).collect();
@@ -956,13 +983,8 @@ mod tests {
     /// on this cluster.
     #[test]
     fn uneven_candidates_pour_groups_into_mixed_stages() {
-        let profile = v100_t4_profile(30, 0.0024, 0.0072);
-        let (model, cluster) = (models::amp_gpt2(), clusters::het_cluster());
-        let inputs = Inputs {
-            model: &model,
-            cluster: &cluster,
-            profile: &profile,
-        };
+        let f = Gpt2HetCluster::new();
+        let (model, cluster, inputs) = (&f.model, &f.cluster, f.inputs());
         let dm = DeviceModel::default();
         let even = SearchOptions::new(32, PlacementSearch::Artifact, TrainingSetup::default());
         let uneven = SearchOptions {
@@ -980,7 +1002,7 @@ mod tests {
             })
         };
         for p in &r.plans {
-            p.plan.validate(&model, &cluster).unwrap();
+            p.plan.validate(model, cluster).unwrap();
             assert_eq!(p.plan.global_batch(), 32);
             let idle = 16 - p.plan.devices().count();
             let max_tp = p.plan.stages.iter().map(|s| s.max_tp()).max().unwrap();
@@ -1000,13 +1022,8 @@ mod tests {
     /// plans, with and without interleaving.
     #[test]
     fn seeds_rebuild_from_their_layouts_first_plan() {
-        let profile = v100_t4_profile(30, 0.0024, 0.0072);
-        let (model, cluster) = (models::amp_gpt2(), clusters::het_cluster());
-        let inputs = Inputs {
-            model: &model,
-            cluster: &cluster,
-            profile: &profile,
-        };
+        let f = Gpt2HetCluster::new();
+        let (cluster, inputs) = (&f.cluster, f.inputs());
         let mut checked = 0;
         for schedule in [
             crate::schedule::Schedule::OneFOneB,
@@ -1020,14 +1037,11 @@ mod tests {
                 uneven_dp: true,
                 ..SearchOptions::new(32, PlacementSearch::Artifact, setup)
             };
-            let cands = candidates(&cluster, 30, 32, true);
+            let cands = candidates(cluster, 30, 32, true);
             let times = BalanceTimes::default();
-            let mut start = 0;
-            while start < cands.len() {
-                let same = |c: &Candidate| c.types == cands[start].types && c.dp == cands[start].dp;
-                let end = start + cands[start..].iter().take_while(|c| same(c)).count();
-                if let Ok(plans) = build_layout(&inputs, &opts, &cands[start..end], &times) {
-                    for (c, plan) in cands[start..end].iter().zip(&plans) {
+            for r in layouts_of(&cands) {
+                if let Ok(plans) = build_layout(&inputs, &opts, &cands[r.clone()], &times) {
+                    for (c, plan) in cands[r].iter().zip(&plans) {
                         for b in seed_bounds(plan, 30) {
                             let own = crate::refine::with_boundaries(plan, &b);
                             assert_eq!(seed_plan(&plans[0], c, &opts, &b), own);
@@ -1035,7 +1049,6 @@ mod tests {
                         }
                     }
                 }
-                start = end;
             }
         }
         assert!(checked > 100, "{checked}");

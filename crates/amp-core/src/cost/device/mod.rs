@@ -276,23 +276,15 @@ impl DeviceModel {
         let mut caches: Vec<(usize, Caches)> = Vec::new();
         let mut layer_costs: Vec<Vec<LayerCost>> = Vec::new();
         let mut group_costs = Vec::new();
-        // A group on one node costs what any group of its size on a node of
-        // the same GPU type and intra-node link does (its group key, see
-        // `group_key`, is made of those alone): (GPU type, tp, link) -> its
-        // costs' index.
-        let mut on_one_node: HashMap<(&str, usize, u64), usize> = HashMap::new();
-        let node_key = |n: usize, tp: usize| {
-            let node = &inputs.cluster.nodes[n];
-            (node.gpu_type.as_str(), tp, node.intra_bytes_per_s.to_bits())
-        };
+        // (GPU type, tp, link) of a group on one node -> its costs' index.
+        let mut on_one_node: HashMap<OneNodeGroup, usize> = HashMap::new();
         for s in plan.rank_stages() {
             let mut of_stage = Vec::with_capacity(s.replicas.len());
             for rep in &s.replicas {
                 // Replicas of a stage may differ in tp (caches are per tp).
                 let tp = rep.len();
-                let node = rep.first().map(|d| d.node);
-                let one_node = node.filter(|&n| rep.iter().all(|d| d.node == n));
-                if let Some(&k) = one_node.and_then(|n| on_one_node.get(&node_key(n, tp))) {
+                let one_node = one_node_group(inputs.cluster, rep);
+                if let Some(&k) = one_node.and_then(|g| on_one_node.get(&g)) {
                     of_stage.push(k);
                     continue;
                 }
@@ -308,8 +300,8 @@ impl DeviceModel {
                         layer_costs.len() - 1
                     }
                 };
-                if let Some(n) = one_node {
-                    on_one_node.insert(node_key(n, tp), k);
+                if let Some(g) = one_node {
+                    on_one_node.insert(g, k);
                 }
                 of_stage.push(k);
             }
@@ -585,6 +577,27 @@ impl DeviceModel {
     }
 }
 
+/// (GPU type, size, intra-node link bits) of a tensor-parallel group on one
+/// node.
+type OneNodeGroup<'c> = (&'c str, usize, u64);
+
+/// What prices `group` when it lies on one node: a group on one node costs
+/// what any group of its size on a node of the same GPU type and
+/// intra-node link does (its group key, see `group_key`, is made of those
+/// alone). `None` for a group across nodes (or none).
+fn one_node_group<'c>(cluster: &'c Cluster, group: &[Device]) -> Option<OneNodeGroup<'c>> {
+    let n = group.first()?.node;
+    if !group.iter().all(|d| d.node == n) {
+        return None;
+    }
+    let node = &cluster.nodes[n];
+    Some((
+        node.gpu_type.as_str(),
+        group.len(),
+        node.intra_bytes_per_s.to_bits(),
+    ))
+}
+
 /// [`CostModel::grid_tables`] of the device model: the network of the last
 /// grid and setup met, kept for the next candidate on them.
 struct DeviceGridTables<'a> {
@@ -687,26 +700,18 @@ impl DeviceModel {
         let n = inputs.model.num_layers();
         let mut cache = Caches::default();
         let mut compute_prefix = Vec::with_capacity(grid.pp);
-        // Groups on one node alike in GPU type, size and intra-node link
-        // cost the same ([`Self::compute_prices`]): each kind once per
-        // stage (the max over a stage's replicas does not change).
-        let mut seen: Vec<(&str, usize, u64)> = Vec::new();
+        // Groups on one node alike cost the same ([`one_node_group`]): each
+        // once per stage (the max over a stage's replicas does not change).
+        let mut seen: Vec<OneNodeGroup> = Vec::new();
         for j in 0..grid.pp {
             let mut per_layer = vec![0.0f64; n];
             seen.clear();
             for rep in grid.stage(j) {
-                let node = rep.first().map(|d| d.node);
-                if let Some(n) = node.filter(|&n| rep.iter().all(|d| d.node == n)) {
-                    let node = &inputs.cluster.nodes[n];
-                    let key = (
-                        node.gpu_type.as_str(),
-                        rep.len(),
-                        node.intra_bytes_per_s.to_bits(),
-                    );
-                    if seen.contains(&key) {
+                if let Some(g) = one_node_group(inputs.cluster, rep) {
+                    if seen.contains(&g) {
                         continue;
                     }
-                    seen.push(key);
+                    seen.push(g);
                 }
                 let costs = self.group_costs(inputs, setup, rep, mbs, &mut cache)?;
                 for (p, c) in per_layer.iter_mut().zip(costs) {
