@@ -227,6 +227,20 @@ impl Plan {
     /// same number of replicas; batch sizes positive, with one micro-batch
     /// count per replica when they are uneven.
     pub fn validate(&self, model: &Model, cluster: &Cluster) -> Result<()> {
+        self.validate_with(model, Some(cluster))
+    }
+
+    /// [`Plan::validate`] of a plan whose stages hold the devices of a plan
+    /// already validated on the cluster: all but the devices, the costly
+    /// part on a large plan, checked (a search's candidates of one layout
+    /// differ only in split and batch).
+    pub(crate) fn validate_on_validated_devices(&self, model: &Model) -> Result<()> {
+        self.validate_with(model, None)
+    }
+
+    /// [`Plan::validate`], checking the devices against `cluster` when
+    /// given.
+    fn validate_with(&self, model: &Model, cluster: Option<&Cluster>) -> Result<()> {
         let bad = |at: String, msg: String| Err(AmpError::invalid(at, msg));
         if self.stages.is_empty() {
             return bad("plan".into(), "has no stages".into());
@@ -338,21 +352,22 @@ impl Plan {
         // node): linear in the plan, where a set was the plan's cost in
         // the refinement of 16,384-GPU plans.
         let first_of_node: Vec<usize> = cluster
-            .nodes
             .iter()
+            .flat_map(|c| &c.nodes)
             .scan(0, |acc, n| {
                 let first = *acc;
                 *acc += n.gpus;
                 Some(first)
             })
             .collect();
-        let mut seen = vec![false; cluster.num_devices()];
+        let mut seen = vec![false; cluster.map_or(0, |c| c.num_devices())];
         let dp = self.stages[0].dp();
         for (j, s) in self.stages.iter().enumerate() {
-            let at = format!("plan stage {j}");
+            // Named only on an error: validation runs on every candidate.
+            let at = || format!("plan stage {j}");
             if s.first_layer != next {
                 return bad(
-                    at,
+                    at(),
                     format!(
                         "starts at layer {} but the previous stage ended at {next}; stages must cover the layers in order",
                         s.first_layer
@@ -360,7 +375,7 @@ impl Plan {
                 );
             }
             if s.end_layer <= s.first_layer {
-                return bad(at, "holds no layer (end_layer <= first_layer)".into());
+                return bad(at(), "holds no layer (end_layer <= first_layer)".into());
             }
             next = s.end_layer;
             if j >= ranks {
@@ -368,26 +383,27 @@ impl Plan {
                 continue;
             }
             if s.replicas.is_empty() {
-                return bad(at, "has no replicas".into());
+                return bad(at(), "has no replicas".into());
             }
             if s.dp() != dp {
                 return bad(
-                    at,
+                    at(),
                     format!("has {} replicas but stage 0 has {dp}; every stage needs the same data-parallel degree", s.dp()),
                 );
             }
             for (r, rep) in s.replicas.iter().enumerate() {
                 if rep.is_empty() {
                     return bad(
-                        format!("{at}, replica {r}"),
+                        format!("{}, replica {r}", at()),
                         "has no devices; a replica is a tensor-parallel group of at least one GPU"
                             .into(),
                     );
                 }
+                let Some(cluster) = cluster else { continue };
                 for d in rep {
                     if d.node >= cluster.nodes.len() || d.gpu >= cluster.nodes[d.node].gpus {
                         return bad(
-                            format!("{at}, replica {r}"),
+                            format!("{}, replica {r}", at()),
                             format!(
                                 "device (node {}, gpu {}) is not in the cluster",
                                 d.node, d.gpu
@@ -397,7 +413,7 @@ impl Plan {
                     let k = first_of_node[d.node] + d.gpu;
                     if std::mem::replace(&mut seen[k], true) {
                         return bad(
-                            format!("{at}, replica {r}"),
+                            format!("{}, replica {r}", at()),
                             format!("device (node {}, gpu {}) is used twice", d.node, d.gpu),
                         );
                     }
@@ -613,5 +629,39 @@ mod tests {
             .validate(&models::amp_gpt2(), &clusters::homogeneous())
             .unwrap_err();
         assert!(e.to_string().contains("previous stage ended"), "{e}");
+    }
+
+    /// On a plan whose devices are valid, checking all but the devices
+    /// gives `validate`'s verdict, its error word for word; it does not
+    /// look at the devices (a duplicate passes).
+    #[test]
+    fn all_but_the_devices_checks_what_validate_checks() {
+        let (m, c) = (models::amp_gpt2(), clusters::homogeneous());
+        let breaks: Vec<fn(&mut Plan)> = vec![
+            |_| {},
+            |p| p.stages[1].first_layer = 16,
+            |p| p.stages[1].end_layer = 29,
+            |p| p.stages[0].end_layer = 0,
+            |p| p.micro_batch = 0,
+            |p| p.num_micro_batches = limits::MAX_MICRO_BATCHES + 1,
+            |p| p.replica_micro_batches = vec![4, 0],
+            |p| p.replica_micro_batches = vec![4, 3, 2],
+            |p| p.replica_micro_batches = vec![3, 2],
+            |p| p.stages[1].replicas.pop().map(drop).unwrap_or(()),
+        ];
+        for (k, f) in breaks.iter().enumerate() {
+            let mut p = two_stage();
+            f(&mut p);
+            let full = p.validate(&m, &c).map_err(|e| e.to_string());
+            let rest = p
+                .validate_on_validated_devices(&m)
+                .map_err(|e| e.to_string());
+            assert_eq!(full, rest, "break {k}");
+            assert_eq!(full.is_ok(), k == 0, "break {k}: {full:?}");
+        }
+        let mut twice = two_stage();
+        twice.stages[1].replicas[0][0] = d(0, 0);
+        assert!(twice.validate(&m, &c).is_err());
+        assert!(twice.validate_on_validated_devices(&m).is_ok());
     }
 }

@@ -1073,9 +1073,17 @@ impl DeviceLayoutEstimator<'_> {
         Ok((compute, net))
     }
 
-    /// [`DeviceModel::fitting_memory`] of `plan`.
+    /// [`DeviceModel::check`] of a plan of this layout: its devices are
+    /// the layout's, validated when the estimator was made.
+    fn check(&self, plan: &Plan) -> Result<()> {
+        plan.validate_on_validated_devices(self.inputs.model)?;
+        plan.setup.check_profile(self.inputs.profile)
+    }
+
+    /// [`DeviceModel::fitting_memory`] of `plan`, of this layout.
     fn fitting_memory(&self, plan: &Plan) -> Result<Option<Vec<crate::cost::DeviceMemory>>> {
-        self.model.fitting_memory(self.inputs, plan)
+        self.check(plan)?;
+        Ok(self.model.memory_if_fits(self.inputs, plan))
     }
 }
 
@@ -1084,7 +1092,7 @@ impl PlanEstimator for DeviceLayoutEstimator<'_> {
         if !self.holds_for(plan) {
             return self.model.evaluate(self.inputs, plan);
         }
-        plan.validate(self.inputs.model, self.inputs.cluster)?;
+        plan.validate_on_validated_devices(self.inputs.model)?;
         let (compute, net) = self.prices(plan)?;
         let memory = self.model.memory(self.inputs, plan);
         self.model
@@ -1111,7 +1119,8 @@ impl PlanEstimator for DeviceLayoutEstimator<'_> {
                 .evaluate_if_fits(self.inputs, plan)?
                 .map(|e| e.iteration_s));
         }
-        if !self.model.fits(self.inputs, plan)? {
+        self.check(plan)?;
+        if !self.model.holds(self.inputs, plan) {
             return Ok(None);
         }
         let (compute, net) = self.prices(plan)?;
@@ -1131,6 +1140,12 @@ impl PlanEstimator for DeviceLayoutEstimator<'_> {
 }
 
 impl DeviceModel {
+    /// Checks `plan` valid and priceable on `inputs`.
+    fn check(&self, inputs: &Inputs, plan: &Plan) -> Result<()> {
+        plan.validate(inputs.model, inputs.cluster)?;
+        plan.setup.check_profile(inputs.profile)
+    }
+
     /// The per-device memory of `plan` (checked valid and priceable), `None`
     /// when some device does not hold it.
     fn fitting_memory(
@@ -1138,24 +1153,31 @@ impl DeviceModel {
         inputs: &Inputs,
         plan: &Plan,
     ) -> Result<Option<Vec<crate::cost::DeviceMemory>>> {
-        plan.validate(inputs.model, inputs.cluster)?;
-        plan.setup.check_profile(inputs.profile)?;
-        let memory = self.memory(inputs, plan);
-        Ok((!memory.iter().any(|m| m.overflow_bytes().is_some())).then_some(memory))
+        self.check(inputs, plan)?;
+        Ok(self.memory_if_fits(inputs, plan))
     }
 
-    /// Whether every device holds `plan` ([`Self::fitting_memory`]
+    /// The per-device memory of a checked `plan`, `None` when some device
+    /// does not hold it.
+    fn memory_if_fits(
+        &self,
+        inputs: &Inputs,
+        plan: &Plan,
+    ) -> Option<Vec<crate::cost::DeviceMemory>> {
+        let memory = self.memory(inputs, plan);
+        (!memory.iter().any(|m| m.overflow_bytes().is_some())).then_some(memory)
+    }
+
+    /// Whether every device holds a checked `plan` ([`Self::memory_if_fits`]
     /// without the per-device list); true without a memory model.
-    fn fits(&self, inputs: &Inputs, plan: &Plan) -> Result<bool> {
-        plan.validate(inputs.model, inputs.cluster)?;
-        plan.setup.check_profile(inputs.profile)?;
-        Ok(!self.options.price_memory
+    fn holds(&self, inputs: &Inputs, plan: &Plan) -> bool {
+        !self.options.price_memory
             || memory::plan_fits(
                 inputs.model,
                 inputs.cluster,
                 plan,
                 self.options.calibration.framework_reserve_bytes,
-            ))
+            )
     }
 
     /// Per-device peak memory of a valid `plan`; empty without a memory
