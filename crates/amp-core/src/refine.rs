@@ -36,7 +36,7 @@
 
 use rayon::prelude::*;
 
-use crate::cost::{CostModel, Estimate, Inputs, PlanEstimator};
+use crate::cost::{CostModel, Estimate, Inputs, LayoutEstimators, PlanEstimator};
 use crate::plan::Plan;
 use crate::search::RankedPlan;
 
@@ -160,10 +160,26 @@ pub fn refine_split(
     if !refinable(model, plan) {
         return None;
     }
-    if split_count(inputs.model.num_layers(), plan.stages.len()) <= BRUTE_FORCE_MAX_SPLITS {
-        best_split(inputs, model, plan, current)
+    let estimate = model.layout_estimator(inputs, plan).ok()?;
+    refine_split_with(estimate.as_ref(), inputs, model, plan, current)
+}
+
+/// [`refine_split`] with `estimate`, an estimator of `plan`'s layout.
+fn refine_split_with(
+    estimate: &dyn PlanEstimator,
+    inputs: &Inputs,
+    model: &dyn CostModel,
+    plan: &Plan,
+    current: &Estimate,
+) -> Option<(Plan, Estimate)> {
+    if !refinable(model, plan) {
+        return None;
+    }
+    let layers = inputs.model.num_layers();
+    if split_count(layers, plan.stages.len()) <= BRUTE_FORCE_MAX_SPLITS {
+        best_split_with(estimate, layers, plan, current)
     } else {
-        local_search_split(inputs, model, plan, current)
+        local_search_split_with(estimate, plan, current)
     }
 }
 
@@ -177,16 +193,27 @@ pub fn best_split(
     current: &Estimate,
 ) -> Option<(Plan, Estimate)> {
     let estimate = model.layout_estimator(inputs, plan).ok()?;
+    best_split_with(estimate.as_ref(), inputs.model.num_layers(), plan, current)
+}
+
+/// [`best_split`] of a plan of `num_layers` layers with `estimate`, an
+/// estimator of its layout.
+fn best_split_with(
+    estimate: &dyn PlanEstimator,
+    num_layers: usize,
+    plan: &Plan,
+    current: &Estimate,
+) -> Option<(Plan, Estimate)> {
     let mut best: Option<(Plan, Estimate)> = None;
     let mut best_s = current.iteration_s;
     // One plan re-split in place, cloned only when it is the best so far.
     let mut p = plan.clone();
-    for_each_split(inputs.model.num_layers(), plan.stages.len(), |b| {
+    for_each_split(num_layers, plan.stages.len(), |b| {
         for (j, s) in p.stages.iter_mut().enumerate() {
             s.first_layer = b[j];
             s.end_layer = b[j + 1];
         }
-        if let Some(e) = feasible(estimate.as_ref(), &p) {
+        if let Some(e) = feasible(estimate, &p) {
             if e.iteration_s < best_s {
                 best_s = e.iteration_s;
                 best = Some((p.clone(), e));
@@ -285,10 +312,11 @@ pub(crate) fn local_search_split_with(
 /// by `rank_key`) and sorts them again: the first [`REFINE_TOP`] and every
 /// plan within [`REFINE_MARGIN`] of the fastest. Plans are refined in
 /// parallel and collected in order, so the result does not depend on the
-/// thread count; the sort is stable.
-pub(crate) fn refine_leading(
+/// thread count; the sort is stable. `estimators` gives each plan's
+/// estimator (a search's, whose network prices are known).
+pub(crate) fn refine_leading<'a>(
     inputs: &Inputs,
-    model: &dyn CostModel,
+    (model, estimators): (&dyn CostModel, &dyn LayoutEstimators<'a>),
     plans: &mut [RankedPlan],
     rank_key: impl Fn(&RankedPlan) -> i64,
     uneven: bool,
@@ -306,7 +334,17 @@ pub(crate) fn refine_leading(
         .count();
     let refined: Vec<Option<(Plan, Estimate)>> = plans[..chosen]
         .par_iter()
-        .map(|p| refine_plan(inputs, model, &p.plan, &p.estimate, uneven))
+        .map(|p| {
+            let estimate = estimators.layout_estimator(&p.plan).ok()?;
+            refine_plan_with(
+                estimate.as_ref(),
+                inputs,
+                model,
+                &p.plan,
+                &p.estimate,
+                uneven,
+            )
+        })
         .collect();
     for (p, r) in plans.iter_mut().zip(refined) {
         if let Some((plan, estimate)) = r {
@@ -329,13 +367,27 @@ pub fn refine_plan(
     current: &Estimate,
     uneven: bool,
 ) -> Option<(Plan, Estimate)> {
-    let split = refine_split(inputs, model, plan, current);
+    let estimate = model.layout_estimator(inputs, plan).ok()?;
+    refine_plan_with(estimate.as_ref(), inputs, model, plan, current, uneven)
+}
+
+/// [`refine_plan`] with `estimate`, an estimator of `plan`'s layout: every
+/// step keeps the layout (devices and setup), so one prices them all.
+fn refine_plan_with(
+    estimate: &dyn PlanEstimator,
+    inputs: &Inputs,
+    model: &dyn CostModel,
+    plan: &Plan,
+    current: &Estimate,
+    uneven: bool,
+) -> Option<(Plan, Estimate)> {
+    let split = refine_split_with(estimate, inputs, model, plan, current);
     if !uneven {
         return split;
     }
     let (p, e) = split.as_ref().map_or((plan, current), |(p, e)| (p, e));
-    match crate::uneven::rebalance(inputs, model, p, e) {
-        Some((p, e)) => Some(refine_split(inputs, model, &p, &e).unwrap_or((p, e))),
+    match crate::uneven::rebalance_with(estimate, inputs, p, e) {
+        Some((p, e)) => Some(refine_split_with(estimate, inputs, model, &p, &e).unwrap_or((p, e))),
         None => split,
     }
 }

@@ -640,7 +640,14 @@ pub fn search(
         })
         .reduce(Tally::default, |a, b| a.merge(b, keep));
     let (mut plans, mut result) = tally.finish(keep).into_plans_and_counts(candidates);
-    crate::refine::refine_leading(inputs, model, &mut plans, rank_key, opts.uneven_dp);
+    let estimators = model.layout_estimators(inputs);
+    crate::refine::refine_leading(
+        inputs,
+        (model, estimators.as_ref()),
+        &mut plans,
+        rank_key,
+        opts.uneven_dp,
+    );
     plans.truncate(opts.keep.max(1));
     if plans.is_empty() {
         return Err(AmpError::NoPlan(no_plan_reason(&result)));

@@ -221,30 +221,28 @@ fn build(
     profile: Option<&crate::profile::Profile>,
 ) -> Plan {
     let times = BalanceTimes::default();
-    build_with(
-        cluster,
-        &types_in_node_order(cluster),
-        num_layers,
-        c,
-        opts,
-        profile.map(|p| (p, &times)),
-        None,
-    )
+    let mut plan = layout_plan(&types_in_node_order(cluster), c, opts, None);
+    let profile = profile.map(|p| (p, &times));
+    set_candidate(&mut plan, cluster, num_layers, c, opts, (true, profile));
+    plan
 }
 
-/// [`build`] with the cluster's [`types_in_node_order`]; under an
-/// interleaved setup with more than one stage, `virtual_split` is
-/// Megatron-LM's even split of the `pp x v` virtual stages
-/// ([`crate::partition::even_block_split`]), virtual stage `i` on pipeline
-/// rank `i mod pp`'s groups, and the micro-batches are dealt in whole
-/// groups of pp where they allow ([`crate::uneven::schedule_deal`]).
-fn build_with<'c>(
-    cluster: &'c Cluster,
+/// Whether [`layout_plan`] gave its plan `virtual_split`.
+fn has_virtual_split(plan: &Plan, virtual_split: Option<&[usize]>) -> bool {
+    virtual_split.is_some() && plan.setup.virtual_stages() > 1
+}
+
+/// The devices of candidate `c`'s layout as a plan (its micro-batch size,
+/// split and deal left to [`set_candidate`]): each type's first groups (tp
+/// fastest over its devices in node order) poured into the stages in
+/// pipeline order, `dp` per stage. Under an interleaved setup with more
+/// than one stage, `virtual_split` is Megatron-LM's even split of the
+/// `pp x v` virtual stages ([`crate::partition::even_block_split`]),
+/// virtual stage `i` on pipeline rank `i mod pp`'s groups.
+fn layout_plan(
     types: &[(String, Vec<Device>, usize)],
-    num_layers: usize,
     c: &Candidate,
     opts: &SearchOptions,
-    profile: Option<(&crate::profile::Profile, &BalanceTimes<'c>)>,
     virtual_split: Option<&[usize]>,
 ) -> Plan {
     let groups: Vec<&[Device]> = c
@@ -269,30 +267,47 @@ fn build_with<'c>(
             .collect(),
         setup: opts.setup.for_pipeline(pp),
     };
-    match virtual_split.filter(|_| plan.setup.virtual_stages() > 1) {
-        Some(bounds) => {
-            plan.stages = (0..bounds.len() - 1)
-                .map(|i| Stage {
-                    first_layer: bounds[i],
-                    end_layer: bounds[i + 1],
-                    replicas: plan.stages[i % pp].replicas.clone(),
-                })
-                .collect();
-        }
-        None => {
-            let bounds = profile
-                .and_then(|(p, times)| balanced_split(p, num_layers, cluster, &plan, times))
-                .unwrap_or_else(|| uniform_split(num_layers, pp));
-            for (j, s) in plan.stages.iter_mut().enumerate() {
-                s.first_layer = bounds[j];
-                s.end_layer = bounds[j + 1];
-            }
+    if let Some(bounds) = virtual_split.filter(|_| has_virtual_split(&plan, virtual_split)) {
+        plan.stages = (0..bounds.len() - 1)
+            .map(|i| Stage {
+                first_layer: bounds[i],
+                end_layer: bounds[i + 1],
+                replicas: plan.stages[i % pp].replicas.clone(),
+            })
+            .collect();
+    }
+    plan
+}
+
+/// Candidate `c` on `plan`, a [`layout_plan`] of its layout: its
+/// micro-batch size; with `resplit`, its layers split by [`balanced_split`]
+/// from `profile`, or evenly without one (else the plan keeps its split:
+/// an interleaved plan its virtual split); the
+/// micro-batches dealt evenly, in whole groups of pp where they allow
+/// ([`crate::uneven::schedule_deal`]).
+fn set_candidate<'c>(
+    plan: &mut Plan,
+    cluster: &'c Cluster,
+    num_layers: usize,
+    c: &Candidate,
+    opts: &SearchOptions,
+    (resplit, profile): (bool, Option<(&crate::profile::Profile, &BalanceTimes<'c>)>),
+) {
+    plan.micro_batch = c.micro_batch;
+    // Pipeline ranks: the candidate's groups over dp.
+    let pp = c.types.iter().map(|t| t.2).sum::<usize>() / c.dp;
+    if resplit {
+        let bounds = profile
+            .and_then(|(p, times)| balanced_split(p, num_layers, cluster, plan, times))
+            .unwrap_or_else(|| uniform_split(num_layers, pp));
+        for (j, s) in plan.stages.iter_mut().enumerate() {
+            s.first_layer = bounds[j];
+            s.end_layer = bounds[j + 1];
         }
     }
     let counts =
         crate::uneven::schedule_deal(opts.global_batch / c.micro_batch, c.dp, pp, &plan.setup);
-    crate::uneven::set_micro_batches(&mut plan, counts);
-    plan
+    crate::uneven::set_micro_batches(plan, counts);
 }
 
 /// `plan` (split by [`balanced_split`]) and, when that differs, `plan`
@@ -324,8 +339,8 @@ fn seed_bounds(plan: &Plan, num_layers: usize) -> Vec<Vec<usize>> {
 }
 
 /// Candidate `c`'s plan split at `bounds`, from `template`, a plan of its
-/// layout ([`build_with`] of another micro-batch size): its micro-batch
-/// size and deal set as `build_with` sets them.
+/// layout ([`set_candidate`] to another micro-batch size): its
+/// micro-batch size and deal set as `set_candidate` sets them.
 fn seed_plan(template: &Plan, c: &Candidate, opts: &SearchOptions, bounds: &[usize]) -> Plan {
     let mut plan = crate::refine::with_boundaries(template, bounds);
     let groups: usize = c.types.iter().map(|t| t.2).sum();
@@ -370,7 +385,10 @@ const MAX_BALANCE_STEPS: usize = 1 << 20;
 /// time as [`balanced_split`] weighs it (`None`: the profile lacks the
 /// type), shared by a search's candidates: thousands of candidates meet a
 /// few dozen of these.
-type BalanceTimes<'c> = Mutex<HashMap<(&'c str, usize, usize), Option<Arc<Vec<f64>>>>>;
+type BalanceTimes<'c> = Mutex<HashMap<(&'c str, usize, usize), Option<Weighed>>>;
+
+/// Each layer's forward + backward time as [`balanced_split`] weighs it.
+type Weighed = Arc<Vec<f64>>;
 
 /// A starting split for a poured candidate, whose stages run on GPUs of
 /// different speeds: the layers split so that the largest stage time, each
@@ -395,7 +413,7 @@ fn balanced_split<'c>(
     }
     let mbs = plan.micro_batch;
     let ratio = crate::cost::device::BACKWARD_FORWARD_RATIO;
-    let weigh = |gpu: &str, tp: usize| -> Option<Arc<Vec<f64>>> {
+    let weigh = |gpu: &str, tp: usize| -> Option<Weighed> {
         let (t, div) = profile
             .layer_times(gpu, tp, mbs, num_layers)
             .map(|t| (t, 1.0))
@@ -410,40 +428,56 @@ fn balanced_split<'c>(
                 .collect(),
         ))
     };
+    // Each (GPU type, tp) met, with its times: looked up once per call
+    // (a plan has a few, its stages many).
+    let mut met: Vec<((&str, usize), Weighed)> = Vec::new();
     let mut prefix: Vec<Vec<f64>> = Vec::with_capacity(pp);
     let mut keys: Vec<(&str, usize)> = Vec::new();
     for s in &plan.stages {
         let mut per_layer = vec![0.0f64; num_layers];
         // Each (GPU type, tp) of the stage once: the max over its groups'
-        // devices is the max over these.
+        // devices is the max over these. A node's GPUs share its type.
         keys.clear();
         for g in &s.replicas {
+            let mut last_node = usize::MAX;
             for d in g {
+                if d.node == last_node {
+                    continue;
+                }
+                last_node = d.node;
                 let key = (cluster.nodes[d.node].gpu_type.as_str(), g.len());
                 if !keys.contains(&key) {
                     keys.push(key);
                 }
             }
         }
-        for &(gpu, tp) in &keys {
-            let known = times
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&(gpu, tp, mbs))
-                .cloned();
-            // Weighed outside the lock; a race weighs twice, alike.
-            let t = match known {
-                Some(t) => t,
+        for &key in &keys {
+            let t = match met.iter().find(|(k, _)| *k == key) {
+                Some((_, t)) => t.clone(),
                 None => {
-                    let t = weigh(gpu, tp);
-                    times
+                    let (gpu, tp) = key;
+                    let known = times
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .entry((gpu, tp, mbs))
-                        .or_insert(t)
-                        .clone()
+                        .get(&(gpu, tp, mbs))
+                        .cloned();
+                    // Weighed outside the lock; a race weighs twice, alike.
+                    let t = match known {
+                        Some(t) => t,
+                        None => {
+                            let t = weigh(gpu, tp);
+                            times
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .entry((gpu, tp, mbs))
+                                .or_insert(t)
+                                .clone()
+                        }
+                    }?;
+                    met.push((key, t.clone()));
+                    t
                 }
-            }?;
+            };
             for (p, t) in per_layer.iter_mut().zip(t.iter()) {
                 *p = p.max(*t);
             }
@@ -481,15 +515,15 @@ fn balanced_split<'c>(
     Some(bounds)
 }
 
-/// The plans of `cands`, the candidates of one layout (at least one), or
-/// why an interleaved setup cannot split the model over its virtual stages.
-fn build_layout<'c>(
-    inputs: &Inputs<'c>,
+/// The layout of `cands`, candidates of one layout (at least one), as a
+/// plan ([`layout_plan`]) and whether its candidates re-split it
+/// ([`set_candidate`]), or why an interleaved setup cannot split the model
+/// over its virtual stages.
+fn layout_of(
+    inputs: &Inputs,
     opts: &SearchOptions,
     cands: &[Candidate],
-    times: &BalanceTimes<'c>,
-) -> std::result::Result<Vec<Plan>, String> {
-    let layers = inputs.model.num_layers();
+) -> std::result::Result<(Plan, bool), String> {
     let types = types_in_node_order(inputs.cluster);
     // Candidates of a layout share its groups, so its pp.
     let groups: usize = cands[0].types.iter().map(|t| t.2).sum();
@@ -503,18 +537,35 @@ fn build_layout<'c>(
     } else {
         None
     };
+    let plan = layout_plan(&types, &cands[0], opts, virtual_split.as_deref());
+    let resplit = !has_virtual_split(&plan, virtual_split.as_deref());
+    Ok((plan, resplit))
+}
+
+/// The plans of `cands`, the candidates of one layout (at least one), or
+/// why an interleaved setup cannot split the model over its virtual stages.
+fn build_layout<'c>(
+    inputs: &Inputs<'c>,
+    opts: &SearchOptions,
+    cands: &[Candidate],
+    times: &BalanceTimes<'c>,
+) -> std::result::Result<Vec<Plan>, String> {
+    let (layout, resplit) = layout_of(inputs, opts, cands)?;
+    let layers = inputs.model.num_layers();
     Ok(cands
         .iter()
         .map(|c| {
-            build_with(
+            let mut plan = layout.clone();
+            let profile = Some((inputs.profile, times));
+            set_candidate(
+                &mut plan,
                 inputs.cluster,
-                &types,
                 layers,
                 c,
                 opts,
-                Some((inputs.profile, times)),
-                virtual_split.as_deref(),
-            )
+                (resplit, profile),
+            );
+            plan
         })
         .collect())
 }
@@ -601,7 +652,10 @@ fn price_uneven<'a, 'c>(
     let bounded: Vec<(OfLayout<'a>, Vec<Bounded>)> = layouts
         .par_iter()
         .map(|r| {
-            let plans = match build_layout(inputs, opts, &cands[r.clone()], times) {
+            let of_layout = &cands[r.clone()];
+            // One plan, set to each candidate in turn: a layout's devices
+            // are copied once, not once per candidate.
+            let (mut plan, resplit) = match layout_of(inputs, opts, of_layout) {
                 Ok(p) => p,
                 Err(why) => {
                     return (
@@ -612,7 +666,12 @@ fn price_uneven<'a, 'c>(
                     )
                 }
             };
-            let estimator = match estimators.layout_estimator(&plans[0]) {
+            let set = |plan: &mut Plan, c: &Candidate| {
+                let profile = Some((inputs.profile, times));
+                set_candidate(plan, cluster, layers, c, opts, (resplit, profile));
+            };
+            set(&mut plan, &of_layout[0]);
+            let estimator = match estimators.layout_estimator(&plan) {
                 Ok(e) => e,
                 Err(e) => {
                     let why = e.to_string();
@@ -624,10 +683,14 @@ fn price_uneven<'a, 'c>(
                     );
                 }
             };
-            let template = plans[0].clone();
-            let seeds = plans
-                .into_iter()
-                .map(|mut plan| {
+            let template = plan.clone();
+            let seeds = of_layout
+                .iter()
+                .enumerate()
+                .map(|(k, c)| {
+                    if k > 0 {
+                        set(&mut plan, c);
+                    }
                     let mut fitting = Vec::new();
                     for b in seed_bounds(&plan, layers) {
                         for (j, s) in plan.stages.iter_mut().enumerate() {
@@ -801,7 +864,14 @@ pub fn search_per_type_tp(
     }
     let (mut plans, mut result) = tally.finish(pool).into_plans_and_counts(cands.len());
     if opts.uneven_dp {
-        crate::refine::refine_leading(inputs, model, &mut plans, rank_key, true);
+        // The search's estimators: the refined plans' network is priced.
+        crate::refine::refine_leading(
+            inputs,
+            (model, estimators.as_ref()),
+            &mut plans,
+            rank_key,
+            true,
+        );
         plans.truncate(keep);
     }
     if plans.is_empty() {

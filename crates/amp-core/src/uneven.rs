@@ -15,7 +15,7 @@
 //! is why their exports refuse such plans.
 
 use crate::cluster::Cluster;
-use crate::cost::{CostModel, Estimate, Inputs};
+use crate::cost::{CostModel, Estimate, Inputs, PlanEstimator};
 use crate::plan::Plan;
 
 /// `total` micro-batches over `replicas` replicas as evenly as they go, the
@@ -127,6 +127,20 @@ pub fn rebalance(
     if plan.setup.virtual_stages() > 1 {
         return None;
     }
+    let estimate = model.layout_estimator(inputs, plan).ok()?;
+    rebalance_with(estimate.as_ref(), inputs, plan, current)
+}
+
+/// [`rebalance`] with `estimate`, an estimator of `plan`'s layout.
+pub(crate) fn rebalance_with(
+    estimate: &dyn PlanEstimator,
+    inputs: &Inputs,
+    plan: &Plan,
+    current: &Estimate,
+) -> Option<(Plan, Estimate)> {
+    if plan.setup.virtual_stages() > 1 {
+        return None;
+    }
     let classes = replica_classes(plan, inputs.cluster);
     let k = classes.iter().copied().max().map_or(0, |m| m + 1);
     if k < 2 {
@@ -150,7 +164,6 @@ pub fn rebalance(
         set_micro_batches(&mut p, counts);
         p
     };
-    let estimate = model.layout_estimator(inputs, plan).ok()?;
     let price = |p: &Plan| {
         let e = estimate.estimate_if_fits(p).ok()??;
         e.iteration_s.is_finite().then_some(e)
