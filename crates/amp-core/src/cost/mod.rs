@@ -444,7 +444,9 @@ impl<M: CostModel + ?Sized> PlanEstimator for Plain<'_, M> {
 
 /// Prefix sums of `values`, with a leading 0.
 pub(crate) fn prefix_sums(values: impl IntoIterator<Item = f64>) -> Vec<f64> {
-    let mut out = vec![0.0];
+    let values = values.into_iter();
+    let mut out = Vec::with_capacity(values.size_hint().0 + 1);
+    out.push(0.0);
     let mut acc = 0.0;
     for v in values {
         acc += v;
