@@ -134,10 +134,22 @@ pub fn for_each_split(layers: usize, stages: usize, mut f: impl FnMut(&[usize]))
 }
 
 /// The estimate of `plan`, when it fits in memory and prices to a finite
-/// time (one that does not fit is not simulated).
+/// time (one that does not fit is not simulated), its per-device memory
+/// left to [`with_memory`] (most are priced only to be compared).
 fn feasible(estimate: &dyn PlanEstimator, plan: &Plan) -> Option<Estimate> {
-    let e = estimate.estimate_if_fits(plan).ok()??;
+    let e = estimate.time_if_fits(plan).ok()??;
     (e.iteration_s.is_finite() && e.iteration_s > 0.0).then_some(e)
+}
+
+/// The plan a search chose, its estimate with its memory filled in.
+pub(crate) fn with_memory(
+    estimate: &dyn PlanEstimator,
+    chosen: Option<(Plan, Estimate)>,
+) -> Option<(Plan, Estimate)> {
+    chosen.map(|(p, e)| {
+        let e = estimate.with_memory(&p, e);
+        (p, e)
+    })
 }
 
 /// Whether refinement applies to `plan` under `model`.
@@ -220,7 +232,7 @@ fn best_split_with(
             }
         }
     });
-    best
+    with_memory(estimate, best)
 }
 
 /// Local search from `plan`'s split. Price every move of one boundary by
@@ -304,7 +316,7 @@ pub(crate) fn local_search_split_with(
                 continue 'step;
             }
         }
-        return best;
+        return with_memory(estimate, best);
     }
 }
 

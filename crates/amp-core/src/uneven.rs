@@ -165,7 +165,7 @@ pub(crate) fn rebalance_with(
         p
     };
     let price = |p: &Plan| {
-        let e = estimate.estimate_if_fits(p).ok()??;
+        let e = estimate.time_if_fits(p).ok()??;
         e.iteration_s.is_finite().then_some(e)
     };
     let total: usize = totals.iter().sum();
@@ -206,7 +206,7 @@ pub(crate) fn rebalance_with(
             None => step = (step / 2).max(1),
         }
     }
-    best
+    crate::refine::with_memory(estimate, best)
 }
 
 #[cfg(test)]

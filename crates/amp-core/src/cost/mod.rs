@@ -393,6 +393,20 @@ pub trait PlanEstimator: Send + Sync {
     fn lower_bound_if_fits(&self, plan: &Plan) -> Result<Option<f64>> {
         Ok(self.estimate_if_fits(plan)?.map(|e| e.iteration_s))
     }
+
+    /// [`Self::estimate_if_fits`], its per-device memory left out where
+    /// the model can leave it (empty): for searches that compare many
+    /// plans' times and keep few, whose memory [`Self::with_memory`] then
+    /// fills in. The default keeps it.
+    fn time_if_fits(&self, plan: &Plan) -> Result<Option<Estimate>> {
+        self.estimate_if_fits(plan)
+    }
+
+    /// `estimate`, [`Self::time_if_fits`] of `plan`, with the per-device
+    /// memory [`Self::estimate_if_fits`] gives: the same estimate.
+    fn with_memory(&self, _plan: &Plan, estimate: Estimate) -> Estimate {
+        estimate
+    }
 }
 
 /// The partitioner's tables of candidates asked one after another

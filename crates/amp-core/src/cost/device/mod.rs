@@ -1112,6 +1112,28 @@ impl PlanEstimator for DeviceLayoutEstimator<'_> {
             .map(Some)
     }
 
+    fn time_if_fits(&self, plan: &Plan) -> Result<Option<Estimate>> {
+        if !self.holds_for(plan) {
+            return self.model.evaluate_if_fits(self.inputs, plan);
+        }
+        self.check(plan)?;
+        if !self.model.holds(self.inputs, plan) {
+            return Ok(None);
+        }
+        let (compute, net) = self.prices(plan)?;
+        self.model
+            .estimate_with_memory(self.inputs, plan, &compute, net, Vec::new())
+            .map(Some)
+    }
+
+    fn with_memory(&self, plan: &Plan, mut estimate: Estimate) -> Estimate {
+        // A plan of another layout came with its memory.
+        if estimate.memory.is_empty() {
+            estimate.memory = self.model.memory(self.inputs, plan);
+        }
+        estimate
+    }
+
     fn lower_bound_if_fits(&self, plan: &Plan) -> Result<Option<f64>> {
         if !self.holds_for(plan) {
             return Ok(self

@@ -1099,3 +1099,73 @@ fn tied_weights_add_an_allreduce_between_their_stages() {
         without.allreduce_times(&inputs, &one, &curves, &Default::default())
     );
 }
+
+/// A layout estimator's time without memory, its memory filled in after,
+/// is its estimate: on AMP's GPT-2 over 12 V100 + 4 T4 (memory priced),
+/// every split of a two- and a four-stage layout at micro-batches that fit
+/// and that do not, and a plan of another layout.
+#[test]
+fn time_then_memory_is_the_estimate() {
+    let model = crate::model::builtin::amp_gpt2();
+    let cluster = crate::cluster::builtin::het_cluster();
+    let profile = crate::profile::uniform_profile(
+        model.num_layers(),
+        &[("V100-16GB", 1, 0.0024), ("T4", 1, 0.0072)],
+    );
+    let inputs = Inputs {
+        model: &model,
+        cluster: &cluster,
+        profile: &profile,
+    };
+    let dm = DeviceModel::default();
+    let (mut fitting, mut not) = (0, 0);
+    for pp in [2, 4] {
+        let grid = DeviceGrid::new(
+            &cluster,
+            1,
+            16 / pp,
+            pp,
+            &Placement::artifact_default(&cluster),
+        );
+        let even = crate::partition::uniform_split(model.num_layers(), pp);
+        let first = crate::search::plan_from_grid(&grid, &even, 1, 8, &TrainingSetup::default());
+        let estimator = dm.layout_estimator(&inputs, &first).unwrap();
+        let other = crate::search::plan_from_grid(
+            &DeviceGrid::new(
+                &cluster,
+                2,
+                8 / pp,
+                pp,
+                &Placement::artifact_default(&cluster),
+            ),
+            &even,
+            1,
+            8,
+            &TrainingSetup::default(),
+        );
+        for micro_batch in [1, 8, 64] {
+            let mut splits = Vec::new();
+            crate::refine::for_each_split(model.num_layers(), pp, |b| splits.push(b.to_vec()));
+            for b in splits.iter().step_by(7) {
+                let mut p = crate::refine::with_boundaries(&first, b);
+                p.micro_batch = micro_batch;
+                let full = estimator.estimate_if_fits(&p).unwrap();
+                let time = estimator.time_if_fits(&p).unwrap();
+                assert_eq!(full.is_some(), time.is_some(), "{b:?} mbs {micro_batch}");
+                if let (Some(full), Some(time)) = (full, time) {
+                    assert!(time.memory.is_empty());
+                    assert_eq!(estimator.with_memory(&p, time), full);
+                    fitting += 1;
+                } else {
+                    not += 1;
+                }
+            }
+            let mut o = other.clone();
+            o.micro_batch = micro_batch;
+            let time = estimator.time_if_fits(&o).unwrap();
+            let full = estimator.estimate_if_fits(&o).unwrap();
+            assert_eq!(time.map(|t| estimator.with_memory(&o, t)), full);
+        }
+    }
+    assert!(fitting > 20 && not > 20, "{fitting} fit, {not} do not");
+}
