@@ -178,12 +178,13 @@ impl Profile {
         Some(Measured::BySize(measured))
     }
 
-    /// The measured optimizer-step times of `gpu` at `tp`, one per layer
-    /// (the first entry that has them: a checked profile's entries cover
-    /// every layer).
-    pub(crate) fn optimizer_times<'a>(&'a self, gpu: &'a str, tp: usize) -> Option<&'a [f64]> {
-        self.candidates(gpu, tp)
-            .find_map(|e| e.optimizer_s.as_deref())
+    /// The index in `entries` of the measured optimizer-step times of
+    /// `gpu` at `tp`, one per layer (the first entry that has them: a
+    /// checked profile's entries cover every layer).
+    pub(crate) fn optimizer_entry(&self, gpu: &str, tp: usize) -> Option<usize> {
+        self.entries
+            .iter()
+            .position(|e| e.gpu == gpu && e.tp == tp && e.optimizer_s.is_some())
     }
 
     /// Checks that every entry covers exactly `num_layers` layers.

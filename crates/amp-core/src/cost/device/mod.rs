@@ -278,6 +278,11 @@ impl DeviceModel {
         let mut group_costs = Vec::new();
         // (GPU type, tp, link) of a group on one node -> its costs' index.
         let mut on_one_node: HashMap<OneNodeGroup, usize> = HashMap::new();
+        let step_kinds = plan
+            .rank_stages()
+            .iter()
+            .map(|s| Self::step_kinds(inputs, s))
+            .collect();
         for s in plan.rank_stages() {
             let mut of_stage = Vec::with_capacity(s.replicas.len());
             for rep in &s.replicas {
@@ -310,6 +315,7 @@ impl DeviceModel {
         Ok(ComputePrices {
             layer_costs,
             group_costs,
+            step_kinds,
         })
     }
 
@@ -422,7 +428,7 @@ impl DeviceModel {
             schedule: setup.schedule,
             allreduce_s: self.allreduce_times(inputs, plan, &net.allreduce, &net.tied),
             optimizer_s: (0..pp)
-                .map(|j| self.optimizer_time(inputs, plan, j))
+                .map(|j| self.optimizer_time(inputs, plan, j, &compute.step_kinds[j]))
                 .collect(),
             overlap_allreduce: setup.overlap_grad_reduce,
             allreduce_tail_fraction: tail,
@@ -566,7 +572,7 @@ impl DeviceModel {
             .map(|j| {
                 last[j]
                     + allreduce.as_ref().map_or(0.0, |a| a[j])
-                    + self.optimizer_time(inputs, plan, j)
+                    + self.optimizer_time(inputs, plan, j, &compute.step_kinds[j])
             })
             .reduce(f64::max)
     }
@@ -1259,6 +1265,9 @@ struct ComputePrices {
     /// `group_costs[j][r]`: index in `layer_costs` of pipeline rank `j`'s
     /// replica `r`.
     group_costs: Vec<Vec<usize>>,
+    /// Per pipeline rank, each (GPU type, tp) of its groups once: what its
+    /// optimizer step is priced on ([`DeviceModel::optimizer_time`]).
+    step_kinds: Vec<Vec<step::StepKind>>,
 }
 
 /// The network costs of one plan's devices as functions of message size:

@@ -129,15 +129,13 @@ impl DeviceModel {
         out
     }
 
-    /// Optimizer step of one stage: measured where the profile has it, on
-    /// the slowest of the stage's replicas (GPU types and tp degree).
-    pub(super) fn optimizer_time(&self, inputs: &Inputs, plan: &Plan, rank: usize) -> f64 {
-        let stage: &Stage = &plan.stages[rank];
-        let chunks = plan.rank_layers(rank);
-        // (GPU type, tp) of every device, once each; a device on the node
-        // and tp of the one before adds nothing (a stage has dp x tp devices
-        // and a type or two).
-        let mut kinds: Vec<(&str, usize)> = Vec::new();
+    /// Each (GPU type, tp) of `stage`'s groups once, sorted, with its
+    /// measured optimizer-step times: a device on the node and tp of the
+    /// one before adds nothing (a stage has dp x tp devices and a type or
+    /// two).
+    pub(super) fn step_kinds(inputs: &Inputs, stage: &Stage) -> Vec<StepKind> {
+        let gpu = |n: usize| inputs.cluster.nodes[n].gpu_type.as_str();
+        let mut kinds: Vec<(usize, usize)> = Vec::new();
         let mut last = None;
         for rep in &stage.replicas {
             for d in rep {
@@ -145,13 +143,35 @@ impl DeviceModel {
                     continue;
                 }
                 last = Some((d.node, rep.len()));
-                let kind = (inputs.cluster.nodes[d.node].gpu_type.as_str(), rep.len());
-                if !kinds.contains(&kind) {
-                    kinds.push(kind);
+                let tp = rep.len();
+                if !kinds.iter().any(|&(n, t)| t == tp && gpu(n) == gpu(d.node)) {
+                    kinds.push((d.node, tp));
                 }
             }
         }
-        kinds.sort();
+        kinds.sort_by(|a, b| (gpu(a.0), a.1).cmp(&(gpu(b.0), b.1)));
+        kinds
+            .into_iter()
+            .map(|(node, tp)| StepKind {
+                tp,
+                at_tp: inputs.profile.optimizer_entry(gpu(node), tp),
+                at_1: inputs.profile.optimizer_entry(gpu(node), 1),
+            })
+            .collect()
+    }
+
+    /// Optimizer step of pipeline rank `rank`, its [`Self::step_kinds`]
+    /// `kinds`: measured where the profile has it, on the slowest of the
+    /// stage's replicas (GPU types and tp degree).
+    pub(super) fn optimizer_time(
+        &self,
+        inputs: &Inputs,
+        plan: &Plan,
+        rank: usize,
+        kinds: &[StepKind],
+    ) -> f64 {
+        let stage: &Stage = &plan.stages[rank];
+        let chunks = plan.rank_layers(rank);
         let params: u64 = chunks
             .iter()
             .map(|c| inputs.model.stage_params(c.clone()))
@@ -162,14 +182,14 @@ impl DeviceModel {
         } else {
             1.0
         };
+        let times =
+            |e: Option<usize>| e.and_then(|i| inputs.profile.entries[i].optimizer_s.as_deref());
         kinds
-            .into_iter()
-            .map(|(gpu, tp)| {
+            .iter()
+            .map(|k| {
+                let tp = k.tp;
                 let estimate = OPTIMIZER_S_PER_PARAM * params as f64 / tp as f64 / shard;
-                let (at_tp, at_1) = (
-                    inputs.profile.optimizer_times(gpu, tp),
-                    inputs.profile.optimizer_times(gpu, 1),
-                );
+                let (at_tp, at_1) = (times(k.at_tp), times(k.at_1));
                 let measured: Option<f64> = chunks
                     .iter()
                     .flat_map(|c| c.clone())
@@ -183,4 +203,13 @@ impl DeviceModel {
             })
             .fold(0.0, f64::max)
     }
+}
+
+/// A (GPU type, tp) of a stage's groups ([`DeviceModel::step_kinds`]).
+pub(super) struct StepKind {
+    tp: usize,
+    /// Index in the profile's entries of its measured optimizer-step times
+    /// at `tp`, and at tp 1.
+    at_tp: Option<usize>,
+    at_1: Option<usize>,
 }
