@@ -35,23 +35,24 @@ impl LayerCost {
 /// What a tensor-parallel group's layer costs depend on besides the
 /// micro-batch: its GPU types and the (bandwidth, latency) bits of its ring
 /// hops in NCCL order.
-pub(super) type GroupKey = (Vec<String>, Vec<(u64, u64)>);
+pub(super) type GroupKey<'c> = (Vec<&'c str>, Vec<(u64, u64)>);
 
 /// Layer costs at one micro-batch size, per (GPU type, tp) as profiled and
 /// per kind of group.
 #[derive(Default)]
-pub(super) struct Caches {
-    types: Vec<(TypeKey, Option<Vec<LayerCost>>)>,
-    groups: Vec<(GroupKey, Vec<LayerCost>)>,
+pub(super) struct Caches<'c> {
+    types: Vec<(TypeKey<'c>, Option<Vec<LayerCost>>)>,
+    groups: Vec<(GroupKey<'c>, Vec<LayerCost>)>,
 }
 
 /// (GPU type, tensor-parallel degree).
-pub(super) type TypeKey = (String, usize);
+pub(super) type TypeKey<'c> = (&'c str, usize);
 
-pub(super) fn group_key(inputs: &Inputs, group: &[Device]) -> GroupKey {
-    let mut types: Vec<String> = group
+pub(super) fn group_key<'c>(inputs: &Inputs<'c>, group: &[Device]) -> GroupKey<'c> {
+    let cluster: &'c Cluster = inputs.cluster;
+    let mut types: Vec<&'c str> = group
         .iter()
-        .map(|d| inputs.cluster.nodes[d.node].gpu_type.clone())
+        .map(|d| cluster.nodes[d.node].gpu_type.as_str())
         .collect();
     types.sort();
     types.dedup();
@@ -204,23 +205,23 @@ impl DeviceModel {
     /// group `group` (the max over its GPU types, layer by layer), with
     /// the tensor-parallel all-reduces of compute-only entries and the
     /// recomputed forward passes. Memoized per kind of group.
-    pub(super) fn group_costs(
+    pub(super) fn group_costs<'k, 'c>(
         &self,
-        inputs: &Inputs,
+        inputs: &Inputs<'c>,
         setup: &TrainingSetup,
         group: &[Device],
         mbs: usize,
-        caches: &mut Caches,
-    ) -> Result<Vec<LayerCost>> {
+        caches: &'k mut Caches<'c>,
+    ) -> Result<&'k [LayerCost]> {
         let key = group_key(inputs, group);
-        if let Some((_, c)) = caches.groups.iter().find(|(k, _)| *k == key) {
-            return Ok(c.clone());
+        if let Some(i) = caches.groups.iter().position(|(k, _)| *k == key) {
+            return Ok(&caches.groups[i].1);
         }
         let tp = group.len();
         let n = inputs.model.num_layers();
         let mut out = vec![LayerCost::default(); n];
-        for gpu in &key.0 {
-            let tkey = (gpu.clone(), tp);
+        for &gpu in &key.0 {
+            let tkey = (gpu, tp);
             let costs = match caches.types.iter().find(|(k, _)| *k == tkey) {
                 Some((_, c)) => c.clone(),
                 None => {
@@ -276,8 +277,8 @@ impl DeviceModel {
             }
             Recompute::None => {}
         }
-        caches.groups.push((key, out.clone()));
-        Ok(out)
+        caches.groups.push((key, out));
+        Ok(&caches.groups[caches.groups.len() - 1].1)
     }
 
     /// Adds to every transformer block two all-reduces forward and two

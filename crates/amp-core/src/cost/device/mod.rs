@@ -285,11 +285,18 @@ impl DeviceModel {
             .collect();
         for s in plan.rank_stages() {
             let mut of_stage = Vec::with_capacity(s.replicas.len());
+            let mut before: Option<(&[Device], usize)> = None;
             for rep in &s.replicas {
+                // On the nodes of the one before: the same costs.
+                if let Some((_, k)) = before.filter(|(b, _)| on_same_nodes(b, rep)) {
+                    of_stage.push(k);
+                    continue;
+                }
                 // Replicas of a stage may differ in tp (caches are per tp).
                 let tp = rep.len();
                 let one_node = one_node_group(inputs.cluster, rep);
                 if let Some(&k) = one_node.and_then(|g| on_one_node.get(&g)) {
+                    before = Some((rep, k));
                     of_stage.push(k);
                     continue;
                 }
@@ -301,13 +308,14 @@ impl DeviceModel {
                 let k = match layer_costs.iter().position(|c| *c == costs) {
                     Some(k) => k,
                     None => {
-                        layer_costs.push(costs);
+                        layer_costs.push(costs.to_vec());
                         layer_costs.len() - 1
                     }
                 };
                 if let Some(g) = one_node {
                     on_one_node.insert(g, k);
                 }
+                before = Some((rep, k));
                 of_stage.push(k);
             }
             group_costs.push(of_stage);
@@ -604,6 +612,14 @@ fn one_node_group<'c>(cluster: &'c Cluster, group: &[Device]) -> Option<OneNodeG
     ))
 }
 
+/// Whether groups `a` and `b` lie on the same nodes, position by
+/// position: then they cost the same to compute on (their GPU types and
+/// links, all a group's compute costs depend on, are their nodes';
+/// `layer_costs::group_key` is made of those alone).
+fn on_same_nodes(a: &[Device], b: &[Device]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.node == y.node)
+}
+
 /// [`CostModel::grid_tables`] of the device model: the network of the last
 /// grid and setup met, kept for the next candidate on them.
 struct DeviceGridTables<'a> {
@@ -712,7 +728,13 @@ impl DeviceModel {
         for j in 0..grid.pp {
             let mut per_layer = vec![0.0f64; n];
             seen.clear();
+            let mut before: Option<&[Device]> = None;
             for rep in grid.stage(j) {
+                // On the nodes of the one before: the same costs.
+                if before.is_some_and(|b| on_same_nodes(b, rep)) {
+                    continue;
+                }
+                before = Some(rep);
                 if let Some(g) = one_node_group(inputs.cluster, rep) {
                     if seen.contains(&g) {
                         continue;

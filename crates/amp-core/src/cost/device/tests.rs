@@ -1169,3 +1169,88 @@ fn time_then_memory_is_the_estimate() {
     }
     assert!(fitting > 20 && not > 20, "{fitting} fit, {not} do not");
 }
+
+/// A group's compute costs depend on its nodes alone, position by
+/// position (what `on_same_nodes` lets the tables and compute prices
+/// reuse): groups on the same nodes, other GPUs, cost the same, on and
+/// across nodes, with an odd link, analytic and measured entries, and
+/// with recomputation.
+#[test]
+fn groups_on_the_same_nodes_cost_the_same() {
+    let m = six_blocks();
+    let c = crate::search::with_every_link(&linked_cluster(true)).unwrap();
+    let mut analytic = Vec::new();
+    let mut measured = Vec::new();
+    for gpu in ["fast", "slow"] {
+        for tp in [1, 2, 4] {
+            let mut e = entry(gpu, tp, 0.01 / tp as f64, Some(0.02 / tp as f64));
+            // Six layers, as the model's.
+            e.forward_s = vec![0.01 / tp as f64; 6];
+            e.backward_s = Some(vec![0.02 / tp as f64; 6]);
+            measured.push(e.clone());
+            e.source = Some(crate::profile::ANALYTIC_SOURCE.into());
+            analytic.push(e);
+        }
+    }
+    let model = time_only();
+    let mut compared = 0;
+    for entries in [analytic, measured] {
+        let p = Profile {
+            entries,
+            precision: None,
+        };
+        let inputs = Inputs {
+            model: &m,
+            cluster: &c,
+            profile: &p,
+        };
+        for recompute in [Recompute::None, Recompute::Full] {
+            let setup = TrainingSetup {
+                recompute,
+                ..TrainingSetup::default()
+            };
+            for nodes in [
+                vec![3, 3],
+                vec![0, 1],
+                vec![0, 8],
+                vec![12, 16],
+                vec![16, 12],
+                vec![12, 13, 16, 17],
+                vec![12, 12, 16, 16],
+            ] {
+                let on = |g: usize| -> Vec<Device> {
+                    nodes
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &n)| d(n, (g + i) % 4))
+                        .collect()
+                };
+                let base = on(0);
+                let mut fresh = Caches::default();
+                let want = model
+                    .group_costs(&inputs, &setup, &base, 2, &mut fresh)
+                    .unwrap()
+                    .to_vec();
+                for g in 1..4 {
+                    let other = on(g);
+                    if other
+                        .iter()
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .len()
+                        < other.len()
+                    {
+                        continue;
+                    }
+                    assert!(on_same_nodes(&base, &other));
+                    let mut fresh = Caches::default();
+                    let got = model
+                        .group_costs(&inputs, &setup, &other, 2, &mut fresh)
+                        .unwrap();
+                    assert_eq!(got, want.as_slice(), "{nodes:?} gpu offset {g}");
+                    compared += 1;
+                }
+            }
+        }
+    }
+    assert!(compared > 40, "{compared}");
+}
