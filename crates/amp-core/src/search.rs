@@ -359,7 +359,7 @@ pub(crate) enum Outcome {
 /// ([`CostModel::layout_estimator`]), so the network is priced once.
 fn price_placement(
     inputs: &Inputs,
-    model: &dyn CostModel,
+    (model, limit): (&dyn CostModel, &Limit),
     setup: &TrainingSetup,
     (tp, dp, pp): Degrees,
     placement: &Placement,
@@ -418,7 +418,7 @@ fn price_placement(
         let t = (!interleaved).then(|| tables.stage_tables(&cand));
         let o = price_candidate(
             inputs,
-            model,
+            (model, limit),
             &setup,
             placement.clone(),
             &grid,
@@ -439,7 +439,7 @@ fn price_placement(
 #[allow(clippy::too_many_arguments)]
 fn price_candidate<'a>(
     inputs: &'a Inputs<'a>,
-    model: &'a dyn CostModel,
+    (model, limit): (&'a dyn CostModel, &Limit),
     setup: &TrainingSetup,
     placement: Placement,
     grid: &DeviceGrid,
@@ -503,11 +503,24 @@ fn price_candidate<'a>(
     let Some(estimator) = estimator.as_deref() else {
         return Outcome::Skipped("no estimator".into());
     };
-    // Plans that do not fit are dropped before their time is priced.
-    let estimate = match estimator.estimate_if_fits(&plan) {
-        Ok(Some(e)) => e,
-        Ok(None) => return Outcome::Infeasible,
-        Err(e) => return Outcome::Skipped(e.to_string()),
+    // Plans that do not fit are dropped before their time is priced, and
+    // once plans enough are priced, those a lower bound proves slower than
+    // them are not simulated.
+    let estimate = match limit.limit_s() {
+        None => match estimator.estimate_if_fits(&plan) {
+            Ok(Some(e)) => e,
+            Ok(None) => return Outcome::Infeasible,
+            Err(e) => return Outcome::Skipped(e.to_string()),
+        },
+        Some(limit_s) => match estimator.lower_bound_if_fits(&plan) {
+            Ok(None) => return Outcome::Infeasible,
+            Ok(Some(bound)) if bound.is_finite() && bound > limit_s => return Outcome::Slower,
+            Ok(Some(_)) => match estimator.estimate(&plan) {
+                Ok(e) => e,
+                Err(e) => return Outcome::Skipped(e.to_string()),
+            },
+            Err(e) => return Outcome::Skipped(e.to_string()),
+        },
     };
     if !(estimate.iteration_s.is_finite() && estimate.iteration_s > 0.0) {
         return Outcome::Skipped(format!(
@@ -515,6 +528,7 @@ fn price_candidate<'a>(
             estimate.iteration_s
         ));
     }
+    limit.offer(nanos(estimate.iteration_s));
     Outcome::Priced(Box::new(RankedPlan {
         tp: grid.tp,
         dp: grid.dp,
@@ -621,12 +635,19 @@ pub fn search(
     // caller keeps, so the ranking does not depend on `keep`.
     let keep = opts.keep.max(crate::refine::REFINE_POOL);
     let done = std::sync::atomic::AtomicUsize::new(0);
+    let limit = Limit::new(keep);
     let tally = groups
         .into_par_iter()
         .flat_map_iter(|(t, p, members)| {
             let (degrees, places) = &triples[t];
-            let priced =
-                price_placement(inputs, model, &opts.setup, *degrees, &places[p], &members);
+            let priced = price_placement(
+                inputs,
+                (model, &limit),
+                &opts.setup,
+                *degrees,
+                &places[p],
+                &members,
+            );
             if let Some(report) = opts.progress {
                 let n = done.fetch_add(priced.len(), std::sync::atomic::Ordering::Relaxed)
                     + priced.len();
@@ -725,6 +746,54 @@ pub(crate) fn with_every_link(cluster: &Cluster) -> Option<Cluster> {
         nodes: cluster.nodes.clone(),
         links,
     })
+}
+
+/// The limit a candidate must beat to be among the fastest `keep` plans
+/// priced so far, shared by the threads of a search (the [`Tally`]s fold
+/// apart). A candidate whose lower bound is above it cannot be among the
+/// plans kept at the end, whatever is priced after it, so it is not
+/// simulated ([`Outcome::Slower`], counted as priced, as a plan priced and
+/// not kept is): which candidates are simulated depends on the threads,
+/// the plans kept and every count do not.
+struct Limit {
+    keep: usize,
+    /// The fastest `keep` times priced so far, in ranking nanoseconds,
+    /// sorted; nothing while `keep` is too large to hold.
+    best: std::sync::Mutex<Vec<i64>>,
+}
+
+impl Limit {
+    /// Most plans kept for which a limit is held (a search keeping more,
+    /// as a report of every plan does, simulates every candidate).
+    const MAX_KEEP: usize = 1 << 16;
+
+    fn new(keep: usize) -> Limit {
+        Limit {
+            keep,
+            best: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// As [`Tally::limit_s`]: one nanosecond above the `keep`-th time;
+    /// `None` while fewer are priced.
+    fn limit_s(&self) -> Option<f64> {
+        let best = self.best.lock().unwrap_or_else(|e| e.into_inner());
+        (self.keep <= Self::MAX_KEEP && best.len() >= self.keep.max(1))
+            .then(|| (best[self.keep.max(1) - 1] + 1) as f64 / 1e9)
+    }
+
+    /// Records a priced plan's ranking time.
+    fn offer(&self, nanos: i64) {
+        if self.keep > Self::MAX_KEEP {
+            return;
+        }
+        let mut best = self.best.lock().unwrap_or_else(|e| e.into_inner());
+        let at = best.partition_point(|&t| t <= nanos);
+        if at < self.keep.max(1) {
+            best.insert(at, nanos);
+            best.truncate(self.keep.max(1));
+        }
+    }
 }
 
 /// What the parallel search folds its outcomes into: the fastest `keep`
@@ -1053,7 +1122,7 @@ mod tests {
                     priced += 1;
                     let mut o = price_placement(
                         &inputs,
-                        &cost,
+                        (&cost, &Limit::new(usize::MAX)),
                         &setup,
                         (tp, dp, pp),
                         &p,
@@ -1098,5 +1167,77 @@ mod tests {
             s.sort();
             assert_eq!(s, vec![0, 1, 2, 3]);
         }
+    }
+
+    /// Candidates a lower bound proves slower than the plans kept so far
+    /// are not simulated, and that changes nothing: on GPT-2 over AMP's
+    /// 12 V100 + 4 T4, every placement, the 64 plans kept (the
+    /// refinement's pool) and every count are those of a search that
+    /// simulates every candidate (pruning at half the limit fails this);
+    /// and slow candidates are proven slower than the fastest plan. That
+    /// the bound is one: `tests/refine.rs`.
+    #[test]
+    fn candidates_proven_slower_change_no_plan_and_no_count() {
+        let cluster = clusters::het_cluster();
+        let model = crate::model::builtin::amp_gpt2();
+        let profile = crate::profile::uniform_profile(
+            30,
+            &[
+                ("V100-16GB", 1, 0.0024),
+                ("T4", 1, 0.0072),
+                ("V100-16GB", 2, 0.0014),
+                ("T4", 2, 0.004),
+            ],
+        );
+        let inputs = Inputs {
+            model: &model,
+            cluster: &cluster,
+            profile: &profile,
+        };
+        let dm = crate::cost::device::DeviceModel::default();
+        for uneven_dp in [false, true] {
+            let opts = |keep: usize| SearchOptions {
+                uneven_dp,
+                keep,
+                ..SearchOptions::new(32, PlacementSearch::Full, TrainingSetup::default())
+            };
+            // Above Limit::MAX_KEEP: no limit, every candidate simulated.
+            let all = search(&inputs, &dm, &opts(usize::MAX)).unwrap();
+            let few = search(&inputs, &dm, &opts(64)).unwrap();
+            assert_eq!(few.plans.as_slice(), &all.plans[..64]);
+            let counts =
+                |r: &SearchResult| (r.candidates, r.infeasible, r.unpriced, r.skipped.clone());
+            assert_eq!(counts(&few), counts(&all));
+            assert!(all.plans.len() > 100, "{}", all.plans.len());
+            // The slowest plans, against a limit just above the fastest.
+            let limit = Limit::new(1);
+            limit.offer(rank_key(&all.plans[0]));
+            let slower = all.plans[all.plans.len() - 10..]
+                .iter()
+                .filter(|p| {
+                    let o = price_placement(
+                        &inputs,
+                        (&dm, &limit),
+                        &TrainingSetup::default(),
+                        (p.tp, p.dp, p.pp),
+                        &p.placement,
+                        &[(0, p.micro_batch, 32 / p.micro_batch)],
+                    );
+                    matches!(o.as_slice(), [(0, Outcome::Slower)])
+                })
+                .count();
+            assert!(slower > 5, "{slower} of the 10 slowest proven slower");
+        }
+    }
+
+    #[test]
+    fn the_limit_is_one_nanosecond_above_the_kept_plans_slowest() {
+        let limit = Limit::new(2);
+        assert_eq!(limit.limit_s(), None);
+        for t in [50, 30, 40, 10] {
+            limit.offer(t);
+        }
+        assert_eq!(limit.limit_s(), Some(31e-9));
+        assert_eq!(Limit::new(usize::MAX).limit_s(), None);
     }
 }
