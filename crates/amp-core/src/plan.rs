@@ -58,6 +58,27 @@ impl Stage {
         let tp = self.tp();
         self.replicas.iter().all(|r| r.len() == tp).then_some(tp)
     }
+    /// Each (GPU type, tensor-parallel degree) of the stage's groups once,
+    /// in the order met: what prices a stage on its slowest group. A device
+    /// on the node and tp of the one before adds nothing (a stage has
+    /// dp x tp devices and a type or two).
+    pub fn group_kinds<'c>(&self, cluster: &'c Cluster) -> Vec<(&'c str, usize)> {
+        let mut kinds: Vec<(&'c str, usize)> = Vec::new();
+        let mut last = None;
+        for rep in &self.replicas {
+            for d in rep {
+                if last == Some((d.node, rep.len())) {
+                    continue;
+                }
+                last = Some((d.node, rep.len()));
+                let kind = (cluster.nodes[d.node].gpu_type.as_str(), rep.len());
+                if !kinds.contains(&kind) {
+                    kinds.push(kind);
+                }
+            }
+        }
+        kinds
+    }
     /// The largest tensor-parallel degree of the stage's replicas.
     pub fn max_tp(&self) -> usize {
         self.replicas.iter().map(Vec::len).max().unwrap_or(0)

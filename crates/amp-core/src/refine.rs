@@ -169,9 +169,6 @@ pub fn refine_split(
     plan: &Plan,
     current: &Estimate,
 ) -> Option<(Plan, Estimate)> {
-    if !refinable(model, plan) {
-        return None;
-    }
     let estimate = model.layout_estimator(inputs, plan).ok()?;
     refine_split_with(estimate.as_ref(), inputs, model, plan, current)
 }
@@ -348,7 +345,7 @@ pub(crate) fn refine_leading<'a>(
         .par_iter()
         .map(|p| {
             let estimate = estimators.layout_estimator(&p.plan).ok()?;
-            refine_plan_with(
+            refine_plan(
                 estimate.as_ref(),
                 inputs,
                 model,
@@ -371,21 +368,10 @@ pub(crate) fn refine_leading<'a>(
 /// One leading plan refined: its split ([`refine_split`]), then with
 /// `uneven` its micro-batches moved towards faster replicas
 /// ([`crate::uneven::rebalance`]) and, when that moved any, its split again
-/// for the new deal. `None` when nothing is faster.
-pub fn refine_plan(
-    inputs: &Inputs,
-    model: &dyn CostModel,
-    plan: &Plan,
-    current: &Estimate,
-    uneven: bool,
-) -> Option<(Plan, Estimate)> {
-    let estimate = model.layout_estimator(inputs, plan).ok()?;
-    refine_plan_with(estimate.as_ref(), inputs, model, plan, current, uneven)
-}
-
-/// [`refine_plan`] with `estimate`, an estimator of `plan`'s layout: every
-/// step keeps the layout (devices and setup), so one prices them all.
-fn refine_plan_with(
+/// for the new deal. `None` when nothing is faster. Every step keeps the
+/// layout (devices and setup), so `estimate`, an estimator of `plan`'s
+/// layout, prices them all.
+fn refine_plan(
     estimate: &dyn PlanEstimator,
     inputs: &Inputs,
     model: &dyn CostModel,

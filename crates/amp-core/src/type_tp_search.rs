@@ -463,24 +463,9 @@ fn balanced_split<'c>(
     let mut sets: Vec<Vec<(&str, usize)>> = Vec::new();
     let mut prefixes: Vec<Vec<f64>> = Vec::new();
     let mut of_stage: Vec<usize> = Vec::with_capacity(pp);
-    let mut keys: Vec<(&str, usize)> = Vec::new();
     for s in &plan.stages {
-        // Each (GPU type, tp) of the stage once: the max over its groups'
-        // devices is the max over these. A node's GPUs share its type.
-        keys.clear();
-        let mut last = (usize::MAX, 0);
-        for g in &s.replicas {
-            for d in g {
-                if (d.node, g.len()) == last {
-                    continue;
-                }
-                last = (d.node, g.len());
-                let key = (cluster.nodes[d.node].gpu_type.as_str(), g.len());
-                if !keys.contains(&key) {
-                    keys.push(key);
-                }
-            }
-        }
+        // The max over a stage's groups is the max over their kinds.
+        let keys = s.group_kinds(cluster);
         if let Some(k) = sets.iter().position(|k| *k == keys) {
             of_stage.push(k);
             continue;
@@ -493,7 +478,7 @@ fn balanced_split<'c>(
             }
         }
         of_stage.push(prefixes.len());
-        sets.push(keys.clone());
+        sets.push(keys);
         prefixes.push(crate::cost::prefix_sums(per_layer));
     }
     let prefix = |j: usize| &prefixes[of_stage[j]];

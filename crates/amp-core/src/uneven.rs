@@ -124,9 +124,6 @@ pub fn rebalance(
     plan: &Plan,
     current: &Estimate,
 ) -> Option<(Plan, Estimate)> {
-    if plan.setup.virtual_stages() > 1 {
-        return None;
-    }
     let estimate = model.layout_estimator(inputs, plan).ok()?;
     rebalance_with(estimate.as_ref(), inputs, plan, current)
 }

@@ -129,33 +129,18 @@ impl DeviceModel {
         out
     }
 
-    /// Each (GPU type, tp) of `stage`'s groups once, sorted, with its
-    /// measured optimizer-step times: a device on the node and tp of the
-    /// one before adds nothing (a stage has dp x tp devices and a type or
-    /// two).
+    /// Each (GPU type, tp) of `stage`'s groups once
+    /// ([`Stage::group_kinds`]), sorted, with its measured optimizer-step
+    /// times.
     pub(super) fn step_kinds(inputs: &Inputs, stage: &Stage) -> Vec<StepKind> {
-        let gpu = |n: usize| inputs.cluster.nodes[n].gpu_type.as_str();
-        let mut kinds: Vec<(usize, usize)> = Vec::new();
-        let mut last = None;
-        for rep in &stage.replicas {
-            for d in rep {
-                if last == Some((d.node, rep.len())) {
-                    continue;
-                }
-                last = Some((d.node, rep.len()));
-                let tp = rep.len();
-                if !kinds.iter().any(|&(n, t)| t == tp && gpu(n) == gpu(d.node)) {
-                    kinds.push((d.node, tp));
-                }
-            }
-        }
-        kinds.sort_by(|a, b| (gpu(a.0), a.1).cmp(&(gpu(b.0), b.1)));
+        let mut kinds = stage.group_kinds(inputs.cluster);
+        kinds.sort();
         kinds
             .into_iter()
-            .map(|(node, tp)| StepKind {
+            .map(|(gpu, tp)| StepKind {
                 tp,
-                at_tp: inputs.profile.optimizer_entry(gpu(node), tp),
-                at_1: inputs.profile.optimizer_entry(gpu(node), 1),
+                at_tp: inputs.profile.optimizer_entry(gpu, tp),
+                at_1: inputs.profile.optimizer_entry(gpu, 1),
             })
             .collect()
     }
