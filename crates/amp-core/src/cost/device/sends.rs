@@ -54,9 +54,21 @@ impl DeviceModel {
         let (pairs, pieces) = cut_pairs(from, to, split);
         let net = self.network(inputs.cluster);
         let gather = (split && pieces > 1).then(|| {
-            to.iter()
-                .map(|g| collective::allgather_curve(&net, g))
-                .fold(collective::CostCurve::default(), |a, c| a.max(&c))
+            // Groups on one node alike gather alike ([`one_node_group`]),
+            // and the slower of a curve and itself is that curve: each
+            // such group once.
+            let mut seen: Vec<OneNodeGroup> = Vec::new();
+            let mut gather = collective::CostCurve::default();
+            for g in to {
+                if let Some(k) = one_node_group(inputs.cluster, g) {
+                    if seen.contains(&k) {
+                        continue;
+                    }
+                    seen.push(k);
+                }
+                gather = gather.max(&collective::allgather_curve(&net, g));
+            }
+            gather
         });
         Some(TransferCurves {
             sender_tp,
@@ -139,5 +151,5 @@ pub(super) struct TransferCurves {
     send: collective::CostCurve,
     /// The receivers' all-gather of the whole activation, with
     /// scatter/gather sends from a tensor-parallel group.
-    gather: Option<collective::CostCurve>,
+    pub(super) gather: Option<collective::CostCurve>,
 }

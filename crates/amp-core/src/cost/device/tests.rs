@@ -632,6 +632,64 @@ fn scatter_gather_sends_a_slice_and_gathers_it() {
     );
 }
 
+/// The receivers' all-gather of a scatter/gather cut is the slowest of
+/// their groups' all-gathers: reading each kind of one-node group once
+/// gives what every group does, on nodes of two GPU types and two
+/// intra-node links, with a group across nodes among them.
+#[test]
+fn receivers_gather_is_the_slowest_groups() {
+    let m = model();
+    let mut c = cluster();
+    let node = |gpu: &str, intra: f64| Node {
+        gpu_type: gpu.into(),
+        gpus: 4,
+        intra_bytes_per_s: intra,
+        inter_bytes_per_s: 1e9,
+        nics: 1,
+        gpu_memory_bytes: None,
+        price_per_hour: None,
+    };
+    // Nodes 0-1: fast at 1e9 B/s inside; 2-3: fast at 1e8; 4: slow.
+    c.nodes = vec![
+        node("fast", 1e9),
+        node("fast", 1e9),
+        node("fast", 1e8),
+        node("fast", 1e8),
+        node("slow", 1e9),
+    ];
+    let p = fast_slow_profile();
+    let inputs = Inputs {
+        model: &m,
+        cluster: &c,
+        profile: &p,
+    };
+    let setup = TrainingSetup {
+        pipeline_send: PipelineSend::ScatterGather,
+        ..TrainingSetup::default()
+    };
+    let dm = time_only();
+    let net = dm.network(&c);
+    let pair = |n: usize, g: usize| vec![d(n, g), d(n, g + 1)];
+    let from = vec![vec![d(4, 0)]];
+    let receivers = [
+        vec![pair(0, 0), pair(0, 2), pair(1, 0)],
+        vec![pair(0, 0), pair(2, 0), pair(1, 2), pair(3, 2)],
+        vec![pair(4, 2), pair(1, 0), vec![d(2, 3), d(3, 3)]],
+        vec![pair(2, 0)],
+    ];
+    for to in receivers {
+        let curves = dm.transfer_curves(&inputs, &setup, &from, &to).unwrap();
+        let gather = curves.gather.expect("tp-2 receivers gather");
+        for bytes in [0.0, 1e3, 1e6, 1e9] {
+            let slowest = to
+                .iter()
+                .map(|g| collective::allgather_curve(&net, g).at(bytes))
+                .fold(0.0, f64::max);
+            assert_eq!(gather.at(bytes), slowest, "{to:?} at {bytes} B");
+        }
+    }
+}
+
 /// A tensor-parallel group across two nodes, measured on one: its blocks
 /// pay the difference between its all-reduces and those of the same group
 /// on one node, twice forward and twice backward.
