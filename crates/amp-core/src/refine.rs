@@ -133,11 +133,13 @@ pub fn for_each_split(layers: usize, stages: usize, mut f: impl FnMut(&[usize]))
     }
 }
 
-/// The estimate of `plan`, when it fits in memory and prices to a finite
-/// time (one that does not fit is not simulated), its per-device memory
-/// left to [`with_memory`] (most are priced only to be compared).
-fn feasible(estimate: &dyn PlanEstimator, plan: &Plan) -> Option<Estimate> {
-    let e = estimate.time_if_fits(plan).ok()??;
+/// The estimate of `plan`, when it fits in memory, prices to a finite time
+/// and may be faster than `limit_s` (one that does not fit, or that a lower
+/// bound proves slower, is not simulated: only a faster one is kept), its
+/// per-device memory left to [`with_memory`] (most are priced only to be
+/// compared).
+fn feasible(estimate: &dyn PlanEstimator, plan: &Plan, limit_s: f64) -> Option<Estimate> {
+    let e = estimate.time_if_fits_under(plan, limit_s).ok()??;
     (e.iteration_s.is_finite() && e.iteration_s > 0.0).then_some(e)
 }
 
@@ -222,7 +224,7 @@ fn best_split_with(
             s.first_layer = b[j];
             s.end_layer = b[j + 1];
         }
-        if let Some(e) = feasible(estimate, &p) {
+        if let Some(e) = feasible(estimate, &p, best_s) {
             if e.iteration_s < best_s {
                 best_s = e.iteration_s;
                 best = Some((p.clone(), e));
@@ -299,7 +301,7 @@ pub(crate) fn local_search_split_with(
                 }
                 evaluations += 1;
                 let p = with_boundaries(plan, &nb);
-                if let Some(e) = feasible(estimate, &p) {
+                if let Some(e) = feasible(estimate, &p, step_s) {
                     if e.iteration_s < step_s {
                         step_s = e.iteration_s;
                         step = Some((nb, p, e));

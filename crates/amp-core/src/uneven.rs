@@ -161,8 +161,10 @@ pub(crate) fn rebalance_with(
         set_micro_batches(&mut p, counts);
         p
     };
-    let price = |p: &Plan| {
-        let e = estimate.time_if_fits(p).ok()??;
+    // Only a plan faster than `bar` is kept: one proven slower is not
+    // simulated.
+    let price = |p: &Plan, bar: f64| {
+        let e = estimate.time_if_fits_under(p, bar).ok()??;
         e.iteration_s.is_finite().then_some(e)
     };
     let total: usize = totals.iter().sum();
@@ -185,8 +187,8 @@ pub(crate) fn rebalance_with(
                 t[from] -= step;
                 t[to] += step;
                 let p = build(&t);
-                if let Some(e) = price(&p) {
-                    let bar = found.as_ref().map_or(best_s, |f| f.2.iteration_s);
+                let bar = found.as_ref().map_or(best_s, |f| f.2.iteration_s);
+                if let Some(e) = price(&p, bar) {
                     if e.iteration_s < bar {
                         found = Some((t, p, e));
                     }

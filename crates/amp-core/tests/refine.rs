@@ -332,6 +332,54 @@ proptest! {
         }
     }
 
+    /// `time_if_fits_under` (what the refinement prices splits with) gives
+    /// `time_if_fits`'s estimate of every split faster than the limit, and
+    /// nothing for one that does not fit; it leaves unsimulated a split
+    /// whose lower bound is above the limit. Limits at half, once and twice
+    /// the simulated time and between; blocking sends or lockstep, as the
+    /// bound's test above.
+    #[test]
+    fn time_under_a_limit_is_the_time_or_proven_slower(
+        i in small_instance(),
+        blocking in any::<bool>(),
+        lockstep in any::<bool>(),
+    ) {
+        let model = DeviceModel::new(DeviceOptions {
+            blocking_sends: blocking,
+            ..DeviceOptions::default()
+        });
+        let inputs = i.inputs();
+        for (plan, _) in &partitioner_plans(&i) {
+            let mut plan = plan.clone();
+            plan.setup.stage_exchange = lockstep.then_some(StageExchange::Lockstep);
+            let estimator = model.layout_estimator(&inputs, &plan).unwrap();
+            let mut checked = 0;
+            for_each_split(inputs.model.num_layers(), plan.stages.len(), |b| {
+                if checked == 64 {
+                    return;
+                }
+                checked += 1;
+                let p = with_boundaries(&plan, b);
+                let full = estimator.time_if_fits(&p).unwrap();
+                let Some(e) = full else {
+                    assert!(estimator.time_if_fits_under(&p, f64::INFINITY).unwrap().is_none());
+                    return;
+                };
+                let bound = estimator.lower_bound_if_fits(&p).unwrap().unwrap();
+                let t = e.iteration_s;
+                for limit in [0.5 * t, 0.999 * t, t, 1.001 * t, 2.0 * t, f64::INFINITY] {
+                    let under = estimator.time_if_fits_under(&p, limit).unwrap();
+                    if t < limit {
+                        assert_eq!(under.as_ref(), Some(&e), "{b:?} under {limit}");
+                    }
+                    if bound > limit * 1.001 {
+                        assert!(under.is_none(), "{b:?}: bound {bound} over {limit}, simulated");
+                    }
+                }
+            });
+        }
+    }
+
     /// `evaluate_if_fits` gives evaluate's estimate when the split fits and
     /// nothing when it does not, on every split of every plan (the
     /// instances' GPUs are often too small: over 24 cases, 641 splits fit

@@ -402,6 +402,14 @@ pub trait PlanEstimator: Send + Sync {
         self.estimate_if_fits(plan)
     }
 
+    /// [`Self::time_if_fits`], or `None` also when `plan` is proven slower
+    /// than `limit_s` without pricing it in full (a lower bound, as
+    /// [`Self::lower_bound_if_fits`]): for searches that keep a plan only
+    /// when it is faster than `limit_s`. The default prices it.
+    fn time_if_fits_under(&self, plan: &Plan, _limit_s: f64) -> Result<Option<Estimate>> {
+        self.time_if_fits(plan)
+    }
+
     /// `estimate`, [`Self::time_if_fits`] of `plan`, with the per-device
     /// memory [`Self::estimate_if_fits`] gives: the same estimate.
     fn with_memory(&self, _plan: &Plan, estimate: Estimate) -> Estimate {

@@ -207,6 +207,36 @@ pub struct DeviceModel {
 /// (forward, backward) time of one micro-batch through a virtual stage.
 type PassTimes = (f64, f64);
 
+/// A plan's passes ([`DeviceModel::pass_times`]), priced once per kind of
+/// replica: replicas whose groups cost alike at every pipeline rank (the
+/// same entry of [`ComputePrices::layer_costs`]).
+struct Passes {
+    /// Per replica, its kind: an index into the two below.
+    kind_of: Vec<usize>,
+    /// Per kind, the (forward, backward) time of one micro-batch through
+    /// each virtual stage.
+    chunk_costs: Vec<Vec<PassTimes>>,
+    /// Per kind, each pipeline rank's totals over its chunks.
+    stage_costs: Vec<Vec<StageCost>>,
+}
+
+/// Relative rounding allowed between a lower bound
+/// ([`DeviceModel::iteration_lower_bound_s`]) and the simulated time it
+/// bounds, far above what summing the same times in another order gives.
+pub(crate) const BOUND_ROUNDING: f64 = 1e-9;
+
+/// What a plan's simulation and its lower bound are made of
+/// ([`DeviceModel::plan_times`]).
+struct PlanTimes {
+    /// `chunks[j][k]`: layers of chunk k of pipeline rank j.
+    chunks: Vec<Vec<Range<usize>>>,
+    passes: Passes,
+    /// One micro-batch's transfer across each virtual cut, forward.
+    sends: Vec<f64>,
+    /// The same, backward.
+    back: Vec<f64>,
+}
+
 /// Per-stage quantities of one replica pipeline.
 struct StageCost {
     forward_s: f64,
@@ -378,7 +408,7 @@ impl DeviceModel {
 
     /// Simulates `plan`: the simulation and the per-replica, per-stage
     /// costs it ran on.
-    fn run(&self, inputs: &Inputs, plan: &Plan) -> Result<(Simulation, Vec<Vec<StageCost>>)> {
+    fn run(&self, inputs: &Inputs, plan: &Plan) -> Result<(Simulation, Passes)> {
         plan.validate(inputs.model, inputs.cluster)?;
         let compute = self.compute_prices(inputs, plan)?;
         self.run_priced(inputs, plan, &compute, &self.net_prices(inputs, plan))
@@ -394,23 +424,67 @@ impl DeviceModel {
         plan: &Plan,
         compute: &ComputePrices,
         net: &NetPrices,
-    ) -> Result<(Simulation, Vec<Vec<StageCost>>)> {
-        let setup = &plan.setup;
-        setup.check_profile(inputs.profile)?;
-        let pp = plan.pp();
-        let chunks: Vec<Vec<Range<usize>>> = (0..pp).map(|j| plan.rank_layers(j)).collect();
-        let (chunk_costs, stage_costs) = self.pass_times(plan, compute, &chunks);
+    ) -> Result<(Simulation, Passes)> {
+        plan.setup.check_profile(inputs.profile)?;
+        let times = self.plan_times(inputs, plan, compute, net);
+        self.simulate_times(inputs, plan, compute, net, times)
+    }
+
+    /// What `plan`'s simulation and its lower bound read ([`PlanTimes`]).
+    fn plan_times(
+        &self,
+        inputs: &Inputs,
+        plan: &Plan,
+        compute: &ComputePrices,
+        net: &NetPrices,
+    ) -> PlanTimes {
+        let chunks: Vec<Vec<Range<usize>>> = (0..plan.pp()).map(|j| plan.rank_layers(j)).collect();
+        let passes = self.pass_times(plan, compute, &chunks);
         let (sends, back) = self.send_times(inputs, plan, net, &chunks);
+        PlanTimes {
+            chunks,
+            passes,
+            sends,
+            back,
+        }
+    }
+
+    /// [`Self::run_priced`] from `plan`'s [`Self::plan_times`].
+    fn simulate_times(
+        &self,
+        inputs: &Inputs,
+        plan: &Plan,
+        compute: &ComputePrices,
+        net: &NetPrices,
+        times: PlanTimes,
+    ) -> Result<(Simulation, Passes)> {
+        let setup = &plan.setup;
+        let pp = plan.pp();
+        let PlanTimes {
+            chunks,
+            passes,
+            sends,
+            back,
+        } = times;
         // One representative of each kind of replica pipeline.
         let mut reps: Vec<usize> = Vec::new();
         let mut pipelines: Vec<PipelineTimes> = Vec::new();
-        for (r, cc) in chunk_costs.iter().enumerate() {
+        // (kind, micro-batches) met: a replica of one is the pipeline of
+        // the first (the pipelines are made of nothing else).
+        let mut met: Vec<(usize, usize)> = Vec::new();
+        for (r, &kind) in passes.kind_of.iter().enumerate() {
+            let num_micro_batches = plan.micro_batches_of(r);
+            if met.contains(&(kind, num_micro_batches)) {
+                continue;
+            }
+            met.push((kind, num_micro_batches));
+            let cc = &passes.chunk_costs[kind];
             let p = PipelineTimes {
                 forward_s: cc.iter().map(|x| x.0).collect(),
                 backward_s: cc.iter().map(|x| x.1).collect(),
                 send_forward_s: sends.clone(),
                 send_backward_s: back.clone(),
-                num_micro_batches: plan.micro_batches_of(r),
+                num_micro_batches,
             };
             if !pipelines.contains(&p) {
                 pipelines.push(p);
@@ -448,45 +522,65 @@ impl DeviceModel {
             e.replica = reps[e.replica];
         }
         sim.critical_replica = reps[sim.critical_replica];
-        Ok((sim, stage_costs))
+        Ok((sim, passes))
     }
 
-    /// Per replica: the (forward, backward) time of one micro-batch's pass
-    /// through each virtual stage, and each pipeline rank's totals over its
-    /// chunks. `chunks[j][k]`: layers of chunk k of pipeline rank j
-    /// (virtual stage k pp + j).
+    /// The (forward, backward) time of one micro-batch's pass through each
+    /// virtual stage, and each pipeline rank's totals over its chunks, per
+    /// kind of replica ([`Passes`]). `chunks[j][k]`: layers of chunk k of
+    /// pipeline rank j (virtual stage k pp + j).
     fn pass_times(
         &self,
         plan: &Plan,
         compute: &ComputePrices,
         chunks: &[Vec<Range<usize>>],
-    ) -> (Vec<Vec<PassTimes>>, Vec<Vec<StageCost>>) {
+    ) -> Passes {
         let (pp, dp, nv) = (chunks.len(), plan.dp(), plan.stages.len());
-        let mut stage_costs: Vec<Vec<StageCost>> =
-            (0..dp).map(|_| Vec::with_capacity(pp)).collect();
-        let mut chunk_costs: Vec<Vec<PassTimes>> = vec![vec![(0.0, 0.0); nv]; dp];
+        let groups = &compute.group_costs;
+        // Replicas whose groups cost alike at every rank pass alike: the
+        // first of each kind is priced.
+        let mut firsts: Vec<usize> = Vec::new();
+        let kind_of: Vec<usize> = (0..dp)
+            .map(|r| {
+                let alike = |&f: &usize| groups.iter().all(|g| g[f] == g[r]);
+                firsts.iter().position(alike).unwrap_or_else(|| {
+                    firsts.push(r);
+                    firsts.len() - 1
+                })
+            })
+            .collect();
         let o = self.options.pass_overhead_s;
-        for (j, s) in plan.rank_stages().iter().enumerate() {
-            for r in 0..s.replicas.len() {
-                let costs = &compute.layer_costs[compute.group_costs[j][r]];
+        let mut chunk_costs: Vec<Vec<PassTimes>> = Vec::with_capacity(firsts.len());
+        let mut stage_costs: Vec<Vec<StageCost>> = Vec::with_capacity(firsts.len());
+        for &r in &firsts {
+            let mut passes = vec![(0.0, 0.0); nv];
+            let mut totals = Vec::with_capacity(pp);
+            for (j, of_rank) in chunks.iter().enumerate() {
+                let costs = &compute.layer_costs[groups[j][r]];
                 let mut total = StageCost {
                     forward_s: 0.0,
                     backward_s: 0.0,
                     tp_comm_s: 0.0,
                 };
-                for (k, range) in chunks[j].iter().enumerate() {
+                for (k, range) in of_rank.iter().enumerate() {
                     let c = &costs[range.clone()];
                     let f = o + c.iter().map(|x| x.forward_s).sum::<f64>();
                     let b = o + c.iter().map(|x| x.backward_s).sum::<f64>();
-                    chunk_costs[r][k * pp + j] = (f, b);
+                    passes[k * pp + j] = (f, b);
                     total.forward_s += f;
                     total.backward_s += b;
                     total.tp_comm_s += c.iter().map(|x| x.tp_comm_s).sum::<f64>();
                 }
-                stage_costs[r].push(total);
+                totals.push(total);
             }
+            chunk_costs.push(passes);
+            stage_costs.push(totals);
         }
-        (chunk_costs, stage_costs)
+        Passes {
+            kind_of,
+            chunk_costs,
+            stage_costs,
+        }
     }
 
     /// The forward and backward send time across each virtual cut of `plan`
@@ -535,10 +629,24 @@ impl DeviceModel {
         if plan.setup.virtual_stages() != 1 {
             return None;
         }
+        let times = self.plan_times(inputs, plan, compute, net);
+        self.lower_bound_of(inputs, plan, compute, net, &times)
+    }
+
+    /// [`Self::iteration_lower_bound_s`] from `plan`'s [`Self::plan_times`].
+    fn lower_bound_of(
+        &self,
+        inputs: &Inputs,
+        plan: &Plan,
+        compute: &ComputePrices,
+        net: &NetPrices,
+        times: &PlanTimes,
+    ) -> Option<f64> {
+        if plan.setup.virtual_stages() != 1 {
+            return None;
+        }
         let pp = plan.pp();
-        let chunks: Vec<Vec<Range<usize>>> = (0..pp).map(|j| plan.rank_layers(j)).collect();
-        let (chunk_costs, _) = self.pass_times(plan, compute, &chunks);
-        let (sends, back) = self.send_times(inputs, plan, net, &chunks);
+        let (passes, sends, back) = (&times.passes, &times.sends, &times.back);
         // In lockstep a stage also holds every transfer it receives: before
         // its last backward, all b gradients from the next stage and the
         // activations after the first from the previous one.
@@ -550,8 +658,15 @@ impl DeviceModel {
         };
         // last[j]: the bound on stage j's last backward over all replicas.
         let mut last = vec![0.0f64; pp];
-        for (r, cc) in chunk_costs.iter().enumerate() {
-            let m = plan.micro_batches_of(r) as f64;
+        // Each (kind, micro-batches) of replica once: the others repeat it.
+        let mut met: Vec<(usize, usize)> = Vec::new();
+        for (r, &kind) in passes.kind_of.iter().enumerate() {
+            let m = plan.micro_batches_of(r);
+            if met.contains(&(kind, m)) {
+                continue;
+            }
+            met.push((kind, m));
+            let (cc, m) = (&passes.chunk_costs[kind], m as f64);
             // Forwards and sends into stage j; backwards and sends from it
             // back to stage 0.
             let (mut before_f, mut before_b) = (0.0, 0.0);
@@ -1154,6 +1269,19 @@ impl PlanEstimator for DeviceLayoutEstimator<'_> {
             .map(Some)
     }
 
+    fn time_if_fits_under(&self, plan: &Plan, limit_s: f64) -> Result<Option<Estimate>> {
+        if !self.holds_for(plan) {
+            return self.model.evaluate_if_fits(self.inputs, plan);
+        }
+        self.check(plan)?;
+        if !self.model.holds(self.inputs, plan) {
+            return Ok(None);
+        }
+        let (compute, net) = self.prices(plan)?;
+        self.model
+            .time_under(self.inputs, plan, &compute, net, limit_s)
+    }
+
     fn with_memory(&self, plan: &Plan, mut estimate: Estimate) -> Estimate {
         // A plan of another layout came with its memory.
         if estimate.memory.is_empty() {
@@ -1255,15 +1383,49 @@ impl DeviceModel {
         net: &NetPrices,
         memory: Vec<crate::cost::DeviceMemory>,
     ) -> Result<Estimate> {
-        let (sim, costs) = self.run_priced(inputs, plan, compute, net)?;
-        let c = &costs[sim.critical_replica][sim.critical_stage];
+        let (sim, passes) = self.run_priced(inputs, plan, compute, net)?;
+        Ok(Self::estimate_of(&sim, &passes, memory))
+    }
+
+    /// [`Self::estimate_with_memory`] with no memory, or `None` when a
+    /// lower bound ([`Self::iteration_lower_bound_s`]) proves `plan` slower
+    /// than `limit_s` (it is then not simulated).
+    fn time_under(
+        &self,
+        inputs: &Inputs,
+        plan: &Plan,
+        compute: &ComputePrices,
+        net: &NetPrices,
+        limit_s: f64,
+    ) -> Result<Option<Estimate>> {
+        plan.setup.check_profile(inputs.profile)?;
+        let times = self.plan_times(inputs, plan, compute, net);
+        // The bound may exceed the time it bounds by rounding (a different
+        // order of the same sums): proven slower only beyond that.
+        if self
+            .lower_bound_of(inputs, plan, compute, net, &times)
+            .is_some_and(|bound| bound > limit_s * (1.0 + BOUND_ROUNDING))
+        {
+            return Ok(None);
+        }
+        let (sim, passes) = self.simulate_times(inputs, plan, compute, net, times)?;
+        Ok(Some(Self::estimate_of(&sim, &passes, Vec::new())))
+    }
+
+    /// The estimate of a simulation, its passes and per-device `memory`.
+    fn estimate_of(
+        sim: &Simulation,
+        passes: &Passes,
+        memory: Vec<crate::cost::DeviceMemory>,
+    ) -> Estimate {
+        let c = &passes.stage_costs[passes.kind_of[sim.critical_replica]][sim.critical_stage];
         let busy = c.forward_s + c.backward_s;
         let comm_share = if busy > 0.0 {
             (c.tp_comm_s / busy).clamp(0.0, 1.0)
         } else {
             0.0
         };
-        Ok(Estimate {
+        Estimate {
             iteration_s: sim.timeline.iteration_s,
             breakdown: Breakdown {
                 compute_s: sim.compute_s * (1.0 - comm_share),
@@ -1274,7 +1436,7 @@ impl DeviceModel {
                 optimizer_s: sim.optimizer_s,
             },
             memory,
-        })
+        }
     }
 }
 
