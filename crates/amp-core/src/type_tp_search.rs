@@ -222,8 +222,9 @@ fn build(
 ) -> Plan {
     let times = BalanceTimes::default();
     let mut plan = layout_plan(&types_in_node_order(cluster), c, opts, None);
-    let profile = profile.map(|p| (p, &times));
-    set_candidate(&mut plan, cluster, num_layers, c, opts, (true, profile));
+    let kinds = stage_kinds(&plan, cluster);
+    let profile = profile.map(|p| (p, &times, &kinds[..]));
+    set_candidate(&mut plan, num_layers, c, opts, (true, profile));
     plan
 }
 
@@ -279,26 +280,33 @@ fn layout_plan(
     plan
 }
 
+/// Each stage's (GPU type, tp) kinds ([`Stage::group_kinds`]): what
+/// [`balanced_split`] weighs a stage by, the same for every candidate of a
+/// layout.
+fn stage_kinds<'c>(plan: &Plan, cluster: &'c Cluster) -> Vec<Vec<(&'c str, usize)>> {
+    plan.stages.iter().map(|s| s.group_kinds(cluster)).collect()
+}
+
 /// Candidate `c` on `plan`, a [`layout_plan`] of its layout: its
 /// micro-batch size; with `resplit`, its layers split by [`balanced_split`]
-/// from `profile`, or evenly without one (else the plan keeps its split:
+/// from `profile` (with the layout's [`stage_kinds`]), or evenly without
+/// one (else the plan keeps its split:
 /// an interleaved plan its virtual split); the
 /// micro-batches dealt evenly, in whole groups of pp where they allow
 /// ([`crate::uneven::schedule_deal`]).
 fn set_candidate<'c>(
     plan: &mut Plan,
-    cluster: &'c Cluster,
     num_layers: usize,
     c: &Candidate,
     opts: &SearchOptions,
-    (resplit, profile): (bool, Option<(&crate::profile::Profile, &BalanceTimes<'c>)>),
+    (resplit, profile): (bool, Option<Balance<'c, '_>>),
 ) {
     plan.micro_batch = c.micro_batch;
     // Pipeline ranks: the candidate's groups over dp.
     let pp = c.types.iter().map(|t| t.2).sum::<usize>() / c.dp;
     if resplit {
         let bounds = profile
-            .and_then(|(p, times)| balanced_split(p, num_layers, cluster, plan, times))
+            .and_then(|(p, times, kinds)| balanced_split(p, num_layers, plan, times, kinds))
             .unwrap_or_else(|| uniform_split(num_layers, pp));
         for (j, s) in plan.stages.iter_mut().enumerate() {
             s.first_layer = bounds[j];
@@ -387,6 +395,14 @@ const MAX_BALANCE_STEPS: usize = 1 << 20;
 /// few dozen of these.
 type BalanceTimes<'c> = Mutex<HashMap<(&'c str, usize, usize), Option<Weighed>>>;
 
+/// What [`balanced_split`] weighs a layout's stages with: the profile, the
+/// per-layer times met so far and the layout's [`stage_kinds`].
+type Balance<'c, 'a> = (
+    &'a crate::profile::Profile,
+    &'a BalanceTimes<'c>,
+    &'a [Vec<(&'c str, usize)>],
+);
+
 /// Each layer's forward + backward time as [`balanced_split`] weighs it.
 type Weighed = Arc<Vec<f64>>;
 
@@ -399,13 +415,13 @@ type Weighed = Arc<Vec<f64>>;
 /// layers). Only a seed: plans are priced and the leaders re-split by the
 /// cost model. `None` when a group's GPU has no profile entry or the
 /// program would take more than [`MAX_BALANCE_STEPS`]. `times` holds the
-/// per-layer times met so far.
+/// per-layer times met so far, `kinds` the plan's [`stage_kinds`].
 fn balanced_split<'c>(
     profile: &crate::profile::Profile,
     num_layers: usize,
-    cluster: &'c Cluster,
     plan: &Plan,
     times: &BalanceTimes<'c>,
+    kinds: &[Vec<(&'c str, usize)>],
 ) -> Option<Vec<usize>> {
     let pp = plan.stages.len();
     if pp.saturating_mul(num_layers).saturating_mul(num_layers) > MAX_BALANCE_STEPS {
@@ -463,22 +479,21 @@ fn balanced_split<'c>(
     let mut sets: Vec<Vec<(&str, usize)>> = Vec::new();
     let mut prefixes: Vec<Vec<f64>> = Vec::new();
     let mut of_stage: Vec<usize> = Vec::with_capacity(pp);
-    for s in &plan.stages {
+    for keys in kinds {
         // The max over a stage's groups is the max over their kinds.
-        let keys = s.group_kinds(cluster);
-        if let Some(k) = sets.iter().position(|k| *k == keys) {
+        if let Some(k) = sets.iter().position(|k| k == keys) {
             of_stage.push(k);
             continue;
         }
         let mut per_layer = vec![0.0f64; num_layers];
-        for &key in &keys {
+        for &key in keys {
             let t = look_up(key)?;
             for (p, t) in per_layer.iter_mut().zip(t.iter()) {
                 *p = p.max(*t);
             }
         }
         of_stage.push(prefixes.len());
-        sets.push(keys);
+        sets.push(keys.clone());
         prefixes.push(crate::cost::prefix_sums(per_layer));
     }
     let prefix = |j: usize| &prefixes[of_stage[j]];
@@ -553,19 +568,13 @@ fn build_layout<'c>(
 ) -> std::result::Result<Vec<Plan>, String> {
     let (layout, resplit) = layout_of(inputs, opts, cands)?;
     let layers = inputs.model.num_layers();
+    let kinds = stage_kinds(&layout, inputs.cluster);
     Ok(cands
         .iter()
         .map(|c| {
             let mut plan = layout.clone();
-            let profile = Some((inputs.profile, times));
-            set_candidate(
-                &mut plan,
-                inputs.cluster,
-                layers,
-                c,
-                opts,
-                (resplit, profile),
-            );
+            let profile = Some((inputs.profile, times, &kinds[..]));
+            set_candidate(&mut plan, layers, c, opts, (resplit, profile));
             plan
         })
         .collect())
@@ -667,9 +676,10 @@ fn price_uneven<'a, 'c>(
                     )
                 }
             };
+            let kinds = stage_kinds(&plan, cluster);
             let set = |plan: &mut Plan, c: &Candidate| {
-                let profile = Some((inputs.profile, times));
-                set_candidate(plan, cluster, layers, c, opts, (resplit, profile));
+                let profile = Some((inputs.profile, times, &kinds[..]));
+                set_candidate(plan, layers, c, opts, (resplit, profile));
             };
             set(&mut plan, &of_layout[0]);
             let estimator = match estimators.layout_estimator(&plan) {
@@ -1343,7 +1353,8 @@ mod tests {
                 let mut least = f64::INFINITY;
                 crate::refine::for_each_split(layers, pp, |b| least = least.min(largest(b)));
                 let times = BalanceTimes::default();
-                let b = balanced_split(&profile, layers, &cluster, &plan, &times).unwrap();
+                let kinds = stage_kinds(&plan, &cluster);
+                let b = balanced_split(&profile, layers, &plan, &times, &kinds).unwrap();
                 assert_eq!((b[0], b[pp], b.len()), (0, layers, pp + 1));
                 assert!(b.windows(2).all(|w| w[0] < w[1]), "{b:?}");
                 assert_eq!(largest(&b), least, "{c:?}: {b:?}");

@@ -303,16 +303,31 @@ impl DeviceModel {
     /// What `plan`'s computation costs whatever its split and deal, for
     /// [`Self::run_priced`].
     fn compute_prices(&self, inputs: &Inputs, plan: &Plan) -> Result<ComputePrices> {
+        self.compute_prices_with(inputs, plan, None)
+    }
+
+    /// [`Self::compute_prices`], the optimizer step's kinds taken from
+    /// `steps` when given (those of a plan on the same devices: they do
+    /// not depend on the micro-batch size).
+    fn compute_prices_with(
+        &self,
+        inputs: &Inputs,
+        plan: &Plan,
+        steps: Option<Arc<StepKinds>>,
+    ) -> Result<ComputePrices> {
         let mut caches: Vec<(usize, Caches)> = Vec::new();
         let mut layer_costs: Vec<Vec<LayerCost>> = Vec::new();
         let mut group_costs = Vec::new();
         // (GPU type, tp, link) of a group on one node -> its costs' index.
         let mut on_one_node: HashMap<OneNodeGroup, usize> = HashMap::new();
-        let step_kinds = plan
-            .rank_stages()
-            .iter()
-            .map(|s| Self::step_kinds(inputs, s))
-            .collect();
+        let step_kinds = steps.unwrap_or_else(|| {
+            Arc::new(
+                plan.rank_stages()
+                    .iter()
+                    .map(|s| Self::step_kinds(inputs, s))
+                    .collect(),
+            )
+        });
         for s in plan.rank_stages() {
             let mut of_stage = Vec::with_capacity(s.replicas.len());
             let mut before: Option<(&[Device], usize)> = None;
@@ -1197,12 +1212,16 @@ impl DeviceLayoutEstimator<'_> {
                 .find(|(b, _)| *b == plan.micro_batch)
                 .map(|(_, c)| c.clone())
         };
-        let known = memo(&self.compute.lock().unwrap_or_else(|e| e.into_inner()));
+        let (known, steps) = {
+            let v = self.compute.lock().unwrap_or_else(|e| e.into_inner());
+            // Any size's optimizer-step kinds are this one's.
+            (memo(&v), v.first().map(|(_, c)| c.step_kinds.clone()))
+        };
         let compute = match known {
             Some(c) => c,
             None => {
                 // Priced outside the lock; a race prices it twice, alike.
-                let c = Arc::new(m.compute_prices(inputs, plan)?);
+                let c = Arc::new(m.compute_prices_with(inputs, plan, steps)?);
                 let mut v = self.compute.lock().unwrap_or_else(|e| e.into_inner());
                 match memo(&v) {
                     Some(c) => c,
@@ -1451,8 +1470,12 @@ struct ComputePrices {
     group_costs: Vec<Vec<usize>>,
     /// Per pipeline rank, each (GPU type, tp) of its groups once: what its
     /// optimizer step is priced on ([`DeviceModel::optimizer_time`]).
-    step_kinds: Vec<Vec<step::StepKind>>,
+    step_kinds: Arc<StepKinds>,
 }
+
+/// Per pipeline rank, each (GPU type, tp) of its groups once
+/// ([`ComputePrices::step_kinds`]).
+type StepKinds = Vec<Vec<step::StepKind>>;
 
 /// The network costs of one plan's devices as functions of message size:
 /// the same for every split, micro-batch size and deal.
