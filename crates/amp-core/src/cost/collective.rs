@@ -114,18 +114,56 @@ pub fn link(net: &Network, a: Device, b: Device) -> Link {
 struct Flow {
     from: usize,
     to: usize,
-    out: Vec<usize>,
-    inn: Vec<usize>,
+    out: NicSet,
+    inn: NicSet,
     /// A device of each end, for the link between the nodes.
     ends: (Device, Device),
 }
 
+/// NIC indices of one node, sorted and distinct: one run (what one GPU, or
+/// GPUs in a row, use: the common case, kept without a list) or a list.
+#[derive(Debug, Clone)]
+enum NicSet {
+    Run(std::ops::Range<usize>),
+    List(Vec<usize>),
+}
+
+impl NicSet {
+    fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        let (run, list) = match self {
+            NicSet::Run(r) => (r.clone(), &[][..]),
+            NicSet::List(v) => (0..0, &v[..]),
+        };
+        run.chain(list.iter().copied())
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            NicSet::Run(r) => r.len(),
+            NicSet::List(v) => v.len(),
+        }
+    }
+}
+
 /// The NICs that `gpus` of node `node` use, sorted and distinct.
-fn nics_of(node: &Node, gpus: impl Iterator<Item = usize>) -> Vec<usize> {
-    let mut v: Vec<usize> = gpus.flat_map(|g| node.nics_of_gpu(g)).collect();
-    v.sort_unstable();
-    v.dedup();
-    v
+fn nics_of(node: &Node, gpus: impl Iterator<Item = usize> + Clone) -> NicSet {
+    // GPUs in increasing order use runs that overlap or follow each other
+    // or leave a gap: one run unless there is a gap.
+    let mut run: Option<std::ops::Range<usize>> = None;
+    for g in gpus.clone() {
+        let r = node.nics_of_gpu(g);
+        run = match run {
+            None => Some(r),
+            Some(u) if r.start >= u.start && r.start <= u.end => Some(u.start..u.end.max(r.end)),
+            Some(_) => {
+                let mut v: Vec<usize> = gpus.flat_map(|g| node.nics_of_gpu(g)).collect();
+                v.sort_unstable();
+                v.dedup();
+                return NicSet::List(v);
+            }
+        };
+    }
+    NicSet::Run(run.unwrap_or(0..0))
 }
 
 /// Load of every NIC in each direction (a flow over `k` NICs adds `1 / k`
@@ -141,10 +179,10 @@ impl NicLoad {
     fn new<'f>(flows: impl IntoIterator<Item = &'f Flow>) -> NicLoad {
         let (mut out, mut inn, mut pairs) = (Vec::new(), Vec::new(), Vec::new());
         for f in flows {
-            for &j in &f.out {
+            for j in f.out.iter() {
                 out.push(((f.from, j), 1.0 / f.out.len() as f64));
             }
-            for &j in &f.inn {
+            for j in f.inn.iter() {
                 inn.push(((f.to, j), 1.0 / f.inn.len() as f64));
             }
             pairs.push(((f.from, f.to), 1));
@@ -193,12 +231,12 @@ impl<V: Copy + std::ops::AddAssign> KeyedSums<V> {
 /// [`Network::inter_node_efficiency`].
 fn flow_bytes_per_s(net: &Network, load: &NicLoad, f: &Flow) -> f64 {
     let cluster = net.cluster;
-    let side = |map: &KeyedSums<f64>, node: usize, nics: &[usize]| {
+    let side = |map: &KeyedSums<f64>, node: usize, nics: &NicSet| {
         let n = &cluster.nodes[node];
         let per_nic = n.inter_bytes_per_s / n.nics.max(1) as f64;
         let heaviest = nics
             .iter()
-            .map(|&j| map.get((node, j)).unwrap_or(1.0))
+            .map(|j| map.get((node, j)).unwrap_or(1.0))
             .fold(0.0, f64::max);
         per_nic / heaviest.max(1e-300)
     };
@@ -257,7 +295,7 @@ fn ring_flows(cluster: &Cluster, ring: &[Device]) -> Vec<Option<Flow>> {
     // A ring in (node, GPU) order holds each node's devices in one run:
     // the NICs of every run, found in one pass (not one pass per hop, which
     // was quadratic in the ring's length).
-    let mut runs: Vec<(usize, Vec<usize>)> = Vec::new();
+    let mut runs: Vec<(usize, NicSet)> = Vec::new();
     let mut start = 0;
     while start < ring.len() {
         let node = ring[start].node;
@@ -747,5 +785,47 @@ mod tests {
         let mut c = cluster();
         c.nodes[0].intra_bytes_per_s = 50.0 * GBPS_TO_BYTES_PER_S;
         close(p2p_s(&net(&c), d(0, 0), d(0, 1), 6.25e9), 10e-6 + 1.0);
+    }
+
+    /// The NICs of a set of GPUs are those of its GPUs, sorted and
+    /// distinct, on nodes of 8 GPUs with 1 to 32 NICs, for every set of
+    /// GPUs; a set of GPUs in a row is one run.
+    #[test]
+    fn nics_of_gpus_are_their_gpus_nics() {
+        for nics in [1, 2, 3, 4, 8, 16, 32] {
+            let node = Node {
+                gpu_type: "X".into(),
+                gpus: 8,
+                intra_bytes_per_s: 1e9,
+                inter_bytes_per_s: 1e9,
+                nics,
+                gpu_memory_bytes: None,
+                price_per_hour: None,
+            };
+            for set in 1u32..256 {
+                let gpus: Vec<usize> = (0..8).filter(|g| set >> g & 1 == 1).collect();
+                let mut want: Vec<usize> = gpus.iter().flat_map(|&g| node.nics_of_gpu(g)).collect();
+                want.sort_unstable();
+                want.dedup();
+                let got = nics_of(&node, gpus.iter().copied());
+                assert_eq!(
+                    got.iter().collect::<Vec<_>>(),
+                    want,
+                    "{nics} NICs, GPUs {gpus:?}"
+                );
+                assert_eq!(got.len(), want.len());
+                let in_a_row = gpus.windows(2).all(|w| w[1] == w[0] + 1);
+                if in_a_row {
+                    assert!(matches!(got, NicSet::Run(_)), "{nics} NICs, GPUs {gpus:?}");
+                }
+                // Out of order, the same set.
+                let got = nics_of(&node, gpus.iter().rev().copied());
+                assert_eq!(
+                    got.iter().collect::<Vec<_>>(),
+                    want,
+                    "{nics} NICs, GPUs {gpus:?} reversed"
+                );
+            }
+        }
     }
 }
