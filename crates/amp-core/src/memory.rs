@@ -70,7 +70,7 @@
 //!   x 3 = 192 bytes;
 //! - peak = 8000 + 4704 + 192 + reserve.
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Device};
 use crate::cost::{DeviceMemory, StageMemoryTables};
 use crate::model::{LayerKind, Model};
 use crate::placement::DeviceGrid;
@@ -473,7 +473,9 @@ pub(crate) fn transient_bytes_per_sample(
 /// reserve.
 type DeviceBytes = (f64, f64, f64, f64, f64);
 
-/// Memory of one device of a stage; `capacity` from its node.
+/// Memory of one device of a stage (the tests' way in: the searches read
+/// [`layer_bytes`] once per stage and tp, [`device_bytes`] per kind).
+#[cfg(test)]
 #[allow(clippy::too_many_arguments)]
 fn device_memory(
     model: &Model,
@@ -487,31 +489,103 @@ fn device_memory(
     setup: &TrainingSetup,
     reserve_bytes: f64,
 ) -> DeviceBytes {
+    let layers = layer_bytes(model, chunks, tp, setup);
+    device_bytes(
+        &layers,
+        setup,
+        (dp, stage, pp),
+        (plan_mbs, b),
+        reserve_bytes,
+    )
+}
+
+/// What [`stored_activation_bytes_per_sample`] and
+/// [`transient_bytes_per_sample`] read of a layer: its kind, output and
+/// stored elements per sample.
+type LayerKey = (LayerKind, u64, Option<u64>);
+
+/// What a device's memory reads of its stage's layers at tensor-parallel
+/// degree `tp`, whatever its micro-batches ([`device_memory`]).
+struct LayerBytes {
+    /// Parameters per device.
+    params: f64,
+    /// Activations stored per sample.
+    stored: f64,
+    /// The vocabulary projection's transient bytes per sample.
+    logits: f64,
+    /// The largest other layer's transient bytes per sample.
+    block: f64,
+}
+
+fn layer_bytes(
+    model: &Model,
+    chunks: &[std::ops::Range<usize>],
+    tp: usize,
+    setup: &TrainingSetup,
+) -> LayerBytes {
     let params = chunks
         .iter()
         .map(|c| model.stage_params(c.clone()) as f64)
         .sum::<f64>()
         / tp.max(1) as f64;
+    let (mut logits, mut block) = (0.0f64, 0.0f64);
+    // A layer's bytes read of it only its kind and sizes (and the model's
+    // shape): each run of alike layers, a model's blocks, is read once.
+    let mut last: Option<(LayerKey, f64, f64)> = None;
+    let stored: f64 = chunks
+        .iter()
+        .flat_map(|c| c.clone())
+        .map(|l| {
+            let layer = &model.layers[l];
+            let key = (
+                layer.kind,
+                layer.output_elems_per_sample,
+                layer.stored_activation_elems_per_sample,
+            );
+            let (kept, x) = match last {
+                Some((k, kept, x)) if k == key => (kept, x),
+                _ => {
+                    let kept = stored_activation_bytes_per_sample(model, l, tp, setup);
+                    let x = transient_bytes_per_sample(model, l, tp, setup);
+                    last = Some((key, kept, x));
+                    (kept, x)
+                }
+            };
+            if layer.kind == LayerKind::VocabProjection {
+                logits += x;
+            } else {
+                block = block.max(x);
+            }
+            kept
+        })
+        .sum();
+    LayerBytes {
+        params,
+        stored,
+        logits,
+        block,
+    }
+}
+
+/// [`device_memory`] from its stage's [`layer_bytes`]: pipeline rank
+/// `stage` of `pp` at data-parallel degree `dp`, `b` micro-batches of
+/// `plan_mbs` samples.
+fn device_bytes(
+    layers: &LayerBytes,
+    setup: &TrainingSetup,
+    (dp, stage, pp): (usize, usize, usize),
+    (plan_mbs, b): (usize, usize),
+    reserve_bytes: f64,
+) -> DeviceBytes {
+    let params = layers.params;
     let sb = state_bytes(setup, dp);
     let flight = in_flight(setup.schedule, stage, pp, b) as f64;
     let mbs = plan_mbs as f64;
-    let layers = || chunks.iter().flat_map(|c| c.clone());
-    let stored: f64 = layers()
-        .map(|l| stored_activation_bytes_per_sample(model, l, tp, setup))
-        .sum();
-    let (mut logits, mut block) = (0.0f64, 0.0f64);
-    for l in layers() {
-        let x = transient_bytes_per_sample(model, l, tp, setup);
-        if model.layers[l].kind == LayerKind::VocabProjection {
-            logits += x;
-        } else {
-            block = block.max(x);
-        }
-    }
     // The optimizer step's temporaries are a peak of their own, after the
     // activations are freed: the larger of the two is the device's.
     let step = params * optimizer_step_bytes_per_param(setup, dp);
-    let activations = (flight * mbs * stored + mbs * (logits + block)).max(step);
+    let activations =
+        (flight * mbs * layers.stored + mbs * (layers.logits + layers.block)).max(step);
     (
         params * sb.weights,
         params * sb.gradients,
@@ -540,9 +614,48 @@ pub fn plan_memory(
 /// Whether every device of `plan` holds it ([`plan_memory`] without the
 /// list: what a search needs of most candidates).
 pub fn plan_fits(model: &Model, cluster: &Cluster, plan: &Plan, reserve_bytes: f64) -> bool {
+    plan_fits_within(
+        model,
+        plan,
+        reserve_bytes,
+        &replica_capacities(cluster, plan),
+    )
+}
+
+/// Per pipeline rank of `plan` and replica, the least memory of its GPUs
+/// (infinite where none is known): a replica's GPUs hold the same, so it
+/// fits when that GPU holds it ([`plan_fits_within`]).
+pub fn replica_capacities(cluster: &Cluster, plan: &Plan) -> Vec<Vec<f64>> {
+    plan.rank_stages()
+        .iter()
+        .map(|s| {
+            s.replicas
+                .iter()
+                .map(|rep| {
+                    rep.iter()
+                        .filter_map(|d| cluster.nodes.get(d.node).and_then(|n| n.gpu_memory_bytes))
+                        .map(|b| b as f64)
+                        .fold(f64::INFINITY, f64::min)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// [`plan_fits`] of a plan whose [`replica_capacities`] are `capacities`
+/// (those of another plan on the same devices: a search's re-splits).
+pub fn plan_fits_within(
+    model: &Model,
+    plan: &Plan,
+    reserve_bytes: f64,
+    capacities: &[Vec<f64>],
+) -> bool {
     let mut fits = true;
-    each_device_memory(model, cluster, plan, reserve_bytes, |m| {
-        fits = m.overflow_bytes().is_none();
+    each_replica_bytes(model, plan, reserve_bytes, |j, r, _, (w, g, o, a, rsv)| {
+        let peak = w + g + o + a + rsv;
+        // Over a device's capacity exactly when over the least of them.
+        let over = peak > capacities[j][r];
+        fits = !over;
         fits
     });
     fits
@@ -557,33 +670,11 @@ fn each_device_memory(
     reserve_bytes: f64,
     mut f: impl FnMut(DeviceMemory) -> bool,
 ) {
-    let pp = plan.pp();
-    for (j, stage) in plan.rank_stages().iter().enumerate() {
-        let chunks = plan.rank_layers(j);
-        // Per (tp, micro-batches) of a replica: replicas of a stage may
-        // differ in both, and a 16,384-GPU plan has few kinds.
-        let mut kinds: Vec<((usize, usize), DeviceBytes)> = Vec::new();
-        for (r, rep) in stage.replicas.iter().enumerate() {
-            let key = (rep.len(), plan.micro_batches_of(r));
-            let (w, g, o, a, rsv) = match kinds.iter().find(|(k, _)| *k == key) {
-                Some((_, m)) => *m,
-                None => {
-                    let m = device_memory(
-                        model,
-                        &chunks,
-                        key.0,
-                        stage.dp(),
-                        j,
-                        pp,
-                        plan.micro_batch,
-                        key.1,
-                        &plan.setup,
-                        reserve_bytes,
-                    );
-                    kinds.push((key, m));
-                    m
-                }
-            };
+    each_replica_bytes(
+        model,
+        plan,
+        reserve_bytes,
+        |j, _, rep, (w, g, o, a, rsv)| {
             for &d in rep {
                 let m = DeviceMemory {
                     device: d,
@@ -601,8 +692,53 @@ fn each_device_memory(
                         .map(|b| b as f64),
                 };
                 if !f(m) {
-                    return;
+                    return false;
                 }
+            }
+            true
+        },
+    );
+}
+
+/// Calls `f` with each replica of each pipeline rank of `plan` (the rank,
+/// the replica's index and devices, what each of them holds), in
+/// [`plan_memory`]'s order, until it returns false.
+fn each_replica_bytes(
+    model: &Model,
+    plan: &Plan,
+    reserve_bytes: f64,
+    mut f: impl FnMut(usize, usize, &[Device], DeviceBytes) -> bool,
+) {
+    let pp = plan.pp();
+    for (j, stage) in plan.rank_stages().iter().enumerate() {
+        let chunks = plan.rank_layers(j);
+        // Per (tp, micro-batches) of a replica: replicas of a stage may
+        // differ in both, and a 16,384-GPU plan has few kinds; the layers
+        // are read once per tp.
+        let mut layers: Vec<(usize, LayerBytes)> = Vec::new();
+        let mut kinds: Vec<((usize, usize), DeviceBytes)> = Vec::new();
+        for (r, rep) in stage.replicas.iter().enumerate() {
+            let key = (rep.len(), plan.micro_batches_of(r));
+            let m = match kinds.iter().find(|(k, _)| *k == key) {
+                Some((_, m)) => *m,
+                None => {
+                    if !layers.iter().any(|(t, _)| *t == key.0) {
+                        layers.push((key.0, layer_bytes(model, &chunks, key.0, &plan.setup)));
+                    }
+                    let of_tp = &layers.iter().find(|(t, _)| *t == key.0).expect("pushed").1;
+                    let m = device_bytes(
+                        of_tp,
+                        &plan.setup,
+                        (stage.dp(), j, pp),
+                        (plan.micro_batch, key.1),
+                        reserve_bytes,
+                    );
+                    kinds.push((key, m));
+                    m
+                }
+            };
+            if !f(j, r, rep, m) {
+                return;
             }
         }
     }
@@ -647,19 +783,30 @@ pub fn stage_memory_tables(
         );
         (prefix, reserve_bytes)
     });
-    for j in 0..grid.pp {
-        let flight = in_flight(setup.schedule, j, grid.pp, num_micro_batches) as f64;
-        let per_layer = (0..n).map(|l| {
-            let layer = &model.layers[l];
-            let logits = if layer.kind == LayerKind::VocabProjection {
+    // Each layer's stored and logits bytes per sample, the same in every
+    // stage.
+    let of_layer: Vec<(f64, f64)> = (0..n)
+        .map(|l| {
+            let logits = if model.layers[l].kind == LayerKind::VocabProjection {
                 transient_bytes_per_sample(model, l, tp, setup)
             } else {
                 0.0
             };
-            layer.params as f64 / t * sb
-                + flight * mbs * stored_activation_bytes_per_sample(model, l, tp, setup)
-                + mbs * logits
-        });
+            (
+                stored_activation_bytes_per_sample(model, l, tp, setup),
+                logits,
+            )
+        })
+        .collect();
+    for j in 0..grid.pp {
+        let flight = in_flight(setup.schedule, j, grid.pp, num_micro_batches) as f64;
+        let per_layer = model
+            .layers
+            .iter()
+            .zip(&of_layer)
+            .map(|(layer, &(stored, logits))| {
+                layer.params as f64 / t * sb + flight * mbs * stored + mbs * logits
+            });
         prefix_bytes.push(crate::cost::prefix_sums(per_layer));
         fixed_bytes.push(reserve_bytes + mbs * block_transient);
         let cap = grid.devices[j]
@@ -1177,32 +1324,43 @@ mod tests {
     }
 
     /// `plan_fits` gives `plan_memory`'s verdict: fits when no device
-    /// overflows, at reserves and micro-batches on both sides of the line.
+    /// overflows, at reserves and micro-batches on both sides of the line,
+    /// on one GPU type and on V100s beside T4s (of 16,160 and 15,360 MiB),
+    /// with tp-8 replicas over a V100 and a T4 node; on each, some plans
+    /// fit and some do not.
     #[test]
     fn plan_fits_is_plan_memorys_verdict() {
         let m = models::amp_gpt2();
-        let c = clusters::homogeneous();
         let setup = TrainingSetup::default();
-        let grid = DeviceGrid::new(&c, 2, 2, 4, &Placement::artifact_default(&c));
-        let (mut fit, mut over) = (0, 0);
-        for mbs in [1, 2, 4, 8, 16] {
-            let plan = crate::search::plan_from_grid(&grid, &[0, 8, 14, 20, 30], mbs, 8, &setup);
-            for reserve in [0.0, 4.5e9, 10e9, 14e9] {
-                let all = plan_memory(&m, &c, &plan, reserve);
-                let want = all.iter().all(|d| d.overflow_bytes().is_none());
-                assert_eq!(
-                    plan_fits(&m, &c, &plan, reserve),
-                    want,
-                    "mbs {mbs} reserve {reserve}"
-                );
-                if want {
-                    fit += 1;
-                } else {
-                    over += 1;
+        let cases = [
+            (clusters::homogeneous(), (2, 2, 4), vec![0, 8, 14, 20, 30]),
+            (clusters::het_cluster(), (2, 2, 4), vec![0, 8, 14, 20, 30]),
+            (clusters::het_cluster(), (8, 1, 2), vec![0, 15, 30]),
+        ];
+        for (c, (tp, dp, pp), bounds) in cases {
+            let grid = DeviceGrid::new(&c, tp, dp, pp, &Placement::artifact_default(&c));
+            let (mut fit, mut over) = (0, 0);
+            for mbs in [1, 2, 4, 8, 16] {
+                let plan = crate::search::plan_from_grid(&grid, &bounds, mbs, 8, &setup);
+                // Steps of 0.25 GB, finer than the two capacities' gap.
+                for reserve in (0..64).map(|k| 0.25e9 * k as f64) {
+                    let all = plan_memory(&m, &c, &plan, reserve);
+                    let want = all.iter().all(|d| d.overflow_bytes().is_none());
+                    assert_eq!(
+                        plan_fits(&m, &c, &plan, reserve),
+                        want,
+                        "{} tp {tp}: mbs {mbs} reserve {reserve}",
+                        c.name
+                    );
+                    if want {
+                        fit += 1;
+                    } else {
+                        over += 1;
+                    }
                 }
             }
+            assert!(fit > 0 && over > 0, "{}: {fit} fit, {over} over", c.name);
         }
-        assert!(fit > 0 && over > 0, "{fit} fit, {over} over");
     }
 
     #[test]

@@ -1093,6 +1093,7 @@ impl DeviceModel {
             model: self,
             inputs,
             stages: plan.stages.iter().map(|s| s.replicas.clone()).collect(),
+            capacities: memory::replica_capacities(inputs.cluster, plan),
             setup: plan.setup,
             net: OnceLock::new(),
             compute: Mutex::new(Vec::new()),
@@ -1109,6 +1110,8 @@ struct DeviceLayoutEstimator<'a> {
     inputs: &'a Inputs<'a>,
     /// Devices of each stage's replicas, which the prices hold for.
     stages: Vec<Vec<Vec<Device>>>,
+    /// What each replica's GPUs hold ([`memory::replica_capacities`]).
+    capacities: Vec<Vec<f64>>,
     setup: TrainingSetup,
     net: OnceLock<NetPrices>,
     /// Computation prices per micro-batch size met.
@@ -1242,6 +1245,20 @@ impl DeviceLayoutEstimator<'_> {
         plan.setup.check_profile(self.inputs.profile)
     }
 
+    /// Whether every device holds a checked `plan` of this layout
+    /// ([`DeviceModel::memory_if_fits`] without the per-device list); true
+    /// without a memory model.
+    fn holds(&self, plan: &Plan) -> bool {
+        let m = self.model;
+        !m.options.price_memory
+            || memory::plan_fits_within(
+                self.inputs.model,
+                plan,
+                m.options.calibration.framework_reserve_bytes,
+                &self.capacities,
+            )
+    }
+
     /// [`DeviceModel::fitting_memory`] of `plan`, of this layout.
     fn fitting_memory(&self, plan: &Plan) -> Result<Option<Vec<crate::cost::DeviceMemory>>> {
         self.check(plan)?;
@@ -1279,7 +1296,7 @@ impl PlanEstimator for DeviceLayoutEstimator<'_> {
             return self.model.evaluate_if_fits(self.inputs, plan);
         }
         self.check(plan)?;
-        if !self.model.holds(self.inputs, plan) {
+        if !self.holds(plan) {
             return Ok(None);
         }
         let (compute, net) = self.prices(plan)?;
@@ -1293,7 +1310,7 @@ impl PlanEstimator for DeviceLayoutEstimator<'_> {
             return self.model.evaluate_if_fits(self.inputs, plan);
         }
         self.check(plan)?;
-        if !self.model.holds(self.inputs, plan) {
+        if !self.holds(plan) {
             return Ok(None);
         }
         let (compute, net) = self.prices(plan)?;
@@ -1317,7 +1334,7 @@ impl PlanEstimator for DeviceLayoutEstimator<'_> {
                 .map(|e| e.iteration_s));
         }
         self.check(plan)?;
-        if !self.model.holds(self.inputs, plan) {
+        if !self.holds(plan) {
             return Ok(None);
         }
         let (compute, net) = self.prices(plan)?;
@@ -1363,18 +1380,6 @@ impl DeviceModel {
     ) -> Option<Vec<crate::cost::DeviceMemory>> {
         let memory = self.memory(inputs, plan);
         (!memory.iter().any(|m| m.overflow_bytes().is_some())).then_some(memory)
-    }
-
-    /// Whether every device holds a checked `plan` ([`Self::memory_if_fits`]
-    /// without the per-device list); true without a memory model.
-    fn holds(&self, inputs: &Inputs, plan: &Plan) -> bool {
-        !self.options.price_memory
-            || memory::plan_fits(
-                inputs.model,
-                inputs.cluster,
-                plan,
-                self.options.calibration.framework_reserve_bytes,
-            )
     }
 
     /// Per-device peak memory of a valid `plan`; empty without a memory
