@@ -267,7 +267,18 @@ pub fn first_alike<'a>(
     count: usize,
     group: impl Fn(usize) -> Vec<&'a Vec<Vec<Device>>>,
 ) -> Vec<usize> {
-    firsts(&alike_keys(cluster, &NodeKinds::of(cluster), count, group))
+    first_alike_with(cluster, &NodeKinds::of(cluster), count, group)
+}
+
+/// [`first_alike`] with `kinds`, the cluster's [`NodeKinds`] (found once
+/// for the many grids of a search).
+pub fn first_alike_with<'a>(
+    cluster: &Cluster,
+    kinds: &NodeKinds,
+    count: usize,
+    group: impl Fn(usize) -> Vec<&'a Vec<Vec<Device>>>,
+) -> Vec<usize> {
+    firsts(&alike_keys(cluster, kinds, count, group))
 }
 
 /// What [`first_alike`] reads of a cluster, found once: each node's kind

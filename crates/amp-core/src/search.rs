@@ -355,11 +355,16 @@ pub(crate) enum Outcome {
 /// Prices the candidates of one placement at its micro-batch sizes:
 /// `members` are (enumeration index, micro-batch size, micro-batches of the
 /// whole iteration). They share the grid, the partitioner's network tables
-/// ([`CostModel::grid_tables`]) and the estimator of their plans
-/// ([`CostModel::layout_estimator`]), so the network is priced once.
-fn price_placement(
-    inputs: &Inputs,
-    (model, limit): (&dyn CostModel, &Limit),
+/// ([`crate::cost::LayoutEstimators::grid_tables`] of `shared`, the search's) and the
+/// estimator of their plans ([`CostModel::layout_estimator`]), so the
+/// network is priced once.
+fn price_placement<'a>(
+    inputs: &'a Inputs<'a>,
+    (model, shared, limit): (
+        &'a dyn CostModel,
+        &dyn crate::cost::LayoutEstimators<'a>,
+        &Limit,
+    ),
     setup: &TrainingSetup,
     (tp, dp, pp): Degrees,
     placement: &Placement,
@@ -406,7 +411,7 @@ fn price_placement(
     // tables. Else each candidate's tables when it is priced (one held at
     // a time), the grid's network priced once for all.
     let interleaved = setup.virtual_stages() > 1;
-    let mut tables = model.grid_tables(inputs);
+    let mut tables = shared.grid_tables();
     let mut estimator: Option<LayoutEstimator> = None;
     for (index, micro_batch, counts, most) in live {
         let cand = Candidate {
@@ -636,13 +641,15 @@ pub fn search(
     let keep = opts.keep.max(crate::refine::REFINE_POOL);
     let done = std::sync::atomic::AtomicUsize::new(0);
     let limit = Limit::new(keep);
+    // Shared by the grids' tables and the refinement's estimators.
+    let estimators = model.layout_estimators(inputs);
     let tally = groups
         .into_par_iter()
         .flat_map_iter(|(t, p, members)| {
             let (degrees, places) = &triples[t];
             let priced = price_placement(
                 inputs,
-                (model, &limit),
+                (model, estimators.as_ref(), &limit),
                 &opts.setup,
                 *degrees,
                 &places[p],
@@ -661,7 +668,6 @@ pub fn search(
         })
         .reduce(Tally::default, |a, b| a.merge(b, keep));
     let (mut plans, mut result) = tally.finish(keep).into_plans_and_counts(candidates);
-    let estimators = model.layout_estimators(inputs);
     crate::refine::refine_leading(
         inputs,
         (model, estimators.as_ref()),
@@ -1097,6 +1103,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(found.node_orders, Some(NodeOrderSearch::Exhaustive));
+        let shared = cost.layout_estimators(&inputs);
         let mut best = f64::INFINITY;
         let mut priced = 0;
         let mut nodes: Vec<usize> = (0..4).collect();
@@ -1122,7 +1129,7 @@ mod tests {
                     priced += 1;
                     let mut o = price_placement(
                         &inputs,
-                        (&cost, &Limit::new(usize::MAX)),
+                        (&cost, shared.as_ref(), &Limit::new(usize::MAX)),
                         &setup,
                         (tp, dp, pp),
                         &p,
@@ -1195,6 +1202,7 @@ mod tests {
             profile: &profile,
         };
         let dm = crate::cost::device::DeviceModel::default();
+        let shared = dm.layout_estimators(&inputs);
         for uneven_dp in [false, true] {
             let opts = |keep: usize| SearchOptions {
                 uneven_dp,
@@ -1217,7 +1225,7 @@ mod tests {
                 .filter(|p| {
                     let o = price_placement(
                         &inputs,
-                        (&dm, &limit),
+                        (&dm, shared.as_ref(), &limit),
                         &TrainingSetup::default(),
                         (p.tp, p.dp, p.pp),
                         &p.placement,

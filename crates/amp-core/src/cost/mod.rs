@@ -365,6 +365,10 @@ pub trait CostModel: Sync {
 pub trait LayoutEstimators<'a>: Sync {
     /// [`CostModel::layout_estimator`] of `plan`.
     fn layout_estimator(&self, plan: &Plan) -> Result<LayoutEstimator<'a>>;
+
+    /// [`CostModel::grid_tables`], sharing what the search's grids have in
+    /// common (the device model: which of a cluster's nodes are alike).
+    fn grid_tables(&self) -> Box<dyn GridTables<'a> + 'a>;
 }
 
 /// Layout estimators made one by one, nothing shared.
@@ -376,6 +380,10 @@ struct PlainLayoutEstimators<'a, M: ?Sized> {
 impl<'a, M: CostModel + ?Sized> LayoutEstimators<'a> for PlainLayoutEstimators<'a, M> {
     fn layout_estimator(&self, plan: &Plan) -> Result<LayoutEstimator<'a>> {
         self.model.layout_estimator(self.inputs, plan)
+    }
+
+    fn grid_tables(&self) -> Box<dyn GridTables<'a> + 'a> {
+        self.model.grid_tables(self.inputs)
     }
 }
 

@@ -758,6 +758,9 @@ struct DeviceGridTables<'a> {
     /// The grid (its devices, stage by stage) and setup `GridNet` holds
     /// for, and the network priced, if it was needed.
     last: Option<(GridDevices, TrainingSetup, Option<GridNet>)>,
+    /// What the search's grids share: the cluster's kinds of node, found
+    /// once ([`NetMemo::kinds_of`]). The grids' prices are their own.
+    memo: Option<Arc<NetMemo>>,
 }
 
 /// A grid's devices: per stage, per replica.
@@ -778,7 +781,8 @@ impl<'a> GridTables<'a> for DeviceGridTables<'a> {
             self.last = Some((stages, *c.setup, None));
         }
         let net = &mut self.last.as_mut().expect("set above").2;
-        self.model.stage_tables_with(self.inputs, c, net)
+        let kinds = NetMemo::kinds_of(self.memo.as_deref(), self.inputs.cluster);
+        self.model.stage_tables_with(self.inputs, c, net, &kinds)
     }
 
     fn layout_estimator(&mut self, plan: &Plan) -> Result<LayoutEstimator<'a>> {
@@ -844,6 +848,7 @@ impl DeviceModel {
         inputs: &Inputs,
         c: &Candidate,
         net: &mut Option<GridNet>,
+        kinds: &crate::placement::NodeKinds,
     ) -> Result<StageTables> {
         let grid = c.grid;
         let setup = c.setup;
@@ -903,7 +908,7 @@ impl DeviceModel {
                 });
             }
         }
-        let net = net.get_or_insert_with(|| self.grid_net(inputs, grid, setup));
+        let net = net.get_or_insert_with(|| self.grid_net(inputs, grid, setup, kinds));
         let at = |curves: &Option<TransferCurves>, k: usize| {
             curves
                 .as_ref()
@@ -954,11 +959,19 @@ impl DeviceModel {
     /// read it: each distinct cut's transfer curves and each stage's
     /// all-reduce per parameter (cuts and stages alike up to renaming
     /// identical nodes cost the same: each distinct one is priced once).
-    fn grid_net(&self, inputs: &Inputs, grid: &DeviceGrid, setup: &TrainingSetup) -> GridNet {
-        let cut_first =
-            crate::placement::first_alike(inputs.cluster, grid.pp.saturating_sub(1), |j| {
-                vec![grid.stage(j), grid.stage(j + 1)]
-            });
+    fn grid_net(
+        &self,
+        inputs: &Inputs,
+        grid: &DeviceGrid,
+        setup: &TrainingSetup,
+        kinds: &crate::placement::NodeKinds,
+    ) -> GridNet {
+        let cut_first = crate::placement::first_alike_with(
+            inputs.cluster,
+            kinds,
+            grid.pp.saturating_sub(1),
+            |j| vec![grid.stage(j), grid.stage(j + 1)],
+        );
         let cuts = (0..grid.pp.saturating_sub(1))
             .map(|j| {
                 (cut_first[j] == j).then(|| {
@@ -974,8 +987,9 @@ impl DeviceModel {
         // latency term and the optimizer step are left out: small, and the
         // simulation prices them for the final estimate).
         let probe = 1e9;
-        let stage_first =
-            crate::placement::first_alike(inputs.cluster, grid.pp, |j| vec![grid.stage(j)]);
+        let stage_first = crate::placement::first_alike_with(inputs.cluster, kinds, grid.pp, |j| {
+            vec![grid.stage(j)]
+        });
         let mut allreduce: Vec<collective::CostCurve> = Vec::with_capacity(grid.pp);
         for j in 0..grid.pp {
             let curve = if stage_first[j] < j {
@@ -1013,7 +1027,8 @@ impl CostModel for DeviceModel {
     }
 
     fn stage_tables(&self, inputs: &Inputs, c: &Candidate) -> Result<StageTables> {
-        self.stage_tables_with(inputs, c, &mut None)
+        let kinds = crate::placement::NodeKinds::of(inputs.cluster);
+        self.stage_tables_with(inputs, c, &mut None, &kinds)
     }
 
     fn grid_tables<'a>(&'a self, inputs: &'a Inputs<'a>) -> Box<dyn GridTables<'a> + 'a> {
@@ -1021,6 +1036,7 @@ impl CostModel for DeviceModel {
             model: self,
             inputs,
             last: None,
+            memo: None,
         })
     }
 
@@ -1078,6 +1094,15 @@ impl<'a> LayoutEstimators<'a> for SharedLayoutEstimators<'a> {
         let mut e = self.model.device_layout_estimator(self.inputs, plan)?;
         e.memo = Some(self.memo.clone());
         Ok(Box::new(e))
+    }
+
+    fn grid_tables(&self) -> Box<dyn GridTables<'a> + 'a> {
+        Box::new(DeviceGridTables {
+            model: self.model,
+            inputs: self.inputs,
+            last: None,
+            memo: Some(self.memo.clone()),
+        })
     }
 }
 

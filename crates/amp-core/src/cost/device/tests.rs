@@ -1107,6 +1107,71 @@ fn shared_network_prices_equal_each_layouts_own() {
     }
 }
 
+/// The search's grid tables ([`LayoutEstimators::grid_tables`]: the
+/// cluster's kinds of node found once, with pair links that follow them)
+/// are the model's own tables, grid by grid: on a cluster whose pair links
+/// follow the node kinds and on one with a link that does not, over three
+/// node orders, every axis order, three tp degrees and four depths.
+#[test]
+fn search_grid_tables_equal_the_models_own() {
+    let m = six_blocks();
+    let times = |gpu: &str, tp: usize, f: f64| ProfileEntry {
+        forward_s: vec![f; 6],
+        backward_s: Some(vec![2.0 * f; 6]),
+        ..entry(gpu, tp, f, None)
+    };
+    let p = Profile {
+        entries: [1, 2, 4]
+            .into_iter()
+            .flat_map(|tp| [times("fast", tp, 1.0), times("slow", tp, 3.0)])
+            .collect(),
+        precision: None,
+    };
+    for odd_link in [false, true] {
+        let c = crate::search::with_every_link(&linked_cluster(odd_link)).unwrap();
+        let inputs = Inputs {
+            model: &m,
+            cluster: &c,
+            profile: &p,
+        };
+        let model = time_only();
+        let shared = model.layout_estimators(&inputs);
+        let orders: [Vec<usize>; 3] = [
+            (0..24).collect(),
+            (0..24).rev().collect(),
+            (0..8).flat_map(|i| [i, 8 + 2 * i, 9 + 2 * i]).collect(),
+        ];
+        let mut cuts = 0;
+        for order in &orders {
+            for axis_order in crate::placement::AxisOrder::all() {
+                let placement = Placement {
+                    axis_order,
+                    node_order: order.clone(),
+                };
+                for tp in [1, 2, 4] {
+                    for pp in [2, 3, 4, 6] {
+                        let grid = DeviceGrid::new(&c, tp, 96 / (tp * pp), pp, &placement);
+                        let cand = Candidate {
+                            grid: &grid,
+                            setup: &TrainingSetup::default(),
+                            micro_batch: 2,
+                            num_micro_batches: 8,
+                        };
+                        let mut tables = shared.grid_tables();
+                        assert_eq!(
+                            tables.stage_tables(&cand).unwrap(),
+                            model.stage_tables(&inputs, &cand).unwrap(),
+                            "{order:?} {axis_order:?} tp {tp} pp {pp}"
+                        );
+                        cuts += pp - 1;
+                    }
+                }
+            }
+        }
+        assert!(cuts > 100, "{cuts}");
+    }
+}
+
 /// A weight tied across stages (GPT-2's embedding and vocabulary
 /// projection) adds one all-reduce of its gradient to both stages: one pair
 /// per (replica, tp rank), the pairs sharing their nodes' NICs, as
