@@ -237,6 +237,21 @@ struct PlanTimes {
     back: Vec<f64>,
 }
 
+impl Passes {
+    /// Each (kind, micro-batches) of `plan`'s replicas once, with the first
+    /// replica of it, in replica order: (replica, kind, micro-batches).
+    fn distinct(&self, plan: &Plan) -> Vec<(usize, usize, usize)> {
+        let mut out: Vec<(usize, usize, usize)> = Vec::new();
+        for (r, &kind) in self.kind_of.iter().enumerate() {
+            let m = plan.micro_batches_of(r);
+            if !out.iter().any(|&(_, k, n)| (k, n) == (kind, m)) {
+                out.push((r, kind, m));
+            }
+        }
+        out
+    }
+}
+
 /// Per-stage quantities of one replica pipeline.
 struct StageCost {
     forward_s: f64,
@@ -484,15 +499,9 @@ impl DeviceModel {
         // One representative of each kind of replica pipeline.
         let mut reps: Vec<usize> = Vec::new();
         let mut pipelines: Vec<PipelineTimes> = Vec::new();
-        // (kind, micro-batches) met: a replica of one is the pipeline of
-        // the first (the pipelines are made of nothing else).
-        let mut met: Vec<(usize, usize)> = Vec::new();
-        for (r, &kind) in passes.kind_of.iter().enumerate() {
-            let num_micro_batches = plan.micro_batches_of(r);
-            if met.contains(&(kind, num_micro_batches)) {
-                continue;
-            }
-            met.push((kind, num_micro_batches));
+        // A replica of a (kind, micro-batches) met is the pipeline of the
+        // first (the pipelines are made of nothing else).
+        for (r, kind, num_micro_batches) in passes.distinct(plan) {
             let cc = &passes.chunk_costs[kind];
             let p = PipelineTimes {
                 forward_s: cc.iter().map(|x| x.0).collect(),
@@ -674,13 +683,7 @@ impl DeviceModel {
         // last[j]: the bound on stage j's last backward over all replicas.
         let mut last = vec![0.0f64; pp];
         // Each (kind, micro-batches) of replica once: the others repeat it.
-        let mut met: Vec<(usize, usize)> = Vec::new();
-        for (r, &kind) in passes.kind_of.iter().enumerate() {
-            let m = plan.micro_batches_of(r);
-            if met.contains(&(kind, m)) {
-                continue;
-            }
-            met.push((kind, m));
+        for (_, kind, m) in passes.distinct(plan) {
             let (cc, m) = (&passes.chunk_costs[kind], m as f64);
             // Forwards and sends into stage j; backwards and sends from it
             // back to stage 0.
@@ -1317,17 +1320,8 @@ impl PlanEstimator for DeviceLayoutEstimator<'_> {
     }
 
     fn time_if_fits(&self, plan: &Plan) -> Result<Option<Estimate>> {
-        if !self.holds_for(plan) {
-            return self.model.evaluate_if_fits(self.inputs, plan);
-        }
-        self.check(plan)?;
-        if !self.holds(plan) {
-            return Ok(None);
-        }
-        let (compute, net) = self.prices(plan)?;
-        self.model
-            .estimate_with_memory(self.inputs, plan, &compute, net, Vec::new())
-            .map(Some)
+        // Nothing is slower than no limit.
+        self.time_if_fits_under(plan, f64::INFINITY)
     }
 
     fn time_if_fits_under(&self, plan: &Plan, limit_s: f64) -> Result<Option<Estimate>> {
@@ -1451,9 +1445,10 @@ impl DeviceModel {
         let times = self.plan_times(inputs, plan, compute, net);
         // The bound may exceed the time it bounds by rounding (a different
         // order of the same sums): proven slower only beyond that.
-        if self
-            .lower_bound_of(inputs, plan, compute, net, &times)
-            .is_some_and(|bound| bound > limit_s * (1.0 + BOUND_ROUNDING))
+        if limit_s.is_finite()
+            && self
+                .lower_bound_of(inputs, plan, compute, net, &times)
+                .is_some_and(|bound| bound > limit_s * (1.0 + BOUND_ROUNDING))
         {
             return Ok(None);
         }
