@@ -355,9 +355,9 @@ pub(crate) enum Outcome {
 /// Prices the candidates of one placement at its micro-batch sizes:
 /// `members` are (enumeration index, micro-batch size, micro-batches of the
 /// whole iteration). They share the grid, the partitioner's network tables
-/// ([`crate::cost::LayoutEstimators::grid_tables`] of `shared`, the search's) and the
-/// estimator of their plans ([`CostModel::layout_estimator`]), so the
-/// network is priced once.
+/// ([`crate::cost::LayoutEstimators::grid_tables`] of `shared`, the
+/// search's) and the estimator of their plans
+/// ([`CostModel::layout_estimator`]), so the network is priced once.
 fn price_placement<'a>(
     inputs: &'a Inputs<'a>,
     (model, shared, limit): (
