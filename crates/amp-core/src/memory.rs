@@ -499,11 +499,6 @@ fn device_memory(
     )
 }
 
-/// What [`stored_activation_bytes_per_sample`] and
-/// [`transient_bytes_per_sample`] read of a layer: its kind, output and
-/// stored elements per sample.
-type LayerKey = (LayerKind, u64, Option<u64>);
-
 /// What a device's memory reads of its stage's layers at tensor-parallel
 /// degree `tp`, whatever its micro-batches ([`device_memory`]).
 struct LayerBytes {
@@ -528,37 +523,19 @@ fn layer_bytes(
         .map(|c| model.stage_params(c.clone()) as f64)
         .sum::<f64>()
         / tp.max(1) as f64;
-    let (mut logits, mut block) = (0.0f64, 0.0f64);
-    // A layer's bytes read of it only its kind and sizes (and the model's
-    // shape): each run of alike layers, a model's blocks, is read once.
-    let mut last: Option<(LayerKey, f64, f64)> = None;
-    let stored: f64 = chunks
-        .iter()
-        .flat_map(|c| c.clone())
-        .map(|l| {
-            let layer = &model.layers[l];
-            let key = (
-                layer.kind,
-                layer.output_elems_per_sample,
-                layer.stored_activation_elems_per_sample,
-            );
-            let (kept, x) = match last {
-                Some((k, kept, x)) if k == key => (kept, x),
-                _ => {
-                    let kept = stored_activation_bytes_per_sample(model, l, tp, setup);
-                    let x = transient_bytes_per_sample(model, l, tp, setup);
-                    last = Some((key, kept, x));
-                    (kept, x)
-                }
-            };
-            if layer.kind == LayerKind::VocabProjection {
-                logits += x;
-            } else {
-                block = block.max(x);
-            }
-            kept
-        })
+    let layers = || chunks.iter().flat_map(|c| c.clone());
+    let stored: f64 = layers()
+        .map(|l| stored_activation_bytes_per_sample(model, l, tp, setup))
         .sum();
+    let (mut logits, mut block) = (0.0f64, 0.0f64);
+    for l in layers() {
+        let x = transient_bytes_per_sample(model, l, tp, setup);
+        if model.layers[l].kind == LayerKind::VocabProjection {
+            logits += x;
+        } else {
+            block = block.max(x);
+        }
+    }
     LayerBytes {
         params,
         stored,
@@ -722,12 +699,15 @@ fn each_replica_bytes(
             let m = match kinds.iter().find(|(k, _)| *k == key) {
                 Some((_, m)) => *m,
                 None => {
-                    if !layers.iter().any(|(t, _)| *t == key.0) {
-                        layers.push((key.0, layer_bytes(model, &chunks, key.0, &plan.setup)));
-                    }
-                    let of_tp = &layers.iter().find(|(t, _)| *t == key.0).expect("pushed").1;
+                    let i = match layers.iter().position(|(t, _)| *t == key.0) {
+                        Some(i) => i,
+                        None => {
+                            layers.push((key.0, layer_bytes(model, &chunks, key.0, &plan.setup)));
+                            layers.len() - 1
+                        }
+                    };
                     let m = device_bytes(
-                        of_tp,
+                        &layers[i].1,
                         &plan.setup,
                         (stage.dp(), j, pp),
                         (plan.micro_batch, key.1),

@@ -72,8 +72,7 @@ impl Stage {
                 }
                 last = Some((d.node, rep.len()));
                 let kind = (cluster.nodes[d.node].gpu_type.as_str(), rep.len());
-                // The degree first: names are compared only when it agrees.
-                if !kinds.iter().any(|k| k.1 == kind.1 && k.0 == kind.0) {
+                if !kinds.contains(&kind) {
                     kinds.push(kind);
                 }
             }

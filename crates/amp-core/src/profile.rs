@@ -125,7 +125,7 @@ impl Profile {
     fn candidates<'a>(&'a self, gpu: &'a str, tp: usize) -> impl Iterator<Item = &'a ProfileEntry> {
         self.entries
             .iter()
-            .filter(move |e| e.tp == tp && e.gpu == gpu)
+            .filter(move |e| e.gpu == gpu && e.tp == tp)
     }
 
     /// Per-sample forward times of `gpu` at `tp` (entries measured per
@@ -184,7 +184,7 @@ impl Profile {
     pub(crate) fn optimizer_entry(&self, gpu: &str, tp: usize) -> Option<usize> {
         self.entries
             .iter()
-            .position(|e| e.tp == tp && e.optimizer_s.is_some() && e.gpu == gpu)
+            .position(|e| e.gpu == gpu && e.tp == tp && e.optimizer_s.is_some())
     }
 
     /// Checks that every entry covers exactly `num_layers` layers.
