@@ -84,7 +84,10 @@ pub struct PlanArgs {
     /// types, then those sets with fewer of each type's nodes (every count
     /// when the combinations number at most 64, else halves, quarters, ...;
     /// at most 64 sets): leaving slow GPUs or a slow network idle can be
-    /// faster, and is cheaper.
+    /// faster, and is cheaper. With --per-type-tp --uneven-dp, each
+    /// pipeline depth is also tried at the fewest replicas that run as many
+    /// micro-batches each as the most do, the surplus GPUs idle (Sailor's
+    /// dp-27 plans).
     #[arg(long)]
     pub subsets: bool,
     /// What the ranking minimises: time (per iteration) or cost (dollars
@@ -640,6 +643,9 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         // which it counts.
         max_node_orders: MAX_NODE_ORDERS,
         uneven_dp: args.uneven_dp,
+        // --subsets leaves GPUs idle where that may be faster: whole nodes
+        // in the main search, surplus replicas in the per-type one.
+        fewer_replicas: args.subsets,
         keep: if args.report.is_some() {
             usize::MAX
         } else if args.emit.is_some() {

@@ -61,6 +61,13 @@ pub struct SearchOptions<'a> {
     /// faster replicas. Off by default: the engines amp exports to give
     /// every replica the same share.
     pub uneven_dp: bool,
+    /// With [`Self::uneven_dp`], the per-type search also tries each
+    /// pipeline depth at the fewest replicas that run no more micro-batches
+    /// each than the most replicas do, the other GPUs idle (Sailor's
+    /// 32 A100 + 96 V100 plan at dp 27 of 28;
+    /// [`crate::type_tp_search`]). Off by default: about twice the per-type
+    /// search's time, for plans rarely faster.
+    pub fewer_replicas: bool,
 }
 
 impl SearchOptions<'_> {
@@ -79,6 +86,7 @@ impl SearchOptions<'_> {
             keep: usize::MAX,
             max_node_orders: MAX_NODE_ORDERS,
             uneven_dp: false,
+            fewer_replicas: false,
         }
     }
 }

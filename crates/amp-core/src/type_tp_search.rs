@@ -22,7 +22,9 @@
 //! every pp up to the layers, dp is the most groups that fill pp stages
 //! (`groups / pp`), the few groups left over idle, taken from one type
 //! (each type tried); the micro-batches are dealt evenly and need not
-//! divide. These candidates are priced on two seed splits, the even one and
+//! divide. With [`SearchOptions::fewer_replicas`] each depth is also tried
+//! at the fewest replicas that need no more rounds of micro-batches
+//! ([`uneven_dps`]), more groups idle. These candidates are priced on two seed splits, the even one and
 //! one balanced by the profile's times ([`balanced_split`]), simulated only
 //! when a lower bound does not prove them slower than the plans kept
 //! ([`price_uneven`]); the leading ones are then refined: re-split,
@@ -104,6 +106,7 @@ fn candidates(
     num_layers: usize,
     global_batch: usize,
     uneven: bool,
+    fewer_replicas: bool,
 ) -> Vec<Candidate> {
     let types = types_in_node_order(cluster);
     let k = types.len();
@@ -141,24 +144,21 @@ fn candidates(
     }
     vectors.retain(|v| v.iter().any(|&tp| tp != v[0]));
     let mut out = Vec::new();
-    let mut push = |order: &[usize], v: &[usize], used: &[usize], dp: usize| {
-        let total: usize = used.iter().sum();
-        for micro_batch in divisors(global_batch) {
-            let m = global_batch / micro_batch;
-            let even = m.is_multiple_of(dp);
-            if (!even && !uneven) || m < dp || m.div_ceil(dp) > limits::MAX_MICRO_BATCHES {
-                continue;
-            }
-            debug_assert!(total.is_multiple_of(dp));
-            out.push(Candidate {
-                types: order
-                    .iter()
-                    .map(|&t| (types[t].0.clone(), v[t], used[t]))
-                    .collect(),
-                dp,
-                micro_batch,
-            });
+    let mut push = |order: &[usize], v: &[usize], used: &[usize], dp: usize, micro_batch: usize| {
+        let m = global_batch / micro_batch;
+        let even = m.is_multiple_of(dp);
+        if (!even && !uneven) || m < dp || m.div_ceil(dp) > limits::MAX_MICRO_BATCHES {
+            return;
         }
+        debug_assert!(used.iter().sum::<usize>().is_multiple_of(dp));
+        out.push(Candidate {
+            types: order
+                .iter()
+                .map(|&t| (types[t].0.clone(), v[t], used[t]))
+                .collect(),
+            dp,
+            micro_batch,
+        });
     };
     for (o, order) in orders(k).into_iter().enumerate() {
         for v in &vectors {
@@ -178,7 +178,9 @@ fn candidates(
                     if pp > num_layers {
                         continue;
                     }
-                    push(&order, v, &groups, dp);
+                    for micro_batch in divisors(global_batch) {
+                        push(&order, v, &groups, dp, micro_batch);
+                    }
                 }
                 continue;
             }
@@ -186,26 +188,59 @@ fn candidates(
             // One stage holds every group whatever the order: the first
             // order only.
             for pp in (if o == 0 { 1 } else { 2 })..=num_layers.min(total) {
-                let dp = total / pp;
-                let left = total - pp * dp;
-                // Which type leaves its last `left` groups idle.
-                let mut tried: Vec<Vec<usize>> = Vec::new();
-                for idle in 0..k {
-                    if groups[idle] < left || (left == 0 && idle > 0) {
-                        continue;
+                let most = total / pp;
+                for micro_batch in divisors(global_batch) {
+                    let dps = if fewer_replicas {
+                        uneven_dps(most, global_batch / micro_batch)
+                    } else {
+                        vec![most]
+                    };
+                    for dp in dps {
+                        let left = total - pp * dp;
+                        // Which type leaves its last `left` groups idle.
+                        let mut tried: Vec<Vec<usize>> = Vec::new();
+                        for idle in 0..k {
+                            if groups[idle] < left || (left == 0 && idle > 0) {
+                                continue;
+                            }
+                            let mut used = groups.clone();
+                            used[idle] -= left;
+                            if used.contains(&0) || tried.contains(&used) {
+                                continue;
+                            }
+                            tried.push(used.clone());
+                            push(&order, v, &used, dp, micro_batch);
+                        }
                     }
-                    let mut used = groups.clone();
-                    used[idle] -= left;
-                    if used.contains(&0) || tried.contains(&used) {
-                        continue;
-                    }
-                    tried.push(used.clone());
-                    push(&order, v, &used, dp);
                 }
             }
         }
     }
     out
+}
+
+/// The data-parallel degrees an uneven candidate of `most` groups per
+/// stage is tried at for `micro_batches` micro-batches: `most`, and the
+/// fewest replicas that still run no more micro-batches each than `most`
+/// do when dealt evenly (`ceil(m / ceil(m / most))`), when that is fewer.
+/// Between the two, every degree runs as many micro-batches on its busiest
+/// replica; the fewest leave the most groups idle, which the all-reduce
+/// does not wait for (Sailor's 32 A100 + 96 V100 plan: 56 groups over two
+/// stages give dp 28, but 512 micro-batches take 19 rounds on 27 replicas
+/// as on 28, so dp 27 with two A100s idle).
+fn uneven_dps(most: usize, micro_batches: usize) -> Vec<usize> {
+    if micro_batches < most {
+        // Fewer micro-batches than replicas: not a candidate (the search
+        // takes smaller micro-batches instead).
+        return vec![most];
+    }
+    let rounds = micro_batches.div_ceil(most.max(1));
+    let fewest = micro_batches.div_ceil(rounds);
+    if fewest < most {
+        vec![most, fewest]
+    } else {
+        vec![most]
+    }
 }
 
 /// The plan of a candidate: each type's first groups (tp fastest over its
@@ -817,7 +852,13 @@ pub fn search_per_type_tp(
     };
     let cluster = inputs.cluster;
     let layers = inputs.model.num_layers();
-    let cands = candidates(cluster, layers, opts.global_batch, opts.uneven_dp);
+    let cands = candidates(
+        cluster,
+        layers,
+        opts.global_batch,
+        opts.uneven_dp,
+        opts.fewer_replicas,
+    );
     if cands.is_empty() {
         return Err(AmpError::NoPlan(format!(
             "a tp per GPU type needs 2 to {MAX_TYPES} GPU types whose GPUs divide into whole stages for some dp dividing the global batch {}",
@@ -1073,6 +1114,17 @@ mod tests {
             ..even
         };
         let r = search_per_type_tp(&inputs, &dm, &uneven).unwrap();
+        // Fewer replicas leave more groups idle; every plan still valid.
+        let fewer = SearchOptions {
+            fewer_replicas: true,
+            ..uneven
+        };
+        let f = search_per_type_tp(&inputs, &dm, &fewer).unwrap();
+        for p in &f.plans {
+            p.plan.validate(model, cluster).unwrap();
+            assert_eq!(p.plan.global_batch(), 32);
+        }
+        assert!(f.plans.len() >= r.plans.len());
         let mixed_stage = |p: &Plan| {
             p.stages.iter().any(|s| {
                 let types: std::collections::BTreeSet<&str> = s
@@ -1097,6 +1149,44 @@ mod tests {
         assert!(r.plans[0].estimate.iteration_s <= best_even);
     }
 
+    /// With fewer replicas, each pipeline depth is also tried at the fewest
+    /// replicas that run as many micro-batches each as the most do, and
+    /// only with them: Sailor's 32 + 96 plan (56 groups over two stages,
+    /// 512 micro-batches: 19 each on 28 replicas or on 27, two GPUs idle)
+    /// on a stand-in cluster of 24 V100 nodes and 8 T4 nodes.
+    #[test]
+    fn fewer_replicas_give_sailors_dp_27() {
+        assert_eq!(uneven_dps(28, 512), vec![28, 27]);
+        assert_eq!(uneven_dps(28, 1024), vec![28]); // 37 rounds need all 28
+        assert_eq!(uneven_dps(8, 10), vec![8, 5]);
+        assert_eq!(uneven_dps(8, 16), vec![8]);
+        assert_eq!(uneven_dps(8, 7), vec![8]); // fewer micro-batches than replicas
+        let mut nodes = vec![clusters::p3_8xlarge(); 24];
+        nodes.extend(vec![clusters::g4dn_12xlarge(); 8]);
+        let cluster = Cluster {
+            name: "24 V100 + 8 T4 nodes".into(),
+            nodes,
+            links: Vec::new(),
+        };
+        let (v100, t4) = (&cluster.nodes[0].gpu_type, &cluster.nodes[24].gpu_type);
+        let sailors = Candidate {
+            types: vec![(v100.clone(), 4, 24), (t4.clone(), 1, 30)],
+            dp: 27,
+            micro_batch: 2,
+        };
+        let keys = |fewer: bool| -> std::collections::BTreeSet<String> {
+            candidates(&cluster, 26, 1024, true, fewer)
+                .iter()
+                .map(|c| format!("{c:?}"))
+                .collect()
+        };
+        let (with, without) = (keys(true), keys(false));
+        assert!(with.contains(&format!("{sailors:?}")));
+        assert!(!without.contains(&format!("{sailors:?}")));
+        assert!(without.is_subset(&with));
+        assert!(with.len() > without.len());
+    }
+
     /// A seed kept as its boundaries is rebuilt as the plan it was bounded
     /// on: every uneven candidate's seeds, rebuilt from the first plan of
     /// its layout (another micro-batch size), equal the candidate's own
@@ -1118,7 +1208,7 @@ mod tests {
                 uneven_dp: true,
                 ..SearchOptions::new(32, PlacementSearch::Artifact, setup)
             };
-            let cands = candidates(cluster, 30, 32, true);
+            let cands = candidates(cluster, 30, 32, true, false);
             let times = BalanceTimes::default();
             for r in layouts_of(&cands) {
                 if let Ok(plans) = build_layout(&inputs, &opts, &cands[r.clone()], &times) {
@@ -1193,7 +1283,7 @@ mod tests {
             .estimate
             .iteration_s;
         let mut best = (f64::INFINITY, false);
-        for c in candidates(&cluster, 8, batch, true) {
+        for c in candidates(&cluster, 8, batch, true, false) {
             let plan = build(&cluster, 8, &c, &opts, Some(&profile));
             let classes = crate::uneven::replica_classes(&plan, &cluster);
             let k = classes.iter().max().unwrap() + 1;
@@ -1310,7 +1400,7 @@ mod tests {
                 uneven_dp: true,
                 ..SearchOptions::new(32, PlacementSearch::Artifact, TrainingSetup::default())
             };
-            for c in candidates(&cluster, layers, 32, true) {
+            for c in candidates(&cluster, layers, 32, true, false) {
                 let plan = build(&cluster, layers, &c, &opts, None);
                 let pp = plan.stages.len();
                 if !(2..=5).contains(&pp) {

@@ -321,3 +321,63 @@ fn measured_plans_written_back_are_the_original_files() {
         );
     }
 }
+
+/// Sailor's own plan for OPT-350M on 32 A100-40 + 96 V100-16 (stage 1 on
+/// 24 V100 groups at tp 4 beside 3 A100 at tp 1, stage 2 on 27 A100, 13
+/// layers each, dp 27 at micro-batch 2, two A100s idle) is among the
+/// per-type search's plans with fewer replicas (`--subsets`), at the time
+/// `amp eval` gives Sailor's file (`tests/sailor.rs` in amp-cli, the
+/// README's 6.685 s), and not without them.
+#[test]
+fn fewer_replicas_find_sailors_32_96_plan() {
+    use amp_core::cost::device::DeviceModel;
+    use amp_core::cost::Inputs;
+    use amp_core::search::{PlacementSearch, SearchOptions};
+    use amp_core::type_tp_search::search_per_type_tp;
+
+    let Some(d) = data() else { return };
+    let (model, profile) = d.model("opt-350m.json");
+    let kinds = [
+        ("A100-40".to_string(), 8, 4),
+        ("V100-16".to_string(), 24, 4),
+    ];
+    let cluster =
+        sailor::node_kinds_cluster(&kinds, &d.gpus, &d.network, sailor::DEFAULT_ZONE).unwrap();
+    let inputs = Inputs {
+        model: &model,
+        cluster: &cluster,
+        profile: &profile,
+    };
+    let setup = sailor::training_setup(profile.precision);
+    let sailors = |fewer: bool| -> Vec<f64> {
+        let opts = SearchOptions {
+            uneven_dp: true,
+            fewer_replicas: fewer,
+            ..SearchOptions::new(1024, PlacementSearch::Full, setup)
+        };
+        let r = search_per_type_tp(&inputs, &DeviceModel::default(), &opts).unwrap();
+        r.plans
+            .iter()
+            .filter(|p| {
+                let s = &p.plan.stages;
+                let on = |st: &amp_core::Stage, gpu: &str, tp: usize| {
+                    st.replicas
+                        .iter()
+                        .filter(|r| r.len() == tp && cluster.nodes[r[0].node].gpu_type == gpu)
+                        .count()
+                };
+                p.dp == 27
+                    && p.micro_batch == 2
+                    && s.len() == 2
+                    && s[0].layers() == (0..13)
+                    && on(&s[0], "V100-16", 4) == 24
+                    && on(&s[0], "A100-40", 1) == 3
+                    && on(&s[1], "A100-40", 1) == 27
+            })
+            .map(|p| p.estimate.iteration_s)
+            .collect()
+    };
+    let found = sailors(true);
+    assert!(found.iter().any(|t| (t - 6.6851).abs() < 1e-4), "{found:?}");
+    assert!(sailors(false).is_empty());
+}
