@@ -26,6 +26,12 @@ and V100-16 nodes, Sailor's data, global batch 1024):
 Sailor's own plans for the OPT-350M scenarios (as the issue describes them;
 the same files as crates/amp-cli/tests/sailor.rs) are priced the same way.
 
+On Sailor's consumer cluster (one 8-GPU PCIe server each of RTX-3090,
+Titan-RTX and RTX-2080, OPT-350M, global batch 256), hand-written plans of
+a few shapes and amp's own top plans are priced by both models (`amp eval
+--force`, Sailor's `simulate_sailor`); a plan Sailor's simulator cannot
+price is reported with its exception. No run of this cluster is here.
+
 Checks (exit 1 on any failure): Sailor reads every exported file and prices
 it; amp reads it back at the plan's time (0.05% tolerance, the JSON's
 rounding). Sailor's verdicts and times are reported, not asserted: they are
@@ -50,6 +56,13 @@ SCENARIOS = [
     ("GPT-Neo-2.7", "32x4xA100-40+96x4xV100-16", "128 + 384"),
 ]
 SEARCHES = [("default", []), ("per-type", ["--per-type-tp", "--uneven-dp"])]
+# Sailor's consumer cluster (issue 9's held-out set, whose runs are not
+# here): 8-GPU PCIe servers of three kinds, one node each, and hand-written
+# plans of the shapes its runs took (tp-8 pipelines and one-node plans),
+# global batch 256.
+CONSUMER_CLUSTER = "1x8xRTX-3090+1x8xTitan-RTX+1x8xRTX-2080"
+CONSUMER_LABEL = "8 RTX-3090 + 8 Titan-RTX + 8 RTX-2080"
+CONSUMER_GBS = 256
 TRAINING = {"OPT-350": "opt-350m.json", "GPT-Neo-2.7": "gpt-neo-2.7b.json"}
 
 
@@ -89,6 +102,44 @@ def sailor_own_plans():
         ("80 + 240", "Sailor's plan", plan(sizes7, seven(20), 20, 1)),
         ("128 + 384", "Sailor's plan", plan(sizes7, seven(32), 32, 1)),
     ]
+
+
+def consumer_plans():
+    """Hand-written OPT-350M plans on CONSUMER_CLUSTER: (name, plan_config)."""
+
+    def plan(gpus, tp, dp, mbs):
+        n = len(gpus)
+        sizes = [26 // n + (1 if i < 26 % n else 0) for i in range(n)]
+        layers, at = [], 0
+        for k in sizes:
+            layers.append(list(range(at, at + k)))
+            at += k
+        return {
+            "zone": ZONE,
+            "pipeline_list": [
+                {
+                    "num_stages": n,
+                    "layers_per_stage": layers,
+                    "tmp_per_stage": [[[[[g, 8, ZONE]], tp]] * dp for g in gpus],
+                    "dp": [dp] * n,
+                }
+            ],
+            "mbs": mbs,
+            "gbs": CONSUMER_GBS,
+        }
+
+    three = ["RTX-3090", "Titan-RTX", "RTX-2080"]
+    out = []
+    for mbs in (1, 4):
+        out += [
+            (f"pp 3 tp 8, a node per stage, mbs {mbs}", plan(three, 8, 1, mbs)),
+            (f"pp 2 tp 8 (RTX-3090, Titan-RTX), mbs {mbs}", plan(three[:2], 8, 1, mbs)),
+            (f"pp 3 tp 4 dp 2, a node per stage, mbs {mbs}", plan(three, 4, 2, mbs)),
+            (f"pp 1 tp 8 on the RTX-3090 node, mbs {mbs}", plan(three[:1], 8, 1, mbs)),
+            (f"pp 1 tp 4 dp 2 on the RTX-3090 node, mbs {mbs}", plan(three[:1], 4, 2, mbs)),
+            (f"pp 1 tp 1 dp 8 on the Titan-RTX node, mbs {mbs}", plan(three[1:2], 1, 8, mbs)),
+        ]
+    return out
 
 
 class Sailor:
@@ -150,12 +201,18 @@ def run(cmd):
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
+def short(gpu):
+    """A GPU's name without its memory size (A100-40 -> A100); consumer
+    GPUs, whose names carry no size, whole."""
+    return gpu if gpu.startswith(("RTX", "Titan")) else gpu.split("-")[0]
+
+
 def describe(p):
     pl = p["pipeline_list"][0]
     tps = []
     for stage in pl["tmp_per_stage"]:
         kinds = sorted({(g[0][0][0], g[1]) for g in stage})
-        tps.append("+".join(f"{k[0].split('-')[0]} {k[1]}" for k in kinds))
+        tps.append("+".join(f"{short(k[0])} {k[1]}" for k in kinds))
     sizes = "/".join(str(len(s)) for s in pl["layers_per_stage"])
     return f"pp {pl['num_stages']} dp {pl['dp'][0]} mbs {p['mbs']}, layers {sizes}, tp {' / '.join(tps)}"
 
@@ -222,6 +279,55 @@ def main():
             json.dump(plan_config, f, indent=2)
         check("OPT-350", label, name, plan_config, path, None)
 
+    # The consumer cluster: hand-written plans, then amp's own top plans,
+    # each priced by both models (amp's memory: the fullest GPU's peak,
+    # what must fit; Sailor's: its simulator's estimate of nvidia-smi).
+    consumer = []
+
+    def amp_eval(path):
+        r = run([args.amp, "eval", path, "--sailor-data", args.data, "--model", "OPT-350", "--json", "--force"])
+        if r.returncode != 0:
+            failures.append(f"consumer: amp eval of {path} failed: {r.stderr.strip()}")
+            return None
+        j = json.loads(r.stdout)
+        return j["iteration_s"], max(m["peak_bytes"] for m in j["memory"]) / 1e9, j["fits_in_memory"]
+
+    def price_consumer(name, plan_config, path):
+        a = amp_eval(path)
+        try:
+            t, mem, fits = sailor.price("OPT-350", plan_config)
+            theirs = (t, mem / 1e9, fits)
+        except Exception as e:  # Sailor's simulator fails on some plans
+            theirs = f"Sailor's simulator fails: {type(e).__name__} {e}"
+        if a is not None:
+            consumer.append((name, describe(plan_config), a, theirs))
+
+    for name, plan_config in consumer_plans():
+        path = os.path.join(args.work, f"consumer-{len(consumer)}.json")
+        with open(path, "w") as f:
+            json.dump(plan_config, f, indent=2)
+        price_consumer(name, plan_config, path)
+    out = os.path.join(args.work, "consumer")
+    os.makedirs(out, exist_ok=True)
+    plan_json = os.path.join(out, "plans.json")
+    r = run([args.amp, "plan", "--sailor-data", args.data, "--model", "OPT-350", "--cluster", CONSUMER_CLUSTER,
+             "--global-batch", str(CONSUMER_GBS), "--json", "--top", str(args.top), "-q"])
+    if r.returncode != 0:
+        failures.append(f"consumer: amp plan failed: {r.stderr.strip()}")
+    else:
+        with open(plan_json, "w") as f:
+            f.write(r.stdout)
+        for rank in range(1, len(json.loads(r.stdout)["plans"]) + 1):
+            d = os.path.join(out, f"rank{rank}")
+            e = run([args.amp, "export", plan_json, "--rank", str(rank), "--sailor-data", args.data,
+                     "--model", "OPT-350", "--cluster", CONSUMER_CLUSTER, "--to", "sailor", "--out", d])
+            if e.returncode != 0:
+                failures.append(f"consumer: export of #{rank} failed: {e.stderr.strip()}")
+                continue
+            path = e.stdout.strip().splitlines()[-1]
+            with open(path) as f:
+                price_consumer(f"amp default #{rank}", json.load(f), path)
+
     head = "| model | GPUs (A100 + V100) | plan | amp s | Sailor's simulator s | Sailor's memory GB | Sailor: fits |"
     lines = [head, "|" + "---|" * 7]
     for m, c, name, what, amp_s, t, mem, fits in rows:
@@ -239,6 +345,21 @@ def main():
         theirs = next(r for r in rows if r[1] == label and r[2].startswith("Sailor"))
         cell = lambda r: f"{r[4]:.4f} / {r[5]:.4f}"
         lines.append(f"| {label} | {cell(first)} | {cell(best)} ({best[2]}) | {cell(theirs)} |")
+    lines += ["", f"OPT-350M on {CONSUMER_LABEL} (one node each), global batch {CONSUMER_GBS}:", "",
+              "| plan | amp s | Sailor's simulator s | amp / Sailor | amp's peak GB (fits) "
+              "| Sailor's memory GB (fits) |",
+              "|---|---|---|---|---|---|"]
+    def yn(b):
+        return "yes" if b else "no"
+
+    for name, what, (amp_s, amp_mem, amp_fits), theirs in consumer:
+        if isinstance(theirs, str):
+            cells = [f"{name}: {what}", f"{amp_s:.3f}", theirs, "-", f"{amp_mem:.2f} ({yn(amp_fits)})", "-"]
+        else:
+            t, mem, fits = theirs
+            cells = [f"{name}: {what}", f"{amp_s:.3f}", f"{t:.3f}", f"{amp_s / t:.2f}",
+                     f"{amp_mem:.2f} ({yn(amp_fits)})", f"{mem:.2f} ({yn(fits)})"]
+        lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     print(table)
     if args.results:

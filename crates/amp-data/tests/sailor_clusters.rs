@@ -381,3 +381,40 @@ fn fewer_replicas_find_sailors_32_96_plan() {
     assert!(found.iter().any(|t| (t - 6.6851).abs() < 1e-4), "{found:?}");
     assert!(sailors(false).is_empty());
 }
+
+/// Hand-written OPT-350M plans on Sailor's consumer cluster (one 8-GPU
+/// server each of RTX-3090, Titan-RTX and RTX-2080, global batch 256, micro-batch
+/// 1), as `scripts/sailor-check` writes them, at the times the README
+/// sets beside Sailor's simulator's (`amp eval --force` of the same
+/// files).
+#[test]
+fn consumer_cluster_plans_price_as_the_readme_says() {
+    let Some(d) = data() else { return };
+    let (model, profile) = d.model("opt-350m.json");
+    let z = "us-central1-a";
+    let three = ["RTX-3090", "Titan-RTX", "RTX-2080"];
+    let plan = |gpus: &[&str], tp: usize, dp: usize| {
+        let n = gpus.len();
+        let mut at = 0;
+        let stages: Vec<(std::ops::Range<usize>, Vec<String>)> = gpus
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let k = 26 / n + usize::from(i < 26 % n);
+                at += k;
+                (at - k..at, vec![group(g, 8, z, tp); dp])
+            })
+            .collect();
+        plan_file(&stages, 1, 256)
+    };
+    for (text, want) in [
+        (plan(&three, 8, 1), 112.927),
+        (plan(&three, 4, 2), 96.987),
+        (plan(&three[..1], 8, 1), 204.140),
+        (plan(&three[1..2], 1, 8), 23.462),
+    ] {
+        let run = d.load(&text, &model);
+        let t = price(&model, &run.cluster, &profile, &run);
+        assert!((t - want).abs() < 5e-4, "{t} for {want}\n{text}");
+    }
+}
