@@ -65,8 +65,9 @@ pub struct SearchOptions<'a> {
     /// pipeline depth at the fewest replicas that run no more micro-batches
     /// each than the most replicas do, the other GPUs idle (Sailor's
     /// 32 A100 + 96 V100 plan at dp 27 of 28;
-    /// [`crate::type_tp_search`]). Off by default: about twice the per-type
-    /// search's time, for plans rarely faster.
+    /// [`crate::type_tp_search`]). Off by default: these candidates need
+    /// layouts of their own, a fifth to a third more time for the per-type
+    /// search on Sailor's larger scenarios, for plans rarely faster.
     pub fewer_replicas: bool,
 }
 

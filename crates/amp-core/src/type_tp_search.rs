@@ -189,26 +189,37 @@ fn candidates(
             // order only.
             for pp in (if o == 0 { 1 } else { 2 })..=num_layers.min(total) {
                 let most = total / pp;
-                for micro_batch in divisors(global_batch) {
-                    let dps = if fewer_replicas {
-                        uneven_dps(most, global_batch / micro_batch)
-                    } else {
-                        vec![most]
-                    };
-                    for dp in dps {
-                        let left = total - pp * dp;
-                        // Which type leaves its last `left` groups idle.
-                        let mut tried: Vec<Vec<usize>> = Vec::new();
-                        for idle in 0..k {
-                            if groups[idle] < left || (left == 0 && idle > 0) {
-                                continue;
+                // Each degree's micro-batch sizes: a layout's candidates
+                // stay together (they share its estimator, `layouts_of`).
+                let mut by_dp: Vec<(usize, Vec<usize>)> = vec![(most, divisors(global_batch))];
+                if fewer_replicas {
+                    for micro_batch in divisors(global_batch) {
+                        for dp in uneven_dps(most, global_batch / micro_batch)
+                            .into_iter()
+                            .skip(1)
+                        {
+                            match by_dp.iter_mut().find(|(d, _)| *d == dp) {
+                                Some((_, mbs)) => mbs.push(micro_batch),
+                                None => by_dp.push((dp, vec![micro_batch])),
                             }
-                            let mut used = groups.clone();
-                            used[idle] -= left;
-                            if used.contains(&0) || tried.contains(&used) {
-                                continue;
-                            }
-                            tried.push(used.clone());
+                        }
+                    }
+                }
+                for (dp, micro_batches) in by_dp {
+                    let left = total - pp * dp;
+                    // Which type leaves its last `left` groups idle.
+                    let mut tried: Vec<Vec<usize>> = Vec::new();
+                    for idle in 0..k {
+                        if groups[idle] < left || (left == 0 && idle > 0) {
+                            continue;
+                        }
+                        let mut used = groups.clone();
+                        used[idle] -= left;
+                        if used.contains(&0) || tried.contains(&used) {
+                            continue;
+                        }
+                        tried.push(used.clone());
+                        for &micro_batch in &micro_batches {
                             push(&order, v, &used, dp, micro_batch);
                         }
                     }
@@ -1180,6 +1191,17 @@ mod tests {
                 .map(|c| format!("{c:?}"))
                 .collect()
         };
+        // A layout's candidates are consecutive, with and without fewer
+        // replicas (they share its estimator): as many layouts as distinct
+        // (types, dp).
+        for fewer in [false, true] {
+            let cands = candidates(&cluster, 26, 1024, true, fewer);
+            let distinct: std::collections::BTreeSet<String> = cands
+                .iter()
+                .map(|c| format!("{:?} {}", c.types, c.dp))
+                .collect();
+            assert_eq!(layouts_of(&cands).len(), distinct.len());
+        }
         let (with, without) = (keys(true), keys(false));
         assert!(with.contains(&format!("{sailors:?}")));
         assert!(!without.contains(&format!("{sailors:?}")));
