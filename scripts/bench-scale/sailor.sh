@@ -9,7 +9,8 @@
 #       # the same, each run interleaved with one of the other build, both
 #       # reported (for comparisons on this drifting machine)
 #   ONLY="--uneven-dp --per-type-tp" scripts/bench-scale/sailor.sh
-#       # one of the three searches only ("" for the default one)
+#       # one of the three searches only ("" for the default one); also
+#       # ONLY="--uneven-dp --per-type-tp --fewer-replicas", run only so
 #
 # Needs a release build (cargo build --release) and ../shared/data/sailor.
 set -euo pipefail
@@ -26,8 +27,10 @@ summary() {
 }
 for model in OPT-350 GPT-Neo-2.7; do
   for cluster in 8x4xA100-40+24x4xV100-16 20x4xA100-40+60x4xV100-16 32x4xA100-40+96x4xV100-16; do
-    for flags in "" "--uneven-dp" "--uneven-dp --per-type-tp"; do
+    for flags in "" "--uneven-dp" "--uneven-dp --per-type-tp" "--uneven-dp --per-type-tp --fewer-replicas"; do
       if [ -n "${ONLY+set}" ] && [ "$flags" != "$ONLY" ]; then continue; fi
+      # The fourth only when asked for by name.
+      if [ -z "${ONLY+set}" ] && [ "$flags" = "--uneven-dp --per-type-tp --fewer-replicas" ]; then continue; fi
       for k in "${!bins[@]}"; do : > "$tmp/t$k"; done
       for _ in $(seq "$n"); do
         for k in "${!bins[@]}"; do

@@ -556,3 +556,81 @@ fn gpt_neo_files_are_read_with_what_they_leave_out() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
 }
+
+/// `--fewer-replicas` puts Sailor's own 32 + 96 plan (stage 1 on 24 V100
+/// groups at tp 4 beside 3 A100, stage 2 on 27 A100, 13 layers each, dp 27
+/// at micro-batch 2, 126 of 128 GPUs) among the per-type search's plans,
+/// at the time `amp eval` gives its file above (6.6851 s, the README's);
+/// without it no dp-27 plan is searched; and it needs the search it
+/// widens.
+#[test]
+fn fewer_replicas_find_sailors_own_plan() {
+    let Some(data) = sailor_data() else { return };
+    let base = [
+        "plan",
+        "--sailor-data",
+        data.to_str().unwrap(),
+        "--model",
+        "OPT-350",
+        "--cluster",
+        "8x4xA100-40+24x4xV100-16",
+        "--global-batch",
+        "1024",
+        "--per-type-tp",
+        "--uneven-dp",
+        "--top",
+        "2000",
+        "--json",
+        "-q",
+    ];
+    let sailors = |extra: &[&str]| -> Vec<f64> {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        amp_json(&args)["plans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| {
+                let stages = p["stages"].as_array().unwrap();
+                let replicas = |s: &serde_json::Value| s["replicas"].as_array().unwrap().clone();
+                let devices: usize = stages
+                    .iter()
+                    .flat_map(replicas)
+                    .map(|r| r.as_array().unwrap().len())
+                    .sum();
+                p["dp"] == 27
+                    && p["micro_batch"] == 2
+                    && p["stage_boundaries"] == serde_json::json!([0, 13, 26])
+                    && devices == 126
+                    && replicas(&stages[0])
+                        .iter()
+                        .filter(|r| r.as_array().unwrap().len() == 4)
+                        .count()
+                        == 24
+            })
+            .map(|p| p["predicted_iteration_s"].as_f64().unwrap())
+            .collect()
+    };
+    let found = sailors(&["--fewer-replicas"]);
+    assert!(found.iter().any(|t| (t - 6.6851).abs() < 1e-4), "{found:?}");
+    assert!(sailors(&[]).is_empty());
+    let out = amp(&[
+        "plan",
+        "--sailor-data",
+        data.to_str().unwrap(),
+        "--model",
+        "OPT-350",
+        "--cluster",
+        "8x4xA100-40+24x4xV100-16",
+        "--global-batch",
+        "1024",
+        "--fewer-replicas",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "--fewer-replicas adds candidates to the search of --per-type-tp with --uneven-dp"
+        ),
+        "{}",
+        stderr(&out)
+    );
+}
