@@ -1272,7 +1272,7 @@ mod tests {
     /// and every deal of the micro-batches between replica classes of every
     /// candidate it generates, with whether that best is uneven or has a
     /// mixed stage.
-    fn uneven_search_and_exhaustive(t4_ratio: f64, batch: usize) -> (f64, f64, bool) {
+    fn uneven_search_and_exhaustive(t4_ratio: f64, batch: usize, fewer: bool) -> (f64, f64, bool) {
         use crate::model::{Layer, LayerKind, Model};
         let layer = |i: usize| Layer {
             name: format!("b{i}"),
@@ -1299,13 +1299,14 @@ mod tests {
         let dm = DeviceModel::default();
         let opts = SearchOptions {
             uneven_dp: true,
+            fewer_replicas: fewer,
             ..SearchOptions::new(batch, PlacementSearch::Artifact, TrainingSetup::default())
         };
         let found = search_per_type_tp(&inputs, &dm, &opts).unwrap().plans[0]
             .estimate
             .iteration_s;
         let mut best = (f64::INFINITY, false);
-        for c in candidates(&cluster, 8, batch, true, false) {
+        for c in candidates(&cluster, 8, batch, true, fewer) {
             let plan = build(&cluster, 8, &c, &opts, Some(&profile));
             let classes = crate::uneven::replica_classes(&plan, &cluster);
             let k = classes.iter().max().unwrap() + 1;
@@ -1354,7 +1355,7 @@ mod tests {
         let mut special = 0;
         for t4 in [1.0, 1.5, 2.0, 3.0, 4.0, 5.0] {
             for batch in [6, 9, 10, 12] {
-                let (found, best, uneven_or_mixed) = uneven_search_and_exhaustive(t4, batch);
+                let (found, best, uneven_or_mixed) = uneven_search_and_exhaustive(t4, batch, false);
                 assert!(found >= best - 1e-12, "{t4} {batch}: {found} < {best}");
                 losses.push(found / best - 1.0);
                 special += usize::from(uneven_or_mixed);
@@ -1376,6 +1377,32 @@ mod tests {
         // 1.63%: the figure moves with the network's price.
         assert_eq!((exact, special), (24, 0));
         assert!(worst <= 1e-12 && mean <= 1e-12, "{worst} {mean}");
+    }
+
+    /// The same 24 instances with fewer replicas, against every split and
+    /// deal of every candidate of that wider space.
+    #[test]
+    fn fewer_replicas_search_loss_against_every_split_and_deal() {
+        let mut losses = Vec::new();
+        let mut special = 0;
+        for t4 in [1.0, 1.5, 2.0, 3.0, 4.0, 5.0] {
+            for batch in [6, 9, 10, 12] {
+                let (found, best, uneven_or_mixed) = uneven_search_and_exhaustive(t4, batch, true);
+                assert!(found >= best - 1e-12, "{t4} {batch}: {found} < {best}");
+                losses.push(found / best - 1.0);
+                special += usize::from(uneven_or_mixed);
+            }
+        }
+        let exact = losses.iter().filter(|&&l| l <= 1e-12).count();
+        let worst = losses.iter().copied().fold(0.0, f64::max);
+        let mean = losses.iter().sum::<f64>() / losses.len() as f64;
+        eprintln!(
+            "with fewer replicas: exact on {exact} of 24, worst loss {:.4}%, mean {:.4}%, {special} exhaustive bests uneven or mixed",
+            100.0 * worst,
+            100.0 * mean
+        );
+        // As without: no best here runs fewer replicas than it could.
+        assert_eq!((exact, special), (24, 0));
     }
 
     /// `balanced_split` is a min-max split: on random per-layer times (V100
