@@ -66,29 +66,35 @@ CONSUMER_GBS = 256
 TRAINING = {"OPT-350": "opt-350m.json", "GPT-Neo-2.7": "gpt-neo-2.7b.json"}
 
 
+def plan_config(sizes, groups, dp, mbs, gbs):
+    """A one-pipeline Sailor plan: stages of `sizes` layers in order, each
+    with its replicas' groups (`groups[stage]`), dp replicas per stage."""
+    layers, at = [], 0
+    for n in sizes:
+        layers.append(list(range(at, at + n)))
+        at += n
+    return {
+        "zone": ZONE,
+        "pipeline_list": [
+            {
+                "num_stages": len(sizes),
+                "layers_per_stage": layers,
+                "tmp_per_stage": groups,
+                "dp": [dp] * len(sizes),
+            }
+        ],
+        "mbs": mbs,
+        "gbs": gbs,
+    }
+
+
 def sailor_own_plans():
     """Sailor's planner's OPT-350M plans, as the issue gives them."""
     v = [[["V100-16", 4, ZONE]], 4]
     a = [[["A100-40", 4, ZONE]], 1]
 
     def plan(sizes, groups, dp, mbs):
-        layers, at = [], 0
-        for n in sizes:
-            layers.append(list(range(at, at + n)))
-            at += n
-        return {
-            "zone": ZONE,
-            "pipeline_list": [
-                {
-                    "num_stages": len(sizes),
-                    "layers_per_stage": layers,
-                    "tmp_per_stage": groups,
-                    "dp": [dp] * len(sizes),
-                }
-            ],
-            "mbs": mbs,
-            "gbs": 1024,
-        }
+        return plan_config(sizes, groups, dp, mbs, 1024)
 
     def mixed(dp):
         return [[v] * 24 + [a] * (dp - 24), [a] * dp]
@@ -110,23 +116,7 @@ def consumer_plans():
     def plan(gpus, tp, dp, mbs):
         n = len(gpus)
         sizes = [26 // n + (1 if i < 26 % n else 0) for i in range(n)]
-        layers, at = [], 0
-        for k in sizes:
-            layers.append(list(range(at, at + k)))
-            at += k
-        return {
-            "zone": ZONE,
-            "pipeline_list": [
-                {
-                    "num_stages": n,
-                    "layers_per_stage": layers,
-                    "tmp_per_stage": [[[[[g, 8, ZONE]], tp]] * dp for g in gpus],
-                    "dp": [dp] * n,
-                }
-            ],
-            "mbs": mbs,
-            "gbs": CONSUMER_GBS,
-        }
+        return plan_config(sizes, [[[[[g, 8, ZONE]], tp]] * dp for g in gpus], dp, mbs, CONSUMER_GBS)
 
     three = ["RTX-3090", "Titan-RTX", "RTX-2080"]
     out = []

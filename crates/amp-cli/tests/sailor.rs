@@ -576,6 +576,8 @@ fn fewer_replicas_find_sailors_own_plan() {
         "8x4xA100-40+24x4xV100-16",
         "--global-batch",
         "1024",
+    ];
+    let search = [
         "--per-type-tp",
         "--uneven-dp",
         "--top",
@@ -584,7 +586,7 @@ fn fewer_replicas_find_sailors_own_plan() {
         "-q",
     ];
     let sailors = |extra: &[&str]| -> Vec<f64> {
-        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        let args: Vec<&str> = base.iter().chain(&search).chain(extra).copied().collect();
         amp_json(&args)["plans"]
             .as_array()
             .unwrap()
@@ -613,18 +615,8 @@ fn fewer_replicas_find_sailors_own_plan() {
     let found = sailors(&["--fewer-replicas"]);
     assert!(found.iter().any(|t| (t - 6.6851).abs() < 1e-4), "{found:?}");
     assert!(sailors(&[]).is_empty());
-    let out = amp(&[
-        "plan",
-        "--sailor-data",
-        data.to_str().unwrap(),
-        "--model",
-        "OPT-350",
-        "--cluster",
-        "8x4xA100-40+24x4xV100-16",
-        "--global-batch",
-        "1024",
-        "--fewer-replicas",
-    ]);
+    let alone: Vec<&str> = base.iter().chain(&["--fewer-replicas"]).copied().collect();
+    let out = amp(&alone);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
         stderr(&out).contains(
