@@ -142,6 +142,20 @@ def test_uneven_dp_reaches_the_cli(cli_json):
     assert all(p["micro_batch"] * sum(p["replica_micro_batches"]) == 32 for p in uneven)
 
 
+def test_fewer_replicas_reaches_the_cli(cli_json):
+    """fewer_replicas widens the per-type search; alone it is refused."""
+    flags = ["--per-type-tp", "--uneven-dp", "--top", "3", "--json", "-q"]
+    expected = cli_json("plan", "--example", "het-cluster", *flags, "--fewer-replicas")
+    without = cli_json("plan", "--example", "het-cluster", *flags)
+    result = amp.plan(
+        example="het-cluster", per_type_tp=True, uneven_dp=True, fewer_replicas=True, top=3
+    )
+    assert result.to_dict() == expected
+    assert expected["candidates"] > without["candidates"]
+    with pytest.raises(amp.AmpError, match="--fewer-replicas adds candidates"):
+        amp.plan(example="het-cluster", fewer_replicas=True)
+
+
 def test_hf_config_dict_and_object_and_path_agree(tiny_config: Path):
     by_path = amp.plan(model=str(tiny_config), cluster="1x4xA100", global_batch=8, seq=64)
     by_dict = amp.plan(model=dict(TINY_LLAMA), cluster="1x4xA100", global_batch=8, seq=64)
