@@ -128,6 +128,7 @@ def consumer_plans():
             (f"pp 1 tp 8 on the RTX-3090 node, mbs {mbs}", plan(three[:1], 8, 1, mbs)),
             (f"pp 1 tp 4 dp 2 on the RTX-3090 node, mbs {mbs}", plan(three[:1], 4, 2, mbs)),
             (f"pp 1 tp 1 dp 8 on the Titan-RTX node, mbs {mbs}", plan(three[1:2], 1, 8, mbs)),
+            (f"pp 1 tp 1 dp 8 on the RTX-3090 node, mbs {mbs}", plan(three[:1], 1, 8, mbs)),
         ]
     return out
 
@@ -299,24 +300,27 @@ def main():
         price_consumer(name, plan_config, path)
     out = os.path.join(args.work, "consumer")
     os.makedirs(out, exist_ok=True)
-    plan_json = os.path.join(out, "plans.json")
-    r = run([args.amp, "plan", "--sailor-data", args.data, "--model", "OPT-350", "--cluster", CONSUMER_CLUSTER,
-             "--global-batch", str(CONSUMER_GBS), "--json", "--top", str(args.top), "-q"])
-    if r.returncode != 0:
-        failures.append(f"consumer: amp plan failed: {r.stderr.strip()}")
-    else:
+    # amp's top plans on all 24 GPUs, then its best with --subsets (which
+    # may leave servers idle).
+    for search, flags, top in [("default", [], args.top), ("--subsets", ["--subsets"], 1)]:
+        plan_json = os.path.join(out, f"plans-{search}.json")
+        r = run([args.amp, "plan", "--sailor-data", args.data, "--model", "OPT-350", "--cluster", CONSUMER_CLUSTER,
+                 "--global-batch", str(CONSUMER_GBS), "--json", "--top", str(top), "-q", *flags])
+        if r.returncode != 0:
+            failures.append(f"consumer: amp plan {search} failed: {r.stderr.strip()}")
+            continue
         with open(plan_json, "w") as f:
             f.write(r.stdout)
         for rank in range(1, len(json.loads(r.stdout)["plans"]) + 1):
-            d = os.path.join(out, f"rank{rank}")
+            d = os.path.join(out, f"{search}-rank{rank}")
             e = run([args.amp, "export", plan_json, "--rank", str(rank), "--sailor-data", args.data,
                      "--model", "OPT-350", "--cluster", CONSUMER_CLUSTER, "--to", "sailor", "--out", d])
             if e.returncode != 0:
-                failures.append(f"consumer: export of #{rank} failed: {e.stderr.strip()}")
+                failures.append(f"consumer: export of {search} #{rank} failed: {e.stderr.strip()}")
                 continue
             path = e.stdout.strip().splitlines()[-1]
             with open(path) as f:
-                price_consumer(f"amp default #{rank}", json.load(f), path)
+                price_consumer(f"amp {search} #{rank}", json.load(f), path)
 
     head = "| model | GPUs (A100 + V100) | plan | amp s | Sailor's simulator s | Sailor's memory GB | Sailor: fits |"
     lines = [head, "|" + "---|" * 7]

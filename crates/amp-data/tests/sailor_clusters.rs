@@ -412,6 +412,7 @@ fn consumer_cluster_plans_price_as_the_readme_says() {
         (plan(&three, 4, 2), 96.987),
         (plan(&three[..1], 8, 1), 204.140),
         (plan(&three[1..2], 1, 8), 23.462),
+        (plan(&three[..1], 1, 8), 13.999),
     ] {
         let run = d.load(&text, &model);
         let t = price(&model, &run.cluster, &profile, &run);
