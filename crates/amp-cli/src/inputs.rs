@@ -345,6 +345,8 @@ impl InputArgs {
         let cluster = folder
             .cluster(spec)
             .with_context(|| format!("--cluster {spec} with --sailor-data"))?;
+        let mut notes = m.notes;
+        notes.extend(folder.cluster_notes(spec)?);
         let mut profile = m.profile;
         for p in &self.profile {
             profile.merge(read_profile(p, &m.model)?);
@@ -360,7 +362,7 @@ impl InputArgs {
             cluster,
             profile,
             data_setup: Some(m.setup),
-            notes: m.notes,
+            notes,
         })
     }
 

@@ -626,3 +626,42 @@ fn fewer_replicas_find_sailors_own_plan() {
         stderr(&out)
     );
 }
+
+/// On Sailor's consumer servers the network file contradicts itself
+/// (Titan-RTX and RTX-2080 servers: 2.86 GB/s with 4 GPUs per node, 0.11
+/// GB/s with 8): `amp plan` says so, naming the file and the entry it
+/// prices with; on the A100 + V100 scenario it says nothing of the network.
+#[test]
+fn plan_warns_of_network_entries_that_contradict_each_other() {
+    let Some(data) = sailor_data() else { return };
+    let run = |cluster: &str| {
+        amp(&[
+            "plan",
+            "--sailor-data",
+            data.to_str().unwrap(),
+            "--model",
+            "OPT-350",
+            "--cluster",
+            cluster,
+            "--global-batch",
+            "256",
+            "--top",
+            "1",
+            "-q",
+        ])
+    };
+    let out = run("1x8xRTX-3090+1x8xTitan-RTX+1x8xRTX-2080");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("inter_node_bandwidths.json: `Titan-RTX` and `RTX-2080` nodes reach 2.86 GB/s with 4 GPUs per node sending but 0.11 GB/s with 8"),
+        "{err}"
+    );
+    let out = run("8x4xA100-40+24x4xV100-16");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("inter_node_bandwidths.json"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -352,6 +352,18 @@ impl<'a> SailorFolder<'a> {
         sailor::node_kinds_cluster(&kinds, &self.gpus, &self.network, sailor::DEFAULT_ZONE)
     }
 
+    /// What the network files say of the cluster `spec` that cannot all
+    /// hold ([`sailor::network_notes`]), for the reader to pass on.
+    pub fn cluster_notes(&self, spec: &str) -> Result<Vec<String>> {
+        let kinds = sailor::parse_node_kinds(spec)?;
+        Ok(sailor::network_notes(
+            &self.network,
+            &kinds,
+            sailor::DEFAULT_ZONE,
+            &self.files.origin("network/inter_node_bandwidths.json"),
+        ))
+    }
+
     /// A plan file of `model`, read onto the nodes it names, with the setup
     /// of Sailor's runs.
     pub fn run(&self, text: &str, origin: &str, model: &SailorModel) -> Result<sailor::SailorRun> {

@@ -244,6 +244,75 @@ impl Network {
     }
 }
 
+/// How much more an entry for fewer GPUs per node may give a node pair than
+/// the entry for their own GPUs before [`network_notes`] calls the two a
+/// contradiction: more pairs sending at once never make a link slower, and
+/// 2x leaves room for measurement noise. A documented choice, not a fit.
+pub const CONTRADICTION_FACTOR: f64 = 2.0;
+
+/// Where the inter-node curves contradict themselves for the node pairs of
+/// `kinds` ((Sailor GPU name, nodes, GPUs per node), as [`parse_node_kinds`]
+/// reads them) in `zone`: an entry for k GPUs per node is k pairs of GPUs
+/// sending at once between the two nodes (Sailor's
+/// `profiling/networking/test_sendrecv.py`), so fewer GPUs per node cannot
+/// reach more than [`CONTRADICTION_FACTOR`] times what the nodes' own GPU
+/// count reaches. amp prices the pair with the entry for the nodes' own
+/// GPUs ([`Network::pair_curve`]); each note says so, naming `origin` (the
+/// inter-node file). Sailor's data: Titan-RTX and RTX-2080 servers of 8
+/// GPUs, 2.86 GB/s with 2 or 4 GPUs per node, 0.11 GB/s with 8.
+pub fn network_notes(
+    network: &Network,
+    kinds: &[(String, usize, usize)],
+    zone: &str,
+    origin: &str,
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (i, (a, a_nodes, a_gpus)) in kinds.iter().enumerate() {
+        for (j, (b, _, b_gpus)) in kinds.iter().enumerate().skip(i) {
+            // A kind with itself: only where two of its nodes talk.
+            if j == i && *a_nodes < 2 {
+                continue;
+            }
+            let bw = |ka: usize, kb: usize| {
+                network
+                    .pair_curve((zone, a, ka), (zone, b, kb))
+                    .map(|c| c.bytes_per_s(REFERENCE_MESSAGE_BYTES))
+            };
+            let Some(own) = bw(*a_gpus, *b_gpus) else {
+                continue;
+            };
+            // Entries of this pair with fewer GPUs per node on both sides.
+            let fewer: std::collections::BTreeSet<usize> = network
+                .inter
+                .keys()
+                .filter(|(z1, g1, n1, z2, g2, n2)| {
+                    z1 == zone
+                        && z2 == zone
+                        && n1 == n2
+                        && *n1 < (*a_gpus).min(*b_gpus)
+                        && ((g1 == a && g2 == b) || (g1 == b && g2 == a))
+                })
+                .map(|k| k.2)
+                .collect();
+            let worst = fewer
+                .iter()
+                .filter_map(|&k| bw(k, k).map(|x| (k, x)))
+                .filter(|&(_, x)| x > CONTRADICTION_FACTOR * own)
+                .max_by(|x, y| x.1.total_cmp(&y.1).then(y.0.cmp(&x.0)));
+            if let Some((k, fast)) = worst {
+                notes.push(format!(
+                    "{origin}: `{a}` and `{b}` nodes reach {:.2} GB/s with {k} GPUs per node sending but {:.2} GB/s with {} (at {} MB); an entry for k GPUs is k pairs sending at once, so both cannot hold. amp prices these nodes' links with the entry for their own GPUs; Sailor's simulator takes a sending group's size",
+                    fast / 1e9,
+                    own / 1e9,
+                    (*a_gpus).min(*b_gpus),
+                    REFERENCE_MESSAGE_BYTES / 1e6,
+                ));
+            }
+        }
+    }
+    notes
+}
+
 /// Reads a cluster of Sailor's node kinds: `NODESxGPUSxTYPE` terms joined
 /// by `+` (`8x4xA100-40+24x4xV100-16`), TYPE Sailor's GPU name or amp's
 /// catalog name for it ([`sailor_gpu_name`]). Returns (Sailor GPU name,

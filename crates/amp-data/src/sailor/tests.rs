@@ -701,3 +701,36 @@ fn replicas_of_a_stage_at_different_tp_and_uneven_dp_are_read() {
         "{e}"
     );
 }
+
+/// Servers of 8 GPUs of types T and R: T-T and R-R consistent; T-R at
+/// 3 GB/s with 4 GPUs per node (either direction listed) but 0.1 GB/s with
+/// 8, and 0.15 GB/s with 2 (within the factor).
+const INTER3: &str = r#"{
+    "z": {"T": {"2": {"z": {"R": {"2": [[0, 0, 0.15], 1e10]}}},
+                "4": {"z": {"R": {"4": [[0, 0, 3.0], 1e10]}}},
+                "8": {"z": {"T": {"8": [[0, 0, 2.0], 1e10]}, "R": {"8": [[0, 0, 0.1], 1e10]}}}},
+          "R": {"1": {"z": {"R": {"1": [[0, 0, 1.0], 1e10]}}},
+                "8": {"z": {"R": {"8": [[0, 0, 2.0], 1e10]}, "T": {"8": [[0, 0, 0.1], 1e10]}}}}}}"#;
+
+#[test]
+fn network_notes_name_entries_that_contradict_the_nodes_own() {
+    let net = Network::parse(INTRA, "intra", INTER3, "inter.json").unwrap();
+    let kinds = |v: &[(&str, usize)]| -> Vec<(String, usize, usize)> {
+        v.iter().map(|&(g, n)| (g.to_string(), n, 8)).collect()
+    };
+    let notes = network_notes(&net, &kinds(&[("T", 1), ("R", 2)]), "z", "inter.json");
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    let n = &notes[0];
+    assert!(n.starts_with("inter.json: `T` and `R` nodes reach 3.00 GB/s with 4 GPUs per node sending but 0.10 GB/s with 8"), "{n}");
+    assert!(
+        n.contains("amp prices these nodes' links with the entry for their own GPUs"),
+        "{n}"
+    );
+    // Types on their own, or a pair within the factor: nothing to say.
+    assert!(network_notes(&net, &kinds(&[("T", 2)]), "z", "i").is_empty());
+    assert!(network_notes(&net, &kinds(&[("R", 3)]), "z", "i").is_empty());
+    // 0.15 against 0.1 GB/s: within the factor.
+    let lenient = INTER3.replace("[[0, 0, 3.0], 1e10]", "[[0, 0, 0.12], 1e10]");
+    let net = Network::parse(INTRA, "intra", &lenient, "inter.json").unwrap();
+    assert!(network_notes(&net, &kinds(&[("T", 1), ("R", 1)]), "z", "i").is_empty());
+}
