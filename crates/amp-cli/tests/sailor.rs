@@ -19,6 +19,26 @@ const PLAN: &str = r#"{"micro_batch": 2, "num_micro_batches": 4, "stages": [
   {"first_layer": 0, "end_layer": 13, "replicas": [[{"node": 0, "gpu": 0}, {"node": 0, "gpu": 1}], [{"node": 0, "gpu": 2}, {"node": 0, "gpu": 3}]]},
   {"first_layer": 13, "end_layer": 27, "replicas": [[{"node": 1, "gpu": 0}, {"node": 1, "gpu": 1}], [{"node": 1, "gpu": 2}, {"node": 1, "gpu": 3}]]}]}"#;
 
+/// `amp plan --sailor-data DATA --model MODEL --cluster CLUSTER` followed
+/// by `extra`: the arguments, for `amp` or `amp_json`.
+fn plan_args<'a>(
+    data: &'a str,
+    model: &'a str,
+    cluster: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let base = [
+        "plan",
+        "--sailor-data",
+        data,
+        "--model",
+        model,
+        "--cluster",
+        cluster,
+    ];
+    [&base[..], extra].concat()
+}
+
 fn out_dir(name: &str) -> PathBuf {
     let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("amp-sailor-test-{}-{name}", std::process::id()));
@@ -432,21 +452,12 @@ fn amp_plans_on_sailors_scenario_export_and_read_back() {
     let Some(data) = sailor_data() else { return };
     let d = data.to_str().unwrap();
     let cluster = "2x4xA100-40+2x4xV100-16";
-    let plans = amp(&[
-        "plan",
-        "--sailor-data",
+    let plans = amp(&plan_args(
         d,
-        "--model",
         "OPT-350",
-        "--cluster",
         cluster,
-        "--global-batch",
-        "64",
-        "--json",
-        "--top",
-        "2",
-        "-q",
-    ]);
+        &["--global-batch", "64", "--json", "--top", "2", "-q"],
+    ));
     assert!(plans.status.success(), "{}", stderr(&plans));
     let parsed: serde_json::Value = serde_json::from_str(&stdout(&plans)).unwrap();
     let file = tmp("sailor-scenario-plans.json", &stdout(&plans));
@@ -524,20 +535,7 @@ fn amp_plans_on_sailors_scenario_export_and_read_back() {
 fn gpt_neo_files_are_read_with_what_they_leave_out() {
     let Some(data) = sailor_data() else { return };
     let d = data.to_str().unwrap();
-    let run = |model: &str| {
-        amp(&[
-            "plan",
-            "--sailor-data",
-            d,
-            "--model",
-            model,
-            "--cluster",
-            "2x4xGH-96",
-            "--top",
-            "1",
-            "-q",
-        ])
-    };
+    let run = |model: &str| amp(&plan_args(d, model, "2x4xGH-96", &["--top", "1", "-q"]));
     let o = run("GPT-Neo-2.7");
     assert!(o.status.success(), "{}", stderr(&o));
     let e = stderr(&o);
@@ -566,17 +564,12 @@ fn gpt_neo_files_are_read_with_what_they_leave_out() {
 #[test]
 fn fewer_replicas_find_sailors_own_plan() {
     let Some(data) = sailor_data() else { return };
-    let base = [
-        "plan",
-        "--sailor-data",
+    let base = plan_args(
         data.to_str().unwrap(),
-        "--model",
         "OPT-350",
-        "--cluster",
         "8x4xA100-40+24x4xV100-16",
-        "--global-batch",
-        "1024",
-    ];
+        &["--global-batch", "1024"],
+    );
     let search = [
         "--per-type-tp",
         "--uneven-dp",
@@ -634,21 +627,14 @@ fn fewer_replicas_find_sailors_own_plan() {
 #[test]
 fn plan_warns_of_network_entries_that_contradict_each_other() {
     let Some(data) = sailor_data() else { return };
+    let d = data.to_str().unwrap();
     let run = |cluster: &str| {
-        amp(&[
-            "plan",
-            "--sailor-data",
-            data.to_str().unwrap(),
-            "--model",
+        amp(&plan_args(
+            d,
             "OPT-350",
-            "--cluster",
             cluster,
-            "--global-batch",
-            "256",
-            "--top",
-            "1",
-            "-q",
-        ])
+            &["--global-batch", "256", "--top", "1", "-q"],
+        ))
     };
     let out = run("1x8xRTX-3090+1x8xTitan-RTX+1x8xRTX-2080");
     assert!(out.status.success(), "{}", stderr(&out));

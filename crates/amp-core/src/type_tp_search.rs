@@ -144,6 +144,7 @@ fn candidates(
             .collect();
     }
     vectors.retain(|v| v.iter().any(|&tp| tp != v[0]));
+    let micro_batches = divisors(global_batch);
     let mut out = Vec::new();
     let mut push = |order: &[usize], v: &[usize], used: &[usize], dp: usize, micro_batch: usize| {
         let m = global_batch / micro_batch;
@@ -179,7 +180,7 @@ fn candidates(
                     if pp > num_layers {
                         continue;
                     }
-                    for micro_batch in divisors(global_batch) {
+                    for &micro_batch in &micro_batches {
                         push(&order, v, &groups, dp, micro_batch);
                     }
                 }
@@ -192,9 +193,9 @@ fn candidates(
                 let most = total / pp;
                 // Each degree's micro-batch sizes: a layout's candidates
                 // stay together (they share its estimator, `layouts_of`).
-                let mut by_dp: Vec<(usize, Vec<usize>)> = vec![(most, divisors(global_batch))];
+                let mut by_dp: Vec<(usize, Vec<usize>)> = vec![(most, micro_batches.clone())];
                 if fewer_replicas {
-                    for micro_batch in divisors(global_batch) {
+                    for &micro_batch in &micro_batches {
                         for dp in uneven_dps(most, global_batch / micro_batch)
                             .into_iter()
                             .skip(1)
@@ -206,7 +207,7 @@ fn candidates(
                         }
                     }
                 }
-                for (dp, micro_batches) in by_dp {
+                for (dp, of_dp) in by_dp {
                     let left = total - pp * dp;
                     // Which type leaves its last `left` groups idle.
                     let mut tried: Vec<Vec<usize>> = Vec::new();
@@ -220,7 +221,7 @@ fn candidates(
                             continue;
                         }
                         tried.push(used.clone());
-                        for &micro_batch in &micro_batches {
+                        for &micro_batch in &of_dp {
                             push(&order, v, &used, dp, micro_batch);
                         }
                     }

@@ -891,6 +891,16 @@ fn scatter_gather_between_degrees_moves_one_whole_activation() {
     );
 }
 
+/// Three orders of [`linked_cluster`]'s 24 nodes: in file order, reversed,
+/// and each first-kind node followed by two of the other kind.
+fn linked_node_orders() -> [Vec<usize>; 3] {
+    [
+        (0..24).collect(),
+        (0..24).rev().collect(),
+        (0..8).flat_map(|i| [i, 8 + 2 * i, 9 + 2 * i]).collect(),
+    ]
+}
+
 /// 24 nodes of 4 GPUs (96, above the 64 below which nothing is shared):
 /// 8 fast, then 16 slow; every fast-slow pair linked at 3 GB/s, and with
 /// `odd_link` nodes 12 and 16 at 0.5 GB/s.
@@ -1051,11 +1061,7 @@ fn shared_network_prices_equal_each_layouts_own() {
         };
         let model = time_only();
         let memo = NetMemo::default();
-        let orders: [Vec<usize>; 3] = [
-            (0..24).collect(),
-            (0..24).rev().collect(),
-            (0..8).flat_map(|i| [i, 8 + 2 * i, 9 + 2 * i]).collect(),
-        ];
+        let orders = linked_node_orders();
         let mut cuts = 0;
         for order in &orders {
             let devices: Vec<Device> = order
@@ -1136,11 +1142,7 @@ fn search_grid_tables_equal_the_models_own() {
         };
         let model = time_only();
         let shared = model.layout_estimators(&inputs);
-        let orders: [Vec<usize>; 3] = [
-            (0..24).collect(),
-            (0..24).rev().collect(),
-            (0..8).flat_map(|i| [i, 8 + 2 * i, 9 + 2 * i]).collect(),
-        ];
+        let orders = linked_node_orders();
         let mut cuts = 0;
         for order in &orders {
             for axis_order in crate::placement::AxisOrder::all() {
