@@ -854,7 +854,7 @@ impl Tally {
         self.best.truncate(keep);
     }
 
-    fn merge(mut self, other: Tally, keep: usize) -> Tally {
+    pub(crate) fn merge(mut self, other: Tally, keep: usize) -> Tally {
         self.best.extend(other.best);
         if self.best.len() >= keep.saturating_mul(2) {
             self.prune(keep);

@@ -699,112 +699,115 @@ fn price_uneven<'a, 'c>(
     tally: &mut Tally,
 ) {
     let (cluster, layers) = (inputs.cluster, inputs.model.num_layers());
-    // Per layout: its estimator, and per candidate its fitting seeds with
-    // their bounds, or its outcome when none is left to simulate.
-    // A seed is its boundaries, its plan rebuilt from the layout's first
-    // plan when simulated: thousands of seeds of 512-GPU plans are kept
-    // until then.
-    type Seeds = Vec<(Vec<usize>, f64)>;
-    type Bounded = std::result::Result<Seeds, Outcome>;
-    type OfLayout<'e> = Option<(LayoutEstimator<'e>, Plan)>;
-    let bounded: Vec<(OfLayout<'a>, Vec<Bounded>)> = layouts
+    // Per layout, per candidate: the lower bound of each of its seed
+    // splits that fits ([`seed_bounds`], in order), or its outcome when
+    // none is left to simulate. The seeds themselves, the layouts' plans
+    // and their estimators are rebuilt for the few simulated, so memory
+    // does not grow with the layouts' size (tens of thousands of layouts
+    // of 768 GPUs on three GPU types).
+    type Bounded = std::result::Result<SeedBounds, Outcome>;
+    let bounded: Vec<Vec<Bounded>> = layouts
         .par_iter()
         .map(|r| {
             let of_layout = &cands[r.clone()];
-            // One plan, set to each candidate in turn: a layout's devices
-            // are copied once, not once per candidate.
-            let (mut plan, resplit) = match layout_of(inputs, opts, of_layout) {
-                Ok(p) => p,
+            let layout = match UnevenLayout::new(inputs, estimators, times, opts, of_layout) {
+                Ok(l) => l,
                 Err(why) => {
-                    return (
-                        None,
-                        r.clone()
-                            .map(|_| Err(Outcome::Skipped(why.clone())))
-                            .collect(),
-                    )
+                    return r
+                        .clone()
+                        .map(|_| Err(Outcome::Skipped(why.clone())))
+                        .collect()
                 }
             };
-            let kinds = stage_kinds(&plan, cluster);
-            let set = |plan: &mut Plan, c: &Candidate| {
-                let profile = Some((inputs.profile, times, &kinds[..]));
-                set_candidate(plan, layers, c, opts, (resplit, profile));
-            };
-            set(&mut plan, &of_layout[0]);
-            let estimator = match estimators.layout_estimator(&plan) {
-                Ok(e) => e,
-                Err(e) => {
-                    let why = e.to_string();
-                    return (
-                        None,
-                        r.clone()
-                            .map(|_| Err(Outcome::Skipped(why.clone())))
-                            .collect(),
-                    );
-                }
-            };
-            let template = plan.clone();
-            let seeds = of_layout
+            let mut plan = layout.plan.clone();
+            of_layout
                 .iter()
                 .enumerate()
                 .map(|(k, c)| {
                     if k > 0 {
-                        set(&mut plan, c);
+                        layout.set(&mut plan, c);
                     }
-                    let mut fitting = Vec::new();
-                    for b in seed_bounds(&plan, layers) {
-                        for (j, s) in plan.stages.iter_mut().enumerate() {
-                            (s.first_layer, s.end_layer) = (b[j], b[j + 1]);
+                    let mut bounds: SeedBounds = [None; 2];
+                    for (j, b) in seed_bounds(&plan, layers).into_iter().enumerate() {
+                        for (s, w) in plan.stages.iter_mut().zip(b.windows(2)) {
+                            (s.first_layer, s.end_layer) = (w[0], w[1]);
                         }
-                        match estimator.lower_bound_if_fits(&plan) {
-                            Ok(Some(bound)) => fitting.push((b, bound)),
-                            Ok(None) => {}
+                        match layout.estimator.lower_bound_if_fits(&plan) {
+                            Ok(bound) => bounds[j] = bound,
                             Err(e) => return Err(Outcome::Skipped(e.to_string())),
                         }
                     }
-                    if fitting.is_empty() {
+                    if bounds.iter().all(Option::is_none) {
                         return Err(Outcome::Infeasible);
                     }
-                    Ok(fitting)
+                    Ok(bounds)
                 })
-                .collect();
-            (Some((estimator, template)), seeds)
+                .collect()
         })
         .collect();
     // (least bound, candidate, layout) of every candidate with seeds.
     let mut order: Vec<(f64, usize, usize)> = Vec::new();
-    let mut seeds: Vec<Option<Seeds>> = (0..cands.len()).map(|_| None).collect();
-    let mut of_layouts = Vec::with_capacity(layouts.len());
-    for (k, (r, (estimator, of_layout))) in layouts.iter().zip(bounded).enumerate() {
-        of_layouts.push(estimator);
+    let mut seeds: Vec<SeedBounds> = vec![[None; 2]; cands.len()];
+    for (k, (r, of_layout)) in layouts.iter().zip(bounded).enumerate() {
         for (i, b) in r.clone().zip(of_layout) {
             match b {
                 Ok(s) => {
-                    let least = s.iter().map(|x| x.1).fold(f64::INFINITY, f64::min);
+                    let least = s.iter().flatten().fold(f64::INFINITY, |a, &b| a.min(b));
                     order.push((least, i, k));
-                    seeds[i] = Some(s);
+                    seeds[i] = s;
                 }
                 Err(o) => tally.add(i, o, pool),
             }
         }
     }
     order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    // The layouts the last round met: rounds in order of bound meet the
+    // same layouts again.
+    let mut built: HashMap<usize, std::result::Result<UnevenLayout<'a, 'c, '_>, String>> =
+        HashMap::new();
     for round in order.chunks(CANDIDATES_PER_ROUND) {
         let limit_s = tally.limit_s(pool);
+        // A candidate whose every seed is bounded above the limit is
+        // slower than the plans kept: its layout is not rebuilt.
+        let (round, slower): (Vec<_>, Vec<_>) = round.iter().copied().partition(|x| x.0 <= limit_s);
+        for (_, i, _) in slower {
+            tally.add(i, Outcome::Slower, pool);
+        }
+        let mut met: Vec<usize> = round.iter().map(|x| x.2).collect();
+        met.sort_unstable();
+        met.dedup();
+        built.retain(|k, _| met.binary_search(k).is_ok());
+        let missing: Vec<usize> = met.into_iter().filter(|k| !built.contains_key(k)).collect();
+        let new: Vec<_> = missing
+            .par_iter()
+            .map(|&k| {
+                let of_layout = &cands[layouts[k].clone()];
+                (
+                    k,
+                    UnevenLayout::new(inputs, estimators, times, opts, of_layout),
+                )
+            })
+            .collect();
+        built.extend(new);
         let outcomes: Vec<(usize, Outcome)> = round
             .par_iter()
             .map(|&(_, i, k)| {
-                let Some((estimator, template)) = of_layouts[k].as_ref() else {
-                    return (i, Outcome::Skipped("no estimator".into()));
+                let layout = match &built[&k] {
+                    Ok(l) => l,
+                    Err(why) => return (i, Outcome::Skipped(why.clone())),
                 };
+                let mut plan = layout.plan.clone();
+                layout.set(&mut plan, &cands[i]);
                 let mut best: Option<(Plan, Estimate)> = None;
                 let mut slower = false;
-                for (b, bound) in seeds[i].iter().flatten() {
-                    if *bound > limit_s {
+                for (b, bound) in seed_bounds(&plan, layers).iter().zip(seeds[i]) {
+                    let Some(bound) = bound else { continue };
+                    if bound > limit_s {
                         slower = true;
                         continue;
                     }
-                    let p = seed_plan(template, &cands[i], opts, b);
-                    let e = match estimator.estimate(&p) {
+                    let p = seed_plan(&layout.plan, &cands[i], opts, b);
+                    let e = match layout.estimator.estimate(&p) {
                         Ok(e) if e.iteration_s.is_finite() => e,
                         Ok(_) => continue,
                         Err(e) => return (i, Outcome::Skipped(e.to_string())),
@@ -827,6 +830,60 @@ fn price_uneven<'a, 'c>(
         for (i, o) in outcomes {
             tally.add(i, o, pool);
         }
+    }
+}
+
+/// The lower bound of each of a candidate's [`seed_bounds`] splits, in
+/// their order; `None` for one that does not fit (or is not a seed).
+type SeedBounds = [Option<f64>; 2];
+
+/// An uneven layout: its plan set to its first candidate, its estimator,
+/// and what setting the plan to another of its candidates needs.
+struct UnevenLayout<'a, 'c, 'x> {
+    plan: Plan,
+    estimator: LayoutEstimator<'a>,
+    resplit: bool,
+    kinds: Vec<Vec<(&'c str, usize)>>,
+    inputs: &'x Inputs<'c>,
+    times: &'x BalanceTimes<'c>,
+    opts: &'x SearchOptions<'x>,
+}
+
+impl<'a, 'c, 'x> UnevenLayout<'a, 'c, 'x> {
+    /// The layout of `cands` (at least one), or why it has no plan.
+    fn new(
+        inputs: &'x Inputs<'c>,
+        estimators: &dyn LayoutEstimators<'a>,
+        times: &'x BalanceTimes<'c>,
+        opts: &'x SearchOptions<'x>,
+        cands: &[Candidate],
+    ) -> std::result::Result<Self, String> {
+        // One plan, set to each candidate in turn: a layout's devices are
+        // copied once, not once per candidate.
+        let (mut plan, resplit) = layout_of(inputs, opts, cands)?;
+        let kinds = stage_kinds(&plan, inputs.cluster);
+        let profile = Some((inputs.profile, times, &kinds[..]));
+        let layers = inputs.model.num_layers();
+        set_candidate(&mut plan, layers, &cands[0], opts, (resplit, profile));
+        let estimator = estimators
+            .layout_estimator(&plan)
+            .map_err(|e| e.to_string())?;
+        Ok(UnevenLayout {
+            plan,
+            estimator,
+            resplit,
+            kinds,
+            inputs,
+            times,
+            opts,
+        })
+    }
+
+    /// Sets `plan`, a plan of this layout, to candidate `c` ([`set_candidate`]).
+    fn set(&self, plan: &mut Plan, c: &Candidate) {
+        let profile = Some((self.inputs.profile, self.times, &self.kinds[..]));
+        let layers = self.inputs.model.num_layers();
+        set_candidate(plan, layers, c, self.opts, (self.resplit, profile));
     }
 }
 
@@ -904,28 +961,27 @@ pub fn search_per_type_tp(
             &mut tally,
         );
     } else {
-        let outcomes: Vec<(usize, Outcome)> = layouts
+        // Each thread tallies as it goes: only the plans kept stay in
+        // memory, not every candidate's plan and per-device estimate.
+        tally = layouts
             .par_iter()
-            .flat_map_iter(|r| {
+            .fold(Tally::default, |mut acc, r| {
                 let plans = match build_layout(inputs, opts, &cands[r.clone()], &times) {
                     Ok(p) => p,
                     Err(why) => {
-                        return r
-                            .clone()
-                            .map(|i| (i, Outcome::Skipped(why.clone())))
-                            .collect::<Vec<_>>()
+                        for i in r.clone() {
+                            acc.add(i, Outcome::Skipped(why.clone()), pool);
+                        }
+                        return acc;
                     }
                 };
                 let estimator = estimators.layout_estimator(&plans[0]);
-                r.clone()
-                    .zip(plans)
-                    .map(|(i, plan)| (i, price_even(inputs, &cands[i], plan, &estimator)))
-                    .collect::<Vec<_>>()
+                for (i, plan) in r.clone().zip(plans) {
+                    acc.add(i, price_even(inputs, &cands[i], plan, &estimator), pool);
+                }
+                acc
             })
-            .collect();
-        for (index, o) in outcomes {
-            tally.add(index, o, pool);
-        }
+            .reduce(Tally::default, |a, b| a.merge(b, pool));
     }
     let (mut plans, mut result) = tally.finish(pool).into_plans_and_counts(cands.len());
     if opts.uneven_dp {
@@ -1209,6 +1265,32 @@ mod tests {
         assert!(!without.contains(&format!("{sailors:?}")));
         assert!(without.is_subset(&with));
         assert!(with.len() > without.len());
+    }
+
+    /// Candidates proven slower change nothing: the uneven search keeping
+    /// the refinement's pool finds the plans, and counts, of one that
+    /// simulates every seed of every candidate (no limit), with and without
+    /// fewer replicas. Bounds matched to the wrong seeds fail this.
+    #[test]
+    fn uneven_pruning_keeps_the_plans_of_simulating_every_candidate() {
+        let f = Gpt2HetCluster::new();
+        let inputs = f.inputs();
+        let dm = DeviceModel::default();
+        for fewer_replicas in [false, true] {
+            let opts = |keep: usize| SearchOptions {
+                uneven_dp: true,
+                fewer_replicas,
+                keep,
+                ..SearchOptions::new(32, PlacementSearch::Artifact, TrainingSetup::default())
+            };
+            let all = search_per_type_tp(&inputs, &dm, &opts(usize::MAX)).unwrap();
+            let few = search_per_type_tp(&inputs, &dm, &opts(crate::refine::REFINE_POOL)).unwrap();
+            assert!(all.plans.len() > 2 * few.plans.len(), "{}", all.plans.len());
+            assert_eq!(few.plans.as_slice(), &all.plans[..few.plans.len()]);
+            let counts =
+                |r: &SearchResult| (r.candidates, r.infeasible, r.unpriced, r.skipped.clone());
+            assert_eq!(counts(&few), counts(&all));
+        }
     }
 
     /// A seed kept as its boundaries is rebuilt as the plan it was bounded

@@ -398,6 +398,9 @@ impl CostCurve {
                 })
             });
         }
+        // Pieces of many pairs often come down to a few: a search's memo
+        // keeps tens of thousands of curves (`DeviceModel`'s `NetMemo`).
+        pieces.shrink_to_fit();
         CostCurve {
             pieces,
             zero_when_empty,
@@ -644,6 +647,20 @@ mod tests {
         // Two sends out of node 0 at once share its NIC.
         let t = concurrent_p2p_s(&net(&c), &[(d(0, 0), d(1, 0)), (d(0, 1), d(1, 1))], 1e9);
         close(t, 30e-6 + 1.0);
+    }
+
+    /// Many alike sends keep one piece, and only its room: a search's memo
+    /// holds tens of thousands of curves (a 768-GPU search held 4.9 GB
+    /// when each kept room for every pair).
+    #[test]
+    fn alike_sends_keep_one_piece() {
+        let c = cluster();
+        let pairs: Vec<(Device, Device)> = (0..4).map(|g| (d(0, g), d(1, g))).collect();
+        let curve = concurrent_p2p_curve(&net(&c), &pairs);
+        assert_eq!(curve.pieces.len(), 1);
+        assert_eq!(curve.pieces.capacity(), 1);
+        // Four sends share node 1's NIC, the slower (4 GB/s x 0.5 / 4).
+        close(curve.at(1e9), 30e-6 + 2.0);
     }
 
     /// Two nodes of 4 GPUs, 16 GB/s each, with `nics` NICs.
