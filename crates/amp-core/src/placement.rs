@@ -366,34 +366,92 @@ impl NodeKinds {
     }
 }
 
-/// A group of stages up to renaming nodes ([`first_alike`]), packed in
+/// A group of stages up to renaming nodes ([`first_alike`]), built as
 /// words: with pair links, the bandwidth of every pair of the group's
 /// nodes (after their count); then per device its kind, renamed node and
 /// GPU, each replica closed by its size (a word with the top bit set).
 /// Equal keys of one cluster's groups mean equal prices. Hashed and first
 /// compared by a fingerprint of the words: a key of a 512-GPU cut is
-/// thousands of bytes, hashed once, not at every lookup.
+/// thousands of words, hashed once, not at every lookup. Kept packed
+/// ([`KeyPacker`]): a search's memo holds tens of thousands of keys, and
+/// a device's word is mostly the one before it plus one.
 #[derive(Debug, Clone)]
 pub struct GroupKey {
-    words: Vec<u64>,
+    packed: Box<[u8]>,
     fingerprint: u64,
 }
 
-impl GroupKey {
-    fn new(words: Vec<u64>) -> GroupKey {
-        // A multiply-xorshift mix per word: cheap, and enough to spread
-        // keys over buckets (equal keys are still checked word by word).
-        let fingerprint = words.iter().fold(words.len() as u64, |h, &w| {
-            let x = (h ^ w).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            x ^ (x >> 29)
-        });
-        GroupKey { words, fingerprint }
+/// Builds a [`GroupKey`] word by word, packed as it goes without loss
+/// (equal packs, equal words): each word as the difference from the last
+/// word of its class (top bit set or not), zigzag and LEB128 coded with the
+/// class in its lowest bit. A replica's next GPU on the same node, and a
+/// size like the last, take one byte each.
+struct KeyPacker {
+    packed: Vec<u8>,
+    last: [u64; 2],
+    fingerprint: u64,
+    words: u64,
+}
+
+impl KeyPacker {
+    fn with_capacity(bytes: usize) -> KeyPacker {
+        KeyPacker {
+            packed: Vec::with_capacity(bytes),
+            last: [0; 2],
+            fingerprint: 0,
+            words: 0,
+        }
     }
+
+    fn push(&mut self, w: u64) {
+        // A multiply-xorshift mix per word: cheap, and enough to spread
+        // keys over buckets (equal keys are still checked byte by byte).
+        let x = (self.fingerprint ^ w).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.fingerprint = x ^ (x >> 29);
+        self.words += 1;
+        let class = (w >> 63) as usize;
+        let delta = w.wrapping_sub(self.last[class]) as i64;
+        self.last[class] = w;
+        // Zigzag: small magnitudes of either sign to small numbers; then
+        // the class as the lowest bit (in a u128 where it needs 65 bits).
+        let zigzag = ((delta << 1) ^ (delta >> 63)) as u64;
+        if zigzag < 0x40 {
+            self.packed.push((zigzag << 1) as u8 | class as u8);
+            return;
+        }
+        let mut v = (u128::from(zigzag) << 1) | class as u128;
+        loop {
+            let byte = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                self.packed.push(byte);
+                return;
+            }
+            self.packed.push(byte | 0x80);
+        }
+    }
+
+    fn finish(self) -> GroupKey {
+        GroupKey {
+            packed: self.packed.into_boxed_slice(),
+            fingerprint: self.fingerprint ^ self.words,
+        }
+    }
+}
+
+/// `words` packed as [`KeyPacker`] packs them.
+#[cfg(test)]
+fn pack_words(words: &[u64]) -> Box<[u8]> {
+    let mut p = KeyPacker::with_capacity(words.len());
+    for &w in words {
+        p.push(w);
+    }
+    p.finish().packed
 }
 
 impl PartialEq for GroupKey {
     fn eq(&self, other: &GroupKey) -> bool {
-        self.fingerprint == other.fingerprint && self.words == other.words
+        self.fingerprint == other.fingerprint && self.packed == other.packed
     }
 }
 
@@ -438,8 +496,10 @@ pub fn alike_keys<'a>(
             nodes.clear();
             // The links first, after their count, so that no key is
             // another's with its words split differently.
-            let mut key: Vec<u64> = vec![0];
-            if linked {
+            let mut key = KeyPacker::with_capacity(64);
+            if !linked {
+                key.push(0);
+            } else {
                 // Numbered in node order, so that renaming keeps it.
                 nodes.extend(
                     stages
@@ -459,6 +519,8 @@ pub fn alike_keys<'a>(
                 } else {
                     &nodes[..]
                 };
+                let pairs = listed.len() * listed.len().saturating_sub(1) / 2;
+                key.push(pairs as u64);
                 for (x, &a) in listed.iter().enumerate() {
                     for &b in &listed[x + 1..] {
                         let bw = cluster.link_bytes_per_s(
@@ -468,7 +530,6 @@ pub fn alike_keys<'a>(
                         key.push(bw.to_bits());
                     }
                 }
-                key[0] = (key.len() - 1) as u64;
             }
             let mut fits = true;
             for replica in stages.into_iter().flatten() {
@@ -488,7 +549,7 @@ pub fn alike_keys<'a>(
             }
             // Past the words' room (never on a cluster within the limits),
             // the group stands alone.
-            fits.then(|| GroupKey::new(key))
+            fits.then(|| key.finish())
         })
         .collect()
 }
@@ -660,6 +721,58 @@ fn permutations_lex(items: &mut [usize], max: usize, f: &mut impl FnMut(&[usize]
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The words a pack was made of, read back (the inverse of
+    /// [`pack_words`], for its test).
+    fn unpack_words(packed: &[u8]) -> Vec<u64> {
+        let (mut words, mut last) = (Vec::new(), [0u64; 2]);
+        let (mut v, mut shift) = (0u128, 0);
+        for &b in packed {
+            v |= u128::from(b & 0x7f) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                let class = (v & 1) as usize;
+                let zigzag = (v >> 1) as u64;
+                let delta = ((zigzag >> 1) as i64) ^ -((zigzag & 1) as i64);
+                last[class] = last[class].wrapping_add(delta as u64);
+                words.push(last[class]);
+                (v, shift) = (0, 0);
+            }
+        }
+        words
+    }
+
+    /// Packing loses nothing (so equal packs mean equal words), on words of
+    /// every size, both classes and the extremes; a replica's devices on
+    /// one node and sizes like the last take a byte each.
+    #[test]
+    fn packed_keys_read_back_as_their_words() {
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for n in 0..200 {
+            let words: Vec<u64> = (0..n % 40)
+                .map(|k| match k % 4 {
+                    0 => next(),
+                    1 => next() >> (next() % 64),
+                    2 => [0, u64::MAX, 1 << 63, (1 << 63) - 1][(next() % 4) as usize],
+                    _ => 1 << 63 | (next() % 9),
+                })
+                .collect();
+            assert_eq!(unpack_words(&pack_words(&words)), words);
+        }
+        // 64 GPUs of one kind on 8 renamed nodes, tp 1: 128 words.
+        let words: Vec<u64> = (0..64u64)
+            .flat_map(|d| [5 << 57 | (d / 8) << 28 | (d % 8), 1 << 63 | 1])
+            .collect();
+        let packed = pack_words(&words);
+        assert_eq!(unpack_words(&packed), words);
+        assert!(packed.len() < 2 * 64 + 8 * 5 + 16, "{} bytes", packed.len());
+    }
     use crate::cluster::builtin;
 
     #[test]

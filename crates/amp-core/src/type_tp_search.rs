@@ -55,12 +55,14 @@ use crate::search::{
 /// GPU types at most whose orders are all tried (4! = 24).
 pub const MAX_TYPES: usize = 4;
 
-/// One candidate: GPU types in pipeline order, each with its tp and the
-/// number of its tensor-parallel groups used, and the shared dp and
-/// micro-batch. Groups fill the pipeline in that order, `dp` per stage.
+/// One candidate: GPU types in pipeline order (each by its index in
+/// [`types_in_node_order`]: hundreds of thousands of candidates name them),
+/// each with its tp and the number of its tensor-parallel groups used, and
+/// the shared dp and micro-batch. Groups fill the pipeline in that order,
+/// `dp` per stage.
 #[derive(Debug, Clone, PartialEq)]
 struct Candidate {
-    types: Vec<(String, usize, usize)>,
+    types: Vec<(usize, usize, usize)>,
     dp: usize,
     micro_batch: usize,
 }
@@ -154,10 +156,7 @@ fn candidates(
         }
         debug_assert!(used.iter().sum::<usize>().is_multiple_of(dp));
         out.push(Candidate {
-            types: order
-                .iter()
-                .map(|&t| (types[t].0.clone(), v[t], used[t]))
-                .collect(),
+            types: order.iter().map(|&t| (t, v[t], used[t])).collect(),
             dp,
             micro_batch,
         });
@@ -297,9 +296,9 @@ fn layout_plan(
     let groups: Vec<&[Device]> = c
         .types
         .iter()
-        .flat_map(|(name, tp, used)| {
-            let devices = &types.iter().find(|t| t.0 == *name).unwrap().1;
-            (0..*used).map(move |g| &devices[g * tp..(g + 1) * tp])
+        .flat_map(|&(t, tp, used)| {
+            let devices = &types[t].1;
+            (0..used).map(move |g| &devices[g * tp..(g + 1) * tp])
         })
         .collect();
     let pp = groups.len() / c.dp;
@@ -1237,9 +1236,9 @@ mod tests {
             nodes,
             links: Vec::new(),
         };
-        let (v100, t4) = (&cluster.nodes[0].gpu_type, &cluster.nodes[24].gpu_type);
+        // The V100s first in node order: type 0.
         let sailors = Candidate {
-            types: vec![(v100.clone(), 4, 24), (t4.clone(), 1, 30)],
+            types: vec![(0, 4, 24), (1, 1, 30)],
             dp: 27,
             micro_batch: 2,
         };
