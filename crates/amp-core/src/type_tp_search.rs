@@ -62,9 +62,47 @@ pub const MAX_TYPES: usize = 4;
 /// `dp` per stage.
 #[derive(Debug, Clone, PartialEq)]
 struct Candidate {
-    types: Vec<(usize, usize, usize)>,
+    types: TypeUses,
     dp: usize,
     micro_batch: usize,
+}
+
+/// Up to [`MAX_TYPES`] (type index, tp, groups used), in pipeline order,
+/// held inline: millions of candidates on four GPU types.
+#[derive(Clone, Copy, PartialEq)]
+struct TypeUses {
+    len: u8,
+    uses: [(u8, u8, u32); MAX_TYPES],
+}
+
+impl TypeUses {
+    /// `uses` as (type index, tp, groups used); at most [`MAX_TYPES`] of
+    /// them, types below 256, tp below 256 and groups below 2^32 (a cluster
+    /// within [`limits`] has at most 65,536 GPUs, 64 to a node).
+    fn new(uses: impl IntoIterator<Item = (usize, usize, usize)>) -> TypeUses {
+        let mut t = TypeUses {
+            len: 0,
+            uses: [(0, 0, 0); MAX_TYPES],
+        };
+        for (k, (ty, tp, used)) in uses.into_iter().enumerate() {
+            let narrow = |x: usize| u32::try_from(x).expect("within the limits");
+            t.uses[k] = (narrow(ty) as u8, narrow(tp) as u8, narrow(used));
+            t.len += 1;
+        }
+        t
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+        self.uses[..self.len as usize]
+            .iter()
+            .map(|&(ty, tp, used)| (ty as usize, tp as usize, used as usize))
+    }
+}
+
+impl std::fmt::Debug for TypeUses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
 }
 
 /// The cluster's GPU types in node order, each with its devices (node
@@ -156,7 +194,7 @@ fn candidates(
         }
         debug_assert!(used.iter().sum::<usize>().is_multiple_of(dp));
         out.push(Candidate {
-            types: order.iter().map(|&t| (t, v[t], used[t])).collect(),
+            types: TypeUses::new(order.iter().map(|&t| (t, v[t], used[t]))),
             dp,
             micro_batch,
         });
@@ -296,7 +334,7 @@ fn layout_plan(
     let groups: Vec<&[Device]> = c
         .types
         .iter()
-        .flat_map(|&(t, tp, used)| {
+        .flat_map(|(t, tp, used)| {
             let devices = &types[t].1;
             (0..used).map(move |g| &devices[g * tp..(g + 1) * tp])
         })
@@ -698,67 +736,57 @@ fn price_uneven<'a, 'c>(
     tally: &mut Tally,
 ) {
     let (cluster, layers) = (inputs.cluster, inputs.model.num_layers());
-    // Per layout, per candidate: the lower bound of each of its seed
-    // splits that fits ([`seed_bounds`], in order), or its outcome when
-    // none is left to simulate. The seeds themselves, the layouts' plans
-    // and their estimators are rebuilt for the few simulated, so memory
-    // does not grow with the layouts' size (tens of thousands of layouts
-    // of 768 GPUs on three GPU types).
-    type Bounded = std::result::Result<SeedBounds, Outcome>;
-    let bounded: Vec<Vec<Bounded>> = layouts
+    // (least bound, candidate, layout, its seeds' bounds) of every
+    // candidate with a seed split that fits ([`seed_bounds`], in order);
+    // the others' outcomes tallied as they are met. The seeds themselves,
+    // the layouts' plans and their estimators are rebuilt for the few
+    // simulated, so memory does not grow with the layouts' size (tens of
+    // thousands of layouts of 768 GPUs on three GPU types).
+    type Seeded = Vec<(f64, usize, usize, SeedBounds)>;
+    let (mut order, met): (Seeded, Tally) = layouts
         .par_iter()
-        .map(|r| {
-            let of_layout = &cands[r.clone()];
-            let layout = match UnevenLayout::new(inputs, estimators, times, opts, of_layout) {
-                Ok(l) => l,
-                Err(why) => {
-                    return r
-                        .clone()
-                        .map(|_| Err(Outcome::Skipped(why.clone())))
-                        .collect()
-                }
-            };
-            let mut plan = layout.plan.clone();
-            of_layout
-                .iter()
-                .enumerate()
-                .map(|(k, c)| {
-                    if k > 0 {
+        .enumerate()
+        .fold(
+            || (Vec::new(), Tally::default()),
+            |(mut seeded, mut met), (k, r)| {
+                let of_layout = &cands[r.clone()];
+                let layout = match UnevenLayout::new(inputs, estimators, times, opts, of_layout) {
+                    Ok(l) => l,
+                    Err(why) => {
+                        for i in r.clone() {
+                            met.add(i, Outcome::Skipped(why.clone()), pool);
+                        }
+                        return (seeded, met);
+                    }
+                };
+                let mut plan = layout.plan.clone();
+                for (i, c) in r.clone().zip(of_layout) {
+                    if i > r.start {
                         layout.set(&mut plan, c);
                     }
-                    let mut bounds: SeedBounds = [None; 2];
-                    for (j, b) in seed_bounds(&plan, layers).into_iter().enumerate() {
-                        for (s, w) in plan.stages.iter_mut().zip(b.windows(2)) {
-                            (s.first_layer, s.end_layer) = (w[0], w[1]);
+                    match seed_bounds_of(&layout, &mut plan, layers) {
+                        Ok(bounds) if bounds.iter().any(Option::is_some) => {
+                            let least = bounds
+                                .iter()
+                                .flatten()
+                                .fold(f64::INFINITY, |a, &b| a.min(b));
+                            seeded.push((least, i, k, bounds));
                         }
-                        match layout.estimator.lower_bound_if_fits(&plan) {
-                            Ok(bound) => bounds[j] = bound,
-                            Err(e) => return Err(Outcome::Skipped(e.to_string())),
-                        }
+                        Ok(_) => met.add(i, Outcome::Infeasible, pool),
+                        Err(o) => met.add(i, o, pool),
                     }
-                    if bounds.iter().all(Option::is_none) {
-                        return Err(Outcome::Infeasible);
-                    }
-                    Ok(bounds)
-                })
-                .collect()
-        })
-        .collect();
-    // (least bound, candidate, layout) of every candidate with seeds.
-    let mut order: Vec<(f64, usize, usize)> = Vec::new();
-    let mut seeds: Vec<SeedBounds> = vec![[None; 2]; cands.len()];
-    for (k, (r, of_layout)) in layouts.iter().zip(bounded).enumerate() {
-        for (i, b) in r.clone().zip(of_layout) {
-            match b {
-                Ok(s) => {
-                    let least = s.iter().flatten().fold(f64::INFINITY, |a, &b| a.min(b));
-                    order.push((least, i, k));
-                    seeds[i] = s;
                 }
-                Err(o) => tally.add(i, o, pool),
-            }
-        }
-    }
+                (seeded, met)
+            },
+        )
+        .reduce(
+            || (Vec::new(), Tally::default()),
+            |(mut a, ta), (b, tb)| {
+                a.extend(b);
+                (a, ta.merge(tb, pool))
+            },
+        );
+    *tally = std::mem::take(tally).merge(met, pool);
     order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     // The layouts the last round met: rounds in order of bound meet the
     // same layouts again.
@@ -769,7 +797,7 @@ fn price_uneven<'a, 'c>(
         // A candidate whose every seed is bounded above the limit is
         // slower than the plans kept: its layout is not rebuilt.
         let (round, slower): (Vec<_>, Vec<_>) = round.iter().copied().partition(|x| x.0 <= limit_s);
-        for (_, i, _) in slower {
+        for (_, i, _, _) in slower {
             tally.add(i, Outcome::Slower, pool);
         }
         let mut met: Vec<usize> = round.iter().map(|x| x.2).collect();
@@ -790,7 +818,7 @@ fn price_uneven<'a, 'c>(
         built.extend(new);
         let outcomes: Vec<(usize, Outcome)> = round
             .par_iter()
-            .map(|&(_, i, k)| {
+            .map(|&(_, i, k, bounds)| {
                 let layout = match &built[&k] {
                     Ok(l) => l,
                     Err(why) => return (i, Outcome::Skipped(why.clone())),
@@ -799,7 +827,7 @@ fn price_uneven<'a, 'c>(
                 layout.set(&mut plan, &cands[i]);
                 let mut best: Option<(Plan, Estimate)> = None;
                 let mut slower = false;
-                for (b, bound) in seed_bounds(&plan, layers).iter().zip(seeds[i]) {
+                for (b, bound) in seed_bounds(&plan, layers).iter().zip(bounds) {
                     let Some(bound) = bound else { continue };
                     if bound > limit_s {
                         slower = true;
@@ -830,6 +858,27 @@ fn price_uneven<'a, 'c>(
             tally.add(i, o, pool);
         }
     }
+}
+
+/// The [`SeedBounds`] of `plan`, a plan of `layout` set to one of its
+/// candidates (its split left at the last seed's), or the candidate's
+/// outcome when a bound cannot be had.
+fn seed_bounds_of(
+    layout: &UnevenLayout,
+    plan: &mut Plan,
+    layers: usize,
+) -> std::result::Result<SeedBounds, Outcome> {
+    let mut bounds: SeedBounds = [None; 2];
+    for (j, b) in seed_bounds(plan, layers).into_iter().enumerate() {
+        for (s, w) in plan.stages.iter_mut().zip(b.windows(2)) {
+            (s.first_layer, s.end_layer) = (w[0], w[1]);
+        }
+        bounds[j] = layout
+            .estimator
+            .lower_bound_if_fits(plan)
+            .map_err(|e| Outcome::Skipped(e.to_string()))?;
+    }
+    Ok(bounds)
 }
 
 /// The lower bound of each of a candidate's [`seed_bounds`] splits, in
@@ -1238,7 +1287,7 @@ mod tests {
         };
         // The V100s first in node order: type 0.
         let sailors = Candidate {
-            types: vec![(0, 4, 24), (1, 1, 30)],
+            types: TypeUses::new([(0, 4, 24), (1, 1, 30)]),
             dp: 27,
             micro_batch: 2,
         };
