@@ -644,7 +644,9 @@ fn layout_of(
 }
 
 /// The plans of `cands`, the candidates of one layout (at least one), or
-/// why an interleaved setup cannot split the model over its virtual stages.
+/// why an interleaved setup cannot split the model over its virtual stages:
+/// what [`CandidateLayout::set`] makes of its plan, built anew.
+#[cfg(test)]
 fn build_layout<'c>(
     inputs: &Inputs<'c>,
     opts: &SearchOptions,
@@ -693,12 +695,8 @@ fn price_even(
     inputs: &Inputs,
     c: &Candidate,
     plan: Plan,
-    estimator: &Result<LayoutEstimator>,
+    estimator: &dyn PlanEstimator,
 ) -> Outcome {
-    let estimator = match estimator {
-        Ok(e) => e.as_ref(),
-        Err(e) => return Outcome::Skipped(e.to_string()),
-    };
     let layers = inputs.model.num_layers();
     let (plan, estimate) = match price_seeds(estimator, plan, layers) {
         Ok(pe) => pe,
@@ -750,7 +748,8 @@ fn price_uneven<'a, 'c>(
             || (Vec::new(), Tally::default()),
             |(mut seeded, mut met), (k, r)| {
                 let of_layout = &cands[r.clone()];
-                let layout = match UnevenLayout::new(inputs, estimators, times, opts, of_layout) {
+                let layout = match CandidateLayout::new(inputs, estimators, times, opts, of_layout)
+                {
                     Ok(l) => l,
                     Err(why) => {
                         for i in r.clone() {
@@ -790,7 +789,7 @@ fn price_uneven<'a, 'c>(
     order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     // The layouts the last round met: rounds in order of bound meet the
     // same layouts again.
-    let mut built: HashMap<usize, std::result::Result<UnevenLayout<'a, 'c, '_>, String>> =
+    let mut built: HashMap<usize, std::result::Result<CandidateLayout<'a, 'c, '_>, String>> =
         HashMap::new();
     for round in order.chunks(CANDIDATES_PER_ROUND) {
         let limit_s = tally.limit_s(pool);
@@ -811,7 +810,7 @@ fn price_uneven<'a, 'c>(
                 let of_layout = &cands[layouts[k].clone()];
                 (
                     k,
-                    UnevenLayout::new(inputs, estimators, times, opts, of_layout),
+                    CandidateLayout::new(inputs, estimators, times, opts, of_layout),
                 )
             })
             .collect();
@@ -864,7 +863,7 @@ fn price_uneven<'a, 'c>(
 /// candidates (its split left at the last seed's), or the candidate's
 /// outcome when a bound cannot be had.
 fn seed_bounds_of(
-    layout: &UnevenLayout,
+    layout: &CandidateLayout,
     plan: &mut Plan,
     layers: usize,
 ) -> std::result::Result<SeedBounds, Outcome> {
@@ -885,9 +884,10 @@ fn seed_bounds_of(
 /// their order; `None` for one that does not fit (or is not a seed).
 type SeedBounds = [Option<f64>; 2];
 
-/// An uneven layout: its plan set to its first candidate, its estimator,
-/// and what setting the plan to another of its candidates needs.
-struct UnevenLayout<'a, 'c, 'x> {
+/// A layout of candidates (even or uneven): its plan set to its first
+/// candidate, its estimator, and what setting the plan to another of its
+/// candidates needs.
+struct CandidateLayout<'a, 'c, 'x> {
     plan: Plan,
     estimator: LayoutEstimator<'a>,
     resplit: bool,
@@ -897,7 +897,7 @@ struct UnevenLayout<'a, 'c, 'x> {
     opts: &'x SearchOptions<'x>,
 }
 
-impl<'a, 'c, 'x> UnevenLayout<'a, 'c, 'x> {
+impl<'a, 'c, 'x> CandidateLayout<'a, 'c, 'x> {
     /// The layout of `cands` (at least one), or why it has no plan.
     fn new(
         inputs: &'x Inputs<'c>,
@@ -916,7 +916,7 @@ impl<'a, 'c, 'x> UnevenLayout<'a, 'c, 'x> {
         let estimator = estimators
             .layout_estimator(&plan)
             .map_err(|e| e.to_string())?;
-        Ok(UnevenLayout {
+        Ok(CandidateLayout {
             plan,
             estimator,
             resplit,
@@ -1014,8 +1014,15 @@ pub fn search_per_type_tp(
         tally = layouts
             .par_iter()
             .fold(Tally::default, |mut acc, r| {
-                let plans = match build_layout(inputs, opts, &cands[r.clone()], &times) {
-                    Ok(p) => p,
+                let of_layout = &cands[r.clone()];
+                let layout = match CandidateLayout::new(
+                    inputs,
+                    estimators.as_ref(),
+                    &times,
+                    opts,
+                    of_layout,
+                ) {
+                    Ok(l) => l,
                     Err(why) => {
                         for i in r.clone() {
                             acc.add(i, Outcome::Skipped(why.clone()), pool);
@@ -1023,9 +1030,14 @@ pub fn search_per_type_tp(
                         return acc;
                     }
                 };
-                let estimator = estimators.layout_estimator(&plans[0]);
-                for (i, plan) in r.clone().zip(plans) {
-                    acc.add(i, price_even(inputs, &cands[i], plan, &estimator), pool);
+                for (i, c) in r.clone().zip(of_layout) {
+                    let mut plan = layout.plan.clone();
+                    layout.set(&mut plan, c);
+                    acc.add(
+                        i,
+                        price_even(inputs, c, plan, layout.estimator.as_ref()),
+                        pool,
+                    );
                 }
                 acc
             })
