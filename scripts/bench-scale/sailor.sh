@@ -10,7 +10,9 @@
 #       # reported (for comparisons on this drifting machine)
 #   ONLY="--uneven-dp --per-type-tp" scripts/bench-scale/sailor.sh
 #       # one of the three searches only ("" for the default one); also
-#       # ONLY="--uneven-dp --per-type-tp --fewer-replicas", run only so
+#       # ONLY="--uneven-dp --per-type-tp --fewer-replicas",
+#       # ONLY="--uneven-dp --per-stage-tp" and ONLY="--per-stage-tp", run
+#       # only so
 #
 # Needs a release build (cargo build --release) and ../shared/data/sailor.
 set -euo pipefail
@@ -27,10 +29,11 @@ summary() {
 }
 for model in OPT-350 GPT-Neo-2.7; do
   for cluster in 8x4xA100-40+24x4xV100-16 20x4xA100-40+60x4xV100-16 32x4xA100-40+96x4xV100-16; do
-    for flags in "" "--uneven-dp" "--uneven-dp --per-type-tp" "--uneven-dp --per-type-tp --fewer-replicas"; do
+    for flags in "" "--uneven-dp" "--uneven-dp --per-type-tp" "--uneven-dp --per-type-tp --fewer-replicas" \
+      "--uneven-dp --per-stage-tp" "--per-stage-tp"; do
       if [ -n "${ONLY+set}" ] && [ "$flags" != "$ONLY" ]; then continue; fi
-      # The fourth only when asked for by name.
-      if [ -z "${ONLY+set}" ] && [ "$flags" = "--uneven-dp --per-type-tp --fewer-replicas" ]; then continue; fi
+      # The last three only when asked for by name.
+      case "$flags" in *fewer-replicas*|*per-stage-tp*) [ -n "${ONLY+set}" ] || continue ;; esac
       for k in "${!bins[@]}"; do : > "$tmp/t$k"; done
       for _ in $(seq "$n"); do
         for k in "${!bins[@]}"; do

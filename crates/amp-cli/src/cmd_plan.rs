@@ -109,6 +109,13 @@ pub struct PlanArgs {
     /// setups take Megatron-LM's even split).
     #[arg(long)]
     pub per_type_tp: bool,
+    /// --per-type-tp, and a GPU type's stages at two tp degrees too: its
+    /// first stages at one, the rest at another (a tp per stage, as
+    /// Sailor's planner gives; under 1F1B the first stages hold the most
+    /// activations). Many more candidates: seconds where --per-type-tp
+    /// takes a fraction of one.
+    #[arg(long)]
+    pub per_stage_tp: bool,
     /// Let replicas run different numbers of micro-batches: data-parallel
     /// degrees that need not divide the batch, faster replicas taking more,
     /// and with --per-type-tp stages whose replicas mix GPU types (Sailor's
@@ -584,7 +591,9 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             given.join(", ")
         );
     }
-    if args.fewer_replicas && !(args.per_type_tp && args.uneven_dp) {
+    // --per-stage-tp widens the per-type search, so runs it.
+    let per_type_tp = args.per_type_tp || args.per_stage_tp;
+    if args.fewer_replicas && !(per_type_tp && args.uneven_dp) {
         bail!("--fewer-replicas adds candidates to the search of --per-type-tp with --uneven-dp; add both, or drop it");
     }
     if cost_name == CostModelName::AmpPaper && args.uneven_dp {
@@ -653,6 +662,7 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         // --subsets leaves GPUs idle where that may be faster: whole nodes
         // in the main search, surplus replicas in the per-type one.
         fewer_replicas: args.fewer_replicas || args.subsets,
+        per_stage_tp: args.per_stage_tp,
         keep: if args.report.is_some() {
             usize::MAX
         } else if args.emit.is_some() {
@@ -706,7 +716,7 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     };
     // The two searches side by side: each leaves a core idle between its
     // phases, which the other fills.
-    let (result, per_type) = if args.per_type_tp {
+    let (result, per_type) = if per_type_tp {
         let (main, per_type) = rayon::join(main_search, per_type_search);
         (main, Some(per_type))
     } else {
@@ -741,7 +751,7 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             cost_model.as_ref(),
             &search_opts,
             // The main search went beyond AMP's space.
-            !space.is_empty() || wide || args.per_type_tp || args.uneven_dp,
+            !space.is_empty() || wide || per_type_tp || args.uneven_dp,
             result.plans[0].estimate.iteration_s,
         )?)
     } else {

@@ -854,6 +854,66 @@ fn per_type_tp_adds_plans_with_a_tp_per_gpu_type() {
     assert!(stdout(&o).contains("1/1/1/1/1/1/2"), "{}", stdout(&o));
 }
 
+/// `--per-stage-tp` runs the per-type search (it implies `--per-type-tp`)
+/// with plans whose GPU type runs two tp degrees on its stages: it counts
+/// more candidates, keeps every plan of `--per-type-tp`, and some of its
+/// plans give one type's stages two degrees.
+#[test]
+fn per_stage_tp_adds_plans_with_two_degrees_on_a_gpu_type() {
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "plan",
+            "--model",
+            "gpt2-medium",
+            "--cluster",
+            "2x4xA100-40GB+2x4xV100-16GB",
+            "--global-batch",
+            "64",
+            "--json",
+            "--top",
+            "100000",
+            "-q",
+        ];
+        args.extend(extra);
+        amp_json(&args)
+    };
+    let per_type = run(&["--per-type-tp"]);
+    let per_stage = run(&["--per-stage-tp"]);
+    let n = |v: &serde_json::Value| v["candidates"].as_u64().unwrap();
+    assert!(n(&per_stage) > n(&per_type));
+    let times = |v: &serde_json::Value| -> Vec<u64> {
+        let mut t: Vec<u64> = v["plans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["predicted_iteration_s"].as_f64().unwrap().to_bits())
+            .collect();
+        t.sort_unstable();
+        t
+    };
+    let (a, b) = (times(&per_type), times(&per_stage));
+    assert!(a.iter().all(|t| b.binary_search(t).is_ok()));
+    // A type whose stages run two degrees: (GPU type, tp) per stage.
+    let two_degrees = per_stage["plans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            let mut kinds: Vec<(usize, usize)> = Vec::new();
+            for s in p["stages"].as_array().unwrap() {
+                let r = s["replicas"][0].as_array().unwrap();
+                // Nodes 0-1 are the A100s, 2-3 the V100s.
+                let kind = (usize::from(r[0]["node"].as_u64().unwrap() >= 2), r.len());
+                if !kinds.contains(&kind) {
+                    kinds.push(kind);
+                }
+            }
+            kinds.len() > 2
+        })
+        .count();
+    assert!(two_degrees > 0);
+}
+
 /// With `--search-setup`, plans with a tp per GPU type are searched under
 /// every setup: interleaved ones too, on Megatron-LM's even split of the
 /// virtual stages.

@@ -164,43 +164,101 @@ fn sailor_scenarios_match_the_readme() {
         let at = format!("{model} {cluster}");
         near(p["predicted_iteration_s"].as_f64().unwrap(), best);
         assert_eq!(p["dp"], dp, "{at}");
-        let stage_tps: Vec<String> = p["stages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| {
-                let mut seen: Vec<usize> = Vec::new();
-                for r in s["replicas"].as_array().unwrap() {
-                    let t = r.as_array().unwrap().len();
-                    if !seen.contains(&t) {
-                        seen.push(t);
-                    }
-                }
-                seen.iter()
-                    .map(|t| t.to_string())
-                    .collect::<Vec<_>>()
-                    .join("+")
-            })
-            .collect();
-        assert_eq!(stage_tps.join("/"), tps, "{at}");
-        let counts: Vec<u64> = match p.get("replica_micro_batches") {
-            Some(c) => c
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap())
-                .collect(),
-            None => vec![p["num_micro_batches"].as_u64().unwrap()],
-        };
-        let (lo, hi) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
-        let label = if lo == hi {
-            lo.to_string()
-        } else {
-            format!("{lo}-{hi}")
-        };
-        assert_eq!(label, micro, "{at}");
+        assert_eq!(stage_tps(p), tps, "{at}");
+        assert_eq!(micro_label(p), micro, "{at}");
         let b = v["baselines"].as_array().unwrap();
         near(b[0]["predicted_iteration_s"].as_f64().unwrap(), amp_space);
         near(b[1]["predicted_iteration_s"].as_f64().unwrap(), megatron);
+    }
+}
+
+/// A plan's tp per stage, `/` between stages, `+` between the degrees of a
+/// stage's replicas (`1+2/1`).
+fn stage_tps(p: &serde_json::Value) -> String {
+    let stages: Vec<String> = p["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let mut seen: Vec<usize> = Vec::new();
+            for r in s["replicas"].as_array().unwrap() {
+                let t = r.as_array().unwrap().len();
+                if !seen.contains(&t) {
+                    seen.push(t);
+                }
+            }
+            seen.iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join("+")
+        })
+        .collect();
+    stages.join("/")
+}
+
+/// A plan's micro-batches per replica: `8`, or `10-17` when they differ.
+fn micro_label(p: &serde_json::Value) -> String {
+    let counts: Vec<u64> = match p.get("replica_micro_batches") {
+        Some(c) => c
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .collect(),
+        None => vec![p["num_micro_batches"].as_u64().unwrap()],
+    };
+    let (lo, hi) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+    if lo == hi {
+        lo.to_string()
+    } else {
+        format!("{lo}-{hi}")
+    }
+}
+
+/// The same scenarios with `--per-stage-tp` too (a GPU type's stages at two
+/// tp degrees): amp's best as the README's table gives it, never slower
+/// than without. Reproduce with `amp plan --sailor-data
+/// ../shared/data/sailor --model M --cluster C --global-batch 1024
+/// --per-stage-tp --uneven-dp`.
+#[test]
+fn sailor_scenarios_with_a_tp_per_stage_match_the_readme() {
+    let Some(data) = common::shared_data().map(|d| d.join("sailor")) else {
+        return;
+    };
+    // (model, A100 and V100 nodes, amp's best s, its tp per stage, the
+    // best s without --per-stage-tp)
+    for (model, (na, nv), best, tps, without) in [
+        ("OPT-350", (5, 15), 6.4947, "1+2", 6.4947),
+        ("OPT-350", (8, 24), 4.2706, "1+2", 4.2706),
+        ("OPT-350", (20, 60), 2.0433, "1/2/1", 2.1212),
+        ("OPT-350", (32, 96), 1.4122, "1/2/1", 1.5005),
+        ("GPT-Neo-2.7", (8, 24), 15.9958, "2/4/1/1", 16.0498),
+        ("GPT-Neo-2.7", (20, 60), 7.2044, "2/2/2/1/1", 7.2044),
+        ("GPT-Neo-2.7", (32, 96), 4.9940, "2/2/2/1/1", 4.9940),
+    ] {
+        let cluster = format!("{na}x4xA100-40+{nv}x4xV100-16");
+        let v = amp_json(&[
+            "plan",
+            "--sailor-data",
+            data.to_str().unwrap(),
+            "--model",
+            model,
+            "--cluster",
+            &cluster,
+            "--global-batch",
+            "1024",
+            "--per-stage-tp",
+            "--uneven-dp",
+            "--json",
+            "--top",
+            "1",
+            "-q",
+        ]);
+        let p = &v["plans"][0];
+        let at = format!("{model} {cluster}");
+        let t = p["predicted_iteration_s"].as_f64().unwrap();
+        near(t, best);
+        assert_eq!(stage_tps(p), tps, "{at}");
+        assert!(t <= without + 5e-5, "{at}");
     }
 }

@@ -69,6 +69,12 @@ pub struct SearchOptions<'a> {
     /// layouts of their own, a fifth to a third more time for the per-type
     /// search on Sailor's larger scenarios, for plans rarely faster.
     pub fewer_replicas: bool,
+    /// The per-type search also tries a GPU type's stages at two tp
+    /// degrees, its first stages at one and the rest at the other (a tp per
+    /// stage, as Sailor's planner gives: under 1F1B the first stages hold
+    /// the most activations, so they may need a larger tp than the last;
+    /// [`crate::type_tp_search`]). Off by default: many more candidates.
+    pub per_stage_tp: bool,
 }
 
 impl SearchOptions<'_> {
@@ -88,6 +94,7 @@ impl SearchOptions<'_> {
             max_node_orders: MAX_NODE_ORDERS,
             uneven_dp: false,
             fewer_replicas: false,
+            per_stage_tp: false,
         }
     }
 }

@@ -35,6 +35,17 @@
 //! finds the best on all 24 (21 of 24, losing at most 1.7%, under the
 //! constants fitted before 2026-12-03's fp32 all-reduce;
 //! `uneven_search_loss_against_every_split_and_deal`).
+//!
+//! With [`SearchOptions::per_stage_tp`] a type's stages may also run at two
+//! tp degrees, its first stages at one and the rest at the other (a tp per
+//! stage, as Sailor's planner gives): for every order of the types and
+//! every dp, each type on whole stages of `dp` groups at one degree or two
+//! ([`type_steps`]), at least one at two ([`step_candidates`]). These are
+//! priced apart from the others, as the uneven ones are (bounded, the
+//! leaders refined), and their plans added to the others', so the search
+//! with them is never slower than without. A heuristic: against every
+//! split of every such candidate on 18 small instances it finds the best
+//! on 17, 0.44% slower on one (`per_stage_search_loss_against_every_split`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -55,6 +66,11 @@ use crate::search::{
 /// GPU types at most whose orders are all tried (4! = 24).
 pub const MAX_TYPES: usize = 4;
 
+/// (GPU type, tp) uses a candidate holds at most: every type at two tp
+/// degrees on two or three types, two of them on four
+/// ([`SearchOptions::per_stage_tp`]).
+const MAX_USES: usize = 6;
+
 /// One candidate: GPU types in pipeline order (each by its index in
 /// [`types_in_node_order`]: hundreds of thousands of candidates name them),
 /// each with its tp and the number of its tensor-parallel groups used, and
@@ -63,26 +79,62 @@ pub const MAX_TYPES: usize = 4;
 #[derive(Debug, Clone, PartialEq)]
 struct Candidate {
     types: TypeUses,
-    dp: usize,
-    micro_batch: usize,
+    // u32, not usize: millions of candidates (within the limits a batch
+    // and a cluster's groups are far below 2^32).
+    dp: u32,
+    micro_batch: u32,
 }
 
-/// Up to [`MAX_TYPES`] (type index, tp, groups used), in pipeline order,
+impl Candidate {
+    /// The candidate of `uses` at `dp` and `micro_batch`, when its
+    /// micro-batches of `global_batch` deal over `dp` replicas (evenly
+    /// unless `uneven`, at most [`limits::MAX_MICRO_BATCHES`] each).
+    fn new(
+        uses: TypeUses,
+        dp: usize,
+        micro_batch: usize,
+        global_batch: usize,
+        uneven: bool,
+    ) -> Option<Candidate> {
+        let m = global_batch / micro_batch;
+        let even = m.is_multiple_of(dp);
+        if (!even && !uneven) || m < dp || m.div_ceil(dp) > limits::MAX_MICRO_BATCHES {
+            return None;
+        }
+        debug_assert!(uses.iter().map(|u| u.2).sum::<usize>().is_multiple_of(dp));
+        let narrow = |x: usize| u32::try_from(x).expect("within the limits");
+        Some(Candidate {
+            types: uses,
+            dp: narrow(dp),
+            micro_batch: narrow(micro_batch),
+        })
+    }
+
+    fn dp(&self) -> usize {
+        self.dp as usize
+    }
+
+    fn micro_batch(&self) -> usize {
+        self.micro_batch as usize
+    }
+}
+
+/// Up to [`MAX_USES`] (type index, tp, groups used), in pipeline order,
 /// held inline: millions of candidates on four GPU types.
 #[derive(Clone, Copy, PartialEq)]
 struct TypeUses {
     len: u8,
-    uses: [(u8, u8, u32); MAX_TYPES],
+    uses: [(u8, u8, u32); MAX_USES],
 }
 
 impl TypeUses {
-    /// `uses` as (type index, tp, groups used); at most [`MAX_TYPES`] of
+    /// `uses` as (type index, tp, groups used); at most [`MAX_USES`] of
     /// them, types below 256, tp below 256 and groups below 2^32 (a cluster
     /// within [`limits`] has at most 65,536 GPUs, 64 to a node).
     fn new(uses: impl IntoIterator<Item = (usize, usize, usize)>) -> TypeUses {
         let mut t = TypeUses {
             len: 0,
-            uses: [(0, 0, 0); MAX_TYPES],
+            uses: [(0, 0, 0); MAX_USES],
         };
         for (k, (ty, tp, used)) in uses.into_iter().enumerate() {
             let narrow = |x: usize| u32::try_from(x).expect("within the limits");
@@ -122,6 +174,26 @@ fn types_in_node_order(cluster: &Cluster) -> Vec<(String, Vec<Device>, usize)> {
     out
 }
 
+/// Each of `types`' tp degrees: the divisors of its smallest node's GPUs
+/// that divide every one of its nodes'.
+fn tp_choices(cluster: &Cluster, types: &[(String, Vec<Device>, usize)]) -> Vec<Vec<usize>> {
+    types
+        .iter()
+        .map(|(name, _, min_gpus)| {
+            divisors(*min_gpus)
+                .into_iter()
+                .filter(|tp| {
+                    cluster
+                        .nodes
+                        .iter()
+                        .filter(|n| n.gpu_type == *name)
+                        .all(|n| n.gpus.is_multiple_of(*tp))
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// Every order of `0..k`, lexicographic.
 fn orders(k: usize) -> Vec<Vec<usize>> {
     fn rec(cur: &mut Vec<usize>, k: usize, out: &mut Vec<Vec<usize>>) {
@@ -154,21 +226,7 @@ fn candidates(
     if !(2..=MAX_TYPES).contains(&k) {
         return Vec::new();
     }
-    let tp_choices: Vec<Vec<usize>> = types
-        .iter()
-        .map(|(name, _, min_gpus)| {
-            divisors(*min_gpus)
-                .into_iter()
-                .filter(|tp| {
-                    cluster
-                        .nodes
-                        .iter()
-                        .filter(|n| n.gpu_type == *name)
-                        .all(|n| n.gpus.is_multiple_of(*tp))
-                })
-                .collect()
-        })
-        .collect();
+    let tp_choices = tp_choices(cluster, &types);
     // Every tp vector, in a fixed order.
     let mut vectors: Vec<Vec<usize>> = vec![Vec::new()];
     for choices in &tp_choices {
@@ -187,17 +245,10 @@ fn candidates(
     let micro_batches = divisors(global_batch);
     let mut out = Vec::new();
     let mut push = |order: &[usize], v: &[usize], used: &[usize], dp: usize, micro_batch: usize| {
-        let m = global_batch / micro_batch;
-        let even = m.is_multiple_of(dp);
-        if (!even && !uneven) || m < dp || m.div_ceil(dp) > limits::MAX_MICRO_BATCHES {
-            return;
+        let uses = TypeUses::new(order.iter().map(|&t| (t, v[t], used[t])));
+        if let Some(c) = Candidate::new(uses, dp, micro_batch, global_batch, uneven) {
+            out.push(c);
         }
-        debug_assert!(used.iter().sum::<usize>().is_multiple_of(dp));
-        out.push(Candidate {
-            types: TypeUses::new(order.iter().map(|&t| (t, v[t], used[t]))),
-            dp,
-            micro_batch,
-        });
     };
     for (o, order) in orders(k).into_iter().enumerate() {
         for v in &vectors {
@@ -269,6 +320,129 @@ fn candidates(
     out
 }
 
+/// The candidates of [`SearchOptions::per_stage_tp`]: for every order of
+/// the GPU types and every dp (dividing the global batch unless `uneven`),
+/// each type on whole stages of `dp` groups at one tp degree or two
+/// ([`type_steps`]), at least one type at two, every micro-batch. The
+/// first stages of a type at one degree, the rest at the other.
+fn step_candidates(
+    cluster: &Cluster,
+    num_layers: usize,
+    global_batch: usize,
+    uneven: bool,
+) -> Vec<Candidate> {
+    let types = types_in_node_order(cluster);
+    let k = types.len();
+    if !(2..=MAX_TYPES).contains(&k) {
+        return Vec::new();
+    }
+    let tp_choices = tp_choices(cluster, &types);
+    let micro_batches = divisors(global_batch);
+    let mut out = Vec::new();
+    let mut push_uses = |uses: TypeUses, dp: usize, micro_batch: usize| {
+        if let Some(c) = Candidate::new(uses, dp, micro_batch, global_batch, uneven) {
+            out.push(c);
+        }
+    };
+    let devices: Vec<usize> = types.iter().map(|t| t.1.len()).collect();
+    let most_dp = devices.iter().copied().min().unwrap_or(0);
+    for order in orders(k) {
+        for dp in 1..=most_dp {
+            if !uneven && !global_batch.is_multiple_of(dp) {
+                continue;
+            }
+            let ways: Vec<Vec<Way>> = order
+                .iter()
+                .map(|&t| type_steps(devices[t], &tp_choices[t], dp, num_layers))
+                .collect();
+            let mut picked = Vec::with_capacity(k);
+            for_each_step_choice(&ways, dp, num_layers, &mut picked, &mut |picked| {
+                // One degree per type is [`candidates`]'.
+                if picked.iter().all(|w| w.len() == 1) {
+                    return;
+                }
+                let uses = picked
+                    .iter()
+                    .zip(&order)
+                    .flat_map(|(w, &t)| w.iter().map(move |&(tp, groups)| (t, tp, groups)));
+                let uses: Vec<(usize, usize, usize)> = uses.collect();
+                if uses.len() > MAX_USES {
+                    return;
+                }
+                for &micro_batch in &micro_batches {
+                    push_uses(TypeUses::new(uses.iter().copied()), dp, micro_batch);
+                }
+            });
+        }
+    }
+    out
+}
+
+/// How one GPU type serves its stages: (tp, groups) in pipeline order.
+type Way = Vec<(usize, usize)>;
+
+/// The ways a GPU type of `devices` GPUs fills whole stages of `dp` groups
+/// at the degrees `choices`, at most `most_stages` stages: each as its
+/// (tp, groups) in pipeline order, one degree for all its stages or two
+/// (`a` on its first stages, `b` on the rest).
+fn type_steps(devices: usize, choices: &[usize], dp: usize, most_stages: usize) -> Vec<Way> {
+    let mut out = Vec::new();
+    if dp == 0 || !devices.is_multiple_of(dp) {
+        return out;
+    }
+    // GPUs per replica: `stages_a x a + stages_b x b`.
+    let per_replica = devices / dp;
+    for &tp in choices {
+        if per_replica.is_multiple_of(tp) && per_replica / tp <= most_stages {
+            out.push(vec![(tp, devices / tp)]);
+        }
+    }
+    for &a in choices {
+        for &b in choices {
+            if a == b {
+                continue;
+            }
+            for stages_a in 1..most_stages {
+                let Some(rest) = per_replica.checked_sub(stages_a * a) else {
+                    break;
+                };
+                if rest == 0 || !rest.is_multiple_of(b) || stages_a + rest / b > most_stages {
+                    continue;
+                }
+                // `b` divides the type's GPUs (every node's), so the first
+                // GPU at `b`, all of them less `b`'s, is a multiple of `b`.
+                out.push(vec![(a, stages_a * dp), (b, rest / b * dp)]);
+            }
+        }
+    }
+    out
+}
+
+/// Calls `each` with every choice of one of `ways[i]` per type (ways of
+/// `dp` groups per stage) whose stages number at most `stages_left` in all;
+/// `picked` holds the choice so far.
+fn for_each_step_choice<'w>(
+    ways: &'w [Vec<Way>],
+    dp: usize,
+    stages_left: usize,
+    picked: &mut Vec<&'w Way>,
+    each: &mut dyn FnMut(&[&'w Way]),
+) {
+    let Some((first, rest)) = ways.split_first() else {
+        each(picked);
+        return;
+    };
+    for w in first {
+        let stages = w.iter().map(|u| u.1).sum::<usize>() / dp;
+        if stages > stages_left {
+            continue;
+        }
+        picked.push(w);
+        for_each_step_choice(rest, dp, stages_left - stages, picked, each);
+        picked.pop();
+    }
+}
+
 /// The data-parallel degrees an uneven candidate of `most` groups per
 /// stage is tried at for `micro_batches` micro-batches: `most`, and the
 /// fewest replicas that still run no more micro-batches each than `most`
@@ -331,24 +505,30 @@ fn layout_plan(
     opts: &SearchOptions,
     virtual_split: Option<&[usize]>,
 ) -> Plan {
+    // A type at two degrees takes its devices for the second after the
+    // first's.
+    let mut taken = vec![0usize; types.len()];
     let groups: Vec<&[Device]> = c
         .types
         .iter()
         .flat_map(|(t, tp, used)| {
-            let devices = &types[t].1;
+            let devices = &types[t].1[taken[t]..];
+            taken[t] += used * tp;
             (0..used).map(move |g| &devices[g * tp..(g + 1) * tp])
         })
         .collect();
-    let pp = groups.len() / c.dp;
+    let pp = groups.len() / c.dp();
     let mut plan = Plan {
-        micro_batch: c.micro_batch,
+        micro_batch: c.micro_batch(),
         num_micro_batches: 0,
         replica_micro_batches: Vec::new(),
         stages: (0..pp)
             .map(|j| Stage {
                 first_layer: 0,
                 end_layer: 0,
-                replicas: (0..c.dp).map(|r| groups[j * c.dp + r].to_vec()).collect(),
+                replicas: (0..c.dp())
+                    .map(|r| groups[j * c.dp() + r].to_vec())
+                    .collect(),
             })
             .collect(),
         setup: opts.setup.for_pipeline(pp),
@@ -386,9 +566,9 @@ fn set_candidate<'c>(
     opts: &SearchOptions,
     (resplit, profile): (bool, Option<Balance<'c, '_>>),
 ) {
-    plan.micro_batch = c.micro_batch;
+    plan.micro_batch = c.micro_batch();
     // Pipeline ranks: the candidate's groups over dp.
-    let pp = c.types.iter().map(|t| t.2).sum::<usize>() / c.dp;
+    let pp = c.types.iter().map(|t| t.2).sum::<usize>() / c.dp();
     if resplit {
         let bounds = profile
             .and_then(|(p, times, kinds)| balanced_split(p, num_layers, plan, times, kinds))
@@ -399,7 +579,7 @@ fn set_candidate<'c>(
         }
     }
     let counts =
-        crate::uneven::schedule_deal(opts.global_batch / c.micro_batch, c.dp, pp, &plan.setup);
+        crate::uneven::schedule_deal(opts.global_batch / c.micro_batch(), c.dp(), pp, &plan.setup);
     crate::uneven::set_micro_batches(plan, counts);
 }
 
@@ -437,11 +617,11 @@ fn seed_bounds(plan: &Plan, num_layers: usize) -> Vec<Vec<usize>> {
 fn seed_plan(template: &Plan, c: &Candidate, opts: &SearchOptions, bounds: &[usize]) -> Plan {
     let mut plan = crate::refine::with_boundaries(template, bounds);
     let groups: usize = c.types.iter().map(|t| t.2).sum();
-    plan.micro_batch = c.micro_batch;
+    plan.micro_batch = c.micro_batch();
     let counts = crate::uneven::schedule_deal(
-        opts.global_batch / c.micro_batch,
-        c.dp,
-        groups / c.dp,
+        opts.global_batch / c.micro_batch(),
+        c.dp(),
+        groups / c.dp(),
         &plan.setup,
     );
     crate::uneven::set_micro_batches(&mut plan, counts);
@@ -628,7 +808,7 @@ fn layout_of(
     let types = types_in_node_order(inputs.cluster);
     // Candidates of a layout share its groups, so its pp.
     let groups: usize = cands[0].types.iter().map(|t| t.2).sum();
-    let pp = groups / cands[0].dp;
+    let pp = groups / cands[0].dp();
     let v = opts.setup.virtual_stages();
     let virtual_split = if v > 1 && pp > 1 {
         Some(
@@ -675,9 +855,9 @@ fn ranked(cluster: &Cluster, c: &Candidate, plan: Plan, estimate: Estimate) -> O
     }
     Outcome::Priced(Box::new(RankedPlan {
         tp: c.types.iter().map(|t| t.1).max().unwrap_or(1),
-        dp: c.dp,
+        dp: c.dp(),
         pp: plan.pp(),
-        micro_batch: c.micro_batch,
+        micro_batch: c.micro_batch(),
         num_micro_batches: plan.num_micro_batches,
         placement: Placement {
             axis_order: AxisOrder::DEFAULT,
@@ -942,7 +1122,7 @@ fn layouts_of(cands: &[Candidate]) -> Vec<std::ops::Range<usize>> {
     let mut layouts: Vec<std::ops::Range<usize>> = Vec::new();
     for (i, c) in cands.iter().enumerate() {
         match layouts.last_mut() {
-            Some(r) if cands[r.start].types == c.types && cands[r.start].dp == c.dp => {
+            Some(r) if cands[r.start].types == c.types && cands[r.start].dp() == c.dp() => {
                 r.end = i + 1
             }
             _ => layouts.push(i..i + 1),
@@ -977,33 +1157,71 @@ pub fn search_per_type_tp(
         opts.uneven_dp,
         opts.fewer_replicas,
     );
-    if cands.is_empty() {
+    let steps = if opts.per_stage_tp {
+        step_candidates(cluster, layers, opts.global_batch, opts.uneven_dp)
+    } else {
+        Vec::new()
+    };
+    if cands.is_empty() && steps.is_empty() {
         return Err(AmpError::NoPlan(format!(
             "a tp per GPU type needs 2 to {MAX_TYPES} GPU types whose GPUs divide into whole stages for some dp dividing the global batch {}",
             opts.global_batch
         )));
     }
-    // Fastest first, ties in candidate order, as the main search ranks.
-    let keep = opts.keep.max(1);
-    // Uneven candidates keep the refinement's pool, so which plans are
-    // refined does not depend on `keep`.
-    let pool = if opts.uneven_dp {
-        keep.max(crate::refine::REFINE_POOL)
-    } else {
-        keep
-    };
-    let layouts = layouts_of(&cands);
-    let mut tally = Tally::default();
     // Layouts share their network prices where their groups are alike,
     // candidates the per-layer times their seed splits weigh.
     let estimators = model.layout_estimators(inputs);
     let times = BalanceTimes::default();
-    if opts.uneven_dp {
+    let priced = (model, estimators.as_ref(), &times);
+    // The two lists apart, then merged: the steps' plans can only add to
+    // the per-type ones (priced together they would share one pool of
+    // plans to refine, and could push out one that wins after it).
+    let mut result = price_candidates(inputs, priced, opts, &cands, opts.uneven_dp);
+    if !steps.is_empty() {
+        // Bounded and only the leading refined, even or not: every one
+        // refined would take seconds on Sailor's scenarios.
+        let by_step = price_candidates(inputs, priced, opts, &steps, true);
+        result.absorb(by_step, Some);
+        result.plans.sort_by_key(rank_key);
+        result.plans.truncate(opts.keep.max(1));
+    }
+    if result.plans.is_empty() {
+        return Err(AmpError::NoPlan(format!(
+            "no plan with a tp per GPU type: {}",
+            no_plan_reason(&result)
+        )));
+    }
+    Ok(result)
+}
+
+/// `cands` priced and ranked, `opts.keep` of their plans kept: with
+/// `bounded`, by [`price_uneven`] and the leading plans refined (their
+/// micro-batches moved too under [`SearchOptions::uneven_dp`]); else every
+/// one priced by [`price_even`].
+fn price_candidates<'a, 'c>(
+    inputs: &Inputs<'c>,
+    (model, estimators, times): (&dyn CostModel, &dyn LayoutEstimators<'a>, &BalanceTimes<'c>),
+    opts: &SearchOptions,
+    cands: &[Candidate],
+    bounded: bool,
+) -> SearchResult {
+    // Fastest first, ties in candidate order, as the main search ranks.
+    let keep = opts.keep.max(1);
+    // Bounded candidates keep the refinement's pool, so which plans are
+    // refined does not depend on `keep`.
+    let pool = if bounded {
+        keep.max(crate::refine::REFINE_POOL)
+    } else {
+        keep
+    };
+    let layouts = layouts_of(cands);
+    let mut tally = Tally::default();
+    if bounded {
         price_uneven(
             inputs,
-            (estimators.as_ref(), &times),
+            (estimators, times),
             opts,
-            &cands,
+            cands,
             &layouts,
             pool,
             &mut tally,
@@ -1015,13 +1233,8 @@ pub fn search_per_type_tp(
             .par_iter()
             .fold(Tally::default, |mut acc, r| {
                 let of_layout = &cands[r.clone()];
-                let layout = match CandidateLayout::new(
-                    inputs,
-                    estimators.as_ref(),
-                    &times,
-                    opts,
-                    of_layout,
-                ) {
+                let layout = match CandidateLayout::new(inputs, estimators, times, opts, of_layout)
+                {
                     Ok(l) => l,
                     Err(why) => {
                         for i in r.clone() {
@@ -1044,25 +1257,19 @@ pub fn search_per_type_tp(
             .reduce(Tally::default, |a, b| a.merge(b, pool));
     }
     let (mut plans, mut result) = tally.finish(pool).into_plans_and_counts(cands.len());
-    if opts.uneven_dp {
+    if bounded {
         // The search's estimators: the refined plans' network is priced.
         crate::refine::refine_leading(
             inputs,
-            (model, estimators.as_ref()),
+            (model, estimators),
             &mut plans,
             rank_key,
-            true,
+            opts.uneven_dp,
         );
         plans.truncate(keep);
     }
-    if plans.is_empty() {
-        return Err(AmpError::NoPlan(format!(
-            "no plan with a tp per GPU type: {}",
-            no_plan_reason(&result)
-        )));
-    }
     result.plans = plans;
-    Ok(result)
+    result
 }
 
 #[cfg(test)]
@@ -1316,7 +1523,7 @@ mod tests {
             let cands = candidates(&cluster, 26, 1024, true, fewer);
             let distinct: std::collections::BTreeSet<String> = cands
                 .iter()
-                .map(|c| format!("{:?} {}", c.types, c.dp))
+                .map(|c| format!("{:?} {}", c.types, c.dp()))
                 .collect();
             assert_eq!(layouts_of(&cands).len(), distinct.len());
         }
@@ -1459,7 +1666,7 @@ mod tests {
                 .collect();
             let mins: Vec<usize> = members.iter().map(Vec::len).collect();
             let mut all = Vec::new();
-            deals(batch / c.micro_batch, &mins, &mut all, &mut Vec::new());
+            deals(batch / c.micro_batch(), &mins, &mut all, &mut Vec::new());
             crate::refine::for_each_split(8, plan.stages.len(), |b| {
                 let split = crate::refine::with_boundaries(&plan, b);
                 for totals in &all {
@@ -1641,5 +1848,181 @@ mod tests {
             }
         }
         assert!(checked > 50, "{checked}");
+    }
+
+    /// [`type_steps`] against its definition, every (tp, stages) and
+    /// (a, stages at a, b, stages at b) tried: the GPUs of whole stages of
+    /// `dp` groups add up to the type's, the stages to at most `most`.
+    #[test]
+    fn type_steps_are_every_way_to_fill_whole_stages() {
+        let mut twos = 0;
+        for (devices, choices, most) in [
+            (96usize, vec![1usize, 2, 4], 26usize),
+            (12, vec![1, 2, 4], 8),
+            (48, vec![1, 2, 4, 8], 12),
+            (36, vec![1, 2, 3, 6], 10),
+        ] {
+            for dp in 1..=devices {
+                let mut want = Vec::new();
+                for &tp in &choices {
+                    for s in 1..=most {
+                        if dp * s * tp == devices {
+                            want.push(vec![(tp, s * dp)]);
+                        }
+                    }
+                }
+                for &a in &choices {
+                    for &b in &choices {
+                        for sa in 1..=most {
+                            for sb in 1..=most {
+                                if a != b && sa + sb <= most && dp * (sa * a + sb * b) == devices {
+                                    want.push(vec![(a, sa * dp), (b, sb * dp)]);
+                                }
+                            }
+                        }
+                    }
+                }
+                twos += want.iter().filter(|w| w.len() == 2).count();
+                assert_eq!(
+                    type_steps(devices, &choices, dp, most),
+                    want,
+                    "{devices} {dp}"
+                );
+            }
+        }
+        assert!(twos > 100, "{twos}");
+    }
+
+    /// The per-stage candidates' plans: valid, every GPU used once, one tp
+    /// per stage, some type's stages at two; and the search with them is
+    /// never slower than without (its plans are added to the per-type
+    /// search's, not ranked in their place).
+    #[test]
+    fn per_stage_plans_give_a_type_two_degrees_and_never_lose() {
+        let f = Gpt2HetCluster::new();
+        let (model, cluster, inputs) = (&f.model, &f.cluster, f.inputs());
+        let layers = model.num_layers();
+        let opts = SearchOptions::new(32, PlacementSearch::Artifact, TrainingSetup::default());
+        let steps = step_candidates(cluster, layers, 32, false);
+        assert!(steps.len() > 50, "{}", steps.len());
+        for c in &steps {
+            let plan = build(cluster, layers, c, &opts, None);
+            plan.validate(model, cluster).unwrap();
+            let devices: std::collections::BTreeSet<_> = plan.devices().collect();
+            assert_eq!((devices.len(), plan.devices().count()), (16, 16));
+            let mut degrees: Vec<(&str, usize)> = Vec::new();
+            for s in &plan.stages {
+                let kinds = s.group_kinds(cluster);
+                assert_eq!(kinds.len(), 1, "one type and tp per stage: {kinds:?}");
+                if !degrees.contains(&kinds[0]) {
+                    degrees.push(kinds[0]);
+                }
+            }
+            assert!(degrees.len() > 2, "{degrees:?}");
+        }
+        let dm = DeviceModel::default();
+        for uneven_dp in [false, true] {
+            let base = SearchOptions { uneven_dp, ..opts };
+            let wide = SearchOptions {
+                per_stage_tp: true,
+                ..base
+            };
+            let a = search_per_type_tp(&inputs, &dm, &base).unwrap();
+            let b = search_per_type_tp(&inputs, &dm, &wide).unwrap();
+            let steps = step_candidates(cluster, layers, 32, uneven_dp).len();
+            assert_eq!(b.candidates, a.candidates + steps);
+            // Every plan kept (`keep` unbounded): the per-type plans are
+            // all there, priced as alone.
+            let times = |r: &SearchResult| -> Vec<u64> {
+                let mut t: Vec<u64> = r
+                    .plans
+                    .iter()
+                    .map(|p| p.estimate.iteration_s.to_bits())
+                    .collect();
+                t.sort_unstable();
+                t
+            };
+            let (ta, tb) = (times(&a), times(&b));
+            assert!(ta.iter().all(|t| tb.binary_search(t).is_ok()));
+            assert!(tb.len() > ta.len());
+            assert!(b.plans[0].estimate.iteration_s <= a.plans[0].estimate.iteration_s);
+        }
+    }
+
+    /// On one small instance (two V100 nodes and a T4 node of 4, 8 equal
+    /// layers, the T4 `t4_ratio` times slower per layer, `batch` samples):
+    /// the best of the per-stage candidates as the search prices them, and
+    /// the best of every split of each.
+    fn step_search_and_exhaustive(t4_ratio: f64, batch: usize) -> Option<(f64, f64)> {
+        use crate::model::{Layer, LayerKind, Model};
+        let layer = |i: usize| Layer {
+            name: format!("b{i}"),
+            kind: LayerKind::TransformerBlock,
+            params: 20_000_000,
+            output_elems_per_sample: 1_000_000,
+            forward_flops_per_sample: None,
+            tied_to: None,
+            stored_activation_elems_per_sample: None,
+        };
+        let model = Model {
+            name: "eight".into(),
+            shape: None,
+            layers: (0..8).map(layer).collect(),
+        };
+        let mut cluster = clusters::het_cluster();
+        cluster.nodes.drain(2..3);
+        let profile = v100_t4_profile(8, 0.0026, 0.0026 * t4_ratio);
+        let inputs = Inputs {
+            model: &model,
+            cluster: &cluster,
+            profile: &profile,
+        };
+        let dm = DeviceModel::default();
+        let opts = SearchOptions::new(batch, PlacementSearch::Artifact, TrainingSetup::default());
+        let steps = step_candidates(&cluster, 8, batch, false);
+        let estimators = dm.layout_estimators(&inputs);
+        let times = BalanceTimes::default();
+        let priced = (&dm as &dyn CostModel, estimators.as_ref(), &times);
+        let found = price_candidates(&inputs, priced, &opts, &steps, true);
+        let found = found.plans.first()?.estimate.iteration_s;
+        let mut best = f64::INFINITY;
+        for c in &steps {
+            let plan = build(&cluster, 8, c, &opts, Some(&profile));
+            crate::refine::for_each_split(8, plan.stages.len(), |b| {
+                let p = crate::refine::with_boundaries(&plan, b);
+                if let Ok(Some(e)) = dm.evaluate_if_fits(&inputs, &p) {
+                    best = best.min(e.iteration_s);
+                }
+            });
+        }
+        Some((found, best))
+    }
+
+    /// The per-stage candidates are priced as the uneven ones are (two seed
+    /// splits bounded, the leaders refined), not every one refined: a
+    /// heuristic. Against every split of every per-stage candidate on 18
+    /// small instances (T4 1-5x slower per layer, batch 8, 12, 16): best on
+    /// 17, 0.44% slower on one; the loss the README reports, pinned.
+    #[test]
+    fn per_stage_search_loss_against_every_split() {
+        let mut losses = Vec::new();
+        for t4 in [1.0, 1.5, 2.0, 3.0, 4.0, 5.0] {
+            for batch in [8, 12, 16] {
+                let (found, best) = step_search_and_exhaustive(t4, batch).unwrap();
+                assert!(found >= best - 1e-12, "{t4} {batch}: {found} < {best}");
+                losses.push(found / best - 1.0);
+            }
+        }
+        let exact = losses.iter().filter(|&&l| l <= 1e-12).count();
+        let worst = losses.iter().copied().fold(0.0, f64::max);
+        eprintln!(
+            "per-stage search: exact on {exact} of {}, worst loss {:.4}%",
+            losses.len(),
+            100.0 * worst
+        );
+        // Every candidate refined by local search instead (the even
+        // per-type search's way): 15 of 18, worst 5.0%.
+        assert_eq!((exact, losses.len()), (17, 18));
+        assert!(worst < 0.0045, "{worst}");
     }
 }
