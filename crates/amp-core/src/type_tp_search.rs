@@ -40,7 +40,7 @@
 //! tp degrees, its first stages at one and the rest at the other (a tp per
 //! stage, as Sailor's planner gives): for every order of the types and
 //! every dp, each type on whole stages of `dp` groups at one degree or two
-//! ([`type_steps`]), at least one at two ([`step_candidates`]). These are
+//! ([`type_steps`]), exactly one at two ([`step_candidates`]). These are
 //! priced apart from the others, as the uneven ones are (bounded, the
 //! leaders refined), and their plans added to the others', so the search
 //! with them is never slower than without. A heuristic: against every
@@ -66,10 +66,9 @@ use crate::search::{
 /// GPU types at most whose orders are all tried (4! = 24).
 pub const MAX_TYPES: usize = 4;
 
-/// (GPU type, tp) uses a candidate holds at most: every type at two tp
-/// degrees on two or three types, two of them on four
-/// ([`SearchOptions::per_stage_tp`]).
-const MAX_USES: usize = 6;
+/// (GPU type, tp) uses a candidate holds at most: one type may run two tp
+/// degrees ([`SearchOptions::per_stage_tp`]).
+const MAX_USES: usize = MAX_TYPES + 1;
 
 /// One candidate: GPU types in pipeline order (each by its index in
 /// [`types_in_node_order`]: hundreds of thousands of candidates name them),
@@ -323,7 +322,7 @@ fn candidates(
 /// The candidates of [`SearchOptions::per_stage_tp`]: for every order of
 /// the GPU types and every dp (dividing the global batch unless `uneven`),
 /// each type on whole stages of `dp` groups at one tp degree or two
-/// ([`type_steps`]), at least one type at two, every micro-batch. The
+/// ([`type_steps`]), exactly one type at two, every micro-batch. The
 /// first stages of a type at one degree, the rest at the other.
 fn step_candidates(
     cluster: &Cluster,
@@ -357,8 +356,10 @@ fn step_candidates(
                 .collect();
             let mut picked = Vec::with_capacity(k);
             for_each_step_choice(&ways, dp, num_layers, &mut picked, &mut |picked| {
-                // One degree per type is [`candidates`]'.
-                if picked.iter().all(|w| w.len() == 1) {
+                // One degree per type is [`candidates`]'; two on more
+                // than one type multiplies the ways (18 million
+                // candidates on three types of 32 GPUs, 160 s).
+                if picked.iter().filter(|w| w.len() == 2).count() != 1 {
                     return;
                 }
                 let uses = picked
@@ -366,9 +367,6 @@ fn step_candidates(
                     .zip(&order)
                     .flat_map(|(w, &t)| w.iter().map(move |&(tp, groups)| (t, tp, groups)));
                 let uses: Vec<(usize, usize, usize)> = uses.collect();
-                if uses.len() > MAX_USES {
-                    return;
-                }
                 for &micro_batch in &micro_batches {
                     push_uses(TypeUses::new(uses.iter().copied()), dp, micro_batch);
                 }
@@ -482,7 +480,7 @@ fn build(
     let times = BalanceTimes::default();
     let mut plan = layout_plan(&types_in_node_order(cluster), c, opts, None);
     let kinds = stage_kinds(&plan, cluster);
-    let profile = profile.map(|p| (p, &times, &kinds[..]));
+    let profile = profile.map(|p| (p, &times, &kinds));
     set_candidate(&mut plan, num_layers, c, opts, (true, profile));
     plan
 }
@@ -548,8 +546,44 @@ fn layout_plan(
 /// Each stage's (GPU type, tp) kinds ([`Stage::group_kinds`]): what
 /// [`balanced_split`] weighs a stage by, the same for every candidate of a
 /// layout.
-fn stage_kinds<'c>(plan: &Plan, cluster: &'c Cluster) -> Vec<Vec<(&'c str, usize)>> {
-    plan.stages.iter().map(|s| s.group_kinds(cluster)).collect()
+fn stage_kinds<'c>(plan: &Plan, cluster: &'c Cluster) -> StageKinds<'c> {
+    let mut kinds = StageKinds {
+        keys: Vec::new(),
+        sets: Vec::new(),
+        of_stage: Vec::with_capacity(plan.stages.len()),
+    };
+    for s in &plan.stages {
+        let set: Vec<usize> = s
+            .group_kinds(cluster)
+            .into_iter()
+            .map(|key| match kinds.keys.iter().position(|k| *k == key) {
+                Some(i) => i,
+                None => {
+                    kinds.keys.push(key);
+                    kinds.keys.len() - 1
+                }
+            })
+            .collect();
+        match kinds.sets.iter().position(|k| *k == set) {
+            Some(k) => kinds.of_stage.push(k),
+            None => {
+                kinds.of_stage.push(kinds.sets.len());
+                kinds.sets.push(set);
+            }
+        }
+    }
+    kinds
+}
+
+/// A layout's stages by their (GPU type, tp) kinds, found once per layout,
+/// not once per candidate: each kind once (`keys`), each set of kinds a
+/// stage's groups have once (`sets`, indices into `keys`, in the stage's
+/// order), and each stage's set (`of_stage`). A plan has a few kinds and
+/// sets, and many stages.
+struct StageKinds<'c> {
+    keys: Vec<(&'c str, usize)>,
+    sets: Vec<Vec<usize>>,
+    of_stage: Vec<usize>,
 }
 
 /// Candidate `c` on `plan`, a [`layout_plan`] of its layout: its
@@ -665,7 +699,7 @@ type BalanceTimes<'c> = Mutex<HashMap<(&'c str, usize, usize), Option<Weighed>>>
 type Balance<'c, 'a> = (
     &'a crate::profile::Profile,
     &'a BalanceTimes<'c>,
-    &'a [Vec<(&'c str, usize)>],
+    &'a StageKinds<'c>,
 );
 
 /// Each layer's forward + backward time as [`balanced_split`] weighs it.
@@ -686,10 +720,13 @@ fn balanced_split<'c>(
     num_layers: usize,
     plan: &Plan,
     times: &BalanceTimes<'c>,
-    kinds: &[Vec<(&'c str, usize)>],
+    kinds: &StageKinds<'c>,
 ) -> Option<Vec<usize>> {
     let pp = plan.stages.len();
-    if pp.saturating_mul(num_layers).saturating_mul(num_layers) > MAX_BALANCE_STEPS {
+    if pp == 0
+        || pp > num_layers
+        || pp.saturating_mul(num_layers).saturating_mul(num_layers) > MAX_BALANCE_STEPS
+    {
         return None;
     }
     let mbs = plan.micro_batch;
@@ -709,14 +746,10 @@ fn balanced_split<'c>(
                 .collect(),
         ))
     };
-    // Each (GPU type, tp) met, with its times: looked up once per call
-    // (a plan has a few, its stages many).
-    let mut met: Vec<((&str, usize), Weighed)> = Vec::new();
-    let mut look_up = |key: (&'c str, usize)| -> Option<Weighed> {
-        if let Some((_, t)) = met.iter().find(|(k, _)| *k == key) {
-            return Some(t.clone());
-        }
-        let (gpu, tp) = key;
+    // Each kind's times, looked up once per call (a plan has a few kinds,
+    // its stages many).
+    let mut of_key: Vec<Weighed> = Vec::with_capacity(kinds.keys.len());
+    for &(gpu, tp) in &kinds.keys {
         let known = times
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -735,33 +768,27 @@ fn balanced_split<'c>(
                     .clone()
             }
         }?;
-        met.push((key, t.clone()));
-        Some(t)
-    };
-    // Per stage, the prefix sums of its per-layer times, by index into
-    // `prefixes`: stages served by the same (GPU type, tp)s, in the same
-    // order, share one (a plan has a few such sets, and many stages).
-    let mut sets: Vec<Vec<(&str, usize)>> = Vec::new();
-    let mut prefixes: Vec<Vec<f64>> = Vec::new();
-    let mut of_stage: Vec<usize> = Vec::with_capacity(pp);
-    for keys in kinds {
-        // The max over a stage's groups is the max over their kinds.
-        if let Some(k) = sets.iter().position(|k| k == keys) {
-            of_stage.push(k);
-            continue;
-        }
-        let mut per_layer = vec![0.0f64; num_layers];
-        for &key in keys {
-            let t = look_up(key)?;
-            for (p, t) in per_layer.iter_mut().zip(t.iter()) {
+        of_key.push(t);
+    }
+    // Per set of kinds, the prefix sums of its per-layer times, the max
+    // over a stage's groups being the max over their kinds (summed as
+    // `crate::cost::prefix_sums` sums, from 0 in layer order).
+    let mut prefixes: Vec<Vec<f64>> = Vec::with_capacity(kinds.sets.len());
+    for set in &kinds.sets {
+        let mut prefix = vec![0.0f64; num_layers + 1];
+        for &k in set {
+            for (p, t) in prefix[1..].iter_mut().zip(of_key[k].iter()) {
                 *p = p.max(*t);
             }
         }
-        of_stage.push(prefixes.len());
-        sets.push(keys.clone());
-        prefixes.push(crate::cost::prefix_sums(per_layer));
+        let mut acc = 0.0;
+        for p in &mut prefix[1..] {
+            acc += *p;
+            *p = acc;
+        }
+        prefixes.push(prefix);
     }
-    let prefix = |j: usize| &prefixes[of_stage[j]];
+    let prefix = |j: usize| &prefixes[kinds.of_stage[j]];
     // best[e]: the least largest stage time of stages 0..=j over layers 0..e.
     let mut best: Vec<f64> = prefix(0).clone();
     let mut next = vec![f64::INFINITY; num_layers + 1];
@@ -770,7 +797,9 @@ fn balanced_split<'c>(
     for j in 1..pp {
         let (p, cut) = (prefix(j), &mut cut[j * (num_layers + 1)..]);
         next.fill(f64::INFINITY);
-        for e in j + 1..=num_layers {
+        // Stages j + 1.. need a layer each: stage j ends by the layers
+        // less that (the last stage at the last layer).
+        for e in j + 1..=num_layers - (pp - 1 - j) {
             // Stage j's share grows as its first layer b moves down, so
             // from the top: once that share alone is over the best, no
             // smaller b does better. Equals replace: the smallest b wins.
@@ -840,7 +869,7 @@ fn build_layout<'c>(
         .iter()
         .map(|c| {
             let mut plan = layout.clone();
-            let profile = Some((inputs.profile, times, &kinds[..]));
+            let profile = Some((inputs.profile, times, &kinds));
             set_candidate(&mut plan, layers, c, opts, (resplit, profile));
             plan
         })
@@ -1071,7 +1100,7 @@ struct CandidateLayout<'a, 'c, 'x> {
     plan: Plan,
     estimator: LayoutEstimator<'a>,
     resplit: bool,
-    kinds: Vec<Vec<(&'c str, usize)>>,
+    kinds: StageKinds<'c>,
     inputs: &'x Inputs<'c>,
     times: &'x BalanceTimes<'c>,
     opts: &'x SearchOptions<'x>,
@@ -1090,7 +1119,7 @@ impl<'a, 'c, 'x> CandidateLayout<'a, 'c, 'x> {
         // copied once, not once per candidate.
         let (mut plan, resplit) = layout_of(inputs, opts, cands)?;
         let kinds = stage_kinds(&plan, inputs.cluster);
-        let profile = Some((inputs.profile, times, &kinds[..]));
+        let profile = Some((inputs.profile, times, &kinds));
         let layers = inputs.model.num_layers();
         set_candidate(&mut plan, layers, &cands[0], opts, (resplit, profile));
         let estimator = estimators
@@ -1109,7 +1138,7 @@ impl<'a, 'c, 'x> CandidateLayout<'a, 'c, 'x> {
 
     /// Sets `plan`, a plan of this layout, to candidate `c` ([`set_candidate`]).
     fn set(&self, plan: &mut Plan, c: &Candidate) {
-        let profile = Some((self.inputs.profile, self.times, &self.kinds[..]));
+        let profile = Some((self.inputs.profile, self.times, &self.kinds));
         let layers = self.inputs.model.num_layers();
         set_candidate(plan, layers, c, self.opts, (self.resplit, profile));
     }
