@@ -33,6 +33,7 @@ cases=(
   # (tens of thousands of layouts).
   "per-type-3x256|--model gpt2-xl --cluster 32x8xA100@200Gbps+32x8xV100@100Gbps+32x8xT4@50Gbps --global-batch 1024 --per-type-tp"
   "per-type-uneven-3x256|--model gpt2-xl --cluster 32x8xA100@200Gbps+32x8xV100@100Gbps+32x8xT4@50Gbps --global-batch 1024 --per-type-tp --uneven-dp"
+  "per-stage-uneven-3x256|--model gpt2-xl --cluster 32x8xA100@200Gbps+32x8xV100@100Gbps+32x8xT4@50Gbps --global-batch 1024 --per-stage-tp --uneven-dp"
 )
 printf '%-28s %10s %12s  %s\n' case median_s peak_rss_mb best
 for c in "${cases[@]}"; do
