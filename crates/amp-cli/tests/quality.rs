@@ -142,24 +142,7 @@ fn sailor_scenarios_match_the_readme() {
         ),
     ] {
         let cluster = format!("{na}x4x{a100}+{nv}x4x{v100}");
-        let v = amp_json(&[
-            "plan",
-            "--sailor-data",
-            data.to_str().unwrap(),
-            "--model",
-            model,
-            "--cluster",
-            &cluster,
-            "--global-batch",
-            "1024",
-            "--per-type-tp",
-            "--uneven-dp",
-            "--compare",
-            "--json",
-            "--top",
-            "1",
-            "-q",
-        ]);
+        let v = sailor_plan(&data, model, &cluster, &["--per-type-tp", "--compare"]);
         let p = &v["plans"][0];
         let at = format!("{model} {cluster}");
         near(p["predicted_iteration_s"].as_f64().unwrap(), best);
@@ -237,23 +220,7 @@ fn sailor_scenarios_with_a_tp_per_stage_match_the_readme() {
         ("GPT-Neo-2.7", (32, 96), 4.9940, "2/2/2/1/1", 4.9940),
     ] {
         let cluster = format!("{na}x4xA100-40+{nv}x4xV100-16");
-        let v = amp_json(&[
-            "plan",
-            "--sailor-data",
-            data.to_str().unwrap(),
-            "--model",
-            model,
-            "--cluster",
-            &cluster,
-            "--global-batch",
-            "1024",
-            "--per-stage-tp",
-            "--uneven-dp",
-            "--json",
-            "--top",
-            "1",
-            "-q",
-        ]);
+        let v = sailor_plan(&data, model, &cluster, &["--per-stage-tp"]);
         let p = &v["plans"][0];
         let at = format!("{model} {cluster}");
         let t = p["predicted_iteration_s"].as_f64().unwrap();
@@ -261,4 +228,32 @@ fn sailor_scenarios_with_a_tp_per_stage_match_the_readme() {
         assert_eq!(stage_tps(p), tps, "{at}");
         assert!(t <= without + 5e-5, "{at}");
     }
+}
+
+/// `amp plan --json` of `model` on `cluster` from Sailor's data, global
+/// batch 1024, with --uneven-dp and `extra`: its best plan only.
+fn sailor_plan(
+    data: &std::path::Path,
+    model: &str,
+    cluster: &str,
+    extra: &[&str],
+) -> serde_json::Value {
+    let mut args = vec![
+        "plan",
+        "--sailor-data",
+        data.to_str().unwrap(),
+        "--model",
+        model,
+        "--cluster",
+        cluster,
+        "--global-batch",
+        "1024",
+        "--uneven-dp",
+        "--json",
+        "--top",
+        "1",
+        "-q",
+    ];
+    args.extend(extra);
+    amp_json(&args)
 }

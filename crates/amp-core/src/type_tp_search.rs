@@ -358,13 +358,11 @@ fn step_candidates(
                 .map(|&t| type_steps(devices[t], &tp_choices[t], dp, num_layers))
                 .collect();
             let mut picked = Vec::with_capacity(k);
-            for_each_step_choice(&ways, dp, num_layers, &mut picked, &mut |picked| {
-                // One degree per type is [`candidates`]'; two on more
-                // than one type multiplies the ways (18 million
-                // candidates on three types of 32 GPUs, 160 s).
-                if picked.iter().filter(|w| w.len() == 2).count() != 1 {
-                    return;
-                }
+            // One type at two degrees: none is [`candidates`]'; more
+            // multiplies the ways (18 million candidates on three types of
+            // 32 GPUs, 160 s).
+            let limits = (dp, num_layers, 1);
+            for_each_step_choice(&ways, limits, &mut picked, &mut |picked| {
                 let uses = picked
                     .iter()
                     .zip(&order)
@@ -420,26 +418,30 @@ fn type_steps(devices: usize, choices: &[usize], dp: usize, most_stages: usize) 
 }
 
 /// Calls `each` with every choice of one of `ways[i]` per type (ways of
-/// `dp` groups per stage) whose stages number at most `stages_left` in all;
-/// `picked` holds the choice so far.
+/// `dp` groups per stage) whose stages number at most `stages_left` in all,
+/// and in which exactly `twos_left` types run two degrees; `picked` holds
+/// the choice so far.
 fn for_each_step_choice<'w>(
     ways: &'w [Vec<Way>],
-    dp: usize,
-    stages_left: usize,
+    (dp, stages_left, twos_left): (usize, usize, usize),
     picked: &mut Vec<&'w Way>,
     each: &mut dyn FnMut(&[&'w Way]),
 ) {
     let Some((first, rest)) = ways.split_first() else {
-        each(picked);
+        if twos_left == 0 {
+            each(picked);
+        }
         return;
     };
     for w in first {
         let stages = w.iter().map(|u| u.1).sum::<usize>() / dp;
-        if stages > stages_left {
+        let two = usize::from(w.len() == 2);
+        if stages > stages_left || two > twos_left {
             continue;
         }
         picked.push(w);
-        for_each_step_choice(rest, dp, stages_left - stages, picked, each);
+        let left = (dp, stages_left - stages, twos_left - two);
+        for_each_step_choice(rest, left, picked, each);
         picked.pop();
     }
 }
@@ -1551,13 +1553,8 @@ mod tests {
         }
     }
 
-    /// On one small instance (a V100 and a T4 node of 4, 8 equal layers,
-    /// the T4 `t4_ratio` times slower per layer, `batch` samples): the
-    /// uneven per-type search's best time, and the best over every split
-    /// and every deal of the micro-batches between replica classes of every
-    /// candidate it generates, with whether that best is uneven or has a
-    /// mixed stage.
-    fn uneven_search_and_exhaustive(t4_ratio: f64, batch: usize, fewer: bool) -> (f64, f64, bool) {
+    /// Eight equal transformer blocks: the small instances' model.
+    fn eight_equal_layers() -> crate::model::Model {
         use crate::model::{Layer, LayerKind, Model};
         let layer = |i: usize| Layer {
             name: format!("b{i}"),
@@ -1568,11 +1565,21 @@ mod tests {
             tied_to: None,
             stored_activation_elems_per_sample: None,
         };
-        let model = Model {
+        Model {
             name: "eight".into(),
             shape: None,
             layers: (0..8).map(layer).collect(),
-        };
+        }
+    }
+
+    /// On one small instance (a V100 and a T4 node of 4, 8 equal layers,
+    /// the T4 `t4_ratio` times slower per layer, `batch` samples): the
+    /// uneven per-type search's best time, and the best over every split
+    /// and every deal of the micro-batches between replica classes of every
+    /// candidate it generates, with whether that best is uneven or has a
+    /// mixed stage.
+    fn uneven_search_and_exhaustive(t4_ratio: f64, batch: usize, fewer: bool) -> (f64, f64, bool) {
+        let model = eight_equal_layers();
         let mut cluster = clusters::het_cluster();
         cluster.nodes.drain(1..3);
         let profile = v100_t4_profile(8, 0.0026, 0.0026 * t4_ratio);
@@ -1894,21 +1901,7 @@ mod tests {
     /// [`step_search_and_exhaustive`] of the per-stage candidates
     /// (`steps`) or of the even per-type ones.
     fn split_search_and_exhaustive(t4_ratio: f64, batch: usize, steps: bool) -> Option<(f64, f64)> {
-        use crate::model::{Layer, LayerKind, Model};
-        let layer = |i: usize| Layer {
-            name: format!("b{i}"),
-            kind: LayerKind::TransformerBlock,
-            params: 20_000_000,
-            output_elems_per_sample: 1_000_000,
-            forward_flops_per_sample: None,
-            tied_to: None,
-            stored_activation_elems_per_sample: None,
-        };
-        let model = Model {
-            name: "eight".into(),
-            shape: None,
-            layers: (0..8).map(layer).collect(),
-        };
+        let model = eight_equal_layers();
         let mut cluster = clusters::het_cluster();
         cluster.nodes.drain(2..3);
         let profile = v100_t4_profile(8, 0.0026, 0.0026 * t4_ratio);
