@@ -156,6 +156,18 @@ def test_fewer_replicas_reaches_the_cli(cli_json):
         amp.plan(example="het-cluster", fewer_replicas=True)
 
 
+def test_per_stage_tp_reaches_the_cli(cli_json):
+    """per_stage_tp runs the per-type search with a type's stages at two degrees."""
+    flags = ["--top", "3", "--json", "-q"]
+    expected = cli_json("plan", "--example", "het-cluster", *flags, "--per-stage-tp")
+    per_type = cli_json("plan", "--example", "het-cluster", *flags, "--per-type-tp")
+    result = amp.plan(example="het-cluster", per_stage_tp=True, top=3)
+    assert result.to_dict() == expected
+    assert expected["candidates"] > per_type["candidates"]
+    first = expected["plans"][0]["predicted_iteration_s"]
+    assert first <= per_type["plans"][0]["predicted_iteration_s"]
+
+
 def test_hf_config_dict_and_object_and_path_agree(tiny_config: Path):
     by_path = amp.plan(model=str(tiny_config), cluster="1x4xA100", global_batch=8, seq=64)
     by_dict = amp.plan(model=dict(TINY_LLAMA), cluster="1x4xA100", global_batch=8, seq=64)
