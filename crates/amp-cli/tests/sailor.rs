@@ -524,6 +524,85 @@ fn amp_plans_on_sailors_scenario_export_and_read_back() {
     );
 }
 
+/// A `--per-stage-tp` plan (one GPU type's stages at two tp degrees)
+/// exports to a Sailor file, which prices at the plan's time when read back.
+#[test]
+fn per_stage_plans_export_to_sailor_and_read_back() {
+    let Some(data) = sailor_data() else { return };
+    let d = data.to_str().unwrap();
+    let cluster = "2x4xA100-40+2x4xV100-16";
+    let flags = [
+        "--global-batch",
+        "64",
+        "--per-stage-tp",
+        "--json",
+        "--top",
+        "500",
+        "-q",
+    ];
+    let plans = amp(&plan_args(d, "OPT-350", cluster, &flags));
+    assert!(plans.status.success(), "{}", stderr(&plans));
+    let parsed: serde_json::Value = serde_json::from_str(&stdout(&plans)).unwrap();
+    // The first plan with a GPU type at two degrees (nodes 0-1 are the
+    // A100s, 2-3 the V100s).
+    let rank = parsed["plans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|p| {
+            let mut kinds: Vec<(bool, usize)> = Vec::new();
+            for s in p["stages"].as_array().unwrap() {
+                let r = s["replicas"][0].as_array().unwrap();
+                let kind = (r[0]["node"].as_u64().unwrap() >= 2, r.len());
+                if !kinds.contains(&kind) {
+                    kinds.push(kind);
+                }
+            }
+            kinds.len() > 2
+        })
+        .expect("a plan with a type at two degrees")
+        + 1;
+    let planned = parsed["plans"][rank - 1]["predicted_iteration_s"]
+        .as_f64()
+        .unwrap();
+    let file = tmp("sailor-per-stage-plans.json", &stdout(&plans));
+    let dir = out_dir("per-stage");
+    let rank_arg = rank.to_string();
+    let o = amp(&[
+        "export",
+        file.to_str().unwrap(),
+        "--rank",
+        &rank_arg,
+        "--sailor-data",
+        d,
+        "--model",
+        "OPT-350",
+        "--cluster",
+        cluster,
+        "--to",
+        "sailor",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let written = stdout(&o).trim().to_string();
+    let back = amp_json(&[
+        "eval",
+        &written,
+        "--sailor-data",
+        d,
+        "--model",
+        "OPT-350",
+        "--json",
+    ])["iteration_s"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (back - planned).abs() <= 1e-9 * planned,
+        "rank {rank}: {back} read back, {planned} planned"
+    );
+}
+
 /// Sailor's GPT-Neo-2.7 files are read as they are, with warnings naming
 /// what they get wrong or leave out: a training file's vocabulary of
 /// 128,256 beside an embedding of 50,304 rows, and no vocabulary projection
