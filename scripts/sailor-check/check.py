@@ -13,7 +13,7 @@ On each of Sailor's planning scenarios (OPT-350M and GPT-Neo-2.7B on A100-40
 and V100-16 nodes, Sailor's data, global batch 1024):
 
 1. `amp plan --sailor-data ... --json` gives amp's top plans (the default
-   search and `--per-type-tp --uneven-dp`);
+   search, `--per-type-tp --uneven-dp` and `--per-stage-tp --uneven-dp`);
 2. `amp export --to sailor` writes each as a Sailor plan_config (a plan Sailor's
    format cannot express is refused by amp with its reason, reported here);
 3. Sailor's validation entry point (`simulate_sailor` of
@@ -55,7 +55,11 @@ SCENARIOS = [
     ("GPT-Neo-2.7", "20x4xA100-40+60x4xV100-16", "80 + 240"),
     ("GPT-Neo-2.7", "32x4xA100-40+96x4xV100-16", "128 + 384"),
 ]
-SEARCHES = [("default", []), ("per-type", ["--per-type-tp", "--uneven-dp"])]
+SEARCHES = [
+    ("default", []),
+    ("per-type", ["--per-type-tp", "--uneven-dp"]),
+    ("per-stage", ["--per-stage-tp", "--uneven-dp"]),
+]
 # Sailor's consumer cluster (issue 9's held-out set, whose runs are not
 # here): 8-GPU PCIe servers of three kinds, one node each, and hand-written
 # plans of the shapes its runs took (tp-8 pipelines and one-node plans),
