@@ -61,6 +61,49 @@ fn export(plan: &str, cluster: &str, dir: &std::path::Path) -> std::process::Out
     ])
 }
 
+/// Plan `rank` of `plans` (an `amp plan --sailor-data` JSON file made on
+/// `cluster` with OPT-350's Sailor data `data`) exported to a Sailor file
+/// under `dir`, and that file priced by `amp eval`: its iteration time.
+fn export_and_read_back(
+    plans: &str,
+    rank: usize,
+    data: &str,
+    cluster: &str,
+    dir: &std::path::Path,
+) -> f64 {
+    let rank_arg = rank.to_string();
+    let o = amp(&[
+        "export",
+        plans,
+        "--rank",
+        &rank_arg,
+        "--sailor-data",
+        data,
+        "--model",
+        "OPT-350",
+        "--cluster",
+        cluster,
+        "--to",
+        "sailor",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let written = stdout(&o).trim().to_string();
+    assert!(written.contains("plan_config_N"), "{written}");
+    amp_json(&[
+        "eval",
+        &written,
+        "--sailor-data",
+        data,
+        "--model",
+        "OPT-350",
+        "--json",
+    ])["iteration_s"]
+        .as_f64()
+        .unwrap()
+}
+
 /// The written file has Sailor's shape (snapshot), stage layers in
 /// Sailor's indices (amp's two head layers are Sailor's one layer 25), and
 /// reads back through amp's Sailor reader as the same plan.
@@ -467,37 +510,7 @@ fn amp_plans_on_sailors_scenario_export_and_read_back() {
             .as_f64()
             .unwrap();
         let dir = out_dir(&format!("scenario-{rank}"));
-        let rank_arg = rank.to_string();
-        let o = amp(&[
-            "export",
-            file,
-            "--rank",
-            &rank_arg,
-            "--sailor-data",
-            d,
-            "--model",
-            "OPT-350",
-            "--cluster",
-            cluster,
-            "--to",
-            "sailor",
-            "--out",
-            dir.to_str().unwrap(),
-        ]);
-        assert!(o.status.success(), "{}", stderr(&o));
-        let written = stdout(&o).trim().to_string();
-        assert!(written.contains("plan_config_N"), "{written}");
-        let back = amp_json(&[
-            "eval",
-            &written,
-            "--sailor-data",
-            d,
-            "--model",
-            "OPT-350",
-            "--json",
-        ])["iteration_s"]
-            .as_f64()
-            .unwrap();
+        let back = export_and_read_back(file, rank, d, cluster, &dir);
         assert!(
             (back - planned).abs() <= 1e-9 * planned,
             "rank {rank}: {back} read back, {planned} planned"
@@ -566,37 +579,8 @@ fn per_stage_plans_export_to_sailor_and_read_back() {
         .as_f64()
         .unwrap();
     let file = tmp("sailor-per-stage-plans.json", &stdout(&plans));
-    let dir = out_dir("per-stage");
-    let rank_arg = rank.to_string();
-    let o = amp(&[
-        "export",
-        file.to_str().unwrap(),
-        "--rank",
-        &rank_arg,
-        "--sailor-data",
-        d,
-        "--model",
-        "OPT-350",
-        "--cluster",
-        cluster,
-        "--to",
-        "sailor",
-        "--out",
-        dir.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let written = stdout(&o).trim().to_string();
-    let back = amp_json(&[
-        "eval",
-        &written,
-        "--sailor-data",
-        d,
-        "--model",
-        "OPT-350",
-        "--json",
-    ])["iteration_s"]
-        .as_f64()
-        .unwrap();
+    let file = file.to_str().unwrap();
+    let back = export_and_read_back(file, rank, d, cluster, &out_dir("per-stage"));
     assert!(
         (back - planned).abs() <= 1e-9 * planned,
         "rank {rank}: {back} read back, {planned} planned"
