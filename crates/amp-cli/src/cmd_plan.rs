@@ -737,7 +737,13 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
                 rank_by_objective(cluster, &mut result, objective, search_opts.keep);
             }
             Err(amp_core::AmpError::NoPlan(why)) => {
-                result.skipped.push(format!("--per-type-tp: {why}"))
+                // Named as the user asked for it.
+                let flag = if args.per_stage_tp {
+                    "--per-stage-tp"
+                } else {
+                    "--per-type-tp"
+                };
+                result.skipped.push(format!("{flag}: {why}"))
             }
             Err(e) => return Err(e.into()),
         }

@@ -912,6 +912,22 @@ fn per_stage_tp_adds_plans_with_two_degrees_on_a_gpu_type() {
         })
         .count();
     assert!(two_degrees > 0);
+    // On one GPU type there is nothing to vary: said under the flag given.
+    let o = amp(&[
+        "plan",
+        "--example",
+        "homogeneous",
+        "--per-stage-tp",
+        "--top",
+        "1",
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("--per-stage-tp: a tp per GPU type needs 2 to 4 GPU types"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 /// With `--search-setup`, plans with a tp per GPU type are searched under
