@@ -32,6 +32,12 @@ a few shapes and amp's own top plans are priced by both models (`amp eval
 --force`, Sailor's `simulate_sailor`); a plan Sailor's simulator cannot
 price is reported with its exception. No run of this cluster is here.
 
+Sailor's measured runs in the data folder (measured/<cluster>/<model>/...,
+the runs `amp validate` reads) are priced by both models as well: Sailor's
+simulator on each run's plan, amp through `amp validate --json` (with its
+fitted constants and with neutral ones), beside the measured time and
+memory, with each model's Spearman and mean and largest errors.
+
 Checks (exit 1 on any failure): Sailor reads every exported file and prices
 it; amp reads it back at the plan's time (0.05% tolerance, the JSON's
 rounding). Sailor's verdicts and times are reported, not asserted: they are
@@ -40,6 +46,7 @@ the peer's model, not a measurement.
 
 import argparse
 import contextlib
+import glob
 import io
 import json
 import os
@@ -68,6 +75,8 @@ CONSUMER_CLUSTER = "1x8xRTX-3090+1x8xTitan-RTX+1x8xRTX-2080"
 CONSUMER_LABEL = "8 RTX-3090 + 8 Titan-RTX + 8 RTX-2080"
 CONSUMER_GBS = 256
 TRAINING = {"OPT-350": "opt-350m.json", "GPT-Neo-2.7": "gpt-neo-2.7b.json"}
+# Sailor's folder names for its measured runs' models (measured/<cluster>/<model>/).
+MEASURED_MODELS = {"OPT-350": "OPT-350", "GPT-NEO": "GPT-Neo-2.7"}
 
 
 def plan_config(sizes, groups, dp, mbs, gbs):
@@ -135,6 +144,38 @@ def consumer_plans():
             (f"pp 1 tp 1 dp 8 on the RTX-3090 node, mbs {mbs}", plan(three[:1], 1, 8, mbs)),
         ]
     return out
+
+
+def ranks(xs):
+    """Ranks from 1, ties sharing their mean rank."""
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    r = [0.0] * len(xs)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            r[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return r
+
+
+def spearman(xs, ys):
+    """Spearman's rank correlation: Pearson's on the ranks."""
+    rx, ry = ranks(xs), ranks(ys)
+    n = len(xs)
+    mx, my = sum(rx) / n, sum(ry) / n
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    vx = sum((a - mx) ** 2 for a in rx)
+    vy = sum((b - my) ** 2 for b in ry)
+    return cov / (vx * vy) ** 0.5
+
+
+def errors(pairs):
+    """(mean, max) of |predicted / measured - 1| over (predicted, measured) pairs."""
+    e = [abs(p / m - 1) for p, m in pairs]
+    return sum(e) / len(e), max(e)
 
 
 class Sailor:
@@ -326,6 +367,32 @@ def main():
             with open(path) as f:
                 price_consumer(f"amp {search} #{rank}", json.load(f), path)
 
+    # Sailor's measured runs (the given ones, in the data folder): each plan
+    # priced by Sailor's simulator and by amp (`amp validate`, with the
+    # fitted constants and with neutral ones), beside what was measured.
+    amp_runs = {}
+    for calibration in ("fitted", "neutral"):
+        r = run([args.amp, "validate", args.data, "--json", "--calibration", calibration])
+        if r.returncode != 0:
+            failures.append(f"measured runs: amp validate --calibration {calibration} failed: {r.stderr.strip()}")
+            continue
+        for ds in json.loads(r.stdout)["datasets"]:
+            for d in ds["details"]:
+                amp_runs.setdefault(d["name"], {})[calibration] = d
+    measured = []
+    root = os.path.join(args.data, "measured")
+    for path in sorted(glob.glob(os.path.join(root, "*", "*", "*", "plan_config_*.json"))):
+        name = os.path.relpath(path, root)
+        model = MEASURED_MODELS.get(name.split(os.sep)[1])
+        mine = amp_runs.get(name, {})
+        if model is None or set(mine) != {"fitted", "neutral"}:
+            failures.append(f"measured runs: {name}: no model for its folder, or amp did not price it")
+            continue
+        with open(path) as f:
+            plan_config = json.load(f)
+        t, mem, _ = sailor.price(model, plan_config)
+        measured.append((name, plan_config["real"], plan_config["max_mem"], t, mem, mine["fitted"], mine["neutral"]))
+
     head = "| model | GPUs (A100 + V100) | plan | amp s | Sailor's simulator s | Sailor's memory GB | Sailor: fits |"
     lines = [head, "|" + "---|" * 7]
     for m, c, name, what, amp_s, t, mem, fits in rows:
@@ -358,6 +425,34 @@ def main():
             cells = [f"{name}: {what}", f"{amp_s:.3f}", f"{t:.3f}", f"{amp_s / t:.2f}",
                      f"{amp_mem:.2f} ({yn(amp_fits)})", f"{mem:.2f} ({yn(fits)})"]
         lines.append("| " + " | ".join(cells) + " |")
+    if measured:
+        lines += ["", f"Sailor's {len(measured)} measured runs in the data folder, each plan priced by both models "
+                  "(amp: `amp validate`, fitted constants, then neutral ones):", "",
+                  "| run | measured s | Sailor's simulator s | amp s (fitted) | amp s (neutral) "
+                  "| measured GB | Sailor's GB | amp GB (fitted) | amp GB (neutral) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for name, real, max_mem, t, mem, fitted, neutral in measured:
+            err = lambda p, m: f"{p:.3f} ({p / m - 1:+.1%})"
+            gb = lambda p: err(p / 1e9, max_mem / 1e9)
+            lines.append("| " + " | ".join([
+                name, f"{real:.3f}", err(t, real), err(fitted["predicted_s"], real), err(neutral["predicted_s"], real),
+                f"{max_mem / 1e9:.2f}", gb(mem), gb(fitted["predicted_reading_bytes"]),
+                gb(neutral["predicted_reading_bytes"])]) + " |")
+        real = [m[1] for m in measured]
+        summary = [
+            ("Sailor's simulator", [m[3] for m in measured], [m[4] for m in measured]),
+            ("amp, fitted constants", [m[5]["predicted_s"] for m in measured],
+             [m[5]["predicted_reading_bytes"] for m in measured]),
+            ("amp, neutral constants", [m[6]["predicted_s"] for m in measured],
+             [m[6]["predicted_reading_bytes"] for m in measured]),
+        ]
+        lines += ["", "| model | Spearman (time) | time error mean / max | memory error mean / max |",
+                  "|---|---|---|---|"]
+        for who, times, mems in summary:
+            te = errors(zip(times, real))
+            me = errors(zip(mems, [m[2] for m in measured]))
+            lines.append(f"| {who} | {spearman(times, real):.3f} | {te[0]:.1%} / {te[1]:.1%} | {me[0]:.1%} / {me[1]:.1%} |")
+
     table = "\n".join(lines)
     print(table)
     if args.results:
@@ -368,7 +463,8 @@ def main():
         for x in failures:
             print("  " + x, file=sys.stderr)
         return 1
-    print(f"\n{len(rows)} plans: Sailor read and priced every exported file; amp read each back at its plan's time.")
+    print(f"\n{len(rows)} plans: Sailor read and priced every exported file; amp read each back at its plan's time. "
+          f"{len(measured)} measured runs priced by both models.")
     return 0
 
 

@@ -115,11 +115,14 @@ impl Sailor {
     fn model(&self, training_file: &str) -> (Model, Profile, amp_core::TrainingSetup) {
         let text = std::fs::read_to_string(self.dir.join("training").join(training_file)).unwrap();
         let t = sailor::parse_training(&text, training_file).unwrap();
-        let model = sailor::parse_model(&self.llm, "llm_info.json", &t).unwrap();
-        let mut profile =
-            sailor::parse_profiles(&self.profiles, "profiles.json", &t.model).unwrap();
-        profile.precision =
-            sailor::training_precision(&self.llm, "llm_info.json", &t.model).unwrap();
+        let (model, profile) = sailor::model_and_profile(
+            &self.llm,
+            "llm_info.json",
+            &self.profiles,
+            "profiles.json",
+            &t,
+        )
+        .unwrap();
         let setup = sailor::training_setup(profile.precision);
         (model, profile, setup)
     }

@@ -324,11 +324,8 @@ impl<'a> SailorFolder<'a> {
             })?;
         let llm_origin = self.files.origin("llm_info.json");
         let profiles_origin = self.files.origin("profiles.json");
-        let model = sailor::parse_model(self.llm, &llm_origin, t)?;
-        let mut profile = sailor::parse_profiles(self.profiles, &profiles_origin, &t.model)?;
-        // The runs' number format, which sizes their sends and all-reduces.
-        profile.precision = sailor::training_precision(self.llm, &llm_origin, &t.model)?;
-        profile.check_layers(model.num_layers(), &profiles_origin)?;
+        let (model, profile) =
+            sailor::model_and_profile(self.llm, &llm_origin, self.profiles, &profiles_origin, t)?;
         let training_origin = self.training_files.get(&t.model).map_or_else(
             || self.files.origin("training"),
             |rel| self.files.origin(rel),

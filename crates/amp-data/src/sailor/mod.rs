@@ -137,6 +137,80 @@ pub fn parse_profiles(text: &str, origin: &str, model: &str) -> Result<Profile> 
     })
 }
 
+/// Spreads each optimizer-step time of a Sailor profile over the layers.
+///
+/// Sailor's profiler (`--sailor-profile` in its Megatron-DeepSpeed,
+/// megatron/training.py) times the optimizer step of the small model it
+/// profiles: an embedding, two transformer blocks and the layers after the
+/// blocks (profile_all.py's runs; the times of its blocks stand for every
+/// block) and writes that one mean (`mean_opt_time_sec`) as the third entry
+/// of every layer. amp sums a stage's per-layer optimizer times, so read
+/// as they are a step would count once per layer (26 times for OPT-350).
+/// Where an entry's optimizer times are all equal, each layer gets the
+/// step's share of its parameters, `step x params(layer) /
+/// params(profiled)`, the profiled model being the layers that are not
+/// transformer blocks and the first two blocks: an Adam step streams each
+/// parameter's weight, gradient and moments once, so its time follows the
+/// parameters it updates. Parameters are the tp-1 counts of `model` (the
+/// share is the same at any tp to a fraction of a percent: norms are the
+/// only layers tp does not split). Entries whose times differ (per-layer
+/// measurements) and an all-zero entry are left as they are.
+pub fn spread_optimizer_step(profile: &mut Profile, model: &Model) {
+    let mut blocks_seen = 0;
+    let profiled: f64 = model
+        .layers
+        .iter()
+        .filter(|l| {
+            if l.kind != LayerKind::TransformerBlock {
+                return true;
+            }
+            blocks_seen += 1;
+            blocks_seen <= 2
+        })
+        .map(|l| l.params as f64)
+        .sum();
+    if profiled <= 0.0 {
+        return;
+    }
+    for e in &mut profile.entries {
+        let Some(steps) = e.optimizer_s.as_mut() else {
+            continue;
+        };
+        let step = match steps.first() {
+            Some(&s) if s > 0.0 && steps.iter().all(|&x| x == s) => s,
+            _ => continue,
+        };
+        if steps.len() != model.layers.len() {
+            // check_layers reports the mismatch.
+            continue;
+        }
+        for (t, l) in steps.iter_mut().zip(&model.layers) {
+            *t = step * l.params as f64 / profiled;
+        }
+    }
+}
+
+/// The model of `training` and its profile as amp prices Sailor's runs:
+/// the layer list ([`parse_model`]), the profile ([`parse_profiles`]) in
+/// the runs' number format ([`training_precision`]), with its layers
+/// checked and each optimizer step spread over them
+/// ([`spread_optimizer_step`]). The one reader of the pair, for the CLI,
+/// the tests and the benchmarks alike.
+pub fn model_and_profile(
+    llm_info: &str,
+    llm_origin: &str,
+    profiles: &str,
+    profiles_origin: &str,
+    training: &TrainingConfig,
+) -> Result<(Model, Profile)> {
+    let model = parse_model(llm_info, llm_origin, training)?;
+    let mut profile = parse_profiles(profiles, profiles_origin, &training.model)?;
+    profile.precision = training_precision(llm_info, llm_origin, &training.model)?;
+    profile.check_layers(model.num_layers(), profiles_origin)?;
+    spread_optimizer_step(&mut profile, &model);
+    Ok((model, profile))
+}
+
 /// The number format the Sailor artifact's runs of `model` trained in, from
 /// `llm_info.json`: its profiler recorded every layer's output and
 /// parameters both as element counts (`act_output_floats`,

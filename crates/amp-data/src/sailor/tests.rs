@@ -136,6 +136,68 @@ fn profiles_become_entries_per_gpu_mbs_tp() {
         .contains("M.G.1.1.2"));
 }
 
+/// Sailor's profiler writes one optimizer-step time (of its profiled
+/// model: the embedding, two blocks and the output layer) as every layer's;
+/// amp spreads it by parameters, so a whole model's step is the step times
+/// its parameters over the profiled ones, not the step times its layers.
+#[test]
+fn one_optimizer_step_is_spread_over_the_layers_by_parameters() {
+    // An embedding of 100 parameters, five blocks of 50, an output layer of 90.
+    let mut layers = vec![
+        r#""0": {"params_floats": 100, "act_output_floats": 8, "act_mem_floats": 8}"#.to_string(),
+    ];
+    for i in 1..=5 {
+        layers.push(format!(
+            r#""{i}": {{"params_floats": 50, "act_output_floats": 8, "act_mem_floats": 40}}"#
+        ));
+    }
+    layers.push(
+        r#""6": {"params_floats": 90, "act_output_floats": 41, "act_mem_floats": 90}"#.to_string(),
+    );
+    let llm = format!(r#"{{"M": {{"1": {{{}}}}}}}"#, layers.join(", "));
+    let train = TRAIN.replace(r#""num_layers": 2"#, r#""num_layers": 5"#);
+    let train = parse_training(&train, "t.json").unwrap();
+    let row = |opt: [f64; 7]| {
+        let l: Vec<String> = opt
+            .iter()
+            .enumerate()
+            .map(|(i, o)| format!(r#""{i}": [1.0, 2.0, {o}]"#))
+            .collect();
+        format!("{{{}}}", l.join(", "))
+    };
+    // tp 1: Sailor's one step (2.9 s) on every layer; tp 2: per-layer
+    // times that differ; tp 4: no step measured.
+    let profiles = format!(
+        r#"{{"M": {{"G": {{"1": {{"1": {}, "2": {}, "4": {}}}}}}}}}"#,
+        row([2.9; 7]),
+        row([1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.7]),
+        row([0.0; 7])
+    );
+    let (m, p) = model_and_profile(&llm, "llm.json", &profiles, "p.json", &train).unwrap();
+    assert_eq!(m.layers.len(), 7);
+    let steps = |tp: usize| {
+        p.entries
+            .iter()
+            .find(|e| e.tp == tp)
+            .unwrap()
+            .optimizer_s
+            .clone()
+            .unwrap()
+    };
+    // Profiled: 100 + 2 x 50 + 90 = 290 parameters in 2.9 s, 0.01 s each.
+    let spread = steps(1);
+    let want = [1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.9];
+    for (got, want) in spread.iter().zip(want) {
+        assert!((got - want).abs() < 1e-12, "{spread:?}");
+    }
+    let whole: f64 = spread.iter().sum();
+    assert!((whole - 4.4).abs() < 1e-12, "{whole}");
+    assert_eq!(steps(2), vec![1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.7]);
+    assert_eq!(steps(4), vec![0.0; 7]);
+    // Forward and backward times are untouched.
+    assert!(p.entries.iter().all(|e| e.forward_s == vec![1.0; 7]));
+}
+
 #[test]
 fn precision_is_the_bytes_per_element_of_llm_info() {
     let full = r#"{"M": {"1": {"0": {"params_floats": 10, "params_bytes": 40, "act_output_floats": 4, "act_output_bytes": 16}},
