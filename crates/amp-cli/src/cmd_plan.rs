@@ -513,6 +513,30 @@ fn print_table(
         result.infeasible,
         result.unpriced
     )?;
+    // Most candidates over memory and no setup searched: name the options
+    // that fit more plans (the error says so when none fits at all).
+    if searched.is_none() && result.infeasible * 2 > result.candidates {
+        use amp_core::setup::{OptimizerSharding, Recompute};
+        let mut untried = Vec::new();
+        if setup.optimizer_sharding == OptimizerSharding::None {
+            untried.push(("sharding", "sharded optimizer state"));
+        }
+        if setup.recompute == Recompute::None {
+            untried.push(("recompute", "recomputation"));
+        }
+        if !untried.is_empty() {
+            let flags: Vec<&str> = untried.iter().map(|u| u.0).collect();
+            let what: Vec<&str> = untried.iter().map(|u| u.1).collect();
+            writeln!(
+                out,
+                "memory: {} of {} candidates did not fit; --search-setup {} also tries {}, which may fit faster plans",
+                result.infeasible,
+                result.candidates,
+                flags.join(","),
+                what.join(" and ")
+            )?;
+        }
+    }
     // What the engines cannot run, said where the plan is shown.
     let mut unlaunchable = Vec::new();
     if best.plan.is_uneven() {

@@ -1826,3 +1826,70 @@ fn fp32_allreduce_is_the_amp_runs_default_and_can_be_turned_off() {
         "{e}"
     );
 }
+
+/// When most candidates are over memory and no setup was searched, the
+/// text names the setup options not yet on (and only those); with them
+/// searched, or with few candidates over memory, it says nothing.
+#[test]
+fn most_candidates_over_memory_name_the_setups_that_fit_more() {
+    let base = [
+        "plan",
+        "--model",
+        "llama3-70b",
+        "--cluster",
+        "4x8xH100",
+        "--global-batch",
+        "512",
+        "--seq",
+        "4096",
+        "--top",
+        "1",
+    ];
+    let run = |extra: &[&str]| {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        let o = amp(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    let hint = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("memory: "))
+            .map(str::to_string)
+    };
+    let both = hint(&run(&[])).expect("a hint");
+    assert!(
+        both.contains("did not fit; --search-setup sharding,recompute also tries sharded optimizer state and recomputation"),
+        "{both}"
+    );
+    // Its counts are the summary's.
+    let text = run(&[]);
+    let best = text.lines().find(|l| l.starts_with("best: ")).unwrap();
+    let counts = both
+        .trim_start_matches("memory: ")
+        .split(" candidates")
+        .next()
+        .unwrap();
+    let (bad, all) = counts.split_once(" of ").unwrap();
+    assert!(
+        best.contains(&format!("; {all} candidates, {bad} did not fit")),
+        "{best}"
+    );
+    let sharding = hint(&run(&["--recompute", "full"])).expect("a hint");
+    assert!(
+        sharding.contains("--search-setup sharding also tries sharded optimizer state,"),
+        "{sharding}"
+    );
+    assert_eq!(
+        hint(&run(&[
+            "--recompute",
+            "full",
+            "--optimizer-sharding",
+            "zero1"
+        ])),
+        None
+    );
+    assert_eq!(hint(&run(&["--search-setup", "sharding,recompute"])), None);
+    // Few over memory: no hint.
+    let o = amp(&["plan", "--example", "het-cluster"]);
+    assert_eq!(hint(&stdout(&o)), None);
+}
