@@ -287,6 +287,10 @@ struct JsonPlan<'a> {
     /// Dollars per iteration, from the nodes' prices (with --objective cost).
     #[serde(skip_serializing_if = "Option::is_none")]
     cost_per_iteration_usd: Option<f64>,
+    /// Dollars per million tokens trained (with --objective cost, where the
+    /// model gives its sequence length).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cost_per_million_tokens_usd: Option<f64>,
     /// Dollars per hour of the nodes the plan uses (with --max-usd-per-hour).
     #[serde(skip_serializing_if = "Option::is_none")]
     usd_per_hour: Option<f64>,
@@ -335,6 +339,18 @@ struct JsonOutput<'a> {
 /// The sequence length the model was built at, its attention kernel where
 /// the model says, and a GeLU priced kernel by kernel (`gelu_new` without an
 /// engine), for the header.
+/// `usd` per iteration as dollars per million tokens trained: the global
+/// batch times the model's sequence length (`None` where the model gives
+/// none, as a layer list may not).
+fn usd_per_million_tokens(
+    model: &amp_core::model::Model,
+    global_batch: usize,
+    usd: f64,
+) -> Option<f64> {
+    let seq = model.shape.as_ref()?.seq_len;
+    (seq > 0).then(|| usd * 1e6 / (global_batch as f64 * seq as f64))
+}
+
 pub fn seq_label(model: &amp_core::model::Model, setup: &TrainingSetup) -> String {
     match &model.shape {
         Some(s) => {
@@ -493,9 +509,15 @@ fn print_table(
     }
     let best = &result.plans[0];
     if objective == Objective::Cost {
+        // The best plan's cost, per iteration and, where the model gives
+        // its sequence length, per million tokens trained.
+        let usd = objective_value(&loaded.cluster, best, objective).unwrap_or(f64::NAN);
+        let per_token = usd_per_million_tokens(&loaded.model, global_batch, usd)
+            .map(|t| format!(", ${t:.4} per million tokens"))
+            .unwrap_or_default();
         writeln!(
             out,
-            "ranked by cost per iteration (the nodes' prices per hour)"
+            "ranked by cost per iteration (the nodes' prices per hour): the best ${usd:.5} per iteration{per_token}"
         )?;
     }
     if let Some(b) = budget_usd_per_hour {
@@ -529,11 +551,16 @@ fn print_table(
             let what: Vec<&str> = untried.iter().map(|u| u.1).collect();
             writeln!(
                 out,
-                "memory: {} of {} candidates did not fit; --search-setup {} also tries {}, which may fit faster plans",
+                "memory: {} of {} candidates did not fit; --search-setup {} also tries {}, which may fit {} plans",
                 result.infeasible,
                 result.candidates,
                 flags.join(","),
-                what.join(" and ")
+                what.join(" and "),
+                if objective == Objective::Cost {
+                    "cheaper"
+                } else {
+                    "faster"
+                }
             )?;
         }
     }
@@ -808,6 +835,10 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
                 cost_per_iteration_usd: (objective == Objective::Cost)
                     .then(|| objective_value(&loaded.cluster, p, objective))
                     .flatten(),
+                cost_per_million_tokens_usd: (objective == Objective::Cost)
+                    .then(|| objective_value(&loaded.cluster, p, objective))
+                    .flatten()
+                    .and_then(|usd| usd_per_million_tokens(&loaded.model, global_batch, usd)),
                 usd_per_hour: budget.and_then(|_| plan_price_per_hour(&loaded.cluster, p)),
                 stage_boundaries: p.plan.boundaries(),
                 placement: JsonPlacement {

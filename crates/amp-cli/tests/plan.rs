@@ -790,6 +790,40 @@ fn subsets_and_cost_objective() {
         .map(|p| p["cost_per_iteration_usd"].as_f64().unwrap())
         .collect();
     assert!(usd.windows(2).all(|w| w[0] <= w[1]), "{usd:?}");
+    // Per million tokens: the iteration's dollars over its 64 x 1024 tokens
+    // (gpt2-xl's default sequence), in the JSON and in the text.
+    for p in by_cost["plans"].as_array().unwrap() {
+        let per_iter = p["cost_per_iteration_usd"].as_f64().unwrap();
+        let per_mtok = p["cost_per_million_tokens_usd"].as_f64().unwrap();
+        assert!(
+            (per_mtok - per_iter * 1e6 / (64.0 * 1024.0)).abs() <= 1e-9 * per_mtok,
+            "{per_iter} {per_mtok}"
+        );
+    }
+    assert!(whole["plans"][0]
+        .get("cost_per_million_tokens_usd")
+        .is_none());
+    let o = amp(&[
+        "plan",
+        "--model",
+        "gpt2-xl",
+        "--cluster",
+        "2xp3.8xlarge+2xg4dn.12xlarge",
+        "--global-batch",
+        "64",
+        "--subsets",
+        "--objective",
+        "cost",
+        "--top",
+        "1",
+    ]);
+    let first = &by_cost["plans"][0];
+    let line = format!(
+        "the best ${:.5} per iteration, ${:.4} per million tokens",
+        first["cost_per_iteration_usd"].as_f64().unwrap(),
+        first["cost_per_million_tokens_usd"].as_f64().unwrap()
+    );
+    assert!(stdout(&o).contains(&line), "{}\n{line}", stdout(&o));
     // A cluster without prices cannot rank by cost.
     let o = amp(&[
         "plan",
@@ -1892,4 +1926,20 @@ fn most_candidates_over_memory_name_the_setups_that_fit_more() {
     // Few over memory: no hint.
     let o = amp(&["plan", "--example", "het-cluster"]);
     assert_eq!(hint(&stdout(&o)), None);
+    // The README's figures: 373 of 377 over memory, 112.0 s; 83.2 s with
+    // every setup option searched.
+    assert!(both.starts_with("memory: 373 of 377 candidates"), "{both}");
+    let json = |extra: &[&str]| {
+        let args: Vec<&str> = base
+            .iter()
+            .chain(extra)
+            .chain(&["--json", "-q"])
+            .copied()
+            .collect();
+        amp_json(&args)["plans"][0]["predicted_iteration_s"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!((json(&[]) - 112.0465).abs() < 1e-3);
+    assert!((json(&["--search-setup", "all"]) - 83.2373).abs() < 1e-3);
 }
