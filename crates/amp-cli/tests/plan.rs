@@ -759,20 +759,18 @@ fn setup_search_is_never_worse_and_records_each_setup() {
 /// nodes' prices, and needs one for every node.
 #[test]
 fn subsets_and_cost_objective() {
+    let base = [
+        "plan",
+        "--model",
+        "gpt2-xl",
+        "--cluster",
+        "2xp3.8xlarge+2xg4dn.12xlarge",
+        "--global-batch",
+        "64",
+    ];
     let run = |extra: &[&str]| {
-        let mut args = vec![
-            "plan",
-            "--model",
-            "gpt2-xl",
-            "--cluster",
-            "2xp3.8xlarge+2xg4dn.12xlarge",
-            "--global-batch",
-            "64",
-            "--json",
-            "--top",
-            "500",
-            "-q",
-        ];
+        let mut args = base.to_vec();
+        args.extend(["--json", "--top", "500", "-q"]);
         args.extend(extra);
         amp_json(&args)
     };
@@ -803,20 +801,9 @@ fn subsets_and_cost_objective() {
     assert!(whole["plans"][0]
         .get("cost_per_million_tokens_usd")
         .is_none());
-    let o = amp(&[
-        "plan",
-        "--model",
-        "gpt2-xl",
-        "--cluster",
-        "2xp3.8xlarge+2xg4dn.12xlarge",
-        "--global-batch",
-        "64",
-        "--subsets",
-        "--objective",
-        "cost",
-        "--top",
-        "1",
-    ]);
+    let mut text_args = base.to_vec();
+    text_args.extend(["--subsets", "--objective", "cost", "--top", "1"]);
+    let o = amp(&text_args);
     let first = &by_cost["plans"][0];
     let line = format!(
         "the best ${:.5} per iteration, ${:.4} per million tokens",
