@@ -2,6 +2,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use amp_core::cost::Inputs;
@@ -698,7 +699,23 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         PlacementArg::Artifact => PlacementSearch::Artifact,
     };
     let progress = Progress::new(args.quiet);
-    let report_progress = |done: usize, total: usize| progress.update(done, total);
+    // One bar over both searches when the per-type one runs beside the
+    // main one: each reports its own (done, total), the bar their sums.
+    let shares = [
+        (AtomicUsize::new(0), AtomicUsize::new(0)),
+        (AtomicUsize::new(0), AtomicUsize::new(0)),
+    ];
+    let report_share = |k: usize, done: usize, total: usize| {
+        shares[k].0.fetch_max(done, Ordering::Relaxed);
+        shares[k].1.store(total, Ordering::Relaxed);
+        let sum = |f: fn(&(AtomicUsize, AtomicUsize)) -> usize| shares.iter().map(f).sum::<usize>();
+        progress.update(
+            sum(|s| s.0.load(Ordering::Relaxed)),
+            sum(|s| s.1.load(Ordering::Relaxed)),
+        );
+    };
+    let report_progress = |done: usize, total: usize| report_share(0, done, total);
+    let report_per_type = |done: usize, total: usize| report_share(1, done, total);
     let search_opts = SearchOptions {
         global_batch,
         placement,
@@ -746,10 +763,10 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             search_setups(&inputs, cost_model.as_ref(), &search_opts, &setups)
         }
     };
-    // Under every setup searched, as the main search; without a progress
-    // bar of its own (the main search's shows).
+    // Under every setup searched, as the main search; its progress on the
+    // main search's bar.
     let per_type_opts = SearchOptions {
-        progress: None,
+        progress: Some(&report_per_type),
         ..search_opts
     };
     let per_type_search = || {

@@ -51,6 +51,7 @@
 //! on 17, 0.44% slower on one (`per_stage_search_loss_against_every_split`).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
@@ -885,7 +886,7 @@ fn price_bounded<'a, 'c>(
     inputs: &Inputs<'c>,
     (estimators, times): (&dyn LayoutEstimators<'a>, &BalanceTimes<'c>),
     opts: &SearchOptions,
-    cands: &[Candidate],
+    (cands, bounded): (&[Candidate], &(dyn Fn(usize) + Sync)),
     layouts: &[std::ops::Range<usize>],
     pool: usize,
     tally: &mut Tally,
@@ -912,6 +913,7 @@ fn price_bounded<'a, 'c>(
                         for i in r.clone() {
                             met.add(i, Outcome::Skipped(why.clone()), pool);
                         }
+                        bounded(of_layout.len());
                         return (seeded, met);
                     }
                 };
@@ -932,6 +934,9 @@ fn price_bounded<'a, 'c>(
                         Err(o) => met.add(i, o, pool),
                     }
                 }
+                // Bounding is most of the search: its progress is the
+                // search's.
+                bounded(of_layout.len());
                 (seeded, met)
             },
         )
@@ -1150,12 +1155,19 @@ pub fn search_per_type_tp(
     let estimators = model.layout_estimators(inputs);
     let times = BalanceTimes::default();
     let priced = (model, estimators.as_ref(), &times);
+    // Progress: the candidates of both lists bounded so far, of all.
+    let (bounded, total) = (AtomicUsize::new(0), cands.len() + steps.len());
+    let report = |n: usize| {
+        if let Some(report) = opts.progress {
+            report(bounded.fetch_add(n, Ordering::Relaxed) + n, total);
+        }
+    };
     // The two lists apart, then merged: the steps' plans can only add to
     // the per-type ones (priced together they would share one pool of
     // plans to refine, and could push out one that wins after it).
-    let mut result = price_candidates(inputs, priced, opts, &cands);
+    let mut result = price_candidates(inputs, priced, opts, &cands, &report);
     if !steps.is_empty() {
-        let by_step = price_candidates(inputs, priced, opts, &steps);
+        let by_step = price_candidates(inputs, priced, opts, &steps, &report);
         result.absorb(by_step, Some);
         result.plans.sort_by_key(rank_key);
         result.plans.truncate(opts.keep.max(1));
@@ -1178,6 +1190,7 @@ fn price_candidates<'a, 'c>(
     (model, estimators, times): (&dyn CostModel, &dyn LayoutEstimators<'a>, &BalanceTimes<'c>),
     opts: &SearchOptions,
     cands: &[Candidate],
+    bounded: &(dyn Fn(usize) + Sync),
 ) -> SearchResult {
     // Fastest first, ties in candidate order, as the main search ranks.
     let keep = opts.keep.max(1);
@@ -1190,7 +1203,7 @@ fn price_candidates<'a, 'c>(
         inputs,
         (estimators, times),
         opts,
-        cands,
+        (cands, bounded),
         &layouts,
         pool,
         &mut tally,
@@ -1835,6 +1848,33 @@ mod tests {
         assert!(twos > 100, "{twos}");
     }
 
+    /// The search reports its progress: the candidates bounded so far, of
+    /// every candidate of both lists (the per-type and, with
+    /// --per-stage-tp, the per-stage ones), ending at all of them.
+    #[test]
+    fn progress_counts_every_candidate_of_both_lists() {
+        let f = Gpt2HetCluster::new();
+        let inputs = f.inputs();
+        let reports = Mutex::new(Vec::new());
+        let record = |done: usize, total: usize| reports.lock().unwrap().push((done, total));
+        let opts = SearchOptions {
+            per_stage_tp: true,
+            progress: Some(&record),
+            ..SearchOptions::new(32, PlacementSearch::Artifact, TrainingSetup::default())
+        };
+        let r = search_per_type_tp(&inputs, &DeviceModel::default(), &opts).unwrap();
+        let reports = reports.into_inner().unwrap();
+        assert!(reports.len() > 1, "{reports:?}");
+        assert!(reports.iter().all(|&(_, total)| total == r.candidates));
+        let most = reports.iter().map(|r| r.0).max().unwrap();
+        assert_eq!(most, r.candidates);
+        // Each count is new: the layouts' candidates are counted once.
+        let mut done: Vec<usize> = reports.iter().map(|r| r.0).collect();
+        done.sort_unstable();
+        done.dedup();
+        assert_eq!(done.len(), reports.len());
+    }
+
     /// The per-stage candidates' plans: valid, every GPU used once, one tp
     /// per stage, some type's stages at two; and the search with them is
     /// never slower than without (its plans are added to the per-type
@@ -1916,7 +1956,7 @@ mod tests {
         let estimators = dm.layout_estimators(&inputs);
         let times = BalanceTimes::default();
         let priced = (&dm as &dyn CostModel, estimators.as_ref(), &times);
-        let found = price_candidates(&inputs, priced, &opts, &steps);
+        let found = price_candidates(&inputs, priced, &opts, &steps, &|_| {});
         let found = found.plans.first()?.estimate.iteration_s;
         let mut best = f64::INFINITY;
         for c in &steps {
