@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use amp_core::cost::device::DeviceOptions;
 use amp_core::cost::Calibration;
-use amp_core::fit::{fit_report, Fit, SetFigures};
+use amp_core::fit::{at_grid_edge, fit_report, Fit, SetFigures};
 use amp_core::validate::DatasetReport;
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -40,6 +40,47 @@ struct JsonOutput<'a> {
     fit: &'a Fit,
     neutral: Calibration,
     sets: &'a [SetFigures],
+    /// Fitted constants at the end of their grid away from neutral.
+    at_grid_edge: Vec<GridEdge>,
+}
+
+/// A constant fitted at the end of its grid ([`at_grid_edge`]), and the
+/// sets it was fitted on.
+#[derive(Serialize)]
+struct GridEdge {
+    fitted_on: Vec<String>,
+    constant: &'static str,
+    value: f64,
+}
+
+/// Every constant at its grid's end: of the fit on all sets, then of each
+/// leave-one-set-out fit.
+fn grid_edges(fit: &Fit, sets: &[SetFigures]) -> Vec<GridEdge> {
+    let mut out: Vec<GridEdge> = at_grid_edge(&fit.calibration)
+        .into_iter()
+        .map(|(constant, value)| GridEdge {
+            fitted_on: fit.fitted_on.clone(),
+            constant,
+            value,
+        })
+        .collect();
+    if sets.len() > 1 {
+        for s in sets {
+            let others: Vec<String> = sets
+                .iter()
+                .filter(|o| o.name != s.name)
+                .map(|o| o.name.clone())
+                .collect();
+            for (constant, value) in at_grid_edge(&s.leave_one_set_out_calibration) {
+                out.push(GridEdge {
+                    fitted_on: others.clone(),
+                    constant,
+                    value,
+                });
+            }
+        }
+    }
+    out
 }
 
 fn constant_rows(fit: &Fit, sets: &[SetFigures]) -> Table {
@@ -162,6 +203,7 @@ pub fn run(args: FitArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<()
             fit: &fit,
             neutral: Calibration::NEUTRAL,
             sets: &sets,
+            at_grid_edge: grid_edges(&fit, &sets),
         };
         writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
         return Ok(());
@@ -173,6 +215,19 @@ pub fn run(args: FitArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<()
         fit.evaluations
     )?;
     writeln!(out, "{}", constant_rows(&fit, &sets))?;
+    for e in grid_edges(&fit, &sets) {
+        writeln!(
+            out,
+            "note: fitted on {}, {} is at the end of its grid ({}): the runs want a value past it, so it likely stands in for an effect the model lacks; the figures fitted with it show what that costs",
+            e.fitted_on.join(" and "),
+            e.constant,
+            if e.constant.ends_with("_bytes") {
+                format!("{:.2} GB", e.value / 1e9)
+            } else {
+                e.value.to_string()
+            }
+        )?;
+    }
     if fit.calibration == Calibration::FITTED {
         writeln!(
             out,

@@ -30,6 +30,25 @@ fn the_fit_on_the_given_sets_is_the_default_calibration() {
     let written: Calibration =
         serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
     assert_eq!(written, fitted);
+    // One constant sits at its grid's end: the inter-node efficiency fitted
+    // on Sailor's runs alone (AMP's left out), at the floor of 0.25.
+    assert_eq!(
+        v["at_grid_edge"],
+        serde_json::json!([{
+            "fitted_on": ["sailor/clariden/OPT-350"],
+            "constant": "inter_node_efficiency",
+            "value": 0.25
+        }])
+    );
+    let text = stdout(&amp(&[
+        "fit",
+        data.join("amp-paper").to_str().unwrap(),
+        data.join("sailor").to_str().unwrap(),
+    ]));
+    assert!(
+        text.contains("note: fitted on sailor/clariden/OPT-350, inter_node_efficiency is at the end of its grid (0.25)"),
+        "{text}"
+    );
 
     // The README's table "Accuracy with neutral, in-sample and
     // leave-one-set-out constants".

@@ -62,6 +62,55 @@ pub const GRID: Grid = Grid {
     allocator_cache_bytes: (0, 32, 0.25e9),
 };
 
+/// The constants of `cal` that sit at the end of their grid away from
+/// neutral, as (name, value): the data wanted a value past what the grid
+/// allows, so the constant likely stands in for an effect the model lacks
+/// (the inter-node efficiency at its floor of 0.25 on Sailor's GH200 runs
+/// alone). A neutral value at a grid's end (0 for the shares and memories,
+/// 1 for the efficiency) is not one.
+pub fn at_grid_edge(cal: &Calibration) -> Vec<(&'static str, f64)> {
+    let n = Calibration::NEUTRAL;
+    [
+        (
+            "per_sample_fixed_fraction",
+            cal.per_sample_fixed_fraction,
+            n.per_sample_fixed_fraction,
+            GRID.per_sample_fixed_fraction,
+        ),
+        (
+            "per_sample_tp_comm_fixed_fraction",
+            cal.per_sample_tp_comm_fixed_fraction,
+            n.per_sample_tp_comm_fixed_fraction,
+            GRID.per_sample_tp_comm_fixed_fraction,
+        ),
+        (
+            "inter_node_efficiency",
+            cal.inter_node_efficiency,
+            n.inter_node_efficiency,
+            GRID.inter_node_efficiency,
+        ),
+        (
+            "framework_reserve_bytes",
+            cal.framework_reserve_bytes,
+            n.framework_reserve_bytes,
+            GRID.framework_reserve_bytes,
+        ),
+        (
+            "allocator_cache_bytes",
+            cal.allocator_cache_bytes,
+            n.allocator_cache_bytes,
+            GRID.allocator_cache_bytes,
+        ),
+    ]
+    .into_iter()
+    .filter(|&(_, v, neutral, grid)| {
+        let g = values(grid);
+        v != neutral && (v == g[0] || v == g[g.len() - 1])
+    })
+    .map(|(name, v, _, _)| (name, v))
+    .collect()
+}
+
 /// Rounds of coordinate descent at most.
 pub const MAX_ROUNDS: usize = 10;
 
@@ -434,6 +483,25 @@ mod tests {
         assert_eq!(f.calibration.framework_reserve_bytes, 0.0);
         assert_eq!(f.calibration.allocator_cache_bytes, 2.5e9);
         assert!(f.loss.memory < 1e-9);
+    }
+
+    #[test]
+    fn constants_at_a_grid_end_away_from_neutral_are_named() {
+        assert!(at_grid_edge(&Calibration::NEUTRAL).is_empty());
+        assert!(at_grid_edge(&Calibration::FITTED).is_empty());
+        let floor = Calibration {
+            inter_node_efficiency: 0.25,
+            allocator_cache_bytes: 8e9,
+            per_sample_fixed_fraction: 0.3,
+            ..Calibration::NEUTRAL
+        };
+        assert_eq!(
+            at_grid_edge(&floor),
+            vec![
+                ("inter_node_efficiency", 0.25),
+                ("allocator_cache_bytes", 8e9)
+            ]
+        );
     }
 
     #[test]
