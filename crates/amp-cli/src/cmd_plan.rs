@@ -96,7 +96,8 @@ pub struct PlanArgs {
     #[arg(long)]
     pub fewer_replicas: bool,
     /// What the ranking minimises: time (per iteration) or cost (dollars
-    /// per iteration, from the nodes' prices; every node needs one).
+    /// per iteration, from the nodes' prices; every node needs one; the
+    /// same order as dollars per token, which the summary also gives).
     #[arg(long, value_enum, default_value_t = ObjectiveArg::Time)]
     pub objective: ObjectiveArg,
     /// Only plans whose nodes cost at most this many dollars per hour (from
