@@ -338,9 +338,6 @@ struct JsonOutput<'a> {
     baselines: Option<Vec<JsonBaseline>>,
 }
 
-/// The sequence length the model was built at, its attention kernel where
-/// the model says, and a GeLU priced kernel by kernel (`gelu_new` without an
-/// engine), for the header.
 /// `usd` per iteration as dollars per million tokens trained: the global
 /// batch times the model's sequence length (`None` where the model gives
 /// none, as a layer list may not).
@@ -353,6 +350,9 @@ fn usd_per_million_tokens(
     (seq > 0).then(|| usd * 1e6 / (global_batch as f64 * seq as f64))
 }
 
+/// The sequence length the model was built at, its attention kernel where
+/// the model says, and a GeLU priced kernel by kernel (`gelu_new` without an
+/// engine), for the header.
 pub fn seq_label(model: &amp_core::model::Model, setup: &TrainingSetup) -> String {
     match &model.shape {
         Some(s) => {

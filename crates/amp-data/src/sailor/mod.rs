@@ -211,16 +211,6 @@ pub fn model_and_profile(
     Ok((model, profile))
 }
 
-/// The number format the Sailor artifact's runs of `model` trained in, from
-/// `llm_info.json`: its profiler recorded every layer's output and
-/// parameters both as element counts (`act_output_floats`,
-/// `params_floats`) and as bytes (`act_output_bytes`, `params_bytes`), so
-/// their ratio is the element size of the tensors the runs send between
-/// stages and reduce over replicas. 4 bytes is fp32 (Sailor's
-/// Megatron-DeepSpeed runs pass neither `--fp16` nor `--bf16` and their
-/// DeepSpeed config has no fp16 section), 2 bytes mixed 16-bit precision.
-/// Set it as the profile's [`Profile::precision`]. `None` when no layer
-/// records both counts.
 /// The training setup of Sailor's runs: 1F1B, no recomputation or
 /// sharding, the number formats `precision` (from [`training_precision`])
 /// implies, DeepSpeed's pipeline sends and fused Adam, and Megatron-LM's
@@ -250,6 +240,16 @@ pub fn training_setup(precision: Option<Precision>) -> amp_core::setup::Training
     }
 }
 
+/// The number format the Sailor artifact's runs of `model` trained in, from
+/// `llm_info.json`: its profiler recorded every layer's output and
+/// parameters both as element counts (`act_output_floats`,
+/// `params_floats`) and as bytes (`act_output_bytes`, `params_bytes`), so
+/// their ratio is the element size of the tensors the runs send between
+/// stages and reduce over replicas. 4 bytes is fp32 (Sailor's
+/// Megatron-DeepSpeed runs pass neither `--fp16` nor `--bf16` and their
+/// DeepSpeed config has no fp16 section), 2 bytes mixed 16-bit precision.
+/// Set it as the profile's [`Profile::precision`]. `None` when no layer
+/// records both counts.
 pub fn training_precision(llm_info: &str, origin: &str, model: &str) -> Result<Option<Precision>> {
     let root: Value = AmpError::json(llm_info, origin)?;
     let root = as_object(&root, origin)?;
