@@ -709,11 +709,10 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     let report_share = |k: usize, done: usize, total: usize| {
         shares[k].0.fetch_max(done, Ordering::Relaxed);
         shares[k].1.store(total, Ordering::Relaxed);
-        let sum = |f: fn(&(AtomicUsize, AtomicUsize)) -> usize| shares.iter().map(f).sum::<usize>();
-        progress.update(
-            sum(|s| s.0.load(Ordering::Relaxed)),
-            sum(|s| s.1.load(Ordering::Relaxed)),
-        );
+        let (done, total) = shares.iter().fold((0, 0), |(d, t), (a, b)| {
+            (d + a.load(Ordering::Relaxed), t + b.load(Ordering::Relaxed))
+        });
+        progress.update(done, total);
     };
     let report_progress = |done: usize, total: usize| report_share(0, done, total);
     let report_per_type = |done: usize, total: usize| report_share(1, done, total);
@@ -839,35 +838,36 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             .iter()
             .take(args.top)
             .enumerate()
-            .map(|(i, p)| JsonPlan {
-                rank: i + 1,
-                tp: p.tp,
-                dp: p.dp,
-                pp: p.pp,
-                micro_batch: p.micro_batch,
-                num_micro_batches: p.num_micro_batches,
-                replica_micro_batches: &p.plan.replica_micro_batches,
-                predicted_iteration_s: p.estimate.iteration_s,
-                throughput_samples_per_s: global_batch as f64 / p.estimate.iteration_s,
-                gpus: wide.then(|| p.plan.devices().count()),
-                cost_per_iteration_usd: (objective == Objective::Cost)
+            .map(|(i, p)| {
+                let usd = (objective == Objective::Cost)
                     .then(|| objective_value(&loaded.cluster, p, objective))
-                    .flatten(),
-                cost_per_million_tokens_usd: (objective == Objective::Cost)
-                    .then(|| objective_value(&loaded.cluster, p, objective))
-                    .flatten()
-                    .and_then(|usd| usd_per_million_tokens(&loaded.model, global_batch, usd)),
-                usd_per_hour: budget.and_then(|_| plan_price_per_hour(&loaded.cluster, p)),
-                stage_boundaries: p.plan.boundaries(),
-                placement: JsonPlacement {
-                    axis_order: p.placement.axis_order.label(),
-                    node_order: p.placement.node_order.clone(),
-                    stage_gpu_types: stage_gpu_types(&loaded, p),
-                },
-                stages: &p.plan.stages,
-                setup: &p.plan.setup,
-                breakdown: &p.estimate.breakdown,
-                memory: &p.estimate.memory,
+                    .flatten();
+                JsonPlan {
+                    rank: i + 1,
+                    tp: p.tp,
+                    dp: p.dp,
+                    pp: p.pp,
+                    micro_batch: p.micro_batch,
+                    num_micro_batches: p.num_micro_batches,
+                    replica_micro_batches: &p.plan.replica_micro_batches,
+                    predicted_iteration_s: p.estimate.iteration_s,
+                    throughput_samples_per_s: global_batch as f64 / p.estimate.iteration_s,
+                    gpus: wide.then(|| p.plan.devices().count()),
+                    cost_per_iteration_usd: usd,
+                    cost_per_million_tokens_usd: usd
+                        .and_then(|usd| usd_per_million_tokens(&loaded.model, global_batch, usd)),
+                    usd_per_hour: budget.and_then(|_| plan_price_per_hour(&loaded.cluster, p)),
+                    stage_boundaries: p.plan.boundaries(),
+                    placement: JsonPlacement {
+                        axis_order: p.placement.axis_order.label(),
+                        node_order: p.placement.node_order.clone(),
+                        stage_gpu_types: stage_gpu_types(&loaded, p),
+                    },
+                    stages: &p.plan.stages,
+                    setup: &p.plan.setup,
+                    breakdown: &p.estimate.breakdown,
+                    memory: &p.estimate.memory,
+                }
             })
             .collect();
         let json = JsonOutput {

@@ -2,7 +2,9 @@
 
 mod common;
 
-use common::{amp, amp_json, amp_json_with, stderr, stdout, tmp};
+use common::{
+    amp, amp_json, amp_json_with, amp_text, has_a_type_at_two_degrees, stderr, stdout, tmp,
+};
 
 #[test]
 fn parity_run_lists_every_candidate_with_plain_fields() {
@@ -801,16 +803,20 @@ fn subsets_and_cost_objective() {
     assert!(whole["plans"][0]
         .get("cost_per_million_tokens_usd")
         .is_none());
-    let mut text_args = base.to_vec();
-    text_args.extend(["--subsets", "--objective", "cost", "--top", "1"]);
-    let o = amp(&text_args);
+    let text = amp_text(
+        &[
+            &base[..],
+            &["--subsets", "--objective", "cost", "--top", "1"],
+        ]
+        .concat(),
+    );
     let first = &by_cost["plans"][0];
     let line = format!(
         "the best ${:.5} per iteration, ${:.4} per million tokens",
         first["cost_per_iteration_usd"].as_f64().unwrap(),
         first["cost_per_million_tokens_usd"].as_f64().unwrap()
     );
-    assert!(stdout(&o).contains(&line), "{}\n{line}", stdout(&o));
+    assert!(text.contains(&line), "{text}\n{line}");
     // A cluster without prices cannot rank by cost.
     let o = amp(&[
         "plan",
@@ -914,27 +920,16 @@ fn per_stage_tp_adds_plans_with_two_degrees_on_a_gpu_type() {
     };
     let (a, b) = (times(&per_type), times(&per_stage));
     assert!(a.iter().all(|t| b.binary_search(t).is_ok()));
-    // A type whose stages run two degrees: (GPU type, tp) per stage.
+    // A type whose stages run two degrees.
     let two_degrees = per_stage["plans"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|p| {
-            let mut kinds: Vec<(usize, usize)> = Vec::new();
-            for s in p["stages"].as_array().unwrap() {
-                let r = s["replicas"][0].as_array().unwrap();
-                // Nodes 0-1 are the A100s, 2-3 the V100s.
-                let kind = (usize::from(r[0]["node"].as_u64().unwrap() >= 2), r.len());
-                if !kinds.contains(&kind) {
-                    kinds.push(kind);
-                }
-            }
-            kinds.len() > 2
-        })
+        .filter(|p| has_a_type_at_two_degrees(p))
         .count();
     assert!(two_degrees > 0);
     // On one GPU type there is nothing to vary: said under the flag given.
-    let o = amp(&[
+    let text = amp_text(&[
         "plan",
         "--example",
         "homogeneous",
@@ -943,11 +938,9 @@ fn per_stage_tp_adds_plans_with_two_degrees_on_a_gpu_type() {
         "1",
         "-q",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
     assert!(
-        stdout(&o).contains("--per-stage-tp: a tp per GPU type needs 2 to 4 GPU types"),
-        "{}",
-        stdout(&o)
+        text.contains("--per-stage-tp: a tp per GPU type needs 2 to 4 GPU types"),
+        "{text}"
     );
 }
 
@@ -1866,12 +1859,7 @@ fn most_candidates_over_memory_name_the_setups_that_fit_more() {
         "--top",
         "1",
     ];
-    let run = |extra: &[&str]| {
-        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
-        let o = amp(&args);
-        assert!(o.status.success(), "{}", stderr(&o));
-        stdout(&o)
-    };
+    let run = |extra: &[&str]| amp_text(&[&base[..], extra].concat());
     let hint = |text: &str| {
         text.lines()
             .find(|l| l.starts_with("memory: "))
@@ -1917,13 +1905,8 @@ fn most_candidates_over_memory_name_the_setups_that_fit_more() {
     // every setup option searched.
     assert!(both.starts_with("memory: 373 of 377 candidates"), "{both}");
     let json = |extra: &[&str]| {
-        let args: Vec<&str> = base
-            .iter()
-            .chain(extra)
-            .chain(&["--json", "-q"])
-            .copied()
-            .collect();
-        amp_json(&args)["plans"][0]["predicted_iteration_s"]
+        amp_json_with(&base, &[extra, &["--json", "-q"]].concat())["plans"][0]
+            ["predicted_iteration_s"]
             .as_f64()
             .unwrap()
     };

@@ -6,7 +6,9 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{amp, amp_json, shared_data, stderr, stdout, tmp};
+use common::{
+    amp, amp_json, amp_text, has_a_type_at_two_degrees, shared_data, stderr, stdout, tmp,
+};
 
 fn sailor_data() -> Option<PathBuf> {
     shared_data().map(|d| d.join("sailor"))
@@ -72,7 +74,7 @@ fn export_and_read_back(
     dir: &std::path::Path,
 ) -> f64 {
     let rank_arg = rank.to_string();
-    let o = amp(&[
+    let written = amp_text(&[
         "export",
         plans,
         "--rank",
@@ -87,9 +89,9 @@ fn export_and_read_back(
         "sailor",
         "--out",
         dir.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let written = stdout(&o).trim().to_string();
+    ])
+    .trim()
+    .to_string();
     assert!(written.contains("plan_config_N"), "{written}");
     amp_json(&[
         "eval",
@@ -553,32 +555,20 @@ fn per_stage_plans_export_to_sailor_and_read_back() {
         "500",
         "-q",
     ];
-    let plans = amp(&plan_args(d, "OPT-350", cluster, &flags));
-    assert!(plans.status.success(), "{}", stderr(&plans));
-    let parsed: serde_json::Value = serde_json::from_str(&stdout(&plans)).unwrap();
-    // The first plan with a GPU type at two degrees (nodes 0-1 are the
-    // A100s, 2-3 the V100s).
+    let plans = amp_text(&plan_args(d, "OPT-350", cluster, &flags));
+    let parsed: serde_json::Value = serde_json::from_str(&plans).unwrap();
+    // The first plan with a GPU type at two degrees.
     let rank = parsed["plans"]
         .as_array()
         .unwrap()
         .iter()
-        .position(|p| {
-            let mut kinds: Vec<(bool, usize)> = Vec::new();
-            for s in p["stages"].as_array().unwrap() {
-                let r = s["replicas"][0].as_array().unwrap();
-                let kind = (r[0]["node"].as_u64().unwrap() >= 2, r.len());
-                if !kinds.contains(&kind) {
-                    kinds.push(kind);
-                }
-            }
-            kinds.len() > 2
-        })
+        .position(has_a_type_at_two_degrees)
         .expect("a plan with a type at two degrees")
         + 1;
     let planned = parsed["plans"][rank - 1]["predicted_iteration_s"]
         .as_f64()
         .unwrap();
-    let file = tmp("sailor-per-stage-plans.json", &stdout(&plans));
+    let file = tmp("sailor-per-stage-plans.json", &plans);
     let file = file.to_str().unwrap();
     let back = export_and_read_back(file, rank, d, cluster, &out_dir("per-stage"));
     assert!(

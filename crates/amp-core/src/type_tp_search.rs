@@ -177,6 +177,22 @@ fn types_in_node_order(cluster: &Cluster) -> Vec<(String, Vec<Device>, usize)> {
     out
 }
 
+/// A cluster's GPU types (name, devices, GPUs of its smallest node) and
+/// each one's tp degrees.
+type TypesAndDegrees = (Vec<(String, Vec<Device>, usize)>, Vec<Vec<usize>>);
+
+/// The cluster's GPU types in node order ([`types_in_node_order`]) and each
+/// one's tp degrees ([`tp_choices`]), or `None` when it has fewer than 2 or
+/// more than [`MAX_TYPES`] types: what both candidate lists start from.
+fn types_and_degrees(cluster: &Cluster) -> Option<TypesAndDegrees> {
+    let types = types_in_node_order(cluster);
+    if !(2..=MAX_TYPES).contains(&types.len()) {
+        return None;
+    }
+    let choices = tp_choices(cluster, &types);
+    Some((types, choices))
+}
+
 /// Each of `types`' tp degrees: the divisors of its smallest node's GPUs
 /// that divide every one of its nodes'.
 fn tp_choices(cluster: &Cluster, types: &[(String, Vec<Device>, usize)]) -> Vec<Vec<usize>> {
@@ -224,12 +240,10 @@ fn candidates(
     uneven: bool,
     fewer_replicas: bool,
 ) -> Vec<Candidate> {
-    let types = types_in_node_order(cluster);
-    let k = types.len();
-    if !(2..=MAX_TYPES).contains(&k) {
+    let Some((types, tp_choices)) = types_and_degrees(cluster) else {
         return Vec::new();
-    }
-    let tp_choices = tp_choices(cluster, &types);
+    };
+    let k = types.len();
     // Every tp vector, in a fixed order.
     let mut vectors: Vec<Vec<usize>> = vec![Vec::new()];
     for choices in &tp_choices {
@@ -334,19 +348,12 @@ fn step_candidates(
     global_batch: usize,
     uneven: bool,
 ) -> Vec<Candidate> {
-    let types = types_in_node_order(cluster);
-    let k = types.len();
-    if !(2..=MAX_TYPES).contains(&k) {
+    let Some((types, tp_choices)) = types_and_degrees(cluster) else {
         return Vec::new();
-    }
-    let tp_choices = tp_choices(cluster, &types);
+    };
+    let k = types.len();
     let micro_batches = divisors(global_batch);
     let mut out = Vec::new();
-    let mut push_uses = |uses: TypeUses, dp: usize, micro_batch: usize| {
-        if let Some(c) = Candidate::new(uses, dp, micro_batch, global_batch, uneven) {
-            out.push(c);
-        }
-    };
     let devices: Vec<usize> = types.iter().map(|t| t.1.len()).collect();
     let most_dp = devices.iter().copied().min().unwrap_or(0);
     for order in orders(k) {
@@ -370,9 +377,11 @@ fn step_candidates(
                         .zip(&order)
                         .flat_map(|(w, &t)| w.iter().map(move |&(tp, groups)| (t, tp, groups))),
                 );
-                for &micro_batch in &micro_batches {
-                    push_uses(uses, dp, micro_batch);
-                }
+                out.extend(
+                    micro_batches
+                        .iter()
+                        .filter_map(|&mbs| Candidate::new(uses, dp, mbs, global_batch, uneven)),
+                );
             });
         }
     }

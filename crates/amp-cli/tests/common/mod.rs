@@ -57,6 +57,29 @@ pub fn amp_json(args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&stdout(&o)).unwrap()
 }
 
+/// Runs amp with `args`, asserts it succeeded and returns its standard
+/// output: the text counterpart of [`amp_json`].
+pub fn amp_text(args: &[&str]) -> String {
+    let o = amp(args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    stdout(&o)
+}
+
+/// Whether a plan (`amp plan --json`'s) on 2 + 2 nodes of two GPU types
+/// (nodes 0-1 one type, 2-3 the other) runs one type's stages at two tp
+/// degrees: more than two (type, tp) kinds over its stages.
+pub fn has_a_type_at_two_degrees(plan: &serde_json::Value) -> bool {
+    let mut kinds: Vec<(bool, usize)> = Vec::new();
+    for s in plan["stages"].as_array().unwrap() {
+        let r = s["replicas"][0].as_array().unwrap();
+        let kind = (r[0]["node"].as_u64().unwrap() >= 2, r.len());
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
+    kinds.len() > 2
+}
+
 /// `amp_json` of `base` followed by `extra`: one command's variants.
 pub fn amp_json_with(base: &[&str], extra: &[&str]) -> serde_json::Value {
     amp_json(&[base, extra].concat())
