@@ -1576,6 +1576,19 @@ mod tests {
         }
     }
 
+    /// A small instance: [`eight_equal_layers`] on `v100_nodes` V100 nodes
+    /// and the T4 node of the het-cluster (4 GPUs each), the T4 `t4_ratio`
+    /// times slower per layer.
+    fn small_instance(
+        v100_nodes: usize,
+        t4_ratio: f64,
+    ) -> (crate::model::Model, Cluster, crate::profile::Profile) {
+        let mut cluster = clusters::het_cluster();
+        cluster.nodes.drain(v100_nodes..3);
+        let profile = v100_t4_profile(8, 0.0026, 0.0026 * t4_ratio);
+        (eight_equal_layers(), cluster, profile)
+    }
+
     /// Eight equal transformer blocks: the small instances' model.
     fn eight_equal_layers() -> crate::model::Model {
         use crate::model::{Layer, LayerKind, Model};
@@ -1602,10 +1615,7 @@ mod tests {
     /// candidate it generates, with whether that best is uneven or has a
     /// mixed stage.
     fn uneven_search_and_exhaustive(t4_ratio: f64, batch: usize, fewer: bool) -> (f64, f64, bool) {
-        let model = eight_equal_layers();
-        let mut cluster = clusters::het_cluster();
-        cluster.nodes.drain(1..3);
-        let profile = v100_t4_profile(8, 0.0026, 0.0026 * t4_ratio);
+        let (model, cluster, profile) = small_instance(1, t4_ratio);
         let inputs = Inputs {
             model: &model,
             cluster: &cluster,
@@ -1946,10 +1956,7 @@ mod tests {
     /// per-type ones as the search prices them, and the best of every split
     /// of each.
     fn split_search_and_exhaustive(t4_ratio: f64, batch: usize, steps: bool) -> Option<(f64, f64)> {
-        let model = eight_equal_layers();
-        let mut cluster = clusters::het_cluster();
-        cluster.nodes.drain(2..3);
-        let profile = v100_t4_profile(8, 0.0026, 0.0026 * t4_ratio);
+        let (model, cluster, profile) = small_instance(2, t4_ratio);
         let inputs = Inputs {
             model: &model,
             cluster: &cluster,
