@@ -1913,3 +1913,42 @@ fn most_candidates_over_memory_name_the_setups_that_fit_more() {
     assert!((json(&[]) - 112.0465).abs() < 1e-3);
     assert!((json(&["--search-setup", "all"]) - 83.2373).abs() < 1e-3);
 }
+
+/// When nothing fits, the hint names what the search did not try: after
+/// `--search-setup all`, not the same setups again.
+#[test]
+fn no_fit_hints_follow_the_setups_searched() {
+    let base = [
+        "plan",
+        "-q",
+        "--model",
+        "llama3-70b",
+        "--cluster",
+        "1x4xT4",
+        "--seq",
+        "4096",
+        "--global-batch",
+        "8",
+    ];
+    let err = |extra: &[&str]| {
+        let out = amp(&[&base[..], extra].concat());
+        assert_eq!(out.status.code(), Some(1));
+        stderr(&out)
+    };
+    let given = err(&[]);
+    assert!(
+        given.contains("--search-setup sharding,recompute"),
+        "{given}"
+    );
+    let all = err(&["--search-setup", "all"]);
+    assert!(all.contains("training setups searched"), "{all}");
+    assert_eq!(all.matches("To fit").count(), 1, "{all}");
+    assert!(
+        !all.contains("--search-setup") && !all.contains("--recompute"),
+        "{all}"
+    );
+    assert!(all.contains("more GPUs"), "{all}");
+    let sharded = err(&["--optimizer-sharding", "zero3"]);
+    assert!(!sharded.contains("--optimizer-sharding"), "{sharded}");
+    assert!(sharded.contains("--recompute selective, full"), "{sharded}");
+}

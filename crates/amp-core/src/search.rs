@@ -693,7 +693,7 @@ pub fn search(
     );
     plans.truncate(opts.keep.max(1));
     if plans.is_empty() {
-        return Err(AmpError::NoPlan(no_plan_reason(&result)));
+        return Err(AmpError::NoPlan(no_plan_reason(&result, &[opts.setup])));
     }
     result.plans = plans;
     result.node_orders = node_order_search;
@@ -701,8 +701,10 @@ pub fn search(
 }
 
 /// Why a search with these counts found nothing: the candidates rejected,
-/// how many for memory, how many unpriced, and each reason.
-pub(crate) fn no_plan_reason(r: &SearchResult) -> String {
+/// how many for memory, how many unpriced, and each reason; when every
+/// candidate was over memory, what else to try ([`memory_hint`]) beyond
+/// the setups `tried`.
+pub(crate) fn no_plan_reason(r: &SearchResult, tried: &[TrainingSetup]) -> String {
     let mut why = format!("all {} candidates were rejected", r.candidates);
     if r.infeasible > 0 {
         why.push_str(&format!("; {} do not fit in GPU memory", r.infeasible));
@@ -715,11 +717,80 @@ pub(crate) fn no_plan_reason(r: &SearchResult) -> String {
         why.push_str(s);
     }
     if r.infeasible > 0 && r.infeasible == r.candidates {
-        why.push_str(
-            ". To fit, use more GPUs, shard the optimizer state (--optimizer-sharding zero1, zero2 or zero3), recompute activations (--recompute), or let amp try those (--search-setup sharding,recompute)",
-        );
+        why.push_str(&memory_hint(tried));
     }
     why
+}
+
+/// How [`memory_hint`] starts: a search over setups finds it in each
+/// setup's reason, to give one hint for them all.
+pub(crate) const MEMORY_HINT_START: &str = ". To fit, ";
+
+/// What to try when no candidate fits in memory under the setups `tried`:
+/// more GPUs, and the optimizer sharding and recomputation none of them
+/// reached (never one already tried: a user who searched them all is told
+/// so, not sent to search them again).
+pub(crate) fn memory_hint(tried: &[TrainingSetup]) -> String {
+    use crate::setup::{OptimizerSharding as Z, Recompute as R};
+    let sharded = tried
+        .iter()
+        .map(|s| s.optimizer_sharding)
+        .max()
+        .unwrap_or(Z::None);
+    let rank = |r: R| match r {
+        R::None => 0,
+        R::Selective => 1,
+        R::Full => 2,
+    };
+    let recomputed = tried.iter().map(|s| rank(s.recompute)).max().unwrap_or(0);
+    let mut ways = vec!["use more GPUs or GPUs with more memory".to_string()];
+    // Only what the engine runs (torchtitan shards with FSDP alone,
+    // DeepSpeed recomputes whole layers).
+    let valid = |s: TrainingSetup| s.check().is_ok();
+    let base = tried.first().copied().unwrap_or_default();
+    let shard: Vec<&str> = [Z::Zero1, Z::Zero2, Z::Zero3]
+        .into_iter()
+        .filter(|&z| {
+            z > sharded
+                && valid(TrainingSetup {
+                    optimizer_sharding: z,
+                    ..base
+                })
+        })
+        .map(Z::name)
+        .collect();
+    if !shard.is_empty() {
+        ways.push(format!(
+            "shard the optimizer state (--optimizer-sharding {})",
+            shard.join(", ")
+        ));
+    }
+    let recompute: Vec<&str> = [R::Selective, R::Full]
+        .into_iter()
+        .filter(|&r| {
+            rank(r) > recomputed
+                && valid(TrainingSetup {
+                    recompute: r,
+                    ..base
+                })
+        })
+        .map(R::name)
+        .collect();
+    if !recompute.is_empty() {
+        ways.push(format!(
+            "recompute activations (--recompute {})",
+            recompute.join(", ")
+        ));
+    }
+    let mut hint = format!("{MEMORY_HINT_START}{}", ways.join(", "));
+    if ways.len() > 1 {
+        hint.push_str(", or let amp try those (--search-setup sharding,recompute)");
+    } else {
+        hint.push_str(
+            ", or a shorter sequence or a smaller model: the setups tried already shard the optimizer state and recompute activations as far as the engine goes",
+        );
+    }
+    hint
 }
 
 /// At most this many node pairs get an explicit link in [`with_every_link`]
@@ -914,6 +985,51 @@ impl Tally {
 mod tests {
     use super::*;
     use crate::cluster::builtin as clusters;
+
+    /// The memory hint names only what the setups tried did not reach, and
+    /// only what the engine runs.
+    #[test]
+    fn memory_hints_name_only_what_was_not_tried() {
+        use crate::setup::{Engine, OptimizerSharding as Z, Recompute as R};
+        let base = TrainingSetup::default();
+        let hint = memory_hint(&[base]);
+        assert!(hint.starts_with(MEMORY_HINT_START), "{hint}");
+        assert!(
+            hint.contains("--optimizer-sharding zero1, zero2, zero3"),
+            "{hint}"
+        );
+        assert!(hint.contains("--recompute selective, full"), "{hint}");
+        assert!(hint.contains("--search-setup"), "{hint}");
+        // Across setups: the furthest each went counts.
+        let z1 = TrainingSetup {
+            optimizer_sharding: Z::Zero1,
+            ..base
+        };
+        let selective = TrainingSetup {
+            recompute: R::Selective,
+            ..base
+        };
+        let hint = memory_hint(&[base, z1, selective]);
+        assert!(
+            hint.contains("--optimizer-sharding zero2, zero3)"),
+            "{hint}"
+        );
+        assert!(hint.contains("--recompute full)"), "{hint}");
+        let furthest = TrainingSetup {
+            optimizer_sharding: Z::Zero3,
+            recompute: R::Full,
+            ..base
+        };
+        for tried in [&[furthest][..], &[base, furthest][..]] {
+            let hint = memory_hint(tried);
+            assert!(!hint.contains("--"), "{hint}");
+            assert!(hint.contains("more GPUs"), "{hint}");
+        }
+        // DeepSpeed recomputes whole layers only.
+        let deepspeed = base.on_engine(Engine::DeepSpeed);
+        let hint = memory_hint(&[deepspeed]);
+        assert!(hint.contains("--recompute full)"), "{hint}");
+    }
 
     #[test]
     fn artifact_candidate_count() {

@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use crate::cost::{CostModel, Inputs};
 use crate::error::{AmpError, Result};
 use crate::schedule::Schedule;
-use crate::search::{progress_share, search, SearchOptions, SearchResult};
+use crate::search::{
+    memory_hint, progress_share, search, SearchOptions, SearchResult, MEMORY_HINT_START,
+};
 use crate::setup::{OptimizerSharding, Recompute, TrainingSetup};
 
 /// Model chunks per pipeline rank an interleaving search tries.
@@ -194,10 +196,21 @@ pub fn search_setups_with(
         }
     }
     if merged.plans.is_empty() {
+        // One hint for every setup searched, not the first one's for it alone.
+        // Some setups may have had nothing to price (an interleaved one on
+        // too few layers); memory stopped the others.
+        let over_memory = why_none.iter().any(|w| w.contains(MEMORY_HINT_START));
+        let first = why_none
+            .first()
+            .map_or("-", |w| w.split(MEMORY_HINT_START).next().unwrap_or(w));
+        let hint = if over_memory {
+            memory_hint(setups)
+        } else {
+            String::new()
+        };
         return Err(AmpError::NoPlan(format!(
-            "no plan fits under any of the {} training setups searched; the first: {}",
+            "no plan fits under any of the {} training setups searched; the first: {first}{hint}",
             setups.len(),
-            why_none.first().map_or("-", |s| s.as_str())
         )));
     }
     Ok(merged)
