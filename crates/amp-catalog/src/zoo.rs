@@ -597,6 +597,8 @@ pub const ZOO_NAMES: &[&str] = &[
     "llama-3.1-8b",
     "llama-3.1-70b",
     "llama-3.1-405b",
+    "llama-3.2-1b",
+    "llama-3.2-3b",
     "mistral-7b",
     "qwen2.5-7b",
     "qwen2.5-72b",
@@ -692,6 +694,17 @@ pub fn zoo_arch(name: &str) -> Option<Arch> {
         .or_else(|| llama("llama-3.1-70b", 8192, 80, 64, 8, 28672, 128256, 8192))
         .or_else(|| llama("llama-3.1-405b", 16384, 126, 128, 8, 53248, 128256, 8192))
         .or_else(|| llama("mistral-7b", 4096, 32, 32, 8, 14336, 32000, 4096));
+    // Llama 3.2's small models tie the vocabulary projection to the
+    // embedding (`tie_word_embeddings: true` in meta-llama/Llama-3.2-1B's
+    // and -3B's configs).
+    let found = found.or_else(|| {
+        llama("llama-3.2-1b", 2048, 16, 32, 8, 8192, 128256, 8192)
+            .or_else(|| llama("llama-3.2-3b", 3072, 28, 24, 8, 8192, 128256, 8192))
+            .map(|mut a| {
+                a.tied = true;
+                a
+            })
+    });
     if let Some(mut a) = found {
         // Rotary bases and families from the models' Hugging Face configs:
         // Llama 3 and 3.1 use theta 500000, Llama 2 and Mistral 7B 10000;

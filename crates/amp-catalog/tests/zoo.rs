@@ -92,6 +92,18 @@ const PUBLISHED: &[(&str, f64, f64, &str)] = &[
         "HF meta-llama/Llama-3.1-405B: 405.9B",
     ),
     (
+        "llama-3.2-1b",
+        1235.8e6,
+        0.0,
+        "HF meta-llama/Llama-3.2-1B: 1,235,814,400 (tied)",
+    ),
+    (
+        "llama-3.2-3b",
+        3212.7e6,
+        0.0,
+        "HF meta-llama/Llama-3.2-3B: 3,212,749,824 (tied)",
+    ),
+    (
         "mistral-7b",
         7.24e9,
         0.0,
@@ -213,6 +225,21 @@ const MISTRAL: &str = r#"{"model_type": "mistral", "hidden_size": 4096, "interme
   "num_hidden_layers": 32, "num_key_value_heads": 8, "vocab_size": 32000, "max_position_embeddings": 32768,
   "rms_norm_eps": 1e-05, "rope_theta": 10000.0}"#;
 
+/// meta-llama/Llama-3.2-1B's config.json as published (Llama 3's rotary
+/// scaling, an explicit head_dim, tied embeddings).
+const LLAMA32_1B: &str = r#"{
+  "architectures": ["LlamaForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+  "bos_token_id": 128000, "eos_token_id": 128001, "head_dim": 64, "hidden_act": "silu",
+  "hidden_size": 2048, "initializer_range": 0.02, "intermediate_size": 8192,
+  "max_position_embeddings": 131072, "mlp_bias": false, "model_type": "llama",
+  "num_attention_heads": 32, "num_hidden_layers": 16, "num_key_value_heads": 8,
+  "pretraining_tp": 1, "rms_norm_eps": 1e-05,
+  "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+    "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+  "rope_theta": 500000.0, "tie_word_embeddings": true, "torch_dtype": "bfloat16",
+  "transformers_version": "4.45.0.dev0", "use_cache": true, "vocab_size": 128256
+}"#;
+
 #[test]
 fn hf_configs_give_the_zoo_models() {
     for (json, zoo, seq) in [
@@ -222,6 +249,7 @@ fn hf_configs_give_the_zoo_models() {
         (GPT2, "gpt2", 1024),
         (GPT_NEO, "gpt-neo-2.7b", 2048),
         (MISTRAL, "mistral-7b", 4096),
+        (LLAMA32_1B, "llama-3.2-1b", 8192),
     ] {
         let a = model_from_hf_config(json, "config.json", Some(seq)).unwrap();
         let b = zoo_model(zoo, Some(seq)).unwrap();
