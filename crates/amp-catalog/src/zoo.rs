@@ -11,7 +11,7 @@ use amp_core::model::{
     TransformerShape,
 };
 
-use crate::{nearest, normalize, CatalogError};
+use crate::{nearest, CatalogError};
 
 /// Normalisation layers: LayerNorm has a weight and a bias, RMSNorm a weight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -568,12 +568,38 @@ pub const MEGATRON_TABLE1: &[(&str, u64, u64, u64)] = &[
     ("gpt3-1008b", 160, 25600, 128),
 ];
 
+/// The GPT-3 paper's model sizes (Brown et al. 2020, Table 2.1): (name,
+/// heads, hidden, layers). Vocabulary 50257 (GPT-2's BPE), context 2048,
+/// learned positions, tied embeddings. Two rows as implementations build
+/// them: the table gives GPT-3 XL 24 heads of 128 on a hidden size of 2048
+/// (24 x 128 is not 2048) and 13B a hidden size of 5140 in 40 heads of
+/// 128; Megatron-DeepSpeed's GPT-3 example configs of these sizes use 16
+/// heads of 128 and a hidden size of 5120.
+pub const GPT3_PAPER: &[(&str, u64, u64, u64)] = &[
+    ("gpt3-125m", 12, 768, 12),
+    ("gpt3-350m", 16, 1024, 24),
+    ("gpt3-760m", 16, 1536, 24),
+    ("gpt3-1.3b", 16, 2048, 24),
+    ("gpt3-2.7b", 32, 2560, 32),
+    ("gpt3-6.7b", 32, 4096, 32),
+    ("gpt3-13b", 40, 5120, 40),
+    ("gpt3-175b", 96, 12288, 96),
+];
+
 /// Names `zoo_model` accepts (plus `transgan-amp`/`gpt2-amp`, AMP's own).
 pub const ZOO_NAMES: &[&str] = &[
     "gpt2",
     "gpt2-medium",
     "gpt2-large",
     "gpt2-xl",
+    "gpt3-125m",
+    "gpt3-350m",
+    "gpt3-760m",
+    "gpt3-1.3b",
+    "gpt3-2.7b",
+    "gpt3-6.7b",
+    "gpt3-13b",
+    "gpt3-175b",
     "gpt3-1.7b",
     "gpt3-3.6b",
     "gpt3-7.5b",
@@ -618,11 +644,21 @@ fn opt(name: &str, hidden: u64, layers: u64, heads: u64) -> Arch {
     a
 }
 
+/// How a zoo name is matched: case, spaces, dashes and underscores aside
+/// (`Llama3-8B` is `llama-3-8b`), but not dots, which tell `gpt3-1.3b`
+/// from `gpt3-13b`.
+fn model_key(name: &str) -> String {
+    name.chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '_'))
+        .flat_map(|c| c.to_lowercase())
+        .collect()
+}
+
 /// The architecture of a zoo model (not for AMP's own two, which come from
 /// amp-core).
 pub fn zoo_arch(name: &str) -> Option<Arch> {
-    let n = normalize(name);
-    let find = |canon: &str| normalize(canon) == n;
+    let n = model_key(name);
+    let find = |canon: &str| model_key(canon) == n;
     // OpenAI's GPT-2 as Hugging Face's GPT2LMHeadModel runs it: GeLU as
     // `gelu_new` (its config's `activation_function`).
     let gpt2 = |name: &str, hidden: u64, layers: u64, heads: u64| {
@@ -646,6 +682,13 @@ pub fn zoo_arch(name: &str) -> Option<Arch> {
         if find(row) {
             // Megatron's GPT: rotary-free learned positions (2048), vocab 51200.
             let mut a = Arch::gpt(row, h, l, heads, 51200, 2048, 2048);
+            a.model_type = "gpt3".into();
+            return Some(a);
+        }
+    }
+    for &(row, heads, h, l) in GPT3_PAPER {
+        if find(row) {
+            let mut a = Arch::gpt(row, h, l, heads, 50257, 2048, 2048);
             a.model_type = "gpt3".into();
             return Some(a);
         }
@@ -755,8 +798,8 @@ pub fn zoo_arch(name: &str) -> Option<Arch> {
 /// A built-in model by name, at sequence length `seq_len` (the model's usual
 /// training sequence when `None`). Unknown names list the nearest ones.
 pub fn zoo_model(name: &str, seq_len: Option<u64>) -> Result<Model, CatalogError> {
-    let n = normalize(name);
-    if n == normalize("transgan-amp") || n == "transgan" {
+    let n = model_key(name);
+    if n == model_key("transgan-amp") || n == "transgan" {
         if seq_len.is_some() {
             return Err(CatalogError::invalid(
                 "model `transgan-amp`",
@@ -765,7 +808,7 @@ pub fn zoo_model(name: &str, seq_len: Option<u64>) -> Result<Model, CatalogError
         }
         return Ok(amp_core::model::builtin::amp_transgan());
     }
-    if n == normalize("gpt2-amp") {
+    if n == model_key("gpt2-amp") {
         return Ok(match seq_len {
             None => amp_core::model::builtin::amp_gpt2(),
             Some(s) => {
@@ -783,5 +826,23 @@ pub fn zoo_model(name: &str, seq_len: Option<u64>) -> Result<Model, CatalogError
             suggestions: nearest(name, ZOO_NAMES.iter().map(|z| (*z, *z))),
             known: ZOO_NAMES.iter().map(|z| z.to_string()).collect(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// No two zoo names match the same input.
+    #[test]
+    fn zoo_names_are_told_apart() {
+        let mut keys: Vec<String> = ZOO_NAMES.iter().map(|n| model_key(n)).collect();
+        keys.sort();
+        let before = keys.len();
+        keys.dedup();
+        assert_eq!(keys.len(), before);
+        assert_eq!(zoo_arch("gpt3-1.3b").unwrap().hidden, 2048);
+        assert_eq!(zoo_arch("GPT3_13B").unwrap().hidden, 5120);
+        assert_eq!(zoo_arch("Llama3.1-8B").unwrap().name, "llama-3.1-8b");
     }
 }

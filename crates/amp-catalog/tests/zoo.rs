@@ -13,6 +13,56 @@ const PUBLISHED: &[(&str, f64, f64, &str)] = &[
     ("gpt2-medium", 354.82e6, 0.0, "HF gpt2-medium: 354,823,168"),
     ("gpt2-large", 774.03e6, 0.0, "HF gpt2-large: 774,030,080"),
     ("gpt2-xl", 1557.6e6, 0.0, "HF gpt2-xl: 1,557,611,200"),
+    // The GPT-3 paper's names are nominal sizes: the models they name
+    // (Table 2.1's shapes, GPT-2's vocabulary) count up to 1.8% off them.
+    (
+        "gpt3-125m",
+        125e6,
+        0.02 * 125e6,
+        "GPT-3 paper Table 2.1 (nominal)",
+    ),
+    (
+        "gpt3-350m",
+        350e6,
+        0.02 * 350e6,
+        "GPT-3 paper Table 2.1 (nominal)",
+    ),
+    (
+        "gpt3-760m",
+        760e6,
+        0.02 * 760e6,
+        "GPT-3 paper Table 2.1 (nominal)",
+    ),
+    (
+        "gpt3-1.3b",
+        1.3e9,
+        0.02 * 1.3e9,
+        "GPT-3 paper Table 2.1 (nominal)",
+    ),
+    (
+        "gpt3-2.7b",
+        2.7e9,
+        0.02 * 2.7e9,
+        "GPT-3 paper Table 2.1 (nominal)",
+    ),
+    (
+        "gpt3-6.7b",
+        6.7e9,
+        0.02 * 6.7e9,
+        "GPT-3 paper Table 2.1 (nominal)",
+    ),
+    (
+        "gpt3-13b",
+        13e9,
+        0.02 * 13e9,
+        "GPT-3 paper Table 2.1 (nominal)",
+    ),
+    (
+        "gpt3-175b",
+        175e9,
+        0.02 * 175e9,
+        "GPT-3 paper Table 2.1 (nominal)",
+    ),
     ("gpt3-1.7b", 1.7e9, 0.05e9, "Megatron-LM Table 1"),
     ("gpt3-3.6b", 3.6e9, 0.05e9, "Megatron-LM Table 1"),
     ("gpt3-7.5b", 7.5e9, 0.05e9, "Megatron-LM Table 1"),
