@@ -62,7 +62,7 @@ impl Calibration {
     /// it returns exactly these values. Fitted on both sets, these are
     /// in-sample there; `amp fit` prints the leave-one-set-out figures.
     pub const FITTED: Calibration = Calibration {
-        per_sample_fixed_fraction: 0.35,
+        per_sample_fixed_fraction: 0.3,
         per_sample_tp_comm_fixed_fraction: 0.5,
         inter_node_efficiency: 1.0,
         framework_reserve_bytes: 3.0e9,

@@ -76,7 +76,9 @@
 //!   (GPT-2's embedding and vocabulary projection) add an all-reduce of
 //!   their gradient between the stages that hold them, one pair per
 //!   (replica, tp rank), as DeepSpeed's pipeline engine runs it before the
-//!   data-parallel reduction (`allreduce_tied_weight_gradients`, the AMP
+//!   data-parallel reduction, in the gradients' own format (not widened by
+//!   `fp32_allreduce`, which casts only the data-parallel buckets;
+//!   `allreduce_tied_weight_gradients`, the AMP
 //!   artifact's `GPT2ModelPipe` ties with `TiedLayerSpec`) and Megatron-LM
 //!   in its embedding group ([`DeviceOptions::tied_allreduce`], on by
 //!   default; until the 2026-12-03 refit it was off, a default chosen by

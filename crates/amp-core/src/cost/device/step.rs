@@ -75,7 +75,7 @@ impl DeviceModel {
     ) -> Vec<f64> {
         let model = inputs.model;
         let setup = &plan.setup;
-        let g = gradient_bytes(setup);
+        let (g, tied_g) = (gradient_bytes(setup), setup.formats.gradients.bytes());
         // Pipeline rank j's devices (its first chunk's).
         let ranks = plan.rank_stages();
         let mut out: Vec<f64> = ranks
@@ -110,7 +110,10 @@ impl DeviceModel {
                 continue;
             }
             let (sa, sb) = (&ranks[a], &ranks[b]);
-            let bytes = layer.params as f64 / sa.max_tp().max(sb.max_tp()) as f64 * g;
+            // The gradient as it is: DeepSpeed all-reduces `weight.grad`
+            // itself (`allreduce_tied_weight_gradients`), and only its
+            // data-parallel buckets go through `fp32_allreduce`'s cast.
+            let bytes = layer.params as f64 / sa.max_tp().max(sb.max_tp()) as f64 * tied_g;
             // One pair per (replica, tp rank): rank k of each replica of
             // one stage with rank k of the matching replica of the other.
             let t = tied.at((a, b), bytes, || {

@@ -1216,6 +1216,22 @@ fn tied_weights_add_an_allreduce_between_their_stages() {
     // The next plan of the layout reads the curve the first one priced.
     assert_eq!(with.allreduce_times(&inputs, &pl, &curves, &tied), on);
     assert_eq!(tied.0.lock().unwrap().len(), 1);
+    // fp16 gradients reduced as fp32 (DeepSpeed's `fp32_allreduce`): the
+    // data-parallel buckets are cast, the tied gradient is all-reduced as
+    // it is (`dist.all_reduce(weight.grad)`), 2 bytes a parameter.
+    let mut wide = pl.clone();
+    wide.setup.formats = crate::setup::NumberFormats {
+        gradient_reduction: Some(crate::setup::NumberFormat::Fp32),
+        ..crate::setup::Precision::Fp16.formats()
+    };
+    assert_eq!(gradient_bytes(&wide.setup), 4.0);
+    let curves = with.allreduce_curves(&inputs, &wide);
+    let on = with.allreduce_times(&inputs, &wide, &curves, &Default::default());
+    let off = without.allreduce_times(&inputs, &wide, &curves, &Default::default());
+    let want = collective::concurrent_allreduce_s(&with.network(&c), &pairs, 1000.0 * 2.0);
+    for j in 0..2 {
+        assert!((on[j] - off[j] - want).abs() <= 1e-12, "stage {j}");
+    }
     // Both ends on one stage: nothing crosses between stages.
     let one = plan(vec![(0, 4, vec![vec![d(0, 0)], vec![d(1, 0)]])], 4);
     let curves = with.allreduce_curves(&inputs, &one);
