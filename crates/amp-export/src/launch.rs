@@ -63,14 +63,42 @@ pub(crate) struct Launch {
     pub world_size: usize,
 }
 
+/// How many replicas run each number of micro-batches, the most first
+/// ("32 replicas run 17, 48 run 10"): a plan has hundreds of replicas and
+/// a few shares.
+fn micro_batch_shares(counts: &[usize]) -> String {
+    let mut shares: Vec<(usize, usize)> = Vec::new();
+    for &m in counts {
+        match shares.iter_mut().find(|(v, _)| *v == m) {
+            Some((_, n)) => *n += 1,
+            None => shares.push((m, 1)),
+        }
+    }
+    shares.sort_by_key(|s| std::cmp::Reverse(s.0));
+    shares
+        .iter()
+        .enumerate()
+        .map(|(k, &(m, n))| {
+            let who = match (k, n) {
+                (0, 1) => "1 replica runs".to_string(),
+                (0, _) => format!("{n} replicas run"),
+                (_, 1) => "1 runs".to_string(),
+                _ => format!("{n} run"),
+            };
+            format!("{who} {m}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The tensor-parallel degree shared by all stages and replicas, or the
 /// refusal. The engines also give every replica the same micro-batches, so
 /// plans with uneven replicas are refused here too.
 pub(crate) fn uniform_tp(plan: &Plan, engine: &str) -> EngineResult<usize> {
     if plan.is_uneven() {
         return Err(Refusal::Unsupported(format!(
-            "its replicas run different numbers of micro-batches ({:?}); {engine} gives every data-parallel replica the same share of the batch. Plan with even replicas (amp plan without --uneven-dp) to export to {engine}",
-            plan.replica_micro_batches
+            "its replicas run different numbers of micro-batches ({}); {engine} gives every data-parallel replica the same share of the batch. Plan with even replicas (amp plan without --uneven-dp) to export to {engine}",
+            micro_batch_shares(&plan.replica_micro_batches)
         )));
     }
     match plan.uniform_tp() {
@@ -356,6 +384,14 @@ pub(crate) fn check_tp_shape(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Sailor's kind of deal: 80 replicas, two shares.
+    #[test]
+    fn micro_batch_shares_count_replicas_per_share() {
+        let counts: Vec<usize> = [17; 32].into_iter().chain([10; 48]).collect();
+        assert_eq!(micro_batch_shares(&counts), "32 replicas run 17, 48 run 10");
+        assert_eq!(micro_batch_shares(&[3, 4, 3]), "1 replica runs 4, 2 run 3");
+    }
     use amp_core::cluster::builtin as clusters;
     use amp_core::placement::{Axis, AxisOrder, DeviceGrid, Placement};
     use amp_core::search::plan_from_grid;

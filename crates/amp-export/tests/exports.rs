@@ -288,6 +288,11 @@ fn uneven_replicas_and_mixed_tp_replicas_are_refused_by_every_engine() {
             e.contains("different numbers of micro-batches") && e.contains("same share"),
             "{e}"
         );
+        // Each share once, with its count of replicas.
+        let (more, rest) = (p.num_micro_batches + 1, p.num_micro_batches);
+        assert_eq!(p.dp(), 2);
+        let shares = format!("(1 replica runs {more}, 1 runs {rest})");
+        assert!(e.contains(&shares), "{e}");
     }
     assert!(engines_for(&uneven, &m, &c, &ExportOptions::default()).is_empty());
 }
