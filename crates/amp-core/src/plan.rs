@@ -273,6 +273,7 @@ impl Plan {
             );
         }
         self.setup.check()?;
+        self.setup.check_pipeline(self.pp())?;
         let v = self.virtual_stages();
         if v > 1 {
             let n = self.stages.len();

@@ -792,6 +792,27 @@ impl TrainingSetup {
         s
     }
 
+    /// Whether the setup's engine runs it on a pipeline of `pp` stages:
+    /// DeepSpeed's pipeline engine takes ZeRO stages 0 and 1 only
+    /// (`PipelineEngine.__init__` asserts "ZeRO-2 and ZeRO-3 are
+    /// incompatible with pipeline parallelism", deepspeed/runtime/pipe/
+    /// engine.py).
+    pub fn check_pipeline(&self, pp: usize) -> Result<()> {
+        if pp > 1
+            && self.engine == Some(Engine::DeepSpeed)
+            && self.optimizer_sharding >= OptimizerSharding::Zero2
+        {
+            return Err(AmpError::invalid(
+                "training setup",
+                format!(
+                    "DeepSpeed's pipeline engine runs ZeRO stages 0 and 1 only (deepspeed/runtime/pipe/engine.py asserts it), not {} on a pipeline; shard with zero1, plan one stage, or target another engine",
+                    self.optimizer_sharding.name()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks the setup on its own and against its engine, if it has one.
     pub fn check(&self) -> Result<()> {
         let at = "training setup";

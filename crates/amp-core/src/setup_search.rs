@@ -250,6 +250,45 @@ mod tests {
         assert_eq!(setup_candidates(&ds, &SetupSpace::all()).len(), 4 * 2);
     }
 
+    /// DeepSpeed's pipeline engine asserts ZeRO stage < 2: a DeepSpeed
+    /// search over the shardings keeps zero2 and zero3 to one-stage plans,
+    /// and a pipelined plan with them does not validate.
+    #[test]
+    fn deepspeed_shards_past_zero1_only_without_a_pipeline() {
+        let profile = uniform_profile(30, &[("T4", 1, 0.004)]);
+        let (model, cluster) = (models::amp_gpt2(), clusters::homogeneous());
+        let inputs = Inputs {
+            model: &model,
+            cluster: &cluster,
+            profile: &profile,
+        };
+        let dm = DeviceModel::default();
+        let ds = TrainingSetup {
+            engine: Some(Engine::DeepSpeed),
+            ..TrainingSetup::default()
+        };
+        let opts = SearchOptions::new(32, PlacementSearch::Artifact, ds);
+        let space = SetupSpace {
+            optimizer_sharding: true,
+            ..Default::default()
+        };
+        let setups = setup_candidates(&ds, &space);
+        let r = search_setups(&inputs, &dm, &opts, &setups).unwrap();
+        let wide = |p: &crate::search::RankedPlan| {
+            p.plan.setup.optimizer_sharding >= OptimizerSharding::Zero2
+        };
+        assert!(r.plans.iter().any(|p| p.pp > 1));
+        assert!(r.plans.iter().any(wide));
+        assert!(r.plans.iter().filter(|p| wide(p)).all(|p| p.pp == 1));
+        let piped = r.plans.iter().find(|p| p.pp > 1).unwrap();
+        let mut plan = piped.plan.clone();
+        plan.setup.optimizer_sharding = OptimizerSharding::Zero2;
+        let e = plan.validate(&model, &cluster).unwrap_err().to_string();
+        assert!(e.contains("ZeRO stages 0 and 1 only"), "{e}");
+        plan.setup.engine = None;
+        assert!(plan.validate(&model, &cluster).is_ok());
+    }
+
     #[test]
     fn the_merged_ranking_is_the_best_of_each_setup() {
         let profile = uniform_profile(30, &[("T4", 1, 0.004)]);

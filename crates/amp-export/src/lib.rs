@@ -156,7 +156,7 @@ pub enum ExportError {
 
 fn runnable_by_text(engines: &[Engine]) -> String {
     if engines.is_empty() {
-        "none of megatron, deepspeed, torchtitan can run it as planned (an engine with per-stage parallel degrees is needed)".to_string()
+        "none of megatron, deepspeed, torchtitan can run it as planned".to_string()
     } else {
         let names: Vec<&str> = engines.iter().map(|e| e.name()).collect();
         format!("engines that can run it: {}", names.join(", "))
@@ -374,9 +374,13 @@ fn export_engine(
         use amp_core::setup::OptimizerSharding as S;
         let pp = plan.pp();
         match engine {
-            Engine::DeepSpeed if pp > 1 && s.optimizer_sharding > S::Zero1 => {
+            // The export is a PipelineModule at any pp, and
+            // `deepspeed.initialize` runs one under the PipelineEngine,
+            // which asserts ZeRO stage < 2 whatever its stages.
+            Engine::DeepSpeed if s.optimizer_sharding > S::Zero1 => {
                 return Err(Refusal::Unsupported(format!(
-                    "DeepSpeed's pipeline engine supports ZeRO stage 1 at most with pipeline parallelism (deepspeed/runtime/pipe/engine.py), the plan uses {}",
+                    "DeepSpeed's pipeline engine runs ZeRO stages 0 and 1 only (deepspeed/runtime/pipe/engine.py asserts it), and this export builds a PipelineModule{}; the plan uses {}",
+                    if pp > 1 { "" } else { " (one stage too)" },
                     s.optimizer_sharding.name()
                 )))
             }

@@ -3,6 +3,8 @@
 
 mod common;
 
+use amp_core::placement::{DeviceGrid, Placement};
+use amp_core::search::plan_from_grid;
 use amp_core::setup::{OptimizerSharding, Precision, Recompute};
 use amp_export::{engines_for, export, Engine, ExportError, ExportOptions};
 
@@ -564,5 +566,34 @@ fn megatron_refuses_architectures_it_cannot_build() {
             }
             other => panic!("{name}: {other:?}"),
         }
+    }
+}
+
+/// DeepSpeed's pipeline engine runs ZeRO stages 0 and 1 only, and the
+/// DeepSpeed export is a PipelineModule at any number of stages: ZeRO-2 and
+/// -3 are refused, on a pipeline and on one stage, saying why.
+#[test]
+fn deepspeed_refuses_zero_2_and_3() {
+    let (p, m, c) = common::homogeneous();
+    let one_stage = {
+        let g = DeviceGrid::new(&c, 1, 16, 1, &Placement::artifact_default(&c));
+        plan_from_grid(&g, &[0, 30], 2, 1, &p.setup)
+    };
+    for plan in [p, one_stage] {
+        let mut plan = plan;
+        for z in [OptimizerSharding::Zero2, OptimizerSharding::Zero3] {
+            plan.setup.optimizer_sharding = z;
+            let e = export(&plan, &m, &c, Engine::DeepSpeed, &ExportOptions::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("ZeRO stages 0 and 1 only") && e.contains("PipelineModule"),
+                "{e}"
+            );
+            let engines = engines_for(&plan, &m, &c, &ExportOptions::default());
+            assert!(!engines.contains(&Engine::DeepSpeed), "{engines:?}");
+        }
+        plan.setup.optimizer_sharding = OptimizerSharding::Zero1;
+        assert!(export(&plan, &m, &c, Engine::DeepSpeed, &ExportOptions::default()).is_ok());
     }
 }
