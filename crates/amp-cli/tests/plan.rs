@@ -1952,3 +1952,38 @@ fn no_fit_hints_follow_the_setups_searched() {
     assert!(!sharded.contains("--optimizer-sharding"), "{sharded}");
     assert!(sharded.contains("--recompute selective, full"), "{sharded}");
 }
+
+/// Tensor parallelism splits whole attention heads: GPT-2 XL's 25 heads
+/// admit no tp on nodes of 8, so every plan is at tp 1, the per-type search
+/// says why it has nothing, and the Megatron-LM recipe (tp 8) is refused.
+#[test]
+fn tp_degrees_split_whole_heads() {
+    let v = amp_json(&[
+        "plan",
+        "--model",
+        "gpt2-xl",
+        "--cluster",
+        "2x8xA100@200Gbps+2x8xV100@100Gbps",
+        "--global-batch",
+        "64",
+        "--per-type-tp",
+        "--compare",
+        "--json",
+        "--top",
+        "50",
+        "-q",
+    ]);
+    let plans = v["plans"].as_array().unwrap();
+    assert!(plans.len() > 5);
+    assert!(plans.iter().all(|p| p["tp"] == 1), "a plan above tp 1");
+    let skipped = v["skipped"].to_string();
+    assert!(
+        skipped.contains("split the model's 25 attention heads"),
+        "{skipped}"
+    );
+    let megatron = v["baselines"][1]["note"].to_string();
+    assert!(
+        megatron.contains("25 attention heads, which tp 8 does not divide"),
+        "{megatron}"
+    );
+}

@@ -215,6 +215,33 @@ impl Model {
         engine.is_none().then(|| self.architecture()).flatten()
     }
 
+    /// Why a tensor-parallel group of `tp` GPUs cannot split this model's
+    /// attention, or `None` when it can (or the model gives no head count):
+    /// tensor-parallel attention gives each rank whole heads, and whole
+    /// key/value heads under grouped-query attention (Megatron-LM asserts
+    /// both divide, megatron/training/arguments.py; torchtitan and DeepSpeed's
+    /// Megatron models shard the same projections by head).
+    pub fn tp_refusal(&self, tp: usize) -> Option<String> {
+        let shape = self.shape.as_ref()?;
+        if tp <= 1 || shape.heads == 0 {
+            return None;
+        }
+        if !shape.heads.is_multiple_of(tp as u64) {
+            return Some(format!(
+                "`{}` has {} attention heads, which tp {tp} does not divide (each tensor-parallel rank takes whole heads)",
+                self.name, shape.heads
+            ));
+        }
+        let kv = shape.architecture.as_ref().map_or(0, |a| a.kv_heads);
+        if kv > 0 && !kv.is_multiple_of(tp as u64) {
+            return Some(format!(
+                "`{}` has {kv} key/value heads, which tp {tp} does not divide (each tensor-parallel rank takes whole key/value heads)",
+                self.name
+            ));
+        }
+        None
+    }
+
     /// Number of layers.
     pub fn num_layers(&self) -> usize {
         self.layers.len()
@@ -538,6 +565,45 @@ pub mod builtin {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tensor-parallel degree must split the heads, and under
+    /// grouped-query attention the key/value heads too; a model without a
+    /// head count takes any.
+    #[test]
+    fn tp_must_split_whole_heads() {
+        let mut m = builtin::amp_gpt2();
+        // 16 heads.
+        for tp in [1, 2, 4, 8, 16] {
+            assert_eq!(m.tp_refusal(tp), None, "tp {tp}");
+        }
+        for tp in [3, 32] {
+            let why = m.tp_refusal(tp).unwrap();
+            assert!(why.contains("16 attention heads"), "{why}");
+        }
+        let shape = m.shape.as_mut().unwrap();
+        shape.architecture = Some(Architecture {
+            family: "llama".into(),
+            kv_heads: 2,
+            head_dim: 64,
+            ffn_hidden: 4096,
+            activation: Activation::Gelu,
+            norm: NormKind::Rmsnorm,
+            norm_eps: 1e-5,
+            position_embedding: PositionEmbedding::Rope,
+            rope_theta: None,
+            max_positions: 1024,
+            tied_embeddings: false,
+            linear_bias: false,
+            qkv_bias: false,
+            flash_attention: None,
+            dropout: None,
+        });
+        assert_eq!(m.tp_refusal(2), None);
+        let why = m.tp_refusal(4).unwrap();
+        assert!(why.contains("2 key/value heads"), "{why}");
+        m.shape = None;
+        assert_eq!(m.tp_refusal(3), None);
+    }
 
     #[test]
     fn amp_gpt2_has_the_artifact_layout() {

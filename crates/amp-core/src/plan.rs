@@ -274,6 +274,13 @@ impl Plan {
         }
         self.setup.check()?;
         self.setup.check_pipeline(self.pp())?;
+        for (i, s) in self.stages.iter().enumerate() {
+            for r in &s.replicas {
+                if let Some(why) = model.tp_refusal(r.len()) {
+                    return bad(format!("plan stage {i}"), why);
+                }
+            }
+        }
         let v = self.virtual_stages();
         if v > 1 {
             let n = self.stages.len();
@@ -612,9 +619,17 @@ mod tests {
 
     #[test]
     fn replicas_may_differ_in_tp_and_micro_batches() {
-        let (m, c) = (models::amp_gpt2(), clusters::homogeneous());
+        let (mut m, c) = (models::amp_gpt2(), clusters::homogeneous());
         let mut p = two_stage();
         p.stages[1].replicas = vec![vec![d(1, 0)], vec![d(1, 1), d(1, 2), d(1, 3)]];
+        // A group of 3 does not split GPT-2's 16 heads...
+        let e = p.validate(&m, &c).unwrap_err().to_string();
+        assert!(
+            e.contains("16 attention heads, which tp 3 does not divide"),
+            "{e}"
+        );
+        // ... but splits a layer list that gives no head count.
+        m.shape = None;
         p.validate(&m, &c).unwrap();
         assert_eq!(p.stages[1].tp_label(), "1+3");
         assert_eq!((p.stages[1].min_tp(), p.stages[1].max_tp()), (1, 3));

@@ -594,7 +594,17 @@ pub fn search(
         cluster: complete.as_ref().unwrap_or(inputs.cluster),
         profile: inputs.profile,
     };
-    let degrees = degree_candidates(inputs.cluster, layers, opts.global_batch, opts.uneven_dp);
+    let mut degrees = degree_candidates(inputs.cluster, layers, opts.global_batch, opts.uneven_dp);
+    // Degrees that do not split the attention heads are no plans at all.
+    let refused = degrees
+        .iter()
+        .find_map(|d| inputs.model.tp_refusal(d.0).map(|why| (d.0, why)));
+    degrees.retain(|d| inputs.model.tp_refusal(d.0).is_none());
+    if let (true, Some((_, why))) = (degrees.is_empty(), refused) {
+        return Err(AmpError::NoPlan(format!(
+            "no tp the cluster's nodes allow splits the model's attention: {why}"
+        )));
+    }
     if degrees.is_empty() {
         let n = inputs.cluster.num_devices();
         return Err(AmpError::NoPlan(format!(

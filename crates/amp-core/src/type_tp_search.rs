@@ -184,12 +184,16 @@ type TypesAndDegrees = (Vec<(String, Vec<Device>, usize)>, Vec<Vec<usize>>);
 /// The cluster's GPU types in node order ([`types_in_node_order`]) and each
 /// one's tp degrees ([`tp_choices`]), or `None` when it has fewer than 2 or
 /// more than [`MAX_TYPES`] types: what both candidate lists start from.
-fn types_and_degrees(cluster: &Cluster) -> Option<TypesAndDegrees> {
+fn types_and_degrees(cluster: &Cluster, tp_ok: &dyn Fn(usize) -> bool) -> Option<TypesAndDegrees> {
     let types = types_in_node_order(cluster);
     if !(2..=MAX_TYPES).contains(&types.len()) {
         return None;
     }
-    let choices = tp_choices(cluster, &types);
+    let mut choices = tp_choices(cluster, &types);
+    // Only degrees that split the model's attention heads.
+    for c in &mut choices {
+        c.retain(|&tp| tp_ok(tp));
+    }
     Some((types, choices))
 }
 
@@ -235,12 +239,13 @@ fn orders(k: usize) -> Vec<Vec<usize>> {
 
 fn candidates(
     cluster: &Cluster,
+    tp_ok: &dyn Fn(usize) -> bool,
     num_layers: usize,
     global_batch: usize,
     uneven: bool,
     fewer_replicas: bool,
 ) -> Vec<Candidate> {
-    let Some((types, tp_choices)) = types_and_degrees(cluster) else {
+    let Some((types, tp_choices)) = types_and_degrees(cluster, tp_ok) else {
         return Vec::new();
     };
     let k = types.len();
@@ -344,11 +349,12 @@ fn candidates(
 /// first stages of a type at one degree, the rest at the other.
 fn step_candidates(
     cluster: &Cluster,
+    tp_ok: &dyn Fn(usize) -> bool,
     num_layers: usize,
     global_batch: usize,
     uneven: bool,
 ) -> Vec<Candidate> {
-    let Some((types, tp_choices)) = types_and_degrees(cluster) else {
+    let Some((types, tp_choices)) = types_and_degrees(cluster, tp_ok) else {
         return Vec::new();
     };
     let k = types.len();
@@ -1141,22 +1147,33 @@ pub fn search_per_type_tp(
     };
     let cluster = inputs.cluster;
     let layers = inputs.model.num_layers();
+    // Degrees that split the model's attention heads only.
+    let tp_ok = |tp: usize| inputs.model.tp_refusal(tp).is_none();
     let cands = candidates(
         cluster,
+        &tp_ok,
         layers,
         opts.global_batch,
         opts.uneven_dp,
         opts.fewer_replicas,
     );
     let steps = if opts.per_stage_tp {
-        step_candidates(cluster, layers, opts.global_batch, opts.uneven_dp)
+        step_candidates(cluster, &tp_ok, layers, opts.global_batch, opts.uneven_dp)
     } else {
         Vec::new()
     };
     if cands.is_empty() && steps.is_empty() {
         return Err(AmpError::NoPlan(format!(
-            "a tp per GPU type needs 2 to {MAX_TYPES} GPU types whose GPUs divide into whole stages for some dp dividing the global batch {}",
-            opts.global_batch
+            "a tp per GPU type needs 2 to {MAX_TYPES} GPU types whose GPUs divide into whole stages for some dp dividing the global batch {}{}",
+            opts.global_batch,
+            // Named when the heads took degrees away.
+            match types_and_degrees(cluster, &|_| true).map(|t| t.1) {
+                Some(all) if Some(&all) != types_and_degrees(cluster, &tp_ok).map(|t| t.1).as_ref() => {
+                    let heads = inputs.model.shape.as_ref().map_or(0, |s| s.heads);
+                    format!(", and two tp degrees that split the model's {heads} attention heads")
+                }
+                _ => String::new(),
+            }
         )));
     }
     // Layouts share their network prices where their groups are alike,
@@ -1470,7 +1487,7 @@ mod tests {
             micro_batch: 2,
         };
         let keys = |fewer: bool| -> std::collections::BTreeSet<String> {
-            candidates(&cluster, 26, 1024, true, fewer)
+            candidates(&cluster, &|_| true, 26, 1024, true, fewer)
                 .iter()
                 .map(|c| format!("{c:?}"))
                 .collect()
@@ -1479,7 +1496,7 @@ mod tests {
         // replicas (they share its estimator): as many layouts as distinct
         // (types, dp).
         for fewer in [false, true] {
-            let cands = candidates(&cluster, 26, 1024, true, fewer);
+            let cands = candidates(&cluster, &|_| true, 26, 1024, true, fewer);
             let distinct: std::collections::BTreeSet<String> = cands
                 .iter()
                 .map(|c| format!("{:?} {}", c.types, c.dp()))
@@ -1540,7 +1557,7 @@ mod tests {
                 uneven_dp: true,
                 ..SearchOptions::new(32, PlacementSearch::Artifact, setup)
             };
-            let cands = candidates(cluster, 30, 32, true, false);
+            let cands = candidates(cluster, &|_| true, 30, 32, true, false);
             let times = BalanceTimes::default();
             for r in layouts_of(&cands) {
                 if let Ok(plans) = build_layout(&inputs, &opts, &cands[r.clone()], &times) {
@@ -1631,7 +1648,7 @@ mod tests {
             .estimate
             .iteration_s;
         let mut best = (f64::INFINITY, false);
-        for c in candidates(&cluster, 8, batch, true, fewer) {
+        for c in candidates(&cluster, &|_| true, 8, batch, true, fewer) {
             let plan = build(&cluster, 8, &c, &opts, Some(&profile));
             let classes = crate::uneven::replica_classes(&plan, &cluster);
             let k = classes.iter().max().unwrap() + 1;
@@ -1770,7 +1787,7 @@ mod tests {
                 uneven_dp: true,
                 ..SearchOptions::new(32, PlacementSearch::Artifact, TrainingSetup::default())
             };
-            for c in candidates(&cluster, layers, 32, true, false) {
+            for c in candidates(&cluster, &|_| true, layers, 32, true, false) {
                 let plan = build(&cluster, layers, &c, &opts, None);
                 let pp = plan.stages.len();
                 if !(2..=5).contains(&pp) {
@@ -1904,7 +1921,7 @@ mod tests {
         let (model, cluster, inputs) = (&f.model, &f.cluster, f.inputs());
         let layers = model.num_layers();
         let opts = SearchOptions::new(32, PlacementSearch::Artifact, TrainingSetup::default());
-        let steps = step_candidates(cluster, layers, 32, false);
+        let steps = step_candidates(cluster, &|_| true, layers, 32, false);
         assert!(steps.len() > 50, "{}", steps.len());
         for c in &steps {
             let plan = build(cluster, layers, c, &opts, None);
@@ -1930,7 +1947,7 @@ mod tests {
             };
             let a = search_per_type_tp(&inputs, &dm, &base).unwrap();
             let b = search_per_type_tp(&inputs, &dm, &wide).unwrap();
-            let steps = step_candidates(cluster, layers, 32, uneven_dp).len();
+            let steps = step_candidates(cluster, &|_| true, layers, 32, uneven_dp).len();
             assert_eq!(b.candidates, a.candidates + steps);
             // Every plan kept (`keep` unbounded): the per-type plans are
             // all there, priced as alone.
@@ -1965,9 +1982,9 @@ mod tests {
         let dm = DeviceModel::default();
         let opts = SearchOptions::new(batch, PlacementSearch::Artifact, TrainingSetup::default());
         let steps = if steps {
-            step_candidates(&cluster, 8, batch, false)
+            step_candidates(&cluster, &|_| true, 8, batch, false)
         } else {
-            candidates(&cluster, 8, batch, false, false)
+            candidates(&cluster, &|_| true, 8, batch, false, false)
         };
         let estimators = dm.layout_estimators(&inputs);
         let times = BalanceTimes::default();

@@ -10,7 +10,7 @@ const LLM: &str = r#"{"M": {"1": {
     "1": {"params_floats": 50, "act_output_floats": 8, "act_mem_floats": 40, "act_mem_bytes": 160},
     "2": {"params_floats": 50, "act_output_floats": 8, "act_mem_floats": 40, "act_mem_bytes": 160},
     "3": {"params_floats": 90, "act_output_floats": 41, "act_mem_floats": 90, "act_mem_bytes": 360}}}}"#;
-const TRAIN: &str = r#"{"model": "M", "hidden_size": 4, "sequence_length": 2, "num_layers": 2, "vocab_size": 20, "heads": 2, "global_batch_size": 8}"#;
+const TRAIN: &str = r#"{"model": "M", "hidden_size": 4, "sequence_length": 2, "num_layers": 2, "vocab_size": 20, "heads": 4, "global_batch_size": 8}"#;
 const INTRA: &str = r#"{"G": {"2": [[0.0, 0.0, 100.0], 5e10], "4": [[0.0, 1.0, 10.0], 1e12]}}"#;
 const INTER: &str = r#"{"z": {"G": {"4": {"z": {"G": {"4": [[0.0, 0.0, 2.0], 1e10]}}}}}}"#;
 const CFG: &str = r#"{"G": {"gpus_per_node": 4, "mem_per_gpu": 1000}, "zone": "z"}"#;
@@ -67,7 +67,7 @@ fn model_layers_kinds_and_sizes() {
     assert_eq!(m.layers[0].stored_activation_elems_per_sample, Some(16));
     assert_eq!(m.layers[1].stored_activation_elems_per_sample, None);
     assert_eq!(m.layers[3].stored_activation_elems_per_sample, Some(180));
-    assert_eq!(m.shape.as_ref().unwrap().heads, 2);
+    assert_eq!(m.shape.as_ref().unwrap().heads, 4);
 }
 
 /// Notes name what the files get wrong or leave out: none for a model with
