@@ -1986,4 +1986,29 @@ fn tp_degrees_split_whole_heads() {
         megatron.contains("25 attention heads, which tp 8 does not divide"),
         "{megatron}"
     );
+    // Qwen2.5-7B: 28 heads in 4 key/value groups, so tp 1, 2 and 4.
+    let v = amp_json(&[
+        "plan",
+        "--model",
+        "qwen2.5-7b",
+        "--cluster",
+        "1x8xH100",
+        "--global-batch",
+        "64",
+        "--seq",
+        "2048",
+        "--json",
+        "--top",
+        "100",
+        "-q",
+    ]);
+    let mut tps: Vec<u64> = v["plans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["tp"].as_u64().unwrap())
+        .collect();
+    tps.sort();
+    tps.dedup();
+    assert_eq!(tps, [1, 2, 4]);
 }
