@@ -232,10 +232,20 @@ impl Model {
                 self.name, shape.heads
             ));
         }
-        let kv = shape.architecture.as_ref().map_or(0, |a| a.kv_heads);
+        let arch = shape.architecture.as_ref();
+        let kv = arch.map_or(0, |a| a.kv_heads);
         if kv > 0 && !kv.is_multiple_of(tp as u64) {
             return Some(format!(
                 "`{}` has {kv} key/value heads, which tp {tp} does not divide (each tensor-parallel rank takes whole key/value heads)",
+                self.name
+            ));
+        }
+        // The MLP's first projection is split by columns (Megatron-LM's
+        // ColumnParallelLinear divides its width by tp, asserting it can).
+        let ffn = arch.map_or(0, |a| a.ffn_hidden);
+        if ffn > 0 && !ffn.is_multiple_of(tp as u64) {
+            return Some(format!(
+                "`{}` has an MLP width of {ffn}, which tp {tp} does not divide (each tensor-parallel rank takes an equal slice)",
                 self.name
             ));
         }
@@ -601,6 +611,16 @@ mod tests {
         assert_eq!(m.tp_refusal(2), None);
         let why = m.tp_refusal(4).unwrap();
         assert!(why.contains("2 key/value heads"), "{why}");
+        fn arch(m: &mut Model) -> &mut Architecture {
+            m.shape.as_mut().unwrap().architecture.as_mut().unwrap()
+        }
+        arch(&mut m).ffn_hidden = 4098;
+        let why = m.tp_refusal(4).unwrap_or_default();
+        assert!(why.contains("2 key/value heads"), "{why}");
+        arch(&mut m).kv_heads = 16;
+        let why = m.tp_refusal(4).unwrap();
+        assert!(why.contains("MLP width of 4098"), "{why}");
+        assert_eq!(m.tp_refusal(2), None);
         m.shape = None;
         assert_eq!(m.tp_refusal(3), None);
     }
