@@ -250,13 +250,22 @@ mod tests {
         assert_eq!(setup_candidates(&ds, &SetupSpace::all()).len(), 4 * 2);
     }
 
+    /// The AMP paper's GPT-2 on its 16 T4s, every layer 4 ms a sample.
+    fn gpt2_on_t4s() -> (
+        crate::profile::Profile,
+        crate::model::Model,
+        crate::cluster::Cluster,
+    ) {
+        let profile = uniform_profile(30, &[("T4", 1, 0.004)]);
+        (profile, models::amp_gpt2(), clusters::homogeneous())
+    }
+
     /// DeepSpeed's pipeline engine asserts ZeRO stage < 2: a DeepSpeed
     /// search over the shardings keeps zero2 and zero3 to one-stage plans,
     /// and a pipelined plan with them does not validate.
     #[test]
     fn deepspeed_shards_past_zero1_only_without_a_pipeline() {
-        let profile = uniform_profile(30, &[("T4", 1, 0.004)]);
-        let (model, cluster) = (models::amp_gpt2(), clusters::homogeneous());
+        let (profile, model, cluster) = gpt2_on_t4s();
         let inputs = Inputs {
             model: &model,
             cluster: &cluster,
@@ -291,8 +300,7 @@ mod tests {
 
     #[test]
     fn the_merged_ranking_is_the_best_of_each_setup() {
-        let profile = uniform_profile(30, &[("T4", 1, 0.004)]);
-        let (model, cluster) = (models::amp_gpt2(), clusters::homogeneous());
+        let (profile, model, cluster) = gpt2_on_t4s();
         let inputs = Inputs {
             model: &model,
             cluster: &cluster,

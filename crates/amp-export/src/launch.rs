@@ -384,6 +384,9 @@ pub(crate) fn check_tp_shape(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use amp_core::cluster::builtin as clusters;
+    use amp_core::placement::{Axis, AxisOrder, DeviceGrid, Placement};
+    use amp_core::search::plan_from_grid;
 
     /// Sailor's kind of deal: 80 replicas, two shares.
     #[test]
@@ -392,9 +395,6 @@ mod tests {
         assert_eq!(micro_batch_shares(&counts), "32 replicas run 17, 48 run 10");
         assert_eq!(micro_batch_shares(&[3, 4, 3]), "1 replica runs 4, 2 run 3");
     }
-    use amp_core::cluster::builtin as clusters;
-    use amp_core::placement::{Axis, AxisOrder, DeviceGrid, Placement};
-    use amp_core::search::plan_from_grid;
 
     fn plan(tp: usize, dp: usize, pp: usize, p: &Placement) -> Plan {
         let c = clusters::homogeneous();
