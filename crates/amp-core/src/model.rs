@@ -216,11 +216,13 @@ impl Model {
     }
 
     /// Why a tensor-parallel group of `tp` GPUs cannot split this model's
-    /// attention, or `None` when it can (or the model gives no head count):
+    /// blocks, or `None` when it can (or the model gives no head count):
     /// tensor-parallel attention gives each rank whole heads, and whole
-    /// key/value heads under grouped-query attention (Megatron-LM asserts
-    /// both divide, megatron/training/arguments.py; torchtitan and DeepSpeed's
-    /// Megatron models shard the same projections by head).
+    /// key/value heads under grouped-query attention, and the MLP equal
+    /// column slices (Megatron-LM asserts each divides,
+    /// megatron/training/arguments.py and its ColumnParallelLinear;
+    /// torchtitan and DeepSpeed's Megatron models shard the same
+    /// projections the same way).
     pub fn tp_refusal(&self, tp: usize) -> Option<String> {
         let shape = self.shape.as_ref()?;
         if tp <= 1 || shape.heads == 0 {

@@ -596,11 +596,9 @@ pub fn search(
     };
     let mut degrees = degree_candidates(inputs.cluster, layers, opts.global_batch, opts.uneven_dp);
     // Degrees that do not split the attention heads are no plans at all.
-    let refused = degrees
-        .iter()
-        .find_map(|d| inputs.model.tp_refusal(d.0).map(|why| (d.0, why)));
+    let refused = degrees.iter().find_map(|d| inputs.model.tp_refusal(d.0));
     degrees.retain(|d| inputs.model.tp_refusal(d.0).is_none());
-    if let (true, Some((_, why))) = (degrees.is_empty(), refused) {
+    if let (true, Some(why)) = (degrees.is_empty(), refused) {
         return Err(AmpError::NoPlan(format!(
             "no tp the cluster's nodes allow splits the model's attention: {why}"
         )));
