@@ -274,10 +274,22 @@ impl Plan {
         }
         self.setup.check()?;
         self.setup.check_pipeline(self.pp())?;
+        let seq = model.shape.as_ref().map_or(0, |s| s.seq_len);
         for (i, s) in self.stages.iter().enumerate() {
             for r in &s.replicas {
                 if let Some(why) = model.tp_refusal(r.len()) {
                     return bad(format!("plan stage {i}"), why);
+                }
+                // Sequence parallelism splits the sequence over the group
+                // (Megatron-LM's `_split_along_first_dim` asserts it divides).
+                if self.setup.sequence_parallel && seq > 0 && !seq.is_multiple_of(r.len() as u64) {
+                    return bad(
+                        format!("plan stage {i}"),
+                        format!(
+                            "sequence parallelism splits the {seq} tokens of a sample over tp {}, which does not divide them",
+                            r.len()
+                        ),
+                    );
                 }
             }
         }
@@ -628,6 +640,14 @@ mod tests {
             e.contains("16 attention heads, which tp 3 does not divide"),
             "{e}"
         );
+        // Sequence parallelism needs the sequence to divide too.
+        let mut sp = two_stage();
+        sp.stages[1].replicas = vec![vec![d(1, 0), d(1, 1)], vec![d(1, 2), d(1, 3)]];
+        sp.setup.sequence_parallel = true;
+        sp.validate(&m, &c).unwrap();
+        m.shape.as_mut().unwrap().seq_len = 1023;
+        let e = sp.validate(&m, &c).unwrap_err().to_string();
+        assert!(e.contains("1023 tokens of a sample over tp 2"), "{e}");
         // ... but splits a layer list that gives no head count.
         m.shape = None;
         p.validate(&m, &c).unwrap();
