@@ -78,7 +78,8 @@ pub struct PlanArgs {
     pub search_setup: Vec<SetupOption>,
     /// Also price two baselines under the same model: the best plan of
     /// AMP's space (the given setup only) and Megatron-LM's recipe (tp =
-    /// GPUs per node, pp across nodes, micro-batch 1, even split).
+    /// GPUs per node or the largest that splits the heads, pp across
+    /// nodes, micro-batch 1, even split).
     #[arg(long)]
     pub compare: bool,
     /// Also search parts of the cluster: every non-empty set of its GPU

@@ -1955,7 +1955,7 @@ fn no_fit_hints_follow_the_setups_searched() {
 
 /// Tensor parallelism splits whole attention heads: GPT-2 XL's 25 heads
 /// admit no tp on nodes of 8, so every plan is at tp 1, the per-type search
-/// says why it has nothing, and the Megatron-LM recipe (tp 8) is refused.
+/// says why it has nothing, and the Megatron-LM recipe takes tp 1, not 8.
 #[test]
 fn tp_degrees_split_whole_heads() {
     let v = amp_json(&[
@@ -1981,11 +1981,9 @@ fn tp_degrees_split_whole_heads() {
         skipped.contains("split the model's 25 attention heads"),
         "{skipped}"
     );
-    let megatron = v["baselines"][1]["note"].to_string();
-    assert!(
-        megatron.contains("25 attention heads, which tp 8 does not divide"),
-        "{megatron}"
-    );
+    // The Megatron-LM recipe takes the largest tp the heads allow: 1.
+    assert_eq!(v["baselines"][1]["name"], "Megatron-LM heuristic");
+    assert_eq!(v["baselines"][1]["tp"], 1, "{}", v["baselines"][1]);
     // Qwen2.5-7B: 28 heads in 4 key/value groups, so tp 1, 2 and 4.
     let v = amp_json(&[
         "plan",

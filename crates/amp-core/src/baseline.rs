@@ -32,8 +32,10 @@ pub fn even_split(model: &crate::model::Model, pp: usize) -> Option<Vec<usize>> 
     Some(b)
 }
 
-/// Megatron-LM's recipe on `inputs`: tp = the GPUs of the smallest node,
-/// micro-batch 1, the blocks split evenly, ranks in Megatron's order (tp
+/// Megatron-LM's recipe on `inputs`: tp = the GPUs of the smallest node
+/// (or the largest degree dividing them that splits the model's heads,
+/// [`crate::model::Model::tp_refusal`]: a user of Megatron-LM must pick
+/// one), micro-batch 1, the blocks split evenly, ranks in Megatron's order (tp
 /// fastest, then dp, then pp, nodes as listed), and the fewest pipeline
 /// stages that fit in memory with dp dividing the global batch. Errors with
 /// [`AmpError::NoPlan`] when no pipeline depth fits.
@@ -44,7 +46,11 @@ pub fn megatron_heuristic(
     setup: &TrainingSetup,
 ) -> Result<RankedPlan> {
     let cluster = inputs.cluster;
-    let tp = cluster.min_gpus_per_node().max(1);
+    let tp = divisors(cluster.min_gpus_per_node().max(1))
+        .into_iter()
+        .rev()
+        .find(|&tp| inputs.model.tp_refusal(tp).is_none())
+        .unwrap_or(1);
     let n = cluster.num_devices();
     if !n.is_multiple_of(tp) {
         return Err(AmpError::NoPlan(format!(
