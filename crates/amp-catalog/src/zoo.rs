@@ -455,6 +455,7 @@ impl Arch {
             forward_flops_per_sample: Some(emb_flops),
             tied_to: None,
             stored_activation_elems_per_sample: Some(if self.dropout { act / 2 } else { 0 }),
+            forward_send_extra_bytes: 0,
         });
 
         // Blocks.
@@ -469,6 +470,7 @@ impl Arch {
                 forward_flops_per_sample: Some(block_flops),
                 tied_to: None,
                 stored_activation_elems_per_sample: Some(self.block_stored_elems(s)),
+                forward_send_extra_bytes: 0,
             });
         }
 
@@ -506,6 +508,7 @@ impl Arch {
             forward_flops_per_sample: Some((2 * s * final_matmul + 5 * s * h) as f64),
             tied_to: None,
             stored_activation_elems_per_sample: Some(act),
+            forward_send_extra_bytes: 0,
         });
 
         // Output projection.
@@ -518,6 +521,7 @@ impl Arch {
                 forward_flops_per_sample: Some((2 * h * classes) as f64),
                 tied_to: None,
                 stored_activation_elems_per_sample: Some(h),
+                forward_send_extra_bytes: 0,
             }),
             _ => layers.push(Layer {
                 name: "vocab_projection".into(),
@@ -527,6 +531,7 @@ impl Arch {
                 forward_flops_per_sample: Some((2 * s * e * self.vocab) as f64),
                 tied_to: self.tied.then_some(0),
                 stored_activation_elems_per_sample: Some(s * e + s * self.vocab),
+                forward_send_extra_bytes: 0,
             }),
         }
 

@@ -58,16 +58,16 @@ fn the_fit_on_the_given_sets_is_the_default_calibration() {
     let sailor = set("sailor/clariden/OPT-350");
     let tol = 0.0015;
     // AMP homogeneous: time error and Spearman.
-    near(&amp_h["neutral"]["time_error"]["mean"], 0.3009, tol);
-    near(&amp_h["in_sample"]["time_error"]["mean"], 0.0477, tol);
+    near(&amp_h["neutral"]["time_error"]["mean"], 0.3053, tol);
+    near(&amp_h["in_sample"]["time_error"]["mean"], 0.0512, tol);
     near(
         &amp_h["leave_one_set_out"]["time_error"]["mean"],
-        0.5565,
+        0.5744,
         tol,
     );
-    near(&amp_h["neutral"]["spearman"], 0.9455, tol);
-    near(&amp_h["in_sample"]["spearman"], 0.9794, tol);
-    near(&amp_h["leave_one_set_out"]["spearman"], 0.8544, tol);
+    near(&amp_h["neutral"]["spearman"], 0.9555, tol);
+    near(&amp_h["in_sample"]["spearman"], 0.9807, tol);
+    near(&amp_h["leave_one_set_out"]["spearman"], 0.8648, tol);
     near(&amp_h["neutral"]["top1_regret"], 1.100, tol);
     near(&amp_h["leave_one_set_out"]["top1_regret"], 1.025, tol);
     assert_eq!(amp_h["neutral"]["failed_predicted_infeasible"], 1);

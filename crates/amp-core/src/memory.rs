@@ -835,6 +835,7 @@ mod tests {
                 forward_flops_per_sample: None,
                 tied_to: None,
                 stored_activation_elems_per_sample: None,
+                forward_send_extra_bytes: 0,
             }],
         }
     }
@@ -1065,6 +1066,7 @@ mod tests {
             forward_flops_per_sample: None,
             tied_to: None,
             stored_activation_elems_per_sample: None,
+            forward_send_extra_bytes: 0,
         };
         let with = |engine, cross_entropy| TrainingSetup {
             engine,

@@ -53,6 +53,17 @@ pub struct Layer {
     /// when known; memory models fall back to an estimate otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored_activation_elems_per_sample: Option<u64>,
+    /// Bytes a forward send after this layer carries besides its output,
+    /// once per micro-batch whatever its size: the AMP artifact's GPT-2
+    /// passes its attention mask (`[1, 1, s, s]`, cast to fp16 to send)
+    /// with every activation from the embedding to the last block. 0 for
+    /// most models; the backward sends never carry it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub forward_send_extra_bytes: u64,
+}
+
+fn is_zero(x: &u64) -> bool {
+    *x == 0
 }
 
 /// Shape of a transformer, when the model is one: used by exports and by
@@ -407,12 +418,20 @@ pub mod builtin {
             forward_flops_per_sample: None,
             tied_to: None,
             stored_activation_elems_per_sample: None,
+            forward_send_extra_bytes: 0,
         }
     }
 
     /// GPT-2 as AMP lists it: embedding, dropout, `n` blocks, a transpose, the
     /// final norm, the (tied) vocabulary projection and the loss: `n + 6`
     /// entries, the indexing of the artifact's profiles and stage boundaries.
+    /// Up to the last block its forward sends carry the attention mask too:
+    /// the artifact's `GPT2ModelPipe` passes `(hidden_states,
+    /// attention_mask)` between stages (its megatron/model/gpt2_model.py;
+    /// the transpose after the blocks drops the mask), and its DeepSpeed
+    /// sends the `[1, 1, s, s]` boolean mask cast to fp16
+    /// (`_exec_send_activations`, deepspeed/runtime/pipe/engine.py): `2 s^2`
+    /// bytes a micro-batch, whatever its size.
     pub fn gpt2(num_blocks: u64, hidden: u64, seq_len: u64, vocab: u64) -> Model {
         let h = hidden;
         let s = seq_len;
@@ -440,6 +459,9 @@ pub mod builtin {
             );
             b.forward_flops_per_sample = Some(block_flops);
             layers.push(b);
+        }
+        for l in &mut layers {
+            l.forward_send_extra_bytes = 2 * s * s;
         }
         layers.push(layer("transpose", LayerKind::Other, 0, act));
         layers.push(layer("final_norm", LayerKind::Other, 2 * h, act));
@@ -643,6 +665,18 @@ mod tests {
         // GPT-2 medium is ~355M parameters with its 50257 vocabulary.
         let p = m.total_params() as f64;
         assert!((p - 356e6).abs() / 356e6 < 0.02, "{p}");
+        // The fp16 attention mask rides the forward sends up to the last
+        // block (entries 0..=25), not after the transpose that drops it.
+        let mask = 2 * 1024 * 1024;
+        assert!(m.layers[..26]
+            .iter()
+            .all(|l| l.forward_send_extra_bytes == mask));
+        assert!(m.layers[26..]
+            .iter()
+            .all(|l| l.forward_send_extra_bytes == 0));
+        // A layer list without the field reads as 0, and writes none.
+        let json = serde_json::to_string(&m.layers[27]).unwrap();
+        assert!(!json.contains("forward_send_extra_bytes"), "{json}");
     }
 
     #[test]

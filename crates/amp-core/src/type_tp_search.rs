@@ -1617,6 +1617,7 @@ mod tests {
             forward_flops_per_sample: None,
             tied_to: None,
             stored_activation_elems_per_sample: None,
+            forward_send_extra_bytes: 0,
         };
         Model {
             name: "eight".into(),

@@ -493,6 +493,9 @@ pub fn parse_model(llm_info: &str, llm_origin: &str, training: &TrainingConfig) 
             tied_to: None,
             stored_activation_elems_per_sample: (kind != LayerKind::TransformerBlock)
                 .then_some(mem_bytes / 2),
+            // Megatron-DeepSpeed precomputes the attention mask rather than
+            // sending it between stages.
+            forward_send_extra_bytes: 0,
         });
     }
     let model = Model {

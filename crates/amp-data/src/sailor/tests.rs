@@ -685,6 +685,7 @@ fn leading_layers_collapse_into_the_embedding() {
         forward_flops_per_sample: None,
         tied_to: None,
         stored_activation_elems_per_sample: None,
+        forward_send_extra_bytes: 0,
     };
     m.layers.insert(1, noop);
     let plan = |b: usize| Plan {

@@ -625,7 +625,7 @@ impl DeviceModel {
             let last = chunks[c % pp][c / pp].end - 1;
             let curves = if forward { &net.sends[c] } else { &net.back[c] };
             curves.as_ref().map_or(0.0, |k| {
-                self.transfer_at(inputs, &plan.setup, k, last, plan.micro_batch)
+                self.transfer_at(inputs, &plan.setup, k, (last, forward), plan.micro_batch)
             })
         };
         let sends = (0..nv - 1).map(|c| transfer(c, true)).collect();
@@ -914,10 +914,10 @@ impl DeviceModel {
             }
         }
         let net = net.get_or_insert_with(|| self.grid_net(inputs, grid, setup, kinds));
-        let at = |curves: &Option<TransferCurves>, k: usize| {
-            curves
-                .as_ref()
-                .map_or(0.0, |c| self.transfer_at(inputs, setup, c, k, mbs))
+        let at = |curves: &Option<TransferCurves>, k: usize, forward: bool| {
+            curves.as_ref().map_or(0.0, |c| {
+                self.transfer_at(inputs, setup, c, (k, forward), mbs)
+            })
         };
         let mut cut: Vec<Vec<f64>> = net
             .cuts
@@ -927,15 +927,19 @@ impl DeviceModel {
                     return Vec::new();
                 };
                 // Layers of one kind and output size cost the same to send.
-                let mut seen: Vec<((LayerKind, u64), f64)> = Vec::new();
+                let mut seen: Vec<((LayerKind, u64, u64), f64)> = Vec::new();
                 (0..n)
                     .map(|k| {
                         let l = &inputs.model.layers[k];
-                        let key = (l.kind, l.output_elems_per_sample);
+                        let key = (
+                            l.kind,
+                            l.output_elems_per_sample,
+                            l.forward_send_extra_bytes,
+                        );
                         if let Some((_, t)) = seen.iter().find(|(x, _)| *x == key) {
                             return *t;
                         }
-                        let t = at(forward, k) + at(backward, k);
+                        let t = at(forward, k, true) + at(backward, k, false);
                         seen.push((key, t));
                         t
                     })

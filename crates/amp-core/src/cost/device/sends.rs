@@ -13,12 +13,14 @@ impl DeviceModel {
     /// Bytes one rank of a stage ending after `layer` sends per micro-batch:
     /// its shard of a vocabulary projection's output (split over the
     /// sender's `sender_tp` ranks), else the whole activation, or one of its
-    /// `pieces` under scatter/gather.
+    /// `pieces` under scatter/gather; a `forward` send adds the layer's
+    /// [`crate::model::Layer::forward_send_extra_bytes`] whole (DeepSpeed
+    /// partitions only the activation).
     pub(super) fn send_bytes(
         &self,
         inputs: &Inputs,
         setup: &TrainingSetup,
-        layer: usize,
+        (layer, forward): (usize, bool),
         (sender_tp, pieces): (usize, usize),
         mbs: usize,
     ) -> f64 {
@@ -29,7 +31,12 @@ impl DeviceModel {
         } else if split_sends(setup) {
             elems /= pieces.max(1) as f64;
         }
-        elems * mbs as f64 * pipeline_send_bytes(setup)
+        let extra = if forward {
+            l.forward_send_extra_bytes as f64
+        } else {
+            0.0
+        };
+        elems * mbs as f64 * pipeline_send_bytes(setup) + extra
     }
 
     /// One micro-batch's activation (or its gradient) from the groups
@@ -78,16 +85,23 @@ impl DeviceModel {
         })
     }
 
-    /// The transfer of the activation after `layer`, from its curves.
+    /// The transfer of the activation after `layer` (`forward`) or of its
+    /// gradient, from its curves.
     pub(super) fn transfer_at(
         &self,
         inputs: &Inputs,
         setup: &TrainingSetup,
         curves: &TransferCurves,
-        layer: usize,
+        (layer, forward): (usize, bool),
         mbs: usize,
     ) -> f64 {
-        let bytes = self.send_bytes(inputs, setup, layer, (curves.sender_tp, curves.pieces), mbs);
+        let bytes = self.send_bytes(
+            inputs,
+            setup,
+            (layer, forward),
+            (curves.sender_tp, curves.pieces),
+            mbs,
+        );
         let mut t = if bytes <= 0.0 {
             0.0
         } else {

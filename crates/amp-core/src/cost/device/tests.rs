@@ -24,6 +24,7 @@ fn model() -> Model {
         forward_flops_per_sample: None,
         tied_to: None,
         stored_activation_elems_per_sample: None,
+        forward_send_extra_bytes: 0,
     };
     Model {
         name: "m".into(),
@@ -948,6 +949,7 @@ fn six_blocks() -> Model {
         forward_flops_per_sample: None,
         tied_to: None,
         stored_activation_elems_per_sample: None,
+        forward_send_extra_bytes: 0,
     };
     Model {
         name: "m".into(),
@@ -1007,7 +1009,7 @@ fn alike_cuts_on_a_linked_cluster_share_exact_prices() {
         assert_eq!(first, vec![0, 1, 2, 3, 2]);
         let net = model.net_prices(&inputs, &pl);
         let at = |k: &Option<TransferCurves>, layer: usize| {
-            model.transfer_at(&inputs, &pl.setup, k.as_ref().unwrap(), layer, 2)
+            model.transfer_at(&inputs, &pl.setup, k.as_ref().unwrap(), (layer, true), 2)
         };
         for cut in 0..5 {
             let (a, b) = (&ranks[cut].replicas, &ranks[cut + 1].replicas);
@@ -1016,6 +1018,23 @@ fn alike_cuts_on_a_linked_cluster_share_exact_prices() {
             assert_eq!(at(&net.sends[cut], cut), at(&forward, cut));
             assert_eq!(at(&net.back[cut], cut), at(&backward, cut));
         }
+        // Bytes a forward send carries besides the activation (the AMP
+        // artifact's attention mask) are sent whole by each rank, forward
+        // only.
+        let mut masked = m.clone();
+        masked.layers[1].forward_send_extra_bytes = 3_000_000;
+        let with_mask = Inputs {
+            model: &masked,
+            ..inputs
+        };
+        let k = net.sends[1].as_ref().unwrap();
+        let bytes =
+            |i: &Inputs, forward: bool| model.send_bytes(i, &pl.setup, (1, forward), (4, 4), 2);
+        assert_eq!(bytes(&with_mask, true), bytes(&inputs, true) + 3e6);
+        assert_eq!(bytes(&with_mask, false), bytes(&inputs, false));
+        let t = |i: &Inputs, forward: bool| model.transfer_at(i, &pl.setup, k, (1, forward), 2);
+        assert!(t(&with_mask, true) > t(&inputs, true));
+        assert_eq!(t(&with_mask, false), t(&inputs, false));
         // The slow link shows: the cut it crosses costs more.
         assert!(at(&net.sends[3], 3) > 1.5 * at(&net.sends[2], 3));
         // Every stage's all-reduce alike to the one priced on its devices.
@@ -1090,7 +1109,7 @@ fn shared_network_prices_equal_each_layouts_own() {
                         let own = model.net_prices(&inputs, &pl);
                         let at = |k: &Option<TransferCurves>, layer: usize| {
                             k.as_ref()
-                                .map(|k| model.transfer_at(&inputs, &pl.setup, k, layer, 2))
+                                .map(|k| model.transfer_at(&inputs, &pl.setup, k, (layer, true), 2))
                         };
                         for cut in 0..pp - 1 {
                             let layer = bounds[cut + 1] - 1;
