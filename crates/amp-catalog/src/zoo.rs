@@ -683,17 +683,11 @@ pub fn zoo_arch(name: &str) -> Option<Arch> {
     if find("gpt2-xl") || find("gpt2-1.5b") {
         return gpt2("gpt2-xl", 1600, 48, 25);
     }
-    for &(row, heads, h, l) in MEGATRON_TABLE1 {
-        if find(row) {
-            // Megatron's GPT: rotary-free learned positions (2048), vocab 51200.
-            let mut a = Arch::gpt(row, h, l, heads, 51200, 2048, 2048);
-            a.model_type = "gpt3".into();
-            return Some(a);
-        }
-    }
-    for &(row, heads, h, l) in GPT3_PAPER {
-        if find(row) {
-            let mut a = Arch::gpt(row, h, l, heads, 50257, 2048, 2048);
+    // GPT-3 shapes: learned positions (2048), Megatron-LM's table at its
+    // padded vocabulary 51200, the paper's at GPT-2's 50257.
+    for (table, vocab) in [(MEGATRON_TABLE1, 51200), (GPT3_PAPER, 50257)] {
+        if let Some(&(row, heads, h, l)) = table.iter().find(|r| find(r.0)) {
+            let mut a = Arch::gpt(row, h, l, heads, vocab, 2048, 2048);
             a.model_type = "gpt3".into();
             return Some(a);
         }

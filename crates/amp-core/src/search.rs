@@ -740,50 +740,41 @@ pub(crate) const MEMORY_HINT_START: &str = ". To fit, ";
 /// so, not sent to search them again).
 pub(crate) fn memory_hint(tried: &[TrainingSetup]) -> String {
     use crate::setup::{OptimizerSharding as Z, Recompute as R};
-    let sharded = tried
-        .iter()
-        .map(|s| s.optimizer_sharding)
-        .max()
-        .unwrap_or(Z::None);
-    let rank = |r: R| match r {
-        R::None => 0,
-        R::Selective => 1,
-        R::Full => 2,
-    };
-    let recomputed = tried.iter().map(|s| rank(s.recompute)).max().unwrap_or(0);
-    let mut ways = vec!["use more GPUs or GPUs with more memory".to_string()];
-    // Only what the engine runs (torchtitan shards with FSDP alone,
-    // DeepSpeed recomputes whole layers).
-    let valid = |s: TrainingSetup| s.check().is_ok();
+    // Past the furthest any setup went, and only what the engine runs
+    // (torchtitan shards with FSDP alone, DeepSpeed recomputes whole layers).
     let base = tried.first().copied().unwrap_or_default();
+    let runs = |s: TrainingSetup| s.check().is_ok();
+    let sharded = tried.iter().map(|s| s.optimizer_sharding).max();
+    let recomputed = tried.iter().map(|s| s.recompute).max();
     let shard: Vec<&str> = [Z::Zero1, Z::Zero2, Z::Zero3]
         .into_iter()
         .filter(|&z| {
-            z > sharded
-                && valid(TrainingSetup {
+            Some(z) > sharded
+                && runs(TrainingSetup {
                     optimizer_sharding: z,
                     ..base
                 })
         })
         .map(Z::name)
         .collect();
-    if !shard.is_empty() {
-        ways.push(format!(
-            "shard the optimizer state (--optimizer-sharding {})",
-            shard.join(", ")
-        ));
-    }
     let recompute: Vec<&str> = [R::Selective, R::Full]
         .into_iter()
         .filter(|&r| {
-            rank(r) > recomputed
-                && valid(TrainingSetup {
+            Some(r) > recomputed
+                && runs(TrainingSetup {
                     recompute: r,
                     ..base
                 })
         })
         .map(R::name)
         .collect();
+    let mut ways = vec!["use more GPUs or GPUs with more memory".to_string()];
+    if !shard.is_empty() {
+        ways.push(format!(
+            "shard the optimizer state (--optimizer-sharding {})",
+            shard.join(", ")
+        ));
+    }
     if !recompute.is_empty() {
         ways.push(format!(
             "recompute activations (--recompute {})",

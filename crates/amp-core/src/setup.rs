@@ -247,8 +247,11 @@ impl NumberFormats {
     }
 }
 
-/// Activation recomputation (checkpointing).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+/// Activation recomputation (checkpointing), ordered by how much is
+/// recomputed.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Recompute {
     /// Keep every activation the backward pass needs (no recomputation).

@@ -355,23 +355,16 @@ pub(crate) fn block_split(plan: &Plan, model: &Model, engine: &str) -> EngineRes
     })
 }
 
-/// Checks head and width divisibility by the tensor-parallel degree.
-pub(crate) fn check_tp_shape(
-    shape: &TransformerShape,
-    tp: usize,
-    engine: &str,
-) -> EngineResult<()> {
+/// Checks that the shape gives heads the width divides into (whether tp
+/// divides them is the plan's check, `Model::tp_refusal`).
+pub(crate) fn check_heads(shape: &TransformerShape) -> EngineResult<()> {
     if shape.heads == 0 {
         return Err(Refusal::Unsupported(
             "the model shape has heads = 0; set the number of attention heads".to_string(),
         ));
     }
-    if !shape.heads.is_multiple_of(tp as u64) {
-        return Err(Refusal::Unsupported(format!(
-            "{} attention heads do not divide over tensor-parallel degree {tp}; {engine} splits whole heads across tensor-parallel ranks",
-            shape.heads
-        )));
-    }
+    // Heads (and key/value heads, and the MLP width) dividing by tp is
+    // checked with the plan (`Model::tp_refusal` in `Plan::validate`).
     if !shape.hidden.is_multiple_of(shape.heads) {
         return Err(Refusal::Unsupported(format!(
             "hidden size {} is not a multiple of the {} heads",

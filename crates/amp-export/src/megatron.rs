@@ -144,7 +144,7 @@ pub(crate) fn export(
     }
     let tp = launch::uniform_tp(plan, ENGINE)?;
     let split = launch::block_split(plan, model, ENGINE)?;
-    launch::check_tp_shape(&split.shape, tp, ENGINE)?;
+    launch::check_heads(&split.shape)?;
     let pp = plan.pp();
     let launch = launch::realise(plan, opts, &[RankOrder::TpDpPp, RankOrder::TpPpDp], ENGINE)?;
     let shape = &split.shape;

@@ -129,7 +129,7 @@ pub(crate) fn export(
 ) -> EngineResult<Vec<ExportFile>> {
     let tp = launch::uniform_tp(plan, ENGINE)?;
     let split = launch::block_split(plan, model, ENGINE)?;
-    launch::check_tp_shape(&split.shape, tp, ENGINE)?;
+    launch::check_heads(&split.shape)?;
     let flavor = flavor_for(model, &split.shape)?;
     if opts.torchtitan_model != "llama3" {
         return Err(Refusal::Option {
