@@ -31,7 +31,7 @@ pub fn read_calibration(spec: &str) -> Result<Calibration> {
             "{spec}: not a calibration file ({e}); it needs the keys \
              per_sample_fixed_fraction, per_sample_tp_comm_fixed_fraction, \
              inter_node_efficiency, framework_reserve_bytes and (optional, 0 when absent) \
-             allocator_cache_bytes, as `amp fit --out` writes them"
+             allocator_cache_bytes and host_staging_s_per_gb, as `amp fit --out` writes them"
         )
     })?;
     cal.check().map_err(|e| anyhow!("{spec}: {e}"))?;

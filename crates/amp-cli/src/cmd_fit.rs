@@ -98,7 +98,7 @@ fn constant_rows(fit: &Fit, sets: &[SetFigures]) -> Table {
         .set_width(120)
         .set_header(header);
     type Get = fn(&Calibration) -> String;
-    let rows: [(&str, Get); 5] = [
+    let rows: [(&str, Get); 6] = [
         ("per_sample_fixed_fraction", |c| {
             format!("{}", c.per_sample_fixed_fraction)
         }),
@@ -113,6 +113,9 @@ fn constant_rows(fit: &Fit, sets: &[SetFigures]) -> Table {
         }),
         ("allocator_cache_bytes", |c| {
             format!("{:.2} GB", c.allocator_cache_bytes / 1e9)
+        }),
+        ("host_staging_s_per_gb", |c| {
+            format!("{}", c.host_staging_s_per_gb)
         }),
     ];
     for (name, get) in rows {

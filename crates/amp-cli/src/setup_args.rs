@@ -5,7 +5,8 @@ use amp_core::profile::Profile;
 use amp_core::schedule::Schedule;
 use amp_core::setup::{
     parse_schedule, CrossEntropy, Engine, NumberFormat, NumberFormats, OptimizerSharding,
-    OptimizerStep, PipelineSend, Precision, Recompute, StageExchange, TrainingSetup,
+    OptimizerStep, PipelineReceive, PipelineSend, Precision, Recompute, StageExchange,
+    TrainingSetup,
 };
 use anyhow::{bail, Result};
 use clap::Args;
@@ -38,6 +39,13 @@ pub struct SetupArgs {
     /// and DeepSpeed scatter-gather, torchtitan full), else full.
     #[arg(long, value_parser = parse_send, help_heading = "Training setup")]
     pub pipeline_send: Option<PipelineSend>,
+    /// Where a stage rebuilds what it receives: direct (on the GPU, every
+    /// engine amp exports to; the default) or host-staged (Sailor's
+    /// DeepSpeed fork, which zero-fills an fp32 host buffer of the whole
+    /// tensor and copies it to the GPU on every receive; priced at the
+    /// calibration's host_staging_s_per_gb).
+    #[arg(long, value_parser = parse_receive, help_heading = "Training setup")]
+    pub pipeline_receive: Option<PipelineReceive>,
     /// Overlap each stage's gradient all-reduce with its last backward pass.
     #[arg(long, help_heading = "Training setup")]
     pub overlap_allreduce: bool,
@@ -86,6 +94,9 @@ fn parse_sharding(s: &str) -> Result<OptimizerSharding, String> {
 fn parse_send(s: &str) -> Result<PipelineSend, String> {
     s.parse()
 }
+fn parse_receive(s: &str) -> Result<PipelineReceive, String> {
+    s.parse()
+}
 fn parse_engine(s: &str) -> Result<Engine, String> {
     s.parse()
 }
@@ -120,6 +131,9 @@ impl SetupArgs {
         }
         if self.pipeline_send.is_some() {
             v.push("--pipeline-send");
+        }
+        if self.pipeline_receive.is_some() {
+            v.push("--pipeline-receive");
         }
         if self.overlap_allreduce {
             v.push("--overlap-allreduce");
@@ -182,6 +196,7 @@ impl SetupArgs {
                 .pipeline_send
                 .or(engine.map(Engine::default_pipeline_send))
                 .unwrap_or_default(),
+            pipeline_receive: self.pipeline_receive.unwrap_or_default(),
             overlap_grad_reduce: self.overlap_allreduce,
             engine,
             cross_entropy: self.cross_entropy,

@@ -30,23 +30,19 @@ fn the_fit_on_the_given_sets_is_the_default_calibration() {
     let written: Calibration =
         serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
     assert_eq!(written, fitted);
-    // One constant sits at its grid's end: the inter-node efficiency fitted
-    // on Sailor's runs alone (AMP's left out), at the floor of 0.25.
-    assert_eq!(
-        v["at_grid_edge"],
-        serde_json::json!([{
-            "fitted_on": ["sailor/clariden/OPT-350"],
-            "constant": "inter_node_efficiency",
-            "value": 0.25
-        }])
-    );
+    // No constant sits at its grid's end. Fitted on Sailor's runs alone the
+    // inter-node efficiency was at the floor of 0.25 until the host-staged
+    // receives of Sailor's engine were priced: it is now 0.35, beside a
+    // host staging of 0.04 s per GB (below).
+    assert_eq!(v["at_grid_edge"], serde_json::json!([]));
     let text = stdout(&amp(&[
         "fit",
         data.join("amp-paper").to_str().unwrap(),
         data.join("sailor").to_str().unwrap(),
     ]));
+    assert!(!text.contains("is at the end of its grid"), "{text}");
     assert!(
-        text.contains("note: fitted on sailor/clariden/OPT-350, inter_node_efficiency is at the end of its grid (0.25)"),
+        text.contains("host_staging_s_per_gb               0         0.08            0.04"),
         "{text}"
     );
 
@@ -62,12 +58,12 @@ fn the_fit_on_the_given_sets_is_the_default_calibration() {
     near(&amp_h["in_sample"]["time_error"]["mean"], 0.0512, tol);
     near(
         &amp_h["leave_one_set_out"]["time_error"]["mean"],
-        0.5744,
+        0.4706,
         tol,
     );
     near(&amp_h["neutral"]["spearman"], 0.9555, tol);
     near(&amp_h["in_sample"]["spearman"], 0.9807, tol);
-    near(&amp_h["leave_one_set_out"]["spearman"], 0.8648, tol);
+    near(&amp_h["leave_one_set_out"]["spearman"], 0.9082, tol);
     near(&amp_h["neutral"]["top1_regret"], 1.100, tol);
     near(&amp_h["leave_one_set_out"]["top1_regret"], 1.025, tol);
     assert_eq!(amp_h["neutral"]["failed_predicted_infeasible"], 1);
@@ -83,7 +79,7 @@ fn the_fit_on_the_given_sets_is_the_default_calibration() {
     assert_eq!(amp_h["neutral"]["completed_predicted_infeasible"], 0);
     // Sailor GH200: time and memory.
     near(&sailor["neutral"]["time_error"]["mean"], 0.0854, tol);
-    near(&sailor["in_sample"]["time_error"]["mean"], 0.0854, tol);
+    near(&sailor["in_sample"]["time_error"]["mean"], 0.0513, tol);
     near(
         &sailor["leave_one_set_out"]["time_error"]["mean"],
         0.0854,
@@ -97,7 +93,7 @@ fn the_fit_on_the_given_sets_is_the_default_calibration() {
         tol,
     );
     near(&sailor["neutral"]["spearman"], 0.957, tol);
-    near(&sailor["in_sample"]["spearman"], 0.957, tol);
+    near(&sailor["in_sample"]["spearman"], 0.982, tol);
     near(&sailor["leave_one_set_out"]["spearman"], 0.957, tol);
     // Leaving Sailor out, nothing informs the per-sample fractions' absence
     // and the efficiency comes from AMP alone; leaving AMP out, the
@@ -113,11 +109,18 @@ fn the_fit_on_the_given_sets_is_the_default_calibration() {
     // Each memory constant comes from the set that measures its quantity:
     // without AMP (verdicts) the reserve is neutral and Sailor's readings
     // go to the cache whole; without Sailor (readings) the cache is neutral.
+    // Sailor's runs alone: a slower network and slower host-staged
+    // receives than both sets together want.
+    near(&loso["inter_node_efficiency"], 0.35, 0.0);
+    near(&loso["host_staging_s_per_gb"], 0.04, 0.0);
     near(&loso["framework_reserve_bytes"], 0.0, 0.0);
     near(&loso["allocator_cache_bytes"], 4.5e9, 0.0);
     let loso_sailor = set("sailor/clariden/OPT-350")["leave_one_set_out_calibration"].clone();
     near(&loso_sailor["framework_reserve_bytes"], 3.0e9, 0.0);
     near(&loso_sailor["allocator_cache_bytes"], 0.0, 0.0);
+    // AMP's engine rebuilds receives on the GPU: nothing informs the
+    // staging without Sailor.
+    near(&loso_sailor["host_staging_s_per_gb"], 0.0, 0.0);
 
     // The file is accepted back by validate, and gives the in-sample figures.
     let v = amp_json(&[
@@ -127,7 +130,7 @@ fn the_fit_on_the_given_sets_is_the_default_calibration() {
         out_file.to_str().unwrap(),
         data.join("sailor").to_str().unwrap(),
     ]);
-    near(&v["datasets"][0]["time_error"]["mean"], 0.0854, tol);
+    near(&v["datasets"][0]["time_error"]["mean"], 0.0513, tol);
     let o = amp(&[
         "validate",
         "--json",

@@ -1702,6 +1702,95 @@ fn lockstep_exchange_prices_pipelines_as_deepspeed_runs_them() {
     );
 }
 
+/// `--pipeline-receive host-staged` (Sailor's DeepSpeed fork): every
+/// pipelined plan pays its receives' fp32 host buffers, one-stage plans
+/// nothing; the plan and the header say so, and engines refuse it.
+#[test]
+fn host_staged_receives_price_pipelines_only() {
+    let base = [
+        "plan",
+        "--model",
+        "gpt2-medium",
+        "--seq",
+        "1024",
+        "--cluster",
+        "4x1xA100-40GB@10Gbps",
+        "--global-batch",
+        "32",
+        "--json",
+        "--top",
+        "1000",
+    ];
+    let run = |extra: &[&str]| {
+        amp_json_with(&base, extra)["plans"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let (direct, staged) = (run(&[]), run(&["--pipeline-receive", "host-staged"]));
+    assert_eq!(staged[0]["setup"]["pipeline_receive"], "host-staged");
+    assert!(direct[0]["setup"].get("pipeline_receive").is_none());
+    let key = |p: &serde_json::Value| (p["stages"].to_string(), p["micro_batch"].to_string());
+    let (mut pipelines, mut one_stage) = (0, 0);
+    for s in &staged {
+        let Some(d) = direct.iter().find(|d| key(d) == key(s)) else {
+            continue;
+        };
+        let (ts, td) = (
+            s["predicted_iteration_s"].as_f64().unwrap(),
+            d["predicted_iteration_s"].as_f64().unwrap(),
+        );
+        if s["pp"].as_u64().unwrap() > 1 {
+            assert!(ts > td, "a pipeline: staged {ts} <= direct {td}");
+            pipelines += 1;
+        } else {
+            assert_eq!(ts, td);
+            one_stage += 1;
+        }
+    }
+    assert!(
+        pipelines >= 5 && one_stage >= 1,
+        "{pipelines} / {one_stage}"
+    );
+    let text = stdout(&amp(&[
+        "plan",
+        "--model",
+        "gpt2-medium",
+        "--cluster",
+        "4x1xA100-40GB@10Gbps",
+        "--global-batch",
+        "32",
+        "--pipeline-receive",
+        "host-staged",
+    ]));
+    assert!(text.contains("host-staged receives"), "{text}");
+    assert_fails_with(
+        &[
+            "plan",
+            "--example",
+            "homogeneous",
+            "--engine",
+            "deepspeed",
+            "--pipeline-receive",
+            "host-staged",
+        ],
+        &[
+            "host-staged receives are Sailor's fork",
+            "--pipeline-receive",
+        ],
+    );
+    assert_fails_with(
+        &[
+            "plan",
+            "--example",
+            "homogeneous",
+            "--pipeline-receive",
+            "host",
+        ],
+        &["unknown pipeline receive `host`", "host-staged"],
+    );
+}
+
 /// GPT-2's `gelu_new` as Hugging Face's code runs it without an engine:
 /// the same iteration as a fused GeLU plus its kernels, and 14 more bytes
 /// per element of the MLP's inner tensor held for the backward (an fp32

@@ -150,14 +150,42 @@ fn reference_data_json_meets_the_memory_and_feasibility_targets() {
     near(&amp["time_error"]["mean"], 0.0512, 0.0015);
     near(&amp["time_error"]["max"], 0.1894, 0.0015);
     assert_eq!(amp["failed_predicted_infeasible"], 4);
-    near(&sailor["spearman"], 0.957, 0.005);
-    near(&sailor["kendall_tau_b"], 0.886, 0.005);
-    near(&sailor["time_error"]["mean"], 0.0854, 0.0015);
+    near(&sailor["spearman"], 0.982, 0.005);
+    near(&sailor["kendall_tau_b"], 0.924, 0.005);
+    near(&sailor["time_error"]["mean"], 0.0513, 0.0015);
     near(&sailor["time_error"]["max"], 0.159, 0.0015);
     near(&sailor["memory_error"]["mean"], 0.015, 0.0015);
     near(&sailor["memory_error"]["max"], 0.053, 0.0015);
     near(&sailor["grad_reduce_error"]["mean"], 0.7656, 0.0015);
     near(&sailor["grad_reduce_error"]["max"], 1.0, 0.0015);
+    // The pipelines at micro-batch 8, whose middle stages rebuild two
+    // 67 MB fp32 tensors per micro-batch through the host, within 1.5%
+    // (-12.7..-14.0% for the four-stage ones and -3.8..-4.7% for the
+    // two-stage ones before those receives were priced).
+    let sailor_run = |name: &str| {
+        sailor["details"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"].as_str().unwrap().ends_with(name))
+            .unwrap_or_else(|| panic!("no run {name}"))
+            .clone()
+    };
+    for name in [
+        "N16_D4.json",
+        "N32_D8.json",
+        "N8_D2.json",
+        "N16_D8.json",
+        "N32_D16.json",
+        "N8_D4.json",
+    ] {
+        let r = sailor_run(name);
+        let (p, m) = (
+            r["predicted_s"].as_f64().unwrap(),
+            r["measured_s"].as_f64().unwrap(),
+        );
+        assert!((p / m - 1.0).abs() <= 0.015, "{name}: {p} for {m}");
+    }
 }
 
 /// Sailor's measured memory is nvidia-smi's reading at the end of a run

@@ -1,7 +1,7 @@
 //! Fitting the default cost model's [`Calibration`] to measured runs, and
 //! the honest report of what the fit buys.
 //!
-//! **What is fitted, on what.** The five constants of [`Calibration`], on
+//! **What is fitted, on what.** The six constants of [`Calibration`], on
 //! the datasets given (`amp fit DIRS...`): the time constants minimise the
 //! mean, over datasets, of each dataset's mean relative time error on its
 //! completed runs (each dataset weighs the same however many runs it has);
@@ -53,6 +53,9 @@ pub struct Grid {
     pub framework_reserve_bytes: (u32, u32, f64),
     /// Values of [`Calibration::allocator_cache_bytes`]: 0, 0.25 GB, ..., 8 GB.
     pub allocator_cache_bytes: (u32, u32, f64),
+    /// Values of [`Calibration::host_staging_s_per_gb`]: 0, 0.01, ..., 0.5
+    /// s per GB (from no cost to a 2 GB/s host).
+    pub host_staging_s_per_gb: (u32, u32, f64),
 }
 
 /// Each constant's grid, as `(first k, last k, unit)`: values `k x unit`.
@@ -62,6 +65,7 @@ pub const GRID: Grid = Grid {
     inter_node_efficiency: (5, 20, 0.05),
     framework_reserve_bytes: (0, 32, 0.25e9),
     allocator_cache_bytes: (0, 32, 0.25e9),
+    host_staging_s_per_gb: (0, 50, 0.01),
 };
 
 /// The constants of `cal` that sit at the end of their grid away from
@@ -102,6 +106,12 @@ pub fn at_grid_edge(cal: &Calibration) -> Vec<(&'static str, f64)> {
             cal.allocator_cache_bytes,
             n.allocator_cache_bytes,
             GRID.allocator_cache_bytes,
+        ),
+        (
+            "host_staging_s_per_gb",
+            cal.host_staging_s_per_gb,
+            n.host_staging_s_per_gb,
+            GRID.host_staging_s_per_gb,
         ),
     ]
     .into_iter()
@@ -243,7 +253,7 @@ pub fn fit(datasets: &[&Dataset], base: &DeviceOptions) -> Fit {
     type Field = fn(&mut Calibration) -> &mut f64;
     // The constants that stand for one mechanism each: fitted by
     // coordinate descent for each value of the inter-node efficiency.
-    let time_fields: [(Field, Vec<f64>, f64); 2] = [
+    let time_fields: [(Field, Vec<f64>, f64); 3] = [
         (
             |c| &mut c.per_sample_fixed_fraction,
             values(GRID.per_sample_fixed_fraction),
@@ -253,6 +263,11 @@ pub fn fit(datasets: &[&Dataset], base: &DeviceOptions) -> Fit {
             |c| &mut c.per_sample_tp_comm_fixed_fraction,
             values(GRID.per_sample_tp_comm_fixed_fraction),
             neutral.per_sample_tp_comm_fixed_fraction,
+        ),
+        (
+            |c| &mut c.host_staging_s_per_gb,
+            values(GRID.host_staging_s_per_gb),
+            neutral.host_staging_s_per_gb,
         ),
     ];
     let descend = |efficiency: f64| {
@@ -281,8 +296,9 @@ pub fn fit(datasets: &[&Dataset], base: &DeviceOptions) -> Fit {
     };
     // The efficiency prices every transfer between nodes, so any phase
     // slower than priced can pull it, and it trades against the other
-    // constants along a valley where a descent one constant at a time
-    // stops wherever it enters. Every value of it is tried, from neutral down,
+    // constants along a valley (on Sailor's runs: a slow network or slow
+    // host-staged receives) where a descent one constant at a time stops
+    // wherever it enters. Every value of it is tried, from neutral down,
     // each with its own descent; the least loss wins, ties to the nearest
     // neutral.
     let mut efficiencies = values(GRID.inter_node_efficiency);
@@ -406,8 +422,11 @@ mod tests {
                     DeviceGrid::new(&cluster, 1, dp, pp, &Placement::artifact_default(&cluster));
                 // Megatron-LM's loss, as the AMP artifact's GPT-2 ran: every
                 // run fits a T4 at the truth's reserve.
+                // Receives through the host, as Sailor's engine makes them:
+                // the pipelined runs pin the staging cost.
                 let setup = crate::setup::TrainingSetup {
                     cross_entropy: Some(crate::setup::CrossEntropy::Megatron),
+                    pipeline_receive: crate::setup::PipelineReceive::HostStaged,
                     ..Default::default()
                 };
                 let plan = plan_from_grid(&grid, &bounds, mbs, 32 / dp / mbs, &setup);
@@ -471,6 +490,7 @@ mod tests {
             inter_node_efficiency: 0.7,
             framework_reserve_bytes: 1e9,
             allocator_cache_bytes: 1.5e9,
+            host_staging_s_per_gb: 0.05,
         };
         let data = synthetic(truth);
         let f = fit(&[&data], &DeviceOptions::default());
@@ -503,6 +523,7 @@ mod tests {
             inter_node_efficiency: 0.7,
             framework_reserve_bytes: 1e9,
             allocator_cache_bytes: 1.5e9,
+            host_staging_s_per_gb: 0.0,
         };
         let mut data = synthetic(truth);
         data.runs.retain(|r| !r.name.contains("GB less"));

@@ -375,6 +375,55 @@ impl FromStr for PipelineSend {
     }
 }
 
+/// Where a receiving stage rebuilds the activation (or gradient) it
+/// receives from its neighbour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PipelineReceive {
+    /// On the GPU: the received pieces go straight into a device buffer
+    /// (Megatron-LM, DeepSpeed, torchtitan).
+    #[default]
+    Direct,
+    /// Through the host: Sailor's fork of DeepSpeed's pipeline engine
+    /// rebuilds every received tensor with `reconstruct_tensor`
+    /// (deepspeed/utils.py), which zero-fills an fp32 buffer of the whole
+    /// tensor in host memory (`torch.zeros(num_el, dtype=torch.float32)`),
+    /// copies it to the GPU (`.cuda()`, a pageable copy the host waits
+    /// for), then fills in the pieces and all-gathers; it runs at the start
+    /// of every forward pass but the first stage's and every backward pass
+    /// but the last stage's, after a `.to('cpu')` that waits for the GPU,
+    /// so the GPU idles meanwhile. Priced per byte of that fp32 buffer at
+    /// [`crate::cost::Calibration::host_staging_s_per_gb`].
+    HostStaged,
+}
+
+impl PipelineReceive {
+    /// The name in files and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            PipelineReceive::Direct => "direct",
+            PipelineReceive::HostStaged => "host-staged",
+        }
+    }
+
+    fn is_direct(&self) -> bool {
+        *self == PipelineReceive::Direct
+    }
+}
+
+impl FromStr for PipelineReceive {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<PipelineReceive, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "direct" => Ok(PipelineReceive::Direct),
+            "host-staged" => Ok(PipelineReceive::HostStaged),
+            _ => Err(format!(
+                "unknown pipeline receive `{s}`; choose direct (Megatron-LM, DeepSpeed, torchtitan) or host-staged (Sailor's DeepSpeed fork)"
+            )),
+        }
+    }
+}
+
 /// How two neighbouring pipeline stages hand each other activations and
 /// gradients under 1F1B.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -701,6 +750,10 @@ pub struct TrainingSetup {
     /// What a pipeline send carries under tensor parallelism: the whole
     /// activation, or a `1 / tp` slice per rank.
     pub pipeline_send: PipelineSend,
+    /// Where a stage rebuilds what it receives: on the GPU, or through the
+    /// host as Sailor's DeepSpeed fork does. Absent from files: direct.
+    #[serde(default, skip_serializing_if = "PipelineReceive::is_direct")]
+    pub pipeline_receive: PipelineReceive,
     /// Overlap each stage's gradient all-reduce with its last backward pass.
     pub overlap_grad_reduce: bool,
     /// The engine the plan is meant to run on, when one was chosen.
@@ -728,6 +781,7 @@ impl Default for TrainingSetup {
             optimizer_sharding: OptimizerSharding::None,
             sequence_parallel: false,
             pipeline_send: PipelineSend::Full,
+            pipeline_receive: PipelineReceive::Direct,
             overlap_grad_reduce: false,
             engine: None,
             cross_entropy: None,
@@ -766,7 +820,7 @@ impl TrainingSetup {
     /// This setup as `engine` runs it: the engine named, the residual
     /// stream in the activations' format, as every engine keeps it (a plan
     /// priced as eager PyTorch's autocast, exported to an engine), the
-    /// engine's stage exchange, and, on engines without DeepSpeed's fp32
+    /// engine's stage exchange and its receives (on the GPU), and, on engines without DeepSpeed's fp32
     /// all-reduce, the gradients reduced as they are (fewer bytes than
     /// such a plan was priced with).
     pub fn on_engine(&self, engine: Engine) -> TrainingSetup {
@@ -774,6 +828,7 @@ impl TrainingSetup {
         s.engine = Some(engine);
         s.formats.residual_stream = None;
         s.stage_exchange = None;
+        s.pipeline_receive = PipelineReceive::Direct;
         if engine != Engine::DeepSpeed {
             s.formats.gradient_reduction = None;
         }
@@ -862,6 +917,12 @@ impl TrainingSetup {
                         ),
                     ));
                 }
+            }
+            if self.pipeline_receive == PipelineReceive::HostStaged {
+                return Err(AmpError::invalid(
+                    at,
+                    format!("host-staged receives are Sailor's fork of DeepSpeed's pipeline engine; {engine} rebuilds what a stage receives on the GPU: drop `pipeline_receive` (`--pipeline-receive`) or the engine"),
+                ));
             }
             if self.formats.residual_stream.is_some() {
                 return Err(AmpError::invalid(
@@ -993,6 +1054,9 @@ impl TrainingSetup {
         if self.pipeline_send != PipelineSend::Full {
             parts.push(format!("{} sends", self.pipeline_send.name()));
         }
+        if self.pipeline_receive != PipelineReceive::Direct {
+            parts.push(format!("{} receives", self.pipeline_receive.name()));
+        }
         if self.overlap_grad_reduce {
             parts.push("overlapped grad reduce".into());
         }
@@ -1046,6 +1110,52 @@ mod tests {
         assert!(text.contains("\"schedule\":\"interleaved:3\""), "{text}");
         let back: TrainingSetup = serde_json::from_str(&text).unwrap();
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn host_staged_receives_are_sailors_and_written_only_when_set() {
+        // Absent from files written before it existed, and from direct ones.
+        let plain = serde_json::to_string(&TrainingSetup::default()).unwrap();
+        assert!(!plain.contains("pipeline_receive"), "{plain}");
+        let staged = TrainingSetup {
+            pipeline_receive: PipelineReceive::HostStaged,
+            ..TrainingSetup::default()
+        };
+        let text = serde_json::to_string(&staged).unwrap();
+        assert!(
+            text.contains("\"pipeline_receive\":\"host-staged\""),
+            "{text}"
+        );
+        assert_eq!(
+            serde_json::from_str::<TrainingSetup>(&text).unwrap(),
+            staged
+        );
+        assert!(staged.check().is_ok());
+        assert!(staged.summary().contains("host-staged receives"));
+        assert!(!TrainingSetup::default().summary().contains("receives"));
+        assert_eq!("host-staged".parse(), Ok(PipelineReceive::HostStaged));
+        assert!("host"
+            .parse::<PipelineReceive>()
+            .unwrap_err()
+            .contains("host-staged"));
+        // No engine amp exports to receives through the host.
+        for engine in Engine::ALL {
+            let e = TrainingSetup {
+                engine: Some(engine),
+                ..staged
+            }
+            .check()
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains("Sailor's fork") && e.contains("--pipeline-receive"),
+                "{e}"
+            );
+            assert_eq!(
+                staged.on_engine(engine).pipeline_receive,
+                PipelineReceive::Direct
+            );
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The fitted constants of the default cost model, in one place.
 //!
 //! Everything else in [`crate::cost::device`] and [`crate::memory`] comes
-//! from first principles, the profile or the cluster file. These five
+//! from first principles, the profile or the cluster file. These six
 //! numbers do not: they stand for effects amp does not model (launch
 //! latency, transport efficiency, the framework's own memory), and they are
 //! fitted to measured runs by [`crate::fit::fit`] (`amp fit`), never chosen
@@ -42,6 +42,14 @@ pub struct Calibration {
     /// written before it existed: 0.
     #[serde(default)]
     pub allocator_cache_bytes: f64,
+    /// Seconds per GB of fp32 buffer a host-staged receive costs
+    /// ([`crate::setup::PipelineReceive::HostStaged`], Sailor's DeepSpeed
+    /// fork): the host zero-fills the buffer and copies it to the GPU from
+    /// pageable memory while the GPU waits. How fast that is depends on the
+    /// host (its memory, page size and driver), which no given spec states.
+    /// Neutral: 0. Absent from a file written before it existed: 0.
+    #[serde(default)]
+    pub host_staging_s_per_gb: f64,
 }
 
 impl Calibration {
@@ -52,6 +60,7 @@ impl Calibration {
         inter_node_efficiency: 1.0,
         framework_reserve_bytes: 0.0,
         allocator_cache_bytes: 0.0,
+        host_staging_s_per_gb: 0.0,
     };
 
     /// What `amp fit ../shared/data/amp-paper ../shared/data/sailor` fits on
@@ -67,6 +76,7 @@ impl Calibration {
         inter_node_efficiency: 1.0,
         framework_reserve_bytes: 3.0e9,
         allocator_cache_bytes: 1.5e9,
+        host_staging_s_per_gb: 0.08,
     };
 
     /// `Err(message)` naming the first field outside its range.
@@ -96,6 +106,12 @@ impl Calibration {
             if !(0.0..=1e15).contains(&v) {
                 return Err(format!("{name} = {v} must be in 0..=1e15"));
             }
+        }
+        if !(0.0..=10.0).contains(&self.host_staging_s_per_gb) {
+            return Err(format!(
+                "host_staging_s_per_gb = {} must be in 0..=10",
+                self.host_staging_s_per_gb
+            ));
         }
         Ok(())
     }

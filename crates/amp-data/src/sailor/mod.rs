@@ -18,7 +18,9 @@ use serde_json::Value;
 use amp_core::error::{AmpError, Result};
 use amp_core::model::{Layer, LayerKind, Model, TransformerShape};
 use amp_core::profile::{Profile, ProfileEntry};
-use amp_core::setup::{Engine, NumberFormats, OptimizerStep, Precision, StageExchange};
+use amp_core::setup::{
+    Engine, NumberFormats, OptimizerStep, PipelineReceive, Precision, StageExchange,
+};
 
 mod export;
 mod hardware;
@@ -236,6 +238,9 @@ pub fn training_setup(precision: Option<Precision>) -> amp_core::setup::Training
         // Sailor's fork of DeepSpeed's pipeline engine runs its
         // TrainSchedule with blocking `dist.send`/`recv`.
         stage_exchange: Some(StageExchange::Lockstep),
+        // Its `reconstruct_tensor` rebuilds every received tensor through
+        // an fp32 host buffer (deepspeed/utils.py).
+        pipeline_receive: PipelineReceive::HostStaged,
         ..Default::default()
     }
 }

@@ -259,6 +259,9 @@ struct StageCost {
     forward_s: f64,
     backward_s: f64,
     tp_comm_s: f64,
+    /// Host-staged receives inside the passes
+    /// ([`DeviceModel::add_receive_staging`]).
+    staging_s: f64,
 }
 
 /// Bytes of one element all-reduced inside a tensor-parallel group, or
@@ -471,7 +474,8 @@ impl DeviceModel {
         net: &NetPrices,
     ) -> PlanTimes {
         let chunks: Vec<Vec<Range<usize>>> = (0..plan.pp()).map(|j| plan.rank_layers(j)).collect();
-        let passes = self.pass_times(plan, compute, &chunks);
+        let mut passes = self.pass_times(plan, compute, &chunks);
+        self.add_receive_staging(inputs, plan, &chunks, &mut passes);
         let (sends, back) = self.send_times(inputs, plan, net, &chunks);
         PlanTimes {
             chunks,
@@ -587,6 +591,7 @@ impl DeviceModel {
                     forward_s: 0.0,
                     backward_s: 0.0,
                     tp_comm_s: 0.0,
+                    staging_s: 0.0,
                 };
                 for (k, range) in of_rank.iter().enumerate() {
                     let c = &costs[range.clone()];
@@ -1470,17 +1475,22 @@ impl DeviceModel {
     ) -> Estimate {
         let c = &passes.stage_costs[passes.kind_of[sim.critical_replica]][sim.critical_stage];
         let busy = c.forward_s + c.backward_s;
-        let comm_share = if busy > 0.0 {
-            (c.tp_comm_s / busy).clamp(0.0, 1.0)
-        } else {
-            0.0
+        let share = |part: f64| {
+            if busy > 0.0 {
+                (part / busy).clamp(0.0, 1.0)
+            } else {
+                0.0
+            }
         };
+        let (comm_share, staging_share) = (share(c.tp_comm_s), share(c.staging_s));
         Estimate {
             iteration_s: sim.timeline.iteration_s,
             breakdown: Breakdown {
-                compute_s: sim.compute_s * (1.0 - comm_share),
+                compute_s: sim.compute_s * (1.0 - comm_share - staging_share).max(0.0),
                 bubble_s: sim.bubble_s,
-                pipeline_send_s: sim.send_s,
+                // A host-staged receive is part of the receive, though
+                // the receiving pass pays it.
+                pipeline_send_s: sim.send_s + sim.compute_s * staging_share,
                 tp_comm_s: sim.compute_s * comm_share,
                 dp_allreduce_s: sim.allreduce_s,
                 optimizer_s: sim.optimizer_s,

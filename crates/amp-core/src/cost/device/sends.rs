@@ -5,7 +5,13 @@ use crate::cluster::Device;
 use crate::cost::collective;
 use crate::cost::Inputs;
 use crate::model::LayerKind;
-use crate::setup::TrainingSetup;
+use crate::plan::Plan;
+use crate::setup::{PipelineReceive, TrainingSetup};
+use std::ops::Range;
+
+/// Bytes per element of a host-staged receive's buffer: Sailor's
+/// `reconstruct_tensor` allocates it as `torch.float32`.
+const HOST_STAGING_BYTES: f64 = 4.0;
 
 use super::*;
 
@@ -37,6 +43,48 @@ impl DeviceModel {
             0.0
         };
         elems * mbs as f64 * pipeline_send_bytes(setup) + extra
+    }
+
+    /// Adds host-staged receives to `passes` (the setup's
+    /// [`crate::setup::PipelineReceive::HostStaged`]): every virtual stage
+    /// but the first rebuilds the activation it receives at the start of
+    /// its forward pass, every one but the last the gradient at the start
+    /// of its backward, each in a host fp32 buffer of the whole tensor
+    /// (whatever the sends' format or the tensor-parallel degree), at
+    /// [`crate::cost::Calibration::host_staging_s_per_gb`].
+    pub(super) fn add_receive_staging(
+        &self,
+        inputs: &Inputs,
+        plan: &Plan,
+        chunks: &[Vec<Range<usize>>],
+        passes: &mut Passes,
+    ) {
+        let s_per_byte = self.options.calibration.host_staging_s_per_gb / 1e9;
+        if plan.setup.pipeline_receive != PipelineReceive::HostStaged || s_per_byte <= 0.0 {
+            return;
+        }
+        let (pp, nv) = (chunks.len(), plan.stages.len());
+        // Virtual cut c follows the last layer of virtual stage c.
+        let cut_s: Vec<f64> = (0..nv.saturating_sub(1))
+            .map(|c| {
+                let last = chunks[c % pp][c / pp].end - 1;
+                let elems = inputs.model.layers[last].output_elems_per_sample as f64;
+                elems * plan.micro_batch as f64 * HOST_STAGING_BYTES * s_per_byte
+            })
+            .collect();
+        for (chunk_costs, stage_costs) in passes.chunk_costs.iter_mut().zip(&mut passes.stage_costs)
+        {
+            for (v, (f, b)) in chunk_costs.iter_mut().enumerate() {
+                let received_f = if v > 0 { cut_s[v - 1] } else { 0.0 };
+                let received_b = cut_s.get(v).copied().unwrap_or(0.0);
+                *f += received_f;
+                *b += received_b;
+                let total = &mut stage_costs[v % pp];
+                total.forward_s += received_f;
+                total.backward_s += received_b;
+                total.staging_s += received_f + received_b;
+            }
+        }
     }
 
     /// One micro-batch's activation (or its gradient) from the groups

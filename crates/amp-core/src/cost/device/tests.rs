@@ -1414,3 +1414,69 @@ fn groups_on_the_same_nodes_cost_the_same() {
     }
     assert!(compared > 40, "{compared}");
 }
+
+#[test]
+fn host_staged_receives_cost_their_fp32_buffer_in_the_receiving_pass() {
+    let (m, c) = (model(), cluster());
+    let p = fast_slow_profile();
+    let inputs = Inputs {
+        model: &m,
+        cluster: &c,
+        profile: &p,
+    };
+    let mut pl = plan(
+        vec![
+            (0, 1, vec![vec![d(0, 0)]]),
+            (1, 3, vec![vec![d(0, 1)]]),
+            (3, 4, vec![vec![d(1, 0)]]),
+        ],
+        3,
+    );
+    // Sent in fp16, rebuilt in an fp32 buffer: 100 elements x micro-batch
+    // 2 x 4 bytes at 10 s per GB.
+    pl.setup.formats = Precision::Fp16.formats();
+    pl.setup.pipeline_receive = crate::setup::PipelineReceive::HostStaged;
+    let staged = |s_per_gb: f64| {
+        DeviceModel::new(DeviceOptions {
+            price_memory: false,
+            calibration: Calibration {
+                host_staging_s_per_gb: s_per_gb,
+                ..Calibration::FITTED
+            },
+            ..Default::default()
+        })
+    };
+    let s = 800.0 * 10.0 / 1e9;
+    let t = staged(10.0).timeline(&inputs, &pl).unwrap();
+    // The first stage receives no activation, the last no gradient.
+    all_close(durations(&t, 0, EventKind::Forward), 1.0, 3);
+    all_close(durations(&t, 0, EventKind::Backward), 2.0 + s, 3);
+    all_close(durations(&t, 1, EventKind::Forward), 2.0 + s, 3);
+    all_close(durations(&t, 1, EventKind::Backward), 4.0 + s, 3);
+    all_close(durations(&t, 2, EventKind::Forward), 3.0 + s, 3);
+    all_close(durations(&t, 2, EventKind::Backward), 6.0, 3);
+    // The breakdown counts it with the sends and still adds up.
+    let e = staged(10.0).evaluate(&inputs, &pl).unwrap();
+    let b = &e.breakdown;
+    let sum = b.compute_s
+        + b.bubble_s
+        + b.pipeline_send_s
+        + b.tp_comm_s
+        + b.dp_allreduce_s
+        + b.optimizer_s;
+    assert!(
+        (sum - e.iteration_s).abs() < 1e-9,
+        "{sum} vs {}",
+        e.iteration_s
+    );
+    let direct = {
+        let mut d = pl.clone();
+        d.setup.pipeline_receive = crate::setup::PipelineReceive::Direct;
+        staged(10.0).evaluate(&inputs, &d).unwrap()
+    };
+    assert!(b.pipeline_send_s > direct.breakdown.pipeline_send_s);
+    assert!(e.iteration_s > direct.iteration_s);
+    // At the neutral 0 s per GB, or received directly, nothing changes.
+    let neutral = staged(0.0).evaluate(&inputs, &pl).unwrap();
+    assert_eq!(neutral.iteration_s, direct.iteration_s);
+}
