@@ -49,6 +49,11 @@ pub struct SetupArgs {
     /// Overlap each stage's gradient all-reduce with its last backward pass.
     #[arg(long, help_heading = "Training setup")]
     pub overlap_allreduce: bool,
+    /// Every rank waits at a barrier over the whole job after its last
+    /// backward before it reduces its gradients (Sailor's DeepSpeed fork;
+    /// Sailor's data sets it). Not with an engine or --overlap-allreduce.
+    #[arg(long, help_heading = "Training setup")]
+    pub grad_reduce_barrier: bool,
     /// All-reduce 16-bit gradients in fp32, twice the bytes (DeepSpeed's
     /// `communication_data_type`, `fp32_allreduce` in the version the AMP
     /// artifact ran, whose runs set it: the default on its inputs;
@@ -138,6 +143,9 @@ impl SetupArgs {
         if self.overlap_allreduce {
             v.push("--overlap-allreduce");
         }
+        if self.grad_reduce_barrier {
+            v.push("--grad-reduce-barrier");
+        }
         if self.fp32_allreduce.is_some() {
             v.push("--fp32-allreduce");
         }
@@ -198,6 +206,7 @@ impl SetupArgs {
                 .unwrap_or_default(),
             pipeline_receive: self.pipeline_receive.unwrap_or_default(),
             overlap_grad_reduce: self.overlap_allreduce,
+            grad_reduce_barrier: self.grad_reduce_barrier,
             engine,
             cross_entropy: self.cross_entropy,
             optimizer_step: self.optimizer_step,

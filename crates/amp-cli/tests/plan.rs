@@ -1791,6 +1791,65 @@ fn host_staged_receives_price_pipelines_only() {
     );
 }
 
+/// `--grad-reduce-barrier` (Sailor's DeepSpeed fork): no plan is priced
+/// faster, some pipelines slower (a stage that finishes early reduces only
+/// when the last one has: on mixed GPUs, a fast stage with more layers);
+/// one-stage plans are unchanged.
+#[test]
+fn a_barrier_before_the_grad_reduce_never_speeds_a_plan() {
+    let base = [
+        "plan",
+        "--model",
+        "gpt2-medium",
+        "--seq",
+        "1024",
+        "--cluster",
+        "2x4xA100-40GB@10Gbps+2x4xV100-16GB@10Gbps",
+        "--global-batch",
+        "32",
+        "--json",
+        "--top",
+        "1000",
+    ];
+    let run = |extra: &[&str]| {
+        amp_json_with(&base, extra)["plans"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let (plain, barrier) = (run(&[]), run(&["--grad-reduce-barrier"]));
+    assert_eq!(barrier[0]["setup"]["grad_reduce_barrier"], true);
+    assert!(plain[0]["setup"].get("grad_reduce_barrier").is_none());
+    let key = |p: &serde_json::Value| (p["stages"].to_string(), p["micro_batch"].to_string());
+    let (mut compared, mut slower) = (0, 0);
+    for b in &barrier {
+        let Some(p) = plain.iter().find(|p| key(p) == key(b)) else {
+            continue;
+        };
+        let (tb, tp) = (
+            b["predicted_iteration_s"].as_f64().unwrap(),
+            p["predicted_iteration_s"].as_f64().unwrap(),
+        );
+        assert!(tb >= tp * (1.0 - 1e-12), "barrier {tb} < plain {tp}");
+        if b["pp"].as_u64().unwrap() == 1 {
+            assert_eq!(tb, tp);
+        }
+        compared += 1;
+        slower += usize::from(tb > tp * 1.0001);
+    }
+    assert!(compared >= 100 && slower >= 10, "{compared} / {slower}");
+    assert_fails_with(
+        &[
+            "plan",
+            "--example",
+            "homogeneous",
+            "--grad-reduce-barrier",
+            "--overlap-allreduce",
+        ],
+        &["cannot overlap the last backward"],
+    );
+}
+
 /// GPT-2's `gelu_new` as Hugging Face's code runs it without an engine:
 /// the same iteration as a fused GeLU plus its kernels, and 14 more bytes
 /// per element of the MLP's inner tensor held for the backward (an fp32

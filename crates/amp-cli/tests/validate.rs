@@ -156,7 +156,7 @@ fn reference_data_json_meets_the_memory_and_feasibility_targets() {
     near(&sailor["time_error"]["max"], 0.159, 0.0015);
     near(&sailor["memory_error"]["mean"], 0.015, 0.0015);
     near(&sailor["memory_error"]["max"], 0.053, 0.0015);
-    near(&sailor["grad_reduce_error"]["mean"], 0.7656, 0.0015);
+    near(&sailor["grad_reduce_error"]["mean"], 0.7442, 0.0015);
     near(&sailor["grad_reduce_error"]["max"], 1.0, 0.0015);
     // The pipelines at micro-batch 8, whose middle stages rebuild two
     // 67 MB fp32 tensors per micro-batch through the host, within 1.5%

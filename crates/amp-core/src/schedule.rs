@@ -236,6 +236,11 @@ pub struct IterationSpec {
     /// `TrainSchedule` runs 1F1B ([`crate::setup::StageExchange::Lockstep`];
     /// see [`simulate`]). 1F1B only.
     pub lockstep: bool,
+    /// Every rank waits at a barrier over the whole job after its last
+    /// backward pass, before reducing its gradients and stepping (Sailor's
+    /// DeepSpeed fork: [`crate::setup::TrainingSetup::grad_reduce_barrier`]).
+    /// Not with `overlap_allreduce`.
+    pub barrier_before_allreduce: bool,
 }
 
 /// A simulated iteration and where its time goes.
@@ -305,8 +310,10 @@ fn check_len(what: &str, got: usize, want: usize) -> crate::Result<()> {
 /// the last backward has ended plus `allreduce_tail_fraction` of
 /// `allreduce_s` (the bucket produced last). Earlier micro-batches do not
 /// overlap: their gradients are accumulated, not reduced. The optimizer
-/// step starts after the all-reduce (or the last backward). The iteration
-/// ends when the last stage's optimizer step does.
+/// step starts after the all-reduce (or the last backward). With a barrier
+/// before the all-reduce, every stage's all-reduce and optimizer step wait
+/// for the last backward of every stage and replica (the wait counts as
+/// bubble). The iteration ends when the last stage's optimizer step does.
 pub fn simulate(spec: &IterationSpec) -> crate::Result<Simulation> {
     if spec.pipelines.is_empty() || spec.pipelines.iter().any(|p| p.num_micro_batches == 0) {
         return Err(crate::AmpError::invalid(
@@ -355,6 +362,12 @@ pub fn simulate(spec: &IterationSpec) -> crate::Result<Simulation> {
             spec.allreduce_tail_fraction.len(),
             pp,
         )?;
+    }
+    if spec.barrier_before_allreduce && spec.overlap_allreduce {
+        return Err(crate::AmpError::invalid(
+            "schedule simulation",
+            "an all-reduce after a barrier cannot overlap the last backward",
+        ));
     }
     if spec.lockstep && spec.schedule != Schedule::OneFOneB {
         return Err(crate::AmpError::invalid(
@@ -524,10 +537,19 @@ pub fn simulate(spec: &IterationSpec) -> crate::Result<Simulation> {
     let mut stage_end = vec![0.0f64; pp];
     let mut bwd_end = vec![0.0f64; pp];
     let mut ar_end = vec![0.0f64; pp];
+    // The barrier, if any: the last backward of all.
+    let barrier_end = last_bwd
+        .iter()
+        .flat_map(|s| s.iter().map(|x| x.1))
+        .fold(0.0, f64::max);
     for j in 0..pp {
-        let end = last_bwd.iter().map(|s| s[j].1).fold(0.0, f64::max);
+        bwd_end[j] = last_bwd.iter().map(|s| s[j].1).fold(0.0, f64::max);
+        let end = if spec.barrier_before_allreduce {
+            barrier_end
+        } else {
+            bwd_end[j]
+        };
         let last_start = last_bwd.iter().map(|s| s[j].0).fold(0.0, f64::max);
-        bwd_end[j] = end;
         let ar = spec.allreduce_s[j];
         let mut t = end;
         if ar > 0.0 {
@@ -589,6 +611,12 @@ pub fn simulate(spec: &IterationSpec) -> crate::Result<Simulation> {
         at = preds[e];
     }
     let send_s = sends.min(idle);
+    // Waiting at the barrier after the last backward (0 without one).
+    let barrier_wait = if spec.barrier_before_allreduce {
+        barrier_end - bwd_end[cs]
+    } else {
+        0.0
+    };
     Ok(Simulation {
         timeline: Timeline {
             num_stages: pp,
@@ -599,9 +627,9 @@ pub fn simulate(spec: &IterationSpec) -> crate::Result<Simulation> {
         critical_stage: cs,
         critical_replica: cr,
         compute_s,
-        bubble_s: idle - send_s,
+        bubble_s: idle - send_s + barrier_wait,
         send_s,
-        allreduce_s: ar_end[cs] - bwd_end[cs],
+        allreduce_s: ar_end[cs] - bwd_end[cs] - barrier_wait,
         optimizer_s: spec.optimizer_s[cs],
     })
 }
@@ -740,6 +768,7 @@ mod tests {
             allreduce_tail_fraction: vec![0.0; pp],
             blocking_sends: false,
             lockstep: false,
+            barrier_before_allreduce: false,
         }
     }
 
@@ -979,6 +1008,56 @@ mod tests {
             makespan(&spec(&[1.0], &[2.0], &[], &[], 4, Schedule::GPipe)),
             12.0
         );
+    }
+
+    #[test]
+    fn a_barrier_holds_every_allreduce_until_the_last_backward_of_all() {
+        let mut s = spec(
+            &[1.0, 1.0],
+            &[2.0, 2.0],
+            &[0.0],
+            &[0.0],
+            2,
+            Schedule::OneFOneB,
+        );
+        // As below: stage 1's last backward ends at 7, stage 0's at 9.
+        s.allreduce_s = vec![1.0, 5.0];
+        s.optimizer_s = vec![0.5, 0.5];
+        s.barrier_before_allreduce = true;
+        let sim = simulate(&s).unwrap();
+        let starts: Vec<f64> = sim
+            .timeline
+            .events
+            .iter()
+            .filter(|e| e.kind == EventKind::AllReduce)
+            .map(|e| e.start_s)
+            .collect();
+        assert_eq!(starts, vec![9.0, 9.0]);
+        assert_eq!(sim.timeline.iteration_s, 9.0 + 5.0 + 0.5);
+        assert_eq!(sim.critical_stage, 1);
+        // The 2 s at the barrier are idle time, not all-reduce.
+        assert_eq!(sim.allreduce_s, 5.0);
+        let total = sim.compute_s + sim.bubble_s + sim.send_s + sim.allreduce_s + sim.optimizer_s;
+        assert!((total - sim.timeline.iteration_s).abs() < 1e-12);
+        // Without data parallelism the optimizer steps wait too.
+        s.allreduce_s = vec![0.0, 0.0];
+        let sim = simulate(&s).unwrap();
+        assert_eq!(sim.timeline.iteration_s, 9.5);
+        let opt_starts: Vec<f64> = sim
+            .timeline
+            .events
+            .iter()
+            .filter(|e| e.kind == EventKind::Optimizer)
+            .map(|e| e.start_s)
+            .collect();
+        assert_eq!(opt_starts, vec![9.0, 9.0]);
+        // A reduction after a barrier cannot overlap the backward.
+        s.overlap_allreduce = true;
+        s.allreduce_tail_fraction = vec![0.0, 0.0];
+        assert!(simulate(&s)
+            .unwrap_err()
+            .to_string()
+            .contains("cannot overlap"));
     }
 
     #[test]

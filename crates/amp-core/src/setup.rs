@@ -424,6 +424,11 @@ impl FromStr for PipelineReceive {
     }
 }
 
+/// For `skip_serializing_if`: a flag left at its default.
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 /// How two neighbouring pipeline stages hand each other activations and
 /// gradients under 1F1B.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -756,6 +761,14 @@ pub struct TrainingSetup {
     pub pipeline_receive: PipelineReceive,
     /// Overlap each stage's gradient all-reduce with its last backward pass.
     pub overlap_grad_reduce: bool,
+    /// Every rank waits at a barrier over the whole job after its last
+    /// backward, before it reduces its gradients (Sailor's fork of
+    /// DeepSpeed's pipeline engine ends `_exec_reduce_tied_grads`, which
+    /// every rank runs before `_exec_reduce_grads`, with `dist.barrier()`
+    /// "for measurements"): a stage that finishes early reduces only when
+    /// the last stage to finish has. Absent from files: false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub grad_reduce_barrier: bool,
     /// The engine the plan is meant to run on, when one was chosen.
     pub engine: Option<Engine>,
     /// The loss kernel, when set; else the engine's
@@ -783,6 +796,7 @@ impl Default for TrainingSetup {
             pipeline_send: PipelineSend::Full,
             pipeline_receive: PipelineReceive::Direct,
             overlap_grad_reduce: false,
+            grad_reduce_barrier: false,
             engine: None,
             cross_entropy: None,
             optimizer_step: None,
@@ -829,6 +843,7 @@ impl TrainingSetup {
         s.formats.residual_stream = None;
         s.stage_exchange = None;
         s.pipeline_receive = PipelineReceive::Direct;
+        s.grad_reduce_barrier = false;
         if engine != Engine::DeepSpeed {
             s.formats.gradient_reduction = None;
         }
@@ -882,6 +897,12 @@ impl TrainingSetup {
                 ));
             }
         }
+        if self.grad_reduce_barrier && self.overlap_grad_reduce {
+            return Err(AmpError::invalid(
+                at,
+                "a gradient reduction after a barrier cannot overlap the last backward; drop `grad_reduce_barrier` (`--grad-reduce-barrier`) or `overlap_grad_reduce` (`--overlap-allreduce`)",
+            ));
+        }
         if self.stage_exchange == Some(StageExchange::Lockstep)
             && self.schedule != Schedule::OneFOneB
         {
@@ -917,6 +938,12 @@ impl TrainingSetup {
                         ),
                     ));
                 }
+            }
+            if self.grad_reduce_barrier {
+                return Err(AmpError::invalid(
+                    at,
+                    format!("a barrier before the gradient reduction is Sailor's fork of DeepSpeed's pipeline engine; {engine} reduces each stage's gradients when its backward ends: drop `grad_reduce_barrier` (`--grad-reduce-barrier`) or the engine"),
+                ));
             }
             if self.pipeline_receive == PipelineReceive::HostStaged {
                 return Err(AmpError::invalid(
@@ -1060,6 +1087,9 @@ impl TrainingSetup {
         if self.overlap_grad_reduce {
             parts.push("overlapped grad reduce".into());
         }
+        if self.grad_reduce_barrier {
+            parts.push("barrier before grad reduce".into());
+        }
         if self.cross_entropy.is_some() {
             parts.push(format!("{} cross entropy", self.cross_entropy().name()));
         }
@@ -1155,6 +1185,47 @@ mod tests {
                 staged.on_engine(engine).pipeline_receive,
                 PipelineReceive::Direct
             );
+        }
+    }
+
+    #[test]
+    fn a_barrier_before_the_reduction_is_sailors_and_written_only_when_set() {
+        let plain = serde_json::to_string(&TrainingSetup::default()).unwrap();
+        assert!(!plain.contains("grad_reduce_barrier"), "{plain}");
+        let barrier = TrainingSetup {
+            grad_reduce_barrier: true,
+            ..TrainingSetup::default()
+        };
+        let text = serde_json::to_string(&barrier).unwrap();
+        assert!(text.contains("\"grad_reduce_barrier\":true"), "{text}");
+        assert_eq!(
+            serde_json::from_str::<TrainingSetup>(&text).unwrap(),
+            barrier
+        );
+        assert!(barrier.check().is_ok());
+        assert!(barrier.summary().contains("barrier before grad reduce"));
+        let overlapped = TrainingSetup {
+            overlap_grad_reduce: true,
+            ..barrier
+        };
+        let e = overlapped.check().unwrap_err().to_string();
+        assert!(
+            e.contains("cannot overlap") && e.contains("--overlap-allreduce"),
+            "{e}"
+        );
+        for engine in Engine::ALL {
+            let e = TrainingSetup {
+                engine: Some(engine),
+                ..barrier
+            }
+            .check()
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains("Sailor's fork") && e.contains("--grad-reduce-barrier"),
+                "{e}"
+            );
+            assert!(!barrier.on_engine(engine).grad_reduce_barrier);
         }
     }
 

@@ -241,6 +241,9 @@ pub fn training_setup(precision: Option<Precision>) -> amp_core::setup::Training
         // Its `reconstruct_tensor` rebuilds every received tensor through
         // an fp32 host buffer (deepspeed/utils.py).
         pipeline_receive: PipelineReceive::HostStaged,
+        // Every rank ends `_exec_reduce_tied_grads` with `dist.barrier()`
+        // before it reduces its gradients (deepspeed/pipe_engine.py).
+        grad_reduce_barrier: true,
         ..Default::default()
     }
 }

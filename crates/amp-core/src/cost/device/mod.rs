@@ -546,6 +546,7 @@ impl DeviceModel {
             allreduce_tail_fraction: tail,
             blocking_sends: self.options.blocking_sends,
             lockstep: setup.stage_exchange() == StageExchange::Lockstep,
+            barrier_before_allreduce: setup.grad_reduce_barrier,
         };
         let mut sim = simulate(&spec)?;
         for e in &mut sim.timeline.events {
