@@ -514,7 +514,8 @@ pub mod builtin {
     /// then 1,327,104 after), and a windowed block keeps, per Korthikanti et
     /// al.'s count `s h (34 + 5 a s / h)` bytes per window, about 583 MB per
     /// sample: the reason most of the artifact's TransGAN runs ran out of
-    /// memory.
+    /// memory. Forward sends after entries 1..=53 carry the artifact's
+    /// 100 x 100 mask too (20,000 bytes in fp16).
     pub fn amp_transgan() -> Model {
         const H: u64 = 1024;
         const BOTTOM: u64 = 9;
@@ -567,6 +568,15 @@ pub mod builtin {
                 _ => (format!("op{i}"), LayerKind::Noop, 0, full),
             };
             let mut l = layer(&name, kind, params, out);
+            // Entry 1 creates a `[100, 100]` boolean "mask" that every entry
+            // passes on up to 53 (entry 54's window_reverse returns the
+            // image alone), and the artifact's DeepSpeed sends it cast to
+            // fp16 beside the activation, as it does GPT-2's
+            // (`_exec_send_activations`, for `ParallelTransGANGeneratorPipe`
+            // too): 20,000 bytes a forward send, whatever the micro-batch.
+            if (1..=53).contains(&i) {
+                l.forward_send_extra_bytes = 2 * 100 * 100;
+            }
             if kind == LayerKind::TransformerBlock {
                 l.stored_activation_elems_per_sample = Some(if i <= 14 {
                     block_stored(BOTTOM * BOTTOM, 1, H)
@@ -708,6 +718,15 @@ mod tests {
                 .count(),
             24
         );
+        // The fp16 mask rides with every forward send from entry 1 to 53.
+        let extra: Vec<u64> = m
+            .layers
+            .iter()
+            .map(|l| l.forward_send_extra_bytes)
+            .collect();
+        assert_eq!(extra[0], 0);
+        assert!(extra[1..=53].iter().all(|&b| b == 20_000));
+        assert_eq!(extra[54..], [0, 0]);
     }
 
     #[test]
