@@ -229,8 +229,8 @@ proptest! {
     /// sends and a sharded optimizer; a plan on other devices falls back to
     /// `evaluate`.
     #[test]
-    fn layout_estimator_equals_evaluate(i in small_instance(), variant in 0usize..3) {
-        use amp_core::setup::{OptimizerSharding, PipelineSend};
+    fn layout_estimator_equals_evaluate(i in small_instance(), variant in 0usize..4) {
+        use amp_core::setup::{OptimizerSharding, PipelineReceive, PipelineSend};
         let model = DeviceModel::default();
         let inputs = i.inputs();
         let plans = partitioner_plans(&i);
@@ -239,6 +239,12 @@ proptest! {
             match variant {
                 1 => plan.setup.pipeline_send = PipelineSend::ScatterGather,
                 2 => plan.setup.optimizer_sharding = OptimizerSharding::Zero1,
+                // Sailor's engine: receives through the host, a barrier
+                // before the reduction.
+                3 => {
+                    plan.setup.pipeline_receive = PipelineReceive::HostStaged;
+                    plan.setup.grad_reduce_barrier = true;
+                }
                 _ => {}
             }
             let estimate = model.layout_estimator(&inputs, &plan).unwrap();
@@ -281,7 +287,8 @@ proptest! {
     /// leaves unsimulated by) is never above the simulated time, on every
     /// split of every plan, with the micro-batches dealt evenly and one
     /// moved between replicas, sends blocking or not, in lockstep or not,
-    /// the all-reduce overlapped or not; and it is there exactly when the
+    /// the all-reduce overlapped or not, Sailor's host-staged receives and
+    /// barrier before the reduction or not; and it is there exactly when the
     /// plan fits. `time_if_fits_under` (what the refinement prices splits
     /// with) gives `time_if_fits`'s estimate of every split faster than the
     /// limit, and leaves unsimulated a split whose bound is above it:
@@ -292,6 +299,7 @@ proptest! {
         blocking in any::<bool>(),
         overlap in any::<bool>(),
         lockstep in any::<bool>(),
+        sailor in any::<bool>(),
     ) {
         let model = DeviceModel::new(DeviceOptions {
             blocking_sends: blocking,
@@ -302,6 +310,11 @@ proptest! {
             let mut plan = plan.clone();
             plan.setup.overlap_grad_reduce = overlap;
             plan.setup.stage_exchange = lockstep.then_some(StageExchange::Lockstep);
+            if sailor {
+                plan.setup.pipeline_receive = amp_core::setup::PipelineReceive::HostStaged;
+                // The barrier holds the reduction back: no overlap with it.
+                plan.setup.grad_reduce_barrier = !overlap;
+            }
             let mut variants = vec![plan.clone()];
             let dp = plan.stages[0].replicas.len();
             if dp > 1 && plan.num_micro_batches > 1 {
