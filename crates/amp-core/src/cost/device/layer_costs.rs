@@ -42,11 +42,43 @@ pub(super) type GroupKey<'c> = (Vec<&'c str>, Vec<(u64, u64)>);
 #[derive(Default)]
 pub(super) struct Caches<'c> {
     types: Vec<(TypeKey<'c>, Option<Vec<LayerCost>>)>,
-    groups: Vec<(GroupKey<'c>, Vec<LayerCost>)>,
+    groups: Vec<(CostsKey<'c>, Vec<LayerCost>)>,
 }
+
+/// A group's key and its one-node twin's ([`one_node_twin`]): what its
+/// layer costs depend on besides the setup and micro-batch size.
+type CostsKey<'c> = (GroupKey<'c>, Option<GroupKey<'c>>);
 
 /// (GPU type, tensor-parallel degree).
 pub(super) type TypeKey<'c> = (&'c str, usize);
+
+/// Groups' layer costs shared by the layouts of one search
+/// ([`DeviceModel::layout_estimators`]): thousands of layouts meet a few
+/// dozen kinds of group. A group's costs depend on its key (what
+/// [`Caches`] holds them by within a plan), on that of the one-node group a
+/// measured profile's degree stands for ([`one_node_twin`]: the group's
+/// first node, which its key does not name), on the setup and on the
+/// micro-batch size. A race prices a group twice, alike.
+#[derive(Default)]
+pub(super) struct GroupMemo<'c> {
+    costs: Mutex<HashMap<GroupMemoKey<'c>, Arc<[LayerCost]>>>,
+}
+
+/// (setup, micro-batch size, group key, its one-node twin's key) of
+/// [`GroupMemo`].
+type GroupMemoKey<'c> = (TrainingSetup, usize, GroupKey<'c>, Option<GroupKey<'c>>);
+
+impl<'c> GroupMemo<'c> {
+    fn get(&self, key: &GroupMemoKey<'c>) -> Option<Arc<[LayerCost]>> {
+        let map = self.costs.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(key).cloned()
+    }
+
+    fn insert(&self, key: GroupMemoKey<'c>, costs: &[LayerCost]) {
+        let mut map = self.costs.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(key).or_insert_with(|| costs.into());
+    }
+}
 
 pub(super) fn group_key<'c>(inputs: &Inputs<'c>, group: &[Device]) -> GroupKey<'c> {
     let cluster: &'c Cluster = inputs.cluster;
@@ -204,23 +236,35 @@ impl DeviceModel {
     /// Costs of every layer for one micro-batch on the tensor-parallel
     /// group `group` (the max over its GPU types, layer by layer), with
     /// the tensor-parallel all-reduces of compute-only entries and the
-    /// recomputed forward passes. Memoized per kind of group.
+    /// recomputed forward passes. Memoized per kind of group, in `caches`
+    /// and, when given, in the search's `shared` memo.
     pub(super) fn group_costs<'k, 'c>(
         &self,
         inputs: &Inputs<'c>,
         setup: &TrainingSetup,
         group: &[Device],
         mbs: usize,
-        caches: &'k mut Caches<'c>,
+        (caches, shared): (&'k mut Caches<'c>, Option<&GroupMemo<'c>>),
     ) -> Result<&'k [LayerCost]> {
-        let key = group_key(inputs, group);
+        // A group across nodes whose profiled degree was measured on one
+        // node pays what its links cost beyond its first node's: the two
+        // keys together say what its costs depend on.
+        let twin = one_node_twin(inputs, group).map(|t| group_key(inputs, &t));
+        let key = (group_key(inputs, group), twin);
         if let Some(i) = caches.groups.iter().position(|(k, _)| *k == key) {
             return Ok(&caches.groups[i].1);
+        }
+        let shared_key = shared.map(|_| (*setup, mbs, key.0.clone(), key.1.clone()));
+        if let (Some(m), Some(k)) = (shared, &shared_key) {
+            if let Some(c) = m.get(k) {
+                caches.groups.push((key, c.to_vec()));
+                return Ok(&caches.groups[caches.groups.len() - 1].1);
+            }
         }
         let tp = group.len();
         let n = inputs.model.num_layers();
         let mut out = vec![LayerCost::default(); n];
-        for &gpu in &key.0 {
+        for &gpu in &key.0 .0 {
             let tkey = (gpu, tp);
             let costs = match caches.types.iter().find(|(k, _)| *k == tkey) {
                 Some((_, c)) => c.clone(),
@@ -276,6 +320,9 @@ impl DeviceModel {
                 }
             }
             Recompute::None => {}
+        }
+        if let (Some(m), Some(k)) = (shared, shared_key) {
+            m.insert(k, &out);
         }
         caches.groups.push((key, out));
         Ok(&caches.groups[caches.groups.len() - 1].1)

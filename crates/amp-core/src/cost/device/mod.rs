@@ -323,17 +323,19 @@ impl DeviceModel {
     /// What `plan`'s computation costs whatever its split and deal, for
     /// [`Self::run_priced`].
     fn compute_prices(&self, inputs: &Inputs, plan: &Plan) -> Result<ComputePrices> {
-        self.compute_prices_with(inputs, plan, None)
+        self.compute_prices_with(inputs, plan, None, None)
     }
 
     /// [`Self::compute_prices`], the optimizer step's kinds taken from
     /// `steps` when given (those of a plan on the same devices: they do
-    /// not depend on the micro-batch size).
-    fn compute_prices_with(
+    /// not depend on the micro-batch size), each group's costs looked up in
+    /// `shared` first (and priced into it when missing).
+    fn compute_prices_with<'c>(
         &self,
-        inputs: &Inputs,
+        inputs: &Inputs<'c>,
         plan: &Plan,
         steps: Option<Arc<StepKinds>>,
+        shared: Option<&GroupMemo<'c>>,
     ) -> Result<ComputePrices> {
         let mut caches: Vec<(usize, Caches)> = Vec::new();
         let mut layer_costs: Vec<Vec<LayerCost>> = Vec::new();
@@ -369,7 +371,8 @@ impl DeviceModel {
                     caches.push((tp, Caches::default()));
                 }
                 let cache = &mut caches.iter_mut().find(|(t, _)| *t == tp).unwrap().1;
-                let costs = self.group_costs(inputs, &plan.setup, rep, plan.micro_batch, cache)?;
+                let costs =
+                    self.group_costs(inputs, &plan.setup, rep, plan.micro_batch, (cache, shared))?;
                 let k = match layer_costs.iter().position(|c| *c == costs) {
                     Some(k) => k,
                     None => {
@@ -772,6 +775,8 @@ struct DeviceGridTables<'a> {
     /// What the search's grids share: the cluster's kinds of node, found
     /// once ([`NetMemo::kinds_of`]). The grids' prices are their own.
     memo: Option<Arc<NetMemo>>,
+    /// Groups' layer costs shared by the search's grids and layouts.
+    groups: Option<Arc<GroupMemo<'a>>>,
 }
 
 /// A grid's devices: per stage, per replica.
@@ -793,11 +798,13 @@ impl<'a> GridTables<'a> for DeviceGridTables<'a> {
         }
         let net = &mut self.last.as_mut().expect("set above").2;
         let kinds = NetMemo::kinds_of(self.memo.as_deref(), self.inputs.cluster);
-        self.model.stage_tables_with(self.inputs, c, net, &kinds)
+        self.model
+            .stage_tables_with(self.inputs, c, net, (&kinds, self.groups.as_deref()))
     }
 
     fn layout_estimator(&mut self, plan: &Plan) -> Result<LayoutEstimator<'a>> {
-        let estimator = self.model.device_layout_estimator(self.inputs, plan)?;
+        let mut estimator = self.model.device_layout_estimator(self.inputs, plan)?;
+        estimator.groups = self.groups.clone();
         // A one-chunk plan on the last grid and setup: the tables' network
         // is the plan's.
         if let Some((stages, setup, Some(net))) = &self.last {
@@ -854,12 +861,12 @@ impl DeviceModel {
     /// [`CostModel::stage_tables`] of `c`, its grid's network priced into
     /// `net` on first need and read from it after (candidates on one grid
     /// and setup share it).
-    fn stage_tables_with(
+    fn stage_tables_with<'c>(
         &self,
-        inputs: &Inputs,
+        inputs: &Inputs<'c>,
         c: &Candidate,
         net: &mut Option<GridNet>,
-        kinds: &crate::placement::NodeKinds,
+        (kinds, shared): (&crate::placement::NodeKinds, Option<&GroupMemo<'c>>),
     ) -> Result<StageTables> {
         let grid = c.grid;
         let setup = c.setup;
@@ -887,7 +894,7 @@ impl DeviceModel {
                     }
                     seen.push(g);
                 }
-                let costs = self.group_costs(inputs, setup, rep, mbs, &mut cache)?;
+                let costs = self.group_costs(inputs, setup, rep, mbs, (&mut cache, shared))?;
                 for (p, c) in per_layer.iter_mut().zip(costs) {
                     *p = p.max(c.forward_s + c.backward_s);
                 }
@@ -1043,7 +1050,7 @@ impl CostModel for DeviceModel {
 
     fn stage_tables(&self, inputs: &Inputs, c: &Candidate) -> Result<StageTables> {
         let kinds = crate::placement::NodeKinds::of(inputs.cluster);
-        self.stage_tables_with(inputs, c, &mut None, &kinds)
+        self.stage_tables_with(inputs, c, &mut None, (&kinds, None))
     }
 
     fn grid_tables<'a>(&'a self, inputs: &'a Inputs<'a>) -> Box<dyn GridTables<'a> + 'a> {
@@ -1052,6 +1059,7 @@ impl CostModel for DeviceModel {
             inputs,
             last: None,
             memo: None,
+            groups: None,
         })
     }
 
@@ -1092,22 +1100,25 @@ impl CostModel for DeviceModel {
             model: self,
             inputs,
             memo: Arc::new(NetMemo::default()),
+            groups: Arc::new(GroupMemo::default()),
         })
     }
 }
 
 /// [`CostModel::layout_estimators`] of the device model: layout
-/// estimators sharing one [`NetMemo`].
+/// estimators sharing one [`NetMemo`] and one [`GroupMemo`].
 struct SharedLayoutEstimators<'a> {
     model: &'a DeviceModel,
     inputs: &'a Inputs<'a>,
     memo: Arc<NetMemo>,
+    groups: Arc<GroupMemo<'a>>,
 }
 
 impl<'a> LayoutEstimators<'a> for SharedLayoutEstimators<'a> {
     fn layout_estimator(&self, plan: &Plan) -> Result<LayoutEstimator<'a>> {
         let mut e = self.model.device_layout_estimator(self.inputs, plan)?;
         e.memo = Some(self.memo.clone());
+        e.groups = Some(self.groups.clone());
         Ok(Box::new(e))
     }
 
@@ -1117,6 +1128,7 @@ impl<'a> LayoutEstimators<'a> for SharedLayoutEstimators<'a> {
             inputs: self.inputs,
             last: None,
             memo: Some(self.memo.clone()),
+            groups: Some(self.groups.clone()),
         })
     }
 }
@@ -1138,6 +1150,7 @@ impl DeviceModel {
             net: OnceLock::new(),
             compute: Mutex::new(Vec::new()),
             memo: None,
+            groups: None,
         })
     }
 }
@@ -1158,6 +1171,8 @@ struct DeviceLayoutEstimator<'a> {
     compute: Mutex<Vec<(usize, Arc<ComputePrices>)>>,
     /// Network prices shared with the other layouts of a search.
     memo: Option<Arc<NetMemo>>,
+    /// Groups' layer costs shared with the other layouts of a search.
+    groups: Option<Arc<GroupMemo<'a>>>,
 }
 
 /// Network prices shared by the layouts of one search on one cluster
@@ -1264,7 +1279,8 @@ impl DeviceLayoutEstimator<'_> {
             Some(c) => c,
             None => {
                 // Priced outside the lock; a race prices it twice, alike.
-                let c = Arc::new(m.compute_prices_with(inputs, plan, steps)?);
+                let c =
+                    Arc::new(m.compute_prices_with(inputs, plan, steps, self.groups.as_deref())?);
                 let mut v = self.compute.lock().unwrap_or_else(|e| e.into_inner());
                 match memo(&v) {
                     Some(c) => c,
@@ -1570,8 +1586,8 @@ mod step;
 
 use sends::TransferCurves;
 
-use layer_costs::Caches;
 pub use layer_costs::{attention_core_share, LayerCost};
+use layer_costs::{Caches, GroupMemo};
 
 #[cfg(test)]
 mod tests;

@@ -1388,7 +1388,7 @@ fn groups_on_the_same_nodes_cost_the_same() {
                 let base = on(0);
                 let mut fresh = Caches::default();
                 let want = model
-                    .group_costs(&inputs, &setup, &base, 2, &mut fresh)
+                    .group_costs(&inputs, &setup, &base, 2, (&mut fresh, None))
                     .unwrap()
                     .to_vec();
                 for g in 1..4 {
@@ -1404,7 +1404,7 @@ fn groups_on_the_same_nodes_cost_the_same() {
                     assert!(on_same_nodes(&base, &other));
                     let mut fresh = Caches::default();
                     let got = model
-                        .group_costs(&inputs, &setup, &other, 2, &mut fresh)
+                        .group_costs(&inputs, &setup, &other, 2, (&mut fresh, None))
                         .unwrap();
                     assert_eq!(got, want.as_slice(), "{nodes:?} gpu offset {g}");
                     compared += 1;
@@ -1479,4 +1479,60 @@ fn host_staged_receives_cost_their_fp32_buffer_in_the_receiving_pass() {
     // At the neutral 0 s per GB, or received directly, nothing changes.
     let neutral = staged(0.0).evaluate(&inputs, &pl).unwrap();
     assert_eq!(neutral.iteration_s, direct.iteration_s);
+}
+
+/// A tp group across two nodes whose degree was measured on one node pays
+/// what its links cost beyond its first node's: two such groups that
+/// differ only in which node comes first (nodes of one GPU type, one with
+/// slower NVLink) cost what each costs alone, also when priced one after
+/// the other from one cache, and from a shared memo.
+#[test]
+fn groups_across_nodes_are_cached_by_their_first_node_too() {
+    let m = model();
+    let mut c = cluster();
+    c.nodes = vec![c.nodes[0].clone(), c.nodes[0].clone()];
+    c.nodes[0].gpus = 4;
+    c.nodes[1].gpus = 4;
+    c.nodes[0].intra_bytes_per_s = 100e9;
+    c.nodes[1].intra_bytes_per_s = 1e9;
+    let p = Profile {
+        entries: vec![
+            entry("fast", 1, 1.0, Some(2.0)),
+            entry("fast", 4, 0.3, Some(0.6)),
+        ],
+        precision: None,
+    };
+    let inputs = Inputs {
+        model: &m,
+        cluster: &c,
+        profile: &p,
+    };
+    let setup = TrainingSetup::default();
+    let model = time_only();
+    let a = vec![d(0, 0), d(0, 1), d(1, 0), d(1, 1)];
+    let b = vec![d(1, 2), d(1, 3), d(0, 2), d(0, 3)];
+    let alone = |g: &[Device]| {
+        let mut fresh = Caches::default();
+        model
+            .group_costs(&inputs, &setup, g, 2, (&mut fresh, None))
+            .unwrap()
+            .to_vec()
+    };
+    let (want_a, want_b) = (alone(&a), alone(&b));
+    // Measured on node 0's fast links, group a pays less beyond them than
+    // group b does beyond node 1's slow ones.
+    assert_ne!(want_a, want_b);
+    let mut one = Caches::default();
+    let memo = GroupMemo::default();
+    for (g, want) in [(&a, &want_a), (&b, &want_b), (&a, &want_a)] {
+        let got = model
+            .group_costs(&inputs, &setup, g, 2, (&mut one, Some(&memo)))
+            .unwrap();
+        assert_eq!(got, want.as_slice());
+        let mut fresh = Caches::default();
+        let from_memo = model
+            .group_costs(&inputs, &setup, g, 2, (&mut fresh, Some(&memo)))
+            .unwrap();
+        assert_eq!(from_memo, want.as_slice());
+    }
 }
