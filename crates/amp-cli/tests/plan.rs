@@ -1602,52 +1602,81 @@ fn the_artifacts_inputs_default_to_its_loss_and_adam() {
     assert!(v["plans"][0]["setup"].get("cross_entropy").is_none());
 }
 
-/// `--stage-exchange`: lockstep (DeepSpeed's TrainSchedule) never prices a
-/// pipelined plan faster than blocking sends and prices some slower; it is
-/// the AMP artifact's and DeepSpeed's default, and refused where the engine
-/// or schedule runs otherwise.
-#[test]
-fn lockstep_exchange_prices_pipelines_as_deepspeed_runs_them() {
-    let base = [
+/// `amp plan --json --top 1000` of gpt2-medium (sequence 1024, batch 32) on
+/// `cluster`.
+fn gpt2_medium_plan(cluster: &str) -> Vec<&str> {
+    vec![
         "plan",
         "--model",
         "gpt2-medium",
         "--seq",
         "1024",
         "--cluster",
-        "4x1xA100-40GB@10Gbps",
+        cluster,
         "--global-batch",
         "32",
         "--json",
         "--top",
         "1000",
-    ];
-    let run = |extra: &[&str]| {
-        amp_json_with(&base, extra)["plans"]
-            .as_array()
-            .unwrap()
-            .clone()
-    };
-    let (blocking, lockstep) = (run(&[]), run(&["--stage-exchange", "lockstep"]));
-    assert_eq!(lockstep[0]["setup"]["stage_exchange"], "lockstep");
-    assert!(blocking[0]["setup"].get("stage_exchange").is_none());
+    ]
+}
+
+/// The plans of [`gpt2_medium_plan`] on `cluster` with `extra` flags.
+fn gpt2_medium_plans(cluster: &str, extra: &[&str]) -> Vec<serde_json::Value> {
+    amp_json_with(&gpt2_medium_plan(cluster), extra)["plans"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// [`gpt2_medium_plan`] on `cluster` as it is and with `flags`: each plan
+/// both find (the same stages and micro-batch) as (pp, time as it is, time
+/// with the flags), and the first plan's setup of each.
+fn same_plans_with(
+    cluster: &str,
+    flags: &[&str],
+) -> (Vec<(u64, f64, f64)>, serde_json::Value, serde_json::Value) {
+    let (plain, flagged) = (
+        gpt2_medium_plans(cluster, &[]),
+        gpt2_medium_plans(cluster, flags),
+    );
     let key = |p: &serde_json::Value| (p["stages"].to_string(), p["micro_batch"].to_string());
+    let time = |p: &serde_json::Value| p["predicted_iteration_s"].as_f64().unwrap();
+    let pairs = flagged
+        .iter()
+        .filter_map(|f| {
+            let p = plain.iter().find(|p| key(p) == key(f))?;
+            Some((f["pp"].as_u64().unwrap(), time(p), time(f)))
+        })
+        .collect();
+    (
+        pairs,
+        plain[0]["setup"].clone(),
+        flagged[0]["setup"].clone(),
+    )
+}
+
+/// `--stage-exchange`: lockstep (DeepSpeed's TrainSchedule) never prices a
+/// pipelined plan faster than blocking sends and prices some slower; it is
+/// the AMP artifact's and DeepSpeed's default, and refused where the engine
+/// or schedule runs otherwise.
+#[test]
+fn lockstep_exchange_prices_pipelines_as_deepspeed_runs_them() {
+    let cluster = "4x1xA100-40GB@10Gbps";
+    let (pairs, blocking, lockstep) = same_plans_with(cluster, &["--stage-exchange", "lockstep"]);
+    assert_eq!(lockstep["stage_exchange"], "lockstep");
+    assert!(blocking.get("stage_exchange").is_none());
     let (mut same, mut slower) = (0, 0);
-    for l in lockstep.iter().filter(|p| p["pp"].as_u64().unwrap() > 1) {
-        if let Some(b) = blocking.iter().find(|b| key(b) == key(l)) {
-            let (tl, tb) = (
-                l["predicted_iteration_s"].as_f64().unwrap(),
-                b["predicted_iteration_s"].as_f64().unwrap(),
-            );
-            assert!(tl >= tb * (1.0 - 1e-12), "lockstep {tl} < blocking {tb}");
-            same += 1;
-            slower += usize::from(tl > tb * 1.001);
-        }
+    for &(_, tb, tl) in pairs.iter().filter(|p| p.0 > 1) {
+        assert!(tl >= tb * (1.0 - 1e-12), "lockstep {tl} < blocking {tb}");
+        same += 1;
+        slower += usize::from(tl > tb * 1.001);
     }
     assert!(
         same >= 5 && slower >= 1,
         "{same} plans compared, {slower} slower"
     );
+    let run = |extra: &[&str]| gpt2_medium_plans(cluster, extra);
     // DeepSpeed's own and the AMP artifact's setups exchange in lockstep.
     let time = |plans: &[serde_json::Value]| plans[0]["predicted_iteration_s"].as_f64();
     let ds = run(&["--engine", "deepspeed"]);
@@ -1707,40 +1736,15 @@ fn lockstep_exchange_prices_pipelines_as_deepspeed_runs_them() {
 /// nothing; the plan and the header say so, and engines refuse it.
 #[test]
 fn host_staged_receives_price_pipelines_only() {
-    let base = [
-        "plan",
-        "--model",
-        "gpt2-medium",
-        "--seq",
-        "1024",
-        "--cluster",
+    let (pairs, direct, staged) = same_plans_with(
         "4x1xA100-40GB@10Gbps",
-        "--global-batch",
-        "32",
-        "--json",
-        "--top",
-        "1000",
-    ];
-    let run = |extra: &[&str]| {
-        amp_json_with(&base, extra)["plans"]
-            .as_array()
-            .unwrap()
-            .clone()
-    };
-    let (direct, staged) = (run(&[]), run(&["--pipeline-receive", "host-staged"]));
-    assert_eq!(staged[0]["setup"]["pipeline_receive"], "host-staged");
-    assert!(direct[0]["setup"].get("pipeline_receive").is_none());
-    let key = |p: &serde_json::Value| (p["stages"].to_string(), p["micro_batch"].to_string());
+        &["--pipeline-receive", "host-staged"],
+    );
+    assert_eq!(staged["pipeline_receive"], "host-staged");
+    assert!(direct.get("pipeline_receive").is_none());
     let (mut pipelines, mut one_stage) = (0, 0);
-    for s in &staged {
-        let Some(d) = direct.iter().find(|d| key(d) == key(s)) else {
-            continue;
-        };
-        let (ts, td) = (
-            s["predicted_iteration_s"].as_f64().unwrap(),
-            d["predicted_iteration_s"].as_f64().unwrap(),
-        );
-        if s["pp"].as_u64().unwrap() > 1 {
+    for &(pp, td, ts) in &pairs {
+        if pp > 1 {
             assert!(ts > td, "a pipeline: staged {ts} <= direct {td}");
             pipelines += 1;
         } else {
@@ -1797,41 +1801,16 @@ fn host_staged_receives_price_pipelines_only() {
 /// one-stage plans are unchanged.
 #[test]
 fn a_barrier_before_the_grad_reduce_never_speeds_a_plan() {
-    let base = [
-        "plan",
-        "--model",
-        "gpt2-medium",
-        "--seq",
-        "1024",
-        "--cluster",
+    let (pairs, plain, barrier) = same_plans_with(
         "2x4xA100-40GB@10Gbps+2x4xV100-16GB@10Gbps",
-        "--global-batch",
-        "32",
-        "--json",
-        "--top",
-        "1000",
-    ];
-    let run = |extra: &[&str]| {
-        amp_json_with(&base, extra)["plans"]
-            .as_array()
-            .unwrap()
-            .clone()
-    };
-    let (plain, barrier) = (run(&[]), run(&["--grad-reduce-barrier"]));
-    assert_eq!(barrier[0]["setup"]["grad_reduce_barrier"], true);
-    assert!(plain[0]["setup"].get("grad_reduce_barrier").is_none());
-    let key = |p: &serde_json::Value| (p["stages"].to_string(), p["micro_batch"].to_string());
+        &["--grad-reduce-barrier"],
+    );
+    assert_eq!(barrier["grad_reduce_barrier"], true);
+    assert!(plain.get("grad_reduce_barrier").is_none());
     let (mut compared, mut slower) = (0, 0);
-    for b in &barrier {
-        let Some(p) = plain.iter().find(|p| key(p) == key(b)) else {
-            continue;
-        };
-        let (tb, tp) = (
-            b["predicted_iteration_s"].as_f64().unwrap(),
-            p["predicted_iteration_s"].as_f64().unwrap(),
-        );
+    for &(pp, tp, tb) in &pairs {
         assert!(tb >= tp * (1.0 - 1e-12), "barrier {tb} < plain {tp}");
-        if b["pp"].as_u64().unwrap() == 1 {
+        if pp == 1 {
             assert_eq!(tb, tp);
         }
         compared += 1;

@@ -1010,8 +1010,11 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_barrier_holds_every_allreduce_until_the_last_backward_of_all() {
+    /// Two stages, two micro-batches, forward 1 and backward 2, free sends;
+    /// stage 1: F0 [1,2] B0 [2,4] F1 [4,5] B1 [5,7]; stage 0 ends at 9.
+    /// Stage 1's all-reduce (5) is longer than stage 0's (1); optimizer
+    /// steps 0.5.
+    fn long_second_allreduce() -> IterationSpec {
         let mut s = spec(
             &[1.0, 1.0],
             &[2.0, 2.0],
@@ -1020,9 +1023,15 @@ mod tests {
             2,
             Schedule::OneFOneB,
         );
-        // As below: stage 1's last backward ends at 7, stage 0's at 9.
         s.allreduce_s = vec![1.0, 5.0];
         s.optimizer_s = vec![0.5, 0.5];
+        s
+    }
+
+    #[test]
+    fn a_barrier_holds_every_allreduce_until_the_last_backward_of_all() {
+        let mut s = long_second_allreduce();
+        // Stage 1's last backward ends at 7, stage 0's at 9.
         s.barrier_before_allreduce = true;
         let sim = simulate(&s).unwrap();
         let starts: Vec<f64> = sim
@@ -1062,18 +1071,7 @@ mod tests {
 
     #[test]
     fn allreduce_and_optimizer_follow_the_last_backward() {
-        let mut s = spec(
-            &[1.0, 1.0],
-            &[2.0, 2.0],
-            &[0.0],
-            &[0.0],
-            2,
-            Schedule::OneFOneB,
-        );
-        // Stage 1: F0 [1,2] B0 [2,4] F1 [4,5] B1 [5,7]; stage 0 ends at 9.
-        // Stage 1's long all-reduce makes it the last to finish.
-        s.allreduce_s = vec![1.0, 5.0];
-        s.optimizer_s = vec![0.5, 0.5];
+        let mut s = long_second_allreduce();
         let sim = simulate(&s).unwrap();
         let b1 = sim
             .timeline

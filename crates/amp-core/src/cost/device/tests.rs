@@ -107,6 +107,22 @@ fn durations(t: &Timeline, stage: usize, kind: EventKind) -> Vec<f64> {
         .collect()
 }
 
+/// The breakdown's parts add up to the iteration.
+fn assert_breakdown_adds_up(e: &crate::cost::Estimate) {
+    let b = &e.breakdown;
+    let sum = b.compute_s
+        + b.bubble_s
+        + b.pipeline_send_s
+        + b.tp_comm_s
+        + b.dp_allreduce_s
+        + b.optimizer_s;
+    assert!(
+        (sum - e.iteration_s).abs() < 1e-9,
+        "{sum} vs {}",
+        e.iteration_s
+    );
+}
+
 fn all_close(got: Vec<f64>, want: f64, n: usize) {
     assert_eq!(got.len(), n, "{got:?}");
     assert!(
@@ -223,17 +239,7 @@ fn breakdown_adds_up_and_tables_match() {
     );
     let e = time_only().evaluate(&inputs, &pl).unwrap();
     let b = &e.breakdown;
-    let sum = b.compute_s
-        + b.bubble_s
-        + b.pipeline_send_s
-        + b.tp_comm_s
-        + b.dp_allreduce_s
-        + b.optimizer_s;
-    assert!(
-        (sum - e.iteration_s).abs() < 1e-9,
-        "{sum} vs {}",
-        e.iteration_s
-    );
+    assert_breakdown_adds_up(&e);
     assert!(b.dp_allreduce_s > 0.0 && b.optimizer_s > 0.0);
     // The slow stage bounds the iteration from below: 4 x (2 + 4) x 2.
     assert!(e.iteration_s >= 48.0);
@@ -1458,17 +1464,7 @@ fn host_staged_receives_cost_their_fp32_buffer_in_the_receiving_pass() {
     // The breakdown counts it with the sends and still adds up.
     let e = staged(10.0).evaluate(&inputs, &pl).unwrap();
     let b = &e.breakdown;
-    let sum = b.compute_s
-        + b.bubble_s
-        + b.pipeline_send_s
-        + b.tp_comm_s
-        + b.dp_allreduce_s
-        + b.optimizer_s;
-    assert!(
-        (sum - e.iteration_s).abs() < 1e-9,
-        "{sum} vs {}",
-        e.iteration_s
-    );
+    assert_breakdown_adds_up(&e);
     let direct = {
         let mut d = pl.clone();
         d.setup.pipeline_receive = crate::setup::PipelineReceive::Direct;
