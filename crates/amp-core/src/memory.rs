@@ -724,6 +724,236 @@ fn each_replica_bytes(
     }
 }
 
+/// Per layer, what one rank of a tensor-parallel group of degree `tp`
+/// holds of it per sample whatever the split, as prefix sums over layers,
+/// for [`SplitMemoryCheck`]: [`layer_bytes`] of any range is at least
+/// these (the largest block transient exactly, parameters bounded below).
+#[derive(Debug)]
+pub(crate) struct SplitLayerBytes {
+    /// Parameters per rank of layers `0..l`; a layer tied to an earlier
+    /// one counts none (a stage holding both counts their weights once,
+    /// one holding the later alone counts it whole: none is the least).
+    params: Vec<f64>,
+    /// Activations stored per sample by layers `0..l`.
+    stored: Vec<f64>,
+    /// The vocabulary projection's transient bytes per sample, layers `0..l`.
+    logits: Vec<f64>,
+    /// `block[k][l]`: the largest other transient of layers `l..l + 2^k`
+    /// (a sparse table: any range's largest in two reads).
+    block: Vec<Vec<f64>>,
+}
+
+impl SplitLayerBytes {
+    pub(crate) fn new(model: &Model, tp: usize, setup: &TrainingSetup) -> SplitLayerBytes {
+        use crate::cost::prefix_sums;
+        let n = model.num_layers();
+        let t = tp.max(1) as f64;
+        let params = prefix_sums(model.layers.iter().map(|l| {
+            if l.tied_to.is_some() {
+                0.0
+            } else {
+                l.params as f64 / t
+            }
+        }));
+        let stored =
+            prefix_sums((0..n).map(|l| stored_activation_bytes_per_sample(model, l, tp, setup)));
+        let (mut logits, mut first) = (vec![0.0; n], vec![0.0; n]);
+        for l in 0..n {
+            let x = transient_bytes_per_sample(model, l, tp, setup);
+            if model.layers[l].kind == LayerKind::VocabProjection {
+                logits[l] = x;
+            } else {
+                first[l] = x;
+            }
+        }
+        let mut block = vec![first];
+        let mut width = 1;
+        while 2 * width <= n {
+            let last = block.last().expect("one level at least");
+            let next = (0..=n - 2 * width)
+                .map(|l| last[l].max(last[l + width]))
+                .collect();
+            block.push(next);
+            width *= 2;
+        }
+        SplitLayerBytes {
+            params,
+            stored,
+            logits: prefix_sums(logits),
+            block,
+        }
+    }
+
+    /// The largest block transient of layers `first..end` (`first < end`).
+    fn block_max(&self, first: usize, end: usize) -> f64 {
+        let k = (usize::BITS - 1 - (end - first).leading_zeros()) as usize;
+        self.block[k][first].max(self.block[k][end - (1 << k)])
+    }
+}
+
+/// Relative slack of [`SplitMemoryCheck`] over a capacity: its sums run
+/// in another order than [`plan_fits_within`]'s, so it never refuses a
+/// plan that check accepts by a rounding.
+const SPLIT_BOUND_SLACK: f64 = 1e-9;
+
+/// What [`SplitMemoryCheck::some_split_may_fit`] reads of one layout (a
+/// plan's devices per stage and setup), found once for all its candidates.
+#[derive(Debug)]
+pub(crate) struct SplitMemoryCheck {
+    /// The layers' bytes of each tp met.
+    tables: Vec<(usize, SplitLayerBytes)>,
+    /// Per pipeline rank, per kind of replica (tp and capacity): the
+    /// replicas of that kind, their table, the room for their layers on
+    /// their GPU, their bytes per parameter through the passes and through
+    /// the optimizer step.
+    kinds: Vec<Vec<SplitKind>>,
+    /// Replicas per pipeline rank.
+    replicas: Vec<usize>,
+    pp: usize,
+    num_layers: usize,
+}
+
+#[derive(Debug)]
+struct SplitKind {
+    replicas: Vec<u32>,
+    table: usize,
+    room_bytes: f64,
+    bytes_per_param: f64,
+    step_bytes_per_param: f64,
+}
+
+impl SplitMemoryCheck {
+    /// The check of `layout`'s devices and setup (its split, micro-batch
+    /// size and deal are not read), each device holding `reserve_bytes`;
+    /// `capacities` as in [`plan_fits_within`]. `None` for an interleaved
+    /// setup (a rank holds several ranges).
+    pub(crate) fn new(
+        model: &Model,
+        layout: &Plan,
+        reserve_bytes: f64,
+        capacities: &[Vec<f64>],
+    ) -> Option<SplitMemoryCheck> {
+        if layout.setup.virtual_stages() > 1 {
+            return None;
+        }
+        let setup = &layout.setup;
+        let mut tables: Vec<(usize, SplitLayerBytes)> = Vec::new();
+        let mut kinds = Vec::with_capacity(layout.pp());
+        for (j, stage) in layout.rank_stages().iter().enumerate() {
+            let sb = state_bytes(setup, stage.dp()).total();
+            let step = sb + optimizer_step_bytes_per_param(setup, stage.dp());
+            let mut of_stage: Vec<(usize, f64, Vec<u32>)> = Vec::new();
+            for (r, rep) in stage.replicas.iter().enumerate() {
+                let (tp, cap) = (rep.len(), capacities[j][r]);
+                let r = u32::try_from(r).expect("fewer than 2^32 replicas");
+                match of_stage.iter_mut().find(|k| k.0 == tp && k.1 == cap) {
+                    Some(k) => k.2.push(r),
+                    None => of_stage.push((tp, cap, vec![r])),
+                }
+            }
+            let of_stage = of_stage
+                .into_iter()
+                .map(|(tp, cap, replicas)| {
+                    let table = match tables.iter().position(|(t, _)| *t == tp) {
+                        Some(t) => t,
+                        None => {
+                            tables.push((tp, SplitLayerBytes::new(model, tp, setup)));
+                            tables.len() - 1
+                        }
+                    };
+                    SplitKind {
+                        replicas,
+                        table,
+                        room_bytes: cap * (1.0 + SPLIT_BOUND_SLACK) - reserve_bytes,
+                        bytes_per_param: sb,
+                        step_bytes_per_param: step,
+                    }
+                })
+                .collect();
+            kinds.push(of_stage);
+        }
+        Some(SplitMemoryCheck {
+            tables,
+            replicas: layout
+                .rank_stages()
+                .iter()
+                .map(|s| s.replicas.len())
+                .collect(),
+            kinds,
+            pp: layout.pp(),
+            num_layers: model.num_layers(),
+        })
+    }
+
+    /// Whether some split of `plan`'s layers over its stages may fit in
+    /// memory, `plan` a plan of the layout this check was made of (its
+    /// split, micro-batch size and deal its own): `false` only when none
+    /// does by [`plan_fits_within`], so a search can drop the candidate
+    /// without splitting it. `true` where a stage would be empty or
+    /// `plan` is not shaped as the layout.
+    pub(crate) fn some_split_may_fit(&self, plan: &Plan) -> bool {
+        let (pp, n) = (self.pp, self.num_layers);
+        if plan.pp() != pp
+            || pp > n
+            || plan.setup.virtual_stages() > 1
+            || plan
+                .rank_stages()
+                .iter()
+                .zip(&self.replicas)
+                .any(|(s, &r)| s.replicas.len() != r)
+        {
+            return true;
+        }
+        let mbs = plan.micro_batch as f64;
+        // Per kind, the samples its fullest replica keeps stored: the one
+        // with the most micro-batches in flight.
+        let in_flight_samples: Vec<Vec<f64>> = self
+            .kinds
+            .iter()
+            .enumerate()
+            .map(|(j, of_stage)| {
+                of_stage
+                    .iter()
+                    .map(|k| {
+                        let b = if plan.replica_micro_batches.is_empty() {
+                            plan.num_micro_batches
+                        } else {
+                            k.replicas
+                                .iter()
+                                .map(|&r| plan.micro_batches_of(r as usize))
+                                .max()
+                                .unwrap_or(0)
+                        };
+                        in_flight(plan.setup.schedule, j, pp, b) as f64 * mbs
+                    })
+                    .collect()
+            })
+            .collect();
+        let fits = |j: usize, first: usize, end: usize| {
+            self.kinds[j]
+                .iter()
+                .zip(&in_flight_samples[j])
+                .all(|(k, &samples)| {
+                    let b = &self.tables[k.table].1;
+                    let params = b.params[end] - b.params[first];
+                    params * k.bytes_per_param
+                        + samples * (b.stored[end] - b.stored[first])
+                        + mbs * (b.logits[end] - b.logits[first] + b.block_max(first, end))
+                        <= k.room_bytes
+                        && params * k.step_bytes_per_param <= k.room_bytes
+                })
+        };
+        // The plan's own split first (most candidates that fit, fit
+        // there): one read per stage instead of the sweep.
+        let own = plan
+            .stages
+            .iter()
+            .enumerate()
+            .all(|(j, s)| s.first_layer < s.end_layer && fits(j, s.first_layer, s.end_layer));
+        own || crate::cost::any_split_fits(pp, n, 1, fits)
+    }
+}
+
 /// Memory tables for the partitioner: stage `j` holding layers
 /// `first..end` needs `fixed_bytes[j] + prefix_bytes[j][end] -
 /// prefix_bytes[j][first]` on its fullest device. The tables are exact for

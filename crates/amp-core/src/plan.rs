@@ -275,8 +275,13 @@ impl Plan {
         self.setup.check()?;
         self.setup.check_pipeline(self.pp())?;
         let seq = model.shape.as_ref().map_or(0, |s| s.seq_len);
+        // Degrees checked: a plan of thousands of groups has a few.
+        let mut allowed: Vec<usize> = Vec::new();
         for (i, s) in self.stages.iter().enumerate() {
             for r in &s.replicas {
+                if allowed.contains(&r.len()) {
+                    continue;
+                }
                 if let Some(why) = model.tp_refusal(r.len()) {
                     return bad(format!("plan stage {i}"), why);
                 }
@@ -291,6 +296,7 @@ impl Plan {
                         ),
                     );
                 }
+                allowed.push(r.len());
             }
         }
         let v = self.virtual_stages();

@@ -622,21 +622,34 @@ fn set_candidate<'c>(
     opts: &SearchOptions,
     (resplit, profile): (bool, Option<Balance<'c, '_>>),
 ) {
+    deal_candidate(plan, c, opts);
+    if resplit {
+        resplit_candidate(plan, num_layers, profile);
+    }
+}
+
+/// [`set_candidate`]'s first half: candidate `c`'s micro-batch size and
+/// deal, its split left as it was.
+fn deal_candidate(plan: &mut Plan, c: &Candidate, opts: &SearchOptions) {
     plan.micro_batch = c.micro_batch();
     // Pipeline ranks: the candidate's groups over dp.
     let pp = c.types.iter().map(|t| t.2).sum::<usize>() / c.dp();
-    if resplit {
-        let bounds = profile
-            .and_then(|(p, times, kinds)| balanced_split(p, num_layers, plan, times, kinds))
-            .unwrap_or_else(|| uniform_split(num_layers, pp));
-        for (j, s) in plan.stages.iter_mut().enumerate() {
-            s.first_layer = bounds[j];
-            s.end_layer = bounds[j + 1];
-        }
-    }
     let counts =
         crate::uneven::schedule_deal(opts.global_batch / c.micro_batch(), c.dp(), pp, &plan.setup);
     crate::uneven::set_micro_batches(plan, counts);
+}
+
+/// [`set_candidate`]'s second half, where it re-splits: the layers split
+/// by [`balanced_split`] at the plan's micro-batch size, or evenly.
+fn resplit_candidate<'c>(plan: &mut Plan, num_layers: usize, profile: Option<Balance<'c, '_>>) {
+    let pp = plan.stages.len();
+    let bounds = profile
+        .and_then(|(p, times, kinds)| balanced_split(p, num_layers, plan, times, kinds))
+        .unwrap_or_else(|| uniform_split(num_layers, pp));
+    for (j, s) in plan.stages.iter_mut().enumerate() {
+        s.first_layer = bounds[j];
+        s.end_layer = bounds[j + 1];
+    }
 }
 
 /// The boundaries of [`seed_splits`] of `plan`, its own first.
@@ -934,8 +947,16 @@ fn price_bounded<'a, 'c>(
                 };
                 let mut plan = layout.plan.clone();
                 for (i, c) in r.clone().zip(of_layout) {
-                    if i > r.start {
-                        layout.set(&mut plan, c);
+                    // The first is set already; a candidate no split fits
+                    // is not split.
+                    let may_fit = if i > r.start {
+                        layout.set_if_some_split_may_fit(&mut plan, c)
+                    } else {
+                        layout.estimator.some_split_may_fit(&plan)
+                    };
+                    if !may_fit {
+                        met.add(i, Outcome::Infeasible, pool);
+                        continue;
                     }
                     match seed_bounds_of(&layout, &mut plan, layers) {
                         Ok(bounds) if bounds.iter().any(Option::is_some) => {
@@ -1109,6 +1130,21 @@ impl<'a, 'c, 'x> CandidateLayout<'a, 'c, 'x> {
         let profile = Some((self.inputs.profile, self.times, &self.kinds));
         let layers = self.inputs.model.num_layers();
         set_candidate(plan, layers, c, self.opts, (self.resplit, profile));
+    }
+
+    /// [`Self::set`], unless no split of candidate `c` fits in memory
+    /// ([`crate::cost::PlanEstimator::some_split_may_fit`], checked before
+    /// the split is sought): then `false`, `plan` dealt but not re-split.
+    fn set_if_some_split_may_fit(&self, plan: &mut Plan, c: &Candidate) -> bool {
+        deal_candidate(plan, c, self.opts);
+        if !self.estimator.some_split_may_fit(plan) {
+            return false;
+        }
+        if self.resplit {
+            let profile = Some((self.inputs.profile, self.times, &self.kinds));
+            resplit_candidate(plan, self.inputs.model.num_layers(), profile);
+        }
+        true
     }
 }
 
@@ -1684,6 +1720,66 @@ mod tests {
             });
         }
         (found, best.0, best.1)
+    }
+
+    /// The memory check that drops a candidate before its split is sought
+    /// ([`crate::memory::SplitMemoryCheck`]) never drops one that some
+    /// split fits, and drops nearly every one that none fits: every
+    /// candidate of GPT-2 (tied embeddings, eight blocks) on a V100 and a
+    /// T4 node, at batches where memory binds, with and without
+    /// recomputation and sharded optimizer state, against every split.
+    #[test]
+    fn memory_check_before_the_split_never_drops_a_plan_that_fits() {
+        use crate::setup::{OptimizerSharding, Recompute};
+        let model = models::gpt2(8, 1600, 1024, 50257);
+        let n = model.num_layers();
+        let mut cluster = clusters::het_cluster();
+        cluster.nodes.drain(1..3);
+        let reserve = crate::cost::Calibration::FITTED.framework_reserve_bytes;
+        let setups = [
+            TrainingSetup::default(),
+            TrainingSetup {
+                recompute: Recompute::Full,
+                ..TrainingSetup::default()
+            },
+            TrainingSetup {
+                optimizer_sharding: OptimizerSharding::Zero1,
+                ..TrainingSetup::default()
+            },
+        ];
+        let (mut some_fit, mut none_fit, mut dropped) = (0, 0, 0);
+        for setup in setups {
+            for batch in [8, 24, 64] {
+                let opts = SearchOptions {
+                    uneven_dp: true,
+                    ..SearchOptions::new(batch, PlacementSearch::Artifact, setup)
+                };
+                for c in candidates(&cluster, &|_| true, n, batch, true, false) {
+                    let plan = build(&cluster, n, &c, &opts, None);
+                    let caps = crate::memory::replica_capacities(&cluster, &plan);
+                    let check = crate::memory::SplitMemoryCheck::new(&model, &plan, reserve, &caps);
+                    let may = check.unwrap().some_split_may_fit(&plan);
+                    let mut fits = false;
+                    crate::refine::for_each_split(n, plan.stages.len(), |b| {
+                        let p = crate::refine::with_boundaries(&plan, b);
+                        fits = fits || crate::memory::plan_fits_within(&model, &p, reserve, &caps);
+                    });
+                    assert!(may || !fits, "{c:?} at batch {batch}: a split fits");
+                    if fits {
+                        some_fit += 1;
+                    } else {
+                        none_fit += 1;
+                        dropped += usize::from(!may);
+                    }
+                }
+            }
+        }
+        eprintln!("some split fits {some_fit}, none fits {none_fit}, dropped {dropped}");
+        assert!(
+            some_fit > 0 && none_fit > 0,
+            "memory binds on some, not all"
+        );
+        assert_eq!((some_fit, none_fit, dropped), (2340, 438, 421));
     }
 
     /// The uneven per-type search is a heuristic: candidates priced on two

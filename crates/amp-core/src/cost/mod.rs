@@ -174,40 +174,63 @@ impl StageMemoryTables {
 
     /// Whether some split of `num_layers` layers into these stages, each
     /// of at least `min_layers` layers, fits in memory: exactly the splits
-    /// [`StageTables`] allows. Linear in stages x layers: a stage's bytes
-    /// only grow as its range grows, so the ends reachable after each
-    /// stage are swept with two pointers.
+    /// [`StageTables`] allows ([`any_split_fits`]).
     pub fn any_split_fits(&self, num_layers: usize, min_layers: usize) -> bool {
-        let n = num_layers;
-        let min = min_layers.max(1);
-        let mut reachable = vec![false; n + 1];
-        reachable[0] = true;
-        for j in 0..self.fixed_bytes.len() {
-            let fits = |first: usize, end: usize| self.fits(j, first, end);
-            // +1 at the first end reachable from a start, -1 after the last.
-            let mut delta = vec![0i64; n + 2];
-            let mut hi = 0;
-            for first in 0..n {
-                if !reachable[first] || first + min > n {
-                    continue;
-                }
-                hi = hi.max(first + min - 1);
-                while hi < n && fits(first, hi + 1) {
-                    hi += 1;
-                }
-                if hi >= first + min {
-                    delta[first + min] += 1;
-                    delta[hi + 1] -= 1;
-                }
+        any_split_fits(
+            self.fixed_bytes.len(),
+            num_layers,
+            min_layers,
+            |j, first, end| self.fits(j, first, end),
+        )
+    }
+}
+
+/// Whether some split of `num_layers` layers into `num_stages` stages in
+/// order, each of at least `min_layers` layers, has every stage `j` with
+/// `fits(j, first, end)` for its layers `first..end`. `fits` must only
+/// turn false as a range grows (a stage's bytes only grow with its
+/// layers): then the ends reachable after each stage are swept with two
+/// pointers, linear in stages x layers.
+pub(crate) fn any_split_fits(
+    num_stages: usize,
+    num_layers: usize,
+    min_layers: usize,
+    fits: impl Fn(usize, usize, usize) -> bool,
+) -> bool {
+    let n = num_layers;
+    let min = min_layers.max(1);
+    let mut reachable = vec![false; n + 1];
+    reachable[0] = true;
+    // +1 at the first end reachable from a start, -1 after the last.
+    let mut delta = vec![0i64; n + 2];
+    for j in 0..num_stages {
+        delta.fill(0);
+        let mut hi = 0;
+        for first in 0..n {
+            if !reachable[first] || first + min > n {
+                continue;
             }
-            let mut open = 0;
-            for (end, r) in reachable.iter_mut().enumerate() {
-                open += delta[end];
-                *r = open > 0;
+            hi = hi.max(first + min - 1);
+            while hi < n && fits(j, first, hi + 1) {
+                hi += 1;
+            }
+            if hi >= first + min {
+                delta[first + min] += 1;
+                delta[hi + 1] -= 1;
             }
         }
-        reachable[n]
+        let (mut open, mut any) = (0, false);
+        for (end, r) in reachable.iter_mut().enumerate() {
+            open += delta[end];
+            *r = open > 0;
+            any |= *r;
+        }
+        // No end reachable: no later stage can start.
+        if !any {
+            return false;
+        }
     }
+    reachable[n]
 }
 
 impl SplitCosts for StageTables {
@@ -400,6 +423,15 @@ pub trait PlanEstimator: Send + Sync {
     /// that simulate only plans that may beat the ones they keep.
     fn lower_bound_if_fits(&self, plan: &Plan) -> Result<Option<f64>> {
         Ok(self.estimate_if_fits(plan)?.map(|e| e.iteration_s))
+    }
+
+    /// `false` only when no split of `plan`'s layers over its stages (the
+    /// same devices, setup, micro-batch size and deal) fits in memory, so
+    /// [`Self::lower_bound_if_fits`] gives `None` for every one: for
+    /// searches that split a candidate only when some split may fit. The
+    /// default cannot tell (`true`).
+    fn some_split_may_fit(&self, _plan: &Plan) -> bool {
+        true
     }
 
     /// [`Self::estimate_if_fits`], its per-device memory left out where

@@ -1149,6 +1149,7 @@ impl DeviceModel {
             setup: plan.setup,
             net: OnceLock::new(),
             compute: Mutex::new(Vec::new()),
+            split_check: OnceLock::new(),
             memo: None,
             groups: None,
         })
@@ -1169,6 +1170,9 @@ struct DeviceLayoutEstimator<'a> {
     net: OnceLock<NetPrices>,
     /// Computation prices per micro-batch size met.
     compute: Mutex<Vec<(usize, Arc<ComputePrices>)>>,
+    /// What [`PlanEstimator::some_split_may_fit`] reads of the layout,
+    /// found on first use.
+    split_check: OnceLock<Option<memory::SplitMemoryCheck>>,
     /// Network prices shared with the other layouts of a search.
     memo: Option<Arc<NetMemo>>,
     /// Groups' layer costs shared with the other layouts of a search.
@@ -1323,6 +1327,25 @@ impl DeviceLayoutEstimator<'_> {
 }
 
 impl PlanEstimator for DeviceLayoutEstimator<'_> {
+    fn some_split_may_fit(&self, plan: &Plan) -> bool {
+        let m = self.model;
+        if !m.options.price_memory {
+            return true;
+        }
+        // A plan of this layout (the search's own): checked in tests only,
+        // comparing every device is a cost of its own on large layouts.
+        debug_assert!(self.holds_for(plan));
+        let reserve = m.options.calibration.framework_reserve_bytes;
+        let check = self.split_check.get_or_init(|| {
+            memory::SplitMemoryCheck::new(self.inputs.model, plan, reserve, &self.capacities)
+        });
+        check.as_ref().is_none_or(|c| c.some_split_may_fit(plan))
+        // None fits: still `true` for a plan the model refuses, which
+        // keeps its error (checked only then: most candidates are not
+        // refused).
+        || self.check(plan).is_err()
+    }
+
     fn estimate(&self, plan: &Plan) -> Result<Estimate> {
         if !self.holds_for(plan) {
             return self.model.evaluate(self.inputs, plan);
