@@ -1592,14 +1592,22 @@ impl TiedCurves {
         bytes: f64,
         price: impl FnOnce() -> collective::CostCurve,
     ) -> f64 {
-        let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, c)) = known.iter().find(|(k, _)| *k == pair) {
+        let lock = || self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, c)) = lock().iter().find(|(k, _)| *k == pair) {
             return c.at(bytes);
         }
+        // Priced outside the lock (a ring over every replica, while other
+        // threads read the curves met); a race prices it twice, alike.
         let curve = price();
-        let t = curve.at(bytes);
-        known.push((pair, curve));
-        t
+        let mut known = lock();
+        match known.iter().find(|(k, _)| *k == pair) {
+            Some((_, c)) => c.at(bytes),
+            None => {
+                let t = curve.at(bytes);
+                known.push((pair, curve));
+                t
+            }
+        }
     }
 }
 
