@@ -23,7 +23,8 @@ use amp_core::partition::EXACT_SPLIT_MAX_LAYERS;
 use amp_core::setup::TrainingSetup;
 use amp_core::setup_search::{search_setups, search_setups_with, setup_candidates, SetupSpace};
 use amp_core::subset_search::{
-    objective_value, plan_price_per_hour, rank_by_objective, search_subsets, Objective,
+    faster_on_one_type, objective_value, plan_price_per_hour, rank_by_objective, search_subsets,
+    FasterOnOneType, Objective,
 };
 use amp_core::type_tp_search::search_per_type_tp;
 
@@ -337,6 +338,10 @@ struct JsonOutput<'a> {
     plans: Vec<JsonPlan<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     baselines: Option<Vec<JsonBaseline>>,
+    /// One GPU type whose nodes alone run faster than the best plan on
+    /// every GPU (`amp_core::subset_search::faster_on_one_type`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    faster_on_one_type: Option<FasterOnOneType>,
 }
 
 /// `usd` per iteration as dollars per million tokens trained: the global
@@ -820,6 +825,17 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     } else {
         result
     };
+    let faster_type = (!wide)
+        .then(|| {
+            faster_on_one_type(
+                &inputs,
+                cost_model.as_ref(),
+                &search_opts,
+                (!space.is_empty()).then_some(setups.as_slice()),
+                result.plans[0].estimate.iteration_s,
+            )
+        })
+        .flatten();
     let compared = if args.compare {
         Some(baselines(
             &inputs,
@@ -892,6 +908,7 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             skipped: &result.skipped,
             plans,
             baselines: compared,
+            faster_on_one_type: faster_type,
         };
         writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
     } else {
@@ -928,6 +945,18 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
                     _ => writeln!(out, "{}: no plan: {}", b.name, b.note)?,
                 }
             }
+        }
+        if let Some(f) = &faster_type {
+            let best_s = result.plans[0].estimate.iteration_s;
+            writeln!(
+                out,
+                "fewer GPUs are faster: the {} {} GPUs alone take {:.4} s/iteration, {:.1}% less than the best plan on all {}; --subsets searches subsets of the GPUs",
+                f.gpus,
+                f.gpu_type,
+                f.predicted_iteration_s,
+                100.0 * (1.0 - f.predicted_iteration_s / best_s),
+                loaded.cluster.num_devices()
+            )?;
         }
     }
     let best = &result.plans[0];

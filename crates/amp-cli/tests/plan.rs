@@ -759,6 +759,75 @@ fn setup_search_is_never_worse_and_records_each_setup() {
 /// `--subsets` also searches the cluster without some GPU types, never
 /// ranking worse than the whole cluster; `--objective cost` ranks by the
 /// nodes' prices, and needs one for every node.
+/// On a mixed cluster searched whole, a GPU type whose nodes alone run
+/// faster is named, with the time the same search finds on those nodes;
+/// not when none is faster, nor when subsets are searched anyway.
+#[test]
+fn one_gpu_type_alone_that_is_faster_is_named() {
+    let run_at = |cluster: &str, batch: &str, extra: &[&str]| {
+        let mut args = vec![
+            "plan",
+            "--model",
+            "gpt2-medium",
+            "--cluster",
+            cluster,
+            "--global-batch",
+            batch,
+            "--json",
+            "-q",
+        ];
+        args.extend(extra);
+        amp_json(&args)
+    };
+    let run = |cluster: &str, extra: &[&str]| run_at(cluster, "256", extra);
+    let t = |v: &serde_json::Value| v["plans"][0]["predicted_iteration_s"].as_f64().unwrap();
+    let mixed = run("2x8xA100@200Gbps+2x8xT4@50Gbps", &[]);
+    let alone = run("2x8xA100@200Gbps", &[]);
+    let hint = &mixed["faster_on_one_type"];
+    assert_eq!(hint["gpu_type"], "A100-40GB", "{hint}");
+    assert_eq!(hint["gpus"], 16);
+    assert_eq!(hint["predicted_iteration_s"].as_f64(), Some(t(&alone)));
+    assert!(t(&alone) < t(&mixed));
+    let subsets = run("2x8xA100@200Gbps+2x8xT4@50Gbps", &["--subsets"]);
+    assert!(subsets.get("faster_on_one_type").is_none());
+    assert_eq!(
+        t(&subsets),
+        t(&alone),
+        "--subsets finds the same plan first"
+    );
+    let het = amp_json(&["plan", "--example", "het-cluster", "--json", "-q"]);
+    assert!(
+        het.get("faster_on_one_type").is_none(),
+        "no type alone beats het-cluster's best"
+    );
+    let text = stdout(&amp(&[
+        "plan",
+        "--model",
+        "gpt2-medium",
+        "--cluster",
+        "2x8xA100@200Gbps+2x8xT4@50Gbps",
+        "--global-batch",
+        "256",
+        "-q",
+    ]));
+    assert!(
+        text.contains("fewer GPUs are faster: the 16 A100-40GB GPUs alone take 0.7237 s/iteration, 27.8% less than the best plan on all 32; --subsets searches subsets of the GPUs"),
+        "{text}"
+    );
+    // The README's larger case: AMP's equal replicas on three GPU types.
+    let three = run_at(
+        "32x8xA100@200Gbps+32x8xV100@100Gbps+32x8xT4@50Gbps",
+        "1024",
+        &[],
+    );
+    let hint = &three["faster_on_one_type"];
+    assert_eq!(hint["gpu_type"], "A100-40GB", "{hint}");
+    assert_eq!(hint["gpus"], 256);
+    let s = |x: f64| format!("{x:.4}");
+    assert_eq!(s(t(&three)), "0.4127");
+    assert_eq!(s(hint["predicted_iteration_s"].as_f64().unwrap()), "0.2779");
+}
+
 #[test]
 fn subsets_and_cost_objective() {
     let base = [

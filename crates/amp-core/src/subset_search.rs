@@ -93,6 +93,74 @@ pub fn gpu_type_subsets(cluster: &Cluster) -> Result<Vec<Vec<usize>>> {
         .collect())
 }
 
+/// A GPU type of a mixed cluster whose nodes alone run faster than the
+/// best plan on every GPU ([`faster_on_one_type`]): what
+/// [`search_subsets`] would find among other sets.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FasterOnOneType {
+    /// The GPU type.
+    pub gpu_type: String,
+    /// GPUs of that type in the cluster.
+    pub gpus: usize,
+    /// The best plan's time on them alone.
+    pub predicted_iteration_s: f64,
+}
+
+/// On a cluster of several GPU types: the type whose nodes alone give the
+/// fastest plan, when it is faster than `best_s` (the best on every GPU).
+/// Each type's nodes are searched as the whole cluster was, by
+/// [`crate::search::search`], or [`search_setups`] over `setups` when a
+/// space of setups was searched; one plan kept, no progress. A type on
+/// which no plan fits or which cannot be priced is passed over: a hint,
+/// not a result.
+pub fn faster_on_one_type(
+    inputs: &Inputs,
+    model: &dyn CostModel,
+    opts: &SearchOptions,
+    setups: Option<&[TrainingSetup]>,
+    best_s: f64,
+) -> Option<FasterOnOneType> {
+    let cluster = inputs.cluster;
+    let types = cluster.gpu_types();
+    if types.len() < 2 {
+        return None;
+    }
+    let opts = SearchOptions {
+        progress: None,
+        keep: 1,
+        ..*opts
+    };
+    let mut faster: Option<FasterOnOneType> = None;
+    for t in types {
+        let keep: Vec<usize> = (0..cluster.nodes.len())
+            .filter(|&n| cluster.nodes[n].gpu_type == t)
+            .collect();
+        let sub = cluster.subset(&keep);
+        let sub_inputs = Inputs {
+            cluster: &sub,
+            ..*inputs
+        };
+        let found = match setups {
+            None => crate::search::search(&sub_inputs, model, &opts),
+            Some(setups) => search_setups(&sub_inputs, model, &opts, setups),
+        };
+        let Some(s) = found
+            .ok()
+            .and_then(|r| r.plans.first().map(|p| p.estimate.iteration_s))
+        else {
+            continue;
+        };
+        if s < best_s && faster.as_ref().is_none_or(|f| s < f.predicted_iteration_s) {
+            faster = Some(FasterOnOneType {
+                gpus: sub.num_devices(),
+                gpu_type: t,
+                predicted_iteration_s: s,
+            });
+        }
+    }
+    faster
+}
+
 /// Sub-clusters searched at most (whole GPU types first, then fewer nodes).
 pub const MAX_SUBSETS: usize = 64;
 
