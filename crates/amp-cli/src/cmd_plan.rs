@@ -831,7 +831,7 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
                 &inputs,
                 cost_model.as_ref(),
                 &search_opts,
-                (!space.is_empty()).then_some(setups.as_slice()),
+                &setups,
                 result.plans[0].estimate.iteration_s,
             )
         })

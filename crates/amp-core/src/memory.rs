@@ -802,17 +802,17 @@ const SPLIT_BOUND_SLACK: f64 = 1e-9;
 pub(crate) struct SplitMemoryCheck {
     /// The layers' bytes of each tp met.
     tables: Vec<(usize, SplitLayerBytes)>,
-    /// Per pipeline rank, per kind of replica (tp and capacity): the
-    /// replicas of that kind, their table, the room for their layers on
-    /// their GPU, their bytes per parameter through the passes and through
-    /// the optimizer step.
-    kinds: Vec<Vec<SplitKind>>,
-    /// Replicas per pipeline rank.
-    replicas: Vec<usize>,
-    pp: usize,
+    /// Each kind of replica (tp and capacity) of each pipeline rank, the
+    /// ranks in order: one list, read once per candidate.
+    kinds: Vec<SplitKind>,
+    /// `kinds[of_rank[j]..of_rank[j + 1]]`: pipeline rank `j`'s.
+    of_rank: Vec<usize>,
     num_layers: usize,
 }
 
+/// One kind of replica of a pipeline rank: its replicas, their table, the
+/// room for their layers on their GPU, their bytes per parameter through
+/// the passes and through the optimizer step.
 #[derive(Debug)]
 struct SplitKind {
     replicas: Vec<u32>,
@@ -838,7 +838,8 @@ impl SplitMemoryCheck {
         }
         let setup = &layout.setup;
         let mut tables: Vec<(usize, SplitLayerBytes)> = Vec::new();
-        let mut kinds = Vec::with_capacity(layout.pp());
+        let mut kinds = Vec::new();
+        let mut of_rank = vec![0];
         for (j, stage) in layout.rank_stages().iter().enumerate() {
             let sb = state_bytes(setup, stage.dp()).total();
             let step = sb + optimizer_step_bytes_per_param(setup, stage.dp());
@@ -851,36 +852,28 @@ impl SplitMemoryCheck {
                     None => of_stage.push((tp, cap, vec![r])),
                 }
             }
-            let of_stage = of_stage
-                .into_iter()
-                .map(|(tp, cap, replicas)| {
-                    let table = match tables.iter().position(|(t, _)| *t == tp) {
-                        Some(t) => t,
-                        None => {
-                            tables.push((tp, SplitLayerBytes::new(model, tp, setup)));
-                            tables.len() - 1
-                        }
-                    };
-                    SplitKind {
-                        replicas,
-                        table,
-                        room_bytes: cap * (1.0 + SPLIT_BOUND_SLACK) - reserve_bytes,
-                        bytes_per_param: sb,
-                        step_bytes_per_param: step,
+            for (tp, cap, replicas) in of_stage {
+                let table = match tables.iter().position(|(t, _)| *t == tp) {
+                    Some(t) => t,
+                    None => {
+                        tables.push((tp, SplitLayerBytes::new(model, tp, setup)));
+                        tables.len() - 1
                     }
-                })
-                .collect();
-            kinds.push(of_stage);
+                };
+                kinds.push(SplitKind {
+                    replicas,
+                    table,
+                    room_bytes: cap * (1.0 + SPLIT_BOUND_SLACK) - reserve_bytes,
+                    bytes_per_param: sb,
+                    step_bytes_per_param: step,
+                });
+            }
+            of_rank.push(kinds.len());
         }
         Some(SplitMemoryCheck {
             tables,
-            replicas: layout
-                .rank_stages()
-                .iter()
-                .map(|s| s.replicas.len())
-                .collect(),
             kinds,
-            pp: layout.pp(),
+            of_rank,
             num_layers: model.num_layers(),
         })
     }
@@ -892,47 +885,47 @@ impl SplitMemoryCheck {
     /// without splitting it. `true` where a stage would be empty or
     /// `plan` is not shaped as the layout.
     pub(crate) fn some_split_may_fit(&self, plan: &Plan) -> bool {
-        let (pp, n) = (self.pp, self.num_layers);
+        let (pp, n) = (self.of_rank.len() - 1, self.num_layers);
+        let replicas = |j: usize| -> usize {
+            self.kinds[self.of_rank[j]..self.of_rank[j + 1]]
+                .iter()
+                .map(|k| k.replicas.len())
+                .sum()
+        };
         if plan.pp() != pp
             || pp > n
             || plan.setup.virtual_stages() > 1
             || plan
                 .rank_stages()
                 .iter()
-                .zip(&self.replicas)
-                .any(|(s, &r)| s.replicas.len() != r)
+                .enumerate()
+                .any(|(j, s)| s.replicas.len() != replicas(j))
         {
             return true;
         }
         let mbs = plan.micro_batch as f64;
         // Per kind, the samples its fullest replica keeps stored: the one
         // with the most micro-batches in flight.
-        let in_flight_samples: Vec<Vec<f64>> = self
-            .kinds
-            .iter()
-            .enumerate()
-            .map(|(j, of_stage)| {
-                of_stage
-                    .iter()
-                    .map(|k| {
-                        let b = if plan.replica_micro_batches.is_empty() {
-                            plan.num_micro_batches
-                        } else {
-                            k.replicas
-                                .iter()
-                                .map(|&r| plan.micro_batches_of(r as usize))
-                                .max()
-                                .unwrap_or(0)
-                        };
-                        in_flight(plan.setup.schedule, j, pp, b) as f64 * mbs
-                    })
-                    .collect()
-            })
-            .collect();
+        let mut in_flight_samples = Vec::with_capacity(self.kinds.len());
+        for j in 0..pp {
+            for k in &self.kinds[self.of_rank[j]..self.of_rank[j + 1]] {
+                let b = if plan.replica_micro_batches.is_empty() {
+                    plan.num_micro_batches
+                } else {
+                    k.replicas
+                        .iter()
+                        .map(|&r| plan.micro_batches_of(r as usize))
+                        .max()
+                        .unwrap_or(0)
+                };
+                in_flight_samples.push(in_flight(plan.setup.schedule, j, pp, b) as f64 * mbs);
+            }
+        }
         let fits = |j: usize, first: usize, end: usize| {
-            self.kinds[j]
+            let of_rank = self.of_rank[j]..self.of_rank[j + 1];
+            self.kinds[of_rank.clone()]
                 .iter()
-                .zip(&in_flight_samples[j])
+                .zip(&in_flight_samples[of_rank])
                 .all(|(k, &samples)| {
                     let b = &self.tables[k.table].1;
                     let params = b.params[end] - b.params[first];

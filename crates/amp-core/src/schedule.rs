@@ -1028,20 +1028,23 @@ mod tests {
         s
     }
 
+    /// When `sim`'s events of `kind` start, in timeline order.
+    fn starts_of(sim: &Simulation, kind: EventKind) -> Vec<f64> {
+        sim.timeline
+            .events
+            .iter()
+            .filter(|e| e.kind == kind)
+            .map(|e| e.start_s)
+            .collect()
+    }
+
     #[test]
     fn a_barrier_holds_every_allreduce_until_the_last_backward_of_all() {
         let mut s = long_second_allreduce();
         // Stage 1's last backward ends at 7, stage 0's at 9.
         s.barrier_before_allreduce = true;
         let sim = simulate(&s).unwrap();
-        let starts: Vec<f64> = sim
-            .timeline
-            .events
-            .iter()
-            .filter(|e| e.kind == EventKind::AllReduce)
-            .map(|e| e.start_s)
-            .collect();
-        assert_eq!(starts, vec![9.0, 9.0]);
+        assert_eq!(starts_of(&sim, EventKind::AllReduce), vec![9.0, 9.0]);
         assert_eq!(sim.timeline.iteration_s, 9.0 + 5.0 + 0.5);
         assert_eq!(sim.critical_stage, 1);
         // The 2 s at the barrier are idle time, not all-reduce.
@@ -1052,14 +1055,7 @@ mod tests {
         s.allreduce_s = vec![0.0, 0.0];
         let sim = simulate(&s).unwrap();
         assert_eq!(sim.timeline.iteration_s, 9.5);
-        let opt_starts: Vec<f64> = sim
-            .timeline
-            .events
-            .iter()
-            .filter(|e| e.kind == EventKind::Optimizer)
-            .map(|e| e.start_s)
-            .collect();
-        assert_eq!(opt_starts, vec![9.0, 9.0]);
+        assert_eq!(starts_of(&sim, EventKind::Optimizer), vec![9.0, 9.0]);
         // A reduction after a barrier cannot overlap the backward.
         s.overlap_allreduce = true;
         s.allreduce_tail_fraction = vec![0.0, 0.0];

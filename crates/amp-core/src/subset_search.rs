@@ -108,16 +108,15 @@ pub struct FasterOnOneType {
 
 /// On a cluster of several GPU types: the type whose nodes alone give the
 /// fastest plan, when it is faster than `best_s` (the best on every GPU).
-/// Each type's nodes are searched as the whole cluster was, by
-/// [`crate::search::search`], or [`search_setups`] over `setups` when a
-/// space of setups was searched; one plan kept, no progress. A type on
-/// which no plan fits or which cannot be priced is passed over: a hint,
-/// not a result.
+/// Each type's nodes are searched as the whole cluster was, over `setups`
+/// ([`search_setups`], as [`search_subsets`] searches its sets); one plan
+/// kept, no progress. A type on which no plan fits or which cannot be
+/// priced is passed over: a hint, not a result.
 pub fn faster_on_one_type(
     inputs: &Inputs,
     model: &dyn CostModel,
     opts: &SearchOptions,
-    setups: Option<&[TrainingSetup]>,
+    setups: &[TrainingSetup],
     best_s: f64,
 ) -> Option<FasterOnOneType> {
     let cluster = inputs.cluster;
@@ -140,11 +139,7 @@ pub fn faster_on_one_type(
             cluster: &sub,
             ..*inputs
         };
-        let found = match setups {
-            None => crate::search::search(&sub_inputs, model, &opts),
-            Some(setups) => search_setups(&sub_inputs, model, &opts, setups),
-        };
-        let Some(s) = found
+        let Some(s) = search_setups(&sub_inputs, model, &opts, setups)
             .ok()
             .and_then(|r| r.plans.first().map(|p| p.estimate.iteration_s))
         else {
