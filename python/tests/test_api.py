@@ -352,3 +352,13 @@ def test_the_loss_and_adam_kernels_carry_to_evaluate():
     assert megatron.to_dict()["setup"]["optimizer_step"] == "fused"
     again = amp.evaluate(megatron)
     assert again.iteration_s == megatron.predicted_iteration_s
+
+
+def test_sensitivity_reaches_the_cli(cli_json):
+    """sensitivity=True re-runs the search under the other shipped constants."""
+    expected = cli_json("plan", "--example", "het-cluster", "--sensitivity", "--json", "-q")
+    result = amp.plan(example="het-cluster", sensitivity=True)
+    assert result.to_dict() == expected
+    names = [r["calibration"] for r in expected["sensitivity"]]
+    assert names == ["neutral", "amp-t4", "sailor-gh200"]
+    assert all(r["regret"] >= 1.0 for r in expected["sensitivity"])

@@ -7,21 +7,23 @@ use anyhow::{anyhow, bail, Context, Result};
 
 /// Help text of every `--calibration` flag.
 pub const HELP: &str = "Constants of the amp cost model: `fitted` (the default, what `amp fit` \
-     finds on the given measured sets), `neutral` (every fitted effect off), or a JSON file \
-     written by `amp fit DIRS --out FILE`";
+     finds on the given measured sets), `neutral` (every fitted effect off), `amp-t4` or \
+     `sailor-gh200` (fitted on one measured set alone), or a JSON file written by `amp fit DIRS \
+     --out FILE`";
 
 /// The calibration a `--calibration` value names.
 pub fn read_calibration(spec: &str) -> Result<Calibration> {
-    match spec {
-        "fitted" => return Ok(Calibration::FITTED),
-        "neutral" => return Ok(Calibration::NEUTRAL),
-        _ => {}
+    if let Some((_, _, cal)) = Calibration::SHIPPED
+        .iter()
+        .find(|(name, _, _)| *name == spec)
+    {
+        return Ok(*cal);
     }
     let path = Path::new(spec);
     if !path.is_file() {
         bail!(
-            "--calibration {spec}: no such file; give `fitted`, `neutral`, or a JSON file \
-             written by `amp fit DIRS --out FILE`"
+            "--calibration {spec}: no such file; give `fitted`, `neutral`, `amp-t4`, \
+             `sailor-gh200`, or a JSON file written by `amp fit DIRS --out FILE`"
         );
     }
     let text = std::fs::read_to_string(path)

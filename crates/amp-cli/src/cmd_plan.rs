@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use amp_core::cost::Inputs;
+use amp_core::cost::{CostModel, Inputs};
 use amp_core::search::{
     divisors, search, NodeOrderSearch, PlacementSearch, RankedPlan, SearchOptions, SearchResult,
     MAX_NODE_ORDERS,
@@ -15,11 +15,13 @@ use clap::{Args, ValueEnum};
 use comfy_table::{presets::UTF8_BORDERS_ONLY, ContentArrangement, Table};
 use serde::Serialize;
 
-use crate::inputs::{CostModelName, InputArgs, Loaded};
+use crate::inputs::{amp_model, CostModelName, InputArgs, Loaded};
 use crate::output::{export_files, write_files, write_report, EngineArg, HostArgs};
 use crate::setup_args::SetupArgs;
 use amp_core::baseline::megatron_heuristic;
+use amp_core::cost::Calibration;
 use amp_core::partition::EXACT_SPLIT_MAX_LAYERS;
+use amp_core::sensitivity::{pick_under, PickUnder};
 use amp_core::setup::TrainingSetup;
 use amp_core::setup_search::{search_setups, search_setups_with, setup_candidates, SetupSpace};
 use amp_core::subset_search::{
@@ -83,6 +85,15 @@ pub struct PlanArgs {
     /// nodes, micro-batch 1, even split).
     #[arg(long)]
     pub compare: bool,
+    /// Also run the search again under each other set of constants amp
+    /// ships (`neutral`, and `amp-t4` and `sailor-gh200`, each fitted on
+    /// one measured cluster alone; --calibration takes each name) and
+    /// print how the best plan fares there: its time, and its regret
+    /// against the best plan found there. The constants were fitted on two
+    /// clusters and may not hold on yours; this says whether the pick
+    /// depends on them. Three more searches.
+    #[arg(long)]
+    pub sensitivity: bool,
     /// Also search parts of the cluster: every non-empty set of its GPU
     /// types, then those sets with fewer of each type's nodes (every count
     /// when the combinations number at most 64, else halves, quarters, ...;
@@ -342,6 +353,157 @@ struct JsonOutput<'a> {
     /// every GPU (`amp_core::subset_search::faster_on_one_type`).
     #[serde(skip_serializing_if = "Option::is_none")]
     faster_on_one_type: Option<FasterOnOneType>,
+    /// The best plan under each other set of shipped constants
+    /// (--sensitivity).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sensitivity: Option<Vec<JsonPickUnder>>,
+}
+
+/// The best plan under one other set of constants (--sensitivity).
+#[derive(Serialize)]
+struct JsonPickUnder {
+    /// Its name, as --calibration takes it.
+    calibration: &'static str,
+    fitted_on: &'static str,
+    constants: Calibration,
+    /// The best plan's time under these constants; null when it does not
+    /// fit in memory under them.
+    pick_iteration_s: Option<f64>,
+    /// The best plan the same search finds under them; null when none fits.
+    fastest: Option<JsonFastest>,
+    /// The best plan's time (or cost, under --objective cost) over the
+    /// fastest's, both under these constants; null when either is missing.
+    regret: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct JsonFastest {
+    /// Whether it is the best plan under the constants asked for.
+    is_pick: bool,
+    tp: usize,
+    dp: usize,
+    pp: usize,
+    micro_batch: usize,
+    stage_boundaries: Vec<usize>,
+    predicted_iteration_s: f64,
+}
+
+type SensitivityRows = Vec<(&'static str, &'static str, PickUnder)>;
+
+/// --sensitivity's rows as JSON.
+fn sensitivity_json(rows: &SensitivityRows) -> Vec<JsonPickUnder> {
+    rows.iter()
+        .map(|(name, fitted_on, u)| JsonPickUnder {
+            calibration: name,
+            fitted_on,
+            constants: shipped(name),
+            pick_iteration_s: u.pick.as_ref().map(|e| e.iteration_s),
+            fastest: u.fastest.as_ref().map(|f| JsonFastest {
+                is_pick: u.fastest_is_pick,
+                tp: f.tp,
+                dp: f.dp,
+                pp: f.pp,
+                micro_batch: f.micro_batch,
+                stage_boundaries: f.plan.boundaries(),
+                predicted_iteration_s: f.estimate.iteration_s,
+            }),
+            regret: u.regret,
+        })
+        .collect()
+}
+
+/// The shipped constants named `name`.
+fn shipped(name: &str) -> Calibration {
+    Calibration::SHIPPED
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, _, c)| *c)
+        .expect("a shipped calibration's name")
+}
+
+/// Regrets within this of 1 count as none: the same plan priced twice.
+const NO_REGRET: f64 = 1e-9;
+
+/// --sensitivity's table and what it means for the pick.
+fn print_sensitivity(
+    out: &mut dyn Write,
+    loaded: &Loaded,
+    primary: &str,
+    rows: &SensitivityRows,
+) -> Result<()> {
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_BORDERS_ONLY)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_width(100)
+        .set_header(vec![
+            "constants",
+            "fitted on",
+            "rank 1, s",
+            "fastest there",
+            "its s",
+            "regret",
+        ]);
+    for (name, fitted_on, u) in rows {
+        let fastest = match (&u.fastest, u.fastest_is_pick) {
+            (Some(_), true) => "rank 1".to_string(),
+            (Some(f), false) => {
+                let b: Vec<String> = f.plan.boundaries().iter().map(|x| x.to_string()).collect();
+                format!(
+                    "tp {} pp {} dp {} mbs {}, split {}, {}",
+                    f.plan.tp_label(),
+                    f.pp,
+                    f.dp,
+                    f.micro_batch,
+                    b.join(" "),
+                    placement_summary(loaded, f)
+                )
+            }
+            (None, _) => "none fits".to_string(),
+        };
+        table.add_row(vec![
+            name.to_string(),
+            fitted_on.to_string(),
+            u.pick.as_ref().map_or("does not fit".to_string(), |e| {
+                format!("{:.4}", e.iteration_s)
+            }),
+            fastest,
+            u.fastest.as_ref().map_or("-".to_string(), |f| {
+                format!("{:.4}", f.estimate.iteration_s)
+            }),
+            u.regret.map_or("-".to_string(), |r| format!("{r:.3}")),
+        ]);
+    }
+    writeln!(
+        out,
+        "rank 1 under the other constants amp ships (the search re-run under each; --calibration NAME plans with one):"
+    )?;
+    writeln!(out, "{table}")?;
+    // The constants under which the best plan fares worst.
+    let worst = rows
+        .iter()
+        .map(|(name, _, u)| (name, u.regret.unwrap_or(f64::INFINITY)))
+        .fold(None, |w: Option<(&&str, f64)>, (n, r)| match w {
+            Some((_, wr)) if wr >= r => w,
+            _ => Some((n, r)),
+        });
+    match worst {
+        Some((_, r)) if r <= 1.0 + NO_REGRET => writeln!(
+            out,
+            "sensitivity: rank 1 is also the fastest plan found under every other set of constants; it does not rest on --calibration {primary}"
+        )?,
+        Some((name, r)) if r.is_finite() => writeln!(
+            out,
+            "sensitivity: under --calibration {name} another plan is {:.1}% faster than rank 1; if your cluster behaves like the one those constants were fitted on, plan with them, or fit the constants to a few runs of yours (amp fit)",
+            100.0 * (1.0 - 1.0 / r)
+        )?,
+        Some((name, _)) => writeln!(
+            out,
+            "sensitivity: under --calibration {name} rank 1 does not fit in memory, or no plan does; if your cluster behaves like the one those constants were fitted on, plan with them, or fit the constants to a few runs of yours (amp fit)"
+        )?,
+        None => {}
+    }
+    Ok(())
 }
 
 /// `usd` per iteration as dollars per million tokens trained: the global
@@ -655,6 +817,9 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     if args.fewer_replicas && !(per_type_tp && args.uneven_dp) {
         bail!("--fewer-replicas adds candidates to the search of --per-type-tp with --uneven-dp; add both, or drop it");
     }
+    if cost_name == CostModelName::AmpPaper && args.sensitivity {
+        bail!("--sensitivity re-runs the search under the amp cost model's other fitted constants; the amp-paper model has none. Drop --sensitivity, or use the amp cost model");
+    }
     if cost_name == CostModelName::AmpPaper && args.uneven_dp {
         bail!("--uneven-dp does not apply to --cost-model amp-paper, whose equations give every replica the same micro-batches; drop it or use the amp cost model");
     }
@@ -705,28 +870,12 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         PlacementArg::Full => PlacementSearch::Full,
         PlacementArg::Artifact => PlacementSearch::Artifact,
     };
-    let progress = Progress::new(args.quiet);
-    // One bar over both searches when the per-type one runs beside the
-    // main one: each reports its own (done, total), the bar their sums.
-    let shares = [
-        (AtomicUsize::new(0), AtomicUsize::new(0)),
-        (AtomicUsize::new(0), AtomicUsize::new(0)),
-    ];
-    let report_share = |k: usize, done: usize, total: usize| {
-        shares[k].0.fetch_max(done, Ordering::Relaxed);
-        shares[k].1.store(total, Ordering::Relaxed);
-        let (done, total) = shares.iter().fold((0, 0), |(d, t), (a, b)| {
-            (d + a.load(Ordering::Relaxed), t + b.load(Ordering::Relaxed))
-        });
-        progress.update(done, total);
-    };
-    let report_progress = |done: usize, total: usize| report_share(0, done, total);
-    let report_per_type = |done: usize, total: usize| report_share(1, done, total);
+    let progress = Progress::new(args.quiet, "searching");
     let search_opts = SearchOptions {
         global_batch,
         placement,
         setup,
-        progress: Some(&report_progress),
+        progress: None,
         // Only the plans printed are kept (a plan of a 16,384-GPU
         // cluster holds every device twice, a few MB); --emit keeps
         // more, to find one the engine can launch, and --report all,
@@ -752,79 +901,18 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     };
     let budget = args.max_usd_per_hour;
     let wide = args.subsets || objective == Objective::Cost || budget.is_some();
-    let main_search = || {
-        if wide {
-            search_subsets(
-                &inputs,
-                cost_model.as_ref(),
-                &search_opts,
-                &setups,
-                args.subsets || budget.is_some(),
-                objective,
-                budget,
-            )
-        } else if space.is_empty() {
-            search(&inputs, cost_model.as_ref(), &search_opts)
-        } else {
-            search_setups(&inputs, cost_model.as_ref(), &search_opts, &setups)
-        }
+    let searches = Searches {
+        args: &args,
+        inputs: &inputs,
+        opts: &search_opts,
+        setups: &setups,
+        space_is_empty: space.is_empty(),
+        wide,
+        per_type_tp,
+        objective,
+        budget,
     };
-    // Under every setup searched, as the main search; its progress on the
-    // main search's bar.
-    let per_type_opts = SearchOptions {
-        progress: Some(&report_per_type),
-        ..search_opts
-    };
-    let per_type_search = || {
-        if setups.len() > 1 {
-            search_setups_with(
-                &inputs,
-                cost_model.as_ref(),
-                &per_type_opts,
-                &setups,
-                search_per_type_tp,
-            )
-        } else {
-            search_per_type_tp(&inputs, cost_model.as_ref(), &per_type_opts)
-        }
-    };
-    // The two searches side by side: each leaves a core idle between its
-    // phases, which the other fills.
-    let (result, per_type) = if per_type_tp {
-        let (main, per_type) = rayon::join(main_search, per_type_search);
-        (main, Some(per_type))
-    } else {
-        (main_search(), None)
-    };
-    let result = result?;
-    let result = if let Some(per_type) = per_type {
-        let mut result = result;
-        match per_type {
-            Ok(r) => {
-                let cluster = &loaded.cluster;
-                result.absorb(r, |p| {
-                    let over = budget.is_some_and(|b| {
-                        plan_price_per_hour(cluster, &p).is_none_or(|usd| usd > b)
-                    });
-                    (!over).then_some(p)
-                });
-                rank_by_objective(cluster, &mut result, objective, search_opts.keep);
-            }
-            Err(amp_core::AmpError::NoPlan(why)) => {
-                // Named as the user asked for it.
-                let flag = if args.per_stage_tp {
-                    "--per-stage-tp"
-                } else {
-                    "--per-type-tp"
-                };
-                result.skipped.push(format!("{flag}: {why}"))
-            }
-            Err(e) => return Err(e.into()),
-        }
-        result
-    } else {
-        result
-    };
+    let result = searches.run(cost_model.as_ref(), &progress)?;
     let faster_type = (!wide)
         .then(|| {
             faster_on_one_type(
@@ -836,6 +924,40 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             )
         })
         .flatten();
+    let sensitivity = if args.sensitivity {
+        let primary = args
+            .inputs
+            .calibration()?
+            .expect("--sensitivity is refused with the amp-paper model");
+        let alt_opts = SearchOptions {
+            keep: 1,
+            ..search_opts
+        };
+        let mut rows = Vec::new();
+        for (name, fitted_on, calibration) in Calibration::SHIPPED {
+            if calibration == primary {
+                continue;
+            }
+            let model = amp_model(calibration);
+            let bar = Progress::new(args.quiet, &format!("searching under --calibration {name}"));
+            let found = match (Searches {
+                opts: &alt_opts,
+                ..searches
+            })
+            .run(model.as_ref(), &bar)
+            {
+                Ok(r) => r.plans.into_iter().next(),
+                Err(e) if matches!(e.downcast_ref(), Some(amp_core::AmpError::NoPlan(_))) => None,
+                Err(e) => return Err(e),
+            };
+            bar.finish();
+            let under = pick_under(&inputs, &result.plans[0], objective, model.as_ref(), found)?;
+            rows.push((name, fitted_on, under));
+        }
+        Some(rows)
+    } else {
+        None
+    };
     let compared = if args.compare {
         Some(baselines(
             &inputs,
@@ -909,6 +1031,7 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             plans,
             baselines: compared,
             faster_on_one_type: faster_type,
+            sensitivity: sensitivity.as_ref().map(sensitivity_json),
         };
         writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
     } else {
@@ -957,6 +1080,10 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
                 100.0 * (1.0 - f.predicted_iteration_s / best_s),
                 loaded.cluster.num_devices()
             )?;
+        }
+        if let Some(rows) = &sensitivity {
+            let primary = args.inputs.calibration.as_deref().unwrap_or("fitted");
+            print_sensitivity(out, &loaded, primary, rows)?;
         }
     }
     let best = &result.plans[0];
@@ -1018,6 +1145,114 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     Ok(())
 }
 
+/// The search `amp plan` runs, as its options ask: the main search (over
+/// the setups, or the node subsets) and beside it the per-type one, their
+/// plans ranked together. Run once under the cost model asked for, and
+/// under each other set of constants for `--sensitivity`.
+#[derive(Clone, Copy)]
+struct Searches<'a> {
+    args: &'a PlanArgs,
+    inputs: &'a Inputs<'a>,
+    opts: &'a SearchOptions<'a>,
+    setups: &'a [TrainingSetup],
+    space_is_empty: bool,
+    wide: bool,
+    per_type_tp: bool,
+    objective: Objective,
+    budget: Option<f64>,
+}
+
+impl Searches<'_> {
+    fn run(&self, model: &dyn CostModel, progress: &Progress) -> Result<SearchResult> {
+        let (args, inputs, setups) = (self.args, self.inputs, self.setups);
+        let (objective, budget) = (self.objective, self.budget);
+        // One bar over both searches when the per-type one runs beside the
+        // main one: each reports its own (done, total), the bar their sums.
+        let shares = [
+            (AtomicUsize::new(0), AtomicUsize::new(0)),
+            (AtomicUsize::new(0), AtomicUsize::new(0)),
+        ];
+        let report_share = |k: usize, done: usize, total: usize| {
+            shares[k].0.fetch_max(done, Ordering::Relaxed);
+            shares[k].1.store(total, Ordering::Relaxed);
+            let (done, total) = shares.iter().fold((0, 0), |(d, t), (a, b)| {
+                (d + a.load(Ordering::Relaxed), t + b.load(Ordering::Relaxed))
+            });
+            progress.update(done, total);
+        };
+        let report_progress = |done: usize, total: usize| report_share(0, done, total);
+        let report_per_type = |done: usize, total: usize| report_share(1, done, total);
+        let search_opts = SearchOptions {
+            progress: Some(&report_progress),
+            ..*self.opts
+        };
+        let main_search = || {
+            if self.wide {
+                search_subsets(
+                    inputs,
+                    model,
+                    &search_opts,
+                    setups,
+                    args.subsets || budget.is_some(),
+                    objective,
+                    budget,
+                )
+            } else if self.space_is_empty {
+                search(inputs, model, &search_opts)
+            } else {
+                search_setups(inputs, model, &search_opts, setups)
+            }
+        };
+        // Under every setup searched, as the main search; its progress on
+        // the main search's bar.
+        let per_type_opts = SearchOptions {
+            progress: Some(&report_per_type),
+            ..*self.opts
+        };
+        let per_type_search = || {
+            if setups.len() > 1 {
+                search_setups_with(inputs, model, &per_type_opts, setups, search_per_type_tp)
+            } else {
+                search_per_type_tp(inputs, model, &per_type_opts)
+            }
+        };
+        // The two searches side by side: each leaves a core idle between
+        // its phases, which the other fills.
+        let (result, per_type) = if self.per_type_tp {
+            let (main, per_type) = rayon::join(main_search, per_type_search);
+            (main, Some(per_type))
+        } else {
+            (main_search(), None)
+        };
+        let mut result = result?;
+        if let Some(per_type) = per_type {
+            match per_type {
+                Ok(r) => {
+                    let cluster = inputs.cluster;
+                    result.absorb(r, |p| {
+                        let over = budget.is_some_and(|b| {
+                            plan_price_per_hour(cluster, &p).is_none_or(|usd| usd > b)
+                        });
+                        (!over).then_some(p)
+                    });
+                    rank_by_objective(cluster, &mut result, objective, self.opts.keep);
+                }
+                Err(amp_core::AmpError::NoPlan(why)) => {
+                    // Named as the user asked for it.
+                    let flag = if args.per_stage_tp {
+                        "--per-stage-tp"
+                    } else {
+                        "--per-type-tp"
+                    };
+                    result.skipped.push(format!("{flag}: {why}"))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(result)
+    }
+}
+
 /// A progress bar on stderr for searches that take over a second, shown
 /// only on a terminal and without --quiet.
 ///
@@ -1040,16 +1275,18 @@ static SHOWN_BAR: std::sync::Mutex<Option<indicatif::ProgressBar>> = std::sync::
 const SHOW_AFTER: Duration = Duration::from_millis(500);
 
 impl Progress {
-    fn new(quiet: bool) -> Progress {
+    /// A bar that says `what` it is doing ("searching").
+    fn new(quiet: bool, what: &str) -> Progress {
         let done = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
             let bar = indicatif::ProgressBar::hidden();
             bar.set_style(
                 indicatif::ProgressStyle::with_template(
-                    "{spinner} searching {bar:40} {pos}/{len} candidates, {msg}",
+                    "{spinner} {prefix} {bar:40} {pos}/{len} candidates, {msg}",
                 )
                 .expect("valid template"),
             );
+            bar.set_prefix(what.to_string());
             bar.set_message("estimating the time left");
             let (bar2, done2) = (bar.clone(), done.clone());
             std::thread::spawn(move || {

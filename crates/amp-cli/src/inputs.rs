@@ -205,6 +205,15 @@ impl Loaded {
     }
 }
 
+/// The amp cost model with the constants `calibration`: what `--cost-model
+/// amp` prices with, under `--calibration` or another set.
+pub fn amp_model(calibration: Calibration) -> Box<dyn CostModel> {
+    Box::new(DeviceModel::new(DeviceOptions {
+        calibration,
+        ..Default::default()
+    }))
+}
+
 impl InputArgs {
     /// The amp model's calibration (`--calibration`, fitted by default);
     /// `None` for the amp-paper model, which has none.
@@ -222,10 +231,7 @@ impl InputArgs {
 
     pub fn cost_model(&self) -> Result<Box<dyn CostModel>> {
         match self.cost_model {
-            CostModelName::Amp => Ok(Box::new(DeviceModel::new(DeviceOptions {
-                calibration: self.calibration()?.unwrap_or_default(),
-                ..Default::default()
-            }))),
+            CostModelName::Amp => Ok(amp_model(self.calibration()?.unwrap_or_default())),
             CostModelName::AmpPaper => Ok(Box::new(AmpPaper {
                 split: match self.partition {
                     Some(PartitionName::Exact) => SplitRule::Exact,

@@ -121,6 +121,12 @@ fn the_fit_on_the_given_sets_is_the_default_calibration() {
     // AMP's engine rebuilds receives on the GPU: nothing informs the
     // staging without Sailor.
     near(&loso_sailor["host_staging_s_per_gb"], 0.0, 0.0);
+    // Both ship as named constants (`--calibration sailor-gh200`, `amp-t4`;
+    // `amp plan --sensitivity` re-runs the search under them).
+    let on_sailor: Calibration = serde_json::from_value(loso).unwrap();
+    assert_eq!(on_sailor, Calibration::FITTED_ON_SAILOR_GH200);
+    let on_amp: Calibration = serde_json::from_value(loso_sailor).unwrap();
+    assert_eq!(on_amp, Calibration::FITTED_ON_AMP_T4);
 
     // The file is accepted back by validate, and gives the in-sample figures.
     let v = amp_json(&[

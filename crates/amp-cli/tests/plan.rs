@@ -2206,3 +2206,125 @@ fn tp_degrees_split_whole_heads() {
     tps.dedup();
     assert_eq!(tps, [1, 2, 4]);
 }
+
+/// `--sensitivity` re-runs the search under every other set of constants
+/// amp ships: rank 1's time under each is what `amp eval --calibration
+/// NAME` gives it, the fastest plan under each is what `amp plan
+/// --calibration NAME` ranks first, and the regret is their ratio. Figures
+/// of the README's table pinned.
+#[test]
+fn sensitivity_reruns_the_search_under_each_shipped_calibration() {
+    let mut regrets = Vec::new();
+    for example in ["homogeneous", "het-cluster", "het-model"] {
+        let o = amp(&[
+            "plan",
+            "--example",
+            example,
+            "--sensitivity",
+            "--json",
+            "-q",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        let file = tmp(&format!("sensitivity-{example}.json"), &stdout(&o));
+        let rows = v["sensitivity"].as_array().unwrap();
+        let names: Vec<&str> = rows
+            .iter()
+            .map(|r| r["calibration"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["neutral", "amp-t4", "sailor-gh200"]);
+        for r in rows {
+            let name = r["calibration"].as_str().unwrap();
+            let eval = amp_json(&[
+                "eval",
+                file.to_str().unwrap(),
+                "--example",
+                example,
+                "--calibration",
+                name,
+                "--json",
+            ]);
+            let pick_s = r["pick_iteration_s"].as_f64().unwrap();
+            assert_eq!(
+                eval["iteration_s"].as_f64(),
+                Some(pick_s),
+                "{example} {name}"
+            );
+            let alone = amp_json(&[
+                "plan",
+                "--example",
+                example,
+                "--calibration",
+                name,
+                "--json",
+                "-q",
+            ]);
+            let best_s = alone["plans"][0]["predicted_iteration_s"].as_f64().unwrap();
+            let fastest = &r["fastest"];
+            let fastest_s = fastest["predicted_iteration_s"].as_f64().unwrap();
+            if fastest["is_pick"] == true {
+                assert_eq!(fastest_s, pick_s);
+                assert!(pick_s <= best_s, "{example} {name}");
+            } else {
+                assert_eq!(fastest_s, best_s, "{example} {name}");
+                for k in ["tp", "dp", "pp", "micro_batch", "stage_boundaries"] {
+                    assert_eq!(fastest[k], alone["plans"][0][k], "{example} {name} {k}");
+                }
+            }
+            let regret = r["regret"].as_f64().unwrap();
+            assert!((regret - pick_s / fastest_s).abs() < 1e-12);
+            assert!(regret >= 1.0);
+            regrets.push(format!("{example} {name} {regret:.3}"));
+        }
+    }
+    assert_eq!(
+        regrets,
+        [
+            "homogeneous neutral 1.290",
+            "homogeneous amp-t4 1.000",
+            "homogeneous sailor-gh200 1.534",
+            "het-cluster neutral 1.000",
+            "het-cluster amp-t4 1.000",
+            "het-cluster sailor-gh200 1.016",
+            "het-model neutral 1.000",
+            "het-model amp-t4 1.000",
+            "het-model sailor-gh200 1.000",
+        ]
+    );
+    // The constants asked for are not re-run; the text names the worst.
+    let text = amp_text(&[
+        "plan",
+        "--example",
+        "homogeneous",
+        "--calibration",
+        "neutral",
+        "--sensitivity",
+        "-q",
+    ]);
+    assert!(text.contains("│ fitted "), "{text}");
+    assert!(!text.contains("│ neutral "), "{text}");
+    assert!(
+        text.contains("sensitivity: under --calibration sailor-gh200 another plan is"),
+        "{text}"
+    );
+    let text = amp_text(&["plan", "--example", "het-model", "--sensitivity", "-q"]);
+    assert!(
+        text.contains("sensitivity: rank 1 is also the fastest plan found under every other set of constants; it does not rest on --calibration fitted"),
+        "{text}"
+    );
+    // The amp-paper model has no constants to vary.
+    let o = amp(&[
+        "plan",
+        "--example",
+        "het-cluster",
+        "--cost-model",
+        "amp-paper",
+        "--sensitivity",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--sensitivity re-runs the search under the amp cost model's other fitted constants; the amp-paper model has none"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -704,3 +704,62 @@ fn plan_warns_of_network_entries_that_contradict_each_other() {
         stderr(&out)
     );
 }
+
+/// `--sensitivity` on Sailor's six scenarios (README, "Does the pick rest
+/// on the fitted constants?"): neutral constants and those fitted on AMP's
+/// runs alone pick rank 1 again; under those fitted on Sailor's GH200 runs
+/// alone (inter-node links at 35% of nominal) another split of the same
+/// shape, or the same shape at micro-batch 2, is 0.5-4.8% faster.
+#[test]
+fn sensitivity_on_sailors_scenarios() {
+    let Some(data) = sailor_data() else { return };
+    let data = data.to_str().unwrap();
+    let mut got = Vec::new();
+    for model in ["OPT-350", "GPT-Neo-2.7"] {
+        for cluster in [
+            "8x4xA100-40+24x4xV100-16",
+            "20x4xA100-40+60x4xV100-16",
+            "32x4xA100-40+96x4xV100-16",
+        ] {
+            let v = amp_json(&plan_args(
+                data,
+                model,
+                cluster,
+                &["--sensitivity", "--json", "-q", "--top", "1"],
+            ));
+            let best = &v["plans"][0];
+            for r in v["sensitivity"].as_array().unwrap() {
+                let f = &r["fastest"];
+                let same_shape = ["tp", "pp", "dp"].iter().all(|k| f[*k] == best[*k]);
+                got.push(format!(
+                    "{model} {cluster} {} {:.3}{}",
+                    r["calibration"].as_str().unwrap(),
+                    r["regret"].as_f64().unwrap(),
+                    match (f["is_pick"] == true, same_shape) {
+                        (true, _) => String::new(),
+                        (false, true) => format!(" mbs {}", f["micro_batch"]),
+                        (false, false) => " other shape".to_string(),
+                    }
+                ));
+            }
+        }
+    }
+    let want: Vec<String> = [
+        ("OPT-350", "8x4xA100-40+24x4xV100-16", "1.047 mbs 1"),
+        ("OPT-350", "20x4xA100-40+60x4xV100-16", "1.020 mbs 1"),
+        ("OPT-350", "32x4xA100-40+96x4xV100-16", "1.025 mbs 1"),
+        ("GPT-Neo-2.7", "8x4xA100-40+24x4xV100-16", "1.050 mbs 2"),
+        ("GPT-Neo-2.7", "20x4xA100-40+60x4xV100-16", "1.044 mbs 2"),
+        ("GPT-Neo-2.7", "32x4xA100-40+96x4xV100-16", "1.005 mbs 1"),
+    ]
+    .iter()
+    .flat_map(|(m, c, sailor)| {
+        [
+            format!("{m} {c} neutral 1.000"),
+            format!("{m} {c} amp-t4 1.000"),
+            format!("{m} {c} sailor-gh200 {sailor}"),
+        ]
+    })
+    .collect();
+    assert_eq!(got, want);
+}

@@ -50,6 +50,7 @@ pub mod profile;
 pub mod refine;
 pub mod schedule;
 pub mod search;
+pub mod sensitivity;
 pub mod setup;
 pub mod setup_search;
 pub mod strict;

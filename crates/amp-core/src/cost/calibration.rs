@@ -79,6 +79,61 @@ impl Calibration {
         host_staging_s_per_gb: 0.08,
     };
 
+    /// What `amp fit ../shared/data/amp-paper` fits on the AMP artifact's
+    /// homogeneous T4 runs alone (the constants behind Sailor's
+    /// leave-one-set-out figures): the per-sample shares and the reserve
+    /// from the T4 runs, the network at its nominal rate, no allocator
+    /// cache or host staging (those runs measure neither). Pinned by
+    /// `crates/amp-cli/tests/fit.rs`.
+    pub const FITTED_ON_AMP_T4: Calibration = Calibration {
+        per_sample_fixed_fraction: 0.3,
+        per_sample_tp_comm_fixed_fraction: 0.5,
+        inter_node_efficiency: 1.0,
+        framework_reserve_bytes: 3.0e9,
+        allocator_cache_bytes: 0.0,
+        host_staging_s_per_gb: 0.0,
+    };
+
+    /// What `amp fit ../shared/data/sailor` fits on Sailor's GH200 runs
+    /// alone (the constants behind the AMP runs' leave-one-set-out
+    /// figures): inter-node links at 35% of their nominal rate, the
+    /// readings' offset all in the allocator's cache, no reserve, no
+    /// per-sample shares (Sailor's profiles are per micro-batch). Pinned by
+    /// `crates/amp-cli/tests/fit.rs`.
+    pub const FITTED_ON_SAILOR_GH200: Calibration = Calibration {
+        per_sample_fixed_fraction: 0.0,
+        per_sample_tp_comm_fixed_fraction: 0.0,
+        inter_node_efficiency: 0.35,
+        framework_reserve_bytes: 0.0,
+        allocator_cache_bytes: 4.5e9,
+        host_staging_s_per_gb: 0.04,
+    };
+
+    /// Every set of constants amp ships: the name `--calibration` takes,
+    /// the measured runs it was fitted on, the constants. The default first.
+    pub const SHIPPED: [(&'static str, &'static str, Calibration); 4] = [
+        (
+            "fitted",
+            "AMP's T4 and Sailor's GH200 runs (the default)",
+            Calibration::FITTED,
+        ),
+        (
+            "neutral",
+            "nothing: every fitted effect off",
+            Calibration::NEUTRAL,
+        ),
+        (
+            "amp-t4",
+            "AMP's T4 runs alone",
+            Calibration::FITTED_ON_AMP_T4,
+        ),
+        (
+            "sailor-gh200",
+            "Sailor's GH200 runs alone",
+            Calibration::FITTED_ON_SAILOR_GH200,
+        ),
+    ];
+
     /// `Err(message)` naming the first field outside its range.
     pub fn check(&self) -> Result<(), String> {
         let fraction = |name: &str, v: f64| {
