@@ -362,3 +362,4 @@ def test_sensitivity_reaches_the_cli(cli_json):
     names = [r["calibration"] for r in expected["sensitivity"]]
     assert names == ["neutral", "amp-t4", "sailor-gh200"]
     assert all(r["regret"] >= 1.0 for r in expected["sensitivity"])
+    assert expected["sensitivity_hedge"]["worst_regret"] >= 1.0

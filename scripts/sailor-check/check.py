@@ -309,6 +309,34 @@ def main():
                 with open(path) as f:
                     check(model, label, name, json.load(f), path, p["predicted_iteration_s"])
 
+    # The default search's hedge (`amp plan --sensitivity`): the plan whose
+    # worst regret over amp's shipped constants is least, where it is not
+    # rank 1, priced by Sailor's simulator beside rank 1 (above).
+    for model, cluster, label in SCENARIOS:
+        out = os.path.join(args.work, f"{model}-{cluster}-hedge")
+        os.makedirs(out, exist_ok=True)
+        r = run([args.amp, "plan", "--sailor-data", args.data, "--model", model, "--cluster", cluster,
+                 "--global-batch", "1024", "--json", "--top", "1", "-q", "--sensitivity"])
+        if r.returncode != 0:
+            failures.append(f"{model} {cluster} hedge: amp plan --sensitivity failed: {r.stderr.strip()}")
+            continue
+        hedge = json.loads(r.stdout)["sensitivity_hedge"]
+        if hedge["rank"] == 1:
+            continue
+        plan_path = os.path.join(out, "hedge.json")
+        with open(plan_path, "w") as f:
+            json.dump(hedge["plan"], f)
+        d = os.path.join(out, "sailor")
+        e = run([args.amp, "export", plan_path, "--sailor-data", args.data,
+                 "--model", model, "--cluster", cluster, "--to", "sailor", "--out", d])
+        name = f"amp default hedge (--sensitivity, worst regret {hedge['worst_regret']:.3f})"
+        if e.returncode != 0:
+            failures.append(f"{model} {cluster} {name}: export failed: {e.stderr.strip()}")
+            continue
+        path = e.stdout.strip().splitlines()[-1]
+        with open(path) as f:
+            check(model, label, name, json.load(f), path, hedge["predicted_iteration_s"])
+
     for label, name, plan_config in sailor_own_plans():
         path = os.path.join(args.work, f"sailor-own-{label.replace(' ', '')}.json")
         with open(path, "w") as f:

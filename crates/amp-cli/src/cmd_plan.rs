@@ -21,7 +21,7 @@ use crate::setup_args::SetupArgs;
 use amp_core::baseline::megatron_heuristic;
 use amp_core::cost::Calibration;
 use amp_core::partition::EXACT_SPLIT_MAX_LAYERS;
-use amp_core::sensitivity::{pick_under, PickUnder};
+use amp_core::sensitivity::{sensitivity, Sensitivity};
 use amp_core::setup::TrainingSetup;
 use amp_core::setup_search::{search_setups, search_setups_with, setup_candidates, SetupSpace};
 use amp_core::subset_search::{
@@ -357,6 +357,35 @@ struct JsonOutput<'a> {
     /// (--sensitivity).
     #[serde(skip_serializing_if = "Option::is_none")]
     sensitivity: Option<Vec<JsonPickUnder>>,
+    /// The plan whose worst regret over every set of constants is least
+    /// (--sensitivity).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sensitivity_hedge: Option<JsonHedge<'a>>,
+}
+
+/// --sensitivity's hedge.
+#[derive(Serialize)]
+struct JsonHedge<'a> {
+    /// Its rank in `plans`, when it is listed there.
+    rank: Option<usize>,
+    tp: usize,
+    dp: usize,
+    pp: usize,
+    micro_batch: usize,
+    stage_boundaries: Vec<usize>,
+    /// Under the constants asked for.
+    predicted_iteration_s: f64,
+    worst_regret: f64,
+    regrets: Vec<JsonRegret>,
+    /// The plan itself, as `amp eval` and `amp export` read it.
+    plan: &'a amp_core::Plan,
+}
+
+#[derive(Serialize)]
+struct JsonRegret {
+    calibration: String,
+    /// Null when no plan fits under these constants.
+    regret: Option<f64>,
 }
 
 /// The best plan under one other set of constants (--sensitivity).
@@ -388,15 +417,19 @@ struct JsonFastest {
     predicted_iteration_s: f64,
 }
 
-type SensitivityRows = Vec<(&'static str, &'static str, PickUnder)>;
+/// --sensitivity's result: the other sets of constants (name, what they
+/// were fitted on, the constants), in the order of `Sensitivity::under`.
+type SensitivityResult = (Vec<(&'static str, &'static str, Calibration)>, Sensitivity);
 
 /// --sensitivity's rows as JSON.
-fn sensitivity_json(rows: &SensitivityRows) -> Vec<JsonPickUnder> {
-    rows.iter()
-        .map(|(name, fitted_on, u)| JsonPickUnder {
+fn sensitivity_json((named, s): &SensitivityResult) -> Vec<JsonPickUnder> {
+    named
+        .iter()
+        .zip(&s.under)
+        .map(|((name, fitted_on, constants), u)| JsonPickUnder {
             calibration: name,
             fitted_on,
-            constants: shipped(name),
+            constants: *constants,
             pick_iteration_s: u.pick.as_ref().map(|e| e.iteration_s),
             fastest: u.fastest.as_ref().map(|f| JsonFastest {
                 is_pick: u.fastest_is_pick,
@@ -412,24 +445,65 @@ fn sensitivity_json(rows: &SensitivityRows) -> Vec<JsonPickUnder> {
         .collect()
 }
 
-/// The shipped constants named `name`.
-fn shipped(name: &str) -> Calibration {
-    Calibration::SHIPPED
-        .iter()
-        .find(|(n, _, _)| *n == name)
-        .map(|(_, _, c)| *c)
-        .expect("a shipped calibration's name")
+/// --sensitivity's hedge as JSON; `listed`: plans in `plans`.
+fn hedge_json<'a>(
+    (named, s): &'a SensitivityResult,
+    primary: &str,
+    listed: usize,
+) -> Option<JsonHedge<'a>> {
+    let h = s.hedge.as_ref()?;
+    let names =
+        std::iter::once(primary.to_string()).chain(named.iter().map(|(n, _, _)| n.to_string()));
+    Some(JsonHedge {
+        rank: (h.index < listed).then_some(h.index + 1),
+        tp: h.plan.tp,
+        dp: h.plan.dp,
+        pp: h.plan.pp,
+        micro_batch: h.plan.micro_batch,
+        stage_boundaries: h.plan.plan.boundaries(),
+        predicted_iteration_s: h.plan.estimate.iteration_s,
+        worst_regret: h.worst_regret,
+        regrets: names
+            .zip(&h.regrets)
+            .map(|(calibration, regret)| JsonRegret {
+                calibration,
+                regret: *regret,
+            })
+            .collect(),
+        plan: &h.plan.plan,
+    })
 }
+
+/// A plan in a line: its shape, split and placement.
+fn plan_line(loaded: &Loaded, p: &RankedPlan) -> String {
+    let b: Vec<String> = p.plan.boundaries().iter().map(|x| x.to_string()).collect();
+    format!(
+        "tp {} pp {} dp {} mbs {}, split {}, {}",
+        p.plan.tp_label(),
+        p.pp,
+        p.dp,
+        p.micro_batch,
+        b.join(" "),
+        placement_summary(loaded, p)
+    )
+}
+
+/// Plans each search keeps for --sensitivity: the pool its hedge is chosen
+/// from (rank 1's search gives its first as many).
+const SENSITIVITY_POOL: usize = 10;
 
 /// Regrets within this of 1 count as none: the same plan priced twice.
 const NO_REGRET: f64 = 1e-9;
 
-/// --sensitivity's table and what it means for the pick.
+/// --sensitivity's table, what it means for rank 1, and the hedge;
+/// `listed`: plans in the table above, `rank_1_s`: rank 1's time.
 fn print_sensitivity(
     out: &mut dyn Write,
     loaded: &Loaded,
     primary: &str,
-    rows: &SensitivityRows,
+    (named, s): &SensitivityResult,
+    listed: usize,
+    rank_1_s: f64,
 ) -> Result<()> {
     let mut table = Table::new();
     table
@@ -444,21 +518,10 @@ fn print_sensitivity(
             "its s",
             "regret",
         ]);
-    for (name, fitted_on, u) in rows {
+    for ((name, fitted_on, _), u) in named.iter().zip(&s.under) {
         let fastest = match (&u.fastest, u.fastest_is_pick) {
             (Some(_), true) => "rank 1".to_string(),
-            (Some(f), false) => {
-                let b: Vec<String> = f.plan.boundaries().iter().map(|x| x.to_string()).collect();
-                format!(
-                    "tp {} pp {} dp {} mbs {}, split {}, {}",
-                    f.plan.tp_label(),
-                    f.pp,
-                    f.dp,
-                    f.micro_batch,
-                    b.join(" "),
-                    placement_summary(loaded, f)
-                )
-            }
+            (Some(f), false) => plan_line(loaded, f),
             (None, _) => "none fits".to_string(),
         };
         table.add_row(vec![
@@ -479,14 +542,16 @@ fn print_sensitivity(
         "rank 1 under the other constants amp ships (the search re-run under each; --calibration NAME plans with one):"
     )?;
     writeln!(out, "{table}")?;
-    // The constants under which the best plan fares worst.
-    let worst = rows
+    // The constants under which rank 1 fares worst.
+    let worst = named
         .iter()
-        .map(|(name, _, u)| (name, u.regret.unwrap_or(f64::INFINITY)))
+        .zip(&s.under)
+        .map(|((name, _, _), u)| (name, u.regret.unwrap_or(f64::INFINITY)))
         .fold(None, |w: Option<(&&str, f64)>, (n, r)| match w {
             Some((_, wr)) if wr >= r => w,
             _ => Some((n, r)),
         });
+    let advice = "if your cluster behaves like the one those constants were fitted on, plan with them, or fit the constants to a few runs of yours (amp fit)";
     match worst {
         Some((_, r)) if r <= 1.0 + NO_REGRET => writeln!(
             out,
@@ -494,14 +559,49 @@ fn print_sensitivity(
         )?,
         Some((name, r)) if r.is_finite() => writeln!(
             out,
-            "sensitivity: under --calibration {name} another plan is {:.1}% faster than rank 1; if your cluster behaves like the one those constants were fitted on, plan with them, or fit the constants to a few runs of yours (amp fit)",
-            100.0 * (1.0 - 1.0 / r)
+            "sensitivity: under --calibration {name} rank 1 is {:.1}% slower than the fastest plan found there; {advice}",
+            100.0 * (r - 1.0)
         )?,
         Some((name, _)) => writeln!(
             out,
-            "sensitivity: under --calibration {name} rank 1 does not fit in memory, or no plan does; if your cluster behaves like the one those constants were fitted on, plan with them, or fit the constants to a few runs of yours (amp fit)"
+            "sensitivity: under --calibration {name} rank 1 does not fit in memory, or no plan does; {advice}"
         )?,
         None => {}
+    }
+    if let (Some(h), Some((_, r))) = (&s.hedge, worst) {
+        if r > 1.0 + NO_REGRET {
+            let rank_1 = if r.is_finite() {
+                format!("rank 1: up to {:.1}%", 100.0 * (r - 1.0))
+            } else {
+                "rank 1 does not fit under every set".to_string()
+            };
+            if h.index == 0 {
+                writeln!(
+                    out,
+                    "hedge: rank 1 is also the plan found whose worst regret over these sets of constants is least ({rank_1})"
+                )?
+            } else {
+                let where_ = if h.index < listed {
+                    format!("rank {} above", h.index + 1)
+                } else {
+                    "its plan in --json sensitivity_hedge".to_string()
+                };
+                // The pool can hold a plan the search's heuristics (split, node
+                // order) missed under the constants asked for too.
+                let missed = if h.plan.estimate.iteration_s < rank_1_s * (1.0 - NO_REGRET) {
+                    ", faster than rank 1 under them too: found by a search under other constants, where the heuristics of rank 1's search (split, node order) missed it"
+                } else {
+                    ""
+                };
+                writeln!(
+                    out,
+                    "hedge: {} is at most {:.1}% slower than the fastest plan under each set of constants ({rank_1}); {:.4} s/iteration under --calibration {primary}{missed} ({where_})",
+                    plan_line(loaded, &h.plan),
+                    100.0 * (h.worst_regret - 1.0),
+                    h.plan.estimate.iteration_s
+                )?
+            }
+        }
     }
     Ok(())
 }
@@ -929,35 +1029,49 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             .inputs
             .calibration()?
             .expect("--sensitivity is refused with the amp-paper model");
+        // Each search keeps its leading plans: the pool the hedge is
+        // chosen from.
         let alt_opts = SearchOptions {
-            keep: 1,
+            keep: SENSITIVITY_POOL,
             ..search_opts
         };
-        let mut rows = Vec::new();
+        let mut pool: Vec<RankedPlan> = result
+            .plans
+            .iter()
+            .take(SENSITIVITY_POOL)
+            .cloned()
+            .collect();
+        let mut named = Vec::new();
+        let mut models = Vec::new();
         for (name, fitted_on, calibration) in Calibration::SHIPPED {
             if calibration == primary {
                 continue;
             }
             let model = amp_model(calibration);
             let bar = Progress::new(args.quiet, &format!("searching under --calibration {name}"));
-            let found = match (Searches {
+            match (Searches {
                 opts: &alt_opts,
                 ..searches
             })
             .run(model.as_ref(), &bar)
             {
-                Ok(r) => r.plans.into_iter().next(),
-                Err(e) if matches!(e.downcast_ref(), Some(amp_core::AmpError::NoPlan(_))) => None,
+                Ok(r) => pool.extend(r.plans),
+                Err(e) if matches!(e.downcast_ref(), Some(amp_core::AmpError::NoPlan(_))) => {}
                 Err(e) => return Err(e),
-            };
+            }
             bar.finish();
-            let under = pick_under(&inputs, &result.plans[0], objective, model.as_ref(), found)?;
-            rows.push((name, fitted_on, under));
+            named.push((name, fitted_on, calibration));
+            models.push(model);
         }
-        Some(rows)
+        let all: Vec<&dyn CostModel> = std::iter::once(cost_model.as_ref())
+            .chain(models.iter().map(|m| m.as_ref()))
+            .collect();
+        Some((named, sensitivity(&inputs, objective, &all, &pool)?))
     } else {
         None
     };
+    // The constants asked for, as --calibration named them.
+    let primary_name = args.inputs.calibration.as_deref().unwrap_or("fitted");
     let compared = if args.compare {
         Some(baselines(
             &inputs,
@@ -1032,6 +1146,9 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             baselines: compared,
             faster_on_one_type: faster_type,
             sensitivity: sensitivity.as_ref().map(sensitivity_json),
+            sensitivity_hedge: sensitivity
+                .as_ref()
+                .and_then(|r| hedge_json(r, primary_name, result.plans.len().min(args.top))),
         };
         writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
     } else {
@@ -1081,9 +1198,15 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
                 loaded.cluster.num_devices()
             )?;
         }
-        if let Some(rows) = &sensitivity {
-            let primary = args.inputs.calibration.as_deref().unwrap_or("fitted");
-            print_sensitivity(out, &loaded, primary, rows)?;
+        if let Some(r) = &sensitivity {
+            print_sensitivity(
+                out,
+                &loaded,
+                primary_name,
+                r,
+                result.plans.len().min(args.top),
+                result.plans[0].estimate.iteration_s,
+            )?;
         }
     }
     let best = &result.plans[0];

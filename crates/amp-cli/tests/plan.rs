@@ -2210,11 +2210,12 @@ fn tp_degrees_split_whole_heads() {
 /// `--sensitivity` re-runs the search under every other set of constants
 /// amp ships: rank 1's time under each is what `amp eval --calibration
 /// NAME` gives it, the fastest plan under each is what `amp plan
-/// --calibration NAME` ranks first, and the regret is their ratio. Figures
-/// of the README's table pinned.
+/// --calibration NAME` ranks first, and the regret is their ratio; the
+/// hedge's regrets are its `amp eval` times over those firsts. Figures of
+/// the README's table pinned.
 #[test]
 fn sensitivity_reruns_the_search_under_each_shipped_calibration() {
-    let mut regrets = Vec::new();
+    let (mut regrets, mut bests, mut hedges) = (Vec::new(), Vec::new(), Vec::new());
     for example in ["homogeneous", "het-cluster", "het-model"] {
         let o = amp(&[
             "plan",
@@ -2275,8 +2276,50 @@ fn sensitivity_reruns_the_search_under_each_shipped_calibration() {
             assert!((regret - pick_s / fastest_s).abs() < 1e-12);
             assert!(regret >= 1.0);
             regrets.push(format!("{example} {name} {regret:.3}"));
+            bests.push(best_s);
         }
+        // The hedge: its regret under each set is its time there, by `amp
+        // eval` of its plan, over the best plan `amp plan` finds there.
+        let h = &v["sensitivity_hedge"];
+        let plan_file = tmp(&format!("hedge-{example}.json"), &h["plan"].to_string());
+        let names = ["fitted", "neutral", "amp-t4", "sailor-gh200"];
+        let mut worst: f64 = 0.0;
+        for (k, name) in names.iter().enumerate() {
+            assert_eq!(h["regrets"][k]["calibration"], *name);
+            let best_s = if k == 0 {
+                v["plans"][0]["predicted_iteration_s"].as_f64().unwrap()
+            } else {
+                bests[bests.len() - 3 + k - 1]
+            };
+            let t = amp_json(&[
+                "eval",
+                plan_file.to_str().unwrap(),
+                "--example",
+                example,
+                "--calibration",
+                name,
+                "--json",
+            ])["iteration_s"]
+                .as_f64()
+                .unwrap();
+            let regret = h["regrets"][k]["regret"].as_f64().unwrap();
+            assert!((regret - t / best_s).abs() < 1e-12, "{example} {name}");
+            worst = worst.max(regret);
+        }
+        assert_eq!(h["worst_regret"].as_f64(), Some(worst));
+        hedges.push(format!(
+            "{example} tp {} pp {} dp {} mbs {} rank {} worst {worst:.3}",
+            h["tp"], h["pp"], h["dp"], h["micro_batch"], h["rank"]
+        ));
     }
+    assert_eq!(
+        hedges,
+        [
+            "homogeneous tp 1 pp 4 dp 4 mbs 1 rank 5 worst 1.061",
+            "het-cluster tp 1 pp 16 dp 1 mbs 1 rank 1 worst 1.016",
+            "het-model tp 1 pp 16 dp 1 mbs 1 rank 1 worst 1.000",
+        ]
+    );
     assert_eq!(
         regrets,
         [
@@ -2304,10 +2347,24 @@ fn sensitivity_reruns_the_search_under_each_shipped_calibration() {
     assert!(text.contains("│ fitted "), "{text}");
     assert!(!text.contains("│ neutral "), "{text}");
     assert!(
-        text.contains("sensitivity: under --calibration sailor-gh200 another plan is"),
+        text.contains("sensitivity: under --calibration sailor-gh200 rank 1 is"),
+        "{text}"
+    );
+    let text = amp_text(&[
+        "plan",
+        "--example",
+        "homogeneous",
+        "--placement",
+        "artifact",
+        "--sensitivity",
+        "-q",
+    ]);
+    assert!(
+        text.contains("hedge: tp 1 pp 8 dp 2 mbs 1, split 0 6 9 12 15 18 21 24 30, pp-dp-tp | T4x8 is at most 7.2% slower than the fastest plan under each set of constants (rank 1: up to 40.6%); 1.3933 s/iteration under --calibration fitted (rank 4 above)"),
         "{text}"
     );
     let text = amp_text(&["plan", "--example", "het-model", "--sensitivity", "-q"]);
+    assert!(!text.contains("hedge:"), "{text}");
     assert!(
         text.contains("sensitivity: rank 1 is also the fastest plan found under every other set of constants; it does not rest on --calibration fitted"),
         "{text}"
