@@ -299,6 +299,11 @@ class PlanResult(_Record):
     def __init__(self, data: Dict[str, Any], inputs: Optional[_Inputs] = None) -> None:
         super().__init__(data)
         self.plans: List[Plan] = [Plan(p, inputs) for p in data.get("plans", [])]
+        hedge = data.get("sensitivity_hedge")
+        #: With ``sensitivity=True``: the plan whose worst regret over the
+        #: constants amp ships is least (``sensitivity_hedge``'s ``plan``), for
+        #: :func:`evaluate` and :func:`export`; else ``None``.
+        self.hedge: Optional[Plan] = None if hedge is None else Plan(hedge["plan"], inputs)
 
     def __repr__(self) -> str:
         d = self._data

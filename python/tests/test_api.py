@@ -362,4 +362,9 @@ def test_sensitivity_reaches_the_cli(cli_json):
     names = [r["calibration"] for r in expected["sensitivity"]]
     assert names == ["neutral", "amp-t4", "sailor-gh200"]
     assert all(r["regret"] >= 1.0 for r in expected["sensitivity"])
-    assert expected["sensitivity_hedge"]["worst_regret"] >= 1.0
+    hedge = expected["sensitivity_hedge"]
+    assert hedge["worst_regret"] >= 1.0
+    # The hedge is a plan evaluate() prices as the CLI did.
+    t = amp.evaluate(result.hedge).iteration_s
+    assert t == hedge["predicted_iteration_s"]
+    assert amp.plan(example="het-cluster").hedge is None

@@ -10,8 +10,9 @@ use clap::Args;
 use comfy_table::{presets::UTF8_BORDERS_ONLY, ContentArrangement, Table};
 use serde::Serialize;
 
-use crate::inputs::{InputArgs, Loaded};
+use crate::inputs::{amp_model, InputArgs, Loaded};
 use crate::setup_args::SetupArgs;
+use amp_core::cost::Calibration;
 
 /// Version of the `--json` output; bumped on any incompatible change (2:
 /// the plan records its training setup).
@@ -38,6 +39,21 @@ pub struct EvalArgs {
     pub force: bool,
     #[command(flatten)]
     pub setup: SetupArgs,
+    /// Also price the plan under every other set of constants amp ships
+    /// (`neutral`, `amp-t4`, `sailor-gh200`, or `fitted`): the spread of
+    /// its predicted time over constants fitted on two clusters that may
+    /// not be like yours.
+    #[arg(long)]
+    pub sensitivity: bool,
+}
+
+/// The plan under one other set of shipped constants (--sensitivity).
+#[derive(Serialize)]
+struct JsonUnder {
+    calibration: &'static str,
+    fitted_on: &'static str,
+    iteration_s: f64,
+    fits_in_memory: Option<bool>,
 }
 
 #[derive(Serialize)]
@@ -73,6 +89,8 @@ struct JsonOutput<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     allocator_cache_bytes: Option<f64>,
     plan: &'a Plan,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sensitivity: Option<Vec<JsonUnder>>,
 }
 
 const GIB: f64 = (1u64 << 30) as f64;
@@ -232,7 +250,28 @@ pub fn run(args: EvalArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         cluster: &loaded.cluster,
         profile: &loaded.profile,
     };
+    let primary = args.inputs.calibration()?;
+    if args.sensitivity && primary.is_none() {
+        bail!("--sensitivity prices the plan under the amp cost model's other fitted constants; the amp-paper model has none. Drop --sensitivity, or use the amp cost model");
+    }
     let est = cost_model.evaluate(&inputs, &plan)?;
+    let sensitivity = if let (true, Some(primary)) = (args.sensitivity, primary) {
+        let mut rows = Vec::new();
+        for (name, fitted_on, calibration) in Calibration::SHIPPED {
+            if calibration != primary {
+                let e = amp_model(calibration).evaluate(&inputs, &plan)?;
+                rows.push(JsonUnder {
+                    calibration: name,
+                    fitted_on,
+                    iteration_s: e.iteration_s,
+                    fits_in_memory: fits(&e),
+                });
+            }
+        }
+        Some(rows)
+    } else {
+        None
+    };
     // The constants behind the memory figures, where there are any.
     let memory_constants = cost_model.calibration().filter(|_| !est.memory.is_empty());
     if args.json {
@@ -258,10 +297,28 @@ pub fn run(args: EvalArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             framework_reserve_bytes: memory_constants.map(|c| c.framework_reserve_bytes),
             allocator_cache_bytes: memory_constants.map(|c| c.allocator_cache_bytes),
             plan: &plan,
+            sensitivity,
         };
         writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
     } else {
         print_text(out, &loaded, &plan, &est, cost_model.as_ref())?;
+        if let Some(rows) = &sensitivity {
+            let under: Vec<String> = rows
+                .iter()
+                .map(|r| {
+                    let fit = match r.fits_in_memory {
+                        Some(false) => ", does not fit",
+                        _ => "",
+                    };
+                    format!("{} {:.4} s{fit}", r.calibration, r.iteration_s)
+                })
+                .collect();
+            writeln!(
+                out,
+                "under the other constants amp ships (--calibration NAME): {}",
+                under.join("; ")
+            )?;
+        }
     }
     if let (Some((m, over)), false) = (est.first_overflow(), args.force) {
         bail!(

@@ -346,3 +346,65 @@ fn recorded_setups_win_and_flags_fill_plans_without_one() {
     let v: serde_json::Value = serde_json::from_str(&common::stdout(&o)).unwrap();
     assert_eq!(v["iteration_s"].as_f64().unwrap(), recomputed);
 }
+
+/// `--sensitivity` prices the plan under every other shipped set of
+/// constants, each as `--calibration NAME` does; refused with amp-paper.
+#[test]
+fn sensitivity_prices_the_plan_under_each_other_shipped_calibration() {
+    let plan = het_plan();
+    let v = amp_json(&[
+        "eval",
+        &plan,
+        "--example",
+        "het-cluster",
+        "--calibration",
+        "amp-t4",
+        "--sensitivity",
+        "--json",
+    ]);
+    let rows = v["sensitivity"].as_array().unwrap();
+    let names: Vec<&str> = rows
+        .iter()
+        .map(|r| r["calibration"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["fitted", "neutral", "sailor-gh200"]);
+    for r in rows {
+        let alone = amp_json(&[
+            "eval",
+            &plan,
+            "--example",
+            "het-cluster",
+            "--calibration",
+            r["calibration"].as_str().unwrap(),
+            "--json",
+        ]);
+        assert_eq!(r["iteration_s"], alone["iteration_s"]);
+        assert_eq!(r["fits_in_memory"], alone["fits_in_memory"]);
+    }
+    let text = stdout(&amp(&[
+        "eval",
+        &plan,
+        "--example",
+        "het-cluster",
+        "--sensitivity",
+    ]));
+    assert!(
+        text.contains("under the other constants amp ships (--calibration NAME): neutral 2.5867 s; amp-t4 2.1681 s; sailor-gh200 3.5262 s"),
+        "{text}"
+    );
+    let o = amp(&[
+        "eval",
+        &plan,
+        "--example",
+        "het-cluster",
+        "--cost-model",
+        "amp-paper",
+        "--sensitivity",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("the amp-paper model has none"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -3,13 +3,15 @@
 //! A few constants of the cost model are fitted to measured runs
 //! ([`crate::cost::Calibration`]), and on a cluster they were not fitted on
 //! they may not hold: fitted on one measured set alone they predict the
-//! other 9-47% off (README, "How good are the predictions"). What a user
-//! needs to know is whether the plan amp picks depends on them. So the
-//! search is run again under other constants, and the pick is priced under
-//! each: its regret there is its time (or cost) over that of the best plan
-//! the search finds under them. A regret of 1 everywhere says the pick does
-//! not rest on the fitted constants; a large one names the constants under
-//! which another plan wins, and which plan.
+//! other 8.5% and 47% off (README, "How good are the predictions"). What a
+//! user needs to know is whether the plan amp picks depends on them. So the
+//! search is run again under other constants, and a pool of plans (rank 1,
+//! then the leading plans of every search) is priced under every set: rank
+//! 1's regret under a set is its time (or cost) over that of the pool's
+//! best plan there. A regret of 1 everywhere says the pick does not rest on
+//! the fitted constants; a large one names the constants under which
+//! another plan wins, and which plan. The hedge is the plan of the pool
+//! whose worst regret is least.
 
 use rayon::prelude::*;
 
@@ -80,13 +82,25 @@ fn objective_of(
 /// of the pool under a model is the best that search finds under it; where
 /// its heuristics miss a plan of the pool, the pool's is taken). Plans
 /// repeated in the pool count once, at their first place. Ties go to the
-/// earlier plan.
+/// earlier plan. An empty pool has no rank 1: nothing is compared.
 pub fn sensitivity(
     inputs: &Inputs,
     objective: Objective,
     models: &[&dyn CostModel],
     pool: &[RankedPlan],
 ) -> Result<Sensitivity> {
+    if pool.is_empty() {
+        let none = PickUnder {
+            pick: None,
+            fastest: None,
+            fastest_is_pick: false,
+            regret: None,
+        };
+        return Ok(Sensitivity {
+            under: vec![none; models.len().saturating_sub(1)],
+            hedge: None,
+        });
+    }
     let mut plans: Vec<&RankedPlan> = Vec::new();
     for p in pool {
         if !plans.iter().any(|q| q.plan == p.plan) {
@@ -231,6 +245,10 @@ mod tests {
         let s = sensitivity(&inputs, time, &with_roomy, std::slice::from_ref(first)).unwrap();
         let u = &s.under[0];
         assert!(u.pick.is_none() && u.regret.is_none() && u.fastest.is_none());
+        // An empty pool: nothing to compare.
+        let empty = sensitivity(&inputs, time, &with_roomy, &[]).unwrap();
+        assert!(empty.hedge.is_none() && empty.under.len() == 1);
+        assert!(empty.under[0].regret.is_none());
         // No plan fits under them: they say nothing, and rank 1 is the hedge.
         assert_eq!(s.hedge.map(|h| h.regrets), Some(vec![Some(1.0), None]));
         // Room for a plan that needs less memory than rank 1, not for rank
