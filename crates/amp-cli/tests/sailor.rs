@@ -708,7 +708,7 @@ fn plan_warns_of_network_entries_that_contradict_each_other() {
 /// `--sensitivity` on Sailor's six scenarios (README, "Does the pick rest
 /// on the fitted constants?"): neutral constants and those fitted on AMP's
 /// runs alone pick rank 1 again; under those fitted on Sailor's GH200 runs
-/// alone (inter-node links at 35% of nominal) rank 1 is 0.5-5.0% slower
+/// alone (inter-node links at 35% of nominal) rank 1 is 0.5-5.1% slower
 /// than the fastest plan found there: another split of its shape, the
 /// shape at micro-batch 2, or tp 2 (found by the searches under the other
 /// constants).
@@ -760,8 +760,8 @@ fn sensitivity_on_sailors_scenarios() {
         ("OPT-350", "8x4xA100-40+24x4xV100-16", "1.047 mbs 1"),
         ("OPT-350", "20x4xA100-40+60x4xV100-16", "1.042 other shape"),
         ("OPT-350", "32x4xA100-40+96x4xV100-16", "1.028 other shape"),
-        ("GPT-Neo-2.7", "8x4xA100-40+24x4xV100-16", "1.050 mbs 2"),
-        ("GPT-Neo-2.7", "20x4xA100-40+60x4xV100-16", "1.044 mbs 2"),
+        ("GPT-Neo-2.7", "8x4xA100-40+24x4xV100-16", "1.051 mbs 1"),
+        ("GPT-Neo-2.7", "20x4xA100-40+60x4xV100-16", "1.035 mbs 2"),
         ("GPT-Neo-2.7", "32x4xA100-40+96x4xV100-16", "1.005 mbs 1"),
     ]
     .iter()
@@ -774,17 +774,17 @@ fn sensitivity_on_sailors_scenarios() {
     })
     .collect();
     assert_eq!(got, want);
-    // The hedge: rank 1, or a plan at most 2.1% slower under any of the
-    // four sets where rank 1 is up to 4.4% slower (`rank null`: not among
-    // the one plan listed, --top 1).
+    // The hedge: rank 1 on two; on the others a plan at most 0.8-5.0%
+    // slower under any of the four sets where rank 1 is up to 2.8-5.1%
+    // slower (`rank null`: not the one plan listed, --top 1).
     assert_eq!(
         hedges,
         [
             "OPT-350 8x4xA100-40+24x4xV100-16 tp 1 pp 4 dp 32 mbs 1 rank 1 worst 1.047",
             "OPT-350 20x4xA100-40+60x4xV100-16 tp 2 pp 5 dp 32 mbs 2 rank null worst 1.021",
             "OPT-350 32x4xA100-40+96x4xV100-16 tp 1 pp 4 dp 128 mbs 1 rank null worst 1.021",
-            "GPT-Neo-2.7 8x4xA100-40+24x4xV100-16 tp 2 pp 4 dp 16 mbs 1 rank 1 worst 1.050",
-            "GPT-Neo-2.7 20x4xA100-40+60x4xV100-16 tp 2 pp 5 dp 32 mbs 2 rank null worst 1.006",
+            "GPT-Neo-2.7 8x4xA100-40+24x4xV100-16 tp 2 pp 4 dp 16 mbs 1 rank null worst 1.050",
+            "GPT-Neo-2.7 20x4xA100-40+60x4xV100-16 tp 2 pp 5 dp 32 mbs 2 rank null worst 1.008",
             "GPT-Neo-2.7 32x4xA100-40+96x4xV100-16 tp 2 pp 4 dp 64 mbs 1 rank 1 worst 1.005",
         ]
     );
