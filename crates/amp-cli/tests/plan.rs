@@ -2369,6 +2369,21 @@ fn sensitivity_reruns_the_search_under_each_shipped_calibration() {
         text.contains("sensitivity: rank 1 is also the fastest plan found under every other set of constants; it does not rest on --calibration fitted"),
         "{text}"
     );
+    // Ranked by cost, a regret is in dollars.
+    let text = amp_text(&[
+        "plan",
+        "--example",
+        "het-cluster",
+        "--objective",
+        "cost",
+        "--sensitivity",
+        "-q",
+    ]);
+    assert!(
+        text.contains("under --calibration sailor-gh200 rank 1 is 3.4% dearer than the cheapest plan found there"),
+        "{text}"
+    );
+    assert!(text.contains("cheapest there"), "{text}");
     // The amp-paper model has no constants to vary.
     let o = amp(&[
         "plan",
