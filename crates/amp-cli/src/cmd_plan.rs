@@ -368,13 +368,9 @@ struct JsonOutput<'a> {
 struct JsonHedge<'a> {
     /// Its rank in `plans`, when it is listed there.
     rank: Option<usize>,
-    tp: usize,
-    dp: usize,
-    pp: usize,
-    micro_batch: usize,
-    stage_boundaries: Vec<usize>,
-    /// Under the constants asked for.
-    predicted_iteration_s: f64,
+    /// Its time under the constants asked for.
+    #[serde(flatten)]
+    shape: JsonShape,
     worst_regret: f64,
     regrets: Vec<JsonRegret>,
     /// The plan itself, as `amp eval` and `amp export` read it.
@@ -409,12 +405,32 @@ struct JsonPickUnder {
 struct JsonFastest {
     /// Whether it is the best plan under the constants asked for.
     is_pick: bool,
+    #[serde(flatten)]
+    shape: JsonShape,
+}
+
+/// A plan in brief, as --sensitivity names one.
+#[derive(Serialize)]
+struct JsonShape {
     tp: usize,
     dp: usize,
     pp: usize,
     micro_batch: usize,
     stage_boundaries: Vec<usize>,
     predicted_iteration_s: f64,
+}
+
+impl JsonShape {
+    fn of(p: &RankedPlan) -> JsonShape {
+        JsonShape {
+            tp: p.tp,
+            dp: p.dp,
+            pp: p.pp,
+            micro_batch: p.micro_batch,
+            stage_boundaries: p.plan.boundaries(),
+            predicted_iteration_s: p.estimate.iteration_s,
+        }
+    }
 }
 
 /// --sensitivity's result: the other sets of constants (name, what they
@@ -433,12 +449,7 @@ fn sensitivity_json((named, s): &SensitivityResult) -> Vec<JsonPickUnder> {
             pick_iteration_s: u.pick.as_ref().map(|e| e.iteration_s),
             fastest: u.fastest.as_ref().map(|f| JsonFastest {
                 is_pick: u.fastest_is_pick,
-                tp: f.tp,
-                dp: f.dp,
-                pp: f.pp,
-                micro_batch: f.micro_batch,
-                stage_boundaries: f.plan.boundaries(),
-                predicted_iteration_s: f.estimate.iteration_s,
+                shape: JsonShape::of(f),
             }),
             regret: u.regret,
         })
@@ -456,12 +467,7 @@ fn hedge_json<'a>(
         std::iter::once(primary.to_string()).chain(named.iter().map(|(n, _, _)| n.to_string()));
     Some(JsonHedge {
         rank: (h.index < listed).then_some(h.index + 1),
-        tp: h.plan.tp,
-        dp: h.plan.dp,
-        pp: h.plan.pp,
-        micro_batch: h.plan.micro_batch,
-        stage_boundaries: h.plan.plan.boundaries(),
-        predicted_iteration_s: h.plan.estimate.iteration_s,
+        shape: JsonShape::of(&h.plan),
         worst_regret: h.worst_regret,
         regrets: names
             .zip(&h.regrets)
