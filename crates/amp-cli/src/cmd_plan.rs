@@ -89,9 +89,10 @@ pub struct PlanArgs {
     /// ships (`neutral`, and `amp-t4` and `sailor-gh200`, each fitted on
     /// one measured cluster alone; --calibration takes each name) and
     /// print how the best plan fares there: its time, and its regret
-    /// against the best plan found there. The constants were fitted on two
-    /// clusters and may not hold on yours; this says whether the pick
-    /// depends on them. Three more searches.
+    /// against the best plan found there; and the hedge, the plan found
+    /// whose worst regret over all of them is least. The constants were
+    /// fitted on two clusters and may not hold on yours; this says whether
+    /// the pick depends on them. Three more searches.
     #[arg(long)]
     pub sensitivity: bool,
     /// Also search parts of the cluster: every non-empty set of its GPU
@@ -353,8 +354,7 @@ struct JsonOutput<'a> {
     /// every GPU (`amp_core::subset_search::faster_on_one_type`).
     #[serde(skip_serializing_if = "Option::is_none")]
     faster_on_one_type: Option<FasterOnOneType>,
-    /// The best plan under each other set of shipped constants
-    /// (--sensitivity).
+    /// Rank 1 under each other set of shipped constants (--sensitivity).
     #[serde(skip_serializing_if = "Option::is_none")]
     sensitivity: Option<Vec<JsonPickUnder>>,
     /// The plan whose worst regret over every set of constants is least
@@ -384,26 +384,27 @@ struct JsonRegret {
     regret: Option<f64>,
 }
 
-/// The best plan under one other set of constants (--sensitivity).
+/// Rank 1 under one other set of constants (--sensitivity).
 #[derive(Serialize)]
 struct JsonPickUnder {
     /// Its name, as --calibration takes it.
     calibration: &'static str,
     fitted_on: &'static str,
     constants: Calibration,
-    /// The best plan's time under these constants; null when it does not
-    /// fit in memory under them.
+    /// Rank 1's time under these constants; null when it does not fit in
+    /// memory under them.
     pick_iteration_s: Option<f64>,
-    /// The best plan the same search finds under them; null when none fits.
+    /// The best plan found under them (of the leading plans of every
+    /// search); null when none fits.
     fastest: Option<JsonFastest>,
-    /// The best plan's time (or cost, under --objective cost) over the
-    /// fastest's, both under these constants; null when either is missing.
+    /// Rank 1's time (or cost, under --objective cost) over the fastest's,
+    /// both under these constants; null when either is missing.
     regret: Option<f64>,
 }
 
 #[derive(Serialize)]
 struct JsonFastest {
-    /// Whether it is the best plan under the constants asked for.
+    /// Whether it is rank 1.
     is_pick: bool,
     #[serde(flatten)]
     shape: JsonShape,
