@@ -177,6 +177,7 @@ pub fn run(args: ExportArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result
             &[],
             &plan,
             Some(&estimate),
+            None,
             path,
         )?;
         writeln!(out, "{}", path.display())?;

@@ -29,6 +29,7 @@ use amp_core::subset_search::{
     FasterOnOneType, Objective,
 };
 use amp_core::type_tp_search::search_per_type_tp;
+use amp_export::{SensitivityRow, SensitivitySection};
 
 /// Version of the `--json` output; bumped on any incompatible change (2:
 /// every plan records its training setup).
@@ -502,23 +503,117 @@ const SENSITIVITY_POOL: usize = 10;
 /// Regrets within this of 1 count as none: the same plan priced twice.
 const NO_REGRET: f64 = 1e-9;
 
-/// --sensitivity's table, what it means for rank 1, and the hedge;
+/// What a regret measures, in words: (worse, best) for time, or for
+/// dollars under --objective cost.
+fn regret_words(objective: Objective) -> (&'static str, &'static str) {
+    match objective {
+        Objective::Time => ("slower", "fastest"),
+        Objective::Cost => ("dearer", "cheapest"),
+    }
+}
+
+/// --sensitivity's rows, one per other set of constants, for the text and
+/// the report.
+fn sensitivity_rows(loaded: &Loaded, (named, s): &SensitivityResult) -> Vec<SensitivityRow> {
+    named
+        .iter()
+        .zip(&s.under)
+        .map(|((name, fitted_on, _), u)| SensitivityRow {
+            calibration: name.to_string(),
+            fitted_on: fitted_on.to_string(),
+            rank_1_s: u.pick.as_ref().map(|e| e.iteration_s),
+            best: match (&u.fastest, u.fastest_is_pick) {
+                (Some(_), true) => "rank 1".to_string(),
+                (Some(f), false) => plan_line(loaded, f),
+                (None, _) => "none fits".to_string(),
+            },
+            best_s: u.fastest.as_ref().map(|f| f.estimate.iteration_s),
+            regret: u.regret,
+        })
+        .collect()
+}
+
+/// What --sensitivity means for rank 1, and the hedge, a sentence each;
 /// `listed`: plans in the table above, `rank_1_s`: rank 1's time.
-fn print_sensitivity(
-    out: &mut dyn Write,
+fn sensitivity_notes(
     loaded: &Loaded,
     primary: &str,
     (named, s): &SensitivityResult,
     listed: usize,
     rank_1_s: f64,
     objective: Objective,
+) -> Vec<String> {
+    let (worse, best) = regret_words(objective);
+    let mut notes = Vec::new();
+    // The constants under which rank 1 fares worst.
+    let worst = named
+        .iter()
+        .zip(&s.under)
+        .map(|((name, _, _), u)| (name, u.regret.unwrap_or(f64::INFINITY)))
+        .fold(None, |w: Option<(&&str, f64)>, (n, r)| match w {
+            Some((_, wr)) if wr >= r => w,
+            _ => Some((n, r)),
+        });
+    let advice = "if your cluster behaves like the one those constants were fitted on, plan with them, or fit the constants to a few runs of yours (amp fit)";
+    match worst {
+        Some((_, r)) if r <= 1.0 + NO_REGRET => notes.push(format!(
+            "sensitivity: rank 1 is also the {best} plan found under every other set of constants; it does not rest on --calibration {primary}"
+        )),
+        Some((name, r)) if r.is_finite() => notes.push(format!(
+            "sensitivity: under --calibration {name} rank 1 is {:.1}% {worse} than the {best} plan found there; {advice}",
+            100.0 * (r - 1.0)
+        )),
+        Some((name, _)) => notes.push(format!(
+            "sensitivity: under --calibration {name} rank 1 does not fit in memory, or no plan does; {advice}"
+        )),
+        None => {}
+    }
+    if let (Some(h), Some((_, r))) = (&s.hedge, worst) {
+        if r > 1.0 + NO_REGRET {
+            let rank_1 = if r.is_finite() {
+                format!("rank 1: up to {:.1}%", 100.0 * (r - 1.0))
+            } else {
+                "rank 1 does not fit under every set".to_string()
+            };
+            if h.index == 0 {
+                notes.push(format!(
+                    "hedge: rank 1 is also the plan found whose worst regret over these sets of constants is least ({rank_1})"
+                ))
+            } else {
+                let where_ = if h.index < listed {
+                    format!("rank {} above", h.index + 1)
+                } else {
+                    "its plan in --json sensitivity_hedge".to_string()
+                };
+                // The pool can hold a plan the search's heuristics (split,
+                // node order) missed under the constants asked for too.
+                let missed = if objective == Objective::Time
+                    && h.plan.estimate.iteration_s < rank_1_s * (1.0 - NO_REGRET)
+                {
+                    ", faster than rank 1 under them too: found by a search under other constants, where the heuristics of rank 1's search (split, node order) missed it"
+                } else {
+                    ""
+                };
+                notes.push(format!(
+                    "hedge: {} is at most {:.1}% {worse} than the {best} plan under each set of constants ({rank_1}); {:.4} s/iteration under --calibration {primary}{missed} ({where_})",
+                    plan_line(loaded, &h.plan),
+                    100.0 * (h.worst_regret - 1.0),
+                    h.plan.estimate.iteration_s
+                ))
+            }
+        }
+    }
+    notes
+}
+
+/// --sensitivity's table and notes, as text.
+fn print_sensitivity(
+    out: &mut dyn Write,
+    rows: &[SensitivityRow],
+    notes: &[String],
+    objective: Objective,
 ) -> Result<()> {
-    // What a regret measures: time, or dollars under --objective cost.
-    let (worse, best) = match objective {
-        Objective::Time => ("slower", "fastest"),
-        Objective::Cost => ("dearer", "cheapest"),
-    };
-    let there = format!("{best} there");
+    let there = format!("{} there", regret_words(objective).1);
     let mut table = Table::new();
     table
         .load_preset(UTF8_BORDERS_ONLY)
@@ -532,23 +627,16 @@ fn print_sensitivity(
             "its s",
             "regret",
         ]);
-    for ((name, fitted_on, _), u) in named.iter().zip(&s.under) {
-        let fastest = match (&u.fastest, u.fastest_is_pick) {
-            (Some(_), true) => "rank 1".to_string(),
-            (Some(f), false) => plan_line(loaded, f),
-            (None, _) => "none fits".to_string(),
-        };
+    let dash = || "-".to_string();
+    for r in rows {
         table.add_row(vec![
-            name.to_string(),
-            fitted_on.to_string(),
-            u.pick.as_ref().map_or("does not fit".to_string(), |e| {
-                format!("{:.4}", e.iteration_s)
-            }),
-            fastest,
-            u.fastest.as_ref().map_or("-".to_string(), |f| {
-                format!("{:.4}", f.estimate.iteration_s)
-            }),
-            u.regret.map_or("-".to_string(), |r| format!("{r:.3}")),
+            r.calibration.clone(),
+            r.fitted_on.clone(),
+            r.rank_1_s
+                .map_or("does not fit".to_string(), |t| format!("{t:.4}")),
+            r.best.clone(),
+            r.best_s.map_or_else(dash, |t| format!("{t:.4}")),
+            r.regret.map_or_else(dash, |x| format!("{x:.3}")),
         ]);
     }
     writeln!(
@@ -556,68 +644,8 @@ fn print_sensitivity(
         "rank 1 under the other constants amp ships (the search re-run under each; --calibration NAME plans with one):"
     )?;
     writeln!(out, "{table}")?;
-    // The constants under which rank 1 fares worst.
-    let worst = named
-        .iter()
-        .zip(&s.under)
-        .map(|((name, _, _), u)| (name, u.regret.unwrap_or(f64::INFINITY)))
-        .fold(None, |w: Option<(&&str, f64)>, (n, r)| match w {
-            Some((_, wr)) if wr >= r => w,
-            _ => Some((n, r)),
-        });
-    let advice = "if your cluster behaves like the one those constants were fitted on, plan with them, or fit the constants to a few runs of yours (amp fit)";
-    match worst {
-        Some((_, r)) if r <= 1.0 + NO_REGRET => writeln!(
-            out,
-            "sensitivity: rank 1 is also the {best} plan found under every other set of constants; it does not rest on --calibration {primary}"
-        )?,
-        Some((name, r)) if r.is_finite() => writeln!(
-            out,
-            "sensitivity: under --calibration {name} rank 1 is {:.1}% {worse} than the {best} plan found there; {advice}",
-            100.0 * (r - 1.0)
-        )?,
-        Some((name, _)) => writeln!(
-            out,
-            "sensitivity: under --calibration {name} rank 1 does not fit in memory, or no plan does; {advice}"
-        )?,
-        None => {}
-    }
-    if let (Some(h), Some((_, r))) = (&s.hedge, worst) {
-        if r > 1.0 + NO_REGRET {
-            let rank_1 = if r.is_finite() {
-                format!("rank 1: up to {:.1}%", 100.0 * (r - 1.0))
-            } else {
-                "rank 1 does not fit under every set".to_string()
-            };
-            if h.index == 0 {
-                writeln!(
-                    out,
-                    "hedge: rank 1 is also the plan found whose worst regret over these sets of constants is least ({rank_1})"
-                )?
-            } else {
-                let where_ = if h.index < listed {
-                    format!("rank {} above", h.index + 1)
-                } else {
-                    "its plan in --json sensitivity_hedge".to_string()
-                };
-                // The pool can hold a plan the search's heuristics (split, node
-                // order) missed under the constants asked for too.
-                let missed = if objective == Objective::Time
-                    && h.plan.estimate.iteration_s < rank_1_s * (1.0 - NO_REGRET)
-                {
-                    ", faster than rank 1 under them too: found by a search under other constants, where the heuristics of rank 1's search (split, node order) missed it"
-                } else {
-                    ""
-                };
-                writeln!(
-                    out,
-                    "hedge: {} is at most {:.1}% {worse} than the {best} plan under each set of constants ({rank_1}); {:.4} s/iteration under --calibration {primary}{missed} ({where_})",
-                    plan_line(loaded, &h.plan),
-                    100.0 * (h.worst_regret - 1.0),
-                    h.plan.estimate.iteration_s
-                )?
-            }
-        }
+    for n in notes {
+        writeln!(out, "{n}")?;
     }
     Ok(())
 }
@@ -1088,6 +1116,20 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     };
     // The constants asked for, as --calibration named them.
     let primary_name = args.inputs.calibration.as_deref().unwrap_or("fitted");
+    // Its rows and notes, for the text and the report.
+    let sensitivity_text = sensitivity.as_ref().map(|r| {
+        (
+            sensitivity_rows(&loaded, r),
+            sensitivity_notes(
+                &loaded,
+                primary_name,
+                r,
+                result.plans.len().min(args.top),
+                result.plans[0].estimate.iteration_s,
+                objective,
+            ),
+        )
+    });
     let compared = if args.compare {
         Some(baselines(
             &inputs,
@@ -1214,16 +1256,8 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
                 loaded.cluster.num_devices()
             )?;
         }
-        if let Some(r) = &sensitivity {
-            print_sensitivity(
-                out,
-                &loaded,
-                primary_name,
-                r,
-                result.plans.len().min(args.top),
-                result.plans[0].estimate.iteration_s,
-                objective,
-            )?;
+        if let Some((rows, notes)) = &sensitivity_text {
+            print_sensitivity(out, rows, notes, objective)?;
         }
     }
     let best = &result.plans[0];
@@ -1278,6 +1312,9 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             &result.plans,
             &best.plan,
             Some(&best.estimate),
+            sensitivity_text
+                .as_ref()
+                .map(|(rows, notes)| SensitivitySection { rows, notes }),
             path,
         )?;
         writeln!(err, "wrote the report to {}", path.display())?;

@@ -10,6 +10,7 @@ use amp_core::plan::Plan;
 use amp_core::search::RankedPlan;
 use amp_export::{
     export, html_report, Engine, ExportError, ExportFile, ExportOptions, ReportInput,
+    SensitivitySection,
 };
 
 use anyhow::{anyhow, Context, Result};
@@ -119,7 +120,9 @@ pub fn write_export(
 
 /// Writes the HTML report. The timeline is the simulation that priced the
 /// chosen plan (amp's model, under the plan's setup); the amp-paper model
-/// simulates nothing, so its reports have none.
+/// simulates nothing, so its reports have none. `sensitivity`: `amp plan
+/// --sensitivity`'s table and notes, when asked.
+#[allow(clippy::too_many_arguments)]
 pub fn write_report(
     inputs: &Inputs,
     calibration: Option<Calibration>,
@@ -127,6 +130,7 @@ pub fn write_report(
     ranked: &[RankedPlan],
     chosen: &Plan,
     estimate: Option<&Estimate>,
+    sensitivity: Option<SensitivitySection>,
     path: &Path,
 ) -> Result<()> {
     let timeline = match calibration {
@@ -148,6 +152,7 @@ pub fn write_report(
         estimate,
         timeline: timeline.as_ref(),
         max_rows: 50,
+        sensitivity,
     };
     let html = html_report(&input);
     std::fs::write(path, html).with_context(|| format!("cannot write {}", path.display()))

@@ -2384,6 +2384,34 @@ fn sensitivity_reruns_the_search_under_each_shipped_calibration() {
         "{text}"
     );
     assert!(text.contains("cheapest there"), "{text}");
+    // The report carries the same table and notes.
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("amp-sensitivity-report-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let report = dir.join("r.html");
+    let text = amp_text(&[
+        "plan",
+        "--example",
+        "homogeneous",
+        "--sensitivity",
+        "-q",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(html.contains("id=\"sensitivity-table\""));
+    let hedge = text.lines().find(|l| l.starts_with("hedge:")).unwrap();
+    assert!(html.contains(hedge), "{hedge}");
+    amp_text(&[
+        "plan",
+        "--example",
+        "homogeneous",
+        "-q",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(!html.contains("id=\"sensitivity"));
     // The amp-paper model has no constants to vary.
     let o = amp(&[
         "plan",

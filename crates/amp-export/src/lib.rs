@@ -22,7 +22,7 @@ use amp_core::plan::Plan;
 use amp_core::schedule::Schedule;
 use serde::Serialize;
 
-pub use report::{html_report, ReportInput};
+pub use report::{html_report, ReportInput, SensitivityRow, SensitivitySection};
 
 pub use amp_core::setup::{Engine, Precision, Recompute};
 

@@ -33,6 +33,34 @@ pub struct ReportInput<'a> {
     pub timeline: Option<&'a Timeline>,
     /// Rows of the ranked table to show (0: all); the rest are counted.
     pub max_rows: usize,
+    /// How rank 1 fares under other sets of constants (`amp plan
+    /// --sensitivity`), when asked.
+    pub sensitivity: Option<SensitivitySection<'a>>,
+}
+
+/// The report's section on other sets of constants: one row per set, and
+/// what they mean for the pick, a sentence each.
+#[derive(Debug, Clone, Copy)]
+pub struct SensitivitySection<'a> {
+    pub rows: &'a [SensitivityRow],
+    pub notes: &'a [String],
+}
+
+/// Rank 1 under one other set of constants.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SensitivityRow {
+    /// The set's name, as `--calibration` takes it.
+    pub calibration: String,
+    /// The measured runs it was fitted on.
+    pub fitted_on: String,
+    /// Rank 1's time under it; `None` when rank 1 does not fit.
+    pub rank_1_s: Option<f64>,
+    /// The best plan found under it, in words.
+    pub best: String,
+    /// That plan's time under it; `None` when no plan fits.
+    pub best_s: Option<f64>,
+    /// Rank 1's regret under it.
+    pub regret: Option<f64>,
 }
 
 impl<'a> ReportInput<'a> {
@@ -56,6 +84,7 @@ impl<'a> ReportInput<'a> {
             estimate: Some(&c.estimate),
             timeline,
             max_rows: 50,
+            sensitivity: None,
         })
     }
 }
@@ -156,6 +185,9 @@ pub fn html_report(input: &ReportInput) -> String {
     let _ = writeln!(h, "<h1>{}</h1>", escape(input.title));
     summary(&mut h, input);
     ranked_table(&mut h, input);
+    if let Some(section) = input.sensitivity {
+        sensitivity(&mut h, section);
+    }
     h.push_str("<section id=\"devices\">\n<h2>Device map</h2>\n");
     device_map(&mut h, input);
     h.push_str(
@@ -373,6 +405,29 @@ fn ranked_table(h: &mut String, input: &ReportInput) {
             "<p class=\"note\">{} more plans not shown.</p>",
             input.ranked.len() - rows
         );
+    }
+    h.push_str("</section>\n");
+}
+
+fn sensitivity(h: &mut String, section: SensitivitySection) {
+    h.push_str("<section id=\"sensitivity\">\n<h2>Rank 1 under other constants</h2>\n");
+    h.push_str("<div class=\"scroll\"><table id=\"sensitivity-table\">\n<tr><th class=\"l\">constants</th><th class=\"l\">fitted on</th><th>rank 1</th><th class=\"l\">best plan there</th><th>its time</th><th>regret</th></tr>\n");
+    let dash = || "&#8211;".to_string();
+    for r in section.rows {
+        let _ = writeln!(
+            h,
+            "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&r.calibration),
+            escape(&r.fitted_on),
+            r.rank_1_s.map_or("does not fit".to_string(), fmt_s),
+            escape(&r.best),
+            r.best_s.map_or_else(dash, fmt_s),
+            r.regret.map_or_else(dash, |x| format!("{x:.3}"))
+        );
+    }
+    h.push_str("</table></div>\n");
+    for n in section.notes {
+        let _ = writeln!(h, "<p class=\"note\">{}</p>", escape(n));
     }
     h.push_str("</section>\n");
 }

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use amp_core::placement::Placement;
 use amp_core::schedule::Timeline;
 use amp_core::search::RankedPlan;
-use amp_export::{html_report, ReportInput};
+use amp_export::{html_report, ReportInput, SensitivityRow, SensitivitySection};
 
 /// Attributes of every `<tag ...>` opening inside `html[from..to]`.
 fn tags<'a>(html: &'a str, tag: &str) -> Vec<BTreeMap<String, String>> {
@@ -103,6 +103,7 @@ fn report(
         estimate: Some(&est),
         timeline,
         max_rows: 50,
+        sensitivity: None,
     })
 }
 
@@ -299,4 +300,63 @@ fn uneven_and_mixed_plans_are_described_as_they_are() {
         &html[..html.len().min(4000)]
     );
     assert!(html.contains("<td>2+1</td>"), "the mixed stage's tp");
+}
+
+/// `amp plan --sensitivity`'s section: one row per set of constants, its
+/// text escaped, missing figures as dashes; absent when not asked.
+#[test]
+fn sensitivity_section_lists_every_set_of_constants() {
+    let (p, m, c) = common::homogeneous();
+    let est = common::estimate(&p, &c, 1.0);
+    let rows = [
+        SensitivityRow {
+            calibration: "neutral".to_string(),
+            fitted_on: "nothing".to_string(),
+            rank_1_s: Some(1.2999),
+            best: "rank 1".to_string(),
+            best_s: Some(1.2999),
+            regret: Some(1.0),
+        },
+        SensitivityRow {
+            calibration: "<mine>".to_string(),
+            fitted_on: "AMP's T4 runs".to_string(),
+            rank_1_s: None,
+            best: "none fits".to_string(),
+            best_s: None,
+            regret: None,
+        },
+    ];
+    let notes = ["hedge: pp 8 & dp 2".to_string()];
+    let input = |sensitivity| ReportInput {
+        title: "amp report",
+        model: &m,
+        cluster: &c,
+        ranked: &[],
+        chosen: &p,
+        estimate: Some(&est),
+        timeline: None,
+        max_rows: 50,
+        sensitivity,
+    };
+    let html = html_report(&input(Some(SensitivitySection {
+        rows: &rows,
+        notes: &notes,
+    })));
+    let section = &html[html.find("<section id=\"sensitivity\">").unwrap()..];
+    let section = &section[..section.find("</section>").unwrap()];
+    assert_eq!(section.matches("<tr>").count(), 3, "{section}");
+    assert!(
+        section.contains("<td class=\"l\">neutral</td>"),
+        "{section}"
+    );
+    assert!(
+        section.contains("&lt;mine&gt;") && section.contains("AMP&#39;s T4"),
+        "{section}"
+    );
+    assert!(section.contains("<td>does not fit</td>"), "{section}");
+    assert!(
+        section.contains("<p class=\"note\">hedge: pp 8 &amp; dp 2</p>"),
+        "{section}"
+    );
+    assert!(!html_report(&input(None)).contains("id=\"sensitivity\""));
 }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use amp_export::{html_report, ReportInput};
+use amp_export::{html_report, ReportInput, SensitivityRow, SensitivitySection};
 
 fn chromium() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("AMP_CHROMIUM") {
@@ -121,7 +121,7 @@ fn png_stats(path: &Path) -> (usize, f64, (u32, u32)) {
     )
 }
 
-fn check_page(bin: &Path, dir: &Path, name: &str, html: &str, lanes: usize) {
+fn check_page(bin: &Path, dir: &Path, name: &str, html: &str, lanes: usize, ids: &[&str]) {
     let page = dir.join(format!("{name}.html"));
     std::fs::write(&page, html).unwrap();
     let shot = dir.join(format!("{name}.png"));
@@ -158,7 +158,10 @@ fn check_page(bin: &Path, dir: &Path, name: &str, html: &str, lanes: usize) {
         "{name}: console messages:\n{}",
         console.join("\n")
     );
-    for id in ["device-map", "timeline-svg", "memory-svg", "breakdown-svg"] {
+    for id in ["device-map", "timeline-svg", "memory-svg", "breakdown-svg"]
+        .iter()
+        .chain(ids)
+    {
         assert!(
             dom.stdout.contains(&format!("id=\"{id}\"")),
             "{name}: the browser's DOM has no #{id}"
@@ -187,6 +190,16 @@ fn report_renders_in_headless_chromium() {
     let (p, m, c) = common::uneven();
     let t = common::one_f_one_b(4, 8, &[1.5, 1.0, 1.0, 1.4], &[3.0, 2.0, 2.0, 2.8], 0.2);
     let e = common::estimate(&p, &c, t.iteration_s);
+    // With --sensitivity's section: a table and its notes.
+    let rows = [SensitivityRow {
+        calibration: "sailor-gh200".to_string(),
+        fitted_on: "Sailor's GH200 runs alone".to_string(),
+        rank_1_s: Some(2.2868),
+        best: "tp 1 pp 8 dp 2 mbs 1, split 0 6 9 12 15 18 21 24 30, pp-dp-tp | T4x8".to_string(),
+        best_s: Some(1.4905),
+        regret: Some(1.534),
+    }];
+    let notes = ["sensitivity: under --calibration sailor-gh200 rank 1 is 53.4% slower than the fastest plan found there".to_string()];
     let small = html_report(&ReportInput {
         title: "amp report: GPT-2 on 16 GPUs",
         model: &m,
@@ -196,8 +209,12 @@ fn report_renders_in_headless_chromium() {
         estimate: Some(&e),
         timeline: Some(&t),
         max_rows: 50,
+        sensitivity: Some(SensitivitySection {
+            rows: &rows,
+            notes: &notes,
+        }),
     });
-    check_page(&bin, &dir, "small", &small, 4);
+    check_page(&bin, &dir, "small", &small, 4, &["sensitivity-table"]);
 
     let (p, m, c) = common::large();
     let t = common::one_f_one_b(8, 32, &[1.0; 8], &[2.0; 8], 0.05);
@@ -211,8 +228,9 @@ fn report_renders_in_headless_chromium() {
         estimate: Some(&e),
         timeline: Some(&t),
         max_rows: 50,
+        sensitivity: None,
     });
-    check_page(&bin, &dir, "large", &large, 8);
+    check_page(&bin, &dir, "large", &large, 8, &[]);
     if std::env::var("AMP_KEEP_REPORT").is_err() {
         let _ = std::fs::remove_dir_all(&dir);
     } else {
