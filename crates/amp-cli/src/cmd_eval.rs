@@ -257,16 +257,14 @@ pub fn run(args: EvalArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     let est = cost_model.evaluate(&inputs, &plan)?;
     let sensitivity = if let (true, Some(primary)) = (args.sensitivity, primary) {
         let mut rows = Vec::new();
-        for (name, fitted_on, calibration) in Calibration::SHIPPED {
-            if calibration != primary {
-                let e = amp_model(calibration).evaluate(&inputs, &plan)?;
-                rows.push(JsonUnder {
-                    calibration: name,
-                    fitted_on,
-                    iteration_s: e.iteration_s,
-                    fits_in_memory: fits(&e),
-                });
-            }
+        for (name, fitted_on, calibration) in Calibration::shipped_besides(primary) {
+            let e = amp_model(calibration).evaluate(&inputs, &plan)?;
+            rows.push(JsonUnder {
+                calibration: name,
+                fitted_on,
+                iteration_s: e.iteration_s,
+                fits_in_memory: fits(&e),
+            });
         }
         Some(rows)
     } else {

@@ -207,11 +207,16 @@ impl Loaded {
 
 /// The amp cost model with the constants `calibration`: what `--cost-model
 /// amp` prices with, under `--calibration` or another set.
-pub fn amp_model(calibration: Calibration) -> Box<dyn CostModel> {
-    Box::new(DeviceModel::new(DeviceOptions {
+pub fn device_model(calibration: Calibration) -> DeviceModel {
+    DeviceModel::new(DeviceOptions {
         calibration,
         ..Default::default()
-    }))
+    })
+}
+
+/// [`device_model`] as the CLI's commands take a cost model.
+pub fn amp_model(calibration: Calibration) -> Box<dyn CostModel> {
+    Box::new(device_model(calibration))
 }
 
 impl InputArgs {

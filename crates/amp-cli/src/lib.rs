@@ -14,6 +14,7 @@ mod cmd_plan;
 mod cmd_validate;
 mod inputs;
 mod output;
+mod plan_sensitivity;
 mod setup_args;
 
 use std::ffi::OsString;

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use amp_core::cost::device::{DeviceModel, DeviceOptions};
+use crate::inputs::device_model;
 use amp_core::cost::Calibration;
 use amp_core::cost::{Estimate, Inputs};
 use amp_core::plan::Plan;
@@ -134,13 +134,7 @@ pub fn write_report(
     path: &Path,
 ) -> Result<()> {
     let timeline = match calibration {
-        Some(calibration) => Some(
-            DeviceModel::new(DeviceOptions {
-                calibration,
-                ..Default::default()
-            })
-            .timeline(inputs, chosen)?,
-        ),
+        Some(calibration) => Some(device_model(calibration).timeline(inputs, chosen)?),
         None => None,
     };
     let input = ReportInput {

@@ -134,6 +134,17 @@ impl Calibration {
         ),
     ];
 
+    /// The shipped sets of constants other than `asked` (those equal to
+    /// it left out), in [`Self::SHIPPED`]'s order: what `--sensitivity`
+    /// compares `asked` with.
+    pub fn shipped_besides(
+        asked: Calibration,
+    ) -> impl Iterator<Item = (&'static str, &'static str, Calibration)> {
+        Calibration::SHIPPED
+            .into_iter()
+            .filter(move |(_, _, c)| *c != asked)
+    }
+
     /// `Err(message)` naming the first field outside its range.
     pub fn check(&self) -> Result<(), String> {
         let fraction = |name: &str, v: f64| {
