@@ -42,11 +42,13 @@ from ._amp import AmpError
 __all__ = [
     "AmpError",
     "Evaluation",
+    "Fit",
     "Plan",
     "PlanResult",
     "Validation",
     "evaluate",
     "export",
+    "fit",
     "layers",
     "plan",
     "run_cli",
@@ -496,7 +498,10 @@ def validate(dirs: Union[PathLike, Sequence[PathLike]], **options: Any) -> Valid
     """Compares predictions with measured runs, as ``amp validate --json``.
 
     Args:
-        dirs: one dataset directory or several (AMP artifact or Sailor layout).
+        dirs: measured runs, one or several: a folder holding amp's
+            ``runs.toml`` (your runs of amp's plans; see the README, "Your own
+            runs"), the file itself, or a folder in the AMP or Sailor
+            artifact's layout.
         **options: ``cost_model="amp-paper"`` and other ``amp validate`` options.
 
     Raises:
@@ -508,6 +513,45 @@ def validate(dirs: Union[PathLike, Sequence[PathLike]], **options: Any) -> Valid
     extra, flags = _setup_args(options)
     out = _check(*run_cli(["validate", *paths, *extra, "--json"]), flags, "validate")
     return Validation(json.loads(out))
+
+
+class Fit(_Record):
+    """The result of :func:`fit`: ``amp fit --json``'s object (``fit`` with the
+    fitted ``calibration``, ``neutral``, ``sets`` with each set's neutral,
+    in-sample and leave-one-set-out figures, ``at_grid_edge``)."""
+
+    @property
+    def calibration(self) -> Dict[str, float]:
+        """The constants fitted on every set given, as ``--out`` writes them."""
+        return dict(self._data["fit"]["calibration"])
+
+    def __repr__(self) -> str:
+        return f"Fit(calibration={self.calibration})"
+
+
+def fit(
+    dirs: Union[PathLike, Sequence[PathLike]],
+    out: Optional[PathLike] = None,
+) -> Fit:
+    """Fits the cost model's constants to measured runs, as ``amp fit --json``.
+
+    Args:
+        dirs: measured runs, as for :func:`validate`: a folder holding amp's
+            ``runs.toml`` (your runs of amp's plans), the file itself, or a
+            folder in the AMP or Sailor artifact's layout; one or several.
+        out: also write the fitted constants there, for ``calibration=out``
+            in :func:`plan`, :func:`evaluate` and :func:`validate`.
+
+    Raises:
+        AmpError: with the CLI's message.
+    """
+    if isinstance(dirs, (str, os.PathLike)):
+        dirs = [dirs]
+    args = ["fit", *[os.fspath(d) for d in dirs], "--json"]
+    if out is not None:
+        args += ["--out", os.fspath(out)]
+    out_text = _check(*run_cli(args), {}, "fit")
+    return Fit(json.loads(out_text))
 
 
 def layers(model: Any, seq: Optional[int] = None) -> Dict[str, Any]:

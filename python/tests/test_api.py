@@ -284,6 +284,43 @@ def test_validate_equals_cli(cli_json):
         amp.validate(["/no/such/dir"])
 
 
+def test_your_own_runs_validate_and_fit_from_python(tmp_path, cli_json):
+    # Runs "measured" as amp predicts them under Sailor's GH200 constants,
+    # written as a runs.toml beside the plans: validate is exact under
+    # those constants, and fit finds them (but the host staging, which no
+    # plan here has).
+    result = amp.plan(
+        model="gpt2-medium", cluster="2x4xA100-40GB", global_batch=64, seq=1024, top=4
+    )
+    (tmp_path / "plans.json").write_text(json.dumps(result.to_dict()))
+    lines = ['model = "gpt2-medium"', "seq = 1024", 'cluster = "2x4xA100-40GB"']
+    for rank, p in enumerate(result.plans, start=1):
+        e = amp.evaluate(p, calibration="sailor-gh200")
+        reading = max(m["peak_bytes"] for m in e.memory) + e.allocator_cache_bytes
+        lines += [
+            "[[run]]",
+            'plan = "plans.json"',
+            f"rank = {rank}",
+            f"iteration_s = {e.iteration_s!r}",
+            f"memory_used_mib = {reading / 2**20!r}",
+        ]
+    (tmp_path / "runs.toml").write_text("\n".join(lines) + "\n")
+    got = amp.validate(tmp_path, calibration="sailor-gh200")
+    assert got.to_dict() == cli_json(
+        "validate", str(tmp_path), "--calibration", "sailor-gh200", "--json"
+    )
+    d = got.datasets[0]
+    assert d["runs"] == 4 and d["time_error"]["max"] < 1e-9 and d["memory_error"]["max"] < 1e-9
+    out = tmp_path / "cal.json"
+    f = amp.fit(tmp_path / "runs.toml", out=out)
+    assert f.to_dict() == cli_json("fit", str(tmp_path), "--json")
+    assert f.calibration["inter_node_efficiency"] == 0.35
+    assert f.calibration["allocator_cache_bytes"] == 4.5e9
+    assert json.loads(out.read_text()) == f.calibration
+    with pytest.raises(amp.AmpError, match="no such file or directory"):
+        amp.fit(tmp_path / "missing")
+
+
 def test_plans_on_sailors_data_export_as_sailor_files(tmp_path):
     if not (SHARED_DATA / "sailor").is_dir():
         if os.environ.get("CI"):

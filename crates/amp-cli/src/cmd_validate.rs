@@ -14,6 +14,7 @@ use amp_core::validate::{validate_dataset, DatasetReport, ErrorStats};
 use amp_data::DatasetFiles;
 
 use crate::calibration_arg::read_calibration;
+use crate::runs_file;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use comfy_table::{presets::UTF8_BORDERS_ONLY, ContentArrangement, Table};
@@ -24,9 +25,11 @@ pub const JSON_SCHEMA_VERSION: u32 = 1;
 
 #[derive(Args, Debug)]
 pub struct ValidateArgs {
-    /// Dataset directories: AMP-artifact layout (measured/*.csv +
-    /// profiles/*.npy) or Sailor layout (profiles.json, llm_info.json,
-    /// training/, network/, cluster_config.json, measured/).
+    /// Measured runs: amp's own runs file (a folder's runs.toml, or the
+    /// file itself: your plans' measured times, see README "Your own
+    /// runs"), or folders in the AMP artifact's layout (measured/*.csv and
+    /// profiles/*.npy) or Sailor's (profiles.json, llm_info.json, training/,
+    /// network/, cluster_config.json, measured/).
     #[arg(required = true)]
     pub dirs: Vec<PathBuf>,
     /// Print machine-readable JSON instead of tables.
@@ -105,14 +108,47 @@ pub(crate) fn read_tree(dir: &Path) -> Result<DatasetFiles> {
     Ok(files)
 }
 
-/// Every dataset under `dirs`, in order.
+/// Every dataset under `dirs`, in order: a runs file given itself, a
+/// folder's `runs.toml`, or the artifact layouts of a folder, with the
+/// runs files of its immediate subfolders.
 pub(crate) fn read_datasets(dirs: &[PathBuf]) -> Result<Vec<amp_data::LoadedDataset>> {
     let mut datasets = Vec::new();
     for dir in dirs {
-        if !dir.is_dir() {
-            bail!("{}: no such directory", dir.display());
+        if dir.is_file() {
+            datasets.push(runs_file::read(dir)?);
+            continue;
         }
-        datasets.extend(amp_data::find_datasets(&read_tree(dir)?)?);
+        if !dir.is_dir() {
+            bail!(
+                "{}: no such file or directory; give a folder of measured runs (the AMP or Sailor artifact's layout, or one holding amp's {}) or a runs file",
+                dir.display(),
+                runs_file::FILE_NAME
+            );
+        }
+        let own = dir.join(runs_file::FILE_NAME);
+        if own.is_file() {
+            datasets.push(runs_file::read(&own)?);
+            continue;
+        }
+        let mut subfolders: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot list {}", dir.display()))?
+            .map(|e| e.map(|e| e.path().join(runs_file::FILE_NAME)))
+            .collect::<std::io::Result<_>>()?;
+        subfolders.retain(|p| p.is_file());
+        subfolders.sort();
+        let files = read_tree(dir)?;
+        if amp_data::holds_layouts(&files) {
+            datasets.extend(amp_data::find_datasets(&files)?);
+        } else if subfolders.is_empty() {
+            bail!(
+                "{}: no measured runs found; expected amp's {} (your runs of amp's plans, see README \"Your own runs\"), measured/*.csv with profiles/*.npy (the AMP artifact's layout) or profiles.json, llm_info.json and measured/<cluster>/<model>/plan_config_*.json (Sailor's), in the folder or in its subfolders",
+                dir.display(),
+                runs_file::FILE_NAME
+            );
+        }
+        for f in subfolders {
+            datasets.push(runs_file::read(&f)?);
+        }
     }
     Ok(datasets)
 }

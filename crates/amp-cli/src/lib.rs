@@ -15,6 +15,7 @@ mod cmd_validate;
 mod inputs;
 mod output;
 mod plan_sensitivity;
+mod runs_file;
 mod setup_args;
 
 use std::ffi::OsString;

@@ -21,6 +21,13 @@ struct Case {
     words: &'static [&'static str],
 }
 
+/// A runs file on the homogeneous example's model and cluster, then `extra`.
+macro_rules! runs {
+    ($($extra:expr),*) => {
+        concat!("model = \"gpt2-amp\"\ncluster = \"homogeneous\"\n" $(, $extra)*)
+    };
+}
+
 macro_rules! cluster {
     ($($extra:expr),*) => {
         concat!("[[nodes]]\ngpu = \"T4\"\ngpus = 4\nintra_gbps = 50\ninter_gbps = 50\n" $(, $extra)*)
@@ -185,7 +192,20 @@ const CASES: &[Case] = &[
     Case { name: "unknown subcommand", files: &[], args: "train --example homogeneous", status: 2, words: &["unrecognized subcommand"] },
     Case { name: "plan without a model", files: &[], args: "plan --cluster 1x4xT4 --global-batch 8", status: 2, words: &["--model"] },
     Case { name: "unknown flag", files: &[], args: "plan --example homogeneous --fastest", status: 2, words: &["--fastest"] },
-    Case { name: "validate a missing directory", files: &[], args: "validate {d}/none", status: 1, words: &["no such directory"] },
+    Case { name: "validate a missing directory", files: &[], args: "validate {d}/none", status: 1, words: &["no such file or directory", "runs.toml"] },
+    Case { name: "validate a folder of nothing amp reads", files: &[("e/notes.txt", "")], args: "validate {d}/e", status: 1, words: &["no measured runs found", "runs.toml", "AMP artifact's layout"] },
+    // ---- amp's own runs file ----
+    Case { name: "runs file: a run with two outcomes", files: &[("r/plan.json", PLAN_OK), ("r/runs.toml", runs!("[[run]]\nplan = \"plan.json\"\niteration_s = 1.5\nout_of_memory = true\n"))], args: "validate {d}/r", status: 1, words: &["runs.toml, run 1 (plan `plan.json`)", "both `iteration_s` and `out_of_memory = true`"] },
+    Case { name: "runs file: a run with no outcome", files: &[("r/plan.json", PLAN_OK), ("r/runs.toml", runs!("[[run]]\nplan = \"plan.json\"\n"))], args: "fit {d}/r", status: 1, words: &["run 1", "records no outcome", "iteration_s"] },
+    Case { name: "runs file: a negative time", files: &[("r/plan.json", PLAN_OK), ("r/runs.toml", runs!("[[run]]\nplan = \"plan.json\"\niteration_s = -2.0\n"))], args: "validate {d}/r/runs.toml", status: 1, words: &["run 1", "`iteration_s = -2` must be a positive number"] },
+    Case { name: "runs file: memory of a run out of memory", files: &[("r/plan.json", PLAN_OK), ("r/runs.toml", runs!("[[run]]\nplan = \"plan.json\"\nout_of_memory = true\nmemory_used_mib = 15000.0\n"))], args: "validate {d}/r", status: 1, words: &["no steady-state readings", "memory_used_mib"] },
+    Case { name: "runs file: a misspelt key", files: &[("r/plan.json", PLAN_OK), ("r/runs.toml", runs!("[[run]]\nplan = \"plan.json\"\niteration = 1.5\n"))], args: "validate {d}/r", status: 1, words: &["runs.toml: not an amp runs file", "unknown field `iteration`", "Your own runs"] },
+    Case { name: "runs file: a repeated key", files: &[("r/plan.json", PLAN_OK), ("r/runs.toml", runs!("[[run]]\nplan = \"plan.json\"\niteration_s = 1.5\niteration_s = 1.6\n"))], args: "validate {d}/r", status: 1, words: &["not an amp runs file", "duplicate key"] },
+    Case { name: "runs file: no runs", files: &[("r/runs.toml", runs!())], args: "validate {d}/r", status: 1, words: &["no [[run]] tables"] },
+    Case { name: "runs file: a plan file that is not there", files: &[("r/runs.toml", runs!("[[run]]\nplan = \"gone.json\"\niteration_s = 1.5\n"))], args: "validate {d}/r", status: 1, words: &["run 1 (plan `gone.json`)", "cannot read", "gone.json"] },
+    Case { name: "runs file: a plan off the cluster", files: &[("r/plan.json", r#"{"micro_batch": 1, "num_micro_batches": 8, "stages": [{"first_layer": 0, "end_layer": 30, "replicas": [[{"node": 9, "gpu": 0}]]}]}"#), ("r/runs.toml", runs!("[[run]]\nplan = \"plan.json\"\niteration_s = 1.5\n"))], args: "validate {d}/r", status: 1, words: &["run 1", "does not fit model `gpt2-amp`", "not in the cluster"] },
+    Case { name: "runs file: an unknown attention kernel", files: &[("r/runs.toml", "model = \"gpt2\"\ncluster = \"1x4xT4\"\nattention = \"flash\"\n[[run]]\nplan = \"p.json\"\niteration_s = 1.0\n")], args: "validate {d}/r", status: 1, words: &["`attention = \"flash\"` is not one of fused, explicit"] },
+    Case { name: "runs file: an unknown model", files: &[("r/runs.toml", "model = \"gpt9\"\ncluster = \"1x4xT4\"\n[[run]]\nplan = \"p.json\"\niteration_s = 1.0\n")], args: "validate {d}/r", status: 1, words: &["reading the model, cluster and profiles it names", "gpt9"] },
     Case { name: "validate a CSV of no experiment", files: &[("ds/measured/mine.csv", "micro_batch,tp\n")], args: "validate {d}/ds", status: 1, words: &["mine.csv", "must name an AMP experiment"] },
     Case { name: "validate a broken CSV", files: &[("ds/measured/homogeneous.csv", "micro_batch,tp,dp,pp,stage_boundaries,measured_s\nx,1,1,1,0 30,1\n")], args: "validate {d}/ds", status: 1, words: &["homogeneous.csv"] },
     Case { name: "validate with an unknown cost model", files: &[], args: "validate {d} --cost-model magic", status: 1, words: &["unknown cost model `magic`"] },

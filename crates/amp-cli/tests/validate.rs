@@ -368,7 +368,11 @@ fn synthetic_sailor_layout_is_grouped_and_scored() {
     let empty = dir.join("training");
     let out = amp().arg("validate").arg(&empty).output().unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no dataset found"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no measured runs found") && stderr.contains("runs.toml"),
+        "{stderr}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -458,6 +458,7 @@ mod tests {
                             outcome,
                             measured_peak_bytes: None,
                             measured_grad_reduce_s: None,
+                            profile: None,
                         });
                     }
                 }
@@ -469,6 +470,7 @@ mod tests {
                     // A device reading: the peak and the allocator's cache.
                     measured_peak_bytes: Some(peak + truth.allocator_cache_bytes),
                     measured_grad_reduce_s: None,
+                    profile: None,
                 });
             }
         }

@@ -189,6 +189,7 @@ pub fn evaluate(
 ///     outcome: Outcome::Completed(s),
 ///     measured_peak_bytes: None,
 ///     measured_grad_reduce_s: None,
+///     profile: None,
 /// };
 /// // Two of the artifact's measured runs.
 /// let data = Dataset {

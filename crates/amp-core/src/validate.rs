@@ -40,6 +40,10 @@ pub struct Run {
     /// Measured time of the data-parallel gradient reduction in the
     /// iteration, seconds, when recorded (Sailor's `red_grads`).
     pub measured_grad_reduce_s: Option<f64>,
+    /// The times to price this run with, when they are not the dataset's:
+    /// amp's runs files fill each run's profile from the analytic model
+    /// at its own micro-batch and in its own setup, as `amp eval` does.
+    pub profile: Option<Profile>,
 }
 
 /// Runs of one model with one profile.
@@ -288,7 +292,7 @@ pub fn validate_dataset(dataset: &Dataset, cost: &dyn CostModel) -> DatasetRepor
         let inputs = Inputs {
             model: &dataset.model,
             cluster: &run.cluster,
-            profile: &dataset.profile,
+            profile: run.profile.as_ref().unwrap_or(&dataset.profile),
         };
         let (measured_s, failed) = match run.outcome {
             Outcome::Completed(s) => (Some(s), false),

@@ -105,6 +105,23 @@ pub fn find_datasets(files: &DatasetFiles) -> Result<Vec<LoadedDataset>> {
     Ok(out)
 }
 
+/// Whether the folder, or one of its immediate subfolders, holds a layout
+/// [`find_datasets`] reads.
+pub fn holds_layouts(files: &DatasetFiles) -> bool {
+    !files.layouts().is_empty() || {
+        let mut subs: BTreeMap<&str, DatasetFiles> = BTreeMap::new();
+        for (k, v) in &files.files {
+            if let Some((first, rest)) = k.split_once('/') {
+                subs.entry(first)
+                    .or_default()
+                    .files
+                    .insert(rest.to_string(), v.clone());
+            }
+        }
+        subs.values().any(|s| !s.layouts().is_empty())
+    }
+}
+
 /// Every dataset of the folder, AMP-layout ones first; an error when the
 /// folder holds neither layout.
 pub fn datasets(files: &DatasetFiles) -> Result<Vec<LoadedDataset>> {
@@ -222,6 +239,7 @@ fn amp_datasets(files: &DatasetFiles) -> Result<Vec<LoadedDataset>> {
                 outcome,
                 measured_peak_bytes: None,
                 measured_grad_reduce_s: None,
+                profile: None,
             });
         }
         out.push(LoadedDataset {
@@ -424,6 +442,7 @@ fn sailor_datasets(files: &DatasetFiles) -> Result<Vec<LoadedDataset>> {
                         outcome: run.measured_s.map_or(Outcome::Failed, Outcome::Completed),
                         measured_peak_bytes: run.max_mem_bytes,
                         measured_grad_reduce_s: run.grad_reduce_s,
+                        profile: None,
                     });
                 }
                 Err(e) => notes.push(format!("skipped: {e}")),

@@ -10,7 +10,10 @@
 pub mod amp_artifact;
 pub mod datasets;
 pub mod npy;
+pub mod runs_file;
 pub mod sailor;
 
 pub use amp_artifact::Experiment;
-pub use datasets::{find_datasets, DatasetFiles, LoadedDataset, SailorFolder, SailorModel};
+pub use datasets::{
+    find_datasets, holds_layouts, DatasetFiles, LoadedDataset, SailorFolder, SailorModel,
+};

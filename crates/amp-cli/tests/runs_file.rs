@@ -1,0 +1,182 @@
+//! amp's own runs file (`runs.toml`) end to end: runs whose "measurements"
+//! are amp's own predictions under known constants validate at zero error
+//! under those constants, and `amp fit` finds those constants back.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use amp_core::cost::Calibration;
+use common::{amp, amp_json, stderr, stdout};
+
+const MODEL: &str = "gpt2-medium";
+const SEQ: &str = "1024";
+/// Two nodes, so that the data-parallel all-reduce of some plans crosses
+/// the network and the inter-node efficiency shows in their times.
+const CLUSTER: &str = "2x4xA100-40GB";
+
+/// `runs/` in a folder of this process and test of its own, which holds
+/// nothing else.
+fn dir(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("amp-runs-{}-{name}", std::process::id()))
+        .join("runs");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A folder with amp's top `top` plans and a runs.toml whose times and
+/// memory readings are what `amp eval` predicts for each under `truth`;
+/// runs in `out_of_memory` (ranks) are recorded as out of memory instead.
+fn runs_under(name: &str, truth: &str, top: usize, out_of_memory: &[usize]) -> PathBuf {
+    let d = dir(name);
+    let plans = d.join("plans.json");
+    let o = amp(&[
+        "plan",
+        "--model",
+        MODEL,
+        "--seq",
+        SEQ,
+        "--cluster",
+        CLUSTER,
+        "--global-batch",
+        "64",
+        "--json",
+        "-q",
+        "--top",
+        &top.to_string(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::write(&plans, stdout(&o)).unwrap();
+    let mut toml = format!("model = \"{MODEL}\"\nseq = {SEQ}\ncluster = \"{CLUSTER}\"\n");
+    for rank in 1..=top {
+        let e = amp_json(&[
+            "eval",
+            plans.to_str().unwrap(),
+            "--rank",
+            &rank.to_string(),
+            "--model",
+            MODEL,
+            "--seq",
+            SEQ,
+            "--cluster",
+            CLUSTER,
+            "--calibration",
+            truth,
+            "--json",
+        ]);
+        toml.push_str(&format!(
+            "\n[[run]]\nplan = \"plans.json\"\nrank = {rank}\n"
+        ));
+        if out_of_memory.contains(&rank) {
+            toml.push_str("out_of_memory = true\n");
+            continue;
+        }
+        let peak = e["memory"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["peak_bytes"].as_f64().unwrap())
+            .fold(0.0, f64::max);
+        let reading_mib = (peak + e["allocator_cache_bytes"].as_f64().unwrap()) / 1048576.0;
+        toml.push_str(&format!(
+            "iteration_s = {}\nmemory_used_mib = {reading_mib}\n",
+            e["iteration_s"].as_f64().unwrap()
+        ));
+    }
+    std::fs::write(d.join("runs.toml"), toml).unwrap();
+    d
+}
+
+fn report(args: &[&str]) -> serde_json::Value {
+    let v = amp_json(&[&["validate", "--json"], args].concat());
+    v["datasets"][0].clone()
+}
+
+#[test]
+fn runs_priced_under_their_own_constants_are_exact_and_the_fit_finds_them() {
+    let d = runs_under("gh200", "sailor-gh200", 8, &[]);
+    let path = d.to_str().unwrap();
+    let exact = report(&[path, "--calibration", "sailor-gh200"]);
+    assert_eq!(exact["runs"], 8);
+    assert_eq!(exact["completed"], 8);
+    assert!(
+        exact["time_error"]["max"].as_f64().unwrap() < 1e-9,
+        "{exact}"
+    );
+    assert!(
+        exact["memory_error"]["max"].as_f64().unwrap() < 1e-9,
+        "{exact}"
+    );
+    assert_eq!(exact["spearman"], 1.0);
+    // Runs of several micro-batch sizes: each is priced with the analytic
+    // times of its own (what `amp eval` does), not with another run's.
+    let mbs: std::collections::BTreeSet<u64> = exact["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["micro_batch"].as_u64().unwrap())
+        .collect();
+    assert!(mbs.len() >= 3, "{mbs:?}");
+    // Under other constants the same runs are off: the check can fail.
+    let other = report(&[path, "--calibration", "neutral"]);
+    assert!(
+        other["time_error"]["mean"].as_f64().unwrap() > 0.02,
+        "{other}"
+    );
+
+    // The file itself, not only its folder; and a folder of runs folders.
+    let file = report(&[
+        d.join("runs.toml").to_str().unwrap(),
+        "--calibration",
+        "sailor-gh200",
+    ]);
+    assert_eq!(file["time_error"], exact["time_error"]);
+    let parent = report(&[
+        d.parent().unwrap().to_str().unwrap(),
+        "--calibration",
+        "sailor-gh200",
+    ]);
+    assert_eq!(parent["name"], "runs");
+    assert_eq!(parent["time_error"], exact["time_error"]);
+
+    // `amp fit` recovers the constants the runs were made with, but the
+    // host staging, which prices Sailor's engine's receives and no plan
+    // here has.
+    let fit = amp_json(&["fit", "--json", path]);
+    let got: Calibration = serde_json::from_value(fit["fit"]["calibration"].clone()).unwrap();
+    let want = Calibration {
+        host_staging_s_per_gb: 0.0,
+        ..Calibration::FITTED_ON_SAILOR_GH200
+    };
+    assert_eq!(got, want);
+}
+
+#[test]
+fn a_run_out_of_memory_is_a_verdict_to_call() {
+    // Rank 1 of amp's plans fits, so a run of it recorded out of memory
+    // is a failed run the model calls wrong. No reserve calls it right
+    // without calling a completed run wrong (rank 4 needs only 1 GB
+    // less), so the fit counts one verdict of four wrong.
+    let d = runs_under("oom", "neutral", 4, &[1]);
+    let path = d.to_str().unwrap();
+    let r = report(&[path, "--calibration", "neutral"]);
+    assert_eq!(r["runs"], 4);
+    assert_eq!(r["completed"], 3);
+    assert_eq!(r["failed"], 1);
+    assert_eq!(r["failed_predicted_infeasible"], 0);
+    let text = stdout(&amp(&[
+        "validate",
+        path,
+        "--calibration",
+        "neutral",
+        "--runs",
+    ]));
+    assert!(
+        text.contains("plans.json#1") && text.contains("failed"),
+        "{text}"
+    );
+    let fit = amp_json(&["fit", "--json", path]);
+    assert_eq!(fit["fit"]["loss"]["verdicts"], 0.25, "{fit}");
+    assert_eq!(fit["fit"]["loss"]["time"], 0.0, "{fit}");
+}
