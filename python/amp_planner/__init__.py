@@ -532,6 +532,7 @@ class Fit(_Record):
 def fit(
     dirs: Union[PathLike, Sequence[PathLike]],
     out: Optional[PathLike] = None,
+    leave_one_run_out: bool = False,
 ) -> Fit:
     """Fits the cost model's constants to measured runs, as ``amp fit --json``.
 
@@ -541,6 +542,8 @@ def fit(
             folder in the AMP or Sailor artifact's layout; one or several.
         out: also write the fitted constants there, for ``calibration=out``
             in :func:`plan`, :func:`evaluate` and :func:`validate`.
+        leave_one_run_out: also predict each run with the constants fitted
+            on all the others (each set's ``leave_one_run_out`` figures).
 
     Raises:
         AmpError: with the CLI's message.
@@ -550,6 +553,8 @@ def fit(
     args = ["fit", *[os.fspath(d) for d in dirs], "--json"]
     if out is not None:
         args += ["--out", os.fspath(out)]
+    if leave_one_run_out:
+        args.append("--leave-one-run-out")
     out_text = _check(*run_cli(args), {}, "fit")
     return Fit(json.loads(out_text))
 

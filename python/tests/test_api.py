@@ -317,6 +317,8 @@ def test_your_own_runs_validate_and_fit_from_python(tmp_path, cli_json):
     assert f.calibration["inter_node_efficiency"] == 0.35
     assert f.calibration["allocator_cache_bytes"] == 4.5e9
     assert json.loads(out.read_text()) == f.calibration
+    by_run = amp.fit(tmp_path, leave_one_run_out=True).sets[0]["leave_one_run_out"]
+    assert by_run["runs"] == 4 and by_run["time_error"]["max"] < 1e-9
     with pytest.raises(amp.AmpError, match="no such file or directory"):
         amp.fit(tmp_path / "missing")
 

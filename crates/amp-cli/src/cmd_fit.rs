@@ -32,6 +32,11 @@ pub struct FitArgs {
     /// `--calibration FILE` of plan, eval, export and validate.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Also predict every run with the constants fitted on all the other
+    /// runs (leave-one-run-out): what the fit is worth for a plan of the
+    /// same cluster not yet run. One fit per run: seconds for tens of runs.
+    #[arg(long)]
+    pub leave_one_run_out: bool,
 }
 
 #[derive(Serialize)]
@@ -140,17 +145,16 @@ fn fit_wrong(r: &DatasetReport) -> String {
 }
 
 fn figure_rows(sets: &[SetFigures]) -> Table {
+    let by_run = sets.iter().any(|s| s.leave_one_run_out.is_some());
+    let mut header = vec!["set", "metric", "neutral", "in-sample", "leave-one-set-out"];
+    if by_run {
+        header.push("leave-one-run-out");
+    }
     let mut t = Table::new();
     t.load_preset(UTF8_BORDERS_ONLY)
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_width(120)
-        .set_header(vec![
-            "set",
-            "metric",
-            "neutral",
-            "in-sample",
-            "leave-one-set-out",
-        ]);
+        .set_header(header);
     type Metric = fn(&DatasetReport) -> String;
     let metrics: [(&str, Metric); 5] = [
         ("Spearman", |r| opt(r.spearman, 3)),
@@ -167,7 +171,7 @@ fn figure_rows(sets: &[SetFigures]) -> Table {
     ];
     for s in sets {
         for (i, (name, m)) in metrics.iter().enumerate() {
-            t.add_row(vec![
+            let mut cells = vec![
                 if i == 0 {
                     s.name.clone()
                 } else {
@@ -177,7 +181,11 @@ fn figure_rows(sets: &[SetFigures]) -> Table {
                 m(&s.neutral),
                 m(&s.in_sample),
                 m(&s.leave_one_set_out),
-            ]);
+            ];
+            if by_run {
+                cells.push(s.leave_one_run_out.as_ref().map_or("-".into(), m));
+            }
+            t.add_row(cells);
         }
     }
     t
@@ -194,7 +202,7 @@ pub fn run(args: FitArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<()
         }
     }
     let datasets: Vec<&amp_core::validate::Dataset> = loaded.iter().map(|d| &d.dataset).collect();
-    let (fit, sets) = fit_report(&datasets, &DeviceOptions::default());
+    let (fit, sets) = fit_report(&datasets, &DeviceOptions::default(), args.leave_one_run_out);
     if let Some(path) = &args.out {
         let json = serde_json::to_string_pretty(&fit.calibration)? + "\n";
         std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
@@ -247,5 +255,11 @@ pub fn run(args: FitArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<()
         out,
         "in-sample: constants fitted on every set above; leave-one-set-out: fitted on the other sets only (neutral when there are none)"
     )?;
+    if args.leave_one_run_out {
+        writeln!(
+            out,
+            "leave-one-run-out: each run predicted with the constants fitted on every other run, its own set's included"
+        )?;
+    }
     Ok(())
 }

@@ -230,3 +230,41 @@ fn neutral_constants_change_the_plan_prices() {
         "{neutral} vs {fitted}"
     );
 }
+
+#[test]
+fn leave_one_run_out_figures_are_the_readmes() {
+    // The README's leave-one-run-out column: each run predicted with the
+    // constants fitted on every other run of both sets.
+    let Some(data) = shared_data() else { return };
+    let dirs = [
+        data.join("amp-paper").to_str().unwrap().to_string(),
+        data.join("sailor").to_str().unwrap().to_string(),
+    ];
+    let v = amp_json(&["fit", "--json", "--leave-one-run-out", &dirs[0], &dirs[1]]);
+    let sets = v["sets"].as_array().unwrap();
+    let set =
+        |name: &str| sets.iter().find(|s| s["name"] == name).unwrap()["leave_one_run_out"].clone();
+    let amp_h = set("amp/homogeneous");
+    near(&amp_h["time_error"]["mean"], 0.0535, 0.0015);
+    near(&amp_h["time_error"]["max"], 0.1894, 0.0015);
+    near(&amp_h["spearman"], 0.979, 0.0015);
+    // The failed run at dp 16, micro-batch 2 pins the reserve that calls
+    // it: left out, it is predicted to fit, and the fastest prediction.
+    assert_eq!(amp_h["failed"], 5);
+    assert_eq!(amp_h["failed_predicted_infeasible"], 3);
+    assert_eq!(amp_h["completed_predicted_infeasible"], 0);
+    assert_eq!(amp_h["top1_failed"], true);
+    let sailor = set("sailor/clariden/OPT-350");
+    near(&sailor["time_error"]["mean"], 0.0512, 0.0015);
+    near(&sailor["time_error"]["max"], 0.1594, 0.0015);
+    near(&sailor["memory_error"]["mean"], 0.0150, 0.0015);
+    near(&sailor["spearman"], 0.982, 0.0015);
+    // Without the flag the JSON has no such figures, and the text no column.
+    let plain = amp_json(&["fit", "--json", &dirs[0], &dirs[1]]);
+    assert!(plain["sets"][0].get("leave_one_run_out").is_none());
+    let text = stdout(&amp(&["fit", "--leave-one-run-out", &dirs[0], &dirs[1]]));
+    assert!(
+        text.contains("leave-one-run-out: each run predicted"),
+        "{text}"
+    );
+}

@@ -143,8 +143,16 @@ fn runs_priced_under_their_own_constants_are_exact_and_the_fit_finds_them() {
     // `amp fit` recovers the constants the runs were made with, but the
     // host staging, which prices Sailor's engine's receives and no plan
     // here has.
-    let fit = amp_json(&["fit", "--json", path]);
+    let fit = amp_json(&["fit", "--json", "--leave-one-run-out", path]);
     let got: Calibration = serde_json::from_value(fit["fit"]["calibration"].clone()).unwrap();
+    // Any seven of the runs pin the constants as well: each run is
+    // predicted exactly from the others.
+    let by_run = &fit["sets"][0]["leave_one_run_out"];
+    assert_eq!(by_run["runs"], 8);
+    assert!(
+        by_run["time_error"]["max"].as_f64().unwrap() < 1e-9,
+        "{by_run}"
+    );
     let want = Calibration {
         host_staging_s_per_gb: 0.0,
         ..Calibration::FITTED_ON_SAILOR_GH200

@@ -34,11 +34,14 @@
 //! (leave-one-set-out: the figure to expect on hardware amp was not fitted
 //! on).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use serde::Serialize;
 
 use crate::cost::device::{DeviceModel, DeviceOptions};
-use crate::cost::Calibration;
-use crate::validate::{validate_dataset, Dataset, DatasetReport};
+use crate::cost::{Calibration, CostModel};
+use crate::validate::{summarize, validate_dataset, Dataset, DatasetReport, RunReport};
 
 /// The grid of each constant: `(first, step, last)` multiples, so that
 /// values are exact decimal fractions.
@@ -214,6 +217,88 @@ pub struct Fit {
     pub evaluations: usize,
 }
 
+/// Every run's verdict under each calibration asked for, computed once per
+/// calibration: the fit asks for the same calibration many times (every
+/// loss of a coordinate descent, the memory passes), and the fits of
+/// [`leave_one_run_out`] ask for the same ones again with one run set
+/// aside, which changes only how the verdicts are summed.
+struct Pricer<'a> {
+    datasets: &'a [&'a Dataset],
+    base: &'a DeviceOptions,
+    cache: Mutex<HashMap<[u64; 6], Arc<Verdicts>>>,
+}
+
+/// Per-run verdicts of every dataset, in dataset and run order.
+type Verdicts = Vec<Vec<RunReport>>;
+
+/// A run set aside: (dataset, run) indices.
+type Skip = Option<(usize, usize)>;
+
+impl<'a> Pricer<'a> {
+    fn new(datasets: &'a [&'a Dataset], base: &'a DeviceOptions) -> Self {
+        Pricer {
+            datasets,
+            base,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn key(c: &Calibration) -> [u64; 6] {
+        [
+            c.per_sample_fixed_fraction,
+            c.per_sample_tp_comm_fixed_fraction,
+            c.inter_node_efficiency,
+            c.framework_reserve_bytes,
+            c.allocator_cache_bytes,
+            c.host_staging_s_per_gb,
+        ]
+        .map(f64::to_bits)
+    }
+
+    /// Every dataset's per-run verdicts under `c`.
+    fn details(&self, c: Calibration) -> Arc<Verdicts> {
+        let key = Self::key(&c);
+        if let Some(d) = self.cache.lock().expect("pricer cache").get(&key) {
+            return Arc::clone(d);
+        }
+        // Priced outside the lock: two threads may price the same
+        // calibration at once, with the same result.
+        let d = Arc::new(
+            reports(self.datasets, self.base, c)
+                .into_iter()
+                .map(|r| r.details)
+                .collect::<Vec<_>>(),
+        );
+        self.cache
+            .lock()
+            .expect("pricer cache")
+            .entry(key)
+            .or_insert(d)
+            .clone()
+    }
+
+    /// The scores [`reports`] gives under `c`, without the run `skip` (a
+    /// dataset left with no run is left out).
+    fn reports(&self, c: Calibration, skip: Skip) -> Vec<DatasetReport> {
+        let details = self.details(c);
+        let name = model_with(self.base, c).name();
+        self.datasets
+            .iter()
+            .zip(details.iter())
+            .enumerate()
+            .filter_map(|(i, (d, runs))| {
+                let kept: Vec<RunReport> = runs
+                    .iter()
+                    .enumerate()
+                    .filter(|&(j, _)| skip != Some((i, j)))
+                    .map(|(_, r)| r.clone())
+                    .collect();
+                (!kept.is_empty()).then(|| summarize(&d.name, name, kept))
+            })
+            .collect()
+    }
+}
+
 /// Picks, among `candidates` (a grid, ascending), the value with the least
 /// loss, keeping `current` unless another is strictly better, and among
 /// equal losses the one nearest `neutral`.
@@ -243,12 +328,17 @@ fn best_value(
 
 /// Fits the calibration on `datasets` (see the module documentation).
 pub fn fit(datasets: &[&Dataset], base: &DeviceOptions) -> Fit {
+    fit_with(&Pricer::new(datasets, base), None)
+}
+
+/// [`fit`] on the pricer's datasets without the run `skip`.
+fn fit_with(pricer: &Pricer, skip: Skip) -> Fit {
     let neutral = Calibration::NEUTRAL;
     let mut cal = neutral;
     let mut evaluations = 0usize;
     let time_loss = |c: Calibration, evaluations: &mut usize| {
         *evaluations += 1;
-        loss(&reports(datasets, base, c)).time.unwrap_or(0.0)
+        loss(&pricer.reports(c, skip)).time.unwrap_or(0.0)
     };
     type Field = fn(&mut Calibration) -> &mut f64;
     // The constants that stand for one mechanism each: fitted by
@@ -337,16 +427,65 @@ pub fn fit(datasets: &[&Dataset], base: &DeviceOptions) -> Fit {
             evaluations += 1;
             let mut c = cal;
             *field(&mut c) = v;
-            of(&loss(&reports(datasets, base, c)))
+            of(&loss(&pricer.reports(c, skip)))
         });
         *field(&mut cal) = v;
     }
+    let reports = pricer.reports(cal, skip);
     Fit {
         calibration: cal,
-        fitted_on: datasets.iter().map(|d| d.name.clone()).collect(),
-        loss: loss(&reports(datasets, base, cal)),
+        // Every dataset but one whose only run is set aside.
+        fitted_on: pricer
+            .datasets
+            .iter()
+            .enumerate()
+            .filter(|&(i, d)| !(skip.is_some_and(|(k, _)| k == i) && d.runs.len() == 1))
+            .map(|(_, d)| d.name.clone())
+            .collect(),
+        loss: loss(&reports),
         evaluations,
     }
+}
+
+/// Each dataset's figures when every run is predicted with the constants
+/// fitted on all the other runs, its own set's included (leave-one-run-out
+/// cross-validation): what fitting on a cluster's runs buys for a plan of
+/// that cluster not yet run. One fit per run; the fits share the pricing
+/// of every calibration they visit.
+pub fn leave_one_run_out(datasets: &[&Dataset], base: &DeviceOptions) -> Vec<DatasetReport> {
+    use rayon::prelude::*;
+    let pricer = Pricer::new(datasets, base);
+    let held_out: Vec<(usize, usize)> = datasets
+        .iter()
+        .enumerate()
+        .flat_map(|(i, d)| (0..d.runs.len()).map(move |j| (i, j)))
+        .collect();
+    let verdicts: Vec<RunReport> = held_out
+        .par_iter()
+        .map(|&(i, j)| {
+            let c = fit_with(&pricer, Some((i, j))).calibration;
+            pricer.details(c)[i][j].clone()
+        })
+        .collect();
+    let name = model_with(base, Calibration::NEUTRAL).name();
+    datasets
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let runs: Vec<RunReport> = held_out
+                .iter()
+                .zip(&verdicts)
+                .filter(|((k, _), _)| *k == i)
+                .map(|(_, r)| r.clone())
+                .collect();
+            let mut r = summarize(&d.name, name, runs);
+            // As `validate_dataset` names them.
+            let full = validate_dataset(d, &model_with(base, Calibration::NEUTRAL));
+            r.model = full.model;
+            r.clusters = full.clusters;
+            r
+        })
+        .collect()
 }
 
 /// One dataset's figures under the three calibrations.
@@ -362,13 +501,30 @@ pub struct SetFigures {
     pub leave_one_set_out: DatasetReport,
     /// The constants fitted without it.
     pub leave_one_set_out_calibration: Calibration,
+    /// Its scores with each run predicted by the constants fitted on every
+    /// other run ([`leave_one_run_out`]), when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leave_one_run_out: Option<DatasetReport>,
 }
 
 /// The fit on all `datasets`, and each dataset's neutral, in-sample and
-/// leave-one-set-out figures. With a single dataset there is nothing to
-/// leave it out for: its leave-one-set-out figures are the neutral ones.
-pub fn fit_report(datasets: &[&Dataset], base: &DeviceOptions) -> (Fit, Vec<SetFigures>) {
+/// leave-one-set-out figures, and with `by_run` its leave-one-run-out
+/// figures. With a single dataset there is nothing to leave it out for: its
+/// leave-one-set-out figures are the neutral ones.
+pub fn fit_report(
+    datasets: &[&Dataset],
+    base: &DeviceOptions,
+    by_run: bool,
+) -> (Fit, Vec<SetFigures>) {
     let all = fit(datasets, base);
+    let mut by_run = if by_run {
+        leave_one_run_out(datasets, base)
+            .into_iter()
+            .map(Some)
+            .collect()
+    } else {
+        vec![None; datasets.len()]
+    };
     let figures = datasets
         .iter()
         .enumerate()
@@ -387,6 +543,7 @@ pub fn fit_report(datasets: &[&Dataset], base: &DeviceOptions) -> (Fit, Vec<SetF
                 in_sample: one(all.calibration),
                 leave_one_set_out: one(loso),
                 leave_one_set_out_calibration: loso,
+                leave_one_run_out: by_run[i].take(),
             }
         })
         .collect();
@@ -512,6 +669,48 @@ mod tests {
         ));
         assert!(neutral.time.unwrap() > 0.01 && neutral.memory > 0.01);
         assert!(neutral.verdicts > 0.0);
+    }
+
+    #[test]
+    fn leaving_one_run_out_predicts_each_from_the_others() {
+        // Runs made under known constants: with any one run set aside the
+        // others still pin them, so every held-out run is predicted
+        // exactly, and the report lists every run once, in order.
+        let truth = Calibration {
+            per_sample_fixed_fraction: 0.3,
+            per_sample_tp_comm_fixed_fraction: 0.0,
+            inter_node_efficiency: 0.7,
+            framework_reserve_bytes: 0.0,
+            allocator_cache_bytes: 1.5e9,
+            host_staging_s_per_gb: 0.05,
+        };
+        let mut data = synthetic(truth);
+        data.runs.retain(|r| !r.name.contains("GB less"));
+        let base = DeviceOptions::default();
+        let r = leave_one_run_out(&[&data], &base);
+        assert_eq!(r.len(), 1);
+        let names: Vec<&str> = r[0].details.iter().map(|d| d.name.as_str()).collect();
+        let want: Vec<&str> = data.runs.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, want);
+        assert!(r[0].time_error.unwrap().max < 1e-9, "{:?}", r[0].time_error);
+        assert!(r[0].memory_error.unwrap().max < 1e-9);
+        // The pricer's summaries are `reports`' to the bit.
+        let sets = [&data];
+        let pricer = Pricer::new(&sets, &base);
+        let full = reports(&[&data], &base, truth).remove(0);
+        let cached = pricer.reports(truth, None).remove(0);
+        assert_eq!(cached.time_error, full.time_error);
+        assert_eq!(cached.details, full.details);
+        // One run set aside is one fewer in the sums.
+        assert_eq!(pricer.reports(truth, Some((0, 0)))[0].runs, full.runs - 1);
+        // A single run set aside leaves nothing to fit on: neutral.
+        let mut one = data.clone();
+        one.runs.truncate(1);
+        let sets1 = [&one];
+        let p1 = Pricer::new(&sets1, &base);
+        let f = fit_with(&p1, Some((0, 0)));
+        assert_eq!(f.calibration, Calibration::NEUTRAL);
+        assert!(f.fitted_on.is_empty());
     }
 
     #[test]
