@@ -83,6 +83,21 @@ pub fn find_datasets(files: &DatasetFiles) -> Result<Vec<LoadedDataset>> {
     if !files.layouts().is_empty() {
         return datasets(files);
     }
+    let mut out = Vec::new();
+    for sub in subfolders(files)
+        .values()
+        .filter(|s| !s.layouts().is_empty())
+    {
+        out.extend(datasets(sub)?);
+    }
+    if out.is_empty() {
+        return datasets(files);
+    }
+    Ok(out)
+}
+
+/// The folder's immediate subfolders, by name, with their files.
+fn subfolders(files: &DatasetFiles) -> BTreeMap<&str, DatasetFiles> {
     let mut subs: BTreeMap<&str, DatasetFiles> = BTreeMap::new();
     for (k, v) in &files.files {
         if let Some((first, rest)) = k.split_once('/') {
@@ -95,31 +110,13 @@ pub fn find_datasets(files: &DatasetFiles) -> Result<Vec<LoadedDataset>> {
                 .insert(rest.to_string(), v.clone());
         }
     }
-    let mut out = Vec::new();
-    for sub in subs.values().filter(|s| !s.layouts().is_empty()) {
-        out.extend(datasets(sub)?);
-    }
-    if out.is_empty() {
-        return datasets(files);
-    }
-    Ok(out)
+    subs
 }
 
 /// Whether the folder, or one of its immediate subfolders, holds a layout
 /// [`find_datasets`] reads.
 pub fn holds_layouts(files: &DatasetFiles) -> bool {
-    !files.layouts().is_empty() || {
-        let mut subs: BTreeMap<&str, DatasetFiles> = BTreeMap::new();
-        for (k, v) in &files.files {
-            if let Some((first, rest)) = k.split_once('/') {
-                subs.entry(first)
-                    .or_default()
-                    .files
-                    .insert(rest.to_string(), v.clone());
-            }
-        }
-        subs.values().any(|s| !s.layouts().is_empty())
-    }
+    !files.layouts().is_empty() || subfolders(files).values().any(|s| !s.layouts().is_empty())
 }
 
 /// Every dataset of the folder, AMP-layout ones first; an error when the
