@@ -202,6 +202,13 @@ pub fn run(args: FitArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<()
         }
     }
     let datasets: Vec<&amp_core::validate::Dataset> = loaded.iter().map(|d| &d.dataset).collect();
+    let runs: usize = datasets.iter().map(|d| d.runs.len()).sum();
+    if args.leave_one_run_out && runs > amp_core::fit::MAX_LEAVE_ONE_RUN_OUT_RUNS {
+        bail!(
+            "--leave-one-run-out fits once per run, and these sets hold {runs} runs (at most {} for it); leave it out, or fit on a sample of the runs",
+            amp_core::fit::MAX_LEAVE_ONE_RUN_OUT_RUNS
+        );
+    }
     let (fit, sets) = fit_report(&datasets, &DeviceOptions::default(), args.leave_one_run_out);
     if let Some(path) = &args.out {
         let json = serde_json::to_string_pretty(&fit.calibration)? + "\n";
@@ -259,6 +266,11 @@ pub fn run(args: FitArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<()
         writeln!(
             out,
             "leave-one-run-out: each run predicted with the constants fitted on every other run, its own set's included"
+        )?;
+    } else if sets.len() == 1 {
+        writeln!(
+            out,
+            "with one set there is no other to fit on: --leave-one-run-out predicts each run with the constants fitted on the others, what to expect for a plan of this cluster not yet run"
         )?;
     }
     Ok(())

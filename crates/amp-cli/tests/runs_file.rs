@@ -143,6 +143,11 @@ fn runs_priced_under_their_own_constants_are_exact_and_the_fit_finds_them() {
     // `amp fit` recovers the constants the runs were made with, but the
     // host staging, which prices Sailor's engine's receives and no plan
     // here has.
+    let text = stdout(&amp(&["fit", path]));
+    assert!(
+        text.contains("with one set there is no other to fit on: --leave-one-run-out"),
+        "{text}"
+    );
     let fit = amp_json(&["fit", "--json", "--leave-one-run-out", path]);
     let got: Calibration = serde_json::from_value(fit["fit"]["calibration"].clone()).unwrap();
     // Any seven of the runs pin the constants as well: each run is
@@ -187,4 +192,27 @@ fn a_run_out_of_memory_is_a_verdict_to_call() {
     let fit = amp_json(&["fit", "--json", path]);
     assert_eq!(fit["fit"]["loss"]["verdicts"], 0.25, "{fit}");
     assert_eq!(fit["fit"]["loss"]["time"], 0.0, "{fit}");
+}
+
+#[test]
+fn leave_one_run_out_refuses_more_runs_than_it_can_fit() {
+    let d = dir("many");
+    std::fs::write(
+        d.join("plan.json"),
+        r#"{"micro_batch": 1, "num_micro_batches": 8, "stages": [{"first_layer": 0, "end_layer": 30, "replicas": [[{"node": 0, "gpu": 0}]]}]}"#,
+    )
+    .unwrap();
+    let runs = amp_core::fit::MAX_LEAVE_ONE_RUN_OUT_RUNS + 1;
+    let toml = format!(
+        "model = \"gpt2-amp\"\ncluster = \"homogeneous\"\n{}",
+        "[[run]]\nplan = \"plan.json\"\niteration_s = 2.0\n".repeat(runs)
+    );
+    std::fs::write(d.join("runs.toml"), toml).unwrap();
+    let o = amp(&["fit", "--leave-one-run-out", d.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!("hold {runs} runs (at most 256 for it)")),
+        "{e}"
+    );
 }

@@ -225,8 +225,19 @@ pub struct Fit {
 struct Pricer<'a> {
     datasets: &'a [&'a Dataset],
     base: &'a DeviceOptions,
-    cache: Mutex<HashMap<[u64; 6], Arc<Verdicts>>>,
+    /// `None` over [`MAX_CACHED_RUNS`] runs: the fit then prices each
+    /// calibration every time it is asked for, as it did before the cache.
+    cache: Option<Mutex<HashMap<[u64; 6], Arc<Verdicts>>>>,
 }
+
+/// Most runs whose verdicts [`Pricer`] keeps for every calibration: the
+/// given sets' 67 runs over the 4,535 calibrations of `amp fit
+/// --leave-one-run-out` take 98 MB; 256 runs would take about 400 MB.
+pub const MAX_CACHED_RUNS: usize = 256;
+
+/// Most runs [`leave_one_run_out`] fits without (one fit each, every fit
+/// pricing all the others).
+pub const MAX_LEAVE_ONE_RUN_OUT_RUNS: usize = MAX_CACHED_RUNS;
 
 /// Per-run verdicts of every dataset, in dataset and run order.
 type Verdicts = Vec<Vec<RunReport>>;
@@ -236,10 +247,11 @@ type Skip = Option<(usize, usize)>;
 
 impl<'a> Pricer<'a> {
     fn new(datasets: &'a [&'a Dataset], base: &'a DeviceOptions) -> Self {
+        let runs: usize = datasets.iter().map(|d| d.runs.len()).sum();
         Pricer {
             datasets,
             base,
-            cache: Mutex::new(HashMap::new()),
+            cache: (runs <= MAX_CACHED_RUNS).then(|| Mutex::new(HashMap::new())),
         }
     }
 
@@ -257,19 +269,25 @@ impl<'a> Pricer<'a> {
 
     /// Every dataset's per-run verdicts under `c`.
     fn details(&self, c: Calibration) -> Arc<Verdicts> {
+        let price = || {
+            Arc::new(
+                reports(self.datasets, self.base, c)
+                    .into_iter()
+                    .map(|r| r.details)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let Some(cache) = &self.cache else {
+            return price();
+        };
         let key = Self::key(&c);
-        if let Some(d) = self.cache.lock().expect("pricer cache").get(&key) {
+        if let Some(d) = cache.lock().expect("pricer cache").get(&key) {
             return Arc::clone(d);
         }
         // Priced outside the lock: two threads may price the same
         // calibration at once, with the same result.
-        let d = Arc::new(
-            reports(self.datasets, self.base, c)
-                .into_iter()
-                .map(|r| r.details)
-                .collect::<Vec<_>>(),
-        );
-        self.cache
+        let d = price();
+        cache
             .lock()
             .expect("pricer cache")
             .entry(key)
@@ -451,7 +469,9 @@ fn fit_with(pricer: &Pricer, skip: Skip) -> Fit {
 /// fitted on all the other runs, its own set's included (leave-one-run-out
 /// cross-validation): what fitting on a cluster's runs buys for a plan of
 /// that cluster not yet run. One fit per run; the fits share the pricing
-/// of every calibration they visit.
+/// of every calibration they visit. The caller keeps the runs to
+/// [`MAX_LEAVE_ONE_RUN_OUT_RUNS`] (beyond it the fits are priced apart, each
+/// as slow as a whole `amp fit`).
 pub fn leave_one_run_out(datasets: &[&Dataset], base: &DeviceOptions) -> Vec<DatasetReport> {
     use rayon::prelude::*;
     let pricer = Pricer::new(datasets, base);
