@@ -207,3 +207,83 @@ def test_detected_devices_map_to_the_catalog(device, gib, expected):
     from amp_planner.profile.layers import catalog_name
 
     assert catalog_name(device, int(gib * 2**30)) == expected
+
+
+def test_cpu_runs_make_a_folder_amp_validates_and_fits(tmp_path: Path, tiny_config: Path, cli):
+    """--runs trains whole iterations and writes a runs folder: amp validate
+    and amp fit read it, each run priced with the profile measured beside it."""
+    out = tmp_path / "runs"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "amp_planner.profile",
+            "--model",
+            str(tiny_config),
+            "--seq",
+            "32",
+            "--micro-batches",
+            "1,2",
+            "--device",
+            "cpu",
+            "--gpu",
+            "T4",
+            "--reps",
+            "2",
+            "--warmup",
+            "1",
+            "--runs",
+            "--accumulate",
+            "2",
+            "--out",
+            str(out),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["config.json", "plan-mb1.json", "plan-mb2.json", "profile.toml", "runs.toml"]
+    runs = (out / "runs.toml").read_text()
+    assert 'model = "config.json"' in runs and 'cluster = "1x1xT4"' in runs
+    assert 'attention = "fused"' in runs and "gelu" not in runs  # a SwiGLU model
+    assert runs.count("[[run]]") == 2 and runs.count("iteration_s = ") == 2
+    plan = json.loads((out / "plan-mb2.json").read_text())
+    assert (plan["micro_batch"], plan["num_micro_batches"]) == (2, 2)
+
+    v = cli("validate", str(out), "--json")
+    assert v.returncode == 0, v.stderr
+    d = json.loads(v.stdout)["datasets"][0]
+    assert d["runs"] == 2 and d["completed"] == 2 and d["unpriced"] == 0
+    assert all(r["predicted_s"] > 0 for r in d["details"])
+    f = cli("fit", str(out), "--json", "--leave-one-run-out")
+    assert f.returncode == 0, f.stderr
+    assert json.loads(f.stdout)["sets"][0]["leave_one_run_out"]["runs"] == 2
+
+
+def test_runs_of_a_gelu_model_say_the_gelu_is_fused(tmp_path: Path, cli):
+    """The modules run F.gelu: a GPT-2's runs file asks amp for that kernel
+    (its default is Hugging Face's gelu_new written out), and an
+    out-of-memory run is written as one."""
+    from amp_planner.profile.iterations import IterationRun, write_runs
+    from amp_planner.profile.layers import Entry, LayerMeasurement, LayerProfile
+
+    info = amp.layers("gpt2", 64)
+    n = len(info["model"]["layers"])
+    prof = LayerProfile(
+        "T4",
+        "cpu",
+        "float32",
+        info["model"],
+        [Entry(1, mb, [LayerMeasurement(1e-3 * mb, 2e-3 * mb, 1e-4, 0)] * n) for mb in (1, 2)],
+    )
+    runs = [IterationRun(1, 1, 0.05, 1000.0, 900.0), IterationRun(2, 1, None, None, None)]
+    path = write_runs(tmp_path / "gpt2", "gpt2", 64, prof, runs)
+    text = path.read_text()
+    assert 'model = "gpt2"' in text and 'gelu = "fused"' in text
+    assert "memory_used_mib = 1000.0" in text and "out_of_memory = true" in text
+    v = cli("validate", str(path.parent), "--json")
+    assert v.returncode == 0, v.stderr
+    d = json.loads(v.stdout)["datasets"][0]
+    assert (d["runs"], d["completed"], d["failed"]) == (2, 1, 1)

@@ -42,8 +42,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tp",
         type=_ints,
-        default=[1, 2, 4, 8],
-        help="tensor-parallel degrees: one rank's slice of each is measured (default 1,2,4,8)",
+        help="tensor-parallel degrees: one rank's slice of each is measured (default 1,2,4,8; "
+        "1 with --runs)",
+    )
+    p.add_argument(
+        "--runs",
+        action="store_true",
+        help="also train whole iterations at each micro-batch size on this device and write "
+        "--out as a folder amp validate and amp fit read: profile.toml, a plan per "
+        "micro-batch and runs.toml with the measured times and memory",
+    )
+    p.add_argument(
+        "--accumulate",
+        type=int,
+        default=1,
+        help="--runs: micro-batches per iteration (gradient accumulation; default 1)",
     )
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     p.add_argument(
@@ -70,7 +83,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--message-mib", type=float, default=64.0, help="--links: message size in MiB (default 64)"
     )
-    p.add_argument("--out", type=Path, required=True, help="profile (.toml) or cluster file")
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="profile (.toml) or cluster file; with --runs, a folder",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     return p
 
@@ -117,11 +135,39 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not args.model:
             print("error: --model is required (or --links)", file=sys.stderr)
             return 2
+        if args.runs:
+            from . import iterations
+
+            if args.tp not in (None, [1]):
+                print(
+                    "error: --runs trains on one device: its profile is at tp 1; drop --tp",
+                    file=sys.stderr,
+                )
+                return 2
+            prof, runs = iterations.profile_runs(
+                args.model,
+                args.seq,
+                args.micro_batches,
+                args.accumulate,
+                device=args.device,
+                gpu=args.gpu,
+                dtype=args.dtype,
+                warmup=args.warmup,
+                reps=args.reps,
+                log=log,
+            )
+            path = iterations.write_runs(args.out, args.model, args.seq, prof, runs, command)
+            print(
+                f"wrote {path}: {len(runs)} runs on {prof.gpu} "
+                f"(amp validate {args.out}; amp fit {args.out})",
+                file=sys.stderr,
+            )
+            return 0
         prof = layers.profile_layers(
             args.model,
             args.seq,
             args.micro_batches,
-            args.tp,
+            args.tp or [1, 2, 4, 8],
             device=args.device,
             gpu=args.gpu,
             dtype=args.dtype,
