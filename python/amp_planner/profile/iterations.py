@@ -27,12 +27,12 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import torch
 
 from .. import AmpError, run_cli
-from .layers import LayerProfile, gpu_label
+from .layers import LayerProfile
 from .layers import write as write_profile
 from .modules import build
 
@@ -233,7 +233,7 @@ def profile_runs(
     warmup: Optional[int] = None,
     reps: Optional[int] = None,
     log: Callable[..., None] = lambda s, warning=False: None,
-) -> tuple:
+) -> Tuple[LayerProfile, List[IterationRun]]:
     """The per-layer profile at tp 1 and the whole-iteration runs at each
     micro-batch size, on one device: ``(LayerProfile, [IterationRun])``."""
     from .. import layers as amp_layers
@@ -243,7 +243,6 @@ def profile_runs(
         raise AmpError("--accumulate must be at least 1")
     prof = profile_layers(model, seq, micro_batches, [1], device, gpu, dtype, warmup, reps, log)
     dev = torch.device(device)
-    gpu_label(dev, gpu)  # the same checks as the profile's
     runs = measure_runs(
         amp_layers(model, seq),
         micro_batches,
