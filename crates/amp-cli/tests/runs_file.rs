@@ -216,3 +216,66 @@ fn leave_one_run_out_refuses_more_runs_than_it_can_fit() {
         "{e}"
     );
 }
+
+#[test]
+fn runs_of_other_setups_in_one_file_are_each_priced_as_amp_eval_prices_them() {
+    // Plans in bf16 (the default) and in fp32 whose analytic times differ:
+    // each run keeps the fill of its own setup and micro-batch, so every
+    // run is priced exactly as `amp eval` prices its plan alone.
+    let d = dir("setups");
+    let mut toml = format!("model = \"{MODEL}\"\nseq = {SEQ}\ncluster = \"{CLUSTER}\"\n");
+    for (file, extra) in [("bf16.json", None), ("fp32.json", Some("fp32"))] {
+        let mut args = vec![
+            "plan",
+            "--model",
+            MODEL,
+            "--seq",
+            SEQ,
+            "--cluster",
+            CLUSTER,
+            "--global-batch",
+            "64",
+            "--json",
+            "-q",
+            "--top",
+            "2",
+        ];
+        if let Some(p) = extra {
+            args.extend(["--precision", p]);
+        }
+        let o = amp(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        std::fs::write(d.join(file), stdout(&o)).unwrap();
+        for rank in 1..=2 {
+            let e = amp_json(&[
+                "eval",
+                d.join(file).to_str().unwrap(),
+                "--rank",
+                &rank.to_string(),
+                "--model",
+                MODEL,
+                "--seq",
+                SEQ,
+                "--cluster",
+                CLUSTER,
+                "--json",
+            ]);
+            toml.push_str(&format!(
+                "\n[[run]]\nplan = \"{file}\"\nrank = {rank}\niteration_s = {}\n",
+                e["iteration_s"].as_f64().unwrap()
+            ));
+        }
+    }
+    std::fs::write(d.join("runs.toml"), toml).unwrap();
+    let r = report(&[d.to_str().unwrap()]);
+    assert_eq!(r["runs"], 4);
+    let times: Vec<f64> = r["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["predicted_s"].as_f64().unwrap())
+        .collect();
+    // fp32 plans are slower: the two setups were priced apart.
+    assert!(times[2].min(times[3]) > times[0].max(times[1]), "{times:?}");
+    assert!(r["time_error"]["max"].as_f64().unwrap() < 1e-9, "{r}");
+}
