@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use amp_core::cost::device::DeviceOptions;
 use amp_core::cost::Calibration;
-use amp_core::fit::{at_grid_edge, fit_report, Fit, SetFigures};
+use amp_core::fit::{at_grid_edge, fit_report, uninformed, Fit, SetFigures};
 use amp_core::validate::DatasetReport;
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -47,6 +47,25 @@ struct JsonOutput<'a> {
     sets: &'a [SetFigures],
     /// Fitted constants at the end of their grid away from neutral.
     at_grid_edge: Vec<GridEdge>,
+    /// Constants no run given depends on, kept neutral for want of data
+    /// (`amp_core::fit::uninformed`).
+    uninformed: Vec<&'static str>,
+}
+
+/// What a run must have for `constant` to matter to it, for the note on
+/// constants the runs do not inform.
+fn needs(constant: &str) -> &'static str {
+    match constant {
+        "per_sample_fixed_fraction" => "times from a per-sample profile (AMP's .npy)",
+        "per_sample_tp_comm_fixed_fraction" => {
+            "tensor parallelism and times from a per-sample profile"
+        }
+        "inter_node_efficiency" => "traffic between nodes",
+        "framework_reserve_bytes" => "an out-of-memory verdict near a GPU's capacity",
+        "allocator_cache_bytes" => "a memory reading",
+        "host_staging_s_per_gb" => "receives rebuilt through the host (Sailor's engine)",
+        _ => "data on it",
+    }
 }
 
 /// A constant fitted at the end of its grid ([`at_grid_edge`]), and the
@@ -210,6 +229,7 @@ pub fn run(args: FitArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<()
         );
     }
     let (fit, sets) = fit_report(&datasets, &DeviceOptions::default(), args.leave_one_run_out);
+    let uninformed = uninformed(&datasets, &DeviceOptions::default());
     if let Some(path) = &args.out {
         let json = serde_json::to_string_pretty(&fit.calibration)? + "\n";
         std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
@@ -222,6 +242,7 @@ pub fn run(args: FitArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<()
             neutral: Calibration::NEUTRAL,
             sets: &sets,
             at_grid_edge: grid_edges(&fit, &sets),
+            uninformed: uninformed.clone(),
         };
         writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
         return Ok(());
@@ -244,6 +265,13 @@ pub fn run(args: FitArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<()
             } else {
                 e.value.to_string()
             }
+        )?;
+    }
+    for c in &uninformed {
+        writeln!(
+            out,
+            "note: no run here depends on {c}, so it stays neutral for want of data: fit it on runs with {}",
+            needs(c)
         )?;
     }
     if fit.calibration == Calibration::FITTED {

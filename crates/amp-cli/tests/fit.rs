@@ -268,3 +268,37 @@ fn leave_one_run_out_figures_are_the_readmes() {
         "{text}"
     );
 }
+
+#[test]
+fn constants_the_runs_do_not_inform_are_named() {
+    // Each set alone leaves the constants the other informs at neutral,
+    // and says so: Sailor's runs come from per-micro-batch profiles and fit
+    // their GPUs by tens of GB; AMP's record no memory reading and rebuild
+    // no receive through the host. Together they inform all six.
+    let Some(data) = shared_data() else { return };
+    let dir = |name: &str| data.join(name).to_str().unwrap().to_string();
+    let names = |v: serde_json::Value| -> Vec<String> {
+        serde_json::from_value(v["uninformed"].clone()).unwrap()
+    };
+    let both = amp_json(&["fit", "--json", &dir("amp-paper"), &dir("sailor")]);
+    assert!(names(both).is_empty());
+    let sailor = amp_json(&["fit", "--json", &dir("sailor")]);
+    assert_eq!(
+        names(sailor),
+        [
+            "per_sample_fixed_fraction",
+            "per_sample_tp_comm_fixed_fraction",
+            "framework_reserve_bytes"
+        ]
+    );
+    let amp_only = amp_json(&["fit", "--json", &dir("amp-paper")]);
+    assert_eq!(
+        names(amp_only),
+        ["allocator_cache_bytes", "host_staging_s_per_gb"]
+    );
+    let text = stdout(&amp(&["fit", &dir("amp-paper")]));
+    assert!(
+        text.contains("note: no run here depends on host_staging_s_per_gb, so it stays neutral for want of data"),
+        "{text}"
+    );
+}

@@ -152,6 +152,17 @@ fn runs_priced_under_their_own_constants_are_exact_and_the_fit_finds_them() {
     let got: Calibration = serde_json::from_value(fit["fit"]["calibration"].clone()).unwrap();
     // Any seven of the runs pin the constants as well: each run is
     // predicted exactly from the others.
+    // What these runs cannot say is named: no per-sample profile, no
+    // verdict near a GPU's capacity, no host-staged receive.
+    assert_eq!(
+        fit["uninformed"],
+        serde_json::json!([
+            "per_sample_fixed_fraction",
+            "per_sample_tp_comm_fixed_fraction",
+            "framework_reserve_bytes",
+            "host_staging_s_per_gb"
+        ])
+    );
     let by_run = &fit["sets"][0]["leave_one_run_out"];
     assert_eq!(by_run["runs"], 8);
     assert!(

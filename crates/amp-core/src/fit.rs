@@ -508,6 +508,87 @@ pub fn leave_one_run_out(datasets: &[&Dataset], base: &DeviceOptions) -> Vec<Dat
         .collect()
 }
 
+/// The constants no run of `datasets` depends on: moving one from neutral
+/// to the far end of its grid changes nothing its loss reads (the time of
+/// a completed run for the time constants, an out-of-memory verdict for
+/// the reserve, a device reading for the allocator's cache), so the fit
+/// keeps it neutral for want of data, not because the data says neutral.
+/// For example, runs on one node say nothing of the inter-node
+/// efficiency, runs without host-staged receives nothing of their cost.
+pub fn uninformed(datasets: &[&Dataset], base: &DeviceOptions) -> Vec<&'static str> {
+    let pricer = Pricer::new(datasets, base);
+    let neutral = Calibration::NEUTRAL;
+    let at_neutral = pricer.details(neutral);
+    let end = |grid: (u32, u32, f64), neutral: f64| -> f64 {
+        let v = values(grid);
+        // The grid end farthest from neutral: the largest effect.
+        let (lo, hi) = (v[0], v[v.len() - 1]);
+        if (hi - neutral).abs() >= (lo - neutral).abs() {
+            hi
+        } else {
+            lo
+        }
+    };
+    type Probe = (
+        &'static str,
+        fn(&mut Calibration) -> &mut f64,
+        (u32, u32, f64),
+    );
+    let probes: [Probe; 6] = [
+        (
+            "per_sample_fixed_fraction",
+            |c| &mut c.per_sample_fixed_fraction,
+            GRID.per_sample_fixed_fraction,
+        ),
+        (
+            "per_sample_tp_comm_fixed_fraction",
+            |c| &mut c.per_sample_tp_comm_fixed_fraction,
+            GRID.per_sample_tp_comm_fixed_fraction,
+        ),
+        (
+            "inter_node_efficiency",
+            |c| &mut c.inter_node_efficiency,
+            GRID.inter_node_efficiency,
+        ),
+        (
+            "framework_reserve_bytes",
+            |c| &mut c.framework_reserve_bytes,
+            GRID.framework_reserve_bytes,
+        ),
+        (
+            "allocator_cache_bytes",
+            |c| &mut c.allocator_cache_bytes,
+            GRID.allocator_cache_bytes,
+        ),
+        (
+            "host_staging_s_per_gb",
+            |c| &mut c.host_staging_s_per_gb,
+            GRID.host_staging_s_per_gb,
+        ),
+    ];
+    probes
+        .into_iter()
+        .filter(|(name, field, grid)| {
+            let mut c = neutral;
+            let n = *field(&mut c);
+            *field(&mut c) = end(*grid, n);
+            let moved = pricer.details(c);
+            let read = |r: &RunReport| match *name {
+                "framework_reserve_bytes" => (r.measured_s.is_some() || r.failed)
+                    .then_some(r.predicted_infeasible as u8 as f64),
+                "allocator_cache_bytes" => r.measured_peak_bytes.and(r.predicted_reading_bytes),
+                _ => r.measured_s.and(r.predicted_s),
+            };
+            at_neutral
+                .iter()
+                .flatten()
+                .zip(moved.iter().flatten())
+                .all(|(a, b)| read(a) == read(b))
+        })
+        .map(|(name, _, _)| name)
+        .collect()
+}
+
 /// One dataset's figures under the three calibrations.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SetFigures {
@@ -681,6 +762,11 @@ mod tests {
             }
         );
         assert!(f.loss.time.unwrap() < 1e-9 && f.loss.memory < 1e-9 && f.loss.verdicts == 0.0);
+        // Of what it kept neutral, only the tp share is for want of data.
+        assert_eq!(
+            uninformed(&[&data], &DeviceOptions::default()),
+            vec!["per_sample_tp_comm_fixed_fraction"]
+        );
         // Neutral constants are measurably worse on the same data.
         let neutral = loss(&reports(
             &[&data],
@@ -752,6 +838,12 @@ mod tests {
         assert_eq!(f.calibration.framework_reserve_bytes, 0.0);
         assert_eq!(f.calibration.allocator_cache_bytes, 2.5e9);
         assert!(f.loss.memory < 1e-9);
+        // The completed runs still bound the reserve from above (at 8 GB
+        // some would be called out of memory), so it is not named as
+        // uninformed: neutral is what the data allows, not a default.
+        assert!(
+            !uninformed(&[&data], &DeviceOptions::default()).contains(&"framework_reserve_bytes")
+        );
     }
 
     #[test]
