@@ -19,6 +19,7 @@ multi-tensor implementation on a GPU) over every parameter.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -92,6 +93,42 @@ def _time(step: Callable[[], None], device: torch.device, warmup: int, reps: int
     return statistics.median(samples)
 
 
+def _one_run(
+    info: dict,
+    mb: int,
+    accumulate: int,
+    dev: torch.device,
+    dt: torch.dtype,
+    warmup: int,
+    reps: int,
+) -> IterationRun:
+    """One micro-batch size, in a frame of its own: the model, its
+    optimizer state and the step's closure die with it."""
+    arch, m = info["arch"], info["model"]
+    built = [build(layer, arch, m["shape"]["seq_len"], 1) for layer in m["layers"]]
+    modules = torch.nn.ModuleList([b[0] for b in built]).to(dev).train()
+    tokens = built[0][1](mb, dev, dt)
+    optimizer = torch.optim.AdamW(modules.parameters(), lr=1e-4)
+    step = _step(modules, tokens, accumulate, optimizer, dev, dt)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    seconds = _time(step, dev, warmup, reps)
+    used = allocated = None
+    if dev.type == "cuda":
+        free, total = torch.cuda.mem_get_info(dev)
+        used = (total - free) / 2**20
+        allocated = torch.cuda.max_memory_allocated(dev) / 2**20
+    return IterationRun(mb, accumulate, seconds, used, allocated)
+
+
+def _release(dev: torch.device) -> None:
+    """Gives what earlier runs cached back to the device, so that the next
+    reading holds only its own run."""
+    gc.collect()
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def measure_runs(
     info: dict,
     micro_batches: Sequence[int],
@@ -105,40 +142,28 @@ def measure_runs(
     """Trains the model of ``info`` (``amp_planner.layers``' result) for
     ``warmup + reps`` iterations of ``accumulate`` micro-batches at each
     micro-batch size; a size that runs out of device memory is recorded so."""
-    arch, m = info["arch"], info["model"]
-    s = m["shape"]["seq_len"]
     dev = torch.device(device)
     dt = getattr(torch, dtype)
     runs = []
     for mb in micro_batches:
-        modules = None
-        optimizer = None
+        _release(dev)
+        out_of_memory = False
         try:
-            built = [build(layer, arch, s, 1) for layer in m["layers"]]
-            modules = torch.nn.ModuleList([b[0] for b in built]).to(dev).train()
-            tokens = built[0][1](mb, dev, dt)
-            optimizer = torch.optim.AdamW(modules.parameters(), lr=1e-4)
-            step = _step(modules, tokens, accumulate, optimizer, dev, dt)
-            if dev.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(dev)
-            seconds = _time(step, dev, warmup, reps)
-            used = allocated = None
-            if dev.type == "cuda":
-                free, total = torch.cuda.mem_get_info(dev)
-                used = (total - free) / 2**20
-                allocated = torch.cuda.max_memory_allocated(dev) / 2**20
-            runs.append(IterationRun(mb, accumulate, seconds, used, allocated))
-            log(
-                f"micro-batch {mb} x {accumulate}: {seconds * 1e3:.3f} ms per iteration"
-                + (f", {used:.0f} MiB used" if used is not None else "")
-            )
+            run = _one_run(info, mb, accumulate, dev, dt, warmup, reps)
         except torch.cuda.OutOfMemoryError:
-            runs.append(IterationRun(mb, accumulate, None, None, None))
+            # Outside the handler the exception, and the frames it holds,
+            # are gone before the memory is given back.
+            out_of_memory = True
+        if out_of_memory:
+            run = IterationRun(mb, accumulate, None, None, None)
             log(f"micro-batch {mb} x {accumulate}: out of device memory", True)
-        finally:
-            del modules, optimizer
-            if dev.type == "cuda":
-                torch.cuda.empty_cache()
+        else:
+            log(
+                f"micro-batch {mb} x {accumulate}: {run.iteration_s * 1e3:.3f} ms per iteration"
+                + (f", {run.memory_used_mib:.0f} MiB used" if run.memory_used_mib else "")
+            )
+        runs.append(run)
+    _release(dev)
     return runs
 
 
