@@ -264,8 +264,8 @@ def test_cpu_runs_make_a_folder_amp_validates_and_fits(tmp_path: Path, tiny_conf
 
 def test_runs_of_a_gelu_model_say_the_gelu_is_fused(tmp_path: Path, cli):
     """The modules run F.gelu: a GPT-2's runs file asks amp for that kernel
-    (its default is Hugging Face's gelu_new written out), and an
-    out-of-memory run is written as one."""
+    (its default is Hugging Face's gelu_new written out); a fused AdamW is
+    recorded in [setup], and an out-of-memory run is written as one."""
     from amp_planner.profile.iterations import IterationRun, write_runs
     from amp_planner.profile.layers import Entry, LayerMeasurement, LayerProfile
 
@@ -279,9 +279,11 @@ def test_runs_of_a_gelu_model_say_the_gelu_is_fused(tmp_path: Path, cli):
         [Entry(1, mb, [LayerMeasurement(1e-3 * mb, 2e-3 * mb, 1e-4, 0)] * n) for mb in (1, 2)],
     )
     runs = [IterationRun(1, 1, 0.05, 1000.0, 900.0), IterationRun(2, 1, None, None, None)]
-    path = write_runs(tmp_path / "gpt2", "gpt2", 64, prof, runs)
+    path = write_runs(tmp_path / "gpt2", "gpt2", 64, prof, runs, fused_adam=True)
     text = path.read_text()
     assert 'model = "gpt2"' in text and 'gelu = "fused"' in text
+    # The plans record no setup: the file's [setup] says the step was fused.
+    assert '[setup]\noptimizer_step = "fused"' in text
     assert "memory_used_mib = 1000.0" in text and "out_of_memory = true" in text
     v = cli("validate", str(path.parent), "--json")
     assert v.returncode == 0, v.stderr

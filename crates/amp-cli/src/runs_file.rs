@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use amp_core::validate::{Dataset, Run};
-use amp_data::runs_file::{parse, RunsSpec};
+use amp_data::runs_file::{parse, RunsSpec, SetupValue};
 use anyhow::{Context, Result};
 use clap::ValueEnum;
 
@@ -68,6 +68,40 @@ fn input_args(spec: &RunsSpec, dir: &Path, origin: &str) -> Result<InputArgs> {
     })
 }
 
+/// The `[setup]` table as `amp plan`'s setup flags: `key = "v"` is
+/// `--key v`, `key = true` the switch `--key`; `false` leaves a switch off
+/// (but `fp32_allreduce = false`, which turns a default off).
+fn setup_args(spec: &RunsSpec, origin: &str) -> Result<SetupArgs> {
+    #[derive(clap::Parser)]
+    struct Setup {
+        #[command(flatten)]
+        setup: SetupArgs,
+    }
+    let mut argv = vec!["[setup]".to_string()];
+    for (key, value) in &spec.setup {
+        let flag = format!("--{}", key.replace('_', "-"));
+        match value {
+            SetupValue::Text(v) => {
+                argv.push(flag);
+                argv.push(v.clone());
+            }
+            SetupValue::Switch(true) => argv.push(flag),
+            SetupValue::Switch(false) if key == "fp32_allreduce" => {
+                argv.push(format!("{flag}=false"))
+            }
+            SetupValue::Switch(false) => {}
+        }
+    }
+    use clap::Parser;
+    Setup::try_parse_from(&argv).map(|s| s.setup).map_err(|e| {
+        let text = e.to_string();
+        let first = text.lines().next().unwrap_or("").trim_start_matches("error: ");
+        anyhow::anyhow!(
+            "{origin} [setup]: {first}; its keys are amp plan's training-setup flags without the dashes (optimizer_step = \"fused\", recompute = \"full\", sequence_parallel = true)"
+        )
+    })
+}
+
 /// The dataset of the runs file at `path`, and what its inputs' readers
 /// noted.
 pub fn read(path: &Path) -> Result<amp_data::LoadedDataset> {
@@ -76,6 +110,7 @@ pub fn read(path: &Path) -> Result<amp_data::LoadedDataset> {
     let spec = parse(&text, &origin)?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let args = input_args(&spec, dir, &origin)?;
+    let setup = setup_args(&spec, &origin)?;
     let mut loaded = args
         .load()
         .with_context(|| format!("{origin}: reading the model, cluster and profiles it names"))?;
@@ -88,13 +123,7 @@ pub fn read(path: &Path) -> Result<amp_data::LoadedDataset> {
         // not leave their fills behind for it.
         let given = loaded.profile.clone();
         let plan = args
-            .load_plan(
-                &mut loaded,
-                &dir.join(&r.plan),
-                r.rank,
-                &SetupArgs::default(),
-                None,
-            )
+            .load_plan(&mut loaded, &dir.join(&r.plan), r.rank, &setup, None)
             .with_context(|| at.clone())?;
         let filled = std::mem::replace(&mut loaded.profile, given);
         let profile = (filled != loaded.profile).then_some(filled);

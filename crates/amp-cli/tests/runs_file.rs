@@ -290,3 +290,71 @@ fn runs_of_other_setups_in_one_file_are_each_priced_as_amp_eval_prices_them() {
     assert!(times[2].min(times[3]) > times[0].max(times[1]), "{times:?}");
     assert!(r["time_error"]["max"].as_f64().unwrap() < 1e-9, "{r}");
 }
+
+#[test]
+fn the_setup_table_fills_plans_that_record_none() {
+    // A hand-written plan records no setup: the file's [setup] fills it,
+    // as amp eval's flags would; a plan that records one refuses it.
+    let d = dir("setup-table");
+    let plan = r#"{"micro_batch": 2, "num_micro_batches": 4, "stages": [{"first_layer": 0, "end_layer": 27, "replicas": [[{"node": 0, "gpu": 0}]]}]}"#;
+    std::fs::write(d.join("bare.json"), plan).unwrap();
+    let eval = |extra: &[&str]| {
+        let mut args: Vec<String> = vec![
+            "eval".into(),
+            d.join("bare.json").to_str().unwrap().to_string(),
+            "--model".into(),
+            MODEL.into(),
+            "--seq".into(),
+            SEQ.into(),
+            "--cluster".into(),
+            CLUSTER.into(),
+            "--json".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        amp_json(&args)["iteration_s"].as_f64().unwrap()
+    };
+    let fused = eval(&["--optimizer-step", "fused", "--recompute", "full"]);
+    let plain = eval(&[]);
+    assert!(fused != plain);
+    let head = format!("model = \"{MODEL}\"\nseq = {SEQ}\ncluster = \"{CLUSTER}\"\n");
+    std::fs::write(
+        d.join("runs.toml"),
+        format!(
+            "{head}[setup]\noptimizer_step = \"fused\"\nrecompute = \"full\"\nsequence_parallel = false\n\n[[run]]\nplan = \"bare.json\"\niteration_s = {fused}\n"
+        ),
+    )
+    .unwrap();
+    let r = report(&[d.to_str().unwrap()]);
+    assert!(r["time_error"]["max"].as_f64().unwrap() < 1e-9, "{r}");
+
+    // amp plan's output records its setup: [setup] would price another job.
+    let o = amp(&[
+        "plan",
+        "--model",
+        MODEL,
+        "--seq",
+        SEQ,
+        "--cluster",
+        CLUSTER,
+        "--global-batch",
+        "64",
+        "--json",
+        "-q",
+        "--top",
+        "1",
+    ]);
+    std::fs::write(d.join("plans.json"), stdout(&o)).unwrap();
+    std::fs::write(
+        d.join("runs.toml"),
+        format!("{head}[setup]\noptimizer_step = \"fused\"\n\n[[run]]\nplan = \"plans.json\"\niteration_s = 1.0\n"),
+    )
+    .unwrap();
+    let o = amp(&["validate", d.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("run 1 (plan `plans.json`)") && e.contains("records its training setup"),
+        "{e}"
+    );
+}

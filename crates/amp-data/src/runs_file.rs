@@ -48,8 +48,21 @@ pub struct RunsSpec {
     pub gelu: Option<String>,
     /// `--no-analytic`.
     pub no_analytic: bool,
+    /// The `[setup]` table: amp's training-setup flags without their
+    /// dashes (`optimizer_step = "fused"`), for plans that record no setup;
+    /// in key order. The CLI checks the names and values.
+    pub setup: Vec<(String, SetupValue)>,
     /// The runs, in file order; at least one.
     pub runs: Vec<RunSpec>,
+}
+
+/// A value of the `[setup]` table: a flag's value, or a switch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SetupValue {
+    /// `precision = "bf16"`, `schedule = "interleaved:2"`.
+    Text(String),
+    /// `sequence_parallel = true`.
+    Switch(bool),
 }
 
 /// One run of a runs file.
@@ -81,6 +94,8 @@ struct RawFile {
     gelu: Option<String>,
     #[serde(default)]
     no_analytic: bool,
+    #[serde(default)]
+    setup: toml::Table,
     #[serde(default, rename = "run")]
     runs: Vec<RawRun>,
 }
@@ -168,6 +183,26 @@ pub fn parse(text: &str, origin: &str) -> Result<RunsSpec> {
             ),
         ));
     }
+    let mut setup = Vec::with_capacity(raw.setup.len());
+    for (key, v) in &raw.setup {
+        setup.push((
+            key.clone(),
+            match v {
+                toml::Value::String(t) => SetupValue::Text(t.clone()),
+                toml::Value::Integer(i) => SetupValue::Text(i.to_string()),
+                toml::Value::Boolean(b) => SetupValue::Switch(*b),
+                other => {
+                    return Err(AmpError::invalid(
+                        format!("{origin} [setup]"),
+                        format!(
+                            "`{key}` is not text or true/false (a TOML {} was given): give a flag's value as text (`precision = \"bf16\"`) or a switch as true or false",
+                            other.type_str()
+                        ),
+                    ))
+                }
+            },
+        ));
+    }
     let mut runs = Vec::with_capacity(raw.runs.len());
     for (i, r) in raw.runs.iter().enumerate() {
         let at = format!("{origin}, run {} (plan `{}`)", i + 1, r.plan);
@@ -192,6 +227,7 @@ pub fn parse(text: &str, origin: &str) -> Result<RunsSpec> {
         attention: raw.attention,
         gelu: raw.gelu,
         no_analytic: raw.no_analytic,
+        setup,
         runs,
     })
 }
@@ -250,6 +286,37 @@ mod tests {
             "{e}"
         );
         assert!(err("iteration_s = 1.0\niteration_s = 2.0\n").contains("duplicate key"));
+    }
+
+    #[test]
+    fn the_setup_table_reads_as_flags() {
+        let s = parse(
+            &format!(
+                "{HEAD}[setup]\noptimizer_step = \"fused\"\nsequence_parallel = true\nseq_chunks = 2\n[[run]]\nplan = \"p.json\"\niteration_s = 1.0\n"
+            ),
+            "r.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            s.setup,
+            vec![
+                ("optimizer_step".into(), SetupValue::Text("fused".into())),
+                ("seq_chunks".into(), SetupValue::Text("2".into())),
+                ("sequence_parallel".into(), SetupValue::Switch(true)),
+            ]
+        );
+        let e = parse(
+            &format!(
+                "{HEAD}[setup]\nprecision = [1]\n[[run]]\nplan = \"p.json\"\niteration_s = 1.0\n"
+            ),
+            "r.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("r.toml [setup]: `precision` is not text or true/false (a TOML array"),
+            "{e}"
+        );
     }
 
     #[test]

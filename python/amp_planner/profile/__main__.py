@@ -53,6 +53,13 @@ def parser() -> argparse.ArgumentParser:
         "micro-batch and runs.toml with the measured times and memory",
     )
     p.add_argument(
+        "--optimizer-step",
+        choices=["foreach", "fused"],
+        default="foreach",
+        help="AdamW implementation to time and train with: PyTorch's multi-tensor default "
+        "(foreach) or fused=True (default foreach); plan with the same --optimizer-step",
+    )
+    p.add_argument(
         "--accumulate",
         type=int,
         default=1,
@@ -155,8 +162,17 @@ def main(argv: Optional[List[str]] = None) -> int:
                 warmup=args.warmup,
                 reps=args.reps,
                 log=log,
+                fused_adam=args.optimizer_step == "fused",
             )
-            path = iterations.write_runs(args.out, args.model, args.seq, prof, runs, command)
+            path = iterations.write_runs(
+                args.out,
+                args.model,
+                args.seq,
+                prof,
+                runs,
+                command,
+                fused_adam=args.optimizer_step == "fused",
+            )
             print(
                 f"wrote {path}: {len(runs)} runs on {prof.gpu} "
                 f"(amp validate {args.out}; amp fit {args.out})",
@@ -174,6 +190,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             warmup=args.warmup,
             reps=args.reps,
             log=log,
+            fused_adam=args.optimizer_step == "fused",
         )
         layers.write(prof, args.out, command)
         if args.model_out:

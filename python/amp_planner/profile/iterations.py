@@ -13,8 +13,9 @@ out of memory).
 
 The training step is plain PyTorch, as amp prices a plan without an engine:
 fp32 weights under ``torch.autocast`` to the profile's 16-bit format,
-PyTorch's ``cross_entropy`` on fp32 logits, ``torch.optim.AdamW`` (its
-multi-tensor implementation on a GPU) over every parameter.
+PyTorch's ``cross_entropy`` on fp32 logits, ``torch.optim.AdamW`` over
+every parameter (its multi-tensor implementation on a GPU, or its fused one
+with ``fused_adam``, which the runs file's ``[setup]`` then records).
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ def _one_run(
     dt: torch.dtype,
     warmup: int,
     reps: int,
+    fused: bool,
 ) -> IterationRun:
     """One micro-batch size, in a frame of its own: the model, its
     optimizer state and the step's closure die with it."""
@@ -108,7 +110,7 @@ def _one_run(
     built = [build(layer, arch, m["shape"]["seq_len"], 1) for layer in m["layers"]]
     modules = torch.nn.ModuleList([b[0] for b in built]).to(dev).train()
     tokens = built[0][1](mb, dev, dt)
-    optimizer = torch.optim.AdamW(modules.parameters(), lr=1e-4)
+    optimizer = torch.optim.AdamW(modules.parameters(), lr=1e-4, fused=True if fused else None)
     step = _step(modules, tokens, accumulate, optimizer, dev, dt)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
@@ -138,6 +140,7 @@ def measure_runs(
     warmup: int = 3,
     reps: int = 10,
     log: Callable[..., None] = lambda s, warning=False: None,
+    fused_adam: bool = False,
 ) -> List[IterationRun]:
     """Trains the model of ``info`` (``amp_planner.layers``' result) for
     ``warmup + reps`` iterations of ``accumulate`` micro-batches at each
@@ -149,7 +152,7 @@ def measure_runs(
         _release(dev)
         out_of_memory = False
         try:
-            run = _one_run(info, mb, accumulate, dev, dt, warmup, reps)
+            run = _one_run(info, mb, accumulate, dev, dt, warmup, reps, fused_adam)
         except torch.cuda.OutOfMemoryError:
             # Outside the handler the exception, and the frames it holds,
             # are gone before the memory is given back.
@@ -196,6 +199,7 @@ def write_runs(
     profile: LayerProfile,
     runs: Sequence[IterationRun],
     command: str = "",
+    fused_adam: bool = False,
 ) -> Path:
     """Writes ``out/profile.toml``, one ``out/plan-mbN.json`` per run and
     ``out/runs.toml``; returns the runs file's path. ``model`` must be what
@@ -230,6 +234,9 @@ def write_runs(
     ]
     if _accepts_fused_gelu(out / spec if (out / spec).is_file() else spec, seq):
         lines.append('gelu = "fused"')
+    if fused_adam:
+        # The plans record no setup: this one fills theirs.
+        lines += ["", "[setup]", 'optimizer_step = "fused"']
     for r in runs:
         name = f"plan-mb{r.micro_batch}.json"
         (out / name).write_text(json.dumps(_plan(n, r), indent=1) + "\n")
@@ -258,6 +265,7 @@ def profile_runs(
     warmup: Optional[int] = None,
     reps: Optional[int] = None,
     log: Callable[..., None] = lambda s, warning=False: None,
+    fused_adam: bool = False,
 ) -> Tuple[LayerProfile, List[IterationRun]]:
     """The per-layer profile at tp 1 and the whole-iteration runs at each
     micro-batch size, on one device: ``(LayerProfile, [IterationRun])``."""
@@ -266,7 +274,9 @@ def profile_runs(
 
     if accumulate < 1:
         raise AmpError("--accumulate must be at least 1")
-    prof = profile_layers(model, seq, micro_batches, [1], device, gpu, dtype, warmup, reps, log)
+    prof = profile_layers(
+        model, seq, micro_batches, [1], device, gpu, dtype, warmup, reps, log, fused_adam
+    )
     dev = torch.device(device)
     runs = measure_runs(
         amp_layers(model, seq),
@@ -277,5 +287,6 @@ def profile_runs(
         3 if warmup is None else warmup,
         (10 if dev.type == "cuda" else 3) if reps is None else reps,
         log,
+        fused_adam,
     )
     return prof, runs

@@ -158,10 +158,11 @@ def measure_layer(
 
 
 def measure_optimizer(
-    module: torch.nn.Module, device: torch.device, warmup: int, reps: int
+    module: torch.nn.Module, device: torch.device, warmup: int, reps: int, fused: bool = False
 ) -> float:
     """Seconds of one AdamW step over the module's weights, on fp32 copies
-    (mixed-precision training steps fp32 master weights and moments)."""
+    (mixed-precision training steps fp32 master weights and moments): the
+    multi-tensor step, or with ``fused`` the fused one."""
     master = [
         torch.zeros(p.shape, dtype=torch.float32, device=p.device, requires_grad=True)
         for p in module.parameters()
@@ -171,7 +172,7 @@ def measure_optimizer(
         return 0.0
     for p in master:
         p.grad = torch.zeros_like(p)
-    opt = torch.optim.AdamW(master, lr=1e-4)
+    opt = torch.optim.AdamW(master, lr=1e-4, fused=True if fused else None)
     timer = _Timer(device)
     return timer.time(opt.step, max(warmup, 1), reps)
 
@@ -207,6 +208,7 @@ def _measure_entry(
     reps: int,
     opt_cache: Dict[Tuple[Any, ...], float],
     log: Callable[..., None],
+    fused_adam: bool = False,
 ) -> Entry:
     entry = Entry(tp, mb)
     cache: Dict[Tuple[Any, ...], LayerMeasurement] = {}
@@ -217,7 +219,7 @@ def _measure_entry(
             module = module.to(device=dev, dtype=dt).train()
             r = measure_layer(module, make_input, mb, dev, dt, warmup, reps)
             if sig not in opt_cache:
-                opt_cache[sig] = measure_optimizer(module, dev, warmup, reps)
+                opt_cache[sig] = measure_optimizer(module, dev, warmup, reps, fused_adam)
             r.optimizer_s = opt_cache[sig]
             cache[sig] = r
             log(
@@ -242,10 +244,13 @@ def profile_layers(
     warmup: Optional[int] = None,
     reps: Optional[int] = None,
     log: Callable[..., None] = lambda s, warning=False: None,
+    fused_adam: bool = False,
 ) -> LayerProfile:
     """Measures every layer of amp's layer list for ``model`` on this machine.
 
-    Identical layers (the transformer blocks) are measured once. Each
+    Identical layers (the transformer blocks) are measured once; the
+    optimizer step is AdamW's multi-tensor one, or with ``fused_adam`` its
+    fused one. Each
     (tp, micro-batch) becomes one profile entry; tp degrees the model's
     heads or FFN cannot be split by are skipped with a warning.
     """
@@ -277,7 +282,9 @@ def profile_layers(
         for mb in micro_batches:
             try:
                 entries.append(
-                    _measure_entry(m, arch, s, tp, mb, dev, dt, warmup, reps, opt_cache, log)
+                    _measure_entry(
+                        m, arch, s, tp, mb, dev, dt, warmup, reps, opt_cache, log, fused_adam
+                    )
                 )
             except torch.cuda.OutOfMemoryError:
                 # amp extrapolates the missing micro-batch from the others.
