@@ -68,8 +68,13 @@ impl EngineArg {
     }
 }
 
-/// The launch files of `plan` for `engine` (pure: nothing is written). The
-/// launch runs what was priced: the plan's own training setup.
+/// The file beside the launch files that holds the plan they launch.
+pub const PLAN_FILE: &str = "plan.json";
+
+/// The launch files of `plan` for `engine` (pure: nothing is written), and
+/// the plan itself ([`PLAN_FILE`], with its training setup): what `amp
+/// eval` prices and a runs file's `plan` names once the launch has run.
+/// The launch runs what was priced: the plan's own training setup.
 pub fn export_files(
     inputs: &Inputs,
     plan: &Plan,
@@ -80,7 +85,13 @@ pub fn export_files(
         hosts: hosts.to_vec(),
         ..ExportOptions::default()
     };
-    export(plan, inputs.model, inputs.cluster, engine.engine(), &opts)
+    let mut files = export(plan, inputs.model, inputs.cluster, engine.engine(), &opts)?;
+    let json = serde_json::to_string_pretty(plan).expect("a plan serializes") + "\n";
+    files.push(ExportFile {
+        path: PLAN_FILE.to_string(),
+        contents: json,
+    });
+    Ok(files)
 }
 
 /// Writes `files` under `dir`; returns the paths written.

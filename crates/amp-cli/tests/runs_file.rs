@@ -358,3 +358,65 @@ fn the_setup_table_fills_plans_that_record_none() {
         "{e}"
     );
 }
+
+#[test]
+fn an_exported_launch_holds_the_plan_a_runs_file_names() {
+    // amp export writes plan.json beside the launch files: amp eval prices
+    // it as the plan it came from, and a runs file names it once the
+    // launch has run.
+    let d = dir("export");
+    let o = amp(&[
+        "plan",
+        "--model",
+        MODEL,
+        "--seq",
+        SEQ,
+        "--cluster",
+        CLUSTER,
+        "--global-batch",
+        "64",
+        "--json",
+        "-q",
+        "--top",
+        "2",
+    ]);
+    std::fs::write(d.join("plans.json"), stdout(&o)).unwrap();
+    let inputs = ["--model", MODEL, "--seq", SEQ, "--cluster", CLUSTER];
+    let o = amp(&[
+        &[
+            "export",
+            d.join("plans.json").to_str().unwrap(),
+            "--rank",
+            "2",
+        ][..],
+        &inputs,
+        &[
+            "--to",
+            "megatron",
+            "--out",
+            d.join("launch").to_str().unwrap(),
+        ],
+    ]
+    .concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("plan.json"), "{}", stdout(&o));
+    let eval = |args: &[&str]| {
+        amp_json(&[&["eval"][..], args, &inputs, &["--json"]].concat())["iteration_s"]
+            .as_f64()
+            .unwrap()
+    };
+    let planned = eval(&[d.join("plans.json").to_str().unwrap(), "--rank", "2"]);
+    let exported = eval(&[d.join("launch/plan.json").to_str().unwrap()]);
+    assert_eq!(planned, exported);
+    std::fs::write(
+        d.join("runs.toml"),
+        format!(
+            "model = \"{MODEL}\"\nseq = {SEQ}\ncluster = \"{CLUSTER}\"\n\n[[run]]\nplan = \"launch/plan.json\"\niteration_s = {}\n",
+            planned * 1.1
+        ),
+    )
+    .unwrap();
+    let r = report(&[d.to_str().unwrap()]);
+    let err = r["time_error"]["max"].as_f64().unwrap();
+    assert!((err - 0.1 / 1.1).abs() < 1e-9, "{r}");
+}
