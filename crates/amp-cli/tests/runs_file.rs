@@ -17,6 +17,34 @@ const CLUSTER: &str = "2x4xA100-40GB";
 
 /// `runs/` in a folder of this process and test of its own, which holds
 /// nothing else.
+/// `--model`, `--seq` and `--cluster` as every command here takes them.
+const INPUTS: [&str; 6] = ["--model", MODEL, "--seq", SEQ, "--cluster", CLUSTER];
+
+/// A runs file's inputs: the same model, sequence and cluster.
+fn head() -> String {
+    format!("model = \"{MODEL}\"\nseq = {SEQ}\ncluster = \"{CLUSTER}\"\n")
+}
+
+/// `amp plan --json` of amp's top `top` plans at global batch 64, with
+/// `extra` flags.
+fn plans_json(top: usize, extra: &[&str]) -> String {
+    let top = top.to_string();
+    let o = amp(&[
+        &["plan"][..],
+        &INPUTS,
+        &["--global-batch", "64", "--json", "-q", "--top", &top],
+        extra,
+    ]
+    .concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    stdout(&o)
+}
+
+/// `amp eval --json` of `args` (a plan file and its flags).
+fn eval_json(args: &[&str]) -> serde_json::Value {
+    amp_json(&[&["eval"][..], args, &INPUTS, &["--json"]].concat())
+}
+
 fn dir(name: &str) -> PathBuf {
     let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("amp-runs-{}-{name}", std::process::id()))
@@ -31,39 +59,17 @@ fn dir(name: &str) -> PathBuf {
 fn runs_under(name: &str, truth: &str, top: usize, out_of_memory: &[usize]) -> PathBuf {
     let d = dir(name);
     let plans = d.join("plans.json");
-    let o = amp(&[
-        "plan",
-        "--model",
-        MODEL,
-        "--seq",
-        SEQ,
-        "--cluster",
-        CLUSTER,
-        "--global-batch",
-        "64",
-        "--json",
-        "-q",
-        "--top",
-        &top.to_string(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    std::fs::write(&plans, stdout(&o)).unwrap();
-    let mut toml = format!("model = \"{MODEL}\"\nseq = {SEQ}\ncluster = \"{CLUSTER}\"\n");
+    let plans_out = plans_json(top, &[]);
+    std::fs::write(&plans, plans_out).unwrap();
+    let mut toml = head();
     for rank in 1..=top {
-        let e = amp_json(&[
-            "eval",
+        let rank_s = rank.to_string();
+        let e = eval_json(&[
             plans.to_str().unwrap(),
             "--rank",
-            &rank.to_string(),
-            "--model",
-            MODEL,
-            "--seq",
-            SEQ,
-            "--cluster",
-            CLUSTER,
+            &rank_s,
             "--calibration",
             truth,
-            "--json",
         ]);
         toml.push_str(&format!(
             "\n[[run]]\nplan = \"plans.json\"\nrank = {rank}\n"
@@ -234,43 +240,13 @@ fn runs_of_other_setups_in_one_file_are_each_priced_as_amp_eval_prices_them() {
     // each run keeps the fill of its own setup and micro-batch, so every
     // run is priced exactly as `amp eval` prices its plan alone.
     let d = dir("setups");
-    let mut toml = format!("model = \"{MODEL}\"\nseq = {SEQ}\ncluster = \"{CLUSTER}\"\n");
+    let mut toml = head();
     for (file, extra) in [("bf16.json", None), ("fp32.json", Some("fp32"))] {
-        let mut args = vec![
-            "plan",
-            "--model",
-            MODEL,
-            "--seq",
-            SEQ,
-            "--cluster",
-            CLUSTER,
-            "--global-batch",
-            "64",
-            "--json",
-            "-q",
-            "--top",
-            "2",
-        ];
-        if let Some(p) = extra {
-            args.extend(["--precision", p]);
-        }
-        let o = amp(&args);
-        assert!(o.status.success(), "{}", stderr(&o));
-        std::fs::write(d.join(file), stdout(&o)).unwrap();
+        let precision = extra.map_or(vec![], |p| vec!["--precision", p]);
+        std::fs::write(d.join(file), plans_json(2, &precision)).unwrap();
         for rank in 1..=2 {
-            let e = amp_json(&[
-                "eval",
-                d.join(file).to_str().unwrap(),
-                "--rank",
-                &rank.to_string(),
-                "--model",
-                MODEL,
-                "--seq",
-                SEQ,
-                "--cluster",
-                CLUSTER,
-                "--json",
-            ]);
+            let rank_s = rank.to_string();
+            let e = eval_json(&[d.join(file).to_str().unwrap(), "--rank", &rank_s]);
             toml.push_str(&format!(
                 "\n[[run]]\nplan = \"{file}\"\nrank = {rank}\niteration_s = {}\n",
                 e["iteration_s"].as_f64().unwrap()
@@ -298,26 +274,16 @@ fn the_setup_table_fills_plans_that_record_none() {
     let d = dir("setup-table");
     let plan = r#"{"micro_batch": 2, "num_micro_batches": 4, "stages": [{"first_layer": 0, "end_layer": 27, "replicas": [[{"node": 0, "gpu": 0}]]}]}"#;
     std::fs::write(d.join("bare.json"), plan).unwrap();
+    let bare = d.join("bare.json");
     let eval = |extra: &[&str]| {
-        let mut args: Vec<String> = vec![
-            "eval".into(),
-            d.join("bare.json").to_str().unwrap().to_string(),
-            "--model".into(),
-            MODEL.into(),
-            "--seq".into(),
-            SEQ.into(),
-            "--cluster".into(),
-            CLUSTER.into(),
-            "--json".into(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-        amp_json(&args)["iteration_s"].as_f64().unwrap()
+        eval_json(&[&[bare.to_str().unwrap()][..], extra].concat())["iteration_s"]
+            .as_f64()
+            .unwrap()
     };
     let fused = eval(&["--optimizer-step", "fused", "--recompute", "full"]);
     let plain = eval(&[]);
     assert!(fused != plain);
-    let head = format!("model = \"{MODEL}\"\nseq = {SEQ}\ncluster = \"{CLUSTER}\"\n");
+    let head = head();
     std::fs::write(
         d.join("runs.toml"),
         format!(
@@ -329,22 +295,8 @@ fn the_setup_table_fills_plans_that_record_none() {
     assert!(r["time_error"]["max"].as_f64().unwrap() < 1e-9, "{r}");
 
     // amp plan's output records its setup: [setup] would price another job.
-    let o = amp(&[
-        "plan",
-        "--model",
-        MODEL,
-        "--seq",
-        SEQ,
-        "--cluster",
-        CLUSTER,
-        "--global-batch",
-        "64",
-        "--json",
-        "-q",
-        "--top",
-        "1",
-    ]);
-    std::fs::write(d.join("plans.json"), stdout(&o)).unwrap();
+    let plans_out = plans_json(1, &[]);
+    std::fs::write(d.join("plans.json"), plans_out).unwrap();
     std::fs::write(
         d.join("runs.toml"),
         format!("{head}[setup]\noptimizer_step = \"fused\"\n\n[[run]]\nplan = \"plans.json\"\niteration_s = 1.0\n"),
@@ -365,23 +317,8 @@ fn an_exported_launch_holds_the_plan_a_runs_file_names() {
     // it as the plan it came from, and a runs file names it once the
     // launch has run.
     let d = dir("export");
-    let o = amp(&[
-        "plan",
-        "--model",
-        MODEL,
-        "--seq",
-        SEQ,
-        "--cluster",
-        CLUSTER,
-        "--global-batch",
-        "64",
-        "--json",
-        "-q",
-        "--top",
-        "2",
-    ]);
-    std::fs::write(d.join("plans.json"), stdout(&o)).unwrap();
-    let inputs = ["--model", MODEL, "--seq", SEQ, "--cluster", CLUSTER];
+    let plans_out = plans_json(2, &[]);
+    std::fs::write(d.join("plans.json"), plans_out).unwrap();
     let o = amp(&[
         &[
             "export",
@@ -389,7 +326,7 @@ fn an_exported_launch_holds_the_plan_a_runs_file_names() {
             "--rank",
             "2",
         ][..],
-        &inputs,
+        &INPUTS,
         &[
             "--to",
             "megatron",
@@ -400,18 +337,15 @@ fn an_exported_launch_holds_the_plan_a_runs_file_names() {
     .concat());
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("plan.json"), "{}", stdout(&o));
-    let eval = |args: &[&str]| {
-        amp_json(&[&["eval"][..], args, &inputs, &["--json"]].concat())["iteration_s"]
-            .as_f64()
-            .unwrap()
-    };
+    let eval = |args: &[&str]| eval_json(args)["iteration_s"].as_f64().unwrap();
     let planned = eval(&[d.join("plans.json").to_str().unwrap(), "--rank", "2"]);
     let exported = eval(&[d.join("launch/plan.json").to_str().unwrap()]);
     assert_eq!(planned, exported);
     std::fs::write(
         d.join("runs.toml"),
         format!(
-            "model = \"{MODEL}\"\nseq = {SEQ}\ncluster = \"{CLUSTER}\"\n\n[[run]]\nplan = \"launch/plan.json\"\niteration_s = {}\n",
+            "{}\n[[run]]\nplan = \"launch/plan.json\"\niteration_s = {}\n",
+            head(),
             planned * 1.1
         ),
     )

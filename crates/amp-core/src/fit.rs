@@ -41,7 +41,9 @@ use serde::Serialize;
 
 use crate::cost::device::{DeviceModel, DeviceOptions};
 use crate::cost::{Calibration, CostModel};
-use crate::validate::{summarize, validate_dataset, Dataset, DatasetReport, RunReport};
+use crate::validate::{
+    name_inputs, summarize, validate_dataset, Dataset, DatasetReport, RunReport,
+};
 
 /// The grid of each constant: `(first, step, last)` multiples, so that
 /// values are exact decimal fractions.
@@ -71,6 +73,49 @@ pub const GRID: Grid = Grid {
     host_staging_s_per_gb: (0, 50, 0.01),
 };
 
+/// One fitted constant: its name, where it sits in a [`Calibration`], and
+/// its grid.
+type Constant = (
+    &'static str,
+    fn(&mut Calibration) -> &mut f64,
+    (u32, u32, f64),
+);
+
+/// The six constants in [`Calibration`]'s order: what [`at_grid_edge`] and
+/// [`uninformed`] go through.
+const CONSTANTS: [Constant; 6] = [
+    (
+        "per_sample_fixed_fraction",
+        |c| &mut c.per_sample_fixed_fraction,
+        GRID.per_sample_fixed_fraction,
+    ),
+    (
+        "per_sample_tp_comm_fixed_fraction",
+        |c| &mut c.per_sample_tp_comm_fixed_fraction,
+        GRID.per_sample_tp_comm_fixed_fraction,
+    ),
+    (
+        "inter_node_efficiency",
+        |c| &mut c.inter_node_efficiency,
+        GRID.inter_node_efficiency,
+    ),
+    (
+        "framework_reserve_bytes",
+        |c| &mut c.framework_reserve_bytes,
+        GRID.framework_reserve_bytes,
+    ),
+    (
+        "allocator_cache_bytes",
+        |c| &mut c.allocator_cache_bytes,
+        GRID.allocator_cache_bytes,
+    ),
+    (
+        "host_staging_s_per_gb",
+        |c| &mut c.host_staging_s_per_gb,
+        GRID.host_staging_s_per_gb,
+    ),
+];
+
 /// The constants of `cal` that sit at the end of their grid away from
 /// neutral, as (name, value): the data wanted a value past what the grid
 /// allows, so the constant likely stands in for an effect the model lacks
@@ -78,52 +123,15 @@ pub const GRID: Grid = Grid {
 /// alone). A neutral value at a grid's end (0 for the shares and memories,
 /// 1 for the efficiency) is not one.
 pub fn at_grid_edge(cal: &Calibration) -> Vec<(&'static str, f64)> {
-    let n = Calibration::NEUTRAL;
-    [
-        (
-            "per_sample_fixed_fraction",
-            cal.per_sample_fixed_fraction,
-            n.per_sample_fixed_fraction,
-            GRID.per_sample_fixed_fraction,
-        ),
-        (
-            "per_sample_tp_comm_fixed_fraction",
-            cal.per_sample_tp_comm_fixed_fraction,
-            n.per_sample_tp_comm_fixed_fraction,
-            GRID.per_sample_tp_comm_fixed_fraction,
-        ),
-        (
-            "inter_node_efficiency",
-            cal.inter_node_efficiency,
-            n.inter_node_efficiency,
-            GRID.inter_node_efficiency,
-        ),
-        (
-            "framework_reserve_bytes",
-            cal.framework_reserve_bytes,
-            n.framework_reserve_bytes,
-            GRID.framework_reserve_bytes,
-        ),
-        (
-            "allocator_cache_bytes",
-            cal.allocator_cache_bytes,
-            n.allocator_cache_bytes,
-            GRID.allocator_cache_bytes,
-        ),
-        (
-            "host_staging_s_per_gb",
-            cal.host_staging_s_per_gb,
-            n.host_staging_s_per_gb,
-            GRID.host_staging_s_per_gb,
-        ),
-    ]
-    .into_iter()
-    .filter(|&(_, v, neutral, grid)| {
-        let g = values(grid);
-        v != neutral && (v == g[0] || v == g[g.len() - 1])
-    })
-    .map(|(name, v, _, _)| (name, v))
-    .collect()
+    CONSTANTS
+        .into_iter()
+        .filter_map(|(name, field, grid)| {
+            let (mut c, mut n) = (*cal, Calibration::NEUTRAL);
+            let (v, neutral) = (*field(&mut c), *field(&mut n));
+            let g = values(grid);
+            (v != neutral && (v == g[0] || v == g[g.len() - 1])).then_some((name, v))
+        })
+        .collect()
 }
 
 /// Rounds of coordinate descent at most.
@@ -499,10 +507,7 @@ pub fn leave_one_run_out(datasets: &[&Dataset], base: &DeviceOptions) -> Vec<Dat
                 .map(|(_, r)| r.clone())
                 .collect();
             let mut r = summarize(&d.name, name, runs);
-            // As `validate_dataset` names them.
-            let full = validate_dataset(d, &model_with(base, Calibration::NEUTRAL));
-            r.model = full.model;
-            r.clusters = full.clusters;
+            name_inputs(&mut r, d);
             r
         })
         .collect()
@@ -529,44 +534,7 @@ pub fn uninformed(datasets: &[&Dataset], base: &DeviceOptions) -> Vec<&'static s
             lo
         }
     };
-    type Probe = (
-        &'static str,
-        fn(&mut Calibration) -> &mut f64,
-        (u32, u32, f64),
-    );
-    let probes: [Probe; 6] = [
-        (
-            "per_sample_fixed_fraction",
-            |c| &mut c.per_sample_fixed_fraction,
-            GRID.per_sample_fixed_fraction,
-        ),
-        (
-            "per_sample_tp_comm_fixed_fraction",
-            |c| &mut c.per_sample_tp_comm_fixed_fraction,
-            GRID.per_sample_tp_comm_fixed_fraction,
-        ),
-        (
-            "inter_node_efficiency",
-            |c| &mut c.inter_node_efficiency,
-            GRID.inter_node_efficiency,
-        ),
-        (
-            "framework_reserve_bytes",
-            |c| &mut c.framework_reserve_bytes,
-            GRID.framework_reserve_bytes,
-        ),
-        (
-            "allocator_cache_bytes",
-            |c| &mut c.allocator_cache_bytes,
-            GRID.allocator_cache_bytes,
-        ),
-        (
-            "host_staging_s_per_gb",
-            |c| &mut c.host_staging_s_per_gb,
-            GRID.host_staging_s_per_gb,
-        ),
-    ];
-    probes
+    CONSTANTS
         .into_iter()
         .filter(|(name, field, grid)| {
             let mut c = neutral;

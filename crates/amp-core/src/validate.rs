@@ -348,11 +348,17 @@ pub fn validate_dataset(dataset: &Dataset, cost: &dyn CostModel) -> DatasetRepor
         details.push(r);
     }
     let mut report = summarize(&dataset.name, cost.name(), details);
+    name_inputs(&mut report, dataset);
+    report
+}
+
+/// Fills `report`'s model and clusters from `dataset`, which
+/// [`summarize`] leaves out.
+pub(crate) fn name_inputs(report: &mut DatasetReport, dataset: &Dataset) {
     report.model = dataset.model.name.clone();
     report.clusters = dataset.runs.iter().map(|r| r.cluster.summary()).collect();
     report.clusters.sort();
     report.clusters.dedup();
-    report
 }
 
 /// Metrics over per-run verdicts.

@@ -142,6 +142,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not args.model:
             print("error: --model is required (or --links)", file=sys.stderr)
             return 2
+        # How every layer and run is measured, for either mode.
+        measuring = dict(
+            device=args.device,
+            gpu=args.gpu,
+            dtype=args.dtype,
+            warmup=args.warmup,
+            reps=args.reps,
+            log=log,
+            fused_adam=args.optimizer_step == "fused",
+        )
         if args.runs:
             from . import iterations
 
@@ -152,17 +162,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 )
                 return 2
             prof, runs = iterations.profile_runs(
-                args.model,
-                args.seq,
-                args.micro_batches,
-                args.accumulate,
-                device=args.device,
-                gpu=args.gpu,
-                dtype=args.dtype,
-                warmup=args.warmup,
-                reps=args.reps,
-                log=log,
-                fused_adam=args.optimizer_step == "fused",
+                args.model, args.seq, args.micro_batches, args.accumulate, **measuring
             )
             path = iterations.write_runs(
                 args.out,
@@ -180,17 +180,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             )
             return 0
         prof = layers.profile_layers(
-            args.model,
-            args.seq,
-            args.micro_batches,
-            args.tp or [1, 2, 4, 8],
-            device=args.device,
-            gpu=args.gpu,
-            dtype=args.dtype,
-            warmup=args.warmup,
-            reps=args.reps,
-            log=log,
-            fused_adam=args.optimizer_step == "fused",
+            args.model, args.seq, args.micro_batches, args.tp or [1, 2, 4, 8], **measuring
         )
         layers.write(prof, args.out, command)
         if args.model_out:
