@@ -455,6 +455,9 @@ impl Arch {
             forward_flops_per_sample: Some(emb_flops),
             tied_to: None,
             stored_activation_elems_per_sample: Some(if self.dropout { act / 2 } else { 0 }),
+            replicated_activation_elems_per_sample: None,
+            backward_transient_elems_per_sample: None,
+            replicated_backward_transient_elems_per_sample: None,
             forward_send_extra_bytes: 0,
         });
 
@@ -470,6 +473,9 @@ impl Arch {
                 forward_flops_per_sample: Some(block_flops),
                 tied_to: None,
                 stored_activation_elems_per_sample: Some(self.block_stored_elems(s)),
+                replicated_activation_elems_per_sample: None,
+                backward_transient_elems_per_sample: None,
+                replicated_backward_transient_elems_per_sample: None,
                 forward_send_extra_bytes: 0,
             });
         }
@@ -508,6 +514,9 @@ impl Arch {
             forward_flops_per_sample: Some((2 * s * final_matmul + 5 * s * h) as f64),
             tied_to: None,
             stored_activation_elems_per_sample: Some(act),
+            replicated_activation_elems_per_sample: None,
+            backward_transient_elems_per_sample: None,
+            replicated_backward_transient_elems_per_sample: None,
             forward_send_extra_bytes: 0,
         });
 
@@ -521,6 +530,9 @@ impl Arch {
                 forward_flops_per_sample: Some((2 * h * classes) as f64),
                 tied_to: None,
                 stored_activation_elems_per_sample: Some(h),
+                replicated_activation_elems_per_sample: None,
+                backward_transient_elems_per_sample: None,
+                replicated_backward_transient_elems_per_sample: None,
                 forward_send_extra_bytes: 0,
             }),
             _ => layers.push(Layer {
@@ -531,6 +543,9 @@ impl Arch {
                 forward_flops_per_sample: Some((2 * s * e * self.vocab) as f64),
                 tied_to: self.tied.then_some(0),
                 stored_activation_elems_per_sample: Some(s * e + s * self.vocab),
+                replicated_activation_elems_per_sample: None,
+                backward_transient_elems_per_sample: None,
+                replicated_backward_transient_elems_per_sample: None,
                 forward_send_extra_bytes: 0,
             }),
         }

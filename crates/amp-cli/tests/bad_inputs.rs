@@ -112,6 +112,8 @@ const CASES: &[Case] = &[
     Case { name: "shorthand stray plus", files: &[], args: "plan --model gpt2 --cluster 1x8xH100+ --global-batch 8", status: 1, words: &["is empty"] },
     // ---- model layer list ----
     Case { name: "empty layer list", files: &[("m.toml", "name = \"m\"\nlayers = []\n")], args: PLAN_M, status: 1, words: &["m.toml", "layer list is empty"] },
+    Case { name: "replicated share without its whole", files: &[("m.toml", model!("replicated_activation_elems_per_sample = 5\n"))], args: PLAN_M, status: 1, words: &["m.toml", "layers[0]", "replicated_activation_elems_per_sample = 5 is a share of stored_activation_elems_per_sample", "give stored_activation_elems_per_sample too"] },
+    Case { name: "replicated share above its whole", files: &[("m.toml", model!("backward_transient_elems_per_sample = 4\nreplicated_backward_transient_elems_per_sample = 5\n"))], args: PLAN_M, status: 1, words: &["m.toml", "replicated_backward_transient_elems_per_sample = 5 is above backward_transient_elems_per_sample = 4"] },
     Case { name: "tied to a later layer", files: &[("m.toml", model!("tied_to = 0\n"))], args: PLAN_M, status: 1, words: &["m.toml", "tied_to = 0", "earlier layer"] },
     Case { name: "NaN FLOPs", files: &[("m.toml", model!("forward_flops_per_sample = nan\n"))], args: PLAN_M, status: 1, words: &["m.toml", "layers[0]", "forward_flops_per_sample", "NaN"] },
     Case { name: "infinite FLOPs", files: &[("m.toml", model!("forward_flops_per_sample = inf\n"))], args: PLAN_M, status: 1, words: &["m.toml", "forward_flops_per_sample", "infinite"] },

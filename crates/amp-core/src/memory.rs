@@ -386,10 +386,10 @@ pub(crate) fn stored_activation_bytes_per_sample(
     };
     if let Some(e) = l.stored_activation_elems_per_sample {
         let e = e as f64;
-        let whole = if block {
-            replicated_block_elems(model, e, setup)
-        } else {
-            0.0
+        let whole = match l.replicated_activation_elems_per_sample {
+            Some(r) => (r as f64).min(e),
+            None if block => replicated_block_elems(model, e, setup),
+            None => 0.0,
         };
         let bytes = if tp_sharded(l.kind) {
             whole + (e - whole) / t
@@ -431,18 +431,29 @@ pub(crate) fn transient_bytes_per_sample(
 ) -> f64 {
     let l = &model.layers[layer];
     let t = tp.max(1) as f64;
+    // The model's own count, where it gives one, replaces the estimates
+    // below (the recomputed forward still adds to it).
+    let given = l.backward_transient_elems_per_sample.map(|e| {
+        let e = e as f64;
+        let whole = l
+            .replicated_backward_transient_elems_per_sample
+            .map_or(0.0, |r| (r as f64).min(e));
+        (whole + (e - whole) / t) * activation_bytes(setup)
+    });
     match l.kind {
-        LayerKind::VocabProjection => {
+        LayerKind::VocabProjection => given.unwrap_or_else(|| {
             let per_logit = match setup.cross_entropy() {
                 CrossEntropy::Megatron => LOGITS_TRANSIENT_BYTES_PER_ELEM * scale(setup),
                 CrossEntropy::Pytorch => PYTORCH_LOSS_TRANSIENT_BYTES_PER_LOGIT,
             };
             l.output_elems_per_sample as f64 / t * per_logit
-        }
+        }),
         LayerKind::TransformerBlock => {
             // The gradients of the attention probabilities and scores; a
             // fused attention's backward recomputes them tile by tile.
-            let attn = if fused_attention(model) {
+            let attn = if let Some(g) = given {
+                g
+            } else if fused_attention(model) {
                 0.0
             } else {
                 shape_sha(model).map_or(0.0, |(s, _, a)| {
@@ -465,7 +476,7 @@ pub(crate) fn transient_bytes_per_sample(
                 Recompute::None => attn,
             }
         }
-        _ => 0.0,
+        _ => given.unwrap_or(0.0),
     }
 }
 
@@ -1058,6 +1069,9 @@ mod tests {
                 forward_flops_per_sample: None,
                 tied_to: None,
                 stored_activation_elems_per_sample: None,
+                replicated_activation_elems_per_sample: None,
+                backward_transient_elems_per_sample: None,
+                replicated_backward_transient_elems_per_sample: None,
                 forward_send_extra_bytes: 0,
             }],
         }
@@ -1221,6 +1235,63 @@ mod tests {
     }
 
     #[test]
+    fn a_models_own_replicated_and_transient_counts_replace_amps() {
+        // A block (s h = 32, a = 2, s = 4) whose model counts 1000 16-bit
+        // elements stored per sample, 400 of them whole on every rank, and
+        // 300 held by its backward, 100 of them whole. fp16, tp 4.
+        let fp16 = TrainingSetup {
+            formats: crate::setup::Precision::Fp16.formats(),
+            ..TrainingSetup::default()
+        };
+        let mut m = tiny_with(Some(false), Some(true));
+        let l = &mut m.layers[0];
+        l.stored_activation_elems_per_sample = Some(1000);
+        l.replicated_activation_elems_per_sample = Some(400);
+        l.backward_transient_elems_per_sample = Some(300);
+        l.replicated_backward_transient_elems_per_sample = Some(100);
+        assert_eq!(
+            stored_activation_bytes_per_sample(&m, 0, 4, &fp16),
+            (400.0 + 600.0 / 4.0) * 2.0
+        );
+        // The shape's own estimate (2 x 2 a s^2 / t = 16 bytes) gives way.
+        assert_eq!(
+            transient_bytes_per_sample(&m, 0, 4, &fp16),
+            (100.0 + 200.0 / 4.0) * 2.0
+        );
+        // Sequence parallelism does not split what the model says is whole.
+        let sp = TrainingSetup {
+            sequence_parallel: true,
+            ..fp16
+        };
+        assert_eq!(
+            stored_activation_bytes_per_sample(&m, 0, 4, &sp),
+            (400.0 + 600.0 / 4.0) * 2.0
+        );
+        // Without a replicated share the transient divides whole; in bf16
+        // the elements are 2 bytes too, in fp32 4.
+        m.layers[0].replicated_backward_transient_elems_per_sample = None;
+        assert_eq!(
+            transient_bytes_per_sample(&m, 0, 4, &fp16),
+            300.0 / 4.0 * 2.0
+        );
+        let fp32 = TrainingSetup {
+            formats: crate::setup::Precision::Fp32.formats(),
+            ..fp16
+        };
+        assert_eq!(
+            transient_bytes_per_sample(&m, 0, 4, &fp32),
+            300.0 / 4.0 * 4.0
+        );
+        // Any kind of layer may carry one: here a vocabulary projection's
+        // replaces the loss's estimate.
+        m.layers[0].kind = LayerKind::VocabProjection;
+        assert_eq!(
+            transient_bytes_per_sample(&m, 0, 4, &fp16),
+            300.0 / 4.0 * 2.0
+        );
+    }
+
+    #[test]
     fn given_counts_keep_norm_and_projection_inputs_whole_without_sp() {
         // A block (s h = 32) whose model counts 1000 16-bit elements per
         // sample, at tp 2 in bf16: without sequence parallelism the norms'
@@ -1289,6 +1360,9 @@ mod tests {
             forward_flops_per_sample: None,
             tied_to: None,
             stored_activation_elems_per_sample: None,
+            replicated_activation_elems_per_sample: None,
+            backward_transient_elems_per_sample: None,
+            replicated_backward_transient_elems_per_sample: None,
             forward_send_extra_bytes: 0,
         };
         let with = |engine, cross_entropy| TrainingSetup {

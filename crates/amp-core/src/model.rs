@@ -53,6 +53,25 @@ pub struct Layer {
     /// when known; memory models fall back to an estimate otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored_activation_elems_per_sample: Option<u64>,
+    /// Of [`Self::stored_activation_elems_per_sample`], the elements every
+    /// rank of a tensor-parallel group keeps whole, when known: the inputs
+    /// of the norms and of the first projections, and the attention scores
+    /// when tensor parallelism does not split the heads (AMP's TransGAN).
+    /// The rest is divided by the degree. Absent: amp's own split (the
+    /// model's shape, or none). Taken as given with sequence parallelism.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicated_activation_elems_per_sample: Option<u64>,
+    /// Elements this layer's backward holds per sample while it runs, beside
+    /// the stored ones (the gradients of materialised attention scores), at
+    /// tensor-parallel degree 1, when known; it replaces amp's own estimate
+    /// (none without the model's shape).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backward_transient_elems_per_sample: Option<u64>,
+    /// Of [`Self::backward_transient_elems_per_sample`], the elements every
+    /// rank of a tensor-parallel group holds whole. Absent: all divided by
+    /// the degree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicated_backward_transient_elems_per_sample: Option<u64>,
     /// Bytes a forward send after this layer carries besides its output,
     /// once per micro-batch whatever its size: the AMP artifact's GPT-2
     /// passes its attention mask (`[1, 1, s, s]`, cast to fp16 to send)
@@ -302,11 +321,58 @@ impl Model {
                     layer.stored_activation_elems_per_sample,
                     limits::MAX_LAYER_ELEMS,
                 ),
+                (
+                    "replicated_activation_elems_per_sample",
+                    layer.replicated_activation_elems_per_sample,
+                    limits::MAX_LAYER_ELEMS,
+                ),
+                (
+                    "backward_transient_elems_per_sample",
+                    layer.backward_transient_elems_per_sample,
+                    limits::MAX_LAYER_ELEMS,
+                ),
+                (
+                    "replicated_backward_transient_elems_per_sample",
+                    layer.replicated_backward_transient_elems_per_sample,
+                    limits::MAX_LAYER_ELEMS,
+                ),
             ];
             for (field, v, max) in counts {
                 if let Some(v) = v {
                     limits::check_count(v, 0, max)
                         .map_err(|m| AmpError::invalid(at(), format!("{field} {m}")))?;
+                }
+            }
+            // A replicated share is a part of its whole: both given, the
+            // part no larger.
+            for (part, part_v, whole, whole_v) in [
+                (
+                    "replicated_activation_elems_per_sample",
+                    layer.replicated_activation_elems_per_sample,
+                    "stored_activation_elems_per_sample",
+                    layer.stored_activation_elems_per_sample,
+                ),
+                (
+                    "replicated_backward_transient_elems_per_sample",
+                    layer.replicated_backward_transient_elems_per_sample,
+                    "backward_transient_elems_per_sample",
+                    layer.backward_transient_elems_per_sample,
+                ),
+            ] {
+                match (part_v, whole_v) {
+                    (Some(p), None) => {
+                        return Err(AmpError::invalid(
+                            at(),
+                            format!("{part} = {p} is a share of {whole}, which is missing; give {whole} too"),
+                        ))
+                    }
+                    (Some(p), Some(w)) if p > w => {
+                        return Err(AmpError::invalid(
+                            at(),
+                            format!("{part} = {p} is above {whole} = {w}, of which it is a share"),
+                        ))
+                    }
+                    _ => {}
                 }
             }
             if let Some(f) = layer.forward_flops_per_sample {
@@ -418,6 +484,9 @@ pub mod builtin {
             forward_flops_per_sample: None,
             tied_to: None,
             stored_activation_elems_per_sample: None,
+            replicated_activation_elems_per_sample: None,
+            backward_transient_elems_per_sample: None,
+            replicated_backward_transient_elems_per_sample: None,
             forward_send_extra_bytes: 0,
         }
     }
@@ -497,6 +566,47 @@ pub mod builtin {
         m
     }
 
+    /// Activation memory of one TransGAN block, per sample, in 16-bit
+    /// elements (what [`Layer::stored_activation_elems_per_sample`] and its
+    /// siblings count).
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct BlockMemory {
+        /// Kept for the backward, at tp 1.
+        pub stored: u64,
+        /// Of `stored`, what every rank of a tensor-parallel group keeps.
+        pub replicated: u64,
+        /// Held only while the backward runs, on every rank whatever the tp.
+        pub transient: u64,
+    }
+
+    /// A TransGAN block's memory read off the artifact's
+    /// `ParallelTransformerBlock` (fp16, dropouts 0, `--g_norm pn`), for
+    /// `windows` windows of `s` tokens of width `w` and `a` heads. Per token,
+    /// in bytes, on one rank of a tensor-parallel group of degree `t`:
+    ///
+    /// - every rank whole: the two PixelNorms' inputs (`2w` each, and their
+    ///   `[B, N, 1]` scales, 2), the QKV input (`2w`: the fp16 cast of the
+    ///   noise-added input; the fp32 noise column it multiplies, 4) and the
+    ///   first MLP input (`2w`), and the softmax output over all `a` heads
+    ///   (`2 a s`): `8 w + 2 a s + 8`;
+    /// - split by `t`: the copies of q, k and v the batched matmuls keep
+    ///   (`6w`), the projection's input (`2w`), the GeLU's three kept tensors
+    ///   (`24w`: `x / sqrt 2`, `1 + erf(.)` and `0.5 x`) and its output, the
+    ///   second MLP input (`8w`): `40 w / t`;
+    /// - the backward of the scores holds two more `s x s` tensors per head
+    ///   (the gradients of the probabilities and of the scores), `4 a s`,
+    ///   unsplit like the scores.
+    pub fn transgan_block_memory(s: u64, windows: u64, w: u64, a: u64) -> BlockMemory {
+        let tokens = s * windows;
+        let replicated_bytes = 8 * w + 2 * a * s + 8;
+        let split_bytes = 40 * w;
+        BlockMemory {
+            stored: tokens * (replicated_bytes + split_bytes) / 2,
+            replicated: tokens * replicated_bytes / 2,
+            transient: tokens * 4 * a * s / 2,
+        }
+    }
+
     /// AMP's TransGAN generator as the artifact trained it (its
     /// `trans_gan_gen.py` and `ds_pretrain_transgan_pipe.sh`: depth
     /// [12,0,0,0,0,12], width 1024, bottom width 9, window 18, 4 heads,
@@ -511,11 +621,21 @@ pub mod builtin {
     ///
     /// Sizes are the real ones: a cut after an entry carries its output
     /// (82,944 elements per sample up to the first upsampling, 331,776 and
-    /// then 1,327,104 after), and a windowed block keeps, per Korthikanti et
-    /// al.'s count `s h (34 + 5 a s / h)` bytes per window, about 583 MB per
-    /// sample: the reason most of the artifact's TransGAN runs ran out of
-    /// memory. Forward sends after entries 1..=53 carry the artifact's
-    /// 100 x 100 mask too (20,000 bytes in fp16).
+    /// then 1,327,104 after). Forward sends after entries 1..=53 carry the
+    /// artifact's 100 x 100 mask too (20,000 bytes in fp16).
+    ///
+    /// A block's memory is counted from its code (`ParallelTransformerBlock`,
+    /// [`transgan_block_memory`]), not from Korthikanti et al.'s Megatron
+    /// count, which this block departs from three ways: its dropouts are 0
+    /// (no masks, no dropout outputs); its GeLU is written out
+    /// (`x * 0.5 * (1 + erf(x / sqrt 2))` keeps three tensors of the MLP's
+    /// width besides the next projection's input); and tensor parallelism
+    /// narrows the heads instead of splitting them (`reshape(B, N, 3,
+    /// num_heads, C / tp / num_heads)`), so every rank of a group holds all
+    /// four heads' `s x s` scores. A windowed block keeps about 279 MB per
+    /// sample at tp 1 (226 MB of it on every rank at any tp) and its backward
+    /// holds 430 MB more of score gradients: the reason most of the
+    /// artifact's TransGAN runs ran out of memory.
     pub fn amp_transgan() -> Model {
         const H: u64 = 1024;
         const BOTTOM: u64 = 9;
@@ -524,12 +644,6 @@ pub mod builtin {
         const WINDOW: u64 = 18;
         let first = H * BOTTOM * BOTTOM; // 81 tokens x 1024
         let full = (BOTTOM * 32) * (BOTTOM * 32) * (H / 64); // 288^2 tokens x 16
-                                                             // Fp16 bytes a block keeps per sample, as elements of 2 bytes.
-        let block_stored = |tokens_per_window: u64, windows: u64, w: u64| -> u64 {
-            let s = tokens_per_window as f64;
-            let bytes = s * w as f64 * (34.0 + 5.0 * HEADS as f64 * s / w as f64) * windows as f64;
-            (bytes / 2.0).round() as u64
-        };
         let mut layers = Vec::with_capacity(56);
         for i in 0..56u64 {
             let (name, kind, params, out) = match i {
@@ -578,11 +692,21 @@ pub mod builtin {
                 l.forward_send_extra_bytes = 2 * 100 * 100;
             }
             if kind == LayerKind::TransformerBlock {
-                l.stored_activation_elems_per_sample = Some(if i <= 14 {
-                    block_stored(BOTTOM * BOTTOM, 1, H)
+                // The first twelve attend over all 81 tokens (window 9).
+                let mem = if i <= 14 {
+                    transgan_block_memory(BOTTOM * BOTTOM, 1, H, HEADS)
                 } else {
-                    block_stored(WINDOW * WINDOW, (BOTTOM * 32 / WINDOW).pow(2), H / 64)
-                });
+                    transgan_block_memory(
+                        WINDOW * WINDOW,
+                        (BOTTOM * 32 / WINDOW).pow(2),
+                        H / 64,
+                        HEADS,
+                    )
+                };
+                l.stored_activation_elems_per_sample = Some(mem.stored);
+                l.replicated_activation_elems_per_sample = Some(mem.replicated);
+                l.backward_transient_elems_per_sample = Some(mem.transient);
+                l.replicated_backward_transient_elems_per_sample = Some(mem.transient);
             }
             layers.push(l);
         }
@@ -613,6 +737,63 @@ mod tests {
     /// A tensor-parallel degree must split the heads, and under
     /// grouped-query attention the key/value heads too; a model without a
     /// head count takes any.
+    /// The TransGAN block's count, by hand on a small block (s = 4 tokens
+    /// per window, 2 windows, width 8, 2 heads: 8 tokens): every rank keeps
+    /// 8 w + 2 a s + 8 = 88 bytes a token, the split part is 40 w = 320,
+    /// the backward holds 4 a s = 32 more; in 16-bit elements, halved.
+    #[test]
+    fn transgan_block_memory_by_hand() {
+        let m = builtin::transgan_block_memory(4, 2, 8, 2);
+        assert_eq!(
+            m,
+            builtin::BlockMemory {
+                stored: 8 * (88 + 320) / 2,
+                replicated: 8 * 88 / 2,
+                transient: 8 * 32 / 2,
+            }
+        );
+        // The artifact's windowed blocks: 288^2 tokens of width 16 in
+        // windows of 18 x 18, 4 heads: 279 MB kept per sample at tp 1, 226
+        // MB of it on every rank, 430 MB more in the backward.
+        let t = builtin::amp_transgan();
+        let l = &t.layers[41];
+        assert_eq!(l.stored_activation_elems_per_sample, Some(139_677_696));
+        assert_eq!(l.replicated_activation_elems_per_sample, Some(113_135_616));
+        assert_eq!(l.backward_transient_elems_per_sample, Some(214_990_848));
+        assert_eq!(
+            l.replicated_backward_transient_elems_per_sample,
+            l.backward_transient_elems_per_sample
+        );
+        t.validate().unwrap();
+    }
+
+    #[test]
+    fn a_replicated_share_needs_its_whole_and_fits_in_it() {
+        let mut m = builtin::amp_gpt2();
+        m.layers[2].replicated_activation_elems_per_sample = Some(10);
+        let e = m.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("layers[2]")
+                && e.contains("replicated_activation_elems_per_sample = 10 is a share of stored_activation_elems_per_sample, which is missing"),
+            "{e}"
+        );
+        m.layers[2].stored_activation_elems_per_sample = Some(9);
+        let e = m.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("replicated_activation_elems_per_sample = 10 is above stored_activation_elems_per_sample = 9"),
+            "{e}"
+        );
+        m.layers[2].stored_activation_elems_per_sample = Some(10);
+        m.layers[2].replicated_backward_transient_elems_per_sample = Some(1);
+        let e = m.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("give backward_transient_elems_per_sample too"),
+            "{e}"
+        );
+        m.layers[2].backward_transient_elems_per_sample = Some(1);
+        m.validate().unwrap();
+    }
+
     #[test]
     fn tp_must_split_whole_heads() {
         let mut m = builtin::amp_gpt2();

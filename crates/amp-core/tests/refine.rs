@@ -109,6 +109,9 @@ fn layer() -> impl Strategy<Value = Layer> {
             forward_flops_per_sample: None,
             tied_to: None,
             stored_activation_elems_per_sample: None,
+            replicated_activation_elems_per_sample: None,
+            backward_transient_elems_per_sample: None,
+            replicated_backward_transient_elems_per_sample: None,
             forward_send_extra_bytes: 0,
         })
 }

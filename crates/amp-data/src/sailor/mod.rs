@@ -503,6 +503,9 @@ pub fn parse_model(llm_info: &str, llm_origin: &str, training: &TrainingConfig) 
                 .then_some(mem_bytes / 2),
             // Megatron-DeepSpeed precomputes the attention mask rather than
             // sending it between stages.
+            replicated_activation_elems_per_sample: None,
+            backward_transient_elems_per_sample: None,
+            replicated_backward_transient_elems_per_sample: None,
             forward_send_extra_bytes: 0,
         });
     }

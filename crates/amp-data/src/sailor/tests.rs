@@ -685,6 +685,9 @@ fn leading_layers_collapse_into_the_embedding() {
         forward_flops_per_sample: None,
         tied_to: None,
         stored_activation_elems_per_sample: None,
+        replicated_activation_elems_per_sample: None,
+        backward_transient_elems_per_sample: None,
+        replicated_backward_transient_elems_per_sample: None,
         forward_send_extra_bytes: 0,
     };
     m.layers.insert(1, noop);

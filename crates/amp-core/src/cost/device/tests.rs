@@ -24,6 +24,9 @@ fn model() -> Model {
         forward_flops_per_sample: None,
         tied_to: None,
         stored_activation_elems_per_sample: None,
+        replicated_activation_elems_per_sample: None,
+        backward_transient_elems_per_sample: None,
+        replicated_backward_transient_elems_per_sample: None,
         forward_send_extra_bytes: 0,
     };
     Model {
@@ -955,6 +958,9 @@ fn six_blocks() -> Model {
         forward_flops_per_sample: None,
         tied_to: None,
         stored_activation_elems_per_sample: None,
+        replicated_activation_elems_per_sample: None,
+        backward_transient_elems_per_sample: None,
+        replicated_backward_transient_elems_per_sample: None,
         forward_send_extra_bytes: 0,
     };
     Model {
