@@ -85,11 +85,11 @@ fn the_fit_on_the_given_sets_is_the_default_calibration() {
         0.0854,
         tol,
     );
-    near(&sailor["neutral"]["memory_error"]["mean"], 0.287, tol);
-    near(&sailor["in_sample"]["memory_error"]["mean"], 0.015, tol);
+    near(&sailor["neutral"]["memory_error"]["mean"], 0.2737, tol);
+    near(&sailor["in_sample"]["memory_error"]["mean"], 0.0165, tol);
     near(
         &sailor["leave_one_set_out"]["memory_error"]["mean"],
-        0.101,
+        0.0571,
         tol,
     );
     near(&sailor["neutral"]["spearman"], 0.957, tol);
@@ -116,7 +116,7 @@ fn the_fit_on_the_given_sets_is_the_default_calibration() {
     near(&loso["framework_reserve_bytes"], 0.0, 0.0);
     near(&loso["allocator_cache_bytes"], 4.5e9, 0.0);
     let loso_sailor = set("sailor/clariden/OPT-350")["leave_one_set_out_calibration"].clone();
-    near(&loso_sailor["framework_reserve_bytes"], 3.0e9, 0.0);
+    near(&loso_sailor["framework_reserve_bytes"], 3.5e9, 0.0);
     near(&loso_sailor["allocator_cache_bytes"], 0.0, 0.0);
     // AMP's engine rebuilds receives on the GPU: nothing informs the
     // staging without Sailor.
@@ -145,7 +145,7 @@ fn the_fit_on_the_given_sets_is_the_default_calibration() {
         data.join("sailor").to_str().unwrap(),
     ]);
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    near(&v["datasets"][0]["memory_error"]["mean"], 0.287, tol);
+    near(&v["datasets"][0]["memory_error"]["mean"], 0.2737, tol);
     let _ = std::fs::remove_file(out_file);
 }
 
@@ -248,16 +248,20 @@ fn leave_one_run_out_figures_are_the_readmes() {
     near(&amp_h["time_error"]["mean"], 0.0535, 0.0015);
     near(&amp_h["time_error"]["max"], 0.1894, 0.0015);
     near(&amp_h["spearman"], 0.979, 0.0015);
-    // The failed run at dp 16, micro-batch 2 pins the reserve that calls
-    // it: left out, it is predicted to fit, and the fastest prediction.
+    // Two failed runs pin the reserve (dp 16 at micro-batch 2, and pp 16
+    // at 16 since DeepSpeed's retained logits are priced): either left
+    // out, the other still calls it, so the fastest prediction is a run
+    // that completed. The pp 16 run left out is predicted to fit, and the
+    // tp 4 run at micro-batch 32 is whatever the constants.
     assert_eq!(amp_h["failed"], 5);
     assert_eq!(amp_h["failed_predicted_infeasible"], 3);
     assert_eq!(amp_h["completed_predicted_infeasible"], 0);
-    assert_eq!(amp_h["top1_failed"], true);
+    assert_eq!(amp_h["top1_failed"], false);
+    near(&amp_h["top1_regret"], 1.100, 0.0015);
     let sailor = set("sailor/clariden/OPT-350");
     near(&sailor["time_error"]["mean"], 0.0512, 0.0015);
     near(&sailor["time_error"]["max"], 0.1594, 0.0015);
-    near(&sailor["memory_error"]["mean"], 0.0150, 0.0015);
+    near(&sailor["memory_error"]["mean"], 0.0165, 0.0015);
     near(&sailor["spearman"], 0.982, 0.0015);
     // Without the flag the JSON has no such figures, and the text no column.
     let plain = amp_json(&["fit", "--json", &dirs[0], &dirs[1]]);

@@ -65,13 +65,13 @@ fn per_run_listing_has_the_plan_and_the_recorded_phase() {
     assert!(!amp_runs.contains("grad reduce: measured ms"), "{amp_runs}");
     assert!(amp_runs.contains("tp 1 dp 8 pp 2 mbs 1"), "{amp_runs}");
     // The predicted reading (peak plus the allocator's cache) beside the
-    // peak that must fit: pp 4 x dp 4 at micro-batch 8, 16.57 and 15.07 GB.
+    // peak that must fit: pp 4 x dp 4 at micro-batch 8, 15.72 and 14.72 GB.
     assert!(amp_runs.contains("peak GB"), "{amp_runs}");
     let line = amp_runs
         .lines()
         .find(|l| l.contains("homogeneous:31 "))
         .unwrap_or_else(|| panic!("{amp_runs}"));
-    for cell in ["16.57", "15.07", "yes"] {
+    for cell in ["15.72", "14.72", "yes"] {
         assert!(line.contains(cell), "`{cell}` missing in: {line}");
     }
 }
@@ -118,16 +118,19 @@ fn reference_data_json_meets_the_memory_and_feasibility_targets() {
         let got = run(name)["predicted_s"].as_f64().unwrap();
         assert!((got - predicted_s).abs() < 5e-4, "{name}: {got}");
     }
-    for (name, peak_gb) in [("homogeneous:31 ", 15.07), ("homogeneous:48 ", 15.32)] {
+    for (name, peak_gb) in [("homogeneous:31 ", 14.72), ("homogeneous:48 ", 14.11)] {
         let r = run(name);
         let peak = r["predicted_peak_bytes"].as_f64().unwrap() / 1e9;
         assert!((peak - peak_gb).abs() < 0.005, "{name}: {peak}");
         // A reading adds the allocator's cache to what must fit.
         let reading = r["predicted_reading_bytes"].as_f64().unwrap() / 1e9;
-        assert!((reading - peak - 1.5).abs() < 1e-6, "{name}: {reading}");
+        assert!((reading - peak - 1.0).abs() < 1e-6, "{name}: {reading}");
     }
-    // The one failed run predicted to fit: tp 1 x pp 16 at micro-batch 16.
-    assert_eq!(run("homogeneous:49 ")["predicted_infeasible"], false);
+    // The one failed run predicted to fit: tp 4 x pp 4 at micro-batch 32.
+    // tp 1 x pp 16 at micro-batch 16 was until DeepSpeed's retained logits
+    // were priced; it needs 16.21 GB of the T4's 16.1 now.
+    assert_eq!(run("homogeneous:52 ")["predicted_infeasible"], false);
+    assert_eq!(run("homogeneous:49 ")["predicted_infeasible"], true);
     assert!(amp["spearman"].as_f64().unwrap() > 0.9);
     let sailor = ds
         .iter()
@@ -154,8 +157,8 @@ fn reference_data_json_meets_the_memory_and_feasibility_targets() {
     near(&sailor["kendall_tau_b"], 0.924, 0.005);
     near(&sailor["time_error"]["mean"], 0.0513, 0.0015);
     near(&sailor["time_error"]["max"], 0.159, 0.0015);
-    near(&sailor["memory_error"]["mean"], 0.015, 0.0015);
-    near(&sailor["memory_error"]["max"], 0.053, 0.0015);
+    near(&sailor["memory_error"]["mean"], 0.0165, 0.0015);
+    near(&sailor["memory_error"]["max"], 0.0572, 0.0015);
     near(&sailor["grad_reduce_error"]["mean"], 0.7442, 0.0015);
     near(&sailor["grad_reduce_error"]["max"], 1.0, 0.0015);
     // The pipelines at micro-batch 8, whose middle stages rebuild two
@@ -191,8 +194,9 @@ fn reference_data_json_meets_the_memory_and_feasibility_targets() {
 /// Sailor's measured memory is nvidia-smi's reading at the end of a run
 /// (context, NCCL and the allocator's cache): above amp's prediction
 /// without a reserve by about the same amount on every run, whatever the
-/// plan's own memory (the README's figures: 4.20-5.73 GB over 2.89-27.27
-/// GB predicted).
+/// plan's own memory (the README's figures: 3.64-4.83 GB over 2.89-28.92
+/// GB predicted; 4.20-5.73 GB over 2.89-27.27 before DeepSpeed's retained
+/// logits were priced, a spread of 1.53 GB where it is now 1.19).
 #[test]
 fn sailor_memory_offset_is_a_constant() {
     let Some(data) = shared_data() else { return };
@@ -215,10 +219,10 @@ fn sailor_memory_offset_is_a_constant() {
         pmax = pmax.max(predicted);
     }
     let near = |got: f64, want: f64| assert!((got - want).abs() <= 0.006e9, "{got} vs {want}");
-    near(lo, 4.20e9);
-    near(hi, 5.73e9);
+    near(lo, 3.64e9);
+    near(hi, 4.83e9);
     near(pmin, 2.89e9);
-    near(pmax, 27.27e9);
+    near(pmax, 28.92e9);
 }
 
 /// A two-layer-block model on two 2-GPU nodes, Sailor layout.

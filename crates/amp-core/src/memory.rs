@@ -41,6 +41,10 @@
 //!   probabilities and scores, `2 x 2 a s^2 / t` bytes (none with fused
 //!   attention, whose stored and recomputed activations hold no `s x s`
 //!   term either);
+//! - on the last stage under DeepSpeed's pipeline engine (the lockstep
+//!   exchange), the outputs of up to two earlier micro-batches, which its
+//!   pipe buffers keep after their backward ([`retained_output_bytes_per_sample`],
+//!   [`retained_outputs`]): for a language model its fp32 logits;
 //! - or, when larger than the activations and transients, the
 //!   **optimizer step's temporaries**, a peak of its own after every
 //!   activation is freed: PyTorch's foreach Adam(W) allocates `sqrt(v)`, 4
@@ -76,7 +80,9 @@ use crate::model::{LayerKind, Model};
 use crate::placement::DeviceGrid;
 use crate::plan::Plan;
 use crate::schedule::Schedule;
-use crate::setup::{CrossEntropy, OptimizerSharding, OptimizerStep, Recompute, TrainingSetup};
+use crate::setup::{
+    CrossEntropy, OptimizerSharding, OptimizerStep, Recompute, StageExchange, TrainingSetup,
+};
 
 /// Bytes per logit element, per sample and rank (the logits are split by
 /// tensor parallelism), held only while Megatron-LM's vocabulary-parallel
@@ -220,6 +226,51 @@ pub(crate) fn in_flight(
         }
         Schedule::GPipe => num_micro_batches,
     }
+}
+
+/// Bytes per sample of one micro-batch's output that DeepSpeed's pipeline
+/// engine keeps on the last stage after its backward: the last stage's
+/// backward returns without clearing its pipe buffer
+/// (`_exec_backward_pass` in deepspeed/runtime/pipe/engine.py, in the AMP
+/// artifact's DeepSpeed and in Sailor's fork alike), so the buffer holds the
+/// output until a later forward takes its slot. The output of a model with
+/// a vocabulary projection is its logits cast to fp32 by the pipe's last
+/// layer (Megatron's `fp16_to_fp32` in the artifact's `GPT2ModelPipe`,
+/// `float16_to_fp32` in Sailor's `OPTModelPipe`), 4 bytes per logit of each
+/// rank's vocabulary slice; any other model's, its last layer's output in
+/// the activations' format. None outside DeepSpeed's engine (the lockstep
+/// exchange is its 1F1B): Megatron-LM and torchtitan free what they send.
+pub(crate) fn retained_output_bytes_per_sample(
+    model: &Model,
+    tp: usize,
+    setup: &TrainingSetup,
+) -> f64 {
+    if setup.stage_exchange() != StageExchange::Lockstep {
+        return 0.0;
+    }
+    let Some(last) = model.layers.last() else {
+        return 0.0;
+    };
+    let out = last.output_elems_per_sample as f64;
+    if model
+        .layers
+        .iter()
+        .any(|l| l.kind == LayerKind::VocabProjection)
+    {
+        out / tp.max(1) as f64 * 4.0
+    } else {
+        out * activation_bytes(setup)
+    }
+}
+
+/// Earlier micro-batches' outputs the last stage's pipe buffers still hold
+/// while micro-batch `k` runs forward, beside its own: the last stage has
+/// two buffers (`TrainSchedule.num_pipe_buffers`: `max(2, min(stages -
+/// stage_id + 1, micro_batches))`, 2 for the last) used in turn, and the
+/// new output takes its slot only once its forward is done, so from the
+/// third micro-batch on both hold an earlier one.
+pub(crate) fn retained_outputs(num_micro_batches: usize) -> f64 {
+    num_micro_batches.saturating_sub(1).min(2) as f64
 }
 
 /// (sequence, hidden, heads) of a transformer model.
@@ -521,6 +572,10 @@ struct LayerBytes {
     logits: f64,
     /// The largest other layer's transient bytes per sample.
     block: f64,
+    /// Per earlier micro-batch, the output bytes per sample DeepSpeed's
+    /// engine keeps ([`retained_output_bytes_per_sample`]) when the stage
+    /// holds the model's last layer; else 0.
+    retained: f64,
 }
 
 fn layer_bytes(
@@ -547,11 +602,17 @@ fn layer_bytes(
             block = block.max(x);
         }
     }
+    let retained = if layers().any(|l| l + 1 == model.num_layers()) {
+        retained_output_bytes_per_sample(model, tp, setup)
+    } else {
+        0.0
+    };
     LayerBytes {
         params,
         stored,
         logits,
         block,
+        retained,
     }
 }
 
@@ -572,8 +633,9 @@ fn device_bytes(
     // The optimizer step's temporaries are a peak of their own, after the
     // activations are freed: the larger of the two is the device's.
     let step = params * optimizer_step_bytes_per_param(setup, dp);
-    let activations =
-        (flight * mbs * layers.stored + mbs * (layers.logits + layers.block)).max(step);
+    let activations = (flight * mbs * layers.stored
+        + mbs * (layers.logits + layers.block + retained_outputs(b) * layers.retained))
+        .max(step);
     (
         params * sb.weights,
         params * sb.gradients,
@@ -738,7 +800,8 @@ fn each_replica_bytes(
 /// Per layer, what one rank of a tensor-parallel group of degree `tp`
 /// holds of it per sample whatever the split, as prefix sums over layers,
 /// for [`SplitMemoryCheck`]: [`layer_bytes`] of any range is at least
-/// these (the largest block transient exactly, parameters bounded below).
+/// these (the largest block transient exactly, parameters bounded below,
+/// the outputs DeepSpeed's engine keeps on the last stage left out).
 #[derive(Debug)]
 pub(crate) struct SplitLayerBytes {
     /// Parameters per rank of layers `0..l`; a layer tied to an earlier
@@ -1012,15 +1075,19 @@ pub fn stage_memory_tables(
             )
         })
         .collect();
+    // What DeepSpeed's engine keeps of earlier micro-batches, charged to
+    // the last layer: the stage holding it pays it.
+    let retained = retained_outputs(num_micro_batches)
+        * mbs
+        * retained_output_bytes_per_sample(model, tp, setup);
     for j in 0..grid.pp {
         let flight = in_flight(setup.schedule, j, grid.pp, num_micro_batches) as f64;
-        let per_layer = model
-            .layers
-            .iter()
-            .zip(&of_layer)
-            .map(|(layer, &(stored, logits))| {
-                layer.params as f64 / t * sb + flight * mbs * stored + mbs * logits
-            });
+        let per_layer = model.layers.iter().zip(&of_layer).enumerate().map(
+            |(l, (layer, &(stored, logits)))| {
+                let kept = if l + 1 == n { retained } else { 0.0 };
+                layer.params as f64 / t * sb + flight * mbs * stored + mbs * logits + kept
+            },
+        );
         prefix_bytes.push(crate::cost::prefix_sums(per_layer));
         fixed_bytes.push(reserve_bytes + mbs * block_transient);
         let cap = grid.devices[j]
@@ -1602,6 +1669,76 @@ mod tests {
         }
     }
 
+    #[test]
+    fn retained_outputs_count_the_earlier_micro_batches_in_the_buffers() {
+        assert_eq!(retained_outputs(1), 0.0);
+        assert_eq!(retained_outputs(2), 1.0);
+        assert_eq!(retained_outputs(3), 2.0);
+        assert_eq!(retained_outputs(8), 2.0);
+        assert_eq!(retained_outputs(0), 0.0);
+    }
+
+    /// DeepSpeed's pipeline engine (the lockstep exchange) keeps the last
+    /// stage's output of up to two earlier micro-batches: for AMP's GPT-2,
+    /// the fp32 logits, 4 bytes per logit of each rank's half of the
+    /// vocabulary at tp 2. Nothing more on the other stages, nor with
+    /// blocking sends (Megatron-LM, torchtitan); the partitioner's tables
+    /// charge the same to the stage holding the last layer.
+    #[test]
+    fn deepspeed_keeps_earlier_logits_on_the_last_stage() {
+        let m = models::amp_gpt2();
+        let c = clusters::homogeneous();
+        let grid = DeviceGrid::new(&c, 2, 2, 4, &Placement::artifact_default(&c));
+        let blocking = TrainingSetup {
+            formats: crate::setup::Precision::Fp16.formats(),
+            ..TrainingSetup::default()
+        };
+        let lockstep = TrainingSetup {
+            stage_exchange: Some(StageExchange::Lockstep),
+            ..blocking
+        };
+        let bounds = [0, 8, 14, 20, 30];
+        // Per sample: 1024 tokens x 52256 logits, half on each rank.
+        let per_sample = 1024.0 * 52256.0 / 2.0 * 4.0;
+        let mbs = 2;
+        for (b, kept) in [(1, 0.0), (2, 1.0), (3, 2.0), (8, 2.0)] {
+            let plain = crate::search::plan_from_grid(&grid, &bounds, mbs, b, &blocking);
+            let ds = crate::search::plan_from_grid(&grid, &bounds, mbs, b, &lockstep);
+            let (plain_mem, ds_mem) = (
+                plan_memory(&m, &c, &plain, RESERVE),
+                plan_memory(&m, &c, &ds, RESERVE),
+            );
+            for (x, y) in plain_mem.iter().zip(&ds_mem) {
+                let want = if x.stage == 3 {
+                    kept * mbs as f64 * per_sample
+                } else {
+                    0.0
+                };
+                assert!(
+                    (y.peak_bytes - x.peak_bytes - want).abs() < 1.0,
+                    "b {b} stage {}: {} more",
+                    x.stage,
+                    y.peak_bytes - x.peak_bytes
+                );
+            }
+            let tables = |setup: &TrainingSetup| {
+                let t = stage_memory_tables(&m, &c, &grid, mbs, b, setup, RESERVE);
+                t.fixed_bytes[3] + t.prefix_bytes[3][30] - t.prefix_bytes[3][20]
+            };
+            let got = tables(&lockstep) - tables(&blocking);
+            assert!(
+                (got - kept * mbs as f64 * per_sample).abs() < 1.0,
+                "b {b}: {got}"
+            );
+        }
+        // The cast to fp32 keeps nothing of its own: the loss keeps that
+        // copy as its softmax, which the projection counts.
+        assert_eq!(
+            stored_activation_bytes_per_sample(&m, 29, 2, &blocking),
+            0.0
+        );
+    }
+
     /// `plan_fits` gives `plan_memory`'s verdict: fits when no device
     /// overflows, at reserves and micro-batches on both sides of the line,
     /// on one GPU type and on V100s beside T4s (of 16,160 and 15,360 MiB),
@@ -1610,7 +1747,6 @@ mod tests {
     #[test]
     fn plan_fits_is_plan_memorys_verdict() {
         let m = models::amp_gpt2();
-        let setup = TrainingSetup::default();
         let cases = [
             (clusters::homogeneous(), (2, 2, 4), vec![0, 8, 14, 20, 30]),
             (clusters::het_cluster(), (2, 2, 4), vec![0, 8, 14, 20, 30]),
@@ -1619,7 +1755,15 @@ mod tests {
         for (c, (tp, dp, pp), bounds) in cases {
             let grid = DeviceGrid::new(&c, tp, dp, pp, &Placement::artifact_default(&c));
             let (mut fit, mut over) = (0, 0);
-            for mbs in [1, 2, 4, 8, 16] {
+            // DeepSpeed's engine too: its last stage keeps earlier logits.
+            let lockstep = TrainingSetup {
+                stage_exchange: Some(StageExchange::Lockstep),
+                ..TrainingSetup::default()
+            };
+            for (mbs, setup) in [1, 2, 4, 8, 16]
+                .into_iter()
+                .flat_map(|mbs| [(mbs, TrainingSetup::default()), (mbs, lockstep)])
+            {
                 let plan = crate::search::plan_from_grid(&grid, &bounds, mbs, 8, &setup);
                 // Steps of 0.25 GB, finer than the two capacities' gap.
                 for reserve in (0..64).map(|k| 0.25e9 * k as f64) {

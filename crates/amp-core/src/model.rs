@@ -543,7 +543,13 @@ pub mod builtin {
         head.tied_to = Some(0);
         head.forward_flops_per_sample = Some((2 * s * h * vocab) as f64);
         layers.push(head);
-        layers.push(layer("loss", LayerKind::Other, 0, s * vocab));
+        // The pipe's last entry casts the logits to fp32 (Megatron's
+        // `fp16_to_fp32`); the loss then works in place on that copy and
+        // keeps it as its softmax, which the projection counts: the cast
+        // keeps nothing of its own.
+        let mut cast = layer("loss", LayerKind::Other, 0, s * vocab);
+        cast.stored_activation_elems_per_sample = Some(0);
+        layers.push(cast);
         Model {
             name: format!("gpt2-{num_blocks}x{hidden}"),
             shape: Some(TransformerShape {

@@ -243,10 +243,12 @@ proptest! {
                 1 => plan.setup.pipeline_send = PipelineSend::ScatterGather,
                 2 => plan.setup.optimizer_sharding = OptimizerSharding::Zero1,
                 // Sailor's engine: receives through the host, a barrier
-                // before the reduction.
+                // before the reduction, DeepSpeed's lockstep exchange (its
+                // last stage keeps earlier micro-batches' outputs).
                 3 => {
                     plan.setup.pipeline_receive = PipelineReceive::HostStaged;
                     plan.setup.grad_reduce_barrier = true;
+                    plan.setup.stage_exchange = Some(StageExchange::Lockstep);
                 }
                 _ => {}
             }
@@ -370,10 +372,11 @@ proptest! {
     /// instances' GPUs are often too small: over 24 cases, 641 splits fit
     /// and 801 do not).
     #[test]
-    fn evaluate_if_fits_agrees_with_evaluate(i in small_instance()) {
+    fn evaluate_if_fits_agrees_with_evaluate(i in small_instance(), lockstep in any::<bool>()) {
         let model = DeviceModel::default();
         let inputs = i.inputs();
-        for (plan, _) in partitioner_plans(&i) {
+        for (mut plan, _) in partitioner_plans(&i) {
+            plan.setup.stage_exchange = lockstep.then_some(StageExchange::Lockstep);
             for_each_split(inputs.model.num_layers(), plan.stages.len(), |b| {
                 let p = with_boundaries(&plan, b);
                 let e = model.evaluate(&inputs, &p).unwrap();
@@ -425,7 +428,7 @@ fn local_search_against_brute_force() {
     assert!(n > 0, "the instances have pipelined plans");
     assert!(local_best >= partitioner_best);
     // The README's figures (fixed seeds).
-    assert_eq!((n, partitioner_best, local_best), (537, 332, 483));
+    assert_eq!((n, partitioner_best, local_best), (527, 329, 473));
     assert!(
         (partitioner_gap * 100.0 - 21.97).abs() < 0.005,
         "{partitioner_gap}"

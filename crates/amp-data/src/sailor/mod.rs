@@ -501,11 +501,11 @@ pub fn parse_model(llm_info: &str, llm_origin: &str, training: &TrainingConfig) 
             tied_to: None,
             stored_activation_elems_per_sample: (kind != LayerKind::TransformerBlock)
                 .then_some(mem_bytes / 2),
-            // Megatron-DeepSpeed precomputes the attention mask rather than
-            // sending it between stages.
             replicated_activation_elems_per_sample: None,
             backward_transient_elems_per_sample: None,
             replicated_backward_transient_elems_per_sample: None,
+            // Megatron-DeepSpeed precomputes the attention mask rather than
+            // sending it between stages.
             forward_send_extra_bytes: 0,
         });
     }
