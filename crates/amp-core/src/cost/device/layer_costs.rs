@@ -172,6 +172,16 @@ impl DeviceModel {
                 .iter()
                 .enumerate()
                 .map(|(layer, lt)| {
+                    // A layer with no work worth pricing (views, reshapes,
+                    // the addition of a position table) takes no time,
+                    // whatever its profile says: what a profiler that
+                    // synchronizes after every layer records for one (the
+                    // AMP artifact's) is its own overhead, which a training
+                    // run's queued kernels overlap. The analytic model, and
+                    // AMP's own cost model, price it the same.
+                    if inputs.model.layers[layer].kind == LayerKind::Noop {
+                        return LayerCost::default();
+                    }
                     self.profiled(
                         tp,
                         mbs,

@@ -165,6 +165,37 @@ fn each_stage_is_priced_on_its_own_gpus() {
     assert!((f - 4.0 * (1.5 + 2.0 * ar)).abs() < 1e-12, "{f}");
 }
 
+/// A layer of kind `noop` takes no time whatever its profile says (what a
+/// per-layer profiler records for one is its own overhead); its cut still
+/// sends, and its parameters still take the optimizer step.
+#[test]
+fn noop_layers_take_no_time_whatever_the_profile_says() {
+    let (mut m, c) = (model(), cluster());
+    let p = fast_slow_profile();
+    let pl = plan(vec![(0, 4, vec![vec![d(0, 0)]])], 2);
+    let run = |m: &Model| {
+        let inputs = Inputs {
+            model: m,
+            cluster: &c,
+            profile: &p,
+        };
+        let t = time_only().timeline(&inputs, &pl).unwrap();
+        (
+            durations(&t, 0, EventKind::Forward),
+            durations(&t, 0, EventKind::Backward),
+        )
+    };
+    // Four blocks of 1 s forward, 2 s backward on the fast GPU.
+    let (f, b) = run(&m);
+    all_close(f, 4.0, 2);
+    all_close(b, 8.0, 2);
+    m.layers[1].kind = LayerKind::Noop;
+    m.layers[2].kind = LayerKind::Noop;
+    let (f, b) = run(&m);
+    all_close(f, 2.0, 2);
+    all_close(b, 4.0, 2);
+}
+
 #[test]
 fn per_sample_profiles_split_compute_and_tp_communication() {
     let (m, c) = (model(), cluster());
