@@ -10,6 +10,21 @@ fn amp() -> Command {
     Command::new(env!("CARGO_BIN_EXE_amp"))
 }
 
+/// `amp validate --json DIR`, which must succeed.
+fn validate_json(dir: &std::path::Path) -> serde_json::Value {
+    let out = amp()
+        .args(["validate", "--json"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn reference_data_prints_metric_rows() {
     let Some(data) = shared_data() else { return };
@@ -402,17 +417,7 @@ fn synthetic_het_cluster_and_het_model_use_their_clusters_and_models() {
         format!("{header}1,1,4,4,\"0 14 28 42 56\",2.0,3.0\n2,4,1,4,\"0 14 28 42 56\",2.5,3.5\n"),
     )
     .unwrap();
-    let out = amp()
-        .args(["validate", "--json"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = validate_json(&dir);
     let ds = v["datasets"].as_array().unwrap();
     let names: Vec<&str> = ds.iter().map(|d| d["name"].as_str().unwrap()).collect();
     assert_eq!(names, vec!["amp/het_cluster", "amp/het_model"]);
@@ -485,17 +490,7 @@ fn het_model_candidates_out_of_memory_as_the_readme_says() {
         csv.push_str(&format!("{rest},{predicted}\n"));
     }
     std::fs::write(dir.join("measured/het_model.csv"), csv).unwrap();
-    let out = amp()
-        .args(["validate", "--json"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = validate_json(&dir);
     let runs = v["datasets"][0]["details"].as_array().unwrap();
     assert_eq!(runs.len(), 65);
     let over = |name: &str| {
