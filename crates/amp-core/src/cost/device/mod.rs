@@ -24,6 +24,11 @@
 //!   (fitted constants, [`crate::cost::Calibration`]).
 //! - **Profiles with measured micro-batches and backward** (Sailor's) are
 //!   used as measured, tensor-parallel communication included.
+//! - **Layers of no work** (kind `Noop`: views, reshapes, a position
+//!   table's addition) take no time whatever their profile says: a
+//!   profiler that synchronizes after every layer (the AMP artifact's)
+//!   records its own overhead for them, which a run's queued kernels
+//!   overlap; the analytic model and AMP's own model price them so.
 //! - **Compute-only entries** (amp-catalog's analytic model, `source =
 //!   "analytic"`, and single-device slice measurements, `source = "slice:
 //!   ..."`, [`crate::profile::ProfileEntry::includes_tp_comm`]) get
