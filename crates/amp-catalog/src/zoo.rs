@@ -564,6 +564,7 @@ impl Arch {
                 architecture: Some(self.architecture(s)),
             }),
             layers,
+            resident_bytes_per_device: None,
         };
         model
             .validate()

@@ -215,6 +215,14 @@ fn print_text(
         (Some(true), None) => writeln!(out, "fits in memory on every device")?,
         _ => writeln!(out, "memory capacity unknown for some devices")?,
     }
+    if let Some(b) = loaded.model.resident_bytes_per_device.filter(|&b| b > 0) {
+        writeln!(
+            out,
+            "the peak holds {:.2} GiB the model keeps on every GPU outside its layers \
+             (resident_bytes_per_device)",
+            b as f64 / GIB
+        )?;
+    }
     let Some(c) = calibration else {
         return Ok(());
     };

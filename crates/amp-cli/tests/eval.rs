@@ -408,3 +408,34 @@ fn sensitivity_prices_the_plan_under_each_other_shipped_calibration() {
         stderr(&o)
     );
 }
+
+/// The AMP TransGAN script's untrained discriminator (232.8 MB) sits on
+/// every GPU beside the reserve: the text says so, and every device's
+/// other memory holds both.
+#[test]
+fn a_models_resident_bytes_are_on_every_device_and_said() {
+    let o = amp(&["plan", "--example", "het-model", "--json", "--top", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let file = tmp("het-model-best.json", &stdout(&o));
+    let args = ["eval", file.to_str().unwrap(), "--example", "het-model"];
+    let v = amp_json(&[&args[..], &["--json"]].concat());
+    let mem = v["memory"].as_array().unwrap();
+    assert_eq!(mem.len(), 16);
+    for m in mem {
+        let other = m["other_bytes"].as_f64().unwrap();
+        assert_eq!(other, 3.5e9 + 232_816_932.0, "{m}");
+    }
+    let o = amp(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(
+            "the peak holds 0.22 GiB the model keeps on every GPU outside its layers (resident_bytes_per_device)"
+        ),
+        "{}",
+        stdout(&o)
+    );
+    // GPT-2 keeps nothing outside its layers, and says nothing of it.
+    let o = amp(&["eval", &het_plan(), "--example", "het-cluster"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stdout(&o).contains("resident_bytes_per_device"));
+}

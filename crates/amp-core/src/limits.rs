@@ -22,6 +22,10 @@ pub const MAX_LINKS: usize = 65_536;
 pub const MAX_GBPS: f64 = 1e6;
 /// Memory of one GPU, GiB.
 pub const MAX_GPU_MEMORY_GIB: f64 = 1e6;
+/// Bytes a model keeps on every GPU besides its layers
+/// ([`crate::model::Model::resident_bytes_per_device`]): a GPU's memory at
+/// its limit, 1e6 GiB.
+pub const MAX_RESIDENT_BYTES: u64 = 1_000_000 << 30;
 /// Layers in a model's layer list.
 pub const MAX_LAYERS: usize = 8_192;
 /// Pipeline stages times layers of one candidate: the partitioner's tables

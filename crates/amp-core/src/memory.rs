@@ -50,6 +50,9 @@
 //!   activation is freed: PyTorch's foreach Adam(W) allocates `sqrt(v)`, 4
 //!   bytes per parameter of its shard ([`optimizer_step_bytes_per_param`]);
 //!   fused steps nothing;
+//! - what the model keeps on **every GPU outside its layers**
+//!   ([`Model::resident_bytes_per_device`], e.g. the AMP artifact's TransGAN
+//!   discriminator), whatever the stage;
 //! - a **framework reserve** (`reserve_bytes`, the fitted
 //!   [`crate::cost::Calibration::framework_reserve_bytes`]): CUDA context,
 //!   communication buffers, workspaces and allocator fragmentation: what
@@ -557,7 +560,7 @@ fn device_memory(
         setup,
         (dp, stage, pp),
         (plan_mbs, b),
-        reserve_bytes,
+        fixed_bytes(model, reserve_bytes),
     )
 }
 
@@ -614,6 +617,13 @@ fn layer_bytes(
         block,
         retained,
     }
+}
+
+/// What every device holds besides its stage's own memory: the framework's
+/// `reserve_bytes` and what the model keeps on every GPU outside its layers
+/// ([`Model::resident_bytes_per_device`]); both read as "other" memory.
+fn fixed_bytes(model: &Model, reserve_bytes: f64) -> f64 {
+    reserve_bytes + model.resident_bytes_per_device.unwrap_or(0) as f64
 }
 
 /// [`device_memory`] from its stage's [`layer_bytes`]: pipeline rank
@@ -759,6 +769,7 @@ fn each_replica_bytes(
     reserve_bytes: f64,
     mut f: impl FnMut(usize, usize, &[Device], DeviceBytes) -> bool,
 ) {
+    let fixed = fixed_bytes(model, reserve_bytes);
     let pp = plan.pp();
     for (j, stage) in plan.rank_stages().iter().enumerate() {
         let chunks = plan.rank_layers(j);
@@ -784,7 +795,7 @@ fn each_replica_bytes(
                         &plan.setup,
                         (stage.dp(), j, pp),
                         (plan.micro_batch, key.1),
-                        reserve_bytes,
+                        fixed,
                     );
                     kinds.push((key, m));
                     m
@@ -937,7 +948,7 @@ impl SplitMemoryCheck {
                 kinds.push(SplitKind {
                     replicas,
                     table,
-                    room_bytes: cap * (1.0 + SPLIT_BOUND_SLACK) - reserve_bytes,
+                    room_bytes: cap * (1.0 + SPLIT_BOUND_SLACK) - fixed_bytes(model, reserve_bytes),
                     bytes_per_param: sb,
                     step_bytes_per_param: step,
                 });
@@ -1036,6 +1047,7 @@ pub fn stage_memory_tables(
     setup: &TrainingSetup,
     reserve_bytes: f64,
 ) -> StageMemoryTables {
+    let reserve_bytes = fixed_bytes(model, reserve_bytes);
     let tp = grid.tp;
     let t = tp.max(1) as f64;
     let sb = state_bytes(setup, grid.dp).total();
@@ -1141,6 +1153,7 @@ mod tests {
                 replicated_backward_transient_elems_per_sample: None,
                 forward_send_extra_bytes: 0,
             }],
+            resident_bytes_per_device: None,
         }
     }
 
@@ -1737,6 +1750,73 @@ mod tests {
             stored_activation_bytes_per_sample(&m, 29, 2, &blocking),
             0.0
         );
+    }
+
+    /// What a model keeps on every GPU outside its layers (the AMP
+    /// TransGAN script's discriminator) is held by every device of every
+    /// stage, as "other" memory beside the reserve: the same peaks, tables
+    /// and verdicts as a reserve that much larger, and a plan that fits with
+    /// less room than it no longer fits.
+    #[test]
+    fn resident_bytes_are_on_every_device() {
+        let plain = models::amp_gpt2();
+        let resident = 1_500_000_000u64;
+        let with = Model {
+            resident_bytes_per_device: Some(resident),
+            ..plain.clone()
+        };
+        let r = resident as f64;
+        let c = clusters::homogeneous();
+        let setup = TrainingSetup::default();
+        let grid = DeviceGrid::new(&c, 2, 2, 4, &Placement::artifact_default(&c));
+        let plan = crate::search::plan_from_grid(&grid, &[0, 8, 14, 20, 30], 2, 8, &setup);
+        let (a, b) = (
+            plan_memory(&with, &c, &plan, RESERVE),
+            plan_memory(&plain, &c, &plan, RESERVE),
+        );
+        assert_eq!(a.len(), 16);
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x.other_bytes, y.other_bytes + r);
+            assert_eq!(x.peak_bytes, y.peak_bytes + r);
+            assert_eq!(
+                x.weights_bytes + x.activations_bytes,
+                y.weights_bytes + y.activations_bytes
+            );
+        }
+        assert_eq!(a, plan_memory(&plain, &c, &plan, RESERVE + r));
+        let tables = |m: &Model, reserve| stage_memory_tables(m, &c, &grid, 2, 8, &setup, reserve);
+        assert_eq!(tables(&with, RESERVE), tables(&plain, RESERVE + r));
+        assert_eq!(
+            tables(&with, RESERVE).fixed_bytes[0],
+            tables(&plain, RESERVE).fixed_bytes[0] + r
+        );
+        // Room on the fullest device, less than the resident bytes: the
+        // plain model fits there and the one with them does not.
+        let room = b
+            .iter()
+            .map(|d| d.capacity_bytes.unwrap() - d.peak_bytes)
+            .fold(f64::INFINITY, f64::min);
+        let reserve = RESERVE + room - r / 2.0;
+        assert!(plan_fits(&plain, &c, &plan, reserve));
+        assert!(!plan_fits(&with, &c, &plan, reserve));
+        // The check before the split: the same verdict as the larger
+        // reserve at every reserve, and some it turns.
+        let caps = replica_capacities(&c, &plan);
+        let check = |m: &Model, reserve| {
+            SplitMemoryCheck::new(m, &plan, reserve, &caps)
+                .unwrap()
+                .some_split_may_fit(&plan)
+        };
+        let mut turned = 0;
+        for reserve in (0..64).map(|k| 0.25e9 * k as f64) {
+            assert_eq!(
+                check(&with, reserve),
+                check(&plain, reserve + r),
+                "{reserve}"
+            );
+            turned += usize::from(check(&with, reserve) != check(&plain, reserve));
+        }
+        assert!(turned > 0);
     }
 
     /// `plan_fits` gives `plan_memory`'s verdict: fits when no device

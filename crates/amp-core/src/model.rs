@@ -214,6 +214,13 @@ pub struct Model {
     pub shape: Option<TransformerShape>,
     /// The layers in execution order; pipeline stages take contiguous runs of them.
     pub layers: Vec<Layer>,
+    /// Bytes every GPU holds whatever its stage, besides its layers' states
+    /// and activations: what the training script builds on every rank
+    /// outside the model it trains (the AMP artifact's TransGAN script
+    /// builds its discriminator on every GPU and never trains it:
+    /// [`builtin::transgan_discriminator_bytes`]). Absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resident_bytes_per_device: Option<u64>,
 }
 
 impl Model {
@@ -306,6 +313,14 @@ impl Model {
                     limits::MAX_LAYERS
                 ),
             ));
+        }
+        if let Some(b) = self.resident_bytes_per_device {
+            limits::check_count(b, 0, limits::MAX_RESIDENT_BYTES).map_err(|m| {
+                AmpError::invalid(
+                    format!("model `{}`", self.name),
+                    format!("resident_bytes_per_device {m}"),
+                )
+            })?;
         }
         for (i, layer) in self.layers.iter().enumerate() {
             let at = || format!("model `{}`, layers[{i}] (`{}`)", self.name, layer.name);
@@ -561,6 +576,7 @@ pub mod builtin {
                 architecture: None,
             }),
             layers,
+            resident_bytes_per_device: None,
         }
     }
 
@@ -611,6 +627,67 @@ pub mod builtin {
             replicated: tokens * replicated_bytes / 2,
             transient: tokens * 4 * a * s / 2,
         }
+    }
+
+    /// Bytes of the discriminator the AMP artifact's TransGAN script builds
+    /// on every GPU and never trains: its `model_provider`
+    /// (`pretrain_transgan.py`) returns the generator pipeline and
+    /// `torch.nn.DataParallel(Discriminator(args)).cuda()`, whose module
+    /// moves to the rank's own GPU, and the training loop steps the
+    /// generator alone (its loss is `DummyGenLoss`, the mean of the output):
+    /// the discriminator's weights stay there in fp32 (DeepSpeed converts
+    /// only the model it was given), with no gradients and no Adam state
+    /// (its optimizer never steps). Read off `trans_gan_dis.py` at the
+    /// script's `--df_dim 384 --d_depth 3 --img_size 256 --patch_size 4
+    /// --d_window_size 12` (`--d_norm` left at `ln`, 4 heads, MLP ratio 4,
+    /// no QKV bias):
+    ///
+    /// - three patch convolutions to widths `d1 = 288`, 48 and 48 (kernels
+    ///   4, 8, 16), a class token (384), and position tables for 64^2
+    ///   tokens of 288, 32^2 of 336 and 16^2 of 384;
+    /// - blocks of `12 d^2 + 10 d` weights (two LayerNorms, QKV without
+    ///   bias, the projection and the MLP with biases) plus a relative
+    ///   position table of `(2 w - 1)^2 x 4` for a window of `w`: two at
+    ///   (288, 12), one at (288, 64), three at (336, 32), four at (384, 16)
+    ///   and the last at (384, no window); the final norm and the head;
+    ///
+    /// 17,751,113 weights, 71.0 MB in fp32; and each windowed attention
+    /// registers its `w^2 x w^2` int64 `relative_position_index` as a
+    /// buffer, which `.cuda()` moves too: 161.8 MB, 134.2 MB of it the
+    /// window of 64. 232.8 MB in all.
+    pub fn transgan_discriminator_bytes() -> u64 {
+        const DF: u64 = 384;
+        const DEPTH: u64 = 3;
+        const IMG: u64 = 256;
+        const PATCH: u64 = 4;
+        const WINDOW: u64 = 12;
+        const HEADS: u64 = 4;
+        let (d1, d2, d3) = (DF / 4 * 3, DF / 8 * 7, DF);
+        let convs = [(d1, PATCH), (DF / 8, 2 * PATCH), (DF / 8, 4 * PATCH)]
+            .iter()
+            .map(|&(out, k)| 3 * out * k * k + out)
+            .sum::<u64>();
+        // Position tables, and the class token.
+        let tables = (IMG / PATCH).pow(2) * d1
+            + (IMG / 2 / PATCH).pow(2) * d2
+            + (IMG / 4 / PATCH).pow(2) * d3
+            + DF;
+        // (count, width, window) of the blocks, in the code's order.
+        let blocks = [
+            (DEPTH - 1, d1, WINDOW),
+            (1, d1, 64),
+            (DEPTH, d2, 32),
+            (DEPTH + 1, d3, 16),
+            (1, d3, 0),
+        ];
+        // The final LayerNorm and the one-logit head.
+        let (mut weights, mut index_bytes) = (convs + tables + 2 * DF + DF + 1, 0);
+        for (n, d, w) in blocks {
+            let bias_table = if w > 0 { (2 * w - 1).pow(2) * HEADS } else { 0 };
+            weights += n * (12 * d * d + 10 * d + bias_table);
+            index_bytes += n * w.pow(4) * 8;
+        }
+        weights * 4 + index_bytes
     }
 
     /// AMP's TransGAN generator as the artifact trained it (its
@@ -720,6 +797,7 @@ pub mod builtin {
             name: "transgan-amp".to_string(),
             shape: None,
             layers,
+            resident_bytes_per_device: Some(transgan_discriminator_bytes()),
         }
     }
 
@@ -771,6 +849,48 @@ mod tests {
             l.backward_transient_elems_per_sample
         );
         t.validate().unwrap();
+    }
+
+    /// The AMP TransGAN script's discriminator, counted by hand from
+    /// `trans_gan_dis.py` at `--df_dim 384 --d_depth 3 --img_size 256
+    /// --patch_size 4 --d_window_size 12`, 4 heads.
+    #[test]
+    fn transgan_discriminator_by_hand() {
+        // Patch convolutions: 3 x 288 x 4 x 4 + 288, 3 x 48 x 8 x 8 + 48,
+        // 3 x 48 x 16 x 16 + 48.
+        let convs = 14_112 + 9_264 + 36_912;
+        // Class token; position tables of 64 x 64 x 288, 32 x 32 x 336,
+        // 16 x 16 x 384.
+        let tables = 384 + 1_179_648 + 344_064 + 98_304;
+        // A block of width d: 12 d^2 + 10 d, and its (2w - 1)^2 x 4 table.
+        let blocks = 2 * (995_328 + 2_880 + 2_116) // 288, window 12
+            + (995_328 + 2_880 + 64_516) // 288, window 64
+            + 3 * (1_354_752 + 3_360 + 15_876) // 336, window 32
+            + 4 * (1_769_472 + 3_840 + 3_844) // 384, window 16
+            + (1_769_472 + 3_840); // 384, no window
+        let weights: u64 = convs + tables + blocks + 768 + 385; // norm, head
+        assert_eq!(weights, 17_751_113);
+        // int64 indices of w^2 x w^2 per windowed block.
+        let index = 2 * 20_736 * 8 + 16_777_216 * 8 + 3 * 1_048_576 * 8 + 4 * 65_536 * 8;
+        assert_eq!(index, 161_812_480);
+        assert_eq!(builtin::transgan_discriminator_bytes(), weights * 4 + index);
+        let m = builtin::amp_transgan();
+        assert_eq!(m.resident_bytes_per_device, Some(232_816_932));
+        assert_eq!(builtin::amp_gpt2().resident_bytes_per_device, None);
+    }
+
+    #[test]
+    fn resident_bytes_have_a_limit() {
+        let mut m = builtin::amp_gpt2();
+        m.resident_bytes_per_device = Some(limits::MAX_RESIDENT_BYTES);
+        assert!(m.validate().is_ok());
+        m.resident_bytes_per_device = Some(limits::MAX_RESIDENT_BYTES + 1);
+        let e = m.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("model `gpt2-amp`")
+                && e.contains("resident_bytes_per_device is 1073741824000001, above the limit"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1662,6 +1662,7 @@ mod tests {
             name: "eight".into(),
             shape: None,
             layers: (0..8).map(layer).collect(),
+            resident_bytes_per_device: None,
         }
     }
 

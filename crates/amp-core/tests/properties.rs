@@ -106,6 +106,7 @@ fn instance() -> impl Strategy<Value = Instance> {
                     name: "random".into(),
                     shape: None,
                     layers,
+                    resident_bytes_per_device: None,
                 },
                 cluster: Cluster {
                     name: "random".into(),

@@ -154,6 +154,7 @@ fn instance(
                     name: "random".into(),
                     shape: None,
                     layers,
+                    resident_bytes_per_device: None,
                 },
                 cluster: Cluster {
                     name: "random".into(),

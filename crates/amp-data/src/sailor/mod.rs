@@ -520,6 +520,7 @@ pub fn parse_model(llm_info: &str, llm_origin: &str, training: &TrainingConfig) 
             architecture: None,
         }),
         layers: out,
+        resident_bytes_per_device: None,
     };
     model.validate()?;
     Ok(model)

@@ -33,6 +33,7 @@ fn model() -> Model {
         name: "m".into(),
         shape: None,
         layers: (0..4).map(layer).collect(),
+        resident_bytes_per_device: None,
     }
 }
 
@@ -998,6 +999,7 @@ fn six_blocks() -> Model {
         name: "m".into(),
         shape: None,
         layers: (0..6).map(layer).collect(),
+        resident_bytes_per_device: None,
     }
 }
 
