@@ -518,6 +518,21 @@ fn het_model_candidates_out_of_memory_as_the_readme_says() {
     for over_now in ["mbs4 tp4 dp4 pp1", "mbs8 tp4 dp2 pp2", "mbs8 tp4 dp1 pp4"] {
         assert!(over(over_now), "{over_now}");
     }
+    // The peaks nearest the V100's 16.9 GB on either side, the script's
+    // discriminator (232.8 MB on every GPU) included.
+    let peak = |infeasible: bool| {
+        let peaks = runs
+            .iter()
+            .filter(|r| r["predicted_infeasible"] == infeasible)
+            .map(|r| r["predicted_peak_bytes"].as_f64().unwrap());
+        if infeasible {
+            peaks.fold(f64::INFINITY, f64::min)
+        } else {
+            peaks.fold(0.0, f64::max)
+        }
+    };
+    assert!((peak(false) / 1e9 - 16.63).abs() < 0.005, "{}", peak(false));
+    assert!((peak(true) / 1e9 - 17.79).abs() < 0.005, "{}", peak(true));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
