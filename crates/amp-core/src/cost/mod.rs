@@ -72,7 +72,9 @@ pub struct DeviceMemory {
     /// step's temporaries (PyTorch's foreach Adam), which exist only after
     /// every activation is freed.
     pub activations_bytes: f64,
-    /// Framework reserve, workspace and other fixed costs.
+    /// Framework reserve, workspace and other fixed costs, with what the
+    /// model keeps on every GPU outside its layers
+    /// ([`crate::model::Model::resident_bytes_per_device`]).
     pub other_bytes: f64,
     /// Peak memory of the device, bytes: the sum of the parts above.
     pub peak_bytes: f64,
