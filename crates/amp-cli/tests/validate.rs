@@ -10,11 +10,13 @@ fn amp() -> Command {
     Command::new(env!("CARGO_BIN_EXE_amp"))
 }
 
-/// `amp validate --json DIR`, which must succeed.
-fn validate_json(dir: &std::path::Path) -> serde_json::Value {
+/// `amp validate --json ARGS...`, which must succeed.
+fn validate_json<S: AsRef<std::ffi::OsStr>>(
+    args: impl IntoIterator<Item = S>,
+) -> serde_json::Value {
     let out = amp()
         .args(["validate", "--json"])
-        .arg(dir)
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -94,18 +96,7 @@ fn per_run_listing_has_the_plan_and_the_recorded_phase() {
 #[test]
 fn reference_data_json_meets_the_memory_and_feasibility_targets() {
     let Some(data) = shared_data() else { return };
-    let out = amp()
-        .args(["validate", "--json"])
-        .arg(data.join("amp-paper"))
-        .arg(data.join("sailor"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = validate_json([data.join("amp-paper"), data.join("sailor")]);
     let ds = v["datasets"].as_array().unwrap();
     let amp = ds.iter().find(|d| d["name"] == "amp/homogeneous").unwrap();
     assert_eq!(amp["runs"], 52);
@@ -215,13 +206,8 @@ fn reference_data_json_meets_the_memory_and_feasibility_targets() {
 #[test]
 fn sailor_memory_offset_is_a_constant() {
     let Some(data) = shared_data() else { return };
-    let out = amp()
-        .args(["validate", "--json", "--calibration", "neutral"])
-        .arg(data.join("sailor"))
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sailor = data.join("sailor");
+    let v = validate_json(["--calibration", "neutral", sailor.to_str().unwrap()]);
     let runs = v["datasets"][0]["details"].as_array().unwrap();
     assert_eq!(runs.len(), 15);
     let (mut lo, mut hi, mut pmin, mut pmax) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
@@ -349,14 +335,7 @@ fn synthetic_sailor_layout_is_grouped_and_scored() {
         .join(format!("amp-validate-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     write_synthetic(&dir);
-    let out = amp()
-        .args(["validate", "--json"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = validate_json([&dir]);
     let d = &v["datasets"][0];
     assert_eq!(d["name"], "sailor/lab/Tiny");
     assert_eq!(d["runs"], 3, "{d}");
@@ -417,7 +396,7 @@ fn synthetic_het_cluster_and_het_model_use_their_clusters_and_models() {
         format!("{header}1,1,4,4,\"0 14 28 42 56\",2.0,3.0\n2,4,1,4,\"0 14 28 42 56\",2.5,3.5\n"),
     )
     .unwrap();
-    let v = validate_json(&dir);
+    let v = validate_json([&dir]);
     let ds = v["datasets"].as_array().unwrap();
     let names: Vec<&str> = ds.iter().map(|d| d["name"].as_str().unwrap()).collect();
     assert_eq!(names, vec!["amp/het_cluster", "amp/het_model"]);
@@ -490,7 +469,7 @@ fn het_model_candidates_out_of_memory_as_the_readme_says() {
         csv.push_str(&format!("{rest},{predicted}\n"));
     }
     std::fs::write(dir.join("measured/het_model.csv"), csv).unwrap();
-    let v = validate_json(&dir);
+    let v = validate_json([&dir]);
     let runs = v["datasets"][0]["details"].as_array().unwrap();
     assert_eq!(runs.len(), 65);
     let over = |name: &str| {
@@ -558,14 +537,7 @@ fn sailor_directory_names_and_layer_typos_are_read_with_a_note() {
         ),
     )
     .unwrap();
-    let out = amp()
-        .args(["validate", "--json"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = validate_json([&dir]);
     let d = &v["datasets"][0];
     assert_eq!(d["runs"], 4, "{d}");
     let notes = d["notes"].to_string();

@@ -769,7 +769,7 @@ fn each_replica_bytes(
     reserve_bytes: f64,
     mut f: impl FnMut(usize, usize, &[Device], DeviceBytes) -> bool,
 ) {
-    let fixed = fixed_bytes(model, reserve_bytes);
+    let other = fixed_bytes(model, reserve_bytes);
     let pp = plan.pp();
     for (j, stage) in plan.rank_stages().iter().enumerate() {
         let chunks = plan.rank_layers(j);
@@ -795,7 +795,7 @@ fn each_replica_bytes(
                         &plan.setup,
                         (stage.dp(), j, pp),
                         (plan.micro_batch, key.1),
-                        fixed,
+                        other,
                     );
                     kinds.push((key, m));
                     m
@@ -922,6 +922,7 @@ impl SplitMemoryCheck {
             return None;
         }
         let setup = &layout.setup;
+        let other = fixed_bytes(model, reserve_bytes);
         let mut tables: Vec<(usize, SplitLayerBytes)> = Vec::new();
         let mut kinds = Vec::new();
         let mut of_rank = vec![0];
@@ -948,7 +949,7 @@ impl SplitMemoryCheck {
                 kinds.push(SplitKind {
                     replicas,
                     table,
-                    room_bytes: cap * (1.0 + SPLIT_BOUND_SLACK) - fixed_bytes(model, reserve_bytes),
+                    room_bytes: cap * (1.0 + SPLIT_BOUND_SLACK) - other,
                     bytes_per_param: sb,
                     step_bytes_per_param: step,
                 });
@@ -1047,7 +1048,7 @@ pub fn stage_memory_tables(
     setup: &TrainingSetup,
     reserve_bytes: f64,
 ) -> StageMemoryTables {
-    let reserve_bytes = fixed_bytes(model, reserve_bytes);
+    let other = fixed_bytes(model, reserve_bytes);
     let tp = grid.tp;
     let t = tp.max(1) as f64;
     let sb = state_bytes(setup, grid.dp).total();
@@ -1070,7 +1071,7 @@ pub fn stage_memory_tables(
                 .iter()
                 .map(|l| l.params as f64 / t * (sb + step_per_param)),
         );
-        (prefix, reserve_bytes)
+        (prefix, other)
     });
     // Each layer's stored and logits bytes per sample, the same in every
     // stage.
@@ -1101,7 +1102,7 @@ pub fn stage_memory_tables(
             },
         );
         prefix_bytes.push(crate::cost::prefix_sums(per_layer));
-        fixed_bytes.push(reserve_bytes + mbs * block_transient);
+        fixed_bytes.push(other + mbs * block_transient);
         let cap = grid.devices[j]
             .iter()
             .flatten()

@@ -171,7 +171,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 prof,
                 runs,
                 command,
-                fused_adam=args.optimizer_step == "fused",
+                fused_adam=measuring["fused_adam"],
             )
             print(
                 f"wrote {path}: {len(runs)} runs on {prof.gpu} "
