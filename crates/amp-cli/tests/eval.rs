@@ -439,3 +439,70 @@ fn a_models_resident_bytes_are_on_every_device_and_said() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stdout(&o).contains("resident_bytes_per_device"));
 }
+
+/// What `amp eval` prices as fitting, `amp plan` finds: GPT-3 6.7B on one
+/// H200 at micro-batch 1 fits with 0.7 GiB to spare, its tied embedding
+/// held once. Until 2026-12-05 the search's memory tables counted the tied
+/// embedding twice on a stage holding both ends (3.5 GiB more) and `amp
+/// plan` answered "no valid plan" for the plan `amp eval` priced.
+#[test]
+fn plan_finds_the_one_stage_plan_eval_prices_as_fitting() {
+    let args = [
+        "--model",
+        "gpt3-6.7b",
+        "--seq",
+        "1024",
+        "--cluster",
+        "1x1xH200",
+        "--json",
+    ];
+    let mut plan_args = vec!["plan", "--global-batch", "1"];
+    plan_args.extend(args);
+    let planned = amp_json(&plan_args);
+    let best = &planned["plans"][0];
+    assert_eq!(best["pp"], 1);
+    let file = tmp("one-h200.json", &planned.to_string());
+    let mut eval_args = vec!["eval", file.to_str().unwrap()];
+    eval_args.extend(args);
+    let priced = amp_json(&eval_args);
+    assert_eq!(priced["fits_in_memory"], true);
+    assert_eq!(priced["iteration_s"], best["predicted_iteration_s"]);
+    let peak = priced["memory"][0]["peak_bytes"].as_f64().unwrap();
+    let capacity = priced["memory"][0]["capacity_bytes"].as_f64().unwrap();
+    assert_eq!(best["memory"][0]["peak_bytes"].as_f64().unwrap(), peak);
+    // The README's figures: 0.2517 s, 139.68 of 140.40 GiB.
+    let s = priced["iteration_s"].as_f64().unwrap();
+    assert!((s - 0.2517).abs() < 5e-5, "{s}");
+    let gib = |b: f64| (b / (1u64 << 30) as f64 * 100.0).round() / 100.0;
+    assert_eq!((gib(peak), gib(capacity)), (139.68, 140.40));
+    // Closer to the capacity than the tied embedding's states (50,257 x
+    // 4,096 parameters at 18 bytes): counted twice, it would not fit.
+    assert!(
+        capacity - peak < 50_257.0 * 4_096.0 * 18.0,
+        "{peak} of {capacity}"
+    );
+    // On 16 A100-40GB the same refusal hid GPT-3 1.3B's fastest plan (the
+    // README's figures): pure data parallelism at micro-batch 2, 2.0379 s
+    // (2.1726 s for pp 2 x dp 8 before), 0.75 GB to spare.
+    let wider = amp_json(&[
+        "plan",
+        "--model",
+        "gpt3-1.3b",
+        "--cluster",
+        "2x8xA100",
+        "--global-batch",
+        "256",
+        "--seq",
+        "2048",
+        "--top",
+        "1",
+        "--json",
+    ]);
+    let best = &wider["plans"][0];
+    assert_eq!(
+        (&best["pp"], &best["dp"], &best["micro_batch"]),
+        (&1.into(), &16.into(), &2.into())
+    );
+    let s = best["predicted_iteration_s"].as_f64().unwrap();
+    assert!((s - 2.0379).abs() < 5e-5, "{s}");
+}

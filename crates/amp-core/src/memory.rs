@@ -1035,10 +1035,16 @@ impl SplitMemoryCheck {
 
 /// Memory tables for the partitioner: stage `j` holding layers
 /// `first..end` needs `fixed_bytes[j] + prefix_bytes[j][end] -
-/// prefix_bytes[j][first]` on its fullest device. The tables are exact for
-/// [`plan_memory`] except that they count tied weights twice when both ends
-/// share a stage and charge the attention workspace to every stage, so they
-/// never accept a split that `plan_memory` rejects.
+/// prefix_bytes[j][first]` less the weights its layers share
+/// ([`StageMemoryTables::fits`]) on its fullest device. The tables are exact
+/// for [`plan_memory`] except that they charge the attention workspace to
+/// every stage, and take off a stage holding both ends of a tie the
+/// smaller end's weights (shared among the layers tied to it), where
+/// `plan_memory` takes the later end's; so they never accept a split that
+/// `plan_memory` rejects. (Until 2026-12-05 they counted tied weights twice
+/// on such a stage, which refused a one-stage GPT-3 6.7B on one H200 that
+/// `amp eval` priced as fitting: 3.5 GiB of tied embedding against 0.7 of
+/// room.)
 pub fn stage_memory_tables(
     model: &Model,
     cluster: &Cluster,
@@ -1111,11 +1117,38 @@ pub fn stage_memory_tables(
             .fold(f64::INFINITY, f64::min);
         capacity_bytes.push(cap);
     }
+    // Tied weights, counted in both layers' prefixes: a stage holding both
+    // holds them once. Taking off at most the earlier end's weights, shared
+    // among the layers tied to it, keeps a range's bytes growing with it
+    // both ways (what the partitioner's sweep needs); with one tie of equal
+    // ends, as the zoo's embeddings, it is exact.
+    let shared = model
+        .layers
+        .iter()
+        .enumerate()
+        .filter_map(|(l, layer)| {
+            let earlier = layer.tied_to?;
+            let ties = model
+                .layers
+                .iter()
+                .filter(|x| x.tied_to == Some(earlier))
+                .count();
+            let params =
+                (layer.params as f64).min(model.layers[earlier].params as f64 / ties as f64) / t;
+            Some(crate::cost::SharedWeights {
+                layer: l,
+                tied_to: earlier,
+                bytes: params * sb,
+                step_bytes: params * (sb + step_per_param),
+            })
+        })
+        .collect();
     StageMemoryTables {
         prefix_bytes,
         fixed_bytes,
         capacity_bytes,
         step,
+        shared,
     }
 }
 
@@ -1656,6 +1689,52 @@ mod tests {
         };
         let attn = transient_bytes_per_sample(&m, 0, 2, &opts);
         assert_eq!(transient_bytes_per_sample(&m, 0, 2, &full), attn + 100.0);
+    }
+
+    /// A stage holding both ends of a tie holds the shared weights once, in
+    /// the partitioner's tables as in `plan_memory`: one-stage GPT-2 (its
+    /// embedding and vocabulary projection tied) is priced the same by
+    /// both, and fits a GPU with less room than a second copy of the
+    /// projection's states would take. Until 2026-12-05 the tables counted
+    /// it twice and the search refused such plans that `amp eval` priced
+    /// as fitting. A stage holding the projection alone pays it whole.
+    #[test]
+    fn tables_count_tied_weights_once_on_a_stage_holding_both() {
+        let m = models::amp_gpt2();
+        let c = clusters::homogeneous();
+        let setup = TrainingSetup {
+            formats: crate::setup::Precision::Fp16.formats(),
+            ..TrainingSetup::default()
+        };
+        let n = m.num_layers();
+        let grid = DeviceGrid::new(&c, 1, 16, 1, &Placement::artifact_default(&c));
+        let plan = crate::search::plan_from_grid(&grid, &[0, n], 1, 2, &setup);
+        let peak = plan_memory(&m, &c, &plan, RESERVE)
+            .iter()
+            .map(|d| d.peak_bytes)
+            .fold(0.0, f64::max);
+        let t = stage_memory_tables(&m, &c, &grid, 1, 2, &setup, RESERVE);
+        let head = 52_256.0 * 1024.0 * state_bytes(&setup, 16).total();
+        assert_eq!(t.shared.len(), 1);
+        assert_eq!((t.shared[0].layer, t.shared[0].tied_to), (28, 0));
+        assert_eq!(t.shared[0].bytes, head);
+        let table = t.fixed_bytes[0] + t.prefix_bytes[0][n] - t.prefix_bytes[0][0];
+        assert!(
+            (table - head - peak).abs() <= 1e-9 * peak,
+            "{table} - {head} != {peak}"
+        );
+        let mut tight = t.clone();
+        tight.capacity_bytes[0] = peak + head / 2.0;
+        assert!(tight.fits(0, 0, n));
+        tight.capacity_bytes[0] = peak * (1.0 - 1e-6);
+        assert!(!tight.fits(0, 0, n));
+        // Without the embedding the projection's weights are the stage's
+        // own: nothing comes off.
+        let alone = t.fixed_bytes[0] + t.prefix_bytes[0][n] - t.prefix_bytes[0][1];
+        tight.capacity_bytes[0] = alone * (1.0 - 1e-9);
+        assert!(!tight.fits(0, 1, n));
+        tight.capacity_bytes[0] = alone;
+        assert!(tight.fits(0, 1, n));
     }
 
     #[test]

@@ -159,6 +159,23 @@ pub struct StageMemoryTables {
     /// temporaries, activations freed. `None` when the step allocates
     /// nothing.
     pub step: Option<(Vec<f64>, f64)>,
+    /// Weights two layers share: the prefixes count them in both, a stage
+    /// holding both holds them once.
+    pub shared: Vec<SharedWeights>,
+}
+
+/// Weights a layer shares with an earlier one ([`crate::model::Layer::tied_to`]),
+/// as [`StageMemoryTables`] take them off a stage that holds both layers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedWeights {
+    /// The later layer.
+    pub layer: usize,
+    /// The earlier layer it shares them with.
+    pub tied_to: usize,
+    /// Bytes the prefixes count twice through the passes.
+    pub bytes: f64,
+    /// The same through the optimizer step (its table's bytes per parameter).
+    pub step_bytes: f64,
 }
 
 impl StageMemoryTables {
@@ -167,11 +184,18 @@ impl StageMemoryTables {
     /// the optimizer step. Both only grow with the range.
     pub fn fits(&self, j: usize, first: usize, end: usize) -> bool {
         let cap = self.capacity_bytes[j];
-        self.fixed_bytes[j] + self.prefix_bytes[j][end] - self.prefix_bytes[j][first] <= cap
-            && self
-                .step
-                .as_ref()
-                .is_none_or(|(prefix, fixed)| fixed + prefix[end] - prefix[first] <= cap)
+        let (mut shared, mut shared_step) = (0.0, 0.0);
+        for s in &self.shared {
+            if first <= s.tied_to && s.layer < end {
+                shared += s.bytes;
+                shared_step += s.step_bytes;
+            }
+        }
+        self.fixed_bytes[j] + self.prefix_bytes[j][end] - self.prefix_bytes[j][first] - shared
+            <= cap
+            && self.step.as_ref().is_none_or(|(prefix, fixed)| {
+                fixed + prefix[end] - prefix[first] - shared_step <= cap
+            })
     }
 
     /// Whether some split of `num_layers` layers into these stages, each
@@ -549,12 +573,30 @@ mod tests {
             cap in proptest::collection::vec(0.0f64..30.0, 4),
             step_bytes in proptest::collection::vec(0.0f64..10.0, 8),
             with_step in proptest::bool::ANY,
+            tie in proptest::option::of((0usize..8, 0usize..8, 0.0f64..=1.0)),
         ) {
+            // A tie as `stage_memory_tables` makes one: at most what both
+            // ends put on any stage, so a range's bytes still grow with it.
+            let shared = tie
+                .filter(|&(a, b, _)| a != b && a.max(b) < n)
+                .map(|(a, b, share)| {
+                    let (t, l) = (a.min(b), a.max(b));
+                    let least = |x: &[f64]| x[t].min(x[l]);
+                    SharedWeights {
+                        layer: l,
+                        tied_to: t,
+                        bytes: share * (0..pp).map(|j| least(&bytes[j])).fold(f64::INFINITY, f64::min),
+                        step_bytes: share * least(&step_bytes),
+                    }
+                })
+                .into_iter()
+                .collect();
             let m = StageMemoryTables {
                 prefix_bytes: (0..pp).map(|j| prefix_sums(bytes[j][..n].iter().copied())).collect(),
                 fixed_bytes: fixed[..pp].to_vec(),
                 capacity_bytes: cap[..pp].to_vec(),
                 step: with_step.then(|| (prefix_sums(step_bytes[..n].iter().copied()), fixed[0] / 2.0)),
+                shared,
             };
             prop_assert_eq!(m.any_split_fits(n, min), brute_force_fits(&m, n, min));
         }
