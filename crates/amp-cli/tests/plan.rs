@@ -208,6 +208,40 @@ fn issue_example_runs_with_no_files() {
     assert!(!v["plans"].as_array().unwrap().is_empty());
 }
 
+/// The README's counts of the AMP GPT-2 examples' candidates over memory
+/// (1 of 126 and 4 of 504, the README's first command), and the one
+/// candidate each found to fit since the partitioner's tables charge a
+/// stage its own layers' workspace: pp 16 at micro-batch 32, its last
+/// stage holding the vocabulary projection and no block.
+#[test]
+fn the_amp_examples_count_the_candidates_over_memory_the_readme_says() {
+    for (example, candidates, over, deep_s) in [
+        ("homogeneous", 126, 1, 9.6367),
+        ("het-cluster", 504, 4, 7.4294),
+    ] {
+        let v = amp_json(&["plan", "--example", example, "--json", "--top", "1000"]);
+        assert_eq!(
+            (&v["candidates"], &v["infeasible"]),
+            (&candidates.into(), &over.into())
+        );
+        let plans = v["plans"].as_array().unwrap();
+        // On the nodes in the cluster's order (the het-cluster example's T4
+        // node last).
+        let deep = plans
+            .iter()
+            .find(|p| {
+                p["pp"] == 16
+                    && p["micro_batch"] == 32
+                    && p["placement"]["node_order"] == serde_json::json!([0, 1, 2, 3])
+            })
+            .unwrap_or_else(|| panic!("{example}: no pp 16 plan at micro-batch 32"));
+        let s = deep["predicted_iteration_s"].as_f64().unwrap();
+        assert!((s - deep_s).abs() < 5e-5, "{example}: {s}");
+        let head = deep["stages"].as_array().unwrap().last().unwrap();
+        assert_eq!(head["first_layer"], 28, "{example}: the projection alone");
+    }
+}
+
 #[test]
 fn default_model_output_is_deterministic() {
     let args = ["plan", "--example", "het-cluster", "--json"];

@@ -151,6 +151,11 @@ pub struct StageMemoryTables {
     pub prefix_bytes: Vec<Vec<f64>>,
     /// `fixed_bytes[j]`: bytes stage `j` holds whatever its layers.
     pub fixed_bytes: Vec<f64>,
+    /// The largest workspace of any range of layers (a layer's backward
+    /// transient of a micro-batch, the vocabulary projection's aside: its
+    /// logits are in the prefixes), held through the passes on top of the
+    /// rest.
+    pub workspace: RangeMax,
     /// `capacity_bytes[j]`: bytes that fit on stage `j`'s fullest device.
     pub capacity_bytes: Vec<f64>,
     /// The optimizer step's own peak, when its temporaries can be the
@@ -183,19 +188,41 @@ impl StageMemoryTables {
     /// forward and backward passes and, if it has its own peak, through
     /// the optimizer step. Both only grow with the range.
     pub fn fits(&self, j: usize, first: usize, end: usize) -> bool {
-        let cap = self.capacity_bytes[j];
-        let (mut shared, mut shared_step) = (0.0, 0.0);
+        self.peak_bytes(j, first, end) <= self.capacity_bytes[j]
+    }
+
+    /// What stage `j` holding layers `first..end` holds at its peak: through
+    /// the passes or, if it has a peak of its own, through the optimizer
+    /// step, whichever holds more.
+    pub fn peak_bytes(&self, j: usize, first: usize, end: usize) -> f64 {
+        let passes = self.passes_bytes(j, first, end);
+        match &self.step {
+            Some((prefix, fixed)) => {
+                passes.max(fixed + prefix[end] - prefix[first] - self.shared_bytes(first, end).1)
+            }
+            None => passes,
+        }
+    }
+
+    /// What stage `j` holding layers `first..end` holds at its peak through
+    /// the forward and backward passes.
+    pub fn passes_bytes(&self, j: usize, first: usize, end: usize) -> f64 {
+        self.fixed_bytes[j] + self.prefix_bytes[j][end] - self.prefix_bytes[j][first]
+            + self.workspace.max(first, end)
+            - self.shared_bytes(first, end).0
+    }
+
+    /// Bytes the prefixes count twice for layers `first..end`, through the
+    /// passes and through the step.
+    fn shared_bytes(&self, first: usize, end: usize) -> (f64, f64) {
+        let (mut passes, mut step) = (0.0, 0.0);
         for s in &self.shared {
             if first <= s.tied_to && s.layer < end {
-                shared += s.bytes;
-                shared_step += s.step_bytes;
+                passes += s.bytes;
+                step += s.step_bytes;
             }
         }
-        self.fixed_bytes[j] + self.prefix_bytes[j][end] - self.prefix_bytes[j][first] - shared
-            <= cap
-            && self.step.as_ref().is_none_or(|(prefix, fixed)| {
-                fixed + prefix[end] - prefix[first] - shared_step <= cap
-            })
+        (passes, step)
     }
 
     /// Whether some split of `num_layers` layers into these stages, each
@@ -530,6 +557,42 @@ impl<M: CostModel + ?Sized> PlanEstimator for Plain<'_, M> {
     }
 }
 
+/// The largest of any range of values in two reads (a sparse table: the
+/// largest of each power-of-two run), for tables the partitioner asks of
+/// every range.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RangeMax {
+    /// `runs[k][i]`: the largest of values `i..i + 2^k`.
+    runs: Vec<Vec<f64>>,
+}
+
+impl RangeMax {
+    /// The table of `values`.
+    pub fn new(values: Vec<f64>) -> RangeMax {
+        let n = values.len();
+        let mut runs = vec![values];
+        let mut width = 1;
+        while 2 * width <= n {
+            let last = runs.last().expect("one level at least");
+            let next = (0..=n - 2 * width)
+                .map(|i| last[i].max(last[i + width]))
+                .collect();
+            runs.push(next);
+            width *= 2;
+        }
+        RangeMax { runs }
+    }
+
+    /// The largest of values `first..end`; 0 for an empty range.
+    pub fn max(&self, first: usize, end: usize) -> f64 {
+        if end <= first {
+            return 0.0;
+        }
+        let k = (usize::BITS - 1 - (end - first).leading_zeros()) as usize;
+        self.runs[k][first].max(self.runs[k][end - (1 << k)])
+    }
+}
+
 /// Prefix sums of `values`, with a leading 0.
 pub(crate) fn prefix_sums(values: impl IntoIterator<Item = f64>) -> Vec<f64> {
     let values = values.into_iter();
@@ -562,6 +625,23 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn range_max_is_the_largest_of_the_range(
+            values in proptest::collection::vec(-5.0f64..5.0, 0..40),
+            a in 0usize..41,
+            b in 0usize..41,
+        ) {
+            let (first, end) = (a.min(b).min(values.len()), a.max(b).min(values.len()));
+            let want = if first < end {
+                values[first..end].iter().copied().fold(f64::NEG_INFINITY, f64::max)
+            } else {
+                0.0
+            };
+            prop_assert_eq!(RangeMax::new(values.clone()).max(first, end), want);
+        }
+    }
+
+    proptest! {
         #![proptest_config(ProptestConfig::with_cases(500))]
         #[test]
         fn any_split_fits_matches_brute_force(
@@ -574,6 +654,7 @@ mod tests {
             step_bytes in proptest::collection::vec(0.0f64..10.0, 8),
             with_step in proptest::bool::ANY,
             tie in proptest::option::of((0usize..8, 0usize..8, 0.0f64..=1.0)),
+            workspace in proptest::collection::vec(0.0f64..5.0, 8),
         ) {
             // A tie as `stage_memory_tables` makes one: at most what both
             // ends put on any stage, so a range's bytes still grow with it.
@@ -597,6 +678,7 @@ mod tests {
                 capacity_bytes: cap[..pp].to_vec(),
                 step: with_step.then(|| (prefix_sums(step_bytes[..n].iter().copied()), fixed[0] / 2.0)),
                 shared,
+                workspace: RangeMax::new(workspace[..n].to_vec()),
             };
             prop_assert_eq!(m.any_split_fits(n, min), brute_force_fits(&m, n, min));
         }
