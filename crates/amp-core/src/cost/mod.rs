@@ -188,7 +188,18 @@ impl StageMemoryTables {
     /// forward and backward passes and, if it has its own peak, through
     /// the optimizer step. Both only grow with the range.
     pub fn fits(&self, j: usize, first: usize, end: usize) -> bool {
-        self.peak_bytes(j, first, end) <= self.capacity_bytes[j]
+        // `peak_bytes(j, first, end) <= cap`, the range's workspace looked up
+        // only when the largest of all does not decide it (the partitioner
+        // asks this of every range; most are far from the capacity).
+        let cap = self.capacity_bytes[j];
+        let (shared, shared_step) = self.shared_bytes(first, end);
+        let rest = self.fixed_bytes[j] + self.prefix_bytes[j][end] - self.prefix_bytes[j][first];
+        let passes_fit = rest + self.workspace.largest() - shared <= cap
+            || rest + self.workspace.max(first, end) - shared <= cap;
+        passes_fit
+            && self.step.as_ref().is_none_or(|(prefix, fixed)| {
+                fixed + prefix[end] - prefix[first] - shared_step <= cap
+            })
     }
 
     /// What stage `j` holding layers `first..end` holds at its peak: through
@@ -564,12 +575,15 @@ impl<M: CostModel + ?Sized> PlanEstimator for Plain<'_, M> {
 pub struct RangeMax {
     /// `runs[k][i]`: the largest of values `i..i + 2^k`.
     runs: Vec<Vec<f64>>,
+    /// The largest of all (0 when there are none).
+    largest: f64,
 }
 
 impl RangeMax {
     /// The table of `values`.
     pub fn new(values: Vec<f64>) -> RangeMax {
         let n = values.len();
+        let largest = values.iter().copied().fold(0.0, f64::max);
         let mut runs = vec![values];
         let mut width = 1;
         while 2 * width <= n {
@@ -580,7 +594,12 @@ impl RangeMax {
             runs.push(next);
             width *= 2;
         }
-        RangeMax { runs }
+        RangeMax { runs, largest }
+    }
+
+    /// The largest of all values, at least 0: a bound on any range's.
+    pub fn largest(&self) -> f64 {
+        self.largest
     }
 
     /// The largest of values `first..end`; 0 for an empty range.
