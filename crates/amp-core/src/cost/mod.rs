@@ -119,9 +119,9 @@ pub struct StageTables {
     /// `cut[j][k]`: time to pass layer `k`'s output from stage `j` to `j+1`
     /// per micro-batch (forward activation plus backward gradient).
     pub cut: Vec<Vec<f64>>,
-    /// Optional memory constraint: `memory_prefix[j][l]` bytes that layers
-    /// `0..l` put on stage `j`'s fullest device, `memory_fixed[j]` bytes that
-    /// the stage holds whatever its layers, `memory_capacity[j]` what fits.
+    /// Optional memory constraint: what stage `j`'s fullest device holds
+    /// for any range of layers, against what fits
+    /// ([`StageMemoryTables::fits`]).
     pub memory: Option<StageMemoryTables>,
     /// Optional tail after the last micro-batch, proportional to the
     /// stage's weights (the gradient all-reduce): `tail_s_per_param[j]`
