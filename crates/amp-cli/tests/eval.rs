@@ -505,4 +505,11 @@ fn plan_finds_the_one_stage_plan_eval_prices_as_fitting() {
     );
     let s = best["predicted_iteration_s"].as_f64().unwrap();
     assert!((s - 2.0379).abs() < 5e-5, "{s}");
+    let spare = best["memory"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["capacity_bytes"].as_f64().unwrap() - d["peak_bytes"].as_f64().unwrap())
+        .fold(f64::INFINITY, f64::min);
+    assert!((spare / 1e9 - 0.75).abs() < 0.005, "{spare}");
 }
