@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Looks for plans `amp plan` refuses that `amp eval` says fit.
 
-For every (tp, pp, dp, micro-batch) of which `amp plan --top 100000` prints no
-plan, prices with `amp eval` every split of the layers into pp stages (at most
---max-splits of them, evenly picked), its devices laid out node-major in the
-pp-dp-tp and (on several nodes) dp-pp-tp rank orders, and reports each that fits: the search
-should have found it. Prints one line per miss and a summary.
+For every (tp, pp, dp, micro-batch) of amp's search space (tp inside a node)
+of which `amp plan --top 100000` prints no plan, prices with `amp eval` every
+split of the layers into pp stages (at most --max-splits of them, evenly
+picked), its devices laid out node-major in the pp-dp-tp and (on several
+nodes) dp-pp-tp rank orders, and reports each that fits: the search should
+have found it. Prints one line per miss and a summary.
 
     scripts/plan-check/refused.py AMP "--model opt-1.3b --cluster 1x8xV100" \\
         --gpus-per-node 8 --nodes 1 --global-batch 64
@@ -60,7 +61,9 @@ def main():
 
     missed = evals = 0
     degrees = [d for d in (1, 2, 4, 8, 16) if d <= gpus]
-    for tp, pp in itertools.product(degrees, degrees):
+    # amp's search keeps a tensor-parallel group inside a node, as AMP's does.
+    tps = [d for d in degrees if a.gpus_per_node % d == 0]
+    for tp, pp in itertools.product(tps, degrees):
         if pp > a.max_pp or pp > n or gpus % (tp * pp):
             continue
         dp = gpus // (tp * pp)
