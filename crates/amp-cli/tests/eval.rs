@@ -4,7 +4,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{amp, amp_json, stderr, stdout, tmp};
+use common::{amp, amp_json, amp_text, stderr, stdout, tmp};
 
 fn het_plan() -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -414,9 +414,8 @@ fn sensitivity_prices_the_plan_under_each_other_shipped_calibration() {
 /// other memory holds both.
 #[test]
 fn a_models_resident_bytes_are_on_every_device_and_said() {
-    let o = amp(&["plan", "--example", "het-model", "--json", "--top", "1"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let file = tmp("het-model-best.json", &stdout(&o));
+    let planned = amp_text(&["plan", "--example", "het-model", "--json", "--top", "1"]);
+    let file = tmp("het-model-best.json", &planned);
     let args = ["eval", file.to_str().unwrap(), "--example", "het-model"];
     let v = amp_json(&[&args[..], &["--json"]].concat());
     let mem = v["memory"].as_array().unwrap();
@@ -425,19 +424,16 @@ fn a_models_resident_bytes_are_on_every_device_and_said() {
         let other = m["other_bytes"].as_f64().unwrap();
         assert_eq!(other, 3.5e9 + 232_816_932.0, "{m}");
     }
-    let o = amp(&args);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let text = amp_text(&args);
     assert!(
-        stdout(&o).contains(
+        text.contains(
             "the peak holds 0.22 GiB the model keeps on every GPU outside its layers (resident_bytes_per_device)"
         ),
-        "{}",
-        stdout(&o)
+        "{text}"
     );
     // GPT-2 keeps nothing outside its layers, and says nothing of it.
-    let o = amp(&["eval", &het_plan(), "--example", "het-cluster"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(!stdout(&o).contains("resident_bytes_per_device"));
+    let text = amp_text(&["eval", &het_plan(), "--example", "het-cluster"]);
+    assert!(!text.contains("resident_bytes_per_device"));
 }
 
 /// What `amp eval` prices as fitting, `amp plan` finds: GPT-3 6.7B on one

@@ -193,13 +193,12 @@ impl StageMemoryTables {
         // asks this of every range; most are far from the capacity).
         let cap = self.capacity_bytes[j];
         let (shared, shared_step) = self.shared_bytes(first, end);
-        let rest = self.fixed_bytes[j] + self.prefix_bytes[j][end] - self.prefix_bytes[j][first];
-        let passes_fit = rest + self.workspace.largest() - shared <= cap
-            || rest + self.workspace.max(first, end) - shared <= cap;
-        passes_fit
-            && self.step.as_ref().is_none_or(|(prefix, fixed)| {
-                fixed + prefix[end] - prefix[first] - shared_step <= cap
-            })
+        let rest = self.bytes_but_workspace(j, first, end);
+        (rest + self.workspace.largest() - shared <= cap
+            || rest + self.workspace.max(first, end) - shared <= cap)
+            && self
+                .step_bytes(first, end, shared_step)
+                .is_none_or(|b| b <= cap)
     }
 
     /// What stage `j` holding layers `first..end` holds at its peak: through
@@ -207,20 +206,29 @@ impl StageMemoryTables {
     /// step, whichever holds more.
     pub fn peak_bytes(&self, j: usize, first: usize, end: usize) -> f64 {
         let passes = self.passes_bytes(j, first, end);
-        match &self.step {
-            Some((prefix, fixed)) => {
-                passes.max(fixed + prefix[end] - prefix[first] - self.shared_bytes(first, end).1)
-            }
-            None => passes,
-        }
+        self.step_bytes(first, end, self.shared_bytes(first, end).1)
+            .map_or(passes, |step| passes.max(step))
     }
 
     /// What stage `j` holding layers `first..end` holds at its peak through
     /// the forward and backward passes.
     pub fn passes_bytes(&self, j: usize, first: usize, end: usize) -> f64 {
-        self.fixed_bytes[j] + self.prefix_bytes[j][end] - self.prefix_bytes[j][first]
-            + self.workspace.max(first, end)
+        self.bytes_but_workspace(j, first, end) + self.workspace.max(first, end)
             - self.shared_bytes(first, end).0
+    }
+
+    /// The passes' bytes of stage `j` holding layers `first..end` but its
+    /// workspace, shared weights counted twice.
+    fn bytes_but_workspace(&self, j: usize, first: usize, end: usize) -> f64 {
+        self.fixed_bytes[j] + self.prefix_bytes[j][end] - self.prefix_bytes[j][first]
+    }
+
+    /// The optimizer step's peak of layers `first..end`, less `shared_step`
+    /// counted twice, where it has a peak of its own.
+    fn step_bytes(&self, first: usize, end: usize, shared_step: f64) -> Option<f64> {
+        self.step
+            .as_ref()
+            .map(|(prefix, fixed)| fixed + prefix[end] - prefix[first] - shared_step)
     }
 
     /// Bytes the prefixes count twice for layers `first..end`, through the
