@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use amp_core::cost::{CostModel, DeviceMemory, Estimate, Inputs};
-use amp_core::plan::Plan;
+use amp_core::plan::{ModelRecord, Plan};
 use anyhow::{bail, Result};
 use clap::Args;
 use comfy_table::{presets::UTF8_BORDERS_ONLY, ContentArrangement, Table};
@@ -89,6 +89,9 @@ struct JsonOutput<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     allocator_cache_bytes: Option<f64>,
     plan: &'a Plan,
+    /// The model the plan was priced for (read back by `amp eval` and
+    /// `amp export` when this output is given as the plan).
+    made_for: ModelRecord,
     #[serde(skip_serializing_if = "Option::is_none")]
     sensitivity: Option<Vec<JsonUnder>>,
 }
@@ -303,6 +306,7 @@ pub fn run(args: EvalArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             framework_reserve_bytes: memory_constants.map(|c| c.framework_reserve_bytes),
             allocator_cache_bytes: memory_constants.map(|c| c.allocator_cache_bytes),
             plan: &plan,
+            made_for: ModelRecord::of(&loaded.model),
             sensitivity,
         };
         writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;

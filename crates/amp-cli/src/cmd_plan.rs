@@ -25,6 +25,7 @@ use crate::setup_args::SetupArgs;
 use amp_core::baseline::megatron_heuristic;
 use amp_core::cost::Calibration;
 use amp_core::partition::EXACT_SPLIT_MAX_LAYERS;
+use amp_core::plan::ModelRecord;
 use amp_core::sensitivity::sensitivity;
 use amp_core::setup::TrainingSetup;
 use amp_core::setup_search::{search_setups, search_setups_with, setup_candidates, SetupSpace};
@@ -341,6 +342,9 @@ struct JsonPlan<'a> {
     placement: JsonPlacement,
     stages: &'a [amp_core::plan::Stage],
     setup: &'a TrainingSetup,
+    /// The model the plan was made for: `amp eval` and `amp export` read
+    /// its sequence length and kernels back.
+    made_for: &'a ModelRecord,
     breakdown: &'a amp_core::cost::Breakdown,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     memory: &'a [amp_core::cost::DeviceMemory],
@@ -873,6 +877,7 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     };
     progress.finish();
     if args.json {
+        let made_for = ModelRecord::of(&loaded.model);
         let plans = result
             .plans
             .iter()
@@ -905,6 +910,7 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
                     },
                     stages: &p.plan.stages,
                     setup: &p.plan.setup,
+                    made_for: &made_for,
                     breakdown: &p.estimate.breakdown,
                     memory: &p.estimate.memory,
                 }
@@ -933,9 +939,14 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             baselines: compared,
             faster_on_one_type: faster_type,
             sensitivity: sensitivity.as_ref().map(sensitivity_json),
-            sensitivity_hedge: sensitivity
-                .as_ref()
-                .and_then(|r| hedge_json(r, primary_name, result.plans.len().min(args.top))),
+            sensitivity_hedge: sensitivity.as_ref().and_then(|r| {
+                hedge_json(
+                    r,
+                    primary_name,
+                    result.plans.len().min(args.top),
+                    &loaded.model,
+                )
+            }),
         };
         writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
     } else {

@@ -9,7 +9,7 @@ use amp_core::cost::{Calibration, CostModel};
 use amp_core::model::{builtin as models, Model};
 use amp_data::amp_artifact::{profile_from_npy, Experiment};
 
-use amp_core::plan::Plan;
+use amp_core::plan::{AttentionKernel, GeluKernel, ModelDifference, ModelRecord, Plan};
 use amp_core::profile::Profile;
 use amp_core::setup::{Precision, TrainingSetup};
 use anyhow::{anyhow, bail, Context, Result};
@@ -116,6 +116,36 @@ pub enum GeluArg {
     Fused,
     /// Hugging Face's `gelu_new`, kernel by kernel.
     Composite,
+}
+
+impl AttentionArg {
+    fn kernel(self) -> AttentionKernel {
+        match self {
+            AttentionArg::Fused => AttentionKernel::Fused,
+            AttentionArg::Explicit => AttentionKernel::Explicit,
+        }
+    }
+    fn of(k: AttentionKernel) -> AttentionArg {
+        match k {
+            AttentionKernel::Fused => AttentionArg::Fused,
+            AttentionKernel::Explicit => AttentionArg::Explicit,
+        }
+    }
+}
+
+impl GeluArg {
+    fn kernel(self) -> GeluKernel {
+        match self {
+            GeluArg::Fused => GeluKernel::Fused,
+            GeluArg::Composite => GeluKernel::Composite,
+        }
+    }
+    fn of(k: GeluKernel) -> GeluArg {
+        match k {
+            GeluKernel::Fused => GeluArg::Fused,
+            GeluKernel::Composite => GeluArg::Composite,
+        }
+    }
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -377,6 +407,126 @@ impl InputArgs {
         })
     }
 
+    /// [`InputArgs::load`], at the sequence length and kernels the plan at
+    /// `path` was made for where the flags leave them out: a plan made with
+    /// `--seq 1024` is priced and exported at 1024 without a second
+    /// `--seq`, as it keeps its training setup. A flag that says otherwise
+    /// is refused by [`InputArgs::check_made_for`].
+    fn load_made_for(&self, path: &Path, rank: usize) -> Result<Loaded> {
+        let loaded = self.load()?;
+        let origin = path.display().to_string();
+        let Ok(text) = read_text(path) else {
+            // load_plan says what is wrong with the file.
+            return Ok(loaded);
+        };
+        let Ok(Some(record)) = ModelRecord::from_plan_json(&text, &origin, Some(rank)) else {
+            return Ok(loaded);
+        };
+        let differences = record.differences(&loaded.model);
+        if differences
+            .iter()
+            .any(|d| matches!(d, ModelDifference::Name(..)))
+        {
+            // Another model, or the same one by another name: nothing to
+            // take from the record; check_made_for says what differs.
+            return Ok(loaded);
+        }
+        let mut again = self.clone();
+        let mut differs = false;
+        for d in differences {
+            match d {
+                ModelDifference::SeqLen(r, _) if self.seq.is_none() => {
+                    again.seq = Some(r);
+                    differs = true;
+                }
+                ModelDifference::Attention(r, _) if self.attention.is_none() => {
+                    again.attention = Some(AttentionArg::of(r));
+                    differs = true;
+                }
+                ModelDifference::Gelu(r, _) if self.gelu.is_none() => {
+                    again.gelu = Some(GeluArg::of(r));
+                    differs = true;
+                }
+                _ => {}
+            }
+        }
+        if !differs || self.example.is_some() {
+            return Ok(loaded);
+        }
+        again.load().with_context(|| {
+            format!(
+                "{origin}: reading the model again as the plan records it was made for (`made_for`: {})",
+                record_summary(&record)
+            )
+        })
+    }
+
+    /// Refuses a model other than the one the plan was made for in its
+    /// sequence length or kernels (another job: its price and launch
+    /// files would be of something else), and notes another name (the same
+    /// model may come from a zoo name or its Hugging Face config).
+    fn check_made_for(&self, loaded: &mut Loaded, record: &ModelRecord) -> Result<()> {
+        let differences = record.differences(&loaded.model);
+        let mut renamed = None;
+        let (mut what, mut given, mut wanted) = (Vec::new(), Vec::new(), Vec::new());
+        for d in &differences {
+            let (flag, want) = match d {
+                ModelDifference::Name(..) => {
+                    renamed = Some(d.to_string());
+                    continue;
+                }
+                ModelDifference::SeqLen(r, _) => {
+                    (self.seq.map(|s| format!("--seq {s}")), format!("--seq {r}"))
+                }
+                ModelDifference::Attention(r, _) => (
+                    self.attention
+                        .map(|a| format!("--attention {}", a.kernel().name())),
+                    format!("--attention {}", r.name()),
+                ),
+                ModelDifference::Gelu(r, _) => (
+                    self.gelu.map(|g| format!("--gelu {}", g.kernel().name())),
+                    format!("--gelu {}", r.name()),
+                ),
+            };
+            what.push(d.to_string());
+            given.extend(flag);
+            wanted.push(want);
+        }
+        if what.is_empty() {
+            if let Some(note) = renamed {
+                let note = format!(
+                    "{note}; pricing it on `{}` as given (same sequence length and kernels)",
+                    loaded.model.name
+                );
+                if !loaded.notes.contains(&note) {
+                    loaded.notes.push(note);
+                }
+            }
+            return Ok(());
+        }
+        let another_model = renamed.is_some();
+        let mut message = renamed
+            .into_iter()
+            .chain(what)
+            .collect::<Vec<_>>()
+            .join("; ");
+        if another_model {
+            message += ": give the model the plan was made for, or run amp plan again for this one";
+        } else if given.is_empty() {
+            message += &format!(
+                ": give the model the plan was made for ({}), or run amp plan again for this one",
+                wanted.join(" ")
+            );
+        } else {
+            message += &format!(
+                ": {} would price and launch another job than the one planned; drop it (or give {}), or run amp plan again with it",
+                given.join(" "),
+                wanted.join(" ")
+            );
+        }
+        bail!(message)
+    }
+
     /// Reads the plan at `path` (any form `Plan::from_json_any` takes, plan
     /// `rank` of an `amp plan --json` output), checks it against the loaded
     /// model and cluster, and fills the profile for its micro-batch size.
@@ -403,6 +553,11 @@ impl InputArgs {
             );
         }
         let (mut plan, recorded) = Plan::from_json_recorded(&text, &origin, Some(rank))?;
+        if let Some(record) = ModelRecord::from_plan_json(&text, &origin, Some(rank))? {
+            self.check_made_for(loaded, &record).with_context(|| {
+                format!("{origin}: the plan records the model it was made for (`made_for`)")
+            })?;
+        }
         let given = setup.given();
         if recorded && !given.is_empty() {
             bail!(
@@ -454,6 +609,21 @@ impl InputArgs {
             .check_covers(&loaded.cluster)
             .map_err(|e| anyhow!("{e} (pass --profile with its times, or leave --no-analytic out)"))
     }
+}
+
+/// `gpt3-6.7b, sequence length 1024, fused attention`.
+fn record_summary(r: &ModelRecord) -> String {
+    let mut parts = vec![format!("`{}`", r.model)];
+    if let Some(s) = r.seq_len {
+        parts.push(format!("sequence length {s}"));
+    }
+    if let Some(a) = r.attention {
+        parts.push(format!("{} attention", a.name()));
+    }
+    if let Some(g) = r.gelu {
+        parts.push(format!("{} GeLU", g.name()));
+    }
+    parts.join(", ")
 }
 
 /// Whether `text` is a Sailor `plan_config` (a JSON object with
@@ -540,9 +710,10 @@ impl InputArgs {
         emit: Option<amp_core::setup::Engine>,
     ) -> Result<(Loaded, Plan, Vec<String>)> {
         let Some(dir) = &self.sailor_data else {
-            let mut loaded = self.load()?;
+            let mut loaded = self.load_made_for(path, rank)?;
             let plan = self.load_plan(&mut loaded, path, rank, setup, emit)?;
-            return Ok((loaded, plan, Vec::new()));
+            let notes = std::mem::take(&mut loaded.notes);
+            return Ok((loaded, plan, notes));
         };
         let origin = path.display().to_string();
         let text = read_text(path)?;

@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::inputs::device_model;
 use amp_core::cost::Calibration;
 use amp_core::cost::{Estimate, Inputs};
-use amp_core::plan::Plan;
+use amp_core::plan::{ModelRecord, Plan};
 use amp_core::search::RankedPlan;
 use amp_export::{
     export, html_report, Engine, ExportError, ExportFile, ExportOptions, ReportInput,
@@ -72,7 +72,8 @@ impl EngineArg {
 pub const PLAN_FILE: &str = "plan.json";
 
 /// The launch files of `plan` for `engine` (pure: nothing is written), and
-/// the plan itself ([`PLAN_FILE`], with its training setup): what `amp
+/// the plan itself ([`PLAN_FILE`], with its training setup and the model it
+/// was made for): what `amp
 /// eval` prices and a runs file's `plan` names once the launch has run.
 /// The launch runs what was priced: the plan's own training setup.
 pub fn export_files(
@@ -86,7 +87,12 @@ pub fn export_files(
         ..ExportOptions::default()
     };
     let mut files = export(plan, inputs.model, inputs.cluster, engine.engine(), &opts)?;
-    let json = serde_json::to_string_pretty(plan).expect("a plan serializes") + "\n";
+    // The plan, and the model it launches, so that `amp eval` and a runs
+    // file read it back at the sequence length and kernels it was made for.
+    let mut value = serde_json::to_value(plan).expect("a plan serializes");
+    value["made_for"] =
+        serde_json::to_value(ModelRecord::of(inputs.model)).expect("a record serializes");
+    let json = serde_json::to_string_pretty(&value).expect("a plan serializes") + "\n";
     files.push(ExportFile {
         path: PLAN_FILE.to_string(),
         contents: json,

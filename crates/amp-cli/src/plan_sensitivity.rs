@@ -28,6 +28,8 @@ pub(crate) struct JsonHedge<'a> {
     regrets: Vec<JsonRegret>,
     /// The plan itself, as `amp eval` and `amp export` read it.
     plan: &'a amp_core::Plan,
+    /// The model it was made for, as `amp eval` and `amp export` read it.
+    made_for: amp_core::plan::ModelRecord,
 }
 
 #[derive(Serialize)]
@@ -115,6 +117,7 @@ pub(crate) fn hedge_json<'a>(
     (named, s): &'a SensitivityResult,
     primary: &str,
     listed: usize,
+    model: &amp_core::model::Model,
 ) -> Option<JsonHedge<'a>> {
     let h = s.hedge.as_ref()?;
     let names =
@@ -131,6 +134,7 @@ pub(crate) fn hedge_json<'a>(
             })
             .collect(),
         plan: &h.plan.plan,
+        made_for: amp_core::plan::ModelRecord::of(model),
     })
 }
 

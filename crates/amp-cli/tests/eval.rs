@@ -509,3 +509,122 @@ fn plan_finds_the_one_stage_plan_eval_prices_as_fitting() {
         .fold(f64::INFINITY, f64::min);
     assert!((spare / 1e9 - 0.75).abs() < 0.005, "{spare}");
 }
+
+/// A plan records the model it was made for: `amp eval`, `amp export` and
+/// a runs file read it at that sequence length and attention kernel
+/// without the flags again, and refuse flags (or a model) that would price
+/// or launch another job.
+#[test]
+fn plans_are_priced_and_exported_for_the_model_they_were_made_for() {
+    let base = ["--model", "gpt2", "--cluster", "1x2xA100"];
+    let mut args = vec!["plan"];
+    args.extend(base);
+    args.extend([
+        "--seq",
+        "512",
+        "--attention",
+        "explicit",
+        "--global-batch",
+        "8",
+        "--top",
+        "1",
+        "--json",
+    ]);
+    let planned = amp_json(&args);
+    let best = &planned["plans"][0];
+    let made_for = &best["made_for"];
+    assert_eq!(made_for["seq_len"], 512, "{made_for}");
+    assert_eq!(made_for["attention"], "explicit", "{made_for}");
+    assert_eq!(made_for["gelu"], "composite", "{made_for}");
+    let p = tmp("made-for.json", &planned.to_string());
+    let ps = p.to_str().unwrap();
+
+    // Priced as planned with the model flags alone; the gpt2 default
+    // (1024 tokens, fused attention) would be another price.
+    let eval = |extra: &[&str]| {
+        let mut a = vec!["eval", ps, "--json"];
+        a.extend(base);
+        a.extend(extra);
+        amp(&a)
+    };
+    let o = eval(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["iteration_s"], best["predicted_iteration_s"]);
+    assert_eq!(&v["made_for"], made_for);
+    let o = eval(&["--seq", "512", "--attention", "explicit"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Flags that say otherwise are refused, naming the difference and the fix.
+    let o = eval(&["--seq", "1024"]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("made for sequence length 512, the model given has 1024")
+            && e.contains("--seq 1024 would price and launch another job")
+            && e.contains("give --seq 512"),
+        "{e}"
+    );
+    let o = eval(&["--attention", "fused"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("made for explicit attention, the model given has fused attention"),
+        "{}",
+        stderr(&o)
+    );
+    // Another model with the same layer count: refused, not priced.
+    let o = amp(&["eval", ps, "--model", "gpt3-125m", "--cluster", "1x2xA100"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("the plan was made for model `gpt2`"),
+        "{}",
+        stderr(&o)
+    );
+
+    // The launch files train what was priced; their plan.json carries the record.
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("made-for-export-{}", std::process::id()));
+    let mut a = vec![
+        "export",
+        ps,
+        "--to",
+        "megatron",
+        "--out",
+        dir.to_str().unwrap(),
+    ];
+    a.extend(base);
+    let o = amp(&a);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let launch = std::fs::read_to_string(dir.join("args.sh")).unwrap();
+    assert!(launch.contains("--seq-length 512"), "{launch}");
+    let exported = dir.join("plan.json");
+    let text = std::fs::read_to_string(&exported).unwrap();
+    let written: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(&written["made_for"], made_for);
+    let mut a = vec!["eval", exported.to_str().unwrap(), "--json"];
+    a.extend(base);
+    let v = amp_json(&a);
+    assert_eq!(v["iteration_s"], best["predicted_iteration_s"]);
+
+    // A runs file at another sequence length is refused, run by run.
+    let runs = dir.join("runs.toml");
+    std::fs::write(
+        &runs,
+        "model = \"gpt2\"\nseq = 1024\nattention = \"explicit\"\ncluster = \"1x2xA100\"\n\n[[run]]\nplan = \"plan.json\"\niteration_s = 1.0\n",
+    )
+    .unwrap();
+    let o = amp(&["validate", runs.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("run 1") && e.contains("made for sequence length 512"),
+        "{e}"
+    );
+    std::fs::write(
+        &runs,
+        "model = \"gpt2\"\nseq = 512\nattention = \"explicit\"\ncluster = \"1x2xA100\"\n\n[[run]]\nplan = \"plan.json\"\niteration_s = 1.0\n",
+    )
+    .unwrap();
+    let o = amp(&["validate", runs.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

@@ -505,39 +505,7 @@ impl Plan {
         rank: Option<usize>,
     ) -> Result<(Plan, bool)> {
         let value: serde_json::Value = AmpError::json(text, origin)?;
-        match value.get("schema_version") {
-            None => {}
-            Some(v) => match v.as_u64() {
-                Some(1) | Some(2) => {}
-                _ => {
-                    return Err(AmpError::invalid(
-                        origin,
-                        format!(
-                            "schema_version {v} is not one this amp reads (1 or {PLAN_SCHEMA_VERSION}); it was written by a newer amp, upgrade amp to read it"
-                        ),
-                    ))
-                }
-            },
-        }
-        let entry = match value.get("plans").and_then(|p| p.as_array()) {
-            Some(plans) => {
-                let r = rank.unwrap_or(1);
-                plans.get(r.wrapping_sub(1)).ok_or_else(|| {
-                    AmpError::invalid(
-                        origin,
-                        format!(
-                            "asks for plan rank {r} but the file holds {} plans (ranks 1..={})",
-                            plans.len(),
-                            plans.len()
-                        ),
-                    )
-                })?
-            }
-            None => match value.get("plan") {
-                Some(p) if p.is_object() => p,
-                _ => &value,
-            },
-        };
+        let entry = plan_entry(&value, origin, rank)?;
         let pick = |k: &str| {
             entry.get(k).cloned().ok_or_else(|| {
                 AmpError::invalid(
@@ -563,6 +531,224 @@ impl Plan {
         let plan = serde_json::from_value(bare).map_err(|e| AmpError::parse(origin, e))?;
         Ok((plan, recorded))
     }
+}
+
+/// The model a plan was made for, as `amp plan` and `amp export` record it
+/// beside the plan (`made_for`). The same layers at another sequence length
+/// or with another attention or GeLU kernel are another job, one the plan
+/// was not searched for and whose launch files would train something else,
+/// so readers compare the model they load with it
+/// ([`ModelRecord::differences`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelRecord {
+    /// The model's name ([`Model::name`]).
+    pub model: String,
+    /// Tokens per sample, for a model with a transformer shape.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq_len: Option<u64>,
+    /// The attention kernel, where the model says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention: Option<AttentionKernel>,
+    /// The GeLU kernel of a GeLU MLP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gelu: Option<GeluKernel>,
+}
+
+/// Attention kernel of a [`ModelRecord`] (amp plan's `--attention`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttentionKernel {
+    /// Fused (flash) attention: no `s x s` scores stored.
+    Fused,
+    /// Scores materialised.
+    Explicit,
+}
+
+/// GeLU kernel of a [`ModelRecord`] (amp plan's `--gelu`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GeluKernel {
+    /// One fused kernel.
+    Fused,
+    /// Hugging Face's `gelu_new`, written out kernel by kernel.
+    Composite,
+}
+
+/// One way a loaded model differs from the [`ModelRecord`] of a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelDifference {
+    /// Another name (recorded, loaded): maybe the same model read from
+    /// another source (a zoo name and its Hugging Face config), maybe
+    /// another model.
+    Name(String, String),
+    /// Another sequence length (recorded, loaded).
+    SeqLen(u64, Option<u64>),
+    /// Another attention kernel (recorded, loaded).
+    Attention(AttentionKernel, Option<AttentionKernel>),
+    /// Another GeLU kernel (recorded, loaded).
+    Gelu(GeluKernel, Option<GeluKernel>),
+}
+
+impl std::fmt::Display for ModelDifference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let or_none = |v: Option<String>, none: &str| v.unwrap_or_else(|| none.to_string());
+        match self {
+            ModelDifference::Name(recorded, loaded) => {
+                write!(
+                    f,
+                    "the plan was made for model `{recorded}`, the model given is `{loaded}`"
+                )
+            }
+            ModelDifference::SeqLen(recorded, loaded) => write!(
+                f,
+                "the plan was made for sequence length {recorded}, the model given has {}",
+                or_none(loaded.map(|l| l.to_string()), "none")
+            ),
+            ModelDifference::Attention(recorded, loaded) => write!(
+                f,
+                "the plan was made for {} attention, the model given has {}",
+                recorded.name(),
+                or_none(
+                    loaded.map(|l| format!("{} attention", l.name())),
+                    "no attention kernel"
+                )
+            ),
+            ModelDifference::Gelu(recorded, loaded) => write!(
+                f,
+                "the plan was made for a {} GeLU, the model given has {}",
+                recorded.name(),
+                or_none(
+                    loaded.map(|l| format!("a {} GeLU", l.name())),
+                    "no GeLU MLP"
+                )
+            ),
+        }
+    }
+}
+
+impl AttentionKernel {
+    /// The flag value (`--attention fused`).
+    pub fn name(self) -> &'static str {
+        match self {
+            AttentionKernel::Fused => "fused",
+            AttentionKernel::Explicit => "explicit",
+        }
+    }
+}
+
+impl GeluKernel {
+    /// The flag value (`--gelu composite`).
+    pub fn name(self) -> &'static str {
+        match self {
+            GeluKernel::Fused => "fused",
+            GeluKernel::Composite => "composite",
+        }
+    }
+}
+
+impl ModelRecord {
+    /// What `model` is, as a plan records it.
+    pub fn of(model: &Model) -> ModelRecord {
+        ModelRecord {
+            model: model.name.clone(),
+            seq_len: model.shape.as_ref().map(|s| s.seq_len),
+            attention: model.flash_attention().map(|f| {
+                if f {
+                    AttentionKernel::Fused
+                } else {
+                    AttentionKernel::Explicit
+                }
+            }),
+            gelu: model.architecture().and_then(|a| match a.activation {
+                crate::model::Activation::Gelu => Some(GeluKernel::Fused),
+                crate::model::Activation::GeluNew => Some(GeluKernel::Composite),
+                _ => None,
+            }),
+        }
+    }
+
+    /// How `model` differs from what the plan was made for; what the
+    /// record leaves out (a plan of a layer list records no sequence
+    /// length) is not compared.
+    pub fn differences(&self, model: &Model) -> Vec<ModelDifference> {
+        let loaded = ModelRecord::of(model);
+        let mut out = Vec::new();
+        if loaded.model != self.model {
+            out.push(ModelDifference::Name(self.model.clone(), loaded.model));
+        }
+        if let Some(r) = self.seq_len.filter(|&r| loaded.seq_len != Some(r)) {
+            out.push(ModelDifference::SeqLen(r, loaded.seq_len));
+        }
+        if let Some(r) = self.attention.filter(|&r| loaded.attention != Some(r)) {
+            out.push(ModelDifference::Attention(r, loaded.attention));
+        }
+        if let Some(r) = self.gelu.filter(|&r| loaded.gelu != Some(r)) {
+            out.push(ModelDifference::Gelu(r, loaded.gelu));
+        }
+        out
+    }
+
+    /// The record a plan JSON carries (`made_for`, in the plan entry
+    /// [`Plan::from_json_any`] reads or at the top of the file), if any.
+    pub fn from_plan_json(
+        text: &str,
+        origin: &str,
+        rank: Option<usize>,
+    ) -> Result<Option<ModelRecord>> {
+        let value: serde_json::Value = AmpError::json(text, origin)?;
+        let entry = plan_entry(&value, origin, rank)?;
+        match entry.get("made_for").or_else(|| value.get("made_for")) {
+            None => Ok(None),
+            Some(r) => serde_json::from_value(r.clone())
+                .map(Some)
+                .map_err(|e| AmpError::invalid(origin, format!("`made_for`: {e}; it records the model the plan was made for (`model`, `seq_len`, `attention`, `gelu`), as amp plan writes it; fix it or delete it"))),
+        }
+    }
+}
+
+/// The plan entry of a plan JSON in any form [`Plan::from_json_any`] reads:
+/// entry `rank` of an `amp plan --json` output's `plans`, the object under
+/// `plan`, or the whole value; after checking `schema_version`.
+fn plan_entry<'v>(
+    value: &'v serde_json::Value,
+    origin: &str,
+    rank: Option<usize>,
+) -> Result<&'v serde_json::Value> {
+    match value.get("schema_version") {
+            None => {}
+            Some(v) => match v.as_u64() {
+                Some(1) | Some(2) => {}
+                _ => {
+                    return Err(AmpError::invalid(
+                        origin,
+                        format!(
+                            "schema_version {v} is not one this amp reads (1 or {PLAN_SCHEMA_VERSION}); it was written by a newer amp, upgrade amp to read it"
+                        ),
+                    ))
+                }
+            },
+        }
+    let entry = match value.get("plans").and_then(|p| p.as_array()) {
+        Some(plans) => {
+            let r = rank.unwrap_or(1);
+            plans.get(r.wrapping_sub(1)).ok_or_else(|| {
+                AmpError::invalid(
+                    origin,
+                    format!(
+                        "asks for plan rank {r} but the file holds {} plans (ranks 1..={})",
+                        plans.len(),
+                        plans.len()
+                    ),
+                )
+            })?
+        }
+        None => match value.get("plan") {
+            Some(p) if p.is_object() => p,
+            _ => value,
+        },
+    };
+    Ok(entry)
 }
 
 #[cfg(test)]
@@ -614,6 +800,69 @@ mod tests {
             .validate(&models::amp_gpt2(), &clusters::homogeneous())
             .unwrap_err();
         assert!(e.to_string().contains("used twice"), "{e}");
+    }
+
+    #[test]
+    fn model_records_name_what_differs_and_read_from_any_form() {
+        let gpt2 = models::amp_gpt2();
+        let rec = ModelRecord::of(&gpt2);
+        assert_eq!(rec.seq_len, Some(1024));
+        assert!(rec.differences(&gpt2).is_empty());
+        let mut other = gpt2.clone();
+        other.shape.as_mut().unwrap().seq_len = 2048;
+        other.name = "another".into();
+        assert_eq!(
+            rec.differences(&other),
+            vec![
+                ModelDifference::Name(gpt2.name.clone(), "another".into()),
+                ModelDifference::SeqLen(1024, Some(2048)),
+            ]
+        );
+        // What the record leaves out is not compared; what it holds is,
+        // against a model that lacks it too.
+        let bare = ModelRecord {
+            model: gpt2.name.clone(),
+            seq_len: None,
+            attention: Some(AttentionKernel::Fused),
+            gelu: Some(GeluKernel::Composite),
+        };
+        let mut layers_only = gpt2.clone();
+        layers_only.shape = None;
+        let d = bare.differences(&layers_only);
+        assert_eq!(
+            d,
+            vec![
+                ModelDifference::Attention(AttentionKernel::Fused, None),
+                ModelDifference::Gelu(GeluKernel::Composite, None),
+            ]
+        );
+        assert_eq!(
+            d[0].to_string(),
+            "the plan was made for fused attention, the model given has no attention kernel"
+        );
+        // In a plan entry, at the top of an `amp eval --json`, or absent.
+        let mut entry = serde_json::to_value(two_stage()).unwrap();
+        entry["made_for"] = serde_json::to_value(&rec).unwrap();
+        let listed = serde_json::json!({"plans": [entry.clone()]}).to_string();
+        assert_eq!(
+            ModelRecord::from_plan_json(&listed, "p", Some(1)).unwrap(),
+            Some(rec.clone())
+        );
+        let evaluated =
+            serde_json::json!({"plan": two_stage(), "made_for": rec.clone()}).to_string();
+        assert_eq!(
+            ModelRecord::from_plan_json(&evaluated, "p", None).unwrap(),
+            Some(rec)
+        );
+        let plain = serde_json::to_string(&two_stage()).unwrap();
+        assert_eq!(
+            ModelRecord::from_plan_json(&plain, "p", None).unwrap(),
+            None
+        );
+        // A record that is not one is an error naming the field.
+        entry["made_for"] = serde_json::json!({"model": "m", "seq_len": "long"});
+        let e = ModelRecord::from_plan_json(&entry.to_string(), "p", None).unwrap_err();
+        assert!(e.to_string().contains("`made_for`"), "{e}");
     }
 
     #[test]
