@@ -92,6 +92,10 @@ struct JsonOutput<'a> {
     /// The model the plan was priced for (read back by `amp eval` and
     /// `amp export` when this output is given as the plan).
     made_for: ModelRecord,
+    /// Where the compute times of the plan's GPU types come from, as
+    /// `amp plan --json`'s `compute_sources` (measured, or the analytic
+    /// model's).
+    compute_sources: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     sensitivity: Option<Vec<JsonUnder>>,
 }
@@ -140,6 +144,9 @@ fn print_text(
         plan.boundaries()
     )?;
     writeln!(out, "setup: {}", plan.setup.summary())?;
+    for s in plan_compute_sources(loaded, plan) {
+        writeln!(out, "compute times: {s}")?;
+    }
     writeln!(
         out,
         "iteration: {:.4} s, throughput {:.2} samples/s",
@@ -307,6 +314,7 @@ pub fn run(args: EvalArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             allocator_cache_bytes: memory_constants.map(|c| c.allocator_cache_bytes),
             plan: &plan,
             made_for: ModelRecord::of(&loaded.model),
+            compute_sources: plan_compute_sources(&loaded, &plan),
             sensitivity,
         };
         writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
@@ -341,6 +349,19 @@ pub fn run(args: EvalArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         );
     }
     Ok(())
+}
+
+/// Where the compute times of the GPU types `plan` runs on come from: a
+/// plan made with `--profile` and priced without it is priced on the
+/// analytic model's times, and says so.
+fn plan_compute_sources(loaded: &Loaded, plan: &Plan) -> Vec<String> {
+    let mut gpus: Vec<String> = plan
+        .devices()
+        .map(|d| loaded.cluster.nodes[d.node].gpu_type.clone())
+        .collect();
+    gpus.sort();
+    gpus.dedup();
+    crate::cmd_plan::compute_sources(&loaded.profile, &gpus)
 }
 
 /// The plan's micro-batches: `4 micro-batches` (each replica's), or for

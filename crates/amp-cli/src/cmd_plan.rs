@@ -431,6 +431,16 @@ pub fn seq_label(model: &amp_core::model::Model, setup: &TrainingSetup) -> Strin
     }
 }
 
+/// Where the compute times of `gpus` come from, a line per GPU type and
+/// source (`T4: tp 1, 2, 4 measured (gpt2_G4_1.npy, ...)`,
+/// `H100-SXM: tp 1, 2 from the analytic model (micro-batches 1, 2)`).
+pub fn compute_sources(profile: &amp_core::profile::Profile, gpus: &[String]) -> Vec<String> {
+    amp_catalog::describe_sources(profile)
+        .into_iter()
+        .filter(|line| gpus.iter().any(|g| line.starts_with(&format!("{g}:"))))
+        .collect()
+}
+
 /// GPU types running each stage, for display.
 fn stage_gpu_types(loaded: &Loaded, p: &RankedPlan) -> Vec<Vec<String>> {
     p.plan
@@ -739,11 +749,7 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     args.inputs
         .complete_profile(&mut loaded, &divisors(global_batch), &setup)?;
     // Only the GPU types this cluster has.
-    let gpus = loaded.cluster.gpu_types();
-    let sources: Vec<String> = amp_catalog::describe_sources(&loaded.profile)
-        .into_iter()
-        .filter(|line| gpus.iter().any(|g| line.starts_with(&format!("{g}:"))))
-        .collect();
+    let sources = compute_sources(&loaded.profile, &loaded.cluster.gpu_types());
     if args.top == 0 {
         bail!("--top must be at least 1");
     }

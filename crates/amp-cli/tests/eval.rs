@@ -70,6 +70,12 @@ fn heterogeneous_example_plan_is_priced() {
     let text = stdout(&o);
     assert!(text.contains(&format!("iteration: {t:.4} s")), "{text}");
     assert!(text.contains("fits in memory"), "{text}");
+    // Where its times come from: the artifact's measured profiles.
+    assert!(
+        text.contains("compute times: T4: tp 1, 2, 4 measured (gpt2_G4_1.npy")
+            && text.contains("compute times: V100-16GB: tp 1, 2, 4 measured"),
+        "{text}"
+    );
     // What nvidia-smi shows beyond the peak: the fitted allocator's cache,
     // 1.0 GB, and none under neutral constants.
     assert_eq!(v["allocator_cache_bytes"], 1.0e9);
@@ -552,6 +558,14 @@ fn plans_are_priced_and_exported_for_the_model_they_were_made_for() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["iteration_s"], best["predicted_iteration_s"]);
     assert_eq!(&v["made_for"], made_for);
+    // It says where its times come from, as amp plan does.
+    let sources = v["compute_sources"].as_array().unwrap();
+    assert_eq!(sources.len(), 1, "{sources:?}");
+    let line = sources[0].as_str().unwrap();
+    assert!(
+        line.starts_with("A100-40GB: tp") && line.contains("from the analytic model"),
+        "{line}"
+    );
     let o = eval(&["--seq", "512", "--attention", "explicit"]);
     assert!(o.status.success(), "{}", stderr(&o));
 
