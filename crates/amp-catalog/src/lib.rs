@@ -64,7 +64,14 @@ fn suggestion_text(suggestions: &[String], known: &[String]) -> String {
         s.push_str(&format!("; did you mean {}?", quoted(suggestions)));
     }
     if !known.is_empty() {
-        s.push_str(&format!(" Known: {}", known.join(", ")));
+        // After a question mark the list starts a sentence; without one, a
+        // clause of its own.
+        let lead = if suggestions.is_empty() {
+            "; known:"
+        } else {
+            " Known:"
+        };
+        s.push_str(&format!("{lead} {}", known.join(", ")));
     }
     s
 }
