@@ -701,7 +701,11 @@ pub fn search(
     );
     plans.truncate(opts.keep.max(1));
     if plans.is_empty() {
-        return Err(AmpError::NoPlan(no_plan_reason(&result, &[opts.setup])));
+        return Err(AmpError::NoPlan(no_plan_reason(
+            &result,
+            &[opts.setup],
+            inputs.cluster.num_devices(),
+        )));
     }
     result.plans = plans;
     result.node_orders = node_order_search;
@@ -711,8 +715,8 @@ pub fn search(
 /// Why a search with these counts found nothing: the candidates rejected,
 /// how many for memory, how many unpriced, and each reason; when every
 /// candidate was over memory, what else to try ([`memory_hint`]) beyond
-/// the setups `tried`.
-pub(crate) fn no_plan_reason(r: &SearchResult, tried: &[TrainingSetup]) -> String {
+/// the setups `tried` on a cluster of `gpus` GPUs.
+pub(crate) fn no_plan_reason(r: &SearchResult, tried: &[TrainingSetup], gpus: usize) -> String {
     let mut why = format!("all {} candidates were rejected", r.candidates);
     if r.infeasible > 0 {
         why.push_str(&format!("; {} do not fit in GPU memory", r.infeasible));
@@ -725,7 +729,7 @@ pub(crate) fn no_plan_reason(r: &SearchResult, tried: &[TrainingSetup]) -> Strin
         why.push_str(s);
     }
     if r.infeasible > 0 && r.infeasible == r.candidates {
-        why.push_str(&memory_hint(tried));
+        why.push_str(&memory_hint(tried, gpus));
     }
     why
 }
@@ -737,8 +741,9 @@ pub(crate) const MEMORY_HINT_START: &str = ". To fit, ";
 /// What to try when no candidate fits in memory under the setups `tried`:
 /// more GPUs, and the optimizer sharding and recomputation none of them
 /// reached (never one already tried: a user who searched them all is told
-/// so, not sent to search them again).
-pub(crate) fn memory_hint(tried: &[TrainingSetup]) -> String {
+/// so, not sent to search them again). Sharding needs data parallelism, so
+/// it is no way on one GPU.
+pub(crate) fn memory_hint(tried: &[TrainingSetup], gpus: usize) -> String {
     use crate::setup::{OptimizerSharding as Z, Recompute as R};
     // Past the furthest any setup went, and only what the engine runs
     // (torchtitan shards with FSDP alone, DeepSpeed recomputes whole layers).
@@ -749,7 +754,8 @@ pub(crate) fn memory_hint(tried: &[TrainingSetup]) -> String {
     let shard: Vec<&str> = [Z::Zero1, Z::Zero2, Z::Zero3]
         .into_iter()
         .filter(|&z| {
-            Some(z) > sharded
+            gpus > 1
+                && Some(z) > sharded
                 && runs(TrainingSetup {
                     optimizer_sharding: z,
                     ..base
@@ -782,11 +788,31 @@ pub(crate) fn memory_hint(tried: &[TrainingSetup]) -> String {
         ));
     }
     let mut hint = format!("{MEMORY_HINT_START}{}", ways.join(", "));
-    if ways.len() > 1 {
-        hint.push_str(", or let amp try those (--search-setup sharding,recompute)");
-    } else {
+    // Only what no setup tried goes to --search-setup: a setup flag that
+    // fixed it (`--recompute selective`) cannot be searched beside it.
+    let searchable: Vec<&str> = [
+        (!shard.is_empty() && sharded == Some(Z::None), "sharding"),
+        (
+            !recompute.is_empty() && recomputed == Some(R::None),
+            "recompute",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(ok, name)| ok.then_some(name))
+    .collect();
+    if ways.len() > 1 && !searchable.is_empty() {
+        hint.push_str(&format!(
+            ", or let amp try {} (--search-setup {})",
+            if searchable.len() > 1 { "those" } else { "it" },
+            searchable.join(",")
+        ));
+    } else if ways.len() == 1 && gpus > 1 {
         hint.push_str(
             ", or a shorter sequence or a smaller model: the setups tried already shard the optimizer state and recompute activations as far as the engine goes",
+        );
+    } else if ways.len() == 1 {
+        hint.push_str(
+            ", or a shorter sequence or a smaller model: the setups tried already recompute activations as far as the engine goes, and sharding the optimizer state needs more than one GPU",
         );
     }
     hint
@@ -991,14 +1017,30 @@ mod tests {
     fn memory_hints_name_only_what_was_not_tried() {
         use crate::setup::{Engine, OptimizerSharding as Z, Recompute as R};
         let base = TrainingSetup::default();
-        let hint = memory_hint(&[base]);
+        let hint = memory_hint(&[base], 8);
         assert!(hint.starts_with(MEMORY_HINT_START), "{hint}");
         assert!(
             hint.contains("--optimizer-sharding zero1, zero2, zero3"),
             "{hint}"
         );
         assert!(hint.contains("--recompute selective, full"), "{hint}");
-        assert!(hint.contains("--search-setup"), "{hint}");
+        assert!(
+            hint.ends_with("or let amp try those (--search-setup sharding,recompute)"),
+            "{hint}"
+        );
+        // A setup flag fixed what --search-setup would search (an error
+        // beside it): the hint names only the flag for the rest.
+        for r in [R::Selective, R::Full] {
+            let fixed = TrainingSetup {
+                recompute: r,
+                ..base
+            };
+            let hint = memory_hint(&[fixed], 8);
+            assert!(
+                hint.ends_with("or let amp try it (--search-setup sharding)"),
+                "{hint}"
+            );
+        }
         // Across setups: the furthest each went counts.
         let z1 = TrainingSetup {
             optimizer_sharding: Z::Zero1,
@@ -1008,25 +1050,40 @@ mod tests {
             recompute: R::Selective,
             ..base
         };
-        let hint = memory_hint(&[base, z1, selective]);
+        let hint = memory_hint(&[base, z1, selective], 8);
         assert!(
             hint.contains("--optimizer-sharding zero2, zero3)"),
             "{hint}"
         );
         assert!(hint.contains("--recompute full)"), "{hint}");
+        assert!(!hint.contains("--search-setup"), "{hint}");
         let furthest = TrainingSetup {
             optimizer_sharding: Z::Zero3,
             recompute: R::Full,
             ..base
         };
         for tried in [&[furthest][..], &[base, furthest][..]] {
-            let hint = memory_hint(tried);
+            let hint = memory_hint(tried, 8);
             assert!(!hint.contains("--"), "{hint}");
             assert!(hint.contains("more GPUs"), "{hint}");
         }
+        // One GPU: sharding has no replicas to shard over.
+        let hint = memory_hint(&[base], 1);
+        assert!(!hint.contains("sharding"), "{hint}");
+        assert!(
+            hint.ends_with("or let amp try it (--search-setup recompute)"),
+            "{hint}"
+        );
+        let full = TrainingSetup {
+            recompute: R::Full,
+            ..base
+        };
+        let hint = memory_hint(&[full], 1);
+        assert!(!hint.contains("--"), "{hint}");
+        assert!(hint.contains("needs more than one GPU"), "{hint}");
         // DeepSpeed recomputes whole layers only.
         let deepspeed = base.on_engine(Engine::DeepSpeed);
-        let hint = memory_hint(&[deepspeed]);
+        let hint = memory_hint(&[deepspeed], 8);
         assert!(hint.contains("--recompute full)"), "{hint}");
     }
 

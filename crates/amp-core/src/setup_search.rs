@@ -204,7 +204,7 @@ pub fn search_setups_with(
             .first()
             .map_or("-", |w| w.split(MEMORY_HINT_START).next().unwrap_or(w));
         let hint = if over_memory {
-            memory_hint(setups)
+            memory_hint(setups, inputs.cluster.num_devices())
         } else {
             String::new()
         };

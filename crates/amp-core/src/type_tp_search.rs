@@ -1237,7 +1237,7 @@ pub fn search_per_type_tp(
     if result.plans.is_empty() {
         return Err(AmpError::NoPlan(format!(
             "no plan with a tp per GPU type: {}",
-            no_plan_reason(&result, &[opts.setup])
+            no_plan_reason(&result, &[opts.setup], inputs.cluster.num_devices())
         )));
     }
     Ok(result)
