@@ -595,6 +595,32 @@ fn plans_are_priced_and_exported_for_the_model_they_were_made_for() {
         stderr(&o)
     );
 
+    // The same model by another name (its Hugging Face config): priced,
+    // with a warning naming both.
+    let config = tmp(
+        "gpt2-config.json",
+        r#"{"model_type": "gpt2", "n_embd": 768, "n_head": 12, "n_layer": 12, "n_positions": 1024, "vocab_size": 50257, "activation_function": "gelu_new"}"#,
+    );
+    let o = amp(&[
+        "eval",
+        ps,
+        "--model",
+        config.to_str().unwrap(),
+        "--cluster",
+        "1x2xA100",
+        "--seq",
+        "512",
+        "--attention",
+        "explicit",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("warning: the plan was made for model `gpt2`, the model given is"),
+        "{}",
+        stderr(&o)
+    );
+
     // The launch files train what was priced; their plan.json carries the record.
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("made-for-export-{}", std::process::id()));
