@@ -513,9 +513,24 @@ impl InputArgs {
         if another_model {
             message += ": give the model the plan was made for, or run amp plan again for this one";
         } else if given.is_empty() {
+            // The flags as a runs file spells them: `seq = 512`.
+            let keys: Vec<String> = wanted
+                .iter()
+                .map(|w| {
+                    let (k, v) = w
+                        .trim_start_matches("--")
+                        .split_once(' ')
+                        .unwrap_or((w, ""));
+                    match v.parse::<u64>() {
+                        Ok(n) => format!("{k} = {n}"),
+                        Err(_) => format!("{k} = \"{v}\""),
+                    }
+                })
+                .collect();
             message += &format!(
-                ": give the model the plan was made for ({}), or run amp plan again for this one",
-                wanted.join(" ")
+                ": give the model the plan was made for ({}; in a runs file {}), or run amp plan again for this one",
+                wanted.join(" "),
+                keys.join(", ")
             );
         } else {
             message += &format!(

@@ -660,6 +660,19 @@ fn plans_are_priced_and_exported_for_the_model_they_were_made_for() {
         e.contains("run 1") && e.contains("made for sequence length 512"),
         "{e}"
     );
+    // Left out, the runs file is told what to write.
+    std::fs::write(
+        &runs,
+        "model = \"gpt2\"\ncluster = \"1x2xA100\"\n\n[[run]]\nplan = \"plan.json\"\niteration_s = 1.0\n",
+    )
+    .unwrap();
+    let o = amp(&["validate", runs.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("in a runs file seq = 512, attention = \"explicit\""),
+        "{e}"
+    );
     std::fs::write(
         &runs,
         "model = \"gpt2\"\nseq = 512\nattention = \"explicit\"\ncluster = \"1x2xA100\"\n\n[[run]]\nplan = \"plan.json\"\niteration_s = 1.0\n",
