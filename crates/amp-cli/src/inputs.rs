@@ -93,6 +93,15 @@ pub enum ExampleName {
 }
 
 impl ExampleName {
+    /// As the flag takes it (`het-cluster`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ExampleName::Homogeneous => "homogeneous",
+            ExampleName::HetCluster => "het-cluster",
+            ExampleName::HetModel => "het-model",
+        }
+    }
+
     pub fn experiment(self) -> Experiment {
         match self {
             ExampleName::Homogeneous => Experiment::Homogeneous,
@@ -295,6 +304,22 @@ impl InputArgs {
         }
         if let Some(ex) = self.example {
             let e = ex.experiment();
+            // The examples are the artifact's layer lists, whose activation
+            // sizes fix their sequence length: another one is not theirs.
+            let fixed = e.model().shape.as_ref().map(|s| s.seq_len);
+            if let Some(s) = self.seq.filter(|&s| Some(s) != fixed) {
+                match fixed {
+                    Some(f) => bail!(
+                        "--example {} is the AMP artifact's layer list at a fixed sequence length ({f}), not {s}: leave --seq out, or plan a zoo model at that length on its cluster (--model M --seq {s} --cluster {})",
+                        ex.name(),
+                        ex.name()
+                    ),
+                    None => bail!(
+                        "--example {} is the AMP artifact's layer list, which has no sequence length (its activation sizes are fixed): leave --seq out",
+                        ex.name()
+                    ),
+                }
+            }
             let mut profile = e.profile();
             for p in &self.profile {
                 profile.merge(read_profile(p, &e.model())?);

@@ -141,6 +141,8 @@ const CASES: &[Case] = &[
     // ---- zoo names and --seq ----
     Case { name: "unknown zoo model", files: &[], args: "plan --model gpt7 --cluster 1x4xT4 --global-batch 8", status: 1, words: &["unknown", "gpt7"] },
     Case { name: "AMP's GPT-2 with another --seq", files: &[], args: "plan --model gpt2-amp --seq 2048 --cluster homogeneous --global-batch 8", status: 1, words: &["gpt2-amp", "fixed sequence length", "--seq"] },
+    Case { name: "an example at another --seq", files: &[], args: "plan --example het-cluster --seq 2048", status: 1, words: &["--example het-cluster", "fixed sequence length (1024), not 2048", "leave --seq out"] },
+    Case { name: "the TransGAN example with a --seq", files: &[], args: "plan --example het-model --seq 64", status: 1, words: &["--example het-model", "no sequence length", "leave --seq out"] },
     Case { name: "--seq 0", files: &[], args: "plan --model gpt2 --seq 0 --cluster 1x4xT4 --global-batch 8", status: 1, words: &["sequence length 0"] },
     Case { name: "--seq above the limit", files: &[], args: "plan --model llama3-8b --seq 1073741824 --cluster 1x4xT4 --global-batch 8", status: 1, words: &["--seq 1073741824", "limit"] },
     Case { name: "--seq not a number", files: &[], args: "plan --model gpt2 --seq many --cluster 1x4xT4 --global-batch 8", status: 2, words: &["--seq", "many"] },
