@@ -89,10 +89,17 @@ pub fn export_files(
     let mut files = export(plan, inputs.model, inputs.cluster, engine.engine(), &opts)?;
     // The plan, and the model it launches, so that `amp eval` and a runs
     // file read it back at the sequence length and kernels it was made for.
-    let mut value = serde_json::to_value(plan).expect("a plan serializes");
-    value["made_for"] =
-        serde_json::to_value(ModelRecord::of(inputs.model)).expect("a record serializes");
-    let json = serde_json::to_string_pretty(&value).expect("a plan serializes") + "\n";
+    #[derive(serde::Serialize)]
+    struct PlanFile<'a> {
+        #[serde(flatten)]
+        plan: &'a Plan,
+        made_for: ModelRecord,
+    }
+    let file = PlanFile {
+        plan,
+        made_for: ModelRecord::of(inputs.model),
+    };
+    let json = serde_json::to_string_pretty(&file).expect("a plan serializes") + "\n";
     files.push(ExportFile {
         path: PLAN_FILE.to_string(),
         contents: json,

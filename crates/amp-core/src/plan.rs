@@ -716,19 +716,19 @@ fn plan_entry<'v>(
     rank: Option<usize>,
 ) -> Result<&'v serde_json::Value> {
     match value.get("schema_version") {
-            None => {}
-            Some(v) => match v.as_u64() {
-                Some(1) | Some(2) => {}
-                _ => {
-                    return Err(AmpError::invalid(
-                        origin,
-                        format!(
-                            "schema_version {v} is not one this amp reads (1 or {PLAN_SCHEMA_VERSION}); it was written by a newer amp, upgrade amp to read it"
-                        ),
-                    ))
-                }
-            },
-        }
+        None => {}
+        Some(v) => match v.as_u64() {
+            Some(1) | Some(2) => {}
+            _ => {
+                return Err(AmpError::invalid(
+                    origin,
+                    format!(
+                        "schema_version {v} is not one this amp reads (1 or {PLAN_SCHEMA_VERSION}); it was written by a newer amp, upgrade amp to read it"
+                    ),
+                ))
+            }
+        },
+    }
     let entry = match value.get("plans").and_then(|p| p.as_array()) {
         Some(plans) => {
             let r = rank.unwrap_or(1);
