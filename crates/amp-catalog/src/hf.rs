@@ -289,10 +289,21 @@ pub fn arch_from_hf_config(json: &str, origin: &str) -> Result<Arch, CatalogErro
             ))
         }
         other => {
+            // A Mixture-of-Experts config names its experts: say why, not
+            // only that the type is unknown.
+            let experts = ["num_local_experts", "num_experts", "n_routed_experts"]
+                .into_iter()
+                .find_map(|k| cfg.u(k).ok().flatten().map(|n| (k, n)));
+            let why = match experts {
+                Some((k, n)) => format!(
+                    " (a Mixture-of-Experts model, `{k}` = {n}: amp prices dense transformers, whose whole MLP runs for every token)"
+                ),
+                None => String::new(),
+            };
             return Err(CatalogError::invalid(
                 format!("{origin}: `model_type`"),
-                format!("`{other}` is not supported; supported model types: {SUPPORTED}"),
-            ))
+                format!("`{other}` is not supported{why}; supported model types: {SUPPORTED}"),
+            ));
         }
     };
     // A config saved with an attention implementation names the kernel the
