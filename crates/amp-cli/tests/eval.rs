@@ -681,3 +681,54 @@ fn plans_are_priced_and_exported_for_the_model_they_were_made_for() {
     let o = amp(&["validate", runs.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// The README's het-model paragraph: AMP's top pick, pp 4 x dp 4 at
+/// micro-batch 1 on the artifact's layout, priced by amp with its sends
+/// through the shared NIC, with blocking sends, and on a NIC per GPU.
+#[test]
+fn het_model_pp4_dp4_turns_on_the_shared_nic() {
+    let bounds = [0, 12, 44, 49, 56];
+    let stages: Vec<serde_json::Value> = (0..4)
+        .map(|k| {
+            let replicas: Vec<serde_json::Value> = (0..4)
+                .map(|g| serde_json::json!([{"node": k, "gpu": g}]))
+                .collect();
+            serde_json::json!({"first_layer": bounds[k], "end_layer": bounds[k + 1], "replicas": replicas})
+        })
+        .collect();
+    let plan = serde_json::json!({"micro_batch": 1, "num_micro_batches": 16, "stages": stages});
+    let p = tmp("het-model-pp4-dp4.json", &plan.to_string());
+    let ps = p.to_str().unwrap();
+    let priced = |args: &[&str]| {
+        let mut a = vec!["eval", ps, "--json"];
+        a.extend(args);
+        let v = amp_json(&a);
+        let t = v["iteration_s"].as_f64().unwrap();
+        (t, v["breakdown"]["pipeline_send_s"].as_f64().unwrap())
+    };
+    let round = |x: f64, d: i32| (x * 10f64.powi(d)).round() / 10f64.powi(d);
+    let (t, sends) = priced(&["--example", "het-model"]);
+    assert_eq!((round(t, 3), round(sends, 3)), (1.705, 0.540));
+    assert_eq!(round(t - sends, 3), 1.165);
+    let (t, sends) = priced(&["--example", "het-model", "--stage-exchange", "blocking"]);
+    assert_eq!((round(t, 3), round(sends, 3)), (1.457, 0.283));
+    let cluster = tmp(
+        "het-model-nic-per-gpu.toml",
+        "[[nodes]]\ngpu = \"V100-16GB\"\ngpus = 4\nintra_gbps = 170\ninter_gbps = 40\nnics = 4\ngpu_memory_gib = 15.78125\ncount = 4\n",
+    );
+    let (t, sends) = priced(&[
+        "--model",
+        "transgan-amp",
+        "--cluster",
+        cluster.to_str().unwrap(),
+    ]);
+    assert_eq!((round(t, 3), round(sends, 3)), (1.307, 0.134));
+    // Rank 1 on the real cluster, which the no-sharing price would beat.
+    let best = amp_json(&["plan", "--example", "het-model", "--top", "1", "--json"]);
+    let rank1 = best["plans"][0]["predicted_iteration_s"].as_f64().unwrap();
+    assert_eq!(
+        (best["plans"][0]["pp"].as_u64(), round(rank1, 3)),
+        (Some(16), 1.312)
+    );
+    assert!(t < rank1);
+}
