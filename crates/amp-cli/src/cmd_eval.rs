@@ -355,12 +355,7 @@ pub fn run(args: EvalArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
 /// plan made with `--profile` and priced without it is priced on the
 /// analytic model's times, and says so.
 fn plan_compute_sources(loaded: &Loaded, plan: &Plan) -> Vec<String> {
-    let mut gpus: Vec<String> = plan
-        .devices()
-        .map(|d| loaded.cluster.nodes[d.node].gpu_type.clone())
-        .collect();
-    gpus.sort();
-    gpus.dedup();
+    let gpus = crate::cmd_plan::gpu_types_of(&loaded.cluster, plan.devices());
     crate::cmd_plan::compute_sources(&loaded.profile, &gpus)
 }
 

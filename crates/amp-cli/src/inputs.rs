@@ -439,6 +439,10 @@ impl InputArgs {
     /// is refused by [`InputArgs::check_made_for`].
     fn load_made_for(&self, path: &Path, rank: usize) -> Result<Loaded> {
         let loaded = self.load()?;
+        // An example's model is fixed (load refuses another --seq).
+        if self.example.is_some() {
+            return Ok(loaded);
+        }
         let origin = path.display().to_string();
         let Ok(text) = read_text(path) else {
             // load_plan says what is wrong with the file.
@@ -457,25 +461,19 @@ impl InputArgs {
             return Ok(loaded);
         }
         let mut again = self.clone();
-        let mut differs = false;
         for d in differences {
             match d {
-                ModelDifference::SeqLen(r, _) if self.seq.is_none() => {
-                    again.seq = Some(r);
-                    differs = true;
-                }
+                ModelDifference::SeqLen(r, _) if self.seq.is_none() => again.seq = Some(r),
                 ModelDifference::Attention(r, _) if self.attention.is_none() => {
-                    again.attention = Some(AttentionArg::of(r));
-                    differs = true;
+                    again.attention = Some(AttentionArg::of(r))
                 }
                 ModelDifference::Gelu(r, _) if self.gelu.is_none() => {
-                    again.gelu = Some(GeluArg::of(r));
-                    differs = true;
+                    again.gelu = Some(GeluArg::of(r))
                 }
                 _ => {}
             }
         }
-        if !differs || self.example.is_some() {
+        if (again.seq, again.attention, again.gelu) == (self.seq, self.attention, self.gelu) {
             return Ok(loaded);
         }
         again.load().with_context(|| {
@@ -493,29 +491,37 @@ impl InputArgs {
     fn check_made_for(&self, loaded: &mut Loaded, record: &ModelRecord) -> Result<()> {
         let differences = record.differences(&loaded.model);
         let mut renamed = None;
-        let (mut what, mut given, mut wanted) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut what, mut given, mut wanted, mut keys) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for d in &differences {
-            let (flag, want) = match d {
+            // The flag given, the flag the plan wants, and that flag as a
+            // runs file spells it.
+            let (flag, want, key) = match d {
                 ModelDifference::Name(..) => {
                     renamed = Some(d.to_string());
                     continue;
                 }
-                ModelDifference::SeqLen(r, _) => {
-                    (self.seq.map(|s| format!("--seq {s}")), format!("--seq {r}"))
-                }
+                ModelDifference::SeqLen(r, _) => (
+                    self.seq.map(|s| format!("--seq {s}")),
+                    format!("--seq {r}"),
+                    format!("seq = {r}"),
+                ),
                 ModelDifference::Attention(r, _) => (
                     self.attention
                         .map(|a| format!("--attention {}", a.kernel().name())),
                     format!("--attention {}", r.name()),
+                    format!("attention = \"{}\"", r.name()),
                 ),
                 ModelDifference::Gelu(r, _) => (
                     self.gelu.map(|g| format!("--gelu {}", g.kernel().name())),
                     format!("--gelu {}", r.name()),
+                    format!("gelu = \"{}\"", r.name()),
                 ),
             };
             what.push(d.to_string());
             given.extend(flag);
             wanted.push(want);
+            keys.push(key);
         }
         if what.is_empty() {
             if let Some(note) = renamed {
@@ -538,20 +544,6 @@ impl InputArgs {
         if another_model {
             message += ": give the model the plan was made for, or run amp plan again for this one";
         } else if given.is_empty() {
-            // The flags as a runs file spells them: `seq = 512`.
-            let keys: Vec<String> = wanted
-                .iter()
-                .map(|w| {
-                    let (k, v) = w
-                        .trim_start_matches("--")
-                        .split_once(' ')
-                        .unwrap_or((w, ""));
-                    match v.parse::<u64>() {
-                        Ok(n) => format!("{k} = {n}"),
-                        Err(_) => format!("{k} = \"{v}\""),
-                    }
-                })
-                .collect();
             message += &format!(
                 ": give the model the plan was made for ({}; in a runs file {}), or run amp plan again for this one",
                 wanted.join(" "),
@@ -592,8 +584,8 @@ impl InputArgs {
                 "{origin} is a Sailor plan_config (it has `pipeline_list`): amp prices it on the nodes it names, with Sailor's data; give --sailor-data DIR{found} instead of --cluster"
             );
         }
-        let (mut plan, recorded) = Plan::from_json_recorded(&text, &origin, Some(rank))?;
-        if let Some(record) = ModelRecord::from_plan_json(&text, &origin, Some(rank))? {
+        let (mut plan, recorded, made_for) = Plan::from_json_recorded(&text, &origin, Some(rank))?;
+        if let Some(record) = made_for {
             self.check_made_for(loaded, &record).with_context(|| {
                 format!("{origin}: the plan records the model it was made for (`made_for`)")
             })?;

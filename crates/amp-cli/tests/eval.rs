@@ -648,12 +648,15 @@ fn plans_are_priced_and_exported_for_the_model_they_were_made_for() {
 
     // A runs file at another sequence length is refused, run by run.
     let runs = dir.join("runs.toml");
-    std::fs::write(
-        &runs,
-        "model = \"gpt2\"\nseq = 1024\nattention = \"explicit\"\ncluster = \"1x2xA100\"\n\n[[run]]\nplan = \"plan.json\"\niteration_s = 1.0\n",
-    )
-    .unwrap();
-    let o = amp(&["validate", runs.to_str().unwrap()]);
+    let validate = |model_lines: &str| {
+        std::fs::write(
+            &runs,
+            format!("{model_lines}cluster = \"1x2xA100\"\n\n[[run]]\nplan = \"plan.json\"\niteration_s = 1.0\n"),
+        )
+        .unwrap();
+        amp(&["validate", runs.to_str().unwrap()])
+    };
+    let o = validate("model = \"gpt2\"\nseq = 1024\nattention = \"explicit\"\n");
     assert!(!o.status.success());
     let e = stderr(&o);
     assert!(
@@ -661,24 +664,14 @@ fn plans_are_priced_and_exported_for_the_model_they_were_made_for() {
         "{e}"
     );
     // Left out, the runs file is told what to write.
-    std::fs::write(
-        &runs,
-        "model = \"gpt2\"\ncluster = \"1x2xA100\"\n\n[[run]]\nplan = \"plan.json\"\niteration_s = 1.0\n",
-    )
-    .unwrap();
-    let o = amp(&["validate", runs.to_str().unwrap()]);
+    let o = validate("model = \"gpt2\"\n");
     assert!(!o.status.success());
     let e = stderr(&o);
     assert!(
         e.contains("in a runs file seq = 512, attention = \"explicit\""),
         "{e}"
     );
-    std::fs::write(
-        &runs,
-        "model = \"gpt2\"\nseq = 512\nattention = \"explicit\"\ncluster = \"1x2xA100\"\n\n[[run]]\nplan = \"plan.json\"\niteration_s = 1.0\n",
-    )
-    .unwrap();
-    let o = amp(&["validate", runs.to_str().unwrap()]);
+    let o = validate("model = \"gpt2\"\nseq = 512\nattention = \"explicit\"\n");
     assert!(o.status.success(), "{}", stderr(&o));
 }
 

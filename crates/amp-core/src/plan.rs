@@ -497,13 +497,15 @@ impl Plan {
         Ok(Plan::from_json_recorded(text, origin, rank)?.0)
     }
 
-    /// [`Plan::from_json_any`], and whether the file recorded a setup (a
-    /// plan without one reads with the default setup).
+    /// [`Plan::from_json_any`], whether the file recorded a setup (a plan
+    /// without one reads with the default setup), and the model it records
+    /// the plan was made for ([`ModelRecord::from_plan_json`]), from one
+    /// parse of the file.
     pub fn from_json_recorded(
         text: &str,
         origin: &str,
         rank: Option<usize>,
-    ) -> Result<(Plan, bool)> {
+    ) -> Result<(Plan, bool, Option<ModelRecord>)> {
         let value: serde_json::Value = AmpError::json(text, origin)?;
         let entry = plan_entry(&value, origin, rank)?;
         let pick = |k: &str| {
@@ -529,7 +531,11 @@ impl Plan {
             bare["setup"] = setup.clone();
         }
         let plan = serde_json::from_value(bare).map_err(|e| AmpError::parse(origin, e))?;
-        Ok((plan, recorded))
+        Ok((
+            plan,
+            recorded,
+            ModelRecord::in_plan_json(&value, entry, origin)?,
+        ))
     }
 }
 
@@ -698,6 +704,16 @@ impl ModelRecord {
     ) -> Result<Option<ModelRecord>> {
         let value: serde_json::Value = AmpError::json(text, origin)?;
         let entry = plan_entry(&value, origin, rank)?;
+        ModelRecord::in_plan_json(&value, entry, origin)
+    }
+
+    /// The record of the plan `entry` of the plan JSON `value`: in the
+    /// entry, else at the top.
+    fn in_plan_json(
+        value: &serde_json::Value,
+        entry: &serde_json::Value,
+        origin: &str,
+    ) -> Result<Option<ModelRecord>> {
         match entry.get("made_for").or_else(|| value.get("made_for")) {
             None => Ok(None),
             Some(r) => serde_json::from_value(r.clone())
