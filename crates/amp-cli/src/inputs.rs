@@ -908,8 +908,13 @@ pub fn load_model(spec: &str, seq: Option<u64>, kernels: amp_catalog::Kernels) -
             return Ok(arch.build(seq)?);
         }
     }
-    let model = amp_catalog::zoo_model(spec, seq)
-        .map_err(|e| anyhow!("{e} (or give a model file: no file `{spec}` exists)"))?;
+    // Only an unknown name may have meant a file.
+    let model = amp_catalog::zoo_model(spec, seq).map_err(|e| match e {
+        amp_catalog::CatalogError::Unknown { .. } => {
+            anyhow!("{e} (or give a model file: no file `{spec}` exists)")
+        }
+        other => anyhow!(other),
+    })?;
     // A zoo name without an architecture is one of the AMP artifact's
     // layer lists.
     refuse_layer_list(&format!("`{spec}` (the AMP artifact's)"))?;

@@ -145,6 +145,7 @@ const CASES: &[Case] = &[
     Case { name: "an example at another --seq", files: &[], args: "plan --example het-cluster --seq 2048", status: 1, words: &["--example het-cluster", "fixed sequence length (1024), not 2048", "leave --seq out"] },
     Case { name: "the TransGAN example with a --seq", files: &[], args: "plan --example het-model --seq 64", status: 1, words: &["--example het-model", "no sequence length", "leave --seq out"] },
     Case { name: "--seq 0", files: &[], args: "plan --model gpt2 --seq 0 --cluster 1x4xT4 --global-batch 8", status: 1, words: &["sequence length 0"] },
+    Case { name: "--seq 0 on a rotary zoo model (no file hint)", files: &[], args: "plan --model llama3-8b --seq 0 --cluster 1x4xT4 --global-batch 8", status: 1, words: &["sequence length 0", "give a positive sequence length\n"] },
     Case { name: "--seq above the limit", files: &[], args: "plan --model llama3-8b --seq 1073741824 --cluster 1x4xT4 --global-batch 8", status: 1, words: &["--seq 1073741824", "limit"] },
     Case { name: "--seq not a number", files: &[], args: "plan --model gpt2 --seq many --cluster 1x4xT4 --global-batch 8", status: 2, words: &["--seq", "many"] },
     // ---- profiles ----
