@@ -18,7 +18,9 @@ pytestmark = pytest.mark.skipif(not torch_available(), reason="PyTorch is not in
 def test_modules_hold_the_parameters_amp_counts():
     from amp_planner.profile.modules import build
 
-    for model, seq in [(dict(TINY_LLAMA), 32), ("gpt2", 64), ("opt-350m", 64), ("bert-large", 64)]:
+    tiny_qwen3 = dict(TINY_LLAMA, model_type="qwen3", head_dim=16)
+    models = [(dict(TINY_LLAMA), 32), (tiny_qwen3, 32), ("gpt2", 64), ("opt-350m", 64)]
+    for model, seq in models + [("bert-large", 64)]:
         info = amp.layers(model, seq)
         s = info["model"]["shape"]["seq_len"]
         for layer in info["model"]["layers"]:

@@ -248,6 +248,13 @@ impl Machine<'_> {
     }
 }
 
+/// Whether a family's own code projects query, key and value in one GEMM
+/// and the gated MLP's gate and up in one (Phi-3's `qkv_proj` and
+/// `gate_up_proj`), where Llama's writes three and two.
+fn fused_projections(a: &amp_core::model::Architecture) -> bool {
+    a.family == "phi3"
+}
+
 /// Dimensions of a transformer block as the analytic model needs them.
 #[derive(Debug, Clone, Copy)]
 struct BlockDims {
@@ -389,11 +396,24 @@ pub fn layer_estimate(
             match eager.filter(|a| a.family != "gpt2" && a.family != "gpt3") {
                 Some(a) => {
                     let kv = (a.kv_heads * a.head_dim) as f64 / t;
-                    m.gemm(&mut gm, tok, d.h, (d.qkv / t - 2.0 * kv).max(1.0), 1.0, &[]);
-                    m.gemm(&mut gm, tok, d.h, kv, 1.0, &[]);
-                    m.gemm(&mut gm, tok, d.h, kv, 1.0, &[]);
+                    if fused_projections(a) {
+                        m.gemm(&mut gm, tok, d.h, d.qkv / t, 1.0, &[]);
+                    } else {
+                        m.gemm(&mut gm, tok, d.h, (d.qkv / t - 2.0 * kv).max(1.0), 1.0, &[]);
+                        m.gemm(&mut gm, tok, d.h, kv, 1.0, &[]);
+                        m.gemm(&mut gm, tok, d.h, kv, 1.0, &[]);
+                    }
+                    // This rank's query and key elements.
+                    let qk = tok * (d.qkv / t - kv);
+                    if a.qk_norm {
+                        // Two composite RMSNorms (Qwen3's q_norm, k_norm).
+                        m.stream(
+                            &mut st,
+                            c.eager_rmsnorm_passes * qk * r,
+                            2.0 * c.eager_rmsnorm_ops,
+                        );
+                    }
                     if a.position_embedding == PositionEmbedding::Rope {
-                        let qk = tok * (d.qkv / t - kv);
                         m.stream(
                             &mut st,
                             c.eager_rope_passes * qk * r,
@@ -401,7 +421,17 @@ pub fn layer_estimate(
                         );
                     }
                 }
-                None => m.gemm(&mut gm, tok, d.h, d.qkv / t, 1.0, &[]),
+                None => {
+                    m.gemm(&mut gm, tok, d.h, d.qkv / t, 1.0, &[]);
+                    if model.architecture().is_some_and(|a| a.qk_norm) {
+                        // An engine's fused norm on the queries, one on the
+                        // keys: each reads and writes them.
+                        let kv = model
+                            .architecture()
+                            .map_or(0.0, |a| (a.kv_heads * a.head_dim) as f64 / t);
+                        m.stream(&mut st, 2.0 * tok * (d.qkv / t - kv) * e, 2.0);
+                    }
+                }
             }
             m.stream(&mut st, 2.0 * tok * d.qkv / t * e, 2.0);
             let batch = b * d.heads / t;
@@ -441,8 +471,12 @@ pub fn layer_estimate(
                 // Gate and up projections, SiLU, their product, down.
                 Some(a) => {
                     let f = a.ffn_hidden as f64 / t;
-                    m.gemm(&mut gm, tok, d.h, f, 1.0, &[]);
-                    m.gemm(&mut gm, tok, d.h, f, 1.0, &[]);
+                    if fused_projections(a) {
+                        m.gemm(&mut gm, tok, d.h, 2.0 * f, 1.0, &[]);
+                    } else {
+                        m.gemm(&mut gm, tok, d.h, f, 1.0, &[]);
+                        m.gemm(&mut gm, tok, d.h, f, 1.0, &[]);
+                    }
                     m.stream(&mut st, 5.0 * tok * f * e, 2.0);
                     m.gemm(&mut gm, tok, f, d.h, 1.0, &[]);
                 }
@@ -1006,6 +1040,59 @@ mod tests {
             layer_estimate(&m, 1, gpu, 8, 1, &megatron, &c),
             layer_estimate(&plain, 1, gpu, 8, 1, &megatron, &c)
         );
+    }
+
+    #[test]
+    fn qwen3_and_phi3_blocks_run_their_own_kernels() {
+        // Launch-bound as above (sequence 16, tp 8, fp32, one sample), so a
+        // block's time is its kernel count times the host's cost per
+        // kernel. Against a Llama block of the same sizes:
+        // - Qwen3's query and key norms, written as Python: two composite
+        //   RMSNorms, `eager_rmsnorm_ops` kernels each, forward; under an
+        //   engine two fused norms.
+        // - Phi-3's fused projections: one GEMM for q, k and v (two fewer)
+        //   and one for gate and up (one fewer); under an engine the same.
+        let cat = Catalog::builtin();
+        let gpu = cat.gpu("H200").unwrap();
+        let c = Constants::builtin();
+        let opts = AnalyticOptions {
+            precision: Precision::Fp32,
+            ..AnalyticOptions::default()
+        };
+        let megatron = AnalyticOptions {
+            engine: Some(Engine::Megatron),
+            ..opts
+        };
+        let kernel = c.cpu_op_overhead_s;
+        let variant = |f: &dyn Fn(&mut crate::zoo::Arch)| {
+            let mut a = crate::zoo::zoo_arch("qwen3-8b").unwrap();
+            f(&mut a);
+            a.build(Some(16)).unwrap()
+        };
+        let qwen3 = variant(&|_| {});
+        let llama = variant(&|a| {
+            a.qk_norm = false;
+            a.model_type = "llama".into();
+        });
+        let phi3 = variant(&|a| {
+            a.qk_norm = false;
+            a.model_type = "phi3".into();
+        });
+        let at = |m: &Model, o: &AnalyticOptions| layer_estimate(m, 1, gpu, 8, 1, o, &c);
+        let kernels = |x: f64, y: f64| (x - y) / kernel;
+        let (q, l, p) = (at(&qwen3, &opts), at(&llama, &opts), at(&phi3, &opts));
+        let norms = 2.0 * c.eager_rmsnorm_ops;
+        assert!((kernels(q.forward_s, l.forward_s) - norms).abs() < 1e-6);
+        assert!((kernels(q.backward_s, l.backward_s) - 2.0 * norms).abs() < 1e-6);
+        assert!((kernels(l.forward_s, p.forward_s) - 3.0).abs() < 1e-6);
+        assert!((kernels(l.backward_s, p.backward_s) - 6.0).abs() < 1e-6);
+        let (q, l, p) = (
+            at(&qwen3, &megatron),
+            at(&llama, &megatron),
+            at(&phi3, &megatron),
+        );
+        assert!((kernels(q.forward_s, l.forward_s) - 2.0).abs() < 1e-6);
+        assert_eq!(l, p);
     }
 
     #[test]

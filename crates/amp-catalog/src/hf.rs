@@ -1,7 +1,7 @@
 //! Reading a Hugging Face `config.json` into an [`Arch`] and a layer list.
 //!
 //! Supported `model_type`s: `gpt2`, `opt`, `gpt_neo`, `llama`, `mistral`,
-//! `qwen2` (and their `architectures` class names). Field names and defaults
+//! `qwen2`, `qwen3`, `phi3` (and their `architectures` class names). Field names and defaults
 //! follow the `transformers` configuration classes of those models.
 
 use serde_json::{Map, Value};
@@ -11,7 +11,7 @@ use amp_core::model::Model;
 use crate::zoo::{Arch, Norm};
 use crate::CatalogError;
 
-const SUPPORTED: &str = "gpt2, opt, gpt_neo, llama, mistral, qwen2";
+const SUPPORTED: &str = "gpt2, opt, gpt_neo, llama, mistral, qwen2, qwen3, phi3";
 
 /// The model a Hugging Face `config.json` describes, at sequence length
 /// `seq_len` (default: the config's maximum positions, capped at 8192).
@@ -155,6 +155,8 @@ pub fn arch_from_hf_config(json: &str, origin: &str) -> Result<Arch, CatalogErro
             "LlamaForCausalLM" | "LlamaModel" => "llama",
             "MistralForCausalLM" | "MistralModel" => "mistral",
             "Qwen2ForCausalLM" | "Qwen2Model" => "qwen2",
+            "Qwen3ForCausalLM" | "Qwen3Model" => "qwen3",
+            "Phi3ForCausalLM" | "Phi3Model" => "phi3",
             _ => "",
         }
         .to_string();
@@ -243,7 +245,7 @@ pub fn arch_from_hf_config(json: &str, origin: &str) -> Result<Arch, CatalogErro
             check_heads(&cfg, h, heads)?;
             a
         }
-        "llama" | "mistral" | "qwen2" => {
+        "llama" | "mistral" | "qwen2" | "qwen3" | "phi3" => {
             let h = cfg.req(&["hidden_size"])?;
             let heads = cfg.req(&["num_attention_heads"])?;
             let kv = cfg.u("num_key_value_heads")?.unwrap_or(heads);
@@ -258,27 +260,52 @@ pub fn arch_from_hf_config(json: &str, origin: &str) -> Result<Arch, CatalogErro
                 cfg.req(&["vocab_size"])?,
                 positions.min(8192),
             );
-            if let Some(d) = cfg.u("head_dim")? {
+            // transformers' Qwen3Config defaults `head_dim` to 128, the
+            // others to hidden / heads.
+            let head_dim = match cfg.u("head_dim")? {
+                None if model_type == "qwen3" => Some(128),
+                d => d,
+            };
+            if let Some(d) = head_dim {
                 a.head_dim = d;
             } else {
                 check_heads(&cfg, h, heads)?;
             }
             a.tied = cfg.b("tie_word_embeddings", false)?;
-            // Qwen2 has biases on Q, K and V; Llama's `attention_bias` puts
-            // them on all four projections, `mlp_bias` on the MLP.
-            if model_type == "qwen2" {
-                a.qkv_bias = true;
-            } else {
-                let ab = cfg.b("attention_bias", false)?;
-                a.qkv_bias = ab;
-                a.out_bias = ab;
-                a.mlp_bias = cfg.b("mlp_bias", false)?;
+            // Qwen2 has biases on Q, K and V; Llama's and Qwen3's
+            // `attention_bias` puts them on all four projections, Llama's
+            // `mlp_bias` on the MLP; Phi-3 has none.
+            match model_type.as_str() {
+                "qwen2" => a.qkv_bias = true,
+                "phi3" => {}
+                _ => {
+                    let ab = cfg.b("attention_bias", false)?;
+                    a.qkv_bias = ab;
+                    a.out_bias = ab;
+                    a.mlp_bias = model_type != "qwen3" && cfg.b("mlp_bias", false)?;
+                }
+            }
+            // Qwen3 normalises each head's query and key.
+            a.qk_norm = model_type == "qwen3";
+            if model_type == "phi3" {
+                // Phi-3's residual dropout (`resid_pdrop`, 0 in the
+                // published configs), and its rotary embedding on a part
+                // of each head (`partial_rotary_factor`, Phi-4-mini's
+                // 0.75), which amp does not model.
+                a.dropout = cfg.f("resid_pdrop")?.unwrap_or(0.0) > 0.0;
+                if let Some(p) = cfg.f("partial_rotary_factor")?.filter(|p| *p != 1.0) {
+                    return Err(CatalogError::invalid(
+                        format!("{origin}: `partial_rotary_factor`"),
+                        format!("{p}: rotary embeddings on part of each head are not modelled (amp prices and exports them on whole heads); remove the key to plan the model as if they covered whole heads"),
+                    ));
+                }
             }
             a.norm = Norm::RmsNorm;
             a.model_type = model_type.clone();
-            // transformers' LlamaConfig, MistralConfig and Qwen2Config
-            // default both to 1e-6 and 10000.
-            a.norm_eps = cfg.f("rms_norm_eps")?.unwrap_or(1e-6);
+            // transformers' LlamaConfig, MistralConfig, Qwen2Config and
+            // Qwen3Config default to 1e-6 and 10000; Phi3Config to 1e-5.
+            let eps = if model_type == "phi3" { 1e-5 } else { 1e-6 };
+            a.norm_eps = cfg.f("rms_norm_eps")?.unwrap_or(eps);
             a.rope_theta = Some(cfg.f("rope_theta")?.unwrap_or(10_000.0));
             a
         }

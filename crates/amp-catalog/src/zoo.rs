@@ -94,6 +94,8 @@ pub struct Arch {
     /// Rotary base; `None` when positions are learned (`positions > 0`) or
     /// absent.
     pub rope_theta: Option<f64>,
+    /// An RMSNorm over each head's query and key (Qwen3).
+    pub qk_norm: bool,
 }
 
 impl Arch {
@@ -135,6 +137,7 @@ impl Arch {
             gelu_new: false,
             norm_eps: 1e-5,
             rope_theta: None,
+            qk_norm: false,
         }
     }
 
@@ -178,6 +181,7 @@ impl Arch {
             gelu_new: false,
             norm_eps: 1e-5,
             rope_theta: Some(10_000.0),
+            qk_norm: false,
         }
     }
 
@@ -298,6 +302,9 @@ impl Arch {
         if self.mlp_bias {
             p += if self.gated { 2 * f + h } else { f + h };
         }
+        if self.qk_norm {
+            p += 2 * self.norm.params(self.head_dim);
+        }
         p + 2 * self.norm.params(h)
     }
 
@@ -326,6 +333,10 @@ impl Arch {
             + s * h
             + s * h;
         e += if self.gated { 3 } else { 2 } * s * self.ffn;
+        if self.qk_norm {
+            // The query and key norms' inputs.
+            e += s * (self.heads + self.kv_heads) * self.head_dim;
+        }
         if self.dropout {
             e += s * h; // two masks of s h bytes
         }
@@ -375,6 +386,7 @@ impl Arch {
             tied_embeddings: self.tied,
             linear_bias: self.out_bias || self.mlp_bias,
             qkv_bias: self.qkv_bias,
+            qk_norm: self.qk_norm,
             flash_attention: Some(self.flash_attention),
             dropout: Some(self.dropout),
         }
@@ -649,6 +661,9 @@ pub const ZOO_NAMES: &[&str] = &[
     "mistral-7b",
     "qwen2.5-7b",
     "qwen2.5-72b",
+    "qwen3-8b",
+    "qwen3-32b",
+    "phi-3-mini",
     "vit-l-16",
     "vit-h-14",
     "gpt2-amp",
@@ -790,6 +805,32 @@ pub fn zoo_arch(name: &str) -> Option<Arch> {
     if let Some(a) = qwen("qwen2.5-7b", 3584, 28, 28, 4, 18944)
         .or_else(|| qwen("qwen2.5-72b", 8192, 80, 64, 8, 29568))
     {
+        return Some(a);
+    }
+    let qwen3 = |canon: &str, h, l, heads, f| {
+        find(canon).then(|| {
+            // Qwen3 (Hugging Face Qwen/Qwen3-8B, -32B): 8 key/value heads
+            // of 128, a norm on each head's query and key, no biases,
+            // untied, rope theta 1e6, RMSNorm epsilon 1e-6.
+            let mut a = Arch::llama(canon, h, l, heads, 8, f, 151936, 4096);
+            a.head_dim = 128;
+            a.qk_norm = true;
+            a.model_type = "qwen3".into();
+            a.rope_theta = Some(1_000_000.0);
+            a.norm_eps = 1e-6;
+            a
+        })
+    };
+    if let Some(a) =
+        qwen3("qwen3-8b", 4096, 36, 32, 12288).or_else(|| qwen3("qwen3-32b", 5120, 64, 64, 25600))
+    {
+        return Some(a);
+    }
+    if find("phi-3-mini") {
+        // microsoft/Phi-3-mini-4k-instruct: Llama's shape with fused QKV and
+        // gate/up projections, 32064 tokens, RMSNorm epsilon 1e-5.
+        let mut a = Arch::llama("phi-3-mini", 3072, 32, 32, 32, 8192, 32064, 4096);
+        a.model_type = "phi3".into();
         return Some(a);
     }
     let vit = |canon: &str, h, l, heads, patch| {

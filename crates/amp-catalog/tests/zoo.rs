@@ -166,6 +166,19 @@ const PUBLISHED: &[(&str, f64, f64, &str)] = &[
         "Qwen2.5 model card: 7.61B (7.62B with embeddings)",
     ),
     ("qwen2.5-72b", 72.7e9, 0.0, "Qwen2.5 model card: 72.7B"),
+    ("qwen3-8b", 8.19e9, 0.0, "HF Qwen/Qwen3-8B model card: 8.2B"),
+    (
+        "qwen3-32b",
+        32.8e9,
+        0.0,
+        "HF Qwen/Qwen3-32B model card: 32.8B",
+    ),
+    (
+        "phi-3-mini",
+        3.82e9,
+        0.0,
+        "HF microsoft/Phi-3-mini-4k-instruct: 3.8B (3,821,079,552 in its safetensors)",
+    ),
     (
         "vit-l-16",
         304.3e6,
@@ -266,6 +279,32 @@ const QWEN25_7B: &str = r#"{
   "vocab_size": 152064, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0
 }"#;
 
+/// Qwen/Qwen3-8B's config.json as published.
+const QWEN3_8B: &str = r#"{
+  "architectures": ["Qwen3ForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+  "bos_token_id": 151643, "eos_token_id": 151645, "head_dim": 128, "hidden_act": "silu",
+  "hidden_size": 4096, "initializer_range": 0.02, "intermediate_size": 12288,
+  "max_position_embeddings": 40960, "max_window_layers": 36, "model_type": "qwen3",
+  "num_attention_heads": 32, "num_hidden_layers": 36, "num_key_value_heads": 8,
+  "rms_norm_eps": 1e-06, "rope_scaling": null, "rope_theta": 1000000, "sliding_window": null,
+  "tie_word_embeddings": false, "torch_dtype": "bfloat16", "transformers_version": "4.51.0",
+  "use_cache": true, "use_sliding_window": false, "vocab_size": 151936
+}"#;
+
+/// microsoft/Phi-3-mini-4k-instruct's config.json as published (its
+/// `auto_map` aside).
+const PHI3_MINI: &str = r#"{
+  "_name_or_path": "Phi-3-mini-4k-instruct", "architectures": ["Phi3ForCausalLM"],
+  "attention_bias": false, "attention_dropout": 0.0, "bos_token_id": 1, "embd_pdrop": 0.0,
+  "eos_token_id": 32000, "hidden_act": "silu", "hidden_size": 3072, "initializer_range": 0.02,
+  "intermediate_size": 8192, "max_position_embeddings": 4096, "model_type": "phi3",
+  "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 32,
+  "original_max_position_embeddings": 4096, "pad_token_id": 32000, "resid_pdrop": 0.0,
+  "rms_norm_eps": 1e-05, "rope_scaling": null, "rope_theta": 10000.0, "sliding_window": 2047,
+  "tie_word_embeddings": false, "torch_dtype": "bfloat16", "transformers_version": "4.40.2",
+  "use_cache": true, "vocab_size": 32064
+}"#;
+
 const GPT2: &str = r#"{"model_type": "gpt2", "n_embd": 768, "n_head": 12, "n_layer": 12, "n_positions": 1024, "vocab_size": 50257}"#;
 
 const GPT_NEO: &str = r#"{"architectures": ["GPTNeoForCausalLM"], "hidden_size": 2560, "num_heads": 20, "num_layers": 32,
@@ -300,6 +339,14 @@ fn hf_configs_give_the_zoo_models() {
         (GPT_NEO, "gpt-neo-2.7b", 2048),
         (MISTRAL, "mistral-7b", 4096),
         (LLAMA32_1B, "llama-3.2-1b", 8192),
+        (QWEN3_8B, "qwen3-8b", 4096),
+        // transformers' Qwen3Config defaults `head_dim` to 128.
+        (
+            &QWEN3_8B.replace("\"head_dim\": 128, ", ""),
+            "qwen3-8b",
+            4096,
+        ),
+        (PHI3_MINI, "phi-3-mini", 4096),
     ] {
         let a = model_from_hf_config(json, "config.json", Some(seq)).unwrap();
         let b = zoo_model(zoo, Some(seq)).unwrap();
@@ -373,6 +420,30 @@ fn architectures_say_what_engines_must_build() {
     assert_eq!(arch("opt-1.3b").activation, Activation::Relu);
     let neo = arch("gpt-neo-2.7b");
     assert!(neo.linear_bias && !neo.qkv_bias);
+    // Qwen3: a norm on each head's query and key, heads of 128 that need
+    // not make up the hidden size (64 x 128 for 5120 in the 32B).
+    let q3 = arch("qwen3-32b");
+    assert_eq!(
+        (q3.family.as_str(), q3.head_dim, q3.kv_heads, q3.rope_theta),
+        ("qwen3", 128, 8, Some(1e6))
+    );
+    assert!(q3.qk_norm && !q3.qkv_bias && !q3.linear_bias && !q3.tied_embeddings);
+    assert!(!l.qk_norm && !arch("phi-3-mini").qk_norm);
+    assert_eq!(arch("phi-3-mini").family, "phi3");
+    // The query and key norms hold head_dim weights each.
+    let with = zoo_model("qwen3-8b", None).unwrap();
+    let mut plain = zoo_arch("qwen3-8b").unwrap();
+    plain.qk_norm = false;
+    let without = plain.build(None).unwrap();
+    assert_eq!(with.layers[1].params - without.layers[1].params, 2 * 128);
+    // ... and keep their inputs: this rank's queries and keys, s (32 + 8) 128.
+    assert_eq!(
+        with.layers[1].stored_activation_elems_per_sample.unwrap()
+            - without.layers[1]
+                .stored_activation_elems_per_sample
+                .unwrap(),
+        4096 * 40 * 128
+    );
 }
 
 #[test]
@@ -404,6 +475,18 @@ fn hf_config_errors_are_specific() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("c.json: cannot parse"), "{e}");
+    // Phi-4-mini's partial rotary embedding is not modelled: refused, named.
+    let partial = PHI3_MINI.replace(
+        "\"rope_theta\"",
+        "\"partial_rotary_factor\": 0.75, \"rope_theta\"",
+    );
+    let e = model_from_hf_config(&partial, "c.json", None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("c.json: `partial_rotary_factor`") && e.contains("0.75"),
+        "{e}"
+    );
     let bad_heads = LLAMA3_8B.replace("\"num_key_value_heads\": 8", "\"num_key_value_heads\": 5");
     let e = model_from_hf_config(&bad_heads, "c.json", None)
         .unwrap_err()

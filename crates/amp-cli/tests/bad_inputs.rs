@@ -146,6 +146,7 @@ const CASES: &[Case] = &[
     Case { name: "the TransGAN example with a --seq", files: &[], args: "plan --example het-model --seq 64", status: 1, words: &["--example het-model", "no sequence length", "leave --seq out"] },
     Case { name: "--seq 0", files: &[], args: "plan --model gpt2 --seq 0 --cluster 1x4xT4 --global-batch 8", status: 1, words: &["sequence length 0"] },
     Case { name: "--seq 0 on a rotary zoo model (no file hint)", files: &[], args: "plan --model llama3-8b --seq 0 --cluster 1x4xT4 --global-batch 8", status: 1, words: &["sequence length 0", "give a positive sequence length\n"] },
+    Case { name: "HF config with a partial rotary embedding", files: &[("config.json", r#"{"model_type": "phi3", "hidden_size": 3072, "intermediate_size": 8192, "num_attention_heads": 32, "num_hidden_layers": 32, "vocab_size": 200064, "partial_rotary_factor": 0.75}"#)], args: PLAN_HF, status: 1, words: &["config.json: `partial_rotary_factor`", "0.75", "whole heads"] },
     Case { name: "--seq above the limit", files: &[], args: "plan --model llama3-8b --seq 1073741824 --cluster 1x4xT4 --global-batch 8", status: 1, words: &["--seq 1073741824", "limit"] },
     Case { name: "--seq not a number", files: &[], args: "plan --model gpt2 --seq many --cluster 1x4xT4 --global-batch 8", status: 2, words: &["--seq", "many"] },
     // ---- profiles ----

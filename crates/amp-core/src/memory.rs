@@ -370,6 +370,12 @@ fn replicated_block_elems(model: &Model, elems: f64, setup: &TrainingSetup) -> f
 ///   `LlamaRMSNorm`, Meta's reference model) also keeps its fp32
 ///   normalised output for the weight's gradient, 4 bytes (engines fuse
 ///   the norm).
+///
+/// Query and key norms (Qwen3, [`crate::model::Architecture::qk_norm`])
+/// run on this rank's heads, 16-bit: written as Python each keeps the fp32
+/// copy of its input that `pow` and the multiply by the inverse norm save,
+/// 4 bytes per element of `s (heads + kv_heads) head_dim / tp`, beyond its
+/// 16-bit input the stored count holds.
 fn norm_extra_bytes(
     model: &Model,
     layer: &crate::model::Layer,
@@ -377,12 +383,17 @@ fn norm_extra_bytes(
     setup: &TrainingSetup,
 ) -> f64 {
     let wider = (setup.formats.residual_stream_bytes() - activation_bytes(setup)).max(0.0);
-    let eager_rms = model
-        .eager_architecture(setup.engine)
-        .is_some_and(|a| a.norm == crate::model::NormKind::Rmsnorm);
+    let eager = model.eager_architecture(setup.engine);
+    let eager_rms = eager.is_some_and(|a| a.norm == crate::model::NormKind::Rmsnorm);
     let per_elem = wider + if eager_rms { 4.0 } else { 0.0 };
     let bytes = 2.0 * layer.output_elems_per_sample as f64 * per_elem;
-    if setup.sequence_parallel {
+    let qk = match (eager.filter(|a| a.qk_norm), model.shape.as_ref()) {
+        (Some(a), Some(sh)) => {
+            4.0 * (sh.seq_len * (sh.heads + a.kv_heads) * a.head_dim) as f64 / tp
+        }
+        _ => 0.0,
+    };
+    qk + if setup.sequence_parallel {
         bytes / tp
     } else {
         bytes
@@ -1318,6 +1329,7 @@ mod tests {
             tied_embeddings: true,
             linear_bias: true,
             qkv_bias: true,
+            qk_norm: false,
             flash_attention: flash,
             dropout,
         });
@@ -1341,6 +1353,34 @@ mod tests {
         let at = |m: &Model, s: &TrainingSetup| stored_activation_bytes_per_sample(m, 0, 2, s);
         assert_eq!(at(&rms, &eager) - at(&layer_norm, &eager), 256.0);
         assert_eq!(at(&rms, &megatron), at(&layer_norm, &megatron));
+    }
+
+    #[test]
+    fn eager_query_and_key_norms_keep_an_fp32_copy() {
+        // Qwen3's query and key norms written as Python (s = 4, 2 heads and
+        // 2 key/value heads of 4): each keeps an fp32 copy of its input, 4
+        // bytes per element of this rank's s (2 + 2) 4 = 64 elements at tp
+        // 1, 32 at tp 2; with an engine (a fused norm) nothing beyond the
+        // input the stored count holds.
+        let plain = tiny_with(Some(true), None);
+        let mut qk = plain.clone();
+        let arch = qk.shape.as_mut().unwrap().architecture.as_mut().unwrap();
+        arch.qk_norm = true;
+        let eager = TrainingSetup::default();
+        let megatron = TrainingSetup {
+            engine: Some(crate::setup::Engine::Megatron),
+            ..eager
+        };
+        let at = |m: &Model, tp, s: &TrainingSetup| stored_activation_bytes_per_sample(m, 0, tp, s);
+        assert_eq!(at(&qk, 1, &eager) - at(&plain, 1, &eager), 256.0);
+        assert_eq!(at(&qk, 2, &eager) - at(&plain, 2, &eager), 128.0);
+        assert_eq!(at(&qk, 2, &megatron), at(&plain, 2, &megatron));
+        // Recomputing the block keeps only its input.
+        let full = TrainingSetup {
+            recompute: Recompute::Full,
+            ..eager
+        };
+        assert_eq!(at(&qk, 2, &full), at(&plain, 2, &full));
     }
 
     #[test]

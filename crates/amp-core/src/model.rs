@@ -81,6 +81,10 @@ pub struct Layer {
     pub forward_send_extra_bytes: u64,
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 fn is_zero(x: &u64) -> bool {
     *x == 0
 }
@@ -188,6 +192,11 @@ pub struct Architecture {
     pub linear_bias: bool,
     /// Biases on the query, key and value projections.
     pub qkv_bias: bool,
+    /// An RMSNorm over each head's query and key before attention (Qwen3;
+    /// Megatron-LM's `qk_layernorm`), a weight of `head_dim` each. Absent:
+    /// none.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub qk_norm: bool,
     /// Whether attention is fused (flash attention: no `s x s` scores
     /// stored). The layers' stored activations were counted this way, and
     /// the analytic compute model prices the same attention unless told
@@ -946,6 +955,7 @@ mod tests {
             tied_embeddings: false,
             linear_bias: false,
             qkv_bias: false,
+            qk_norm: false,
             flash_attention: None,
             dropout: None,
         });

@@ -542,6 +542,13 @@ fn architecture_args(
         TCFG,
         "epsilon of every normalisation",
     ));
+    if a.qk_norm {
+        v.push(switch(
+            "--qk-layernorm",
+            TCFG,
+            "a normalisation (of --normalization's kind) on each head's query and key",
+        ));
+    }
     if !a.tied_embeddings {
         v.push(switch(
             "--untie-embeddings-and-output-weights",

@@ -151,6 +151,36 @@ fn qwen_gets_qkv_bias_on_megatron_and_is_refused_by_torchtitan() {
 }
 
 #[test]
+fn qwen3_gets_query_and_key_norms_and_its_head_width_on_megatron() {
+    // Qwen3-32B: 64 heads of 128 on a hidden size of 5120, a norm on each
+    // head's query and key (megatron/core/transformer/transformer_config.py
+    // `qk_layernorm`), no biases.
+    let (p, _, c) = common::llama3_8b();
+    let m = amp_catalog::zoo_model("qwen3-32b", Some(4096)).unwrap();
+    let mut p = p;
+    p.stages[0].end_layer = 33;
+    p.stages[1].first_layer = 33;
+    p.stages[1].end_layer = m.layers.len();
+    let files = export(&p, &m, &c, Engine::Megatron, &ExportOptions::default()).unwrap();
+    let a = megatron_args(&files);
+    for line in [
+        "--qk-layernorm\n",
+        "--kv-channels 128\n",
+        "--num-attention-heads 64\n",
+        "--num-query-groups 8\n",
+        "--disable-bias-linear\n",
+        "--normalization RMSNorm\n",
+    ] {
+        assert!(a.contains(line), "missing {line} in\n{a}");
+    }
+    assert!(!a.contains("--add-qkv-bias"), "{a}");
+    // Llama has no such norm.
+    let (p, m, c) = common::llama3_8b();
+    let files = export(&p, &m, &c, Engine::Megatron, &ExportOptions::default()).unwrap();
+    assert!(!megatron_args(&files).contains("--qk-layernorm"));
+}
+
+#[test]
 fn interleaving_without_a_pipeline_is_refused() {
     let (p, m, c) = common::llama3_8b();
     let mut one = p.clone();

@@ -80,6 +80,7 @@ fn arch_json(a: &Arch) -> Value {
         "positions": a.positions,
         "norm": norm_name(a.norm),
         "qkv_bias": a.qkv_bias,
+        "qk_norm": a.qk_norm,
         "out_bias": a.out_bias,
         "mlp_bias": a.mlp_bias,
         "tied": a.tied,

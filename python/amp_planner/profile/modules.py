@@ -11,7 +11,7 @@ model adds on the group's real links):
 - ``transformer_block``: pre-norm attention with ``heads / tp`` query heads
   and ``kv_heads / tp`` key/value heads (column-parallel QKV, row-parallel
   output projection) and the MLP with ``ffn / tp`` columns (gated for
-  SwiGLU models);
+  SwiGLU models), Qwen3's norms on each head's query and key;
 - ``other``: the final norm and output-side projection (``final_norm*``),
   BERT's pooler and MLM transform, or a ViT's classifier;
 - ``vocab_projection``: the logits of ``vocab / tp`` columns and the loss.
@@ -100,6 +100,10 @@ class Block(nn.Module):
         f = _div(arch["ffn"], tp, "FFN size")
         self.norm1 = _norm(arch, h)
         self.qkv = nn.Linear(h, (self.heads + 2 * self.kv) * d, bias=arch["qkv_bias"])
+        # Qwen3 normalises each head's query and key.
+        self.qk_norm = arch.get("qk_norm", False)
+        if self.qk_norm:
+            self.q_norm, self.k_norm = RMSNorm(d), RMSNorm(d)
         self.out = nn.Linear(self.heads * d, h, bias=arch["out_bias"])
         self.norm2 = _norm(arch, h)
         self.gated = arch["gated"]
@@ -114,6 +118,8 @@ class Block(nn.Module):
         q = q.view(b, s, self.heads, self.d).transpose(1, 2)
         k = k.view(b, s, self.kv, self.d).transpose(1, 2)
         v = v.view(b, s, self.kv, self.d).transpose(1, 2)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
         if self.kv != self.heads:
             k = k.repeat_interleave(self.heads // self.kv, dim=1)
             v = v.repeat_interleave(self.heads // self.kv, dim=1)
