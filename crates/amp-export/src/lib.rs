@@ -41,9 +41,11 @@ pub struct ExportOptions {
     /// Training script each engine runs.
     pub megatron_script: String,
     pub deepspeed_script: String,
-    /// torchtitan `[model] name` and `flavor`: the shape of a torchtitan
-    /// model is registered in code under a flavor name.
-    pub torchtitan_model: String,
+    /// torchtitan's model (`llama3`, `qwen3`) and flavor (`8B`, ...): the
+    /// shape of a torchtitan model is registered in code under a flavor
+    /// name. `None`: the one whose architecture is the plan's model; a name
+    /// given must be that one.
+    pub torchtitan_model: Option<String>,
     pub torchtitan_flavor: Option<String>,
 }
 
@@ -55,7 +57,7 @@ impl Default for ExportOptions {
             megatron_layout: true,
             megatron_script: "pretrain_gpt.py".to_string(),
             deepspeed_script: "train.py".to_string(),
-            torchtitan_model: "llama3".to_string(),
+            torchtitan_model: None,
             torchtitan_flavor: None,
         }
     }

@@ -5,14 +5,15 @@
 //! `--module MODULE --config FUNCTION` (torchtitan/config/manager.py
 //! `ConfigManager._load_config`). The export writes such a module,
 //! `amp_torchtitan.py`, whose function starts from the recipe torchtitan
-//! ships for the model (torchtitan/models/llama3/config_registry.py) and sets
+//! ships for the model (torchtitan/models/{llama3,qwen3}/config_registry.py) and sets
 //! what the plan decides. Every attribute it sets is a field of
 //! `TrainingConfig` or `ParallelismConfig` (torchtitan/config/configs.py) or
 //! of `Trainer.Config` (torchtitan/trainer.py).
 //!
 //! torchtitan builds a model only from the flavors it registers in code
-//! (torchtitan/models/llama3/__init__.py `llama3_configs`), so a model is
-//! exported only when its architecture is one of them.
+//! (`llama3_configs` in torchtitan/models/llama3/__init__.py, `qwen3_configs`
+//! in torchtitan/models/qwen3/__init__.py), so a model is exported only when
+//! its architecture is one of them.
 
 use amp_core::cluster::Cluster;
 use amp_core::model::{Activation, Model, NormKind, PositionEmbedding, TransformerShape};
@@ -29,85 +30,132 @@ pub(crate) const RELEASE: &str = "0.3.0";
 
 /// A model flavor torchtitan ships, with the recipe function that trains it.
 struct Flavor {
-    /// `model_registry` name (torchtitan/models/llama3/__init__.py).
+    /// torchtitan's model package (torchtitan/models/MODULE).
+    module: &'static str,
+    /// `model_registry` name (torchtitan/models/MODULE/__init__.py).
     name: &'static str,
-    /// Function of torchtitan/models/llama3/config_registry.py.
+    /// Function of torchtitan/models/MODULE/config_registry.py the job
+    /// starts from.
     recipe: &'static str,
+    /// Whether `recipe` builds another flavor of the same family (the
+    /// flavor has none of its own), so the job replaces its model with
+    /// `model_registry(name)`.
+    borrowed_recipe: bool,
     hidden: u64,
     layers: u64,
     heads: u64,
     kv_heads: u64,
+    head_dim: u64,
     /// `compute_ffn_hidden_dim(dim, multiple_of, ffn_dim_multiplier)`.
     ffn: u64,
     vocab: u64,
+    /// `enable_weight_tying`.
+    tied: bool,
 }
 
-/// The llama3 flavors of torchtitan 0.3.0 that have a training recipe
-/// (`_8b`, `_70b`, `_405b` in torchtitan/models/llama3/__init__.py; RMSNorm,
-/// SwiGLU, rotary theta 500000 with Llama 3.1 scaling, no biases, untied
-/// output).
-const LLAMA3_FLAVORS: &[Flavor] = &[
-    Flavor {
-        name: "8B",
-        recipe: "llama3_8b",
-        hidden: 4096,
-        layers: 32,
-        heads: 32,
-        kv_heads: 8,
-        ffn: 14336,
-        vocab: 128256,
-    },
-    Flavor {
-        name: "70B",
-        recipe: "llama3_70b",
-        hidden: 8192,
-        layers: 80,
-        heads: 64,
-        kv_heads: 8,
-        ffn: 28672,
-        vocab: 128256,
-    },
-    Flavor {
-        name: "405B",
-        recipe: "llama3_405b",
-        hidden: 16384,
-        layers: 126,
-        heads: 128,
-        kv_heads: 8,
-        ffn: 53248,
-        vocab: 128256,
-    },
+impl Flavor {
+    const fn llama3(name: &'static str, recipe: &'static str, shape: [u64; 5]) -> Flavor {
+        let [hidden, layers, heads, kv_heads, ffn] = shape;
+        Flavor {
+            module: "llama3",
+            name,
+            recipe,
+            borrowed_recipe: false,
+            hidden,
+            layers,
+            heads,
+            kv_heads,
+            head_dim: hidden / heads,
+            ffn,
+            vocab: 128256,
+            tied: false,
+        }
+    }
+
+    const fn qwen3(
+        name: &'static str,
+        recipe: &'static str,
+        borrowed_recipe: bool,
+        shape: [u64; 4],
+        tied: bool,
+    ) -> Flavor {
+        let [hidden, layers, heads, ffn] = shape;
+        Flavor {
+            module: "qwen3",
+            name,
+            recipe,
+            borrowed_recipe,
+            hidden,
+            layers,
+            heads,
+            kv_heads: 8,
+            head_dim: 128,
+            ffn,
+            vocab: 151936,
+            tied,
+        }
+    }
+}
+
+/// The flavors of torchtitan 0.3.0 amp exports to.
+///
+/// llama3: those with a training recipe (`_8b`, `_70b`, `_405b` in
+/// torchtitan/models/llama3/__init__.py; RMSNorm, SwiGLU, rotary theta
+/// 500000 with Llama 3.1 scaling, no biases, untied output).
+///
+/// qwen3: the dense flavors (`_0_6b` ... `_32b` in
+/// torchtitan/models/qwen3/__init__.py; RMSNorm of epsilon 1e-6 also on
+/// each head's query and key, heads of 128, 8 key/value heads, SwiGLU,
+/// rotary theta 1e6, no biases, 151936 tokens; 0.6B, 1.7B and 4B tie the
+/// output to the embedding). 4B and 8B have no training recipe of their
+/// own: their job starts from the 14B's (`qwen3_14b`: the same tokenizer,
+/// data set and optimizer) with the model replaced.
+const FLAVORS: &[Flavor] = &[
+    Flavor::llama3("8B", "llama3_8b", [4096, 32, 32, 8, 14336]),
+    Flavor::llama3("70B", "llama3_70b", [8192, 80, 64, 8, 28672]),
+    Flavor::llama3("405B", "llama3_405b", [16384, 126, 128, 8, 53248]),
+    Flavor::qwen3("0.6B", "qwen3_0_6b", false, [1024, 28, 16, 3072], true),
+    Flavor::qwen3("1.7B", "qwen3_1_7b", false, [2048, 28, 16, 6144], true),
+    Flavor::qwen3("4B", "qwen3_14b", true, [2560, 36, 32, 9728], true),
+    Flavor::qwen3("8B", "qwen3_14b", true, [4096, 36, 32, 12288], false),
+    Flavor::qwen3("14B", "qwen3_14b", false, [5120, 40, 40, 17408], false),
+    Flavor::qwen3("32B", "qwen3_32b", false, [5120, 64, 64, 25600], false),
 ];
 
 /// The torchtitan flavor that builds exactly `shape`, or why none does.
 fn flavor_for(model: &Model, shape: &TransformerShape) -> EngineResult<&'static Flavor> {
-    let shipped = "torchtitan 0.3.0 trains only the model flavors it ships (llama3 8B, 70B, 405B; torchtitan/models/llama3/__init__.py)";
+    let shipped = "amp exports the model flavors torchtitan 0.3.0 ships with a training recipe: llama3 8B, 70B, 405B (torchtitan/models/llama3/__init__.py) and qwen3 0.6B, 1.7B, 4B, 8B, 14B, 32B (torchtitan/models/qwen3/__init__.py)";
     let Some(a) = &shape.architecture else {
         return Err(Refusal::Unsupported(format!(
             "model `{}` gives sizes but not its architecture; {shipped}, so export a zoo model or a Hugging Face config",
             model.name
         )));
     };
-    let llama_like = a.family == "llama"
-        && a.activation == Activation::Swiglu
+    // What both families share; the rest is each family's own.
+    let common = a.activation == Activation::Swiglu
         && a.norm == NormKind::Rmsnorm
         && a.position_embedding == PositionEmbedding::Rope
-        && a.rope_theta == Some(500_000.0)
-        && !a.tied_embeddings
         && !a.linear_bias
-        && !a.qkv_bias
-        && a.head_dim * shape.heads == shape.hidden;
-    let found = LLAMA3_FLAVORS.iter().find(|f| {
-        llama_like
-            && (f.hidden, f.layers, f.heads, f.kv_heads, f.ffn, f.vocab)
-                == (
-                    shape.hidden,
-                    shape.num_blocks,
-                    shape.heads,
-                    a.kv_heads,
-                    a.ffn_hidden,
-                    shape.vocab,
-                )
+        && !a.qkv_bias;
+    let family = |f: &Flavor| match f.module {
+        "llama3" => a.family == "llama" && a.rope_theta == Some(500_000.0) && !a.qk_norm,
+        _ => a.family == "qwen3" && a.rope_theta == Some(1_000_000.0) && a.qk_norm,
+    };
+    let found = FLAVORS.iter().find(|f| {
+        common
+            && family(f)
+            && (
+                f.hidden, f.layers, f.heads, f.kv_heads, f.head_dim, f.ffn, f.vocab, f.tied,
+            ) == (
+                shape.hidden,
+                shape.num_blocks,
+                shape.heads,
+                a.kv_heads,
+                a.head_dim,
+                a.ffn_hidden,
+                shape.vocab,
+                a.tied_embeddings,
+            )
     });
     found.ok_or_else(|| {
         Refusal::Unsupported(format!(
@@ -131,14 +179,24 @@ pub(crate) fn export(
     let split = launch::block_split(plan, model, ENGINE)?;
     launch::check_heads(&split.shape)?;
     let flavor = flavor_for(model, &split.shape)?;
-    if opts.torchtitan_model != "llama3" {
+    if let Some(m) = opts
+        .torchtitan_model
+        .as_deref()
+        .filter(|m| *m != flavor.module)
+    {
         return Err(Refusal::Option {
             option: "torchtitan_model".into(),
             message: format!(
-                "`{}`: the plan's model is torchtitan's llama3 flavor {}",
-                opts.torchtitan_model, flavor.name
+                "`{m}`: the plan's model is torchtitan's {} flavor {}",
+                flavor.module, flavor.name
             ),
         });
+    }
+    if flavor.tied && plan.pp() > 1 {
+        return Err(Refusal::Unsupported(format!(
+            "{} flavor {} ties its output to the embedding, and torchtitan refuses weight tying with pipeline parallelism (torchtitan/models/common/decoder.py); export a plan without a pipeline",
+            flavor.module, flavor.name
+        )));
     }
     if let Some(f) = opts
         .torchtitan_flavor
@@ -148,8 +206,8 @@ pub(crate) fn export(
         return Err(Refusal::Option {
             option: "torchtitan_flavor".into(),
             message: format!(
-                "`{f}` is not the model amp priced; its architecture is torchtitan's llama3 flavor {}",
-                flavor.name
+                "`{f}` is not the model amp priced; its architecture is torchtitan's {} flavor {}",
+                flavor.module, flavor.name
             ),
         });
     }
@@ -172,7 +230,8 @@ pub(crate) fn export(
     // optimizer state is sharded (FSDP). torchtitan 0.3.0 applies the mixed
     // precision policy through fully_shard even with a shard degree of 1
     // (torchtitan/models/llama3/parallelize.py: "Always run
-    // apply_fsdp_to_decoder"), so bf16 holds under tp and pp without FSDP.
+    // apply_fsdp_to_decoder"; qwen3/parallelize.py likewise), so bf16 holds
+    // under tp and pp without FSDP.
     let (replicate_degree, shard_degree) = if opts.distributed_optimizer {
         (1, dp)
     } else {
@@ -210,20 +269,45 @@ pub(crate) fn export(
     py.push_str("(torchtitan/config/manager.py ConfigManager._load_config imports MODULE and calls FUNCTION).\n");
     py.push_str("Data set, tokenizer path, optimizer (but an implementation the plan names) and steps are those of torchtitan's own recipe; change them here.\n\"\"\"\n\n");
     py.push_str("from torchtitan.distributed.activation_checkpoint import FullAC, SelectiveAC\n");
+    if flavor.borrowed_recipe {
+        py.push_str(&format!(
+            "from torchtitan.models.{} import model_registry\n",
+            flavor.module
+        ));
+    }
     py.push_str(&format!(
-        "from torchtitan.models.llama3.config_registry import {}\n\n\n",
-        flavor.recipe
+        "from torchtitan.models.{}.config_registry import {}\n\n\n",
+        flavor.module, flavor.recipe
     ));
     py.push_str("def amp_plan():\n");
-    py.push_str(&format!(
-        "    # torchtitan's recipe for llama3 flavor {} (model_registry(\"{}\"): hidden {}, {} blocks,\n",
-        flavor.name, flavor.name, shape.hidden, shape.num_blocks
-    ));
-    py.push_str(&format!(
-        "    # {} heads, {} key/value heads, FFN {}, vocabulary {}): the model amp priced.\n",
-        flavor.heads, flavor.kv_heads, flavor.ffn, flavor.vocab
-    ));
-    py.push_str(&format!("    config = {}()\n", flavor.recipe));
+    let what = format!(
+        "{} flavor {} (model_registry(\"{}\"): hidden {}, {} blocks,\n    # {} heads, {} key/value heads, FFN {}, vocabulary {})",
+        flavor.module,
+        flavor.name,
+        flavor.name,
+        shape.hidden,
+        shape.num_blocks,
+        flavor.heads,
+        flavor.kv_heads,
+        flavor.ffn,
+        flavor.vocab
+    );
+    if flavor.borrowed_recipe {
+        py.push_str(&format!(
+            "    # {} has no recipe of its own: the recipe {}() (the same tokenizer, data set and\n    # optimizer), with its model replaced by {what}: the model amp priced.\n",
+            flavor.name, flavor.recipe
+        ));
+        py.push_str(&format!("    config = {}()\n", flavor.recipe));
+        py.push_str(&format!(
+            "    config.model_spec = model_registry({})\n",
+            py_str(flavor.name)
+        ));
+    } else {
+        py.push_str(&format!(
+            "    # torchtitan's recipe for {what}: the model amp priced.\n"
+        ));
+        py.push_str(&format!("    config = {}()\n", flavor.recipe));
+    }
     py.push_str("    t = config.training  # torchtitan/config/configs.py TrainingConfig\n");
     py.push_str("    p = config.parallelism  # torchtitan/config/configs.py ParallelismConfig\n");
     py.push_str(&format!("    t.seq_len = {}\n", shape.seq_len));
@@ -305,13 +389,19 @@ pub(crate) fn export(
         py.push_str("    ]\n");
     }
     py.push_str("    # Trainer.Config.activation_checkpoint (torchtitan/distributed/activation_checkpoint.py)\n");
-    py.push_str(match opts.recompute {
-        Recompute::None => {
-            "    config.activation_checkpoint = None  # none: parallelize_llama skips it\n"
+    match opts.recompute {
+        Recompute::None => py.push_str(&format!(
+            "    config.activation_checkpoint = None  # none: {} skips it\n",
+            match flavor.module {
+                "llama3" => "parallelize_llama",
+                _ => "parallelize_qwen3",
+            }
+        )),
+        Recompute::Full => py.push_str("    config.activation_checkpoint = FullAC.Config()\n"),
+        Recompute::Selective => {
+            py.push_str("    config.activation_checkpoint = SelectiveAC.Config()\n")
         }
-        Recompute::Full => "    config.activation_checkpoint = FullAC.Config()\n",
-        Recompute::Selective => "    config.activation_checkpoint = SelectiveAC.Config()\n",
-    });
+    }
     py.push_str("    return config\n");
 
     let mut sh = String::from("#!/usr/bin/env bash\n");

@@ -484,6 +484,82 @@ fn torchtitan_without_a_pipeline_keeps_the_micro_batches_as_accumulation() {
 }
 
 #[test]
+fn torchtitan_builds_qwen3_from_its_own_flavors() {
+    let c = amp_catalog::parse_cluster("1x8xH100").unwrap();
+    let grid = |tp, dp, pp| {
+        amp_core::placement::DeviceGrid::new(
+            &c,
+            tp,
+            dp,
+            pp,
+            &amp_core::placement::Placement::artifact_default(&c),
+        )
+    };
+    let py = |p: &amp_core::plan::Plan, m: &amp_core::model::Model| {
+        export(p, m, &c, Engine::Torchtitan, &ExportOptions::default())
+            .map(|f| f[0].contents.clone())
+            .map_err(|e| e.to_string())
+    };
+    // 32B has a recipe of its own (torchtitan/models/qwen3/config_registry.py).
+    let m = amp_catalog::zoo_model("qwen3-32b", Some(4096)).unwrap();
+    let p =
+        amp_core::search::plan_from_grid(&grid(4, 1, 2), &[0, 33, 67], 1, 4, &Default::default());
+    let text = py(&p, &m).unwrap();
+    assert!(
+        text.contains("from torchtitan.models.qwen3.config_registry import qwen3_32b\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("    config = qwen3_32b()\n") && !text.contains("import model_registry"),
+        "{text}"
+    );
+    // 8B has none: the 14B's recipe with the 8B model.
+    let m = amp_catalog::zoo_model("qwen3-8b", Some(4096)).unwrap();
+    let p =
+        amp_core::search::plan_from_grid(&grid(2, 2, 2), &[0, 19, 39], 1, 4, &Default::default());
+    let text = py(&p, &m).unwrap();
+    for line in [
+        "from torchtitan.models.qwen3 import model_registry\n",
+        "    config = qwen3_14b()\n",
+        "    config.model_spec = model_registry(\"8B\")\n",
+        "    p.tensor_parallel_degree = 2\n",
+        "    p.pipeline_parallel_degree = 2\n",
+    ] {
+        assert!(text.contains(line), "missing {line} in\n{text}");
+    }
+    // Without its query and key norms the same sizes are no torchtitan model.
+    let mut plain = amp_catalog::zoo::zoo_arch("qwen3-8b").unwrap();
+    plain.qk_norm = false;
+    let e = py(&p, &plain.build(Some(4096)).unwrap()).unwrap_err();
+    assert!(
+        e.contains("qwen3 family") && e.contains("qwen3 0.6B"),
+        "{e}"
+    );
+    // A tied flavor (Qwen3-1.7B): torchtitan refuses weight tying with a
+    // pipeline, so amp does; without one it exports.
+    let mut small = amp_catalog::zoo::zoo_arch("qwen3-8b").unwrap();
+    (
+        small.hidden,
+        small.layers,
+        small.heads,
+        small.ffn,
+        small.tied,
+    ) = (2048, 28, 16, 6144, true);
+    let small = small.build(Some(4096)).unwrap();
+    let p =
+        amp_core::search::plan_from_grid(&grid(2, 2, 2), &[0, 15, 31], 1, 4, &Default::default());
+    let e = py(&p, &small).unwrap_err();
+    assert!(
+        e.contains("1.7B ties its output") && e.contains("without a pipeline"),
+        "{e}"
+    );
+    let p = amp_core::search::plan_from_grid(&grid(2, 4, 1), &[0, 31], 1, 4, &Default::default());
+    assert!(py(&p, &small)
+        .unwrap()
+        .contains("    config = qwen3_1_7b()\n"));
+}
+
+#[test]
 fn torchtitan_runs_the_adam_step_the_plan_names() {
     let (p, m, c) = common::llama3_8b();
     let mut p = p;
