@@ -19,7 +19,9 @@ def test_modules_hold_the_parameters_amp_counts():
     from amp_planner.profile.modules import build
 
     tiny_qwen3 = dict(TINY_LLAMA, model_type="qwen3", head_dim=16)
-    models = [(dict(TINY_LLAMA), 32), (tiny_qwen3, 32), ("gpt2", 64), ("opt-350m", 64)]
+    tiny_gemma3 = dict(TINY_LLAMA, model_type="gemma3_text", head_dim=32)
+    tiny = [(dict(TINY_LLAMA), 32), (tiny_qwen3, 32), (tiny_gemma3, 32)]
+    models = tiny + [("gpt2", 64), ("opt-350m", 64)]
     for model, seq in models + [("bert-large", 64)]:
         info = amp.layers(model, seq)
         s = info["model"]["shape"]["seq_len"]

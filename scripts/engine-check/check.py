@@ -44,6 +44,9 @@ CASES = [
     ("qwen3-32b tp8 pp2", "qwen3-32b", 4096, "2x8xH100", [8, 8], 8, 1, 2, [0, 33, 67], 1, 4, [], {}),
     # Qwen3-8B: torchtitan ships the flavor but no recipe; the job starts from the 14B's.
     ("qwen3-8b tp2 dp2 pp2", "qwen3-8b", 4096, "1x8xH100", [8], 2, 2, 2, [0, 19, 39], 1, 4, [], {}),
+    # Gemma 3: GeLU-gated, four norms per block, tied; Megatron-LM's arguments cannot build it.
+    ("gemma-3-1b tp1 dp2 pp2", "gemma-3-1b", 4096, "1x8xH100", [8], 1, 2, 2, [0, 14, 29], 1, 4, [],
+     {"megatron": "Gemma's embedding scaled", "torchtitan": NOT_SHIPPED}),
     # Phi-3: Llama's blocks with fused projections (the same weights), 32064 tokens.
     ("phi-3-mini tp2 pp2", "phi-3-mini", 4096, "1x8xH100", [8], 2, 2, 2, [0, 17, 35], 1, 4, [],
      {"torchtitan": NOT_SHIPPED}),

@@ -457,9 +457,15 @@ pub fn layer_estimate(
                 );
                 m.gemm(&mut gm, d.s, d.s, d.head_dim, batch, rows);
             }
+            // Gemma's norms on the branches' outputs, before each residual
+            // add.
+            let post_norms = model.architecture().is_some_and(|a| a.post_norms);
             // Head merge, output projection, dropout, residual add, norm.
             m.stream(&mut st, 2.0 * th / t * e, 1.0);
             m.gemm(&mut gm, tok, d.h / t, d.h, 1.0, &[]);
+            if post_norms {
+                norm(&mut st);
+            }
             // Dropout on the 16-bit branch; the residual add reads the
             // stream and the branch and writes the stream; the norm reads
             // and writes the stream.
@@ -467,8 +473,9 @@ pub fn layer_estimate(
             norm(&mut st);
             m.cast_in(&mut st, th, r);
             // MLP, activation, dropout, residual add.
-            match eager.filter(|a| a.activation == Activation::Swiglu) {
-                // Gate and up projections, SiLU, their product, down.
+            match eager.filter(|a| matches!(a.activation, Activation::Swiglu | Activation::Geglu)) {
+                // Gate and up projections, SiLU (GeLU's tanh form: one
+                // kernel too), their product, down.
                 Some(a) => {
                     let f = a.ffn_hidden as f64 / t;
                     if fused_projections(a) {
@@ -498,6 +505,9 @@ pub fn layer_estimate(
                     }
                     m.gemm(&mut gm, tok, d.ffn / t, d.h, 1.0, &[]);
                 }
+            }
+            if post_norms {
+                norm(&mut st);
             }
             m.stream(&mut st, th * (2.0 * e + 1.0) + th * (2.0 * r + e), 2.0);
             f.gpu_s = gm.gpu_s + st.gpu_s + at.gpu_s;
@@ -1093,6 +1103,18 @@ mod tests {
         );
         assert!((kernels(q.forward_s, l.forward_s) - 2.0).abs() < 1e-6);
         assert_eq!(l, p);
+        // Gemma 3 against Qwen3 of its sizes: the two post-norms add two
+        // RMSNorms of kernels; its GeLU gate is one kernel, as SiLU is.
+        let gemma = |post| {
+            let mut a = crate::zoo::zoo_arch("gemma-3-1b").unwrap();
+            a.post_norms = post;
+            a.build(Some(16)).unwrap()
+        };
+        let (with, without) = (at(&gemma(true), &opts), at(&gemma(false), &opts));
+        assert!((kernels(with.forward_s, without.forward_s) - norms).abs() < 1e-6);
+        let mut swiglu = crate::zoo::zoo_arch("gemma-3-1b").unwrap();
+        (swiglu.post_norms, swiglu.geglu) = (false, false);
+        assert_eq!(at(&swiglu.build(Some(16)).unwrap(), &opts), without);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Reading a Hugging Face `config.json` into an [`Arch`] and a layer list.
 //!
 //! Supported `model_type`s: `gpt2`, `opt`, `gpt_neo`, `llama`, `mistral`,
-//! `qwen2`, `qwen3`, `phi3` (and their `architectures` class names). Field names and defaults
+//! `qwen2`, `qwen3`, `phi3`, `gemma`, `gemma3_text` (and their
+//! `architectures` class names). Field names and defaults
 //! follow the `transformers` configuration classes of those models.
 
 use serde_json::{Map, Value};
@@ -11,7 +12,8 @@ use amp_core::model::Model;
 use crate::zoo::{Arch, Norm};
 use crate::CatalogError;
 
-const SUPPORTED: &str = "gpt2, opt, gpt_neo, llama, mistral, qwen2, qwen3, phi3";
+const SUPPORTED: &str =
+    "gpt2, opt, gpt_neo, llama, mistral, qwen2, qwen3, phi3, gemma, gemma3_text";
 
 /// The model a Hugging Face `config.json` describes, at sequence length
 /// `seq_len` (default: the config's maximum positions, capped at 8192).
@@ -157,6 +159,8 @@ pub fn arch_from_hf_config(json: &str, origin: &str) -> Result<Arch, CatalogErro
             "Qwen2ForCausalLM" | "Qwen2Model" => "qwen2",
             "Qwen3ForCausalLM" | "Qwen3Model" => "qwen3",
             "Phi3ForCausalLM" | "Phi3Model" => "phi3",
+            "GemmaForCausalLM" | "GemmaModel" => "gemma",
+            "Gemma3ForCausalLM" | "Gemma3TextModel" => "gemma3_text",
             _ => "",
         }
         .to_string();
@@ -245,7 +249,8 @@ pub fn arch_from_hf_config(json: &str, origin: &str) -> Result<Arch, CatalogErro
             check_heads(&cfg, h, heads)?;
             a
         }
-        "llama" | "mistral" | "qwen2" | "qwen3" | "phi3" => {
+        "llama" | "mistral" | "qwen2" | "qwen3" | "phi3" | "gemma" | "gemma3_text" => {
+            let gemma = model_type.starts_with("gemma");
             let h = cfg.req(&["hidden_size"])?;
             let heads = cfg.req(&["num_attention_heads"])?;
             let kv = cfg.u("num_key_value_heads")?.unwrap_or(heads);
@@ -260,10 +265,12 @@ pub fn arch_from_hf_config(json: &str, origin: &str) -> Result<Arch, CatalogErro
                 cfg.req(&["vocab_size"])?,
                 positions.min(8192),
             );
-            // transformers' Qwen3Config defaults `head_dim` to 128, the
-            // others to hidden / heads.
+            // transformers' Qwen3Config defaults `head_dim` to 128,
+            // GemmaConfig and Gemma3TextConfig to 256, the others to
+            // hidden / heads.
             let head_dim = match cfg.u("head_dim")? {
                 None if model_type == "qwen3" => Some(128),
+                None if gemma => Some(256),
                 d => d,
             };
             if let Some(d) = head_dim {
@@ -271,7 +278,8 @@ pub fn arch_from_hf_config(json: &str, origin: &str) -> Result<Arch, CatalogErro
             } else {
                 check_heads(&cfg, h, heads)?;
             }
-            a.tied = cfg.b("tie_word_embeddings", false)?;
+            // Gemma ties its output to the embedding unless told otherwise.
+            a.tied = cfg.b("tie_word_embeddings", gemma)?;
             // Qwen2 has biases on Q, K and V; Llama's and Qwen3's
             // `attention_bias` puts them on all four projections, Llama's
             // `mlp_bias` on the MLP; Phi-3 has none.
@@ -285,8 +293,22 @@ pub fn arch_from_hf_config(json: &str, origin: &str) -> Result<Arch, CatalogErro
                     a.mlp_bias = model_type != "qwen3" && cfg.b("mlp_bias", false)?;
                 }
             }
-            // Qwen3 normalises each head's query and key.
-            a.qk_norm = model_type == "qwen3";
+            // Qwen3 and Gemma 3 normalise each head's query and key;
+            // Gemma 3 also each branch's output. Gemma gates its MLP with
+            // GeLU's tanh form (`gelu_pytorch_tanh`, one fused kernel).
+            a.qk_norm = model_type == "qwen3" || model_type == "gemma3_text";
+            a.post_norms = model_type == "gemma3_text";
+            a.geglu = gemma;
+            if gemma {
+                for key in ["attn_logit_softcapping", "final_logit_softcapping"] {
+                    if let Some(cap) = cfg.f(key)? {
+                        return Err(CatalogError::invalid(
+                            format!("{origin}: `{key}`"),
+                            format!("{cap}: soft-capping (Gemma 2's) is not modelled; amp plans Gemma 3 configs, whose caps are null"),
+                        ));
+                    }
+                }
+            }
             if model_type == "phi3" {
                 // Phi-3's residual dropout (`resid_pdrop`, 0 in the
                 // published configs), and its rotary embedding on a part
@@ -302,11 +324,17 @@ pub fn arch_from_hf_config(json: &str, origin: &str) -> Result<Arch, CatalogErro
             }
             a.norm = Norm::RmsNorm;
             a.model_type = model_type.clone();
-            // transformers' LlamaConfig, MistralConfig, Qwen2Config and
-            // Qwen3Config default to 1e-6 and 10000; Phi3Config to 1e-5.
+            // transformers' LlamaConfig, MistralConfig, Qwen2Config,
+            // Qwen3Config and the Gemma configs default to 1e-6 and 10000
+            // (Gemma3TextConfig to 1e6); Phi3Config to 1e-5.
             let eps = if model_type == "phi3" { 1e-5 } else { 1e-6 };
             a.norm_eps = cfg.f("rms_norm_eps")?.unwrap_or(eps);
-            a.rope_theta = Some(cfg.f("rope_theta")?.unwrap_or(10_000.0));
+            let theta = if model_type == "gemma3_text" {
+                1_000_000.0
+            } else {
+                10_000.0
+            };
+            a.rope_theta = Some(cfg.f("rope_theta")?.unwrap_or(theta));
             a
         }
         "" => {
@@ -325,6 +353,8 @@ pub fn arch_from_hf_config(json: &str, origin: &str) -> Result<Arch, CatalogErro
                 Some((k, n)) => format!(
                     " (a Mixture-of-Experts model, `{k}` = {n}: amp prices dense transformers, whose whole MLP runs for every token)"
                 ),
+                None if map.contains_key("text_config") => " (its config nests a text decoder's in `text_config` beside another tower: amp prices text decoders; to plan the decoder without the other tower, give that `text_config` as its own config.json, with model_type `gemma3_text` for Gemma 3)".to_string(),
+                None if other == "gemma2" => " (Gemma 2's attention logit soft-capping is not modelled)".to_string(),
                 None => String::new(),
             };
             return Err(CatalogError::invalid(

@@ -94,8 +94,12 @@ pub struct Arch {
     /// Rotary base; `None` when positions are learned (`positions > 0`) or
     /// absent.
     pub rope_theta: Option<f64>,
-    /// An RMSNorm over each head's query and key (Qwen3).
+    /// An RMSNorm over each head's query and key (Qwen3, Gemma 3).
     pub qk_norm: bool,
+    /// A gated MLP's gate runs GeLU (tanh approximation), not SiLU (Gemma).
+    pub geglu: bool,
+    /// Norms on the attention's and the MLP's outputs too (Gemma 2 and 3).
+    pub post_norms: bool,
 }
 
 impl Arch {
@@ -138,6 +142,8 @@ impl Arch {
             norm_eps: 1e-5,
             rope_theta: None,
             qk_norm: false,
+            geglu: false,
+            post_norms: false,
         }
     }
 
@@ -182,6 +188,8 @@ impl Arch {
             norm_eps: 1e-5,
             rope_theta: Some(10_000.0),
             qk_norm: false,
+            geglu: false,
+            post_norms: false,
         }
     }
 
@@ -198,7 +206,11 @@ impl Arch {
                     location: at.to_string(),
                     message: format!(
                         "its MLP is {}, not GeLU, so a GeLU kernel does not apply; drop --gelu",
-                        if self.gated { "gated (SwiGLU)" } else { "ReLU" }
+                        match (self.gated, self.geglu) {
+                            (true, true) => "gated (GeGLU: one fused kernel)",
+                            (true, false) => "gated (SwiGLU)",
+                            _ => "ReLU",
+                        }
                     ),
                 });
             }
@@ -305,6 +317,9 @@ impl Arch {
         if self.qk_norm {
             p += 2 * self.norm.params(self.head_dim);
         }
+        if self.post_norms {
+            p += 2 * self.norm.params(h);
+        }
         p + 2 * self.norm.params(h)
     }
 
@@ -337,6 +352,10 @@ impl Arch {
             // The query and key norms' inputs.
             e += s * (self.heads + self.kv_heads) * self.head_dim;
         }
+        if self.post_norms {
+            // The inputs of the norms on the two branches' outputs.
+            e += 2 * s * h;
+        }
         if self.dropout {
             e += s * h; // two masks of s h bytes
         }
@@ -358,7 +377,9 @@ impl Arch {
             kv_heads: self.kv_heads,
             head_dim: self.head_dim,
             ffn_hidden: self.ffn,
-            activation: if self.gated {
+            activation: if self.gated && self.geglu {
+                Activation::Geglu
+            } else if self.gated {
                 Activation::Swiglu
             } else if self.relu {
                 Activation::Relu
@@ -387,6 +408,7 @@ impl Arch {
             linear_bias: self.out_bias || self.mlp_bias,
             qkv_bias: self.qkv_bias,
             qk_norm: self.qk_norm,
+            post_norms: self.post_norms,
             flash_attention: Some(self.flash_attention),
             dropout: Some(self.dropout),
         }
@@ -664,6 +686,7 @@ pub const ZOO_NAMES: &[&str] = &[
     "qwen3-8b",
     "qwen3-32b",
     "phi-3-mini",
+    "gemma-3-1b",
     "vit-l-16",
     "vit-h-14",
     "gpt2-amp",
@@ -824,6 +847,22 @@ pub fn zoo_arch(name: &str) -> Option<Arch> {
     if let Some(a) =
         qwen3("qwen3-8b", 4096, 36, 32, 12288).or_else(|| qwen3("qwen3-32b", 5120, 64, 64, 25600))
     {
+        return Some(a);
+    }
+    if find("gemma-3-1b") {
+        // google/gemma-3-1b-pt (model_type gemma3_text): 4 query heads and
+        // 1 key/value head of 256, norms on each head's query and key and
+        // on both branches' outputs, a GeLU-gated MLP, 262144 tokens tied
+        // to the output, rope theta 1e6, RMSNorm epsilon 1e-6.
+        let mut a = Arch::llama("gemma-3-1b", 1152, 26, 4, 1, 6912, 262144, 4096);
+        a.head_dim = 256;
+        a.qk_norm = true;
+        a.post_norms = true;
+        a.geglu = true;
+        a.tied = true;
+        a.model_type = "gemma3_text".into();
+        a.rope_theta = Some(1_000_000.0);
+        a.norm_eps = 1e-6;
         return Some(a);
     }
     if find("phi-3-mini") {

@@ -174,6 +174,12 @@ const PUBLISHED: &[(&str, f64, f64, &str)] = &[
         "HF Qwen/Qwen3-32B model card: 32.8B",
     ),
     (
+        "gemma-3-1b",
+        999_885_952.0,
+        0.0,
+        "HF google/gemma-3-1b-pt: 999,885,952 (tied)",
+    ),
+    (
         "phi-3-mini",
         3.82e9,
         0.0,
@@ -305,6 +311,20 @@ const PHI3_MINI: &str = r#"{
   "use_cache": true, "vocab_size": 32064
 }"#;
 
+/// google/gemma-3-1b-pt's config.json as published.
+const GEMMA3_1B: &str = r#"{
+  "architectures": ["Gemma3ForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+  "attn_logit_softcapping": null, "bos_token_id": 2, "cache_implementation": "hybrid",
+  "eos_token_id": 1, "final_logit_softcapping": null, "head_dim": 256,
+  "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 1152, "initializer_range": 0.02,
+  "intermediate_size": 6912, "max_position_embeddings": 32768, "model_type": "gemma3_text",
+  "num_attention_heads": 4, "num_hidden_layers": 26, "num_key_value_heads": 1,
+  "pad_token_id": 0, "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06,
+  "rope_local_base_freq": 10000, "rope_scaling": null, "rope_theta": 1000000,
+  "sliding_window": 512, "sliding_window_pattern": 6, "torch_dtype": "bfloat16",
+  "transformers_version": "4.50.0.dev0", "use_cache": true, "vocab_size": 262144
+}"#;
+
 const GPT2: &str = r#"{"model_type": "gpt2", "n_embd": 768, "n_head": 12, "n_layer": 12, "n_positions": 1024, "vocab_size": 50257}"#;
 
 const GPT_NEO: &str = r#"{"architectures": ["GPTNeoForCausalLM"], "hidden_size": 2560, "num_heads": 20, "num_layers": 32,
@@ -347,6 +367,7 @@ fn hf_configs_give_the_zoo_models() {
             4096,
         ),
         (PHI3_MINI, "phi-3-mini", 4096),
+        (GEMMA3_1B, "gemma-3-1b", 4096),
     ] {
         let a = model_from_hf_config(json, "config.json", Some(seq)).unwrap();
         let b = zoo_model(zoo, Some(seq)).unwrap();
@@ -430,6 +451,28 @@ fn architectures_say_what_engines_must_build() {
     assert!(q3.qk_norm && !q3.qkv_bias && !q3.linear_bias && !q3.tied_embeddings);
     assert!(!l.qk_norm && !arch("phi-3-mini").qk_norm);
     assert_eq!(arch("phi-3-mini").family, "phi3");
+    // Gemma 3: GeLU-gated, four norms per block (the two on the branches'
+    // outputs hold h weights each and keep their s h inputs), query and
+    // key norms, tied.
+    let g3 = arch("gemma-3-1b");
+    assert_eq!(
+        (g3.family.as_str(), g3.activation, g3.head_dim, g3.kv_heads),
+        ("gemma3_text", Activation::Geglu, 256, 1)
+    );
+    assert!(g3.post_norms && g3.qk_norm && g3.tied_embeddings);
+    assert!(!l.post_norms && l.activation == Activation::Swiglu);
+    let with = zoo_model("gemma-3-1b", Some(512)).unwrap();
+    let mut plain = zoo_arch("gemma-3-1b").unwrap();
+    plain.post_norms = false;
+    let without = plain.build(Some(512)).unwrap();
+    assert_eq!(with.layers[1].params - without.layers[1].params, 2 * 1152);
+    assert_eq!(
+        with.layers[1].stored_activation_elems_per_sample.unwrap()
+            - without.layers[1]
+                .stored_activation_elems_per_sample
+                .unwrap(),
+        2 * 512 * 1152
+    );
     // The query and key norms hold head_dim weights each.
     let with = zoo_model("qwen3-8b", None).unwrap();
     let mut plain = zoo_arch("qwen3-8b").unwrap();
@@ -485,6 +528,37 @@ fn hf_config_errors_are_specific() {
         .to_string();
     assert!(
         e.contains("c.json: `partial_rotary_factor`") && e.contains("0.75"),
+        "{e}"
+    );
+    // Gemma 2's soft-capping is not modelled: refused, named.
+    let capped = GEMMA3_1B.replace(
+        "\"attn_logit_softcapping\": null",
+        "\"attn_logit_softcapping\": 50.0",
+    );
+    let e = model_from_hf_config(&capped, "c.json", None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("c.json: `attn_logit_softcapping`") && e.contains("50"),
+        "{e}"
+    );
+    let e = model_from_hf_config(r#"{"model_type": "gemma2"}"#, "c.json", None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("`gemma2` is not supported") && e.contains("soft-capping"),
+        "{e}"
+    );
+    // A vision-language wrapper: the decoder's config is nested.
+    let e = model_from_hf_config(
+        r#"{"model_type": "gemma3", "text_config": {"model_type": "gemma3_text"}}"#,
+        "c.json",
+        None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("`text_config`") && e.contains("gemma3_text"),
         "{e}"
     );
     let bad_heads = LLAMA3_8B.replace("\"num_key_value_heads\": 8", "\"num_key_value_heads\": 5");

@@ -343,8 +343,10 @@ fn attention_core_bytes(model: &Model, tp: f64, setup: &TrainingSetup) -> f64 {
 /// bits, as [`Layer::stored_activation_elems_per_sample`]), those every
 /// rank of a tensor-parallel group keeps whole without sequence
 /// parallelism (Korthikanti et al. 2022, sec. 4.2): the two norms' inputs
-/// (`2 s h`), the inputs of the QKV and first MLP projections (`s h` each)
-/// and, with dropout, its two one-byte masks (`s h`). Zero when sequence
+/// (`2 s h`; four norms', `4 s h`, with Gemma's post-norms, whose inputs
+/// are the branches' all-reduced outputs), the inputs of the QKV and first
+/// MLP projections (`s h` each) and, with dropout, its two one-byte masks
+/// (`s h`). Zero when sequence
 /// parallelism splits them too, or when the model does not say whether it
 /// has dropout (a layer list without `architecture.dropout`: its count is
 /// then divided by tp whole, as before the field existed).
@@ -354,16 +356,18 @@ fn replicated_block_elems(model: &Model, elems: f64, setup: &TrainingSetup) -> f
     }
     match (model.dropout(), shape_sha(model)) {
         (Some(dropout), Some((s, h, _))) => {
-            let per_sh = if dropout { 5.0 } else { 4.0 };
+            let post_norms = model.architecture().is_some_and(|a| a.post_norms);
+            let per_sh = if dropout { 5.0 } else { 4.0 } + if post_norms { 2.0 } else { 0.0 };
             (per_sh * s * h).min(elems)
         }
         _ => 0.0,
     }
 }
 
-/// What a block's two norms keep beyond the stored-activation count, bytes
-/// per sample, replicated over the tensor-parallel group unless
-/// sequence-parallel. Per norm and element of its `s h` input:
+/// What a block's norms keep beyond the stored-activation count, bytes per
+/// sample. The two on the residual stream (`s h` inputs each, replicated
+/// over the tensor-parallel group unless sequence-parallel) keep, per
+/// element:
 /// - the residual stream's width beyond the activations' when it is wider
 ///   (eager autocast: the fp32 input, counted there in 16 bits);
 /// - without an engine, an RMSNorm written as Python (Hugging Face's
@@ -371,11 +375,15 @@ fn replicated_block_elems(model: &Model, elems: f64, setup: &TrainingSetup) -> f
 ///   normalised output for the weight's gradient, 4 bytes (engines fuse
 ///   the norm).
 ///
-/// Query and key norms (Qwen3, [`crate::model::Architecture::qk_norm`])
-/// run on this rank's heads, 16-bit: written as Python each keeps the fp32
-/// copy of its input that `pow` and the multiply by the inverse norm save,
-/// 4 bytes per element of `s (heads + kv_heads) head_dim / tp`, beyond its
-/// 16-bit input the stored count holds.
+/// Norms whose input is a 16-bit branch value, written as Python, keep the
+/// fp32 copy of their input that `pow` and the multiply by the inverse norm
+/// save, 4 bytes per element beyond the 16-bit value the stored count
+/// holds, and Gemma's (`output * (1 + weight)` before the cast back) also
+/// its fp32 output, 2 more bytes net: Qwen3's and Gemma 3's norms on each
+/// head's query and key ([`crate::model::Architecture::qk_norm`],
+/// `s (heads + kv_heads) head_dim / tp` elements), and Gemma's norms on the two
+/// branches' outputs ([`crate::model::Architecture::post_norms`], `s h`
+/// each, replicated as the stream's).
 fn norm_extra_bytes(
     model: &Model,
     layer: &crate::model::Layer,
@@ -383,20 +391,34 @@ fn norm_extra_bytes(
     setup: &TrainingSetup,
 ) -> f64 {
     let wider = (setup.formats.residual_stream_bytes() - activation_bytes(setup)).max(0.0);
-    let eager = model.eager_architecture(setup.engine);
-    let eager_rms = eager.is_some_and(|a| a.norm == crate::model::NormKind::Rmsnorm);
-    let per_elem = wider + if eager_rms { 4.0 } else { 0.0 };
-    let bytes = 2.0 * layer.output_elems_per_sample as f64 * per_elem;
-    let qk = match (eager.filter(|a| a.qk_norm), model.shape.as_ref()) {
+    let eager_rms = model
+        .eager_architecture(setup.engine)
+        .filter(|a| a.norm == crate::model::NormKind::Rmsnorm);
+    let per_elem = wider + if eager_rms.is_some() { 4.0 } else { 0.0 };
+    let out = layer.output_elems_per_sample as f64;
+    let half_input = eager_rms.map_or(0.0, |a| {
+        if a.family.starts_with("gemma") {
+            6.0
+        } else {
+            4.0
+        }
+    });
+    let post = if model.architecture().is_some_and(|a| a.post_norms) {
+        2.0 * out * half_input
+    } else {
+        0.0
+    };
+    let replicated = 2.0 * out * per_elem + post;
+    let qk = match (eager_rms.filter(|a| a.qk_norm), model.shape.as_ref()) {
         (Some(a), Some(sh)) => {
-            4.0 * (sh.seq_len * (sh.heads + a.kv_heads) * a.head_dim) as f64 / tp
+            half_input * (sh.seq_len * (sh.heads + a.kv_heads) * a.head_dim) as f64 / tp
         }
         _ => 0.0,
     };
     qk + if setup.sequence_parallel {
-        bytes / tp
+        replicated / tp
     } else {
-        bytes
+        replicated
     }
 }
 
@@ -1330,6 +1352,7 @@ mod tests {
             linear_bias: true,
             qkv_bias: true,
             qk_norm: false,
+            post_norms: false,
             flash_attention: flash,
             dropout,
         });
@@ -1362,7 +1385,9 @@ mod tests {
         // bytes per element of this rank's s (2 + 2) 4 = 64 elements at tp
         // 1, 32 at tp 2; with an engine (a fused norm) nothing beyond the
         // input the stored count holds.
-        let plain = tiny_with(Some(true), None);
+        let mut plain = tiny_with(Some(true), None);
+        let arch = plain.shape.as_mut().unwrap().architecture.as_mut().unwrap();
+        (arch.family, arch.norm) = ("qwen3".into(), crate::model::NormKind::Rmsnorm);
         let mut qk = plain.clone();
         let arch = qk.shape.as_mut().unwrap().architecture.as_mut().unwrap();
         arch.qk_norm = true;
@@ -1381,6 +1406,23 @@ mod tests {
             ..eager
         };
         assert_eq!(at(&qk, 2, &full), at(&plain, 2, &full));
+        // Gemma's norm keeps its fp32 output too, 6 bytes per element net;
+        // its two post-norms (on the branches' s h = 32 outputs, whole on
+        // every rank) likewise: 6 x 64 / 2 + 2 x 32 x 6 = 576 at tp 2.
+        let gemma = |qk_norm, post_norms| {
+            let mut m = plain.clone();
+            let a = m.shape.as_mut().unwrap().architecture.as_mut().unwrap();
+            (a.family, a.qk_norm, a.post_norms) = ("gemma3_text".into(), qk_norm, post_norms);
+            m
+        };
+        assert_eq!(
+            at(&gemma(true, true), 2, &eager) - at(&gemma(false, false), 2, &eager),
+            576.0
+        );
+        assert_eq!(
+            at(&gemma(true, true), 2, &megatron),
+            at(&gemma(false, false), 2, &megatron)
+        );
     }
 
     #[test]

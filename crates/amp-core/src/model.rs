@@ -132,6 +132,9 @@ pub enum Activation {
     Relu,
     /// Gated: three weight matrices, SiLU on the gate (Llama, Mistral, Qwen2).
     Swiglu,
+    /// Gated: three weight matrices, GeLU's tanh approximation on the gate
+    /// (Gemma; one fused kernel, as SiLU).
+    Geglu,
 }
 
 /// Normalisation layer of a transformer block.
@@ -197,6 +200,10 @@ pub struct Architecture {
     /// none.
     #[serde(default, skip_serializing_if = "is_false")]
     pub qk_norm: bool,
+    /// A norm also on each branch's output before the residual add (Gemma 2
+    /// and 3: four norms per block). Absent: none.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub post_norms: bool,
     /// Whether attention is fused (flash attention: no `s x s` scores
     /// stored). The layers' stored activations were counted this way, and
     /// the analytic compute model prices the same attention unless told
@@ -956,6 +963,7 @@ mod tests {
             linear_bias: false,
             qkv_bias: false,
             qk_norm: false,
+            post_norms: false,
             flash_attention: None,
             dropout: None,
         });

@@ -443,6 +443,11 @@ fn architecture_args(
                 a.family
             ))
         }
+        f if f.starts_with("gemma") => {
+            return refuse(
+                "Gemma's embedding scaled by the square root of the hidden size, its GeLU-gated MLP and its (1 + weight) norms are not among pretrain_gpt.py's arguments (megatron/training/arguments.py); DeepSpeed runs it".to_string(),
+            )
+        }
         _ => {}
     }
     let mut v = Vec::new();
@@ -503,6 +508,11 @@ fn architecture_args(
             NET,
             "gated MLP with SiLU: three weight matrices",
         )),
+        Activation::Geglu => {
+            return refuse(
+                "its MLP is gated by GeLU; Megatron-LM's arguments gate by SiLU (--swiglu) or by a sigmoid approximation of GeLU (--quick-geglu), not GeLU itself".to_string(),
+            )
+        }
         Activation::Relu => {
             return refuse(
                 "its MLP uses ReLU; Megatron-LM's arguments offer GeLU (default), --swiglu, --squared-relu and --quick-geglu (_add_network_size_args), not ReLU".to_string(),

@@ -11,7 +11,8 @@ model adds on the group's real links):
 - ``transformer_block``: pre-norm attention with ``heads / tp`` query heads
   and ``kv_heads / tp`` key/value heads (column-parallel QKV, row-parallel
   output projection) and the MLP with ``ffn / tp`` columns (gated for
-  SwiGLU models), Qwen3's norms on each head's query and key;
+  SwiGLU models, GeLU-gated for Gemma), Qwen3's and Gemma 3's norms on
+  each head's query and key, Gemma 3's norms on the branches' outputs;
 - ``other``: the final norm and output-side projection (``final_norm*``),
   BERT's pooler and MLM transform, or a ViT's classifier;
 - ``vocab_projection``: the logits of ``vocab / tp`` columns and the loss.
@@ -71,6 +72,8 @@ class Embedding(nn.Module):
         if self.kind == "bert":
             self.types = nn.Embedding(2, h)
             self.norm = _norm(arch, h)
+        # Gemma scales its embeddings by the square root of the hidden size.
+        self.scale = math.sqrt(h) if arch.get("model_type", "").startswith("gemma") else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "vit":
@@ -78,6 +81,8 @@ class Embedding(nn.Module):
             y = torch.cat([self.cls.expand(y.shape[0], -1, -1), y], dim=1) + self.pos_table
             return F.dropout(y, self.p, self.training)
         y = self.tok(x)
+        if self.scale is not None:
+            y = y * self.scale
         if self.proj is not None:
             y = self.proj(y)
         if self.pos is not None:
@@ -107,6 +112,11 @@ class Block(nn.Module):
         self.out = nn.Linear(self.heads * d, h, bias=arch["out_bias"])
         self.norm2 = _norm(arch, h)
         self.gated = arch["gated"]
+        self.geglu = arch.get("geglu", False)
+        # Gemma 3 normalises each branch's output before the residual add.
+        self.post_norms = arch.get("post_norms", False)
+        if self.post_norms:
+            self.post_attn_norm, self.post_mlp_norm = _norm(arch, h), _norm(arch, h)
         self.up = nn.Linear(h, (2 if self.gated else 1) * f, bias=arch["mlp_bias"])
         self.down = nn.Linear(f, h, bias=arch["mlp_bias"])
 
@@ -126,14 +136,20 @@ class Block(nn.Module):
         a = F.scaled_dot_product_attention(
             q, k, v, dropout_p=self.p if self.training else 0.0, is_causal=self.causal
         )
-        x = x + F.dropout(self.out(a.transpose(1, 2).reshape(b, s, -1)), self.p, self.training)
+        a = self.out(a.transpose(1, 2).reshape(b, s, -1))
+        if self.post_norms:
+            a = self.post_attn_norm(a)
+        x = x + F.dropout(a, self.p, self.training)
         u = self.up(self.norm2(x))
         if self.gated:
             g, u = u.chunk(2, dim=-1)
-            u = F.silu(g) * u
+            u = (F.gelu(g, approximate="tanh") if self.geglu else F.silu(g)) * u
         else:
             u = F.gelu(u)
-        return x + F.dropout(self.down(u), self.p, self.training)
+        u = self.down(u)
+        if self.post_norms:
+            u = self.post_mlp_norm(u)
+        return x + F.dropout(u, self.p, self.training)
 
 
 class Final(nn.Module):
