@@ -397,6 +397,31 @@ fn hf_configs_give_the_zoo_models() {
     assert!(zoo_arch("opt-350m").unwrap().embed_dim == Some(512));
 }
 
+/// google/gemma-7b's config.json as published: Gemma (v1) has Llama's two
+/// norms, a GeLU-gated MLP, heads of 256 (16 x 256 on a hidden size of
+/// 3072) and a tied output.
+#[test]
+fn gemma_configs_give_the_published_sizes() {
+    let gemma_7b = r#"{
+  "architectures": ["GemmaForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+  "bos_token_id": 2, "eos_token_id": 1, "head_dim": 256, "hidden_act": "gelu",
+  "hidden_size": 3072, "initializer_range": 0.02, "intermediate_size": 24576,
+  "max_position_embeddings": 8192, "model_type": "gemma", "num_attention_heads": 16,
+  "num_hidden_layers": 28, "num_key_value_heads": 16, "pad_token_id": 0, "rms_norm_eps": 1e-06,
+  "rope_scaling": null, "rope_theta": 10000.0, "torch_dtype": "bfloat16",
+  "transformers_version": "4.38.0.dev0", "use_cache": true, "vocab_size": 256000
+}"#;
+    let m = model_from_hf_config(gemma_7b, "config.json", Some(4096)).unwrap();
+    // HF google/gemma-7b: 8,537,680,896 parameters.
+    assert_eq!(m.total_params(), 8_537_680_896);
+    let a = m.shape.as_ref().unwrap().architecture.clone().unwrap();
+    assert_eq!(
+        (a.family.as_str(), a.activation, a.head_dim),
+        ("gemma", amp_core::model::Activation::Geglu, 256)
+    );
+    assert!(a.tied_embeddings && !a.post_norms && !a.qk_norm);
+}
+
 #[test]
 fn architectures_say_what_engines_must_build() {
     use amp_core::model::{Activation, NormKind, PositionEmbedding};
