@@ -406,7 +406,8 @@ pub fn layer_estimate(
                     // This rank's query and key elements.
                     let qk = tok * (d.qkv / t - kv);
                     if a.qk_norm {
-                        // Two composite RMSNorms (Qwen3's q_norm, k_norm).
+                        // Two composite RMSNorms (q_norm, k_norm of Qwen3
+                        // and Gemma 3).
                         m.stream(
                             &mut st,
                             c.eager_rmsnorm_passes * qk * r,
@@ -423,12 +424,10 @@ pub fn layer_estimate(
                 }
                 None => {
                     m.gemm(&mut gm, tok, d.h, d.qkv / t, 1.0, &[]);
-                    if model.architecture().is_some_and(|a| a.qk_norm) {
+                    if let Some(a) = model.architecture().filter(|a| a.qk_norm) {
                         // An engine's fused norm on the queries, one on the
                         // keys: each reads and writes them.
-                        let kv = model
-                            .architecture()
-                            .map_or(0.0, |a| (a.kv_heads * a.head_dim) as f64 / t);
+                        let kv = (a.kv_heads * a.head_dim) as f64 / t;
                         m.stream(&mut st, 2.0 * tok * (d.qkv / t - kv) * e, 2.0);
                     }
                 }

@@ -204,14 +204,14 @@ impl Arch {
             if self.gated || self.relu {
                 return Err(CatalogError::Invalid {
                     location: at.to_string(),
-                    message: format!(
-                        "its MLP is {}, not GeLU, so a GeLU kernel does not apply; drop --gelu",
-                        match (self.gated, self.geglu) {
-                            (true, true) => "gated (GeGLU: one fused kernel)",
-                            (true, false) => "gated (SwiGLU)",
-                            _ => "ReLU",
-                        }
-                    ),
+                    message: if self.geglu {
+                        "its MLP is gated (GeGLU), whose gate runs GeLU's tanh form as one fused kernel in its own code, so --gelu (the kernel of an ungated GeLU MLP) does not apply; drop --gelu".to_string()
+                    } else {
+                        format!(
+                            "its MLP is {}, not GeLU, so a GeLU kernel does not apply; drop --gelu",
+                            if self.gated { "gated (SwiGLU)" } else { "ReLU" }
+                        )
+                    },
                 });
             }
             self.gelu_new = g;

@@ -2013,6 +2013,20 @@ fn gelu_new_is_priced_as_hugging_face_runs_it() {
         &[
             "plan",
             "--model",
+            "gemma-3-1b",
+            "--cluster",
+            "1x8xH100",
+            "--global-batch",
+            "8",
+            "--gelu",
+            "composite",
+        ],
+        &["gated (GeGLU)", "one fused kernel", "drop --gelu"],
+    );
+    assert_fails_with(
+        &[
+            "plan",
+            "--model",
             "gpt2-amp",
             "--cluster",
             "1x1xH200",
