@@ -248,13 +248,6 @@ impl Machine<'_> {
     }
 }
 
-/// Whether a family's own code projects query, key and value in one GEMM
-/// and the gated MLP's gate and up in one (Phi-3's `qkv_proj` and
-/// `gate_up_proj`), where Llama's writes three and two.
-fn fused_projections(a: &amp_core::model::Architecture) -> bool {
-    a.family == "phi3"
-}
-
 /// Dimensions of a transformer block as the analytic model needs them.
 #[derive(Debug, Clone, Copy)]
 struct BlockDims {
@@ -390,13 +383,28 @@ pub fn layer_estimate(
                     m.stream(st, 2.0 * th * r, 1.0);
                 }
             };
+            // Autocast casts each projection's fp32 input itself (its cache
+            // holds parameters' casts only): q, k and v written apart cast
+            // the norm's output three times, gate and up twice.
+            let casts = |n: usize, st: &mut Pass| {
+                for _ in 0..n {
+                    m.cast_in(st, th, r);
+                }
+            };
             // Layer norm, QKV projection, head split.
             norm(&mut st);
-            m.cast_in(&mut st, th, r);
+            casts(
+                if eager.is_some_and(|a| !a.fused_qkv()) {
+                    3
+                } else {
+                    1
+                },
+                &mut st,
+            );
             match eager.filter(|a| a.family != "gpt2" && a.family != "gpt3") {
                 Some(a) => {
                     let kv = (a.kv_heads * a.head_dim) as f64 / t;
-                    if fused_projections(a) {
+                    if a.fused_qkv() {
                         m.gemm(&mut gm, tok, d.h, d.qkv / t, 1.0, &[]);
                     } else {
                         m.gemm(&mut gm, tok, d.h, (d.qkv / t - 2.0 * kv).max(1.0), 1.0, &[]);
@@ -470,14 +478,15 @@ pub fn layer_estimate(
             // and writes the stream.
             m.stream(&mut st, th * (2.0 * e + 1.0) + th * (2.0 * r + e), 2.0);
             norm(&mut st);
-            m.cast_in(&mut st, th, r);
+            let separate_gate_up = eager.is_some_and(|a| a.gated() && !a.fused_gate_up());
+            casts(if separate_gate_up { 2 } else { 1 }, &mut st);
             // MLP, activation, dropout, residual add.
-            match eager.filter(|a| matches!(a.activation, Activation::Swiglu | Activation::Geglu)) {
+            match eager.filter(|a| a.gated()) {
                 // Gate and up projections, SiLU (GeLU's tanh form: one
                 // kernel too), their product, down.
                 Some(a) => {
                     let f = a.ffn_hidden as f64 / t;
-                    if fused_projections(a) {
+                    if a.fused_gate_up() {
                         m.gemm(&mut gm, tok, d.h, 2.0 * f, 1.0, &[]);
                     } else {
                         m.gemm(&mut gm, tok, d.h, f, 1.0, &[]);

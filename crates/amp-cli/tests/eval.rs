@@ -725,3 +725,49 @@ fn het_model_pp4_dp4_turns_on_the_shared_nic() {
     );
     assert!(t < rank1);
 }
+
+/// amp's side of the README's table "Eager blocks' activations, checked
+/// against Hugging Face's code": one block's activation bytes per sample
+/// for the configs `scripts/activation-check/check.py` builds (hidden 512,
+/// 8 heads, FFN 1408, sequence 384), as the difference between 2 and 1
+/// blocks of `amp eval --json`, one micro-batch of 8 samples on one H100.
+#[test]
+fn eager_block_activations_are_the_checked_figures() {
+    let base = r#""hidden_size": 512, "intermediate_size": 1408, "num_attention_heads": 8, "vocab_size": 1000, "max_position_embeddings": 2048, "tie_word_embeddings": false"#;
+    let block = |family: &str, extra: &str| {
+        let bytes = |layers: usize| {
+            let config = tmp(
+                &format!("act-{family}-{layers}.json"),
+                &format!(
+                    r#"{{"model_type": "{family}", {base}, "num_hidden_layers": {layers}{extra}}}"#
+                ),
+            );
+            let plan = tmp(
+                &format!("act-{family}-{layers}-plan.json"),
+                &format!(
+                    r#"{{"micro_batch": 8, "num_micro_batches": 1, "stages": [{{"first_layer": 0, "end_layer": {}, "replicas": [[{{"node": 0, "gpu": 0}}]]}}]}}"#,
+                    layers + 3
+                ),
+            );
+            let v = amp_json(&[
+                "eval",
+                plan.to_str().unwrap(),
+                "--model",
+                config.to_str().unwrap(),
+                "--seq",
+                "384",
+                "--cluster",
+                "1x1xH100",
+                "--json",
+            ]);
+            v["memory"][0]["activations_bytes"].as_f64().unwrap() / 8.0
+        };
+        bytes(2) - bytes(1)
+    };
+    let gqa = r#", "num_key_value_heads": 4"#;
+    let heads_of_64 = r#", "num_key_value_heads": 4, "head_dim": 64"#;
+    assert_eq!(block("llama", gqa), 10_616_832.0);
+    assert_eq!(block("qwen3", heads_of_64), 12_386_304.0);
+    assert_eq!(block("gemma3_text", heads_of_64), 16_121_856.0);
+    assert_eq!(block("phi3", r#", "num_key_value_heads": 8"#), 9_830_400.0);
+}

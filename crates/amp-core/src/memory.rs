@@ -422,6 +422,49 @@ fn norm_extra_bytes(
     }
 }
 
+/// What a block written as Python keeps beyond the stored-activation count
+/// (which counts what an engine's fused block keeps), bytes per sample on
+/// one rank, without an engine:
+/// - under autocast each linear layer casts its fp32 input to 16 bits
+///   itself (autocast caches the casts of parameters only), so a norm's
+///   output feeding q, k and v projections written apart is kept three
+///   times and one feeding gate and up projections twice: 2 and 1 more
+///   `s h` in the activations' width, whole on every tensor-parallel rank
+///   as the projections' input is (split by sequence parallelism);
+/// - a gated MLP (`down(act(gate) * up)`) keeps `act(gate)` for the
+///   product's backward beside the product the down projection keeps: one
+///   more `s f / tp` (an engine's fused SwiGLU keeps its input and the
+///   product only).
+///
+/// Measured against Hugging Face's own blocks (`scripts/activation-check`).
+fn eager_projection_extra_bytes(model: &Model, tp: f64, setup: &TrainingSetup) -> f64 {
+    let (Some(a), Some((s, h, _))) = (model.eager_architecture(setup.engine), shape_sha(model))
+    else {
+        return 0.0;
+    };
+    let e = activation_bytes(setup);
+    let casts = setup.formats.residual_stream_bytes() > e;
+    let mut copies = 0.0;
+    if casts && !a.fused_qkv() {
+        copies += 2.0;
+    }
+    if casts && a.gated() && !a.fused_gate_up() {
+        copies += 1.0;
+    }
+    let whole = copies * s * h * e;
+    let whole = if setup.sequence_parallel {
+        whole / tp
+    } else {
+        whole
+    };
+    let product = if a.gated() {
+        s * a.ffn_hidden as f64 / tp * e
+    } else {
+        0.0
+    };
+    whole + product
+}
+
 /// What Hugging Face's composite GeLU (`gelu_new`,
 /// [`crate::model::Activation::GeluNew`]) keeps for its backward beyond a
 /// fused GeLU's input, bytes per sample on one rank, without an engine (an
@@ -467,7 +510,9 @@ pub(crate) fn stored_activation_bytes_per_sample(
         };
     }
     let norm_extra = if block {
-        norm_extra_bytes(model, l, t, setup) + gelu_new_extra_bytes(model, t, setup)
+        norm_extra_bytes(model, l, t, setup)
+            + gelu_new_extra_bytes(model, t, setup)
+            + eager_projection_extra_bytes(model, t, setup)
     } else {
         0.0
     };
@@ -1423,6 +1468,49 @@ mod tests {
             at(&gemma(true, true), 2, &megatron),
             at(&gemma(false, false), 2, &megatron)
         );
+    }
+
+    #[test]
+    fn eager_blocks_keep_each_projections_input_cast_and_the_gate() {
+        // A Llama-family block (s = 4, h = 8, a gated MLP of f = 32) written
+        // as Python under bf16 autocast: q, k and v each cast the norm's
+        // fp32 output themselves (2 more 16-bit copies of s h = 32, whole on
+        // every rank), gate and up likewise (1 more), and the gate's
+        // activation stays beside the product (s f / tp = 64 at tp 2): 3 x
+        // 32 x 2 + 64 x 2 = 320 bytes per sample. Phi-3's fused
+        // projections keep one copy each; GPT-2's ungated, fused block
+        // nothing more; an engine's fused block nothing more.
+        let with = |family: &str, activation| {
+            let mut m = tiny_with(Some(true), None);
+            let a = m.shape.as_mut().unwrap().architecture.as_mut().unwrap();
+            (a.family, a.activation) = (family.into(), activation);
+            m
+        };
+        use crate::model::Activation::{Gelu, Swiglu};
+        let eager = TrainingSetup {
+            formats: TrainingSetup::default().formats.with_eager_autocast(),
+            ..TrainingSetup::default()
+        };
+        let megatron = TrainingSetup {
+            engine: Some(crate::setup::Engine::Megatron),
+            ..TrainingSetup::default()
+        };
+        let extra = |m: &Model, s: &TrainingSetup| eager_projection_extra_bytes(m, 2.0, s);
+        assert_eq!(extra(&with("llama", Swiglu), &eager), 320.0);
+        assert_eq!(extra(&with("phi3", Swiglu), &eager), 128.0);
+        assert_eq!(extra(&with("gpt2", Gelu), &eager), 0.0);
+        assert_eq!(extra(&with("llama", Swiglu), &megatron), 0.0);
+        // In fp32 nothing is cast; the gate's activation stays.
+        let fp32 = TrainingSetup {
+            formats: crate::setup::Precision::Fp32.formats(),
+            ..eager
+        };
+        assert_eq!(extra(&with("llama", Swiglu), &fp32), 4.0 * 32.0 / 2.0 * 4.0);
+        // ... and the stored bytes carry it: q, k and v written apart keep
+        // two copies more than a fused QKV projection, 2 x 32 x 2.
+        let (l, g) = (with("llama", Swiglu), with("gpt2", Swiglu));
+        let at = |m: &Model| stored_activation_bytes_per_sample(m, 0, 2, &eager);
+        assert_eq!(at(&l) - at(&g), 128.0);
     }
 
     #[test]

@@ -218,6 +218,27 @@ pub struct Architecture {
     pub dropout: Option<bool>,
 }
 
+impl Architecture {
+    /// Whether the family's own code (eager PyTorch) projects query, key
+    /// and value in one GEMM: GPT-2's `c_attn`, Megatron-LM's GPT-3, Phi-3's
+    /// `qkv_proj`; the others (Llama, Qwen, Mistral, Gemma, OPT, GPT-Neo,
+    /// BERT, ViT) write three projections.
+    pub fn fused_qkv(&self) -> bool {
+        matches!(self.family.as_str(), "gpt2" | "gpt3" | "phi3")
+    }
+
+    /// Whether a gated MLP's own code projects gate and up in one GEMM
+    /// (Phi-3's `gate_up_proj`); Llama's and Gemma's write two.
+    pub fn fused_gate_up(&self) -> bool {
+        self.family == "phi3"
+    }
+
+    /// Whether the MLP is gated (three weight matrices).
+    pub fn gated(&self) -> bool {
+        matches!(self.activation, Activation::Swiglu | Activation::Geglu)
+    }
+}
+
 /// A model as the planner sees it: a list of layers in execution order, each
 /// with its parameters and output size, and optionally its transformer shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

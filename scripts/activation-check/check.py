@@ -1,0 +1,142 @@
+"""What a decoder block keeps for its backward in Hugging Face's own code,
+against amp's prediction for the same config.
+
+    python check.py --amp PATH/TO/amp [--seq 384] [--batch 8] [FAMILY ...]
+
+For each family below (a small config of it): builds the model with
+transformers on the CPU at 1 and 2 blocks, runs one forward pass under bf16
+autocast over fp32 weights with PyTorch's SDPA (what amp prices as eager
+PyTorch without an engine), and sums the bytes of every tensor autograd
+saves for the backward (by storage, each once; parameters and their 16-bit
+casts left out: amp counts those as weights). The difference between 2 and 1
+blocks is one block. amp's figure is the activation memory `amp eval --json`
+predicts for the same two configs (one stage, one micro-batch of --batch
+samples), likewise differenced. Both per sample.
+
+The CPU stands in for a GPU where the two keep the same tensors: autocast
+casts each linear layer's input itself on both (its cache holds parameters'
+casts only), the norms' fp32 arithmetic is written out in the models' code,
+and SDPA keeps its inputs, output and log-sum-exp. Where they differ the
+family is left out: GPT-2's `gelu_new` (`pow` runs in fp32 under CUDA's
+autocast, not the CPU's) and dropout inside SDPA (the CPU falls back to the
+kernel that materialises the scores).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+BASE = {
+    "hidden_size": 512,
+    "intermediate_size": 1408,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 4,
+    "vocab_size": 1000,
+    "max_position_embeddings": 2048,
+    "tie_word_embeddings": False,
+    "bos_token_id": 0,
+    "eos_token_id": 0,
+    "pad_token_id": 0,
+}
+FAMILIES = {
+    "llama": {"model_type": "llama"},
+    "qwen3": {"model_type": "qwen3", "head_dim": 64},
+    "gemma3_text": {"model_type": "gemma3_text", "head_dim": 64, "tie_word_embeddings": True},
+    "phi3": {"model_type": "phi3", "num_key_value_heads": 8},
+}
+
+
+def hf_saved_bytes(config, layers, seq, batch):
+    cfg = AutoConfig.for_model(**{**config, "num_hidden_layers": layers})
+    if getattr(cfg, "layer_types", None):
+        cfg.layer_types = ["full_attention"] * layers  # no sliding window at this length anyway
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa")
+    model.train()
+    shapes = {tuple(p.shape) for p in model.parameters()}
+    ptrs = {p.data_ptr() for p in model.parameters()}
+    seen, total = set(), 0
+
+    def pack(t):
+        nonlocal total
+        shape = tuple(t.shape)
+        weight_cast = (
+            t.dim() == 2 and seq not in shape and (shape in shapes or shape[::-1] in shapes)
+        )
+        if t.data_ptr() in ptrs or weight_cast:
+            return t
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in seen:
+            seen.add(storage.data_ptr())
+            total += storage.nbytes()
+        return t
+
+    ids = torch.randint(0, cfg.vocab_size, (batch, seq))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model(input_ids=ids, labels=ids)
+    return total / batch
+
+
+def amp_activation_bytes(amp, config, layers, seq, batch):
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "config.json")
+        with open(path, "w") as f:
+            json.dump({**config, "num_hidden_layers": layers}, f)
+        plan = os.path.join(d, "plan.json")
+        with open(plan, "w") as f:
+            stage = {
+                "first_layer": 0,
+                "end_layer": layers + 3,
+                "replicas": [[{"node": 0, "gpu": 0}]],
+            }
+            json.dump({"micro_batch": batch, "num_micro_batches": 1, "stages": [stage]}, f)
+        out = subprocess.run(
+            [
+                amp,
+                "eval",
+                plan,
+                "--model",
+                path,
+                "--seq",
+                str(seq),
+                "--cluster",
+                "1x1xH100",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return json.loads(out)["memory"][0]["activations_bytes"] / batch
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--amp", required=True)
+    p.add_argument("--seq", type=int, default=384)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("families", nargs="*", default=list(FAMILIES))
+    a = p.parse_args()
+    print(
+        f"torch {torch.__version__}, transformers {__import__('transformers').__version__}; "
+        f"sequence {a.seq}, {a.batch} samples; bytes per sample of one block"
+    )
+    print("| family | Hugging Face saves | amp predicts | amp / HF |")
+    print("|---|---|---|---|")
+    for name in a.families:
+        config = {**BASE, **FAMILIES[name]}
+        hf = hf_saved_bytes(config, 2, a.seq, a.batch) - hf_saved_bytes(config, 1, a.seq, a.batch)
+        amp = amp_activation_bytes(a.amp, config, 2, a.seq, a.batch) - amp_activation_bytes(
+            a.amp, config, 1, a.seq, a.batch
+        )
+        print(f"| {name} | {hf:,.0f} | {amp:,.0f} | {amp / hf:.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# What a decoder block keeps for its backward in Hugging Face's own code,
+# against amp's prediction (see check.py):
+#
+#   scripts/activation-check/run.sh [FAMILY ...]
+#
+# Makes a virtual environment under $AMP_ACTIVATION_CHECK_CACHE (default
+# ~/.cache/amp-activation-check) with torch and transformers from PyPI at
+# the versions below (PyPI's torch brings its CUDA libraries, about 6 GB,
+# though the check runs on the CPU), builds amp (or takes AMP_BIN) and prints
+# the table. PYTHON=path/to/python uses an environment that has torch and
+# transformers already (the engine check's, with transformers added, will
+# do). Exit status 2 when the environment cannot be set up. Not in CI.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+TORCH_VERSION=2.15.0
+TRANSFORMERS_VERSION=5.25.0
+
+if [ -z "${PYTHON:-}" ]; then
+  CACHE="${AMP_ACTIVATION_CHECK_CACHE:-$HOME/.cache/amp-activation-check}"
+  VENV="$CACHE/venv"
+  STAMP="$VENV/.amp-activation-check-$TORCH_VERSION-$TRANSFORMERS_VERSION"
+  if [ ! -f "$STAMP" ]; then
+    rm -rf "$VENV"
+    mkdir -p "$CACHE"
+    python3 -m venv "$VENV" || exit 2
+    "$VENV/bin/pip" install -q "torch==$TORCH_VERSION" "transformers==$TRANSFORMERS_VERSION" \
+      || { echo "activation-check: could not install torch $TORCH_VERSION and transformers $TRANSFORMERS_VERSION" >&2; exit 2; }
+    touch "$STAMP"
+  fi
+  PYTHON="$VENV/bin/python"
+fi
+"$PYTHON" -c 'import torch, transformers' 2>/dev/null || {
+  echo "activation-check: $PYTHON does not import torch and transformers" >&2; exit 2; }
+
+if [ -z "${AMP_BIN:-}" ]; then
+  cargo build --release -q -p amp-cli || exit 2
+  AMP_BIN=target/release/amp
+fi
+exec "$PYTHON" scripts/activation-check/check.py --amp "$AMP_BIN" "$@"
