@@ -187,6 +187,10 @@ pub fn arch_from_hf_config(json: &str, origin: &str) -> Result<Arch, CatalogErro
             );
             a.ffn = cfg.u("n_inner")?.unwrap_or(4 * h);
             a.gelu_new = gelu_new(&cfg);
+            a.dropout = any_dropout(
+                &cfg,
+                &[("resid_pdrop", 0.1), ("embd_pdrop", 0.1), ("attn_pdrop", 0.1)],
+            )?;
             a.tied = cfg.b("tie_word_embeddings", true)?;
             a.norm_eps = cfg.f("layer_norm_epsilon")?.unwrap_or(1e-5);
             check_heads(&cfg, h, heads)?;
@@ -209,6 +213,7 @@ pub fn arch_from_hf_config(json: &str, origin: &str) -> Result<Arch, CatalogErro
             a.ffn = cfg.u("ffn_dim")?.unwrap_or(4 * h);
             a.model_type = "opt".into();
             a.relu = cfg.s("activation_function").unwrap_or("relu") == "relu";
+            a.dropout = any_dropout(&cfg, &[("dropout", 0.1), ("attention_dropout", 0.0)])?;
             let bias = cfg.b("enable_bias", true)?;
             a.qkv_bias = bias;
             a.out_bias = bias;
@@ -244,6 +249,14 @@ pub fn arch_from_hf_config(json: &str, origin: &str) -> Result<Arch, CatalogErro
             a.flash_attention = false;
             a.model_type = "gpt_neo".into();
             a.gelu_new = gelu_new(&cfg);
+            a.dropout = any_dropout(
+                &cfg,
+                &[
+                    ("resid_dropout", 0.0),
+                    ("embed_dropout", 0.0),
+                    ("attention_dropout", 0.0),
+                ],
+            )?;
             a.norm_eps = cfg.f("layer_norm_epsilon")?.unwrap_or(1e-5);
             a.tied = cfg.b("tie_word_embeddings", true)?;
             check_heads(&cfg, h, heads)?;
@@ -391,6 +404,18 @@ pub fn arch_from_hf_config(json: &str, origin: &str) -> Result<Arch, CatalogErro
 /// (`gelu`, `gelu_pytorch_tanh`, ...) maps to one fused PyTorch kernel.
 fn gelu_new(cfg: &Cfg) -> bool {
     cfg.s("activation_function").unwrap_or("gelu_new") == "gelu_new"
+}
+
+/// Whether any of a config's dropout probabilities (`keys`, each with its
+/// transformers default) is above 0: at 0 PyTorch's dropout returns its
+/// input and keeps no mask.
+fn any_dropout(cfg: &Cfg, keys: &[(&str, f64)]) -> Result<bool, CatalogError> {
+    for &(key, default) in keys {
+        if cfg.f(key)?.unwrap_or(default) > 0.0 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn check_heads(cfg: &Cfg, h: u64, heads: u64) -> Result<(), CatalogError> {

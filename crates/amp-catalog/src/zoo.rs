@@ -768,6 +768,9 @@ pub fn zoo_arch(name: &str) -> Option<Arch> {
         a.flash_attention = false;
         a.model_type = "gpt_neo".into();
         a.gelu_new = true;
+        // EleutherAI/gpt-neo-2.7B trains without dropout (its config's
+        // three dropout probabilities are 0).
+        a.dropout = false;
         return Some(a);
     }
     if find("bert-large") || find("bert-large-uncased") {

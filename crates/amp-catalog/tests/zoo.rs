@@ -422,6 +422,36 @@ fn gemma_configs_give_the_published_sizes() {
     assert!(a.tied_embeddings && !a.post_norms && !a.qk_norm);
 }
 
+/// A config's dropout probabilities decide whether blocks keep dropout
+/// masks: at 0 PyTorch's dropout returns its input and keeps none. GPT-2's
+/// and OPT's default to 0.1, GPT-Neo's to 0 (and its published configs
+/// give 0).
+#[test]
+fn hf_configs_say_whether_blocks_drop_out() {
+    let dropout = |json: &str| {
+        let m = model_from_hf_config(json, "c.json", None).unwrap();
+        let stored = m.layers[1].stored_activation_elems_per_sample.unwrap();
+        (m.dropout().unwrap(), stored)
+    };
+    let (on, with_masks) = dropout(GPT2);
+    assert!(on);
+    let no_dropout = GPT2.replace(
+        "\"vocab_size\": 50257}",
+        "\"vocab_size\": 50257, \"resid_pdrop\": 0.0, \"embd_pdrop\": 0, \"attn_pdrop\": 0.0}",
+    );
+    let (off, without) = dropout(&no_dropout);
+    assert!(!off);
+    // Two one-byte masks of s h, counted in 16-bit elements: s h.
+    assert_eq!(with_masks - without, 1024 * 768);
+    assert!(dropout(&no_dropout.replace("\"attn_pdrop\": 0.0", "\"attn_pdrop\": 0.1")).0);
+    assert!(!dropout(GPT_NEO).0);
+    assert_eq!(
+        zoo_model("gpt-neo-2.7b", None).unwrap().dropout(),
+        Some(false)
+    );
+    assert!(dropout(OPT_350M).0);
+}
+
 #[test]
 fn architectures_say_what_engines_must_build() {
     use amp_core::model::{Activation, NormKind, PositionEmbedding};
