@@ -770,4 +770,7 @@ fn eager_block_activations_are_the_checked_figures() {
     assert_eq!(block("qwen3", heads_of_64), 12_386_304.0);
     assert_eq!(block("gemma3_text", heads_of_64), 16_121_856.0);
     assert_eq!(block("phi3", r#", "num_key_value_heads": 8"#), 9_830_400.0);
+    // GPT-2 without dropout and with a fused GeLU (the README's GPT-2 row).
+    let plain_gpt2 = r#", "activation_function": "gelu_pytorch_tanh", "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0"#;
+    assert_eq!(block("gpt2", plain_gpt2), 7_077_888.0);
 }
