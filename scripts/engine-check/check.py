@@ -42,6 +42,8 @@ CASES = [
      {"torchtitan": NOT_SHIPPED}),
     # Qwen3: a norm on each head's query and key, 64 heads of 128 on a hidden size of 5120.
     ("qwen3-32b tp8 pp2", "qwen3-32b", 4096, "2x8xH100", [8, 8], 8, 1, 2, [0, 33, 67], 1, 4, [], {}),
+    # Qwen3-0.6B ties its output to the embedding: torchtitan's own recipe, without a pipeline.
+    ("qwen3-0.6b tp1 dp8, tied", "qwen3-0.6b", 4096, "1x8xH100", [8], 1, 8, 1, [0, 31], 1, 1, [], {}),
     # Qwen3-8B: torchtitan ships the flavor but no recipe; the job starts from the 14B's.
     ("qwen3-8b tp2 dp2 pp2", "qwen3-8b", 4096, "1x8xH100", [8], 2, 2, 2, [0, 19, 39], 1, 4, [], {}),
     # Gemma 3: GeLU-gated, four norms per block, tied; Megatron-LM's arguments cannot build it.

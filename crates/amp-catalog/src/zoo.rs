@@ -683,6 +683,7 @@ pub const ZOO_NAMES: &[&str] = &[
     "mistral-7b",
     "qwen2.5-7b",
     "qwen2.5-72b",
+    "qwen3-0.6b",
     "qwen3-8b",
     "qwen3-32b",
     "phi-3-mini",
@@ -850,6 +851,11 @@ pub fn zoo_arch(name: &str) -> Option<Arch> {
     if let Some(a) =
         qwen3("qwen3-8b", 4096, 36, 32, 12288).or_else(|| qwen3("qwen3-32b", 5120, 64, 64, 25600))
     {
+        return Some(a);
+    }
+    // Qwen/Qwen3-0.6B ties its output to the embedding.
+    if let Some(mut a) = qwen3("qwen3-0.6b", 1024, 28, 16, 3072) {
+        a.tied = true;
         return Some(a);
     }
     if find("gemma-3-1b") {

@@ -166,6 +166,12 @@ const PUBLISHED: &[(&str, f64, f64, &str)] = &[
         "Qwen2.5 model card: 7.61B (7.62B with embeddings)",
     ),
     ("qwen2.5-72b", 72.7e9, 0.0, "Qwen2.5 model card: 72.7B"),
+    (
+        "qwen3-0.6b",
+        0.6e9,
+        0.0,
+        "HF Qwen/Qwen3-0.6B model card: 0.6B (0.44B without the embedding), tied",
+    ),
     ("qwen3-8b", 8.19e9, 0.0, "HF Qwen/Qwen3-8B model card: 8.2B"),
     (
         "qwen3-32b",
