@@ -52,6 +52,11 @@ FAMILIES = {
 # Named only: where the CPU's tensors are not a GPU's (see above), so not in
 # the default list. GPT-2 without dropout and with a fused GeLU.
 OPTIONAL = {
+    "gpt_neo": {
+        "model_type": "gpt_neo",
+        "num_heads": 8,
+        "activation_function": "gelu_pytorch_tanh",
+    },
     "gpt2": {
         "model_type": "gpt2",
         "activation_function": "gelu_pytorch_tanh",
@@ -62,15 +67,27 @@ OPTIONAL = {
 }
 
 
+def with_layers(config, layers):
+    """The config at `layers` blocks (GPT-Neo names them its own way and
+    lists each block's attention kind)."""
+    if config["model_type"] == "gpt_neo":
+        return {**config, "num_layers": layers, "attention_types": [[["global"], layers]]}
+    return {**config, "num_hidden_layers": layers}
+
+
 def hf_saved_bytes(config, layers, seq, batch):
-    cfg = AutoConfig.for_model(**{**config, "num_hidden_layers": layers})
+    cfg = AutoConfig.for_model(**with_layers(config, layers))
     if getattr(cfg, "layer_types", None):
         cfg.layer_types = ["full_attention"] * layers  # no sliding window at this length anyway
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa")
+    # GPT-Neo has no SDPA path: its own eager attention, as amp prices it.
+    attention = "eager" if config["model_type"] == "gpt_neo" else "sdpa"
+    model = AutoModelForCausalLM.from_config(cfg, attn_implementation=attention)
     model.train()
     shapes = {tuple(p.shape) for p in model.parameters()}
     ptrs = {p.data_ptr() for p in model.parameters()}
+    # Buffers (GPT-Neo's causal mask) are the model's, not a sample's.
+    buffers = {b.untyped_storage().data_ptr() for b in model.buffers()}
     seen, total = set(), 0
 
     def pack(t):
@@ -79,7 +96,7 @@ def hf_saved_bytes(config, layers, seq, batch):
         weight_cast = (
             t.dim() == 2 and seq not in shape and (shape in shapes or shape[::-1] in shapes)
         )
-        if t.data_ptr() in ptrs or weight_cast:
+        if t.data_ptr() in ptrs or weight_cast or t.untyped_storage().data_ptr() in buffers:
             return t
         storage = t.untyped_storage()
         if storage.data_ptr() not in seen:
@@ -98,7 +115,7 @@ def amp_activation_bytes(amp, config, layers, seq, batch):
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "config.json")
         with open(path, "w") as f:
-            json.dump({**config, "num_hidden_layers": layers}, f)
+            json.dump(with_layers(config, layers), f)
         plan = os.path.join(d, "plan.json")
         with open(plan, "w") as f:
             stage = {

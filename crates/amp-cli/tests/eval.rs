@@ -773,4 +773,44 @@ fn eager_block_activations_are_the_checked_figures() {
     // GPT-2 without dropout and with a fused GeLU (the README's GPT-2 row).
     let plain_gpt2 = r#", "activation_function": "gelu_pytorch_tanh", "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0"#;
     assert_eq!(block("gpt2", plain_gpt2), 7_077_888.0);
+    // GPT-Neo (its own eager attention, no dropout), whose config names
+    // its blocks `num_layers` and its heads `num_heads`.
+    let neo = |layers: usize, recompute: &str| {
+        let config = tmp(
+            &format!("act-neo-{layers}.json"),
+            &format!(
+                r#"{{"model_type": "gpt_neo", "hidden_size": 512, "intermediate_size": 1408, "num_heads": 8, "vocab_size": 1000, "max_position_embeddings": 2048, "activation_function": "gelu_pytorch_tanh", "num_layers": {layers}}}"#
+            ),
+        );
+        let plan = tmp(
+            &format!("act-neo-{layers}-plan.json"),
+            &format!(
+                r#"{{"micro_batch": 8, "num_micro_batches": 1, "stages": [{{"first_layer": 0, "end_layer": {}, "replicas": [[{{"node": 0, "gpu": 0}}]]}}]}}"#,
+                layers + 3
+            ),
+        );
+        amp_json(&[
+            "eval",
+            plan.to_str().unwrap(),
+            "--model",
+            config.to_str().unwrap(),
+            "--seq",
+            "384",
+            "--cluster",
+            "1x1xH100",
+            "--recompute",
+            recompute,
+            "--json",
+        ])["memory"][0]["activations_bytes"]
+            .as_f64()
+            .unwrap()
+            / 8.0
+    };
+    assert_eq!(neo(2, "none") - neo(1, "none"), 13_959_168.0);
+    // Selective recomputation drops the attention core: the fp32 softmax
+    // output and the 16-bit probabilities, 8 heads x 384^2 x 6 bytes.
+    assert_eq!(
+        (neo(2, "none") - neo(1, "none")) - (neo(2, "selective") - neo(1, "selective")),
+        8.0 * 384.0 * 384.0 * 6.0
+    );
 }

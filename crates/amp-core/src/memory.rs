@@ -329,14 +329,47 @@ fn block_full_bytes(model: &Model, layer: usize, tp: f64, setup: &TrainingSetup)
     }
 }
 
-/// Bytes per sample of a block's attention core (scores, softmax, dropout
-/// mask: `5 a s^2 / t`), what selective recomputation drops and rebuilds;
-/// none when the attention is fused.
+/// Bytes per sample of a block's attention core, what selective
+/// recomputation drops and rebuilds; none when the attention is fused. A
+/// model whose architecture says whether it drops out counts, per score
+/// (`a s^2 / t`), the softmax output and the probabilities the value
+/// product keeps, and with dropout the one-byte mask (the zoo's and Hugging
+/// Face's count, [`Layer::stored_activation_elems_per_sample`]); written as
+/// Python under autocast the softmax output is fp32 (autocast runs softmax
+/// in fp32), 4 bytes. Without one, Korthikanti's `5 a s^2 / t` bytes
+/// (scores, softmax, dropout mask) in 16-bit formats.
 fn attention_core_bytes(model: &Model, tp: f64, setup: &TrainingSetup) -> f64 {
     if fused_attention(model) {
         return 0.0;
     }
-    shape_sha(model).map_or(0.0, |(s, _, a)| 5.0 * a * s * s / tp * scale(setup))
+    let Some((s, _, a)) = shape_sha(model) else {
+        return 0.0;
+    };
+    let scores = a * s * s / tp;
+    match model.dropout() {
+        Some(dropout) => {
+            let e = activation_bytes(setup);
+            let mask = if dropout { 1.0 } else { 0.0 };
+            scores * (2.0 * e + mask) + eager_softmax_extra_bytes(model, tp, setup)
+        }
+        None => 5.0 * scores * scale(setup),
+    }
+}
+
+/// What explicit attention written as Python keeps beyond its 16-bit count
+/// under autocast, bytes per sample: the softmax output in fp32 (autocast
+/// runs softmax in fp32), 2 more bytes per score, the 16-bit probabilities
+/// the value product keeps being counted already. None with an engine (its
+/// fused softmax writes 16 bits) or fused attention.
+fn eager_softmax_extra_bytes(model: &Model, tp: f64, setup: &TrainingSetup) -> f64 {
+    let e = activation_bytes(setup);
+    let autocast = setup.formats.residual_stream_bytes() > e;
+    match (model.eager_architecture(setup.engine), shape_sha(model)) {
+        (Some(_), Some((s, _, a))) if autocast && !fused_attention(model) => {
+            (4.0 - e) * a * s * s / tp
+        }
+        _ => 0.0,
+    }
 }
 
 /// Of a block's given stored elements per sample `elems` (counted in 16
@@ -513,6 +546,7 @@ pub(crate) fn stored_activation_bytes_per_sample(
         norm_extra_bytes(model, l, t, setup)
             + gelu_new_extra_bytes(model, t, setup)
             + eager_projection_extra_bytes(model, t, setup)
+            + eager_softmax_extra_bytes(model, t, setup)
     } else {
         0.0
     };
@@ -528,7 +562,16 @@ pub(crate) fn stored_activation_bytes_per_sample(
         } else {
             e
         } * activation_bytes(setup);
-        return bytes + norm_extra;
+        // Selective recomputation drops the attention core from a count
+        // that says what it holds (a model with an architecture); a layer
+        // list's own count is kept as given.
+        let dropped =
+            if block && setup.recompute == Recompute::Selective && model.dropout().is_some() {
+                attention_core_bytes(model, t, setup)
+            } else {
+                0.0
+            };
+        return bytes + norm_extra - dropped;
     }
     let out = l.output_elems_per_sample as f64;
     match l.kind {
@@ -1511,6 +1554,49 @@ mod tests {
         let (l, g) = (with("llama", Swiglu), with("gpt2", Swiglu));
         let at = |m: &Model| stored_activation_bytes_per_sample(m, 0, 2, &eager);
         assert_eq!(at(&l) - at(&g), 128.0);
+    }
+
+    #[test]
+    fn explicit_attention_keeps_an_fp32_softmax_in_python_and_selective_drops_it() {
+        // Explicit attention (s = 4, 2 heads: 32 scores per sample, 16 at
+        // tp 2), no dropout, with the block's own stored count (1000
+        // 16-bit elements). Written as Python under bf16 autocast the
+        // softmax output is fp32: 2 more bytes per score, 32 at tp 2; an
+        // engine's fused softmax writes 16 bits.
+        let mut m = tiny_with(Some(false), Some(false));
+        m.layers[0].stored_activation_elems_per_sample = Some(1000);
+        let eager = TrainingSetup {
+            formats: TrainingSetup::default().formats.with_eager_autocast(),
+            ..TrainingSetup::default()
+        };
+        let megatron = TrainingSetup {
+            engine: Some(crate::setup::Engine::Megatron),
+            ..TrainingSetup::default()
+        };
+        assert_eq!(eager_softmax_extra_bytes(&m, 2.0, &eager), 32.0);
+        assert_eq!(eager_softmax_extra_bytes(&m, 2.0, &megatron), 0.0);
+        // Selective recomputation drops the core from the count: the
+        // softmax output and the probabilities (2 x 16 scores x 2 bytes)
+        // and, in Python, the fp32 widening (32): 96 bytes at tp 2.
+        let selective = |s: &TrainingSetup| TrainingSetup {
+            recompute: Recompute::Selective,
+            ..*s
+        };
+        let at = |s: &TrainingSetup| stored_activation_bytes_per_sample(&m, 0, 2, s);
+        assert_eq!(at(&eager) - at(&selective(&eager)), 96.0);
+        assert_eq!(at(&megatron) - at(&selective(&megatron)), 64.0);
+        // Fused attention has no core to drop.
+        let mut flash = m.clone();
+        flash
+            .shape
+            .as_mut()
+            .unwrap()
+            .architecture
+            .as_mut()
+            .unwrap()
+            .flash_attention = Some(true);
+        let at_flash = |s: &TrainingSetup| stored_activation_bytes_per_sample(&flash, 0, 2, s);
+        assert_eq!(at_flash(&eager), at_flash(&selective(&eager)));
     }
 
     #[test]
