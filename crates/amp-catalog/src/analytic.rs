@@ -401,7 +401,7 @@ pub fn layer_estimate(
                 },
                 &mut st,
             );
-            match eager.filter(|a| a.family != "gpt2" && a.family != "gpt3") {
+            match eager {
                 Some(a) => {
                     let kv = (a.kv_heads * a.head_dim) as f64 / t;
                     if a.fused_qkv() {

@@ -733,17 +733,16 @@ fn het_model_pp4_dp4_turns_on_the_shared_nic() {
 /// blocks of `amp eval --json`, one micro-batch of 8 samples on one H100.
 #[test]
 fn eager_block_activations_are_the_checked_figures() {
-    let base = r#""hidden_size": 512, "intermediate_size": 1408, "num_attention_heads": 8, "vocab_size": 1000, "max_position_embeddings": 2048, "tie_word_embeddings": false"#;
-    let block = |family: &str, extra: &str| {
+    // Activation bytes per sample of `config` (its JSON without the block
+    // count, which `layers_key` names) at 2 blocks less those at 1.
+    let block = |name: &str, config: &str, layers_key: &str, recompute: &str| {
         let bytes = |layers: usize| {
             let config = tmp(
-                &format!("act-{family}-{layers}.json"),
-                &format!(
-                    r#"{{"model_type": "{family}", {base}, "num_hidden_layers": {layers}{extra}}}"#
-                ),
+                &format!("act-{name}-{layers}.json"),
+                &format!(r#"{{{config}, "{layers_key}": {layers}}}"#),
             );
             let plan = tmp(
-                &format!("act-{family}-{layers}-plan.json"),
+                &format!("act-{name}-{layers}-plan.json"),
                 &format!(
                     r#"{{"micro_batch": 8, "num_micro_batches": 1, "stages": [{{"first_layer": 0, "end_layer": {}, "replicas": [[{{"node": 0, "gpu": 0}}]]}}]}}"#,
                     layers + 3
@@ -758,59 +757,38 @@ fn eager_block_activations_are_the_checked_figures() {
                 "384",
                 "--cluster",
                 "1x1xH100",
+                "--recompute",
+                recompute,
                 "--json",
             ]);
             v["memory"][0]["activations_bytes"].as_f64().unwrap() / 8.0
         };
         bytes(2) - bytes(1)
     };
+    let base = r#""hidden_size": 512, "intermediate_size": 1408, "num_attention_heads": 8, "vocab_size": 1000, "max_position_embeddings": 2048, "tie_word_embeddings": false"#;
+    let family = |family: &str, extra: &str| {
+        block(
+            family,
+            &format!(r#""model_type": "{family}", {base}{extra}"#),
+            "num_hidden_layers",
+            "none",
+        )
+    };
     let gqa = r#", "num_key_value_heads": 4"#;
     let heads_of_64 = r#", "num_key_value_heads": 4, "head_dim": 64"#;
-    assert_eq!(block("llama", gqa), 10_616_832.0);
-    assert_eq!(block("qwen3", heads_of_64), 12_386_304.0);
-    assert_eq!(block("gemma3_text", heads_of_64), 16_121_856.0);
-    assert_eq!(block("phi3", r#", "num_key_value_heads": 8"#), 9_830_400.0);
+    assert_eq!(family("llama", gqa), 10_616_832.0);
+    assert_eq!(family("qwen3", heads_of_64), 12_386_304.0);
+    assert_eq!(family("gemma3_text", heads_of_64), 16_121_856.0);
+    assert_eq!(family("phi3", r#", "num_key_value_heads": 8"#), 9_830_400.0);
     // GPT-2 without dropout and with a fused GeLU (the README's GPT-2 row).
     let plain_gpt2 = r#", "activation_function": "gelu_pytorch_tanh", "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0"#;
-    assert_eq!(block("gpt2", plain_gpt2), 7_077_888.0);
+    assert_eq!(family("gpt2", plain_gpt2), 7_077_888.0);
     // GPT-Neo (its own eager attention, no dropout), whose config names
     // its blocks `num_layers` and its heads `num_heads`.
-    let neo = |layers: usize, recompute: &str| {
-        let config = tmp(
-            &format!("act-neo-{layers}.json"),
-            &format!(
-                r#"{{"model_type": "gpt_neo", "hidden_size": 512, "intermediate_size": 1408, "num_heads": 8, "vocab_size": 1000, "max_position_embeddings": 2048, "activation_function": "gelu_pytorch_tanh", "num_layers": {layers}}}"#
-            ),
-        );
-        let plan = tmp(
-            &format!("act-neo-{layers}-plan.json"),
-            &format!(
-                r#"{{"micro_batch": 8, "num_micro_batches": 1, "stages": [{{"first_layer": 0, "end_layer": {}, "replicas": [[{{"node": 0, "gpu": 0}}]]}}]}}"#,
-                layers + 3
-            ),
-        );
-        amp_json(&[
-            "eval",
-            plan.to_str().unwrap(),
-            "--model",
-            config.to_str().unwrap(),
-            "--seq",
-            "384",
-            "--cluster",
-            "1x1xH100",
-            "--recompute",
-            recompute,
-            "--json",
-        ])["memory"][0]["activations_bytes"]
-            .as_f64()
-            .unwrap()
-            / 8.0
-    };
-    assert_eq!(neo(2, "none") - neo(1, "none"), 13_959_168.0);
+    let neo_config = r#""model_type": "gpt_neo", "hidden_size": 512, "intermediate_size": 1408, "num_heads": 8, "vocab_size": 1000, "max_position_embeddings": 2048, "activation_function": "gelu_pytorch_tanh""#;
+    let neo = |recompute: &str| block("neo", neo_config, "num_layers", recompute);
+    assert_eq!(neo("none"), 13_959_168.0);
     // Selective recomputation drops the attention core: the fp32 softmax
     // output and the 16-bit probabilities, 8 heads x 384^2 x 6 bytes.
-    assert_eq!(
-        (neo(2, "none") - neo(1, "none")) - (neo(2, "selective") - neo(1, "selective")),
-        8.0 * 384.0 * 384.0 * 6.0
-    );
+    assert_eq!(neo("none") - neo("selective"), 8.0 * 384.0 * 384.0 * 6.0);
 }

@@ -356,6 +356,12 @@ fn attention_core_bytes(model: &Model, tp: f64, setup: &TrainingSetup) -> f64 {
     }
 }
 
+/// Whether the setup is eager autocast: 16-bit compute over an fp32 residual
+/// stream, each op casting its own inputs.
+fn autocast(setup: &TrainingSetup) -> bool {
+    setup.formats.residual_stream_bytes() > activation_bytes(setup)
+}
+
 /// What explicit attention written as Python keeps beyond its 16-bit count
 /// under autocast, bytes per sample: the softmax output in fp32 (autocast
 /// runs softmax in fp32), 2 more bytes per score, the 16-bit probabilities
@@ -363,9 +369,8 @@ fn attention_core_bytes(model: &Model, tp: f64, setup: &TrainingSetup) -> f64 {
 /// fused softmax writes 16 bits) or fused attention.
 fn eager_softmax_extra_bytes(model: &Model, tp: f64, setup: &TrainingSetup) -> f64 {
     let e = activation_bytes(setup);
-    let autocast = setup.formats.residual_stream_bytes() > e;
     match (model.eager_architecture(setup.engine), shape_sha(model)) {
-        (Some(_), Some((s, _, a))) if autocast && !fused_attention(model) => {
+        (Some(_), Some((s, _, a))) if autocast(setup) && !fused_attention(model) => {
             (4.0 - e) * a * s * s / tp
         }
         _ => 0.0,
@@ -476,7 +481,7 @@ fn eager_projection_extra_bytes(model: &Model, tp: f64, setup: &TrainingSetup) -
         return 0.0;
     };
     let e = activation_bytes(setup);
-    let casts = setup.formats.residual_stream_bytes() > e;
+    let casts = autocast(setup);
     let mut copies = 0.0;
     if casts && !a.fused_qkv() {
         copies += 2.0;
@@ -1422,6 +1427,22 @@ mod tests {
             .contains("residual_stream"));
     }
 
+    /// Eager PyTorch under bf16 autocast (fp32 residual stream), no engine.
+    fn eager_autocast_setup() -> TrainingSetup {
+        TrainingSetup {
+            formats: TrainingSetup::default().formats.with_eager_autocast(),
+            ..TrainingSetup::default()
+        }
+    }
+
+    /// The default setup on Megatron-LM.
+    fn megatron_setup() -> TrainingSetup {
+        TrainingSetup {
+            engine: Some(crate::setup::Engine::Megatron),
+            ..TrainingSetup::default()
+        }
+    }
+
     /// `tiny()` with an architecture: `flash` and `dropout` as given.
     fn tiny_with(flash: Option<bool>, dropout: Option<bool>) -> Model {
         let mut m = tiny();
@@ -1479,11 +1500,7 @@ mod tests {
         let mut qk = plain.clone();
         let arch = qk.shape.as_mut().unwrap().architecture.as_mut().unwrap();
         arch.qk_norm = true;
-        let eager = TrainingSetup::default();
-        let megatron = TrainingSetup {
-            engine: Some(crate::setup::Engine::Megatron),
-            ..eager
-        };
+        let (eager, megatron) = (TrainingSetup::default(), megatron_setup());
         let at = |m: &Model, tp, s: &TrainingSetup| stored_activation_bytes_per_sample(m, 0, tp, s);
         assert_eq!(at(&qk, 1, &eager) - at(&plain, 1, &eager), 256.0);
         assert_eq!(at(&qk, 2, &eager) - at(&plain, 2, &eager), 128.0);
@@ -1530,14 +1547,7 @@ mod tests {
             m
         };
         use crate::model::Activation::{Gelu, Swiglu};
-        let eager = TrainingSetup {
-            formats: TrainingSetup::default().formats.with_eager_autocast(),
-            ..TrainingSetup::default()
-        };
-        let megatron = TrainingSetup {
-            engine: Some(crate::setup::Engine::Megatron),
-            ..TrainingSetup::default()
-        };
+        let (eager, megatron) = (eager_autocast_setup(), megatron_setup());
         let extra = |m: &Model, s: &TrainingSetup| eager_projection_extra_bytes(m, 2.0, s);
         assert_eq!(extra(&with("llama", Swiglu), &eager), 320.0);
         assert_eq!(extra(&with("phi3", Swiglu), &eager), 128.0);
@@ -1565,14 +1575,7 @@ mod tests {
         // engine's fused softmax writes 16 bits.
         let mut m = tiny_with(Some(false), Some(false));
         m.layers[0].stored_activation_elems_per_sample = Some(1000);
-        let eager = TrainingSetup {
-            formats: TrainingSetup::default().formats.with_eager_autocast(),
-            ..TrainingSetup::default()
-        };
-        let megatron = TrainingSetup {
-            engine: Some(crate::setup::Engine::Megatron),
-            ..TrainingSetup::default()
-        };
+        let (eager, megatron) = (eager_autocast_setup(), megatron_setup());
         assert_eq!(eager_softmax_extra_bytes(&m, 2.0, &eager), 32.0);
         assert_eq!(eager_softmax_extra_bytes(&m, 2.0, &megatron), 0.0);
         // Selective recomputation drops the core from the count: the
