@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # What a decoder block keeps for its backward in Hugging Face's own code,
-# against amp's prediction (see check.py):
+# against amp's prediction (see check.py), or with --peak a whole training
+# iteration's peak memory (see peak.py):
 #
-#   scripts/activation-check/run.sh [FAMILY ...]
+#   scripts/activation-check/run.sh [--peak] [FAMILY ...]
 #
 # Makes a virtual environment under $AMP_ACTIVATION_CHECK_CACHE (default
 # ~/.cache/amp-activation-check) with torch and transformers from PyPI at
@@ -38,4 +39,9 @@ if [ -z "${AMP_BIN:-}" ]; then
   cargo build --release -q -p amp-cli || exit 2
   AMP_BIN=target/release/amp
 fi
-exec "$PYTHON" scripts/activation-check/check.py --amp "$AMP_BIN" "$@"
+SCRIPT=check.py
+if [ "${1:-}" = "--peak" ]; then
+  SCRIPT=peak.py
+  shift
+fi
+exec "$PYTHON" "scripts/activation-check/$SCRIPT" --amp "$AMP_BIN" "$@"

@@ -576,7 +576,9 @@ impl Arch {
                 output_elems_per_sample: s * self.vocab,
                 forward_flops_per_sample: Some((2 * s * e * self.vocab) as f64),
                 tied_to: self.tied.then_some(0),
-                stored_activation_elems_per_sample: Some(s * e + s * self.vocab),
+                // Its input; the memory model adds what the loss keeps of
+                // the logits (fp32, whatever the activations' width).
+                stored_activation_elems_per_sample: Some(s * e),
                 replicated_activation_elems_per_sample: None,
                 backward_transient_elems_per_sample: None,
                 replicated_backward_transient_elems_per_sample: None,

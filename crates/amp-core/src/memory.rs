@@ -11,7 +11,13 @@
 //!   master + 4 momentum + 4 variance) per parameter; in fp32, 4 + 4 + 8.
 //!   With data parallelism the gradients are held twice ([`DP_GRADIENT_COPIES`]: the all-reduce
 //!   buffer). With ZeRO-1 the optimizer state is sharded over the
-//!   data-parallel replicas (divided by `dp`);
+//!   data-parallel replicas (divided by `dp`). Engines hold them all
+//!   through the whole iteration; eager PyTorch under autocast holds them
+//!   by phase ([`phase_state_bytes`]): no gradients through the passes
+//!   before its first backward (`zero_grad()` set them to None; DDP's
+//!   bucket only), its 16-bit weights being autocast's casts, made by the
+//!   forward of every layer but an embedding and freed by the backward, so
+//!   none through the step;
 //! - **stored activations** of the micro-batches in flight: under 1F1B stage
 //!   `i` keeps `min(pp - i, B)` micro-batches (PipeDream-Flush: `pp - i - 1`
 //!   warm-up forwards plus the one whose backward comes next), under GPipe
@@ -30,6 +36,9 @@
 //!   PyTorch's autocast ([`crate::setup::NumberFormats::residual_stream`]
 //!   fp32) the block input and each of the two norms' inputs are fp32,
 //!   `2 s h` bytes more per norm than the 16-bit count;
+//!   The loss keeps its fp32 log-probabilities or softmax, 4 bytes per
+//!   logit whatever the activations' width, for one micro-batch at a time
+//!   but under GPipe ([`loss_stored_bytes_per_sample`]);
 //! - **transient buffers** of the one micro-batch being processed: around
 //!   the loss, what its kernel holds beside the stored softmax
 //!   ([`crate::setup::CrossEntropy`]): Megatron-LM's in-place loss a 16-bit
@@ -45,11 +54,13 @@
 //!   exchange), the outputs of up to two earlier micro-batches, which its
 //!   pipe buffers keep after their backward ([`retained_output_bytes_per_sample`],
 //!   [`retained_outputs`]): for a language model its fp32 logits;
-//! - or, when larger than the activations and transients, the
-//!   **optimizer step's temporaries**, a peak of its own after every
-//!   activation is freed: PyTorch's foreach Adam(W) allocates `sqrt(v)`, 4
-//!   bytes per parameter of its shard ([`optimizer_step_bytes_per_param`]);
-//!   fused steps nothing;
+//! - or, when the step's states and temporaries hold more than the passes'
+//!   states and activations, the **optimizer step's temporaries**, a peak
+//!   of its own after every activation is freed: PyTorch's foreach Adam(W)
+//!   allocates `sqrt(v)`, 4 bytes per parameter of its shard
+//!   ([`optimizer_step_bytes_per_param`]); fused steps nothing; or, the
+//!   larger, eager PyTorch's second gradient of a tied embedding at the end
+//!   of the backward ([`tied_gradient_bytes_per_param`]);
 //! - what the model keeps on **every GPU outside its layers**
 //!   ([`Model::resident_bytes_per_device`], e.g. the AMP artifact's TransGAN
 //!   discriminator), whatever the stage;
@@ -105,6 +116,46 @@ pub const LOGITS_TRANSIENT_BYTES_PER_ELEM: f64 = 2.0;
 /// writes: 8 beyond, the larger. fp32 throughout, whatever the activations'
 /// format.
 pub const PYTORCH_LOSS_TRANSIENT_BYTES_PER_LOGIT: f64 = 8.0;
+
+/// Bytes per logit the loss keeps for its backward, whatever the
+/// activations' format: PyTorch's `cross_entropy` its fp32
+/// log-probabilities (`log_softmax` on the fp32 copy of the logits),
+/// Megatron-LM's vocabulary-parallel loss its fp32 softmax (computed in
+/// place on its fp32 copy, `ctx.save_for_backward(exp_logits, ...)` in
+/// megatron/core/tensor_parallel/cross_entropy.py).
+pub const LOSS_STORED_BYTES_PER_LOGIT: f64 = 4.0;
+
+/// What the loss keeps per sample on one rank of a tensor-parallel group of
+/// degree `tp` after the vocabulary projection `l`, whose logits it splits.
+fn loss_softmax_bytes_per_sample(l: &crate::model::Layer, tp: f64) -> f64 {
+    l.output_elems_per_sample as f64 / tp * LOSS_STORED_BYTES_PER_LOGIT
+}
+
+/// Of [`stored_activation_bytes_per_sample`] of layer `layer`, what the
+/// loss keeps ([`loss_softmax_bytes_per_sample`], where amp counts it: a
+/// model with an architecture or a projection without its own count). The
+/// loss runs its backward right after its forward under 1F1B, interleaved
+/// or not (the last model chunk's forward and backward of a micro-batch
+/// pair up on the last device), so one micro-batch keeps it at a time
+/// ([`loss_in_flight`]), however many the stage's other layers hold.
+fn loss_stored_bytes_per_sample(model: &Model, layer: usize, tp: usize) -> f64 {
+    let l = &model.layers[layer];
+    let counted = l.stored_activation_elems_per_sample.is_none() || model.architecture().is_some();
+    if l.kind == LayerKind::VocabProjection && counted {
+        loss_softmax_bytes_per_sample(l, tp.max(1) as f64)
+    } else {
+        0.0
+    }
+}
+
+/// Micro-batches whose loss a stage keeps at once, `flight` its in-flight
+/// count ([`in_flight`]): all of them under GPipe, else one.
+fn loss_in_flight(schedule: Schedule, flight: usize) -> usize {
+    match schedule {
+        Schedule::GPipe => flight,
+        _ => flight.min(1),
+    }
+}
 
 /// Gradient copies a replica holds when data parallelism is on: the
 /// gradients themselves and the contiguous buffer the all-reduce reads
@@ -186,6 +237,84 @@ pub(crate) fn optimizer_step_bytes_per_param(setup: &TrainingSetup, dp: usize) -
                 b
             }
         }
+    }
+}
+
+/// Bytes per parameter one replica holds through the forward and backward
+/// passes (at their peak, the activations') and through the optimizer step,
+/// with `dp` data-parallel replicas. `gradients_in_passes`: whether a
+/// backward of this replica's stage has already run when its activations
+/// peak (more micro-batches than it keeps in flight).
+///
+/// Engines keep their gradient buffers from one iteration to the next
+/// (Megatron-LM's `main_grad`, DeepSpeed's flattened buffers) and their
+/// 16-bit weights throughout, so both phases hold every state. Plain
+/// PyTorch under autocast does not: `optimizer.zero_grad()` sets the
+/// gradients to None (its default since PyTorch 2.0), so the backward
+/// allocates them anew, and the 16-bit weights are autocast's casts, which
+/// the forward makes and the backward frees (the recommended loop runs the
+/// backward outside autocast, whose cache then holds nothing). So through
+/// the passes of the first micro-batch it holds no gradients (DDP's bucket,
+/// one copy, with data parallelism), and through the step no casts.
+pub(crate) fn phase_state_bytes(
+    setup: &TrainingSetup,
+    dp: usize,
+    gradients_in_passes: bool,
+) -> (StateBytes, StateBytes) {
+    let held = state_bytes(setup, dp);
+    if !autocast(setup) || setup.optimizer_sharding >= OptimizerSharding::Zero2 {
+        return (held, held);
+    }
+    let passes = StateBytes {
+        gradients: if gradients_in_passes {
+            held.gradients
+        } else if dp > 1 {
+            setup.formats.gradients.bytes()
+        } else {
+            0.0
+        },
+        ..held
+    };
+    let step = StateBytes {
+        weights: 0.0,
+        ..held
+    };
+    (passes, step)
+}
+
+/// Whether a layer of kind `kind` holds a 16-bit copy of its weights:
+/// under autocast an embedding does not (the lookup runs on the fp32
+/// weights; autocast casts the weights of the ops it runs in 16 bits, the
+/// linear layers'); otherwise every layer's weights are in their format.
+fn holds_weight_copy(kind: LayerKind, setup: &TrainingSetup) -> bool {
+    !(kind == LayerKind::Embedding && autocast(setup))
+}
+
+/// Of weights tied to an earlier layer of kind `earlier`, held once on a
+/// stage holding both layers, the bytes per parameter held once: every
+/// state, but under autocast an embedding's weights are cast only by the
+/// later layer (a projection), which holds that copy alone (two projections
+/// share one cast, autocast caching it).
+fn tied_state_bytes(earlier: LayerKind, setup: &TrainingSetup, states: &StateBytes) -> f64 {
+    if holds_weight_copy(earlier, setup) {
+        states.total()
+    } else {
+        states.gradients + states.optimizer
+    }
+}
+
+/// Bytes per parameter of weights tied to an earlier layer of kind
+/// `earlier` that a stage holding both layers holds briefly at the end of
+/// the backward beside its states: under autocast the embedding's backward
+/// writes a dense fp32 gradient of the shared matrix while the
+/// projection's is already the weights' gradient, and autograd adds the
+/// two (`embedding_dense_backward`, then `AccumulateGrad`). Engines sum
+/// both into one buffer as they go; 0 there.
+fn tied_gradient_bytes_per_param(earlier: LayerKind, setup: &TrainingSetup) -> f64 {
+    if holds_weight_copy(earlier, setup) || !autocast(setup) {
+        0.0
+    } else {
+        setup.formats.gradients.bytes()
     }
 }
 
@@ -555,6 +684,22 @@ pub(crate) fn stored_activation_bytes_per_sample(
     } else {
         0.0
     };
+    if let (Some(e), LayerKind::VocabProjection, Some(_)) = (
+        l.stored_activation_elems_per_sample,
+        l.kind,
+        model.architecture(),
+    ) {
+        // A model with an architecture (the zoo's, Hugging Face's) counts
+        // the projection's own input (every rank keeps it whole but under
+        // sequence parallelism); the loss keeps its fp32 output.
+        let input = e as f64 * activation_bytes(setup);
+        let input = if setup.sequence_parallel {
+            input / t
+        } else {
+            input
+        };
+        return input + loss_softmax_bytes_per_sample(l, t);
+    }
     if let Some(e) = l.stored_activation_elems_per_sample {
         let e = e as f64;
         let whole = match l.replicated_activation_elems_per_sample {
@@ -592,7 +737,7 @@ pub(crate) fn stored_activation_bytes_per_sample(
         // its backward (4 bytes per logit, split by tp).
         LayerKind::VocabProjection => {
             let input = shape_sha(model).map_or(0.0, |(s, h, _)| s * h * activation_bytes(setup));
-            input + out / t * 4.0
+            input + loss_softmax_bytes_per_sample(l, t)
         }
         // The embedding keeps its dropout mask: one byte per output element.
         LayerKind::Embedding => out,
@@ -695,8 +840,17 @@ fn device_memory(
 struct LayerBytes {
     /// Parameters per device.
     params: f64,
+    /// Of those, the parameters with a 16-bit copy ([`holds_weight_copy`];
+    /// a tied projection's count, though its weights are the embedding's).
+    copied_params: f64,
+    /// What the end of the backward holds beside the states: tied weights'
+    /// second gradient ([`tied_gradient_bytes_per_param`]) where the stage
+    /// holds both layers.
+    tied_gradient: f64,
     /// Activations stored per sample.
     stored: f64,
+    /// Of those, what the loss keeps ([`loss_stored_bytes_per_sample`]).
+    loss_stored: f64,
     /// The vocabulary projection's transient bytes per sample.
     logits: f64,
     /// The largest other layer's transient bytes per sample.
@@ -719,6 +873,32 @@ fn layer_bytes(
         .sum::<f64>()
         / tp.max(1) as f64;
     let layers = || chunks.iter().flat_map(|c| c.clone());
+    let copied_params = if autocast(setup) {
+        layers()
+            .map(|l| &model.layers[l])
+            .filter(|l| holds_weight_copy(l.kind, setup))
+            .map(|l| l.params as f64)
+            .sum::<f64>()
+            / tp.max(1) as f64
+    } else {
+        params
+    };
+    let held = |l: usize| chunks.iter().any(|c| c.contains(&l));
+    // The shared matrix: the later layer's weights, which the earlier's
+    // hold (with a position table beside them in an embedding).
+    let tied_gradient = layers()
+        .filter_map(|l| {
+            let later = &model.layers[l];
+            let earlier = &model.layers[later.tied_to.filter(|&e| held(e))?];
+            Some(
+                later.params.min(earlier.params) as f64 / tp.max(1) as f64
+                    * tied_gradient_bytes_per_param(earlier.kind, setup),
+            )
+        })
+        .sum();
+    let loss_stored: f64 = layers()
+        .map(|l| loss_stored_bytes_per_sample(model, l, tp))
+        .sum();
     let stored: f64 = layers()
         .map(|l| stored_activation_bytes_per_sample(model, l, tp, setup))
         .sum();
@@ -738,7 +918,10 @@ fn layer_bytes(
     };
     LayerBytes {
         params,
+        copied_params,
+        tied_gradient,
         stored,
+        loss_stored,
         logits,
         block,
         retained,
@@ -762,23 +945,40 @@ fn device_bytes(
     (plan_mbs, b): (usize, usize),
     reserve_bytes: f64,
 ) -> DeviceBytes {
-    let params = layers.params;
-    let sb = state_bytes(setup, dp);
-    let flight = in_flight(setup.schedule, stage, pp, b) as f64;
+    let (params, copied) = (layers.params, layers.copied_params);
+    let flight = in_flight(setup.schedule, stage, pp, b);
+    let (passes, step) = phase_state_bytes(setup, dp, b > flight);
     let mbs = plan_mbs as f64;
+    // The loss's share of the stored bytes is kept by fewer micro-batches.
+    let loss_flight = loss_in_flight(setup.schedule, flight) as f64 - flight as f64;
+    let activations = flight as f64 * mbs * layers.stored
+        + mbs * (layers.logits + layers.block + retained_outputs(b) * layers.retained)
+        + loss_flight * mbs * layers.loss_stored;
     // The optimizer step's temporaries are a peak of their own, after the
     // activations are freed: the larger of the two is the device's.
-    let step = params * optimizer_step_bytes_per_param(setup, dp);
-    let activations = (flight * mbs * layers.stored
-        + mbs * (layers.logits + layers.block + retained_outputs(b) * layers.retained))
-        .max(step);
-    (
-        params * sb.weights,
-        params * sb.gradients,
-        params * sb.optimizer,
-        activations,
-        reserve_bytes,
-    )
+    // Or the end of the backward's, the larger: both hold the states.
+    let temporaries =
+        (params * optimizer_step_bytes_per_param(setup, dp)).max(layers.tied_gradient);
+    let states = |s: &StateBytes| {
+        (
+            copied * s.weights,
+            params * s.gradients,
+            params * s.optimizer,
+        )
+    };
+    let (pw, pg, po) = states(&passes);
+    let (sw, sg, so) = states(&step);
+    let step_is_peak = if passes == step {
+        temporaries > activations
+    } else {
+        sw + sg + so + temporaries > pw + pg + po + activations
+    };
+    let ((w, g, o), a) = if step_is_peak {
+        ((sw, sg, so), temporaries)
+    } else {
+        ((pw, pg, po), activations)
+    };
+    (w, g, o, a, reserve_bytes)
 }
 
 /// Predicted peak memory of every device of `plan`, stage by stage, each
@@ -945,8 +1145,13 @@ pub(crate) struct SplitLayerBytes {
     /// one counts none (a stage holding both counts their weights once,
     /// one holding the later alone counts it whole: none is the least).
     params: Vec<f64>,
+    /// Parameters with a 16-bit copy per rank of layers `0..l`
+    /// ([`LayerBytes::copied_params`], exact).
+    copied_params: Vec<f64>,
     /// Activations stored per sample by layers `0..l`.
     stored: Vec<f64>,
+    /// Of those, what the loss keeps, layers `0..l`.
+    loss_stored: Vec<f64>,
     /// The vocabulary projection's transient bytes per sample, layers `0..l`.
     logits: Vec<f64>,
     /// The largest other transient per sample of any range of layers.
@@ -965,6 +1170,19 @@ impl SplitLayerBytes {
                 l.params as f64 / t
             }
         }));
+        // Without autocast every parameter has its copy: the same bound.
+        let copied_params = if autocast(setup) {
+            prefix_sums(model.layers.iter().map(|l| {
+                if holds_weight_copy(l.kind, setup) {
+                    l.params as f64 / t
+                } else {
+                    0.0
+                }
+            }))
+        } else {
+            params.clone()
+        };
+        let loss_stored = prefix_sums((0..n).map(|l| loss_stored_bytes_per_sample(model, l, tp)));
         let stored =
             prefix_sums((0..n).map(|l| stored_activation_bytes_per_sample(model, l, tp, setup)));
         let (mut logits, mut first) = (vec![0.0; n], vec![0.0; n]);
@@ -978,7 +1196,9 @@ impl SplitLayerBytes {
         }
         SplitLayerBytes {
             params,
+            copied_params,
             stored,
+            loss_stored,
             logits: prefix_sums(logits),
             block: crate::cost::RangeMax::new(first),
         }
@@ -1012,8 +1232,11 @@ struct SplitKind {
     replicas: Vec<u32>,
     table: usize,
     room_bytes: f64,
-    bytes_per_param: f64,
-    step_bytes_per_param: f64,
+    /// Through the passes, with no backward run yet and with one
+    /// ([`phase_state_bytes`]).
+    passes: [StateBytes; 2],
+    /// Through the step, with its temporaries as `gradients`' share.
+    step: StateBytes,
 }
 
 impl SplitMemoryCheck {
@@ -1036,8 +1259,13 @@ impl SplitMemoryCheck {
         let mut kinds = Vec::new();
         let mut of_rank = vec![0];
         for (j, stage) in layout.rank_stages().iter().enumerate() {
-            let sb = state_bytes(setup, stage.dp()).total();
-            let step = sb + optimizer_step_bytes_per_param(setup, stage.dp());
+            let dp = stage.dp();
+            let (first, step) = phase_state_bytes(setup, dp, false);
+            let (later, _) = phase_state_bytes(setup, dp, true);
+            let step = StateBytes {
+                gradients: step.gradients + optimizer_step_bytes_per_param(setup, dp),
+                ..step
+            };
             let mut of_stage: Vec<(usize, f64, Vec<u32>)> = Vec::new();
             for (r, rep) in stage.replicas.iter().enumerate() {
                 let (tp, cap) = (rep.len(), capacities[j][r]);
@@ -1059,8 +1287,8 @@ impl SplitMemoryCheck {
                     replicas,
                     table,
                     room_bytes: cap * (1.0 + SPLIT_BOUND_SLACK) - other,
-                    bytes_per_param: sb,
-                    step_bytes_per_param: step,
+                    passes: [first, later],
+                    step,
                 });
             }
             of_rank.push(kinds.len());
@@ -1099,8 +1327,9 @@ impl SplitMemoryCheck {
             return true;
         }
         let mbs = plan.micro_batch as f64;
-        // Per kind, the samples its fullest replica keeps stored: the one
-        // with the most micro-batches in flight.
+        // Per kind, the samples its fullest replica keeps stored (the one
+        // with the most micro-batches in flight) and whether a backward runs
+        // before they peak on the replica with the most micro-batches.
         let mut in_flight_samples = Vec::with_capacity(self.kinds.len());
         for j in 0..pp {
             for k in &self.kinds[self.of_rank[j]..self.of_rank[j + 1]] {
@@ -1113,7 +1342,10 @@ impl SplitMemoryCheck {
                         .max()
                         .unwrap_or(0)
                 };
-                in_flight_samples.push(in_flight(plan.setup.schedule, j, pp, b) as f64 * mbs);
+                let flight = in_flight(plan.setup.schedule, j, pp, b);
+                // The loss's share is kept by fewer: this many fewer samples.
+                let loss = (flight - loss_in_flight(plan.setup.schedule, flight)) as f64 * mbs;
+                in_flight_samples.push((flight as f64 * mbs, loss, usize::from(b > flight)));
             }
         }
         let fits = |j: usize, first: usize, end: usize| {
@@ -1121,14 +1353,18 @@ impl SplitMemoryCheck {
             self.kinds[of_rank.clone()]
                 .iter()
                 .zip(&in_flight_samples[of_rank])
-                .all(|(k, &samples)| {
+                .all(|(k, &(samples, fewer, later))| {
                     let b = &self.tables[k.table].1;
                     let params = b.params[end] - b.params[first];
-                    params * k.bytes_per_param
+                    let copied = b.copied_params[end] - b.copied_params[first];
+                    let states =
+                        |s: &StateBytes| copied * s.weights + params * (s.gradients + s.optimizer);
+                    states(&k.passes[later])
                         + samples * (b.stored[end] - b.stored[first])
                         + mbs * (b.logits[end] - b.logits[first] + b.block.max(first, end))
+                        - fewer * (b.loss_stored[end] - b.loss_stored[first])
                         <= k.room_bytes
-                        && params * k.step_bytes_per_param <= k.room_bytes
+                        && states(&k.step) <= k.room_bytes
                 })
         };
         // The plan's own split first (most candidates that fit, fit
@@ -1168,9 +1404,27 @@ pub fn stage_memory_tables(
     let other = fixed_bytes(model, reserve_bytes);
     let tp = grid.tp;
     let t = tp.max(1) as f64;
-    let sb = state_bytes(setup, grid.dp).total();
     let mbs = micro_batch as f64;
     let n = model.num_layers();
+    // Each stage's states through its passes ([`phase_state_bytes`]: whether
+    // a backward runs before its activations peak) and through the step.
+    let flights: Vec<usize> = (0..grid.pp)
+        .map(|j| in_flight(setup.schedule, j, grid.pp, num_micro_batches))
+        .collect();
+    let passes: Vec<StateBytes> = flights
+        .iter()
+        .map(|&f| phase_state_bytes(setup, grid.dp, num_micro_batches > f).0)
+        .collect();
+    let step_states = phase_state_bytes(setup, grid.dp, true).1;
+    // A layer's bytes per parameter of `states`: all of them where it holds
+    // a 16-bit copy of its weights, else all but the weights.
+    let per_param = |l: &crate::model::Layer, states: &StateBytes| {
+        if holds_weight_copy(l.kind, setup) {
+            states.total()
+        } else {
+            states.gradients + states.optimizer
+        }
+    };
     // Each layer's workspace of a micro-batch; the vocabulary projection's
     // is its logits, in the prefixes.
     let workspace = crate::cost::RangeMax::new(
@@ -1189,19 +1443,28 @@ pub fn stage_memory_tables(
     let mut fixed_bytes = Vec::with_capacity(grid.pp);
     let mut capacity_bytes = Vec::with_capacity(grid.pp);
     // The step's own peak: states and its temporaries, the same for every
-    // stage (no activations in flight).
-    let step = (step_per_param > 0.0).then(|| {
-        let prefix = crate::cost::prefix_sums(
+    // stage (no activations in flight). Without temporaries it is its own
+    // only where it holds states the passes do not (gradients, under
+    // autocast).
+    let own_step = step_per_param > 0.0 || passes.iter().any(|p| *p != step_states);
+    let step = own_step.then(|| crate::cost::StepTables {
+        states: crate::cost::prefix_sums(
             model
                 .layers
                 .iter()
-                .map(|l| l.params as f64 / t * (sb + step_per_param)),
-        );
-        (prefix, other)
+                .map(|l| l.params as f64 / t * per_param(l, &step_states)),
+        ),
+        temporaries: crate::cost::prefix_sums(
+            model
+                .layers
+                .iter()
+                .map(|l| l.params as f64 / t * step_per_param),
+        ),
+        fixed: other,
     });
     // Each layer's stored and logits bytes per sample, the same in every
     // stage.
-    let of_layer: Vec<(f64, f64)> = (0..n)
+    let of_layer: Vec<(f64, f64, f64)> = (0..n)
         .map(|l| {
             let logits = if model.layers[l].kind == LayerKind::VocabProjection {
                 transient_bytes_per_sample(model, l, tp, setup)
@@ -1211,6 +1474,7 @@ pub fn stage_memory_tables(
             (
                 stored_activation_bytes_per_sample(model, l, tp, setup),
                 logits,
+                loss_stored_bytes_per_sample(model, l, tp),
             )
         })
         .collect();
@@ -1220,11 +1484,16 @@ pub fn stage_memory_tables(
         * mbs
         * retained_output_bytes_per_sample(model, tp, setup);
     for j in 0..grid.pp {
-        let flight = in_flight(setup.schedule, j, grid.pp, num_micro_batches) as f64;
+        let flight = flights[j] as f64;
+        let loss_flight = loss_in_flight(setup.schedule, flights[j]) as f64 - flight;
         let per_layer = model.layers.iter().zip(&of_layer).enumerate().map(
-            |(l, (layer, &(stored, logits)))| {
+            |(l, (layer, &(stored, logits, loss)))| {
                 let kept = if l + 1 == n { retained } else { 0.0 };
-                layer.params as f64 / t * sb + flight * mbs * stored + mbs * logits + kept
+                layer.params as f64 / t * per_param(layer, &passes[j])
+                    + flight * mbs * stored
+                    + mbs * logits
+                    + kept
+                    + loss_flight * mbs * loss
             },
         );
         prefix_bytes.push(crate::cost::prefix_sums(per_layer));
@@ -1241,7 +1510,8 @@ pub fn stage_memory_tables(
     // holds them once. Taking off at most the earlier end's weights, shared
     // among the layers tied to it, keeps a range's bytes growing with it
     // both ways (what the partitioner's sweep needs); with one tie of equal
-    // ends, as the zoo's embeddings, it is exact.
+    // ends, as the zoo's embeddings, it is exact. Through the passes the
+    // least any stage holds once.
     let shared = model
         .layers
         .iter()
@@ -1255,11 +1525,19 @@ pub fn stage_memory_tables(
                 .count();
             let params =
                 (layer.params as f64).min(model.layers[earlier].params as f64 / ties as f64) / t;
+            let kind = model.layers[earlier].kind;
+            let once = passes
+                .iter()
+                .map(|p| tied_state_bytes(kind, setup, p))
+                .fold(f64::INFINITY, f64::min);
             Some(crate::cost::SharedWeights {
                 layer: l,
                 tied_to: earlier,
-                bytes: params * sb,
-                step_bytes: params * (sb + step_per_param),
+                bytes: params * once,
+                step_bytes: params * tied_state_bytes(kind, setup, &step_states),
+                step_temporaries_bytes: params * step_per_param,
+                step_transient_bytes: (layer.params.min(model.layers[earlier].params)) as f64 / t
+                    * tied_gradient_bytes_per_param(kind, setup),
             })
         })
         .collect();
@@ -1466,6 +1744,183 @@ mod tests {
             dropout,
         });
         m
+    }
+
+    /// A decoder as the zoo builds one, with an architecture (`tiny_with`'s:
+    /// s = 4, h = 8, fused attention, no dropout): an embedding of 10 x 8
+    /// weights, two blocks of 1000 parameters keeping 100 16-bit elements
+    /// each, a final norm and a vocabulary projection of 10 logits per token
+    /// counting its input (`s h` = 32), tied to the embedding or not.
+    fn tiny_decoder(tied: bool) -> Model {
+        let layer = |name: &str, kind, params, out, stored| Layer {
+            name: name.into(),
+            kind,
+            params,
+            output_elems_per_sample: out,
+            forward_flops_per_sample: None,
+            tied_to: None,
+            stored_activation_elems_per_sample: Some(stored),
+            replicated_activation_elems_per_sample: None,
+            backward_transient_elems_per_sample: None,
+            replicated_backward_transient_elems_per_sample: None,
+            forward_send_extra_bytes: 0,
+        };
+        let mut m = tiny_with(Some(true), Some(false));
+        let mut head = layer("head", LayerKind::VocabProjection, 80, 40, 32);
+        head.tied_to = tied.then_some(0);
+        m.layers = vec![
+            layer("embedding", LayerKind::Embedding, 80, 32, 0),
+            layer("block0", LayerKind::TransformerBlock, 1000, 32, 100),
+            layer("block1", LayerKind::TransformerBlock, 1000, 32, 100),
+            layer("final_norm", LayerKind::Other, 16, 32, 32),
+            head,
+        ];
+        m.shape.as_mut().unwrap().num_blocks = 2;
+        m
+    }
+
+    #[test]
+    fn the_loss_keeps_fp32_logits_whatever_the_activations_width() {
+        // The projection's own count is its input, whole on each rank of a
+        // tensor-parallel group (32 elements x 2 bytes); the loss keeps its
+        // fp32 output, split by tp: 4 tokens x 10 logits / 2 x 4 bytes.
+        // Until 2026-12-05 the zoo counted both in the activations' width,
+        // split by tp: (32 + 40) / 2 x 2 bytes.
+        let m = tiny_decoder(false);
+        for setup in [eager_autocast_setup(), megatron_setup()] {
+            assert_eq!(
+                stored_activation_bytes_per_sample(&m, 4, 2, &setup),
+                32.0 * 2.0 + 40.0 / 2.0 * 4.0
+            );
+            assert_eq!(loss_stored_bytes_per_sample(&m, 4, 2), 80.0);
+        }
+        // With sequence parallelism the input is split too.
+        let sp = TrainingSetup {
+            sequence_parallel: true,
+            ..megatron_setup()
+        };
+        assert_eq!(
+            stored_activation_bytes_per_sample(&m, 4, 2, &sp),
+            32.0 + 80.0
+        );
+        // A layer list without an architecture keeps its count as given.
+        let mut plain = m.clone();
+        plain.shape.as_mut().unwrap().architecture = None;
+        assert_eq!(
+            stored_activation_bytes_per_sample(&plain, 4, 2, &megatron_setup()),
+            32.0 / 2.0 * 2.0
+        );
+        assert_eq!(loss_stored_bytes_per_sample(&plain, 4, 2), 0.0);
+    }
+
+    /// The first device's memory of the decoder on one stage of `dp`
+    /// replicas (one GPU each, no reserve).
+    fn decoder_memory(
+        m: &Model,
+        setup: &TrainingSetup,
+        dp: usize,
+        mbs: usize,
+        b: usize,
+    ) -> DeviceMemory {
+        let mut c = clusters::homogeneous();
+        c.nodes.truncate(1);
+        c.nodes[0].gpus = dp;
+        let grid = DeviceGrid::new(&c, 1, dp, 1, &Placement::artifact_default(&c));
+        let plan = crate::search::plan_from_grid(&grid, &[0, m.num_layers()], mbs, b, setup);
+        plan_memory(m, &c, &plan, 0.0).swap_remove(0)
+    }
+
+    #[test]
+    fn eager_passes_hold_no_gradients_before_a_backward_and_no_casts_after() {
+        let m = tiny_decoder(false);
+        let eager = eager_autocast_setup();
+        // 2176 parameters: fp32 weights and moments (12 bytes) always; a
+        // 16-bit cast of all but the embedding's 80 through the passes; fp32
+        // gradients from the first backward on.
+        let (params, cast) = (2176.0, 2096.0);
+        // Activations per sample: blocks 2 x 100 x 2 bytes, their fp32
+        // norm inputs 2 x 2 x 32 x 2, the final norm 32 x 2, the projection
+        // 32 x 2 + 40 x 4, the loss's transient 40 x 8.
+        let acts = 400.0 + 256.0 + 64.0 + 224.0 + 320.0;
+        // One micro-batch of 64 samples: no gradients when they peak.
+        let one = decoder_memory(&m, &eager, 1, 64, 1);
+        assert_eq!(one.weights_bytes, cast * 2.0);
+        assert_eq!(one.gradients_bytes, 0.0);
+        assert_eq!(one.optimizer_bytes, params * 12.0);
+        assert_eq!(one.activations_bytes, 64.0 * acts);
+        // Two: the second's passes run after the first's backward.
+        let two = decoder_memory(&m, &eager, 1, 64, 2);
+        assert_eq!(two.gradients_bytes, params * 4.0);
+        assert_eq!(two.activations_bytes, 64.0 * acts);
+        // DDP's bucket is there from the start; the gradients beside it
+        // from the first backward.
+        assert_eq!(
+            decoder_memory(&m, &eager, 2, 64, 1).gradients_bytes,
+            params * 4.0
+        );
+        assert_eq!(
+            decoder_memory(&m, &eager, 2, 64, 2).gradients_bytes,
+            params * 8.0
+        );
+        // An engine keeps its gradient buffers: always there.
+        let megatron = megatron_setup();
+        assert_eq!(
+            decoder_memory(&m, &megatron, 1, 64, 1).gradients_bytes,
+            params * 4.0
+        );
+        // One sample: the foreach step (4 bytes per parameter beside the
+        // gradients, the casts freed) holds more than the passes.
+        let step = decoder_memory(&m, &eager, 1, 1, 1);
+        assert!(acts < params * 4.0 + params * 4.0 - cast * 2.0);
+        assert_eq!(step.weights_bytes, 0.0);
+        assert_eq!(step.gradients_bytes, params * 4.0);
+        assert_eq!(step.activations_bytes, params * 4.0);
+        // A fused step allocates nothing: the end of the backward, states
+        // only, unless the embedding is tied, whose dense fp32 gradient
+        // (80 x 4) the backward writes beside the projection's before
+        // adding them.
+        let fused = TrainingSetup {
+            optimizer_step: Some(OptimizerStep::Fused),
+            ..eager
+        };
+        let untied = decoder_memory(&m, &fused, 1, 1, 1);
+        assert_eq!(
+            untied.gradients_bytes + untied.activations_bytes,
+            params * 4.0
+        );
+        let tied = decoder_memory(&tiny_decoder(true), &fused, 1, 1, 1);
+        assert_eq!(tied.gradients_bytes, (params - 80.0) * 4.0);
+        assert_eq!(tied.activations_bytes, 80.0 * 4.0);
+    }
+
+    #[test]
+    fn one_micro_batch_keeps_the_loss_under_interleaving() {
+        // Interleaved, pp = 2, v = 2, B = 4: the last device runs virtual
+        // stages 1 (block0) and 3 (block1 to the head) and keeps
+        // ceil((2 + 1) / 2) = 2 micro-batches of them in flight, but its
+        // last chunk runs each micro-batch's backward right after its
+        // forward: the loss's fp32 logits (40 x 4 bytes per sample) once.
+        // Per sample on Megatron-LM: blocks 200 each, the final norm 64,
+        // the projection's input 64 and the loss's 160; the loss's
+        // transient 40 x 2.
+        let m = tiny_decoder(false);
+        let setup = TrainingSetup {
+            schedule: Schedule::Interleaved { virtual_stages: 2 },
+            ..megatron_setup()
+        };
+        assert_eq!(in_flight(setup.schedule, 1, 2, 4), 2);
+        let layers = layer_bytes(&m, &[1..2, 2..5], 1, &setup);
+        assert_eq!(layers.stored, 200.0 + 200.0 + 64.0 + 224.0);
+        assert_eq!(layers.loss_stored, 160.0);
+        let (.., acts, _) = device_bytes(&layers, &setup, (1, 1, 2), (1, 4), 0.0);
+        assert_eq!(acts, 2.0 * 688.0 - 160.0 + 80.0);
+        // GPipe keeps every micro-batch's, as every other activation.
+        let gpipe = TrainingSetup {
+            schedule: Schedule::GPipe,
+            ..setup
+        };
+        let (.., acts, _) = device_bytes(&layers, &gpipe, (1, 1, 2), (1, 4), 0.0);
+        assert_eq!(acts, 4.0 * 688.0 + 80.0);
     }
 
     #[test]
@@ -1824,9 +2279,12 @@ mod tests {
         c.nodes[0].gpus = 2;
         let grid = DeviceGrid::new(&c, 2, 1, 1, &Placement::artifact_default(&c));
         let t = stage_memory_tables(&m, &c, &grid, 1, 1, &foreach, RESERVE);
-        let (prefix, fixed) = t.step.clone().unwrap();
-        assert_eq!(fixed, RESERVE);
-        assert_eq!(prefix[1], 500_000.0 * (18.0 + 4.0));
+        let step = t.step.clone().unwrap();
+        assert_eq!(step.fixed, RESERVE);
+        assert_eq!(
+            step.states[1] + step.temporaries[1],
+            500_000.0 * (18.0 + 4.0)
+        );
         assert!(stage_memory_tables(&m, &c, &grid, 1, 1, &fused, RESERVE)
             .step
             .is_none());
@@ -2018,6 +2476,69 @@ mod tests {
                     dev.peak_bytes
                 );
                 assert_eq!(t.capacity_bytes[j], 15360.0 * (1u64 << 20) as f64);
+            }
+        }
+    }
+
+    #[test]
+    fn tables_agree_with_plan_memory_under_eager_autocast() {
+        // Eager autocast's phases (no gradients before the first backward,
+        // no casts in the step, a tied embedding's second gradient) priced
+        // the same by the partitioner's tables, the split check and `amp
+        // eval`, at sizes where the passes or the step is the peak.
+        let eager = eager_autocast_setup();
+        let fused = TrainingSetup {
+            optimizer_step: Some(OptimizerStep::Fused),
+            ..eager
+        };
+        for (tied, setup, dp, pp, mbs, b) in [
+            (false, eager, 1, 1, 64, 1),
+            (true, eager, 1, 1, 1, 1),
+            (true, fused, 1, 1, 1, 1),
+            (true, fused, 1, 1, 64, 2),
+            (false, fused, 2, 1, 64, 1),
+            (true, eager, 1, 2, 64, 1),
+            (true, eager, 2, 2, 64, 4),
+            (false, fused, 1, 2, 1, 2),
+        ] {
+            let m = tiny_decoder(tied);
+            let mut c = clusters::homogeneous();
+            c.nodes.truncate(1);
+            c.nodes[0].gpus = dp * pp;
+            let grid = DeviceGrid::new(&c, 1, dp, pp, &Placement::artifact_default(&c));
+            let t = stage_memory_tables(&m, &c, &grid, mbs, b, &setup, RESERVE);
+            let splits: &[&[usize]] = if pp == 1 {
+                &[&[0, 5]]
+            } else {
+                &[&[0, 2, 5], &[0, 1, 5], &[0, 4, 5]]
+            };
+            for bounds in splits {
+                let plan = crate::search::plan_from_grid(&grid, bounds, mbs, b, &setup);
+                let mem = plan_memory(&m, &c, &plan, RESERVE);
+                let caps = replica_capacities(&c, &plan);
+                let check = SplitMemoryCheck::new(&m, &plan, RESERVE, &caps).unwrap();
+                for (j, s) in plan.stages.iter().enumerate() {
+                    let table = t.peak_bytes(j, s.first_layer, s.end_layer);
+                    let dev = mem.iter().find(|d| d.stage == j).unwrap();
+                    assert!(
+                        (table - dev.peak_bytes).abs() <= 1e-9 * dev.peak_bytes,
+                        "{tied} {dp} {pp} {mbs} {b} {bounds:?} stage {j}: {table} != {}",
+                        dev.peak_bytes
+                    );
+                }
+                // The split check is a bound: a capacity just above the
+                // fullest device's peak must pass it, one below must not
+                // pass `amp eval`.
+                let peak = mem.iter().map(|d| d.peak_bytes).fold(0.0, f64::max);
+                let mut tight = c.clone();
+                tight.nodes[0].gpu_memory_bytes = Some(peak.ceil() as u64);
+                let caps = replica_capacities(&tight, &plan);
+                let check_tight = SplitMemoryCheck::new(&m, &plan, RESERVE, &caps).unwrap();
+                assert!(check_tight.some_split_may_fit(&plan));
+                assert!(plan_fits(&m, &tight, &plan, RESERVE));
+                tight.nodes[0].gpu_memory_bytes = Some(peak.floor() as u64 - 1);
+                assert!(!plan_fits(&m, &tight, &plan, RESERVE));
+                assert!(check.some_split_may_fit(&plan));
             }
         }
     }

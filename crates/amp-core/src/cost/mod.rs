@@ -158,15 +158,28 @@ pub struct StageMemoryTables {
     pub workspace: RangeMax,
     /// `capacity_bytes[j]`: bytes that fit on stage `j`'s fullest device.
     pub capacity_bytes: Vec<f64>,
-    /// The optimizer step's own peak, when its temporaries can be the
-    /// device's peak (PyTorch's foreach Adam): `(prefix, fixed)` as above,
-    /// the same for every stage, for the model states and the step's
-    /// temporaries, activations freed. `None` when the step allocates
-    /// nothing.
-    pub step: Option<(Vec<f64>, f64)>,
+    /// The optimizer step's own peak, when it can be the device's peak
+    /// (the temporaries of PyTorch's foreach Adam; the gradients eager
+    /// PyTorch holds only from its backward on), the same for every stage,
+    /// activations freed. `None` when the passes always hold more.
+    pub step: Option<StepTables>,
     /// Weights two layers share: the prefixes count them in both, a stage
     /// holding both holds them once.
     pub shared: Vec<SharedWeights>,
+}
+
+/// What a stage holds through the optimizer step ([`StageMemoryTables::step`]):
+/// its model states and, beside them, the larger of the step's temporaries
+/// and what the end of the backward holds briefly (a tied weight's second
+/// gradient, [`SharedWeights::step_transient_bytes`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepTables {
+    /// `states[l]`: the model states of layers `0..l`.
+    pub states: Vec<f64>,
+    /// `temporaries[l]`: the step's temporaries of layers `0..l`.
+    pub temporaries: Vec<f64>,
+    /// Bytes every stage holds whatever its layers.
+    pub fixed: f64,
 }
 
 /// Weights a layer shares with an earlier one ([`crate::model::Layer::tied_to`]),
@@ -179,8 +192,23 @@ pub struct SharedWeights {
     pub tied_to: usize,
     /// Bytes the prefixes count twice through the passes.
     pub bytes: f64,
-    /// The same through the optimizer step (its table's bytes per parameter).
+    /// The same through the optimizer step, model states.
     pub step_bytes: f64,
+    /// The same through the optimizer step, its temporaries.
+    pub step_temporaries_bytes: f64,
+    /// What a stage holding both layers holds at the end of the backward
+    /// beside its states, or 0: eager PyTorch's second gradient of the tied
+    /// weights (the embedding's, before it is added to the projection's).
+    pub step_transient_bytes: f64,
+}
+
+/// Sums of [`SharedWeights`] over the ties a range holds both ends of.
+#[derive(Debug, Default)]
+struct SharedBytes {
+    passes: f64,
+    step: f64,
+    step_temporaries: f64,
+    step_transient: f64,
 }
 
 impl StageMemoryTables {
@@ -192,12 +220,12 @@ impl StageMemoryTables {
         // only when the largest of all does not decide it (the partitioner
         // asks this of every range; most are far from the capacity).
         let cap = self.capacity_bytes[j];
-        let (shared, shared_step) = self.shared_bytes(first, end);
+        let shared = self.shared_bytes(first, end);
         let rest = self.bytes_but_workspace(j, first, end);
-        (rest + self.workspace.largest() - shared <= cap
-            || rest + self.workspace.max(first, end) - shared <= cap)
+        (rest + self.workspace.largest() - shared.passes <= cap
+            || rest + self.workspace.max(first, end) - shared.passes <= cap)
             && self
-                .step_bytes(first, end, shared_step)
+                .step_bytes(first, end, &shared)
                 .is_none_or(|b| b <= cap)
     }
 
@@ -206,7 +234,7 @@ impl StageMemoryTables {
     /// step, whichever holds more.
     pub fn peak_bytes(&self, j: usize, first: usize, end: usize) -> f64 {
         let passes = self.passes_bytes(j, first, end);
-        self.step_bytes(first, end, self.shared_bytes(first, end).1)
+        self.step_bytes(first, end, &self.shared_bytes(first, end))
             .map_or(passes, |step| passes.max(step))
     }
 
@@ -214,7 +242,7 @@ impl StageMemoryTables {
     /// the forward and backward passes.
     pub fn passes_bytes(&self, j: usize, first: usize, end: usize) -> f64 {
         self.bytes_but_workspace(j, first, end) + self.workspace.max(first, end)
-            - self.shared_bytes(first, end).0
+            - self.shared_bytes(first, end).passes
     }
 
     /// The passes' bytes of stage `j` holding layers `first..end` but its
@@ -223,25 +251,29 @@ impl StageMemoryTables {
         self.fixed_bytes[j] + self.prefix_bytes[j][end] - self.prefix_bytes[j][first]
     }
 
-    /// The optimizer step's peak of layers `first..end`, less `shared_step`
-    /// counted twice, where it has a peak of its own.
-    fn step_bytes(&self, first: usize, end: usize, shared_step: f64) -> Option<f64> {
-        self.step
-            .as_ref()
-            .map(|(prefix, fixed)| fixed + prefix[end] - prefix[first] - shared_step)
+    /// The optimizer step's peak of layers `first..end` (`shared`: their
+    /// [`Self::shared_bytes`]), where it has a peak of its own.
+    fn step_bytes(&self, first: usize, end: usize, shared: &SharedBytes) -> Option<f64> {
+        self.step.as_ref().map(|t| {
+            let temporaries = t.temporaries[end] - t.temporaries[first] - shared.step_temporaries;
+            t.fixed + t.states[end] - t.states[first] - shared.step
+                + temporaries.max(shared.step_transient)
+        })
     }
 
-    /// Bytes the prefixes count twice for layers `first..end`, through the
-    /// passes and through the step.
-    fn shared_bytes(&self, first: usize, end: usize) -> (f64, f64) {
-        let (mut passes, mut step) = (0.0, 0.0);
+    /// What tied weights make the tables count twice for layers
+    /// `first..end`, and what a stage holding both ends holds briefly.
+    fn shared_bytes(&self, first: usize, end: usize) -> SharedBytes {
+        let mut b = SharedBytes::default();
         for s in &self.shared {
             if first <= s.tied_to && s.layer < end {
-                passes += s.bytes;
-                step += s.step_bytes;
+                b.passes += s.bytes;
+                b.step += s.step_bytes;
+                b.step_temporaries += s.step_temporaries_bytes;
+                b.step_transient += s.step_transient_bytes;
             }
         }
-        (passes, step)
+        b
     }
 
     /// Whether some split of `num_layers` layers into these stages, each
@@ -679,7 +711,9 @@ mod tests {
             fixed in proptest::collection::vec(0.0f64..5.0, 4),
             cap in proptest::collection::vec(0.0f64..30.0, 4),
             step_bytes in proptest::collection::vec(0.0f64..10.0, 8),
+            step_temporaries in proptest::collection::vec(0.0f64..3.0, 8),
             with_step in proptest::bool::ANY,
+            transient in 0.0f64..10.0,
             tie in proptest::option::of((0usize..8, 0usize..8, 0.0f64..=1.0)),
             workspace in proptest::collection::vec(0.0f64..5.0, 8),
         ) {
@@ -695,6 +729,8 @@ mod tests {
                         tied_to: t,
                         bytes: share * (0..pp).map(|j| least(&bytes[j])).fold(f64::INFINITY, f64::min),
                         step_bytes: share * least(&step_bytes),
+                        step_temporaries_bytes: share * least(&step_temporaries),
+                        step_transient_bytes: transient,
                     }
                 })
                 .into_iter()
@@ -703,7 +739,11 @@ mod tests {
                 prefix_bytes: (0..pp).map(|j| prefix_sums(bytes[j][..n].iter().copied())).collect(),
                 fixed_bytes: fixed[..pp].to_vec(),
                 capacity_bytes: cap[..pp].to_vec(),
-                step: with_step.then(|| (prefix_sums(step_bytes[..n].iter().copied()), fixed[0] / 2.0)),
+                step: with_step.then(|| StepTables {
+                    states: prefix_sums(step_bytes[..n].iter().copied()),
+                    temporaries: prefix_sums(step_temporaries[..n].iter().copied()),
+                    fixed: fixed[0] / 2.0,
+                }),
                 shared,
                 workspace: RangeMax::new(workspace[..n].to_vec()),
             };
