@@ -16,7 +16,9 @@ which records every allocation and free; the peak is the most bytes live at
 once: the parameters and the optimizer's moments held from before, plus
 the largest running sum of what the iteration allocates. Cases: one and two
 micro-batches (a script accumulating gradients), shapes where the loss, the
-optimizer step or the end of the backward is the peak, and two
+optimizer step or the end of the backward is the peak, every block
+checkpointed (Hugging Face's activation checkpointing, amp's `--recompute
+full`), and two
 DistributedDataParallel replicas (gloo, two processes, rank 0 measured;
 DDP rebuilds its gradient buckets in the measured iteration, so they are
 counted).
@@ -82,7 +84,7 @@ OPTIONAL = {
 }
 # (blocks, micro-batches per iteration, AdamW kind, sequence and samples per
 # micro-batch or None for --seq and --batch, width or None for BASE's,
-# data-parallel replicas). The wide ones: twice as wide, 32 tokens, so the
+# data-parallel replicas, full recomputation). The wide ones: twice as wide, 32 tokens, so the
 # optimizer step (foreach) or the end of the backward (fused) is the peak,
 # not the loss. Two replicas: DistributedDataParallel over gloo, two
 # processes on this machine, rank 0 measured.
@@ -93,14 +95,16 @@ WIDE = {
     "num_key_value_heads": 8,
 }
 CASES = [
-    (2, 1, "foreach", None, None, 1),
-    (4, 1, "foreach", None, None, 1),
-    (4, 1, "fused", None, None, 1),
-    (4, 2, "foreach", None, None, 1),
-    (6, 1, "foreach", (32, 1), WIDE, 1),
-    (6, 1, "fused", (32, 1), WIDE, 1),
-    (4, 1, "foreach", None, None, 2),
-    (6, 1, "fused", (32, 1), WIDE, 2),
+    (2, 1, "foreach", None, None, 1, False),
+    (4, 1, "foreach", None, None, 1, False),
+    (4, 1, "fused", None, None, 1, False),
+    (4, 2, "foreach", None, None, 1, False),
+    (6, 1, "foreach", (32, 1), WIDE, 1, False),
+    (6, 1, "fused", (32, 1), WIDE, 1, False),
+    (4, 1, "foreach", None, None, 2, False),
+    (6, 1, "fused", (32, 1), WIDE, 2, False),
+    (4, 1, "foreach", None, None, 1, True),
+    (4, 2, "foreach", None, None, 1, True),
 ]
 
 
@@ -128,7 +132,7 @@ def storage_bytes(tensors):
     return total
 
 
-def hf_peak(config, seq, batch, micro_batches, adamw, explain, replicas=1):
+def hf_peak(config, seq, batch, micro_batches, adamw, explain, replicas=1, recompute=False):
     if replicas > 1:
         ctx = mp.get_context("spawn")
         queue = ctx.Queue()
@@ -140,7 +144,7 @@ def hf_peak(config, seq, batch, micro_batches, adamw, explain, replicas=1):
         for proc in procs:
             proc.join()
         return result
-    return measure(config, seq, batch, micro_batches, adamw, explain)
+    return measure(config, seq, batch, micro_batches, adamw, explain, recompute=recompute)
 
 
 def replica(rank, replicas, config, seq, batch, micro_batches, adamw, queue):
@@ -153,13 +157,16 @@ def replica(rank, replicas, config, seq, batch, micro_batches, adamw, queue):
     dist.destroy_process_group()
 
 
-def measure(config, seq, batch, micro_batches, adamw, explain, ddp=False):
+def measure(config, seq, batch, micro_batches, adamw, explain, ddp=False, recompute=False):
     cfg = AutoConfig.for_model(**config)
     if getattr(cfg, "layer_types", None):
         cfg.layer_types = ["full_attention"] * len(cfg.layer_types)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa")
     model.train()
+    if recompute:
+        # Hugging Face's activation checkpointing of every block.
+        getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
     # DDP builds its gradient buckets at once and again, in the backward's
     # order, at the second iteration's forward: the measured one, so they
     # are counted there.
@@ -236,7 +243,7 @@ def explain_peak(prof):
     return peak
 
 
-def amp_peak(amp, config, seq, batch, micro_batches, adamw, replicas):
+def amp_peak(amp, config, seq, batch, micro_batches, adamw, replicas, recompute):
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "config.json")
         with open(path, "w") as f:
@@ -264,6 +271,8 @@ def amp_peak(amp, config, seq, batch, micro_batches, adamw, replicas):
                 f"1x{replicas}xH100",
                 "--optimizer-step",
                 adamw,
+                "--recompute",
+                "full" if recompute else "none",
                 "--json",
                 "--force",
             ],
@@ -288,21 +297,22 @@ def main():
         "peak bytes of one iteration"
     )
     print(
-        "| family | width | blocks | sequence x samples | micro-batches | replicas | AdamW "
-        "| PyTorch's peak | amp predicts | amp / PyTorch |"
+        "| family | width | blocks | sequence x samples | micro-batches | replicas | recompute "
+        "| AdamW | PyTorch's peak | amp predicts | amp / PyTorch |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name in a.families:
-        for layers, mbs, adamw, shape, width, replicas in CASES:
-            if replicas > 1 and (a.explain or name != "llama"):
-                continue  # data parallelism: llama's alone, as it changes no block
+        for layers, mbs, adamw, shape, width, replicas, recompute in CASES:
+            if (replicas > 1 or recompute) and (a.explain or name != "llama"):
+                continue  # llama's alone: neither changes with the block
             config = config_at(name, layers, width)
             seq, batch = shape or (a.seq, a.batch)
-            _, hf = hf_peak(config, seq, batch, mbs, adamw, a.explain, replicas)
-            amp, parts = amp_peak(a.amp, config, seq, batch, mbs, adamw, replicas)
+            _, hf = hf_peak(config, seq, batch, mbs, adamw, a.explain, replicas, recompute)
+            amp, parts = amp_peak(a.amp, config, seq, batch, mbs, adamw, replicas, recompute)
             print(
                 f"| {name} | {config['hidden_size']} | {layers} | {seq} x {batch} | {mbs} "
-                f"| {replicas} | {adamw} | {hf:,} | {amp:,.0f} | {amp / hf:.3f} |",
+                f"| {replicas} | {'full' if recompute else 'none'} | {adamw} "
+                f"| {hf:,} | {amp:,.0f} | {amp / hf:.3f} |",
                 flush=True,
             )
             if a.explain:

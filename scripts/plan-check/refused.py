@@ -18,10 +18,20 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 
 
-def run(amp, args, stdin=None):
-    return subprocess.run([amp, *args], input=stdin, capture_output=True, text=True)
+def run(amp, args):
+    return subprocess.run([amp, *args], capture_output=True, text=True)
+
+
+def evaluate(amp, plan, inputs):
+    """`amp eval` of `plan` (a dict) with `inputs`, through a file: amp reads
+    a plan file more than once, which a pipe does not allow."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+        json.dump(plan, f)
+        f.flush()
+        return run(amp, ["eval", f.name, *inputs, "--json"])
 
 
 def main():
@@ -50,7 +60,7 @@ def main():
         "num_micro_batches": gb,
         "stages": [{"first_layer": 0, "end_layer": 10**6, "replicas": [[{"node": 0, "gpu": 0}]]}],
     }
-    err = run(a.amp, ["eval", "/dev/stdin", *inputs, "--json"], json.dumps(probe)).stderr
+    err = evaluate(a.amp, probe, inputs).stderr
     n = int(re.search(r"model has (\d+) layers", err).group(1))
 
     def device(g):
@@ -93,7 +103,7 @@ def main():
                         "num_micro_batches": gb // (dp * mb),
                         "stages": stages,
                     }
-                    e = run(a.amp, ["eval", "/dev/stdin", *inputs, "--json"], json.dumps(plan))
+                    e = evaluate(a.amp, plan, inputs)
                     evals += 1
                     if e.returncode == 0 and json.loads(e.stdout)["fits_in_memory"]:
                         hit = (order, bounds)

@@ -738,13 +738,12 @@ fn het_model_pp4_dp4_turns_on_the_shared_nic() {
 /// tokens, 1 sample), one stage on one H100 per replica.
 #[test]
 fn eager_iteration_peaks_are_the_checked_figures() {
-    let peak = |name: &str,
-                config: &str,
-                seq: &str,
-                mbs: usize,
-                b: usize,
-                dp: usize,
-                adamw: &str| {
+    let peak_with = |name: &str,
+                     config: &str,
+                     seq: &str,
+                     (mbs, b, dp): (usize, usize, usize),
+                     adamw: &str,
+                     recompute: &str| {
         let blocks = serde_json::from_str::<serde_json::Value>(config).unwrap()
             ["num_hidden_layers"]
             .as_u64()
@@ -773,10 +772,15 @@ fn eager_iteration_peaks_are_the_checked_figures() {
             &cluster,
             "--optimizer-step",
             adamw,
+            "--recompute",
+            recompute,
             "--json",
         ]);
         let m = &v["memory"][0];
         m["peak_bytes"].as_f64().unwrap() - m["other_bytes"].as_f64().unwrap()
+    };
+    let peak = |name: &str, config: &str, seq: &str, mbs, b, dp, adamw: &str| {
+        peak_with(name, config, seq, (mbs, b, dp), adamw, "none")
     };
     let narrow = |blocks: usize| {
         format!(
