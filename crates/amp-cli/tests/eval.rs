@@ -473,12 +473,12 @@ fn plan_finds_the_one_stage_plan_eval_prices_as_fitting() {
     let peak = priced["memory"][0]["peak_bytes"].as_f64().unwrap();
     let capacity = priced["memory"][0]["capacity_bytes"].as_f64().unwrap();
     assert_eq!(best["memory"][0]["peak_bytes"].as_f64().unwrap(), peak);
-    // The README's figures: 0.7930 s, 138.16 of 140.40 GiB.
+    // The README's figures: 0.7930 s, 138.23 of 140.40 GiB.
     assert_eq!(best["micro_batch"], 9);
     let s = priced["iteration_s"].as_f64().unwrap();
     assert!((s - 0.7930).abs() < 5e-5, "{s}");
     let gib = |b: f64| (b / (1u64 << 30) as f64 * 100.0).round() / 100.0;
-    assert_eq!((gib(peak), gib(capacity)), (138.16, 140.40));
+    assert_eq!((gib(peak), gib(capacity)), (138.23, 140.40));
     // Closer to the capacity than what the passes hold of the tied
     // embedding (50,257 x 4,096 parameters of fp32 weights and moments, 12
     // bytes; no gradients before the backward): counted twice, it would
@@ -489,8 +489,8 @@ fn plan_finds_the_one_stage_plan_eval_prices_as_fitting() {
     );
     // On 16 A100-40GB the same refusal hid GPT-3 1.3B's fastest plan (the
     // README's figures): pure data parallelism at micro-batch 2, 2.0379 s
-    // (2.1726 s for pp 2 x dp 8 before), 0.35 GB to spare (0.75 before the
-    // loss's logits were counted in fp32).
+    // (2.1726 s for pp 2 x dp 8 before), 0.33 GB to spare (0.75 before the
+    // loss's logits were counted in fp32 and the final norm's input too).
     let wider = amp_json(&[
         "plan",
         "--model",
@@ -518,7 +518,7 @@ fn plan_finds_the_one_stage_plan_eval_prices_as_fitting() {
         .iter()
         .map(|d| d["capacity_bytes"].as_f64().unwrap() - d["peak_bytes"].as_f64().unwrap())
         .fold(f64::INFINITY, f64::min);
-    assert!((spare / 1e9 - 0.35).abs() < 0.005, "{spare}");
+    assert!((spare / 1e9 - 0.33).abs() < 0.005, "{spare}");
 }
 
 /// A plan records the model it was made for: `amp eval`, `amp export` and
@@ -795,19 +795,24 @@ fn eager_iteration_peaks_are_the_checked_figures() {
     let (llama2, llama4) = (narrow(2), narrow(4));
     assert_eq!(
         peak("l2", &llama2, "256", 4, 1, 1, "foreach"),
-        960_531_456.0
+        963_677_184.0
     );
     assert_eq!(
         peak("l4", &llama4, "256", 4, 1, 1, "fused"),
-        1_099_758_592.0
+        1_102_904_320.0
     );
     assert_eq!(
         peak("l4b2", &llama4, "256", 4, 2, 1, "foreach"),
-        1_278_034_944.0
+        1_281_180_672.0
     );
     assert_eq!(
         peak("l4dp2", &llama4, "256", 4, 1, 2, "foreach"),
-        1_278_034_944.0
+        1_281_180_672.0
+    );
+    // Every block recomputed (the README's unfavourable row).
+    assert_eq!(
+        peak_with("l4rc", &llama4, "256", (4, 1, 1), "foreach", "full"),
+        1_026_358_272.0
     );
     let llama_wide = wide("llama", r#", "tie_word_embeddings": false"#);
     assert_eq!(

@@ -551,17 +551,49 @@ fn replicated_block_elems(model: &Model, elems: f64, setup: &TrainingSetup) -> f
 /// `s (heads + kv_heads) head_dim / tp` elements), and Gemma's norms on the two
 /// branches' outputs ([`crate::model::Architecture::post_norms`], `s h`
 /// each, replicated as the stream's).
+/// Bytes per element of its input a norm of the residual stream keeps
+/// beyond the 16-bit count ([`norm_extra_bytes`]): the fp32 stream's 2
+/// more under autocast, and an eager RMSNorm's fp32 normalised output.
+fn norm_extra_bytes_per_elem(model: &Model, setup: &TrainingSetup) -> f64 {
+    let wider = (setup.formats.residual_stream_bytes() - activation_bytes(setup)).max(0.0);
+    let eager_rms = model
+        .eager_architecture(setup.engine)
+        .is_some_and(|a| a.norm == crate::model::NormKind::Rmsnorm);
+    wider + if eager_rms { 4.0 } else { 0.0 }
+}
+
+/// The final norm's share of [`norm_extra_bytes_per_elem`], bytes per
+/// sample on one rank, for a model with an architecture (the zoo's and
+/// Hugging Face's, whose layer after the last block is the final norm and
+/// counts its input in 16 bits) without an engine: the blocks' norms are
+/// counted with the blocks, the last one here. Whole on every rank but
+/// under sequence parallelism.
+fn final_norm_extra_bytes(model: &Model, layer: usize, tp: f64, setup: &TrainingSetup) -> f64 {
+    let after_blocks = layer > 0
+        && model.layers[layer].kind == LayerKind::Other
+        && model.layers[layer - 1].kind == LayerKind::TransformerBlock;
+    if !after_blocks || model.eager_architecture(setup.engine).is_none() {
+        return 0.0;
+    }
+    let bytes = model.layers[layer - 1].output_elems_per_sample as f64
+        * norm_extra_bytes_per_elem(model, setup);
+    if setup.sequence_parallel {
+        bytes / tp
+    } else {
+        bytes
+    }
+}
+
 fn norm_extra_bytes(
     model: &Model,
     layer: &crate::model::Layer,
     tp: f64,
     setup: &TrainingSetup,
 ) -> f64 {
-    let wider = (setup.formats.residual_stream_bytes() - activation_bytes(setup)).max(0.0);
     let eager_rms = model
         .eager_architecture(setup.engine)
         .filter(|a| a.norm == crate::model::NormKind::Rmsnorm);
-    let per_elem = wider + if eager_rms.is_some() { 4.0 } else { 0.0 };
+    let per_elem = norm_extra_bytes_per_elem(model, setup);
     let out = layer.output_elems_per_sample as f64;
     let half_input = eager_rms.map_or(0.0, |a| {
         if a.family.starts_with("gemma") {
@@ -682,7 +714,7 @@ pub(crate) fn stored_activation_bytes_per_sample(
             + eager_projection_extra_bytes(model, t, setup)
             + eager_softmax_extra_bytes(model, t, setup)
     } else {
-        0.0
+        final_norm_extra_bytes(model, layer, t, setup)
     };
     if let (Some(e), LayerKind::VocabProjection, Some(_)) = (
         l.stored_activation_elems_per_sample,
@@ -1839,9 +1871,10 @@ mod tests {
         // gradients from the first backward on.
         let (params, cast) = (2176.0, 2096.0);
         // Activations per sample: blocks 2 x 100 x 2 bytes, their fp32
-        // norm inputs 2 x 2 x 32 x 2, the final norm 32 x 2, the projection
-        // 32 x 2 + 40 x 4, the loss's transient 40 x 8.
-        let acts = 400.0 + 256.0 + 64.0 + 224.0 + 320.0;
+        // norm inputs 2 x 2 x 32 x 2, the final norm 32 x 2 and its fp32
+        // input 32 x 2 more, the projection 32 x 2 + 40 x 4, the loss's
+        // transient 40 x 8.
+        let acts = 400.0 + 256.0 + 128.0 + 224.0 + 320.0;
         // One micro-batch of 64 samples: no gradients when they peak.
         let one = decoder_memory(&m, &eager, 1, 64, 1);
         assert_eq!(one.weights_bytes, cast * 2.0);
