@@ -111,7 +111,10 @@ def hf_saved_bytes(config, layers, seq, batch):
     return total / batch
 
 
-def amp_activation_bytes(amp, config, layers, seq, batch):
+def amp_memory(amp, config, layers, seq, batch, micro_batches=1, replicas=1, flags=()):
+    """`amp eval --json`'s memory of the first device for `config` at
+    `layers` blocks: one stage (the embedding, the blocks, the final norm
+    and the projection), a GPU per replica, micro-batches of `batch`."""
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "config.json")
         with open(path, "w") as f:
@@ -121,27 +124,23 @@ def amp_activation_bytes(amp, config, layers, seq, batch):
             stage = {
                 "first_layer": 0,
                 "end_layer": layers + 3,
-                "replicas": [[{"node": 0, "gpu": 0}]],
+                "replicas": [[{"node": 0, "gpu": r}] for r in range(replicas)],
             }
-            json.dump({"micro_batch": batch, "num_micro_batches": 1, "stages": [stage]}, f)
+            plan_json = {"micro_batch": batch, "num_micro_batches": micro_batches}
+            json.dump({**plan_json, "stages": [stage]}, f)
+        cluster = f"1x{replicas}xH100"
         out = subprocess.run(
-            [
-                amp,
-                "eval",
-                plan,
-                "--model",
-                path,
-                "--seq",
-                str(seq),
-                "--cluster",
-                "1x1xH100",
-                "--json",
-            ],
+            [amp, "eval", plan, "--model", path, "--seq", str(seq), "--cluster", cluster]
+            + [*flags, "--json"],
             capture_output=True,
             text=True,
             check=True,
         ).stdout
-        return json.loads(out)["memory"][0]["activations_bytes"] / batch
+        return json.loads(out)["memory"][0]
+
+
+def amp_activation_bytes(amp, config, layers, seq, batch):
+    return amp_memory(amp, config, layers, seq, batch)["activations_bytes"] / batch
 
 
 def main():

@@ -35,12 +35,10 @@ the peak, grouped by the operator that allocated it.
 """
 
 import argparse
-import json
 import os
-import subprocess
-import tempfile
 from collections import Counter
 
+import check  # this script's neighbour: the families' configs
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -48,26 +46,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.profiler import ProfilerActivity, profile
 from transformers import AutoConfig, AutoModelForCausalLM
 
-BASE = {
-    "hidden_size": 512,
-    "intermediate_size": 1408,
-    "num_attention_heads": 8,
-    "num_key_value_heads": 4,
-    # 62.5 x the width, as Llama 3's 128,256 is 62.6 x 2,048 (Llama-3.2-1B)
-    # and GPT-2's 50,257 is 65 x 768.
-    "vocab_size": 32000,
-    "max_position_embeddings": 2048,
-    "tie_word_embeddings": False,
-    "bos_token_id": 0,
-    "eos_token_id": 0,
-    "pad_token_id": 0,
-}
-FAMILIES = {
-    "llama": {"model_type": "llama"},
-    "qwen3": {"model_type": "qwen3", "head_dim": 64},
-    "gemma3_text": {"model_type": "gemma3_text", "head_dim": 64, "tie_word_embeddings": True},
-    "phi3": {"model_type": "phi3", "num_key_value_heads": 8},
-}
+# check.py's configs, with a vocabulary 62.5 x the width, as Llama 3's
+# 128,256 is 62.6 x 2,048 (Llama-3.2-1B) and GPT-2's 50,257 is 65 x 768.
+BASE = {**check.BASE, "vocab_size": 32000}
+FAMILIES = check.FAMILIES
 # Named only, as in check.py: GPT-2 without dropout and with a fused GeLU
 # (its CPU attention keeps two tensors a GPU's does not, see check.py).
 OPTIONAL = {
@@ -244,44 +226,10 @@ def explain_peak(prof):
 
 
 def amp_peak(amp, config, seq, batch, micro_batches, adamw, replicas, recompute):
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "config.json")
-        with open(path, "w") as f:
-            json.dump(config, f)
-        plan = os.path.join(d, "plan.json")
-        with open(plan, "w") as f:
-            stage = {
-                "first_layer": 0,
-                "end_layer": config.get("n_layer", config.get("num_hidden_layers")) + 3,
-                "replicas": [[{"node": 0, "gpu": r}] for r in range(replicas)],
-            }
-            json.dump(
-                {"micro_batch": batch, "num_micro_batches": micro_batches, "stages": [stage]}, f
-            )
-        out = subprocess.run(
-            [
-                amp,
-                "eval",
-                plan,
-                "--model",
-                path,
-                "--seq",
-                str(seq),
-                "--cluster",
-                f"1x{replicas}xH100",
-                "--optimizer-step",
-                adamw,
-                "--recompute",
-                "full" if recompute else "none",
-                "--json",
-                "--force",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        m = json.loads(out)["memory"][0]
-        return m["peak_bytes"] - m["other_bytes"], m
+    layers = config.get("n_layer", config.get("num_hidden_layers"))
+    flags = ["--optimizer-step", adamw, "--recompute", "full" if recompute else "none", "--force"]
+    m = check.amp_memory(amp, config, layers, seq, batch, micro_batches, replicas, flags)
+    return m["peak_bytes"] - m["other_bytes"], m
 
 
 def main():

@@ -731,6 +731,43 @@ fn het_model_pp4_dp4_turns_on_the_shared_nic() {
     assert!(t < rank1);
 }
 
+/// `amp eval --json`'s memory of the first device for a model file
+/// `config` of `blocks` blocks (the zoo's layout: embedding, blocks, final
+/// norm, projection) on one stage, a GPU per replica: `(micro-batch,
+/// micro-batches, replicas)`, the other flags as given. The files are named
+/// after `name`.
+fn one_stage_memory(
+    name: &str,
+    config: &std::path::Path,
+    blocks: u64,
+    (mbs, b, dp): (usize, usize, usize),
+    flags: &[&str],
+) -> serde_json::Value {
+    let replicas = (0..dp)
+        .map(|g| format!(r#"[{{"node": 0, "gpu": {g}}}]"#))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let plan = tmp(
+        &format!("{name}-plan.json"),
+        &format!(
+            r#"{{"micro_batch": {mbs}, "num_micro_batches": {b}, "stages": [{{"first_layer": 0, "end_layer": {}, "replicas": [{replicas}]}}]}}"#,
+            blocks + 3
+        ),
+    );
+    let cluster = format!("1x{dp}xH100");
+    let mut args = vec![
+        "eval",
+        plan.to_str().unwrap(),
+        "--model",
+        config.to_str().unwrap(),
+        "--cluster",
+        &cluster,
+        "--json",
+    ];
+    args.extend_from_slice(flags);
+    amp_json(&args)["memory"][0].clone()
+}
+
 /// amp's side of the README's table "One eager iteration's peak, checked
 /// against PyTorch": the peak less the reserve that `amp eval --json`
 /// prices for the configs `scripts/activation-check/peak.py` builds (width
@@ -749,38 +786,17 @@ fn eager_iteration_peaks_are_the_checked_figures() {
             .as_u64()
             .unwrap();
         let config = tmp(&format!("peak-{name}.json"), config);
-        let replicas = (0..dp)
-            .map(|g| format!(r#"[{{"node": 0, "gpu": {g}}}]"#))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let plan = tmp(
-            &format!("peak-{name}-plan.json"),
-            &format!(
-                r#"{{"micro_batch": {mbs}, "num_micro_batches": {b}, "stages": [{{"first_layer": 0, "end_layer": {}, "replicas": [{replicas}]}}]}}"#,
-                blocks + 3
-            ),
-        );
-        let cluster = format!("1x{dp}xH100");
-        let v = amp_json(&[
-            "eval",
-            plan.to_str().unwrap(),
-            "--model",
-            config.to_str().unwrap(),
+        let flags = [
             "--seq",
             seq,
-            "--cluster",
-            &cluster,
             "--optimizer-step",
             adamw,
             "--recompute",
             recompute,
-            "--json",
-        ]);
-        let m = &v["memory"][0];
+        ];
+        let name = format!("peak-{name}");
+        let m = one_stage_memory(&name, &config, blocks, (mbs, b, dp), &flags);
         m["peak_bytes"].as_f64().unwrap() - m["other_bytes"].as_f64().unwrap()
-    };
-    let peak = |name: &str, config: &str, seq: &str, mbs, b, dp, adamw: &str| {
-        peak_with(name, config, seq, (mbs, b, dp), adamw, "none")
     };
     let narrow = |blocks: usize| {
         format!(
@@ -793,47 +809,103 @@ fn eager_iteration_peaks_are_the_checked_figures() {
         )
     };
     let (llama2, llama4) = (narrow(2), narrow(4));
-    assert_eq!(
-        peak("l2", &llama2, "256", 4, 1, 1, "foreach"),
-        963_677_184.0
-    );
-    assert_eq!(
-        peak("l4", &llama4, "256", 4, 1, 1, "fused"),
-        1_102_904_320.0
-    );
-    assert_eq!(
-        peak("l4b2", &llama4, "256", 4, 2, 1, "foreach"),
-        1_281_180_672.0
-    );
-    assert_eq!(
-        peak("l4dp2", &llama4, "256", 4, 1, 2, "foreach"),
-        1_281_180_672.0
-    );
-    // Every block recomputed (the README's unfavourable row).
-    assert_eq!(
-        peak_with("l4rc", &llama4, "256", (4, 1, 1), "foreach", "full"),
-        1_026_358_272.0
-    );
     let llama_wide = wide("llama", r#", "tie_word_embeddings": false"#);
-    assert_eq!(
-        peak("lw", &llama_wide, "32", 1, 1, 1, "foreach"),
-        2_726_563_840.0
-    );
-    assert_eq!(
-        peak("lwf", &llama_wide, "32", 1, 1, 1, "fused"),
-        2_181_251_072.0
-    );
-    assert_eq!(
-        peak("lwdp2", &llama_wide, "32", 1, 1, 2, "fused"),
-        2_726_563_840.0
-    );
     // Gemma 3 ties its embedding: the end of the backward holds its dense
     // gradient beside the projection's.
     let gemma = wide(
         "gemma3_text",
         r#", "head_dim": 64, "tie_word_embeddings": true"#,
     );
-    assert_eq!(peak("gw", &gemma, "32", 1, 1, 1, "fused"), 1_788_243_968.0);
+    // (name, config, sequence, (micro-batch, micro-batches, replicas),
+    // AdamW, recomputation, amp's figure)
+    let cases = [
+        (
+            "l2",
+            &llama2,
+            "256",
+            (4, 1, 1),
+            "foreach",
+            "none",
+            963_677_184.0,
+        ),
+        (
+            "l4",
+            &llama4,
+            "256",
+            (4, 1, 1),
+            "fused",
+            "none",
+            1_102_904_320.0,
+        ),
+        (
+            "l4b2",
+            &llama4,
+            "256",
+            (4, 2, 1),
+            "foreach",
+            "none",
+            1_281_180_672.0,
+        ),
+        (
+            "l4dp2",
+            &llama4,
+            "256",
+            (4, 1, 2),
+            "foreach",
+            "none",
+            1_281_180_672.0,
+        ),
+        // Every block recomputed (the README's unfavourable row).
+        (
+            "l4rc",
+            &llama4,
+            "256",
+            (4, 1, 1),
+            "foreach",
+            "full",
+            1_026_358_272.0,
+        ),
+        (
+            "lw",
+            &llama_wide,
+            "32",
+            (1, 1, 1),
+            "foreach",
+            "none",
+            2_726_563_840.0,
+        ),
+        (
+            "lwf",
+            &llama_wide,
+            "32",
+            (1, 1, 1),
+            "fused",
+            "none",
+            2_181_251_072.0,
+        ),
+        (
+            "lwdp2",
+            &llama_wide,
+            "32",
+            (1, 1, 2),
+            "fused",
+            "none",
+            2_726_563_840.0,
+        ),
+        (
+            "gw",
+            &gemma,
+            "32",
+            (1, 1, 1),
+            "fused",
+            "none",
+            1_788_243_968.0,
+        ),
+    ];
+    for (name, config, seq, shape, adamw, recompute, want) in cases {
+        let got = peak_with(name, config, seq, shape, adamw, recompute);
+        assert_eq!(got, want, "{name}");
+    }
 }
 
 /// amp's side of the README's table "Eager blocks' activations, checked
@@ -851,27 +923,10 @@ fn eager_block_activations_are_the_checked_figures() {
                 &format!("act-{name}-{layers}.json"),
                 &format!(r#"{{{config}, "{layers_key}": {layers}}}"#),
             );
-            let plan = tmp(
-                &format!("act-{name}-{layers}-plan.json"),
-                &format!(
-                    r#"{{"micro_batch": 8, "num_micro_batches": 1, "stages": [{{"first_layer": 0, "end_layer": {}, "replicas": [[{{"node": 0, "gpu": 0}}]]}}]}}"#,
-                    layers + 3
-                ),
-            );
-            let v = amp_json(&[
-                "eval",
-                plan.to_str().unwrap(),
-                "--model",
-                config.to_str().unwrap(),
-                "--seq",
-                "384",
-                "--cluster",
-                "1x1xH100",
-                "--recompute",
-                recompute,
-                "--json",
-            ]);
-            v["memory"][0]["activations_bytes"].as_f64().unwrap() / 8.0
+            let flags = ["--seq", "384", "--recompute", recompute];
+            let name = format!("act-{name}-{layers}");
+            let m = one_stage_memory(&name, &config, layers as u64, (8, 1, 1), &flags);
+            m["activations_bytes"].as_f64().unwrap() / 8.0
         };
         bytes(2) - bytes(1)
     };
