@@ -1962,7 +1962,7 @@ mod tests {
         // normalised output, 2 x 32 x 4 = 256 bytes per sample on every
         // rank; an engine's fused norm does not, nor does a LayerNorm.
         let mut rms = tiny_with(Some(true), None);
-        let arch = rms.shape.as_mut().unwrap().architecture.as_mut().unwrap();
+        let arch = rms.architecture_mut().unwrap();
         arch.norm = crate::model::NormKind::Rmsnorm;
         let layer_norm = tiny_with(Some(true), None);
         let eager = TrainingSetup::default();
@@ -1983,10 +1983,10 @@ mod tests {
         // 1, 32 at tp 2; with an engine (a fused norm) nothing beyond the
         // input the stored count holds.
         let mut plain = tiny_with(Some(true), None);
-        let arch = plain.shape.as_mut().unwrap().architecture.as_mut().unwrap();
+        let arch = plain.architecture_mut().unwrap();
         (arch.family, arch.norm) = ("qwen3".into(), crate::model::NormKind::Rmsnorm);
         let mut qk = plain.clone();
-        let arch = qk.shape.as_mut().unwrap().architecture.as_mut().unwrap();
+        let arch = qk.architecture_mut().unwrap();
         arch.qk_norm = true;
         let (eager, megatron) = (TrainingSetup::default(), megatron_setup());
         let at = |m: &Model, tp, s: &TrainingSetup| stored_activation_bytes_per_sample(m, 0, tp, s);
@@ -2004,7 +2004,7 @@ mod tests {
         // every rank) likewise: 6 x 64 / 2 + 2 x 32 x 6 = 576 at tp 2.
         let gemma = |qk_norm, post_norms| {
             let mut m = plain.clone();
-            let a = m.shape.as_mut().unwrap().architecture.as_mut().unwrap();
+            let a = m.architecture_mut().unwrap();
             (a.family, a.qk_norm, a.post_norms) = ("gemma3_text".into(), qk_norm, post_norms);
             m
         };
@@ -2030,7 +2030,7 @@ mod tests {
         // nothing more; an engine's fused block nothing more.
         let with = |family: &str, activation| {
             let mut m = tiny_with(Some(true), None);
-            let a = m.shape.as_mut().unwrap().architecture.as_mut().unwrap();
+            let a = m.architecture_mut().unwrap();
             (a.family, a.activation) = (family.into(), activation);
             m
         };
@@ -2078,14 +2078,7 @@ mod tests {
         assert_eq!(at(&megatron) - at(&selective(&megatron)), 64.0);
         // Fused attention has no core to drop.
         let mut flash = m.clone();
-        flash
-            .shape
-            .as_mut()
-            .unwrap()
-            .architecture
-            .as_mut()
-            .unwrap()
-            .flash_attention = Some(true);
+        flash.architecture_mut().unwrap().flash_attention = Some(true);
         let at_flash = |s: &TrainingSetup| stored_activation_bytes_per_sample(&flash, 0, 2, s);
         assert_eq!(at_flash(&eager), at_flash(&selective(&eager)));
     }

@@ -278,6 +278,12 @@ impl Model {
         self.shape.as_ref().and_then(|s| s.architecture.as_ref())
     }
 
+    /// [`Self::architecture`], to change (a model rebuilt with another
+    /// attention kernel, a test's variant).
+    pub fn architecture_mut(&mut self) -> Option<&mut Architecture> {
+        self.shape.as_mut().and_then(|s| s.architecture.as_mut())
+    }
+
     /// The architecture when the model runs as its own code writes it,
     /// kernel by kernel: with no `engine` to fuse its norms, GeLU and
     /// projections (eager PyTorch). `None` under an engine or without an
@@ -992,7 +998,7 @@ mod tests {
         let why = m.tp_refusal(4).unwrap();
         assert!(why.contains("2 key/value heads"), "{why}");
         fn arch(m: &mut Model) -> &mut Architecture {
-            m.shape.as_mut().unwrap().architecture.as_mut().unwrap()
+            m.architecture_mut().unwrap()
         }
         arch(&mut m).ffn_hidden = 4098;
         let why = m.tp_refusal(4).unwrap_or_default();

@@ -584,14 +584,7 @@ fn megatron_runs_the_attention_amp_priced() {
     let (p, _, c) = common::llama3_8b();
     let fused = amp_catalog::zoo_model("llama3-8b", Some(4096)).unwrap();
     let mut explicit = fused.clone();
-    explicit
-        .shape
-        .as_mut()
-        .unwrap()
-        .architecture
-        .as_mut()
-        .unwrap()
-        .flash_attention = Some(false);
+    explicit.architecture_mut().unwrap().flash_attention = Some(false);
     let args = |m: &amp_core::model::Model| {
         let files = export(&p, m, &c, Engine::Megatron, &ExportOptions::default()).unwrap();
         megatron_args(&files).to_string()
