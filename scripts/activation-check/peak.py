@@ -66,7 +66,8 @@ OPTIONAL = {
 }
 # (blocks, micro-batches per iteration, AdamW kind, sequence and samples per
 # micro-batch or None for --seq and --batch, width or None for BASE's,
-# data-parallel replicas, full recomputation). The wide ones: twice as wide, 32 tokens, so the
+# data-parallel replicas, full recomputation; then backward() inside
+# autocast, below). The wide ones: twice as wide, 32 tokens, so the
 # optimizer step (foreach) or the end of the backward (fused) is the peak,
 # not the loss. Two replicas: DistributedDataParallel over gloo, two
 # processes on this machine, rank 0 measured.
@@ -85,8 +86,19 @@ CASES = [
     (6, 1, "fused", (32, 1), WIDE, 1, False),
     (4, 1, "foreach", None, None, 2, False),
     (6, 1, "fused", (32, 1), WIDE, 2, False),
+    (6, 2, "fused", (32, 1), WIDE, 1, False),
     (4, 1, "foreach", None, None, 1, True),
     (4, 2, "foreach", None, None, 1, True),
+    (6, 1, "fused", (32, 1), WIDE, 1, True),
+    (6, 2, "fused", (32, 1), WIDE, 1, True),
+]
+# The loop as many scripts write it, against PyTorch's recipe: backward()
+# inside the autocast context, whose cache keeps every cast through it.
+CASES = [(*c, False) for c in CASES] + [
+    (4, 1, "foreach", None, None, 1, False, True),
+    (6, 1, "fused", (32, 1), WIDE, 1, False, True),
+    (6, 2, "fused", (32, 1), WIDE, 1, False, True),
+    (6, 1, "fused", (32, 1), WIDE, 1, True, True),
 ]
 
 
@@ -114,7 +126,9 @@ def storage_bytes(tensors):
     return total
 
 
-def hf_peak(config, seq, batch, micro_batches, adamw, explain, replicas=1, recompute=False):
+def hf_peak(
+    config, seq, batch, micro_batches, adamw, explain, replicas=1, recompute=False, inside=False
+):
     if replicas > 1:
         ctx = mp.get_context("spawn")
         queue = ctx.Queue()
@@ -126,7 +140,9 @@ def hf_peak(config, seq, batch, micro_batches, adamw, explain, replicas=1, recom
         for proc in procs:
             proc.join()
         return result
-    return measure(config, seq, batch, micro_batches, adamw, explain, recompute=recompute)
+    return measure(
+        config, seq, batch, micro_batches, adamw, explain, recompute=recompute, inside=inside
+    )
 
 
 def replica(rank, replicas, config, seq, batch, micro_batches, adamw, queue):
@@ -139,7 +155,9 @@ def replica(rank, replicas, config, seq, batch, micro_batches, adamw, queue):
     dist.destroy_process_group()
 
 
-def measure(config, seq, batch, micro_batches, adamw, explain, ddp=False, recompute=False):
+def measure(
+    config, seq, batch, micro_batches, adamw, explain, ddp=False, recompute=False, inside=False
+):
     cfg = AutoConfig.for_model(**config)
     if getattr(cfg, "layer_types", None):
         cfg.layer_types = ["full_attention"] * len(cfg.layer_types)
@@ -160,7 +178,10 @@ def measure(config, seq, batch, micro_batches, adamw, explain, ddp=False, recomp
         for _ in range(micro_batches):
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 loss = run(input_ids=ids, labels=ids).loss
-            loss.backward()
+                if inside:
+                    loss.backward()
+            if not inside:
+                loss.backward()
             del loss
         opt.step()
         opt.zero_grad()
@@ -225,9 +246,11 @@ def explain_peak(prof):
     return peak
 
 
-def amp_peak(amp, config, seq, batch, micro_batches, adamw, replicas, recompute):
+def amp_peak(amp, config, seq, batch, micro_batches, adamw, replicas, recompute, inside):
     layers = config.get("n_layer", config.get("num_hidden_layers"))
     flags = ["--optimizer-step", adamw, "--recompute", "full" if recompute else "none", "--force"]
+    if inside:
+        flags.append("--backward-in-autocast")
     m = check.amp_memory(amp, config, layers, seq, batch, micro_batches, replicas, flags)
     return m["peak_bytes"] - m["other_bytes"], m
 
@@ -250,16 +273,19 @@ def main():
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name in a.families:
-        for layers, mbs, adamw, shape, width, replicas, recompute in CASES:
-            if (replicas > 1 or recompute) and (a.explain or name != "llama"):
-                continue  # llama's alone: neither changes with the block
+        for layers, mbs, adamw, shape, width, replicas, recompute, inside in CASES:
+            if (replicas > 1 or recompute or inside) and (a.explain or name != "llama"):
+                continue  # llama's alone: none changes with the block
             config = config_at(name, layers, width)
             seq, batch = shape or (a.seq, a.batch)
-            _, hf = hf_peak(config, seq, batch, mbs, adamw, a.explain, replicas, recompute)
-            amp, parts = amp_peak(a.amp, config, seq, batch, mbs, adamw, replicas, recompute)
+            _, hf = hf_peak(config, seq, batch, mbs, adamw, a.explain, replicas, recompute, inside)
+            amp, parts = amp_peak(
+                a.amp, config, seq, batch, mbs, adamw, replicas, recompute, inside
+            )
+            loop = " (backward in autocast)" if inside else ""
             print(
                 f"| {name} | {config['hidden_size']} | {layers} | {seq} x {batch} | {mbs} "
-                f"| {replicas} | {'full' if recompute else 'none'} | {adamw} "
+                f"| {replicas} | {'full' if recompute else 'none'} | {adamw}{loop} "
                 f"| {hf:,} | {amp:,.0f} | {amp / hf:.3f} |",
                 flush=True,
             )

@@ -214,6 +214,18 @@ impl Loaded {
         if !self.artifact_code && self.data_setup.is_none() && s.engine.is_none() {
             s.formats = s.formats.with_eager_autocast();
         }
+        if s.backward_in_autocast && s.formats.residual_stream.is_none() {
+            bail!(
+                "--backward-in-autocast describes eager PyTorch's autocast loop, and these inputs train without autocast ({}): drop the flag, or plan a model of your own in 16-bit precision without an engine",
+                if self.artifact_code {
+                    "the AMP artifact's fp16 DeepSpeed runs"
+                } else if self.data_setup.is_some() {
+                    "Sailor's runs, as their data records them"
+                } else {
+                    "fp32"
+                }
+            );
+        }
         Ok(s)
     }
 

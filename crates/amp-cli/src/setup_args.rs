@@ -54,6 +54,12 @@ pub struct SetupArgs {
     /// Sailor's data sets it). Not with an engine or --overlap-allreduce.
     #[arg(long, help_heading = "Training setup")]
     pub grad_reduce_barrier: bool,
+    /// The training loop calls `backward()` inside the autocast context
+    /// (without an engine): autocast's cache then keeps every 16-bit cast
+    /// through the backward, 2 bytes per parameter beside the gradients at
+    /// its end. PyTorch's recipe, and amp's default, leave it outside.
+    #[arg(long, help_heading = "Training setup")]
+    pub backward_in_autocast: bool,
     /// All-reduce 16-bit gradients in fp32, twice the bytes (DeepSpeed's
     /// `communication_data_type`, `fp32_allreduce` in the version the AMP
     /// artifact ran, whose runs set it: the default on its inputs;
@@ -146,6 +152,9 @@ impl SetupArgs {
         if self.grad_reduce_barrier {
             v.push("--grad-reduce-barrier");
         }
+        if self.backward_in_autocast {
+            v.push("--backward-in-autocast");
+        }
         if self.fp32_allreduce.is_some() {
             v.push("--fp32-allreduce");
         }
@@ -207,6 +216,7 @@ impl SetupArgs {
             pipeline_receive: self.pipeline_receive.unwrap_or_default(),
             overlap_grad_reduce: self.overlap_allreduce,
             grad_reduce_barrier: self.grad_reduce_barrier,
+            backward_in_autocast: self.backward_in_autocast,
             engine,
             cross_entropy: self.cross_entropy,
             optimizer_step: self.optimizer_step,

@@ -66,10 +66,12 @@ fn the_fit_on_the_given_sets_is_the_default_calibration() {
     near(&amp_h["leave_one_set_out"]["spearman"], 0.9082, tol);
     near(&amp_h["neutral"]["top1_regret"], 1.100, tol);
     near(&amp_h["leave_one_set_out"]["top1_regret"], 1.025, tol);
-    assert_eq!(amp_h["neutral"]["failed_predicted_infeasible"], 1);
+    // Without a reserve no failed run is called (one until the loss's and
+    // a block's workspaces were held one at a time, 2026-12-05).
+    assert_eq!(amp_h["neutral"]["failed_predicted_infeasible"], 0);
     // The reserve comes from AMP's out-of-memory verdicts alone: fitted on
-    // Sailor alone it is neutral and 4 failed runs are predicted to fit.
-    assert_eq!(amp_h["leave_one_set_out"]["failed_predicted_infeasible"], 1);
+    // Sailor alone it is neutral and all 5 failed runs are predicted to fit.
+    assert_eq!(amp_h["leave_one_set_out"]["failed_predicted_infeasible"], 0);
     assert_eq!(amp_h["in_sample"]["failed_predicted_infeasible"], 4);
     assert_eq!(amp_h["in_sample"]["completed_predicted_infeasible"], 0);
     assert_eq!(
@@ -85,11 +87,13 @@ fn the_fit_on_the_given_sets_is_the_default_calibration() {
         0.0854,
         tol,
     );
-    near(&sailor["neutral"]["memory_error"]["mean"], 0.2737, tol);
-    near(&sailor["in_sample"]["memory_error"]["mean"], 0.0165, tol);
+    near(&sailor["neutral"]["memory_error"]["mean"], 0.2773, tol);
+    near(&sailor["in_sample"]["memory_error"]["mean"], 0.0143, tol);
+    // Fitted on AMP alone the reserve, 4.5 GB, is what Sailor's readings
+    // hold beyond the peak: 5.7% until 2026-12-05, with 3.5 GB.
     near(
         &sailor["leave_one_set_out"]["memory_error"]["mean"],
-        0.0571,
+        0.0143,
         tol,
     );
     near(&sailor["neutral"]["spearman"], 0.957, tol);
@@ -116,7 +120,7 @@ fn the_fit_on_the_given_sets_is_the_default_calibration() {
     near(&loso["framework_reserve_bytes"], 0.0, 0.0);
     near(&loso["allocator_cache_bytes"], 4.5e9, 0.0);
     let loso_sailor = set("sailor/clariden/OPT-350")["leave_one_set_out_calibration"].clone();
-    near(&loso_sailor["framework_reserve_bytes"], 3.5e9, 0.0);
+    near(&loso_sailor["framework_reserve_bytes"], 4.5e9, 0.0);
     near(&loso_sailor["allocator_cache_bytes"], 0.0, 0.0);
     // AMP's engine rebuilds receives on the GPU: nothing informs the
     // staging without Sailor.
@@ -145,7 +149,7 @@ fn the_fit_on_the_given_sets_is_the_default_calibration() {
         data.join("sailor").to_str().unwrap(),
     ]);
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    near(&v["datasets"][0]["memory_error"]["mean"], 0.2737, tol);
+    near(&v["datasets"][0]["memory_error"]["mean"], 0.2773, tol);
     let _ = std::fs::remove_file(out_file);
 }
 
@@ -248,11 +252,11 @@ fn leave_one_run_out_figures_are_the_readmes() {
     near(&amp_h["time_error"]["mean"], 0.0535, 0.0015);
     near(&amp_h["time_error"]["max"], 0.1894, 0.0015);
     near(&amp_h["spearman"], 0.979, 0.0015);
-    // Two failed runs pin the reserve (dp 16 at micro-batch 2, and pp 16
-    // at 16 since DeepSpeed's retained logits are priced): either left
-    // out, the other still calls it, so the fastest prediction is a run
-    // that completed. The pp 16 run left out is predicted to fit, and the
-    // tp 4 run at micro-batch 32 is whatever the constants.
+    // One failed run pins the reserve at 4.5 GB (pp 16 at micro-batch 16),
+    // two more 3.5 GB (dp 16 at micro-batch 2, dp 2 x pp 8 at 16): the pp
+    // 16 run left out is predicted to fit, the others are still called,
+    // so the fastest prediction is a run that completed; the tp 4 run at
+    // micro-batch 32 is predicted to fit whatever the constants.
     assert_eq!(amp_h["failed"], 5);
     assert_eq!(amp_h["failed_predicted_infeasible"], 3);
     assert_eq!(amp_h["completed_predicted_infeasible"], 0);
@@ -261,7 +265,7 @@ fn leave_one_run_out_figures_are_the_readmes() {
     let sailor = set("sailor/clariden/OPT-350");
     near(&sailor["time_error"]["mean"], 0.0512, 0.0015);
     near(&sailor["time_error"]["max"], 0.1594, 0.0015);
-    near(&sailor["memory_error"]["mean"], 0.0165, 0.0015);
+    near(&sailor["memory_error"]["mean"], 0.0143, 0.0015);
     near(&sailor["spearman"], 0.982, 0.0015);
     // Without the flag the JSON has no such figures, and the text no column.
     let plain = amp_json(&["fit", "--json", &dirs[0], &dirs[1]]);

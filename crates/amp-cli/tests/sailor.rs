@@ -804,9 +804,12 @@ fn sensitivity_on_sailors_scenarios() {
     })
     .collect();
     assert_eq!(got, want);
-    // The hedge: rank 1 on two; on the others a plan at most 2.1-5.0%
+    // The hedge: rank 1 on three; on the others a plan at most 2.1-5.0%
     // slower under any of the four sets where rank 1 is up to 2.8-5.1%
-    // slower (`rank null`: not the one plan listed, --top 1).
+    // slower (`rank null`: not the one plan listed, --top 1). (Rank 1 on
+    // two until the reserve's re-fit to 4.5 GB, 2026-12-05: on GPT-Neo over
+    // 20 + 60 GPUs the hedge was pp 5 x dp 32 at micro-batch 2, worst
+    // 1.044, which no longer fits the V100s.)
     assert_eq!(
         hedges,
         [
@@ -814,7 +817,7 @@ fn sensitivity_on_sailors_scenarios() {
             "OPT-350 20x4xA100-40+60x4xV100-16 tp 2 pp 5 dp 32 mbs 2 rank null worst 1.021",
             "OPT-350 32x4xA100-40+96x4xV100-16 tp 1 pp 4 dp 128 mbs 1 rank null worst 1.021",
             "GPT-Neo-2.7 8x4xA100-40+24x4xV100-16 tp 2 pp 4 dp 16 mbs 1 rank null worst 1.050",
-            "GPT-Neo-2.7 20x4xA100-40+60x4xV100-16 tp 2 pp 5 dp 32 mbs 2 rank null worst 1.044",
+            "GPT-Neo-2.7 20x4xA100-40+60x4xV100-16 tp 2 pp 5 dp 32 mbs 1 rank 1 worst 1.046",
             "GPT-Neo-2.7 32x4xA100-40+96x4xV100-16 tp 2 pp 4 dp 64 mbs 1 rank 1 worst 1.005",
         ]
     );

@@ -81,14 +81,15 @@ fn per_run_listing_has_the_plan_and_the_recorded_phase() {
     let amp_runs = listing("amp-paper");
     assert!(!amp_runs.contains("grad reduce: measured ms"), "{amp_runs}");
     assert!(amp_runs.contains("tp 1 dp 8 pp 2 mbs 1"), "{amp_runs}");
-    // The predicted reading (peak plus the allocator's cache) beside the
-    // peak that must fit: pp 4 x dp 4 at micro-batch 8, 15.72 and 14.72 GB.
+    // The predicted reading (peak plus the allocator's cache, none since
+    // 2026-12-05) beside the peak that must fit: pp 4 x dp 4 at
+    // micro-batch 8, 15.18 GB both (15.72 and 14.72 GB before).
     assert!(amp_runs.contains("peak GB"), "{amp_runs}");
     let line = amp_runs
         .lines()
         .find(|l| l.contains("homogeneous:31 "))
         .unwrap_or_else(|| panic!("{amp_runs}"));
-    for cell in ["15.72", "14.72", "yes"] {
+    for cell in ["15.18", "yes"] {
         assert!(line.contains(cell), "`{cell}` missing in: {line}");
     }
 }
@@ -124,17 +125,21 @@ fn reference_data_json_meets_the_memory_and_feasibility_targets() {
         let got = run(name)["predicted_s"].as_f64().unwrap();
         assert!((got - predicted_s).abs() < 5e-4, "{name}: {got}");
     }
-    for (name, peak_gb) in [("homogeneous:31 ", 14.72), ("homogeneous:48 ", 14.11)] {
+    // (14.72 and 14.11 GB with the 3.5 GB reserve before 2026-12-05.)
+    for (name, peak_gb) in [("homogeneous:31 ", 15.18), ("homogeneous:48 ", 14.57)] {
         let r = run(name);
         let peak = r["predicted_peak_bytes"].as_f64().unwrap() / 1e9;
         assert!((peak - peak_gb).abs() < 0.005, "{name}: {peak}");
-        // A reading adds the allocator's cache to what must fit.
+        // A reading adds the allocator's cache, fitted to none, to what
+        // must fit.
         let reading = r["predicted_reading_bytes"].as_f64().unwrap() / 1e9;
-        assert!((reading - peak - 1.0).abs() < 1e-6, "{name}: {reading}");
+        assert!((reading - peak).abs() < 1e-6, "{name}: {reading}");
     }
     // The one failed run predicted to fit: tp 4 x pp 4 at micro-batch 32.
     // tp 1 x pp 16 at micro-batch 16 was until DeepSpeed's retained logits
-    // were priced; it needs 16.21 GB of the T4's 16.1 now.
+    // were priced; it needs 16.13 GB of the T4's 16.11 now (16.21 before
+    // the loss's and a block's workspaces were held one at a time, with a
+    // 1 GB smaller reserve).
     assert_eq!(run("homogeneous:52 ")["predicted_infeasible"], false);
     assert_eq!(run("homogeneous:49 ")["predicted_infeasible"], true);
     assert!(amp["spearman"].as_f64().unwrap() > 0.9);
@@ -163,8 +168,10 @@ fn reference_data_json_meets_the_memory_and_feasibility_targets() {
     near(&sailor["kendall_tau_b"], 0.924, 0.005);
     near(&sailor["time_error"]["mean"], 0.0513, 0.0015);
     near(&sailor["time_error"]["max"], 0.159, 0.0015);
-    near(&sailor["memory_error"]["mean"], 0.0165, 0.0015);
-    near(&sailor["memory_error"]["max"], 0.0572, 0.0015);
+    // 1.65% / 5.72% until 2026-12-05 (the loss's and a block's workspaces
+    // added, a 3.5 GB reserve beside a 1.0 GB cache).
+    near(&sailor["memory_error"]["mean"], 0.0143, 0.0015);
+    near(&sailor["memory_error"]["max"], 0.0489, 0.0015);
     near(&sailor["grad_reduce_error"]["mean"], 0.7442, 0.0015);
     near(&sailor["grad_reduce_error"]["max"], 1.0, 0.0015);
     // The pipelines at micro-batch 8, whose middle stages rebuild two
@@ -200,9 +207,11 @@ fn reference_data_json_meets_the_memory_and_feasibility_targets() {
 /// Sailor's measured memory is nvidia-smi's reading at the end of a run
 /// (context, NCCL and the allocator's cache): above amp's prediction
 /// without a reserve by about the same amount on every run, whatever the
-/// plan's own memory (the README's figures: 3.64-4.83 GB over 2.89-28.92
-/// GB predicted; 4.20-5.73 GB over 2.89-27.27 before DeepSpeed's retained
-/// logits were priced, a spread of 1.53 GB where it is now 1.19).
+/// plan's own memory (the README's figures: 3.89-4.87 GB over 2.89-28.51
+/// GB predicted, a spread of 0.98 GB; 3.64-4.83 over 2.89-28.92, 1.19,
+/// before the loss's and a block's workspaces were held one at a time,
+/// 2026-12-05; 4.20-5.73 GB over 2.89-27.27, 1.53, before DeepSpeed's
+/// retained logits were priced).
 #[test]
 fn sailor_memory_offset_is_a_constant() {
     let Some(data) = shared_data() else { return };
@@ -220,10 +229,10 @@ fn sailor_memory_offset_is_a_constant() {
         pmax = pmax.max(predicted);
     }
     let near = |got: f64, want: f64| assert!((got - want).abs() <= 0.006e9, "{got} vs {want}");
-    near(lo, 3.64e9);
-    near(hi, 4.83e9);
+    near(lo, 3.89e9);
+    near(hi, 4.87e9);
     near(pmin, 2.89e9);
-    near(pmax, 28.92e9);
+    near(pmax, 28.51e9);
 }
 
 /// A two-layer-block model on two 2-GPU nodes, Sailor layout.
@@ -483,15 +492,15 @@ fn het_model_candidates_out_of_memory_as_the_readme_says() {
         .iter()
         .filter(|r| r["predicted_infeasible"] == true)
         .count();
-    assert_eq!(n, 36);
+    // 36 with the 3.5 GB reserve before 2026-12-05, when micro-batch 4 at
+    // pp 4 x dp 4 and pp 2 x dp 8 fitted (16.63 and 16.14 GB of 16.9).
+    assert_eq!(n, 38);
     // Lighter at tp 1 (no dropout, 2 a s rather than 5 a s of scores)...
-    for fits in [
-        "mbs2 tp1 dp1 pp16",
-        "mbs4 tp1 dp4 pp4",
-        "mbs2 tp1 dp16 pp1",
-        "mbs4 tp1 dp8 pp2",
-    ] {
+    for fits in ["mbs2 tp1 dp1 pp16", "mbs2 tp1 dp16 pp1"] {
         assert!(!over(fits), "{fits}");
+    }
+    for over_now in ["mbs4 tp1 dp4 pp4", "mbs4 tp1 dp8 pp2"] {
+        assert!(over(over_now), "{over_now}");
     }
     // ... heavier at tp 4, where every rank holds all four heads' scores.
     for over_now in ["mbs4 tp4 dp4 pp1", "mbs8 tp4 dp2 pp2", "mbs8 tp4 dp1 pp4"] {
@@ -510,8 +519,8 @@ fn het_model_candidates_out_of_memory_as_the_readme_says() {
             peaks.fold(0.0, f64::max)
         }
     };
-    assert!((peak(false) / 1e9 - 16.63).abs() < 0.005, "{}", peak(false));
-    assert!((peak(true) / 1e9 - 17.79).abs() < 0.005, "{}", peak(true));
+    assert!((peak(false) / 1e9 - 15.99).abs() < 0.005, "{}", peak(false));
+    assert!((peak(true) / 1e9 - 17.14).abs() < 0.005, "{}", peak(true));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -45,11 +45,15 @@
 //!   copy of the logits or of their gradient
 //!   ([`LOGITS_TRANSIENT_BYTES_PER_ELEM`] bytes per logit per rank),
 //!   PyTorch's `cross_entropy` two fp32 gradients
-//!   ([`PYTORCH_LOSS_TRANSIENT_BYTES_PER_LOGIT`]); and in
+//!   ([`PYTORCH_LOSS_TRANSIENT_BYTES_PER_LOGIT`]); or, the larger (the
+//!   loss's backward frees its own before the first block's begins), in
 //!   the backward of an attention block the gradients of the attention
 //!   probabilities and scores, `2 x 2 a s^2 / t` bytes (none with fused
 //!   attention, whose stored and recomputed activations hold no `s x s`
-//!   term either);
+//!   term either), with full recomputation beside the block's rebuilt
+//!   activations and, under eager autocast, its casts
+//!   ([`blocks_drop_casts`]; the other blocks' casts then live only until
+//!   the forward's end, a peak of its own);
 //! - on the last stage under DeepSpeed's pipeline engine (the lockstep
 //!   exchange), the outputs of up to two earlier micro-batches, which its
 //!   pipe buffers keep after their backward ([`retained_output_bytes_per_sample`],
@@ -116,6 +120,10 @@ pub const LOGITS_TRANSIENT_BYTES_PER_ELEM: f64 = 2.0;
 /// writes: 8 beyond, the larger. fp32 throughout, whatever the activations'
 /// format.
 pub const PYTORCH_LOSS_TRANSIENT_BYTES_PER_LOGIT: f64 = 8.0;
+
+/// Of [`PYTORCH_LOSS_TRANSIENT_BYTES_PER_LOGIT`], the forward's: the
+/// 16-bit logits and their fp32 copy beside the stored log-probabilities.
+pub const PYTORCH_LOSS_FORWARD_TRANSIENT_BYTES_PER_LOGIT: f64 = 6.0;
 
 /// Bytes per logit the loss keeps for its backward, whatever the
 /// activations' format: PyTorch's `cross_entropy` its fp32
@@ -288,6 +296,65 @@ pub(crate) fn phase_state_bytes(
 /// linear layers'); otherwise every layer's weights are in their format.
 fn holds_weight_copy(kind: LayerKind, setup: &TrainingSetup) -> bool {
     !(kind == LayerKind::Embedding && autocast(setup))
+}
+
+/// Whether `model`'s transformer blocks drop their 16-bit weight copies
+/// between the forward and their backward: eager PyTorch under autocast
+/// with every block checkpointed. Autocast's cache holds every cast until
+/// the forward leaves its autocast context (the loss included), and the
+/// checkpointed blocks save none for their backward, each recomputing
+/// its forward (autocast's cache anew) as its backward comes. So at the
+/// loss's backward, and at any block's, the other blocks hold no copy
+/// (`torch.utils.checkpoint` restores the autocast state for the
+/// recomputation). Not where the backward runs inside autocast: the cache
+/// keeps every cast to its end ([`casts_at_backward_end`]). Engines keep
+/// their 16-bit weights; ties that take a block's weights keep them too
+/// (the shared copy is counted with the model states).
+fn blocks_drop_casts(model: &Model, setup: &TrainingSetup) -> bool {
+    autocast(setup)
+        && setup.recompute == Recompute::Full
+        && !setup.backward_in_autocast
+        && !model.layers.iter().any(|l| {
+            l.tied_to.is_some_and(|e| {
+                l.kind == LayerKind::TransformerBlock
+                    || model.layers[e].kind == LayerKind::TransformerBlock
+            })
+        })
+}
+
+/// Whether a layer of kind `kind` holds its 16-bit copy only through the
+/// forward and its own backward, `drop` being [`blocks_drop_casts`]'s
+/// answer for the model: a block's.
+fn drops_cast(kind: LayerKind, drop: bool) -> bool {
+    drop && kind == LayerKind::TransformerBlock
+}
+
+/// Parameters per rank (tp degree `tp`) of layer `l` whose 16-bit copy
+/// lives only through the forward and the layer's own backward
+/// ([`drops_cast`]).
+fn dropped_cast_params(model: &Model, l: usize, tp: usize, drop: bool) -> f64 {
+    let layer = &model.layers[l];
+    if drops_cast(layer.kind, drop) {
+        layer.params as f64 / tp.max(1) as f64
+    } else {
+        0.0
+    }
+}
+
+/// Bytes per parameter with a 16-bit copy that the end of the backward
+/// holds beside the gradients: where the loop calls `backward()` inside
+/// autocast ([`TrainingSetup::backward_in_autocast`]) its cache keeps every
+/// cast until the context exits, after the backward (measured: 2 bytes
+/// per cast parameter more than a backward outside autocast at the end of
+/// the backward, `scripts/activation-check/peak.py`); else none, each
+/// layer's backward freeing its cast. The step, outside autocast, holds
+/// none.
+pub(crate) fn casts_at_backward_end(setup: &TrainingSetup) -> f64 {
+    if setup.backward_in_autocast && autocast(setup) {
+        setup.formats.weights.bytes()
+    } else {
+        0.0
+    }
 }
 
 /// Of weights tied to an earlier layer of kind `earlier`, held once on a
@@ -837,6 +904,31 @@ pub(crate) fn transient_bytes_per_sample(
     }
 }
 
+/// Bytes per sample layer `layer` holds only while its forward runs, of
+/// those amp counts: the loss's (the 16-bit logits and their fp32 copy
+/// under PyTorch's `cross_entropy`; Megatron-LM's loss and a model's own
+/// count hold what their backward does). Read only at the forward's end,
+/// where every autocast cast is cached ([`blocks_drop_casts`]); the
+/// backward's ([`transient_bytes_per_sample`]) is never smaller.
+pub(crate) fn forward_transient_bytes_per_sample(
+    model: &Model,
+    layer: usize,
+    tp: usize,
+    setup: &TrainingSetup,
+) -> f64 {
+    let l = &model.layers[layer];
+    if l.kind != LayerKind::VocabProjection {
+        return 0.0;
+    }
+    match (l.backward_transient_elems_per_sample, setup.cross_entropy()) {
+        (None, CrossEntropy::Pytorch) => {
+            l.output_elems_per_sample as f64 / tp.max(1) as f64
+                * PYTORCH_LOSS_FORWARD_TRANSIENT_BYTES_PER_LOGIT
+        }
+        _ => transient_bytes_per_sample(model, layer, tp, setup),
+    }
+}
+
 /// Bytes of one device: weights, gradients, optimizer state, activations,
 /// reserve.
 type DeviceBytes = (f64, f64, f64, f64, f64);
@@ -873,8 +965,19 @@ struct LayerBytes {
     /// Parameters per device.
     params: f64,
     /// Of those, the parameters with a 16-bit copy ([`holds_weight_copy`];
-    /// a tied projection's count, though its weights are the embedding's).
+    /// a tied projection's count, though its weights are the embedding's)
+    /// held through the passes, the blocks' that drop it aside.
     copied_params: f64,
+    /// The parameters whose 16-bit copy lives only through the forward
+    /// and their block's backward ([`dropped_cast_params`]).
+    dropped_cast_params: f64,
+    /// Per layer, its transient bytes per sample and its
+    /// [`dropped_cast_params`]: what its backward holds beside the rest,
+    /// where blocks drop their casts (else empty: [`Self::workspace`]).
+    backward_workspaces: Vec<(f64, f64)>,
+    /// The largest forward transient bytes per sample of its layers
+    /// ([`forward_transient_bytes_per_sample`]), held at the forward's end.
+    forward_workspace: f64,
     /// What the end of the backward holds beside the states: tied weights'
     /// second gradient ([`tied_gradient_bytes_per_param`]) where the stage
     /// holds both layers.
@@ -883,10 +986,11 @@ struct LayerBytes {
     stored: f64,
     /// Of those, what the loss keeps ([`loss_stored_bytes_per_sample`]).
     loss_stored: f64,
-    /// The vocabulary projection's transient bytes per sample.
-    logits: f64,
-    /// The largest other layer's transient bytes per sample.
-    block: f64,
+    /// The largest transient bytes per sample of any of its layers
+    /// ([`transient_bytes_per_sample`]): one layer's backward runs at a
+    /// time, the loss's among them, and frees its workspace before the next
+    /// layer's starts.
+    workspace: f64,
     /// Per earlier micro-batch, the output bytes per sample DeepSpeed's
     /// engine keeps ([`retained_output_bytes_per_sample`]) when the stage
     /// holds the model's last layer; else 0.
@@ -915,6 +1019,26 @@ fn layer_bytes(
     } else {
         params
     };
+    let drop = blocks_drop_casts(model, setup);
+    let dropped: f64 = layers()
+        .map(|l| dropped_cast_params(model, l, tp, drop))
+        .sum();
+    let copied_params = copied_params - dropped;
+    let backward_workspaces = if drop {
+        layers()
+            .map(|l| {
+                (
+                    transient_bytes_per_sample(model, l, tp, setup),
+                    dropped_cast_params(model, l, tp, drop),
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let forward_workspace = layers()
+        .map(|l| forward_transient_bytes_per_sample(model, l, tp, setup))
+        .fold(0.0f64, f64::max);
     let held = |l: usize| chunks.iter().any(|c| c.contains(&l));
     // The shared matrix: the later layer's weights, which the earlier's
     // hold (with a position table beside them in an embedding).
@@ -934,15 +1058,9 @@ fn layer_bytes(
     let stored: f64 = layers()
         .map(|l| stored_activation_bytes_per_sample(model, l, tp, setup))
         .sum();
-    let (mut logits, mut block) = (0.0f64, 0.0f64);
-    for l in layers() {
-        let x = transient_bytes_per_sample(model, l, tp, setup);
-        if model.layers[l].kind == LayerKind::VocabProjection {
-            logits += x;
-        } else {
-            block = block.max(x);
-        }
-    }
+    let workspace = layers()
+        .map(|l| transient_bytes_per_sample(model, l, tp, setup))
+        .fold(0.0f64, f64::max);
     let retained = if layers().any(|l| l + 1 == model.num_layers()) {
         retained_output_bytes_per_sample(model, tp, setup)
     } else {
@@ -951,11 +1069,13 @@ fn layer_bytes(
     LayerBytes {
         params,
         copied_params,
+        dropped_cast_params: dropped,
+        backward_workspaces,
+        forward_workspace,
         tied_gradient,
         stored,
         loss_stored,
-        logits,
-        block,
+        workspace,
         retained,
     }
 }
@@ -983,14 +1103,29 @@ fn device_bytes(
     let mbs = plan_mbs as f64;
     // The loss's share of the stored bytes is kept by fewer micro-batches.
     let loss_flight = loss_in_flight(setup.schedule, flight) as f64 - flight as f64;
+    // Where blocks drop their casts, the forward's end (every cast cached)
+    // or a block's backward (its own recomputed), whichever holds more.
+    let dropped_casts = if layers.dropped_cast_params > 0.0 {
+        let w = passes.weights;
+        let backward = layers
+            .backward_workspaces
+            .iter()
+            .map(|&(x, c)| mbs * x + c * w)
+            .fold(0.0f64, f64::max);
+        let forward = mbs * layers.forward_workspace + layers.dropped_cast_params * w;
+        backward.max(forward) - mbs * layers.workspace
+    } else {
+        0.0
+    };
     let activations = flight as f64 * mbs * layers.stored
-        + mbs * (layers.logits + layers.block + retained_outputs(b) * layers.retained)
+        + mbs * (layers.workspace + retained_outputs(b) * layers.retained)
+        + dropped_casts
         + loss_flight * mbs * layers.loss_stored;
     // The optimizer step's temporaries are a peak of their own, after the
     // activations are freed: the larger of the two is the device's.
     // Or the end of the backward's, the larger: both hold the states.
-    let temporaries =
-        (params * optimizer_step_bytes_per_param(setup, dp)).max(layers.tied_gradient);
+    let temporaries = (params * optimizer_step_bytes_per_param(setup, dp))
+        .max(layers.tied_gradient + copied * casts_at_backward_end(setup));
     let states = |s: &StateBytes| {
         (
             copied * s.weights,
@@ -1169,7 +1304,8 @@ fn each_replica_bytes(
 /// Per layer, what one rank of a tensor-parallel group of degree `tp`
 /// holds of it per sample whatever the split, as prefix sums over layers,
 /// for [`SplitMemoryCheck`]: [`layer_bytes`] of any range is at least
-/// these (the largest block transient exactly, parameters bounded below,
+/// these (the largest transient exactly, a recomputed block's cast beside
+/// it bounded below by the larger of the two, parameters bounded below,
 /// the outputs DeepSpeed's engine keeps on the last stage left out).
 #[derive(Debug)]
 pub(crate) struct SplitLayerBytes {
@@ -1184,10 +1320,16 @@ pub(crate) struct SplitLayerBytes {
     stored: Vec<f64>,
     /// Of those, what the loss keeps, layers `0..l`.
     loss_stored: Vec<f64>,
-    /// The vocabulary projection's transient bytes per sample, layers `0..l`.
-    logits: Vec<f64>,
-    /// The largest other transient per sample of any range of layers.
-    block: crate::cost::RangeMax,
+    /// The largest transient per sample of any range of layers
+    /// ([`LayerBytes::workspace`]).
+    workspace: crate::cost::RangeMax,
+    /// Parameters per rank whose 16-bit copy the blocks drop
+    /// ([`LayerBytes::dropped_cast_params`]), layers `0..l`, and the
+    /// largest of any range, each layer's; the largest forward transient
+    /// per sample of any range ([`LayerBytes::forward_workspace`]).
+    dropped: Vec<f64>,
+    dropped_largest: crate::cost::RangeMax,
+    forward_workspace: crate::cost::RangeMax,
 }
 
 impl SplitLayerBytes {
@@ -1203,9 +1345,13 @@ impl SplitLayerBytes {
             }
         }));
         // Without autocast every parameter has its copy: the same bound.
+        let drop = blocks_drop_casts(model, setup);
+        let dropped: Vec<f64> = (0..n)
+            .map(|l| dropped_cast_params(model, l, tp, drop))
+            .collect();
         let copied_params = if autocast(setup) {
             prefix_sums(model.layers.iter().map(|l| {
-                if holds_weight_copy(l.kind, setup) {
+                if holds_weight_copy(l.kind, setup) && !drops_cast(l.kind, drop) {
                     l.params as f64 / t
                 } else {
                     0.0
@@ -1217,22 +1363,23 @@ impl SplitLayerBytes {
         let loss_stored = prefix_sums((0..n).map(|l| loss_stored_bytes_per_sample(model, l, tp)));
         let stored =
             prefix_sums((0..n).map(|l| stored_activation_bytes_per_sample(model, l, tp, setup)));
-        let (mut logits, mut first) = (vec![0.0; n], vec![0.0; n]);
-        for l in 0..n {
-            let x = transient_bytes_per_sample(model, l, tp, setup);
-            if model.layers[l].kind == LayerKind::VocabProjection {
-                logits[l] = x;
-            } else {
-                first[l] = x;
-            }
-        }
         SplitLayerBytes {
             params,
             copied_params,
             stored,
             loss_stored,
-            logits: prefix_sums(logits),
-            block: crate::cost::RangeMax::new(first),
+            workspace: crate::cost::RangeMax::new(
+                (0..n)
+                    .map(|l| transient_bytes_per_sample(model, l, tp, setup))
+                    .collect(),
+            ),
+            dropped: prefix_sums(dropped.iter().copied()),
+            dropped_largest: crate::cost::RangeMax::new(dropped),
+            forward_workspace: crate::cost::RangeMax::new(
+                (0..n)
+                    .map(|l| forward_transient_bytes_per_sample(model, l, tp, setup))
+                    .collect(),
+            ),
         }
     }
 }
@@ -1391,9 +1538,19 @@ impl SplitMemoryCheck {
                     let copied = b.copied_params[end] - b.copied_params[first];
                     let states =
                         |s: &StateBytes| copied * s.weights + params * (s.gradients + s.optimizer);
+                    // Where blocks drop their casts, at least the larger of
+                    // the forward's end and the largest cast or workspace
+                    // of a block's backward ([`device_bytes`]).
+                    let w = k.passes[later].weights;
+                    let workspace = (mbs * b.workspace.max(first, end))
+                        .max(w * b.dropped_largest.max(first, end))
+                        .max(
+                            mbs * b.forward_workspace.max(first, end)
+                                + w * (b.dropped[end] - b.dropped[first]),
+                        );
                     states(&k.passes[later])
                         + samples * (b.stored[end] - b.stored[first])
-                        + mbs * (b.logits[end] - b.logits[first] + b.block.max(first, end))
+                        + workspace
                         - fewer * (b.loss_stored[end] - b.loss_stored[first])
                         <= k.room_bytes
                         && states(&k.step) <= k.room_bytes
@@ -1448,28 +1605,38 @@ pub fn stage_memory_tables(
         .map(|&f| phase_state_bytes(setup, grid.dp, num_micro_batches > f).0)
         .collect();
     let step_states = phase_state_bytes(setup, grid.dp, true).1;
+    // Casts the blocks drop ([`blocks_drop_casts`]), bytes per layer,
+    // through the passes (the same for every stage).
+    let drop = blocks_drop_casts(model, setup);
+    let casts: Vec<f64> = (0..n)
+        .map(|l| dropped_cast_params(model, l, tp, drop) * passes[0].weights)
+        .collect();
     // A layer's bytes per parameter of `states`: all of them where it holds
-    // a 16-bit copy of its weights, else all but the weights.
+    // a 16-bit copy of its weights through the phase, else all but the
+    // weights.
     let per_param = |l: &crate::model::Layer, states: &StateBytes| {
-        if holds_weight_copy(l.kind, setup) {
+        if holds_weight_copy(l.kind, setup) && !drops_cast(l.kind, drop) {
             states.total()
         } else {
             states.gradients + states.optimizer
         }
     };
-    // Each layer's workspace of a micro-batch; the vocabulary projection's
-    // is its logits, in the prefixes.
+    // Each layer's workspace of a micro-batch, the loss's among them: one
+    // at a time ([`LayerBytes::workspace`]), a block's beside the cast it
+    // makes anew.
     let workspace = crate::cost::RangeMax::new(
         (0..n)
-            .map(|l| {
-                if model.layers[l].kind == LayerKind::VocabProjection {
-                    0.0
-                } else {
-                    mbs * transient_bytes_per_sample(model, l, tp, setup)
-                }
-            })
+            .map(|l| mbs * transient_bytes_per_sample(model, l, tp, setup) + casts[l])
             .collect(),
     );
+    let forward_end = drop.then(|| crate::cost::ForwardEndTables {
+        workspace: crate::cost::RangeMax::new(
+            (0..n)
+                .map(|l| mbs * forward_transient_bytes_per_sample(model, l, tp, setup))
+                .collect(),
+        ),
+        casts: crate::cost::prefix_sums(casts.iter().copied()),
+    });
     let step_per_param = optimizer_step_bytes_per_param(setup, grid.dp);
     let mut prefix_bytes = Vec::with_capacity(grid.pp);
     let mut fixed_bytes = Vec::with_capacity(grid.pp);
@@ -1492,20 +1659,23 @@ pub fn stage_memory_tables(
                 .iter()
                 .map(|l| l.params as f64 / t * step_per_param),
         ),
+        backward_end_casts: (casts_at_backward_end(setup) > 0.0).then(|| {
+            crate::cost::prefix_sums(model.layers.iter().map(|l| {
+                if holds_weight_copy(l.kind, setup) {
+                    l.params as f64 / t * casts_at_backward_end(setup)
+                } else {
+                    0.0
+                }
+            }))
+        }),
         fixed: other,
     });
-    // Each layer's stored and logits bytes per sample, the same in every
-    // stage.
-    let of_layer: Vec<(f64, f64, f64)> = (0..n)
+    // Each layer's stored bytes per sample and the loss's share of them,
+    // the same in every stage.
+    let of_layer: Vec<(f64, f64)> = (0..n)
         .map(|l| {
-            let logits = if model.layers[l].kind == LayerKind::VocabProjection {
-                transient_bytes_per_sample(model, l, tp, setup)
-            } else {
-                0.0
-            };
             (
                 stored_activation_bytes_per_sample(model, l, tp, setup),
-                logits,
                 loss_stored_bytes_per_sample(model, l, tp),
             )
         })
@@ -1518,16 +1688,19 @@ pub fn stage_memory_tables(
     for j in 0..grid.pp {
         let flight = flights[j] as f64;
         let loss_flight = loss_in_flight(setup.schedule, flights[j]) as f64 - flight;
-        let per_layer = model.layers.iter().zip(&of_layer).enumerate().map(
-            |(l, (layer, &(stored, logits, loss)))| {
-                let kept = if l + 1 == n { retained } else { 0.0 };
-                layer.params as f64 / t * per_param(layer, &passes[j])
-                    + flight * mbs * stored
-                    + mbs * logits
-                    + kept
-                    + loss_flight * mbs * loss
-            },
-        );
+        let per_layer =
+            model
+                .layers
+                .iter()
+                .zip(&of_layer)
+                .enumerate()
+                .map(|(l, (layer, &(stored, loss)))| {
+                    let kept = if l + 1 == n { retained } else { 0.0 };
+                    layer.params as f64 / t * per_param(layer, &passes[j])
+                        + flight * mbs * stored
+                        + kept
+                        + loss_flight * mbs * loss
+                });
         prefix_bytes.push(crate::cost::prefix_sums(per_layer));
         fixed_bytes.push(other);
         let cap = grid.devices[j]
@@ -1580,6 +1753,7 @@ pub fn stage_memory_tables(
         capacity_bytes,
         step,
         shared,
+        forward_end,
     }
 }
 
@@ -1924,6 +2098,105 @@ mod tests {
         let tied = decoder_memory(&tiny_decoder(true), &fused, 1, 1, 1);
         assert_eq!(tied.gradients_bytes, (params - 80.0) * 4.0);
         assert_eq!(tied.activations_bytes, 80.0 * 4.0);
+    }
+
+    #[test]
+    fn recomputed_blocks_hold_their_casts_at_the_forwards_end_and_in_their_own_backward() {
+        // Eager autocast, every block recomputed, fused AdamW, one
+        // micro-batch. Casts held through the passes: the final norm's 16
+        // and the projection's 80 parameters (the embedding makes none);
+        // the blocks' 2 x 1000 only while the forward's autocast cache holds
+        // them, and one block's again while it recomputes for its backward.
+        let m = tiny_decoder(false);
+        let setup = TrainingSetup {
+            recompute: Recompute::Full,
+            optimizer_step: Some(OptimizerStep::Fused),
+            ..eager_autocast_setup()
+        };
+        // Stored per sample: each block's fp32 input (32 x 4), the final
+        // norm's input and its fp32 copy (32 x 2 x 2), the projection's
+        // input (32 x 2) and the loss's fp32 log-probabilities (40 x 4).
+        let stored = 2.0 * 128.0 + 128.0 + 64.0 + 160.0;
+        // Per sample: a block's backward rebuilds what it keeps without
+        // recomputation (100 x 2 and its norms' fp32 inputs 2 x 32 x 2);
+        // the loss's backward holds 40 x 8, its forward 40 x 6.
+        let (block, loss_backward, loss_forward) = (328.0, 320.0, 240.0);
+        for (mbs, workspace) in [
+            // Few samples: the forward's end, every cast cached, decides.
+            (8.0, 8.0 * loss_forward + 2000.0 * 2.0),
+            // Many: a block's backward, its own cast beside it.
+            (64.0, 64.0 * block + 1000.0 * 2.0),
+        ] {
+            assert!(workspace > mbs * loss_backward);
+            let d = decoder_memory(&m, &setup, 1, mbs as usize, 1);
+            assert_eq!(d.weights_bytes, 96.0 * 2.0, "at {mbs}");
+            assert_eq!(d.gradients_bytes, 0.0, "at {mbs}");
+            assert_eq!(d.activations_bytes, mbs * stored + workspace, "at {mbs}");
+        }
+        // Without recomputation the casts are saved for the backward: all
+        // of them through the passes, as the engines' 16-bit weights.
+        let kept = TrainingSetup {
+            recompute: Recompute::None,
+            ..setup
+        };
+        assert_eq!(
+            decoder_memory(&m, &kept, 1, 8, 1).weights_bytes,
+            2096.0 * 2.0
+        );
+    }
+
+    #[test]
+    fn a_backward_inside_autocast_ends_with_every_cast_beside_the_gradients() {
+        // One sample, fused AdamW: the end of the backward is the peak. Its
+        // states: fp32 weights, moments and gradients (16 bytes per
+        // parameter, 2176 of them); a backward inside autocast keeps the
+        // casts of all but the embedding's 80 parameters beside them (2096
+        // x 2 bytes), and, tied, the embedding's second gradient too.
+        let m = tiny_decoder(false);
+        let outside = TrainingSetup {
+            optimizer_step: Some(OptimizerStep::Fused),
+            ..eager_autocast_setup()
+        };
+        let inside = TrainingSetup {
+            backward_in_autocast: true,
+            ..outside
+        };
+        let end = |setup: &TrainingSetup, m: &Model| {
+            let d = decoder_memory(m, setup, 1, 1, 1);
+            (d.weights_bytes, d.gradients_bytes, d.activations_bytes)
+        };
+        assert_eq!(end(&outside, &m), (0.0, 2176.0 * 4.0, 0.0));
+        assert_eq!(end(&inside, &m), (0.0, 2176.0 * 4.0, 2096.0 * 2.0));
+        let tied = tiny_decoder(true);
+        assert_eq!(
+            end(&inside, &tied),
+            (0.0, 2096.0 * 4.0, 80.0 * 4.0 + 2096.0 * 2.0)
+        );
+        // With every block recomputed the blocks' casts stay cached through
+        // the backward: the passes hold them all, as without recomputation.
+        let recomputed = TrainingSetup {
+            recompute: Recompute::Full,
+            ..inside
+        };
+        let d = decoder_memory(&m, &recomputed, 1, 64, 1);
+        assert_eq!(d.weights_bytes, 2096.0 * 2.0);
+    }
+
+    #[test]
+    fn the_losss_and_a_blocks_workspaces_are_held_one_at_a_time() {
+        // Megatron-LM, every block recomputed. Stored per sample: the
+        // blocks' inputs (2 x 32 x 2), the final norm's (32 x 2), the
+        // projection's input (32 x 2) and the loss's fp32 softmax (40 x 4).
+        // A block's backward rebuilds its 100 elements (200 bytes); the
+        // loss's holds 40 16-bit logits (80), freed before the blocks'
+        // backward starts: the larger only, not both (280 until
+        // 2026-12-05).
+        let setup = TrainingSetup {
+            recompute: Recompute::Full,
+            ..megatron_setup()
+        };
+        let d = decoder_memory(&tiny_decoder(false), &setup, 1, 64, 1);
+        assert_eq!(d.activations_bytes, 64.0 * (416.0 + 200.0));
     }
 
     #[test]
@@ -2509,15 +2782,37 @@ mod tests {
     #[test]
     fn tables_agree_with_plan_memory_under_eager_autocast() {
         // Eager autocast's phases (no gradients before the first backward,
-        // no casts in the step, a tied embedding's second gradient) priced
-        // the same by the partitioner's tables, the split check and `amp
-        // eval`, at sizes where the passes or the step is the peak.
+        // no casts in the step, a tied embedding's second gradient, the
+        // recomputed blocks' casts only at the forward's end and in their
+        // own backward) priced the same by the partitioner's tables, the
+        // split check and `amp eval`, at sizes where the passes or the step
+        // is the peak, the forward's end or a block's backward.
         let eager = eager_autocast_setup();
         let fused = TrainingSetup {
             optimizer_step: Some(OptimizerStep::Fused),
             ..eager
         };
+        let recomputed = TrainingSetup {
+            recompute: Recompute::Full,
+            ..fused
+        };
+        let inside = TrainingSetup {
+            backward_in_autocast: true,
+            ..fused
+        };
+        let inside_recomputed = TrainingSetup {
+            backward_in_autocast: true,
+            ..recomputed
+        };
         for (tied, setup, dp, pp, mbs, b) in [
+            (true, inside, 1, 1, 1, 1),
+            (false, inside, 1, 2, 64, 2),
+            (true, inside_recomputed, 1, 1, 64, 2),
+            (false, inside_recomputed, 2, 2, 1, 4),
+            (true, recomputed, 1, 1, 1, 1),
+            (true, recomputed, 1, 1, 64, 2),
+            (false, recomputed, 1, 2, 4096, 4),
+            (false, recomputed, 2, 2, 1, 4),
             (false, eager, 1, 1, 64, 1),
             (true, eager, 1, 1, 1, 1),
             (true, fused, 1, 1, 1, 1),

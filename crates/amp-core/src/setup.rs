@@ -769,6 +769,14 @@ pub struct TrainingSetup {
     /// the last stage to finish has. Absent from files: false.
     #[serde(default, skip_serializing_if = "is_false")]
     pub grad_reduce_barrier: bool,
+    /// Eager PyTorch's loop calls `backward()` inside the autocast context
+    /// (as many scripts do, against PyTorch's recipe, which leaves it
+    /// outside): autocast's cache keeps every 16-bit cast until the context
+    /// exits, so the end of the backward holds them beside every gradient,
+    /// and blocks recomputed for their backward find their casts cached.
+    /// Only without an engine, under autocast. Absent from files: false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub backward_in_autocast: bool,
     /// The engine the plan is meant to run on, when one was chosen.
     pub engine: Option<Engine>,
     /// The loss kernel, when set; else the engine's
@@ -797,6 +805,7 @@ impl Default for TrainingSetup {
             pipeline_receive: PipelineReceive::Direct,
             overlap_grad_reduce: false,
             grad_reduce_barrier: false,
+            backward_in_autocast: false,
             engine: None,
             cross_entropy: None,
             optimizer_step: None,
@@ -844,6 +853,7 @@ impl TrainingSetup {
         s.stage_exchange = None;
         s.pipeline_receive = PipelineReceive::Direct;
         s.grad_reduce_barrier = false;
+        s.backward_in_autocast = false;
         if engine != Engine::DeepSpeed {
             s.formats.gradient_reduction = None;
         }
@@ -943,6 +953,12 @@ impl TrainingSetup {
                 return Err(AmpError::invalid(
                     at,
                     format!("a barrier before the gradient reduction is Sailor's fork of DeepSpeed's pipeline engine; {engine} reduces each stage's gradients when its backward ends: drop `grad_reduce_barrier` (`--grad-reduce-barrier`) or the engine"),
+                ));
+            }
+            if self.backward_in_autocast {
+                return Err(AmpError::invalid(
+                    at,
+                    format!("a backward inside autocast is eager PyTorch's loop; {engine} keeps 16-bit weights of its own and no autocast cache: drop `backward_in_autocast` (`--backward-in-autocast`) or the engine"),
                 ));
             }
             if self.pipeline_receive == PipelineReceive::HostStaged {
@@ -1090,6 +1106,9 @@ impl TrainingSetup {
         if self.grad_reduce_barrier {
             parts.push("barrier before grad reduce".into());
         }
+        if self.backward_in_autocast {
+            parts.push("backward in autocast".into());
+        }
         if self.cross_entropy.is_some() {
             parts.push(format!("{} cross entropy", self.cross_entropy().name()));
         }
@@ -1226,6 +1245,40 @@ mod tests {
                 "{e}"
             );
             assert!(!barrier.on_engine(engine).grad_reduce_barrier);
+        }
+    }
+
+    #[test]
+    fn a_backward_inside_autocast_is_eager_pytorchs_and_written_only_when_set() {
+        let plain = serde_json::to_string(&TrainingSetup::default()).unwrap();
+        assert!(!plain.contains("backward_in_autocast"), "{plain}");
+        let inside = TrainingSetup {
+            formats: TrainingSetup::default().formats.with_eager_autocast(),
+            backward_in_autocast: true,
+            ..TrainingSetup::default()
+        };
+        let text = serde_json::to_string(&inside).unwrap();
+        assert!(text.contains("\"backward_in_autocast\":true"), "{text}");
+        assert_eq!(
+            serde_json::from_str::<TrainingSetup>(&text).unwrap(),
+            inside
+        );
+        assert!(inside.check().is_ok());
+        assert!(inside.summary().contains("backward in autocast"));
+        for engine in Engine::ALL {
+            let e = TrainingSetup {
+                engine: Some(engine),
+                formats: TrainingSetup::default().formats,
+                ..inside
+            }
+            .check()
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains("eager PyTorch's loop") && e.contains("--backward-in-autocast"),
+                "{e}"
+            );
+            assert!(!inside.on_engine(engine).backward_in_autocast);
         }
     }
 

@@ -1731,7 +1731,9 @@ mod tests {
     /// split fits, and drops nearly every one that none fits: every
     /// candidate of GPT-2 (tied embeddings, eight blocks) on a V100 and a
     /// T4 node, at batches where memory binds, with and without
-    /// recomputation and sharded optimizer state, against every split.
+    /// recomputation and sharded optimizer state, and under eager autocast
+    /// with every block recomputed (whose casts the blocks drop), against
+    /// every split.
     #[test]
     fn memory_check_before_the_split_never_drops_a_plan_that_fits() {
         use crate::setup::{OptimizerSharding, Recompute};
@@ -1748,6 +1750,13 @@ mod tests {
             },
             TrainingSetup {
                 optimizer_sharding: OptimizerSharding::Zero1,
+                ..TrainingSetup::default()
+            },
+            // Eager autocast: the blocks' casts live through the forward
+            // and their own backward only.
+            TrainingSetup {
+                recompute: Recompute::Full,
+                formats: TrainingSetup::default().formats.with_eager_autocast(),
                 ..TrainingSetup::default()
             },
         ];
@@ -1783,7 +1792,10 @@ mod tests {
             some_fit > 0 && none_fit > 0,
             "memory binds on some, not all"
         );
-        assert_eq!((some_fit, none_fit, dropped), (2368, 410, 400));
+        // (2368, 410, 400) without the eager setup until the loss's and a
+        // block's workspaces were held one at a time and the reserve was
+        // re-fitted to 4.5 GB (2026-12-05).
+        assert_eq!((some_fit, none_fit, dropped), (3185, 519, 501));
     }
 
     /// The uneven per-type search is a heuristic: candidates priced on two

@@ -428,8 +428,9 @@ fn local_search_against_brute_force() {
     );
     assert!(n > 0, "the instances have pipelined plans");
     assert!(local_best >= partitioner_best);
-    // The README's figures (fixed seeds).
-    assert_eq!((n, partitioner_best, local_best), (527, 388, 497));
+    // The README's figures (fixed seeds); (527, 388, 497) with the 3.5 GB
+    // reserve before 2026-12-05.
+    assert_eq!((n, partitioner_best, local_best), (511, 374, 481));
     assert!(
         (partitioner_gap * 100.0 - 28.35).abs() < 0.005,
         "{partitioner_gap}"
@@ -549,7 +550,8 @@ fn search_equals_exhaustive_enumeration() {
     );
     // The README's figures (fixed seeds).
     if EXHAUSTIVE_CASES == 32 {
-        assert_eq!(missed, 6);
+        // 6 with the 3.5 GB reserve before 2026-12-05.
+        assert_eq!(missed, 5);
         assert!((loss * 100.0 - 13.43).abs() < 0.005, "{loss}");
     }
 }

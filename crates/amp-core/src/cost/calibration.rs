@@ -74,8 +74,8 @@ impl Calibration {
         per_sample_fixed_fraction: 0.3,
         per_sample_tp_comm_fixed_fraction: 0.5,
         inter_node_efficiency: 1.0,
-        framework_reserve_bytes: 3.5e9,
-        allocator_cache_bytes: 1.0e9,
+        framework_reserve_bytes: 4.5e9,
+        allocator_cache_bytes: 0.0,
         host_staging_s_per_gb: 0.08,
     };
 
@@ -89,7 +89,7 @@ impl Calibration {
         per_sample_fixed_fraction: 0.3,
         per_sample_tp_comm_fixed_fraction: 0.5,
         inter_node_efficiency: 1.0,
-        framework_reserve_bytes: 3.5e9,
+        framework_reserve_bytes: 4.5e9,
         allocator_cache_bytes: 0.0,
         host_staging_s_per_gb: 0.0,
     };

@@ -70,7 +70,9 @@ pub struct DeviceMemory {
     pub optimizer_bytes: f64,
     /// Activations held at the peak, bytes; or, when larger, the optimizer
     /// step's temporaries (PyTorch's foreach Adam), which exist only after
-    /// every activation is freed.
+    /// every activation is freed. With every block recomputed under eager
+    /// autocast the blocks' 16-bit casts count here, not in the weights:
+    /// they live only at the forward's end and in their own backward.
     pub activations_bytes: f64,
     /// Framework reserve, workspace and other fixed costs, with what the
     /// model keeps on every GPU outside its layers
@@ -152,9 +154,8 @@ pub struct StageMemoryTables {
     /// `fixed_bytes[j]`: bytes stage `j` holds whatever its layers.
     pub fixed_bytes: Vec<f64>,
     /// The largest workspace of any range of layers (a layer's backward
-    /// transient of a micro-batch, the vocabulary projection's aside: its
-    /// logits are in the prefixes), held through the passes on top of the
-    /// rest.
+    /// transient of a micro-batch, the loss's included: one layer's at a
+    /// time), held through the passes on top of the rest.
     pub workspace: RangeMax,
     /// `capacity_bytes[j]`: bytes that fit on stage `j`'s fullest device.
     pub capacity_bytes: Vec<f64>,
@@ -166,6 +167,24 @@ pub struct StageMemoryTables {
     /// Weights two layers share: the prefixes count them in both, a stage
     /// holding both holds them once.
     pub shared: Vec<SharedWeights>,
+    /// Where blocks hold their 16-bit weights only through the forward and
+    /// their own backward (eager autocast, every block recomputed): the
+    /// forward's end, a peak of the passes beside the workspace's; `None`
+    /// elsewhere.
+    pub forward_end: Option<ForwardEndTables>,
+}
+
+/// The forward's end where blocks drop their casts
+/// ([`StageMemoryTables::forward_end`]): beside the passes' other bytes,
+/// every cast and the loss's forward workspace. The passes' prefixes leave
+/// those casts out, and [`StageMemoryTables::workspace`] holds each
+/// block's own beside its backward's workspace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForwardEndTables {
+    /// `casts[l]`: the casts of layers `0..l`, bytes.
+    pub casts: Vec<f64>,
+    /// The largest forward workspace of any range of layers (the loss's).
+    pub workspace: RangeMax,
 }
 
 /// What a stage holds through the optimizer step ([`StageMemoryTables::step`]):
@@ -178,6 +197,11 @@ pub struct StepTables {
     pub states: Vec<f64>,
     /// `temporaries[l]`: the step's temporaries of layers `0..l`.
     pub temporaries: Vec<f64>,
+    /// `casts[l]`: the 16-bit casts of layers `0..l` the end of the
+    /// backward holds beside the states, where the loop runs its backward
+    /// inside autocast ([`crate::setup::TrainingSetup::backward_in_autocast`]);
+    /// `None` elsewhere.
+    pub backward_end_casts: Option<Vec<f64>>,
     /// Bytes every stage holds whatever its layers.
     pub fixed: f64,
 }
@@ -222,8 +246,8 @@ impl StageMemoryTables {
         let cap = self.capacity_bytes[j];
         let shared = self.shared_bytes(first, end);
         let rest = self.bytes_but_workspace(j, first, end);
-        (rest + self.workspace.largest() - shared.passes <= cap
-            || rest + self.workspace.max(first, end) - shared.passes <= cap)
+        (rest + self.largest_workspace() - shared.passes <= cap
+            || rest + self.passes_workspace(first, end) - shared.passes <= cap)
             && self
                 .step_bytes(first, end, &shared)
                 .is_none_or(|b| b <= cap)
@@ -241,8 +265,30 @@ impl StageMemoryTables {
     /// What stage `j` holding layers `first..end` holds at its peak through
     /// the forward and backward passes.
     pub fn passes_bytes(&self, j: usize, first: usize, end: usize) -> f64 {
-        self.bytes_but_workspace(j, first, end) + self.workspace.max(first, end)
+        self.bytes_but_workspace(j, first, end) + self.passes_workspace(first, end)
             - self.shared_bytes(first, end).passes
+    }
+
+    /// What layers `first..end` hold beside the passes' prefixes: the
+    /// largest workspace or, where blocks drop their casts, the forward's
+    /// end, whichever holds more.
+    fn passes_workspace(&self, first: usize, end: usize) -> f64 {
+        let workspace = self.workspace.max(first, end);
+        match &self.forward_end {
+            None => workspace,
+            Some(f) => workspace.max(f.casts[end] - f.casts[first] + f.workspace.max(first, end)),
+        }
+    }
+
+    /// [`Self::passes_workspace`] of every layer: at least any range's.
+    fn largest_workspace(&self) -> f64 {
+        let workspace = self.workspace.largest();
+        match &self.forward_end {
+            None => workspace,
+            Some(f) => {
+                workspace.max(f.casts.last().copied().unwrap_or(0.0) + f.workspace.largest())
+            }
+        }
     }
 
     /// The passes' bytes of stage `j` holding layers `first..end` but its
@@ -256,8 +302,11 @@ impl StageMemoryTables {
     fn step_bytes(&self, first: usize, end: usize, shared: &SharedBytes) -> Option<f64> {
         self.step.as_ref().map(|t| {
             let temporaries = t.temporaries[end] - t.temporaries[first] - shared.step_temporaries;
-            t.fixed + t.states[end] - t.states[first] - shared.step
-                + temporaries.max(shared.step_transient)
+            let backward_end = match &t.backward_end_casts {
+                Some(c) => shared.step_transient + (c[end] - c[first]),
+                None => shared.step_transient,
+            };
+            t.fixed + t.states[end] - t.states[first] - shared.step + temporaries.max(backward_end)
         })
     }
 
@@ -716,6 +765,13 @@ mod tests {
             transient in 0.0f64..10.0,
             tie in proptest::option::of((0usize..8, 0usize..8, 0.0f64..=1.0)),
             workspace in proptest::collection::vec(0.0f64..5.0, 8),
+            backward_end_casts in proptest::option::of(
+                proptest::collection::vec(0.0f64..3.0, 8),
+            ),
+            forward_end in proptest::option::of((
+                proptest::collection::vec(0.0f64..3.0, 8),
+                proptest::collection::vec(0.0f64..5.0, 8),
+            )),
         ) {
             // A tie as `stage_memory_tables` makes one: at most what both
             // ends put on any stage, so a range's bytes still grow with it.
@@ -742,10 +798,17 @@ mod tests {
                 step: with_step.then(|| StepTables {
                     states: prefix_sums(step_bytes[..n].iter().copied()),
                     temporaries: prefix_sums(step_temporaries[..n].iter().copied()),
+                    backward_end_casts: backward_end_casts
+                        .as_ref()
+                        .map(|c| prefix_sums(c[..n].iter().copied())),
                     fixed: fixed[0] / 2.0,
                 }),
                 shared,
                 workspace: RangeMax::new(workspace[..n].to_vec()),
+                forward_end: forward_end.map(|(casts, workspace)| ForwardEndTables {
+                    casts: prefix_sums(casts[..n].iter().copied()),
+                    workspace: RangeMax::new(workspace[..n].to_vec()),
+                }),
             };
             prop_assert_eq!(m.any_split_fits(n, min), brute_force_fits(&m, n, min));
         }
