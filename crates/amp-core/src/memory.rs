@@ -357,6 +357,43 @@ pub(crate) fn casts_at_backward_end(setup: &TrainingSetup) -> f64 {
     }
 }
 
+/// Bytes layer `l` (tp degree `tp`) holds for its weight gradient while
+/// its backward adds it to gradients already there, beside what the
+/// passes count (eager PyTorch under autocast accumulating over
+/// micro-batches; `drop` is [`blocks_drop_casts`]'s answer): the linear
+/// layers' backward writes the weight gradient of their 16-bit cast, and
+/// its cast back to fp32 (`ToCopyBackward0`) is what `AccumulateGrad` adds
+/// in place, with the layer's own cast already freed unless autocast's
+/// cache keeps it ([`TrainingSetup::backward_in_autocast`]) or the passes
+/// did not count it (a recomputed block's); an embedding writes a dense
+/// fp32 gradient (`embedding_dense_backward`'s `zeros`). Measured by
+/// `scripts/activation-check/peak.py`, two micro-batches: the
+/// projection's 16-bit weight gradient and its fp32 copy live at the peak.
+/// Only where the first micro-batch's passes hold no gradients
+/// ([`phase_state_bytes`]); engines accumulate into their own buffers
+/// (Megatron-LM's `main_grad`, fused into the weight-gradient product).
+fn accumulation_bytes(
+    model: &Model,
+    l: usize,
+    tp: usize,
+    setup: &TrainingSetup,
+    drop: bool,
+) -> f64 {
+    if !autocast(setup) || setup.optimizer_sharding >= OptimizerSharding::Zero2 {
+        return 0.0;
+    }
+    let layer = &model.layers[l];
+    let f = &setup.formats;
+    let cast = if holds_weight_copy(layer.kind, setup)
+        && (setup.backward_in_autocast || drops_cast(layer.kind, drop))
+    {
+        f.weights.bytes()
+    } else {
+        0.0
+    };
+    layer.params as f64 / tp.max(1) as f64 * (f.gradients.bytes() + cast)
+}
+
 /// Of weights tied to an earlier layer of kind `earlier`, held once on a
 /// stage holding both layers, the bytes per parameter held once: every
 /// state, but under autocast an embedding's weights are cast only by the
@@ -978,6 +1015,9 @@ struct LayerBytes {
     /// The largest forward transient bytes per sample of its layers
     /// ([`forward_transient_bytes_per_sample`]), held at the forward's end.
     forward_workspace: f64,
+    /// The largest [`accumulation_bytes`] of its layers: a workspace of
+    /// the passes where the gradients are there before they run.
+    accumulation: f64,
     /// What the end of the backward holds beside the states: tied weights'
     /// second gradient ([`tied_gradient_bytes_per_param`]) where the stage
     /// holds both layers.
@@ -1039,6 +1079,9 @@ fn layer_bytes(
     let forward_workspace = layers()
         .map(|l| forward_transient_bytes_per_sample(model, l, tp, setup))
         .fold(0.0f64, f64::max);
+    let accumulation = layers()
+        .map(|l| accumulation_bytes(model, l, tp, setup, drop))
+        .fold(0.0f64, f64::max);
     let held = |l: usize| chunks.iter().any(|c| c.contains(&l));
     // The shared matrix: the later layer's weights, which the earlier's
     // hold (with a position table beside them in an embedding).
@@ -1072,6 +1115,7 @@ fn layer_bytes(
         dropped_cast_params: dropped,
         backward_workspaces,
         forward_workspace,
+        accumulation,
         tied_gradient,
         stored,
         loss_stored,
@@ -1117,9 +1161,17 @@ fn device_bytes(
     } else {
         0.0
     };
+    // Where the gradients are there through the passes, a layer's
+    // accumulation workspace, where it holds more.
+    let accumulating = if b > flight {
+        (layers.accumulation - (mbs * layers.workspace + dropped_casts)).max(0.0)
+    } else {
+        0.0
+    };
     let activations = flight as f64 * mbs * layers.stored
         + mbs * (layers.workspace + retained_outputs(b) * layers.retained)
         + dropped_casts
+        + accumulating
         + loss_flight * mbs * layers.loss_stored;
     // The optimizer step's temporaries are a peak of their own, after the
     // activations are freed: the larger of the two is the device's.
@@ -1629,6 +1681,20 @@ pub fn stage_memory_tables(
             .map(|l| mbs * transient_bytes_per_sample(model, l, tp, setup) + casts[l])
             .collect(),
     );
+    // Each layer's accumulation workspace, for the stages whose passes
+    // run with their gradients there.
+    let accumulation = {
+        let of_layer: Vec<f64> = (0..n)
+            .map(|l| accumulation_bytes(model, l, tp, setup, drop))
+            .collect();
+        let stages: Vec<bool> = flights.iter().map(|&f| num_micro_batches > f).collect();
+        (of_layer.iter().any(|&a| a > 0.0) && stages.iter().any(|&s| s)).then(|| {
+            crate::cost::AccumulationTables {
+                workspace: crate::cost::RangeMax::new(of_layer),
+                stages,
+            }
+        })
+    };
     let forward_end = drop.then(|| crate::cost::ForwardEndTables {
         workspace: crate::cost::RangeMax::new(
             (0..n)
@@ -1754,6 +1820,7 @@ pub fn stage_memory_tables(
         step,
         shared,
         forward_end,
+        accumulation,
     }
 }
 
@@ -2180,6 +2247,40 @@ mod tests {
         };
         let d = decoder_memory(&m, &recomputed, 1, 64, 1);
         assert_eq!(d.weights_bytes, 2096.0 * 2.0);
+    }
+
+    #[test]
+    fn accumulating_micro_batches_hold_a_layers_new_weight_gradient() {
+        // One sample a micro-batch, fused AdamW. Stored per sample: blocks
+        // 2 x 100 x 2 and their fp32 norm inputs 2 x 2 x 32 x 2, the final
+        // norm 32 x 2 and its fp32 input 32 x 2, the projection 32 x 2 + 40
+        // x 4; the loss's workspace 40 x 8.
+        let m = tiny_decoder(false);
+        let outside = TrainingSetup {
+            optimizer_step: Some(OptimizerStep::Fused),
+            ..eager_autocast_setup()
+        };
+        let (stored, loss) = (1008.0, 320.0);
+        let acts =
+            |setup: &TrainingSetup, b: usize| decoder_memory(&m, setup, 1, 1, b).activations_bytes;
+        // (The first micro-batch has no gradients to add to: its passes
+        // hold the loss's workspace, stored + 320, below the step's peak.)
+        assert!(stored + loss < 1000.0 * 4.0);
+        // The second's backward writes a block's weight gradient in 16 bits
+        // and casts it to fp32 before adding it, its own cast freed: 1000 x
+        // (2 + 4 - 2) bytes, more than the loss's.
+        assert_eq!(acts(&outside, 2), stored + 1000.0 * 4.0);
+        // Autocast's cache keeps the cast: 1000 x (2 + 4).
+        let inside = TrainingSetup {
+            backward_in_autocast: true,
+            ..outside
+        };
+        assert_eq!(acts(&inside, 2), stored + 1000.0 * 6.0);
+        // Engines accumulate into their own buffers.
+        assert_eq!(
+            decoder_memory(&m, &megatron_setup(), 1, 1, 2).activations_bytes,
+            decoder_memory(&m, &megatron_setup(), 1, 1, 1).activations_bytes
+        );
     }
 
     #[test]
@@ -2805,6 +2906,10 @@ mod tests {
             ..recomputed
         };
         for (tied, setup, dp, pp, mbs, b) in [
+            (false, fused, 1, 1, 1, 2),
+            (true, eager, 1, 2, 1, 4),
+            (false, inside, 2, 2, 1, 4),
+            (false, recomputed, 1, 1, 1, 3),
             (true, inside, 1, 1, 1, 1),
             (false, inside, 1, 2, 64, 2),
             (true, inside_recomputed, 1, 1, 64, 2),

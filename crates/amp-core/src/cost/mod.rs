@@ -172,6 +172,22 @@ pub struct StageMemoryTables {
     /// forward's end, a peak of the passes beside the workspace's; `None`
     /// elsewhere.
     pub forward_end: Option<ForwardEndTables>,
+    /// Where a stage's passes run with its gradients already there (eager
+    /// PyTorch accumulating over micro-batches): each layer's backward
+    /// holds its new weight gradient beside them before adding it, a
+    /// workspace of its own (`memory::accumulation_bytes`); `None`
+    /// elsewhere.
+    pub accumulation: Option<AccumulationTables>,
+}
+
+/// The accumulation workspace ([`StageMemoryTables::accumulation`]): each
+/// layer's, and which stages accumulate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccumulationTables {
+    /// The largest accumulation workspace of any range of layers.
+    pub workspace: RangeMax,
+    /// `stages[j]`: whether stage `j`'s passes run with its gradients there.
+    pub stages: Vec<bool>,
 }
 
 /// The forward's end where blocks drop their casts
@@ -247,7 +263,7 @@ impl StageMemoryTables {
         let shared = self.shared_bytes(first, end);
         let rest = self.bytes_but_workspace(j, first, end);
         (rest + self.largest_workspace() - shared.passes <= cap
-            || rest + self.passes_workspace(first, end) - shared.passes <= cap)
+            || rest + self.passes_workspace(j, first, end) - shared.passes <= cap)
             && self
                 .step_bytes(first, end, &shared)
                 .is_none_or(|b| b <= cap)
@@ -265,29 +281,38 @@ impl StageMemoryTables {
     /// What stage `j` holding layers `first..end` holds at its peak through
     /// the forward and backward passes.
     pub fn passes_bytes(&self, j: usize, first: usize, end: usize) -> f64 {
-        self.bytes_but_workspace(j, first, end) + self.passes_workspace(first, end)
+        self.bytes_but_workspace(j, first, end) + self.passes_workspace(j, first, end)
             - self.shared_bytes(first, end).passes
     }
 
-    /// What layers `first..end` hold beside the passes' prefixes: the
-    /// largest workspace or, where blocks drop their casts, the forward's
-    /// end, whichever holds more.
-    fn passes_workspace(&self, first: usize, end: usize) -> f64 {
+    /// What layers `first..end` of stage `j` hold beside the passes'
+    /// prefixes: the largest workspace or, where blocks drop their casts,
+    /// the forward's end, or where the stage accumulates gradients, the
+    /// largest accumulation workspace, whichever holds more.
+    fn passes_workspace(&self, j: usize, first: usize, end: usize) -> f64 {
         let workspace = self.workspace.max(first, end);
-        match &self.forward_end {
+        let workspace = match &self.forward_end {
             None => workspace,
             Some(f) => workspace.max(f.casts[end] - f.casts[first] + f.workspace.max(first, end)),
+        };
+        match &self.accumulation {
+            Some(a) if a.stages[j] => workspace.max(a.workspace.max(first, end)),
+            _ => workspace,
         }
     }
 
     /// [`Self::passes_workspace`] of every layer: at least any range's.
     fn largest_workspace(&self) -> f64 {
         let workspace = self.workspace.largest();
-        match &self.forward_end {
+        let workspace = match &self.forward_end {
             None => workspace,
             Some(f) => {
                 workspace.max(f.casts.last().copied().unwrap_or(0.0) + f.workspace.largest())
             }
+        };
+        match &self.accumulation {
+            Some(a) => workspace.max(a.workspace.largest()),
+            None => workspace,
         }
     }
 
@@ -768,6 +793,10 @@ mod tests {
             backward_end_casts in proptest::option::of(
                 proptest::collection::vec(0.0f64..3.0, 8),
             ),
+            accumulation in proptest::option::of((
+                proptest::collection::vec(0.0f64..6.0, 8),
+                proptest::collection::vec(proptest::bool::ANY, 4),
+            )),
             forward_end in proptest::option::of((
                 proptest::collection::vec(0.0f64..3.0, 8),
                 proptest::collection::vec(0.0f64..5.0, 8),
@@ -805,6 +834,10 @@ mod tests {
                 }),
                 shared,
                 workspace: RangeMax::new(workspace[..n].to_vec()),
+                accumulation: accumulation.map(|(workspace, stages)| AccumulationTables {
+                    workspace: RangeMax::new(workspace[..n].to_vec()),
+                    stages: stages[..pp].to_vec(),
+                }),
                 forward_end: forward_end.map(|(casts, workspace)| ForwardEndTables {
                     casts: prefix_sums(casts[..n].iter().copied()),
                     workspace: RangeMax::new(workspace[..n].to_vec()),
