@@ -72,7 +72,9 @@ pub struct DeviceMemory {
     /// step's temporaries (PyTorch's foreach Adam), which exist only after
     /// every activation is freed. With every block recomputed under eager
     /// autocast the blocks' 16-bit casts count here, not in the weights:
-    /// they live only at the forward's end and in their own backward.
+    /// they live only at the forward's end and in their own backward; so
+    /// does a layer's new weight gradient where eager PyTorch accumulates
+    /// over micro-batches.
     pub activations_bytes: f64,
     /// Framework reserve, workspace and other fixed costs, with what the
     /// model keeps on every GPU outside its layers
