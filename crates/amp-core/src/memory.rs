@@ -270,7 +270,7 @@ pub(crate) fn phase_state_bytes(
     gradients_in_passes: bool,
 ) -> (StateBytes, StateBytes) {
     let held = state_bytes(setup, dp);
-    if !autocast(setup) || setup.optimizer_sharding >= OptimizerSharding::Zero2 {
+    if !gradients_by_phase(setup) {
         return (held, held);
     }
     let passes = StateBytes {
@@ -288,6 +288,13 @@ pub(crate) fn phase_state_bytes(
         ..held
     };
     (passes, step)
+}
+
+/// Whether the gradients come and go with the phases of an iteration
+/// ([`phase_state_bytes`]): eager PyTorch under autocast, whose
+/// `zero_grad()` frees them, unless ZeRO-2 or 3 keeps sharded buffers.
+fn gradients_by_phase(setup: &TrainingSetup) -> bool {
+    autocast(setup) && setup.optimizer_sharding < OptimizerSharding::Zero2
 }
 
 /// Whether a layer of kind `kind` holds a 16-bit copy of its weights:
@@ -327,6 +334,13 @@ fn blocks_drop_casts(model: &Model, setup: &TrainingSetup) -> bool {
 /// answer for the model: a block's.
 fn drops_cast(kind: LayerKind, drop: bool) -> bool {
     drop && kind == LayerKind::TransformerBlock
+}
+
+/// Whether a layer of kind `kind` holds its 16-bit copy through the whole
+/// of the passes: it holds one ([`holds_weight_copy`]) and does not drop
+/// it ([`drops_cast`]).
+fn holds_cast_through_passes(kind: LayerKind, setup: &TrainingSetup, drop: bool) -> bool {
+    holds_weight_copy(kind, setup) && !drops_cast(kind, drop)
 }
 
 /// Parameters per rank (tp degree `tp`) of layer `l` whose 16-bit copy
@@ -379,7 +393,7 @@ fn accumulation_bytes(
     setup: &TrainingSetup,
     drop: bool,
 ) -> f64 {
-    if !autocast(setup) || setup.optimizer_sharding >= OptimizerSharding::Zero2 {
+    if !gradients_by_phase(setup) {
         return 0.0;
     }
     let layer = &model.layers[l];
@@ -1403,7 +1417,7 @@ impl SplitLayerBytes {
             .collect();
         let copied_params = if autocast(setup) {
             prefix_sums(model.layers.iter().map(|l| {
-                if holds_weight_copy(l.kind, setup) && !drops_cast(l.kind, drop) {
+                if holds_cast_through_passes(l.kind, setup, drop) {
                     l.params as f64 / t
                 } else {
                     0.0
@@ -1667,7 +1681,7 @@ pub fn stage_memory_tables(
     // a 16-bit copy of its weights through the phase, else all but the
     // weights.
     let per_param = |l: &crate::model::Layer, states: &StateBytes| {
-        if holds_weight_copy(l.kind, setup) && !drops_cast(l.kind, drop) {
+        if holds_cast_through_passes(l.kind, setup, drop) {
             states.total()
         } else {
             states.gradients + states.optimizer
@@ -1986,6 +2000,14 @@ mod tests {
         }
     }
 
+    /// Eager autocast with a fused AdamW: no step temporaries.
+    fn fused_eager_setup() -> TrainingSetup {
+        TrainingSetup {
+            optimizer_step: Some(OptimizerStep::Fused),
+            ..eager_autocast_setup()
+        }
+    }
+
     /// The default setup on Megatron-LM.
     fn megatron_setup() -> TrainingSetup {
         TrainingSetup {
@@ -2153,10 +2175,7 @@ mod tests {
         // only, unless the embedding is tied, whose dense fp32 gradient
         // (80 x 4) the backward writes beside the projection's before
         // adding them.
-        let fused = TrainingSetup {
-            optimizer_step: Some(OptimizerStep::Fused),
-            ..eager
-        };
+        let fused = fused_eager_setup();
         let untied = decoder_memory(&m, &fused, 1, 1, 1);
         assert_eq!(
             untied.gradients_bytes + untied.activations_bytes,
@@ -2177,8 +2196,7 @@ mod tests {
         let m = tiny_decoder(false);
         let setup = TrainingSetup {
             recompute: Recompute::Full,
-            optimizer_step: Some(OptimizerStep::Fused),
-            ..eager_autocast_setup()
+            ..fused_eager_setup()
         };
         // Stored per sample: each block's fp32 input (32 x 4), the final
         // norm's input and its fp32 copy (32 x 2 x 2), the projection's
@@ -2220,10 +2238,7 @@ mod tests {
         // casts of all but the embedding's 80 parameters beside them (2096
         // x 2 bytes), and, tied, the embedding's second gradient too.
         let m = tiny_decoder(false);
-        let outside = TrainingSetup {
-            optimizer_step: Some(OptimizerStep::Fused),
-            ..eager_autocast_setup()
-        };
+        let outside = fused_eager_setup();
         let inside = TrainingSetup {
             backward_in_autocast: true,
             ..outside
@@ -2256,10 +2271,7 @@ mod tests {
         // norm 32 x 2 and its fp32 input 32 x 2, the projection 32 x 2 + 40
         // x 4; the loss's workspace 40 x 8.
         let m = tiny_decoder(false);
-        let outside = TrainingSetup {
-            optimizer_step: Some(OptimizerStep::Fused),
-            ..eager_autocast_setup()
-        };
+        let outside = fused_eager_setup();
         let (stored, loss) = (1008.0, 320.0);
         let acts =
             |setup: &TrainingSetup, b: usize| decoder_memory(&m, setup, 1, 1, b).activations_bytes;
@@ -2889,10 +2901,7 @@ mod tests {
         // split check and `amp eval`, at sizes where the passes or the step
         // is the peak, the forward's end or a block's backward.
         let eager = eager_autocast_setup();
-        let fused = TrainingSetup {
-            optimizer_step: Some(OptimizerStep::Fused),
-            ..eager
-        };
+        let fused = fused_eager_setup();
         let recomputed = TrainingSetup {
             recompute: Recompute::Full,
             ..fused
