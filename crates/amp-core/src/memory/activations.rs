@@ -1,0 +1,616 @@
+//! Activations per sample: what each layer stores for its backward, its
+//! transients, the loss's logits, and how many micro-batches a stage keeps.
+
+use super::*;
+
+/// Bytes per logit element, per sample and rank (the logits are split by
+/// tensor parallelism), held only while Megatron-LM's vocabulary-parallel
+/// cross entropy runs ([`CrossEntropy::Megatron`]): the 16-bit logits next
+/// to their fp32 copy in the forward pass, or the 16-bit gradient next to
+/// the fp32 one in the backward pass. The fp32 softmax itself is a stored
+/// activation (4 bytes per logit); the loss works in place on it, so
+/// nothing else is needed.
+pub const LOGITS_TRANSIENT_BYTES_PER_ELEM: f64 = 2.0;
+
+/// Bytes per logit element beyond the stored fp32 log-probabilities while
+/// PyTorch's `cross_entropy` runs on an fp32 copy of the logits
+/// ([`CrossEntropy::Pytorch`]). Forward: the 16-bit logits (2), their fp32
+/// copy (4) and the log-probabilities (4, stored): 6 beyond. Backward, while
+/// `log_softmax`'s backward runs: the stored log-probabilities, the dense
+/// fp32 gradient `nll_loss` wrote and the fp32 gradient `log_softmax`
+/// writes: 8 beyond, the larger. fp32 throughout, whatever the activations'
+/// format.
+pub const PYTORCH_LOSS_TRANSIENT_BYTES_PER_LOGIT: f64 = 8.0;
+
+/// Of [`PYTORCH_LOSS_TRANSIENT_BYTES_PER_LOGIT`], the forward's: the
+/// 16-bit logits and their fp32 copy beside the stored log-probabilities.
+pub const PYTORCH_LOSS_FORWARD_TRANSIENT_BYTES_PER_LOGIT: f64 = 6.0;
+
+/// Bytes per logit the loss keeps for its backward, whatever the
+/// activations' format: PyTorch's `cross_entropy` its fp32
+/// log-probabilities (`log_softmax` on the fp32 copy of the logits),
+/// Megatron-LM's vocabulary-parallel loss its fp32 softmax (computed in
+/// place on its fp32 copy, `ctx.save_for_backward(exp_logits, ...)` in
+/// megatron/core/tensor_parallel/cross_entropy.py).
+pub const LOSS_STORED_BYTES_PER_LOGIT: f64 = 4.0;
+
+/// What the loss keeps per sample on one rank of a tensor-parallel group of
+/// degree `tp` after the vocabulary projection `l`, whose logits it splits.
+pub(super) fn loss_softmax_bytes_per_sample(l: &crate::model::Layer, tp: f64) -> f64 {
+    l.output_elems_per_sample as f64 / tp * LOSS_STORED_BYTES_PER_LOGIT
+}
+
+/// Of [`stored_activation_bytes_per_sample`] of layer `layer`, what the
+/// loss keeps ([`loss_softmax_bytes_per_sample`], where amp counts it: a
+/// model with an architecture or a projection without its own count). The
+/// loss runs its backward right after its forward under 1F1B, interleaved
+/// or not (the last model chunk's forward and backward of a micro-batch
+/// pair up on the last device), so one micro-batch keeps it at a time
+/// ([`loss_in_flight`]), however many the stage's other layers hold.
+pub(super) fn loss_stored_bytes_per_sample(model: &Model, layer: usize, tp: usize) -> f64 {
+    let l = &model.layers[layer];
+    let counted = l.stored_activation_elems_per_sample.is_none() || model.architecture().is_some();
+    if l.kind == LayerKind::VocabProjection && counted {
+        loss_softmax_bytes_per_sample(l, tp.max(1) as f64)
+    } else {
+        0.0
+    }
+}
+
+/// Micro-batches whose loss a stage keeps at once, `flight` its in-flight
+/// count ([`in_flight`]): all of them under GPipe, else one.
+pub(super) fn loss_in_flight(schedule: Schedule, flight: usize) -> usize {
+    match schedule {
+        Schedule::GPipe => flight,
+        _ => flight.min(1),
+    }
+}
+
+/// Bytes of one stored activation element.
+pub(crate) fn activation_bytes(setup: &TrainingSetup) -> f64 {
+    setup.formats.activations.bytes()
+}
+
+pub(super) fn scale(setup: &TrainingSetup) -> f64 {
+    activation_bytes(setup) / HALF_BYTES
+}
+
+/// Micro-batches whose activations stage `stage` keeps at its peak.
+///
+/// Interleaved with `v` chunks: the device runs
+/// `W = min(2 (pp - stage - 1) + (v - 1) pp, B v)` warm-up chunk forwards
+/// (all `B v` when `B = pp`) and then one more before its first backward,
+/// so it holds `W + 1` chunk
+/// activations, each `1 / v` of its layers: `ceil((W + 1) / v)` whole
+/// micro-batches' worth (Narayanan et al. SC'21: about `pp (1 + 1/v)` on
+/// the first device).
+pub(crate) fn in_flight(
+    schedule: Schedule,
+    stage: usize,
+    pp: usize,
+    num_micro_batches: usize,
+) -> usize {
+    match schedule {
+        Schedule::Interleaved { virtual_stages } if virtual_stages > 1 => {
+            let v = virtual_stages;
+            let total = num_micro_batches * v;
+            let warmup = if num_micro_batches == pp {
+                total
+            } else {
+                (2 * pp.saturating_sub(stage + 1) + (v - 1) * pp).min(total)
+            };
+            (warmup + 1).min(total).div_ceil(v)
+        }
+        Schedule::OneFOneB | Schedule::Interleaved { .. } => {
+            pp.saturating_sub(stage).max(1).min(num_micro_batches)
+        }
+        Schedule::GPipe => num_micro_batches,
+    }
+}
+
+/// Bytes per sample of one micro-batch's output that DeepSpeed's pipeline
+/// engine keeps on the last stage after its backward: the last stage's
+/// backward returns without clearing its pipe buffer
+/// (`_exec_backward_pass` in deepspeed/runtime/pipe/engine.py, in the AMP
+/// artifact's DeepSpeed and in Sailor's fork alike), so the buffer holds the
+/// output until a later forward takes its slot. The output of a model with
+/// a vocabulary projection is its logits cast to fp32 by the pipe's last
+/// layer (Megatron's `fp16_to_fp32` in the artifact's `GPT2ModelPipe`,
+/// `float16_to_fp32` in Sailor's `OPTModelPipe`), 4 bytes per logit of each
+/// rank's vocabulary slice; any other model's, its last layer's output in
+/// the activations' format. None outside DeepSpeed's engine (the lockstep
+/// exchange is its 1F1B): Megatron-LM and torchtitan free what they send.
+pub(crate) fn retained_output_bytes_per_sample(
+    model: &Model,
+    tp: usize,
+    setup: &TrainingSetup,
+) -> f64 {
+    if setup.stage_exchange() != StageExchange::Lockstep {
+        return 0.0;
+    }
+    let Some(last) = model.layers.last() else {
+        return 0.0;
+    };
+    let out = last.output_elems_per_sample as f64;
+    if model
+        .layers
+        .iter()
+        .any(|l| l.kind == LayerKind::VocabProjection)
+    {
+        out / tp.max(1) as f64 * 4.0
+    } else {
+        out * activation_bytes(setup)
+    }
+}
+
+/// Earlier micro-batches' outputs the last stage's pipe buffers still hold
+/// while micro-batch `k` runs forward, beside its own: the last stage has
+/// two buffers (`TrainSchedule.num_pipe_buffers`: `max(2, min(stages -
+/// stage_id + 1, micro_batches))`, 2 for the last) used in turn, and the
+/// new output takes its slot only once its forward is done, so from the
+/// third micro-batch on both hold an earlier one.
+pub(crate) fn retained_outputs(num_micro_batches: usize) -> f64 {
+    num_micro_batches.saturating_sub(1).min(2) as f64
+}
+
+/// (sequence, hidden, heads) of a transformer model.
+pub(super) fn shape_sha(model: &Model) -> Option<(f64, f64, f64)> {
+    let s = model.shape.as_ref()?;
+    if s.seq_len == 0 || s.hidden == 0 {
+        return None;
+    }
+    let heads = if s.heads > 0 {
+        s.heads
+    } else {
+        (s.hidden / 64).max(1)
+    };
+    Some((s.seq_len as f64, s.hidden as f64, heads as f64))
+}
+
+/// Whether the model's attention is fused (flash attention): no `s x s`
+/// scores, probabilities or their gradients ever exist in memory.
+pub(super) fn fused_attention(model: &Model) -> bool {
+    model.flash_attention() == Some(true)
+}
+
+/// Whether tensor parallelism splits this kind's stored activations.
+pub(super) fn tp_sharded(kind: LayerKind) -> bool {
+    matches!(
+        kind,
+        LayerKind::TransformerBlock | LayerKind::VocabProjection
+    )
+}
+
+/// Full (no recomputation) stored bytes per sample of a block, Korthikanti
+/// et al. eq. 2, or 34 bytes per output element without a shape. With
+/// sequence parallelism the 10 bytes of layer-norm inputs and dropout
+/// masks are split over the group too (their eq. 4).
+pub(super) fn block_full_bytes(model: &Model, layer: usize, tp: f64, setup: &TrainingSetup) -> f64 {
+    let replicated = if setup.sequence_parallel {
+        10.0 / tp
+    } else {
+        10.0
+    };
+    // The attention core's 5 a s^2 / t bytes exist only when it is not
+    // fused.
+    let core = if fused_attention(model) { 0.0 } else { 5.0 };
+    match shape_sha(model) {
+        Some((s, h, a)) => {
+            s * h * (replicated + 24.0 / tp + core * a * s / (h * tp)) * scale(setup)
+        }
+        None => {
+            (replicated + 24.0 / tp)
+                * model.layers[layer].output_elems_per_sample as f64
+                * scale(setup)
+        }
+    }
+}
+
+/// Bytes per sample of a block's attention core, what selective
+/// recomputation drops and rebuilds; none when the attention is fused. A
+/// model whose architecture says whether it drops out counts, per score
+/// (`a s^2 / t`), the softmax output and the probabilities the value
+/// product keeps, and with dropout the one-byte mask (the zoo's and Hugging
+/// Face's count, [`Layer::stored_activation_elems_per_sample`]); written as
+/// Python under autocast the softmax output is fp32 (autocast runs softmax
+/// in fp32), 4 bytes. Without one, Korthikanti's `5 a s^2 / t` bytes
+/// (scores, softmax, dropout mask) in 16-bit formats.
+pub(super) fn attention_core_bytes(model: &Model, tp: f64, setup: &TrainingSetup) -> f64 {
+    if fused_attention(model) {
+        return 0.0;
+    }
+    let Some((s, _, a)) = shape_sha(model) else {
+        return 0.0;
+    };
+    let scores = a * s * s / tp;
+    match model.dropout() {
+        Some(dropout) => {
+            let e = activation_bytes(setup);
+            let mask = if dropout { 1.0 } else { 0.0 };
+            scores * (2.0 * e + mask) + eager_softmax_extra_bytes(model, tp, setup)
+        }
+        None => 5.0 * scores * scale(setup),
+    }
+}
+
+/// Whether the setup is eager autocast: 16-bit compute over an fp32 residual
+/// stream, each op casting its own inputs.
+pub(super) fn autocast(setup: &TrainingSetup) -> bool {
+    setup.formats.residual_stream_bytes() > activation_bytes(setup)
+}
+
+/// What explicit attention written as Python keeps beyond its 16-bit count
+/// under autocast, bytes per sample: the softmax output in fp32 (autocast
+/// runs softmax in fp32), 2 more bytes per score, the 16-bit probabilities
+/// the value product keeps being counted already. None with an engine (its
+/// fused softmax writes 16 bits) or fused attention.
+pub(super) fn eager_softmax_extra_bytes(model: &Model, tp: f64, setup: &TrainingSetup) -> f64 {
+    let e = activation_bytes(setup);
+    match (model.eager_architecture(setup.engine), shape_sha(model)) {
+        (Some(_), Some((s, _, a))) if autocast(setup) && !fused_attention(model) => {
+            (4.0 - e) * a * s * s / tp
+        }
+        _ => 0.0,
+    }
+}
+
+/// Of a block's given stored elements per sample `elems` (counted in 16
+/// bits, as [`Layer::stored_activation_elems_per_sample`]), those every
+/// rank of a tensor-parallel group keeps whole without sequence
+/// parallelism (Korthikanti et al. 2022, sec. 4.2): the two norms' inputs
+/// (`2 s h`; four norms', `4 s h`, with Gemma's post-norms, whose inputs
+/// are the branches' all-reduced outputs), the inputs of the QKV and first
+/// MLP projections (`s h` each) and, with dropout, its two one-byte masks
+/// (`s h`). Zero when sequence
+/// parallelism splits them too, or when the model does not say whether it
+/// has dropout (a layer list without `architecture.dropout`: its count is
+/// then divided by tp whole, as before the field existed).
+pub(super) fn replicated_block_elems(model: &Model, elems: f64, setup: &TrainingSetup) -> f64 {
+    if setup.sequence_parallel {
+        return 0.0;
+    }
+    match (model.dropout(), shape_sha(model)) {
+        (Some(dropout), Some((s, h, _))) => {
+            let post_norms = model.architecture().is_some_and(|a| a.post_norms);
+            let per_sh = if dropout { 5.0 } else { 4.0 } + if post_norms { 2.0 } else { 0.0 };
+            (per_sh * s * h).min(elems)
+        }
+        _ => 0.0,
+    }
+}
+
+/// What a block's norms keep beyond the stored-activation count, bytes per
+/// sample. The two on the residual stream (`s h` inputs each, replicated
+/// over the tensor-parallel group unless sequence-parallel) keep, per
+/// element:
+/// - the residual stream's width beyond the activations' when it is wider
+///   (eager autocast: the fp32 input, counted there in 16 bits);
+/// - without an engine, an RMSNorm written as Python (Hugging Face's
+///   `LlamaRMSNorm`, Meta's reference model) also keeps its fp32
+///   normalised output for the weight's gradient, 4 bytes (engines fuse
+///   the norm).
+///
+/// Norms whose input is a 16-bit branch value, written as Python, keep the
+/// fp32 copy of their input that `pow` and the multiply by the inverse norm
+/// save, 4 bytes per element beyond the 16-bit value the stored count
+/// holds, and Gemma's (`output * (1 + weight)` before the cast back) also
+/// its fp32 output, 2 more bytes net: Qwen3's and Gemma 3's norms on each
+/// head's query and key ([`crate::model::Architecture::qk_norm`],
+/// `s (heads + kv_heads) head_dim / tp` elements), and Gemma's norms on the two
+/// branches' outputs ([`crate::model::Architecture::post_norms`], `s h`
+/// each, replicated as the stream's).
+/// Bytes per element of its input a norm of the residual stream keeps
+/// beyond the 16-bit count ([`norm_extra_bytes`]): the fp32 stream's 2
+/// more under autocast, and an eager RMSNorm's fp32 normalised output.
+pub(super) fn norm_extra_bytes_per_elem(model: &Model, setup: &TrainingSetup) -> f64 {
+    let wider = (setup.formats.residual_stream_bytes() - activation_bytes(setup)).max(0.0);
+    let eager_rms = model
+        .eager_architecture(setup.engine)
+        .is_some_and(|a| a.norm == crate::model::NormKind::Rmsnorm);
+    wider + if eager_rms { 4.0 } else { 0.0 }
+}
+
+/// The final norm's share of [`norm_extra_bytes_per_elem`], bytes per
+/// sample on one rank, for a model with an architecture (the zoo's and
+/// Hugging Face's, whose layer after the last block is the final norm and
+/// counts its input in 16 bits) without an engine: the blocks' norms are
+/// counted with the blocks, the last one here. Whole on every rank but
+/// under sequence parallelism.
+pub(super) fn final_norm_extra_bytes(
+    model: &Model,
+    layer: usize,
+    tp: f64,
+    setup: &TrainingSetup,
+) -> f64 {
+    let after_blocks = layer > 0
+        && model.layers[layer].kind == LayerKind::Other
+        && model.layers[layer - 1].kind == LayerKind::TransformerBlock;
+    if !after_blocks || model.eager_architecture(setup.engine).is_none() {
+        return 0.0;
+    }
+    let bytes = model.layers[layer - 1].output_elems_per_sample as f64
+        * norm_extra_bytes_per_elem(model, setup);
+    if setup.sequence_parallel {
+        bytes / tp
+    } else {
+        bytes
+    }
+}
+
+pub(super) fn norm_extra_bytes(
+    model: &Model,
+    layer: &crate::model::Layer,
+    tp: f64,
+    setup: &TrainingSetup,
+) -> f64 {
+    let eager_rms = model
+        .eager_architecture(setup.engine)
+        .filter(|a| a.norm == crate::model::NormKind::Rmsnorm);
+    let per_elem = norm_extra_bytes_per_elem(model, setup);
+    let out = layer.output_elems_per_sample as f64;
+    let half_input = eager_rms.map_or(0.0, |a| {
+        if a.family.starts_with("gemma") {
+            6.0
+        } else {
+            4.0
+        }
+    });
+    let post = if model.architecture().is_some_and(|a| a.post_norms) {
+        2.0 * out * half_input
+    } else {
+        0.0
+    };
+    let replicated = 2.0 * out * per_elem + post;
+    let qk = match (eager_rms.filter(|a| a.qk_norm), model.shape.as_ref()) {
+        (Some(a), Some(sh)) => {
+            half_input * (sh.seq_len * (sh.heads + a.kv_heads) * a.head_dim) as f64 / tp
+        }
+        _ => 0.0,
+    };
+    qk + if setup.sequence_parallel {
+        replicated / tp
+    } else {
+        replicated
+    }
+}
+
+/// What a block written as Python keeps beyond the stored-activation count
+/// (which counts what an engine's fused block keeps), bytes per sample on
+/// one rank, without an engine:
+/// - under autocast each linear layer casts its fp32 input to 16 bits
+///   itself (autocast caches the casts of parameters only), so a norm's
+///   output feeding q, k and v projections written apart is kept three
+///   times and one feeding gate and up projections twice: 2 and 1 more
+///   `s h` in the activations' width, whole on every tensor-parallel rank
+///   as the projections' input is (split by sequence parallelism);
+/// - a gated MLP (`down(act(gate) * up)`) keeps `act(gate)` for the
+///   product's backward beside the product the down projection keeps: one
+///   more `s f / tp` (an engine's fused SwiGLU keeps its input and the
+///   product only).
+///
+/// Measured against Hugging Face's own blocks (`scripts/activation-check`).
+pub(super) fn eager_projection_extra_bytes(model: &Model, tp: f64, setup: &TrainingSetup) -> f64 {
+    let (Some(a), Some((s, h, _))) = (model.eager_architecture(setup.engine), shape_sha(model))
+    else {
+        return 0.0;
+    };
+    let e = activation_bytes(setup);
+    let casts = autocast(setup);
+    let mut copies = 0.0;
+    if casts && !a.fused_qkv() {
+        copies += 2.0;
+    }
+    if casts && a.gated() && !a.fused_gate_up() {
+        copies += 1.0;
+    }
+    let whole = copies * s * h * e;
+    let whole = if setup.sequence_parallel {
+        whole / tp
+    } else {
+        whole
+    };
+    let product = if a.gated() {
+        s * a.ffn_hidden as f64 / tp * e
+    } else {
+        0.0
+    };
+    whole + product
+}
+
+/// What Hugging Face's composite GeLU (`gelu_new`,
+/// [`crate::model::Activation::GeluNew`]) keeps for its backward beyond a
+/// fused GeLU's input, bytes per sample on one rank, without an engine (an
+/// engine fuses it). Per element of the MLP's inner tensor (`s f / tp`):
+/// the tanh output, the `1 + tanh` factor and `0.5 x` (a multiply keeps
+/// both operands), each in the activations' width; under autocast `pow`
+/// runs in fp32, so it also keeps an fp32 copy of x, and the tanh output
+/// and the factor are fp32: 12 bytes plus one 16-bit element.
+pub(super) fn gelu_new_extra_bytes(model: &Model, tp: f64, setup: &TrainingSetup) -> f64 {
+    let composite = model
+        .eager_architecture(setup.engine)
+        .filter(|a| a.activation == crate::model::Activation::GeluNew);
+    let (Some(a), Some((s, _, _))) = (composite, shape_sha(model)) else {
+        return 0.0;
+    };
+    let e = activation_bytes(setup);
+    let per_elem = if setup.formats.compute.is_half() {
+        12.0 + e
+    } else {
+        3.0 * e
+    };
+    s * a.ffn_hidden as f64 / tp * per_elem
+}
+
+/// Bytes of activations layer `layer` keeps per sample on one rank of a
+/// tensor-parallel group of degree `tp`, until its backward.
+pub(crate) fn stored_activation_bytes_per_sample(
+    model: &Model,
+    layer: usize,
+    tp: usize,
+    setup: &TrainingSetup,
+) -> f64 {
+    let l = &model.layers[layer];
+    let t = tp.max(1) as f64;
+    let block = l.kind == LayerKind::TransformerBlock;
+    if block && setup.recompute == Recompute::Full {
+        // Only the block input survives; the rest is recomputed.
+        let input = l.output_elems_per_sample as f64 * setup.formats.residual_stream_bytes();
+        return if setup.sequence_parallel {
+            input / t
+        } else {
+            input
+        };
+    }
+    let norm_extra = if block {
+        norm_extra_bytes(model, l, t, setup)
+            + gelu_new_extra_bytes(model, t, setup)
+            + eager_projection_extra_bytes(model, t, setup)
+            + eager_softmax_extra_bytes(model, t, setup)
+    } else {
+        final_norm_extra_bytes(model, layer, t, setup)
+    };
+    if let (Some(e), LayerKind::VocabProjection, Some(_)) = (
+        l.stored_activation_elems_per_sample,
+        l.kind,
+        model.architecture(),
+    ) {
+        // A model with an architecture (the zoo's, Hugging Face's) counts
+        // the projection's own input (every rank keeps it whole but under
+        // sequence parallelism); the loss keeps its fp32 output.
+        let input = e as f64 * activation_bytes(setup);
+        let input = if setup.sequence_parallel {
+            input / t
+        } else {
+            input
+        };
+        return input + loss_softmax_bytes_per_sample(l, t);
+    }
+    if let Some(e) = l.stored_activation_elems_per_sample {
+        let e = e as f64;
+        let whole = match l.replicated_activation_elems_per_sample {
+            Some(r) => (r as f64).min(e),
+            None if block => replicated_block_elems(model, e, setup),
+            None => 0.0,
+        };
+        let bytes = if tp_sharded(l.kind) {
+            whole + (e - whole) / t
+        } else {
+            e
+        } * activation_bytes(setup);
+        // Selective recomputation drops the attention core from a count
+        // that says what it holds (a model with an architecture); a layer
+        // list's own count is kept as given.
+        let dropped =
+            if block && setup.recompute == Recompute::Selective && model.dropout().is_some() {
+                attention_core_bytes(model, t, setup)
+            } else {
+                0.0
+            };
+        return bytes + norm_extra - dropped;
+    }
+    let out = l.output_elems_per_sample as f64;
+    match l.kind {
+        LayerKind::TransformerBlock => {
+            let full = block_full_bytes(model, layer, t, setup) + norm_extra;
+            if setup.recompute == Recompute::Selective {
+                full - attention_core_bytes(model, t, setup)
+            } else {
+                full
+            }
+        }
+        // Input (s h, replicated) and the fp32 softmax the loss keeps for
+        // its backward (4 bytes per logit, split by tp).
+        LayerKind::VocabProjection => {
+            let input = shape_sha(model).map_or(0.0, |(s, h, _)| s * h * activation_bytes(setup));
+            input + loss_softmax_bytes_per_sample(l, t)
+        }
+        // The embedding keeps its dropout mask: one byte per output element.
+        LayerKind::Embedding => out,
+        LayerKind::Noop => 0.0,
+        LayerKind::Other => out * activation_bytes(setup),
+    }
+}
+
+/// Bytes per sample held only while this layer's backward runs (one
+/// micro-batch at a time).
+pub(crate) fn transient_bytes_per_sample(
+    model: &Model,
+    layer: usize,
+    tp: usize,
+    setup: &TrainingSetup,
+) -> f64 {
+    let l = &model.layers[layer];
+    let t = tp.max(1) as f64;
+    // The model's own count, where it gives one, replaces the estimates
+    // below (the recomputed forward still adds to it).
+    let given = l.backward_transient_elems_per_sample.map(|e| {
+        let e = e as f64;
+        let whole = l
+            .replicated_backward_transient_elems_per_sample
+            .map_or(0.0, |r| (r as f64).min(e));
+        (whole + (e - whole) / t) * activation_bytes(setup)
+    });
+    match l.kind {
+        LayerKind::VocabProjection => given.unwrap_or_else(|| {
+            let per_logit = match setup.cross_entropy() {
+                CrossEntropy::Megatron => LOGITS_TRANSIENT_BYTES_PER_ELEM * scale(setup),
+                CrossEntropy::Pytorch => PYTORCH_LOSS_TRANSIENT_BYTES_PER_LOGIT,
+            };
+            l.output_elems_per_sample as f64 / t * per_logit
+        }),
+        LayerKind::TransformerBlock => {
+            // The gradients of the attention probabilities and scores; a
+            // fused attention's backward recomputes them tile by tile.
+            let attn = if let Some(g) = given {
+                g
+            } else if fused_attention(model) {
+                0.0
+            } else {
+                shape_sha(model).map_or(0.0, |(s, _, a)| {
+                    2.0 * HALF_BYTES * a * s * s / t * scale(setup)
+                })
+            };
+            match setup.recompute {
+                // Recomputing the block rebuilds its full activations:
+                // what it keeps without recomputation (the model's own
+                // count where it gives one).
+                Recompute::Full => {
+                    let none = TrainingSetup {
+                        recompute: Recompute::None,
+                        ..*setup
+                    };
+                    attn + stored_activation_bytes_per_sample(model, layer, tp, &none)
+                }
+                // Recomputing the attention core rebuilds that part.
+                Recompute::Selective => attn + attention_core_bytes(model, t, setup),
+                Recompute::None => attn,
+            }
+        }
+        _ => given.unwrap_or(0.0),
+    }
+}
+
+/// Bytes per sample layer `layer` holds only while its forward runs, of
+/// those amp counts: the loss's (the 16-bit logits and their fp32 copy
+/// under PyTorch's `cross_entropy`; Megatron-LM's loss and a model's own
+/// count hold what their backward does). Read only at the forward's end,
+/// where every autocast cast is cached ([`blocks_drop_casts`]); the
+/// backward's ([`transient_bytes_per_sample`]) is never smaller.
+pub(crate) fn forward_transient_bytes_per_sample(
+    model: &Model,
+    layer: usize,
+    tp: usize,
+    setup: &TrainingSetup,
+) -> f64 {
+    let l = &model.layers[layer];
+    if l.kind != LayerKind::VocabProjection {
+        return 0.0;
+    }
+    match (l.backward_transient_elems_per_sample, setup.cross_entropy()) {
+        (None, CrossEntropy::Pytorch) => {
+            l.output_elems_per_sample as f64 / tp.max(1) as f64
+                * PYTORCH_LOSS_FORWARD_TRANSIENT_BYTES_PER_LOGIT
+        }
+        _ => transient_bytes_per_sample(model, layer, tp, setup),
+    }
+}

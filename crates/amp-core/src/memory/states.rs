@@ -1,0 +1,284 @@
+//! Model states per parameter: weights, gradients and optimizer state by
+//! number format, sharding and phase of the iteration, and eager autocast's
+//! casts.
+
+use super::*;
+
+/// Gradient copies a replica holds when data parallelism is on: the
+/// gradients themselves and the contiguous buffer the all-reduce reads
+/// (PyTorch DDP's buckets, which are not views of the gradients by default;
+/// DeepSpeed's flattened all-reduce buffer). A count, not a fit.
+pub const DP_GRADIENT_COPIES: f64 = 2.0;
+
+/// Bytes per stored activation element in 16-bit training.
+pub(super) const HALF_BYTES: f64 = 2.0;
+
+/// Bytes per parameter held by one replica.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct StateBytes {
+    /// Bytes per parameter of weights.
+    pub weights: f64,
+    /// Bytes per parameter of gradients.
+    pub gradients: f64,
+    /// Bytes per parameter of optimizer state.
+    pub optimizer: f64,
+}
+
+impl StateBytes {
+    /// Bytes per parameter in all: weights, gradients and optimizer state.
+    pub fn total(&self) -> f64 {
+        self.weights + self.gradients + self.optimizer
+    }
+}
+
+/// Bytes per parameter with `dp` data-parallel replicas under `setup`'s
+/// number formats and sharding: ZeRO-1 divides the optimizer state (master
+/// weights and moments) by `dp`, ZeRO-2 the gradients too, ZeRO-3 the
+/// weights too.
+pub(crate) fn state_bytes(setup: &TrainingSetup, dp: usize) -> StateBytes {
+    let f = &setup.formats;
+    let d = dp.max(1) as f64;
+    let sharding = setup.optimizer_sharding;
+    let optimizer = f.optimizer_bytes_per_param();
+    let optimizer = if sharding >= OptimizerSharding::Zero1 {
+        optimizer / d
+    } else {
+        optimizer
+    };
+    let gradients = if sharding >= OptimizerSharding::Zero2 {
+        // Reduce-scattered: each replica keeps its shard (plus the bucket
+        // being reduced, which the reserve covers).
+        f.gradients.bytes() / d
+    } else if dp > 1 {
+        // The gradients and the contiguous buffer the all-reduce reads.
+        f.gradients.bytes() * DP_GRADIENT_COPIES
+    } else {
+        f.gradients.bytes()
+    };
+    let weights = if sharding >= OptimizerSharding::Zero3 {
+        f.weights.bytes() / d
+    } else {
+        f.weights.bytes()
+    };
+    StateBytes {
+        weights,
+        gradients,
+        optimizer,
+    }
+}
+
+/// Bytes per parameter the optimizer step allocates while it runs, with `dp`
+/// data-parallel replicas: PyTorch's foreach Adam(W) computes `sqrt(v)`
+/// into new tensors, one optimizer-state element per parameter of its
+/// shard, before `addcdiv_` (torch/optim/adam.py `_multi_tensor_adam`); a
+/// fused step allocates nothing. The step runs after every activation is
+/// freed, so it is a peak of its own, not added to the passes'.
+pub(crate) fn optimizer_step_bytes_per_param(setup: &TrainingSetup, dp: usize) -> f64 {
+    match setup.optimizer_step() {
+        OptimizerStep::Fused => 0.0,
+        OptimizerStep::Foreach => {
+            let b = setup.formats.optimizer_state.bytes();
+            if setup.optimizer_sharding >= OptimizerSharding::Zero1 {
+                b / dp.max(1) as f64
+            } else {
+                b
+            }
+        }
+    }
+}
+
+/// Bytes per parameter one replica holds through the forward and backward
+/// passes (at their peak, the activations') and through the optimizer step,
+/// with `dp` data-parallel replicas. `gradients_in_passes`: whether a
+/// backward of this replica's stage has already run when its activations
+/// peak (more micro-batches than it keeps in flight).
+///
+/// Engines keep their gradient buffers from one iteration to the next
+/// (Megatron-LM's `main_grad`, DeepSpeed's flattened buffers) and their
+/// 16-bit weights throughout, so both phases hold every state. Plain
+/// PyTorch under autocast does not: `optimizer.zero_grad()` sets the
+/// gradients to None (its default since PyTorch 2.0), so the backward
+/// allocates them anew, and the 16-bit weights are autocast's casts, which
+/// the forward makes and the backward frees (the recommended loop runs the
+/// backward outside autocast, whose cache then holds nothing). So through
+/// the passes of the first micro-batch it holds no gradients (DDP's bucket,
+/// one copy, with data parallelism), and through the step no casts.
+pub(crate) fn phase_state_bytes(
+    setup: &TrainingSetup,
+    dp: usize,
+    gradients_in_passes: bool,
+) -> (StateBytes, StateBytes) {
+    let held = state_bytes(setup, dp);
+    if !gradients_by_phase(setup) {
+        return (held, held);
+    }
+    let passes = StateBytes {
+        gradients: if gradients_in_passes {
+            held.gradients
+        } else if dp > 1 {
+            setup.formats.gradients.bytes()
+        } else {
+            0.0
+        },
+        ..held
+    };
+    let step = StateBytes {
+        weights: 0.0,
+        ..held
+    };
+    (passes, step)
+}
+
+/// Whether the gradients come and go with the phases of an iteration
+/// ([`phase_state_bytes`]): eager PyTorch under autocast, whose
+/// `zero_grad()` frees them, unless ZeRO-2 or 3 keeps sharded buffers.
+pub(super) fn gradients_by_phase(setup: &TrainingSetup) -> bool {
+    autocast(setup) && setup.optimizer_sharding < OptimizerSharding::Zero2
+}
+
+/// Whether a layer of kind `kind` holds a 16-bit copy of its weights:
+/// under autocast an embedding does not (the lookup runs on the fp32
+/// weights; autocast casts the weights of the ops it runs in 16 bits, the
+/// linear layers'); otherwise every layer's weights are in their format.
+pub(super) fn holds_weight_copy(kind: LayerKind, setup: &TrainingSetup) -> bool {
+    !(kind == LayerKind::Embedding && autocast(setup))
+}
+
+/// Whether `model`'s transformer blocks drop their 16-bit weight copies
+/// between the forward and their backward: eager PyTorch under autocast
+/// with every block checkpointed. Autocast's cache holds every cast until
+/// the forward leaves its autocast context (the loss included), and the
+/// checkpointed blocks save none for their backward, each recomputing
+/// its forward (autocast's cache anew) as its backward comes. So at the
+/// loss's backward, and at any block's, the other blocks hold no copy
+/// (`torch.utils.checkpoint` restores the autocast state for the
+/// recomputation). Not where the backward runs inside autocast: the cache
+/// keeps every cast to its end ([`casts_at_backward_end`]). Engines keep
+/// their 16-bit weights; ties that take a block's weights keep them too
+/// (the shared copy is counted with the model states).
+pub(super) fn blocks_drop_casts(model: &Model, setup: &TrainingSetup) -> bool {
+    autocast(setup)
+        && setup.recompute == Recompute::Full
+        && !setup.backward_in_autocast
+        && !model.layers.iter().any(|l| {
+            l.tied_to.is_some_and(|e| {
+                l.kind == LayerKind::TransformerBlock
+                    || model.layers[e].kind == LayerKind::TransformerBlock
+            })
+        })
+}
+
+/// Whether a layer of kind `kind` holds its 16-bit copy only through the
+/// forward and its own backward, `drop` being [`blocks_drop_casts`]'s
+/// answer for the model: a block's.
+pub(super) fn drops_cast(kind: LayerKind, drop: bool) -> bool {
+    drop && kind == LayerKind::TransformerBlock
+}
+
+/// Whether a layer of kind `kind` holds its 16-bit copy through the whole
+/// of the passes: it holds one ([`holds_weight_copy`]) and does not drop
+/// it ([`drops_cast`]).
+pub(super) fn holds_cast_through_passes(
+    kind: LayerKind,
+    setup: &TrainingSetup,
+    drop: bool,
+) -> bool {
+    holds_weight_copy(kind, setup) && !drops_cast(kind, drop)
+}
+
+/// Parameters per rank (tp degree `tp`) of layer `l` whose 16-bit copy
+/// lives only through the forward and the layer's own backward
+/// ([`drops_cast`]).
+pub(super) fn dropped_cast_params(model: &Model, l: usize, tp: usize, drop: bool) -> f64 {
+    let layer = &model.layers[l];
+    if drops_cast(layer.kind, drop) {
+        layer.params as f64 / tp.max(1) as f64
+    } else {
+        0.0
+    }
+}
+
+/// Bytes per parameter with a 16-bit copy that the end of the backward
+/// holds beside the gradients: where the loop calls `backward()` inside
+/// autocast ([`TrainingSetup::backward_in_autocast`]) its cache keeps every
+/// cast until the context exits, after the backward (measured: 2 bytes
+/// per cast parameter more than a backward outside autocast at the end of
+/// the backward, `scripts/activation-check/peak.py`); else none, each
+/// layer's backward freeing its cast. The step, outside autocast, holds
+/// none.
+pub(crate) fn casts_at_backward_end(setup: &TrainingSetup) -> f64 {
+    if setup.backward_in_autocast && autocast(setup) {
+        setup.formats.weights.bytes()
+    } else {
+        0.0
+    }
+}
+
+/// Bytes layer `l` (tp degree `tp`) holds for its weight gradient while
+/// its backward adds it to gradients already there, beside what the
+/// passes count (eager PyTorch under autocast accumulating over
+/// micro-batches; `drop` is [`blocks_drop_casts`]'s answer): the linear
+/// layers' backward writes the weight gradient of their 16-bit cast, and
+/// its cast back to fp32 (`ToCopyBackward0`) is what `AccumulateGrad` adds
+/// in place, with the layer's own cast already freed unless autocast's
+/// cache keeps it ([`TrainingSetup::backward_in_autocast`]) or the passes
+/// did not count it (a recomputed block's); an embedding writes a dense
+/// fp32 gradient (`embedding_dense_backward`'s `zeros`). Measured by
+/// `scripts/activation-check/peak.py`, two micro-batches: the
+/// projection's 16-bit weight gradient and its fp32 copy live at the peak.
+/// Only where the first micro-batch's passes hold no gradients
+/// ([`phase_state_bytes`]); engines accumulate into their own buffers
+/// (Megatron-LM's `main_grad`, fused into the weight-gradient product).
+pub(super) fn accumulation_bytes(
+    model: &Model,
+    l: usize,
+    tp: usize,
+    setup: &TrainingSetup,
+    drop: bool,
+) -> f64 {
+    if !gradients_by_phase(setup) {
+        return 0.0;
+    }
+    let layer = &model.layers[l];
+    let f = &setup.formats;
+    let cast = if holds_weight_copy(layer.kind, setup)
+        && (setup.backward_in_autocast || drops_cast(layer.kind, drop))
+    {
+        f.weights.bytes()
+    } else {
+        0.0
+    };
+    layer.params as f64 / tp.max(1) as f64 * (f.gradients.bytes() + cast)
+}
+
+/// Of weights tied to an earlier layer of kind `earlier`, held once on a
+/// stage holding both layers, the bytes per parameter held once: every
+/// state, but under autocast an embedding's weights are cast only by the
+/// later layer (a projection), which holds that copy alone (two projections
+/// share one cast, autocast caching it).
+pub(super) fn tied_state_bytes(
+    earlier: LayerKind,
+    setup: &TrainingSetup,
+    states: &StateBytes,
+) -> f64 {
+    if holds_weight_copy(earlier, setup) {
+        states.total()
+    } else {
+        states.gradients + states.optimizer
+    }
+}
+
+/// Bytes per parameter of weights tied to an earlier layer of kind
+/// `earlier` that a stage holding both layers holds briefly at the end of
+/// the backward beside its states: under autocast the embedding's backward
+/// writes a dense fp32 gradient of the shared matrix while the
+/// projection's is already the weights' gradient, and autograd adds the
+/// two (`embedding_dense_backward`, then `AccumulateGrad`). Engines sum
+/// both into one buffer as they go; 0 there.
+pub(super) fn tied_gradient_bytes_per_param(earlier: LayerKind, setup: &TrainingSetup) -> f64 {
+    if holds_weight_copy(earlier, setup) || !autocast(setup) {
+        0.0
+    } else {
+        setup.formats.gradients.bytes()
+    }
+}
