@@ -81,11 +81,11 @@ pub struct AnalyticOptions {
     #[serde(default)]
     pub engine: Option<Engine>,
     /// The Adam(W) step; `None`: fused with an engine, else PyTorch's
-    /// default foreach ([`TrainingSetup::optimizer_step`]).
+    /// default foreach ([`amp_core::setup::TrainingSetup::optimizer_step`]).
     #[serde(default)]
     pub optimizer_step: Option<OptimizerStep>,
     /// The loss kernel; `None`: the engine's, else PyTorch's
-    /// ([`TrainingSetup::cross_entropy`]).
+    /// ([`amp_core::setup::TrainingSetup::cross_entropy`]).
     #[serde(default)]
     pub cross_entropy: Option<CrossEntropy>,
 }

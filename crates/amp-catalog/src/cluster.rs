@@ -1,5 +1,5 @@
 //! The cluster shorthand: `4xp3.8xlarge+1xg4dn.12xlarge` (COUNTxINSTANCE) or
-//! `2x8xH100+4x8xA100-80GB@100Gbps` (NODESxGPUSxGPU[@BANDWIDTH]), terms
+//! `2x8xH100+4x8xA100-80GB@100Gbps` (`NODESxGPUSxGPU[@BANDWIDTH]`), terms
 //! joined by `+`. Instances bring their GPUs, bandwidths and price from the
 //! catalog; a GPU term takes its intra-node bandwidth from the GPU's usual
 //! interconnect and its network bandwidth from `@BANDWIDTH` (required when

@@ -238,7 +238,7 @@ struct Pricer<'a> {
     cache: Option<Mutex<HashMap<[u64; 6], Arc<Verdicts>>>>,
 }
 
-/// Most runs whose verdicts [`Pricer`] keeps for every calibration: the
+/// Most runs whose verdicts `Pricer` keeps for every calibration: the
 /// given sets' 67 runs over the 4,535 calibrations of `amp fit
 /// --leave-one-run-out` take 98 MB; 256 runs would take about 400 MB.
 pub const MAX_CACHED_RUNS: usize = 256;

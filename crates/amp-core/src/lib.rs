@@ -5,7 +5,7 @@
 //! ([`Plan`]). No I/O happens here: parsing functions take strings or bytes,
 //! and the CLI reads files.
 //!
-//! The three entry points are [`plan`], [`evaluate`] and [`validate`]; the
+//! The three entry points are [`plan()`], [`evaluate()`] and [`validate()`]; the
 //! modules hold the pieces for finer control.
 //!
 //! ```
@@ -71,7 +71,7 @@ pub use setup::TrainingSetup;
 use cost::device::DeviceModel;
 use cost::Inputs;
 
-/// Options of [`plan`].
+/// Options of [`plan()`].
 #[derive(Debug, Clone, Copy)]
 pub struct PlanOptions {
     /// Which placements to try (default: all of them).

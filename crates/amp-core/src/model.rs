@@ -735,7 +735,7 @@ pub mod builtin {
 
     /// AMP's TransGAN generator as the artifact trained it (its
     /// `trans_gan_gen.py` and `ds_pretrain_transgan_pipe.sh`: depth
-    /// [12,0,0,0,0,12], width 1024, bottom width 9, window 18, 4 heads,
+    /// `[12, 0, 0, 0, 0, 12]`, width 1024, bottom width 9, window 18, 4 heads,
     /// latent 512, fp16): 56 entries in the artifact's indexing.
     ///
     /// Entry 0 is the input projection (latent -> 9x9 tokens of 1024);

@@ -267,7 +267,7 @@ fn exact_partition(
     })
 }
 
-/// Layer lists longer than this are split by [`coarse_partition`] instead
+/// Layer lists longer than this are split by `coarse_partition` instead
 /// of exactly: the exact dynamic program grows with layers squared (an
 /// 8,000-layer list took over a minute per search), while real transformer
 /// models have at most a couple of hundred layers and stay exact.

@@ -373,7 +373,7 @@ impl NodeKinds {
 /// Equal keys of one cluster's groups mean equal prices. Hashed and first
 /// compared by a fingerprint of the words: a key of a 512-GPU cut is
 /// thousands of words, hashed once, not at every lookup. Kept packed
-/// ([`KeyPacker`]): a search's memo holds tens of thousands of keys, and
+/// (`KeyPacker`): a search's memo holds tens of thousands of keys, and
 /// a device's word is mostly the one before it plus one.
 #[derive(Debug, Clone)]
 pub struct GroupKey {

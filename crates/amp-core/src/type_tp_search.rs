@@ -9,11 +9,11 @@
 //! every type's GPUs a whole number of stages (`gpus_T = dp x tp_T x
 //! stages_T`), and every micro-batch. Each type's devices are laid out tp
 //! fastest, then dp, then its stages. Every candidate (even, uneven or per
-//! stage, below) is priced the same way ([`price_candidates`]): on two
+//! stage, below) is priced the same way (`price_candidates`): on two
 //! seed splits, the even one and one balanced by the profile's per-layer
-//! times ([`balanced_split`]), each checked for memory and bounded first,
+//! times (`balanced_split`), each checked for memory and bounded first,
 //! simulated only when its bound does not prove it slower than the plans
-//! kept ([`price_bounded`]); the leading plans' splits are then refined
+//! kept (`price_bounded`); the leading plans' splits are then refined
 //! under the full estimate (a heuristic: no per-stage partitioner tables
 //! exist for mixed degrees). Against every split of every even candidate
 //! on 18 small instances it finds the best on 17, 1.37% slower on one
@@ -31,7 +31,7 @@
 //! (each type tried); the micro-batches are dealt evenly and need not
 //! divide. With [`SearchOptions::fewer_replicas`] each depth is also tried
 //! at the fewest replicas that need no more rounds of micro-batches
-//! ([`uneven_dps`]), more groups idle. The leading plans are refined:
+//! (`uneven_dps`), more groups idle. The leading plans are refined:
 //! re-split, micro-batches moved towards the faster replicas
 //! ([`crate::uneven::rebalance`]), re-split again. A heuristic:
 //! against every split and deal of its candidates on 24 small instances it
@@ -43,7 +43,7 @@
 //! tp degrees, its first stages at one and the rest at the other (a tp per
 //! stage, as Sailor's planner gives): for every order of the types and
 //! every dp, each type on whole stages of `dp` groups at one degree or two
-//! ([`type_steps`]), exactly one at two ([`step_candidates`]). These are
+//! (`type_steps`), exactly one at two (`step_candidates`). These are
 //! priced apart from the others, as the uneven ones are (bounded, the
 //! leaders refined), and their plans added to the others', so the search
 //! with them is never slower than without. A heuristic: against every

@@ -1,10 +1,10 @@
 //! `amp_planner._amp`: the native half of the `amp_planner` Python package.
 //!
-//! It adds no planning logic. [`run`] runs the `amp` command in-process
+//! It adds no planning logic. `run` runs the `amp` command in-process
 //! (`amp_cli::run`), so Python gets the CLI's numbers and messages exactly;
-//! [`model_info`] returns amp's layer list for a model together with the
+//! `model_info` returns amp's layer list for a model together with the
 //! architecture it was built from, which the profiler turns into PyTorch
-//! modules; [`catalog_gpu`] resolves a GPU name against the hardware catalog.
+//! modules; `catalog_gpu` resolves a GPU name against the hardware catalog.
 //! The Python package (`python/amp_planner`) wraps these three.
 
 use std::path::Path;

@@ -21,7 +21,7 @@
 //!   spread over `k` NICs puts `1 / k` of a flow's load on each; it runs at
 //!   `NIC bandwidth / heaviest load` on either side, and at most at its
 //!   node pair's link ([`Cluster::link_bytes_per_s`], which reads pair
-//!   overrides) divided by the flows between that pair ([`flow_bytes_per_s`],
+//!   overrides) divided by the flows between that pair (`flow_bytes_per_s`,
 //!   the one place that shares links). With one NIC per node this is the
 //!   node's bandwidth divided by the flows through it.
 //!

@@ -354,7 +354,7 @@ impl StageMemoryTables {
 
     /// Whether some split of `num_layers` layers into these stages, each
     /// of at least `min_layers` layers, fits in memory: exactly the splits
-    /// [`StageTables`] allows ([`any_split_fits`]).
+    /// [`StageTables`] allows (`any_split_fits`).
     pub fn any_split_fits(&self, num_layers: usize, min_layers: usize) -> bool {
         any_split_fits(
             self.fixed_bytes.len(),

@@ -13,7 +13,7 @@
 //!   buffer). With ZeRO-1 the optimizer state is sharded over the
 //!   data-parallel replicas (divided by `dp`). Engines hold them all
 //!   through the whole iteration; eager PyTorch under autocast holds them
-//!   by phase ([`phase_state_bytes`]): no gradients through the passes
+//!   by phase (`phase_state_bytes`): no gradients through the passes
 //!   before its first backward (`zero_grad()` set them to None; DDP's
 //!   bucket only), its 16-bit weights being autocast's casts, made by the
 //!   forward of every layer but an embedding and freed by the backward, so
@@ -22,7 +22,7 @@
 //!   `i` keeps `min(pp - i, B)` micro-batches (PipeDream-Flush: `pp - i - 1`
 //!   warm-up forwards plus the one whose backward comes next), under GPipe
 //!   all `B`. Per sample and layer, from
-//!   [`Layer::stored_activation_elems_per_sample`] when the model gives it
+//!   [`crate::model::Layer::stored_activation_elems_per_sample`] when the model gives it
 //!   (a block's count divided by `t` but for the `5 s h` (`4 s h` without
 //!   dropout) every rank keeps whole without sequence parallelism, when the
 //!   architecture says whether it has dropout),
@@ -38,7 +38,7 @@
 //!   `2 s h` bytes more per norm than the 16-bit count;
 //!   The loss keeps its fp32 log-probabilities or softmax, 4 bytes per
 //!   logit whatever the activations' width, for one micro-batch at a time
-//!   but under GPipe ([`loss_stored_bytes_per_sample`]);
+//!   but under GPipe (`loss_stored_bytes_per_sample`);
 //! - **transient buffers** of the one micro-batch being processed: around
 //!   the loss, what its kernel holds beside the stored softmax
 //!   ([`crate::setup::CrossEntropy`]): Megatron-LM's in-place loss a 16-bit
@@ -52,19 +52,19 @@
 //!   attention, whose stored and recomputed activations hold no `s x s`
 //!   term either), with full recomputation beside the block's rebuilt
 //!   activations and, under eager autocast, its casts
-//!   ([`blocks_drop_casts`]; the other blocks' casts then live only until
+//!   (`blocks_drop_casts`; the other blocks' casts then live only until
 //!   the forward's end, a peak of its own);
 //! - on the last stage under DeepSpeed's pipeline engine (the lockstep
 //!   exchange), the outputs of up to two earlier micro-batches, which its
-//!   pipe buffers keep after their backward ([`retained_output_bytes_per_sample`],
-//!   [`retained_outputs`]): for a language model its fp32 logits;
+//!   pipe buffers keep after their backward (`retained_output_bytes_per_sample`,
+//!   `retained_outputs`): for a language model its fp32 logits;
 //! - or, when the step's states and temporaries hold more than the passes'
 //!   states and activations, the **optimizer step's temporaries**, a peak
 //!   of its own after every activation is freed: PyTorch's foreach Adam(W)
 //!   allocates `sqrt(v)`, 4 bytes per parameter of its shard
-//!   ([`optimizer_step_bytes_per_param`]); fused steps nothing; or, the
+//!   (`optimizer_step_bytes_per_param`); fused steps nothing; or, the
 //!   larger, eager PyTorch's second gradient of a tied embedding at the end
-//!   of the backward ([`tied_gradient_bytes_per_param`]);
+//!   of the backward (`tied_gradient_bytes_per_param`);
 //! - what the model keeps on **every GPU outside its layers**
 //!   ([`Model::resident_bytes_per_device`], e.g. the AMP artifact's TransGAN
 //!   discriminator), whatever the stage;
@@ -172,12 +172,12 @@ struct LayerBytes {
     /// the passes where the gradients are there before they run.
     accumulation: f64,
     /// What the end of the backward holds beside the states: tied weights'
-    /// second gradient ([`tied_gradient_bytes_per_param`]) where the stage
+    /// second gradient (`tied_gradient_bytes_per_param`) where the stage
     /// holds both layers.
     tied_gradient: f64,
     /// Activations stored per sample.
     stored: f64,
-    /// Of those, what the loss keeps ([`loss_stored_bytes_per_sample`]).
+    /// Of those, what the loss keeps (`loss_stored_bytes_per_sample`).
     loss_stored: f64,
     /// The largest transient bytes per sample of any of its layers
     /// ([`transient_bytes_per_sample`]): one layer's backward runs at a
@@ -185,7 +185,7 @@ struct LayerBytes {
     /// layer's starts.
     workspace: f64,
     /// Per earlier micro-batch, the output bytes per sample DeepSpeed's
-    /// engine keeps ([`retained_output_bytes_per_sample`]) when the stage
+    /// engine keeps (`retained_output_bytes_per_sample`) when the stage
     /// holds the model's last layer; else 0.
     retained: f64,
 }

@@ -213,7 +213,7 @@ fn check_setup(plan: &Plan) -> std::result::Result<(), String> {
 ///
 /// Replicas of a stage may differ in tp (the format's own per-replica
 /// groups). Refused with the reason: a plan that fails [`Plan::validate`],
-/// uneven replicas other than the even deal ([`check_micro_batches`]), a
+/// uneven replicas other than the even deal (`check_micro_batches`), a
 /// setup
 /// Sailor's runs do not train with ([`super::training_setup`]), a GPU type
 /// without a Sailor name, a model whose layers do not map onto Sailor's

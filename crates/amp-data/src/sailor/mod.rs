@@ -8,8 +8,8 @@
 //! `measured/<cluster>/<model>/**/plan_config_*.json`.
 //!
 //! By job: this module reads the model side (profiles, `llm_info.json`,
-//! `training/*.json`); [`hardware`] the GPU catalog and network curves;
-//! [`plan_config`] a measured run's plan file; [`export`] writes an amp
+//! `training/*.json`); `hardware` the GPU catalog and network curves;
+//! `plan_config` a measured run's plan file; `export` writes an amp
 //! plan as such a file.
 
 use serde::Deserialize;

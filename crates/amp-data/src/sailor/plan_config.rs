@@ -97,7 +97,7 @@ struct PipelineFile {
 /// intra-node curve of the node's GPU count and the inter-node curve
 /// between two such nodes of the same zone ([`Network::inter_curve`]), with
 /// [`Network::nics`] interfaces. Nodes of different GPU types, sizes or
-/// zones get a [`NodeLink`] from their pair's curve
+/// zones get a [`amp_core::cluster::NodeLink`] from their pair's curve
 /// ([`Network::pair_curve`]); without one, nodes of one zone use the slower
 /// node's own figure and nodes of different zones are an error. Memory from
 /// `gpus` (the cluster config); the node's GPU count is the plan's.

@@ -4,7 +4,7 @@
 //!
 //! - **Compute.** A stage's forward and backward time per micro-batch come
 //!   from the profile of the GPU type that runs it, at the stage's
-//!   tensor-parallel degree ([`Profile::layer_time`]). A tensor-parallel
+//!   tensor-parallel degree ([`crate::profile::Profile::layer_time`]). A tensor-parallel
 //!   group is as slow as its slowest GPU, layer by layer (the ranks meet at
 //!   every layer's all-reduces). Data-parallel replicas are separate
 //!   pipelines until the gradient all-reduce, so a replica of fast GPUs is
@@ -107,7 +107,7 @@
 //!   `gradients`); a profile measured in another format is refused
 //!   ([`TrainingSetup::check_profile`]). Sailor's GH200 runs kept fp32
 //!   weights and residual stream (`llm_info.json` records 4 bytes per
-//!   output and parameter element, [`amp_data::sailor::training_setup`]); pricing
+//!   output and parameter element, `amp_data::sailor::training_setup`); pricing
 //!   their sends and all-reduces with 2-byte elements under-predicted the
 //!   pipeline-parallel runs by 10-11 % (Sailor mean error 8.4 % -> 5.6 %
 //!   with 4 bytes, AMP data unchanged).
