@@ -17,7 +17,11 @@
 //!   before its first backward (`zero_grad()` set them to None; DDP's
 //!   bucket only), its 16-bit weights being autocast's casts, made by the
 //!   forward of every layer but an embedding and freed by the backward, so
-//!   none through the step;
+//!   none through the step; torchtitan is FSDP2 on every plan (`fsdp2`): 16
+//!   bytes per parameter of its shard (over `dp` with ZeRO-3, else over one
+//!   replica), its unsharded 16-bit copies through the passes where they
+//!   stay (the projection's in one stage, every layer's in a pipeline, with
+//!   the gradients a pipeline stage accumulates unsharded);
 //! - **stored activations** of the micro-batches in flight: under 1F1B stage
 //!   `i` keeps `min(pp - i, B)` micro-batches (PipeDream-Flush: `pp - i - 1`
 //!   warm-up forwards plus the one whose backward comes next), under GPipe
@@ -139,7 +143,7 @@ fn device_memory(
     setup: &TrainingSetup,
     reserve_bytes: f64,
 ) -> DeviceBytes {
-    let layers = layer_bytes(model, chunks, tp, setup);
+    let layers = layer_bytes(model, chunks, tp, setup, pp > 1);
     device_bytes(
         &layers,
         setup,
@@ -195,6 +199,7 @@ fn layer_bytes(
     chunks: &[std::ops::Range<usize>],
     tp: usize,
     setup: &TrainingSetup,
+    pipelined: bool,
 ) -> LayerBytes {
     let params = chunks
         .iter()
@@ -206,6 +211,14 @@ fn layer_bytes(
         layers()
             .map(|l| &model.layers[l])
             .filter(|l| holds_weight_copy(l.kind, setup))
+            .map(|l| l.params as f64)
+            .sum::<f64>()
+            / tp.max(1) as f64
+    } else if fsdp2(setup) && !pipelined {
+        // The projection's unit, its weights counted once when tied.
+        layers()
+            .map(|l| &model.layers[l])
+            .filter(|l| holds_cast_through_passes(l.kind, setup, false, false))
             .map(|l| l.params as f64)
             .sum::<f64>()
             / tp.max(1) as f64
@@ -296,7 +309,8 @@ fn device_bytes(
 ) -> DeviceBytes {
     let (params, copied) = (layers.params, layers.copied_params);
     let flight = in_flight(setup.schedule, stage, pp, b);
-    let (passes, step) = phase_state_bytes(setup, dp, b > flight);
+    let (passes, step) =
+        phase_state_bytes(setup, dp, gradients_before_peak(setup, b, flight), pp > 1);
     let mbs = plan_mbs as f64;
     // The loss's share of the stored bytes is kept by fewer micro-batches.
     let loss_flight = loss_in_flight(setup.schedule, flight) as f64 - flight as f64;
@@ -484,7 +498,10 @@ fn each_replica_bytes(
                     let i = match layers.iter().position(|(t, _)| *t == key.0) {
                         Some(i) => i,
                         None => {
-                            layers.push((key.0, layer_bytes(model, &chunks, key.0, &plan.setup)));
+                            layers.push((
+                                key.0,
+                                layer_bytes(model, &chunks, key.0, &plan.setup, pp > 1),
+                            ));
                             layers.len() - 1
                         }
                     };

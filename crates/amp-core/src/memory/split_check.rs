@@ -35,7 +35,12 @@ pub(crate) struct SplitLayerBytes {
 }
 
 impl SplitLayerBytes {
-    pub(crate) fn new(model: &Model, tp: usize, setup: &TrainingSetup) -> SplitLayerBytes {
+    pub(crate) fn new(
+        model: &Model,
+        tp: usize,
+        setup: &TrainingSetup,
+        pipelined: bool,
+    ) -> SplitLayerBytes {
         use crate::cost::prefix_sums;
         let n = model.num_layers();
         let t = tp.max(1) as f64;
@@ -51,9 +56,13 @@ impl SplitLayerBytes {
         let dropped: Vec<f64> = (0..n)
             .map(|l| dropped_cast_params(model, l, tp, drop))
             .collect();
-        let copied_params = if autocast(setup) {
+        let copied_params = if autocast(setup) || (fsdp2(setup) && !pipelined) {
             prefix_sums(model.layers.iter().map(|l| {
-                if holds_cast_through_passes(l.kind, setup, drop) {
+                // Under torchtitan a tied projection's copy is the
+                // embedding's weights: none, a lower bound.
+                if holds_cast_through_passes(l.kind, setup, drop, pipelined)
+                    && !(fsdp2(setup) && l.tied_to.is_some())
+                {
                     l.params as f64 / t
                 } else {
                     0.0
@@ -135,14 +144,15 @@ impl SplitMemoryCheck {
             return None;
         }
         let setup = &layout.setup;
+        let pipelined = layout.pp() > 1;
         let other = fixed_bytes(model, reserve_bytes);
         let mut tables: Vec<(usize, SplitLayerBytes)> = Vec::new();
         let mut kinds = Vec::new();
         let mut of_rank = vec![0];
         for (j, stage) in layout.rank_stages().iter().enumerate() {
             let dp = stage.dp();
-            let (first, step) = phase_state_bytes(setup, dp, false);
-            let (later, _) = phase_state_bytes(setup, dp, true);
+            let (first, step) = phase_state_bytes(setup, dp, false, pipelined);
+            let (later, _) = phase_state_bytes(setup, dp, true, pipelined);
             let step = StateBytes {
                 gradients: step.gradients + optimizer_step_bytes_per_param(setup, dp),
                 ..step
@@ -160,7 +170,7 @@ impl SplitMemoryCheck {
                 let table = match tables.iter().position(|(t, _)| *t == tp) {
                     Some(t) => t,
                     None => {
-                        tables.push((tp, SplitLayerBytes::new(model, tp, setup)));
+                        tables.push((tp, SplitLayerBytes::new(model, tp, setup, pipelined)));
                         tables.len() - 1
                     }
                 };
@@ -226,7 +236,8 @@ impl SplitMemoryCheck {
                 let flight = in_flight(plan.setup.schedule, j, pp, b);
                 // The loss's share is kept by fewer: this many fewer samples.
                 let loss = (flight - loss_in_flight(plan.setup.schedule, flight)) as f64 * mbs;
-                in_flight_samples.push((flight as f64 * mbs, loss, usize::from(b > flight)));
+                let later = gradients_before_peak(&plan.setup, b, flight);
+                in_flight_samples.push((flight as f64 * mbs, loss, usize::from(later)));
             }
         }
         let fits = |j: usize, first: usize, end: usize| {
@@ -297,6 +308,7 @@ pub fn stage_memory_tables(
     let t = tp.max(1) as f64;
     let mbs = micro_batch as f64;
     let n = model.num_layers();
+    let pipelined = grid.pp > 1;
     // Each stage's states through its passes ([`phase_state_bytes`]: whether
     // a backward runs before its activations peak) and through the step.
     let flights: Vec<usize> = (0..grid.pp)
@@ -304,9 +316,12 @@ pub fn stage_memory_tables(
         .collect();
     let passes: Vec<StateBytes> = flights
         .iter()
-        .map(|&f| phase_state_bytes(setup, grid.dp, num_micro_batches > f).0)
+        .map(|&f| {
+            let later = gradients_before_peak(setup, num_micro_batches, f);
+            phase_state_bytes(setup, grid.dp, later, pipelined).0
+        })
         .collect();
-    let step_states = phase_state_bytes(setup, grid.dp, true).1;
+    let step_states = phase_state_bytes(setup, grid.dp, true, pipelined).1;
     // Casts the blocks drop ([`blocks_drop_casts`]), bytes per layer,
     // through the passes (the same for every stage).
     let drop = blocks_drop_casts(model, setup);
@@ -317,7 +332,7 @@ pub fn stage_memory_tables(
     // a 16-bit copy of its weights through the phase, else all but the
     // weights.
     let per_param = |l: &crate::model::Layer, states: &StateBytes| {
-        if holds_cast_through_passes(l.kind, setup, drop) {
+        if holds_cast_through_passes(l.kind, setup, drop, pipelined) {
             states.total()
         } else {
             states.gradients + states.optimizer
@@ -449,13 +464,13 @@ pub fn stage_memory_tables(
             let kind = model.layers[earlier].kind;
             let once = passes
                 .iter()
-                .map(|p| tied_state_bytes(kind, setup, p))
+                .map(|p| tied_state_bytes(kind, setup, p, pipelined))
                 .fold(f64::INFINITY, f64::min);
             Some(crate::cost::SharedWeights {
                 layer: l,
                 tied_to: earlier,
                 bytes: params * once,
-                step_bytes: params * tied_state_bytes(kind, setup, &step_states),
+                step_bytes: params * tied_state_bytes(kind, setup, &step_states, pipelined),
                 step_temporaries_bytes: params * step_per_param,
                 step_transient_bytes: (layer.params.min(model.layers[earlier].params)) as f64 / t
                     * tied_gradient_bytes_per_param(kind, setup),

@@ -40,6 +40,29 @@ pub(crate) fn state_bytes(setup: &TrainingSetup, dp: usize) -> StateBytes {
     let d = dp.max(1) as f64;
     let sharding = setup.optimizer_sharding;
     let optimizer = f.optimizer_bytes_per_param();
+    if fsdp2(setup) {
+        // The shards are the parameters in their own format (fp32: the
+        // master weights of mixed precision, else the weights), their
+        // gradients in the reduction's format and Adam's moments; the
+        // 16-bit parameters are FSDP2's unsharded copies, which come and go
+        // ([`phase_state_bytes`]). No all-reduce bucket: the reduction
+        // reads a buffer of one unit's gradients.
+        let d = if sharding >= OptimizerSharding::Zero3 {
+            d
+        } else {
+            1.0
+        };
+        let own = if f.master_weights.is_some() {
+            0.0
+        } else {
+            f.weights.bytes()
+        };
+        return StateBytes {
+            weights: 0.0,
+            gradients: f.gradients.bytes() / d,
+            optimizer: (optimizer + own) / d,
+        };
+    }
     let optimizer = if sharding >= OptimizerSharding::Zero1 {
         optimizer / d
     } else {
@@ -103,12 +126,37 @@ pub(crate) fn optimizer_step_bytes_per_param(setup: &TrainingSetup, dp: usize) -
 /// backward outside autocast, whose cache then holds nothing). So through
 /// the passes of the first micro-batch it holds no gradients (DDP's bucket,
 /// one copy, with data parallelism), and through the step no casts.
+///
+/// torchtitan ([`fsdp2`]) holds a layer's 16-bit parameters, FSDP2's
+/// unsharded copy, through the passes only where
+/// [`holds_cast_through_passes`] says (`weights` here is that copy's
+/// bytes per parameter of those layers), and none through the step; in a
+/// pipeline (`pipelined`) a stage that has run a backward also holds its
+/// unsharded gradients, accumulated in the reduction's format until the
+/// last micro-batch's backward reduces them (`torch.distributed.pipelining`
+/// runs every backward but the last with `set_requires_gradient_sync(False)`
+/// and `set_reshard_after_backward(False)`, pipelining/stage.py).
 pub(crate) fn phase_state_bytes(
     setup: &TrainingSetup,
     dp: usize,
     gradients_in_passes: bool,
+    pipelined: bool,
 ) -> (StateBytes, StateBytes) {
     let held = state_bytes(setup, dp);
+    if fsdp2(setup) {
+        let f = &setup.formats;
+        let accumulated = if pipelined && gradients_in_passes {
+            f.gradients.bytes()
+        } else {
+            0.0
+        };
+        let passes = StateBytes {
+            weights: f.weights.bytes(),
+            gradients: held.gradients + accumulated,
+            ..held
+        };
+        return (passes, held);
+    }
     if !gradients_by_phase(setup) {
         return (held, held);
     }
@@ -134,6 +182,33 @@ pub(crate) fn phase_state_bytes(
 /// `zero_grad()` frees them, unless ZeRO-2 or 3 keeps sharded buffers.
 pub(super) fn gradients_by_phase(setup: &TrainingSetup) -> bool {
     autocast(setup) && setup.optimizer_sharding < OptimizerSharding::Zero2
+}
+
+/// Whether a stage's passes peak with the gradients of an earlier backward
+/// there (`gradients_in_passes` of [`phase_state_bytes`]), with `b`
+/// micro-batches of which it keeps `flight` in flight: where it runs more
+/// than it keeps, a backward has run before its activations peak again.
+/// Under torchtitan's pipeline, whose accumulated unsharded gradients may
+/// outweigh a micro-batch's activations, wherever it runs more than one: a
+/// bound (the second backward's peak holds one micro-batch fewer, the
+/// first's none of those gradients), never below either.
+pub(super) fn gradients_before_peak(setup: &TrainingSetup, b: usize, flight: usize) -> bool {
+    if fsdp2(setup) {
+        b > 1
+    } else {
+        b > flight
+    }
+}
+
+/// Whether `setup` trains as torchtitan does: with FSDP2 (`fully_shard`,
+/// torchtitan/distributed/fsdp.py `apply_fsdp_to_decoder`) on every plan,
+/// sharded over the replicas with ZeRO-3 and over none without (torchtitan
+/// 0.3.0 runs it at a shard degree of 1 for its mixed-precision policy,
+/// torchtitan/models/llama3/parallelize.py): 16-bit parameters in the
+/// compute, fp32 shards and reductions. Measured on the CPU by
+/// `scripts/engine-check/fsdp.py`.
+pub(super) fn fsdp2(setup: &TrainingSetup) -> bool {
+    setup.engine == Some(crate::setup::Engine::Torchtitan)
 }
 
 /// Whether a layer of kind `kind` holds a 16-bit copy of its weights:
@@ -177,12 +252,22 @@ pub(super) fn drops_cast(kind: LayerKind, drop: bool) -> bool {
 
 /// Whether a layer of kind `kind` holds its 16-bit copy through the whole
 /// of the passes: it holds one ([`holds_weight_copy`]) and does not drop
-/// it ([`drops_cast`]).
+/// it ([`drops_cast`]). Under torchtitan ([`fsdp2`]) every layer of a
+/// pipeline stage (`pipelined`: FSDP2 reshards none after its forward,
+/// torchtitan's default with pipelining, nor after a backward but the
+/// last), and in one stage only the vocabulary projection, whose unit
+/// (with the final norm, and the embedding when tied) torchtitan keeps
+/// unsharded from its forward to its backward; the others' copies live
+/// through their own forward and backward only.
 pub(super) fn holds_cast_through_passes(
     kind: LayerKind,
     setup: &TrainingSetup,
     drop: bool,
+    pipelined: bool,
 ) -> bool {
+    if fsdp2(setup) {
+        return pipelined || kind == LayerKind::VocabProjection;
+    }
     holds_weight_copy(kind, setup) && !drops_cast(kind, drop)
 }
 
@@ -255,13 +340,20 @@ pub(super) fn accumulation_bytes(
 /// stage holding both layers, the bytes per parameter held once: every
 /// state, but under autocast an embedding's weights are cast only by the
 /// later layer (a projection), which holds that copy alone (two projections
-/// share one cast, autocast caching it).
+/// share one cast, autocast caching it); so under torchtitan in one stage
+/// (`pipelined` false: [`holds_cast_through_passes`]).
 pub(super) fn tied_state_bytes(
     earlier: LayerKind,
     setup: &TrainingSetup,
     states: &StateBytes,
+    pipelined: bool,
 ) -> f64 {
-    if holds_weight_copy(earlier, setup) {
+    let copy = if fsdp2(setup) {
+        holds_cast_through_passes(earlier, setup, false, pipelined)
+    } else {
+        holds_weight_copy(earlier, setup)
+    };
+    if copy {
         states.total()
     } else {
         states.gradients + states.optimizer

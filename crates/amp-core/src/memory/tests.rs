@@ -486,7 +486,7 @@ fn one_micro_batch_keeps_the_loss_under_interleaving() {
         ..megatron_setup()
     };
     assert_eq!(in_flight(setup.schedule, 1, 2, 4), 2);
-    let layers = layer_bytes(&m, &[1..2, 2..5], 1, &setup);
+    let layers = layer_bytes(&m, &[1..2, 2..5], 1, &setup, true);
     assert_eq!(layers.stored, 200.0 + 200.0 + 64.0 + 224.0);
     assert_eq!(layers.loss_stored, 160.0);
     let (.., acts, _) = device_bytes(&layers, &setup, (1, 1, 2), (1, 4), 0.0);
@@ -1094,6 +1094,20 @@ fn tables_agree_with_plan_memory_under_eager_autocast() {
         (true, eager, 2, 2, 64, 4),
         (false, fused, 1, 2, 1, 2),
     ] {
+        tables_agree_for(tied, setup, (dp, pp, mbs, b));
+    }
+}
+
+/// The partitioner's tables, the split check and `amp eval` price
+/// `tiny_decoder(tied)` the same under `setup` on `dp` x `pp` GPUs, `b`
+/// micro-batches of `mbs`: every split's peak equal, and the split check
+/// a bound at the fullest device's peak.
+fn tables_agree_for(
+    tied: bool,
+    setup: TrainingSetup,
+    (dp, pp, mbs, b): (usize, usize, usize, usize),
+) {
+    {
         let m = tiny_decoder(tied);
         let mut c = clusters::homogeneous();
         c.nodes.truncate(1);
@@ -1350,4 +1364,137 @@ fn unknown_capacity_is_no_constraint() {
     let mem = plan_memory(&m, &c, &plan, RESERVE);
     assert_eq!(mem[0].capacity_bytes, None);
     assert_eq!(mem[0].overflow_bytes(), None);
+}
+
+/// torchtitan on `formats`, sharded with ZeRO-3 or not.
+fn torchtitan_setup(sharding: OptimizerSharding) -> TrainingSetup {
+    TrainingSetup {
+        engine: Some(crate::setup::Engine::Torchtitan),
+        optimizer_sharding: sharding,
+        ..TrainingSetup::default()
+    }
+}
+
+#[test]
+fn torchtitan_holds_fsdp2_shards_and_its_unsharded_copies() {
+    // FSDP2 as torchtitan applies it (scripts/engine-check/fsdp.py measures
+    // 16.000 and 6.000 bytes per parameter on the CPU): the shards are the
+    // fp32 parameters (mixed precision's master weights), their fp32
+    // gradients and Adam's two moments, 16 bytes per parameter of the shard,
+    // over dp with ZeRO-3 and over one replica without (no all-reduce
+    // bucket beside the gradients).
+    let zero3 = torchtitan_setup(OptimizerSharding::Zero3);
+    let replicated = torchtitan_setup(OptimizerSharding::None);
+    let held = state_bytes(&zero3, 4);
+    assert_eq!(
+        (held.weights, held.gradients, held.optimizer),
+        (0.0, 1.0, 3.0)
+    );
+    let held = state_bytes(&replicated, 4);
+    assert_eq!(
+        (held.weights, held.gradients, held.optimizer),
+        (0.0, 4.0, 12.0)
+    );
+    // Through the passes the 16-bit copies (on the layers that keep them),
+    // and in a pipeline stage that has run a backward the gradients
+    // accumulated unsharded in fp32; through the step neither.
+    let (passes, step) = phase_state_bytes(&zero3, 4, true, true);
+    assert_eq!((passes.weights, passes.gradients), (2.0, 1.0 + 4.0));
+    assert_eq!(step, state_bytes(&zero3, 4));
+    let (passes, _) = phase_state_bytes(&zero3, 4, true, false);
+    assert_eq!((passes.weights, passes.gradients), (2.0, 1.0));
+    // Which layers keep their copy through the passes: in a pipeline all
+    // (no unit reshards after its forward), in one stage the projection's
+    // unit alone.
+    for kind in [
+        LayerKind::Embedding,
+        LayerKind::TransformerBlock,
+        LayerKind::Other,
+    ] {
+        assert!(holds_cast_through_passes(kind, &zero3, false, true));
+        assert!(!holds_cast_through_passes(kind, &zero3, false, false));
+    }
+    assert!(holds_cast_through_passes(
+        LayerKind::VocabProjection,
+        &zero3,
+        false,
+        false
+    ));
+    // The accumulated gradients count from a second micro-batch on, even
+    // where it is still in flight at the first backward.
+    assert!(gradients_before_peak(&zero3, 2, 2));
+    assert!(!gradients_before_peak(&zero3, 1, 1));
+    assert!(!gradients_before_peak(&megatron_setup(), 2, 2));
+    // A device's bytes: tiny_decoder's 2,176 parameters (80 + 1,000 +
+    // 1,000 + 16 + 80), tp 1, dp 2, ZeRO-3. One stage: 8 bytes per
+    // parameter of shards, the projection's 80 parameters' copy.
+    let m = tiny_decoder(false);
+    let one = device_memory(
+        &m,
+        std::slice::from_ref(&(0..5)),
+        1,
+        2,
+        0,
+        1,
+        1,
+        2,
+        &zero3,
+        0.0,
+    );
+    assert_eq!((one.0, one.1, one.2), (160.0, 2176.0 * 2.0, 2176.0 * 6.0));
+    // The first of two stages (the embedding and a block, 1,080
+    // parameters) with two micro-batches: every copy and the fp32
+    // accumulated gradients beside the shards.
+    let first = device_memory(
+        &m,
+        std::slice::from_ref(&(0..2)),
+        1,
+        2,
+        0,
+        2,
+        1,
+        2,
+        &zero3,
+        0.0,
+    );
+    assert_eq!(
+        (first.0, first.1, first.2),
+        (1080.0 * 2.0, 1080.0 * (2.0 + 4.0), 1080.0 * 6.0)
+    );
+    // One micro-batch: nothing accumulates.
+    let once = device_memory(
+        &m,
+        std::slice::from_ref(&(0..2)),
+        1,
+        2,
+        0,
+        2,
+        1,
+        1,
+        &zero3,
+        0.0,
+    );
+    assert_eq!(once.1, 1080.0 * 2.0);
+}
+
+#[test]
+fn tables_agree_with_plan_memory_under_torchtitan() {
+    // FSDP2's phases (the unsharded copies through the passes, the
+    // pipeline's accumulated gradients) priced the same by the tables, the
+    // split check and `amp eval`, one stage and two, tied and not.
+    let zero3 = torchtitan_setup(OptimizerSharding::Zero3);
+    let replicated = torchtitan_setup(OptimizerSharding::None);
+    for (tied, setup, dp, pp, mbs, b) in [
+        (false, zero3, 2, 1, 1, 2),
+        (true, zero3, 2, 1, 1, 2),
+        (false, replicated, 2, 1, 64, 1),
+        (true, replicated, 1, 1, 1, 1),
+        (false, zero3, 2, 2, 1, 4),
+        (false, zero3, 1, 2, 1, 2),
+        (true, zero3, 2, 2, 64, 2),
+        (false, replicated, 2, 2, 4096, 1),
+        (true, replicated, 1, 2, 1, 4),
+    ] {
+        tables_agree_for(tied, setup, (dp, pp, mbs, b));
+    }
 }
