@@ -216,9 +216,10 @@ def main():
     print(
         "| FSDP2 over 2 replicas | amp held / param (step) | measured held / param "
         "| amp kept through the passes beyond the step / stage param "
-        "| measured kept after a backward / stage param |"
+        "| measured kept after a backward / stage param "
+        "| amp one stage's peak above held / stage param | measured (gloo) |"
     )
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for sharded in (True, False):
         got = measure(sharded)
         one, pipe = got["one stage"], got["pipelined"]
@@ -235,10 +236,13 @@ def main():
         p0 = m2["optimizer_bytes"] * shard / 12.0
         step = 16.0 / shard * p0
         amp_kept = (m2["weights_bytes"] + m2["gradients_bytes"] + m2["optimizer_bytes"] - step) / p0
+        # amp's peak above what it holds through the step, one stage.
+        amp_above = (m1["peak_bytes"] - m1["other_bytes"]) / one["params_stage"] - amp_held / shard
         label = "ZeRO-3 (shard 2)" if sharded else "replicated (shard 1, HSDP)"
         print(
             f"| {label} | {amp_held:.3f} | {one['held_bytes'] / one['params_local']:.3f} "
-            f"| {amp_kept:.3f} | {pipe['kept_after_a_backward_bytes'] / pipe['params_stage']:.3f} |"
+            f"| {amp_kept:.3f} | {pipe['kept_after_a_backward_bytes'] / pipe['params_stage']:.3f} "
+            f"| {amp_above:.3f} | {one['peak_above_held_bytes'] / one['params_stage']:.3f} |"
         )
         print(f"    raw: {json.dumps(got)}")
 

@@ -177,7 +177,8 @@ pub struct StageMemoryTables {
     /// Where a stage's passes run with its gradients already there (eager
     /// PyTorch accumulating over micro-batches): each layer's backward
     /// holds its new weight gradient beside them before adding it, a
-    /// workspace of its own (`memory::accumulation_bytes`); `None`
+    /// workspace of its own (`memory::accumulation_bytes`); under
+    /// torchtitan every backward, FSDP2 reducing the layer's unit; `None`
     /// elsewhere.
     pub accumulation: Option<AccumulationTables>,
 }

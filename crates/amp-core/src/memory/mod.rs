@@ -328,9 +328,9 @@ fn device_bytes(
     } else {
         0.0
     };
-    // Where the gradients are there through the passes, a layer's
-    // accumulation workspace, where it holds more.
-    let accumulating = if b > flight {
+    // Where the gradients are there through the passes, or FSDP2 reduces a
+    // unit's, a layer's gradient workspace, where it holds more.
+    let accumulating = if gradient_workspace(setup, b, flight) {
         (layers.accumulation - (mbs * layers.workspace + dropped_casts)).max(0.0)
     } else {
         0.0

@@ -352,7 +352,10 @@ pub fn stage_memory_tables(
         let of_layer: Vec<f64> = (0..n)
             .map(|l| accumulation_bytes(model, l, tp, setup, drop))
             .collect();
-        let stages: Vec<bool> = flights.iter().map(|&f| num_micro_batches > f).collect();
+        let stages: Vec<bool> = flights
+            .iter()
+            .map(|&f| gradient_workspace(setup, num_micro_batches, f))
+            .collect();
         (of_layer.iter().any(|&a| a > 0.0) && stages.iter().any(|&s| s)).then(|| {
             crate::cost::AccumulationTables {
                 workspace: crate::cost::RangeMax::new(of_layer),

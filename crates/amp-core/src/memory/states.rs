@@ -200,6 +200,14 @@ pub(super) fn gradients_before_peak(setup: &TrainingSetup, b: usize, flight: usi
     }
 }
 
+/// Whether a stage of `b` micro-batches keeping `flight` in flight holds a
+/// layer's [`accumulation_bytes`] in its passes: where its gradients are
+/// there (eager accumulation over micro-batches), and under torchtitan at
+/// every backward (FSDP2's reduction of the unit).
+pub(super) fn gradient_workspace(setup: &TrainingSetup, b: usize, flight: usize) -> bool {
+    fsdp2(setup) || b > flight
+}
+
 /// Whether `setup` trains as torchtitan does: with FSDP2 (`fully_shard`,
 /// torchtitan/distributed/fsdp.py `apply_fsdp_to_decoder`) on every plan,
 /// sharded over the replicas with ZeRO-3 and over none without (torchtitan
@@ -314,6 +322,8 @@ pub(crate) fn casts_at_backward_end(setup: &TrainingSetup) -> f64 {
 /// Only where the first micro-batch's passes hold no gradients
 /// ([`phase_state_bytes`]); engines accumulate into their own buffers
 /// (Megatron-LM's `main_grad`, fused into the weight-gradient product).
+/// Under torchtitan ([`fsdp2`]) the layer's unit's reduction instead, at
+/// every backward ([`gradient_workspace`]).
 pub(super) fn accumulation_bytes(
     model: &Model,
     l: usize,
@@ -321,11 +331,18 @@ pub(super) fn accumulation_bytes(
     setup: &TrainingSetup,
     drop: bool,
 ) -> f64 {
+    let layer = &model.layers[l];
+    let f = &setup.formats;
+    if fsdp2(setup) {
+        // FSDP2 reduces a unit's gradients when its backward ends: its new
+        // 16-bit gradients and the fp32 copy the reduce-scatter reads
+        // (torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py
+        // `foreach_reduce`), a layer's unit at a time.
+        return layer.params as f64 / tp.max(1) as f64 * (f.weights.bytes() + f.gradients.bytes());
+    }
     if !gradients_by_phase(setup) {
         return 0.0;
     }
-    let layer = &model.layers[l];
-    let f = &setup.formats;
     let cast = if holds_weight_copy(layer.kind, setup)
         && (setup.backward_in_autocast || drops_cast(layer.kind, drop))
     {

@@ -1461,6 +1461,23 @@ fn torchtitan_holds_fsdp2_shards_and_its_unsharded_copies() {
         (first.0, first.1, first.2),
         (1080.0 * 2.0, 1080.0 * (2.0 + 4.0), 1080.0 * 6.0)
     );
+    // Beside the activations, the largest unit's reduction: a block's 1,000
+    // new 16-bit gradients and their fp32 copy, 6,000 bytes, in place of
+    // the loss's workspace (80 bytes on Megatron-LM, whose stored bytes are
+    // the same 688).
+    let megatron = device_memory(
+        &m,
+        std::slice::from_ref(&(0..5)),
+        1,
+        2,
+        0,
+        1,
+        1,
+        2,
+        &megatron_setup(),
+        0.0,
+    );
+    assert_eq!((megatron.3, one.3), (688.0 + 80.0, 688.0 + 6000.0));
     // One micro-batch: nothing accumulates.
     let once = device_memory(
         &m,
