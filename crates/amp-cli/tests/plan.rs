@@ -1664,13 +1664,13 @@ fn data_parallelism_at_scale_is_priced_with_nccls_tree() {
 }
 
 /// The README's Llama 3.1 405B figures on 16,384 H100, each setup searched
-/// on its own (the README's `--search-setup all` run finds the first as
-/// its best, the second next, and ranks Meta's layout fifth): amp's best
-/// (8 chunks, full recomputation, sequence parallelism), the best without
-/// recomputation, Meta's published layout (which amp's memory model fits
-/// only with full recomputation), the best of AMP's space with sequence
-/// parallelism, and that space with Megatron-LM's defaults, where nothing
-/// fits.
+/// on its own (the README's `--search-setup all` run finds the 4-chunk one
+/// as its best): 8 chunks with full recomputation and sequence
+/// parallelism, 2 and 4 chunks without recomputation, 8 chunks with
+/// recomputation without sequence parallelism (Meta's setup, whose layout
+/// amp's memory model fits only with full recomputation), the best of
+/// AMP's space with sequence parallelism, and that space with Megatron-LM's
+/// defaults, where nothing fits.
 #[test]
 fn llama405b_plans_cost_what_the_readme_says() {
     let base = [
@@ -1710,17 +1710,24 @@ fn llama405b_plans_cost_what_the_readme_says() {
     );
     assert_eq!(layout, (Some(8), Some(8), Some(256)));
     assert!((s - 7.8105).abs() < 5e-4, "{s}");
+    // Since Megatron-LM's gradients are held once (its `main_grad`s are
+    // views into the buffer its collective reads), 2026-12-06: pp 64 x dp
+    // 32 at 7.8424 s before.
     let (layout, s) = best(&[&["--schedule", "interleaved:2"][..], &sharded[..], &sp[..]].concat());
-    assert_eq!(layout, (Some(8), Some(64), Some(32)));
-    assert!((s - 7.8424).abs() < 5e-4, "{s}");
+    assert_eq!(layout, (Some(8), Some(32), Some(64)));
+    assert!((s - 7.6660).abs() < 5e-4, "{s}");
+    let (layout, s) = best(&[&["--schedule", "interleaved:4"][..], &sharded[..], &sp[..]].concat());
+    assert_eq!(layout, (Some(8), Some(32), Some(64)));
+    assert!((s - 6.5850).abs() < 5e-4, "{s}");
     let meta = [
         &["--schedule", "interleaved:8", "--recompute", "full"][..],
         &sharded[..],
     ]
     .concat();
+    // pp 16 x dp 128, Meta's layout, at 7.9309 s before 2026-12-06.
     let (layout, s) = best(&meta);
-    assert_eq!(layout, (Some(8), Some(16), Some(128)));
-    assert!((s - 7.9309).abs() < 5e-4, "{s}");
+    assert_eq!(layout, (Some(8), Some(8), Some(256)));
+    assert!((s - 7.8105).abs() < 5e-4, "{s}");
     let (layout, s) = best(&sp);
     assert_eq!(layout, (Some(8), Some(128), Some(16)));
     assert!((s - 10.3735).abs() < 5e-4, "{s}");

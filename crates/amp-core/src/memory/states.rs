@@ -7,7 +7,8 @@ use super::*;
 /// Gradient copies a replica holds when data parallelism is on: the
 /// gradients themselves and the contiguous buffer the all-reduce reads
 /// (PyTorch DDP's buckets, which are not views of the gradients by default;
-/// DeepSpeed's flattened all-reduce buffer). A count, not a fit.
+/// DeepSpeed's flattened all-reduce buffer). A count, not a fit. Megatron-LM
+/// keeps one (`state_bytes`), torchtitan's FSDP2 none beside its shards.
 pub const DP_GRADIENT_COPIES: f64 = 2.0;
 
 /// Bytes per stored activation element in 16-bit training.
@@ -72,8 +73,12 @@ pub(crate) fn state_bytes(setup: &TrainingSetup, dp: usize) -> StateBytes {
         // Reduce-scattered: each replica keeps its shard (plus the bucket
         // being reduced, which the reserve covers).
         f.gradients.bytes() / d
-    } else if dp > 1 {
+    } else if dp > 1 && setup.engine != Some(crate::setup::Engine::Megatron) {
         // The gradients and the contiguous buffer the all-reduce reads.
+        // Not Megatron-LM's: its `main_grad`s are views into the bucketed
+        // buffer the collective reads (megatron/core/distributed/
+        // param_and_grad_buffer.py, `param.main_grad = self._get(...,
+        // BufferType.GRAD)`), one copy whatever the replicas.
         f.gradients.bytes() * DP_GRADIENT_COPIES
     } else {
         f.gradients.bytes()

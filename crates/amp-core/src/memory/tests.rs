@@ -1515,3 +1515,25 @@ fn tables_agree_with_plan_memory_under_torchtitan() {
         tables_agree_for(tied, setup, (dp, pp, mbs, b));
     }
 }
+
+#[test]
+fn megatron_holds_its_gradients_once_beside_data_parallelism() {
+    // Megatron-LM's `main_grad`s are views into the bucketed buffer its
+    // all-reduce (or, with the distributed optimizer, reduce-scatter)
+    // reads (megatron/core/distributed/param_and_grad_buffer.py): one fp32
+    // copy, where PyTorch's DDP keeps its buckets beside the gradients.
+    let megatron = megatron_setup();
+    assert_eq!(state_bytes(&megatron, 1).gradients, 4.0);
+    assert_eq!(state_bytes(&megatron, 8).gradients, 4.0);
+    let zero1 = TrainingSetup {
+        optimizer_sharding: OptimizerSharding::Zero1,
+        ..megatron
+    };
+    let s = state_bytes(&zero1, 8);
+    assert_eq!((s.weights, s.gradients, s.optimizer), (2.0, 4.0, 1.5));
+    let ddp = TrainingSetup {
+        engine: None,
+        ..megatron
+    };
+    assert_eq!(state_bytes(&ddp, 8).gradients, 4.0 * DP_GRADIENT_COPIES);
+}
