@@ -9,9 +9,11 @@
 //!   gradients (4 in bf16, which engines accumulate in fp32:
 //!   [`crate::setup::Precision::formats`]) and 12 of optimizer state (4
 //!   master + 4 momentum + 4 variance) per parameter; in fp32, 4 + 4 + 8.
-//!   With data parallelism the gradients are held twice ([`DP_GRADIENT_COPIES`]: the all-reduce
-//!   buffer), but once on Megatron-LM (its `main_grad`s are views into that buffer). With ZeRO-1 the optimizer state is sharded over the
-//!   data-parallel replicas (divided by `dp`). Engines hold them all
+//!   With data parallelism the gradients are held twice
+//!   ([`DP_GRADIENT_COPIES`]: the all-reduce buffer), but once on
+//!   Megatron-LM (its `main_grad`s are views into that buffer). With ZeRO-1
+//!   the optimizer state is sharded over the data-parallel replicas
+//!   (divided by `dp`). Engines hold them all
 //!   through the whole iteration; eager PyTorch under autocast holds them
 //!   by phase (`phase_state_bytes`): no gradients through the passes
 //!   before its first backward (`zero_grad()` set them to None; DDP's
