@@ -370,12 +370,10 @@ pub(super) fn tied_state_bytes(
     states: &StateBytes,
     pipelined: bool,
 ) -> f64 {
-    let copy = if fsdp2(setup) {
-        holds_cast_through_passes(earlier, setup, false, pipelined)
-    } else {
-        holds_weight_copy(earlier, setup)
-    };
-    if copy {
+    // No tied layer drops its cast (`blocks_drop_casts` is off where a tie
+    // takes a block's weights), so this is `holds_weight_copy` but under
+    // torchtitan, where it is the unit's.
+    if holds_cast_through_passes(earlier, setup, false, pipelined) {
         states.total()
     } else {
         states.gradients + states.optimizer
