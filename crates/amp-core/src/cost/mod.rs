@@ -49,7 +49,10 @@ pub struct Breakdown {
     pub pipeline_send_s: f64,
     /// Tensor-parallel all-reduces inside layers.
     pub tp_comm_s: f64,
-    /// Data-parallel gradient all-reduce not hidden behind backward.
+    /// Data-parallel traffic not hidden behind the passes: the gradient
+    /// all-reduce (ZeRO's collectives) after the last backward, or, where
+    /// FSDP2 gathers and reduces at every micro-batch (torchtitan without a
+    /// pipeline), what of that traffic the computation does not hide.
     pub dp_allreduce_s: f64,
     /// Optimizer step.
     pub optimizer_s: f64,

@@ -92,8 +92,11 @@
 //!   reduces after the last micro-batch, and overlap lowered the rank
 //!   correlation on the AMP data from 0.985 to 0.965);
 //!   the setup's `overlap_grad_reduce` models a bucketed overlap. Under
-//!   ZeRO-3 (FSDP) the weights are all-gathered twice besides the gradient
-//!   reduce-scatter: [`ZERO3_COMM_FACTOR`] times the all-reduce.
+//!   ZeRO-3 the weights are all-gathered twice besides the gradient
+//!   reduce-scatter, each half an all-reduce of its bytes; torchtitan's
+//!   FSDP2 gathers once per iteration in a pipeline, and without one
+//!   gathers and reduces every unit at every micro-batch, overlapped with
+//!   the computation (`sharded.rs`).
 //! - **Sends block their sender** by default
 //!   ([`DeviceOptions::blocking_sends`]): DeepSpeed's send instructions and
 //!   Megatron-LM's point-to-point calls wait for completion before the next
@@ -135,7 +138,7 @@ use crate::model::LayerKind;
 use crate::placement::DeviceGrid;
 use crate::plan::Plan;
 use crate::schedule::{simulate, IterationSpec, PipelineTimes, Simulation, Timeline};
-use crate::setup::{OptimizerSharding, PipelineSend, StageExchange, TrainingSetup};
+use crate::setup::{PipelineSend, StageExchange, TrainingSetup};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -160,12 +163,6 @@ pub const OPTIMIZER_S_PER_PARAM: f64 = 1.5e-10;
 /// GH200 measurements and each made both worse (AMP mean error 4.9 % at 0,
 /// 5.8 % at 1 ms; Sailor 8.4 % at 0, 8.3 % at 1 ms but worse maximum).
 pub(crate) const PASS_OVERHEAD_S: f64 = 0.0;
-
-/// Data-parallel communication volume of ZeRO stage 3 (FSDP) over a plain
-/// all-reduce: the weights are all-gathered for the forward and again for
-/// the backward, and the gradients reduce-scattered, three half-volume
-/// collectives instead of two (Rajbhandari et al. 2020, sec. 7).
-pub const ZERO3_COMM_FACTOR: f64 = 1.5;
 
 /// Constants of the model that are not part of the training setup (the
 /// setup travels with each plan, [`crate::Plan::setup`]).
@@ -296,17 +293,6 @@ pub(super) fn gradient_bytes(setup: &TrainingSetup) -> f64 {
 /// between blocks are already split over the group).
 pub(super) fn split_sends(setup: &TrainingSetup) -> bool {
     setup.pipeline_send == PipelineSend::ScatterGather || setup.sequence_parallel
-}
-
-/// Data-parallel communication volume relative to a ring all-reduce of the
-/// gradients: ZeRO-1/2 replace it by a reduce-scatter and an all-gather
-/// (the same volume), ZeRO-3 adds a second all-gather of the weights.
-pub(super) fn dp_comm_factor(setup: &TrainingSetup) -> f64 {
-    if setup.optimizer_sharding == OptimizerSharding::Zero3 {
-        ZERO3_COMM_FACTOR
-    } else {
-        1.0
-    }
 }
 
 impl DeviceModel {
@@ -546,11 +532,14 @@ impl DeviceModel {
         let spec = IterationSpec {
             pipelines,
             schedule: setup.schedule,
-            allreduce_s: self.allreduce_times(inputs, plan, &net.allreduce, &net.tied),
+            allreduce_s: self.reduction_times(inputs, plan, compute, net, &passes),
             optimizer_s: (0..pp)
                 .map(|j| self.optimizer_time(inputs, plan, j, &compute.step_kinds[j]))
                 .collect(),
-            overlap_allreduce: setup.overlap_grad_reduce,
+            // Traffic at every micro-batch is overlapped already: what
+            // `reduction_times` gives is what the passes leave exposed.
+            overlap_allreduce: setup.overlap_grad_reduce
+                && !sharded::reduces_every_micro_batch(setup, pp),
             allreduce_tail_fraction: tail,
             blocking_sends: self.options.blocking_sends,
             lockstep: setup.stage_exchange() == StageExchange::Lockstep,
@@ -723,8 +712,10 @@ impl DeviceModel {
                 before_b += b + back.get(j).copied().unwrap_or(0.0);
             }
         }
-        let allreduce = (!plan.setup.overlap_grad_reduce)
-            .then(|| self.allreduce_times(inputs, plan, &net.allreduce, &net.tied));
+        let overlapped =
+            plan.setup.overlap_grad_reduce && !sharded::reduces_every_micro_batch(&plan.setup, pp);
+        let allreduce =
+            (!overlapped).then(|| self.reduction_times(inputs, plan, compute, net, passes));
         (0..pp)
             .map(|j| {
                 last[j]
@@ -1029,10 +1020,21 @@ impl DeviceModel {
             };
             allreduce.push(curve);
         }
-        let bytes = probe / grid.tp as f64 * gradient_bytes(setup);
+        // The once-per-iteration traffic: a plan that reduces at every
+        // micro-batch has one stage, whose split the tail does not choose.
+        let traffic = sharded::once_per_iteration_traffic(setup);
         let s_per_param = allreduce
             .iter()
-            .map(|curve| (curve.at(bytes) - curve.at(0.0)) * dp_comm_factor(setup) / probe)
+            .map(|curve| {
+                traffic
+                    .iter()
+                    .map(|&(b, share)| {
+                        let bytes = probe / grid.tp as f64 * b;
+                        (curve.at(bytes) - curve.at(0.0)) * share
+                    })
+                    .sum::<f64>()
+                    / probe
+            })
             .collect();
         GridNet {
             cut_first,
@@ -1618,6 +1620,7 @@ impl TiedCurves {
 
 mod layer_costs;
 mod sends;
+mod sharded;
 mod step;
 
 use sends::TransferCurves;

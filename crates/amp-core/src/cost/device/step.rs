@@ -75,7 +75,8 @@ impl DeviceModel {
     ) -> Vec<f64> {
         let model = inputs.model;
         let setup = &plan.setup;
-        let (g, tied_g) = (gradient_bytes(setup), setup.formats.gradients.bytes());
+        let tied_g = setup.formats.gradients.bytes();
+        let traffic = super::sharded::once_per_iteration_traffic(setup);
         // Pipeline rank j's devices (its first chunk's).
         let ranks = plan.rank_stages();
         let mut out: Vec<f64> = ranks
@@ -88,8 +89,11 @@ impl DeviceModel {
                     .into_iter()
                     .map(|c| model.stage_params(c))
                     .sum();
-                let bytes = params as f64 / tp as f64 * g;
-                curves[j].at(bytes) * dp_comm_factor(setup)
+                let params = params as f64 / tp as f64;
+                traffic
+                    .iter()
+                    .map(|&(b, share)| curves[j].at(params * b) * share)
+                    .sum::<f64>()
             })
             .collect();
         let pp = plan.pp().max(1);

@@ -8,7 +8,7 @@ use crate::placement::{DeviceGrid, Placement};
 use crate::plan::Stage;
 use crate::profile::{Profile, ProfileEntry};
 use crate::schedule::{EventKind, Schedule};
-use crate::setup::{NumberFormat, NumberFormats, Precision, Recompute};
+use crate::setup::{NumberFormat, NumberFormats, OptimizerSharding, Precision, Recompute};
 
 fn d(node: usize, gpu: usize) -> Device {
     Device { node, gpu }
@@ -453,7 +453,7 @@ fn number_formats_size_sends_and_allreduces() {
 }
 
 #[test]
-fn zero3_pays_one_and_a_half_all_reduces_and_selective_recompute_reruns_attention() {
+fn zero3_gathers_weights_and_reduce_scatters_gradients_and_selective_recompute_reruns_attention() {
     let (c, mut m) = (cluster(), model());
     m.shape = Some(crate::model::TransformerShape {
         hidden: 64,
@@ -482,6 +482,7 @@ fn zero3_pays_one_and_a_half_all_reduces_and_selective_recompute_reruns_attentio
         ],
         4,
     );
+    pl.setup.formats = Precision::Fp16.formats();
     let plain = time_only().allreduce_times(
         &inputs,
         &pl,
@@ -495,8 +496,37 @@ fn zero3_pays_one_and_a_half_all_reduces_and_selective_recompute_reruns_attentio
         &time_only().allreduce_curves(&inputs, &pl),
         &Default::default(),
     );
+    // 16-bit weights and gradients: a reduce-scatter and two all-gathers
+    // of the same size, half an all-reduce each.
+    assert_eq!(pl.setup.formats.weights.bytes(), gradient_bytes(&pl.setup));
     for (a, b) in plain.iter().zip(&z3) {
-        assert!((b / a - ZERO3_COMM_FACTOR).abs() < 1e-12);
+        assert!((b / a - 1.5).abs() < 1e-12);
+    }
+    // fp32 gradients (bf16): the gathers move the 16-bit weights, half the
+    // gradients' bytes; torchtitan's pipelines gather once.
+    let curves = time_only().allreduce_curves(&inputs, &pl);
+    let params: Vec<f64> = (0..2)
+        .map(|j| m.stage_params(pl.stages[j].layers()) as f64)
+        .collect();
+    for (engine, gathers) in [(None, 1.0), (Some(crate::setup::Engine::Torchtitan), 0.5)] {
+        let mut bf = pl.clone();
+        bf.setup = TrainingSetup {
+            engine,
+            optimizer_sharding: OptimizerSharding::Zero3,
+            ..TrainingSetup::default()
+        };
+        assert_eq!(bf.setup.formats, Precision::Bf16.formats());
+        assert_eq!(gradient_bytes(&bf.setup), 4.0);
+        let z3 = time_only().allreduce_times(&inputs, &bf, &curves, &Default::default());
+        for j in 0..2 {
+            let want =
+                0.5 * curves[j].at(4.0 * params[j]) + gathers * curves[j].at(2.0 * params[j]);
+            assert!(
+                (z3[j] - want).abs() < 1e-15,
+                "{engine:?} {j}: {} vs {want}",
+                z3[j]
+            );
+        }
     }
     // s = 128, h = 64: the attention core is 128 / (384 + 128) = 1/4 of
     // a block's forward, rerun in its backward.
@@ -1569,5 +1599,97 @@ fn groups_across_nodes_are_cached_by_their_first_node_too() {
             .group_costs(&inputs, &setup, g, 2, (&mut fresh, Some(&memo)))
             .unwrap();
         assert_eq!(from_memo, want.as_slice());
+    }
+}
+
+#[test]
+fn torchtitan_without_a_pipeline_gathers_and_reduces_every_micro_batch() {
+    // One stage on node 0's two fast GPUs, one replica each, 1e9 B/s
+    // between them; a heavy first layer (its gathers and reduction outlast
+    // the passes) and a vocabulary projection last (kept from its forward
+    // to its backward, so not gathered again).
+    let (c, mut m) = (cluster(), model());
+    m.layers[0].params = 1_000_000_000;
+    m.layers[3].kind = LayerKind::VocabProjection;
+    let p = fast_slow_profile();
+    let inputs = Inputs {
+        model: &m,
+        cluster: &c,
+        profile: &p,
+    };
+    let b = 4;
+    let mut pl = plan(vec![(0, 4, vec![vec![d(0, 0)], vec![d(0, 1)]])], b);
+    let curve = time_only().allreduce_curves(&inputs, &pl)[0].clone();
+    for sharding in [OptimizerSharding::Zero3, OptimizerSharding::None] {
+        pl.setup = TrainingSetup {
+            engine: Some(crate::setup::Engine::Torchtitan),
+            optimizer_sharding: sharding,
+            ..TrainingSetup::default()
+        };
+        // By hand: 16-bit gathers, fp32 reductions, each half an all-reduce
+        // when sharded; an fp32 all-reduce of each layer's gradients
+        // without sharding.
+        let units: Vec<sharded::UnitTimes> = m
+            .layers
+            .iter()
+            .map(|l| {
+                let params = l.params as f64;
+                let (gather_s, reduce_s) = if sharding == OptimizerSharding::Zero3 {
+                    (curve.at(2.0 * params) / 2.0, curve.at(4.0 * params) / 2.0)
+                } else {
+                    (0.0, curve.at(4.0 * params))
+                };
+                sharded::UnitTimes {
+                    forward_s: 1.0,
+                    backward_s: 2.0,
+                    gather_s,
+                    regather: l.kind != LayerKind::VocabProjection,
+                    reduce_s,
+                }
+            })
+            .collect();
+        let want = sharded::overlapped_passes_s(&units, b);
+        let e = time_only().evaluate(&inputs, &pl).unwrap();
+        assert_breakdown_adds_up(&e);
+        let passes = e.iteration_s - e.breakdown.optimizer_s;
+        assert!(
+            (passes - want).abs() < 1e-9,
+            "{sharding:?}: {passes} vs {want}"
+        );
+        assert!(
+            (e.breakdown.dp_allreduce_s - (want - b as f64 * 12.0)).abs() < 1e-9,
+            "{sharding:?}: {:?}",
+            e.breakdown
+        );
+        // The network alone: every micro-batch's gathers and reductions
+        // one after another.
+        let network: f64 = units
+            .iter()
+            .map(|u| u.gather_s * if u.regather { 2.0 } else { 1.0 } + u.reduce_s)
+            .sum();
+        assert!(passes >= b as f64 * network, "{passes} < {b} x {network}");
+        // Overlapped already: asking for a bucketed overlap changes nothing.
+        let mut overlapping = pl.clone();
+        overlapping.setup.overlap_grad_reduce = true;
+        let o = time_only().evaluate(&inputs, &overlapping).unwrap();
+        assert_eq!(o.iteration_s, e.iteration_s);
+        let exposed = e.breakdown.dp_allreduce_s;
+        if sharding == OptimizerSharding::Zero3 {
+            // Sharded, each micro-batch waits for the heavy layer's gathers:
+            // more exposed than the same traffic once per iteration, as a
+            // pipeline stage pays it.
+            let once = time_only().allreduce_times(
+                &inputs,
+                &pl,
+                std::slice::from_ref(&curve),
+                &Default::default(),
+            )[0];
+            assert!(exposed > once, "{exposed} vs {once}");
+        } else {
+            // Replicated, the heavy layer's all-reduce, issued last, runs
+            // behind the next micro-batch's forward: only the last
+            // micro-batch's is exposed.
+            assert!((exposed - units[0].reduce_s).abs() < 1e-9, "{exposed}");
+        }
     }
 }
