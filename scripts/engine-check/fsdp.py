@@ -17,9 +17,11 @@ as torchtitan 0.3.0 calls it), rank 0 measured by PyTorch's profiler:
   gradients' shards and Adam's moments), bytes per parameter of its shard;
 - in a pipeline stage, torchtitan's FSDP2 keeps every unit unsharded
   after its forward (`reshard_after_forward=False` with pipelining) and
-  `torch.distributed.pipelining` runs every backward but the last with
+  `torch.distributed.pipelining` runs every backward with
   `set_requires_gradient_sync(False)` and `set_reshard_after_backward(False)`
-  (pipelining/stage.py): `kept after a backward` is what the first of two
+  and reduces after the last (pipelining/stage.py, `perform_reduce_grad`;
+  this script turns sync back on for the last backward instead, which
+  reduces the same once): `kept after a backward` is what the first of two
   micro-batches' forward and backward leave allocated under those flags, per
   parameter of the stage (the unsharded 16-bit parameters and the
   gradients accumulated unsharded). The stage is the whole model here, one

@@ -14,10 +14,11 @@ amp prices torchtitan's data-parallel traffic by these rules
   gather comes after the last reduction, and in a backward each gather
   (prefetched one unit ahead) comes before the reduction of the unit
   computed before it;
-- a pipeline stage (`reshard_after_forward=False`, and every micro-batch
-  but the last without gradient sync or resharding after backward, as
-  `torch.distributed.pipelining` runs it): each unit gathered once, in the
-  first forward, and reduced once, after the last backward.
+- a pipeline stage (`reshard_after_forward=False`; every backward without
+  gradient sync or resharding, and the reduction finalized after the last,
+  `perform_reduce_grad`, as `torch.distributed.pipelining`'s stage.py runs
+  it): each unit gathered once, in the first forward, and reduced once,
+  after the last backward, not overlapping it.
 
 This wraps a small Llama (Hugging Face's code) as torchtitan does
 (torchtitan/distributed/fsdp.py `apply_fsdp_to_decoder`) on two gloo
@@ -85,10 +86,14 @@ def run(mesh, cfg, pipelined):
     fully_shard(m, **kw)
     ids = torch.randint(0, cfg.vocab_size, (1, SEQ))
     passes = []
-    for last in (False, True):
+    for _ in range(2):
         if pipelined:
-            m.set_requires_gradient_sync(last)
-            m.set_reshard_after_backward(last)
+            # torch/distributed/pipelining/stage.py: manual finalization
+            # set before the forward, every backward without gradient sync
+            # or resharding (`backward_maybe_with_nosync`).
+            m.set_manual_backward_finalization(True)
+            m.set_reshard_after_backward(False)
+            m.set_requires_gradient_sync(False)
         LOG.clear()
         logits = m(input_ids=ids).logits
         forward = list(LOG)
@@ -96,6 +101,14 @@ def run(mesh, cfg, pipelined):
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), ids.flatten())
         loss.backward()
         passes.append((forward, list(LOG)))
+    LOG.clear()
+    if pipelined:
+        # `perform_reduce_grad` after the last backward.
+        m.set_requires_gradient_sync(True)
+        m.set_reshard_after_backward(True)
+        m.finalize_backward(async_op=True).wait()
+        m.set_manual_backward_finalization(False)
+    passes.append(([], list(LOG)))
     return passes
 
 
@@ -107,33 +120,36 @@ def check(label, passes, sharded, pipelined, failures):
     gather = "all_gather_single"
     reduce = "reduce_scatter_single" if sharded else "all_reduce"
     for k, (forward, backward) in enumerate(passes):
-        want_fg = UNITS if sharded and (k == 0 or not pipelined) else 0
-        want_bg = UNITS - 1 if sharded and not pipelined else 0
-        want_r = UNITS if (k == 1 or not pipelined) else 0
+        # Two micro-batches, then what follows the last backward.
+        after = k == 2
+        want_fg = UNITS if sharded and not after and (k == 0 or not pipelined) else 0
+        want_bg = UNITS - 1 if sharded and not pipelined and not after else 0
+        want_r = UNITS if (pipelined and after) or (not pipelined and not after) else 0
         got = (
             len(kinds(forward, gather)),
             len(kinds(backward, gather)),
             len(kinds(backward, reduce)),
         )
+        what = "after the last backward" if after else f"micro-batch {k + 1}"
         print(
-            f"{label}, micro-batch {k + 1}: forward gathers {got[0]}, backward gathers "
+            f"{label}, {what}: forward gathers {got[0]}, backward gathers "
             f"{got[1]}, reductions {got[2]} (amp's rules: {want_fg}, {want_bg}, {want_r})"
         )
         if got != (want_fg, want_bg, want_r):
-            failures.append(f"{label} micro-batch {k + 1}: {got}")
+            failures.append(f"{label} {what}: {got}")
         if any(x[1] != torch.bfloat16 for x in kinds(forward + backward, gather)):
             failures.append(f"{label}: a gather not in bf16")
         if any(x[1] != torch.float32 for x in kinds(backward, reduce)):
             failures.append(f"{label}: a reduction not in fp32")
         if forward and any(x[0] != gather for x in forward):
             failures.append(f"{label}: a reduction in the forward")
-        if sharded and not pipelined:
+        if sharded and not pipelined and not after:
             # Each unit's backward gather (prefetched one unit ahead) comes
             # before the reduction of the unit whose backward runs before.
             order = ["g" if x[0] == gather else "r" for x in backward]
             want = ["g"] + ["r", "g"] * (UNITS - 2) + ["r", "r"]
             if order != want:
-                failures.append(f"{label} micro-batch {k + 1}: backward order {order}")
+                failures.append(f"{label} {what}: backward order {order}")
 
 
 def rank_main(rank, world, queue):

@@ -597,3 +597,57 @@ fn interleaved_plans_are_left_alone() {
         "the instances have interleaved plans"
     );
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Under torchtitan's FSDP2 (sharded or replicated, a bucketed overlap
+    /// asked for or not), one-stage plans over every GPU at 1, 3 and 8
+    /// micro-batches (their traffic at every micro-batch, `sharded.rs`) and
+    /// every plan the search returns are priced by their layout estimator
+    /// as by `evaluate`, the search's at their searched time, and their
+    /// lower bound is not above that time.
+    #[test]
+    fn fsdp2_plans_are_priced_alike_and_bounded(
+        i in small_instance(),
+        shard in any::<bool>(),
+        overlap in any::<bool>(),
+        micro_batch in 1usize..=2,
+    ) {
+        use amp_core::setup::{Engine, OptimizerSharding};
+        let setup = TrainingSetup {
+            engine: Some(Engine::Torchtitan),
+            optimizer_sharding: if shard { OptimizerSharding::Zero3 } else { OptimizerSharding::None },
+            overlap_grad_reduce: overlap,
+            ..TrainingSetup::default()
+        };
+        let model = DeviceModel::default();
+        let inputs = i.inputs();
+        let n = i.cluster.num_devices();
+        let grid = DeviceGrid::new(&i.cluster, 1, n, 1, &Placement::artifact_default(&i.cluster));
+        let layers = i.model.num_layers();
+        let mut plans: Vec<(Plan, Option<f64>)> = [1, 3, 8]
+            .iter()
+            .map(|&b| (plan_from_grid(&grid, &[0, layers], micro_batch, b, &setup), None))
+            .collect();
+        let opts = SearchOptions::new(i.global_batch, PlacementSearch::Full, setup);
+        if let Ok(r) = search(&inputs, &model, &opts) {
+            plans.extend(r.plans.into_iter().map(|p| (p.plan, Some(p.estimate.iteration_s))));
+        }
+        for (plan, searched) in &plans {
+            let e = model.evaluate(&inputs, plan).unwrap();
+            if let Some(t) = searched {
+                prop_assert_eq!(*t, e.iteration_s);
+            }
+            let estimator = model.layout_estimator(&inputs, plan).unwrap();
+            prop_assert_eq!(estimator.estimate(plan).unwrap().iteration_s, e.iteration_s);
+            if let Some(bound) = estimator.lower_bound_if_fits(plan).unwrap() {
+                prop_assert!(bound <= e.iteration_s * (1.0 + 1e-12), "{} > {}", bound, e.iteration_s);
+                if plan.pp() == 1 && !overlap {
+                    // One stage: the bound is the flow shop's time itself.
+                    prop_assert!(bound >= e.iteration_s * (1.0 - 1e-12), "{} < {}", bound, e.iteration_s);
+                }
+            }
+        }
+    }
+}

@@ -138,9 +138,10 @@ pub(crate) fn optimizer_step_bytes_per_param(setup: &TrainingSetup, dp: usize) -
 /// bytes per parameter of those layers), and none through the step; in a
 /// pipeline (`pipelined`) a stage that has run a backward also holds its
 /// unsharded gradients, accumulated in the reduction's format until the
-/// last micro-batch's backward reduces them (`torch.distributed.pipelining`
-/// runs every backward but the last with `set_requires_gradient_sync(False)`
-/// and `set_reshard_after_backward(False)`, pipelining/stage.py).
+/// reduction after the last micro-batch's backward (`torch.distributed.pipelining`
+/// runs every backward with `set_requires_gradient_sync(False)` and
+/// `set_reshard_after_backward(False)`, then `perform_reduce_grad`,
+/// pipelining/stage.py).
 pub(crate) fn phase_state_bytes(
     setup: &TrainingSetup,
     dp: usize,

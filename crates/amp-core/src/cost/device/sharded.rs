@@ -13,9 +13,11 @@
 //! - **torchtitan's FSDP2 pipelines** keep each unit unsharded from its first
 //!   forward to its last backward (`reshard_after_forward` is off with
 //!   pipelining, torchtitan/distributed/fsdp.py, and
-//!   `torch.distributed.pipelining` turns off gradient sync and resharding
-//!   until the last backward): one all-gather of the 16-bit weights and one
-//!   reduction of the fp32 gradients per iteration.
+//!   `torch.distributed.pipelining` runs every backward without gradient
+//!   sync or resharding, then reduces, `perform_reduce_grad` in its
+//!   stage.py): one all-gather of the 16-bit weights and one reduction of
+//!   the fp32 gradients per iteration, the reduction after the last
+//!   backward.
 //! - **torchtitan without a pipeline** reduces at every micro-batch: its
 //!   `train_step` (torchtitan/trainer.py) runs each gradient-accumulation
 //!   step's forward and backward with gradient sync on, so FSDP2
