@@ -759,7 +759,10 @@ pub struct TrainingSetup {
     /// host as Sailor's DeepSpeed fork does. Absent from files: direct.
     #[serde(default, skip_serializing_if = "PipelineReceive::is_direct")]
     pub pipeline_receive: PipelineReceive,
-    /// Overlap each stage's gradient all-reduce with its last backward pass.
+    /// Overlap each stage's gradient all-reduce with its last backward pass
+    /// (DeepSpeed's one-stage ZeRO-2: `overlap_comm`, every micro-batch's
+    /// reductions beside its backward; torchtitan's and ZeRO-3's one-stage
+    /// traffic overlaps the passes whatever this says).
     pub overlap_grad_reduce: bool,
     /// Every rank waits at a barrier over the whole job after its last
     /// backward, before it reduces its gradients (Sailor's fork of

@@ -601,9 +601,10 @@ fn interleaved_plans_are_left_alone() {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
-    /// Under torchtitan's FSDP2 (sharded or replicated, a bucketed overlap
-    /// asked for or not), one-stage plans over every GPU at 1, 3 and 8
-    /// micro-batches (their traffic at every micro-batch, `sharded.rs`) and
+    /// Under torchtitan's FSDP2 (sharded or replicated) and DeepSpeed's
+    /// ZeRO-2 and ZeRO-3, a bucketed overlap asked for or not, one-stage
+    /// plans over every GPU at 1, 3 and 8 micro-batches (their traffic at
+    /// every micro-batch, `sharded.rs`) and
     /// every plan the search returns are priced by their layout estimator
     /// as by `evaluate`, the search's at their searched time, and their
     /// lower bound is not above that time.
@@ -611,13 +612,20 @@ proptest! {
     fn fsdp2_plans_are_priced_alike_and_bounded(
         i in small_instance(),
         shard in any::<bool>(),
+        deepspeed in any::<bool>(),
         overlap in any::<bool>(),
         micro_batch in 1usize..=2,
     ) {
         use amp_core::setup::{Engine, OptimizerSharding};
+        let (engine, sharding) = match (deepspeed, shard) {
+            (false, true) => (Engine::Torchtitan, OptimizerSharding::Zero3),
+            (false, false) => (Engine::Torchtitan, OptimizerSharding::None),
+            (true, true) => (Engine::DeepSpeed, OptimizerSharding::Zero3),
+            (true, false) => (Engine::DeepSpeed, OptimizerSharding::Zero2),
+        };
         let setup = TrainingSetup {
-            engine: Some(Engine::Torchtitan),
-            optimizer_sharding: if shard { OptimizerSharding::Zero3 } else { OptimizerSharding::None },
+            engine: Some(engine),
+            optimizer_sharding: sharding,
             overlap_grad_reduce: overlap,
             ..TrainingSetup::default()
         };

@@ -5,10 +5,10 @@
 //!   DeepSpeed at any depth, eager PyTorch): the gradients are reduced after
 //!   the last backward. ZeRO-1 and 2 reduce-scatter them and all-gather the
 //!   updated weights, the volume of one all-reduce. ZeRO-3 all-gathers the
-//!   16-bit weights for the forward and again for the backward and
-//!   reduce-scatters the gradients (Rajbhandari et al. 2020, sec. 7). An
-//!   all-gather or a reduce-scatter moves half what an all-reduce of the
-//!   same tensor does, so each is priced as half of one
+//!   weights (in the format the passes read) for the forward and again for
+//!   the backward and reduce-scatters the gradients (Rajbhandari et al.
+//!   2020, sec. 7). An all-gather or a reduce-scatter moves half what an
+//!   all-reduce of the same tensor does, so each is priced as half of one
 //!   ([`once_per_iteration_traffic`]).
 //! - **torchtitan's FSDP2 pipelines** keep each unit unsharded from its first
 //!   forward to its last backward (`reshard_after_forward` is off with
@@ -28,6 +28,21 @@
 //!   vocabulary projection, and a tied embedding's unit, which torchtitan
 //!   keeps). FSDP2 issues these on their own streams, so they overlap the
 //!   computation: [`overlapped_passes_s`] runs the two as a flow shop.
+//! - **DeepSpeed's own engine** (what a one-stage ZeRO-2 or ZeRO-3 plan
+//!   runs on: its pipeline engine refuses them) reduces at every
+//!   micro-step: with partitioned gradients each backward hook adds the
+//!   gradient to a bucket that is reduce-scattered when full
+//!   (deepspeed/runtime/zero/stage_1_and_2.py
+//!   `reduce_ready_partitions_and_remove_grads`, stage3.py the same with no
+//!   accumulation boundary at all). ZeRO-2 does it on the computation's
+//!   stream unless `overlap_comm` (off by default for stage 2, on for 3,
+//!   deepspeed/runtime/zero/config.py; the setup's `overlap_grad_reduce`
+//!   turns it on), and all-gathers the updated weights after the step;
+//!   ZeRO-3 gathers every unit before its forward and again before its
+//!   backward, overlapped. Its parameter reuse distance (1e9 elements by
+//!   default), which can keep the last units gathered into the backward,
+//!   and its buckets (reductions grouped up to 5e8 elements) are not
+//!   modelled: each layer is a unit.
 
 use crate::cost::Inputs;
 use crate::model::LayerKind;
@@ -37,9 +52,24 @@ use crate::setup::{Engine, OptimizerSharding, TrainingSetup};
 use super::*;
 
 /// Whether `setup` gathers and reduces at every micro-batch on a plan of
-/// `pp` pipeline ranks: torchtitan without a pipeline.
+/// `pp` pipeline ranks: torchtitan without a pipeline, and DeepSpeed's
+/// ZeRO-2 and ZeRO-3 (one stage only).
 pub(super) fn reduces_every_micro_batch(setup: &TrainingSetup, pp: usize) -> bool {
-    setup.engine == Some(Engine::Torchtitan) && pp == 1
+    pp == 1
+        && match setup.engine {
+            Some(Engine::Torchtitan) => true,
+            Some(Engine::DeepSpeed) => setup.optimizer_sharding >= OptimizerSharding::Zero2,
+            _ => false,
+        }
+}
+
+/// Whether the reductions at every micro-batch run beside the computation
+/// (their own stream) rather than on it: FSDP2's always, DeepSpeed's with
+/// `overlap_comm`, its default under ZeRO-3.
+fn reductions_overlap(setup: &TrainingSetup) -> bool {
+    setup.engine != Some(Engine::DeepSpeed)
+        || setup.optimizer_sharding == OptimizerSharding::Zero3
+        || setup.overlap_grad_reduce
 }
 
 /// The collectives `setup` runs once per iteration over a stage's replicas,
@@ -181,7 +211,8 @@ impl DeviceModel {
         if !reduces_every_micro_batch(&plan.setup, plan.pp()) || plan.dp() < 2 {
             return self.allreduce_times(inputs, plan, &net.allreduce, &net.tied);
         }
-        let units = self.fsdp_units(inputs, plan, compute, &net.allreduce[0]);
+        let curve = &net.allreduce[0];
+        let units = self.fsdp_units(inputs, plan, compute, curve);
         let m = (0..plan.dp())
             .map(|r| plan.micro_batches_of(r))
             .max()
@@ -197,13 +228,27 @@ impl DeviceModel {
                 mr as f64 * (f + b)
             })
             .fold(0.0, f64::max);
-        vec![(overlapped - computed).max(0.0)]
+        // ZeRO-2 all-gathers the updated weights after the step, once.
+        let setup = &plan.setup;
+        let after_step = if setup.optimizer_sharding == OptimizerSharding::Zero2 {
+            let tp = plan.rank_stages()[0].max_tp() as f64;
+            let params: f64 = plan
+                .rank_layers(0)
+                .into_iter()
+                .map(|c| inputs.model.stage_params(c) as f64)
+                .sum();
+            curve.at(params / tp * setup.formats.weights.bytes()) / 2.0
+        } else {
+            0.0
+        };
+        vec![(overlapped - computed).max(0.0) + after_step]
     }
 
-    /// The one stage of `plan` as FSDP2 units, one per layer: the slowest
-    /// replica's computation, layer by layer (the collectives hold every
-    /// replica to it), and the collectives over the replicas (one ring per
-    /// tensor-parallel rank, `allreduce` their cost).
+    /// The one stage of `plan` as units of its engine's collectives, one per
+    /// layer: the slowest replica's computation, layer by layer (the
+    /// collectives hold every replica to it), and the collectives over the
+    /// replicas (one ring per tensor-parallel rank, `allreduce` their cost).
+    /// Reductions that do not overlap the computation are added to it.
     fn fsdp_units(
         &self,
         inputs: &Inputs,
@@ -214,7 +259,16 @@ impl DeviceModel {
         let model = inputs.model;
         let setup = &plan.setup;
         let tp = plan.rank_stages()[0].max_tp() as f64;
-        let sharded = setup.optimizer_sharding == OptimizerSharding::Zero3;
+        let gathers = setup.optimizer_sharding == OptimizerSharding::Zero3;
+        // Replicated FSDP2 all-reduces; every other setup here shards the
+        // gradients: a reduce-scatter, half an all-reduce.
+        let reduce_share = if setup.optimizer_sharding >= OptimizerSharding::Zero2 {
+            0.5
+        } else {
+            1.0
+        };
+        let beside = reductions_overlap(setup);
+        let titan = setup.engine == Some(Engine::Torchtitan);
         let (w, g) = (setup.formats.weights.bytes(), gradient_bytes(setup));
         let o = self.options.pass_overhead_s;
         let mut kinds: Vec<usize> = compute.group_costs[0].clone();
@@ -240,23 +294,29 @@ impl DeviceModel {
                 } else {
                     layer.params as f64 / tp
                 };
-                let kept = layer.kind == LayerKind::VocabProjection
-                    || model.layers.iter().any(|x| x.tied_to == Some(l));
-                let (gather, reduce) = match (params > 0.0, sharded) {
-                    (false, _) => (0.0, 0.0),
-                    (true, true) => (
-                        allreduce.at(params * w) / 2.0,
-                        allreduce.at(params * g) / 2.0,
-                    ),
-                    (true, false) => (0.0, allreduce.at(params * g)),
+                // torchtitan keeps its last unit (and a tied embedding's)
+                // gathered from its forward to its backward.
+                let kept = titan
+                    && (layer.kind == LayerKind::VocabProjection
+                        || model.layers.iter().any(|x| x.tied_to == Some(l)));
+                let (gather, reduce) = if params > 0.0 {
+                    let gather = if gathers {
+                        allreduce.at(params * w) / 2.0
+                    } else {
+                        0.0
+                    };
+                    (gather, allreduce.at(params * g) * reduce_share)
+                } else {
+                    (0.0, 0.0)
                 };
                 let first = if i == 0 { o } else { 0.0 };
+                let on_stream = if beside { 0.0 } else { reduce };
                 UnitTimes {
                     forward_s: slowest(|c| c.forward_s) + first,
-                    backward_s: slowest(|c| c.backward_s) + first,
+                    backward_s: slowest(|c| c.backward_s) + first + on_stream,
                     gather_s: gather,
                     regather: !kept,
-                    reduce_s: reduce,
+                    reduce_s: reduce - on_stream,
                 }
             })
             .collect()

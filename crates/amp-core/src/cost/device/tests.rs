@@ -1693,3 +1693,53 @@ fn torchtitan_without_a_pipeline_gathers_and_reduces_every_micro_batch() {
         }
     }
 }
+
+#[test]
+fn deepspeed_zero2_reduces_every_micro_batch_on_the_computations_stream() {
+    // DeepSpeed's own engine (a one-stage ZeRO-2 plan) reduce-scatters each
+    // micro-step's gradients, without `overlap_comm` on the computation's
+    // stream, and all-gathers the updated weights after the step; with
+    // `overlap_comm` (`overlap_grad_reduce`) the reductions run beside the
+    // backward.
+    let (c, m) = (cluster(), model());
+    let p = fast_slow_profile();
+    let inputs = Inputs {
+        model: &m,
+        cluster: &c,
+        profile: &p,
+    };
+    let b = 3;
+    let mut pl = plan(vec![(0, 4, vec![vec![d(0, 0)], vec![d(0, 1)]])], b);
+    pl.setup = TrainingSetup {
+        engine: Some(crate::setup::Engine::DeepSpeed),
+        optimizer_sharding: OptimizerSharding::Zero2,
+        ..TrainingSetup::default()
+    };
+    let curve = time_only().allreduce_curves(&inputs, &pl)[0].clone();
+    let g = gradient_bytes(&pl.setup);
+    let w = pl.setup.formats.weights.bytes();
+    let per_layer = curve.at(1000.0 * g) / 2.0;
+    let gather = curve.at(4000.0 * w) / 2.0;
+    let e = time_only().evaluate(&inputs, &pl).unwrap();
+    assert_breakdown_adds_up(&e);
+    let want = b as f64 * 4.0 * per_layer + gather;
+    assert!(
+        (e.breakdown.dp_allreduce_s - want).abs() < 1e-12,
+        "{} vs {want}",
+        e.breakdown.dp_allreduce_s
+    );
+    // Beside the backward: only the first layer's, reduced last, and the
+    // gather after the step are exposed.
+    pl.setup.overlap_grad_reduce = true;
+    let o = time_only().evaluate(&inputs, &pl).unwrap();
+    assert!(
+        (o.breakdown.dp_allreduce_s - (per_layer + gather)).abs() < 1e-12,
+        "{:?}",
+        o.breakdown
+    );
+    // The pipeline engine's ZeRO-1 reduces once, after the last backward.
+    pl.setup.overlap_grad_reduce = false;
+    pl.setup.optimizer_sharding = OptimizerSharding::Zero1;
+    let once = time_only().evaluate(&inputs, &pl).unwrap();
+    assert!((once.breakdown.dp_allreduce_s - curve.at(4000.0 * g)).abs() < 1e-12);
+}
