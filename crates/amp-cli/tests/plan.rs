@@ -2646,3 +2646,144 @@ fn torchtitan_pipelines_hold_fsdp2s_unsharded_stage() {
         "{g} {params}"
     );
 }
+
+#[test]
+fn sharded_traffic_figures_are_the_readmes() {
+    // README, "torchtitan's FSDP2 traffic and DeepSpeed's ZeRO-2 and 3,
+    // when they run": one-stage plans whose engines gather and reduce at
+    // every micro-batch (sharded.rs).
+    let best = |args: &[&str]| {
+        let v = amp_json(args);
+        let p = v["plans"][0].clone();
+        (
+            p["tp"].as_u64().unwrap(),
+            p["dp"].as_u64().unwrap(),
+            p["pp"].as_u64().unwrap(),
+            p["micro_batch"].as_u64().unwrap(),
+            p["setup"]["optimizer_sharding"]
+                .as_str()
+                .unwrap_or("none")
+                .to_string(),
+            p["predicted_iteration_s"].as_f64().unwrap(),
+            p["breakdown"]["dp_allreduce_s"].as_f64().unwrap(),
+        )
+    };
+    let gpt3 = [
+        "plan",
+        "--model",
+        "gpt3-1.3b",
+        "--cluster",
+        "2x8xA100-40GB",
+        "--global-batch",
+        "256",
+        "--seq",
+        "2048",
+        "--engine",
+        "deepspeed",
+        "--json",
+        "--top",
+        "3",
+    ];
+    // ZeRO-2: every micro-batch's reduce-scatter on the computation's
+    // stream, and the weights' all-gather after the step.
+    let zero2 = best(&[&gpt3[..], &["--optimizer-sharding", "zero2"]].concat());
+    assert_eq!((zero2.0, zero2.1, zero2.2, zero2.3), (1, 16, 1, 4));
+    assert!((zero2.5 - 1.7172).abs() < 1e-3, "{zero2:?}");
+    // Over the shardings: ZeRO-3 fits micro-batch 8 and hides its traffic.
+    let any = best(&[&gpt3[..], &["--search-setup", "sharding"]].concat());
+    assert_eq!(
+        (any.0, any.1, any.2, any.3, any.4.as_str()),
+        (1, 16, 1, 8, "zero3")
+    );
+    assert!((any.5 - 1.5917).abs() < 1e-3, "{any:?}");
+    assert!(any.6 < 0.02, "{any:?}");
+    let llama = |rest: &[&str]| {
+        let base = [
+            "plan",
+            "--model",
+            "llama3-8b",
+            "--global-batch",
+            "256",
+            "--seq",
+            "4096",
+            "--json",
+            "--top",
+            "3",
+        ];
+        best(&[&base[..], rest].concat())
+    };
+    let ds3 = llama(&[
+        "--cluster",
+        "2x8xH100",
+        "--engine",
+        "deepspeed",
+        "--optimizer-sharding",
+        "zero3",
+    ]);
+    assert!((ds3.5 - 5.5455).abs() < 1e-3, "{ds3:?}");
+    // torchtitan without sharding on two nodes: the best is a pipeline,
+    // whose all-reduce is once per iteration; one stage at tp 2 x dp 8
+    // all-reduces at every micro-batch, mostly behind the backward.
+    let v = amp_json(&[
+        "plan",
+        "--model",
+        "llama3-8b",
+        "--cluster",
+        "2x8xH100",
+        "--global-batch",
+        "256",
+        "--seq",
+        "4096",
+        "--engine",
+        "torchtitan",
+        "--json",
+        "--top",
+        "5",
+    ]);
+    let plans = v["plans"].as_array().unwrap();
+    let t0 = plans[0]["predicted_iteration_s"].as_f64().unwrap();
+    assert!(
+        plans[0]["pp"].as_u64().unwrap() > 1 && (t0 - 5.9484).abs() < 1e-3,
+        "{t0}"
+    );
+    let one = plans
+        .iter()
+        .find(|p| (p["tp"].as_u64(), p["pp"].as_u64()) == (Some(2), Some(1)))
+        .expect("tp 2 in one stage");
+    let t = one["predicted_iteration_s"].as_f64().unwrap();
+    assert!((t - 6.1782).abs() < 1e-3, "{t}");
+    // torchtitan on one node: NVLink hides most of FSDP2's traffic.
+    let v = amp_json(&[
+        "plan",
+        "--model",
+        "llama3-8b",
+        "--cluster",
+        "1x8xH100",
+        "--global-batch",
+        "64",
+        "--seq",
+        "4096",
+        "--engine",
+        "torchtitan",
+        "--optimizer-sharding",
+        "zero3",
+        "--json",
+        "--top",
+        "1",
+    ]);
+    let p = &v["plans"][0];
+    assert_eq!(
+        (
+            p["tp"].as_u64(),
+            p["dp"].as_u64(),
+            p["micro_batch"].as_u64()
+        ),
+        (Some(1), Some(8), Some(2))
+    );
+    let t = p["predicted_iteration_s"].as_f64().unwrap();
+    let exposed = p["breakdown"]["dp_allreduce_s"].as_f64().unwrap();
+    assert!(
+        (t - 2.7592).abs() < 1e-3 && (exposed - 0.061).abs() < 1e-3,
+        "{t} {exposed}"
+    );
+}
