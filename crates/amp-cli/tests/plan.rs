@@ -2689,14 +2689,15 @@ fn sharded_traffic_figures_are_the_readmes() {
     let zero2 = best(&[&gpt3[..], &["--optimizer-sharding", "zero2"]].concat());
     assert_eq!((zero2.0, zero2.1, zero2.2, zero2.3), (1, 16, 1, 4));
     assert!((zero2.5 - 1.7172).abs() < 1e-3, "{zero2:?}");
-    // Over the shardings: ZeRO-3 fits micro-batch 8 and hides its traffic.
+    // Over the shardings: ZeRO-3 hides its traffic behind the passes (its
+    // micro-batch 8 does not fit beside DeepSpeed's buckets).
     let any = best(&[&gpt3[..], &["--search-setup", "sharding"]].concat());
     assert_eq!(
         (any.0, any.1, any.2, any.3, any.4.as_str()),
-        (1, 16, 1, 8, "zero3")
+        (1, 16, 1, 4, "zero3")
     );
-    assert!((any.5 - 1.5917).abs() < 1e-3, "{any:?}");
-    assert!(any.6 < 0.02, "{any:?}");
+    assert!((any.5 - 1.6077).abs() < 1e-3, "{any:?}");
+    assert!((any.6 - 0.021).abs() < 1e-3, "{any:?}");
     let llama = |rest: &[&str]| {
         let base = [
             "plan",

@@ -74,6 +74,9 @@
 //! - what the model keeps on **every GPU outside its layers**
 //!   ([`Model::resident_bytes_per_device`], e.g. the AMP artifact's TransGAN
 //!   discriminator), whatever the stage;
+//! - the **engine's own buffers** (`engine_buffer_bytes`): DeepSpeed's
+//!   ZeRO-2 and ZeRO-3 gradient-reduction bucket and ZeRO-3's prefetch
+//!   bucket, at their default sizes;
 //! - a **framework reserve** (`reserve_bytes`, the fitted
 //!   [`crate::cost::Calibration::framework_reserve_bytes`]): CUDA context,
 //!   communication buffers, workspaces and allocator fragmentation: what
@@ -151,7 +154,7 @@ fn device_memory(
         setup,
         (dp, stage, pp),
         (plan_mbs, b),
-        fixed_bytes(model, reserve_bytes),
+        fixed_bytes(model, setup, tp, reserve_bytes),
     )
 }
 
@@ -293,10 +296,14 @@ fn layer_bytes(
 }
 
 /// What every device holds besides its stage's own memory: the framework's
-/// `reserve_bytes` and what the model keeps on every GPU outside its layers
-/// ([`Model::resident_bytes_per_device`]); both read as "other" memory.
-fn fixed_bytes(model: &Model, reserve_bytes: f64) -> f64 {
-    reserve_bytes + model.resident_bytes_per_device.unwrap_or(0) as f64
+/// `reserve_bytes`, what the model keeps on every GPU outside its layers
+/// ([`Model::resident_bytes_per_device`]) and the engine's own buffers
+/// under `setup` at tensor-parallel degree `tp` ([`engine_buffer_bytes`]);
+/// all read as "other" memory.
+fn fixed_bytes(model: &Model, setup: &TrainingSetup, tp: usize, reserve_bytes: f64) -> f64 {
+    reserve_bytes
+        + model.resident_bytes_per_device.unwrap_or(0) as f64
+        + engine_buffer_bytes(model, setup, tp)
 }
 
 /// [`device_memory`] from its stage's [`layer_bytes`]: pipeline rank
@@ -483,7 +490,6 @@ fn each_replica_bytes(
     reserve_bytes: f64,
     mut f: impl FnMut(usize, usize, &[Device], DeviceBytes) -> bool,
 ) {
-    let other = fixed_bytes(model, reserve_bytes);
     let pp = plan.pp();
     for (j, stage) in plan.rank_stages().iter().enumerate() {
         let chunks = plan.rank_layers(j);
@@ -512,7 +518,7 @@ fn each_replica_bytes(
                         &plan.setup,
                         (stage.dp(), j, pp),
                         (plan.micro_batch, key.1),
-                        other,
+                        fixed_bytes(model, &plan.setup, key.0, reserve_bytes),
                     );
                     kinds.push((key, m));
                     m

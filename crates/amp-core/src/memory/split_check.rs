@@ -145,7 +145,6 @@ impl SplitMemoryCheck {
         }
         let setup = &layout.setup;
         let pipelined = layout.pp() > 1;
-        let other = fixed_bytes(model, reserve_bytes);
         let mut tables: Vec<(usize, SplitLayerBytes)> = Vec::new();
         let mut kinds = Vec::new();
         let mut of_rank = vec![0];
@@ -174,6 +173,7 @@ impl SplitMemoryCheck {
                         tables.len() - 1
                     }
                 };
+                let other = fixed_bytes(model, setup, tp, reserve_bytes);
                 kinds.push(SplitKind {
                     replicas,
                     table,
@@ -303,8 +303,8 @@ pub fn stage_memory_tables(
     setup: &TrainingSetup,
     reserve_bytes: f64,
 ) -> StageMemoryTables {
-    let other = fixed_bytes(model, reserve_bytes);
     let tp = grid.tp;
+    let other = fixed_bytes(model, setup, tp, reserve_bytes);
     let t = tp.max(1) as f64;
     let mbs = micro_batch as f64;
     let n = model.num_layers();

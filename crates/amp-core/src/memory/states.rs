@@ -95,6 +95,47 @@ pub(crate) fn state_bytes(setup: &TrainingSetup, dp: usize) -> StateBytes {
     }
 }
 
+/// Elements of DeepSpeed's gradient-reduction bucket, `reduce_bucket_size`'s
+/// default (deepspeed/runtime/zero/config.py). With `contiguous_gradients`
+/// (its default) ZeRO-2 allocates a bucket of that many 16-bit elements at
+/// each micro-step's first gradient, and a second with `overlap_comm`
+/// (stage_1_and_2.py `setup_buckets`), kept until the next micro-step's;
+/// ZeRO-3 allocates one per gradient type when the optimizer is built
+/// (stage3.py), for good.
+pub const DEEPSPEED_REDUCE_BUCKET_ELEMS: f64 = 5e8;
+
+/// Elements of DeepSpeed ZeRO-3's parameter prefetch bucket,
+/// `stage3_prefetch_bucket_size`'s default: the weights gathered ahead of
+/// the layer that needs them.
+pub const DEEPSPEED_PREFETCH_BUCKET_ELEMS: f64 = 5e7;
+
+/// Bytes every GPU (tensor-parallel degree `tp`) holds for its engine's
+/// own buffers under `setup`, whatever its layers: DeepSpeed's ZeRO-2 and
+/// ZeRO-3 buckets ([`DEEPSPEED_REDUCE_BUCKET_ELEMS`],
+/// [`DEEPSPEED_PREFETCH_BUCKET_ELEMS`]), in the weights' 16-bit format, and
+/// under ZeRO-3 the layer it holds gathered while it computes, the largest
+/// (ZeRO-3 plans have one stage: every layer is the GPU's); nothing
+/// elsewhere. Not examined: what DeepSpeed's pipeline engine keeps under
+/// ZeRO-1 (the reserve fitted on the measured sets holds it).
+pub(crate) fn engine_buffer_bytes(model: &Model, setup: &TrainingSetup, tp: usize) -> f64 {
+    if setup.engine != Some(crate::setup::Engine::DeepSpeed) {
+        return 0.0;
+    }
+    let w = setup.formats.weights.bytes();
+    match setup.optimizer_sharding {
+        OptimizerSharding::Zero2 => {
+            let buckets = if setup.overlap_grad_reduce { 2.0 } else { 1.0 };
+            buckets * DEEPSPEED_REDUCE_BUCKET_ELEMS * w
+        }
+        OptimizerSharding::Zero3 => {
+            let largest = model.layers.iter().map(|l| l.params).max().unwrap_or(0);
+            let gathered = largest as f64 / tp.max(1) as f64;
+            (DEEPSPEED_REDUCE_BUCKET_ELEMS + DEEPSPEED_PREFETCH_BUCKET_ELEMS + gathered) * w
+        }
+        _ => 0.0,
+    }
+}
+
 /// Bytes per parameter the optimizer step allocates while it runs, with `dp`
 /// data-parallel replicas: PyTorch's foreach Adam(W) computes `sqrt(v)`
 /// into new tensors, one optimizer-state element per parameter of its

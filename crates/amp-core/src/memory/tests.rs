@@ -1537,3 +1537,48 @@ fn megatron_holds_its_gradients_once_beside_data_parallelism() {
     };
     assert_eq!(state_bytes(&ddp, 8).gradients, 4.0 * DP_GRADIENT_COPIES);
 }
+
+#[test]
+fn deepspeed_zero2_and_zero3_hold_their_buckets() {
+    // DeepSpeed's own engine allocates its gradient-reduction bucket at
+    // `reduce_bucket_size` (5e8 elements, 16-bit) under ZeRO-2 (two with
+    // `overlap_comm`) and ZeRO-3, and ZeRO-3 its prefetch bucket (5e7): on
+    // every GPU, whatever its layers, and ZeRO-3 the largest layer gathered
+    // while it computes; nothing under ZeRO-1 or elsewhere.
+    let ds = |sharding: OptimizerSharding, overlap: bool| TrainingSetup {
+        engine: Some(crate::setup::Engine::DeepSpeed),
+        optimizer_sharding: sharding,
+        overlap_grad_reduce: overlap,
+        ..TrainingSetup::default()
+    };
+    let m = tiny_decoder(false);
+    let largest = m.layers.iter().map(|l| l.params).max().unwrap() as f64;
+    let buffers = |s: &TrainingSetup, tp: usize| engine_buffer_bytes(&m, s, tp);
+    assert_eq!(buffers(&ds(OptimizerSharding::Zero2, false), 1), 1e9);
+    assert_eq!(buffers(&ds(OptimizerSharding::Zero2, true), 2), 2e9);
+    for tp in [1, 2] {
+        let want = 1.1e9 + 2.0 * largest / tp as f64;
+        assert_eq!(buffers(&ds(OptimizerSharding::Zero3, false), tp), want);
+    }
+    assert_eq!(buffers(&ds(OptimizerSharding::Zero1, false), 1), 0.0);
+    let titan = torchtitan_setup(OptimizerSharding::Zero3);
+    assert_eq!(buffers(&titan, 1), 0.0);
+    // `amp eval` reads them as other memory, and the tables and the split
+    // check price them alike.
+    let mut c = clusters::homogeneous();
+    c.nodes.truncate(1);
+    c.nodes[0].gpus = 2;
+    let grid = DeviceGrid::new(&c, 1, 2, 1, &Placement::artifact_default(&c));
+    for (sharding, overlap) in [
+        (OptimizerSharding::Zero2, false),
+        (OptimizerSharding::Zero2, true),
+        (OptimizerSharding::Zero3, false),
+    ] {
+        let setup = ds(sharding, overlap);
+        let plan = crate::search::plan_from_grid(&grid, &[0, 5], 1, 2, &setup);
+        for d in plan_memory(&m, &c, &plan, RESERVE) {
+            assert_eq!(d.other_bytes, RESERVE + buffers(&setup, 1));
+        }
+        tables_agree_for(false, setup, (2, 1, 1, 2));
+    }
+}
