@@ -45,8 +45,8 @@ import tempfile
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from titan_wrap import wrap_as_torchtitan
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.profiler import ProfilerActivity, profile
 from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -92,15 +92,7 @@ def one_mode(mesh, cfg, state, pipelined):
     after their forward in one stage, not in a pipeline's."""
     m = AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa")
     m.load_state_dict(state)
-    policy = MixedPrecisionPolicy(
-        param_dtype=torch.bfloat16, reduce_dtype=torch.float32, cast_forward_inputs=False
-    )
-    kw = {"mesh": mesh, "mp_policy": policy}
-    fully_shard(m.model.embed_tokens, reshard_after_forward=not pipelined, **kw)
-    fully_shard([m.model.norm, m.lm_head], reshard_after_forward=False, **kw)
-    for block in m.model.layers:
-        fully_shard(block, reshard_after_forward=not pipelined, **kw)
-    fully_shard(m, **kw)
+    wrap_as_torchtitan(m, mesh, pipelined)
     opt = torch.optim.AdamW(m.parameters(), lr=1e-4, fused=True)
     ids = torch.randint(0, cfg.vocab_size, (1, SEQ))
 

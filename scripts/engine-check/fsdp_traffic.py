@@ -34,8 +34,8 @@ import sys
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from titan_wrap import wrap_as_torchtitan
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from transformers import AutoConfig, AutoModelForCausalLM
 
 CONFIG = {
@@ -75,15 +75,7 @@ def logged(name, fn):
 
 def run(mesh, cfg, pipelined):
     m = AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa")
-    policy = MixedPrecisionPolicy(
-        param_dtype=torch.bfloat16, reduce_dtype=torch.float32, cast_forward_inputs=False
-    )
-    kw = {"mesh": mesh, "mp_policy": policy}
-    fully_shard(m.model.embed_tokens, reshard_after_forward=not pipelined, **kw)
-    fully_shard([m.model.norm, m.lm_head], reshard_after_forward=False, **kw)
-    for block in m.model.layers:
-        fully_shard(block, reshard_after_forward=not pipelined, **kw)
-    fully_shard(m, **kw)
+    wrap_as_torchtitan(m, mesh, pipelined)
     ids = torch.randint(0, cfg.vocab_size, (1, SEQ))
     passes = []
     for _ in range(2):
