@@ -76,7 +76,8 @@
 //!   discriminator), whatever the stage;
 //! - the **engine's own buffers** (`engine_buffer_bytes`): DeepSpeed's
 //!   ZeRO-2 and ZeRO-3 gradient-reduction bucket and ZeRO-3's prefetch
-//!   bucket, at their default sizes;
+//!   bucket, at their default sizes, and the largest layer ZeRO-3 holds
+//!   gathered while it computes;
 //! - a **framework reserve** (`reserve_bytes`, the fitted
 //!   [`crate::cost::Calibration::framework_reserve_bytes`]): CUDA context,
 //!   communication buffers, workspaces and allocator fragmentation: what

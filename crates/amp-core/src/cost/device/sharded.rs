@@ -274,6 +274,8 @@ impl DeviceModel {
         let mut kinds: Vec<usize> = compute.group_costs[0].clone();
         kinds.sort_unstable();
         kinds.dedup();
+        // Layers another layer's weights are tied to (a tied embedding).
+        let owners: Vec<usize> = model.layers.iter().filter_map(|x| x.tied_to).collect();
         let layers = plan.rank_layers(0);
         layers
             .iter()
@@ -296,9 +298,8 @@ impl DeviceModel {
                 };
                 // torchtitan keeps its last unit (and a tied embedding's)
                 // gathered from its forward to its backward.
-                let kept = titan
-                    && (layer.kind == LayerKind::VocabProjection
-                        || model.layers.iter().any(|x| x.tied_to == Some(l)));
+                let kept =
+                    titan && (layer.kind == LayerKind::VocabProjection || owners.contains(&l));
                 let (gather, reduce) = if params > 0.0 {
                     let gather = if gathers {
                         allreduce.at(params * w) / 2.0
