@@ -110,7 +110,9 @@ pub(crate) struct UnitTimes {
 /// at a time on the network, in the order FSDP2 issues them (its gathers
 /// and reductions share one process group). Each computation waits for its
 /// gather; a gather is issued when the computation before the one that
-/// needs it starts (FSDP2 prefetches one unit ahead), so ahead of that
+/// needs it starts (FSDP2 prefetches one unit ahead: a unit's all-gather
+/// waits for the previous one's copy-out, `wait_for_unshard` in
+/// torch/distributed/fsdp/_fully_shard/_fsdp_param_group.py), so ahead of that
 /// computation's reduction, issued when it ends; the next micro-batch's
 /// first gather comes after the last reduction. Once the passes repeat (each micro-batch adds the same time, as
 /// they do after a few), the rest is extrapolated, so a search over huge
