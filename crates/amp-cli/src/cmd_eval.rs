@@ -170,6 +170,12 @@ fn print_text(
     ] {
         writeln!(out, "  {name:<26}{v:>10.4} s {:>6.1} %", pct(v))?;
     }
+    if plan.setup.reduces_every_micro_batch(plan.pp()) && plan.dp() > 1 {
+        writeln!(
+            out,
+            "  (data-parallel: the gathers and reductions of every micro-batch, beyond what the passes hide)"
+        )?;
+    }
     if est.memory.is_empty() {
         writeln!(out, "memory: not modelled by this cost model")?;
         return Ok(());

@@ -1000,3 +1000,65 @@ fn eager_block_activations_are_the_checked_figures() {
     // output and the 16-bit probabilities, 8 heads x 384^2 x 6 bytes.
     assert_eq!(neo("none") - neo("selective"), 8.0 * 384.0 * 384.0 * 6.0);
 }
+
+#[test]
+fn eval_says_what_the_data_parallel_line_holds_where_traffic_runs_every_micro_batch() {
+    // torchtitan without a pipeline gathers and reduces at every
+    // micro-batch; the breakdown's data-parallel line is then what that
+    // traffic adds beyond what the passes hide, and the output says so.
+    // Megatron-LM reduces once, after the last backward: no such line.
+    let note = "the gathers and reductions of every micro-batch";
+    for (engine, sharding, said) in [
+        ("torchtitan", "zero3", true),
+        ("torchtitan", "none", true),
+        ("megatron", "zero1", false),
+    ] {
+        let base = [
+            "--model",
+            "llama3-8b",
+            "--seq",
+            "4096",
+            "--cluster",
+            "1x8xH100",
+        ];
+        let plan = amp_text(
+            &[
+                &["plan"][..],
+                &base,
+                &[
+                    "--global-batch",
+                    "64",
+                    "--engine",
+                    engine,
+                    "--optimizer-sharding",
+                    sharding,
+                    "--json",
+                    "--top",
+                    "100",
+                ],
+            ]
+            .concat(),
+        );
+        // The first one-stage plan with replicas.
+        let v: serde_json::Value = serde_json::from_str(&plan).unwrap();
+        let rank = v["plans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["pp"] == 1 && p["dp"].as_u64().unwrap() > 1)
+            .expect("a one-stage plan")["rank"]
+            .to_string();
+        let path = tmp(
+            &format!("every-micro-batch-{engine}-{sharding}.json"),
+            &plan,
+        );
+        let text = amp_text(
+            &[
+                &["eval", path.to_str().unwrap(), "--rank", rank.as_str()][..],
+                &base,
+            ]
+            .concat(),
+        );
+        assert_eq!(text.contains(note), said, "{engine} {sharding}:\n{text}");
+    }
+}

@@ -863,6 +863,20 @@ impl TrainingSetup {
         s
     }
 
+    /// Whether a plan of `pp` pipeline ranks under this setup gathers and
+    /// reduces over its replicas at every micro-batch rather than once per
+    /// iteration: torchtitan's FSDP2 without a pipeline, and DeepSpeed's own
+    /// engine under ZeRO-2 and ZeRO-3 (one stage only). See
+    /// `cost/device/sharded.rs`.
+    pub fn reduces_every_micro_batch(&self, pp: usize) -> bool {
+        pp == 1
+            && match self.engine {
+                Some(Engine::Torchtitan) => true,
+                Some(Engine::DeepSpeed) => self.optimizer_sharding >= OptimizerSharding::Zero2,
+                _ => false,
+            }
+    }
+
     /// Model chunks per pipeline rank (1 unless interleaved).
     pub fn virtual_stages(&self) -> usize {
         self.schedule.virtual_stages()

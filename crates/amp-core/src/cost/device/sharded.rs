@@ -52,15 +52,9 @@ use crate::setup::{Engine, OptimizerSharding, TrainingSetup};
 use super::*;
 
 /// Whether `setup` gathers and reduces at every micro-batch on a plan of
-/// `pp` pipeline ranks: torchtitan without a pipeline, and DeepSpeed's
-/// ZeRO-2 and ZeRO-3 (one stage only).
+/// `pp` pipeline ranks ([`TrainingSetup::reduces_every_micro_batch`]).
 pub(super) fn reduces_every_micro_batch(setup: &TrainingSetup, pp: usize) -> bool {
-    pp == 1
-        && match setup.engine {
-            Some(Engine::Torchtitan) => true,
-            Some(Engine::DeepSpeed) => setup.optimizer_sharding >= OptimizerSharding::Zero2,
-            _ => false,
-        }
+    setup.reduces_every_micro_batch(pp)
 }
 
 /// Whether the reductions at every micro-batch run beside the computation
