@@ -536,10 +536,7 @@ impl DeviceModel {
             optimizer_s: (0..pp)
                 .map(|j| self.optimizer_time(inputs, plan, j, &compute.step_kinds[j]))
                 .collect(),
-            // Traffic at every micro-batch is overlapped already: what
-            // `reduction_times` gives is what the passes leave exposed.
-            overlap_allreduce: setup.overlap_grad_reduce
-                && !sharded::reduces_every_micro_batch(setup, pp),
+            overlap_allreduce: sharded::bucketed_overlap(setup, pp),
             allreduce_tail_fraction: tail,
             blocking_sends: self.options.blocking_sends,
             lockstep: setup.stage_exchange() == StageExchange::Lockstep,
@@ -712,10 +709,8 @@ impl DeviceModel {
                 before_b += b + back.get(j).copied().unwrap_or(0.0);
             }
         }
-        let overlapped =
-            plan.setup.overlap_grad_reduce && !sharded::reduces_every_micro_batch(&plan.setup, pp);
-        let allreduce =
-            (!overlapped).then(|| self.reduction_times(inputs, plan, compute, net, passes));
+        let allreduce = (!sharded::bucketed_overlap(&plan.setup, pp))
+            .then(|| self.reduction_times(inputs, plan, compute, net, passes));
         (0..pp)
             .map(|j| {
                 last[j]
@@ -1022,18 +1017,12 @@ impl DeviceModel {
         }
         // The once-per-iteration traffic: a plan that reduces at every
         // micro-batch has one stage, whose split the tail does not choose.
-        let traffic = sharded::once_per_iteration_traffic(setup);
+        let per_rank = probe / grid.tp as f64;
         let s_per_param = allreduce
             .iter()
             .map(|curve| {
-                traffic
-                    .iter()
-                    .map(|&(b, share)| {
-                        let bytes = probe / grid.tp as f64 * b;
-                        (curve.at(bytes) - curve.at(0.0)) * share
-                    })
-                    .sum::<f64>()
-                    / probe
+                let at = |params| sharded::once_per_iteration_s(curve, setup, params);
+                (at(per_rank) - at(0.0)) / probe
             })
             .collect();
         GridNet {

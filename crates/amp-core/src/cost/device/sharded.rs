@@ -9,7 +9,7 @@
 //!   the backward and reduce-scatters the gradients (Rajbhandari et al.
 //!   2020, sec. 7). An all-gather or a reduce-scatter moves half what an
 //!   all-reduce of the same tensor does, so each is priced as half of one
-//!   ([`once_per_iteration_traffic`]).
+//!   ([`once_per_iteration_s`]).
 //! - **torchtitan's FSDP2 pipelines** keep each unit unsharded from its first
 //!   forward to its last backward (`reshard_after_forward` is off with
 //!   pipelining, torchtitan/distributed/fsdp.py, and
@@ -51,10 +51,12 @@ use crate::setup::{Engine, OptimizerSharding, TrainingSetup};
 
 use super::*;
 
-/// Whether `setup` gathers and reduces at every micro-batch on a plan of
-/// `pp` pipeline ranks ([`TrainingSetup::reduces_every_micro_batch`]).
-pub(super) fn reduces_every_micro_batch(setup: &TrainingSetup, pp: usize) -> bool {
-    setup.reduces_every_micro_batch(pp)
+/// Whether the reduction after the last backward overlaps it as buckets
+/// (the setup's `overlap_grad_reduce`) on a plan of `pp` pipeline ranks:
+/// not where the traffic runs at every micro-batch, whose overlap
+/// [`DeviceModel::reduction_times`] has priced already.
+pub(super) fn bucketed_overlap(setup: &TrainingSetup, pp: usize) -> bool {
+    setup.overlap_grad_reduce && !setup.reduces_every_micro_batch(pp)
 }
 
 /// Whether the reductions at every micro-batch run beside the computation
@@ -66,19 +68,30 @@ fn reductions_overlap(setup: &TrainingSetup) -> bool {
         || setup.overlap_grad_reduce
 }
 
-/// The collectives `setup` runs once per iteration over a stage's replicas,
-/// each as (bytes per parameter, share of an all-reduce of that many
-/// bytes): an all-reduce is 1, an all-gather or a reduce-scatter 1/2.
-pub(super) fn once_per_iteration_traffic(setup: &TrainingSetup) -> Vec<(f64, f64)> {
+/// Seconds of the collectives `setup` runs once per iteration over a
+/// stage's replicas, `params` parameters per rank, `allreduce` the cost of
+/// an all-reduce over them: an all-reduce of the gradients, or under ZeRO-3
+/// a reduce-scatter of them and all-gathers of the weights, each half an
+/// all-reduce of its bytes.
+pub(super) fn once_per_iteration_s(
+    allreduce: &collective::CostCurve,
+    setup: &TrainingSetup,
+    params: f64,
+) -> f64 {
     let (w, g) = (setup.formats.weights.bytes(), gradient_bytes(setup));
     let sharded = setup.optimizer_sharding == OptimizerSharding::Zero3;
-    match (setup.engine == Some(Engine::Torchtitan), sharded) {
+    // (bytes per parameter, share of an all-reduce of that many bytes).
+    let traffic: &[(f64, f64)] = match (setup.engine == Some(Engine::Torchtitan), sharded) {
         // FSDP2 under a pipeline: one gather, one reduce-scatter.
-        (true, true) => vec![(g, 0.5), (w, 0.5)],
+        (true, true) => &[(g, 0.5), (w, 0.5)],
         // ZeRO-3: a gather for the forward and one for the backward.
-        (false, true) => vec![(g, 0.5), (w, 1.0)],
-        _ => vec![(g, 1.0)],
-    }
+        (false, true) => &[(g, 0.5), (w, 1.0)],
+        _ => &[(g, 1.0)],
+    };
+    traffic
+        .iter()
+        .map(|&(b, share)| allreduce.at(params * b) * share)
+        .sum()
 }
 
 /// One unit (layer) of a stage as FSDP2 runs it in one micro-batch.
@@ -193,7 +206,8 @@ impl DeviceModel {
     /// What each pipeline rank of `plan` spends on data-parallel traffic
     /// after its last backward: the once-per-iteration reduction
     /// ([`Self::allreduce_times`]), or, where the engine gathers and
-    /// reduces at every micro-batch ([`reduces_every_micro_batch`]), all
+    /// reduces at every micro-batch
+    /// ([`TrainingSetup::reduces_every_micro_batch`]), all
     /// that traffic leaves exposed, the overlapped passes'
     /// ([`overlapped_passes_s`]) time beyond their computation.
     pub(super) fn reduction_times(
@@ -204,7 +218,7 @@ impl DeviceModel {
         net: &NetPrices,
         passes: &Passes,
     ) -> Vec<f64> {
-        if !reduces_every_micro_batch(&plan.setup, plan.pp()) || plan.dp() < 2 {
+        if !plan.setup.reduces_every_micro_batch(plan.pp()) || plan.dp() < 2 {
             return self.allreduce_times(inputs, plan, &net.allreduce, &net.tied);
         }
         let curve = &net.allreduce[0];

@@ -76,7 +76,6 @@ impl DeviceModel {
         let model = inputs.model;
         let setup = &plan.setup;
         let tied_g = setup.formats.gradients.bytes();
-        let traffic = super::sharded::once_per_iteration_traffic(setup);
         // Pipeline rank j's devices (its first chunk's).
         let ranks = plan.rank_stages();
         let mut out: Vec<f64> = ranks
@@ -89,11 +88,7 @@ impl DeviceModel {
                     .into_iter()
                     .map(|c| model.stage_params(c))
                     .sum();
-                let params = params as f64 / tp as f64;
-                traffic
-                    .iter()
-                    .map(|&(b, share)| curves[j].at(params * b) * share)
-                    .sum::<f64>()
+                super::sharded::once_per_iteration_s(&curves[j], setup, params as f64 / tp as f64)
             })
             .collect();
         let pp = plan.pp().max(1);
