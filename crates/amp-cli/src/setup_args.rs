@@ -23,7 +23,9 @@ pub struct SetupArgs {
     /// its even split of the blocks).
     #[arg(long, value_parser = parse_schedule, help_heading = "Training setup")]
     pub schedule: Option<Schedule>,
-    /// Activation recomputation: none, selective (attention core) or full;
+    /// Activation recomputation: none, selective (the attention core; under
+    /// torchtitan its per-op selective checkpointing, which keeps every
+    /// other matrix product's output and the attention's) or full;
     /// `--recompute` alone means full.
     #[arg(long, num_args = 0..=1, default_missing_value = "full", value_parser = parse_recompute, help_heading = "Training setup")]
     pub recompute: Option<Recompute>,

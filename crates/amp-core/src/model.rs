@@ -237,6 +237,59 @@ impl Architecture {
     pub fn gated(&self) -> bool {
         matches!(self.activation, Activation::Swiglu | Activation::Geglu)
     }
+
+    /// A block's matrix products in the order its forward runs them (query,
+    /// key and value, or their fused projection when `fused_qkv` or the
+    /// family's code fuses them; the attention output; gate and up, or
+    /// their fused projection, or the first MLP matrix; the last), for a
+    /// model of width `hidden` with `heads` query heads. torchtitan's and
+    /// Hugging Face's code run them in this order (`w2(F.silu(w1(x)) *
+    /// w3(x))` computes the gate first).
+    pub fn block_projections(&self, hidden: u64, heads: u64, fused_qkv: bool) -> Vec<Projection> {
+        let q = heads * self.head_dim;
+        let kv = self.kv_heads * self.head_dim;
+        let col = |in_width, out_width| Projection {
+            in_width,
+            out_width,
+            row_parallel: false,
+        };
+        let mut p = if fused_qkv || self.fused_qkv() {
+            vec![col(hidden, q + 2 * kv)]
+        } else {
+            vec![col(hidden, q), col(hidden, kv), col(hidden, kv)]
+        };
+        p.push(Projection {
+            in_width: q,
+            out_width: hidden,
+            row_parallel: true,
+        });
+        let f = self.ffn_hidden;
+        match (self.gated(), self.fused_gate_up()) {
+            (true, true) => p.push(col(hidden, 2 * f)),
+            (true, false) => p.extend([col(hidden, f), col(hidden, f)]),
+            (false, _) => p.push(col(hidden, f)),
+        }
+        p.push(Projection {
+            in_width: f,
+            out_width: hidden,
+            row_parallel: true,
+        });
+        p
+    }
+}
+
+/// One matrix product of a block ([`Architecture::block_projections`]):
+/// its input and output widths per token, and whether tensor parallelism
+/// splits its input (row-parallel: each rank writes partial sums of the
+/// whole output) rather than its output (column-parallel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Projection {
+    /// Input elements per token.
+    pub in_width: u64,
+    /// Output elements per token, over the whole group.
+    pub out_width: u64,
+    /// Row-parallel (the attention output and the MLP's last matrix).
+    pub row_parallel: bool,
 }
 
 /// A model as the planner sees it: a list of layers in execution order, each

@@ -259,7 +259,8 @@ pub enum Recompute {
     None,
     /// Recompute only the attention core (softmax, dropout, the two
     /// batched products), as Megatron-LM's `--recompute-activations`
-    /// (Korthikanti et al. 2022, sec. 5).
+    /// (Korthikanti et al. 2022, sec. 5). Under torchtitan, its per-op
+    /// selective checkpointing instead ([`TrainingSetup::per_op_selective`]).
     Selective,
     /// Recompute whole transformer blocks from their input.
     Full,
@@ -875,6 +876,18 @@ impl TrainingSetup {
                 Some(Engine::DeepSpeed) => self.optimizer_sharding >= OptimizerSharding::Zero2,
                 _ => false,
             }
+    }
+
+    /// Whether selective recomputation is torchtitan's per-op selective
+    /// checkpointing (`SelectiveAC`, torchtitan/distributed/
+    /// activation_checkpoint.py, what amp's export asks for): each block
+    /// keeps its input and the outputs of the ops in its save list (the
+    /// attention kernel's, every other matrix product's counted in the
+    /// order the forward runs them, and with sequence parallelism the
+    /// reduce-scatters') and reruns the rest before its backward, where
+    /// Megatron-LM reruns the attention core alone.
+    pub fn per_op_selective(&self) -> bool {
+        self.recompute == Recompute::Selective && self.engine == Some(Engine::Torchtitan)
     }
 
     /// Model chunks per pipeline rank (1 unless interleaved).

@@ -233,6 +233,61 @@ pub(super) fn attention_core_bytes(model: &Model, tp: f64, setup: &TrainingSetup
     }
 }
 
+/// What a block keeps per sample on one rank of a tensor-parallel group of
+/// degree `tp` under torchtitan's per-op selective checkpointing
+/// ([`TrainingSetup::per_op_selective`]), bytes; `None` for a model without
+/// an architecture (the Megatron-style count then stands). From
+/// torchtitan's `SelectiveAC` policy: the checkpoint keeps the block's
+/// input (the residual stream; a sequence shard under sequence
+/// parallelism), and the outputs of the ops in its save list are cached
+/// for the backward, everything else rerun:
+/// - of the matrix products ([`crate::model::Architecture::block_projections`],
+///   counted in forward order; torchtitan 0.3.0 builds every flavor it
+///   ships a recipe for with one fused QKV projection, `fuse_qkv=True` in
+///   torchtitan/models/llama3 and qwen3), the first, third, fifth, ...: the
+///   policy recomputes every second one. A column-parallel product's
+///   output is this rank's slice; a row-parallel one's is the whole partial
+///   sum;
+/// - the attention kernel's output and its fp32 log-sum-exp (one per head
+///   and token); an explicit attention's probabilities too (PyTorch's math
+///   kernel returns them);
+/// - with sequence parallelism, the reduce-scatters after the two
+///   row-parallel products (communication in the save list); the
+///   all-gathers before the others are rerun.
+///
+/// Checked on the CPU with torchtitan's own policy
+/// (`scripts/engine-check/sac.py`).
+pub(super) fn per_op_selective_bytes(model: &Model, tp: f64, setup: &TrainingSetup) -> Option<f64> {
+    let arch = model.architecture()?;
+    let shape = model.shape.as_ref()?;
+    let (s, h, heads) = shape_sha(model)?;
+    let e = activation_bytes(setup);
+    let sp = setup.sequence_parallel && tp > 1.0;
+    let shard = if sp { tp } else { 1.0 };
+    let input = s * h * setup.formats.residual_stream_bytes() / shard;
+    let projections = arch.block_projections(shape.hidden, heads as u64, true);
+    let products: f64 = projections
+        .iter()
+        .step_by(2)
+        .map(|p| {
+            let width = p.out_width as f64;
+            s * if p.row_parallel { width } else { width / tp } * e
+        })
+        .sum();
+    let q = heads * arch.head_dim as f64;
+    let mut attention = s * q / tp * e + s * heads / tp * 4.0;
+    if !fused_attention(model) {
+        attention += heads * s * s / tp * e;
+    }
+    let row_parallel = projections.iter().filter(|p| p.row_parallel).count() as f64;
+    let reduce_scatters = if sp {
+        row_parallel * s * h / tp * e
+    } else {
+        0.0
+    };
+    Some(input + products + attention + reduce_scatters)
+}
+
 /// Whether the setup is eager autocast: 16-bit compute over an fp32 residual
 /// stream, each op casting its own inputs.
 pub(super) fn autocast(setup: &TrainingSetup) -> bool {
@@ -452,6 +507,11 @@ pub(crate) fn stored_activation_bytes_per_sample(
     let l = &model.layers[layer];
     let t = tp.max(1) as f64;
     let block = l.kind == LayerKind::TransformerBlock;
+    if block && setup.per_op_selective() {
+        if let Some(kept) = per_op_selective_bytes(model, t, setup) {
+            return kept;
+        }
+    }
     if block && setup.recompute == Recompute::Full {
         // Only the block input survives; the rest is recomputed.
         let input = l.output_elems_per_sample as f64 * setup.formats.residual_stream_bytes();
@@ -580,6 +640,19 @@ pub(crate) fn transient_bytes_per_sample(
                         ..*setup
                     };
                     attn + stored_activation_bytes_per_sample(model, layer, tp, &none)
+                }
+                // torchtitan's per-op checkpointing rebuilds what the
+                // block does not keep.
+                Recompute::Selective
+                    if setup.per_op_selective() && model.architecture().is_some() =>
+                {
+                    let none = TrainingSetup {
+                        recompute: Recompute::None,
+                        ..*setup
+                    };
+                    let full = stored_activation_bytes_per_sample(model, layer, tp, &none);
+                    let kept = stored_activation_bytes_per_sample(model, layer, tp, setup);
+                    attn + (full - kept).max(0.0)
                 }
                 // Recomputing the attention core rebuilds that part.
                 Recompute::Selective => attn + attention_core_bytes(model, t, setup),

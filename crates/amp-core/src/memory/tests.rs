@@ -925,6 +925,77 @@ fn selective_recompute_and_sequence_parallel_follow_korthikanti() {
     );
 }
 
+/// `tiny()` as a Llama: s = 4, h = 8, 2 heads of 4, one key/value head, a
+/// gated MLP of 16, fused attention.
+fn tiny_llama() -> Model {
+    let mut m = tiny_with(Some(true), Some(false));
+    let a = m.architecture_mut().unwrap();
+    a.family = "llama".into();
+    a.kv_heads = 1;
+    a.ffn_hidden = 16;
+    a.activation = crate::model::Activation::Swiglu;
+    a.norm = crate::model::NormKind::Rmsnorm;
+    a.position_embedding = crate::model::PositionEmbedding::Rope;
+    m
+}
+
+#[test]
+fn torchtitans_selective_checkpointing_keeps_its_save_lists_outputs() {
+    let m = tiny_llama();
+    let sac = TrainingSetup {
+        recompute: Recompute::Selective,
+        engine: Some(crate::setup::Engine::Torchtitan),
+        ..TrainingSetup::default()
+    };
+    assert!(sac.per_op_selective());
+    // Per sample (s = 4), bf16: the input, 4 x 8 x 2 = 64; of the products
+    // qkv (16 wide, fused), o, gate, up, down the first, third and fifth:
+    // 4 x (16 + 16 + 8) x 2 = 320; the attention's output, 4 x 8 x 2 =
+    // 64, and its fp32 log-sum-exp, 4 x 2 x 4 = 32.
+    assert_eq!(stored_activation_bytes_per_sample(&m, 0, 1, &sac), 480.0);
+    // tp 2 with sequence parallelism: the input's sequence shard (32), this
+    // rank's slices of qkv and gate and the whole partial sum of down (4 x
+    // (8 + 8 + 8) x 2 = 192), half the attention (32 + 16), and the two
+    // reduce-scatters' shards (2 x 32).
+    let sp = TrainingSetup {
+        sequence_parallel: true,
+        ..sac
+    };
+    assert_eq!(stored_activation_bytes_per_sample(&m, 0, 2, &sp), 336.0);
+    // Without sequence parallelism: the whole input, no reduce-scatter.
+    assert_eq!(stored_activation_bytes_per_sample(&m, 0, 2, &sac), 304.0);
+    // The backward rebuilds what the block does not keep.
+    let none = TrainingSetup {
+        recompute: Recompute::None,
+        ..sac
+    };
+    let full = stored_activation_bytes_per_sample(&m, 0, 1, &none);
+    assert!(full > 480.0);
+    assert_eq!(
+        transient_bytes_per_sample(&m, 0, 1, &sac),
+        transient_bytes_per_sample(&m, 0, 1, &none) + full - 480.0
+    );
+    // Megatron-LM's selective recomputation drops the attention core,
+    // nothing under fused attention.
+    let megatron = TrainingSetup {
+        engine: Some(crate::setup::Engine::Megatron),
+        ..sac
+    };
+    assert!(!megatron.per_op_selective());
+    assert_eq!(
+        stored_activation_bytes_per_sample(&m, 0, 1, &megatron),
+        stored_activation_bytes_per_sample(
+            &m,
+            0,
+            1,
+            &TrainingSetup {
+                recompute: Recompute::None,
+                ..megatron
+            }
+        )
+    );
+}
+
 #[test]
 fn recompute_keeps_only_block_inputs() {
     let m = tiny();

@@ -116,6 +116,32 @@ pub fn attention_core_share(model: &Model) -> f64 {
     }
 }
 
+/// Share of a transformer block's forward that torchtitan's per-op
+/// selective checkpointing reruns before the block's backward
+/// ([`crate::setup::TrainingSetup::per_op_selective`]): the FLOPs of the
+/// matrix products it does not keep (every second one in forward order,
+/// [`crate::model::Architecture::block_projections`], QKV fused as
+/// torchtitan builds it) over those of all
+/// the products and the causal attention kernel (`2 s` FLOPs per token and
+/// query element: half of `4 s`, which it keeps). The elementwise kernels
+/// it also reruns count at their FLOPs, next to nothing, so this is a
+/// floor. `None` for a model without an architecture.
+pub fn per_op_selective_share(model: &Model) -> Option<f64> {
+    let arch = model.architecture()?;
+    let sh = model.shape.as_ref().filter(|sh| sh.hidden > 0)?;
+    let heads = if sh.heads > 0 {
+        sh.heads
+    } else {
+        (sh.hidden / 64).max(1)
+    };
+    let flops = |p: &crate::model::Projection| (p.in_width * p.out_width) as f64;
+    let products = arch.block_projections(sh.hidden, heads, true);
+    let rerun: f64 = products.iter().skip(1).step_by(2).map(flops).sum();
+    let all: f64 = products.iter().map(flops).sum();
+    let attention = sh.seq_len as f64 * (heads * arch.head_dim) as f64;
+    Some(rerun / (all + attention))
+}
+
 /// The group of the same size on one node (the first GPUs of `group`'s
 /// first node) when `group` spans nodes: where a measured profile's
 /// tensor-parallel degree was profiled (AMP and Sailor profile one node).
@@ -319,13 +345,26 @@ impl DeviceModel {
                 }
             }
             Recompute::Selective => {
-                // The attention core's share of a block's forward, rerun in
-                // its backward; it holds no tensor-parallel all-reduce.
-                let share = attention_core_share(inputs.model);
+                let per_op = setup
+                    .per_op_selective()
+                    .then(|| per_op_selective_share(inputs.model))
+                    .flatten();
+                // torchtitan's per-op checkpointing reruns its share of the
+                // products and the communication it does not keep (the
+                // all-gathers of a sequence-parallel group, half the
+                // forward's; all-reduces otherwise). Megatron-LM reruns the
+                // attention core, which holds no tensor-parallel
+                // all-reduce.
+                let (share, rerun_comm) = match per_op {
+                    Some(share) => (share, if setup.sequence_parallel { 0.5 } else { 1.0 }),
+                    None => (attention_core_share(inputs.model), 0.0),
+                };
                 for (c, layer) in out.iter_mut().zip(&inputs.model.layers) {
                     if layer.kind == LayerKind::TransformerBlock {
                         let comm_forward = c.tp_comm_s / 2.0;
-                        c.backward_s += share * (c.forward_s - comm_forward).max(0.0);
+                        let comm = rerun_comm * comm_forward;
+                        c.backward_s += share * (c.forward_s - comm_forward).max(0.0) + comm;
+                        c.tp_comm_s += comm;
                     }
                 }
             }

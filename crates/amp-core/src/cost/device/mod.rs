@@ -41,8 +41,10 @@
 //!   backward time gains its forward time. Other layers (embedding,
 //!   vocabulary projection and loss) are not recomputed. Selective
 //!   recomputation reruns the attention core only, its share of a block's
-//!   forward from the shape ([`attention_core_share`]). Memory follows the
-//!   same setup ([`crate::memory`]).
+//!   forward from the shape ([`attention_core_share`]); torchtitan's
+//!   per-op selective checkpointing reruns every second matrix product, the
+//!   elementwise kernels and the all-gathers ([`per_op_selective_share`]).
+//!   Memory follows the same setup ([`crate::memory`]).
 //! - **A tensor-parallel degree the profile lacks** is derived from tp = 1:
 //!   compute / tp, plus, per transformer block, two all-reduces forward and
 //!   two backward of the block's output (`micro_batch x
@@ -1614,7 +1616,7 @@ mod step;
 
 use sends::TransferCurves;
 
-pub use layer_costs::{attention_core_share, LayerCost};
+pub use layer_costs::{attention_core_share, per_op_selective_share, LayerCost};
 use layer_costs::{Caches, GroupMemo};
 
 #[cfg(test)]

@@ -538,6 +538,86 @@ fn zero3_gathers_weights_and_reduce_scatters_gradients_and_selective_recompute_r
     all_close(durations(&t, 0, EventKind::Backward), 2.0 * (2.0 + 0.25), 4);
 }
 
+/// A Llama-like architecture for `model()`'s blocks: 2 heads of 32, one
+/// key/value head, a gated MLP of 128.
+fn llama_like(hidden: u64, seq: u64) -> crate::model::TransformerShape {
+    crate::model::TransformerShape {
+        hidden,
+        num_blocks: 4,
+        seq_len: seq,
+        vocab: 10,
+        heads: 2,
+        architecture: Some(crate::model::Architecture {
+            family: "llama".into(),
+            kv_heads: 1,
+            head_dim: hidden / 2,
+            ffn_hidden: 2 * hidden,
+            activation: crate::model::Activation::Swiglu,
+            norm: crate::model::NormKind::Rmsnorm,
+            norm_eps: 1e-5,
+            position_embedding: crate::model::PositionEmbedding::Rope,
+            rope_theta: Some(500_000.0),
+            max_positions: seq,
+            tied_embeddings: false,
+            linear_bias: false,
+            qkv_bias: false,
+            qk_norm: false,
+            post_norms: false,
+            flash_attention: Some(true),
+            dropout: Some(false),
+        }),
+    }
+}
+
+#[test]
+fn torchtitans_selective_checkpointing_reruns_every_second_product() {
+    let (c, mut m) = (cluster(), model());
+    m.shape = Some(llama_like(64, 128));
+    // Products in forward order, QKV fused as torchtitan builds it: qkv
+    // 64 x 128, o 64 x 64, gate and up 64 x 128, down 128 x 64 (36,864
+    // multiply-adds per token); the causal attention 128 x 64 = 8,192.
+    // torchtitan reruns o and up: 12,288 of 45,056, 3/11.
+    let share = per_op_selective_share(&m).unwrap();
+    assert!((share - 3.0 / 11.0).abs() < 1e-12, "{share}");
+    let p = Profile {
+        entries: vec![
+            entry("fast", 1, 1.0, Some(2.0)),
+            entry("slow", 1, 2.0, Some(4.0)),
+        ],
+        precision: None,
+    };
+    let inputs = Inputs {
+        model: &m,
+        cluster: &c,
+        profile: &p,
+    };
+    let mut pl = plan(
+        vec![
+            (0, 2, vec![vec![d(0, 0)], vec![d(0, 1)]]),
+            (2, 4, vec![vec![d(1, 0)], vec![d(1, 1)]]),
+        ],
+        4,
+    );
+    let backward = |pl: &Plan| {
+        let t = time_only().timeline(&inputs, pl).unwrap();
+        durations(&t, 1, EventKind::Backward)
+    };
+    pl.setup = TrainingSetup {
+        recompute: Recompute::Selective,
+        engine: Some(crate::setup::Engine::Torchtitan),
+        ..TrainingSetup::default()
+    };
+    // The slow stage: two blocks of forward 2, backward 4 each.
+    all_close(backward(&pl), 2.0 * (4.0 + 2.0 * 3.0 / 11.0), 4);
+    // Megatron-LM's selective recomputation reruns the attention core:
+    // 128 / (384 + 128) of the forward.
+    pl.setup.engine = Some(crate::setup::Engine::Megatron);
+    all_close(backward(&pl), 2.0 * (4.0 + 2.0 * 0.25), 4);
+    // Without an architecture torchtitan's is priced as Megatron-LM's.
+    m.shape.as_mut().unwrap().architecture = None;
+    assert_eq!(per_op_selective_share(&m), None);
+}
+
 #[test]
 fn analytic_entries_get_tp_allreduces_and_recompute_reruns_the_forward() {
     let (m, c) = (model(), cluster());
