@@ -74,6 +74,10 @@ CASES = [
     # A named Adam step: torchtitan must run that implementation.
     ("llama3-8b foreach Adam tp2 pp2", "llama-3-8b", 8192, "1x8xH100", [8], 2, 2, 2, [0, 17, 35], 1, 4,
      ["--optimizer-step", "foreach"], {"megatron": "fused Adam"}),
+    # Sequence parallelism: the engine must run it (torchtitan's is on with
+    # tensor parallelism by default, so the other cases check it is off).
+    ("llama3-8b sequence parallel tp2 pp2", "llama-3-8b", 8192, "1x8xH100", [8], 2, 2, 2, [0, 17, 35], 1, 4,
+     ["--sequence-parallel"], {"deepspeed": "sequence parallelism"}),
     # fp16 with DeepSpeed's fp32 all-reduce (the AMP artifact's runs): DeepSpeed
     # must reduce in fp32; asked for it, the others have no such option.
     ("llama3-8b fp16, fp32 all-reduce tp2 pp2", "llama-3-8b", 8192, "1x8xH100", [8], 2, 2, 2, [0, 17, 35], 1, 4,
@@ -224,6 +228,14 @@ def compare(case, engine, res, out, plan):
         if got != want:
             cells["settings"] += " MISMATCH"
             bad.append("attention")
+    if engine == "torchtitan" and f.get("tp", 1) > 1:
+        # Sequence parallelism as priced (torchtitan's default is on).
+        want = "--sequence-parallel" in flags
+        got = f.get("sequence_parallel")
+        cells["settings"] += f", sequence parallel {got}"
+        if got != want:
+            cells["settings"] += " MISMATCH"
+            bad.append("sequence parallelism")
     if engine == "torchtitan":
         # A named Adam step, else torchtitan's default (fused).
         want = flags[flags.index("--optimizer-step") + 1] if "--optimizer-step" in flags else "fused"

@@ -191,7 +191,9 @@ def torchtitan(out):
              "flavor": f"{spec.name} {spec.flavor}",
              "param_dtype": cfg.training.mixed_precision_param,
              "ac": type(cfg.activation_checkpoint).__qualname__ if cfg.activation_checkpoint else None,
-             "optimizer_implementation": cfg.optimizer.implementation}
+             "optimizer_implementation": cfg.optimizer.implementation,
+             "tp": par.tensor_parallel_degree,
+             "sequence_parallel": par.enable_sequence_parallel}
     # Pipeline stages: the module names of each part, resolved on the model.
     stages = []
     parts = par.module_fqns_per_model_part or [[n for n, _ in model.named_children()]]

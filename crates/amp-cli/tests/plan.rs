@@ -639,7 +639,7 @@ fn flags_that_do_not_apply_are_errors() {
         ),
         (
             vec!["--engine", "deepspeed", "--sequence-parallel"],
-            "sequence parallelism is exported only to megatron",
+            "sequence parallelism is exported only to megatron and torchtitan, not deepspeed",
         ),
         (
             vec!["--engine", "megatron", "--emit", "deepspeed", "--out", "x"],

@@ -1025,10 +1025,10 @@ impl TrainingSetup {
                     ),
                 ));
             }
-            if engine != Engine::Megatron && self.sequence_parallel {
+            if engine == Engine::DeepSpeed && self.sequence_parallel {
                 return Err(AmpError::invalid(
                     at,
-                    format!("sequence parallelism is exported only to megatron, not {engine}; drop it or target megatron"),
+                    format!("sequence parallelism is exported only to megatron and torchtitan, not {engine}; drop it or target one of them"),
                 ));
             }
             if engine == Engine::Torchtitan

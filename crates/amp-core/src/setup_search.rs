@@ -32,7 +32,7 @@ pub struct SetupSpace {
     /// The base schedule and interleaving with [`VIRTUAL_STAGE_CHOICES`]
     /// chunks per rank (Megatron-LM's even split of the blocks).
     pub interleaving: bool,
-    /// Sequence parallelism off and on (Megatron-LM).
+    /// Sequence parallelism off and on (Megatron-LM and torchtitan).
     pub sequence_parallel: bool,
 }
 

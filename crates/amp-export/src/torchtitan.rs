@@ -348,6 +348,19 @@ pub(crate) fn export(
         ));
     }
     py.push_str(&format!("    p.tensor_parallel_degree = {tp}\n"));
+    if tp > 1 {
+        // torchtitan turns sequence parallelism on with tensor parallelism
+        // by default (ParallelismConfig.enable_sequence_parallel); the plan
+        // was priced with what its setup says.
+        py.push_str(&format!(
+            "    p.enable_sequence_parallel = {}  # as priced\n",
+            if opts.sequence_parallel {
+                "True"
+            } else {
+                "False"
+            }
+        ));
+    }
     py.push_str(&format!("    p.pipeline_parallel_degree = {pp}\n"));
     if opts.distributed_optimizer {
         py.push_str(

@@ -523,10 +523,19 @@ fn torchtitan_builds_qwen3_from_its_own_flavors() {
         "    config = qwen3_14b()\n",
         "    config.model_spec = model_registry(\"8B\")\n",
         "    p.tensor_parallel_degree = 2\n",
+        "    p.enable_sequence_parallel = False  # as priced\n",
         "    p.pipeline_parallel_degree = 2\n",
     ] {
         assert!(text.contains(line), "missing {line} in\n{text}");
     }
+    // Sequence parallelism as priced: on only when the plan's setup says so.
+    let mut sp = p.clone();
+    sp.setup.sequence_parallel = true;
+    let text = py(&sp, &m).unwrap();
+    assert!(
+        text.contains("    p.enable_sequence_parallel = True  # as priced\n"),
+        "{text}"
+    );
     // Without its query and key norms the same sizes are no torchtitan model.
     let mut plain = amp_catalog::zoo::zoo_arch("qwen3-8b").unwrap();
     plain.qk_norm = false;
