@@ -74,6 +74,10 @@ CASES = [
     # A named Adam step: torchtitan must run that implementation.
     ("llama3-8b foreach Adam tp2 pp2", "llama-3-8b", 8192, "1x8xH100", [8], 2, 2, 2, [0, 17, 35], 1, 4,
      ["--optimizer-step", "foreach"], {"megatron": "fused Adam"}),
+    # The loss over the whole sequence: torchtitan must drop its recipe's
+    # chunking (the default, checked on every other case).
+    ("llama3-8b unchunked loss tp2 pp2", "llama-3-8b", 8192, "1x8xH100", [8], 2, 2, 2, [0, 17, 35], 1, 4,
+     ["--cross-entropy", "pytorch"], {"megatron": "cross entropy"}),
     # Sequence parallelism: the engine must run it (torchtitan's is on with
     # tensor parallelism by default, so the other cases check it is off).
     ("llama3-8b sequence parallel tp2 pp2", "llama-3-8b", 8192, "1x8xH100", [8], 2, 2, 2, [0, 17, 35], 1, 4,
@@ -237,6 +241,14 @@ def compare(case, engine, res, out, plan):
             cells["settings"] += " MISMATCH"
             bad.append("sequence parallelism")
     if engine == "torchtitan":
+        # The loss as priced: the recipe's chunked one unless the plan says
+        # PyTorch's over the whole sequence.
+        want = "CrossEntropyLoss.Config" if "pytorch" in flags else "ChunkedLossWrapper.Config"
+        got = f.get("loss")
+        cells["settings"] += f", loss {got.split('.')[0] if got else got}"
+        if got != want:
+            cells["settings"] += " MISMATCH"
+            bad.append("loss")
         # A named Adam step, else torchtitan's default (fused).
         want = flags[flags.index("--optimizer-step") + 1] if "--optimizer-step" in flags else "fused"
         got = f.get("optimizer_implementation")

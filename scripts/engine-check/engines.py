@@ -192,6 +192,7 @@ def torchtitan(out):
              "param_dtype": cfg.training.mixed_precision_param,
              "ac": type(cfg.activation_checkpoint).__qualname__ if cfg.activation_checkpoint else None,
              "optimizer_implementation": cfg.optimizer.implementation,
+             "loss": type(cfg.loss).__qualname__,
              "tp": par.tensor_parallel_degree,
              "sequence_parallel": par.enable_sequence_parallel}
     # Pipeline stages: the module names of each part, resolved on the model.

@@ -189,7 +189,10 @@ def amp_eval(amp, stages, sharded):
         plan_path = os.path.join(d, "plan.json")
         with open(plan_path, "w") as f:
             json.dump(plan, f)
+        # The loss over the whole sequence, as this loop computes it
+        # (torchtitan's recipes chunk it, amp's default for torchtitan).
         flags = ["--engine", "torchtitan", "--optimizer-step", "fused", "--force"]
+        flags += ["--cross-entropy", "pytorch"]
         if sharded:
             flags += ["--optimizer-sharding", "zero3"]
         out = subprocess.run(

@@ -588,8 +588,11 @@ pub fn layer_estimate(
             let ce = opts
                 .cross_entropy
                 .unwrap_or_else(|| CrossEntropy::default_for(opts.engine));
+            // torchtitan's chunked loss runs the same kernels slice by slice
+            // (the same bytes; its backward inside the forward pass, which
+            // one micro-batch's total does not see).
             let (fwd, back, ops) = match ce {
-                CrossEntropy::Pytorch => (
+                CrossEntropy::Pytorch | CrossEntropy::Chunked => (
                     c.pytorch_cross_entropy_forward_bytes_per_logit,
                     c.pytorch_cross_entropy_backward_bytes_per_logit,
                     c.pytorch_cross_entropy_ops,

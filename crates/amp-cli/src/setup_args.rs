@@ -74,10 +74,11 @@ pub struct SetupArgs {
     #[arg(long, value_parser = parse_engine, help_heading = "Training setup")]
     pub engine: Option<Engine>,
     /// Loss kernel, which sets the loss's memory: pytorch (F.cross_entropy
-    /// on an fp32 copy of the logits: Hugging Face, torchtitan, plain
-    /// PyTorch; 8 bytes per logit beyond the stored softmax) or megatron
-    /// (vocabulary-parallel, in place; 2). Default: the engine's (megatron
-    /// for Megatron-LM and DeepSpeed), else pytorch.
+    /// on an fp32 copy of the logits: Hugging Face, plain PyTorch; 8 bytes
+    /// per logit beyond the stored softmax), megatron (vocabulary-parallel,
+    /// in place; 2) or chunked (torchtitan's ChunkedLossWrapper: one of 8
+    /// slices of the sequence at a time). Default: the engine's (megatron
+    /// for Megatron-LM and DeepSpeed, chunked for torchtitan), else pytorch.
     #[arg(long, value_parser = parse_cross_entropy, help_heading = "Training setup")]
     pub cross_entropy: Option<CrossEntropy>,
     /// Adam(W) step: foreach (PyTorch's default multi-tensor AdamW, about 80

@@ -2817,6 +2817,9 @@ fn torchtitans_selective_checkpointing_fits_its_published_8b_run() {
         "zero3",
         "--recompute",
         "selective",
+        // The run's loss: unchunked, before torchtitan 0.3.0.
+        "--cross-entropy",
+        "pytorch",
         "--json",
     ]);
     // amp's pick is the run's plan.
@@ -2836,6 +2839,34 @@ fn torchtitans_selective_checkpointing_fits_its_published_8b_run() {
     // block), and amp's time is 41% below the run's 2.843 s.
     assert!((peak - 75.92).abs() < 0.01, "{peak}");
     assert!((time - 1.6881).abs() < 1e-3, "{time}");
+    // With torchtitan 0.3.0's chunked loss, the default, the same plan at
+    // 56.11 GiB.
+    let v = amp_json(&[
+        "plan",
+        "--model",
+        "llama3-8b",
+        "--seq",
+        "8192",
+        "--cluster",
+        cluster,
+        "--global-batch",
+        "16",
+        "--engine",
+        "torchtitan",
+        "--optimizer-sharding",
+        "zero3",
+        "--recompute",
+        "selective",
+        "--json",
+    ]);
+    let p = &v["plans"][0];
+    assert_eq!(
+        (p["dp"].as_u64(), p["micro_batch"].as_u64()),
+        (Some(8), Some(2))
+    );
+    let peak = p["memory"][0]["peak_bytes"].as_f64().unwrap() / (1u64 << 30) as f64;
+    assert!((peak - 56.11).abs() < 0.01, "{peak}");
+    assert!((p["predicted_iteration_s"].as_f64().unwrap() - 1.6881).abs() < 1e-3);
     // Table 3: 16 such nodes at a global batch of 256, 2.923 s measured.
     let nodes16 = common::tmp(
         "grand-teton-16.toml",
@@ -2858,6 +2889,9 @@ fn torchtitans_selective_checkpointing_fits_its_published_8b_run() {
         "zero3",
         "--recompute",
         "selective",
+        // The run's loss: unchunked, before torchtitan 0.3.0.
+        "--cross-entropy",
+        "pytorch",
         "--json",
     ]);
     let p = &v["plans"][0];

@@ -504,7 +504,19 @@ pub enum CrossEntropy {
     /// fp32 softmax only the 16-bit logits (forward) or their gradient
     /// (backward), one activation element per logit.
     Megatron,
+    /// torchtitan's `ChunkedLossWrapper` (torchtitan/components/loss.py, the
+    /// loss of every recipe torchtitan 0.3.0 ships): the vocabulary
+    /// projection and PyTorch's `cross_entropy` run over
+    /// [`LOSS_CHUNKS`] slices of the sequence, each slice's forward and
+    /// backward at once, inside the forward pass; the projection's input
+    /// gradient gathers in an fp32 buffer and is kept in 16 bits until the
+    /// decoder's backward. One slice's logits at a time, and none kept.
+    Chunked,
 }
+
+/// Slices of the sequence torchtitan's `ChunkedLossWrapper` computes the
+/// loss over (`ChunkedLossWrapper.Config.num_chunks`, 8 by default).
+pub const LOSS_CHUNKS: usize = 8;
 
 impl CrossEntropy {
     /// The loss `engine`'s model code computes; without one, plain PyTorch's.
@@ -517,6 +529,7 @@ impl CrossEntropy {
         match self {
             CrossEntropy::Pytorch => "pytorch",
             CrossEntropy::Megatron => "megatron",
+            CrossEntropy::Chunked => "chunked",
         }
     }
 }
@@ -527,8 +540,9 @@ impl FromStr for CrossEntropy {
         match s.trim().to_ascii_lowercase().as_str() {
             "pytorch" => Ok(CrossEntropy::Pytorch),
             "megatron" | "vocab-parallel" => Ok(CrossEntropy::Megatron),
+            "chunked" => Ok(CrossEntropy::Chunked),
             _ => Err(format!(
-                "unknown cross entropy `{s}`; choose pytorch (F.cross_entropy on fp32 logits) or megatron (vocabulary-parallel, in place)"
+                "unknown cross entropy `{s}`; choose pytorch (F.cross_entropy on fp32 logits), megatron (vocabulary-parallel, in place) or chunked (torchtitan's ChunkedLossWrapper)"
             )),
         }
     }
@@ -623,13 +637,13 @@ impl Engine {
 
     /// The loss the engine's model code computes: Megatron-LM's
     /// vocabulary-parallel cross entropy for Megatron-LM and for DeepSpeed
-    /// (whose pipeline GPT is Megatron-DeepSpeed's), PyTorch's
-    /// `cross_entropy` on fp32 logits for torchtitan (its
-    /// `cross_entropy_loss`).
+    /// (whose pipeline GPT is Megatron-DeepSpeed's), and for torchtitan its
+    /// recipes' `ChunkedLossWrapper` over PyTorch's `cross_entropy` on fp32
+    /// logits (its `cross_entropy_loss`; unchunked before torchtitan 0.3.0).
     pub fn default_cross_entropy(self) -> CrossEntropy {
         match self {
             Engine::Megatron | Engine::DeepSpeed => CrossEntropy::Megatron,
-            Engine::Torchtitan => CrossEntropy::Pytorch,
+            Engine::Torchtitan => CrossEntropy::Chunked,
         }
     }
 
@@ -941,6 +955,17 @@ impl TrainingSetup {
             return Err(AmpError::invalid(
                 at,
                 "a gradient reduction after a barrier cannot overlap the last backward; drop `grad_reduce_barrier` (`--grad-reduce-barrier`) or `overlap_grad_reduce` (`--overlap-allreduce`)",
+            ));
+        }
+        if self.cross_entropy == Some(CrossEntropy::Chunked)
+            && self.engine != Some(Engine::Torchtitan)
+        {
+            return Err(AmpError::invalid(
+                at,
+                format!(
+                    "the chunked loss is torchtitan's ChunkedLossWrapper, not {}'s; drop the cross-entropy choice or target torchtitan",
+                    self.engine.map_or("plain PyTorch".to_string(), |e| e.to_string())
+                ),
             ));
         }
         if self.stage_exchange == Some(StageExchange::Lockstep)
@@ -1371,7 +1396,7 @@ mod tests {
         );
         assert_eq!(
             with(Engine::Torchtitan).cross_entropy(),
-            CrossEntropy::Pytorch
+            CrossEntropy::Chunked
         );
         for e in Engine::ALL {
             assert_eq!(with(e).optimizer_step(), OptimizerStep::Fused);
@@ -1533,5 +1558,27 @@ mod tests {
         assert!(s.check().is_err());
         assert!(parse_schedule("interleaved:0").is_err());
         assert_eq!(parse_schedule("interleaved:1"), Ok(Schedule::OneFOneB));
+    }
+
+    #[test]
+    fn the_chunked_loss_is_torchtitans_alone() {
+        let with = |engine| TrainingSetup {
+            engine,
+            cross_entropy: Some(CrossEntropy::Chunked),
+            ..TrainingSetup::default()
+        };
+        assert!(with(Some(Engine::Torchtitan)).check().is_ok());
+        for engine in [None, Some(Engine::Megatron), Some(Engine::DeepSpeed)] {
+            let e = with(engine).check().unwrap_err().to_string();
+            assert!(
+                e.contains("ChunkedLossWrapper") && e.contains("target torchtitan"),
+                "{e}"
+            );
+        }
+        assert_eq!(
+            Engine::Torchtitan.default_cross_entropy(),
+            CrossEntropy::Chunked
+        );
+        assert_eq!("chunked".parse::<CrossEntropy>(), Ok(CrossEntropy::Chunked));
     }
 }

@@ -87,6 +87,8 @@ pub(crate) struct EngineOptions {
     pub(crate) partitioned_sends: bool,
     /// The Adam(W) step the plan names, if any (else the engine's own).
     pub(crate) optimizer_step: Option<amp_core::setup::OptimizerStep>,
+    /// The loss kernel the plan was priced with.
+    pub(crate) cross_entropy: amp_core::setup::CrossEntropy,
     /// 16-bit gradients all-reduced as fp32 (DeepSpeed's
     /// `communication_data_type`; Megatron-LM and torchtitan reduce them as
     /// they are, fewer bytes than the plan was priced with).
@@ -207,6 +209,7 @@ fn engine_view(
         account_for_embedding_and_loss: false,
         partitioned_sends: setup.pipeline_send == amp_core::setup::PipelineSend::ScatterGather,
         optimizer_step: setup.optimizer_step,
+        cross_entropy: setup.cross_entropy(),
         fp32_allreduce: setup.formats.fp32_gradient_reduction(),
     };
     let v = setup.virtual_stages();

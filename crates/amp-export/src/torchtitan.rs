@@ -19,6 +19,7 @@ use amp_core::cluster::Cluster;
 use amp_core::model::{Activation, Model, NormKind, PositionEmbedding, TransformerShape};
 use amp_core::plan::Plan;
 use amp_core::schedule::Schedule;
+use amp_core::setup::CrossEntropy;
 
 use crate::launch::{self, RankOrder};
 use crate::{EngineOptions, EngineResult, ExportFile, Precision, Recompute, Refusal};
@@ -400,6 +401,18 @@ pub(crate) fn export(
             py.push_str(&format!("        [{}],\n", quoted.join(", ")));
         }
         py.push_str("    ]\n");
+    }
+    match opts.cross_entropy {
+        // The recipe's ChunkedLossWrapper, as priced.
+        CrossEntropy::Chunked => {}
+        CrossEntropy::Pytorch => py.push_str(
+            "    # PyTorch's cross entropy over the whole sequence, as priced: the\n    # recipe's ChunkedLossWrapper without its slicing (torchtitan/components/loss.py)\n    config.loss = config.loss.loss_fn\n",
+        ),
+        CrossEntropy::Megatron => {
+            return Err(Refusal::Unsupported(
+                "Megatron-LM's vocabulary-parallel cross entropy: torchtitan computes PyTorch's (chunked by its recipes, `--cross-entropy chunked`, or over the whole sequence, `pytorch`)".into(),
+            ))
+        }
     }
     py.push_str("    # Trainer.Config.activation_checkpoint (torchtitan/distributed/activation_checkpoint.py)\n");
     match opts.recompute {

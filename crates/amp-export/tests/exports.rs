@@ -528,6 +528,25 @@ fn torchtitan_builds_qwen3_from_its_own_flavors() {
     ] {
         assert!(text.contains(line), "missing {line} in\n{text}");
     }
+    // The loss as priced: the recipe's chunked loss under torchtitan's
+    // setup (nothing written), PyTorch's over the whole sequence for a plan
+    // priced so (as one priced without an engine is), and never
+    // Megatron-LM's.
+    let mut titan = p.clone();
+    titan.setup.engine = Some(amp_core::setup::Engine::Torchtitan);
+    let text = py(&titan, &m).unwrap();
+    assert!(!text.contains("config.loss"), "{text}");
+    let mut whole = titan.clone();
+    whole.setup.cross_entropy = Some(amp_core::setup::CrossEntropy::Pytorch);
+    let text = py(&whole, &m).unwrap();
+    assert!(
+        text.contains("    config.loss = config.loss.loss_fn\n"),
+        "{text}"
+    );
+    let mut megatron = titan.clone();
+    megatron.setup.cross_entropy = Some(amp_core::setup::CrossEntropy::Megatron);
+    let e = py(&megatron, &m).unwrap_err();
+    assert!(e.contains("vocabulary-parallel cross entropy"), "{e}");
     // Sequence parallelism as priced: on only when the plan's setup says so.
     let mut sp = p.clone();
     sp.setup.sequence_parallel = true;

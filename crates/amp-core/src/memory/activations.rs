@@ -34,6 +34,43 @@ pub const PYTORCH_LOSS_FORWARD_TRANSIENT_BYTES_PER_LOGIT: f64 = 6.0;
 /// megatron/core/tensor_parallel/cross_entropy.py).
 pub const LOSS_STORED_BYTES_PER_LOGIT: f64 = 4.0;
 
+/// Bytes per logit of the one slice torchtitan's chunked loss
+/// ([`CrossEntropy::Chunked`]) computes at a time, at its peak, the slice's
+/// backward: PyTorch's `cross_entropy` ([`LOSS_STORED_BYTES_PER_LOGIT`] and
+/// [`PYTORCH_LOSS_TRANSIENT_BYTES_PER_LOGIT`]) beside the slice's 16-bit
+/// logits, which the loop still holds.
+pub const CHUNKED_LOSS_BYTES_PER_LOGIT: f64 =
+    LOSS_STORED_BYTES_PER_LOGIT + PYTORCH_LOSS_TRANSIENT_BYTES_PER_LOGIT + HALF_BYTES;
+
+/// What torchtitan's chunked loss keeps per sample from its forward to the
+/// decoder's backward: the gradient of the projection's input, `s h` in the
+/// activations' format, whole on every tensor-parallel rank (the final
+/// norm's output enters the projection replicated). `input_elems` is the
+/// projection's input per sample.
+fn chunked_loss_kept_bytes(input_elems: f64, setup: &TrainingSetup) -> f64 {
+    input_elems * activation_bytes(setup)
+}
+
+/// What torchtitan's chunked loss holds beside the stages' stored bytes
+/// while it runs, per sample: the fp32 buffer the slices' input gradients
+/// gather in (`GradAccumulator`, `s h` fp32; the slices' 16-bit copies of
+/// the input stand where the kept gradient will), and one slice's loss
+/// ([`CHUNKED_LOSS_BYTES_PER_LOGIT`] per logit of the slice on this rank).
+fn chunked_loss_transient_bytes(l: &crate::model::Layer, input_elems: f64, tp: f64) -> f64 {
+    let slice_logits = l.output_elems_per_sample as f64 / tp / crate::setup::LOSS_CHUNKS as f64;
+    4.0 * input_elems + slice_logits * CHUNKED_LOSS_BYTES_PER_LOGIT
+}
+
+/// The projection's input elements per sample, as the loss's memory reads
+/// them: the model's count where it gives one (with an architecture), else
+/// `s h`.
+fn projection_input_elems(model: &Model, l: &crate::model::Layer) -> f64 {
+    match (l.stored_activation_elems_per_sample, model.architecture()) {
+        (Some(e), Some(_)) => e as f64,
+        _ => shape_sha(model).map_or(0.0, |(s, h, _)| s * h),
+    }
+}
+
 /// What the loss keeps per sample on one rank of a tensor-parallel group of
 /// degree `tp` after the vocabulary projection `l`, whose logits it splits.
 pub(super) fn loss_softmax_bytes_per_sample(l: &crate::model::Layer, tp: f64) -> f64 {
@@ -47,13 +84,21 @@ pub(super) fn loss_softmax_bytes_per_sample(l: &crate::model::Layer, tp: f64) ->
 /// or not (the last model chunk's forward and backward of a micro-batch
 /// pair up on the last device), so one micro-batch keeps it at a time
 /// ([`loss_in_flight`]), however many the stage's other layers hold.
-pub(super) fn loss_stored_bytes_per_sample(model: &Model, layer: usize, tp: usize) -> f64 {
+pub(super) fn loss_stored_bytes_per_sample(
+    model: &Model,
+    layer: usize,
+    tp: usize,
+    setup: &TrainingSetup,
+) -> f64 {
     let l = &model.layers[layer];
     let counted = l.stored_activation_elems_per_sample.is_none() || model.architecture().is_some();
-    if l.kind == LayerKind::VocabProjection && counted {
-        loss_softmax_bytes_per_sample(l, tp.max(1) as f64)
-    } else {
+    if l.kind != LayerKind::VocabProjection || !counted {
         0.0
+    } else if setup.cross_entropy() == CrossEntropy::Chunked {
+        // The projection keeps nothing but the loss's gradient.
+        chunked_loss_kept_bytes(projection_input_elems(model, l), setup)
+    } else {
+        loss_softmax_bytes_per_sample(l, tp.max(1) as f64)
     }
 }
 
@@ -536,7 +581,11 @@ pub(crate) fn stored_activation_bytes_per_sample(
     ) {
         // A model with an architecture (the zoo's, Hugging Face's) counts
         // the projection's own input (every rank keeps it whole but under
-        // sequence parallelism); the loss keeps its fp32 output.
+        // sequence parallelism); the loss keeps its fp32 output. Chunked,
+        // both ran in the forward, and the loss's gradient is kept.
+        if setup.cross_entropy() == CrossEntropy::Chunked {
+            return chunked_loss_kept_bytes(e as f64, setup);
+        }
         let input = e as f64 * activation_bytes(setup);
         let input = if setup.sequence_parallel {
             input / t
@@ -582,6 +631,9 @@ pub(crate) fn stored_activation_bytes_per_sample(
         // its backward (4 bytes per logit, split by tp).
         LayerKind::VocabProjection => {
             let input = shape_sha(model).map_or(0.0, |(s, h, _)| s * h * activation_bytes(setup));
+            if setup.cross_entropy() == CrossEntropy::Chunked {
+                return chunked_loss_kept_bytes(projection_input_elems(model, l), setup);
+            }
             input + loss_softmax_bytes_per_sample(l, t)
         }
         // The embedding keeps its dropout mask: one byte per output element.
@@ -615,6 +667,11 @@ pub(crate) fn transient_bytes_per_sample(
             let per_logit = match setup.cross_entropy() {
                 CrossEntropy::Megatron => LOGITS_TRANSIENT_BYTES_PER_ELEM * scale(setup),
                 CrossEntropy::Pytorch => PYTORCH_LOSS_TRANSIENT_BYTES_PER_LOGIT,
+                // Its forward and backward run in the forward pass, one
+                // slice at a time: held while the loss runs.
+                CrossEntropy::Chunked => {
+                    return chunked_loss_transient_bytes(l, projection_input_elems(model, l), t)
+                }
             };
             l.output_elems_per_sample as f64 / t * per_logit
         }),

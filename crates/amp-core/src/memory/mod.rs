@@ -268,7 +268,7 @@ fn layer_bytes(
         })
         .sum();
     let loss_stored: f64 = layers()
-        .map(|l| loss_stored_bytes_per_sample(model, l, tp))
+        .map(|l| loss_stored_bytes_per_sample(model, l, tp, setup))
         .sum();
     let stored: f64 = layers()
         .map(|l| stored_activation_bytes_per_sample(model, l, tp, setup))

@@ -71,7 +71,8 @@ impl SplitLayerBytes {
         } else {
             params.clone()
         };
-        let loss_stored = prefix_sums((0..n).map(|l| loss_stored_bytes_per_sample(model, l, tp)));
+        let loss_stored =
+            prefix_sums((0..n).map(|l| loss_stored_bytes_per_sample(model, l, tp, setup)));
         let stored =
             prefix_sums((0..n).map(|l| stored_activation_bytes_per_sample(model, l, tp, setup)));
         SplitLayerBytes {
@@ -410,7 +411,7 @@ pub fn stage_memory_tables(
         .map(|l| {
             (
                 stored_activation_bytes_per_sample(model, l, tp, setup),
-                loss_stored_bytes_per_sample(model, l, tp),
+                loss_stored_bytes_per_sample(model, l, tp, setup),
             )
         })
         .collect();

@@ -245,7 +245,7 @@ fn the_loss_keeps_fp32_logits_whatever_the_activations_width() {
             stored_activation_bytes_per_sample(&m, 4, 2, &setup),
             32.0 * 2.0 + 40.0 / 2.0 * 4.0
         );
-        assert_eq!(loss_stored_bytes_per_sample(&m, 4, 2), 80.0);
+        assert_eq!(loss_stored_bytes_per_sample(&m, 4, 2, &setup), 80.0);
     }
     // With sequence parallelism the input is split too.
     let sp = TrainingSetup {
@@ -263,7 +263,45 @@ fn the_loss_keeps_fp32_logits_whatever_the_activations_width() {
         stored_activation_bytes_per_sample(&plain, 4, 2, &megatron_setup()),
         32.0 / 2.0 * 2.0
     );
-    assert_eq!(loss_stored_bytes_per_sample(&plain, 4, 2), 0.0);
+    assert_eq!(
+        loss_stored_bytes_per_sample(&plain, 4, 2, &megatron_setup()),
+        0.0
+    );
+}
+
+#[test]
+fn torchtitans_chunked_loss_keeps_only_the_gradient_of_its_input() {
+    // tiny_decoder: the projection's input 32 elements per sample (s h),
+    // 40 logits (4 tokens x 10), here on tp 2: 20 per rank.
+    let m = tiny_decoder(false);
+    let chunked = TrainingSetup {
+        engine: Some(crate::setup::Engine::Torchtitan),
+        ..TrainingSetup::default()
+    };
+    assert_eq!(chunked.cross_entropy(), CrossEntropy::Chunked);
+    // Kept: the 16-bit gradient of the input, whole on every rank, and all
+    // of it the loss's (one micro-batch at a time).
+    assert_eq!(stored_activation_bytes_per_sample(&m, 4, 2, &chunked), 64.0);
+    assert_eq!(loss_stored_bytes_per_sample(&m, 4, 2, &chunked), 64.0);
+    // While it runs: the fp32 gradient buffer (4 x 32) and one slice of
+    // the 20 logits (20 / 8 x 14 bytes), forward or backward alike.
+    let running = 128.0 + 20.0 / 8.0 * 14.0;
+    assert_eq!(transient_bytes_per_sample(&m, 4, 2, &chunked), running);
+    assert_eq!(
+        forward_transient_bytes_per_sample(&m, 4, 2, &chunked),
+        running
+    );
+    // Unchunked (torchtitan before 0.3.0): the input and the fp32
+    // log-probabilities kept, 8 bytes per logit beside them in the backward.
+    let whole = TrainingSetup {
+        cross_entropy: Some(CrossEntropy::Pytorch),
+        ..chunked
+    };
+    assert_eq!(
+        stored_activation_bytes_per_sample(&m, 4, 2, &whole),
+        64.0 + 80.0
+    );
+    assert_eq!(transient_bytes_per_sample(&m, 4, 2, &whole), 160.0);
 }
 
 /// The first device's memory of the decoder on one stage of `dp`
@@ -773,7 +811,7 @@ fn the_loss_kernel_sets_the_logits_memory() {
             32.0 * 2.0 + 20.0 * 4.0
         );
     }
-    // PyTorch's cross_entropy (no engine, or torchtitan): 8 bytes per
+    // PyTorch's cross_entropy (no engine, or torchtitan unchunked): 8 bytes per
     // logit beyond the stored softmax, the two fp32 gradients of the
     // backward pass.
     let pytorch = 20.0 * 8.0;
@@ -781,7 +819,10 @@ fn the_loss_kernel_sets_the_logits_memory() {
         transient_bytes_per_sample(&m, 0, 2, &with(None, None)),
         pytorch
     );
-    let titan = with(Some(crate::setup::Engine::Torchtitan), None);
+    let titan = with(
+        Some(crate::setup::Engine::Torchtitan),
+        Some(CrossEntropy::Pytorch),
+    );
     assert_eq!(transient_bytes_per_sample(&m, 0, 2, &titan), pytorch);
     // Megatron-LM's in-place loss: the bf16 logits or their gradient,
     // 2 bytes per logit; DeepSpeed (Megatron-DeepSpeed's GPT) the same.
@@ -1442,6 +1483,9 @@ fn torchtitan_setup(sharding: OptimizerSharding) -> TrainingSetup {
     TrainingSetup {
         engine: Some(crate::setup::Engine::Torchtitan),
         optimizer_sharding: sharding,
+        // The whole sequence's loss, as scripts/engine-check/fsdp.py's
+        // loop computes it (torchtitan's recipes chunk it).
+        cross_entropy: Some(CrossEntropy::Pytorch),
         ..TrainingSetup::default()
     }
 }
