@@ -22,6 +22,10 @@
 //!   (backward `backward_ops_per_forward_op` times as many), and a layer
 //!   takes `max(GPU time, host time)`.
 //!
+//! - under torchtitan, which runs without torch.compile by default, the
+//!   block's own Python kernels where they are not fused: its rotary
+//!   embedding on fp32 copies of q and k, and SiLU and the gate's product
+//!   apart (its RMSNorm is PyTorch's fused kernel, its QKV one projection);
 //! - without an engine (eager PyTorch), 16-bit precision is **autocast**
 //!   over fp32 weights: each micro-batch casts every linear layer's weights
 //!   to 16 bits forward and casts and accumulates their gradients into fp32
@@ -135,6 +139,10 @@ pub struct Constants {
     pub eager_rmsnorm_passes: f64,
     pub eager_rope_ops_per_tensor: f64,
     pub eager_rope_passes: f64,
+    pub torchtitan_complex_rope_ops_per_tensor: f64,
+    pub torchtitan_complex_rope_bytes_per_elem: f64,
+    pub torchtitan_cossin_rope_ops_per_tensor: f64,
+    pub torchtitan_cossin_rope_bytes_per_elem: f64,
     pub eager_gelu_new_ops: f64,
     pub eager_gelu_new_passes: f64,
     pub eager_gelu_new_autocast_ops: f64,
@@ -285,14 +293,26 @@ fn block_dims(model: &Model, layer: usize) -> BlockDims {
     };
     let head_dim = h / heads;
     // Matrix weights from the FLOPs when known (2 s P + 4 s^2 h), else the
-    // parameter count; attention projections assumed 4 h^2 (3 h QKV + h out)
-    // unless that leaves too little for an MLP.
+    // parameter count; attention projections from the architecture's heads
+    // (grouped-query attention's keys and values are narrower), else
+    // assumed 4 h^2 (3 h QKV + h out), unless that leaves too little for an
+    // MLP.
     let matmul = match l.forward_flops_per_sample {
         Some(f) if f > 0.0 => ((f - 4.0 * s * s * h) / (2.0 * s)).max(0.0),
         _ => params,
     };
-    let attn = (4.0 * h * h).min(matmul / 2.0);
-    let qkv = (attn - h * h).max(attn / 4.0) / h;
+    let (attn, qkv) = match model.architecture().filter(|_| shaped) {
+        Some(a) => {
+            let q = heads * a.head_dim as f64;
+            let qkv = q + 2.0 * (a.kv_heads * a.head_dim) as f64;
+            let attn = (h * qkv + q * h).min(matmul / 2.0);
+            (attn, qkv.min(attn / h))
+        }
+        None => {
+            let attn = (4.0 * h * h).min(matmul / 2.0);
+            (attn, (attn - h * h).max(attn / 4.0) / h)
+        }
+    };
     let ffn = ((matmul - attn) / (2.0 * h)).max(1.0);
     BlockDims {
         s,
@@ -366,6 +386,13 @@ pub fn layer_estimate(
             // RMSNorm and rotary embedding, separate q, k and v projections
             // (all but GPT-2's fused c_attn), gate and up projections.
             let eager = model.eager_architecture(opts.engine);
+            // torchtitan without torch.compile (its default) runs its own
+            // Python blocks: PyTorch's fused RMSNorm and one QKV projection
+            // as an engine, but its rotary embedding on fp32 copies and the
+            // gate, up, SiLU and product kernel by kernel.
+            let titan = (opts.engine == Some(Engine::Torchtitan))
+                .then(|| model.architecture())
+                .flatten();
             let rms = eager.is_some_and(|a| a.norm == NormKind::Rmsnorm);
             // Forward kernels in three groups: GEMMs (gm), memory-bound
             // kernels (st) and fused attention (at).
@@ -438,6 +465,27 @@ pub fn layer_estimate(
                         let kv = (a.kv_heads * a.head_dim) as f64 / t;
                         m.stream(&mut st, 2.0 * tok * (d.qkv / t - kv) * e, 2.0);
                     }
+                    if let Some(a) =
+                        titan.filter(|a| a.position_embedding == PositionEmbedding::Rope)
+                    {
+                        // torchtitan/models/common/rope.py on q and k:
+                        // Qwen3's rotate-half form, Llama 3's complex one.
+                        let qk = tok
+                            * ((d.heads as u64 * a.head_dim + a.kv_heads * a.head_dim) as f64)
+                            / t;
+                        let (ops, bytes) = if a.family == "qwen3" {
+                            (
+                                c.torchtitan_cossin_rope_ops_per_tensor,
+                                c.torchtitan_cossin_rope_bytes_per_elem,
+                            )
+                        } else {
+                            (
+                                c.torchtitan_complex_rope_ops_per_tensor,
+                                c.torchtitan_complex_rope_bytes_per_elem,
+                            )
+                        };
+                        m.stream(&mut st, bytes * qk, 2.0 * ops);
+                    }
                 }
             }
             m.stream(&mut st, 2.0 * tok * d.qkv / t * e, 2.0);
@@ -481,7 +529,7 @@ pub fn layer_estimate(
             let separate_gate_up = eager.is_some_and(|a| a.gated() && !a.fused_gate_up());
             casts(if separate_gate_up { 2 } else { 1 }, &mut st);
             // MLP, activation, dropout, residual add.
-            match eager.filter(|a| a.gated()) {
+            match eager.or(titan).filter(|a| a.gated()) {
                 // Gate and up projections, SiLU (GeLU's tanh form: one
                 // kernel too), their product, down.
                 Some(a) => {
@@ -1024,6 +1072,65 @@ mod tests {
         assert!(
             (pb - mb - logits * (20.0 - 8.0) * per_byte).abs() < 1e-9,
             "{pb} {mb}"
+        );
+    }
+
+    #[test]
+    fn grouped_query_blocks_take_their_own_widths() {
+        // Llama-3-8B: 32 query heads and 8 key/value heads of 128 on a
+        // width of 4,096: QKV is 4,096 + 2 x 1,024 wide, and the MLP's
+        // three 14,336-wide matrices are two of 21,504 in equivalent. Until
+        // 2026-12-06 the split assumed 4 h^2 attention weights: 12,288 and
+        // 18,432 (the same FLOPs under an engine; Hugging Face's separate q
+        // projection was priced 10,240 wide).
+        let m = zoo_model("llama3-8b", Some(8192)).unwrap();
+        let d = block_dims(&m, 1);
+        assert_eq!((d.qkv, d.ffn), (6144.0, 21504.0));
+        // Without an architecture, GPT-2's: 3 h and 4 h x 2 / 2.
+        let g = zoo_model("gpt2-medium", Some(1024)).unwrap();
+        let d = block_dims(&g, 1);
+        assert_eq!((d.qkv, d.ffn), (3.0 * 1024.0, 4.0 * 1024.0));
+    }
+
+    #[test]
+    fn torchtitan_blocks_run_their_rotary_embedding_and_swiglu_apart() {
+        let cat = Catalog::builtin();
+        let gpu = cat.gpu("H100").unwrap();
+        let c = Constants::builtin();
+        let with = |engine| AnalyticOptions {
+            engine: Some(engine),
+            ..AnalyticOptions::default()
+        };
+        // Launch-bound (sequence 16, tp 8, one sample): torchtitan runs 8
+        // forward kernels more than Megatron-LM's fused block, its complex
+        // rotary embedding's 3 on q and on k, the up projection apart from
+        // the gate and SiLU apart from the product; two per forward kernel
+        // backward.
+        let m = zoo_model("llama3-8b", Some(16)).unwrap();
+        let titan = layer_estimate(&m, 1, gpu, 8, 1, &with(Engine::Torchtitan), &c);
+        let megatron = layer_estimate(&m, 1, gpu, 8, 1, &with(Engine::Megatron), &c);
+        let kernel = c.cpu_op_overhead_s;
+        assert!(((titan.forward_s - megatron.forward_s) / (8.0 * kernel) - 1.0).abs() < 1e-9);
+        assert!(((titan.backward_s - megatron.backward_s) / (16.0 * kernel) - 1.0).abs() < 1e-9);
+        // Bandwidth-bound (sequence 8192, micro-batch 2): the rotary
+        // embedding's 20 bytes per element of q and k (16,384 tokens x
+        // 5,120) and SwiGLU's 2 more 16-bit elements per inner element
+        // (16,384 x 14,336), at the streaming rate; the matrix products'
+        // shapes differ too (two gate and up GEMMs for one), within 2%.
+        let m = zoo_model("llama3-8b", Some(8192)).unwrap();
+        let titan = layer_estimate(&m, 1, gpu, 1, 2, &with(Engine::Torchtitan), &c);
+        let megatron = layer_estimate(&m, 1, gpu, 1, 2, &with(Engine::Megatron), &c);
+        let tokens = 16384.0;
+        let bytes = 20.0 * tokens * 5120.0 + 2.0 * 2.0 * tokens * 14336.0;
+        let streamed = bytes / (gpu.memory_bytes_per_s() * c.memory_efficiency);
+        let extra = titan.forward_s - megatron.forward_s;
+        assert!((extra / streamed - 1.0).abs() < 0.02, "{extra} {streamed}");
+        // The README's figures, ms.
+        let ms = |x: f64| (x * 1e5).round() / 1e2;
+        assert_eq!((ms(titan.forward_s), ms(titan.backward_s)), (14.53, 32.74));
+        assert_eq!(
+            (ms(megatron.forward_s), ms(megatron.backward_s)),
+            (13.54, 30.77)
         );
     }
 

@@ -1504,8 +1504,8 @@ fn the_loss_and_adam_kernels_cost_what_the_readme_says() {
     }
     let (foreach, _) = best(&llama, "2048", "8", &[]);
     let (fused, _) = best(&llama, "2048", "8", &["--optimizer-step", "fused"]);
-    assert!((foreach - 0.3767).abs() < 5e-5, "{foreach}");
-    assert!((fused - 0.3612).abs() < 5e-5, "{fused}");
+    assert!((foreach - 0.3361).abs() < 5e-5, "{foreach}");
+    assert!((fused - 0.3206).abs() < 5e-5, "{fused}");
     // Megatron-LM has one loss and one Adam: other choices are refused.
     let out = amp(&[
         "plan",
@@ -1659,8 +1659,8 @@ fn data_parallelism_at_scale_is_priced_with_nccls_tree() {
         (plans[0]["tp"].as_u64(), plans[0]["dp"].as_u64()),
         (Some(4), Some(2048))
     );
-    assert!((find(4, 2, 2048) - 0.5155).abs() < 5e-5);
-    assert!((find(4, 4, 1024) - 0.5860).abs() < 5e-5);
+    assert!((find(4, 2, 2048) - 0.4829).abs() < 5e-5);
+    assert!((find(4, 4, 1024) - 0.5459).abs() < 5e-5);
 }
 
 /// The README's Llama 3.1 405B figures on 16,384 H100, each setup searched
@@ -1709,16 +1709,16 @@ fn llama405b_plans_cost_what_the_readme_says() {
         .concat(),
     );
     assert_eq!(layout, (Some(8), Some(8), Some(256)));
-    assert!((s - 7.8105).abs() < 5e-4, "{s}");
+    assert!((s - 7.7974).abs() < 5e-4, "{s}");
     // Since Megatron-LM's gradients are held once (its `main_grad`s are
     // views into the buffer its collective reads), 2026-12-06: pp 64 x dp
     // 32 at 7.8424 s before.
     let (layout, s) = best(&[&["--schedule", "interleaved:2"][..], &sharded[..], &sp[..]].concat());
     assert_eq!(layout, (Some(8), Some(32), Some(64)));
-    assert!((s - 7.6660).abs() < 5e-4, "{s}");
+    assert!((s - 7.6527).abs() < 5e-4, "{s}");
     let (layout, s) = best(&[&["--schedule", "interleaved:4"][..], &sharded[..], &sp[..]].concat());
     assert_eq!(layout, (Some(8), Some(32), Some(64)));
-    assert!((s - 6.5850).abs() < 5e-4, "{s}");
+    assert!((s - 6.5740).abs() < 5e-4, "{s}");
     let meta = [
         &["--schedule", "interleaved:8", "--recompute", "full"][..],
         &sharded[..],
@@ -1727,10 +1727,10 @@ fn llama405b_plans_cost_what_the_readme_says() {
     // pp 16 x dp 128, Meta's layout, at 7.9309 s before 2026-12-06.
     let (layout, s) = best(&meta);
     assert_eq!(layout, (Some(8), Some(8), Some(256)));
-    assert!((s - 7.8105).abs() < 5e-4, "{s}");
+    assert!((s - 7.7974).abs() < 5e-4, "{s}");
     let (layout, s) = best(&sp);
     assert_eq!(layout, (Some(8), Some(128), Some(16)));
-    assert!((s - 10.3735).abs() < 5e-4, "{s}");
+    assert!((s - 10.3557).abs() < 5e-4, "{s}");
     // Megatron-LM's defaults: without sequence parallelism every rank
     // keeps the norms' and projections' inputs whole, and nothing fits.
     let out = amp(&base);
@@ -2226,7 +2226,7 @@ fn most_candidates_over_memory_name_the_setups_that_fit_more() {
     // Few over memory: no hint.
     let o = amp(&["plan", "--example", "het-cluster"]);
     assert_eq!(hint(&stdout(&o)), None);
-    // The README's figures: 367 of 377 over memory, 55.85 s; 55.49 s with
+    // The README's figures: 367 of 377 over memory, 55.66 s; 55.35 s with
     // every setup option searched.
     assert!(both.starts_with("memory: 367 of 377 candidates"), "{both}");
     let json = |extra: &[&str]| {
@@ -2235,8 +2235,8 @@ fn most_candidates_over_memory_name_the_setups_that_fit_more() {
             .as_f64()
             .unwrap()
     };
-    assert!((json(&[]) - 55.8504).abs() < 1e-3);
-    assert!((json(&["--search-setup", "all"]) - 55.4908).abs() < 1e-3);
+    assert!((json(&[]) - 55.6614).abs() < 1e-3);
+    assert!((json(&["--search-setup", "all"]) - 55.3533).abs() < 1e-3);
 }
 
 /// When nothing fits, the hint names what the search did not try: after
@@ -2616,7 +2616,7 @@ fn torchtitan_pipelines_hold_fsdp2s_unsharded_stage() {
     };
     assert_eq!(shape(best), (4, 8, 1));
     let t = best["predicted_iteration_s"].as_f64().unwrap();
-    assert!((t - 58.9031).abs() < 1e-3, "{t}");
+    assert!((t - 60.7641).abs() < 1e-3, "{t}");
     assert!(plans.iter().all(|p| shape(p) != (2, 8, 2)));
     let one_stage = plans
         .iter()
@@ -2624,8 +2624,8 @@ fn torchtitan_pipelines_hold_fsdp2s_unsharded_stage() {
         .expect("one stage at tp 4");
     let t = one_stage["predicted_iteration_s"].as_f64().unwrap();
     let exposed = one_stage["breakdown"]["dp_allreduce_s"].as_f64().unwrap();
-    assert!((t - 82.1930).abs() < 1e-3, "{t}");
-    assert!((exposed - 29.275).abs() < 1e-3, "{exposed}");
+    assert!((t - 82.2139).abs() < 1e-3, "{t}");
+    assert!((exposed - 27.624).abs() < 1e-3, "{exposed}");
     // A pipelined plan's first stage: every parameter's 16-bit copy and the
     // fp32 accumulated gradients beside its shards (dp 1: whole).
     let piped = plans
@@ -2721,7 +2721,7 @@ fn sharded_traffic_figures_are_the_readmes() {
         "--optimizer-sharding",
         "zero3",
     ]);
-    assert!((ds3.5 - 5.5455).abs() < 1e-3, "{ds3:?}");
+    assert!((ds3.5 - 5.5166).abs() < 1e-3, "{ds3:?}");
     // torchtitan without sharding on two nodes: the best is a pipeline,
     // whose all-reduce is once per iteration; one stage at tp 2 x dp 8
     // all-reduces at every micro-batch, mostly behind the backward.
@@ -2744,7 +2744,7 @@ fn sharded_traffic_figures_are_the_readmes() {
     let plans = v["plans"].as_array().unwrap();
     let t0 = plans[0]["predicted_iteration_s"].as_f64().unwrap();
     assert!(
-        plans[0]["pp"].as_u64().unwrap() > 1 && (t0 - 5.9484).abs() < 1e-3,
+        plans[0]["pp"].as_u64().unwrap() > 1 && (t0 - 6.3557).abs() < 1e-3,
         "{t0}"
     );
     let one = plans
@@ -2752,7 +2752,7 @@ fn sharded_traffic_figures_are_the_readmes() {
         .find(|p| (p["tp"].as_u64(), p["pp"].as_u64()) == (Some(2), Some(1)))
         .expect("tp 2 in one stage");
     let t = one["predicted_iteration_s"].as_f64().unwrap();
-    assert!((t - 6.1782).abs() < 1e-3, "{t}");
+    assert!((t - 6.5256).abs() < 1e-3, "{t}");
     // torchtitan on one node: NVLink hides most of FSDP2's traffic.
     let v = amp_json(&[
         "plan",
@@ -2784,7 +2784,7 @@ fn sharded_traffic_figures_are_the_readmes() {
     let t = p["predicted_iteration_s"].as_f64().unwrap();
     let exposed = p["breakdown"]["dp_allreduce_s"].as_f64().unwrap();
     assert!(
-        (t - 2.7592).abs() < 1e-3 && (exposed - 0.061).abs() < 1e-3,
+        (t - 2.9345).abs() < 1e-3 && (exposed - 0.061).abs() < 1e-3,
         "{t} {exposed}"
     );
 }
@@ -2836,9 +2836,10 @@ fn torchtitans_selective_checkpointing_fits_its_published_8b_run() {
     let time = p["predicted_iteration_s"].as_f64().unwrap();
     // It fits, at 75.92 GiB (111.86 with Megatron-LM's selective
     // recomputation, which keeps every activation of a fused-attention
-    // block), and amp's time is 41% below the run's 2.843 s.
+    // block), and amp's time is 37% below the run's 2.843 s (41%, 1.6881 s,
+    // before torchtitan's eager kernels were priced).
     assert!((peak - 75.92).abs() < 0.01, "{peak}");
-    assert!((time - 1.6881).abs() < 1e-3, "{time}");
+    assert!((time - 1.7845).abs() < 1e-3, "{time}");
     // With torchtitan 0.3.0's chunked loss, the default, the same plan at
     // 56.11 GiB.
     let v = amp_json(&[
@@ -2866,7 +2867,7 @@ fn torchtitans_selective_checkpointing_fits_its_published_8b_run() {
     );
     let peak = p["memory"][0]["peak_bytes"].as_f64().unwrap() / (1u64 << 30) as f64;
     assert!((peak - 56.11).abs() < 0.01, "{peak}");
-    assert!((p["predicted_iteration_s"].as_f64().unwrap() - 1.6881).abs() < 1e-3);
+    assert!((p["predicted_iteration_s"].as_f64().unwrap() - 1.7845).abs() < 1e-3);
     // Table 3: 16 such nodes at a global batch of 256, 2.923 s measured.
     let nodes16 = common::tmp(
         "grand-teton-16.toml",
@@ -2904,5 +2905,5 @@ fn torchtitans_selective_checkpointing_fits_its_published_8b_run() {
         (Some(128), Some(2), Some(1))
     );
     let time = p["predicted_iteration_s"].as_f64().unwrap();
-    assert!((time - 1.6839).abs() < 1e-3, "{time}");
+    assert!((time - 1.7803).abs() < 1e-3, "{time}");
 }
