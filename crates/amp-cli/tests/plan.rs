@@ -2795,115 +2795,62 @@ fn torchtitans_selective_checkpointing_fits_its_published_8b_run() {
     // benchmark (benchmarks/llama3_h100_202412_torchtitan.md, Table 1) runs
     // Llama 3.1 8B on 8 H100s of 96 GB at a local batch of 2, sequence
     // 8192, FSDP, selective checkpointing: 82.4 GiB, 5,762 tokens/s/GPU.
-    let cluster = common::tmp(
-        "grand-teton.toml",
-        "name = \"grand-teton\"\n[[nodes]]\ngpu = \"H100\"\ngpus = 8\nintra_gbps = 3600\n\
-         inter_gbps = 3200\nnics = 8\ngpu_memory_gib = 96\n",
-    );
-    let cluster = cluster.to_str().unwrap();
-    let v = amp_json(&[
-        "plan",
-        "--model",
-        "llama3-8b",
-        "--seq",
-        "8192",
-        "--cluster",
-        cluster,
-        "--global-batch",
-        "16",
-        "--engine",
-        "torchtitan",
-        "--optimizer-sharding",
-        "zero3",
-        "--recompute",
-        "selective",
-        // The run's loss: unchunked, before torchtitan 0.3.0.
-        "--cross-entropy",
-        "pytorch",
-        "--json",
-    ]);
-    // amp's pick is the run's plan.
-    let p = &v["plans"][0];
-    assert_eq!(
-        (
-            p["dp"].as_u64(),
-            p["micro_batch"].as_u64(),
-            p["num_micro_batches"].as_u64()
-        ),
-        (Some(8), Some(2), Some(1))
-    );
-    let peak = p["memory"][0]["peak_bytes"].as_f64().unwrap() / (1u64 << 30) as f64;
-    let time = p["predicted_iteration_s"].as_f64().unwrap();
-    // It fits, at 75.92 GiB (111.86 with Megatron-LM's selective
-    // recomputation, which keeps every activation of a fused-attention
-    // block), and amp's time is 37% below the run's 2.843 s (41%, 1.6881 s,
-    // before torchtitan's eager kernels were priced).
+    // Nodes of 8 such GPUs, `nodes` of them; amp's pick at `batch`.
+    let pick = |nodes: usize, batch: &str, loss: &[&str]| {
+        let cluster = common::tmp(
+            &format!("grand-teton-{nodes}.toml"),
+            &format!(
+                "name = \"grand-teton\"\n[[nodes]]\ngpu = \"H100\"\ngpus = 8\nintra_gbps = 3600\n\
+                 inter_gbps = 3200\nnics = 8\ngpu_memory_gib = 96\ncount = {nodes}\n"
+            ),
+        );
+        let mut args = vec![
+            "plan",
+            "--model",
+            "llama3-8b",
+            "--seq",
+            "8192",
+            "--cluster",
+            cluster.to_str().unwrap(),
+            "--global-batch",
+            batch,
+            "--engine",
+            "torchtitan",
+            "--optimizer-sharding",
+            "zero3",
+            "--recompute",
+            "selective",
+            "--json",
+        ];
+        args.extend_from_slice(loss);
+        let p = amp_json(&args)["plans"][0].clone();
+        let shape = (
+            p["dp"].as_u64().unwrap(),
+            p["micro_batch"].as_u64().unwrap(),
+            p["num_micro_batches"].as_u64().unwrap(),
+        );
+        let peak = p["memory"][0]["peak_bytes"].as_f64().unwrap() / (1u64 << 30) as f64;
+        (shape, peak, p["predicted_iteration_s"].as_f64().unwrap())
+    };
+    // The run's loss: unchunked, before torchtitan 0.3.0.
+    let unchunked = ["--cross-entropy", "pytorch"];
+    // amp's pick is the run's plan. It fits, at 75.92 GiB (111.86 with
+    // Megatron-LM's selective recomputation, which keeps every activation
+    // of a fused-attention block), and amp's time is 37% below the run's
+    // 2.843 s (41%, 1.6881 s, before torchtitan's eager kernels were
+    // priced).
+    let (shape, peak, time) = pick(1, "16", &unchunked);
+    assert_eq!(shape, (8, 2, 1));
     assert!((peak - 75.92).abs() < 0.01, "{peak}");
     assert!((time - 1.7845).abs() < 1e-3, "{time}");
     // With torchtitan 0.3.0's chunked loss, the default, the same plan at
     // 56.11 GiB.
-    let v = amp_json(&[
-        "plan",
-        "--model",
-        "llama3-8b",
-        "--seq",
-        "8192",
-        "--cluster",
-        cluster,
-        "--global-batch",
-        "16",
-        "--engine",
-        "torchtitan",
-        "--optimizer-sharding",
-        "zero3",
-        "--recompute",
-        "selective",
-        "--json",
-    ]);
-    let p = &v["plans"][0];
-    assert_eq!(
-        (p["dp"].as_u64(), p["micro_batch"].as_u64()),
-        (Some(8), Some(2))
-    );
-    let peak = p["memory"][0]["peak_bytes"].as_f64().unwrap() / (1u64 << 30) as f64;
+    let (shape, peak, time) = pick(1, "16", &[]);
+    assert_eq!(shape, (8, 2, 1));
     assert!((peak - 56.11).abs() < 0.01, "{peak}");
-    assert!((p["predicted_iteration_s"].as_f64().unwrap() - 1.7845).abs() < 1e-3);
+    assert!((time - 1.7845).abs() < 1e-3, "{time}");
     // Table 3: 16 such nodes at a global batch of 256, 2.923 s measured.
-    let nodes16 = common::tmp(
-        "grand-teton-16.toml",
-        "name = \"grand-teton-16\"\n[[nodes]]\ngpu = \"H100\"\ngpus = 8\nintra_gbps = 3600\n\
-         inter_gbps = 3200\nnics = 8\ngpu_memory_gib = 96\ncount = 16\n",
-    );
-    let v = amp_json(&[
-        "plan",
-        "--model",
-        "llama3-8b",
-        "--seq",
-        "8192",
-        "--cluster",
-        nodes16.to_str().unwrap(),
-        "--global-batch",
-        "256",
-        "--engine",
-        "torchtitan",
-        "--optimizer-sharding",
-        "zero3",
-        "--recompute",
-        "selective",
-        // The run's loss: unchunked, before torchtitan 0.3.0.
-        "--cross-entropy",
-        "pytorch",
-        "--json",
-    ]);
-    let p = &v["plans"][0];
-    assert_eq!(
-        (
-            p["dp"].as_u64(),
-            p["micro_batch"].as_u64(),
-            p["num_micro_batches"].as_u64()
-        ),
-        (Some(128), Some(2), Some(1))
-    );
-    let time = p["predicted_iteration_s"].as_f64().unwrap();
+    let (shape, _, time) = pick(16, "256", &unchunked);
+    assert_eq!(shape, (128, 2, 1));
     assert!((time - 1.7803).abs() < 1e-3, "{time}");
 }

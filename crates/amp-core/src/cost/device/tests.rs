@@ -70,10 +70,16 @@ fn entry(gpu: &str, tp: usize, f: f64, b: Option<f64>) -> ProfileEntry {
 /// tp 1 on both types: the fast GPU 1 s forward and 2 s backward per
 /// layer, the slow one 3 s and 6 s.
 fn fast_slow_profile() -> Profile {
+    fast_slow_profile_by(3.0)
+}
+
+/// tp 1 on both types: the fast GPU 1 s forward and 2 s backward per
+/// layer, the slow one `slow` times that.
+fn fast_slow_profile_by(slow: f64) -> Profile {
     Profile {
         entries: vec![
             entry("fast", 1, 1.0, Some(2.0)),
-            entry("slow", 1, 3.0, Some(6.0)),
+            entry("slow", 1, slow, Some(2.0 * slow)),
         ],
         precision: None,
     }
@@ -452,6 +458,18 @@ fn number_formats_size_sends_and_allreduces() {
     assert_eq!(t16b.cut, t16.cut);
 }
 
+/// Two stages of two blocks, each replicated on a node's two GPUs (the fast
+/// node first), 4 micro-batches.
+fn two_stages_on_two_nodes() -> Plan {
+    plan(
+        vec![
+            (0, 2, vec![vec![d(0, 0)], vec![d(0, 1)]]),
+            (2, 4, vec![vec![d(1, 0)], vec![d(1, 1)]]),
+        ],
+        4,
+    )
+}
+
 #[test]
 fn zero3_gathers_weights_and_reduce_scatters_gradients_and_selective_recompute_reruns_attention() {
     let (c, mut m) = (cluster(), model());
@@ -463,25 +481,13 @@ fn zero3_gathers_weights_and_reduce_scatters_gradients_and_selective_recompute_r
         heads: 2,
         architecture: None,
     });
-    let p = Profile {
-        entries: vec![
-            entry("fast", 1, 1.0, Some(2.0)),
-            entry("slow", 1, 2.0, Some(4.0)),
-        ],
-        precision: None,
-    };
+    let p = fast_slow_profile_by(2.0);
     let inputs = Inputs {
         model: &m,
         cluster: &c,
         profile: &p,
     };
-    let mut pl = plan(
-        vec![
-            (0, 2, vec![vec![d(0, 0)], vec![d(0, 1)]]),
-            (2, 4, vec![vec![d(1, 0)], vec![d(1, 1)]]),
-        ],
-        4,
-    );
+    let mut pl = two_stages_on_two_nodes();
     pl.setup.formats = Precision::Fp16.formats();
     let plain = time_only().allreduce_times(
         &inputs,
@@ -579,25 +585,13 @@ fn torchtitans_selective_checkpointing_reruns_every_second_product() {
     // torchtitan reruns o and up: 12,288 of 45,056, 3/11.
     let share = per_op_selective_share(&m).unwrap();
     assert!((share - 3.0 / 11.0).abs() < 1e-12, "{share}");
-    let p = Profile {
-        entries: vec![
-            entry("fast", 1, 1.0, Some(2.0)),
-            entry("slow", 1, 2.0, Some(4.0)),
-        ],
-        precision: None,
-    };
+    let p = fast_slow_profile_by(2.0);
     let inputs = Inputs {
         model: &m,
         cluster: &c,
         profile: &p,
     };
-    let mut pl = plan(
-        vec![
-            (0, 2, vec![vec![d(0, 0)], vec![d(0, 1)]]),
-            (2, 4, vec![vec![d(1, 0)], vec![d(1, 1)]]),
-        ],
-        4,
-    );
+    let mut pl = two_stages_on_two_nodes();
     let backward = |pl: &Plan| {
         let t = time_only().timeline(&inputs, pl).unwrap();
         durations(&t, 1, EventKind::Backward)
