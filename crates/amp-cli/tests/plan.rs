@@ -2616,7 +2616,7 @@ fn torchtitan_pipelines_hold_fsdp2s_unsharded_stage() {
     };
     assert_eq!(shape(best), (4, 8, 1));
     let t = best["predicted_iteration_s"].as_f64().unwrap();
-    assert!((t - 60.7641).abs() < 1e-3, "{t}");
+    assert!((t - 60.7746).abs() < 1e-3, "{t}");
     assert!(plans.iter().all(|p| shape(p) != (2, 8, 2)));
     let one_stage = plans
         .iter()
@@ -2744,7 +2744,7 @@ fn sharded_traffic_figures_are_the_readmes() {
     let plans = v["plans"].as_array().unwrap();
     let t0 = plans[0]["predicted_iteration_s"].as_f64().unwrap();
     assert!(
-        plans[0]["pp"].as_u64().unwrap() > 1 && (t0 - 6.3557).abs() < 1e-3,
+        plans[0]["pp"].as_u64().unwrap() > 1 && (t0 - 6.3606).abs() < 1e-3,
         "{t0}"
     );
     let one = plans

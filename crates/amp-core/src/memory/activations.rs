@@ -333,6 +333,52 @@ pub(super) fn per_op_selective_bytes(model: &Model, tp: f64, setup: &TrainingSet
     Some(input + products + attention + reduce_scatters)
 }
 
+/// What a block keeps per sample on one rank of a tensor-parallel group of
+/// degree `tp` under torchtitan without recomputation, bytes; `None` for a
+/// model without an architecture or with an MLP torchtitan does not build
+/// (ungated). torchtitan runs without torch.compile by
+/// default, so a block keeps what its Python saves for the backward
+/// (torchtitan/models/common: the decoder block, `GQAttention`,
+/// `FeedForward`, `rope.py`), an engine's fused block less:
+/// - each RMSNorm its input and its fp32 inverse norm per token (PyTorch's
+///   fused `rms_norm`; sequence shards under sequence parallelism);
+/// - the fused QKV projection's and the first MLP projections' input, whole
+///   (the all-gathered input under sequence parallelism);
+/// - the attention kernel its query and key after the rotary embedding, its
+///   value, its output (which the output projection reads as it is: the
+///   kernel writes it in the layout the projection wants) and fp32
+///   log-sum-exp. The value is a strided view of the QKV output; the CPU's
+///   kernel keeps a copy of it, measured, where a GPU's might keep the view
+///   and with it the whole QKV output, `q + kv` elements per token more
+///   (not measured);
+/// - the MLP the gate's output, SiLU's, the up projection's and their
+///   product, four inner-width tensors.
+///
+/// Checked on the CPU with torchtitan's own block (`scripts/engine-check/sac.py`).
+pub(super) fn torchtitan_eager_block_bytes(
+    model: &Model,
+    tp: f64,
+    setup: &TrainingSetup,
+) -> Option<f64> {
+    // torchtitan's blocks have a gated MLP (`FeedForward`); it builds no other.
+    let arch = model.architecture().filter(|a| a.gated())?;
+    let (s, h, heads) = shape_sha(model)?;
+    let e = activation_bytes(setup);
+    let shard = if setup.sequence_parallel && tp > 1.0 {
+        tp
+    } else {
+        1.0
+    };
+    let q = heads * arch.head_dim as f64;
+    let kv = (arch.kv_heads * arch.head_dim) as f64;
+    let f = arch.ffn_hidden as f64;
+    let norms = 2.0 * (h * e + 4.0) / shard;
+    let inputs = 2.0 * h * e;
+    let attention = (2.0 * q + 2.0 * kv) / tp * e + heads / tp * 4.0;
+    let mlp = 4.0 * f / tp * e;
+    Some(s * (norms + inputs + attention + mlp))
+}
+
 /// Whether the setup is eager autocast: 16-bit compute over an fp32 residual
 /// stream, each op casting its own inputs.
 pub(super) fn autocast(setup: &TrainingSetup) -> bool {
@@ -554,6 +600,14 @@ pub(crate) fn stored_activation_bytes_per_sample(
     let block = l.kind == LayerKind::TransformerBlock;
     if block && setup.per_op_selective() {
         if let Some(kept) = per_op_selective_bytes(model, t, setup) {
+            return kept;
+        }
+    }
+    if block
+        && setup.recompute == Recompute::None
+        && setup.engine == Some(crate::setup::Engine::Torchtitan)
+    {
+        if let Some(kept) = torchtitan_eager_block_bytes(model, t, setup) {
             return kept;
         }
     }

@@ -270,6 +270,56 @@ fn the_loss_keeps_fp32_logits_whatever_the_activations_width() {
 }
 
 #[test]
+fn torchtitans_eager_block_keeps_what_its_python_saves() {
+    // tiny_llama at s = 4, bf16, no recomputation, per token: two norms'
+    // inputs and fp32 inverse norms, 2 x (16 + 4); the QKV and MLP inputs,
+    // 2 x 16; the attention's query, key, value and output, (8 + 4 + 4 + 8)
+    // x 2, and its log-sum-exp, 2 x 4; four MLP tensors of 16, 4 x 32.
+    let m = tiny_llama();
+    let titan = TrainingSetup {
+        engine: Some(crate::setup::Engine::Torchtitan),
+        ..TrainingSetup::default()
+    };
+    assert_eq!(
+        stored_activation_bytes_per_sample(&m, 0, 1, &titan),
+        4.0 * 256.0
+    );
+    // tp 2: the attention and the MLP split, the norms and inputs whole;
+    // with sequence parallelism the norms split too.
+    assert_eq!(
+        stored_activation_bytes_per_sample(&m, 0, 2, &titan),
+        4.0 * 164.0
+    );
+    let sp = TrainingSetup {
+        sequence_parallel: true,
+        ..titan
+    };
+    assert_eq!(
+        stored_activation_bytes_per_sample(&m, 0, 2, &sp),
+        4.0 * 144.0
+    );
+    // Llama-3-8B's shape at one token: 168,072 bytes (the README's figure).
+    let mut big = tiny_llama();
+    let sh = big.shape.as_mut().unwrap();
+    (sh.hidden, sh.heads, sh.seq_len) = (4096, 32, 1);
+    let a = sh.architecture.as_mut().unwrap();
+    (a.kv_heads, a.head_dim, a.ffn_hidden) = (8, 128, 14336);
+    assert_eq!(
+        stored_activation_bytes_per_sample(&big, 0, 1, &titan),
+        168_072.0
+    );
+    // Full recomputation rebuilds that block in its backward.
+    let full = TrainingSetup {
+        recompute: Recompute::Full,
+        ..titan
+    };
+    assert_eq!(
+        transient_bytes_per_sample(&m, 0, 1, &full),
+        transient_bytes_per_sample(&m, 0, 1, &titan) + 4.0 * 256.0
+    );
+}
+
+#[test]
 fn torchtitans_chunked_loss_keeps_only_the_gradient_of_its_input() {
     // tiny_decoder: the projection's input 32 elements per sample (s h),
     // 40 logits (4 tokens x 10), here on tp 2: 20 per rank.
