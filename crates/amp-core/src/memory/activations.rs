@@ -77,13 +77,21 @@ pub(super) fn loss_softmax_bytes_per_sample(l: &crate::model::Layer, tp: f64) ->
     l.output_elems_per_sample as f64 / tp * LOSS_STORED_BYTES_PER_LOGIT
 }
 
+/// Whether amp counts the loss of vocabulary projection `l` itself: a model
+/// with an architecture, or a projection without its own count (a layer
+/// list's own count holds whatever it holds).
+fn loss_counted(model: &Model, l: &crate::model::Layer) -> bool {
+    l.stored_activation_elems_per_sample.is_none() || model.architecture().is_some()
+}
+
 /// Of [`stored_activation_bytes_per_sample`] of layer `layer`, what the
 /// loss keeps ([`loss_softmax_bytes_per_sample`], where amp counts it: a
 /// model with an architecture or a projection without its own count). The
 /// loss runs its backward right after its forward under 1F1B, interleaved
 /// or not (the last model chunk's forward and backward of a micro-batch
 /// pair up on the last device), so one micro-batch keeps it at a time
-/// ([`loss_in_flight`]), however many the stage's other layers hold.
+/// ([`loss_in_flight`]), however many the stage's other layers hold. Under
+/// torchtitan's chunked loss, the gradient of the projection's input.
 pub(super) fn loss_stored_bytes_per_sample(
     model: &Model,
     layer: usize,
@@ -91,8 +99,7 @@ pub(super) fn loss_stored_bytes_per_sample(
     setup: &TrainingSetup,
 ) -> f64 {
     let l = &model.layers[layer];
-    let counted = l.stored_activation_elems_per_sample.is_none() || model.architecture().is_some();
-    if l.kind != LayerKind::VocabProjection || !counted {
+    if l.kind != LayerKind::VocabProjection || !loss_counted(model, l) {
         0.0
     } else if setup.cross_entropy() == CrossEntropy::Chunked {
         // The projection keeps nothing but the loss's gradient.
@@ -611,6 +618,14 @@ pub(crate) fn stored_activation_bytes_per_sample(
             return kept;
         }
     }
+    if l.kind == LayerKind::VocabProjection
+        && setup.cross_entropy() == CrossEntropy::Chunked
+        && loss_counted(model, l)
+    {
+        // The projection and the loss ran in the forward: what stays is
+        // the loss's own keep.
+        return loss_stored_bytes_per_sample(model, layer, tp, setup);
+    }
     if block && setup.recompute == Recompute::Full {
         // Only the block input survives; the rest is recomputed.
         let input = l.output_elems_per_sample as f64 * setup.formats.residual_stream_bytes();
@@ -635,11 +650,7 @@ pub(crate) fn stored_activation_bytes_per_sample(
     ) {
         // A model with an architecture (the zoo's, Hugging Face's) counts
         // the projection's own input (every rank keeps it whole but under
-        // sequence parallelism); the loss keeps its fp32 output. Chunked,
-        // both ran in the forward, and the loss's gradient is kept.
-        if setup.cross_entropy() == CrossEntropy::Chunked {
-            return chunked_loss_kept_bytes(e as f64, setup);
-        }
+        // sequence parallelism); the loss keeps its fp32 output.
         let input = e as f64 * activation_bytes(setup);
         let input = if setup.sequence_parallel {
             input / t
@@ -685,9 +696,6 @@ pub(crate) fn stored_activation_bytes_per_sample(
         // its backward (4 bytes per logit, split by tp).
         LayerKind::VocabProjection => {
             let input = shape_sha(model).map_or(0.0, |(s, h, _)| s * h * activation_bytes(setup));
-            if setup.cross_entropy() == CrossEntropy::Chunked {
-                return chunked_loss_kept_bytes(projection_input_elems(model, l), setup);
-            }
             input + loss_softmax_bytes_per_sample(l, t)
         }
         // The embedding keeps its dropout mask: one byte per output element.
