@@ -721,10 +721,13 @@ pub fn analytic_profile(
         micro_batches,
         existing,
         &AnalyticOptions::default(),
+        &Catalog::builtin(),
     )
 }
 
-/// [`analytic_profile`] with explicit options.
+/// [`analytic_profile`] with explicit options, GPU types looked up in
+/// `catalog` (the built-in one, or one with a cluster file's own GPUs,
+/// [`Catalog::with_definitions`]).
 pub fn analytic_profile_with(
     model: &Model,
     gpu_types: &[String],
@@ -732,6 +735,7 @@ pub fn analytic_profile_with(
     micro_batches: &[usize],
     existing: &Profile,
     opts: &AnalyticOptions,
+    catalog: &Catalog,
 ) -> Result<Profile, CatalogError> {
     if micro_batches.is_empty() || micro_batches.contains(&0) {
         return Err(CatalogError::invalid(
@@ -751,7 +755,6 @@ pub fn analytic_profile_with(
             "has no layers",
         ));
     }
-    let catalog = Catalog::builtin();
     let c = Constants::builtin();
     let mut mbs: Vec<usize> = micro_batches.to_vec();
     mbs.sort_unstable();
@@ -873,13 +876,15 @@ fn hidden_and_seq(model: &Model) -> (f64, f64) {
 /// lacks among those a search of `cluster` can ask for (every tp dividing
 /// the largest node's GPU count), at `micro_batches`, in the setup's
 /// precision and for its engine: measured entries always win, and a profile
-/// that already covers the cluster is left as it is.
+/// that already covers the cluster is left as it is. GPU types are looked
+/// up in `catalog`.
 pub fn fill_missing(
     model: &Model,
     cluster: &amp_core::Cluster,
     profile: &mut Profile,
     micro_batches: &[usize],
     setup: &amp_core::setup::TrainingSetup,
+    catalog: &Catalog,
 ) -> Result<(), CatalogError> {
     let node_max = cluster.nodes.iter().map(|n| n.gpus).max().unwrap_or(1);
     let tps: Vec<usize> = (1..=node_max)
@@ -904,6 +909,7 @@ pub fn fill_missing(
                 cross_entropy: Some(setup.cross_entropy()),
                 ..Default::default()
             },
+            catalog,
         )?;
         profile.merge(extra);
     }
@@ -1445,6 +1451,48 @@ mod tests {
                 "h100: tp 1, 2 from the analytic model (micro-batches 1, 4)".to_string(),
             ]
         );
+    }
+
+    #[test]
+    fn a_cluster_files_gpu_is_priced_from_its_own_figures() {
+        // A GPU at half of every H100 figure (compute peaks and memory
+        // bandwidth) runs every kernel in twice the GPU time: a block that
+        // keeps the GPU busy takes twice as long; a launch-bound one, whose
+        // host time is the same, does not.
+        let h100 = Catalog::builtin().gpu("H100").unwrap().clone();
+        let half = amp_core::GpuDefinition {
+            name: "H100-half".into(),
+            like: "H100".into(),
+            fp32_tflops: Some(h100.fp32_tflops / 2.0),
+            tf32_tflops: h100.tf32_tflops.map(|t| t / 2.0),
+            fp16_tflops: Some(h100.fp16_tflops / 2.0),
+            bf16_tflops: h100.bf16_tflops.map(|t| t / 2.0),
+            fp8_tflops: h100.fp8_tflops.map(|t| t / 2.0),
+            memory_gib: None,
+            memory_bandwidth_gbs: Some(h100.memory_bandwidth_gbs / 2.0),
+        };
+        let catalog = Catalog::builtin()
+            .with_definitions(&[half], "c.toml")
+            .unwrap();
+        let gpus = ["H100".to_string(), "H100-half".to_string()];
+        let block = |model: &str, seq: u64, mb: usize| {
+            let m = zoo_model(model, Some(seq)).unwrap();
+            let opts = AnalyticOptions::default();
+            let p =
+                analytic_profile_with(&m, &gpus, &[1], &[mb], &Profile::default(), &opts, &catalog)
+                    .unwrap();
+            let t = |g: &str| p.layer_time(g, 1, mb, 1).unwrap();
+            (t("H100"), t("H100-half"))
+        };
+        let (full, half) = block("llama3-8b", 8192, 2);
+        assert!((half.forward_s / full.forward_s - 2.0).abs() < 1e-9);
+        assert!((half.backward_s.unwrap() / full.backward_s.unwrap() - 2.0).abs() < 1e-9);
+        let (full, half) = block("gpt2", 16, 1);
+        assert_eq!(half.forward_s, full.forward_s);
+        // A name only the cluster file gives is unknown to the built-in catalog.
+        let m = zoo_model("llama3-8b", Some(16)).unwrap();
+        let e = analytic_profile(&m, &gpus, &[1], &[1], &Profile::default()).unwrap_err();
+        assert!(e.to_string().contains("unknown GPU `H100-half`"), "{e}");
     }
 
     #[test]

@@ -310,6 +310,78 @@ impl Catalog {
         Ok(())
     }
 
+    /// This catalog with a cluster file's own GPUs added (its `[[gpus]]`,
+    /// [`amp_core::GpuDefinition`]): each is the GPU its `like` names,
+    /// renamed, with the figures the definition gives in place of that
+    /// GPU's; the rest (architecture, warp-level MMA share, link) stay
+    /// `like`'s. A definition that gives `memory_gib` gives the usable
+    /// memory: the datasheet's driver figure is no longer the GPU's.
+    /// `origin` names the file in errors.
+    pub fn with_definitions(
+        &self,
+        definitions: &[amp_core::GpuDefinition],
+        origin: &str,
+    ) -> Result<Catalog, CatalogError> {
+        let mut c = self.clone();
+        for (i, d) in definitions.iter().enumerate() {
+            let at = || format!("{origin}: gpus[{i}] `{}`", d.name);
+            if let Ok(known) = c.gpu(&d.name) {
+                let own = if self.gpu(&d.name).is_ok() {
+                    format!("the catalog's `{}`", known.name)
+                } else {
+                    format!("the definition `{}` above", known.name)
+                };
+                return Err(CatalogError::invalid(
+                    at(),
+                    format!(
+                        "the name is {own} (names match ignoring case, spaces, `-`, `_` and `.`); give this GPU a name of its own, e.g. `{}-custom`, and start it from the catalog's with like = \"{}\"",
+                        d.name, d.like
+                    ),
+                ));
+            }
+            let base = self.gpu(&d.like).map_err(|e| {
+                CatalogError::invalid(
+                    at(),
+                    format!("like: {e} (like names a catalog GPU, not another definition)"),
+                )
+            })?;
+            let mut g = base.clone();
+            g.name = d.name.clone();
+            g.aliases = Vec::new();
+            let mut given = Vec::new();
+            for (field, v) in d.figures() {
+                let Some(v) = v else { continue };
+                given.push(format!("{field} = {v}"));
+                match field {
+                    "fp32_tflops" => g.fp32_tflops = v,
+                    "tf32_tflops" => g.tf32_tflops = Some(v),
+                    "fp16_tflops" => g.fp16_tflops = v,
+                    "bf16_tflops" => g.bf16_tflops = Some(v),
+                    "fp8_tflops" => g.fp8_tflops = Some(v),
+                    "memory_gib" => {
+                        g.memory_gib = v;
+                        g.usable_memory_mib = None;
+                        g.usable_memory_source = None;
+                    }
+                    "memory_bandwidth_gbs" => g.memory_bandwidth_gbs = v,
+                    other => unreachable!("GpuDefinition::figures names {other}"),
+                }
+            }
+            g.source = if given.is_empty() {
+                format!("{origin}: as the catalog's {}", base.name)
+            } else {
+                format!(
+                    "{origin}: the catalog's {} with {}",
+                    base.name,
+                    given.join(", ")
+                )
+            };
+            c.gpus.push(g);
+        }
+        c.check()?;
+        Ok(c)
+    }
+
     /// A GPU by its name or any alias (case, spaces, hyphens, underscores
     /// and dots ignored).
     pub fn gpu(&self, name: &str) -> Result<&Gpu, CatalogError> {
@@ -426,6 +498,80 @@ mod tests {
         ] {
             assert!(c.link(l).is_ok(), "{l}");
         }
+    }
+
+    fn definition(name: &str, like: &str) -> amp_core::GpuDefinition {
+        amp_core::GpuDefinition {
+            name: name.into(),
+            like: like.into(),
+            fp32_tflops: None,
+            tf32_tflops: None,
+            fp16_tflops: None,
+            bf16_tflops: None,
+            fp8_tflops: None,
+            memory_gib: None,
+            memory_bandwidth_gbs: None,
+        }
+    }
+
+    #[test]
+    fn a_cluster_files_gpu_is_its_like_with_the_figures_it_gives() {
+        let c = catalog();
+        let h100 = c.gpu("H100").unwrap().clone();
+        let d = amp_core::GpuDefinition {
+            bf16_tflops: Some(835.0),
+            memory_gib: Some(96.0),
+            memory_bandwidth_gbs: Some(2400.0),
+            ..definition("H100-500W", "h100 sxm5")
+        };
+        let with = c.with_definitions(&[d], "c.toml").unwrap();
+        assert_eq!(with.gpus.len(), c.gpus.len() + 1);
+        let g = with.gpu("h100_500w").unwrap();
+        assert_eq!(g.name, "H100-500W");
+        assert!(g.aliases.is_empty());
+        assert_eq!(g.matmul_peak_flops(crate::Precision::Bf16), 835e12);
+        // What it does not give stays the catalog H100's.
+        assert_eq!(g.fp16_tflops, h100.fp16_tflops);
+        assert_eq!(g.mma_sync_fraction, h100.mma_sync_fraction);
+        assert_eq!(g.architecture, h100.architecture);
+        assert_eq!(g.memory_bytes_per_s(), 2400e9);
+        // Its memory is the definition's, not the catalog H100's driver figure.
+        assert_eq!(g.memory_bytes(), 96 << 30);
+        assert_eq!(
+            g.source,
+            "c.toml: the catalog's H100-SXM with bf16_tflops = 835, memory_gib = 96, memory_bandwidth_gbs = 2400"
+        );
+        // The catalog itself is unchanged.
+        assert!(c.gpu("H100-500W").is_err());
+        assert_eq!(c.gpu("H100").unwrap(), &h100);
+    }
+
+    #[test]
+    fn a_gpu_definition_that_cannot_stand_says_why() {
+        let c = catalog();
+        let err = |defs: &[amp_core::GpuDefinition]| {
+            c.with_definitions(defs, "c.toml").unwrap_err().to_string()
+        };
+        let e = err(&[definition("h100 sxm5", "H100-SXM")]);
+        assert!(
+            e.contains("c.toml: gpus[0] `h100 sxm5`")
+                && e.contains("the catalog's `H100-SXM`")
+                && e.contains("a name of its own"),
+            "{e}"
+        );
+        let e = err(&[definition("H100-500W", "H100-SXN")]);
+        assert!(
+            e.contains("like: unknown GPU `H100-SXN`; did you mean `H100-SXM`"),
+            "{e}"
+        );
+        // like names the catalog's GPUs only, not another definition.
+        let e = err(&[definition("A", "H200"), definition("B", "A")]);
+        assert!(
+            e.contains("gpus[1] `B`") && e.contains("not another definition"),
+            "{e}"
+        );
+        let e = err(&[definition("my-gpu", "H200"), definition("My GPU", "T4")]);
+        assert!(e.contains("the definition `my-gpu` above"), "{e}");
     }
 
     #[test]

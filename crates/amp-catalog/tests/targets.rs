@@ -198,6 +198,7 @@ fn best_plan(
         &mbs,
         &Profile::default(),
         &setup.analytic,
+        &amp_catalog::Catalog::builtin(),
     )
     .unwrap();
     let inputs = Inputs {

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use amp_core::cluster::Cluster;
+use amp_core::cluster::{Cluster, ClusterDescription};
 use amp_core::cost::amp_paper::{AmpPaper, SplitRule};
 use amp_core::cost::device::{DeviceModel, DeviceOptions};
 use amp_core::cost::{Calibration, CostModel};
@@ -195,6 +195,9 @@ pub struct Loaded {
     /// What the input files leave out that the model's runs computed
     /// (Sailor's data), for the command to print as warnings.
     pub notes: Vec<String>,
+    /// The hardware catalog the analytic model prices the cluster's GPUs
+    /// from: the built-in one, with the cluster file's own `[[gpus]]`.
+    pub catalog: amp_catalog::Catalog,
 }
 
 impl Loaded {
@@ -345,6 +348,7 @@ impl InputArgs {
                 example_batch: Some(e.global_batch()),
                 data_setup: None,
                 notes: Vec::new(),
+                catalog: amp_catalog::Catalog::builtin(),
             });
         }
         let model = load_model(
@@ -355,11 +359,10 @@ impl InputArgs {
                 gelu_new: self.gelu.map(|g| g == GeluArg::Composite),
             },
         )?;
-        let mut cluster = load_cluster(self.cluster.as_deref().unwrap_or_default())?;
+        let (mut cluster, catalog) = load_cluster(self.cluster.as_deref().unwrap_or_default())?;
         // A cluster file may leave GPU memory out: take it from the catalog
         // when the GPU is known there, so that plans that do not fit are
         // refused.
-        let catalog = amp_catalog::catalog();
         for node in &mut cluster.nodes {
             if node.gpu_memory_bytes.is_none() {
                 if let Ok(gpu) = catalog.gpu(&node.gpu_type) {
@@ -401,6 +404,7 @@ impl InputArgs {
             artifact_code: amp_npy,
             data_setup: None,
             notes: Vec::new(),
+            catalog,
         })
     }
 
@@ -441,6 +445,7 @@ impl InputArgs {
             profile,
             data_setup: Some(m.setup),
             notes,
+            catalog: amp_catalog::Catalog::builtin(),
         })
     }
 
@@ -643,6 +648,7 @@ impl InputArgs {
                 &mut loaded.profile,
                 micro_batches,
                 setup,
+                &loaded.catalog,
             )
             .context(
                 "cannot fill the profile from the analytic compute model (or pass --profile)",
@@ -832,6 +838,7 @@ impl InputArgs {
             example_batch: None,
             data_setup: Some(run.plan.setup),
             notes: Vec::new(),
+            catalog: amp_catalog::Catalog::builtin(),
         };
         self.complete_profile(&mut loaded, &[run.plan.micro_batch], &run.plan.setup)?;
         Ok((loaded, run.plan, warnings))
@@ -933,23 +940,30 @@ pub fn load_model(spec: &str, seq: Option<u64>, kernels: amp_catalog::Kernels) -
     Ok(model)
 }
 
-pub fn load_cluster(spec: &str) -> Result<Cluster> {
+/// The cluster `spec` names (a file, a built-in name or a shorthand) and the
+/// catalog its GPUs are priced from: the built-in one, with a file's own
+/// `[[gpus]]` added.
+pub fn load_cluster(spec: &str) -> Result<(Cluster, amp_catalog::Catalog)> {
     let path = Path::new(spec);
+    let builtin = amp_catalog::Catalog::builtin();
     if path.is_file() {
         let text = read_text(path)?;
         let origin = path.display().to_string();
-        return Ok(match extension(path).as_str() {
-            "toml" => Cluster::from_toml_str(&text, &origin)?,
-            "json" => Cluster::from_json_str(&text, &origin)?,
+        let d = match extension(path).as_str() {
+            "toml" => ClusterDescription::from_toml_str(&text, &origin)?,
+            "json" => ClusterDescription::from_json_str(&text, &origin)?,
             other => bail!("{origin}: unknown cluster file type `.{other}`; use .toml or .json"),
-        });
+        };
+        let catalog = builtin.with_definitions(&d.gpus, &origin)?;
+        return Ok((d.cluster, catalog));
     }
     if let Some(e) = Experiment::from_name(spec) {
-        return Ok(e.cluster());
+        return Ok((e.cluster(), builtin));
     }
-    amp_catalog::parse_cluster(spec).map_err(|e| {
+    let cluster = amp_catalog::parse_cluster(spec).map_err(|e| {
         anyhow!("{e} (a cluster is a shorthand like 2x8xH100+1xp3.8xlarge, a built-in name: homogeneous, het-cluster, het-model, or a .toml/.json file)")
-    })
+    })?;
+    Ok((cluster, builtin))
 }
 
 /// The embedded AMP profiles of a built-in AMP model.

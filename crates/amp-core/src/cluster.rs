@@ -338,16 +338,17 @@ impl Cluster {
 
     /// Parses a cluster file written in TOML (Gbit/s bandwidths, GiB memory; see
     /// [`ClusterFile`]) and checks it; `origin` names the file in errors.
+    /// The file's `[[gpus]]` definitions, if any, are not part of the
+    /// cluster: [`ClusterDescription::from_toml_str`] keeps them.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Cluster> {
-        let file: ClusterFile = toml::from_str(text).map_err(|e| AmpError::parse(origin, e))?;
-        file.into_cluster(origin)
+        ClusterDescription::from_toml_str(text, origin).map(|d| d.cluster)
     }
 
     /// Parses a cluster file written in JSON (same fields as the TOML form) and
-    /// checks it; `origin` names the file in errors.
+    /// checks it; `origin` names the file in errors. As
+    /// [`Cluster::from_toml_str`], without the file's `gpus`.
     pub fn from_json_str(text: &str, origin: &str) -> Result<Cluster> {
-        let file: ClusterFile = AmpError::json(text, origin)?;
-        file.into_cluster(origin)
+        ClusterDescription::from_json_str(text, origin).map(|d| d.cluster)
     }
 
     /// The cluster in its file form (Gbit/s, GiB), ready to serialize as TOML or JSON.
@@ -376,7 +377,89 @@ impl Cluster {
                     gbps: l.bytes_per_s / GBPS_TO_BYTES_PER_S,
                 })
                 .collect(),
+            gpus: Vec::new(),
         }
+    }
+}
+
+/// A cluster file as read: the cluster and the GPUs it defines for itself
+/// (its `[[gpus]]`), which the hardware catalog (`amp_catalog`) adds to the
+/// ones it knows before the analytic model prices them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterDescription {
+    /// The nodes and links.
+    pub cluster: Cluster,
+    /// The file's GPU definitions, in file order, checked as data (names,
+    /// positive figures); whether `like` names a known GPU is the catalog's
+    /// to say.
+    pub gpus: Vec<GpuDefinition>,
+}
+
+impl ClusterDescription {
+    /// Parses a cluster file written in TOML and checks it; `origin` names
+    /// the file in errors.
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<ClusterDescription> {
+        let file: ClusterFile = toml::from_str(text).map_err(|e| AmpError::parse(origin, e))?;
+        file.into_description(origin)
+    }
+
+    /// Parses a cluster file written in JSON and checks it; `origin` names
+    /// the file in errors.
+    pub fn from_json_str(text: &str, origin: &str) -> Result<ClusterDescription> {
+        let file: ClusterFile = AmpError::json(text, origin)?;
+        file.into_description(origin)
+    }
+}
+
+/// A `[[gpus]]` entry: a GPU as this cluster has it, where the catalog's
+/// figures are not the cluster's: a part run under a lower power limit, a
+/// variant with other memory, a GPU the catalog lacks. It starts from the
+/// catalog GPU `like` names and replaces the figures it gives; the rest
+/// (architecture, warp-level MMA share, link) stay `like`'s. Nodes name it
+/// by `name` in `gpu`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuDefinition {
+    /// The name `[[nodes]]` entries use; not a name the catalog has.
+    pub name: String,
+    /// The catalog GPU (name or alias) whose figures it starts from.
+    pub like: String,
+    /// Dense FP32 (non-tensor) peak, TFLOP/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fp32_tflops: Option<f64>,
+    /// Dense TF32 tensor peak, TFLOP/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tf32_tflops: Option<f64>,
+    /// Dense FP16 tensor peak, TFLOP/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fp16_tflops: Option<f64>,
+    /// Dense BF16 tensor peak, TFLOP/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bf16_tflops: Option<f64>,
+    /// Dense FP8 tensor peak, TFLOP/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fp8_tflops: Option<f64>,
+    /// Memory of one GPU, GiB: what a plan may use (give what the driver
+    /// reports, `nvidia-smi`'s total, where known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_gib: Option<f64>,
+    /// Memory bandwidth, GB/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bandwidth_gbs: Option<f64>,
+}
+
+impl GpuDefinition {
+    /// The figures the definition gives, by their file names.
+    pub fn figures(&self) -> [(&'static str, Option<f64>); 7] {
+        [
+            ("fp32_tflops", self.fp32_tflops),
+            ("tf32_tflops", self.tf32_tflops),
+            ("fp16_tflops", self.fp16_tflops),
+            ("bf16_tflops", self.bf16_tflops),
+            ("fp8_tflops", self.fp8_tflops),
+            ("memory_gib", self.memory_gib),
+            ("memory_bandwidth_gbs", self.memory_bandwidth_gbs),
+        ]
     }
 }
 
@@ -394,6 +477,9 @@ pub struct ClusterFile {
     /// Pair-specific network links, by node index after `count` expansion.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<LinkFile>,
+    /// GPUs this cluster defines for itself (see [`GpuDefinition`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<GpuDefinition>,
 }
 
 /// A `[[links]]` entry: the network bandwidth between two nodes.
@@ -436,6 +522,51 @@ pub struct NodeFile {
 }
 
 impl ClusterFile {
+    /// [`ClusterFile::into_cluster`], keeping the file's GPU definitions,
+    /// each checked: a name of its own (unique in the file), a `like`, and
+    /// positive figures within [`crate::limits`].
+    fn into_description(mut self, origin: &str) -> Result<ClusterDescription> {
+        let gpus = std::mem::take(&mut self.gpus);
+        for (i, g) in gpus.iter().enumerate() {
+            let at = || format!("{origin}: gpus[{i}]");
+            if g.name.trim().is_empty() {
+                return Err(AmpError::invalid(
+                    at(),
+                    "name is empty; give the GPU a name of its own, which [[nodes]] use as gpu",
+                ));
+            }
+            if g.like.trim().is_empty() {
+                return Err(AmpError::invalid(
+                    at(),
+                    format!(
+                        "`{}`: like is empty; name the catalog GPU it starts from, e.g. like = \"H100-SXM\"",
+                        g.name
+                    ),
+                ));
+            }
+            if let Some(j) = gpus[..i].iter().position(|h| h.name == g.name) {
+                return Err(AmpError::invalid(
+                    at(),
+                    format!("`{}` is defined twice (gpus[{j}] too); keep one", g.name),
+                ));
+            }
+            for (field, v) in g.figures() {
+                let Some(v) = v else { continue };
+                let max = if field == "memory_gib" {
+                    limits::MAX_GPU_MEMORY_GIB
+                } else {
+                    limits::MAX_GPU_RATE
+                };
+                limits::check_f64(v, true, max)
+                    .map_err(|m| AmpError::invalid(at(), format!("`{}`: {field} {m}", g.name)))?;
+            }
+        }
+        Ok(ClusterDescription {
+            cluster: self.into_cluster(origin)?,
+            gpus,
+        })
+    }
+
     /// Expands `count`, converts Gbit/s to bytes/s and GiB to bytes, checks the
     /// result against [`crate::limits`] and returns the cluster; `origin` names
     /// the file in errors.
@@ -751,5 +882,86 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("bandwidth"), "{e}");
+    }
+
+    const WITH_GPUS: &str = r#"
+        [[gpus]]
+        name = "H100-500W"
+        like = "H100-SXM"
+        bf16_tflops = 835
+        memory_bandwidth_gbs = 2400
+        [[nodes]]
+        gpu = "H100-500W"
+        gpus = 8
+        intra_gbps = 3600
+        inter_gbps = 3200
+    "#;
+
+    #[test]
+    fn gpu_definitions_are_kept_beside_the_cluster() {
+        let d = ClusterDescription::from_toml_str(WITH_GPUS, "c.toml").unwrap();
+        assert_eq!(d.gpus.len(), 1);
+        let g = &d.gpus[0];
+        assert_eq!(
+            (g.name.as_str(), g.like.as_str()),
+            ("H100-500W", "H100-SXM")
+        );
+        assert_eq!(g.bf16_tflops, Some(835.0));
+        assert_eq!(g.memory_bandwidth_gbs, Some(2400.0));
+        assert_eq!(g.fp16_tflops, None);
+        assert_eq!(d.cluster.nodes[0].gpu_type, "H100-500W");
+        // The cluster alone is the same with and without them; JSON reads
+        // the same definitions.
+        assert_eq!(
+            Cluster::from_toml_str(WITH_GPUS, "c.toml").unwrap(),
+            d.cluster
+        );
+        let json = serde_json::to_string(&ClusterFile {
+            gpus: d.gpus.clone(),
+            ..d.cluster.to_file()
+        })
+        .unwrap();
+        assert_eq!(
+            ClusterDescription::from_json_str(&json, "c.json").unwrap(),
+            d
+        );
+    }
+
+    #[test]
+    fn bad_gpu_definitions_say_which_and_how_to_fix() {
+        let err = |from: &str, to: &str| {
+            assert!(WITH_GPUS.contains(from));
+            ClusterDescription::from_toml_str(&WITH_GPUS.replacen(from, to, 1), "c.toml")
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err("name = \"H100-500W\"", "name = \" \"");
+        assert!(
+            e.contains("c.toml: gpus[0]") && e.contains("name is empty"),
+            "{e}"
+        );
+        let e = err("like = \"H100-SXM\"", "like = \"\"");
+        assert!(
+            e.contains("like is empty") && e.contains("like = \"H100-SXM\""),
+            "{e}"
+        );
+        let e = err("bf16_tflops = 835", "bf16_tflops = 0");
+        assert!(e.contains("`H100-500W`: bf16_tflops is 0"), "{e}");
+        let e = err("memory_bandwidth_gbs = 2400", "memory_bandwidth_gbs = nan");
+        assert!(e.contains("memory_bandwidth_gbs is NaN"), "{e}");
+        let e = err("memory_bandwidth_gbs = 2400", "memory_bandwidth = 2400");
+        assert!(e.contains("unknown field `memory_bandwidth`"), "{e}");
+        let twice = WITH_GPUS.replacen(
+            "[[nodes]]",
+            "[[gpus]]\nname = \"H100-500W\"\nlike = \"H200\"\n[[nodes]]",
+            1,
+        );
+        let e = ClusterDescription::from_toml_str(&twice, "c.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("gpus[1]") && e.contains("defined twice (gpus[0] too)"),
+            "{e}"
+        );
     }
 }

@@ -59,7 +59,7 @@ pub mod type_tp_search;
 pub mod uneven;
 pub mod validate;
 
-pub use cluster::{Cluster, Device, Node};
+pub use cluster::{Cluster, ClusterDescription, Device, GpuDefinition, Node};
 pub use cost::{Breakdown, DeviceMemory, Estimate};
 pub use error::{AmpError, Result};
 pub use model::{Layer, LayerKind, Model};

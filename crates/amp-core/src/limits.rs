@@ -22,6 +22,9 @@ pub const MAX_LINKS: usize = 65_536;
 pub const MAX_GBPS: f64 = 1e6;
 /// Memory of one GPU, GiB.
 pub const MAX_GPU_MEMORY_GIB: f64 = 1e6;
+/// A GPU's peak rate in a cluster file's GPU definition: TFLOP/s, or GB/s of
+/// memory bandwidth (a thousand times today's largest of either).
+pub const MAX_GPU_RATE: f64 = 1e7;
 /// Bytes a model keeps on every GPU besides its layers
 /// ([`crate::model::Model::resident_bytes_per_device`]): a GPU's memory at
 /// its limit, 1e6 GiB.
