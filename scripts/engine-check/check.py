@@ -85,6 +85,10 @@ CASES = [
     # tensor parallelism by default, so the other cases check it is off).
     ("llama3-8b sequence parallel tp2 pp2", "llama-3-8b", 8192, "1x8xH100", [8], 2, 2, 2, [0, 17, 35], 1, 4,
      ["--sequence-parallel"], {"deepspeed": "sequence parallelism"}),
+    # Each block compiled: torchtitan must compile the model, not the loss
+    # (priced uncompiled); the other engines have no such option.
+    ("llama3-8b compiled tp2 pp2", "llama-3-8b", 8192, "1x8xH100", [8], 2, 2, 2, [0, 17, 35], 1, 4,
+     ["--compile"], {"megatron": "torch.compile", "deepspeed": "torch.compile"}),
     # fp16 with DeepSpeed's fp32 all-reduce (the AMP artifact's runs): DeepSpeed
     # must reduce in fp32; asked for it, the others have no such option.
     ("llama3-8b fp16, fp32 all-reduce tp2 pp2", "llama-3-8b", 8192, "1x8xH100", [8], 2, 2, 2, [0, 17, 35], 1, 4,
@@ -249,6 +253,10 @@ def compare(case, engine, res, out, plan):
         got = f.get("loss")
         want = "CrossEntropyLoss.Config" if "pytorch" in flags else "ChunkedLossWrapper.Config"
         setting(f"loss {got.split('.')[0] if got else got}", got, want, "loss")
+        # Compiled as priced: the blocks when the plan says so, never the loss.
+        got = f.get("compile")
+        want = ["model"] if "--compile" in flags else None
+        setting(f"compile {got}", got, want, "compile")
         # A named Adam step, else torchtitan's default (fused).
         got = f.get("optimizer_implementation")
         want = flags[flags.index("--optimizer-step") + 1] if "--optimizer-step" in flags else "fused"

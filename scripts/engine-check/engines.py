@@ -194,7 +194,8 @@ def torchtitan(out):
              "optimizer_implementation": cfg.optimizer.implementation,
              "loss": type(cfg.loss).__qualname__,
              "tp": par.tensor_parallel_degree,
-             "sequence_parallel": par.enable_sequence_parallel}
+             "sequence_parallel": par.enable_sequence_parallel,
+             "compile": list(cfg.compile.components) if cfg.compile.enable else None}
     # Pipeline stages: the module names of each part, resolved on the model.
     stages = []
     parts = par.module_fqns_per_model_part or [[n for n, _ in model.named_children()]]

@@ -12,7 +12,11 @@ flavor it ships) at a small size in bf16 (the compute format of torchtitan's
 FSDP2 policy), wraps its blocks with torchtitan's own policy, and measures
 with PyTorch's profiler the bytes a forward leaves allocated, with 2 and 4
 blocks: half the difference is what one block keeps for its backward. The
-same with torchtitan's `FullAC`, and without checkpointing.
+same with torchtitan's `FullAC`, and without checkpointing. Then all three
+again with each block compiled as torchtitan's `compile.enable` does
+(`block.compile(backend="inductor", fullgraph=True)`,
+torchtitan/distributed/compile.py; Inductor's C++ backend on the CPU, the
+same partitioner that decides on a GPU what a compiled block keeps).
 
 Three changes for the CPU, named in the output: the blocks' attention runs
 PyTorch's SDPA (torchtitan's language models run FlexAttention, a compiled
@@ -20,12 +24,14 @@ kernel), and its CPU flash kernel joins the save list, standing for the
 attention kernel the GPU's list names (both return the output and its fp32
 log-sum-exp, which the save keeps); and the RMSNorms keep what CUDA's fused
 `rms_norm` keeps, their input and fp32 inverse norm (the CPU's composite
-keeps fp32 copies besides).
+keeps fp32 copies besides). Compiled, the RMSNorms are PyTorch's own, which
+Inductor decomposes and fuses on either device.
 
 amp's figure is `amp eval --json` of the same model (a Hugging Face config
 of the same shape) on one GPU, `--engine torchtitan --recompute POLICY`,
-with 2 and 4 blocks: half the difference of its activations. No constant is
-fitted. Exit status 0 when amp is within 2% of each policy.
+with 2 and 4 blocks: half the difference of its activations (`--compile`
+for the compiled rows). No constant is fitted. Exit status 0 when amp is
+within 2% of each row.
 """
 
 import argparse
@@ -78,8 +84,10 @@ def fuse_norms(model):
             m.forward = lambda x, m=m: FusedRMSNorm.apply(x, m.weight, m.eps or 1e-5)
 
 
-def build(layers):
-    """torchtitan's Llama 3 at DIM with `layers` blocks, fused QKV as its flavors."""
+def build(layers, compiled=False):
+    """torchtitan's Llama 3 at DIM with `layers` blocks, fused QKV as its
+    flavors; eager with CUDA's fused RMSNorm, or compiled block by block as
+    torchtitan compiles them."""
     rope = model_registry("debugmodel").model.layers[0].attention.rope
     rope.dim = DIM // HEADS
     config = Llama3Model.Config(
@@ -110,8 +118,16 @@ def build(layers):
             torch.nn.attention.SDPBackend.FLASH_ATTENTION
         ]
     model = model.to(torch.bfloat16)
-    fuse_norms(model)
+    if not compiled:
+        fuse_norms(model)
     return model
+
+
+def compile_blocks(model):
+    """torchtitan's `apply_compile`: each block compiled, after checkpointing."""
+    blocks = model.layers.values() if hasattr(model.layers, "values") else model.layers
+    for block in blocks:
+        block.compile(backend="inductor", fullgraph=True)
 
 
 class CpuSelectiveAC(SelectiveAC):
@@ -123,14 +139,19 @@ class CpuSelectiveAC(SelectiveAC):
         return ops
 
 
-def kept_bytes(layers, policy):
+def kept_bytes(layers, policy, compiled=False):
     """Bytes a forward of `layers` blocks leaves allocated under `policy`."""
-    model = build(layers)
+    model = build(layers, compiled)
     if policy == "selective":
         CpuSelectiveAC(SelectiveAC.Config()).apply(model)
     elif policy == "full":
         FullAC(FullAC.Config()).apply(model)
     tokens = torch.randint(0, VOCAB, (BATCH, SEQ))
+    if compiled:
+        # Compile outside the measurement: one step first.
+        compile_blocks(model)
+        model(tokens, attention_masks=None).float().sum().backward()
+        model.zero_grad(set_to_none=True)
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         out = model(tokens, attention_masks=None)
     live = 0
@@ -141,7 +162,7 @@ def kept_bytes(layers, policy):
     return live
 
 
-def amp_block_bytes(amp, recompute):
+def amp_block_bytes(amp, recompute, compiled=False):
     """Half the difference of amp's activations with 4 and 2 blocks."""
     got = {}
     for layers in (2, 4):
@@ -178,7 +199,8 @@ def amp_block_bytes(amp, recompute):
             out = subprocess.run(
                 [amp, "eval", plan_path, "--model", path, "--seq", str(SEQ)]
                 + ["--cluster", "1x1xH100", "--engine", "torchtitan"]
-                + ["--recompute", recompute, "--json"],
+                + ["--recompute", recompute, "--json"]
+                + (["--compile"] if compiled else []),
                 capture_output=True,
                 text=True,
                 check=True,
@@ -197,20 +219,23 @@ def main():
         f"torch {torch.__version__}, torchtitan {torchtitan.__version__}; Llama 3 block: "
         f"width {DIM}, {HEADS} heads, {KV_HEADS} key/value heads, FFN {FFN}, fused QKV; "
         f"micro-batch {BATCH} x {SEQ} tokens, bf16; attention: SDPA's CPU flash kernel, "
-        "in the save list; RMSNorm as CUDA's fused kernel keeps it"
+        "in the save list; eager RMSNorm as CUDA's fused kernel keeps it, compiled PyTorch's own"
     )
     tokens = BATCH * SEQ
     ok = True
-    for policy in ("selective", "full", "none"):
-        measured = (kept_bytes(4, policy) - kept_bytes(2, policy)) / 2
-        amp = amp_block_bytes(a.amp, policy)
-        ratio = amp / measured
-        print(
-            f"{policy:>9}: a block keeps {measured / tokens:,.1f} bytes per token; "
-            f"amp --recompute {policy}: {amp / tokens:,.1f} ({ratio:.3f} x)"
-        )
-        if abs(ratio - 1.0) > 0.02:
-            ok = False
+    for compiled in (False, True):
+        for policy in ("selective", "full", "none"):
+            measured = (kept_bytes(4, policy, compiled) - kept_bytes(2, policy, compiled)) / 2
+            amp = amp_block_bytes(a.amp, policy, compiled)
+            ratio = amp / measured
+            flag = " --compile" if compiled else ""
+            print(
+                f"{policy:>9}{' compiled' if compiled else '':>9}: a block keeps "
+                f"{measured / tokens:,.1f} bytes per token; "
+                f"amp --recompute {policy}{flag}: {amp / tokens:,.1f} ({ratio:.3f} x)"
+            )
+            if abs(ratio - 1.0) > 0.02:
+                ok = False
     print("amp counts what torchtitan's blocks keep" if ok else "MISMATCH")
     raise SystemExit(0 if ok else 1)
 

@@ -92,6 +92,11 @@ pub struct AnalyticOptions {
     /// ([`amp_core::setup::TrainingSetup::cross_entropy`]).
     #[serde(default)]
     pub cross_entropy: Option<CrossEntropy>,
+    /// torchtitan's blocks compiled (`TrainingSetup::compile`): Inductor
+    /// fuses the elementwise kernels eager torchtitan runs apart, as an
+    /// engine's fused kernels do.
+    #[serde(default)]
+    pub compiled: bool,
 }
 
 impl Default for AnalyticOptions {
@@ -103,6 +108,7 @@ impl Default for AnalyticOptions {
             engine: None,
             optimizer_step: None,
             cross_entropy: None,
+            compiled: false,
         }
     }
 }
@@ -389,8 +395,9 @@ pub fn layer_estimate(
             // torchtitan without torch.compile (its default) runs its own
             // Python blocks: PyTorch's fused RMSNorm and one QKV projection
             // as an engine, but its rotary embedding on fp32 copies and the
-            // gate, up, SiLU and product kernel by kernel.
-            let titan = (opts.engine == Some(Engine::Torchtitan))
+            // gate, up, SiLU and product kernel by kernel. Compiled, Inductor
+            // fuses those as an engine does.
+            let titan = (opts.engine == Some(Engine::Torchtitan) && !opts.compiled)
                 .then(|| model.architecture())
                 .flatten();
             let rms = eager.is_some_and(|a| a.norm == NormKind::Rmsnorm);
@@ -907,6 +914,7 @@ pub fn fill_missing(
                 engine: setup.engine,
                 optimizer_step: Some(setup.optimizer_step()),
                 cross_entropy: Some(setup.cross_entropy()),
+                compiled: setup.compile,
                 ..Default::default()
             },
             catalog,
@@ -1451,6 +1459,31 @@ mod tests {
                 "h100: tp 1, 2 from the analytic model (micro-batches 1, 4)".to_string(),
             ]
         );
+    }
+
+    #[test]
+    fn compiled_torchtitan_blocks_run_an_engines_fused_kernels() {
+        // Inductor fuses the rotary embedding and the gated MLP's SiLU and
+        // product that eager torchtitan runs kernel by kernel: a compiled
+        // block costs what the same block costs under Megatron-LM's fused
+        // kernels, launch-bound or not.
+        let c = Constants::builtin();
+        let gpu = Catalog::builtin().gpu("H100").unwrap().clone();
+        let with = |engine, compiled| AnalyticOptions {
+            engine: Some(engine),
+            compiled,
+            ..AnalyticOptions::default()
+        };
+        for (seq, tp, mb) in [(16, 8, 1), (8192, 1, 2)] {
+            let m = zoo_model("llama3-8b", Some(seq)).unwrap();
+            let est = |o: &AnalyticOptions| layer_estimate(&m, 1, &gpu, tp, mb, o, &c);
+            let compiled = est(&with(Engine::Torchtitan, true));
+            let megatron = est(&with(Engine::Megatron, false));
+            let eager = est(&with(Engine::Torchtitan, false));
+            assert_eq!(compiled.forward_s, megatron.forward_s);
+            assert_eq!(compiled.backward_s, megatron.backward_s);
+            assert!(compiled.forward_s < eager.forward_s);
+        }
     }
 
     #[test]

@@ -62,6 +62,12 @@ pub struct SetupArgs {
     /// its end. PyTorch's recipe, and amp's default, leave it outside.
     #[arg(long, help_heading = "Training setup")]
     pub backward_in_autocast: bool,
+    /// torchtitan compiles each block with torch.compile
+    /// (`compile.enable`): Inductor fuses the elementwise kernels eager
+    /// torchtitan runs one by one, and keeps what a fused block keeps.
+    /// torchtitan only; its export turns compile on.
+    #[arg(long, help_heading = "Training setup")]
+    pub compile: bool,
     /// All-reduce 16-bit gradients in fp32, twice the bytes (DeepSpeed's
     /// `communication_data_type`, `fp32_allreduce` in the version the AMP
     /// artifact ran, whose runs set it: the default on its inputs;
@@ -158,6 +164,9 @@ impl SetupArgs {
         if self.backward_in_autocast {
             v.push("--backward-in-autocast");
         }
+        if self.compile {
+            v.push("--compile");
+        }
         if self.fp32_allreduce.is_some() {
             v.push("--fp32-allreduce");
         }
@@ -220,6 +229,7 @@ impl SetupArgs {
             overlap_grad_reduce: self.overlap_allreduce,
             grad_reduce_barrier: self.grad_reduce_barrier,
             backward_in_autocast: self.backward_in_autocast,
+            compile: self.compile,
             engine,
             cross_entropy: self.cross_entropy,
             optimizer_step: self.optimizer_step,

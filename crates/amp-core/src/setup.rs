@@ -795,6 +795,14 @@ pub struct TrainingSetup {
     /// Only without an engine, under autocast. Absent from files: false.
     #[serde(default, skip_serializing_if = "is_false")]
     pub backward_in_autocast: bool,
+    /// torchtitan compiles each block with `torch.compile`
+    /// (`compile.enable`, torchtitan/distributed/compile.py): Inductor fuses
+    /// the elementwise kernels between the matrix products and the
+    /// attention, which eager torchtitan runs one by one, and its
+    /// partitioner keeps what a fused block keeps. Only with torchtitan.
+    /// Absent from files: false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub compile: bool,
     /// The engine the plan is meant to run on, when one was chosen.
     pub engine: Option<Engine>,
     /// The loss kernel, when set; else the engine's
@@ -824,6 +832,7 @@ impl Default for TrainingSetup {
             overlap_grad_reduce: false,
             grad_reduce_barrier: false,
             backward_in_autocast: false,
+            compile: false,
             engine: None,
             cross_entropy: None,
             optimizer_step: None,
@@ -955,6 +964,15 @@ impl TrainingSetup {
             return Err(AmpError::invalid(
                 at,
                 "a gradient reduction after a barrier cannot overlap the last backward; drop `grad_reduce_barrier` (`--grad-reduce-barrier`) or `overlap_grad_reduce` (`--overlap-allreduce`)",
+            ));
+        }
+        if self.compile && self.engine != Some(Engine::Torchtitan) {
+            return Err(AmpError::invalid(
+                at,
+                format!(
+                    "torch.compile is priced as torchtitan runs it (each block compiled, `compile.enable`), not for {}; drop `compile` (`--compile`) or target torchtitan",
+                    self.engine.map_or("plain PyTorch".to_string(), |e| e.to_string())
+                ),
             ));
         }
         if self.cross_entropy == Some(CrossEntropy::Chunked)
@@ -1163,6 +1181,9 @@ impl TrainingSetup {
         }
         if self.backward_in_autocast {
             parts.push("backward in autocast".into());
+        }
+        if self.compile {
+            parts.push("compiled".into());
         }
         if self.cross_entropy.is_some() {
             parts.push(format!("{} cross entropy", self.cross_entropy().name()));
@@ -1580,5 +1601,35 @@ mod tests {
             CrossEntropy::Chunked
         );
         assert_eq!("chunked".parse::<CrossEntropy>(), Ok(CrossEntropy::Chunked));
+    }
+
+    #[test]
+    fn compile_is_torchtitans_alone_and_recorded_when_on() {
+        let with = |engine| TrainingSetup {
+            engine,
+            compile: true,
+            ..TrainingSetup::default()
+        };
+        let titan = with(Some(Engine::Torchtitan));
+        assert!(titan.check().is_ok());
+        assert!(titan.summary().contains("compiled"), "{}", titan.summary());
+        for engine in [None, Some(Engine::Megatron), Some(Engine::DeepSpeed)] {
+            let e = with(engine).check().unwrap_err().to_string();
+            assert!(
+                e.contains("torch.compile") && e.contains("target torchtitan"),
+                "{e}"
+            );
+        }
+        // A plan file records it only when on; one that does not reads off.
+        let text = serde_json::to_string(&titan).unwrap();
+        assert!(text.contains("\"compile\":true"), "{text}");
+        assert_eq!(serde_json::from_str::<TrainingSetup>(&text).unwrap(), titan);
+        let off = TrainingSetup {
+            compile: false,
+            ..titan
+        };
+        let text = serde_json::to_string(&off).unwrap();
+        assert!(!text.contains("compile"), "{text}");
+        assert_eq!(serde_json::from_str::<TrainingSetup>(&text).unwrap(), off);
     }
 }

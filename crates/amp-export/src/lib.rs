@@ -93,6 +93,8 @@ pub(crate) struct EngineOptions {
     /// `communication_data_type`; Megatron-LM and torchtitan reduce them as
     /// they are, fewer bytes than the plan was priced with).
     pub(crate) fp32_allreduce: bool,
+    /// torchtitan compiles each block (`compile.enable`), as priced.
+    pub(crate) compile: bool,
 }
 
 impl std::ops::Deref for EngineOptions {
@@ -211,6 +213,7 @@ fn engine_view(
         optimizer_step: setup.optimizer_step,
         cross_entropy: setup.cross_entropy(),
         fp32_allreduce: setup.formats.fp32_gradient_reduction(),
+        compile: setup.compile,
     };
     let v = setup.virtual_stages();
     if v <= 1 {

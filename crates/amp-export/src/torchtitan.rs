@@ -414,6 +414,13 @@ pub(crate) fn export(
             ))
         }
     }
+    if opts.compile {
+        // The blocks compiled, as priced; the loss amp prices as eager
+        // kernels, so it stays uncompiled (components' default compiles it too).
+        py.push_str("    # each block compiled with torch.compile (torchtitan/distributed/compile.py), as\n    # priced; the loss was priced uncompiled, so it is left out of the components\n");
+        py.push_str("    config.compile.enable = True\n");
+        py.push_str("    config.compile.components = [\"model\"]\n");
+    }
     py.push_str("    # Trainer.Config.activation_checkpoint (torchtitan/distributed/activation_checkpoint.py)\n");
     match opts.recompute {
         Recompute::None => py.push_str(&format!(

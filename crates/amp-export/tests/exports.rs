@@ -555,6 +555,18 @@ fn torchtitan_builds_qwen3_from_its_own_flavors() {
         text.contains("    p.enable_sequence_parallel = True  # as priced\n"),
         "{text}"
     );
+    // Compiled as priced: the blocks, not the loss (priced uncompiled);
+    // nothing written when the plan runs eager, torchtitan's default.
+    assert!(!text.contains("config.compile"), "{text}");
+    let mut compiled = titan.clone();
+    compiled.setup.compile = true;
+    let text = py(&compiled, &m).unwrap();
+    for line in [
+        "    config.compile.enable = True\n",
+        "    config.compile.components = [\"model\"]\n",
+    ] {
+        assert!(text.contains(line), "missing {line} in\n{text}");
+    }
     // Without its query and key norms the same sizes are no torchtitan model.
     let mut plain = amp_catalog::zoo::zoo_arch("qwen3-8b").unwrap();
     plain.qk_norm = false;

@@ -307,8 +307,12 @@ pub(super) fn attention_core_bytes(model: &Model, tp: f64, setup: &TrainingSetup
 ///   row-parallel products (communication in the save list); the
 ///   all-gathers before the others are rerun.
 ///
+/// Compiled ([`TrainingSetup::compile`]), the partitioner keeps of those
+/// only what a backward reads: not the row-parallel products' outputs nor
+/// the reduce-scatters after them, which only the residual adds read.
+///
 /// Checked on the CPU with torchtitan's own policy
-/// (`scripts/engine-check/sac.py`).
+/// (`scripts/engine-check/sac.py`; compiled at tp 1 only).
 pub(super) fn per_op_selective_bytes(model: &Model, tp: f64, setup: &TrainingSetup) -> Option<f64> {
     let arch = model.architecture()?;
     let shape = model.shape.as_ref()?;
@@ -321,6 +325,7 @@ pub(super) fn per_op_selective_bytes(model: &Model, tp: f64, setup: &TrainingSet
     let products: f64 = projections
         .iter()
         .step_by(2)
+        .filter(|p| !(setup.compile && p.row_parallel))
         .map(|p| {
             let width = p.out_width as f64;
             s * if p.row_parallel { width } else { width / tp } * e
@@ -332,7 +337,7 @@ pub(super) fn per_op_selective_bytes(model: &Model, tp: f64, setup: &TrainingSet
         attention += heads * s * s / tp * e;
     }
     let row_parallel = projections.iter().filter(|p| p.row_parallel).count() as f64;
-    let reduce_scatters = if sp {
+    let reduce_scatters = if sp && !setup.compile {
         row_parallel * s * h / tp * e
     } else {
         0.0
@@ -613,6 +618,7 @@ pub(crate) fn stored_activation_bytes_per_sample(
     if block
         && setup.recompute == Recompute::None
         && setup.engine == Some(crate::setup::Engine::Torchtitan)
+        && !setup.compile
     {
         if let Some(kept) = torchtitan_eager_block_bytes(model, t, setup) {
             return kept;

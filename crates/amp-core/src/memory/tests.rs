@@ -1088,6 +1088,74 @@ fn torchtitans_selective_checkpointing_keeps_its_save_lists_outputs() {
 }
 
 #[test]
+fn compiled_torchtitan_blocks_keep_what_their_backward_reads() {
+    // Measured on the CPU with torchtitan's own blocks compiled as its
+    // `compile.enable` compiles them (scripts/engine-check/sac.py).
+    let m = tiny_llama();
+    let titan = TrainingSetup {
+        engine: Some(crate::setup::Engine::Torchtitan),
+        ..TrainingSetup::default()
+    };
+    let compiled = TrainingSetup {
+        compile: true,
+        ..titan
+    };
+    let megatron = TrainingSetup {
+        engine: Some(crate::setup::Engine::Megatron),
+        ..TrainingSetup::default()
+    };
+    // Without recomputation Inductor's partitioner keeps what an engine's
+    // fused block keeps: for Llama-3-8B's shape at one token 139,264 bytes,
+    // where the eager block keeps 168,072.
+    let fused = stored_activation_bytes_per_sample(&m, 0, 1, &megatron);
+    assert_eq!(
+        stored_activation_bytes_per_sample(&m, 0, 1, &compiled),
+        fused
+    );
+    let mut big = tiny_llama();
+    let sh = big.shape.as_mut().unwrap();
+    (sh.hidden, sh.heads, sh.seq_len) = (4096, 32, 1);
+    let a = sh.architecture.as_mut().unwrap();
+    (a.kv_heads, a.head_dim, a.ffn_hidden) = (8, 128, 14336);
+    assert_eq!(
+        stored_activation_bytes_per_sample(&big, 0, 1, &compiled),
+        139_264.0
+    );
+    assert_eq!(
+        stored_activation_bytes_per_sample(&big, 0, 1, &titan),
+        168_072.0
+    );
+    // Selective checkpointing, compiled: the save list's outputs less the
+    // down projection's (4 x 8 x 2 = 64), which only the residual add
+    // reads: 480 - 64.
+    let sac = TrainingSetup {
+        recompute: Recompute::Selective,
+        ..compiled
+    };
+    assert_eq!(stored_activation_bytes_per_sample(&m, 0, 1, &sac), 416.0);
+    // tp 2 with sequence parallelism: nor the reduce-scatters' shards
+    // (336 - 64 - 64 = 208).
+    let sp = TrainingSetup {
+        sequence_parallel: true,
+        ..sac
+    };
+    assert_eq!(stored_activation_bytes_per_sample(&m, 0, 2, &sp), 208.0);
+    // Full recomputation keeps the block input either way.
+    let full = |s: TrainingSetup| {
+        stored_activation_bytes_per_sample(
+            &m,
+            0,
+            1,
+            &TrainingSetup {
+                recompute: Recompute::Full,
+                ..s
+            },
+        )
+    };
+    assert_eq!(full(compiled), full(titan));
+}
+
+#[test]
 fn recompute_keeps_only_block_inputs() {
     let m = tiny();
     let r = TrainingSetup {
