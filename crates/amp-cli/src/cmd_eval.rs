@@ -147,6 +147,9 @@ fn print_text(
     for s in plan_compute_sources(loaded, plan) {
         writeln!(out, "compute times: {s}")?;
     }
+    for g in loaded.defined_gpus() {
+        writeln!(out, "gpu {g}")?;
+    }
     writeln!(
         out,
         "iteration: {:.4} s, throughput {:.2} samples/s",

@@ -580,6 +580,9 @@ fn print_table(
     for s in sources {
         writeln!(out, "compute times: {s}")?;
     }
+    for g in loaded.defined_gpus() {
+        writeln!(out, "gpu {g}")?;
+    }
     let best = &result.plans[0];
     if objective == Objective::Cost {
         // The best plan's cost, per iteration and, where the model gives

@@ -201,6 +201,20 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// One line per GPU type of the cluster that its file defines
+    /// (`[[gpus]]`), saying what it is: `NAME: FILE: the catalog's X with
+    /// ...`, for the command to print beside where the times come from.
+    pub fn defined_gpus(&self) -> Vec<String> {
+        let builtin = amp_catalog::Catalog::builtin();
+        let types = self.cluster.gpu_types();
+        self.catalog
+            .gpus
+            .iter()
+            .filter(|g| builtin.gpu(&g.name).is_err() && types.contains(&g.name))
+            .map(|g| format!("{}: {}", g.name, g.source))
+            .collect()
+    }
+
     /// The setup `args` ask for on these inputs: the AMP artifact's inputs
     /// default to its runs' loss (Megatron-LM's) and Adam (fused) when no
     /// engine is named, as they default to its fp16; other inputs without

@@ -3037,6 +3037,50 @@ fn compile_is_refused_off_torchtitan_and_on_in_its_export() {
 }
 
 #[test]
+fn a_cluster_files_gpu_is_said_with_what_it_is() {
+    let cluster = grand_teton(1, 835.0);
+    let text = common::amp_text(&[
+        "plan",
+        "--model",
+        "llama3-8b",
+        "--seq",
+        "2048",
+        "--cluster",
+        cluster.to_str().unwrap(),
+        "--global-batch",
+        "16",
+        "--engine",
+        "torchtitan",
+        "--top",
+        "1",
+    ]);
+    let line = format!(
+        "gpu H100-96GB-500W: {}: the catalog's H100-SXM with fp16_tflops = 835, bf16_tflops = 835, memory_gib = 96, memory_bandwidth_gbs = 2400\n",
+        cluster.display()
+    );
+    assert!(text.contains(&line), "{text}");
+    assert!(
+        text.contains("compute times: H100-96GB-500W: tp 1, 2, 4, 8 from the analytic model"),
+        "{text}"
+    );
+    // A catalog GPU gets no such line.
+    let text = common::amp_text(&[
+        "plan",
+        "--model",
+        "llama3-8b",
+        "--seq",
+        "2048",
+        "--cluster",
+        "1x8xH100",
+        "--global-batch",
+        "16",
+        "--top",
+        "1",
+    ]);
+    assert!(!text.contains("\ngpu "), "{text}");
+}
+
+#[test]
 fn a_cluster_file_gpu_that_cannot_stand_is_refused_with_its_fix() {
     let run = |gpus: &str, node_gpu: &str| {
         let cluster = common::tmp(

@@ -376,6 +376,9 @@ pub(crate) fn export(
     py.push_str(&format!(
         "    p.data_parallel_shard_degree = {shard_degree}\n"
     ));
+    if pp == 1 {
+        py.push_str("    # Without a pipeline torchtitan captures forward and backward in a CUDA graph (its\n    # default, training.disable_cuda_graphs = False). amp priced each kernel launched from\n    # the host: a launch-bound plan (a small model, high tp) runs faster than priced.\n");
+    }
     if pp > 1 {
         py.push_str("    # Trainer.Config._validate_cuda_graphs: CUDA graphs do not support pipeline parallelism\n");
         py.push_str("    t.disable_cuda_graphs = True\n");

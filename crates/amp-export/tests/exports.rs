@@ -481,6 +481,9 @@ fn torchtitan_without_a_pipeline_keeps_the_micro_batches_as_accumulation() {
     assert!(py.contains("t.local_batch_size = 2\n"), "{py}");
     assert!(py.contains("t.global_batch_size = 64\n"), "{py}");
     assert!(!py.contains("pipeline_parallel_microbatch_size"), "{py}");
+    // torchtitan's CUDA graph stays on, and the file says amp did not price it.
+    assert!(!py.contains("t.disable_cuda_graphs"), "{py}");
+    assert!(py.contains("runs faster than priced"), "{py}");
 }
 
 #[test]
