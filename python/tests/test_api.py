@@ -197,6 +197,47 @@ def test_cluster_dict_equals_cluster_file(tmp_path: Path, cli_json):
     assert amp.plan(model="gpt2", cluster=cluster, global_batch=16).to_dict() == expected
 
 
+def test_a_cluster_dicts_own_gpu_and_compile_reach_the_cli(tmp_path: Path, cli_json):
+    cluster = {
+        "name": "grand-teton",
+        "gpus": [
+            {
+                "name": "H100-500W",
+                "like": "H100-SXM",
+                "bf16_tflops": 835,
+                "fp16_tflops": 835,
+                "memory_bandwidth_gbs": 2400,
+            }
+        ],
+        "nodes": [{"gpu": "H100-500W", "gpus": 8, "intra_gbps": 3600, "inter_gbps": 3200}],
+    }
+    path = tmp_path / "cluster.json"
+    path.write_text(json.dumps(cluster))
+    flags = ["--seq", "2048", "--global-batch", "16", "--engine", "torchtitan", "--compile"]
+    expected = cli_json(
+        "plan", "--model", "llama3-8b", "--cluster", str(path), *flags, "--json", "-q"
+    )
+    got = amp.plan(
+        model="llama3-8b",
+        cluster=cluster,
+        seq=2048,
+        global_batch=16,
+        engine="torchtitan",
+        compile=True,
+    )
+    assert got.to_dict() == expected
+    # The defined GPU is slower than the catalog's H100 it starts from.
+    catalog = amp.plan(
+        model="llama3-8b",
+        cluster="1x8xH100",
+        seq=2048,
+        global_batch=16,
+        engine="torchtitan",
+        compile=True,
+    )
+    assert got.plans[0].predicted_iteration_s > catalog.plans[0].predicted_iteration_s
+
+
 def test_example_and_profile_paths(cli_json):
     expected = cli_json("plan", "--example", "het-cluster", "--json", "-q")
     assert amp.plan(example="het-cluster").to_dict() == expected
