@@ -527,6 +527,16 @@ impl ClusterFile {
     /// positive figures within [`crate::limits`].
     fn into_description(mut self, origin: &str) -> Result<ClusterDescription> {
         let gpus = std::mem::take(&mut self.gpus);
+        if gpus.len() > limits::MAX_GPU_DEFINITIONS {
+            return Err(AmpError::invalid(
+                format!("{origin}: gpus"),
+                format!(
+                    "{} GPU definitions, more than the limit of {}; define only the GPUs the nodes use",
+                    gpus.len(),
+                    limits::MAX_GPU_DEFINITIONS
+                ),
+            ));
+        }
         for (i, g) in gpus.iter().enumerate() {
             let at = || format!("{origin}: gpus[{i}]");
             if g.name.trim().is_empty() {
@@ -961,6 +971,17 @@ mod tests {
             .to_string();
         assert!(
             e.contains("gpus[1]") && e.contains("defined twice (gpus[0] too)"),
+            "{e}"
+        );
+        // Bounded: a file cannot make the catalog's name checks quadratic.
+        let many: String = (0..=limits::MAX_GPU_DEFINITIONS)
+            .map(|i| format!("[[gpus]]\nname = \"g{i}\"\nlike = \"H200\"\n"))
+            .collect();
+        let e = ClusterDescription::from_toml_str(&(many + WITH_GPUS), "c.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("258 GPU definitions, more than the limit of 256"),
             "{e}"
         );
     }

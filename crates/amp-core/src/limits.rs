@@ -18,6 +18,9 @@ pub const MAX_GPUS_PER_NODE: usize = 64;
 pub const MAX_NICS_PER_NODE: usize = 64;
 /// Pair-specific links in a cluster.
 pub const MAX_LINKS: usize = 65_536;
+/// GPU definitions in one cluster file (`[[gpus]]`): a cluster has a
+/// handful of GPU kinds.
+pub const MAX_GPU_DEFINITIONS: usize = 256;
 /// Bandwidth of any link, Gbit/s (a petabit per second).
 pub const MAX_GBPS: f64 = 1e6;
 /// Memory of one GPU, GiB.
