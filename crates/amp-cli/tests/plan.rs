@@ -2789,13 +2789,53 @@ fn sharded_traffic_figures_are_the_readmes() {
     );
 }
 
+/// amp's pick for torchtitan's published 8B run (benchmarks/
+/// llama3_h100_202412_torchtitan.md, Tables 1 and 3: Llama 3.1 8B, FSDP,
+/// selective checkpointing, sequence 8192, a local batch of 2) on `cluster`
+/// at `batch`, with `extra` flags: (dp, micro-batch, micro-batches), the
+/// first GPU's peak in GiB, and the predicted iteration.
+fn published_8b_pick(
+    cluster: &std::path::Path,
+    batch: &str,
+    extra: &[&str],
+) -> ((u64, u64, u64), f64, f64) {
+    let mut args = vec![
+        "plan",
+        "--model",
+        "llama3-8b",
+        "--seq",
+        "8192",
+        "--cluster",
+        cluster.to_str().unwrap(),
+        "--global-batch",
+        batch,
+        "--engine",
+        "torchtitan",
+        "--optimizer-sharding",
+        "zero3",
+        "--recompute",
+        "selective",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let p = amp_json(&args)["plans"][0].clone();
+    let shape = (
+        p["dp"].as_u64().unwrap(),
+        p["micro_batch"].as_u64().unwrap(),
+        p["num_micro_batches"].as_u64().unwrap(),
+    );
+    let peak = p["memory"][0]["peak_bytes"].as_f64().unwrap() / (1u64 << 30) as f64;
+    (shape, peak, p["predicted_iteration_s"].as_f64().unwrap())
+}
+
 #[test]
 fn torchtitans_selective_checkpointing_fits_its_published_8b_run() {
     // README, "torchtitan's selective checkpointing": torchtitan's own
     // benchmark (benchmarks/llama3_h100_202412_torchtitan.md, Table 1) runs
     // Llama 3.1 8B on 8 H100s of 96 GB at a local batch of 2, sequence
     // 8192, FSDP, selective checkpointing: 82.4 GiB, 5,762 tokens/s/GPU.
-    // Nodes of 8 such GPUs, `nodes` of them; amp's pick at `batch`.
+    // Nodes of 8 such GPUs (the catalog H100), `nodes` of them; amp's pick
+    // at `batch`.
     let pick = |nodes: usize, batch: &str, loss: &[&str]| {
         let cluster = common::tmp(
             &format!("grand-teton-{nodes}.toml"),
@@ -2804,33 +2844,7 @@ fn torchtitans_selective_checkpointing_fits_its_published_8b_run() {
                  inter_gbps = 3200\nnics = 8\ngpu_memory_gib = 96\ncount = {nodes}\n"
             ),
         );
-        let mut args = vec![
-            "plan",
-            "--model",
-            "llama3-8b",
-            "--seq",
-            "8192",
-            "--cluster",
-            cluster.to_str().unwrap(),
-            "--global-batch",
-            batch,
-            "--engine",
-            "torchtitan",
-            "--optimizer-sharding",
-            "zero3",
-            "--recompute",
-            "selective",
-            "--json",
-        ];
-        args.extend_from_slice(loss);
-        let p = amp_json(&args)["plans"][0].clone();
-        let shape = (
-            p["dp"].as_u64().unwrap(),
-            p["micro_batch"].as_u64().unwrap(),
-            p["num_micro_batches"].as_u64().unwrap(),
-        );
-        let peak = p["memory"][0]["peak_bytes"].as_f64().unwrap() / (1u64 << 30) as f64;
-        (shape, peak, p["predicted_iteration_s"].as_f64().unwrap())
+        published_8b_pick(&cluster, batch, loss)
     };
     // The run's loss: unchunked, before torchtitan 0.3.0.
     let unchunked = ["--cross-entropy", "pytorch"];
@@ -2879,38 +2893,15 @@ fn torchtitans_published_run_on_the_gpus_its_benchmark_describes() {
     // (benchmarks/llama3_h100_202412_torchtitan.md), Llama 3.1 8B, FSDP,
     // local batch 2 x 8192, selective checkpointing, eager and compiled.
     let pick = |nodes: usize, peak: f64, compile: bool| {
-        let cluster = grand_teton(nodes, peak);
         let batch = (16 * nodes).to_string();
-        let mut args = vec![
-            "plan",
-            "--model",
-            "llama3-8b",
-            "--seq",
-            "8192",
-            "--cluster",
-            cluster.to_str().unwrap(),
-            "--global-batch",
-            &batch,
-            "--engine",
-            "torchtitan",
-            "--optimizer-sharding",
-            "zero3",
-            "--recompute",
-            "selective",
-            "--cross-entropy",
-            "pytorch",
-            "--json",
-        ];
-        if compile {
-            args.push("--compile");
-        }
-        let p = amp_json(&args)["plans"][0].clone();
-        assert_eq!(
-            (p["dp"].as_u64(), p["micro_batch"].as_u64()),
-            (Some(8 * nodes as u64), Some(2))
-        );
-        let peak_gib = p["memory"][0]["peak_bytes"].as_f64().unwrap() / (1u64 << 30) as f64;
-        (peak_gib, p["predicted_iteration_s"].as_f64().unwrap())
+        let flags: &[&str] = if compile {
+            &["--cross-entropy", "pytorch", "--compile"]
+        } else {
+            &["--cross-entropy", "pytorch"]
+        };
+        let (shape, peak_gib, time) = published_8b_pick(&grand_teton(nodes, peak), &batch, flags);
+        assert_eq!(shape, (8 * nodes as u64, 2, 1));
+        (peak_gib, time)
     };
     let near = |got: f64, want: f64| assert!((got - want).abs() < 1e-3, "{got} for {want}");
     // Eager, 2.843 s measured on 8 GPUs and 2.923 on 128: amp 33% (SXM

@@ -299,11 +299,7 @@ fn torchtitans_eager_block_keeps_what_its_python_saves() {
         4.0 * 144.0
     );
     // Llama-3-8B's shape at one token: 168,072 bytes (the README's figure).
-    let mut big = tiny_llama();
-    let sh = big.shape.as_mut().unwrap();
-    (sh.hidden, sh.heads, sh.seq_len) = (4096, 32, 1);
-    let a = sh.architecture.as_mut().unwrap();
-    (a.kv_heads, a.head_dim, a.ffn_hidden) = (8, 128, 14336);
+    let big = llama3_8b_block_at_one_token();
     assert_eq!(
         stored_activation_bytes_per_sample(&big, 0, 1, &titan),
         168_072.0
@@ -1016,6 +1012,17 @@ fn selective_recompute_and_sequence_parallel_follow_korthikanti() {
     );
 }
 
+/// [`tiny_llama`]'s block at Llama-3-8B's widths, one token long: what
+/// the README's bytes-per-token figures are counted on.
+fn llama3_8b_block_at_one_token() -> Model {
+    let mut big = tiny_llama();
+    let sh = big.shape.as_mut().unwrap();
+    (sh.hidden, sh.heads, sh.seq_len) = (4096, 32, 1);
+    let a = sh.architecture.as_mut().unwrap();
+    (a.kv_heads, a.head_dim, a.ffn_hidden) = (8, 128, 14336);
+    big
+}
+
 /// `tiny()` as a Llama: s = 4, h = 8, 2 heads of 4, one key/value head, a
 /// gated MLP of 16, fused attention.
 fn tiny_llama() -> Model {
@@ -1112,11 +1119,7 @@ fn compiled_torchtitan_blocks_keep_what_their_backward_reads() {
         stored_activation_bytes_per_sample(&m, 0, 1, &compiled),
         fused
     );
-    let mut big = tiny_llama();
-    let sh = big.shape.as_mut().unwrap();
-    (sh.hidden, sh.heads, sh.seq_len) = (4096, 32, 1);
-    let a = sh.architecture.as_mut().unwrap();
-    (a.kv_heads, a.head_dim, a.ffn_hidden) = (8, 128, 14336);
+    let big = llama3_8b_block_at_one_token();
     assert_eq!(
         stored_activation_bytes_per_sample(&big, 0, 1, &compiled),
         139_264.0
