@@ -2922,6 +2922,21 @@ fn torchtitans_published_run_on_the_gpus_its_benchmark_describes() {
     near(pick(1, 835.0, true).1, 2.0326);
     near(pick(16, 989.5, true).1, 1.7551);
     near(pick(16, 835.0, true).1, 2.0239);
+    // With neutral constants: the same time (no time constant applies to
+    // these runs), the memory without the 4.5 GB reserve.
+    let (_, mem, t) = published_8b_pick(
+        &grand_teton(1, 835.0),
+        "16",
+        &[
+            "--cross-entropy",
+            "pytorch",
+            "--compile",
+            "--calibration",
+            "neutral",
+        ],
+    );
+    near(t, 2.0326);
+    assert!((mem - 67.73).abs() < 0.01, "{mem}");
 }
 
 #[test]
