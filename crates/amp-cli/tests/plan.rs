@@ -2999,8 +2999,9 @@ fn torchtitans_published_tensor_parallel_runs() {
     near(price("llama3-70b", 32, 16, "full", 835.0), 26.9874);
 }
 
-#[test]
-fn compile_is_refused_off_torchtitan_and_on_in_its_export() {
+/// `amp plan` of Llama-3-8B at sequence 2048 and a global batch of 16 on
+/// `cluster`, with `extra` flags.
+fn small_llama_plan<'a>(cluster: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let base = [
         "plan",
         "--model",
@@ -3008,11 +3009,16 @@ fn compile_is_refused_off_torchtitan_and_on_in_its_export() {
         "--seq",
         "2048",
         "--cluster",
-        "1x8xH100",
+        cluster,
         "--global-batch",
         "16",
-        "--compile",
     ];
+    [&base[..], extra].concat()
+}
+
+#[test]
+fn compile_is_refused_off_torchtitan_and_on_in_its_export() {
+    let base = small_llama_plan("1x8xH100", &["--compile"]);
     for engine in [
         &[][..],
         &["--engine", "megatron"],
@@ -3045,21 +3051,10 @@ fn compile_is_refused_off_torchtitan_and_on_in_its_export() {
 #[test]
 fn a_cluster_files_gpu_is_said_with_what_it_is() {
     let cluster = grand_teton(1, 835.0);
-    let text = common::amp_text(&[
-        "plan",
-        "--model",
-        "llama3-8b",
-        "--seq",
-        "2048",
-        "--cluster",
+    let text = common::amp_text(&small_llama_plan(
         cluster.to_str().unwrap(),
-        "--global-batch",
-        "16",
-        "--engine",
-        "torchtitan",
-        "--top",
-        "1",
-    ]);
+        &["--engine", "torchtitan", "--top", "1"],
+    ));
     let line = format!(
         "gpu H100-96GB-500W: {}: the catalog's H100-SXM with fp16_tflops = 835, bf16_tflops = 835, memory_gib = 96, memory_bandwidth_gbs = 2400\n",
         cluster.display()
@@ -3070,19 +3065,7 @@ fn a_cluster_files_gpu_is_said_with_what_it_is() {
         "{text}"
     );
     // A catalog GPU gets no such line.
-    let text = common::amp_text(&[
-        "plan",
-        "--model",
-        "llama3-8b",
-        "--seq",
-        "2048",
-        "--cluster",
-        "1x8xH100",
-        "--global-batch",
-        "16",
-        "--top",
-        "1",
-    ]);
+    let text = common::amp_text(&small_llama_plan("1x8xH100", &["--top", "1"]));
     assert!(!text.contains("\ngpu "), "{text}");
 }
 

@@ -276,10 +276,7 @@ fn torchtitans_eager_block_keeps_what_its_python_saves() {
     // 2 x 16; the attention's query, key, value and output, (8 + 4 + 4 + 8)
     // x 2, and its log-sum-exp, 2 x 4; four MLP tensors of 16, 4 x 32.
     let m = tiny_llama();
-    let titan = TrainingSetup {
-        engine: Some(crate::setup::Engine::Torchtitan),
-        ..TrainingSetup::default()
-    };
+    let titan = TrainingSetup::default().on_engine(crate::setup::Engine::Torchtitan);
     assert_eq!(
         stored_activation_bytes_per_sample(&m, 0, 1, &titan),
         4.0 * 256.0
@@ -320,10 +317,7 @@ fn torchtitans_chunked_loss_keeps_only_the_gradient_of_its_input() {
     // tiny_decoder: the projection's input 32 elements per sample (s h),
     // 40 logits (4 tokens x 10), here on tp 2: 20 per rank.
     let m = tiny_decoder(false);
-    let chunked = TrainingSetup {
-        engine: Some(crate::setup::Engine::Torchtitan),
-        ..TrainingSetup::default()
-    };
+    let chunked = TrainingSetup::default().on_engine(crate::setup::Engine::Torchtitan);
     assert_eq!(chunked.cross_entropy(), CrossEntropy::Chunked);
     // Kept: the 16-bit gradient of the input, whole on every rank, and all
     // of it the loss's (one micro-batch at a time).
@@ -1099,10 +1093,7 @@ fn compiled_torchtitan_blocks_keep_what_their_backward_reads() {
     // Measured on the CPU with torchtitan's own blocks compiled as its
     // `compile.enable` compiles them (scripts/engine-check/sac.py).
     let m = tiny_llama();
-    let titan = TrainingSetup {
-        engine: Some(crate::setup::Engine::Torchtitan),
-        ..TrainingSetup::default()
-    };
+    let titan = TrainingSetup::default().on_engine(crate::setup::Engine::Torchtitan);
     let compiled = TrainingSetup {
         compile: true,
         ..titan
