@@ -257,6 +257,9 @@ def compare(case, engine, res, out, plan):
         got = f.get("compile")
         want = ["model"] if "--compile" in flags else None
         setting(f"compile {got}", got, want, "compile")
+        # Eager launches as priced: torchtitan's CUDA graph capture off.
+        got = f.get("cuda_graphs")
+        setting(f"CUDA graphs {got}", got, False, "CUDA graphs")
         # A named Adam step, else torchtitan's default (fused).
         got = f.get("optimizer_implementation")
         want = flags[flags.index("--optimizer-step") + 1] if "--optimizer-step" in flags else "fused"

@@ -195,7 +195,8 @@ def torchtitan(out):
              "loss": type(cfg.loss).__qualname__,
              "tp": par.tensor_parallel_degree,
              "sequence_parallel": par.enable_sequence_parallel,
-             "compile": list(cfg.compile.components) if cfg.compile.enable else None}
+             "compile": list(cfg.compile.components) if cfg.compile.enable else None,
+             "cuda_graphs": not cfg.training.disable_cuda_graphs}
     # Pipeline stages: the module names of each part, resolved on the model.
     stages = []
     parts = par.module_fqns_per_model_part or [[n for n, _ in model.named_children()]]

@@ -377,7 +377,13 @@ pub(crate) fn export(
         "    p.data_parallel_shard_degree = {shard_degree}\n"
     ));
     if pp == 1 {
-        py.push_str("    # Without a pipeline torchtitan captures forward and backward in a CUDA graph (its\n    # default, training.disable_cuda_graphs = False). amp priced each kernel launched from\n    # the host: a launch-bound plan (a small model, high tp) runs faster than priced.\n");
+        // torchtitan's default captures each micro-batch's forward and
+        // backward in a CUDA graph without a pipeline. amp prices eager
+        // launches, and its memory model has no graph pool (the warm-up
+        // step's blocks stay cached in the default pool while the capture
+        // allocates a second one), so the file runs the plan as priced.
+        py.push_str("    # Eager launches, as amp priced them. torchtitan's default without a pipeline captures\n    # forward and backward in a CUDA graph: delete this line to use it. A launch-bound plan\n    # (a small model, high tp) then runs faster than priced, and the graph's private memory\n    # pool, beside the blocks its eager warm-up step leaves cached, is not in amp's memory figure.\n");
+        py.push_str("    t.disable_cuda_graphs = True\n");
     }
     if pp > 1 {
         py.push_str("    # Trainer.Config._validate_cuda_graphs: CUDA graphs do not support pipeline parallelism\n");
