@@ -3116,3 +3116,46 @@ fn a_cluster_file_gpu_that_cannot_stand_is_refused_with_its_fix() {
         "{e}"
     );
 }
+
+#[test]
+fn torchtitan_plans_of_a_tied_model_have_no_pipeline() {
+    // Qwen3-0.6B ties its output to its embedding, which torchtitan builds
+    // only without a pipeline: every plan printed runs there, and the
+    // output says why the pipelined candidates were skipped.
+    let v = amp_json(&[
+        "plan",
+        "--model",
+        "qwen3-0.6b",
+        "--cluster",
+        "1x8xH100",
+        "--global-batch",
+        "8",
+        "--engine",
+        "torchtitan",
+        "--json",
+    ]);
+    let plans = v["plans"].as_array().unwrap();
+    assert!(!plans.is_empty());
+    assert!(plans.iter().all(|p| p["pp"] == 1), "{plans:?}");
+    let skipped = v["skipped"].to_string();
+    assert!(
+        skipped.contains("torchtitan refuses weight tying with pipeline parallelism"),
+        "{skipped}"
+    );
+    // Under Megatron-LM, which all-reduces the tied gradient, pipelines stay.
+    let v = amp_json(&[
+        "plan",
+        "--model",
+        "qwen3-0.6b",
+        "--cluster",
+        "1x8xH100",
+        "--global-batch",
+        "8",
+        "--engine",
+        "megatron",
+        "--json",
+        "--top",
+        "100",
+    ]);
+    assert!(v["plans"].as_array().unwrap().iter().any(|p| p["pp"] != 1));
+}

@@ -273,7 +273,8 @@ impl Plan {
             );
         }
         self.setup.check()?;
-        self.setup.check_pipeline(self.pp())?;
+        let ties_weights = model.layers.iter().any(|l| l.tied_to.is_some());
+        self.setup.check_pipeline(self.pp(), ties_weights)?;
         let seq = model.shape.as_ref().map_or(0, |s| s.seq_len);
         // Degrees checked: a plan of thousands of groups has a few.
         let mut allowed: Vec<usize> = Vec::new();
@@ -806,6 +807,33 @@ mod tests {
         assert_eq!(p.global_batch(), 16);
         assert_eq!(p.boundaries(), vec![0, 15, 30]);
         assert_eq!(p.uniform_tp(), Some(2));
+    }
+
+    #[test]
+    fn torchtitan_runs_a_tied_model_without_a_pipeline_only() {
+        let (m, c) = (models::amp_gpt2(), clusters::homogeneous());
+        assert!(m.layers.iter().any(|l| l.tied_to.is_some()));
+        let mut p = two_stage();
+        p.setup =
+            crate::setup::TrainingSetup::default().on_engine(crate::setup::Engine::Torchtitan);
+        let e = p.validate(&m, &c).unwrap_err().to_string();
+        assert!(
+            e.contains("torchtitan refuses weight tying with pipeline parallelism"),
+            "{e}"
+        );
+        // The same pipeline of an untied model, and the tied model on one
+        // stage or under another engine, run.
+        let mut untied = m.clone();
+        for l in &mut untied.layers {
+            l.tied_to = None;
+        }
+        p.validate(&untied, &c).unwrap();
+        let mut one = p.clone();
+        one.stages.truncate(1);
+        one.stages[0].end_layer = 30;
+        one.validate(&m, &c).unwrap();
+        p.setup = crate::setup::TrainingSetup::default().on_engine(crate::setup::Engine::Megatron);
+        p.validate(&m, &c).unwrap();
     }
 
     #[test]

@@ -928,12 +928,21 @@ impl TrainingSetup {
         s
     }
 
-    /// Whether the setup's engine runs it on a pipeline of `pp` stages:
-    /// DeepSpeed's pipeline engine takes ZeRO stages 0 and 1 only
-    /// (`PipelineEngine.__init__` asserts "ZeRO-2 and ZeRO-3 are
+    /// Whether the setup's engine runs it on a pipeline of `pp` stages, for
+    /// a model that ties weights across layers (`ties_weights`, a tied
+    /// embedding) or not: DeepSpeed's pipeline engine takes ZeRO stages 0
+    /// and 1 only (`PipelineEngine.__init__` asserts "ZeRO-2 and ZeRO-3 are
     /// incompatible with pipeline parallelism", deepspeed/runtime/pipe/
-    /// engine.py).
-    pub fn check_pipeline(&self, pp: usize) -> Result<()> {
+    /// engine.py), and torchtitan builds no tied model on a pipeline
+    /// (`Decoder.Config` raises "Weight tying is not supported with
+    /// Pipeline Parallel.", torchtitan/models/common/decoder.py).
+    pub fn check_pipeline(&self, pp: usize, ties_weights: bool) -> Result<()> {
+        if pp > 1 && ties_weights && self.engine == Some(Engine::Torchtitan) {
+            return Err(AmpError::invalid(
+                "training setup",
+                "torchtitan refuses weight tying with pipeline parallelism (torchtitan/models/common/decoder.py: \"Weight tying is not supported with Pipeline Parallel.\"), and this model ties weights between its layers (a tied embedding); plan one stage, or target another engine",
+            ));
+        }
         if pp > 1
             && self.engine == Some(Engine::DeepSpeed)
             && self.optimizer_sharding >= OptimizerSharding::Zero2
