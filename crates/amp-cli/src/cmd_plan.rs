@@ -651,6 +651,12 @@ fn print_table(
     }
     if best.plan.stages.iter().any(|s| s.uniform_tp().is_none()) {
         unlaunchable.push("a stage's replicas run at different tp degrees".to_string());
+    } else if best.plan.uniform_tp().is_none() {
+        // Each engine builds the model at one tensor-parallel degree.
+        unlaunchable.push(format!(
+            "its stages run at different tp degrees ({})",
+            best.plan.tp_label()
+        ));
     }
     if !unlaunchable.is_empty() {
         writeln!(

@@ -3159,3 +3159,37 @@ fn torchtitan_plans_of_a_tied_model_have_no_pipeline() {
     ]);
     assert!(v["plans"].as_array().unwrap().iter().any(|p| p["pp"] != 1));
 }
+
+#[test]
+fn a_best_plan_with_a_tp_per_stage_is_named_unlaunchable() {
+    // --per-type-tp may rank first a plan whose stages run at different tp
+    // degrees; Megatron-LM, DeepSpeed and torchtitan each build the model at
+    // one, and the output says so under the table.
+    let text = amp_text(&[
+        "plan",
+        "--model",
+        "llama3-8b",
+        "--cluster",
+        "2x8xH100+2x8xA100-80GB",
+        "--global-batch",
+        "32",
+        "--engine",
+        "megatron",
+        "--per-type-tp",
+        "--top",
+        "1",
+    ]);
+    let table_tp = text
+        .lines()
+        .find(|l| l.starts_with("│ 1 "))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap()
+        .to_string();
+    assert!(table_tp.contains('/'), "{text}");
+    assert!(
+        text.contains(&format!(
+            "best plan: its stages run at different tp degrees ({table_tp}); Megatron-LM, DeepSpeed and torchtitan cannot run it"
+        )),
+        "{text}"
+    );
+}
