@@ -1097,6 +1097,12 @@ impl TrainingSetup {
                     ),
                 ));
             }
+            if engine == Engine::Torchtitan && self.formats.compute == Precision::Fp16 {
+                return Err(AmpError::invalid(
+                    at,
+                    "torchtitan trains in bf16 or fp32 (training.mixed_precision_param, torchtitan/config/configs.py), not fp16; use precision bf16",
+                ));
+            }
             if engine == Engine::DeepSpeed && self.recompute == Recompute::Selective {
                 return Err(AmpError::invalid(
                     at,
@@ -1106,6 +1112,12 @@ impl TrainingSetup {
             if let Some(ce) = self.cross_entropy {
                 // torchtitan and DeepSpeed train with a loss function the
                 // user can swap; Megatron-LM's is built in.
+                if engine == Engine::Torchtitan && ce == CrossEntropy::Megatron {
+                    return Err(AmpError::invalid(
+                        at,
+                        "torchtitan computes PyTorch's cross entropy (chunked by its recipes, `chunked`, or over the whole sequence, `pytorch`), not Megatron-LM's vocabulary-parallel cross entropy; drop the cross-entropy choice or pick one of those",
+                    ));
+                }
                 if engine == Engine::Megatron && ce != engine.default_cross_entropy() {
                     return Err(AmpError::invalid(
                         at,
@@ -1588,6 +1600,31 @@ mod tests {
         assert!(s.check().is_err());
         assert!(parse_schedule("interleaved:0").is_err());
         assert_eq!(parse_schedule("interleaved:1"), Ok(Schedule::OneFOneB));
+        // torchtitan's mixed precision is bf16 (or fp32); fp16 stays the
+        // other engines'.
+        let fp16 = |engine| TrainingSetup {
+            formats: Precision::Fp16.formats(),
+            ..TrainingSetup::default().on_engine(engine)
+        };
+        let e = fp16(Engine::Torchtitan).check().unwrap_err().to_string();
+        assert!(e.contains("torchtitan trains in bf16 or fp32"), "{e}");
+        fp16(Engine::Megatron).check().unwrap();
+        fp16(Engine::DeepSpeed).check().unwrap();
+        // Nor does it compute Megatron-LM's loss, which DeepSpeed's pipeline
+        // GPT (Megatron-DeepSpeed's) does.
+        let megatron_loss = |engine| TrainingSetup {
+            cross_entropy: Some(CrossEntropy::Megatron),
+            ..TrainingSetup::default().on_engine(engine)
+        };
+        let e = megatron_loss(Engine::Torchtitan)
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("torchtitan computes PyTorch's cross entropy"),
+            "{e}"
+        );
+        megatron_loss(Engine::DeepSpeed).check().unwrap();
     }
 
     #[test]

@@ -53,9 +53,23 @@ fn homogeneous_plan_exports() {
         &ExportOptions::default(),
         &[Engine::Megatron, Engine::DeepSpeed],
     );
+    // The AMP runs' fp16 and Megatron-LM loss are not torchtitan's either;
+    // in a setup torchtitan runs the model is still refused.
     let e = export(&p, &m, &c, Engine::Torchtitan, &ExportOptions::default())
         .unwrap_err()
         .to_string();
+    assert!(e.contains("not fp16"), "{e}");
+    let mut plain = p.clone();
+    plain.setup = amp_core::setup::TrainingSetup::default();
+    let e = export(
+        &plain,
+        &m,
+        &c,
+        Engine::Torchtitan,
+        &ExportOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("gives sizes but not its architecture"), "{e}");
 }
 
@@ -311,6 +325,9 @@ fn uneven_replicas_and_mixed_tp_replicas_are_refused_by_every_engine() {
     uneven.replica_micro_batches = (0..p.dp())
         .map(|r| p.num_micro_batches + usize::from(r == 0))
         .collect();
+    // In a setup every engine runs (the AMP runs' fp16 and Megatron-LM
+    // loss are not torchtitan's).
+    uneven.setup = amp_core::setup::TrainingSetup::default();
     uneven.validate(&m, &c).unwrap();
     for engine in [Engine::Megatron, Engine::DeepSpeed, Engine::Torchtitan] {
         let e = export(&uneven, &m, &c, engine, &ExportOptions::default())
