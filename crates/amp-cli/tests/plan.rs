@@ -3122,18 +3122,23 @@ fn torchtitan_plans_of_a_tied_model_have_no_pipeline() {
     // Qwen3-0.6B ties its output to its embedding, which torchtitan builds
     // only without a pipeline: every plan printed runs there, and the
     // output says why the pipelined candidates were skipped.
-    let v = amp_json(&[
-        "plan",
-        "--model",
-        "qwen3-0.6b",
-        "--cluster",
-        "1x8xH100",
-        "--global-batch",
-        "8",
-        "--engine",
-        "torchtitan",
-        "--json",
-    ]);
+    let plan_on = |engine: &str| {
+        amp_json(&[
+            "plan",
+            "--model",
+            "qwen3-0.6b",
+            "--cluster",
+            "1x8xH100",
+            "--global-batch",
+            "8",
+            "--engine",
+            engine,
+            "--json",
+            "--top",
+            "100",
+        ])
+    };
+    let v = plan_on("torchtitan");
     let plans = v["plans"].as_array().unwrap();
     assert!(!plans.is_empty());
     assert!(plans.iter().all(|p| p["pp"] == 1), "{plans:?}");
@@ -3143,20 +3148,7 @@ fn torchtitan_plans_of_a_tied_model_have_no_pipeline() {
         "{skipped}"
     );
     // Under Megatron-LM, which all-reduces the tied gradient, pipelines stay.
-    let v = amp_json(&[
-        "plan",
-        "--model",
-        "qwen3-0.6b",
-        "--cluster",
-        "1x8xH100",
-        "--global-batch",
-        "8",
-        "--engine",
-        "megatron",
-        "--json",
-        "--top",
-        "100",
-    ]);
+    let v = plan_on("megatron");
     assert!(v["plans"].as_array().unwrap().iter().any(|p| p["pp"] != 1));
 }
 
