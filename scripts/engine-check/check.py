@@ -278,6 +278,10 @@ def compare(case, engine, res, out, plan):
         got = f.get("communication_data_type")
         want = "torch.float32" if "--fp32-allreduce" in flags else None
         setting(f"all-reduce {got or 'as trained'}", got, want, "all-reduce")
+        # The tied layers as priced: a module tying them passes the export's
+        # check (on DeepSpeed's TiedLayerSpec), one tying nothing does not.
+        pairs, verdict = f.get("tied") or (None, None)
+        setting(f"tied {pairs} {verdict}", verdict in ("none", "enforced"), True, "tied")
     return cells, bad
 
 

@@ -122,6 +122,26 @@ def megatron(out):
     return {"params": params, "stages": stages, "coords": coords, "facts": facts}
 
 
+def tied_check(ap):
+    """The export's check of tied layers, run on DeepSpeed's own LayerSpec and
+    TiedLayerSpec: a module tying exactly TIED passes; one tying nothing is
+    refused when the plan ties layers. Returns (pairs, verdict)."""
+    import torch
+    from deepspeed.pipe import LayerSpec, TiedLayerSpec
+    tied = {i for pair in ap.TIED for i in pair}
+    ok = [TiedLayerSpec("shared", torch.nn.Identity) if i in tied else LayerSpec(torch.nn.Identity)
+          for i in range(len(ap.LAYER_NAMES))]
+    ap.check_tied(ok)
+    if not ap.TIED:
+        return (0, "none")
+    plain = [LayerSpec(torch.nn.Identity) for _ in ap.LAYER_NAMES]
+    try:
+        ap.check_tied(plain)
+    except ValueError:
+        return (len(ap.TIED), "enforced")
+    return (len(ap.TIED), "NOT enforced")
+
+
 def deepspeed_check(out):
     # DeepSpeedConfig asks deepspeed.comm for this process's rank and the
     # mpu for the data-parallel size; on a CPU without a launcher there is no
@@ -154,7 +174,8 @@ def deepspeed_check(out):
              "pipe_partitioned": cfg.pipeline.get("pipe_partitioned"),
              "grad_partitioned": cfg.pipeline.get("grad_partitioned"),
              # what the export hands PipelineModule(activation_checkpoint_interval=...)
-             "recompute": "full" if ap.ACTIVATION_CHECKPOINT_INTERVAL == 1 else None}
+             "recompute": "full" if ap.ACTIVATION_CHECKPOINT_INTERVAL == 1 else None,
+             "tied": tied_check(ap)}
     world = topo.world_size()
     coords = {}
     for r in range(world):

@@ -71,6 +71,12 @@ pub(crate) fn export(
     let ds_config = serde_json::to_string_pretty(&cfg).expect("json values serialize") + "\n";
 
     let parts = plan.boundaries();
+    let tied: Vec<String> = model
+        .layers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| l.tied_to.map(|t| format!("({i}, {t})")))
+        .collect();
     let names: Vec<String> = model.layers.iter().map(|l| py_str(&l.name)).collect();
     let mut py = String::new();
     py.push_str(&format!(
@@ -78,7 +84,8 @@ pub(crate) fn export(
 
 Stage j runs layers PARTS[j]..PARTS[j+1]-1 of the model's layer list
 ({n} entries, listed in LAYER_NAMES). Build your PipelineModule from the same
-layer list, in the same order.
+layer list, in the same order, each pair of layers in TIED (weights shared, as
+priced) as TiedLayerSpecs of one key.
 
 DeepSpeed's PipelineModule(partition_method=...) accepts "uniform",
 "parameters" and "type:<regex>" (deepspeed/runtime/pipe/module.py,
@@ -95,11 +102,15 @@ ds_config.json keys (deepspeed.ai/docs/config-json, deepspeed/runtime/constants.
   zero_optimization.stage = {z} (pipeline parallelism works with ZeRO 0 and 1 only,
     PipelineModule docstring)
 """
-from deepspeed.pipe import PipelineModule
+from deepspeed.pipe import PipelineModule, TiedLayerSpec
 from deepspeed.runtime.pipe.topology import PipeModelDataParallelTopology
 
 PARTS = [{parts}]
 LAYER_NAMES = [{names}]
+# (layer, the earlier layer whose weights it shares), as priced: the pipeline engine all-reduces
+# such a weight's gradient between the stages that hold it (allreduce_tied_weight_gradients) when
+# both layers are TiedLayerSpecs of one key. AmpPipelineModule checks that the module ties these.
+TIED = [{tied}]
 PIPELINE_PARALLEL = {pp}
 TENSOR_PARALLEL = {tp}  # > 1 needs a model with tensor-parallel layers (e.g. Megatron-DeepSpeed)
 DATA_PARALLEL = {dp}
@@ -119,6 +130,7 @@ class AmpPipelineModule(PipelineModule):
         if len(self._layer_specs) != PARTS[-1]:
             raise ValueError(
                 f"the plan splits {{PARTS[-1]}} layers but the module has {{len(self._layer_specs)}}")
+        check_tied(self._layer_specs)
         if self._topo.get_dim("pipe") != len(PARTS) - 1:
             raise ValueError("the topology's pipe dimension differs from the plan's stages")
         self.parts = list(PARTS)
@@ -134,8 +146,10 @@ class AmpPipelineModule(PipelineModule):
         z = zero_stage,
         parts = launch::join(&parts, ", "),
         names = names.join(", "),
+        tied = tied.join(", "),
         aci = if opts.recompute == Recompute::Full { 1 } else { 0 },
     ));
+    py.push_str(CHECK_TIED_PY);
 
     let program = format!(
         "{} --deepspeed --deepspeed_config ds_config.json",
@@ -175,6 +189,27 @@ class AmpPipelineModule(PipelineModule):
         ExportFile::new("launch.sh", sh),
     ])
 }
+
+/// The check of the module's tied layers against the plan's (`TIED`),
+/// which `AmpPipelineModule._partition_layers` runs before it splits.
+const CHECK_TIED_PY: &str = r#"
+
+def check_tied(specs):
+    """Raise unless the module ties exactly the layers the plan ties (TIED)."""
+    tied = {i for pair in TIED for i in pair}
+    for layer, owner in TIED:
+        a, b = specs[owner], specs[layer]
+        if not (isinstance(a, TiedLayerSpec) and isinstance(b, TiedLayerSpec) and a.key == b.key):
+            raise ValueError(
+                f"the plan ties layer {layer} ({LAYER_NAMES[layer]}) to layer {owner} "
+                f"({LAYER_NAMES[owner]}): build both with TiedLayerSpec and one key, so the engine "
+                "all-reduces their gradient as priced")
+    extra = [i for i, s in enumerate(specs) if isinstance(s, TiedLayerSpec) and i not in tied]
+    if extra:
+        raise ValueError(
+            f"layers {extra} are TiedLayerSpecs, but the plan ties none of them: describe the "
+            "model's shared weights (a layer's tied_to) and plan again, or build them with LayerSpec")
+"#;
 
 /// A Python string literal for any text.
 fn py_str(s: &str) -> String {
