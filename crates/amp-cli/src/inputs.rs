@@ -638,7 +638,7 @@ impl InputArgs {
         plan.validate(&loaded.model, &loaded.cluster)
             .with_context(|| {
                 format!(
-                    "{origin}: the plan does not fit model `{}` on cluster `{}`",
+                    "{origin}: the plan cannot run model `{}` on cluster `{}` as it stands",
                     loaded.model.name, loaded.cluster.name
                 )
             })?;
