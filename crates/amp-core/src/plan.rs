@@ -273,7 +273,8 @@ impl Plan {
             );
         }
         self.setup.check()?;
-        let ties_weights = model.layers.iter().any(|l| l.tied_to.is_some());
+        // Only a pipeline asks (the scan stays off one-stage candidates).
+        let ties_weights = self.pp() > 1 && model.layers.iter().any(|l| l.tied_to.is_some());
         self.setup.check_pipeline(self.pp(), ties_weights)?;
         let seq = model.shape.as_ref().map_or(0, |s| s.seq_len);
         // Degrees checked: a plan of thousands of groups has a few.

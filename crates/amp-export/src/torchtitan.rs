@@ -383,11 +383,11 @@ pub(crate) fn export(
         // step's blocks stay cached in the default pool while the capture
         // allocates a second one), so the file runs the plan as priced.
         py.push_str("    # Eager launches, as amp priced them. torchtitan's default without a pipeline captures\n    # forward and backward in a CUDA graph: delete this line to use it. A launch-bound plan\n    # (a small model, high tp) then runs faster than priced, and the graph's private memory\n    # pool, beside the blocks its eager warm-up step leaves cached, is not in amp's memory figure.\n");
-        py.push_str("    t.disable_cuda_graphs = True\n");
-    }
-    if pp > 1 {
+    } else {
         py.push_str("    # Trainer.Config._validate_cuda_graphs: CUDA graphs do not support pipeline parallelism\n");
-        py.push_str("    t.disable_cuda_graphs = True\n");
+    }
+    py.push_str("    t.disable_cuda_graphs = True\n");
+    if pp > 1 {
         py.push_str(&format!(
             "    p.pipeline_parallel_schedule = {}  # a torch.distributed.pipelining schedule name\n",
             py_str(schedule)
