@@ -27,7 +27,7 @@ use amp_core::cost::Calibration;
 use amp_core::partition::EXACT_SPLIT_MAX_LAYERS;
 use amp_core::plan::ModelRecord;
 use amp_core::sensitivity::sensitivity;
-use amp_core::setup::TrainingSetup;
+use amp_core::setup::{Engine, TrainingSetup};
 use amp_core::setup_search::{search_setups, search_setups_with, setup_candidates, SetupSpace};
 use amp_core::subset_search::{
     faster_on_one_type, objective_value, plan_price_per_hour, rank_by_objective, search_subsets,
@@ -641,23 +641,7 @@ fn print_table(
         }
     }
     // What the engines cannot run, said where the plan is shown.
-    let mut unlaunchable = Vec::new();
-    if best.plan.is_uneven() {
-        unlaunchable.push(format!(
-            "its replicas run {} micro-batches ({} in all; replica_micro_batches in --json)",
-            best.plan.micro_batches_label(),
-            best.plan.total_micro_batches()
-        ));
-    }
-    if best.plan.stages.iter().any(|s| s.uniform_tp().is_none()) {
-        unlaunchable.push("a stage's replicas run at different tp degrees".to_string());
-    } else if best.plan.uniform_tp().is_none() {
-        // Each engine builds the model at one tensor-parallel degree.
-        unlaunchable.push(format!(
-            "its stages run at different tp degrees ({})",
-            best.plan.tp_label()
-        ));
-    }
+    let unlaunchable = best.plan.unlaunchable_shape();
     if !unlaunchable.is_empty() {
         writeln!(
             out,
@@ -795,7 +779,9 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         per_stage_tp: args.per_stage_tp,
         keep: if args.report.is_some() {
             usize::MAX
-        } else if args.emit.is_some() {
+        } else if args.emit.is_some() || (setup.engine.is_some() && (per_type_tp || args.uneven_dp))
+        {
+            // Plans the engine cannot run are dropped after the search.
             args.top.max(KEEP_FOR_EMIT)
         } else {
             args.top
@@ -1182,8 +1168,46 @@ impl Searches<'_> {
                 Err(e) => return Err(e.into()),
             }
         }
+        if let Some(engine) = self.opts.setup.engine {
+            drop_unlaunchable(&mut result, engine)?;
+        }
         Ok(result)
     }
+}
+
+/// Under an engine (`--engine`, `--emit`), drops the plans whose shape it
+/// cannot run, which `--per-type-tp`, `--per-stage-tp` and `--uneven-dp`
+/// find: every plan ranked is one the engine runs. The fastest dropped is
+/// named among the skipped, so that the user knows what the engine costs.
+fn drop_unlaunchable(result: &mut SearchResult, engine: Engine) -> Result<()> {
+    let mut fastest = None;
+    result.plans.retain(|p| {
+        let why = p.plan.unlaunchable_shape();
+        if !why.is_empty() && fastest.is_none() {
+            fastest = Some(format!(
+                "tp {} pp {} dp {} at micro-batch {}, {:.4} s: {}",
+                p.plan.tp_label(),
+                p.plan.pp(),
+                p.plan.dp(),
+                p.plan.micro_batch,
+                p.estimate.iteration_s,
+                why.join(", and ")
+            ));
+        }
+        why.is_empty()
+    });
+    let Some(fastest) = fastest else {
+        return Ok(());
+    };
+    let name = engine.name();
+    let why = format!(
+        "plans {name} cannot run are not ranked, as it builds the model at one tp degree and gives every replica the same micro-batches; the fastest of them, {fastest}; drop --engine (and --emit) to rank them"
+    );
+    if result.plans.is_empty() {
+        bail!("no plan found that {name} can run: {why}");
+    }
+    result.skipped.push(why);
+    Ok(())
 }
 
 /// A progress bar on stderr for searches that take over a second, shown

@@ -3157,20 +3157,23 @@ fn a_best_plan_with_a_tp_per_stage_is_named_unlaunchable() {
     // --per-type-tp may rank first a plan whose stages run at different tp
     // degrees; Megatron-LM, DeepSpeed and torchtitan each build the model at
     // one, and the output says so under the table.
-    let text = amp_text(&[
-        "plan",
-        "--model",
-        "llama3-8b",
-        "--cluster",
-        "2x8xH100+2x8xA100-80GB",
-        "--global-batch",
-        "32",
-        "--engine",
-        "megatron",
-        "--per-type-tp",
-        "--top",
-        "1",
-    ]);
+    let args = |engine: &[&'static str]| {
+        let mut a = vec![
+            "plan",
+            "--model",
+            "llama3-8b",
+            "--cluster",
+            "2x8xH100+2x8xA100-80GB",
+            "--global-batch",
+            "32",
+            "--per-type-tp",
+            "--top",
+        ];
+        a.push(if engine.is_empty() { "1" } else { "5" });
+        a.extend_from_slice(engine);
+        a
+    };
+    let text = amp_text(&args(&[]));
     let table_tp = text
         .lines()
         .find(|l| l.starts_with("│ 1 "))
@@ -3183,5 +3186,85 @@ fn a_best_plan_with_a_tp_per_stage_is_named_unlaunchable() {
             "best plan: its stages run at different tp degrees ({table_tp}); Megatron-LM, DeepSpeed and torchtitan cannot run it"
         )),
         "{text}"
+    );
+    // Planned for an engine, such plans are not ranked: every plan shown is
+    // one Megatron-LM runs, and the fastest dropped is named.
+    let v = amp_json(&args(&["--engine", "megatron", "--json"]));
+    let plans = v["plans"].as_array().unwrap();
+    assert_eq!(plans.len(), 5, "{v}");
+    for p in plans {
+        let tp = p["tp"].as_u64().unwrap();
+        for s in p["stages"].as_array().unwrap() {
+            for r in s["replicas"].as_array().unwrap() {
+                assert_eq!(r.as_array().unwrap().len() as u64, tp, "{p}");
+            }
+        }
+    }
+    let skipped: Vec<&str> = v["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    let dropped = skipped
+        .iter()
+        .find(|s| {
+            s.starts_with(
+                "plans megatron cannot run are not ranked, as it builds the model at one tp degree",
+            )
+        })
+        .unwrap_or_else(|| panic!("{skipped:?}"));
+    assert!(
+        dropped.contains("its stages run at different tp degrees (2/2/4)"),
+        "{dropped}"
+    );
+    assert!(
+        dropped.ends_with("drop --engine (and --emit) to rank them"),
+        "{dropped}"
+    );
+    // Faster than every plan shown, or it would not be worth naming.
+    let fastest_dropped: f64 = dropped
+        .split(" s: ")
+        .next()
+        .and_then(|h| h.rsplit(", ").next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(fastest_dropped < plans[0]["predicted_iteration_s"].as_f64().unwrap());
+}
+
+#[test]
+fn uneven_replicas_are_not_ranked_for_an_engine() {
+    // 32 samples over 3 replicas: 10-11 micro-batches each, which no engine
+    // runs; planned for Megatron-LM every plan shown gives its replicas
+    // the same share.
+    let v = amp_json(&[
+        "plan",
+        "--model",
+        "gpt3-1.7b",
+        "--seq",
+        "1024",
+        "--cluster",
+        "3x4xA100-80GB",
+        "--global-batch",
+        "32",
+        "--uneven-dp",
+        "--engine",
+        "megatron",
+        "--top",
+        "10",
+        "--json",
+    ]);
+    let plans = v["plans"].as_array().unwrap();
+    assert_eq!(plans.len(), 10, "{v}");
+    for p in plans {
+        assert_eq!(32 % p["dp"].as_u64().unwrap(), 0, "{p}");
+        assert!(p.get("replica_micro_batches").is_none(), "{p}");
+    }
+    let skipped = v["skipped"].to_string();
+    assert!(
+        skipped.contains("plans megatron cannot run are not ranked")
+            && skipped.contains("its replicas run 10-11 micro-batches (32 in all"),
+        "{skipped}"
     );
 }

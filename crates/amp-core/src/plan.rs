@@ -223,6 +223,31 @@ impl Plan {
         (0..self.dp()).map(|r| self.micro_batches_of(r)).sum()
     }
 
+    /// What in this plan's shape no engine amp exports to can run, as
+    /// phrases ("its stages run at different tp degrees (1/1/4)"); empty
+    /// when it has none. Megatron-LM, DeepSpeed and torchtitan each build
+    /// the model at one tensor-parallel degree and give every replica the
+    /// same share of the batch (Sailor's fork of DeepSpeed runs both).
+    pub fn unlaunchable_shape(&self) -> Vec<String> {
+        let mut why = Vec::new();
+        if self.is_uneven() {
+            why.push(format!(
+                "its replicas run {} micro-batches ({} in all; replica_micro_batches in --json)",
+                self.micro_batches_label(),
+                self.total_micro_batches()
+            ));
+        }
+        if self.stages.iter().any(|s| s.uniform_tp().is_none()) {
+            why.push("a stage's replicas run at different tp degrees".to_string());
+        } else if self.uniform_tp().is_none() {
+            why.push(format!(
+                "its stages run at different tp degrees ({})",
+                self.tp_label()
+            ));
+        }
+        why
+    }
+
     /// Samples per iteration over all replicas: `micro_batch x` the
     /// micro-batches of every replica (`num_micro_batches x dp` when even).
     pub fn global_batch(&self) -> usize {
