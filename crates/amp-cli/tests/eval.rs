@@ -1062,3 +1062,65 @@ fn eval_says_what_the_data_parallel_line_holds_where_traffic_runs_every_micro_ba
         assert_eq!(text.contains(note), said, "{engine} {sharding}:\n{text}");
     }
 }
+
+#[test]
+fn a_plan_its_engine_cannot_run_is_priced_with_a_warning() {
+    // A plan with a tp per stage, its setup naming Megatron-LM (as a plan
+    // file edited by hand may): priced, with the engine's refusal named.
+    let (model, cluster) = ("llama3-8b", "2x8xH100+2x8xA100-80GB");
+    let mut v = amp_json(&[
+        "plan",
+        "--model",
+        model,
+        "--cluster",
+        cluster,
+        "--global-batch",
+        "32",
+        "--per-type-tp",
+        "--top",
+        "1",
+        "--json",
+        "-q",
+    ]);
+    let mut plan = v["plans"][0].take();
+    assert!(plan["stages"]
+        .as_array()
+        .unwrap()
+        .windows(2)
+        .any(|w| w[0]["replicas"][0].as_array().unwrap().len()
+            != w[1]["replicas"][0].as_array().unwrap().len()));
+    plan["setup"]["engine"] = "megatron".into();
+    plan["setup"]["formats"]["residual_stream"] = serde_json::Value::Null;
+    let file = tmp("tp-per-stage-megatron.json", &plan.to_string());
+    let o = amp(&[
+        "eval",
+        file.to_str().unwrap(),
+        "--model",
+        model,
+        "--cluster",
+        cluster,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("warning: priced as megatron runs it, but megatron cannot run this plan: its stages run at different tp degrees ("),
+        "{}",
+        stderr(&o)
+    );
+    // Without the engine, no warning.
+    plan["setup"]["engine"] = serde_json::Value::Null;
+    let file = tmp("tp-per-stage.json", &plan.to_string());
+    let o = amp(&[
+        "eval",
+        file.to_str().unwrap(),
+        "--model",
+        model,
+        "--cluster",
+        cluster,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        !stderr(&o).contains("cannot run this plan"),
+        "{}",
+        stderr(&o)
+    );
+}
