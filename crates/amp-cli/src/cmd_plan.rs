@@ -649,6 +649,24 @@ fn print_table(
             unlaunchable.join(", and ")
         )?;
     }
+    // Planned for an engine: what its export refuses the best plan for (a
+    // model it does not build, a split its flags cannot say), said before
+    // the user tries.
+    if let Some(engine) = best.plan.setup.engine {
+        let export = amp_export::export(
+            &best.plan,
+            &loaded.model,
+            &loaded.cluster,
+            engine,
+            &amp_export::ExportOptions::default(),
+        );
+        if let Err(amp_export::ExportError::Unsupported { reason, .. }) = export {
+            writeln!(
+                out,
+                "best plan: amp export --to {engine} refuses it: {reason}"
+            )?;
+        }
+    }
     if result.node_orders == Some(NodeOrderSearch::ClassesTogether) {
         writeln!(
             out,
@@ -1175,33 +1193,34 @@ impl Searches<'_> {
     }
 }
 
-/// Under an engine (`--engine`, `--emit`), drops the plans whose shape it
-/// cannot run, which `--per-type-tp`, `--per-stage-tp` and `--uneven-dp`
-/// find: every plan ranked is one the engine runs. The fastest dropped is
-/// named among the skipped, so that the user knows what the engine costs.
+/// Under an engine (`--engine`, `--emit`), drops the plans it cannot run
+/// ([`amp_core::Plan::launch_refusal`]), which `--per-type-tp`,
+/// `--per-stage-tp` and `--uneven-dp` find (the searches themselves try
+/// only the placements it launches): every plan ranked is one the engine
+/// runs. The fastest dropped is named among the skipped, so that the user
+/// knows what the engine costs.
 fn drop_unlaunchable(result: &mut SearchResult, engine: Engine) -> Result<()> {
     let mut fastest = None;
     result.plans.retain(|p| {
-        let why = p.plan.unlaunchable_shape();
-        if !why.is_empty() && fastest.is_none() {
+        let why = p.plan.launch_refusal(engine);
+        if let (Some(why), None) = (&why, &fastest) {
             fastest = Some(format!(
-                "tp {} pp {} dp {} at micro-batch {}, {:.4} s: {}",
+                "tp {} pp {} dp {} at micro-batch {}, {:.4} s: {why}",
                 p.plan.tp_label(),
                 p.plan.pp(),
                 p.plan.dp(),
                 p.plan.micro_batch,
                 p.estimate.iteration_s,
-                why.join(", and ")
             ));
         }
-        why.is_empty()
+        why.is_none()
     });
     let Some(fastest) = fastest else {
         return Ok(());
     };
     let name = engine.name();
     let why = format!(
-        "plans {name} cannot run are not ranked, as it builds the model at one tp degree and gives every replica the same micro-batches; the fastest of them, {fastest}; drop --engine (and --emit) to rank them"
+        "plans {name} cannot run are not ranked; the fastest of them, {fastest}; drop --engine (and --emit) to rank them"
     );
     if result.plans.is_empty() {
         bail!("no plan found that {name} can run: {why}");

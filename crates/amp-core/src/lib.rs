@@ -47,6 +47,7 @@ pub mod partition;
 pub mod placement;
 pub mod plan;
 pub mod profile;
+pub mod rank_order;
 pub mod refine;
 pub mod schedule;
 pub mod search;

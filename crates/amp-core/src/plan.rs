@@ -23,7 +23,8 @@ use crate::cluster::{Cluster, Device};
 use crate::error::{AmpError, Result};
 use crate::limits;
 use crate::model::Model;
-use crate::setup::TrainingSetup;
+use crate::rank_order::plan_node_ranks;
+use crate::setup::{Engine, TrainingSetup};
 
 /// Version of the plan JSON amp writes (`schema_version`); 1 had no
 /// `setup`.
@@ -246,6 +247,38 @@ impl Plan {
             ));
         }
         why
+    }
+
+    /// Why `engine` cannot launch this plan, in words: its shape
+    /// ([`Plan::unlaunchable_shape`]), or a placement no rank order of the
+    /// engine's numbers one contiguous block of ranks per node
+    /// ([`crate::rank_order`]). `None` when it can: the plans `amp plan
+    /// --engine` ranks. (An export refuses more: a model the engine does
+    /// not build, a split its flags cannot express.)
+    pub fn launch_refusal(&self, engine: Engine) -> Option<String> {
+        let shape = self.unlaunchable_shape();
+        if !shape.is_empty() {
+            return Some(shape.join(", and "));
+        }
+        let tp = self.uniform_tp()?;
+        let mut split = Vec::new();
+        for &order in engine.rank_orders() {
+            match plan_node_ranks(self, tp, order) {
+                Ok(_) => return None,
+                Err(s) => split.push(format!(
+                    "in {engine}'s rank order ({}) node {} would hold ranks {}-{} and rank {}",
+                    s.order.describe(),
+                    s.node,
+                    s.first_rank,
+                    s.last_rank,
+                    s.stray_rank
+                )),
+            }
+        }
+        Some(format!(
+            "its placement cannot be launched, as torchrun gives each node one contiguous block of ranks: {}",
+            split.join("; ")
+        ))
     }
 
     /// Samples per iteration over all replicas: `micro_batch x` the

@@ -19,7 +19,8 @@ use crate::partition::{best_partition, even_block_split};
 use crate::placement::{node_classes, node_orders_bounded, AxisOrder, DeviceGrid, Placement};
 pub use crate::placement::{node_orders, NodeOrderSearch, MAX_NODE_ORDERS};
 use crate::plan::{Plan, Stage};
-use crate::setup::TrainingSetup;
+use crate::rank_order::grid_launchable;
+use crate::setup::{Engine, TrainingSetup};
 
 /// Which placements to try.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -299,12 +300,11 @@ fn grid_key(grid: &DeviceGrid, classes: &[usize]) -> u128 {
 /// it is priced, so the search never holds a grid per candidate.
 fn placements(
     cluster: &Cluster,
-    tp: usize,
-    dp: usize,
-    pp: usize,
+    (tp, dp, pp): Degrees,
     mode: PlacementSearch,
     orders: &[Vec<usize>],
     classes: &[usize],
+    engine: Option<Engine>,
 ) -> Vec<Placement> {
     match mode {
         PlacementSearch::Artifact => vec![Placement::artifact_default(cluster)],
@@ -318,6 +318,12 @@ fn placements(
                         node_order: order.clone(),
                     };
                     let g = DeviceGrid::new(cluster, tp, dp, pp, &p);
+                    // Planned for an engine, only what it launches; checked
+                    // before the twins are merged, since a twin of a
+                    // placement it cannot launch may be one it can.
+                    if engine.is_some_and(|e| !grid_launchable(&g, e.rank_orders())) {
+                        continue;
+                    }
                     if seen.insert(grid_key(&g, classes)) {
                         out.push(p);
                     }
@@ -629,12 +635,11 @@ pub fn search(
                 (tp, dp, pp),
                 placements(
                     inputs.cluster,
-                    tp,
-                    dp,
-                    pp,
+                    (tp, dp, pp),
                     opts.placement,
                     &orders,
                     &classes,
+                    opts.setup.engine,
                 ),
             ));
             triples.len() - 1

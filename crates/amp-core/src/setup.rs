@@ -12,6 +12,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{AmpError, Result};
+use crate::rank_order::RankOrder;
 use crate::schedule::Schedule;
 
 /// Number format of the matrix products (and, for the 16-bit formats, of
@@ -616,6 +617,17 @@ impl Engine {
             Engine::Megatron => "megatron",
             Engine::DeepSpeed => "deepspeed",
             Engine::Torchtitan => "torchtitan",
+        }
+    }
+
+    /// The rank orders the engine can number a launch by
+    /// ([`crate::rank_order`]): Megatron-LM its default and
+    /// `--use-tp-pp-dp-mapping`'s, DeepSpeed and torchtitan tp, then dp,
+    /// then pp.
+    pub fn rank_orders(self) -> &'static [RankOrder] {
+        match self {
+            Engine::Megatron => &[RankOrder::TpDpPp, RankOrder::TpPpDp],
+            Engine::DeepSpeed | Engine::Torchtitan => &[RankOrder::TpDpPp],
         }
     }
 

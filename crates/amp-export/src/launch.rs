@@ -2,45 +2,14 @@
 //! placement, the host list, `torchrun` command lines, and the mapping of
 //! the plan's layer list onto transformer blocks.
 
-use amp_core::cluster::{Cluster, Device};
+use amp_core::cluster::Cluster;
 use amp_core::model::{LayerKind, Model, TransformerShape};
 use amp_core::plan::Plan;
+use amp_core::rank_order::plan_node_ranks;
 
 use crate::{EngineResult, ExportOptions, Refusal};
 
-/// How an engine numbers ranks over (tp, dp, pp) coordinates. Tensor
-/// parallelism is the fastest-varying axis in every engine here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RankOrder {
-    /// rank = tp + TP * (dp + DP * pp): Megatron-Core's default order
-    /// "tp-cp-ep-dp-pp" (megatron/core/parallel_state.py,
-    /// `initialize_model_parallel(order=...)`), DeepSpeed's
-    /// `PipeModelDataParallelTopology` axes ['pipe', 'data', 'model']
-    /// (deepspeed/runtime/pipe/topology.py) and torchtitan's mesh
-    /// ["pp", "dp_replicate", "dp_shard", "cp", "tp"]
-    /// (torchtitan/distributed/parallel_dims.py).
-    TpDpPp,
-    /// rank = tp + TP * (pp + PP * dp): Megatron's `--use-tp-pp-dp-mapping`
-    /// ("tp-cp-ep-pp-dp", megatron/training/arguments.py).
-    TpPpDp,
-}
-
-impl RankOrder {
-    pub(crate) fn describe(self) -> &'static str {
-        match self {
-            RankOrder::TpDpPp => "tp fastest, then dp, then pp",
-            RankOrder::TpPpDp => "tp fastest, then pp, then dp",
-        }
-    }
-
-    fn rank(self, tp: usize, dp: usize, pp: usize, sizes: (usize, usize, usize)) -> usize {
-        let (n_tp, n_dp, n_pp) = sizes;
-        match self {
-            RankOrder::TpDpPp => tp + n_tp * (dp + n_dp * pp),
-            RankOrder::TpPpDp => tp + n_tp * (pp + n_pp * dp),
-        }
-    }
-}
+pub(crate) use amp_core::rank_order::RankOrder;
 
 /// One node of a launch, in node-rank order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,57 +100,34 @@ pub(crate) fn realise(
     engine: &str,
 ) -> EngineResult<Launch> {
     let tp = uniform_tp(plan, engine)?;
-    let dp = plan.dp();
-    let pp = plan.pp();
     let mut why = Vec::new();
     for &order in orders {
-        let world = tp * dp * pp;
-        let mut by_rank: Vec<Device> = vec![Device { node: 0, gpu: 0 }; world];
-        for (j, stage) in plan.stages.iter().enumerate() {
-            for (r, rep) in stage.replicas.iter().enumerate() {
-                for (t, &d) in rep.iter().enumerate() {
-                    by_rank[order.rank(t, r, j, (tp, dp, pp))] = d;
-                }
-            }
-        }
-        // Runs of equal node along the rank list.
-        let mut nodes: Vec<LaunchNode> = Vec::new();
-        let mut broken: Option<String> = None;
-        for (rank, d) in by_rank.iter().enumerate() {
-            match nodes.last_mut() {
-                Some(last) if last.node == d.node => last.gpus.push(d.gpu),
-                _ => {
-                    if let Some(prev) = nodes.iter().find(|n| n.node == d.node) {
-                        let end = prev.first_rank + prev.gpus.len() - 1;
-                        broken = Some(format!(
-                            "with {engine}'s rank order ({}) node {} ({}) would hold ranks {}-{} and rank {rank}, but torchrun gives each node one contiguous block of ranks",
-                            order.describe(),
-                            d.node,
-                            opts.host(d.node),
-                            prev.first_rank,
-                            end
-                        ));
-                        break;
-                    }
-                    nodes.push(LaunchNode {
-                        node: d.node,
-                        host: opts.host(d.node),
-                        gpus: vec![d.gpu],
-                        first_rank: rank,
-                    });
-                }
-            }
-        }
-        match broken {
-            None => {
+        match plan_node_ranks(plan, tp, order) {
+            Ok(nodes) => {
                 return Ok(Launch {
                     order,
                     tp,
-                    nodes,
-                    world_size: world,
+                    nodes: nodes
+                        .into_iter()
+                        .map(|n| LaunchNode {
+                            node: n.node,
+                            host: opts.host(n.node),
+                            gpus: n.gpus,
+                            first_rank: n.first_rank,
+                        })
+                        .collect(),
+                    world_size: tp * plan.dp() * plan.pp(),
                 })
             }
-            Some(w) => why.push(w),
+            Err(s) => why.push(format!(
+                "with {engine}'s rank order ({}) node {} ({}) would hold ranks {}-{} and rank {}, but torchrun gives each node one contiguous block of ranks",
+                order.describe(),
+                s.node,
+                opts.host(s.node),
+                s.first_rank,
+                s.last_rank,
+                s.stray_rank
+            )),
         }
     }
     Err(Refusal::Unsupported(format!(
