@@ -271,15 +271,11 @@ pub fn run(args: EvalArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     for w in warnings {
         writeln!(err, "warning: {w}")?;
     }
-    if let Some(engine) = plan.setup.engine {
-        let why = plan.unlaunchable_shape();
-        if !why.is_empty() {
-            writeln!(
-                err,
-                "warning: priced as {engine} runs it, but {engine} cannot run this plan: {}; it builds the model at one tp degree and gives every replica the same micro-batches",
-                why.join(", and ")
-            )?;
-        }
+    if let Some(why) = plan.setup.engine.and_then(|e| {
+        plan.launch_refusal(e)
+            .map(|why| format!("priced as {e} runs it, but {e} cannot run this plan: {why}"))
+    }) {
+        writeln!(err, "warning: {why}")?;
     }
     let cost_model = args.inputs.cost_model()?;
     let inputs = Inputs {

@@ -1123,4 +1123,50 @@ fn a_plan_its_engine_cannot_run_is_priced_with_a_warning() {
         "{}",
         stderr(&o)
     );
+    // A tp group across nodes where a node could hold it: no rank order of
+    // Megatron-LM's lays it out.
+    let (model, cluster) = ("gpt2-medium", "4xg4dn.12xlarge");
+    let mut v = amp_json(&[
+        "plan",
+        "--model",
+        model,
+        "--cluster",
+        cluster,
+        "--global-batch",
+        "32",
+        "--top",
+        "20",
+        "--json",
+        "-q",
+    ]);
+    let mut plan = v["plans"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|p| {
+            p["tp"].as_u64() > Some(1)
+                && !p["placement"]["axis_order"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("tp")
+        })
+        .expect("a plan with its tp groups across nodes")
+        .take();
+    plan["setup"]["engine"] = "megatron".into();
+    plan["setup"]["formats"]["residual_stream"] = serde_json::Value::Null;
+    let file = tmp("tp-across-nodes-megatron.json", &plan.to_string());
+    let o = amp(&[
+        "eval",
+        file.to_str().unwrap(),
+        "--model",
+        model,
+        "--cluster",
+        cluster,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("megatron cannot run this plan: its placement cannot be launched, as torchrun gives each node one contiguous block of ranks: in megatron's rank order (tp fastest, then dp, then pp) node "),
+        "{}",
+        stderr(&o)
+    );
 }
