@@ -11,9 +11,10 @@ use amp_core::cluster::Cluster;
 use amp_core::model::Model;
 use amp_core::plan::Plan;
 use amp_core::schedule::Schedule;
+use amp_core::setup::Engine;
 use serde_json::json;
 
-use crate::launch::{self, RankOrder};
+use crate::launch;
 use crate::{EngineOptions, EngineResult, ExportFile, Precision, Recompute, Refusal};
 
 const ENGINE: &str = "DeepSpeed";
@@ -38,7 +39,7 @@ pub(crate) fn export(
     // PipeModelDataParallelTopology(num_pp, num_mp, num_dp): axes
     // ['pipe', 'data', 'model'], model (tensor) parallel fastest
     // (deepspeed/runtime/pipe/topology.py).
-    let launch = launch::realise(plan, opts, &[RankOrder::TpDpPp], ENGINE)?;
+    let launch = launch::realise(plan, opts, Engine::DeepSpeed.rank_orders(), ENGINE)?;
     let precision = opts.precision.unwrap_or(Precision::Fp16);
     let zero_stage = opts.zero_stage();
 

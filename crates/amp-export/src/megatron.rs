@@ -146,7 +146,7 @@ pub(crate) fn export(
     let split = launch::block_split(plan, model, ENGINE)?;
     launch::check_heads(&split.shape)?;
     let pp = plan.pp();
-    let launch = launch::realise(plan, opts, &[RankOrder::TpDpPp, RankOrder::TpPpDp], ENGINE)?;
+    let launch = launch::realise(plan, opts, Engine::Megatron.rank_orders(), ENGINE)?;
     let shape = &split.shape;
     // With the embedding and loss counted as blocks, Megatron-LM derives the
     // uneven first and last stages itself.

@@ -19,9 +19,9 @@ use amp_core::cluster::Cluster;
 use amp_core::model::{Activation, Model, NormKind, PositionEmbedding, TransformerShape};
 use amp_core::plan::Plan;
 use amp_core::schedule::Schedule;
-use amp_core::setup::CrossEntropy;
+use amp_core::setup::{CrossEntropy, Engine};
 
-use crate::launch::{self, RankOrder};
+use crate::launch;
 use crate::{EngineOptions, EngineResult, ExportFile, Precision, Recompute, Refusal};
 
 const ENGINE: &str = "torchtitan";
@@ -214,7 +214,7 @@ pub(crate) fn export(
     }
     // Device mesh ["pp", "dp_replicate", "dp_shard", "cp", "tp"]
     // (torchtitan/distributed/parallel_dims.py): tp fastest, pp slowest.
-    let launch = launch::realise(plan, opts, &[RankOrder::TpDpPp], ENGINE)?;
+    let launch = launch::realise(plan, opts, Engine::Torchtitan.rank_orders(), ENGINE)?;
     let param_dtype = match opts.precision.unwrap_or(Precision::Bf16) {
         Precision::Bf16 | Precision::Fp8 => "bfloat16",
         Precision::Fp32 | Precision::Tf32 => "float32",
