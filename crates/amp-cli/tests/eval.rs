@@ -1063,17 +1063,40 @@ fn eval_says_what_the_data_parallel_line_holds_where_traffic_runs_every_micro_ba
     }
 }
 
-#[test]
-fn a_plan_its_engine_cannot_run_is_priced_with_a_warning() {
-    // A plan with a tp per stage, its setup naming Megatron-LM (as a plan
-    // file edited by hand may): priced, with the engine's refusal named.
-    let (model, cluster) = ("llama3-8b", "2x8xH100+2x8xA100-80GB");
-    let mut v = amp_json(&[
-        "plan",
+/// `amp eval`'s standard error for `plan`, written to `name`, with its
+/// setup naming `engine` (and so no eager residual stream) or none.
+fn eval_stderr_as(
+    plan: &mut serde_json::Value,
+    engine: Option<&str>,
+    (model, cluster): (&str, &str),
+    name: &str,
+) -> String {
+    plan["setup"]["engine"] = engine.map_or(serde_json::Value::Null, Into::into);
+    plan["setup"]["formats"]["residual_stream"] = serde_json::Value::Null;
+    let file = tmp(name, &plan.to_string());
+    let o = amp(&[
+        "eval",
+        file.to_str().unwrap(),
         "--model",
         model,
         "--cluster",
         cluster,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    stderr(&o)
+}
+
+#[test]
+fn a_plan_its_engine_cannot_run_is_priced_with_a_warning() {
+    // A plan with a tp per stage, its setup naming Megatron-LM (as a plan
+    // file edited by hand may): priced, with the engine's refusal named.
+    let inputs = ("llama3-8b", "2x8xH100+2x8xA100-80GB");
+    let mut v = amp_json(&[
+        "plan",
+        "--model",
+        inputs.0,
+        "--cluster",
+        inputs.1,
         "--global-batch",
         "32",
         "--per-type-tp",
@@ -1089,49 +1112,28 @@ fn a_plan_its_engine_cannot_run_is_priced_with_a_warning() {
         .windows(2)
         .any(|w| w[0]["replicas"][0].as_array().unwrap().len()
             != w[1]["replicas"][0].as_array().unwrap().len()));
-    plan["setup"]["engine"] = "megatron".into();
-    plan["setup"]["formats"]["residual_stream"] = serde_json::Value::Null;
-    let file = tmp("tp-per-stage-megatron.json", &plan.to_string());
-    let o = amp(&[
-        "eval",
-        file.to_str().unwrap(),
-        "--model",
-        model,
-        "--cluster",
-        cluster,
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let e = eval_stderr_as(
+        &mut plan,
+        Some("megatron"),
+        inputs,
+        "tp-per-stage-megatron.json",
+    );
     assert!(
-        stderr(&o).contains("warning: priced as megatron runs it, but megatron cannot run this plan: its stages run at different tp degrees ("),
-        "{}",
-        stderr(&o)
+        e.contains("warning: priced as megatron runs it, but megatron cannot run this plan: its stages run at different tp degrees ("),
+        "{e}"
     );
     // Without the engine, no warning.
-    plan["setup"]["engine"] = serde_json::Value::Null;
-    let file = tmp("tp-per-stage.json", &plan.to_string());
-    let o = amp(&[
-        "eval",
-        file.to_str().unwrap(),
-        "--model",
-        model,
-        "--cluster",
-        cluster,
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(
-        !stderr(&o).contains("cannot run this plan"),
-        "{}",
-        stderr(&o)
-    );
+    let e = eval_stderr_as(&mut plan, None, inputs, "tp-per-stage.json");
+    assert!(!e.contains("cannot run this plan"), "{e}");
     // A tp group across nodes where a node could hold it: no rank order of
     // Megatron-LM's lays it out.
-    let (model, cluster) = ("gpt2-medium", "4xg4dn.12xlarge");
+    let inputs = ("gpt2-medium", "4xg4dn.12xlarge");
     let mut v = amp_json(&[
         "plan",
         "--model",
-        model,
+        inputs.0,
         "--cluster",
-        cluster,
+        inputs.1,
         "--global-batch",
         "32",
         "--top",
@@ -1152,21 +1154,14 @@ fn a_plan_its_engine_cannot_run_is_priced_with_a_warning() {
         })
         .expect("a plan with its tp groups across nodes")
         .take();
-    plan["setup"]["engine"] = "megatron".into();
-    plan["setup"]["formats"]["residual_stream"] = serde_json::Value::Null;
-    let file = tmp("tp-across-nodes-megatron.json", &plan.to_string());
-    let o = amp(&[
-        "eval",
-        file.to_str().unwrap(),
-        "--model",
-        model,
-        "--cluster",
-        cluster,
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let e = eval_stderr_as(
+        &mut plan,
+        Some("megatron"),
+        inputs,
+        "tp-across-nodes-megatron.json",
+    );
     assert!(
-        stderr(&o).contains("megatron cannot run this plan: its placement cannot be launched, as torchrun gives each node one contiguous block of ranks: in megatron's rank order (tp fastest, then dp, then pp) node "),
-        "{}",
-        stderr(&o)
+        e.contains("megatron cannot run this plan: its placement cannot be launched, as torchrun gives each node one contiguous block of ranks: in megatron's rank order (tp fastest, then dp, then pp) node "),
+        "{e}"
     );
 }

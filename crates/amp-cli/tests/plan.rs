@@ -3338,17 +3338,7 @@ fn plans_for_an_engine_are_plans_it_launches() {
     }
     // An export refusal the search does not see (torchtitan builds no GPT-2)
     // is named under the table.
-    let text = amp_text(&[
-        "plan",
-        "--model",
-        "gpt2-medium",
-        "--cluster",
-        "4xg4dn.12xlarge",
-        "--global-batch",
-        "32",
-        "--engine",
-        "torchtitan",
-    ]);
+    let text = amp_text(&[&base[..7], &["--engine", "torchtitan"]].concat());
     assert!(
         text.contains("best plan: amp export --to torchtitan refuses it: model `gpt2-medium`"),
         "{text}"
