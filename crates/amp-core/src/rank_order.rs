@@ -157,7 +157,7 @@ mod tests {
     use crate::placement::{Axis, AxisOrder, Placement};
 
     #[test]
-    fn the_default_placement_launches_under_every_order_and_dp_outermost_only_under_tp_pp_dp() {
+    fn the_default_placement_launches_and_dp_outermost_only_under_tp_pp_dp() {
         let c = clusters::homogeneous();
         let default = DeviceGrid::new(&c, 2, 2, 4, &Placement::artifact_default(&c));
         assert!(grid_launchable(&default, &[RankOrder::TpDpPp]));
