@@ -379,6 +379,10 @@ struct JsonOutput<'a> {
     unpriced: usize,
     skipped: &'a [String],
     plans: Vec<JsonPlan<'a>>,
+    /// Planned for an engine: why its export refuses the best plan (a
+    /// model it does not build), when it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    export_refusal: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     baselines: Option<Vec<JsonBaseline>>,
     /// One GPU type whose nodes alone run faster than the best plan on
@@ -649,23 +653,8 @@ fn print_table(
             unlaunchable.join(", and ")
         )?;
     }
-    // Planned for an engine: what its export refuses the best plan for (a
-    // model it does not build, a split its flags cannot say), said before
-    // the user tries.
-    if let Some(engine) = best.plan.setup.engine {
-        let export = amp_export::export(
-            &best.plan,
-            &loaded.model,
-            &loaded.cluster,
-            engine,
-            &amp_export::ExportOptions::default(),
-        );
-        if let Err(amp_export::ExportError::Unsupported { reason, .. }) = export {
-            writeln!(
-                out,
-                "best plan: amp export --to {engine} refuses it: {reason}"
-            )?;
-        }
+    if let Some(why) = export_refusal(loaded, &best.plan) {
+        writeln!(out, "best plan: {why}")?;
     }
     if result.node_orders == Some(NodeOrderSearch::ClassesTogether) {
         writeln!(
@@ -959,6 +948,7 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             infeasible: result.infeasible,
             unpriced: result.unpriced,
             skipped: &result.skipped,
+            export_refusal: export_refusal(&loaded, &result.plans[0].plan),
             plans,
             baselines: compared,
             faster_on_one_type: faster_type,
@@ -1190,6 +1180,26 @@ impl Searches<'_> {
             drop_unlaunchable(&mut result, engine)?;
         }
         Ok(result)
+    }
+}
+
+/// Planned for an engine: what its export refuses `plan` for (a model it
+/// does not build, a split its flags cannot say), said before the user
+/// tries: `amp export --to ENGINE refuses it: ...`.
+fn export_refusal(loaded: &Loaded, plan: &amp_core::Plan) -> Option<String> {
+    let engine = plan.setup.engine?;
+    let export = amp_export::export(
+        plan,
+        &loaded.model,
+        &loaded.cluster,
+        engine,
+        &amp_export::ExportOptions::default(),
+    );
+    match export {
+        Err(amp_export::ExportError::Unsupported { reason, .. }) => {
+            Some(format!("amp export --to {engine} refuses it: {reason}"))
+        }
+        _ => None,
     }
 }
 

@@ -3343,4 +3343,19 @@ fn plans_for_an_engine_are_plans_it_launches() {
         text.contains("best plan: amp export --to torchtitan refuses it: model `gpt2-medium`"),
         "{text}"
     );
+    // In JSON too, and only where the export refuses.
+    let refusal = |engine: &str| {
+        amp_json(&[&base[..], &["--engine", engine]].concat())
+            .get("export_refusal")
+            .cloned()
+    };
+    let titan = refusal("torchtitan").expect("torchtitan's refusal");
+    assert!(
+        titan
+            .as_str()
+            .unwrap()
+            .starts_with("amp export --to torchtitan refuses it: model `gpt2-medium`"),
+        "{titan}"
+    );
+    assert_eq!(refusal("megatron"), None);
 }
