@@ -1204,33 +1204,21 @@ fn export_refusal(loaded: &Loaded, plan: &amp_core::Plan) -> Option<String> {
 }
 
 /// Under an engine (`--engine`, `--emit`), drops the plans it cannot run
-/// ([`amp_core::Plan::launch_refusal`]), which `--per-type-tp`,
-/// `--per-stage-tp` and `--uneven-dp` find (the searches themselves try
-/// only the placements it launches): every plan ranked is one the engine
+/// ([`SearchResult::keep_launchable`]): every plan ranked is one the engine
 /// runs. The fastest dropped is named among the skipped, so that the user
 /// knows what the engine costs.
 fn drop_unlaunchable(result: &mut SearchResult, engine: Engine) -> Result<()> {
-    let mut fastest = None;
-    result.plans.retain(|p| {
-        let why = p.plan.launch_refusal(engine);
-        if let (Some(why), None) = (&why, &fastest) {
-            fastest = Some(format!(
-                "tp {} pp {} dp {} at micro-batch {}, {:.4} s: {why}",
-                p.plan.tp_label(),
-                p.plan.pp(),
-                p.plan.dp(),
-                p.plan.micro_batch,
-                p.estimate.iteration_s,
-            ));
-        }
-        why.is_none()
-    });
-    let Some(fastest) = fastest else {
+    let Some((p, why)) = result.keep_launchable(engine) else {
         return Ok(());
     };
     let name = engine.name();
     let why = format!(
-        "plans {name} cannot run are not ranked; the fastest of them, {fastest}; drop --engine (and --emit) to rank them"
+        "plans {name} cannot run are not ranked; the fastest of them, tp {} pp {} dp {} at micro-batch {}, {:.4} s: {why}; drop --engine (and --emit) to rank them",
+        p.plan.tp_label(),
+        p.plan.pp(),
+        p.plan.dp(),
+        p.plan.micro_batch,
+        p.estimate.iteration_s,
     );
     if result.plans.is_empty() {
         bail!("no plan found that {name} can run: {why}");

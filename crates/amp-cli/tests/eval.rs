@@ -4,7 +4,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{amp, amp_json, amp_text, stderr, stdout, tmp};
+use common::{amp, amp_json, amp_text, stderr, stdout, tmp, tp_not_innermost};
 
 fn het_plan() -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -1090,21 +1090,23 @@ fn eval_stderr_as(
 fn a_plan_its_engine_cannot_run_is_priced_with_a_warning() {
     // A plan with a tp per stage, its setup naming Megatron-LM (as a plan
     // file edited by hand may): priced, with the engine's refusal named.
+    // `amp plan --json` of a model on a cluster, a batch of 32, and `extra`.
+    let plans = |(model, cluster): (&str, &str), extra: &[&str]| {
+        let base = [
+            "plan",
+            "--model",
+            model,
+            "--cluster",
+            cluster,
+            "--global-batch",
+            "32",
+            "--json",
+            "-q",
+        ];
+        amp_json(&[&base[..], extra].concat())
+    };
     let inputs = ("llama3-8b", "2x8xH100+2x8xA100-80GB");
-    let mut v = amp_json(&[
-        "plan",
-        "--model",
-        inputs.0,
-        "--cluster",
-        inputs.1,
-        "--global-batch",
-        "32",
-        "--per-type-tp",
-        "--top",
-        "1",
-        "--json",
-        "-q",
-    ]);
+    let mut v = plans(inputs, &["--per-type-tp", "--top", "1"]);
     let mut plan = v["plans"][0].take();
     assert!(plan["stages"]
         .as_array()
@@ -1128,30 +1130,12 @@ fn a_plan_its_engine_cannot_run_is_priced_with_a_warning() {
     // A tp group across nodes where a node could hold it: no rank order of
     // Megatron-LM's lays it out.
     let inputs = ("gpt2-medium", "4xg4dn.12xlarge");
-    let mut v = amp_json(&[
-        "plan",
-        "--model",
-        inputs.0,
-        "--cluster",
-        inputs.1,
-        "--global-batch",
-        "32",
-        "--top",
-        "20",
-        "--json",
-        "-q",
-    ]);
+    let mut v = plans(inputs, &["--top", "20"]);
     let mut plan = v["plans"]
         .as_array_mut()
         .unwrap()
         .iter_mut()
-        .find(|p| {
-            p["tp"].as_u64() > Some(1)
-                && !p["placement"]["axis_order"]
-                    .as_str()
-                    .unwrap()
-                    .ends_with("tp")
-        })
+        .find(|p| tp_not_innermost(p))
         .expect("a plan with its tp groups across nodes")
         .take();
     let e = eval_stderr_as(

@@ -4,6 +4,7 @@ mod common;
 
 use common::{
     amp, amp_json, amp_json_with, amp_text, has_a_type_at_two_degrees, stderr, stdout, tmp,
+    tp_not_innermost,
 };
 
 #[test]
@@ -3291,27 +3292,21 @@ fn plans_for_an_engine_are_plans_it_launches() {
         "--json",
         "-q",
     ];
-    let tp_not_innermost = |v: &serde_json::Value| {
+    let count_tp_not_innermost = |v: &serde_json::Value| {
         v["plans"]
             .as_array()
             .unwrap()
             .iter()
-            .filter(|p| {
-                p["tp"].as_u64() > Some(1)
-                    && !p["placement"]["axis_order"]
-                        .as_str()
-                        .unwrap()
-                        .ends_with("tp")
-            })
+            .filter(|p| tp_not_innermost(p))
             .count()
     };
     // Without an engine, tp groups across nodes rank among the first 20.
-    assert!(tp_not_innermost(&amp_json(&base)) > 0);
+    assert!(count_tp_not_innermost(&amp_json(&base)) > 0);
     for engine in ["megatron", "deepspeed"] {
         let v = amp_json(&[&base[..], &["--engine", engine]].concat());
         let plans = v["plans"].as_array().unwrap();
         assert_eq!(plans.len(), 20);
-        assert_eq!(tp_not_innermost(&v), 0);
+        assert_eq!(count_tp_not_innermost(&v), 0);
         let file = tmp(&format!("launchable-{engine}.json"), &v.to_string());
         for rank in 1..=plans.len() {
             let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(

@@ -96,13 +96,17 @@ pub fn node_ranks(
             }
         }
     }
-    // Runs of equal node along the rank list.
+    // Runs of equal node along the rank list; each node's run, by node id,
+    // so that a node met again is found without a scan (a 2,048-node grid
+    // is checked for every placement the search tries).
     let mut nodes: Vec<NodeRanks> = Vec::new();
+    let mut run_of = vec![None; by_rank.iter().map(|d| d.node + 1).max().unwrap_or(0)];
     for (rank, d) in by_rank.iter().enumerate() {
         match nodes.last_mut() {
             Some(last) if last.node == d.node => last.gpus.push(d.gpu),
             _ => {
-                if let Some(prev) = nodes.iter().find(|n| n.node == d.node) {
+                if let Some(i) = run_of[d.node] {
+                    let prev: &NodeRanks = &nodes[i];
                     return Err(SplitNode {
                         order,
                         node: d.node,
@@ -111,6 +115,7 @@ pub fn node_ranks(
                         stray_rank: rank,
                     });
                 }
+                run_of[d.node] = Some(nodes.len());
                 nodes.push(NodeRanks {
                     node: d.node,
                     gpus: vec![d.gpu],

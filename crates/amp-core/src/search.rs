@@ -182,6 +182,25 @@ impl SearchResult {
         self.plans.extend(other.plans.into_iter().filter_map(plan));
     }
 
+    /// Drops the plans `engine` cannot run ([`Plan::launch_refusal`]: a tp
+    /// per stage or uneven replicas, which the per-type search and uneven
+    /// data parallelism find; the searches themselves try only placements
+    /// it launches), keeping the ranking. Returns the first plan dropped,
+    /// the fastest of them, with why, when any was.
+    pub fn keep_launchable(&mut self, engine: Engine) -> Option<(RankedPlan, String)> {
+        let mut first = None;
+        let mut kept = Vec::with_capacity(self.plans.len());
+        for p in self.plans.drain(..) {
+            match p.plan.launch_refusal(engine) {
+                None => kept.push(p),
+                Some(why) if first.is_none() => first = Some((p, why)),
+                Some(_) => {}
+            }
+        }
+        self.plans = kept;
+        first
+    }
+
     /// Ranks the plans by `value` (seconds, dollars; at nanosecond
     /// resolution, ties keeping their order, as [`search`] ranks) and keeps
     /// the first `keep`.

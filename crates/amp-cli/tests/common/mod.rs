@@ -80,6 +80,17 @@ pub fn has_a_type_at_two_degrees(plan: &serde_json::Value) -> bool {
     kinds.len() > 2
 }
 
+/// Whether a plan (`amp plan --json`'s) places its tensor-parallel groups
+/// with tp not the fastest axis: on a cluster of nodes that each hold a
+/// whole group, across nodes, where no engine's rank order launches it.
+pub fn tp_not_innermost(plan: &serde_json::Value) -> bool {
+    plan["tp"].as_u64() > Some(1)
+        && !plan["placement"]["axis_order"]
+            .as_str()
+            .unwrap()
+            .ends_with("tp")
+}
+
 /// `amp_json` of `base` followed by `extra`: one command's variants.
 pub fn amp_json_with(base: &[&str], extra: &[&str]) -> serde_json::Value {
     amp_json(&[base, extra].concat())
