@@ -772,6 +772,12 @@ pub fn analytic_profile_with(
     let mut entries = Vec::new();
     for name in gpu_types {
         let gpu = catalog.gpu(name)?;
+        if let Some(why) = gpu.lacks(opts.precision) {
+            return Err(CatalogError::invalid(
+                format!("precision {} on `{name}`", opts.precision),
+                format!("{why}; plan it in {}", precision_instead(gpu, opts.engine)),
+            ));
+        }
         for &tp in &tps {
             if existing.has(name, tp) {
                 continue;
@@ -796,6 +802,49 @@ pub fn analytic_profile_with(
         entries,
         precision: None,
     })
+}
+
+/// Every tp degree a search of `cluster` can ask for: the divisors of the
+/// largest node's GPU count.
+fn searchable_tps(cluster: &amp_core::Cluster) -> Vec<usize> {
+    let node_max = cluster.nodes.iter().map(|n| n.gpus).max().unwrap_or(1);
+    (1..=node_max)
+        .filter(|t| node_max.is_multiple_of(*t))
+        .collect()
+}
+
+/// A GPU of `cluster` that the analytic model would price (its profile
+/// lacks some tp degree, as [`fill_missing`] sees it) and that cannot train
+/// in `setup`'s precision: why, and the precision to plan in instead.
+pub fn unsupported_precision(
+    cluster: &amp_core::Cluster,
+    profile: &Profile,
+    setup: &amp_core::setup::TrainingSetup,
+    catalog: &Catalog,
+) -> Option<(String, Precision)> {
+    let tps = searchable_tps(cluster);
+    cluster
+        .gpu_types()
+        .into_iter()
+        .filter(|g| tps.iter().any(|&t| !profile.has(g, t)))
+        .find_map(|g| {
+            let gpu = catalog.gpu(&g).ok()?;
+            let why = gpu.lacks(setup.formats.compute)?;
+            Some((why, precision_instead(gpu, setup.engine)))
+        })
+}
+
+/// The precision to suggest where `gpu` lacks the one asked for:
+/// bf16 for FP8 where the GPU has it, else fp16, which every GPU has;
+/// fp32 under torchtitan, whose mixed precision is bf16 or fp32.
+fn precision_instead(gpu: &Gpu, engine: Option<Engine>) -> Precision {
+    if gpu.lacks(Precision::Bf16).is_none() {
+        Precision::Bf16
+    } else if engine == Some(Engine::Torchtitan) {
+        Precision::Fp32
+    } else {
+        Precision::Fp16
+    }
 }
 
 /// The `source` of every analytic entry; amp-core's device model adds the
@@ -893,10 +942,7 @@ pub fn fill_missing(
     setup: &amp_core::setup::TrainingSetup,
     catalog: &Catalog,
 ) -> Result<(), CatalogError> {
-    let node_max = cluster.nodes.iter().map(|n| n.gpus).max().unwrap_or(1);
-    let tps: Vec<usize> = (1..=node_max)
-        .filter(|t| node_max.is_multiple_of(*t))
-        .collect();
+    let tps = searchable_tps(cluster);
     let missing: Vec<String> = cluster
         .gpu_types()
         .into_iter()
@@ -1428,7 +1474,21 @@ mod tests {
             precision: None,
         };
         let gpus = vec!["V100-16GB".to_string(), "h100".to_string()];
-        let p = analytic_profile(&m, &gpus, &[1, 2], &[1, 4], &existing).unwrap();
+        // fp16: a V100 has no bf16 (`a_gpu_without_the_precision_is_refused`).
+        let fp16 = AnalyticOptions {
+            precision: Precision::Fp16,
+            ..AnalyticOptions::default()
+        };
+        let p = analytic_profile_with(
+            &m,
+            &gpus,
+            &[1, 2],
+            &[1, 4],
+            &existing,
+            &fp16,
+            &Catalog::builtin(),
+        )
+        .unwrap();
         // V100 tp 1 is measured: 3 (gpu, tp) pairs x 2 micro-batches remain.
         assert_eq!(p.entries.len(), 6);
         assert!(p
@@ -1445,7 +1505,16 @@ mod tests {
         // Deterministic.
         assert_eq!(
             p,
-            analytic_profile(&m, &gpus, &[2, 1], &[4, 1], &existing).unwrap()
+            analytic_profile_with(
+                &m,
+                &gpus,
+                &[2, 1],
+                &[4, 1],
+                &existing,
+                &fp16,
+                &Catalog::builtin()
+            )
+            .unwrap()
         );
 
         let mut merged = existing.clone();
@@ -1536,6 +1605,67 @@ mod tests {
         assert!(e.to_string().contains("unknown GPU `Z100`"), "{e}");
         assert!(analytic_profile(&m, &["T4".into()], &[0], &[1], &Profile::default()).is_err());
         assert!(analytic_profile(&m, &["T4".into()], &[1], &[], &Profile::default()).is_err());
+    }
+
+    /// bf16 needs bf16 tensor cores and FP8 FP8 ones: a GPU without them is
+    /// refused with the precision to plan it in, not priced at the nearest
+    /// rate it has.
+    #[test]
+    fn a_gpu_without_the_precision_is_refused() {
+        let cat = Catalog::builtin();
+        let lacks = |gpu: &str, p: Precision| cat.gpu(gpu).unwrap().lacks(p).is_some();
+        for gpu in ["V100-16GB", "T4", "RTX-2080", "Titan-RTX"] {
+            assert!(lacks(gpu, Precision::Bf16), "{gpu}");
+            assert!(lacks(gpu, Precision::Fp8), "{gpu}");
+            assert!(!lacks(gpu, Precision::Fp16), "{gpu}");
+            assert!(!lacks(gpu, Precision::Tf32), "{gpu}");
+        }
+        for gpu in ["A100-40GB", "A10G", "RTX-3090", "MI250X"] {
+            assert!(!lacks(gpu, Precision::Bf16), "{gpu}");
+            assert!(lacks(gpu, Precision::Fp8), "{gpu}");
+        }
+        for gpu in ["L4", "H100-SXM", "H200", "B200", "MI300X"] {
+            assert!(!lacks(gpu, Precision::Bf16), "{gpu}");
+            assert!(!lacks(gpu, Precision::Fp8), "{gpu}");
+        }
+        let m = zoo_model("gpt2", None).unwrap();
+        let price = |gpu: &str, precision: Precision, engine: Option<Engine>| {
+            let opts = AnalyticOptions {
+                precision,
+                engine,
+                ..AnalyticOptions::default()
+            };
+            analytic_profile_with(
+                &m,
+                &[gpu.into()],
+                &[1],
+                &[1],
+                &Profile::default(),
+                &opts,
+                &cat,
+            )
+        };
+        let e = price("V100", Precision::Bf16, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("V100-16GB (Volta) has no bf16 tensor cores"),
+            "{e}"
+        );
+        assert!(e.ends_with("plan it in fp16"), "{e}");
+        // torchtitan trains in bf16 or fp32.
+        let e = price("T4", Precision::Bf16, Some(Engine::Torchtitan)).unwrap_err();
+        assert!(e.to_string().ends_with("plan it in fp32"), "{e}");
+        let e = price("A100-80GB", Precision::Fp8, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("A100-80GB (Ampere) has no FP8 tensor cores"),
+            "{e}"
+        );
+        assert!(e.ends_with("plan it in bf16"), "{e}");
+        assert!(price("V100", Precision::Fp16, None).is_ok());
+        assert!(price("H100", Precision::Fp8, None).is_ok());
     }
 
     #[test]

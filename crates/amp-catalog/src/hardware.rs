@@ -94,6 +94,35 @@ impl Gpu {
         };
         t * 1e12
     }
+
+    /// Why this GPU cannot train in `precision`, if it cannot. The catalog
+    /// gives a bf16 or FP8 rate exactly where the hardware has tensor cores
+    /// for it: bf16 from NVIDIA Ampere and AMD CDNA2 on, FP8 from NVIDIA
+    /// Ada and Hopper and AMD CDNA3 on. Without them bf16 matrix products
+    /// fall to slow non-tensor paths (or fail), and Transformer Engine
+    /// refuses FP8, so [`Self::matmul_peak_flops`]'s fallback to the
+    /// nearest rate would price a plan that does not run as priced. FP16
+    /// and FP32 every GPU has; TF32 is FP32 where there is no TF32.
+    pub fn lacks(&self, precision: crate::Precision) -> Option<String> {
+        use crate::Precision::*;
+        let (format, rate, generations) = match precision {
+            Bf16 if self.bf16_tflops.is_none() => (
+                "bf16",
+                "bf16_tflops",
+                "NVIDIA Ampere or AMD CDNA2 and later",
+            ),
+            Fp8 if self.fp8_tflops.is_none() => (
+                "FP8",
+                "fp8_tflops",
+                "NVIDIA Ada, Hopper or AMD CDNA3 and later",
+            ),
+            _ => return None,
+        };
+        Some(format!(
+            "{} ({}) has no {format} tensor cores ({generations} have them; the catalog gives no {rate} for it)",
+            self.name, self.architecture
+        ))
+    }
 }
 
 /// A link type: per-endpoint, per-direction bandwidth and latency.

@@ -19,8 +19,8 @@ pub mod hf;
 pub mod zoo;
 
 pub use analytic::{
-    analytic_profile, analytic_profile_with, describe_sources, fill_missing, AnalyticOptions,
-    Precision,
+    analytic_profile, analytic_profile_with, describe_sources, fill_missing, unsupported_precision,
+    AnalyticOptions, Precision,
 };
 pub use cluster::parse_cluster;
 pub use hardware::{catalog, Catalog, Gpu, Instance, Link};

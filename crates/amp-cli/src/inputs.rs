@@ -187,6 +187,10 @@ pub struct Loaded {
     /// none: the profile's own, fp16 for the AMP artifact's profiles (its
     /// runs trained in fp16), else bf16.
     pub default_precision: Precision,
+    /// A GPU of the cluster has no bf16 tensor cores, and the default
+    /// precision is fp16 for it: under torchtitan, which trains in bf16 or
+    /// fp32, fp32.
+    pub lacks_bf16: bool,
     /// The inputs are the AMP artifact's (its examples or `.npy`
     /// profiles): its runs computed the loss with Megatron-LM's code and
     /// stepped with a fused Adam, the setup's defaults for them when no
@@ -226,7 +230,11 @@ impl Loaded {
         args: &SetupArgs,
         emit: Option<amp_core::setup::Engine>,
     ) -> Result<amp_core::setup::TrainingSetup> {
-        let mut s = args.resolve(self.default_precision, emit, &self.profile)?;
+        let default = match args.engine.or(emit) {
+            Some(amp_core::setup::Engine::Torchtitan) if self.lacks_bf16 => Precision::Fp32,
+            _ => self.default_precision,
+        };
+        let mut s = args.resolve(default, emit, &self.profile)?;
         self.fill_artifact_kernels(&mut s);
         if !self.artifact_code && self.data_setup.is_none() && s.engine.is_none() {
             s.formats = s.formats.with_eager_autocast();
@@ -354,6 +362,7 @@ impl InputArgs {
                 profile.merge(read_profile(p, &e.model())?);
             }
             return Ok(Loaded {
+                lacks_bf16: false,
                 default_precision: profile.precision.unwrap_or(Precision::Fp16),
                 artifact_code: true,
                 model: e.model(),
@@ -401,7 +410,14 @@ impl InputArgs {
                 profile = p;
             }
         }
-        let default_precision = profile.precision.unwrap_or(if amp_npy {
+        // bf16 where every GPU has it, else fp16 (Volta and Turing), which
+        // a GPU without bf16 tensor cores trains in.
+        let lacks_bf16 = cluster.gpu_types().iter().any(|g| {
+            catalog
+                .gpu(g)
+                .is_ok_and(|gpu| gpu.lacks(Precision::Bf16).is_some())
+        });
+        let default_precision = profile.precision.unwrap_or(if amp_npy || lacks_bf16 {
             Precision::Fp16
         } else {
             Precision::Bf16
@@ -415,6 +431,7 @@ impl InputArgs {
             profile,
             example_batch: None,
             default_precision,
+            lacks_bf16,
             artifact_code: amp_npy,
             data_setup: None,
             notes: Vec::new(),
@@ -449,6 +466,7 @@ impl InputArgs {
         }
         Ok(Loaded {
             default_precision: profile.precision.unwrap_or(Precision::Fp16),
+            lacks_bf16: false,
             artifact_code: false,
             example_batch: folder
                 .training
@@ -656,6 +674,17 @@ impl InputArgs {
         setup: &TrainingSetup,
     ) -> Result<()> {
         if !self.no_analytic {
+            if let Some((why, instead)) = amp_catalog::unsupported_precision(
+                &loaded.cluster,
+                &loaded.profile,
+                setup,
+                &loaded.catalog,
+            ) {
+                bail!(
+                    "precision {}: {why}; plan it with --precision {instead}",
+                    setup.formats.compute
+                );
+            }
             amp_catalog::fill_missing(
                 &loaded.model,
                 &loaded.cluster,
@@ -844,6 +873,7 @@ impl InputArgs {
             profile.merge(read_profile(p, &m.model)?);
         }
         let mut loaded = Loaded {
+            lacks_bf16: false,
             default_precision: profile.precision.unwrap_or(Precision::Fp16),
             artifact_code: false,
             model: m.model,
