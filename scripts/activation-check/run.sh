@@ -5,6 +5,12 @@
 #
 #   scripts/activation-check/run.sh [--peak] [FAMILY ...]
 #
+# or with --transgan DIR what a TransGAN block of the AMP artifact keeps, in
+# the artifact's own code (DIR: its Megatron-LM-v1.1.5-3D_parallelism
+# folder; see transgan.py, which needs torch only):
+#
+#   scripts/activation-check/run.sh --transgan DIR
+#
 # Makes a virtual environment under $AMP_ACTIVATION_CHECK_CACHE (default
 # ~/.cache/amp-activation-check) with torch and transformers from PyPI at
 # the versions below (PyPI's torch brings its CUDA libraries, about 6 GB,
@@ -32,8 +38,10 @@ if [ -z "${PYTHON:-}" ]; then
   fi
   PYTHON="$VENV/bin/python"
 fi
-"$PYTHON" -c 'import torch, transformers' 2>/dev/null || {
-  echo "activation-check: $PYTHON does not import torch and transformers" >&2; exit 2; }
+NEEDS="torch, transformers"
+[ "${1:-}" = "--transgan" ] && NEEDS=torch
+"$PYTHON" -c "import $NEEDS" 2>/dev/null || {
+  echo "activation-check: $PYTHON does not import $NEEDS" >&2; exit 2; }
 
 if [ -z "${AMP_BIN:-}" ]; then
   cargo build --release -q -p amp-cli || exit 2
@@ -43,5 +51,8 @@ SCRIPT=check.py
 if [ "${1:-}" = "--peak" ]; then
   SCRIPT=peak.py
   shift
+elif [ "${1:-}" = "--transgan" ]; then
+  [ -n "${2:-}" ] || { echo "activation-check: --transgan needs the artifact's Megatron-LM folder" >&2; exit 2; }
+  exec "$PYTHON" scripts/activation-check/transgan.py --amp "$AMP_BIN" --artifact "$2" "${@:3}"
 fi
 exec "$PYTHON" "scripts/activation-check/$SCRIPT" --amp "$AMP_BIN" "$@"
