@@ -73,9 +73,12 @@ pub struct AnalyticOptions {
     pub precision: Precision,
     /// `None`: explicit attention for a model whose stored activations
     /// count the `s x s` scores (its architecture's `flash_attention` is
-    /// false: the zoo's and Hugging Face's GPT-2-style models), else flash
-    /// attention in 16-bit precision on GPUs from Ampere on (what PyTorch's
-    /// SDPA dispatches to), explicit otherwise.
+    /// false), a fused kernel for one whose architecture says fused, as
+    /// PyTorch's SDPA dispatches it: FlashAttention in 16-bit precision on
+    /// GPUs from Ampere on ([`Gpu::runs_flash_attention`]), its
+    /// memory-efficient kernel otherwise; for a model that does not say,
+    /// FlashAttention where it runs, else explicit. `Flash` is a fused
+    /// kernel, chosen as for a fused architecture.
     pub attention: Option<AttentionImpl>,
     /// Causal (decoder) attention: fused kernels skip the masked half.
     pub causal: bool,
@@ -129,6 +132,8 @@ pub struct Constants {
     pub explicit_attention_passes: f64,
     pub flash_forward_efficiency: f64,
     pub flash_backward_efficiency: f64,
+    pub memory_efficient_forward_efficiency: f64,
+    pub memory_efficient_backward_efficiency: f64,
     pub adam_bytes_per_param: f64,
     pub fused_adam_bytes_per_param: f64,
     pub autocast_forward_bytes_per_param: f64,
@@ -382,11 +387,27 @@ pub fn layer_estimate(
             let th = tok * d.h;
             // A model whose stored activations hold the s x s scores runs
             // explicit attention: compute and memory price one attention.
-            let flash = match (opts.attention, model.flash_attention()) {
+            let flash = gpu.runs_flash_attention(opts.precision);
+            let fused = match (opts.attention, model.flash_attention()) {
                 (Some(a), _) => a == AttentionImpl::Flash,
-                (None, Some(false)) => false,
-                (None, _) => opts.precision.is_half() && gpu.tf32_tflops.is_some(),
+                (None, Some(fused)) => fused,
+                // A layer list that does not say: FlashAttention where it
+                // runs, else the explicit attention of the code of its day.
+                (None, None) => flash,
             };
+            // A fused kernel is FlashAttention where the GPU and the
+            // precision allow it, else PyTorch's memory-efficient kernel,
+            // which SDPA dispatches to instead: fused in memory too.
+            let efficiency = fused.then(|| {
+                if flash {
+                    (c.flash_forward_efficiency, c.flash_backward_efficiency)
+                } else {
+                    (
+                        c.memory_efficient_forward_efficiency,
+                        c.memory_efficient_backward_efficiency,
+                    )
+                }
+            });
             // Without an engine the block runs as Hugging Face's Python
             // code writes it (where the architecture is known): composite
             // RMSNorm and rotary embedding, separate q, k and v projections
@@ -497,17 +518,12 @@ pub fn layer_estimate(
             }
             m.stream(&mut st, 2.0 * tok * d.qkv / t * e, 2.0);
             let batch = b * d.heads / t;
-            if flash {
+            if let Some((forward, backward)) = efficiency {
                 let causal = if opts.causal { 0.5 } else { 1.0 };
                 let flops = 4.0 * b * d.s * d.s * d.h / t * causal;
                 let io = 4.0 * th / t * e;
-                m.fused(&mut at, flops, c.flash_forward_efficiency, io);
-                m.fused(
-                    &mut at_back,
-                    2.5 * flops,
-                    c.flash_backward_efficiency,
-                    2.0 * io,
-                );
+                m.fused(&mut at, flops, forward, io);
+                m.fused(&mut at_back, 2.5 * flops, backward, 2.0 * io);
             } else {
                 // Score rows are s long: an odd sequence misaligns them.
                 let rows: &[f64] = if d.shaped { &[d.s, d.head_dim] } else { &[] };
@@ -993,6 +1009,69 @@ mod tests {
         )
     }
 
+    /// A fused attention runs FlashAttention where the GPU and precision
+    /// allow it (Ampere on, 16-bit), else PyTorch's memory-efficient
+    /// kernel at its own efficiencies: fused, not the explicit scores.
+    #[test]
+    fn fused_attention_without_flash_runs_the_memory_efficient_kernel() {
+        let llama = zoo_model("llama3-8b", Some(4096)).unwrap();
+        let cat = Catalog::builtin();
+        let at = |gpu: &str, precision: Precision, attention, c: &Constants| {
+            let opts = AnalyticOptions {
+                precision,
+                attention,
+                ..AnalyticOptions::default()
+            };
+            layer_estimate(&llama, 1, cat.gpu(gpu).unwrap(), 1, 1, &opts, c)
+        };
+        let builtin = Constants::builtin();
+        // The memory-efficient kernel as fast as FlashAttention.
+        let as_flash = Constants {
+            memory_efficient_forward_efficiency: builtin.flash_forward_efficiency,
+            memory_efficient_backward_efficiency: builtin.flash_backward_efficiency,
+            ..builtin.clone()
+        };
+        assert!(cat
+            .gpu("A100-80GB")
+            .unwrap()
+            .runs_flash_attention(Precision::Bf16));
+        assert!(!cat
+            .gpu("A100-80GB")
+            .unwrap()
+            .runs_flash_attention(Precision::Fp32));
+        assert!(!cat
+            .gpu("V100")
+            .unwrap()
+            .runs_flash_attention(Precision::Fp16));
+        // FlashAttention on an A100 in bf16: the memory-efficient
+        // constants do not apply.
+        let a100 = at("A100-80GB", Precision::Bf16, None, &builtin);
+        assert_eq!(a100, at("A100-80GB", Precision::Bf16, None, &as_flash));
+        // On a V100, and on an A100 in fp32, they do: the kernel is slower
+        // than FlashAttention would be, and it is not explicit attention.
+        for (gpu, p) in [("V100", Precision::Fp16), ("A100-80GB", Precision::Fp32)] {
+            let fused = at(gpu, p, None, &builtin);
+            assert!(
+                fused.forward_s > at(gpu, p, None, &as_flash).forward_s,
+                "{gpu}"
+            );
+            assert!(
+                fused.backward_s > at(gpu, p, None, &as_flash).backward_s,
+                "{gpu}"
+            );
+            assert_eq!(
+                fused,
+                at(gpu, p, Some(AttentionImpl::Flash), &builtin),
+                "{gpu}"
+            );
+            assert_ne!(
+                fused,
+                at(gpu, p, Some(AttentionImpl::Explicit), &builtin),
+                "{gpu}"
+            );
+        }
+    }
+
     #[test]
     fn compute_prices_the_attention_the_model_stores() {
         let with = |m: &Model, attention| {
@@ -1210,8 +1289,12 @@ mod tests {
         let cat = Catalog::builtin();
         let gpu = cat.gpu("H200").unwrap();
         let c = Constants::builtin();
+        // Both with one fused attention kernel (in fp32 PyTorch's
+        // memory-efficient one), which the model without an architecture
+        // would not get by default.
         let opts = AnalyticOptions {
             precision: Precision::Fp32,
+            attention: Some(AttentionImpl::Flash),
             ..AnalyticOptions::default()
         };
         let eager = layer_estimate(&m, 1, gpu, 8, 1, &opts, &c);

@@ -95,6 +95,16 @@ impl Gpu {
         t * 1e12
     }
 
+    /// Whether FlashAttention runs on this GPU at `precision`: 16-bit
+    /// inputs on NVIDIA Ampere or later (FlashAttention-2, Transformer
+    /// Engine's and cuDNN's fused attention all need sm80), which the
+    /// catalog marks by a TF32 rate; the AMD GPUs it lists with one run
+    /// their own (CK). Elsewhere PyTorch's SDPA runs its memory-efficient
+    /// kernel, and Megatron-LM its unfused attention.
+    pub fn runs_flash_attention(&self, precision: crate::Precision) -> bool {
+        precision.is_half() && self.tf32_tflops.is_some()
+    }
+
     /// Why this GPU cannot train in `precision`, if it cannot. The catalog
     /// gives a bf16 or FP8 rate exactly where the hardware has tensor cores
     /// for it: bf16 from NVIDIA Ampere and AMD CDNA2 on, FP8 from NVIDIA

@@ -751,6 +751,9 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             None => loaded.resolve_setup(&args.setup, emit)?,
         },
     };
+    if let Some(note) = args.inputs.attention_for_engine(&mut loaded, &setup)? {
+        writeln!(err, "warning: {note}")?;
+    }
     args.inputs
         .complete_profile(&mut loaded, &divisors(global_batch), &setup)?;
     // Only the GPU types this cluster has.

@@ -608,6 +608,59 @@ impl InputArgs {
         bail!(message)
     }
 
+    /// Under Megatron-LM, or DeepSpeed (whose pipeline GPT is
+    /// Megatron-DeepSpeed's), on a cluster with a GPU FlashAttention does
+    /// not run on (before Ampere; [`amp_catalog::Gpu::runs_flash_attention`]),
+    /// the engine runs its unfused attention, scores materialised, on every
+    /// rank (one model configuration for all). A model whose attention is
+    /// fused by default (a zoo model's, a Hugging Face config's; not when
+    /// `--attention` names one) is read again with explicit attention, so
+    /// that memory, time and export (`--attention-backend unfused`) agree.
+    /// Returns the note to print when it is.
+    pub fn attention_for_engine(
+        &self,
+        loaded: &mut Loaded,
+        setup: &TrainingSetup,
+    ) -> Result<Option<String>> {
+        use amp_core::setup::Engine;
+        let unfused_engine = matches!(setup.engine, Some(Engine::Megatron | Engine::DeepSpeed));
+        if self.attention.is_some()
+            || self.example.is_some()
+            || !unfused_engine
+            || loaded.model.flash_attention() != Some(true)
+        {
+            return Ok(None);
+        }
+        let precision = setup.formats.compute;
+        let Some(gpu) = loaded.cluster.gpu_types().into_iter().find(|g| {
+            loaded
+                .catalog
+                .gpu(g)
+                .is_ok_and(|gpu| !gpu.runs_flash_attention(precision))
+        }) else {
+            return Ok(None);
+        };
+        let record = ModelRecord::of(&loaded.model);
+        let mut again = self.clone();
+        again.attention = Some(AttentionArg::Explicit);
+        again.seq = again.seq.or(record.seq_len);
+        again.gelu = again.gelu.or(record.gelu.map(GeluArg::of));
+        let notes = std::mem::take(&mut loaded.notes);
+        *loaded = again
+            .load()
+            .context("reading the model again with explicit attention")?;
+        loaded.notes = notes;
+        let engine = setup.engine.map(Engine::name).unwrap_or_default();
+        let why = if precision.is_half() {
+            format!("FlashAttention needs an Ampere or later GPU, and {gpu} is not one")
+        } else {
+            format!("FlashAttention needs 16-bit inputs, and the plan is in {precision}")
+        };
+        Ok(Some(format!(
+            "{engine} runs its unfused attention (scores materialised) on every GPU here: {why}; priced so, and exported with --attention-backend unfused (--attention fused prices a fused kernel instead)"
+        )))
+    }
+
     /// Reads the plan at `path` (any form `Plan::from_json_any` takes, plan
     /// `rank` of an `amp plan --json` output), checks it against the loaded
     /// model and cluster, and fills the profile for its micro-batch size.
@@ -634,6 +687,7 @@ impl InputArgs {
             );
         }
         let (mut plan, recorded, made_for) = Plan::from_json_recorded(&text, &origin, Some(rank))?;
+        let attention_recorded = made_for.as_ref().is_some_and(|r| r.attention.is_some());
         if let Some(record) = made_for {
             self.check_made_for(loaded, &record).with_context(|| {
                 format!("{origin}: the plan records the model it was made for (`made_for`)")
@@ -652,6 +706,12 @@ impl InputArgs {
         } else {
             let s = loaded.resolve_setup(setup, emit)?;
             plan.setup = s.for_pipeline(plan.stages.len() / s.virtual_stages().max(1));
+        }
+        // A plan that records its attention is priced with it.
+        if !attention_recorded {
+            if let Some(note) = self.attention_for_engine(loaded, &plan.setup)? {
+                loaded.notes.push(note);
+            }
         }
         plan.validate(&loaded.model, &loaded.cluster)
             .with_context(|| {
