@@ -1031,18 +1031,13 @@ mod tests {
             memory_efficient_backward_efficiency: builtin.flash_backward_efficiency,
             ..builtin.clone()
         };
-        assert!(cat
-            .gpu("A100-80GB")
-            .unwrap()
-            .runs_flash_attention(Precision::Bf16));
-        assert!(!cat
-            .gpu("A100-80GB")
-            .unwrap()
-            .runs_flash_attention(Precision::Fp32));
-        assert!(!cat
-            .gpu("V100")
-            .unwrap()
-            .runs_flash_attention(Precision::Fp16));
+        let flash = |gpu: &str, p| cat.gpu(gpu).unwrap().runs_flash_attention(p);
+        assert!(flash("A100-80GB", Precision::Bf16));
+        assert!(!flash("A100-80GB", Precision::Fp32));
+        assert!(!flash("V100", Precision::Fp16));
+        assert!(!flash("T4", Precision::Fp16));
+        assert!(flash("RTX-3090", Precision::Fp16));
+        assert!(flash("MI250X", Precision::Bf16));
         // FlashAttention on an A100 in bf16: the memory-efficient
         // constants do not apply.
         let a100 = at("A100-80GB", Precision::Bf16, None, &builtin);

@@ -98,11 +98,17 @@ impl Gpu {
     /// Whether FlashAttention runs on this GPU at `precision`: 16-bit
     /// inputs on NVIDIA Ampere or later (FlashAttention-2, Transformer
     /// Engine's and cuDNN's fused attention all need sm80), which the
-    /// catalog marks by a TF32 rate; the AMD GPUs it lists with one run
-    /// their own (CK). Elsewhere PyTorch's SDPA runs its memory-efficient
-    /// kernel, and Megatron-LM its unfused attention.
+    /// catalog marks by a TF32 rate, or on AMD's CDNA2 and later (ROCm's
+    /// FlashAttention-2 runs on MI200 and MI300), marked by a bf16 rate.
+    /// Elsewhere PyTorch's SDPA runs its memory-efficient kernel, and
+    /// Megatron-LM its unfused attention.
     pub fn runs_flash_attention(&self, precision: crate::Precision) -> bool {
-        precision.is_half() && self.tf32_tflops.is_some()
+        let generation = if self.vendor == "AMD" {
+            self.bf16_tflops.is_some()
+        } else {
+            self.tf32_tflops.is_some()
+        };
+        precision.is_half() && generation
     }
 
     /// Why this GPU cannot train in `precision`, if it cannot. The catalog
