@@ -398,15 +398,13 @@ pub fn layer_estimate(
             // A fused kernel is FlashAttention where the GPU and the
             // precision allow it, else PyTorch's memory-efficient kernel,
             // which SDPA dispatches to instead: fused in memory too.
-            let efficiency = fused.then(|| {
-                if flash {
-                    (c.flash_forward_efficiency, c.flash_backward_efficiency)
-                } else {
-                    (
-                        c.memory_efficient_forward_efficiency,
-                        c.memory_efficient_backward_efficiency,
-                    )
-                }
+            let efficiency = fused.then_some(if flash {
+                (c.flash_forward_efficiency, c.flash_backward_efficiency)
+            } else {
+                (
+                    c.memory_efficient_forward_efficiency,
+                    c.memory_efficient_backward_efficiency,
+                )
             });
             // Without an engine the block runs as Hugging Face's Python
             // code writes it (where the architecture is known): composite
