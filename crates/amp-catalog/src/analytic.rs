@@ -1721,25 +1721,35 @@ mod tests {
                 &cat,
             )
         };
-        let e = price("V100", Precision::Bf16, None)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("V100-16GB (Volta) has no bf16 tensor cores"),
-            "{e}"
-        );
-        assert!(e.ends_with("plan it in fp16"), "{e}");
-        // torchtitan trains in bf16 or fp32.
-        let e = price("T4", Precision::Bf16, Some(Engine::Torchtitan)).unwrap_err();
-        assert!(e.to_string().ends_with("plan it in fp32"), "{e}");
-        let e = price("A100-80GB", Precision::Fp8, None)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("A100-80GB (Ampere) has no FP8 tensor cores"),
-            "{e}"
-        );
-        assert!(e.ends_with("plan it in bf16"), "{e}");
+        // (GPU, precision, engine, why, the precision suggested)
+        for (gpu, p, engine, why, instead) in [
+            (
+                "V100",
+                Precision::Bf16,
+                None,
+                "V100-16GB (Volta) has no bf16 tensor cores",
+                "fp16",
+            ),
+            // torchtitan trains in bf16 or fp32.
+            (
+                "T4",
+                Precision::Bf16,
+                Some(Engine::Torchtitan),
+                "T4 (Turing) has no bf16",
+                "fp32",
+            ),
+            (
+                "A100-80GB",
+                Precision::Fp8,
+                None,
+                "A100-80GB (Ampere) has no FP8",
+                "bf16",
+            ),
+        ] {
+            let e = price(gpu, p, engine).unwrap_err().to_string();
+            assert!(e.contains(why), "{e}");
+            assert!(e.ends_with(&format!("plan it in {instead}")), "{e}");
+        }
         assert!(price("V100", Precision::Fp16, None).is_ok());
         assert!(price("H100", Precision::Fp8, None).is_ok());
     }
