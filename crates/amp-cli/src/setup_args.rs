@@ -15,7 +15,8 @@ use clap::Args;
 pub struct SetupArgs {
     /// Number format: bf16, fp16 (mixed precision, fp32 master weights and
     /// Adam), fp32, tf32 or fp8. Default: the profile's, fp16 for the AMP
-    /// artifact's profiles, else bf16.
+    /// artifact's profiles, else bf16; fp16 on GPUs without bf16 (V100,
+    /// T4; fp32 under torchtitan).
     #[arg(long, value_parser = parse_precision, help_heading = "Training setup")]
     pub precision: Option<Precision>,
     /// Pipeline schedule: 1f1b (default), gpipe, or interleaved:V
