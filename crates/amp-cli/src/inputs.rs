@@ -230,9 +230,16 @@ impl Loaded {
         args: &SetupArgs,
         emit: Option<amp_core::setup::Engine>,
     ) -> Result<amp_core::setup::TrainingSetup> {
-        let default = match args.engine.or(emit) {
-            Some(amp_core::setup::Engine::Torchtitan) if self.lacks_bf16 => Precision::Fp32,
-            _ => self.default_precision,
+        let titan = args.engine.or(emit) == Some(amp_core::setup::Engine::Torchtitan);
+        if titan && self.lacks_bf16 && args.precision == Some(Precision::Fp16) {
+            bail!(
+                "--precision fp16: torchtitan trains in bf16 or fp32 (training.mixed_precision_param), and a GPU of this cluster has no bf16 tensor cores; plan it with --precision fp32"
+            );
+        }
+        let default = if titan && self.lacks_bf16 {
+            Precision::Fp32
+        } else {
+            self.default_precision
         };
         let mut s = args.resolve(default, emit, &self.profile)?;
         self.fill_artifact_kernels(&mut s);
