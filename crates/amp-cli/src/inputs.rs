@@ -727,6 +727,20 @@ impl InputArgs {
                     loaded.model.name, loaded.cluster.name
                 )
             })?;
+        if recorded && !self.no_analytic {
+            // No flag changes a recorded setup: say what does.
+            if let Some((why, _)) = amp_catalog::unsupported_precision(
+                &loaded.cluster,
+                &loaded.profile,
+                &plan.setup,
+                &loaded.catalog,
+            ) {
+                bail!(
+                    "{origin}: the plan records precision {}: {why}; run amp plan again on this cluster, or edit the plan's `setup`",
+                    plan.setup.formats.compute
+                );
+            }
+        }
         self.complete_profile(loaded, &[plan.micro_batch], &plan.setup)?;
         Ok(plan)
     }

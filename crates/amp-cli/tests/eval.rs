@@ -1149,3 +1149,47 @@ fn a_plan_its_engine_cannot_run_is_priced_with_a_warning() {
         "{e}"
     );
 }
+
+/// A plan that records bf16 (made for A100s), priced on V100s, which have
+/// no bf16: refused, saying what to do, since no flag changes a recorded
+/// setup; and a plan made on the V100s (fp16) prices there.
+#[test]
+fn a_recorded_precision_the_gpus_lack_is_refused() {
+    let plan_on = |cluster: &str, name: &str| {
+        let o = amp(&[
+            "plan",
+            "--model",
+            "gpt2-medium",
+            "--cluster",
+            cluster,
+            "--global-batch",
+            "32",
+            "--top",
+            "1",
+            "--json",
+            "-q",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        tmp(name, &stdout(&o))
+    };
+    let eval_on_v100 = |file: &std::path::Path| {
+        amp(&[
+            "eval",
+            file.to_str().unwrap(),
+            "--model",
+            "gpt2-medium",
+            "--cluster",
+            "1x8xV100",
+        ])
+    };
+    let o = eval_on_v100(&plan_on("1x8xA100", "a100-plan.json"));
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("the plan records precision bf16: V100-16GB (Volta) has no bf16"),
+        "{e}"
+    );
+    assert!(e.contains("run amp plan again on this cluster"), "{e}");
+    let o = eval_on_v100(&plan_on("1x8xV100", "v100-plan.json"));
+    assert!(o.status.success(), "{}", stderr(&o));
+}
