@@ -3384,6 +3384,22 @@ fn gpus_without_bf16_plan_in_a_precision_they_have() {
             .to_string()
     };
     assert_eq!(precision("4xp3.8xlarge", &[]), "fp16");
+    // README, "The analytic model prices the attention": fp16 and the
+    // memory-efficient kernel on V100s; 0.6633 s in bf16 with explicit
+    // attention's compute before 2026-12-06.
+    let v100 = amp_json(&[
+        "plan",
+        "--model",
+        "gpt2-medium",
+        "--cluster",
+        "4xp3.8xlarge",
+        "--global-batch",
+        "32",
+        "--json",
+        "-q",
+    ]);
+    let t = v100["plans"][0]["predicted_iteration_s"].as_f64().unwrap();
+    assert!((t - 0.5009).abs() < 5e-5, "{t}");
     assert_eq!(precision("1x8xA100@100Gbps+1x4xT4@50Gbps", &[]), "fp16");
     assert_eq!(precision("1x8xA100", &[]), "bf16");
     assert_eq!(precision("1x8xV100", &["--engine", "megatron"]), "fp16");
