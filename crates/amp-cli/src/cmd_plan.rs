@@ -751,6 +751,13 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             None => loaded.resolve_setup(&args.setup, emit)?,
         },
     };
+    if let (None, Some(gpu)) = (args.setup.precision, &loaded.no_bf16_gpu) {
+        writeln!(
+            err,
+            "note: planning in {}: {gpu} has no bf16 tensor cores (--precision to choose)",
+            setup.formats.compute
+        )?;
+    }
     if let Some(note) = args.inputs.attention_for_engine(&mut loaded, &setup)? {
         writeln!(err, "warning: {note}")?;
     }

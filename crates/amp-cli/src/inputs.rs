@@ -187,10 +187,11 @@ pub struct Loaded {
     /// none: the profile's own, fp16 for the AMP artifact's profiles (its
     /// runs trained in fp16), else bf16.
     pub default_precision: Precision,
-    /// A GPU of the cluster has no bf16 tensor cores, and the default
-    /// precision is fp16 for it: under torchtitan, which trains in bf16 or
-    /// fp32, fp32.
-    pub lacks_bf16: bool,
+    /// A GPU of the cluster without bf16 tensor cores, for which the
+    /// default precision is fp16 (under torchtitan, which trains in bf16 or
+    /// fp32, fp32); `None` where the default is the profile's or the
+    /// artifact's.
+    pub no_bf16_gpu: Option<String>,
     /// The inputs are the AMP artifact's (its examples or `.npy`
     /// profiles): its runs computed the loss with Megatron-LM's code and
     /// stepped with a fused Adam, the setup's defaults for them when no
@@ -231,12 +232,12 @@ impl Loaded {
         emit: Option<amp_core::setup::Engine>,
     ) -> Result<amp_core::setup::TrainingSetup> {
         let titan = args.engine.or(emit) == Some(amp_core::setup::Engine::Torchtitan);
-        if titan && self.lacks_bf16 && args.precision == Some(Precision::Fp16) {
+        if titan && self.no_bf16_gpu.is_some() && args.precision == Some(Precision::Fp16) {
             bail!(
                 "--precision fp16: torchtitan trains in bf16 or fp32 (training.mixed_precision_param), and a GPU of this cluster has no bf16 tensor cores; plan it with --precision fp32"
             );
         }
-        let default = if titan && self.lacks_bf16 {
+        let default = if titan && self.no_bf16_gpu.is_some() {
             Precision::Fp32
         } else {
             self.default_precision
@@ -369,7 +370,7 @@ impl InputArgs {
                 profile.merge(read_profile(p, &e.model())?);
             }
             return Ok(Loaded {
-                lacks_bf16: false,
+                no_bf16_gpu: None,
                 default_precision: profile.precision.unwrap_or(Precision::Fp16),
                 artifact_code: true,
                 model: e.model(),
@@ -419,16 +420,19 @@ impl InputArgs {
         }
         // bf16 where every GPU has it, else fp16 (Volta and Turing), which
         // a GPU without bf16 tensor cores trains in.
-        let lacks_bf16 = cluster.gpu_types().iter().any(|g| {
+        let no_bf16_gpu = cluster.gpu_types().into_iter().find(|g| {
             catalog
                 .gpu(g)
                 .is_ok_and(|gpu| gpu.lacks(Precision::Bf16).is_some())
         });
-        let default_precision = profile.precision.unwrap_or(if amp_npy || lacks_bf16 {
-            Precision::Fp16
-        } else {
-            Precision::Bf16
-        });
+        let no_bf16_gpu = no_bf16_gpu.filter(|_| profile.precision.is_none() && !amp_npy);
+        let default_precision = profile
+            .precision
+            .unwrap_or(if amp_npy || no_bf16_gpu.is_some() {
+                Precision::Fp16
+            } else {
+                Precision::Bf16
+            });
         profile
             .check_layers(model.num_layers(), "profile")
             .context("the profile does not fit the model")?;
@@ -438,7 +442,7 @@ impl InputArgs {
             profile,
             example_batch: None,
             default_precision,
-            lacks_bf16,
+            no_bf16_gpu,
             artifact_code: amp_npy,
             data_setup: None,
             notes: Vec::new(),
@@ -473,7 +477,7 @@ impl InputArgs {
         }
         Ok(Loaded {
             default_precision: profile.precision.unwrap_or(Precision::Fp16),
-            lacks_bf16: false,
+            no_bf16_gpu: None,
             artifact_code: false,
             example_batch: folder
                 .training
@@ -954,7 +958,7 @@ impl InputArgs {
             profile.merge(read_profile(p, &m.model)?);
         }
         let mut loaded = Loaded {
-            lacks_bf16: false,
+            no_bf16_gpu: None,
             default_precision: profile.precision.unwrap_or(Precision::Fp16),
             artifact_code: false,
             model: m.model,

@@ -3384,6 +3384,21 @@ fn gpus_without_bf16_plan_in_a_precision_they_have() {
             .to_string()
     };
     assert_eq!(precision("4xp3.8xlarge", &[]), "fp16");
+    let o = amp(&[
+        "plan",
+        "--model",
+        "gpt2-medium",
+        "--cluster",
+        "1x8xT4",
+        "--global-batch",
+        "32",
+        "-q",
+    ]);
+    assert!(
+        stderr(&o).contains("note: planning in fp16: T4 has no bf16 tensor cores"),
+        "{}",
+        stderr(&o)
+    );
     // README, "The analytic model prices the attention": fp16 and the
     // memory-efficient kernel on V100s; 0.6633 s in bf16 with explicit
     // attention's compute before 2026-12-06.
