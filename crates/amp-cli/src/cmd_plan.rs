@@ -751,15 +751,16 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             None => loaded.resolve_setup(&args.setup, emit)?,
         },
     };
+    // Said once a plan is found, so that an error comes first when none is.
+    let mut said = Vec::new();
     if let (None, Some(gpu)) = (args.setup.precision, &loaded.no_bf16_gpu) {
-        writeln!(
-            err,
+        said.push(format!(
             "note: planning in {}: {gpu} has no bf16 tensor cores (--precision to choose)",
             setup.formats.compute
-        )?;
+        ));
     }
     if let Some(note) = args.inputs.attention_for_engine(&mut loaded, &setup)? {
-        writeln!(err, "warning: {note}")?;
+        said.push(format!("warning: {note}"));
     }
     args.inputs
         .complete_profile(&mut loaded, &divisors(global_batch), &setup)?;
@@ -899,6 +900,9 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         None
     };
     progress.finish();
+    for line in said {
+        writeln!(err, "{line}")?;
+    }
     if args.json {
         let made_for = ModelRecord::of(&loaded.model);
         let plans = result
