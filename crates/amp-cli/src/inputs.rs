@@ -633,22 +633,10 @@ impl InputArgs {
         loaded: &mut Loaded,
         setup: &TrainingSetup,
     ) -> Result<Option<String>> {
-        use amp_core::setup::Engine;
-        let unfused_engine = matches!(setup.engine, Some(Engine::Megatron | Engine::DeepSpeed));
-        if self.attention.is_some()
-            || self.example.is_some()
-            || !unfused_engine
-            || loaded.model.flash_attention() != Some(true)
-        {
+        if self.attention.is_some() || self.example.is_some() {
             return Ok(None);
         }
-        let precision = setup.formats.compute;
-        let Some(gpu) = loaded.cluster.gpu_types().into_iter().find(|g| {
-            loaded
-                .catalog
-                .gpu(g)
-                .is_ok_and(|gpu| !gpu.runs_flash_attention(precision))
-        }) else {
+        let Some(unfused) = unfused_attention(loaded, setup) else {
             return Ok(None);
         };
         let record = ModelRecord::of(&loaded.model);
@@ -661,14 +649,8 @@ impl InputArgs {
             .load()
             .context("reading the model again with explicit attention")?;
         loaded.notes = notes;
-        let engine = setup.engine.map(Engine::name).unwrap_or_default();
-        let why = if precision.is_half() {
-            format!("FlashAttention needs an Ampere or later GPU, and {gpu} is not one")
-        } else {
-            format!("FlashAttention needs 16-bit inputs, and the plan is in {precision}")
-        };
         Ok(Some(format!(
-            "{engine} runs its unfused attention (scores materialised) on every GPU here: {why}; priced so, and exported with --attention-backend unfused (--attention fused prices a fused kernel instead)"
+            "{unfused}; priced so, and exported with --attention-backend unfused (--attention fused prices a fused kernel instead)"
         )))
     }
 
@@ -718,11 +700,16 @@ impl InputArgs {
             let s = loaded.resolve_setup(setup, emit)?;
             plan.setup = s.for_pipeline(plan.stages.len() / s.virtual_stages().max(1));
         }
-        // A plan that records its attention is priced with it.
+        // A plan that records its attention is priced with it, and told
+        // when its engine will run another.
         if !attention_recorded {
             if let Some(note) = self.attention_for_engine(loaded, &plan.setup)? {
                 loaded.notes.push(note);
             }
+        } else if let Some(unfused) = unfused_attention(loaded, &plan.setup) {
+            loaded.notes.push(format!(
+                "the plan records fused attention, but {unfused}; priced as recorded: run amp plan again on this cluster to price the attention that runs"
+            ));
         }
         plan.validate(&loaded.model, &loaded.cluster)
             .with_context(|| {
@@ -787,6 +774,37 @@ impl InputArgs {
             .check_covers(&loaded.cluster)
             .map_err(|e| anyhow!("{e} (pass --profile with its times, or leave --no-analytic out)"))
     }
+}
+
+/// Where Megatron-LM or DeepSpeed (whose pipeline GPT is
+/// Megatron-DeepSpeed's) would run their unfused attention on a model
+/// whose attention is fused: a GPU of the cluster FlashAttention does not
+/// run on at the setup's precision ([`amp_catalog::Gpu::runs_flash_attention`]).
+/// Says so, naming the engine and why.
+fn unfused_attention(loaded: &Loaded, setup: &TrainingSetup) -> Option<String> {
+    use amp_core::setup::Engine;
+    let engine = setup
+        .engine
+        .filter(|e| matches!(e, Engine::Megatron | Engine::DeepSpeed))?;
+    if loaded.model.flash_attention() != Some(true) {
+        return None;
+    }
+    let precision = setup.formats.compute;
+    let gpu = loaded.cluster.gpu_types().into_iter().find(|g| {
+        loaded
+            .catalog
+            .gpu(g)
+            .is_ok_and(|gpu| !gpu.runs_flash_attention(precision))
+    })?;
+    let why = if precision.is_half() {
+        format!("FlashAttention needs an Ampere or later GPU, and {gpu} is not one")
+    } else {
+        format!("FlashAttention needs 16-bit inputs, and the plan is in {precision}")
+    };
+    Some(format!(
+        "{} runs its unfused attention (scores materialised) on every GPU here: {why}",
+        engine.name()
+    ))
 }
 
 /// `gpt3-6.7b, sequence length 1024, fused attention`.

@@ -1193,3 +1193,55 @@ fn a_recorded_precision_the_gpus_lack_is_refused() {
     let o = eval_on_v100(&plan_on("1x8xV100", "v100-plan.json"));
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// A plan made for Megatron-LM on A100s records fused attention; priced on
+/// V100s, where Megatron-LM runs its unfused attention, it is priced as
+/// recorded and says that the engine will run another.
+#[test]
+fn a_recorded_fused_attention_megatron_will_not_run_is_named() {
+    let o = amp(&[
+        "plan",
+        "--model",
+        "llama3.2-1b",
+        "--seq",
+        "1024",
+        "--cluster",
+        "1x8xA100",
+        "--global-batch",
+        "16",
+        "--engine",
+        "megatron",
+        "--precision",
+        "fp16",
+        "--recompute",
+        "full",
+        "--top",
+        "1",
+        "--json",
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let file = tmp("fused-megatron-plan.json", &stdout(&o));
+    let on = |cluster: &str| {
+        let o = amp(&[
+            "eval",
+            file.to_str().unwrap(),
+            "--model",
+            "llama3.2-1b",
+            "--cluster",
+            cluster,
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stderr(&o)
+    };
+    let e = on("1x8xV100");
+    assert!(
+        e.contains("the plan records fused attention, but megatron runs its unfused attention"),
+        "{e}"
+    );
+    assert!(
+        e.contains("V100-16GB is not one; priced as recorded"),
+        "{e}"
+    );
+    assert!(!on("1x8xA100").contains("unfused"));
+}
