@@ -818,13 +818,20 @@ pub fn analytic_profile_with(
     })
 }
 
-/// Every tp degree a search of `cluster` can ask for: the divisors of the
-/// largest node's GPU count.
-fn searchable_tps(cluster: &amp_core::Cluster) -> Vec<usize> {
+/// Every tp degree a search of `cluster` can ask for (the divisors of the
+/// largest node's GPU count), and the GPU types of `cluster` whose
+/// `profile` lacks one of them: those the analytic model prices.
+fn analytic_gpu_types(cluster: &amp_core::Cluster, profile: &Profile) -> (Vec<usize>, Vec<String>) {
     let node_max = cluster.nodes.iter().map(|n| n.gpus).max().unwrap_or(1);
-    (1..=node_max)
+    let tps: Vec<usize> = (1..=node_max)
         .filter(|t| node_max.is_multiple_of(*t))
-        .collect()
+        .collect();
+    let missing = cluster
+        .gpu_types()
+        .into_iter()
+        .filter(|g| tps.iter().any(|&t| !profile.has(g, t)))
+        .collect();
+    (tps, missing)
 }
 
 /// A GPU of `cluster` that the analytic model would price (its profile
@@ -836,11 +843,9 @@ pub fn unsupported_precision(
     setup: &amp_core::setup::TrainingSetup,
     catalog: &Catalog,
 ) -> Option<(String, Precision)> {
-    let tps = searchable_tps(cluster);
-    cluster
-        .gpu_types()
+    analytic_gpu_types(cluster, profile)
+        .1
         .into_iter()
-        .filter(|g| tps.iter().any(|&t| !profile.has(g, t)))
         .find_map(|g| {
             let gpu = catalog.gpu(&g).ok()?;
             let why = gpu.lacks(setup.formats.compute)?;
@@ -956,12 +961,7 @@ pub fn fill_missing(
     setup: &amp_core::setup::TrainingSetup,
     catalog: &Catalog,
 ) -> Result<(), CatalogError> {
-    let tps = searchable_tps(cluster);
-    let missing: Vec<String> = cluster
-        .gpu_types()
-        .into_iter()
-        .filter(|g| tps.iter().any(|&t| !profile.has(g, t)))
-        .collect();
+    let (tps, missing) = analytic_gpu_types(cluster, profile);
     if !missing.is_empty() {
         let extra = analytic_profile_with(
             model,

@@ -763,7 +763,7 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         said.push(format!("warning: {note}"));
     }
     args.inputs
-        .complete_profile(&mut loaded, &divisors(global_batch), &setup)?;
+        .complete_profile(&mut loaded, &divisors(global_batch), &setup, None)?;
     // Only the GPU types this cluster has.
     let sources = compute_sources(&loaded.profile, &loaded.cluster.gpu_types());
     if args.top == 0 {

@@ -718,32 +718,23 @@ impl InputArgs {
                     loaded.model.name, loaded.cluster.name
                 )
             })?;
-        if recorded && !self.no_analytic {
-            // No flag changes a recorded setup: say what does.
-            if let Some((why, _)) = amp_catalog::unsupported_precision(
-                &loaded.cluster,
-                &loaded.profile,
-                &plan.setup,
-                &loaded.catalog,
-            ) {
-                bail!(
-                    "{origin}: the plan records precision {}: {why}; run amp plan again on this cluster, or edit the plan's `setup`",
-                    plan.setup.formats.compute
-                );
-            }
-        }
-        self.complete_profile(loaded, &[plan.micro_batch], &plan.setup)?;
+        let recorded_in = recorded.then_some(origin.as_str());
+        self.complete_profile(loaded, &[plan.micro_batch], &plan.setup, recorded_in)?;
         Ok(plan)
     }
 
     /// Fills the (GPU type, tp) pairs the profile lacks from the analytic
     /// compute model at the given micro-batch sizes, then checks that every
-    /// GPU type of the cluster is covered.
+    /// GPU type of the cluster is covered. A precision a GPU the analytic
+    /// model prices cannot run is refused first, saying what changes it:
+    /// `--precision`, or for a setup `recorded_in` a plan file (which no
+    /// flag changes), planning again or editing the file.
     pub fn complete_profile(
         &self,
         loaded: &mut Loaded,
         micro_batches: &[usize],
         setup: &TrainingSetup,
+        recorded_in: Option<&str>,
     ) -> Result<()> {
         if !self.no_analytic {
             if let Some((why, instead)) = amp_catalog::unsupported_precision(
@@ -752,10 +743,15 @@ impl InputArgs {
                 setup,
                 &loaded.catalog,
             ) {
-                bail!(
-                    "precision {}: {why}; plan it with --precision {instead}",
-                    setup.formats.compute
-                );
+                let precision = setup.formats.compute;
+                match recorded_in {
+                    Some(origin) => bail!(
+                        "{origin}: the plan records precision {precision}: {why}; run amp plan again on this cluster, or edit the plan's `setup`"
+                    ),
+                    None => bail!(
+                        "precision {precision}: {why}; plan it with --precision {instead}"
+                    ),
+                }
             }
             amp_catalog::fill_missing(
                 &loaded.model,
@@ -987,7 +983,7 @@ impl InputArgs {
             notes: Vec::new(),
             catalog: amp_catalog::Catalog::builtin(),
         };
-        self.complete_profile(&mut loaded, &[run.plan.micro_batch], &run.plan.setup)?;
+        self.complete_profile(&mut loaded, &[run.plan.micro_batch], &run.plan.setup, None)?;
         Ok((loaded, run.plan, warnings))
     }
 }

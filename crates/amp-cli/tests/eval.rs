@@ -1150,27 +1150,22 @@ fn a_plan_its_engine_cannot_run_is_priced_with_a_warning() {
     );
 }
 
+/// The best plan of `amp plan ARGS --top 1 --json -q`, written to the file
+/// `name`.
+fn best_plan_file(name: &str, args: &[&str]) -> PathBuf {
+    let o = amp(&[&["plan"], args, &["--top", "1", "--json", "-q"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    tmp(name, &stdout(&o))
+}
+
 /// A plan that records bf16 (made for A100s), priced on V100s, which have
 /// no bf16: refused, saying what to do, since no flag changes a recorded
 /// setup; and a plan made on the V100s (fp16) prices there.
 #[test]
 fn a_recorded_precision_the_gpus_lack_is_refused() {
     let plan_on = |cluster: &str, name: &str| {
-        let o = amp(&[
-            "plan",
-            "--model",
-            "gpt2-medium",
-            "--cluster",
-            cluster,
-            "--global-batch",
-            "32",
-            "--top",
-            "1",
-            "--json",
-            "-q",
-        ]);
-        assert!(o.status.success(), "{}", stderr(&o));
-        tmp(name, &stdout(&o))
+        let model = ["--model", "gpt2-medium", "--global-batch", "32"];
+        best_plan_file(name, &[&model[..], &["--cluster", cluster]].concat())
     };
     let eval_on_v100 = |file: &std::path::Path| {
         amp(&[
@@ -1199,29 +1194,25 @@ fn a_recorded_precision_the_gpus_lack_is_refused() {
 /// recorded and says that the engine will run another.
 #[test]
 fn a_recorded_fused_attention_megatron_will_not_run_is_named() {
-    let o = amp(&[
-        "plan",
-        "--model",
-        "llama3.2-1b",
-        "--seq",
-        "1024",
-        "--cluster",
-        "1x8xA100",
-        "--global-batch",
-        "16",
-        "--engine",
-        "megatron",
-        "--precision",
-        "fp16",
-        "--recompute",
-        "full",
-        "--top",
-        "1",
-        "--json",
-        "-q",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let file = tmp("fused-megatron-plan.json", &stdout(&o));
+    let file = best_plan_file(
+        "fused-megatron-plan.json",
+        &[
+            "--model",
+            "llama3.2-1b",
+            "--seq",
+            "1024",
+            "--cluster",
+            "1x8xA100",
+            "--global-batch",
+            "16",
+            "--engine",
+            "megatron",
+            "--precision",
+            "fp16",
+            "--recompute",
+            "full",
+        ],
+    );
     let on = |cluster: &str| {
         let o = amp(&[
             "eval",

@@ -3,8 +3,8 @@
 mod common;
 
 use common::{
-    amp, amp_json, amp_json_with, amp_text, has_a_type_at_two_degrees, stderr, stdout, tmp,
-    tp_not_innermost,
+    amp, amp_json, amp_json_and_stderr, amp_json_with, amp_text, has_a_type_at_two_degrees, stderr,
+    stdout, tmp, tp_not_innermost,
 };
 
 #[test]
@@ -3363,59 +3363,48 @@ fn plans_for_an_engine_are_plans_it_launches() {
 /// rate, which they do not reach in bf16.
 #[test]
 fn gpus_without_bf16_plan_in_a_precision_they_have() {
+    // `amp plan --json` of gpt2-medium on `cluster`: the plans and stderr.
+    let plan = |cluster: &str, extra: &[&str]| {
+        let mut args = vec![
+            "plan",
+            "--model",
+            "gpt2-medium",
+            "--cluster",
+            cluster,
+            "--global-batch",
+            "32",
+            "--json",
+            "-q",
+        ];
+        args.extend(extra);
+        amp_json_and_stderr(&args)
+    };
     let precision = |cluster: &str, extra: &[&str]| {
-        let v = amp_json_with(
-            &[
-                "plan",
-                "--model",
-                "gpt2-medium",
-                "--cluster",
-                cluster,
-                "--global-batch",
-                "32",
-                "--json",
-                "-q",
-            ],
-            extra,
-        );
-        v["setup"]["formats"]["compute"]
+        plan(cluster, extra).0["setup"]["formats"]["compute"]
             .as_str()
             .unwrap()
             .to_string()
     };
-    assert_eq!(precision("4xp3.8xlarge", &[]), "fp16");
-    let o = amp(&[
-        "plan",
-        "--model",
-        "gpt2-medium",
-        "--cluster",
-        "1x8xT4",
-        "--global-batch",
-        "32",
-        "-q",
-    ]);
+    let (v100, said) = plan("4xp3.8xlarge", &[]);
+    assert_eq!(v100["setup"]["formats"]["compute"], "fp16");
     assert!(
-        stderr(&o).contains("note: planning in fp16: T4 has no bf16 tensor cores"),
-        "{}",
-        stderr(&o)
+        said.contains("note: planning in fp16: V100-16GB has no bf16 tensor cores"),
+        "{said}"
     );
     // README, "The analytic model prices the attention": fp16 and the
     // memory-efficient kernel on V100s; 0.6633 s in bf16 with explicit
     // attention's compute before 2026-12-06.
-    let v100 = amp_json(&[
-        "plan",
-        "--model",
-        "gpt2-medium",
-        "--cluster",
-        "4xp3.8xlarge",
-        "--global-batch",
-        "32",
-        "--json",
-        "-q",
-    ]);
     let t = v100["plans"][0]["predicted_iteration_s"].as_f64().unwrap();
     assert!((t - 0.5009).abs() < 5e-5, "{t}");
-    assert_eq!(precision("1x8xA100@100Gbps+1x4xT4@50Gbps", &[]), "fp16");
+    // The README's note, under --precision.
+    let (mixed, said) = plan("1x8xA100@100Gbps+1x4xT4@50Gbps", &[]);
+    assert_eq!(mixed["setup"]["formats"]["compute"], "fp16");
+    assert!(
+        said.contains(
+            "note: planning in fp16: T4 has no bf16 tensor cores (--precision to choose)"
+        ),
+        "{said}"
+    );
     assert_eq!(precision("1x8xA100", &[]), "bf16");
     assert_eq!(precision("1x8xV100", &["--engine", "megatron"]), "fp16");
     assert_eq!(
@@ -3458,17 +3447,12 @@ fn megatron_before_ampere_runs_unfused_attention() {
             "-q",
         ];
         args.extend(extra);
-        let out = amp(&args);
-        assert!(out.status.success(), "{}", stderr(&out));
-        let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        let (v, said) = amp_json_and_stderr(&args);
         let attention = v["plans"][0]["made_for"]["attention"]
             .as_str()
             .unwrap()
             .to_string();
-        (
-            attention,
-            stderr(&out).contains("runs its unfused attention"),
-        )
+        (attention, said.contains("runs its unfused attention"))
     };
     for engine in ["megatron", "deepspeed"] {
         let (attention, warned) = plan("1x8xV100", &["--engine", engine]);

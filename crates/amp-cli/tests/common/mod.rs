@@ -57,6 +57,14 @@ pub fn amp_json(args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&stdout(&o)).unwrap()
 }
 
+/// [`amp_json`], with what amp said on standard error (its notes and
+/// warnings).
+pub fn amp_json_and_stderr(args: &[&str]) -> (serde_json::Value, String) {
+    let o = amp(args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    (serde_json::from_str(&stdout(&o)).unwrap(), stderr(&o))
+}
+
 /// Runs amp with `args`, asserts it succeeded and returns its standard
 /// output: the text counterpart of [`amp_json`].
 pub fn amp_text(args: &[&str]) -> String {
