@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use amp_core::cost::{CostModel, DeviceMemory, Estimate, Inputs};
 use amp_core::plan::{ModelRecord, Plan};
+use amp_core::schedule::Timeline;
 use anyhow::{bail, Result};
 use clap::Args;
 use comfy_table::{presets::UTF8_BORDERS_ONLY, ContentArrangement, Table};
@@ -74,6 +75,15 @@ struct JsonOutput<'a> {
     iteration_s: f64,
     throughput_samples_per_s: f64,
     breakdown: &'a amp_core::cost::Breakdown,
+    /// The pipeline stage `breakdown` describes: the one whose last step
+    /// ends the iteration (absent where the cost model simulates no
+    /// timeline, the amp-paper model).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    breakdown_stage: Option<usize>,
+    /// Each stage's forward and backward passes, seconds (its busiest
+    /// replica's), in stage order; absent as `breakdown_stage` is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stage_passes_s: Option<Vec<f64>>,
     /// None when the cost model has no memory model or a capacity is unknown.
     fits_in_memory: Option<bool>,
     memory: Vec<JsonDevice<'a>>,
@@ -112,11 +122,51 @@ fn fits(est: &Estimate) -> Option<bool> {
         .then_some(true)
 }
 
+/// The GPU types of pipeline rank `stage`'s devices, joined.
+fn stage_gpu_types(loaded: &Loaded, plan: &Plan, stage: usize) -> String {
+    let mut types: Vec<&str> = plan.rank_stages()[stage]
+        .devices()
+        .map(|d| loaded.cluster.nodes[d.node].gpu_type.as_str())
+        .collect();
+    types.sort_unstable();
+    types.dedup();
+    types.join(", ")
+}
+
+/// What the breakdown's stage is, and the busiest stage beside it: in a
+/// 1F1B pipeline the first stage ends the iteration, and its "bubble" is
+/// mostly its wait for the others' work, not idle GPUs everywhere.
+fn stage_lines(loaded: &Loaded, plan: &Plan, timeline: &Timeline) -> Vec<String> {
+    let (Some(ending), Some(busiest)) = (timeline.ending_stage(), timeline.busiest_stage()) else {
+        return Vec::new();
+    };
+    if ending >= plan.pp() || busiest >= plan.pp() {
+        return Vec::new();
+    }
+    let mut lines = vec![format!(
+        "(the parts above are stage {ending}'s ({}), whose last step ends the iteration; its bubble is its wait for the other stages)",
+        stage_gpu_types(loaded, plan, ending)
+    )];
+    let work = timeline.stage_work();
+    let passes_s = work[busiest].passes_s;
+    let pct = if timeline.iteration_s > 0.0 {
+        100.0 * passes_s / timeline.iteration_s
+    } else {
+        0.0
+    };
+    lines.push(format!(
+        "(busiest stage: {busiest} ({}), forward and backward passes {passes_s:.4} s, {pct:.1} % of the iteration)",
+        stage_gpu_types(loaded, plan, busiest)
+    ));
+    lines
+}
+
 fn print_text(
     out: &mut dyn Write,
     loaded: &Loaded,
     plan: &Plan,
     est: &Estimate,
+    timeline: Option<&Timeline>,
     cost_model: &dyn CostModel,
 ) -> Result<()> {
     let calibration = cost_model.calibration();
@@ -172,6 +222,11 @@ fn print_text(
         ("optimizer", b.optimizer_s),
     ] {
         writeln!(out, "  {name:<26}{v:>10.4} s {:>6.1} %", pct(v))?;
+    }
+    if let Some(t) = timeline.filter(|_| plan.pp() > 1) {
+        for line in stage_lines(loaded, plan, t) {
+            writeln!(out, "  {line}")?;
+        }
     }
     if plan.setup.reduces_every_micro_batch(plan.pp()) && plan.dp() > 1 {
         writeln!(
@@ -303,6 +358,12 @@ pub fn run(args: EvalArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     } else {
         None
     };
+    // The simulation that priced the plan, to say which stage the breakdown
+    // describes (amp's model only: amp-paper simulates none).
+    let timeline = match primary {
+        Some(c) => Some(crate::inputs::device_model(c).timeline(&inputs, &plan)?),
+        None => None,
+    };
     // The constants behind the memory figures, where there are any.
     let memory_constants = cost_model.calibration().filter(|_| !est.memory.is_empty());
     if args.json {
@@ -315,6 +376,10 @@ pub fn run(args: EvalArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             iteration_s: est.iteration_s,
             throughput_samples_per_s: plan.global_batch() as f64 / est.iteration_s,
             breakdown: &est.breakdown,
+            breakdown_stage: timeline.as_ref().and_then(|t| t.ending_stage()),
+            stage_passes_s: timeline
+                .as_ref()
+                .map(|t| t.stage_work().iter().map(|w| w.passes_s).collect()),
             fits_in_memory: fits(&est),
             memory: est
                 .memory
@@ -334,7 +399,14 @@ pub fn run(args: EvalArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         };
         writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
     } else {
-        print_text(out, &loaded, &plan, &est, cost_model.as_ref())?;
+        print_text(
+            out,
+            &loaded,
+            &plan,
+            &est,
+            timeline.as_ref(),
+            cost_model.as_ref(),
+        )?;
         if let Some(rows) = &sensitivity {
             let under: Vec<String> = rows
                 .iter()

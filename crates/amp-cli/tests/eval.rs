@@ -1236,3 +1236,80 @@ fn a_recorded_fused_attention_megatron_will_not_run_is_named() {
     );
     assert!(!on("1x8xA100").contains("unfused"));
 }
+
+/// The breakdown describes the stage whose step ends the iteration, in a
+/// 1F1B pipeline the first, whose bubble is its wait for the others: `amp
+/// eval` names that stage and the busiest one, and the busiest stage's
+/// passes are a larger share than the first stage's compute.
+#[test]
+fn the_breakdown_names_its_stage_and_the_busiest() {
+    let file = best_plan_file("het-best.json", &["--example", "het-cluster"]);
+    let text = amp_text(&["eval", file.to_str().unwrap(), "--example", "het-cluster"]);
+    let compute_pct: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("  compute "))
+        .and_then(|rest| rest.split_whitespace().nth(2))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no compute line in\n{text}"));
+    assert!(
+        text.contains("(the parts above are stage 0's (T4), whose last step ends the iteration;"),
+        "{text}"
+    );
+    let busiest = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("(busiest stage: "))
+        .unwrap_or_else(|| panic!("no busiest stage in\n{text}"));
+    assert!(busiest.contains("(V100-16GB)"), "{busiest}");
+    let busiest_pct: f64 = busiest
+        .split(", ")
+        .find_map(|p| p.strip_suffix(" % of the iteration)"))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no share in {busiest}"));
+    assert!(
+        busiest_pct > 5.0 * compute_pct && busiest_pct < 100.0,
+        "{busiest_pct} vs {compute_pct}"
+    );
+    // The same in JSON: the stage, and every stage's passes.
+    let v = amp_json(&[
+        "eval",
+        file.to_str().unwrap(),
+        "--example",
+        "het-cluster",
+        "--json",
+    ]);
+    assert_eq!(v["breakdown_stage"], 0);
+    let passes: Vec<f64> = v["stage_passes_s"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert_eq!(passes.len(), v["plan"]["stages"].as_array().unwrap().len());
+    let most = passes.iter().copied().fold(0.0, f64::max);
+    let share = 100.0 * most / v["iteration_s"].as_f64().unwrap();
+    assert!(
+        (share - busiest_pct).abs() < 0.06,
+        "{share} vs {busiest_pct}"
+    );
+    // A one-stage plan has no other stage to name.
+    let one = best_plan_file(
+        "one-stage.json",
+        &[
+            "--model",
+            "gpt2",
+            "--cluster",
+            "1x1xH100",
+            "--global-batch",
+            "4",
+        ],
+    );
+    let text = amp_text(&[
+        "eval",
+        one.to_str().unwrap(),
+        "--model",
+        "gpt2",
+        "--cluster",
+        "1x1xH100",
+    ]);
+    assert!(!text.contains("busiest stage"), "{text}");
+}

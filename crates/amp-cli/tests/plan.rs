@@ -543,6 +543,14 @@ fn report_draws_the_simulation_that_priced_the_plan() {
         }
     }
     assert!(blocks > 0);
+    // Beside the breakdown, which stage it describes and every stage's
+    // passes: one row a stage, the ending and the busiest marked once.
+    let table = &html[html.find("<table id=\"stage-work\">").expect("stage table")..];
+    let table = &table[..table.find("</table>").unwrap()];
+    assert_eq!(table.matches("<tr><td").count(), pp);
+    assert_eq!(table.matches("ends the iteration").count(), 1);
+    assert_eq!(table.matches("busiest").count(), 1);
+    assert!(html.contains("id=\"breakdown-stage\">The parts above are stage "));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -95,6 +95,65 @@ pub struct Timeline {
     pub iteration_s: f64,
 }
 
+/// What one pipeline stage does in a simulated iteration.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StageWork {
+    /// The stage (pipeline rank).
+    pub stage: usize,
+    /// Forward and backward passes of the stage's busiest replica, seconds
+    /// (the tensor-parallel communication inside them included).
+    pub passes_s: f64,
+    /// End of the stage's last event (its optimizer step), seconds.
+    pub end_s: f64,
+}
+
+impl Timeline {
+    /// Each stage's work, in stage order. The iteration's time breakdown
+    /// ([`crate::Breakdown`]) describes the stage that ends it, which in a
+    /// 1F1B pipeline is the first: its bubble holds its wait for every
+    /// other stage, so a reader needs the busiest stage beside it.
+    pub fn stage_work(&self) -> Vec<StageWork> {
+        let mut passes: Vec<Vec<f64>> = vec![Vec::new(); self.num_stages];
+        let mut end_s = vec![0.0_f64; self.num_stages];
+        for e in self.events.iter().filter(|e| e.stage < self.num_stages) {
+            end_s[e.stage] = end_s[e.stage].max(e.end_s);
+            if matches!(e.kind, EventKind::Forward | EventKind::Backward) {
+                let per_replica = &mut passes[e.stage];
+                if per_replica.len() <= e.replica {
+                    per_replica.resize(e.replica + 1, 0.0);
+                }
+                per_replica[e.replica] += e.end_s - e.start_s;
+            }
+        }
+        (0..self.num_stages)
+            .map(|stage| StageWork {
+                stage,
+                passes_s: passes[stage].iter().copied().fold(0.0, f64::max),
+                end_s: end_s[stage],
+            })
+            .collect()
+    }
+
+    /// The stage whose last event ends the iteration (the first of ties),
+    /// as the cost model's breakdown picks it; `None` without events.
+    pub fn ending_stage(&self) -> Option<usize> {
+        let work = self.stage_work();
+        let end = work
+            .iter()
+            .map(|w| w.end_s)
+            .fold(f64::NEG_INFINITY, f64::max);
+        work.iter().position(|w| w.end_s == end && end.is_finite())
+    }
+
+    /// The stage whose passes take longest (the first of ties); `None`
+    /// without events.
+    pub fn busiest_stage(&self) -> Option<usize> {
+        let work = self.stage_work();
+        let most = work.iter().map(|w| w.passes_s).fold(0.0, f64::max);
+        work.iter().position(|w| w.passes_s == most && most > 0.0)
+    }
+}
+
 impl Schedule {
     /// Model chunks per device: `virtual_stages` when interleaved, else 1.
     pub fn virtual_stages(self) -> usize {
@@ -843,6 +902,19 @@ mod tests {
         assert_eq!(sim.critical_stage, 0);
         assert_eq!(sim.compute_s, 9.0);
         assert_eq!(sim.bubble_s, 12.0);
+        // The stage that ends the iteration is not the one that works most:
+        // stage 1 runs 3 x 6 = 18 of the 21.
+        let work = sim.timeline.stage_work();
+        assert_eq!(
+            work.iter()
+                .map(|w| (w.passes_s, w.end_s))
+                .collect::<Vec<_>>(),
+            vec![(9.0, 21.0), (18.0, 19.0)]
+        );
+        assert_eq!(sim.timeline.ending_stage(), Some(0));
+        assert_eq!(sim.timeline.busiest_stage(), Some(1));
+        assert_eq!(Timeline::default().ending_stage(), None);
+        assert_eq!(Timeline::default().busiest_stage(), None);
         let g = spec(&[1.0, 2.0], &[2.0, 4.0], &[0.0], &[0.0], 3, Schedule::GPipe);
         assert_eq!(makespan(&g), 21.0);
     }
@@ -1323,6 +1395,14 @@ mod tests {
                 prop_assert!(t <= serial + 1e-9, "{t} > {serial}");
                 let parts = sim.compute_s + sim.bubble_s + sim.send_s + sim.allreduce_s + sim.optimizer_s;
                 prop_assert!((parts - t).abs() < 1e-9);
+                // The timeline names the stage the breakdown describes, and
+                // that stage's passes are the breakdown's compute.
+                prop_assert_eq!(sim.timeline.ending_stage(), Some(sim.critical_stage));
+                let work = sim.timeline.stage_work();
+                prop_assert!((work[sim.critical_stage].passes_s - sim.compute_s).abs() < 1e-9);
+                for j in 0..pp {
+                    prop_assert!((work[j].passes_s - b as f64 * (f[j] + bw[j])).abs() < 1e-9);
+                }
                 // Each stage runs one pass at a time.
                 for j in 0..pp {
                     let mut ev: Vec<&Event> = sim.timeline.events.iter()

@@ -211,6 +211,9 @@ pub fn html_report(input: &ReportInput) -> String {
         Some(e) => breakdown(&mut h, e),
         None => h.push_str("<p class=\"note\">The plan was not priced.</p>\n"),
     }
+    if let Some(t) = input.timeline {
+        stage_work(&mut h, input, t);
+    }
     h.push_str("</section>\n</body>\n</html>\n");
     h
 }
@@ -1014,6 +1017,54 @@ fn breakdown(h: &mut String, e: &Estimate) {
             fmt_s(e.iteration_s)
         );
     }
+}
+
+/// Which stage the breakdown describes, and each stage's passes: in a 1F1B
+/// pipeline the first stage ends the iteration, so its "bubble" is its wait
+/// for the others, and the busiest stage says where the time is spent.
+fn stage_work(h: &mut String, input: &ReportInput, t: &Timeline) {
+    let pp = input.chosen.pp();
+    let work = t.stage_work();
+    let (Some(ending), Some(busiest)) = (t.ending_stage(), t.busiest_stage()) else {
+        return;
+    };
+    if pp < 2 || work.len() != pp || ending >= pp || busiest >= pp {
+        return;
+    }
+    let types = |j: usize| gpu_types_of(input.cluster, input.chosen.rank_stages()[j].devices());
+    let _ = writeln!(
+        h,
+        "<p class=\"note\" id=\"breakdown-stage\">The parts above are stage {ending}'s ({}), whose last step ends the iteration: its bubble is its wait for the other stages. The busiest stage is stage {busiest} ({}), its forward and backward passes {} of the iteration's {}.</p>",
+        escape(&types(ending)),
+        escape(&types(busiest)),
+        fmt_s(work[busiest].passes_s),
+        fmt_s(t.iteration_s)
+    );
+    let bar_w = 300.0;
+    h.push_str("<table id=\"stage-work\">\n<tr><th class=\"l\">stage</th><th class=\"l\">GPU types</th><th>forward + backward</th><th>share of the iteration</th><th class=\"l\"></th></tr>\n");
+    for w in &work {
+        let share = if t.iteration_s > 0.0 {
+            w.passes_s / t.iteration_s
+        } else {
+            0.0
+        };
+        let mark = match (w.stage == ending, w.stage == busiest) {
+            (true, true) => " (ends the iteration; busiest)",
+            (true, false) => " (ends the iteration)",
+            (false, true) => " (busiest)",
+            (false, false) => "",
+        };
+        let _ = writeln!(
+            h,
+            "<tr><td class=\"l\">{}{mark}</td><td class=\"l\">{}</td><td>{}</td><td>{:.1}%</td><td class=\"l\"><svg width=\"{bar_w:.0}\" height=\"10\"><rect x=\"0\" y=\"0\" width=\"{:.1}\" height=\"10\" fill=\"#4e79a7\"></rect></svg></td></tr>",
+            w.stage,
+            escape(&types(w.stage)),
+            fmt_s(w.passes_s),
+            share * 100.0,
+            share.clamp(0.0, 1.0) * bar_w
+        );
+    }
+    h.push_str("</table>\n");
 }
 
 #[cfg(test)]
