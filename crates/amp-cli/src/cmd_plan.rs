@@ -816,7 +816,9 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         setups: &setups,
         space_is_empty: space.is_empty(),
     };
-    let result = searches.run(cost_model.as_ref(), &progress)?;
+    let result = searches
+        .run(cost_model.as_ref(), &progress)
+        .map_err(|e| name_default_seq(e, &loaded.model, &args.inputs))?;
     let faster_type = (!wide)
         .then(|| {
             faster_on_one_type(
@@ -1194,6 +1196,36 @@ impl Searches<'_> {
             drop_unlaunchable(&mut result, engine)?;
         }
         Ok(result)
+    }
+}
+
+/// A search that found no plan because none fits, for a zoo model or a
+/// Hugging Face config at a sequence length the user did not give, says
+/// which length it planned at: the architecture's default (4096 for most of
+/// the zoo) is often longer than the job's, and the error's header line,
+/// which names it, is printed only with a plan.
+fn name_default_seq(
+    e: anyhow::Error,
+    model: &amp_core::Model,
+    inputs: &InputArgs,
+) -> anyhow::Error {
+    let defaulted =
+        inputs.seq.is_none() && inputs.example.is_none() && inputs.sailor_data.is_none();
+    let seq = model
+        .shape
+        .as_ref()
+        .filter(|s| defaulted && s.architecture.is_some())
+        .map(|s| s.seq_len);
+    match (seq, e.downcast_ref::<amp_core::AmpError>()) {
+        (Some(seq), Some(amp_core::AmpError::NoPlan(why)))
+            if why.contains("do not fit in GPU memory") =>
+        {
+            anyhow::anyhow!(
+                "{e}; amp planned {} at its default sequence length, {seq} tokens (--seq to give the job's)",
+                model.name
+            )
+        }
+        _ => e,
     }
 }
 

@@ -219,6 +219,43 @@ fn issue_example_runs_with_no_files() {
     );
 }
 
+/// Nothing fits a zoo model at a sequence length the user did not give: the
+/// error says which length amp planned at, since the header that names it
+/// is printed only with a plan; given, or where a plan is found, it does not.
+#[test]
+fn no_plan_at_a_default_sequence_length_names_it() {
+    let args = [
+        "plan",
+        "--model",
+        "qwen3-0.6b",
+        "--cluster",
+        "1x1xRTX-4090",
+        "--global-batch",
+        "7",
+    ];
+    let o = amp(&args);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.starts_with("error: no valid plan: "), "{e}");
+    assert!(
+        e.contains("do not fit in GPU memory")
+            && e.trim_end().ends_with(
+                "; amp planned qwen3-0.6b at its default sequence length, 4096 tokens (--seq to give the job's)"
+            ),
+        "{e}"
+    );
+    let o = amp(&[&args[..], &["--seq", "8192"]].concat());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        !stderr(&o).contains("default sequence length"),
+        "{}",
+        stderr(&o)
+    );
+    // At the job's 2048 tokens it fits.
+    let o = amp(&[&args[..], &["--seq", "2048", "-q"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
 /// The README's counts of the AMP GPT-2 examples' candidates over memory
 /// (1 of 126 and 4 of 504, the README's first command), and the one
 /// candidate each found to fit since the partitioner's tables charge a
