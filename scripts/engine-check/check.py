@@ -72,6 +72,14 @@ CASES = [
     ("llama3-8b recompute tp4 pp2", "llama-3-8b", 8192, "2x8xH100", [8, 8], 4, 2, 2, [0, 17, 35], 1, 8,
      ["--recompute"], {}),
     ("llama3-8b tp8 no pp", "llama-3-8b", 8192, "1x8xH100", [8], 8, 1, 1, [0, 35], 1, 4, [], {}),
+    # ZeRO-3 on one stage: DeepSpeed's own engine on a plain module (its
+    # pipeline engine refuses ZeRO-2/3), torchtitan's FSDP; Megatron-LM's
+    # distributed optimizer shards the optimizer state only.
+    ("llama3-8b ZeRO-3 dp8 no pp", "llama-3-8b", 4096, "1x8xH100", [8], 1, 8, 1, [0, 35], 1, 4,
+     ["--optimizer-sharding", "zero3"], {"megatron": "shards only the optimizer state"}),
+    ("llama3-8b ZeRO-2 dp8 no pp", "llama-3-8b", 4096, "1x8xH100", [8], 1, 8, 1, [0, 35], 1, 4,
+     ["--optimizer-sharding", "zero2"],
+     {"megatron": "shards only the optimizer state", "torchtitan": "shards with FSDP (zero3) or not at all"}),
     ("llama3-8b A100+H100 18/14", "llama-3-8b", 8192, "1x8xA100-80GB+1x8xH100", [8, 8], 2, 4, 2, [0, 19, 35], 1, 8,
      [], {}),
     # Priced with explicit attention: Megatron-LM must run its unfused backend.
@@ -281,7 +289,25 @@ def compare(case, engine, res, out, plan):
         # The tied layers as priced: a module tying them passes the export's
         # check (on DeepSpeed's TiedLayerSpec), one tying nothing does not.
         pairs, verdict = f.get("tied") or (None, None)
-        setting(f"tied {pairs} {verdict}", verdict in ("none", "enforced"), True, "tied")
+        setting(f"tied {pairs} {verdict}", verdict in ("none", "enforced", "plain module"), True, "tied")
+        # The ZeRO stage as priced, and the module it needs: the pipeline
+        # engine asserts a stage below 2, so one stage under ZeRO-2/3 is a
+        # plain module on DeepSpeed's own engine.
+        zero = flags[flags.index("--optimizer-sharding") + 1] if "--optimizer-sharding" in flags else "none"
+        want = {"none": 0, "zero1": 1, "zero2": 2, "zero3": 3}[zero]
+        setting(f"ZeRO {f.get('zero_stage')}", f.get("zero_stage"), want, "ZeRO stage")
+        stage = want
+        got = f.get("module")
+        want = "plain" if pp == 1 and stage >= 2 else "PipelineModule"
+        setting(f"{got} module", got, want, "module")
+        if stage >= 2:
+            # What amp's memory and time assume of ZeRO-2/3 (its buckets at
+            # 5e8 and 5e7 elements; ZeRO-3 reduces beside the passes, ZeRO-2
+            # only with --overlap-allreduce), as the engine resolves it.
+            got = (f.get("overlap_comm"), f.get("reduce_bucket_size"),
+                   f.get("prefetch_bucket_size") if stage == 3 else None)
+            want = (stage == 3 or "--overlap-allreduce" in flags, 500_000_000, 50_000_000 if stage == 3 else None)
+            setting(f"overlap_comm {got[0]}, buckets {got[1]:.0e}", got, want, "ZeRO buckets")
     return cells, bad
 
 

@@ -150,7 +150,14 @@ def deepspeed_check(out):
     import deepspeed.runtime.config as dsc
     dsc.dist.get_rank = lambda *a, **k: 0
     sys.path.insert(0, out)
-    import amp_pipeline as ap
+    # A pipeline (or one stage under ZeRO 0/1) is a PipelineModule split at
+    # PARTS (amp_pipeline.py); one stage under ZeRO-2/3 a plain module on
+    # DeepSpeed's own engine (amp_plan.py), which the pipeline engine refuses.
+    pipelined = os.path.exists(os.path.join(out, "amp_pipeline.py"))
+    if pipelined:
+        import amp_pipeline as ap
+    else:
+        import amp_plan as ap
     topo = ap.topology()
 
     class Mpu:
@@ -170,22 +177,31 @@ def deepspeed_check(out):
              "communication_data_type": None if cfg.communication_data_type is None
              else str(cfg.communication_data_type),
              "zero_stage": cfg.zero_optimization_stage,
+             # ZeRO's reduction overlap and buckets as DeepSpeed resolves them
+             "overlap_comm": cfg.zero_config.overlap_comm,
+             "reduce_bucket_size": cfg.zero_config.reduce_bucket_size,
+             "prefetch_bucket_size": cfg.zero_config.prefetch_bucket_size,
              # how a tensor-parallel stage sends (PipelineEngine reads these)
              "pipe_partitioned": cfg.pipeline.get("pipe_partitioned"),
              "grad_partitioned": cfg.pipeline.get("grad_partitioned"),
-             # what the export hands PipelineModule(activation_checkpoint_interval=...)
-             "recompute": "full" if ap.ACTIVATION_CHECKPOINT_INTERVAL == 1 else None,
-             "tied": tied_check(ap)}
+             # what the export hands PipelineModule(activation_checkpoint_interval=...),
+             # or asks a plain module to do
+             "recompute": "full" if (ap.ACTIVATION_CHECKPOINT_INTERVAL == 1 if pipelined
+                                     else ap.RECOMPUTE_EVERY_BLOCK) else None,
+             "tied": tied_check(ap) if pipelined else (0, "plain module"),
+             "module": "PipelineModule" if pipelined else "plain"}
     world = topo.world_size()
     coords = {}
     for r in range(world):
         c = topo.get_coord(r)
         coords[r] = [c.pipe, c.data, c.model]
-    # Stage j holds layer-list entries PARTS[j]..PARTS[j+1]-1.
+    # Stage j holds layer-list entries PARTS[j]..PARTS[j+1]-1; a plain
+    # module, every entry.
     names = ap.LAYER_NAMES
+    parts = ap.PARTS if pipelined else [0, len(names)]
     stages = []
-    for j in range(len(ap.PARTS) - 1):
-        blocks = [int(n[5:]) for n in names[ap.PARTS[j]:ap.PARTS[j + 1]] if re.fullmatch(r"block\d+", n)]
+    for j in range(len(parts) - 1):
+        blocks = [int(n[5:]) for n in names[parts[j]:parts[j + 1]] if re.fullmatch(r"block\d+", n)]
         stages.append([blocks])
     return {"params": None, "stages": stages, "coords": coords, "facts": facts}
 

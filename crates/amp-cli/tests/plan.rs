@@ -3514,3 +3514,65 @@ fn megatron_before_ampere_runs_unfused_attention() {
     );
     assert_eq!(plan("1x8xV100", &[]), fused);
 }
+
+/// Under `--engine deepspeed --search-setup sharding` a one-stage plan under
+/// ZeRO-2 or ZeRO-3 may rank first: DeepSpeed runs it on its own engine, and
+/// the export writes it so (a plain module, the config's stage) rather than
+/// refusing it as the pipeline engine would. Before 2026-12-06 such a plan
+/// ranked first and its export refused it.
+#[test]
+fn deepspeeds_one_stage_zero_plans_export() {
+    let args = [
+        "plan",
+        "--model",
+        "gpt2-medium",
+        "--cluster",
+        "2x8xH100@400Gbps",
+        "--global-batch",
+        "64",
+        "--seq",
+        "1024",
+        "--engine",
+        "deepspeed",
+        "--search-setup",
+        "sharding",
+        "--top",
+        "3",
+        "--json",
+        "-q",
+    ];
+    let v = amp_json(&args);
+    assert_eq!(v.get("export_refusal"), None, "{}", v["export_refusal"]);
+    let best = &v["plans"][0];
+    let zero = best["setup"]["optimizer_sharding"].as_str().unwrap();
+    assert!(
+        best["pp"] == 1 && (zero == "zero2" || zero == "zero3"),
+        "{} {zero}",
+        best["pp"]
+    );
+    let file = tmp("deepspeed-zero.json", &v.to_string());
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("amp-ds-zero-{}", std::process::id()));
+    let o = amp(&[
+        "export",
+        file.to_str().unwrap(),
+        "--model",
+        "gpt2-medium",
+        "--cluster",
+        "2x8xH100@400Gbps",
+        "--to",
+        "deepspeed",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("ds_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        cfg["zero_optimization"]["stage"],
+        if zero == "zero2" { 2 } else { 3 }
+    );
+    assert!(dir.join("amp_plan.py").exists() && !dir.join("amp_pipeline.py").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

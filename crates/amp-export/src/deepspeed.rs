@@ -8,6 +8,7 @@
 //! `BFLOAT16`) and deepspeed/runtime/zero/config.py (`zero_optimization.stage`).
 
 use amp_core::cluster::Cluster;
+use amp_core::memory::{DEEPSPEED_PREFETCH_BUCKET_ELEMS, DEEPSPEED_REDUCE_BUCKET_ELEMS};
 use amp_core::model::Model;
 use amp_core::plan::Plan;
 use amp_core::schedule::Schedule;
@@ -43,20 +44,39 @@ pub(crate) fn export(
     let precision = opts.precision.unwrap_or(Precision::Fp16);
     let zero_stage = opts.zero_stage();
 
+    // ZeRO-2 and -3 run on DeepSpeed's own engine, not its pipeline engine,
+    // which asserts a stage below 2: a one-stage plan that shards gradients
+    // or weights is a plain module, as amp prices it (gathers and reductions
+    // at every micro-batch, `TrainingSetup::reduces_every_micro_batch`).
+    let pipelined = !(plan.pp() == 1 && zero_stage >= 2);
     let mut cfg = json!({
         "train_batch_size": plan.global_batch(),
         "train_micro_batch_size_per_gpu": plan.micro_batch,
         "gradient_accumulation_steps": plan.num_micro_batches,
         "zero_optimization": { "stage": zero_stage },
+    });
+    if !pipelined {
+        // What amp priced, stated rather than left to DeepSpeed's defaults
+        // (deepspeed/runtime/zero/config.py): ZeRO-2 reduces on the
+        // computation's stream unless `overlap_comm`, ZeRO-3 beside it (its
+        // default); the buckets amp's memory holds.
+        let zero = &mut cfg["zero_optimization"];
+        zero["overlap_comm"] = json!(zero_stage >= 3 || opts.overlap_grad_reduce);
+        zero["reduce_bucket_size"] = json!(DEEPSPEED_REDUCE_BUCKET_ELEMS as u64);
+        if zero_stage >= 3 {
+            zero["stage3_prefetch_bucket_size"] = json!(DEEPSPEED_PREFETCH_BUCKET_ELEMS as u64);
+        }
+    }
+    if pipelined {
         // How a tensor-parallel stage sends, as the plan was priced: each
         // rank's partition, all-gathered by the receivers (DeepSpeed's
         // default), or the whole activation from every rank
         // (deepspeed/runtime/pipe/engine.py, `is_pipe_partitioned`).
-        "pipeline": {
+        cfg["pipeline"] = json!({
             "pipe_partitioned": opts.partitioned_sends,
             "grad_partitioned": opts.partitioned_sends,
-        },
-    });
+        });
+    }
     if opts.fp32_allreduce {
         // The plan was priced with fp32 all-reduce bytes: `allreduce_bucket`
         // casts each bucket to `communication_data_type`
@@ -70,7 +90,128 @@ pub(crate) fn export(
         Precision::Fp32 | Precision::Tf32 | Precision::Fp8 => {}
     }
     let ds_config = serde_json::to_string_pretty(&cfg).expect("json values serialize") + "\n";
+    let (helper, py) = if pipelined {
+        (
+            "amp_pipeline.py",
+            pipeline_module_py(plan, model, opts, tp, zero_stage),
+        )
+    } else {
+        (
+            "amp_plan.py",
+            plain_module_py(plan, model, opts, tp, zero_stage),
+        )
+    };
 
+    let program = format!(
+        "{} --deepspeed --deepspeed_config ds_config.json",
+        opts.deepspeed_script
+    );
+    let mut sh = String::from("#!/usr/bin/env bash\n");
+    sh.push_str("# DeepSpeed launch for this plan. `--deepspeed --deepspeed_config` are the training script's\n");
+    sh.push_str("# arguments added by deepspeed.add_config_arguments (deepspeed/__init__.py).\n");
+    sh.push_str("set -euo pipefail\ncd \"$(dirname \"$0\")\"\n");
+    if launch.ascending() {
+        let include: Vec<String> = launch
+            .nodes
+            .iter()
+            .map(|n| format!("{}:{}", n.host, launch::join(&n.gpus, ",")))
+            .collect();
+        sh.push_str("# Run once, on the first host. The deepspeed launcher (deepspeed/launcher/runner.py) numbers\n");
+        sh.push_str("# ranks in hostfile order, each host's --include slots in ascending order.\n");
+        sh.push_str(&format!(
+            "deepspeed --hostfile hostfile --include {} --master_addr {} --master_port {} {program}\n",
+            include.join("@"),
+            launch.nodes[0].host,
+            opts.master_port
+        ));
+    } else {
+        sh.push_str("# The placement needs GPUs of a node in a non-ascending order, which the deepspeed launcher\n");
+        sh.push_str("# cannot give (it sorts --include slots, deepspeed/launcher/runner.py parse_node_config_list).\n");
+        sh.push_str("# Launch with torchrun instead (deepspeed.init_distributed reads RANK/LOCAL_RANK/WORLD_SIZE);\n");
+        sh.push_str("# run on every node: bash launch.sh NODE_RANK\n");
+        sh.push_str(&launch.torchrun_case(opts, &program));
+    }
+    debug_assert_eq!(launch.tp, tp);
+
+    Ok(vec![
+        ExportFile::new("ds_config.json", ds_config),
+        ExportFile::new(helper, py),
+        ExportFile::new("hostfile", launch.hostfile(cluster)),
+        ExportFile::new("launch.sh", sh),
+    ])
+}
+
+/// `amp_plan.py` of a one-stage plan under ZeRO-2 or -3: the plan's
+/// degrees and rank order for a plain module under `deepspeed.initialize`.
+fn plain_module_py(
+    plan: &Plan,
+    model: &Model,
+    opts: &EngineOptions,
+    tp: usize,
+    zero_stage: u8,
+) -> String {
+    let names: Vec<String> = model.layers.iter().map(|l| py_str(&l.name)).collect();
+    format!(
+        r#""""An amp plan for DeepSpeed without a pipeline: ZeRO stage {z}.
+
+DeepSpeed's pipeline engine refuses ZeRO-2 and -3 (PipelineEngine asserts
+"ZeRO-2 and ZeRO-3 are incompatible with pipeline parallelism",
+deepspeed/runtime/pipe/engine.py), so this plan runs a plain torch.nn.Module,
+not a PipelineModule: deepspeed.initialize(model=..., config="ds_config.json")
+returns DeepSpeed's own engine, which amp priced (every micro-batch gathers
+{gathers}and reduces the gradients over the {dp} data-parallel ranks).
+
+ds_config.json keys (deepspeed.ai/docs/config-json, deepspeed/runtime/constants.py):
+  train_batch_size = micro-batch x gradient_accumulation_steps x data-parallel size
+    ({g} = {mb} x {nmb} x {dp})
+  train_micro_batch_size_per_gpu = {mb}
+  gradient_accumulation_steps = {nmb} (micro-batches per iteration)
+  fp16.enabled / bf16.enabled: the numeric format
+  communication_data_type = "fp32" (when present): 16-bit gradients reduced as fp32
+  zero_optimization.stage = {z}
+"""
+from deepspeed.runtime.pipe.topology import PipeModelDataParallelTopology
+
+LAYER_NAMES = [{names}]
+PIPELINE_PARALLEL = 1
+TENSOR_PARALLEL = {tp}  # > 1 needs a model with tensor-parallel layers (e.g. Megatron-DeepSpeed)
+DATA_PARALLEL = {dp}
+ZERO_STAGE = {z}
+# Priced with every block recomputed when True: the model must checkpoint each
+# block (torch.utils.checkpoint or deepspeed.checkpointing.checkpoint around it,
+# as Megatron-DeepSpeed's --checkpoint-activations does); DeepSpeed's engine
+# recomputes nothing by itself.
+RECOMPUTE_EVERY_BLOCK = {recompute}
+
+
+def topology():
+    """Ranks: tensor fastest, then data (axes ['pipe', 'data', 'model'], one stage)."""
+    return PipeModelDataParallelTopology(
+        num_pp=PIPELINE_PARALLEL, num_mp=TENSOR_PARALLEL, num_dp=DATA_PARALLEL)
+"#,
+        z = zero_stage,
+        gathers = if zero_stage >= 3 { "the weights " } else { "" },
+        g = plan.global_batch(),
+        mb = plan.micro_batch,
+        nmb = plan.num_micro_batches,
+        dp = plan.dp(),
+        names = names.join(", "),
+        recompute = if opts.recompute == Recompute::Full {
+            "True"
+        } else {
+            "False"
+        },
+    )
+}
+
+/// `amp_pipeline.py`: the plan's split as a PipelineModule.
+fn pipeline_module_py(
+    plan: &Plan,
+    model: &Model,
+    opts: &EngineOptions,
+    tp: usize,
+    zero_stage: u8,
+) -> String {
     let parts = plan.boundaries();
     let tied: Vec<String> = model
         .layers
@@ -151,44 +292,7 @@ class AmpPipelineModule(PipelineModule):
         aci = if opts.recompute == Recompute::Full { 1 } else { 0 },
     ));
     py.push_str(CHECK_TIED_PY);
-
-    let program = format!(
-        "{} --deepspeed --deepspeed_config ds_config.json",
-        opts.deepspeed_script
-    );
-    let mut sh = String::from("#!/usr/bin/env bash\n");
-    sh.push_str("# DeepSpeed launch for this plan. `--deepspeed --deepspeed_config` are the training script's\n");
-    sh.push_str("# arguments added by deepspeed.add_config_arguments (deepspeed/__init__.py).\n");
-    sh.push_str("set -euo pipefail\ncd \"$(dirname \"$0\")\"\n");
-    if launch.ascending() {
-        let include: Vec<String> = launch
-            .nodes
-            .iter()
-            .map(|n| format!("{}:{}", n.host, launch::join(&n.gpus, ",")))
-            .collect();
-        sh.push_str("# Run once, on the first host. The deepspeed launcher (deepspeed/launcher/runner.py) numbers\n");
-        sh.push_str("# ranks in hostfile order, each host's --include slots in ascending order.\n");
-        sh.push_str(&format!(
-            "deepspeed --hostfile hostfile --include {} --master_addr {} --master_port {} {program}\n",
-            include.join("@"),
-            launch.nodes[0].host,
-            opts.master_port
-        ));
-    } else {
-        sh.push_str("# The placement needs GPUs of a node in a non-ascending order, which the deepspeed launcher\n");
-        sh.push_str("# cannot give (it sorts --include slots, deepspeed/launcher/runner.py parse_node_config_list).\n");
-        sh.push_str("# Launch with torchrun instead (deepspeed.init_distributed reads RANK/LOCAL_RANK/WORLD_SIZE);\n");
-        sh.push_str("# run on every node: bash launch.sh NODE_RANK\n");
-        sh.push_str(&launch.torchrun_case(opts, &program));
-    }
-    debug_assert_eq!(launch.tp, tp);
-
-    Ok(vec![
-        ExportFile::new("ds_config.json", ds_config),
-        ExportFile::new("amp_pipeline.py", py),
-        ExportFile::new("hostfile", launch.hostfile(cluster)),
-        ExportFile::new("launch.sh", sh),
-    ])
+    py
 }
 
 /// The check of the module's tied layers against the plan's (`TIED`),

@@ -95,6 +95,9 @@ pub(crate) struct EngineOptions {
     pub(crate) fp32_allreduce: bool,
     /// torchtitan compiles each block (`compile.enable`), as priced.
     pub(crate) compile: bool,
+    /// The gradient reduction overlaps the backward (DeepSpeed's
+    /// `overlap_comm` under ZeRO-2), as priced.
+    pub(crate) overlap_grad_reduce: bool,
 }
 
 impl std::ops::Deref for EngineOptions {
@@ -214,6 +217,7 @@ fn engine_view(
         cross_entropy: setup.cross_entropy(),
         fp32_allreduce: setup.formats.fp32_gradient_reduction(),
         compile: setup.compile,
+        overlap_grad_reduce: setup.overlap_grad_reduce,
     };
     let v = setup.virtual_stages();
     if v <= 1 {
@@ -382,13 +386,12 @@ fn export_engine(
         use amp_core::setup::OptimizerSharding as S;
         let pp = plan.pp();
         match engine {
-            // The export is a PipelineModule at any pp, and
-            // `deepspeed.initialize` runs one under the PipelineEngine,
-            // which asserts ZeRO stage < 2 whatever its stages.
-            Engine::DeepSpeed if s.optimizer_sharding > S::Zero1 => {
+            // A pipeline is a PipelineModule, and `deepspeed.initialize`
+            // runs one under the PipelineEngine, which asserts ZeRO stage < 2;
+            // one stage under ZeRO-2 or -3 is exported as a plain module.
+            Engine::DeepSpeed if pp > 1 && s.optimizer_sharding > S::Zero1 => {
                 return Err(Refusal::Unsupported(format!(
-                    "DeepSpeed's pipeline engine runs ZeRO stages 0 and 1 only (deepspeed/runtime/pipe/engine.py asserts it), and this export builds a PipelineModule{}; the plan uses {}",
-                    if pp > 1 { "" } else { " (one stage too)" },
+                    "DeepSpeed's pipeline engine runs ZeRO stages 0 and 1 only (deepspeed/runtime/pipe/engine.py asserts it), and a pipeline is a PipelineModule; the plan uses {}",
                     s.optimizer_sharding.name()
                 )))
             }

@@ -730,31 +730,64 @@ fn megatron_refuses_architectures_it_cannot_build() {
     }
 }
 
-/// DeepSpeed's pipeline engine runs ZeRO stages 0 and 1 only, and the
-/// DeepSpeed export is a PipelineModule at any number of stages: ZeRO-2 and
-/// -3 are refused, on a pipeline and on one stage, saying why.
+/// DeepSpeed's pipeline engine runs ZeRO stages 0 and 1 only: ZeRO-2 and
+/// -3 on a pipeline are refused, saying why. One stage under them is a
+/// plain module on DeepSpeed's own engine, as amp prices it: no
+/// PipelineModule, the config's stage, no pipeline section.
 #[test]
-fn deepspeed_refuses_zero_2_and_3() {
+fn deepspeed_refuses_zero_2_and_3_on_a_pipeline_only() {
     let (p, m, c) = common::homogeneous();
     let one_stage = {
         let g = DeviceGrid::new(&c, 1, 16, 1, &Placement::artifact_default(&c));
         plan_from_grid(&g, &[0, 30], 2, 1, &p.setup)
     };
-    for plan in [p, one_stage] {
-        let mut plan = plan;
-        for z in [OptimizerSharding::Zero2, OptimizerSharding::Zero3] {
-            plan.setup.optimizer_sharding = z;
-            let e = export(&plan, &m, &c, Engine::DeepSpeed, &ExportOptions::default())
-                .unwrap_err()
-                .to_string();
-            assert!(
-                e.contains("ZeRO stages 0 and 1 only") && e.contains("PipelineModule"),
-                "{e}"
-            );
-            let engines = engines_for(&plan, &m, &c, &ExportOptions::default());
-            assert!(!engines.contains(&Engine::DeepSpeed), "{engines:?}");
-        }
-        plan.setup.optimizer_sharding = OptimizerSharding::Zero1;
-        assert!(export(&plan, &m, &c, Engine::DeepSpeed, &ExportOptions::default()).is_ok());
+    let mut piped = p;
+    for z in [OptimizerSharding::Zero2, OptimizerSharding::Zero3] {
+        piped.setup.optimizer_sharding = z;
+        let e = export(&piped, &m, &c, Engine::DeepSpeed, &ExportOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ZeRO stages 0 and 1 only") && e.contains("PipelineModule"),
+            "{e}"
+        );
+        let engines = engines_for(&piped, &m, &c, &ExportOptions::default());
+        assert!(!engines.contains(&Engine::DeepSpeed), "{engines:?}");
+
+        let mut plan = one_stage.clone();
+        plan.setup.optimizer_sharding = z;
+        let files = export(&plan, &m, &c, Engine::DeepSpeed, &ExportOptions::default()).unwrap();
+        let names: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            names,
+            ["ds_config.json", "amp_plan.py", "hostfile", "launch.sh"]
+        );
+        let cfg: serde_json::Value = serde_json::from_str(&files[0].contents).unwrap();
+        let stage = if z == OptimizerSharding::Zero2 { 2 } else { 3 };
+        assert_eq!(cfg["zero_optimization"]["stage"], stage);
+        assert_eq!(cfg["train_batch_size"], 32);
+        assert!(cfg.get("pipeline").is_none(), "{cfg}");
+        // What amp priced, not left to DeepSpeed's defaults: ZeRO-3
+        // reduces beside the passes, ZeRO-2 (not overlapped in this
+        // setup) on the computation's stream; the buckets amp's memory holds.
+        let zero = &cfg["zero_optimization"];
+        assert_eq!(zero["overlap_comm"], stage == 3);
+        assert_eq!(zero["reduce_bucket_size"], 500_000_000);
+        assert_eq!(
+            zero.get("stage3_prefetch_bucket_size").cloned(),
+            (stage == 3).then(|| serde_json::json!(50_000_000))
+        );
+        let py = &files[1].contents;
+        assert!(!py.contains("PipelineModule("), "{py}");
+        assert!(py.contains(&format!("ZERO_STAGE = {stage}")), "{py}");
+        assert!(py.contains("DATA_PARALLEL = 16"), "{py}");
+        assert!(py.contains("RECOMPUTE_EVERY_BLOCK = False"), "{py}");
     }
+    piped.setup.optimizer_sharding = OptimizerSharding::Zero1;
+    let files = export(&piped, &m, &c, Engine::DeepSpeed, &ExportOptions::default()).unwrap();
+    assert!(files.iter().any(|f| f.path == "amp_pipeline.py"));
+    let mut plan = one_stage;
+    plan.setup.optimizer_sharding = OptimizerSharding::Zero1;
+    let files = export(&plan, &m, &c, Engine::DeepSpeed, &ExportOptions::default()).unwrap();
+    assert!(files.iter().any(|f| f.path == "amp_pipeline.py"));
 }

@@ -127,7 +127,9 @@ pub use activations::{
 };
 pub use split_check::stage_memory_tables;
 pub(crate) use split_check::SplitMemoryCheck;
-pub use states::DP_GRADIENT_COPIES;
+pub use states::{
+    DEEPSPEED_PREFETCH_BUCKET_ELEMS, DEEPSPEED_REDUCE_BUCKET_ELEMS, DP_GRADIENT_COPIES,
+};
 
 /// Bytes of one device: weights, gradients, optimizer state, activations,
 /// reserve.
