@@ -72,6 +72,11 @@ CASES = [
     ("llama3-8b recompute tp4 pp2", "llama-3-8b", 8192, "2x8xH100", [8, 8], 4, 2, 2, [0, 17, 35], 1, 8,
      ["--recompute"], {}),
     ("llama3-8b tp8 no pp", "llama-3-8b", 8192, "1x8xH100", [8], 8, 1, 1, [0, 35], 1, 4, [], {}),
+    # Llama 3.1 and 3.2 rescale the rotary frequencies (factor 8 and 32):
+    # Megatron-LM's --use-rope-scaling; torchtitan's 8B flavor is Llama 3.1's.
+    ("llama3.1-8b tp2 pp2", "llama-3.1-8b", 8192, "1x8xH100", [8], 2, 2, 2, [0, 17, 35], 1, 4, [], {}),
+    ("llama3.2-3b tp2 pp2, tied", "llama-3.2-3b", 4096, "1x8xH100", [8], 2, 2, 2, [0, 15, 31], 1, 4, [],
+     {"torchtitan": TIED_PIPELINE}),
     # ZeRO-3 on one stage: DeepSpeed's own engine on a plain module (its
     # pipeline engine refuses ZeRO-2/3), torchtitan's FSDP; Megatron-LM's
     # distributed optimizer shards the optimizer state only.
@@ -106,6 +111,10 @@ CASES = [
      ["--precision", "fp16", "--fp32-allreduce"],
      {"megatron": "communication_data_type", "torchtitan": "communication_data_type"}),
 ]
+
+
+# The rotary rescaling factor of each model the cases name that has one.
+ROPE_FACTOR = {"llama-3.1-8b": 8.0, "llama-3.2-3b": 32.0}
 
 
 def plan_json(nodes, tp, dp, pp, bounds, mb, nmb):
@@ -254,6 +263,25 @@ def compare(case, engine, res, out, plan):
         got = f.get("attention_backend")
         want = "unfused" if "explicit" in flags else "auto"
         setting(f"attention {got}", got, want, "attention")
+        # The model's rotary rescaling: the arguments say it, and the built
+        # model divides its lowest frequency by 8 (Llama 3's and the
+        # others': 1). Megatron-LM's gpt_builders.py passes
+        # --use-rope-scaling, not the factor, to GPTModel, whose default is
+        # 8: Llama 3.2's 32 is built as 8, which amp's export warns of.
+        factor = ROPE_FACTOR.get(model)
+        if f.get("rope_scaling") is not None:
+            got = f["rope_scaling"]
+            want = [factor is not None, factor, 0.125 if factor else 1.0]
+            setting(f"rope scaling {got[1] or 'none'} (built {got[2]})", got, want, "rope scaling")
+            note = "rescales by its default, 8"
+            warned = note in open(os.path.join(out, "export.err")).read()
+            setting(f"factor warning {warned}", warned, factor not in (None, 8.0), "rope warning")
+    if engine == "torchtitan":
+        # torchtitan's llama3 flavors rescale as Llama 3.1 does, whichever
+        # Llama 3 amp priced (the export says so); its qwen3 ones do not.
+        got = f.get("rope_scaling")
+        want = [["llama", 8.0]] if model.startswith("llama-3") else [["none", None]]
+        setting(f"rope scaling {got}", got, want, "rope scaling")
     if engine == "torchtitan" and f.get("tp", 1) > 1:
         # Sequence parallelism as priced (torchtitan's default is on).
         got = f.get("sequence_parallel")
@@ -338,6 +366,10 @@ def main():
                                 "--to", engine, "--out", out]
                                + ([] if "--precision" in flags else ["--precision", "bf16"]) + flags,
                                capture_output=True, text=True)
+            if p.returncode == 0:
+                # What the export warned of, for the checks that read it.
+                with open(os.path.join(out, "export.err"), "w") as e:
+                    e.write(p.stderr)
             row = {"plan": name, "engine": engine}
             if p.returncode != 0:
                 msg = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "?"

@@ -119,6 +119,17 @@ def megatron(out):
     with torch.device("meta"):
         model = gpt_builder(one, True, True, config=cfg1)
     params = sum(p.numel() for p in model.parameters())
+    # The rotary rescaling the built model applies: its lowest frequency
+    # against the unscaled one (1 without rescaling, 1/factor with Llama
+    # 3.1's), from Megatron-LM's own RotaryEmbedding.
+    rope = getattr(model, "rotary_pos_emb", None)
+    if rope is not None:
+        inv = rope.inv_freq.float()
+        dim = 2 * inv.numel()
+        plain = 1.0 / (args.rotary_base ** ((dim - 2) / dim))
+        facts["rope_scaling"] = [bool(args.use_rope_scaling),
+                                 args.rope_scaling_factor if args.use_rope_scaling else None,
+                                 round(float(inv[-1]) / plain, 6)]
     return {"params": params, "stages": stages, "coords": coords, "facts": facts}
 
 
@@ -234,6 +245,10 @@ def torchtitan(out):
              "sequence_parallel": par.enable_sequence_parallel,
              "compile": list(cfg.compile.components) if cfg.compile.enable else None,
              "cuda_graphs": not cfg.training.disable_cuda_graphs}
+    # The rotary rescaling every block's attention is configured with.
+    ropes = {(r.scaling, r.scaling_factor if r.scaling == "llama" else None)
+             for r in (l.attention.rope for l in mc.layers)}
+    facts["rope_scaling"] = sorted(ropes, key=str)
     # Pipeline stages: the module names of each part, resolved on the model.
     stages = []
     parts = par.module_fqns_per_model_part or [[n for n, _ in model.named_children()]]

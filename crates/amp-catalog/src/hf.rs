@@ -7,7 +7,7 @@
 
 use serde_json::{Map, Value};
 
-use amp_core::model::Model;
+use amp_core::model::{Model, RopeScaling};
 
 use crate::zoo::{Arch, Norm};
 use crate::CatalogError;
@@ -129,6 +129,54 @@ impl Cfg<'_> {
             .unwrap_or("")
             .to_string()
     }
+}
+
+/// A rotary model's `rope_scaling` object (transformers'
+/// modeling_rope_utils.py names the kind `rope_type`, older configs
+/// `type`); `None` when absent, null or `default`. It changes what the model
+/// computes, not its cost: the exports read it.
+fn rope_scaling(cfg: &Cfg) -> Result<Option<RopeScaling>, CatalogError> {
+    let at = format!("{}: `rope_scaling`", cfg.origin);
+    let map = match cfg.map.get("rope_scaling") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(m)) => m,
+        Some(v) => {
+            return Err(CatalogError::invalid(
+                at,
+                format!("expected an object (or null), found {v}"),
+            ))
+        }
+    };
+    let inner = Cfg { map, origin: &at };
+    let Some(kind) = inner.s("rope_type").or_else(|| inner.s("type")) else {
+        return Err(CatalogError::invalid(
+            at,
+            "names no `rope_type` (or `type`); give the kind, e.g. \"llama3\" or \"linear\", or remove the key",
+        ));
+    };
+    let factor = || {
+        inner.f("factor")?.filter(|f| *f > 0.0).ok_or_else(|| {
+            CatalogError::invalid(
+                format!("{at}.factor"),
+                format!("a {kind} rope scaling needs a positive `factor`"),
+            )
+        })
+    };
+    Ok(match kind {
+        "default" => None,
+        "llama3" => Some(RopeScaling::Llama3 {
+            factor: factor()?,
+            // transformers' _compute_llama3_parameters reads all three;
+            // Meta's configs give 1, 4 and 8192.
+            low_freq_factor: inner.f("low_freq_factor")?.unwrap_or(1.0),
+            high_freq_factor: inner.f("high_freq_factor")?.unwrap_or(4.0),
+            original_max_positions: inner.u("original_max_position_embeddings")?.unwrap_or(8192),
+        }),
+        "linear" => Some(RopeScaling::Linear { factor: factor()? }),
+        other => Some(RopeScaling::Other {
+            name: other.to_string(),
+        }),
+    })
 }
 
 /// The architecture of a Hugging Face `config.json`.
@@ -348,6 +396,7 @@ pub fn arch_from_hf_config(json: &str, origin: &str) -> Result<Arch, CatalogErro
                 10_000.0
             };
             a.rope_theta = Some(cfg.f("rope_theta")?.unwrap_or(theta));
+            a.rope_scaling = rope_scaling(&cfg)?;
             a
         }
         "" => {

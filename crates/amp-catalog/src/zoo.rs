@@ -7,7 +7,7 @@
 //! activation sizes derived from the architecture.
 
 use amp_core::model::{
-    Activation, Architecture, Layer, LayerKind, Model, NormKind, PositionEmbedding,
+    Activation, Architecture, Layer, LayerKind, Model, NormKind, PositionEmbedding, RopeScaling,
     TransformerShape,
 };
 
@@ -100,6 +100,8 @@ pub struct Arch {
     pub geglu: bool,
     /// Norms on the attention's and the MLP's outputs too (Gemma 2 and 3).
     pub post_norms: bool,
+    /// The rotary frequencies' rescaling (Llama 3.1 and 3.2).
+    pub rope_scaling: Option<RopeScaling>,
 }
 
 impl Arch {
@@ -144,6 +146,7 @@ impl Arch {
             qk_norm: false,
             geglu: false,
             post_norms: false,
+            rope_scaling: None,
         }
     }
 
@@ -190,6 +193,7 @@ impl Arch {
             qk_norm: false,
             geglu: false,
             post_norms: false,
+            rope_scaling: None,
         }
     }
 
@@ -399,6 +403,11 @@ impl Arch {
                 PositionEmbedding::Learned
             },
             rope_theta: if rope { self.rope_theta } else { None },
+            rope_scaling: if rope {
+                self.rope_scaling.clone()
+            } else {
+                None
+            },
             max_positions: if rope {
                 self.default_seq.max(seq)
             } else {
@@ -814,6 +823,23 @@ pub fn zoo_arch(name: &str) -> Option<Arch> {
         if a.name.starts_with("llama-3") {
             a.rope_theta = Some(500_000.0);
         }
+        // Llama 3.1 and 3.2 rescale the rotary frequencies (`rope_scaling`
+        // of rope_type llama3 in meta-llama/Llama-3.1-8B's and
+        // Llama-3.2-1B's configs: factor 8 and 32, low and high frequency
+        // factors 1 and 4, original context 8192); Llama 3 does not.
+        let factor = if a.name.starts_with("llama-3.1") {
+            Some(8.0)
+        } else if a.name.starts_with("llama-3.2") {
+            Some(32.0)
+        } else {
+            None
+        };
+        a.rope_scaling = factor.map(|factor| RopeScaling::Llama3 {
+            factor,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_positions: 8192,
+        });
         if a.name.starts_with("mistral") {
             a.model_type = "mistral".into();
         }

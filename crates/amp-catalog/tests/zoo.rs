@@ -663,3 +663,77 @@ fn hf_configs_name_their_attention() {
         "{e}"
     );
 }
+
+/// A rotary model's `rope_scaling` is read as transformers reads it (the
+/// kind from `rope_type`, or `type` in older configs), so that exports build
+/// the frequencies the model uses: Llama 3.1's and 3.2's rescaling, linear
+/// interpolation, and any other kind by its name; absent, null or
+/// `default`, none. Llama 3.1 and 3.2 in the zoo rescale, Llama 3 does not.
+#[test]
+fn rope_scaling_is_read_as_the_config_says() {
+    use amp_core::model::RopeScaling;
+    let scaling = |json: &str| {
+        model_from_hf_config(json, "c.json", Some(4096))
+            .unwrap()
+            .architecture()
+            .unwrap()
+            .rope_scaling
+            .clone()
+    };
+    let llama3 = |factor| {
+        Some(RopeScaling::Llama3 {
+            factor,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_positions: 8192,
+        })
+    };
+    assert_eq!(scaling(LLAMA32_1B), llama3(32.0));
+    assert_eq!(scaling(LLAMA3_8B), None);
+    let with = |value: &str| {
+        LLAMA3_8B.replace(
+            "\"rope_theta\": 500000.0",
+            &format!("\"rope_theta\": 500000.0, \"rope_scaling\": {value}"),
+        )
+    };
+    assert_eq!(scaling(&with("null")), None);
+    assert_eq!(scaling(&with(r#"{"rope_type": "default"}"#)), None);
+    assert_eq!(
+        scaling(&with(r#"{"type": "linear", "factor": 2.0}"#)),
+        Some(RopeScaling::Linear { factor: 2.0 })
+    );
+    assert_eq!(
+        scaling(&with(
+            r#"{"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}"#
+        )),
+        Some(RopeScaling::Other {
+            name: "yarn".into()
+        })
+    );
+    for (value, words) in [
+        ("3", "expected an object"),
+        ("{}", "names no `rope_type`"),
+        (r#"{"rope_type": "llama3"}"#, "positive `factor`"),
+    ] {
+        let e = model_from_hf_config(&with(value), "c.json", None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("c.json: `rope_scaling`") && e.contains(words),
+            "{value}: {e}"
+        );
+    }
+    let zoo = |name: &str| {
+        zoo_model(name, None)
+            .unwrap()
+            .architecture()
+            .unwrap()
+            .rope_scaling
+            .clone()
+    };
+    assert_eq!(zoo("llama-3.1-8b"), llama3(8.0));
+    assert_eq!(zoo("llama-3.1-405b"), llama3(8.0));
+    assert_eq!(zoo("llama-3.2-3b"), llama3(32.0));
+    assert_eq!(zoo("llama-3-8b"), None);
+    assert_eq!(zoo("qwen3-8b"), None);
+}

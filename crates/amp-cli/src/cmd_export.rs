@@ -152,7 +152,13 @@ pub fn run(args: ExportArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result
             bail!("--to needs --out DIR for the files");
         };
         let files = match to.engine() {
-            Some(engine) => write_export(&inputs, &plan, engine, dir, &args.hosts.names()?)?,
+            Some(engine) => {
+                let files = write_export(&inputs, &plan, engine, dir, &args.hosts.names()?)?;
+                for note in amp_export::export_notes(inputs.model, engine.engine()) {
+                    writeln!(err, "warning: {note}")?;
+                }
+                files
+            }
             None => {
                 let zone = args.zone.as_deref();
                 write_sailor(

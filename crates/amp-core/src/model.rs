@@ -157,6 +157,39 @@ pub enum PositionEmbedding {
     Rope,
 }
 
+/// How a rotary model rescales its frequencies for a context longer than it
+/// was first trained at (Hugging Face's `rope_scaling`). It changes what
+/// the model computes, not what it costs, so only the exports read it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "type", deny_unknown_fields)]
+pub enum RopeScaling {
+    /// Llama 3.1's (`rope_type = "llama3"`): low frequencies divided by
+    /// `factor`, high ones kept, a smooth ramp between.
+    Llama3 {
+        /// What the lowest frequencies are divided by (8 for Llama 3.1,
+        /// 32 for Llama 3.2).
+        factor: f64,
+        /// Wavelengths above `original_max_positions / low_freq_factor`
+        /// are divided by `factor`.
+        low_freq_factor: f64,
+        /// Wavelengths below `original_max_positions / high_freq_factor`
+        /// are kept.
+        high_freq_factor: f64,
+        /// The context the frequencies were first trained at.
+        original_max_positions: u64,
+    },
+    /// Positions divided by `factor` (`rope_type = "linear"`).
+    Linear {
+        /// What every position is divided by.
+        factor: f64,
+    },
+    /// Another kind (`yarn`, `dynamic`, `longrope`, ...), by its name.
+    Other {
+        /// Hugging Face's `rope_type` (or `type`).
+        name: String,
+    },
+}
+
 /// Architecture details beyond [`TransformerShape`]'s sizes: what an engine
 /// needs to build exactly the network amp priced.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -186,6 +219,9 @@ pub struct Architecture {
     /// `position_embedding = "rope"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rope_theta: Option<f64>,
+    /// The rotary frequencies' rescaling (Llama 3.1 and 3.2); absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_scaling: Option<RopeScaling>,
     /// Positions the model supports: rows of the learned table, or the
     /// trained context of a rotary model.
     pub max_positions: u64,
@@ -1038,6 +1074,7 @@ mod tests {
             norm_eps: 1e-5,
             position_embedding: PositionEmbedding::Rope,
             rope_theta: None,
+            rope_scaling: None,
             max_positions: 1024,
             tied_embeddings: false,
             linear_bias: false,

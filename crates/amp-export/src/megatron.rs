@@ -6,7 +6,7 @@
 
 use amp_core::cluster::Cluster;
 use amp_core::model::{
-    Activation, Architecture, Model, NormKind, PositionEmbedding, TransformerShape,
+    Activation, Architecture, Model, NormKind, PositionEmbedding, RopeScaling, TransformerShape,
 };
 use amp_core::plan::Plan;
 use amp_core::schedule::Schedule;
@@ -16,6 +16,20 @@ use crate::launch::{self, RankOrder};
 use crate::{EngineOptions, EngineResult, ExportFile, Precision, Recompute, Refusal};
 
 const ENGINE: &str = "Megatron-LM";
+
+/// What Megatron-LM builds otherwise than the model says, at the same
+/// cost: its `gpt_builders.py` hands GPTModel `--use-rope-scaling` but not
+/// `--rope-scaling-factor` (at `d98e8a64`, the engine check's checkout), so
+/// GPTModel rescales by its default, 8 (Llama 3.1's), whatever the factor.
+pub(crate) fn export_notes(model: &Model) -> Vec<String> {
+    match model.architecture().and_then(|a| a.rope_scaling.as_ref()) {
+        Some(RopeScaling::Llama3 { factor, .. }) if *factor != 8.0 => vec![format!(
+            "`{}` rescales its rotary frequencies by {factor}, and args.sh says so (--rope-scaling-factor {factor}), but Megatron-LM's gpt_builders.py passes only --use-rope-scaling to GPTModel, which then rescales by its default, 8: the job costs what amp priced, but to encode positions as the model does, add `rope_scaling_factor=args.rope_scaling_factor` to the GPTModel(...) call there",
+            model.name
+        )],
+        _ => Vec::new(),
+    }
+}
 
 /// One argument with the place that defines it.
 struct Arg {
@@ -485,6 +499,55 @@ fn architecture_args(
                 NET,
                 "rotary base (theta)",
             ));
+            match &a.rope_scaling {
+                None => {}
+                // RotaryEmbedding._apply_scaling
+                // (megatron/core/models/common/embeddings/rotary_pos_embedding.py)
+                // takes the factor and fixes the rest at Llama 3.1's.
+                Some(RopeScaling::Llama3 {
+                    factor,
+                    low_freq_factor,
+                    high_freq_factor,
+                    original_max_positions,
+                }) => {
+                    if (*low_freq_factor, *high_freq_factor, *original_max_positions)
+                        != (1.0, 4.0, 8192)
+                    {
+                        return refuse(format!(
+                            "its llama3 rope scaling has low and high frequency factors {low_freq_factor} and {high_freq_factor} over an original context of {original_max_positions}; Megatron-LM's RotaryEmbedding fixes them at 1, 4 and 8192 (only --rope-scaling-factor is an argument)"
+                        ));
+                    }
+                    v.push(switch(
+                        "--use-rope-scaling",
+                        NET,
+                        "Llama 3.1's rescaled rotary frequencies",
+                    ));
+                    v.push(arg(
+                        "--rope-scaling-factor",
+                        factor,
+                        NET,
+                        "what the lowest frequencies are divided by",
+                    ));
+                }
+                Some(RopeScaling::Linear { factor }) => {
+                    if factor.fract() != 0.0 {
+                        return refuse(format!(
+                            "its linear rope scaling factor {factor} is not a whole number; Megatron-LM's --rotary-seq-len-interpolation-factor takes an integer"
+                        ));
+                    }
+                    v.push(arg(
+                        "--rotary-seq-len-interpolation-factor",
+                        *factor as u64,
+                        NET,
+                        "positions divided by this (linear rope scaling)",
+                    ));
+                }
+                Some(RopeScaling::Other { name }) => {
+                    return refuse(format!(
+                        "its rope scaling is of type `{name}`; Megatron-LM's GPT arguments offer Llama 3.1's (--use-rope-scaling) and linear interpolation (--rotary-seq-len-interpolation-factor)"
+                    ));
+                }
+            }
             v.push(arg(
                 "--max-position-embeddings",
                 a.max_positions.max(seq_len),

@@ -16,7 +16,9 @@
 //! its architecture is one of them.
 
 use amp_core::cluster::Cluster;
-use amp_core::model::{Activation, Model, NormKind, PositionEmbedding, TransformerShape};
+use amp_core::model::{
+    Activation, Model, NormKind, PositionEmbedding, RopeScaling, TransformerShape,
+};
 use amp_core::plan::Plan;
 use amp_core::schedule::Schedule;
 use amp_core::setup::{CrossEntropy, Engine};
@@ -123,6 +125,36 @@ const FLAVORS: &[Flavor] = &[
     Flavor::qwen3("32B", "qwen3_32b", false, [5120, 64, 64, 25600], false),
 ];
 
+/// The rotary rescaling of torchtitan 0.3.0's llama3 flavors
+/// (`ComplexRoPE.Config(scaling="llama")` at its defaults in
+/// torchtitan/models/common/rope.py): Llama 3.1's.
+const LLAMA31_ROPE: RopeScaling = RopeScaling::Llama3 {
+    factor: 8.0,
+    low_freq_factor: 1.0,
+    high_freq_factor: 4.0,
+    original_max_positions: 8192,
+};
+
+/// What a torchtitan export of `model` builds otherwise than the model
+/// says, though at the same cost: a Llama 3 model (no rotary rescaling)
+/// gets the llama3 flavors' Llama 3.1 rescaling.
+pub(crate) fn export_notes(model: &Model) -> Vec<String> {
+    let Some(a) = model.architecture() else {
+        return Vec::new();
+    };
+    if a.family == "llama"
+        && a.position_embedding == PositionEmbedding::Rope
+        && a.rope_scaling.is_none()
+    {
+        vec![format!(
+            "torchtitan's llama3 flavors rescale the rotary frequencies as Llama 3.1 does (factor 8; torchtitan/models/llama3/__init__.py), and `{}` does not: the job costs what amp priced, but encodes positions as Llama 3.1 does",
+            model.name
+        )]
+    } else {
+        Vec::new()
+    }
+}
+
 /// The torchtitan flavor that builds exactly `shape`, or why none does.
 fn flavor_for(model: &Model, shape: &TransformerShape) -> EngineResult<&'static Flavor> {
     let shipped = "amp exports the model flavors torchtitan 0.3.0 ships with a training recipe: llama3 8B, 70B, 405B (torchtitan/models/llama3/__init__.py) and qwen3 0.6B, 1.7B, 4B, 8B, 14B, 32B (torchtitan/models/qwen3/__init__.py)";
@@ -138,9 +170,18 @@ fn flavor_for(model: &Model, shape: &TransformerShape) -> EngineResult<&'static 
         && a.position_embedding == PositionEmbedding::Rope
         && !a.linear_bias
         && !a.qkv_bias;
+    // torchtitan's llama3 flavors rescale as Llama 3.1 does; a Llama 3
+    // model without the rescaling costs the same and is exported to them
+    // with a note ([`export_notes`]); its qwen3 flavors rescale nothing.
+    let llama31 = a.rope_scaling.is_none() || a.rope_scaling == Some(LLAMA31_ROPE);
     let family = |f: &Flavor| match f.module {
-        "llama3" => a.family == "llama" && a.rope_theta == Some(500_000.0) && !a.qk_norm,
-        _ => a.family == "qwen3" && a.rope_theta == Some(1_000_000.0) && a.qk_norm,
+        "llama3" => a.family == "llama" && a.rope_theta == Some(500_000.0) && !a.qk_norm && llama31,
+        _ => {
+            a.family == "qwen3"
+                && a.rope_theta == Some(1_000_000.0)
+                && a.qk_norm
+                && a.rope_scaling.is_none()
+        }
     };
     let found = FLAVORS.iter().find(|f| {
         common
@@ -158,12 +199,28 @@ fn flavor_for(model: &Model, shape: &TransformerShape) -> EngineResult<&'static 
                 a.tied_embeddings,
             )
     });
+    let rope = match &a.rope_scaling {
+        Some(r) if *r != LLAMA31_ROPE => format!(
+            ", rotary rescaling {}; the llama3 flavors rescale as Llama 3.1 does, the qwen3 ones not at all",
+            rope_label(r)
+        ),
+        _ => String::new(),
+    };
     found.ok_or_else(|| {
         Refusal::Unsupported(format!(
-            "model `{}` ({} family: hidden {}, {} blocks, {} heads, {} key/value heads, FFN {}, vocabulary {}) is none of them; {shipped}",
+            "model `{}` ({} family: hidden {}, {} blocks, {} heads, {} key/value heads, FFN {}, vocabulary {}{rope}) is none of them; {shipped}",
             model.name, a.family, shape.hidden, shape.num_blocks, shape.heads, a.kv_heads, a.ffn_hidden, shape.vocab
         ))
     })
+}
+
+/// A rotary rescaling as Hugging Face's config names it.
+fn rope_label(r: &RopeScaling) -> String {
+    match r {
+        RopeScaling::Llama3 { factor, .. } => format!("llama3 (factor {factor})"),
+        RopeScaling::Linear { factor } => format!("linear (factor {factor})"),
+        RopeScaling::Other { name } => name.clone(),
+    }
 }
 
 fn py_str(s: &str) -> String {

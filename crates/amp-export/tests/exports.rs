@@ -791,3 +791,91 @@ fn deepspeed_refuses_zero_2_and_3_on_a_pipeline_only() {
     let files = export(&plan, &m, &c, Engine::DeepSpeed, &ExportOptions::default()).unwrap();
     assert!(files.iter().any(|f| f.path == "amp_pipeline.py"));
 }
+
+/// The rotary rescaling the model uses is the one the engine builds:
+/// Megatron-LM's `--use-rope-scaling --rope-scaling-factor F` for Llama 3.1
+/// and 3.2 (its RotaryEmbedding fixes the other three numbers at theirs),
+/// `--rotary-seq-len-interpolation-factor` for linear interpolation, nothing
+/// for Llama 3, and a refusal for other kinds. torchtitan's llama3 flavors
+/// are Llama 3.1's: a Llama 3 model exports with a note, another rescaling
+/// is refused.
+#[test]
+fn rope_scaling_is_built_as_the_model_says() {
+    use amp_core::model::RopeScaling;
+    let (mut p, m, c) = common::llama3_8b();
+    p.setup.formats = Precision::Bf16.formats();
+    let opts = ExportOptions::default();
+    let with = |scaling: Option<RopeScaling>| {
+        let mut m = m.clone();
+        m.architecture_mut().unwrap().rope_scaling = scaling;
+        m
+    };
+    let llama3 = |factor| {
+        Some(RopeScaling::Llama3 {
+            factor,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_positions: 8192,
+        })
+    };
+    let megatron = |m: &amp_core::model::Model| export(&p, m, &c, Engine::Megatron, &opts);
+    let a = megatron(&m).unwrap();
+    assert!(!megatron_args(&a).contains("rope-scaling"));
+    for factor in [8.0, 32.0] {
+        let files = megatron(&with(llama3(factor))).unwrap();
+        let a = megatron_args(&files);
+        assert!(
+            a.contains("--use-rope-scaling\n")
+                && a.contains(&format!("--rope-scaling-factor {factor}\n")),
+            "{a}"
+        );
+    }
+    // Megatron-LM's builder hands GPTModel the switch, not the factor, and
+    // GPTModel's default is 8: any other factor is said beside the files.
+    assert!(amp_export::export_notes(&with(llama3(8.0)), Engine::Megatron).is_empty());
+    let notes = amp_export::export_notes(&with(llama3(32.0)), Engine::Megatron);
+    assert!(
+        notes.len() == 1 && notes[0].contains("rescales by its default, 8"),
+        "{notes:?}"
+    );
+    let files = megatron(&with(Some(RopeScaling::Linear { factor: 4.0 }))).unwrap();
+    assert!(megatron_args(&files).contains("--rotary-seq-len-interpolation-factor 4\n"));
+    for (scaling, words) in [
+        (
+            Some(RopeScaling::Linear { factor: 2.5 }),
+            "not a whole number",
+        ),
+        (
+            Some(RopeScaling::Other {
+                name: "yarn".into(),
+            }),
+            "of type `yarn`",
+        ),
+        (
+            Some(RopeScaling::Llama3 {
+                factor: 8.0,
+                low_freq_factor: 2.0,
+                high_freq_factor: 4.0,
+                original_max_positions: 8192,
+            }),
+            "fixes them at 1, 4 and 8192",
+        ),
+    ] {
+        let e = megatron(&with(scaling)).unwrap_err().to_string();
+        assert!(e.contains(words), "{e}");
+    }
+    // torchtitan: one flavor for Llama 3 and 3.1, noted for Llama 3.
+    let titan = |m: &amp_core::model::Model| export(&p, m, &c, Engine::Torchtitan, &opts);
+    assert!(titan(&m).is_ok());
+    let notes = amp_export::export_notes(&m, Engine::Torchtitan);
+    assert!(
+        notes.len() == 1 && notes[0].contains("as Llama 3.1 does"),
+        "{notes:?}"
+    );
+    let m31 = with(llama3(8.0));
+    assert!(titan(&m31).is_ok());
+    assert!(amp_export::export_notes(&m31, Engine::Torchtitan).is_empty());
+    assert!(amp_export::export_notes(&m, Engine::Megatron).is_empty());
+    let e = titan(&with(llama3(32.0))).unwrap_err().to_string();
+    assert!(e.contains("rotary rescaling llama3 (factor 32)"), "{e}");
+}

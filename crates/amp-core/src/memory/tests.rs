@@ -187,6 +187,7 @@ fn tiny_with(flash: Option<bool>, dropout: Option<bool>) -> Model {
         norm_eps: 1e-5,
         position_embedding: crate::model::PositionEmbedding::Learned,
         rope_theta: None,
+        rope_scaling: None,
         max_positions: 4,
         tied_embeddings: true,
         linear_bias: true,

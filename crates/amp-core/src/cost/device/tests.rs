@@ -563,6 +563,7 @@ fn llama_like(hidden: u64, seq: u64) -> crate::model::TransformerShape {
             norm_eps: 1e-5,
             position_embedding: crate::model::PositionEmbedding::Rope,
             rope_theta: Some(500_000.0),
+            rope_scaling: None,
             max_positions: seq,
             tied_embeddings: false,
             linear_bias: false,
