@@ -1313,3 +1313,63 @@ fn the_breakdown_names_its_stage_and_the_busiest() {
     ]);
     assert!(!text.contains("busiest stage"), "{text}");
 }
+
+/// `amp export` says, beside the files, what the engine builds otherwise
+/// than the model says at the same cost: torchtitan's llama3 flavors
+/// rescale rotary frequencies as Llama 3.1 does (a Llama 3 model gets it),
+/// and Megatron-LM's builder drops Llama 3.2's factor of 32; a model the
+/// engine builds as it is gets no warning.
+#[test]
+fn export_warns_of_what_the_engine_builds_otherwise() {
+    let cases = [
+        ("llama-3-8b", "torchtitan", Some("as Llama 3.1 does")),
+        ("llama-3.1-8b", "torchtitan", None),
+        (
+            "llama-3.2-3b",
+            "megatron",
+            Some("rescales by its default, 8"),
+        ),
+        ("llama-3.1-8b", "megatron", None),
+    ];
+    for (model, engine, warning) in cases {
+        let plan = best_plan_file(
+            &format!("rope-{model}-{engine}.json"),
+            &[
+                "--model",
+                model,
+                "--seq",
+                "2048",
+                "--cluster",
+                "1x8xH100",
+                "--global-batch",
+                "16",
+                "--engine",
+                engine,
+            ],
+        );
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("amp-rope-{model}-{engine}-{}", std::process::id()));
+        let o = amp(&[
+            "export",
+            plan.to_str().unwrap(),
+            "--model",
+            model,
+            "--cluster",
+            "1x8xH100",
+            "--to",
+            engine,
+            "--out",
+            dir.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{model} {engine}: {}", stderr(&o));
+        let e = stderr(&o);
+        match warning {
+            Some(w) => assert!(
+                e.contains("warning: ") && e.contains(w),
+                "{model} {engine}: {e}"
+            ),
+            None => assert!(!e.contains("warning"), "{model} {engine}: {e}"),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
