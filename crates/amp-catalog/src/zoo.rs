@@ -834,12 +834,7 @@ pub fn zoo_arch(name: &str) -> Option<Arch> {
         } else {
             None
         };
-        a.rope_scaling = factor.map(|factor| RopeScaling::Llama3 {
-            factor,
-            low_freq_factor: 1.0,
-            high_freq_factor: 4.0,
-            original_max_positions: 8192,
-        });
+        a.rope_scaling = factor.map(RopeScaling::llama3);
         if a.name.starts_with("mistral") {
             a.model_type = "mistral".into();
         }

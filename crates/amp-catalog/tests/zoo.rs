@@ -680,14 +680,7 @@ fn rope_scaling_is_read_as_the_config_says() {
             .rope_scaling
             .clone()
     };
-    let llama3 = |factor| {
-        Some(RopeScaling::Llama3 {
-            factor,
-            low_freq_factor: 1.0,
-            high_freq_factor: 4.0,
-            original_max_positions: 8192,
-        })
-    };
+    let llama3 = |factor| Some(RopeScaling::llama3(factor));
     assert_eq!(scaling(LLAMA32_1B), llama3(32.0));
     assert_eq!(scaling(LLAMA3_8B), None);
     let with = |value: &str| {

@@ -190,6 +190,20 @@ pub enum RopeScaling {
     },
 }
 
+impl RopeScaling {
+    /// Llama 3.1's kind with Meta's numbers (low and high frequency
+    /// factors 1 and 4 over an original context of 8192) and `factor`: 8
+    /// for Llama 3.1, 32 for Llama 3.2.
+    pub const fn llama3(factor: f64) -> RopeScaling {
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_positions: 8192,
+        }
+    }
+}
+
 /// Architecture details beyond [`TransformerShape`]'s sizes: what an engine
 /// needs to build exactly the network amp priced.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

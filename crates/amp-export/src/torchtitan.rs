@@ -128,12 +128,7 @@ const FLAVORS: &[Flavor] = &[
 /// The rotary rescaling of torchtitan 0.3.0's llama3 flavors
 /// (`ComplexRoPE.Config(scaling="llama")` at its defaults in
 /// torchtitan/models/common/rope.py): Llama 3.1's.
-const LLAMA31_ROPE: RopeScaling = RopeScaling::Llama3 {
-    factor: 8.0,
-    low_freq_factor: 1.0,
-    high_freq_factor: 4.0,
-    original_max_positions: 8192,
-};
+const LLAMA31_ROPE: RopeScaling = RopeScaling::llama3(8.0);
 
 /// What a torchtitan export of `model` builds otherwise than the model
 /// says, though at the same cost: a Llama 3 model (no rotary rescaling)

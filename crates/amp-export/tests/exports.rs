@@ -810,14 +810,7 @@ fn rope_scaling_is_built_as_the_model_says() {
         m.architecture_mut().unwrap().rope_scaling = scaling;
         m
     };
-    let llama3 = |factor| {
-        Some(RopeScaling::Llama3 {
-            factor,
-            low_freq_factor: 1.0,
-            high_freq_factor: 4.0,
-            original_max_positions: 8192,
-        })
-    };
+    let llama3 = |factor| Some(RopeScaling::llama3(factor));
     let megatron = |m: &amp_core::model::Model| export(&p, m, &c, Engine::Megatron, &opts);
     let a = megatron(&m).unwrap();
     assert!(!megatron_args(&a).contains("rope-scaling"));
