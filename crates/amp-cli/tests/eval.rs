@@ -1269,6 +1269,14 @@ fn the_breakdown_names_its_stage_and_the_busiest() {
         busiest_pct > 5.0 * compute_pct && busiest_pct < 100.0,
         "{busiest_pct} vs {compute_pct}"
     );
+    // The README's figures.
+    for line in [
+        "  compute                       0.0263 s    2.0 %",
+        "  pipeline bubble               0.9950 s   77.2 %",
+        "  (busiest stage: 7 (V100-16GB), forward and backward passes 0.7518 s, 58.3 % of the iteration)",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+    }
     // The same in JSON: the stage, and every stage's passes.
     let v = amp_json(&[
         "eval",
