@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use amp_core::cost::{CostModel, DeviceMemory, Estimate, Inputs};
 use amp_core::plan::{ModelRecord, Plan};
-use amp_core::schedule::Timeline;
+use amp_core::schedule::{busiest_stage, ending_stage, Timeline};
 use anyhow::{bail, Result};
 use clap::Args;
 use comfy_table::{presets::UTF8_BORDERS_ONLY, ContentArrangement, Table};
@@ -122,22 +122,12 @@ fn fits(est: &Estimate) -> Option<bool> {
         .then_some(true)
 }
 
-/// The GPU types of pipeline rank `stage`'s devices, joined.
-fn stage_gpu_types(loaded: &Loaded, plan: &Plan, stage: usize) -> String {
-    let mut types: Vec<&str> = plan.rank_stages()[stage]
-        .devices()
-        .map(|d| loaded.cluster.nodes[d.node].gpu_type.as_str())
-        .collect();
-    types.sort_unstable();
-    types.dedup();
-    types.join(", ")
-}
-
 /// What the breakdown's stage is, and the busiest stage beside it: in a
 /// 1F1B pipeline the first stage ends the iteration, and its "bubble" is
 /// mostly its wait for the others' work, not idle GPUs everywhere.
 fn stage_lines(loaded: &Loaded, plan: &Plan, timeline: &Timeline) -> Vec<String> {
-    let (Some(ending), Some(busiest)) = (timeline.ending_stage(), timeline.busiest_stage()) else {
+    let work = timeline.stage_work();
+    let (Some(ending), Some(busiest)) = (ending_stage(&work), busiest_stage(&work)) else {
         return Vec::new();
     };
     if ending >= plan.pp() || busiest >= plan.pp() {
@@ -145,9 +135,11 @@ fn stage_lines(loaded: &Loaded, plan: &Plan, timeline: &Timeline) -> Vec<String>
     }
     let mut lines = vec![format!(
         "(the parts above are stage {ending}'s ({}), whose last step ends the iteration; its bubble is its wait for the other stages)",
-        stage_gpu_types(loaded, plan, ending)
+        loaded
+            .cluster
+            .gpu_types_of(plan.rank_stages()[ending].devices())
+            .join(", ")
     )];
-    let work = timeline.stage_work();
     let passes_s = work[busiest].passes_s;
     let pct = if timeline.iteration_s > 0.0 {
         100.0 * passes_s / timeline.iteration_s
@@ -156,7 +148,10 @@ fn stage_lines(loaded: &Loaded, plan: &Plan, timeline: &Timeline) -> Vec<String>
     };
     lines.push(format!(
         "(busiest stage: {busiest} ({}), forward and backward passes {passes_s:.4} s, {pct:.1} % of the iteration)",
-        stage_gpu_types(loaded, plan, busiest)
+        loaded
+            .cluster
+            .gpu_types_of(plan.rank_stages()[busiest].devices())
+            .join(", ")
     ));
     lines
 }
@@ -364,6 +359,7 @@ pub fn run(args: EvalArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         Some(c) => Some(crate::inputs::device_model(c).timeline(&inputs, &plan)?),
         None => None,
     };
+    let work = timeline.as_ref().map(Timeline::stage_work);
     // The constants behind the memory figures, where there are any.
     let memory_constants = cost_model.calibration().filter(|_| !est.memory.is_empty());
     if args.json {
@@ -376,10 +372,10 @@ pub fn run(args: EvalArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             iteration_s: est.iteration_s,
             throughput_samples_per_s: plan.global_batch() as f64 / est.iteration_s,
             breakdown: &est.breakdown,
-            breakdown_stage: timeline.as_ref().and_then(|t| t.ending_stage()),
-            stage_passes_s: timeline
+            breakdown_stage: work.as_deref().and_then(ending_stage),
+            stage_passes_s: work
                 .as_ref()
-                .map(|t| t.stage_work().iter().map(|w| w.passes_s).collect()),
+                .map(|w| w.iter().map(|w| w.passes_s).collect()),
             fits_in_memory: fits(&est),
             memory: est
                 .memory
@@ -442,7 +438,7 @@ pub fn run(args: EvalArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
 /// plan made with `--profile` and priced without it is priced on the
 /// analytic model's times, and says so.
 fn plan_compute_sources(loaded: &Loaded, plan: &Plan) -> Vec<String> {
-    let gpus = crate::cmd_plan::gpu_types_of(&loaded.cluster, plan.devices());
+    let gpus = loaded.cluster.gpu_types_of(plan.devices());
     crate::cmd_plan::compute_sources(&loaded.profile, &gpus)
 }
 

@@ -445,25 +445,12 @@ pub fn compute_sources(profile: &amp_core::profile::Profile, gpus: &[String]) ->
         .collect()
 }
 
-/// The GPU types of `devices`, sorted, each once.
-pub fn gpu_types_of(
-    cluster: &amp_core::cluster::Cluster,
-    devices: impl Iterator<Item = amp_core::cluster::Device>,
-) -> Vec<String> {
-    let mut t: Vec<String> = devices
-        .map(|d| cluster.nodes[d.node].gpu_type.clone())
-        .collect();
-    t.sort();
-    t.dedup();
-    t
-}
-
 /// GPU types running each stage, for display.
 fn stage_gpu_types(loaded: &Loaded, p: &RankedPlan) -> Vec<Vec<String>> {
     p.plan
         .stages
         .iter()
-        .map(|s| gpu_types_of(&loaded.cluster, s.devices()))
+        .map(|s| loaded.cluster.gpu_types_of(s.devices()))
         .collect()
 }
 

@@ -209,6 +209,17 @@ impl Cluster {
         t
     }
 
+    /// The distinct GPU type names of `devices`, sorted (devices on nodes
+    /// the cluster lacks are passed over).
+    pub fn gpu_types_of(&self, devices: impl Iterator<Item = Device>) -> Vec<String> {
+        let mut t: Vec<String> = devices
+            .filter_map(|d| self.nodes.get(d.node).map(|n| n.gpu_type.clone()))
+            .collect();
+        t.sort();
+        t.dedup();
+        t
+    }
+
     /// Checks the cluster is usable and within [`crate::limits`]: at least one node,
     /// every node with GPUs, a GPU type name, NICs and positive finite bandwidths,
     /// and links naming existing node pairs once each. Errors name the offending

@@ -133,25 +133,24 @@ impl Timeline {
             })
             .collect()
     }
+}
 
-    /// The stage whose last event ends the iteration (the first of ties),
-    /// as the cost model's breakdown picks it; `None` without events.
-    pub fn ending_stage(&self) -> Option<usize> {
-        let work = self.stage_work();
-        let end = work
-            .iter()
-            .map(|w| w.end_s)
-            .fold(f64::NEG_INFINITY, f64::max);
-        work.iter().position(|w| w.end_s == end && end.is_finite())
-    }
+/// The stage whose last event ends the iteration (the first of ties), as
+/// the cost model's breakdown picks it, from [`Timeline::stage_work`];
+/// `None` without events.
+pub fn ending_stage(work: &[StageWork]) -> Option<usize> {
+    let end = work
+        .iter()
+        .map(|w| w.end_s)
+        .fold(f64::NEG_INFINITY, f64::max);
+    work.iter().position(|w| w.end_s == end && end.is_finite())
+}
 
-    /// The stage whose passes take longest (the first of ties); `None`
-    /// without events.
-    pub fn busiest_stage(&self) -> Option<usize> {
-        let work = self.stage_work();
-        let most = work.iter().map(|w| w.passes_s).fold(0.0, f64::max);
-        work.iter().position(|w| w.passes_s == most && most > 0.0)
-    }
+/// The stage whose passes take longest (the first of ties), from
+/// [`Timeline::stage_work`]; `None` without events.
+pub fn busiest_stage(work: &[StageWork]) -> Option<usize> {
+    let most = work.iter().map(|w| w.passes_s).fold(0.0, f64::max);
+    work.iter().position(|w| w.passes_s == most && most > 0.0)
 }
 
 impl Schedule {
@@ -911,10 +910,10 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![(9.0, 21.0), (18.0, 19.0)]
         );
-        assert_eq!(sim.timeline.ending_stage(), Some(0));
-        assert_eq!(sim.timeline.busiest_stage(), Some(1));
-        assert_eq!(Timeline::default().ending_stage(), None);
-        assert_eq!(Timeline::default().busiest_stage(), None);
+        assert_eq!(ending_stage(&work), Some(0));
+        assert_eq!(busiest_stage(&work), Some(1));
+        assert_eq!(ending_stage(&Timeline::default().stage_work()), None);
+        assert_eq!(busiest_stage(&Timeline::default().stage_work()), None);
         let g = spec(&[1.0, 2.0], &[2.0, 4.0], &[0.0], &[0.0], 3, Schedule::GPipe);
         assert_eq!(makespan(&g), 21.0);
     }
@@ -1397,8 +1396,8 @@ mod tests {
                 prop_assert!((parts - t).abs() < 1e-9);
                 // The timeline names the stage the breakdown describes, and
                 // that stage's passes are the breakdown's compute.
-                prop_assert_eq!(sim.timeline.ending_stage(), Some(sim.critical_stage));
                 let work = sim.timeline.stage_work();
+                prop_assert_eq!(ending_stage(&work), Some(sim.critical_stage));
                 prop_assert!((work[sim.critical_stage].passes_s - sim.compute_s).abs() < 1e-9);
                 for j in 0..pp {
                     prop_assert!((work[j].passes_s - b as f64 * (f[j] + bw[j])).abs() < 1e-9);

@@ -913,6 +913,17 @@ impl TrainingSetup {
             }
     }
 
+    /// Whether the reductions of [`Self::reduces_every_micro_batch`] run
+    /// beside the computation (their own stream) rather than on it:
+    /// FSDP2's always, DeepSpeed's with `overlap_comm`, its default under
+    /// ZeRO-3 (deepspeed/runtime/zero/config.py) and the setup's
+    /// `overlap_grad_reduce` under ZeRO-2. The DeepSpeed export states it.
+    pub fn reductions_beside_passes(&self) -> bool {
+        self.engine != Some(Engine::DeepSpeed)
+            || self.optimizer_sharding == OptimizerSharding::Zero3
+            || self.overlap_grad_reduce
+    }
+
     /// Whether selective recomputation is torchtitan's per-op selective
     /// checkpointing (`SelectiveAC`, torchtitan/distributed/
     /// activation_checkpoint.py, what amp's export asks for): each block

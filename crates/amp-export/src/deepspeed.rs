@@ -47,8 +47,9 @@ pub(crate) fn export(
     // ZeRO-2 and -3 run on DeepSpeed's own engine, not its pipeline engine,
     // which asserts a stage below 2: a one-stage plan that shards gradients
     // or weights is a plain module, as amp prices it (gathers and reductions
-    // at every micro-batch, `TrainingSetup::reduces_every_micro_batch`).
-    let pipelined = !(plan.pp() == 1 && zero_stage >= 2);
+    // at every micro-batch).
+    let setup = plan.setup.on_engine(Engine::DeepSpeed);
+    let pipelined = !setup.reduces_every_micro_batch(plan.pp());
     let mut cfg = json!({
         "train_batch_size": plan.global_batch(),
         "train_micro_batch_size_per_gpu": plan.micro_batch,
@@ -61,7 +62,7 @@ pub(crate) fn export(
         // computation's stream unless `overlap_comm`, ZeRO-3 beside it (its
         // default); the buckets amp's memory holds.
         let zero = &mut cfg["zero_optimization"];
-        zero["overlap_comm"] = json!(zero_stage >= 3 || opts.overlap_grad_reduce);
+        zero["overlap_comm"] = json!(setup.reductions_beside_passes());
         zero["reduce_bucket_size"] = json!(DEEPSPEED_REDUCE_BUCKET_ELEMS as u64);
         if zero_stage >= 3 {
             zero["stage3_prefetch_bucket_size"] = json!(DEEPSPEED_PREFETCH_BUCKET_ELEMS as u64);

@@ -95,9 +95,6 @@ pub(crate) struct EngineOptions {
     pub(crate) fp32_allreduce: bool,
     /// torchtitan compiles each block (`compile.enable`), as priced.
     pub(crate) compile: bool,
-    /// The gradient reduction overlaps the backward (DeepSpeed's
-    /// `overlap_comm` under ZeRO-2), as priced.
-    pub(crate) overlap_grad_reduce: bool,
 }
 
 impl std::ops::Deref for EngineOptions {
@@ -217,7 +214,6 @@ fn engine_view(
         cross_entropy: setup.cross_entropy(),
         fp32_allreduce: setup.formats.fp32_gradient_reduction(),
         compile: setup.compile,
-        overlap_grad_reduce: setup.overlap_grad_reduce,
     };
     let v = setup.virtual_stages();
     if v <= 1 {

@@ -13,7 +13,7 @@ use amp_core::cluster::{Cluster, Device};
 use amp_core::cost::{Breakdown, DeviceMemory, Estimate};
 use amp_core::model::Model;
 use amp_core::plan::Plan;
-use amp_core::schedule::{EventKind, Timeline};
+use amp_core::schedule::{busiest_stage, ending_stage, EventKind, Timeline};
 use amp_core::search::RankedPlan;
 
 /// What the report shows.
@@ -219,13 +219,7 @@ pub fn html_report(input: &ReportInput) -> String {
 }
 
 fn gpu_types_of(cluster: &Cluster, devices: impl Iterator<Item = Device>) -> String {
-    let mut t: Vec<&str> = devices
-        .filter(|d| d.node < cluster.nodes.len())
-        .map(|d| cluster.nodes[d.node].gpu_type.as_str())
-        .collect();
-    t.sort_unstable();
-    t.dedup();
-    t.join(", ")
+    cluster.gpu_types_of(devices).join(", ")
 }
 
 fn summary(h: &mut String, input: &ReportInput) {
@@ -1025,7 +1019,7 @@ fn breakdown(h: &mut String, e: &Estimate) {
 fn stage_work(h: &mut String, input: &ReportInput, t: &Timeline) {
     let pp = input.chosen.pp();
     let work = t.stage_work();
-    let (Some(ending), Some(busiest)) = (t.ending_stage(), t.busiest_stage()) else {
+    let (Some(ending), Some(busiest)) = (ending_stage(&work), busiest_stage(&work)) else {
         return;
     };
     if pp < 2 || work.len() != pp || ending >= pp || busiest >= pp {

@@ -59,15 +59,6 @@ pub(super) fn bucketed_overlap(setup: &TrainingSetup, pp: usize) -> bool {
     setup.overlap_grad_reduce && !setup.reduces_every_micro_batch(pp)
 }
 
-/// Whether the reductions at every micro-batch run beside the computation
-/// (their own stream) rather than on it: FSDP2's always, DeepSpeed's with
-/// `overlap_comm`, its default under ZeRO-3.
-fn reductions_overlap(setup: &TrainingSetup) -> bool {
-    setup.engine != Some(Engine::DeepSpeed)
-        || setup.optimizer_sharding == OptimizerSharding::Zero3
-        || setup.overlap_grad_reduce
-}
-
 /// Seconds of the collectives `setup` runs once per iteration over a
 /// stage's replicas, `params` parameters per rank, `allreduce` the cost of
 /// an all-reduce over them: an all-reduce of the gradients, or under ZeRO-3
@@ -277,7 +268,7 @@ impl DeviceModel {
         } else {
             1.0
         };
-        let beside = reductions_overlap(setup);
+        let beside = setup.reductions_beside_passes();
         let titan = setup.engine == Some(Engine::Torchtitan);
         let (w, g) = (setup.formats.weights.bytes(), gradient_bytes(setup));
         let o = self.options.pass_overhead_s;
