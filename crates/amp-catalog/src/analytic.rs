@@ -347,23 +347,35 @@ pub fn layer_estimate(
     opts: &AnalyticOptions,
     c: &Constants,
 ) -> LayerEstimate {
-    let peak = gpu.matmul_peak_flops(opts.precision);
     let mma_sync = gpu.mma_sync_fraction.unwrap_or(1.0);
-    let m = Machine {
-        c,
-        peak,
-        mma_peak: peak * mma_sync,
-        bw: gpu.memory_bytes_per_s(),
-        sms: gpu.sms.unwrap_or(100) as f64,
-        e: opts.precision.formats().activations.bytes(),
-        // Unaligned tensor-core GEMMs run element-wise-loading warp-level
-        // MMA kernels; fp32 and tf32 GEMMs are priced without the penalty.
-        unaligned: if opts.precision.is_half() {
-            c.unaligned_matmul_efficiency * mma_sync
-        } else {
-            1.0
-        },
+    let machine = |precision: Precision| {
+        let peak = gpu.matmul_peak_flops(precision);
+        Machine {
+            c,
+            peak,
+            mma_peak: peak * mma_sync,
+            bw: gpu.memory_bytes_per_s(),
+            sms: gpu.sms.unwrap_or(100) as f64,
+            e: precision.formats().activations.bytes(),
+            // Unaligned tensor-core GEMMs run element-wise-loading
+            // warp-level MMA kernels; fp32 and tf32 GEMMs are priced
+            // without the penalty.
+            unaligned: if precision.is_half() {
+                c.unaligned_matmul_efficiency * mma_sync
+            } else {
+                1.0
+            },
+        }
     };
+    // The blocks' linear layers run at the precision's rate; under FP8
+    // only they do: Megatron-LM runs Transformer Engine's FP8 linear
+    // layers inside the blocks, and attention (`fp8_dot_product_attention`
+    // off), the embedding and the vocabulary projection (outside the
+    // blocks' FP8 context; `fp8_output_proj` is MXFP8's alone) in bf16
+    // (megatron/core/transformer/transformer_config.py).
+    let fp8 = opts.precision == Precision::Fp8;
+    let m = machine(opts.precision);
+    let m16 = machine(if fp8 { Precision::Bf16 } else { opts.precision });
     let t = tp.max(1) as f64;
     let b = micro_batch.max(1) as f64;
     let e = m.e;
@@ -520,18 +532,18 @@ pub fn layer_estimate(
                 let causal = if opts.causal { 0.5 } else { 1.0 };
                 let flops = 4.0 * b * d.s * d.s * d.h / t * causal;
                 let io = 4.0 * th / t * e;
-                m.fused(&mut at, flops, forward, io);
-                m.fused(&mut at_back, 2.5 * flops, backward, 2.0 * io);
+                m16.fused(&mut at, flops, forward, io);
+                m16.fused(&mut at_back, 2.5 * flops, backward, 2.0 * io);
             } else {
                 // Score rows are s long: an odd sequence misaligns them.
                 let rows: &[f64] = if d.shaped { &[d.s, d.head_dim] } else { &[] };
-                m.gemm(&mut gm, d.s, d.head_dim, d.s, batch, rows);
+                m16.gemm(&mut gm, d.s, d.head_dim, d.s, batch, rows);
                 m.stream(
                     &mut st,
                     c.explicit_attention_passes * batch * d.s * d.s * e,
                     4.0,
                 );
-                m.gemm(&mut gm, d.s, d.s, d.head_dim, batch, rows);
+                m16.gemm(&mut gm, d.s, d.s, d.head_dim, batch, rows);
             }
             // Gemma's norms on the branches' outputs, before each residual
             // add.
@@ -597,6 +609,25 @@ pub fn layer_estimate(
                 let params = l.params as f64 / t;
                 m.autocast(&mut f, &mut bw, params, c.autocast_casts_per_block);
             }
+            if fp8 {
+                // Transformer Engine's casts to FP8 (transformer_engine/
+                // pytorch/module/linear.py): the linear layers fed by a
+                // norm get their FP8 input from the fused norm
+                // (LayerNormLinear); the attention output projection and
+                // the second MLP layer cast theirs, and backward every
+                // linear layer casts its output gradient. Each cast reads
+                // the 16-bit tensor and writes the row-wise and the
+                // column-wise (transposed) FP8 copies the data- and
+                // weight-gradient products read, 1 byte each. Weights are
+                // cast once an iteration and cached (not priced here).
+                let cast = e + 2.0;
+                m.stream(&mut f, cast * (th / t + tok * d.ffn / t), 2.0);
+                m.stream(
+                    &mut bw,
+                    cast * (tok * d.qkv / t + th + tok * d.ffn / t + th),
+                    4.0,
+                );
+            }
         }
         LayerKind::Embedding => {
             let (h, s) = hidden_and_seq(model);
@@ -614,9 +645,9 @@ pub fn layer_estimate(
             if let Some(flops) = l.forward_flops_per_sample.filter(|x| *x > 0.0) {
                 if h > 0.0 && s > 0.0 {
                     let k = flops / (2.0 * s * h);
-                    m.gemm(&mut f, b * s, k, h, 1.0, &[]);
-                    m.gemm(&mut bw, b * s, k, h, 1.0, &[]);
-                    m.gemm(&mut bw, b * s, k, h, 1.0, &[]);
+                    m16.gemm(&mut f, b * s, k, h, 1.0, &[]);
+                    m16.gemm(&mut bw, b * s, k, h, 1.0, &[]);
+                    m16.gemm(&mut bw, b * s, k, h, 1.0, &[]);
                 }
             }
         }
@@ -643,9 +674,9 @@ pub fn layer_estimate(
             // Forward writes rows of n logits; both backward GEMMs read them.
             let rows = [n];
             m.cast_in(&mut f, tok * k, r);
-            m.gemm(&mut f, tok, k, n, 1.0, &rows);
-            m.gemm(&mut bw, tok, n, k, 1.0, &rows);
-            m.gemm(&mut bw, n, tok, k, 1.0, &rows);
+            m16.gemm(&mut f, tok, k, n, 1.0, &rows);
+            m16.gemm(&mut bw, tok, n, k, 1.0, &rows);
+            m16.gemm(&mut bw, n, tok, k, 1.0, &rows);
             // The input's gradient back into the fp32 stream.
             m.cast_in(&mut bw, tok * k, r);
             if autocast {
@@ -686,15 +717,15 @@ pub fn layer_estimate(
                 // those of a norm (about 5 per element).
                 if h > 0.0 && s > 0.0 && flops > 10.0 * s * h {
                     let n = flops / (2.0 * s * h);
-                    m.gemm(&mut f, b * s, h, n, 1.0, &[]);
-                    m.gemm(&mut bw, b * s, h, n, 1.0, &[]);
-                    m.gemm(&mut bw, b * s, h, n, 1.0, &[]);
+                    m16.gemm(&mut f, b * s, h, n, 1.0, &[]);
+                    m16.gemm(&mut bw, b * s, h, n, 1.0, &[]);
+                    m16.gemm(&mut bw, b * s, h, n, 1.0, &[]);
                     if autocast {
                         m.autocast(&mut f, &mut bw, l.params as f64 / t, 2.0);
                     }
                 } else if h == 0.0 && flops > 0.0 {
-                    m.fused(&mut f, flops * b, c.matmul_max_efficiency, 0.0);
-                    m.fused(&mut bw, 2.0 * flops * b, c.matmul_max_efficiency, 0.0);
+                    m16.fused(&mut f, flops * b, c.matmul_max_efficiency, 0.0);
+                    m16.fused(&mut bw, 2.0 * flops * b, c.matmul_max_efficiency, 0.0);
                 }
             }
         }
@@ -1005,6 +1036,54 @@ mod tests {
             },
             &Constants::builtin(),
         )
+    }
+
+    /// Under FP8 only the blocks' linear layers run at the FP8 rate, as
+    /// Megatron-LM runs Transformer Engine: the embedding, the vocabulary
+    /// projection and attention keep bf16's, and the blocks pay Transformer
+    /// Engine's casts (two forward, four backward).
+    #[test]
+    fn fp8_speeds_up_only_the_blocks_linear_layers() {
+        let cat = Catalog::builtin();
+        let h100 = cat.gpu("H100").unwrap();
+        let at = |m: &Model, layer: usize, precision| {
+            layer_estimate(
+                m,
+                layer,
+                h100,
+                1,
+                2,
+                &AnalyticOptions {
+                    precision,
+                    engine: Some(Engine::Megatron),
+                    ..AnalyticOptions::default()
+                },
+                &Constants::builtin(),
+            )
+        };
+        let m = zoo_model("llama3-8b", Some(4096)).unwrap();
+        let head = m
+            .layers
+            .iter()
+            .position(|l| l.kind == LayerKind::VocabProjection)
+            .unwrap();
+        for l in [0, head] {
+            assert_eq!(at(&m, l, Precision::Fp8), at(&m, l, Precision::Bf16));
+        }
+        let (fp8, bf16) = (at(&m, 1, Precision::Fp8), at(&m, 1, Precision::Bf16));
+        // The linear layers at twice the rate would make the block 0.5 of
+        // bf16's at most; attention and the casts keep it well above.
+        let fwd = fp8.forward_s / bf16.forward_s;
+        let bwd = fp8.backward_s / bf16.backward_s;
+        assert!((0.55..0.8).contains(&fwd), "{fwd}");
+        assert!((0.55..0.8).contains(&bwd), "{bwd}");
+        // At a long sequence attention dominates and FP8 gains less.
+        let long = zoo_model("llama3-8b", Some(32768)).unwrap();
+        let (fp8, bf16) = (at(&long, 1, Precision::Fp8), at(&long, 1, Precision::Bf16));
+        let long_fwd = fp8.forward_s / bf16.forward_s;
+        assert!(long_fwd > fwd + 0.05, "{long_fwd} {fwd}");
+        // The README's figures ("FP8 under Megatron-LM").
+        assert_eq!(format!("{fwd:.2} {bwd:.2} {long_fwd:.2}"), "0.67 0.68 0.82");
     }
 
     /// A fused attention runs FlashAttention where the GPU and precision

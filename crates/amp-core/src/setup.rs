@@ -1007,6 +1007,19 @@ impl TrainingSetup {
                 ),
             ));
         }
+        if self.formats.compute == Precision::Fp8 && self.engine != Some(Engine::Megatron) {
+            return Err(AmpError::invalid(
+                at,
+                format!(
+                    "FP8 is priced as Megatron-LM trains it (Transformer Engine's FP8 linear layers in the blocks, attention and the vocabulary projection in bf16), not for {}; target megatron (`--engine megatron`, or `--to megatron` in amp export) or plan in bf16 (`--precision bf16`)",
+                    match self.engine {
+                        Some(Engine::Torchtitan) => "torchtitan, whose FP8 (torchao's Float8Linear, row-wise scaling) amp does not price",
+                        Some(_) => "deepspeed, which has no FP8 training of its own",
+                        None => "plain PyTorch, which has no FP8 training of its own",
+                    }
+                ),
+            ));
+        }
         if self.cross_entropy == Some(CrossEntropy::Chunked)
             && self.engine != Some(Engine::Torchtitan)
         {
@@ -1648,6 +1661,27 @@ mod tests {
             "{e}"
         );
         megatron_loss(Engine::DeepSpeed).check().unwrap();
+    }
+
+    #[test]
+    fn fp8_is_megatrons_alone() {
+        let with = |engine| TrainingSetup {
+            engine,
+            formats: Precision::Fp8.formats(),
+            ..TrainingSetup::default()
+        };
+        assert!(with(Some(Engine::Megatron)).check().is_ok());
+        for (engine, name) in [
+            (None, "plain PyTorch"),
+            (Some(Engine::DeepSpeed), "deepspeed"),
+            (Some(Engine::Torchtitan), "torchtitan"),
+        ] {
+            let e = with(engine).check().unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("not for {name}")) && e.contains("`--engine megatron`"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -599,6 +599,47 @@ pub(super) fn gelu_new_extra_bytes(model: &Model, tp: f64, setup: &TrainingSetup
     s * a.ffn_hidden as f64 / tp * per_elem
 }
 
+/// What Transformer Engine's FP8 linear layers change in a block's stored
+/// bytes per sample (negative: they save), on one rank of a
+/// tensor-parallel group of degree `tp`. Each linear layer keeps its input
+/// for the weight gradient as the column-wise FP8 copy, 1 byte, not the
+/// 16-bit tensor (transformer_engine/pytorch/module/linear.py,
+/// layernorm_linear.py):
+/// - the QKV and first MLP layers' inputs are their fused norms' FP8
+///   outputs, so the 16-bit norm outputs the count holds (`s h` each,
+///   replicated unless sequence-parallel) are 1 byte;
+/// - the second MLP layer's input (`s ffn / tp`), which nothing else keeps,
+///   is 1 byte;
+/// - the output projection's input is the attention's output, which a
+///   fused attention kernel keeps for its own backward in 16 bits: there
+///   the FP8 copy is 1 byte more; where the attention is explicit or
+///   recomputed (selective recomputation), 1 byte less.
+///
+/// Nothing without FP8, without a model shape, or with every block
+/// recomputed (only its input stays).
+pub(super) fn fp8_linear_inputs_bytes(model: &Model, tp: f64, setup: &TrainingSetup) -> f64 {
+    if setup.formats.compute != crate::setup::Precision::Fp8 || setup.recompute == Recompute::Full {
+        return 0.0;
+    }
+    let Some((s, h, a)) = shape_sha(model) else {
+        return 0.0;
+    };
+    let (query, ffn) = match model.architecture() {
+        Some(arch) => (a * arch.head_dim as f64, arch.ffn_hidden as f64),
+        None => (h, 4.0 * h),
+    };
+    let replicated = if setup.sequence_parallel { tp } else { 1.0 };
+    let saved = 1.0;
+    let norm_outputs = -2.0 * saved * s * h / replicated;
+    let second_mlp = -saved * s * ffn / tp;
+    let projection = if fused_attention(model) && setup.recompute != Recompute::Selective {
+        saved * s * query / tp
+    } else {
+        -saved * s * query / tp
+    };
+    norm_outputs + second_mlp + projection
+}
+
 /// Bytes of activations layer `layer` keeps per sample on one rank of a
 /// tensor-parallel group of degree `tp`, until its backward.
 pub(crate) fn stored_activation_bytes_per_sample(
@@ -641,6 +682,16 @@ pub(crate) fn stored_activation_bytes_per_sample(
             input
         };
     }
+    // FP8's change to a block's count of `bytes` 16-bit bytes: at most
+    // half of them, were they all linear layers' inputs (a layer list's
+    // own count may hold fewer than the shape says).
+    let fp8_change = |block: bool, bytes: f64| {
+        if block {
+            fp8_linear_inputs_bytes(model, t, setup).max(-0.5 * bytes)
+        } else {
+            0.0
+        }
+    };
     let norm_extra = if block {
         norm_extra_bytes(model, l, t, setup)
             + gelu_new_extra_bytes(model, t, setup)
@@ -686,12 +737,13 @@ pub(crate) fn stored_activation_bytes_per_sample(
             } else {
                 0.0
             };
-        return bytes + norm_extra - dropped;
+        return bytes + norm_extra - dropped + fp8_change(block, bytes);
     }
     let out = l.output_elems_per_sample as f64;
     match l.kind {
         LayerKind::TransformerBlock => {
-            let full = block_full_bytes(model, layer, t, setup) + norm_extra;
+            let own = block_full_bytes(model, layer, t, setup);
+            let full = own + norm_extra + fp8_change(true, own);
             if setup.recompute == Recompute::Selective {
                 full - attention_core_bytes(model, t, setup)
             } else {

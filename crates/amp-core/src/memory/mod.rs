@@ -200,6 +200,10 @@ struct LayerBytes {
     /// engine keeps (`retained_output_bytes_per_sample`) when the stage
     /// holds the model's last layer; else 0.
     retained: f64,
+    /// Bytes of Transformer Engine's cached FP8 weight copies of its
+    /// blocks under FP8 ([`FP8_WEIGHT_COPY_BYTES_PER_PARAM`]), held
+    /// through the passes and the step; else 0.
+    fp8_weight_copies: f64,
 }
 
 fn layer_bytes(
@@ -278,6 +282,9 @@ fn layer_bytes(
     let workspace = layers()
         .map(|l| transient_bytes_per_sample(model, l, tp, setup))
         .fold(0.0f64, f64::max);
+    let fp8_weight_copies = layers()
+        .map(|l| fp8_weight_copy_bytes(&model.layers[l], tp, setup))
+        .sum();
     let retained = if layers().any(|l| l + 1 == model.num_layers()) {
         retained_output_bytes_per_sample(model, tp, setup)
     } else {
@@ -295,6 +302,7 @@ fn layer_bytes(
         loss_stored,
         workspace,
         retained,
+        fp8_weight_copies,
     }
 }
 
@@ -359,7 +367,7 @@ fn device_bytes(
         .max(layers.tied_gradient + copied * casts_at_backward_end(setup));
     let states = |s: &StateBytes| {
         (
-            copied * s.weights,
+            copied * s.weights + layers.fp8_weight_copies,
             params * s.gradients,
             params * s.optimizer,
         )

@@ -382,12 +382,9 @@ pub fn stage_memory_tables(
     // autocast).
     let own_step = step_per_param > 0.0 || passes.iter().any(|p| *p != step_states);
     let step = own_step.then(|| crate::cost::StepTables {
-        states: crate::cost::prefix_sums(
-            model
-                .layers
-                .iter()
-                .map(|l| l.params as f64 / t * per_param(l, &step_states)),
-        ),
+        states: crate::cost::prefix_sums(model.layers.iter().map(|l| {
+            l.params as f64 / t * per_param(l, &step_states) + fp8_weight_copy_bytes(l, tp, setup)
+        })),
         temporaries: crate::cost::prefix_sums(
             model
                 .layers
@@ -432,6 +429,7 @@ pub fn stage_memory_tables(
                 .map(|(l, (layer, &(stored, loss)))| {
                     let kept = if l + 1 == n { retained } else { 0.0 };
                     layer.params as f64 / t * per_param(layer, &passes[j])
+                        + fp8_weight_copy_bytes(layer, tp, setup)
                         + flight * mbs * stored
                         + kept
                         + loss_flight * mbs * loss

@@ -109,6 +109,34 @@ pub const DEEPSPEED_REDUCE_BUCKET_ELEMS: f64 = 5e8;
 /// the layer that needs them.
 pub const DEEPSPEED_PREFETCH_BUCKET_ELEMS: f64 = 5e7;
 
+/// Bytes of FP8 weight copies Transformer Engine keeps per parameter of
+/// the blocks' linear layers: the row-wise copy the forward and the
+/// column-wise (transposed) one the data gradient read, 1 byte each, made
+/// at each iteration's first micro-batch and cached in the module
+/// (`_fp8_workspaces`, transformer_engine/pytorch/module/base.py; Megatron-LM
+/// passes `is_first_microbatch`, megatron/core/extensions/
+/// transformer_engine.py).
+pub(crate) const FP8_WEIGHT_COPY_BYTES_PER_PARAM: f64 = 2.0;
+
+/// Bytes of `layer`'s cached FP8 weight copies on one rank of a
+/// tensor-parallel group of degree `tp` under `setup`: its parameters'
+/// [`FP8_WEIGHT_COPY_BYTES_PER_PARAM`] for a block under FP8 (Transformer
+/// Engine's linear layers are the blocks'), else none. Held through the
+/// passes and the step, as the 16-bit weights are.
+pub(crate) fn fp8_weight_copy_bytes(
+    layer: &crate::model::Layer,
+    tp: usize,
+    setup: &TrainingSetup,
+) -> f64 {
+    if setup.formats.compute == crate::setup::Precision::Fp8
+        && layer.kind == LayerKind::TransformerBlock
+    {
+        layer.params as f64 / tp.max(1) as f64 * FP8_WEIGHT_COPY_BYTES_PER_PARAM
+    } else {
+        0.0
+    }
+}
+
 /// Bytes every GPU (tensor-parallel degree `tp`) holds for its engine's
 /// own buffers under `setup`, whatever its layers: DeepSpeed's ZeRO-2 and
 /// ZeRO-3 buckets ([`DEEPSPEED_REDUCE_BUCKET_ELEMS`],

@@ -1810,3 +1810,83 @@ fn deepspeed_zero2_and_zero3_hold_their_buckets() {
         tables_agree_for(false, setup, (2, 1, 1, 2));
     }
 }
+
+#[test]
+fn transformer_engines_fp8_keeps_weight_copies_and_fp8_linear_inputs() {
+    // Megatron-LM under FP8 (Transformer Engine): each block's parameters
+    // get a cached row-wise and column-wise FP8 copy (2 bytes), and each
+    // linear layer keeps its input for the weight gradient in FP8.
+    let megatron = |precision: crate::setup::Precision, recompute, sp| TrainingSetup {
+        formats: precision.formats(),
+        recompute,
+        sequence_parallel: sp,
+        ..megatron_setup()
+    };
+    use crate::setup::Precision::{Bf16, Fp8};
+    // tiny_decoder: s = 4, h = 8, queries 2 x 4 = 8 wide, MLP 32, fused
+    // attention. Per sample, 1 byte less for each of the two norm outputs
+    // (s h = 32, replicated unless sequence-parallel) and the second MLP
+    // layer's input (s ffn / t = 128 / t), 1 byte more for the attention
+    // output the fused kernel keeps beside its FP8 copy (s q / t = 32 / t),
+    // 1 byte less where selective recomputation drops the kernel's.
+    let mut m = tiny_decoder(false);
+    // Blocks keeping more than the linear layers' inputs (`tiny_decoder`'s
+    // 100 elements are fewer than its shape's 224).
+    for l in [1, 2] {
+        m.layers[l].stored_activation_elems_per_sample = Some(1000);
+    }
+    let delta = |recompute, sp, tp| {
+        stored_activation_bytes_per_sample(&m, 1, tp, &megatron(Fp8, recompute, sp))
+            - stored_activation_bytes_per_sample(&m, 1, tp, &megatron(Bf16, recompute, sp))
+    };
+    assert_eq!(delta(Recompute::None, false, 1), -64.0 - 128.0 + 32.0);
+    assert_eq!(delta(Recompute::None, false, 2), -64.0 - 64.0 + 16.0);
+    assert_eq!(delta(Recompute::None, true, 2), -32.0 - 64.0 + 16.0);
+    assert_eq!(delta(Recompute::Selective, false, 2), -64.0 - 64.0 - 16.0);
+    // Every block recomputed keeps only its input, in 16 bits either way.
+    assert_eq!(delta(Recompute::Full, false, 2), 0.0);
+    // A count too small for the shape loses at most half its bytes.
+    let small = tiny_decoder(false);
+    let fp8 = megatron(Fp8, Recompute::None, false);
+    assert_eq!(
+        stored_activation_bytes_per_sample(&small, 1, 1, &fp8),
+        100.0
+    );
+    // The other layers are as in bf16.
+    for l in [0, 3, 4] {
+        assert_eq!(
+            stored_activation_bytes_per_sample(&m, l, 2, &megatron(Fp8, Recompute::None, false)),
+            stored_activation_bytes_per_sample(&m, l, 2, &megatron(Bf16, Recompute::None, false)),
+        );
+    }
+    // The copies are weights, 2 bytes per block parameter on a rank, through
+    // the passes and the step; the tables and the split check agree.
+    let mut c = clusters::homogeneous();
+    c.nodes.truncate(1);
+    c.nodes[0].gpus = 2;
+    let grid = DeviceGrid::new(&c, 1, 1, 2, &Placement::artifact_default(&c));
+    let weights = |precision| {
+        let setup = megatron(precision, Recompute::None, false);
+        let plan = crate::search::plan_from_grid(&grid, &[0, 2, 5], 1, 4, &setup);
+        let mut w: Vec<f64> = plan_memory(&m, &c, &plan, RESERVE)
+            .iter()
+            .map(|d| d.weights_bytes)
+            .collect();
+        w.sort_by(f64::total_cmp);
+        w
+    };
+    let (fp8, bf16) = (weights(Fp8), weights(Bf16));
+    // Stage 0 holds the embedding and block 0, stage 1 block 1 and the
+    // rest: 1000 block parameters each.
+    for (a, b) in fp8.iter().zip(&bf16) {
+        assert_eq!(a - b, 2.0 * 1000.0);
+    }
+    for setup in [
+        megatron(Fp8, Recompute::None, false),
+        megatron(Fp8, Recompute::Selective, true),
+        megatron(Fp8, Recompute::Full, false),
+    ] {
+        tables_agree_for(false, setup, (1, 2, 1, 4));
+        tables_agree_for(false, setup, (2, 1, 2, 2));
+    }
+}
