@@ -107,6 +107,11 @@ CASES = [
      ["--compile"], {"megatron": "torch.compile", "deepspeed": "torch.compile"}),
     # fp16 with DeepSpeed's fp32 all-reduce (the AMP artifact's runs): DeepSpeed
     # must reduce in fp32; asked for it, the others have no such option.
+    # FP8 as Megatron-LM runs Transformer Engine (its own recipe's settings);
+    # DeepSpeed has no FP8 of its own and torchtitan's is torchao's.
+    ("llama3-8b FP8 tp2 pp2", "llama-3-8b", 8192, "1x8xH100", [8], 2, 2, 2, [0, 17, 35], 1, 4,
+     ["--precision", "fp8"],
+     {"deepspeed": "not for deepspeed, which has no FP8", "torchtitan": "torchao's Float8Linear"}),
     ("llama3-8b fp16, fp32 all-reduce tp2 pp2", "llama-3-8b", 8192, "1x8xH100", [8], 2, 2, 2, [0, 17, 35], 1, 4,
      ["--precision", "fp16", "--fp32-allreduce"],
      {"megatron": "communication_data_type", "torchtitan": "communication_data_type"}),
@@ -242,8 +247,10 @@ def compare(case, engine, res, out, plan):
         fmt = "bf16" if f.get("bf16") else ("fp16" if f.get("fp16") else "fp32")
         rc = f.get("recompute")
     cells["settings"] = f"{fmt}, recompute {rc or 'none'}"
-    # bf16 unless the case names a precision
+    # bf16 unless the case names a precision; FP8 keeps bf16 storage.
     want = flags[flags.index("--precision") + 1] if "--precision" in flags else "bf16"
+    if want == "fp8":
+        want = "bf16"
     if fmt not in (want, {"bf16": "bfloat16", "fp16": "float16"}[want]):
         cells["settings"] += " MISMATCH"
         bad.append("format")
@@ -276,6 +283,11 @@ def compare(case, engine, res, out, plan):
             note = "rescales by its default, 8"
             warned = note in open(os.path.join(out, "export.err")).read()
             setting(f"factor warning {warned}", warned, factor not in (None, 8.0), "rope warning")
+        # FP8 as Megatron-LM's recipe for Hopper sets it, in the
+        # TransformerConfig the engine builds (off unless the plan says).
+        got = f.get("fp8")
+        want = ["hybrid", "delayed", 1024, "max"] if "fp8" in flags else [None, "delayed", 1, "most_recent"]
+        setting(f"fp8 {got[0]}", got, want, "fp8")
     if engine == "torchtitan":
         # torchtitan's llama3 flavors rescale as Llama 3.1 does, whichever
         # Llama 3 amp priced (the export says so); its qwen3 ones do not.

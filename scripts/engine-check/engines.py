@@ -71,6 +71,9 @@ def megatron(out):
     from megatron.core.transformer.transformer_block import get_num_layers_to_build
     from megatron.core.transformer.transformer_layer import get_transformer_layer_offset
     config = core_transformer_config_from_args(args)
+    # FP8 as the TransformerConfig holds it (Transformer Engine reads it).
+    facts["fp8"] = [config.fp8, str(getattr(config.fp8_recipe, "value", config.fp8_recipe)),
+                    config.fp8_amax_history_len, config.fp8_amax_compute_algo]
     vpp = args.virtual_pipeline_model_parallel_size or 1
     stages = []
     for r in range(pp):

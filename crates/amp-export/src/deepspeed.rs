@@ -36,6 +36,11 @@ pub(crate) fn export(
             "selective recomputation: DeepSpeed's PipelineModule checkpoints whole layers (activation_checkpoint_interval, deepspeed/runtime/pipe/module.py)".into(),
         ));
     }
+    if opts.precision == Some(Precision::Fp8) {
+        return Err(Refusal::Unsupported(
+            "FP8 training: DeepSpeed has none of its own (its config's precisions are fp16 and bf16); amp prices FP8 as Megatron-LM runs Transformer Engine".into(),
+        ));
+    }
     let tp = launch::uniform_tp(plan, ENGINE)?;
     // PipeModelDataParallelTopology(num_pp, num_mp, num_dp): axes
     // ['pipe', 'data', 'model'], model (tensor) parallel fastest

@@ -190,11 +190,6 @@ fn engine_view(
 ) -> Result<(Plan, EngineOptions), Refusal> {
     let setup = &plan.setup;
     let precision = Some(match setup.formats.compute {
-        Precision::Fp8 => {
-            return Err(Refusal::Unsupported(
-                "the plan trains with FP8 matrix products; amp exports no FP8 (Transformer Engine) recipe yet, plan in bf16".into(),
-            ))
-        }
         // TF32 is fp32 storage; the engines enable TF32 products themselves.
         Precision::Tf32 => Precision::Fp32,
         p => p,

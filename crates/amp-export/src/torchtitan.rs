@@ -268,7 +268,12 @@ pub(crate) fn export(
     // (torchtitan/distributed/parallel_dims.py): tp fastest, pp slowest.
     let launch = launch::realise(plan, opts, Engine::Torchtitan.rank_orders(), ENGINE)?;
     let param_dtype = match opts.precision.unwrap_or(Precision::Bf16) {
-        Precision::Bf16 | Precision::Fp8 => "bfloat16",
+        Precision::Fp8 => {
+            return Err(Refusal::Unsupported(
+                "FP8 training: amp prices FP8 as Megatron-LM runs Transformer Engine; torchtitan's is torchao's Float8Linear (rowwise scaling, `Float8LinearConverter`), whose casts and memory amp does not price".into(),
+            ))
+        }
+        Precision::Bf16 => "bfloat16",
         Precision::Fp32 | Precision::Tf32 => "float32",
         Precision::Fp16 => {
             return Err(Refusal::Unsupported(

@@ -872,3 +872,52 @@ fn rope_scaling_is_built_as_the_model_says() {
     let e = titan(&with(llama3(32.0))).unwrap_err().to_string();
     assert!(e.contains("rotary rescaling llama3 (factor 32)"), "{e}");
 }
+
+#[test]
+fn fp8_plans_export_to_megatron_alone() {
+    // Megatron-LM's own FP8 recipe for Hopper (Transformer Engine, delayed
+    // scaling), storage in bf16 as priced; DeepSpeed has no FP8 of its own
+    // and torchtitan's (torchao's Float8Linear) is not what amp priced.
+    let (mut p, m, c) = common::llama3_8b();
+    p.setup.formats = Precision::Fp8.formats();
+    p.setup.engine = Some(Engine::Megatron);
+    let opts = ExportOptions::default();
+    let files = export(&p, &m, &c, Engine::Megatron, &opts).unwrap();
+    let a = megatron_args(&files);
+    for flag in [
+        "--bf16\n",
+        "--fp8-format hybrid\n",
+        "--fp8-amax-history-len 1024\n",
+        "--fp8-amax-compute-algo max\n",
+    ] {
+        assert!(a.contains(flag), "{flag}: {a}");
+    }
+    assert!(!a.contains("--fp8-param-gather"), "{a}");
+    // A plan priced for Megatron-LM goes nowhere else, and neither other
+    // engine could run it: DeepSpeed has no FP8 of its own, and torchtitan's
+    // is not what amp priced.
+    let e = export(&p, &m, &c, Engine::DeepSpeed, &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("priced as megatron runs it (fp8"), "{e}");
+    assert_eq!(
+        amp_export::engines_for(&p, &m, &c, &opts),
+        vec![Engine::Megatron]
+    );
+    // Transformer Engine's FP8 products need tileable dimensions: 8,192
+    // tokens a micro-batch pass, 8,191 do not.
+    let mut odd = m.clone();
+    odd.shape.as_mut().unwrap().seq_len = 8191;
+    let e = export(&p, &odd, &c, Engine::Megatron, &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("8191 tokens per micro-batch on a rank (micro-batch 1 x sequence 8191) are not a multiple of 8")
+            && e.contains("assert_dim_for_fp8_exec")
+            && e.contains("none of megatron, deepspeed, torchtitan can run it"),
+        "{e}"
+    );
+    // The same plan in bf16 goes to Megatron-LM without a tiling check.
+    p.setup.formats = Precision::Bf16.formats();
+    assert!(export(&p, &odd, &c, Engine::Megatron, &opts).is_ok());
+}
