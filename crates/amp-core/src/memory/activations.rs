@@ -629,15 +629,17 @@ pub(super) fn fp8_linear_inputs_bytes(model: &Model, tp: f64, setup: &TrainingSe
         None => (h, 4.0 * h),
     };
     let replicated = if setup.sequence_parallel { tp } else { 1.0 };
-    let saved = 1.0;
-    let norm_outputs = -2.0 * saved * s * h / replicated;
-    let second_mlp = -saved * s * ffn / tp;
-    let projection = if fused_attention(model) && setup.recompute != Recompute::Selective {
-        saved * s * query / tp
+    // Elements, each 1 byte less (kept in FP8, not 16 bits) or 1 byte more
+    // (an FP8 copy beside the 16-bit one).
+    let norm_outputs = 2.0 * s * h / replicated;
+    let second_mlp = s * ffn / tp;
+    let projection = s * query / tp;
+    let kept_16_bit = fused_attention(model) && setup.recompute != Recompute::Selective;
+    if kept_16_bit {
+        projection - norm_outputs - second_mlp
     } else {
-        -saved * s * query / tp
-    };
-    norm_outputs + second_mlp + projection
+        -projection - norm_outputs - second_mlp
+    }
 }
 
 /// Bytes of activations layer `layer` keeps per sample on one rank of a
