@@ -322,7 +322,7 @@ pub fn run(args: EvalArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         writeln!(err, "warning: {w}")?;
     }
     if let Some(why) = plan.setup.engine.and_then(|e| {
-        plan.launch_refusal(e)
+        plan.launch_refusal_for(e, &loaded.model)
             .map(|why| format!("priced as {e} runs it, but {e} cannot run this plan: {why}"))
     }) {
         writeln!(err, "warning: {why}")?;

@@ -1183,7 +1183,7 @@ impl Searches<'_> {
             }
         }
         if let Some(engine) = self.opts.setup.engine {
-            drop_unlaunchable(&mut result, engine)?;
+            drop_unlaunchable(&mut result, engine, inputs.model)?;
         }
         Ok(result)
     }
@@ -1243,8 +1243,12 @@ fn export_refusal(loaded: &Loaded, plan: &amp_core::Plan) -> Option<String> {
 /// ([`SearchResult::keep_launchable`]): every plan ranked is one the engine
 /// runs. The fastest dropped is named among the skipped, so that the user
 /// knows what the engine costs.
-fn drop_unlaunchable(result: &mut SearchResult, engine: Engine) -> Result<()> {
-    let Some((p, why)) = result.keep_launchable(engine) else {
+fn drop_unlaunchable(
+    result: &mut SearchResult,
+    engine: Engine,
+    model: &amp_core::Model,
+) -> Result<()> {
+    let Some((p, why)) = result.keep_launchable(engine, model) else {
         return Ok(());
     };
     let name = engine.name();

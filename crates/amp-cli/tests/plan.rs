@@ -3649,3 +3649,52 @@ fn fp8_plans_for_megatron_are_faster_and_launch() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn fp8_plans_are_only_those_transformer_engine_can_tile() {
+    // GPT-2 at 1021 tokens: Transformer Engine's FP8 products need a
+    // multiple of 8 tokens on a rank, so only micro-batches of 8 run.
+    let args = |batch: &'static str| {
+        [
+            "plan",
+            "--model",
+            "gpt2",
+            "--seq",
+            "1021",
+            "--cluster",
+            "1x8xH100",
+            "--global-batch",
+            batch,
+            "--precision",
+            "fp8",
+            "--engine",
+            "megatron",
+            "--json",
+            "-q",
+        ]
+    };
+    let v = amp_json(&args("8"));
+    let plans = v["plans"].as_array().unwrap();
+    assert!(!plans.is_empty());
+    assert!(plans.iter().all(|p| p["micro_batch"] == 8), "{v}");
+    assert_eq!(v.get("export_refusal"), None, "{}", v["export_refusal"]);
+    // In bf16 the same job ranks other micro-batches first.
+    let mut bf16 = args("8").to_vec();
+    bf16[10] = "bf16";
+    let v = amp_json(&bf16);
+    assert!(v["plans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["micro_batch"] != 8));
+    // One sample a step: nothing Transformer Engine can tile.
+    let o = amp(&args("1"));
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.starts_with("error: ")
+            && e.contains("no tp and micro-batch that megatron can run")
+            && e.contains("1021 tokens per micro-batch on a rank (micro-batch 1 x sequence 1021) are not a multiple of 8"),
+        "{e}"
+    );
+}

@@ -114,6 +114,66 @@ pub struct TransformerShape {
     pub architecture: Option<Architecture>,
 }
 
+impl TransformerShape {
+    /// Why Transformer Engine cannot run the blocks' linear layers of this shape
+    /// in FP8 at tensor-parallel degree `tp` and `micro_batch` samples: it asks
+    /// of each product's input a multiple of 8 rows (tokens on this rank) and a
+    /// multiple of 16 columns, and of its weight a multiple of 8 rows
+    /// (`assert_dim_for_fp8_exec`, transformer_engine/pytorch/utils.py, called
+    /// by its Linear and LayerNormLinear). `None` when every product passes.
+    pub fn fp8_tiling_refusal(
+        &self,
+        tp: usize,
+        micro_batch: usize,
+        sequence_parallel: bool,
+    ) -> Option<String> {
+        let h = self.hidden as usize;
+        let (query, kv, ffn, gated) = match &self.architecture {
+            Some(a) => (
+                self.heads as usize * a.head_dim as usize,
+                a.kv_heads as usize * a.head_dim as usize,
+                a.ffn_hidden as usize,
+                a.gated(),
+            ),
+            None => (h, h, 4 * h, false),
+        };
+        let tokens = micro_batch * self.seq_len as usize / if sequence_parallel { tp } else { 1 };
+        // (layer, input columns, weight rows) on one rank.
+        let products = [
+            ("QKV projection", h, (query + 2 * kv) / tp),
+            ("attention output projection", query / tp, h),
+            ("first MLP layer", h, if gated { 2 } else { 1 } * ffn / tp),
+            ("second MLP layer", ffn / tp, h),
+        ];
+        let mut why = Vec::new();
+        if !tokens.is_multiple_of(8) {
+            why.push(format!(
+                "{tokens} tokens per micro-batch on a rank (micro-batch {micro_batch} x sequence {}{}) are not a multiple of 8",
+                self.seq_len,
+                if sequence_parallel { format!(" / tp {tp}") } else { String::new() }
+            ));
+        }
+        for (layer, columns, rows) in products {
+            if !columns.is_multiple_of(16) {
+                why.push(format!(
+                    "the {layer}'s input is {columns} wide on a rank (tp {tp}), not a multiple of 16"
+                ));
+            }
+            if !rows.is_multiple_of(8) {
+                why.push(format!(
+                    "the {layer}'s weight has {rows} rows on a rank (tp {tp}), not a multiple of 8"
+                ));
+            }
+        }
+        (!why.is_empty()).then(|| {
+            format!(
+                "Transformer Engine runs FP8 products only on dimensions it can tile (assert_dim_for_fp8_exec, transformer_engine/pytorch/utils.py): {}; plan it in bf16 or at another tp or micro-batch",
+                why.join(", and ")
+            )
+        })
+    }
+}
+
 /// MLP activation of a transformer block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -281,6 +281,18 @@ impl Plan {
         ))
     }
 
+    /// [`Plan::launch_refusal`], and what `engine` asks of `model` under the
+    /// plan's setup beside its shape and placement
+    /// ([`TrainingSetup::tiling_refusal`]: Megatron-LM in FP8 runs only
+    /// products Transformer Engine can tile).
+    pub fn launch_refusal_for(&self, engine: Engine, model: &Model) -> Option<String> {
+        self.launch_refusal(engine).or_else(|| {
+            self.setup
+                .on_engine(engine)
+                .tiling_refusal(model, self.uniform_tp()?, self.micro_batch)
+        })
+    }
+
     /// Samples per iteration over all replicas: `micro_batch x` the
     /// micro-batches of every replica (`num_micro_batches x dp` when even).
     pub fn global_batch(&self) -> usize {

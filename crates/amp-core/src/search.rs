@@ -182,16 +182,21 @@ impl SearchResult {
         self.plans.extend(other.plans.into_iter().filter_map(plan));
     }
 
-    /// Drops the plans `engine` cannot run ([`Plan::launch_refusal`]: a tp
-    /// per stage or uneven replicas, which the per-type search and uneven
+    /// Drops the plans `engine` cannot run ([`Plan::launch_refusal_for`]: a
+    /// tp per stage or uneven replicas, which the per-type search and uneven
     /// data parallelism find; the searches themselves try only placements
-    /// it launches), keeping the ranking. Returns the first plan dropped,
-    /// the fastest of them, with why, when any was.
-    pub fn keep_launchable(&mut self, engine: Engine) -> Option<(RankedPlan, String)> {
+    /// it launches; FP8 products Transformer Engine cannot tile), keeping
+    /// the ranking. Returns the first plan dropped, the fastest of them,
+    /// with why, when any was.
+    pub fn keep_launchable(
+        &mut self,
+        engine: Engine,
+        model: &crate::model::Model,
+    ) -> Option<(RankedPlan, String)> {
         let mut first = None;
         let mut kept = Vec::with_capacity(self.plans.len());
         for p in self.plans.drain(..) {
-            match p.plan.launch_refusal(engine) {
+            match p.plan.launch_refusal_for(engine, model) {
                 None => kept.push(p),
                 Some(why) if first.is_none() => first = Some((p, why)),
                 Some(_) => {}
@@ -626,6 +631,21 @@ pub fn search(
     if let (true, Some(why)) = (degrees.is_empty(), refused) {
         return Err(AmpError::NoPlan(format!(
             "no tp the cluster's nodes allow splits the model's attention: {why}"
+        )));
+    }
+    // Nor are those the engine cannot run at their tp and micro-batch.
+    let untileable = |&(tp, _, _, mbs): &(usize, usize, usize, usize)| {
+        opts.setup.tiling_refusal(inputs.model, tp, mbs)
+    };
+    let refused = degrees.iter().find_map(untileable);
+    degrees.retain(|d| untileable(d).is_none());
+    if let (true, Some(why)) = (degrees.is_empty(), refused) {
+        let engine = opts
+            .setup
+            .engine
+            .map_or("the engine".to_string(), |e| e.to_string());
+        return Err(AmpError::NoPlan(format!(
+            "no tp and micro-batch that {engine} can run: {why}"
         )));
     }
     if degrees.is_empty() {

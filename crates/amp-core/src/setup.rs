@@ -981,6 +981,26 @@ impl TrainingSetup {
         Ok(())
     }
 
+    /// Why the setup's engine cannot run `model`'s blocks at tensor-parallel
+    /// degree `tp` and `micro_batch` samples: Megatron-LM in FP8 runs only
+    /// products Transformer Engine can tile
+    /// ([`crate::model::TransformerShape::fp8_tiling_refusal`]). `None`
+    /// elsewhere.
+    pub fn tiling_refusal(
+        &self,
+        model: &crate::model::Model,
+        tp: usize,
+        micro_batch: usize,
+    ) -> Option<String> {
+        if self.engine != Some(Engine::Megatron) || self.formats.compute != Precision::Fp8 {
+            return None;
+        }
+        model
+            .shape
+            .as_ref()?
+            .fp8_tiling_refusal(tp, micro_batch, self.sequence_parallel)
+    }
+
     /// Checks the setup on its own and against its engine, if it has one.
     pub fn check(&self) -> Result<()> {
         let at = "training setup";
