@@ -1033,9 +1033,11 @@ impl TrainingSetup {
                 format!(
                     "FP8 is priced as Megatron-LM trains it (Transformer Engine's FP8 linear layers in the blocks, attention and the vocabulary projection in bf16), not for {}; target megatron (`--engine megatron`, or `--to megatron` in amp export) or plan in bf16 (`--precision bf16`)",
                     match self.engine {
-                        Some(Engine::Torchtitan) => "torchtitan, whose FP8 (torchao's Float8Linear, row-wise scaling) amp does not price",
-                        Some(_) => "deepspeed, which has no FP8 training of its own",
-                        None => "plain PyTorch, which has no FP8 training of its own",
+                        Some(Engine::Torchtitan) => "torchtitan, whose FP8 (torchao's Float8Linear, row-wise scaling) amp does not price".to_string(),
+                        engine => format!(
+                            "{}, which has no FP8 training of its own",
+                            engine.map_or("plain PyTorch".to_string(), |e| e.to_string())
+                        ),
                     }
                 ),
             ));

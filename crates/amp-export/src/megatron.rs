@@ -163,10 +163,12 @@ pub(crate) fn export(
     let pp = plan.pp();
     let launch = launch::realise(plan, opts, Engine::Megatron.rank_orders(), ENGINE)?;
     let shape = &split.shape;
-    if opts.precision == Some(Precision::Fp8) {
-        if let Some(why) = shape.fp8_tiling_refusal(tp, plan.micro_batch, opts.sequence_parallel) {
-            return Err(Refusal::Unsupported(why));
-        }
+    if let Some(why) =
+        plan.setup
+            .on_engine(Engine::Megatron)
+            .tiling_refusal(model, tp, plan.micro_batch)
+    {
+        return Err(Refusal::Unsupported(why));
     }
     // With the embedding and loss counted as blocks, Megatron-LM derives the
     // uneven first and last stages itself.
