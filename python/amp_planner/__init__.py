@@ -268,9 +268,11 @@ class Plan(_Record):
 
     Attributes are the JSON keys: ``rank``, ``tp``, ``dp``, ``pp``, ``micro_batch``,
     ``num_micro_batches``, ``predicted_iteration_s``, ``throughput_samples_per_s``,
-    ``stage_boundaries``, ``placement``, ``stages``, ``breakdown``, ``memory``; and,
-    with ``uneven_dp=True``, ``replica_micro_batches`` (each replica's micro-batches, when
-    they differ).
+    ``stage_boundaries``, ``placement``, ``stages``, ``breakdown``, ``memory``; under
+    amp's own cost model ``breakdown_stage`` (the stage ``breakdown`` describes, whose last
+    step ends the iteration) and ``stage_passes_s`` (each stage's forward and backward
+    passes, seconds); and, with ``uneven_dp=True``, ``replica_micro_batches`` (each
+    replica's micro-batches, when they differ).
     """
 
     def __init__(self, data: Dict[str, Any], inputs: Optional[_Inputs] = None) -> None:

@@ -40,6 +40,9 @@ def test_plan_on_zoo_model_equals_cli_json(cli_json):
     )
     assert best.stages == first["stages"]
     assert best.memory == first["memory"] and best.memory
+    # Each stage's passes, as amp eval gives them; the breakdown's stage among them.
+    assert len(best.stage_passes_s) == best.pp
+    assert 0 <= best.breakdown_stage < best.pp
     assert best.to_dict() == first
     times = [p.predicted_iteration_s for p in result.plans]
     assert times == sorted(times)

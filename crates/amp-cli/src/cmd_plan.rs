@@ -26,6 +26,7 @@ use amp_core::baseline::megatron_heuristic;
 use amp_core::cost::Calibration;
 use amp_core::partition::EXACT_SPLIT_MAX_LAYERS;
 use amp_core::plan::ModelRecord;
+use amp_core::schedule::ending_stage;
 use amp_core::sensitivity::sensitivity;
 use amp_core::setup::{Engine, TrainingSetup};
 use amp_core::setup_search::{search_setups, search_setups_with, setup_candidates, SetupSpace};
@@ -346,6 +347,15 @@ struct JsonPlan<'a> {
     /// its sequence length and kernels back.
     made_for: &'a ModelRecord,
     breakdown: &'a amp_core::cost::Breakdown,
+    /// The pipeline stage `breakdown` describes: the one whose last step
+    /// ends the iteration, as in `amp eval --json` (absent under the
+    /// amp-paper model, which simulates no timeline).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    breakdown_stage: Option<usize>,
+    /// Each stage's forward and backward passes, seconds (its busiest
+    /// replica's), in stage order; absent as `breakdown_stage` is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stage_passes_s: Option<Vec<f64>>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     memory: &'a [amp_core::cost::DeviceMemory],
 }
@@ -894,12 +904,27 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     }
     if args.json {
         let made_for = ModelRecord::of(&loaded.model);
+        // Each listed plan's simulation, for the stage lines `amp eval
+        // --json` gives (amp's model only: amp-paper simulates none).
+        let calibration = args.inputs.calibration()?;
+        let mut stage_work = Vec::new();
+        for p in result.plans.iter().take(args.top) {
+            stage_work.push(match calibration {
+                Some(c) => Some(
+                    crate::inputs::device_model(c)
+                        .timeline(&inputs, &p.plan)?
+                        .stage_work(),
+                ),
+                None => None,
+            });
+        }
         let plans = result
             .plans
             .iter()
             .take(args.top)
+            .zip(&stage_work)
             .enumerate()
-            .map(|(i, p)| {
+            .map(|(i, (p, work))| {
                 let usd = (objective == Objective::Cost)
                     .then(|| objective_value(&loaded.cluster, p, objective))
                     .flatten();
@@ -928,6 +953,10 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
                     setup: &p.plan.setup,
                     made_for: &made_for,
                     breakdown: &p.estimate.breakdown,
+                    breakdown_stage: work.as_deref().and_then(ending_stage),
+                    stage_passes_s: work
+                        .as_ref()
+                        .map(|w| w.iter().map(|w| w.passes_s).collect()),
                     memory: &p.estimate.memory,
                 }
             })

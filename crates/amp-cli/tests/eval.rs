@@ -1299,6 +1299,13 @@ fn the_breakdown_names_its_stage_and_the_busiest() {
         (share - busiest_pct).abs() < 0.06,
         "{share} vs {busiest_pct}"
     );
+    // `amp plan --json` gives its plans the same lines.
+    let planned: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let planned = &planned["plans"][0];
+    assert_eq!(planned["breakdown_stage"], v["breakdown_stage"]);
+    assert_eq!(planned["stage_passes_s"], v["stage_passes_s"]);
+    assert_eq!(planned["breakdown"], v["breakdown"]);
     // A one-stage plan has no other stage to name.
     let one = best_plan_file(
         "one-stage.json",

@@ -39,6 +39,9 @@ fn parity_run_lists_every_candidate_with_plain_fields() {
     let stages = best["stages"].as_array().unwrap();
     assert_eq!(stages.len(), 4);
     assert_eq!(stages[0]["replicas"].as_array().unwrap().len(), 4);
+    // AMP's model simulates no timeline: no stage lines.
+    assert!(best.get("breakdown_stage").is_none(), "{best}");
+    assert!(best.get("stage_passes_s").is_none(), "{best}");
     // Sorted fastest first.
     let times: Vec<f64> = plans
         .iter()
