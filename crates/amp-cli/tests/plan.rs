@@ -3653,6 +3653,42 @@ fn fp8_plans_for_megatron_are_faster_and_launch() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Under FP8 with sequence parallelism the blocks' all-gathers carry FP8
+/// (Transformer Engine quantises before gathering): the README's figure
+/// ("FP8 under Megatron-LM"), 4.4720 s while they were priced in bf16.
+#[test]
+fn fp8_sequence_parallel_plans_as_the_readme_says() {
+    let v = amp_json(&[
+        "plan",
+        "--model",
+        "qwen3-32b",
+        "--cluster",
+        "2x8xH100",
+        "--global-batch",
+        "64",
+        "--seq",
+        "4096",
+        "--engine",
+        "megatron",
+        "--precision",
+        "fp8",
+        "--sequence-parallel",
+        "--optimizer-sharding",
+        "zero1",
+        "--top",
+        "1",
+        "--json",
+        "-q",
+    ]);
+    let b = &v["plans"][0];
+    assert_eq!(
+        (&b["tp"], &b["dp"], &b["pp"], &b["micro_batch"]),
+        (&2.into(), &2.into(), &4.into(), &1.into())
+    );
+    let t = b["predicted_iteration_s"].as_f64().unwrap();
+    assert_eq!(format!("{t:.4}"), "4.4143");
+}
+
 #[test]
 fn fp8_plans_are_only_those_transformer_engine_can_tile() {
     // GPT-2 at 1021 tokens: Transformer Engine's FP8 products need a

@@ -7,7 +7,7 @@ use crate::cost::collective;
 use crate::cost::Inputs;
 use crate::error::{AmpError, Result};
 use crate::model::{LayerKind, Model};
-use crate::setup::{Recompute, TrainingSetup};
+use crate::setup::{Precision, Recompute, TrainingSetup};
 
 use super::*;
 
@@ -379,7 +379,7 @@ impl DeviceModel {
 
     /// Adds to every transformer block two all-reduces forward and two
     /// backward of its output (`micro_batch x output_elems_per_sample x
-    /// activation bytes`) on `group`'s links.
+    /// activation bytes`) on `group`'s links ([`block_allreduce_s`]).
     ///
     /// With `already_paid`, only what the group's all-reduces cost beyond
     /// those of that group (a measurement's) is added.
@@ -405,12 +405,10 @@ impl DeviceModel {
                 Some((e, t)) if e == elems => t,
                 _ => {
                     let bytes = mbs as f64 * elems as f64 * activation_bytes(setup);
-                    let paid = already_paid.map_or(0.0, |g| {
-                        collective::allreduce_s(&self.network(inputs.cluster), g, bytes)
-                    });
-                    let t = (collective::allreduce_s(&self.network(inputs.cluster), group, bytes)
-                        - paid)
-                        .max(0.0);
+                    let net = self.network(inputs.cluster);
+                    let paid =
+                        already_paid.map_or(0.0, |g| block_allreduce_s(&net, setup, g, bytes));
+                    let t = (block_allreduce_s(&net, setup, group, bytes) - paid).max(0.0);
                     last = Some((elems, t));
                     t
                 }
@@ -446,5 +444,30 @@ impl DeviceModel {
             .collect();
         self.add_block_allreduces(inputs, setup, group, None, mbs, &mut costs);
         Ok(costs)
+    }
+}
+
+/// One of a transformer block's tensor-parallel all-reduces of `bytes`
+/// (per GPU) over `group`: an all-reduce, or under sequence parallelism the
+/// reduce-scatter and all-gather it splits into, the same traffic. Under
+/// FP8 (Megatron-LM with Transformer Engine) the all-gathers carry FP8, 1
+/// byte an element: a column-parallel layer gathers its input quantised by
+/// the fused norm, and a row-parallel layer's backward its quantised output
+/// gradient (`gather_along_first_dim(..., quantizer=...)` in
+/// transformer_engine/pytorch/module/layernorm_linear.py and base.py's
+/// `grad_output_preprocess`); the reduce-scatters stay 16-bit.
+pub(super) fn block_allreduce_s(
+    net: &collective::Network,
+    setup: &TrainingSetup,
+    group: &[Device],
+    bytes: f64,
+) -> f64 {
+    if setup.sequence_parallel && setup.formats.compute == Precision::Fp8 {
+        // Its elements, 1 byte each.
+        let fp8_bytes = bytes / activation_bytes(setup);
+        collective::reduce_scatter_s(net, group, bytes)
+            + collective::allgather_s(net, group, fp8_bytes)
+    } else {
+        collective::allreduce_s(net, group, bytes)
     }
 }

@@ -657,6 +657,53 @@ fn analytic_entries_get_tp_allreduces_and_recompute_reruns_the_forward() {
     assert_eq!(price(&measured, true), (4.0, 12.0));
 }
 
+/// Under sequence parallelism a block's all-reduce is a reduce-scatter and
+/// an all-gather, the same traffic; under FP8 (Transformer Engine) the
+/// all-gather carries 1-byte elements, the reduce-scatter 16-bit ones.
+#[test]
+fn fp8_sequence_parallel_gathers_one_byte_elements() {
+    let (m, c) = (model(), cluster());
+    let analytic = ProfileEntry {
+        source: Some(crate::profile::ANALYTIC_SOURCE.into()),
+        ..entry("fast", 2, 1.0, Some(2.0))
+    };
+    let p = Profile {
+        entries: vec![analytic],
+        precision: None,
+    };
+    let inputs = Inputs {
+        model: &m,
+        cluster: &c,
+        profile: &p,
+    };
+    let forward = |precision: Precision, sequence_parallel: bool| {
+        let mut pl = plan(vec![(0, 4, vec![vec![d(0, 0), d(0, 1)]])], 1);
+        pl.setup.formats = precision.formats();
+        pl.setup.engine = Some(crate::setup::Engine::Megatron);
+        pl.setup.sequence_parallel = sequence_parallel;
+        let t = time_only().timeline(&inputs, &pl).unwrap();
+        durations(&t, 0, EventKind::Forward)[0]
+    };
+    // 2 x 100 x 2 = 400 bytes between two GPUs of a node: an all-reduce
+    // 2 x 10 us + 2 x 1/2 x 400 / 1e9; a reduce-scatter or an all-gather
+    // of B bytes 10 us + 1/2 x B / 1e9.
+    let lat = collective::INTRA_NODE_LATENCY_S;
+    let ar = 2.0 * lat + 400.0 / 1e9;
+    let fp8_sp = (lat + 200.0 / 1e9) + (lat + 100.0 / 1e9);
+    for (precision, sp, comm) in [
+        (Precision::Bf16, false, ar),
+        (Precision::Bf16, true, ar),
+        (Precision::Fp8, false, ar),
+        (Precision::Fp8, true, fp8_sp),
+    ] {
+        let f = forward(precision, sp);
+        assert!(
+            (f - 4.0 * (1.0 + 2.0 * comm)).abs() < 1e-12,
+            "{precision:?} sp {sp}: {f}"
+        );
+    }
+}
+
 /// Two stages of two replicas, two chunks per device: identical
 /// replicas are simulated once, every chunk is priced on its layers and
 /// the wrap-around cut (device 1 chunk 0 -> device 0 chunk 1) is an
