@@ -2744,16 +2744,17 @@ fn sharded_traffic_figures_are_the_readmes() {
     // stream, and the weights' all-gather after the step.
     let zero2 = best(&[&gpt3[..], &["--optimizer-sharding", "zero2"]].concat());
     assert_eq!((zero2.0, zero2.1, zero2.2, zero2.3), (1, 16, 1, 4));
-    assert!((zero2.5 - 1.7172).abs() < 1e-3, "{zero2:?}");
-    // Over the shardings: ZeRO-3 hides its traffic behind the passes (its
-    // micro-batch 8 does not fit beside DeepSpeed's buckets).
+    assert!((zero2.5 - 1.6665).abs() < 1e-3, "{zero2:?}");
+    // Over the shardings: ZeRO-3 hides its traffic behind the passes, at
+    // micro-batch 8 beside DeepSpeed's buckets since its gradients are
+    // bf16, as DeepSpeed keeps them.
     let any = best(&[&gpt3[..], &["--search-setup", "sharding"]].concat());
     assert_eq!(
         (any.0, any.1, any.2, any.3, any.4.as_str()),
-        (1, 16, 1, 4, "zero3")
+        (1, 16, 1, 8, "zero3")
     );
-    assert!((any.5 - 1.6077).abs() < 1e-3, "{any:?}");
-    assert!((any.6 - 0.021).abs() < 1e-3, "{any:?}");
+    assert!((any.5 - 1.5887).abs() < 1e-3, "{any:?}");
+    assert!((any.6 - 0.0068).abs() < 1e-3, "{any:?}");
     let llama = |rest: &[&str]| {
         let base = [
             "plan",
@@ -2777,7 +2778,7 @@ fn sharded_traffic_figures_are_the_readmes() {
         "--optimizer-sharding",
         "zero3",
     ]);
-    assert!((ds3.5 - 5.5166).abs() < 1e-3, "{ds3:?}");
+    assert!((ds3.5 - 5.4691).abs() < 1e-3, "{ds3:?}");
     // torchtitan without sharding on two nodes: the best is a pipeline,
     // whose all-reduce is once per iteration; one stage at tp 2 x dp 8
     // all-reduces at every micro-batch, mostly behind the backward.

@@ -943,10 +943,26 @@ impl TrainingSetup {
 
     /// The setup a plan with `pp` pipeline stages records: a schedule has no
     /// meaning without a pipeline, so one-stage plans run 1F1B.
+    ///
+    /// And DeepSpeed keeps bf16 gradients in bf16 under ZeRO: its engine
+    /// accumulates in `data_types.grad_accum_dtype`, the model's dtype
+    /// unless the config says otherwise (`get_data_types`,
+    /// deepspeed/runtime/engine.py), and its ZeRO optimizer in that dtype;
+    /// without ZeRO its pipeline engine, which amp's export uses there even
+    /// for one stage, takes the `BF16_Optimizer`, which accumulates in fp32
+    /// (`_do_optimizer_sanity_check`). amp's DeepSpeed export leaves the
+    /// dtype at its default, so its price does too. Measured on the CPU
+    /// with DeepSpeed's own engine: `scripts/engine-check/deepspeed_zero.py`.
     pub fn for_pipeline(&self, pp: usize) -> TrainingSetup {
         let mut s = *self;
         if pp <= 1 {
             s.schedule = Schedule::OneFOneB;
+        }
+        if s.engine == Some(Engine::DeepSpeed)
+            && s.formats.compute == Precision::Bf16
+            && s.optimizer_sharding >= OptimizerSharding::Zero1
+        {
+            s.formats.gradients = s.formats.weights;
         }
         s
     }
@@ -1756,5 +1772,47 @@ mod tests {
         let text = serde_json::to_string(&off).unwrap();
         assert!(!text.contains("compile"), "{text}");
         assert_eq!(serde_json::from_str::<TrainingSetup>(&text).unwrap(), off);
+    }
+    #[test]
+    fn deepspeed_keeps_bf16_gradients_under_zero() {
+        // DeepSpeed accumulates in the model's dtype unless its config says
+        // otherwise; without ZeRO its pipeline engine (amp's export, one
+        // stage or more) takes the fp32 `BF16_Optimizer`. Megatron-LM and
+        // fp16 do not change.
+        let with = |engine, sharding| TrainingSetup {
+            engine,
+            optimizer_sharding: sharding,
+            ..TrainingSetup::default()
+        };
+        let grads = |s: TrainingSetup, pp| s.for_pipeline(pp).formats.gradients;
+        let ds = Some(Engine::DeepSpeed);
+        for sharding in [
+            OptimizerSharding::Zero1,
+            OptimizerSharding::Zero2,
+            OptimizerSharding::Zero3,
+        ] {
+            assert_eq!(grads(with(ds, sharding), 1), NumberFormat::Bf16);
+        }
+        for pp in [1, 4] {
+            assert_eq!(
+                grads(with(ds, OptimizerSharding::None), pp),
+                NumberFormat::Fp32
+            );
+        }
+        assert_eq!(
+            grads(with(ds, OptimizerSharding::Zero1), 4),
+            NumberFormat::Bf16
+        );
+        for engine in [None, Some(Engine::Megatron), Some(Engine::Torchtitan)] {
+            assert_eq!(
+                grads(with(engine, OptimizerSharding::None), 1),
+                NumberFormat::Fp32
+            );
+        }
+        let fp16 = TrainingSetup {
+            formats: Precision::Fp16.formats(),
+            ..with(ds, OptimizerSharding::None)
+        };
+        assert_eq!(grads(fp16, 4), NumberFormat::Fp16);
     }
 }

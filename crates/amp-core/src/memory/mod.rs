@@ -127,6 +127,7 @@ pub use activations::{
 };
 pub use split_check::stage_memory_tables;
 pub(crate) use split_check::SplitMemoryCheck;
+pub(crate) use states::deepspeed_bf16_optimizer;
 pub use states::{
     DEEPSPEED_PREFETCH_BUCKET_ELEMS, DEEPSPEED_REDUCE_BUCKET_ELEMS, DP_GRADIENT_COPIES,
 };

@@ -64,6 +64,18 @@ pub(crate) fn state_bytes(setup: &TrainingSetup, dp: usize) -> StateBytes {
             optimizer: (optimizer + own) / d,
         };
     }
+    if deepspeed_bf16_optimizer(setup) {
+        // DeepSpeed's `BF16_Optimizer` (deepspeed/runtime/bf16_optimizer.py)
+        // partitions the fp32 master weights and Adam's moments over the
+        // replicas as ZeRO-1 does, whatever the ZeRO stage, and adds the
+        // 16-bit `.grad`s into a flat fp32 buffer of the whole stage's
+        // gradients: both are there at the backward's end.
+        return StateBytes {
+            weights: f.weights.bytes(),
+            gradients: f.gradients.bytes() + f.weights.bytes(),
+            optimizer: optimizer / d,
+        };
+    }
     let optimizer = if sharding >= OptimizerSharding::Zero1 {
         optimizer / d
     } else {
@@ -73,12 +85,17 @@ pub(crate) fn state_bytes(setup: &TrainingSetup, dp: usize) -> StateBytes {
         // Reduce-scattered: each replica keeps its shard (plus the bucket
         // being reduced, which the reserve covers).
         f.gradients.bytes() / d
-    } else if dp > 1 && setup.engine != Some(crate::setup::Engine::Megatron) {
+    } else if dp > 1
+        && setup.engine != Some(crate::setup::Engine::Megatron)
+        && !deepspeed_reduces_in_buckets(setup)
+    {
         // The gradients and the contiguous buffer the all-reduce reads.
         // Not Megatron-LM's: its `main_grad`s are views into the bucketed
         // buffer the collective reads (megatron/core/distributed/
         // param_and_grad_buffer.py, `param.main_grad = self._get(...,
-        // BufferType.GRAD)`), one copy whatever the replicas.
+        // BufferType.GRAD)`), one copy whatever the replicas. Nor ZeRO-1's
+        // under DeepSpeed, whose reduction reads its bucket
+        // ([`engine_buffer_bytes`]).
         f.gradients.bytes() * DP_GRADIENT_COPIES
     } else {
         f.gradients.bytes()
@@ -138,19 +155,26 @@ pub(crate) fn fp8_weight_copy_bytes(
 }
 
 /// Bytes every GPU (tensor-parallel degree `tp`) holds for its engine's
-/// own buffers under `setup`, whatever its layers: DeepSpeed's ZeRO-2 and
-/// ZeRO-3 buckets ([`DEEPSPEED_REDUCE_BUCKET_ELEMS`],
-/// [`DEEPSPEED_PREFETCH_BUCKET_ELEMS`]), in the weights' 16-bit format, and
+/// own buffers under `setup`, whatever its layers: DeepSpeed's ZeRO-1,
+/// ZeRO-2 and ZeRO-3 buckets ([`DEEPSPEED_REDUCE_BUCKET_ELEMS`],
+/// [`DEEPSPEED_PREFETCH_BUCKET_ELEMS`]; ZeRO-1's where
+/// [`deepspeed_reduces_in_buckets`]), in the weights' 16-bit format, and
 /// under ZeRO-3 the layer it holds gathered while it computes, the largest
 /// (ZeRO-3 plans have one stage: every layer is the GPU's); nothing
-/// elsewhere. Not examined: what DeepSpeed's pipeline engine keeps under
-/// ZeRO-1 (the reserve fitted on the measured sets holds it).
+/// elsewhere. Not examined: what DeepSpeed's `BF16_Optimizer` keeps (a
+/// bf16 pipeline without ZeRO).
 pub(crate) fn engine_buffer_bytes(model: &Model, setup: &TrainingSetup, tp: usize) -> f64 {
     if setup.engine != Some(crate::setup::Engine::DeepSpeed) {
         return 0.0;
     }
     let w = setup.formats.weights.bytes();
     match setup.optimizer_sharding {
+        OptimizerSharding::Zero1 if deepspeed_reduces_in_buckets(setup) => {
+            // The backward's bucket, and the one the pipeline engine's
+            // `reduce_gradients(pipeline_parallel=True)` appends (amp's
+            // export runs ZeRO-1 on it), both there at its end.
+            2.0 * DEEPSPEED_REDUCE_BUCKET_ELEMS * w
+        }
         OptimizerSharding::Zero2 => {
             let buckets = if setup.overlap_grad_reduce { 2.0 } else { 1.0 };
             buckets * DEEPSPEED_REDUCE_BUCKET_ELEMS * w
@@ -164,6 +188,43 @@ pub(crate) fn engine_buffer_bytes(model: &Model, setup: &TrainingSetup, tp: usiz
     }
 }
 
+/// Whether DeepSpeed wraps `setup`'s optimizer in its `FP16_Optimizer`:
+/// fp16 without ZeRO (`_do_optimizer_sanity_check` in
+/// deepspeed/runtime/engine.py; bf16 without ZeRO takes the
+/// `BF16_Optimizer` on the pipeline engine amp's export uses, see
+/// [`TrainingSetup::for_pipeline`]).
+pub(crate) fn deepspeed_fp16_optimizer(setup: &TrainingSetup) -> bool {
+    let f = &setup.formats;
+    setup.engine == Some(crate::setup::Engine::DeepSpeed)
+        && setup.optimizer_sharding == OptimizerSharding::None
+        && f.weights == crate::setup::NumberFormat::Fp16
+        && f.gradients == f.weights
+}
+
+/// Whether DeepSpeed wraps `setup`'s optimizer in its `BF16_Optimizer`:
+/// bf16 without ZeRO on its pipeline engine, which amp's export uses there
+/// (`_do_optimizer_sanity_check` in deepspeed/runtime/engine.py); its
+/// gradients are fp32 ([`TrainingSetup::for_pipeline`]).
+pub(crate) fn deepspeed_bf16_optimizer(setup: &TrainingSetup) -> bool {
+    let f = &setup.formats;
+    setup.engine == Some(crate::setup::Engine::DeepSpeed)
+        && setup.optimizer_sharding == OptimizerSharding::None
+        && f.weights == crate::setup::NumberFormat::Bf16
+        && f.gradients == crate::setup::NumberFormat::Fp32
+}
+
+/// Whether DeepSpeed reduces `setup`'s gradients through its ZeRO
+/// optimizer's bucket (`DeepSpeedZeroOptimizer` with `contiguous_gradients`,
+/// its default: the backward copies each gradient into a bucket of
+/// `reduce_bucket_size` elements, deepspeed/runtime/zero/stage_1_and_2.py,
+/// freed at the step by `_release_ipg_buffers`): ZeRO-1 with its gradients
+/// in the weights' format. ZeRO-2's is [`engine_buffer_bytes`]' own case.
+pub(crate) fn deepspeed_reduces_in_buckets(setup: &TrainingSetup) -> bool {
+    setup.engine == Some(crate::setup::Engine::DeepSpeed)
+        && setup.optimizer_sharding == OptimizerSharding::Zero1
+        && setup.formats.gradients == setup.formats.weights
+}
+
 /// Bytes per parameter the optimizer step allocates while it runs, with `dp`
 /// data-parallel replicas: PyTorch's foreach Adam(W) computes `sqrt(v)`
 /// into new tensors, one optimizer-state element per parameter of its
@@ -171,11 +232,26 @@ pub(crate) fn engine_buffer_bytes(model: &Model, setup: &TrainingSetup, tp: usiz
 /// fused step allocates nothing. The step runs after every activation is
 /// freed, so it is a peak of its own, not added to the passes'.
 pub(crate) fn optimizer_step_bytes_per_param(setup: &TrainingSetup, dp: usize) -> f64 {
+    if deepspeed_fp16_optimizer(setup) {
+        // `FP16_Optimizer.step` (deepspeed/runtime/fp16/fused_optimizer.py)
+        // flattens `[p.grad.to(fp32) for p in group]`: a copy of every
+        // 16-bit gradient in the master weights' format, then their
+        // flattened buffer, which the fused step reads; the 16-bit
+        // gradients are freed after it.
+        let master = setup
+            .formats
+            .master_weights
+            .unwrap_or(setup.formats.weights)
+            .bytes();
+        return 2.0 * master;
+    }
     match setup.optimizer_step() {
         OptimizerStep::Fused => 0.0,
         OptimizerStep::Foreach => {
             let b = setup.formats.optimizer_state.bytes();
-            if setup.optimizer_sharding >= OptimizerSharding::Zero1 {
+            if setup.optimizer_sharding >= OptimizerSharding::Zero1
+                || deepspeed_bf16_optimizer(setup)
+            {
                 b / dp.max(1) as f64
             } else {
                 b
@@ -231,6 +307,16 @@ pub(crate) fn phase_state_bytes(
             ..held
         };
         return (passes, held);
+    }
+    if deepspeed_fp16_optimizer(setup) {
+        // The all-reduce's flattened copy is gone by the step, which holds
+        // the 16-bit gradients beside its own fp32 copies
+        // ([`optimizer_step_bytes_per_param`]).
+        let step = StateBytes {
+            gradients: setup.formats.gradients.bytes(),
+            ..held
+        };
+        return (held, step);
     }
     if !gradients_by_phase(setup) {
         return (held, held);

@@ -1332,6 +1332,8 @@ fn tables_agree_for(
     setup: TrainingSetup,
     (dp, pp, mbs, b): (usize, usize, usize, usize),
 ) {
+    // What the search gives its tables: the setup its plans record.
+    let setup = setup.for_pipeline(pp);
     {
         let m = tiny_decoder(tied);
         let mut c = clusters::homogeneous();
@@ -1769,15 +1771,19 @@ fn megatron_holds_its_gradients_once_beside_data_parallelism() {
 #[test]
 fn deepspeed_zero2_and_zero3_hold_their_buckets() {
     // DeepSpeed's own engine allocates its gradient-reduction bucket at
-    // `reduce_bucket_size` (5e8 elements, 16-bit) under ZeRO-2 (two with
-    // `overlap_comm`) and ZeRO-3, and ZeRO-3 its prefetch bucket (5e7): on
-    // every GPU, whatever its layers, and ZeRO-3 the largest layer gathered
-    // while it computes; nothing under ZeRO-1 or elsewhere.
-    let ds = |sharding: OptimizerSharding, overlap: bool| TrainingSetup {
-        engine: Some(crate::setup::Engine::DeepSpeed),
-        optimizer_sharding: sharding,
-        overlap_grad_reduce: overlap,
-        ..TrainingSetup::default()
+    // `reduce_bucket_size` (5e8 elements, 16-bit) under ZeRO-1 and ZeRO-2
+    // (two with `overlap_comm`) and ZeRO-3, and ZeRO-3 its prefetch bucket
+    // (5e7): on every GPU, whatever its layers, and ZeRO-3 the largest
+    // layer gathered while it computes; nothing without ZeRO or elsewhere.
+    // The setups as plans record them (bf16 gradients under ZeRO).
+    let ds = |sharding: OptimizerSharding, overlap: bool| {
+        TrainingSetup {
+            engine: Some(crate::setup::Engine::DeepSpeed),
+            optimizer_sharding: sharding,
+            overlap_grad_reduce: overlap,
+            ..TrainingSetup::default()
+        }
+        .for_pipeline(1)
     };
     let m = tiny_decoder(false);
     let largest = m.layers.iter().map(|l| l.params).max().unwrap() as f64;
@@ -1788,7 +1794,8 @@ fn deepspeed_zero2_and_zero3_hold_their_buckets() {
         let want = 1.1e9 + 2.0 * largest / tp as f64;
         assert_eq!(buffers(&ds(OptimizerSharding::Zero3, false), tp), want);
     }
-    assert_eq!(buffers(&ds(OptimizerSharding::Zero1, false), 1), 0.0);
+    assert_eq!(buffers(&ds(OptimizerSharding::Zero1, false), 1), 2e9);
+    assert_eq!(buffers(&ds(OptimizerSharding::None, false), 1), 0.0);
     let titan = torchtitan_setup(OptimizerSharding::Zero3);
     assert_eq!(buffers(&titan, 1), 0.0);
     // `amp eval` reads them as other memory, and the tables and the split
@@ -1798,6 +1805,7 @@ fn deepspeed_zero2_and_zero3_hold_their_buckets() {
     c.nodes[0].gpus = 2;
     let grid = DeviceGrid::new(&c, 1, 2, 1, &Placement::artifact_default(&c));
     for (sharding, overlap) in [
+        (OptimizerSharding::Zero1, false),
         (OptimizerSharding::Zero2, false),
         (OptimizerSharding::Zero2, true),
         (OptimizerSharding::Zero3, false),
@@ -1809,6 +1817,104 @@ fn deepspeed_zero2_and_zero3_hold_their_buckets() {
         }
         tables_agree_for(false, setup, (2, 1, 1, 2));
     }
+}
+
+#[test]
+fn deepspeeds_fp16_optimizer_steps_on_fp32_copies_of_its_gradients() {
+    // fp16 without ZeRO: DeepSpeed's `FP16_Optimizer` keeps fp16
+    // gradients, the all-reduce's flattened copy beside them through the
+    // passes, and its step flattens fp32 copies of every gradient: 2
+    // (fp16 weights) + 12 (fp32 master weights and moments) + 2
+    // (gradients) + 4 + 4 bytes a parameter (deepspeed/runtime/fp16/
+    // fused_optimizer.py `step`; 24, as `scripts/engine-check/deepspeed_zero.py`
+    // measures the same class at bf16 on a plain module).
+    let setup = TrainingSetup {
+        engine: Some(crate::setup::Engine::DeepSpeed),
+        formats: crate::setup::Precision::Fp16.formats(),
+        ..TrainingSetup::default()
+    }
+    .for_pipeline(1);
+    assert!(deepspeed_fp16_optimizer(&setup));
+    assert_eq!(optimizer_step_bytes_per_param(&setup, 2), 8.0);
+    let (passes, step) = phase_state_bytes(&setup, 2, true, false);
+    assert_eq!((passes.gradients, step.gradients), (4.0, 2.0));
+    assert_eq!(step.total() + 8.0, 24.0);
+    // Not under ZeRO, nor in bf16 (the pipeline engine's
+    // `BF16_Optimizer`, fp32 gradients), nor elsewhere.
+    let zero1 = TrainingSetup {
+        optimizer_sharding: OptimizerSharding::Zero1,
+        ..setup
+    };
+    assert!(!deepspeed_fp16_optimizer(&zero1));
+    let bf16 = TrainingSetup {
+        engine: Some(crate::setup::Engine::DeepSpeed),
+        ..TrainingSetup::default()
+    }
+    .for_pipeline(1);
+    assert!(!deepspeed_fp16_optimizer(&bf16));
+    let fp16 = TrainingSetup {
+        formats: crate::setup::Precision::Fp16.formats(),
+        ..TrainingSetup::default()
+    };
+    assert!(!deepspeed_fp16_optimizer(&fp16));
+    // The device's peak is the step's where the activations are small,
+    // and the tables and the split check price it alike.
+    let m = tiny_decoder(false);
+    let mut c = clusters::homogeneous();
+    c.nodes.truncate(1);
+    c.nodes[0].gpus = 2;
+    let grid = DeviceGrid::new(&c, 1, 2, 1, &Placement::artifact_default(&c));
+    let plan = crate::search::plan_from_grid(&grid, &[0, 5], 1, 2, &setup);
+    let params: u64 = m.layers.iter().map(|l| l.params).sum();
+    for d in plan_memory(&m, &c, &plan, RESERVE) {
+        let states = d.weights_bytes + d.gradients_bytes + d.optimizer_bytes;
+        assert_eq!(states, 16.0 * params as f64, "{d:?}");
+        assert_eq!(d.activations_bytes, 8.0 * params as f64, "{d:?}");
+    }
+    tables_agree_for(false, setup, (2, 1, 1, 2));
+    tables_agree_for(true, setup, (2, 2, 1, 4));
+}
+
+#[test]
+fn deepspeed_bf16_optimizer_partitions_its_states() {
+    // bf16 without ZeRO: DeepSpeed's pipeline engine (amp's export, one
+    // stage or more) runs the `BF16_Optimizer`, which partitions the fp32
+    // master weights and moments over the replicas and keeps a flat fp32
+    // buffer of the gradients beside their bf16 `.grad`s: 2 + (4 + 2) +
+    // 12 / dp bytes a parameter, the 14 at dp 2 that
+    // `scripts/engine-check/deepspeed_zero.py` measures.
+    for pp in [1, 2] {
+        let setup = TrainingSetup {
+            engine: Some(crate::setup::Engine::DeepSpeed),
+            ..TrainingSetup::default()
+        }
+        .for_pipeline(pp);
+        assert!(deepspeed_bf16_optimizer(&setup));
+        for dp in [1, 2, 8] {
+            let held = state_bytes(&setup, dp);
+            assert_eq!(
+                (held.weights, held.gradients, held.optimizer),
+                (2.0, 6.0, 12.0 / dp as f64)
+            );
+        }
+        assert_eq!(optimizer_step_bytes_per_param(&setup, 2), 0.0);
+        tables_agree_for(false, setup, (2, pp, 1, 4));
+    }
+    // Not under ZeRO (bf16 gradients there), nor in fp16 or elsewhere.
+    let zero1 = TrainingSetup {
+        engine: Some(crate::setup::Engine::DeepSpeed),
+        optimizer_sharding: OptimizerSharding::Zero1,
+        ..TrainingSetup::default()
+    }
+    .for_pipeline(2);
+    assert!(!deepspeed_bf16_optimizer(&zero1));
+    let fp16 = TrainingSetup {
+        engine: Some(crate::setup::Engine::DeepSpeed),
+        formats: crate::setup::Precision::Fp16.formats(),
+        ..TrainingSetup::default()
+    };
+    assert!(!deepspeed_bf16_optimizer(&fp16));
+    assert!(!deepspeed_bf16_optimizer(&TrainingSetup::default()));
 }
 
 #[test]

@@ -163,8 +163,11 @@ impl DeviceModel {
             .iter()
             .map(|c| inputs.model.stage_params(c.clone()))
             .sum();
-        // Sharded optimizer state: each replica steps its share.
-        let shard = if plan.setup.optimizer_sharding >= OptimizerSharding::Zero1 {
+        // Sharded optimizer state: each replica steps its share (also
+        // under DeepSpeed's `BF16_Optimizer`, which partitions it).
+        let shard = if plan.setup.optimizer_sharding >= OptimizerSharding::Zero1
+            || crate::memory::deepspeed_bf16_optimizer(&plan.setup)
+        {
             stage.dp().max(1) as f64
         } else {
             1.0

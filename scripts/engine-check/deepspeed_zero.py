@@ -1,0 +1,274 @@
+"""DeepSpeed's own engine on the CPU, under the config amp exports: what a rank holds.
+
+    python deepspeed_zero.py --amp PATH/TO/amp
+
+For a plan of one stage over two data-parallel ranks (a small Llama, Hugging
+Face's code, in bf16), at each ZeRO stage 0-3, this writes amp's DeepSpeed
+export of the plan (`amp export --to deepspeed`), runs DeepSpeed's engine with
+that `ds_config.json` (its `AdamW` added: amp's export leaves the optimizer to
+the training script) on two gloo processes on the CPU (`DS_ACCELERATOR=cpu`),
+two iterations of two micro-batches, and measures rank 0 with PyTorch's
+profiler: its peak over the run, the model's creation included, per parameter.
+amp's figure is `amp eval --json` of the same plan with the same flags, its
+peak less the framework reserve (the CUDA context and what else a GPU holds
+outside PyTorch's allocator, which a CPU run has not).
+
+It also reads which optimizer wrapper DeepSpeed chose and the format its
+gradients are accumulated in (`get_data_types`), beside the gradient format
+amp's plan records: that is what decides 2 or 4 bytes a gradient.
+
+Needs torch, deepspeed, transformers and ninja (DeepSpeed builds its CPU
+communication op with it, and a C++ compiler) in the running Python. No
+constant is fitted. On gloo a collective may copy its buffer, which NCCL
+does not: a CPU peak above amp's by about a gradient's bytes is read so.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.profiler import ProfilerActivity, profile
+
+CONFIG = {
+    "model_type": "llama",
+    "hidden_size": 1024,
+    "intermediate_size": 2816,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 8,
+    "num_hidden_layers": 4,
+    "vocab_size": 32000,
+    "max_position_embeddings": 2048,
+    "tie_word_embeddings": False,
+    "bos_token_id": 0,
+    "eos_token_id": 0,
+    "pad_token_id": 0,
+}
+SEQ = 32  # tokens per micro-batch: the states, not the activations, dominate
+ZERO = {0: "none", 1: "zero1", 2: "zero2", 3: "zero3"}
+
+
+def net_and_peak(prof):
+    live = peak = 0
+    for e in prof.profiler.kineto_results.events():
+        if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU:
+            live += e.nbytes()
+            peak = max(peak, live)
+    return live, peak
+
+
+def pipeline_module(model):
+    """`model` as the one-stage PipelineModule amp's export builds for ZeRO
+    stages 0 and 1 (amp_pipeline.py): embedding, blocks, norm and
+    projection as layers, the loss as its `loss_fn`."""
+    from deepspeed.pipe import PipelineModule
+
+    class Embedding(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = model.model.embed_tokens
+            self.rotary = model.model.rotary_emb
+
+        def forward(self, ids):
+            h = self.embed(ids)
+            cos, sin = self.rotary(h, torch.arange(ids.shape[1]).unsqueeze(0))
+            return h, cos, sin
+
+    class Block(torch.nn.Module):
+        def __init__(self, layer):
+            super().__init__()
+            self.layer = layer
+
+        def forward(self, x):
+            h, cos, sin = x
+            out = self.layer(h, attention_mask=None, position_embeddings=(cos, sin))
+            return (out[0] if isinstance(out, tuple) else out), cos, sin
+
+    class Head(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = model.model.norm
+            self.lm_head = model.lm_head
+
+        def forward(self, x):
+            return self.lm_head(self.norm(x[0]))
+
+    def loss_fn(logits, labels):
+        return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
+
+    layers = [Embedding(), *[Block(b) for b in model.model.layers], Head()]
+    return PipelineModule(layers=layers, num_stages=1, loss_fn=loss_fn, partition_method="uniform")
+
+
+def rank_main(rank, world, ds_config, pipelined, port, queue):
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+        DS_ACCELERATOR="cpu",
+    )
+    # DeepSpeed builds its CPU communication op with the ninja beside Python.
+    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
+    import deepspeed
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    deepspeed.init_distributed(dist_backend="gloo")
+    torch.manual_seed(0)
+    cfg = AutoConfig.for_model(**CONFIG)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        model = AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa")
+        params = sum(p.numel() for p in model.parameters())
+        if pipelined:
+            model = pipeline_module(model)
+        engine, optimizer, _, _ = deepspeed.initialize(
+            model=model, model_parameters=model.parameters(), config=ds_config
+        )
+        ids = torch.randint(0, cfg.vocab_size, (1, SEQ))
+        accumulation = ds_config["gradient_accumulation_steps"]
+        for _ in range(2):
+            if pipelined:
+                engine.train_batch(data_iter=iter([(ids, ids)] * accumulation))
+                continue
+            for _ in range(accumulation):
+                logits = engine(input_ids=ids).logits
+                loss = torch.nn.functional.cross_entropy(
+                    logits.flatten(0, 1).float(), ids.flatten()
+                )
+                del logits
+                engine.backward(loss)
+                engine.step()
+    _, peak = net_and_peak(prof)
+    model_dtype, accumulation_dtype = engine.get_data_types()
+    if rank == 0:
+        queue.put(
+            {
+                "params": params,
+                "optimizer": type(optimizer).__name__,
+                "model_dtype": str(model_dtype).removeprefix("torch."),
+                "grad_accum_dtype": str(accumulation_dtype).removeprefix("torch."),
+                "peak_bytes": peak,
+            }
+        )
+    dist.destroy_process_group()
+
+
+def measure(ds_config, pipelined, port, world=2):
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [
+        ctx.Process(target=rank_main, args=(r, world, ds_config, pipelined, port, queue))
+        for r in range(world)
+    ]
+    for p in procs:
+        p.start()
+    out = queue.get(timeout=1800)
+    for p in procs:
+        p.join()
+    return out
+
+
+def amp_files(d):
+    layers = CONFIG["num_hidden_layers"]
+    config = os.path.join(d, "config.json")
+    with open(config, "w") as f:
+        json.dump(CONFIG, f)
+    plan = {
+        "micro_batch": 1,
+        "num_micro_batches": 2,
+        "stages": [
+            {
+                "first_layer": 0,
+                "end_layer": layers + 3,
+                "replicas": [[{"node": 0, "gpu": r}] for r in range(2)],
+            }
+        ],
+    }
+    plan_path = os.path.join(d, "plan.json")
+    with open(plan_path, "w") as f:
+        json.dump(plan, f)
+    return config, plan_path
+
+
+def amp_run(amp, d, stage, precision="bf16"):
+    """amp's DeepSpeed config for ZeRO `stage`, whether it runs as a
+    PipelineModule (amp_pipeline.py) or a plain module (amp_plan.py), and
+    amp's own figures at `precision`."""
+    config, plan = amp_files(d)
+    common = [plan, "--model", config, "--seq", str(SEQ), "--cluster", "1x2xH100"]
+    flags = ["--optimizer-sharding", ZERO[stage], "--precision", precision, "--force"]
+    out = os.path.join(d, f"zero{stage}-{precision}")
+    subprocess.run(
+        [amp, "export", *common, "--to", "deepspeed", "--out", out, *flags],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    with open(os.path.join(out, "ds_config.json")) as f:
+        ds_config = json.load(f)
+    ds_config["optimizer"] = {"type": "AdamW", "params": {"lr": 1e-4}}
+    pipelined = os.path.exists(os.path.join(out, "amp_pipeline.py"))
+    # The loss over the whole sequence in fp32, as this loop computes it.
+    evaluated = json.loads(
+        subprocess.run(
+            [amp, "eval", *common, "--engine", "deepspeed", "--cross-entropy", "pytorch"]
+            + [*flags, "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    return ds_config, pipelined, evaluated
+
+
+def row(label, got, evaluated):
+    n = got["params"]
+    m = evaluated["memory"][0]
+    amp_peak = (m["peak_bytes"] - evaluated["framework_reserve_bytes"]) / n
+    measured = got["peak_bytes"] / n
+    amp_grads = evaluated["plan"]["setup"]["formats"]["gradients"]
+    print(
+        f"| {label} | {got['optimizer']} | {got['grad_accum_dtype']} / {amp_grads} "
+        f"| {measured:.3f} / {amp_peak:.3f} | {amp_peak / measured:.3f} |"
+    )
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--amp", required=True)
+    a = p.parse_args()
+    import deepspeed
+
+    print(f"torch {torch.__version__}, deepspeed {deepspeed.__version__}")
+    print(
+        "| ZeRO stage, module | DeepSpeed's optimizer | gradients accumulated in: DeepSpeed / amp "
+        "| peak per parameter: measured (gloo) / amp | amp / measured |"
+    )
+    print("|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as d:
+        for stage in range(4):
+            ds_config, pipelined, evaluated = amp_run(a.amp, d, stage)
+            got = measure(ds_config, pipelined, 29581 + stage)
+            module = "one-stage PipelineModule" if pipelined else "plain module"
+            row(f"{stage}, {module} (amp's export)", got, evaluated)
+            print(f"    raw: {json.dumps(got)}; ds_config {json.dumps(ds_config, sort_keys=True)}")
+        # DeepSpeed's FP16_Optimizer, which amp's fp16 exports without ZeRO
+        # run: on the CPU it runs at bf16, on a plain module (bf16 on its
+        # pipeline engine takes the BF16_Optimizer); the same bytes a
+        # value, so amp's fp16 figure is beside it.
+        ds_config, _, _ = amp_run(a.amp, d, 0)
+        ds_config.pop("pipeline", None)
+        _, _, evaluated = amp_run(a.amp, d, 0, "fp16")
+        got = measure(ds_config, False, 29590)
+        row("0, plain module at bf16 (amp: fp16)", got, evaluated)
+        print(f"    raw: {json.dumps(got)}; ds_config {json.dumps(ds_config, sort_keys=True)}")
+
+
+if __name__ == "__main__":
+    main()
