@@ -33,33 +33,10 @@ import tempfile
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from fsdp import CONFIG, SEQ, net_and_peak  # fsdp.py's small Llama, measured alike
 from torch.profiler import ProfilerActivity, profile
 
-CONFIG = {
-    "model_type": "llama",
-    "hidden_size": 1024,
-    "intermediate_size": 2816,
-    "num_attention_heads": 16,
-    "num_key_value_heads": 8,
-    "num_hidden_layers": 4,
-    "vocab_size": 32000,
-    "max_position_embeddings": 2048,
-    "tie_word_embeddings": False,
-    "bos_token_id": 0,
-    "eos_token_id": 0,
-    "pad_token_id": 0,
-}
-SEQ = 32  # tokens per micro-batch: the states, not the activations, dominate
 ZERO = {0: "none", 1: "zero1", 2: "zero2", 3: "zero3"}
-
-
-def net_and_peak(prof):
-    live = peak = 0
-    for e in prof.profiler.kineto_results.events():
-        if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU:
-            live += e.nbytes()
-            peak = max(peak, live)
-    return live, peak
 
 
 def pipeline_module(model):

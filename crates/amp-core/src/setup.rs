@@ -1773,6 +1773,7 @@ mod tests {
         assert!(!text.contains("compile"), "{text}");
         assert_eq!(serde_json::from_str::<TrainingSetup>(&text).unwrap(), off);
     }
+
     #[test]
     fn deepspeed_keeps_bf16_gradients_under_zero() {
         // DeepSpeed accumulates in the model's dtype unless its config says

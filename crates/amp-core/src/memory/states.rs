@@ -82,8 +82,8 @@ pub(crate) fn state_bytes(setup: &TrainingSetup, dp: usize) -> StateBytes {
         optimizer
     };
     let gradients = if sharding >= OptimizerSharding::Zero2 {
-        // Reduce-scattered: each replica keeps its shard (plus the bucket
-        // being reduced, which the reserve covers).
+        // Reduce-scattered: each replica keeps its shard (DeepSpeed's
+        // bucket being reduced is [`engine_buffer_bytes`]').
         f.gradients.bytes() / d
     } else if dp > 1
         && setup.engine != Some(crate::setup::Engine::Megatron)
@@ -161,8 +161,8 @@ pub(crate) fn fp8_weight_copy_bytes(
 /// [`deepspeed_reduces_in_buckets`]), in the weights' 16-bit format, and
 /// under ZeRO-3 the layer it holds gathered while it computes, the largest
 /// (ZeRO-3 plans have one stage: every layer is the GPU's); nothing
-/// elsewhere. Not examined: what DeepSpeed's `BF16_Optimizer` keeps (a
-/// bf16 pipeline without ZeRO).
+/// elsewhere (the `BF16_Optimizer`'s fp32 gradient buffer is a state,
+/// [`state_bytes`]).
 pub(crate) fn engine_buffer_bytes(model: &Model, setup: &TrainingSetup, tp: usize) -> f64 {
     if setup.engine != Some(crate::setup::Engine::DeepSpeed) {
         return 0.0;
