@@ -15,7 +15,8 @@ outside PyTorch's allocator, which a CPU run has not).
 
 It also reads which optimizer wrapper DeepSpeed chose and the format its
 gradients are accumulated in (`get_data_types`), beside the gradient format
-amp's plan records: that is what decides 2 or 4 bytes a gradient.
+amp's plan records: that is what decides 2 or 4 bytes a gradient; and, in
+each row's raw line, the innermost ops running at the peak.
 
 Needs torch, deepspeed, transformers and ninja (DeepSpeed builds its CPU
 communication op with it, and a C++ compiler) in the running Python. No
@@ -123,6 +124,19 @@ def rank_main(rank, world, ds_config, pipelined, port, queue):
                 engine.step()
     _, peak = net_and_peak(prof)
     model_dtype, accumulation_dtype = engine.get_data_types()
+    # Where the peak is: the innermost ops running when it was reached.
+    events = list(prof.profiler.kineto_results.events())
+    live = top = at = 0
+    for e in sorted((e for e in events if e.name() == "[memory]"), key=lambda e: e.start_ns()):
+        if e.device_type() == torch.autograd.DeviceType.CPU:
+            live += e.nbytes()
+            if live > top:
+                top, at = live, e.start_ns()
+    running = sorted(
+        (e.end_ns() - e.start_ns(), e.name())
+        for e in events
+        if e.name() != "[memory]" and e.start_ns() <= at <= e.end_ns()
+    )
     if rank == 0:
         queue.put(
             {
@@ -131,6 +145,7 @@ def rank_main(rank, world, ds_config, pipelined, port, queue):
                 "model_dtype": str(model_dtype).removeprefix("torch."),
                 "grad_accum_dtype": str(accumulation_dtype).removeprefix("torch."),
                 "peak_bytes": peak,
+                "ops_at_peak": [name for _, name in running[:3]],
             }
         )
     dist.destroy_process_group()
