@@ -3738,3 +3738,53 @@ fn fp8_plans_are_only_those_transformer_engine_can_tile() {
         "{e}"
     );
 }
+
+/// DeepSpeed's bf16 plans as its engine runs amp's export: without ZeRO
+/// the `BF16_Optimizer` partitions the optimizer state over the replicas,
+/// under ZeRO-1 the gradients stay bf16 (README, "DeepSpeed's optimizers,
+/// as its engine runs amp's export").
+#[test]
+fn deepspeed_bf16_plans_as_the_readme_says() {
+    let best = |extra: &[&str]| {
+        let base = [
+            "plan",
+            "--model",
+            "llama3-8b",
+            "--cluster",
+            "2x8xH100",
+            "--global-batch",
+            "256",
+            "--seq",
+            "4096",
+            "--engine",
+            "deepspeed",
+            "--top",
+            "1",
+            "--json",
+            "-q",
+        ];
+        let v = amp_json(&[&base[..], extra].concat());
+        let p = v["plans"][0].clone();
+        (
+            (p["tp"].clone(), p["dp"].clone(), p["pp"].clone()),
+            format!("{:.4}", p["predicted_iteration_s"].as_f64().unwrap()),
+            p["setup"]["formats"]["gradients"].clone(),
+        )
+    };
+    assert_eq!(
+        best(&[]),
+        (
+            (1.into(), 8.into(), 2.into()),
+            "5.7864".into(),
+            "fp32".into()
+        )
+    );
+    assert_eq!(
+        best(&["--optimizer-sharding", "zero1"]),
+        (
+            (1.into(), 16.into(), 1.into()),
+            "5.4699".into(),
+            "bf16".into()
+        )
+    );
+}
