@@ -34,7 +34,7 @@ import tempfile
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from fsdp import CONFIG, SEQ, net_and_peak  # fsdp.py's small Llama, measured alike
+from fsdp import CONFIG, SEQ  # fsdp.py's small Llama
 from torch.profiler import ProfilerActivity, profile
 
 ZERO = {0: "none", 1: "zero1", 2: "zero2", 3: "zero3"}
@@ -122,16 +122,16 @@ def rank_main(rank, world, ds_config, pipelined, port, queue):
                 del logits
                 engine.backward(loss)
                 engine.step()
-    _, peak = net_and_peak(prof)
     model_dtype, accumulation_dtype = engine.get_data_types()
-    # Where the peak is: the innermost ops running when it was reached.
+    # The peak, in one walk of the allocations in time order, and the
+    # innermost ops running when it was reached.
     events = list(prof.profiler.kineto_results.events())
-    live = top = at = 0
+    live = peak = at = 0
     for e in sorted((e for e in events if e.name() == "[memory]"), key=lambda e: e.start_ns()):
         if e.device_type() == torch.autograd.DeviceType.CPU:
             live += e.nbytes()
-            if live > top:
-                top, at = live, e.start_ns()
+            if live > peak:
+                peak, at = live, e.start_ns()
     running = sorted(
         (e.end_ns() - e.start_ns(), e.name())
         for e in events
