@@ -16,7 +16,10 @@ outside PyTorch's allocator, which a CPU run has not).
 It also reads which optimizer wrapper DeepSpeed chose and the format its
 gradients are accumulated in (`get_data_types`), beside the gradient format
 amp's plan records: that is what decides 2 or 4 bytes a gradient; and, in
-each row's raw line, the innermost ops running at the peak.
+each row's raw line, the innermost ops running at the peak and the bytes of
+the collectives rank 0 ran in the second iteration, by kind, per parameter
+(the whole tensor each reduces or gathers: what decides the data-parallel
+traffic amp prices).
 
 Needs torch, deepspeed, transformers and ninja (DeepSpeed builds its CPU
 communication op with it, and a C++ compiler) in the running Python. No
@@ -83,6 +86,55 @@ def pipeline_module(model):
     return PipelineModule(layers=layers, num_stages=1, loss_fn=loss_fn, partition_method="uniform")
 
 
+# deepspeed.comm's collectives and how to read the size of the whole tensor
+# each one reduces or gathers (a reduce-scatter's input, an all-gather's
+# output), in bytes.
+def _size(t):
+    if isinstance(t, (list, tuple)):
+        return sum(_size(x) for x in t)
+    return t.numel() * t.element_size() if isinstance(t, torch.Tensor) else 0
+
+
+COLLECTIVES = {
+    "all_reduce": lambda a: _size(a[0]),
+    "all_reduce_coalesced": lambda a: _size(a[0]),
+    "inference_all_reduce": lambda a: _size(a[0]),
+    "reduce": lambda a: _size(a[0]),
+    "broadcast": lambda a: _size(a[0]),
+    "reduce_scatter_tensor": lambda a: _size(a[1]),
+    "reduce_scatter_fn": lambda a: _size(a[1]),
+    "reduce_scatter": lambda a: _size(a[1]),
+    "all_gather_into_tensor": lambda a: _size(a[0]),
+    "allgather_fn": lambda a: _size(a[0]),
+    "all_gather": lambda a: _size(a[0]),
+    "all_gather_coalesced": lambda a: _size(a[0]),
+}
+
+
+def count_collectives(comm, traffic):
+    """Wraps `comm`'s (deepspeed.comm's) collectives so that each outermost
+    call adds its whole tensor's bytes to `traffic[name]` while
+    `traffic["on"]` is set (one collective may call another: counted once).
+    """
+    depth = [0]
+
+    def wrap(name, fn, size):
+        def counted(*args, **kwargs):
+            if depth[0] == 0 and traffic["on"]:
+                traffic[name] = traffic.get(name, 0) + size(list(args) + list(kwargs.values()))
+            depth[0] += 1
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                depth[0] -= 1
+
+        return counted
+
+    for name, size in COLLECTIVES.items():
+        if hasattr(comm, name):
+            setattr(comm, name, wrap(name, getattr(comm, name), size))
+
+
 def rank_main(rank, world, ds_config, pipelined, port, queue):
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
@@ -98,6 +150,9 @@ def rank_main(rank, world, ds_config, pipelined, port, queue):
     from transformers import AutoConfig, AutoModelForCausalLM
 
     deepspeed.init_distributed(dist_backend="gloo")
+    # The data-parallel traffic of the last iteration.
+    traffic = {"on": False}
+    count_collectives(deepspeed.comm, traffic)
     torch.manual_seed(0)
     cfg = AutoConfig.for_model(**CONFIG)
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
@@ -110,7 +165,8 @@ def rank_main(rank, world, ds_config, pipelined, port, queue):
         )
         ids = torch.randint(0, cfg.vocab_size, (1, SEQ))
         accumulation = ds_config["gradient_accumulation_steps"]
-        for _ in range(2):
+        for it in range(2):
+            traffic["on"] = it == 1
             if pipelined:
                 engine.train_batch(data_iter=iter([(ids, ids)] * accumulation))
                 continue
@@ -146,6 +202,9 @@ def rank_main(rank, world, ds_config, pipelined, port, queue):
                 "grad_accum_dtype": str(accumulation_dtype).removeprefix("torch."),
                 "peak_bytes": peak,
                 "ops_at_peak": [name for _, name in running[:3]],
+                "collective_bytes_per_param": {
+                    k: round(v / params, 3) for k, v in sorted(traffic.items()) if k != "on"
+                },
             }
         )
     dist.destroy_process_group()

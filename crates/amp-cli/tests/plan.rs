@@ -2740,11 +2740,12 @@ fn sharded_traffic_figures_are_the_readmes() {
         "--top",
         "3",
     ];
-    // ZeRO-2: every micro-batch's reduce-scatter on the computation's
-    // stream, and the weights' all-gather after the step.
+    // ZeRO-2: every micro-batch's all-reduce on the computation's stream,
+    // and the weights' all-gather after the step.
     let zero2 = best(&[&gpt3[..], &["--optimizer-sharding", "zero2"]].concat());
     assert_eq!((zero2.0, zero2.1, zero2.2, zero2.3), (1, 16, 1, 4));
-    assert!((zero2.5 - 1.6665).abs() < 1e-3, "{zero2:?}");
+    assert!((zero2.5 - 1.7338).abs() < 1e-3, "{zero2:?}");
+    assert!((zero2.6 - 0.1472).abs() < 1e-3, "{zero2:?}");
     // Over the shardings: ZeRO-3 hides its traffic behind the passes, at
     // micro-batch 8 beside DeepSpeed's buckets since its gradients are
     // bf16, as DeepSpeed keeps them.
@@ -3775,7 +3776,7 @@ fn deepspeed_bf16_plans_as_the_readme_says() {
         best(&[]),
         (
             (1.into(), 8.into(), 2.into()),
-            "5.7864".into(),
+            "5.7700".into(),
             "fp32".into()
         )
     );
@@ -3783,7 +3784,7 @@ fn deepspeed_bf16_plans_as_the_readme_says() {
         best(&["--optimizer-sharding", "zero1"]),
         (
             (1.into(), 16.into(), 1.into()),
-            "5.4699".into(),
+            "5.5078".into(),
             "bf16".into()
         )
     );

@@ -219,11 +219,13 @@ pub struct StepTables {
     pub states: Vec<f64>,
     /// `temporaries[l]`: the step's temporaries of layers `0..l`.
     pub temporaries: Vec<f64>,
-    /// `casts[l]`: the 16-bit casts of layers `0..l` the end of the
-    /// backward holds beside the states, where the loop runs its backward
-    /// inside autocast ([`crate::setup::TrainingSetup::backward_in_autocast`]);
-    /// `None` elsewhere.
-    pub backward_end_casts: Option<Vec<f64>>,
+    /// `backward_end[l]`: what the end of the backward holds of layers
+    /// `0..l` beside the states: their 16-bit casts, where the loop runs
+    /// its backward inside autocast
+    /// ([`crate::setup::TrainingSetup::backward_in_autocast`]), and the copy
+    /// DeepSpeed ZeRO-2 flattens their gradients into before it all-reduces
+    /// them, where a rank's fit one bucket; `None` where neither is.
+    pub backward_end: Option<Vec<f64>>,
     /// Bytes every stage holds whatever its layers.
     pub fixed: f64,
 }
@@ -333,7 +335,7 @@ impl StageMemoryTables {
     fn step_bytes(&self, first: usize, end: usize, shared: &SharedBytes) -> Option<f64> {
         self.step.as_ref().map(|t| {
             let temporaries = t.temporaries[end] - t.temporaries[first] - shared.step_temporaries;
-            let backward_end = match &t.backward_end_casts {
+            let backward_end = match &t.backward_end {
                 Some(c) => shared.step_transient + (c[end] - c[first]),
                 None => shared.step_transient,
             };
@@ -796,7 +798,7 @@ mod tests {
             transient in 0.0f64..10.0,
             tie in proptest::option::of((0usize..8, 0usize..8, 0.0f64..=1.0)),
             workspace in proptest::collection::vec(0.0f64..5.0, 8),
-            backward_end_casts in proptest::option::of(
+            backward_end in proptest::option::of(
                 proptest::collection::vec(0.0f64..3.0, 8),
             ),
             accumulation in proptest::option::of((
@@ -833,7 +835,7 @@ mod tests {
                 step: with_step.then(|| StepTables {
                     states: prefix_sums(step_bytes[..n].iter().copied()),
                     temporaries: prefix_sums(step_temporaries[..n].iter().copied()),
-                    backward_end_casts: backward_end_casts
+                    backward_end: backward_end
                         .as_ref()
                         .map(|c| prefix_sums(c[..n].iter().copied())),
                     fixed: fixed[0] / 2.0,

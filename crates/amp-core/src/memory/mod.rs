@@ -69,15 +69,18 @@
 //!   of its own after every activation is freed: PyTorch's foreach Adam(W)
 //!   allocates `sqrt(v)`, 4 bytes per parameter of its shard
 //!   (`optimizer_step_bytes_per_param`); fused steps nothing; or, the
-//!   larger, eager PyTorch's second gradient of a tied embedding at the end
-//!   of the backward (`tied_gradient_bytes_per_param`);
+//!   larger, what the end of the backward holds: eager PyTorch's second
+//!   gradient of a tied embedding (`tied_gradient_bytes_per_param`), or
+//!   the copy DeepSpeed ZeRO-2 flattens its one bucket into
+//!   (`flattened_bucket_bytes_per_param`);
 //! - what the model keeps on **every GPU outside its layers**
 //!   ([`Model::resident_bytes_per_device`], e.g. the AMP artifact's TransGAN
 //!   discriminator), whatever the stage;
 //! - the **engine's own buffers** (`engine_buffer_bytes`): DeepSpeed's
-//!   ZeRO-2 and ZeRO-3 gradient-reduction bucket and ZeRO-3's prefetch
-//!   bucket, at their default sizes, and the largest layer ZeRO-3 holds
-//!   gathered while it computes;
+//!   ZeRO-1, ZeRO-2 and ZeRO-3 gradient-reduction buckets (with ZeRO-2's
+//!   flattened copy of one where it flushes inside the backward) and
+//!   ZeRO-3's prefetch bucket, at their default sizes, and the largest
+//!   layer ZeRO-3 holds gathered while it computes;
 //! - a **framework reserve** (`reserve_bytes`, the fitted
 //!   [`crate::cost::Calibration::framework_reserve_bytes`]): CUDA context,
 //!   communication buffers, workspaces and allocator fragmentation: what
@@ -186,8 +189,9 @@ struct LayerBytes {
     accumulation: f64,
     /// What the end of the backward holds beside the states: tied weights'
     /// second gradient (`tied_gradient_bytes_per_param`) where the stage
-    /// holds both layers.
-    tied_gradient: f64,
+    /// holds both layers, and DeepSpeed ZeRO-2's flattened bucket
+    /// (`flattened_bucket_bytes_per_param`).
+    backward_end: f64,
     /// Activations stored per sample.
     stored: f64,
     /// Of those, what the loss keeps (`loss_stored_bytes_per_sample`).
@@ -263,8 +267,9 @@ fn layer_bytes(
         .fold(0.0f64, f64::max);
     let held = |l: usize| chunks.iter().any(|c| c.contains(&l));
     // The shared matrix: the later layer's weights, which the earlier's
-    // hold (with a position table beside them in an embedding).
-    let tied_gradient = layers()
+    // hold (with a position table beside them in an embedding); and a
+    // flattened bucket of the stage's gradients.
+    let backward_end = layers()
         .filter_map(|l| {
             let later = &model.layers[l];
             let earlier = &model.layers[later.tied_to.filter(|&e| held(e))?];
@@ -273,7 +278,8 @@ fn layer_bytes(
                     * tied_gradient_bytes_per_param(earlier.kind, setup),
             )
         })
-        .sum();
+        .sum::<f64>()
+        + params * flattened_bucket_bytes_per_param(model, setup, tp);
     let loss_stored: f64 = layers()
         .map(|l| loss_stored_bytes_per_sample(model, l, tp, setup))
         .sum();
@@ -298,7 +304,7 @@ fn layer_bytes(
         backward_workspaces,
         forward_workspace,
         accumulation,
-        tied_gradient,
+        backward_end,
         stored,
         loss_stored,
         workspace,
@@ -365,7 +371,7 @@ fn device_bytes(
     // activations are freed: the larger of the two is the device's.
     // Or the end of the backward's, the larger: both hold the states.
     let temporaries = (params * optimizer_step_bytes_per_param(setup, dp))
-        .max(layers.tied_gradient + copied * casts_at_backward_end(setup));
+        .max(layers.backward_end + copied * casts_at_backward_end(setup));
     let states = |s: &StateBytes| {
         (
             copied * s.weights + layers.fp8_weight_copies,

@@ -373,6 +373,7 @@ pub fn stage_memory_tables(
         casts: crate::cost::prefix_sums(casts.iter().copied()),
     });
     let step_per_param = optimizer_step_bytes_per_param(setup, grid.dp);
+    let flattened = flattened_bucket_bytes_per_param(model, setup, tp);
     let mut prefix_bytes = Vec::with_capacity(grid.pp);
     let mut fixed_bytes = Vec::with_capacity(grid.pp);
     let mut capacity_bytes = Vec::with_capacity(grid.pp);
@@ -380,7 +381,8 @@ pub fn stage_memory_tables(
     // stage (no activations in flight). Without temporaries it is its own
     // only where it holds states the passes do not (gradients, under
     // autocast).
-    let own_step = step_per_param > 0.0 || passes.iter().any(|p| *p != step_states);
+    let own_step =
+        step_per_param > 0.0 || flattened > 0.0 || passes.iter().any(|p| *p != step_states);
     let step = own_step.then(|| crate::cost::StepTables {
         states: crate::cost::prefix_sums(model.layers.iter().map(|l| {
             l.params as f64 / t * per_param(l, &step_states) + fp8_weight_copy_bytes(l, tp, setup)
@@ -391,13 +393,16 @@ pub fn stage_memory_tables(
                 .iter()
                 .map(|l| l.params as f64 / t * step_per_param),
         ),
-        backward_end_casts: (casts_at_backward_end(setup) > 0.0).then(|| {
+        backward_end: (casts_at_backward_end(setup) > 0.0 || flattened > 0.0).then(|| {
             crate::cost::prefix_sums(model.layers.iter().map(|l| {
-                if holds_weight_copy(l.kind, setup) {
-                    l.params as f64 / t * casts_at_backward_end(setup)
+                let casts = if holds_weight_copy(l.kind, setup) {
+                    casts_at_backward_end(setup)
                 } else {
                     0.0
-                }
+                };
+                // A tied layer's gradient is its owner's, flattened once.
+                let flat = if l.tied_to.is_some() { 0.0 } else { flattened };
+                l.params as f64 / t * (casts + flat)
             }))
         }),
         fixed: other,

@@ -177,7 +177,17 @@ pub(crate) fn engine_buffer_bytes(model: &Model, setup: &TrainingSetup, tp: usiz
         }
         OptimizerSharding::Zero2 => {
             let buckets = if setup.overlap_grad_reduce { 2.0 } else { 1.0 };
-            buckets * DEEPSPEED_REDUCE_BUCKET_ELEMS * w
+            // A bucket flushed inside the backward is flattened there
+            // ([`flattened_bucket_bytes_per_param`]): a bucket's worth
+            // beside whatever the passes hold then, counted as if at
+            // their peak (an upper bound: by the first flush a bucket's
+            // worth of layers has freed its activations).
+            let flushed_inside = if rank_params(model, tp) > DEEPSPEED_REDUCE_BUCKET_ELEMS {
+                1.0
+            } else {
+                0.0
+            };
+            (buckets + flushed_inside) * DEEPSPEED_REDUCE_BUCKET_ELEMS * w
         }
         OptimizerSharding::Zero3 => {
             let largest = model.layers.iter().map(|l| l.params).max().unwrap_or(0);
@@ -185,6 +195,41 @@ pub(crate) fn engine_buffer_bytes(model: &Model, setup: &TrainingSetup, tp: usiz
             (DEEPSPEED_REDUCE_BUCKET_ELEMS + DEEPSPEED_PREFETCH_BUCKET_ELEMS + gathered) * w
         }
         _ => 0.0,
+    }
+}
+
+/// Parameters a rank of tensor-parallel degree `tp` holds of `model` when
+/// it holds every layer (one stage, as ZeRO-2 and ZeRO-3 plans on DeepSpeed
+/// have).
+fn rank_params(model: &Model, tp: usize) -> f64 {
+    model.total_params() as f64 / tp.max(1) as f64
+}
+
+/// Bytes per parameter the end of the backward holds, beside the states,
+/// for DeepSpeed ZeRO-2's flattened bucket: its `average_tensor`, with
+/// `use_multi_rank_bucket_allreduce` (its default,
+/// deepspeed/runtime/zero/config.py), sends a full bucket's gradients
+/// through `allreduce_and_scatter`, whose `allreduce_bucket` flattens them
+/// into a new tensor of the weights' format before it all-reduces it
+/// (deepspeed/runtime/zero/stage_1_and_2.py). Where a rank's gradients fit
+/// one bucket (`tp` its tensor-parallel degree), the one flush is the
+/// backward's epilogue, after every activation is freed: a copy of every
+/// gradient, a peak of its own. A larger model flushes inside the
+/// backward, a bucket at a time: [`engine_buffer_bytes`] holds that one.
+/// Measured on the CPU: `scripts/engine-check/deepspeed_zero.py`, whose
+/// ZeRO-2 peak is that flatten.
+pub(super) fn flattened_bucket_bytes_per_param(
+    model: &Model,
+    setup: &TrainingSetup,
+    tp: usize,
+) -> f64 {
+    if setup.engine == Some(crate::setup::Engine::DeepSpeed)
+        && setup.optimizer_sharding == OptimizerSharding::Zero2
+        && rank_params(model, tp) <= DEEPSPEED_REDUCE_BUCKET_ELEMS
+    {
+        setup.formats.weights.bytes()
+    } else {
+        0.0
     }
 }
 

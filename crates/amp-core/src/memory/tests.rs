@@ -1820,6 +1820,60 @@ fn deepspeed_zero2_and_zero3_hold_their_buckets() {
 }
 
 #[test]
+fn deepspeed_zero2_flattens_a_bucket_before_it_all_reduces_it() {
+    // ZeRO-2's `allreduce_bucket` flattens a full bucket's gradients into
+    // a new 16-bit tensor. A rank whose gradients fit one bucket flushes
+    // once, in the backward's epilogue: a copy of every gradient, a peak
+    // of its own after the activations are freed. A larger one flushes
+    // inside the backward: one bucket's copy beside the passes. Nothing
+    // under the other stages, nor under torchtitan.
+    let ds = |sharding: OptimizerSharding| {
+        TrainingSetup {
+            engine: Some(crate::setup::Engine::DeepSpeed),
+            optimizer_sharding: sharding,
+            ..TrainingSetup::default()
+        }
+        .for_pipeline(1)
+    };
+    let small = tiny_decoder(false);
+    let zero2 = ds(OptimizerSharding::Zero2);
+    assert_eq!(flattened_bucket_bytes_per_param(&small, &zero2, 1), 2.0);
+    for other in [
+        ds(OptimizerSharding::None),
+        ds(OptimizerSharding::Zero1),
+        ds(OptimizerSharding::Zero3),
+        torchtitan_setup(OptimizerSharding::Zero3),
+    ] {
+        assert_eq!(flattened_bucket_bytes_per_param(&small, &other, 1), 0.0);
+    }
+    // 6e8 parameters and a little: over a bucket at tp 1, under at tp 2.
+    let mut big = tiny_decoder(false);
+    for l in [1, 2] {
+        big.layers[l].params = 300_000_000;
+    }
+    assert_eq!(engine_buffer_bytes(&big, &zero2, 1), 2e9);
+    assert_eq!(flattened_bucket_bytes_per_param(&big, &zero2, 1), 0.0);
+    assert_eq!(engine_buffer_bytes(&big, &zero2, 2), 1e9);
+    assert_eq!(flattened_bucket_bytes_per_param(&big, &zero2, 2), 2.0);
+    // `amp eval`: the tiny decoder's few activations are below the copy,
+    // so the end of the backward is the peak: states, the copy, the
+    // bucket and the reserve.
+    let mut c = clusters::homogeneous();
+    c.nodes.truncate(1);
+    c.nodes[0].gpus = 2;
+    let grid = DeviceGrid::new(&c, 1, 2, 1, &Placement::artifact_default(&c));
+    let plan = crate::search::plan_from_grid(&grid, &[0, 5], 1, 2, &zero2);
+    let params = small.total_params() as f64;
+    for d in plan_memory(&small, &c, &plan, RESERVE) {
+        assert_eq!(d.activations_bytes, 2.0 * params);
+        let states = d.weights_bytes + d.gradients_bytes + d.optimizer_bytes;
+        assert_eq!(states, params * (2.0 + 1.0 + 6.0));
+        assert_eq!(d.other_bytes, RESERVE + 1e9);
+    }
+    tables_agree_for(true, zero2, (2, 1, 1, 2));
+}
+
+#[test]
 fn deepspeeds_fp16_optimizer_steps_on_fp32_copies_of_its_gradients() {
     // fp16 without ZeRO: DeepSpeed's `FP16_Optimizer` keeps fp16
     // gradients, the all-reduce's flattened copy beside them through the

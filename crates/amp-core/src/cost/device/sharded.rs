@@ -3,8 +3,11 @@
 //!
 //! - **Once per iteration** (every engine's pipelines, Megatron-LM and
 //!   DeepSpeed at any depth, eager PyTorch): the gradients are reduced after
-//!   the last backward. ZeRO-1 and 2 reduce-scatter them and all-gather the
-//!   updated weights, the volume of one all-reduce. ZeRO-3 all-gathers the
+//!   the last backward. Megatron-LM's distributed optimizer (ZeRO-1)
+//!   reduce-scatters them and all-gathers the updated weights, the volume of
+//!   one all-reduce; DeepSpeed's ZeRO-1 and its `BF16_Optimizer` all-reduce
+//!   them whole, then all-gather ([`deepspeed_gathers_after_step`]), one
+//!   and a half. ZeRO-3 all-gathers the
 //!   weights (in the format the passes read) for the forward and again for
 //!   the backward and reduce-scatters the gradients (Rajbhandari et al.
 //!   2020, sec. 7). An all-gather or a reduce-scatter moves half what an
@@ -31,11 +34,12 @@
 //! - **DeepSpeed's own engine** (what a one-stage ZeRO-2 or ZeRO-3 plan
 //!   runs on: its pipeline engine refuses them) reduces at every
 //!   micro-step: with partitioned gradients each backward hook adds the
-//!   gradient to a bucket that is reduce-scattered when full
+//!   gradient to a bucket that is reduced when full
 //!   (deepspeed/runtime/zero/stage_1_and_2.py
 //!   `reduce_ready_partitions_and_remove_grads`, stage3.py the same with no
-//!   accumulation boundary at all). ZeRO-2 does it on the computation's
-//!   stream unless `overlap_comm` (off by default for stage 2, on for 3,
+//!   accumulation boundary at all): ZeRO-3 reduce-scatters it, ZeRO-2
+//!   all-reduces it whole (`use_multi_rank_bucket_allreduce`, its default).
+//!   ZeRO-2 does it on the computation's stream unless `overlap_comm` (off by default for stage 2, on for 3,
 //!   deepspeed/runtime/zero/config.py; the setup's `overlap_grad_reduce`
 //!   turns it on), and all-gathers the updated weights after the step;
 //!   ZeRO-3 gathers every unit before its forward and again before its
@@ -77,12 +81,31 @@ pub(super) fn once_per_iteration_s(
         (true, true) => &[(g, 0.5), (w, 0.5)],
         // ZeRO-3: a gather for the forward and one for the backward.
         (false, true) => &[(g, 0.5), (w, 1.0)],
+        // DeepSpeed's partitioned optimizers: a whole all-reduce, then the
+        // updated weights' all-gather.
+        _ if deepspeed_gathers_after_step(setup) => &[(g, 1.0), (w, 0.5)],
         _ => &[(g, 1.0)],
     };
     traffic
         .iter()
         .map(|&(b, share)| allreduce.at(params * b) * share)
         .sum()
+}
+
+/// Whether DeepSpeed all-gathers `setup`'s updated 16-bit weights after
+/// the step, having all-reduced the whole gradients before it: its ZeRO-1
+/// (`DeepSpeedZeroOptimizer`, whose `average_tensor` all-reduces each
+/// bucket with `use_multi_rank_bucket_allreduce`, its default,
+/// deepspeed/runtime/zero/stage_1_and_2.py, and whose `step` ends in
+/// `all_gather_dp_groups`) and its `BF16_Optimizer`, which partitions the
+/// fp32 master weights the same way after the pipeline engine's
+/// `_bf16_reduce_grads` all-reduce (deepspeed/runtime/bf16_optimizer.py,
+/// pipe/engine.py). ZeRO-2 does both too, at every micro-step
+/// ([`DeviceModel::reduction_times`]).
+pub(super) fn deepspeed_gathers_after_step(setup: &TrainingSetup) -> bool {
+    setup.engine == Some(Engine::DeepSpeed)
+        && (setup.optimizer_sharding == OptimizerSharding::Zero1
+            || crate::memory::deepspeed_bf16_optimizer(setup))
 }
 
 /// One unit (layer) of a stage as FSDP2 runs it in one micro-batch.
@@ -261,9 +284,11 @@ impl DeviceModel {
         let setup = &plan.setup;
         let tp = plan.rank_stages()[0].max_tp() as f64;
         let gathers = setup.optimizer_sharding == OptimizerSharding::Zero3;
-        // Replicated FSDP2 all-reduces; every other setup here shards the
-        // gradients: a reduce-scatter, half an all-reduce.
-        let reduce_share = if setup.optimizer_sharding >= OptimizerSharding::Zero2 {
+        // Replicated FSDP2 all-reduces, and so does DeepSpeed's ZeRO-2
+        // (each full bucket, `use_multi_rank_bucket_allreduce` being its
+        // default: [`deepspeed_gathers_after_step`]); FSDP2 and ZeRO-3
+        // shard the gradients: a reduce-scatter, half an all-reduce.
+        let reduce_share = if setup.optimizer_sharding == OptimizerSharding::Zero3 {
             0.5
         } else {
             1.0

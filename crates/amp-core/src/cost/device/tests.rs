@@ -1818,11 +1818,11 @@ fn torchtitan_without_a_pipeline_gathers_and_reduces_every_micro_batch() {
 
 #[test]
 fn deepspeed_zero2_reduces_every_micro_batch_on_the_computations_stream() {
-    // DeepSpeed's own engine (a one-stage ZeRO-2 plan) reduce-scatters each
-    // micro-step's gradients, without `overlap_comm` on the computation's
-    // stream, and all-gathers the updated weights after the step; with
-    // `overlap_comm` (`overlap_grad_reduce`) the reductions run beside the
-    // backward.
+    // DeepSpeed's own engine (a one-stage ZeRO-2 plan) all-reduces each
+    // micro-step's gradients whole (`use_multi_rank_bucket_allreduce`, its
+    // default), without `overlap_comm` on the computation's stream, and
+    // all-gathers the updated weights after the step; with `overlap_comm`
+    // (`overlap_grad_reduce`) the reductions run beside the backward.
     let (c, m) = (cluster(), model());
     let p = fast_slow_profile();
     let inputs = Inputs {
@@ -1840,7 +1840,7 @@ fn deepspeed_zero2_reduces_every_micro_batch_on_the_computations_stream() {
     let curve = time_only().allreduce_curves(&inputs, &pl)[0].clone();
     let g = gradient_bytes(&pl.setup);
     let w = pl.setup.formats.weights.bytes();
-    let per_layer = curve.at(1000.0 * g) / 2.0;
+    let per_layer = curve.at(1000.0 * g);
     let gather = curve.at(4000.0 * w) / 2.0;
     let e = time_only().evaluate(&inputs, &pl).unwrap();
     assert_breakdown_adds_up(&e);
@@ -1859,9 +1859,60 @@ fn deepspeed_zero2_reduces_every_micro_batch_on_the_computations_stream() {
         "{:?}",
         o.breakdown
     );
-    // The pipeline engine's ZeRO-1 reduces once, after the last backward.
+    // The pipeline engine's ZeRO-1 all-reduces once, after the last
+    // backward, and all-gathers the updated weights after the step.
     pl.setup.overlap_grad_reduce = false;
     pl.setup.optimizer_sharding = OptimizerSharding::Zero1;
     let once = time_only().evaluate(&inputs, &pl).unwrap();
-    assert!((once.breakdown.dp_allreduce_s - curve.at(4000.0 * g)).abs() < 1e-12);
+    let want = curve.at(4000.0 * g) + gather;
+    assert!((once.breakdown.dp_allreduce_s - want).abs() < 1e-12);
+    // Megatron-LM's distributed optimizer reduce-scatters and all-gathers:
+    // one all-reduce's volume.
+    pl.setup.engine = Some(crate::setup::Engine::Megatron);
+    let megatron = time_only().evaluate(&inputs, &pl).unwrap();
+    assert!((megatron.breakdown.dp_allreduce_s - curve.at(4000.0 * g)).abs() < 1e-12);
+}
+
+#[test]
+fn deepspeeds_bf16_optimizer_all_reduces_bf16_and_gathers_after_its_step() {
+    // bf16 without ZeRO: the `BF16_Optimizer` accumulates fp32 gradients,
+    // which the pipeline engine's `_bf16_reduce_grads` all-reduces cast to
+    // `communication_data_type` (bf16 unless the config names one), and
+    // its step all-gathers the updated bf16 weights over the replicas.
+    let (c, m) = (cluster(), model());
+    let p = fast_slow_profile();
+    let inputs = Inputs {
+        model: &m,
+        cluster: &c,
+        profile: &p,
+    };
+    let mut pl = plan(vec![(0, 4, vec![vec![d(0, 0)], vec![d(0, 1)]])], 3);
+    pl.setup = TrainingSetup {
+        engine: Some(crate::setup::Engine::DeepSpeed),
+        ..TrainingSetup::default()
+    }
+    .for_pipeline(1);
+    assert!(crate::memory::deepspeed_bf16_optimizer(&pl.setup));
+    assert_eq!(pl.setup.formats.gradients.bytes(), 4.0);
+    assert_eq!(gradient_bytes(&pl.setup), 2.0);
+    let curve = time_only().allreduce_curves(&inputs, &pl)[0].clone();
+    let e = time_only().evaluate(&inputs, &pl).unwrap();
+    let want = curve.at(4000.0 * 2.0) * 1.5;
+    assert!(
+        (e.breakdown.dp_allreduce_s - want).abs() < 1e-12,
+        "{} vs {want}",
+        e.breakdown.dp_allreduce_s
+    );
+    // `--fp32-allreduce` (`communication_data_type: fp32`) sends them as
+    // they are.
+    pl.setup.formats.gradient_reduction = Some(crate::setup::NumberFormat::Fp32);
+    assert_eq!(gradient_bytes(&pl.setup), 4.0);
+    let wide = time_only().evaluate(&inputs, &pl).unwrap();
+    let want = curve.at(4000.0 * 4.0) + curve.at(4000.0 * 2.0) / 2.0;
+    assert!((wide.breakdown.dp_allreduce_s - want).abs() < 1e-12);
+    // Elsewhere, the all-reduce of the fp32 gradients alone.
+    pl.setup.formats.gradient_reduction = None;
+    pl.setup.engine = None;
+    let plain = time_only().evaluate(&inputs, &pl).unwrap();
+    assert!((plain.breakdown.dp_allreduce_s - curve.at(4000.0 * 4.0)).abs() < 1e-12);
 }
