@@ -16,7 +16,8 @@ outside PyTorch's allocator, which a CPU run has not).
 It also reads which optimizer wrapper DeepSpeed chose and the format its
 gradients are accumulated in (`get_data_types`), beside the gradient format
 amp's plan records: that is what decides 2 or 4 bytes a gradient; and, in
-each row's raw line, the innermost ops running at the peak and the bytes of
+each row's raw line, the innermost ops running at the peak, the size of the
+allocation that reached it, and the bytes of
 the collectives rank 0 ran in the second iteration, by kind, per parameter
 (the whole tensor each reduces or gathers: what decides the data-parallel
 traffic amp prices).
@@ -182,12 +183,12 @@ def rank_main(rank, world, ds_config, pipelined, port, queue):
     # The peak, in one walk of the allocations in time order, and the
     # innermost ops running when it was reached.
     events = list(prof.profiler.kineto_results.events())
-    live = peak = at = 0
+    live = peak = at = last = 0
     for e in sorted((e for e in events if e.name() == "[memory]"), key=lambda e: e.start_ns()):
         if e.device_type() == torch.autograd.DeviceType.CPU:
             live += e.nbytes()
             if live > peak:
-                peak, at = live, e.start_ns()
+                peak, at, last = live, e.start_ns(), e.nbytes()
     running = sorted(
         (e.end_ns() - e.start_ns(), e.name())
         for e in events
@@ -202,6 +203,8 @@ def rank_main(rank, world, ds_config, pipelined, port, queue):
                 "grad_accum_dtype": str(accumulation_dtype).removeprefix("torch."),
                 "peak_bytes": peak,
                 "ops_at_peak": [name for _, name in running[:3]],
+                # The allocation that reached the peak, per parameter.
+                "peak_allocation_bytes_per_param": round(last / params, 3),
                 "collective_bytes_per_param": {
                     k: round(v / params, 3) for k, v in sorted(traffic.items()) if k != "on"
                 },

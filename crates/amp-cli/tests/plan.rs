@@ -2747,15 +2747,15 @@ fn sharded_traffic_figures_are_the_readmes() {
     assert!((zero2.5 - 1.7338).abs() < 1e-3, "{zero2:?}");
     assert!((zero2.6 - 0.1472).abs() < 1e-3, "{zero2:?}");
     // Over the shardings: ZeRO-3 hides its traffic behind the passes, at
-    // micro-batch 8 beside DeepSpeed's buckets since its gradients are
-    // bf16, as DeepSpeed keeps them.
+    // micro-batch 4: with the layers its reuse distance keeps gathered
+    // into the backward, micro-batch 8 no longer fits.
     let any = best(&[&gpt3[..], &["--search-setup", "sharding"]].concat());
     assert_eq!(
         (any.0, any.1, any.2, any.3, any.4.as_str()),
-        (1, 16, 1, 8, "zero3")
+        (1, 16, 1, 4, "zero3")
     );
-    assert!((any.5 - 1.5887).abs() < 1e-3, "{any:?}");
-    assert!((any.6 - 0.0068).abs() < 1e-3, "{any:?}");
+    assert!((any.5 - 1.5996).abs() < 1e-3, "{any:?}");
+    assert!((any.6 - 0.0130).abs() < 1e-3, "{any:?}");
     let llama = |rest: &[&str]| {
         let base = [
             "plan",

@@ -8,7 +8,10 @@
 //! `BFLOAT16`) and deepspeed/runtime/zero/config.py (`zero_optimization.stage`).
 
 use amp_core::cluster::Cluster;
-use amp_core::memory::{DEEPSPEED_PREFETCH_BUCKET_ELEMS, DEEPSPEED_REDUCE_BUCKET_ELEMS};
+use amp_core::memory::{
+    DEEPSPEED_MAX_REUSE_DISTANCE_ELEMS, DEEPSPEED_PREFETCH_BUCKET_ELEMS,
+    DEEPSPEED_REDUCE_BUCKET_ELEMS,
+};
 use amp_core::model::Model;
 use amp_core::plan::Plan;
 use amp_core::schedule::Schedule;
@@ -71,6 +74,7 @@ pub(crate) fn export(
         zero["reduce_bucket_size"] = json!(DEEPSPEED_REDUCE_BUCKET_ELEMS as u64);
         if zero_stage >= 3 {
             zero["stage3_prefetch_bucket_size"] = json!(DEEPSPEED_PREFETCH_BUCKET_ELEMS as u64);
+            zero["stage3_max_reuse_distance"] = json!(DEEPSPEED_MAX_REUSE_DISTANCE_ELEMS as u64);
         }
     }
     if pipelined {

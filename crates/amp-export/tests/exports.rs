@@ -777,6 +777,11 @@ fn deepspeed_refuses_zero_2_and_3_on_a_pipeline_only() {
             zero.get("stage3_prefetch_bucket_size").cloned(),
             (stage == 3).then(|| serde_json::json!(50_000_000))
         );
+        // And the reuse distance that keeps a suffix gathered.
+        assert_eq!(
+            zero.get("stage3_max_reuse_distance").cloned(),
+            (stage == 3).then(|| serde_json::json!(1_000_000_000))
+        );
         let py = &files[1].contents;
         assert!(!py.contains("PipelineModule("), "{py}");
         assert!(py.contains(&format!("ZERO_STAGE = {stage}")), "{py}");

@@ -79,8 +79,9 @@
 //! - the **engine's own buffers** (`engine_buffer_bytes`): DeepSpeed's
 //!   ZeRO-1, ZeRO-2 and ZeRO-3 gradient-reduction buckets (with ZeRO-2's
 //!   flattened copy of one where it flushes inside the backward) and
-//!   ZeRO-3's prefetch bucket, at their default sizes, and the largest
-//!   layer ZeRO-3 holds gathered while it computes;
+//!   ZeRO-3's prefetch bucket, at their default sizes, and what ZeRO-3
+//!   holds gathered: the layer it computes, or at the backward's start the
+//!   layers its reuse distance kept (`deepspeed_kept_gathered`);
 //! - a **framework reserve** (`reserve_bytes`, the fitted
 //!   [`crate::cost::Calibration::framework_reserve_bytes`]): CUDA context,
 //!   communication buffers, workspaces and allocator fragmentation: what
@@ -130,9 +131,10 @@ pub use activations::{
 };
 pub use split_check::stage_memory_tables;
 pub(crate) use split_check::SplitMemoryCheck;
-pub(crate) use states::deepspeed_bf16_optimizer;
+pub(crate) use states::{deepspeed_bf16_optimizer, deepspeed_kept_gathered};
 pub use states::{
-    DEEPSPEED_PREFETCH_BUCKET_ELEMS, DEEPSPEED_REDUCE_BUCKET_ELEMS, DP_GRADIENT_COPIES,
+    DEEPSPEED_MAX_REUSE_DISTANCE_ELEMS, DEEPSPEED_PREFETCH_BUCKET_ELEMS,
+    DEEPSPEED_REDUCE_BUCKET_ELEMS, DP_GRADIENT_COPIES,
 };
 
 /// Bytes of one device: weights, gradients, optimizer state, activations,

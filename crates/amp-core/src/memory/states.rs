@@ -126,6 +126,45 @@ pub const DEEPSPEED_REDUCE_BUCKET_ELEMS: f64 = 5e8;
 /// the layer that needs them.
 pub const DEEPSPEED_PREFETCH_BUCKET_ELEMS: f64 = 5e7;
 
+/// Elements of parameters DeepSpeed ZeRO-3 looks ahead, when a unit's
+/// forward ends, for the unit's next use before it releases its gathered
+/// weights: `stage3_max_reuse_distance`'s default
+/// (deepspeed/runtime/zero/config.py; [`deepspeed_kept_gathered`]).
+pub const DEEPSPEED_MAX_REUSE_DISTANCE_ELEMS: f64 = 1e9;
+
+/// Which of `model`'s layers DeepSpeed's ZeRO-3 keeps gathered from their
+/// forward to their backward on a rank of tensor-parallel degree `tp`
+/// under `setup`: at the end of a unit's forward, its parameter coordinator
+/// walks the step's recorded trace onwards, adding up the parameters of
+/// each unit it passes, and keeps the unit's weights if it meets the unit
+/// again before [`DEEPSPEED_MAX_REUSE_DISTANCE_ELEMS`]
+/// (`__params_to_release` in deepspeed/runtime/zero/
+/// partitioned_param_coordinator.py). The next use of layer `l` is its
+/// backward, after the later layers' forwards and backwards: it is kept
+/// when twice their parameters fall short of the distance, so a suffix of
+/// the layers, every one in a small model. Those are not gathered again for
+/// their backward, and are all there at its start. None elsewhere.
+pub(crate) fn deepspeed_kept_gathered(
+    model: &Model,
+    setup: &TrainingSetup,
+    tp: usize,
+) -> Vec<bool> {
+    let n = model.layers.len();
+    if setup.engine != Some(crate::setup::Engine::DeepSpeed)
+        || setup.optimizer_sharding != OptimizerSharding::Zero3
+    {
+        return vec![false; n];
+    }
+    let t = tp.max(1) as f64;
+    let mut after = 0.0;
+    let mut kept = vec![false; n];
+    for l in (0..n).rev() {
+        kept[l] = 2.0 * after < DEEPSPEED_MAX_REUSE_DISTANCE_ELEMS;
+        after += model.layers[l].params as f64 / t;
+    }
+    kept
+}
+
 /// Bytes of FP8 weight copies Transformer Engine keeps per parameter of
 /// the blocks' linear layers: the row-wise copy the forward and the
 /// column-wise (transposed) one the data gradient read, 1 byte each, made
@@ -190,8 +229,18 @@ pub(crate) fn engine_buffer_bytes(model: &Model, setup: &TrainingSetup, tp: usiz
             (buckets + flushed_inside) * DEEPSPEED_REDUCE_BUCKET_ELEMS * w
         }
         OptimizerSharding::Zero3 => {
+            // The layer being computed, or at the backward's start the
+            // layers kept gathered since their forward, a suffix
+            // ([`deepspeed_kept_gathered`]; their weights counted once).
             let largest = model.layers.iter().map(|l| l.params).max().unwrap_or(0);
-            let gathered = largest as f64 / tp.max(1) as f64;
+            let kept: u64 = model
+                .layers
+                .iter()
+                .zip(deepspeed_kept_gathered(model, setup, tp))
+                .filter(|(l, k)| *k && l.tied_to.is_none())
+                .map(|(l, _)| l.params)
+                .sum();
+            let gathered = largest.max(kept) as f64 / tp.max(1) as f64;
             (DEEPSPEED_REDUCE_BUCKET_ELEMS + DEEPSPEED_PREFETCH_BUCKET_ELEMS + gathered) * w
         }
         _ => 0.0,

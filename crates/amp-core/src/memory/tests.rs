@@ -1786,12 +1786,14 @@ fn deepspeed_zero2_and_zero3_hold_their_buckets() {
         .for_pipeline(1)
     };
     let m = tiny_decoder(false);
-    let largest = m.layers.iter().map(|l| l.params).max().unwrap() as f64;
+    // This model is small: ZeRO-3 keeps every layer gathered into the
+    // backward (`deepspeed_zero3_keeps_a_suffix_gathered_into_the_backward`).
+    let kept = m.total_params() as f64;
     let buffers = |s: &TrainingSetup, tp: usize| engine_buffer_bytes(&m, s, tp);
     assert_eq!(buffers(&ds(OptimizerSharding::Zero2, false), 1), 1e9);
     assert_eq!(buffers(&ds(OptimizerSharding::Zero2, true), 2), 2e9);
     for tp in [1, 2] {
-        let want = 1.1e9 + 2.0 * largest / tp as f64;
+        let want = 1.1e9 + 2.0 * kept / tp as f64;
         assert_eq!(buffers(&ds(OptimizerSharding::Zero3, false), tp), want);
     }
     assert_eq!(buffers(&ds(OptimizerSharding::Zero1, false), 1), 2e9);
@@ -1817,6 +1819,57 @@ fn deepspeed_zero2_and_zero3_hold_their_buckets() {
         }
         tables_agree_for(false, setup, (2, 1, 1, 2));
     }
+}
+
+#[test]
+fn deepspeed_zero3_keeps_a_suffix_gathered_into_the_backward() {
+    // At the end of a layer's forward DeepSpeed walks the step's trace
+    // onwards: the later layers' forwards, then their backwards, then the
+    // layer's own. It keeps the layer's weights gathered when twice the
+    // later layers' parameters fall short of 1e9 elements.
+    let zero3 = TrainingSetup {
+        engine: Some(crate::setup::Engine::DeepSpeed),
+        optimizer_sharding: OptimizerSharding::Zero3,
+        ..TrainingSetup::default()
+    }
+    .for_pipeline(1);
+    let mut m = tiny_decoder(false);
+    // embedding 80, blocks of 3e8 and 5e8, norm 16, head 80: twice the
+    // parameters after block 0 is 1e9 and 192, past the distance.
+    m.layers[1].params = 300_000_000;
+    m.layers[2].params = 500_000_000;
+    assert_eq!(
+        deepspeed_kept_gathered(&m, &zero3, 1),
+        [false, false, true, true, true]
+    );
+    // Twice 499,999,996: kept. At tp 2 everything is.
+    m.layers[2].params = 499_999_900;
+    assert_eq!(
+        deepspeed_kept_gathered(&m, &zero3, 1),
+        [false, true, true, true, true]
+    );
+    assert_eq!(deepspeed_kept_gathered(&m, &zero3, 2), [true; 5]);
+    // What ZeRO-3 holds gathered at the backward's start: the kept
+    // layers, or the largest layer if it is more.
+    let kept = (300_000_000 + 499_999_900 + 16 + 80) as f64;
+    assert_eq!(engine_buffer_bytes(&m, &zero3, 1), (5.5e8 + kept) * 2.0);
+    m.layers[2].params = 200_000_000;
+    m.layers[0].params = 900_000_000;
+    let kept = (300_000_000 + 200_000_000 + 16 + 80) as f64;
+    assert_eq!(
+        deepspeed_kept_gathered(&m, &zero3, 1),
+        [false, true, true, true, true]
+    );
+    assert!(kept < 9e8);
+    assert_eq!(engine_buffer_bytes(&m, &zero3, 1), (5.5e8 + 9e8) * 2.0);
+    // Nothing elsewhere: ZeRO-2, torchtitan's FSDP2.
+    let zero2 = TrainingSetup {
+        optimizer_sharding: OptimizerSharding::Zero2,
+        ..zero3
+    };
+    assert_eq!(deepspeed_kept_gathered(&m, &zero2, 1), [false; 5]);
+    let titan = torchtitan_setup(OptimizerSharding::Zero3);
+    assert_eq!(deepspeed_kept_gathered(&m, &titan, 1), [false; 5]);
 }
 
 #[test]

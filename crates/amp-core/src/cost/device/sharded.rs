@@ -43,10 +43,11 @@
 //!   deepspeed/runtime/zero/config.py; the setup's `overlap_grad_reduce`
 //!   turns it on), and all-gathers the updated weights after the step;
 //!   ZeRO-3 gathers every unit before its forward and again before its
-//!   backward, overlapped. Its parameter reuse distance (1e9 elements by
-//!   default), which can keep the last units gathered into the backward,
-//!   and its buckets (reductions grouped up to 5e8 elements) are not
-//!   modelled: each layer is a unit.
+//!   backward, overlapped, but for the units its parameter reuse distance
+//!   (1e9 elements by default) keeps gathered into the backward, a suffix
+//!   of the layers (`crate::memory::deepspeed_kept_gathered`). Its buckets
+//!   (reductions grouped up to 5e8 elements) are not modelled: each layer
+//!   is a unit.
 
 use crate::cost::Inputs;
 use crate::model::LayerKind;
@@ -302,6 +303,8 @@ impl DeviceModel {
         kinds.dedup();
         // Layers another layer's weights are tied to (a tied embedding).
         let owners: Vec<usize> = model.layers.iter().filter_map(|x| x.tied_to).collect();
+        // DeepSpeed's ZeRO-3 keeps a suffix gathered into the backward.
+        let reused = crate::memory::deepspeed_kept_gathered(model, setup, tp as usize);
         let layers = plan.rank_layers(0);
         layers
             .iter()
@@ -324,8 +327,8 @@ impl DeviceModel {
                 };
                 // torchtitan keeps its last unit (and a tied embedding's)
                 // gathered from its forward to its backward.
-                let kept =
-                    titan && (layer.kind == LayerKind::VocabProjection || owners.contains(&l));
+                let kept = reused[l]
+                    || titan && (layer.kind == LayerKind::VocabProjection || owners.contains(&l));
                 let (gather, reduce) = if params > 0.0 {
                     let gather = if gathers {
                         allreduce.at(params * w) / 2.0

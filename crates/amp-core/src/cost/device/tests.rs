@@ -1725,6 +1725,65 @@ fn groups_across_nodes_are_cached_by_their_first_node_too() {
 }
 
 #[test]
+fn deepspeed_zero3_gathers_the_layers_it_keeps_once_a_micro_batch() {
+    // DeepSpeed's ZeRO-3 keeps a layer gathered from its forward to its
+    // backward when twice the later layers' parameters fall short of its
+    // reuse distance (1e9 elements): here the last two layers, of 4e8
+    // each. The others are gathered again for their backward.
+    let (mut c, mut m) = (cluster(), model());
+    c.nodes[0].intra_bytes_per_s = 1e8;
+    m.layers[0].params = 1_000_000_000;
+    m.layers[2].params = 400_000_000;
+    m.layers[3].params = 400_000_000;
+    let p = fast_slow_profile();
+    let inputs = Inputs {
+        model: &m,
+        cluster: &c,
+        profile: &p,
+    };
+    let b = 4;
+    let mut pl = plan(vec![(0, 4, vec![vec![d(0, 0)], vec![d(0, 1)]])], b);
+    pl.setup = TrainingSetup {
+        engine: Some(crate::setup::Engine::DeepSpeed),
+        optimizer_sharding: OptimizerSharding::Zero3,
+        ..TrainingSetup::default()
+    }
+    .for_pipeline(1);
+    let curve = time_only().allreduce_curves(&inputs, &pl)[0].clone();
+    let (w, g) = (pl.setup.formats.weights.bytes(), gradient_bytes(&pl.setup));
+    let units: Vec<sharded::UnitTimes> = m
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(l, layer)| {
+            let params = layer.params as f64;
+            sharded::UnitTimes {
+                forward_s: 1.0,
+                backward_s: 2.0,
+                gather_s: curve.at(w * params) / 2.0,
+                regather: l < 2,
+                reduce_s: curve.at(g * params) / 2.0,
+            }
+        })
+        .collect();
+    let want = sharded::overlapped_passes_s(&units, b);
+    let e = time_only().evaluate(&inputs, &pl).unwrap();
+    assert_breakdown_adds_up(&e);
+    let passes = e.iteration_s - e.breakdown.optimizer_s;
+    assert!((passes - want).abs() < 1e-9, "{passes} vs {want}");
+    // Every layer gathered again would cost more: on these slow links
+    // (1e8 B/s) the kept layers' gathers outlast their computation.
+    let again: Vec<_> = units
+        .iter()
+        .map(|u| sharded::UnitTimes {
+            regather: true,
+            ..*u
+        })
+        .collect();
+    assert!(sharded::overlapped_passes_s(&again, b) > want);
+}
+
+#[test]
 fn torchtitan_without_a_pipeline_gathers_and_reduces_every_micro_batch() {
     // One stage on node 0's two fast GPUs, one replica each, 1e9 B/s
     // between them; a heavy first layer (its gathers and reduction outlast
