@@ -136,6 +136,25 @@ def count_collectives(comm, traffic):
             setattr(comm, name, wrap(name, getattr(comm, name), size))
 
 
+def peak_and_ops(prof):
+    """The CPU peak of `prof`'s run in one walk of its allocations in time
+    order, the three innermost ops running when it was reached, and the size
+    of the allocation that reached it."""
+    events = list(prof.profiler.kineto_results.events())
+    live = peak = at = last = 0
+    for e in sorted((e for e in events if e.name() == "[memory]"), key=lambda e: e.start_ns()):
+        if e.device_type() == torch.autograd.DeviceType.CPU:
+            live += e.nbytes()
+            if live > peak:
+                peak, at, last = live, e.start_ns(), e.nbytes()
+    running = sorted(
+        (e.end_ns() - e.start_ns(), e.name())
+        for e in events
+        if e.name() != "[memory]" and e.start_ns() <= at <= e.end_ns()
+    )
+    return peak, [name for _, name in running[:3]], last
+
+
 def rank_main(rank, world, ds_config, pipelined, port, queue):
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
@@ -180,20 +199,7 @@ def rank_main(rank, world, ds_config, pipelined, port, queue):
                 engine.backward(loss)
                 engine.step()
     model_dtype, accumulation_dtype = engine.get_data_types()
-    # The peak, in one walk of the allocations in time order, and the
-    # innermost ops running when it was reached.
-    events = list(prof.profiler.kineto_results.events())
-    live = peak = at = last = 0
-    for e in sorted((e for e in events if e.name() == "[memory]"), key=lambda e: e.start_ns()):
-        if e.device_type() == torch.autograd.DeviceType.CPU:
-            live += e.nbytes()
-            if live > peak:
-                peak, at, last = live, e.start_ns(), e.nbytes()
-    running = sorted(
-        (e.end_ns() - e.start_ns(), e.name())
-        for e in events
-        if e.name() != "[memory]" and e.start_ns() <= at <= e.end_ns()
-    )
+    peak, ops, last = peak_and_ops(prof)
     if rank == 0:
         queue.put(
             {
@@ -202,7 +208,7 @@ def rank_main(rank, world, ds_config, pipelined, port, queue):
                 "model_dtype": str(model_dtype).removeprefix("torch."),
                 "grad_accum_dtype": str(accumulation_dtype).removeprefix("torch."),
                 "peak_bytes": peak,
-                "ops_at_peak": [name for _, name in running[:3]],
+                "ops_at_peak": ops,
                 # The allocation that reached the peak, per parameter.
                 "peak_allocation_bytes_per_param": round(last / params, 3),
                 "collective_bytes_per_param": {

@@ -944,24 +944,22 @@ impl TrainingSetup {
     /// The setup a plan with `pp` pipeline stages records: a schedule has no
     /// meaning without a pipeline, so one-stage plans run 1F1B.
     ///
-    /// And DeepSpeed keeps bf16 gradients in bf16 under ZeRO: its engine
-    /// accumulates in `data_types.grad_accum_dtype`, the model's dtype
-    /// unless the config says otherwise (`get_data_types`,
-    /// deepspeed/runtime/engine.py), and its ZeRO optimizer in that dtype;
-    /// without ZeRO its pipeline engine, which amp's export uses there even
-    /// for one stage, takes the `BF16_Optimizer`, which accumulates in fp32
-    /// (`_do_optimizer_sanity_check`). amp's DeepSpeed export leaves the
-    /// dtype at its default, so its price does too. Measured on the CPU
-    /// with DeepSpeed's own engine: `scripts/engine-check/deepspeed_zero.py`.
+    /// And DeepSpeed keeps bf16 gradients in bf16: its engine accumulates
+    /// in `data_types.grad_accum_dtype`, the model's dtype unless the config
+    /// says otherwise (`get_data_types`, deepspeed/runtime/engine.py), its
+    /// ZeRO optimizer in that dtype, and without ZeRO the `BF16_Optimizer`
+    /// its pipeline engine takes (amp's export uses it there even for one
+    /// stage, `_do_optimizer_sanity_check`) too: its flat gradient buffer is
+    /// of `grad_acc_dtype` (deepspeed/runtime/bf16_optimizer.py). amp's
+    /// DeepSpeed export leaves the dtype at its default, so its price does
+    /// too. Measured on the CPU with DeepSpeed's own engines:
+    /// `scripts/engine-check/deepspeed_zero.py` and `deepspeed_pipeline.py`.
     pub fn for_pipeline(&self, pp: usize) -> TrainingSetup {
         let mut s = *self;
         if pp <= 1 {
             s.schedule = Schedule::OneFOneB;
         }
-        if s.engine == Some(Engine::DeepSpeed)
-            && s.formats.compute == Precision::Bf16
-            && s.optimizer_sharding >= OptimizerSharding::Zero1
-        {
+        if s.engine == Some(Engine::DeepSpeed) && s.formats.compute == Precision::Bf16 {
             s.formats.gradients = s.formats.weights;
         }
         s
@@ -1777,9 +1775,9 @@ mod tests {
     #[test]
     fn deepspeed_keeps_bf16_gradients_under_zero() {
         // DeepSpeed accumulates in the model's dtype unless its config says
-        // otherwise; without ZeRO its pipeline engine (amp's export, one
-        // stage or more) takes the fp32 `BF16_Optimizer`. Megatron-LM and
-        // fp16 do not change.
+        // otherwise, under ZeRO and without it (its pipeline engine's
+        // `BF16_Optimizer`, amp's export at one stage or more). Megatron-LM
+        // and fp16 do not change.
         let with = |engine, sharding| TrainingSetup {
             engine,
             optimizer_sharding: sharding,
@@ -1797,7 +1795,7 @@ mod tests {
         for pp in [1, 4] {
             assert_eq!(
                 grads(with(ds, OptimizerSharding::None), pp),
-                NumberFormat::Fp32
+                NumberFormat::Bf16
             );
         }
         assert_eq!(

@@ -68,8 +68,9 @@ pub(crate) fn state_bytes(setup: &TrainingSetup, dp: usize) -> StateBytes {
         // DeepSpeed's `BF16_Optimizer` (deepspeed/runtime/bf16_optimizer.py)
         // partitions the fp32 master weights and Adam's moments over the
         // replicas as ZeRO-1 does, whatever the ZeRO stage, and adds the
-        // 16-bit `.grad`s into a flat fp32 buffer of the whole stage's
-        // gradients: both are there at the backward's end.
+        // 16-bit `.grad`s into a flat buffer of the whole stage's gradients
+        // in `grad_acc_dtype` (the setup's gradients): both are there from
+        // the backward's end through the step.
         return StateBytes {
             weights: f.weights.bytes(),
             gradients: f.gradients.bytes() + f.weights.bytes(),
@@ -298,13 +299,12 @@ pub(crate) fn deepspeed_fp16_optimizer(setup: &TrainingSetup) -> bool {
 /// Whether DeepSpeed wraps `setup`'s optimizer in its `BF16_Optimizer`:
 /// bf16 without ZeRO on its pipeline engine, which amp's export uses there
 /// (`_do_optimizer_sanity_check` in deepspeed/runtime/engine.py); its
-/// gradients are fp32 ([`TrainingSetup::for_pipeline`]).
+/// gradients accumulate in bf16, the model's dtype
+/// ([`TrainingSetup::for_pipeline`]).
 pub(crate) fn deepspeed_bf16_optimizer(setup: &TrainingSetup) -> bool {
-    let f = &setup.formats;
     setup.engine == Some(crate::setup::Engine::DeepSpeed)
         && setup.optimizer_sharding == OptimizerSharding::None
-        && f.weights == crate::setup::NumberFormat::Bf16
-        && f.gradients == crate::setup::NumberFormat::Fp32
+        && setup.formats.weights == crate::setup::NumberFormat::Bf16
 }
 
 /// Whether DeepSpeed reduces `setup`'s gradients through its ZeRO
@@ -339,7 +339,24 @@ pub(crate) fn optimizer_step_bytes_per_param(setup: &TrainingSetup, dp: usize) -
             .bytes();
         return 2.0 * master;
     }
-    match setup.optimizer_step() {
+    // The `BF16_Optimizer`'s step hands its wrapped optimizer the gradient
+    // partition cast to the master weights' format where it accumulates in
+    // another (`param_partition.grad = grad_partition.to(...)`,
+    // bf16_optimizer.py `step`), freed after it.
+    let cast = if deepspeed_bf16_optimizer(setup) {
+        let master = setup
+            .formats
+            .master_weights
+            .unwrap_or(setup.formats.weights);
+        if master == setup.formats.gradients {
+            0.0
+        } else {
+            master.bytes() / dp.max(1) as f64
+        }
+    } else {
+        0.0
+    };
+    cast + match setup.optimizer_step() {
         OptimizerStep::Fused => 0.0,
         OptimizerStep::Foreach => {
             let b = setup.formats.optimizer_state.bytes();

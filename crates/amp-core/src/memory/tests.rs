@@ -1986,10 +1986,12 @@ fn deepspeeds_fp16_optimizer_steps_on_fp32_copies_of_its_gradients() {
 fn deepspeed_bf16_optimizer_partitions_its_states() {
     // bf16 without ZeRO: DeepSpeed's pipeline engine (amp's export, one
     // stage or more) runs the `BF16_Optimizer`, which partitions the fp32
-    // master weights and moments over the replicas and keeps a flat fp32
-    // buffer of the gradients beside their bf16 `.grad`s: 2 + (4 + 2) +
-    // 12 / dp bytes a parameter, the 14 at dp 2 that
-    // `scripts/engine-check/deepspeed_zero.py` measures.
+    // master weights and moments over the replicas and keeps a flat buffer
+    // of the gradients in `grad_acc_dtype` (bf16, the model's) beside their
+    // bf16 `.grad`s, and its step casts its partition of that buffer to
+    // fp32: 2 + (2 + 2) + 12 / dp bytes a parameter, and 4 / dp more at the
+    // step: the 14 at dp 2 that `scripts/engine-check/deepspeed_zero.py`
+    // measures, and the 22 at dp 1 of `deepspeed_pipeline.py`'s first stage.
     for pp in [1, 2] {
         let setup = TrainingSetup {
             engine: Some(crate::setup::Engine::DeepSpeed),
@@ -2001,10 +2003,15 @@ fn deepspeed_bf16_optimizer_partitions_its_states() {
             let held = state_bytes(&setup, dp);
             assert_eq!(
                 (held.weights, held.gradients, held.optimizer),
-                (2.0, 6.0, 12.0 / dp as f64)
+                (2.0, 4.0, 12.0 / dp as f64)
             );
+            assert_eq!(optimizer_step_bytes_per_param(&setup, dp), 4.0 / dp as f64);
         }
-        assert_eq!(optimizer_step_bytes_per_param(&setup, 2), 0.0);
+        let (_, step) = phase_state_bytes(&setup, 2, true, pp > 1);
+        assert_eq!(
+            step.total() + optimizer_step_bytes_per_param(&setup, 2),
+            14.0
+        );
         tables_agree_for(false, setup, (2, pp, 1, 4));
     }
     // Not under ZeRO (bf16 gradients there), nor in fp16 or elsewhere.

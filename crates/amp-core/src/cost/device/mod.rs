@@ -287,13 +287,6 @@ pub(super) fn pipeline_send_bytes(setup: &TrainingSetup) -> f64 {
 
 /// Bytes of one gradient element in the data-parallel reduction.
 pub(super) fn gradient_bytes(setup: &TrainingSetup) -> f64 {
-    // DeepSpeed casts each bucket to its `communication_data_type`, the
-    // model's own format unless the config names one (engine.py): the
-    // `BF16_Optimizer`'s fp32 gradients travel as bf16.
-    if crate::memory::deepspeed_bf16_optimizer(setup) && setup.formats.gradient_reduction.is_none()
-    {
-        return setup.formats.weights.bytes();
-    }
     setup.formats.gradient_reduction_bytes()
 }
 

@@ -1,0 +1,280 @@
+"""DeepSpeed's pipeline engine on the CPU, under amp's export of a two-stage plan: what each stage holds.
+
+    python deepspeed_pipeline.py --amp PATH/TO/amp [--seq 512] [--micro-batches 4]
+
+For a plan of two pipeline stages, one rank each (fsdp.py's small Llama, Hugging
+Face's blocks, bf16), this writes amp's DeepSpeed export of the plan (`amp
+export --to deepspeed`: `ds_config.json` and `amp_pipeline.py`), builds the
+model as that file asks (its `AmpPipelineModule`, split at amp's `PARTS`, on
+its `topology()`; each layer a `LayerSpec`, so a stage builds its own layers
+only), adds DeepSpeed's `AdamW`, runs DeepSpeed's pipeline engine (its 1F1B
+`TrainSchedule`, the `BF16_Optimizer` without ZeRO) on two gloo processes on the
+CPU (`DS_ACCELERATOR=cpu`) for two iterations, and measures each rank's peak
+with PyTorch's profiler, from the model's creation on. amp's figure is `amp eval
+--json`'s peak of the same stage, less the framework reserve (what a GPU holds
+outside PyTorch's allocator, which a CPU run has not).
+
+The sequence is long enough for the activations in flight and the pipe buffers
+(the last stage's retained logits among them) to count beside the states. The
+innermost ops running at each peak are in the raw lines, and the script ends
+with what one block saves for its backward (Hugging Face's eager block: its
+RMSNorm keeps fp32 copies, its MLP every intermediate), which amp's count of a
+block, an engine's fused kernels', does not follow.
+
+Needs torch, deepspeed, transformers and ninja in the running Python. No
+constant is fitted.
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from deepspeed_zero import peak_and_ops
+from fsdp import CONFIG
+from torch.profiler import ProfilerActivity, profile
+
+
+def llama_config():
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.for_model(**CONFIG)
+    cfg._attn_implementation = "sdpa"
+    return cfg
+
+
+class Embedding(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        cfg = llama_config()
+        self.embed = torch.nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+
+    def forward(self, ids):
+        return self.embed(ids)
+
+
+class Block(torch.nn.Module):
+    """One Hugging Face Llama block, its rotary table recomputed from the
+    hidden states (the stages exchange those alone)."""
+
+    def __init__(self, index):
+        super().__init__()
+        from transformers.models.llama.modeling_llama import (
+            LlamaDecoderLayer,
+            LlamaRotaryEmbedding,
+        )
+
+        cfg = llama_config()
+        self.layer = LlamaDecoderLayer(cfg, index)
+        self.rotary = LlamaRotaryEmbedding(cfg)
+
+    def forward(self, h):
+        positions = torch.arange(h.shape[1]).unsqueeze(0)
+        cos, sin = self.rotary(h, positions)
+        out = self.layer(h, attention_mask=None, position_embeddings=(cos, sin))
+        return out[0] if isinstance(out, tuple) else out
+
+
+class FinalNorm(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+        cfg = llama_config()
+        self.norm = LlamaRMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+
+    def forward(self, h):
+        return self.norm(h)
+
+
+class Head(torch.nn.Module):
+    """The vocabulary projection, its logits cast to fp32 as the last layer
+    of Megatron-DeepSpeed's pipe models casts them (`float16_to_fp32`): what
+    the pipe buffers then keep."""
+
+    def __init__(self):
+        super().__init__()
+        cfg = llama_config()
+        self.lm_head = torch.nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+
+    def forward(self, h):
+        return self.lm_head(h).float()
+
+
+def loss_fn(logits, labels):
+    """The loss over the whole sequence in fp32, as amp prices PyTorch's."""
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten())
+
+
+def block_saved_bytes(seq):
+    """What one of these blocks saves for its backward at `seq` tokens, in
+    bf16, weights aside: the storages its autograd graph packs, each once."""
+    block = Block(0).bfloat16()
+    weights = {p.untyped_storage().data_ptr() for p in block.parameters()}
+    saved = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in weights:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    h = torch.randn(1, seq, CONFIG["hidden_size"], dtype=torch.bfloat16, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        block(h)
+    return sum(saved.values())
+
+
+def rank_main(rank, world, export_dir, seq, port, queue):
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+        DS_ACCELERATOR="cpu",
+    )
+    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
+    import deepspeed
+    from deepspeed.pipe import LayerSpec
+
+    deepspeed.init_distributed(dist_backend="gloo")
+    spec = importlib.util.spec_from_file_location(
+        "amp_pipeline", os.path.join(export_dir, "amp_pipeline.py")
+    )
+    amp_pipeline = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(amp_pipeline)
+    with open(os.path.join(export_dir, "ds_config.json")) as f:
+        ds_config = json.load(f)
+    ds_config["optimizer"] = {"type": "AdamW", "params": {"lr": 1e-4}}
+    torch.manual_seed(0)
+    blocks = CONFIG["num_hidden_layers"]
+    specs = [
+        LayerSpec(Embedding),
+        *[LayerSpec(Block, i) for i in range(blocks)],
+        LayerSpec(FinalNorm),
+        LayerSpec(Head),
+    ]
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        module = amp_pipeline.AmpPipelineModule(
+            layers=specs, topology=amp_pipeline.topology(), loss_fn=loss_fn
+        )
+        params = sum(p.numel() for p in module.parameters())
+        engine, optimizer, _, _ = deepspeed.initialize(
+            model=module, model_parameters=module.parameters(), config=ds_config
+        )
+        ids = torch.randint(0, CONFIG["vocab_size"], (1, seq))
+        accumulation = ds_config["gradient_accumulation_steps"]
+        for _ in range(2):
+            engine.train_batch(data_iter=iter([(ids, ids)] * accumulation))
+    peak, ops, last = peak_and_ops(prof)
+    queue.put(
+        {
+            "rank": rank,
+            "params": params,
+            "optimizer": type(optimizer).__name__,
+            "peak_bytes": peak,
+            "ops_at_peak": ops,
+            "peak_allocation_bytes": last,
+        }
+    )
+    dist.destroy_process_group()
+
+
+def measure(export_dir, seq, port, world=2):
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [
+        ctx.Process(target=rank_main, args=(r, world, export_dir, seq, port, queue))
+        for r in range(world)
+    ]
+    for p in procs:
+        p.start()
+    out = [queue.get(timeout=1800) for _ in procs]
+    for p in procs:
+        p.join()
+    return sorted(out, key=lambda r: r["rank"])
+
+
+def amp_run(amp, d, seq, micro_batches):
+    """amp's export of the two-stage plan, and its own figures."""
+    config = os.path.join(d, "config.json")
+    with open(config, "w") as f:
+        json.dump(CONFIG, f)
+    split = 1 + CONFIG["num_hidden_layers"] // 2
+    end = CONFIG["num_hidden_layers"] + 3
+    plan = {
+        "micro_batch": 1,
+        "num_micro_batches": micro_batches,
+        "stages": [
+            {"first_layer": a, "end_layer": b, "replicas": [[{"node": 0, "gpu": j}]]}
+            for j, (a, b) in enumerate([(0, split), (split, end)])
+        ],
+    }
+    plan_path = os.path.join(d, "plan.json")
+    with open(plan_path, "w") as f:
+        json.dump(plan, f)
+    common = [plan_path, "--model", config, "--seq", str(seq), "--cluster", "1x2xH100"]
+    out = os.path.join(d, "export")
+    subprocess.run(
+        [amp, "export", *common, "--to", "deepspeed", "--out", out, "--precision", "bf16"]
+        + ["--force"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    evaluated = json.loads(
+        subprocess.run(
+            [amp, "eval", *common, "--engine", "deepspeed", "--cross-entropy", "pytorch"]
+            + ["--precision", "bf16", "--force", "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    return out, evaluated
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--amp", required=True)
+    p.add_argument("--seq", type=int, default=512)
+    p.add_argument("--micro-batches", type=int, default=4)
+    a = p.parse_args()
+    import deepspeed
+
+    print(f"torch {torch.__version__}, deepspeed {deepspeed.__version__}")
+    print(f"sequence {a.seq}, {a.micro_batches} micro-batches of 1, two stages of one rank")
+    print(
+        "| stage | DeepSpeed's optimizer | parameters | peak, measured (gloo) | amp | amp / measured "
+        "| amp's activations (or step temporaries) |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as d:
+        export_dir, evaluated = amp_run(a.amp, d, a.seq, a.micro_batches)
+        got = measure(export_dir, a.seq, 29601)
+        reserve = evaluated["framework_reserve_bytes"]
+        for r in got:
+            m = next(m for m in evaluated["memory"] if m["stage"] == r["rank"])
+            amp_peak = m["peak_bytes"] - reserve
+            print(
+                f"| {r['rank']} | {r['optimizer']} | {r['params']:,} "
+                f"| {r['peak_bytes'] / 1e6:.1f} MB | {amp_peak / 1e6:.1f} MB "
+                f"| {amp_peak / r['peak_bytes']:.3f} | {m['activations_bytes'] / 1e6:.1f} MB |"
+            )
+            print(f"    raw: {json.dumps(r)}")
+    saved = block_saved_bytes(a.seq)
+    per = saved / (a.seq * CONFIG["hidden_size"])
+    print(
+        f"one block saves {saved / 1e6:.1f} MB for its backward, {per:.1f} bytes a token per hidden unit"
+    )
+
+
+if __name__ == "__main__":
+    main()
