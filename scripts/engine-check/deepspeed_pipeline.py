@@ -1,16 +1,18 @@
 """DeepSpeed's pipeline engine on the CPU, under amp's export of a two-stage plan: what each stage holds.
 
-    python deepspeed_pipeline.py --amp PATH/TO/amp [--seq 512] [--micro-batches 4]
+    python deepspeed_pipeline.py --amp PATH/TO/amp [--seq 512] [--micro-batches 4] [--replicas 1]
 
-For a plan of two pipeline stages, one rank each (fsdp.py's small Llama, Hugging
+For a plan of two pipeline stages of `--replicas` ranks each (fsdp.py's small Llama, Hugging
 Face's blocks, bf16), this writes amp's DeepSpeed export of the plan (`amp
 export --to deepspeed`: `ds_config.json` and `amp_pipeline.py`), builds the
 model as that file asks (its `AmpPipelineModule`, split at amp's `PARTS`, on
 its `topology()`; each layer a `LayerSpec`, so a stage builds its own layers
 only), adds DeepSpeed's `AdamW`, runs DeepSpeed's pipeline engine (its 1F1B
-`TrainSchedule`, the `BF16_Optimizer` without ZeRO) on two gloo processes on the
+`TrainSchedule`, the `BF16_Optimizer` without ZeRO) on gloo processes on the
 CPU (`DS_ACCELERATOR=cpu`) for two iterations, and measures each rank's peak
-with PyTorch's profiler, from the model's creation on. amp's figure is `amp eval
+with PyTorch's profiler, from the model's creation on, and the bytes of the
+data-parallel collectives it runs in the second iteration (as
+`deepspeed_zero.py` counts them). amp's figure is `amp eval
 --json`'s peak of the same stage, less the framework reserve (what a GPU holds
 outside PyTorch's allocator, which a CPU run has not).
 
@@ -36,7 +38,7 @@ import tempfile
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from deepspeed_zero import peak_and_ops
+from deepspeed_zero import count_collectives, peak_and_ops
 from fsdp import CONFIG
 from torch.profiler import ProfilerActivity, profile
 
@@ -145,6 +147,8 @@ def rank_main(rank, world, export_dir, seq, port, queue):
     from deepspeed.pipe import LayerSpec
 
     deepspeed.init_distributed(dist_backend="gloo")
+    traffic = {"on": False}
+    count_collectives(deepspeed.comm, traffic)
     spec = importlib.util.spec_from_file_location(
         "amp_pipeline", os.path.join(export_dir, "amp_pipeline.py")
     )
@@ -171,7 +175,8 @@ def rank_main(rank, world, export_dir, seq, port, queue):
         )
         ids = torch.randint(0, CONFIG["vocab_size"], (1, seq))
         accumulation = ds_config["gradient_accumulation_steps"]
-        for _ in range(2):
+        for it in range(2):
+            traffic["on"] = it == 1
             engine.train_batch(data_iter=iter([(ids, ids)] * accumulation))
     peak, ops, last = peak_and_ops(prof)
     queue.put(
@@ -182,12 +187,15 @@ def rank_main(rank, world, export_dir, seq, port, queue):
             "peak_bytes": peak,
             "ops_at_peak": ops,
             "peak_allocation_bytes": last,
+            "collective_bytes_per_param": {
+                k: round(v / params, 3) for k, v in sorted(traffic.items()) if k != "on"
+            },
         }
     )
     dist.destroy_process_group()
 
 
-def measure(export_dir, seq, port, world=2):
+def measure(export_dir, seq, port, world):
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     procs = [
@@ -202,7 +210,7 @@ def measure(export_dir, seq, port, world=2):
     return sorted(out, key=lambda r: r["rank"])
 
 
-def amp_run(amp, d, seq, micro_batches):
+def amp_run(amp, d, seq, micro_batches, replicas):
     """amp's export of the two-stage plan, and its own figures."""
     config = os.path.join(d, "config.json")
     with open(config, "w") as f:
@@ -212,15 +220,21 @@ def amp_run(amp, d, seq, micro_batches):
     plan = {
         "micro_batch": 1,
         "num_micro_batches": micro_batches,
+        # DeepSpeed's ranks: pipe slowest, then data (topology()).
         "stages": [
-            {"first_layer": a, "end_layer": b, "replicas": [[{"node": 0, "gpu": j}]]}
+            {
+                "first_layer": a,
+                "end_layer": b,
+                "replicas": [[{"node": 0, "gpu": j * replicas + r}] for r in range(replicas)],
+            }
             for j, (a, b) in enumerate([(0, split), (split, end)])
         ],
     }
     plan_path = os.path.join(d, "plan.json")
     with open(plan_path, "w") as f:
         json.dump(plan, f)
-    common = [plan_path, "--model", config, "--seq", str(seq), "--cluster", "1x2xH100"]
+    cluster = f"1x{2 * replicas}xH100"
+    common = [plan_path, "--model", config, "--seq", str(seq), "--cluster", cluster]
     out = os.path.join(d, "export")
     subprocess.run(
         [amp, "export", *common, "--to", "deepspeed", "--out", out, "--precision", "bf16"]
@@ -246,25 +260,28 @@ def main():
     p.add_argument("--amp", required=True)
     p.add_argument("--seq", type=int, default=512)
     p.add_argument("--micro-batches", type=int, default=4)
+    p.add_argument("--replicas", type=int, default=1)
     a = p.parse_args()
     import deepspeed
 
     print(f"torch {torch.__version__}, deepspeed {deepspeed.__version__}")
-    print(f"sequence {a.seq}, {a.micro_batches} micro-batches of 1, two stages of one rank")
     print(
-        "| stage | DeepSpeed's optimizer | parameters | peak, measured (gloo) | amp | amp / measured "
+        f"sequence {a.seq}, {a.micro_batches} micro-batches of 1, two stages of {a.replicas} rank(s)"
+    )
+    print(
+        "| rank (stage) | DeepSpeed's optimizer | parameters | peak, measured (gloo) | amp | amp / measured "
         "| amp's activations (or step temporaries) |"
     )
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as d:
-        export_dir, evaluated = amp_run(a.amp, d, a.seq, a.micro_batches)
-        got = measure(export_dir, a.seq, 29601)
+        export_dir, evaluated = amp_run(a.amp, d, a.seq, a.micro_batches, a.replicas)
+        got = measure(export_dir, a.seq, 29601, 2 * a.replicas)
         reserve = evaluated["framework_reserve_bytes"]
         for r in got:
-            m = next(m for m in evaluated["memory"] if m["stage"] == r["rank"])
+            m = next(m for m in evaluated["memory"] if m["device"]["gpu"] == r["rank"])
             amp_peak = m["peak_bytes"] - reserve
             print(
-                f"| {r['rank']} | {r['optimizer']} | {r['params']:,} "
+                f"| {r['rank']} ({m['stage']}) | {r['optimizer']} | {r['params']:,} "
                 f"| {r['peak_bytes'] / 1e6:.1f} MB | {amp_peak / 1e6:.1f} MB "
                 f"| {amp_peak / r['peak_bytes']:.3f} | {m['activations_bytes'] / 1e6:.1f} MB |"
             )
