@@ -1,6 +1,7 @@
 """DeepSpeed's pipeline engine on the CPU, under amp's export of a two-stage plan: what each stage holds.
 
     python deepspeed_pipeline.py --amp PATH/TO/amp [--seq 512] [--micro-batches 4] [--replicas 1]
+                                 [--zero 0|1] [--overlap-comm]
 
 For a plan of two pipeline stages of `--replicas` ranks each (fsdp.py's small Llama, Hugging
 Face's blocks, bf16), this writes amp's DeepSpeed export of the plan (`amp
@@ -12,7 +13,10 @@ only), adds DeepSpeed's `AdamW`, runs DeepSpeed's pipeline engine (its 1F1B
 CPU (`DS_ACCELERATOR=cpu`) for two iterations, and measures each rank's peak
 with PyTorch's profiler, from the model's creation on, and the bytes of the
 data-parallel collectives it runs in the second iteration (as
-`deepspeed_zero.py` counts them). amp's figure is `amp eval
+`deepspeed_zero.py` counts them), and under which of the engine's pipeline
+instructions its all-reduces run (`--zero 1 --overlap-comm` adds DeepSpeed's
+`overlap_comm`, which amp's export does not set, to show where the reduction
+runs with it). amp's figure is `amp eval
 --json`'s peak of the same stage, less the framework reserve (what a GPU holds
 outside PyTorch's allocator, which a CPU run has not).
 
@@ -38,7 +42,7 @@ import tempfile
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from deepspeed_zero import count_collectives, peak_and_ops
+from deepspeed_zero import ZERO, count_collectives, peak_and_ops
 from fsdp import CONFIG
 from torch.profiler import ProfilerActivity, profile
 
@@ -133,7 +137,7 @@ def block_saved_bytes(seq):
     return sum(saved.values())
 
 
-def rank_main(rank, world, export_dir, seq, port, queue):
+def rank_main(rank, world, export_dir, seq, port, queue, overlap_comm=False):
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -149,6 +153,29 @@ def rank_main(rank, world, export_dir, seq, port, queue):
     deepspeed.init_distributed(dist_backend="gloo")
     traffic = {"on": False}
     count_collectives(deepspeed.comm, traffic)
+    # Which pipeline instruction each all-reduce runs in.
+    from deepspeed.runtime.pipe.engine import PipelineEngine
+
+    instruction, reduced_in = ["none"], {}
+    for kind, fn in list(PipelineEngine._INSTRUCTION_MAP.items()):
+
+        def run(self, *args, _fn=fn, **kwargs):
+            instruction[0] = _fn.__name__
+            try:
+                return _fn(self, *args, **kwargs)
+            finally:
+                instruction[0] = "none"
+
+        PipelineEngine._INSTRUCTION_MAP[kind] = run
+    all_reduce = deepspeed.comm.all_reduce
+
+    def located(tensor, *args, **kwargs):
+        if traffic["on"]:
+            key = instruction[0]
+            reduced_in[key] = reduced_in.get(key, 0) + tensor.numel() * tensor.element_size()
+        return all_reduce(tensor, *args, **kwargs)
+
+    deepspeed.comm.all_reduce = located
     spec = importlib.util.spec_from_file_location(
         "amp_pipeline", os.path.join(export_dir, "amp_pipeline.py")
     )
@@ -157,6 +184,8 @@ def rank_main(rank, world, export_dir, seq, port, queue):
     with open(os.path.join(export_dir, "ds_config.json")) as f:
         ds_config = json.load(f)
     ds_config["optimizer"] = {"type": "AdamW", "params": {"lr": 1e-4}}
+    if overlap_comm:
+        ds_config["zero_optimization"]["overlap_comm"] = True
     torch.manual_seed(0)
     blocks = CONFIG["num_hidden_layers"]
     specs = [
@@ -190,16 +219,19 @@ def rank_main(rank, world, export_dir, seq, port, queue):
             "collective_bytes_per_param": {
                 k: round(v / params, 3) for k, v in sorted(traffic.items()) if k != "on"
             },
+            "all_reduce_bytes_per_param_by_instruction": {
+                k: round(v / params, 3) for k, v in sorted(reduced_in.items())
+            },
         }
     )
     dist.destroy_process_group()
 
 
-def measure(export_dir, seq, port, world):
+def measure(export_dir, seq, port, world, overlap_comm):
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     procs = [
-        ctx.Process(target=rank_main, args=(r, world, export_dir, seq, port, queue))
+        ctx.Process(target=rank_main, args=(r, world, export_dir, seq, port, queue, overlap_comm))
         for r in range(world)
     ]
     for p in procs:
@@ -210,7 +242,7 @@ def measure(export_dir, seq, port, world):
     return sorted(out, key=lambda r: r["rank"])
 
 
-def amp_run(amp, d, seq, micro_batches, replicas):
+def amp_run(amp, d, seq, micro_batches, replicas, zero):
     """amp's export of the two-stage plan, and its own figures."""
     config = os.path.join(d, "config.json")
     with open(config, "w") as f:
@@ -238,7 +270,7 @@ def amp_run(amp, d, seq, micro_batches, replicas):
     out = os.path.join(d, "export")
     subprocess.run(
         [amp, "export", *common, "--to", "deepspeed", "--out", out, "--precision", "bf16"]
-        + ["--force"],
+        + ["--optimizer-sharding", ZERO[zero], "--force"],
         capture_output=True,
         text=True,
         check=True,
@@ -246,7 +278,7 @@ def amp_run(amp, d, seq, micro_batches, replicas):
     evaluated = json.loads(
         subprocess.run(
             [amp, "eval", *common, "--engine", "deepspeed", "--cross-entropy", "pytorch"]
-            + ["--precision", "bf16", "--force", "--json"],
+            + ["--precision", "bf16", "--optimizer-sharding", ZERO[zero], "--force", "--json"],
             capture_output=True,
             text=True,
             check=True,
@@ -261,12 +293,15 @@ def main():
     p.add_argument("--seq", type=int, default=512)
     p.add_argument("--micro-batches", type=int, default=4)
     p.add_argument("--replicas", type=int, default=1)
+    p.add_argument("--zero", type=int, choices=[0, 1], default=0)
+    p.add_argument("--overlap-comm", action="store_true")
     a = p.parse_args()
     import deepspeed
 
     print(f"torch {torch.__version__}, deepspeed {deepspeed.__version__}")
     print(
-        f"sequence {a.seq}, {a.micro_batches} micro-batches of 1, two stages of {a.replicas} rank(s)"
+        f"sequence {a.seq}, {a.micro_batches} micro-batches of 1, two stages of {a.replicas} "
+        f"rank(s), ZeRO {a.zero}{', overlap_comm' if a.overlap_comm else ''}"
     )
     print(
         "| rank (stage) | DeepSpeed's optimizer | parameters | peak, measured (gloo) | amp | amp / measured "
@@ -274,8 +309,8 @@ def main():
     )
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as d:
-        export_dir, evaluated = amp_run(a.amp, d, a.seq, a.micro_batches, a.replicas)
-        got = measure(export_dir, a.seq, 29601, 2 * a.replicas)
+        export_dir, evaluated = amp_run(a.amp, d, a.seq, a.micro_batches, a.replicas, a.zero)
+        got = measure(export_dir, a.seq, 29601, 2 * a.replicas, a.overlap_comm)
         reserve = evaluated["framework_reserve_bytes"]
         for r in got:
             m = next(m for m in evaluated["memory"] if m["device"]["gpu"] == r["rank"])

@@ -2066,6 +2066,45 @@ fn a_barrier_before_the_grad_reduce_never_speeds_a_plan() {
     );
 }
 
+/// DeepSpeed runs ZeRO 0 and 1 on its pipeline engine (amp's export),
+/// which reduces the gradients after the last backward whatever
+/// `overlap_comm` says: an overlapped reduction there would be priced and
+/// never run, so amp refuses it; ZeRO-2 and 3 overlap on DeepSpeed's own
+/// engine.
+#[test]
+fn deepspeed_overlaps_its_reductions_only_on_its_own_engine() {
+    let base = [
+        "plan",
+        "--model",
+        "gpt3-1.3b",
+        "--cluster",
+        "2x8xA100-40GB",
+        "--global-batch",
+        "256",
+        "--engine",
+        "deepspeed",
+        "--overlap-allreduce",
+        "--top",
+        "1",
+        "--json",
+        "-q",
+    ];
+    for (sharding, what) in [("none", "training without ZeRO"), ("zero1", "ZeRO-1")] {
+        assert_fails_with(
+            &[&base[..], &["--optimizer-sharding", sharding]].concat(),
+            &[
+                what,
+                "reduces the gradients after the last backward",
+                "drop `overlap_grad_reduce` (`--overlap-allreduce`)",
+            ],
+        );
+    }
+    for sharding in ["zero2", "zero3"] {
+        let v = amp_json(&[&base[..], &["--optimizer-sharding", sharding]].concat());
+        assert_eq!(v["plans"][0]["setup"]["overlap_grad_reduce"], true);
+    }
+}
+
 /// GPT-2's `gelu_new` as Hugging Face's code runs it without an engine:
 /// the same iteration as a fused GeLU plus its kernels, and 14 more bytes
 /// per element of the MLP's inner tensor held for the backward (an fp32

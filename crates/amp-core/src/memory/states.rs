@@ -130,7 +130,7 @@ pub const DEEPSPEED_PREFETCH_BUCKET_ELEMS: f64 = 5e7;
 /// Elements of parameters DeepSpeed ZeRO-3 looks ahead, when a unit's
 /// forward ends, for the unit's next use before it releases its gathered
 /// weights: `stage3_max_reuse_distance`'s default
-/// (deepspeed/runtime/zero/config.py; [`deepspeed_kept_gathered`]).
+/// (deepspeed/runtime/zero/config.py; see `deepspeed_kept_gathered`).
 pub const DEEPSPEED_MAX_REUSE_DISTANCE_ELEMS: f64 = 1e9;
 
 /// Which of `model`'s layers DeepSpeed's ZeRO-3 keeps gathered from their
