@@ -36,13 +36,12 @@ import importlib.util
 import json
 import os
 import subprocess
-import sys
 import tempfile
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from deepspeed_zero import ZERO, count_collectives, peak_and_ops
+from deepspeed_zero import ZERO, join_gloo, peak_and_ops
 from fsdp import CONFIG
 from torch.profiler import ProfilerActivity, profile
 
@@ -138,21 +137,9 @@ def block_saved_bytes(seq):
 
 
 def rank_main(rank, world, export_dir, seq, port, queue, overlap_comm=False):
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(world),
-        DS_ACCELERATOR="cpu",
-    )
-    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
-    import deepspeed
+    deepspeed, traffic = join_gloo(rank, world, port)
     from deepspeed.pipe import LayerSpec
 
-    deepspeed.init_distributed(dist_backend="gloo")
-    traffic = {"on": False}
-    count_collectives(deepspeed.comm, traffic)
     # Which pipeline instruction each all-reduce runs in.
     from deepspeed.runtime.pipe.engine import PipelineEngine
 

@@ -155,7 +155,10 @@ def peak_and_ops(prof):
     return peak, [name for _, name in running[:3]], last
 
 
-def rank_main(rank, world, ds_config, pipelined, port, queue):
+def join_gloo(rank, world, port):
+    """Rank `rank` of `world` gloo processes on the CPU under DeepSpeed, its
+    collectives counted: the `deepspeed` module and the count
+    (`count_collectives`, off until `traffic["on"]` is set)."""
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -167,12 +170,18 @@ def rank_main(rank, world, ds_config, pipelined, port, queue):
     # DeepSpeed builds its CPU communication op with the ninja beside Python.
     os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
     import deepspeed
-    from transformers import AutoConfig, AutoModelForCausalLM
 
     deepspeed.init_distributed(dist_backend="gloo")
-    # The data-parallel traffic of the last iteration.
     traffic = {"on": False}
     count_collectives(deepspeed.comm, traffic)
+    return deepspeed, traffic
+
+
+def rank_main(rank, world, ds_config, pipelined, port, queue):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    # The data-parallel traffic of the last iteration.
+    deepspeed, traffic = join_gloo(rank, world, port)
     torch.manual_seed(0)
     cfg = AutoConfig.for_model(**CONFIG)
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:

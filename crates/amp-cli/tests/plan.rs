@@ -2780,21 +2780,22 @@ fn sharded_traffic_figures_are_the_readmes() {
         "3",
     ];
     // ZeRO-2: every micro-batch's all-reduce on the computation's stream,
-    // and the weights' all-gather after the step.
+    // and the weights' all-gather after the step; at micro-batch 8, since
+    // DeepSpeed's own engine keeps no pipe buffer of earlier logits.
     let zero2 = best(&[&gpt3[..], &["--optimizer-sharding", "zero2"]].concat());
-    assert_eq!((zero2.0, zero2.1, zero2.2, zero2.3), (1, 16, 1, 4));
-    assert!((zero2.5 - 1.7338).abs() < 1e-3, "{zero2:?}");
-    assert!((zero2.6 - 0.1472).abs() < 1e-3, "{zero2:?}");
+    assert_eq!((zero2.0, zero2.1, zero2.2, zero2.3), (1, 16, 1, 8));
+    assert!((zero2.5 - 1.6618).abs() < 1e-3, "{zero2:?}");
+    assert!((zero2.6 - 0.0798).abs() < 1e-3, "{zero2:?}");
     // Over the shardings: ZeRO-3 hides its traffic behind the passes, at
-    // micro-batch 4: with the layers its reuse distance keeps gathered
-    // into the backward, micro-batch 8 no longer fits.
+    // micro-batch 8 (beside the layers its reuse distance keeps gathered
+    // into the backward, with no pipe buffer).
     let any = best(&[&gpt3[..], &["--search-setup", "sharding"]].concat());
     assert_eq!(
         (any.0, any.1, any.2, any.3, any.4.as_str()),
-        (1, 16, 1, 4, "zero3")
+        (1, 16, 1, 8, "zero3")
     );
-    assert!((any.5 - 1.5996).abs() < 1e-3, "{any:?}");
-    assert!((any.6 - 0.0130).abs() < 1e-3, "{any:?}");
+    assert!((any.5 - 1.5879).abs() < 1e-3, "{any:?}");
+    assert!((any.6 - 0.0059).abs() < 1e-3, "{any:?}");
     let llama = |rest: &[&str]| {
         let base = [
             "plan",

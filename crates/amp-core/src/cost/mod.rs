@@ -226,6 +226,10 @@ pub struct StepTables {
     /// DeepSpeed ZeRO-2 flattens their gradients into before it all-reduces
     /// them, where a rank's fit one bucket; `None` where neither is.
     pub backward_end: Option<Vec<f64>>,
+    /// Bytes every stage holds at the end of the backward whatever its
+    /// layers, beside [`Self::backward_end`] (DeepSpeed ZeRO-1's second
+    /// reduction bucket).
+    pub end_buffer: f64,
     /// Bytes every stage holds whatever its layers.
     pub fixed: f64,
 }
@@ -335,10 +339,11 @@ impl StageMemoryTables {
     fn step_bytes(&self, first: usize, end: usize, shared: &SharedBytes) -> Option<f64> {
         self.step.as_ref().map(|t| {
             let temporaries = t.temporaries[end] - t.temporaries[first] - shared.step_temporaries;
-            let backward_end = match &t.backward_end {
-                Some(c) => shared.step_transient + (c[end] - c[first]),
-                None => shared.step_transient,
-            };
+            let backward_end = t.end_buffer
+                + match &t.backward_end {
+                    Some(c) => shared.step_transient + (c[end] - c[first]),
+                    None => shared.step_transient,
+                };
             t.fixed + t.states[end] - t.states[first] - shared.step + temporaries.max(backward_end)
         })
     }
@@ -795,6 +800,7 @@ mod tests {
             step_bytes in proptest::collection::vec(0.0f64..10.0, 8),
             step_temporaries in proptest::collection::vec(0.0f64..3.0, 8),
             with_step in proptest::bool::ANY,
+            end_buffer in 0.0f64..2.0,
             transient in 0.0f64..10.0,
             tie in proptest::option::of((0usize..8, 0usize..8, 0.0f64..=1.0)),
             workspace in proptest::collection::vec(0.0f64..5.0, 8),
@@ -838,6 +844,7 @@ mod tests {
                     backward_end: backward_end
                         .as_ref()
                         .map(|c| prefix_sums(c[..n].iter().copied())),
+                    end_buffer,
                     fixed: fixed[0] / 2.0,
                 }),
                 shared,

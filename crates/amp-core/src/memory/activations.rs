@@ -170,14 +170,17 @@ pub(crate) fn in_flight(
 /// layer (Megatron's `fp16_to_fp32` in the artifact's `GPT2ModelPipe`,
 /// `float16_to_fp32` in Sailor's `OPTModelPipe`), 4 bytes per logit of each
 /// rank's vocabulary slice; any other model's, its last layer's output in
-/// the activations' format. None outside DeepSpeed's engine (the lockstep
-/// exchange is its 1F1B): Megatron-LM and torchtitan free what they send.
+/// the activations' format. None outside DeepSpeed's pipeline engine (the
+/// lockstep exchange is its 1F1B): Megatron-LM and torchtitan free what
+/// they send, and DeepSpeed's own engine, which runs its ZeRO-2 and 3, has
+/// no pipe buffers.
 pub(crate) fn retained_output_bytes_per_sample(
     model: &Model,
     tp: usize,
     setup: &TrainingSetup,
 ) -> f64 {
-    if setup.stage_exchange() != StageExchange::Lockstep {
+    // DeepSpeed's own engine (ZeRO-2 and 3, one stage) has no pipe buffers.
+    if setup.stage_exchange() != StageExchange::Lockstep || setup.reduces_every_micro_batch(1) {
         return 0.0;
     }
     let Some(last) = model.layers.last() else {

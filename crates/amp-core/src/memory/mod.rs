@@ -371,9 +371,13 @@ fn device_bytes(
         + loss_flight * mbs * layers.loss_stored;
     // The optimizer step's temporaries are a peak of their own, after the
     // activations are freed: the larger of the two is the device's.
-    // Or the end of the backward's, the larger: both hold the states.
-    let temporaries = (params * optimizer_step_bytes_per_param(setup, dp))
-        .max(layers.backward_end + copied * casts_at_backward_end(setup));
+    // Or the end of the backward's, the larger: both hold the states, and
+    // the outputs DeepSpeed's pipe buffers still keep.
+    let temporaries = (params * optimizer_step_bytes_per_param(setup, dp)).max(
+        layers.backward_end
+            + copied * casts_at_backward_end(setup)
+            + backward_end_buffer_bytes(setup),
+    ) + mbs * retained_outputs(b) * layers.retained;
     let states = |s: &StateBytes| {
         (
             copied * s.weights + layers.fp8_weight_copies,

@@ -381,11 +381,24 @@ pub fn stage_memory_tables(
     // stage (no activations in flight). Without temporaries it is its own
     // only where it holds states the passes do not (gradients, under
     // autocast).
-    let own_step =
-        step_per_param > 0.0 || flattened > 0.0 || passes.iter().any(|p| *p != step_states);
+    // What DeepSpeed's engine keeps of earlier micro-batches, charged to
+    // the last layer: the stage holding it pays it.
+    let retained = retained_outputs(num_micro_batches)
+        * mbs
+        * retained_output_bytes_per_sample(model, tp, setup);
+    let end_buffer = backward_end_buffer_bytes(setup);
+    let own_step = step_per_param > 0.0
+        || flattened > 0.0
+        || end_buffer > 0.0
+        || passes.iter().any(|p| *p != step_states);
     let step = own_step.then(|| crate::cost::StepTables {
-        states: crate::cost::prefix_sums(model.layers.iter().map(|l| {
-            l.params as f64 / t * per_param(l, &step_states) + fp8_weight_copy_bytes(l, tp, setup)
+        // The pipe buffers' outputs stay through the step, charged to the
+        // last layer as through the passes.
+        states: crate::cost::prefix_sums(model.layers.iter().enumerate().map(|(i, l)| {
+            let kept = if i + 1 == n { retained } else { 0.0 };
+            l.params as f64 / t * per_param(l, &step_states)
+                + fp8_weight_copy_bytes(l, tp, setup)
+                + kept
         })),
         temporaries: crate::cost::prefix_sums(
             model
@@ -405,6 +418,7 @@ pub fn stage_memory_tables(
                 l.params as f64 / t * (casts + flat)
             }))
         }),
+        end_buffer,
         fixed: other,
     });
     // Each layer's stored bytes per sample and the loss's share of them,
@@ -417,11 +431,6 @@ pub fn stage_memory_tables(
             )
         })
         .collect();
-    // What DeepSpeed's engine keeps of earlier micro-batches, charged to
-    // the last layer: the stage holding it pays it.
-    let retained = retained_outputs(num_micro_batches)
-        * mbs
-        * retained_output_bytes_per_sample(model, tp, setup);
     for j in 0..grid.pp {
         let flight = flights[j] as f64;
         let loss_flight = loss_in_flight(setup.schedule, flights[j]) as f64 - flight;

@@ -210,10 +210,10 @@ pub(crate) fn engine_buffer_bytes(model: &Model, setup: &TrainingSetup, tp: usiz
     let w = setup.formats.weights.bytes();
     match setup.optimizer_sharding {
         OptimizerSharding::Zero1 if deepspeed_reduces_in_buckets(setup) => {
-            // The backward's bucket, and the one the pipeline engine's
-            // `reduce_gradients(pipeline_parallel=True)` appends (amp's
-            // export runs ZeRO-1 on it), both there at its end.
-            2.0 * DEEPSPEED_REDUCE_BUCKET_ELEMS * w
+            // The backward's bucket; the one the pipeline engine's
+            // `reduce_gradients(pipeline_parallel=True)` appends after the
+            // passes is [`backward_end_buffer_bytes`]'.
+            DEEPSPEED_REDUCE_BUCKET_ELEMS * w
         }
         OptimizerSharding::Zero2 => {
             let buckets = if setup.overlap_grad_reduce { 2.0 } else { 1.0 };
@@ -245,6 +245,22 @@ pub(crate) fn engine_buffer_bytes(model: &Model, setup: &TrainingSetup, tp: usiz
             (DEEPSPEED_REDUCE_BUCKET_ELEMS + DEEPSPEED_PREFETCH_BUCKET_ELEMS + gathered) * w
         }
         _ => 0.0,
+    }
+}
+
+/// Bytes every GPU under `setup` holds at the end of the backward beside
+/// the states and [`engine_buffer_bytes`]: DeepSpeed ZeRO-1's second
+/// reduction bucket, which its pipeline engine's
+/// `reduce_gradients(pipeline_parallel=True)` appends after the last
+/// backward (deepspeed/runtime/zero/stage_1_and_2.py), when no activation
+/// is left but the pipe buffers' retained outputs. Measured on the CPU:
+/// `scripts/engine-check/deepspeed_pipeline.py --zero 1`, whose stages
+/// peak at its allocation. None elsewhere.
+pub(crate) fn backward_end_buffer_bytes(setup: &TrainingSetup) -> f64 {
+    if deepspeed_reduces_in_buckets(setup) {
+        DEEPSPEED_REDUCE_BUCKET_ELEMS * setup.formats.weights.bytes()
+    } else {
+        0.0
     }
 }
 

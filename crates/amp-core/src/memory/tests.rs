@@ -1796,7 +1796,19 @@ fn deepspeed_zero2_and_zero3_hold_their_buckets() {
         let want = 1.1e9 + 2.0 * kept / tp as f64;
         assert_eq!(buffers(&ds(OptimizerSharding::Zero3, false), tp), want);
     }
-    assert_eq!(buffers(&ds(OptimizerSharding::Zero1, false), 1), 2e9);
+    // ZeRO-1's second bucket comes after the passes.
+    assert_eq!(buffers(&ds(OptimizerSharding::Zero1, false), 1), 1e9);
+    assert_eq!(
+        backward_end_buffer_bytes(&ds(OptimizerSharding::Zero1, false)),
+        1e9
+    );
+    for z in [
+        OptimizerSharding::None,
+        OptimizerSharding::Zero2,
+        OptimizerSharding::Zero3,
+    ] {
+        assert_eq!(backward_end_buffer_bytes(&ds(z, false)), 0.0);
+    }
     assert_eq!(buffers(&ds(OptimizerSharding::None, false), 1), 0.0);
     let titan = torchtitan_setup(OptimizerSharding::Zero3);
     assert_eq!(buffers(&titan, 1), 0.0);
@@ -1816,6 +1828,12 @@ fn deepspeed_zero2_and_zero3_hold_their_buckets() {
         let plan = crate::search::plan_from_grid(&grid, &[0, 5], 1, 2, &setup);
         for d in plan_memory(&m, &c, &plan, RESERVE) {
             assert_eq!(d.other_bytes, RESERVE + buffers(&setup, 1));
+            if sharding == OptimizerSharding::Zero1 {
+                // This model's activations are below the second bucket: the
+                // end of the backward is the peak, with the pipe buffers'
+                // earlier output (40 fp32 logits) beside it.
+                assert_eq!(d.activations_bytes, 1e9 + 160.0, "{d:?}");
+            }
         }
         tables_agree_for(false, setup, (2, 1, 1, 2));
     }
@@ -1973,10 +1991,12 @@ fn deepspeeds_fp16_optimizer_steps_on_fp32_copies_of_its_gradients() {
     let grid = DeviceGrid::new(&c, 1, 2, 1, &Placement::artifact_default(&c));
     let plan = crate::search::plan_from_grid(&grid, &[0, 5], 1, 2, &setup);
     let params: u64 = m.layers.iter().map(|l| l.params).sum();
+    // Beside it, the earlier micro-batch's output the pipe buffers still
+    // hold at the step: 40 fp32 logits.
     for d in plan_memory(&m, &c, &plan, RESERVE) {
         let states = d.weights_bytes + d.gradients_bytes + d.optimizer_bytes;
         assert_eq!(states, 16.0 * params as f64, "{d:?}");
-        assert_eq!(d.activations_bytes, 8.0 * params as f64, "{d:?}");
+        assert_eq!(d.activations_bytes, 8.0 * params as f64 + 160.0, "{d:?}");
     }
     tables_agree_for(false, setup, (2, 1, 1, 2));
     tables_agree_for(true, setup, (2, 2, 1, 4));
