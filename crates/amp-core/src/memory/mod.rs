@@ -70,14 +70,16 @@
 //!   allocates `sqrt(v)`, 4 bytes per parameter of its shard
 //!   (`optimizer_step_bytes_per_param`); fused steps nothing; or, the
 //!   larger, what the end of the backward holds: eager PyTorch's second
-//!   gradient of a tied embedding (`tied_gradient_bytes_per_param`), or
-//!   the copy DeepSpeed ZeRO-2 flattens its one bucket into
-//!   (`flattened_bucket_bytes_per_param`);
+//!   gradient of a tied embedding (`tied_gradient_bytes_per_param`), the
+//!   copy DeepSpeed ZeRO-2 flattens its one bucket into
+//!   (`flattened_bucket_bytes_per_param`), or DeepSpeed ZeRO-1's second
+//!   reduction bucket (`backward_end_buffer_bytes`); beside either, the
+//!   outputs DeepSpeed's pipe buffers still keep;
 //! - what the model keeps on **every GPU outside its layers**
 //!   ([`Model::resident_bytes_per_device`], e.g. the AMP artifact's TransGAN
 //!   discriminator), whatever the stage;
 //! - the **engine's own buffers** (`engine_buffer_bytes`): DeepSpeed's
-//!   ZeRO-1, ZeRO-2 and ZeRO-3 gradient-reduction buckets (with ZeRO-2's
+//!   ZeRO-1 (its first), ZeRO-2 and ZeRO-3 gradient-reduction buckets (with ZeRO-2's
 //!   flattened copy of one where it flushes inside the backward) and
 //!   ZeRO-3's prefetch bucket, at their default sizes, and what ZeRO-3
 //!   holds gathered: the layer it computes, or at the backward's start the
