@@ -170,7 +170,7 @@ deepspeed/runtime/pipe/engine.py), so this plan runs a plain torch.nn.Module,
 not a PipelineModule: deepspeed.initialize(model=..., config="ds_config.json")
 returns DeepSpeed's own engine, which amp priced (every micro-batch gathers
 {gathers}and reduces the gradients over the {dp} data-parallel ranks).
-
+{blocks}
 ds_config.json keys (deepspeed.ai/docs/config-json, deepspeed/runtime/constants.py):
   train_batch_size = micro-batch x gradient_accumulation_steps x data-parallel size
     ({g} = {mb} x {nmb} x {dp})
@@ -201,6 +201,7 @@ def topology():
 "#,
         z = zero_stage,
         gathers = if zero_stage >= 3 { "the weights " } else { "" },
+        blocks = blocks_priced_note(model),
         g = plan.global_batch(),
         mb = plan.micro_batch,
         nmb = plan.num_micro_batches,
@@ -237,8 +238,11 @@ fn pipeline_module_py(
 Stage j runs layers PARTS[j]..PARTS[j+1]-1 of the model's layer list
 ({n} entries, listed in LAYER_NAMES). Build your PipelineModule from the same
 layer list, in the same order, each pair of layers in TIED (weights shared, as
-priced) as TiedLayerSpecs of one key.
-
+priced) as TiedLayerSpecs of one key. The last stage's pipe buffers keep up to
+two earlier micro-batches' outputs (priced, for a language model, as fp32
+logits: its last layer casting them to fp32, as Megatron-DeepSpeed's pipe
+models do).
+{blocks}
 DeepSpeed's PipelineModule(partition_method=...) accepts "uniform",
 "parameters" and "type:<regex>" (deepspeed/runtime/pipe/module.py,
 PipelineModule._partition_layers); none takes explicit boundaries, so
@@ -300,10 +304,33 @@ class AmpPipelineModule(PipelineModule):
         names = names.join(", "),
         tied = tied.join(", "),
         aci = if opts.recompute == Recompute::Full { 1 } else { 0 },
+        blocks = blocks_priced_note(model),
     ));
     py.push_str(CHECK_TIED_PY);
     py
 }
+
+/// What the generated files say of the blocks amp priced, for a model
+/// with an architecture (whose activations amp counts itself; a layer
+/// list's own counts are priced as given): an engine's fused kernels, not
+/// Hugging Face's eager code (measured on the CPU by
+/// `scripts/engine-check/deepspeed_pipeline.py`, which ends with what one
+/// eager block saves).
+fn blocks_priced_note(model: &Model) -> &'static str {
+    if model.architecture().is_some() {
+        BLOCKS_PRICED_NOTE
+    } else {
+        ""
+    }
+}
+
+const BLOCKS_PRICED_NOTE: &str = "
+Memory was priced for blocks with fused kernels, as Megatron-DeepSpeed's are
+(fused norms and MLP, flash attention). Hugging Face's eager blocks keep more
+for their backward (fp32 copies in their RMSNorm, every MLP intermediate: more
+than twice as much for a Llama block): with them, leave room beside amp's
+figure, or plan with --recompute full.
+";
 
 /// The check of the module's tied layers against the plan's (`TIED`),
 /// which `AmpPipelineModule._partition_layers` runs before it splits.
