@@ -40,8 +40,7 @@ import tempfile
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
-from deepspeed_zero import ZERO, join_gloo, peak_and_ops
+from deepspeed_zero import ZERO, join_gloo, peak_and_ops, spawn_ranks
 from fsdp import CONFIG
 from torch.profiler import ProfilerActivity, profile
 
@@ -136,7 +135,7 @@ def block_saved_bytes(seq):
     return sum(saved.values())
 
 
-def rank_main(rank, world, export_dir, seq, port, queue, overlap_comm=False):
+def rank_main(rank, world, export_dir, seq, port, overlap_comm, queue):
     deepspeed, traffic = join_gloo(rank, world, port)
     from deepspeed.pipe import LayerSpec
 
@@ -215,17 +214,7 @@ def rank_main(rank, world, export_dir, seq, port, queue, overlap_comm=False):
 
 
 def measure(export_dir, seq, port, world, overlap_comm):
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    procs = [
-        ctx.Process(target=rank_main, args=(r, world, export_dir, seq, port, queue, overlap_comm))
-        for r in range(world)
-    ]
-    for p in procs:
-        p.start()
-    out = [queue.get(timeout=1800) for _ in procs]
-    for p in procs:
-        p.join()
+    out = spawn_ranks(rank_main, world, (export_dir, seq, port, overlap_comm), results=world)
     return sorted(out, key=lambda r: r["rank"])
 
 

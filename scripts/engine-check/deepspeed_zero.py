@@ -87,28 +87,29 @@ def pipeline_module(model):
     return PipelineModule(layers=layers, num_stages=1, loss_fn=loss_fn, partition_method="uniform")
 
 
-# deepspeed.comm's collectives and how to read the size of the whole tensor
-# each one reduces or gathers (a reduce-scatter's input, an all-gather's
-# output), in bytes.
 def _size(t):
+    """Bytes of a tensor, or of a list of them."""
     if isinstance(t, (list, tuple)):
         return sum(_size(x) for x in t)
     return t.numel() * t.element_size() if isinstance(t, torch.Tensor) else 0
 
 
+# deepspeed.comm's collectives, each with the position of the argument that
+# holds the whole tensor it reduces or gathers (a reduce-scatter's input, an
+# all-gather's output).
 COLLECTIVES = {
-    "all_reduce": lambda a: _size(a[0]),
-    "all_reduce_coalesced": lambda a: _size(a[0]),
-    "inference_all_reduce": lambda a: _size(a[0]),
-    "reduce": lambda a: _size(a[0]),
-    "broadcast": lambda a: _size(a[0]),
-    "reduce_scatter_tensor": lambda a: _size(a[1]),
-    "reduce_scatter_fn": lambda a: _size(a[1]),
-    "reduce_scatter": lambda a: _size(a[1]),
-    "all_gather_into_tensor": lambda a: _size(a[0]),
-    "allgather_fn": lambda a: _size(a[0]),
-    "all_gather": lambda a: _size(a[0]),
-    "all_gather_coalesced": lambda a: _size(a[0]),
+    "all_reduce": 0,
+    "all_reduce_coalesced": 0,
+    "inference_all_reduce": 0,
+    "reduce": 0,
+    "broadcast": 0,
+    "reduce_scatter_tensor": 1,
+    "reduce_scatter_fn": 1,
+    "reduce_scatter": 1,
+    "all_gather_into_tensor": 0,
+    "allgather_fn": 0,
+    "all_gather": 0,
+    "all_gather_coalesced": 0,
 }
 
 
@@ -119,10 +120,11 @@ def count_collectives(comm, traffic):
     """
     depth = [0]
 
-    def wrap(name, fn, size):
+    def wrap(name, fn, whole):
         def counted(*args, **kwargs):
             if depth[0] == 0 and traffic["on"]:
-                traffic[name] = traffic.get(name, 0) + size(list(args) + list(kwargs.values()))
+                given = list(args) + list(kwargs.values())
+                traffic[name] = traffic.get(name, 0) + _size(given[whole])
             depth[0] += 1
             try:
                 return fn(*args, **kwargs)
@@ -131,9 +133,9 @@ def count_collectives(comm, traffic):
 
         return counted
 
-    for name, size in COLLECTIVES.items():
+    for name, whole in COLLECTIVES.items():
         if hasattr(comm, name):
-            setattr(comm, name, wrap(name, getattr(comm, name), size))
+            setattr(comm, name, wrap(name, getattr(comm, name), whole))
 
 
 def peak_and_ops(prof):
@@ -228,19 +230,22 @@ def rank_main(rank, world, ds_config, pipelined, port, queue):
     dist.destroy_process_group()
 
 
-def measure(ds_config, pipelined, port, world=2):
+def spawn_ranks(target, world, args, results=1):
+    """Runs `target(rank, world, *args, queue)` in `world` spawned processes
+    and returns the first `results` items they put on the queue."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    procs = [
-        ctx.Process(target=rank_main, args=(r, world, ds_config, pipelined, port, queue))
-        for r in range(world)
-    ]
+    procs = [ctx.Process(target=target, args=(r, world, *args, queue)) for r in range(world)]
     for p in procs:
         p.start()
-    out = queue.get(timeout=1800)
+    out = [queue.get(timeout=1800) for _ in range(results)]
     for p in procs:
         p.join()
     return out
+
+
+def measure(ds_config, pipelined, port, world=2):
+    return spawn_ranks(rank_main, world, (ds_config, pipelined, port))[0]
 
 
 def amp_files(d):
