@@ -54,7 +54,7 @@ const ANALYTIC_TOML: &str = include_str!("../data/analytic.toml");
 
 /// Number format of the matrix products (the training setup's own type).
 pub use amp_core::setup::Precision;
-use amp_core::setup::{CrossEntropy, Engine, OptimizerStep};
+use amp_core::setup::{BlockKernels, CrossEntropy, Engine, OptimizerStep};
 
 /// How attention is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +95,10 @@ pub struct AnalyticOptions {
     /// ([`amp_core::setup::TrainingSetup::cross_entropy`]).
     #[serde(default)]
     pub cross_entropy: Option<CrossEntropy>,
+    /// The blocks' kernels; `None`: the engine's, eager without one
+    /// ([`amp_core::setup::TrainingSetup::eager_blocks`]).
+    #[serde(default)]
+    pub block_kernels: Option<BlockKernels>,
     /// torchtitan's blocks compiled (`TrainingSetup::compile`): Inductor
     /// fuses the elementwise kernels eager torchtitan runs apart, as an
     /// engine's fused kernels do.
@@ -111,6 +115,7 @@ impl Default for AnalyticOptions {
             engine: None,
             optimizer_step: None,
             cross_entropy: None,
+            block_kernels: None,
             compiled: false,
         }
     }
@@ -422,7 +427,11 @@ pub fn layer_estimate(
             // code writes it (where the architecture is known): composite
             // RMSNorm and rotary embedding, separate q, k and v projections
             // (all but GPT-2's fused c_attn), gate and up projections.
-            let eager = model.eager_architecture(opts.engine);
+            let eager = model.eager_architecture(
+                opts.block_kernels
+                    .unwrap_or_else(|| BlockKernels::default_for(opts.engine))
+                    == BlockKernels::Eager,
+            );
             // torchtitan without torch.compile (its default) runs its own
             // Python blocks: PyTorch's fused RMSNorm and one QKV projection
             // as an engine, but its rotary embedding on fp32 copies and the
@@ -1005,6 +1014,7 @@ pub fn fill_missing(
                 engine: setup.engine,
                 optimizer_step: Some(setup.optimizer_step()),
                 cross_entropy: Some(setup.cross_entropy()),
+                block_kernels: setup.block_kernels,
                 compiled: setup.compile,
                 ..Default::default()
             },

@@ -103,6 +103,7 @@ fn predictions() -> Vec<Row> {
         engine: None,
         optimizer_step: None,
         cross_entropy: None,
+        block_kernels: None,
         compiled: false,
     };
     let mut models = BTreeMap::new();

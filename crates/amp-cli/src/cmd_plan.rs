@@ -432,7 +432,7 @@ pub fn seq_label(model: &amp_core::model::Model, setup: &TrainingSetup) -> Strin
                 None => "",
             };
             let composite = model
-                .eager_architecture(setup.engine)
+                .eager_architecture(setup.eager_blocks())
                 .is_some_and(|a| a.activation == amp_core::model::Activation::GeluNew);
             let gelu = if composite {
                 ", gelu_new GeLU (unfused)"

@@ -4,9 +4,9 @@
 use amp_core::profile::Profile;
 use amp_core::schedule::Schedule;
 use amp_core::setup::{
-    parse_schedule, CrossEntropy, Engine, NumberFormat, NumberFormats, OptimizerSharding,
-    OptimizerStep, PipelineReceive, PipelineSend, Precision, Recompute, StageExchange,
-    TrainingSetup,
+    parse_schedule, BlockKernels, CrossEntropy, Engine, NumberFormat, NumberFormats,
+    OptimizerSharding, OptimizerStep, PipelineReceive, PipelineSend, Precision, Recompute,
+    StageExchange, TrainingSetup,
 };
 use anyhow::{bail, Result};
 use clap::Args;
@@ -101,6 +101,15 @@ pub struct SetupArgs {
     /// blocking without one.
     #[arg(long, value_parser = parse_stage_exchange, help_heading = "Training setup")]
     pub stage_exchange: Option<StageExchange>,
+    /// Kernels of the transformer blocks, for zoo models and Hugging Face
+    /// configs: fused (an engine's: Megatron-LM's, Megatron-DeepSpeed's
+    /// fused norms and MLP) or eager (the model's own code as Hugging Face
+    /// writes it, kernel by kernel: its RMSNorm keeps fp32 copies, its MLP
+    /// every intermediate). Default: eager without an engine, else the
+    /// engine's own. Only without an engine or with DeepSpeed, which runs
+    /// the module it is given: eager there for Hugging Face's models.
+    #[arg(long, value_parser = parse_block_kernels, help_heading = "Training setup")]
+    pub block_kernels: Option<BlockKernels>,
 }
 
 fn parse_precision(s: &str) -> Result<Precision, String> {
@@ -128,6 +137,9 @@ fn parse_optimizer_step(s: &str) -> Result<OptimizerStep, String> {
     s.parse()
 }
 fn parse_stage_exchange(s: &str) -> Result<StageExchange, String> {
+    s.parse()
+}
+fn parse_block_kernels(s: &str) -> Result<BlockKernels, String> {
     s.parse()
 }
 
@@ -183,6 +195,9 @@ impl SetupArgs {
         if self.stage_exchange.is_some() {
             v.push("--stage-exchange");
         }
+        if self.block_kernels.is_some() {
+            v.push("--block-kernels");
+        }
         v
     }
 
@@ -235,6 +250,7 @@ impl SetupArgs {
             cross_entropy: self.cross_entropy,
             optimizer_step: self.optimizer_step,
             stage_exchange: self.stage_exchange,
+            block_kernels: self.block_kernels,
         };
         setup.check()?;
         if let Err(e) = setup.check_profile(profile) {

@@ -960,18 +960,21 @@ fn eager_iteration_peaks_are_the_checked_figures() {
 fn eager_block_activations_are_the_checked_figures() {
     // Activation bytes per sample of `config` (its JSON without the block
     // count, which `layers_key` names) at 2 blocks less those at 1.
-    let block = |name: &str, config: &str, layers_key: &str, recompute: &str| {
+    let block_with = |name: &str, config: &str, layers_key: &str, flags: &[&str]| {
         let bytes = |layers: usize| {
             let config = tmp(
                 &format!("act-{name}-{layers}.json"),
                 &format!(r#"{{{config}, "{layers_key}": {layers}}}"#),
             );
-            let flags = ["--seq", "384", "--recompute", recompute];
+            let flags = [&["--seq", "384"], flags].concat();
             let name = format!("act-{name}-{layers}");
             let m = one_stage_memory(&name, &config, layers as u64, (8, 1, 1), &flags);
             m["activations_bytes"].as_f64().unwrap() / 8.0
         };
         bytes(2) - bytes(1)
+    };
+    let block = |name: &str, config: &str, layers_key: &str, recompute: &str| {
+        block_with(name, config, layers_key, &["--recompute", recompute])
     };
     let base = r#""hidden_size": 512, "intermediate_size": 1408, "num_attention_heads": 8, "vocab_size": 1000, "max_position_embeddings": 2048, "tie_word_embeddings": false"#;
     let family = |family: &str, extra: &str| {
@@ -999,6 +1002,122 @@ fn eager_block_activations_are_the_checked_figures() {
     // Selective recomputation drops the attention core: the fp32 softmax
     // output and the 16-bit probabilities, 8 heads x 384^2 x 6 bytes.
     assert_eq!(neo("none") - neo("selective"), 8.0 * 384.0 * 384.0 * 6.0);
+    // The same blocks in 16-bit weights as DeepSpeed runs them, Hugging
+    // Face's blocks and loss (`check.py --deepspeed`; the README's column
+    // "DeepSpeed, eager blocks"); GPT-2's and Phi-3's short as under
+    // autocast.
+    let deepspeed = [
+        "--engine",
+        "deepspeed",
+        "--block-kernels",
+        "eager",
+        "--cross-entropy",
+        "pytorch",
+        "--precision",
+        "bf16",
+    ];
+    let on_deepspeed = |family: &str, extra: &str| {
+        let config = format!(r#""model_type": "{family}", {base}{extra}"#);
+        block_with(
+            &format!("ds-{family}"),
+            &config,
+            "num_hidden_layers",
+            &deepspeed,
+        )
+    };
+    assert_eq!(on_deepspeed("llama", gqa), 8_650_752.0);
+    assert_eq!(on_deepspeed("qwen3", heads_of_64), 10_420_224.0);
+    assert_eq!(on_deepspeed("gemma3_text", heads_of_64), 14_942_208.0);
+    assert_eq!(
+        on_deepspeed("phi3", r#", "num_key_value_heads": 8"#),
+        9_043_968.0
+    );
+    assert_eq!(on_deepspeed("gpt2", plain_gpt2), 6_291_456.0);
+    assert_eq!(
+        block_with("ds-neo", neo_config, "num_layers", &deepspeed),
+        13_172_736.0
+    );
+    // An engine's fused Llama block keeps 0.69 of it.
+    let fused = [&deepspeed[..2], &deepspeed[4..]].concat();
+    let config = format!(r#""model_type": "llama", {base}{gqa}"#);
+    assert_eq!(
+        block_with("ds-fused", &config, "num_hidden_layers", &fused),
+        5_996_544.0
+    );
+}
+
+/// amp's side of the README's table "Hugging Face's blocks under
+/// DeepSpeed": `scripts/engine-check/deepspeed_pipeline.py`'s two-stage
+/// plan of its small Llama (width 1024, four blocks, four micro-batches of
+/// one) at 512 and 2048 tokens, each stage's peak less the reserve, with
+/// Hugging Face's eager blocks and with fused ones; and the engines that
+/// build their own blocks refuse the choice.
+#[test]
+fn hugging_face_blocks_under_deepspeed_are_the_checked_figures() {
+    let config = tmp(
+        "ds-pipe-llama.json",
+        r#"{"model_type": "llama", "hidden_size": 1024, "intermediate_size": 2816, "num_attention_heads": 16, "num_key_value_heads": 8, "num_hidden_layers": 4, "vocab_size": 32000, "max_position_embeddings": 2048, "tie_word_embeddings": false}"#,
+    );
+    let plan = tmp(
+        "ds-pipe-plan.json",
+        r#"{"micro_batch": 1, "num_micro_batches": 4, "stages": [{"first_layer": 0, "end_layer": 3, "replicas": [[{"node": 0, "gpu": 0}]]}, {"first_layer": 3, "end_layer": 7, "replicas": [[{"node": 0, "gpu": 1}]]}]}"#,
+    );
+    let peaks_mb = |seq: &str, kernels: &str| -> Vec<f64> {
+        let (plan, config) = (plan.to_str().unwrap(), config.to_str().unwrap());
+        let v = amp_json(&[
+            "eval",
+            plan,
+            "--model",
+            config,
+            "--seq",
+            seq,
+            "--cluster",
+            "1x2xH100",
+            "--engine",
+            "deepspeed",
+            "--cross-entropy",
+            "pytorch",
+            "--precision",
+            "bf16",
+            "--force",
+            "--block-kernels",
+            kernels,
+            "--json",
+        ]);
+        let reserve = v["framework_reserve_bytes"].as_f64().unwrap();
+        v["memory"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| ((m["peak_bytes"].as_f64().unwrap() - reserve) / 1e5).round() / 10.0)
+            .collect()
+    };
+    assert_eq!(peaks_mb("512", "eager"), [1240.0, 1392.6]);
+    assert_eq!(peaks_mb("2048", "eager"), [1429.8, 2526.6]);
+    assert_eq!(peaks_mb("512", "fused"), [1240.0, 1376.3]);
+    assert_eq!(peaks_mb("2048", "fused"), [1270.4, 2461.6]);
+    for engine in ["megatron", "torchtitan"] {
+        let out = amp(&[
+            "eval",
+            plan.to_str().unwrap(),
+            "--model",
+            config.to_str().unwrap(),
+            "--cluster",
+            "1x2xH100",
+            "--engine",
+            engine,
+            "--block-kernels",
+            "eager",
+        ]);
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(
+            err.starts_with("error: ")
+                && err.contains("runs its own")
+                && err.contains("--block-kernels"),
+            "{err}"
+        );
+    }
 }
 
 #[test]

@@ -448,14 +448,12 @@ impl Model {
     }
 
     /// The architecture when the model runs as its own code writes it,
-    /// kernel by kernel: with no `engine` to fuse its norms, GeLU and
-    /// projections (eager PyTorch). `None` under an engine or without an
-    /// architecture.
-    pub fn eager_architecture(
-        &self,
-        engine: Option<crate::setup::Engine>,
-    ) -> Option<&Architecture> {
-        engine.is_none().then(|| self.architecture()).flatten()
+    /// kernel by kernel (`eager`, [`crate::setup::TrainingSetup::eager_blocks`]:
+    /// eager PyTorch, or DeepSpeed running Hugging Face's blocks), with no
+    /// engine's kernels to fuse its norms, GeLU and projections. `None` for
+    /// fused blocks or without an architecture.
+    pub fn eager_architecture(&self, eager: bool) -> Option<&Architecture> {
+        eager.then(|| self.architecture()).flatten()
     }
 
     /// Why a tensor-parallel group of `tp` GPUs cannot split this model's

@@ -486,6 +486,53 @@ impl FromStr for StageExchange {
     }
 }
 
+/// Which kernels a transformer block runs, which sets what it keeps for its
+/// backward and the kernels it launches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BlockKernels {
+    /// An engine's fused kernels (Megatron-LM's, Megatron-DeepSpeed's):
+    /// fused norms, SwiGLU and GeLU, one QKV projection.
+    Fused,
+    /// The model's own Python code as Hugging Face writes it, kernel by
+    /// kernel: an RMSNorm that keeps fp32 copies, every MLP intermediate,
+    /// separate projections (eager PyTorch).
+    Eager,
+}
+
+impl BlockKernels {
+    /// The blocks `engine` runs when nothing is set: its own fused ones,
+    /// or without an engine the model's eager code. (torchtitan's blocks
+    /// are its own, counted apart: eager unless compiled.)
+    pub fn default_for(engine: Option<Engine>) -> BlockKernels {
+        match engine {
+            None => BlockKernels::Eager,
+            Some(_) => BlockKernels::Fused,
+        }
+    }
+
+    /// The name in files and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            BlockKernels::Fused => "fused",
+            BlockKernels::Eager => "eager",
+        }
+    }
+}
+
+impl FromStr for BlockKernels {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<BlockKernels, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "fused" => Ok(BlockKernels::Fused),
+            "eager" => Ok(BlockKernels::Eager),
+            _ => Err(format!(
+                "unknown block kernels `{s}`; choose fused (an engine's: Megatron-LM's, Megatron-DeepSpeed's) or eager (the model's own code, Hugging Face's, kernel by kernel)"
+            )),
+        }
+    }
+}
+
 /// How the loss is computed from the logits: what sets the memory the loss
 /// holds beside the fp32 probabilities it keeps for its backward (4 bytes
 /// per logit, a stored activation of the vocabulary projection).
@@ -829,6 +876,11 @@ pub struct TrainingSetup {
     /// engine's ([`TrainingSetup::stage_exchange`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage_exchange: Option<StageExchange>,
+    /// The blocks' kernels, when set; else the engine's
+    /// ([`TrainingSetup::eager_blocks`]). Only without an engine or with
+    /// DeepSpeed, whose engines run whatever module they are given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_kernels: Option<BlockKernels>,
 }
 
 impl Default for TrainingSetup {
@@ -849,6 +901,7 @@ impl Default for TrainingSetup {
             cross_entropy: None,
             optimizer_step: None,
             stage_exchange: None,
+            block_kernels: None,
         }
     }
 }
@@ -866,6 +919,14 @@ impl TrainingSetup {
     pub fn optimizer_step(&self) -> OptimizerStep {
         self.optimizer_step
             .unwrap_or_else(|| OptimizerStep::default_for(self.engine))
+    }
+
+    /// Whether the blocks run as the model's own code writes them, kernel
+    /// by kernel ([`BlockKernels::Eager`]): as set, else without an engine.
+    pub fn eager_blocks(&self) -> bool {
+        self.block_kernels
+            .unwrap_or_else(|| BlockKernels::default_for(self.engine))
+            == BlockKernels::Eager
     }
 
     /// How neighbouring stages exchange: the way set, else the engine's
@@ -895,6 +956,7 @@ impl TrainingSetup {
         s.backward_in_autocast = false;
         if engine != Engine::DeepSpeed {
             s.formats.gradient_reduction = None;
+            s.block_kernels = None;
         }
         s
     }
@@ -1130,6 +1192,19 @@ impl TrainingSetup {
                     format!("a barrier before the gradient reduction is Sailor's fork of DeepSpeed's pipeline engine; {engine} reduces each stage's gradients when its backward ends: drop `grad_reduce_barrier` (`--grad-reduce-barrier`) or the engine"),
                 ));
             }
+            if let (Some(kernels), Engine::Megatron | Engine::Torchtitan) =
+                (self.block_kernels, engine)
+            {
+                let own = if engine == Engine::Megatron {
+                    "its own fused blocks (Transformer Engine's)"
+                } else {
+                    "its own blocks (eager, or fused with `compile`, `--compile`)"
+                };
+                return Err(AmpError::invalid(
+                    at,
+                    format!("{engine} builds the model and runs {own}, not {} ones; drop `block_kernels` (`--block-kernels`) or target DeepSpeed, which runs the module it is given", kernels.name()),
+                ));
+            }
             if self.backward_in_autocast {
                 return Err(AmpError::invalid(
                     at,
@@ -1308,6 +1383,9 @@ impl TrainingSetup {
         if let Some(x) = self.stage_exchange {
             parts.push(format!("{} stage exchange", x.name()));
         }
+        if let Some(k) = self.block_kernels {
+            parts.push(format!("{} blocks", k.name()));
+        }
         if let Some(e) = self.engine {
             parts.push(format!("for {e}"));
         }
@@ -1436,6 +1514,60 @@ mod tests {
             );
             assert!(!barrier.on_engine(engine).grad_reduce_barrier);
         }
+    }
+
+    #[test]
+    fn block_kernels_are_deepspeeds_choice_and_written_only_when_set() {
+        let plain = serde_json::to_string(&TrainingSetup::default()).unwrap();
+        assert!(!plain.contains("block_kernels"), "{plain}");
+        // Eager without an engine, an engine's own with one.
+        assert!(TrainingSetup::default().eager_blocks());
+        for engine in Engine::ALL {
+            assert!(!TrainingSetup::default().on_engine(engine).eager_blocks());
+        }
+        let eager = TrainingSetup {
+            block_kernels: Some(BlockKernels::Eager),
+            ..TrainingSetup::default().on_engine(Engine::DeepSpeed)
+        };
+        let text = serde_json::to_string(&eager).unwrap();
+        assert!(text.contains("\"block_kernels\":\"eager\""), "{text}");
+        assert_eq!(serde_json::from_str::<TrainingSetup>(&text).unwrap(), eager);
+        assert!(eager.check().is_ok() && eager.eager_blocks());
+        assert!(
+            eager.summary().contains("eager blocks"),
+            "{}",
+            eager.summary()
+        );
+        // Megatron-LM and torchtitan build their own blocks.
+        for engine in [Engine::Megatron, Engine::Torchtitan] {
+            for kernels in [BlockKernels::Eager, BlockKernels::Fused] {
+                let e = TrainingSetup {
+                    block_kernels: Some(kernels),
+                    ..eager.on_engine(engine)
+                }
+                .check()
+                .unwrap_err()
+                .to_string();
+                assert!(
+                    e.contains("runs its own") && e.contains("--block-kernels"),
+                    "{e}"
+                );
+            }
+            assert_eq!(eager.on_engine(engine).block_kernels, None);
+        }
+        assert_eq!(
+            eager.on_engine(Engine::DeepSpeed).block_kernels,
+            Some(BlockKernels::Eager)
+        );
+        // Without an engine, fused blocks are the user's own fused code.
+        let fused = TrainingSetup {
+            block_kernels: Some(BlockKernels::Fused),
+            ..TrainingSetup::default()
+        };
+        assert!(fused.check().is_ok() && !fused.eager_blocks());
+        assert_eq!("EAGER".parse::<BlockKernels>(), Ok(BlockKernels::Eager));
+        let e = "hf".parse::<BlockKernels>().unwrap_err();
+        assert!(e.contains("choose fused") && e.contains("eager"), "{e}");
     }
 
     #[test]

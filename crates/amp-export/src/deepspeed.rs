@@ -201,7 +201,7 @@ def topology():
 "#,
         z = zero_stage,
         gathers = if zero_stage >= 3 { "the weights " } else { "" },
-        blocks = blocks_priced_note(model),
+        blocks = blocks_priced_note(model, opts.eager_blocks),
         g = plan.global_batch(),
         mb = plan.micro_batch,
         nmb = plan.num_micro_batches,
@@ -304,7 +304,7 @@ class AmpPipelineModule(PipelineModule):
         names = names.join(", "),
         tied = tied.join(", "),
         aci = if opts.recompute == Recompute::Full { 1 } else { 0 },
-        blocks = blocks_priced_note(model),
+        blocks = blocks_priced_note(model, opts.eager_blocks),
     ));
     py.push_str(CHECK_TIED_PY);
     py
@@ -312,15 +312,15 @@ class AmpPipelineModule(PipelineModule):
 
 /// What the generated files say of the blocks amp priced, for a model
 /// with an architecture (whose activations amp counts itself; a layer
-/// list's own counts are priced as given): an engine's fused kernels, not
-/// Hugging Face's eager code (measured on the CPU by
-/// `scripts/engine-check/deepspeed_pipeline.py`, which ends with what one
-/// eager block saves).
-fn blocks_priced_note(model: &Model) -> &'static str {
-    if model.architecture().is_some() {
-        BLOCKS_PRICED_NOTE
-    } else {
-        ""
+/// list's own counts are priced as given): an engine's fused kernels, or
+/// Hugging Face's eager code (`--block-kernels eager`; both measured on
+/// the CPU by `scripts/engine-check/deepspeed_pipeline.py`, which ends with
+/// what one eager block saves).
+fn blocks_priced_note(model: &Model, eager: bool) -> &'static str {
+    match (model.architecture().is_some(), eager) {
+        (false, _) => "",
+        (true, false) => BLOCKS_PRICED_NOTE,
+        (true, true) => EAGER_BLOCKS_PRICED_NOTE,
     }
 }
 
@@ -328,8 +328,14 @@ const BLOCKS_PRICED_NOTE: &str = "
 Memory was priced for blocks with fused kernels, as Megatron-DeepSpeed's are
 (fused norms and MLP, flash attention). Hugging Face's eager blocks keep more
 for their backward (fp32 copies in their RMSNorm, every MLP intermediate: more
-than twice as much for a Llama block): with them, leave room beside amp's
-figure, or plan with --recompute full.
+than twice as much for a Llama block): with them, plan with
+--block-kernels eager.
+";
+
+const EAGER_BLOCKS_PRICED_NOTE: &str = "
+Memory was priced for Hugging Face's eager blocks (--block-kernels eager): the
+fp32 copies their RMSNorm keeps, every MLP intermediate and the gradients
+their MLP's backward holds. Blocks with fused kernels keep less.
 ";
 
 /// The check of the module's tied layers against the plan's (`TIED`),

@@ -95,6 +95,10 @@ pub(crate) struct EngineOptions {
     pub(crate) fp32_allreduce: bool,
     /// torchtitan compiles each block (`compile.enable`), as priced.
     pub(crate) compile: bool,
+    /// The plan names Hugging Face's eager blocks (`block_kernels`), which
+    /// DeepSpeed runs as they are; else the engine's fused ones, as a plan
+    /// is priced on an engine ([`amp_core::setup::TrainingSetup::on_engine`]).
+    pub(crate) eager_blocks: bool,
 }
 
 impl std::ops::Deref for EngineOptions {
@@ -209,6 +213,7 @@ fn engine_view(
         cross_entropy: setup.cross_entropy(),
         fp32_allreduce: setup.formats.fp32_gradient_reduction(),
         compile: setup.compile,
+        eager_blocks: setup.block_kernels == Some(amp_core::setup::BlockKernels::Eager),
     };
     let v = setup.virtual_stages();
     if v <= 1 {

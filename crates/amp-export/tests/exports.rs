@@ -136,6 +136,35 @@ fn llama3_8b_plan_exports() {
     );
 }
 
+/// DeepSpeed's files say which blocks amp priced: an engine's fused ones by
+/// default, Hugging Face's eager ones when the plan says so.
+#[test]
+fn deepspeed_files_name_the_blocks_amp_priced() {
+    let (p, m, c) = common::llama3_8b();
+    let mut p = p;
+    p.setup.formats = Precision::Bf16.formats();
+    let py = |plan: &amp_core::plan::Plan| {
+        let files = export(plan, &m, &c, Engine::DeepSpeed, &ExportOptions::default()).unwrap();
+        files
+            .into_iter()
+            .find(|f| f.path == "amp_pipeline.py")
+            .unwrap()
+            .contents
+    };
+    let fused = py(&p);
+    assert!(
+        fused.contains("blocks with fused kernels") && fused.contains("--block-kernels eager"),
+        "{fused}"
+    );
+    p.setup.block_kernels = Some(amp_core::setup::BlockKernels::Eager);
+    let eager = py(&p);
+    assert!(
+        eager.contains("priced for Hugging Face's eager blocks")
+            && !eager.contains("fused kernels,"),
+        "{eager}"
+    );
+}
+
 #[test]
 fn qwen_gets_qkv_bias_on_megatron_and_is_refused_by_torchtitan() {
     let (p, _, c) = common::llama3_8b();

@@ -400,19 +400,42 @@ pub(super) fn autocast(setup: &TrainingSetup) -> bool {
     setup.formats.residual_stream_bytes() > activation_bytes(setup)
 }
 
-/// What explicit attention written as Python keeps beyond its 16-bit count
-/// under autocast, bytes per sample: the softmax output in fp32 (autocast
-/// runs softmax in fp32), 2 more bytes per score, the 16-bit probabilities
-/// the value product keeps being counted already. None with an engine (its
-/// fused softmax writes 16 bits) or fused attention.
+/// What explicit attention written as Python keeps beyond its 16-bit count,
+/// bytes per sample: the softmax output in fp32, 2 more bytes per score
+/// (the 16-bit probabilities the value product keeps being counted
+/// already), under autocast (which runs softmax in fp32) or, in 16-bit
+/// weights (DeepSpeed running Hugging Face's blocks), where the code asks
+/// for it (`softmax(..., dtype=torch.float32)`, every family but GPT-2's
+/// and BERT's); and GPT-Neo's, which upcasts its query and key to fp32
+/// before the scores' product (`GPTNeoSelfAttention._attn`), their fp32
+/// copies, 2 more bytes per element, where no autocast casts them back.
+/// None for fused blocks (an engine's softmax writes 16 bits) or fused
+/// attention. Measured on the CPU: `scripts/activation-check/check.py`
+/// (`--deepspeed` for 16-bit weights).
 pub(super) fn eager_softmax_extra_bytes(model: &Model, tp: f64, setup: &TrainingSetup) -> f64 {
     let e = activation_bytes(setup);
-    match (model.eager_architecture(setup.engine), shape_sha(model)) {
-        (Some(_), Some((s, _, a))) if autocast(setup) && !fused_attention(model) => {
-            (4.0 - e) * a * s * s / tp
-        }
-        _ => 0.0,
+    let (Some(arch), Some((s, _, a))) = (
+        model.eager_architecture(setup.eager_blocks()),
+        shape_sha(model),
+    ) else {
+        return 0.0;
+    };
+    if fused_attention(model) || !setup.formats.compute.is_half() {
+        return 0.0;
     }
+    let casts = autocast(setup);
+    let fp32_softmax = casts || !matches!(arch.family.as_str(), "gpt2" | "bert");
+    let scores = if fp32_softmax {
+        (4.0 - e) * a * s * s / tp
+    } else {
+        0.0
+    };
+    let query_key = if arch.family == "gpt_neo" && !casts {
+        (4.0 - e) * 2.0 * s * (a * arch.head_dim as f64) / tp
+    } else {
+        0.0
+    };
+    scores + query_key
 }
 
 /// Of a block's given stored elements per sample `elems` (counted in 16
@@ -446,10 +469,14 @@ pub(super) fn replicated_block_elems(model: &Model, elems: f64, setup: &Training
 /// element:
 /// - the residual stream's width beyond the activations' when it is wider
 ///   (eager autocast: the fp32 input, counted there in 16 bits);
-/// - without an engine, an RMSNorm written as Python (Hugging Face's
+/// - in eager blocks, an RMSNorm written as Python (Hugging Face's
 ///   `LlamaRMSNorm`, Meta's reference model) also keeps its fp32
 ///   normalised output for the weight's gradient, 4 bytes (engines fuse
-///   the norm).
+///   the norm). In 16-bit weights (DeepSpeed running Hugging Face's
+///   blocks) Llama's norm keeps its fp32 input (4 bytes, where the fused
+///   count holds 2) and casts the normalised value back to 16 bits before
+///   the weight's multiply (2): 4 again; Gemma's multiplies in fp32 before
+///   it casts (`output * (1 + weight)`, then `type_as`), 2 more.
 ///
 /// Norms whose input is a 16-bit branch value, written as Python, keep the
 /// fp32 copy of their input that `pow` and the multiply by the inverse norm
@@ -466,9 +493,16 @@ pub(super) fn replicated_block_elems(model: &Model, elems: f64, setup: &Training
 pub(super) fn norm_extra_bytes_per_elem(model: &Model, setup: &TrainingSetup) -> f64 {
     let wider = (setup.formats.residual_stream_bytes() - activation_bytes(setup)).max(0.0);
     let eager_rms = model
-        .eager_architecture(setup.engine)
-        .is_some_and(|a| a.norm == crate::model::NormKind::Rmsnorm);
-    wider + if eager_rms { 4.0 } else { 0.0 }
+        .eager_architecture(setup.eager_blocks())
+        .filter(|a| a.norm == crate::model::NormKind::Rmsnorm);
+    wider
+        + eager_rms.map_or(0.0, |a| {
+            if a.family.starts_with("gemma") && !autocast(setup) {
+                6.0
+            } else {
+                4.0
+            }
+        })
 }
 
 /// The final norm's share of [`norm_extra_bytes_per_elem`], bytes per
@@ -486,7 +520,7 @@ pub(super) fn final_norm_extra_bytes(
     let after_blocks = layer > 0
         && model.layers[layer].kind == LayerKind::Other
         && model.layers[layer - 1].kind == LayerKind::TransformerBlock;
-    if !after_blocks || model.eager_architecture(setup.engine).is_none() {
+    if !after_blocks || model.eager_architecture(setup.eager_blocks()).is_none() {
         return 0.0;
     }
     let bytes = model.layers[layer - 1].output_elems_per_sample as f64
@@ -505,7 +539,7 @@ pub(super) fn norm_extra_bytes(
     setup: &TrainingSetup,
 ) -> f64 {
     let eager_rms = model
-        .eager_architecture(setup.engine)
+        .eager_architecture(setup.eager_blocks())
         .filter(|a| a.norm == crate::model::NormKind::Rmsnorm);
     let per_elem = norm_extra_bytes_per_elem(model, setup);
     let out = layer.output_elems_per_sample as f64;
@@ -551,8 +585,10 @@ pub(super) fn norm_extra_bytes(
 ///
 /// Measured against Hugging Face's own blocks (`scripts/activation-check`).
 pub(super) fn eager_projection_extra_bytes(model: &Model, tp: f64, setup: &TrainingSetup) -> f64 {
-    let (Some(a), Some((s, h, _))) = (model.eager_architecture(setup.engine), shape_sha(model))
-    else {
+    let (Some(a), Some((s, h, _))) = (
+        model.eager_architecture(setup.eager_blocks()),
+        shape_sha(model),
+    ) else {
         return 0.0;
     };
     let e = activation_bytes(setup);
@@ -588,7 +624,7 @@ pub(super) fn eager_projection_extra_bytes(model: &Model, tp: f64, setup: &Train
 /// and the factor are fp32: 12 bytes plus one 16-bit element.
 pub(super) fn gelu_new_extra_bytes(model: &Model, tp: f64, setup: &TrainingSetup) -> f64 {
     let composite = model
-        .eager_architecture(setup.engine)
+        .eager_architecture(setup.eager_blocks())
         .filter(|a| a.activation == crate::model::Activation::GeluNew);
     let (Some(a), Some((s, _, _))) = (composite, shape_sha(model)) else {
         return 0.0;
@@ -768,6 +804,28 @@ pub(crate) fn stored_activation_bytes_per_sample(
     }
 }
 
+/// What the backward of an eager gated MLP (`down(act(gate) * up)`,
+/// Hugging Face's) holds at its peak beyond what the block keeps, bytes
+/// per sample on one rank, in 16-bit weights (DeepSpeed running Hugging
+/// Face's blocks): the gradients of the product, of `act(gate)`, of `up`
+/// and of `gate`, four inner-width tensors (`4 s f / tp`) in the
+/// activations' width. Measured on the CPU with PyTorch's profiler over a
+/// block's backward: 4.0 of them for Llama, 3.8-4.3 for Phi-3, Gemma 3 and
+/// Qwen3. Under autocast the backward's peak is another (its fp32 weight
+/// gradients and their casts, `accumulation_bytes`), and an engine's fused
+/// blocks are not measured here: none for those.
+fn eager_gated_mlp_backward_bytes(model: &Model, tp: f64, setup: &TrainingSetup) -> f64 {
+    match (
+        model.eager_architecture(setup.eager_blocks()),
+        shape_sha(model),
+    ) {
+        (Some(a), Some((s, _, _))) if a.gated() && !autocast(setup) => {
+            4.0 * s * a.ffn_hidden as f64 / tp * activation_bytes(setup)
+        }
+        _ => 0.0,
+    }
+}
+
 /// Bytes per sample held only while this layer's backward runs (one
 /// micro-batch at a time).
 pub(crate) fn transient_bytes_per_sample(
@@ -811,7 +869,7 @@ pub(crate) fn transient_bytes_per_sample(
                 shape_sha(model).map_or(0.0, |(s, _, a)| {
                     2.0 * HALF_BYTES * a * s * s / t * scale(setup)
                 })
-            };
+            } + eager_gated_mlp_backward_bytes(model, t, setup);
             match setup.recompute {
                 // Recomputing the block rebuilds its full activations:
                 // what it keeps without recomputation (the model's own

@@ -642,6 +642,61 @@ fn eager_query_and_key_norms_keep_an_fp32_copy() {
 }
 
 #[test]
+fn deepspeed_runs_hugging_faces_eager_blocks_when_asked() {
+    // `tiny_llama` (s = 4, h = 8, a gated MLP of f = 16) under DeepSpeed
+    // at bf16: 16-bit weights, no autocast. Its fused blocks keep the
+    // stored count; Hugging Face's eager ones (`--block-kernels eager`)
+    // also each RMSNorm's fp32 input and 16-bit normalised value beyond
+    // the fused norm's input, 4 bytes per element of s h = 32 (two norms:
+    // 256), and the gate's activation beside the product, s f / tp 16-bit
+    // elements (128 at tp 1, 64 at tp 2); no cast copies (no autocast).
+    let fused = TrainingSetup {
+        engine: Some(crate::setup::Engine::DeepSpeed),
+        ..TrainingSetup::default()
+    };
+    let eager = TrainingSetup {
+        block_kernels: Some(crate::setup::BlockKernels::Eager),
+        ..fused
+    };
+    assert!(!fused.eager_blocks() && eager.eager_blocks());
+    let m = tiny_llama();
+    let at = |m: &Model, tp, s: &TrainingSetup| stored_activation_bytes_per_sample(m, 0, tp, s);
+    assert_eq!(at(&m, 1, &eager) - at(&m, 1, &fused), 256.0 + 128.0);
+    assert_eq!(at(&m, 2, &eager) - at(&m, 2, &fused), 256.0 + 64.0);
+    // Its MLP's backward holds four inner-width gradients, 4 s f / tp
+    // 16-bit elements: 512 bytes at tp 1, 256 at tp 2. Fused blocks and
+    // eager ones under autocast hold none here.
+    let transient = |s: &TrainingSetup, tp| transient_bytes_per_sample(&m, 0, tp, s);
+    assert_eq!(transient(&eager, 1) - transient(&fused, 1), 512.0);
+    assert_eq!(transient(&eager, 2) - transient(&fused, 2), 256.0);
+    assert_eq!(transient(&eager_autocast_setup(), 1), transient(&fused, 1));
+    // Gemma's norm multiplies its weight in fp32 before it casts back:
+    // 2 bytes more per element than Llama's in 16-bit weights (2 x 32 x
+    // 2 = 128 for the two norms), the same under autocast.
+    let mut gemma = m.clone();
+    gemma.architecture_mut().unwrap().family = "gemma3_text".into();
+    assert_eq!(at(&gemma, 1, &eager) - at(&m, 1, &eager), 128.0);
+    let autocast = eager_autocast_setup();
+    assert_eq!(at(&gemma, 1, &autocast), at(&m, 1, &autocast));
+    // Explicit attention (s = 4, 2 heads of 4: 32 scores): Hugging Face's
+    // softmax in fp32 (2 more bytes per score, 64) wherever its code asks
+    // for one, and GPT-Neo's fp32 query and key (2 more bytes for each of
+    // s x 8 elements of each, 128); GPT-2's softmax runs in the scores'
+    // 16 bits.
+    let explicit = |family: &str| {
+        let mut m = tiny_with(Some(false), Some(false));
+        m.architecture_mut().unwrap().family = family.into();
+        m
+    };
+    let softmax = |f: &str, s: &TrainingSetup| eager_softmax_extra_bytes(&explicit(f), 1.0, s);
+    assert_eq!(softmax("llama", &eager), 64.0);
+    assert_eq!(softmax("gpt_neo", &eager), 64.0 + 128.0);
+    assert_eq!(softmax("gpt2", &eager), 0.0);
+    assert_eq!(softmax("gpt2", &autocast), 64.0);
+    assert_eq!(softmax("gpt_neo", &fused), 0.0);
+}
+
+#[test]
 fn eager_blocks_keep_each_projections_input_cast_and_the_gate() {
     // A Llama-family block (s = 4, h = 8, a gated MLP of f = 32) written
     // as Python under bf16 autocast: q, k and v each cast the norm's
