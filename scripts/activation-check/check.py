@@ -13,6 +13,13 @@ blocks is one block. amp's figure is the activation memory `amp eval --json`
 predicts for the same two configs (one stage, one micro-batch of --batch
 samples), likewise differenced. Both per sample.
 
+With --deepspeed the model runs as DeepSpeed's engines run a Hugging Face
+model at bf16 (`"bf16": {"enabled": true}`): the module cast to bf16 whole
+(`module.bfloat16()`, deepspeed/runtime/engine.py), no autocast, and amp's
+figure is `amp eval --engine deepspeed --block-kernels eager
+--cross-entropy pytorch --precision bf16`'s (Hugging Face's blocks and loss
+under DeepSpeed).
+
 The CPU stands in for a GPU where the two keep the same tensors: autocast
 casts each linear layer's input itself on both (its cache holds parameters'
 casts only), the norms' fp32 arithmetic is written out in the models' code,
@@ -75,7 +82,7 @@ def with_layers(config, layers):
     return {**config, "num_hidden_layers": layers}
 
 
-def hf_saved_bytes(config, layers, seq, batch):
+def hf_saved_bytes(config, layers, seq, batch, pure_bf16=False):
     cfg = AutoConfig.for_model(**with_layers(config, layers))
     if getattr(cfg, "layer_types", None):
         cfg.layer_types = ["full_attention"] * layers  # no sliding window at this length anyway
@@ -84,6 +91,8 @@ def hf_saved_bytes(config, layers, seq, batch):
     attention = "eager" if config["model_type"] == "gpt_neo" else "sdpa"
     model = AutoModelForCausalLM.from_config(cfg, attn_implementation=attention)
     model.train()
+    if pure_bf16:
+        model = model.bfloat16()
     shapes = {tuple(p.shape) for p in model.parameters()}
     ptrs = {p.data_ptr() for p in model.parameters()}
     # Buffers (GPT-Neo's causal mask) are the model's, not a sample's.
@@ -105,9 +114,9 @@ def hf_saved_bytes(config, layers, seq, batch):
         return t
 
     ids = torch.randint(0, cfg.vocab_size, (batch, seq))
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            model(input_ids=ids, labels=ids)
+    hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
+    with hooks, torch.autocast("cpu", dtype=torch.bfloat16, enabled=not pure_bf16):
+        model(input_ids=ids, labels=ids)
     return total / batch
 
 
@@ -139,8 +148,22 @@ def amp_memory(amp, config, layers, seq, batch, micro_batches=1, replicas=1, fla
         return json.loads(out)["memory"][0]
 
 
-def amp_activation_bytes(amp, config, layers, seq, batch):
-    return amp_memory(amp, config, layers, seq, batch)["activations_bytes"] / batch
+# Hugging Face's blocks and loss under DeepSpeed at bf16 (--deepspeed).
+DEEPSPEED_FLAGS = (
+    "--engine",
+    "deepspeed",
+    "--block-kernels",
+    "eager",
+    "--cross-entropy",
+    "pytorch",
+    "--precision",
+    "bf16",
+)
+
+
+def amp_activation_bytes(amp, config, layers, seq, batch, flags=()):
+    memory = amp_memory(amp, config, layers, seq, batch, flags=flags)
+    return memory["activations_bytes"] / batch
 
 
 def main():
@@ -148,19 +171,24 @@ def main():
     p.add_argument("--amp", required=True)
     p.add_argument("--seq", type=int, default=384)
     p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--deepspeed", action="store_true", help="bf16 weights, no autocast")
     p.add_argument("families", nargs="*", default=list(FAMILIES))
     a = p.parse_args()
+    mode = "the model in bf16 (DeepSpeed)" if a.deepspeed else "bf16 autocast"
+    flags = DEEPSPEED_FLAGS if a.deepspeed else ()
     print(
         f"torch {torch.__version__}, transformers {__import__('transformers').__version__}; "
-        f"sequence {a.seq}, {a.batch} samples; bytes per sample of one block"
+        f"sequence {a.seq}, {a.batch} samples, {mode}; bytes per sample of one block"
     )
     print("| family | Hugging Face saves | amp predicts | amp / HF |")
     print("|---|---|---|---|")
     for name in a.families:
         config = {**BASE, **{**FAMILIES, **OPTIONAL}[name]}
-        hf = hf_saved_bytes(config, 2, a.seq, a.batch) - hf_saved_bytes(config, 1, a.seq, a.batch)
-        amp = amp_activation_bytes(a.amp, config, 2, a.seq, a.batch) - amp_activation_bytes(
-            a.amp, config, 1, a.seq, a.batch
+        hf = hf_saved_bytes(config, 2, a.seq, a.batch, a.deepspeed) - hf_saved_bytes(
+            config, 1, a.seq, a.batch, a.deepspeed
+        )
+        amp = amp_activation_bytes(a.amp, config, 2, a.seq, a.batch, flags) - amp_activation_bytes(
+            a.amp, config, 1, a.seq, a.batch, flags
         )
         print(f"| {name} | {hf:,.0f} | {amp:,.0f} | {amp / hf:.3f} |", flush=True)
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # What a decoder block keeps for its backward in Hugging Face's own code,
-# against amp's prediction (see check.py), or with --peak a whole training
-# iteration's peak memory (see peak.py):
+# against amp's prediction (see check.py; --deepspeed: the model in bf16
+# weights as DeepSpeed runs it, against --block-kernels eager), or with
+# --peak a whole training iteration's peak memory (see peak.py):
 #
-#   scripts/activation-check/run.sh [--peak] [FAMILY ...]
+#   scripts/activation-check/run.sh [--deepspeed | --peak] [FAMILY ...]
 #
 # or with --transgan DIR what a TransGAN block of the AMP artifact keeps, in
 # the artifact's own code (DIR: its Megatron-LM-v1.1.5-3D_parallelism

@@ -1,7 +1,7 @@
 """DeepSpeed's pipeline engine on the CPU, under amp's export of a two-stage plan: what each stage holds.
 
     python deepspeed_pipeline.py --amp PATH/TO/amp [--seq 512] [--micro-batches 4] [--replicas 1]
-                                 [--zero 0|1] [--overlap-comm]
+                                 [--zero 0|1] [--overlap-comm] [--block-kernels eager|fused]
 
 For a plan of two pipeline stages of `--replicas` ranks each (fsdp.py's small Llama, Hugging
 Face's blocks, bf16), this writes amp's DeepSpeed export of the plan (`amp
@@ -18,14 +18,16 @@ instructions its all-reduces run (`--zero 1 --overlap-comm` adds DeepSpeed's
 `overlap_comm`, which amp's export does not set, to show where the reduction
 runs with it). amp's figure is `amp eval
 --json`'s peak of the same stage, less the framework reserve (what a GPU holds
-outside PyTorch's allocator, which a CPU run has not).
+outside PyTorch's allocator, which a CPU run has not), priced with Hugging
+Face's eager blocks (`--block-kernels eager`, the blocks this script runs;
+`--block-kernels fused` prices an engine's, amp's default under DeepSpeed).
 
 The sequence is long enough for the activations in flight and the pipe buffers
 (the last stage's retained logits among them) to count beside the states. The
 innermost ops running at each peak are in the raw lines, and the script ends
 with what one block saves for its backward (Hugging Face's eager block: its
 RMSNorm keeps fp32 copies, its MLP every intermediate), which amp's count of a
-block, an engine's fused kernels', does not follow.
+fused block does not follow.
 
 Needs torch, deepspeed, transformers and ninja in the running Python. No
 constant is fitted.
@@ -218,7 +220,7 @@ def measure(export_dir, seq, port, world, overlap_comm):
     return sorted(out, key=lambda r: r["rank"])
 
 
-def amp_run(amp, d, seq, micro_batches, replicas, zero):
+def amp_run(amp, d, seq, micro_batches, replicas, zero, block_kernels):
     """amp's export of the two-stage plan, and its own figures."""
     config = os.path.join(d, "config.json")
     with open(config, "w") as f:
@@ -254,7 +256,8 @@ def amp_run(amp, d, seq, micro_batches, replicas, zero):
     evaluated = json.loads(
         subprocess.run(
             [amp, "eval", *common, "--engine", "deepspeed", "--cross-entropy", "pytorch"]
-            + ["--precision", "bf16", "--optimizer-sharding", ZERO[zero], "--force", "--json"],
+            + ["--precision", "bf16", "--optimizer-sharding", ZERO[zero], "--force", "--json"]
+            + ["--block-kernels", block_kernels],
             capture_output=True,
             text=True,
             check=True,
@@ -271,13 +274,15 @@ def main():
     p.add_argument("--replicas", type=int, default=1)
     p.add_argument("--zero", type=int, choices=[0, 1], default=0)
     p.add_argument("--overlap-comm", action="store_true")
+    p.add_argument("--block-kernels", choices=["eager", "fused"], default="eager")
     a = p.parse_args()
     import deepspeed
 
     print(f"torch {torch.__version__}, deepspeed {deepspeed.__version__}")
     print(
         f"sequence {a.seq}, {a.micro_batches} micro-batches of 1, two stages of {a.replicas} "
-        f"rank(s), ZeRO {a.zero}{', overlap_comm' if a.overlap_comm else ''}"
+        f"rank(s), ZeRO {a.zero}{', overlap_comm' if a.overlap_comm else ''}; "
+        f"amp with {a.block_kernels} blocks"
     )
     print(
         "| rank (stage) | DeepSpeed's optimizer | parameters | peak, measured (gloo) | amp | amp / measured "
@@ -285,7 +290,9 @@ def main():
     )
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as d:
-        export_dir, evaluated = amp_run(a.amp, d, a.seq, a.micro_batches, a.replicas, a.zero)
+        export_dir, evaluated = amp_run(
+            a.amp, d, a.seq, a.micro_batches, a.replicas, a.zero, a.block_kernels
+        )
         got = measure(export_dir, a.seq, 29601, 2 * a.replicas, a.overlap_comm)
         reserve = evaluated["framework_reserve_bytes"]
         for r in got:
