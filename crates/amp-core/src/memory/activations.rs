@@ -811,15 +811,17 @@ pub(crate) fn stored_activation_bytes_per_sample(
 /// and of `gate`, four inner-width tensors (`4 s f / tp`) in the
 /// activations' width. Measured on the CPU with PyTorch's profiler over a
 /// block's backward: 4.0 of them for Llama, 3.8-4.3 for Phi-3, Gemma 3 and
-/// Qwen3. Under autocast the backward's peak is another (its fp32 weight
-/// gradients and their casts, `accumulation_bytes`), and an engine's fused
-/// blocks are not measured here: none for those.
+/// Qwen3. Under autocast and in fp32 the same measurement peaks elsewhere
+/// (1.8 fp32 inner-width elements a token for Llama in fp32), and an
+/// engine's fused blocks are not measured here: none for those.
 fn eager_gated_mlp_backward_bytes(model: &Model, tp: f64, setup: &TrainingSetup) -> f64 {
     match (
         model.eager_architecture(setup.eager_blocks()),
         shape_sha(model),
     ) {
-        (Some(a), Some((s, _, _))) if a.gated() && !autocast(setup) => {
+        (Some(a), Some((s, _, _)))
+            if a.gated() && !autocast(setup) && setup.formats.compute.is_half() =>
+        {
             4.0 * s * a.ffn_hidden as f64 / tp * activation_bytes(setup)
         }
         _ => 0.0,

@@ -664,12 +664,22 @@ fn deepspeed_runs_hugging_faces_eager_blocks_when_asked() {
     assert_eq!(at(&m, 1, &eager) - at(&m, 1, &fused), 256.0 + 128.0);
     assert_eq!(at(&m, 2, &eager) - at(&m, 2, &fused), 256.0 + 64.0);
     // Its MLP's backward holds four inner-width gradients, 4 s f / tp
-    // 16-bit elements: 512 bytes at tp 1, 256 at tp 2. Fused blocks and
-    // eager ones under autocast hold none here.
+    // 16-bit elements: 512 bytes at tp 1, 256 at tp 2. Fused blocks, and
+    // eager ones under autocast or in fp32 (measured to peak elsewhere),
+    // hold none here.
     let transient = |s: &TrainingSetup, tp| transient_bytes_per_sample(&m, 0, tp, s);
     assert_eq!(transient(&eager, 1) - transient(&fused, 1), 512.0);
     assert_eq!(transient(&eager, 2) - transient(&fused, 2), 256.0);
     assert_eq!(transient(&eager_autocast_setup(), 1), transient(&fused, 1));
+    let fp32 = TrainingSetup {
+        formats: crate::setup::Precision::Fp32.formats(),
+        ..eager
+    };
+    let fp32_fused = TrainingSetup {
+        block_kernels: None,
+        ..fp32
+    };
+    assert_eq!(transient(&fp32, 1), transient(&fp32_fused, 1));
     // Gemma's norm multiplies its weight in fp32 before it casts back:
     // 2 bytes more per element than Llama's in 16-bit weights (2 x 32 x
     // 2 = 128 for the two norms), the same under autocast.
