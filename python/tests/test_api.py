@@ -437,6 +437,24 @@ def test_the_loss_and_adam_kernels_carry_to_evaluate():
     assert again.iteration_s == megatron.predicted_iteration_s
 
 
+def test_the_block_kernels_carry_to_evaluate():
+    """block_kernels= becomes a flag, and the plan's JSON carries it to
+    evaluate(): Hugging Face's eager blocks under DeepSpeed hold more than
+    an engine's fused ones, and price the same again."""
+    kw = dict(model="llama3.2-1b", cluster="1x1xH200", global_batch=8, seq=2048)
+    kw.update(engine="deepspeed", top=1)
+    fused = amp.plan(**kw).plans[0]
+    eager = amp.plan(block_kernels="eager", **kw).plans[0]
+    assert eager.to_dict()["setup"]["block_kernels"] == "eager"
+    assert "block_kernels" not in fused.to_dict()["setup"]
+    again = amp.evaluate(eager)
+    assert again.iteration_s == eager.predicted_iteration_s
+    peak = lambda p: max(m["activations_bytes"] for m in p.to_dict()["memory"])  # noqa: E731
+    assert eager.micro_batch == fused.micro_batch == 8
+    assert peak(eager) > peak(fused)
+    assert eager.predicted_iteration_s > fused.predicted_iteration_s
+
+
 def test_sensitivity_reaches_the_cli(cli_json):
     """sensitivity=True re-runs the search under the other shipped constants."""
     expected = cli_json("plan", "--example", "het-cluster", "--sensitivity", "--json", "-q")

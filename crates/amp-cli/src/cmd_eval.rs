@@ -189,6 +189,9 @@ fn print_text(
         plan.boundaries()
     )?;
     writeln!(out, "setup: {}", plan.setup.summary())?;
+    if let Some(note) = crate::cmd_plan::blocks_note(&loaded.model, &plan.setup) {
+        writeln!(out, "{note}")?;
+    }
     for s in plan_compute_sources(loaded, plan) {
         writeln!(out, "compute times: {s}")?;
     }

@@ -445,6 +445,18 @@ pub fn seq_label(model: &amp_core::model::Model, setup: &TrainingSetup) -> Strin
     }
 }
 
+/// Under DeepSpeed, which runs whatever module it is given, which blocks a
+/// model with an architecture was priced with when the setup does not say:
+/// an engine's fused ones, with the flag for Hugging Face's.
+pub fn blocks_note(model: &amp_core::model::Model, setup: &TrainingSetup) -> Option<&'static str> {
+    (setup.engine == Some(amp_core::setup::Engine::DeepSpeed)
+        && setup.block_kernels.is_none()
+        && model.architecture().is_some())
+    .then_some(
+        "blocks: priced as an engine's fused kernels (Megatron-DeepSpeed's); for Hugging Face's modules under DeepSpeed, add --block-kernels eager",
+    )
+}
+
 /// Where the compute times of `gpus` come from, a line per GPU type and
 /// source (`T4: tp 1, 2, 4 measured (gpt2_G4_1.npy, ...)`,
 /// `H100-SXM: tp 1, 2 from the analytic model (micro-batches 1, 2)`).
@@ -559,6 +571,9 @@ fn print_table(
         seq_label(&loaded.model, setup)
     )?;
     writeln!(out, "training setup: {}", setup.summary())?;
+    if let Some(note) = blocks_note(&loaded.model, setup) {
+        writeln!(out, "{note}")?;
+    }
     if let Some((space, n)) = searched {
         let mut names = Vec::new();
         for (on, name) in [

@@ -1096,6 +1096,48 @@ fn hugging_face_blocks_under_deepspeed_are_the_checked_figures() {
     assert_eq!(peaks_mb("2048", "eager"), [1429.8, 2526.6]);
     assert_eq!(peaks_mb("512", "fused"), [1240.0, 1376.3]);
     assert_eq!(peaks_mb("2048", "fused"), [1270.4, 2461.6]);
+    // The text output says which blocks were priced where the setup does
+    // not, and how to ask for Hugging Face's.
+    let hint = "for Hugging Face's modules under DeepSpeed, add --block-kernels eager";
+    let (plan_path, config_path) = (plan.to_str().unwrap(), config.to_str().unwrap());
+    for kernels in [None, Some("eager"), Some("fused")] {
+        let mut eval = vec![
+            "eval",
+            plan_path,
+            "--model",
+            config_path,
+            "--cluster",
+            "1x2xH100",
+            "--engine",
+            "deepspeed",
+            "--force",
+        ];
+        let mut plan_args = vec![
+            "plan",
+            "--model",
+            config_path,
+            "--cluster",
+            "1x2xH100",
+            "--engine",
+            "deepspeed",
+            "--global-batch",
+            "4",
+            "--top",
+            "1",
+        ];
+        if let Some(k) = kernels {
+            eval.extend(["--block-kernels", k]);
+            plan_args.extend(["--block-kernels", k]);
+        }
+        for text in [amp_text(&eval), amp_text(&plan_args)] {
+            assert_eq!(text.contains(hint), kernels.is_none(), "{text}");
+            assert_eq!(
+                text.contains(&format!("{} blocks, for deepspeed", kernels.unwrap_or("-"))),
+                kernels.is_some(),
+                "{text}"
+            );
+        }
+    }
     for engine in ["megatron", "torchtitan"] {
         let out = amp(&[
             "eval",
