@@ -1,6 +1,7 @@
 """DeepSpeed's own engine on the CPU, under the config amp exports: what a rank holds.
 
-    python deepspeed_zero.py --amp PATH/TO/amp
+    python deepspeed_zero.py --amp PATH/TO/amp [--seq 32] [--stages 0,1,2,3,fp16]
+                             [--block-kernels fused|eager]
 
 For a plan of one stage over two data-parallel ranks (a small Llama, Hugging
 Face's code, in bf16), at each ZeRO stage 0-3, this writes amp's DeepSpeed
@@ -11,7 +12,10 @@ two iterations of two micro-batches, and measures rank 0 with PyTorch's
 profiler: its peak over the run, the model's creation included, per parameter.
 amp's figure is `amp eval --json` of the same plan with the same flags, its
 peak less the framework reserve (the CUDA context and what else a GPU holds
-outside PyTorch's allocator, which a CPU run has not).
+outside PyTorch's allocator, which a CPU run has not), with an engine's fused
+blocks by default, as before `--block-kernels` existed (at 32 tokens the states
+decide the peak); `--seq 1024 --block-kernels eager` checks Hugging Face's
+blocks, which this script runs, where the activations count.
 
 It also reads which optimizer wrapper DeepSpeed chose and the format its
 gradients are accumulated in (`get_data_types`), beside the gradient format
@@ -179,7 +183,7 @@ def join_gloo(rank, world, port):
     return deepspeed, traffic
 
 
-def rank_main(rank, world, ds_config, pipelined, port, queue):
+def rank_main(rank, world, ds_config, pipelined, port, seq, queue):
     from transformers import AutoConfig, AutoModelForCausalLM
 
     # The data-parallel traffic of the last iteration.
@@ -194,7 +198,7 @@ def rank_main(rank, world, ds_config, pipelined, port, queue):
         engine, optimizer, _, _ = deepspeed.initialize(
             model=model, model_parameters=model.parameters(), config=ds_config
         )
-        ids = torch.randint(0, cfg.vocab_size, (1, SEQ))
+        ids = torch.randint(0, cfg.vocab_size, (1, seq))
         accumulation = ds_config["gradient_accumulation_steps"]
         for it in range(2):
             traffic["on"] = it == 1
@@ -244,8 +248,8 @@ def spawn_ranks(target, world, args, results=1):
     return out
 
 
-def measure(ds_config, pipelined, port, world=2):
-    return spawn_ranks(rank_main, world, (ds_config, pipelined, port))[0]
+def measure(ds_config, pipelined, port, seq, world=2):
+    return spawn_ranks(rank_main, world, (ds_config, pipelined, port, seq))[0]
 
 
 def amp_files(d):
@@ -270,12 +274,13 @@ def amp_files(d):
     return config, plan_path
 
 
-def amp_run(amp, d, stage, precision="bf16"):
+def amp_run(amp, d, stage, seq, block_kernels, precision="bf16"):
     """amp's DeepSpeed config for ZeRO `stage`, whether it runs as a
     PipelineModule (amp_pipeline.py) or a plain module (amp_plan.py), and
-    amp's own figures at `precision`."""
+    amp's own figures at `precision` with `block_kernels` blocks."""
     config, plan = amp_files(d)
-    common = [plan, "--model", config, "--seq", str(SEQ), "--cluster", "1x2xH100"]
+    common = [plan, "--model", config, "--seq", str(seq), "--cluster", "1x2xH100"]
+    common += ["--block-kernels", block_kernels]
     flags = ["--optimizer-sharding", ZERO[stage], "--precision", precision, "--force"]
     out = os.path.join(d, f"zero{stage}-{precision}")
     subprocess.run(
@@ -316,19 +321,24 @@ def row(label, got, evaluated):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--amp", required=True)
+    p.add_argument("--seq", type=int, default=SEQ)
+    p.add_argument("--stages", default="0,1,2,3,fp16", help="ZeRO stages, and fp16's row")
+    p.add_argument("--block-kernels", choices=["fused", "eager"], default="fused")
     a = p.parse_args()
+    stages = a.stages.split(",")
     import deepspeed
 
     print(f"torch {torch.__version__}, deepspeed {deepspeed.__version__}")
+    print(f"sequence {a.seq}, amp with {a.block_kernels} blocks")
     print(
         "| ZeRO stage, module | DeepSpeed's optimizer | gradients accumulated in: DeepSpeed / amp "
         "| peak per parameter: measured (gloo) / amp | amp / measured |"
     )
     print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as d:
-        for stage in range(4):
-            ds_config, pipelined, evaluated = amp_run(a.amp, d, stage)
-            got = measure(ds_config, pipelined, 29581 + stage)
+        for stage in [int(s) for s in stages if s != "fp16"]:
+            ds_config, pipelined, evaluated = amp_run(a.amp, d, stage, a.seq, a.block_kernels)
+            got = measure(ds_config, pipelined, 29581 + stage, a.seq)
             module = "one-stage PipelineModule" if pipelined else "plain module"
             row(f"{stage}, {module} (amp's export)", got, evaluated)
             print(f"    raw: {json.dumps(got)}; ds_config {json.dumps(ds_config, sort_keys=True)}")
@@ -336,10 +346,12 @@ def main():
         # run: on the CPU it runs at bf16, on a plain module (bf16 on its
         # pipeline engine takes the BF16_Optimizer); the same bytes a
         # value, so amp's fp16 figure is beside it.
-        ds_config, _, _ = amp_run(a.amp, d, 0)
+        if "fp16" not in stages:
+            return
+        ds_config, _, _ = amp_run(a.amp, d, 0, a.seq, a.block_kernels)
         ds_config.pop("pipeline", None)
-        _, _, evaluated = amp_run(a.amp, d, 0, "fp16")
-        got = measure(ds_config, False, 29590)
+        _, _, evaluated = amp_run(a.amp, d, 0, a.seq, a.block_kernels, "fp16")
+        got = measure(ds_config, False, 29590, a.seq)
         row("0, plain module at bf16 (amp: fp16)", got, evaluated)
         print(f"    raw: {json.dumps(got)}; ds_config {json.dumps(ds_config, sort_keys=True)}")
 
