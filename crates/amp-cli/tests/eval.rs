@@ -1096,6 +1096,47 @@ fn hugging_face_blocks_under_deepspeed_are_the_checked_figures() {
     assert_eq!(peaks_mb("2048", "eager"), [1429.8, 2526.6]);
     assert_eq!(peaks_mb("512", "fused"), [1240.0, 1376.3]);
     assert_eq!(peaks_mb("2048", "fused"), [1270.4, 2461.6]);
+    // `deepspeed_zero.py --seq 1024`'s plan: one stage of the same model
+    // over two replicas, two micro-batches of one; amp's peak less the
+    // reserve per parameter (112,731,136) at each ZeRO stage.
+    let zero_plan = tmp(
+        "ds-zero-plan.json",
+        r#"{"micro_batch": 1, "num_micro_batches": 2, "stages": [{"first_layer": 0, "end_layer": 7, "replicas": [[{"node": 0, "gpu": 0}], [{"node": 0, "gpu": 1}]]}]}"#,
+    );
+    let per_param = |sharding: &str, kernels: &str| -> String {
+        let v = amp_json(&[
+            "eval",
+            zero_plan.to_str().unwrap(),
+            "--model",
+            config.to_str().unwrap(),
+            "--seq",
+            "1024",
+            "--cluster",
+            "1x2xH100",
+            "--engine",
+            "deepspeed",
+            "--cross-entropy",
+            "pytorch",
+            "--precision",
+            "bf16",
+            "--optimizer-sharding",
+            sharding,
+            "--force",
+            "--block-kernels",
+            kernels,
+            "--json",
+        ]);
+        let reserve = v["framework_reserve_bytes"].as_f64().unwrap();
+        let peak = v["memory"][0]["peak_bytes"].as_f64().unwrap();
+        format!("{:.3}", (peak - reserve) / 112_731_136.0)
+    };
+    let eager: Vec<String> = ["none", "zero1", "zero2", "zero3"]
+        .iter()
+        .map(|z| per_param(z, "eager"))
+        .collect();
+    assert_eq!(eager, ["18.362", "28.904", "23.070", "24.957"]);
+    assert_eq!(per_param("zero2", "fused"), "22.531");
+    assert_eq!(per_param("zero3", "fused"), "24.418");
     // The text output says which blocks were priced where the setup does
     // not, and how to ask for Hugging Face's.
     let hint = "for Hugging Face's modules under DeepSpeed, add --block-kernels eager";

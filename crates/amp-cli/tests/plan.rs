@@ -3829,4 +3829,97 @@ fn deepspeed_bf16_plans_as_the_readme_says() {
             "bf16".into()
         )
     );
+    // Hugging Face's eager blocks ("Hugging Face's blocks under
+    // DeepSpeed"): the one-stage dp-16 plan no longer fits; over the
+    // shardings ZeRO-3 at micro-batch 2 either way.
+    assert_eq!(
+        best(&["--block-kernels", "eager"]),
+        (
+            (1.into(), 8.into(), 2.into()),
+            "6.3332".into(),
+            "bf16".into()
+        )
+    );
+    let all = |kernels: &str| {
+        let v = amp_json(&[
+            "plan",
+            "--model",
+            "llama3-8b",
+            "--cluster",
+            "2x8xH100",
+            "--global-batch",
+            "256",
+            "--seq",
+            "4096",
+            "--engine",
+            "deepspeed",
+            "--top",
+            "1",
+            "--json",
+            "-q",
+            "--search-setup",
+            "all",
+            "--block-kernels",
+            kernels,
+        ]);
+        let p = &v["plans"][0];
+        (
+            format!("{:.4}", p["predicted_iteration_s"].as_f64().unwrap()),
+            p["micro_batch"].as_u64().unwrap(),
+            p["setup"]["optimizer_sharding"].clone(),
+        )
+    };
+    assert_eq!(all("fused"), ("5.4691".into(), 2, "zero3".into()));
+    assert_eq!(all("eager"), ("6.0492".into(), 2, "zero3".into()));
+    // The fused blocks' dp-16 plan priced with eager ones: its peak and
+    // its compute.
+    let v = amp_json(&[
+        "plan",
+        "--model",
+        "llama3-8b",
+        "--cluster",
+        "2x8xH100",
+        "--global-batch",
+        "256",
+        "--seq",
+        "4096",
+        "--engine",
+        "deepspeed",
+        "--top",
+        "1",
+        "--json",
+        "-q",
+    ]);
+    let mut plan = v["plans"][0].clone();
+    let priced = |plan: &serde_json::Value, name: &str| {
+        let path = tmp(name, &plan.to_string());
+        let e = amp_json(&[
+            "eval",
+            path.to_str().unwrap(),
+            "--model",
+            "llama3-8b",
+            "--seq",
+            "4096",
+            "--cluster",
+            "2x8xH100",
+            "--force",
+            "--json",
+        ]);
+        (
+            format!(
+                "{:.2}",
+                e["memory"][0]["peak_bytes"].as_f64().unwrap() / 1e9
+            ),
+            format!("{:.2}", e["breakdown"]["compute_s"].as_f64().unwrap()),
+        )
+    };
+    assert_eq!(
+        priced(&plan, "ds-fused-dp16.json"),
+        ("84.38".into(), "5.39".into())
+    );
+    plan["setup"]["block_kernels"] = "eager".into();
+    assert_eq!(
+        priced(&plan, "ds-eager-dp16.json"),
+        ("92.50".into(), "5.97".into())
+    );
 }
