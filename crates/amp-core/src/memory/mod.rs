@@ -79,11 +79,15 @@
 //!   ([`Model::resident_bytes_per_device`], e.g. the AMP artifact's TransGAN
 //!   discriminator), whatever the stage;
 //! - the **engine's own buffers** (`engine_buffer_bytes`): DeepSpeed's
-//!   ZeRO-1 (its first), ZeRO-2 and ZeRO-3 gradient-reduction buckets (with ZeRO-2's
-//!   flattened copy of one where it flushes inside the backward) and
+//!   ZeRO-1 (its first) and ZeRO-3 gradient-reduction buckets and
 //!   ZeRO-3's prefetch bucket, at their default sizes, and what ZeRO-3
 //!   holds gathered: the layer it computes, or at the backward's start the
-//!   layers its reuse distance kept (`deepspeed_kept_gathered`);
+//!   layers its reuse distance kept (`deepspeed_kept_gathered`); ZeRO-2's
+//!   buckets (with the flattened copy of one where it flushes inside the
+//!   backward) live from the backward's first gradient to its end only
+//!   (`deepspeed_backward_bucket_bytes`): a workspace of the backward
+//!   beside a layer's weight gradient (`accumulation_bytes`), which the
+//!   forward's end and the loss's backward do not hold, and at its end;
 //! - a **framework reserve** (`reserve_bytes`, the fitted
 //!   [`crate::cost::Calibration::framework_reserve_bytes`]): CUDA context,
 //!   communication buffers, workspaces and allocator fragmentation: what
@@ -196,6 +200,10 @@ struct LayerBytes {
     /// holds both layers, and DeepSpeed ZeRO-2's flattened bucket
     /// (`flattened_bucket_bytes_per_param`).
     backward_end: f64,
+    /// The engine's buffers at the end of the backward beside those
+    /// (`backward_end_buffer_bytes`): DeepSpeed ZeRO-1's second bucket,
+    /// ZeRO-2's buckets.
+    end_buffer: f64,
     /// Activations stored per sample.
     stored: f64,
     /// Of those, what the loss keeps (`loss_stored_bytes_per_sample`).
@@ -309,6 +317,7 @@ fn layer_bytes(
         forward_workspace,
         accumulation,
         backward_end,
+        end_buffer: backward_end_buffer_bytes(model, setup, tp),
         stored,
         loss_stored,
         workspace,
@@ -375,11 +384,9 @@ fn device_bytes(
     // activations are freed: the larger of the two is the device's.
     // Or the end of the backward's, the larger: both hold the states, and
     // the outputs DeepSpeed's pipe buffers still keep.
-    let temporaries = (params * optimizer_step_bytes_per_param(setup, dp)).max(
-        layers.backward_end
-            + copied * casts_at_backward_end(setup)
-            + backward_end_buffer_bytes(setup),
-    ) + mbs * retained_outputs(b) * layers.retained;
+    let temporaries = (params * optimizer_step_bytes_per_param(setup, dp))
+        .max(layers.backward_end + copied * casts_at_backward_end(setup) + layers.end_buffer)
+        + mbs * retained_outputs(b) * layers.retained;
     let states = |s: &StateBytes| {
         (
             copied * s.weights + layers.fp8_weight_copies,

@@ -386,7 +386,7 @@ pub fn stage_memory_tables(
     let retained = retained_outputs(num_micro_batches)
         * mbs
         * retained_output_bytes_per_sample(model, tp, setup);
-    let end_buffer = backward_end_buffer_bytes(setup);
+    let end_buffer = backward_end_buffer_bytes(model, setup, tp);
     let own_step = step_per_param > 0.0
         || flattened > 0.0
         || end_buffer > 0.0

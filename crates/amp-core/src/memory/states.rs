@@ -195,8 +195,9 @@ pub(crate) fn fp8_weight_copy_bytes(
 }
 
 /// Bytes every GPU (tensor-parallel degree `tp`) holds for its engine's
-/// own buffers under `setup`, whatever its layers: DeepSpeed's ZeRO-1,
-/// ZeRO-2 and ZeRO-3 buckets ([`DEEPSPEED_REDUCE_BUCKET_ELEMS`],
+/// own buffers under `setup`, whatever its layers and its phase: DeepSpeed's
+/// ZeRO-1 and ZeRO-3 buckets (ZeRO-2's live through the backward only,
+/// [`deepspeed_backward_bucket_bytes`]; [`DEEPSPEED_REDUCE_BUCKET_ELEMS`],
 /// [`DEEPSPEED_PREFETCH_BUCKET_ELEMS`]; ZeRO-1's where
 /// [`deepspeed_reduces_in_buckets`]), in the weights' 16-bit format, and
 /// under ZeRO-3 the layer it holds gathered while it computes, the largest
@@ -215,20 +216,8 @@ pub(crate) fn engine_buffer_bytes(model: &Model, setup: &TrainingSetup, tp: usiz
             // passes is [`backward_end_buffer_bytes`]'.
             DEEPSPEED_REDUCE_BUCKET_ELEMS * w
         }
-        OptimizerSharding::Zero2 => {
-            let buckets = if setup.overlap_grad_reduce { 2.0 } else { 1.0 };
-            // A bucket flushed inside the backward is flattened there
-            // ([`flattened_bucket_bytes_per_param`]): a bucket's worth
-            // beside whatever the passes hold then, counted as if at
-            // their peak (an upper bound: by the first flush a bucket's
-            // worth of layers has freed its activations).
-            let flushed_inside = if rank_params(model, tp) > DEEPSPEED_REDUCE_BUCKET_ELEMS {
-                1.0
-            } else {
-                0.0
-            };
-            (buckets + flushed_inside) * DEEPSPEED_REDUCE_BUCKET_ELEMS * w
-        }
+        // ZeRO-2's live only through the backward:
+        // [`deepspeed_backward_bucket_bytes`].
         OptimizerSharding::Zero3 => {
             // The layer being computed, or at the backward's start the
             // layers kept gathered since their forward, a suffix
@@ -253,15 +242,48 @@ pub(crate) fn engine_buffer_bytes(model: &Model, setup: &TrainingSetup, tp: usiz
 /// reduction bucket, which its pipeline engine's
 /// `reduce_gradients(pipeline_parallel=True)` appends after the last
 /// backward (deepspeed/runtime/zero/stage_1_and_2.py), when no activation
-/// is left but the pipe buffers' retained outputs. Measured on the CPU:
+/// is left but the pipe buffers' retained outputs (measured on the CPU:
 /// `scripts/engine-check/deepspeed_pipeline.py --zero 1`, whose stages
-/// peak at its allocation. None elsewhere.
-pub(crate) fn backward_end_buffer_bytes(setup: &TrainingSetup) -> f64 {
+/// peak at its allocation); and ZeRO-2's buckets, which live until the
+/// backward's epilogue ([`deepspeed_backward_bucket_bytes`]). None
+/// elsewhere.
+pub(crate) fn backward_end_buffer_bytes(model: &Model, setup: &TrainingSetup, tp: usize) -> f64 {
     if deepspeed_reduces_in_buckets(setup) {
         DEEPSPEED_REDUCE_BUCKET_ELEMS * setup.formats.weights.bytes()
     } else {
-        0.0
+        deepspeed_backward_bucket_bytes(model, setup, tp)
     }
+}
+
+/// Bytes DeepSpeed ZeRO-2's own engine holds for its gradient reduction
+/// through a backward, on a GPU of tensor-parallel degree `tp`: its
+/// bucket of [`DEEPSPEED_REDUCE_BUCKET_ELEMS`] 16-bit elements (two with
+/// `overlap_comm`), which `setup_buckets` allocates at the backward's
+/// first gradient (from `process_gradients`) and `_release_ipg_buffers`
+/// frees at its end (deepspeed/runtime/zero/stage_1_and_2.py), so it
+/// meets neither the forward nor the loss's backward, which runs before
+/// any weight has a gradient, nor the step; and where a rank's gradients
+/// outgrow a bucket, the copy a flush inside the backward flattens it
+/// into ([`flattened_bucket_bytes_per_param`]). Measured on the CPU:
+/// `scripts/engine-check/deepspeed_zero.py --seq 1024`, whose ZeRO-2 peak
+/// is the bucket's allocation, past the loss's backward. None elsewhere.
+pub(crate) fn deepspeed_backward_bucket_bytes(
+    model: &Model,
+    setup: &TrainingSetup,
+    tp: usize,
+) -> f64 {
+    if setup.engine != Some(crate::setup::Engine::DeepSpeed)
+        || setup.optimizer_sharding != OptimizerSharding::Zero2
+    {
+        return 0.0;
+    }
+    let buckets = if setup.overlap_grad_reduce { 2.0 } else { 1.0 };
+    let flushed_inside = if rank_params(model, tp) > DEEPSPEED_REDUCE_BUCKET_ELEMS {
+        1.0
+    } else {
+        0.0
+    };
+    (buckets + flushed_inside) * DEEPSPEED_REDUCE_BUCKET_ELEMS * setup.formats.weights.bytes()
 }
 
 /// Parameters a rank of tensor-parallel degree `tp` holds of `model` when
@@ -493,7 +515,14 @@ pub(super) fn gradients_before_peak(setup: &TrainingSetup, b: usize, flight: usi
 /// there (eager accumulation over micro-batches), and under torchtitan at
 /// every backward (FSDP2's reduction of the unit).
 pub(super) fn gradient_workspace(setup: &TrainingSetup, b: usize, flight: usize) -> bool {
-    fsdp2(setup) || b > flight
+    fsdp2(setup) || deepspeed_zero2(setup) || b > flight
+}
+
+/// Whether `setup` runs DeepSpeed's ZeRO-2, whose reduction buckets live
+/// through each backward ([`deepspeed_backward_bucket_bytes`]).
+fn deepspeed_zero2(setup: &TrainingSetup) -> bool {
+    setup.engine == Some(crate::setup::Engine::DeepSpeed)
+        && setup.optimizer_sharding == OptimizerSharding::Zero2
 }
 
 /// Whether `setup` trains as torchtitan does: with FSDP2 (`fully_shard`,
@@ -611,7 +640,10 @@ pub(crate) fn casts_at_backward_end(setup: &TrainingSetup) -> f64 {
 /// ([`phase_state_bytes`]); engines accumulate into their own buffers
 /// (Megatron-LM's `main_grad`, fused into the weight-gradient product).
 /// Under torchtitan ([`fsdp2`]) the layer's unit's reduction instead, at
-/// every backward ([`gradient_workspace`]).
+/// every backward ([`gradient_workspace`]); under DeepSpeed ZeRO-2 its
+/// buckets ([`deepspeed_backward_bucket_bytes`]) and the layer's 16-bit
+/// weight gradient, which autograd writes before the engine's hook
+/// copies it into the bucket.
 pub(super) fn accumulation_bytes(
     model: &Model,
     l: usize,
@@ -621,6 +653,10 @@ pub(super) fn accumulation_bytes(
 ) -> f64 {
     let layer = &model.layers[l];
     let f = &setup.formats;
+    if deepspeed_zero2(setup) {
+        return deepspeed_backward_bucket_bytes(model, setup, tp)
+            + layer.params as f64 / tp.max(1) as f64 * f.gradients.bytes();
+    }
     if fsdp2(setup) {
         // FSDP2 reduces a unit's gradients when its backward ends: its new
         // 16-bit gradients and the fp32 copy the reduce-scatter reads

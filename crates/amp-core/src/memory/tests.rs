@@ -1838,9 +1838,11 @@ fn deepspeed_zero2_and_zero3_hold_their_buckets() {
     // DeepSpeed's own engine allocates its gradient-reduction bucket at
     // `reduce_bucket_size` (5e8 elements, 16-bit) under ZeRO-1 and ZeRO-2
     // (two with `overlap_comm`) and ZeRO-3, and ZeRO-3 its prefetch bucket
-    // (5e7): on every GPU, whatever its layers, and ZeRO-3 the largest
-    // layer gathered while it computes; nothing without ZeRO or elsewhere.
-    // The setups as plans record them (bf16 gradients under ZeRO).
+    // (5e7): ZeRO-1's and ZeRO-3's on every GPU whatever its phase, and
+    // ZeRO-3 the largest layer gathered while it computes; ZeRO-2's from
+    // the backward's first gradient to its end only; nothing without ZeRO
+    // or elsewhere. The setups as plans record them (bf16 gradients under
+    // ZeRO).
     let ds = |sharding: OptimizerSharding, overlap: bool| {
         TrainingSetup {
             engine: Some(crate::setup::Engine::DeepSpeed),
@@ -1855,30 +1857,37 @@ fn deepspeed_zero2_and_zero3_hold_their_buckets() {
     // backward (`deepspeed_zero3_keeps_a_suffix_gathered_into_the_backward`).
     let kept = m.total_params() as f64;
     let buffers = |s: &TrainingSetup, tp: usize| engine_buffer_bytes(&m, s, tp);
-    assert_eq!(buffers(&ds(OptimizerSharding::Zero2, false), 1), 1e9);
-    assert_eq!(buffers(&ds(OptimizerSharding::Zero2, true), 2), 2e9);
+    let in_backward = |s: &TrainingSetup, tp: usize| deepspeed_backward_bucket_bytes(&m, s, tp);
+    let at_end = |s: &TrainingSetup| backward_end_buffer_bytes(&m, s, 1);
+    for overlap in [false, true] {
+        assert_eq!(buffers(&ds(OptimizerSharding::Zero2, overlap), 1), 0.0);
+    }
+    assert_eq!(in_backward(&ds(OptimizerSharding::Zero2, false), 1), 1e9);
+    assert_eq!(in_backward(&ds(OptimizerSharding::Zero2, true), 2), 2e9);
+    assert_eq!(at_end(&ds(OptimizerSharding::Zero2, false)), 1e9);
     for tp in [1, 2] {
         let want = 1.1e9 + 2.0 * kept / tp as f64;
         assert_eq!(buffers(&ds(OptimizerSharding::Zero3, false), tp), want);
     }
     // ZeRO-1's second bucket comes after the passes.
     assert_eq!(buffers(&ds(OptimizerSharding::Zero1, false), 1), 1e9);
-    assert_eq!(
-        backward_end_buffer_bytes(&ds(OptimizerSharding::Zero1, false)),
-        1e9
-    );
+    assert_eq!(at_end(&ds(OptimizerSharding::Zero1, false)), 1e9);
+    for z in [OptimizerSharding::None, OptimizerSharding::Zero3] {
+        assert_eq!(at_end(&ds(z, false)), 0.0);
+    }
     for z in [
         OptimizerSharding::None,
-        OptimizerSharding::Zero2,
+        OptimizerSharding::Zero1,
         OptimizerSharding::Zero3,
     ] {
-        assert_eq!(backward_end_buffer_bytes(&ds(z, false)), 0.0);
+        assert_eq!(in_backward(&ds(z, false), 1), 0.0);
     }
     assert_eq!(buffers(&ds(OptimizerSharding::None, false), 1), 0.0);
     let titan = torchtitan_setup(OptimizerSharding::Zero3);
     assert_eq!(buffers(&titan, 1), 0.0);
-    // `amp eval` reads them as other memory, and the tables and the split
-    // check price them alike.
+    // `amp eval` reads ZeRO-1's and ZeRO-3's as other memory, ZeRO-2's
+    // with the activations (a workspace of the backward), and the tables
+    // and the split check price them alike.
     let mut c = clusters::homogeneous();
     c.nodes.truncate(1);
     c.nodes[0].gpus = 2;
@@ -1898,6 +1907,13 @@ fn deepspeed_zero2_and_zero3_hold_their_buckets() {
                 // end of the backward is the peak, with the pipe buffers'
                 // earlier output (40 fp32 logits) beside it.
                 assert_eq!(d.activations_bytes, 1e9 + 160.0, "{d:?}");
+            }
+            if sharding == OptimizerSharding::Zero2 {
+                // Its bucket(s) beside the largest layer's 16-bit weight
+                // gradient (the block's 1000 parameters), at most.
+                let bucket = in_backward(&setup, 1);
+                assert!(d.activations_bytes >= bucket, "{d:?}");
+                assert!(d.activations_bytes <= bucket + 2000.0 + 1e6, "{d:?}");
             }
         }
         tables_agree_for(false, setup, (2, 1, 1, 2));
@@ -1987,13 +2003,15 @@ fn deepspeed_zero2_flattens_a_bucket_before_it_all_reduces_it() {
     for l in [1, 2] {
         big.layers[l].params = 300_000_000;
     }
-    assert_eq!(engine_buffer_bytes(&big, &zero2, 1), 2e9);
+    // Both live through the backward only.
+    assert_eq!(deepspeed_backward_bucket_bytes(&big, &zero2, 1), 2e9);
     assert_eq!(flattened_bucket_bytes_per_param(&big, &zero2, 1), 0.0);
-    assert_eq!(engine_buffer_bytes(&big, &zero2, 2), 1e9);
+    assert_eq!(deepspeed_backward_bucket_bytes(&big, &zero2, 2), 1e9);
     assert_eq!(flattened_bucket_bytes_per_param(&big, &zero2, 2), 2.0);
+    assert_eq!(engine_buffer_bytes(&big, &zero2, 1), 0.0);
     // `amp eval`: the tiny decoder's few activations are below the copy,
     // so the end of the backward is the peak: states, the copy, the
-    // bucket and the reserve.
+    // bucket (read with the activations) and the reserve.
     let mut c = clusters::homogeneous();
     c.nodes.truncate(1);
     c.nodes[0].gpus = 2;
@@ -2001,10 +2019,10 @@ fn deepspeed_zero2_flattens_a_bucket_before_it_all_reduces_it() {
     let plan = crate::search::plan_from_grid(&grid, &[0, 5], 1, 2, &zero2);
     let params = small.total_params() as f64;
     for d in plan_memory(&small, &c, &plan, RESERVE) {
-        assert_eq!(d.activations_bytes, 2.0 * params);
+        assert_eq!(d.activations_bytes, 2.0 * params + 1e9);
         let states = d.weights_bytes + d.gradients_bytes + d.optimizer_bytes;
         assert_eq!(states, params * (2.0 + 1.0 + 6.0));
-        assert_eq!(d.other_bytes, RESERVE + 1e9);
+        assert_eq!(d.other_bytes, RESERVE);
     }
     tables_agree_for(true, zero2, (2, 1, 1, 2));
 }
