@@ -512,8 +512,9 @@ pub(super) fn gradients_before_peak(setup: &TrainingSetup, b: usize, flight: usi
 
 /// Whether a stage of `b` micro-batches keeping `flight` in flight holds a
 /// layer's [`accumulation_bytes`] in its passes: where its gradients are
-/// there (eager accumulation over micro-batches), and under torchtitan at
-/// every backward (FSDP2's reduction of the unit).
+/// there (eager accumulation over micro-batches), and at every backward
+/// under torchtitan (FSDP2's reduction of the unit) and DeepSpeed ZeRO-2
+/// (its reduction buckets).
 pub(super) fn gradient_workspace(setup: &TrainingSetup, b: usize, flight: usize) -> bool {
     fsdp2(setup) || deepspeed_zero2(setup) || b > flight
 }
