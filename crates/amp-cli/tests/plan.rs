@@ -3796,24 +3796,24 @@ fn fp8_plans_are_only_those_transformer_engine_can_tile() {
 /// engine, stage by stage").
 #[test]
 fn deepspeed_bf16_plans_as_the_readme_says() {
+    let base = [
+        "plan",
+        "--model",
+        "llama3-8b",
+        "--cluster",
+        "2x8xH100",
+        "--global-batch",
+        "256",
+        "--seq",
+        "4096",
+        "--engine",
+        "deepspeed",
+        "--top",
+        "1",
+        "--json",
+        "-q",
+    ];
     let best = |extra: &[&str]| {
-        let base = [
-            "plan",
-            "--model",
-            "llama3-8b",
-            "--cluster",
-            "2x8xH100",
-            "--global-batch",
-            "256",
-            "--seq",
-            "4096",
-            "--engine",
-            "deepspeed",
-            "--top",
-            "1",
-            "--json",
-            "-q",
-        ];
         let v = amp_json(&[&base[..], extra].concat());
         let p = v["plans"][0].clone();
         (
@@ -3850,27 +3850,13 @@ fn deepspeed_bf16_plans_as_the_readme_says() {
         )
     );
     let all = |kernels: &str| {
-        let v = amp_json(&[
-            "plan",
-            "--model",
-            "llama3-8b",
-            "--cluster",
-            "2x8xH100",
-            "--global-batch",
-            "256",
-            "--seq",
-            "4096",
-            "--engine",
-            "deepspeed",
-            "--top",
-            "1",
-            "--json",
-            "-q",
-            "--search-setup",
-            "all",
-            "--block-kernels",
-            kernels,
-        ]);
+        let v = amp_json(
+            &[
+                &base[..],
+                &["--search-setup", "all", "--block-kernels", kernels],
+            ]
+            .concat(),
+        );
         let p = &v["plans"][0];
         (
             format!("{:.4}", p["predicted_iteration_s"].as_f64().unwrap()),
@@ -3882,23 +3868,7 @@ fn deepspeed_bf16_plans_as_the_readme_says() {
     assert_eq!(all("eager"), ("6.0492".into(), 2, "zero3".into()));
     // The fused blocks' dp-16 plan priced with eager ones: its peak and
     // its compute.
-    let v = amp_json(&[
-        "plan",
-        "--model",
-        "llama3-8b",
-        "--cluster",
-        "2x8xH100",
-        "--global-batch",
-        "256",
-        "--seq",
-        "4096",
-        "--engine",
-        "deepspeed",
-        "--top",
-        "1",
-        "--json",
-        "-q",
-    ]);
+    let v = amp_json(&base);
     let mut plan = v["plans"][0].clone();
     let priced = |plan: &serde_json::Value, name: &str| {
         let path = tmp(name, &plan.to_string());
