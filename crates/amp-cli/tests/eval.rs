@@ -1003,9 +1003,9 @@ fn eager_block_activations_are_the_checked_figures() {
     // output and the 16-bit probabilities, 8 heads x 384^2 x 6 bytes.
     assert_eq!(neo("none") - neo("selective"), 8.0 * 384.0 * 384.0 * 6.0);
     // The same blocks in 16-bit weights as DeepSpeed runs them, Hugging
-    // Face's blocks and loss (`check.py --deepspeed`; the README's column
-    // "DeepSpeed, eager blocks"); GPT-2's and Phi-3's short as under
-    // autocast.
+    // Face's blocks and loss (`check.py --deepspeed`; the README's first
+    // table in "Hugging Face's blocks under DeepSpeed"); GPT-2's and
+    // Phi-3's short as under autocast.
     let deepspeed = [
         "--engine",
         "deepspeed",
@@ -1046,12 +1046,13 @@ fn eager_block_activations_are_the_checked_figures() {
     );
 }
 
-/// amp's side of the README's table "Hugging Face's blocks under
+/// amp's side of the README's figures in "Hugging Face's blocks under
 /// DeepSpeed": `scripts/engine-check/deepspeed_pipeline.py`'s two-stage
 /// plan of its small Llama (width 1024, four blocks, four micro-batches of
 /// one) at 512 and 2048 tokens, each stage's peak less the reserve, with
-/// Hugging Face's eager blocks and with fused ones; and the engines that
-/// build their own blocks refuse the choice.
+/// Hugging Face's eager blocks and with fused ones; `deepspeed_zero.py`'s
+/// one-stage plan at 1024 tokens per ZeRO stage; the text output's hint;
+/// and the engines that build their own blocks refuse the choice.
 #[test]
 fn hugging_face_blocks_under_deepspeed_are_the_checked_figures() {
     let config = tmp(
