@@ -427,11 +427,8 @@ pub fn layer_estimate(
             // code writes it (where the architecture is known): composite
             // RMSNorm and rotary embedding, separate q, k and v projections
             // (all but GPT-2's fused c_attn), gate and up projections.
-            let eager = model.eager_architecture(
-                opts.block_kernels
-                    .unwrap_or_else(|| BlockKernels::default_for(opts.engine))
-                    == BlockKernels::Eager,
-            );
+            let eager =
+                model.eager_architecture(BlockKernels::eager(opts.block_kernels, opts.engine));
             // torchtitan without torch.compile (its default) runs its own
             // Python blocks: PyTorch's fused RMSNorm and one QKV projection
             // as an engine, but its rotary embedding on fp32 copies and the

@@ -1063,15 +1063,16 @@ fn hugging_face_blocks_under_deepspeed_are_the_checked_figures() {
         "ds-pipe-plan.json",
         r#"{"micro_batch": 1, "num_micro_batches": 4, "stages": [{"first_layer": 0, "end_layer": 3, "replicas": [[{"node": 0, "gpu": 0}]]}, {"first_layer": 3, "end_layer": 7, "replicas": [[{"node": 0, "gpu": 1}]]}]}"#,
     );
-    let peaks_mb = |seq: &str, kernels: &str| -> Vec<f64> {
-        let (plan, config) = (plan.to_str().unwrap(), config.to_str().unwrap());
-        let v = amp_json(&[
+    let config_path = config.to_str().unwrap();
+    // `amp eval --json` of `plan` under DeepSpeed with Hugging Face's loss
+    // in bf16, the other flags as given, and each device's peak less the
+    // reserve.
+    let peaks = |plan: &std::path::Path, extra: &[&str]| -> Vec<f64> {
+        let args = [
             "eval",
-            plan,
+            plan.to_str().unwrap(),
             "--model",
-            config,
-            "--seq",
-            seq,
+            config_path,
             "--cluster",
             "1x2xH100",
             "--engine",
@@ -1081,16 +1082,20 @@ fn hugging_face_blocks_under_deepspeed_are_the_checked_figures() {
             "--precision",
             "bf16",
             "--force",
-            "--block-kernels",
-            kernels,
             "--json",
-        ]);
+        ];
+        let v = amp_json(&[&args[..], extra].concat());
+        let memory = v["memory"].as_array().unwrap();
         let reserve = v["framework_reserve_bytes"].as_f64().unwrap();
-        v["memory"]
-            .as_array()
-            .unwrap()
+        memory
             .iter()
-            .map(|m| ((m["peak_bytes"].as_f64().unwrap() - reserve) / 1e5).round() / 10.0)
+            .map(|m| m["peak_bytes"].as_f64().unwrap() - reserve)
+            .collect()
+    };
+    let peaks_mb = |seq: &str, kernels: &str| -> Vec<f64> {
+        peaks(&plan, &["--seq", seq, "--block-kernels", kernels])
+            .into_iter()
+            .map(|b| (b / 1e5).round() / 10.0)
             .collect()
     };
     assert_eq!(peaks_mb("512", "eager"), [1240.0, 1392.6]);
@@ -1105,31 +1110,15 @@ fn hugging_face_blocks_under_deepspeed_are_the_checked_figures() {
         r#"{"micro_batch": 1, "num_micro_batches": 2, "stages": [{"first_layer": 0, "end_layer": 7, "replicas": [[{"node": 0, "gpu": 0}], [{"node": 0, "gpu": 1}]]}]}"#,
     );
     let per_param = |sharding: &str, kernels: &str| -> String {
-        let v = amp_json(&[
-            "eval",
-            zero_plan.to_str().unwrap(),
-            "--model",
-            config.to_str().unwrap(),
+        let flags = [
             "--seq",
             "1024",
-            "--cluster",
-            "1x2xH100",
-            "--engine",
-            "deepspeed",
-            "--cross-entropy",
-            "pytorch",
-            "--precision",
-            "bf16",
             "--optimizer-sharding",
             sharding,
-            "--force",
             "--block-kernels",
             kernels,
-            "--json",
-        ]);
-        let reserve = v["framework_reserve_bytes"].as_f64().unwrap();
-        let peak = v["memory"][0]["peak_bytes"].as_f64().unwrap();
-        format!("{:.3}", (peak - reserve) / 112_731_136.0)
+        ];
+        format!("{:.3}", peaks(&zero_plan, &flags)[0] / 112_731_136.0)
     };
     let eager: Vec<String> = ["none", "zero1", "zero2", "zero3"]
         .iter()
@@ -1141,7 +1130,7 @@ fn hugging_face_blocks_under_deepspeed_are_the_checked_figures() {
     // The text output says which blocks were priced where the setup does
     // not, and how to ask for Hugging Face's.
     let hint = "for Hugging Face's modules under DeepSpeed, add --block-kernels eager";
-    let (plan_path, config_path) = (plan.to_str().unwrap(), config.to_str().unwrap());
+    let plan_path = plan.to_str().unwrap();
     for kernels in [None, Some("eager"), Some("fused")] {
         let mut eval = vec![
             "eval",

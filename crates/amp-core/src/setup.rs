@@ -511,6 +511,12 @@ impl BlockKernels {
         }
     }
 
+    /// Whether the blocks run eager: `kernels` where set, else `engine`'s
+    /// ([`Self::default_for`]).
+    pub fn eager(kernels: Option<BlockKernels>, engine: Option<Engine>) -> bool {
+        kernels.unwrap_or_else(|| BlockKernels::default_for(engine)) == BlockKernels::Eager
+    }
+
     /// The name in files and on the command line.
     pub fn name(self) -> &'static str {
         match self {
@@ -924,9 +930,7 @@ impl TrainingSetup {
     /// Whether the blocks run as the model's own code writes them, kernel
     /// by kernel ([`BlockKernels::Eager`]): as set, else without an engine.
     pub fn eager_blocks(&self) -> bool {
-        self.block_kernels
-            .unwrap_or_else(|| BlockKernels::default_for(self.engine))
-            == BlockKernels::Eager
+        BlockKernels::eager(self.block_kernels, self.engine)
     }
 
     /// How neighbouring stages exchange: the way set, else the engine's

@@ -272,9 +272,7 @@ pub(crate) fn deepspeed_backward_bucket_bytes(
     setup: &TrainingSetup,
     tp: usize,
 ) -> f64 {
-    if setup.engine != Some(crate::setup::Engine::DeepSpeed)
-        || setup.optimizer_sharding != OptimizerSharding::Zero2
-    {
+    if !deepspeed_zero2(setup) {
         return 0.0;
     }
     let buckets = if setup.overlap_grad_reduce { 2.0 } else { 1.0 };
@@ -311,10 +309,7 @@ pub(super) fn flattened_bucket_bytes_per_param(
     setup: &TrainingSetup,
     tp: usize,
 ) -> f64 {
-    if setup.engine == Some(crate::setup::Engine::DeepSpeed)
-        && setup.optimizer_sharding == OptimizerSharding::Zero2
-        && rank_params(model, tp) <= DEEPSPEED_REDUCE_BUCKET_ELEMS
-    {
+    if deepspeed_zero2(setup) && rank_params(model, tp) <= DEEPSPEED_REDUCE_BUCKET_ELEMS {
         setup.formats.weights.bytes()
     } else {
         0.0
