@@ -192,6 +192,10 @@ pub struct StageMemoryTables {
 pub struct AccumulationTables {
     /// The largest accumulation workspace of any range of layers.
     pub workspace: RangeMax,
+    /// `loss_freed[l]`: what the loss of layers `0..l` has freed of the
+    /// prefixes when a layer's backward writes its weight gradient
+    /// (`memory::loss_freed_before_gradients`), bytes.
+    pub loss_freed: Vec<f64>,
     /// `stages[j]`: whether stage `j`'s passes run with its gradients there.
     pub stages: Vec<bool>,
 }
@@ -308,7 +312,8 @@ impl StageMemoryTables {
             Some(f) => workspace.max(f.casts[end] - f.casts[first] + f.workspace.max(first, end)),
         };
         match &self.accumulation {
-            Some(a) if a.stages[j] => workspace.max(a.workspace.max(first, end)),
+            Some(a) if a.stages[j] => workspace
+                .max(a.workspace.max(first, end) - (a.loss_freed[end] - a.loss_freed[first])),
             _ => workspace,
         }
     }
@@ -810,6 +815,7 @@ mod tests {
             accumulation in proptest::option::of((
                 proptest::collection::vec(0.0f64..6.0, 8),
                 proptest::collection::vec(proptest::bool::ANY, 4),
+                proptest::collection::vec(0.0f64..=1.0, 8),
             )),
             forward_end in proptest::option::of((
                 proptest::collection::vec(0.0f64..3.0, 8),
@@ -849,8 +855,13 @@ mod tests {
                 }),
                 shared,
                 workspace: RangeMax::new(workspace[..n].to_vec()),
-                accumulation: accumulation.map(|(workspace, stages)| AccumulationTables {
+                // What the loss frees, as `stage_memory_tables` makes it: a
+                // share of what its layer puts on every stage.
+                accumulation: accumulation.map(|(workspace, stages, loss)| AccumulationTables {
                     workspace: RangeMax::new(workspace[..n].to_vec()),
+                    loss_freed: prefix_sums((0..n).map(|l| {
+                        loss[l] * (0..pp).map(|j| bytes[j][l]).fold(f64::INFINITY, f64::min)
+                    })),
                     stages: stages[..pp].to_vec(),
                 }),
                 forward_end: forward_end.map(|(casts, workspace)| ForwardEndTables {

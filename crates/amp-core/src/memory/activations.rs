@@ -118,6 +118,28 @@ pub(super) fn loss_in_flight(schedule: Schedule, flight: usize) -> usize {
     }
 }
 
+/// Of a stage's stored bytes, what the loss has freed when a layer's
+/// backward writes its weight gradient, `loss_stored` being the stage's
+/// [`loss_stored_bytes_per_sample`] and `mbs` a micro-batch's samples: the
+/// loss's backward runs before any layer's (its saved log-probabilities or
+/// softmax go with it), so one micro-batch's share. Measured: DeepSpeed
+/// ZeRO-2 allocates its reduction bucket at the projection's weight
+/// gradient, when the loss's fp32 log-probabilities are gone
+/// (`scripts/engine-check/deepspeed_zero.py --seq 1024`). Not under
+/// torchtitan's chunked loss, whose kept input gradient feeds the
+/// decoder's backward: none there.
+pub(super) fn loss_freed_before_gradients(
+    mbs: f64,
+    loss_stored: f64,
+    setup: &TrainingSetup,
+) -> f64 {
+    if setup.cross_entropy() == CrossEntropy::Chunked {
+        0.0
+    } else {
+        mbs * loss_stored
+    }
+}
+
 /// Bytes of one stored activation element.
 pub(crate) fn activation_bytes(setup: &TrainingSetup) -> f64 {
     setup.formats.activations.bytes()

@@ -369,9 +369,14 @@ fn device_bytes(
         0.0
     };
     // Where the gradients are there through the passes, or FSDP2 reduces a
-    // unit's, a layer's gradient workspace, where it holds more.
+    // unit's, a layer's gradient workspace, where it holds more. It comes
+    // in a layer's backward, after the loss's of the same micro-batch has
+    // freed what the loss kept ([`loss_freed_before_gradients`]).
     let accumulating = if gradient_workspace(setup, b, flight) {
-        (layers.accumulation - (mbs * layers.workspace + dropped_casts)).max(0.0)
+        (layers.accumulation
+            - loss_freed_before_gradients(mbs, layers.loss_stored, setup)
+            - (mbs * layers.workspace + dropped_casts))
+            .max(0.0)
     } else {
         0.0
     };

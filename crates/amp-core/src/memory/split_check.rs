@@ -360,6 +360,13 @@ pub fn stage_memory_tables(
         (of_layer.iter().any(|&a| a > 0.0) && stages.iter().any(|&s| s)).then(|| {
             crate::cost::AccumulationTables {
                 workspace: crate::cost::RangeMax::new(of_layer),
+                loss_freed: crate::cost::prefix_sums((0..n).map(|l| {
+                    loss_freed_before_gradients(
+                        mbs,
+                        loss_stored_bytes_per_sample(model, l, tp, setup),
+                        setup,
+                    )
+                })),
                 stages,
             }
         })

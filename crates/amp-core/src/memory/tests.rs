@@ -517,14 +517,16 @@ fn accumulating_micro_batches_hold_a_layers_new_weight_gradient() {
     assert!(stored + loss < 1000.0 * 4.0);
     // The second's backward writes a block's weight gradient in 16 bits
     // and casts it to fp32 before adding it, its own cast freed: 1000 x
-    // (2 + 4 - 2) bytes, more than the loss's.
-    assert_eq!(acts(&outside, 2), stored + 1000.0 * 4.0);
+    // (2 + 4 - 2) bytes, more than the loss's; by then the loss's backward
+    // has freed its log-probabilities (40 x 4).
+    let freed = 40.0 * 4.0;
+    assert_eq!(acts(&outside, 2), stored - freed + 1000.0 * 4.0);
     // Autocast's cache keeps the cast: 1000 x (2 + 4).
     let inside = TrainingSetup {
         backward_in_autocast: true,
         ..outside
     };
-    assert_eq!(acts(&inside, 2), stored + 1000.0 * 6.0);
+    assert_eq!(acts(&inside, 2), stored - freed + 1000.0 * 6.0);
     // Engines accumulate into their own buffers.
     assert_eq!(
         decoder_memory(&m, &megatron_setup(), 1, 1, 2).activations_bytes,
@@ -1759,7 +1761,8 @@ fn torchtitan_holds_fsdp2_shards_and_its_unsharded_copies() {
     // Beside the activations, the largest unit's reduction: a block's 1,000
     // new 16-bit gradients and their fp32 copy, 6,000 bytes, in place of
     // the loss's workspace (80 bytes on Megatron-LM, whose stored bytes are
-    // the same 688).
+    // the same 688), with the loss's fp32 log-probabilities (40 x 4)
+    // freed by the loss's backward before it.
     let megatron = device_memory(
         &m,
         std::slice::from_ref(&(0..5)),
@@ -1772,7 +1775,10 @@ fn torchtitan_holds_fsdp2_shards_and_its_unsharded_copies() {
         &megatron_setup(),
         0.0,
     );
-    assert_eq!((megatron.3, one.3), (688.0 + 80.0, 688.0 + 6000.0));
+    assert_eq!(
+        (megatron.3, one.3),
+        (688.0 + 80.0, 688.0 - 40.0 * 4.0 + 6000.0)
+    );
     // One micro-batch: nothing accumulates.
     let once = device_memory(
         &m,
@@ -2212,4 +2218,25 @@ fn transformer_engines_fp8_keeps_weight_copies_and_fp8_linear_inputs() {
         tables_agree_for(false, setup, (1, 2, 1, 4));
         tables_agree_for(false, setup, (2, 1, 2, 2));
     }
+}
+
+#[test]
+fn the_loss_is_freed_before_any_layers_gradient_but_a_chunked_loss_feeds_the_decoder() {
+    // A layer's gradient workspace comes in its backward, after the loss's
+    // of the same micro-batch: one micro-batch's share of what the loss
+    // keeps is gone (2 samples of 160 bytes).
+    for ce in [CrossEntropy::Pytorch, CrossEntropy::Megatron] {
+        let setup = TrainingSetup {
+            cross_entropy: Some(ce),
+            ..TrainingSetup::default()
+        };
+        assert_eq!(loss_freed_before_gradients(2.0, 160.0, &setup), 320.0);
+    }
+    // torchtitan's chunked loss keeps the gradient of the projection's
+    // input for the decoder's backward: nothing freed.
+    let chunked = TrainingSetup {
+        cross_entropy: Some(CrossEntropy::Chunked),
+        ..torchtitan_setup(OptimizerSharding::Zero3)
+    };
+    assert_eq!(loss_freed_before_gradients(2.0, 160.0, &chunked), 0.0);
 }
