@@ -366,6 +366,10 @@ pub fn run(args: EvalArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     // The constants behind the memory figures, where there are any.
     let memory_constants = cost_model.calibration().filter(|_| !est.memory.is_empty());
     if args.json {
+        // The text says it under the setup line; JSON readers see stderr.
+        if let Some(note) = crate::cmd_plan::blocks_note(&loaded.model, &plan.setup) {
+            writeln!(err, "note: {note}")?;
+        }
         let json = JsonOutput {
             schema_version: JSON_SCHEMA_VERSION,
             model: &loaded.model.name,

@@ -774,6 +774,10 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     if let Some(note) = args.inputs.attention_for_engine(&mut loaded, &setup)? {
         said.push(format!("warning: {note}"));
     }
+    // The text says it under the setup line; JSON readers see stderr.
+    if let (true, Some(note)) = (args.json, blocks_note(&loaded.model, &setup)) {
+        said.push(format!("note: {note}"));
+    }
     args.inputs
         .complete_profile(&mut loaded, &divisors(global_batch), &setup, None)?;
     // Only the GPU types this cluster has.

@@ -4,7 +4,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{amp, amp_json, amp_text, stderr, stdout, tmp, tp_not_innermost};
+use common::{amp, amp_json, amp_json_and_stderr, amp_text, stderr, stdout, tmp, tp_not_innermost};
 
 fn het_plan() -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -1053,8 +1053,9 @@ fn eager_block_activations_are_the_checked_figures() {
 /// plan of its small Llama (width 1024, four blocks, four micro-batches of
 /// one) at 512 and 2048 tokens, each stage's peak less the reserve, with
 /// Hugging Face's eager blocks and with fused ones; `deepspeed_zero.py`'s
-/// one-stage plan at 1024 tokens per ZeRO stage; the text output's hint;
-/// and the engines that build their own blocks refuse the choice.
+/// one-stage plan at 1024 tokens per ZeRO stage; the text output's hint,
+/// and with --json the same on stderr; and the engines that build their
+/// own blocks refuse the choice.
 #[test]
 fn hugging_face_blocks_under_deepspeed_are_the_checked_figures() {
     let config = tmp(
@@ -1169,6 +1170,14 @@ fn hugging_face_blocks_under_deepspeed_are_the_checked_figures() {
                 kernels.is_some(),
                 "{text}"
             );
+        }
+        // With --json, on stderr, the JSON on stdout left as it is.
+        for args in [&eval, &plan_args] {
+            let (_, stderr) = amp_json_and_stderr(&[&args[..], &["--json"]].concat());
+            let note = format!(
+                "note: blocks: priced as an engine's fused kernels (Megatron-DeepSpeed's); {hint}"
+            );
+            assert_eq!(stderr.contains(&note), kernels.is_none(), "{stderr}");
         }
     }
     for engine in ["megatron", "torchtitan"] {
