@@ -23,6 +23,10 @@ amp's cluster format. Training options (``schedule="interleaved:2"``,
 ``False`` leaves the flag out, but ``fp32_allreduce=False``, whose default
 depends on the inputs, is ``--fp32-allreduce=false``).
 
+What the CLI says on standard error beside a result (its ``warning:`` and
+``note:`` lines: a repaired input, a default it chose for you) reaches Python
+as an :class:`AmpWarning`, through :mod:`warnings`.
+
 The profiler, which measures your own GPUs for amp, is
 ``python -m amp_planner.profile`` (needs PyTorch).
 """
@@ -33,6 +37,7 @@ import json
 import os
 import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -41,6 +46,7 @@ from ._amp import AmpError
 
 __all__ = [
     "AmpError",
+    "AmpWarning",
     "Evaluation",
     "Fit",
     "Plan",
@@ -125,8 +131,19 @@ def _setup_args(setup: Mapping[str, Any]) -> Tuple[List[str], Dict[str, str]]:
     return args, flags
 
 
+class AmpWarning(UserWarning):
+    """A ``warning:`` or ``note:`` line the CLI printed beside a result
+    (for example a Sailor plan file's layer list read with a repair, or which
+    blocks a DeepSpeed plan was priced with where the setup does not say)."""
+
+
 def _check(code: int, out: str, err: str, flags: Mapping[str, str], func: str) -> str:
     if code == 0:
+        for line in err.splitlines():
+            for prefix in ("warning: ", "note: "):
+                if line.startswith(prefix):
+                    # stacklevel 3: the caller of plan(), evaluate(), ...
+                    warnings.warn(line[len(prefix) :], AmpWarning, stacklevel=3)
         return out
     # A keyword the CLI does not know: a TypeError naming it, as Python does.
     m = re.search(r"unexpected argument '(--[A-Za-z0-9-]+)", err)

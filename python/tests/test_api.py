@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import amp_planner as amp
@@ -453,6 +454,25 @@ def test_the_block_kernels_carry_to_evaluate():
     assert eager.micro_batch == fused.micro_batch == 8
     assert peak(eager) > peak(fused)
     assert eager.predicted_iteration_s > fused.predicted_iteration_s
+
+
+def test_the_clis_notes_reach_python_as_warnings():
+    """What the CLI says on stderr beside a result is an AmpWarning: under
+    DeepSpeed with the blocks unsaid, which blocks were priced and the
+    keyword for Hugging Face's; nothing once block_kernels= says it."""
+    kw = dict(model="llama3.2-1b", cluster="1x1xH200", global_batch=8, seq=2048)
+    kw.update(engine="deepspeed", top=1)
+    with pytest.warns(amp.AmpWarning, match="add --block-kernels eager") as said:
+        fused = amp.plan(**kw)
+    assert str(said[0].message).startswith("blocks: priced as an engine's fused kernels")
+    # It points at the caller's line, not at amp_planner's.
+    assert said[0].filename == __file__
+    with pytest.warns(amp.AmpWarning, match="add --block-kernels eager"):
+        amp.evaluate(fused)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", amp.AmpWarning)
+        eager = amp.plan(block_kernels="eager", **kw)
+        amp.evaluate(eager)
 
 
 def test_sensitivity_reaches_the_cli(cli_json):
