@@ -1070,14 +1070,14 @@ fn hugging_face_blocks_under_deepspeed_are_the_checked_figures() {
     // `amp eval --json` of `plan` under DeepSpeed with Hugging Face's loss
     // in bf16, the other flags as given, and each device's peak less the
     // reserve.
-    let peaks = |plan: &std::path::Path, extra: &[&str]| -> Vec<f64> {
+    let peaks_on = |cluster: &str, plan: &std::path::Path, extra: &[&str]| -> Vec<f64> {
         let args = [
             "eval",
             plan.to_str().unwrap(),
             "--model",
             config_path,
             "--cluster",
-            "1x2xH100",
+            cluster,
             "--engine",
             "deepspeed",
             "--cross-entropy",
@@ -1095,6 +1095,7 @@ fn hugging_face_blocks_under_deepspeed_are_the_checked_figures() {
             .map(|m| m["peak_bytes"].as_f64().unwrap() - reserve)
             .collect()
     };
+    let peaks = |plan: &std::path::Path, extra: &[&str]| peaks_on("1x2xH100", plan, extra);
     let peaks_mb = |seq: &str, kernels: &str| -> Vec<f64> {
         peaks(&plan, &["--seq", seq, "--block-kernels", kernels])
             .into_iter()
@@ -1105,6 +1106,37 @@ fn hugging_face_blocks_under_deepspeed_are_the_checked_figures() {
     assert_eq!(peaks_mb("2048", "eager"), [1429.8, 2526.6]);
     assert_eq!(peaks_mb("512", "fused"), [1240.0, 1376.3]);
     assert_eq!(peaks_mb("2048", "fused"), [1270.4, 2461.6]);
+    // The shapes the README adds below the table: eight micro-batches,
+    // two replicas a stage, and ZeRO-1 over them (the devices in the
+    // script's order, pipe slowest).
+    let mb = |b: f64| (b / 1e5).round() / 10.0;
+    let eight = tmp(
+        "ds-pipe-plan-8.json",
+        r#"{"micro_batch": 1, "num_micro_batches": 8, "stages": [{"first_layer": 0, "end_layer": 3, "replicas": [[{"node": 0, "gpu": 0}]]}, {"first_layer": 3, "end_layer": 7, "replicas": [[{"node": 0, "gpu": 1}]]}]}"#,
+    );
+    fn eager_at(seq: &str) -> [&str; 4] {
+        ["--seq", seq, "--block-kernels", "eager"]
+    }
+    let got: Vec<f64> = peaks(&eight, &eager_at("2048"))
+        .into_iter()
+        .map(mb)
+        .collect();
+    assert_eq!(got, [1429.8, 2526.6]);
+    let doubled = tmp(
+        "ds-pipe-plan-dp2.json",
+        r#"{"micro_batch": 1, "num_micro_batches": 4, "stages": [{"first_layer": 0, "end_layer": 3, "replicas": [[{"node": 0, "gpu": 0}], [{"node": 0, "gpu": 1}]]}, {"first_layer": 3, "end_layer": 7, "replicas": [[{"node": 0, "gpu": 2}], [{"node": 0, "gpu": 3}]]}]}"#,
+    );
+    let got: Vec<f64> = peaks_on("1x4xH100", &doubled, &eager_at("1024"))
+        .into_iter()
+        .map(mb)
+        .collect();
+    assert_eq!(got, [884.0, 884.0, 1432.4, 1432.4]);
+    let zero1 = [&eager_at("2048")[..], &["--optimizer-sharding", "zero1"]].concat();
+    let got: Vec<f64> = peaks_on("1x4xH100", &doubled, &zero1)
+        .into_iter()
+        .map(mb)
+        .collect();
+    assert_eq!(got, [2563.7, 2563.7, 3087.9, 3087.9]);
     // `deepspeed_zero.py --seq 1024`'s plan: one stage of the same model
     // over two replicas, two micro-batches of one; amp's peak less the
     // reserve per parameter (112,731,136) at each ZeRO stage.
