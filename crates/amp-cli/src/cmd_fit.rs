@@ -215,9 +215,11 @@ pub fn run(args: FitArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<()
     if loaded.is_empty() {
         bail!("no measured datasets under the directories given; see `amp validate --help` for the layouts amp reads");
     }
+    // As `amp plan` says what it read how: a warning, which the Python
+    // package passes on.
     for d in &loaded {
         for n in &d.notes {
-            writeln!(err, "{}: {n}", d.dataset.name)?;
+            writeln!(err, "warning: {}: {n}", d.dataset.name)?;
         }
     }
     let datasets: Vec<&amp_core::validate::Dataset> = loaded.iter().map(|d| &d.dataset).collect();

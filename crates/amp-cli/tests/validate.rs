@@ -555,5 +555,22 @@ fn sailor_directory_names_and_layer_typos_are_read_with_a_note() {
         notes.contains("plan_config_typo.json") && notes.contains("read as 0..=3"),
         "{notes}"
     );
+    // `amp fit` says the same on stderr, as warnings.
+    let o = amp().arg("fit").arg(&dir).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning: ")).collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|l| l.contains("read as model `Tiny-1`")),
+        "{err}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|l| l.contains("plan_config_typo.json") && l.contains("read as 0..=3")),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
