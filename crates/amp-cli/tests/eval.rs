@@ -1166,31 +1166,18 @@ fn hugging_face_blocks_under_deepspeed_are_the_checked_figures() {
     // not, and how to ask for Hugging Face's.
     let hint = "for Hugging Face's modules under DeepSpeed, add --block-kernels eager";
     let plan_path = plan.to_str().unwrap();
+    let inputs = [
+        "--model",
+        config_path,
+        "--cluster",
+        "1x2xH100",
+        "--engine",
+        "deepspeed",
+    ];
     for kernels in [None, Some("eager"), Some("fused")] {
-        let mut eval = vec![
-            "eval",
-            plan_path,
-            "--model",
-            config_path,
-            "--cluster",
-            "1x2xH100",
-            "--engine",
-            "deepspeed",
-            "--force",
-        ];
-        let mut plan_args = vec![
-            "plan",
-            "--model",
-            config_path,
-            "--cluster",
-            "1x2xH100",
-            "--engine",
-            "deepspeed",
-            "--global-batch",
-            "4",
-            "--top",
-            "1",
-        ];
+        let mut eval = [&["eval", plan_path][..], &inputs, &["--force"]].concat();
+        let plan_rest = ["--global-batch", "4", "--top", "1"];
+        let mut plan_args = [&["plan"][..], &inputs, &plan_rest].concat();
         if let Some(k) = kernels {
             eval.extend(["--block-kernels", k]);
             plan_args.extend(["--block-kernels", k]);

@@ -7,6 +7,20 @@ use common::{
     stdout, tmp, tp_not_innermost,
 };
 
+/// `amp plan` of Llama-3-8B on two nodes of eight H100s at a global batch
+/// of 256 and 4096 tokens, the README's engine comparisons' case.
+const LLAMA3_8B_ON_2X8_H100: [&str; 9] = [
+    "plan",
+    "--model",
+    "llama3-8b",
+    "--cluster",
+    "2x8xH100",
+    "--global-batch",
+    "256",
+    "--seq",
+    "4096",
+];
+
 #[test]
 fn parity_run_lists_every_candidate_with_plain_fields() {
     let v = amp_json(&[
@@ -2833,22 +2847,13 @@ fn sharded_traffic_figures_are_the_readmes() {
     // torchtitan without sharding on two nodes: the best is a pipeline,
     // whose all-reduce is once per iteration; one stage at tp 2 x dp 8
     // all-reduces at every micro-batch, mostly behind the backward.
-    let v = amp_json(&[
-        "plan",
-        "--model",
-        "llama3-8b",
-        "--cluster",
-        "2x8xH100",
-        "--global-batch",
-        "256",
-        "--seq",
-        "4096",
-        "--engine",
-        "torchtitan",
-        "--json",
-        "--top",
-        "5",
-    ]);
+    let v = amp_json(
+        &[
+            &LLAMA3_8B_ON_2X8_H100[..],
+            &["--engine", "torchtitan", "--json", "--top", "5"],
+        ]
+        .concat(),
+    );
     let plans = v["plans"].as_array().unwrap();
     let t0 = plans[0]["predicted_iteration_s"].as_f64().unwrap();
     assert!(
@@ -3797,23 +3802,8 @@ fn fp8_plans_are_only_those_transformer_engine_can_tile() {
 /// engine, stage by stage").
 #[test]
 fn deepspeed_bf16_plans_as_the_readme_says() {
-    let base = [
-        "plan",
-        "--model",
-        "llama3-8b",
-        "--cluster",
-        "2x8xH100",
-        "--global-batch",
-        "256",
-        "--seq",
-        "4096",
-        "--engine",
-        "deepspeed",
-        "--top",
-        "1",
-        "--json",
-        "-q",
-    ];
+    let rest = ["--engine", "deepspeed", "--top", "1", "--json", "-q"];
+    let base = [&LLAMA3_8B_ON_2X8_H100[..], &rest].concat();
     let best = |extra: &[&str]| {
         let v = amp_json(&[&base[..], extra].concat());
         let p = v["plans"][0].clone();
