@@ -219,6 +219,16 @@ fn parse_bandwidth(text: &str, at: &str) -> Result<f64, CatalogError> {
             format!("bandwidth `{text}` must be positive"),
         ));
     }
+    let gbps = bytes_per_s * 8.0 / 1e9;
+    if gbps < amp_core::limits::MIN_GBPS {
+        return Err(CatalogError::invalid(
+            at,
+            format!(
+                "bandwidth `{text}` is below the floor of {} Gbit/s (1Mbps); write e.g. `@100Gbps`",
+                amp_core::limits::MIN_GBPS
+            ),
+        ));
+    }
     Ok(bytes_per_s)
 }
 

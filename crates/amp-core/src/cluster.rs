@@ -274,12 +274,13 @@ impl Cluster {
                         format!("{what} must be a positive number of Gbit/s"),
                     ));
                 }
-                if v > limits::MAX_GBPS * GBPS_TO_BYTES_PER_S {
-                    return Err(AmpError::invalid(
-                        at,
-                        format!("{what} is above the limit of {} Gbit/s", limits::MAX_GBPS),
-                    ));
-                }
+                limits::check_range(
+                    v / GBPS_TO_BYTES_PER_S,
+                    limits::MIN_GBPS,
+                    limits::MAX_GBPS,
+                    " Gbit/s",
+                )
+                .map_err(|m| AmpError::invalid(&at, format!("{what} {m}")))?;
             }
             if n.gpu_type.trim().is_empty() {
                 return Err(AmpError::invalid(at, "gpu is empty; name the GPU type"));
@@ -331,10 +332,7 @@ impl Cluster {
                     "links a node to itself; a link joins two different nodes",
                 ));
             }
-            if !(l.bytes_per_s.is_finite()
-                && l.bytes_per_s > 0.0
-                && l.bytes_per_s <= limits::MAX_GBPS * GBPS_TO_BYTES_PER_S)
-            {
+            if !(l.bytes_per_s.is_finite() && l.bytes_per_s > 0.0) {
                 return Err(AmpError::invalid(
                     at,
                     format!(
@@ -343,6 +341,13 @@ impl Cluster {
                     ),
                 ));
             }
+            limits::check_range(
+                l.bytes_per_s / GBPS_TO_BYTES_PER_S,
+                limits::MIN_GBPS,
+                limits::MAX_GBPS,
+                " Gbit/s",
+            )
+            .map_err(|m| AmpError::invalid(&at, format!("gbps {m}")))?;
         }
         Ok(())
     }
@@ -573,12 +578,12 @@ impl ClusterFile {
             }
             for (field, v) in g.figures() {
                 let Some(v) = v else { continue };
-                let max = if field == "memory_gib" {
-                    limits::MAX_GPU_MEMORY_GIB
+                let (min, max) = if field == "memory_gib" {
+                    (f64::MIN_POSITIVE, limits::MAX_GPU_MEMORY_GIB)
                 } else {
-                    limits::MAX_GPU_RATE
+                    (limits::MIN_GPU_RATE, limits::MAX_GPU_RATE)
                 };
-                limits::check_f64(v, true, max)
+                limits::check_range(v, min, max, "")
                     .map_err(|m| AmpError::invalid(at(), format!("`{}`: {field} {m}", g.name)))?;
             }
         }
@@ -621,7 +626,7 @@ impl ClusterFile {
                     .map_err(|m| AmpError::invalid(at(), format!("nics {m} (omit nics for 1)")))?;
             }
             for (field, v) in [("intra_gbps", n.intra_gbps), ("inter_gbps", n.inter_gbps)] {
-                limits::check_f64(v, true, limits::MAX_GBPS)
+                limits::check_range(v, limits::MIN_GBPS, limits::MAX_GBPS, " Gbit/s")
                     .map_err(|m| AmpError::invalid(at(), format!("{field} {m}")))?;
             }
             if let Some(m) = n.gpu_memory_gib {
@@ -657,7 +662,7 @@ impl ClusterFile {
                     ),
                 ));
             };
-            limits::check_f64(l.gbps, true, limits::MAX_GBPS)
+            limits::check_range(l.gbps, limits::MIN_GBPS, limits::MAX_GBPS, " Gbit/s")
                 .map_err(|m| AmpError::invalid(at(), format!("gbps {m}")))?;
             links.push(NodeLink {
                 nodes: [a, b],

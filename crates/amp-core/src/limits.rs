@@ -23,11 +23,18 @@ pub const MAX_LINKS: usize = 65_536;
 pub const MAX_GPU_DEFINITIONS: usize = 256;
 /// Bandwidth of any link, Gbit/s (a petabit per second).
 pub const MAX_GBPS: f64 = 1e6;
+/// Slowest link amp accepts, Gbit/s (a megabit per second, a hundredth of
+/// the slowest network any training job runs over): below it no plan's
+/// times mean anything, and at 1e-300 they overflow.
+pub const MIN_GBPS: f64 = 1e-3;
 /// Memory of one GPU, GiB.
 pub const MAX_GPU_MEMORY_GIB: f64 = 1e6;
 /// A GPU's peak rate in a cluster file's GPU definition: TFLOP/s, or GB/s of
 /// memory bandwidth (a thousand times today's largest of either).
 pub const MAX_GPU_RATE: f64 = 1e7;
+/// The slowest such rate amp accepts (a GFLOP/s, a MB/s: a thousandth of
+/// the slowest GPU anyone trains on).
+pub const MIN_GPU_RATE: f64 = 1e-3;
 /// Bytes a model keeps on every GPU besides its layers
 /// ([`crate::model::Model::resident_bytes_per_device`]): a GPU's memory at
 /// its limit, 1e6 GiB.
@@ -73,22 +80,64 @@ pub const MAX_VIRTUAL_STAGES: usize = MAX_LAYERS;
 /// `Err(message)` when `v` is not a finite number in `0..=max` (or
 /// `0<..=max` when `positive`).
 pub fn check_f64(v: f64, positive: bool, max: f64) -> Result<(), String> {
+    check_range(v, if positive { f64::MIN_POSITIVE } else { 0.0 }, max, "")
+}
+
+/// `Err(message)` when `v` is not a finite number in `min..=max`, `min`
+/// at least 0; a `min` above 0 is a floor a positive `v` must reach
+/// (`f64::MIN_POSITIVE`: any positive number of normal size). `unit`
+/// follows each bound in the message (` Gbit/s`, or empty).
+pub fn check_range(v: f64, min: f64, max: f64, unit: &str) -> Result<(), String> {
     if v.is_nan() {
         return Err("is NaN; give a number".into());
     }
     if !v.is_finite() {
-        return Err(format!("is infinite; give a finite number (at most {max})"));
+        return Err(format!(
+            "is infinite; give a finite number (at most {}{unit})",
+            show(max)
+        ));
     }
     if v < 0.0 {
-        return Err(format!("is negative ({v}); give a non-negative number"));
+        return Err(format!(
+            "is negative ({}{unit}); give a non-negative number",
+            show(v)
+        ));
     }
-    if positive && v == 0.0 {
+    if min > 0.0 && v == 0.0 {
         return Err("is 0; give a positive number".into());
     }
+    if v < min && min == f64::MIN_POSITIVE {
+        return Err(format!(
+            "is {}, too close to 0; give a positive number",
+            show(v)
+        ));
+    }
+    if v < min {
+        return Err(format!(
+            "is {}{unit}, below the floor of {}{unit}",
+            show(v),
+            show(min)
+        ));
+    }
     if v > max {
-        return Err(format!("is {v}, above the limit of {max}"));
+        return Err(format!(
+            "is {}{unit}, above the limit of {}{unit}",
+            show(v),
+            show(max)
+        ));
     }
     Ok(())
+}
+
+/// `v` as a user wrote it, readably: plain for everyday magnitudes,
+/// scientific beyond them (`1e300`, not three hundred digits).
+pub fn show(v: f64) -> String {
+    let a = v.abs();
+    if a == 0.0 || (1e-4..1e9).contains(&a) {
+        format!("{v}")
+    } else {
+        format!("{v:e}")
+    }
 }
 
 /// `Err(message)` when `v` is not in `min..=max`.
@@ -104,4 +153,41 @@ pub(crate) fn check_count(v: u64, min: u64, max: u64) -> Result<(), String> {
         return Err(format!("is {v}, above the limit of {max}"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_outside_their_range_are_named_readably() {
+        assert_eq!(
+            check_range(1e-300, MIN_GBPS, MAX_GBPS, " Gbit/s").unwrap_err(),
+            "is 1e-300 Gbit/s, below the floor of 0.001 Gbit/s"
+        );
+        assert_eq!(
+            check_range(1e308, MIN_GBPS, MAX_GBPS, "").unwrap_err(),
+            "is 1e308, above the limit of 1000000"
+        );
+        assert_eq!(
+            check_f64(1e-320, true, 1.0).unwrap_err(),
+            "is 1e-320, too close to 0; give a positive number"
+        );
+        assert_eq!(
+            check_f64(0.0, true, 1.0).unwrap_err(),
+            "is 0; give a positive number"
+        );
+        assert!(check_f64(0.0, false, 1.0).is_ok());
+        assert!(check_range(MIN_GBPS, MIN_GBPS, MAX_GBPS, "").is_ok());
+        assert!(check_range(f64::NAN, 0.0, 1.0, "")
+            .unwrap_err()
+            .contains("NaN"));
+        assert_eq!(
+            check_range(-1.0, MIN_GBPS, MAX_GBPS, " Gbit/s").unwrap_err(),
+            "is negative (-1 Gbit/s); give a non-negative number"
+        );
+        assert_eq!(show(2.5), "2.5");
+        assert_eq!(show(1e9), "1e9");
+        assert_eq!(show(-3e-7), "-3e-7");
+    }
 }
