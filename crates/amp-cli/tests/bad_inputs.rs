@@ -86,7 +86,6 @@ const CASES: &[Case] = &[
     Case { name: "10^6 NICs", files: &[("c.toml", cluster!("nics = 1000000\n"))], args: PLAN_C, status: 1, words: &["nodes[0]", "nics", "limit of 64"] },
     Case { name: "negative bandwidth", files: &[("c.toml", "[[nodes]]\ngpu = \"T4\"\ngpus = 4\nintra_gbps = -1\ninter_gbps = 50\n")], args: PLAN_C, status: 1, words: &["nodes[0]", "intra_gbps is negative (-1 Gbit/s); give a non-negative number"] },
     Case { name: "NaN bandwidth", files: &[("c.toml", "[[nodes]]\ngpu = \"T4\"\ngpus = 4\nintra_gbps = 50\ninter_gbps = nan\n")], args: PLAN_C, status: 1, words: &["nodes[0]", "inter_gbps", "NaN"] },
-    Case { name: "huge bandwidth", files: &[("c.toml", "[[nodes]]\ngpu = \"T4\"\ngpus = 4\nintra_gbps = 1e300\ninter_gbps = 50\n")], args: PLAN_C, status: 1, words: &["intra_gbps", "limit"] },
     Case { name: "huge bandwidth, said readably", files: &[("c.toml", "[[nodes]]\ngpu = \"T4\"\ngpus = 4\nintra_gbps = 1e300\ninter_gbps = 50\n")], args: PLAN_C, status: 1, words: &["intra_gbps is 1e300 Gbit/s, above the limit of 1000000 Gbit/s"] },
     Case { name: "bandwidth below a megabit", files: &[("c.toml", "[[nodes]]\ngpu = \"T4\"\ngpus = 4\nintra_gbps = 1e-300\ninter_gbps = 50\n")], args: PLAN_C, status: 1, words: &["nodes[0]", "intra_gbps is 1e-300 Gbit/s, below the floor of 0.001 Gbit/s"] },
     Case { name: "link below a megabit", files: &[("c.toml", cluster!("count = 2\n[[links]]\nnodes = [0, 1]\ngbps = 0.0001\n"))], args: PLAN_C, status: 1, words: &["links[0]", "gbps is 0.0001 Gbit/s, below the floor of 0.001 Gbit/s"] },
