@@ -80,6 +80,27 @@ def test_setup_keywords_become_flags(cli_json):
     assert len(result.plans) <= 3
 
 
+def test_megatron_overlaps_and_bf16_gradients_reach_the_cli(cli_json):
+    """Megatron-LM's --tp-comm-overlap and --grad-reduce-in-bf16 as keywords."""
+    args = ("--model", "llama3-8b", "--cluster", "1x8xH100", "--global-batch", "16")
+    args += ("--engine", "megatron", "--sequence-parallel", "--top", "1", "--json", "-q")
+    expected = cli_json("plan", *args, "--tp-comm-overlap", "--grad-reduce-in-bf16")
+    result = amp.plan(
+        model="llama3-8b",
+        cluster="1x8xH100",
+        global_batch=16,
+        engine="megatron",
+        sequence_parallel=True,
+        tp_comm_overlap=True,
+        grad_reduce_in_bf16=True,
+        top=1,
+    )
+    assert result.to_dict() == expected
+    setup = expected["plans"][0]["setup"]
+    assert setup["formats"]["gradients"] == "bf16"
+    assert setup["tp_comm_overlap"] is True
+
+
 def test_fp32_allreduce_false_turns_the_amp_runs_default_off(cli_json):
     """On the AMP examples the fp32 all-reduce is on by default; False says off."""
     off = cli_json(

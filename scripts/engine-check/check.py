@@ -112,6 +112,11 @@ CASES = [
     ("llama3-8b FP8 tp2 pp2", "llama-3-8b", 8192, "1x8xH100", [8], 2, 2, 2, [0, 17, 35], 1, 4,
      ["--precision", "fp8"],
      {"deepspeed": "not for deepspeed, which has no FP8", "torchtitan": "torchao's Float8Linear"}),
+    # Megatron-Bridge's performance recipes: tensor-parallel communication
+    # overlapped with the products, bf16 gradients, overlapped reduction.
+    ("llama3-8b tp comm overlap, bf16 grads tp2 dp2 pp2", "llama-3-8b", 8192, "1x8xH100", [8], 2, 2, 2,
+     [0, 17, 35], 1, 4, ["--sequence-parallel", "--tp-comm-overlap", "--grad-reduce-in-bf16", "--overlap-allreduce"],
+     {"deepspeed": "is Megatron-LM's flag", "torchtitan": "is Megatron-LM's flag"}),
     ("llama3-8b fp16, fp32 all-reduce tp2 pp2", "llama-3-8b", 8192, "1x8xH100", [8], 2, 2, 2, [0, 17, 35], 1, 4,
      ["--precision", "fp16", "--fp32-allreduce"],
      {"megatron": "communication_data_type", "torchtitan": "communication_data_type"}),
@@ -288,6 +293,15 @@ def compare(case, engine, res, out, plan):
         got = f.get("fp8")
         want = ["hybrid", "delayed", 1024, "max"] if "fp8" in flags else [None, "delayed", 1, "most_recent"]
         setting(f"fp8 {got[0]}", got, want, "fp8")
+        # The overlaps the plan was priced with, and its gradients' format:
+        # fp32 under bf16 and fp8 unless --grad-reduce-in-bf16, 16-bit under fp16.
+        for key, flag, shown in (("tp_comm_overlap", "--tp-comm-overlap", "tp comm overlap"),
+                                 ("overlap_grad_reduce", "--overlap-allreduce", "overlap grad reduce")):
+            got = f.get(key)
+            setting(f"{shown} {got}", got, flag in flags, shown)
+        got = f.get("grads_fp32")
+        want = fmt != "fp16" and "--grad-reduce-in-bf16" not in flags
+        setting(f"fp32 grads {got}", got, want, "gradients' format")
     if engine == "torchtitan":
         # torchtitan's llama3 flavors rescale as Llama 3.1 does, whichever
         # Llama 3 amp priced (the export says so); its qwen3 ones do not.

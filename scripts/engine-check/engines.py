@@ -74,6 +74,10 @@ def megatron(out):
     # FP8 as the TransformerConfig holds it (Transformer Engine reads it).
     facts["fp8"] = [config.fp8, str(getattr(config.fp8_recipe, "value", config.fp8_recipe)),
                     config.fp8_amax_history_len, config.fp8_amax_compute_algo]
+    # The overlaps and the gradients' format as the arguments resolved them.
+    facts["tp_comm_overlap"] = bool(config.tp_comm_overlap)
+    facts["overlap_grad_reduce"] = bool(args.overlap_grad_reduce)
+    facts["grads_fp32"] = bool(args.accumulate_allreduce_grads_in_fp32)
     vpp = args.virtual_pipeline_model_parallel_size or 1
     stages = []
     for r in range(pp):
@@ -109,6 +113,9 @@ def megatron(out):
     one.account_for_embedding_in_pipeline_split = False
     one.account_for_loss_in_pipeline_split = False
     one.recompute_granularity = args.recompute_granularity
+    # No tensor-parallel group on one process: validate_args turns sequence
+    # parallelism off at tp 1, then asserts that the overlap needs it.
+    one.tp_comm_overlap = False
     one.world_size = 1
     os.environ["WORLD_SIZE"] = "1"
     A.validate_args(one, {})

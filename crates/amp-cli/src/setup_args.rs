@@ -69,6 +69,20 @@ pub struct SetupArgs {
     /// torchtitan only; its export turns compile on.
     #[arg(long, help_heading = "Training setup")]
     pub compile: bool,
+    /// Megatron-LM's `--tp-comm-overlap`: Transformer Engine's userbuffers
+    /// run each block's tensor-parallel all-gathers and reduce-scatters in
+    /// chunks beside the matrix products, so only what those cannot cover
+    /// is exposed. Megatron-LM only, with --sequence-parallel; its export
+    /// writes the flag.
+    #[arg(long, help_heading = "Training setup")]
+    pub tp_comm_overlap: bool,
+    /// Megatron-LM's `--grad-reduce-in-bf16`: under bf16 or fp8 the
+    /// gradients are accumulated and reduced in bf16, 2 bytes a parameter
+    /// and half the data-parallel traffic, where Megatron-LM otherwise
+    /// keeps them in fp32 (Megatron-Bridge's performance recipes set it).
+    /// Megatron-LM only; its export writes the flag.
+    #[arg(long, help_heading = "Training setup")]
+    pub grad_reduce_in_bf16: bool,
     /// All-reduce 16-bit gradients in fp32, twice the bytes (DeepSpeed's
     /// `communication_data_type`, `fp32_allreduce` in the version the AMP
     /// artifact ran, whose runs set it: the default on its inputs;
@@ -180,6 +194,12 @@ impl SetupArgs {
         if self.compile {
             v.push("--compile");
         }
+        if self.tp_comm_overlap {
+            v.push("--tp-comm-overlap");
+        }
+        if self.grad_reduce_in_bf16 {
+            v.push("--grad-reduce-in-bf16");
+        }
         if self.fp32_allreduce.is_some() {
             v.push("--fp32-allreduce");
         }
@@ -217,7 +237,21 @@ impl SetupArgs {
             (a, b) => a.or(b),
         };
         let precision = self.precision.unwrap_or(default_precision);
-        let formats = precision.formats();
+        let mut formats = precision.formats();
+        if self.grad_reduce_in_bf16 {
+            if engine != Some(Engine::Megatron) {
+                bail!(
+                    "--grad-reduce-in-bf16 is Megatron-LM's flag (the others keep bf16 gradients as their own settings say); add --engine megatron or drop it"
+                );
+            }
+            if !matches!(precision, Precision::Bf16 | Precision::Fp8) {
+                bail!(
+                    "--grad-reduce-in-bf16 needs --precision bf16 or fp8 (under {precision} the gradients are {} already); drop it",
+                    formats.gradients.name()
+                );
+            }
+            formats.gradients = NumberFormat::Bf16;
+        }
         let setup = TrainingSetup {
             // Every engine stores what the precision implies (bf16 keeps
             // fp32 gradients everywhere: Precision::formats). Asked not to
@@ -246,6 +280,7 @@ impl SetupArgs {
             grad_reduce_barrier: self.grad_reduce_barrier,
             backward_in_autocast: self.backward_in_autocast,
             compile: self.compile,
+            tp_comm_overlap: self.tp_comm_overlap,
             engine,
             cross_entropy: self.cross_entropy,
             optimizer_step: self.optimizer_step,

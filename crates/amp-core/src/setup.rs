@@ -868,6 +868,14 @@ pub struct TrainingSetup {
     /// Absent from files: false.
     #[serde(default, skip_serializing_if = "is_false")]
     pub compile: bool,
+    /// Megatron-LM's `--tp-comm-overlap`: Transformer Engine's userbuffers
+    /// split each matrix product of a block beside a tensor-parallel
+    /// all-gather or reduce-scatter into chunks and exchange one chunk
+    /// while computing another, so the block's collectives hide behind its
+    /// matrix products. Needs sequence parallelism (Megatron-LM asserts
+    /// it). Only with Megatron-LM. Absent from files: false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub tp_comm_overlap: bool,
     /// The engine the plan is meant to run on, when one was chosen.
     pub engine: Option<Engine>,
     /// The loss kernel, when set; else the engine's
@@ -903,6 +911,7 @@ impl Default for TrainingSetup {
             grad_reduce_barrier: false,
             backward_in_autocast: false,
             compile: false,
+            tp_comm_overlap: false,
             engine: None,
             cross_entropy: None,
             optimizer_step: None,
@@ -1117,6 +1126,21 @@ impl TrainingSetup {
                         "training without ZeRO"
                     }
                 ),
+            ));
+        }
+        if self.tp_comm_overlap && self.engine != Some(Engine::Megatron) {
+            return Err(AmpError::invalid(
+                at,
+                format!(
+                    "tensor-parallel communication overlap is Megatron-LM's `--tp-comm-overlap` (Transformer Engine's userbuffers), not {}'s; drop `tp_comm_overlap` (`--tp-comm-overlap`) or target megatron",
+                    self.engine.map_or("plain PyTorch".to_string(), |e| e.to_string())
+                ),
+            ));
+        }
+        if self.tp_comm_overlap && !self.sequence_parallel {
+            return Err(AmpError::invalid(
+                at,
+                "Megatron-LM overlaps tensor-parallel communication only under sequence parallelism (its arguments.py asserts it); add `sequence_parallel` (`--sequence-parallel`) or drop `tp_comm_overlap` (`--tp-comm-overlap`)",
             ));
         }
         if self.compile && self.engine != Some(Engine::Torchtitan) {
@@ -1377,6 +1401,9 @@ impl TrainingSetup {
         }
         if self.compile {
             parts.push("compiled".into());
+        }
+        if self.tp_comm_overlap {
+            parts.push("tp comm overlap".into());
         }
         if self.cross_entropy.is_some() {
             parts.push(format!("{} cross entropy", self.cross_entropy().name()));
@@ -1927,6 +1954,42 @@ mod tests {
         let text = serde_json::to_string(&off).unwrap();
         assert!(!text.contains("compile"), "{text}");
         assert_eq!(serde_json::from_str::<TrainingSetup>(&text).unwrap(), off);
+    }
+
+    #[test]
+    fn tp_comm_overlap_is_megatrons_under_sequence_parallelism() {
+        let with = |engine, sequence_parallel| TrainingSetup {
+            engine,
+            sequence_parallel,
+            tp_comm_overlap: true,
+            ..TrainingSetup::default()
+        };
+        let on = with(Some(Engine::Megatron), true);
+        assert!(on.check().is_ok());
+        assert!(on.summary().contains("tp comm overlap"), "{}", on.summary());
+        let e = with(Some(Engine::Megatron), false)
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("only under sequence parallelism"), "{e}");
+        for engine in [None, Some(Engine::DeepSpeed), Some(Engine::Torchtitan)] {
+            let e = with(engine, true).check().unwrap_err().to_string();
+            assert!(
+                e.contains("`--tp-comm-overlap`") && e.contains("target megatron"),
+                "{e}"
+            );
+        }
+        // Recorded only when on; a file without it reads off.
+        let text = serde_json::to_string(&on).unwrap();
+        assert!(text.contains("\"tp_comm_overlap\":true"), "{text}");
+        assert_eq!(serde_json::from_str::<TrainingSetup>(&text).unwrap(), on);
+        let off = TrainingSetup {
+            tp_comm_overlap: false,
+            ..on
+        };
+        assert!(!serde_json::to_string(&off)
+            .unwrap()
+            .contains("tp_comm_overlap"));
     }
 
     #[test]

@@ -95,6 +95,15 @@ pub(crate) struct EngineOptions {
     pub(crate) fp32_allreduce: bool,
     /// torchtitan compiles each block (`compile.enable`), as priced.
     pub(crate) compile: bool,
+    /// The data-parallel reduction overlaps the last backward in buckets,
+    /// as priced (Megatron-LM's `--overlap-grad-reduce`; DeepSpeed's
+    /// `overlap_comm` is written from the setup's ZeRO stage).
+    pub(crate) overlap_grad_reduce: bool,
+    /// Megatron-LM's tensor-parallel communication overlap, as priced.
+    pub(crate) tp_comm_overlap: bool,
+    /// bf16 gradients under bf16 or fp8 compute, as priced (Megatron-LM's
+    /// `--grad-reduce-in-bf16`; it keeps fp32 ones otherwise).
+    pub(crate) bf16_gradients: bool,
     /// The plan names Hugging Face's eager blocks (`block_kernels`), which
     /// DeepSpeed runs as they are; else the engine's fused ones, as a plan
     /// is priced on an engine ([`amp_core::setup::TrainingSetup::on_engine`]).
@@ -213,6 +222,9 @@ fn engine_view(
         cross_entropy: setup.cross_entropy(),
         fp32_allreduce: setup.formats.fp32_gradient_reduction(),
         compile: setup.compile,
+        overlap_grad_reduce: setup.overlap_grad_reduce,
+        tp_comm_overlap: setup.tp_comm_overlap,
+        bf16_gradients: setup.formats.gradients == amp_core::setup::NumberFormat::Bf16,
         eager_blocks: setup.block_kernels == Some(amp_core::setup::BlockKernels::Eager),
     };
     let v = setup.virtual_stages();

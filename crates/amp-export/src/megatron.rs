@@ -350,11 +350,28 @@ pub(crate) fn export(
             "layer-norm and dropout activations split over the tensor-parallel group",
         ));
     }
+    // At tp 1 there is nothing to overlap, and Megatron-LM, which turns
+    // sequence parallelism off there, would then assert that the overlap
+    // needs it.
+    if opts.tp_comm_overlap && tp > 1 {
+        args.push(switch(
+            "--tp-comm-overlap",
+            TCFG,
+            "overlap the blocks' tensor-parallel collectives with their matrix products (Transformer Engine's userbuffers), as priced",
+        ));
+    }
     if opts.distributed_optimizer {
         args.push(switch(
             "--use-distributed-optimizer",
             DIST,
             "shard optimizer state over data-parallel ranks",
+        ));
+    }
+    if opts.overlap_grad_reduce {
+        args.push(switch(
+            "--overlap-grad-reduce",
+            DIST,
+            "reduce the gradients in buckets during the last backward, as priced",
         ));
     }
     if launch.order == RankOrder::TpPpDp {
@@ -398,6 +415,13 @@ pub(crate) fn export(
             ));
         }
         Precision::Fp32 | Precision::Tf32 => {}
+    }
+    if opts.bf16_gradients {
+        args.push(switch(
+            "--grad-reduce-in-bf16",
+            PREC,
+            "accumulate and reduce the gradients in bf16, as priced (fp32 otherwise)",
+        ));
     }
 
     let mut sh = String::new();

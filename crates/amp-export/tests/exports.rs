@@ -270,6 +270,58 @@ fn homogeneous_megatron_has_the_plan_degrees_and_no_uneven_flags() {
     assert!(launch.contains("CUDA_VISIBLE_DEVICES=0,1,2,3 torchrun --nnodes 4 --node_rank 3 --nproc_per_node 4 --master_addr node0"));
 }
 
+/// A plan priced with its gradient reduction overlapping the last backward
+/// launches so: Megatron-LM reduces after the backward unless told
+/// otherwise (`--overlap-grad-reduce`, off by default in its arguments.py).
+#[test]
+fn megatron_overlaps_the_gradient_reduction_the_plan_was_priced_with() {
+    let (mut p, m, c) = common::homogeneous();
+    let files = export(&p, &m, &c, Engine::Megatron, &ExportOptions::default()).unwrap();
+    assert!(!megatron_args(&files).contains("--overlap-grad-reduce"));
+    p.setup.overlap_grad_reduce = true;
+    let files = export(&p, &m, &c, Engine::Megatron, &ExportOptions::default()).unwrap();
+    assert!(
+        megatron_args(&files).contains("--overlap-grad-reduce"),
+        "{}",
+        megatron_args(&files)
+    );
+}
+
+/// Megatron-LM's tensor-parallel overlap and bf16 gradients, as priced;
+/// at tp 1 no overlap flag (Megatron-LM turns sequence parallelism off
+/// there and would then assert that the overlap needs it).
+#[test]
+fn megatron_writes_the_tp_overlap_and_bf16_gradients_it_was_priced_with() {
+    let (mut p, m, c) = common::homogeneous();
+    p.setup = p.setup.on_engine(Engine::Megatron);
+    p.setup.formats = amp_core::setup::Precision::Bf16.formats();
+    p.setup.sequence_parallel = true;
+    let args = |p: &amp_core::Plan| {
+        let files = export(p, &m, &c, Engine::Megatron, &ExportOptions::default()).unwrap();
+        megatron_args(&files).to_string()
+    };
+    let plain = args(&p);
+    assert!(!plain.contains("--tp-comm-overlap") && !plain.contains("--grad-reduce-in-bf16"));
+    p.setup.tp_comm_overlap = true;
+    p.setup.formats.gradients = amp_core::setup::NumberFormat::Bf16;
+    let both = args(&p);
+    assert!(both.contains("--tp-comm-overlap"), "{both}");
+    assert!(both.contains("--grad-reduce-in-bf16"), "{both}");
+    // The same plan at tp 1: every replica's group down to one GPU.
+    for stage in &mut p.stages {
+        let groups: Vec<Vec<_>> = stage
+            .replicas
+            .iter()
+            .flat_map(|g| g.iter().map(|d| vec![*d]))
+            .collect();
+        stage.replicas = groups;
+    }
+    p.num_micro_batches /= 2;
+    let tp1 = args(&p);
+    assert!(tp1.contains("--tensor-model-parallel-size 1"), "{tp1}");
+    assert!(!tp1.contains("--tp-comm-overlap"), "{tp1}");
+}
+
 #[test]
 fn uneven_split_uses_first_and_last_stage_flags_and_t4_node_first() {
     let (p, m, c) = common::uneven();

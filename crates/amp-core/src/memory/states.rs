@@ -389,19 +389,38 @@ pub(crate) fn optimizer_step_bytes_per_param(setup: &TrainingSetup, dp: usize) -
     } else {
         0.0
     };
-    cast + match setup.optimizer_step() {
-        OptimizerStep::Fused => 0.0,
-        OptimizerStep::Foreach => {
-            let b = setup.formats.optimizer_state.bytes();
-            if setup.optimizer_sharding >= OptimizerSharding::Zero1
-                || deepspeed_bf16_optimizer(setup)
-            {
-                b / dp.max(1) as f64
+    // Megatron-LM's optimizer hands its fp32 step 16-bit gradients as fp32
+    // copies made for the step (`main_param.grad = model_param.main_grad
+    // .float()` in megatron/core/optimizer/optimizer.py, the distributed
+    // optimizer's `shard_main_param.grad = shard_model_grad.float()` for its
+    // shard): fp16 training, or bf16 with `--grad-reduce-in-bf16`. Of fp32
+    // gradients `.float()` is the same tensor.
+    let megatron_copy = match (setup.engine, setup.formats.master_weights) {
+        (Some(crate::setup::Engine::Megatron), Some(master))
+            if setup.formats.gradients.bytes() < master.bytes() =>
+        {
+            if setup.optimizer_sharding >= OptimizerSharding::Zero1 {
+                master.bytes() / dp.max(1) as f64
             } else {
-                b
+                master.bytes()
             }
         }
-    }
+        _ => 0.0,
+    };
+    cast + megatron_copy
+        + match setup.optimizer_step() {
+            OptimizerStep::Fused => 0.0,
+            OptimizerStep::Foreach => {
+                let b = setup.formats.optimizer_state.bytes();
+                if setup.optimizer_sharding >= OptimizerSharding::Zero1
+                    || deepspeed_bf16_optimizer(setup)
+                {
+                    b / dp.max(1) as f64
+                } else {
+                    b
+                }
+            }
+        }
 }
 
 /// Bytes per parameter one replica holds through the forward and backward

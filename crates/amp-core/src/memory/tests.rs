@@ -2240,3 +2240,42 @@ fn the_loss_is_freed_before_any_layers_gradient_but_a_chunked_loss_feeds_the_dec
     };
     assert_eq!(loss_freed_before_gradients(2.0, 160.0, &chunked), 0.0);
 }
+
+/// Megatron-LM's `--grad-reduce-in-bf16`: bf16 gradients, 2 bytes a
+/// parameter where it keeps fp32 ones otherwise; its optimizer hands the
+/// fp32 step fp32 copies of 16-bit gradients (`.float()`), of its shard
+/// under the distributed optimizer, and none of fp32 ones (the same tensor).
+#[test]
+fn megatron_steps_on_fp32_copies_of_sixteen_bit_gradients() {
+    use crate::setup::{Engine, NumberFormat, Precision};
+    let megatron = |precision: Precision, bf16_grads: bool, sharding| {
+        let mut s = TrainingSetup {
+            formats: precision.formats(),
+            engine: Some(Engine::Megatron),
+            optimizer_sharding: sharding,
+            ..TrainingSetup::default()
+        };
+        if bf16_grads {
+            s.formats.gradients = NumberFormat::Bf16;
+        }
+        s
+    };
+    let fp32_grads = megatron(Precision::Bf16, false, OptimizerSharding::None);
+    let bf16_grads = megatron(Precision::Bf16, true, OptimizerSharding::None);
+    assert_eq!(state_bytes(&fp32_grads, 4).gradients, 4.0);
+    assert_eq!(state_bytes(&bf16_grads, 4).gradients, 2.0);
+    assert_eq!(optimizer_step_bytes_per_param(&fp32_grads, 4), 0.0);
+    assert_eq!(optimizer_step_bytes_per_param(&bf16_grads, 4), 4.0);
+    let sharded = megatron(Precision::Fp8, true, OptimizerSharding::Zero1);
+    assert_eq!(optimizer_step_bytes_per_param(&sharded, 4), 1.0);
+    // fp16 training's 16-bit gradients are copied the same way.
+    let fp16 = megatron(Precision::Fp16, false, OptimizerSharding::None);
+    assert_eq!(optimizer_step_bytes_per_param(&fp16, 2), 4.0);
+    // Not another engine's: DeepSpeed's and torchtitan's steps are priced
+    // by their own rules.
+    let other = TrainingSetup {
+        engine: Some(Engine::Torchtitan),
+        ..bf16_grads
+    };
+    assert_eq!(optimizer_step_bytes_per_param(&other, 4), 0.0);
+}

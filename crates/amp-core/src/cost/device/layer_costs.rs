@@ -20,6 +20,9 @@ pub struct LayerCost {
     pub backward_s: f64,
     /// Part of forward + backward spent in tensor-parallel all-reduces.
     pub tp_comm_s: f64,
+    /// The forward's part of `tp_comm_s` (what a recomputed forward
+    /// repeats).
+    pub tp_comm_forward_s: f64,
 }
 
 impl LayerCost {
@@ -28,6 +31,7 @@ impl LayerCost {
             forward_s: self.forward_s.max(o.forward_s),
             backward_s: self.backward_s.max(o.backward_s),
             tp_comm_s: self.tp_comm_s.max(o.tp_comm_s),
+            tp_comm_forward_s: self.tp_comm_forward_s.max(o.tp_comm_forward_s),
         }
     }
 }
@@ -237,6 +241,7 @@ impl DeviceModel {
                 forward_s: lt.forward_s,
                 backward_s: b,
                 tp_comm_s: 0.0,
+                tp_comm_forward_s: 0.0,
             };
         }
         let r = BACKWARD_FORWARD_RATIO;
@@ -245,6 +250,7 @@ impl DeviceModel {
                 forward_s: lt.forward_s,
                 backward_s: r * lt.forward_s,
                 tp_comm_s: 0.0,
+                tp_comm_forward_s: 0.0,
             };
         };
         // Per-sample entry: split computation and communication, scale each
@@ -266,6 +272,7 @@ impl DeviceModel {
             forward_s: c + k,
             backward_s: r * c + k,
             tp_comm_s: 2.0 * k,
+            tp_comm_forward_s: k,
         }
     }
 
@@ -338,9 +345,8 @@ impl DeviceModel {
             Recompute::Full => {
                 for (c, layer) in out.iter_mut().zip(&inputs.model.layers) {
                     if layer.kind == LayerKind::TransformerBlock {
-                        // The forward's share of the communication is half.
                         c.backward_s += c.forward_s;
-                        c.tp_comm_s *= 1.5;
+                        c.tp_comm_s += c.tp_comm_forward_s;
                     }
                 }
             }
@@ -361,7 +367,7 @@ impl DeviceModel {
                 };
                 for (c, layer) in out.iter_mut().zip(&inputs.model.layers) {
                     if layer.kind == LayerKind::TransformerBlock {
-                        let comm_forward = c.tp_comm_s / 2.0;
+                        let comm_forward = c.tp_comm_forward_s;
                         let comm = rerun_comm * comm_forward;
                         c.backward_s += share * (c.forward_s - comm_forward).max(0.0) + comm;
                         c.tp_comm_s += comm;
@@ -395,6 +401,16 @@ impl DeviceModel {
         if group.len() < 2 {
             return;
         }
+        // Under Megatron-LM's `--tp-comm-overlap` each collective runs in
+        // chunks beside the matrix product that consumes or produces it
+        // (all-gather before QKV and the first MLP product, reduce-scatter
+        // after the output and second MLP products, and their transposes in
+        // the backward), so a pass exposes only what its matrix products
+        // cannot cover: at most the pass's time less its attention core, the
+        // part no collective runs beside. Measured profiles carry their own
+        // communication; only what is priced here overlaps.
+        let overlap_share = (setup.tp_comm_overlap && already_paid.is_none())
+            .then(|| 1.0 - attention_core_share(inputs.model));
         let mut last: Option<(u64, f64)> = None;
         for (layer, c) in inputs.model.layers.iter().zip(costs) {
             if layer.kind != LayerKind::TransformerBlock {
@@ -413,9 +429,15 @@ impl DeviceModel {
                     t
                 }
             };
-            c.forward_s += 2.0 * comm;
-            c.backward_s += 2.0 * comm;
-            c.tp_comm_s += 4.0 * comm;
+            let exposed = |pass_s: f64| match overlap_share {
+                Some(share) => (2.0 * comm - share * pass_s).max(0.0),
+                None => 2.0 * comm,
+            };
+            let (forward, backward) = (exposed(c.forward_s), exposed(c.backward_s));
+            c.forward_s += forward;
+            c.backward_s += backward;
+            c.tp_comm_s += forward + backward;
+            c.tp_comm_forward_s += forward;
         }
     }
 
@@ -440,6 +462,7 @@ impl DeviceModel {
                 forward_s: c.forward_s / t,
                 backward_s: c.backward_s / t,
                 tp_comm_s: 0.0,
+                tp_comm_forward_s: 0.0,
             })
             .collect();
         self.add_block_allreduces(inputs, setup, group, None, mbs, &mut costs);

@@ -704,6 +704,51 @@ fn fp8_sequence_parallel_gathers_one_byte_elements() {
     }
 }
 
+/// Megatron-LM's `--tp-comm-overlap`: a block's collectives run in chunks
+/// beside its matrix products, so a pass exposes only the communication
+/// its products (the pass less its attention core) cannot cover.
+#[test]
+fn tp_comm_overlap_exposes_only_what_the_products_cannot_cover() {
+    let (m, c) = (model(), cluster());
+    let forward = |layer_s: f64, overlap: bool| {
+        let analytic = ProfileEntry {
+            source: Some(crate::profile::ANALYTIC_SOURCE.into()),
+            ..entry("fast", 2, layer_s, Some(2.0 * layer_s))
+        };
+        let p = Profile {
+            entries: vec![analytic],
+            precision: None,
+        };
+        let inputs = Inputs {
+            model: &m,
+            cluster: &c,
+            profile: &p,
+        };
+        let mut pl = plan(vec![(0, 4, vec![vec![d(0, 0), d(0, 1)]])], 1);
+        pl.setup.formats = Precision::Bf16.formats();
+        pl.setup.engine = Some(crate::setup::Engine::Megatron);
+        pl.setup.sequence_parallel = true;
+        pl.setup.tp_comm_overlap = overlap;
+        let t = time_only().timeline(&inputs, &pl).unwrap();
+        durations(&t, 0, EventKind::Forward)[0]
+    };
+    // Two 400-byte collectives a pass, each a reduce-scatter and an
+    // all-gather of 10 us + 1/2 x 400 / 1e9 (the test above).
+    let lat = collective::INTRA_NODE_LATENCY_S;
+    let comm = 2.0 * lat + 400.0 / 1e9;
+    let share = 1.0 - attention_core_share(&m);
+    // Passes of a second hide every collective.
+    assert!((forward(1.0, false) - 4.0 * (1.0 + 2.0 * comm)).abs() < 1e-12);
+    assert!((forward(1.0, true) - 4.0).abs() < 1e-12);
+    // Passes of a microsecond expose what their products cannot cover.
+    let short = 1e-6;
+    let exposed = 2.0 * comm - share * short;
+    assert!(exposed > 0.0);
+    let got = forward(short, true);
+    assert!((got - 4.0 * (short + exposed)).abs() < 1e-15, "{got}");
+    assert!(got < forward(short, false));
+}
+
 /// Two stages of two replicas, two chunks per device: identical
 /// replicas are simulated once, every chunk is priced on its layers and
 /// the wrap-around cut (device 1 chunk 0 -> device 0 chunk 1) is an
