@@ -3127,11 +3127,16 @@ fn torchtitans_published_tensor_parallel_runs() {
 #[test]
 fn megatron_bridges_published_llama3_70b_fp8_run() {
     let (pp, v, tp, dp) = (8, 5, 4, 2);
-    let mut bounds = vec![0];
-    bounds.extend((3..80).step_by(2));
-    bounds.push(83);
-    assert_eq!(bounds.len(), pp * v + 1);
-    let price = |micro_batches: usize, recipe: &[&str]| {
+    let mut even = vec![0];
+    even.extend((3..80).step_by(2));
+    even.push(83);
+    // The layout the recipe pins since 2026-08 (no published measurement):
+    // `Et*2|(t*2|)*34,t*3|(t*2|)*3,tL`.
+    let mut pinned = vec![0, 3];
+    pinned.extend((5..72).step_by(2));
+    pinned.extend([74, 76, 78, 80, 83]);
+    assert_eq!((even.len(), pinned.len()), (pp * v + 1, pp * v + 1));
+    let price_split = |bounds: &[usize], micro_batches: usize, recipe: &[&str]| {
         let stages: Vec<serde_json::Value> = (0..pp * v)
             .map(|i| {
                 let replicas: Vec<serde_json::Value> = (0..dp)
@@ -3145,7 +3150,11 @@ fn megatron_bridges_published_llama3_70b_fp8_run() {
             })
             .collect();
         let plan = common::tmp(
-            &format!("mbridge-70b-{micro_batches}-{}.json", recipe.len()),
+            &format!(
+                "mbridge-70b-{micro_batches}-{}-{}.json",
+                recipe.len(),
+                bounds[2]
+            ),
             &serde_json::json!({"micro_batch": 1, "num_micro_batches": micro_batches, "stages": stages})
                 .to_string(),
         );
@@ -3186,7 +3195,9 @@ fn megatron_bridges_published_llama3_70b_fp8_run() {
             v["fits_in_memory"].as_bool().unwrap(),
         )
     };
+    let price = |micro_batches: usize, recipe: &[&str]| price_split(&even, micro_batches, recipe);
     let recipe = ["--tp-comm-overlap", "--grad-reduce-in-bf16"];
+    assert_eq!(price_split(&pinned, 128, &recipe).0, 19.8484);
     // As the recipe runs: 3.5-4.6% and 3.7-6.4% slower than measured, and
     // it fits, as the runs did.
     assert_eq!(price(64, &recipe), (10.5836, 75.86, true));
