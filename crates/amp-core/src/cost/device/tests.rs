@@ -657,15 +657,15 @@ fn analytic_entries_get_tp_allreduces_and_recompute_reruns_the_forward() {
     assert_eq!(price(&measured, true), (4.0, 12.0));
 }
 
-/// Under sequence parallelism a block's all-reduce is a reduce-scatter and
-/// an all-gather, the same traffic; under FP8 (Transformer Engine) the
-/// all-gather carries 1-byte elements, the reduce-scatter 16-bit ones.
-#[test]
-fn fp8_sequence_parallel_gathers_one_byte_elements() {
+/// The first forward pass of the test model's 4 layers on one tp-2 group
+/// of a node under Megatron-LM, each layer an analytic (compute-only) entry
+/// of `layer_s` forward and twice that backward, the setup as `setup`
+/// leaves it: the blocks' tensor-parallel collectives priced on top.
+fn megatron_tp2_forward_s(layer_s: f64, setup: impl Fn(&mut TrainingSetup)) -> f64 {
     let (m, c) = (model(), cluster());
     let analytic = ProfileEntry {
         source: Some(crate::profile::ANALYTIC_SOURCE.into()),
-        ..entry("fast", 2, 1.0, Some(2.0))
+        ..entry("fast", 2, layer_s, Some(2.0 * layer_s))
     };
     let p = Profile {
         entries: vec![analytic],
@@ -676,13 +676,23 @@ fn fp8_sequence_parallel_gathers_one_byte_elements() {
         cluster: &c,
         profile: &p,
     };
+    let mut pl = plan(vec![(0, 4, vec![vec![d(0, 0), d(0, 1)]])], 1);
+    pl.setup.engine = Some(crate::setup::Engine::Megatron);
+    setup(&mut pl.setup);
+    let t = time_only().timeline(&inputs, &pl).unwrap();
+    durations(&t, 0, EventKind::Forward)[0]
+}
+
+/// Under sequence parallelism a block's all-reduce is a reduce-scatter and
+/// an all-gather, the same traffic; under FP8 (Transformer Engine) the
+/// all-gather carries 1-byte elements, the reduce-scatter 16-bit ones.
+#[test]
+fn fp8_sequence_parallel_gathers_one_byte_elements() {
     let forward = |precision: Precision, sequence_parallel: bool| {
-        let mut pl = plan(vec![(0, 4, vec![vec![d(0, 0), d(0, 1)]])], 1);
-        pl.setup.formats = precision.formats();
-        pl.setup.engine = Some(crate::setup::Engine::Megatron);
-        pl.setup.sequence_parallel = sequence_parallel;
-        let t = time_only().timeline(&inputs, &pl).unwrap();
-        durations(&t, 0, EventKind::Forward)[0]
+        megatron_tp2_forward_s(1.0, |s| {
+            s.formats = precision.formats();
+            s.sequence_parallel = sequence_parallel;
+        })
     };
     // 2 x 100 x 2 = 400 bytes between two GPUs of a node: an all-reduce
     // 2 x 10 us + 2 x 1/2 x 400 / 1e9; a reduce-scatter or an all-gather
@@ -709,34 +719,18 @@ fn fp8_sequence_parallel_gathers_one_byte_elements() {
 /// its products (the pass less its attention core) cannot cover.
 #[test]
 fn tp_comm_overlap_exposes_only_what_the_products_cannot_cover() {
-    let (m, c) = (model(), cluster());
     let forward = |layer_s: f64, overlap: bool| {
-        let analytic = ProfileEntry {
-            source: Some(crate::profile::ANALYTIC_SOURCE.into()),
-            ..entry("fast", 2, layer_s, Some(2.0 * layer_s))
-        };
-        let p = Profile {
-            entries: vec![analytic],
-            precision: None,
-        };
-        let inputs = Inputs {
-            model: &m,
-            cluster: &c,
-            profile: &p,
-        };
-        let mut pl = plan(vec![(0, 4, vec![vec![d(0, 0), d(0, 1)]])], 1);
-        pl.setup.formats = Precision::Bf16.formats();
-        pl.setup.engine = Some(crate::setup::Engine::Megatron);
-        pl.setup.sequence_parallel = true;
-        pl.setup.tp_comm_overlap = overlap;
-        let t = time_only().timeline(&inputs, &pl).unwrap();
-        durations(&t, 0, EventKind::Forward)[0]
+        megatron_tp2_forward_s(layer_s, |s| {
+            s.formats = Precision::Bf16.formats();
+            s.sequence_parallel = true;
+            s.tp_comm_overlap = overlap;
+        })
     };
     // Two 400-byte collectives a pass, each a reduce-scatter and an
     // all-gather of 10 us + 1/2 x 400 / 1e9 (the test above).
     let lat = collective::INTRA_NODE_LATENCY_S;
     let comm = 2.0 * lat + 400.0 / 1e9;
-    let share = 1.0 - attention_core_share(&m);
+    let share = 1.0 - attention_core_share(&model());
     // Passes of a second hide every collective.
     assert!((forward(1.0, false) - 4.0 * (1.0 + 2.0 * comm)).abs() < 1e-12);
     assert!((forward(1.0, true) - 4.0).abs() < 1e-12);
