@@ -66,8 +66,9 @@ impl Precision {
     /// Adam moments in mixed precision). bf16 keeps fp32 gradients: its
     /// 8-bit mantissa loses small contributions when gradients accumulate
     /// over micro-batches, so every engine accumulates (and all-reduces) them
-    /// in fp32: Megatron-LM forces `accumulate_allreduce_grads_in_fp32` for
-    /// bf16 (megatron/training/arguments.py), DeepSpeed's bf16 optimizer
+    /// in fp32: Megatron-LM sets `accumulate_allreduce_grads_in_fp32` for
+    /// bf16 unless told `--grad-reduce-in-bf16` (megatron/training/
+    /// arguments.py; amp's flag of that name), DeepSpeed's bf16 optimizer
     /// accumulates in fp32 (`data_types.grad_accum_dtype`), FSDP2 mixed
     /// precision in torchtitan reduces in fp32 (`reduce_dtype`), and PyTorch
     /// autocast's fp32 weights get fp32 `.grad`s: 18 bytes of model state
