@@ -372,22 +372,27 @@ pub(crate) fn optimizer_step_bytes_per_param(setup: &TrainingSetup, dp: usize) -
             .bytes();
         return 2.0 * master;
     }
+    // A replica steps on its shard where the optimizer state is sharded:
+    // ZeRO-1 and up, and DeepSpeed's `BF16_Optimizer` at any stage.
+    let sharded =
+        setup.optimizer_sharding >= OptimizerSharding::Zero1 || deepspeed_bf16_optimizer(setup);
+    let per_replica = |bytes: f64| {
+        if sharded {
+            bytes / dp.max(1) as f64
+        } else {
+            bytes
+        }
+    };
+    let master = setup.formats.master_weights;
     // The `BF16_Optimizer`'s step hands its wrapped optimizer the gradient
     // partition cast to the master weights' format where it accumulates in
     // another (`param_partition.grad = grad_partition.to(...)`,
     // bf16_optimizer.py `step`), freed after it.
-    let cast = if deepspeed_bf16_optimizer(setup) {
-        let master = setup
-            .formats
-            .master_weights
-            .unwrap_or(setup.formats.weights);
-        if master == setup.formats.gradients {
-            0.0
-        } else {
-            master.bytes() / dp.max(1) as f64
+    let cast = match master.unwrap_or(setup.formats.weights) {
+        m if deepspeed_bf16_optimizer(setup) && m != setup.formats.gradients => {
+            per_replica(m.bytes())
         }
-    } else {
-        0.0
+        _ => 0.0,
     };
     // Megatron-LM's optimizer hands its fp32 step 16-bit gradients as fp32
     // copies made for the step (`main_param.grad = model_param.main_grad
@@ -395,32 +400,20 @@ pub(crate) fn optimizer_step_bytes_per_param(setup: &TrainingSetup, dp: usize) -
     // optimizer's `shard_main_param.grad = shard_model_grad.float()` for its
     // shard): fp16 training, or bf16 with `--grad-reduce-in-bf16`. Of fp32
     // gradients `.float()` is the same tensor.
-    let megatron_copy = match (setup.engine, setup.formats.master_weights) {
-        (Some(crate::setup::Engine::Megatron), Some(master))
-            if setup.formats.gradients.bytes() < master.bytes() =>
+    let megatron_copy = match master {
+        Some(m)
+            if setup.engine == Some(crate::setup::Engine::Megatron)
+                && setup.formats.gradients.bytes() < m.bytes() =>
         {
-            if setup.optimizer_sharding >= OptimizerSharding::Zero1 {
-                master.bytes() / dp.max(1) as f64
-            } else {
-                master.bytes()
-            }
+            per_replica(m.bytes())
         }
         _ => 0.0,
     };
-    cast + megatron_copy
-        + match setup.optimizer_step() {
-            OptimizerStep::Fused => 0.0,
-            OptimizerStep::Foreach => {
-                let b = setup.formats.optimizer_state.bytes();
-                if setup.optimizer_sharding >= OptimizerSharding::Zero1
-                    || deepspeed_bf16_optimizer(setup)
-                {
-                    b / dp.max(1) as f64
-                } else {
-                    b
-                }
-            }
-        }
+    let foreach = match setup.optimizer_step() {
+        OptimizerStep::Fused => 0.0,
+        OptimizerStep::Foreach => per_replica(setup.formats.optimizer_state.bytes()),
+    };
+    cast + megatron_copy + foreach
 }
 
 /// Bytes per parameter one replica holds through the forward and backward
