@@ -936,6 +936,43 @@ fn one_gpu_type_alone_that_is_faster_is_named() {
     assert_eq!(s(hint["predicted_iteration_s"].as_f64().unwrap()), "0.2373");
 }
 
+/// An option the user gives (`--optimizer-sharding`, an interleaved
+/// `--schedule`) does not drop the plans of a subset it has no effect on:
+/// on one GPU `--subsets` found nothing and said "the first: -" (2026-12-07,
+/// found by a random sweep of `amp plan`'s flags).
+#[test]
+fn subsets_keep_plans_a_given_option_does_not_touch() {
+    for option in [
+        &["--optimizer-sharding", "zero2"][..],
+        &["--schedule", "interleaved:2"][..],
+    ] {
+        let run = |extra: &[&str]| {
+            let mut args = vec![
+                "plan",
+                "--model",
+                "gpt2",
+                "--cluster",
+                "1x1xH100",
+                "--global-batch",
+                "16",
+                "--json",
+                "-q",
+            ];
+            args.extend(option);
+            args.extend(extra);
+            amp_json(&args)
+        };
+        let whole = run(&[]);
+        let subsets = run(&["--subsets"]);
+        let t = |v: &serde_json::Value| v["plans"][0]["predicted_iteration_s"].as_f64().unwrap();
+        assert_eq!(t(&subsets), t(&whole), "{option:?}");
+        assert_eq!(
+            subsets["plans"].as_array().unwrap().len(),
+            whole["plans"].as_array().unwrap().len()
+        );
+    }
+}
+
 #[test]
 fn subsets_and_cost_objective() {
     let base = [

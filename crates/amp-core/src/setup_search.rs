@@ -6,7 +6,8 @@
 //! and the plans are merged into one ranking, so the result is exact over
 //! the declared product. Plans on which an option has no effect (sequence
 //! parallelism at tp 1, interleaving with one stage, sharding with one
-//! replica) are kept once, under the setup without the option.
+//! replica) are kept once, under the setup without the option where the
+//! product has it.
 
 use serde::{Deserialize, Serialize};
 
@@ -136,12 +137,50 @@ pub fn short_label(s: &TrainingSetup) -> String {
     }
 }
 
-/// Whether a plan of `tp`, `dp`, `pp` found under `setup` is the same plan
-/// as under a simpler setup of the product (the option has no effect).
+/// Whether an option of `setup` has no effect on a plan of `tp`, `dp`, `pp`
+/// (sequence parallelism at tp 1, interleaving with one stage, sharding
+/// with one replica).
 fn option_without_effect(setup: &TrainingSetup, tp: usize, dp: usize, pp: usize) -> bool {
     (setup.sequence_parallel && tp <= 1)
         || (setup.virtual_stages() > 1 && pp <= 1)
         || (setup.optimizer_sharding != OptimizerSharding::None && dp <= 1)
+}
+
+/// `setup` with the options that have no effect on a plan of `tp`, `dp`,
+/// `pp` taken out: two setups that agree on this give that plan alike.
+fn effective_setup(setup: &TrainingSetup, tp: usize, dp: usize, pp: usize) -> TrainingSetup {
+    let mut s = setup.for_pipeline(pp);
+    if tp <= 1 {
+        s.sequence_parallel = false;
+        s.tp_comm_overlap = false;
+    }
+    if pp <= 1 {
+        s.stage_exchange = None;
+    }
+    if dp <= 1 {
+        s.optimizer_sharding = OptimizerSharding::None;
+    }
+    s
+}
+
+/// Whether a plan of `tp`, `dp`, `pp` found under `setups[k]` is kept: a
+/// plan that several setups give alike is kept once, under the first of
+/// them without an option that has no effect on it (else the first of
+/// them). A setup searched alone keeps all its plans, whatever its
+/// options: `--optimizer-sharding zero2 --subsets` keeps a one-GPU
+/// subset's plans.
+fn kept_under(setups: &[TrainingSetup], k: usize, tp: usize, dp: usize, pp: usize) -> bool {
+    let setup = &setups[k];
+    if !option_without_effect(setup, tp, dp, pp) {
+        return true;
+    }
+    let effective = effective_setup(setup, tp, dp, pp);
+    let alike = |s: &TrainingSetup| effective_setup(s, tp, dp, pp) == effective;
+    let keeper = setups
+        .iter()
+        .position(|s| alike(s) && !option_without_effect(s, tp, dp, pp))
+        .or_else(|| setups.iter().position(alike));
+    keeper == Some(k)
 }
 
 /// Searches every setup of `setups` with `opts` and merges the plans into
@@ -183,9 +222,7 @@ pub fn search_setups_with(
         };
         match search(inputs, model, &o) {
             Ok(r) => {
-                merged.absorb(r, |p| {
-                    (!option_without_effect(setup, p.tp, p.dp, p.pp)).then_some(p)
-                });
+                merged.absorb(r, |p| kept_under(setups, k, p.tp, p.dp, p.pp).then_some(p));
                 // Keep memory to two searches' worth of plans (a plan of a
                 // 16,384-GPU cluster is megabytes): the best `keep` so far,
                 // ties in the setups' order.
@@ -200,16 +237,17 @@ pub fn search_setups_with(
         // Some setups may have had nothing to price (an interleaved one on
         // too few layers); memory stopped the others.
         let over_memory = why_none.iter().any(|w| w.contains(MEMORY_HINT_START));
-        let first = why_none
-            .first()
-            .map_or("-", |w| w.split(MEMORY_HINT_START).next().unwrap_or(w));
+        let first = why_none.first().map_or(String::new(), |w| {
+            let w = w.split(MEMORY_HINT_START).next().unwrap_or(w);
+            format!("; the first: {w}")
+        });
         let hint = if over_memory {
             memory_hint(setups, inputs.cluster.num_devices())
         } else {
             String::new()
         };
         return Err(AmpError::NoPlan(format!(
-            "no plan fits under any of the {} training setups searched; the first: {first}{hint}",
+            "no plan fits under any of the {} training setups searched{first}{hint}",
             setups.len(),
         )));
     }
@@ -296,6 +334,56 @@ mod tests {
         assert!(e.contains("ZeRO stages 0 and 1 only"), "{e}");
         plan.setup.engine = None;
         assert!(plan.validate(&model, &cluster).is_ok());
+    }
+
+    /// A plan an option does not touch (sharding at dp 1, interleaving at
+    /// pp 1) is kept once, under the setup without the option where the
+    /// setups have it, and under its own setup where they do not: a setup
+    /// searched alone (`--optimizer-sharding zero2 --subsets`, whose subsets
+    /// go through here) keeps every plan its plain search finds.
+    #[test]
+    fn plans_an_option_does_not_touch_are_kept_once() {
+        let (profile, model, cluster) = gpt2_on_t4s();
+        let inputs = Inputs {
+            model: &model,
+            cluster: &cluster,
+            profile: &profile,
+        };
+        let dm = DeviceModel::default();
+        let zero2 = TrainingSetup {
+            optimizer_sharding: OptimizerSharding::Zero2,
+            ..TrainingSetup::default()
+        };
+        let interleaved = TrainingSetup {
+            schedule: Schedule::Interleaved { virtual_stages: 2 },
+            ..TrainingSetup::default()
+        };
+        let shape = |p: &crate::search::RankedPlan| (p.tp, p.dp, p.pp, p.plan.micro_batch);
+        for alone in [zero2, interleaved] {
+            let opts = SearchOptions::new(32, PlacementSearch::Artifact, alone);
+            let plain = search(&inputs, &dm, &opts).unwrap();
+            let merged = search_setups(&inputs, &dm, &opts, &[alone]).unwrap();
+            assert_eq!(
+                merged.plans.iter().map(shape).collect::<Vec<_>>(),
+                plain.plans.iter().map(shape).collect::<Vec<_>>()
+            );
+            assert!(merged
+                .plans
+                .iter()
+                .any(|p| option_without_effect(&alone, p.tp, p.dp, p.pp)));
+            // Beside the setup without the option, those plans are its.
+            let base = TrainingSetup::default();
+            let both = search_setups(&inputs, &dm, &opts, &[alone, base]).unwrap();
+            let untouched: Vec<_> = both
+                .plans
+                .iter()
+                .filter(|p| option_without_effect(&alone, p.tp, p.dp, p.pp))
+                .collect();
+            assert!(!untouched.is_empty());
+            assert!(untouched
+                .iter()
+                .all(|p| p.plan.setup.for_pipeline(1) == base));
+        }
     }
 
     #[test]
