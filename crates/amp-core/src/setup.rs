@@ -1231,7 +1231,7 @@ impl TrainingSetup {
                 };
                 return Err(AmpError::invalid(
                     at,
-                    format!("{engine} builds the model and runs {own}, not {} ones; drop `block_kernels` (`--block-kernels`) or target DeepSpeed, which runs the module it is given", kernels.name()),
+                    format!("{engine} builds the model itself and runs {own}, which `block_kernels` (`--block-kernels {}`) does not choose: it says which blocks DeepSpeed (which runs the module it is given) or plain PyTorch runs; drop it or target DeepSpeed", kernels.name()),
                 ));
             }
             if self.backward_in_autocast {
@@ -1581,7 +1581,9 @@ mod tests {
                 .unwrap_err()
                 .to_string();
                 assert!(
-                    e.contains("runs its own") && e.contains("--block-kernels"),
+                    e.contains("runs its own")
+                        && e.contains(&format!("--block-kernels {}", kernels.name()))
+                        && !e.contains("not fused ones"),
                     "{e}"
                 );
             }
