@@ -326,10 +326,18 @@ fn check_micro_batches(plan: &Plan) -> Result<()> {
     if plan.replica_micro_batches == dealt {
         return Ok(());
     }
+    let mut sorted = plan.replica_micro_batches.clone();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    // Reordering helps only where the counts are the even deal already.
+    let fix = if sorted == dealt {
+        "order the replicas so the first ones run more, or export to Sailor a plan with even replicas"
+    } else {
+        "those differ by more than one micro-batch, which no order of the replicas gives; export to Sailor a plan with even replicas (one amp plan finds without --uneven-dp)"
+    };
     Err(AmpError::invalid(
         "plan",
         format!(
-            "its replicas run {:?} micro-batches; a Sailor plan_config records only the global batch and dp, which read back as {dealt:?}; order the replicas so the first ones run more, or export to Sailor a plan with even replicas",
+            "its replicas run {:?} micro-batches; a Sailor plan_config records only the global batch and dp, which read back as {dealt:?}; {fix}",
             plan.replica_micro_batches
         ),
     ))

@@ -592,6 +592,19 @@ fn mixed_tp_and_uneven_plans_read_back_the_same() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("read back as [3, 2]"), "{e}");
+    assert!(e.contains("order the replicas"), "{e}");
+    // Counts no order deals evenly: reordering would not help.
+    plan.replica_micro_batches = vec![1, 4];
+    plan.num_micro_batches = 4;
+    let e = write_plan_config(&plan, &m, &gh_cluster(2), DEFAULT_ZONE)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("read back as [3, 2]")
+            && e.contains("no order of the replicas")
+            && !e.contains("order the replicas so"),
+        "{e}"
+    );
 }
 
 #[test]
