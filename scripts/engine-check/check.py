@@ -16,11 +16,20 @@ with the plan:
 - batch: the engine's micro-batches per iteration and data-parallel size are
   the plan's.
 
+The plans above are written by hand, their devices in node order. SEARCHED
+below are plans as amp's search gives them (`amp plan --engine E --json`, the
+plan of a given rank): node orders the search permuted, stages of uneven
+sizes (Megatron-LM's --pipeline-model-parallel-layout), setups the search
+chose. Each engine gets the plan searched for it, exported as the user would
+(`amp export PLAN --to E`), and is checked as above, the settings against the
+setup the plan records.
+
 Prints a table, writes it as Markdown with --results FILE, exits 1 on any
 mismatch or unexpected refusal. Megatron-LM needs MEGATRON_LM (a checkout).
 """
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -123,8 +132,54 @@ CASES = [
 ]
 
 
+# (name, model, seq, cluster, global batch, extra `amp plan` flags, rank of
+#  the plan taken, engines expected to refuse with a reason fragment)
+SEARCHED = [
+    # Two GPU types: stages of uneven sizes, node orders the search permuted.
+    ("searched: llama3-8b on 2 H100 + 2 A100 nodes, #1", "llama-3-8b", 4096,
+     "2x8xH100@100Gbps+2x8xA100-80GB@100Gbps", 64, [], 1, {}),
+    ("searched: the same, #4", "llama-3-8b", 4096, "2x8xH100@100Gbps+2x8xA100-80GB@100Gbps", 64, [], 4, {}),
+    # Every setup searched (sharding, sequence parallelism, recomputation).
+    ("searched: qwen3-8b on H100 + A100, every setup", "qwen3-8b", 4096, "1x8xH100+1x8xA100-80GB@200Gbps", 32,
+     ["--search-setup", "all"], 1, {}),
+    ("searched: llama3-8b on 4x4 A100, recomputed, #2", "llama-3-8b", 4096, "4x4xA100-80GB@50Gbps", 32,
+     ["--recompute"], 2, {}),
+]
+
+
 # The rotary rescaling factor of each model the cases name that has one.
 ROPE_FACTOR = {"llama-3.1-8b": 8.0, "llama-3.2-3b": 32.0}
+
+
+def flags_of(plan, made_for):
+    """The `amp export` flags that say what the plan's recorded setup says,
+    as compare() reads them."""
+    st, fmt = plan["setup"], plan["setup"]["formats"]
+    flags = []
+    if fmt["compute"] != "bf16":
+        flags += ["--precision", fmt["compute"]]
+    if st.get("recompute") == "full":
+        flags.append("--recompute")
+    if st.get("sequence_parallel"):
+        flags.append("--sequence-parallel")
+    if st.get("optimizer_sharding", "none") != "none":
+        flags += ["--optimizer-sharding", st["optimizer_sharding"]]
+    for key, flag in (("overlap_grad_reduce", "--overlap-allreduce"), ("tp_comm_overlap", "--tp-comm-overlap"),
+                      ("compile", "--compile")):
+        if st.get(key):
+            flags.append(flag)
+    if st.get("engine") == "megatron" and fmt["compute"] in ("bf16", "fp8") and fmt["gradients"] == "bf16":
+        flags.append("--grad-reduce-in-bf16")
+    if fmt.get("gradient_reduction") == "fp32":
+        flags.append("--fp32-allreduce")
+    if st.get("engine") == "deepspeed" and st.get("pipeline_send") == "full":
+        flags += ["--pipeline-send", "full"]
+    for key in ("cross_entropy", "optimizer_step"):
+        if key in st:
+            flags += ["--" + key.replace("_", "-"), st[key]]
+    if made_for.get("attention") == "explicit":
+        flags += ["--attention", "explicit"]
+    return flags
 
 
 def plan_json(nodes, tp, dp, pp, bounds, mb, nmb):
@@ -379,49 +434,87 @@ def main():
               "its checks are SKIPPED. Give a checkout: MEGATRON_LM=/path/to/Megatron-LM.", file=sys.stderr)
         engines.remove("megatron")
     rows, failed = [], 0
-    for case in CASES:
-        (name, model, seq, cluster, nodes, tp, dp, pp, bounds, mb, nmb, flags, refuse) = case
-        d = os.path.join(a.work, re.sub(r"[^\w.-]+", "_", name))
-        os.makedirs(d, exist_ok=True)
-        plan = plan_json(nodes, tp, dp, pp, bounds, mb, nmb)
-        pj = os.path.join(d, "plan.json")
-        json.dump(plan, open(pj, "w"))
-        for engine in engines:
-            out = os.path.join(d, engine)
-            p = subprocess.run([a.amp, "export", pj, "--model", model, "--seq", str(seq), "--cluster", cluster,
-                                "--to", engine, "--out", out]
-                               + ([] if "--precision" in flags else ["--precision", "bf16"]) + flags,
-                               capture_output=True, text=True)
-            if p.returncode == 0:
-                # What the export warned of, for the checks that read it.
-                with open(os.path.join(out, "export.err"), "w") as e:
-                    e.write(p.stderr)
-            row = {"plan": name, "engine": engine}
-            if p.returncode != 0:
-                msg = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "?"
-                if engine in refuse and refuse[engine] in msg:
-                    row.update(status="refused as expected", note=msg.split(": ", 2)[-1][:90])
-                else:
-                    row.update(status="FAIL: amp refused", note=msg[:200])
-                    failed += 1
-                rows.append(row)
-                print(row, flush=True)
-                continue
-            if engine in refuse:
-                row.update(status="FAIL: expected a refusal")
-                failed += 1
-            res, secs = run_engine(a.python, engine, out, tp * dp * pp, {})
-            if "error" in res:
-                row.update(status="FAIL: engine rejected", note=res["error"][:200])
-                failed += 1
-            else:
-                cells, bad = compare(case, engine, res, out, plan)
-                row.update(cells)
-                row["status"] = "ok" if not bad else "FAIL: " + ",".join(bad)
-                failed += bool(bad)
-            row["secs"] = round(secs)
+
+    def fixed():
+        """The hand-written plans: one plan, every engine."""
+        for case in CASES:
+            (name, model, seq, cluster, nodes, tp, dp, pp, bounds, mb, nmb, flags, refuse) = case
+            d = os.path.join(a.work, re.sub(r"[^\w.-]+", "_", name))
+            os.makedirs(d, exist_ok=True)
+            plan = plan_json(nodes, tp, dp, pp, bounds, mb, nmb)
+            pj = os.path.join(d, "plan.json")
+            json.dump(plan, open(pj, "w"))
+            for engine in engines:
+                yield case, engine, plan, pj, ([] if "--precision" in flags else ["--precision", "bf16"]) + flags
+
+    def searched():
+        """The search's plans: each engine its own, exported as the plan
+        file records it."""
+        for (name, model, seq, cluster, batch, plan_flags, rank, refuse) in SEARCHED:
+            for engine in engines:
+                d = os.path.join(a.work, re.sub(r"[^\w.-]+", "_", name), engine)
+                os.makedirs(d, exist_ok=True)
+                p = subprocess.run([a.amp, "plan", "-q", "--json", "--top", str(rank), "--model", model, "--seq",
+                                    str(seq), "--cluster", cluster, "--global-batch", str(batch), "--engine", engine]
+                                   + plan_flags, capture_output=True, text=True)
+                if p.returncode != 0:
+                    yield (name, None, p.stderr.strip()), engine, None, None, None
+                    continue
+                found = json.loads(p.stdout)
+                plan = found["plans"][rank - 1]
+                made_for = found["plans"][rank - 1].get("made_for", {})
+                pj = os.path.join(d, "plan.json")
+                json.dump(plan, open(pj, "w"))
+                bounds = [st["first_layer"] for st in plan["stages"]] + [plan["stages"][-1]["end_layer"]]
+                case = (name, model, seq, cluster, None, plan["tp"], plan["dp"], plan["pp"], bounds,
+                        plan["micro_batch"], plan["num_micro_batches"], flags_of(plan, made_for), refuse)
+                yield case, engine, plan, pj, []
+
+    for case, engine, plan, pj, export_flags in itertools.chain(fixed(), searched()):
+        if plan is None:
+            row = {"plan": case[0], "engine": engine, "status": "FAIL: amp plan found none", "note": case[2][:200]}
+            failed += 1
             rows.append(row)
             print(row, flush=True)
+            continue
+        (name, model, seq, cluster, nodes, tp, dp, pp, bounds, mb, nmb, flags, refuse) = case
+        out = os.path.join(os.path.dirname(pj), engine)
+        p = subprocess.run([a.amp, "export", pj, "--model", model, "--seq", str(seq), "--cluster", cluster,
+                            "--to", engine, "--out", out] + export_flags,
+                           capture_output=True, text=True)
+        if p.returncode == 0:
+            # What the export warned of, for the checks that read it.
+            with open(os.path.join(out, "export.err"), "w") as e:
+                e.write(p.stderr)
+        row = {"plan": name, "engine": engine}
+        if p.returncode != 0:
+            msg = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "?"
+            if engine in refuse and refuse[engine] in msg:
+                row.update(status="refused as expected", note=msg.split(": ", 2)[-1][:90])
+            else:
+                row.update(status="FAIL: amp refused", note=msg[:200])
+                failed += 1
+            rows.append(row)
+            print(row, flush=True)
+            continue
+        if engine in refuse:
+            row.update(status="FAIL: expected a refusal")
+            failed += 1
+        res, secs = run_engine(a.python, engine, out, tp * dp * pp, {})
+        if "error" in res:
+            row.update(status="FAIL: engine rejected", note=res["error"][:200])
+            failed += 1
+        else:
+            cells, bad = compare(case, engine, res, out, plan)
+            row.update(cells)
+            if "placement" in plan:
+                # A searched plan: where the search put its stages.
+                row["note"] = f"node order {plan['placement']['node_order']}"
+            row["status"] = "ok" if not bad else "FAIL: " + ",".join(bad)
+            failed += bool(bad)
+        row["secs"] = round(secs)
+        rows.append(row)
+        print(row, flush=True)
     cols = ["plan", "engine", "status", "params", "layers", "ranks", "batch", "settings", "note"]
     md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:

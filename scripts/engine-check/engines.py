@@ -84,8 +84,22 @@ def megatron(out):
         chunks = []
         for v in range(vpp):
             vp = v if vpp > 1 else None
-            n = get_num_layers_to_build(config, vp_stage=vp, pp_rank=r)
-            off = get_transformer_layer_offset(config, vp_stage=vp, pp_rank=r)
+            layout = config.pipeline_model_parallel_layout
+            if layout is not None:
+                # A split Megatron-LM's layout argument gives (amp's export
+                # writes one for splits the first/last-stage arguments cannot
+                # say): Megatron-LM's own parse of it, its table of each
+                # rank's and chunk's layers, read per rank, since
+                # get_num_layers_to_build does not pass pp_rank on to the
+                # layout, which then asks the running process for its rank.
+                from megatron.core.transformer.enums import LayerType
+                table = layout.layout
+                n = table[r][v].count(LayerType.decoder)
+                off = sum(table[q][w].count(LayerType.decoder)
+                          for w in range(v + 1) for q in range(pp if w < v else r))
+            else:
+                n = get_num_layers_to_build(config, vp_stage=vp, pp_rank=r)
+                off = get_transformer_layer_offset(config, vp_stage=vp, pp_rank=r)
             chunks.append(list(range(off, off + n)))
         stages.append(chunks)
     from megatron.core.parallel_state import RankGenerator
