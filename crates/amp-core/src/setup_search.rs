@@ -383,6 +383,13 @@ mod tests {
             assert!(untouched
                 .iter()
                 .all(|p| p.plan.setup.for_pipeline(1) == base));
+            // Once: not under both setups.
+            for (i, a) in untouched.iter().enumerate() {
+                for b in &untouched[i + 1..] {
+                    let same = shape(a) == shape(b) && a.plan.stages == b.plan.stages;
+                    assert!(!same, "a plan kept under both setups");
+                }
+            }
         }
     }
 
