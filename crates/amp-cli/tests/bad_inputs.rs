@@ -213,6 +213,7 @@ const CASES: &[Case] = &[
     Case { name: "interleaved:0", files: &[], args: "plan --example homogeneous --schedule interleaved:0", status: 2, words: &["interleaved:V"] },
     Case { name: "interleaved too deep", files: &[], args: "plan --example homogeneous --schedule interleaved:100000", status: 2, words: &["interleaved:V"] },
     Case { name: "unknown subcommand", files: &[], args: "train --example homogeneous", status: 2, words: &["unrecognized subcommand"] },
+    Case { name: "only a tp that splits no head fits the sizes", files: &[], args: "plan --model llama-3.2-1b --seq 1024 --cluster 5x7xH100@100Gbps --global-batch 64 -q", status: 1, words: &["no (tp, dp, pp) for 35 GPUs, 19 layers and global batch 64", "the sizes allow tp 7 alone", "tp 7 does not divide", "--subsets"] },
     Case { name: "plan without a model", files: &[], args: "plan --cluster 1x4xT4 --global-batch 8", status: 2, words: &["--model"] },
     Case { name: "unknown flag", files: &[], args: "plan --example homogeneous --fastest", status: 2, words: &["--fastest"] },
     Case { name: "validate a missing directory", files: &[], args: "validate {d}/none", status: 1, words: &["no such file or directory", "runs.toml"] },

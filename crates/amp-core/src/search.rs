@@ -627,10 +627,22 @@ pub fn search(
     let mut degrees = degree_candidates(inputs.cluster, layers, opts.global_batch, opts.uneven_dp);
     // Degrees that do not split the attention heads are no plans at all.
     let refused = degrees.iter().find_map(|d| inputs.model.tp_refusal(d.0));
+    let mut sized_tps: Vec<usize> = degrees.iter().map(|d| d.0).collect();
+    sized_tps.dedup();
     degrees.retain(|d| inputs.model.tp_refusal(d.0).is_none());
     if let (true, Some(why)) = (degrees.is_empty(), refused) {
+        // The sizes may have left only such a tp (a node of 7 GPUs whose
+        // tp 1 would need more stages than layers): say which, and what
+        // else would give others.
+        let n = inputs.cluster.num_devices();
+        let tps = sized_tps
+            .iter()
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
         return Err(AmpError::NoPlan(format!(
-            "no tp the cluster's nodes allow splits the model's attention: {why}"
+            "no (tp, dp, pp) for {n} GPUs, {layers} layers and global batch {} has a tp that splits the model's attention: the sizes allow tp {tps} alone, and {why}; try a global batch that shares a factor with {n}, or --subsets to leave some GPUs idle",
+            opts.global_batch
         )));
     }
     // Nor are those the engine cannot run at their tp and micro-batch.
