@@ -760,6 +760,13 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
                 }
                 s
             }
+            None if space.sequence_parallel && args.setup.tp_comm_overlap => {
+                // The overlap runs only under sequence parallelism: the
+                // search puts it on the setups with it (setup_candidates).
+                let mut with_sp = args.setup.clone();
+                with_sp.sequence_parallel = true;
+                loaded.resolve_setup(&with_sp, emit)?
+            }
             None => loaded.resolve_setup(&args.setup, emit)?,
         },
     };

@@ -72,8 +72,9 @@ pub struct SetupArgs {
     /// Megatron-LM's `--tp-comm-overlap`: Transformer Engine's userbuffers
     /// run each block's tensor-parallel all-gathers and reduce-scatters in
     /// chunks beside the matrix products, so only what those cannot cover
-    /// is exposed. Megatron-LM only, with --sequence-parallel; its export
-    /// writes the flag.
+    /// is exposed. Megatron-LM only, with --sequence-parallel, or with
+    /// --search-setup sp, which then puts the overlap on the setups with
+    /// sequence parallelism; its export writes the flag.
     #[arg(long, help_heading = "Training setup")]
     pub tp_comm_overlap: bool,
     /// Megatron-LM's `--grad-reduce-in-bf16`: under bf16 or fp8 the

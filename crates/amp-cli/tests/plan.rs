@@ -973,6 +973,70 @@ fn subsets_keep_plans_a_given_option_does_not_touch() {
     }
 }
 
+/// `--tp-comm-overlap --search-setup sp`: Megatron-LM overlaps only under
+/// sequence parallelism, so the search puts the overlap on the setups with
+/// it and searches those without beside them (it asked for
+/// --sequence-parallel, which the search forbids, until 2026-12-07).
+#[test]
+fn the_tp_overlap_goes_with_sequence_parallelism_when_that_is_searched() {
+    let v = amp_json(&[
+        "plan",
+        "--model",
+        "llama3-8b",
+        "--seq",
+        "4096",
+        "--cluster",
+        "2x8xH100@400Gbps",
+        "--global-batch",
+        "64",
+        "--engine",
+        "megatron",
+        "--tp-comm-overlap",
+        "--search-setup",
+        "sp",
+        "--top",
+        "40",
+        "--json",
+        "-q",
+    ]);
+    let plans = v["plans"].as_array().unwrap();
+    let setup = |p: &serde_json::Value, key: &str| p["setup"][key].as_bool().unwrap_or(false);
+    for p in plans {
+        assert_eq!(
+            setup(p, "tp_comm_overlap"),
+            setup(p, "sequence_parallel"),
+            "{}",
+            p["setup"]
+        );
+    }
+    let tp2 = |sp: bool| {
+        plans
+            .iter()
+            .any(|p| p["tp"] == 2 && setup(p, "sequence_parallel") == sp)
+    };
+    assert!(tp2(true) && tp2(false));
+    // The text's column says which.
+    let text = amp_text(&[
+        "plan",
+        "--model",
+        "llama3-8b",
+        "--seq",
+        "4096",
+        "--cluster",
+        "2x8xH100@400Gbps",
+        "--global-batch",
+        "64",
+        "--engine",
+        "megatron",
+        "--tp-comm-overlap",
+        "--search-setup",
+        "sp",
+        "--top",
+        "40",
+    ]);
+    assert!(text.contains("sp tp-overlap"), "{text}");
+}
+
 #[test]
 fn subsets_and_cost_objective() {
     let base = [

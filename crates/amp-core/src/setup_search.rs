@@ -97,6 +97,9 @@ pub fn setup_candidates(base: &TrainingSetup, space: &SetupSpace) -> Vec<Trainin
                         sequence_parallel,
                         optimizer_sharding,
                         recompute,
+                        // Megatron-LM overlaps tensor-parallel communication
+                        // only under sequence parallelism.
+                        tp_comm_overlap: base.tp_comm_overlap && sequence_parallel,
                         // Lockstep is DeepSpeed's 1F1B: the other schedules
                         // run on engines that exchange their own way.
                         stage_exchange: base
@@ -129,6 +132,9 @@ pub fn short_label(s: &TrainingSetup) -> String {
     }
     if s.sequence_parallel {
         parts.push("sp".into());
+    }
+    if s.tp_comm_overlap {
+        parts.push("tp-overlap".into());
     }
     if parts.is_empty() {
         "-".into()
