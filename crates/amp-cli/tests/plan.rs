@@ -979,7 +979,7 @@ fn subsets_keep_plans_a_given_option_does_not_touch() {
 /// --sequence-parallel, which the search forbids, until 2026-12-07).
 #[test]
 fn the_tp_overlap_goes_with_sequence_parallelism_when_that_is_searched() {
-    let v = amp_json(&[
+    let args = [
         "plan",
         "--model",
         "llama3-8b",
@@ -996,9 +996,8 @@ fn the_tp_overlap_goes_with_sequence_parallelism_when_that_is_searched() {
         "sp",
         "--top",
         "40",
-        "--json",
-        "-q",
-    ]);
+    ];
+    let v = amp_json(&[&args[..], &["--json", "-q"]].concat());
     let plans = v["plans"].as_array().unwrap();
     let setup = |p: &serde_json::Value, key: &str| p["setup"][key].as_bool().unwrap_or(false);
     for p in plans {
@@ -1016,24 +1015,7 @@ fn the_tp_overlap_goes_with_sequence_parallelism_when_that_is_searched() {
     };
     assert!(tp2(true) && tp2(false));
     // The text's column says which.
-    let text = amp_text(&[
-        "plan",
-        "--model",
-        "llama3-8b",
-        "--seq",
-        "4096",
-        "--cluster",
-        "2x8xH100@400Gbps",
-        "--global-batch",
-        "64",
-        "--engine",
-        "megatron",
-        "--tp-comm-overlap",
-        "--search-setup",
-        "sp",
-        "--top",
-        "40",
-    ]);
+    let text = amp_text(&args);
     assert!(text.contains("sp tp-overlap"), "{text}");
 }
 
