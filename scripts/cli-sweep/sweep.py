@@ -22,6 +22,12 @@ runs `amp plan --json`, and checks:
 same nodes with four times the inter-node bandwidth finds a plan at least as fast, and the first
 plan, priced on the faster network by `amp eval`, is no slower.
 
+`--sailor DIR` (Sailor's data folder, e.g. ../shared/data/sailor) plans instead on Sailor's
+scenarios: a model of its training/ files, nodes of its GPU kinds (cluster_config.json's GPUs per
+node), its search options (--uneven-dp, --per-type-tp, --per-stage-tp, --fewer-replicas,
+--subsets, --sensitivity); each plan checked as above, priced back by `amp eval --sailor-data`
+and exported with `amp export --to sailor`, which must end with a file or a refusal.
+
 Prints each failure with its command, then a count of runs, plans and failures, and the most
 common errors (to read for unclear ones); exits 1 on any failure.
 """
@@ -76,7 +82,16 @@ def draw_options(rng):
         ["--grad-reduce-barrier"], ["--backward-in-autocast"], ["--pipeline-receive", "host-staged"],
         ["--report", "{work}/report.html"], ["--emit", pick(ENGINES), "--out", "{work}/emit"],
     ]
-    return [x for o in rng.sample(options, rng.choice([0, 1, 1, 2, 3])) for x in o]
+    return without_repeats(rng.sample(options, rng.choice([0, 1, 1, 2, 3])))
+
+
+def without_repeats(options):
+    """The options' words, each flag once (clap refuses a flag given twice)."""
+    out = []
+    for option in options:
+        if option[0] not in out and not (set(option) & {"--per-type-tp", "--uneven-dp"} & set(out)):
+            out += option
+    return out
 
 
 class Sweep:
@@ -191,6 +206,54 @@ class Sweep:
                 self.eval_and_export(args, found["plans"][0], model, cluster, engine)
         return ok, plans
 
+    def sailor(self, seed, runs, data):
+        rng = random.Random(seed)
+        with open(os.path.join(data, "cluster_config.json")) as f:
+            kinds = {k: v["gpus_per_node"] for k, v in json.load(f).items() if isinstance(v, dict)}
+        models = []
+        for name in sorted(os.listdir(os.path.join(data, "training"))):
+            with open(os.path.join(data, "training", name)) as f:
+                models.append(json.load(f)["model"])
+        ok = plans = 0
+        for _ in range(runs):
+            model = rng.choice(models)
+            cluster = "+".join(f"{rng.choice([1, 2, 4, 8])}x{kinds[k]}x{k}"
+                               for k in rng.sample(sorted(kinds), rng.choice([1, 2, 3])))
+            args = ["plan", "-q", "--json", "--top", "3", "--sailor-data", data, "--model", model,
+                    "--cluster", cluster]
+            batch = None
+            if rng.random() < 0.5:
+                batch = rng.choice([32, 64, 128, 256, 1024])
+                args += ["--global-batch", str(batch)]
+            options = [["--uneven-dp"], ["--per-type-tp"], ["--per-stage-tp"], ["--subsets"],
+                       ["--fewer-replicas", "--per-type-tp", "--uneven-dp"], ["--sensitivity"]]
+            args += without_repeats(rng.sample(options, rng.choice([0, 1, 2])))
+            rc, out, err = self.run(args)
+            if not self.ended_clearly(args, rc, err):
+                continue
+            ok += 1
+            found = json.loads(out)
+            for plan in found["plans"]:
+                plans += 1
+                self.check_plan(args, plan, batch or found["global_batch"])
+            if not found["plans"]:
+                continue
+            path = os.path.join(self.work, "plan.json")
+            with open(path, "w") as f:
+                json.dump(found["plans"][0], f)
+            same = ["--sailor-data", data, "--model", model, "--cluster", cluster]
+            e_args = ["eval", path, "--json"] + same
+            rc, out, err = self.run(e_args)
+            if rc != 0:
+                self.fail("amp eval of a plan amp printed fails", e_args, err)
+            elif abs(json.loads(out)["iteration_s"] - found["plans"][0]["predicted_iteration_s"]) > 1e-9 * max(
+                    1.0, found["plans"][0]["predicted_iteration_s"]):
+                self.fail("amp eval prices it otherwise", args)
+            x_args = ["export", path, "--to", "sailor", "--out", os.path.join(self.work, "sailor")] + same
+            rc, _, err = self.run(x_args)
+            self.ended_clearly(x_args, rc, err)
+        return ok, plans
+
     def network(self, seed, runs):
         rng = random.Random(seed)
         ok = plans = 0
@@ -240,10 +303,14 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--runs", type=int, default=300)
     ap.add_argument("--network", action="store_true")
+    ap.add_argument("--sailor", metavar="DIR")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as work:
         sweep = Sweep(os.path.abspath(a.amp), work)
-        ok, plans = (sweep.network if a.network else sweep.flags)(a.seed, a.runs)
+        if a.sailor:
+            ok, plans = sweep.sailor(a.seed, a.runs, os.path.abspath(a.sailor))
+        else:
+            ok, plans = (sweep.network if a.network else sweep.flags)(a.seed, a.runs)
     print(f"{a.runs} runs (seed {a.seed}): {ok} found plans, {plans} plans checked, {len(sweep.failures)} failures")
     for line, n in sweep.errors.most_common(15):
         print(f"  {n} x {line}")
