@@ -359,18 +359,16 @@ pub(crate) fn deepspeed_reduces_in_buckets(setup: &TrainingSetup) -> bool {
 /// fused step allocates nothing. The step runs after every activation is
 /// freed, so it is a peak of its own, not added to the passes'.
 pub(crate) fn optimizer_step_bytes_per_param(setup: &TrainingSetup, dp: usize) -> f64 {
+    let master = setup.formats.master_weights;
+    // The format the step updates: the master weights, else the weights.
+    let stepped = master.unwrap_or(setup.formats.weights);
     if deepspeed_fp16_optimizer(setup) {
         // `FP16_Optimizer.step` (deepspeed/runtime/fp16/fused_optimizer.py)
         // flattens `[p.grad.to(fp32) for p in group]`: a copy of every
         // 16-bit gradient in the master weights' format, then their
         // flattened buffer, which the fused step reads; the 16-bit
         // gradients are freed after it.
-        let master = setup
-            .formats
-            .master_weights
-            .unwrap_or(setup.formats.weights)
-            .bytes();
-        return 2.0 * master;
+        return 2.0 * stepped.bytes();
     }
     // A replica steps on its shard where the optimizer state is sharded:
     // ZeRO-1 and up, and DeepSpeed's `BF16_Optimizer` at any stage.
@@ -383,16 +381,14 @@ pub(crate) fn optimizer_step_bytes_per_param(setup: &TrainingSetup, dp: usize) -
             bytes
         }
     };
-    let master = setup.formats.master_weights;
     // The `BF16_Optimizer`'s step hands its wrapped optimizer the gradient
     // partition cast to the master weights' format where it accumulates in
     // another (`param_partition.grad = grad_partition.to(...)`,
     // bf16_optimizer.py `step`), freed after it.
-    let cast = match master.unwrap_or(setup.formats.weights) {
-        m if deepspeed_bf16_optimizer(setup) && m != setup.formats.gradients => {
-            per_replica(m.bytes())
-        }
-        _ => 0.0,
+    let cast = if deepspeed_bf16_optimizer(setup) && stepped != setup.formats.gradients {
+        per_replica(stepped.bytes())
+    } else {
+        0.0
     };
     // Megatron-LM's optimizer hands its fp32 step 16-bit gradients as fp32
     // copies made for the step (`main_param.grad = model_param.main_grad
