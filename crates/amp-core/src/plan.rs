@@ -579,7 +579,7 @@ impl Plan {
         rank: Option<usize>,
     ) -> Result<(Plan, bool, Option<ModelRecord>)> {
         let value: serde_json::Value = AmpError::json(text, origin)?;
-        let entry = plan_entry(&value, origin, rank)?;
+        let (entry, at) = plan_entry(&value, origin, rank)?;
         let pick = |k: &str| {
             entry.get(k).cloned().ok_or_else(|| {
                 AmpError::invalid(
@@ -602,7 +602,12 @@ impl Plan {
         if let Some(setup) = entry.get("setup") {
             bare["setup"] = setup.clone();
         }
-        let plan = serde_json::from_value(bare).map_err(|e| AmpError::parse(origin, e))?;
+        let plan = serde_path_to_error::deserialize(bare).map_err(|e| {
+            AmpError::parse(
+                origin,
+                format!("{}: {}", field_path(&at, e.path()), e.inner()),
+            )
+        })?;
         Ok((
             plan,
             recorded,
@@ -775,7 +780,7 @@ impl ModelRecord {
         rank: Option<usize>,
     ) -> Result<Option<ModelRecord>> {
         let value: serde_json::Value = AmpError::json(text, origin)?;
-        let entry = plan_entry(&value, origin, rank)?;
+        let (entry, _) = plan_entry(&value, origin, rank)?;
         ModelRecord::in_plan_json(&value, entry, origin)
     }
 
@@ -788,21 +793,49 @@ impl ModelRecord {
     ) -> Result<Option<ModelRecord>> {
         match entry.get("made_for").or_else(|| value.get("made_for")) {
             None => Ok(None),
-            Some(r) => serde_json::from_value(r.clone())
+            Some(r) => serde_path_to_error::deserialize(r.clone())
                 .map(Some)
-                .map_err(|e| AmpError::invalid(origin, format!("`made_for`: {e}; it records the model the plan was made for (`model`, `seq_len`, `attention`, `gelu`), as amp plan writes it; fix it or delete it"))),
+                .map_err(|e| {
+                    let field = match e.path().to_string().as_str() {
+                        "." => "`made_for`".to_string(),
+                        p => format!("`made_for`, at `{p}`"),
+                    };
+                    AmpError::invalid(
+                        origin,
+                        format!(
+                            "{field}: {}; it records the model the plan was made for (`model`, `seq_len`, `attention`, `gelu`), as amp plan writes it; fix it or delete it",
+                            e.inner()
+                        ),
+                    )
+                }),
         }
     }
 }
 
+/// `path` (of a field inside the plan entry at `entry`) as the file's
+/// JSON path in backquotes, e.g. `` `plans[0].stages[1].replicas[0][2].gpu` ``.
+fn field_path(entry: &str, path: &serde_path_to_error::Path) -> String {
+    let inner = path.to_string();
+    let full = match (entry.is_empty(), inner == ".") {
+        (true, true) => return "the plan".to_string(),
+        (true, false) => inner,
+        (false, true) => entry.to_string(),
+        (false, false) if inner.starts_with('[') => format!("{entry}{inner}"),
+        (false, false) => format!("{entry}.{inner}"),
+    };
+    format!("`{full}`")
+}
+
 /// The plan entry of a plan JSON in any form [`Plan::from_json_any`] reads:
 /// entry `rank` of an `amp plan --json` output's `plans`, the object under
-/// `plan`, or the whole value; after checking `schema_version`.
+/// `plan`, or the whole value; after checking `schema_version`. With it,
+/// where it is in the file as a JSON path (`plans[1]`, `plan`; empty for
+/// the whole file), for messages.
 fn plan_entry<'v>(
     value: &'v serde_json::Value,
     origin: &str,
     rank: Option<usize>,
-) -> Result<&'v serde_json::Value> {
+) -> Result<(&'v serde_json::Value, String)> {
     match value.get("schema_version") {
         None => {}
         Some(v) => match v.as_u64() {
@@ -820,7 +853,7 @@ fn plan_entry<'v>(
     let entry = match value.get("plans").and_then(|p| p.as_array()) {
         Some(plans) => {
             let r = rank.unwrap_or(1);
-            plans.get(r.wrapping_sub(1)).ok_or_else(|| {
+            let entry = plans.get(r.wrapping_sub(1)).ok_or_else(|| {
                 AmpError::invalid(
                     origin,
                     format!(
@@ -829,11 +862,12 @@ fn plan_entry<'v>(
                         plans.len()
                     ),
                 )
-            })?
+            })?;
+            (entry, format!("plans[{}]", r - 1))
         }
         None => match value.get("plan") {
-            Some(p) if p.is_object() => p,
-            _ => value,
+            Some(p) if p.is_object() => (p, "plan".to_string()),
+            _ => (value, String::new()),
         },
     };
     Ok(entry)
