@@ -842,11 +842,27 @@ fn sailor_folder<'a>(
     files: &'a amp_data::DatasetFiles,
     dir: &Path,
 ) -> Result<amp_data::SailorFolder<'a>> {
-    amp_data::SailorFolder::read(files).with_context(|| {
-        format!(
+    // A folder with every file Sailor's data needs whose file does not
+    // parse is Sailor's, broken: the cause below names the file and the
+    // place, and "not a Sailor data folder" would send the user looking
+    // for another folder.
+    let complete = [
+        "profiles.json",
+        "llm_info.json",
+        "network/intra_node_bandwidths.json",
+        "network/inter_node_bandwidths.json",
+    ]
+    .iter()
+    .all(|rel| files.files.contains_key(*rel));
+    amp_data::SailorFolder::read(files).with_context(|| match complete {
+        true => format!(
+            "--sailor-data {}: one of Sailor's data files in it cannot be read; mend the file named below",
+            dir.display()
+        ),
+        false => format!(
             "--sailor-data {} is not a Sailor data folder",
             dir.display()
-        )
+        ),
     })
 }
 

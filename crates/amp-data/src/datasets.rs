@@ -142,6 +142,21 @@ pub fn datasets(files: &DatasetFiles) -> Result<Vec<LoadedDataset>> {
 /// The AMP-layout datasets: one per measured CSV, whose file name names the
 /// experiment (and so the model, cluster and global batch); plans use the
 /// CSV's stage boundaries, the artifact's default placement and its setup
+/// `e`, raised on a file named by its name alone, with the folder it is in.
+fn in_folder(e: AmpError, folder: &str) -> AmpError {
+    match e {
+        AmpError::Parse { origin, message } => AmpError::Parse {
+            origin: format!("{folder}/{origin}"),
+            message,
+        },
+        AmpError::Invalid { location, message } => AmpError::Invalid {
+            location: format!("{folder}/{location}"),
+            message,
+        },
+        other => other,
+    }
+}
+
 /// (fp16, 1F1B, no recomputation).
 fn amp_datasets(files: &DatasetFiles) -> Result<Vec<LoadedDataset>> {
     let npy: Vec<(&str, &[u8])> = files
@@ -164,9 +179,17 @@ fn amp_datasets(files: &DatasetFiles) -> Result<Vec<LoadedDataset>> {
             )
         })?;
         let mut notes = Vec::new();
-        let profile = match profile_from_npy(&npy, exp.profile_model()) {
-            Ok(p) => p,
-            Err(_) => {
+        // The embedded profiles stand in only where the folder has none of
+        // the model's: a file of its own that does not read is an error,
+        // not a reason to price with other numbers than the user's.
+        let prefix = format!("{}_", exp.profile_model());
+        let own: Vec<(&str, &[u8])> = npy
+            .iter()
+            .copied()
+            .filter(|(name, _)| name.starts_with(&prefix))
+            .collect();
+        let profile = match own.is_empty() {
+            true => {
                 notes.push(format!(
                     "no {}_*.npy in {}; used the embedded AMP profiles",
                     exp.profile_model(),
@@ -174,6 +197,8 @@ fn amp_datasets(files: &DatasetFiles) -> Result<Vec<LoadedDataset>> {
                 ));
                 exp.profile()
             }
+            false => profile_from_npy(&own, exp.profile_model())
+                .map_err(|e| in_folder(e, &files.origin("profiles")))?,
         };
         let (model, cluster, gb) = (exp.model(), exp.cluster(), exp.global_batch());
         let placement = Placement::artifact_default(&cluster);
