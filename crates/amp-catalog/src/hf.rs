@@ -88,7 +88,7 @@ impl Cfg<'_> {
         Err(CatalogError::invalid(
             self.origin,
             format!(
-                "missing `{}`; a {} config must give it",
+                "missing `{}`; a config of model type `{}` must give it",
                 keys[0],
                 self.model_type()
             ),
