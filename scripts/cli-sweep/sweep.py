@@ -2,6 +2,7 @@
 
     python3 scripts/cli-sweep/sweep.py --amp target/release/amp [--seed 1] [--runs 300]
     python3 scripts/cli-sweep/sweep.py --amp target/release/amp --network [--runs 100]
+    python3 scripts/cli-sweep/sweep.py --amp target/release/amp --mutate ../shared/data/sailor
 
 Each run draws a zoo model, a cluster shorthand (one to three GPU types, instance names too), a
 global batch, an engine or none and up to three more options (setup flags, --search-setup,
@@ -27,6 +28,15 @@ scenarios: a model of its training/ files, nodes of its GPU kinds (cluster_confi
 node), its search options (--uneven-dp, --per-type-tp, --per-stage-tp, --fewer-replicas,
 --subsets, --sensitivity); each plan checked as above, priced back by `amp eval --sailor-data`
 and exported with `amp export --to sailor`, which must end with a file or a refusal.
+
+`--mutate DIR` (a measured-data folder in the AMP artifact's layout or Sailor's, e.g.
+../shared/data/sailor) checks amp's readers on damaged copies of it: each run copies the folder,
+changes one file as a hand edit or a bad copy would (a JSON value replaced, a key dropped or
+misspelt, a list entry dropped or doubled, a CSV cell emptied or garbled, a plan's layer index
+mistyped, the file cut short or bytes overwritten), and runs `amp validate --runs --json` and
+`amp fit` on it (and, in a Sailor folder, `amp eval` of a plan file with `--sailor-data`). Each
+must end clearly; a validation that succeeds must price every run it reports at a positive,
+finite time.
 
 Prints each failure with its command, then a count of runs, plans and failures, and the most
 common errors (to read for unclear ones); exits 1 on any failure.
@@ -254,6 +264,33 @@ class Sweep:
             self.ended_clearly(x_args, rc, err)
         return ok, plans
 
+    def mutate(self, seed, runs, data):
+        rng = random.Random(seed)
+        copy = os.path.join(self.work, "data")
+        ok = priced = 0
+        for _ in range(runs):
+            shutil.rmtree(copy, ignore_errors=True)
+            shutil.copytree(data, copy)
+            files = sorted(os.path.join(d, f) for d, _, fs in os.walk(copy) for f in fs if f != "LICENSE")
+            damage_file(rng, rng.choice(files))
+            commands = [["validate", "--runs", "--json", copy], ["fit", copy]]
+            plans = [f for f in files if os.path.basename(f).startswith("plan_config")]
+            if plans:
+                commands.append(["eval", rng.choice(plans), "--json", "--sailor-data", copy])
+            for args in commands:
+                rc, out, err = self.run(args)
+                if not self.ended_clearly(args, rc, err):
+                    continue
+                ok += 1
+                if args[0] == "validate":
+                    for dataset in json.loads(out)["datasets"]:
+                        for run in dataset["details"]:
+                            t = run.get("predicted_s")
+                            priced += 1
+                            if t is None or not 0 < t < float("inf"):
+                                self.fail("a run priced at no positive time", args, json.dumps(run))
+        return ok, priced
+
     def network(self, seed, runs):
         rng = random.Random(seed)
         ok = plans = 0
@@ -297,6 +334,84 @@ class Sweep:
         return ok, plans
 
 
+def damage_json(rng, doc):
+    """One hand edit of a JSON document: a value replaced, a key dropped or misspelt, a list entry
+    dropped or doubled, a number scaled or negated."""
+    paths, stack = [], [((), doc)]
+    while stack:
+        path, node = stack.pop()
+        children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
+        for k, v in children:
+            paths.append(path + (k,))
+            stack.append((path + (k,), v))
+    if not paths:
+        return doc
+    path = rng.choice(paths)
+    parent = doc
+    for k in path[:-1]:
+        parent = parent[k]
+    k, r = path[-1], rng.random()
+    value = parent[k]
+    if r < 0.4:
+        parent[k] = rng.choice([-1, 0, 0.5, 1e308, 3, 10 ** 20, "x", "", None, True, [], {}, [1, 2]])
+    elif r < 0.55 and isinstance(parent, dict):
+        del parent[k]
+    elif r < 0.65 and isinstance(parent, dict) and k:
+        i = rng.randrange(len(k))
+        parent[k[:i] + "Q" + k[i + 1:]] = parent.pop(k)
+    elif r < 0.8 and isinstance(parent, list):
+        if rng.random() < 0.5:
+            del parent[k]
+        else:
+            parent.insert(k, json.loads(json.dumps(value)))
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        parent[k] = rng.choice([value * 2, value + 1, -value, value * 1e-6, value + 10])
+    else:
+        parent[k] = rng.choice([-1, 0, "x", None])
+    return doc
+
+
+def damage_file(rng, path):
+    """Damages one data file as a hand edit or a bad copy would."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    r = rng.random()
+    if path.endswith(".json") and r < 0.8:
+        doc = json.loads(raw)
+        pipelines = doc.get("pipeline_list", []) if isinstance(doc, dict) else []
+        layers = [stage for pipeline in pipelines for stage in pipeline["layers_per_stage"]]
+        if layers and rng.random() < 0.4:
+            stage = rng.choice(layers)
+            i = rng.randrange(len(stage))
+            stage[i] = rng.choice([stage[i] + 10, stage[i] + 1, stage[i] - 1, 0, 99])
+        else:
+            for _ in range(rng.choice([1, 1, 2])):
+                doc = damage_json(rng, doc)
+        with open(path, "w") as f:
+            json.dump(doc, f)
+        return
+    if path.endswith(".csv") and r < 0.8:
+        lines = raw.decode().splitlines()
+        i = rng.randrange(len(lines))
+        cells = lines[i].split(",")
+        j = rng.randrange(len(cells))
+        cells[j] = rng.choice(["", "-1", "nan", "inf", "x", "1e400", "0", cells[j] + "5", "failed"])
+        if rng.random() < 0.2:
+            del cells[j]
+        lines[i] = ",".join(cells)
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        return
+    data = bytearray(raw)
+    if rng.random() < 0.7 and len(data) > 1:
+        data = data[:rng.randrange(len(data))]
+    else:
+        for _ in range(rng.choice([1, 4, 16])):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+    with open(path, "wb") as f:
+        f.write(bytes(data))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--amp", required=True)
@@ -304,9 +419,17 @@ def main():
     ap.add_argument("--runs", type=int, default=300)
     ap.add_argument("--network", action="store_true")
     ap.add_argument("--sailor", metavar="DIR")
+    ap.add_argument("--mutate", metavar="DIR")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as work:
         sweep = Sweep(os.path.abspath(a.amp), work)
+        if a.mutate:
+            ok, plans = sweep.mutate(a.seed, a.runs, os.path.abspath(a.mutate))
+            print(f"{a.runs} damaged copies (seed {a.seed}): {ok} commands succeeded, {plans} runs priced, "
+                  f"{len(sweep.failures)} failures")
+            for line, n in sweep.errors.most_common(15):
+                print(f"  {n} x {line}")
+            sys.exit(1 if sweep.failures else 0)
         if a.sailor:
             ok, plans = sweep.sailor(a.seed, a.runs, os.path.abspath(a.sailor))
         else:
