@@ -12,6 +12,12 @@
 #
 #   scripts/activation-check/run.sh --transgan DIR
 #
+# or with --megatron DIR what Megatron-LM's own block keeps (Megatron Core's
+# local layer spec, on the CPU; DIR: a Megatron-LM checkout; see
+# megatron_block.py, which needs torch, einops, numpy, packaging and PyYAML):
+#
+#   scripts/activation-check/run.sh --megatron DIR
+#
 # Makes a virtual environment under $AMP_ACTIVATION_CHECK_CACHE (default
 # ~/.cache/amp-activation-check) with torch and transformers from PyPI at
 # the versions below (PyPI's torch brings its CUDA libraries, about 6 GB,
@@ -41,6 +47,7 @@ if [ -z "${PYTHON:-}" ]; then
 fi
 NEEDS="torch, transformers"
 [ "${1:-}" = "--transgan" ] && NEEDS=torch
+[ "${1:-}" = "--megatron" ] && NEEDS="torch, einops"
 "$PYTHON" -c "import $NEEDS" 2>/dev/null || {
   echo "activation-check: $PYTHON does not import $NEEDS" >&2; exit 2; }
 
@@ -55,5 +62,8 @@ if [ "${1:-}" = "--peak" ]; then
 elif [ "${1:-}" = "--transgan" ]; then
   [ -n "${2:-}" ] || { echo "activation-check: --transgan needs the artifact's Megatron-LM folder" >&2; exit 2; }
   exec "$PYTHON" scripts/activation-check/transgan.py --amp "$AMP_BIN" --artifact "$2" "${@:3}"
+elif [ "${1:-}" = "--megatron" ]; then
+  [ -n "${2:-}" ] || { echo "activation-check: --megatron needs a Megatron-LM checkout" >&2; exit 2; }
+  exec "$PYTHON" -W ignore scripts/activation-check/megatron_block.py --amp "$AMP_BIN" --megatron "$2" "${@:3}"
 fi
 exec "$PYTHON" "scripts/activation-check/$SCRIPT" --amp "$AMP_BIN" "$@"
