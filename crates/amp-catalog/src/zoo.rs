@@ -343,7 +343,10 @@ impl Arch {
     /// (s h), MLP input (s h), MLP intermediates (2 s f, or 3 s f gated),
     /// dropout masks (one byte per element: s h / 2 each of two), and with
     /// materialised attention softmax output, its dropout mask and output
-    /// (2.5 a s^2; none with flash attention).
+    /// (2.5 a s^2; none with flash attention). Without dropout the value
+    /// product keeps the softmax output itself (PyTorch's dropout at p = 0
+    /// returns its input), a s^2: one tensor where Korthikanti's count,
+    /// written for dropout, has two.
     fn block_stored_elems(&self, s: u64) -> u64 {
         let h = self.hidden;
         let mut e = 2 * s * h
@@ -365,7 +368,11 @@ impl Arch {
         }
         if !self.flash_attention {
             let scores = self.heads * s * s;
-            e += 2 * scores + if self.dropout { scores / 2 } else { 0 };
+            e += if self.dropout {
+                2 * scores + scores / 2
+            } else {
+                scores
+            };
         }
         e
     }

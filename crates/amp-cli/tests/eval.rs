@@ -958,6 +958,42 @@ fn eager_iteration_peaks_are_the_checked_figures() {
 /// for the configs `scripts/activation-check/check.py` builds (hidden 512,
 /// 8 heads, FFN 1408, sequence 384), as the difference between 2 and 1
 /// blocks of `amp eval --json`, one micro-batch of 8 samples on one H100.
+/// Megatron-LM's own block, Megatron Core's local layer spec, measured on
+/// the CPU (`scripts/activation-check/megatron_block.py`: width 1024, 16
+/// heads, 512 tokens, bf16; dropout masks counted at a byte, as CUDA keeps
+/// them, and the softmax output in 16 bits, as its fused kernel keeps it)
+/// keeps 74.01 `s h` bytes a sample with dropout 0.1 (Korthikanti et al.'s
+/// 34 + 5 a s / h) and 48.01 without (34 less the two masks, and the
+/// softmax output alone, which the value product reads: 2 a s / h). amp
+/// counted 64 without dropout until 2026-12-07.
+#[test]
+fn megatron_blocks_keep_what_megatrons_own_block_keeps() {
+    let block = |dropout: &str| {
+        let bytes = |layers: u64| {
+            let name = format!("megatron-block-{dropout}-{layers}");
+            let config = tmp(
+                &format!("{name}.json"),
+                &format!(
+                    r#"{{"model_type": "gpt2", "n_embd": 1024, "n_head": 16, "n_layer": {layers}, "n_positions": 1024, "vocab_size": 1024, "activation_function": "gelu_new", "resid_pdrop": {dropout}, "embd_pdrop": {dropout}, "attn_pdrop": {dropout}, "tie_word_embeddings": false}}"#
+                ),
+            );
+            let flags = [
+                "--seq",
+                "512",
+                "--engine",
+                "megatron",
+                "--attention",
+                "explicit",
+            ];
+            let m = one_stage_memory(&name, &config, layers, (8, 1, 1), &flags);
+            m["activations_bytes"].as_f64().unwrap() / 8.0
+        };
+        (bytes(2) - bytes(1)) / (512.0 * 1024.0)
+    };
+    assert_eq!(block("0.1"), 74.0);
+    assert_eq!(block("0.0"), 48.0);
+}
+
 #[test]
 fn eager_block_activations_are_the_checked_figures() {
     // Activation bytes per sample of `config` (its JSON without the block

@@ -286,12 +286,17 @@ pub(super) fn block_full_bytes(model: &Model, layer: usize, tp: f64, setup: &Tra
 /// Bytes per sample of a block's attention core, what selective
 /// recomputation drops and rebuilds; none when the attention is fused. A
 /// model whose architecture says whether it drops out counts, per score
-/// (`a s^2 / t`), the softmax output and the probabilities the value
-/// product keeps, and with dropout the one-byte mask (the zoo's and Hugging
-/// Face's count, [`Layer::stored_activation_elems_per_sample`]); written as
-/// Python under autocast the softmax output is fp32 (autocast runs softmax
-/// in fp32), 4 bytes. Without one, Korthikanti's `5 a s^2 / t` bytes
-/// (scores, softmax, dropout mask) in 16-bit formats.
+/// (`a s^2 / t`), with dropout the softmax output, the one-byte mask and
+/// the dropped-out probabilities the value product keeps; without it the
+/// softmax output alone, which the value product keeps too (PyTorch's
+/// dropout at p = 0 returns its input): the zoo's and Hugging Face's count,
+/// [`Layer::stored_activation_elems_per_sample`]. Written as Python under
+/// autocast the softmax output is fp32 (autocast runs softmax in fp32), 4
+/// bytes, and a 16-bit copy feeds the value product
+/// ([`eager_softmax_extra_bytes`]). Without an architecture, Korthikanti's
+/// `5 a s^2 / t` bytes (scores, softmax, dropout mask) in 16-bit formats.
+/// Checked against Megatron-LM's own block on the CPU
+/// (`scripts/activation-check/megatron_block.py`).
 pub(super) fn attention_core_bytes(model: &Model, tp: f64, setup: &TrainingSetup) -> f64 {
     if fused_attention(model) {
         return 0.0;
@@ -303,8 +308,8 @@ pub(super) fn attention_core_bytes(model: &Model, tp: f64, setup: &TrainingSetup
     match model.dropout() {
         Some(dropout) => {
             let e = activation_bytes(setup);
-            let mask = if dropout { 1.0 } else { 0.0 };
-            scores * (2.0 * e + mask) + eager_softmax_extra_bytes(model, tp, setup)
+            let kept = if dropout { 2.0 * e + 1.0 } else { e };
+            scores * kept + eager_softmax_extra_bytes(model, tp, setup)
         }
         None => 5.0 * scores * scale(setup),
     }
@@ -424,8 +429,10 @@ pub(super) fn autocast(setup: &TrainingSetup) -> bool {
 
 /// What explicit attention written as Python keeps beyond its 16-bit count,
 /// bytes per sample: the softmax output in fp32, 2 more bytes per score
-/// (the 16-bit probabilities the value product keeps being counted
-/// already), under autocast (which runs softmax in fp32) or, in 16-bit
+/// where dropout's output is counted as the probabilities the value product
+/// keeps, 4 where, without dropout, the counted tensor is the softmax
+/// output, here a 16-bit copy of it (the cast makes one), under autocast
+/// (which runs softmax in fp32) or, in 16-bit
 /// weights (DeepSpeed running Hugging Face's blocks), where the code asks
 /// for it (`softmax(..., dtype=torch.float32)`, every family but GPT-2's
 /// and BERT's); and GPT-Neo's, which upcasts its query and key to fp32
@@ -447,8 +454,12 @@ pub(super) fn eager_softmax_extra_bytes(model: &Model, tp: f64, setup: &Training
     }
     let casts = autocast(setup);
     let fp32_softmax = casts || !matches!(arch.family.as_str(), "gpt2" | "bert");
+    let per_score = match model.dropout() {
+        Some(false) => 4.0,
+        _ => 4.0 - e,
+    };
     let scores = if fp32_softmax {
-        (4.0 - e) * a * s * s / tp
+        per_score * a * s * s / tp
     } else {
         0.0
     };

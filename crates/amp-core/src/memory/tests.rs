@@ -690,22 +690,30 @@ fn deepspeed_runs_hugging_faces_eager_blocks_when_asked() {
     assert_eq!(at(&gemma, 1, &eager) - at(&m, 1, &eager), 128.0);
     let autocast = eager_autocast_setup();
     assert_eq!(at(&gemma, 1, &autocast), at(&m, 1, &autocast));
-    // Explicit attention (s = 4, 2 heads of 4: 32 scores): Hugging Face's
-    // softmax in fp32 (2 more bytes per score, 64) wherever its code asks
-    // for one, and GPT-Neo's fp32 query and key (2 more bytes for each of
-    // s x 8 elements of each, 128); GPT-2's softmax runs in the scores'
-    // 16 bits.
+    // Explicit attention without dropout (s = 4, 2 heads of 4: 32
+    // scores), whose count holds the probabilities the value product
+    // keeps: Hugging Face's softmax in fp32 wherever its code asks for one
+    // keeps its fp32 output beside them (the 16-bit copy a cast makes), 4
+    // more bytes per score, 128; GPT-Neo's fp32 query and key, 2 more
+    // bytes for each of s x 8 elements of each, 128; GPT-2's softmax runs
+    // in the scores' 16 bits, its output the probabilities themselves.
     let explicit = |family: &str| {
         let mut m = tiny_with(Some(false), Some(false));
         m.architecture_mut().unwrap().family = family.into();
         m
     };
     let softmax = |f: &str, s: &TrainingSetup| eager_softmax_extra_bytes(&explicit(f), 1.0, s);
-    assert_eq!(softmax("llama", &eager), 64.0);
-    assert_eq!(softmax("gpt_neo", &eager), 64.0 + 128.0);
+    assert_eq!(softmax("llama", &eager), 128.0);
+    assert_eq!(softmax("gpt_neo", &eager), 128.0 + 128.0);
     assert_eq!(softmax("gpt2", &eager), 0.0);
-    assert_eq!(softmax("gpt2", &autocast), 64.0);
+    assert_eq!(softmax("gpt2", &autocast), 128.0);
     assert_eq!(softmax("gpt_neo", &fused), 0.0);
+    // With dropout the count holds the dropout's output as the
+    // probabilities (and the mask): the fp32 softmax output is 2 bytes a
+    // score more than the 16-bit one counted, 64.
+    let mut dropped = explicit("llama");
+    dropped.architecture_mut().unwrap().dropout = Some(true);
+    assert_eq!(eager_softmax_extra_bytes(&dropped, 1.0, &eager), 64.0);
 }
 
 #[test]
@@ -749,23 +757,28 @@ fn explicit_attention_keeps_an_fp32_softmax_in_python_and_selective_drops_it() {
     // Explicit attention (s = 4, 2 heads: 32 scores per sample, 16 at
     // tp 2), no dropout, with the block's own stored count (1000
     // 16-bit elements). Written as Python under bf16 autocast the
-    // softmax output is fp32: 2 more bytes per score, 32 at tp 2; an
-    // engine's fused softmax writes 16 bits.
+    // softmax output is fp32 and a 16-bit copy feeds the value product:
+    // 4 bytes per score beside the counted copy, 64 at tp 2; an engine's
+    // fused softmax writes 16 bits, which the value product reads as
+    // they are (dropout at p = 0 returns its input).
     let mut m = tiny_with(Some(false), Some(false));
     m.layers[0].stored_activation_elems_per_sample = Some(1000);
     let (eager, megatron) = (eager_autocast_setup(), megatron_setup());
-    assert_eq!(eager_softmax_extra_bytes(&m, 2.0, &eager), 32.0);
+    assert_eq!(eager_softmax_extra_bytes(&m, 2.0, &eager), 64.0);
     assert_eq!(eager_softmax_extra_bytes(&m, 2.0, &megatron), 0.0);
     // Selective recomputation drops the core from the count: the
-    // softmax output and the probabilities (2 x 16 scores x 2 bytes)
-    // and, in Python, the fp32 widening (32): 96 bytes at tp 2.
+    // probabilities (16 scores x 2 bytes) and, in Python, the fp32
+    // softmax output beside them (64): 96 bytes at tp 2; Megatron-LM's
+    // block keeps its 16-bit softmax output alone, 32 (64, two tensors,
+    // until Megatron-LM's own block was measured without dropout,
+    // 2026-12-07: scripts/activation-check/megatron_block.py).
     let selective = |s: &TrainingSetup| TrainingSetup {
         recompute: Recompute::Selective,
         ..*s
     };
     let at = |s: &TrainingSetup| stored_activation_bytes_per_sample(&m, 0, 2, s);
     assert_eq!(at(&eager) - at(&selective(&eager)), 96.0);
-    assert_eq!(at(&megatron) - at(&selective(&megatron)), 64.0);
+    assert_eq!(at(&megatron) - at(&selective(&megatron)), 32.0);
     // Fused attention has no core to drop.
     let mut flash = m.clone();
     flash.architecture_mut().unwrap().flash_attention = Some(true);
