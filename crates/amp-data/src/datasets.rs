@@ -142,21 +142,6 @@ pub fn datasets(files: &DatasetFiles) -> Result<Vec<LoadedDataset>> {
 /// The AMP-layout datasets: one per measured CSV, whose file name names the
 /// experiment (and so the model, cluster and global batch); plans use the
 /// CSV's stage boundaries, the artifact's default placement and its setup
-/// `e`, raised on a file named by its name alone, with the folder it is in.
-fn in_folder(e: AmpError, folder: &str) -> AmpError {
-    match e {
-        AmpError::Parse { origin, message } => AmpError::Parse {
-            origin: format!("{folder}/{origin}"),
-            message,
-        },
-        AmpError::Invalid { location, message } => AmpError::Invalid {
-            location: format!("{folder}/{location}"),
-            message,
-        },
-        other => other,
-    }
-}
-
 /// (fp16, 1F1B, no recomputation).
 fn amp_datasets(files: &DatasetFiles) -> Result<Vec<LoadedDataset>> {
     let npy: Vec<(&str, &[u8])> = files
@@ -275,6 +260,21 @@ fn amp_datasets(files: &DatasetFiles) -> Result<Vec<LoadedDataset>> {
         });
     }
     Ok(out)
+}
+
+/// `e`, raised on a file named by its name alone, with the folder it is in.
+fn in_folder(e: AmpError, folder: &str) -> AmpError {
+    match e {
+        AmpError::Parse { origin, message } => AmpError::Parse {
+            origin: format!("{folder}/{origin}"),
+            message,
+        },
+        AmpError::Invalid { location, message } => AmpError::Invalid {
+            location: format!("{folder}/{location}"),
+            message,
+        },
+        other => other,
+    }
 }
 
 /// The shared files of a Sailor-layout folder, read: `profiles.json`,
