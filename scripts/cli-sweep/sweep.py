@@ -156,14 +156,13 @@ class Sweep:
             if m["peak_bytes"] > m["capacity_bytes"]:
                 self.fail("over memory", args, json.dumps(m))
 
-    def eval_and_export(self, args, plan, model, cluster, engine):
+    def eval_and_export(self, args, plan, inputs, engine):
+        """`amp eval` of `plan` on `inputs` (the plan command's input flags) must give its time
+        and a fit; `amp export --to engine` must end with files or a clear refusal."""
         path = os.path.join(self.work, "plan.json")
         with open(path, "w") as f:
             json.dump(plan, f)
-        same = ["--model", model, "--cluster", cluster]
-        if "--calibration" in args:
-            same += ["--calibration", args[args.index("--calibration") + 1]]
-        e_args = ["eval", path, "--json"] + same
+        e_args = ["eval", path, "--json"] + inputs
         rc, out, err = self.run(e_args)
         if rc != 0:
             self.fail("amp eval of a plan amp printed fails", e_args, err)
@@ -176,7 +175,7 @@ class Sweep:
         if engine:
             out_dir = os.path.join(self.work, "export")
             shutil.rmtree(out_dir, ignore_errors=True)
-            x_args = ["export", path, "--to", engine, "--out", out_dir, "--model", model, "--cluster", cluster]
+            x_args = ["export", path, "--to", engine, "--out", out_dir] + inputs
             rc, _, err = self.run(x_args)
             self.ended_clearly(x_args, rc, err)
 
@@ -213,7 +212,10 @@ class Sweep:
                 plans += 1
                 self.check_plan(args, plan, batch)
             if found["plans"]:
-                self.eval_and_export(args, found["plans"][0], model, cluster, engine)
+                inputs = ["--model", model, "--cluster", cluster]
+                if "--calibration" in args:
+                    inputs += ["--calibration", args[args.index("--calibration") + 1]]
+                self.eval_and_export(args, found["plans"][0], inputs, engine)
         return ok, plans
 
     def sailor(self, seed, runs, data):
@@ -246,22 +248,9 @@ class Sweep:
             for plan in found["plans"]:
                 plans += 1
                 self.check_plan(args, plan, batch or found["global_batch"])
-            if not found["plans"]:
-                continue
-            path = os.path.join(self.work, "plan.json")
-            with open(path, "w") as f:
-                json.dump(found["plans"][0], f)
-            same = ["--sailor-data", data, "--model", model, "--cluster", cluster]
-            e_args = ["eval", path, "--json"] + same
-            rc, out, err = self.run(e_args)
-            if rc != 0:
-                self.fail("amp eval of a plan amp printed fails", e_args, err)
-            elif abs(json.loads(out)["iteration_s"] - found["plans"][0]["predicted_iteration_s"]) > 1e-9 * max(
-                    1.0, found["plans"][0]["predicted_iteration_s"]):
-                self.fail("amp eval prices it otherwise", args)
-            x_args = ["export", path, "--to", "sailor", "--out", os.path.join(self.work, "sailor")] + same
-            rc, _, err = self.run(x_args)
-            self.ended_clearly(x_args, rc, err)
+            if found["plans"]:
+                inputs = ["--sailor-data", data, "--model", model, "--cluster", cluster]
+                self.eval_and_export(args, found["plans"][0], inputs, "sailor")
         return ok, plans
 
     def mutate(self, seed, runs, data):

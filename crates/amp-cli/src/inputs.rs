@@ -846,14 +846,9 @@ fn sailor_folder<'a>(
     // parse is Sailor's, broken: the cause below names the file and the
     // place, and "not a Sailor data folder" would send the user looking
     // for another folder.
-    let complete = [
-        "profiles.json",
-        "llm_info.json",
-        "network/intra_node_bandwidths.json",
-        "network/inter_node_bandwidths.json",
-    ]
-    .iter()
-    .all(|rel| files.files.contains_key(*rel));
+    let complete = amp_data::SailorFolder::REQUIRED_FILES
+        .iter()
+        .all(|rel| files.files.contains_key(*rel));
     amp_data::SailorFolder::read(files).with_context(|| match complete {
         true => format!(
             "--sailor-data {}: one of Sailor's data files in it cannot be read; mend the file named below",
@@ -882,13 +877,10 @@ fn read_sailor_folder(dir: &Path) -> Result<amp_data::DatasetFiles> {
         }
         Ok(())
     };
-    for rel in [
-        "profiles.json",
-        "llm_info.json",
-        "cluster_config.json",
-        "network/intra_node_bandwidths.json",
-        "network/inter_node_bandwidths.json",
-    ] {
+    for rel in amp_data::SailorFolder::REQUIRED_FILES
+        .into_iter()
+        .chain(["cluster_config.json"])
+    {
         add(rel.to_string())?;
     }
     if let Ok(entries) = std::fs::read_dir(dir.join("training")) {

@@ -310,6 +310,15 @@ pub struct SailorModel {
 }
 
 impl<'a> SailorFolder<'a> {
+    /// The files [`SailorFolder::read`] needs (`training/*.json` and
+    /// `cluster_config.json` may be absent).
+    pub const REQUIRED_FILES: [&'static str; 4] = [
+        "profiles.json",
+        "llm_info.json",
+        "network/intra_node_bandwidths.json",
+        "network/inter_node_bandwidths.json",
+    ];
+
     /// Reads the shared files of `files` (which need not hold any
     /// `measured/` run).
     pub fn read(files: &'a DatasetFiles) -> Result<SailorFolder<'a>> {
