@@ -256,8 +256,12 @@ fn gh200_in_another_zone_and_missing_profiles() {
     assert!(t > 0.1 && t < 100.0, "{t}");
     // GPT-Neo was not profiled on RTX-3090: the plan loads, pricing it is a
     // clear error naming the GPU type.
-    let g = group("RTX-3090", 8, "us-central1-a", 8);
-    let text = plan_file(&[(0..17, vec![g.clone()]), (17..34, vec![g])], 1, 8);
+    let g = group("RTX-3090", 8, "us-central1-a", 4);
+    let text = plan_file(
+        &[(0..17, vec![g.clone(); 2]), (17..34, vec![g.clone(); 2])],
+        1,
+        8,
+    );
     let mut run = d.load(&text, &model);
     run.plan.setup = amp_data::sailor::training_setup(profile.precision);
     assert_eq!(run.cluster.nodes.len(), 2);
@@ -265,6 +269,17 @@ fn gh200_in_another_zone_and_missing_profiles() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("RTX-3090"), "{e}");
+    // Its 20 heads (llm_info.json's blocks say so, where the training file
+    // says 32) split over tp 1, 2 and 4, never 8.
+    let g = group("RTX-3090", 8, "us-central1-a", 8);
+    let text = plan_file(&[(0..17, vec![g.clone()]), (17..34, vec![g])], 1, 8);
+    let e = sailor::parse_plan_config(&text, "plan.json", &model, &d.gpus, &d.network)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("20 attention heads, which tp 8 does not divide"),
+        "{e}"
+    );
 }
 
 /// Every measured Sailor plan, read by amp and written back: the same file
@@ -419,5 +434,45 @@ fn consumer_cluster_plans_price_as_the_readme_says() {
         let run = d.load(&text, &model);
         let t = price(&model, &run.cluster, &profile, &run);
         assert!((t - want).abs() < 5e-4, "{t} for {want}\n{text}");
+    }
+}
+
+/// Sailor's profiler measured every block of its models at several
+/// tensor-parallel degrees (`llm_info.json`'s `act_mem_bytes`). What amp
+/// reads off Sailor's block code matches them: GPT-Neo-2.7 to the byte at
+/// tp 1 and 2 (less its norms' statistics, 8 bytes a token) with the 20
+/// heads its figures imply, where its training file says 32; OPT-350 4 h
+/// bytes a token over them at every degree (one 4-byte tensor the
+/// profiler does not count; the measured runs' peaks, all at tp 4, count
+/// it: 56 s h, `validate.rs`).
+#[test]
+fn block_counts_match_sailors_measured_block_memory() {
+    let Some(d) = data() else { return };
+    let llm: serde_json::Value = serde_json::from_str(&d.llm).unwrap();
+    for (file, code, heads, over) in [
+        (
+            "gpt-neo-2.7b.json",
+            sailor::SailorBlockCode::GptNeo,
+            20,
+            0.0,
+        ),
+        ("opt-350m.json", sailor::SailorBlockCode::Opt, 16, 4.0),
+    ] {
+        let (model, _) = d.model(file);
+        let sh = model.shape.clone().unwrap();
+        assert_eq!(sh.heads, heads, "{file}");
+        let (s, h) = (sh.seq_len, sh.hidden);
+        let keep = sailor::sailor_block_keep(code, s, h, heads);
+        for (tp, entry) in llm[&model.name].as_object().unwrap() {
+            let t: f64 = tp.parse().unwrap();
+            let measured = entry["1"]["act_mem_bytes"].as_f64().unwrap() / (s * h) as f64;
+            let whole = keep.replicated_elems as f64;
+            let amp = 2.0 * (whole + (keep.stored_elems as f64 - whole) / t) / (s * h) as f64;
+            let tol = if t <= 2.0 { 0.01 } else { 0.7 };
+            assert!(
+                (amp - over - measured).abs() <= tol,
+                "{file} tp {tp}: amp {amp} s h bytes, measured {measured}"
+            );
+        }
     }
 }

@@ -403,12 +403,14 @@ pub fn parse_training(text: &str, origin: &str) -> Result<TrainingConfig> {
 ///
 /// Stored activations: `act_mem_bytes` are 16-bit training bytes; we store
 /// `act_mem_bytes / 2` elements for the embedding and the trailing layers.
-/// For the transformer blocks the field stays empty so that the memory
-/// model applies Korthikanti et al.'s per-tensor-parallel-degree formula:
-/// Sailor's block figures depend on the degree as `12 + 160/t` bytes per
-/// token x hidden for OPT-350 (a tp-1 figure divided by t is 11 % off the
-/// measured peaks), and its sums run 7 % under the measured per-sample
-/// slope of the GH200 runs, which the formula matches.
+/// The transformer blocks of OPT and GPT-Neo keep what Sailor's code keeps
+/// ([`sailor_block_keep`]); other models' blocks leave the field empty, so
+/// that the memory model applies Korthikanti et al.'s
+/// per-tensor-parallel-degree formula. Sailor's own block figures depend on
+/// the degree as `12 + 160/t` bytes per token x hidden for OPT-350 (a tp-1
+/// figure divided by t is 11 % off the measured peaks), and its sums run
+/// 7 % under the measured per-sample slope of the GH200 runs, which both
+/// counts match (they are equal at tp 4).
 pub fn parse_model(llm_info: &str, llm_origin: &str, training: &TrainingConfig) -> Result<Model> {
     let root: Value = AmpError::json(llm_info, llm_origin)?;
     let root = as_object(&root, llm_origin)?;
@@ -442,6 +444,35 @@ pub fn parse_model(llm_info: &str, llm_origin: &str, training: &TrainingConfig) 
             format!("{} layers listed but the training file says {blocks} transformer blocks plus an embedding", layers.len()),
         ));
     }
+    // Sailor's OPT and GPT-Neo blocks keep what its code keeps, with the
+    // heads its profiler measured them with where `llm_info.json` says.
+    let code = SailorBlockCode::of(name);
+    let heads = code
+        .and_then(|c| {
+            // The first block's figure at each degree the file gives.
+            let mem: Vec<(u64, f64)> = by_tp
+                .iter()
+                .filter_map(|(tp, layers)| {
+                    let block = layers.get("1")?;
+                    let bytes =
+                        block
+                            .get("act_mem_bytes")
+                            .and_then(Value::as_f64)
+                            .or_else(|| {
+                                block
+                                    .get("act_mem_floats")
+                                    .and_then(Value::as_f64)
+                                    .map(|f| 4.0 * f)
+                            })?;
+                    Some((tp.trim().parse().ok()?, bytes))
+                })
+                .collect();
+            heads_in_block_memory(c, &mem, s, h)
+        })
+        .unwrap_or(training.heads);
+    let block_keep = code
+        .filter(|_| heads > 0)
+        .map(|c| sailor_block_keep(c, s, h, heads));
     let mut out = Vec::with_capacity(layers.len());
     for (i, (idx, l)) in layers.iter().enumerate() {
         let at = format!("{at1}.{idx}");
@@ -499,9 +530,13 @@ pub fn parse_model(llm_info: &str, llm_origin: &str, training: &TrainingConfig) 
             // no gradient is all-reduced between the first and last stage
             // and a one-stage plan holds both matrices.
             tied_to: None,
-            stored_activation_elems_per_sample: (kind != LayerKind::TransformerBlock)
-                .then_some(mem_bytes / 2),
-            replicated_activation_elems_per_sample: None,
+            stored_activation_elems_per_sample: match kind {
+                LayerKind::TransformerBlock => block_keep.map(|k| k.stored_elems),
+                _ => Some(mem_bytes / 2),
+            },
+            replicated_activation_elems_per_sample: block_keep
+                .filter(|_| kind == LayerKind::TransformerBlock)
+                .map(|k| k.replicated_elems),
             backward_transient_elems_per_sample: None,
             replicated_backward_transient_elems_per_sample: None,
             // Megatron-DeepSpeed precomputes the attention mask rather than
@@ -516,7 +551,7 @@ pub fn parse_model(llm_info: &str, llm_origin: &str, training: &TrainingConfig) 
             num_blocks: training.num_layers,
             seq_len: s,
             vocab: v,
-            heads: training.heads,
+            heads,
             architecture: None,
         }),
         layers: out,
@@ -524,6 +559,139 @@ pub fn parse_model(llm_info: &str, llm_origin: &str, training: &TrainingConfig) 
     };
     model.validate()?;
     Ok(model)
+}
+
+/// The block code of Sailor's Megatron-DeepSpeed whose memory amp reads
+/// ([`sailor_block_keep`]): `pretrain_gpt.py` builds the model its
+/// `--model-name` names, and the runs' names start with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SailorBlockCode {
+    /// megatron/model/opt_model.py (OPT-350, OPT-30).
+    Opt,
+    /// megatron/model/gpt_neo_model.py (GPT-Neo-2.7).
+    GptNeo,
+}
+
+impl SailorBlockCode {
+    /// The code Sailor runs `model` with, by its name; `None` for the
+    /// others (LLAMA's blocks keep Korthikanti's formula).
+    pub fn of(model: &str) -> Option<SailorBlockCode> {
+        let m = model.to_ascii_lowercase();
+        if m.starts_with("gpt-neo") {
+            Some(SailorBlockCode::GptNeo)
+        } else if m.starts_with("opt") {
+            Some(SailorBlockCode::Opt)
+        } else {
+            None
+        }
+    }
+
+    /// Bytes a token a block keeps on every rank of a tensor-parallel
+    /// group, in units of the width `h`.
+    fn whole_per_h(self) -> u64 {
+        match self {
+            SailorBlockCode::Opt => 16,
+            SailorBlockCode::GptNeo => 18,
+        }
+    }
+
+    /// Bytes a token a block keeps split by the degree, besides the
+    /// attention probabilities, in units of the width `h`.
+    fn split_per_h(self) -> u64 {
+        match self {
+            SailorBlockCode::Opt => 32,
+            SailorBlockCode::GptNeo => 48,
+        }
+    }
+}
+
+/// What one transformer block of a Sailor model keeps for its backward,
+/// per sample, in the 2-byte elements [`parse_model`]'s layers count
+/// (bytes / 2; [`training_setup`] stores activations in 16 bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SailorBlockKeep {
+    /// Kept at tensor-parallel degree 1.
+    pub stored_elems: u64,
+    /// Of `stored_elems`, what every rank of a tensor-parallel group keeps
+    /// whole; the rest is split by the degree.
+    pub replicated_elems: u64,
+}
+
+/// The block count read off Sailor's Megatron-DeepSpeed
+/// (third_party/Megatron-DeepSpeed/megatron/model/opt_model.py and
+/// gpt_neo_model.py at eth-easl/sailor `cf2c8e3`) for `s` tokens, width
+/// `h` and `a` heads.
+///
+/// Sailor's runs train in fp32: its launch script
+/// (ae_scripts/clariden_scripts/run_opt.slurm) passes neither `--fp16` nor
+/// `--bf16`, its DeepSpeed config has no fp16 section and nothing in the
+/// training path enters autocast, so every kept tensor is 4 bytes a value
+/// (a dropout mask 1). Per token, on one rank of a tensor-parallel group of
+/// degree `t`, with the MLP 4h wide (`--ffn-hidden-size` unset; GPT-Neo's
+/// hard-coded):
+///
+/// - every rank whole: the two norms' inputs and the two first
+///   projections' inputs (the norms' outputs), `16 h`; GPT-Neo also keeps
+///   its two residual dropouts' masks (`--residual-dropout`, 0.1 unless
+///   set, which the script does not), `2 h`;
+/// - split by `t`: the fused QKV output, whose views the score and value
+///   products keep (`12 h`), the output projection's input (`4 h`), the
+///   softmax output, which the value product keeps too (`4 a s`: the
+///   softmax runs in PyTorch in fp32, and neither model drops out
+///   attention probabilities: OPT's dropouts are commented out, GPT-Neo's
+///   `attn_dropout` is never called), and the MLP: OPT's ReLU output, which
+///   the second projection keeps as its input (`16 h`); GPT-Neo's GeLU
+///   input and output (`32 h`).
+///
+/// OPT: `16 h + (32 h + 4 a s) / t` bytes a token; at tp 4, the degree of
+/// every measured run, the same as Korthikanti's 16-bit
+/// `10 h + (24 h + 5 a s) / t` for OPT-350 (56 s h both). GPT-Neo-2.7 with
+/// its 20 heads: `18 h + (48 h + 4 a s) / t`, what Sailor's profiler
+/// measured for it in `llm_info.json` at tp 1 and 2 to the byte. The
+/// backward's transient (the gradients of the scores) keeps amp's
+/// estimate; see README, "Sailor's blocks keep what Sailor's code keeps".
+pub fn sailor_block_keep(code: SailorBlockCode, s: u64, h: u64, a: u64) -> SailorBlockKeep {
+    let whole = code.whole_per_h() * h;
+    let split = code.split_per_h() * h + 4 * a * s;
+    SailorBlockKeep {
+        stored_elems: s * (whole + split) / 2,
+        replicated_elems: s * whole / 2,
+    }
+}
+
+/// The heads `llm_info.json`'s block activations were measured with, read
+/// through Sailor's block code: its profiler recorded a block's
+/// `act_mem_bytes` at several tensor-parallel degrees, whose split part
+/// (the slope over `1 / t`, least squares) is `split_per_h h + 4 a s`
+/// bytes a token. `None` with fewer than two degrees, or unless the slope
+/// gives within 5% a whole number of heads that divides `h`: a figure that
+/// is not unambiguous is not used.
+pub fn heads_in_block_memory(
+    code: SailorBlockCode,
+    mem_bytes_by_tp: &[(u64, f64)],
+    s: u64,
+    h: u64,
+) -> Option<u64> {
+    let pts: Vec<(f64, f64)> = mem_bytes_by_tp
+        .iter()
+        .filter(|(t, b)| *t > 0 && b.is_finite())
+        .map(|&(t, b)| (1.0 / t as f64, b / s as f64))
+        .collect();
+    if pts.len() < 2 || s == 0 {
+        return None;
+    }
+    let n = pts.len() as f64;
+    let mx = pts.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = pts.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxx: f64 = pts.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    if sxx.is_nan() || sxx <= 0.0 {
+        return None;
+    }
+    let slope = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum::<f64>() / sxx;
+    let a = (slope - (code.split_per_h() * h) as f64) / (4 * s) as f64;
+    let whole = a.round();
+    (whole >= 1.0 && (a - whole).abs() <= 0.05 * whole && h.is_multiple_of(whole as u64))
+        .then_some(whole as u64)
 }
 
 /// What a model read by [`parse_model`] gets wrong or leaves out, as notes
@@ -572,6 +740,13 @@ pub fn model_notes(
             ));
             vocab = rows;
         }
+    }
+    let heads = model.shape.as_ref().map_or(0, |sh| sh.heads);
+    if heads != training.heads {
+        notes.push(format!(
+            "{training_origin}: heads {} disagrees with {llm_origin}'s blocks of `{}`, whose activations were measured with {heads} heads (how they shrink with the tensor-parallel degree is what Sailor's block code keeps with {heads}); amp sizes the attention probabilities the blocks keep with {heads} heads; if the runs had {}, the activations in {llm_origin} are not theirs",
+            training.heads, training.model, training.heads
+        ));
     }
     if vocab > 0
         && !model

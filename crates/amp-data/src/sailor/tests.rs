@@ -813,3 +813,77 @@ fn network_notes_name_entries_that_contradict_the_nodes_own() {
     let net = Network::parse(INTRA, "intra", &lenient, "inter.json").unwrap();
     assert!(network_notes(&net, &kinds(&[("T", 1), ("R", 1)]), "z", "i").is_empty());
 }
+
+/// Sailor's OPT blocks at tp 4, the degree of every measured run, keep
+/// what Korthikanti's 16-bit formula gives for OPT-350 (so those runs'
+/// figures did not move), and less at tp 1 and 2 where the formula counts
+/// attention dropout that Sailor's OPT does not run; GPT-Neo keeps its
+/// GeLU's two tensors and two dropout masks more.
+#[test]
+fn sailor_blocks_keep_what_their_code_keeps() {
+    let (s, h) = (2048u64, 1024u64);
+    let bytes_per_sh = |k: SailorBlockKeep, t: u64, h: u64| {
+        let whole = k.replicated_elems as f64;
+        2.0 * (whole + (k.stored_elems as f64 - whole) / t as f64) / (s * h) as f64
+    };
+    let opt = sailor_block_keep(SailorBlockCode::Opt, s, h, 16);
+    let korthikanti = |t: f64| 10.0 + 24.0 / t + 5.0 * 16.0 * s as f64 / (h as f64 * t);
+    assert_eq!(bytes_per_sh(opt, 4, h), 56.0);
+    assert_eq!(bytes_per_sh(opt, 4, h), korthikanti(4.0));
+    assert_eq!(bytes_per_sh(opt, 1, h), 176.0);
+    assert_eq!(korthikanti(1.0), 194.0);
+    let h = 2560;
+    let neo = sailor_block_keep(SailorBlockCode::GptNeo, s, h, 20);
+    let per = |t| {
+        2.0 * (neo.replicated_elems as f64
+            + (neo.stored_elems - neo.replicated_elems) as f64 / t as f64)
+            / (s * h) as f64
+    };
+    assert_eq!([per(1), per(2), per(4)], [130.0, 74.0, 46.0]);
+    assert_eq!(
+        SailorBlockCode::of("GPT-Neo-2.7"),
+        Some(SailorBlockCode::GptNeo)
+    );
+    assert_eq!(SailorBlockCode::of("OPT-30"), Some(SailorBlockCode::Opt));
+    assert_eq!(SailorBlockCode::of("LLAMA-3-8"), None);
+}
+
+/// The heads a block's figures were measured with come back from how they
+/// shrink with the degree; a figure that does not give a whole number of
+/// heads that divides the width gives none.
+#[test]
+fn heads_come_back_from_block_memory_or_not_at_all() {
+    let (s, h) = (2048u64, 2560u64);
+    let neo = |a: u64, t: u64| {
+        let k = sailor_block_keep(SailorBlockCode::GptNeo, s, h, a);
+        2.0 * (k.replicated_elems as f64 + (k.stored_elems - k.replicated_elems) as f64 / t as f64)
+    };
+    let code = SailorBlockCode::GptNeo;
+    assert_eq!(
+        heads_in_block_memory(code, &[(1, neo(20, 1)), (2, neo(20, 2))], s, h),
+        Some(20)
+    );
+    assert_eq!(
+        heads_in_block_memory(code, &[(1, neo(32, 1)), (4, neo(32, 4))], s, h),
+        Some(32)
+    );
+    // One degree says nothing of the split.
+    assert_eq!(heads_in_block_memory(code, &[(1, neo(20, 1))], s, h), None);
+    // 22.5 heads: not whole.
+    let half = (neo(20, 1) + neo(25, 1)) / 2.0;
+    let half2 = (neo(20, 2) + neo(25, 2)) / 2.0;
+    assert_eq!(
+        heads_in_block_memory(code, &[(1, half), (2, half2)], s, h),
+        None
+    );
+    // 21 heads do not divide 2560.
+    assert_eq!(
+        heads_in_block_memory(code, &[(1, neo(21, 1)), (2, neo(21, 2))], s, h),
+        None
+    );
+    // A block that keeps less than the code's own tensors: none.
+    assert_eq!(
+        heads_in_block_memory(code, &[(1, 1.0), (2, 1.0)], s, h),
+        None
+    );
+}
