@@ -38,6 +38,12 @@ simulator on each run's plan, amp through `amp validate --json` (with its
 fitted constants and with neutral ones), beside the measured time and
 memory, with each model's Spearman and mean and largest errors.
 
+GPT-Neo-2.7B on GH200 nodes (the hardware and model of a held-out set of
+Sailor's runs, none of which is here): each measured OPT-350M run's plan
+with GPT-Neo's 34 layers, priced by both models (`amp eval`, fitted and
+neutral constants; Sailor's `simulate_sailor`), where the two models part
+being the question, not which is right.
+
 Checks (exit 1 on any failure): Sailor reads every exported file and prices
 it; amp reads it back at the plan's time (0.05% tolerance, the JSON's
 rounding). Sailor's verdicts and times are reported, not asserted: they are
@@ -421,6 +427,46 @@ def main():
         t, mem, _ = sailor.price(model, plan_config)
         measured.append((name, plan_config["real"], plan_config["max_mem"], t, mem, mine["fitted"], mine["neutral"]))
 
+    # GPT-Neo-2.7B on GH200, the hardware and model of a held-out set whose
+    # runs are not here: each measured OPT-350M run's plan (nodes, tp, dp,
+    # stages, micro-batch, batch) with GPT-Neo's 34 layers split as evenly
+    # as it goes (the extra layers to the last stages), priced by both
+    # models (amp's memory: its predicted device reading, the fullest GPU's
+    # peak plus the allocator's cache).
+    neo = []
+    for path in sorted(glob.glob(os.path.join(root, "*", "OPT-350", "*", "plan_config_*.json"))):
+        with open(path) as f:
+            plan_config = json.load(f)
+        pl = plan_config["pipeline_list"][0]
+        base, extra = divmod(34, pl["num_stages"])
+        sizes = [base + (1 if i >= pl["num_stages"] - extra else 0) for i in range(pl["num_stages"])]
+        layers, at = [], 0
+        for n in sizes:
+            layers.append(list(range(at, at + n)))
+            at += n
+        pl["layers_per_stage"] = layers
+        for k in ("real", "red_grads", "max_mem"):
+            plan_config.pop(k, None)
+        name = os.path.relpath(path, root).replace("OPT-350", "GPT-Neo-2.7")
+        out = os.path.join(args.work, "gpt-neo-gh200", name.replace(os.sep, "_"))
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        with open(out, "w") as f:
+            json.dump(plan_config, f, indent=2)
+        mine = {}
+        for calibration in ("fitted", "neutral"):
+            r = run([args.amp, "eval", out, "--sailor-data", args.data, "--model", "GPT-Neo-2.7", "--json",
+                     "--calibration", calibration])
+            if r.returncode != 0:
+                failures.append(f"GPT-Neo on GH200: amp eval of {out} failed: {r.stderr.strip()}")
+                break
+            j = json.loads(r.stdout)
+            reading = max(m["peak_bytes"] for m in j["memory"]) + j["allocator_cache_bytes"]
+            mine[calibration] = (j["iteration_s"], reading / 1e9)
+        if len(mine) < 2:
+            continue
+        t, mem, fits = sailor.price("GPT-Neo-2.7", plan_config)
+        neo.append((name, describe(plan_config), t, mem / 1e9, fits, mine["fitted"], mine["neutral"]))
+
     head = "| model | GPUs (A100 + V100) | plan | amp s | Sailor's simulator s | Sailor's memory GB | Sailor: fits |"
     lines = [head, "|" + "---|" * 7]
     for m, c, name, what, amp_s, t, mem, fits in rows:
@@ -480,6 +526,17 @@ def main():
             te = errors(zip(times, real))
             me = errors(zip(mems, [m[2] for m in measured]))
             lines.append(f"| {who} | {spearman(times, real):.3f} | {te[0]:.1%} / {te[1]:.1%} | {me[0]:.1%} / {me[1]:.1%} |")
+
+    if neo:
+        lines += ["", f"GPT-Neo-2.7B on GH200 (a held-out set's hardware and model; none of its runs is here): "
+                  f"the {len(neo)} measured OPT-350M runs' plans with GPT-Neo's 34 layers, priced by both models:", "",
+                  "| plan | Sailor's simulator s | amp s (fitted) | amp s (neutral) | amp / Sailor (fitted) "
+                  "| Sailor's GB (fits) | amp GB (fitted) | amp GB (neutral) |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, what, t, mem, fits, fitted, neutral in neo:
+            lines.append("| " + " | ".join([
+                f"{name}: {what}", f"{t:.3f}", f"{fitted[0]:.3f}", f"{neutral[0]:.3f}", f"{fitted[0] / t:.3f}",
+                f"{mem:.2f} ({'yes' if fits else 'no'})", f"{fitted[1]:.2f}", f"{neutral[1]:.2f}"]) + " |")
 
     table = "\n".join(lines)
     print(table)
