@@ -386,6 +386,23 @@ pub fn parse_training(text: &str, origin: &str) -> Result<TrainingConfig> {
             "hidden_size, sequence_length and num_layers must be positive",
         ));
     }
+    use amp_core::limits;
+    // The model's sizes multiply (FLOPs, logits, activations): bounded
+    // where they enter, so no product of them overflows.
+    for (field, v, max) in [
+        ("hidden_size", t.hidden_size, limits::MAX_HIDDEN),
+        ("sequence_length", t.sequence_length, limits::MAX_SEQ),
+        ("num_layers", t.num_layers, limits::MAX_LAYERS as u64 - 3),
+        ("vocab_size", t.vocab_size, limits::MAX_VOCAB),
+        ("heads", t.heads, limits::MAX_HEADS),
+    ] {
+        if v > max {
+            return Err(AmpError::invalid(
+                origin,
+                format!("`{field}` {v} is above the limit of {max}"),
+            ));
+        }
+    }
     Ok(t)
 }
 
@@ -690,14 +707,22 @@ pub fn heads_in_block_memory(
     let slope = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum::<f64>() / sxx;
     let a = (slope - (code.split_per_h() * h) as f64) / (4 * s) as f64;
     let whole = a.round();
-    (whole >= 1.0 && (a - whole).abs() <= 0.05 * whole && h.is_multiple_of(whole as u64))
-        .then_some(whole as u64)
+    (whole >= 1.0
+        && whole <= amp_core::limits::MAX_HEADS as f64
+        && (a - whole).abs() <= 0.05 * whole
+        && h.is_multiple_of(whole as u64))
+    .then_some(whole as u64)
 }
 
 /// What a model read by [`parse_model`] gets wrong or leaves out, as notes
 /// naming the files (notes, not repairs: which number the runs used is not
-/// in the data):
+/// in the data; but for the heads, which the data's own measurements give):
 ///
+/// - a training file's `heads` that disagrees with the heads
+///   `llm_info.json`'s block figures were measured with
+///   ([`heads_in_block_memory`], which [`parse_model`] uses): Sailor's
+///   GPT-Neo-2.7 file says 32, its figures (and Sailor's profiler, and the
+///   published model) 20;
 /// - a training file's `vocab_size` that disagrees with the rows of
 ///   `llm_info.json`'s embedding (its parameters over the hidden size, less
 ///   one learned position per token of the sequence) by more than
