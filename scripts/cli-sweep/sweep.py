@@ -342,7 +342,7 @@ def damage_json(rng, doc):
     k, r = path[-1], rng.random()
     value = parent[k]
     if r < 0.4:
-        parent[k] = rng.choice([-1, 0, 0.5, 1e308, 3, 10 ** 20, "x", "", None, True, [], {}, [1, 2]])
+        parent[k] = rng.choice([-1, 0, 0.5, 1e308, 3, 2 ** 32 + 1, 10 ** 20, "x", "", None, True, [], {}, [1, 2]])
     elif r < 0.55 and isinstance(parent, dict):
         del parent[k]
     elif r < 0.65 and isinstance(parent, dict) and k:
