@@ -869,12 +869,17 @@ fn heads_come_back_from_block_memory_or_not_at_all() {
     );
     // One degree says nothing of the split.
     assert_eq!(heads_in_block_memory(code, &[(1, neo(20, 1))], s, h), None);
-    // 22.5 heads: not whole.
-    let half = (neo(20, 1) + neo(25, 1)) / 2.0;
-    let half2 = (neo(20, 2) + neo(25, 2)) / 2.0;
+    // 20.4 heads: 20 divides the width, but the figure is not whole.
+    let mix = |t| 0.6 * neo(20, t) + 0.4 * neo(21, t);
     assert_eq!(
-        heads_in_block_memory(code, &[(1, half), (2, half2)], s, h),
+        heads_in_block_memory(code, &[(1, mix(1)), (2, mix(2))], s, h),
         None
+    );
+    // 20.2: near enough.
+    let near = |t| 0.8 * neo(20, t) + 0.2 * neo(21, t);
+    assert_eq!(
+        heads_in_block_memory(code, &[(1, near(1)), (2, near(2))], s, h),
+        Some(20)
     );
     // 21 heads do not divide 2560.
     assert_eq!(
