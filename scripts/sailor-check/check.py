@@ -434,11 +434,12 @@ def main():
     # models (amp's memory: its predicted device reading, the fullest GPU's
     # peak plus the allocator's cache).
     neo = []
+    neo_layers = sailor.training("GPT-Neo-2.7", 1)["num_all_layers"]
     for path in sorted(glob.glob(os.path.join(root, "*", "OPT-350", "*", "plan_config_*.json"))):
         with open(path) as f:
             plan_config = json.load(f)
         pl = plan_config["pipeline_list"][0]
-        base, extra = divmod(34, pl["num_stages"])
+        base, extra = divmod(neo_layers, pl["num_stages"])
         sizes = [base + (1 if i >= pl["num_stages"] - extra else 0) for i in range(pl["num_stages"])]
         layers, at = [], 0
         for n in sizes:
