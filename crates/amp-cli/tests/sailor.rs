@@ -612,6 +612,13 @@ fn gpt_neo_files_are_read_with_what_they_leave_out() {
     let o = run("OPT-350");
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+    // Sailor's runs are fp32; amp counts their activations in 16-bit
+    // elements, and the setup line says so rather than `fp16`.
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("training setup: fp32 weights, fp16 activations, 1f1b"),
+        "{out}"
+    );
 }
 
 /// `--fewer-replicas` puts Sailor's own 32 + 96 plan (stage 1 on 24 V100

@@ -1369,6 +1369,18 @@ impl TrainingSetup {
         let mut parts = vec![
             match self.formats.residual_stream {
                 Some(r) => format!("{compute} autocast ({} residual stream)", r.name()),
+                // Sailor's fp32 runs as amp reads them
+                // ([`NumberFormats::autocast`]): fp32 weights and states,
+                // activations counted in 16-bit elements.
+                None if self.formats.compute.is_half()
+                    && self.formats.weights == NumberFormat::Fp32 =>
+                {
+                    format!(
+                        "{} weights, {} activations",
+                        self.formats.weights.name(),
+                        self.formats.activations.name()
+                    )
+                }
                 None => compute.to_string(),
             },
             schedule_name(self.schedule),
