@@ -85,13 +85,19 @@ TRAINING = {"OPT-350": "opt-350m.json", "GPT-Neo-2.7": "gpt-neo-2.7b.json"}
 MEASURED_MODELS = {"OPT-350": "OPT-350", "GPT-NEO": "GPT-Neo-2.7"}
 
 
-def plan_config(sizes, groups, dp, mbs, gbs):
-    """A one-pipeline Sailor plan: stages of `sizes` layers in order, each
-    with its replicas' groups (`groups[stage]`), dp replicas per stage."""
+def layer_lists(sizes):
+    """Stages of `sizes` layers in order, as Sailor's `layers_per_stage`."""
     layers, at = [], 0
     for n in sizes:
         layers.append(list(range(at, at + n)))
         at += n
+    return layers
+
+
+def plan_config(sizes, groups, dp, mbs, gbs):
+    """A one-pipeline Sailor plan: stages of `sizes` layers in order, each
+    with its replicas' groups (`groups[stage]`), dp replicas per stage."""
+    layers = layer_lists(sizes)
     return {
         "zone": ZONE,
         "pipeline_list": [
@@ -441,11 +447,7 @@ def main():
         pl = plan_config["pipeline_list"][0]
         base, extra = divmod(neo_layers, pl["num_stages"])
         sizes = [base + (1 if i >= pl["num_stages"] - extra else 0) for i in range(pl["num_stages"])]
-        layers, at = [], 0
-        for n in sizes:
-            layers.append(list(range(at, at + n)))
-            at += n
-        pl["layers_per_stage"] = layers
+        pl["layers_per_stage"] = layer_lists(sizes)
         for k in ("real", "red_grads", "max_mem"):
             plan_config.pop(k, None)
         name = os.path.relpath(path, root).replace("OPT-350", "GPT-Neo-2.7")

@@ -465,27 +465,7 @@ pub fn parse_model(llm_info: &str, llm_origin: &str, training: &TrainingConfig) 
     // heads its profiler measured them with where `llm_info.json` says.
     let code = SailorBlockCode::of(name);
     let heads = code
-        .and_then(|c| {
-            // The first block's figure at each degree the file gives.
-            let mem: Vec<(u64, f64)> = by_tp
-                .iter()
-                .filter_map(|(tp, layers)| {
-                    let block = layers.get("1")?;
-                    let bytes =
-                        block
-                            .get("act_mem_bytes")
-                            .and_then(Value::as_f64)
-                            .or_else(|| {
-                                block
-                                    .get("act_mem_floats")
-                                    .and_then(Value::as_f64)
-                                    .map(|f| 4.0 * f)
-                            })?;
-                    Some((tp.trim().parse().ok()?, bytes))
-                })
-                .collect();
-            heads_in_block_memory(c, &mem, s, h)
-        })
+        .and_then(|c| heads_in_block_memory(c, &first_block_mem_by_tp(by_tp), s, h))
         .unwrap_or(training.heads);
     let block_keep = code
         .filter(|_| heads > 0)
@@ -674,6 +654,21 @@ pub fn sailor_block_keep(code: SailorBlockCode, s: u64, h: u64, a: u64) -> Sailo
         stored_elems: s * (whole + split) / 2,
         replicated_elems: s * whole / 2,
     }
+}
+
+/// The first block's `act_mem_bytes` (else 4 x `act_mem_floats`) at each
+/// tensor-parallel degree an `llm_info.json` model entry gives; entries
+/// that do not read are left out (the layer loop of [`parse_model`]
+/// reports them).
+fn first_block_mem_by_tp(by_tp: &serde_json::Map<String, Value>) -> Vec<(u64, f64)> {
+    let bytes = |block: &Value| {
+        let field = |k: &str| block.get(k).and_then(Value::as_f64);
+        field("act_mem_bytes").or_else(|| field("act_mem_floats").map(|f| 4.0 * f))
+    };
+    by_tp
+        .iter()
+        .filter_map(|(tp, layers)| Some((tp.trim().parse().ok()?, bytes(layers.get("1")?)?)))
+        .collect()
 }
 
 /// The heads `llm_info.json`'s block activations were measured with, read
