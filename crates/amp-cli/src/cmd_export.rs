@@ -154,7 +154,7 @@ pub fn run(args: ExportArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result
         let files = match to.engine() {
             Some(engine) => {
                 let files = write_export(&inputs, &plan, engine, dir, &args.hosts.names()?)?;
-                for note in amp_export::export_notes(inputs.model, engine.engine()) {
+                for note in amp_export::export_notes(inputs.model, &plan, engine.engine()) {
                     writeln!(err, "warning: {note}")?;
                 }
                 files

@@ -1101,7 +1101,7 @@ pub fn run(args: PlanArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
                         i + 1,
                         dir.display()
                     )?;
-                    for note in amp_export::export_notes(inputs.model, engine.engine()) {
+                    for note in amp_export::export_notes(inputs.model, &p.plan, engine.engine()) {
                         writeln!(err, "warning: {note}")?;
                     }
                     refusal = None;

@@ -345,13 +345,16 @@ impl FromStr for OptimizerSharding {
 #[serde(rename_all = "kebab-case")]
 pub enum PipelineSend {
     /// Every tensor-parallel rank sends the whole activation to its peer
-    /// (DeepSpeed's pipeline engine with `pipe_partitioned` false).
+    /// (Megatron Core's p2p communication, DeepSpeed's pipeline engine with
+    /// `pipe_partitioned` false); under sequence parallelism the whole
+    /// activation of a rank is its `1 / tp` of the sequence, which the next
+    /// block gathers itself.
     #[default]
     Full,
     /// Each rank sends `1 / tp` of it and the receiving group all-gathers
-    /// (Megatron-LM's scatter/gather optimisation, SC'21 sec. 4.1, and
-    /// DeepSpeed's partitioned sends, its default; with sequence
-    /// parallelism the activation is already split this way).
+    /// (Megatron-LM's scatter/gather optimisation of SC'21 sec. 4.1, before
+    /// Megatron Core, and DeepSpeed's partitioned sends, its default; with
+    /// sequence parallelism the activation is already split this way).
     ScatterGather,
 }
 
@@ -688,16 +691,21 @@ impl Engine {
     /// How the engine sends activations between pipeline stages by default.
     pub fn default_pipeline_send(self) -> PipelineSend {
         match self {
-            // Megatron-LM's p2p communication splits a tensor-parallel
-            // stage's output over its ranks (scatter/gather). So does
-            // DeepSpeed's pipeline engine: with model parallelism it sends
-            // each rank's partition of the activation and of its gradient
-            // and the receivers all-gather them (`is_pipe_partitioned` and
+            // DeepSpeed's pipeline engine splits a tensor-parallel stage's
+            // output over its ranks: with model parallelism it sends each
+            // rank's partition of the activation and of its gradient and
+            // the receivers all-gather them (`is_pipe_partitioned` and
             // `is_grad_partitioned` in deepspeed/runtime/pipe/engine.py,
             // `pipe_partitioned` and `grad_partitioned` true by default in
             // deepspeed/runtime/config.py).
-            Engine::Megatron | Engine::DeepSpeed => PipelineSend::ScatterGather,
-            Engine::Torchtitan => PipelineSend::Full,
+            Engine::DeepSpeed => PipelineSend::ScatterGather,
+            // Megatron Core sends every rank's whole `[s, b, h]` (`s / tp`
+            // under sequence parallelism: `tensor_shape` in
+            // megatron/core/pipeline_parallel/schedules.py, sent as it is
+            // by p2p_communication.py); the SC'21 scatter/gather
+            // (`--scatter-gather-tensors-in-pipeline`) left with the
+            // pre-Core p2p code.
+            Engine::Megatron | Engine::Torchtitan => PipelineSend::Full,
         }
     }
 

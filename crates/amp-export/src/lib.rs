@@ -281,13 +281,13 @@ fn engine_view(
 /// The plan's training setup ([`amp_core::Plan::setup`]) decides number
 /// formats, schedule, recomputation and sharding. Refuses plans the engine
 /// cannot run, saying why and which engines can.
-/// What an export of `model` to `engine` builds otherwise than the model
-/// says, at the same cost, for the user to read beside the files (the
-/// CLI prints each as a warning).
-pub fn export_notes(model: &Model, engine: Engine) -> Vec<String> {
+/// What an export of `plan` of `model` to `engine` builds otherwise than
+/// the model says, or runs otherwise than the plan was priced, for the
+/// user to read beside the files (the CLI prints each as a warning).
+pub fn export_notes(model: &Model, plan: &Plan, engine: Engine) -> Vec<String> {
     match engine {
         Engine::Torchtitan => torchtitan::export_notes(model),
-        Engine::Megatron => megatron::export_notes(model),
+        Engine::Megatron => megatron::export_notes(model, plan),
         Engine::DeepSpeed => Vec::new(),
     }
 }

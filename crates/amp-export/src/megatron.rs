@@ -10,7 +10,7 @@ use amp_core::model::{
 };
 use amp_core::plan::Plan;
 use amp_core::schedule::Schedule;
-use amp_core::setup::Engine;
+use amp_core::setup::{Engine, PipelineSend};
 
 use crate::launch::{self, RankOrder};
 use crate::{EngineOptions, EngineResult, ExportFile, Precision, Recompute, Refusal};
@@ -21,14 +21,35 @@ const ENGINE: &str = "Megatron-LM";
 /// cost: its `gpt_builders.py` hands GPTModel `--use-rope-scaling` but not
 /// `--rope-scaling-factor` (at `d98e8a64`, the engine check's checkout), so
 /// GPTModel rescales by its default, 8 (Llama 3.1's), whatever the factor.
-pub(crate) fn export_notes(model: &Model) -> Vec<String> {
-    match model.architecture().and_then(|a| a.rope_scaling.as_ref()) {
-        Some(RopeScaling::Llama3 { factor, .. }) if *factor != 8.0 => vec![format!(
-            "`{}` rescales its rotary frequencies by {factor}, and args.sh says so (--rope-scaling-factor {factor}), but Megatron-LM's gpt_builders.py passes only --use-rope-scaling to GPTModel, which then rescales by its default, 8: the job costs what amp priced, but to encode positions as the model does, add `rope_scaling_factor=args.rope_scaling_factor` to the GPTModel(...) call there",
-            model.name
-        )],
-        _ => Vec::new(),
+///
+/// And what it runs otherwise than the plan was priced with: a plan priced
+/// with scatter/gather pipeline sends (DeepSpeed's, or Megatron-LM's before
+/// Megatron Core) from tensor-parallel stages without sequence parallelism
+/// runs Megatron Core's whole sends, `tp` times the bytes a cut carries.
+pub(crate) fn export_notes(model: &Model, plan: &Plan) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Some(RopeScaling::Llama3 { factor, .. }) =
+        model.architecture().and_then(|a| a.rope_scaling.as_ref())
+    {
+        if *factor != 8.0 {
+            notes.push(format!(
+                "`{}` rescales its rotary frequencies by {factor}, and args.sh says so (--rope-scaling-factor {factor}), but Megatron-LM's gpt_builders.py passes only --use-rope-scaling to GPTModel, which then rescales by its default, 8: the job costs what amp priced, but to encode positions as the model does, add `rope_scaling_factor=args.rope_scaling_factor` to the GPTModel(...) call there",
+                model.name
+            ));
+        }
     }
+    let setup = &plan.setup;
+    let tp = plan.stages.iter().map(|s| s.max_tp()).max().unwrap_or(1);
+    if setup.pipeline_send == PipelineSend::ScatterGather
+        && !setup.sequence_parallel
+        && tp > 1
+        && plan.pp() > 1
+    {
+        notes.push(format!(
+            "the plan was priced with scatter/gather pipeline sends (each of a stage's {tp} tensor-parallel ranks sending 1/{tp} of the activation), which Megatron Core does not make: every rank sends the whole activation (megatron/core/pipeline_parallel/p2p_communication.py), so the job's sends carry {tp} times the bytes amp priced; `amp eval` the plan with --engine megatron for Megatron-LM's price"
+        ));
+    }
+    notes
 }
 
 /// One argument with the place that defines it.

@@ -297,6 +297,25 @@ pub(super) fn split_sends(setup: &TrainingSetup) -> bool {
     setup.pipeline_send == PipelineSend::ScatterGather || setup.sequence_parallel
 }
 
+/// Whether the receiving group all-gathers what [`split_sends`] split:
+/// scatter/gather sends do, sequence parallelism does not (the next block
+/// takes its input split over the group and gathers it itself, already
+/// priced with the block's collectives; Megatron-LM's SC'21 scatter/gather
+/// was also skipped under sequence parallelism).
+pub(super) fn receivers_gather(setup: &TrainingSetup) -> bool {
+    setup.pipeline_send == PipelineSend::ScatterGather && !setup.sequence_parallel
+}
+
+/// How a cut's sends are made, as one index of a memo: whole copies, split
+/// and gathered, split without a gather.
+pub(super) fn send_mode(setup: &TrainingSetup) -> usize {
+    match (split_sends(setup), receivers_gather(setup)) {
+        (false, _) => 0,
+        (true, true) => 1,
+        (true, false) => 2,
+    }
+}
+
 impl DeviceModel {
     /// A device model with the given options.
     pub fn new(options: DeviceOptions) -> DeviceModel {
@@ -408,7 +427,7 @@ impl DeviceModel {
             vec![&ranks[j].replicas, &ranks[(j + 1) % pp].replicas]
         });
         let cut_first = crate::placement::firsts(&keys);
-        let split = split_sends(&plan.setup);
+        let mode = send_mode(&plan.setup);
         let mut priced: Vec<((usize, bool), Option<TransferCurves>)> = Vec::new();
         let mut curves = |c: usize, forward: bool| {
             let j = cut_first[c % pp];
@@ -419,7 +438,7 @@ impl DeviceModel {
             let (from, to) = if forward { (a, b) } else { (b, a) };
             let price = || self.transfer_curves(inputs, &plan.setup, from, to);
             let k = match (memo, &keys[j]) {
-                (Some(m), Some(key)) => m.cut(key, forward, split, price),
+                (Some(m), Some(key)) => m.cut(key, forward, mode, price),
                 _ => price(),
             };
             priced.push(((j, forward), k.clone()));
@@ -1189,7 +1208,7 @@ struct NetMemo {
     /// Per cut (its two stages in pipeline order), its transfers by
     /// direction and whether sends are split over tp ranks
     /// ([`NetMemo::slot`]).
-    cuts: Mutex<HashMap<GroupKey, [Option<Option<TransferCurves>>; 4]>>,
+    cuts: Mutex<HashMap<GroupKey, [Option<Option<TransferCurves>>; 6]>>,
     /// Per stage, its gradient all-reduce.
     allreduce: Mutex<HashMap<GroupKey, collective::CostCurve>>,
 }
@@ -1211,20 +1230,20 @@ impl NetMemo {
         }
     }
 
-    /// A cut's transfer by direction and send mode.
-    fn slot(forward: bool, split: bool) -> usize {
-        usize::from(forward) * 2 + usize::from(split)
+    /// A cut's transfer by direction and send mode ([`send_mode`]).
+    fn slot(forward: bool, mode: usize) -> usize {
+        usize::from(forward) * 3 + mode
     }
 
     fn cut(
         &self,
         key: &GroupKey,
         forward: bool,
-        split: bool,
+        mode: usize,
         price: impl FnOnce() -> Option<TransferCurves>,
     ) -> Option<TransferCurves> {
         let lock = || self.cuts.lock().unwrap_or_else(|e| e.into_inner());
-        let at = Self::slot(forward, split);
+        let at = Self::slot(forward, mode);
         if let Some(Some(c)) = lock().get(key).map(|s| &s[at]) {
             return c.clone();
         }

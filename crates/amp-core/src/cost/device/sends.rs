@@ -108,7 +108,7 @@ impl DeviceModel {
         let split = split_sends(setup);
         let (pairs, pieces) = cut_pairs(from, to, split);
         let net = self.network(inputs.cluster);
-        let gather = (split && pieces > 1).then(|| {
+        let gather = (split && pieces > 1 && receivers_gather(setup)).then(|| {
             // Groups on one node alike gather alike ([`one_node_group`]),
             // and the slower of a curve and itself is that curve: each
             // such group once.

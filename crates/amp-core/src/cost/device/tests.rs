@@ -8,7 +8,7 @@ use crate::placement::{DeviceGrid, Placement};
 use crate::plan::Stage;
 use crate::profile::{Profile, ProfileEntry};
 use crate::schedule::{EventKind, Schedule};
-use crate::setup::{NumberFormat, NumberFormats, OptimizerSharding, Precision, Recompute};
+use crate::setup::{Engine, NumberFormat, NumberFormats, OptimizerSharding, Precision, Recompute};
 
 fn d(node: usize, gpu: usize) -> Device {
     Device { node, gpu }
@@ -1121,6 +1121,59 @@ fn scatter_gather_between_degrees_moves_one_whole_activation() {
         durations(&t, 0, EventKind::SendForward),
         lat + whole / bw + gather,
         2,
+    );
+}
+
+/// A tp-2 stage feeding a tp-2 stage on another node (one NIC each): whole
+/// sends (Megatron Core's, [`Engine::default_pipeline_send`]) put two
+/// copies of the activation through the NIC; scatter/gather (DeepSpeed's)
+/// one copy in halves, then the receivers' all-gather; sequence
+/// parallelism one copy in halves and no gather, since the next block
+/// takes its input split over the group and gathers it itself.
+#[test]
+fn sends_between_tensor_parallel_stages_as_each_engine_makes_them() {
+    let (m, c) = (model(), cluster());
+    let p = Profile {
+        entries: vec![
+            entry("fast", 2, 1.0, Some(2.0)),
+            entry("slow", 2, 3.0, Some(6.0)),
+        ],
+        precision: None,
+    };
+    let inputs = Inputs {
+        model: &m,
+        cluster: &c,
+        profile: &p,
+    };
+    let two_to_two = vec![
+        (0, 2, vec![vec![d(0, 0), d(0, 1)]]),
+        (2, 4, vec![vec![d(1, 0), d(1, 1)]]),
+    ];
+    let send_s = |send: PipelineSend, sequence_parallel: bool| {
+        let mut p = plan(two_to_two.clone(), 2);
+        p.setup.pipeline_send = send;
+        p.setup.sequence_parallel = sequence_parallel;
+        let t = time_only().timeline(&inputs, &p).unwrap();
+        durations(&t, 0, EventKind::SendForward)
+    };
+    let lat = collective::INTER_NODE_LATENCY_S;
+    let bw = 1e9 * crate::cost::Calibration::FITTED.inter_node_efficiency;
+    // 100 elements x micro-batch 2 x 2 bytes (bf16).
+    let whole = 400.0;
+    let gather = collective::INTRA_NODE_LATENCY_S + (whole / 2.0) / 1e9;
+    all_close(send_s(PipelineSend::Full, false), lat + 2.0 * whole / bw, 2);
+    all_close(
+        send_s(PipelineSend::ScatterGather, false),
+        lat + whole / bw + gather,
+        2,
+    );
+    for send in [PipelineSend::Full, PipelineSend::ScatterGather] {
+        all_close(send_s(send, true), lat + whole / bw, 2);
+    }
+    assert_eq!(Engine::Megatron.default_pipeline_send(), PipelineSend::Full);
+    assert_eq!(
+        Engine::DeepSpeed.default_pipeline_send(),
+        PipelineSend::ScatterGather
     );
 }
 
