@@ -4,8 +4,11 @@
 //! - **Once per iteration** (every engine's pipelines, Megatron-LM and
 //!   DeepSpeed at any depth, eager PyTorch): the gradients are reduced after
 //!   the last backward. Megatron-LM's distributed optimizer (ZeRO-1)
-//!   reduce-scatters them and all-gathers the updated weights, the volume of
-//!   one all-reduce; DeepSpeed's ZeRO-1 and its `BF16_Optimizer` all-reduce
+//!   reduce-scatters them and all-gathers the updated weights
+//!   (`start_grad_sync` and `start_param_sync` in
+//!   megatron/core/distributed/param_and_grad_buffer.py), each half an
+//!   all-reduce of its own format: the gradients' (fp32 under bf16 unless
+//!   `--grad-reduce-in-bf16`) and the weights' 16 bits; DeepSpeed's ZeRO-1 and its `BF16_Optimizer` all-reduce
 //!   them whole, then all-gather ([`deepspeed_gathers_after_step`]), one
 //!   and a half. ZeRO-3 all-gathers the
 //!   weights (in the format the passes read) for the forward and again for
@@ -85,6 +88,13 @@ pub(super) fn once_per_iteration_s(
         // DeepSpeed's partitioned optimizers: a whole all-reduce, then the
         // updated weights' all-gather.
         _ if deepspeed_gathers_after_step(setup) => &[(g, 1.0), (w, 0.5)],
+        // Megatron-LM's distributed optimizer: a reduce-scatter of the
+        // gradients, an all-gather of the updated weights.
+        _ if setup.engine == Some(Engine::Megatron)
+            && setup.optimizer_sharding == OptimizerSharding::Zero1 =>
+        {
+            &[(g, 0.5), (w, 0.5)]
+        }
         _ => &[(g, 1.0)],
     };
     traffic
