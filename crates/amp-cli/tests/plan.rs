@@ -2644,7 +2644,7 @@ fn sensitivity_reruns_the_search_under_each_shipped_calibration() {
     assert_eq!(
         hedges,
         [
-            "homogeneous tp 1 pp 4 dp 4 mbs 1 rank 5 worst 1.061",
+            "homogeneous tp 1 pp 8 dp 2 mbs 1 rank 5 worst 1.052",
             "het-cluster tp 1 pp 16 dp 1 mbs 1 rank 1 worst 1.034",
             "het-model tp 1 pp 16 dp 1 mbs 1 rank 2 worst 1.046",
         ]
@@ -2652,9 +2652,9 @@ fn sensitivity_reruns_the_search_under_each_shipped_calibration() {
     assert_eq!(
         regrets,
         [
-            "homogeneous neutral 1.290",
+            "homogeneous neutral 1.000",
             "homogeneous amp-t4 1.000",
-            "homogeneous sailor-gh200 1.534",
+            "homogeneous sailor-gh200 1.406",
             "het-cluster neutral 1.000",
             "het-cluster amp-t4 1.000",
             "het-cluster sailor-gh200 1.034",

@@ -448,51 +448,112 @@ fn ring_collective_curve(net: &Network, groups: &[Vec<Device>], phases: f64) -> 
         .collect();
     let flows: Vec<Vec<Option<Flow>>> = rings.iter().map(|r| ring_flows(net.cluster, r)).collect();
     let load = NicLoad::new(flows.iter().flatten().flatten());
-    let mut pieces = Vec::with_capacity(rings.len());
-    for (ring, hops) in rings.iter().zip(&flows) {
-        let n = ring.len() as f64;
-        let mut bw = f64::INFINITY;
-        let (mut alpha_intra, mut alpha_inter): (f64, f64) = (0.0, 0.0);
-        for ((a, b), flow) in ring_hops(ring).zip(hops) {
-            let l = link(net, a, b);
-            bw = bw.min(match flow {
-                Some(f) => flow_bytes_per_s(net, &load, f),
-                None => l.bytes_per_s,
-            });
-            if flow.is_some() {
-                alpha_inter = alpha_inter.max(l.latency_s);
-            } else {
-                alpha_intra = alpha_intra.max(l.latency_s);
-            }
-        }
-        // Nodes of the ring: its inter-node hops (one per node when it
-        // spans several).
-        let m = hops.iter().filter(|h| h.is_some()).count() as f64;
-        let steps = phases * (n - 1.0);
-        let inter_steps = if m <= 1.0 {
-            0.0
-        } else if phases >= 2.0 {
-            (2.0 * m).min(steps)
-        } else {
-            m - 1.0
-        };
-        let ring_line = (
-            (steps - inter_steps) * alpha_intra + inter_steps * alpha_inter,
-            steps / n,
-            bw,
-        );
-        let tree_fixed_s = if phases >= 2.0 && m > 1.0 {
-            let per_node = (n / m - 1.0).max(0.0);
-            2.0 * (per_node * alpha_intra + m.log2().floor() * alpha_inter)
-        } else {
-            f64::INFINITY
-        };
-        pieces.push(Piece {
-            ring: ring_line,
-            tree_fixed_s,
-        });
-    }
+    let pieces = rings
+        .iter()
+        .zip(&flows)
+        .map(|(ring, hops)| ring_piece(net, &load, ring, hops, phases))
+        .collect();
     CostCurve::new(pieces, false)
+}
+
+/// Ring collectives of several groups run at the same time (the replicas
+/// of a stage, which run the same layer's collectives together): their
+/// inter-node hops load the NICs of the nodes they span, counted once.
+#[derive(Debug)]
+pub(crate) struct ConcurrentRings {
+    rings: Vec<Vec<Device>>,
+    flows: Vec<Vec<Option<Flow>>>,
+    load: NicLoad,
+}
+
+impl ConcurrentRings {
+    pub(crate) fn new(cluster: &Cluster, groups: &[Vec<Device>]) -> ConcurrentRings {
+        let rings: Vec<Vec<Device>> = groups.iter().map(|g| ring_order(g)).collect();
+        let flows: Vec<Vec<Option<Flow>>> = rings.iter().map(|r| ring_flows(cluster, r)).collect();
+        let load = NicLoad::new(flows.iter().flatten().flatten());
+        ConcurrentRings { rings, flows, load }
+    }
+
+    /// The ring collective of group `i` (`phases` as in
+    /// [`ring_collective_s`]) at the rates the others leave its hops. Zero
+    /// for a group of one.
+    pub(crate) fn curve(&self, net: &Network, i: usize, phases: f64) -> CostCurve {
+        let ring = &self.rings[i];
+        if ring.len() < 2 {
+            return CostCurve::new(Vec::new(), false);
+        }
+        let piece = ring_piece(net, &self.load, ring, &self.flows[i], phases);
+        CostCurve::new(vec![piece], false)
+    }
+
+    /// Each hop of group `i`'s ring as (bytes per second, latency) at those
+    /// rates: what its time depends on, to tell groups apart by.
+    pub(crate) fn hops(&self, net: &Network, i: usize) -> Vec<(f64, f64)> {
+        ring_hops(&self.rings[i])
+            .zip(&self.flows[i])
+            .map(|((a, b), flow)| {
+                let l = link(net, a, b);
+                let rate = match flow {
+                    Some(f) => flow_bytes_per_s(net, &self.load, f),
+                    None => l.bytes_per_s,
+                };
+                (rate, l.latency_s)
+            })
+            .collect()
+    }
+}
+
+/// One ring's piece of a ring collective: its slowest hop among the flows
+/// of `load`, its latencies, NCCL's tree beside it for an all-reduce over
+/// several nodes.
+fn ring_piece(
+    net: &Network,
+    load: &NicLoad,
+    ring: &[Device],
+    hops: &[Option<Flow>],
+    phases: f64,
+) -> Piece {
+    let n = ring.len() as f64;
+    let mut bw = f64::INFINITY;
+    let (mut alpha_intra, mut alpha_inter): (f64, f64) = (0.0, 0.0);
+    for ((a, b), flow) in ring_hops(ring).zip(hops) {
+        let l = link(net, a, b);
+        bw = bw.min(match flow {
+            Some(f) => flow_bytes_per_s(net, load, f),
+            None => l.bytes_per_s,
+        });
+        if flow.is_some() {
+            alpha_inter = alpha_inter.max(l.latency_s);
+        } else {
+            alpha_intra = alpha_intra.max(l.latency_s);
+        }
+    }
+    // Nodes of the ring: its inter-node hops (one per node when it
+    // spans several).
+    let m = hops.iter().filter(|h| h.is_some()).count() as f64;
+    let steps = phases * (n - 1.0);
+    let inter_steps = if m <= 1.0 {
+        0.0
+    } else if phases >= 2.0 {
+        (2.0 * m).min(steps)
+    } else {
+        m - 1.0
+    };
+    let ring_line = (
+        (steps - inter_steps) * alpha_intra + inter_steps * alpha_inter,
+        steps / n,
+        bw,
+    );
+    let tree_fixed_s = if phases >= 2.0 && m > 1.0 {
+        let per_node = (n / m - 1.0).max(0.0);
+        2.0 * (per_node * alpha_intra + m.log2().floor() * alpha_inter)
+    } else {
+        f64::INFINITY
+    };
+    Piece {
+        ring: ring_line,
+        tree_fixed_s,
+    }
 }
 
 /// Point-to-point send of `bytes` from `a` to `b`: `alpha + bytes / B`.
@@ -621,6 +682,35 @@ mod tests {
             1e9,
         );
         close(t, 60e-6 + 0.5);
+    }
+
+    /// One ring among others ([`ConcurrentRings`]) is priced at the rates
+    /// the others leave it, and the rates it reports are those it is priced
+    /// at.
+    #[test]
+    fn a_ring_among_others_shares_their_nics() {
+        let c = cluster();
+        let n = net(&c);
+        let groups = [vec![d(0, 0), d(1, 0)], vec![d(0, 1), d(1, 1)]];
+        let both = ConcurrentRings::new(&c, &groups);
+        for i in 0..2 {
+            close(both.curve(&n, i, 2.0).at(1e9), 60e-6 + 1.0);
+            close(both.curve(&n, i, 1.0).at(1e9), 30e-6 + 0.5);
+            let rates: Vec<f64> = both.hops(&n, i).iter().map(|h| h.0).collect();
+            assert_eq!(rates, vec![1e9, 1e9]);
+        }
+        // Alone, the rates of the slower NIC (4 GB/s at half): one ring.
+        let alone = ConcurrentRings::new(&c, &groups[..1]);
+        close(alone.curve(&n, 0, 2.0).at(1e9), 60e-6 + 0.5);
+        // A ring inside a node is alone whatever the others do; a group of
+        // one costs nothing.
+        let inside = [groups[0].clone(), vec![d(0, 2), d(0, 3)]];
+        close(
+            ConcurrentRings::new(&c, &inside).curve(&n, 1, 2.0).at(1e9),
+            allreduce_s(&n, &inside[1], 1e9),
+        );
+        let one = ConcurrentRings::new(&c, &[vec![d(0, 0)]]);
+        assert_eq!(one.curve(&n, 0, 2.0).at(1e9), 0.0);
     }
 
     #[test]

@@ -84,6 +84,58 @@ impl<'c> GroupMemo<'c> {
     }
 }
 
+/// A tensor-parallel group among the groups of its stage that run their
+/// collectives at the same time across nodes: (their rings, its index
+/// among them). Their rings share the NICs of the nodes they span.
+pub(super) type Among<'a> = Option<(&'a collective::ConcurrentRings, usize)>;
+
+/// The rings of a stage's groups that span nodes, when two or more do (the
+/// ones whose collectives meet on NICs), and for each replica its index
+/// among them.
+pub(super) fn spanning_groups(
+    cluster: &Cluster,
+    replicas: &[Vec<Device>],
+) -> (Option<collective::ConcurrentRings>, Vec<Option<usize>>) {
+    let spans = |g: &[Device]| g.iter().any(|d| d.node != g[0].node);
+    let count = replicas.iter().filter(|r| spans(r)).count();
+    if count < 2 {
+        return (None, vec![None; replicas.len()]);
+    }
+    let mut groups = Vec::with_capacity(count);
+    let mut index = Vec::with_capacity(replicas.len());
+    for r in replicas {
+        if spans(r) {
+            index.push(Some(groups.len()));
+            groups.push(r.clone());
+        } else {
+            index.push(None);
+        }
+    }
+    (
+        Some(collective::ConcurrentRings::new(cluster, &groups)),
+        index,
+    )
+}
+
+/// [`group_key`] of the group that `among` names, its hops at the rates
+/// they reach among the stage's other groups across nodes.
+pub(super) fn group_key_among<'c>(
+    inputs: &Inputs<'c>,
+    group: &[Device],
+    among: Among,
+) -> GroupKey<'c> {
+    let mut key = group_key(inputs, group);
+    if let Some((rings, i)) = among {
+        let net = collective::Network::new(inputs.cluster, 1.0);
+        key.1 = rings
+            .hops(&net, i)
+            .into_iter()
+            .map(|(rate, latency)| (rate.to_bits(), latency.to_bits()))
+            .collect();
+    }
+    key
+}
+
 pub(super) fn group_key<'c>(inputs: &Inputs<'c>, group: &[Device]) -> GroupKey<'c> {
     let cluster: &'c Cluster = inputs.cluster;
     let mut types: Vec<&'c str> = group
@@ -285,7 +337,7 @@ impl DeviceModel {
         &self,
         inputs: &Inputs<'c>,
         setup: &TrainingSetup,
-        group: &[Device],
+        (group, among): (&[Device], Among),
         mbs: usize,
         (caches, shared): (&'k mut Caches<'c>, Option<&GroupMemo<'c>>),
     ) -> Result<&'k [LayerCost]> {
@@ -293,7 +345,7 @@ impl DeviceModel {
         // node pays what its links cost beyond its first node's: the two
         // keys together say what its costs depend on.
         let twin = one_node_twin(inputs, group).map(|t| group_key(inputs, &t));
-        let key = (group_key(inputs, group), twin);
+        let key = (group_key_among(inputs, group, among), twin);
         if let Some(i) = caches.groups.iter().position(|(k, _)| *k == key) {
             return Ok(&caches.groups[i].1);
         }
@@ -320,14 +372,14 @@ impl DeviceModel {
             let costs = match costs {
                 Some(mut c) => {
                     if inputs.profile.compute_only(gpu, tp) {
-                        self.add_block_allreduces(inputs, setup, group, None, mbs, &mut c);
+                        self.add_block_allreduces(inputs, setup, (group, among), None, mbs, &mut c);
                     } else if let Some(one_node) = one_node_twin(inputs, group) {
                         // Measured on one node: a group across nodes pays
                         // the difference on its real links.
                         self.add_block_allreduces(
                             inputs,
                             setup,
-                            group,
+                            (group, among),
                             Some(&one_node),
                             mbs,
                             &mut c,
@@ -335,7 +387,7 @@ impl DeviceModel {
                     }
                     c
                 }
-                None => self.derived_costs(inputs, setup, gpu, group, mbs)?,
+                None => self.derived_costs(inputs, setup, gpu, (group, among), mbs)?,
             };
             for (o, c) in out.iter_mut().zip(costs) {
                 *o = o.max(c);
@@ -388,12 +440,15 @@ impl DeviceModel {
     /// activation bytes`) on `group`'s links ([`block_allreduce_s`]).
     ///
     /// With `already_paid`, only what the group's all-reduces cost beyond
-    /// those of that group (a measurement's) is added.
+    /// those of that group (a measurement's, alone on one node) is added.
+    /// With `among`, the group's rings share NICs with those of the other
+    /// groups of its stage that span nodes, which run the same layer's
+    /// collectives at the same time.
     pub(super) fn add_block_allreduces(
         &self,
         inputs: &Inputs,
         setup: &TrainingSetup,
-        group: &[Device],
+        (group, among): (&[Device], Among),
         already_paid: Option<&[Device]>,
         mbs: usize,
         costs: &mut [LayerCost],
@@ -422,9 +477,9 @@ impl DeviceModel {
                 _ => {
                     let bytes = mbs as f64 * elems as f64 * activation_bytes(setup);
                     let net = self.network(inputs.cluster);
-                    let paid =
-                        already_paid.map_or(0.0, |g| block_allreduce_s(&net, setup, g, bytes));
-                    let t = (block_allreduce_s(&net, setup, group, bytes) - paid).max(0.0);
+                    let paid = already_paid
+                        .map_or(0.0, |g| block_allreduce_s(&net, setup, (g, None), bytes));
+                    let t = (block_allreduce_s(&net, setup, (group, among), bytes) - paid).max(0.0);
                     last = Some((elems, t));
                     t
                 }
@@ -448,7 +503,7 @@ impl DeviceModel {
         inputs: &Inputs,
         setup: &TrainingSetup,
         gpu: &str,
-        group: &[Device],
+        (group, among): (&[Device], Among),
         mbs: usize,
     ) -> Result<Vec<LayerCost>> {
         let tp = group.len();
@@ -465,7 +520,7 @@ impl DeviceModel {
                 tp_comm_forward_s: 0.0,
             })
             .collect();
-        self.add_block_allreduces(inputs, setup, group, None, mbs, &mut costs);
+        self.add_block_allreduces(inputs, setup, (group, among), None, mbs, &mut costs);
         Ok(costs)
     }
 }
@@ -479,18 +534,27 @@ impl DeviceModel {
 /// gradient (`gather_along_first_dim(..., quantizer=...)` in
 /// transformer_engine/pytorch/module/layernorm_linear.py and base.py's
 /// `grad_output_preprocess`); the reduce-scatters stay 16-bit.
+///
+/// With `among`, priced among the stage's other groups across nodes
+/// ([`Among`]).
 pub(super) fn block_allreduce_s(
     net: &collective::Network,
     setup: &TrainingSetup,
-    group: &[Device],
+    (group, among): (&[Device], Among),
     bytes: f64,
 ) -> f64 {
+    // One ring collective of `phases` (2 an all-reduce, 1 either half).
+    let ring = |bytes: f64, phases: f64| match among {
+        Some((rings, i)) => rings.curve(net, i, phases).at(bytes),
+        None if phases >= 2.0 => collective::allreduce_s(net, group, bytes),
+        None => collective::allgather_s(net, group, bytes),
+    };
     if setup.sequence_parallel && setup.formats.compute == Precision::Fp8 {
-        // Its elements, 1 byte each.
+        // Its elements, 1 byte each; a reduce-scatter is an all-gather's
+        // traffic.
         let fp8_bytes = bytes / activation_bytes(setup);
-        collective::reduce_scatter_s(net, group, bytes)
-            + collective::allgather_s(net, group, fp8_bytes)
+        ring(bytes, 1.0) + ring(fp8_bytes, 1.0)
     } else {
-        collective::allreduce_s(net, group, bytes)
+        ring(bytes, 2.0)
     }
 }

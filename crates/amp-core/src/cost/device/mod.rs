@@ -365,7 +365,8 @@ impl DeviceModel {
         for s in plan.rank_stages() {
             let mut of_stage = Vec::with_capacity(s.replicas.len());
             let mut before: Option<(&[Device], usize)> = None;
-            for rep in &s.replicas {
+            let (spanning, index) = spanning_groups(inputs.cluster, &s.replicas);
+            for (rep, at) in s.replicas.iter().zip(index) {
                 // On the nodes of the one before: the same costs.
                 if let Some((_, k)) = before.filter(|(b, _)| on_same_nodes(b, rep)) {
                     of_stage.push(k);
@@ -383,8 +384,14 @@ impl DeviceModel {
                     caches.push((tp, Caches::default()));
                 }
                 let cache = &mut caches.iter_mut().find(|(t, _)| *t == tp).unwrap().1;
-                let costs =
-                    self.group_costs(inputs, &plan.setup, rep, plan.micro_batch, (cache, shared))?;
+                let among = spanning.as_ref().zip(at);
+                let costs = self.group_costs(
+                    inputs,
+                    &plan.setup,
+                    (rep, among),
+                    plan.micro_batch,
+                    (cache, shared),
+                )?;
                 let k = match layer_costs.iter().position(|c| *c == costs) {
                     Some(k) => k,
                     None => {
@@ -894,7 +901,8 @@ impl DeviceModel {
             let mut per_layer = vec![0.0f64; n];
             seen.clear();
             let mut before: Option<&[Device]> = None;
-            for rep in grid.stage(j) {
+            let (spanning, index) = spanning_groups(inputs.cluster, grid.stage(j));
+            for (rep, at) in grid.stage(j).iter().zip(index) {
                 // On the nodes of the one before: the same costs.
                 if before.is_some_and(|b| on_same_nodes(b, rep)) {
                     continue;
@@ -906,7 +914,9 @@ impl DeviceModel {
                     }
                     seen.push(g);
                 }
-                let costs = self.group_costs(inputs, setup, rep, mbs, (&mut cache, shared))?;
+                let among = spanning.as_ref().zip(at);
+                let costs =
+                    self.group_costs(inputs, setup, (rep, among), mbs, (&mut cache, shared))?;
                 for (p, c) in per_layer.iter_mut().zip(costs) {
                     *p = p.max(c.forward_s + c.backward_s);
                 }
@@ -1636,7 +1646,7 @@ mod step;
 use sends::TransferCurves;
 
 pub use layer_costs::{attention_core_share, per_op_selective_share, LayerCost};
-use layer_costs::{Caches, GroupMemo};
+use layer_costs::{spanning_groups, Caches, GroupMemo};
 
 #[cfg(test)]
 mod tests;

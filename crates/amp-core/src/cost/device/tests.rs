@@ -1,5 +1,6 @@
 //! Unit tests of the per-device model.
 
+use super::layer_costs::Among;
 use super::*;
 use crate::cluster::{Cluster, Node};
 use crate::error::AmpError;
@@ -1677,7 +1678,7 @@ fn groups_on_the_same_nodes_cost_the_same() {
                 let base = on(0);
                 let mut fresh = Caches::default();
                 let want = model
-                    .group_costs(&inputs, &setup, &base, 2, (&mut fresh, None))
+                    .group_costs(&inputs, &setup, (&base, None), 2, (&mut fresh, None))
                     .unwrap()
                     .to_vec();
                 for g in 1..4 {
@@ -1693,7 +1694,7 @@ fn groups_on_the_same_nodes_cost_the_same() {
                     assert!(on_same_nodes(&base, &other));
                     let mut fresh = Caches::default();
                     let got = model
-                        .group_costs(&inputs, &setup, &other, 2, (&mut fresh, None))
+                        .group_costs(&inputs, &setup, (&other, None), 2, (&mut fresh, None))
                         .unwrap();
                     assert_eq!(got, want.as_slice(), "{nodes:?} gpu offset {g}");
                     compared += 1;
@@ -1793,7 +1794,7 @@ fn groups_across_nodes_are_cached_by_their_first_node_too() {
     let alone = |g: &[Device]| {
         let mut fresh = Caches::default();
         model
-            .group_costs(&inputs, &setup, g, 2, (&mut fresh, None))
+            .group_costs(&inputs, &setup, (g, None), 2, (&mut fresh, None))
             .unwrap()
             .to_vec()
     };
@@ -1805,15 +1806,82 @@ fn groups_across_nodes_are_cached_by_their_first_node_too() {
     let memo = GroupMemo::default();
     for (g, want) in [(&a, &want_a), (&b, &want_b), (&a, &want_a)] {
         let got = model
-            .group_costs(&inputs, &setup, g, 2, (&mut one, Some(&memo)))
+            .group_costs(&inputs, &setup, (g, None), 2, (&mut one, Some(&memo)))
             .unwrap();
         assert_eq!(got, want.as_slice());
         let mut fresh = Caches::default();
         let from_memo = model
-            .group_costs(&inputs, &setup, g, 2, (&mut fresh, Some(&memo)))
+            .group_costs(&inputs, &setup, (g, None), 2, (&mut fresh, Some(&memo)))
             .unwrap();
         assert_eq!(from_memo, want.as_slice());
     }
+}
+
+/// Tensor-parallel groups of one stage that span the same nodes run each
+/// block's all-reduces at the same time through the nodes' NICs: each pays
+/// the share the others leave it, and the memo keeps the shared group
+/// apart from the same group alone. A plan of such groups prices its
+/// tensor-parallel traffic so.
+#[test]
+fn tensor_parallel_groups_across_nodes_share_the_nics() {
+    let (m, c) = (model(), cluster());
+    let p = Profile {
+        entries: vec![
+            entry("fast", 1, 1.0, Some(2.0)),
+            entry("slow", 1, 1.0, Some(2.0)),
+        ],
+        precision: None,
+    };
+    let inputs = Inputs {
+        model: &m,
+        cluster: &c,
+        profile: &p,
+    };
+    let setup = TrainingSetup::default();
+    let model = time_only();
+    let groups = vec![vec![d(0, 0), d(1, 0)], vec![d(0, 1), d(1, 1)]];
+    let memo = GroupMemo::default();
+    let price = |among: Among| {
+        let mut fresh = Caches::default();
+        model
+            .group_costs(
+                &inputs,
+                &setup,
+                (&groups[0], among),
+                2,
+                (&mut fresh, Some(&memo)),
+            )
+            .unwrap()
+            .to_vec()
+    };
+    let alone = price(None);
+    let rings = spanning_groups(&c, &groups).0.unwrap();
+    let shared = price(Some((&rings, 0)));
+    let comm = |c: &[LayerCost]| c.iter().map(|l| l.tp_comm_s).sum::<f64>();
+    // Per block two all-reduces forward and two backward of 100 elements x
+    // micro-batch 2 x 2 bytes, whose bandwidth term (one byte in two of
+    // 2 ranks crossing, 2 x 1/2 x 400 bytes) doubles at half the NIC.
+    let bw = 1e9 * crate::cost::Calibration::FITTED.inter_node_efficiency;
+    let extra = 4.0 * 4.0 * 400.0 / bw;
+    assert!((comm(&shared) - comm(&alone) - extra).abs() < 1e-12);
+    assert_eq!(price(None), alone);
+    // A plan of both groups against one of the first alone, two
+    // micro-batches each.
+    let plan_of = |reps: Vec<Vec<Device>>| plan(vec![(0, 4, reps)], 2);
+    let across = model.evaluate(&inputs, &plan_of(groups.clone())).unwrap();
+    let single = model
+        .evaluate(&inputs, &plan_of(vec![groups[0].clone()]))
+        .unwrap();
+    assert!(
+        (across.breakdown.tp_comm_s - single.breakdown.tp_comm_s - 2.0 * extra).abs() < 1e-12,
+        "{:?} {:?}",
+        across.breakdown,
+        single.breakdown
+    );
+    assert_eq!(spanning_groups(&c, &groups).1, vec![Some(0), Some(1)]);
+    let inside = vec![vec![d(0, 0), d(0, 1)], vec![d(1, 0), d(1, 1)]];
+    assert_eq!(spanning_groups(&c, &inside).1, vec![None, None]);
+    assert!(spanning_groups(&c, &groups[..1]).0.is_none());
 }
 
 #[test]
