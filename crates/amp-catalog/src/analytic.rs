@@ -871,23 +871,23 @@ fn analytic_gpu_types(cluster: &amp_core::Cluster, profile: &Profile) -> (Vec<us
     (tps, missing)
 }
 
-/// A GPU of `cluster` that the analytic model would price (its profile
-/// lacks some tp degree, as [`fill_missing`] sees it) and that cannot train
-/// in `setup`'s precision: why, and the precision to plan in instead.
+/// A GPU of `cluster` the catalog knows that cannot train in `setup`'s
+/// precision, whether the analytic model or a profile prices it (a
+/// profile measured in fp16 says nothing of bf16, which a V100 or T4 does
+/// not have): why, and the precision to plan in instead.
 pub fn unsupported_precision(
     cluster: &amp_core::Cluster,
-    profile: &Profile,
     setup: &amp_core::setup::TrainingSetup,
     catalog: &Catalog,
 ) -> Option<(String, Precision)> {
-    analytic_gpu_types(cluster, profile)
-        .1
-        .into_iter()
-        .find_map(|g| {
-            let gpu = catalog.gpu(&g).ok()?;
-            let why = gpu.lacks(setup.formats.compute)?;
-            Some((why, precision_instead(gpu, setup.engine)))
-        })
+    let mut types: Vec<&str> = cluster.nodes.iter().map(|n| n.gpu_type.as_str()).collect();
+    types.sort_unstable();
+    types.dedup();
+    types.into_iter().find_map(|g| {
+        let gpu = catalog.gpu(g).ok()?;
+        let why = gpu.lacks(setup.formats.compute)?;
+        Some((why, precision_instead(gpu, setup.engine)))
+    })
 }
 
 /// The precision to suggest where `gpu` lacks the one asked for:

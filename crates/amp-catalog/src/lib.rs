@@ -127,21 +127,7 @@ pub(crate) fn normalize(name: &str) -> String {
 }
 
 /// Levenshtein distance between two strings (by characters).
-pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for i in 1..=a.len() {
-        cur[0] = i;
-        for j in 1..=b.len() {
-            let sub = prev[j - 1] + usize::from(a[i - 1] != b[j - 1]);
-            cur[j] = sub.min(prev[j] + 1).min(cur[j - 1] + 1);
-        }
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    prev[b.len()]
-}
+pub(crate) use amp_core::error::edit_distance;
 
 /// The canonical names nearest to `name` (by edit distance between
 /// normalized forms over every name and alias), at most three, closest

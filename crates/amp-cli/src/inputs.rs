@@ -725,9 +725,9 @@ impl InputArgs {
 
     /// Fills the (GPU type, tp) pairs the profile lacks from the analytic
     /// compute model at the given micro-batch sizes, then checks that every
-    /// GPU type of the cluster is covered. A precision a GPU the analytic
-    /// model prices cannot run is refused first, saying what changes it:
-    /// `--precision`, or for a setup `recorded_in` a plan file (which no
+    /// GPU type of the cluster is covered. A precision a GPU of the cluster
+    /// cannot run (profiled or not) is refused first, saying what changes
+    /// it: `--precision`, or for a setup `recorded_in` a plan file (which no
     /// flag changes), planning again or editing the file.
     pub fn complete_profile(
         &self,
@@ -736,23 +736,18 @@ impl InputArgs {
         setup: &TrainingSetup,
         recorded_in: Option<&str>,
     ) -> Result<()> {
-        if !self.no_analytic {
-            if let Some((why, instead)) = amp_catalog::unsupported_precision(
-                &loaded.cluster,
-                &loaded.profile,
-                setup,
-                &loaded.catalog,
-            ) {
-                let precision = setup.formats.compute;
-                match recorded_in {
-                    Some(origin) => bail!(
-                        "{origin}: the plan records precision {precision}: {why}; run amp plan again on this cluster, or edit the plan's `setup`"
-                    ),
-                    None => bail!(
-                        "precision {precision}: {why}; plan it with --precision {instead}"
-                    ),
-                }
+        if let Some((why, instead)) =
+            amp_catalog::unsupported_precision(&loaded.cluster, setup, &loaded.catalog)
+        {
+            let precision = setup.formats.compute;
+            match recorded_in {
+                Some(origin) => bail!(
+                    "{origin}: the plan records precision {precision}: {why}; run amp plan again on this cluster, or edit the plan's `setup`"
+                ),
+                None => bail!("precision {precision}: {why}; plan it with --precision {instead}"),
             }
+        }
+        if !self.no_analytic {
             amp_catalog::fill_missing(
                 &loaded.model,
                 &loaded.cluster,

@@ -191,6 +191,8 @@ const CASES: &[Case] = &[
     Case { name: "plan rank beyond the file", files: &[("plan.json", r#"{"schema_version": 1, "plans": [{"micro_batch": 1, "num_micro_batches": 8, "stages": [{"first_layer": 0, "end_layer": 30, "replicas": [[{"node": 0, "gpu": 0}]]}]}]}"#)], args: "eval {d}/plan.json --example homogeneous --rank 5", status: 1, words: &["plan.json", "rank 5", "1 plans"] },
     Case { name: "plan that is not JSON", files: &[("plan.json", "{micro_batch: 1}")], args: EVAL, status: 1, words: &["plan.json", "cannot parse"] },
     Case { name: "plan without stages", files: &[("plan.json", r#"{"micro_batch": 1, "num_micro_batches": 8}"#)], args: EVAL, status: 1, words: &["no `stages` field"] },
+    Case { name: "plan with a misspelt setup", files: &[("plan.json", r#"{"micro_batch": 1, "num_micro_batches": 8, "stages": [{"first_layer": 0, "end_layer": 30, "replicas": [[{"node": 0, "gpu": 0}]]}], "setpu": {"recompute": "full"}}"#)], args: EVAL, status: 1, words: &["plan.json", "unknown field `setpu`", "did you mean `setup`?"] },
+    Case { name: "bf16 on profiled GPUs without it", files: &[], args: "plan --example het-cluster --precision bf16", status: 1, words: &["precision bf16", "T4 (Turing) has no bf16 tensor cores", "--precision fp16"] },
     Case { name: "plan file missing", files: &[], args: "eval {d}/nowhere.json --example homogeneous", status: 1, words: &["cannot read", "nowhere.json"] },
     Case { name: "export with nothing to do", files: &[("plan.json", PLAN_OK)], args: "export {d}/plan.json --example homogeneous", status: 1, words: &["nothing to do"] },
     Case { name: "export with --out but no --to", files: &[("plan.json", PLAN_OK)], args: "export {d}/plan.json --example homogeneous --out {d}/o", status: 2, words: &["--to"] },

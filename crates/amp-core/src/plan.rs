@@ -580,6 +580,7 @@ impl Plan {
     ) -> Result<(Plan, bool, Option<ModelRecord>)> {
         let value: serde_json::Value = AmpError::json(text, origin)?;
         let (entry, at) = plan_entry(&value, origin, rank)?;
+        check_misspelt_fields(entry, &at, origin)?;
         let pick = |k: &str| {
             entry.get(k).cloned().ok_or_else(|| {
                 AmpError::invalid(
@@ -812,6 +813,50 @@ impl ModelRecord {
     }
 }
 
+/// The fields a plan entry holds ([`Plan`]'s and the record beside it).
+const PLAN_FIELDS: [&str; 6] = [
+    "micro_batch",
+    "num_micro_batches",
+    "replica_micro_batches",
+    "stages",
+    "setup",
+    "made_for",
+];
+
+/// Refuses a field of a plan entry that is a misspelling of a plan's own
+/// (`setpu`, `replica_micro_batch`): a plan reads past fields it does not
+/// know, so such a field would be dropped and the plan priced without it
+/// (the default setup, every replica at `num_micro_batches`).
+fn check_misspelt_fields(entry: &serde_json::Value, at: &str, origin: &str) -> Result<()> {
+    let Some(fields) = entry.as_object() else {
+        return Ok(());
+    };
+    for key in fields.keys() {
+        // Every other field amp writes beside a plan (`rank`, `tp`,
+        // `breakdown`, ...) is far from these names.
+        if PLAN_FIELDS.contains(&key.as_str()) {
+            continue;
+        }
+        let near = PLAN_FIELDS
+            .iter()
+            .find(|f| crate::error::edit_distance(&key.to_ascii_lowercase(), f) <= 2);
+        if let Some(f) = near {
+            let place = if at.is_empty() {
+                String::new()
+            } else {
+                format!(" (in `{at}`)")
+            };
+            return Err(AmpError::invalid(
+                origin,
+                format!(
+                    "unknown field `{key}`{place}; did you mean `{f}`? A plan holds micro_batch, num_micro_batches, stages and optionally replica_micro_batches, setup and made_for; a field amp does not know is otherwise read past, and this one would be lost"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `path` (of a field inside the plan entry at `entry`) as the file's
 /// JSON path in backquotes, e.g. `` `plans[0].stages[1].replicas[0][2].gpu` ``.
 fn field_path(entry: &str, path: &serde_path_to_error::Path) -> String {
@@ -939,6 +984,51 @@ mod tests {
         one.validate(&m, &c).unwrap();
         p.setup = crate::setup::TrainingSetup::default().on_engine(crate::setup::Engine::Megatron);
         p.validate(&m, &c).unwrap();
+    }
+
+    #[test]
+    fn misspelt_plan_fields_are_refused_and_others_read_past() {
+        let plan = serde_json::to_value(two_stage()).unwrap();
+        let with = |key: &str| {
+            let mut v = plan.clone();
+            let setup = v["setup"].clone();
+            v.as_object_mut().unwrap().remove("setup");
+            v[key] = setup;
+            v.to_string()
+        };
+        for (key, want) in [("setpu", "setup"), ("Setup", "setup"), ("stage", "stages")] {
+            let e = Plan::from_json_str(&with(key), "p.json")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("unknown field `{key}`; did you mean `{want}`?")),
+                "{e}"
+            );
+        }
+        let mut v = plan.clone();
+        v["replica_micro_batch"] = serde_json::json!([4, 4]);
+        let wrapped = serde_json::json!({ "plans": [v] }).to_string();
+        let e = Plan::from_json_str(&wrapped, "p.json")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "`replica_micro_batch` (in `plans[0]`); did you mean `replica_micro_batches`?"
+            ),
+            "{e}"
+        );
+        // Fields of its own, or far from a plan's, are read past.
+        assert_eq!(
+            Plan::from_json_str(&with("setup"), "p.json").unwrap(),
+            two_stage()
+        );
+        let mut v = plan.clone();
+        v["comment"] = "hand-written".into();
+        v["rank"] = 1.into();
+        assert_eq!(
+            Plan::from_json_str(&v.to_string(), "p.json").unwrap(),
+            two_stage()
+        );
     }
 
     #[test]

@@ -285,11 +285,23 @@ fn engine_view(
 /// the model says, or runs otherwise than the plan was priced, for the
 /// user to read beside the files (the CLI prints each as a warning).
 pub fn export_notes(model: &Model, plan: &Plan, engine: Engine) -> Vec<String> {
-    match engine {
+    let mut notes = Vec::new();
+    if plan.setup.engine != Some(engine) {
+        let priced = match plan.setup.engine {
+            None => "without an engine (as eager PyTorch runs it)".to_string(),
+            Some(e) => format!("for {e}"),
+        };
+        notes.push(format!(
+            "the plan was priced {priced}; {engine} runs it with its own kernels, loss, optimizer step and collectives, which amp prices otherwise: `amp eval` the plan with --engine {engine} for {engine}'s price, or plan with --engine {engine}",
+            engine = engine.name()
+        ));
+    }
+    notes.extend(match engine {
         Engine::Torchtitan => torchtitan::export_notes(model),
         Engine::Megatron => megatron::export_notes(model, plan),
         Engine::DeepSpeed => Vec::new(),
-    }
+    });
+    notes
 }
 
 pub fn export(

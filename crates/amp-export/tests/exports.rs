@@ -891,6 +891,26 @@ fn rope_scaling_is_built_as_the_model_says() {
     let (mut p, m, c) = common::llama3_8b();
     p.setup.formats = Precision::Bf16.formats();
     let opts = ExportOptions::default();
+    // A plan priced without an engine is said to be priced so.
+    let notes = amp_export::export_notes(&m, &p, Engine::Megatron);
+    assert!(
+        notes.len() == 1
+            && notes[0].contains("priced without an engine")
+            && notes[0].contains("--engine megatron"),
+        "{notes:?}"
+    );
+    let as_priced = |engine: Engine| {
+        let mut q = p.clone();
+        q.setup.engine = Some(engine);
+        q
+    };
+    let priced_for = |engine: Engine| {
+        let q = as_priced(engine);
+        let notes = amp_export::export_notes(&m, &q, Engine::Torchtitan);
+        (engine == Engine::Torchtitan) == notes.iter().all(|n| !n.contains("the plan was priced"))
+    };
+    assert!(priced_for(Engine::Megatron) && priced_for(Engine::Torchtitan));
+    let pm = as_priced(Engine::Megatron);
     let with = |scaling: Option<RopeScaling>| {
         let mut m = m.clone();
         m.architecture_mut().unwrap().rope_scaling = scaling;
@@ -911,8 +931,8 @@ fn rope_scaling_is_built_as_the_model_says() {
     }
     // Megatron-LM's builder hands GPTModel the switch, not the factor, and
     // GPTModel's default is 8: any other factor is said beside the files.
-    assert!(amp_export::export_notes(&with(llama3(8.0)), &p, Engine::Megatron).is_empty());
-    let notes = amp_export::export_notes(&with(llama3(32.0)), &p, Engine::Megatron);
+    assert!(amp_export::export_notes(&with(llama3(8.0)), &pm, Engine::Megatron).is_empty());
+    let notes = amp_export::export_notes(&with(llama3(32.0)), &pm, Engine::Megatron);
     assert!(
         notes.len() == 1 && notes[0].contains("rescales by its default, 8"),
         "{notes:?}"
@@ -946,27 +966,32 @@ fn rope_scaling_is_built_as_the_model_says() {
     // torchtitan: one flavor for Llama 3 and 3.1, noted for Llama 3.
     let titan = |m: &amp_core::model::Model| export(&p, m, &c, Engine::Torchtitan, &opts);
     assert!(titan(&m).is_ok());
-    let notes = amp_export::export_notes(&m, &p, Engine::Torchtitan);
+    let notes = amp_export::export_notes(&m, &as_priced(Engine::Torchtitan), Engine::Torchtitan);
     assert!(
         notes.len() == 1 && notes[0].contains("as Llama 3.1 does"),
         "{notes:?}"
     );
     let m31 = with(llama3(8.0));
     assert!(titan(&m31).is_ok());
-    assert!(amp_export::export_notes(&m31, &p, Engine::Torchtitan).is_empty());
-    assert!(amp_export::export_notes(&m, &p, Engine::Megatron).is_empty());
+    assert!(
+        amp_export::export_notes(&m31, &as_priced(Engine::Torchtitan), Engine::Torchtitan)
+            .is_empty()
+    );
+    assert!(amp_export::export_notes(&m, &pm, Engine::Megatron).is_empty());
     // A plan priced with scatter/gather sends from tensor-parallel stages
     // runs Megatron Core's whole sends: said beside the files, not under
     // sequence parallelism (whose sends are split already).
-    assert!(p.pp() > 1 && p.stages[0].tp() > 1);
-    let mut sg = p.clone();
+    assert!(pm.pp() > 1 && pm.stages[0].tp() > 1);
+    let mut sg = pm.clone();
     sg.setup.pipeline_send = amp_core::setup::PipelineSend::ScatterGather;
     let notes = amp_export::export_notes(&m, &sg, Engine::Megatron);
     assert!(
         notes.len() == 1 && notes[0].contains("carry 2 times the bytes amp priced"),
         "{notes:?}"
     );
+    sg.setup.engine = Some(Engine::DeepSpeed);
     assert!(amp_export::export_notes(&m, &sg, Engine::DeepSpeed).is_empty());
+    sg.setup.engine = Some(Engine::Megatron);
     sg.setup.sequence_parallel = true;
     assert!(amp_export::export_notes(&m, &sg, Engine::Megatron).is_empty());
     let e = titan(&with(llama3(32.0))).unwrap_err().to_string();
