@@ -186,8 +186,8 @@ impl Schedule {
     /// mod pp v) / pp` of micro-batch `(k / pp v) pp + k mod pp` (micro-batches
     /// go in groups of pp through chunk 0, then the same group through
     /// chunk 1, ...); its k-th backward the same with the chunks in reverse
-    /// (`v - 1 - ...`). Warm-up: `(pp - stage - 1) 2 + (v - 1) pp` forwards
-    /// (all of them when `b = pp`), capped at `b v`; then one forward and
+    /// (`v - 1 - ...`). Warm-up: `(pp - stage - 1) 2 + (v - 1) pp` forwards,
+    /// capped at `b v` (Megatron Core's `get_pp_rank_microbatches`); then one forward and
     /// one backward alternate; then the remaining backwards. Needs `b` to be
     /// a multiple of `pp` (checked by [`simulate`]).
     pub fn passes(self, stage: usize, pp: usize, b: usize) -> Vec<Pass> {
@@ -215,11 +215,11 @@ impl Schedule {
                         micro_batch: (k / group) * pp + in_group % pp,
                     }
                 };
-                let warmup = if b == pp {
-                    total
-                } else {
-                    ((pp - stage - 1) * 2 + (v - 1) * pp).min(total)
-                };
+                // Megatron Core's `get_pp_rank_microbatches`: every rank
+                // warms up this many chunk forwards, all of them only where
+                // that reaches the total (no special case for `b == pp`,
+                // which pre-Core Megatron-LM ran all forwards first).
+                let warmup = ((pp - stage - 1) * 2 + (v - 1) * pp).min(total);
                 ops.extend((0..warmup).map(|k| at(k, true)));
                 for k in 0..total - warmup {
                     ops.push(at(k + warmup, true));

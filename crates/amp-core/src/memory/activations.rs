@@ -153,7 +153,8 @@ pub(super) fn scale(setup: &TrainingSetup) -> f64 {
 ///
 /// Interleaved with `v` chunks: the device runs
 /// `W = min(2 (pp - stage - 1) + (v - 1) pp, B v)` warm-up chunk forwards
-/// (all `B v` when `B = pp`) and then one more before its first backward,
+/// (Megatron Core's `get_pp_rank_microbatches`) and then one more before
+/// its first backward,
 /// so it holds `W + 1` chunk
 /// activations, each `1 / v` of its layers: `ceil((W + 1) / v)` whole
 /// micro-batches' worth (Narayanan et al. SC'21: about `pp (1 + 1/v)` on
@@ -168,11 +169,7 @@ pub(crate) fn in_flight(
         Schedule::Interleaved { virtual_stages } if virtual_stages > 1 => {
             let v = virtual_stages;
             let total = num_micro_batches * v;
-            let warmup = if num_micro_batches == pp {
-                total
-            } else {
-                (2 * pp.saturating_sub(stage + 1) + (v - 1) * pp).min(total)
-            };
+            let warmup = (2 * pp.saturating_sub(stage + 1) + (v - 1) * pp).min(total);
             (warmup + 1).min(total).div_ceil(v)
         }
         Schedule::OneFOneB | Schedule::Interleaved { .. } => {

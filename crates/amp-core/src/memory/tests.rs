@@ -1253,8 +1253,11 @@ fn in_flight_follows_the_schedule() {
     let il = Schedule::Interleaved { virtual_stages: 2 };
     assert_eq!(in_flight(il, 0, 4, 8), 6);
     assert_eq!(in_flight(il, 3, 4, 8), 3);
-    // B = pp: every forward first.
-    assert_eq!(in_flight(il, 3, 4, 4), 4);
+    // B = pp: Megatron Core warms the last device up as any other B (4
+    // chunk forwards, 5 chunks held: 3 micro-batches), the first device
+    // runs every forward first (10 >= 8 chunks: all 4).
+    assert_eq!(in_flight(il, 3, 4, 4), 3);
+    assert_eq!(in_flight(il, 0, 4, 4), 4);
     assert_eq!(
         in_flight(Schedule::Interleaved { virtual_stages: 1 }, 0, 4, 8),
         4
