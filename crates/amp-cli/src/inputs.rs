@@ -747,6 +747,23 @@ impl InputArgs {
                 None => bail!("precision {precision}: {why}; plan it with --precision {instead}"),
             }
         }
+        // A profile names its GPUs as a user would (`H100`, `h100-sxm`),
+        // the cluster by the catalog's names: the same GPU under an alias
+        // is that GPU, not another type the analytic model would price.
+        // (Not where the profile also has entries under the catalog's
+        // name, which stay the ones read.)
+        let types = loaded.cluster.gpu_types();
+        let named = loaded.profile.gpu_types();
+        for e in &mut loaded.profile.entries {
+            if types.contains(&e.gpu) {
+                continue;
+            }
+            if let Ok(gpu) = loaded.catalog.gpu(&e.gpu) {
+                if types.contains(&gpu.name) && !named.contains(&gpu.name) {
+                    e.gpu = gpu.name.clone();
+                }
+            }
+        }
         if !self.no_analytic {
             amp_catalog::fill_missing(
                 &loaded.model,

@@ -417,6 +417,37 @@ fn profile_with_wrong_layer_count_is_rejected() {
     );
 }
 
+/// A profile names its GPU as a user would (an alias of the cluster's
+/// GPU): its entries are that GPU's, not another type's, which the
+/// analytic model then priced in their place without a word.
+#[test]
+fn a_profile_under_a_gpu_alias_is_read_for_that_gpu() {
+    let times = vec!["0.01"; 30].join(", ");
+    for name in ["H100", "h100-sxm", "H100-SXM5"] {
+        let p = tmp(
+            &format!("alias-{name}.toml"),
+            &format!("[[entries]]\ngpu = \"{name}\"\ntp = 1\nforward_s = [{times}]\n"),
+        );
+        let o = amp(&[
+            "plan",
+            "--model",
+            "gpt2-amp",
+            "--cluster",
+            "1x8xH100",
+            "--profile",
+            p.to_str().unwrap(),
+            "--global-batch",
+            "8",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let text = stdout(&o);
+        assert!(
+            text.contains("compute times: H100-SXM: tp 1 measured"),
+            "{name}: {text}"
+        );
+    }
+}
+
 #[test]
 fn emit_report_and_export_write_their_files() {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))

@@ -159,9 +159,12 @@ impl Calibration {
             "per_sample_tp_comm_fixed_fraction",
             self.per_sample_tp_comm_fixed_fraction,
         )?;
-        if !(self.inter_node_efficiency > 0.0 && self.inter_node_efficiency <= 1.0) {
+        // A link at under 1% of its nominal rate is a broken link, not a
+        // calibration (amp fit searches 0.25..=1): below it every time
+        // would be priced in thousands of seconds, or not at all.
+        if !(0.01..=1.0).contains(&self.inter_node_efficiency) {
             return Err(format!(
-                "inter_node_efficiency = {} must be in 0<..=1",
+                "inter_node_efficiency = {:e} must be in 0.01..=1 (the share of a link's nominal rate its collectives reach)",
                 self.inter_node_efficiency
             ));
         }
@@ -202,6 +205,13 @@ mod tests {
             ..Calibration::NEUTRAL
         };
         assert!(bad.check().unwrap_err().contains("inter_node_efficiency"));
+        for tiny in [1e-300, 5e-324, 0.009] {
+            let bad = Calibration {
+                inter_node_efficiency: tiny,
+                ..Calibration::NEUTRAL
+            };
+            assert!(bad.check().unwrap_err().contains("must be in 0.01..=1"));
+        }
         let bad = Calibration {
             per_sample_fixed_fraction: f64::NAN,
             ..Calibration::NEUTRAL
