@@ -1216,8 +1216,8 @@ struct DeviceLayoutEstimator<'a> {
 struct NetMemo {
     kinds: OnceLock<crate::placement::NodeKinds>,
     /// Per cut (its two stages in pipeline order), its transfers by
-    /// direction and whether sends are split over tp ranks
-    /// ([`NetMemo::slot`]).
+    /// direction and send mode: whole, split and gathered, split alone
+    /// ([`NetMemo::slot`], [`send_mode`]).
     cuts: Mutex<HashMap<GroupKey, [Option<Option<TransferCurves>>; 6]>>,
     /// Per stage, its gradient all-reduce.
     allreduce: Mutex<HashMap<GroupKey, collective::CostCurve>>,
