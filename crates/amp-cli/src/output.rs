@@ -31,21 +31,36 @@ pub struct HostArgs {
 }
 
 impl HostArgs {
-    /// The host names given, empty for the placeholders.
+    /// The host names given, empty for the placeholders. A name given
+    /// twice is refused: one host would run two nodes' ranks, and the
+    /// engines' hostfiles would list it twice.
     pub fn names(&self) -> Result<Vec<String>> {
-        let Some(path) = &self.hostfile else {
-            return Ok(self.hosts.iter().map(|h| h.trim().to_string()).collect());
+        let (names, source) = match &self.hostfile {
+            None => (
+                self.hosts.iter().map(|h| h.trim().to_string()).collect(),
+                "--hosts".to_string(),
+            ),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read --hostfile {}", path.display()))?;
+                let names: Vec<String> = text
+                    .lines()
+                    .map(|l| l.split('#').next().unwrap_or(""))
+                    .filter_map(|l| l.split_whitespace().next())
+                    .map(str::to_string)
+                    .collect();
+                if names.is_empty() {
+                    return Err(anyhow!("--hostfile {} names no hosts", path.display()));
+                }
+                (names, format!("--hostfile {}", path.display()))
+            }
         };
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read --hostfile {}", path.display()))?;
-        let names: Vec<String> = text
-            .lines()
-            .map(|l| l.split('#').next().unwrap_or(""))
-            .filter_map(|l| l.split_whitespace().next())
-            .map(str::to_string)
-            .collect();
-        if names.is_empty() {
-            return Err(anyhow!("--hostfile {} names no hosts", path.display()));
+        for (i, n) in names.iter().enumerate() {
+            if let Some(j) = names[..i].iter().position(|m| m == n) {
+                return Err(anyhow!(
+                    "{source} names host `{n}` twice (for nodes {j} and {i}); give one host per cluster node, in node order"
+                ));
+            }
         }
         Ok(names)
     }
