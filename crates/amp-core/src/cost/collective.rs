@@ -441,17 +441,10 @@ fn ring_collective_s(net: &Network, groups: &[Vec<Device>], bytes: f64, phases: 
 }
 
 fn ring_collective_curve(net: &Network, groups: &[Vec<Device>], phases: f64) -> CostCurve {
-    let rings: Vec<Vec<Device>> = groups
-        .iter()
-        .map(|g| ring_order(g))
-        .filter(|r| r.len() > 1)
-        .collect();
-    let flows: Vec<Vec<Option<Flow>>> = rings.iter().map(|r| ring_flows(net.cluster, r)).collect();
-    let load = NicLoad::new(flows.iter().flatten().flatten());
-    let pieces = rings
-        .iter()
-        .zip(&flows)
-        .map(|(ring, hops)| ring_piece(net, &load, ring, hops, phases))
+    let rings = ConcurrentRings::new(net.cluster, groups);
+    let pieces = (0..groups.len())
+        .filter(|&i| rings.rings[i].len() > 1)
+        .map(|i| rings.piece(net, i, phases))
         .collect();
     CostCurve::new(pieces, false)
 }
@@ -469,7 +462,17 @@ pub(crate) struct ConcurrentRings {
 impl ConcurrentRings {
     pub(crate) fn new(cluster: &Cluster, groups: &[Vec<Device>]) -> ConcurrentRings {
         let rings: Vec<Vec<Device>> = groups.iter().map(|g| ring_order(g)).collect();
-        let flows: Vec<Vec<Option<Flow>>> = rings.iter().map(|r| ring_flows(cluster, r)).collect();
+        // A group of one has no hops.
+        let flows: Vec<Vec<Option<Flow>>> = rings
+            .iter()
+            .map(|r| {
+                if r.len() > 1 {
+                    ring_flows(cluster, r)
+                } else {
+                    Vec::new()
+                }
+            })
+            .collect();
         let load = NicLoad::new(flows.iter().flatten().flatten());
         ConcurrentRings { rings, flows, load }
     }
@@ -478,12 +481,17 @@ impl ConcurrentRings {
     /// [`ring_collective_s`]) at the rates the others leave its hops. Zero
     /// for a group of one.
     pub(crate) fn curve(&self, net: &Network, i: usize, phases: f64) -> CostCurve {
-        let ring = &self.rings[i];
-        if ring.len() < 2 {
-            return CostCurve::new(Vec::new(), false);
-        }
-        let piece = ring_piece(net, &self.load, ring, &self.flows[i], phases);
-        CostCurve::new(vec![piece], false)
+        let pieces = if self.rings[i].len() < 2 {
+            Vec::new()
+        } else {
+            vec![self.piece(net, i, phases)]
+        };
+        CostCurve::new(pieces, false)
+    }
+
+    /// Group `i`'s piece (a ring of two or more).
+    fn piece(&self, net: &Network, i: usize, phases: f64) -> Piece {
+        ring_piece(net, &self.load, &self.rings[i], &self.flows[i], phases)
     }
 
     /// Each hop of group `i`'s ring as (bytes per second, latency) at those

@@ -90,53 +90,37 @@ impl<'c> GroupMemo<'c> {
 pub(super) type Among<'a> = Option<(&'a collective::ConcurrentRings, usize)>;
 
 /// The rings of a stage's groups that span nodes, when two or more do (the
-/// ones whose collectives meet on NICs), and for each replica its index
-/// among them.
+/// ones whose collectives meet on NICs), with each replica's index among
+/// them. None, and nothing allocated, in the common case.
 pub(super) fn spanning_groups(
     cluster: &Cluster,
     replicas: &[Vec<Device>],
-) -> (Option<collective::ConcurrentRings>, Vec<Option<usize>>) {
+) -> Option<(collective::ConcurrentRings, Vec<Option<usize>>)> {
     let spans = |g: &[Device]| g.iter().any(|d| d.node != g[0].node);
-    let count = replicas.iter().filter(|r| spans(r)).count();
-    if count < 2 {
-        return (None, vec![None; replicas.len()]);
+    if replicas.iter().filter(|r| spans(r)).count() < 2 {
+        return None;
     }
-    let mut groups = Vec::with_capacity(count);
-    let mut index = Vec::with_capacity(replicas.len());
-    for r in replicas {
-        if spans(r) {
-            index.push(Some(groups.len()));
-            groups.push(r.clone());
-        } else {
-            index.push(None);
-        }
-    }
-    (
-        Some(collective::ConcurrentRings::new(cluster, &groups)),
-        index,
-    )
+    let mut groups = Vec::new();
+    let index = replicas
+        .iter()
+        .map(|r| {
+            spans(r).then(|| {
+                groups.push(r.clone());
+                groups.len() - 1
+            })
+        })
+        .collect();
+    Some((collective::ConcurrentRings::new(cluster, &groups), index))
 }
 
-/// [`group_key`] of the group that `among` names, its hops at the rates
-/// they reach among the stage's other groups across nodes.
+/// The key of `group` ([`GroupKey`]): its GPU types and each hop of its
+/// ring at its nominal rate, or with `among` at the rate it reaches among
+/// the stage's other groups across nodes.
 pub(super) fn group_key_among<'c>(
     inputs: &Inputs<'c>,
     group: &[Device],
     among: Among,
 ) -> GroupKey<'c> {
-    let mut key = group_key(inputs, group);
-    if let Some((rings, i)) = among {
-        let net = collective::Network::new(inputs.cluster, 1.0);
-        key.1 = rings
-            .hops(&net, i)
-            .into_iter()
-            .map(|(rate, latency)| (rate.to_bits(), latency.to_bits()))
-            .collect();
-    }
-    key
-}
-
-pub(super) fn group_key<'c>(inputs: &Inputs<'c>, group: &[Device]) -> GroupKey<'c> {
     let cluster: &'c Cluster = inputs.cluster;
     let mut types: Vec<&'c str> = group
         .iter()
@@ -144,17 +128,28 @@ pub(super) fn group_key<'c>(inputs: &Inputs<'c>, group: &[Device]) -> GroupKey<'
         .collect();
     types.sort();
     types.dedup();
-    let ring = collective::ring_order(group);
     // Nominal links: the key only tells groups apart, and the calibrated
     // efficiency scales every inter-node link alike.
     let net = collective::Network::new(inputs.cluster, 1.0);
-    let hops = (0..ring.len())
-        .map(|i| {
-            let l = collective::link(&net, ring[i], ring[(i + 1) % ring.len()]);
-            (l.bytes_per_s.to_bits(), l.latency_s.to_bits())
-        })
-        .collect();
+    let bits = |(rate, latency): (f64, f64)| (rate.to_bits(), latency.to_bits());
+    let hops = match among {
+        Some((rings, i)) => rings.hops(&net, i).into_iter().map(bits).collect(),
+        None => {
+            let ring = collective::ring_order(group);
+            (0..ring.len())
+                .map(|i| {
+                    let l = collective::link(&net, ring[i], ring[(i + 1) % ring.len()]);
+                    bits((l.bytes_per_s, l.latency_s))
+                })
+                .collect()
+        }
+    };
     (types, hops)
+}
+
+/// [`group_key_among`] of a group alone.
+pub(super) fn group_key<'c>(inputs: &Inputs<'c>, group: &[Device]) -> GroupKey<'c> {
+    group_key_among(inputs, group, None)
 }
 
 /// Share of a transformer block's forward spent in the attention core (the

@@ -365,8 +365,8 @@ impl DeviceModel {
         for s in plan.rank_stages() {
             let mut of_stage = Vec::with_capacity(s.replicas.len());
             let mut before: Option<(&[Device], usize)> = None;
-            let (spanning, index) = spanning_groups(inputs.cluster, &s.replicas);
-            for (rep, at) in s.replicas.iter().zip(index) {
+            let spanning = spanning_groups(inputs.cluster, &s.replicas);
+            for (k, rep) in s.replicas.iter().enumerate() {
                 // On the nodes of the one before: the same costs.
                 if let Some((_, k)) = before.filter(|(b, _)| on_same_nodes(b, rep)) {
                     of_stage.push(k);
@@ -384,7 +384,9 @@ impl DeviceModel {
                     caches.push((tp, Caches::default()));
                 }
                 let cache = &mut caches.iter_mut().find(|(t, _)| *t == tp).unwrap().1;
-                let among = spanning.as_ref().zip(at);
+                let among = spanning
+                    .as_ref()
+                    .and_then(|(rings, index)| Some((rings, index[k]?)));
                 let costs = self.group_costs(
                     inputs,
                     &plan.setup,
@@ -901,8 +903,8 @@ impl DeviceModel {
             let mut per_layer = vec![0.0f64; n];
             seen.clear();
             let mut before: Option<&[Device]> = None;
-            let (spanning, index) = spanning_groups(inputs.cluster, grid.stage(j));
-            for (rep, at) in grid.stage(j).iter().zip(index) {
+            let spanning = spanning_groups(inputs.cluster, grid.stage(j));
+            for (k, rep) in grid.stage(j).iter().enumerate() {
                 // On the nodes of the one before: the same costs.
                 if before.is_some_and(|b| on_same_nodes(b, rep)) {
                     continue;
@@ -914,7 +916,9 @@ impl DeviceModel {
                     }
                     seen.push(g);
                 }
-                let among = spanning.as_ref().zip(at);
+                let among = spanning
+                    .as_ref()
+                    .and_then(|(rings, index)| Some((rings, index[k]?)));
                 let costs =
                     self.group_costs(inputs, setup, (rep, among), mbs, (&mut cache, shared))?;
                 for (p, c) in per_layer.iter_mut().zip(costs) {
