@@ -2,6 +2,7 @@
 
     python deepspeed_pipeline.py --amp PATH/TO/amp [--seq 512] [--micro-batches 4] [--replicas 1]
                                  [--zero 0|1] [--overlap-comm] [--block-kernels eager|fused]
+                                 [--precision bf16|fp32]
 
 For a plan of two pipeline stages of `--replicas` ranks each (fsdp.py's small Llama, Hugging
 Face's blocks, bf16), this writes amp's DeepSpeed export of the plan (`amp
@@ -21,6 +22,11 @@ runs with it). amp's figure is `amp eval
 outside PyTorch's allocator, which a CPU run has not), priced with Hugging
 Face's eager blocks (`--block-kernels eager`, the blocks this script runs;
 `--block-kernels fused` prices an engine's, amp's default under DeepSpeed).
+`--precision fp32` exports and prices the plan in fp32: the config then has
+no bf16 section, so DeepSpeed steps with the optimizer as it is (Sailor's
+runs' setup) and its pipeline engine reduces the gradients without ZeRO
+through `buffered_allreduce_fallback`, which flattens them only to reduce
+them.
 
 The sequence is long enough for the activations in flight and the pipe buffers
 (the last stage's retained logits among them) to count beside the states. The
@@ -220,7 +226,7 @@ def measure(export_dir, seq, port, world, overlap_comm):
     return sorted(out, key=lambda r: r["rank"])
 
 
-def amp_run(amp, d, seq, micro_batches, replicas, zero, block_kernels):
+def amp_run(amp, d, seq, micro_batches, replicas, zero, block_kernels, precision):
     """amp's export of the two-stage plan, and its own figures."""
     config = os.path.join(d, "config.json")
     with open(config, "w") as f:
@@ -247,7 +253,7 @@ def amp_run(amp, d, seq, micro_batches, replicas, zero, block_kernels):
     common = [plan_path, "--model", config, "--seq", str(seq), "--cluster", cluster]
     out = os.path.join(d, "export")
     subprocess.run(
-        [amp, "export", *common, "--to", "deepspeed", "--out", out, "--precision", "bf16"]
+        [amp, "export", *common, "--to", "deepspeed", "--out", out, "--precision", precision]
         + ["--optimizer-sharding", ZERO[zero], "--force"],
         capture_output=True,
         text=True,
@@ -256,7 +262,7 @@ def amp_run(amp, d, seq, micro_batches, replicas, zero, block_kernels):
     evaluated = json.loads(
         subprocess.run(
             [amp, "eval", *common, "--engine", "deepspeed", "--cross-entropy", "pytorch"]
-            + ["--precision", "bf16", "--optimizer-sharding", ZERO[zero], "--force", "--json"]
+            + ["--precision", precision, "--optimizer-sharding", ZERO[zero], "--force", "--json"]
             + ["--block-kernels", block_kernels],
             capture_output=True,
             text=True,
@@ -275,13 +281,14 @@ def main():
     p.add_argument("--zero", type=int, choices=[0, 1], default=0)
     p.add_argument("--overlap-comm", action="store_true")
     p.add_argument("--block-kernels", choices=["eager", "fused"], default="eager")
+    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
     a = p.parse_args()
     import deepspeed
 
     print(f"torch {torch.__version__}, deepspeed {deepspeed.__version__}")
     print(
         f"sequence {a.seq}, {a.micro_batches} micro-batches of 1, two stages of {a.replicas} "
-        f"rank(s), ZeRO {a.zero}{', overlap_comm' if a.overlap_comm else ''}; "
+        f"rank(s), ZeRO {a.zero}{', overlap_comm' if a.overlap_comm else ''}, {a.precision}; "
         f"amp with {a.block_kernels} blocks"
     )
     print(
@@ -291,7 +298,7 @@ def main():
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as d:
         export_dir, evaluated = amp_run(
-            a.amp, d, a.seq, a.micro_batches, a.replicas, a.zero, a.block_kernels
+            a.amp, d, a.seq, a.micro_batches, a.replicas, a.zero, a.block_kernels, a.precision
         )
         got = measure(export_dir, a.seq, 29601, 2 * a.replicas, a.overlap_comm)
         reserve = evaluated["framework_reserve_bytes"]

@@ -87,13 +87,16 @@ fn the_fit_on_the_given_sets_is_the_default_calibration() {
         0.0854,
         tol,
     );
-    near(&sailor["neutral"]["memory_error"]["mean"], 0.2773, tol);
-    near(&sailor["in_sample"]["memory_error"]["mean"], 0.0143, tol);
+    // 27.7% and 1.4% until DeepSpeed's engine flattened its gradients
+    // only to reduce them (2026-12-07, late).
+    near(&sailor["neutral"]["memory_error"]["mean"], 0.2863, tol);
+    near(&sailor["in_sample"]["memory_error"]["mean"], 0.0115, tol);
+    near(&sailor["in_sample"]["memory_error"]["max"], 0.0374, tol);
     // Fitted on AMP alone the reserve, 4.5 GB, is what Sailor's readings
     // hold beyond the peak: 5.7% until 2026-12-05, with 3.5 GB.
     near(
         &sailor["leave_one_set_out"]["memory_error"]["mean"],
-        0.0143,
+        0.0115,
         tol,
     );
     near(&sailor["neutral"]["spearman"], 0.957, tol);
@@ -149,7 +152,7 @@ fn the_fit_on_the_given_sets_is_the_default_calibration() {
         data.join("sailor").to_str().unwrap(),
     ]);
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    near(&v["datasets"][0]["memory_error"]["mean"], 0.2773, tol);
+    near(&v["datasets"][0]["memory_error"]["mean"], 0.2863, tol);
     let _ = std::fs::remove_file(out_file);
 }
 
@@ -257,16 +260,21 @@ fn leave_one_run_out_figures_are_the_readmes() {
     // two more 3.5 GB (dp 16 at micro-batch 2, dp 2 x pp 8 at 16): the pp
     // 16 run left out is predicted to fit, the others are still called,
     // so the fastest prediction is a run that completed; the tp 4 run at
-    // micro-batch 32 is predicted to fit whatever the constants.
+    // micro-batch 32 is predicted to fit at the fitted reserve. Since
+    // DeepSpeed's engine flattens its gradients only to reduce them
+    // (2026-12-07, late) that run is predicted fuller than every run that
+    // completed: left out, the completed dp 4 x pp 4 run at micro-batch 8,
+    // the fullest, is called out of memory by a reserve that calls the
+    // tp 4 run (0 before).
     assert_eq!(amp_h["failed"], 5);
     assert_eq!(amp_h["failed_predicted_infeasible"], 3);
-    assert_eq!(amp_h["completed_predicted_infeasible"], 0);
+    assert_eq!(amp_h["completed_predicted_infeasible"], 1);
     assert_eq!(amp_h["top1_failed"], false);
     near(&amp_h["top1_regret"], 1.100, 0.0015);
     let sailor = set("sailor/clariden/OPT-350");
     near(&sailor["time_error"]["mean"], 0.0512, 0.0015);
     near(&sailor["time_error"]["max"], 0.1594, 0.0015);
-    near(&sailor["memory_error"]["mean"], 0.0143, 0.0015);
+    near(&sailor["memory_error"]["mean"], 0.0173, 0.0015);
     near(&sailor["spearman"], 0.982, 0.0015);
     // Without the flag the JSON has no such figures, and the text no column.
     let plain = amp_json(&["fit", "--json", &dirs[0], &dirs[1]]);

@@ -719,11 +719,13 @@ fn plan_warns_of_network_entries_that_contradict_each_other() {
 }
 
 /// `--sensitivity` on Sailor's six scenarios (README, "Does the pick rest
-/// on the fitted constants?"): neutral constants and those fitted on AMP's
-/// runs alone pick rank 1 again; under those fitted on Sailor's GH200 runs
-/// alone (inter-node links at 35% of nominal) rank 1 is 0.5-5.1% slower
-/// than the fastest plan found there: another split of its shape, the
-/// shape at micro-batch 2, or tp 2 (found by the searches under the other
+/// on the fitted constants?"): those fitted on AMP's runs alone pick rank 1
+/// again, and so do neutral constants but for GPT-Neo-2.7 on the two
+/// smaller clusters, where without a reserve tp 1 fits the V100s and runs
+/// 3.4% and 9.5% faster; under those fitted on Sailor's GH200 runs alone
+/// (inter-node links at 35% of nominal) rank 1 is 0.5-8.7% slower than the
+/// fastest plan found there: another split of its shape, the shape at
+/// micro-batch 2, or another shape (found by the searches under the other
 /// constants).
 #[test]
 fn sensitivity_on_sailors_scenarios() {
@@ -791,14 +793,14 @@ fn sensitivity_on_sailors_scenarios() {
         (
             "GPT-Neo-2.7",
             "8x4xA100-40+24x4xV100-16",
-            "1.000",
-            "1.051 mbs 1",
+            "1.034 other shape",
+            "1.087 mbs 2",
         ),
         (
             "GPT-Neo-2.7",
             "20x4xA100-40+60x4xV100-16",
-            "1.029 mbs 2",
-            "1.054 mbs 2",
+            "1.095 other shape",
+            "1.084 other shape",
         ),
         (
             "GPT-Neo-2.7",
@@ -823,15 +825,20 @@ fn sensitivity_on_sailors_scenarios() {
     // three from the reserve's re-fit to 4.5 GB, 2026-12-05, until
     // GPT-Neo-2.7's blocks kept what Sailor's code keeps with its 20
     // heads, 2026-12-07: over 20 + 60 GPUs micro-batch 2 at pp 5 x dp 32,
-    // worst 1.037, fits the V100s again.)
+    // worst 1.037, fits the V100s again. Since DeepSpeed's engine flattens
+    // its gradients only to reduce them, 2026-12-07 late, tensor
+    // parallelism 1 fits GPT-Neo-2.7 on the V100s without a reserve, and
+    // under neutral constants the pick there runs 3.4% and 9.5% slower
+    // than such a plan: the hedges' worst regrets rose from 1.050 and
+    // 1.037 to 1.086 and 1.095.)
     assert_eq!(
         hedges,
         [
             "OPT-350 8x4xA100-40+24x4xV100-16 tp 1 pp 4 dp 32 mbs 1 rank 1 worst 1.047",
             "OPT-350 20x4xA100-40+60x4xV100-16 tp 2 pp 5 dp 32 mbs 2 rank null worst 1.021",
             "OPT-350 32x4xA100-40+96x4xV100-16 tp 1 pp 4 dp 128 mbs 1 rank null worst 1.021",
-            "GPT-Neo-2.7 8x4xA100-40+24x4xV100-16 tp 2 pp 4 dp 16 mbs 1 rank null worst 1.050",
-            "GPT-Neo-2.7 20x4xA100-40+60x4xV100-16 tp 2 pp 5 dp 32 mbs 2 rank null worst 1.037",
+            "GPT-Neo-2.7 8x4xA100-40+24x4xV100-16 tp 2 pp 4 dp 16 mbs 1 rank null worst 1.086",
+            "GPT-Neo-2.7 20x4xA100-40+60x4xV100-16 tp 2 pp 5 dp 32 mbs 1 rank 1 worst 1.095",
             "GPT-Neo-2.7 32x4xA100-40+96x4xV100-16 tp 2 pp 4 dp 64 mbs 1 rank 1 worst 1.005",
         ]
     );

@@ -234,8 +234,23 @@ pub struct StepTables {
     /// layers, beside [`Self::backward_end`] (DeepSpeed ZeRO-1's second
     /// reduction bucket).
     pub end_buffer: f64,
+    /// The flat copy DeepSpeed's pipeline engine without ZeRO makes of a
+    /// bucket of gradients to all-reduce them, beside
+    /// [`Self::backward_end`]; `None` where there is none.
+    pub reduction_copy: Option<ReductionCopyTables>,
     /// Bytes every stage holds whatever its layers.
     pub fixed: f64,
+}
+
+/// DeepSpeed's flat copy of a stage's gradients at its data-parallel
+/// reduction ([`crate::memory`]'s `reduction_copy_bytes`): the bytes of
+/// a range's gradients up to one bucket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReductionCopyTables {
+    /// `bytes[l]`: the copy of layers `0..l`'s gradients, were it one bucket.
+    pub bytes: Vec<f64>,
+    /// The copy of one full bucket.
+    pub cap_bytes: f64,
 }
 
 /// Weights a layer shares with an earlier one ([`crate::model::Layer::tied_to`]),
@@ -256,6 +271,8 @@ pub struct SharedWeights {
     /// beside its states, or 0: eager PyTorch's second gradient of the tied
     /// weights (the embedding's, before it is added to the projection's).
     pub step_transient_bytes: f64,
+    /// Bytes [`ReductionCopyTables::bytes`] counts twice.
+    pub reduction_copy_bytes: f64,
 }
 
 /// Sums of [`SharedWeights`] over the ties a range holds both ends of.
@@ -265,6 +282,7 @@ struct SharedBytes {
     step: f64,
     step_temporaries: f64,
     step_transient: f64,
+    reduction_copy: f64,
 }
 
 impl StageMemoryTables {
@@ -348,7 +366,10 @@ impl StageMemoryTables {
                 + match &t.backward_end {
                     Some(c) => shared.step_transient + (c[end] - c[first]),
                     None => shared.step_transient,
-                };
+                }
+                + t.reduction_copy.as_ref().map_or(0.0, |r| {
+                    (r.bytes[end] - r.bytes[first] - shared.reduction_copy).min(r.cap_bytes)
+                });
             t.fixed + t.states[end] - t.states[first] - shared.step + temporaries.max(backward_end)
         })
     }
@@ -363,6 +384,7 @@ impl StageMemoryTables {
                 b.step += s.step_bytes;
                 b.step_temporaries += s.step_temporaries_bytes;
                 b.step_transient += s.step_transient_bytes;
+                b.reduction_copy += s.reduction_copy_bytes;
             }
         }
         b
@@ -812,6 +834,10 @@ mod tests {
             backward_end in proptest::option::of(
                 proptest::collection::vec(0.0f64..3.0, 8),
             ),
+            reduction_copy in proptest::option::of((
+                proptest::collection::vec(0.0f64..3.0, 8),
+                0.0f64..6.0,
+            )),
             accumulation in proptest::option::of((
                 proptest::collection::vec(0.0f64..6.0, 8),
                 proptest::collection::vec(proptest::bool::ANY, 4),
@@ -836,6 +862,9 @@ mod tests {
                         step_bytes: share * least(&step_bytes),
                         step_temporaries_bytes: share * least(&step_temporaries),
                         step_transient_bytes: transient,
+                        reduction_copy_bytes: reduction_copy
+                            .as_ref()
+                            .map_or(0.0, |(r, _)| share * least(r)),
                     }
                 })
                 .into_iter()
@@ -851,6 +880,10 @@ mod tests {
                         .as_ref()
                         .map(|c| prefix_sums(c[..n].iter().copied())),
                     end_buffer,
+                    reduction_copy: reduction_copy.as_ref().map(|(r, cap)| ReductionCopyTables {
+                        bytes: prefix_sums(r[..n].iter().copied()),
+                        cap_bytes: *cap,
+                    }),
                     fixed: fixed[0] / 2.0,
                 }),
                 shared,

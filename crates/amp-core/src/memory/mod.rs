@@ -11,7 +11,9 @@
 //!   master + 4 momentum + 4 variance) per parameter; in fp32, 4 + 4 + 8.
 //!   With data parallelism the gradients are held twice
 //!   ([`DP_GRADIENT_COPIES`]: the all-reduce buffer), but once on
-//!   Megatron-LM (its `main_grad`s are views into that buffer). With ZeRO-1
+//!   Megatron-LM (its `main_grad`s are views into that buffer) and on
+//!   DeepSpeed's pipeline engine without ZeRO (which flattens them only to
+//!   reduce them, `flattens_at_reduction`). With ZeRO-1
 //!   the optimizer state is sharded over the data-parallel replicas
 //!   (divided by `dp`). Engines hold them all
 //!   through the whole iteration; eager PyTorch under autocast holds them
@@ -72,8 +74,10 @@
 //!   larger, what the end of the backward holds: eager PyTorch's second
 //!   gradient of a tied embedding (`tied_gradient_bytes_per_param`), the
 //!   copy DeepSpeed ZeRO-2 flattens its one bucket into
-//!   (`flattened_bucket_bytes_per_param`), or DeepSpeed ZeRO-1's second
-//!   reduction bucket (`backward_end_buffer_bytes`); beside either, the
+//!   (`flattened_bucket_bytes_per_param`), DeepSpeed ZeRO-1's second
+//!   reduction bucket (`backward_end_buffer_bytes`), or the flat copy (and
+//!   fp32 cast) of its pipeline engine's all-reduce without ZeRO, which the
+//!   passes never hold (`reduction_copy_bytes`); beside either, the
 //!   outputs DeepSpeed's pipe buffers still keep;
 //! - what the model keeps on **every GPU outside its layers**
 //!   ([`Model::resident_bytes_per_device`], e.g. the AMP artifact's TransGAN
@@ -389,9 +393,12 @@ fn device_bytes(
     // activations are freed: the larger of the two is the device's.
     // Or the end of the backward's, the larger: both hold the states, and
     // the outputs DeepSpeed's pipe buffers still keep.
-    let temporaries = (params * optimizer_step_bytes_per_param(setup, dp))
-        .max(layers.backward_end + copied * casts_at_backward_end(setup) + layers.end_buffer)
-        + mbs * retained_outputs(b) * layers.retained;
+    let temporaries = (params * optimizer_step_bytes_per_param(setup, dp)).max(
+        layers.backward_end
+            + copied * casts_at_backward_end(setup)
+            + layers.end_buffer
+            + reduction_copy_bytes(setup, dp, params),
+    ) + mbs * retained_outputs(b) * layers.retained;
     let states = |s: &StateBytes| {
         (
             copied * s.weights + layers.fp8_weight_copies,

@@ -394,9 +394,13 @@ pub fn stage_memory_tables(
         * mbs
         * retained_output_bytes_per_sample(model, tp, setup);
     let end_buffer = backward_end_buffer_bytes(model, setup, tp);
+    // DeepSpeed's flat copy of a bucket of every layer's gradients (a tied
+    // layer's too: a stage holding only the later end reduces it).
+    let reduction_per_param = reduction_copy_bytes_per_param(setup, grid.dp);
     let own_step = step_per_param > 0.0
         || flattened > 0.0
         || end_buffer > 0.0
+        || reduction_per_param > 0.0
         || passes.iter().any(|p| *p != step_states);
     let step = own_step.then(|| crate::cost::StepTables {
         // The pipe buffers' outputs stay through the step, charged to the
@@ -426,6 +430,15 @@ pub fn stage_memory_tables(
             }))
         }),
         end_buffer,
+        reduction_copy: (reduction_per_param > 0.0).then(|| crate::cost::ReductionCopyTables {
+            bytes: crate::cost::prefix_sums(
+                model
+                    .layers
+                    .iter()
+                    .map(|l| l.params as f64 / t * reduction_per_param),
+            ),
+            cap_bytes: reduction_copy_bytes(setup, grid.dp, f64::INFINITY),
+        }),
         fixed: other,
     });
     // Each layer's stored bytes per sample and the loss's share of them,
@@ -497,6 +510,7 @@ pub fn stage_memory_tables(
                 step_temporaries_bytes: params * step_per_param,
                 step_transient_bytes: (layer.params.min(model.layers[earlier].params)) as f64 / t
                     * tied_gradient_bytes_per_param(kind, setup),
+                reduction_copy_bytes: params * reduction_per_param,
             })
         })
         .collect();

@@ -89,6 +89,7 @@ pub(crate) fn state_bytes(setup: &TrainingSetup, dp: usize) -> StateBytes {
     } else if dp > 1
         && setup.engine != Some(crate::setup::Engine::Megatron)
         && !deepspeed_reduces_in_buckets(setup)
+        && !flattens_at_reduction(setup)
     {
         // The gradients and the contiguous buffer the all-reduce reads.
         // Not Megatron-LM's: its `main_grad`s are views into the bucketed
@@ -96,7 +97,9 @@ pub(crate) fn state_bytes(setup: &TrainingSetup, dp: usize) -> StateBytes {
         // param_and_grad_buffer.py, `param.main_grad = self._get(...,
         // BufferType.GRAD)`), one copy whatever the replicas. Nor ZeRO-1's
         // under DeepSpeed, whose reduction reads its bucket
-        // ([`engine_buffer_bytes`]).
+        // ([`engine_buffer_bytes`]), nor DeepSpeed's pipeline engine's
+        // without ZeRO, which flattens them at the reduction
+        // ([`flattens_at_reduction`]).
         f.gradients.bytes() * DP_GRADIENT_COPIES
     } else {
         f.gradients.bytes()
@@ -316,6 +319,50 @@ pub(super) fn flattened_bucket_bytes_per_param(
     }
 }
 
+/// Whether `setup`'s data-parallel reduction reads flat copies of the
+/// gradients made only when it runs: DeepSpeed's pipeline engine (the
+/// lockstep exchange, which the AMP artifact's and Sailor's setups run
+/// without naming the engine) without ZeRO reduces each `param.grad` after
+/// the last backward through `buffered_allreduce_fallback`, whose
+/// `allreduce_bucket` flattens up to [`DEEPSPEED_REDUCE_BUCKET_ELEMS`]
+/// gradients into a new tensor (cast to fp32 under `fp32_allreduce`),
+/// all-reduces it and copies it back before the next bucket
+/// (deepspeed/runtime/engine.py, in the AMP artifact's copy, in Sailor's fork
+/// and today). No bucket lives through the passes, which hold the gradients
+/// once ([`state_bytes`]); the copy is a peak of the backward's end
+/// ([`reduction_copy_bytes`]). Its `BF16_Optimizer` keeps a flat buffer of
+/// its own ([`state_bytes`]).
+pub(crate) fn flattens_at_reduction(setup: &TrainingSetup) -> bool {
+    let pipeline_engine = setup.engine == Some(crate::setup::Engine::DeepSpeed)
+        || setup.stage_exchange() == crate::setup::StageExchange::Lockstep;
+    pipeline_engine
+        && setup.optimizer_sharding == OptimizerSharding::None
+        && !deepspeed_bf16_optimizer(setup)
+}
+
+/// Bytes of the flat copy of [`flattens_at_reduction`] on a GPU holding
+/// `params` parameters of a stage with `dp` replicas: one bucket of at most
+/// [`DEEPSPEED_REDUCE_BUCKET_ELEMS`] gradients in their own format, and its
+/// fp32 cast where the reduction is wider. None at one replica (no
+/// reduction) or elsewhere.
+pub(crate) fn reduction_copy_bytes(setup: &TrainingSetup, dp: usize, params: f64) -> f64 {
+    params.min(DEEPSPEED_REDUCE_BUCKET_ELEMS) * reduction_copy_bytes_per_param(setup, dp)
+}
+
+/// [`reduction_copy_bytes`] per parameter, below one bucket.
+pub(crate) fn reduction_copy_bytes_per_param(setup: &TrainingSetup, dp: usize) -> f64 {
+    if dp <= 1 || !flattens_at_reduction(setup) {
+        return 0.0;
+    }
+    let f = &setup.formats;
+    let cast = if f.fp32_gradient_reduction() {
+        f.gradient_reduction_bytes()
+    } else {
+        0.0
+    };
+    f.gradients.bytes() + cast
+}
+
 /// Whether DeepSpeed wraps `setup`'s optimizer in its `FP16_Optimizer`:
 /// fp16 without ZeRO (`_do_optimizer_sanity_check` in
 /// deepspeed/runtime/engine.py; bf16 without ZeRO takes the
@@ -476,7 +523,7 @@ pub(crate) fn phase_state_bytes(
     let passes = StateBytes {
         gradients: if gradients_in_passes {
             held.gradients
-        } else if dp > 1 {
+        } else if dp > 1 && !flattens_at_reduction(setup) {
             setup.formats.gradients.bytes()
         } else {
             0.0

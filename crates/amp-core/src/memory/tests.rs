@@ -1474,7 +1474,9 @@ fn retained_outputs_count_the_earlier_micro_batches_in_the_buffers() {
 /// the fp32 logits, 4 bytes per logit of each rank's half of the
 /// vocabulary at tp 2. Nothing more on the other stages, nor with
 /// blocking sends (Megatron-LM, torchtitan); the partitioner's tables
-/// charge the same to the stage holding the last layer.
+/// charge the same to the stage holding the last layer. Its passes hold
+/// the gradients once, where a plain replica holds its all-reduce buffer
+/// beside them ([`flattens_at_reduction`]).
 #[test]
 fn deepspeed_keeps_earlier_logits_on_the_last_stage() {
     let m = models::amp_gpt2();
@@ -1499,12 +1501,16 @@ fn deepspeed_keeps_earlier_logits_on_the_last_stage() {
             plan_memory(&m, &c, &plain, RESERVE),
             plan_memory(&m, &c, &ds, RESERVE),
         );
+        // One fp16 gradient per parameter of the stage's rank fewer.
+        let copy = |first: usize, end: usize| m.stage_params(first..end) as f64 / 2.0 * 2.0;
         for (x, y) in plain_mem.iter().zip(&ds_mem) {
+            let (first, end) = (bounds[x.stage], bounds[x.stage + 1]);
+            assert_eq!(x.gradients_bytes - y.gradients_bytes, copy(first, end));
             let want = if x.stage == 3 {
                 kept * mbs as f64 * per_sample
             } else {
                 0.0
-            };
+            } - copy(first, end);
             assert!(
                 (y.peak_bytes - x.peak_bytes - want).abs() < 1.0,
                 "b {b} stage {}: {} more",
@@ -1518,7 +1524,7 @@ fn deepspeed_keeps_earlier_logits_on_the_last_stage() {
         };
         let got = tables(&lockstep) - tables(&blocking);
         assert!(
-            (got - kept * mbs as f64 * per_sample).abs() < 1.0,
+            (got - kept * mbs as f64 * per_sample + copy(20, 30)).abs() < 1.0,
             "b {b}: {got}"
         );
     }
@@ -2049,11 +2055,67 @@ fn deepspeed_zero2_flattens_a_bucket_before_it_all_reduces_it() {
     tables_agree_for(true, zero2, (2, 1, 1, 2));
 }
 
+/// DeepSpeed's pipeline engine without ZeRO reduces its gradients
+/// through a flat copy of a bucket it makes after the last backward, cast
+/// to fp32 under `fp32_allreduce` (the AMP artifact's setup): its passes
+/// hold the gradients once, the backward's end that copy beside them, up
+/// to one bucket; the partitioner's tables price the same.
+#[test]
+fn deepspeed_flattens_its_gradients_only_to_reduce_them() {
+    let artifact = crate::cost::amp_paper::artifact_setup();
+    assert!(flattens_at_reduction(&artifact));
+    assert_eq!(state_bytes(&artifact, 2).gradients, 2.0);
+    assert_eq!(reduction_copy_bytes_per_param(&artifact, 2), 2.0 + 4.0);
+    assert_eq!(reduction_copy_bytes_per_param(&artifact, 1), 0.0);
+    assert_eq!(reduction_copy_bytes(&artifact, 2, 1e6), 1e6 * 6.0);
+    assert_eq!(
+        reduction_copy_bytes(&artifact, 2, 1e9),
+        DEEPSPEED_REDUCE_BUCKET_ELEMS * 6.0
+    );
+    // A plain replica's all-reduce buffer (PyTorch DDP's buckets) lives
+    // through the passes; ZeRO-1 reduces through its own bucket.
+    let plain = TrainingSetup {
+        stage_exchange: Some(StageExchange::Blocking),
+        ..artifact
+    };
+    let zero1 = TrainingSetup {
+        optimizer_sharding: OptimizerSharding::Zero1,
+        ..artifact
+    };
+    for other in [plain, zero1] {
+        assert!(!flattens_at_reduction(&other));
+        assert_eq!(reduction_copy_bytes_per_param(&other, 2), 0.0);
+    }
+    assert_eq!(state_bytes(&plain, 2).gradients, 4.0);
+    for tied in [false, true] {
+        for shape in [(2, 1, 1, 1), (2, 2, 1, 1), (2, 2, 2, 4), (1, 2, 1, 2)] {
+            tables_agree_for(tied, artifact, shape);
+        }
+    }
+    // A stage past one bucket holds one bucket's copy, here its peak.
+    let mut m = tiny_decoder(false);
+    for l in [1, 2] {
+        m.layers[l].params = 400_000_000;
+    }
+    let mut c = clusters::homogeneous();
+    c.nodes.truncate(1);
+    c.nodes[0].gpus = 2;
+    let grid = DeviceGrid::new(&c, 1, 2, 1, &Placement::artifact_default(&c));
+    let plan = crate::search::plan_from_grid(&grid, &[0, 5], 1, 1, &artifact);
+    let t = stage_memory_tables(&m, &c, &grid, 1, 1, &artifact, RESERVE);
+    for d in plan_memory(&m, &c, &plan, RESERVE) {
+        assert_eq!(d.activations_bytes, DEEPSPEED_REDUCE_BUCKET_ELEMS * 6.0);
+        assert_eq!(d.gradients_bytes, m.total_params() as f64 * 2.0);
+        assert!((t.peak_bytes(0, 0, 5) - d.peak_bytes).abs() <= 1e-9 * d.peak_bytes);
+    }
+}
+
 #[test]
 fn deepspeeds_fp16_optimizer_steps_on_fp32_copies_of_its_gradients() {
     // fp16 without ZeRO: DeepSpeed's `FP16_Optimizer` keeps fp16
-    // gradients, the all-reduce's flattened copy beside them through the
-    // passes, and its step flattens fp32 copies of every gradient: 2
+    // gradients, once through the passes (the all-reduce flattens its
+    // copy after them, `flattens_at_reduction`), and its step flattens
+    // fp32 copies of every gradient: 2
     // (fp16 weights) + 12 (fp32 master weights and moments) + 2
     // (gradients) + 4 + 4 bytes a parameter (deepspeed/runtime/fp16/
     // fused_optimizer.py `step`; 24, as `scripts/engine-check/deepspeed_zero.py`
@@ -2067,7 +2129,7 @@ fn deepspeeds_fp16_optimizer_steps_on_fp32_copies_of_its_gradients() {
     assert!(deepspeed_fp16_optimizer(&setup));
     assert_eq!(optimizer_step_bytes_per_param(&setup, 2), 8.0);
     let (passes, step) = phase_state_bytes(&setup, 2, true, false);
-    assert_eq!((passes.gradients, step.gradients), (4.0, 2.0));
+    assert_eq!((passes.gradients, step.gradients), (2.0, 2.0));
     assert_eq!(step.total() + 8.0, 24.0);
     // Not under ZeRO, nor in bf16 (the pipeline engine's
     // `BF16_Optimizer`, fp32 gradients), nor elsewhere.
