@@ -299,6 +299,98 @@ pub struct IterationSpec {
     /// DeepSpeed fork: [`crate::setup::TrainingSetup::grad_reduce_barrier`]).
     /// Not with `overlap_allreduce`.
     pub barrier_before_allreduce: bool,
+    /// Stages whose all-reduces share NICs, where some do: while they
+    /// overlap in time each runs slower than `allreduce_s` ([`simulate`]).
+    pub crowded_allreduce: Option<CrowdedAllReduce>,
+}
+
+/// Gradient all-reduces of stages that cross the same NICs
+/// ([`IterationSpec::crowded_allreduce`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CrowdedAllReduce {
+    /// Per stage: its all-reduce's seconds with every one of its peers'
+    /// running all along (at least its `allreduce_s`).
+    pub crowded_s: Vec<f64>,
+    /// Per stage: the other stages whose all-reduces share a NIC with it.
+    pub peers: Vec<Vec<usize>>,
+}
+
+impl CrowdedAllReduce {
+    /// How long each stage's all-reduce takes when stage j's starts at
+    /// `start_s[j]` and takes `alone_s[j]` by itself: it progresses at the
+    /// rate the peers then running leave it, interpolated between running
+    /// alone and with every peer by how many of its `k` peers run (`n`:
+    /// `alone + (crowded - alone) n / k`; exact for equal flows through one
+    /// NIC, which each get `1 / (n + 1)` of it). A stage without time takes
+    /// none.
+    fn durations_s(&self, start_s: &[f64], alone_s: &[f64]) -> Vec<f64> {
+        let pp = alone_s.len();
+        // Share of each all-reduce left, and its end once done.
+        let mut left: Vec<f64> = alone_s
+            .iter()
+            .map(|&a| if a > 0.0 { 1.0 } else { 0.0 })
+            .collect();
+        let mut end_s = start_s.to_vec();
+        let mut t = (0..pp)
+            .filter(|&j| left[j] > 0.0)
+            .map(|j| start_s[j])
+            .fold(f64::INFINITY, f64::min);
+        // Each turn ends an all-reduce or starts some: at most 2 pp turns.
+        for _ in 0..2 * pp + 2 {
+            let running = |j: usize| left[j] > 0.0 && start_s[j] <= t;
+            let rate: Vec<f64> = (0..pp)
+                .map(|j| {
+                    if !running(j) {
+                        return 0.0;
+                    }
+                    let k = self.peers[j].len();
+                    let n = self.peers[j].iter().filter(|&&p| running(p)).count();
+                    let extra = if k == 0 {
+                        0.0
+                    } else {
+                        (self.crowded_s[j] - alone_s[j]).max(0.0) * n as f64 / k as f64
+                    };
+                    1.0 / (alone_s[j] + extra)
+                })
+                .collect();
+            let next_start = (0..pp)
+                .filter(|&j| left[j] > 0.0 && start_s[j] > t)
+                .map(|j| start_s[j])
+                .fold(f64::INFINITY, f64::min);
+            // The first to end at these rates (the lowest index of a tie).
+            let mut first: Option<(f64, usize)> = None;
+            for j in (0..pp).filter(|&j| rate[j] > 0.0) {
+                let dt = left[j] / rate[j];
+                if first.is_none_or(|(best, _)| dt < best) {
+                    first = Some((dt, j));
+                }
+            }
+            match first {
+                Some((dt, ending)) if t + dt <= next_start => {
+                    for j in 0..pp {
+                        left[j] = (left[j] - rate[j] * dt).max(0.0);
+                    }
+                    t += dt;
+                    left[ending] = 0.0;
+                    end_s[ending] = t;
+                    for j in 0..pp {
+                        if rate[j] > 0.0 && left[j] <= 1e-12 {
+                            left[j] = 0.0;
+                            end_s[j] = t;
+                        }
+                    }
+                }
+                _ if next_start.is_finite() => {
+                    for j in 0..pp {
+                        left[j] = (left[j] - rate[j] * (next_start - t)).max(0.0);
+                    }
+                    t = next_start;
+                }
+                _ => break,
+            }
+        }
+        (0..pp).map(|j| end_s[j] - start_s[j]).collect()
+    }
 }
 
 /// A simulated iteration and where its time goes.
@@ -414,6 +506,16 @@ pub fn simulate(spec: &IterationSpec) -> crate::Result<Simulation> {
     }
     check_len("allreduce_s", spec.allreduce_s.len(), pp)?;
     check_len("optimizer_s", spec.optimizer_s.len(), pp)?;
+    if let Some(c) = &spec.crowded_allreduce {
+        check_len("crowded_s", c.crowded_s.len(), pp)?;
+        check_len("peers", c.peers.len(), pp)?;
+        if c.peers.iter().flatten().any(|&k| k >= pp) {
+            return Err(crate::AmpError::invalid(
+                "schedule simulation",
+                format!("a stage's all-reduce peers name a stage past the {pp} stages"),
+            ));
+        }
+    }
     if spec.overlap_allreduce {
         check_len(
             "allreduce_tail_fraction",
@@ -602,13 +704,36 @@ pub fn simulate(spec: &IterationSpec) -> crate::Result<Simulation> {
         .fold(0.0, f64::max);
     for j in 0..pp {
         bwd_end[j] = last_bwd.iter().map(|s| s[j].1).fold(0.0, f64::max);
-        let end = if spec.barrier_before_allreduce {
+    }
+    let end_of = |j: usize| {
+        if spec.barrier_before_allreduce {
             barrier_end
         } else {
             bwd_end[j]
-        };
-        let last_start = last_bwd.iter().map(|s| s[j].0).fold(0.0, f64::max);
-        let ar = spec.allreduce_s[j];
+        }
+    };
+    let last_start_of = |j: usize| last_bwd.iter().map(|s| s[j].0).fold(0.0, f64::max);
+    // Each stage's all-reduce as long as it takes beside those it meets at
+    // shared NICs.
+    let allreduce_s = match &spec.crowded_allreduce {
+        Some(c) => {
+            let start: Vec<f64> = (0..pp)
+                .map(|j| {
+                    if spec.overlap_allreduce {
+                        last_start_of(j)
+                    } else {
+                        end_of(j)
+                    }
+                })
+                .collect();
+            c.durations_s(&start, &spec.allreduce_s)
+        }
+        None => spec.allreduce_s.clone(),
+    };
+    for j in 0..pp {
+        let end = end_of(j);
+        let last_start = last_start_of(j);
+        let ar = allreduce_s[j];
         let mut t = end;
         if ar > 0.0 {
             let (start, finish) = if spec.overlap_allreduce {
@@ -800,6 +925,61 @@ fn lockstep_pipeline(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two all-reduces through one NIC: each alone 1 s, together 2 s. They
+    /// share it while both run, whenever they start.
+    #[test]
+    fn crowded_all_reduces_slow_each_other_while_they_overlap() {
+        let c = CrowdedAllReduce {
+            crowded_s: vec![2.0, 2.0],
+            peers: vec![vec![1], vec![0]],
+        };
+        let alone = [1.0, 1.0];
+        let close = |a: &[f64], b: &[f64]| {
+            assert!(
+                a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-12),
+                "{a:?} != {b:?}"
+            );
+        };
+        close(&c.durations_s(&[0.0, 0.0], &alone), &[2.0, 2.0]);
+        // Half of the first alone, then both at half speed until it ends
+        // at 1.5 s; the second has half left, alone.
+        close(&c.durations_s(&[0.0, 0.5], &alone), &[1.5, 1.5]);
+        close(&c.durations_s(&[0.0, 1.0], &alone), &[1.0, 1.0]);
+        close(&c.durations_s(&[3.0, 0.0], &alone), &[1.0, 1.0]);
+        // A stage without an all-reduce takes none, and slows no one.
+        close(&c.durations_s(&[0.0, 0.0], &[1.0, 0.0]), &[1.0, 0.0]);
+        // Three stages, the third alone: its peers' crowding is theirs.
+        let three = CrowdedAllReduce {
+            crowded_s: vec![3.0, 3.0, 1.0],
+            peers: vec![vec![1], vec![0], vec![]],
+        };
+        close(
+            &three.durations_s(&[0.0, 0.0, 0.0], &[1.0, 1.0, 1.0]),
+            &[3.0, 3.0, 1.0],
+        );
+        // In the simulation: after a barrier both start together.
+        let mut s = spec(
+            &[1.0, 1.0],
+            &[2.0, 2.0],
+            &[0.0],
+            &[0.0],
+            2,
+            Schedule::OneFOneB,
+        );
+        s.allreduce_s = vec![1.0, 1.0];
+        s.barrier_before_allreduce = true;
+        let base = simulate(&s).unwrap().timeline.iteration_s;
+        s.crowded_allreduce = Some(c.clone());
+        let crowded = simulate(&s).unwrap();
+        assert!((crowded.timeline.iteration_s - base - 1.0).abs() < 1e-12);
+        assert!((crowded.allreduce_s - 2.0).abs() < 1e-12);
+        s.crowded_allreduce = Some(CrowdedAllReduce {
+            crowded_s: vec![2.0],
+            peers: vec![vec![1]],
+        });
+        assert!(simulate(&s).is_err());
+    }
     use proptest::prelude::*;
 
     fn spec(
@@ -827,6 +1007,7 @@ mod tests {
             blocking_sends: false,
             lockstep: false,
             barrier_before_allreduce: false,
+            crowded_allreduce: None,
         }
     }
 

@@ -428,9 +428,11 @@ fn local_search_against_brute_force() {
     );
     assert!(n > 0, "the instances have pipelined plans");
     assert!(local_best >= partitioner_best);
-    // The README's figures (fixed seeds); (527, 388, 497) with the 3.5 GB
-    // reserve before 2026-12-05.
-    assert_eq!((n, partitioner_best, local_best), (511, 374, 481));
+    // The README's figures (fixed seeds); (511, 374, 481) before stages'
+    // all-reduces through one NIC were priced sharing it, 2026-12-07 late
+    // (the partitioner's tail prices each stage's alone); (527, 388, 497)
+    // with the 3.5 GB reserve before 2026-12-05.
+    assert_eq!((n, partitioner_best, local_best), (511, 348, 481));
     assert!(
         (partitioner_gap * 100.0 - 28.35).abs() < 0.005,
         "{partitioner_gap}"

@@ -511,6 +511,83 @@ impl ConcurrentRings {
     }
 }
 
+/// The gradient all-reduces of pipeline stages whose rings cross the same
+/// NICs, each priced with every such stage's rings running at once: per
+/// stage, its all-reduce curve at those rates and the stages it shares a
+/// NIC with (the schedule runs them as they overlap,
+/// [`crate::schedule::CrowdedAllReduce`]). `stages[j]` holds stage j's
+/// rings (one per tensor-parallel rank). `None` where no two stages' rings
+/// leave or enter a node through one NIC, as when each node holds one
+/// stage: then each stage's own curve holds.
+pub(crate) fn crowded_reductions(
+    net: &Network,
+    stages: &[Vec<Vec<Device>>],
+) -> Option<(Vec<CostCurve>, Vec<Vec<usize>>)> {
+    let cluster = net.cluster;
+    // Only stages whose rings span nodes use NICs; two of them must meet on
+    // a node for any to share one.
+    let spanning: Vec<Option<Vec<usize>>> = stages
+        .iter()
+        .map(|rings| {
+            let mut nodes: Vec<usize> = rings.iter().flatten().map(|d| d.node).collect();
+            nodes.sort_unstable();
+            nodes.dedup();
+            (nodes.len() > 1).then_some(nodes)
+        })
+        .collect();
+    let mut on_node: Vec<usize> = spanning.iter().flatten().flatten().copied().collect();
+    on_node.sort_unstable();
+    if on_node.windows(2).all(|w| w[0] != w[1]) {
+        return None;
+    }
+    let groups: Vec<Vec<Device>> = stages.iter().flatten().cloned().collect();
+    let rings = ConcurrentRings::new(cluster, &groups);
+    // Each stage's rings' indices among `groups`, and the (node, NIC)
+    // pairs their inter-node hops use, either way.
+    let mut first = 0;
+    let mut nics: Vec<Vec<(usize, usize)>> = Vec::with_capacity(stages.len());
+    let mut of_stage: Vec<std::ops::Range<usize>> = Vec::with_capacity(stages.len());
+    for s in stages {
+        let idx = first..first + s.len();
+        first += s.len();
+        let mut used: Vec<(usize, usize)> = idx
+            .clone()
+            .flat_map(|i| rings.flows[i].iter().flatten())
+            .flat_map(|f| {
+                let out = f.out.iter().map(move |n| (f.from, n));
+                out.chain(f.inn.iter().map(move |n| (f.to, n)))
+            })
+            .collect();
+        used.sort_unstable();
+        used.dedup();
+        nics.push(used);
+        of_stage.push(idx);
+    }
+    let meets =
+        |a: &[(usize, usize)], b: &[(usize, usize)]| a.iter().any(|x| b.binary_search(x).is_ok());
+    let peers: Vec<Vec<usize>> = (0..stages.len())
+        .map(|j| {
+            (0..stages.len())
+                .filter(|&k| k != j && meets(&nics[j], &nics[k]))
+                .collect()
+        })
+        .collect();
+    if peers.iter().all(|p| p.is_empty()) {
+        return None;
+    }
+    let curves = of_stage
+        .into_iter()
+        .map(|idx| {
+            let pieces = idx
+                .filter(|&i| rings.rings[i].len() > 1)
+                .map(|i| rings.piece(net, i, 2.0))
+                .collect();
+            CostCurve::new(pieces, false)
+        })
+        .collect();
+    Some((curves, peers))
+}
+
 /// One ring's piece of a ring collective: its slowest hop among the flows
 /// of `load`, its latencies, NCCL's tree beside it for an all-reduce over
 /// several nodes.
@@ -719,6 +796,41 @@ mod tests {
         );
         let one = ConcurrentRings::new(&c, &[vec![d(0, 0)]]);
         assert_eq!(one.curve(&n, 0, 2.0).at(1e9), 0.0);
+    }
+
+    /// Two stages whose data-parallel rings cross the same two nodes'
+    /// NICs are priced each beside the other, and meet; stages each inside
+    /// a node, or on NICs of their own, do not.
+    #[test]
+    fn stages_whose_rings_cross_one_nic_crowd_it() {
+        let c = cluster();
+        let n = net(&c);
+        // Stage j: one ring over GPU j of each node.
+        let stages = vec![vec![vec![d(0, 0), d(1, 0)]], vec![vec![d(0, 1), d(1, 1)]]];
+        let (curves, peers) = crowded_reductions(&n, &stages).unwrap();
+        assert_eq!(peers, vec![vec![1], vec![0]]);
+        for curve in &curves {
+            // Half the slower NIC each: 1 GB/s, not 2.
+            close(curve.at(1e9), 60e-6 + 1.0);
+            close(
+                concurrent_allreduce_curve(&n, &stages[0]).at(1e9),
+                60e-6 + 0.5,
+            );
+        }
+        // A third stage inside a node crowds nothing and meets no one.
+        let mut three = stages.clone();
+        three.push(vec![vec![d(0, 2), d(0, 3)]]);
+        let (curves, peers) = crowded_reductions(&n, &three).unwrap();
+        assert_eq!(peers, vec![vec![1], vec![0], vec![]]);
+        close(curves[2].at(1e9), allreduce_s(&n, &three[2][0], 1e9));
+        // Each stage on a node of its own; or one NIC per GPU.
+        let inside = vec![vec![vec![d(0, 0), d(0, 1)]], vec![vec![d(1, 0), d(1, 1)]]];
+        assert!(crowded_reductions(&n, &inside).is_none());
+        let mut own = c.clone();
+        for node in &mut own.nodes {
+            node.nics = 4;
+        }
+        assert!(crowded_reductions(&net(&own), &stages).is_none());
     }
 
     #[test]

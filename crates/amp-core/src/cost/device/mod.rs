@@ -79,7 +79,11 @@
 //!   gradient_bytes`, the rings sharing NICs (with tensor parallelism over a
 //!   whole node, the node's tp rings share its NICs, so each gets `1 / tp`
 //!   of the node's network bandwidth: one 200 Gbit/s HCA per A100 on
-//!   Megatron-LM's DGX A100 nodes). Weights tied across stages
+//!   Megatron-LM's DGX A100 nodes). Stages whose rings leave a node
+//!   through one NIC (several stages on a node, data parallelism across
+//!   nodes) slow each other while their all-reduces overlap
+//!   (`collective::crowded_reductions`, run by the schedule as
+//!   [`crate::schedule::CrowdedAllReduce`]). Weights tied across stages
 //!   (GPT-2's embedding and vocabulary projection) add an all-reduce of
 //!   their gradient between the stages that hold them, one pair per
 //!   (replica, tp rank), as DeepSpeed's pipeline engine runs it before the
@@ -457,11 +461,13 @@ impl DeviceModel {
         let back = (0..nv.saturating_sub(1))
             .map(|c| curves(c, false))
             .collect();
+        let stages: Vec<&Vec<Vec<Device>>> = ranks.iter().map(|s| &s.replicas).collect();
         NetPrices {
             sends,
             back,
             allreduce: self.allreduce_curves_with(inputs, plan, memo, &kinds),
             tied: TiedCurves::default(),
+            crowded: self.crowded_curves(inputs, &stages),
         }
     }
 
@@ -571,6 +577,7 @@ impl DeviceModel {
             blocking_sends: self.options.blocking_sends,
             lockstep: setup.stage_exchange() == StageExchange::Lockstep,
             barrier_before_allreduce: setup.grad_reduce_barrier,
+            crowded_allreduce: self.crowded_allreduce(inputs, plan, net),
         };
         let mut sim = simulate(&spec)?;
         for e in &mut sim.timeline.events {
@@ -858,6 +865,8 @@ struct GridNet {
     s_per_param: Vec<f64>,
     /// Tied weights' all-reduces, shared by the plans built on the grid.
     tied: TiedCurves,
+    /// Ranks' all-reduces through shared NICs ([`NetPrices::crowded`]).
+    crowded: Option<Arc<CrowdedCurves>>,
 }
 
 impl GridNet {
@@ -874,6 +883,7 @@ impl GridNet {
             back: (0..n).map(|j| cut(j).1.clone()).collect(),
             allreduce: self.allreduce.clone(),
             tied: self.tied.clone(),
+            crowded: self.crowded.clone(),
         }
     }
 }
@@ -1052,6 +1062,10 @@ impl DeviceModel {
         }
         // The once-per-iteration traffic: a plan that reduces at every
         // micro-batch has one stage, whose split the tail does not choose.
+        // Each stage's alone, where stages' all-reduces cross shared NICs
+        // too: the simulation runs them as they overlap, which a tail of
+        // one stage cannot say (priced all running, the splits chosen on
+        // the test instances of `refine.rs` got worse).
         let per_rank = probe / grid.tp as f64;
         let s_per_param = allreduce
             .iter()
@@ -1060,12 +1074,14 @@ impl DeviceModel {
                 (at(per_rank) - at(0.0)) / probe
             })
             .collect();
+        let stages: Vec<&Vec<Vec<Device>>> = (0..grid.pp).map(|j| grid.stage(j)).collect();
         GridNet {
             cut_first,
             cuts,
             allreduce,
             s_per_param,
             tied: TiedCurves::default(),
+            crowded: self.crowded_curves(inputs, &stages),
         }
     }
 }
@@ -1601,7 +1617,15 @@ struct NetPrices {
     allreduce: Vec<collective::CostCurve>,
     /// All-reduces of tied weights' gradients between two ranks.
     tied: TiedCurves,
+    /// Where ranks' gradient all-reduces cross the same NICs, each rank's
+    /// with all those running at once, and which ranks meet whose
+    /// ([`collective::crowded_reductions`]).
+    crowded: Option<Arc<CrowdedCurves>>,
 }
+
+/// Per pipeline rank, its gradient all-reduce with every rank it shares a
+/// NIC with running at once, and those ranks.
+type CrowdedCurves = (Vec<collective::CostCurve>, Vec<Vec<usize>>);
 
 /// The all-reduce of a tied weight's gradient between pipeline ranks `a`
 /// and `b` of one layout, as a function of message size: priced on first

@@ -6,6 +6,7 @@ use crate::cluster::Device;
 use crate::cost::collective;
 use crate::cost::Inputs;
 use crate::plan::{Plan, Stage};
+use crate::schedule::CrowdedAllReduce;
 use crate::setup::OptimizerSharding;
 
 use super::*;
@@ -62,6 +63,49 @@ impl DeviceModel {
             curves.push(curve);
         }
         curves
+    }
+
+    /// Each pipeline rank's data-parallel rings over its replicas
+    /// (`stages[j]`), one per tensor-parallel rank, priced with those of
+    /// every rank whose rings cross the same NICs
+    /// ([`collective::crowded_reductions`]); `None` where no two ranks'
+    /// rings meet at a NIC.
+    pub(super) fn crowded_curves(
+        &self,
+        inputs: &Inputs,
+        stages: &[&Vec<Vec<Device>>],
+    ) -> Option<Arc<super::CrowdedCurves>> {
+        let rings: Vec<Vec<Vec<Device>>> = stages
+            .iter()
+            .map(|replicas| {
+                let tp = replicas.iter().map(|r| r.len()).max().unwrap_or(1);
+                (0..tp)
+                    .map(|t| replicas.iter().map(|rep| rep[t % rep.len()]).collect())
+                    .collect()
+            })
+            .collect();
+        collective::crowded_reductions(&self.network(inputs.cluster), &rings).map(Arc::new)
+    }
+
+    /// The once-per-iteration reductions of `plan`'s ranks that cross
+    /// shared NICs, for the schedule to run as they overlap: each rank's
+    /// time beside every such rank (tied weights included, as in
+    /// [`Self::allreduce_times`]) and the ranks it meets. `None` where none
+    /// meet, or where the reduction runs at every micro-batch (one stage).
+    pub(super) fn crowded_allreduce(
+        &self,
+        inputs: &Inputs,
+        plan: &Plan,
+        net: &NetPrices,
+    ) -> Option<CrowdedAllReduce> {
+        let crowded = net.crowded.as_ref()?;
+        if plan.setup.reduces_every_micro_batch(plan.pp()) || plan.dp() < 2 {
+            return None;
+        }
+        Some(CrowdedAllReduce {
+            crowded_s: self.allreduce_times(inputs, plan, &crowded.0, &net.tied),
+            peers: crowded.1.clone(),
+        })
     }
 
     /// Per-pipeline-rank all-reduce times, tied weights included, from the

@@ -2145,3 +2145,94 @@ fn deepspeeds_bf16_optimizer_all_reduces_bf16_and_gathers_after_its_step() {
     let plain = time_only().evaluate(&inputs, &pl).unwrap();
     assert!((plain.breakdown.dp_allreduce_s - curve.at(4000.0 * 4.0)).abs() < 1e-12);
 }
+
+/// Two pipeline stages, each replicated on both nodes (one GPU a node): the
+/// stages' gradient all-reduces cross each node's one NIC together after
+/// the barrier, so each takes what it takes on nodes whose two GPUs have a
+/// NIC of half the rate each, not what it takes alone. Without the barrier
+/// the second stage starts later and they meet for part of the time.
+#[test]
+fn stages_reducing_through_one_nic_share_it() {
+    // Gradients of seconds at 1 GB/s, longer than the last backward that
+    // parts the stages' starts.
+    let mut m = model();
+    for l in &mut m.layers {
+        l.params = 1_000_000_000;
+    }
+    let p = Profile {
+        entries: vec![
+            entry("fast", 1, 1.0, Some(2.0)),
+            entry("slow", 1, 1.0, Some(2.0)),
+        ],
+        precision: None,
+    };
+    let barrier = TrainingSetup {
+        grad_reduce_barrier: true,
+        ..TrainingSetup::default()
+    };
+    let stages = |setup: TrainingSetup| Plan {
+        setup,
+        ..plan(
+            vec![
+                (0, 2, vec![vec![d(0, 0)], vec![d(1, 0)]]),
+                (2, 4, vec![vec![d(0, 1)], vec![d(1, 1)]]),
+            ],
+            2,
+        )
+    };
+    let reductions = |c: &Cluster, setup: TrainingSetup| {
+        let inputs = Inputs {
+            model: &m,
+            cluster: c,
+            profile: &p,
+        };
+        let t = time_only().timeline(&inputs, &stages(setup)).unwrap();
+        [0, 1].map(|j| durations(&t, j, EventKind::AllReduce)[0])
+    };
+    let one_nic = cluster();
+    let mut own_nics = cluster();
+    for n in &mut own_nics.nodes {
+        n.nics = 2;
+    }
+    let shared = reductions(&one_nic, barrier);
+    let halves = reductions(&own_nics, barrier);
+    for j in 0..2 {
+        assert!(
+            (shared[j] - halves[j]).abs() <= 1e-12 * halves[j],
+            "{shared:?} {halves:?}"
+        );
+    }
+    // Alone, a stage's ring has the whole NIC: here the other stage's
+    // replicas are both on node 0, its ring inside the node.
+    let mut three = cluster();
+    for n in &mut three.nodes {
+        n.gpus = 3;
+    }
+    let single = Plan {
+        setup: barrier,
+        ..plan(
+            vec![
+                (0, 2, vec![vec![d(0, 0)], vec![d(1, 0)]]),
+                (2, 4, vec![vec![d(0, 1)], vec![d(0, 2)]]),
+            ],
+            2,
+        )
+    };
+    let inputs = Inputs {
+        model: &m,
+        cluster: &three,
+        profile: &p,
+    };
+    let t = time_only().timeline(&inputs, &single).unwrap();
+    let alone = durations(&t, 0, EventKind::AllReduce)[0];
+    assert!(shared[0] > 1.9 * alone, "{shared:?} vs {alone}");
+    // Without the barrier the last stage's all-reduce starts first and
+    // runs alone until the first stage's starts.
+    let staggered = reductions(&one_nic, TrainingSetup::default());
+    for j in 0..2 {
+        assert!(
+            staggered[j] > alone && staggered[j] < shared[j],
+            "{staggered:?} between {alone} and {shared:?}"
+        );
+    }
+}
