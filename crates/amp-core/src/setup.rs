@@ -1025,6 +1025,17 @@ impl TrainingSetup {
         self.schedule.virtual_stages()
     }
 
+    /// Whether pipeline sends run beside the passes instead of holding
+    /// their sender until they complete: Megatron-LM's interleaved schedule
+    /// posts them asynchronously and waits only when the tensor is needed
+    /// (`overlap_p2p_comm`, on unless `--no-overlap-p2p-communication`, and
+    /// forced off without the interleaved schedule: megatron/training/
+    /// arguments.py; its schedule's `async_op` sends, megatron/core/
+    /// pipeline_parallel/schedules.py). amp's Megatron export leaves it on.
+    pub fn sends_overlap_passes(&self) -> bool {
+        self.engine == Some(Engine::Megatron) && self.virtual_stages() > 1
+    }
+
     /// The setup a plan with `pp` pipeline stages records: a schedule has no
     /// meaning without a pipeline, so one-stage plans run 1F1B.
     ///
@@ -1655,6 +1666,24 @@ mod tests {
                 "{e}"
             );
             assert!(!inside.on_engine(engine).backward_in_autocast);
+        }
+    }
+
+    /// Megatron-LM overlaps the interleaved schedule's sends with the
+    /// passes (`overlap_p2p_comm`, on by default there and forced off
+    /// elsewhere); no other engine's, nor its own plain 1F1B's.
+    #[test]
+    fn only_megatrons_interleaved_sends_overlap_the_passes() {
+        let with = |engine, schedule| TrainingSetup {
+            engine,
+            schedule,
+            ..TrainingSetup::default()
+        };
+        let il = Schedule::Interleaved { virtual_stages: 2 };
+        assert!(with(Some(Engine::Megatron), il).sends_overlap_passes());
+        assert!(!with(Some(Engine::Megatron), Schedule::OneFOneB).sends_overlap_passes());
+        for engine in [None, Some(Engine::DeepSpeed), Some(Engine::Torchtitan)] {
+            assert!(!with(engine, il).sends_overlap_passes());
         }
     }
 

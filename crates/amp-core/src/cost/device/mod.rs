@@ -574,7 +574,7 @@ impl DeviceModel {
                 .collect(),
             overlap_allreduce: sharded::bucketed_overlap(setup, pp),
             allreduce_tail_fraction: tail,
-            blocking_sends: self.options.blocking_sends,
+            blocking_sends: self.options.blocking_sends && !setup.sends_overlap_passes(),
             lockstep: setup.stage_exchange() == StageExchange::Lockstep,
             barrier_before_allreduce: setup.grad_reduce_barrier,
             crowded_allreduce: self.crowded_allreduce(inputs, plan, net),
