@@ -325,6 +325,15 @@ impl CrowdedAllReduce {
     /// none.
     fn durations_s(&self, start_s: &[f64], alone_s: &[f64]) -> Vec<f64> {
         let pp = alone_s.len();
+        // An all-reduce without a finite price is left as it is (the
+        // search drops such a plan).
+        if alone_s
+            .iter()
+            .chain(&self.crowded_s)
+            .any(|x| !x.is_finite())
+        {
+            return alone_s.to_vec();
+        }
         // Share of each all-reduce left, and its end once done.
         let mut left: Vec<f64> = alone_s
             .iter()
@@ -385,6 +394,14 @@ impl CrowdedAllReduce {
                         left[j] = (left[j] - rate[j] * (next_start - t)).max(0.0);
                     }
                     t = next_start;
+                    // One that would end within rounding of the start ends
+                    // there, not at no time.
+                    for j in 0..pp {
+                        if rate[j] > 0.0 && left[j] <= 1e-12 {
+                            left[j] = 0.0;
+                            end_s[j] = t;
+                        }
+                    }
                 }
                 _ => break,
             }
@@ -714,21 +731,15 @@ pub fn simulate(spec: &IterationSpec) -> crate::Result<Simulation> {
     };
     let last_start_of = |j: usize| last_bwd.iter().map(|s| s[j].0).fold(0.0, f64::max);
     // Each stage's all-reduce as long as it takes beside those it meets at
-    // shared NICs.
+    // shared NICs. Not where it overlaps the last backward, whose buckets
+    // leave through the pass and whose tail is what the others meet: the
+    // crowding of such reductions is not priced.
     let allreduce_s = match &spec.crowded_allreduce {
-        Some(c) => {
-            let start: Vec<f64> = (0..pp)
-                .map(|j| {
-                    if spec.overlap_allreduce {
-                        last_start_of(j)
-                    } else {
-                        end_of(j)
-                    }
-                })
-                .collect();
+        Some(c) if !spec.overlap_allreduce => {
+            let start: Vec<f64> = (0..pp).map(end_of).collect();
             c.durations_s(&start, &spec.allreduce_s)
         }
-        None => spec.allreduce_s.clone(),
+        _ => spec.allreduce_s.clone(),
     };
     for j in 0..pp {
         let end = end_of(j);
@@ -949,6 +960,18 @@ mod tests {
         close(&c.durations_s(&[3.0, 0.0], &alone), &[1.0, 1.0]);
         // A stage without an all-reduce takes none, and slows no one.
         close(&c.durations_s(&[0.0, 0.0], &[1.0, 0.0]), &[1.0, 0.0]);
+        // One that would end within rounding of another's start still
+        // takes its time (it took none before the review of 2026-12-07).
+        let a = 2.5160502965249965;
+        let near = CrowdedAllReduce {
+            crowded_s: vec![2.0 * a, 2.0],
+            peers: vec![vec![1], vec![0]],
+        };
+        let got = near.durations_s(&[0.19822625391562432, 2.7142765504406206], &[a, 1.0]);
+        assert!(got[0] >= a - 1e-9 && got[1] >= 1.0 - 1e-9, "{got:?}");
+        // An all-reduce without a finite price is left as it is.
+        let d = c.durations_s(&[0.0, 0.0], &[f64::INFINITY, 1.0]);
+        assert!(d[0].is_infinite() && d[1] == 1.0, "{d:?}");
         // Three stages, the third alone: its peers' crowding is theirs.
         let three = CrowdedAllReduce {
             crowded_s: vec![3.0, 3.0, 1.0],
@@ -959,14 +982,7 @@ mod tests {
             &[3.0, 3.0, 1.0],
         );
         // In the simulation: after a barrier both start together.
-        let mut s = spec(
-            &[1.0, 1.0],
-            &[2.0, 2.0],
-            &[0.0],
-            &[0.0],
-            2,
-            Schedule::OneFOneB,
-        );
+        let mut s = long_second_allreduce();
         s.allreduce_s = vec![1.0, 1.0];
         s.barrier_before_allreduce = true;
         let base = simulate(&s).unwrap().timeline.iteration_s;

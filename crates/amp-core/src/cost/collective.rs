@@ -542,20 +542,22 @@ pub(crate) fn crowded_reductions(
     }
     let groups: Vec<Vec<Device>> = stages.iter().flatten().cloned().collect();
     let rings = ConcurrentRings::new(cluster, &groups);
-    // Each stage's rings' indices among `groups`, and the (node, NIC)
-    // pairs their inter-node hops use, either way.
+    // Each stage's rings' indices among `groups`, and what their
+    // inter-node hops share with others': (0, node, NIC) for a NIC, either
+    // way, and (1, from, to) for the link between two nodes.
     let mut first = 0;
-    let mut nics: Vec<Vec<(usize, usize)>> = Vec::with_capacity(stages.len());
+    let mut nics: Vec<Vec<(u8, usize, usize)>> = Vec::with_capacity(stages.len());
     let mut of_stage: Vec<std::ops::Range<usize>> = Vec::with_capacity(stages.len());
     for s in stages {
         let idx = first..first + s.len();
         first += s.len();
-        let mut used: Vec<(usize, usize)> = idx
+        let mut used: Vec<(u8, usize, usize)> = idx
             .clone()
             .flat_map(|i| rings.flows[i].iter().flatten())
             .flat_map(|f| {
-                let out = f.out.iter().map(move |n| (f.from, n));
-                out.chain(f.inn.iter().map(move |n| (f.to, n)))
+                let out = f.out.iter().map(move |n| (0, f.from, n));
+                let inn = f.inn.iter().map(move |n| (0, f.to, n));
+                out.chain(inn).chain([(1, f.from, f.to)])
             })
             .collect();
         used.sort_unstable();
@@ -563,8 +565,9 @@ pub(crate) fn crowded_reductions(
         nics.push(used);
         of_stage.push(idx);
     }
-    let meets =
-        |a: &[(usize, usize)], b: &[(usize, usize)]| a.iter().any(|x| b.binary_search(x).is_ok());
+    let meets = |a: &[(u8, usize, usize)], b: &[(u8, usize, usize)]| {
+        a.iter().any(|x| b.binary_search(x).is_ok())
+    };
     let peers: Vec<Vec<usize>> = (0..stages.len())
         .map(|j| {
             (0..stages.len())
@@ -823,14 +826,24 @@ mod tests {
         let (curves, peers) = crowded_reductions(&n, &three).unwrap();
         assert_eq!(peers, vec![vec![1], vec![0], vec![]]);
         close(curves[2].at(1e9), allreduce_s(&n, &three[2][0], 1e9));
-        // Each stage on a node of its own; or one NIC per GPU.
+        // Each stage on a node of its own: none meet.
         let inside = vec![vec![vec![d(0, 0), d(0, 1)]], vec![vec![d(1, 0), d(1, 1)]]];
         assert!(crowded_reductions(&n, &inside).is_none());
+        // One NIC per GPU: they meet on the link between the two nodes,
+        // which holds both, and each runs as it runs alone.
         let mut own = c.clone();
         for node in &mut own.nodes {
             node.nics = 4;
         }
-        assert!(crowded_reductions(&net(&own), &stages).is_none());
+        let own_net = net(&own);
+        let (curves, peers) = crowded_reductions(&own_net, &stages).unwrap();
+        assert_eq!(peers, vec![vec![1], vec![0]]);
+        for (curve, s) in curves.iter().zip(&stages) {
+            close(
+                curve.at(1e9),
+                concurrent_allreduce_curve(&own_net, s).at(1e9),
+            );
+        }
     }
 
     #[test]

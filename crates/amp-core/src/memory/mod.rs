@@ -225,6 +225,10 @@ struct LayerBytes {
     /// blocks under FP8 ([`FP8_WEIGHT_COPY_BYTES_PER_PARAM`]), held
     /// through the passes and the step; else 0.
     fp8_weight_copies: f64,
+    /// The parameters a rank holds of the model's largest layer, what a
+    /// reduction bucket may hold beyond its limit
+    /// ([`reduction_copy_bytes`]).
+    largest_layer_params: f64,
 }
 
 fn layer_bytes(
@@ -327,7 +331,14 @@ fn layer_bytes(
         workspace,
         retained,
         fp8_weight_copies,
+        largest_layer_params: largest_layer_params(model, tp),
     }
+}
+
+/// [`LayerBytes::largest_layer_params`] of `model` at tensor-parallel
+/// degree `tp` (the partitioner's tables take the same).
+pub(super) fn largest_layer_params(model: &Model, tp: usize) -> f64 {
+    model.layers.iter().map(|l| l.params).max().unwrap_or(0) as f64 / tp.max(1) as f64
 }
 
 /// What every device holds besides its stage's own memory: the framework's
@@ -397,7 +408,7 @@ fn device_bytes(
         layers.backward_end
             + copied * casts_at_backward_end(setup)
             + layers.end_buffer
-            + reduction_copy_bytes(setup, dp, params),
+            + reduction_copy_bytes(setup, dp, params, layers.largest_layer_params),
     ) + mbs * retained_outputs(b) * layers.retained;
     let states = |s: &StateBytes| {
         (

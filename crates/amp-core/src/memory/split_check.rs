@@ -437,7 +437,12 @@ pub fn stage_memory_tables(
                     .iter()
                     .map(|l| l.params as f64 / t * reduction_per_param),
             ),
-            cap_bytes: reduction_copy_bytes(setup, grid.dp, f64::INFINITY),
+            cap_bytes: reduction_copy_bytes(
+                setup,
+                grid.dp,
+                f64::INFINITY,
+                largest_layer_params(model, tp),
+            ),
         }),
         fixed: other,
     });

@@ -330,28 +330,46 @@ pub(super) fn flattened_bucket_bytes_per_param(
 /// (deepspeed/runtime/engine.py, in the AMP artifact's copy, in Sailor's fork
 /// and today). No bucket lives through the passes, which hold the gradients
 /// once ([`state_bytes`]); the copy is a peak of the backward's end
-/// ([`reduction_copy_bytes`]). Its `BF16_Optimizer` keeps a flat buffer of
-/// its own ([`state_bytes`]).
+/// ([`reduction_copy_bytes`]). In bf16 its `BF16_Optimizer` keeps a flat
+/// buffer of its own ([`state_bytes`]).
 pub(crate) fn flattens_at_reduction(setup: &TrainingSetup) -> bool {
     let pipeline_engine = setup.engine == Some(crate::setup::Engine::DeepSpeed)
         || setup.stage_exchange() == crate::setup::StageExchange::Lockstep;
     pipeline_engine
         && setup.optimizer_sharding == OptimizerSharding::None
-        && !deepspeed_bf16_optimizer(setup)
+        && setup.formats.weights != crate::setup::NumberFormat::Bf16
+}
+
+/// Whether [`flattens_at_reduction`]'s engine reduces at one replica too:
+/// today's DeepSpeed and Sailor's fork (its setup's barrier before the
+/// reduction is that fork's) call `allreduce_gradients` whatever the
+/// replicas (`_exec_reduce_grads` checks only
+/// `pipeline_enable_backward_allreduce`), where the AMP artifact's 0.3
+/// engine reduces only `if self.is_data_parallel`.
+fn reduces_at_one_replica(setup: &TrainingSetup) -> bool {
+    setup.engine == Some(crate::setup::Engine::DeepSpeed) || setup.grad_reduce_barrier
 }
 
 /// Bytes of the flat copy of [`flattens_at_reduction`] on a GPU holding
-/// `params` parameters of a stage with `dp` replicas: one bucket of at most
-/// [`DEEPSPEED_REDUCE_BUCKET_ELEMS`] gradients in their own format, and its
-/// fp32 cast where the reduction is wider. None at one replica (no
-/// reduction) or elsewhere.
-pub(crate) fn reduction_copy_bytes(setup: &TrainingSetup, dp: usize, params: f64) -> f64 {
-    params.min(DEEPSPEED_REDUCE_BUCKET_ELEMS) * reduction_copy_bytes_per_param(setup, dp)
+/// `params` parameters of a stage with `dp` replicas, of which the largest
+/// layer holds `largest`: a bucket of the gradients in their own format,
+/// and its fp32 cast where the reduction is wider. A bucket takes tensors
+/// until it holds more than [`DEEPSPEED_REDUCE_BUCKET_ELEMS`]
+/// (`allreduce_no_retain` adds a tensor, then flushes when past the
+/// limit), so it holds at most that and one tensor, here bounded by the
+/// largest layer. None where nothing is reduced.
+pub(crate) fn reduction_copy_bytes(
+    setup: &TrainingSetup,
+    dp: usize,
+    params: f64,
+    largest: f64,
+) -> f64 {
+    params.min(DEEPSPEED_REDUCE_BUCKET_ELEMS + largest) * reduction_copy_bytes_per_param(setup, dp)
 }
 
 /// [`reduction_copy_bytes`] per parameter, below one bucket.
 pub(crate) fn reduction_copy_bytes_per_param(setup: &TrainingSetup, dp: usize) -> f64 {
-    if dp <= 1 || !flattens_at_reduction(setup) {
+    if !flattens_at_reduction(setup) || (dp <= 1 && !reduces_at_one_replica(setup)) {
         return 0.0;
     }
     let f = &setup.formats;

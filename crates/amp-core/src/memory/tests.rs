@@ -2067,10 +2067,10 @@ fn deepspeed_flattens_its_gradients_only_to_reduce_them() {
     assert_eq!(state_bytes(&artifact, 2).gradients, 2.0);
     assert_eq!(reduction_copy_bytes_per_param(&artifact, 2), 2.0 + 4.0);
     assert_eq!(reduction_copy_bytes_per_param(&artifact, 1), 0.0);
-    assert_eq!(reduction_copy_bytes(&artifact, 2, 1e6), 1e6 * 6.0);
+    assert_eq!(reduction_copy_bytes(&artifact, 2, 1e6, 1e5), 1e6 * 6.0);
     assert_eq!(
-        reduction_copy_bytes(&artifact, 2, 1e9),
-        DEEPSPEED_REDUCE_BUCKET_ELEMS * 6.0
+        reduction_copy_bytes(&artifact, 2, 1e9, 1e8),
+        (DEEPSPEED_REDUCE_BUCKET_ELEMS + 1e8) * 6.0
     );
     // A plain replica's all-reduce buffer (PyTorch DDP's buckets) lives
     // through the passes; ZeRO-1 reduces through its own bucket.
@@ -2092,9 +2092,11 @@ fn deepspeed_flattens_its_gradients_only_to_reduce_them() {
             tables_agree_for(tied, artifact, shape);
         }
     }
-    // A stage past one bucket holds one bucket's copy, here its peak.
+    // A bucket takes tensors until it holds more than its limit, so it
+    // holds at most that and the largest layer: three of 400 M here, a
+    // copy of 900 M gradients, the peak of this stage.
     let mut m = tiny_decoder(false);
-    for l in [1, 2] {
+    for l in [1, 2, 3] {
         m.layers[l].params = 400_000_000;
     }
     let mut c = clusters::homogeneous();
@@ -2104,10 +2106,33 @@ fn deepspeed_flattens_its_gradients_only_to_reduce_them() {
     let plan = crate::search::plan_from_grid(&grid, &[0, 5], 1, 1, &artifact);
     let t = stage_memory_tables(&m, &c, &grid, 1, 1, &artifact, RESERVE);
     for d in plan_memory(&m, &c, &plan, RESERVE) {
-        assert_eq!(d.activations_bytes, DEEPSPEED_REDUCE_BUCKET_ELEMS * 6.0);
+        assert_eq!(
+            d.activations_bytes,
+            (DEEPSPEED_REDUCE_BUCKET_ELEMS + 4e8) * 6.0
+        );
         assert_eq!(d.gradients_bytes, m.total_params() as f64 * 2.0);
         assert!((t.peak_bytes(0, 0, 5) - d.peak_bytes).abs() <= 1e-9 * d.peak_bytes);
     }
+    // At one replica the artifact's 0.3 engine reduces nothing; today's
+    // DeepSpeed and Sailor's fork flatten and "reduce" all the same.
+    let sailor = TrainingSetup {
+        grad_reduce_barrier: true,
+        ..artifact
+    };
+    let today = TrainingSetup {
+        engine: Some(crate::setup::Engine::DeepSpeed),
+        stage_exchange: None,
+        ..artifact
+    };
+    assert_eq!(reduction_copy_bytes_per_param(&artifact, 1), 0.0);
+    assert_eq!(reduction_copy_bytes_per_param(&sailor, 1), 6.0);
+    assert_eq!(reduction_copy_bytes_per_param(&today, 1), 6.0);
+    // In bf16 DeepSpeed's `BF16_Optimizer` keeps its own buffer.
+    let bf16 = TrainingSetup {
+        formats: crate::setup::Precision::Bf16.formats(),
+        ..artifact
+    };
+    assert!(!flattens_at_reduction(&bf16));
 }
 
 #[test]
