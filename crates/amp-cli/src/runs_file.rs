@@ -102,6 +102,38 @@ fn setup_args(spec: &RunsSpec, origin: &str) -> Result<SetupArgs> {
     })
 }
 
+/// `nvidia-smi`'s reading of a run of `plan` on `cluster` is at most what
+/// the largest of its GPUs holds, where the cluster says: a reading above
+/// it was written in another unit or for another run.
+fn check_reading(
+    cluster: &amp_core::cluster::Cluster,
+    plan: &amp_core::plan::Plan,
+    reading_bytes: Option<f64>,
+) -> Result<()> {
+    let Some(reading) = reading_bytes else {
+        return Ok(());
+    };
+    let capacities: Option<Vec<u64>> = plan
+        .stages
+        .iter()
+        .flat_map(|s| s.replicas.iter().flatten())
+        .map(|d| cluster.nodes.get(d.node).and_then(|n| n.gpu_memory_bytes))
+        .collect();
+    let Some(largest) = capacities.and_then(|c| c.into_iter().max()) else {
+        return Ok(());
+    };
+    if reading > largest as f64 {
+        let mib = |b: f64| b / (1u64 << 20) as f64;
+        anyhow::bail!(
+            "`memory_used_mib = {:.0}` is more than any GPU of the plan holds ({:.0} MiB); \
+             nvidia-smi's `memory.used` is in MiB (GiB x 1024, GB x 953.7)",
+            mib(reading),
+            mib(largest as f64)
+        );
+    }
+    Ok(())
+}
+
 /// The dataset of the runs file at `path`, and what its inputs' readers
 /// noted.
 pub fn read(path: &Path) -> Result<amp_data::LoadedDataset> {
@@ -127,6 +159,7 @@ pub fn read(path: &Path) -> Result<amp_data::LoadedDataset> {
             .with_context(|| at.clone())?;
         let filled = std::mem::replace(&mut loaded.profile, given);
         let profile = (filled != loaded.profile).then_some(filled);
+        check_reading(&loaded.cluster, &plan, r.memory_used_bytes).with_context(|| at.clone())?;
         runs.push(Run {
             name: r.name.clone(),
             cluster: loaded.cluster.clone(),

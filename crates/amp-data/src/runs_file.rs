@@ -130,6 +130,13 @@ fn outcome(r: &RawRun) -> std::result::Result<Outcome, String> {
         if !(x.is_finite() && x >= 0.0) {
             return Err(format!("`grad_reduce_s = {x}` must be 0 or more"));
         }
+        // The reduction runs inside the iteration it was measured in.
+        if let Some(s) = r.iteration_s.filter(|&s| x > s) {
+            return Err(format!(
+                "`grad_reduce_s = {x}` is longer than the iteration it is part of \
+                 (`iteration_s = {s}`); both are seconds per iteration"
+            ));
+        }
     }
     if r.rank == Some(0) {
         return Err("`rank = 0`: ranks count from 1, as `amp plan` prints them".into());
