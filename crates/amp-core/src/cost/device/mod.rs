@@ -1053,9 +1053,7 @@ impl DeviceModel {
             let curve = if stage_first[j] < j {
                 allreduce[stage_first[j]].clone()
             } else {
-                let rings: Vec<Vec<Device>> = (0..grid.tp)
-                    .map(|t| grid.stage(j).iter().map(|rep| rep[t]).collect())
-                    .collect();
+                let rings = step::data_parallel_rings(grid.stage(j));
                 collective::concurrent_allreduce_curve(&self.network(inputs.cluster), &rings)
             };
             allreduce.push(curve);

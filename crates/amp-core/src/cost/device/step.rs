@@ -11,6 +11,16 @@ use crate::setup::OptimizerSharding;
 
 use super::*;
 
+/// The data-parallel rings over a pipeline rank's `replicas`, one per
+/// tensor-parallel rank of the widest: ring `t` takes rank `t mod tp` of
+/// each replica (see [`DeviceModel::allreduce_curves`]).
+pub(super) fn data_parallel_rings(replicas: &[Vec<Device>]) -> Vec<Vec<Device>> {
+    let tp = replicas.iter().map(Vec::len).max().unwrap_or(0);
+    (0..tp)
+        .map(|t| replicas.iter().map(|rep| rep[t % rep.len()]).collect())
+        .collect()
+}
+
 impl DeviceModel {
     /// The gradient all-reduce of each pipeline rank's replicas (one ring
     /// per tensor-parallel rank, all at once) as a function of the size of
@@ -50,9 +60,7 @@ impl DeviceModel {
                 curves[first[j]].clone()
             } else {
                 let price = || {
-                    let rings: Vec<Vec<Device>> = (0..s.max_tp())
-                        .map(|t| s.replicas.iter().map(|rep| rep[t % rep.len()]).collect())
-                        .collect();
+                    let rings = data_parallel_rings(&s.replicas);
                     collective::concurrent_allreduce_curve(&self.network(inputs.cluster), &rings)
                 };
                 match (memo, &keys[j]) {
@@ -77,12 +85,7 @@ impl DeviceModel {
     ) -> Option<Arc<super::CrowdedCurves>> {
         let rings: Vec<Vec<Vec<Device>>> = stages
             .iter()
-            .map(|replicas| {
-                let tp = replicas.iter().map(|r| r.len()).max().unwrap_or(1);
-                (0..tp)
-                    .map(|t| replicas.iter().map(|rep| rep[t % rep.len()]).collect())
-                    .collect()
-            })
+            .map(|replicas| data_parallel_rings(replicas))
             .collect();
         collective::crowded_reductions(&self.network(inputs.cluster), &rings).map(Arc::new)
     }
