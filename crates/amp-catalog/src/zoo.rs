@@ -421,7 +421,8 @@ impl Arch {
                 self.positions
             },
             tied_embeddings: self.tied,
-            linear_bias: self.out_bias || self.mlp_bias,
+            linear_bias: self.out_bias,
+            mlp_bias: (self.mlp_bias != self.out_bias).then_some(self.mlp_bias),
             qkv_bias: self.qkv_bias,
             qk_norm: self.qk_norm,
             post_norms: self.post_norms,

@@ -355,6 +355,44 @@ const LLAMA32_1B: &str = r#"{
   "transformers_version": "4.45.0.dev0", "use_cache": true, "vocab_size": 128256
 }"#;
 
+/// A Llama config's `attention_bias` puts biases on the four attention
+/// projections and `mlp_bias` on the MLP's, each on its own: the model
+/// says which, so that an engine that ties them refuses it.
+#[test]
+fn llama_attention_and_mlp_biases_are_told_apart() {
+    let with = |attention: bool, mlp: bool| {
+        let json = LLAMA32_1B
+            .replace(
+                r#""attention_bias": false"#,
+                &format!(r#""attention_bias": {attention}"#),
+            )
+            .replace(r#""mlp_bias": false"#, &format!(r#""mlp_bias": {mlp}"#));
+        let m = model_from_hf_config(&json, "config.json", Some(1024)).unwrap();
+        let a = m.architecture().unwrap().clone();
+        (
+            m.total_params(),
+            a.qkv_bias,
+            a.linear_bias,
+            a.mlp_has_bias(),
+            a.mlp_bias,
+        )
+    };
+    let (none, ..) = with(false, false);
+    // Attention only: q, k, v (2048 + 2 x 512) and o (2048) per block.
+    let (p, qkv, out, mlp, told) = with(true, false);
+    assert_eq!(p - none, 16 * (2048 + 2 * 512 + 2048));
+    assert!(qkv && out && !mlp);
+    assert_eq!(told, Some(false));
+    // MLP only: gate and up (8192 each) and down (2048) per block.
+    let (p, qkv, out, mlp, told) = with(false, true);
+    assert_eq!(p - none, 16 * (2 * 8192 + 2048));
+    assert!(!qkv && !out && mlp);
+    assert_eq!(told, Some(true));
+    // Both: nothing to tell apart.
+    let (.., mlp, told) = with(true, true);
+    assert!(mlp && told.is_none());
+}
+
 #[test]
 fn hf_configs_give_the_zoo_models() {
     for (json, zoo, seq) in [

@@ -301,8 +301,14 @@ pub struct Architecture {
     pub max_positions: u64,
     /// Whether the output projection shares the embedding's weights.
     pub tied_embeddings: bool,
-    /// Biases on the attention output and MLP projections.
+    /// Biases on the attention output projection, and on the MLP's
+    /// unless `mlp_bias` says otherwise.
     pub linear_bias: bool,
+    /// Biases on the MLP's projections where they differ from the
+    /// attention output's (a Llama config's `attention_bias` without
+    /// `mlp_bias`, or the reverse). Absent: as `linear_bias`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlp_bias: Option<bool>,
     /// Biases on the query, key and value projections.
     pub qkv_bias: bool,
     /// An RMSNorm over each head's query and key before attention (Qwen3;
@@ -329,6 +335,11 @@ pub struct Architecture {
 }
 
 impl Architecture {
+    /// Whether the MLP's projections have biases ([`Self::mlp_bias`]).
+    pub fn mlp_has_bias(&self) -> bool {
+        self.mlp_bias.unwrap_or(self.linear_bias)
+    }
+
     /// Whether the family's own code (eager PyTorch) projects query, key
     /// and value in one GEMM: GPT-2's `c_attn`, Megatron-LM's GPT-3, Phi-3's
     /// `qkv_proj`; the others (Llama, Qwen, Mistral, Gemma, OPT, GPT-Neo,
@@ -1150,6 +1161,7 @@ mod tests {
             max_positions: 1024,
             tied_embeddings: false,
             linear_bias: false,
+            mlp_bias: None,
             qkv_bias: false,
             qk_norm: false,
             post_norms: false,

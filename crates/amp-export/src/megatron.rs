@@ -712,6 +712,16 @@ fn architecture_args(
             "the output projection has its own weights",
         ));
     }
+    if a.mlp_has_bias() != a.linear_bias {
+        let (with, without) = if a.linear_bias {
+            ("the attention output", "the MLP")
+        } else {
+            ("the MLP", "the attention output")
+        };
+        return refuse(format!(
+            "it has biases on {with} but none on {without}; Megatron-LM's --add-bias-linear (`add_bias_linear`, megatron/core/transformer/transformer_config.py) puts them on both or neither"
+        ));
+    }
     match (a.linear_bias, a.qkv_bias) {
         (true, true) => {}
         (false, false) => v.push(switch(

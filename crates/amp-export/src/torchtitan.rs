@@ -164,6 +164,7 @@ fn flavor_for(model: &Model, shape: &TransformerShape) -> EngineResult<&'static 
         && a.norm == NormKind::Rmsnorm
         && a.position_embedding == PositionEmbedding::Rope
         && !a.linear_bias
+        && !a.mlp_has_bias()
         && !a.qkv_bias;
     // torchtitan's llama3 flavors rescale as Llama 3.1 does; a Llama 3
     // model without the rescaling costs the same and is exported to them

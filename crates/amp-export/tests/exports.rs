@@ -809,6 +809,23 @@ fn megatron_refuses_architectures_it_cannot_build() {
             other => panic!("{name}: {other:?}"),
         }
     }
+    // Biases on the attention output but not the MLP (a Llama config's
+    // `attention_bias` alone): Megatron-LM's `add_bias_linear` puts them on
+    // both, so the model it would build is not the one amp priced.
+    let mut m = amp_catalog::zoo_model("llama3-8b", None).unwrap();
+    let a = m.architecture_mut().unwrap();
+    (a.linear_bias, a.qkv_bias, a.mlp_bias) = (true, true, Some(false));
+    let p = amp_core::search::plan_from_grid(&g, &[0, m.layers.len()], 1, 4, &Default::default());
+    let e = export(&p, &m, &c, Engine::Megatron, &ExportOptions::default()).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("biases on the attention output but none on the MLP"),
+        "{e}"
+    );
+    // Without the MLP's told apart, as plan files before 2026-12-08 wrote
+    // them, the linear biases are everywhere and Megatron-LM builds them.
+    m.architecture_mut().unwrap().mlp_bias = None;
+    assert!(export(&p, &m, &c, Engine::Megatron, &ExportOptions::default()).is_ok());
 }
 
 /// DeepSpeed's pipeline engine runs ZeRO stages 0 and 1 only: ZeRO-2 and

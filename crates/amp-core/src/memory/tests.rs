@@ -191,6 +191,7 @@ fn tiny_with(flash: Option<bool>, dropout: Option<bool>) -> Model {
         max_positions: 4,
         tied_embeddings: true,
         linear_bias: true,
+        mlp_bias: None,
         qkv_bias: true,
         qk_norm: false,
         post_norms: false,

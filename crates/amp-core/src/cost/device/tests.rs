@@ -568,6 +568,7 @@ fn llama_like(hidden: u64, seq: u64) -> crate::model::TransformerShape {
             max_positions: seq,
             tied_embeddings: false,
             linear_bias: false,
+            mlp_bias: None,
             qkv_bias: false,
             qk_norm: false,
             post_norms: false,
