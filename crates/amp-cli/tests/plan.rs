@@ -3336,14 +3336,17 @@ fn megatron_bridges_published_llama3_70b_fp8_run() {
     // and 2.2-4.9% slower, 10.4341 and 20.6569 s, while its sends held
     // their sender; 3.5-4.6% and 3.6-6.4% while Megatron's
     // sequence-parallel sends paid a receivers' all-gather, 10.5836 and
-    // 20.9524 s).
-    assert_eq!(price(64, &recipe), (10.0738, 75.86, true));
-    assert_eq!(price(128, &recipe), (19.8927, 75.86, true));
+    // 20.9524 s). Its peak was 75.86 GiB while every rank was priced as
+    // holding ceil((W + 1) / 5) whole micro-batches of its five chunks,
+    // before 2026-12-08.
+    assert_eq!(price(64, &recipe), (10.0738, 73.14, true));
+    assert_eq!(price(128, &recipe), (19.8927, 73.14, true));
     // Without the two (amp before they were priced): 8.6-9.8% and
-    // 8.5-11.4% slower, and called out of memory by 0.68 GiB (11.4695 and
-    // 22.7048 s while the sends held their sender).
-    assert_eq!(price(64, &[]), (11.1091, 80.33, false));
-    assert_eq!(price(128, &[]), (21.9406, 80.33, false));
+    // 8.5-11.4% slower (11.4695 and 22.7048 s while the sends held their
+    // sender); called out of memory by 0.68 GiB (80.33 GiB) before
+    // 2026-12-08, when the chunks held were counted as whole micro-batches.
+    assert_eq!(price(64, &[]), (11.1091, 77.61, true));
+    assert_eq!(price(128, &[]), (21.9406, 77.61, true));
 }
 
 /// `amp plan` of Llama-3-8B at sequence 2048 and a global batch of 16 on

@@ -154,11 +154,10 @@ pub(super) fn scale(setup: &TrainingSetup) -> f64 {
 /// Interleaved with `v` chunks: the device runs
 /// `W = min(2 (pp - stage - 1) + (v - 1) pp, B v)` warm-up chunk forwards
 /// (Megatron Core's `get_pp_rank_microbatches`) and then one more before
-/// its first backward,
-/// so it holds `W + 1` chunk
-/// activations, each `1 / v` of its layers: `ceil((W + 1) / v)` whole
-/// micro-batches' worth (Narayanan et al. SC'21: about `pp (1 + 1/v)` on
-/// the first device).
+/// its first backward, so it holds `W + 1` chunk activations, each of one
+/// micro-batch: `ceil((W + 1) / v)` micro-batches have some there (Narayanan
+/// et al. SC'21: about `pp (1 + 1/v)` on the first device). What those
+/// chunks hold is [`held_bytes_per_sample`]'s.
 pub(crate) fn in_flight(
     schedule: Schedule,
     stage: usize,
@@ -169,14 +168,98 @@ pub(crate) fn in_flight(
         Schedule::Interleaved { virtual_stages } if virtual_stages > 1 => {
             let v = virtual_stages;
             let total = num_micro_batches * v;
-            let warmup = (2 * pp.saturating_sub(stage + 1) + (v - 1) * pp).min(total);
-            (warmup + 1).min(total).div_ceil(v)
+            (interleaved_warmup(stage, pp, v, total) + 1)
+                .min(total)
+                .div_ceil(v)
         }
         Schedule::OneFOneB | Schedule::Interleaved { .. } => {
             pp.saturating_sub(stage).max(1).min(num_micro_batches)
         }
         Schedule::GPipe => num_micro_batches,
     }
+}
+
+/// Warm-up chunk forwards of pipeline rank `stage` of `pp` interleaved over
+/// `v` chunks, `total` chunk forwards in all (Megatron Core's
+/// `get_pp_rank_microbatches`).
+fn interleaved_warmup(stage: usize, pp: usize, v: usize, total: usize) -> usize {
+    (2 * pp.saturating_sub(stage + 1) + (v - 1) * pp).min(total)
+}
+
+/// Whether pipeline rank `stage` of `pp`, running `b` micro-batches, runs
+/// a backward before one of its activation peaks: under 1F1B where it runs
+/// more micro-batches than it keeps; interleaved where a chunk forward
+/// follows its first backward (more than `W + 1` chunk forwards); never
+/// under GPipe.
+pub(crate) fn backward_before_peak(schedule: Schedule, stage: usize, pp: usize, b: usize) -> bool {
+    match schedule {
+        Schedule::Interleaved { virtual_stages: v } if v > 1 => {
+            let total = b * v;
+            interleaved_warmup(stage, pp, v, total) + 1 < total
+        }
+        _ => b > in_flight(schedule, stage, pp, b),
+    }
+}
+
+/// Stored activation bytes per sample pipeline rank `stage` of `pp` keeps
+/// at its peak, running `b` micro-batches: `stored` per sample of its
+/// layers, `loss` of those the loss's (kept by one micro-batch at a time,
+/// [`loss_in_flight`]), `chunks` the same two per model chunk where it
+/// holds several (interleaved; else empty).
+///
+/// Interleaved, the device holds `W + 1` chunk activations
+/// ([`in_flight`]), but which chunks changes as the schedule runs: the
+/// forwards take Megatron Core's schedule table (`get_schedule_table`:
+/// groups of `pp` micro-batches, each chunk in turn, so chunk `c` runs its
+/// forwards a group at a time), the backwards the same table's chunks in
+/// reverse order. The peak is the largest of what it holds after each
+/// forward, chunk by chunk: `W + 1` chunks of one micro-batch, `(W + 1) /
+/// v` micro-batches where the chunks hold the same.
+pub(crate) fn held_bytes_per_sample(
+    schedule: Schedule,
+    (stage, pp, b): (usize, usize, usize),
+    (stored, loss): (f64, f64),
+    chunks: &[(f64, f64)],
+) -> f64 {
+    let v = schedule.virtual_stages();
+    if v <= 1 || chunks.len() != v {
+        let flight = in_flight(schedule, stage, pp, b);
+        return flight as f64 * stored
+            + (loss_in_flight(schedule, flight) as f64 - flight as f64) * loss;
+    }
+    let total = b * v;
+    let warmup = interleaved_warmup(stage, pp, v, total);
+    // The chunk of each chunk forward, in order.
+    let mut table = Vec::with_capacity(total);
+    let mut start = 0;
+    while start < b {
+        let end = if start + pp >= b { b } else { start + pp };
+        for c in 0..v {
+            table.extend(std::iter::repeat_n(c, end - start));
+        }
+        start = end;
+    }
+    let bytes = |c: usize, n: usize| {
+        let (s, l) = chunks[c];
+        n as f64 * (s - l) + n.min(1) as f64 * l
+    };
+    let mut held = vec![0usize; v];
+    for &c in &table[..(warmup + 1).min(total)] {
+        held[c] += 1;
+    }
+    let mut now: f64 = (0..v).map(|c| bytes(c, held[c])).sum();
+    let mut peak = now;
+    for i in 1..total.saturating_sub(warmup) {
+        let back = v - 1 - table[i - 1];
+        let fwd = table[warmup + i];
+        for (c, step) in [(back, -1isize), (fwd, 1)] {
+            now -= bytes(c, held[c]);
+            held[c] = held[c].saturating_add_signed(step);
+            now += bytes(c, held[c]);
+        }
+        peak = peak.max(now);
+    }
+    peak
 }
 
 /// Bytes per sample of one micro-batch's output that DeepSpeed's pipeline
@@ -796,6 +879,8 @@ pub(crate) fn stored_activation_bytes_per_sample(
         };
         let bytes = if tp_sharded(l.kind) {
             whole + (e - whole) / t
+        } else if sequence_split_outside_blocks(model, layer, setup) {
+            e / t
         } else {
             e
         } * activation_bytes(setup);
@@ -831,6 +916,28 @@ pub(crate) fn stored_activation_bytes_per_sample(
         LayerKind::Embedding => out,
         LayerKind::Noop => 0.0,
         LayerKind::Other => out * activation_bytes(setup),
+    }
+}
+
+/// Whether sequence parallelism splits what layer `layer`, outside the
+/// blocks, keeps over the tensor-parallel group: the embedding's dropout
+/// mask (Megatron-LM scatters, or reduce-scatters, the embedding's output
+/// over the sequence before its dropout, `LanguageModelEmbedding`) and the
+/// final norm's input (the decoder's `final_layernorm` runs on the
+/// sequence-split hidden states; torchtitan's plan shards its `norm` as
+/// `SequenceParallel`). Read of a model with an architecture (the zoo's,
+/// Hugging Face's), whose layer after the last block is the final norm; a
+/// layer list's own counts are kept as given.
+fn sequence_split_outside_blocks(model: &Model, layer: usize, setup: &TrainingSetup) -> bool {
+    if !setup.sequence_parallel || model.architecture().is_none() {
+        return false;
+    }
+    match model.layers[layer].kind {
+        LayerKind::Embedding => true,
+        LayerKind::Other => {
+            layer > 0 && model.layers[layer - 1].kind == LayerKind::TransformerBlock
+        }
+        _ => false,
     }
 }
 

@@ -212,6 +212,10 @@ struct LayerBytes {
     stored: f64,
     /// Of those, what the loss keeps (`loss_stored_bytes_per_sample`).
     loss_stored: f64,
+    /// The same two per model chunk where the stage holds several
+    /// (interleaved; else empty): which chunks it holds changes as its
+    /// schedule runs ([`held_bytes_per_sample`]).
+    chunk_stored: Vec<(f64, f64)>,
     /// The largest transient bytes per sample of any of its layers
     /// ([`transient_bytes_per_sample`]): one layer's backward runs at a
     /// time, the loss's among them, and frees its workspace before the next
@@ -306,6 +310,21 @@ fn layer_bytes(
     let stored: f64 = layers()
         .map(|l| stored_activation_bytes_per_sample(model, l, tp, setup))
         .sum();
+    let chunk_stored = if chunks.len() > 1 {
+        chunks
+            .iter()
+            .map(|c| {
+                c.clone().fold((0.0, 0.0), |(s, f), l| {
+                    (
+                        s + stored_activation_bytes_per_sample(model, l, tp, setup),
+                        f + loss_stored_bytes_per_sample(model, l, tp, setup),
+                    )
+                })
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let workspace = layers()
         .map(|l| transient_bytes_per_sample(model, l, tp, setup))
         .fold(0.0f64, f64::max);
@@ -328,6 +347,7 @@ fn layer_bytes(
         end_buffer: backward_end_buffer_bytes(model, setup, tp),
         stored,
         loss_stored,
+        chunk_stored,
         workspace,
         retained,
         fp8_weight_copies,
@@ -363,12 +383,14 @@ fn device_bytes(
     reserve_bytes: f64,
 ) -> DeviceBytes {
     let (params, copied) = (layers.params, layers.copied_params);
-    let flight = in_flight(setup.schedule, stage, pp, b);
-    let (passes, step) =
-        phase_state_bytes(setup, dp, gradients_before_peak(setup, b, flight), pp > 1);
+    let backward_first = backward_before_peak(setup.schedule, stage, pp, b);
+    let (passes, step) = phase_state_bytes(
+        setup,
+        dp,
+        gradients_before_peak(setup, b, backward_first),
+        pp > 1,
+    );
     let mbs = plan_mbs as f64;
-    // The loss's share of the stored bytes is kept by fewer micro-batches.
-    let loss_flight = loss_in_flight(setup.schedule, flight) as f64 - flight as f64;
     // Where blocks drop their casts, the forward's end (every cast cached)
     // or a block's backward (its own recomputed), whichever holds more.
     let dropped_casts = if layers.dropped_cast_params > 0.0 {
@@ -387,7 +409,7 @@ fn device_bytes(
     // unit's, a layer's gradient workspace, where it holds more. It comes
     // in a layer's backward, after the loss's of the same micro-batch has
     // freed what the loss kept ([`loss_freed_before_gradients`]).
-    let accumulating = if gradient_workspace(setup, b, flight) {
+    let accumulating = if gradient_workspace(setup, backward_first) {
         (layers.accumulation
             - loss_freed_before_gradients(mbs, layers.loss_stored, setup)
             - (mbs * layers.workspace + dropped_casts))
@@ -395,11 +417,16 @@ fn device_bytes(
     } else {
         0.0
     };
-    let activations = flight as f64 * mbs * layers.stored
+    let held = held_bytes_per_sample(
+        setup.schedule,
+        (stage, pp, b),
+        (layers.stored, layers.loss_stored),
+        &layers.chunk_stored,
+    );
+    let activations = mbs * held
         + mbs * (layers.workspace + retained_outputs(b) * layers.retained)
         + dropped_casts
-        + accumulating
-        + loss_flight * mbs * layers.loss_stored;
+        + accumulating;
     // The optimizer step's temporaries are a peak of their own, after the
     // activations are freed: the larger of the two is the device's.
     // Or the end of the backward's, the larger: both hold the states, and

@@ -237,7 +237,11 @@ impl SplitMemoryCheck {
                 let flight = in_flight(plan.setup.schedule, j, pp, b);
                 // The loss's share is kept by fewer: this many fewer samples.
                 let loss = (flight - loss_in_flight(plan.setup.schedule, flight)) as f64 * mbs;
-                let later = gradients_before_peak(&plan.setup, b, flight);
+                let later = gradients_before_peak(
+                    &plan.setup,
+                    b,
+                    backward_before_peak(plan.setup.schedule, j, pp, b),
+                );
                 in_flight_samples.push((flight as f64 * mbs, loss, usize::from(later)));
             }
         }
@@ -315,10 +319,13 @@ pub fn stage_memory_tables(
     let flights: Vec<usize> = (0..grid.pp)
         .map(|j| in_flight(setup.schedule, j, grid.pp, num_micro_batches))
         .collect();
-    let passes: Vec<StateBytes> = flights
+    let backward_first: Vec<bool> = (0..grid.pp)
+        .map(|j| backward_before_peak(setup.schedule, j, grid.pp, num_micro_batches))
+        .collect();
+    let passes: Vec<StateBytes> = backward_first
         .iter()
-        .map(|&f| {
-            let later = gradients_before_peak(setup, num_micro_batches, f);
+        .map(|&first| {
+            let later = gradients_before_peak(setup, num_micro_batches, first);
             phase_state_bytes(setup, grid.dp, later, pipelined).0
         })
         .collect();
@@ -353,9 +360,9 @@ pub fn stage_memory_tables(
         let of_layer: Vec<f64> = (0..n)
             .map(|l| accumulation_bytes(model, l, tp, setup, drop))
             .collect();
-        let stages: Vec<bool> = flights
+        let stages: Vec<bool> = backward_first
             .iter()
-            .map(|&f| gradient_workspace(setup, num_micro_batches, f))
+            .map(|&first| gradient_workspace(setup, first))
             .collect();
         (of_layer.iter().any(|&a| a > 0.0) && stages.iter().any(|&s| s)).then(|| {
             crate::cost::AccumulationTables {

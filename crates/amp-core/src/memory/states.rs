@@ -564,27 +564,27 @@ pub(super) fn gradients_by_phase(setup: &TrainingSetup) -> bool {
 
 /// Whether a stage's passes peak with the gradients of an earlier backward
 /// there (`gradients_in_passes` of [`phase_state_bytes`]), with `b`
-/// micro-batches of which it keeps `flight` in flight: where it runs more
-/// than it keeps, a backward has run before its activations peak again.
+/// micro-batches, `backward_first` saying whether a backward runs before
+/// one of its activation peaks ([`backward_before_peak`]).
 /// Under torchtitan's pipeline, whose accumulated unsharded gradients may
 /// outweigh a micro-batch's activations, wherever it runs more than one: a
 /// bound (the second backward's peak holds one micro-batch fewer, the
 /// first's none of those gradients), never below either.
-pub(super) fn gradients_before_peak(setup: &TrainingSetup, b: usize, flight: usize) -> bool {
+pub(super) fn gradients_before_peak(setup: &TrainingSetup, b: usize, backward_first: bool) -> bool {
     if fsdp2(setup) {
         b > 1
     } else {
-        b > flight
+        backward_first
     }
 }
 
-/// Whether a stage of `b` micro-batches keeping `flight` in flight holds a
-/// layer's [`accumulation_bytes`] in its passes: where its gradients are
-/// there (eager accumulation over micro-batches), and at every backward
-/// under torchtitan (FSDP2's reduction of the unit) and DeepSpeed ZeRO-2
-/// (its reduction buckets).
-pub(super) fn gradient_workspace(setup: &TrainingSetup, b: usize, flight: usize) -> bool {
-    fsdp2(setup) || deepspeed_zero2(setup) || b > flight
+/// Whether a stage holds a layer's [`accumulation_bytes`] in its passes,
+/// `backward_first` as in [`gradients_before_peak`]: where its gradients
+/// are there (eager accumulation over micro-batches), and at every
+/// backward under torchtitan (FSDP2's reduction of the unit) and DeepSpeed
+/// ZeRO-2 (its reduction buckets).
+pub(super) fn gradient_workspace(setup: &TrainingSetup, backward_first: bool) -> bool {
+    fsdp2(setup) || deepspeed_zero2(setup) || backward_first
 }
 
 /// Whether `setup` runs DeepSpeed's ZeRO-2, whose reduction buckets live

@@ -272,6 +272,37 @@ fn the_loss_keeps_fp32_logits_whatever_the_activations_width() {
 }
 
 #[test]
+fn sequence_parallelism_splits_the_embeddings_mask_and_the_final_norms_input() {
+    // tiny_decoder with dropout: the embedding keeps its mask (16 16-bit
+    // elements per sample as counted, 32 bytes) and the final norm its
+    // input (32 x 2 bytes). Megatron-LM drops the embedding's output after
+    // scattering it over the sequence, and runs the final norm on the
+    // sequence-split hidden states: at tp 2, half each on every rank
+    // (until 2026-12-08, whole).
+    let mut m = tiny_decoder(false);
+    m.layers[0].stored_activation_elems_per_sample = Some(16);
+    let sp = TrainingSetup {
+        sequence_parallel: true,
+        ..megatron_setup()
+    };
+    for (tp, setup, embedding, norm) in [
+        (2, megatron_setup(), 32.0, 64.0),
+        (2, sp, 16.0, 32.0),
+        (1, sp, 32.0, 64.0),
+    ] {
+        assert_eq!(
+            stored_activation_bytes_per_sample(&m, 0, tp, &setup),
+            embedding
+        );
+        assert_eq!(stored_activation_bytes_per_sample(&m, 3, tp, &setup), norm);
+    }
+    // A layer list without an architecture keeps its counts as given.
+    m.shape.as_mut().unwrap().architecture = None;
+    assert_eq!(stored_activation_bytes_per_sample(&m, 0, 2, &sp), 32.0);
+    assert_eq!(stored_activation_bytes_per_sample(&m, 3, 2, &sp), 64.0);
+}
+
+#[test]
 fn torchtitans_eager_block_keeps_what_its_python_saves() {
     // tiny_llama at s = 4, bf16, no recomputation, per token: two norms'
     // inputs and fp32 inverse norms, 2 x (16 + 4); the QKV and MLP inputs,
@@ -555,13 +586,16 @@ fn the_losss_and_a_blocks_workspaces_are_held_one_at_a_time() {
 #[test]
 fn one_micro_batch_keeps_the_loss_under_interleaving() {
     // Interleaved, pp = 2, v = 2, B = 4: the last device runs virtual
-    // stages 1 (block0) and 3 (block1 to the head) and keeps
-    // ceil((2 + 1) / 2) = 2 micro-batches of them in flight, but its
-    // last chunk runs each micro-batch's backward right after its
-    // forward: the loss's fp32 logits (40 x 4 bytes per sample) once.
-    // Per sample on Megatron-LM: blocks 200 each, the final norm 64,
-    // the projection's input 64 and the loss's 160; the loss's
-    // transient 40 x 2.
+    // stages 1 (block0) and 3 (block1 to the head). Megatron Core's table
+    // runs chunk forwards 0, 0, 1, 1, 0, 0, 1, 1; the device warms up
+    // (2 - 1 - 1) x 2 + 2 = 2 and runs one more before its first
+    // backward: two of chunk 0, one of chunk 1, whose backward follows at
+    // once (each micro-batch's loss, its fp32 logits 40 x 4 bytes per
+    // sample, is kept once). Later it holds three of chunk 0 (600) or two
+    // and one again. Per sample on Megatron-LM: blocks 200 each, the final
+    // norm 64, the projection's input 64 and the loss's 160; the loss's
+    // transient 40 x 2. (Until 2026-12-08 amp counted ceil(3 / 2) = 2
+    // micro-batches of both chunks, 2 x 688 - 160: 1,296 bytes, not 968.)
     let m = tiny_decoder(false);
     let setup = TrainingSetup {
         schedule: Schedule::Interleaved { virtual_stages: 2 },
@@ -571,8 +605,9 @@ fn one_micro_batch_keeps_the_loss_under_interleaving() {
     let layers = layer_bytes(&m, &[1..2, 2..5], 1, &setup, true);
     assert_eq!(layers.stored, 200.0 + 200.0 + 64.0 + 224.0);
     assert_eq!(layers.loss_stored, 160.0);
+    assert_eq!(layers.chunk_stored, [(200.0, 0.0), (488.0, 160.0)]);
     let (.., acts, _) = device_bytes(&layers, &setup, (1, 1, 2), (1, 4), 0.0);
-    assert_eq!(acts, 2.0 * 688.0 - 160.0 + 80.0);
+    assert_eq!(acts, 2.0 * 200.0 + 488.0 + 80.0);
     // GPipe keeps every micro-batch's, as every other activation.
     let gpipe = TrainingSetup {
         schedule: Schedule::GPipe,
@@ -580,6 +615,45 @@ fn one_micro_batch_keeps_the_loss_under_interleaving() {
     };
     let (.., acts, _) = device_bytes(&layers, &gpipe, (1, 1, 2), (1, 4), 0.0);
     assert_eq!(acts, 4.0 * 688.0 + 80.0);
+}
+
+#[test]
+fn interleaved_devices_hold_the_chunks_their_schedule_leaves() {
+    let il = Schedule::Interleaved { virtual_stages: 2 };
+    let held = |stage, pp, b, chunks: &[(f64, f64)]| {
+        let stored = chunks.iter().map(|c| c.0).sum();
+        let loss = chunks.iter().map(|c| c.1).sum();
+        held_bytes_per_sample(il, (stage, pp, b), (stored, loss), chunks)
+    };
+    // pp 4, B 8, the first device: 2 x 3 + 4 = 10 warm-up forwards and
+    // one more, 11 chunks; equal chunks hold 5.5 micro-batches' worth, not
+    // ceil(11 / 2) = 6.
+    assert_eq!(held(0, 4, 8, &[(100.0, 0.0), (100.0, 0.0)]), 1100.0);
+    assert_eq!(in_flight(il, 0, 4, 8), 6);
+    // The last device: 4 + 1 chunks, first four of chunk 0 and one of
+    // chunk 1 (580 here), then five of chunk 0 once its backwards reach
+    // chunk 0 (600): the larger, where neither 2.5 x 220 = 550 nor
+    // ceil(5 / 2) x 220 = 660 is right.
+    assert_eq!(held(3, 4, 8, &[(120.0, 0.0), (100.0, 0.0)]), 600.0);
+    assert_eq!(held(3, 4, 8, &[(100.0, 0.0), (120.0, 0.0)]), 520.0);
+    // B = 3 with pp 2: the table's last group is short (0, 0, 1, 1, 0,
+    // 1); the first device warms up 4 and holds 3 of chunk 0, 2 of 1.
+    assert_eq!(held(0, 2, 3, &[(100.0, 0.0), (10.0, 0.0)]), 320.0);
+    // Every forward first (B = pp = 4: 10 warm-up forwards of 8): all.
+    assert_eq!(held(0, 4, 4, &[(100.0, 0.0), (10.0, 0.0)]), 440.0);
+    // One chunk, or 1F1B: the flight count, the loss kept once.
+    assert_eq!(
+        held_bytes_per_sample(Schedule::OneFOneB, (0, 4, 8), (300.0, 100.0), &[]),
+        4.0 * 300.0 - 3.0 * 100.0
+    );
+    // A backward comes before a later peak where a chunk forward follows
+    // the first backward: B = 6 (12 chunk forwards, 11 before it) does,
+    // though ceil(11 / 2) = 6 micro-batches are in flight; B = 4 does not.
+    assert!(backward_before_peak(il, 0, 4, 6));
+    assert!(!backward_before_peak(il, 0, 4, 4));
+    assert!(backward_before_peak(Schedule::OneFOneB, 0, 4, 5));
+    assert!(!backward_before_peak(Schedule::OneFOneB, 0, 4, 4));
+    assert!(!backward_before_peak(Schedule::GPipe, 0, 4, 8));
 }
 
 #[test]
@@ -1742,9 +1816,9 @@ fn torchtitan_holds_fsdp2_shards_and_its_unsharded_copies() {
     ));
     // The accumulated gradients count from a second micro-batch on, even
     // where it is still in flight at the first backward.
-    assert!(gradients_before_peak(&zero3, 2, 2));
-    assert!(!gradients_before_peak(&zero3, 1, 1));
-    assert!(!gradients_before_peak(&megatron_setup(), 2, 2));
+    assert!(gradients_before_peak(&zero3, 2, false));
+    assert!(!gradients_before_peak(&zero3, 1, false));
+    assert!(!gradients_before_peak(&megatron_setup(), 2, false));
     // A device's bytes: tiny_decoder's 2,176 parameters (80 + 1,000 +
     // 1,000 + 16 + 80), tp 1, dp 2, ZeRO-3. One stage: 8 bytes per
     // parameter of shards, the projection's 80 parameters' copy.
