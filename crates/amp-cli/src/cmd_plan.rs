@@ -119,6 +119,8 @@ pub struct PlanArgs {
     /// What the ranking minimises: time (per iteration) or cost (dollars
     /// per iteration, from the nodes' prices; every node needs one; the
     /// same order as dollars per token, which the summary also gives).
+    /// Cost searches the GPU-type subsets too (--subsets), since on the
+    /// whole cluster it ranks as time does.
     #[arg(long, value_enum, default_value_t = ObjectiveArg::Time)]
     pub objective: ObjectiveArg,
     /// Only plans whose nodes cost at most this many dollars per hour (from
@@ -164,7 +166,8 @@ impl PlanArgs {
     }
 
     /// Whether the main search is the subset search: asked for, or needed
-    /// by the cost objective or a budget.
+    /// by the cost objective or a budget (both search the sub-clusters: a
+    /// part of the cluster can cost less than all of it).
     fn wide(&self) -> bool {
         self.subsets || self.objective() == Objective::Cost || self.max_usd_per_hour.is_some()
     }
@@ -1181,7 +1184,7 @@ impl Searches<'_> {
                     model,
                     &search_opts,
                     setups,
-                    args.subsets || budget.is_some(),
+                    args.subsets || budget.is_some() || objective == Objective::Cost,
                     objective,
                     budget,
                 )
