@@ -30,7 +30,9 @@ them.
 
 The sequence is long enough for the activations in flight and the pipe buffers
 (the last stage's retained logits among them) to count beside the states. The
-innermost ops running at each peak are in the raw lines, and the script ends
+innermost ops running at each peak are in the raw lines, beside the most each
+pipeline instruction held while it ran (the passes apart from the reduction
+and the step, where amp's passes and step peaks are), and the script ends
 with what one block saves for its backward (Hugging Face's eager block: its
 RMSNorm keeps fp32 copies, its MLP every intermediate), which amp's count of a
 fused block does not follow.
@@ -40,6 +42,7 @@ constant is fitted.
 """
 
 import argparse
+import bisect
 import importlib.util
 import json
 import os
@@ -50,7 +53,7 @@ import torch
 import torch.distributed as dist
 from deepspeed_zero import ZERO, join_gloo, peak_and_ops, spawn_ranks
 from fsdp import CONFIG
-from torch.profiler import ProfilerActivity, profile
+from torch.profiler import ProfilerActivity, profile, record_function
 
 
 def llama_config():
@@ -156,7 +159,9 @@ def rank_main(rank, world, export_dir, seq, port, overlap_comm, queue):
         def run(self, *args, _fn=fn, **kwargs):
             instruction[0] = _fn.__name__
             try:
-                return _fn(self, *args, **kwargs)
+                # Named in the profile, for the peak within each instruction.
+                with record_function(INSTRUCTION + _fn.__name__):
+                    return _fn(self, *args, **kwargs)
             finally:
                 instruction[0] = "none"
 
@@ -202,6 +207,7 @@ def rank_main(rank, world, export_dir, seq, port, overlap_comm, queue):
             traffic["on"] = it == 1
             engine.train_batch(data_iter=iter([(ids, ids)] * accumulation))
     peak, ops, last = peak_and_ops(prof)
+    by_instruction = peaks_by_instruction(prof)
     queue.put(
         {
             "rank": rank,
@@ -213,12 +219,40 @@ def rank_main(rank, world, export_dir, seq, port, overlap_comm, queue):
             "collective_bytes_per_param": {
                 k: round(v / params, 3) for k, v in sorted(traffic.items()) if k != "on"
             },
+            "peak_bytes_by_instruction": by_instruction,
             "all_reduce_bytes_per_param_by_instruction": {
                 k: round(v / params, 3) for k, v in sorted(reduced_in.items())
             },
         }
     )
     dist.destroy_process_group()
+
+
+INSTRUCTION = "amp_instruction:"
+
+
+def peaks_by_instruction(prof):
+    """The most each pipeline instruction's run held (everything alive
+    while it ran, from the model's creation on), by the instruction's
+    method name (`_exec_forward_pass`, `_exec_reduce_grads`, ...): where a
+    rank's passes peak apart from its reduction and step."""
+    events = list(prof.profiler.kineto_results.events())
+    spans = sorted(
+        (e.start_ns(), e.end_ns(), e.name()[len(INSTRUCTION) :])
+        for e in events
+        if e.name().startswith(INSTRUCTION)
+    )
+    starts = [s for s, _, _ in spans]
+    live, peaks = 0, {}
+    for e in sorted((e for e in events if e.name() == "[memory]"), key=lambda e: e.start_ns()):
+        if e.device_type() != torch.autograd.DeviceType.CPU:
+            continue
+        live += e.nbytes()
+        i = bisect.bisect_right(starts, e.start_ns()) - 1
+        if i >= 0 and spans[i][0] <= e.start_ns() <= spans[i][1]:
+            name = spans[i][2]
+            peaks[name] = max(peaks.get(name, 0), live)
+    return dict(sorted(peaks.items()))
 
 
 def measure(export_dir, seq, port, world, overlap_comm):
@@ -310,6 +344,11 @@ def main():
                 f"| {r['peak_bytes'] / 1e6:.1f} MB | {amp_peak / 1e6:.1f} MB "
                 f"| {amp_peak / r['peak_bytes']:.3f} | {m['activations_bytes'] / 1e6:.1f} MB |"
             )
+            phases = ", ".join(
+                f"{k.removeprefix('_exec_')} {v / 1e6:.1f}"
+                for k, v in r["peak_bytes_by_instruction"].items()
+            )
+            print(f"    peak within each instruction, MB: {phases}")
             print(f"    raw: {json.dumps(r)}")
     saved = block_saved_bytes(a.seq)
     per = saved / (a.seq * CONFIG["hidden_size"])

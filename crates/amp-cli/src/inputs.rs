@@ -619,8 +619,9 @@ impl InputArgs {
         bail!(message)
     }
 
-    /// Under Megatron-LM, or DeepSpeed (whose pipeline GPT is
-    /// Megatron-DeepSpeed's), on a cluster with a GPU FlashAttention does
+    /// Under Megatron-LM, or DeepSpeed running Megatron-DeepSpeed's GPT
+    /// (not Hugging Face's blocks, `--block-kernels eager`, whose SDPA
+    /// fuses it anyway), on a cluster with a GPU FlashAttention does
     /// not run on (before Ampere; [`amp_catalog::Gpu::runs_flash_attention`]),
     /// the engine runs its unfused attention, scores materialised, on every
     /// rank (one model configuration for all). A model whose attention is
@@ -788,12 +789,17 @@ impl InputArgs {
 /// Megatron-DeepSpeed's) would run their unfused attention on a model
 /// whose attention is fused: a GPU of the cluster FlashAttention does not
 /// run on at the setup's precision ([`amp_catalog::Gpu::runs_flash_attention`]).
-/// Says so, naming the engine and why.
+/// Says so, naming the engine and why. Not where DeepSpeed runs Hugging
+/// Face's own blocks (`--block-kernels eager`): their attention is PyTorch's
+/// SDPA, which runs its memory-efficient kernel where FlashAttention does
+/// not (fp32 inputs, GPUs before Ampere), as the analytic model prices a
+/// fused attention there.
 fn unfused_attention(loaded: &Loaded, setup: &TrainingSetup) -> Option<String> {
     use amp_core::setup::Engine;
     let engine = setup
         .engine
-        .filter(|e| matches!(e, Engine::Megatron | Engine::DeepSpeed))?;
+        .filter(|e| matches!(e, Engine::Megatron | Engine::DeepSpeed))
+        .filter(|&e| !(e == Engine::DeepSpeed && setup.eager_blocks()))?;
     if loaded.model.flash_attention() != Some(true) {
         return None;
     }

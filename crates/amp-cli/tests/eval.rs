@@ -1173,6 +1173,43 @@ fn hugging_face_blocks_under_deepspeed_are_the_checked_figures() {
         .map(mb)
         .collect();
     assert_eq!(got, [2563.7, 2563.7, 3087.9, 3087.9]);
+    // README, "Hugging Face's attention under DeepSpeed": the same two
+    // replicas a stage in fp32 (`--replicas 2 --precision fp32`), where
+    // Hugging Face's SDPA runs its memory-efficient kernel, no scores kept
+    // (1170.3 and 1353.3 MB at 512 tokens while they were priced, before
+    // 2026-12-08).
+    let fp32 = |seq: &str| -> Vec<f64> {
+        let v = amp_json(&[
+            "eval",
+            doubled.to_str().unwrap(),
+            "--model",
+            config_path,
+            "--cluster",
+            "1x4xH100",
+            "--engine",
+            "deepspeed",
+            "--cross-entropy",
+            "pytorch",
+            "--precision",
+            "fp32",
+            "--block-kernels",
+            "eager",
+            "--seq",
+            seq,
+            "--force",
+            "--json",
+        ]);
+        assert_eq!(v["made_for"]["attention"], "fused", "{}", v["made_for"]);
+        let reserve = v["framework_reserve_bytes"].as_f64().unwrap();
+        v["memory"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| mb(m["peak_bytes"].as_f64().unwrap() - reserve))
+            .collect()
+    };
+    assert_eq!(fp32("512"), [1127.3, 1127.3, 1319.7, 1319.7]);
+    assert_eq!(fp32("128"), [1127.3, 1127.3, 1160.1, 1160.1]);
     // `deepspeed_zero.py --seq 1024`'s plan: one stage of the same model
     // over two replicas, two micro-batches of one; amp's peak less the
     // reserve per parameter (112,731,136) at each ZeRO stage.

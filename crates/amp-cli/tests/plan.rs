@@ -3775,8 +3775,9 @@ fn gpus_without_bf16_plan_in_a_precision_they_have() {
 
 /// Megatron-LM and DeepSpeed run unfused attention where FlashAttention
 /// cannot run (before Ampere): a zoo model planned for them on V100s is
-/// priced with its scores materialised, and says so; `--attention` and an
-/// engine-less plan (PyTorch's SDPA, fused by its memory-efficient kernel)
+/// priced with its scores materialised, and says so; `--attention`, an
+/// engine-less plan and DeepSpeed running Hugging Face's own blocks
+/// (PyTorch's SDPA, fused by its memory-efficient kernel; since 2026-12-08)
 /// keep the fused attention.
 #[test]
 fn megatron_before_ampere_runs_unfused_attention() {
@@ -3818,6 +3819,13 @@ fn megatron_before_ampere_runs_unfused_attention() {
         fused
     );
     assert_eq!(plan("1x8xV100", &[]), fused);
+    assert_eq!(
+        plan(
+            "1x8xV100",
+            &["--engine", "deepspeed", "--block-kernels", "eager"]
+        ),
+        fused
+    );
 }
 
 /// Under `--engine deepspeed --search-setup sharding` a one-stage plan under
