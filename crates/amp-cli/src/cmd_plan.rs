@@ -32,7 +32,7 @@ use amp_core::setup::{Engine, TrainingSetup};
 use amp_core::setup_search::{search_setups, search_setups_with, setup_candidates, SetupSpace};
 use amp_core::subset_search::{
     faster_on_one_type, objective_value, plan_price_per_hour, rank_by_objective, search_subsets,
-    FasterOnOneType, Objective,
+    FasterOnOneType, Objective, MAX_SUBSET_GPU_TYPES,
 };
 use amp_core::type_tp_search::search_per_type_tp;
 use amp_export::SensitivitySection;
@@ -1177,6 +1177,14 @@ impl Searches<'_> {
             progress: Some(&report_progress),
             ..*self.opts
         };
+        // Ranking by cost searches the sub-clusters, a budget too; but a
+        // cluster of more GPU types than have their subsets searched is
+        // ranked by cost whole, and the output says so (below), where
+        // --subsets and a budget are refused.
+        let too_many_types = inputs.cluster.gpu_types().len() > MAX_SUBSET_GPU_TYPES;
+        let cost_whole =
+            objective == Objective::Cost && too_many_types && !args.subsets && budget.is_none();
+        let subsets = !cost_whole;
         let main_search = || {
             if args.wide() {
                 search_subsets(
@@ -1184,7 +1192,7 @@ impl Searches<'_> {
                     model,
                     &search_opts,
                     setups,
-                    args.subsets || budget.is_some() || objective == Objective::Cost,
+                    subsets,
                     objective,
                     budget,
                 )
@@ -1216,6 +1224,13 @@ impl Searches<'_> {
             (main_search(), None)
         };
         let mut result = result?;
+        if cost_whole {
+            let types = inputs.cluster.gpu_types().len();
+            result.skipped.push(format!(
+                "sub-clusters: ranked by cost on the whole cluster only: its {types} GPU types make {} sub-clusters, and only clusters of at most {MAX_SUBSET_GPU_TYPES} types have theirs searched (merge GPU types to search them)",
+                (1u64 << types.min(63)) - 1
+            ));
+        }
         if let Some(per_type) = per_type {
             match per_type {
                 Ok(r) => {

@@ -1085,6 +1085,68 @@ fn subsets_and_cost_objective() {
     // on the whole cluster cost ranks as time does (until 2026-12-08 it
     // searched only the whole cluster).
     assert_eq!(run(&["--objective", "cost"])["plans"], by_cost["plans"]);
+    // Past the six GPU types whose subsets are searched, ranking by cost
+    // ranks the whole cluster and says so; --subsets is refused there.
+    let seven: String = [
+        "V100-16GB",
+        "V100-32GB",
+        "T4",
+        "A10G",
+        "A100-40GB",
+        "A100-80GB",
+        "H100-SXM",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, gpu)| {
+        format!(
+            "[[nodes]]\ngpu = \"{gpu}\"\ngpus = 1\nintra_gbps = 100\ninter_gbps = 100\nprice_per_hour = {}\n",
+            i + 1
+        )
+    })
+    .collect();
+    let seven = tmp("seven-types.toml", &seven);
+    let seven = seven.to_str().unwrap();
+    let (v, _) = amp_json_and_stderr(&[
+        "plan",
+        "--model",
+        "gpt2",
+        "--cluster",
+        seven,
+        "--global-batch",
+        "8",
+        "--objective",
+        "cost",
+        "--json",
+        "-q",
+    ]);
+    assert!(v["plans"][0]["cost_per_iteration_usd"].as_f64().is_some());
+    let skipped = v["skipped"].to_string();
+    assert!(
+        skipped.contains(
+            "ranked by cost on the whole cluster only: its 7 GPU types make 127 sub-clusters"
+        ),
+        "{skipped}"
+    );
+    let o = amp(&[
+        "plan",
+        "--model",
+        "gpt2",
+        "--cluster",
+        seven,
+        "--global-batch",
+        "8",
+        "--objective",
+        "cost",
+        "--subsets",
+        "-q",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("drop --subsets and --max-usd-per-hour"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     // Per million tokens: the iteration's dollars over its 64 x 1024 tokens
     // (gpt2-xl's default sequence), in the JSON and in the text.
     for p in by_cost["plans"].as_array().unwrap() {

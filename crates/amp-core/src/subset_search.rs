@@ -68,7 +68,7 @@ pub fn gpu_type_subsets(cluster: &Cluster) -> Result<Vec<Vec<usize>>> {
         return Err(AmpError::invalid(
             "cluster",
             format!(
-                "searching subsets of {} GPU types means {} sub-clusters; at most {MAX_SUBSET_GPU_TYPES} types are searched this way: drop the subset search or merge GPU types",
+                "searching subsets of {} GPU types means {} sub-clusters; at most {MAX_SUBSET_GPU_TYPES} types are searched this way: drop --subsets and --max-usd-per-hour (which searches them too), or merge GPU types",
                 types.len(),
                 (1u64 << types.len().min(63)) - 1
             ),
@@ -402,7 +402,7 @@ pub fn search_subsets(
     }
     if truncated {
         merged.skipped.push(format!(
-            "--subsets: only the first {MAX_SUBSETS} node sets were searched (every set of whole GPU types first, then fewer nodes of each: every count when the combinations number at most 64, else halvings); merge GPU types or give a smaller cluster to search the rest"
+            "sub-clusters: only the first {MAX_SUBSETS} node sets were searched (every set of whole GPU types first, then fewer nodes of each: every count when the combinations number at most 64, else halvings); merge GPU types or give a smaller cluster to search the rest"
         ));
     }
     Ok(merged)

@@ -335,7 +335,11 @@ than twice as much for a Llama block): with them, plan with
 const EAGER_BLOCKS_PRICED_NOTE: &str = "
 Memory was priced for Hugging Face's eager blocks (--block-kernels eager): the
 fp32 copies their RMSNorm keeps, every MLP intermediate and the gradients
-their MLP's backward holds. Blocks with fused kernels keep less.
+their MLP's backward holds. Blocks with fused kernels keep less. Their
+attention was priced as the model's default attn_implementation runs it:
+\"sdpa\", where Hugging Face has it, keeps no attention scores, also in fp32
+and before Ampere; built with attn_implementation=\"eager\" such blocks keep
+the scores too.
 ";
 
 /// The check of the module's tied layers against the plan's (`TIED`),

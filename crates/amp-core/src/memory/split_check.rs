@@ -298,7 +298,11 @@ impl SplitMemoryCheck {
 /// 2026-12-05 they counted tied weights twice on such a stage, which
 /// refused a one-stage GPT-3 6.7B on one H200 that `amp eval` priced as
 /// fitting, 3.5 GiB of tied embedding against 0.7 of room, and charged
-/// every stage the largest block's workspace.)
+/// every stage the largest block's workspace.) One chunk per rank: an
+/// interleaved setup's ranks hold their chunks as its schedule leaves them
+/// (`held_bytes_per_sample` in `memory/activations.rs`), which these
+/// tables do not follow, so the search prices such plans on Megatron-LM's
+/// even split without them.
 pub fn stage_memory_tables(
     model: &Model,
     cluster: &Cluster,

@@ -631,14 +631,12 @@ fn interleaved_devices_hold_the_chunks_their_schedule_leaves() {
     assert_eq!(held(0, 4, 8, &[(100.0, 0.0), (100.0, 0.0)]), 1100.0);
     assert_eq!(in_flight(il, 0, 4, 8), 6);
     // The last device: 4 + 1 chunks, first four of chunk 0 and one of
-    // chunk 1 (580 here), then five of chunk 0 once its backwards reach
-    // chunk 0 (600): the larger, where neither 2.5 x 220 = 550 nor
-    // ceil(5 / 2) x 220 = 660 is right.
+    // chunk 1 (580 here), then five of chunk 0 once the next group's
+    // chunk-0 forwards follow the first group's last chunk-1 backward
+    // (600): the larger, where neither 2.5 x 220 = 550 nor ceil(5 / 2) x
+    // 220 = 660 is right.
     assert_eq!(held(3, 4, 8, &[(120.0, 0.0), (100.0, 0.0)]), 600.0);
     assert_eq!(held(3, 4, 8, &[(100.0, 0.0), (120.0, 0.0)]), 520.0);
-    // B = 3 with pp 2: the table's last group is short (0, 0, 1, 1, 0,
-    // 1); the first device warms up 4 and holds 3 of chunk 0, 2 of 1.
-    assert_eq!(held(0, 2, 3, &[(100.0, 0.0), (10.0, 0.0)]), 320.0);
     // Every forward first (B = pp = 4: 10 warm-up forwards of 8): all.
     assert_eq!(held(0, 4, 4, &[(100.0, 0.0), (10.0, 0.0)]), 440.0);
     // One chunk, or 1F1B: the flight count, the loss kept once.
@@ -647,9 +645,13 @@ fn interleaved_devices_hold_the_chunks_their_schedule_leaves() {
         4.0 * 300.0 - 3.0 * 100.0
     );
     // A backward comes before a later peak where a chunk forward follows
-    // the first backward: B = 6 (12 chunk forwards, 11 before it) does,
-    // though ceil(11 / 2) = 6 micro-batches are in flight; B = 4 does not.
-    assert!(backward_before_peak(il, 0, 4, 6));
+    // the first backward: the third device of pp 4 at B = 4 warms up
+    // 2 + 4 = 6 and runs 8 chunk forwards, one after its first backward,
+    // though ceil(7 / 2) = 4 = B micro-batches are in flight (counted
+    // none before 2026-12-08); the first device at B = 4 runs every
+    // forward first.
+    assert_eq!(in_flight(il, 2, 4, 4), 4);
+    assert!(backward_before_peak(il, 2, 4, 4));
     assert!(!backward_before_peak(il, 0, 4, 4));
     assert!(backward_before_peak(Schedule::OneFOneB, 0, 4, 5));
     assert!(!backward_before_peak(Schedule::OneFOneB, 0, 4, 4));
