@@ -1106,20 +1106,25 @@ fn subsets_and_cost_objective() {
     })
     .collect();
     let seven = tmp("seven-types.toml", &seven);
-    let seven = seven.to_str().unwrap();
-    let (v, _) = amp_json_and_stderr(&[
-        "plan",
-        "--model",
-        "gpt2",
-        "--cluster",
-        seven,
-        "--global-batch",
-        "8",
-        "--objective",
-        "cost",
-        "--json",
-        "-q",
-    ]);
+    let by_cost_on_seven = |extra: &[&str]| {
+        let mut args = vec![
+            "plan",
+            "--model",
+            "gpt2",
+            "--cluster",
+            seven.to_str().unwrap(),
+            "--global-batch",
+            "8",
+            "--objective",
+            "cost",
+            "-q",
+        ];
+        args.extend(extra);
+        amp(&args)
+    };
+    let o = by_cost_on_seven(&["--json"]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(v["plans"][0]["cost_per_iteration_usd"].as_f64().is_some());
     let skipped = v["skipped"].to_string();
     assert!(
@@ -1128,24 +1133,12 @@ fn subsets_and_cost_objective() {
         ),
         "{skipped}"
     );
-    let o = amp(&[
-        "plan",
-        "--model",
-        "gpt2",
-        "--cluster",
-        seven,
-        "--global-batch",
-        "8",
-        "--objective",
-        "cost",
-        "--subsets",
-        "-q",
-    ]);
+    let o = by_cost_on_seven(&["--subsets"]);
     assert!(!o.status.success());
+    let said = String::from_utf8_lossy(&o.stderr);
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("drop --subsets and --max-usd-per-hour"),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
+        said.contains("drop --subsets and --max-usd-per-hour"),
+        "{said}"
     );
     // Per million tokens: the iteration's dollars over its 64 x 1024 tokens
     // (gpt2-xl's default sequence), in the JSON and in the text.
