@@ -208,12 +208,11 @@ pub(crate) fn backward_before_peak(schedule: Schedule, stage: usize, pp: usize, 
 /// holds several (interleaved; else empty).
 ///
 /// Interleaved, the device holds `W + 1` chunk activations
-/// ([`in_flight`]), but which chunks changes as the schedule runs: the
-/// forwards take Megatron Core's schedule table (`get_schedule_table`:
-/// groups of `pp` micro-batches, each chunk in turn, so chunk `c` runs its
-/// forwards a group at a time), the backwards the same table's chunks in
-/// reverse order. The peak is the largest of what it holds after each
-/// forward, chunk by chunk: `W + 1` chunks of one micro-batch, `(W + 1) /
+/// ([`in_flight`]), but which chunks changes as the schedule runs: it
+/// walks the passes the schedule simulator runs
+/// ([`Schedule::passes`], Megatron Core's order: forwards a group of `pp`
+/// micro-batches per chunk in turn, backwards the same chunks in reverse)
+/// and takes the most held after any forward, chunk by chunk: `(W + 1) /
 /// v` micro-batches where the chunks hold the same.
 pub(crate) fn held_bytes_per_sample(
     schedule: Schedule,
@@ -227,37 +226,24 @@ pub(crate) fn held_bytes_per_sample(
         return flight as f64 * stored
             + (loss_in_flight(schedule, flight) as f64 - flight as f64) * loss;
     }
-    let total = b * v;
-    let warmup = interleaved_warmup(stage, pp, v, total);
-    // The chunk of each chunk forward, in order.
-    let mut table = Vec::with_capacity(total);
-    let mut start = 0;
-    while start < b {
-        let end = if start + pp >= b { b } else { start + pp };
-        for c in 0..v {
-            table.extend(std::iter::repeat_n(c, end - start));
-        }
-        start = end;
-    }
     let bytes = |c: usize, n: usize| {
         let (s, l) = chunks[c];
         n as f64 * (s - l) + n.min(1) as f64 * l
     };
     let mut held = vec![0usize; v];
-    for &c in &table[..(warmup + 1).min(total)] {
-        held[c] += 1;
-    }
-    let mut now: f64 = (0..v).map(|c| bytes(c, held[c])).sum();
-    let mut peak = now;
-    for i in 1..total.saturating_sub(warmup) {
-        let back = v - 1 - table[i - 1];
-        let fwd = table[warmup + i];
-        for (c, step) in [(back, -1isize), (fwd, 1)] {
-            now -= bytes(c, held[c]);
-            held[c] = held[c].saturating_add_signed(step);
-            now += bytes(c, held[c]);
+    let (mut now, mut peak) = (0.0, 0.0f64);
+    for pass in schedule.passes(stage, pp, b) {
+        let c = pass.chunk;
+        now -= bytes(c, held[c]);
+        held[c] = if pass.forward {
+            held[c] + 1
+        } else {
+            held[c].saturating_sub(1)
+        };
+        now += bytes(c, held[c]);
+        if pass.forward {
+            peak = peak.max(now);
         }
-        peak = peak.max(now);
     }
     peak
 }
